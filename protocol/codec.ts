@@ -1,0 +1,411 @@
+// Protobuf codec for the Raft types of protocol/raft/types.ts, on the schema in
+// proto/omni.proto. Pure: the schema is embedded below as text (no file I/O at runtime);
+// test/unit/codec.test.ts checks that the embedded text equals proto/omni.proto.
+//
+// Every decoder checks the input size before decoding, wraps any protobufjs failure in
+// DecodeError, and validates the result (known enums, safe non-negative integers, bounded
+// ids). Encoders run the same validation (EncodeError) and the same size limit.
+
+import protobuf from 'protobufjs';
+import {
+  ConfChangeType,
+  EMPTY_BYTES,
+  EntryType,
+  MessageType,
+  type ConfChange,
+  type ConfState,
+  type Entry,
+  type HardState,
+  type Message,
+  type Snapshot,
+  type SnapshotMeta,
+} from './raft/types.js';
+
+/** Largest encoded RaftMessage (and Entry, Snapshot, HardState, ConfChange) accepted. */
+export const MAX_RAFT_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Largest node id, in UTF-8 bytes. */
+export const MAX_NODE_ID_BYTES = 256;
+/** Most ids in one ConfState list (voters or learners). */
+export const MAX_CONF_IDS = 10_000;
+
+export class DecodeError extends Error {
+  readonly code = 'DECODE_ERROR';
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'DecodeError';
+  }
+}
+
+/** The value to encode breaks an invariant a decoder would check (a bug in the caller). */
+export class EncodeError extends Error {
+  readonly code = 'ENCODE_ERROR';
+  constructor(message: string) {
+    super(message);
+    this.name = 'EncodeError';
+  }
+}
+
+export class MessageTooLargeError extends Error {
+  readonly code = 'MESSAGE_TOO_LARGE';
+  readonly sizeBytes: number;
+  readonly maxBytes: number;
+  constructor(sizeBytes: number, maxBytes: number) {
+    super(`message of ${sizeBytes} bytes exceeds the limit of ${maxBytes} bytes`);
+    this.name = 'MessageTooLargeError';
+    this.sizeBytes = sizeBytes;
+    this.maxBytes = maxBytes;
+  }
+}
+
+export function encodeRaftMessage(m: Message): Uint8Array {
+  checkMessage(m, encodeFail);
+  return encodeWith(schema.RaftMessage, m);
+}
+
+export function decodeRaftMessage(bytes: Uint8Array, maxBytes = MAX_RAFT_MESSAGE_BYTES): Message {
+  const m = decodeWith(schema.RaftMessage, bytes, maxBytes, (raw: RawMessage) => toMessage(raw));
+  checkMessage(m, decodeFail);
+  return m;
+}
+
+export function encodeConfChange(cc: ConfChange): Uint8Array {
+  checkConfChange(cc, encodeFail);
+  return encodeWith(schema.ConfChange, cc);
+}
+
+export function decodeConfChange(bytes: Uint8Array, maxBytes = MAX_RAFT_MESSAGE_BYTES): ConfChange {
+  const cc = decodeWith(schema.ConfChange, bytes, maxBytes, (raw: RawConfChange) => ({
+    type: raw.type,
+    node: raw.node,
+  }));
+  checkConfChange(cc, decodeFail);
+  return cc;
+}
+
+export function encodeHardState(hs: HardState): Uint8Array {
+  checkHardState(hs, encodeFail);
+  return encodeWith(schema.HardState, hs);
+}
+
+export function decodeHardState(bytes: Uint8Array, maxBytes = MAX_RAFT_MESSAGE_BYTES): HardState {
+  const hs = decodeWith(schema.HardState, bytes, maxBytes, (raw: RawHardState) => ({
+    term: toNumber(raw.term),
+    vote: raw.vote,
+    commit: toNumber(raw.commit),
+  }));
+  checkHardState(hs, decodeFail);
+  return hs;
+}
+
+export function encodeEntry(e: Entry): Uint8Array {
+  checkEntry(e, 'entry', encodeFail);
+  return encodeWith(schema.Entry, e);
+}
+
+export function decodeEntry(bytes: Uint8Array, maxBytes = MAX_RAFT_MESSAGE_BYTES): Entry {
+  const e = decodeWith(schema.Entry, bytes, maxBytes, toEntry);
+  checkEntry(e, 'entry', decodeFail);
+  return e;
+}
+
+export function encodeSnapshot(s: Snapshot): Uint8Array {
+  checkSnapshot(s, encodeFail);
+  return encodeWith(schema.Snapshot, s);
+}
+
+export function decodeSnapshot(bytes: Uint8Array, maxBytes = MAX_RAFT_MESSAGE_BYTES): Snapshot {
+  const s = decodeWith(schema.Snapshot, bytes, maxBytes, toSnapshot);
+  checkSnapshot(s, decodeFail);
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Encoding and decoding with protobufjs
+
+function encodeWith(type: protobuf.Type, value: object): Uint8Array {
+  // The field names of types.ts match the schema's camelCase names, so values encode as is.
+  const writer = type.encode(value);
+  // Checked before finish(), so an oversized message is never copied into one buffer.
+  if (writer.len > MAX_RAFT_MESSAGE_BYTES) {
+    throw new MessageTooLargeError(writer.len, MAX_RAFT_MESSAGE_BYTES);
+  }
+  const buf = writer.finish();
+  // protobufjs returns a Node Buffer; hand out a plain Uint8Array view of the same bytes.
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+function decodeWith<Raw, T>(
+  type: protobuf.Type,
+  bytes: Uint8Array,
+  maxBytes: number,
+  convert: (raw: Raw) => T,
+): T {
+  if (bytes.byteLength > maxBytes) throw new MessageTooLargeError(bytes.byteLength, maxBytes);
+  try {
+    return convert(type.decode(bytes) as unknown as Raw);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new DecodeError(`${type.name}: ${why}`, { cause: err });
+  }
+}
+
+/** uint64 as protobufjs decodes it: a Long (when the long package is present) or a number. */
+type U64 = number | { toNumber(): number };
+/** bytes as protobufjs decodes it: a Buffer, or a frozen [] when the field is absent. */
+type RawBytes = Uint8Array | number[];
+
+interface RawEntry { term: U64; index: U64; type: number; data: RawBytes }
+interface RawConfState { voters: string[]; learners: string[] }
+interface RawSnapshotMeta { index: U64; term: U64; conf: RawConfState | null }
+interface RawSnapshot { meta: RawSnapshotMeta | null; data: RawBytes }
+interface RawHardState { term: U64; vote: string; commit: U64 }
+interface RawConfChange { type: number; node: string }
+interface RawMessage {
+  type: number; from: string; to: string; term: U64; logTerm: U64; index: U64;
+  entries: RawEntry[]; commit: U64; reject: boolean; rejectHint: U64;
+  snapshot: RawSnapshot | null; context: RawBytes;
+}
+
+/** A Long above 2^53 - 1 becomes an unsafe number, which the checks then reject. */
+function toNumber(v: U64): number {
+  return typeof v === 'number' ? v : v.toNumber();
+}
+
+/** A plain Uint8Array copy: never a Buffer, never a view into the input. */
+function toBytes(v: RawBytes): Uint8Array {
+  // Empty byte fields (most contexts, no-op entries) share one array: typed arrays are heavy.
+  return v.length === 0 ? EMPTY_BYTES : new Uint8Array(v);
+}
+
+function toEntry(raw: RawEntry): Entry {
+  return { term: toNumber(raw.term), index: toNumber(raw.index), type: raw.type, data: toBytes(raw.data) };
+}
+
+function toSnapshot(raw: RawSnapshot): Snapshot {
+  const meta = raw.meta;
+  const conf = meta?.conf;
+  return {
+    meta: {
+      index: meta ? toNumber(meta.index) : 0,
+      term: meta ? toNumber(meta.term) : 0,
+      conf: { voters: [...(conf?.voters ?? [])], learners: [...(conf?.learners ?? [])] },
+    },
+    data: toBytes(raw.data),
+  };
+}
+
+function toMessage(raw: RawMessage): Message {
+  const m: Message = {
+    type: raw.type,
+    from: raw.from,
+    to: raw.to,
+    term: toNumber(raw.term),
+    logTerm: toNumber(raw.logTerm),
+    index: toNumber(raw.index),
+    entries: raw.entries.map(toEntry),
+    commit: toNumber(raw.commit),
+    reject: raw.reject,
+    rejectHint: toNumber(raw.rejectHint),
+    context: toBytes(raw.context),
+  };
+  if (raw.snapshot != null) m.snapshot = toSnapshot(raw.snapshot);
+  return m;
+}
+
+// ---------------------------------------------------------------------------
+// Validation, shared by encoders (EncodeError) and decoders (DecodeError)
+
+type Fail = (why: string) => never;
+const decodeFail: Fail = (why) => {
+  throw new DecodeError(why);
+};
+const encodeFail: Fail = (why) => {
+  throw new EncodeError(why);
+};
+
+const enumValues = (e: object): ReadonlySet<unknown> =>
+  new Set(Object.values(e).filter((v) => typeof v === 'number'));
+const MESSAGE_TYPES = enumValues(MessageType);
+const ENTRY_TYPES = enumValues(EntryType);
+const CONF_CHANGE_TYPES = enumValues(ConfChangeType);
+
+function checkEnum(v: number, known: ReadonlySet<unknown>, what: string, fail: Fail): void {
+  if (!known.has(v)) fail(`${what}: unknown value ${v}`);
+}
+
+function checkU64(v: number, what: string, fail: Fail): void {
+  if (!Number.isSafeInteger(v) || v < 0) fail(`${what}: ${v} is not a safe non-negative integer`);
+}
+
+function checkNodeId(id: string, what: string, fail: Fail, allowEmpty: boolean): void {
+  if (typeof id !== 'string') fail(`${what}: not a string`);
+  const sizeBytes = protobuf.util.utf8.length(id);
+  if (sizeBytes > MAX_NODE_ID_BYTES) fail(`${what}: ${sizeBytes} bytes > ${MAX_NODE_ID_BYTES}`);
+  if (!allowEmpty && sizeBytes === 0) fail(`${what}: empty node id`);
+}
+
+function checkEntry(e: Entry, what: string, fail: Fail): void {
+  checkU64(e.term, `${what}.term`, fail);
+  checkU64(e.index, `${what}.index`, fail);
+  checkEnum(e.type, ENTRY_TYPES, `${what}.type`, fail);
+}
+
+function checkConfIds(ids: string[], what: string, fail: Fail): void {
+  if (ids.length > MAX_CONF_IDS) fail(`${what}: ${ids.length} ids > ${MAX_CONF_IDS}`);
+  for (const id of ids) checkNodeId(id, what, fail, false);
+}
+
+function checkConfState(c: ConfState, fail: Fail): void {
+  checkConfIds(c.voters, 'conf.voters', fail);
+  checkConfIds(c.learners, 'conf.learners', fail);
+}
+
+function checkSnapshotMeta(meta: SnapshotMeta, fail: Fail): void {
+  checkU64(meta.index, 'snapshot.meta.index', fail);
+  checkU64(meta.term, 'snapshot.meta.term', fail);
+  checkConfState(meta.conf, fail);
+}
+
+function checkSnapshot(s: Snapshot, fail: Fail): void {
+  checkSnapshotMeta(s.meta, fail);
+}
+
+function checkHardState(hs: HardState, fail: Fail): void {
+  checkU64(hs.term, 'hardState.term', fail);
+  checkNodeId(hs.vote, 'hardState.vote', fail, true);
+  checkU64(hs.commit, 'hardState.commit', fail);
+}
+
+function checkConfChange(cc: ConfChange, fail: Fail): void {
+  checkEnum(cc.type, CONF_CHANGE_TYPES, 'confChange.type', fail);
+  checkNodeId(cc.node, 'confChange.node', fail, false);
+}
+
+function checkMessage(m: Message, fail: Fail): void {
+  checkEnum(m.type, MESSAGE_TYPES, 'message.type', fail);
+  checkNodeId(m.from, 'message.from', fail, true);
+  checkNodeId(m.to, 'message.to', fail, true);
+  checkU64(m.term, 'message.term', fail);
+  checkU64(m.logTerm, 'message.logTerm', fail);
+  checkU64(m.index, 'message.index', fail);
+  checkU64(m.commit, 'message.commit', fail);
+  checkU64(m.rejectHint, 'message.rejectHint', fail);
+  m.entries.forEach((e, i) => checkEntry(e, `message.entries[${i}]`, fail));
+  if (m.snapshot !== undefined) checkSnapshot(m.snapshot, fail);
+}
+
+// ---------------------------------------------------------------------------
+// Schema: proto/omni.proto, verbatim.
+
+export const OMNI_PROTO = `// Omni wire schema.
+//
+// Every message that crosses a process boundary (network or disk) lives in this file.
+// Decoders live in protocol/ (protocol/codec.ts embeds this text verbatim: keep them
+// identical; test/unit/codec.test.ts checks it). Every decoder has a size limit.
+//
+// Numbers: term, index and commit are uint64 on the wire and JS numbers in TypeScript;
+// a decoder rejects any value above Number.MAX_SAFE_INTEGER (2^53 - 1).
+// Enum numbers mirror protocol/raft/types.ts exactly; never renumber a value.
+
+syntax = "proto3";
+
+package omni;
+
+// ---------------------------------------------------------------------------
+// Raft (protocol/raft/types.ts)
+// ---------------------------------------------------------------------------
+
+// Mirrors MessageType in protocol/raft/types.ts.
+enum MessageType {
+  MSG_HUP = 0;              // local only, never sent
+  MSG_TRANSFER_LEADER = 1;
+  MSG_APP = 2;
+  MSG_APP_RESP = 3;
+  MSG_VOTE = 4;
+  MSG_VOTE_RESP = 5;
+  MSG_PRE_VOTE = 6;
+  MSG_PRE_VOTE_RESP = 7;
+  MSG_HEARTBEAT = 8;
+  MSG_HEARTBEAT_RESP = 9;
+  MSG_SNAP = 10;
+  MSG_TIMEOUT_NOW = 11;
+  MSG_READ_INDEX = 12;
+  MSG_READ_INDEX_RESP = 13;
+}
+
+// Mirrors EntryType in protocol/raft/types.ts.
+enum EntryType {
+  ENTRY_NORMAL = 0;
+  ENTRY_CONF_CHANGE = 1;
+}
+
+// Mirrors ConfChangeType in protocol/raft/types.ts.
+enum ConfChangeType {
+  CONF_CHANGE_ADD_VOTER = 0;
+  CONF_CHANGE_ADD_LEARNER = 1;
+  CONF_CHANGE_REMOVE_NODE = 2;
+}
+
+message Entry {
+  uint64 term = 1;
+  uint64 index = 2;
+  EntryType type = 3;
+  bytes data = 4;
+}
+
+message ConfState {
+  repeated string voters = 1;
+  repeated string learners = 2;
+}
+
+message SnapshotMeta {
+  uint64 index = 1;
+  uint64 term = 2;
+  ConfState conf = 3;
+}
+
+message Snapshot {
+  SnapshotMeta meta = 1;
+  bytes data = 2;
+}
+
+message HardState {
+  uint64 term = 1;
+  string vote = 2;
+  uint64 commit = 3;
+}
+
+message ConfChange {
+  ConfChangeType type = 1;
+  string node = 2;
+}
+
+message RaftMessage {
+  MessageType type = 1;
+  string from = 2;
+  string to = 3;
+  uint64 term = 4;
+  uint64 log_term = 5;
+  uint64 index = 6;
+  repeated Entry entries = 7;
+  uint64 commit = 8;
+  bool reject = 9;
+  uint64 reject_hint = 10;
+  optional Snapshot snapshot = 11;
+  bytes context = 12;
+}
+
+// ---------------------------------------------------------------------------
+// Cluster messages (membership, join, gossip, API, agent, forge, registry)
+// will be added below as those layers are written. Add them here, not elsewhere.
+// ---------------------------------------------------------------------------
+`;
+
+const root = protobuf.parse(OMNI_PROTO).root;
+const schema = {
+  RaftMessage: root.lookupType('omni.RaftMessage'),
+  Entry: root.lookupType('omni.Entry'),
+  Snapshot: root.lookupType('omni.Snapshot'),
+  HardState: root.lookupType('omni.HardState'),
+  ConfChange: root.lookupType('omni.ConfChange'),
+};

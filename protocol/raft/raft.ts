@@ -1,0 +1,914 @@
+// The Raft consensus core: a pure state machine in the style of etcd-io/raft.
+// Inputs: step(message), tick(), propose(), proposeConfChange(), readIndex(), transferLeader().
+// Outputs: a Ready batch (state to persist, messages to send, entries to apply) that the
+// driver processes in order and acknowledges with advance(). No clocks, sockets, disks or
+// Math.random: time is tick(), randomness is the Rng passed in.
+//
+// Membership: one change at a time (Raft thesis §4.1, single-server changes). A change takes
+// effect on every node when its entry is applied; the leader refuses a new change while one
+// is unapplied, and a new leader first applies everything from earlier terms (its own empty
+// entry commits first), which avoids the single-server change bug described by Ongaro (2015).
+
+import { decodeConfChange, encodeConfChange } from '../codec.js';
+import type { Rng } from '../rng.js';
+import { invariant } from './errors.js';
+import { RaftLog, emptySnapshot } from './log.js';
+import { Progress, ProgressState } from './progress.js';
+import { ReadOnly } from './readonly.js';
+import {
+  type BugName,
+  type ConfChange,
+  ConfChangeType,
+  type ConfState,
+  type Entry,
+  EntryType,
+  type HardState,
+  type Message,
+  MessageType,
+  NONE,
+  type NodeId,
+  type Ready,
+  type ReadState,
+  Role,
+  type Snapshot,
+  type SoftState,
+  EMPTY_BYTES,
+  emptyMessage,
+} from './types.js';
+
+export interface RaftConfig {
+  id: NodeId;
+  /** Ticks without hearing from a leader before an election (randomized in [t, 2t)). */
+  electionTick: number;
+  /** Ticks between leader heartbeats; must be < electionTick. */
+  heartbeatTick: number;
+  rng: Rng;
+  /** Bound on the entry bytes carried by one append message. */
+  maxSizePerMsgBytes?: number;
+  /** Bound on pipelined append messages per follower (flow control). */
+  maxInflightMsgs?: number;
+  /** Bound on entries the leader accepts beyond its commit index. */
+  maxUncommittedEntries?: number;
+  preVote?: boolean;
+  checkQuorum?: boolean;
+  /** Known bugs to inject, for proving the simulator's checkers can fail. Never set in production. */
+  bugs?: ReadonlySet<BugName>;
+  /** Receives one line per notable event (role changes, conf changes) for traces. */
+  trace?: (event: string) => void;
+}
+
+/** What the driver restores after a restart (or an empty state for a brand-new node). */
+export interface PersistedState {
+  hardState: HardState;
+  snapshot?: Snapshot;
+  entries: Entry[];
+}
+
+export type ProposeResult =
+  | { ok: true; index: number; term: number }
+  | { ok: false; code: 'NOT_LEADER' | 'TRANSFERRING' | 'CONF_CHANGE_PENDING' | 'TOO_MANY_PENDING' | 'INVALID'; leader: NodeId; message: string };
+
+/** The state a brand-new cluster's first node persists: its conf changes at term 1. */
+export function bootstrapState(voters: NodeId[]): PersistedState {
+  const entries: Entry[] = voters.map((node, i) => ({
+    term: 1,
+    index: i + 1,
+    type: EntryType.ConfChange,
+    data: encodeConfChange({ type: ConfChangeType.AddVoter, node }),
+  }));
+  return { hardState: { term: 1, vote: NONE, commit: entries.length }, entries };
+}
+
+export function emptyState(): PersistedState {
+  return { hardState: { term: 0, vote: NONE, commit: 0 }, entries: [] };
+}
+
+const CAMPAIGN_TRANSFER = new Uint8Array([1]);
+
+export class Raft {
+  readonly id: NodeId;
+  term: number;
+  vote: NodeId;
+  lead: NodeId = NONE;
+  role: Role = Role.Follower;
+  readonly log: RaftLog;
+  readonly voters = new Set<NodeId>();
+  readonly learners = new Set<NodeId>();
+  /** Replication progress of every member (meaningful on the leader). */
+  readonly prs = new Map<NodeId, Progress>();
+  leadTransferee: NodeId = NONE;
+  /** Index of the latest conf change the leader proposed; no new one until it is applied. */
+  pendingConfIndex = 0;
+
+  private readonly cfg: Required<Omit<RaftConfig, 'trace' | 'bugs'>> & Pick<RaftConfig, 'trace'>;
+  private readonly bugs: ReadonlySet<BugName>;
+  private votes = new Map<NodeId, boolean>();
+  private msgs: Message[] = [];
+  private readStates: ReadState[] = [];
+  private readonly readOnly = new ReadOnly();
+  /** Reads that arrived before the leader committed an entry of its own term. */
+  private pendingReads: Message[] = [];
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  private prevSoft: SoftState;
+  private prevHard: HardState;
+  /** Handed out by ready(), awaiting advance(). */
+  private inFlightReady: { lastIndex: number; lastTerm: number; applyTo: number; snapshotIndex: number } | undefined;
+
+  constructor(config: RaftConfig, state: PersistedState) {
+    invariant(config.id !== NONE, 'node id must not be empty');
+    invariant(config.heartbeatTick > 0 && config.heartbeatTick < config.electionTick, 'need 0 < heartbeatTick < electionTick');
+    this.id = config.id;
+    this.cfg = {
+      maxSizePerMsgBytes: 1024 * 1024,
+      maxInflightMsgs: 256,
+      maxUncommittedEntries: 10_000,
+      preVote: true,
+      checkQuorum: true,
+      ...config,
+    };
+    this.bugs = config.bugs ?? new Set();
+    const snapshot = state.snapshot ?? emptySnapshot();
+    this.log = new RaftLog(snapshot, state.entries, state.hardState.commit);
+    this.term = state.hardState.term;
+    this.vote = state.hardState.vote;
+    this.setConf(snapshot.meta.conf);
+    this.prevSoft = { lead: NONE, role: Role.Follower };
+    this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
+    this.becomeFollower(this.term, NONE);
+  }
+
+  // ---------------------------------------------------------------- public inputs
+
+  tick(): void {
+    if (this.role === Role.Leader) this.tickHeartbeat();
+    else this.tickElection();
+  }
+
+  step(m: Message): void {
+    if (m.term === 0) {
+      // local message
+    } else if (m.term > this.term) {
+      if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
+        const force = m.context.length === 1 && m.context[0] === CAMPAIGN_TRANSFER[0];
+        const inLease = this.cfg.checkQuorum && this.lead !== NONE && this.electionElapsed < this.cfg.electionTick;
+        if (!force && inLease) return; // §4.2.3: ignore disruptive candidates while a leader is alive
+      }
+      if (m.type === MessageType.PreVote) {
+        // never change our term for a pre-vote
+      } else if (m.type === MessageType.PreVoteResp && !m.reject) {
+        // the pre-candidate bumps its term only when it wins
+      } else {
+        const leaderMsg = m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
+        this.becomeFollower(m.term, leaderMsg ? m.from : NONE);
+      }
+    } else if (m.term < this.term) {
+      if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === MessageType.App || m.type === MessageType.Heartbeat)) {
+        // A stale leader: tell it our term so it steps down (needed with check-quorum/pre-vote).
+        this.send(emptyMessage(MessageType.AppResp, this.id, m.from, this.term));
+      } else if (m.type === MessageType.PreVote) {
+        this.send({ ...emptyMessage(MessageType.PreVoteResp, this.id, m.from, this.term), reject: true });
+      }
+      return;
+    }
+
+    switch (m.type) {
+      case MessageType.Hup:
+        this.hup(false);
+        return;
+      case MessageType.Vote:
+      case MessageType.PreVote:
+        this.handleVoteRequest(m);
+        return;
+    }
+    switch (this.role) {
+      case Role.Leader:
+        this.stepLeader(m);
+        return;
+      case Role.Candidate:
+      case Role.PreCandidate:
+        this.stepCandidate(m);
+        return;
+      case Role.Follower:
+        this.stepFollower(m);
+        return;
+    }
+  }
+
+  propose(data: Uint8Array): ProposeResult {
+    const refused = this.checkCanPropose();
+    if (refused) return refused;
+    const e = this.appendEntry(EntryType.Normal, data);
+    return { ok: true, index: e.index, term: e.term };
+  }
+
+  proposeConfChange(cc: ConfChange): ProposeResult {
+    const refused = this.checkCanPropose();
+    if (refused) return refused;
+    if (this.pendingConfIndex > this.log.applied) {
+      return this.refuse('CONF_CHANGE_PENDING', 'another membership change is still in progress; retry when it is applied');
+    }
+    const problem = this.validateConfChange(cc);
+    if (problem) return this.refuse('INVALID', problem);
+    const e = this.appendEntry(EntryType.ConfChange, encodeConfChange(cc));
+    this.pendingConfIndex = e.index;
+    return { ok: true, index: e.index, term: e.term };
+  }
+
+  /**
+   * Requests a linearizable read (§6.4). A ReadState with the same context appears in a later
+   * Ready once safe; serve the read after applying its index. Returns false if dropped (no
+   * known leader, or too many pending reads): the caller retries.
+   */
+  readIndex(context: Uint8Array): boolean {
+    const m = { ...emptyMessage(MessageType.ReadIndex, this.id, this.id, 0), context };
+    if (this.role === Role.Leader) return this.handleReadIndex(m);
+    if (this.lead === NONE) return false;
+    this.send({ ...m, to: this.lead });
+    return true;
+  }
+
+  /** Asks the current leader to hand leadership to `transferee` (§3.10, TimeoutNow). */
+  transferLeader(transferee: NodeId): void {
+    if (this.role === Role.Leader) this.handleTransferLeader(transferee);
+    else if (this.lead !== NONE) this.send(emptyMessage(MessageType.TransferLeader, transferee, this.lead, 0));
+  }
+
+  /** Starts an election now (e.g. for a single-node cluster at start-up). */
+  campaign(): void {
+    this.hup(false);
+  }
+
+  /** Replaces the log up to the applied index with a snapshot holding `data`. */
+  compact(data: Uint8Array): Snapshot {
+    return this.log.compact(this.log.applied, data, this.confState());
+  }
+
+  confState(): ConfState {
+    return { voters: [...this.voters].sort(), learners: [...this.learners].sort() };
+  }
+
+  hardState(): HardState {
+    return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  softState(): SoftState {
+    return { lead: this.lead, role: this.role };
+  }
+
+  isPromotable(): boolean {
+    return this.voters.has(this.id);
+  }
+
+  // ---------------------------------------------------------------- Ready / advance
+
+  hasReady(): boolean {
+    if (this.inFlightReady) return false;
+    const soft = this.softState();
+    if (soft.lead !== this.prevSoft.lead || soft.role !== this.prevSoft.role) return true;
+    if (!sameHardState(this.hardState(), this.prevHard)) return true;
+    return (
+      this.msgs.length > 0 ||
+      this.readStates.length > 0 ||
+      this.log.pendingSnapshot !== undefined ||
+      this.log.unstableEntries().length > 0 ||
+      this.log.applicableEntries(this.applyLimit()).length > 0
+    );
+  }
+
+  ready(): Ready {
+    invariant(!this.inFlightReady, 'ready() called twice without advance()');
+    const soft = this.softState();
+    const hard = this.hardState();
+    const entries = this.log.unstableEntries();
+    const snapshot = this.log.pendingSnapshot;
+    const committedEntries = snapshot ? [] : this.log.applicableEntries(this.applyLimit());
+    const hardChanged = !sameHardState(hard, this.prevHard);
+    const termOrVoteChanged = hard.term !== this.prevHard.term || hard.vote !== this.prevHard.vote;
+    const rd: Ready = {
+      entries,
+      committedEntries,
+      messages: this.msgs,
+      readStates: this.readStates,
+      mustSync: termOrVoteChanged || (entries.length > 0 && !this.bugs.has('ack-before-persist')) || snapshot !== undefined,
+    };
+    if (soft.lead !== this.prevSoft.lead || soft.role !== this.prevSoft.role) rd.softState = soft;
+    if (hardChanged) rd.hardState = hard;
+    if (snapshot) rd.snapshot = snapshot;
+    this.msgs = [];
+    this.readStates = [];
+    this.prevSoft = soft;
+    this.prevHard = hard;
+    this.log.markHanded();
+    const last = entries.length > 0 ? entries[entries.length - 1] : undefined;
+    this.inFlightReady = {
+      lastIndex: last?.index ?? 0,
+      lastTerm: last?.term ?? 0,
+      applyTo: committedEntries.length > 0 ? committedEntries[committedEntries.length - 1].index : 0,
+      snapshotIndex: snapshot?.meta.index ?? 0,
+    };
+    return rd;
+  }
+
+  /** The driver finished the last Ready: persisted, sent and applied. */
+  advance(rd: Ready): void {
+    const done = this.inFlightReady;
+    invariant(done, 'advance() without ready()');
+    this.inFlightReady = undefined;
+    if (done.snapshotIndex > 0 && this.log.pendingSnapshot?.meta.index === done.snapshotIndex) {
+      this.log.pendingSnapshot = undefined;
+      this.log.appliedTo(Math.max(this.log.applied, done.snapshotIndex));
+    }
+    if (done.lastIndex > 0) this.log.stableTo(done.lastIndex, done.lastTerm);
+    for (const e of rd.committedEntries) {
+      if (e.type === EntryType.ConfChange) this.applyConfChange(decodeConfChange(e.data));
+    }
+    if (done.applyTo > this.log.applied) this.log.appliedTo(done.applyTo);
+    if (this.role === Role.Leader) {
+      // The leader counts its own copy only once it is durable.
+      const self = this.prs.get(this.id);
+      if (self && self.maybeUpdate(this.log.persisted) && this.maybeCommit()) this.bcastAppend();
+    }
+  }
+
+  // ---------------------------------------------------------------- roles
+
+  private becomeFollower(term: number, lead: NodeId): void {
+    this.reset(term);
+    this.role = Role.Follower;
+    this.lead = lead;
+    this.traceEvent(`follower term=${term} lead=${lead || '-'}`);
+  }
+
+  private becomePreCandidate(): void {
+    invariant(this.role !== Role.Leader, 'leader cannot become pre-candidate');
+    // Pre-vote does not change the term or the vote (§9.6).
+    this.votes = new Map();
+    this.role = Role.PreCandidate;
+    this.lead = NONE;
+    this.traceEvent(`pre-candidate term=${this.term}`);
+  }
+
+  private becomeCandidate(): void {
+    invariant(this.role !== Role.Leader, 'leader cannot become candidate');
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = Role.Candidate;
+    this.traceEvent(`candidate term=${this.term}`);
+  }
+
+  private becomeLeader(): void {
+    invariant(this.role === Role.Candidate, 'only a candidate can become leader');
+    this.reset(this.term);
+    this.role = Role.Leader;
+    this.lead = this.id;
+    const self = this.prs.get(this.id);
+    if (self) {
+      self.match = this.log.persisted;
+      self.becomeReplicate();
+    }
+    // Conf changes from earlier terms must be applied before a new one (see header).
+    this.pendingConfIndex = this.log.lastIndex();
+    this.traceEvent(`leader term=${this.term} last=${this.log.lastIndex()}`);
+    this.appendEntry(EntryType.Normal, EMPTY_BYTES);
+  }
+
+  private reset(term: number): void {
+    if (this.term !== term) {
+      this.term = term;
+      this.vote = NONE;
+    }
+    this.lead = NONE;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTimeout = this.cfg.electionTick + this.cfg.rng.int(this.cfg.electionTick);
+    this.votes = new Map();
+    this.leadTransferee = NONE;
+    this.readOnly.reset();
+    this.pendingReads = [];
+    for (const [id, pr] of this.prs) this.prs.set(id, this.newProgress(id === this.id ? this.log.persisted : 0));
+  }
+
+  private newProgress(match: number): Progress {
+    const pr = new Progress(this.log.lastIndex() + 1, this.cfg.maxInflightMsgs);
+    pr.match = match;
+    return pr;
+  }
+
+  // ---------------------------------------------------------------- ticks
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.isPromotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.hup(false);
+    }
+  }
+
+  private tickHeartbeat(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.cfg.electionTick) {
+      this.electionElapsed = 0;
+      if (this.cfg.checkQuorum && !this.quorumActive()) {
+        this.traceEvent(`leader lost quorum contact, stepping down`);
+        this.becomeFollower(this.term, NONE);
+        return;
+      }
+      this.leadTransferee = NONE; // a transfer that did not finish within an election timeout is abandoned
+    }
+    for (const pr of this.prs.values()) {
+      if (pr.state === ProgressState.Snapshot && ++pr.snapshotWaitTicks > this.cfg.electionTick) pr.becomeProbe();
+    }
+    if (this.heartbeatElapsed >= this.cfg.heartbeatTick) {
+      this.heartbeatElapsed = 0;
+      this.bcastHeartbeat(this.readOnly.lastPendingContext() ?? EMPTY_BYTES);
+    }
+  }
+
+  /** Check-quorum (§6.2): did a quorum of voters talk to us in the last election timeout? */
+  private quorumActive(): boolean {
+    let active = 0;
+    for (const id of this.voters) {
+      const pr = this.prs.get(id);
+      if (id === this.id || pr?.recentActive) active++;
+      if (pr) pr.recentActive = false;
+    }
+    return active >= this.quorum();
+  }
+
+  // ---------------------------------------------------------------- elections
+
+  private hup(transfer: boolean): void {
+    if (this.role === Role.Leader) return;
+    if (!this.isPromotable()) return;
+    if (this.hasUnappliedConfChange()) return; // apply pending membership first (etcd does the same)
+    if (this.cfg.preVote && !transfer) this.startCampaign('pre');
+    else this.startCampaign(transfer ? 'transfer' : 'elect');
+  }
+
+  private hasUnappliedConfChange(): boolean {
+    const ents = this.log.applicableEntries(this.log.committed);
+    return ents.some((e) => e.type === EntryType.ConfChange);
+  }
+
+  private startCampaign(kind: 'pre' | 'elect' | 'transfer'): void {
+    let voteTerm: number;
+    let type: MessageType;
+    if (kind === 'pre') {
+      this.becomePreCandidate();
+      voteTerm = this.term + 1;
+      type = MessageType.PreVote;
+    } else {
+      this.becomeCandidate();
+      voteTerm = this.term;
+      type = MessageType.Vote;
+    }
+    if (this.poll(this.id, true) === 'won') {
+      if (kind === 'pre') this.startCampaign('elect');
+      else this.becomeLeader();
+      return;
+    }
+    for (const id of this.voters) {
+      if (id === this.id) continue;
+      this.send({
+        ...emptyMessage(type, this.id, id, voteTerm),
+        index: this.log.lastIndex(),
+        logTerm: this.log.lastTerm(),
+        context: kind === 'transfer' ? CAMPAIGN_TRANSFER : EMPTY_BYTES,
+      });
+    }
+  }
+
+  private poll(from: NodeId, granted: boolean): 'won' | 'lost' | 'pending' {
+    if (this.voters.has(from) && !this.votes.has(from)) this.votes.set(from, granted);
+    let yes = 0;
+    let no = 0;
+    for (const id of this.voters) {
+      const v = this.votes.get(id);
+      if (v === true) yes++;
+      else if (v === false) no++;
+    }
+    const q = this.quorum();
+    if (yes >= q) return 'won';
+    if (no > this.voters.size - q) return 'lost';
+    return 'pending';
+  }
+
+  private handleVoteRequest(m: Message): void {
+    const isPre = m.type === MessageType.PreVote;
+    let canVote =
+      this.vote === m.from ||
+      (this.vote === NONE && this.lead === NONE) ||
+      (isPre && m.term > this.term);
+    if (!isPre && this.bugs.has('double-vote') && m.term === this.term) canVote = true;
+    const respType = isPre ? MessageType.PreVoteResp : MessageType.VoteResp;
+    if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+      this.send({ ...emptyMessage(respType, this.id, m.from, m.term) });
+      if (!isPre) {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+      }
+    } else {
+      this.send({ ...emptyMessage(respType, this.id, m.from, this.term), reject: true });
+    }
+  }
+
+  // ---------------------------------------------------------------- per-role step
+
+  private stepLeader(m: Message): void {
+    switch (m.type) {
+      case MessageType.ReadIndex:
+        this.handleReadIndex(m);
+        return;
+      case MessageType.TransferLeader:
+        this.handleTransferLeader(m.from);
+        return;
+    }
+    const pr = this.prs.get(m.from);
+    if (!pr) return; // not (or no longer) a member
+    switch (m.type) {
+      case MessageType.AppResp:
+        pr.recentActive = true;
+        this.handleAppendResponse(m, pr);
+        return;
+      case MessageType.HeartbeatResp:
+        pr.recentActive = true;
+        pr.probeSent = false;
+        if (pr.state === ProgressState.Replicate && pr.inflights.full()) pr.inflights.freeFirstOne();
+        if (pr.match < this.log.lastIndex()) this.sendAppend(m.from);
+        if (m.context.length > 0) this.handleReadAck(m);
+        return;
+    }
+  }
+
+  private handleAppendResponse(m: Message, pr: Progress): void {
+    if (m.reject) {
+      let hint = m.rejectHint;
+      if (m.logTerm > 0) hint = this.log.findConflictByTerm(m.rejectHint, m.logTerm);
+      if (pr.maybeDecrTo(m.index, hint)) {
+        if (pr.state === ProgressState.Replicate) pr.becomeProbe();
+        this.sendAppend(m.from);
+      }
+      return;
+    }
+    const wasPaused = pr.isPaused();
+    if (!pr.maybeUpdate(m.index)) {
+      if (wasPaused && !pr.isPaused()) this.sendAppend(m.from);
+      return;
+    }
+    if (pr.state === ProgressState.Probe) pr.becomeReplicate();
+    else if (pr.state === ProgressState.Snapshot && pr.match >= pr.pendingSnapshot) {
+      pr.becomeProbe();
+      pr.becomeReplicate();
+    } else if (pr.state === ProgressState.Replicate) pr.inflights.freeLE(m.index);
+
+    if (this.maybeCommit()) this.bcastAppend();
+    else if (wasPaused) this.sendAppend(m.from);
+    while (this.maybeSendAppend(m.from, false)) {
+      // pipelining: keep sending while the window allows and entries remain
+    }
+    if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
+      this.send(emptyMessage(MessageType.TimeoutNow, this.id, m.from, this.term));
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case MessageType.App:
+        this.becomeFollower(m.term, m.from);
+        this.handleAppend(m);
+        return;
+      case MessageType.Heartbeat:
+        this.becomeFollower(m.term, m.from);
+        this.handleHeartbeat(m);
+        return;
+      case MessageType.Snap:
+        this.becomeFollower(m.term, m.from);
+        this.handleSnapshot(m);
+        return;
+      case MessageType.PreVoteResp:
+      case MessageType.VoteResp: {
+        const expected = this.role === Role.PreCandidate ? MessageType.PreVoteResp : MessageType.VoteResp;
+        if (m.type !== expected) return;
+        const result = this.poll(m.from, !m.reject);
+        if (result === 'won') {
+          if (this.role === Role.PreCandidate) this.startCampaign('elect');
+          else this.becomeLeader();
+        } else if (result === 'lost') {
+          this.becomeFollower(this.term, NONE);
+        }
+        return;
+      }
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case MessageType.App:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleAppend(m);
+        return;
+      case MessageType.Heartbeat:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleHeartbeat(m);
+        return;
+      case MessageType.Snap:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleSnapshot(m);
+        return;
+      case MessageType.TimeoutNow:
+        this.traceEvent(`timeout-now from ${m.from}: campaigning for leadership transfer`);
+        this.hup(true);
+        return;
+      case MessageType.ReadIndexResp:
+        this.readStates.push({ index: m.index, context: m.context });
+        return;
+    }
+  }
+
+  // ---------------------------------------------------------------- replication (follower side)
+
+  private handleAppend(m: Message): void {
+    if (m.index < this.log.committed) {
+      this.send({ ...emptyMessage(MessageType.AppResp, this.id, m.from, this.term), index: this.log.committed });
+      return;
+    }
+    const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
+    if (lastNew !== undefined) {
+      this.send({ ...emptyMessage(MessageType.AppResp, this.id, m.from, this.term), index: lastNew });
+      return;
+    }
+    // §5.3 with the fast backtracking optimisation: hint the largest index that may match.
+    const hintIndex = this.log.findConflictByTerm(Math.min(m.index, this.log.lastIndex()), m.logTerm);
+    this.send({
+      ...emptyMessage(MessageType.AppResp, this.id, m.from, this.term),
+      index: m.index,
+      reject: true,
+      rejectHint: hintIndex,
+      logTerm: this.log.term(hintIndex) ?? 0,
+    });
+  }
+
+  private handleHeartbeat(m: Message): void {
+    this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+    this.send({ ...emptyMessage(MessageType.HeartbeatResp, this.id, m.from, this.term), context: m.context });
+  }
+
+  private handleSnapshot(m: Message): void {
+    const s = m.snapshot;
+    if (!s) return;
+    if (this.restore(s)) {
+      this.traceEvent(`restored snapshot index=${s.meta.index} term=${s.meta.term}`);
+      this.send({ ...emptyMessage(MessageType.AppResp, this.id, m.from, this.term), index: this.log.lastIndex() });
+    } else {
+      this.send({ ...emptyMessage(MessageType.AppResp, this.id, m.from, this.term), index: this.log.committed });
+    }
+  }
+
+  private restore(s: Snapshot): boolean {
+    if (s.meta.index <= this.log.committed) return false;
+    if (this.log.matchTerm(s.meta.index, s.meta.term)) {
+      // We already have the snapshot's entries: just learn they are committed.
+      this.log.commitTo(s.meta.index);
+      return false;
+    }
+    this.log.restore(s);
+    this.setConf(s.meta.conf);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- replication (leader side)
+
+  private checkCanPropose(): ProposeResult | undefined {
+    if (this.role !== Role.Leader) return this.refuse('NOT_LEADER', 'this node is not the leader');
+    if (this.leadTransferee !== NONE) return this.refuse('TRANSFERRING', 'leadership is being transferred');
+    if (this.log.lastIndex() - this.log.committed >= this.cfg.maxUncommittedEntries) {
+      return this.refuse('TOO_MANY_PENDING', 'too many uncommitted proposals; retry later');
+    }
+    return undefined;
+  }
+
+  private refuse(code: Extract<ProposeResult, { ok: false }>['code'], message: string): ProposeResult {
+    return { ok: false, code, leader: this.lead, message };
+  }
+
+  private appendEntry(type: EntryType, data: Uint8Array): Entry {
+    const e: Entry = { term: this.term, index: this.log.lastIndex() + 1, type, data };
+    this.log.append([e]);
+    this.bcastAppend();
+    return e;
+  }
+
+  /** §5.3/§5.4.2: advance commit to the largest index on a quorum — only for current-term entries. */
+  private maybeCommit(): boolean {
+    const matches: number[] = [];
+    for (const id of this.voters) matches.push(this.prs.get(id)?.match ?? 0);
+    if (matches.length === 0) return false;
+    matches.sort((a, b) => b - a);
+    const candidate = matches[this.quorum() - 1];
+    if (candidate <= this.log.committed) return false;
+    if (this.log.term(candidate) !== this.term && !this.bugs.has('commit-old-term')) return false;
+    this.log.commitTo(candidate);
+    this.releasePendingReads();
+    return true;
+  }
+
+  private bcastAppend(): void {
+    for (const id of this.prs.keys()) if (id !== this.id) this.sendAppend(id);
+  }
+
+  private sendAppend(to: NodeId): void {
+    this.maybeSendAppend(to, true);
+  }
+
+  private maybeSendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
+    const pr = this.prs.get(to);
+    if (!pr || pr.isPaused()) return false;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.log.term(prevIndex);
+    const ents = this.log.slice(pr.next, this.log.lastIndex() + 1, this.cfg.maxSizePerMsgBytes);
+    if (prevTerm === undefined || ents === undefined) return this.sendSnapshot(to, pr);
+    if (ents.length === 0 && !sendIfEmpty) return false;
+    this.send({
+      ...emptyMessage(MessageType.App, this.id, to, this.term),
+      index: prevIndex,
+      logTerm: prevTerm,
+      entries: ents,
+      commit: this.log.committed,
+    });
+    if (ents.length > 0) {
+      const last = ents[ents.length - 1].index;
+      if (pr.state === ProgressState.Replicate) {
+        pr.optimisticUpdate(last);
+        pr.inflights.add(last);
+      } else {
+        pr.probeSent = true;
+      }
+    } else if (pr.state === ProgressState.Probe) {
+      pr.probeSent = true;
+    }
+    return true;
+  }
+
+  private sendSnapshot(to: NodeId, pr: Progress): boolean {
+    if (!pr.recentActive) return false;
+    const snap = this.log.snapshot;
+    invariant(snap.meta.index > 0, 'need a snapshot but the log was never compacted');
+    this.send({ ...emptyMessage(MessageType.Snap, this.id, to, this.term), snapshot: snap });
+    pr.becomeSnapshot(snap.meta.index);
+    this.traceEvent(`sending snapshot index=${snap.meta.index} to ${to}`);
+    return true;
+  }
+
+  private bcastHeartbeat(context: Uint8Array): void {
+    for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      this.send({
+        ...emptyMessage(MessageType.Heartbeat, this.id, id, this.term),
+        commit: Math.min(pr.match, this.log.committed),
+        context,
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  private committedInCurrentTerm(): boolean {
+    return this.log.term(this.log.committed) === this.term;
+  }
+
+  private handleReadIndex(m: Message): boolean {
+    if (!this.committedInCurrentTerm()) {
+      // §6.4 step 1: the leader must first commit an entry of its term to know the commit index.
+      if (this.pendingReads.length >= 1024) return false;
+      this.pendingReads.push(m);
+      return true;
+    }
+    if (this.voters.size === 1 && this.voters.has(this.id)) {
+      this.respondRead(m.from, this.log.committed, m.context);
+      return true;
+    }
+    if (!this.readOnly.add(this.log.committed, m.from, m.context)) return false;
+    this.readOnly.ack(m.context, this.id);
+    this.bcastHeartbeat(m.context);
+    return true;
+  }
+
+  private releasePendingReads(): void {
+    if (this.pendingReads.length === 0 || !this.committedInCurrentTerm()) return;
+    const reads = this.pendingReads;
+    this.pendingReads = [];
+    for (const m of reads) this.handleReadIndex(m);
+  }
+
+  private handleReadAck(m: Message): void {
+    const acks = this.readOnly.ack(m.context, m.from);
+    if (!acks) return;
+    let voters = 0;
+    for (const id of acks) if (this.voters.has(id)) voters++;
+    if (voters < this.quorum()) return;
+    for (const req of this.readOnly.advance(m.context)) this.respondRead(req.from, req.index, req.context);
+  }
+
+  private respondRead(to: NodeId, index: number, context: Uint8Array): void {
+    if (to === this.id) this.readStates.push({ index, context });
+    else this.send({ ...emptyMessage(MessageType.ReadIndexResp, this.id, to, this.term), index, context });
+  }
+
+  // ---------------------------------------------------------------- leadership transfer
+
+  private handleTransferLeader(transferee: NodeId): void {
+    if (!this.voters.has(transferee)) return;
+    if (transferee === this.id || transferee === this.leadTransferee) return;
+    this.leadTransferee = transferee;
+    this.electionElapsed = 0;
+    this.traceEvent(`transferring leadership to ${transferee}`);
+    const pr = this.prs.get(transferee)!;
+    if (pr.match === this.log.lastIndex()) this.send(emptyMessage(MessageType.TimeoutNow, this.id, transferee, this.term));
+    else this.sendAppend(transferee);
+  }
+
+  // ---------------------------------------------------------------- membership
+
+  private validateConfChange(cc: ConfChange): string | undefined {
+    if (cc.node === NONE) return 'node id must not be empty';
+    if (cc.type === ConfChangeType.RemoveNode) {
+      if (!this.voters.has(cc.node) && !this.learners.has(cc.node)) return `node ${cc.node} is not a member`;
+      if (this.voters.has(cc.node) && this.voters.size === 1) return 'cannot remove the last voter';
+    }
+    if (cc.type === ConfChangeType.AddLearner && this.voters.has(cc.node) && this.voters.size === 1) {
+      return 'cannot demote the last voter';
+    }
+    return undefined;
+  }
+
+  private applyConfChange(cc: ConfChange): void {
+    const conf = { voters: new Set(this.voters), learners: new Set(this.learners) };
+    switch (cc.type) {
+      case ConfChangeType.AddVoter:
+        conf.learners.delete(cc.node);
+        conf.voters.add(cc.node);
+        break;
+      case ConfChangeType.AddLearner:
+        conf.voters.delete(cc.node);
+        conf.learners.add(cc.node);
+        break;
+      case ConfChangeType.RemoveNode:
+        conf.voters.delete(cc.node);
+        conf.learners.delete(cc.node);
+        break;
+    }
+    this.setConf({ voters: [...conf.voters], learners: [...conf.learners] });
+    this.traceEvent(`conf ${ConfChangeType[cc.type]} ${cc.node} -> voters=[${[...this.voters].join(',')}] learners=[${[...this.learners].join(',')}]`);
+    if (this.role !== Role.Leader) return;
+    if (!this.voters.has(this.id)) {
+      // A leader removed (or demoted) steps down once the change is applied (§4.2.2).
+      this.becomeFollower(this.term, NONE);
+      return;
+    }
+    if (this.leadTransferee !== NONE && !this.voters.has(this.leadTransferee)) this.leadTransferee = NONE;
+    if (this.maybeCommit()) this.bcastAppend();
+    else this.bcastAppend();
+  }
+
+  private setConf(conf: ConfState): void {
+    this.voters.clear();
+    this.learners.clear();
+    for (const id of conf.voters) this.voters.add(id);
+    for (const id of conf.learners) this.learners.add(id);
+    for (const id of [...this.prs.keys()]) if (!this.voters.has(id) && !this.learners.has(id)) this.prs.delete(id);
+    for (const id of [...this.voters, ...this.learners]) {
+      if (!this.prs.has(id)) this.prs.set(id, this.newProgress(id === this.id ? this.log.persisted : 0));
+    }
+  }
+
+  private quorum(): number {
+    return Math.floor(this.voters.size / 2) + 1;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private applyLimit(): number {
+    // Bug 'apply-before-commit' hands out entries that are persisted but not yet committed.
+    return this.bugs.has('apply-before-commit') ? this.log.persisted : Math.min(this.log.committed, this.log.persisted);
+  }
+
+  private send(m: Message): void {
+    invariant(m.to !== this.id, `message to self: ${MessageType[m.type]}`);
+    if (m.term === 0 && m.type !== MessageType.ReadIndex && m.type !== MessageType.TransferLeader) m.term = this.term;
+    this.msgs.push(m);
+  }
+
+  private traceEvent(event: string): void {
+    this.cfg.trace?.(`${this.id}: ${event}`);
+  }
+}
+
+function sameHardState(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}

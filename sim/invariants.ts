@@ -1,0 +1,81 @@
+// Raft safety properties the simulator checks after every event (Raft paper Figure 3):
+// election safety, state machine safety (which implies log matching on applied prefixes),
+// leader completeness, and "nothing applied before it is committed".
+
+import type { Raft } from '../protocol/raft/raft.js';
+import type { Entry, NodeId } from '../protocol/raft/types.js';
+
+export class SafetyViolation extends Error {
+  readonly code = 'SAFETY_VIOLATION';
+  constructor(message: string) {
+    super(message);
+    this.name = 'SafetyViolation';
+  }
+}
+
+interface AppliedRecord {
+  term: number;
+  dataKey: string;
+  node: NodeId;
+}
+
+function dataKey(e: Entry): string {
+  let s = `${e.type}:`;
+  for (const b of e.data) s += String.fromCharCode(b);
+  return s;
+}
+
+export class InvariantChecker {
+  private leaderByTerm = new Map<number, NodeId>();
+  private applied = new Map<number, AppliedRecord>();
+  private maxApplied = 0;
+  checks = 0;
+
+  /** Election safety (§5.2): at most one leader per term. */
+  observeLeader(id: NodeId, term: number, raft: Raft): void {
+    this.checks++;
+    const known = this.leaderByTerm.get(term);
+    if (known !== undefined && known !== id) {
+      throw new SafetyViolation(`election safety: two leaders in term ${term}: ${known} and ${id}`);
+    }
+    if (known === undefined) {
+      this.leaderByTerm.set(term, id);
+      this.checkLeaderCompleteness(id, term, raft);
+    }
+  }
+
+  /** Leader completeness (§5.4): a new leader's log holds every entry applied anywhere. */
+  private checkLeaderCompleteness(id: NodeId, term: number, raft: Raft): void {
+    const first = raft.log.firstIndex();
+    for (let i = first; i <= this.maxApplied; i++) {
+      const rec = this.applied.get(i);
+      if (!rec) continue;
+      const t = raft.log.term(i);
+      if (t !== rec.term) {
+        throw new SafetyViolation(
+          `leader completeness: leader ${id} of term ${term} has term ${t ?? 'none'} at index ${i}, but ${rec.node} applied term ${rec.term} there`,
+        );
+      }
+    }
+  }
+
+  /** State machine safety (§5.4.3): every node applies the same entry at a given index. */
+  observeApply(id: NodeId, e: Entry, committed: number): void {
+    this.checks++;
+    if (e.index > committed) {
+      throw new SafetyViolation(`${id} applied index ${e.index} before it was committed (commit ${committed})`);
+    }
+    const key = dataKey(e);
+    const rec = this.applied.get(e.index);
+    if (!rec) {
+      this.applied.set(e.index, { term: e.term, dataKey: key, node: id });
+      if (e.index > this.maxApplied) this.maxApplied = e.index;
+      return;
+    }
+    if (rec.term !== e.term || rec.dataKey !== key) {
+      throw new SafetyViolation(
+        `state machine safety: ${id} applied term ${e.term} at index ${e.index}, but ${rec.node} applied term ${rec.term} there`,
+      );
+    }
+  }
+}

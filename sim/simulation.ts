@@ -1,0 +1,767 @@
+// The deterministic cluster simulator (TigerBeetle VOPR style): N real Raft cores with a
+// replicated key-value store, driven by one seeded RNG under virtual time. A run has a
+// safety phase (random faults: lossy/duplicating/reordering network, partitions of every
+// shape, crashes that lose unsynced writes, clock drift, membership changes and leadership
+// transfers) and a liveness phase (faults healed: a leader must be elected and a write must
+// commit within a bound). Invariants are checked after every event; the client history is
+// checked for linearizability at the end. Every run replays exactly from its seed.
+
+import { decodeConfChange } from '../protocol/codec.js';
+import { Raft, bootstrapState, emptyState, type RaftConfig } from '../protocol/raft/raft.js';
+import { contextKey } from '../protocol/raft/readonly.js';
+import {
+  type BugName,
+  ConfChangeType,
+  EntryType,
+  type Message,
+  MessageType,
+  type NodeId,
+  type Ready,
+  Role,
+  EMPTY_BYTES,
+} from '../protocol/raft/types.js';
+import { seededRng, type Rng } from '../protocol/rng.js';
+import { SimDisk } from './disk.js';
+import { EventQueue } from './event-queue.js';
+import { InvariantChecker, SafetyViolation } from './invariants.js';
+import { KvStateMachine, decodeCommand, encodeCommand } from './kv.js';
+import { checkLinearizable, type HistoryOp, type KvOp, type KvResult } from './linearizability.js';
+import { CALM_NETWORK, type NetworkKnobs, SimNetwork } from './network.js';
+import { formatMessage } from './trace.js';
+
+export interface SimOptions {
+  seed: number;
+  bugs?: ReadonlySet<BugName>;
+  /** Lines of trace kept for a failure report. */
+  traceLines?: number;
+}
+
+export interface SimKnobs {
+  nodes: number;
+  tickMs: number;
+  driftPct: number;
+  electionTick: number;
+  heartbeatTick: number;
+  network: NetworkKnobs;
+  diskLatencyMs: number;
+  writebackMs: number;
+  tornWrites: boolean;
+  compactEvery: number;
+  maxSizePerMsgBytes: number;
+  maxInflightMsgs: number;
+  faultEveryMs: number;
+  safetyMs: number;
+  livenessBudgetMs: number;
+  clients: number;
+  keys: number;
+  clientTimeoutMs: number;
+  clientAttempts: number;
+  crashes: boolean;
+  membership: boolean;
+  transfers: boolean;
+  partitions: boolean;
+}
+
+export interface SimResult {
+  seed: number;
+  ok: boolean;
+  violation?: string;
+  livenessFailure?: string;
+  ops: number;
+  virtualMs: number;
+  checkTimedOut: boolean;
+  knobs: SimKnobs;
+  trace: string[];
+  stats: { messages: number; dropped: number; crashes: number; confChanges: number; transfers: number; elections: number };
+}
+
+const MAX_NODES = 7;
+const MAX_EVENTS = 5_000_000;
+
+function chooseKnobs(rng: Rng): SimKnobs {
+  const pick = <T>(xs: T[]): T => xs[rng.int(xs.length)];
+  const lossy = rng.next() < 0.7;
+  return {
+    nodes: pick([3, 3, 5, 5, 5]),
+    tickMs: 10,
+    driftPct: pick([0, 5, 20, 40]),
+    electionTick: 10,
+    heartbeatTick: pick([1, 2, 3]),
+    network: {
+      dropRate: lossy ? rng.next() * 0.15 : 0,
+      duplicateRate: lossy ? rng.next() * 0.05 : 0,
+      minDelayMs: 1,
+      maxDelayMs: pick([3, 10, 30]),
+      longDelayRate: lossy ? rng.next() * 0.03 : 0,
+      longDelayMs: 300,
+    },
+    diskLatencyMs: pick([0, 1, 5, 15]),
+    writebackMs: pick([30, 300, 3000]),
+    tornWrites: rng.next() < 0.5,
+    compactEvery: pick([8, 30, 100, 1000]),
+    maxSizePerMsgBytes: pick([100, 1000, 64 * 1024]),
+    maxInflightMsgs: pick([1, 4, 64]),
+    faultEveryMs: pick([150, 500, 1500]),
+    safetyMs: 5000 + rng.int(20_000),
+    livenessBudgetMs: 10_000,
+    clients: 2 + rng.int(4),
+    keys: 1 + rng.int(4),
+    clientTimeoutMs: pick([150, 400]),
+    clientAttempts: pick([2, 5]),
+    crashes: rng.next() < 0.8,
+    membership: rng.next() < 0.5,
+    transfers: rng.next() < 0.5,
+    partitions: rng.next() < 0.8,
+  };
+}
+
+type SimEvent =
+  | { kind: 'tick'; node: NodeId; inc: number }
+  | { kind: 'deliver'; to: NodeId; msg: Message }
+  | { kind: 'ready-done'; node: NodeId; inc: number; rd: Ready }
+  | { kind: 'client-deliver'; node: NodeId; req: ClientRequest }
+  | { kind: 'client-reply'; client: number; reply: ClientReply }
+  | { kind: 'client-timeout'; client: number; reqId: number }
+  | { kind: 'client-start'; client: number }
+  | { kind: 'client-retry'; client: number; reqId: number }
+  | { kind: 'restore-net' }
+  | { kind: 'restart'; node: NodeId }
+  | { kind: 'heal' }
+  | { kind: 'fault' }
+  | { kind: 'writeback' };
+
+interface ClientRequest {
+  client: number;
+  reqId: number;
+  seq: number;
+  op: KvOp;
+}
+
+type ClientReply = { reqId: number; node: NodeId } & ({ ok: true; result: KvResult } | { ok: false; leader: NodeId });
+
+interface SimNode {
+  id: NodeId;
+  raft: Raft | undefined;
+  disk: SimDisk;
+  kv: KvStateMachine;
+  inc: number;
+  busy: boolean;
+  tickMs: number;
+  appliedIndex: number;
+  removed: boolean;
+  proposals: Map<number, { term: number; req: ClientRequest }>;
+  reads: Map<string, ClientRequest>;
+  waitingReads: { index: number; req: ClientRequest }[];
+  readCounter: number;
+}
+
+interface ClientState {
+  id: number;
+  seq: number;
+  reqId: number;
+  attempt: number;
+  leaderHint: NodeId;
+  current?: { op: KvOp; callMs: number; historyId: number };
+  /** The liveness probe client records nothing and stops after one success. */
+  probe: boolean;
+  done: boolean;
+}
+
+export class Simulation {
+  readonly knobs: SimKnobs;
+  private readonly rng: Rng;
+  private readonly queue = new EventQueue<SimEvent>();
+  private readonly net: SimNetwork;
+  private readonly nodes = new Map<NodeId, SimNode>();
+  private readonly clients: ClientState[] = [];
+  private readonly history: HistoryOp[] = [];
+  private readonly invariants = new InvariantChecker();
+  private readonly traceBuf: (string | (() => string))[] = [];
+  private readonly traceLines: number;
+  private nowMs = 0;
+  private nextReqId = 1;
+  private nextNodeNum: number;
+  private phase: 'safety' | 'liveness' = 'safety';
+  private livenessOkAtMs: number | undefined;
+  private stats = { messages: 0, dropped: 0, crashes: 0, confChanges: 0, transfers: 0, elections: 0 };
+
+  constructor(private readonly opts: SimOptions) {
+    this.rng = seededRng(opts.seed);
+    this.knobs = chooseKnobs(this.rng);
+    this.traceLines = opts.traceLines ?? 400;
+    this.net = new SimNetwork(this.rng, this.knobs.network);
+    const ids = Array.from({ length: this.knobs.nodes }, (_, i) => `n${i + 1}`);
+    this.nextNodeNum = ids.length + 1;
+    for (const id of ids) this.createNode(id, true, ids);
+    for (let c = 0; c < this.knobs.clients; c++) this.addClient(false);
+    this.queue.push(this.knobs.faultEveryMs, { kind: 'fault' });
+    this.queue.push(50, { kind: 'writeback' });
+  }
+
+  run(): SimResult {
+    let violation: string | undefined;
+    let livenessFailure: string | undefined;
+    let checkTimedOut = false;
+    try {
+      this.runUntil(this.knobs.safetyMs);
+      this.startLiveness();
+      this.runUntil(this.knobs.safetyMs + this.knobs.livenessBudgetMs, () => this.livenessOkAtMs !== undefined);
+      if (this.livenessOkAtMs === undefined) {
+        livenessFailure = `no write committed within ${this.knobs.livenessBudgetMs} ms after faults healed (${this.describeNodes()})`;
+      }
+      this.recordUnfinishedOps();
+      const lin = checkLinearizable(this.history);
+      checkTimedOut = lin.timedOut === true;
+      if (!lin.ok) violation = `linearizability (key ${lin.key}): ${lin.explanation}`;
+    } catch (err) {
+      violation = err instanceof SafetyViolation ? err.message : `exception: ${(err as Error).stack ?? String(err)}`;
+    }
+    const ok = violation === undefined && livenessFailure === undefined;
+    this.stats.messages = this.net.sent;
+    this.stats.dropped = this.net.dropped;
+    const result: SimResult = {
+      seed: this.opts.seed,
+      ok,
+      ops: this.history.length,
+      virtualMs: Math.round(this.nowMs),
+      checkTimedOut,
+      knobs: this.knobs,
+      trace: ok && this.traceLines <= 400 ? [] : this.traceBuf.map((t) => (typeof t === 'string' ? t : t())),
+      stats: this.stats,
+    };
+    if (violation) result.violation = violation;
+    if (livenessFailure) result.livenessFailure = livenessFailure;
+    return result;
+  }
+
+  // ------------------------------------------------------------------ event loop
+
+  private runUntil(endMs: number, stop?: () => boolean): void {
+    let events = 0;
+    for (;;) {
+      const t = this.queue.peekTime();
+      if (t === undefined || t > endMs) break;
+      const next = this.queue.pop()!;
+      this.nowMs = next.atMs;
+      this.handle(next.event);
+      if (++events > MAX_EVENTS) throw new Error(`event budget of ${MAX_EVENTS} exceeded`);
+      if (stop?.()) return;
+    }
+    this.nowMs = endMs;
+  }
+
+  private handle(ev: SimEvent): void {
+    switch (ev.kind) {
+      case 'tick': {
+        const n = this.nodes.get(ev.node)!;
+        if (n.inc !== ev.inc || !n.raft) return;
+        n.raft.tick();
+        this.afterInput(n);
+        this.queue.push(this.nowMs + n.tickMs, ev);
+        return;
+      }
+      case 'deliver': {
+        const n = this.nodes.get(ev.to);
+        if (!n?.raft || this.net.isBlocked(ev.msg.from, ev.to)) return;
+        this.trace(() => `deliver ${formatMessage(ev.msg)}`);
+        n.raft.step(ev.msg);
+        this.afterInput(n);
+        return;
+      }
+      case 'ready-done': {
+        const n = this.nodes.get(ev.node)!;
+        if (n.inc !== ev.inc || !n.raft) return;
+        this.finishReady(n, ev.rd);
+        return;
+      }
+      case 'client-deliver':
+        this.nodeHandleClient(ev.node, ev.req);
+        return;
+      case 'client-reply':
+        this.clientHandleReply(ev.client, ev.reply);
+        return;
+      case 'client-timeout': {
+        const c = this.clients[ev.client];
+        if (c.reqId === ev.reqId && c.current) this.clientRetry(c, NONE_HINT, 'timeout');
+        return;
+      }
+      case 'client-start':
+        this.clientStartOp(this.clients[ev.client]);
+        return;
+      case 'client-retry': {
+        const c = this.clients[ev.client];
+        if (c.reqId === ev.reqId && c.current) this.clientSend(c);
+        return;
+      }
+      case 'restore-net':
+        if (this.phase === 'safety') this.net.knobs = this.knobs.network;
+        return;
+      case 'restart':
+        this.restartNode(ev.node);
+        return;
+      case 'heal':
+        this.net.heal();
+        this.trace('heal: all partitions removed');
+        return;
+      case 'fault':
+        if (this.phase === 'safety') {
+          this.injectFault();
+          this.queue.push(this.nowMs + this.knobs.faultEveryMs * (0.5 + this.rng.next()), ev);
+        }
+        return;
+      case 'writeback':
+        for (const n of this.nodes.values()) n.disk.writeback(this.nowMs);
+        this.queue.push(this.nowMs + 50, ev);
+        return;
+    }
+  }
+
+  // ------------------------------------------------------------------ nodes
+
+  private raftConfig(id: NodeId): RaftConfig {
+    return {
+      id,
+      electionTick: this.knobs.electionTick,
+      heartbeatTick: this.knobs.heartbeatTick,
+      rng: seededRng(this.rng.int(2 ** 31)),
+      maxSizePerMsgBytes: this.knobs.maxSizePerMsgBytes,
+      maxInflightMsgs: this.knobs.maxInflightMsgs,
+      bugs: this.opts.bugs ?? new Set(),
+      trace: (line) => this.trace(line),
+    };
+  }
+
+  private createNode(id: NodeId, bootstrap: boolean, voters: NodeId[]): SimNode {
+    const drift = 1 + ((this.rng.next() * 2 - 1) * this.knobs.driftPct) / 100;
+    const n: SimNode = {
+      id,
+      raft: undefined,
+      disk: new SimDisk(this.knobs.writebackMs, this.knobs.tornWrites),
+      kv: new KvStateMachine(),
+      inc: 0,
+      busy: false,
+      tickMs: this.knobs.tickMs * drift,
+      appliedIndex: 0,
+      removed: false,
+      proposals: new Map(),
+      reads: new Map(),
+      waitingReads: [],
+      readCounter: 0,
+    };
+    this.nodes.set(id, n);
+    const state = bootstrap ? bootstrapState(voters) : emptyState();
+    // The bootstrap state is what `init` would write durably before starting.
+    n.disk.write({ entries: state.entries, hardState: state.hardState }, true, this.nowMs);
+    this.startNode(n);
+    return n;
+  }
+
+  private startNode(n: SimNode): void {
+    const state = n.disk.load();
+    n.kv = new KvStateMachine();
+    n.kv.restore(state.snapshot?.data ?? EMPTY_BYTES);
+    n.appliedIndex = state.snapshot?.meta.index ?? 0;
+    n.inc++;
+    n.busy = false;
+    n.proposals.clear();
+    n.reads.clear();
+    n.waitingReads = [];
+    n.raft = new Raft(this.raftConfig(n.id), state);
+    this.trace(`${n.id}: started (term=${state.hardState.term} last=${(state.snapshot?.meta.index ?? 0) + state.entries.length})`);
+    this.queue.push(this.nowMs + n.tickMs * this.rng.next(), { kind: 'tick', node: n.id, inc: n.inc });
+    this.afterInput(n);
+  }
+
+  private crashNode(n: SimNode): void {
+    if (!n.raft) return;
+    n.raft = undefined;
+    n.inc++;
+    n.disk.crash(this.rng);
+    this.stats.crashes++;
+    this.trace(`${n.id}: CRASH (unsynced writes lost)`);
+  }
+
+  private restartNode(id: NodeId): void {
+    const n = this.nodes.get(id)!;
+    if (n.raft) return;
+    this.startNode(n);
+  }
+
+  /** After any input: check invariants, then hand the next Ready to the "disk". */
+  private afterInput(n: SimNode): void {
+    const raft = n.raft!;
+    if (raft.role === Role.Leader) this.invariants.observeLeader(n.id, raft.term, raft);
+    if (n.busy || !raft.hasReady()) return;
+    const rd = raft.ready();
+    if (rd.softState?.role === Role.Leader) this.stats.elections++;
+    n.busy = true;
+    const needsDisk = rd.entries.length > 0 || rd.hardState !== undefined || rd.snapshot !== undefined;
+    const latency = needsDisk ? this.knobs.diskLatencyMs * this.rng.next() : 0;
+    this.queue.push(this.nowMs + latency, { kind: 'ready-done', node: n.id, inc: n.inc, rd });
+  }
+
+  private finishReady(n: SimNode, rd: Ready): void {
+    const raft = n.raft!;
+    // 1. persist (fsync when the core says so) ...
+    if (rd.entries.length > 0 || rd.hardState || rd.snapshot) {
+      n.disk.write(
+        {
+          ...(rd.snapshot ? { snapshot: { snapshot: rd.snapshot, replaceLog: true } } : {}),
+          entries: rd.entries,
+          ...(rd.hardState ? { hardState: rd.hardState } : {}),
+        },
+        rd.mustSync,
+        this.nowMs,
+      );
+    }
+    // 2. ... only then send the messages that depend on it ...
+    for (const m of rd.messages) this.sendRaft(n.id, m);
+    // 3. ... apply.
+    if (rd.snapshot) {
+      n.kv.restore(rd.snapshot.data);
+      n.appliedIndex = rd.snapshot.meta.index;
+      this.trace(`${n.id}: applied snapshot at ${rd.snapshot.meta.index}`);
+    }
+    for (const e of rd.committedEntries) this.applyEntry(n, e);
+    for (const rs of rd.readStates) {
+      const req = n.reads.get(contextKey(rs.context));
+      if (req) {
+        n.reads.delete(contextKey(rs.context));
+        n.waitingReads.push({ index: rs.index, req });
+      }
+    }
+    raft.advance(rd);
+    n.busy = false;
+    this.serveReads(n);
+    this.maybeCompact(n);
+    this.afterInput(n);
+  }
+
+  private applyEntry(n: SimNode, e: Ready['committedEntries'][number]): void {
+    this.invariants.observeApply(n.id, e, n.raft!.log.committed);
+    n.appliedIndex = e.index;
+    if (e.type === EntryType.ConfChange) {
+      const cc = decodeConfChange(e.data);
+      if (cc.type === ConfChangeType.RemoveNode) {
+        const target = this.nodes.get(cc.node);
+        if (target) target.removed = true;
+      }
+      return;
+    }
+    if (e.data.byteLength === 0) return;
+    const cmd = decodeCommand(e.data);
+    const res = n.kv.apply(cmd);
+    const p = n.proposals.get(e.index);
+    if (!p) return;
+    n.proposals.delete(e.index);
+    if (p.term === e.term && res.kind === 'result') this.reply(n.id, p.req, { ok: true, result: res.result });
+    else this.reply(n.id, p.req, { ok: false, leader: n.raft!.lead });
+  }
+
+  private serveReads(n: SimNode): void {
+    if (n.waitingReads.length === 0) return;
+    const still: typeof n.waitingReads = [];
+    for (const w of n.waitingReads) {
+      if (w.index > n.appliedIndex) {
+        still.push(w);
+        continue;
+      }
+      const op = w.req.op;
+      this.reply(n.id, w.req, { ok: true, result: { kind: 'get-ok', value: n.kv.get(op.key) } });
+    }
+    n.waitingReads = still;
+  }
+
+  private maybeCompact(n: SimNode): void {
+    const raft = n.raft!;
+    if (raft.log.applied - raft.log.snapshot.meta.index < this.knobs.compactEvery) return;
+    const snap = raft.compact(n.kv.snapshot());
+    n.disk.write({ snapshot: { snapshot: snap, replaceLog: false }, entries: [] }, true, this.nowMs);
+    this.trace(`${n.id}: compacted log up to ${snap.meta.index}`);
+  }
+
+  private sendRaft(from: NodeId, m: Message): void {
+    for (const delay of this.net.plan(from, m.to)) {
+      this.queue.push(this.nowMs + delay, { kind: 'deliver', to: m.to, msg: m });
+    }
+  }
+
+  // ------------------------------------------------------------------ client handling on nodes
+
+  private nodeHandleClient(id: NodeId, req: ClientRequest): void {
+    const n = this.nodes.get(id);
+    if (!n?.raft) return;
+    const raft = n.raft;
+    if (req.op.kind === 'get' && this.rng.next() < 0.7) {
+      const ctx = new TextEncoder().encode(`${id}/${n.inc}/${++n.readCounter}`);
+      if (!raft.readIndex(ctx)) {
+        this.reply(id, req, { ok: false, leader: raft.lead });
+      } else {
+        n.reads.set(contextKey(ctx), req);
+      }
+    } else {
+      const res = raft.propose(encodeCommand({ client: req.client, seq: req.seq, op: req.op }));
+      if (!res.ok) this.reply(id, req, { ok: false, leader: res.leader });
+      else n.proposals.set(res.index, { term: res.term, req });
+    }
+    this.afterInput(n);
+  }
+
+  private reply(node: NodeId, req: ClientRequest, body: { ok: true; result: KvResult } | { ok: false; leader: NodeId }): void {
+    for (const delay of this.net.plan(node, `c${req.client}`)) {
+      this.queue.push(this.nowMs + delay, { kind: 'client-reply', client: req.client, reply: { reqId: req.reqId, node, ...body } });
+    }
+  }
+
+  // ------------------------------------------------------------------ clients
+
+  private addClient(probe: boolean): ClientState {
+    const c: ClientState = { id: this.clients.length, seq: 0, reqId: 0, attempt: 0, leaderHint: NONE_HINT, probe, done: false };
+    this.clients.push(c);
+    this.queue.push(this.nowMs + this.rng.int(20), { kind: 'client-start', client: c.id });
+    return c;
+  }
+
+  private clientStartOp(c: ClientState): void {
+    if (c.done || (this.phase === 'liveness' && !c.probe)) return;
+    const key = `k${this.rng.int(this.knobs.keys)}`;
+    const value = `c${c.id}-${c.seq + 1}`;
+    let op: KvOp;
+    if (c.probe) op = { kind: 'put', key: 'liveness', value };
+    else {
+      const r = this.rng.next();
+      if (r < 0.4) op = { kind: 'put', key, value };
+      else if (r < 0.8) op = { kind: 'get', key };
+      else {
+        const expected = this.rng.next() < 0.3 ? null : `c${this.rng.int(this.knobs.clients)}-${1 + this.rng.int(Math.max(1, c.seq))}`;
+        op = { kind: 'cas', key, expected, value };
+      }
+    }
+    c.seq++;
+    c.attempt = 0;
+    c.current = { op, callMs: this.nowMs, historyId: this.history.length };
+    this.clientSend(c);
+  }
+
+  private clientSend(c: ClientState): void {
+    const members = [...this.nodes.values()].filter((n) => !n.removed);
+    const target = c.leaderHint !== NONE_HINT && this.nodes.has(c.leaderHint) ? c.leaderHint : members[this.rng.int(members.length)].id;
+    c.reqId = this.nextReqId++;
+    c.attempt++;
+    const req: ClientRequest = { client: c.id, reqId: c.reqId, seq: c.seq, op: c.current!.op };
+    const attempt = c.attempt;
+    this.trace(() => `client c${c.id} -> ${target}: ${JSON.stringify(req.op)} seq=${req.seq} attempt=${attempt}`);
+    for (const delay of this.net.plan(`c${c.id}`, target)) {
+      this.queue.push(this.nowMs + delay, { kind: 'client-deliver', node: target, req });
+    }
+    this.queue.push(this.nowMs + this.knobs.clientTimeoutMs, { kind: 'client-timeout', client: c.id, reqId: c.reqId });
+  }
+
+  private clientHandleReply(clientId: number, reply: ClientReply): void {
+    const c = this.clients[clientId];
+    if (reply.reqId !== c.reqId || !c.current) return;
+    if (!reply.ok) {
+      this.clientRetry(c, reply.leader, `refused by ${reply.node}`);
+      return;
+    }
+    this.trace(() => `client c${c.id} <- ${reply.node}: ${JSON.stringify(reply.result)}`);
+    c.leaderHint = reply.node;
+    this.finishOp(c, reply.result);
+  }
+
+  private clientRetry(c: ClientState, hint: NodeId, why: string): void {
+    const attempts = c.probe ? Number.POSITIVE_INFINITY : this.knobs.clientAttempts;
+    if (c.attempt >= attempts) {
+      this.trace(`client c${c.id}: gave up after ${c.attempt} attempts (${why})`);
+      this.finishOp(c, null);
+      return;
+    }
+    // Retries reuse the same seq so the state machine applies the command at most once.
+    c.leaderHint = hint;
+    c.reqId = -this.nextReqId++; // late answers to the previous attempt are ignored
+    const backoffMs = hint === NONE_HINT ? 5 + this.rng.int(20) : 1;
+    this.queue.push(this.nowMs + backoffMs, { kind: 'client-retry', client: c.id, reqId: c.reqId });
+  }
+
+  /** Operations still in flight when the run ends may or may not have taken effect. */
+  private recordUnfinishedOps(): void {
+    for (const c of this.clients) {
+      if (c.probe || !c.current) continue;
+      this.finishOp(c, null);
+    }
+  }
+
+  private finishOp(c: ClientState, result: KvResult | null): void {
+    const cur = c.current!;
+    c.current = undefined;
+    c.reqId = 0;
+    if (c.probe) {
+      if (result) {
+        this.livenessOkAtMs = this.nowMs;
+        c.done = true;
+      }
+      return;
+    }
+    if (!(result === null && cur.op.kind === 'get')) {
+      this.history.push({
+        id: this.history.length,
+        clientId: c.id,
+        op: cur.op,
+        callTime: cur.callMs,
+        returnTime: result === null ? Number.POSITIVE_INFINITY : this.nowMs,
+        result,
+      });
+    }
+    this.queue.push(this.nowMs + this.rng.int(30), { kind: 'client-start', client: c.id });
+  }
+
+  // ------------------------------------------------------------------ faults
+
+  private liveNodes(): SimNode[] {
+    return [...this.nodes.values()].filter((n) => n.raft !== undefined);
+  }
+
+  private leader(): SimNode | undefined {
+    let best: SimNode | undefined;
+    for (const n of this.liveNodes()) {
+      if (n.raft!.role === Role.Leader && (!best || n.raft!.term > best.raft!.term)) best = n;
+    }
+    return best;
+  }
+
+  private injectFault(): void {
+    const k = this.knobs;
+    const choices: (() => void)[] = [() => {}];
+    if (k.partitions) choices.push(() => this.partition(), () => this.partition(), () => this.healLater(0));
+    if (k.crashes) choices.push(() => this.crashSome(), () => this.crashSome());
+    if (k.membership) choices.push(() => this.changeMembership());
+    if (k.transfers) choices.push(() => this.transferLeadership());
+    choices.push(() => this.shakeNetwork());
+    choices[this.rng.int(choices.length)]();
+  }
+
+  private partition(): void {
+    const ids = [...this.nodes.keys()];
+    const leader = this.leader();
+    const kind = this.rng.int(4);
+    this.net.heal();
+    if (kind === 0 && leader) {
+      this.net.split([leader.id], ids.filter((i) => i !== leader.id));
+      this.trace(`fault: leader ${leader.id} isolated`);
+    } else if (kind === 1) {
+      const shuffled = this.shuffle(ids);
+      const cut = 1 + this.rng.int(ids.length - 1);
+      this.net.split(shuffled.slice(0, cut), shuffled.slice(cut));
+      this.trace(`fault: partition [${shuffled.slice(0, cut)}] | [${shuffled.slice(cut)}]`);
+    } else if (kind === 2) {
+      // asymmetric: some directed links fail
+      for (const a of ids) for (const b of ids) if (a !== b && this.rng.next() < 0.3) this.net.block(a, b);
+      this.trace(`fault: asymmetric links down: ${this.net.describePartition()}`);
+    } else {
+      // a bridge: two groups that only talk through one node
+      const shuffled = this.shuffle(ids);
+      const bridge = shuffled[0];
+      const rest = shuffled.slice(1);
+      const half = Math.floor(rest.length / 2);
+      this.net.split(rest.slice(0, half), rest.slice(half));
+      this.trace(`fault: bridge through ${bridge}: [${rest.slice(0, half)}] | [${rest.slice(half)}]`);
+    }
+    this.healLater(200 + this.rng.int(2000));
+  }
+
+  private healLater(afterMs: number): void {
+    this.queue.push(this.nowMs + afterMs, { kind: 'heal' });
+  }
+
+  private crashSome(): void {
+    const live = this.liveNodes();
+    if (live.length === 0) return;
+    const leader = this.leader();
+    const victim = leader && this.rng.next() < 0.5 ? leader : live[this.rng.int(live.length)];
+    this.crashNode(victim);
+    this.queue.push(this.nowMs + 50 + this.rng.int(2000), { kind: 'restart', node: victim.id });
+  }
+
+  private changeMembership(): void {
+    const leader = this.leader();
+    if (!leader) return;
+    const raft = leader.raft!;
+    const voters = [...raft.voters];
+    const learners = [...raft.learners];
+    const r = this.rng.next();
+    let cc: { type: ConfChangeType; node: NodeId } | undefined;
+    if (learners.length > 0 && r < 0.5) {
+      cc = { type: ConfChangeType.AddVoter, node: learners[this.rng.int(learners.length)] };
+    } else if (voters.length > 3 && r < 0.8) {
+      cc = { type: ConfChangeType.RemoveNode, node: voters[this.rng.int(voters.length)] };
+    } else if (this.nodes.size < MAX_NODES) {
+      const id = `n${this.nextNodeNum++}`;
+      this.createNode(id, false, []);
+      cc = { type: ConfChangeType.AddLearner, node: id };
+    }
+    if (!cc) return;
+    const res = raft.proposeConfChange(cc);
+    this.trace(`fault: membership ${ConfChangeType[cc.type]} ${cc.node} via ${leader.id}: ${res.ok ? 'proposed' : res.code}`);
+    if (res.ok) this.stats.confChanges++;
+    this.afterInput(leader);
+  }
+
+  private transferLeadership(): void {
+    const leader = this.leader();
+    if (!leader) return;
+    const others = [...leader.raft!.voters].filter((v) => v !== leader.id);
+    if (others.length === 0) return;
+    const to = others[this.rng.int(others.length)];
+    this.trace(`fault: transfer leadership ${leader.id} -> ${to}`);
+    this.stats.transfers++;
+    leader.raft!.transferLeader(to);
+    this.afterInput(leader);
+  }
+
+  private shakeNetwork(): void {
+    const base = this.knobs.network;
+    this.net.knobs = {
+      ...base,
+      dropRate: Math.min(0.5, base.dropRate + this.rng.next() * 0.3),
+      maxDelayMs: base.maxDelayMs * (1 + this.rng.int(4)),
+    };
+    this.trace(`fault: network degraded drop=${this.net.knobs.dropRate.toFixed(2)} maxDelay=${this.net.knobs.maxDelayMs}ms`);
+    this.queue.push(this.nowMs + 300 + this.rng.int(1500), { kind: 'restore-net' });
+  }
+
+  private startLiveness(): void {
+    this.phase = 'liveness';
+    this.net.heal();
+    this.net.knobs = CALM_NETWORK;
+    for (const n of this.nodes.values()) if (!n.raft && !n.removed) this.startNode(n);
+    this.trace(`=== liveness phase: faults healed at ${Math.round(this.nowMs)} ms ===`);
+    this.addClient(true);
+  }
+
+  private shuffle<T>(xs: T[]): T[] {
+    const out = xs.slice();
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = this.rng.int(i + 1);
+      [out[i], out[j]] = [out[j], out[i]];
+    }
+    return out;
+  }
+
+  private describeNodes(): string {
+    return [...this.nodes.values()]
+      .map((n) => (n.raft ? `${n.id}:${n.raft.role}@${n.raft.term} commit=${n.raft.log.committed}${n.removed ? ' removed' : ''}` : `${n.id}:down`))
+      .join(', ');
+  }
+
+  private trace(line: string | (() => string)): void {
+    const t = Math.round(this.nowMs * 10) / 10;
+    this.traceBuf.push(typeof line === 'string' ? `[${t}ms] ${line}` : () => `[${t}ms] ${line()}`);
+    if (this.traceBuf.length > this.traceLines) this.traceBuf.shift();
+  }
+}
+
+const NONE_HINT: NodeId = '';
+
+export function runSeed(seed: number, bugs?: ReadonlySet<BugName>, traceLines?: number): SimResult {
+  return new Simulation({ seed, ...(bugs ? { bugs } : {}), ...(traceLines ? { traceLines } : {}) }).run();
+}
