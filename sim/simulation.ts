@@ -60,6 +60,12 @@ export interface SimKnobs {
   membership: boolean;
   transfers: boolean;
   partitions: boolean;
+  /** Adversarial timing: chance that a leader crashes right after applying newly committed entries. */
+  crashAfterCommitRate: number;
+  /** Adversarial timing: chance that a new leader crashes right after persisting its first entry. */
+  crashAfterElectionRate: number;
+  /** Typical partition length. */
+  partitionMs: number;
 }
 
 export interface SimResult {
@@ -81,8 +87,12 @@ const MAX_EVENTS = 5_000_000;
 function chooseKnobs(rng: Rng): SimKnobs {
   const pick = <T>(xs: T[]): T => xs[rng.int(xs.length)];
   const lossy = rng.next() < 0.7;
-  return {
-    nodes: pick([3, 3, 5, 5, 5]),
+  // Swarm testing: half the seeds use an adversarial profile that kills leaders at the worst
+  // moments (right after election, right after a commit) on a 5-node cluster with tiny,
+  // unpipelined append messages — the conditions of the paper's Figure 8.
+  const adversarial = rng.next() < 0.5;
+  const knobs: SimKnobs = {
+    nodes: adversarial ? 5 : pick([3, 5]),
     tickMs: 10,
     driftPct: pick([0, 5, 20, 40]),
     electionTick: 10,
@@ -99,8 +109,8 @@ function chooseKnobs(rng: Rng): SimKnobs {
     writebackMs: pick([30, 300, 3000]),
     tornWrites: rng.next() < 0.5,
     compactEvery: pick([8, 30, 100, 1000]),
-    maxSizePerMsgBytes: pick([100, 1000, 64 * 1024]),
-    maxInflightMsgs: pick([1, 4, 64]),
+    maxSizePerMsgBytes: adversarial ? 100 : pick([100, 1000, 64 * 1024]),
+    maxInflightMsgs: adversarial ? 1 : pick([1, 4, 64]),
     faultEveryMs: pick([150, 500, 1500]),
     safetyMs: 5000 + rng.int(20_000),
     livenessBudgetMs: 10_000,
@@ -108,11 +118,15 @@ function chooseKnobs(rng: Rng): SimKnobs {
     keys: 1 + rng.int(4),
     clientTimeoutMs: pick([150, 400]),
     clientAttempts: pick([2, 5]),
-    crashes: rng.next() < 0.8,
+    crashes: adversarial || rng.next() < 0.8,
     membership: rng.next() < 0.5,
     transfers: rng.next() < 0.5,
     partitions: rng.next() < 0.8,
+    crashAfterCommitRate: adversarial ? 0.3 : pick([0, 0.02]),
+    crashAfterElectionRate: adversarial ? 0.5 : pick([0, 0.1]),
+    partitionMs: pick([300, 1000, 2000]),
   };
+  return knobs;
 }
 
 type SimEvent =
@@ -414,6 +428,12 @@ export class Simulation {
         this.nowMs,
       );
     }
+    if (this.phase === 'safety' && rd.softState?.role === Role.Leader && this.rng.next() < this.knobs.crashAfterElectionRate) {
+      this.trace(`fault: new leader ${n.id} crashes right after persisting its first entries`);
+      this.crashNode(n);
+      this.queue.push(this.nowMs + 50 + this.rng.int(1000), { kind: 'restart', node: n.id });
+      return;
+    }
     // 2. ... only then send the messages that depend on it ...
     for (const m of rd.messages) this.sendRaft(n.id, m);
     // 3. ... apply.
@@ -432,6 +452,17 @@ export class Simulation {
     }
     raft.advance(rd);
     n.busy = false;
+    if (
+      this.phase === 'safety' &&
+      rd.committedEntries.length > 0 &&
+      raft.role === Role.Leader &&
+      this.rng.next() < this.knobs.crashAfterCommitRate
+    ) {
+      this.trace(`fault: leader ${n.id} crashes right after applying up to ${rd.committedEntries[rd.committedEntries.length - 1].index}`);
+      this.crashNode(n);
+      this.queue.push(this.nowMs + 50 + this.rng.int(1000), { kind: 'restart', node: n.id });
+      return;
+    }
     this.serveReads(n);
     this.maybeCompact(n);
     this.afterInput(n);
@@ -643,11 +674,18 @@ export class Simulation {
   private partition(): void {
     const ids = [...this.nodes.keys()];
     const leader = this.leader();
-    const kind = this.rng.int(4);
+    const kind = this.rng.int(5);
     this.net.heal();
     if (kind === 0 && leader) {
       this.net.split([leader.id], ids.filter((i) => i !== leader.id));
       this.trace(`fault: leader ${leader.id} isolated`);
+    } else if (kind === 4 && leader) {
+      // the leader keeps a minority: it can replicate but never commit (divergent suffixes)
+      const others = this.shuffle(ids.filter((i) => i !== leader.id));
+      const minority = [leader.id, ...others.slice(0, Math.floor((ids.length - 1) / 2) - 1 + this.rng.int(2))];
+      const rest = ids.filter((i) => !minority.includes(i));
+      this.net.split(minority, rest);
+      this.trace(`fault: leader ${leader.id} in minority [${minority}] | [${rest}]`);
     } else if (kind === 1) {
       const shuffled = this.shuffle(ids);
       const cut = 1 + this.rng.int(ids.length - 1);
@@ -666,7 +704,7 @@ export class Simulation {
       this.net.split(rest.slice(0, half), rest.slice(half));
       this.trace(`fault: bridge through ${bridge}: [${rest.slice(0, half)}] | [${rest.slice(half)}]`);
     }
-    this.healLater(200 + this.rng.int(2000));
+    this.healLater(this.knobs.partitionMs * (0.2 + this.rng.next()));
   }
 
   private healLater(afterMs: number): void {

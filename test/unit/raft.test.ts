@@ -1,0 +1,447 @@
+// Unit tests of the Raft core, named after the section of the Raft paper (Ongaro & Ousterhout
+// 2014) or of Ongaro's thesis (2014) that each one checks.
+
+import { describe, expect, it } from 'vitest';
+import { Raft, bootstrapState, emptyState } from '../../protocol/raft/raft.js';
+import { ConfChangeType, type Entry, EntryType, type Message, MessageType, Role, emptyMessage } from '../../protocol/raft/types.js';
+import { seededRng } from '../../protocol/rng.js';
+import { MemoryCluster } from '../../sim/memory-cluster.js';
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const ids = (n: number) => Array.from({ length: n }, (_, i) => `n${i + 1}`);
+
+function entry(index: number, term: number, data = `e${index}`): Entry {
+  return { index, term, type: EntryType.Normal, data: enc(data) };
+}
+
+/** A node whose log is [bootstrap conf of `voters`] + the given (index >= voters+1) entries. */
+function nodeWithLog(id: string, voters: string[], terms: number[], hardTerm: number): Raft {
+  const boot = bootstrapState(voters);
+  const entries = [...boot.entries, ...terms.map((t, i) => entry(voters.length + 1 + i, t))];
+  const r = new Raft(
+    { id, electionTick: 10, heartbeatTick: 1, rng: seededRng(id.charCodeAt(1)) },
+    { hardState: { term: hardTerm, vote: '', commit: voters.length }, entries },
+  );
+  // apply the bootstrap conf changes
+  const rd = r.ready();
+  r.advance(rd);
+  return r;
+}
+
+describe('§5.2 leader election', () => {
+  it('elects exactly one leader in 3- and 5-node clusters', () => {
+    for (const n of [3, 5]) {
+      const c = new MemoryCluster(ids(n), { seed: n });
+      const leader = c.electLeader();
+      expect(c.leaders()).toHaveLength(1);
+      for (const id of ids(n)) expect(c.get(id).term).toBe(leader.term);
+    }
+  });
+
+  it('election safety: at most one leader per term across many seeds with partitions', () => {
+    for (let seed = 1; seed <= 30; seed++) {
+      const c = new MemoryCluster(ids(5), { seed });
+      const seen = new Map<number, string>();
+      for (let t = 0; t < 300; t++) {
+        if (t % 50 === 10) c.partition(['n1', 'n2'], ['n3', 'n4', 'n5']);
+        if (t % 50 === 30) c.heal();
+        c.tick();
+        for (const l of c.leaders()) {
+          const prev = seen.get(l.term);
+          expect(prev === undefined || prev === l.id).toBe(true);
+          seen.set(l.term, l.id);
+        }
+      }
+    }
+  });
+
+  it('§5.4.1 election restriction: a candidate with a stale log cannot win', () => {
+    const voters = ['n1', 'n2', 'n3'];
+    const stale = nodeWithLog('n1', voters, [1], 1);
+    const upToDate = nodeWithLog('n2', voters, [1, 1], 1);
+    const vote: Message = { ...emptyMessage(MessageType.Vote, 'n1', 'n2', 2), index: stale.log.lastIndex(), logTerm: stale.log.lastTerm() };
+    upToDate.step(vote);
+    const resp = upToDate.ready().messages.find((m) => m.type === MessageType.VoteResp)!;
+    expect(resp.reject).toBe(true);
+  });
+
+  it('§5.2 a node votes for at most one candidate per term', () => {
+    const voters = ['n1', 'n2', 'n3'];
+    const r = nodeWithLog('n3', voters, [], 1);
+    r.step({ ...emptyMessage(MessageType.Vote, 'n1', 'n3', 2), index: 3, logTerm: 1 });
+    r.step({ ...emptyMessage(MessageType.Vote, 'n2', 'n3', 2), index: 3, logTerm: 1 });
+    const resps = r.ready().messages.filter((m) => m.type === MessageType.VoteResp);
+    expect(resps.map((m) => [m.to, m.reject])).toEqual([
+      ['n1', false],
+      ['n2', true],
+    ]);
+  });
+
+  it('§9.6 pre-vote: a partitioned node rejoining does not disrupt the leader', () => {
+    const c = new MemoryCluster(ids(3), { seed: 7 });
+    const leader = c.electLeader();
+    const other = ids(3).find((id) => id !== leader.id)!;
+    const termBefore = leader.term;
+    c.isolate(other);
+    c.tick(100);
+    expect(c.get(other).term).toBe(termBefore); // pre-votes failed: the term did not grow
+    c.heal();
+    c.tick(5);
+    expect(c.leader()?.id).toBe(leader.id);
+    expect(c.leader()?.term).toBe(termBefore);
+  });
+
+  it('§6.2 check-quorum: an isolated leader steps down', () => {
+    const c = new MemoryCluster(ids(3), { seed: 3 });
+    const leader = c.electLeader();
+    c.isolate(leader.id);
+    c.tick(25);
+    expect(c.get(leader.id).role).toBe(Role.Follower);
+    const others = c.leaders().filter((l) => l.id !== leader.id);
+    expect(others).toHaveLength(1);
+  });
+});
+
+describe('§5.3 log replication', () => {
+  it('replicates and commits proposals on every node in order', () => {
+    const c = new MemoryCluster(ids(5), { seed: 11 });
+    c.electLeader();
+    for (let i = 0; i < 20; i++) c.propose(`cmd${i}`);
+    c.tick(3);
+    for (const id of ids(5)) expect(c.appliedData(id)).toEqual(Array.from({ length: 20 }, (_, i) => `cmd${i}`));
+  });
+
+  it('log matching: a follower with a conflicting suffix is repaired to the leader log', () => {
+    const voters = ['n1', 'n2', 'n3'];
+    // n1 (leader-to-be, term 3 entries) and n2 (stale term-2 suffix that never committed)
+    const c = new MemoryCluster([]);
+    const n1 = bootstrapState(voters);
+    n1.entries.push(entry(4, 1), entry(5, 3), entry(6, 3));
+    n1.hardState = { term: 3, vote: '', commit: 3 };
+    const n2 = bootstrapState(voters);
+    n2.entries.push(entry(4, 1), entry(5, 2, 'stale'), entry(6, 2, 'stale'), entry(7, 2, 'stale'));
+    n2.hardState = { term: 2, vote: '', commit: 3 };
+    c.addNode('n1', n1);
+    c.addNode('n2', n2);
+    c.addNode('n3', { ...bootstrapState(voters), hardState: { term: 3, vote: '', commit: 3 } });
+    c.stabilize();
+    c.get('n1').campaign();
+    c.stabilize();
+    c.tick(3);
+    expect(c.get('n1').role).toBe(Role.Leader);
+    const leaderLog = c.get('n1').log;
+    const f = c.get('n2').log;
+    expect(f.lastIndex()).toBe(leaderLog.lastIndex());
+    for (let i = 1; i <= leaderLog.lastIndex(); i++) expect(f.term(i)).toBe(leaderLog.term(i));
+    expect(c.appliedData('n2')).not.toContain('stale');
+  });
+
+  it('fast backtracking: a follower far behind with a divergent log needs few rejections', () => {
+    const voters = ['n1', 'n2', 'n3'];
+    const c = new MemoryCluster([]);
+    const n1 = bootstrapState(voters);
+    for (let i = 0; i < 200; i++) n1.entries.push(entry(4 + i, 5));
+    n1.hardState = { term: 5, vote: '', commit: 3 };
+    const n2 = bootstrapState(voters);
+    for (let i = 0; i < 300; i++) n2.entries.push(entry(4 + i, 4, 'old'));
+    n2.hardState = { term: 4, vote: '', commit: 3 };
+    c.addNode('n1', n1);
+    c.addNode('n2', n2);
+    c.addNode('n3', { ...bootstrapState(voters), hardState: { term: 5, vote: '', commit: 3 } });
+    let rejections = 0;
+    c.dropIf = (m) => {
+      if (m.type === MessageType.AppResp && m.reject && m.from === 'n2') rejections++;
+      return false;
+    };
+    c.stabilize();
+    c.get('n1').campaign();
+    c.stabilize();
+    c.tick(5);
+    expect(c.get('n2').log.lastIndex()).toBe(c.get('n1').log.lastIndex());
+    expect(rejections).toBeLessThanOrEqual(3);
+  });
+
+  it('flow control: no more than maxInflightMsgs appends are in flight to a follower', () => {
+    const c = new MemoryCluster(ids(3), { seed: 5, maxInflightMsgs: 2, maxSizePerMsgBytes: 1 });
+    const leader = c.electLeader();
+    let inFlight = 0;
+    let maxSeen = 0;
+    // hold the follower's responses: count appends carrying entries sent to n? without answers
+    const follower = ids(3).find((x) => x !== leader.id)!;
+    c.dropIf = (m) => {
+      if (m.type === MessageType.App && m.to === follower && m.entries.length > 0) {
+        inFlight++;
+        maxSeen = Math.max(maxSeen, inFlight);
+      }
+      return m.to === follower || m.from === follower; // the follower is slow: nothing arrives
+    };
+    for (let i = 0; i < 10; i++) leader.propose(enc(`x${i}`));
+    c.stabilize();
+    expect(maxSeen).toBeLessThanOrEqual(2);
+    expect(leader.log.committed).toBeGreaterThan(0); // the other follower still commits
+  });
+
+  it('Ready: entries to persist come with mustSync, and followers reply only in the same Ready', () => {
+    const r = nodeWithLog('n2', ['n1', 'n2', 'n3'], [], 1);
+    r.step({ ...emptyMessage(MessageType.App, 'n1', 'n2', 2), index: 3, logTerm: 1, entries: [entry(4, 2)], commit: 3 });
+    const rd = r.ready();
+    expect(rd.entries.map((e) => e.index)).toEqual([4]);
+    expect(rd.mustSync).toBe(true);
+    expect(rd.messages.find((m) => m.type === MessageType.AppResp)?.index).toBe(4);
+    r.advance(rd);
+    expect(r.log.persisted).toBe(4);
+  });
+});
+
+describe('§5.4.2 committing entries from previous terms (Figure 8)', () => {
+  /**
+   * Builds the paper's Figure 8 (c): n1 is leader of term 4 holding an entry of term 2 at
+   * index 7 that it has replicated to n2 and n3 (a majority), while n5 holds a term-3 entry at
+   * index 7. The leader's own term-4 entry (index 8) has not reached anyone.
+   */
+  function figure8(bugs?: Set<'commit-old-term'>) {
+    const voters = ids(5);
+    const c = new MemoryCluster([], { seed: 8, maxSizePerMsgBytes: 1, ...(bugs ? { bugs } : {}) });
+    const withLog = (terms: number[], term: number) => {
+      const s = bootstrapState(voters);
+      terms.forEach((t, i) => s.entries.push(entry(6 + i, t, `t${t}`)));
+      s.hardState = { term, vote: '', commit: 5 };
+      return s;
+    };
+    c.addNode('n1', withLog([1, 2], 4)); // index 6: term 1, index 7: term 2
+    c.addNode('n2', withLog([1, 2], 4));
+    c.addNode('n3', withLog([1], 4));
+    c.addNode('n4', withLog([1], 4));
+    c.addNode('n5', withLog([1, 3], 3));
+    c.stabilize();
+    // n1 becomes leader of term 5 with n2, n3, n4 (n5 is down). Its no-op (index 8) is lost in
+    // transit to everyone that could accept it; probes that will be rejected still arrive, so
+    // n3 and n4 receive index 7 alone (one entry per message).
+    c.crash('n5');
+    c.dropIf = (m) =>
+      m.type === MessageType.App && m.entries.some((e) => e.index === 8) && c.get(m.to).log.term(7) !== undefined;
+    c.get('n1').campaign();
+    c.stabilize();
+    return c;
+  }
+
+  it('a leader does not commit an old-term entry by counting replicas', () => {
+    const c = figure8();
+    const n1 = c.get('n1');
+    expect(n1.role).toBe(Role.Leader);
+    expect([...['n2', 'n3', 'n4']].filter((id) => c.get(id).log.term(7) === 2).length).toBeGreaterThanOrEqual(2);
+    expect(n1.log.committed).toBeLessThan(7); // on a majority, but not committed
+    // n1 dies; n5 (term 3 at index 7) can win and overwrite index 7 — which is fine, it was never committed
+    c.crash('n1');
+    c.dropIf = undefined;
+    c.restart('n5');
+    c.get('n5').campaign();
+    c.stabilize();
+    c.tick(20);
+    const leader = c.electLeader();
+    for (const id of ['n2', 'n3', 'n4', 'n5']) {
+      expect(c.get(id).log.term(7)).toBe(leader.log.term(7));
+    }
+  });
+
+  it('with the commit-old-term bug the same schedule commits index 7 (the simulator must catch this)', () => {
+    const c = figure8(new Set(['commit-old-term']));
+    expect(c.get('n1').log.committed).toBeGreaterThanOrEqual(7);
+    expect(c.nodes.get('n1')!.applied.some((e) => e.index === 7 && e.term === 2)).toBe(true);
+    // ... and then loses it: n5 wins and overwrites the "committed" index 7
+    c.crash('n1');
+    c.dropIf = undefined;
+    c.restart('n5');
+    c.get('n5').campaign();
+    c.stabilize();
+    expect(c.get('n5').role).toBe(Role.Leader);
+    c.tick(3);
+    expect(c.get('n2').log.term(7)).toBe(3);
+  });
+});
+
+describe('§7 log compaction and InstallSnapshot', () => {
+  it('a follower that missed compacted entries catches up by snapshot', () => {
+    const c = new MemoryCluster(ids(3), { seed: 21 });
+    const leader = c.electLeader();
+    const lagging = ids(3).find((x) => x !== leader.id)!;
+    c.crash(lagging);
+    for (let i = 0; i < 30; i++) c.propose(`v${i}`);
+    c.tick(2);
+    c.compact(leader.id);
+    expect(leader.log.firstIndex()).toBeGreaterThan(10);
+    let snapshots = 0;
+    c.dropIf = (m) => {
+      if (m.type === MessageType.Snap) snapshots++;
+      return false;
+    };
+    c.restart(lagging);
+    c.tick(5);
+    expect(snapshots).toBeGreaterThanOrEqual(1);
+    expect(c.get(lagging).log.lastIndex()).toBe(leader.log.lastIndex());
+    expect(c.get(lagging).log.snapshot.meta.index).toBe(leader.log.snapshot.meta.index);
+    c.propose('after');
+    c.tick(2);
+    expect(c.appliedData(lagging)).toContain('after');
+  });
+
+  it('compaction keeps entries after the snapshot and survives restart', () => {
+    const c = new MemoryCluster(ids(3), { seed: 22 });
+    const leader = c.electLeader();
+    for (let i = 0; i < 10; i++) c.propose(`v${i}`);
+    c.compact(leader.id);
+    c.propose('tail');
+    c.crash(leader.id);
+    c.restart(leader.id);
+    c.stabilize();
+    const restarted = c.get(leader.id);
+    expect(restarted.log.snapshot.meta.index).toBeGreaterThan(0);
+    expect(c.appliedData(leader.id)).toEqual(['tail']);
+  });
+});
+
+describe('§4 membership changes (single-server, thesis §4.1) and learners', () => {
+  it('adds a learner that catches up without voting, then promotes it to voter', () => {
+    const c = new MemoryCluster(ids(3), { seed: 31 });
+    const leader = c.electLeader();
+    for (let i = 0; i < 5; i++) c.propose(`a${i}`);
+    c.addNode('n4');
+    expect(leader.proposeConfChange({ type: ConfChangeType.AddLearner, node: 'n4' }).ok).toBe(true);
+    c.stabilize();
+    c.tick(3);
+    expect(leader.learners.has('n4')).toBe(true);
+    expect(c.appliedData('n4')).toEqual(['a0', 'a1', 'a2', 'a3', 'a4']);
+    // a learner never campaigns
+    c.tick(50);
+    expect(c.get('n4').role).toBe(Role.Follower);
+    expect(leader.proposeConfChange({ type: ConfChangeType.AddVoter, node: 'n4' }).ok).toBe(true);
+    c.stabilize();
+    c.tick(2);
+    expect(leader.voters.has('n4')).toBe(true);
+    expect(c.get('n4').voters.size).toBe(4);
+  });
+
+  it('allows one membership change at a time', () => {
+    const c = new MemoryCluster(ids(3), { seed: 32 });
+    const leader = c.electLeader();
+    c.addNode('n4');
+    c.addNode('n5');
+    c.isolate('n2');
+    c.isolate('n3'); // the change cannot commit
+    expect(leader.proposeConfChange({ type: ConfChangeType.AddLearner, node: 'n4' }).ok).toBe(true);
+    const second = leader.proposeConfChange({ type: ConfChangeType.AddLearner, node: 'n5' });
+    expect(second.ok).toBe(false);
+    if (!second.ok) expect(second.code).toBe('CONF_CHANGE_PENDING');
+  });
+
+  it('removes a voter; the leader removing itself steps down and the rest elect a new leader', () => {
+    const c = new MemoryCluster(ids(3), { seed: 33 });
+    const leader = c.electLeader();
+    expect(leader.proposeConfChange({ type: ConfChangeType.RemoveNode, node: leader.id }).ok).toBe(true);
+    c.stabilize();
+    c.tick(2);
+    expect(c.get(leader.id).role).toBe(Role.Follower);
+    const next = c.electLeader();
+    expect(next.id).not.toBe(leader.id);
+    expect(next.voters.size).toBe(2);
+    c.propose('after-removal');
+    c.tick(2);
+    expect(c.appliedData(next.id)).toContain('after-removal');
+  });
+
+  it('refuses to remove the last voter', () => {
+    const c = new MemoryCluster(['solo'], { seed: 34 });
+    const leader = c.electLeader();
+    const res = leader.proposeConfChange({ type: ConfChangeType.RemoveNode, node: 'solo' });
+    expect(res.ok).toBe(false);
+  });
+});
+
+describe('§3.10 leadership transfer (thesis)', () => {
+  it('hands leadership to the named voter with TimeoutNow', () => {
+    const c = new MemoryCluster(ids(3), { seed: 41 });
+    const leader = c.electLeader();
+    c.propose('x');
+    const target = ids(3).find((x) => x !== leader.id)!;
+    let sawTimeoutNow = false;
+    c.dropIf = (m) => {
+      if (m.type === MessageType.TimeoutNow) sawTimeoutNow = true;
+      return false;
+    };
+    leader.transferLeader(target);
+    c.stabilize();
+    expect(sawTimeoutNow).toBe(true);
+    expect(c.get(target).role).toBe(Role.Leader);
+    expect(c.leaders()).toHaveLength(1);
+  });
+
+  it('refuses proposals while transferring and gives up after an election timeout', () => {
+    const c = new MemoryCluster(ids(3), { seed: 42 });
+    const leader = c.electLeader();
+    const target = ids(3).find((x) => x !== leader.id)!;
+    c.isolate(target);
+    leader.transferLeader(target);
+    c.stabilize();
+    const refused = leader.propose(enc('during'));
+    expect(refused.ok).toBe(false);
+    c.tick(12);
+    expect(leader.role).toBe(Role.Leader);
+    expect(leader.propose(enc('after')).ok).toBe(true);
+  });
+});
+
+describe('§6.4 ReadIndex linearizable reads', () => {
+  it('the leader answers a read after a quorum heartbeat, without appending to the log', () => {
+    const c = new MemoryCluster(ids(3), { seed: 51 });
+    const leader = c.electLeader();
+    c.propose('w');
+    const lastBefore = leader.log.lastIndex();
+    expect(leader.readIndex(enc('r1'))).toBe(true);
+    c.stabilize();
+    const rs = c.nodes.get(leader.id)!.readStates;
+    expect(rs.map((r) => new TextDecoder().decode(r.context))).toEqual(['r1']);
+    expect(rs[0].index).toBe(leader.log.committed);
+    expect(leader.log.lastIndex()).toBe(lastBefore);
+  });
+
+  it('a follower forwards the read to the leader', () => {
+    const c = new MemoryCluster(ids(3), { seed: 52 });
+    const leader = c.electLeader();
+    c.propose('w');
+    const f = ids(3).find((x) => x !== leader.id)!;
+    expect(c.get(f).readIndex(enc('r2'))).toBe(true);
+    c.stabilize();
+    expect(c.nodes.get(f)!.readStates[0]?.index).toBe(leader.log.committed);
+  });
+
+  it('an isolated (deposed) leader cannot serve a read', () => {
+    const c = new MemoryCluster(ids(3), { seed: 53 });
+    const leader = c.electLeader();
+    c.isolate(leader.id);
+    leader.readIndex(enc('r3'));
+    c.stabilize();
+    c.tick(3);
+    expect(c.nodes.get(leader.id)!.readStates).toHaveLength(0);
+  });
+});
+
+describe('§5.4.3 state machine safety under crashes', () => {
+  it('a restarted node re-applies the same committed entries', () => {
+    const c = new MemoryCluster(ids(3), { seed: 61 });
+    c.electLeader();
+    for (let i = 0; i < 5; i++) c.propose(`s${i}`);
+    c.tick(2);
+    const before = c.appliedData('n2');
+    c.crash('n2');
+    c.restart('n2');
+    c.tick(3);
+    expect(c.appliedData('n2').slice(0, before.length)).toEqual(before);
+  });
+
+  it('a brand-new node has nothing and is not a voter until added', () => {
+    const r = new Raft({ id: 'x', electionTick: 10, heartbeatTick: 1, rng: seededRng(1) }, emptyState());
+    for (let i = 0; i < 100; i++) r.tick();
+    expect(r.role).toBe(Role.Follower);
+    expect(r.isPromotable()).toBe(false);
+  });
+});
