@@ -252,9 +252,10 @@ describe('§5.4.2 committing entries from previous terms (Figure 8)', () => {
     c.crash('n1');
     c.dropIf = undefined;
     c.restart('n5');
-    c.get('n5').campaign();
-    c.stabilize();
-    expect(c.get('n5').role).toBe(Role.Leader);
+    c.partition(['n2'], ['n3'], ['n4']); // they can only reach n5, so only n5 can win
+    const leader = c.electLeader();
+    expect(leader.id).toBe('n5');
+    c.heal();
     c.tick(3);
     expect(c.get('n2').log.term(7)).toBe(3);
   });
