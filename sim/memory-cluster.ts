@@ -177,7 +177,8 @@ export class MemoryCluster {
     if (rd.entries.length > 0) {
       const first = rd.entries[0].index;
       const base = s.snapshot?.meta.index ?? 0;
-      s.entries = s.entries.slice(0, Math.max(0, first - base - 1)).concat(rd.entries);
+      s.entries.length = Math.max(0, Math.min(s.entries.length, first - base - 1));
+      for (const e of rd.entries) s.entries.push(e);
     }
     if (rd.hardState) s.hardState = { ...rd.hardState };
     for (const m of rd.messages) this.queue.push(m);

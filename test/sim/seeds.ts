@@ -1,0 +1,30 @@
+// Shared helpers for the simulator tests: run a range of seeds and describe failures.
+
+import type { BugName } from '../../protocol/raft/types.js';
+import { runSeed, type SimResult } from '../../sim/simulation.js';
+
+export function runRange(from: number, count: number): { failures: SimResult[]; ops: number; checkTimeouts: number } {
+  const failures: SimResult[] = [];
+  let ops = 0;
+  let checkTimeouts = 0;
+  for (let seed = from; seed < from + count; seed++) {
+    const r = runSeed(seed);
+    ops += r.ops;
+    if (r.checkTimedOut) checkTimeouts++;
+    if (!r.ok) failures.push(r);
+  }
+  return { failures, ops, checkTimeouts };
+}
+
+export function firstCatch(bug: BugName, maxSeeds: number): SimResult | undefined {
+  const bugs = new Set([bug]);
+  for (let seed = 1; seed <= maxSeeds; seed++) {
+    const r = runSeed(seed, bugs);
+    if (r.violation) return r;
+  }
+  return undefined;
+}
+
+export function describe(r: SimResult): string {
+  return `seed ${r.seed}: ${r.violation ?? r.livenessFailure}\n${r.trace.slice(-60).join('\n')}\nreplay: npm run sim -- --seed ${r.seed}`;
+}
