@@ -10,6 +10,14 @@
 // 3. A visited set of (bitset of linearized ops, register state) pairs cuts every
 //    branch already explored. Its size is bounded by `maxStatesPerKey`; past the bound
 //    the key is reported as timed out, never as a violation.
+//
+// Reductions, each of which keeps at least one linearization whenever one exists:
+// - a get or failed cas that fits the current state is linearized at once, without
+//   branching (it changes nothing, so it can lead any completion);
+// - an op with unknown outcome (return at +infinity) is placed only right before a
+//   known op that the state could not otherwise explain, and interchangeable ones are
+//   used in call order; those that can never matter are dropped up front;
+// - values that no op can observe share one state id.
 
 export type KvOp =
   | { kind: 'put'; key: string; value: string }
@@ -110,7 +118,10 @@ function validateHistory(history: HistoryOp[]): void {
 }
 
 // ---------------------------------------------------------------------------------------
-// Register model, compiled to integers. Value ids: 0 = absent, 1.. = interned strings.
+// Register model, compiled to integers (value ids: see `vid` in checkKey).
+
+/** Value id shared by every value that no op can observe. */
+const BLANK = 1;
 
 const OP_PUT = 0; // always succeeds, state := a
 const OP_GET = 1; // requires state == a
@@ -176,12 +187,19 @@ function checkKey(key: string, all: HistoryOp[], maxStates: number): KeyOutcome 
   while (known < n && ops[known].result !== null) known++;
   if (known === 0) return { outcome: 'ok', statesExplored: 0 };
 
-  // Compile ops.
+  // Compile ops. Value ids: 0 = absent, 1 = BLANK (any value that no get reads and no cas
+  // expects: the model cannot tell such values apart), 2.. = observable values.
+  const observable = new Set<string>();
+  for (const h of ops) {
+    if (h.op.kind === 'cas' && h.op.expected !== null) observable.add(h.op.expected);
+    if (h.result?.kind === 'get-ok' && h.result.value !== null) observable.add(h.result.value);
+  }
   const valueIds = new Map<string, number>();
   const vid = (v: string | null): number => {
     if (v === null) return 0;
+    if (!observable.has(v)) return BLANK;
     let id = valueIds.get(v);
-    if (id === undefined) valueIds.set(v, (id = valueIds.size + 1));
+    if (id === undefined) valueIds.set(v, (id = valueIds.size + 2));
     return id;
   };
   const code = new Uint8Array(n);
@@ -201,6 +219,16 @@ function checkKey(key: string, all: HistoryOp[], maxStates: number): KeyOutcome 
       a[i] = vid(op.expected);
       b[i] = vid(op.value);
     }
+  }
+  // Unknown-outcome ops with the same compiled effect are interchangeable (their returns
+  // are all at infinity), so they are used in call order: prevTwin[i] must go first.
+  const prevTwin = new Int32Array(n).fill(-1);
+  const lastTwin = new Map<string, number>();
+  for (let i = known; i < n; i++) {
+    const sig = `${code[i]},${a[i]},${b[i]}`;
+    const p = lastTwin.get(sig);
+    if (p !== undefined) prevTwin[i] = p;
+    lastTwin.set(sig, i);
   }
 
   // Events: node 0 is the head sentinel, node 2n+1 the tail sentinel.
@@ -260,6 +288,7 @@ function checkKey(key: string, all: HistoryOp[], maxStates: number): KeyOutcome 
   const stackCall = new Int32Array(n);
   const stackState = new Int32Array(n);
   const stackBurst = new Int32Array(n);
+  const stackForced = new Uint8Array(n);
   let depth = 0;
   let state = 0;
   let burstStart = -1;
@@ -267,12 +296,11 @@ function checkKey(key: string, all: HistoryOp[], maxStates: number): KeyOutcome 
   let linearizedKnown = 0;
   let visited = 0;
 
-  const best: DeadEnd = { depth: -1, prefix: [], state: 0, blocking: -1, candidates: [] };
+  const best: DeadEnd = { depth: -1, prefix: [], blocking: -1, candidates: [] };
   const recordDeadEnd = (retNode: number): void => {
-    if (depth <= best.depth) return;
+    if (depth <= best.depth || retNode === TAIL) return;
     best.depth = depth;
     best.prefix = Array.from(stackCall.subarray(0, depth), (node) => evOp[node]);
-    best.state = state;
     best.blocking = evOp[retNode];
     best.candidates = [];
     for (let e = next[HEAD]; e !== retNode && e !== TAIL; e = next[e]) if (evIsCall[e]) best.candidates.push(evOp[e]);
@@ -283,13 +311,16 @@ function checkKey(key: string, all: HistoryOp[], maxStates: number): KeyOutcome 
    * placed where they are needed (any linearization can be rearranged into this form):
    * an unknown op must change the state; a run of unknown ops ("burst") must be followed
    * by a known op that the state before the burst cannot explain; inside a burst an
-   * unknown put is pointless (it would erase the burst).
+   * unknown put is pointless (it would erase the burst); of interchangeable unknown
+   * ops, the earliest called goes first.
    */
   const tryStep = (i: number): number => {
     const ns = step(code, a, b, i, state);
     if (ns < 0) return -1;
     if (i >= known) {
       if (ns === state) return -1;
+      const twin = prevTwin[i];
+      if (twin >= 0 && (bits[twin >>> 5] & (1 << (twin & 31))) === 0) return -1;
       if (burstStart >= 0 && code[i] === OP_PUT) return -1;
       return ns;
     }
@@ -297,39 +328,31 @@ function checkKey(key: string, all: HistoryOp[], maxStates: number): KeyOutcome 
     return ns;
   };
 
-  let e = next[HEAD];
-  for (;;) {
-    if (e === TAIL) return { outcome: 'ok', statesExplored: visited }; // unreachable while known ops remain
-    if (evIsCall[e] === 1) {
-      const i = evOp[e];
-      const ns = tryStep(i);
-      if (ns >= 0) {
-        const nb = i < known ? -1 : burstStart >= 0 ? burstStart : state;
-        bits[i >>> 5] |= 1 << (i & 31);
-        const h = setHash ^ zobrist[i];
-        if (cache.addIfAbsent(bits, stateKeyHash(h, ns, nb), ns, nb)) {
-          if (++visited > maxStates) return { outcome: 'timeout', statesExplored: visited };
-          stackCall[depth] = e;
-          stackState[depth] = state;
-          stackBurst[depth] = burstStart;
-          depth++;
-          state = ns;
-          burstStart = nb;
-          setHash = h;
-          if (i < known && ++linearizedKnown === known) return { outcome: 'ok', statesExplored: visited };
-          lift(e);
-          e = next[HEAD];
-          continue;
-        }
-        bits[i >>> 5] &= ~(1 << (i & 31));
-      }
-      e = next[e];
-    } else {
-      // A return whose call is not linearized yet: this branch is dead.
-      recordDeadEnd(e);
-      if (depth === 0) {
-        return { outcome: 'violation', explanation: explain(key, all, ops, best, valueIds), statesExplored: visited };
-      }
+  /** Linearizes the op of call node `node`; returns false if that state was visited already. */
+  const push = (node: number, ns: number, nb: number, forced: boolean): boolean => {
+    const i = evOp[node];
+    bits[i >>> 5] |= 1 << (i & 31);
+    const h = setHash ^ zobrist[i];
+    if (!cache.addIfAbsent(bits, stateKeyHash(h, ns, nb), ns, nb)) {
+      bits[i >>> 5] &= ~(1 << (i & 31));
+      return false;
+    }
+    visited++;
+    stackCall[depth] = node;
+    stackState[depth] = state;
+    stackBurst[depth] = burstStart;
+    stackForced[depth] = forced ? 1 : 0;
+    depth++;
+    state = ns;
+    burstStart = nb;
+    setHash = h;
+    if (i < known) linearizedKnown++;
+    lift(node);
+    return true;
+  };
+  /** Undoes the last choice that had alternatives; returns the node to scan next, or -1. */
+  const backtrack = (): number => {
+    while (depth > 0) {
       depth--;
       const call = stackCall[depth];
       const i = evOp[call];
@@ -339,14 +362,60 @@ function checkKey(key: string, all: HistoryOp[], maxStates: number): KeyOutcome 
       setHash ^= zobrist[i];
       if (i < known) linearizedKnown--;
       unlift(call);
-      e = next[call];
+      if (stackForced[depth] === 0) return next[call];
+    }
+    return -1;
+  };
+  /**
+   * A known read-only op (get, failed cas) that may go now and fits the current state
+   * can be linearized first in any completion, so it is taken without branching.
+   */
+  const forcedRead = (): number => {
+    if (burstStart >= 0) return -1;
+    for (let x = next[HEAD]; evIsCall[x] === 1; x = next[x]) {
+      const i = evOp[x];
+      if (i < known && (code[i] === OP_GET || code[i] === OP_CAS_FAILED) && step(code, a, b, i, state) >= 0) return x;
+    }
+    return -1;
+  };
+  const violation = (): KeyOutcome => ({
+    outcome: 'violation',
+    explanation: explain(key, all, ops, best),
+    statesExplored: visited,
+  });
+
+  let e = -1; // -1: a new configuration was just reached
+  for (;;) {
+    if (visited > maxStates) return { outcome: 'timeout', statesExplored: visited };
+    if (linearizedKnown === known) return { outcome: 'ok', statesExplored: visited };
+    if (e < 0) {
+      const f = forcedRead();
+      if (f < 0) e = next[HEAD];
+      else {
+        if (!push(f, state, -1, true)) {
+          e = backtrack(); // this configuration leads only to an explored one
+          if (e < 0) return violation();
+        }
+        continue;
+      }
+    }
+    if (evIsCall[e] === 1) {
+      const i = evOp[e];
+      const ns = tryStep(i);
+      if (ns >= 0 && push(e, ns, i < known ? -1 : burstStart >= 0 ? burstStart : state, false)) e = -1;
+      else e = next[e];
+    } else {
+      // A return whose call is not linearized yet (or the end): this branch is dead.
+      recordDeadEnd(e);
+      e = backtrack();
+      if (e < 0) return violation();
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------
-// Visited set of (linearized bitset, state, burst start). Open addressing over entry indices; each
-// bitset is stored compactly as the words between its leading all-ones run and its
+// Visited set of (linearized bitset, state, burst start). Open addressing over entry
+// indices; each bitset is stored compactly as the words between its leading all-ones run and its
 // trailing all-zeros run, in one shared arena.
 
 class StateCache {
@@ -361,9 +430,13 @@ class StateCache {
   private arena = new Uint32Array(1 << 12);
   private arenaUsed = 0;
 
-  constructor(private readonly words: number) {}
+  private readonly words: number;
 
-  /** Adds the pair; returns false if it was already present. */
+  constructor(words: number) {
+    this.words = words;
+  }
+
+  /** Adds the (bitset, state, aux) entry; returns false if it was already present. */
   addIfAbsent(bits: Uint32Array, h: number, st: number, aux: number): boolean {
     let first = 0;
     while (first < this.words && bits[first] === 0xffffffff) first++;
@@ -374,24 +447,35 @@ class StateCache {
     for (;;) {
       const idx = this.table[slot] - 1;
       if (idx < 0) break;
-      if (this.hash[idx] === h && this.state[idx] === st && this.aux[idx] === aux && this.first[idx] === first && this.end[idx] === end) {
-        const off = this.offset[idx] - first;
-        let same = true;
-        for (let w = first; w < end; w++) {
-          if (this.arena[off + w] !== bits[w]) {
-            same = false;
-            break;
-          }
-        }
-        if (same) return false;
-      }
+      const same =
+        this.hash[idx] === h &&
+        this.state[idx] === st &&
+        this.aux[idx] === aux &&
+        this.first[idx] === first &&
+        this.end[idx] === end &&
+        this.sameWords(idx, bits, first, end);
+      if (same) return false;
       slot = (slot + 1) & mask;
     }
     this.insert(slot, bits, h, st, aux, first, end);
     return true;
   }
 
-  private insert(slot: number, bits: Uint32Array, h: number, st: number, aux: number, first: number, end: number): void {
+  private sameWords(idx: number, bits: Uint32Array, first: number, end: number): boolean {
+    const off = this.offset[idx] - first;
+    for (let w = first; w < end; w++) if (this.arena[off + w] !== bits[w]) return false;
+    return true;
+  }
+
+  private insert(
+    slot: number,
+    bits: Uint32Array,
+    h: number,
+    st: number,
+    aux: number,
+    first: number,
+    end: number,
+  ): void {
     const idx = this.count++;
     if (idx === this.hash.length) {
       this.hash = grow(this.hash);
@@ -451,38 +535,37 @@ function stateKeyHash(setHash: number, state: number, aux: number): number {
 interface DeadEnd {
   depth: number;
   prefix: number[]; // op indices, in linearization order
-  state: number;
   blocking: number; // op whose return was reached unlinearized
   candidates: number[]; // ops that could have been placed next
 }
 
-function explain(
-  key: string,
-  all: HistoryOp[],
-  ops: HistoryOp[],
-  best: DeadEnd,
-  valueIds: Map<string, number>,
-): string {
-  const names = new Map<number, string>();
-  for (const [v, id] of valueIds) names.set(id, v);
-  const stateText = best.state === 0 ? 'absent' : JSON.stringify(names.get(best.state));
+function explain(key: string, all: HistoryOp[], ops: HistoryOp[], best: DeadEnd): string {
+  // Replay the prefix on real values (the search state merges unobservable ones).
+  let current: string | null = null;
+  for (const i of best.prefix) {
+    const { op } = ops[i];
+    if (op.kind === 'put' || (op.kind === 'cas' && current === op.expected)) current = op.value;
+  }
+  const stateText = current === null ? 'absent' : JSON.stringify(current);
   const unknown = all.filter((h) => h.result === null).length;
   const lines: string[] = [];
-  lines.push(
-    `key ${JSON.stringify(key)}: not linearizable (${all.length} ops, ${unknown} with unknown outcome).`,
-  );
+  lines.push(`key ${JSON.stringify(key)}: not linearizable (${all.length} ops, ${unknown} with unknown outcome).`);
+  if (best.blocking < 0) return lines[0];
   if (best.prefix.length === 0) {
     lines.push(`No op can be linearized first; the key starts absent.`);
   } else {
     const tail = best.prefix.slice(-EXPLANATION_MAX_OPS).map((i) => describeOp(ops[i]));
     const skipped = best.prefix.length - tail.length;
+    const count = `${best.prefix.length} op${best.prefix.length === 1 ? '' : 's'}`;
     lines.push(
-      `Longest linearizable prefix: ${best.prefix.length} op${best.prefix.length === 1 ? '' : 's'}${skipped > 0 ? `, ending with` : ':'} ${tail.join('; ')}; ` +
+      `Longest linearizable prefix: ${count}${skipped > 0 ? ', ending with' : ':'} ${tail.join('; ')}; ` +
         `leaves the key ${stateText}.`,
     );
   }
   const blocking = ops[best.blocking];
-  let why = `${describeOp(blocking)} must take effect by t=${blocking.returnTime}, but neither it nor any op that could precede it fits`;
+  let why =
+    `${describeOp(blocking)} must take effect by t=${blocking.returnTime}, ` +
+    'but neither it nor any op that could precede it fits';
   const read = blocking.result?.kind === 'get-ok' ? blocking.result.value : undefined;
   if (read !== undefined && read !== null && !all.some((h) => h.op.kind !== 'get' && h.op.value === read)) {
     why += ` (no op ever writes ${JSON.stringify(read)})`;

@@ -27,21 +27,13 @@ import {
   type Message,
   type Snapshot,
 } from '../../protocol/raft/types.js';
+import { seededRng } from '../../protocol/rng.js';
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 const ALL_MESSAGE_TYPES = Object.values(MessageType).filter((v): v is MessageType => typeof v === 'number');
 
-/** mulberry32: a tiny seeded PRNG, so every fuzz run replays exactly. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded PRNG (the project's mulberry32): every run replays exactly, never Math.random. */
+const mulberry32 = (seed: number): (() => number) => seededRng(seed).next;
 
 function randomBytes(next: () => number, length: number): Uint8Array {
   const bytes = new Uint8Array(length);
