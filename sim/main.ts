@@ -65,7 +65,7 @@ function describeFailure(r: SimResult): string {
     `knobs: ${JSON.stringify(r.knobs)}`,
     `last ${r.trace.length} events:`,
     ...r.trace.map((l) => `  ${l}`),
-    `replay: npm run sim -- --seed ${r.seed}${r.knobs ? '' : ''}`,
+    `replay: npm run sim -- --seed ${r.seed}`,
   ].join('\n');
 }
 

@@ -14,7 +14,6 @@ import {
   ConfChangeType,
   EntryType,
   type Message,
-  MessageType,
   type NodeId,
   type Ready,
   Role,

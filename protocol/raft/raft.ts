@@ -387,7 +387,7 @@ export class Raft {
     this.leadTransferee = NONE;
     this.readOnly.reset();
     this.pendingReads = [];
-    for (const [id, pr] of this.prs) this.prs.set(id, this.newProgress(id === this.id ? this.log.persisted : 0));
+    for (const id of this.prs.keys()) this.prs.set(id, this.newProgress(id === this.id ? this.log.persisted : 0));
   }
 
   private newProgress(match: number): Progress {
@@ -875,8 +875,9 @@ export class Raft {
       return;
     }
     if (this.leadTransferee !== NONE && !this.voters.has(this.leadTransferee)) this.leadTransferee = NONE;
-    if (this.maybeCommit()) this.bcastAppend();
-    else this.bcastAppend();
+    // The quorum changed: commit may advance, and new members need the log.
+    this.maybeCommit();
+    this.bcastAppend();
   }
 
   private setConf(conf: ConfState): void {
