@@ -148,6 +148,14 @@ export class RaftLog {
     return this.entries.slice(this.unstableFrom - this.snapshot.meta.index - 1);
   }
 
+  hasUnstable(): boolean {
+    return this.unstableFrom <= this.lastIndex();
+  }
+
+  hasApplicable(limit: number): boolean {
+    return Math.min(limit, this.lastIndex()) > this.applied;
+  }
+
   /** The driver took the unstable entries; remember that they are on their way to disk. */
   markHanded(): void {
     this.unstableFrom = this.lastIndex() + 1;

@@ -272,8 +272,8 @@ export class Raft {
       this.msgs.length > 0 ||
       this.readStates.length > 0 ||
       this.log.pendingSnapshot !== undefined ||
-      this.log.unstableEntries().length > 0 ||
-      this.log.applicableEntries(this.applyLimit()).length > 0
+      this.log.hasUnstable() ||
+      this.log.hasApplicable(this.applyLimit())
     );
   }
 
