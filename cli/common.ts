@@ -1,0 +1,68 @@
+// Shared CLI plumbing: argument parsing, errors as one actionable line, --json output.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { OmniError } from '../node/errors.js';
+
+export class UsageError extends Error {}
+
+export type Flags = NonNullable<ParseArgsConfig['options']>;
+
+export function parse(argv: string[], options: Flags, usage: string): { values: Record<string, unknown>; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    if (values.help) {
+      process.stdout.write(usage.trimEnd() + '\n');
+      process.exit(0);
+    }
+    return { values: values as Record<string, unknown>, positionals };
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`${(err as Error).message}\n\n${usage.trimEnd()}`);
+  }
+}
+
+/** Runs a CLI main: user errors print one line and exit non-zero; no stack traces. */
+export async function runMain(main: () => Promise<number | void>): Promise<void> {
+  try {
+    const code = await main();
+    if (typeof code === 'number') process.exitCode = code;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = 2;
+    } else if (err instanceof OmniError) {
+      process.stderr.write(`error: ${err.message} (${err.code})\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`error: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }
+  }
+}
+
+export function printJson(v: unknown): void {
+  process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+}
+
+/** Where `omnid init` writes, and `omni` reads, the CLI's address and token. */
+export function clientConfigPath(): string {
+  return process.env.OMNI_CONFIG ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'omni', 'config.json');
+}
+
+export function defaultDataDir(): string {
+  return process.env.OMNI_DATA ?? join(homedir(), '.omni', 'data');
+}
+
+/** Renders rows as aligned columns (first row is the header). */
+export function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n') + '\n';
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) (n /= 1024), i++;
+  return `${n.toFixed(i === 0 ? 0 : 1)}${units[i]}`;
+}

@@ -1,0 +1,33 @@
+// omnid: the Omni daemon. One file per subcommand under cli/omnid/.
+import { runMain, UsageError } from './common.js';
+import { init } from './omnid/init.js';
+import { join } from './omnid/join.js';
+import { start } from './omnid/start.js';
+import { leave } from './omnid/leave.js';
+
+const USAGE = `usage: omnid <command> [flags]
+
+commands:
+  init     create a new cluster with this host as its first (root) node
+  join     join an existing cluster:  omnid join <multiaddr> --token TOKEN
+  start    restart a member from its data dir
+  leave    remove the local node from the cluster cleanly
+
+Run omnid <command> --help for the flags of a command.
+`;
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { init, join, start, leave };
+
+await runMain(async () => {
+  const [cmd, ...rest] = process.argv.slice(2);
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(USAGE);
+    return cmd === undefined ? 2 : 0;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
+  const code = await run(rest);
+  // Libraries may keep timers alive after a clean shutdown; the daemon is done.
+  process.exit(code);
+});
+process.exit(typeof process.exitCode === "number" ? process.exitCode : 0);

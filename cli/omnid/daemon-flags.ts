@@ -1,0 +1,77 @@
+// Flags shared by omnid init/join/start and their translation into DaemonOptions.
+import type { DaemonOptions } from '../../node/daemon.js';
+import { UsageError, defaultDataDir, type Flags } from '../common.js';
+import type { LogLevel } from '../../node/logger.js';
+
+export const DAEMON_FLAGS: Flags = {
+  data: { type: 'string' },
+  listen: { type: 'string', multiple: true },
+  api: { type: 'string' },
+  name: { type: 'string' },
+  label: { type: 'string', multiple: true },
+  'log-level': { type: 'string' },
+  'tick-ms': { type: 'string' },
+  'election-ticks': { type: 'string' },
+  'snapshot-entries': { type: 'string' },
+  'heartbeat-ms': { type: 'string' },
+  'down-after-ms': { type: 'string' },
+  'replace-after-ms': { type: 'string' },
+};
+
+export const DAEMON_FLAGS_HELP = `
+  --data DIR              data directory (default $OMNI_DATA or ~/.omni/data)
+  --listen MULTIADDR      libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/7946)
+  --api HOST:PORT         HTTP API address (default 127.0.0.1:7070; port 0 picks one)
+  --name NAME             node name (default: host name)
+  --label KEY=VALUE       node label, repeatable
+  --log-level LEVEL       debug|info|warn|error (default info)
+  --tick-ms N             Raft tick (default 100); elections after 10-20 ticks
+  --election-ticks N      Raft election timeout in ticks (default 10)
+  --snapshot-entries N    compact the log every N applied entries (default 10000)
+  --heartbeat-ms N        gossip heartbeat interval (default 1000)
+  --down-after-ms N       mark a silent node down after N ms (default 5000)
+  --replace-after-ms N    replace a voter down for N ms with a non-voter (default 15000)`;
+
+function positiveInt(v: unknown, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${flag} must be a positive integer, got ${String(v)}`);
+  return n;
+}
+
+export function daemonOptions(values: Record<string, unknown>, isRestart = false): DaemonOptions {
+  const labels: Record<string, string> = {};
+  for (const l of (values.label as string[] | undefined) ?? []) {
+    const eq = l.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--label must be KEY=VALUE, got ${l}`);
+    labels[l.slice(0, eq)] = l.slice(eq + 1);
+  }
+  const level = (values['log-level'] as string | undefined) ?? 'info';
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new UsageError(`--log-level must be debug|info|warn|error`);
+  const tickMs = positiveInt(values['tick-ms'], 'tick-ms') ?? 100;
+  const electionTick = positiveInt(values['election-ticks'], 'election-ticks') ?? 10;
+  if (electionTick < 3) throw new UsageError('--election-ticks must be at least 3');
+  return {
+    dataDir: (values.data as string | undefined) ?? defaultDataDir(),
+    listen: (values.listen as string[] | undefined) ?? (isRestart ? [] : ['/ip4/0.0.0.0/tcp/7946']),
+    api: (values.api as string | undefined) ?? '127.0.0.1:7070',
+    name: values.name as string | undefined,
+    labels,
+    logLevel: level as LogLevel,
+    timing: { tickMs, electionTick, heartbeatTick: 1 },
+    snapshotEveryEntries: positiveInt(values['snapshot-entries'], 'snapshot-entries'),
+    heartbeatIntervalMs: positiveInt(values['heartbeat-ms'], 'heartbeat-ms'),
+    downAfterMs: positiveInt(values['down-after-ms'], 'down-after-ms'),
+    replaceAfterMs: positiveInt(values['replace-after-ms'], 'replace-after-ms'),
+  };
+}
+
+/** Keeps the process alive until the daemon stops (leave, removal, SIGINT/SIGTERM). */
+export async function serveUntilStopped(daemon: { shutdown(reason: string): Promise<void>; stopped: Promise<string> }): Promise<number> {
+  const onSignal = (sig: string) => void daemon.shutdown(`received ${sig}`);
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  const reason = await daemon.stopped;
+  process.stdout.write(`omnid: stopped: ${reason}\n`);
+  return 0;
+}

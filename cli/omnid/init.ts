@@ -1,0 +1,35 @@
+// omnid init: create a new cluster whose first (root) node is this host.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { Omnid } from '../../node/daemon.js';
+import { parse, clientConfigPath, UsageError } from '../common.js';
+import { DAEMON_FLAGS, DAEMON_FLAGS_HELP, daemonOptions, serveUntilStopped } from './daemon-flags.js';
+
+const USAGE = `usage: omnid init [flags]
+
+Creates a one-voter cluster on this host (the root node), prints the command that joins
+other hosts and the environment for the omni CLI, then keeps serving in the foreground.
+${DAEMON_FLAGS_HELP}
+  --voters N              voter target, odd (default 3)
+  --ephemeral-root        once the target is reached without this node, leave and exit
+`;
+
+export async function init(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...DAEMON_FLAGS, voters: { type: 'string' }, 'ephemeral-root': { type: 'boolean' } }, USAGE);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}\n\n${USAGE}`);
+  const voters = Number(values.voters ?? 3);
+  if (!Number.isInteger(voters) || voters < 1 || voters > 9 || voters % 2 === 0) throw new UsageError('--voters must be an odd number from 1 to 9');
+  const opts = { ...daemonOptions(values), voterTarget: voters, ephemeralRoot: values['ephemeral-root'] === true };
+  const { daemon, client, joinCommand } = await Omnid.init(opts);
+  const cfgPath = clientConfigPath();
+  await mkdir(dirname(cfgPath), { recursive: true });
+  await writeFile(cfgPath, JSON.stringify({ addr: client.addr, token: client.token }, null, 2) + '\n', { mode: 0o600 });
+  process.stdout.write(
+    `omnid: initialised cluster ${daemon.clusterId}; this node (${daemon.name}) is the root\n` +
+      `omnid: to add a host, run on it:\n` +
+      `${joinCommand}\n` +
+      `omnid: to use the omni CLI (also saved to ${cfgPath}):\n` +
+      `export OMNI_ADDR=${client.addr} OMNI_TOKEN=${client.token}\n`,
+  );
+  return serveUntilStopped(daemon);
+}

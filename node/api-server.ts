@@ -1,0 +1,285 @@
+// The HTTP API every node serves (JSON). /healthz is open; every other route needs an admin
+// bearer token, checked in constant time against the SHA-256 hashes in the replicated state.
+// Writes go through the leader (forwarded over libp2p); reads are linearizable (ReadIndex)
+// unless ?stale=true.
+import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { rm, chmod } from 'node:fs/promises';
+import { Role } from '../protocol/raft/types.js';
+import type { KvRecord } from '../protocol/cluster/state.js';
+import type { Omnid } from './daemon.js';
+import { OmniError, httpStatusFor } from './errors.js';
+import { tokenMatches, newJoinToken, newAdminToken, newTokenId, sha256Hex } from './tokens.js';
+import type { Logger } from './logger.js';
+
+/** Largest request body: a 1 MiB value plus JSON overhead. */
+export const MAX_BODY_BYTES = 1024 * 1024 + 64 * 1024;
+const MAX_KV_LIST = 10_000;
+const DEFAULT_KV_LIST = 1000;
+const REQUEST_TIMEOUT_MS = 30_000;
+
+export type Health = 'healthy' | 'degraded' | 'unhealthy';
+
+export interface HealthReport {
+  status: Health;
+  leader: string;
+  quorum: boolean;
+  voters: number;
+  votersUp: number;
+  nodesDown: string[];
+  reasons: string[];
+}
+
+type Handler = (req: IncomingMessage, url: URL, params: string[]) => Promise<[number, unknown]>;
+
+export class ApiServer {
+  private server: Server | undefined;
+  private control: Server | undefined;
+  url = '';
+  private readonly routes: { method: string; pattern: RegExp; handler: Handler; open?: boolean }[] = [];
+
+  constructor(
+    private readonly d: Omnid,
+    private readonly log: Logger,
+  ) {
+    this.route('GET', /^\/healthz$/, async () => [200, { status: 'ok', node: this.d.name }], true);
+    this.route('GET', /^\/health$/, async () => {
+      const h = this.health();
+      return [h.status === 'unhealthy' ? 503 : 200, h];
+    });
+    this.route('GET', /^\/v1\/status$/, async () => [200, this.status()]);
+    this.route('GET', /^\/v1\/nodes$/, async () => [200, { nodes: this.nodes() }]);
+    this.route('GET', /^\/v1\/kv$/, async (_req, url) => this.kvList(url));
+    this.route('GET', /^\/v1\/kv\/(.+)$/, async (_req, url, [key]) => this.kvGet(key, url));
+    this.route('PUT', /^\/v1\/kv\/(.+)$/, async (req, _url, [key]) => this.kvPut(key, await readJson(req)));
+    this.route('DELETE', /^\/v1\/kv\/(.+)$/, async (_req, url, [key]) => this.kvDelete(key, url));
+    this.route('POST', /^\/v1\/tokens$/, async (req) => this.createToken(await readJson(req)));
+    this.route('POST', /^\/v1\/leave$/, async () => {
+      await this.d.leave();
+      return [200, { left: true, node: this.d.name }];
+    });
+  }
+
+  private route(method: string, pattern: RegExp, handler: Handler, open = false): void {
+    this.routes.push({ method, pattern, handler, open });
+  }
+
+  async listen(hostPort: string): Promise<void> {
+    const { host, port } = parseHostPort(hostPort);
+    this.server = createServer((req, res) => void this.handle(req, res));
+    this.server.requestTimeout = REQUEST_TIMEOUT_MS;
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(port, host, () => resolve());
+    });
+    const addr = this.server.address() as AddressInfo;
+    this.url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  }
+
+  /**
+   * The node-local control socket (in the 0700 data dir): requests on it are trusted, the way
+   * dockerd trusts its socket. `omnid leave` uses it; a joined node has no admin token.
+   */
+  async listenControl(socketPath: string): Promise<void> {
+    await rm(socketPath, { force: true });
+    this.control = createServer((req, res) => void this.handle(req, res, true));
+    await new Promise<void>((resolve, reject) => {
+      this.control!.once('error', reject);
+      this.control!.listen(socketPath, () => resolve());
+    });
+    await chmod(socketPath, 0o600);
+  }
+
+  async close(): Promise<void> {
+    for (const server of [this.server, this.control]) {
+      if (!server) continue;
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse, trusted = false): Promise<void> {
+    let status = 500;
+    let body: unknown;
+    try {
+      const url = new URL(req.url ?? '/', 'http://omni');
+      const matching = this.routes.filter((r) => r.pattern.test(url.pathname));
+      if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
+      const route = matching.find((r) => r.method === req.method);
+      if (!route?.open && !trusted) this.authorize(req);
+      if (!route) throw new OmniError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname.slice(0, 200)}`);
+      const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeURIComponent);
+      [status, body] = await route.handler(req, url, params);
+    } catch (err) {
+      const e = err instanceof OmniError ? err : new OmniError('INTERNAL', (err as Error).message);
+      if (!(err instanceof OmniError)) this.log.error(`api: ${req.method} ${req.url?.slice(0, 200)}: ${(err as Error).stack}`);
+      status = httpStatusFor(e.code);
+      body = { error: { code: e.code, message: e.message, ...e.detail } };
+    }
+    const text = JSON.stringify(body) + '\n';
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  private authorize(req: IncomingMessage): void {
+    const header = req.headers.authorization ?? '';
+    const token = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    const hashes = this.d.raft.state.tokens().filter((t) => t.role === 'admin').map((t) => t.hash);
+    if (!tokenMatches(token, hashes)) {
+      throw new OmniError('UNAUTHORIZED', token ? 'invalid API token' : 'missing API token (Authorization: Bearer <token>; see OMNI_TOKEN)');
+    }
+  }
+
+  health(): HealthReport {
+    const raft = this.d.raft.raft;
+    const state = this.d.raft.state;
+    const voters = [...raft.voters];
+    const down = state.nodes().filter((n) => n.status === 'down');
+    const votersUp = voters.filter((v) => state.node(v)?.status !== 'down').length;
+    const reasons: string[] = [];
+    const leader = raft.lead;
+    const quorum = leader !== '' && votersUp >= Math.floor(voters.length / 2) + 1;
+    let status: Health = 'healthy';
+    if (leader === '') {
+      status = 'unhealthy';
+      reasons.push('no leader: the cluster has lost quorum or is electing one');
+    } else if (!quorum) {
+      status = 'unhealthy';
+      reasons.push(`only ${votersUp} of ${voters.length} voters are up`);
+    } else if (down.length > 0) {
+      status = 'degraded';
+      for (const n of down) reasons.push(`${raft.voters.has(n.id) ? 'voter' : 'node'} ${n.name} is down: ${n.statusReason}`);
+    }
+    return { status, leader: state.node(leader)?.name ?? leader, quorum, voters: voters.length, votersUp, nodesDown: down.map((n) => n.name), reasons };
+  }
+
+  private status(): Record<string, unknown> {
+    const raft = this.d.raft.raft;
+    const state = this.d.raft.state;
+    const cfg = state.config();
+    const nameOf = (id: string) => state.node(id)?.name ?? id;
+    return {
+      clusterId: cfg.clusterId,
+      node: this.d.name,
+      nodeId: this.d.id,
+      role: raft.role === Role.Leader ? 'leader' : raft.voters.has(this.d.id) ? 'voter' : raft.learners.has(this.d.id) ? 'non-voter' : 'none',
+      leader: raft.lead === '' ? null : nameOf(raft.lead),
+      leaderId: raft.lead === '' ? null : raft.lead,
+      term: raft.term,
+      commitIndex: raft.log.committed,
+      appliedIndex: raft.log.applied,
+      voters: [...raft.voters].map(nameOf).sort(),
+      nonVoters: [...raft.learners].map(nameOf).sort(),
+      voterTarget: cfg.voterTarget,
+      root: cfg.rootNodeId === '' ? null : nameOf(cfg.rootNodeId),
+      rootRetired: cfg.rootRetired,
+      health: this.health().status,
+    };
+  }
+
+  private nodes(): unknown[] {
+    const raft = this.d.raft.raft;
+    const now = Date.now();
+    return this.d.raft.state.nodes().map((n) => {
+      const seen = n.id === this.d.id ? now : this.d.heartbeats?.seen.get(n.id)?.lastSeenMs;
+      const live = this.d.heartbeats?.seen.get(n.id);
+      return {
+        name: n.name,
+        id: n.id,
+        role: raft.lead === n.id ? 'leader' : n.role === 'voter' ? 'voter' : n.role === 'learner' ? 'non-voter' : 'none',
+        status: n.status,
+        statusReason: n.statusReason,
+        root: n.root,
+        apiUrl: n.apiUrl,
+        addrs: n.addrs,
+        resources: n.resources,
+        labels: n.labels,
+        load1: live?.load1 ?? null,
+        lastHeartbeatAgoMs: seen === undefined ? null : now - seen,
+      };
+    });
+  }
+
+  private async readConsistency(url: URL): Promise<void> {
+    if (url.searchParams.get('stale') === 'true') return;
+    await this.d.readBarrier();
+  }
+
+  private async kvGet(key: string, url: URL): Promise<[number, unknown]> {
+    await this.readConsistency(url);
+    const rec = this.d.raft.state.kvGet(key);
+    if (!rec) throw new OmniError('NOT_FOUND', `key ${key.slice(0, 200)} not found`);
+    return [200, kvJson(rec)];
+  }
+
+  private async kvList(url: URL): Promise<[number, unknown]> {
+    const prefix = url.searchParams.get('prefix') ?? '';
+    const limit = Math.min(MAX_KV_LIST, Number(url.searchParams.get('limit') ?? DEFAULT_KV_LIST) || DEFAULT_KV_LIST);
+    await this.readConsistency(url);
+    return [200, { items: this.d.raft.state.kvList(prefix, limit).map(kvJson) }];
+  }
+
+  private async kvPut(key: string, body: unknown): Promise<[number, unknown]> {
+    const b = body as { value?: unknown; expectedVersion?: unknown };
+    if (typeof b?.value !== 'string') throw new OmniError('BAD_REQUEST', 'body must be {"value": "<string>"} (optional "expectedVersion": <number>)');
+    if (b.expectedVersion !== undefined && (typeof b.expectedVersion !== 'number' || !Number.isInteger(b.expectedVersion) || b.expectedVersion < 0)) {
+      throw new OmniError('BAD_REQUEST', 'expectedVersion must be a non-negative integer');
+    }
+    const value = await this.d.proposeOk({ type: 'kv.put', key, value: b.value, ...(b.expectedVersion !== undefined ? { expectedVersion: b.expectedVersion } : {}) });
+    return [200, value];
+  }
+
+  private async kvDelete(key: string, url: URL): Promise<[number, unknown]> {
+    const ev = url.searchParams.get('expectedVersion');
+    const expectedVersion = ev === null ? undefined : Number(ev);
+    if (expectedVersion !== undefined && (!Number.isInteger(expectedVersion) || expectedVersion < 0)) throw new OmniError('BAD_REQUEST', 'expectedVersion must be a non-negative integer');
+    await this.d.proposeOk({ type: 'kv.delete', key, ...(expectedVersion !== undefined ? { expectedVersion } : {}) });
+    return [200, { deleted: key }];
+  }
+
+  private async createToken(body: unknown): Promise<[number, unknown]> {
+    const b = body as { role?: unknown; name?: unknown };
+    if (b?.role !== 'join' && b?.role !== 'admin') throw new OmniError('BAD_REQUEST', 'body must be {"role": "join"|"admin", "name": "<label>"}');
+    const name = typeof b.name === 'string' ? b.name.slice(0, 63) : '';
+    const token = b.role === 'join' ? newJoinToken(Buffer.from(this.networkKeyHex(), 'hex')) : newAdminToken();
+    const id = newTokenId();
+    await this.d.proposeOk({ type: 'token.add', token: { id, hash: sha256Hex(token), role: b.role, name } });
+    return [201, { id, role: b.role, token }];
+  }
+
+  private networkKeyHex(): string {
+    return this.d.networkKeyHex;
+  }
+}
+
+function kvJson(r: KvRecord): Record<string, unknown> {
+  return { key: r.key, value: r.value, version: r.version, createIndex: r.createIndex, modIndex: r.modIndex };
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY_BYTES) throw new OmniError('TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) {
+      req.destroy();
+      throw new OmniError('TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  if (size === 0) return {};
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new OmniError('BAD_REQUEST', 'request body is not valid JSON');
+  }
+}
+
+export function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new OmniError('BAD_REQUEST', `expected HOST:PORT, got ${s.slice(0, 100)}`);
+  return { host: m[1] ?? m[2], port };
+}

@@ -1,0 +1,551 @@
+// omnid: one process per host. Wires the libp2p host, the Raft transport and RPC, durable
+// storage, the Raft driver with the cluster state machine, heartbeats, the autopilot and the
+// HTTP API. Lifecycle entry points: Omnid.init, Omnid.join, Omnid.start.
+import { mkdir, readdir, rm, writeFile, chmod } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { multiaddr } from '@multiformats/multiaddr';
+import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { createHost, loadOrCreateIdentity, type OmniHost } from './p2p-host.js';
+import { RaftTransport } from './raft-transport.js';
+import { Rpc } from './rpc.js';
+import { RaftStorage } from './raft-storage.js';
+import { RaftNode, DEFAULT_TIMING, type RaftTiming } from './raft-node.js';
+import { bootstrapState } from '../protocol/raft/raft.js';
+import { ConfChangeType, NONE, type ConfChange } from '../protocol/raft/types.js';
+import { encodeCommand, type Command, type ApplyResult, type NodeRecord } from '../protocol/cluster/state.js';
+import { Heartbeats, DEFAULT_HEARTBEAT_INTERVAL_MS } from './heartbeats.js';
+import { Autopilot, DEFAULT_DOWN_AFTER_MS, DEFAULT_REPLACE_AFTER_MS } from './autopilot.js';
+import { ApiServer } from './api-server.js';
+import { measureResources } from './resources.js';
+import { OmniError } from './errors.js';
+import { createLogger, type Logger, type LogLevel } from './logger.js';
+import { newAdminToken, newJoinToken, newNetworkKey, newTokenId, networkKeyFromJoinToken, sha256Hex, tokenMatches } from './tokens.js';
+
+export interface DaemonOptions {
+  dataDir: string;
+  /** libp2p listen multiaddrs, e.g. /ip4/0.0.0.0/tcp/7946 */
+  listen: string[];
+  /** HTTP API host:port (port 0 picks a free one). */
+  api: string;
+  name?: string;
+  labels?: Record<string, string>;
+  voterTarget?: number;
+  ephemeralRoot?: boolean;
+  timing?: RaftTiming;
+  snapshotEveryEntries?: number;
+  heartbeatIntervalMs?: number;
+  downAfterMs?: number;
+  replaceAfterMs?: number;
+  logLevel?: LogLevel;
+}
+
+/** Node-local facts kept in the data dir (never replicated). */
+interface ClusterMeta {
+  clusterId: string;
+  networkKeyHex: string;
+  name: string;
+  apiAddr: string;
+  listen: string[];
+  /** Hashes for the bootstrap proposals, kept until they are applied (crash during init). */
+  bootstrap?: { adminTokenHash: string; adminTokenId: string; joinTokenHash: string; joinTokenId: string; voterTarget: number; ephemeralRoot: boolean };
+  left?: boolean;
+}
+
+/** What `omnid init` hands the operator (also written to <data>/client.json, mode 0600). */
+export interface ClientConfig {
+  addr: string;
+  token: string;
+  joinToken?: string;
+  joinAddr?: string;
+}
+
+const META_KEY = 'cluster';
+const CLIENT_FILE = 'client.json';
+const FORWARD_RETRY_MS = 100;
+const FORWARD_DEADLINE_MS = 10_000;
+const PEER_MAINTENANCE_MS = 1000;
+const REGISTER_RETRY_MS = 500;
+const MAX_JOIN_ATTEMPT_MS = 20_000;
+
+export class Omnid {
+  readonly host: OmniHost;
+  readonly raft: RaftNode;
+  readonly rpc: Rpc;
+  readonly transport: RaftTransport;
+  readonly storage: RaftStorage;
+  readonly log: Logger;
+  readonly opts: DaemonOptions;
+  readonly name: string;
+  readonly clusterId: string;
+  readonly networkKeyHex: string;
+  heartbeats!: Heartbeats;
+  api!: ApiServer;
+  private autopilot!: Autopilot;
+  private timers: NodeJS.Timeout[] = [];
+  private stopping = false;
+  private registered = false;
+  private readonly knownAddrs = new Map<string, string>();
+  /** Resolves when the daemon has stopped (leave, removal, or signal). */
+  readonly stopped: Promise<string>;
+  private resolveStopped!: (reason: string) => void;
+
+  private constructor(opts: DaemonOptions, host: OmniHost, storage: RaftStorage, raft: RaftNode, transport: RaftTransport, rpc: Rpc, meta: ClusterMeta, log: Logger) {
+    this.opts = opts;
+    this.host = host;
+    this.storage = storage;
+    this.raft = raft;
+    this.transport = transport;
+    this.rpc = rpc;
+    this.name = meta.name;
+    this.clusterId = meta.clusterId;
+    this.networkKeyHex = meta.networkKeyHex;
+    this.log = log;
+    this.stopped = new Promise((r) => (this.resolveStopped = r));
+  }
+
+  get id(): string {
+    return this.host.peerId.toString();
+  }
+
+  get apiUrl(): string {
+    return this.api.url;
+  }
+
+  /** This node's dialable multiaddrs (with /p2p/<id>). */
+  addrs(): string[] {
+    return this.host.getMultiaddrs().map(String);
+  }
+
+  // ------------------------------------------------------------------ lifecycle entry points
+
+  /** Creates a new one-voter cluster in an empty data dir and starts serving it. */
+  static async init(opts: DaemonOptions): Promise<{ daemon: Omnid; client: ClientConfig; joinCommand: string }> {
+    await requireEmptyDir(opts.dataDir, 'init');
+    const networkKey = newNetworkKey();
+    const adminToken = newAdminToken();
+    const joinToken = newJoinToken(networkKey);
+    const voterTarget = opts.voterTarget ?? 3;
+    const meta: ClusterMeta = {
+      clusterId: randomUUID(),
+      networkKeyHex: Buffer.from(networkKey).toString('hex'),
+      name: opts.name ?? defaultName(),
+      apiAddr: opts.api,
+      listen: opts.listen,
+      bootstrap: {
+        adminTokenHash: sha256Hex(adminToken),
+        adminTokenId: newTokenId(),
+        joinTokenHash: sha256Hex(joinToken),
+        joinTokenId: newTokenId(),
+        voterTarget,
+        ephemeralRoot: opts.ephemeralRoot ?? false,
+      },
+    };
+    const identity = await loadOrCreateIdentity(opts.dataDir);
+    const storage = await RaftStorage.open(storageDir(opts.dataDir));
+    const selfId = peerIdFromPrivateKey(identity).toString();
+    const boot = bootstrapState([selfId]);
+    await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
+    await storage.putMeta(META_KEY, meta);
+    const daemon = await Omnid.run(opts, storage, meta);
+    await daemon.waitBootstrapped();
+    const joinAddr = daemon.dialableAddr();
+    const client: ClientConfig = { addr: daemon.apiUrl, token: adminToken, joinToken, joinAddr };
+    await writeClientFile(opts.dataDir, client);
+    return { daemon, client, joinCommand: `omnid join ${joinAddr} --token ${joinToken}` };
+  }
+
+  /** Joins an existing cluster through any member, as a learner; the leader promotes as needed. */
+  static async join(opts: DaemonOptions, peerAddr: string, token: string): Promise<Omnid> {
+    let target;
+    try {
+      target = multiaddr(peerAddr);
+    } catch {
+      throw new OmniError('BAD_REQUEST', `not a multiaddr: ${peerAddr.slice(0, 200)} (expected e.g. /ip4/10.0.0.5/tcp/7946/p2p/12D3Koo…)`);
+    }
+    const networkKey = networkKeyFromJoinToken(token);
+    await requireEmptyDir(opts.dataDir, 'join');
+    const meta: ClusterMeta = {
+      clusterId: '',
+      networkKeyHex: Buffer.from(networkKey).toString('hex'),
+      name: opts.name ?? defaultName(),
+      apiAddr: opts.api,
+      listen: opts.listen,
+    };
+    const storage = await RaftStorage.open(storageDir(opts.dataDir));
+    let daemon: Omnid | undefined;
+    try {
+      daemon = await Omnid.run(opts, storage, meta, false);
+      const reply = await daemon.requestJoin(target, token);
+      meta.clusterId = reply.clusterId;
+      (daemon as { clusterId: string }).clusterId = reply.clusterId;
+      await storage.putMeta(META_KEY, meta);
+      daemon.startBackground();
+      return daemon;
+    } catch (err) {
+      if (daemon) await daemon.shutdown('join failed');
+      else await storage.close();
+      await rm(opts.dataDir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Restarts an existing member from its data dir. */
+  static async start(opts: DaemonOptions): Promise<Omnid> {
+    const storage = await RaftStorage.open(storageDir(opts.dataDir));
+    const meta = await storage.getMeta<ClusterMeta>(META_KEY);
+    if (!meta || !meta.clusterId) {
+      await storage.close();
+      throw new OmniError('NOT_INITIALIZED', `${opts.dataDir} holds no cluster member; run omnid init or omnid join first`);
+    }
+    if (meta.left) {
+      await storage.close();
+      throw new OmniError('LEFT', `this node left the cluster; join again with a fresh data dir`);
+    }
+    return Omnid.run({ ...opts, listen: opts.listen.length > 0 ? opts.listen : meta.listen }, storage, meta);
+  }
+
+  private static async run(opts: DaemonOptions, storage: RaftStorage, meta: ClusterMeta, background = true): Promise<Omnid> {
+    const log = createLogger(meta.name, opts.logLevel ?? 'info');
+    const identity = await loadOrCreateIdentity(opts.dataDir);
+    const host = await createHost({ privateKey: identity, networkKey: Buffer.from(meta.networkKeyHex, 'hex'), listen: opts.listen });
+    let daemon!: Omnid;
+    const transport = new RaftTransport({ host, onMessage: (m) => daemon.raft.step(m), log });
+    const raft = await RaftNode.open({
+      id: host.peerId.toString(),
+      storage,
+      send: (msgs) => transport.send(msgs),
+      log,
+      timing: opts.timing ?? DEFAULT_TIMING,
+      snapshotEveryEntries: opts.snapshotEveryEntries,
+      onApplied: () => daemon.afterApply(),
+    });
+    const rpc = new Rpc(host, log);
+    daemon = new Omnid(opts, host, storage, raft, transport, rpc, meta, log);
+    daemon.registerRpc();
+    await transport.start();
+    await rpc.start();
+    raft.start();
+    daemon.api = new ApiServer(daemon, log);
+    await daemon.api.listen(opts.api);
+    await daemon.api.listenControl(controlSocketPath(opts.dataDir));
+    log.info(`node ${meta.name} (${daemon.id}) listening on ${daemon.addrs().join(', ')}; API ${daemon.apiUrl}`);
+    if (background) daemon.startBackground();
+    return daemon;
+  }
+
+  private startBackground(): void {
+    this.heartbeats = new Heartbeats(this.host, this.clusterId, this.opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS, () => ({ applied: this.raft.appliedIndex, term: this.raft.raft.term }), this.log);
+    this.heartbeats.start();
+    this.autopilot = new Autopilot(this, {
+      downAfterMs: this.opts.downAfterMs ?? DEFAULT_DOWN_AFTER_MS,
+      replaceAfterMs: this.opts.replaceAfterMs ?? DEFAULT_REPLACE_AFTER_MS,
+    });
+    this.autopilot.start();
+    this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
+    this.every(REGISTER_RETRY_MS, () => this.registerSelf());
+    this.maintainPeers();
+  }
+
+  private every(ms: number, fn: () => void | Promise<void>): void {
+    let busy = false;
+    this.timers.push(
+      setInterval(() => {
+        if (busy || this.stopping) return;
+        busy = true;
+        Promise.resolve(fn())
+          .catch((err: Error) => this.log.debug(`background task: ${err.message}`))
+          .finally(() => (busy = false));
+      }, ms),
+    );
+  }
+
+  /** Stops every component; resolves `stopped` with the reason. Safe to call twice. */
+  async shutdown(reason: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.log.info(`shutting down: ${reason}`);
+    for (const t of this.timers) clearInterval(t);
+    this.autopilot?.stop();
+    this.heartbeats?.stop();
+    await this.api?.close();
+    await this.raft.stop();
+    await this.transport.stop();
+    await this.rpc.stop();
+    await Promise.resolve(this.host.stop()).catch(() => undefined);
+    await this.storage.close();
+    this.resolveStopped(reason);
+  }
+
+  // ------------------------------------------------------------------ writes and reads
+
+  /** Proposes a command through the leader, from any node. Retries only when it is safe. */
+  async propose(cmd: Command): Promise<ApplyResult> {
+    const data = encodeCommand(cmd);
+    return this.viaLeader(
+      () => this.raft.propose(data),
+      (leader) => this.rpc.call<ApplyResult>(leader, 'propose', { data: Buffer.from(data).toString('base64') }),
+    );
+  }
+
+  /** Proposes and turns a refused command into an OmniError. */
+  async proposeOk(cmd: Command): Promise<unknown> {
+    const r = await this.propose(cmd);
+    if (!r.ok) throw new OmniError(r.error.code, r.error.message);
+    return r.value;
+  }
+
+  async changeMembership(cc: ConfChange): Promise<void> {
+    const params = { type: cc.type, node: cc.node };
+    await this.viaLeader(
+      () => this.raft.proposeConfChange(cc),
+      (leader) => this.rpc.call<ApplyResult>(leader, 'conf', params),
+    );
+  }
+
+  /** Linearizable read barrier (ReadIndex), from any node. */
+  async readBarrier(): Promise<void> {
+    const deadline = Date.now() + FORWARD_DEADLINE_MS;
+    for (;;) {
+      try {
+        return await this.raft.readBarrier(Math.max(1, deadline - Date.now()));
+      } catch (err) {
+        if (!(err instanceof OmniError) || err.code !== 'NO_LEADER' || Date.now() > deadline) throw err;
+        await sleep(FORWARD_RETRY_MS);
+      }
+    }
+  }
+
+  private async viaLeader(local: () => Promise<ApplyResult>, remote: (leader: string) => Promise<ApplyResult>): Promise<ApplyResult> {
+    const deadline = Date.now() + FORWARD_DEADLINE_MS;
+    for (;;) {
+      try {
+        if (this.raft.isLeader) return await local();
+        const leader = this.raft.leader;
+        if (leader === NONE) throw new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum');
+        return await remote(leader);
+      } catch (err) {
+        // Only refusals that guarantee nothing was proposed are retried.
+        const retryable = err instanceof OmniError && ['NO_LEADER', 'NOT_LEADER', 'TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING'].includes(err.code);
+        if (!retryable || Date.now() > deadline || this.stopping) throw err;
+        await sleep(FORWARD_RETRY_MS);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ RPC handlers
+
+  private registerRpc(): void {
+    this.rpc.on('propose', async (params, from) => {
+      this.requireMember(from);
+      const data = typeof (params as { data?: unknown })?.data === 'string' ? Buffer.from((params as { data: string }).data, 'base64') : undefined;
+      if (!data) throw new OmniError('BAD_REQUEST', 'propose needs base64 data');
+      if (!this.raft.isLeader) throw new OmniError('NOT_LEADER', 'not the leader', { leader: this.raft.leader });
+      return this.raft.propose(new Uint8Array(data));
+    });
+    this.rpc.on('conf', async (params, from) => {
+      this.requireMember(from);
+      const p = params as { type?: unknown; node?: unknown };
+      if (typeof p?.node !== 'string' || ![0, 1, 2].includes(p.type as number)) throw new OmniError('BAD_REQUEST', 'conf needs {type, node}');
+      if (!this.raft.isLeader) throw new OmniError('NOT_LEADER', 'not the leader', { leader: this.raft.leader });
+      return this.raft.proposeConfChange({ type: p.type as ConfChangeType, node: p.node });
+    });
+    this.rpc.on('join', async (params, from) => this.handleJoin(params, from));
+  }
+
+  private requireMember(peer: string): void {
+    if (!this.raft.raft.voters.has(peer) && !this.raft.raft.learners.has(peer) && !this.raft.state.node(peer)) {
+      throw new OmniError('FORBIDDEN', 'only cluster members may call this');
+    }
+  }
+
+  private async handleJoin(params: unknown, from: string): Promise<{ clusterId: string; leader: string }> {
+    const p = params as { token?: unknown; node?: Partial<NodeRecord> };
+    if (typeof p?.token !== 'string' || typeof p.node !== 'object' || p.node === null) throw new OmniError('BAD_REQUEST', 'join needs {token, node}');
+    if (p.node.id !== from) throw new OmniError('FORBIDDEN', 'a node may only join as itself');
+    const joinHashes = this.raft.state.tokens().filter((t) => t.role === 'join').map((t) => t.hash);
+    if (!tokenMatches(p.token, joinHashes)) throw new OmniError('UNAUTHORIZED', 'invalid join token');
+    const existing = this.raft.state.node(from);
+    if (existing?.status === 'left') throw new OmniError('CONFLICT', 'this node id left the cluster; join with a fresh data dir');
+    const n = p.node;
+    await this.proposeOk({ type: 'node.register', node: { id: from, name: String(n.name), addrs: n.addrs ?? [], apiUrl: String(n.apiUrl), resources: n.resources!, labels: n.labels ?? {} } } as Command);
+    if (!this.raft.raft.voters.has(from) && !this.raft.raft.learners.has(from)) {
+      await this.changeMembership({ type: ConfChangeType.AddLearner, node: from });
+    }
+    this.log.info(`node ${String(n.name)} (${from}) joined as a learner`);
+    return { clusterId: this.clusterId, leader: this.raft.leader };
+  }
+
+  private async requestJoin(target: ReturnType<typeof multiaddr>, token: string): Promise<{ clusterId: string }> {
+    const node = await this.selfRecord();
+    const deadline = Date.now() + MAX_JOIN_ATTEMPT_MS;
+    for (;;) {
+      try {
+        return await this.rpc.call<{ clusterId: string }>(target, 'join', { token, node }, MAX_JOIN_ATTEMPT_MS);
+      } catch (err) {
+        const e = err as OmniError;
+        if (e.code === 'UNAVAILABLE' && /EncryptionFailed|ECONNRESET|handshake/i.test(e.message)) {
+          throw new OmniError('UNAUTHORIZED', `cannot connect to ${target.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
+        }
+        if (!['NO_LEADER', 'UNAVAILABLE', 'TIMEOUT'].includes(e.code) || Date.now() > deadline) throw err;
+        await sleep(500);
+      }
+    }
+  }
+
+  private async selfRecord(): Promise<Omit<NodeRecord, 'role' | 'status' | 'statusReason' | 'root' | 'joinedIndex' | 'updatedIndex'>> {
+    return {
+      id: this.id,
+      name: this.name,
+      addrs: this.addrs().slice(0, 16),
+      apiUrl: this.apiUrl,
+      resources: await measureResources(this.opts.dataDir),
+      labels: this.opts.labels ?? {},
+    };
+  }
+
+  // ------------------------------------------------------------------ background duties
+
+  /** Completes a crashed or fresh init: cluster.init, tokens and the root's record. */
+  private async waitBootstrapped(): Promise<void> {
+    for (;;) {
+      if (this.raft.state.config().clusterId !== '') return;
+      if (this.raft.isLeader) {
+        const meta = (await this.storage.getMeta<ClusterMeta>(META_KEY))!;
+        const b = meta.bootstrap!;
+        await this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot });
+        await this.proposeOk({ type: 'token.add', token: { id: b.adminTokenId, hash: b.adminTokenHash, role: 'admin', name: 'admin (omnid init)' } });
+        await this.proposeOk({ type: 'token.add', token: { id: b.joinTokenId, hash: b.joinTokenHash, role: 'join', name: 'join (omnid init)' } });
+        await this.proposeOk({ type: 'node.register', node: await this.selfRecord() });
+        this.registered = true;
+        return;
+      }
+      await sleep(50);
+    }
+  }
+
+  /** Every (re)start re-registers this node: its addresses, API URL or resources may have changed. */
+  private async registerSelf(): Promise<void> {
+    if (this.registered || this.raft.state.config().clusterId === '') return;
+    const self = this.raft.state.node(this.id);
+    if (!self) return; // the join handler registers a new node
+    if (self.status === 'left') return;
+    await this.proposeOk({ type: 'node.register', node: await this.selfRecord() });
+    this.registered = true;
+  }
+
+  /** Keeps the peer store and connections in line with the member list. */
+  private maintainPeers(): void {
+    for (const n of this.raft.state.nodes()) {
+      if (n.id === this.id || n.status === 'left') continue;
+      const addrs = n.addrs.join(' ');
+      let pid;
+      try {
+        pid = peerIdFromString(n.id);
+      } catch {
+        continue;
+      }
+      if (this.knownAddrs.get(n.id) !== addrs) {
+        this.knownAddrs.set(n.id, addrs);
+        const multiaddrs = n.addrs.flatMap((a) => {
+          try {
+            return [multiaddr(a)];
+          } catch {
+            return [];
+          }
+        });
+        void Promise.resolve(this.host.peerStore.merge(pid, { multiaddrs })).catch(() => undefined);
+      }
+      if (this.host.getConnections(pid).length === 0) void this.host.dial(pid, { signal: AbortSignal.timeout(3000) }).catch(() => undefined);
+    }
+  }
+
+  /** Runs after every applied Ready: notices our own departure. */
+  private afterApply(): void {
+    if (this.stopping) return;
+    const self = this.raft.state.node(this.id);
+    if (self?.status === 'left' && !this.raft.isLeader && !this.leaving) {
+      this.leaving = true;
+      const ephemeral = this.raft.state.config().ephemeralRoot && this.raft.state.config().rootNodeId === this.id;
+      void this.finishLeaving(ephemeral ? 'ephemeral root retired and left the cluster' : 'this node was removed from the cluster');
+    }
+  }
+
+  private leaving = false;
+
+  /** Leaves the cluster cleanly: hands off leadership, marks itself left, leaves the Raft configuration. */
+  async leave(): Promise<void> {
+    if (this.raft.raft.voters.size === 1 && this.raft.raft.voters.has(this.id)) {
+      throw new OmniError('CONFLICT', 'cannot leave: this is the last voter (the cluster would end)');
+    }
+    this.leaving = true;
+    await this.handOffLeadership();
+    await this.proposeOk({ type: 'node.remove', id: this.id });
+    await this.handOffLeadership();
+    await this.changeMembership({ type: ConfChangeType.RemoveNode, node: this.id }).catch((err: Error) => {
+      this.log.warn(`leave: membership change failed (${err.message}); the leader's autopilot will remove this node`);
+    });
+    void this.finishLeaving('left the cluster (omnid leave)');
+  }
+
+  private async handOffLeadership(): Promise<void> {
+    for (let i = 0; i < 50 && this.raft.isLeader; i++) {
+      const to = [...this.raft.raft.voters].find((v) => v !== this.id && this.raft.state.node(v)?.status === 'up');
+      if (!to) throw new OmniError('UNAVAILABLE', 'no healthy voter to hand leadership to');
+      this.raft.transferLeader(to);
+      await sleep(100);
+    }
+  }
+
+  private async finishLeaving(reason: string): Promise<void> {
+    const meta = await this.storage.getMeta<ClusterMeta>(META_KEY);
+    if (meta) await this.storage.putMeta(META_KEY, { ...meta, left: true });
+    // Give the last replies a moment to leave before the sockets close.
+    await sleep(300);
+    await this.shutdown(reason);
+  }
+
+  /** The address other hosts should use in `omnid join` (loopback-only listeners give loopback). */
+  dialableAddr(): string {
+    const all = this.addrs();
+    return all.find((a) => !a.includes('/ip4/127.') && !a.includes('/ip6/::1/')) ?? all[0];
+  }
+}
+
+function storageDir(dataDir: string): string {
+  return `${dataDir}/raft`;
+}
+
+async function requireEmptyDir(dir: string, verb: string): Promise<void> {
+  try {
+    const entries = await readdir(dir);
+    if (entries.length > 0) {
+      throw new OmniError('DATA_DIR_NOT_EMPTY', `cannot ${verb}: ${dir} is not empty (restart an existing node with: omnid start --data ${dir})`);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+}
+
+async function writeClientFile(dataDir: string, client: ClientConfig): Promise<void> {
+  await writeFile(`${dataDir}/${CLIENT_FILE}`, JSON.stringify(client, null, 2) + '\n', { mode: 0o600 });
+}
+
+/** The trusted node-local API socket (see ApiServer.listenControl). */
+export function controlSocketPath(dataDir: string): string {
+  return `${dataDir}/api.sock`;
+}
+
+export function clientFilePath(dataDir: string): string {
+  return `${dataDir}/${CLIENT_FILE}`;
+}
+
+function defaultName(): string {
+  return hostname().replace(/[^a-zA-Z0-9._-]/g, '-').slice(0, 63) || 'node';
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

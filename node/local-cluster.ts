@@ -1,0 +1,172 @@
+// Runs real omnid processes on loopback: used by `npm start`, the multi-process tests and
+// bench:cluster. Each node gets its own data dir under one temporary root; the omni CLI
+// config goes there too (OMNI_CONFIG), never into the user's home.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { ApiClient } from './client.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const NODE_BIN = join(ROOT, 'node_modules', '.bin', 'node');
+const OMNID = join(ROOT, 'cli', 'omnid.ts');
+const START_TIMEOUT_MS = 60_000;
+/** Lines of output kept per node for diagnostics. */
+const MAX_KEPT_LINES = 400;
+
+export interface LocalNode {
+  name: string;
+  dataDir: string;
+  proc: ChildProcess;
+  apiUrl: string;
+  lines: string[];
+  exited: Promise<number | null>;
+  running: boolean;
+}
+
+export interface LocalClusterOptions {
+  /** Extra omnid flags for every node (timing knobs, log level). */
+  flags?: string[];
+  /** Echo node output to this process's stderr. */
+  echo?: boolean;
+}
+
+export class LocalCluster {
+  readonly nodes = new Map<string, LocalNode>();
+  adminToken = '';
+  joinToken = '';
+  joinAddr = '';
+  private constructor(
+    readonly rootDir: string,
+    private readonly opts: LocalClusterOptions,
+  ) {}
+
+  static async create(opts: LocalClusterOptions = {}): Promise<LocalCluster> {
+    return new LocalCluster(await mkdtemp(join(tmpdir(), 'omni-cluster-')), opts);
+  }
+
+  dataDir(name: string): string {
+    return join(this.rootDir, name);
+  }
+
+  /** omnid init on a new node; records the join command and admin token it prints. */
+  async init(name: string, extra: string[] = []): Promise<LocalNode> {
+    const node = this.spawnNode(name, ['init', ...this.commonArgs(name), ...extra]);
+    const joinLine = await this.waitLine(node, (l) => l.startsWith('omnid join '));
+    const exportLine = await this.waitLine(node, (l) => l.startsWith('export OMNI_ADDR='));
+    const m = /^omnid join (\S+) --token (\S+)$/.exec(joinLine);
+    const e = /^export OMNI_ADDR=(\S+) OMNI_TOKEN=(\S+)$/.exec(exportLine);
+    if (!m || !e) throw new Error(`unexpected init output: ${joinLine} / ${exportLine}`);
+    [this.joinAddr, this.joinToken] = [m[1], m[2]];
+    [node.apiUrl, this.adminToken] = [e[1], e[2]];
+    return node;
+  }
+
+  /** omnid join through `via` (default: the init node's address). */
+  async join(name: string, extra: string[] = [], via = this.joinAddr, token = this.joinToken): Promise<LocalNode> {
+    const node = this.spawnNode(name, ['join', via, '--token', token, ...this.commonArgs(name), ...extra]);
+    const line = await this.waitLine(node, (l) => l.startsWith('omnid: joined cluster'));
+    node.apiUrl = /API (\S+)$/.exec(line)![1];
+    return node;
+  }
+
+  /** omnid start of a stopped node from its data dir. */
+  async restart(name: string, extra: string[] = []): Promise<LocalNode> {
+    const old = this.nodes.get(name);
+    if (old?.running) throw new Error(`${name} is still running`);
+    const node = this.spawnNode(name, ['start', '--data', this.dataDir(name), '--api', '127.0.0.1:0', ...(this.opts.flags ?? []), ...extra]);
+    const line = await this.waitLine(node, (l) => l.startsWith('omnid: started'));
+    node.apiUrl = /API (\S+)$/.exec(line)![1];
+    return node;
+  }
+
+  client(name: string, token: string | undefined = this.adminToken): ApiClient {
+    const n = this.nodes.get(name);
+    if (!n) throw new Error(`no node ${name}`);
+    return new ApiClient(n.apiUrl, token, 10_000);
+  }
+
+  running(): LocalNode[] {
+    return [...this.nodes.values()].filter((n) => n.running);
+  }
+
+  kill(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+    const n = this.nodes.get(name)!;
+    n.proc.kill(signal);
+    return n.exited;
+  }
+
+  /** Stops every node (SIGTERM, then SIGKILL) and removes the data dirs. */
+  async destroy(keepData = false): Promise<void> {
+    await Promise.all(
+      this.running().map(async (n) => {
+        n.proc.kill('SIGTERM');
+        const t = setTimeout(() => n.proc.kill('SIGKILL'), 5000);
+        await n.exited;
+        clearTimeout(t);
+      }),
+    );
+    if (!keepData) await rm(this.rootDir, { recursive: true, force: true });
+  }
+
+  private commonArgs(name: string): string[] {
+    return ['--data', this.dataDir(name), '--name', name, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', ...(this.opts.flags ?? [])];
+  }
+
+  private spawnNode(name: string, args: string[]): LocalNode {
+    const proc = spawn(NODE_BIN, ['--import', 'tsx', OMNID, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, OMNI_CONFIG: join(this.rootDir, 'omni-cli.json') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const node: LocalNode = { name, dataDir: this.dataDir(name), proc, apiUrl: '', lines: [], running: true, exited: undefined! };
+    node.exited = new Promise((resolve) => proc.once('exit', (code, sig) => ((node.running = false), resolve(code ?? (sig ? -1 : null)))));
+    for (const stream of [proc.stdout!, proc.stderr!]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        node.lines.push(line);
+        if (node.lines.length > MAX_KEPT_LINES) node.lines.shift();
+        if (this.opts.echo) process.stderr.write(`[${name}] ${line}\n`);
+      });
+    }
+    this.nodes.set(name, node);
+    return node;
+  }
+
+  private waitLine(node: LocalNode, match: (line: string) => boolean): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const found = node.lines.find(match);
+      if (found) return resolve(found);
+      const timer = setTimeout(() => fail(`timed out waiting for ${node.name} to start`), START_TIMEOUT_MS);
+      const onLine = (line: string) => {
+        if (match(line)) {
+          clearTimeout(timer);
+          resolve(line);
+        }
+      };
+      const fail = (why: string) => reject(new Error(`${why}; last output:\n${node.lines.slice(-30).join('\n')}`));
+      for (const s of [node.proc.stdout!, node.proc.stderr!]) createInterface({ input: s }).on('line', onLine);
+      void node.exited.then((code) => {
+        clearTimeout(timer);
+        setTimeout(() => fail(`${node.name} exited with ${code}`), 50);
+      });
+    });
+  }
+}
+
+/** Polls `check` until it returns a truthy value (errors count as "not yet"). */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr = '';
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      lastErr = (err as Error).message;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? ` (last error: ${lastErr})` : ''}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

@@ -1,0 +1,269 @@
+// Drives the pure Raft core against real time, durable storage and the libp2p transport,
+// and applies committed entries to the cluster state machine. One Ready at a time, strictly
+// in etcd's order: persist (fsync) → send → apply → advance. Proposals and linearizable
+// reads wait here for their entries to be applied.
+import { randomInt } from 'node:crypto';
+import { Raft, type ProposeResult } from '../protocol/raft/raft.js';
+import { ConfChangeType, EntryType, Role, type ConfChange, type Message, type NodeId, type Ready } from '../protocol/raft/types.js';
+import { decodeConfChange } from '../protocol/codec.js';
+import { seededRng } from '../protocol/rng.js';
+import { ClusterState, type ApplyResult } from '../protocol/cluster/state.js';
+import type { RaftStorage } from './raft-storage.js';
+import { OmniError } from './errors.js';
+import type { Logger } from './logger.js';
+
+export interface RaftTiming {
+  tickMs: number;
+  electionTick: number;
+  heartbeatTick: number;
+}
+export const DEFAULT_TIMING: RaftTiming = { tickMs: 100, electionTick: 10, heartbeatTick: 1 };
+/** Compact the log into a snapshot once this many entries were applied since the last one. */
+export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+export const DEFAULT_PROPOSAL_TIMEOUT_MS = 10_000;
+/** Proposals and reads waiting at once; beyond this callers get TOO_MANY_PENDING. */
+const MAX_WAITERS = 20_000;
+
+export interface RaftNodeOptions {
+  id: NodeId;
+  storage: RaftStorage;
+  send: (messages: Message[]) => void;
+  log: Logger;
+  timing?: RaftTiming;
+  snapshotEveryEntries?: number;
+  /** Called after each Ready is applied (for watchers: leadership, membership). */
+  onApplied?: () => void;
+}
+
+interface Waiter {
+  term: number;
+  resolve: (r: ApplyResult) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface ReadWaiter {
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  index?: number;
+}
+
+export class RaftNode {
+  readonly id: NodeId;
+  readonly raft: Raft;
+  state: ClusterState;
+  private readonly opts: RaftNodeOptions;
+  private readonly timing: RaftTiming;
+  private readonly waiters = new Map<number, Waiter>();
+  private readonly reads = new Map<string, ReadWaiter>();
+  private readSeq = 0;
+  private ticker: NodeJS.Timeout | undefined;
+  private processing = false;
+  private again = false;
+  private stopped = false;
+  private snapshotIndex: number;
+  private fatal: Error | undefined;
+
+  private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
+    this.opts = opts;
+    this.id = opts.id;
+    this.raft = raft;
+    this.state = state;
+    this.timing = opts.timing ?? DEFAULT_TIMING;
+    this.snapshotIndex = snapshotIndex;
+  }
+
+  static async open(opts: RaftNodeOptions): Promise<RaftNode> {
+    const persisted = await opts.storage.load();
+    const state = persisted.snapshot ? ClusterState.restore(persisted.snapshot.data) : new ClusterState();
+    const timing = opts.timing ?? DEFAULT_TIMING;
+    const raft = new Raft(
+      { id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(randomInt(2 ** 31)) },
+      persisted,
+    );
+    return new RaftNode(opts, raft, state, persisted.snapshot?.meta.index ?? 0);
+  }
+
+  start(): void {
+    this.ticker = setInterval(() => {
+      this.raft.tick();
+      this.schedule();
+    }, this.timing.tickMs);
+    // A lone voter (fresh init or restart of a one-node cluster) need not wait a timeout.
+    if (this.raft.voters.size === 1 && this.raft.voters.has(this.id)) this.raft.campaign();
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.ticker);
+    const err = new OmniError('UNAVAILABLE', 'node is shutting down');
+    for (const w of this.waiters.values()) (clearTimeout(w.timer), w.reject(err));
+    for (const r of this.reads.values()) (clearTimeout(r.timer), r.reject(err));
+    this.waiters.clear();
+    this.reads.clear();
+    while (this.processing) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  step(m: Message): void {
+    if (this.stopped) return;
+    this.raft.step(m);
+    this.schedule();
+  }
+
+  get leader(): NodeId {
+    return this.raft.lead;
+  }
+
+  get isLeader(): boolean {
+    return this.raft.role === Role.Leader;
+  }
+
+  /** Proposes a command on this node (it must be the leader) and resolves once applied. */
+  propose(data: Uint8Array, timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<ApplyResult> {
+    return this.submit(() => this.raft.propose(data), timeoutMs);
+  }
+
+  proposeConfChange(cc: ConfChange, timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<ApplyResult> {
+    return this.submit(() => this.raft.proposeConfChange(cc), timeoutMs);
+  }
+
+  /** Resolves once this node's state reflects every write committed before the call (§6.4). */
+  readBarrier(timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<void> {
+    this.checkUsable();
+    if (this.reads.size >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many reads in flight'));
+    const ctx = `${this.id}:${++this.readSeq}`;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.reads.delete(ctx);
+        reject(new OmniError('TIMEOUT', `linearizable read timed out after ${timeoutMs} ms (no quorum?)`));
+      }, timeoutMs);
+      this.reads.set(ctx, { resolve, reject, timer });
+      if (!this.raft.readIndex(new TextEncoder().encode(ctx))) {
+        clearTimeout(timer);
+        this.reads.delete(ctx);
+        reject(new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum'));
+        return;
+      }
+      this.schedule();
+    });
+  }
+
+  transferLeader(to: NodeId): void {
+    this.raft.transferLeader(to);
+    this.schedule();
+  }
+
+  campaign(): void {
+    this.raft.campaign();
+    this.schedule();
+  }
+
+  /** Entries applied since the last snapshot (for status output). */
+  get appliedIndex(): number {
+    return this.raft.log.applied;
+  }
+
+  private submit(propose: () => ProposeResult, timeoutMs: number): Promise<ApplyResult> {
+    this.checkUsable();
+    if (this.waiters.size >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many proposals in flight'));
+    const r = propose();
+    if (!r.ok) return Promise.reject(new OmniError(r.code, r.message, { leader: r.leader }));
+    this.schedule();
+    return new Promise<ApplyResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(r.index);
+        reject(new OmniError('TIMEOUT', `proposal not applied within ${timeoutMs} ms; it may still commit`));
+      }, timeoutMs);
+      this.waiters.set(r.index, { term: r.term, resolve, reject, timer });
+    });
+  }
+
+  private checkUsable(): void {
+    if (this.fatal) throw new OmniError('UNAVAILABLE', `raft stopped after a storage failure: ${this.fatal.message}`);
+    if (this.stopped) throw new OmniError('UNAVAILABLE', 'node is shutting down');
+  }
+
+  private schedule(): void {
+    if (this.processing) {
+      this.again = true;
+      return;
+    }
+    if (this.stopped || this.fatal || !this.raft.hasReady()) return;
+    this.processing = true;
+    void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        while (!this.stopped && this.raft.hasReady()) await this.handleReady(this.raft.ready());
+      } while (this.again && !this.stopped);
+      await this.maybeCompact();
+    } catch (err) {
+      // A failed fsync leaves us unsure what is durable: stop participating rather than lie.
+      this.fatal = err as Error;
+      this.opts.log.error(`raft: storage failure, node stops participating: ${(err as Error).message}`);
+    } finally {
+      this.processing = false;
+    }
+    if (this.again) this.schedule();
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    await this.opts.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
+    if (rd.messages.length > 0) this.opts.send(rd.messages);
+    if (rd.snapshot) {
+      this.state = ClusterState.restore(rd.snapshot.data);
+      this.snapshotIndex = rd.snapshot.meta.index;
+      this.opts.log.info(`raft: installed snapshot at index ${rd.snapshot.meta.index}`);
+    }
+    for (const e of rd.committedEntries) this.applyEntry(e.index, e.term, e.type, e.data);
+    this.raft.advance(rd);
+    for (const rs of rd.readStates) {
+      const w = this.reads.get(new TextDecoder().decode(rs.context));
+      if (w) w.index = rs.index;
+    }
+    this.releaseReads();
+    this.opts.onApplied?.();
+  }
+
+  private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array): void {
+    let result: ApplyResult = { ok: true };
+    if (type === EntryType.ConfChange) {
+      const cc = decodeConfChange(data);
+      const kind = cc.type === ConfChangeType.AddVoter ? 'addVoter' : cc.type === ConfChangeType.AddLearner ? 'addLearner' : 'remove';
+      this.state.applyConfChange(index, { type: kind, node: cc.node });
+    } else {
+      result = this.state.apply(index, data);
+    }
+    const w = this.waiters.get(index);
+    if (!w) return;
+    this.waiters.delete(index);
+    clearTimeout(w.timer);
+    if (w.term === term) w.resolve(result);
+    else w.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
+  }
+
+  private releaseReads(): void {
+    const applied = this.raft.log.applied;
+    for (const [ctx, w] of this.reads) {
+      if (w.index === undefined || w.index > applied) continue;
+      this.reads.delete(ctx);
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+  }
+
+  private async maybeCompact(): Promise<void> {
+    const every = this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+    const applied = this.raft.log.applied;
+    if (applied - this.snapshotIndex < every || this.stopped) return;
+    const snap = this.raft.compact(this.state.snapshot());
+    await this.opts.storage.saveSnapshot(snap);
+    this.snapshotIndex = snap.meta.index;
+    this.opts.log.info(`raft: compacted log into a snapshot at index ${snap.meta.index} (${snap.data.length} bytes)`);
+  }
+}

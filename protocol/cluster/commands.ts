@@ -1,0 +1,542 @@
+// The vocabulary of the replicated cluster state: its records, the commands that change it,
+// and their encoding (UTF-8 JSON). Pure and deterministic: no I/O, no clock, no randomness.
+//
+// decodeCommand never throws: every byte string either decodes into a fully validated
+// Command or yields an INVALID_COMMAND / UNKNOWN_COMMAND error whose message names the
+// offending field. Messages are built from our own text only (never an engine's error
+// text), so every replica — whatever its Node version — returns the very same result.
+// encodeCommand runs the same decoder on its own output, so what it accepts applies.
+
+// ---------------------------------------------------------------------------
+// Records
+
+export interface GpuInfo { model: string; memoryBytes: number }
+export interface NodeResources { cpuCores: number; memoryBytes: number; diskBytes: number; arch: string; gpus: GpuInfo[] }
+/** Mirrors the Raft configuration. */
+export type NodeRole = 'voter' | 'learner' | 'none';
+export type NodeStatus = 'up' | 'down' | 'left';
+
+export interface NodeRecord {
+  /** libp2p peer id string == Raft node id (1..128 chars, [A-Za-z0-9]). */
+  id: string;
+  /** Human name, 1..63 chars, [a-zA-Z0-9._-]; unique among nodes that have not left. */
+  name: string;
+  /** libp2p multiaddrs as strings. */
+  addrs: string[];
+  /** http:// or https:// URL of the node's API. */
+  apiUrl: string;
+  resources: NodeResources;
+  labels: Record<string, string>;
+  role: NodeRole;
+  status: NodeStatus;
+  /** '' when none. */
+  statusReason: string;
+  /** True for the bootstrap node while it has not retired. */
+  root: boolean;
+  /** Raft index of the first registration. */
+  joinedIndex: number;
+  /** Raft index of the last change. */
+  updatedIndex: number;
+}
+
+export interface ClusterConfig {
+  /** '' until cluster.init. */
+  clusterId: string;
+  /** Odd, 1..9. */
+  voterTarget: number;
+  /** '' when none. */
+  rootNodeId: string;
+  rootRetired: boolean;
+  ephemeralRoot: boolean;
+}
+
+export type TokenRole = 'admin' | 'join';
+
+export interface TokenRecord {
+  id: string;
+  /** SHA-256 of the secret, 64 lowercase hex digits (hashed before it reaches the log). */
+  hash: string;
+  role: TokenRole;
+  name: string;
+  createdIndex: number;
+}
+
+export interface KvRecord {
+  key: string;
+  value: string;
+  /** 1 on create, +1 per put. */
+  version: number;
+  createIndex: number;
+  modIndex: number;
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+/** What a node says about itself when it registers. */
+export interface NodeRegistration {
+  id: string;
+  name: string;
+  addrs: string[];
+  apiUrl: string;
+  resources: NodeResources;
+  labels: Record<string, string>;
+}
+
+export interface TokenGrant { id: string; hash: string; role: TokenRole; name: string }
+
+export interface ClusterInitCommand {
+  type: 'cluster.init'; clusterId: string; voterTarget: number; rootNodeId: string; ephemeralRoot: boolean;
+}
+export interface ConfigSetCommand { type: 'config.set'; voterTarget: number }
+export interface RootRetireCommand { type: 'root.retire' }
+export interface NodeRegisterCommand { type: 'node.register'; node: NodeRegistration }
+export interface NodeStatusCommand { type: 'node.status'; id: string; status: 'up' | 'down'; reason?: string }
+export interface NodeRemoveCommand { type: 'node.remove'; id: string }
+export interface TokenAddCommand { type: 'token.add'; token: TokenGrant }
+export interface TokenRevokeCommand { type: 'token.revoke'; id: string }
+/** expectedVersion: when given, the current version must equal it (0 = the key must not exist). */
+export interface KvPutCommand { type: 'kv.put'; key: string; value: string; expectedVersion?: number }
+export interface KvDeleteCommand { type: 'kv.delete'; key: string; expectedVersion?: number }
+
+export type Command =
+  | ClusterInitCommand
+  | ConfigSetCommand
+  | RootRetireCommand
+  | NodeRegisterCommand
+  | NodeStatusCommand
+  | NodeRemoveCommand
+  | TokenAddCommand
+  | TokenRevokeCommand
+  | KvPutCommand
+  | KvDeleteCommand;
+
+export type CommandType = Command['type'];
+
+export interface CommandError { code: string; message: string }
+export type ApplyResult = { ok: true; value?: unknown } | { ok: false; error: CommandError };
+export type DecodeResult = { ok: true; command: Command } | { ok: false; error: CommandError };
+
+// ---------------------------------------------------------------------------
+// Limits
+
+/** Largest encoded command (one Raft entry's data). */
+export const MAX_COMMAND_BYTES = 2 * 1024 * 1024;
+export const MAX_CLUSTER_ID_CHARS = 128;
+export const MAX_NODE_ID_CHARS = 128;
+export const MAX_NODE_NAME_CHARS = 63;
+export const MAX_NODE_ADDRS = 16;
+export const MAX_NODE_ADDR_CHARS = 256;
+export const MAX_API_URL_CHARS = 256;
+export const MAX_NODE_LABELS = 64;
+export const MAX_LABEL_KEY_CHARS = 63;
+export const MAX_LABEL_VALUE_CHARS = 256;
+export const MAX_STATUS_REASON_CHARS = 256;
+export const MAX_ARCH_CHARS = 32;
+export const MAX_CPU_CORES = 1_000_000;
+export const MAX_NODE_GPUS = 64;
+export const MAX_GPU_MODEL_CHARS = 256;
+export const MAX_TOKEN_ID_CHARS = 64;
+export const MAX_TOKEN_NAME_CHARS = 128;
+export const MAX_KV_KEY_BYTES = 512;
+export const MAX_KV_VALUE_BYTES = 1024 * 1024;
+export const MIN_VOTER_TARGET = 1;
+export const MAX_VOTER_TARGET = 9;
+export const DEFAULT_VOTER_TARGET = 3;
+/** Longest command type quoted back in an UNKNOWN_COMMAND message. */
+const MAX_QUOTED_CHARS = 64;
+
+export const COMMAND_TYPES: readonly CommandType[] = [
+  'cluster.init', 'config.set', 'root.retire', 'node.register', 'node.status', 'node.remove',
+  'token.add', 'token.revoke', 'kv.put', 'kv.delete',
+];
+
+// ---------------------------------------------------------------------------
+// Encoding and decoding
+
+/** encodeCommand refused its input: it would not decode (a bug or bad input in the caller). */
+export class CommandEncodeError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'CommandEncodeError';
+    this.code = code;
+  }
+}
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+export function encodeCommand(c: Command): Uint8Array {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(c);
+  } catch {
+    throw new CommandEncodeError('INVALID_COMMAND', 'command: not serializable as JSON');
+  }
+  if (text === undefined) throw new CommandEncodeError('INVALID_COMMAND', 'command: must be a JSON object');
+  const bytes = utf8Encoder.encode(text);
+  const decoded = decodeCommand(bytes);
+  if (!decoded.ok) throw new CommandEncodeError(decoded.error.code, decoded.error.message);
+  return bytes;
+}
+
+/** Bytes → a validated Command, or the error every replica reports for them. Never throws. */
+export function decodeCommand(data: Uint8Array): DecodeResult {
+  if (!(data instanceof Uint8Array)) return invalid('command: must be bytes');
+  if (data.byteLength > MAX_COMMAND_BYTES) {
+    return invalid(`command of ${data.byteLength} bytes exceeds the limit of ${MAX_COMMAND_BYTES} bytes`);
+  }
+  const parsed = parseJson(data);
+  if (!parsed.ok) return invalid('command: not valid UTF-8 JSON');
+  const raw = parsed.value;
+  if (!isPlainObject(raw)) return invalid('command: must be a JSON object');
+  const type = Object.hasOwn(raw, 'type') ? raw.type : undefined;
+  if (typeof type !== 'string') return invalid('type: must be a string');
+  const read = COMMAND_READERS.get(type);
+  if (read === undefined) {
+    return { ok: false, error: { code: 'UNKNOWN_COMMAND', message: `unknown command type ${quote(type)}` } };
+  }
+  try {
+    return { ok: true, command: read(raw) };
+  } catch (err) {
+    if (err instanceof InvalidFieldError) return invalid(err.message);
+    throw err;
+  }
+}
+
+/** JSON.parse of UTF-8 bytes; never throws. */
+export function parseJson(bytes: Uint8Array): { ok: true; value: unknown } | { ok: false } {
+  try {
+    return { ok: true, value: JSON.parse(utf8Decoder.decode(bytes)) };
+  } catch {
+    return { ok: false };
+  }
+}
+
+function invalid(message: string): { ok: false; error: CommandError } {
+  return { ok: false, error: { code: 'INVALID_COMMAND', message } };
+}
+
+// ---------------------------------------------------------------------------
+// Command readers: raw JSON → Command, throwing InvalidFieldError on the first bad field
+
+type Raw = Record<string, unknown>;
+
+const COMMAND_READERS = new Map<string, (o: Raw) => Command>([
+  ['cluster.init', (o) => {
+    fields(o, '', ['type', 'clusterId', 'voterTarget', 'rootNodeId', 'ephemeralRoot']);
+    return {
+      type: 'cluster.init',
+      clusterId: readClusterId(o.clusterId, 'clusterId', false),
+      voterTarget: readNumber(o.voterTarget, 'voterTarget'),
+      rootNodeId: readNodeId(o.rootNodeId, 'rootNodeId', true),
+      ephemeralRoot: readBoolean(o.ephemeralRoot, 'ephemeralRoot'),
+    };
+  }],
+  ['config.set', (o) => {
+    fields(o, '', ['type', 'voterTarget']);
+    return { type: 'config.set', voterTarget: readNumber(o.voterTarget, 'voterTarget') };
+  }],
+  ['root.retire', (o) => {
+    fields(o, '', ['type']);
+    return { type: 'root.retire' };
+  }],
+  ['node.register', (o) => {
+    fields(o, '', ['type', 'node']);
+    return { type: 'node.register', node: readNodeRegistration(o.node, 'node') };
+  }],
+  ['node.status', (o) => {
+    fields(o, '', ['type', 'id', 'status'], ['reason']);
+    const c: NodeStatusCommand = {
+      type: 'node.status',
+      id: readNodeId(o.id, 'id', false),
+      status: readOneOf(o.status, 'status', ['up', 'down'] as const),
+    };
+    if (o.reason !== undefined) c.reason = readStatusReason(o.reason, 'reason');
+    return c;
+  }],
+  ['node.remove', (o) => {
+    fields(o, '', ['type', 'id']);
+    return { type: 'node.remove', id: readNodeId(o.id, 'id', false) };
+  }],
+  ['token.add', (o) => {
+    fields(o, '', ['type', 'token']);
+    const t = readObject(o.token, 'token', ['id', 'hash', 'role', 'name']);
+    return { type: 'token.add', token: readTokenGrant(t, 'token') };
+  }],
+  ['token.revoke', (o) => {
+    fields(o, '', ['type', 'id']);
+    return { type: 'token.revoke', id: readTokenId(o.id, 'id') };
+  }],
+  ['kv.put', (o) => {
+    fields(o, '', ['type', 'key', 'value'], ['expectedVersion']);
+    const c: KvPutCommand = { type: 'kv.put', key: readKvKey(o.key, 'key'), value: readKvValue(o.value, 'value') };
+    if (o.expectedVersion !== undefined) c.expectedVersion = readSafeInt(o.expectedVersion, 'expectedVersion', 0);
+    return c;
+  }],
+  ['kv.delete', (o) => {
+    fields(o, '', ['type', 'key'], ['expectedVersion']);
+    const c: KvDeleteCommand = { type: 'kv.delete', key: readKvKey(o.key, 'key') };
+    if (o.expectedVersion !== undefined) c.expectedVersion = readSafeInt(o.expectedVersion, 'expectedVersion', 0);
+    return c;
+  }],
+]);
+
+// ---------------------------------------------------------------------------
+// Field readers, shared with the snapshot restore of state.ts. Each returns a fresh,
+// normalized value (no -0, labels in key order) or throws InvalidFieldError naming `path`.
+
+export class InvalidFieldError extends Error {
+  constructor(path: string, why: string) {
+    super(`${path}: ${why}`);
+    this.name = 'InvalidFieldError';
+  }
+}
+
+const NODE_ID = /^[A-Za-z0-9]+$/;
+const NODE_NAME = /^[a-zA-Z0-9._-]+$/;
+const CLUSTER_ID = /^[a-zA-Z0-9._-]+$/;
+const ARCH = /^[a-zA-Z0-9._-]+$/;
+const LABEL_KEY = /^[a-zA-Z0-9._/-]+$/;
+const TOKEN_ID = /^[a-zA-Z0-9_-]+$/;
+const TOKEN_HASH = /^[0-9a-f]{64}$/;
+const API_URL = /^https?:\/\/[^\s]+$/;
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+export function isPlainObject(v: unknown): v is Raw {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** An object with exactly the required fields (plus any of the optional ones). */
+export function readObject(v: unknown, path: string, required: readonly string[], optional: readonly string[] = []): Raw {
+  if (!isPlainObject(v)) throw new InvalidFieldError(path, 'must be an object');
+  fields(v, path, required, optional);
+  return v;
+}
+
+function fields(o: Raw, path: string, required: readonly string[], optional: readonly string[] = []): void {
+  for (const k of Object.keys(o)) {
+    if (!required.includes(k) && !optional.includes(k)) throw new InvalidFieldError(fieldPath(path, k), 'unknown field');
+  }
+  for (const k of required) {
+    if (!Object.hasOwn(o, k)) throw new InvalidFieldError(join(path, k), 'missing');
+  }
+}
+
+export function readBoolean(v: unknown, path: string): boolean {
+  if (typeof v !== 'boolean') throw new InvalidFieldError(path, 'must be true or false');
+  return v;
+}
+
+export function readNumber(v: unknown, path: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new InvalidFieldError(path, 'must be a number');
+  return v === 0 ? 0 : v;
+}
+
+export function readSafeInt(v: unknown, path: string, min: number): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw new InvalidFieldError(path, `must be an integer from ${min} to ${Number.MAX_SAFE_INTEGER}`);
+  }
+  return v === 0 ? 0 : v;
+}
+
+export function readOneOf<T extends string>(v: unknown, path: string, allowed: readonly T[]): T {
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    throw new InvalidFieldError(path, `must be one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
+  }
+  return v as T;
+}
+
+/** Any well-formed string of at most maxChars UTF-16 code units. */
+export function readText(v: unknown, path: string, maxChars: number, minChars = 0): string {
+  if (typeof v !== 'string' || v.length > maxChars) {
+    throw new InvalidFieldError(path, `must be a string of at most ${maxChars} characters`);
+  }
+  if (v.length < minChars) throw new InvalidFieldError(path, 'must not be empty');
+  if (LONE_SURROGATE.test(v)) throw new InvalidFieldError(path, 'must be well-formed Unicode');
+  return v;
+}
+
+function readPrintable(v: unknown, path: string, maxChars: number, minChars = 0): string {
+  const s = readText(v, path, maxChars, minChars);
+  if (CONTROL_CHARS.test(s)) throw new InvalidFieldError(path, 'must not contain control characters');
+  return s;
+}
+
+function readPattern(v: unknown, path: string, maxChars: number, pattern: RegExp, charset: string): string {
+  const s = readText(v, path, maxChars, 1);
+  if (!pattern.test(s)) throw new InvalidFieldError(path, `must contain only ${charset}`);
+  return s;
+}
+
+export function readStatusReason(v: unknown, path: string): string {
+  return readPrintable(v, path, MAX_STATUS_REASON_CHARS);
+}
+
+export function isNodeId(v: unknown): v is string {
+  return typeof v === 'string' && v.length <= MAX_NODE_ID_CHARS && NODE_ID.test(v);
+}
+
+/** A node id; '' too when allowEmpty. */
+export function readNodeId(v: unknown, path: string, allowEmpty: boolean): string {
+  if (allowEmpty && v === '') return '';
+  return readPattern(v, path, MAX_NODE_ID_CHARS, NODE_ID, '[A-Za-z0-9]');
+}
+
+export function readClusterId(v: unknown, path: string, allowEmpty: boolean): string {
+  if (allowEmpty && v === '') return '';
+  return readPattern(v, path, MAX_CLUSTER_ID_CHARS, CLUSTER_ID, '[a-zA-Z0-9._-]');
+}
+
+export function readNodeName(v: unknown, path: string): string {
+  return readPattern(v, path, MAX_NODE_NAME_CHARS, NODE_NAME, '[a-zA-Z0-9._-]');
+}
+
+export function readNodeRegistration(v: unknown, path: string): NodeRegistration {
+  const o = readObject(v, path, ['id', 'name', 'addrs', 'apiUrl', 'resources', 'labels']);
+  return readNodeRegistrationFields(o, path);
+}
+
+/** The registration fields of o (a node.register payload or a snapshot's NodeRecord). */
+export function readNodeRegistrationFields(o: Raw, path: string): NodeRegistration {
+  return {
+    id: readNodeId(o.id, join(path, 'id'), false),
+    name: readNodeName(o.name, join(path, 'name')),
+    addrs: readAddrs(o.addrs, join(path, 'addrs')),
+    apiUrl: readApiUrl(o.apiUrl, join(path, 'apiUrl')),
+    resources: readResources(o.resources, join(path, 'resources')),
+    labels: readLabels(o.labels, join(path, 'labels')),
+  };
+}
+
+function readAddrs(v: unknown, path: string): string[] {
+  if (!Array.isArray(v) || v.length > MAX_NODE_ADDRS) {
+    throw new InvalidFieldError(path, `must be an array of at most ${MAX_NODE_ADDRS} strings`);
+  }
+  return v.map((a, i) => readPrintable(a, `${path}[${i}]`, MAX_NODE_ADDR_CHARS, 1));
+}
+
+function readApiUrl(v: unknown, path: string): string {
+  const s = readPrintable(v, path, MAX_API_URL_CHARS, 1);
+  if (!API_URL.test(s)) throw new InvalidFieldError(path, 'must start with http:// or https:// and contain no spaces');
+  return s;
+}
+
+function readResources(v: unknown, path: string): NodeResources {
+  const o = readObject(v, path, ['cpuCores', 'memoryBytes', 'diskBytes', 'arch', 'gpus']);
+  const cpuCores = readNumber(o.cpuCores, join(path, 'cpuCores'));
+  if (cpuCores < 0 || cpuCores > MAX_CPU_CORES) {
+    throw new InvalidFieldError(join(path, 'cpuCores'), `must be a number from 0 to ${MAX_CPU_CORES}`);
+  }
+  return {
+    cpuCores,
+    memoryBytes: readSafeInt(o.memoryBytes, join(path, 'memoryBytes'), 0),
+    diskBytes: readSafeInt(o.diskBytes, join(path, 'diskBytes'), 0),
+    arch: readPattern(o.arch, join(path, 'arch'), MAX_ARCH_CHARS, ARCH, '[a-zA-Z0-9._-]'),
+    gpus: readGpus(o.gpus, join(path, 'gpus')),
+  };
+}
+
+function readGpus(v: unknown, path: string): GpuInfo[] {
+  if (!Array.isArray(v) || v.length > MAX_NODE_GPUS) {
+    throw new InvalidFieldError(path, `must be an array of at most ${MAX_NODE_GPUS} GPUs`);
+  }
+  return v.map((g, i) => {
+    const p = `${path}[${i}]`;
+    const o = readObject(g, p, ['model', 'memoryBytes']);
+    return {
+      model: readPrintable(o.model, join(p, 'model'), MAX_GPU_MODEL_CHARS, 1),
+      memoryBytes: readSafeInt(o.memoryBytes, join(p, 'memoryBytes'), 0),
+    };
+  });
+}
+
+function readLabels(v: unknown, path: string): Record<string, string> {
+  if (!isPlainObject(v)) throw new InvalidFieldError(path, 'must be an object of strings');
+  const keys = Object.keys(v);
+  if (keys.length > MAX_NODE_LABELS) throw new InvalidFieldError(path, `must hold at most ${MAX_NODE_LABELS} labels`);
+  const entries = keys.sort().map((k): [string, string] => {
+    const p = `${path}[${quote(k)}]`;
+    readPattern(k, `${p} key`, MAX_LABEL_KEY_CHARS, LABEL_KEY, '[a-zA-Z0-9._/-]');
+    return [k, readText(v[k], p, MAX_LABEL_VALUE_CHARS)];
+  });
+  // fromEntries defines own properties, so even a '__proto__' label stays a plain label.
+  return Object.fromEntries(entries);
+}
+
+export function readTokenId(v: unknown, path: string): string {
+  return readPattern(v, path, MAX_TOKEN_ID_CHARS, TOKEN_ID, '[a-zA-Z0-9_-]');
+}
+
+/** The grant fields of o (a token.add payload or a snapshot's TokenRecord). */
+export function readTokenGrant(o: Raw, path: string): TokenGrant {
+  return {
+    id: readTokenId(o.id, join(path, 'id')),
+    hash: readTokenHash(o.hash, join(path, 'hash')),
+    role: readOneOf(o.role, join(path, 'role'), ['admin', 'join'] as const),
+    name: readPrintable(o.name, join(path, 'name'), MAX_TOKEN_NAME_CHARS),
+  };
+}
+
+export function readTokenHash(v: unknown, path: string): string {
+  if (typeof v !== 'string' || !TOKEN_HASH.test(v)) {
+    throw new InvalidFieldError(path, 'must be 64 lowercase hex digits (SHA-256)');
+  }
+  return v;
+}
+
+export function readKvKey(v: unknown, path: string): string {
+  if (typeof v !== 'string') throw new InvalidFieldError(path, 'must be a string');
+  if (v.length === 0) throw new InvalidFieldError(path, 'must not be empty');
+  // Checked on the UTF-16 length first so a huge string is never scanned.
+  if (v.length > MAX_KV_KEY_BYTES || utf8SizeBytes(v) > MAX_KV_KEY_BYTES) {
+    throw new InvalidFieldError(path, `must be at most ${MAX_KV_KEY_BYTES} bytes of UTF-8`);
+  }
+  if (LONE_SURROGATE.test(v)) throw new InvalidFieldError(path, 'must be well-formed Unicode');
+  if (CONTROL_CHARS.test(v)) throw new InvalidFieldError(path, 'must not contain control characters');
+  return v;
+}
+
+export function readKvValue(v: unknown, path: string): string {
+  if (typeof v !== 'string') throw new InvalidFieldError(path, 'must be a string');
+  if (v.length > MAX_KV_VALUE_BYTES || utf8SizeBytes(v) > MAX_KV_VALUE_BYTES) {
+    throw new InvalidFieldError(path, `must be at most ${MAX_KV_VALUE_BYTES} bytes of UTF-8`);
+  }
+  if (LONE_SURROGATE.test(v)) throw new InvalidFieldError(path, 'must be well-formed Unicode');
+  return v;
+}
+
+/** UTF-8 size of a string (a lone surrogate counts as the 3 bytes of U+FFFD). */
+export function utf8SizeBytes(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+export function isOddVoterTarget(n: number): boolean {
+  return Number.isInteger(n) && n >= MIN_VOTER_TARGET && n <= MAX_VOTER_TARGET && n % 2 === 1;
+}
+
+function join(path: string, field: string): string {
+  return path === '' ? field : `${path}.${field}`;
+}
+
+/** A JSON-quoted string, cut to MAX_QUOTED_CHARS so messages stay short. */
+export function quote(s: string): string {
+  return JSON.stringify(s.length > MAX_QUOTED_CHARS ? `${s.slice(0, MAX_QUOTED_CHARS)}…` : s);
+}
+
+/** path.k for a plain field name, path["k"] for anything else. */
+function fieldPath(path: string, k: string): string {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && k.length <= MAX_QUOTED_CHARS ? join(path, k) : `${path}[${quote(k)}]`;
+}

@@ -1,0 +1,663 @@
+// The replicated cluster state machine (Nomad FSM style: one switch over command types).
+// Every node applies the committed Raft entries, in log order, to its own ClusterState, so
+// the machine is pure and deterministic: no I/O, no clock, no randomness, and the same
+// sequence of apply / applyConfChange calls yields the same results and the same snapshot
+// bytes on every replica.
+//
+// apply never throws, whatever the bytes: a command that does not decode or does not
+// hold fails with an error result and leaves the state as it was (only appliedIndex moves
+// on, since the entry was applied). Each handler checks everything before it changes
+// anything, and records are replaced whole, never mutated in place, so queries can share
+// nothing with callers (they hand out copies).
+
+import {
+  DEFAULT_VOTER_TARGET,
+  InvalidFieldError,
+  MAX_VOTER_TARGET,
+  MIN_VOTER_TARGET,
+  decodeCommand,
+  isNodeId,
+  isOddVoterTarget,
+  isPlainObject,
+  parseJson,
+  quote,
+  readBoolean,
+  readClusterId,
+  readKvKey,
+  readKvValue,
+  readNodeId,
+  readNodeRegistrationFields,
+  readNumber,
+  readObject,
+  readOneOf,
+  readSafeInt,
+  readStatusReason,
+  readTokenGrant,
+  utf8SizeBytes,
+  type ApplyResult,
+  type ClusterConfig,
+  type ClusterInitCommand,
+  type Command,
+  type KvDeleteCommand,
+  type KvPutCommand,
+  type KvRecord,
+  type NodeRecord,
+  type NodeRegisterCommand,
+  type NodeRole,
+  type NodeStatusCommand,
+  type TokenAddCommand,
+  type TokenRecord,
+} from './commands.js';
+
+export {
+  COMMAND_TYPES,
+  CommandEncodeError,
+  DEFAULT_VOTER_TARGET,
+  MAX_API_URL_CHARS,
+  MAX_ARCH_CHARS,
+  MAX_CLUSTER_ID_CHARS,
+  MAX_COMMAND_BYTES,
+  MAX_CPU_CORES,
+  MAX_GPU_MODEL_CHARS,
+  MAX_KV_KEY_BYTES,
+  MAX_KV_VALUE_BYTES,
+  MAX_LABEL_KEY_CHARS,
+  MAX_LABEL_VALUE_CHARS,
+  MAX_NODE_ADDRS,
+  MAX_NODE_ADDR_CHARS,
+  MAX_NODE_GPUS,
+  MAX_NODE_ID_CHARS,
+  MAX_NODE_LABELS,
+  MAX_NODE_NAME_CHARS,
+  MAX_STATUS_REASON_CHARS,
+  MAX_TOKEN_ID_CHARS,
+  MAX_TOKEN_NAME_CHARS,
+  MAX_VOTER_TARGET,
+  MIN_VOTER_TARGET,
+  decodeCommand,
+  encodeCommand,
+} from './commands.js';
+export type {
+  ApplyResult,
+  ClusterConfig,
+  Command,
+  CommandError,
+  CommandType,
+  DecodeResult,
+  GpuInfo,
+  KvRecord,
+  NodeRecord,
+  NodeRegistration,
+  NodeResources,
+  NodeRole,
+  NodeStatus,
+  TokenGrant,
+  TokenRecord,
+  TokenRole,
+} from './commands.js';
+
+// ---------------------------------------------------------------------------
+// Limits
+
+/** Most node records, 'left' ones included. */
+export const MAX_NODES = 10_000;
+export const MAX_TOKENS = 10_000;
+export const MAX_KV_KEYS = 100_000;
+/**
+ * Most bytes of encoded node, token and kv records (the bulk of a snapshot). A command that
+ * would grow the state past it fails RESOURCE_EXHAUSTED, so that a snapshot always fits in
+ * one Raft message (MAX_RAFT_MESSAGE_BYTES, 64 MiB) with room to spare.
+ */
+export const MAX_STATE_BYTES = 32 * 1024 * 1024;
+/** Largest snapshot restore accepts: the Raft message limit its bytes travel in. */
+export const MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024;
+export const SNAPSHOT_FORMAT = 'omni.cluster-state';
+export const SNAPSHOT_VERSION = 1;
+
+// ---------------------------------------------------------------------------
+// Types
+
+export type ConfChangeKind = 'addVoter' | 'addLearner' | 'remove';
+export interface StateConfChange { type: ConfChangeKind; node: string }
+
+/** Snapshot bytes that do not describe a valid state. */
+export class StateRestoreError extends Error {
+  readonly code = 'BAD_SNAPSHOT';
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'StateRestoreError';
+  }
+}
+
+type PendingRole = Exclude<NodeRole, 'none'>;
+
+const CONF_ROLES: ReadonlyMap<unknown, NodeRole> = new Map<unknown, NodeRole>([
+  ['addVoter', 'voter'],
+  ['addLearner', 'learner'],
+  ['remove', 'none'],
+]);
+
+const utf8Encoder = new TextEncoder();
+
+// ---------------------------------------------------------------------------
+// The state machine
+
+export class ClusterState {
+  #appliedIndex = 0;
+  #config: ClusterConfig = initialConfig();
+  readonly #nodes = new Map<string, NodeRecord>();
+  /** Roles from conf changes for nodes not registered yet; node.register picks them up. */
+  readonly #pendingRoles = new Map<string, PendingRole>();
+  readonly #tokens = new Map<string, TokenRecord>();
+  readonly #tokenIdByHash = new Map<string, string>();
+  readonly #kv = new Map<string, KvRecord>();
+  /** The kv keys in UTF-16 code unit order, for kvList. */
+  #kvKeys: string[] = [];
+  #sizeBytes = 0;
+
+  /** Index of the last entry applied (normal or conf change); 0 before the first. */
+  get appliedIndex(): number {
+    return this.#appliedIndex;
+  }
+
+  /** Encoded size of the node, token and kv records: what MAX_STATE_BYTES bounds. */
+  get sizeBytes(): number {
+    return this.#sizeBytes;
+  }
+
+  /**
+   * Applies a normal entry. index must be above appliedIndex (else STALE_INDEX, or
+   * INVALID_INDEX when not a positive safe integer, and nothing changes). Empty data (the
+   * leader's no-op entry) only advances appliedIndex. Never throws.
+   */
+  apply(index: number, data: Uint8Array): ApplyResult {
+    const refused = this.#advance(index);
+    if (refused) return refused;
+    if (data instanceof Uint8Array && data.byteLength === 0) return { ok: true };
+    const decoded = decodeCommand(data);
+    if (!decoded.ok) return decoded;
+    return this.#execute(index, decoded.command);
+  }
+
+  /**
+   * Applies a committed conf change: the node's role becomes voter / learner / none. For an
+   * id not registered yet the role is remembered until it registers. An unknown change type
+   * or an id that is not a node id changes nothing but appliedIndex (INVALID_ARGUMENT).
+   */
+  applyConfChange(index: number, cc: StateConfChange): ApplyResult {
+    const refused = this.#advance(index);
+    if (refused) return refused;
+    const role = isPlainObject(cc) ? CONF_ROLES.get(cc.type) : undefined;
+    if (role === undefined) return fail('INVALID_ARGUMENT', 'conf change: type must be addVoter, addLearner or remove');
+    if (!isNodeId(cc.node)) return fail('INVALID_ARGUMENT', 'conf change: node must be a node id');
+    const node = this.#nodes.get(cc.node);
+    if (node) {
+      this.#storeNode(index, { ...node, role }, node);
+    } else if (role === 'none') {
+      this.#pendingRoles.delete(cc.node);
+    } else if (this.#pendingRoles.has(cc.node) || this.#pendingRoles.size < MAX_NODES) {
+      this.#pendingRoles.set(cc.node, role);
+    }
+    return { ok: true };
+  }
+
+  #advance(index: number): ApplyResult | undefined {
+    if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 1) {
+      return fail('INVALID_INDEX', `index must be a positive integer, got ${typeof index === 'number' ? String(index) : typeof index}`);
+    }
+    if (index <= this.#appliedIndex) {
+      return fail('STALE_INDEX', `index ${index} is not above the applied index ${this.#appliedIndex}`);
+    }
+    this.#appliedIndex = index;
+    return undefined;
+  }
+
+  #execute(index: number, c: Command): ApplyResult {
+    switch (c.type) {
+      case 'cluster.init': return this.#clusterInit(index, c);
+      case 'config.set': return this.#configSet(c.voterTarget);
+      case 'root.retire': return this.#rootRetire(index);
+      case 'node.register': return this.#nodeRegister(index, c);
+      case 'node.status': return this.#nodeStatus(index, c);
+      case 'node.remove': return this.#nodeRemove(index, c.id);
+      case 'token.add': return this.#tokenAdd(index, c);
+      case 'token.revoke': return this.#tokenRevoke(c.id);
+      case 'kv.put': return this.#kvPut(index, c);
+      case 'kv.delete': return this.#kvDelete(c);
+      default: return fail('UNKNOWN_COMMAND', `unknown command type ${quote(String((c as { type: unknown }).type))}`);
+    }
+  }
+
+  // -- cluster -------------------------------------------------------------
+
+  #clusterInit(index: number, c: ClusterInitCommand): ApplyResult {
+    if (this.#config.clusterId !== '') {
+      return fail('ALREADY_INITIALIZED', `cluster ${quote(this.#config.clusterId)} is already initialized`);
+    }
+    const bad = checkVoterTarget(c.voterTarget);
+    if (bad) return bad;
+    this.#config = {
+      clusterId: c.clusterId,
+      voterTarget: c.voterTarget,
+      rootNodeId: c.rootNodeId,
+      rootRetired: false,
+      ephemeralRoot: c.ephemeralRoot,
+    };
+    const root = this.#nodes.get(c.rootNodeId);
+    if (root) this.#storeNode(index, { ...root, root: true }, root);
+    return { ok: true };
+  }
+
+  #configSet(voterTarget: number): ApplyResult {
+    const bad = checkVoterTarget(voterTarget);
+    if (bad) return bad;
+    this.#config = { ...this.#config, voterTarget };
+    return { ok: true };
+  }
+
+  #rootRetire(index: number): ApplyResult {
+    if (this.#config.rootRetired) return { ok: true };
+    this.#config = { ...this.#config, rootRetired: true };
+    const root = this.#nodes.get(this.#config.rootNodeId);
+    if (root) this.#storeNode(index, { ...root, root: false }, root);
+    return { ok: true };
+  }
+
+  // -- nodes ---------------------------------------------------------------
+
+  #nodeRegister(index: number, c: NodeRegisterCommand): ApplyResult {
+    const reg = c.node;
+    const prev = this.#nodes.get(reg.id);
+    const holder = this.#liveNodeNamed(reg.name);
+    if (holder && holder.id !== reg.id) {
+      return fail('NAME_TAKEN', `node name ${quote(reg.name)} is taken by node ${holder.id}`);
+    }
+    if (!prev && this.#nodes.size >= MAX_NODES) {
+      return fail('RESOURCE_EXHAUSTED', `the cluster already holds the maximum of ${MAX_NODES} nodes`);
+    }
+    const next: NodeRecord = {
+      ...reg,
+      role: prev ? prev.role : (this.#pendingRoles.get(reg.id) ?? 'none'),
+      status: 'up',
+      statusReason: '',
+      root: reg.id === this.#config.rootNodeId && !this.#config.rootRetired,
+      joinedIndex: prev ? prev.joinedIndex : index,
+      updatedIndex: index,
+    };
+    const full = this.#overBudget(next, prev);
+    if (full) return full;
+    this.#pendingRoles.delete(reg.id);
+    return { ok: true, value: copyNode(this.#storeNode(index, next, prev)) };
+  }
+
+  #nodeStatus(index: number, c: NodeStatusCommand): ApplyResult {
+    const node = this.#nodes.get(c.id);
+    if (!node) return fail('NOT_FOUND', `node ${c.id} not found`);
+    if (node.status === 'left') return fail('CONFLICT', `node ${c.id} has left the cluster; it must register again`);
+    this.#storeNode(index, { ...node, status: c.status, statusReason: c.reason ?? '' }, node);
+    return { ok: true };
+  }
+
+  #nodeRemove(index: number, id: string): ApplyResult {
+    const node = this.#nodes.get(id);
+    if (!node) return fail('NOT_FOUND', `node ${id} not found`);
+    this.#storeNode(index, { ...node, status: 'left', statusReason: '', role: 'none' }, node);
+    return { ok: true };
+  }
+
+  /** Stores next in place of prev, stamped with index, unless only updatedIndex would differ. */
+  #storeNode(index: number, next: NodeRecord, prev: NodeRecord | undefined): NodeRecord {
+    if (prev && sameRecord({ ...next, updatedIndex: prev.updatedIndex }, prev)) return prev;
+    const stamped = { ...next, updatedIndex: index };
+    this.#sizeBytes += recordSizeBytes(stamped) - (prev ? recordSizeBytes(prev) : 0);
+    this.#nodes.set(stamped.id, stamped);
+    return stamped;
+  }
+
+  #liveNodeNamed(name: string): NodeRecord | undefined {
+    for (const n of this.#nodes.values()) if (n.name === name && n.status !== 'left') return n;
+    return undefined;
+  }
+
+  // -- tokens --------------------------------------------------------------
+
+  #tokenAdd(index: number, c: TokenAddCommand): ApplyResult {
+    const t = c.token;
+    if (this.#tokens.has(t.id)) return fail('CONFLICT', `token ${t.id} already exists`);
+    const sameHash = this.#tokenIdByHash.get(t.hash);
+    if (sameHash !== undefined) return fail('CONFLICT', `token ${sameHash} already has this hash`);
+    if (this.#tokens.size >= MAX_TOKENS) {
+      return fail('RESOURCE_EXHAUSTED', `the cluster already holds the maximum of ${MAX_TOKENS} tokens`);
+    }
+    const record: TokenRecord = { ...t, createdIndex: index };
+    const full = this.#overBudget(record, undefined);
+    if (full) return full;
+    this.#tokens.set(t.id, record);
+    this.#tokenIdByHash.set(t.hash, t.id);
+    this.#sizeBytes += recordSizeBytes(record);
+    return { ok: true };
+  }
+
+  #tokenRevoke(id: string): ApplyResult {
+    const t = this.#tokens.get(id);
+    if (!t) return fail('NOT_FOUND', `token ${id} not found`);
+    this.#tokens.delete(id);
+    this.#tokenIdByHash.delete(t.hash);
+    this.#sizeBytes -= recordSizeBytes(t);
+    return { ok: true };
+  }
+
+  // -- kv ------------------------------------------------------------------
+
+  #kvPut(index: number, c: KvPutCommand): ApplyResult {
+    const prev = this.#kv.get(c.key);
+    const version = prev ? prev.version : 0;
+    const mismatch = checkExpectedVersion(c.key, c.expectedVersion, version);
+    if (mismatch) return mismatch;
+    if (!prev && this.#kv.size >= MAX_KV_KEYS) {
+      return fail('RESOURCE_EXHAUSTED', `the kv store already holds the maximum of ${MAX_KV_KEYS} keys`);
+    }
+    if (version >= Number.MAX_SAFE_INTEGER) return fail('RESOURCE_EXHAUSTED', `kv key ${quote(c.key)}: version overflow`);
+    const next: KvRecord = {
+      key: c.key,
+      value: c.value,
+      version: version + 1,
+      createIndex: prev ? prev.createIndex : index,
+      modIndex: index,
+    };
+    const full = this.#overBudget(next, prev);
+    if (full) return full;
+    this.#sizeBytes += recordSizeBytes(next) - (prev ? recordSizeBytes(prev) : 0);
+    this.#kv.set(c.key, next);
+    if (!prev) this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 0, c.key);
+    return { ok: true, value: { key: c.key, version: next.version, modIndex: index } };
+  }
+
+  #kvDelete(c: KvDeleteCommand): ApplyResult {
+    const prev = this.#kv.get(c.key);
+    if (!prev) return fail('NOT_FOUND', `kv key ${quote(c.key)} not found`);
+    const mismatch = checkExpectedVersion(c.key, c.expectedVersion, prev.version);
+    if (mismatch) return mismatch;
+    this.#kv.delete(c.key);
+    this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 1);
+    this.#sizeBytes -= recordSizeBytes(prev);
+    return { ok: true, value: { key: c.key, version: prev.version } };
+  }
+
+  /** RESOURCE_EXHAUSTED when replacing prev by next would grow the state past MAX_STATE_BYTES. */
+  #overBudget(next: object, prev: object | undefined): ApplyResult | undefined {
+    const nextBytes = recordSizeBytes(next);
+    const prevBytes = prev ? recordSizeBytes(prev) : 0;
+    const total = this.#sizeBytes - prevBytes + nextBytes;
+    if (nextBytes <= prevBytes || total <= MAX_STATE_BYTES) return undefined;
+    return fail('RESOURCE_EXHAUSTED', `the cluster state would grow to ${total} bytes, over the limit of ${MAX_STATE_BYTES} bytes`);
+  }
+
+  // -- queries (copies: callers cannot reach the state) ---------------------
+
+  config(): ClusterConfig {
+    return { ...this.#config };
+  }
+
+  node(id: string): NodeRecord | undefined {
+    const n = this.#nodes.get(id);
+    return n && copyNode(n);
+  }
+
+  /** All nodes, 'left' ones included, by name then id. */
+  nodes(): NodeRecord[] {
+    return [...this.#nodes.values()].sort((a, b) => compare(a.name, b.name) || compare(a.id, b.id)).map(copyNode);
+  }
+
+  /** The node holding the name; when none that has not left does, the last one that left. */
+  nodeByName(name: string): NodeRecord | undefined {
+    let best: NodeRecord | undefined;
+    for (const n of this.#nodes.values()) {
+      if (n.name !== name) continue;
+      if (n.status !== 'left') return copyNode(n);
+      if (!best || n.updatedIndex > best.updatedIndex || (n.updatedIndex === best.updatedIndex && n.id < best.id)) best = n;
+    }
+    return best && copyNode(best);
+  }
+
+  /** All tokens, by id. */
+  tokens(): TokenRecord[] {
+    return sortedKeys(this.#tokens).map((id) => ({ ...this.#tokens.get(id)! }));
+  }
+
+  tokenById(id: string): TokenRecord | undefined {
+    const t = this.#tokens.get(id);
+    return t && { ...t };
+  }
+
+  /** The token whose secret hashes (SHA-256, lowercase hex) to hash. */
+  tokenByHash(hash: string): TokenRecord | undefined {
+    const id = this.#tokenIdByHash.get(hash);
+    return id === undefined ? undefined : this.tokenById(id);
+  }
+
+  kvGet(key: string): KvRecord | undefined {
+    const r = this.#kv.get(key);
+    return r && { ...r };
+  }
+
+  /** Up to limit records whose key starts with prefix, by key (UTF-16 code unit order). */
+  kvList(prefix: string, limit: number): KvRecord[] {
+    const out: KvRecord[] = [];
+    if (typeof prefix !== 'string' || !(limit > 0)) return out;
+    const keys = this.#kvKeys;
+    for (let i = lowerBound(keys, prefix); i < keys.length && out.length < limit && keys[i].startsWith(prefix); i++) {
+      out.push({ ...this.#kv.get(keys[i])! });
+    }
+    return out;
+  }
+
+  /** Number of kv keys. */
+  kvCount(): number {
+    return this.#kv.size;
+  }
+
+  // -- snapshots -----------------------------------------------------------
+
+  /** Canonical JSON (sorted keys, records in id / key order): same state, same bytes. */
+  snapshot(): Uint8Array {
+    const doc = {
+      format: SNAPSHOT_FORMAT,
+      version: SNAPSHOT_VERSION,
+      appliedIndex: this.#appliedIndex,
+      config: this.#config,
+      nodes: sortedKeys(this.#nodes).map((id) => this.#nodes.get(id)!),
+      pendingRoles: sortedKeys(this.#pendingRoles).map((id) => ({ id, role: this.#pendingRoles.get(id)! })),
+      tokens: sortedKeys(this.#tokens).map((id) => this.#tokens.get(id)!),
+      kv: this.#kvKeys.map((key) => this.#kv.get(key)!),
+    };
+    return utf8Encoder.encode(canonicalJson(doc));
+  }
+
+  /** The state a snapshot() describes; StateRestoreError (BAD_SNAPSHOT) on anything else. */
+  static restore(bytes: Uint8Array): ClusterState {
+    try {
+      if (!(bytes instanceof Uint8Array)) throw new StateRestoreError('snapshot: must be bytes');
+      if (bytes.byteLength > MAX_SNAPSHOT_BYTES) {
+        throw new StateRestoreError(`snapshot of ${bytes.byteLength} bytes exceeds the limit of ${MAX_SNAPSHOT_BYTES} bytes`);
+      }
+      const parsed = parseJson(bytes);
+      if (!parsed.ok) throw new StateRestoreError('snapshot: not valid UTF-8 JSON');
+      const state = new ClusterState();
+      state.#load(parsed.value);
+      return state;
+    } catch (err) {
+      if (err instanceof StateRestoreError) throw err;
+      if (err instanceof InvalidFieldError) throw new StateRestoreError(`snapshot: ${err.message}`, { cause: err });
+      throw new StateRestoreError('snapshot: unreadable', { cause: err });
+    }
+  }
+
+  #load(doc: unknown): void {
+    if (!isPlainObject(doc)) throw new StateRestoreError('snapshot: not a JSON object');
+    if (doc.format !== SNAPSHOT_FORMAT) throw new StateRestoreError(`snapshot: format is not ${SNAPSHOT_FORMAT}`);
+    if (doc.version !== SNAPSHOT_VERSION) throw new StateRestoreError(`snapshot: unsupported version (this build reads ${SNAPSHOT_VERSION})`);
+    readObject(doc, '', ['format', 'version', 'appliedIndex', 'config', 'nodes', 'pendingRoles', 'tokens', 'kv']);
+    const applied = readSafeInt(doc.appliedIndex, 'appliedIndex', 0);
+    this.#config = readConfig(doc.config, 'config');
+    for (const [i, v] of readList(doc.nodes, 'nodes', MAX_NODES)) this.#loadNode(v, `nodes[${i}]`, applied);
+    for (const [i, v] of readList(doc.pendingRoles, 'pendingRoles', MAX_NODES)) this.#loadPendingRole(v, `pendingRoles[${i}]`);
+    for (const [i, v] of readList(doc.tokens, 'tokens', MAX_TOKENS)) this.#loadToken(v, `tokens[${i}]`, applied);
+    for (const [i, v] of readList(doc.kv, 'kv', MAX_KV_KEYS)) this.#loadKv(v, `kv[${i}]`, applied);
+    this.#kvKeys = sortedKeys(this.#kv);
+    this.#appliedIndex = applied;
+  }
+
+  #loadNode(v: unknown, path: string, applied: number): void {
+    const o = readObject(v, path, [
+      'id', 'name', 'addrs', 'apiUrl', 'resources', 'labels',
+      'role', 'status', 'statusReason', 'root', 'joinedIndex', 'updatedIndex',
+    ]);
+    const joinedIndex = readIndex(o.joinedIndex, `${path}.joinedIndex`, 1, applied);
+    const n: NodeRecord = {
+      ...readNodeRegistrationFields(o, path),
+      role: readOneOf(o.role, `${path}.role`, ['voter', 'learner', 'none'] as const),
+      status: readOneOf(o.status, `${path}.status`, ['up', 'down', 'left'] as const),
+      statusReason: readStatusReason(o.statusReason, `${path}.statusReason`),
+      root: readBoolean(o.root, `${path}.root`),
+      joinedIndex,
+      updatedIndex: readIndex(o.updatedIndex, `${path}.updatedIndex`, joinedIndex, applied),
+    };
+    if (this.#nodes.has(n.id)) throw new InvalidFieldError(`${path}.id`, `duplicate node ${n.id}`);
+    if (n.status !== 'left' && this.#liveNodeNamed(n.name)) throw new InvalidFieldError(`${path}.name`, `duplicate name ${quote(n.name)}`);
+    if (n.root && (n.id !== this.#config.rootNodeId || this.#config.rootRetired)) {
+      throw new InvalidFieldError(`${path}.root`, 'only the root node of config, before it retires, is root');
+    }
+    this.#nodes.set(n.id, n);
+    this.#sizeBytes += recordSizeBytes(n);
+  }
+
+  #loadPendingRole(v: unknown, path: string): void {
+    const o = readObject(v, path, ['id', 'role']);
+    const id = readNodeId(o.id, `${path}.id`, false);
+    const role = readOneOf(o.role, `${path}.role`, ['voter', 'learner'] as const);
+    if (this.#nodes.has(id) || this.#pendingRoles.has(id)) throw new InvalidFieldError(`${path}.id`, `duplicate node ${id}`);
+    this.#pendingRoles.set(id, role);
+  }
+
+  #loadToken(v: unknown, path: string, applied: number): void {
+    const o = readObject(v, path, ['id', 'hash', 'role', 'name', 'createdIndex']);
+    const t: TokenRecord = { ...readTokenGrant(o, path), createdIndex: readIndex(o.createdIndex, `${path}.createdIndex`, 1, applied) };
+    if (this.#tokens.has(t.id)) throw new InvalidFieldError(`${path}.id`, `duplicate token ${t.id}`);
+    if (this.#tokenIdByHash.has(t.hash)) throw new InvalidFieldError(`${path}.hash`, 'duplicate hash');
+    this.#tokens.set(t.id, t);
+    this.#tokenIdByHash.set(t.hash, t.id);
+    this.#sizeBytes += recordSizeBytes(t);
+  }
+
+  #loadKv(v: unknown, path: string, applied: number): void {
+    const o = readObject(v, path, ['key', 'value', 'version', 'createIndex', 'modIndex']);
+    const createIndex = readIndex(o.createIndex, `${path}.createIndex`, 1, applied);
+    const r: KvRecord = {
+      key: readKvKey(o.key, `${path}.key`),
+      value: readKvValue(o.value, `${path}.value`),
+      version: readSafeInt(o.version, `${path}.version`, 1),
+      createIndex,
+      modIndex: readIndex(o.modIndex, `${path}.modIndex`, createIndex, applied),
+    };
+    if (this.#kv.has(r.key)) throw new InvalidFieldError(`${path}.key`, `duplicate key ${quote(r.key)}`);
+    this.#kv.set(r.key, r);
+    this.#sizeBytes += recordSizeBytes(r);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+function initialConfig(): ClusterConfig {
+  return { clusterId: '', voterTarget: DEFAULT_VOTER_TARGET, rootNodeId: '', rootRetired: false, ephemeralRoot: false };
+}
+
+function fail(code: string, message: string): ApplyResult {
+  return { ok: false, error: { code, message } };
+}
+
+function checkVoterTarget(n: number): ApplyResult | undefined {
+  if (isOddVoterTarget(n)) return undefined;
+  return fail('INVALID_ARGUMENT', `voterTarget: must be an odd integer from ${MIN_VOTER_TARGET} to ${MAX_VOTER_TARGET}, got ${n}`);
+}
+
+function checkExpectedVersion(key: string, expected: number | undefined, current: number): ApplyResult | undefined {
+  if (expected === undefined || expected === current) return undefined;
+  return fail('CONFLICT', `kv key ${quote(key)}: expected version ${expected}, current version ${current}`);
+}
+
+function readConfig(v: unknown, path: string): ClusterConfig {
+  const o = readObject(v, path, ['clusterId', 'voterTarget', 'rootNodeId', 'rootRetired', 'ephemeralRoot']);
+  const voterTarget = readNumber(o.voterTarget, `${path}.voterTarget`);
+  if (!isOddVoterTarget(voterTarget)) {
+    throw new InvalidFieldError(`${path}.voterTarget`, `must be an odd integer from ${MIN_VOTER_TARGET} to ${MAX_VOTER_TARGET}`);
+  }
+  return {
+    clusterId: readClusterId(o.clusterId, `${path}.clusterId`, true),
+    voterTarget,
+    rootNodeId: readNodeId(o.rootNodeId, `${path}.rootNodeId`, true),
+    rootRetired: readBoolean(o.rootRetired, `${path}.rootRetired`),
+    ephemeralRoot: readBoolean(o.ephemeralRoot, `${path}.ephemeralRoot`),
+  };
+}
+
+function readList(v: unknown, path: string, maxItems: number): IterableIterator<[number, unknown]> {
+  if (!Array.isArray(v) || v.length > maxItems) throw new InvalidFieldError(path, `must be an array of at most ${maxItems} items`);
+  return (v as unknown[]).entries();
+}
+
+function readIndex(v: unknown, path: string, min: number, max: number): number {
+  const n = readSafeInt(v, path, min);
+  if (n > max) throw new InvalidFieldError(path, `must be from ${min} to the applied index ${max}`);
+  return n;
+}
+
+function copyNode(n: NodeRecord): NodeRecord {
+  return {
+    ...n,
+    addrs: [...n.addrs],
+    resources: { ...n.resources, gpus: n.resources.gpus.map((g) => ({ ...g })) },
+    // Spread defines own properties, so a '__proto__' label is copied as a label.
+    labels: { ...n.labels },
+  };
+}
+
+/** UTF-16 code unit order: the same on every replica, unlike localeCompare. */
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function sortedKeys(m: ReadonlyMap<string, unknown>): string[] {
+  return [...m.keys()].sort(compare);
+}
+
+/** First position in sorted keys whose key is >= key. */
+function lowerBound(keys: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (keys[mid] < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** JSON with object keys sorted, so equal values encode to equal text. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (isPlainObject(v)) {
+    const parts = Object.keys(v).sort(compare).map((k) => `${JSON.stringify(k)}:${canonicalJson(v[k])}`);
+    return `{${parts.join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+function recordSizeBytes(r: object): number {
+  return utf8SizeBytes(canonicalJson(r)) + 1;
+}
+
+function sameRecord(a: object, b: object): boolean {
+  return canonicalJson(a) === canonicalJson(b);
+}

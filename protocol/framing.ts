@@ -1,0 +1,94 @@
+// Length-prefixed framing for byte streams: each frame is an unsigned LEB128 varint length
+// followed by that many payload bytes. Pure: the node/ transports feed it chunks as they arrive.
+// A frame longer than the decoder's limit is refused as soon as its length prefix is read,
+// before any of its payload is buffered.
+
+/** A length prefix is at most 5 bytes (lengths below 2^35; every limit we use is far lower). */
+export const MAX_LENGTH_PREFIX_BYTES = 5;
+
+export class FrameError extends Error {
+  readonly code: 'FRAME_TOO_LARGE' | 'BAD_FRAME';
+  constructor(code: 'FRAME_TOO_LARGE' | 'BAD_FRAME', message: string) {
+    super(message);
+    this.name = 'FrameError';
+    this.code = code;
+  }
+}
+
+export function encodeFrame(payload: Uint8Array): Uint8Array {
+  const prefix: number[] = [];
+  let n = payload.length;
+  while (n >= 0x80) {
+    prefix.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  prefix.push(n);
+  const out = new Uint8Array(prefix.length + payload.length);
+  out.set(prefix, 0);
+  out.set(payload, prefix.length);
+  return out;
+}
+
+/** Incremental decoder: push() chunks, get back whole frames. Throws FrameError on a bad stream. */
+export class FrameDecoder {
+  private readonly maxFrameBytes: number;
+  private prefixValue = 0;
+  private prefixBytes = 0;
+  private frame: Uint8Array | undefined;
+  private filled = 0;
+
+  constructor(maxFrameBytes: number) {
+    this.maxFrameBytes = maxFrameBytes;
+  }
+
+  /** True while no partial frame is buffered. */
+  get idle(): boolean {
+    return this.frame === undefined && this.prefixBytes === 0;
+  }
+
+  push(chunk: Uint8Array): Uint8Array[] {
+    const frames: Uint8Array[] = [];
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.frame === undefined) {
+        i = this.readPrefix(chunk, i, frames);
+        continue;
+      }
+      const take = Math.min(this.frame.length - this.filled, chunk.length - i);
+      this.frame.set(chunk.subarray(i, i + take), this.filled);
+      this.filled += take;
+      i += take;
+      if (this.filled === this.frame.length) {
+        frames.push(this.frame);
+        this.frame = undefined;
+      }
+    }
+    return frames;
+  }
+
+  private readPrefix(chunk: Uint8Array, start: number, frames: Uint8Array[]): number {
+    let i = start;
+    while (i < chunk.length) {
+      const b = chunk[i++];
+      this.prefixValue += (b & 0x7f) * 2 ** (7 * this.prefixBytes);
+      this.prefixBytes++;
+      if (b & 0x80) {
+        if (this.prefixBytes >= MAX_LENGTH_PREFIX_BYTES) throw new FrameError('BAD_FRAME', 'frame length prefix is too long');
+        continue;
+      }
+      const length = this.prefixValue;
+      this.prefixValue = 0;
+      this.prefixBytes = 0;
+      if (length > this.maxFrameBytes) {
+        throw new FrameError('FRAME_TOO_LARGE', `frame of ${length} bytes exceeds the ${this.maxFrameBytes}-byte limit`);
+      }
+      if (length === 0) frames.push(new Uint8Array(0));
+      else {
+        this.frame = new Uint8Array(length);
+        this.filled = 0;
+      }
+      return i;
+    }
+    return i;
+  }
+}

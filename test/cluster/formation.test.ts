@@ -1,0 +1,139 @@
+// Real omnid processes on 127.0.0.1: formation by init + join, root step-down, API auth,
+// health, writes through followers, stale reads, autopilot replacing a dead voter.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../node/local-cluster.js';
+import { ApiClient } from '../../node/client.js';
+import { formCluster, status, put, get, waitFor } from './helpers.js';
+
+describe('3-node cluster formed by init + join', () => {
+  let c: LocalCluster;
+  beforeAll(async () => {
+    c = await formCluster(['n1', 'n2', 'n3']);
+  });
+  afterAll(async () => c?.destroy());
+
+  it('reaches 3 voters; the root handed leadership away and retired', async () => {
+    const s = await status(c, 'n1');
+    expect(s.voters).toEqual(['n1', 'n2', 'n3']);
+    expect(s.root).toBe('n1');
+    expect(s.rootRetired).toBe(true);
+    expect(s.leader).not.toBe('n1');
+    expect(s.health).toBe('healthy');
+    expect(c.nodes.get('n1')!.lines.some((l) => l.includes('transferring leadership'))).toBe(true);
+  });
+
+  it('accepts writes through a follower and reads them linearizably from every node', async () => {
+    const s = await status(c, 'n1');
+    const follower = ['n1', 'n2', 'n3'].find((n) => n !== s.leader)!;
+    const r = await put(c, follower, 'app/config', 'v1');
+    expect(r.version).toBe(1);
+    for (const n of ['n1', 'n2', 'n3']) expect((await get(c, n, 'app/config')).value).toBe('v1');
+  });
+
+  it('honours ?stale=true with a local read', async () => {
+    await put(c, 'n2', 'stale/key', 'x');
+    const v = await waitFor('stale read to catch up', async () => (await get(c, 'n3', 'stale/key', true).catch(() => undefined))?.value);
+    expect(v).toBe('x');
+  });
+
+  it('answers 401 without a valid token, but /healthz always answers', async () => {
+    const anon = new ApiClient(c.nodes.get('n2')!.apiUrl, undefined);
+    const wrong = new ApiClient(c.nodes.get('n2')!.apiUrl, 'OMNIA1-not-a-real-token');
+    try {
+      for (const path of ['/v1/status', '/v1/nodes', '/v1/kv/app/config', '/health', '/no/such/route']) {
+        const r = await anon.raw('GET', path);
+        expect(r.status, path).toBe(401);
+        expect((r.body as { error: { code: string } }).error.code).toBe('UNAUTHORIZED');
+      }
+      expect((await wrong.raw('PUT', '/v1/kv/x', { value: 'y' })).status).toBe(401);
+      const hz = await anon.raw('GET', '/healthz');
+      expect(hz.status).toBe(200);
+      const join = c.client('n2', c.joinToken);
+      expect((await join.raw('GET', '/v1/status')).status).toBe(401);
+      join.close();
+    } finally {
+      anon.close();
+      wrong.close();
+    }
+  });
+
+  it('rejects bad input with a 4xx and {error:{code,message}}', async () => {
+    const client = c.client('n1');
+    try {
+      const bad = await client.raw('PUT', '/v1/kv/k', { value: 42 });
+      expect(bad.status).toBe(400);
+      expect((bad.body as { error: { code: string; message: string } }).error.message).toMatch(/value/);
+      const big = await client.raw('PUT', '/v1/kv/k', { value: 'x'.repeat(2 * 1024 * 1024) });
+      expect(big.status).toBe(413);
+      const conflict = await client.raw('PUT', '/v1/kv/app/config', { value: 'v2', expectedVersion: 7 });
+      expect(conflict.status).toBe(409);
+      expect((conflict.body as { error: { code: string } }).error.code).toBe('CONFLICT');
+      expect((await client.raw('GET', '/v1/kv/missing-key')).status).toBe(404);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('lists nodes with role, status, resources and heartbeats', async () => {
+    const client = c.client('n3');
+    try {
+      const { nodes } = await client.get<{ nodes: { name: string; role: string; status: string; resources: { cpuCores: number; memoryBytes: number }; lastHeartbeatAgoMs: number | null }[] }>('/v1/nodes');
+      expect(nodes.map((n) => n.name).sort()).toEqual(['n1', 'n2', 'n3']);
+      for (const n of nodes) {
+        expect(n.status).toBe('up');
+        expect(['leader', 'voter']).toContain(n.role);
+        expect(n.resources.cpuCores).toBeGreaterThan(0);
+        expect(n.resources.memoryBytes).toBeGreaterThan(0);
+        expect(n.lastHeartbeatAgoMs).not.toBeNull();
+      }
+    } finally {
+      client.close();
+    }
+  });
+
+  it('refuses a wrong join token (right network key, wrong secret)', async () => {
+    const forged = c.joinToken.replace(/-[^-]+$/, '-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+    await expect(c.join('intruder', [], c.joinAddr, forged)).rejects.toThrow(/invalid join token/);
+    const s = await status(c, 'n1');
+    expect([...s.voters, ...s.nonVoters]).not.toContain('intruder');
+  });
+
+  it('a host without the network key cannot even complete a handshake', async () => {
+    const forged = 'OMNIJ1-' + Buffer.alloc(32, 1).toString('base64url') + '-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
+    await expect(c.join('outsider', [], c.joinAddr, forged)).rejects.toThrow(/private-network handshake failed/);
+  });
+});
+
+describe('5-node cluster with the default voter target of 3', () => {
+  let c: LocalCluster;
+  beforeAll(async () => {
+    c = await formCluster(['a1', 'a2', 'a3', 'a4', 'a5']);
+  });
+  afterAll(async () => c?.destroy());
+
+  it('keeps 3 voters and 2 non-voters, then replaces a voter killed with -9', async () => {
+    const s = await status(c, 'a5');
+    expect(s.voters).toHaveLength(3);
+    expect(s.nonVoters).toHaveLength(2);
+    const victim = s.voters.find((v) => v !== s.leader)!;
+    await c.kill(victim);
+    const observer = ['a1', 'a2', 'a3', 'a4', 'a5'].find((n) => n !== victim && n !== s.leader)!;
+    const degraded = await waitFor('degraded health', async () => {
+      const client = c.client(observer);
+      try {
+        const h = await client.raw('GET', '/health');
+        return (h.body as { status: string }).status === 'degraded' ? h : undefined;
+      } finally {
+        client.close();
+      }
+    });
+    expect(degraded.status).toBe(200);
+    const after = await waitFor('dead voter replaced', async () => {
+      const st = await status(c, observer);
+      return st.voters.length === 3 && !st.voters.includes(victim) ? st : undefined;
+    });
+    expect(after.nonVoters).toContain(victim);
+    await put(c, observer, 'after/replace', 'ok');
+    expect((await get(c, s.leader!, 'after/replace')).value).toBe('ok');
+  });
+});

@@ -1,0 +1,52 @@
+// Shared by the multi-process cluster tests: start clusters of real omnid processes on loopback.
+import { LocalCluster, waitFor } from '../../node/local-cluster.js';
+import type { StatusView } from '../../cli/omni/status.js';
+
+/** Faster failure detection than the defaults so tests finish quickly; Raft timing unchanged. */
+export const TEST_FLAGS = ['--heartbeat-ms', '250', '--down-after-ms', '2000', '--replace-after-ms', '3000'];
+
+export async function status(c: LocalCluster, name: string, stale = false): Promise<StatusView> {
+  const client = c.client(name);
+  try {
+    return await client.get<StatusView>(`/v1/status${stale ? '?stale=true' : ''}`);
+  } finally {
+    client.close();
+  }
+}
+
+/** init + joins, then waits until the voter target is reached and the root has stepped down. */
+export async function formCluster(names: string[], opts: { initFlags?: string[]; voters?: number; flags?: string[] } = {}): Promise<LocalCluster> {
+  const c = await LocalCluster.create({ flags: [...TEST_FLAGS, ...(opts.flags ?? [])], echo: process.env.OMNI_TEST_ECHO === '1' });
+  await c.init(names[0], opts.initFlags ?? []);
+  for (const n of names.slice(1)) await c.join(n);
+  const target = opts.voters ?? 3;
+  await waitFor(
+    `${target} voters and root step-down`,
+    async () => {
+      const s = await status(c, names[names.length - 1]);
+      return s.voters.length === target && s.rootRetired && s.leader !== null && s.leader !== names[0] && s.health === 'healthy' ? s : undefined;
+    },
+    60_000,
+  );
+  return c;
+}
+
+export async function put(c: LocalCluster, name: string, key: string, value: string): Promise<{ version: number }> {
+  const client = c.client(name);
+  try {
+    return await client.put<{ version: number }>(`/v1/kv/${encodeURIComponent(key)}`, { value });
+  } finally {
+    client.close();
+  }
+}
+
+export async function get(c: LocalCluster, name: string, key: string, stale = false): Promise<{ value: string; version: number }> {
+  const client = c.client(name);
+  try {
+    return await client.get(`/v1/kv/${encodeURIComponent(key)}${stale ? '?stale=true' : ''}`);
+  } finally {
+    client.close();
+  }
+}
+
+export { waitFor };

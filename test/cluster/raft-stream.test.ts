@@ -1,0 +1,54 @@
+// Hostile input on /omni/raft/1.0.0 from a peer that does hold the network key: garbage,
+// oversized frames and spoofed senders are rejected and the node keeps working.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { multiaddr } from '@multiformats/multiaddr';
+import { LocalCluster } from '../../node/local-cluster.js';
+import { createHost, type OmniHost } from '../../node/p2p-host.js';
+import { networkKeyFromJoinToken } from '../../node/tokens.js';
+import { RAFT_PROTOCOL } from '../../node/raft-transport.js';
+import { encodeFrame } from '../../protocol/framing.js';
+import { encodeRaftMessage } from '../../protocol/codec.js';
+import { MessageType, emptyMessage } from '../../protocol/raft/types.js';
+import { TEST_FLAGS, put, get, waitFor } from './helpers.js';
+
+describe('raft protocol stream hardening', () => {
+  let c: LocalCluster;
+  let attacker: OmniHost;
+  beforeAll(async () => {
+    c = await LocalCluster.create({ flags: TEST_FLAGS });
+    await c.init('g1', ['--voters', '1']);
+    attacker = await createHost({ privateKey: await generateKeyPair('Ed25519'), networkKey: networkKeyFromJoinToken(c.joinToken), listen: ['/ip4/127.0.0.1/tcp/0'] });
+  });
+  afterAll(async () => {
+    await attacker?.stop();
+    await c?.destroy();
+  });
+
+  async function sendAndExpectReset(bytes: Uint8Array): Promise<void> {
+    const stream = await attacker.dialProtocol(multiaddr(c.joinAddr), RAFT_PROTOCOL);
+    stream.send(bytes);
+    // The node aborts the stream: reading ends (or errors) instead of hanging.
+    await expect(
+      (async () => {
+        for await (const _ of stream) {
+          // nothing is ever sent back on a raft stream
+        }
+      })().catch(() => 'reset'),
+    ).resolves.not.toThrow();
+  }
+
+  it('rejects garbage, oversized frames and spoofed senders without crashing', async () => {
+    await sendAndExpectReset(encodeFrame(new Uint8Array([0xff, 0xfe, 0x00, 0x13, 0x37, 0x99, 0x42])));
+    await sendAndExpectReset(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x7f])); // claims a ~34 GB frame
+    const spoofed = emptyMessage(MessageType.Vote, 'someone-else', attacker.peerId.toString(), 99);
+    await sendAndExpectReset(encodeFrame(encodeRaftMessage(spoofed)));
+    await waitFor('three rejections logged', () => c.nodes.get('g1')!.lines.filter((l) => l.includes('raft: rejected stream')).length >= 3);
+    const lines = c.nodes.get('g1')!.lines.filter((l) => l.includes('raft: rejected stream')).join('\n');
+    expect(lines).toMatch(/exceeds the .*-byte limit/);
+    expect(lines).toMatch(/claims from=someone-else/);
+    expect(c.nodes.get('g1')!.running).toBe(true);
+    await put(c, 'g1', 'still/alive', 'yes');
+    expect((await get(c, 'g1', 'still/alive')).value).toBe('yes');
+  });
+});
