@@ -104,9 +104,10 @@ export class ApiServer {
     try {
       const url = new URL(req.url ?? '/', 'http://omni');
       const matching = this.routes.filter((r) => r.pattern.test(url.pathname));
-      if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
       const route = matching.find((r) => r.method === req.method);
+      // Only open routes answer without a token; even "no such route" needs one.
       if (!route?.open && !trusted) this.authorize(req);
+      if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname.slice(0, 200)}`);
       const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeURIComponent);
       [status, body] = await route.handler(req, url, params);

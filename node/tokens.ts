@@ -1,4 +1,4 @@
-// Cluster secrets. A join token carries the cluster's network key (so the joiner can pass the
+// Cluster secrets (base64url parts joined by '.', which base64url never contains). A join token carries the cluster's network key (so the joiner can pass the
 // private-network handshake) plus a random secret; an admin token is a random secret for the
 // HTTP API. The replicated state keeps only SHA-256 hashes; checks are constant-time.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -24,18 +24,18 @@ export function newTokenId(): string {
 }
 
 export function newAdminToken(): string {
-  return `${ADMIN_PREFIX}-${randomBytes(SECRET_BYTES).toString('base64url')}`;
+  return `${ADMIN_PREFIX}.${randomBytes(SECRET_BYTES).toString('base64url')}`;
 }
 
 export function newJoinToken(networkKey: Uint8Array): string {
-  return `${JOIN_PREFIX}-${Buffer.from(networkKey).toString('base64url')}-${randomBytes(SECRET_BYTES).toString('base64url')}`;
+  return `${JOIN_PREFIX}.${Buffer.from(networkKey).toString('base64url')}.${randomBytes(SECRET_BYTES).toString('base64url')}`;
 }
 
 /** The network key inside a join token; throws a clear error for anything else. */
 export function networkKeyFromJoinToken(token: string): Uint8Array {
-  const parts = token.length <= MAX_TOKEN_CHARS ? token.split('-') : [];
+  const parts = token.length <= MAX_TOKEN_CHARS ? token.split('.') : [];
   if (parts.length !== 3 || parts[0] !== JOIN_PREFIX) {
-    throw new OmniError('BAD_TOKEN', `not a join token (expected ${JOIN_PREFIX}-…; get one from the output of omnid init)`);
+    throw new OmniError('BAD_TOKEN', `not a join token (expected ${JOIN_PREFIX}.…; get one from the output of omnid init)`);
   }
   const key = Buffer.from(parts[1], 'base64url');
   if (key.length !== NETWORK_KEY_BYTES) throw new OmniError('BAD_TOKEN', 'join token is damaged (bad network key part)');

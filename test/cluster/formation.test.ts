@@ -38,7 +38,7 @@ describe('3-node cluster formed by init + join', () => {
 
   it('answers 401 without a valid token, but /healthz always answers', async () => {
     const anon = new ApiClient(c.nodes.get('n2')!.apiUrl, undefined);
-    const wrong = new ApiClient(c.nodes.get('n2')!.apiUrl, 'OMNIA1-not-a-real-token');
+    const wrong = new ApiClient(c.nodes.get('n2')!.apiUrl, 'OMNIA1.not-a-real-token');
     try {
       for (const path of ['/v1/status', '/v1/nodes', '/v1/kv/app/config', '/health', '/no/such/route']) {
         const r = await anon.raw('GET', path);
@@ -92,14 +92,14 @@ describe('3-node cluster formed by init + join', () => {
   });
 
   it('refuses a wrong join token (right network key, wrong secret)', async () => {
-    const forged = c.joinToken.replace(/-[^-]+$/, '-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+    const forged = c.joinToken.replace(/\.[^.]+$/, '.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
     await expect(c.join('intruder', [], c.joinAddr, forged)).rejects.toThrow(/invalid join token/);
     const s = await status(c, 'n1');
     expect([...s.voters, ...s.nonVoters]).not.toContain('intruder');
   });
 
   it('a host without the network key cannot even complete a handshake', async () => {
-    const forged = 'OMNIJ1-' + Buffer.alloc(32, 1).toString('base64url') + '-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
+    const forged = 'OMNIJ1.' + Buffer.alloc(32, 1).toString('base64url') + '.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
     await expect(c.join('outsider', [], c.joinAddr, forged)).rejects.toThrow(/private-network handshake failed/);
   });
 });
