@@ -10,10 +10,15 @@ import { decodeRaftMessage, encodeRaftMessage } from '../protocol/codec.js';
 import type { Message } from '../protocol/raft/types.js';
 import { readFrames, sendFrame } from './framed-stream.js';
 import type { Logger } from './logger.js';
+import { MAX_SNAPSHOT_BYTES } from '../protocol/cluster/state.js';
 
 export const RAFT_PROTOCOL = '/omni/raft/1.0.0';
-/** Largest Raft message accepted or sent (a snapshot travels in one message). */
-export const MAX_RAFT_FRAME_BYTES = 32 * 1024 * 1024;
+/**
+ * Largest Raft message accepted. Appends are bounded by maxSizePerMsgBytes (1 MiB); the
+ * bound here is for a snapshot, which travels in one message: the cluster state is capped at
+ * MAX_STATE_BYTES (32 MiB), and its snapshot encoding fits in MAX_SNAPSHOT_BYTES plus framing.
+ */
+export const MAX_RAFT_FRAME_BYTES = MAX_SNAPSHOT_BYTES + 1024 * 1024;
 /** Messages waiting per peer before new ones are dropped. */
 export const PEER_QUEUE_LIMIT = 4096;
 const BACKOFF_MIN_MS = 50;

@@ -3,7 +3,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { ApiClient } from '../../node/client.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { formCluster, status, put, get, waitFor } from './helpers.js';
+
+const run = promisify(execFile);
 
 describe('3-node cluster formed by init + join', () => {
   let c: LocalCluster;
@@ -89,6 +93,26 @@ describe('3-node cluster formed by init + join', () => {
     } finally {
       client.close();
     }
+  });
+
+  it('the omni CLI works against any node, with --json and in plain text', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('n2')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const omni = (...args: string[]) => run('bin/omni', args, { env });
+    const st = JSON.parse((await omni('status', '--json')).stdout);
+    expect(Object.keys(st)).toEqual(expect.arrayContaining(['leader', 'term', 'commitIndex', 'voters', 'health']));
+    expect(st.voters).toEqual(['n1', 'n2', 'n3']);
+    expect((await omni('status')).stdout).toMatch(/leader\s+n[123]/);
+    expect(JSON.parse((await omni('kv', 'put', 'cli/key', 'hello', '--json')).stdout)).toMatchObject({ key: 'cli/key', version: 1 });
+    expect((await omni('kv', 'get', 'cli/key')).stdout).toBe('hello\n');
+    expect(JSON.parse((await omni('kv', 'get', 'cli/key', '--stale', '--json')).stdout)).toMatchObject({ value: 'hello', version: 1 });
+    expect(JSON.parse((await omni('nodes', '--json')).stdout).nodes).toHaveLength(3);
+    expect((await omni('nodes')).stdout).toMatch(/^NAME\s+ROLE\s+STATUS/);
+    // A user error is one line on stderr and a non-zero exit.
+    const bad = await omni('kv', 'get', 'no/such/key').then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(bad?.code).toBe(1);
+    expect(bad?.stderr).toMatch(/^error: key no\/such\/key not found \(NOT_FOUND\)\n$/);
+    const unauth = await run('bin/omni', ['status'], { env: { ...env, OMNI_TOKEN: 'wrong' } }).then(() => undefined, (e: { stderr: string }) => e);
+    expect(unauth?.stderr).toMatch(/UNAUTHORIZED/);
   });
 
   it('refuses a wrong join token (right network key, wrong secret)', async () => {
