@@ -147,6 +147,9 @@ export class Omnid {
     const boot = bootstrapState([selfId]);
     await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
     await storage.putMeta(META_KEY, meta);
+    // Saved before anything can fail: after a crash here, omnid start finishes the bootstrap
+    // and the operator still has the tokens.
+    await writeClientFile(opts.dataDir, { addr: '', token: adminToken, joinToken });
     const daemon = await Omnid.run(opts, storage, meta);
     await daemon.waitBootstrapped();
     const joinAddr = daemon.dialableAddr();
@@ -202,7 +205,12 @@ export class Omnid {
       await storage.close();
       throw new OmniError('LEFT', `this node left the cluster; join again with a fresh data dir`);
     }
-    return Omnid.run({ ...opts, listen: opts.listen.length > 0 ? opts.listen : meta.listen }, storage, meta);
+    const daemon = await Omnid.run({ ...opts, listen: opts.listen.length > 0 ? opts.listen : meta.listen }, storage, meta);
+    if (meta.bootstrap) {
+      // An init that crashed before its first proposals were applied is completed now.
+      void daemon.waitBootstrapped().catch((err: Error) => daemon.log.error(`bootstrap: ${err.message}`));
+    }
+    return daemon;
   }
 
   private static async run(opts: DaemonOptions, storage: RaftStorage, meta: ClusterMeta, background = true): Promise<Omnid> {
@@ -407,10 +415,13 @@ export class Omnid {
   // ------------------------------------------------------------------ background duties
 
   /** Completes a crashed or fresh init: cluster.init, tokens and the root's record. */
-  private async waitBootstrapped(): Promise<void> {
-    for (;;) {
-      if (this.raft.state.config().clusterId !== '') return;
-      if (this.raft.isLeader) {
+  async waitBootstrapped(): Promise<void> {
+    while (!this.stopping) {
+      const log = this.raft.raft.log;
+      // Judge only a state that has applied everything committed (after a restart, replay).
+      const caughtUp = log.applied >= log.committed;
+      if (caughtUp && this.raft.state.config().clusterId !== '') return;
+      if (caughtUp && this.raft.isLeader) {
         const meta = (await this.storage.getMeta<ClusterMeta>(META_KEY))!;
         const b = meta.bootstrap!;
         await this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot });
