@@ -33,6 +33,20 @@ export interface LocalClusterOptions {
   echo?: boolean;
 }
 
+/** Every omnid this process started and that still runs: killed if this process exits. */
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function trackChild(proc: ChildProcess): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once('exit', () => {
+      for (const p of liveChildren) p.kill('SIGKILL');
+    });
+  }
+  liveChildren.add(proc);
+  proc.once('exit', () => liveChildren.delete(proc));
+}
+
 export class LocalCluster {
   readonly nodes = new Map<string, LocalNode>();
   adminToken = '';
@@ -121,6 +135,7 @@ export class LocalCluster {
       env: { ...process.env, OMNI_CONFIG: join(this.rootDir, 'omni-cli.json') },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    trackChild(proc);
     const node: LocalNode = { name, dataDir: this.dataDir(name), proc, apiUrl: '', lines: [], running: true, exited: undefined! };
     node.exited = new Promise((resolve) => proc.once('exit', (code, sig) => ((node.running = false), resolve(code ?? (sig ? -1 : null)))));
     for (const stream of [proc.stdout!, proc.stderr!]) {

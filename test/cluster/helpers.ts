@@ -17,9 +17,18 @@ export async function status(c: LocalCluster, name: string, stale = false): Prom
 /** init + joins, then waits until the voter target is reached and the root has stepped down. */
 export async function formCluster(names: string[], opts: { initFlags?: string[]; voters?: number; flags?: string[] } = {}): Promise<LocalCluster> {
   const c = await LocalCluster.create({ flags: [...TEST_FLAGS, ...(opts.flags ?? [])], echo: process.env.OMNI_TEST_ECHO === '1' });
-  await c.init(names[0], opts.initFlags ?? []);
-  for (const n of names.slice(1)) await c.join(n);
-  const target = opts.voters ?? 3;
+  try {
+    await c.init(names[0], opts.initFlags ?? []);
+    for (const n of names.slice(1)) await c.join(n);
+    await waitForFormed(c, names, opts.voters ?? 3);
+  } catch (err) {
+    await c.destroy();
+    throw err;
+  }
+  return c;
+}
+
+async function waitForFormed(c: LocalCluster, names: string[], target: number): Promise<void> {
   await waitFor(
     `${target} voters and root step-down`,
     async () => {
@@ -28,7 +37,6 @@ export async function formCluster(names: string[], opts: { initFlags?: string[];
     },
     60_000,
   );
-  return c;
 }
 
 export async function put(c: LocalCluster, name: string, key: string, value: string): Promise<{ version: number }> {

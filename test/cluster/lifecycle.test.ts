@@ -69,7 +69,12 @@ async function formClusterEphemeral(): Promise<LocalCluster> {
   const { LocalCluster } = await import('../../node/local-cluster.js');
   const { TEST_FLAGS } = await import('./helpers.js');
   const cl = await LocalCluster.create({ flags: TEST_FLAGS });
-  await cl.init('e0', ['--ephemeral-root']);
-  for (const n of ['e1', 'e2', 'e3']) await cl.join(n);
+  try {
+    await cl.init('e0', ['--ephemeral-root']);
+    for (const n of ['e1', 'e2', 'e3']) await cl.join(n);
+  } catch (err) {
+    await cl.destroy();
+    throw err;
+  }
   return cl;
 }
