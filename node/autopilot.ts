@@ -79,7 +79,8 @@ export class Autopilot {
     }
     const lagEntries = new Map<string, number>();
     const last = raft.log.lastIndex();
-    for (const [id, pr] of raft.prs) lagEntries.set(id, last - pr.match);
+    // A member that has not acknowledged anything yet is not caught up, however short the log.
+    for (const [id, pr] of raft.prs) lagEntries.set(id, pr.match === 0 ? Number.POSITIVE_INFINITY : last - pr.match);
     return planAutopilot({
       self: d.id,
       config: state.config(),
@@ -124,6 +125,8 @@ export class Autopilot {
       case 'markLeft':
         d.log.info(`autopilot: ${name(a.node)} leaves (${a.reason})`);
         await d.proposeOk({ type: 'node.remove', id: a.node });
+        // It is out of the configuration, so Raft will not tell it: say so directly.
+        await d.rpc.call(a.node, 'removed', { reason: a.reason }, 3000).catch(() => undefined);
         return;
       case 'retireRoot':
         d.log.info(`autopilot: root node retires from its bootstrap role (${a.reason})`);

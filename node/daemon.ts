@@ -1,7 +1,8 @@
 // omnid: one process per host. Wires the libp2p host, the Raft transport and RPC, durable
 // storage, the Raft driver with the cluster state machine, heartbeats, the autopilot and the
 // HTTP API. Lifecycle entry points: Omnid.init, Omnid.join, Omnid.start.
-import { mkdir, readdir, rm, writeFile, chmod } from 'node:fs/promises';
+import { mkdir, readdir, rm, chmod } from 'node:fs/promises';
+import { writeFileAtomic } from './files.js';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { multiaddr } from '@multiformats/multiaddr';
@@ -50,6 +51,8 @@ interface ClusterMeta {
   /** Hashes for the bootstrap proposals, kept until they are applied (crash during init). */
   bootstrap?: { adminTokenHash: string; adminTokenId: string; joinTokenHash: string; joinTokenId: string; voterTarget: number; ephemeralRoot: boolean };
   left?: boolean;
+  /** Set from before the join request until the cluster id is known (a join can be resumed). */
+  joining?: boolean;
 }
 
 /** What `omnid init` hands the operator (also written to <data>/client.json, mode 0600). */
@@ -64,6 +67,9 @@ const META_KEY = 'cluster';
 const CLIENT_FILE = 'client.json';
 const FORWARD_RETRY_MS = 100;
 const FORWARD_DEADLINE_MS = 10_000;
+const READ_ATTEMPT_MS = 2000;
+/** Join errors that prove the cluster did not add this node (its data dir can be removed). */
+const DEFINITE_JOIN_REFUSALS = ['UNAUTHORIZED', 'FORBIDDEN', 'BAD_REQUEST', 'BAD_TOKEN', 'CONFLICT', 'INVALID_COMMAND', 'NAME_TAKEN'];
 const PEER_MAINTENANCE_MS = 1000;
 const REGISTER_RETRY_MS = 500;
 const MAX_JOIN_ATTEMPT_MS = 20_000;
@@ -86,9 +92,9 @@ export class Omnid {
   private stopping = false;
   private registered = false;
   private readonly knownAddrs = new Map<string, string>();
-  /** Resolves when the daemon has stopped (leave, removal, or signal). */
-  readonly stopped: Promise<string>;
-  private resolveStopped!: (reason: string) => void;
+  /** Resolves when the daemon has stopped (leave, removal, signal, or a fatal error). */
+  readonly stopped: Promise<{ reason: string; exitCode: number }>;
+  private resolveStopped!: (v: { reason: string; exitCode: number }) => void;
 
   private constructor(opts: DaemonOptions, host: OmniHost, storage: RaftStorage, raft: RaftNode, transport: RaftTransport, rpc: Rpc, meta: ClusterMeta, log: Logger) {
     this.opts = opts;
@@ -145,11 +151,11 @@ export class Omnid {
     const storage = await RaftStorage.open(storageDir(opts.dataDir));
     const selfId = peerIdFromPrivateKey(identity).toString();
     const boot = bootstrapState([selfId]);
+    // The tokens are saved before the hashes that make them valid, so a crash anywhere here
+    // never leaves a cluster whose admin token nobody has; omnid start finishes the bootstrap.
+    await writeClientFile(opts.dataDir, { addr: '', token: adminToken, joinToken });
     await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
     await storage.putMeta(META_KEY, meta);
-    // Saved before anything can fail: after a crash here, omnid start finishes the bootstrap
-    // and the operator still has the tokens.
-    await writeClientFile(opts.dataDir, { addr: '', token: adminToken, joinToken });
     const daemon = await Omnid.run(opts, storage, meta);
     await daemon.waitBootstrapped();
     const joinAddr = daemon.dialableAddr();
@@ -176,27 +182,45 @@ export class Omnid {
       listen: opts.listen,
     };
     const storage = await RaftStorage.open(storageDir(opts.dataDir));
+    // Recorded before asking: once the request may have reached the leader, this node may be
+    // a member, and its identity and log must survive (omnid start resumes the join).
+    await storage.putMeta(META_KEY, { ...meta, joining: true });
     let daemon: Omnid | undefined;
     try {
       daemon = await Omnid.run(opts, storage, meta, false);
       const reply = await daemon.requestJoin(target, token);
-      meta.clusterId = reply.clusterId;
-      (daemon as { clusterId: string }).clusterId = reply.clusterId;
-      await storage.putMeta(META_KEY, meta);
-      daemon.startBackground();
+      await daemon.joined(reply.clusterId);
       return daemon;
     } catch (err) {
       if (daemon) await daemon.shutdown('join failed');
       else await storage.close();
-      await rm(opts.dataDir, { recursive: true, force: true });
-      throw err;
+      const refused = err instanceof OmniError && DEFINITE_JOIN_REFUSALS.includes(err.code);
+      if (refused) {
+        await rm(opts.dataDir, { recursive: true, force: true });
+        throw err;
+      }
+      const e = err as Error;
+      throw new OmniError((err as OmniError).code ?? 'JOIN_UNKNOWN', `${e.message}; the join may or may not have happened: resume with omnid start --data ${opts.dataDir}, or remove that dir to start over`);
     }
+  }
+
+  /** The join was accepted: remember the cluster and start the background duties. */
+  private async joined(clusterId: string): Promise<void> {
+    (this as { clusterId: string }).clusterId = clusterId;
+    const meta = (await this.storage.getMeta<ClusterMeta>(META_KEY))!;
+    await this.storage.putMeta(META_KEY, { ...meta, clusterId, joining: false });
+    this.startBackground();
   }
 
   /** Restarts an existing member from its data dir. */
   static async start(opts: DaemonOptions): Promise<Omnid> {
     const storage = await RaftStorage.open(storageDir(opts.dataDir));
     const meta = await storage.getMeta<ClusterMeta>(META_KEY);
+    if (meta?.joining && !meta.clusterId) {
+      const daemon = await Omnid.run({ ...opts, listen: opts.listen.length > 0 ? opts.listen : meta.listen }, storage, meta, false);
+      void daemon.resumeJoin();
+      return daemon;
+    }
     if (!meta || !meta.clusterId) {
       await storage.close();
       throw new OmniError('NOT_INITIALIZED', `${opts.dataDir} holds no cluster member; run omnid init or omnid join first`);
@@ -218,7 +242,7 @@ export class Omnid {
     const identity = await loadOrCreateIdentity(opts.dataDir);
     const host = await createHost({ privateKey: identity, networkKey: Buffer.from(meta.networkKeyHex, 'hex'), listen: opts.listen });
     let daemon!: Omnid;
-    const transport = new RaftTransport({ host, onMessage: (m) => daemon.raft.step(m), log });
+    const transport = new RaftTransport({ host, onMessage: (m) => daemon.raft.step(m), isTrustedSender: (peer) => daemon.isTrustedSender(peer), log });
     const raft = await RaftNode.open({
       id: host.peerId.toString(),
       storage,
@@ -227,6 +251,7 @@ export class Omnid {
       timing: opts.timing ?? DEFAULT_TIMING,
       snapshotEveryEntries: opts.snapshotEveryEntries,
       onApplied: () => daemon.afterApply(),
+      onFatal: (err) => void daemon.shutdown(`fatal: ${err.message}`, 1),
     });
     const rpc = new Rpc(host, log);
     daemon = new Omnid(opts, host, storage, raft, transport, rpc, meta, log);
@@ -240,6 +265,16 @@ export class Omnid {
     log.info(`node ${meta.name} (${daemon.id}) listening on ${daemon.addrs().join(', ')}; API ${daemon.apiUrl}`);
     if (background) daemon.startBackground();
     return daemon;
+  }
+
+  /** A join whose reply never arrived: wait to learn the cluster from the leader's log. */
+  private async resumeJoin(): Promise<void> {
+    this.log.info('resuming an unfinished join: waiting for the leader to replicate the cluster state');
+    while (!this.stopping) {
+      const clusterId = this.raft.state.config().clusterId;
+      if (clusterId !== '') return this.joined(clusterId);
+      await sleep(200);
+    }
   }
 
   private startBackground(): void {
@@ -269,7 +304,7 @@ export class Omnid {
   }
 
   /** Stops every component; resolves `stopped` with the reason. Safe to call twice. */
-  async shutdown(reason: string): Promise<void> {
+  async shutdown(reason: string, exitCode = 0): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.log.info(`shutting down: ${reason}`);
@@ -282,7 +317,7 @@ export class Omnid {
     await this.rpc.stop();
     await Promise.resolve(this.host.stop()).catch(() => undefined);
     await this.storage.close();
-    this.resolveStopped(reason);
+    this.resolveStopped({ reason, exitCode });
   }
 
   // ------------------------------------------------------------------ writes and reads
@@ -316,9 +351,11 @@ export class Omnid {
     const deadline = Date.now() + FORWARD_DEADLINE_MS;
     for (;;) {
       try {
-        return await this.raft.readBarrier(Math.max(1, deadline - Date.now()));
+        // A ReadIndex request can be lost (leader change, reconnect): re-issue it; reads are idempotent.
+        return await this.raft.readBarrier(Math.max(1, Math.min(READ_ATTEMPT_MS, deadline - Date.now())));
       } catch (err) {
-        if (!(err instanceof OmniError) || err.code !== 'NO_LEADER' || Date.now() > deadline) throw err;
+        const retryable = err instanceof OmniError && ['NO_LEADER', 'TIMEOUT'].includes(err.code);
+        if (!retryable || Date.now() >= deadline || this.stopping) throw err;
         await sleep(FORWARD_RETRY_MS);
       }
     }
@@ -359,12 +396,32 @@ export class Omnid {
       return this.raft.proposeConfChange({ type: p.type as ConfChangeType, node: p.node });
     });
     this.rpc.on('join', async (params, from) => this.handleJoin(params, from));
+    // The leader tells a node it removed (Raft cannot: the node is no longer replicated to).
+    this.rpc.on('removed', async (_params, from) => {
+      if (!this.raft.raft.voters.has(from)) throw new OmniError('FORBIDDEN', 'only a voter may say this node was removed');
+      if (!this.leaving) {
+        this.leaving = true;
+        const ephemeral = this.raft.state.config().ephemeralRoot && this.raft.state.config().rootNodeId === this.id;
+        void this.finishLeaving(ephemeral ? 'ephemeral root retired and left the cluster' : 'this node was removed from the cluster');
+      }
+      return { ok: true };
+    });
   }
 
+  /** Current voters and non-voters only; a node that left (or was removed) is refused. */
   private requireMember(peer: string): void {
-    if (!this.raft.raft.voters.has(peer) && !this.raft.raft.learners.has(peer) && !this.raft.state.node(peer)) {
-      throw new OmniError('FORBIDDEN', 'only cluster members may call this');
-    }
+    const raft = this.raft.raft;
+    const inConf = raft.voters.has(peer) || raft.learners.has(peer);
+    if (!inConf || this.raft.state.node(peer)?.status === 'left') throw new OmniError('FORBIDDEN', 'only current cluster members may call this');
+  }
+
+  /** Raft messages are taken from members (and, before this node has a configuration, from its leader-to-be). */
+  isTrustedSender(peer: string): boolean {
+    const raft = this.raft.raft;
+    if (raft.voters.size === 0 && raft.learners.size === 0) return true;
+    if (raft.voters.has(peer) || raft.learners.has(peer)) return true;
+    const n = this.raft.state.node(peer);
+    return n !== undefined && n.status !== 'left';
   }
 
   private async handleJoin(params: unknown, from: string): Promise<{ clusterId: string; leader: string }> {
@@ -419,17 +476,24 @@ export class Omnid {
     while (!this.stopping) {
       const log = this.raft.raft.log;
       // Judge only a state that has applied everything committed (after a restart, replay).
-      const caughtUp = log.applied >= log.committed;
-      if (caughtUp && this.raft.state.config().clusterId !== '') return;
-      if (caughtUp && this.raft.isLeader) {
-        const meta = (await this.storage.getMeta<ClusterMeta>(META_KEY))!;
-        const b = meta.bootstrap!;
-        await this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot });
-        await this.proposeOk({ type: 'token.add', token: { id: b.adminTokenId, hash: b.adminTokenHash, role: 'admin', name: 'admin (omnid init)' } });
-        await this.proposeOk({ type: 'token.add', token: { id: b.joinTokenId, hash: b.joinTokenHash, role: 'join', name: 'join (omnid init)' } });
-        await this.proposeOk({ type: 'node.register', node: await this.selfRecord() });
+      const meta = (await this.storage.getMeta<ClusterMeta>(META_KEY))!;
+      const b = meta.bootstrap!;
+      const state = this.raft.state;
+      const done = state.config().clusterId !== '' && state.tokenById(b.adminTokenId) && state.tokenById(b.joinTokenId) && state.node(this.id);
+      if (done) return;
+      // Judge only as a leader that has applied an entry of its own term, i.e. everything
+      // committed before it (after a restart the log is replayed first).
+      const current = this.raft.isLeader && log.term(log.applied) === this.raft.raft.term;
+      if (current) {
+        // Each step is checked on its own, so a crash between any two is completed on restart.
+        if (state.config().clusterId === '') {
+          await this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot });
+        }
+        if (!state.tokenById(b.adminTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.adminTokenId, hash: b.adminTokenHash, role: 'admin', name: 'admin (omnid init)' } });
+        if (!state.tokenById(b.joinTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.joinTokenId, hash: b.joinTokenHash, role: 'join', name: 'join (omnid init)' } });
+        if (!this.raft.state.node(this.id)) await this.proposeOk({ type: 'node.register', node: await this.selfRecord() });
         this.registered = true;
-        return;
+        continue;
       }
       await sleep(50);
     }
@@ -541,7 +605,7 @@ async function requireEmptyDir(dir: string, verb: string): Promise<void> {
 }
 
 async function writeClientFile(dataDir: string, client: ClientConfig): Promise<void> {
-  await writeFile(`${dataDir}/${CLIENT_FILE}`, JSON.stringify(client, null, 2) + '\n', { mode: 0o600 });
+  await writeFileAtomic(`${dataDir}/${CLIENT_FILE}`, JSON.stringify(client, null, 2) + '\n', 0o600);
 }
 
 /** The trusted node-local API socket (see ApiServer.listenControl). */

@@ -11,7 +11,8 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
 import { preSharedKey } from '@libp2p/pnet';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
-import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { readFile, mkdir } from 'node:fs/promises';
+import { writeFileAtomic } from './files.js';
 import { join } from 'node:path';
 
 export type OmniHost = Libp2p<{ identify: Identify; ping: Ping; pubsub: GossipSub }>;
@@ -38,7 +39,7 @@ export async function loadOrCreateIdentity(dataDir: string): Promise<PrivateKey>
   }
   await mkdir(dataDir, { recursive: true });
   const key = await generateKeyPair('Ed25519');
-  await writeFile(file, privateKeyToProtobuf(key), { mode: 0o600, flag: 'wx' });
+  await writeFileAtomic(file, privateKeyToProtobuf(key), 0o600);
   return key;
 }
 

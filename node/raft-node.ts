@@ -2,7 +2,7 @@
 // and applies committed entries to the cluster state machine. One Ready at a time, strictly
 // in etcd's order: persist (fsync) → send → apply → advance. Proposals and linearizable
 // reads wait here for their entries to be applied.
-import { randomInt } from 'node:crypto';
+import { randomInt, randomBytes } from 'node:crypto';
 import { Raft, type ProposeResult } from '../protocol/raft/raft.js';
 import { ConfChangeType, EntryType, Role, type ConfChange, type Message, type NodeId, type Ready } from '../protocol/raft/types.js';
 import { decodeConfChange } from '../protocol/codec.js';
@@ -33,6 +33,8 @@ export interface RaftNodeOptions {
   snapshotEveryEntries?: number;
   /** Called after each Ready is applied (for watchers: leadership, membership). */
   onApplied?: () => void;
+  /** Called once if the node can no longer participate safely (storage or apply failure). */
+  onFatal?: (err: Error) => void;
 }
 
 interface Waiter {
@@ -58,6 +60,8 @@ export class RaftNode {
   private readonly waiters = new Map<number, Waiter>();
   private readonly reads = new Map<string, ReadWaiter>();
   private readSeq = 0;
+  /** Makes ReadIndex contexts unique across restarts (the leader drops duplicate contexts). */
+  private readonly readNonce = randomBytes(6).toString('hex');
   private ticker: NodeJS.Timeout | undefined;
   private processing = false;
   private again = false;
@@ -98,7 +102,7 @@ export class RaftNode {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.ticker);
-    const err = new OmniError('UNAVAILABLE', 'node is shutting down');
+    const err = new OmniError('UNAVAILABLE', 'node is shutting down; the outcome of pending writes is unknown');
     for (const w of this.waiters.values()) (clearTimeout(w.timer), w.reject(err));
     for (const r of this.reads.values()) (clearTimeout(r.timer), r.reject(err));
     this.waiters.clear();
@@ -107,7 +111,7 @@ export class RaftNode {
   }
 
   step(m: Message): void {
-    if (this.stopped) return;
+    if (this.stopped || this.fatal) return;
     this.raft.step(m);
     this.schedule();
   }
@@ -133,7 +137,7 @@ export class RaftNode {
   readBarrier(timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<void> {
     this.checkUsable();
     if (this.reads.size >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many reads in flight'));
-    const ctx = `${this.id}:${++this.readSeq}`;
+    const ctx = `${this.readNonce}:${++this.readSeq}`;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.reads.delete(ctx);
@@ -172,11 +176,18 @@ export class RaftNode {
     if (!r.ok) return Promise.reject(new OmniError(r.code, r.message, { leader: r.leader }));
     this.schedule();
     return new Promise<ApplyResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters.delete(r.index);
+      const waiter: Waiter = { term: r.term, resolve, reject, timer: undefined! };
+      waiter.timer = setTimeout(() => {
+        if (this.waiters.get(r.index) === waiter) this.waiters.delete(r.index);
         reject(new OmniError('TIMEOUT', `proposal not applied within ${timeoutMs} ms; it may still commit`));
       }, timeoutMs);
-      this.waiters.set(r.index, { term: r.term, resolve, reject, timer });
+      // An older proposal at this index was truncated away by a new leader: it is dropped.
+      const old = this.waiters.get(r.index);
+      if (old) {
+        clearTimeout(old.timer);
+        old.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
+      }
+      this.waiters.set(r.index, waiter);
     });
   }
 
@@ -203,9 +214,12 @@ export class RaftNode {
       } while (this.again && !this.stopped);
       await this.maybeCompact();
     } catch (err) {
-      // A failed fsync leaves us unsure what is durable: stop participating rather than lie.
+      // A failed fsync (or a snapshot we cannot install) leaves us unsure of our own state:
+      // stop participating rather than lie, and let the daemon exit for its supervisor.
       this.fatal = err as Error;
-      this.opts.log.error(`raft: storage failure, node stops participating: ${(err as Error).message}`);
+      clearInterval(this.ticker);
+      this.opts.log.error(`raft: fatal, node stops participating: ${(err as Error).message}`);
+      this.opts.onFatal?.(err as Error);
     } finally {
       this.processing = false;
     }

@@ -7,7 +7,7 @@ import type { Stream, Connection, PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { OmniHost } from './p2p-host.js';
 import { decodeRaftMessage, encodeRaftMessage } from '../protocol/codec.js';
-import type { Message } from '../protocol/raft/types.js';
+import { MessageType, type Message } from '../protocol/raft/types.js';
 import { readFrames, sendFrame } from './framed-stream.js';
 import type { Logger } from './logger.js';
 import { MAX_SNAPSHOT_BYTES } from '../protocol/cluster/state.js';
@@ -21,16 +21,31 @@ export const RAFT_PROTOCOL = '/omni/raft/1.0.0';
 export const MAX_RAFT_FRAME_BYTES = MAX_SNAPSHOT_BYTES + 1024 * 1024;
 /** Messages waiting per peer before new ones are dropped. */
 export const PEER_QUEUE_LIMIT = 4096;
+/** Bytes waiting per peer before new messages are dropped (a snapshot counts in full). */
+export const PEER_QUEUE_BYTES_LIMIT = 96 * 1024 * 1024;
 const BACKOFF_MIN_MS = 50;
 const BACKOFF_MAX_MS = 3000;
 const DIAL_TIMEOUT_MS = 3000;
 /** One inbound stream per peer is expected; a few extra cover reconnect races. */
-const MAX_INBOUND_STREAMS = 256;
+const MAX_INBOUND_STREAMS = 8;
 
 export interface RaftTransportOptions {
   host: OmniHost;
   onMessage: (m: Message) => void;
+  /** Whether Raft messages from this peer may be processed (cluster members only). */
+  isTrustedSender: (peer: string) => boolean;
   log: Logger;
+}
+
+/**
+ * A message from the network must carry a term: term 0 means "local" to the Raft core and
+ * skips its term checks. The one exception is a follower's forwarded ReadIndex.
+ */
+export function checkNetworkMessage(m: Message, remote: string, self: string): string | undefined {
+  if (m.from !== remote || m.to !== self) return `message claims from=${m.from.slice(0, 64)} to=${m.to.slice(0, 64)} on a stream from ${remote}`;
+  if (m.type === MessageType.Hup) return 'Hup is local-only';
+  if (m.term === 0 && m.type !== MessageType.ReadIndex) return `${MessageType[m.type] ?? m.type} without a term`;
+  return undefined;
 }
 
 export class RaftTransport {
@@ -76,7 +91,7 @@ export class RaftTransport {
         peer = new PeerSender(this.opts.host, id, this.opts.log);
         this.peers.set(m.to, peer);
       }
-      peer.enqueue(encodeRaftMessage(m));
+      peer.enqueue(encodeRaftMessage(m), m.type === MessageType.Snap);
     }
   }
 
@@ -97,9 +112,9 @@ export class RaftTransport {
     try {
       for await (const frame of readFrames(stream, MAX_RAFT_FRAME_BYTES)) {
         const m = decodeRaftMessage(frame, MAX_RAFT_FRAME_BYTES);
-        if (m.from !== remote || m.to !== this.selfId) {
-          throw new Error(`message claims from=${m.from.slice(0, 64)} to=${m.to.slice(0, 64)} on a stream from ${remote}`);
-        }
+        const problem = checkNetworkMessage(m, remote, this.selfId);
+        if (problem) throw new Error(problem);
+        if (!this.opts.isTrustedSender(remote)) throw new Error('sender is not a member of this cluster');
         this.opts.onMessage(m);
       }
     } catch (err) {
@@ -111,7 +126,8 @@ export class RaftTransport {
 }
 
 class PeerSender {
-  private readonly queue: Uint8Array[] = [];
+  private readonly queue: { bytes: Uint8Array; snapshot: boolean }[] = [];
+  private queuedBytes = 0;
   private wake: (() => void) | undefined;
   private stream: Stream | undefined;
   private running = true;
@@ -127,12 +143,15 @@ class PeerSender {
     void this.loop();
   }
 
-  enqueue(bytes: Uint8Array): void {
-    if (this.queue.length >= PEER_QUEUE_LIMIT) {
+  enqueue(bytes: Uint8Array, snapshot: boolean): void {
+    const full = this.queue.length >= PEER_QUEUE_LIMIT || this.queuedBytes + bytes.length > PEER_QUEUE_BYTES_LIMIT;
+    // One snapshot in the queue at a time: a newer one is resent by Raft if still needed.
+    if (full || (snapshot && this.queue.some((q) => q.snapshot))) {
       this.dropped++;
       return;
     }
-    this.queue.push(bytes);
+    this.queue.push({ bytes, snapshot });
+    this.queuedBytes += bytes.length;
     this.wake?.();
   }
 
@@ -153,7 +172,9 @@ class PeerSender {
       try {
         const stream = await this.ensureStream();
         while (this.queue.length > 0 && this.running) {
-          await sendFrame(stream, this.queue.shift()!, this.abort.signal);
+          const next = this.queue.shift()!;
+          this.queuedBytes -= next.bytes.length;
+          await sendFrame(stream, next.bytes, this.abort.signal);
         }
         this.backoffMs = 0;
       } catch (err) {
@@ -163,6 +184,7 @@ class PeerSender {
         // Messages queued during an outage are stale by the time we reconnect; Raft resends.
         this.dropped += this.queue.length;
         this.queue.length = 0;
+        this.queuedBytes = 0;
         this.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, this.backoffMs * 2));
         this.log.debug(`raft: send to ${this.peer} failed (${(err as Error).message}); retry in ${this.backoffMs} ms`);
         await sleep(this.backoffMs, this.abort.signal);

@@ -13,8 +13,11 @@ export const RPC_PROTOCOL = '/omni/rpc/1.0.0';
 /** A forwarded write carries at most one command (2 MiB) plus JSON/base64 overhead. */
 export const MAX_RPC_FRAME_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_RPC_TIMEOUT_MS = 10_000;
-const MAX_INBOUND_RPC_STREAMS = 128;
-const MAX_OUTBOUND_RPC_STREAMS = 128;
+/** Concurrent calls per connection: forwarded writes under load are the bulk of them. */
+const MAX_INBOUND_RPC_STREAMS = 1024;
+const MAX_OUTBOUND_RPC_STREAMS = 1024;
+/** A caller must send its whole request within this time. */
+const REQUEST_READ_TIMEOUT_MS = 10_000;
 
 export type RpcHandler = (params: unknown, from: string) => Promise<unknown>;
 
@@ -77,7 +80,7 @@ export class Rpc {
     const from = conn.remotePeer.toString();
     let res: RpcResponse;
     try {
-      const req = decodeJson(await readOneFrame(stream, MAX_RPC_FRAME_BYTES)) as RpcRequest;
+      const req = decodeJson(await raceAbort(readOneFrame(stream, MAX_RPC_FRAME_BYTES), AbortSignal.timeout(REQUEST_READ_TIMEOUT_MS))) as RpcRequest;
       if (!req || typeof req.method !== 'string') throw new OmniError('BAD_REQUEST', 'malformed request');
       const handler = this.handlers.get(req.method);
       if (!handler) throw new OmniError('UNKNOWN_METHOD', `unknown method ${req.method.slice(0, 64)}`);

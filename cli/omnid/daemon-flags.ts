@@ -67,11 +67,11 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
 }
 
 /** Keeps the process alive until the daemon stops (leave, removal, SIGINT/SIGTERM). */
-export async function serveUntilStopped(daemon: { shutdown(reason: string): Promise<void>; stopped: Promise<string> }): Promise<number> {
+export async function serveUntilStopped(daemon: { shutdown(reason: string): Promise<void>; stopped: Promise<{ reason: string; exitCode: number }> }): Promise<number> {
   const onSignal = (sig: string) => void daemon.shutdown(`received ${sig}`);
   process.once('SIGINT', () => onSignal('SIGINT'));
   process.once('SIGTERM', () => onSignal('SIGTERM'));
-  const reason = await daemon.stopped;
+  const { reason, exitCode } = await daemon.stopped;
   process.stdout.write(`omnid: stopped: ${reason}\n`);
-  return 0;
+  return exitCode;
 }

@@ -1,5 +1,6 @@
 // omnid init: create a new cluster whose first (root) node is this host.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { writeFileAtomic } from '../../node/files.js';
 import { dirname } from 'node:path';
 import { Omnid } from '../../node/daemon.js';
 import { parse, clientConfigPath, UsageError } from '../common.js';
@@ -23,7 +24,7 @@ export async function init(argv: string[]): Promise<number> {
   const { daemon, client, joinCommand } = await Omnid.init(opts);
   const cfgPath = clientConfigPath();
   await mkdir(dirname(cfgPath), { recursive: true });
-  await writeFile(cfgPath, JSON.stringify({ addr: client.addr, token: client.token }, null, 2) + '\n', { mode: 0o600 });
+  await writeFileAtomic(cfgPath, JSON.stringify({ addr: client.addr, token: client.token }, null, 2) + '\n', 0o600);
   process.stdout.write(
     `omnid: initialised cluster ${daemon.clusterId}; this node (${daemon.name}) is the root\n` +
       `omnid: to add a host, run on it:\n` +

@@ -73,10 +73,12 @@ function isUp(input: AutopilotInput, id: string): boolean {
   return n !== undefined && n.status === 'up';
 }
 
+/** Learners that are up, recently heard from, and have replicated (nearly) the whole log. */
 function promotableLearners(input: AutopilotInput): string[] {
   const { config } = input;
   return [...input.learners]
     .filter((id) => isUp(input, id) && !(config.ephemeralRoot && id === config.rootNodeId))
+    .filter((id) => (input.silenceMs.get(id) ?? Number.POSITIVE_INFINITY) <= input.downAfterMs)
     .filter((id) => (input.lagEntries.get(id) ?? Number.POSITIVE_INFINITY) <= input.maxPromotableLagEntries)
     .sort((a, b) => (input.lagEntries.get(a) ?? 0) - (input.lagEntries.get(b) ?? 0) || (a < b ? -1 : 1));
 }
@@ -114,17 +116,30 @@ function rootAction(input: AutopilotInput): AutopilotAction | undefined {
   if (!config.rootRetired) {
     if (!targetReached) return undefined;
     if (input.self !== config.rootNodeId) return { kind: 'retireRoot', reason: `voter target ${config.voterTarget} reached` };
-    const successor = voters
-      .filter((v) => v !== input.self)
-      .sort((a, b) => (input.lagEntries.get(a) ?? Number.POSITIVE_INFINITY) - (input.lagEntries.get(b) ?? Number.POSITIVE_INFINITY) || (a < b ? -1 : 1))[0];
+    const successor = bestSuccessor(input, voters);
     if (successor === undefined) return undefined;
     return { kind: 'transferLeadership', to: successor, reason: 'root steps down: voter target reached' };
   }
-  // An ephemeral root leaves once retired: its record is marked left (it sees that and exits),
-  // then membershipAction removes it from the Raft configuration.
-  const rootRecord = input.nodes.find((n) => n.id === config.rootNodeId);
-  if (config.ephemeralRoot && rootRecord && rootRecord.status !== 'left' && input.self !== config.rootNodeId) {
-    return { kind: 'markLeft', node: config.rootNodeId, reason: 'ephemeral root retired' };
+  if (!config.ephemeralRoot) return undefined;
+  // A retired ephemeral root leaves: first out of the Raft configuration while it is still
+  // alive to vote for its own removal (it may be one of only two voters), then its record is
+  // marked left and it is told to exit. If it became leader again, it hands leadership off.
+  const rootIsMember = input.voters.has(config.rootNodeId) || input.learners.has(config.rootNodeId);
+  if (rootIsMember) {
+    if (input.self === config.rootNodeId) {
+      const successor = bestSuccessor(input, voters);
+      return successor === undefined ? undefined : { kind: 'transferLeadership', to: successor, reason: 'retired ephemeral root must not lead' };
+    }
+    if (input.confChangePending) return undefined;
+    return { kind: 'removeMember', node: config.rootNodeId, reason: 'ephemeral root retired' };
   }
+  const rootRecord = input.nodes.find((n) => n.id === config.rootNodeId);
+  if (rootRecord && rootRecord.status !== 'left') return { kind: 'markLeft', node: config.rootNodeId, reason: 'ephemeral root retired' };
   return undefined;
+}
+
+/** The most caught-up other voter that is up (ties broken by id, deterministically). */
+function bestSuccessor(input: AutopilotInput, voters: string[]): string | undefined {
+  const lag = (id: string) => input.lagEntries.get(id) ?? Number.POSITIVE_INFINITY;
+  return voters.filter((v) => v !== input.self && isUp(input, v)).sort((a, b) => lag(a) - lag(b) || (a < b ? -1 : 1))[0];
 }

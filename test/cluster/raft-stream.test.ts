@@ -43,10 +43,21 @@ describe('raft protocol stream hardening', () => {
     await sendAndExpectReset(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x7f])); // claims a ~34 GB frame
     const spoofed = emptyMessage(MessageType.Vote, 'someone-else', attacker.peerId.toString(), 99);
     await sendAndExpectReset(encodeFrame(encodeRaftMessage(spoofed)));
-    await waitFor('three rejections logged', () => c.nodes.get('g1')!.lines.filter((l) => l.includes('raft: rejected stream')).length >= 3);
+    const self = multiaddr(c.joinAddr).getComponents().find((x) => x.name === 'p2p')!.value!;
+    // Term 0 means "local" to the Raft core: from the network it would skip every term check.
+    const termless = { ...emptyMessage(MessageType.App, attacker.peerId.toString(), self, 0), commit: 99 };
+    await sendAndExpectReset(encodeFrame(encodeRaftMessage(termless)));
+    // Well-formed, right ids, a real term — but the sender is not a member of the cluster.
+    await sendAndExpectReset(encodeFrame(encodeRaftMessage(emptyMessage(MessageType.Heartbeat, attacker.peerId.toString(), self, 50))));
+    await waitFor('five rejections logged', () => c.nodes.get('g1')!.lines.filter((l) => l.includes('raft: rejected stream')).length >= 5);
     const lines = c.nodes.get('g1')!.lines.filter((l) => l.includes('raft: rejected stream')).join('\n');
     expect(lines).toMatch(/exceeds the .*-byte limit/);
     expect(lines).toMatch(/claims from=someone-else/);
+    expect(lines).toMatch(/App without a term/);
+    expect(lines).toMatch(/not a member of this cluster/);
+    const status = c.client('g1');
+    expect((await status.get<{ term: number }>('/v1/status')).term).toBeLessThan(50);
+    status.close();
     expect(c.nodes.get('g1')!.running).toBe(true);
     await put(c, 'g1', 'still/alive', 'yes');
     expect((await get(c, 'g1', 'still/alive')).value).toBe('yes');

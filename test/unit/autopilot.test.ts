@@ -40,8 +40,11 @@ describe('autopilot decisions', () => {
     expect(plan).toEqual([{ kind: 'promote', node: 'c', reason: 'voters 1 < target 3' }]);
   });
 
-  it('does not promote a lagging learner, nor during a pending membership change', () => {
+  it('does not promote a lagging or silent learner, nor during a pending membership change', () => {
     expect(planAutopilot(input({ voters: ['a'], learners: ['b'], lagEntries: new Map([['b', 1000]]) }))).toEqual([]);
+    expect(planAutopilot(input({ voters: ['a'], learners: ['b'], lagEntries: new Map([['b', Infinity]]) }))).toEqual([]);
+    const silent = planAutopilot(input({ voters: ['a'], learners: ['b'], silenceMs: new Map([['a', 1]]) }));
+    expect(silent.filter((x) => x.kind === 'promote')).toEqual([]);
     expect(planAutopilot(input({ voters: ['a'], learners: ['b'], confChangePending: true }))).toEqual([]);
   });
 
@@ -81,8 +84,16 @@ describe('autopilot decisions', () => {
     const ready = planAutopilot(input({ voters: ['r', 'b', 'c', 'd'], self: 'r', config: cfg }));
     expect(ready[0]).toMatchObject({ kind: 'transferLeadership' });
     const retired = { ...cfg, rootRetired: true };
-    expect(planAutopilot(input({ voters: ['r', 'b', 'c', 'd'], self: 'b', config: retired }))).toEqual([{ kind: 'markLeft', node: 'r', reason: 'ephemeral root retired' }]);
-    const nodes = [node('r', 'left'), node('b'), node('c'), node('d')];
-    expect(planAutopilot(input({ voters: ['r', 'b', 'c', 'd'], self: 'b', config: retired, nodes }))).toEqual([{ kind: 'removeMember', node: 'r', reason: 'node left the cluster' }]);
+    // Out of the configuration first, while the root can still vote for it...
+    expect(planAutopilot(input({ voters: ['r', 'b', 'c', 'd'], self: 'b', config: retired }))).toEqual([{ kind: 'removeMember', node: 'r', reason: 'ephemeral root retired' }]);
+    // ...then its record is marked left (which tells it to exit).
+    const nodes = [node('r'), node('b'), node('c'), node('d')];
+    const heard = new Map(['r', 'b', 'c', 'd'].map((id) => [id, 10]));
+    expect(planAutopilot(input({ voters: ['b', 'c', 'd'], self: 'b', config: retired, nodes, silenceMs: heard }))).toEqual([{ kind: 'markLeft', node: 'r', reason: 'ephemeral root retired' }]);
+    // A retired ephemeral root that became leader again hands leadership off.
+    expect(planAutopilot(input({ voters: ['r', 'b', 'c', 'd'], self: 'r', config: retired }))[0]).toMatchObject({ kind: 'transferLeadership' });
+    // With a target of 1 the root is one of only two voters: its removal still goes first.
+    const one = { ...retired, voterTarget: 1 };
+    expect(planAutopilot(input({ voters: ['r', 'b'], self: 'b', config: one }))).toEqual([{ kind: 'removeMember', node: 'r', reason: 'ephemeral root retired' }]);
   });
 });

@@ -1,0 +1,107 @@
+// Shared by bench:cluster: a keep-alive HTTP client, a closed-loop write load and percentiles.
+import { request, Agent } from 'node:http';
+import { createServer } from 'node:net';
+
+export interface HttpResult {
+  status: number;
+  body: string;
+}
+
+export class Http {
+  readonly agent = new Agent({ keepAlive: true, maxSockets: 512 });
+  call(url: string, method: string, body: unknown, headers: Record<string, string> = {}, timeoutMs = 5000): Promise<HttpResult> {
+    const u = new URL(url);
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { host: u.hostname, port: Number(u.port), path: u.pathname + u.search, method, agent: this.agent, timeout: timeoutMs, headers: { 'content-type': 'application/json', ...(payload ? { 'content-length': payload.length } : {}), ...headers } },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+export interface LoadResult {
+  writesPerS: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+}
+
+/** `concurrency` workers write back-to-back for `durationMs`, spread round-robin over endpoints. */
+export async function writeLoad(endpoints: string[], concurrency: number, durationMs: number, put: (endpoint: string, key: string, value: string) => Promise<void>): Promise<LoadResult> {
+  const value = 'v'.repeat(256);
+  const latencies: number[] = [];
+  let errors = 0;
+  const start = performance.now();
+  const deadline = start + durationMs;
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, w) => {
+      const endpoint = endpoints[w % endpoints.length];
+      for (let i = 0; performance.now() < deadline; i++) {
+        const key = `bench/${String(w).padStart(3, '0')}/${String(i).padStart(7, '0')}`.slice(0, 16);
+        const t = performance.now();
+        try {
+          await put(endpoint, key, value);
+          latencies.push(performance.now() - t);
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const elapsedS = (performance.now() - start) / 1000;
+  latencies.sort((a, b) => a - b);
+  return { writesPerS: Math.round(latencies.length / elapsedS), p50Ms: round(percentile(latencies, 0.5)), p99Ms: round(percentile(latencies, 0.99)), errors };
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+export function median(xs: number[]): number {
+  return percentile([...xs].sort((a, b) => a - b), 0.5);
+}
+
+export function round(x: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** Free TCP ports on 127.0.0.1 (bound then released). */
+export async function freePorts(n: number): Promise<number[]> {
+  const ports: number[] = [];
+  for (let i = 0; i < n; i++) {
+    ports.push(
+      await new Promise<number>((resolve, reject) => {
+        const srv = createServer();
+        srv.once('error', reject);
+        srv.listen(0, '127.0.0.1', () => {
+          const port = (srv.address() as { port: number }).port;
+          srv.close(() => resolve(port));
+        });
+      }),
+    );
+  }
+  return ports;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function log(line: string): void {
+  process.stderr.write(line + '\n');
+}
