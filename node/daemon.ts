@@ -10,6 +10,7 @@ import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { createHost, loadOrCreateIdentity, type OmniHost } from './p2p-host.js';
 import { RaftTransport } from './raft-transport.js';
 import { Rpc } from './rpc.js';
+import { Forwarder } from './forwarder.js';
 import { RaftStorage } from './raft-storage.js';
 import { RaftNode, DEFAULT_TIMING, type RaftTiming } from './raft-node.js';
 import { bootstrapState } from '../protocol/raft/raft.js';
@@ -72,7 +73,8 @@ const READ_ATTEMPT_MS = 2000;
 const DEFINITE_JOIN_REFUSALS = ['UNAUTHORIZED', 'FORBIDDEN', 'BAD_REQUEST', 'BAD_TOKEN', 'CONFLICT', 'INVALID_COMMAND', 'NAME_TAKEN'];
 const PEER_MAINTENANCE_MS = 1000;
 const REGISTER_RETRY_MS = 500;
-const MAX_JOIN_ATTEMPT_MS = 20_000;
+const MAX_JOIN_ATTEMPT_MS = 30_000;
+const JOIN_ATTEMPT_MS = 8000;
 
 export class Omnid {
   readonly host: OmniHost;
@@ -86,6 +88,7 @@ export class Omnid {
   readonly clusterId: string;
   readonly networkKeyHex: string;
   heartbeats!: Heartbeats;
+  forwarder!: Forwarder;
   api!: ApiServer;
   private autopilot!: Autopilot;
   private timers: NodeJS.Timeout[] = [];
@@ -256,8 +259,10 @@ export class Omnid {
     const rpc = new Rpc(host, log);
     daemon = new Omnid(opts, host, storage, raft, transport, rpc, meta, log);
     daemon.registerRpc();
+    daemon.forwarder = new Forwarder(host, (from, data) => daemon.proposeForwarded(from, data), log);
     await transport.start();
     await rpc.start();
+    await daemon.forwarder.start();
     raft.start();
     daemon.api = new ApiServer(daemon, log);
     await daemon.api.listen(opts.api);
@@ -313,6 +318,7 @@ export class Omnid {
     this.heartbeats?.stop();
     await this.api?.close();
     await this.raft.stop();
+    await this.forwarder?.stop();
     await this.transport.stop();
     await this.rpc.stop();
     await Promise.resolve(this.host.stop()).catch(() => undefined);
@@ -327,7 +333,7 @@ export class Omnid {
     const data = encodeCommand(cmd);
     return this.viaLeader(
       () => this.raft.propose(data),
-      (leader) => this.rpc.call<ApplyResult>(leader, 'propose', { data: Buffer.from(data).toString('base64') }),
+      (leader) => this.forwarder.propose(leader, data),
     );
   }
 
@@ -381,13 +387,7 @@ export class Omnid {
   // ------------------------------------------------------------------ RPC handlers
 
   private registerRpc(): void {
-    this.rpc.on('propose', async (params, from) => {
-      this.requireMember(from);
-      const data = typeof (params as { data?: unknown })?.data === 'string' ? Buffer.from((params as { data: string }).data, 'base64') : undefined;
-      if (!data) throw new OmniError('BAD_REQUEST', 'propose needs base64 data');
-      if (!this.raft.isLeader) throw new OmniError('NOT_LEADER', 'not the leader', { leader: this.raft.leader });
-      return this.raft.propose(new Uint8Array(data));
-    });
+
     this.rpc.on('conf', async (params, from) => {
       this.requireMember(from);
       const p = params as { type?: unknown; node?: unknown };
@@ -409,6 +409,13 @@ export class Omnid {
   }
 
   /** Current voters and non-voters only; a node that left (or was removed) is refused. */
+  /** Leader side of a forwarded write: members only, and only while this node leads. */
+  private async proposeForwarded(from: string, data: Uint8Array): Promise<ApplyResult> {
+    this.requireMember(from);
+    if (!this.raft.isLeader) throw new OmniError('NOT_LEADER', 'not the leader', { leader: this.raft.leader });
+    return this.raft.propose(data);
+  }
+
   private requireMember(peer: string): void {
     const raft = this.raft.raft;
     const inConf = raft.voters.has(peer) || raft.learners.has(peer);
@@ -446,13 +453,18 @@ export class Omnid {
     const deadline = Date.now() + MAX_JOIN_ATTEMPT_MS;
     for (;;) {
       try {
-        return await this.rpc.call<{ clusterId: string }>(target, 'join', { token, node }, MAX_JOIN_ATTEMPT_MS);
+        return await this.rpc.call<{ clusterId: string }>(target, 'join', { token, node }, JOIN_ATTEMPT_MS);
       } catch (err) {
         const e = err as OmniError;
         if (e.code === 'UNAVAILABLE' && /EncryptionFailed|ECONNRESET|handshake/i.test(e.message)) {
           throw new OmniError('UNAUTHORIZED', `cannot connect to ${target.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
         }
-        if (!['NO_LEADER', 'UNAVAILABLE', 'TIMEOUT'].includes(e.code) || Date.now() > deadline) throw err;
+        // A wrong network key shows as a reset, or (on a busy host) as a handshake that never
+        // completes: retry the latter, the join handler is idempotent.
+        if (!['NO_LEADER', 'UNAVAILABLE', 'TIMEOUT'].includes(e.code)) throw err;
+        if (Date.now() > deadline) {
+          throw new OmniError('UNAVAILABLE', `cannot join through ${target.toString()}: ${e.message} (is that node up, and is the join token from its cluster?)`);
+        }
         await sleep(500);
       }
     }

@@ -4,7 +4,7 @@
 // reads wait here for their entries to be applied.
 import { randomInt, randomBytes } from 'node:crypto';
 import { Raft, type ProposeResult } from '../protocol/raft/raft.js';
-import { ConfChangeType, EntryType, Role, type ConfChange, type Message, type NodeId, type Ready } from '../protocol/raft/types.js';
+import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Message, type NodeId, type Ready } from '../protocol/raft/types.js';
 import { decodeConfChange } from '../protocol/codec.js';
 import { seededRng } from '../protocol/rng.js';
 import { ClusterState, type ApplyResult } from '../protocol/cluster/state.js';
@@ -21,6 +21,8 @@ export const DEFAULT_TIMING: RaftTiming = { tickMs: 100, electionTick: 10, heart
 /** Compact the log into a snapshot once this many entries were applied since the last one. */
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
 export const DEFAULT_PROPOSAL_TIMEOUT_MS = 10_000;
+/** Messages a leader may send before its own write of the same Ready completes. */
+const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
 /** Proposals and reads waiting at once; beyond this callers get TOO_MANY_PENDING. */
 const MAX_WAITERS = 20_000;
 
@@ -68,6 +70,8 @@ export class RaftNode {
   private stopped = false;
   private snapshotIndex: number;
   private fatal: Error | undefined;
+  /** Term and vote as last written to disk (messages that depend on them wait for the write). */
+  private persistedTermVote: { term: number; vote: NodeId };
 
   private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
     this.opts = opts;
@@ -76,6 +80,7 @@ export class RaftNode {
     this.state = state;
     this.timing = opts.timing ?? DEFAULT_TIMING;
     this.snapshotIndex = snapshotIndex;
+    this.persistedTermVote = { term: raft.term, vote: raft.vote };
   }
 
   static async open(opts: RaftNodeOptions): Promise<RaftNode> {
@@ -227,8 +232,14 @@ export class RaftNode {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
+    // A leader may send its appends while it writes them to its own disk (Raft thesis §10.2.1):
+    // it counts its own copy only after advance(), i.e. after the write. Anything else, and any
+    // Ready that changes term or vote, is sent strictly after the write.
+    const early = this.canSendBeforePersist(rd);
+    if (early && rd.messages.length > 0) this.opts.send(rd.messages);
     await this.opts.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
-    if (rd.messages.length > 0) this.opts.send(rd.messages);
+    if (rd.hardState) this.persistedTermVote = { term: rd.hardState.term, vote: rd.hardState.vote };
+    if (!early && rd.messages.length > 0) this.opts.send(rd.messages);
     if (rd.snapshot) {
       this.state = ClusterState.restore(rd.snapshot.data);
       this.snapshotIndex = rd.snapshot.meta.index;
@@ -242,6 +253,12 @@ export class RaftNode {
     }
     this.releaseReads();
     this.opts.onApplied?.();
+  }
+
+  private canSendBeforePersist(rd: Ready): boolean {
+    if (this.raft.role !== Role.Leader || rd.snapshot) return false;
+    if (rd.hardState && (rd.hardState.term !== this.persistedTermVote.term || rd.hardState.vote !== this.persistedTermVote.vote)) return false;
+    return rd.messages.every((m) => LEADER_EARLY_TYPES.has(m.type));
   }
 
   private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array): void {

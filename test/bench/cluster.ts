@@ -1,0 +1,164 @@
+// `npm run bench:cluster`: a 3-node omnid cluster on loopback, and (when `etcd` is on PATH,
+// e.g. Debian's etcd-server) a 3-member etcd cluster in the same run with the same workload:
+// cold start, writes through the HTTP API at concurrency 1/16/64 (throughput, p50/p99), and
+// leader failover (kill -9 → first successful write) over several trials.
+// Prints a side-by-side table, then one JSON object as the last line. Never asserted in tests.
+// Flags: --duration-ms N (per concurrency level, default 5000), --trials N (default 5).
+import { parseArgs } from 'node:util';
+import { LocalCluster, waitFor } from '../../node/local-cluster.js';
+import type { StatusView } from '../../cli/omni/status.js';
+import { EtcdCluster, etcdAvailable } from './etcd-cluster.js';
+import { Http, writeLoad, median, round, log, type LoadResult } from './load.js';
+
+const { values } = parseArgs({ options: { 'duration-ms': { type: 'string' }, trials: { type: 'string' } } });
+const DURATION_MS = Number(values['duration-ms'] ?? 5000);
+const TRIALS = Number(values.trials ?? 5);
+const LEVELS = [1, 16, 64];
+const NAMES = ['b1', 'b2', 'b3'];
+
+/** What the benchmark needs from a system under test. */
+interface System {
+  endpoints(): string[];
+  put(endpoint: string, key: string, value: string, timeoutMs?: number): Promise<void>;
+  leader(): Promise<string | undefined>;
+  kill(name: string): Promise<unknown>;
+  restart(name: string): Promise<void>;
+  waitHealthy(): Promise<void>;
+}
+
+interface Figures {
+  coldStartMs: number;
+  load: Record<number, LoadResult>;
+  failoverMs: number[];
+}
+
+async function measure(sys: System, coldStartMs: number, label: string): Promise<Figures> {
+  const load: Record<number, LoadResult> = {};
+  for (const c of LEVELS) {
+    log(`${label}: writes at concurrency ${c} for ${DURATION_MS} ms...`);
+    load[c] = await writeLoad(sys.endpoints(), c, DURATION_MS, (ep, k, v) => sys.put(ep, k, v));
+    log(`${label}:   ${load[c].writesPerS} writes/s, p50 ${load[c].p50Ms} ms, p99 ${load[c].p99Ms} ms, ${load[c].errors} errors`);
+  }
+  const failoverMs: number[] = [];
+  for (let t = 1; t <= TRIALS; t++) {
+    const leader = await waitFor(`${label} leader`, () => sys.leader(), 30_000, 50);
+    await sys.kill(leader);
+    const killedAt = performance.now();
+    for (let i = 0; ; i++) {
+      const eps = sys.endpoints();
+      try {
+        await sys.put(eps[i % eps.length], `failover/${t}`, 'x', 1000);
+        break;
+      } catch {
+        // keep trying until a write succeeds
+      }
+    }
+    failoverMs.push(Math.round(performance.now() - killedAt));
+    log(`${label}: failover trial ${t}: killed leader ${leader}, first write after ${failoverMs[failoverMs.length - 1]} ms`);
+    await sys.restart(leader);
+    await sys.waitHealthy();
+  }
+  return { coldStartMs, load, failoverMs };
+}
+
+async function omni(): Promise<Figures> {
+  const t0 = performance.now();
+  const c = await LocalCluster.create({});
+  const http = new Http();
+  const status = async (name: string): Promise<StatusView> => {
+    const r = await http.call(`${c.nodes.get(name)!.apiUrl}/v1/status`, 'GET', undefined, { authorization: `Bearer ${c.adminToken}` }, 2000);
+    if (r.status !== 200) throw new Error(`status ${r.status}`);
+    return JSON.parse(r.body);
+  };
+  try {
+    await c.init(NAMES[0]);
+    for (const n of NAMES.slice(1)) await c.join(n);
+    await waitFor('omni formed', async () => {
+      const s = await status(NAMES[2]);
+      return s.voters.length === 3 && s.rootRetired && s.health === 'healthy';
+    }, 60_000, 20);
+    const coldStartMs = Math.round(performance.now() - t0);
+    log(`omni: 3-node cluster healthy after ${coldStartMs} ms`);
+    const auth = { authorization: `Bearer ${c.adminToken}` };
+    const sys: System = {
+      endpoints: () => c.running().map((n) => n.apiUrl),
+      put: async (ep, key, value, timeoutMs = 5000) => {
+        const r = await http.call(`${ep}/v1/kv/${encodeURIComponent(key)}`, 'PUT', { value }, auth, timeoutMs);
+        if (r.status !== 200) throw new Error(`omni put: HTTP ${r.status}`);
+      },
+      leader: async () => {
+        for (const n of c.running()) {
+          const s = await status(n.name).catch(() => undefined);
+          if (s?.leader && c.nodes.get(s.leader)?.running) return s.leader;
+        }
+        return undefined;
+      },
+      kill: (name) => c.kill(name),
+      restart: async (name) => void (await c.restart(name)),
+      waitHealthy: async () =>
+        void (await waitFor('omni healthy', async () => {
+          const all = await Promise.all(c.running().map((n) => status(n.name).catch(() => undefined)));
+          return all.length === 3 && all.every((s) => s && s.health === 'healthy' && s.leader);
+        }, 60_000, 50)),
+    };
+    return await measure(sys, coldStartMs, 'omni');
+  } finally {
+    http.close();
+    await c.destroy();
+  }
+}
+
+async function etcd(): Promise<Figures | undefined> {
+  if (!etcdAvailable()) {
+    log('etcd: not on PATH (apt-get install etcd-server to compare); etcd figures are null');
+    return undefined;
+  }
+  const t0 = performance.now();
+  const e = await EtcdCluster.start();
+  try {
+    await e.waitHealthy();
+    const coldStartMs = Math.round(performance.now() - t0);
+    log(`etcd: 3-member cluster healthy after ${coldStartMs} ms`);
+    return await measure(
+      { endpoints: () => e.endpoints(), put: (ep, k, v, t) => e.put(ep, k, v, t), leader: () => e.leader(), kill: (n) => e.kill(n), restart: async (n) => e.restart(n), waitHealthy: () => e.waitHealthy() },
+      coldStartMs,
+      'etcd',
+    );
+  } finally {
+    await e.stop();
+  }
+}
+
+const o = await omni();
+const et = await etcd();
+
+const ratio = (a: number | undefined, b: number | undefined) => (a && b ? round(a / b, 2) : null);
+const rows: string[][] = [['metric', 'omni', 'etcd', 'omni/etcd']];
+for (const c of LEVELS) {
+  rows.push([`writes/s c=${c}`, String(o.load[c].writesPerS), String(et?.load[c].writesPerS ?? '-'), String(ratio(o.load[c].writesPerS, et?.load[c].writesPerS) ?? '-')]);
+  rows.push([`p50 ms c=${c}`, String(o.load[c].p50Ms), String(et?.load[c].p50Ms ?? '-'), String(ratio(o.load[c].p50Ms, et?.load[c].p50Ms) ?? '-')]);
+  rows.push([`p99 ms c=${c}`, String(o.load[c].p99Ms), String(et?.load[c].p99Ms ?? '-'), String(ratio(o.load[c].p99Ms, et?.load[c].p99Ms) ?? '-')]);
+}
+rows.push(['failover ms p50', String(median(o.failoverMs)), String(et ? median(et.failoverMs) : '-'), String(ratio(median(o.failoverMs), et && median(et.failoverMs)) ?? '-')]);
+rows.push(['failover ms max', String(Math.max(...o.failoverMs)), String(et ? Math.max(...et.failoverMs) : '-'), '']);
+rows.push(['cold start ms', String(o.coldStartMs), String(et?.coldStartMs ?? '-'), String(ratio(o.coldStartMs, et?.coldStartMs) ?? '-')]);
+const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+console.log(`3 nodes on loopback; ${DURATION_MS} ms per concurrency level; ${TRIALS} failover trials; 16-byte keys, 256-byte values`);
+for (const r of rows) console.log(r.map((c, i) => c.padEnd(widths[i])).join('  '));
+
+const summary: Record<string, number | null> = {};
+for (const c of LEVELS) {
+  summary[`omni_writes_per_s_c${c}`] = o.load[c].writesPerS;
+  summary[`etcd_writes_per_s_c${c}`] = et?.load[c].writesPerS ?? null;
+  summary[`omni_p50_ms_c${c}`] = o.load[c].p50Ms;
+  summary[`omni_p99_ms_c${c}`] = o.load[c].p99Ms;
+  summary[`etcd_p50_ms_c${c}`] = et?.load[c].p50Ms ?? null;
+  summary[`etcd_p99_ms_c${c}`] = et?.load[c].p99Ms ?? null;
+}
+summary.omni_failover_ms_p50 = median(o.failoverMs);
+summary.etcd_failover_ms_p50 = et ? median(et.failoverMs) : null;
+summary.omni_failover_ms_max = Math.max(...o.failoverMs);
+summary.etcd_failover_ms_max = et ? Math.max(...et.failoverMs) : null;
+summary.omni_cold_start_ms = o.coldStartMs;
+summary.etcd_cold_start_ms = et?.coldStartMs ?? null;
+console.log(JSON.stringify(summary));
