@@ -49,6 +49,8 @@ interface ClusterMeta {
   name: string;
   apiAddr: string;
   listen: string[];
+  /** The addresses actually bound last time (a requested port 0 becomes a real port). */
+  boundListen?: string[];
   /** Hashes for the bootstrap proposals, kept until they are applied (crash during init). */
   bootstrap?: { adminTokenHash: string; adminTokenId: string; joinTokenHash: string; joinTokenId: string; voterTarget: number; ephemeralRoot: boolean };
   left?: boolean;
@@ -220,7 +222,7 @@ export class Omnid {
     const storage = await RaftStorage.open(storageDir(opts.dataDir));
     const meta = await storage.getMeta<ClusterMeta>(META_KEY);
     if (meta?.joining && !meta.clusterId) {
-      const daemon = await Omnid.run({ ...opts, listen: opts.listen.length > 0 ? opts.listen : meta.listen }, storage, meta, false);
+      const daemon = await Omnid.run({ ...opts, listen: restartListen(opts, meta) }, storage, meta, false);
       void daemon.resumeJoin();
       return daemon;
     }
@@ -232,7 +234,7 @@ export class Omnid {
       await storage.close();
       throw new OmniError('LEFT', `this node left the cluster; join again with a fresh data dir`);
     }
-    const daemon = await Omnid.run({ ...opts, listen: opts.listen.length > 0 ? opts.listen : meta.listen }, storage, meta);
+    const daemon = await Omnid.run({ ...opts, listen: restartListen(opts, meta) }, storage, meta);
     if (meta.bootstrap) {
       // An init that crashed before its first proposals were applied is completed now.
       void daemon.waitBootstrapped().catch((err: Error) => daemon.log.error(`bootstrap: ${err.message}`));
@@ -243,7 +245,21 @@ export class Omnid {
   private static async run(opts: DaemonOptions, storage: RaftStorage, meta: ClusterMeta, background = true): Promise<Omnid> {
     const log = createLogger(meta.name, opts.logLevel ?? 'info');
     const identity = await loadOrCreateIdentity(opts.dataDir);
-    const host = await createHost({ privateKey: identity, networkKey: Buffer.from(meta.networkKeyHex, 'hex'), listen: opts.listen });
+    const networkKey = Buffer.from(meta.networkKeyHex, 'hex');
+    let host: OmniHost;
+    try {
+      host = await createHost({ privateKey: identity, networkKey, listen: opts.listen });
+    } catch (err) {
+      // The port used last time may be taken now: fall back to what the operator asked for.
+      if (opts.listen === meta.boundListen && meta.listen.join() !== opts.listen.join()) {
+        log.warn(`cannot listen on ${opts.listen.join(', ')} again (${(err as Error).message}); using ${meta.listen.join(', ')}`);
+        host = await createHost({ privateKey: identity, networkKey, listen: meta.listen });
+      } else throw err;
+    }
+    // Remember the real ports, so a restart comes back where the other members look for it
+    // (until it can re-register, they only know its old address).
+    const bound = host.getMultiaddrs().map((a) => a.toString().replace(/\/p2p\/[^/]+$/, ''));
+    await storage.putMeta(META_KEY, { ...((await storage.getMeta<ClusterMeta>(META_KEY)) ?? meta), boundListen: [...new Set(bound)] });
     let daemon!: Omnid;
     const transport = new RaftTransport({ host, onMessage: (m) => daemon.raft.step(m), isTrustedSender: (peer) => daemon.isTrustedSender(peer), log });
     const raft = await RaftNode.open({
@@ -597,6 +613,12 @@ export class Omnid {
     const all = this.addrs();
     return all.find((a) => !a.includes('/ip4/127.') && !a.includes('/ip6/::1/')) ?? all[0];
   }
+}
+
+/** Without --listen, a restart listens where the node listened before. */
+function restartListen(opts: DaemonOptions, meta: ClusterMeta): string[] {
+  if (opts.listen.length > 0) return opts.listen;
+  return meta.boundListen && meta.boundListen.length > 0 ? meta.boundListen : meta.listen;
 }
 
 function storageDir(dataDir: string): string {

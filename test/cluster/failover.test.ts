@@ -2,7 +2,7 @@
 // write is lost, and the killed node catches up after a restart.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, status, get, waitFor } from './helpers.js';
+import { formCluster, status, get, put, waitFor } from './helpers.js';
 
 describe('leader failure under write load', () => {
   let c: LocalCluster;
@@ -73,5 +73,20 @@ describe('leader failure under write load', () => {
     expect(caughtUp.value).toBe(acked.get(last));
     const s = await status(c, leader);
     expect(s.voters).toEqual(['f1', 'f2', 'f3']);
+  });
+
+  it('survives a kill -9 of every node: all restart on their old addresses and keep the data', async () => {
+    const names = ['f1', 'f2', 'f3'];
+    await put(c, 'f2', 'before/full-restart', 'kept');
+    await Promise.all(names.map((n) => c.kill(n)));
+    for (const n of names) await c.restart(n);
+    const s = await waitFor('a leader after a full restart', async () => {
+      const st = await status(c, 'f1');
+      return st.leader ? st : undefined;
+    }, 60_000);
+    expect(s.voters).toEqual(names);
+    expect((await get(c, 'f3', 'before/full-restart')).value).toBe('kept');
+    await put(c, 'f1', 'after/full-restart', 'ok');
+    expect((await get(c, 'f2', 'after/full-restart')).value).toBe('ok');
   });
 });
