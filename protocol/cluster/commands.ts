@@ -98,6 +98,13 @@ export interface TokenRevokeCommand { type: 'token.revoke'; id: string }
 /** expectedVersion: when given, the current version must equal it (0 = the key must not exist). */
 export interface KvPutCommand { type: 'kv.put'; key: string; value: string; expectedVersion?: number }
 export interface KvDeleteCommand { type: 'kv.delete'; key: string; expectedVersion?: number }
+/** Compare: the key's current version must equal `version` (0 = absent). */
+export interface KvCompare { key: string; version: number }
+export type KvTxnOp = { op: 'put'; key: string; value: string } | { op: 'delete'; key: string };
+/** All compares hold, then every op applies — or nothing does (optimistic concurrency for plans). */
+export interface KvTxnCommand { type: 'kv.txn'; compares: KvCompare[]; ops: KvTxnOp[] }
+export const MAX_TXN_COMPARES = 1000;
+export const MAX_TXN_OPS = 1000;
 
 export type Command =
   | ClusterInitCommand
@@ -109,7 +116,8 @@ export type Command =
   | TokenAddCommand
   | TokenRevokeCommand
   | KvPutCommand
-  | KvDeleteCommand;
+  | KvDeleteCommand
+  | KvTxnCommand;
 
 export type CommandType = Command['type'];
 
@@ -148,7 +156,7 @@ const MAX_QUOTED_CHARS = 64;
 
 export const COMMAND_TYPES: readonly CommandType[] = [
   'cluster.init', 'config.set', 'root.retire', 'node.register', 'node.status', 'node.remove',
-  'token.add', 'token.revoke', 'kv.put', 'kv.delete',
+  'token.add', 'token.revoke', 'kv.put', 'kv.delete', 'kv.txn',
 ];
 
 // ---------------------------------------------------------------------------
@@ -280,6 +288,32 @@ const COMMAND_READERS = new Map<string, (o: Raw) => Command>([
     const c: KvDeleteCommand = { type: 'kv.delete', key: readKvKey(o.key, 'key') };
     if (o.expectedVersion !== undefined) c.expectedVersion = readSafeInt(o.expectedVersion, 'expectedVersion', 0);
     return c;
+  }],
+  ['kv.txn', (o) => {
+    fields(o, '', ['type', 'compares', 'ops']);
+    if (!Array.isArray(o.compares) || o.compares.length > MAX_TXN_COMPARES) throw new InvalidFieldError('compares', `must be an array of at most ${MAX_TXN_COMPARES} compares`);
+    if (!Array.isArray(o.ops) || o.ops.length > MAX_TXN_OPS) throw new InvalidFieldError('ops', `must be an array of at most ${MAX_TXN_OPS} operations`);
+    const compares = o.compares.map((raw: unknown, i: number) => {
+      const c = readObject(raw, `compares[${i}]`, ['key', 'version']);
+      return { key: readKvKey(c.key, `compares[${i}].key`), version: readSafeInt(c.version, `compares[${i}].version`, 0) };
+    });
+    const seen = new Set<string>();
+    const ops = o.ops.map((raw: unknown, i: number): KvTxnOp => {
+      const r = raw as Record<string, unknown>;
+      const op = r !== null && typeof r === 'object' ? r.op : undefined;
+      let out: KvTxnOp;
+      if (op === 'put') {
+        const c = readObject(raw, `ops[${i}]`, ['op', 'key', 'value']);
+        out = { op: 'put', key: readKvKey(c.key, `ops[${i}].key`), value: readKvValue(c.value, `ops[${i}].value`) };
+      } else if (op === 'delete') {
+        const c = readObject(raw, `ops[${i}]`, ['op', 'key']);
+        out = { op: 'delete', key: readKvKey(c.key, `ops[${i}].key`) };
+      } else throw new InvalidFieldError(`ops[${i}].op`, 'must be "put" or "delete"');
+      if (seen.has(out.key)) throw new InvalidFieldError(`ops[${i}].key`, `key ${JSON.stringify(out.key)} appears twice in one transaction`);
+      seen.add(out.key);
+      return out;
+    });
+    return { type: 'kv.txn', compares, ops } satisfies KvTxnCommand;
   }],
 ]);
 

@@ -39,6 +39,7 @@ import {
   type ClusterInitCommand,
   type Command,
   type KvDeleteCommand,
+  type KvTxnCommand,
   type KvPutCommand,
   type KvRecord,
   type NodeRecord,
@@ -78,6 +79,9 @@ export {
   encodeCommand,
 } from './commands.js';
 export type {
+  KvCompare,
+  KvTxnOp,
+  KvTxnCommand,
   ApplyResult,
   ClusterConfig,
   Command,
@@ -224,6 +228,7 @@ export class ClusterState {
       case 'token.revoke': return this.#tokenRevoke(c.id);
       case 'kv.put': return this.#kvPut(index, c);
       case 'kv.delete': return this.#kvDelete(c);
+      case 'kv.txn': return this.#kvTxn(index, c);
       default: return fail('UNKNOWN_COMMAND', `unknown command type ${quote(String((c as { type: unknown }).type))}`);
     }
   }
@@ -382,6 +387,38 @@ export class ClusterState {
     this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 1);
     this.#sizeBytes -= recordSizeBytes(prev);
     return { ok: true, value: { key: c.key, version: prev.version } };
+  }
+
+  #kvTxn(index: number, c: KvTxnCommand): ApplyResult {
+    for (const cmp of c.compares) {
+      const current = this.#kv.get(cmp.key)?.version ?? 0;
+      if (current !== cmp.version) {
+        return fail('CONFLICT', `kv key ${quote(cmp.key)} is at version ${current}, the transaction expected ${cmp.version}`);
+      }
+    }
+    // Check every limit before changing anything, so the transaction is all-or-nothing.
+    let newKeys = 0;
+    let sizeDelta = 0;
+    for (const op of c.ops) {
+      const prev = this.#kv.get(op.key);
+      if (op.op === 'put') {
+        if (!prev) newKeys++;
+        const next = { key: op.key, value: op.value, version: (prev?.version ?? 0) + 1, createIndex: prev?.createIndex ?? index, modIndex: index };
+        sizeDelta += recordSizeBytes(next) - (prev ? recordSizeBytes(prev) : 0);
+      } else if (prev) {
+        newKeys--;
+        sizeDelta -= recordSizeBytes(prev);
+      }
+    }
+    if (this.#kv.size + newKeys > MAX_KV_KEYS) return fail('RESOURCE_EXHAUSTED', `the kv store would exceed the maximum of ${MAX_KV_KEYS} keys`);
+    if (sizeDelta > 0 && this.#sizeBytes + sizeDelta > MAX_STATE_BYTES) {
+      return fail('RESOURCE_EXHAUSTED', `the cluster state would grow past the limit of ${MAX_STATE_BYTES} bytes`);
+    }
+    for (const op of c.ops) {
+      if (op.op === 'put') this.#kvPut(index, { type: 'kv.put', key: op.key, value: op.value });
+      else if (this.#kv.has(op.key)) this.#kvDelete({ type: 'kv.delete', key: op.key });
+    }
+    return { ok: true, value: { applied: c.ops.length, modIndex: index } };
   }
 
   /** RESOURCE_EXHAUSTED when replacing prev by next would grow the state past MAX_STATE_BYTES. */

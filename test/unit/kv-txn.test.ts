@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { ClusterState, encodeCommand } from '../../protocol/cluster/state.js';
+
+function apply(s: ClusterState, cmd: object) {
+  return s.apply(s.appliedIndex + 1, new TextEncoder().encode(JSON.stringify(cmd)));
+}
+
+describe('kv.txn (optimistic concurrency for plans)', () => {
+  it('applies every op when all compares hold', () => {
+    const s = new ClusterState();
+    apply(s, { type: 'kv.put', key: 'a', value: '1' });
+    const r = s.apply(s.appliedIndex + 1, encodeCommand({ type: 'kv.txn', compares: [{ key: 'a', version: 1 }, { key: 'b', version: 0 }], ops: [{ op: 'put', key: 'b', value: '2' }, { op: 'delete', key: 'a' }] }));
+    expect(r.ok).toBe(true);
+    expect(s.kvGet('a')).toBeUndefined();
+    expect(s.kvGet('b')?.value).toBe('2');
+  });
+
+  it('applies nothing when one compare fails (a plan built on stale state)', () => {
+    const s = new ClusterState();
+    apply(s, { type: 'kv.put', key: 'a', value: '1' });
+    apply(s, { type: 'kv.put', key: 'a', value: '2' });
+    const before = s.snapshot();
+    const r = apply(s, { type: 'kv.txn', compares: [{ key: 'a', version: 1 }], ops: [{ op: 'put', key: 'c', value: 'x' }] });
+    expect(r).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
+    expect(s.kvGet('c')).toBeUndefined();
+    const after = s.snapshot();
+    // Only appliedIndex moved.
+    expect(JSON.parse(new TextDecoder().decode(after)).kv).toEqual(JSON.parse(new TextDecoder().decode(before)).kv);
+  });
+
+  it('refuses malformed transactions naming the field', () => {
+    const s = new ClusterState();
+    expect(apply(s, { type: 'kv.txn', compares: [], ops: [{ op: 'rename', key: 'a' }] })).toMatchObject({ ok: false, error: { code: 'INVALID_COMMAND', message: expect.stringContaining('ops[0].op') } });
+    expect(apply(s, { type: 'kv.txn', compares: [], ops: [{ op: 'put', key: 'a', value: '1' }, { op: 'delete', key: 'a' }] })).toMatchObject({ ok: false, error: { message: expect.stringContaining('twice') } });
+  });
+});
