@@ -4,6 +4,9 @@ import { status } from './omni/status.js';
 import { nodes } from './omni/nodes.js';
 import { kv } from './omni/kv.js';
 import { token } from './omni/token.js';
+import { deploy } from './omni/deploy.js';
+import { run } from './omni/run.js';
+import { ps, inspect, stop, start, rm, scale, endpoints, logs } from './omni/apps.js';
 
 const USAGE = `usage: omni <command> [flags]
 
@@ -12,11 +15,17 @@ commands:
   nodes    nodes with role, status, resources and last heartbeat
   kv       get/put/delete/list in the replicated key space
   token    create join or admin tokens
+  run      run an app from an image or a command:  omni run --name web IMAGE | -- CMD...
+  deploy   deploy or update an app from a YAML/JSON spec (rolling update, auto-rollback)
+  ps       list apps;  inspect APP  spec, tasks, states, reasons, events
+  logs     omni logs APP [-f] [--since 10m]
+  scale    omni scale APP N;  stop / start / rm APP
+  endpoints  host:port of every healthy replica
 
 Every command takes --addr, --token and --json; run omni <command> --help for more.
 `;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { status, nodes, kv, token };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { status, nodes, kv, token, run, deploy, ps, inspect, logs, scale, stop, start, rm, endpoints };
 
 await runMain(async () => {
   const [cmd, ...rest] = process.argv.slice(2);

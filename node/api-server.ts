@@ -30,7 +30,8 @@ export interface HealthReport {
   reasons: string[];
 }
 
-type Handler = (req: IncomingMessage, url: URL, params: string[]) => Promise<[number, unknown]>;
+/** Returns [status, JSON body], or undefined when it wrote the response itself (streams). */
+export type Handler = (req: IncomingMessage, url: URL, params: string[], res: ServerResponse) => Promise<[number, unknown] | undefined>;
 
 export class ApiServer {
   private server: Server | undefined;
@@ -60,7 +61,7 @@ export class ApiServer {
     });
   }
 
-  private route(method: string, pattern: RegExp, handler: Handler, open = false): void {
+  route(method: string, pattern: RegExp, handler: Handler, open = false): void {
     this.routes.push({ method, pattern, handler, open });
   }
 
@@ -110,12 +111,18 @@ export class ApiServer {
       if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname.slice(0, 200)}`);
       const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeURIComponent);
-      [status, body] = await route.handler(req, url, params);
+      const out = await route.handler(req, url, params, res);
+      if (out === undefined) return;
+      [status, body] = out;
     } catch (err) {
       const e = err instanceof OmniError ? err : new OmniError('INTERNAL', (err as Error).message);
       if (!(err instanceof OmniError)) this.log.error(`api: ${req.method} ${req.url?.slice(0, 200)}: ${(err as Error).stack}`);
       status = httpStatusFor(e.code);
       body = { error: { code: e.code, message: e.message, ...e.detail } };
+      if (res.headersSent) {
+        res.end(`\nerror: ${e.message}\n`);
+        return;
+      }
     }
     const text = JSON.stringify(body) + '\n';
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
@@ -257,7 +264,7 @@ function kvJson(r: KvRecord): Record<string, unknown> {
   return { key: r.key, value: r.value, version: r.version, createIndex: r.createIndex, modIndex: r.modIndex };
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+export async function readJson(req: IncomingMessage): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > MAX_BODY_BYTES) throw new OmniError('TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
   const chunks: Buffer[] = [];

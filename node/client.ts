@@ -68,6 +68,36 @@ export class ApiClient {
     });
   }
 
+  /** GET a streamed text response (logs), passing chunks on as they arrive; no overall timeout. */
+  stream(path: string, onChunk: (text: string) => void, signal?: AbortSignal): Promise<void> {
+    const headers: Record<string, string> = this.token ? { authorization: `Bearer ${this.token}` } : {};
+    const target = this.addr.startsWith('unix:') ? { socketPath: this.addr.slice(5), path } : urlTarget(this.addr, path);
+    return new Promise((resolve, reject) => {
+      const req = request({ ...target, method: 'GET', headers, agent: this.agent, signal }, (res) => {
+        if (res.statusCode !== 200) {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            let err: { code?: string; message?: string } | undefined;
+            try {
+              err = JSON.parse(Buffer.concat(chunks).toString('utf8')).error;
+            } catch {
+              err = undefined;
+            }
+            reject(new OmniError(err?.code ?? `HTTP_${res.statusCode}`, err?.message ?? `HTTP ${res.statusCode}`));
+          });
+          return;
+        }
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => onChunk(c));
+        res.on('end', () => resolve());
+        res.on('error', reject);
+      });
+      req.on('error', (err) => reject(err instanceof OmniError ? err : new OmniError('UNAVAILABLE', `cannot reach ${this.addr}: ${err.message}`)));
+      req.end();
+    });
+  }
+
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const res = await this.raw(method, path, body);
     if (res.status >= 200 && res.status < 300) return res.body as T;

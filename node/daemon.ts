@@ -19,6 +19,10 @@ import { encodeCommand, type Command, type ApplyResult, type NodeRecord } from '
 import { Heartbeats, DEFAULT_HEARTBEAT_INTERVAL_MS } from './heartbeats.js';
 import { Autopilot, DEFAULT_DOWN_AFTER_MS, DEFAULT_REPLACE_AFTER_MS } from './autopilot.js';
 import { ApiServer } from './api-server.js';
+import { registerAppRoutes } from './api-apps.js';
+import { Orchestrator } from './orchestrator.js';
+import { Agent } from './agent.js';
+import { createDrivers } from './drivers/index.js';
 import { measureResources } from './resources.js';
 import { OmniError } from './errors.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
@@ -91,6 +95,8 @@ export class Omnid {
   readonly networkKeyHex: string;
   heartbeats!: Heartbeats;
   forwarder!: Forwarder;
+  orchestrator: Orchestrator | undefined;
+  agent: Agent | undefined;
   api!: ApiServer;
   private autopilot!: Autopilot;
   private timers: NodeJS.Timeout[] = [];
@@ -281,6 +287,7 @@ export class Omnid {
     await daemon.forwarder.start();
     raft.start();
     daemon.api = new ApiServer(daemon, log);
+    registerAppRoutes(daemon.api, daemon);
     await daemon.api.listen(opts.api);
     await daemon.api.listenControl(controlSocketPath(opts.dataDir));
     log.info(`node ${meta.name} (${daemon.id}) listening on ${daemon.addrs().join(', ')}; API ${daemon.apiUrl}`);
@@ -306,6 +313,10 @@ export class Omnid {
       replaceAfterMs: this.opts.replaceAfterMs ?? DEFAULT_REPLACE_AFTER_MS,
     });
     this.autopilot.start();
+    this.orchestrator = new Orchestrator(this);
+    this.orchestrator.start();
+    this.agent = new Agent(this, createDrivers(this.opts.dataDir));
+    this.agent.start();
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
     this.every(REGISTER_RETRY_MS, () => this.registerSelf());
     this.maintainPeers();
@@ -331,6 +342,8 @@ export class Omnid {
     this.log.info(`shutting down: ${reason}`);
     for (const t of this.timers) clearInterval(t);
     this.autopilot?.stop();
+    this.orchestrator?.stop();
+    this.agent?.stop();
     this.heartbeats?.stop();
     await this.api?.close();
     await this.raft.stop();
@@ -566,6 +579,8 @@ export class Omnid {
   /** Runs after every applied Ready: notices our own departure. */
   private afterApply(): void {
     if (this.stopping) return;
+    this.agent?.kick();
+    this.orchestrator?.kick();
     const self = this.raft.state.node(this.id);
     if (self?.status === 'left' && !this.raft.isLeader && !this.leaving) {
       this.leaving = true;

@@ -19,6 +19,7 @@ export function httpStatusFor(code: string): number {
     case 'INVALID_ARGUMENT':
     case 'INVALID_COMMAND':
     case 'UNKNOWN_COMMAND':
+    case 'INVALID_SPEC':
       return 400;
     case 'UNAUTHORIZED':
       return 401;

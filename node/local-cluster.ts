@@ -8,6 +8,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { ApiClient } from './client.js';
+import { createDrivers } from './drivers/index.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const NODE_BIN = join(ROOT, 'node_modules', '.bin', 'node');
@@ -122,7 +123,21 @@ export class LocalCluster {
         clearTimeout(t);
       }),
     );
+    // Tasks outlive omnid on purpose (a restarted agent re-attaches); a destroyed cluster takes them along.
+    if (!keepData) await this.stopAllTasks();
     if (!keepData) await rm(this.rootDir, { recursive: true, force: true });
+  }
+
+  private async stopAllTasks(): Promise<void> {
+    for (const n of this.nodes.values()) {
+      for (const driver of Object.values(createDrivers(n.dataDir))) {
+        if (driver.name === 'mock' || !(await driver.available().catch(() => ({ ok: false }))).ok) continue;
+        for (const t of await driver.recover().catch(() => [])) {
+          await driver.stop(t.taskId, 2000).catch(() => undefined);
+          await driver.destroy(t.taskId).catch(() => undefined);
+        }
+      }
+    }
   }
 
   private commonArgs(name: string): string[] {

@@ -1,0 +1,109 @@
+// omni ps, inspect, stop, start, rm, scale, endpoints, logs: the app lifecycle commands.
+import { parse, printJson, table, UsageError } from '../common.js';
+import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
+
+const one = (positionals: string[], usage: string): string => {
+  if (positionals.length !== 1) throw new UsageError(`need exactly one APP\n\n${usage}`);
+  return encodeURIComponent(positionals[0]);
+};
+
+interface Summary { name: string; version: number; state: string; deploy: string; replicas: number; running: number; healthy: number; image: string | null; command: string[] | null; pending: string }
+
+export async function ps(argv: string[]): Promise<number> {
+  const USAGE = `usage: omni ps [flags]\n\nLists apps: version, state, replicas healthy/wanted, pending reasons.\n${CONNECTION_HELP}\n`;
+  const { values } = parse(argv, CONNECTION_FLAGS, USAGE);
+  const client = connect(values);
+  try {
+    const { apps } = await client.get<{ apps: Summary[] }>('/v1/apps');
+    if (values.json) return printJson({ apps }), 0;
+    const rows = [['APP', 'VERSION', 'STATE', 'HEALTHY', 'DEPLOY', 'SOURCE', 'PENDING']];
+    for (const a of apps) rows.push([a.name, String(a.version), a.state, `${a.healthy}/${a.replicas}`, a.deploy, a.image ?? (a.command ?? []).join(' ').slice(0, 40), a.pending || '-']);
+    process.stdout.write(table(rows));
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+export async function inspect(argv: string[]): Promise<number> {
+  const USAGE = `usage: omni inspect APP [flags]\n\nSpec, placements, task states and reasons, health, restarts, events.\n${CONNECTION_HELP}\n`;
+  const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
+  const client = connect(values);
+  try {
+    const a = await client.get<Summary & { deployment: { status: string; message: string }; tasks: { id: string; version: number; node: string; desired: string; state: string; health: string; restarts: number; exitCode: number | null; reason: string; hostPorts: number[] }[]; events: { atMs: number; message: string }[]; endpoints: { host: string; ports: Record<string, number> }[] }>(`/v1/apps/${one(positionals, USAGE)}`);
+    if (values.json) return printJson(a), 0;
+    const out = [`app         ${a.name} (version ${a.version}, ${a.state})`, `replicas    ${a.healthy}/${a.replicas} healthy, ${a.running} running`, `deployment  ${a.deployment.status}${a.deployment.message ? `: ${a.deployment.message}` : ''}`];
+    if (a.pending) out.push(`pending     ${a.pending}`);
+    out.push('', table([['TASK', 'VER', 'NODE', 'DESIRED', 'STATE', 'HEALTH', 'RESTARTS', 'PORTS', 'REASON'], ...a.tasks.map((t) => [t.id, String(t.version), t.node, t.desired, t.state + (t.exitCode !== null ? ` (${t.exitCode})` : ''), t.health, String(t.restarts), t.hostPorts.join(','), t.reason || '-'])]).trimEnd(), '', 'events:');
+    for (const e of a.events.slice(-15)) out.push(`  ${new Date(e.atMs).toISOString()}  ${e.message}`);
+    process.stdout.write(out.join('\n') + '\n');
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+async function post(argv: string[], verb: string, usage: string, method: 'POST' | 'DELETE', path: (app: string) => string, body?: (values: Record<string, unknown>, rest: string[]) => unknown): Promise<number> {
+  const { values, positionals } = parse(argv, CONNECTION_FLAGS, usage);
+  const app = encodeURIComponent(positionals[0] ?? '');
+  if (!positionals[0]) throw new UsageError(`need an APP\n\n${usage}`);
+  const client = connect(values);
+  try {
+    const r = method === 'POST' ? await client.post(path(app), body ? body(values, positionals.slice(1)) : {}) : await client.delete(path(app));
+    if (values.json) printJson(r);
+    else process.stdout.write(`${positionals[0]}: ${verb}\n`);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+export const stop = (argv: string[]) => post(argv, 'stopping', `usage: omni stop APP [flags]\n${CONNECTION_HELP}\n`, 'POST', (a) => `/v1/apps/${a}/stop`);
+export const start = (argv: string[]) => post(argv, 'starting', `usage: omni start APP [flags]\n${CONNECTION_HELP}\n`, 'POST', (a) => `/v1/apps/${a}/start`);
+export const rm = (argv: string[]) => post(argv, 'removing (its tasks stop, then its records are deleted)', `usage: omni rm APP [flags]\n${CONNECTION_HELP}\n`, 'DELETE', (a) => `/v1/apps/${a}`);
+export const scale = (argv: string[]) =>
+  post(argv, 'scaling', `usage: omni scale APP N [flags]\n${CONNECTION_HELP}\n`, 'POST', (a) => `/v1/apps/${a}/scale`, (_v, rest) => {
+    if (rest.length !== 1 || !/^\d+$/.test(rest[0])) throw new UsageError('usage: omni scale APP N');
+    return { replicas: Number(rest[0]) };
+  });
+
+export async function endpoints(argv: string[]): Promise<number> {
+  const USAGE = `usage: omni endpoints APP [flags]\n\nhost:port of every healthy replica.\n${CONNECTION_HELP}\n`;
+  const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
+  const client = connect(values);
+  try {
+    const r = await client.get<{ endpoints: { task: string; node: string; host: string; ports: Record<string, number> }[] }>(`/v1/apps/${one(positionals, USAGE)}/endpoints`);
+    if (values.json) return printJson(r), 0;
+    for (const e of r.endpoints) for (const [name, port] of Object.entries(e.ports)) process.stdout.write(`${e.host}:${port}\t${name}\t${e.node}\t${e.task}\n`);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** "10m", "30s", "2h" or an ISO date → epoch ms. */
+export function parseSince(s: string, nowMs = Date.now()): number {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(s);
+  if (m) return nowMs - Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms']!;
+  const t = Date.parse(s);
+  if (Number.isNaN(t)) throw new UsageError(`--since must be a duration (30s, 10m, 2h) or a date, got ${s}`);
+  return t;
+}
+
+export async function logs(argv: string[]): Promise<number> {
+  const USAGE = `usage: omni logs APP [-f] [--since 10m] [--tail N] [--task ID] [flags]\n\nOutput of the app's tasks, streamed from the nodes that run them (kept after a task exits).\n${CONNECTION_HELP}\n`;
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, follow: { type: 'boolean', short: 'f' }, since: { type: 'string' }, tail: { type: 'string' }, task: { type: 'string' } }, USAGE);
+  const app = one(positionals, USAGE);
+  const q = new URLSearchParams();
+  if (values.follow) q.set('follow', 'true');
+  if (values.since) q.set('since', String(parseSince(values.since as string)));
+  if (values.tail) q.set('tail', String(values.tail));
+  if (values.task) q.set('task', String(values.task));
+  const client = connect(values);
+  try {
+    await client.stream(`/v1/apps/${app}/logs?${q}`, (chunk) => process.stdout.write(chunk));
+    return 0;
+  } finally {
+    client.close();
+  }
+}

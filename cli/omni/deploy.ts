@@ -1,0 +1,42 @@
+// omni deploy app.yaml: create an app, or roll out a changed spec (rolling update with
+// automatic rollback), then wait until it is healthy.
+import { parse, printJson, UsageError } from '../common.js';
+import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
+import { readSpecFile, waitHealthy } from './app-io.js';
+
+const USAGE = `usage: omni deploy FILE.yaml [--detach] [--timeout SECONDS] [flags]
+
+Submits the app spec in FILE (YAML or JSON). A new app is placed and started; a changed spec
+is rolled out (update.parallel at a time, waiting for health, rolled back on failure); a
+changed replica count alone scales. Waits until the replicas are healthy unless --detach.
+${CONNECTION_HELP}
+`;
+
+export async function deploy(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' } }, USAGE);
+  if (positionals.length !== 1) throw new UsageError(`need exactly one spec file\n\n${USAGE}`);
+  const spec = await readSpecFile(positionals[0]);
+  return submit(values, spec);
+}
+
+/** Shared with omni run: POST the spec, then follow it to healthy. */
+export async function submit(values: Record<string, unknown>, spec: Record<string, unknown>): Promise<number> {
+  const client = connect(values);
+  try {
+    const r = await client.post<{ name: string; version: number; changed: boolean; action: string }>('/v1/apps', spec);
+    const timeoutMs = Number(values.timeout ?? 120) * 1000;
+    if (!values.json) process.stderr.write(`${r.name}: ${r.action} (version ${r.version})\n`);
+    if (values.detach || !r.changed) {
+      if (values.json) printJson(r);
+      return 0;
+    }
+    const res = await waitHealthy(client, r.name, r.version, timeoutMs, (line) => {
+      if (!values.json) process.stderr.write(`${r.name}: ${line}\n`);
+    });
+    if (values.json) printJson({ ...r, healthy: res.ok, message: res.message });
+    else process.stdout.write(res.ok ? `${r.name} is healthy (version ${r.version})\n` : `${r.name}: ${res.message}\n`);
+    return res.ok ? 0 : 1;
+  } finally {
+    client.close();
+  }
+}

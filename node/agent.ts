@@ -1,0 +1,323 @@
+// The agent on every node: reconciles the tasks the leader placed here against what the
+// drivers report — starts, restarts (per policy), stops, health-checks — and writes each
+// task's observed status (only on change) back through Raft. After its own restart it
+// re-attaches to the tasks its drivers still know instead of starting duplicates.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Omnid } from './daemon.js';
+import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
+import { probe } from './health-check.js';
+import { parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
+import type { AppSpec } from '../protocol/apps/spec.js';
+
+const AGENT_INTERVAL_MS = 1000;
+const MIN_ROUND_GAP_MS = 100;
+export const STOP_TIMEOUT_MS = 5000;
+const MAX_TASKS_PER_NODE = 10_000;
+
+interface Local {
+  task: TaskRecord;
+  driver: TaskDriver;
+  run?: TaskStatus;
+  restarts: number;
+  nextRestartAtMs: number;
+  health: TaskStatusRecord['health'];
+  healthFailures: number;
+  nextProbeAtMs: number;
+  probing: boolean;
+  reason: string;
+  state: TaskStatusRecord['state'];
+  starting: boolean;
+  stopping: boolean;
+}
+
+export class Agent {
+  private readonly local = new Map<string, Local>();
+  private readonly reported = new Map<string, string>();
+  private timer: NodeJS.Timeout | undefined;
+  private busy = false;
+  private again = false;
+  private lastRoundMs = 0;
+  private deferred: NodeJS.Timeout | undefined;
+  private recovered = false;
+
+  constructor(
+    private readonly d: Omnid,
+    private readonly drivers: Record<DriverName, TaskDriver>,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.kick(), AGENT_INTERVAL_MS);
+    this.kick();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    clearTimeout(this.deferred);
+  }
+
+  /** Runs a reconcile round soon (coalesced). */
+  kick(): void {
+    // At most one round per MIN_ROUND_GAP_MS however many entries are applied.
+    const wait = this.lastRoundMs + MIN_ROUND_GAP_MS - Date.now();
+    if (wait > 0) {
+      this.deferred ??= setTimeout(() => ((this.deferred = undefined), this.kick()), wait);
+      return;
+    }
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
+    this.busy = true;
+    this.lastRoundMs = Date.now();
+    void this.round()
+      .catch((err: Error) => this.d.log.warn(`agent: ${err.message}`))
+      .finally(() => {
+        this.busy = false;
+        if (this.again) {
+          this.again = false;
+          setTimeout(() => this.kick(), 50);
+        }
+      });
+  }
+
+  driverFor(taskId: string): TaskDriver | undefined {
+    return this.local.get(taskId)?.driver;
+  }
+
+  private async round(): Promise<void> {
+    if (!this.recovered) await this.recover();
+    const mine = this.desiredHere();
+    for (const t of mine.values()) await this.reconcileTask(t);
+    for (const [id, l] of this.local) {
+      if (mine.has(id)) continue;
+      // The task record is gone (app removed, or garbage-collected after stopping).
+      if (l.run?.state === 'running') await l.driver.stop(id, STOP_TIMEOUT_MS).catch(() => undefined);
+      await l.driver.destroy(id).catch(() => undefined);
+      this.local.delete(id);
+      this.reported.delete(id);
+    }
+    await this.report();
+  }
+
+  /** Re-attach: every driver lists what it still runs for us (no duplicates after a restart). */
+  private async recover(): Promise<void> {
+    const mine = this.desiredHere();
+    for (const driver of Object.values(this.drivers)) {
+      const ok = await driver.available().catch(() => ({ ok: false as const, reason: 'unavailable' }));
+      if (!ok.ok) continue;
+      for (const st of await driver.recover().catch(() => [] as TaskStatus[])) {
+        const task = mine.get(st.taskId);
+        if (!task) {
+          // Not ours any more: clean it up.
+          if (st.state === 'running') await driver.stop(st.taskId, STOP_TIMEOUT_MS).catch(() => undefined);
+          await driver.destroy(st.taskId).catch(() => undefined);
+          continue;
+        }
+        const prev = parseRecord<TaskStatusRecord>(this.d.raft.state.kvGet(statusKey(st.taskId))?.value);
+        this.local.set(st.taskId, { ...this.fresh(task, driver), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none' });
+        this.d.log.info(`agent: re-attached to task ${st.taskId} (${st.state})`);
+      }
+    }
+    this.recovered = true;
+  }
+
+  private desiredHere(): Map<string, TaskRecord> {
+    const out = new Map<string, TaskRecord>();
+    for (const r of this.d.raft.state.kvList(TASK_PREFIX, MAX_TASKS_PER_NODE * 10)) {
+      const t = parseRecord<TaskRecord>(r.value);
+      if (t && t.nodeId === this.d.id) out.set(t.id, t);
+    }
+    return out;
+  }
+
+  private spec(t: TaskRecord): AppSpec | undefined {
+    return parseRecord<AppSpec>(this.d.raft.state.kvGet(specKey(t.app, t.version))?.value);
+  }
+
+  private fresh(task: TaskRecord, driver: TaskDriver): Local {
+    return { task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false };
+  }
+
+  private async reconcileTask(t: TaskRecord): Promise<void> {
+    const spec = this.spec(t);
+    if (!spec) return;
+    let l = this.local.get(t.id);
+    if (!l) {
+      const driver = this.drivers[spec.driver];
+      if (!driver) return;
+      l = this.fresh(t, driver);
+      this.local.set(t.id, l);
+    }
+    l.task = t;
+    if (t.desired === 'stop') return this.stopTask(l);
+    if (l.run?.state === 'running') await this.refresh(l);
+    if (!l.run) return this.startTask(l, spec);
+    if (l.run.state === 'exited') return this.onExit(l, spec);
+    this.maybeProbe(l, spec);
+  }
+
+  private async startTask(l: Local, spec: AppSpec): Promise<void> {
+    if (l.starting) return;
+    l.starting = true;
+    l.state = 'starting';
+    l.health = spec.healthCheck ? 'starting' : 'none';
+    await this.report();
+    try {
+      const cfg = await this.taskConfig(l.task, spec);
+      l.run = await l.driver.start(cfg);
+      l.state = 'running';
+      l.reason = '';
+      l.healthFailures = 0;
+      l.nextProbeAtMs = Date.now() + (spec.healthCheck?.startPeriodMs ?? 0);
+      this.d.log.info(`agent: started ${l.task.id} (${spec.driver})`);
+    } catch (err) {
+      l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: Date.now(), exitedAtMs: Date.now(), reason: (err as Error).message };
+      l.reason = `could not start: ${(err as Error).message}`;
+      this.d.log.warn(`agent: ${l.task.id}: ${l.reason}`);
+    } finally {
+      l.starting = false;
+    }
+  }
+
+  private async refresh(l: Local): Promise<void> {
+    let st: TaskStatus | undefined;
+    try {
+      st = await l.driver.inspect(l.task.id);
+    } catch (err) {
+      // A driver hiccup (engine busy) is not an exit: keep the last known state.
+      this.d.log.debug(`agent: inspect ${l.task.id}: ${(err as Error).message}`);
+      return;
+    }
+    if (st && st.state === 'exited' && l.run?.state === 'running') this.d.log.info(`agent: ${l.task.id} exited (${st.exitCode ?? st.reason ?? 'unknown'})`);
+    if (st) l.run = st;
+    else l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: l.run?.startedAtMs ?? Date.now(), exitedAtMs: Date.now(), reason: 'the task disappeared' };
+  }
+
+  /** Restart policy: always / on-failure (non-zero exit) / never, at most maxRestarts times. */
+  private async onExit(l: Local, spec: AppSpec): Promise<void> {
+    const code = l.run!.exitCode;
+    const failedRun = code !== 0;
+    const policy = spec.restart.policy;
+    const wantRestart = policy === 'always' || (policy === 'on-failure' && failedRun);
+    const what = code === null ? `ended (${l.run!.reason ?? 'killed'})` : `exited with code ${code}`;
+    if (!wantRestart) {
+      l.state = failedRun ? 'failed' : 'exited';
+      l.health = 'none';
+      l.reason = what;
+      return;
+    }
+    if (l.restarts >= spec.restart.maxRestarts) {
+      l.state = 'failed';
+      l.health = 'none';
+      l.reason = `${what}; gave up after ${l.restarts} restarts`;
+      return;
+    }
+    const now = Date.now();
+    if (l.nextRestartAtMs === 0) {
+      l.nextRestartAtMs = now + spec.restart.delayMs;
+      l.state = 'exited';
+      l.health = 'none';
+      l.reason = `${what}; restarting in ${spec.restart.delayMs} ms`;
+      return;
+    }
+    if (now < l.nextRestartAtMs) return;
+    l.nextRestartAtMs = 0;
+    l.restarts++;
+    await l.driver.destroy(l.task.id).catch(() => undefined);
+    l.run = undefined;
+    await this.startTask(l, spec);
+  }
+
+  private maybeProbe(l: Local, spec: AppSpec): void {
+    const check = spec.healthCheck;
+    if (!check || l.probing || Date.now() < l.nextProbeAtMs) return;
+    l.probing = true;
+    const idx = spec.ports.findIndex((p) => p.name === check.port);
+    const port = l.task.hostPorts[idx >= 0 ? idx : 0];
+    void probe(check, port, spec.env)
+      .then((r) => {
+        if (r.ok) {
+          l.healthFailures = 0;
+          if (l.health !== 'healthy') this.d.log.info(`agent: ${l.task.id} is healthy (${r.detail})`);
+          l.health = 'healthy';
+          l.reason = '';
+        } else if (++l.healthFailures >= check.retries) {
+          if (l.health !== 'unhealthy') this.d.log.warn(`agent: ${l.task.id} is unhealthy: ${r.detail}`);
+          l.health = 'unhealthy';
+          l.reason = `health check failed ${l.healthFailures} times: ${r.detail}`;
+        }
+      })
+      .finally(() => {
+        l.probing = false;
+        l.nextProbeAtMs = Date.now() + check.intervalMs;
+        this.kick();
+      });
+  }
+
+  private async stopTask(l: Local): Promise<void> {
+    if (l.stopping) return;
+    if (l.run?.state === 'running') {
+      l.stopping = true;
+      try {
+        await l.driver.stop(l.task.id, STOP_TIMEOUT_MS);
+        await this.refresh(l);
+      } finally {
+        l.stopping = false;
+      }
+    }
+    if (l.state !== 'exited' && l.state !== 'failed') {
+      l.state = 'exited';
+      l.health = 'none';
+      l.reason = `stopped: ${l.task.stopReason || 'by the orchestrator'}`;
+    }
+  }
+
+  private async taskConfig(t: TaskRecord, spec: AppSpec): Promise<TaskConfig> {
+    const volumes = [];
+    for (const v of spec.volumes) {
+      const hostPath = join(this.d.opts.dataDir, 'volumes', t.app, v.name);
+      await mkdir(hostPath, { recursive: true });
+      volumes.push({ name: v.name, path: v.path, hostPath });
+    }
+    const command = spec.command ? [...spec.command, ...spec.args] : spec.args.length > 0 ? spec.args : undefined;
+    return {
+      taskId: t.id,
+      app: t.app,
+      version: t.version,
+      image: spec.image,
+      command,
+      env: { ...spec.env },
+      ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i] })),
+      volumes,
+      cpu: spec.resources.cpu,
+      memoryBytes: spec.resources.memoryMB * 1024 * 1024,
+      labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id },
+    };
+  }
+
+  /** Writes each task's status when it changed since the last report. */
+  private async report(): Promise<void> {
+    for (const [id, l] of this.local) {
+      const rec: TaskStatusRecord = {
+        id,
+        state: l.state,
+        health: l.health,
+        exitCode: l.run?.state === 'exited' ? l.run.exitCode : null,
+        reason: l.reason.slice(0, 500),
+        restarts: l.restarts,
+        startedAtMs: l.run?.startedAtMs ?? 0,
+        updatedAtMs: 0,
+      };
+      const key = JSON.stringify({ ...rec, startedAtMs: 0 });
+      if (this.reported.get(id) === key) continue;
+      try {
+        await this.d.proposeOk({ type: 'kv.put', key: statusKey(id), value: JSON.stringify({ ...rec, updatedAtMs: Date.now() }) });
+        this.reported.set(id, key);
+      } catch (err) {
+        this.d.log.debug(`agent: status of ${id} not written yet: ${(err as Error).message}`);
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,29 @@
+// The drivers of one node, by name. The agent picks one per task from the app spec.
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import { DockerDriver } from './docker.js';
+import { MockDriver } from './mock.js';
+import { ProcessDriver } from './process.js';
+import type { DriverName, TaskDriver } from './types.js';
+
+export type { DriverName, LogOptions, PortMapping, TaskConfig, TaskDriver, TaskRunState, TaskStatus, VolumeMount } from './types.js';
+export { DockerDriver, dockerSocketPath } from './docker.js';
+export { MockDriver } from './mock.js';
+export { ProcessDriver } from './process.js';
+
+/**
+ * Owner key of a node's containers (label omni.owner): derived from its data dir, so several omnid
+ * on one host (npm start's local cluster) share a Docker engine without touching each other's tasks.
+ */
+export function driverOwner(dataDir: string): string {
+  return createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 16);
+}
+
+/** Docker (engine from DOCKER_HOST or /var/run/docker.sock), process (under dataDir/tasks) and mock. */
+export function createDrivers(dataDir: string): Record<DriverName, TaskDriver> {
+  return {
+    docker: new DockerDriver({ owner: driverOwner(dataDir) }),
+    process: new ProcessDriver(dataDir),
+    mock: new MockDriver(),
+  };
+}

@@ -1,0 +1,148 @@
+// The leader's orchestrator: every round (and right after app changes) it reconciles each
+// app (protocol/apps/reconcile.ts) and commits the result in one kv.txn per app, guarded by
+// the app record's version and the scheduling epoch. A refused transaction means the plan
+// was built on stale state: it is dropped and recomputed next round.
+import { randomBytes } from 'node:crypto';
+import type { Omnid } from './daemon.js';
+import { SchedulerState, type SchedNode, type SchedTask } from '../protocol/apps/scheduler.js';
+import { reconcileApp } from '../protocol/apps/reconcile.js';
+import type { AppSpec } from '../protocol/apps/spec.js';
+import { APP_PREFIX, SCHED_EPOCH_KEY, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, appKey, parseRecord, specKey, statusKey, taskKey, volumeKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
+import type { KvTxnOp } from '../protocol/cluster/state.js';
+import { Role } from '../protocol/raft/types.js';
+import { OmniError } from './errors.js';
+import { nodeHost } from './api-apps.js';
+
+const ORCHESTRATOR_INTERVAL_MS = 1000;
+const MIN_ROUND_GAP_MS = 100;
+const MAX_LIST = 100_000;
+const MIB = 1024 * 1024;
+
+export class Orchestrator {
+  private timer: NodeJS.Timeout | undefined;
+  private busy = false;
+  private again = false;
+  private lastRoundMs = 0;
+  private deferred: NodeJS.Timeout | undefined;
+
+  constructor(private readonly d: Omnid) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.kick(), ORCHESTRATOR_INTERVAL_MS);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    clearTimeout(this.deferred);
+  }
+
+  kick(): void {
+    if (this.d.raft.raft.role !== Role.Leader) return;
+    const wait = this.lastRoundMs + MIN_ROUND_GAP_MS - Date.now();
+    if (wait > 0) {
+      this.deferred ??= setTimeout(() => ((this.deferred = undefined), this.kick()), wait);
+      return;
+    }
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
+    this.busy = true;
+    this.lastRoundMs = Date.now();
+    void this.round()
+      .catch((err: Error) => this.d.log.warn(`orchestrator: ${err.message}`))
+      .finally(() => {
+        this.busy = false;
+        if (this.again) {
+          this.again = false;
+          setTimeout(() => this.kick(), MIN_ROUND_GAP_MS);
+        }
+      });
+  }
+
+  private list<T>(prefix: string): T[] {
+    return this.d.raft.state.kvList(prefix, MAX_LIST).flatMap((r) => {
+      const v = parseRecord<T>(r.value);
+      return v ? [v] : [];
+    });
+  }
+
+  private async round(): Promise<void> {
+    const state = this.d.raft.state;
+    const apps = this.list<AppRecord>(APP_PREFIX);
+    const tasks = this.list<TaskRecord>(TASK_PREFIX);
+    const statuses = new Map(this.list<TaskStatusRecord>(STATUS_PREFIX).map((s) => [s.id, s]));
+    const specCache = new Map<string, AppSpec | undefined>();
+    const specOf = (app: string, version: number) => {
+      const k = specKey(app, version);
+      if (!specCache.has(k)) specCache.set(k, parseRecord<AppSpec>(state.kvGet(k)?.value));
+      return specCache.get(k);
+    };
+    const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, host: nodeHost(n.addrs) }));
+    const held: SchedTask[] = tasks
+      .filter((t) => t.desired === 'run')
+      .flatMap((t) => {
+        const s = specOf(t.app, t.version);
+        return s ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: s.resources.cpu, memoryBytes: s.resources.memoryMB * MIB, gpus: s.resources.gpus, hostPorts: t.hostPorts }] : [];
+      });
+    const scheduler = new SchedulerState(nodes, held);
+    const byApp = new Map<string, TaskRecord[]>();
+    for (const t of tasks) byApp.set(t.app, [...(byApp.get(t.app) ?? []), t]);
+    const epoch = state.kvGet(SCHED_EPOCH_KEY)?.version ?? 0;
+    for (const app of apps) {
+      const appTasks = byApp.get(app.name) ?? [];
+      const specs = new Map<number, AppSpec>();
+      for (const v of new Set([app.version, ...appTasks.map((t) => t.version)])) {
+        const s = specOf(app.name, v);
+        if (s) specs.set(v, s);
+      }
+      const volumePins = new Map<string, string>();
+      for (const r of state.kvList(`${VOLUME_PREFIX}${app.name}/`, 100)) volumePins.set(r.key.slice(`${VOLUME_PREFIX}${app.name}/`.length), r.value);
+      const out = reconcileApp({
+        app,
+        specs,
+        tasks: appTasks,
+        statuses,
+        scheduler,
+        nodes,
+        volumePins,
+        nowMs: Date.now(),
+        newTaskId: () => `${app.name}-${randomBytes(3).toString('hex')}`,
+      });
+      if (!out.changed) continue;
+      const ops: KvTxnOp[] = [];
+      if (out.removeApp) {
+        ops.push({ op: 'delete', key: appKey(app.name) });
+        for (const r of state.kvList(`${specKey(app.name, 0).slice(0, -8)}`, 10_000)) ops.push({ op: 'delete', key: r.key });
+        for (const r of state.kvList(`${VOLUME_PREFIX}${app.name}/`, 100)) ops.push({ op: 'delete', key: r.key });
+      } else ops.push({ op: 'put', key: appKey(app.name), value: JSON.stringify(out.app) });
+      for (const t of out.upserts) ops.push({ op: 'put', key: taskKey(t.id), value: JSON.stringify(t) });
+      for (const id of out.deletes) {
+        ops.push({ op: 'delete', key: taskKey(id) });
+        if (statuses.has(id)) ops.push({ op: 'delete', key: statusKey(id) });
+      }
+      for (const p of out.newPins) ops.push({ op: 'put', key: volumeKey(app.name, p.volume), value: p.nodeId });
+      ops.push({ op: 'put', key: SCHED_EPOCH_KEY, value: String(Date.now()) });
+      const appVersion = state.kvGet(appKey(app.name))?.version ?? 0;
+      try {
+        await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(app.name), version: appVersion }, { key: SCHED_EPOCH_KEY, version: epoch }], ops });
+      } catch (err) {
+        if (err instanceof OmniError && err.code === 'CONFLICT') {
+          this.again = true; // stale plan: recompute from the new state
+          return;
+        }
+        throw err;
+      }
+      return void (this.again = true); // the epoch moved: the next app plans on fresh state
+    }
+    this.collectOrphanStatuses(tasks, statuses);
+  }
+
+  /** Status keys whose task is gone (an agent wrote after the task was deleted). */
+  private collectOrphanStatuses(tasks: TaskRecord[], statuses: Map<string, TaskStatusRecord>): void {
+    const ids = new Set(tasks.map((t) => t.id));
+    const orphans = [...statuses.keys()].filter((id) => !ids.has(id)).slice(0, 500);
+    if (orphans.length === 0) return;
+    void this.d.proposeOk({ type: 'kv.txn', compares: [], ops: orphans.map((id) => ({ op: 'delete' as const, key: statusKey(id) })) }).catch(() => undefined);
+  }
+}

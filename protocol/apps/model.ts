@@ -1,0 +1,98 @@
+// How apps and tasks live in the replicated key space (pure data + codecs). The leader's
+// orchestrator writes app records and desired tasks; each node's agent writes the observed
+// status of its own tasks under a separate key, so the two never contend for one version.
+import type { AppSpec } from './spec.js';
+
+export const APP_PREFIX = 'apps/';
+export const SPEC_PREFIX = 'appspecs/';
+export const TASK_PREFIX = 'tasks/';
+export const STATUS_PREFIX = 'taskstatus/';
+export const VOLUME_PREFIX = 'volumes/';
+/** Bumped by every scheduling transaction: a plan built on older state is refused and redone. */
+export const SCHED_EPOCH_KEY = 'sched/epoch';
+/** Events kept per app (newest last). */
+export const MAX_APP_EVENTS = 40;
+
+export type AppState = 'running' | 'stopped' | 'removing';
+export type DeployStatus = 'stable' | 'deploying' | 'rolled-back' | 'failed';
+
+export interface AppEvent {
+  atMs: number;
+  message: string;
+}
+
+export interface AppRecord {
+  name: string;
+  /** The spec version tasks should run. */
+  version: number;
+  /** The version before the last deploy (0: none): what a rollback returns to. */
+  previousVersion: number;
+  /** Highest version ever written (versions are never reused). */
+  latestVersion: number;
+  state: AppState;
+  deploy: { status: DeployStatus; fromVersion: number; startedAtMs: number; message: string };
+  /** Why some replicas are not placed ('' when all are). */
+  pending: string;
+  events: AppEvent[];
+}
+
+export type TaskDesired = 'run' | 'stop';
+
+export interface TaskRecord {
+  id: string;
+  app: string;
+  version: number;
+  nodeId: string;
+  hostPorts: number[];
+  desired: TaskDesired;
+  createdAtMs: number;
+  /** Why the orchestrator stopped it ('' while desired run). */
+  stopReason: string;
+}
+
+export type TaskState = 'pending' | 'starting' | 'running' | 'exited' | 'failed';
+export type TaskHealth = 'none' | 'starting' | 'healthy' | 'unhealthy';
+
+export interface TaskStatusRecord {
+  id: string;
+  state: TaskState;
+  health: TaskHealth;
+  exitCode: number | null;
+  reason: string;
+  restarts: number;
+  startedAtMs: number;
+  updatedAtMs: number;
+}
+
+export const appKey = (name: string) => `${APP_PREFIX}${name}`;
+export const specKey = (name: string, version: number) => `${SPEC_PREFIX}${name}/${String(version).padStart(8, '0')}`;
+export const taskKey = (id: string) => `${TASK_PREFIX}${id}`;
+export const statusKey = (id: string) => `${STATUS_PREFIX}${id}`;
+export const volumeKey = (app: string, volume: string) => `${VOLUME_PREFIX}${app}/${volume}`;
+
+/** Parses a stored JSON record; undefined for anything malformed (never throws). */
+export function parseRecord<T>(value: string | undefined): T | undefined {
+  if (value === undefined) return undefined;
+  try {
+    const v = JSON.parse(value) as unknown;
+    return v !== null && typeof v === 'object' ? (v as T) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function withEvent(app: AppRecord, atMs: number, message: string): AppRecord {
+  const events = [...app.events, { atMs, message }];
+  return { ...app, events: events.slice(-MAX_APP_EVENTS) };
+}
+
+/** A task serves traffic when it runs and its health check (if any) passes. */
+export function isServing(s: TaskStatusRecord | undefined): boolean {
+  return s !== undefined && s.state === 'running' && (s.health === 'healthy' || s.health === 'none');
+}
+
+export function isTerminal(s: TaskStatusRecord | undefined): boolean {
+  return s !== undefined && (s.state === 'exited' || s.state === 'failed');
+}
+
+export type { AppSpec };

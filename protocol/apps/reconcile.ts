@@ -1,0 +1,232 @@
+// The orchestrator's decision for one app, as a pure function (Nomad's "evaluation"): given
+// the app record, its specs, its tasks and their observed status, and the cluster's nodes and
+// allocations, return the writes that move the app toward its spec. The leader wraps them in
+// one kv.txn guarded by the scheduling epoch, so a plan built on stale state is refused and
+// recomputed, never applied twice or over-committing a node.
+import { SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
+import type { AppSpec } from './spec.js';
+import { isServing, isTerminal, withEvent, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
+
+/** New placements per app per round (bounds one transaction's size). */
+export const MAX_PLACEMENTS_PER_ROUND = 200;
+/** Stopped, finished tasks kept per app for `omni inspect` history. */
+export const KEEP_STOPPED_TASKS = 6;
+
+export interface ReconcileInput {
+  app: AppRecord;
+  specs: ReadonlyMap<number, AppSpec>;
+  tasks: readonly TaskRecord[];
+  statuses: ReadonlyMap<string, TaskStatusRecord>;
+  /** Shared by every app reconciled in one round, so they see each other's placements. */
+  scheduler: SchedulerState;
+  nodes: readonly SchedNode[];
+  /** Node each persistent volume of this app is pinned to. */
+  volumePins: ReadonlyMap<string, string>;
+  nowMs: number;
+  newTaskId: () => string;
+}
+
+export interface ReconcileOutput {
+  app: AppRecord;
+  upserts: TaskRecord[];
+  /** Task ids whose task and status keys are deleted. */
+  deletes: string[];
+  newPins: { volume: string; nodeId: string }[];
+  /** The app was being removed and nothing of it is left: delete its records. */
+  removeApp: boolean;
+  changed: boolean;
+}
+
+export function reconcileApp(input: ReconcileInput): ReconcileOutput {
+  const r = new Reconciler(input);
+  r.run();
+  return r.output();
+}
+
+class Reconciler {
+  private app: AppRecord;
+  private readonly tasks = new Map<string, TaskRecord>();
+  private readonly upserts = new Map<string, TaskRecord>();
+  private readonly deletes: string[] = [];
+  private readonly newPins: { volume: string; nodeId: string }[] = [];
+  private removeApp = false;
+  private appChanged = false;
+
+  constructor(private readonly input: ReconcileInput) {
+    this.app = input.app;
+    for (const t of input.tasks) this.tasks.set(t.id, t);
+  }
+
+  output(): ReconcileOutput {
+    const changed = this.appChanged || this.upserts.size > 0 || this.deletes.length > 0 || this.removeApp;
+    return { app: this.app, upserts: [...this.upserts.values()], deletes: this.deletes, newPins: this.newPins, removeApp: this.removeApp, changed };
+  }
+
+  run(): void {
+    if (this.app.state !== 'running') {
+      for (const t of this.live()) this.stop(t, this.app.state === 'removing' ? 'app removed' : 'app stopped');
+      this.setPending('');
+      this.collectGarbage(this.app.state === 'removing' ? 0 : KEEP_STOPPED_TASKS);
+      if (this.app.state === 'removing' && this.tasks.size === 0) this.removeApp = true;
+      return;
+    }
+    const spec = this.input.specs.get(this.app.version);
+    if (!spec) {
+      this.setPending(`spec version ${this.app.version} is missing`);
+      return;
+    }
+    this.stopLostAndFailed();
+    const current = this.live().filter((t) => t.version === this.app.version);
+    const old = this.live().filter((t) => t.version !== this.app.version);
+    if (old.length > 0) this.rollingUpdate(spec, current, old);
+    else this.steadyState(spec, current);
+    this.collectGarbage(KEEP_STOPPED_TASKS);
+  }
+
+  private live(): TaskRecord[] {
+    return [...this.tasks.values()].filter((t) => t.desired === 'run').sort((a, b) => a.createdAtMs - b.createdAtMs || (a.id < b.id ? -1 : 1));
+  }
+
+  private nodeUp(id: string): boolean {
+    return this.input.nodes.some((n) => n.id === id && n.status === 'up');
+  }
+
+  private nodeName(id: string): string {
+    return this.input.nodes.find((n) => n.id === id)?.name ?? id.slice(0, 12);
+  }
+
+  /** Tasks on nodes that are down are lost; tasks the agent gave up on have failed. Both are replaced. */
+  private stopLostAndFailed(): void {
+    for (const t of this.live()) {
+      const s = this.input.statuses.get(t.id);
+      if (!this.nodeUp(t.nodeId)) this.stop(t, `node ${this.nodeName(t.nodeId)} is down`);
+      else if (s?.state === 'failed') this.stop(t, `failed: ${s.reason || 'gave up restarting'}`);
+    }
+  }
+
+  private steadyState(spec: AppSpec, current: TaskRecord[]): void {
+    if (this.app.deploy.status === 'deploying') {
+      this.app = withEvent({ ...this.app, deploy: { ...this.app.deploy, status: 'stable', message: `version ${this.app.version} deployed` } }, this.input.nowMs, `deployment of version ${this.app.version} complete`);
+      this.appChanged = true;
+    }
+    const missing = spec.replicas - current.length;
+    if (missing > 0) this.place(spec, missing);
+    else {
+      this.setPending('');
+      if (missing === 0) return;
+      // Scale down: stop the tasks that serve least (not yet healthy first), newest first.
+      const serving = (t: TaskRecord) => Number(isServing(this.input.statuses.get(t.id)));
+      const extras = [...current].sort((a, b) => serving(a) - serving(b) || b.createdAtMs - a.createdAtMs);
+      for (const t of extras.slice(0, -missing)) this.stop(t, `scaled to ${spec.replicas}`);
+    }
+  }
+
+  /** Start-first rolling update: new tasks up to `parallel` in flight; an old task stops for each new one that serves. */
+  private rollingUpdate(spec: AppSpec, current: TaskRecord[], old: TaskRecord[]): void {
+    const now = this.input.nowMs;
+    if (this.app.deploy.status !== 'deploying') {
+      this.app = withEvent({ ...this.app, deploy: { status: 'deploying', fromVersion: old[0].version, startedAtMs: now, message: '' } }, now, `rolling update to version ${this.app.version} (${spec.update.parallel} at a time)`);
+      this.appChanged = true;
+    }
+    const failed = current.find((t) => {
+      const s = this.input.statuses.get(t.id);
+      const late = !isServing(s) && now - t.createdAtMs > spec.update.healthyTimeoutMs;
+      return late || s?.health === 'unhealthy' || isTerminal(s);
+    });
+    const replacedFailure = this.replacedThisRound(this.app.version);
+    if (failed || replacedFailure) {
+      const why = failed ? this.failureReason(failed, spec) : 'a new task failed';
+      if (spec.update.autoRollback && this.app.previousVersion > 0) return this.rollback(why);
+      if (this.app.deploy.status !== 'failed') {
+        this.app = withEvent({ ...this.app, deploy: { ...this.app.deploy, status: 'failed', message: why } }, now, `deployment of version ${this.app.version} failed: ${why}; not rolling back (autoRollback is off)`);
+        this.appChanged = true;
+      }
+      return;
+    }
+    if (this.app.deploy.status === 'failed') return;
+    const serving = current.filter((t) => isServing(this.input.statuses.get(t.id))).length;
+    const stopOld = Math.max(0, old.length + serving - spec.replicas);
+    for (const t of old.slice(0, stopOld)) this.stop(t, `replaced by version ${this.app.version}`);
+    const inFlight = current.length - serving;
+    const want = Math.min(spec.replicas - current.length, spec.update.parallel - inFlight);
+    if (want > 0) this.place(spec, want);
+  }
+
+  private failureReason(t: TaskRecord, spec: AppSpec): string {
+    const s = this.input.statuses.get(t.id);
+    if (s?.health === 'unhealthy') return `task ${t.id} failed its health check${s.reason ? ` (${s.reason})` : ''}`;
+    if (isTerminal(s)) return `task ${t.id} ${s!.state}${s!.exitCode !== null ? ` with exit code ${s!.exitCode}` : ''}${s!.reason ? `: ${s!.reason}` : ''}`;
+    return `task ${t.id} was not healthy within ${Math.round(spec.update.healthyTimeoutMs / 1000)}s`;
+  }
+
+  private replacedThisRound(version: number): boolean {
+    return [...this.upserts.values()].some((t) => t.version === version && t.desired === 'stop' && t.stopReason.startsWith('failed'));
+  }
+
+  private rollback(why: string): void {
+    const failedVersion = this.app.version;
+    const back = this.app.previousVersion;
+    for (const t of this.live()) if (t.version === failedVersion) this.stop(t, `rolled back: ${why}`);
+    this.app = withEvent(
+      { ...this.app, version: back, previousVersion: 0, deploy: { status: 'rolled-back', fromVersion: failedVersion, startedAtMs: this.input.nowMs, message: why } },
+      this.input.nowMs,
+      `version ${failedVersion} rolled back to version ${back}: ${why}`,
+    );
+    this.appChanged = true;
+  }
+
+  private place(spec: AppSpec, count: number): void {
+    const n = Math.min(count, MAX_PLACEMENTS_PER_ROUND);
+    let pinnedNodeId: string | undefined;
+    for (const v of spec.volumes) {
+      const pin = this.input.volumePins.get(v.name);
+      if (pin) pinnedNodeId = pin;
+    }
+    if (pinnedNodeId && !this.nodeUp(pinnedNodeId)) {
+      this.setPending(`volume pinned to node ${this.nodeName(pinnedNodeId)}, which is down`);
+      return;
+    }
+    const plan = this.input.scheduler.place({ app: this.app.name, version: this.app.version, count: n, spec, pinnedNodeId });
+    for (const p of plan.placements) {
+      const t: TaskRecord = { id: this.input.newTaskId(), app: this.app.name, version: this.app.version, nodeId: p.nodeId, hostPorts: p.hostPorts, desired: 'run', createdAtMs: this.input.nowMs, stopReason: '' };
+      this.tasks.set(t.id, t);
+      this.upserts.set(t.id, t);
+      this.app = withEvent(this.app, this.input.nowMs, `placed ${t.id} on ${this.nodeName(p.nodeId)}`);
+      this.appChanged = true;
+      if (!pinnedNodeId && spec.volumes.length > 0) {
+        pinnedNodeId = p.nodeId;
+        for (const v of spec.volumes) this.newPins.push({ volume: v.name, nodeId: p.nodeId });
+      }
+    }
+    this.setPending(plan.unplaced > 0 ? `${plan.unplaced} replica(s) pending: ${plan.reason}` : '');
+  }
+
+  private stop(t: TaskRecord, reason: string): void {
+    const stopped: TaskRecord = { ...t, desired: 'stop', stopReason: reason };
+    this.tasks.set(t.id, stopped);
+    this.upserts.set(t.id, stopped);
+    this.app = withEvent(this.app, this.input.nowMs, `stopping ${t.id}: ${reason}`);
+    this.appChanged = true;
+  }
+
+  /** Deletes stopped tasks that finished (or whose node is gone), keeping the newest few for history. */
+  private collectGarbage(keep: number): void {
+    const done = [...this.tasks.values()]
+      .filter((t) => t.desired === 'stop' && (isTerminal(this.input.statuses.get(t.id)) || !this.nodeUp(t.nodeId) || !this.input.statuses.has(t.id)))
+      .sort((a, b) => b.createdAtMs - a.createdAtMs || (a.id < b.id ? -1 : 1));
+    for (const t of done.slice(keep)) {
+      this.tasks.delete(t.id);
+      this.upserts.delete(t.id);
+      this.deletes.push(t.id);
+    }
+  }
+
+  private setPending(reason: string): void {
+    if (this.app.pending === reason) return;
+    this.app = { ...this.app, pending: reason };
+    if (reason) this.app = withEvent(this.app, this.input.nowMs, reason);
+    this.appChanged = true;
+  }
+}
+
+export type { SchedNode, SchedTask };

@@ -1,0 +1,191 @@
+// Nomad-style placement as a pure function over a snapshot: feasibility (node up, constraints,
+// resources left, GPUs, host ports, anti-affinity, volume pin), then ranking (bin-pack or
+// spread, spreading over a label when asked), with deterministic tie-breaks. SchedulerState
+// keeps per-node accounting incrementally, so successive asks in one round see each other's
+// placements and a node is never over-committed.
+//
+// Speed: like Nomad's LimitIterator, each placement ranks only the first K feasible nodes in a
+// deterministic per-app rotation (K = max(3, ceil(log2 N)); the rotation advances after each
+// placement so replicas fan out). If fewer than K are feasible it keeps scanning to the end,
+// so a placement that fits anywhere is always found. That trades perfectly tight packing for
+// O(K) work per placement on large clusters.
+import type { AppSpec, Constraint } from './spec.js';
+
+export interface SchedNode {
+  id: string; name: string; status: 'up' | 'down' | 'left'; arch: string; labels: Record<string, string>; cpu: number; memoryBytes: number; gpus: number;
+  /** Nodes on the same host (same address) share one port space; default: the node's own. */
+  host?: string;
+}
+export interface SchedTask { id: string; app: string; version: number; nodeId: string; cpu: number; memoryBytes: number; gpus: number; hostPorts: number[] }
+export interface PlacementAsk { app: string; version: number; count: number; spec: AppSpec; pinnedNodeId?: string }
+export interface Placement { nodeId: string; hostPorts: number[] }
+export interface PlacementPlan { placements: Placement[]; unplaced: number; reason: string }
+
+export const DYNAMIC_PORT_MIN = 20000;
+export const DYNAMIC_PORT_MAX = 32000;
+const MIB = 1024 * 1024;
+
+interface NodeAcc {
+  node: SchedNode;
+  cpuUsed: number;
+  memUsed: number;
+  gpusUsed: number;
+  /** Host ports in use on this node's host (shared by nodes on one machine). */
+  ports: Set<number>;
+  /** Tasks per "app@version" (anti-affinity) and per app (spread). */
+  perVersion: Map<string, number>;
+}
+
+type Why = 'down' | 'cpu' | 'memory' | 'gpus' | 'port' | 'anti-affinity' | 'pinned' | `constraint ${string}`;
+
+export class SchedulerState {
+  private readonly nodes: NodeAcc[];
+  private readonly byId = new Map<string, NodeAcc>();
+
+  constructor(nodes: SchedNode[], tasks: SchedTask[]) {
+    const portsByHost = new Map<string, Set<number>>();
+    const portsOf = (n: SchedNode) => {
+      const host = n.host ?? `node:${n.id}`;
+      if (!portsByHost.has(host)) portsByHost.set(host, new Set());
+      return portsByHost.get(host)!;
+    };
+    this.nodes = [...nodes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((node) => ({ node, cpuUsed: 0, memUsed: 0, gpusUsed: 0, ports: portsOf(node), perVersion: new Map() }));
+    for (const n of this.nodes) this.byId.set(n.node.id, n);
+    for (const t of tasks) {
+      const n = this.byId.get(t.nodeId);
+      if (!n) continue;
+      n.cpuUsed += t.cpu;
+      n.memUsed += t.memoryBytes;
+      n.gpusUsed += t.gpus;
+      for (const p of t.hostPorts) n.ports.add(p);
+      const k = `${t.app}@${t.version}`;
+      n.perVersion.set(k, (n.perVersion.get(k) ?? 0) + 1);
+    }
+  }
+
+  place(ask: PlacementAsk): PlacementPlan {
+    const placements: Placement[] = [];
+    const N = this.nodes.length;
+    const K = Math.max(3, Math.ceil(Math.log2(Math.max(2, N))));
+    let cursor = N === 0 ? 0 : hash(`${ask.app}@${ask.version}`) % N;
+    let lastWhy = new Map<Why, number>();
+    for (let i = 0; i < ask.count; i++) {
+      const why = new Map<Why, number>();
+      let best: { acc: NodeAcc; score: number; idx: number } | undefined;
+      let feasible = 0;
+      for (let step = 0; step < N && feasible < K; step++) {
+        const idx = (cursor + step) % N;
+        const acc = this.nodes[idx];
+        const fail = this.infeasible(acc, ask);
+        if (fail) {
+          why.set(fail, (why.get(fail) ?? 0) + 1);
+          continue;
+        }
+        feasible++;
+        const score = this.score(acc, ask);
+        if (!best || score > best.score + 1e-12 || (Math.abs(score - best.score) <= 1e-12 && acc.node.id < best.acc.node.id)) best = { acc, score, idx };
+      }
+      if (!best) {
+        lastWhy = why;
+        return { placements, unplaced: ask.count - placements.length, reason: this.explain(ask, lastWhy) };
+      }
+      placements.push({ nodeId: best.acc.node.id, hostPorts: this.commit(best.acc, ask) });
+      cursor = (best.idx + 1) % N;
+    }
+    return { placements, unplaced: 0, reason: '' };
+  }
+
+  private infeasible(acc: NodeAcc, ask: PlacementAsk): Why | undefined {
+    const { node } = acc;
+    const res = ask.spec.resources;
+    if (node.status !== 'up') return 'down';
+    if (ask.pinnedNodeId && node.id !== ask.pinnedNodeId) return 'pinned';
+    for (const c of ask.spec.constraints) if (!matches(c, node)) return `constraint ${show(c)}`;
+    if (res.gpus > node.gpus - acc.gpusUsed) return 'gpus';
+    if (res.cpu > node.cpu - acc.cpuUsed + 1e-9) return 'cpu';
+    if (res.memoryMB * MIB > node.memoryBytes - acc.memUsed) return 'memory';
+    if (ask.spec.antiAffinity && (acc.perVersion.get(`${ask.app}@${ask.version}`) ?? 0) > 0) return 'anti-affinity';
+    for (const p of ask.spec.ports) if (p.hostPort > 0 && acc.ports.has(p.hostPort)) return 'port';
+    return undefined;
+  }
+
+  /** Higher is better. Bin-pack: fullest after placement; spread: emptiest; spreadBy: fewest replicas in this label value. */
+  private score(acc: NodeAcc, ask: PlacementAsk): number {
+    const res = ask.spec.resources;
+    const cpuFrac = acc.node.cpu > 0 ? (acc.cpuUsed + res.cpu) / acc.node.cpu : 1;
+    const memFrac = acc.node.memoryBytes > 0 ? (acc.memUsed + res.memoryMB * MIB) / acc.node.memoryBytes : 1;
+    const util = (cpuFrac + memFrac) / 2;
+    let score = ask.spec.placement === 'spread' ? 1 - util : util;
+    // Replicas of the same app on one node count against it (soft spread even without anti-affinity).
+    score -= 0.1 * (acc.perVersion.get(`${ask.app}@${ask.version}`) ?? 0);
+    if (ask.spec.spreadBy) {
+      const value = acc.node.labels[ask.spec.spreadBy] ?? '';
+      let inValue = 0;
+      for (const other of this.nodes) if ((other.node.labels[ask.spec.spreadBy] ?? '') === value) inValue += other.perVersion.get(`${ask.app}@${ask.version}`) ?? 0;
+      score -= 10 * inValue;
+    }
+    return score;
+  }
+
+  private commit(acc: NodeAcc, ask: PlacementAsk): number[] {
+    const res = ask.spec.resources;
+    acc.cpuUsed += res.cpu;
+    acc.memUsed += res.memoryMB * MIB;
+    acc.gpusUsed += res.gpus;
+    const k = `${ask.app}@${ask.version}`;
+    acc.perVersion.set(k, (acc.perVersion.get(k) ?? 0) + 1);
+    const ports: number[] = [];
+    for (const p of ask.spec.ports) {
+      let port = p.hostPort;
+      if (port === 0) {
+        port = DYNAMIC_PORT_MIN;
+        while (acc.ports.has(port) && port <= DYNAMIC_PORT_MAX) port++;
+      }
+      acc.ports.add(port);
+      ports.push(port);
+    }
+    return ports;
+  }
+
+  private explain(ask: PlacementAsk, why: Map<Why, number>): string {
+    const res = ask.spec.resources;
+    if (res.gpus > 0 && !this.nodes.some((n) => n.node.status === 'up' && n.node.gpus >= res.gpus)) return `no node with ${res.gpus} GPU${res.gpus === 1 ? '' : 's'}`;
+    if (this.nodes.length === 0) return 'the cluster has no nodes';
+    const parts: string[] = [];
+    const label: Record<string, string> = {
+      down: 'are down',
+      cpu: `lack CPU (need ${res.cpu} cores)`,
+      memory: `lack memory (need ${res.memoryMB} MiB)`,
+      gpus: `lack GPUs (need ${res.gpus})`,
+      port: 'have the host port in use',
+      'anti-affinity': 'already run a replica (anti-affinity)',
+      pinned: 'do not hold its volume',
+    };
+    for (const [k, n] of [...why].sort((a, b) => b[1] - a[1])) parts.push(`${n} ${k.startsWith('constraint') ? `fail ${k}` : label[k]}`);
+    return `0 of ${this.nodes.length} nodes fit: ${parts.join(', ')}`;
+  }
+}
+
+export function schedule(nodes: SchedNode[], tasks: SchedTask[], ask: PlacementAsk): PlacementPlan {
+  return new SchedulerState(nodes, tasks).place(ask);
+}
+
+function matches(c: Constraint, node: SchedNode): boolean {
+  const actual = c.attribute === 'arch' ? node.arch : c.attribute === 'node.name' ? node.name : node.labels[c.attribute.slice('label.'.length)];
+  if (c.op === 'exists') return actual !== undefined;
+  return c.op === '==' ? actual === c.value : actual !== c.value;
+}
+
+function show(c: Constraint): string {
+  return c.op === 'exists' ? c.attribute : `${c.attribute}${c.op}${c.value}`;
+}
+
+/** FNV-1a: a stable per-app starting point for the rotation. */
+function hash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}

@@ -1,0 +1,263 @@
+// The app spec: validated with clear errors that name the offending field, defaults applied.
+// Pure (no I/O). Accepts human-friendly sizes ("512M", "1G") and CPU ("500m").
+
+export interface PortSpec { name: string; port: number; hostPort: number }
+export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: string; path: string; command: string[]; intervalMs: number; timeoutMs: number; retries: number; startPeriodMs: number }
+export interface Constraint { attribute: string; op: '==' | '!=' | 'exists'; value: string }
+export interface AppSpec {
+  name: string;
+  image?: string;
+  command?: string[];
+  args: string[];
+  env: Record<string, string>;
+  ports: PortSpec[];
+  resources: { cpu: number; memoryMB: number; gpus: number };
+  replicas: number;
+  constraints: Constraint[];
+  antiAffinity: boolean;
+  spreadBy: string;
+  placement: 'binpack' | 'spread';
+  healthCheck?: HealthCheckSpec;
+  restart: { policy: 'always' | 'on-failure' | 'never'; maxRestarts: number; delayMs: number };
+  volumes: { name: string; path: string }[];
+  driver: 'docker' | 'process' | 'mock';
+  update: { parallel: number; healthyTimeoutMs: number; autoRollback: boolean };
+}
+export type SpecResult = { ok: true; spec: AppSpec } | { ok: false; errors: { field: string; message: string }[] };
+
+export const MAX_REPLICAS = 1000;
+export const MAX_PORTS = 16;
+export const MAX_ENV_VARS = 256;
+export const MAX_ENV_VALUE_CHARS = 32 * 1024;
+export const MAX_ARGV = 256;
+export const MAX_ARG_CHARS = 8192;
+export const MAX_CONSTRAINTS = 32;
+export const MAX_VOLUMES = 16;
+
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update'];
+const NAME = /^[a-z][a-z0-9-]{0,39}$/;
+const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const LABEL_KEY = /^[a-zA-Z0-9._/-]{1,63}$/;
+
+class Errors {
+  list: { field: string; message: string }[] = [];
+  add(field: string, message: string): undefined {
+    this.list.push({ field, message });
+    return undefined;
+  }
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+function int(e: Errors, v: unknown, field: string, min: number, max: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) return e.add(field, `must be a whole number from ${min} to ${max}`) ?? dflt;
+  return v;
+}
+
+function str(e: Errors, v: unknown, field: string, maxChars: number, dflt = ''): string {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'string' || v.length > maxChars) return e.add(field, `must be a string of at most ${maxChars} characters`) ?? dflt;
+  return v;
+}
+
+function argv(e: Errors, v: unknown, field: string): string[] | undefined {
+  if (v === undefined) return undefined;
+  const arr = typeof v === 'string' ? [v] : v;
+  if (!Array.isArray(arr) || arr.length > MAX_ARGV || arr.some((a) => typeof a !== 'string' || a.length > MAX_ARG_CHARS)) {
+    return e.add(field, `must be a list of at most ${MAX_ARGV} strings`);
+  }
+  return arr as string[];
+}
+
+function known(e: Errors, o: Obj, field: string, allowed: string[]): void {
+  for (const k of Object.keys(o)) {
+    if (allowed.includes(k)) continue;
+    const near = allowed.find((a) => a.startsWith(k) || k.startsWith(a));
+    e.add(field ? `${field}.${k}` : k, `unknown field '${k}'${near ? ` (did you mean '${near}'?)` : ''}`);
+  }
+}
+
+/** "512M", "1G", "256Mi", 512 (MB) → MB. */
+export function parseMemoryMB(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
+  if (typeof v !== 'string') return undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[kmgt])?$/i.exec(v.trim());
+  if (!m) return undefined;
+  const unit = (m[2] ?? 'M')[0].toUpperCase();
+  const factor = { K: 1 / 1024, M: 1, G: 1024, T: 1024 * 1024 }[unit as 'M']!;
+  return Math.ceil(Number(m[1]) * factor);
+}
+
+/** 0.5, "0.5", "500m" → cores. */
+export function parseCpu(v: unknown): number | undefined {
+  if (typeof v === 'number') return v;
+  if (typeof v !== 'string') return undefined;
+  const m = /^(\d+(?:\.\d+)?)(m)?$/.exec(v.trim());
+  if (!m) return undefined;
+  return m[2] ? Number(m[1]) / 1000 : Number(m[1]);
+}
+
+export function parseConstraint(s: string): Constraint | undefined {
+  const m = /^\s*([a-zA-Z0-9._/-]+)\s*(==|!=)\s*(\S.*?)\s*$/.exec(s);
+  const attrOk = (a: string) => a === 'arch' || a === 'node.name' || (a.startsWith('label.') && LABEL_KEY.test(a.slice(6)));
+  if (m) return attrOk(m[1]) ? { attribute: m[1], op: m[2] as '==' | '!=', value: m[3] } : undefined;
+  const t = s.trim();
+  return t.startsWith('label.') && LABEL_KEY.test(t.slice(6)) ? { attribute: t, op: 'exists', value: '' } : undefined;
+}
+
+export function validateAppSpec(input: unknown): SpecResult {
+  const e = new Errors();
+  if (!isObj(input)) return { ok: false, errors: [{ field: '(spec)', message: 'must be an object of app fields' }] };
+  known(e, input, '', TOP_FIELDS);
+  const name = typeof input.name === 'string' && NAME.test(input.name) ? input.name : (e.add('name', 'required: lowercase letters, digits and -, starting with a letter, at most 40 characters'), 'invalid');
+  const image = input.image === undefined ? undefined : str(e, input.image, 'image', 512) || (e.add('image', 'must not be empty'), undefined);
+  const command = argv(e, input.command, 'command');
+  if (command && command.length === 0) e.add('command', 'must not be empty');
+  if ((image === undefined) === (command === undefined)) e.add(image === undefined ? 'image' : 'command', 'give exactly one of image or command');
+  const args = argv(e, input.args, 'args') ?? [];
+  const env: Record<string, string> = {};
+  if (input.env !== undefined) {
+    if (!isObj(input.env) || Object.keys(input.env).length > MAX_ENV_VARS) e.add('env', `must be a mapping of at most ${MAX_ENV_VARS} variables`);
+    else for (const [k, v] of Object.entries(input.env)) {
+      if (!ENV_KEY.test(k)) e.add(`env.${k}`, 'variable names are letters, digits and _, not starting with a digit');
+      else if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') e.add(`env.${k}`, 'must be a string');
+      else if (String(v).length > MAX_ENV_VALUE_CHARS) e.add(`env.${k}`, `longer than ${MAX_ENV_VALUE_CHARS} characters`);
+      else env[k] = String(v);
+    }
+  }
+  const ports = readPorts(e, input.ports);
+  const resources = readResources(e, input.resources);
+  const replicas = int(e, input.replicas, 'replicas', 0, MAX_REPLICAS, 1);
+  const constraints: Constraint[] = [];
+  if (input.constraints !== undefined) {
+    if (!Array.isArray(input.constraints) || input.constraints.length > MAX_CONSTRAINTS) e.add('constraints', `must be a list of at most ${MAX_CONSTRAINTS} expressions`);
+    else input.constraints.forEach((c, i) => {
+      const parsed = typeof c === 'string' ? parseConstraint(c) : undefined;
+      if (parsed) constraints.push(parsed);
+      else e.add(`constraints[${i}]`, 'expected arch==VALUE, node.name!=VALUE, label.KEY==VALUE or label.KEY');
+    });
+  }
+  const antiAffinity = input.antiAffinity === undefined ? false : typeof input.antiAffinity === 'boolean' ? input.antiAffinity : (e.add('antiAffinity', 'must be true or false'), false);
+  const spreadBy = str(e, input.spreadBy, 'spreadBy', 63);
+  if (spreadBy && !LABEL_KEY.test(spreadBy)) e.add('spreadBy', 'must be a node label key');
+  const placement = input.placement === undefined ? 'binpack' : input.placement === 'binpack' || input.placement === 'spread' ? input.placement : (e.add('placement', 'must be binpack or spread'), 'binpack');
+  const healthCheck = readHealth(e, input.healthCheck, ports);
+  const restart = readRestart(e, input.restart);
+  const volumes = readVolumes(e, input.volumes);
+  const driver = input.driver === undefined ? (image !== undefined ? 'docker' : 'process') : ['docker', 'process', 'mock'].includes(input.driver as string) ? (input.driver as AppSpec['driver']) : (e.add('driver', 'must be docker, process or mock'), 'process');
+  if (driver === 'docker' && image === undefined && command !== undefined) e.add('driver', 'the docker driver needs an image');
+  if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
+  const update = readUpdate(e, input.update);
+  if (e.list.length > 0) return { ok: false, errors: e.list };
+  const spec: AppSpec = { name, args, env, ports, resources, replicas, constraints, antiAffinity, spreadBy, placement, restart, volumes, driver, update };
+  if (image !== undefined) spec.image = image;
+  if (command !== undefined) spec.command = command;
+  if (healthCheck) spec.healthCheck = healthCheck;
+  return { ok: true, spec };
+}
+
+function readPorts(e: Errors, v: unknown): PortSpec[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.length > MAX_PORTS) return e.add('ports', `must be a list of at most ${MAX_PORTS} ports`) ?? [];
+  const out: PortSpec[] = [];
+  v.forEach((p, i) => {
+    const f = `ports[${i}]`;
+    const o: Obj = typeof p === 'number' ? { name: i === 0 ? 'http' : `p${i}`, port: p } : isObj(p) ? p : {};
+    if (!isObj(p) && typeof p !== 'number') return e.add(f, 'must be {name, port, hostPort?} or a port number');
+    known(e, o, f, ['name', 'port', 'hostPort']);
+    const name = typeof o.name === 'string' && PORT_NAME.test(o.name) ? o.name : (e.add(`${f}.name`, 'required: lowercase letters, digits and -, at most 15'), 'x');
+    if (out.some((q) => q.name === name)) e.add(`${f}.name`, `duplicate port name ${name}`);
+    out.push({ name, port: int(e, o.port, `${f}.port`, 1, 65535, 0), hostPort: int(e, o.hostPort, `${f}.hostPort`, 0, 65535, 0) });
+  });
+  return out;
+}
+
+function readResources(e: Errors, v: unknown): AppSpec['resources'] {
+  const r = { cpu: 0.1, memoryMB: 64, gpus: 0 };
+  if (v === undefined) return r;
+  if (!isObj(v)) return e.add('resources', 'must be {cpu, memory or memoryMB, gpus}') ?? r;
+  known(e, v, 'resources', ['cpu', 'memory', 'memoryMB', 'gpus']);
+  if (v.cpu !== undefined) {
+    const cpu = parseCpu(v.cpu);
+    if (cpu === undefined || !(cpu > 0) || cpu > 1024) e.add('resources.cpu', 'must be a number of cores above 0 (e.g. 0.5 or "500m")');
+    else r.cpu = cpu;
+  }
+  const mem = v.memoryMB ?? v.memory;
+  if (mem !== undefined) {
+    const mb = parseMemoryMB(mem);
+    if (mb === undefined || !(mb >= 1) || mb > 1024 ** 4) e.add(v.memoryMB !== undefined ? 'resources.memoryMB' : 'resources.memory', 'must be a size like 256M or 2G (at least 1 MB)');
+    else r.memoryMB = mb;
+  }
+  r.gpus = int(e, v.gpus, 'resources.gpus', 0, 64, 0);
+  return r;
+}
+
+function readHealth(e: Errors, v: unknown, ports: PortSpec[]): HealthCheckSpec | undefined {
+  if (v === undefined) return undefined;
+  if (!isObj(v)) return e.add('healthCheck', 'must be {type: http|tcp|command, ...}');
+  known(e, v, 'healthCheck', ['type', 'port', 'path', 'command', 'intervalMs', 'timeoutMs', 'retries', 'startPeriodMs']);
+  const type = v.type === 'http' || v.type === 'tcp' || v.type === 'command' ? v.type : (e.add('healthCheck.type', 'must be http, tcp or command'), 'http');
+  const port = str(e, v.port, 'healthCheck.port', 15, ports[0]?.name ?? '');
+  if (type !== 'command' && !ports.some((p) => p.name === port)) e.add('healthCheck.port', ports.length ? `must name one of the ports (${ports.map((p) => p.name).join(', ')})` : 'an http/tcp check needs a port in ports');
+  const path = str(e, v.path, 'healthCheck.path', 1024, '/');
+  if (type === 'http' && !path.startsWith('/')) e.add('healthCheck.path', 'must start with /');
+  const command = argv(e, v.command, 'healthCheck.command') ?? [];
+  if (type === 'command' && command.length === 0) e.add('healthCheck.command', 'required for a command check');
+  return {
+    type, port, path, command,
+    intervalMs: int(e, v.intervalMs, 'healthCheck.intervalMs', 100, 3_600_000, 2000),
+    timeoutMs: int(e, v.timeoutMs, 'healthCheck.timeoutMs', 50, 600_000, 1000),
+    retries: int(e, v.retries, 'healthCheck.retries', 1, 100, 3),
+    startPeriodMs: int(e, v.startPeriodMs, 'healthCheck.startPeriodMs', 0, 3_600_000, 0),
+  };
+}
+
+function readRestart(e: Errors, v: unknown): AppSpec['restart'] {
+  const r: AppSpec['restart'] = { policy: 'always', maxRestarts: 10, delayMs: 1000 };
+  if (v === undefined) return r;
+  if (!isObj(v)) return e.add('restart', 'must be {policy, maxRestarts, delayMs}') ?? r;
+  known(e, v, 'restart', ['policy', 'maxRestarts', 'delayMs']);
+  if (v.policy !== undefined) {
+    if (v.policy === 'always' || v.policy === 'on-failure' || v.policy === 'never') r.policy = v.policy;
+    else e.add('restart.policy', 'must be always, on-failure or never');
+  }
+  r.maxRestarts = int(e, v.maxRestarts, 'restart.maxRestarts', 0, 1_000_000, 10);
+  r.delayMs = int(e, v.delayMs, 'restart.delayMs', 0, 3_600_000, 1000);
+  return r;
+}
+
+function readVolumes(e: Errors, v: unknown): AppSpec['volumes'] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.length > MAX_VOLUMES) return e.add('volumes', `must be a list of at most ${MAX_VOLUMES} volumes`) ?? [];
+  return v.flatMap((x, i) => {
+    if (!isObj(x)) return e.add(`volumes[${i}]`, 'must be {name, path}') ?? [];
+    known(e, x, `volumes[${i}]`, ['name', 'path']);
+    const name = typeof x.name === 'string' && PORT_NAME.test(x.name) ? x.name : (e.add(`volumes[${i}].name`, 'required: lowercase letters, digits and -'), '');
+    const path = typeof x.path === 'string' && x.path.startsWith('/') && x.path.length <= 1024 ? x.path : (e.add(`volumes[${i}].path`, 'required: an absolute path'), '');
+    return [{ name, path }];
+  });
+}
+
+function readUpdate(e: Errors, v: unknown): AppSpec['update'] {
+  const u = { parallel: 1, healthyTimeoutMs: 30_000, autoRollback: true };
+  if (v === undefined) return u;
+  if (!isObj(v)) return e.add('update', 'must be {parallel, healthyTimeoutMs, autoRollback}') ?? u;
+  known(e, v, 'update', ['parallel', 'healthyTimeoutMs', 'autoRollback']);
+  u.parallel = int(e, v.parallel, 'update.parallel', 1, MAX_REPLICAS, 1);
+  u.healthyTimeoutMs = int(e, v.healthyTimeoutMs, 'update.healthyTimeoutMs', 1000, 3_600_000, 30_000);
+  if (v.autoRollback !== undefined) u.autoRollback = typeof v.autoRollback === 'boolean' ? v.autoRollback : (e.add('update.autoRollback', 'must be true or false'), true);
+  return u;
+}
+
+/** Canonical JSON (sorted keys): equal specs give equal strings. */
+export function specDigest(spec: AppSpec): string {
+  const canon = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(canon);
+    if (isObj(v)) return Object.fromEntries(Object.keys(v).sort().filter((k) => v[k] !== undefined).map((k) => [k, canon(v[k])]));
+    return v;
+  };
+  return JSON.stringify(canon(spec));
+}

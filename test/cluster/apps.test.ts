@@ -1,0 +1,204 @@
+// Apps on a real 3-node loopback cluster with the process driver: placement with
+// anti-affinity, health, restarts, rolling update with rollback, pending reasons, invalid
+// specs, node loss, agent restart, logs and endpoints.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'node:http';
+import type { LocalCluster } from '../../node/local-cluster.js';
+import { formCluster, waitFor } from './helpers.js';
+
+// A tiny HTTP app: / answers with its task id and version, /fail answers 500, /pid its pid.
+const SERVER = `
+const http = require('http');
+const v = process.env.APP_VERSION || '1';
+http.createServer((q, s) => {
+  if (q.url === '/fail') { s.statusCode = 500; return s.end('failing'); }
+  if (q.url === '/pid') return s.end(String(process.pid));
+  s.end('hello ' + v + ' from ' + process.env.OMNI_TASK_ID);
+}).listen(Number(process.env.PORT), '127.0.0.1', () => console.log('listening on ' + process.env.PORT + ' version ' + v));
+`;
+
+function webSpec(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    name: 'web',
+    command: [process.execPath, '-e', SERVER],
+    ports: [{ name: 'http', port: 8080 }],
+    replicas: 3,
+    antiAffinity: true,
+    resources: { cpu: 0.1, memoryMB: 64 },
+    healthCheck: { type: 'http', port: 'http', path: '/', intervalMs: 300, timeoutMs: 500, retries: 2 },
+    restart: { policy: 'always', delayMs: 200 },
+    update: { parallel: 1, healthyTimeoutMs: 8000 },
+    env: { APP_VERSION: '1' },
+    ...over,
+  };
+}
+
+function httpGet(port: number, path = '/'): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+interface Inspect {
+  version: number;
+  healthy: number;
+  replicas: number;
+  pending: string;
+  deployment: { status: string; message: string };
+  tasks: { id: string; node: string; version: number; desired: string; state: string; health: string; restarts: number; hostPorts: number[] }[];
+  endpoints: { host: string; ports: Record<string, number>; node: string; task: string }[];
+}
+
+describe('apps on a 3-node cluster (process driver)', () => {
+  let c: LocalCluster;
+  const api = <T>(method: string, path: string, body?: unknown) => {
+    const client = c.client('n1');
+    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
+  };
+  const inspect = async (name: string) => (await api<Inspect>('GET', `/v1/apps/${name}`)).body;
+  const healthyCount = async (name: string, version?: number) => {
+    const a = await inspect(name);
+    return a.tasks.filter((t) => t.desired === 'run' && (version === undefined || t.version === version) && t.state === 'running' && t.health === 'healthy').length;
+  };
+
+  beforeAll(async () => {
+    c = await formCluster(['n1', 'n2', 'n3']);
+  });
+  afterAll(async () => c?.destroy());
+
+  it('deploys 3 replicas with anti-affinity: one per node, healthy, reachable on their ports', async () => {
+    const r = await api<{ version: number }>('POST', '/v1/apps', webSpec());
+    expect(r.status).toBe(201);
+    await waitFor('3 healthy replicas', async () => (await healthyCount('web')) === 3, 30_000, 200);
+    const a = await inspect('web');
+    expect(new Set(a.tasks.map((t) => t.node))).toEqual(new Set(['n1', 'n2', 'n3']));
+    expect(a.endpoints).toHaveLength(3);
+    for (const e of a.endpoints) {
+      const res = await httpGet(e.ports.http);
+      expect(res.body).toBe(`hello 1 from ${e.task}`);
+    }
+  });
+
+  it('restarts a task whose process is killed', async () => {
+    const a = await inspect('web');
+    const t = a.tasks.find((x) => x.desired === 'run')!;
+    const pid = Number((await httpGet(t.hostPorts[0], '/pid')).body);
+    process.kill(pid, 'SIGKILL');
+    const after = await waitFor('restarted and healthy', async () => {
+      const b = await inspect('web');
+      const same = b.tasks.find((x) => x.id === t.id);
+      return same && same.restarts >= 1 && same.state === 'running' && same.health === 'healthy' ? same : undefined;
+    }, 30_000, 200);
+    expect(after.restarts).toBe(1);
+    expect(Number((await httpGet(t.hostPorts[0], '/pid')).body)).not.toBe(pid);
+  });
+
+  it('keeps logs readable through the API from any node', async () => {
+    const client = c.client('n3');
+    let text = '';
+    await client.stream('/v1/apps/web/logs?tail=50', (chunk) => (text += chunk));
+    client.close();
+    expect(text).toMatch(/listening on \d+ version 1/);
+  });
+
+  it('rolls back an update whose health check fails; the old version keeps serving', async () => {
+    const r = await api<{ version: number }>('POST', '/v1/apps', webSpec({ env: { APP_VERSION: '2' }, healthCheck: { type: 'http', port: 'http', path: '/fail', intervalMs: 300, timeoutMs: 500, retries: 2 } }));
+    expect(r.status).toBe(200);
+    expect(r.body.version).toBe(2);
+    const a = await waitFor('rolled back', async () => {
+      const x = await inspect('web');
+      return x.deployment.status === 'rolled-back' ? x : undefined;
+    }, 40_000, 200);
+    expect(a.version).toBe(1);
+    expect(a.deployment.message).toMatch(/health check/);
+    await waitFor('no version-2 task left running', async () => (await inspect('web')).tasks.every((t) => t.version === 1 || t.desired === 'stop'), 20_000, 200);
+    expect(await healthyCount('web', 1)).toBe(3);
+    for (const e of (await inspect('web')).endpoints) expect((await httpGet(e.ports.http)).body).toMatch(/^hello 1 /);
+  });
+
+  it('a good update rolls through to the new version', async () => {
+    const r = await api<{ version: number }>('POST', '/v1/apps', webSpec({ env: { APP_VERSION: '3' } }));
+    const v = r.body.version;
+    await waitFor('all replicas on the new version', async () => {
+      const x = await inspect('web');
+      return x.version === v && x.deployment.status === 'stable' && (await healthyCount('web', v)) === 3 && x.tasks.filter((t) => t.desired === 'run').length === 3;
+    }, 60_000, 300);
+    for (const e of (await inspect('web')).endpoints) expect((await httpGet(e.ports.http)).body).toMatch(/^hello 3 /);
+  });
+
+  it('leaves impossible replicas pending with a reason, never over-committing', async () => {
+    const big = await api('POST', '/v1/apps', webSpec({ name: 'huge', replicas: 1, antiAffinity: false, resources: { cpu: 0.1, memoryMB: 64 * 1024 * 1024 } }));
+    expect(big.status).toBe(201);
+    const gpu = await api('POST', '/v1/apps', webSpec({ name: 'gpu', replicas: 1, antiAffinity: false, resources: { cpu: 0.1, memoryMB: 64, gpus: 4 } }));
+    expect(gpu.status).toBe(201);
+    const arm = await api('POST', '/v1/apps', webSpec({ name: 'arm', replicas: 1, antiAffinity: false, constraints: ['arch==riscv64'] }));
+    expect(arm.status).toBe(201);
+    const pending = await waitFor('pending reasons', async () => {
+      const [h, g, a] = await Promise.all([inspect('huge'), inspect('gpu'), inspect('arm')]);
+      return h.pending && g.pending && a.pending ? { h, g, a } : undefined;
+    }, 20_000, 200);
+    expect(pending.h.pending).toMatch(/memory/i);
+    expect(pending.g.pending).toMatch(/4 GPU/i);
+    expect(pending.a.pending).toMatch(/arch/);
+    for (const x of [pending.h, pending.g, pending.a]) expect(x.tasks).toHaveLength(0);
+    for (const n of ['huge', 'gpu', 'arm']) expect((await api('DELETE', `/v1/apps/${n}`)).status).toBe(200);
+  });
+
+  it('refuses invalid specs with a 400 naming the field, creating nothing', async () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [webSpec({ name: 'Bad Name' }), /name/],
+      [webSpec({ name: 'noimage', command: undefined }), /image|command/],
+      [webSpec({ name: 'badport', ports: [{ name: 'http', port: 70000 }] }), /ports\[0\]\.port/],
+      [webSpec({ name: 'badreplicas', replicas: -1 }), /replicas/],
+      [webSpec({ name: 'typo', replica: 3 }), /replica/],
+    ];
+    for (const [spec, field] of cases) {
+      const r = await api<{ error: { code: string; message: string } }>('POST', '/v1/apps', spec);
+      expect(r.status, JSON.stringify(spec.name)).toBe(400);
+      expect(r.body.error.code).toBe('INVALID_SPEC');
+      expect(r.body.error.message).toMatch(field);
+      expect((await api('GET', `/v1/apps/${encodeURIComponent(String(spec.name))}`)).status).toBe(404);
+    }
+  });
+
+  it('re-attaches to running tasks after the agent (omnid) restarts: no duplicates', async () => {
+    const before = await inspect('web');
+    const onN2 = before.tasks.find((t) => t.node === 'n2' && t.desired === 'run')!;
+    const pid = Number((await httpGet(onN2.hostPorts[0], '/pid')).body);
+    await c.kill('n2', 'SIGTERM');
+    await c.restart('n2');
+    await waitFor('n2 reports again', async () => {
+      const lines = c.nodes.get('n2')!.lines;
+      return lines.some((l) => l.includes(`re-attached to task ${onN2.id}`));
+    }, 20_000, 200);
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = await inspect('web');
+    const same = after.tasks.find((t) => t.id === onN2.id)!;
+    expect(same.desired).toBe('run');
+    expect(same.restarts).toBe(onN2.restarts);
+    expect(Number((await httpGet(onN2.hostPorts[0], '/pid')).body)).toBe(pid);
+    expect(after.tasks.filter((t) => t.desired === 'run')).toHaveLength(3);
+  });
+
+  it('moves the tasks of a node killed with -9 to the other nodes', async () => {
+    const r = await api('POST', '/v1/apps', webSpec({ name: 'mover', replicas: 3, antiAffinity: false, healthCheck: undefined }));
+    expect(r.status).toBe(201);
+    await waitFor('mover running', async () => (await inspect('mover')).tasks.filter((t) => t.state === 'running').length === 3, 30_000, 200);
+    const leaderName = (await c.client('n1').get<{ leader: string }>('/v1/status')).leader;
+    const victim = ['n1', 'n2', 'n3'].find((n) => n !== leaderName && n !== 'n1')!;
+    await c.kill(victim);
+    const moved = await waitFor('tasks rescheduled off the dead node', async () => {
+      const a = await inspect('mover');
+      const live = a.tasks.filter((t) => t.desired === 'run');
+      return live.length === 3 && live.every((t) => t.node !== victim && t.state === 'running') ? a : undefined;
+    }, 40_000, 300);
+    expect(moved.tasks.some((t) => t.desired === 'stop' && t.node === victim)).toBe(true);
+  });
+});

@@ -1,0 +1,213 @@
+// DockerDriver against a real engine (see test/support/docker.ts): an HTTP server in the busybox
+// test image on a published port, labels, env, logs, stop (SIGTERM through docker-init), recover()
+// from a new instance, and the error for an image that is not on the node.
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import Docker from 'dockerode';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DockerDriver, DockerLogDemux, LABEL_OWNER } from '../../node/drivers/docker.js';
+import type { TaskConfig, TaskStatus } from '../../node/drivers/types.js';
+import { dockerForTests } from '../support/docker.js';
+
+const engine = await dockerForTests();
+const skip = 'skip' in engine ? engine.skip : undefined;
+if (skip) console.warn(`\n!!! SKIPPING the Docker driver tests: ${skip}\n!!! (set OMNI_REQUIRE_DOCKER=1 to make this an error)\n`);
+const socketPath = 'socketPath' in engine ? engine.socketPath : '';
+const image = 'image' in engine ? engine.image : '';
+const owner = `test-${process.pid}-${randomBytes(3).toString('hex')}`;
+const STOP_MS = 1_000;
+
+function driver(): DockerDriver {
+  return new DockerDriver({ socketPath, owner, nodeName: 'test-node' });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '0.0.0.0', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function collect(it: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const l of it) out.push(l);
+  return out;
+}
+
+let seq = 0;
+function task(command: string[], extra: Partial<TaskConfig> = {}): TaskConfig {
+  seq += 1;
+  return { taskId: `dt-${process.pid}-${seq}`, app: 'web', version: 3, image, command, env: {}, ports: [], volumes: [], cpu: 0.5, memoryBytes: 64 * 1024 * 1024, labels: {}, ...extra };
+}
+
+const HTTPD = ['sh', '-c', 'mkdir -p /www && echo ok > /www/index.html && echo "started $OMNI_TASK_ID port $PORT" && echo warn >&2 && exec httpd -f -p "$PORT" -h /www'];
+
+afterAll(async () => {
+  if (skip) return;
+  // every container this file made, whatever happened
+  const docker = new Docker({ socketPath });
+  for (const c of await docker.listContainers({ all: true, filters: { label: [`${LABEL_OWNER}=${owner}`] } })) {
+    await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  }
+});
+
+describe('DockerLogDemux', () => {
+  it('splits multiplexed frames into lines per stream, across chunk boundaries', () => {
+    const frame = (kind: number, text: string) => {
+      const body = Buffer.from(text);
+      const h = Buffer.alloc(8);
+      h[0] = kind;
+      h.writeUInt32BE(body.length, 4);
+      return Buffer.concat([h, body]);
+    };
+    const all = Buffer.concat([frame(1, 'a1\na'), frame(2, 'e1\n'), frame(1, '2\n'), frame(1, 'tail')]);
+    const d = new DockerLogDemux();
+    const out = [...d.push(all.subarray(0, 5)), ...d.push(all.subarray(5, 17)), ...d.push(all.subarray(17)), ...d.end()];
+    expect(out).toEqual(['a1', 'e1', 'a2', 'tail']);
+  });
+});
+
+describe.skipIf(skip !== undefined)('DockerDriver (real engine)', () => {
+  it('is available', async () => {
+    expect(await driver().available()).toEqual({ ok: true });
+    expect(await new DockerDriver({ socketPath: '/nonexistent/docker.sock' }).available()).toMatchObject({ ok: false });
+  });
+
+  it('runs busybox httpd on a published port, with labels, env and logs; stops it with SIGTERM', async () => {
+    const d = driver();
+    const hostPort = await freePort();
+    const cfg = task(HTTPD, {
+      env: { GREETING: 'hi' },
+      ports: [{ name: 'http', containerPort: 8080, hostPort }],
+      labels: { team: 'a' },
+    });
+    const st = await d.start(cfg);
+    expect(st).toMatchObject({ taskId: cfg.taskId, state: 'running', exitCode: null });
+
+    // docker-proxy accepts before httpd listens: short timeouts and retries
+    const body = await waitFor('HTTP 200', async () => {
+      const res = await fetch(`http://127.0.0.1:${hostPort}/`, { signal: AbortSignal.timeout(1_000) });
+      return res.status === 200 ? await res.text() : undefined;
+    });
+    expect(body).toBe('ok\n');
+
+    const info = await new Docker({ socketPath }).getContainer(`omni-${cfg.taskId}`).inspect();
+    expect(info.Config.Labels).toMatchObject({ 'omni.task': cfg.taskId, 'omni.app': 'web', 'omni.version': '3', 'omni.owner': owner, team: 'a' });
+    expect(info.Config.Env).toEqual(expect.arrayContaining(['GREETING=hi', 'PORT=8080', 'OMNI_PORT_HTTP=8080', `OMNI_TASK_ID=${cfg.taskId}`]));
+    expect(info.HostConfig).toMatchObject({ Init: true, Memory: 64 * 1024 * 1024, NanoCpus: 500_000_000, RestartPolicy: { Name: 'no' } });
+    expect(info.HostConfig.PortBindings).toEqual({ '8080/tcp': [{ HostIp: '0.0.0.0', HostPort: String(hostPort) }] });
+
+    const lines = await collect(d.logs(cfg.taskId, { follow: false }));
+    expect(lines.sort()).toEqual([`started ${cfg.taskId} port 8080`, 'warn'].sort());
+    expect(await collect(d.logs(cfg.taskId, { follow: false, sinceMs: Date.now() + 60_000 }))).toEqual([]);
+
+    const stats = await d.stats(cfg.taskId);
+    expect(stats?.memoryBytes).toBeGreaterThan(0);
+
+    await d.stop(cfg.taskId, STOP_MS);
+    const end = await d.inspect(cfg.taskId);
+    // 143 = 128 + SIGTERM: docker-init passed SIGTERM on to httpd (no SIGKILL needed)
+    expect(end).toMatchObject({ state: 'exited', exitCode: 143 });
+    expect(end!.exitedAtMs).toBeGreaterThanOrEqual(end!.startedAtMs);
+    await d.stop(cfg.taskId, STOP_MS); // idempotent
+    expect(await collect(d.logs(cfg.taskId, { follow: false }))).toHaveLength(2); // logs kept after exit
+    await d.destroy(cfg.taskId);
+    expect(await d.inspect(cfg.taskId)).toBeUndefined();
+    await d.destroy(cfg.taskId); // idempotent
+  });
+
+  it('reports the exit code, follows logs to the end, and mounts volumes', async () => {
+    const d = driver();
+    const { mkdtemp, readFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const vol = await mkdtemp(join(tmpdir(), 'omni-docker-vol-'));
+    try {
+      const cfg = task(['sh', '-c', 'for i in 1 2 3; do echo line$i; sleep 0.1; done; echo saved > "$OMNI_VOLUME_DATA/f"; exit 5'], {
+        volumes: [{ name: 'data', hostPath: vol, path: '/data' }],
+      });
+      await d.start(cfg);
+      expect(await collect(d.logs(cfg.taskId, { follow: true }))).toEqual(['line1', 'line2', 'line3']);
+      const st = await waitFor('exit', async () => {
+        const s = await d.inspect(cfg.taskId);
+        return s?.state === 'exited' ? s : undefined;
+      });
+      expect(st.exitCode).toBe(5);
+      expect(await readFile(join(vol, 'f'), 'utf8')).toBe('saved\n');
+      expect(await collect(d.logs(cfg.taskId, { follow: false, tail: 1 }))).toEqual(['line3']);
+      await d.destroy(cfg.taskId);
+    } finally {
+      await rm(vol, { recursive: true, force: true });
+    }
+  });
+
+  it('recover() from a new instance finds its running containers (and not other owners\')', async () => {
+    const a = driver();
+    const cfg = task(['sh', '-c', 'echo up; exec sleep 1000']);
+    await a.start(cfg);
+    const b = driver(); // the agent restarted
+    const found = (await b.recover()).filter((s) => s.taskId === cfg.taskId);
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatchObject({ state: 'running' } satisfies Partial<TaskStatus>);
+    await expect(b.start(cfg)).rejects.toMatchObject({ code: 'CONFLICT' }); // no duplicate
+    const other = new DockerDriver({ socketPath, owner: `${owner}-other` });
+    expect((await other.recover()).map((s) => s.taskId)).not.toContain(cfg.taskId);
+    expect(await other.inspect(cfg.taskId)).toBeUndefined();
+
+    const ac = new AbortController();
+    const seen: string[] = [];
+    for await (const l of b.logs(cfg.taskId, { follow: true, signal: ac.signal })) {
+      seen.push(l);
+      ac.abort();
+    }
+    expect(seen).toEqual(['up']);
+    await b.stop(cfg.taskId, STOP_MS);
+    expect(await b.inspect(cfg.taskId)).toMatchObject({ state: 'exited' });
+    await b.destroy(cfg.taskId);
+    expect((await b.recover()).map((s) => s.taskId)).not.toContain(cfg.taskId);
+  });
+
+  it('fails clearly for an image that is not on the node, and for a failing start', async () => {
+    const d = driver();
+    const missing = task(['true'], { image: 'omni-test/not-here:9' });
+    await expect(d.start(missing)).rejects.toMatchObject({
+      code: 'IMAGE_NOT_FOUND',
+      message: 'image omni-test/not-here:9 is not present on node test-node; load it with docker load / docker import',
+    });
+    // the host port is taken: the engine refuses to start the container
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '0.0.0.0', r));
+    try {
+      const hostPort = (busy.address() as { port: number }).port;
+      const clash = task(HTTPD, { ports: [{ name: 'http', containerPort: 8080, hostPort }] });
+      await expect(d.start(clash)).rejects.toMatchObject({ code: 'START_FAILED' });
+      expect(await d.inspect(clash.taskId)).toBeUndefined(); // no container left behind
+    } finally {
+      busy.close();
+    }
+    // a command that does not exist: docker-init starts, cannot exec it, and exits 127
+    const bad = task(['/no/such/binary']);
+    await d.start(bad);
+    const st = await waitFor('exit', async () => {
+      const s = await d.inspect(bad.taskId);
+      return s?.state === 'exited' ? s : undefined;
+    });
+    expect(st.exitCode).toBe(127);
+    expect((await collect(d.logs(bad.taskId, { follow: false }))).join('\n')).toMatch(/\/no\/such\/binary/);
+    await d.destroy(bad.taskId);
+  });
+});
