@@ -11,7 +11,7 @@ import { parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type Tas
 import type { AppSpec } from '../protocol/apps/spec.js';
 
 const AGENT_INTERVAL_MS = 1000;
-const MIN_ROUND_GAP_MS = 100;
+const MIN_ROUND_GAP_MS = 25;
 export const STOP_TIMEOUT_MS = 5000;
 const MAX_TASKS_PER_NODE = 10_000;
 
@@ -88,15 +88,20 @@ export class Agent {
   private async round(): Promise<void> {
     if (!this.recovered) await this.recover();
     const mine = this.desiredHere();
-    for (const t of mine.values()) await this.reconcileTask(t);
-    for (const [id, l] of this.local) {
-      if (mine.has(id)) continue;
-      // The task record is gone (app removed, or garbage-collected after stopping).
-      if (l.run?.state === 'running') await l.driver.stop(id, STOP_TIMEOUT_MS).catch(() => undefined);
-      await l.driver.destroy(id).catch(() => undefined);
-      this.local.delete(id);
-      this.reported.delete(id);
-    }
+    // Tasks are handled concurrently: a slow stop (a container's grace period) must not delay
+    // another task's start. Per-task flags (starting/stopping) prevent duplicate work.
+    await Promise.all([...mine.values()].map((t) => this.reconcileTask(t)));
+    await Promise.all(
+      [...this.local].filter(([id]) => !mine.has(id)).map(async ([id, l]) => {
+        // The task record is gone (app removed, or garbage-collected after stopping).
+        if (l.stopping) return;
+        l.stopping = true;
+        if (l.run?.state === 'running') await l.driver.stop(id, STOP_TIMEOUT_MS).catch(() => undefined);
+        await l.driver.destroy(id).catch(() => undefined);
+        this.local.delete(id);
+        this.reported.delete(id);
+      }),
+    );
     await this.report();
   }
 
@@ -162,7 +167,7 @@ export class Agent {
     l.starting = true;
     l.state = 'starting';
     l.health = spec.healthCheck ? 'starting' : 'none';
-    await this.report();
+    void this.report(); // written while the driver starts the task, not before
     try {
       const cfg = await this.taskConfig(l.task, spec);
       l.run = await l.driver.start(cfg);
@@ -296,8 +301,15 @@ export class Agent {
     };
   }
 
-  /** Writes each task's status when it changed since the last report. */
-  private async report(): Promise<void> {
+  private reporting: Promise<void> = Promise.resolve();
+
+  /** Writes each task's status when it changed since the last report (one writer at a time). */
+  private report(): Promise<void> {
+    this.reporting = this.reporting.then(() => this.reportNow());
+    return this.reporting;
+  }
+
+  private async reportNow(): Promise<void> {
     for (const [id, l] of this.local) {
       const rec: TaskStatusRecord = {
         id,

@@ -14,7 +14,7 @@ import { OmniError } from './errors.js';
 import { nodeHost } from './api-apps.js';
 
 const ORCHESTRATOR_INTERVAL_MS = 1000;
-const MIN_ROUND_GAP_MS = 100;
+const MIN_ROUND_GAP_MS = 25;
 const MAX_LIST = 100_000;
 const MIB = 1024 * 1024;
 
