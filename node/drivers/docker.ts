@@ -231,8 +231,7 @@ export class DockerDriver implements TaskDriver {
     if (cfg.memoryBytes > 0 && cfg.memoryBytes < MIN_MEMORY_BYTES) {
       throw new OmniError('INVALID_ARGUMENT', `task ${cfg.taskId}: memory limit ${cfg.memoryBytes} B is below Docker's minimum of 6 MiB`);
     }
-    await this.requireImage(cfg.image);
-    const existing = await this.inspectRaw(cfg.taskId);
+    const [, existing] = await Promise.all([this.requireImage(cfg.image), this.inspectRaw(cfg.taskId)]);
     if (existing) {
       if (this.status(cfg.taskId, existing).state === 'running') throw new OmniError('CONFLICT', `task ${cfg.taskId} is already running (container ${containerName(cfg.taskId)})`);
       await this.destroy(cfg.taskId);

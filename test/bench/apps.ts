@@ -128,6 +128,8 @@ async function omniRunMs(c: LocalCluster): Promise<number[]> {
       await untilHttp(async () => (await client.get<{ tasks: { hostPorts: number[]; desired: string; state: string }[] }>(`/v1/apps/${name}?stale=true`)).tasks.find((t) => t.desired === 'run' && t.state === 'running')?.hostPorts[0]);
       out.push(Math.round(performance.now() - t0));
       await client.raw('DELETE', `/v1/apps/${name}`);
+      // The docker side removes its container before the next trial; so does this side.
+      await waitFor('app removed', async () => (await client.raw('GET', `/v1/apps/${name}?stale=true`)).status === 404, 60_000, 20);
     }
   } finally {
     client.close();
