@@ -248,7 +248,11 @@ export class Agent {
           l.health = 'healthy';
           l.reason = '';
         } else if (++l.healthFailures >= check.retries) {
-          if (l.health !== 'unhealthy') this.d.log.warn(`agent: ${l.task.id} is unhealthy: ${r.detail}`);
+          if (l.health !== 'unhealthy') {
+            this.d.log.warn(`agent: ${l.task.id} is unhealthy: ${r.detail}; restarting it per its restart policy`);
+            // Self-healing like Swarm: an unhealthy task is stopped; the restart policy brings it back.
+            if (spec.restart.policy !== 'never') void this.report().then(() => l.driver.stop(l.task.id, STOP_TIMEOUT_MS)).catch(() => undefined);
+          }
           l.health = 'unhealthy';
           l.reason = `health check failed ${l.healthFailures} times: ${r.detail}`;
         }

@@ -3,6 +3,8 @@
 // specs, node loss, agent restart, logs and endpoints.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'node:http';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { formCluster, waitFor } from './helpers.js';
 
@@ -16,6 +18,8 @@ http.createServer((q, s) => {
   s.end('hello ' + v + ' from ' + process.env.OMNI_TASK_ID);
 }).listen(Number(process.env.PORT), '127.0.0.1', () => console.log('listening on ' + process.env.PORT + ' version ' + v));
 `;
+
+const run = promisify(execFile);
 
 function webSpec(over: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -100,6 +104,22 @@ describe('apps on a 3-node cluster (process driver)', () => {
     expect(Number((await httpGet(t.hostPorts[0], '/pid')).body)).not.toBe(pid);
   });
 
+  it('restarts a task that turns unhealthy (self-healing)', async () => {
+    const breakable = `let broken = false; require('http').createServer((q, s) => { if (q.url === '/break') broken = true; s.statusCode = broken ? 500 : 200; s.end(broken ? 'broken' : 'ok'); }).listen(Number(process.env.PORT), '127.0.0.1')`;
+    const r = await api('POST', '/v1/apps', webSpec({ name: 'healer', replicas: 1, antiAffinity: false, command: [process.execPath, '-e', breakable] }));
+    expect(r.status).toBe(201);
+    await waitFor('healer healthy', async () => (await healthyCount('healer')) === 1, 30_000, 200);
+    const t = (await inspect('healer')).tasks[0];
+    await httpGet(t.hostPorts[0], '/break');
+    const healed = await waitFor('restarted after turning unhealthy', async () => {
+      const x = (await inspect('healer')).tasks.find((y) => y.id === t.id);
+      return x && x.restarts >= 1 && x.health === 'healthy' ? x : undefined;
+    }, 30_000, 200);
+    expect(healed.state).toBe('running');
+    expect((await httpGet(t.hostPorts[0], '/')).status).toBe(200);
+    await api('DELETE', '/v1/apps/healer');
+  });
+
   it('keeps logs readable through the API from any node', async () => {
     const client = c.client('n3');
     let text = '';
@@ -131,6 +151,27 @@ describe('apps on a 3-node cluster (process driver)', () => {
       return x.version === v && x.deployment.status === 'stable' && (await healthyCount('web', v)) === 3 && x.tasks.filter((t) => t.desired === 'run').length === 3;
     }, 60_000, 300);
     for (const e of (await inspect('web')).endpoints) expect((await httpGet(e.ports.http)).body).toMatch(/^hello 3 /);
+  });
+
+  it('the omni CLI drives apps: run, ps, inspect, endpoints, scale, logs', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('n2')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const omni = (...args: string[]) => run('bin/omni', args, { env, timeout: 60_000 });
+    const server = `require('http').createServer((q,s)=>s.end('cli')).listen(Number(process.env.PORT),'127.0.0.1',()=>console.log('cli app up'))`;
+    const started = await omni('run', '--name', 'cliapp', '--port', '8080', '--replicas', '2', '--health-http', '/', '--', process.execPath, '-e', server);
+    expect(started.stdout).toMatch(/cliapp is healthy \(version 1\)/);
+    const ps = JSON.parse((await omni('ps', '--json')).stdout) as { apps: { name: string; healthy: number; replicas: number }[] };
+    expect(ps.apps.find((a) => a.name === 'cliapp')).toMatchObject({ healthy: 2, replicas: 2 });
+    expect((await omni('inspect', 'cliapp')).stdout).toMatch(/replicas\s+2\/2 healthy/);
+    const eps = (await omni('endpoints', 'cliapp')).stdout.trim().split('\n');
+    expect(eps).toHaveLength(2);
+    for (const line of eps) expect((await httpGet(Number(line.split('\t')[0].split(':')[1]))).body).toBe('cli');
+    await omni('scale', 'cliapp', '1');
+    await waitFor('scaled to 1', async () => (await inspect('cliapp')).tasks.filter((t) => t.desired === 'run').length === 1, 20_000, 200);
+    expect((await omni('logs', 'cliapp', '--tail', '5')).stdout).toMatch(/cli app up/);
+    const bad = await omni('run', '--name', 'Bad_Name', '--', 'true').then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(bad?.code).toBe(1);
+    expect(bad?.stderr).toMatch(/^error: name: .*\(INVALID_SPEC\)/);
+    await omni('rm', 'cliapp');
   });
 
   it('leaves impossible replicas pending with a reason, never over-committing', async () => {
