@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { Omnid } from './daemon.js';
 import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
 import { probe } from './health-check.js';
+import { CoalescedLoop } from './coalesced-loop.js';
 import { parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
 import type { AppSpec } from '../protocol/apps/spec.js';
 
@@ -34,51 +35,27 @@ interface Local {
 export class Agent {
   private readonly local = new Map<string, Local>();
   private readonly reported = new Map<string, string>();
-  private timer: NodeJS.Timeout | undefined;
-  private busy = false;
-  private again = false;
-  private lastRoundMs = 0;
-  private deferred: NodeJS.Timeout | undefined;
+  private readonly loop: CoalescedLoop;
   private recovered = false;
 
   constructor(
     private readonly d: Omnid,
     private readonly drivers: Record<DriverName, TaskDriver>,
-  ) {}
+  ) {
+    this.loop = new CoalescedLoop(() => this.round(), { intervalMs: AGENT_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`agent: ${err.message}`) });
+  }
 
   start(): void {
-    this.timer = setInterval(() => this.kick(), AGENT_INTERVAL_MS);
-    this.kick();
+    this.loop.start();
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    clearTimeout(this.deferred);
+    this.loop.stop();
   }
 
   /** Runs a reconcile round soon (coalesced). */
   kick(): void {
-    // At most one round per MIN_ROUND_GAP_MS however many entries are applied.
-    const wait = this.lastRoundMs + MIN_ROUND_GAP_MS - Date.now();
-    if (wait > 0) {
-      this.deferred ??= setTimeout(() => ((this.deferred = undefined), this.kick()), wait);
-      return;
-    }
-    if (this.busy) {
-      this.again = true;
-      return;
-    }
-    this.busy = true;
-    this.lastRoundMs = Date.now();
-    void this.round()
-      .catch((err: Error) => this.d.log.warn(`agent: ${err.message}`))
-      .finally(() => {
-        this.busy = false;
-        if (this.again) {
-          this.again = false;
-          setTimeout(() => this.kick(), 50);
-        }
-      });
+    this.loop.kick();
   }
 
   driverFor(taskId: string): TaskDriver | undefined {

@@ -11,6 +11,7 @@ import { APP_PREFIX, SCHED_EPOCH_KEY, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX,
 import type { KvTxnOp } from '../protocol/cluster/state.js';
 import { Role } from '../protocol/raft/types.js';
 import { OmniError } from './errors.js';
+import { CoalescedLoop } from './coalesced-loop.js';
 import { nodeHost } from './api-apps.js';
 
 const ORCHESTRATOR_INTERVAL_MS = 1000;
@@ -19,45 +20,27 @@ const MAX_LIST = 100_000;
 const MIB = 1024 * 1024;
 
 export class Orchestrator {
-  private timer: NodeJS.Timeout | undefined;
-  private busy = false;
-  private again = false;
-  private lastRoundMs = 0;
-  private deferred: NodeJS.Timeout | undefined;
+  private readonly loop: CoalescedLoop;
 
-  constructor(private readonly d: Omnid) {}
+  constructor(private readonly d: Omnid) {
+    this.loop = new CoalescedLoop(() => this.round(), {
+      intervalMs: ORCHESTRATOR_INTERVAL_MS,
+      minGapMs: MIN_ROUND_GAP_MS,
+      onError: (err) => d.log.warn(`orchestrator: ${err.message}`),
+      enabled: () => d.raft.raft.role === Role.Leader,
+    });
+  }
 
   start(): void {
-    this.timer = setInterval(() => this.kick(), ORCHESTRATOR_INTERVAL_MS);
+    this.loop.start();
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    clearTimeout(this.deferred);
+    this.loop.stop();
   }
 
   kick(): void {
-    if (this.d.raft.raft.role !== Role.Leader) return;
-    const wait = this.lastRoundMs + MIN_ROUND_GAP_MS - Date.now();
-    if (wait > 0) {
-      this.deferred ??= setTimeout(() => ((this.deferred = undefined), this.kick()), wait);
-      return;
-    }
-    if (this.busy) {
-      this.again = true;
-      return;
-    }
-    this.busy = true;
-    this.lastRoundMs = Date.now();
-    void this.round()
-      .catch((err: Error) => this.d.log.warn(`orchestrator: ${err.message}`))
-      .finally(() => {
-        this.busy = false;
-        if (this.again) {
-          this.again = false;
-          setTimeout(() => this.kick(), MIN_ROUND_GAP_MS);
-        }
-      });
+    this.loop.kick();
   }
 
   private list<T>(prefix: string): T[] {
@@ -128,12 +111,12 @@ export class Orchestrator {
         await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(app.name), version: appVersion }, { key: SCHED_EPOCH_KEY, version: epoch }], ops });
       } catch (err) {
         if (err instanceof OmniError && err.code === 'CONFLICT') {
-          this.again = true; // stale plan: recompute from the new state
+          this.loop.requestAgain(); // stale plan: recompute from the new state
           return;
         }
         throw err;
       }
-      return void (this.again = true); // the epoch moved: the next app plans on fresh state
+      return void this.loop.requestAgain(); // the epoch moved: the next app plans on fresh state
     }
     this.collectOrphanStatuses(tasks, statuses);
   }

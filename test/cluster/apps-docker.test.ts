@@ -1,27 +1,14 @@
 // The docker driver end to end: a 3-node loopback cluster runs a busybox httpd image (built
 // locally with docker import; no registry) with 3 replicas, one per node, on published ports.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { request } from 'node:http';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { dockerForTests } from '../support/docker.js';
-import { formCluster, waitFor } from './helpers.js';
+import { formCluster, waitFor, httpGet as get } from './helpers.js';
 
 const docker = await dockerForTests();
 const skip = 'skip' in docker ? docker.skip : undefined;
 if (skip) console.warn(`!!! SKIPPING docker app tests: ${skip}`);
 
-function get(port: number): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/', timeout: 2000 }, (res) => {
-      let body = '';
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe.skipIf(skip !== undefined)('apps with the docker driver', () => {
   let c: LocalCluster;

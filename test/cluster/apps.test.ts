@@ -2,11 +2,10 @@
 // anti-affinity, health, restarts, rolling update with rollback, pending reasons, invalid
 // specs, node loss, agent restart, logs and endpoints.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { request } from 'node:http';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor } from './helpers.js';
+import { formCluster, waitFor, httpGet } from './helpers.js';
 
 // A tiny HTTP app: / answers with its task id and version, /fail answers 500, /pid its pid.
 const SERVER = `
@@ -37,18 +36,6 @@ function webSpec(over: Record<string, unknown> = {}): Record<string, unknown> {
   };
 }
 
-function httpGet(port: number, path = '/'): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, timeout: 2000 }, (res) => {
-      let body = '';
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 interface Inspect {
   version: number;

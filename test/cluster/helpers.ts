@@ -1,4 +1,5 @@
 // Shared by the multi-process cluster tests: start clusters of real omnid processes on loopback.
+import { request } from 'node:http';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 
@@ -58,3 +59,17 @@ export async function get(c: LocalCluster, name: string, key: string, stale = fa
 }
 
 export { waitFor };
+
+/** GET http://127.0.0.1:PORT/PATH (a published app port) with a short timeout. */
+export function httpGet(port: number, path = '/'): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
