@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { SchedulerState, schedule, DYNAMIC_PORT_MIN, type SchedNode, type SchedTask } from '../../protocol/apps/scheduler.js';
+import { validateAppSpec, type AppSpec } from '../../protocol/apps/spec.js';
+
+const GiB = 1024 ** 3;
+const node = (id: string, over: Partial<SchedNode> = {}): SchedNode => ({ id, name: id, status: 'up', arch: 'amd64', labels: {}, cpu: 4, memoryBytes: 8 * GiB, gpus: 0, ...over });
+function spec(over: Record<string, unknown> = {}): AppSpec {
+  const r = validateAppSpec({ name: 'app', command: ['x'], ports: [{ name: 'http', port: 80 }], ...over });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.spec;
+}
+
+describe('scheduler: feasibility', () => {
+  it('never places on nodes that are down, lack memory or fail constraints', () => {
+    const nodes = [node('a', { status: 'down' }), node('b', { memoryBytes: 1 * GiB }), node('c', { arch: 'arm64' }), node('d')];
+    const plan = schedule(nodes, [], { app: 'x', version: 1, count: 1, spec: spec({ resources: { memory: '2G' }, constraints: ['arch==amd64'] }) });
+    expect(plan.placements.map((p) => p.nodeId)).toEqual(['d']);
+  });
+
+  it('explains why nothing fits, and names missing GPUs plainly', () => {
+    const nodes = [node('a', { arch: 'arm64' }), node('b', { memoryBytes: GiB })];
+    const plan = schedule(nodes, [], { app: 'x', version: 1, count: 2, spec: spec({ resources: { memory: '2G' }, constraints: ['arch==amd64'] }) });
+    expect(plan.unplaced).toBe(2);
+    expect(plan.reason).toMatch(/0 of 2 nodes fit: .*1 fail constraint arch==amd64.*|0 of 2 nodes fit: .*lack memory/);
+    expect(plan.reason).toMatch(/memory/);
+    expect(plan.reason).toMatch(/arch==amd64/);
+    const gpu = schedule([node('a', { gpus: 2 })], [], { app: 'g', version: 1, count: 1, spec: spec({ resources: { gpus: 4 } }) });
+    expect(gpu.reason).toBe('no node with 4 GPUs');
+  });
+
+  it('never over-commits a node across successive asks and existing tasks', () => {
+    const existing: SchedTask[] = [{ id: 't0', app: 'old', version: 1, nodeId: 'a', cpu: 3, memoryBytes: GiB, gpus: 0, hostPorts: [] }];
+    const s = new SchedulerState([node('a'), node('b')], existing);
+    const first = s.place({ app: 'x', version: 1, count: 4, spec: spec({ resources: { cpu: 1 } }) });
+    const second = s.place({ app: 'y', version: 1, count: 5, spec: spec({ resources: { cpu: 1 } }) });
+    const perNode = new Map<string, number>();
+    for (const p of [...first.placements, ...second.placements]) perNode.set(p.nodeId, (perNode.get(p.nodeId) ?? 0) + 1);
+    expect(perNode.get('a') ?? 0).toBeLessThanOrEqual(1); // 4 cores - 3 used
+    expect(perNode.get('b') ?? 0).toBeLessThanOrEqual(4);
+    expect(first.placements.length + second.placements.length).toBe(5);
+    expect(second.unplaced).toBe(4);
+    expect(second.reason).toMatch(/lack CPU/);
+  });
+
+  it('honours a fixed host port and hands out distinct dynamic ports', () => {
+    const s = new SchedulerState([node('a')], [{ id: 't', app: 'o', version: 1, nodeId: 'a', cpu: 0, memoryBytes: 0, gpus: 0, hostPorts: [8080, DYNAMIC_PORT_MIN] }]);
+    expect(s.place({ app: 'x', version: 1, count: 1, spec: spec({ ports: [{ name: 'http', port: 80, hostPort: 8080 }] }) }).reason).toMatch(/host port/);
+    const dyn = s.place({ app: 'y', version: 1, count: 3, spec: spec() });
+    const ports = dyn.placements.map((p) => p.hostPorts[0]);
+    expect(new Set(ports).size).toBe(3);
+    expect(ports).not.toContain(DYNAMIC_PORT_MIN);
+  });
+
+  it('nodes on one host share its port space', () => {
+    const nodes = [node('a', { host: '127.0.0.1' }), node('b', { host: '127.0.0.1' })];
+    const plan = schedule(nodes, [], { app: 'x', version: 1, count: 2, spec: spec({ antiAffinity: true }) });
+    expect(new Set(plan.placements.map((p) => p.hostPorts[0])).size).toBe(2);
+  });
+
+  it('keeps a volume-pinned app on its node', () => {
+    const plan = schedule([node('a'), node('b'), node('c')], [], { app: 'db', version: 1, count: 1, spec: spec({ volumes: [{ name: 'data', path: '/data' }] }), pinnedNodeId: 'c' });
+    expect(plan.placements.map((p) => p.nodeId)).toEqual(['c']);
+  });
+});
+
+describe('scheduler: ranking and spreading', () => {
+  it('anti-affinity puts one replica per node and leaves the rest pending', () => {
+    const plan = schedule([node('a'), node('b'), node('c')], [], { app: 'web', version: 1, count: 4, spec: spec({ antiAffinity: true }) });
+    expect(plan.placements.map((p) => p.nodeId).sort()).toEqual(['a', 'b', 'c']);
+    expect(plan.unplaced).toBe(1);
+    expect(plan.reason).toMatch(/anti-affinity/);
+  });
+
+  it('bin-pack fills the fuller node; spread picks the emptier one', () => {
+    const busy: SchedTask[] = [{ id: 't', app: 'o', version: 1, nodeId: 'a', cpu: 2, memoryBytes: 4 * GiB, gpus: 0, hostPorts: [] }];
+    const ask = (placement: string) => ({ app: 'x', version: 1, count: 1, spec: spec({ placement }) });
+    expect(schedule([node('a'), node('b')], busy, ask('binpack')).placements[0].nodeId).toBe('a');
+    expect(schedule([node('a'), node('b')], busy, ask('spread')).placements[0].nodeId).toBe('b');
+  });
+
+  it('spreadBy balances replicas across label values (zones)', () => {
+    const nodes = [node('a1', { labels: { zone: 'a' } }), node('a2', { labels: { zone: 'a' } }), node('b1', { labels: { zone: 'b' } }), node('b2', { labels: { zone: 'b' } })];
+    const plan = schedule(nodes, [], { app: 'z', version: 1, count: 4, spec: spec({ spreadBy: 'zone' }) });
+    const zones = plan.placements.map((p) => nodes.find((n) => n.id === p.nodeId)!.labels.zone);
+    expect(zones.filter((z) => z === 'a')).toHaveLength(2);
+    expect(zones.filter((z) => z === 'b')).toHaveLength(2);
+  });
+
+  it('is deterministic: same input, or the nodes in another order, gives the same plan', () => {
+    const nodes = Array.from({ length: 50 }, (_, i) => node(`n${String(i).padStart(2, '0')}`, { cpu: 2 + (i % 3), labels: { zone: `z${i % 3}` } }));
+    const ask = { app: 'd', version: 1, count: 40, spec: spec({ resources: { cpu: 0.5 }, spreadBy: 'zone' }) };
+    const a = schedule(nodes, [], ask);
+    const b = schedule([...nodes].reverse(), [], ask);
+    expect(b).toEqual(a);
+    expect(schedule(nodes, [], ask)).toEqual(a);
+  });
+});
