@@ -1,10 +1,41 @@
 // npm start: a real local cluster — three omnid processes on loopback (init + 2 joins). Waits
 // for quorum and the root's step-down, prints `omni status`, writes a key through a follower
-// and reads it back from another node, then keeps running until Ctrl-C (or exits with
-// --exit, as CI's smoke run does).
+// and reads it back from another node, deploys an example HTTP app (3 replicas, one per node)
+// and calls it, then keeps running until Ctrl-C (or exits with --exit, as the test does).
 import { LocalCluster, waitFor } from '../node/local-cluster.js';
 import { formatStatus, type StatusView } from './omni/status.js';
 import { runMain } from './common.js';
+import { request } from 'node:http';
+
+/** The example app: a tiny HTTP server run by the process driver, one replica per node. */
+const EXAMPLE_SERVER = `require('http').createServer((q, s) => s.end('hello from ' + process.env.OMNI_TASK_ID + '\\n')).listen(Number(process.env.PORT), () => console.log('hello-web listening on ' + process.env.PORT))`;
+
+async function deployExample(c: LocalCluster, via: string): Promise<void> {
+  const client = c.client(via);
+  try {
+    process.stdout.write(`$ omni run --name hello-web --replicas 3 --spread --port 8080 --health-http / -- node -e '<http server>'\n`);
+    const spec = { name: 'hello-web', command: [process.execPath, '-e', EXAMPLE_SERVER], ports: [{ name: 'http', port: 8080 }], replicas: 3, antiAffinity: true, healthCheck: { type: 'http', port: 'http', path: '/', intervalMs: 500 } };
+    await client.post('/v1/apps', spec);
+    const eps = await waitFor('hello-web healthy', async () => {
+      const r = await client.get<{ endpoints: { host: string; ports: Record<string, number>; node: string }[] }>('/v1/apps/hello-web/endpoints');
+      return r.endpoints.length === 3 ? r.endpoints : undefined;
+    }, 60_000, 200);
+    process.stdout.write(`hello-web is healthy: 3/3 replicas, one per node\n$ omni endpoints hello-web\n`);
+    for (const e of eps) process.stdout.write(`${e.host}:${e.ports.http}\thttp\t${e.node}\n`);
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = request({ host: eps[0].host, port: eps[0].ports.http, path: '/' }, (res) => {
+        let b = '';
+        res.on('data', (d) => (b += d));
+        res.on('end', () => resolve(b.trim()));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    process.stdout.write(`$ curl http://${eps[0].host}:${eps[0].ports.http}/ → ${body}\n\n`);
+  } finally {
+    client.close();
+  }
+}
 
 const NAMES = ['node1', 'node2', 'node3'];
 
@@ -46,8 +77,9 @@ await runMain(async () => {
     w.close();
     r.close();
     process.stdout.write(`$ omni kv put hello world   (via ${follower}, a follower)\n$ omni kv get hello         (via ${reader}) → ${got.value}\n\n`);
+    await deployExample(c, follower);
     process.stdout.write(
-      `To use the CLI against this cluster:\n  export OMNI_ADDR=${c.nodes.get(NAMES[0])!.apiUrl} OMNI_TOKEN=${c.adminToken}\n  bin/omni status; bin/omni nodes; bin/omni kv get hello\n`,
+      `To use the CLI against this cluster:\n  export OMNI_ADDR=${c.nodes.get(NAMES[0])!.apiUrl} OMNI_TOKEN=${c.adminToken}\n  bin/omni status; bin/omni nodes; bin/omni ps; bin/omni inspect hello-web; bin/omni logs hello-web\n`,
     );
     if (exitWhenDone) {
       await c.destroy();
