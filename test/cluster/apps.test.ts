@@ -161,6 +161,28 @@ describe('apps on a 3-node cluster (process driver)', () => {
     await omni('rm', 'cliapp');
   });
 
+  it('keeps a persistent volume on its node: the data survives a stop and start', async () => {
+    // Each start appends a line to $OMNI_VOLUME_DATA/starts and serves the line count.
+    const counter = `const fs = require('fs'); const f = process.env.OMNI_VOLUME_DATA + '/starts'; fs.appendFileSync(f, 'x\\n'); const n = fs.readFileSync(f, 'utf8').trim().split('\\n').length; require('http').createServer((q, s) => s.end(String(n))).listen(Number(process.env.PORT), '127.0.0.1')`;
+    const r = await api('POST', '/v1/apps', webSpec({ name: 'store', replicas: 1, antiAffinity: false, command: [process.execPath, '-e', counter], volumes: [{ name: 'data', path: '/data' }] }));
+    expect(r.status).toBe(201);
+    const first = await waitFor('store healthy', async () => {
+      const a = await inspect('store');
+      return a.endpoints.length === 1 ? a : undefined;
+    }, 30_000, 200);
+    expect((await httpGet(first.endpoints[0].ports.http)).body).toBe('1');
+    expect((await api('POST', '/v1/apps/store/stop')).status).toBe(200);
+    await waitFor('stopped', async () => (await inspect('store')).tasks.every((t) => t.desired === 'stop' && t.state !== 'running'), 20_000, 200);
+    expect((await api('POST', '/v1/apps/store/start')).status).toBe(200);
+    const second = await waitFor('store healthy again', async () => {
+      const a = await inspect('store');
+      return a.endpoints.length === 1 && a.endpoints[0].task !== first.endpoints[0].task ? a : undefined;
+    }, 30_000, 200);
+    expect(second.endpoints[0].node).toBe(first.endpoints[0].node);
+    expect((await httpGet(second.endpoints[0].ports.http)).body).toBe('2');
+    await api('DELETE', '/v1/apps/store');
+  });
+
   it('leaves impossible replicas pending with a reason, never over-committing', async () => {
     const big = await api('POST', '/v1/apps', webSpec({ name: 'huge', replicas: 1, antiAffinity: false, resources: { cpu: 0.1, memoryMB: 64 * 1024 * 1024 } }));
     expect(big.status).toBe(201);
