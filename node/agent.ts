@@ -58,6 +58,19 @@ export class Agent {
     this.loop.kick();
   }
 
+  /** The node leaves the cluster: its tasks (rescheduled elsewhere by the leader) stop here. */
+  async stopAll(): Promise<void> {
+    this.loop.stop();
+    for (const driver of Object.values(this.drivers)) {
+      if (!(await driver.available().catch(() => ({ ok: false }))).ok) continue;
+      for (const t of await driver.recover().catch(() => [] as TaskStatus[])) {
+        if (t.state === 'running') await driver.stop(t.taskId, STOP_TIMEOUT_MS).catch(() => undefined);
+        await driver.destroy(t.taskId).catch(() => undefined);
+      }
+    }
+    this.local.clear();
+  }
+
   driverFor(taskId: string): TaskDriver | undefined {
     return this.local.get(taskId)?.driver;
   }

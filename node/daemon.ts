@@ -618,6 +618,8 @@ export class Omnid {
   private async finishLeaving(reason: string): Promise<void> {
     const meta = await this.storage.getMeta<ClusterMeta>(META_KEY);
     if (meta) await this.storage.putMeta(META_KEY, { ...meta, left: true });
+    // Its tasks are rescheduled on the remaining nodes; none may keep running here.
+    await this.agent?.stopAll().catch((err: Error) => this.log.warn(`leave: stopping tasks: ${err.message}`));
     // Give the last replies a moment to leave before the sockets close.
     await sleep(300);
     await this.shutdown(reason);

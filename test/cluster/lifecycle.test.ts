@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { formCluster, status, put, get, waitFor } from './helpers.js';
+import { createDrivers } from '../../node/drivers/index.js';
 
 const run = promisify(execFile);
 let c: LocalCluster | undefined;
@@ -39,9 +40,16 @@ describe('cluster lifecycle', () => {
 
   it('omnid leave removes a node cleanly; /health turns 503 when quorum is lost', async () => {
     c = await formCluster(['l1', 'l2', 'l3', 'l4']);
+    // One replica per node, so l4 runs one; after leaving it must run none.
+    const api = c.client('l1');
+    expect((await api.raw('POST', '/v1/apps', { name: 'spread4', command: ['sleep', '600'], replicas: 4, antiAffinity: true })).status).toBe(201);
+    await waitFor('a task on every node', async () => (await api.get<{ tasks: { node: string; state: string }[] }>('/v1/apps/spread4')).tasks.filter((t) => t.state === 'running').length === 4, 30_000, 200);
     const leave = await run('bin/omnid', ['leave', '--data', c.dataDir('l4'), '--json'], { cwd: process.cwd() });
     expect(JSON.parse(leave.stdout)).toMatchObject({ left: true, node: 'l4' });
     expect(await c.nodes.get('l4')!.exited).toBe(0);
+    const left = await createDrivers(c.dataDir('l4')).process.recover();
+    expect(left.filter((t) => t.state === 'running')).toEqual([]);
+    api.close();
     const s = await waitFor('l4 gone', async () => {
       const st = await status(c!, 'l1');
       return !st.nonVoters.includes('l4') && !st.voters.includes('l4') ? st : undefined;
