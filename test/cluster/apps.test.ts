@@ -4,6 +4,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { mkdtemp, writeFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { formCluster, waitFor, httpGet } from './helpers.js';
 
@@ -159,6 +162,27 @@ describe('apps on a 3-node cluster (process driver)', () => {
     expect(bad?.code).toBe(1);
     expect(bad?.stderr).toMatch(/^error: name: .*\(INVALID_SPEC\)/);
     await omni('rm', 'cliapp');
+    // omni deploy FILE.yaml, with an env file, as in the README.
+    const dir = await mkdtemp(join(tmpdir(), 'omni-yaml-'));
+    await writeFile(join(dir, 'app.env'), '# comment\nGREETING="from yaml"\n');
+    const yamlServer = `require('http').createServer((q, s) => s.end(process.env.GREETING)).listen(Number(process.env.PORT), '127.0.0.1')`;
+    await writeFile(join(dir, 'app.yaml'), [
+      'name: yamlapp',
+      `command: [${JSON.stringify(process.execPath)}, -e, ${JSON.stringify(yamlServer)}]`,
+      `envFile: ${join(dir, 'app.env')}`,
+      'ports: [{ name: http, port: 8080 }]',
+      'replicas: 1',
+      'resources: { cpu: 100m, memory: 32M }',
+      'healthCheck: { type: http, port: http, path: /, intervalMs: 300 }',
+    ].join('\n'));
+    const deployed = JSON.parse((await omni('deploy', join(dir, 'app.yaml'), '--json')).stdout);
+    expect(deployed).toMatchObject({ name: 'yamlapp', version: 1, healthy: true });
+    const ep = (await inspect('yamlapp')).endpoints[0];
+    expect((await httpGet(ep.ports.http)).body).toBe('from yaml');
+    const badYaml = await omni('deploy', join(dir, 'app.env')).then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(badYaml?.code).toBe(2);
+    await omni('rm', 'yamlapp');
+    await rm(dir, { recursive: true, force: true });
   });
 
   it('keeps a persistent volume on its node: the data survives a stop and start', async () => {
