@@ -20,7 +20,7 @@ export class StorageCorruptError extends OmniError {
 
 /** One line an operator can act on; the full steps are in README (Durability). */
 export const RECOVERY_HINT =
-  'this node cannot prove its Raft state is intact and will not start: from a healthy member run "omni nodes remove <name>", then move this data dir away and "omnid join" with a fresh one under the same --name (README: Durability)';
+  'this node cannot prove its Raft state is intact and will not start: from a healthy member run "omni nodes remove <name>", then move its data dir (--data) away and "omnid join" with a fresh one under the same --name (README: Durability)';
 
 // ------------------------------------------------------------------ sealed records
 
@@ -64,19 +64,27 @@ const enum RecordType {
 }
 const CRC_MASK_DELTA = 0xa282ead8;
 
-const CRC32C_TABLE = (() => {
-  const t = new Uint32Array(256);
+/** CRC-32C (Castagnoli) lookup tables for slicing-by-8 (a log may hold a 64 MiB snapshot). */
+const CRC32C_TABLES = (() => {
+  const t = Array.from({ length: 8 }, () => new Uint32Array(256));
   for (let i = 0; i < 256; i++) {
     let c = i;
     for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-    t[i] = c >>> 0;
+    t[0][i] = c >>> 0;
   }
+  for (let i = 0; i < 256; i++) for (let k = 1; k < 8; k++) t[k][i] = (t[k - 1][i] >>> 8) ^ t[0][t[k - 1][i] & 0xff];
   return t;
 })();
 
 export function crc32c(data: Uint8Array, seed = 0): number {
+  const [t0, t1, t2, t3, t4, t5, t6, t7] = CRC32C_TABLES;
   let c = ~seed >>> 0;
-  for (let i = 0; i < data.length; i++) c = CRC32C_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  let i = 0;
+  for (const end8 = data.length - 7; i < end8; i += 8) {
+    c ^= data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24);
+    c = t7[c & 0xff] ^ t6[(c >>> 8) & 0xff] ^ t5[(c >>> 16) & 0xff] ^ t4[c >>> 24] ^ t3[data[i + 4]] ^ t2[data[i + 5]] ^ t1[data[i + 6]] ^ t0[data[i + 7]];
+  }
+  for (; i < data.length; i++) c = t0[(c ^ data[i]) & 0xff] ^ (c >>> 8);
   return ~c >>> 0;
 }
 
