@@ -50,6 +50,11 @@ describe('damaged storage', () => {
     const victim = names.find((n) => n !== 'd1' && n !== leader)!;
     const healthy = names.find((n) => n !== victim && n !== 'd1')!;
     await waitFor(`${victim} has every write`, async () => (await get(c!, victim, 'before/19', true).catch(() => undefined))?.value === 'v19');
+    // Removal guards: a member still heard from, and the node answering, are refused.
+    const admin = c.client(healthy);
+    const refused = [await admin.raw('DELETE', `/v1/nodes/${victim}`), await admin.raw('DELETE', `/v1/nodes/${healthy}`)];
+    admin.close();
+    expect(refused.map((r) => [r.status, (r.body as { error: { code: string } }).error.code])).toEqual([[409, 'CONFLICT'], [409, 'CONFLICT']]);
     await c.kill(victim, 'SIGTERM');
 
     const log = await damageNewestLog(c.dataDir(victim));
