@@ -75,7 +75,7 @@ export class RaftStorage {
   }
 
   async load(): Promise<PersistedState> {
-    const hardState = (await this.readHardState()) ?? ZERO_HARD_STATE;
+    const hardState = (await readHardState(this.db, this.dir)) ?? ZERO_HARD_STATE;
     const snapBytes = await read(this.db, this.dir, SNAPSHOT_KEY);
     const snapshot = snapBytes ? decodeOrCorrupt(SNAPSHOT_KEY, this.dir, () => decodeSnapshot(snapBytes, MAX_STORED_SNAPSHOT_BYTES)) : undefined;
     const after = snapshot?.meta.index ?? 0;
@@ -151,10 +151,6 @@ export class RaftStorage {
 
   async close(): Promise<void> {
     if (this.db.status === 'open') await this.db.close();
-  }
-
-  private async readHardState(): Promise<HardState | undefined> {
-    return readHardState(this.db, this.dir);
   }
 
   /** Deletes stored entries with from <= index <= to, by key range (never by guessing indexes). */
