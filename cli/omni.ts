@@ -12,7 +12,7 @@ const USAGE = `usage: omni <command> [flags]
 
 commands:
   status   leader, term, commit index, voters and health
-  nodes    nodes with role, status, resources and last heartbeat
+  nodes    nodes with role, status, resources and last heartbeat;  nodes remove NAME
   kv       get/put/delete/list in the replicated key space
   token    create join or admin tokens
   run      run an app from an image or a command:  omni run --name web IMAGE | -- CMD...

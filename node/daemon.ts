@@ -20,6 +20,7 @@ import { Heartbeats, DEFAULT_HEARTBEAT_INTERVAL_MS } from './heartbeats.js';
 import { Autopilot, DEFAULT_DOWN_AFTER_MS, DEFAULT_REPLACE_AFTER_MS } from './autopilot.js';
 import { ApiServer } from './api-server.js';
 import { registerAppRoutes } from './api-apps.js';
+import { registerNodeRoutes } from './api-nodes.js';
 import { Orchestrator } from './orchestrator.js';
 import { Agent } from './agent.js';
 import { createDrivers } from './drivers/index.js';
@@ -288,6 +289,7 @@ export class Omnid {
     raft.start();
     daemon.api = new ApiServer(daemon, log);
     registerAppRoutes(daemon.api, daemon);
+    registerNodeRoutes(daemon.api, daemon);
     await daemon.api.listen(opts.api);
     await daemon.api.listenControl(controlSocketPath(opts.dataDir));
     log.info(`node ${meta.name} (${daemon.id}) listening on ${daemon.addrs().join(', ')}; API ${daemon.apiUrl}`);
