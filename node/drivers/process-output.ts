@@ -39,14 +39,15 @@ export class LogFile {
   append(tag: 'O' | 'E', texts: string[]): void {
     const prefix = `${new Date().toISOString()} ${tag} `;
     this.open(); // for the current size
+    const all = Buffer.from(`${prefix}${texts.join(`\n${prefix}`)}\n`);
+    if (this.size + all.length <= this.maxBytes) {
+      this.writeAll(all); // the common case: no rotation within this chunk
+      return;
+    }
     const pending: Buffer[] = [];
     let pendingBytes = 0;
     const flush = () => {
-      const buf = Buffer.concat(pending, pendingBytes);
-      const fd = this.open();
-      let off = 0;
-      while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
-      this.size += buf.length;
+      this.writeAll(Buffer.concat(pending, pendingBytes));
       pending.length = 0;
       pendingBytes = 0;
     };
@@ -65,6 +66,13 @@ export class LogFile {
   close(): void {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
+  }
+
+  private writeAll(buf: Buffer): void {
+    const fd = this.open();
+    let off = 0;
+    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    this.size += buf.length;
   }
 
   private open(): number {
@@ -153,7 +161,13 @@ export class OutputPump {
       const split = new LineSplitter(opts.lineMaxBytes, (texts) => this.write(tag, texts));
       const sock = new Socket({ fd, readable: true, writable: false, allowHalfOpen: true });
       sock.unref(); // the pump must not keep omnid (or a test) alive
-      sock.on('data', (c: Buffer) => split.push(c));
+      sock.on('data', (c: Buffer) => {
+        split.push(c);
+        // one chunk per event-loop turn: a task that floods its output must not stall omnid
+        // (libuv would otherwise read and deliver many chunks in a row); the task waits meanwhile
+        sock.pause();
+        setImmediate(() => sock.resume());
+      });
       sock.on('end', () => split.flush());
       sock.on('error', () => {}); // 'close' follows
       sock.on('close', () => {
