@@ -75,7 +75,9 @@ interface ExitRecord {
   reason?: string;
 }
 
-const SIGNAL_NAMES = new Map<number, string>(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+/** Signal number → name (the first name for aliases such as SIGIOT = SIGABRT). */
+const SIGNAL_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(osConstants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name);
 
 /**
  * The wrapper's exit.code: "<status>\n" as the shell reports it, 128+n for a command killed by
