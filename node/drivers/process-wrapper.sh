@@ -1,5 +1,6 @@
 # Omni process-task wrapper (run by node/drivers/process.ts with /bin/sh; ~1-2 MB RSS).
-# argv: <taskDir> <command> [args...]; cwd is <taskDir>/work; env is the task's env.
+# argv: <taskDir> <command> [args...]; cwd is <taskDir>/work; env is the task's env; stdin and
+# stdout are pipes from the driver, for the start handshake only.
 # It leads the task's process group (the driver starts it with setsid), runs the command as
 # given (the driver resolved argv[0] to a path, so no shell builtin or function can shadow it,
 # and "$@" is never re-parsed), and records the command's exit status for the driver, which
@@ -17,7 +18,10 @@ trap : TERM INT HUP QUIT USR1 USR2
 # (SIGPIPE) while no reader is attached (omnid restarting); they only block once a pipe is full.
 exec 3<>"$dir/out.pipe" 4<>"$dir/err.pipe" || exit 125
 echo ok
-exec >/dev/null
+# Run the command only once the driver has recorded this wrapper (state.json) and reads the
+# pipes: were omnid to die before, nothing would ever find, stop or release this run.
+read -r go && [ "$go" = go ] || exit 125
+exec </dev/null >/dev/null
 
 "$@" </dev/null >"$dir/out.pipe" 2>"$dir/err.pipe" 3>&- 4>&-
 echo "$?" >"$dir/exit.code"

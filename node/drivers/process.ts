@@ -377,7 +377,7 @@ export class ProcessDriver implements TaskDriver {
       child = spawn(SHELL, [script, dir, ...argv], {
         cwd: join(dir, 'work'),
         detached: true, // setsid: the wrapper leads the task's process group and session
-        stdio: ['ignore', 'pipe', errLog.fd],
+        stdio: ['pipe', 'pipe', errLog.fd], // the start handshake: "ok" out, "go" in
         env,
       });
     } finally {
@@ -408,14 +408,17 @@ export class ProcessDriver implements TaskDriver {
       child.once('error', (e) => done(`err ${e.message}`));
     });
     child.stdout!.destroy();
+    child.stdin!.on('error', () => {}); // EPIPE if the wrapper is gone
     child.unref();
     if (reply !== 'ok') {
+      child.stdin!.destroy(); // the wrapper never runs the command without "go"
       if (this.groupAlive(state)) this.signalGroup(state, 'SIGKILL');
       await this.inspect(cfg.taskId); // records the run as lost
       throw new OmniError('START_FAILED', `task ${cfg.taskId}: ${reply.replace(/^err /, '')}`);
     }
     // the wrapper holds the pipes now: reading them can no longer see a premature end of file
     this.attach(dir, state);
+    child.stdin!.end('go\n');
     return { taskId: cfg.taskId, state: 'running', exitCode: null, startedAtMs: state.startedAtMs };
   }
 

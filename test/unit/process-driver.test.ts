@@ -2,9 +2,10 @@
 // (graceful and forced, whole process group), log rotation, recover() from a new driver instance —
 // including one whose task was started by another (exited) Node process, as after an agent
 // restart, and one whose task ended while no driver ran — and what a task costs beyond itself.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -317,6 +318,32 @@ describe('ProcessDriver', () => {
     expect(groupOf(pgid)).toEqual([]);
     expect(pidAlive(childPid)).toBe(false);
     expect(await d.inspect(cfg.taskId)).toMatchObject({ state: 'exited', exitCode: null, reason: 'signal SIGTERM' });
+  });
+
+  it('the wrapper never runs the command unless the driver, having recorded it, says go', async () => {
+    // as if omnid died between spawning the wrapper and writing state.json: nobody could ever stop that run
+    const dir = await mkdtemp(join(tmpdir(), 'omni-wrapper-'));
+    let child: ChildProcess | undefined;
+    try {
+      await mkdir(join(dir, 'work'));
+      await promisify(execFile)('mkfifo', ['out.pipe', 'err.pipe', 'ack.pipe'].map((n) => join(dir, n)));
+      const script = fileURLToPath(new URL('../../node/drivers/process-wrapper.sh', import.meta.url));
+      const sh = spawn('/bin/sh', [script, dir, '/usr/bin/env', 'touch', 'ran'], { cwd: join(dir, 'work'), stdio: ['pipe', 'pipe', 'ignore'] });
+      child = sh;
+      const ok = await new Promise<string>((r) => sh.stdout.once('data', (c: Buffer) => r(c.toString())));
+      expect(ok).toBe('ok\n');
+      sh.stdin.end(); // the driver is gone: no "go"
+      const code = await new Promise<number | string | null>((r) => {
+        sh.once('exit', r);
+        setTimeout(() => r('still running'), 10_000);
+      });
+      expect(existsSync(join(dir, 'work', 'ran'))).toBe(false);
+      expect(existsSync(join(dir, 'exit.code'))).toBe(false);
+      expect(code).toBe(125);
+    } finally {
+      child?.kill('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('costs a task one small process beyond its own (under 5 MB RSS, not a Node supervisor)', async () => {
