@@ -1,31 +1,43 @@
-// Process driver: runs a task's argv as a supervised child on the host (no isolation, no
-// resource limits). Each task gets <dataDir>/tasks/<taskId>/ holding:
+// Process driver: runs a task's argv on the host (no isolation, no resource limits). Each task
+// gets <dataDir>/tasks/<taskId>/ holding:
 //   work/           the task's cwd (and HOME unless its env sets one)
-//   state.json      the supervisor's pid (= the task's process group) and its start time
-//   exit.json       exit code / signal / time, written by the supervisor when the command ends
+//   state.json      the wrapper's pid (= the task's process group) and its start time
+//   exit.code       the command's exit status, written by the wrapper when the command ends
+//   exit.json       written by the driver instead when there is no status (start failure, lost task)
+//   out.pipe, err.pipe, ack.pipe   named pipes: the task's stdout/stderr, and the wrapper's exit gate
 //   output.log(.1)  stdout+stderr, one line per entry: "<ISO time> <O|E> <text>", rotated at a size limit
-//   supervisor.log  the supervisor's own errors
-// The supervisor is a small Node program (written to <dataDir>/process-supervisor-v1.cjs) started
-// detached, so it leads its own process group and outlives the agent: it timestamps and rotates the
-// output and records the exit code, which is how recover() works after the agent restarts.
-import { spawn } from 'node:child_process';
+//   wrapper.log     the wrapper shell's own errors
+// The wrapper (process-wrapper.sh, copied to <dataDir>/process-wrapper-<hash>.sh) is a /bin/sh
+// started detached, so it leads its own process group and outlives omnid: it runs the command and
+// records its exit status, which is how recover() works after omnid restarts; it costs ~1-2 MB
+// RSS. omnid itself reads the output pipes into output.log (process-output.ts). Tasks started by
+// the earlier Node supervisor (state v1: exit.json, output.log written by it) are still recovered.
+import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants as osConstants } from 'node:os';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { OmniError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
+import { ACK_PIPE, ERR_PIPE, LogFile, OUT_PIPE, attachOutput, detachOutput, outputOf } from './process-output.js';
 import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
 
 /** output.log is renamed to output.log.1 (replacing it) when it would grow past this. */
 export const PROCESS_LOG_MAX_BYTES = 10 * 1024 * 1024;
 /** Longer output lines are split. */
 const LOG_LINE_MAX_BYTES = 64 * 1024;
-/** How long start() waits for the supervisor to report that the command was spawned. */
+/** How long start() waits for the wrapper to report that it holds the output pipes. */
 const READY_TIMEOUT_MS = 10_000;
+/** After the command ended, how long inspect() waits for the rest of its output (grandchildren may hold the pipes). */
+const OUTPUT_SETTLE_MS = 2_000;
+/** The wrapper's shell: POSIX sh, present on every host the driver supports. */
+const SHELL = '/bin/sh';
+const WRAPPER_SOURCE_URL = new URL('./process-wrapper.sh', import.meta.url);
 /** How long stop() waits for the group to vanish after SIGKILL. */
 const KILL_WAIT_MS = 5_000;
 /** destroy() on a task that still runs stops it with this grace period first. */
@@ -40,12 +52,13 @@ const TASK_ID_RE = /^[a-z0-9-]{1,63}$/;
 
 /** What the driver keeps about a launched task (state.json). */
 interface ProcessState {
-  v: 1;
+  /** 1: started by the earlier Node supervisor (still recovered); 2: by the sh wrapper. */
+  v: 1 | 2;
   taskId: string;
   app: string;
   version: number;
   command: string[];
-  /** Supervisor pid; it is also the process group id of the task. */
+  /** Wrapper (v1: supervisor) pid; it is also the process group id of the task. 0: never launched. */
   pid: number;
   /** Field 22 of /proc/<pid>/stat (start time in ticks since boot), against pid reuse. */
   procStart: string | null;
@@ -54,7 +67,7 @@ interface ProcessState {
   stopRequestedAtMs?: number;
 }
 
-/** exit.json, written by the supervisor (or by the driver for a lost task). */
+/** exit.json (v1: written by the supervisor; v2: by the driver) or what exit.code says. */
 interface ExitRecord {
   exitCode: number | null;
   signal: string | null;
@@ -62,108 +75,54 @@ interface ExitRecord {
   reason?: string;
 }
 
-// The supervisor (CommonJS, no dependencies). argv: <taskDir> <maxLogBytes> <lineMaxBytes>.
-// It reads and deletes spec.json ({argv, env}; may hold secrets), spawns the command in its own
-// process group, reports "ok <pid>" or "err <message>" on stdout, ignores SIGTERM/SIGINT/SIGHUP
-// (they are meant for the command), and writes exit.json atomically before it exits.
-const SUPERVISOR_SOURCE = String.raw`'use strict';
-const fs = require('node:fs');
-const path = require('node:path');
-const { spawn } = require('node:child_process');
-const [taskDir, maxArg, lineMaxArg] = process.argv.slice(2);
-const MAX = Number(maxArg);
-const LINE_MAX = Number(lineMaxArg);
-const logPath = path.join(taskDir, 'output.log');
-for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(s, () => {});
-const specPath = path.join(taskDir, 'spec.json');
-const spec = JSON.parse(fs.readFileSync(specPath, 'utf8'));
-fs.rmSync(specPath, { force: true });
-let fd = fs.openSync(logPath, 'a');
-let size = fs.fstatSync(fd).size;
-function writeAll(buf) {
-  let off = 0;
-  while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off);
-}
-function writeLine(tag, text) {
-  const buf = Buffer.from(new Date().toISOString() + ' ' + tag + ' ' + text + '\n');
-  if (size > 0 && size + buf.length > MAX) {
-    fs.closeSync(fd);
-    fs.renameSync(logPath, logPath + '.1');
-    fd = fs.openSync(logPath, 'a');
-    size = 0;
-  }
-  writeAll(buf);
-  size += buf.length;
-}
-function lineSplitter(tag) {
-  let pending = Buffer.alloc(0);
-  const emit = (b) => {
-    let s = b.toString('utf8');
-    if (s.endsWith('\r')) s = s.slice(0, -1);
-    writeLine(tag, s);
-  };
-  return {
-    push(chunk) {
-      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-      let nl;
-      while ((nl = pending.indexOf(10)) >= 0) { emit(pending.subarray(0, nl)); pending = pending.subarray(nl + 1); }
-      while (pending.length >= LINE_MAX) { emit(pending.subarray(0, LINE_MAX)); pending = pending.subarray(LINE_MAX); }
-    },
-    flush() { if (pending.length) emit(pending); pending = Buffer.alloc(0); },
-  };
-}
-function writeExit(rec) {
-  const p = path.join(taskDir, 'exit.json');
-  const tmp = p + '.tmp';
-  const f = fs.openSync(tmp, 'w', 0o600);
-  fs.writeSync(f, JSON.stringify(rec));
-  fs.fsyncSync(f);
-  fs.closeSync(f);
-  fs.renameSync(tmp, p);
-}
-function report(line) {
-  try { fs.writeSync(1, line + '\n'); } catch {}
-}
-const child = spawn(spec.argv[0], spec.argv.slice(1), { cwd: path.join(taskDir, 'work'), env: spec.env, stdio: ['ignore', 'pipe', 'pipe'] });
-const out = lineSplitter('O');
-const err = lineSplitter('E');
-let open = 2;
-let exited = null;
-let done = false;
-let startError = null;
-function finish() {
-  if (done || exited === null) return;
-  done = true;
-  out.flush();
-  err.flush();
-  fs.closeSync(fd);
-  writeExit(exited);
-  if (startError !== null) report('err ' + startError); // after exit.json: the driver reads it next
-  process.exit(0);
-}
-for (const [stream, split] of [[child.stdout, out], [child.stderr, err]]) {
-  stream.on('data', (c) => split.push(c));
-  stream.on('close', () => { open -= 1; if (open === 0) finish(); });
-}
-child.on('spawn', () => report('ok ' + child.pid));
-child.on('error', (e) => {
-  if (exited !== null) return;
-  const msg = 'cannot start ' + JSON.stringify(spec.argv[0]) + ': ' + (e && e.message ? e.message : String(e));
-  writeLine('E', 'omni: ' + msg);
-  exited = { exitCode: 127, signal: null, exitedAtMs: Date.now(), reason: msg };
-  startError = msg;
-  finish();
-});
-child.on('exit', (code, signal) => {
-  exited = { exitCode: code, signal: signal, exitedAtMs: Date.now() };
-  if (signal) exited.reason = 'signal ' + signal;
-  // grandchildren may keep the pipes open: do not wait for them for long
-  setTimeout(() => { child.stdout.destroy(); child.stderr.destroy(); open = 0; finish(); }, 2000).unref();
-  if (open === 0) finish();
-});
-`;
+/** Signal number → name (the first name for aliases such as SIGIOT = SIGABRT). */
+const SIGNAL_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(osConstants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name);
 
-const SUPERVISOR_FILE = `process-supervisor-v1-${createHash('sha256').update(SUPERVISOR_SOURCE).digest('hex').slice(0, 12)}.cjs`;
+/**
+ * The wrapper's exit.code: "<status>\n" as the shell reports it, 128+n for a command killed by
+ * signal n (so a command that exits with such a status itself reads as killed: the shell cannot
+ * tell them apart). undefined while absent or not yet complete.
+ */
+async function readExitCode(path: string): Promise<ExitRecord | undefined> {
+  let text: string;
+  let mtimeMs: number;
+  try {
+    [text, mtimeMs] = await Promise.all([readFile(path, 'utf8'), stat(path).then((s) => s.mtimeMs)]);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  const m = /^(\d{1,3})\n$/.exec(text);
+  if (!m) return undefined;
+  const status = Number(m[1]);
+  const signal = status > 128 ? SIGNAL_NAMES.get(status - 128) : undefined;
+  if (signal) return { exitCode: null, signal, exitedAtMs: Math.round(mtimeMs), reason: `signal ${signal}` };
+  return { exitCode: status, signal: null, exitedAtMs: Math.round(mtimeMs) };
+}
+
+/** execvp's lookup, done before launch so that a missing command fails start() and argv[0] cannot name a shell builtin. */
+function resolveCommand(cmd: string, pathVar: string, cwd: string): string | undefined {
+  const runnable = (p: string) => {
+    try {
+      if (!statSync(p).isFile()) return false;
+      accessSync(p, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (cmd === '') return undefined;
+  if (cmd.includes('/')) {
+    const p = resolve(cwd, cmd);
+    return runnable(p) ? p : undefined;
+  }
+  for (const d of pathVar.split(':')) {
+    const p = resolve(cwd, d || '.', cmd);
+    if (runnable(p)) return p;
+  }
+  return undefined;
+}
 
 /** Env var suffix for a port / volume name: OMNI_PORT_<NAME>. */
 export function envSuffix(name: string): string {
@@ -301,7 +260,7 @@ export class ProcessDriver implements TaskDriver {
   readonly name = 'process' as const;
   private readonly tasksDir: string;
   private readonly starting = new Set<string>();
-  private supervisorPath: Promise<string> | undefined;
+  private wrapperPath: Promise<string> | undefined;
   private readonly cpuSamples = new Map<string, { ticks: number; atMs: number }>();
 
   private readonly logMaxBytes: number;
@@ -316,6 +275,8 @@ export class ProcessDriver implements TaskDriver {
 
   async available(): Promise<{ ok: true } | { ok: false; reason: string }> {
     if (process.platform === 'win32') return { ok: false, reason: 'the process driver needs a POSIX host (process groups)' };
+    if (resolveCommand(SHELL, '', '/') === undefined) return { ok: false, reason: `the process driver needs ${SHELL}` };
+    if (resolveCommand('mkfifo', process.env.PATH ?? '/usr/bin:/bin', '/') === undefined) return { ok: false, reason: 'the process driver needs mkfifo on PATH' };
     return { ok: true };
   }
 
@@ -334,14 +295,23 @@ export class ProcessDriver implements TaskDriver {
       if (cur?.state === 'running') throw new OmniError('CONFLICT', `task ${cfg.taskId} is already running`);
       const old = await readJson<ProcessState>(join(dir, 'state.json'));
       if (old && this.groupAlive(old)) throw new OmniError('CONFLICT', `task ${cfg.taskId} still has processes left from its last run; stop it first`);
-      await mkdir(join(dir, 'work'), { recursive: true });
-      // state first: a concurrent inspect() must not see the old state without exit.json (it
+      detachOutput(dir); // whatever the last run's leftovers still wrote
+      const work = join(dir, 'work');
+      await mkdir(work, { recursive: true });
+      // state first: a concurrent inspect() must not see the old state without an exit record (it
       // would record the new run as lost)
       await rm(join(dir, 'state.json'), { force: true });
       await rm(join(dir, 'exit.json'), { force: true });
+      await rm(join(dir, 'exit.code'), { force: true });
       this.cpuSamples.delete(cfg.taskId);
-      await writeFileAtomic(join(dir, 'spec.json'), JSON.stringify({ argv: cfg.command, env: this.taskEnv(cfg, dir) }));
-      return await this.launch(cfg, dir);
+      const env = this.taskEnv(cfg, dir);
+      const argv0 = resolveCommand(cfg.command[0], env.PATH ?? '', work);
+      if (argv0 === undefined) {
+        const why = cfg.command[0].includes('/') ? 'no such executable file' : 'not found in PATH';
+        return await this.failStart(cfg, dir, `cannot start ${JSON.stringify(cfg.command[0])}: ${why}`);
+      }
+      await this.makePipes(dir);
+      return await this.launch(cfg, dir, [argv0, ...cfg.command.slice(1)], env);
     } finally {
       this.starting.delete(cfg.taskId);
     }
@@ -360,16 +330,55 @@ export class ProcessDriver implements TaskDriver {
     return env;
   }
 
-  private async launch(cfg: TaskConfig, dir: string): Promise<TaskStatus> {
-    const script = await this.ensureSupervisor();
-    const errLog = await open(join(dir, 'supervisor.log'), 'a');
+  private newState(cfg: TaskConfig, pid: number): ProcessState {
+    return {
+      v: 2,
+      taskId: cfg.taskId,
+      app: cfg.app,
+      version: cfg.version,
+      command: cfg.command ?? [],
+      pid,
+      procStart: pid > 0 ? (readProcStat(pid)?.startTicks ?? null) : null,
+      bootId: readBootId(),
+      startedAtMs: Date.now(),
+    };
+  }
+
+  /** Records a run that never launched (exit 127, as a shell would) and rejects start(). */
+  private async failStart(cfg: TaskConfig, dir: string, msg: string): Promise<never> {
+    await writeFileAtomic(join(dir, 'state.json'), JSON.stringify(this.newState(cfg, 0)));
+    const log = new LogFile(dir, this.logMaxBytes);
+    try {
+      log.append('E', [`omni: ${msg}`]);
+    } finally {
+      log.close();
+    }
+    const ex: ExitRecord = { exitCode: 127, signal: null, exitedAtMs: Date.now(), reason: msg };
+    await writeFileAtomic(join(dir, 'exit.json'), JSON.stringify(ex));
+    throw new OmniError('START_FAILED', `task ${cfg.taskId}: ${msg}`);
+  }
+
+  /** Fresh named pipes for the run (a FIFO's content lives only while someone holds it open). */
+  private async makePipes(dir: string): Promise<void> {
+    const paths = [OUT_PIPE, ERR_PIPE, ACK_PIPE].map((n) => join(dir, n));
+    for (const p of paths) await rm(p, { force: true });
+    try {
+      await promisify(execFile)('mkfifo', ['-m', '600', ...paths], { timeout: READY_TIMEOUT_MS });
+    } catch (e) {
+      throw new OmniError('START_FAILED', `cannot create the output pipes in ${dir}: ${(e as Error).message}`);
+    }
+  }
+
+  private async launch(cfg: TaskConfig, dir: string, argv: string[], env: Record<string, string>): Promise<TaskStatus> {
+    const script = await this.ensureWrapper();
+    const errLog = await open(join(dir, 'wrapper.log'), 'a');
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, ['--max-old-space-size=16', '--max-semi-space-size=1', script, dir, String(this.logMaxBytes), String(LOG_LINE_MAX_BYTES)], {
-        cwd: dir,
-        detached: true, // setsid: the supervisor leads the task's process group and session
-        stdio: ['ignore', 'pipe', errLog.fd],
-        env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin' },
+      child = spawn(SHELL, [script, dir, ...argv], {
+        cwd: join(dir, 'work'),
+        detached: true, // setsid: the wrapper leads the task's process group and session
+        stdio: ['pipe', 'pipe', errLog.fd], // the start handshake: "ok" out, "go" in
+        env,
       });
     } finally {
       await errLog.close();
@@ -377,25 +386,14 @@ export class ProcessDriver implements TaskDriver {
     const pid = child.pid;
     if (pid === undefined) {
       await new Promise((r) => child.once('error', r));
-      throw new OmniError('START_FAILED', `task ${cfg.taskId}: cannot run the supervisor (${process.execPath})`);
+      throw new OmniError('START_FAILED', `task ${cfg.taskId}: cannot run ${SHELL}`);
     }
-    const startedAtMs = Date.now();
-    const state: ProcessState = {
-      v: 1,
-      taskId: cfg.taskId,
-      app: cfg.app,
-      version: cfg.version,
-      command: cfg.command ?? [],
-      pid,
-      procStart: readProcStat(pid)?.startTicks ?? null,
-      bootId: readBootId(),
-      startedAtMs,
-    };
+    const state = this.newState(cfg, pid);
     await writeFileAtomic(join(dir, 'state.json'), JSON.stringify(state));
 
     const reply = await new Promise<string>((resolve) => {
       let text = '';
-      const timer = setTimeout(() => resolve('err the supervisor did not report within ' + READY_TIMEOUT_MS + ' ms'), READY_TIMEOUT_MS);
+      const timer = setTimeout(() => resolve('err the wrapper did not report within ' + READY_TIMEOUT_MS + ' ms'), READY_TIMEOUT_MS);
       const done = (line: string) => {
         clearTimeout(timer);
         resolve(line);
@@ -406,41 +404,51 @@ export class ProcessDriver implements TaskDriver {
         if (nl >= 0) done(text.slice(0, nl));
       });
       child.stdout!.on('error', () => {});
-      child.once('exit', (code, sig) => done(`err the supervisor exited (${sig ?? code}) before starting the command; see ${join(dir, 'supervisor.log')}`));
+      child.once('exit', (code, sig) => done(`err the wrapper exited (${sig ?? code}) before starting the command; see ${join(dir, 'wrapper.log')}`));
       child.once('error', (e) => done(`err ${e.message}`));
     });
     child.stdout!.destroy();
+    child.stdin!.on('error', () => {}); // EPIPE if the wrapper is gone
     child.unref();
-    if (!reply.startsWith('ok ')) {
-      const msg = reply.replace(/^err /, '');
-      const until = Date.now() + KILL_WAIT_MS;
-      while (Date.now() < until && this.supervisorAlive(state)) await sleep(STOP_POLL_MS);
+    if (reply !== 'ok') {
+      child.stdin!.destroy(); // the wrapper never runs the command without "go"
       if (this.groupAlive(state)) this.signalGroup(state, 'SIGKILL');
-      await this.inspect(cfg.taskId); // records the exit if the supervisor did not
-      throw new OmniError('START_FAILED', `task ${cfg.taskId}: ${msg}`);
+      await this.inspect(cfg.taskId); // records the run as lost
+      throw new OmniError('START_FAILED', `task ${cfg.taskId}: ${reply.replace(/^err /, '')}`);
     }
-    return { taskId: cfg.taskId, state: 'running', exitCode: null, startedAtMs };
+    // the wrapper holds the pipes now: reading them can no longer see a premature end of file
+    this.attach(dir, state);
+    child.stdin!.end('go\n');
+    return { taskId: cfg.taskId, state: 'running', exitCode: null, startedAtMs: state.startedAtMs };
   }
 
-  private ensureSupervisor(): Promise<string> {
-    this.supervisorPath ??= (async () => {
-      const p = join(this.dataDir, SUPERVISOR_FILE);
+  /** The wrapper script, copied under a content-named file: a shell reads its script while it runs, so a running one must never change. */
+  private ensureWrapper(): Promise<string> {
+    this.wrapperPath ??= (async () => {
+      const source = await readFile(WRAPPER_SOURCE_URL, 'utf8');
+      const p = join(this.dataDir, `process-wrapper-${createHash('sha256').update(source).digest('hex').slice(0, 12)}.sh`);
       const cur = await readFile(p, 'utf8').catch(() => undefined);
-      if (cur !== SUPERVISOR_SOURCE) {
+      if (cur !== source) {
         await mkdir(this.dataDir, { recursive: true });
-        await writeFileAtomic(p, SUPERVISOR_SOURCE);
+        await writeFileAtomic(p, source);
       }
       return p;
     })().catch((e: unknown) => {
-      this.supervisorPath = undefined;
+      this.wrapperPath = undefined;
       throw e;
     });
-    return this.supervisorPath;
+    return this.wrapperPath;
   }
 
-  /** The supervisor process itself is still ours and alive (not a reused pid, not a zombie). */
-  private supervisorAlive(st: ProcessState): boolean {
-    if (!signalExists(st.pid)) return false;
+  /** Starts reading a v2 task's output in this process (if its wrapper still runs and no pump does yet). */
+  private attach(dir: string, st: ProcessState): void {
+    if (st.v !== 2 || outputOf(dir) || !this.wrapperAlive(st)) return;
+    attachOutput(dir, { logMaxBytes: this.logMaxBytes, lineMaxBytes: LOG_LINE_MAX_BYTES });
+  }
+
+  /** The wrapper (v1: supervisor) process itself is still ours and alive (not a reused pid, not a zombie). */
+  private wrapperAlive(st: ProcessState): boolean {
+    if (st.pid <= 1 || !signalExists(st.pid)) return false;
     if (!hasProc) return true;
     const s = readProcStat(st.pid);
     if (!s || s.state === 'Z') return false;
@@ -451,17 +459,19 @@ export class ProcessDriver implements TaskDriver {
 
   /** Whether any process of the task's group is left (safe to signal -pgid). */
   private groupAlive(st: ProcessState): boolean {
-    if (this.supervisorAlive(st)) return true;
+    if (st.pid <= 1) return false;
+    if (this.wrapperAlive(st)) return true;
     if (!signalExists(-st.pid)) return false;
     if (!hasProc) return !signalExists(st.pid);
     const s = readProcStat(st.pid);
-    // If a process holds the pid, the group is ours only if that process is our (zombie) supervisor;
+    // If a process holds the pid, the group is ours only if that process is our (zombie) wrapper;
     // if none does, a group with that id can only be the remains of ours.
     if (s && (st.procStart === null || s.startTicks !== st.procStart)) return false;
     return groupMembers(st.pid).length > 0;
   }
 
   private signalGroup(st: ProcessState, sig: NodeJS.Signals): void {
+    if (st.pid <= 1) return; // -0 / -1 would be our own group / every process
     try {
       process.kill(-st.pid, sig);
     } catch (e) {
@@ -469,25 +479,38 @@ export class ProcessDriver implements TaskDriver {
     }
   }
 
+  /** exit.json if the driver (or a v1 supervisor) wrote one, else the wrapper's exit.code. */
+  private async exitRecord(dir: string, st: ProcessState): Promise<ExitRecord | undefined> {
+    const ex = await readJson<ExitRecord>(join(dir, 'exit.json'));
+    if (ex || st.v !== 2) return ex;
+    const code = await readExitCode(join(dir, 'exit.code'));
+    // a file time may lag the clock by a tick: never report an exit before the start
+    if (code) code.exitedAtMs = Math.max(code.exitedAtMs, st.startedAtMs);
+    return code;
+  }
+
   async inspect(taskId: string): Promise<TaskStatus | undefined> {
     const dir = this.taskDir(taskId);
     const st = await readJson<ProcessState>(join(dir, 'state.json'));
     if (!st) return undefined;
-    let ex = await readJson<ExitRecord>(join(dir, 'exit.json'));
+    this.attach(dir, st);
+    let ex = await this.exitRecord(dir, st);
     if (!ex) {
-      if (this.supervisorAlive(st)) return { taskId, state: 'running', exitCode: null, startedAtMs: st.startedAtMs };
-      // the supervisor renames exit.json into place before it exits: read again now that it is gone
-      ex = await readJson<ExitRecord>(join(dir, 'exit.json'));
+      if (this.wrapperAlive(st)) return { taskId, state: 'running', exitCode: null, startedAtMs: st.startedAtMs };
+      // the wrapper writes its record before it exits: read again now that it is gone
+      ex = await this.exitRecord(dir, st);
       if (!ex) {
         ex = {
           exitCode: null,
           signal: null,
           exitedAtMs: Date.now(),
-          reason: st.stopRequestedAtMs !== undefined ? 'killed (stop timeout)' : 'lost: the supervisor ended without recording an exit code',
+          reason: st.stopRequestedAtMs !== undefined ? 'killed (stop timeout)' : 'lost: the task wrapper ended without recording an exit code',
         };
         await writeFileAtomic(join(dir, 'exit.json'), JSON.stringify(ex));
       }
     }
+    // the command ended: let its last output reach output.log before anyone reads it
+    await outputOf(dir)?.settle(OUTPUT_SETTLE_MS);
     const status: TaskStatus = { taskId, state: 'exited', exitCode: ex.exitCode, startedAtMs: st.startedAtMs, exitedAtMs: ex.exitedAtMs };
     const reason = ex.reason ?? (ex.signal ? `signal ${ex.signal}` : undefined);
     if (reason !== undefined) status.reason = reason;
@@ -498,6 +521,7 @@ export class ProcessDriver implements TaskDriver {
     const dir = this.taskDir(taskId);
     const st = await readJson<ProcessState>(join(dir, 'state.json'));
     if (!st) return;
+    this.attach(dir, st); // keeps the output, and lets a wrapper whose command already ended exit
     if (this.groupAlive(st)) {
       if (st.stopRequestedAtMs === undefined) {
         st.stopRequestedAtMs = Date.now();
@@ -512,9 +536,9 @@ export class ProcessDriver implements TaskDriver {
         while (Date.now() < killDeadline && this.groupAlive(st)) await sleep(STOP_POLL_MS);
       }
     }
-    // the supervisor may still be writing exit.json after its command's group was emptied
+    // the wrapper may still be writing its record after its command's group was emptied
     const until = Date.now() + KILL_WAIT_MS;
-    while (Date.now() < until && this.supervisorAlive(st)) await sleep(STOP_POLL_MS);
+    while (Date.now() < until && this.wrapperAlive(st)) await sleep(STOP_POLL_MS);
     await this.inspect(taskId);
   }
 
@@ -522,6 +546,7 @@ export class ProcessDriver implements TaskDriver {
     const dir = this.taskDir(taskId);
     const st = await readJson<ProcessState>(join(dir, 'state.json'));
     if (st && this.groupAlive(st)) await this.stop(taskId, DESTROY_STOP_TIMEOUT_MS);
+    detachOutput(dir);
     this.cpuSamples.delete(taskId);
     await rm(dir, { recursive: true, force: true });
   }
@@ -545,7 +570,8 @@ export class ProcessDriver implements TaskDriver {
 
   async *logs(taskId: string, opts: LogOptions): AsyncIterable<string> {
     const dir = this.taskDir(taskId);
-    if (!existsSync(join(dir, 'state.json'))) throw new OmniError('NOT_FOUND', `no process task ${taskId} on this node`);
+    // also attaches to the output pipes, or waits for the last output of a command that just ended
+    if ((await this.inspect(taskId)) === undefined) throw new OmniError('NOT_FOUND', `no process task ${taskId} on this node`);
     const path = join(dir, 'output.log');
     const { sinceMs, tail, signal } = opts;
     const keep = (line: string): string | undefined => {
@@ -618,12 +644,12 @@ export class ProcessDriver implements TaskDriver {
   async stats(taskId: string): Promise<{ cpuPercent: number; memoryBytes: number } | undefined> {
     if (!hasProc) return undefined;
     const st = await readJson<ProcessState>(join(this.taskDir(taskId), 'state.json'));
-    if (!st || !this.supervisorAlive(st)) return undefined;
+    if (!st || !this.wrapperAlive(st)) return undefined;
     const sample = () => {
       let ticks = 0;
       let rss = 0;
       for (const pid of groupMembers(st.pid)) {
-        if (pid === st.pid) continue; // the supervisor is Omni's, not the task's
+        if (pid === st.pid) continue; // the wrapper is Omni's, not the task's
         const s = readProcStat(pid);
         if (!s) continue;
         ticks += s.ticks;

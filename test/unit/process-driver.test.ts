@@ -1,9 +1,11 @@
 // ProcessDriver against real processes: ports and env, logs and exit codes after exit, stop
-// (graceful and forced), log rotation, and recover() from a new driver instance — including one
-// whose task was started by another (exited) Node process, as after an agent restart.
-import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+// (graceful and forced, whole process group), log rotation, recover() from a new driver instance —
+// including one whose task was started by another (exited) Node process, as after an agent
+// restart, and one whose task ended while no driver ran — and what a task costs beyond itself.
+import { execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +17,8 @@ import type { TaskConfig, TaskStatus } from '../../node/drivers/types.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const STOP_MS = 500;
+/** The goal of issue 10: what omnid adds per process task stays under 5 MB of RSS. */
+const PER_TASK_RSS_GOAL_KB = 5 * 1024;
 
 // An HTTP server on $PORT that answers with its env; says "bye" and exits 0 on SIGTERM.
 const SERVER = `
@@ -88,6 +92,40 @@ function pidAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Starts a task from another Node process that then exits: as if omnid stopped right after. */
+async function startElsewhere(cfg: TaskConfig): Promise<void> {
+  const script = join(dataDir, 'start-task.mts');
+  const driverUrl = new URL('../../node/drivers/process.ts', import.meta.url).href;
+  await writeFile(
+    script,
+    `import { ProcessDriver } from ${JSON.stringify(driverUrl)};\n` +
+      `const st = await new ProcessDriver(process.argv[2]).start(JSON.parse(process.argv[3]));\n` +
+      `console.log(JSON.stringify(st));\n`,
+  );
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script, dataDir, JSON.stringify(cfg)], { cwd: ROOT, timeout: 30_000 });
+  expect(JSON.parse(stdout.trim())).toMatchObject({ taskId: cfg.taskId, state: 'running' });
+}
+
+function procStatus(pid: number): { pgrp: number; rssKb: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rss = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return { pgrp: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]), rssKb: Number(rss?.[1] ?? 0) };
+}
+
+/** Live members of a process group. */
+function groupOf(pgid: number): number[] {
+  const out: number[] = [];
+  for (const n of readdirSync('/proc')) {
+    if (!/^\d+$/.test(n)) continue;
+    try {
+      if (procStatus(Number(n)).pgrp === pgid && pidAlive(Number(n))) out.push(Number(n));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
 }
 
 beforeAll(async () => {
@@ -243,16 +281,7 @@ describe('ProcessDriver', () => {
 
   it('survives the exit of the Node process that started the task (agent restart)', async () => {
     const cfg = task(['sh', '-c', 'echo from-before; sleep 1.5; exit 9']);
-    const script = join(dataDir, 'start-task.mts');
-    const driverUrl = new URL('../../node/drivers/process.ts', import.meta.url).href;
-    await writeFile(
-      script,
-      `import { ProcessDriver } from ${JSON.stringify(driverUrl)};\n` +
-        `const st = await new ProcessDriver(process.argv[2]).start(JSON.parse(process.argv[3]));\n` +
-        `console.log(JSON.stringify(st));\n`,
-    );
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script, dataDir, JSON.stringify(cfg)], { cwd: ROOT, timeout: 30_000 });
-    expect(JSON.parse(stdout.trim())).toMatchObject({ taskId: cfg.taskId, state: 'running' });
+    await startElsewhere(cfg);
 
     const d = driver();
     const mine = (await d.recover()).filter((s) => s.taskId === cfg.taskId);
@@ -260,5 +289,73 @@ describe('ProcessDriver', () => {
     expect(mine[0].state).toBe('running');
     expect(await exited(d, cfg.taskId)).toMatchObject({ exitCode: 9 });
     expect(await collect(d.logs(cfg.taskId, { follow: false }))).toEqual(['from-before']);
+  });
+
+  it('knows the exit code and last output of a task that ended while no driver ran (omnid down)', async () => {
+    // its last words are written after the starting process is gone, then it exits at once
+    const cfg = task(['sh', '-c', 'sleep 1; echo last words; echo to stderr >&2; touch ended; exit 5']);
+    await startElsewhere(cfg);
+    const marker = join(dataDir, 'tasks', cfg.taskId, 'work', 'ended');
+    await waitFor('the task to end', async () => (existsSync(marker) ? true : undefined));
+    await new Promise((r) => setTimeout(r, 300)); // let its shell exit too
+
+    const d = driver(); // omnid is back
+    const mine = (await d.recover()).filter((s) => s.taskId === cfg.taskId);
+    expect(mine).toEqual([expect.objectContaining({ state: 'exited', exitCode: 5 })]);
+    expect((await collect(d.logs(cfg.taskId, { follow: false }))).sort()).toEqual(['last words', 'to stderr']);
+  });
+
+  it('stop() kills the whole process group, and keeps the exit status the command had', async () => {
+    const d = driver();
+    // the command ends on SIGTERM; the child it leaves behind ignores SIGTERM (and holds its stdout)
+    const cfg = task(['sh', '-c', 'sh -c \'trap "" TERM; echo $$ > child.pid; exec sleep 1000\' & sleep 1000 & wait']);
+    await d.start(cfg);
+    const childPidFile = join(dataDir, 'tasks', cfg.taskId, 'work', 'child.pid');
+    const childPid = await waitFor('child pid', async () => (existsSync(childPidFile) ? Number(readFileSync(childPidFile, 'utf8')) || undefined : undefined));
+    const pgid = procStatus(childPid).pgrp;
+    expect(groupOf(pgid).length).toBeGreaterThanOrEqual(3); // wrapper, sh, its sleep, the child
+    await d.stop(cfg.taskId, 300);
+    expect(groupOf(pgid)).toEqual([]);
+    expect(pidAlive(childPid)).toBe(false);
+    expect(await d.inspect(cfg.taskId)).toMatchObject({ state: 'exited', exitCode: null, reason: 'signal SIGTERM' });
+  });
+
+  it('the wrapper never runs the command unless the driver, having recorded it, says go', async () => {
+    // as if omnid died between spawning the wrapper and writing state.json: nobody could ever stop that run
+    const dir = await mkdtemp(join(tmpdir(), 'omni-wrapper-'));
+    let child: ChildProcess | undefined;
+    try {
+      await mkdir(join(dir, 'work'));
+      await promisify(execFile)('mkfifo', ['out.pipe', 'err.pipe', 'ack.pipe'].map((n) => join(dir, n)));
+      const script = fileURLToPath(new URL('../../node/drivers/process-wrapper.sh', import.meta.url));
+      const sh = spawn('/bin/sh', [script, dir, '/usr/bin/env', 'touch', 'ran'], { cwd: join(dir, 'work'), stdio: ['pipe', 'pipe', 'ignore'] });
+      child = sh;
+      const ok = await new Promise<string>((r) => sh.stdout.once('data', (c: Buffer) => r(c.toString())));
+      expect(ok).toBe('ok\n');
+      sh.stdin.end(); // the driver is gone: no "go"
+      const code = await new Promise<number | string | null>((r) => {
+        sh.once('exit', r);
+        setTimeout(() => r('still running'), 10_000);
+      });
+      expect(existsSync(join(dir, 'work', 'ran'))).toBe(false);
+      expect(existsSync(join(dir, 'exit.code'))).toBe(false);
+      expect(code).toBe(125);
+    } finally {
+      child?.kill('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('costs a task one small process beyond its own (under 5 MB RSS, not a Node supervisor)', async () => {
+    const d = driver();
+    const cfg = task(['sh', '-c', 'echo $$ > task.pid; exec sleep 1000']);
+    await d.start(cfg);
+    const pidFile = join(dataDir, 'tasks', cfg.taskId, 'work', 'task.pid');
+    const taskPid = await waitFor('task pid', async () => (existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) || undefined : undefined));
+    const leader = procStatus(taskPid).pgrp;
+    expect(leader).not.toBe(taskPid);
+    expect(groupOf(leader).sort()).toEqual([leader, taskPid].sort()); // nothing else runs for it
+    expect(procStatus(leader).rssKb).toBeLessThan(PER_TASK_RSS_GOAL_KB);
+    await d.stop(cfg.taskId, STOP_MS);
   });
 });
