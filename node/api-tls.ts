@@ -111,6 +111,15 @@ export class ApiTls {
     if (this.enabled) await this.refresh();
   }
 
+  /** The CA in a join reply. The node is a member by now whatever happens: a bad or missing CA is fetched later (ensureCa). */
+  async adoptJoinedCa(ca: unknown): Promise<void> {
+    try {
+      await this.adoptCa(ca);
+    } catch (err) {
+      this.opts.log.warn(`api: the join reply carried no usable cluster CA (${(err as Error).message}); asking the cluster for it`);
+    }
+  }
+
   /**
    * A member without the CA (its join reply was lost, so `omnid start` resumed the join) asks
    * the cluster for it until it has it; then it can serve, and sign, like any member.

@@ -211,7 +211,7 @@ export class Omnid {
     try {
       daemon = await Omnid.run(opts, storage, meta, false);
       const reply = await daemon.requestJoin(target, token);
-      await daemon.apiTls.adoptCa(reply.ca);
+      await daemon.apiTls.adoptJoinedCa(reply.ca);
       await daemon.joined(reply.clusterId);
       return daemon;
     } catch (err) {

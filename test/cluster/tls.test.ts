@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { request } from 'node:http';
-import { writeFile, readFile } from 'node:fs/promises';
+import { writeFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -133,6 +133,23 @@ describe('TLS API and logs over libp2p (--tls on 127.0.0.1)', () => {
     } finally {
       client.close();
     }
+  });
+
+  it('a member that lost its CA serves a provisional certificate, gets the CA back from the cluster and signs its own', async () => {
+    await c.kill('t3', 'SIGTERM');
+    await rm(join(c.dataDir('t3'), 'tls'), { recursive: true });
+    await c.restart('t3');
+    expect(c.nodes.get('t3')!.lines.some((l) => l.includes('serving a provisional certificate'))).toBe(true);
+    await waitFor('t3 serves a certificate from the cluster CA', async () => {
+      const client = c.client('t3');
+      try {
+        return await client.get('/healthz');
+      } finally {
+        client.close();
+      }
+    }, 30_000, 300);
+    expect(c.nodes.get('t3')!.lines.some((l) => l.includes('api: received the cluster CA'))).toBe(true);
+    expect(await readFile(caCertPath(c.dataDir('t3')), 'utf8')).toBe(c.ca);
   });
 
   it('only cluster members may open /omni/logs/1.0.0', async () => {
