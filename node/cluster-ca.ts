@@ -5,9 +5,7 @@
 // new one on restart when those change. Files live in DIR/tls (0700), keys 0600.
 // Trust model: whoever holds a member's data dir can mint certificates for the cluster — the
 // same power its network key and peer key already give.
-import 'reflect-metadata'; // @peculiar/x509's ASN.1 schemas need it loaded first
-import * as x509 from '@peculiar/x509';
-import { webcrypto, X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import { webcrypto, X509Certificate, KeyObject, createPrivateKey, createPublicKey } from 'node:crypto';
 import { isIP } from 'node:net';
 import { mkdir, readFile, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,9 +13,23 @@ import { networkInterfaces } from 'node:os';
 import { writeFileAtomic } from './files.js';
 import { OmniError } from './errors.js';
 
-x509.cryptoProvider.set(webcrypto as never);
-
 type KeyPair = webcrypto.CryptoKeyPair;
+type X509 = typeof import('@peculiar/x509');
+
+let x509Module: Promise<X509> | undefined;
+/**
+ * @peculiar/x509 is loaded only to sign (about a second of start-up on a busy host): a node
+ * restarting with a valid certificate, or serving plain HTTP, never needs it.
+ */
+function loadX509(): Promise<X509> {
+  x509Module ??= (async () => {
+    await import('reflect-metadata'); // its ASN.1 schemas need this loaded first
+    const m = await import('@peculiar/x509');
+    m.cryptoProvider.set(webcrypto as never);
+    return m;
+  })();
+  return x509Module;
+}
 
 const EC = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 /** The CA cannot be rotated yet, so it outlives any realistic cluster. */
@@ -61,6 +73,7 @@ export function caCertPath(dataDir: string): string {
 
 /** A self-signed CA certificate for one cluster (path length 0: it signs only node certificates). */
 export async function createCa(clusterLabel: string, nowMs = Date.now()): Promise<Pems> {
+  const x509 = await loadX509();
   const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as KeyPair;
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
@@ -81,8 +94,9 @@ export async function createCa(clusterLabel: string, nowMs = Date.now()): Promis
 /** A server certificate for one node, signed by the CA, valid for exactly `names`. */
 export async function issueNodeCert(ca: Pems, names: CertNames, commonName: string, nowMs = Date.now()): Promise<Pems> {
   if (names.ips.length + names.dns.length === 0) throw new OmniError('BAD_REQUEST', 'a node certificate needs at least one name');
+  const x509 = await loadX509();
   const caCert = new x509.X509Certificate(ca.certPem);
-  const caKey = await webcrypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(ca.keyPem), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+  const caKey = createPrivateKey(ca.keyPem).toCryptoKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
   const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as KeyPair;
   const sans = [...names.ips.map((value) => ({ type: 'ip' as const, value })), ...names.dns.map((value) => ({ type: 'dns' as const, value }))];
   const cert = await x509.X509CertificateGenerator.create({
@@ -223,7 +237,7 @@ function randomSerial(): string {
 }
 
 async function exportKeyPem(key: webcrypto.CryptoKey): Promise<string> {
-  return x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY');
+  return KeyObject.from(key).export({ type: 'pkcs8', format: 'pem' }) as string;
 }
 
 async function ensureTlsDir(dataDir: string): Promise<void> {
