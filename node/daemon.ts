@@ -332,7 +332,7 @@ export class Omnid {
     this.orchestrator.start();
     this.agent = new Agent(this, createDrivers(this.opts.dataDir));
     this.agent.start();
-    void this.apiTls.ensureCa(() => this.rpc.call(this.raft.leader, 'cluster-ca', {}));
+    void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
     this.every(REGISTER_RETRY_MS, () => this.registerSelf());
     this.maintainPeers();
