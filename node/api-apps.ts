@@ -1,7 +1,7 @@
 // The apps part of the HTTP API: deploy (create / rolling update), list, inspect, scale,
-// stop/start, remove, endpoints and logs (streamed from the node that runs each task).
+// stop/start, remove, endpoints and logs (streamed from the node that runs each task, over
+// libp2p: node/task-logs.ts).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { request } from 'node:http';
 import type { Omnid } from './daemon.js';
 import type { ApiServer } from './api-server.js';
 import { readJson } from './api-server.js';
@@ -205,7 +205,7 @@ class AppsApi {
       tasks.map(async ({ task }) => {
         const prefix = tasks.length > 1 && !only ? `[${task.id}] ` : '';
         try {
-          for await (const line of this.taskLogLines(task, query, req.headers.authorization ?? '', abort.signal)) {
+          for await (const line of this.taskLogLines(task, query, abort.signal)) {
             if (!res.write(prefix + line + '\n')) await new Promise((r) => res.once('drain', r));
           }
         } catch (err) {
@@ -217,7 +217,7 @@ class AppsApi {
     return undefined;
   }
 
-  /** Local task logs (other nodes proxy here). */
+  /** Logs of a task on this node only. */
   async taskLogs(req: IncomingMessage, url: URL, id: string, res: ServerResponse): Promise<undefined> {
     const driver = this.d.agent?.driverFor(id);
     if (!driver) throw new OmniError('NOT_FOUND', `task ${id.slice(0, 64)} is not known on node ${this.d.name}`);
@@ -235,16 +235,18 @@ class AppsApi {
     return undefined;
   }
 
-  private async *taskLogLines(task: TaskRecord, query: URLSearchParams, auth: string, signal: AbortSignal): AsyncGenerator<string> {
+  /** A task's lines: read locally, or from the node that runs it over libp2p (the caller's token stays here). */
+  private async *taskLogLines(task: TaskRecord, query: URLSearchParams, signal: AbortSignal): AsyncGenerator<string> {
+    const opts = logOptions(new URL(`http://x/?${query}`), signal);
     if (task.nodeId === this.d.id) {
       const driver = this.d.agent?.driverFor(task.id);
       if (!driver) throw new Error(`task ${task.id} has not started on this node`);
-      yield* driver.logs(task.id, logOptions(new URL(`http://x/?${query}`), signal));
+      yield* driver.logs(task.id, opts);
       return;
     }
     const node = this.d.raft.state.node(task.nodeId);
     if (!node || node.status !== 'up') throw new Error(`node ${node?.name ?? task.nodeId} is ${node?.status ?? 'unknown'}`);
-    yield* proxyLines(`${node.apiUrl}/v1/tasks/${encodeURIComponent(task.id)}/logs?${query}`, auth, signal);
+    yield* this.d.taskLogs.read(task.nodeId, { taskId: task.id, follow: opts.follow, sinceMs: opts.sinceMs, tail: opts.tail }, signal);
   }
 }
 
@@ -257,26 +259,6 @@ function logOptions(url: URL, signal: AbortSignal): { follow: boolean; sinceMs?:
     tail: Number.isInteger(tail) && tail >= 0 ? Math.min(tail, MAX_LOG_TAIL) : DEFAULT_LOG_TAIL,
     signal,
   };
-}
-
-async function* proxyLines(target: string, auth: string, signal: AbortSignal): AsyncGenerator<string> {
-  const u = new URL(target);
-  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
-    const req = request({ host: u.hostname, port: Number(u.port), path: u.pathname + u.search, headers: { authorization: auth }, signal }, resolve);
-    req.on('error', reject);
-    req.end();
-  });
-  if (res.statusCode !== 200) throw new Error(`node answered HTTP ${res.statusCode}`);
-  let buf = '';
-  for await (const chunk of res) {
-    buf += (chunk as Buffer).toString('utf8');
-    let nl;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      yield buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-    }
-  }
-  if (buf) yield buf;
 }
 
 /** The host other machines reach a node's published ports on: its first non-loopback IPv4, else loopback. */

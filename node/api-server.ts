@@ -11,6 +11,7 @@ import type { Omnid } from './daemon.js';
 import { OmniError, httpStatusFor } from './errors.js';
 import { tokenMatches, newJoinToken, newAdminToken, newTokenId, sha256Hex } from './tokens.js';
 import type { Logger } from './logger.js';
+import { apiUrlFor, type ApiTls } from './api-tls.js';
 
 /** Largest request body: a 1 MiB value plus JSON overhead. */
 export const MAX_BODY_BYTES = 1024 * 1024 + 64 * 1024;
@@ -65,16 +66,17 @@ export class ApiServer {
     this.routes.push({ method, pattern, handler, open });
   }
 
-  async listen(hostPort: string): Promise<void> {
+  /** Serves HTTPS with the node certificate when `tls` says so (see node/api-tls.ts), else HTTP. */
+  async listen(hostPort: string, tls?: ApiTls): Promise<void> {
     const { host, port } = parseHostPort(hostPort);
-    this.server = createServer((req, res) => void this.handle(req, res));
+    const handler = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
+    this.server = tls ? tls.createServer(handler) : createServer(handler);
     this.server.requestTimeout = REQUEST_TIMEOUT_MS;
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(port, host, () => resolve());
     });
-    const addr = this.server.address() as AddressInfo;
-    this.url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+    this.url = apiUrlFor(tls?.scheme ?? 'http', this.server.address() as AddressInfo);
   }
 
   /**

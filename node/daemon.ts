@@ -18,7 +18,10 @@ import { ConfChangeType, NONE, type ConfChange } from '../protocol/raft/types.js
 import { encodeCommand, type Command, type ApplyResult, type NodeRecord } from '../protocol/cluster/state.js';
 import { Heartbeats, DEFAULT_HEARTBEAT_INTERVAL_MS } from './heartbeats.js';
 import { Autopilot, DEFAULT_DOWN_AFTER_MS, DEFAULT_REPLACE_AFTER_MS } from './autopilot.js';
-import { ApiServer } from './api-server.js';
+import { ApiServer, parseHostPort } from './api-server.js';
+import { ApiTls } from './api-tls.js';
+import { initClusterCa, loadClusterCa } from './cluster-ca.js';
+import { TaskLogService } from './task-logs.js';
 import { registerAppRoutes } from './api-apps.js';
 import { registerNodeRoutes } from './api-nodes.js';
 import { Orchestrator } from './orchestrator.js';
@@ -45,6 +48,9 @@ export interface DaemonOptions {
   downAfterMs?: number;
   replaceAfterMs?: number;
   logLevel?: LogLevel;
+  /** --tls / --insecure-http: see node/api-tls.ts for the loopback rule. */
+  tls?: boolean;
+  insecureHttp?: boolean;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -69,6 +75,8 @@ export interface ClientConfig {
   token: string;
   joinToken?: string;
   joinAddr?: string;
+  /** The cluster CA certificate (PEM) the CLI verifies https API addresses with. */
+  ca?: string;
 }
 
 const META_KEY = 'cluster';
@@ -99,6 +107,8 @@ export class Omnid {
   orchestrator: Orchestrator | undefined;
   agent: Agent | undefined;
   api!: ApiServer;
+  apiTls!: ApiTls;
+  taskLogs!: TaskLogService;
   private autopilot!: Autopilot;
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
@@ -160,18 +170,19 @@ export class Omnid {
       },
     };
     const identity = await loadOrCreateIdentity(opts.dataDir);
+    const ca = await initClusterCa(opts.dataDir, meta.clusterId);
     const storage = await RaftStorage.open(storageDir(opts.dataDir));
     const selfId = peerIdFromPrivateKey(identity).toString();
     const boot = bootstrapState([selfId]);
     // The tokens are saved before the hashes that make them valid, so a crash anywhere here
     // never leaves a cluster whose admin token nobody has; omnid start finishes the bootstrap.
-    await writeClientFile(opts.dataDir, { addr: '', token: adminToken, joinToken });
+    await writeClientFile(opts.dataDir, { addr: '', token: adminToken, joinToken, ca: ca.certPem });
     await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
     await storage.putMeta(META_KEY, meta);
     const daemon = await Omnid.run(opts, storage, meta);
     await daemon.waitBootstrapped();
     const joinAddr = daemon.dialableAddr();
-    const client: ClientConfig = { addr: daemon.apiUrl, token: adminToken, joinToken, joinAddr };
+    const client: ClientConfig = { addr: daemon.apiUrl, token: adminToken, joinToken, joinAddr, ca: ca.certPem };
     await writeClientFile(opts.dataDir, client);
     return { daemon, client, joinCommand: `omnid join ${joinAddr} --token ${joinToken}` };
   }
@@ -201,6 +212,7 @@ export class Omnid {
     try {
       daemon = await Omnid.run(opts, storage, meta, false);
       const reply = await daemon.requestJoin(target, token);
+      await daemon.apiTls.adoptJoinedCa(reply.ca);
       await daemon.joined(reply.clusterId);
       return daemon;
     } catch (err) {
@@ -287,10 +299,13 @@ export class Omnid {
     await rpc.start();
     await daemon.forwarder.start();
     raft.start();
+    daemon.taskLogs = new TaskLogService(host, { authorize: (peer) => daemon.requireMember(peer), localLogs: (id, o) => daemon.agent?.driverFor(id)?.logs(id, o), log });
+    await daemon.taskLogs.start();
     daemon.api = new ApiServer(daemon, log);
     registerAppRoutes(daemon.api, daemon);
     registerNodeRoutes(daemon.api, daemon);
-    await daemon.api.listen(opts.api);
+    daemon.apiTls = await ApiTls.prepare({ dataDir: opts.dataDir, apiHost: parseHostPort(opts.api).host, addrs: () => daemon.addrs(), nodeName: meta.name, flags: opts, log });
+    await daemon.api.listen(opts.api, daemon.apiTls);
     await daemon.api.listenControl(controlSocketPath(opts.dataDir));
     log.info(`node ${meta.name} (${daemon.id}) listening on ${daemon.addrs().join(', ')}; API ${daemon.apiUrl}`);
     if (background) daemon.startBackground();
@@ -319,6 +334,7 @@ export class Omnid {
     this.orchestrator.start();
     this.agent = new Agent(this, createDrivers(this.opts.dataDir));
     this.agent.start();
+    void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
     this.every(REGISTER_RETRY_MS, () => this.registerSelf());
     this.maintainPeers();
@@ -350,6 +366,7 @@ export class Omnid {
     await this.api?.close();
     await this.raft.stop();
     await this.forwarder?.stop();
+    await this.taskLogs?.stop();
     await this.transport.stop();
     await this.rpc.stop();
     await Promise.resolve(this.host.stop()).catch(() => undefined);
@@ -427,6 +444,10 @@ export class Omnid {
       return this.raft.proposeConfChange({ type: p.type as ConfChangeType, node: p.node });
     });
     this.rpc.on('join', async (params, from) => this.handleJoin(params, from));
+    this.rpc.on('cluster-ca', async (_params, from) => {
+      this.requireMember(from);
+      return loadClusterCa(this.opts.dataDir);
+    });
     // The leader tells a node it removed (Raft cannot: the node is no longer replicated to).
     this.rpc.on('removed', async (_params, from) => {
       if (!this.raft.raft.voters.has(from)) throw new OmniError('FORBIDDEN', 'only a voter may say this node was removed');
@@ -462,7 +483,7 @@ export class Omnid {
     return n !== undefined && n.status !== 'left';
   }
 
-  private async handleJoin(params: unknown, from: string): Promise<{ clusterId: string; leader: string }> {
+  private async handleJoin(params: unknown, from: string): Promise<{ clusterId: string; leader: string; ca: unknown }> {
     const p = params as { token?: unknown; node?: Partial<NodeRecord> };
     if (typeof p?.token !== 'string' || typeof p.node !== 'object' || p.node === null) throw new OmniError('BAD_REQUEST', 'join needs {token, node}');
     if (p.node.id !== from) throw new OmniError('FORBIDDEN', 'a node may only join as itself');
@@ -476,15 +497,16 @@ export class Omnid {
       await this.changeMembership({ type: ConfChangeType.AddLearner, node: from });
     }
     this.log.info(`node ${String(n.name)} (${from}) joined as a learner`);
-    return { clusterId: this.clusterId, leader: this.raft.leader };
+    // Every member holds the CA, so it can sign its own API certificate (trust model: README).
+    return { clusterId: this.clusterId, leader: this.raft.leader, ca: await loadClusterCa(this.opts.dataDir) };
   }
 
-  private async requestJoin(target: ReturnType<typeof multiaddr>, token: string): Promise<{ clusterId: string }> {
+  private async requestJoin(target: ReturnType<typeof multiaddr>, token: string): Promise<{ clusterId: string; ca: unknown }> {
     const node = await this.selfRecord();
     const deadline = Date.now() + MAX_JOIN_ATTEMPT_MS;
     for (;;) {
       try {
-        return await this.rpc.call<{ clusterId: string }>(target, 'join', { token, node }, JOIN_ATTEMPT_MS);
+        return await this.rpc.call<{ clusterId: string; ca: unknown }>(target, 'join', { token, node }, JOIN_ATTEMPT_MS);
       } catch (err) {
         const e = err as OmniError;
         if (e.code === 'UNAVAILABLE' && /EncryptionFailed|ECONNRESET|handshake/i.test(e.message)) {

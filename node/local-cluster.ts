@@ -2,7 +2,7 @@
 // bench:cluster. Each node gets its own data dir under one temporary root; the omni CLI
 // config goes there too (OMNI_CONFIG), never into the user's home.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,8 @@ export class LocalCluster {
   adminToken = '';
   joinToken = '';
   joinAddr = '';
+  /** The cluster CA certificate (PEM) from the init node's client.json: for https APIs (--tls). */
+  ca: string | undefined;
   private constructor(
     readonly rootDir: string,
     private readonly opts: LocalClusterOptions,
@@ -72,10 +74,11 @@ export class LocalCluster {
     const joinLine = await this.waitLine(node, (l) => l.startsWith('omnid join '));
     const exportLine = await this.waitLine(node, (l) => l.startsWith('export OMNI_ADDR='));
     const m = /^omnid join (\S+) --token (\S+)$/.exec(joinLine);
-    const e = /^export OMNI_ADDR=(\S+) OMNI_TOKEN=(\S+)$/.exec(exportLine);
+    const e = /^export OMNI_ADDR=(\S+) OMNI_TOKEN=(\S+)(?: OMNI_CA=\S+)?$/.exec(exportLine);
     if (!m || !e) throw new Error(`unexpected init output: ${joinLine} / ${exportLine}`);
     [this.joinAddr, this.joinToken] = [m[1], m[2]];
     [node.apiUrl, this.adminToken] = [e[1], e[2]];
+    this.ca = (JSON.parse(await readFile(join(node.dataDir, 'client.json'), 'utf8')) as { ca?: string }).ca;
     return node;
   }
 
@@ -100,7 +103,7 @@ export class LocalCluster {
   client(name: string, token: string | undefined = this.adminToken): ApiClient {
     const n = this.nodes.get(name);
     if (!n) throw new Error(`no node ${name}`);
-    return new ApiClient(n.apiUrl, token, 10_000);
+    return new ApiClient(n.apiUrl, token, 10_000, { ca: this.ca });
   }
 
   running(): LocalNode[] {

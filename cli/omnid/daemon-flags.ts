@@ -16,12 +16,17 @@ export const DAEMON_FLAGS: Flags = {
   'heartbeat-ms': { type: 'string' },
   'down-after-ms': { type: 'string' },
   'replace-after-ms': { type: 'string' },
+  tls: { type: 'boolean' },
+  'insecure-http': { type: 'boolean' },
 };
 
 export const DAEMON_FLAGS_HELP = `
   --data DIR              data directory (default $OMNI_DATA or ~/.omni/data)
   --listen MULTIADDR      libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/7946)
-  --api HOST:PORT         HTTP API address (default 127.0.0.1:7070; port 0 picks one)
+  --api HOST:PORT         HTTP API address (default 127.0.0.1:7070; port 0 picks one); HTTPS
+                          with a cluster-CA certificate unless HOST is loopback
+  --tls                   serve the API over HTTPS even on a loopback address
+  --insecure-http         serve the API over plain HTTP even on a network address (tokens in clear!)
   --name NAME             node name (default: host name)
   --label KEY=VALUE       node label, repeatable
   --log-level LEVEL       debug|info|warn|error (default info)
@@ -51,6 +56,7 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
   const tickMs = positiveInt(values['tick-ms'], 'tick-ms') ?? 100;
   const electionTick = positiveInt(values['election-ticks'], 'election-ticks') ?? 10;
   if (electionTick < 3) throw new UsageError('--election-ticks must be at least 3');
+  if (values.tls && values['insecure-http']) throw new UsageError('--tls and --insecure-http contradict each other');
   return {
     dataDir: (values.data as string | undefined) ?? defaultDataDir(),
     listen: (values.listen as string[] | undefined) ?? (isRestart ? [] : ['/ip4/0.0.0.0/tcp/7946']),
@@ -63,6 +69,8 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     heartbeatIntervalMs: positiveInt(values['heartbeat-ms'], 'heartbeat-ms'),
     downAfterMs: positiveInt(values['down-after-ms'], 'down-after-ms'),
     replaceAfterMs: positiveInt(values['replace-after-ms'], 'replace-after-ms'),
+    tls: values.tls === true,
+    insecureHttp: values['insecure-http'] === true,
   };
 }
 

@@ -1,8 +1,9 @@
 // omnid init: create a new cluster whose first (root) node is this host.
 import { mkdir } from 'node:fs/promises';
 import { writeFileAtomic } from '../../node/files.js';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { Omnid } from '../../node/daemon.js';
+import { caCertPath } from '../../node/cluster-ca.js';
 import { parse, clientConfigPath, UsageError } from '../common.js';
 import { DAEMON_FLAGS, DAEMON_FLAGS_HELP, daemonOptions, serveUntilStopped } from './daemon-flags.js';
 
@@ -24,13 +25,13 @@ export async function init(argv: string[]): Promise<number> {
   const { daemon, client, joinCommand } = await Omnid.init(opts);
   const cfgPath = clientConfigPath();
   await mkdir(dirname(cfgPath), { recursive: true });
-  await writeFileAtomic(cfgPath, JSON.stringify({ addr: client.addr, token: client.token }, null, 2) + '\n', 0o600);
+  await writeFileAtomic(cfgPath, JSON.stringify({ addr: client.addr, token: client.token, ca: client.ca }, null, 2) + '\n', 0o600);
   process.stdout.write(
     `omnid: initialised cluster ${daemon.clusterId}; this node (${daemon.name}) is the root\n` +
       `omnid: to add a host, run on it:\n` +
       `${joinCommand}\n` +
       `omnid: to use the omni CLI (also saved to ${cfgPath}):\n` +
-      `export OMNI_ADDR=${client.addr} OMNI_TOKEN=${client.token}\n`,
+      `export OMNI_ADDR=${client.addr} OMNI_TOKEN=${client.token}${client.addr.startsWith('https:') ? ` OMNI_CA=${resolve(caCertPath(opts.dataDir))}` : ''}\n`,
   );
   return serveUntilStopped(daemon);
 }
