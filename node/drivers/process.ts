@@ -19,6 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { OmniError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
 import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
+import { expandArgv } from '../../protocol/apps/expand.js';
 
 /** output.log is renamed to output.log.1 (replacing it) when it would grow past this. */
 export const PROCESS_LOG_MAX_BYTES = 10 * 1024 * 1024;
@@ -340,7 +341,9 @@ export class ProcessDriver implements TaskDriver {
       await rm(join(dir, 'state.json'), { force: true });
       await rm(join(dir, 'exit.json'), { force: true });
       this.cpuSamples.delete(cfg.taskId);
-      await writeFileAtomic(join(dir, 'spec.json'), JSON.stringify({ argv: cfg.command, env: this.taskEnv(cfg, dir) }));
+      const env = this.taskEnv(cfg, dir);
+      // $PORT, ${OMNI_PORT_HTTP}... from the task's own env ($$ for a literal $): no shell runs the argv
+      await writeFileAtomic(join(dir, 'spec.json'), JSON.stringify({ argv: expandArgv(cfg.command, env), env }));
       return await this.launch(cfg, dir);
     } finally {
       this.starting.delete(cfg.taskId);
