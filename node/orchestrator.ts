@@ -18,6 +18,11 @@ const ORCHESTRATOR_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
 const MAX_LIST = 100_000;
 const MIB = 1024 * 1024;
+/**
+ * How long a port an agent found held by another process stays off-limits on that host. Then it
+ * may be tried again (the agent probes it before starting): the holder may have gone.
+ */
+export const PORT_IN_USE_HOLD_MS = 60_000;
 
 export class Orchestrator {
   private readonly loop: CoalescedLoop;
@@ -70,7 +75,8 @@ export class Orchestrator {
       // A stopped task keeps its host ports until its node reports it exited: on a node that
       // is down (omnid killed) its process may still run and hold them.
       const st = statuses.get(t.id);
-      const ports = st && !isTerminal(st) ? t.hostPorts : (st?.portsInUse ?? []);
+      const recentlyBusy = st?.portsInUse && Date.now() - st.updatedAtMs < PORT_IN_USE_HOLD_MS ? st.portsInUse : [];
+      const ports = st && !isTerminal(st) ? t.hostPorts : recentlyBusy;
       return ports.length > 0 ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: 0, memoryBytes: 0, gpus: 0, hostPorts: ports, portsOnly: true }] : [];
     });
     const scheduler = new SchedulerState(nodes, held);

@@ -103,7 +103,7 @@ export function assessDeploy(a: InspectView, version: number, baseline: Map<stri
   const looping = mine.find((t) => !t.stable && t.restarts - (baseline.get(t.id) ?? 0) >= CRASH_LOOP_RESTARTS);
   if (looping) {
     const why = looping.cause || looping.reason || 'it keeps exiting';
-    const code = looping.exitCode !== null ? `, last exit code ${looping.exitCode}` : '';
+    const code = looping.exitCode !== null && !/exit(?:ed with)? code/.test(why) ? `, last exit code ${looping.exitCode}` : '';
     return { done: true, ok: false, message: `crash loop: task ${looping.id} on ${looping.node} restarted ${looping.restarts} times (${why}${code})`, task: looping.id };
   }
   const serving = mine.filter((t) => t.state === 'running' && (t.health === 'healthy' || t.health === 'none'));

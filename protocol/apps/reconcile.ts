@@ -126,7 +126,8 @@ class Reconciler {
       else if (s?.state === 'failed') {
         const cause = causeOf(s) || 'gave up restarting';
         this.stop(t, `failed: ${cause}`);
-        if (this.app.state === 'running' && !(s.portsInUse && s.portsInUse.length > 0)) this.recordFailure(t, cause);
+        // Only the current version's failures count: an old version failing during a rollout is not the new one's fault.
+        if (this.app.state === 'running' && t.version === this.app.version && !(s.portsInUse && s.portsInUse.length > 0)) this.recordFailure(t, cause);
       }
     }
     const r = spec.reschedule ?? DEFAULT_RESCHEDULE;
