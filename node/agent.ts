@@ -9,7 +9,7 @@ import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/t
 import { probe } from './health-check.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
-import { parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
+import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
 import { DEFAULT_MIN_HEALTHY_MS, type AppSpec } from '../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../protocol/apps/failure.js';
 
@@ -43,6 +43,8 @@ interface Local {
   /** Restarting here cannot help (command missing, port taken): failed until the orchestrator moves it. */
   final: boolean;
   portsInUse: number[];
+  /** What the task printed last before its last failed exit. */
+  lastOutput: string[];
   /** When the task last started serving (0: not serving); stable after update.minHealthyMs of it. */
   servingSinceMs: number;
   stable: boolean;
@@ -127,7 +129,7 @@ export class Agent {
         }
         const prev = parseRecord<TaskStatusRecord>(this.d.raft.state.kvGet(statusKey(st.taskId))?.value);
         const stable = st.state === 'running' && prev?.stable === true;
-        this.local.set(st.taskId, { ...this.fresh(task, driver), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none', cause: prev?.cause ?? '', stable, servingSinceMs: stable ? 1 : 0 });
+        this.local.set(st.taskId, { ...this.fresh(task, driver), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none', cause: prev?.cause ?? '', lastOutput: prev?.lastOutput ?? [], stable, servingSinceMs: stable ? 1 : 0 });
         this.d.log.info(`agent: re-attached to task ${st.taskId} (${st.state})`);
       }
     }
@@ -148,7 +150,7 @@ export class Agent {
   }
 
   private fresh(task: TaskRecord, driver: TaskDriver): Local {
-    return { task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], servingSinceMs: 0, stable: false };
+    return { task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false };
   }
 
   private async reconcileTask(t: TaskRecord): Promise<void> {
@@ -186,6 +188,7 @@ export class Agent {
     if (!l.stable && now - l.servingSinceMs >= (spec.update.minHealthyMs ?? DEFAULT_MIN_HEALTHY_MS)) {
       l.stable = true;
       l.cause = '';
+      l.lastOutput = [];
       l.healthKill = '';
     }
   }
@@ -260,7 +263,9 @@ export class Agent {
         clearTimeout(timer);
       }
     }
-    return classifyExit({ exitCode: run.exitCode, reason: run.reason, logTail, hostPorts: l.task.hostPorts });
+    const f = classifyExit({ exitCode: run.exitCode, reason: run.reason, logTail, hostPorts: l.task.hostPorts });
+    f.lastOutput = logTail.filter((x) => x.trim() !== '').slice(-LAST_OUTPUT_LINES).map((x) => x.slice(0, LAST_OUTPUT_LINE_CHARS));
+    return f;
   }
 
   private async refresh(l: Local): Promise<void> {
@@ -289,6 +294,7 @@ export class Agent {
       if (failedRun) {
         l.cause = f.cause;
         l.portsInUse = f.portsInUse;
+        if (f.lastOutput && f.lastOutput.length > 0) l.lastOutput = f.lastOutput;
       }
       if (f.permanent && failedRun) return this.failHere(l, f, `${f.cause}; not restarted on this node`);
     }
@@ -423,6 +429,7 @@ export class Agent {
       if (l.cause) rec.cause = l.cause.slice(0, 300);
       if (l.stable) rec.stable = true;
       if (l.portsInUse.length > 0) rec.portsInUse = l.portsInUse;
+      if (l.lastOutput.length > 0) rec.lastOutput = l.lastOutput;
       const key = JSON.stringify({ ...rec, startedAtMs: 0 });
       if (this.reported.get(id) === key) continue;
       try {

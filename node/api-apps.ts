@@ -159,6 +159,7 @@ class AppsApi {
       restarts: status?.restarts ?? 0,
       reason: task.desired === 'stop' ? task.stopReason : (status?.reason ?? ''),
       cause: status?.cause ?? '',
+      lastOutput: status?.lastOutput ?? [],
       stable: status?.stable === true,
       hostPorts: task.hostPorts,
     }));

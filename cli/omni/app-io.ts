@@ -61,6 +61,7 @@ interface TaskView {
   reason: string;
   cause?: string;
   stable?: boolean;
+  lastOutput?: string[];
   restarts: number;
   exitCode: number | null;
 }
@@ -82,7 +83,7 @@ export const CRASH_LOOP_RESTARTS = 3;
 const POLL_MS = 300;
 const LOG_LINES_ON_FAILURE = 10;
 
-export type Verdict = { done: false; progress: string } | { done: true; ok: boolean; message: string; task?: string };
+export type Verdict = { done: false; progress: string } | { done: true; ok: boolean; message: string; task?: string; logs?: string[] };
 
 /**
  * One look at the app while `omni run`/`deploy` waits for `version`. Success: every replica of
@@ -97,14 +98,15 @@ export function assessDeploy(a: InspectView, version: number, baseline: Map<stri
   for (const t of mine) if (!baseline.has(t.id)) baseline.set(t.id, t.restarts);
   if (a.state === 'failed') {
     const last = [...a.tasks].reverse().find((t) => t.version === version);
-    return { done: true, ok: false, message: a.reason || 'failed', ...(last ? { task: last.id } : {}) };
+    return { done: true, ok: false, message: a.reason || 'failed', ...(last ? { task: last.id } : {}), ...(last?.lastOutput?.length ? { logs: last.lastOutput } : {}) };
   }
   if (a.deployment.status === 'failed') return { done: true, ok: false, message: a.deployment.message };
   const looping = mine.find((t) => !t.stable && t.restarts - (baseline.get(t.id) ?? 0) >= CRASH_LOOP_RESTARTS);
   if (looping) {
     const why = looping.cause || looping.reason || 'it keeps exiting';
     const code = looping.exitCode !== null && !/exit(?:ed with)? code/.test(why) ? `, last exit code ${looping.exitCode}` : '';
-    return { done: true, ok: false, message: `crash loop: task ${looping.id} on ${looping.node} restarted ${looping.restarts} times (${why}${code})`, task: looping.id };
+    const logs = looping.lastOutput && looping.lastOutput.length > 0 ? { logs: looping.lastOutput } : {};
+    return { done: true, ok: false, message: `crash loop: task ${looping.id} on ${looping.node} restarted ${looping.restarts} times (${why}${code})`, task: looping.id, ...logs };
   }
   const serving = mine.filter((t) => t.state === 'running' && (t.health === 'healthy' || t.health === 'none'));
   const stable = serving.filter((t) => t.stable === true).length;
@@ -121,7 +123,8 @@ export async function waitHealthy(client: ApiClient, name: string, version: numb
   while (Date.now() < deadline) {
     const a = await client.get<InspectView>(`/v1/apps/${encodeURIComponent(name)}?stale=true`);
     const v = assessDeploy(a, version, baseline);
-    if (v.done) return v.ok || !v.task ? v : { ...v, logs: await lastLogLines(client, name, v.task) };
+    // The output the agent kept with the failure; else what the task's log still holds.
+    if (v.done) return v.ok || !v.task || v.logs ? v : { ...v, logs: await lastLogLines(client, name, v.task) };
     if (v.progress !== last) progress(v.progress);
     last = v.progress;
     await new Promise((r) => setTimeout(r, POLL_MS));

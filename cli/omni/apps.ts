@@ -9,7 +9,7 @@ const one = (positionals: string[], usage: string): string => {
 
 interface Inspect extends Summary {
   deployment: { status: string; message: string };
-  tasks: { id: string; version: number; node: string; desired: string; state: string; health: string; restarts: number; exitCode: number | null; reason: string; cause?: string; stable?: boolean; hostPorts: number[] }[];
+  tasks: { id: string; version: number; node: string; desired: string; state: string; health: string; restarts: number; exitCode: number | null; reason: string; cause?: string; stable?: boolean; lastOutput?: string[]; hostPorts: number[] }[];
   events: { atMs: number; message: string }[];
   endpoints: { host: string; ports: Record<string, number> }[];
 }
@@ -44,7 +44,10 @@ export async function inspect(argv: string[]): Promise<number> {
     if (a.pending) out.push(`pending     ${a.pending}`);
     // REASON: what the task is doing now; its failure cause when that says more (kept through the restart or stop it caused).
     const why = (t: Inspect['tasks'][number]) => (t.cause && !(t.reason ?? '').includes(t.cause) ? `${t.cause}${t.reason ? ` (${t.reason})` : ''}` : t.reason) || '-';
-    out.push('', table([['TASK', 'VER', 'NODE', 'DESIRED', 'STATE', 'HEALTH', 'RESTARTS', 'PORTS', 'REASON'], ...a.tasks.map((t) => [t.id, String(t.version), t.node, t.desired, t.state + (t.exitCode !== null ? ` (${t.exitCode})` : ''), t.health + (t.stable ? ', stable' : ''), String(t.restarts), t.hostPorts.join(','), why(t)])]).trimEnd(), '', 'events:');
+    out.push('', table([['TASK', 'VER', 'NODE', 'DESIRED', 'STATE', 'HEALTH', 'RESTARTS', 'PORTS', 'REASON'], ...a.tasks.map((t) => [t.id, String(t.version), t.node, t.desired, t.state + (t.exitCode !== null ? ` (${t.exitCode})` : ''), t.health + (t.stable ? ', stable' : ''), String(t.restarts), t.hostPorts.join(','), why(t)])]).trimEnd());
+    const failing = a.tasks.filter((t) => t.lastOutput && t.lastOutput.length > 0).slice(-1);
+    for (const t of failing) out.push('', `last output of ${t.id} before it failed:`, ...t.lastOutput!.map((l) => `  ${l}`));
+    out.push('', 'events:');
     for (const e of a.events.slice(-15)) out.push(`  ${new Date(e.atMs).toISOString()}  ${e.message}`);
     process.stdout.write(out.join('\n') + '\n');
     return 0;

@@ -8,6 +8,8 @@ export const FAILURE_LOG_TAIL_LINES = 30;
 const MAX_QUOTED_OUTPUT_CHARS = 120;
 
 export interface FailureCause {
+  /** The output lines the cause was read from (the newest, non-empty), for humans. */
+  lastOutput?: string[];
   /** e.g. "command not found: redis-server", "port 20001 is already in use on this host". */
   cause: string;
   /**

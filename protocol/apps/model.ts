@@ -56,6 +56,9 @@ export interface AppFailures {
   recent: TaskFailure[];
 }
 
+export const LAST_OUTPUT_LINES = 5;
+export const LAST_OUTPUT_LINE_CHARS = 200;
+
 /** Failures remembered per app (for the reason and for avoiding the nodes they happened on). */
 export const MAX_RECENT_FAILURES = 10;
 
@@ -96,6 +99,11 @@ export interface TaskStatusRecord {
   stable?: boolean;
   /** Host ports the agent found bound by another process: the scheduler avoids them on this host. */
   portsInUse?: number[];
+  /**
+   * The last lines the task printed before its last failed exit (at most LAST_OUTPUT_LINES), so
+   * `omni inspect` and `omni run` can show what a crash said even once its run's log is gone.
+   */
+  lastOutput?: string[];
 }
 
 export const appKey = (name: string) => `${APP_PREFIX}${name}`;

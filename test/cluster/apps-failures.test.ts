@@ -136,9 +136,9 @@ describe('failing apps on a 3-node cluster (process driver)', () => {
     const lead = await leader();
     const spec = { name: 'orphan', command: [process.execPath, '-e', SERVER], ports: [{ name: 'http', port: 8080 }], replicas: 1, constraints: [`node.name!=${lead}`], restart: { delayMs: 200 }, update: { minHealthyMs: 500 } };
     expect((await api('POST', '/v1/apps', spec)).status).toBe(201);
-    const first = await waitFor('orphan running', async () => {
+    const first = await waitFor('orphan stable', async () => {
       const a = await inspect('orphan');
-      return a.endpoints.length === 1 ? a : undefined;
+      return a.endpoints.length === 1 && a.tasks[0]?.stable ? a : undefined;
     }, 30_000, 200);
     const victim = first.tasks[0].node;
     via = lead;
@@ -152,6 +152,7 @@ describe('failing apps on a 3-node cluster (process driver)', () => {
     }, 60_000, 300);
     expect(moved.live.hostPorts[0]).not.toBe(oldPort);
     expect(moved.live.restarts).toBe(0);
+    expect(placements(moved.a)).toBe(2); // the first replacement got a free port: no failed attempt
     expect((await httpGet(moved.live.hostPorts[0])).body).toBe(`hello from ${moved.live.id}`);
     // The orphan still runs on the dead node's host, on its port.
     expect(Number((await httpGet(oldPort, '/pid')).body)).toBe(oldPid);

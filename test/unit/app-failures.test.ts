@@ -90,8 +90,9 @@ describe('omni run / deploy: when a rollout is done', () => {
     // redis-server --port '$PORT' before expansion: exits 1, restarted every second, "running" in between
     expect(assessDeploy(view({}, [{ restarts: 0 }]), 1, b).done).toBe(false);
     expect(assessDeploy(view({}, [{ restarts: CRASH_LOOP_RESTARTS - 1 }]), 1, b).done).toBe(false);
-    const v = assessDeploy(view({}, [{ restarts: CRASH_LOOP_RESTARTS, state: 'exited', exitCode: 1, cause: 'exited with code 1: Bad directive or wrong number of arguments' }]), 1, b);
-    expect(v).toEqual({ done: true, ok: false, task: 't0', message: `crash loop: task t0 on n1 restarted ${CRASH_LOOP_RESTARTS} times (exited with code 1: Bad directive or wrong number of arguments)` });
+    const lastOutput = ['*** FATAL CONFIG FILE ERROR ***', 'Bad directive or wrong number of arguments'];
+    const v = assessDeploy(view({}, [{ restarts: CRASH_LOOP_RESTARTS, state: 'exited', exitCode: 1, cause: 'exited with code 1: Bad directive or wrong number of arguments', lastOutput }]), 1, b);
+    expect(v).toEqual({ done: true, ok: false, task: 't0', logs: lastOutput, message: `crash loop: task t0 on n1 restarted ${CRASH_LOOP_RESTARTS} times (exited with code 1: Bad directive or wrong number of arguments)` });
     const bare = assessDeploy(view({}, [{ id: 'x', restarts: CRASH_LOOP_RESTARTS, state: 'exited', exitCode: 2, reason: 'restarting in 1000 ms' }]), 1, new Map([['x', 0]]));
     expect(bare).toMatchObject({ message: `crash loop: task x on n1 restarted ${CRASH_LOOP_RESTARTS} times (restarting in 1000 ms, last exit code 2)` });
   });
