@@ -154,6 +154,16 @@ describe('failing apps on a 3-node cluster (process driver)', () => {
     expect(moved.live.restarts).toBe(0);
     expect(placements(moved.a)).toBe(2); // the first replacement got a free port: no failed attempt
     expect((await httpGet(moved.live.hostPorts[0])).body).toBe(`hello from ${moved.live.id}`);
+    // Placements in later rounds must not get the orphan's port either (the lowest free one, were it released).
+    await api('POST', '/v1/apps/orphan/scale', { replicas: 2 });
+    const scaled = await waitFor('2 stable', async () => {
+      const a = await inspect('orphan');
+      const live = a.tasks.filter((t) => t.desired === 'run' && t.stable);
+      return live.length === 2 ? { a, live } : undefined;
+    }, 60_000, 300);
+    expect(scaled.live.map((t) => t.hostPorts[0])).not.toContain(oldPort);
+    expect(scaled.live.every((t) => t.restarts === 0)).toBe(true);
+    expect(placements(scaled.a)).toBe(3);
     // The orphan still runs on the dead node's host, on its port.
     expect(Number((await httpGet(oldPort, '/pid')).body)).toBe(oldPid);
     // The node comes back: its agent stops the orphan (its task was stopped while it was away).
