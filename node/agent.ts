@@ -224,6 +224,7 @@ export class Agent {
       l.run = await l.driver.start(cfg);
       l.state = 'running';
       l.reason = '';
+      l.portsInUse = [];
       l.healthFailures = 0;
       l.nextProbeAtMs = Date.now() + (spec.healthCheck?.startPeriodMs ?? 0);
       this.d.log.info(`agent: started ${l.task.id} (${spec.driver})`);

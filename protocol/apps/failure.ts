@@ -71,9 +71,11 @@ export interface ExitFacts {
 /** A task's process ended: what most likely made it end. */
 export function classifyExit(f: ExitFacts): FailureCause {
   const lines = f.logTail.map((l) => l.trim()).filter((l) => l !== '');
-  // The newest matching line wins: it is closest to the exit.
-  const find = (re: RegExp) => [...lines].reverse().find((l) => re.test(l));
   const reason = f.reason ?? '';
+  // The newest matching line wins: it is closest to the exit. The driver's reason (docker's
+  // State.Error: "... port is already allocated") counts as the newest line.
+  const searched = reason ? [...lines, reason] : lines;
+  const find = (re: RegExp) => [...searched].reverse().find((l) => re.test(l));
   if (/OOMKilled/i.test(reason)) return { cause: 'out of memory (OOMKilled)', permanent: false, portsInUse: [] };
   const start = find(SPAWN_ENOENT) ?? find(SPAWN_EACCES);
   if (start) return classifyStartError(start, f.hostPorts);

@@ -25,6 +25,8 @@ describe('failure causes', () => {
     expect(node).toEqual({ cause: 'port 20001 is already in use on this host', permanent: true, portsInUse: [20001] });
     const redis = classifyExit({ exitCode: 1, logTail: ['# Warning: Could not create server TCP listening socket *:6379: bind: Address already in use'], hostPorts: [6379] });
     expect(redis.portsInUse).toEqual([6379]);
+    const docker = classifyExit({ exitCode: 128, reason: 'driver failed programming external connectivity on endpoint omni-web-1: Bind for 0.0.0.0:20007 failed: port is already allocated', logTail: [], hostPorts: [20007] });
+    expect(docker).toMatchObject({ cause: 'port 20007 is already in use on this host', portsInUse: [20007] });
     const unnamed = classifyExit({ exitCode: 1, logTail: ['OSError: [Errno 98] Address already in use'], hostPorts: [20005] });
     expect(unnamed).toMatchObject({ cause: 'port 20005 is already in use on this host', portsInUse: [20005] });
     expect(classifyStartError('address already in use: 20003', [20003])).toMatchObject({ cause: 'port 20003 is already in use on this host', portsInUse: [20003] });
