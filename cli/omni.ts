@@ -12,7 +12,8 @@ const USAGE = `usage: omni <command> [flags]
 
 commands:
   status   leader, term, commit index, voters and health
-  nodes    nodes with role, status, resources and last heartbeat;  nodes remove NAME
+  nodes    nodes with role, status, eligibility, resources and last heartbeat;
+           omni nodes remove NAME | drain NODE [--undo] | eligible NODE | ineligible NODE
   kv       get/put/delete/list in the replicated key space
   token    create join or admin tokens
   run      run an app from an image or a command:  omni run --name web IMAGE | -- CMD...

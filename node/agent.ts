@@ -8,13 +8,17 @@ import type { Omnid } from './daemon.js';
 import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
 import { probe } from './health-check.js';
 import { CoalescedLoop } from './coalesced-loop.js';
-import { parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
-import type { AppSpec } from '../protocol/apps/spec.js';
+import { portsInUse } from './port-probe.js';
+import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
+import { DEFAULT_MIN_HEALTHY_MS, type AppSpec } from '../protocol/apps/spec.js';
+import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../protocol/apps/failure.js';
 
 const AGENT_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
 export const STOP_TIMEOUT_MS = 5000;
 const MAX_TASKS_PER_NODE = 10_000;
+/** Reading the log tail to classify an exit never holds up a restart for longer than this. */
+const CLASSIFY_LOG_TIMEOUT_MS = 2000;
 
 interface Local {
   task: TaskRecord;
@@ -30,6 +34,20 @@ interface Local {
   state: TaskStatusRecord['state'];
   starting: boolean;
   stopping: boolean;
+  /** Why the last run failed ('' none): kept through the restart or stop it causes, cleared once stable. */
+  cause: string;
+  /** Set when the agent stops the task for failing its health check: that, not the signal, is the cause. */
+  healthKill: string;
+  /** exitedAtMs of the run whose exit was classified (each exit is classified once). */
+  classifiedExitAtMs: number;
+  /** Restarting here cannot help (command missing, port taken): failed until the orchestrator moves it. */
+  final: boolean;
+  portsInUse: number[];
+  /** What the task printed last before its last failed exit. */
+  lastOutput: string[];
+  /** When the task last started serving (0: not serving); stable after update.minHealthyMs of it. */
+  servingSinceMs: number;
+  stable: boolean;
 }
 
 export class Agent {
@@ -110,7 +128,8 @@ export class Agent {
           continue;
         }
         const prev = parseRecord<TaskStatusRecord>(this.d.raft.state.kvGet(statusKey(st.taskId))?.value);
-        this.local.set(st.taskId, { ...this.fresh(task, driver), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none' });
+        const stable = st.state === 'running' && prev?.stable === true;
+        this.local.set(st.taskId, { ...this.fresh(task, driver), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none', cause: prev?.cause ?? '', lastOutput: prev?.lastOutput ?? [], stable, servingSinceMs: stable ? 1 : 0 });
         this.d.log.info(`agent: re-attached to task ${st.taskId} (${st.state})`);
       }
     }
@@ -131,7 +150,7 @@ export class Agent {
   }
 
   private fresh(task: TaskRecord, driver: TaskDriver): Local {
-    return { task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false };
+    return { task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false };
   }
 
   private async reconcileTask(t: TaskRecord): Promise<void> {
@@ -148,8 +167,41 @@ export class Agent {
     if (t.desired === 'stop') return this.stopTask(l);
     if (l.run?.state === 'running') await this.refresh(l);
     if (!l.run) return this.startTask(l, spec);
-    if (l.run.state === 'exited') return this.onExit(l, spec);
+    if (l.run.state === 'exited') {
+      l.servingSinceMs = 0;
+      l.stable = false;
+      return this.onExit(l, spec);
+    }
     this.maybeProbe(l, spec);
+    this.trackStable(l, spec);
+  }
+
+  /** Stable: serving (running, health passing) for update.minHealthyMs without a restart. */
+  private trackStable(l: Local, spec: AppSpec): void {
+    if (l.state !== 'running' || (l.health !== 'healthy' && l.health !== 'none')) {
+      l.servingSinceMs = 0;
+      l.stable = false;
+      return;
+    }
+    const now = Date.now();
+    if (l.servingSinceMs === 0) l.servingSinceMs = now;
+    if (!l.stable && now - l.servingSinceMs >= (spec.update.minHealthyMs ?? DEFAULT_MIN_HEALTHY_MS)) {
+      l.stable = true;
+      l.cause = '';
+      l.lastOutput = [];
+      l.healthKill = '';
+    }
+  }
+
+  /** This task cannot run here: failed at once (no local restarts); the orchestrator replaces it. */
+  private failHere(l: Local, f: FailureCause, reason: string): void {
+    l.final = true;
+    l.state = 'failed';
+    l.health = 'none';
+    l.cause = f.cause;
+    l.portsInUse = f.portsInUse;
+    l.reason = reason;
+    this.d.log.warn(`agent: ${l.task.id}: ${reason}`);
   }
 
   private async startTask(l: Local, spec: AppSpec): Promise<void> {
@@ -157,22 +209,64 @@ export class Agent {
     l.starting = true;
     l.state = 'starting';
     l.health = spec.healthCheck ? 'starting' : 'none';
+    l.servingSinceMs = 0;
+    l.stable = false;
     void this.report(); // written while the driver starts the task, not before
     try {
+      // A port another process holds would only crash-loop the task: report it so the scheduler picks another.
+      const busy = spec.driver === 'mock' ? [] : await portsInUse(l.task.hostPorts);
+      if (busy.length > 0) {
+        const f = classifyStartError(`address already in use: ${busy.join(', ')}`, busy);
+        l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: Date.now(), exitedAtMs: Date.now(), reason: f.cause };
+        return this.failHere(l, f, `not started: ${f.cause}`);
+      }
       const cfg = await this.taskConfig(l.task, spec);
       l.run = await l.driver.start(cfg);
       l.state = 'running';
       l.reason = '';
+      l.portsInUse = [];
       l.healthFailures = 0;
       l.nextProbeAtMs = Date.now() + (spec.healthCheck?.startPeriodMs ?? 0);
       this.d.log.info(`agent: started ${l.task.id} (${spec.driver})`);
     } catch (err) {
-      l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: Date.now(), exitedAtMs: Date.now(), reason: (err as Error).message };
-      l.reason = `could not start: ${(err as Error).message}`;
-      this.d.log.warn(`agent: ${l.task.id}: ${l.reason}`);
+      const f = classifyStartError((err as Error).message, l.task.hostPorts);
+      const now = Date.now();
+      l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: now, exitedAtMs: now, reason: (err as Error).message };
+      l.classifiedExitAtMs = now; // classified here, from the start error
+      l.cause = f.cause;
+      l.portsInUse = f.portsInUse;
+      if (f.permanent) this.failHere(l, f, `could not start: ${f.cause}`);
+      else {
+        l.reason = `could not start: ${(err as Error).message}`;
+        this.d.log.warn(`agent: ${l.task.id}: ${l.reason}`);
+      }
     } finally {
       l.starting = false;
     }
+  }
+
+  /** Why the run that just ended ended: the health check that killed it, else the exit and its last output. */
+  private async classify(l: Local): Promise<FailureCause> {
+    const run = l.run!;
+    if (l.healthKill) return { cause: l.healthKill, permanent: false, portsInUse: [] };
+    const logTail: string[] = [];
+    if (run.exitCode !== 0) {
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), CLASSIFY_LOG_TIMEOUT_MS);
+      try {
+        for await (const line of l.driver.logs(l.task.id, { follow: false, tail: FAILURE_LOG_TAIL_LINES, signal: abort.signal })) {
+          logTail.push(line);
+          if (logTail.length > FAILURE_LOG_TAIL_LINES) logTail.shift();
+        }
+      } catch {
+        // no logs (the driver lost them): classify from the exit alone
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    const f = classifyExit({ exitCode: run.exitCode, reason: run.reason, logTail, hostPorts: l.task.hostPorts });
+    f.lastOutput = logTail.filter((x) => x.trim() !== '').slice(-LAST_OUTPUT_LINES).map((x) => x.slice(0, LAST_OUTPUT_LINE_CHARS));
+    return f;
   }
 
   private async refresh(l: Local): Promise<void> {
@@ -191,11 +285,23 @@ export class Agent {
 
   /** Restart policy: always / on-failure (non-zero exit) / never, at most maxRestarts times. */
   private async onExit(l: Local, spec: AppSpec): Promise<void> {
+    if (l.final) return;
     const code = l.run!.exitCode;
-    const failedRun = code !== 0;
+    const failedRun = code !== 0 || l.healthKill !== '';
+    const exitedAt = l.run!.exitedAtMs ?? 0;
+    if (l.classifiedExitAtMs !== exitedAt || exitedAt === 0) {
+      l.classifiedExitAtMs = exitedAt || Date.now();
+      const f = await this.classify(l);
+      if (failedRun) {
+        l.cause = f.cause;
+        l.portsInUse = f.portsInUse;
+        if (f.lastOutput && f.lastOutput.length > 0) l.lastOutput = f.lastOutput;
+      }
+      if (f.permanent && failedRun) return this.failHere(l, f, `${f.cause}; not restarted on this node`);
+    }
     const policy = spec.restart.policy;
     const wantRestart = policy === 'always' || (policy === 'on-failure' && failedRun);
-    const what = code === null ? `ended (${l.run!.reason ?? 'killed'})` : `exited with code ${code}`;
+    const what = failedRun && l.cause ? l.cause : code === null ? `ended (${l.run!.reason ?? 'killed'})` : `exited with code ${code}`;
     if (!wantRestart) {
       l.state = failedRun ? 'failed' : 'exited';
       l.health = 'none';
@@ -218,6 +324,7 @@ export class Agent {
     }
     if (now < l.nextRestartAtMs) return;
     l.nextRestartAtMs = 0;
+    l.healthKill = '';
     l.restarts++;
     await l.driver.destroy(l.task.id).catch(() => undefined);
     l.run = undefined;
@@ -238,10 +345,15 @@ export class Agent {
           l.health = 'healthy';
           l.reason = '';
         } else if (++l.healthFailures >= check.retries) {
+          // The health check result is the cause: the SIGTERM that follows is only its consequence.
+          l.cause = `health check ${r.detail}`;
           if (l.health !== 'unhealthy') {
             this.d.log.warn(`agent: ${l.task.id} is unhealthy: ${r.detail}; restarting it per its restart policy`);
             // Self-healing like Swarm: an unhealthy task is stopped; the restart policy brings it back.
-            if (spec.restart.policy !== 'never') void this.report().then(() => l.driver.stop(l.task.id, STOP_TIMEOUT_MS)).catch(() => undefined);
+            if (spec.restart.policy !== 'never') {
+              l.healthKill = l.cause;
+              void this.report().then(() => l.driver.stop(l.task.id, STOP_TIMEOUT_MS)).catch(() => undefined);
+            }
           }
           l.health = 'unhealthy';
           l.reason = `health check failed ${l.healthFailures} times: ${r.detail}`;
@@ -315,6 +427,10 @@ export class Agent {
         startedAtMs: l.run?.startedAtMs ?? 0,
         updatedAtMs: 0,
       };
+      if (l.cause) rec.cause = l.cause.slice(0, 300);
+      if (l.stable) rec.stable = true;
+      if (l.portsInUse.length > 0) rec.portsInUse = l.portsInUse;
+      if (l.lastOutput.length > 0) rec.lastOutput = l.lastOutput;
       const key = JSON.stringify({ ...rec, startedAtMs: 0 });
       if (this.reported.get(id) === key) continue;
       try {

@@ -1,14 +1,14 @@
 // The apps part of the HTTP API: deploy (create / rolling update), list, inspect, scale,
 // stop/start, remove, endpoints and logs (streamed from the node that runs each task, over
-// libp2p: node/task-logs.ts).
+// libp2p: node/task-logs.ts), and node scheduling eligibility (drain).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Omnid } from './daemon.js';
 import type { ApiServer } from './api-server.js';
 import { readJson } from './api-server.js';
 import { OmniError } from './errors.js';
 import { validateAppSpec, specDigest, type AppSpec } from '../protocol/apps/spec.js';
-import { appKey, isServing, parseRecord, specKey, statusKey, APP_PREFIX, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
-import type { KvTxnOp } from '../protocol/cluster/state.js';
+import { appKey, isServing, isStable, parseRecord, specKey, statusKey, APP_PREFIX, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
+import type { KvTxnOp, NodeEligibility, NodeRecord } from '../protocol/cluster/state.js';
 
 const MAX_LOG_TAIL = 10_000;
 const DEFAULT_LOG_TAIL = 200;
@@ -25,6 +25,15 @@ export function registerAppRoutes(api: ApiServer, d: Omnid): void {
   api.route('GET', /^\/v1\/apps\/([^/]+)\/endpoints$/, async (_req, url, [name]) => h.endpoints(name, url));
   api.route('GET', /^\/v1\/apps\/([^/]+)\/logs$/, async (req, url, [name], res) => h.appLogs(req, url, name, res));
   api.route('GET', /^\/v1\/tasks\/([^/]+)\/logs$/, async (req, url, [id], res) => h.taskLogs(req, url, id, res));
+  api.route('GET', /^\/v1\/nodes\/([^/]+)$/, async (_req, url, [name]) => h.nodeView(name, url));
+  api.route('POST', /^\/v1\/nodes\/([^/]+)\/eligibility$/, async (req, _url, [name]) => h.setEligibility(name, await readJson(req)));
+  api.route('POST', /^\/v1\/nodes\/([^/]+)\/drain$/, async (_req, _url, [name]) => h.setEligibility(name, { eligibility: 'draining' }));
+}
+
+/** An app record going back to 'running' (omni start, a redeploy) starts a fresh failure streak. */
+function withoutFailures(app: AppRecord): AppRecord {
+  const { failures: _f, failedReason: _r, ...rest } = app;
+  return rest;
 }
 
 class AppsApi {
@@ -73,7 +82,7 @@ class AppsApi {
       // Same spec but the replica count: a scale, not a new version (no rolling update).
       const changed = prevSpec.replicas !== spec.replicas || prev.state !== 'running';
       ops.push({ op: 'put', key: specKey(prev.name, prev.version), value: JSON.stringify(spec) });
-      ops.push({ op: 'put', key: appKey(prev.name), value: JSON.stringify({ ...prev, state: 'running' }) });
+      ops.push({ op: 'put', key: appKey(prev.name), value: JSON.stringify({ ...withoutFailures(prev), state: 'running' }) });
       result = { name: spec.name, version: prev.version, changed, action: changed ? 'scaled' : 'unchanged' };
     } else {
       const version = (prev?.latestVersion ?? 0) + 1;
@@ -111,6 +120,9 @@ class AppsApi {
   private summary(a: AppRecord): Record<string, unknown> {
     const spec = this.spec(a.name, a.version);
     const live = this.tasks(a.name).filter((t) => t.task.desired === 'run');
+    // Why the app is not fine, in one line: its terminal failure, else a live task's failure cause.
+    const troubled = live.find((t) => t.status?.cause && !isStable(t.status));
+    const reason = a.state === 'failed' ? `failed: ${a.failedReason ?? 'tasks kept failing'}` : troubled ? `${troubled.status!.cause} (task ${troubled.task.id} on ${this.nodeName(troubled.task.nodeId)})` : '';
     return {
       name: a.name,
       version: a.version,
@@ -122,13 +134,19 @@ class AppsApi {
       image: spec?.image ?? null,
       command: spec?.command ?? null,
       pending: a.pending,
+      reason,
+      failures: a.failures?.count ?? 0,
     };
+  }
+
+  private nodeName(id: string): string {
+    return this.d.raft.state.node(id)?.name ?? id;
   }
 
   async inspect(name: string, url: URL): Promise<[number, unknown]> {
     await this.consistent(url);
     const app = this.app(name);
-    const nodeName = (id: string) => this.d.raft.state.node(id)?.name ?? id;
+    const nodeName = (id: string) => this.nodeName(id);
     const tasks = this.tasks(name).map(({ task, status }) => ({
       id: task.id,
       version: task.version,
@@ -139,6 +157,9 @@ class AppsApi {
       exitCode: status?.exitCode ?? null,
       restarts: status?.restarts ?? 0,
       reason: task.desired === 'stop' ? task.stopReason : (status?.reason ?? ''),
+      cause: status?.cause ?? '',
+      lastOutput: status?.lastOutput ?? [],
+      stable: status?.stable === true,
       hostPorts: task.hostPorts,
     }));
     return [200, { ...this.summary(app), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
@@ -163,10 +184,44 @@ class AppsApi {
     const kv = this.d.raft.state.kvGet(appKey(name));
     const app = this.app(name);
     if (app.state === 'removing' && state !== 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
-    const next = { ...app, state, events: [...app.events, { atMs: Date.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
+    const next = { ...withoutFailures(app), state, events: [...app.events, { atMs: Date.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] });
     this.d.orchestrator?.kick();
     return [200, { name, state }];
+  }
+
+  private node(nameOrId: string): NodeRecord {
+    const state = this.d.raft.state;
+    const n = state.nodeByName(nameOrId) ?? state.node(nameOrId);
+    if (!n) throw new OmniError('NOT_FOUND', `no node named ${nameOrId.slice(0, 64)}`);
+    return n;
+  }
+
+  /** A node's scheduling eligibility and the tasks placed on it (what a drain waits for). */
+  async nodeView(name: string, url: URL): Promise<[number, unknown]> {
+    await this.consistent(url);
+    const n = this.node(name);
+    const tasks = this.d.raft.state
+      .kvList(TASK_PREFIX, 100_000)
+      .flatMap((r) => {
+        const t = parseRecord<TaskRecord>(r.value);
+        return t && t.nodeId === n.id && t.desired === 'run' ? [{ id: t.id, app: t.app, version: t.version }] : [];
+      });
+    return [200, { name: n.name, id: n.id, status: n.status, eligibility: n.eligibility ?? 'eligible', tasks }];
+  }
+
+  async setEligibility(name: string, body: unknown): Promise<[number, unknown]> {
+    const eligibility = (body as { eligibility?: unknown })?.eligibility;
+    const allowed: NodeEligibility[] = ['eligible', 'ineligible', 'draining'];
+    if (typeof eligibility !== 'string' || !allowed.includes(eligibility as NodeEligibility)) throw new OmniError('BAD_REQUEST', `eligibility: must be one of ${allowed.join(', ')}`);
+    await this.d.readBarrier();
+    const n = this.node(name);
+    if (n.status === 'left') throw new OmniError('CONFLICT', `node ${n.name} has left the cluster`);
+    // Draining a node that is already drained (ineligible) changes nothing: it has no tasks to move.
+    const next = eligibility === 'draining' && n.eligibility === 'ineligible' ? 'ineligible' : (eligibility as NodeEligibility);
+    await this.d.proposeOk({ type: 'node.eligibility', id: n.id, eligibility: next });
+    this.d.orchestrator?.kick();
+    return [200, { name: n.name, eligibility: next }];
   }
 
   private endpointList(name: string): { task: string; node: string; host: string; ports: Record<string, number> }[] {

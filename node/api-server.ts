@@ -199,6 +199,7 @@ export class ApiServer {
         role: raft.lead === n.id ? 'leader' : n.role === 'voter' ? 'voter' : n.role === 'learner' ? 'non-voter' : 'none',
         status: n.status,
         statusReason: n.statusReason,
+        eligibility: n.eligibility ?? 'eligible',
         root: n.root,
         apiUrl: n.apiUrl,
         addrs: n.addrs,

@@ -7,7 +7,7 @@ import type { Omnid } from './daemon.js';
 import { SchedulerState, type SchedNode, type SchedTask } from '../protocol/apps/scheduler.js';
 import { reconcileApp } from '../protocol/apps/reconcile.js';
 import type { AppSpec } from '../protocol/apps/spec.js';
-import { APP_PREFIX, SCHED_EPOCH_KEY, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, appKey, parseRecord, specKey, statusKey, taskKey, volumeKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
+import { APP_PREFIX, SCHED_EPOCH_KEY, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
 import type { KvTxnOp } from '../protocol/cluster/state.js';
 import { Role } from '../protocol/raft/types.js';
 import { OmniError } from './errors.js';
@@ -18,6 +18,11 @@ const ORCHESTRATOR_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
 const MAX_LIST = 100_000;
 const MIB = 1024 * 1024;
+/**
+ * How long a port an agent found held by another process stays off-limits on that host. Then it
+ * may be tried again (the agent probes it before starting): the holder may have gone.
+ */
+export const PORT_IN_USE_HOLD_MS = 60_000;
 
 export class Orchestrator {
   private readonly loop: CoalescedLoop;
@@ -61,13 +66,19 @@ export class Orchestrator {
       if (!specCache.has(k)) specCache.set(k, parseRecord<AppSpec>(state.kvGet(k)?.value));
       return specCache.get(k);
     };
-    const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, host: nodeHost(n.addrs) }));
-    const held: SchedTask[] = tasks
-      .filter((t) => t.desired === 'run')
-      .flatMap((t) => {
+    const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, host: nodeHost(n.addrs), eligible: n.eligibility === undefined, draining: n.eligibility === 'draining' }));
+    const held: SchedTask[] = tasks.flatMap((t) => {
+      if (t.desired === 'run') {
         const s = specOf(t.app, t.version);
         return s ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: s.resources.cpu, memoryBytes: s.resources.memoryMB * MIB, gpus: s.resources.gpus, hostPorts: t.hostPorts }] : [];
-      });
+      }
+      // A stopped task keeps its host ports until its node reports it exited: on a node that
+      // is down (omnid killed) its process may still run and hold them.
+      const st = statuses.get(t.id);
+      const recentlyBusy = st?.portsInUse && Date.now() - st.updatedAtMs < PORT_IN_USE_HOLD_MS ? st.portsInUse : [];
+      const ports = st && !isTerminal(st) ? t.hostPorts : recentlyBusy;
+      return ports.length > 0 ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: 0, memoryBytes: 0, gpus: 0, hostPorts: ports, portsOnly: true }] : [];
+    });
     const scheduler = new SchedulerState(nodes, held);
     const byApp = new Map<string, TaskRecord[]>();
     for (const t of tasks) byApp.set(t.app, [...(byApp.get(t.app) ?? []), t]);
@@ -118,7 +129,19 @@ export class Orchestrator {
       }
       return void this.loop.requestAgain(); // the epoch moved: the next app plans on fresh state
     }
+    this.finishDrains(tasks);
     this.collectOrphanStatuses(tasks, statuses);
+  }
+
+  /** A draining node with no task left to run is drained: it stays ineligible until `omni nodes eligible`. */
+  private finishDrains(tasks: TaskRecord[]): void {
+    for (const n of this.d.raft.state.nodes()) {
+      if (n.eligibility !== 'draining' || tasks.some((t) => t.nodeId === n.id && t.desired === 'run')) continue;
+      void this.d
+        .proposeOk({ type: 'node.eligibility', id: n.id, eligibility: 'ineligible', expected: 'draining' })
+        .then(() => this.d.log.info(`orchestrator: node ${n.name} is drained`))
+        .catch((err: Error) => this.d.log.debug(`orchestrator: finishing the drain of ${n.name}: ${err.message}`));
+    }
   }
 
   /** Status keys whose task is gone (an agent wrote after the task was deleted). */

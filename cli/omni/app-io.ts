@@ -51,30 +51,94 @@ export async function readEnvFile(path: string): Promise<Record<string, string>>
   return env;
 }
 
-interface InspectView {
+interface TaskView {
+  id: string;
+  version: number;
+  node: string;
+  desired: string;
+  state: string;
+  health: string;
+  reason: string;
+  cause?: string;
+  stable?: boolean;
+  lastOutput?: string[];
+  restarts: number;
+  exitCode: number | null;
+}
+
+export interface InspectView {
+  name?: string;
+  state?: string;
   replicas: number;
   healthy: number;
   version: number;
   pending: string;
+  reason?: string;
   deployment: { status: string; message: string };
-  tasks: { id: string; version: number; desired: string; state: string; health: string; reason: string }[];
+  tasks: TaskView[];
 }
 
-/** Polls until the app's replicas of `version` are healthy, it rolled back, or the timeout. */
-export async function waitHealthy(client: ApiClient, name: string, version: number, timeoutMs: number, progress: (line: string) => void): Promise<{ ok: boolean; message: string }> {
+/** Restarts of one task, seen while waiting, that make it a crash loop. */
+export const CRASH_LOOP_RESTARTS = 3;
+const POLL_MS = 300;
+const LOG_LINES_ON_FAILURE = 10;
+
+export type Verdict = { done: false; progress: string } | { done: true; ok: boolean; message: string; task?: string; logs?: string[] };
+
+/**
+ * One look at the app while `omni run`/`deploy` waits for `version`. Success: every replica of
+ * the version is stable (serving for update.minHealthyMs without a restart) and the rollout is
+ * over. Failure: a rollback, a failed deployment, the app turned failed, or a task of the
+ * version restarted CRASH_LOOP_RESTARTS times (counted from `baseline`, its restarts when
+ * first seen) without becoming stable.
+ */
+export function assessDeploy(a: InspectView, version: number, baseline: Map<string, number>): Verdict {
+  if (a.version !== version && a.deployment.status === 'rolled-back') return { done: true, ok: false, message: `rolled back to version ${a.version}: ${a.deployment.message}` };
+  const mine = a.tasks.filter((t) => t.version === version && t.desired === 'run');
+  for (const t of mine) if (!baseline.has(t.id)) baseline.set(t.id, t.restarts);
+  if (a.state === 'failed') {
+    const last = [...a.tasks].reverse().find((t) => t.version === version);
+    return { done: true, ok: false, message: a.reason || 'failed', ...(last ? { task: last.id } : {}), ...(last?.lastOutput?.length ? { logs: last.lastOutput } : {}) };
+  }
+  if (a.deployment.status === 'failed') return { done: true, ok: false, message: a.deployment.message };
+  const looping = mine.find((t) => !t.stable && t.restarts - (baseline.get(t.id) ?? 0) >= CRASH_LOOP_RESTARTS);
+  if (looping) {
+    const why = looping.cause || looping.reason || 'it keeps exiting';
+    const code = looping.exitCode !== null && !/exit(?:ed with)? code/.test(why) ? `, last exit code ${looping.exitCode}` : '';
+    const logs = looping.lastOutput && looping.lastOutput.length > 0 ? { logs: looping.lastOutput } : {};
+    return { done: true, ok: false, message: `crash loop: task ${looping.id} on ${looping.node} restarted ${looping.restarts} times (${why}${code})`, task: looping.id, ...logs };
+  }
+  const serving = mine.filter((t) => t.state === 'running' && (t.health === 'healthy' || t.health === 'none'));
+  const stable = serving.filter((t) => t.stable === true).length;
+  const progress = `${serving.length}/${a.replicas} healthy${serving.length > stable ? ` (${stable} stable)` : ''}${a.pending ? `; ${a.pending}` : ''}`;
+  if (stable >= a.replicas && a.deployment.status !== 'deploying' && (a.state ?? 'running') === 'running') return { done: true, ok: true, message: progress };
+  return { done: false, progress };
+}
+
+/** Polls until the app's replicas of `version` are stable, it failed or rolled back, or the timeout. */
+export async function waitHealthy(client: ApiClient, name: string, version: number, timeoutMs: number, progress: (line: string) => void): Promise<{ ok: boolean; message: string; logs?: string[] }> {
   const deadline = Date.now() + timeoutMs;
+  const baseline = new Map<string, number>();
   let last = '';
   while (Date.now() < deadline) {
     const a = await client.get<InspectView>(`/v1/apps/${encodeURIComponent(name)}?stale=true`);
-    if (a.version !== version && a.deployment.status === 'rolled-back') return { ok: false, message: `rolled back to version ${a.version}: ${a.deployment.message}` };
-    const mine = a.tasks.filter((t) => t.version === version && t.desired === 'run');
-    const healthy = mine.filter((t) => t.state === 'running' && (t.health === 'healthy' || t.health === 'none')).length;
-    const line = `${healthy}/${a.replicas} healthy${a.pending ? `; ${a.pending}` : ''}`;
-    if (line !== last) progress(line);
-    last = line;
-    if (healthy >= a.replicas && a.deployment.status !== 'deploying') return { ok: true, message: line };
-    if (a.deployment.status === 'failed') return { ok: false, message: a.deployment.message };
-    await new Promise((r) => setTimeout(r, 300));
+    const v = assessDeploy(a, version, baseline);
+    // The output the agent kept with the failure; else what the task's log still holds.
+    if (v.done) return v.ok || !v.task || v.logs ? v : { ...v, logs: await lastLogLines(client, name, v.task) };
+    if (v.progress !== last) progress(v.progress);
+    last = v.progress;
+    await new Promise((r) => setTimeout(r, POLL_MS));
   }
   return { ok: false, message: `not healthy after ${Math.round(timeoutMs / 1000)}s (${last})` };
+}
+
+/** The failing task's last output lines (what the crash said), best effort. */
+async function lastLogLines(client: ApiClient, name: string, task: string): Promise<string[]> {
+  let text = '';
+  try {
+    await client.stream(`/v1/apps/${encodeURIComponent(name)}/logs?task=${encodeURIComponent(task)}&tail=${LOG_LINES_ON_FAILURE}`, (c) => (text += c));
+  } catch (err) {
+    return [`(logs unavailable: ${(err as Error).message})`];
+  }
+  return text.split('\n').filter((l) => l !== '').slice(-LOG_LINES_ON_FAILURE);
 }

@@ -7,17 +7,24 @@ const one = (positionals: string[], usage: string): string => {
   return encodeURIComponent(positionals[0]);
 };
 
-interface Summary { name: string; version: number; state: string; deploy: string; replicas: number; running: number; healthy: number; image: string | null; command: string[] | null; pending: string }
+interface Inspect extends Summary {
+  deployment: { status: string; message: string };
+  tasks: { id: string; version: number; node: string; desired: string; state: string; health: string; restarts: number; exitCode: number | null; reason: string; cause?: string; stable?: boolean; lastOutput?: string[]; hostPorts: number[] }[];
+  events: { atMs: number; message: string }[];
+  endpoints: { host: string; ports: Record<string, number> }[];
+}
+
+interface Summary { name: string; version: number; state: string; deploy: string; replicas: number; running: number; healthy: number; image: string | null; command: string[] | null; pending: string; reason?: string; failures?: number }
 
 export async function ps(argv: string[]): Promise<number> {
-  const USAGE = `usage: omni ps [flags]\n\nLists apps: version, state, replicas healthy/wanted, pending reasons.\n${CONNECTION_HELP}\n`;
+  const USAGE = `usage: omni ps [flags]\n\nLists apps: version, state, replicas healthy/wanted, and why some are not running\n(pending placement, a task's failure cause, the reason a failed app gave up).\n${CONNECTION_HELP}\n`;
   const { values } = parse(argv, CONNECTION_FLAGS, USAGE);
   const client = connect(values);
   try {
     const { apps } = await client.get<{ apps: Summary[] }>('/v1/apps');
     if (values.json) return printJson({ apps }), 0;
-    const rows = [['APP', 'VERSION', 'STATE', 'HEALTHY', 'DEPLOY', 'SOURCE', 'PENDING']];
-    for (const a of apps) rows.push([a.name, String(a.version), a.state, `${a.healthy}/${a.replicas}`, a.deploy, a.image ?? (a.command ?? []).join(' ').slice(0, 40), a.pending || '-']);
+    const rows = [['APP', 'VERSION', 'STATE', 'HEALTHY', 'DEPLOY', 'SOURCE', 'REASON']];
+    for (const a of apps) rows.push([a.name, String(a.version), a.state, `${a.healthy}/${a.replicas}`, a.deploy, a.image ?? (a.command ?? []).join(' ').slice(0, 40), [a.reason, a.pending].filter(Boolean).join('; ') || '-']);
     process.stdout.write(table(rows));
     return 0;
   } finally {
@@ -30,11 +37,17 @@ export async function inspect(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
   const client = connect(values);
   try {
-    const a = await client.get<Summary & { deployment: { status: string; message: string }; tasks: { id: string; version: number; node: string; desired: string; state: string; health: string; restarts: number; exitCode: number | null; reason: string; hostPorts: number[] }[]; events: { atMs: number; message: string }[]; endpoints: { host: string; ports: Record<string, number> }[] }>(`/v1/apps/${one(positionals, USAGE)}`);
+    const a = await client.get<Inspect>(`/v1/apps/${one(positionals, USAGE)}`);
     if (values.json) return printJson(a), 0;
     const out = [`app         ${a.name} (version ${a.version}, ${a.state})`, `replicas    ${a.healthy}/${a.replicas} healthy, ${a.running} running`, `deployment  ${a.deployment.status}${a.deployment.message ? `: ${a.deployment.message}` : ''}`];
+    if (a.reason) out.push(`reason      ${a.reason}`);
     if (a.pending) out.push(`pending     ${a.pending}`);
-    out.push('', table([['TASK', 'VER', 'NODE', 'DESIRED', 'STATE', 'HEALTH', 'RESTARTS', 'PORTS', 'REASON'], ...a.tasks.map((t) => [t.id, String(t.version), t.node, t.desired, t.state + (t.exitCode !== null ? ` (${t.exitCode})` : ''), t.health, String(t.restarts), t.hostPorts.join(','), t.reason || '-'])]).trimEnd(), '', 'events:');
+    // REASON: what the task is doing now; its failure cause when that says more (kept through the restart or stop it caused).
+    const why = (t: Inspect['tasks'][number]) => (t.cause && !(t.reason ?? '').includes(t.cause) ? `${t.cause}${t.reason ? ` (${t.reason})` : ''}` : t.reason) || '-';
+    out.push('', table([['TASK', 'VER', 'NODE', 'DESIRED', 'STATE', 'HEALTH', 'RESTARTS', 'PORTS', 'REASON'], ...a.tasks.map((t) => [t.id, String(t.version), t.node, t.desired, t.state + (t.exitCode !== null ? ` (${t.exitCode})` : ''), t.health + (t.stable ? ', stable' : ''), String(t.restarts), t.hostPorts.join(','), why(t)])]).trimEnd());
+    const failing = a.tasks.filter((t) => t.lastOutput && t.lastOutput.length > 0).slice(-1);
+    for (const t of failing) out.push('', `last output of ${t.id} before it failed:`, ...t.lastOutput!.map((l) => `  ${l}`));
+    out.push('', 'events:');
     for (const e of a.events.slice(-15)) out.push(`  ${new Date(e.atMs).toISOString()}  ${e.message}`);
     process.stdout.write(out.join('\n') + '\n');
     return 0;

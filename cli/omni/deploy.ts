@@ -8,7 +8,9 @@ const USAGE = `usage: omni deploy FILE.yaml [--detach] [--timeout SECONDS] [flag
 
 Submits the app spec in FILE (YAML or JSON). A new app is placed and started; a changed spec
 is rolled out (update.parallel at a time, waiting for health, rolled back on failure); a
-changed replica count alone scales. Waits until the replicas are healthy unless --detach.
+changed replica count alone scales. Waits until the replicas are healthy and stable (serving for
+update.minHealthyMs without a restart) unless --detach; a crash loop, a rollback or a failed app
+is reported with its cause and the task's last output lines, and exits 1.
 ${CONNECTION_HELP}
 `;
 
@@ -33,8 +35,12 @@ export async function submit(values: Record<string, unknown>, spec: Record<strin
     const res = await waitHealthy(client, r.name, r.version, timeoutMs, (line) => {
       if (!values.json) process.stderr.write(`${r.name}: ${line}\n`);
     });
-    if (values.json) printJson({ ...r, healthy: res.ok, message: res.message });
-    else process.stdout.write(res.ok ? `${r.name} is healthy (version ${r.version})\n` : `${r.name}: ${res.message}\n`);
+    if (values.json) printJson({ ...r, healthy: res.ok, message: res.message, ...(res.logs ? { logs: res.logs } : {}) });
+    else if (res.ok) process.stdout.write(`${r.name} is healthy (version ${r.version})\n`);
+    else {
+      process.stdout.write(`${r.name}: ${res.message}\n`);
+      if (res.logs && res.logs.length > 0) process.stdout.write(`last output:\n${res.logs.map((l) => `  ${l}`).join('\n')}\n`);
+    }
     return res.ok ? 0 : 1;
   } finally {
     client.close();

@@ -17,7 +17,13 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
   --health-http PATH     HTTP health check on the first port
   --restart POLICY       always | on-failure | never (default always)
   --driver NAME          docker | process (default: docker for an image, process for a command)
-  --detach, -d           don't wait for the app to be healthy
+  --detach, -d           don't wait for the app to be healthy;  --timeout SECONDS (default 120)
+
+Waits until every replica is healthy and stable (update.minHealthyMs, 5 s by default, without
+a restart); a crash loop is reported with its cause, exit code and last output lines (exit 1).
+A command's $PORT, \${PORT}, $OMNI_PORT_<NAME> (any variable of the task's own environment)
+are expanded by Omni — quote them so your shell does not: -- redis-server --port '$PORT'.
+$$ is a literal $.
 ${CONNECTION_HELP}
 `;
 

@@ -26,6 +26,7 @@ import { OmniError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
 import { ACK_PIPE, ERR_PIPE, LogFile, OUT_PIPE, attachOutput, detachOutput, outputOf } from './process-output.js';
 import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
+import { expandArgv } from '../../protocol/apps/expand.js';
 
 /** output.log is renamed to output.log.1 (replacing it) when it would grow past this. */
 export const PROCESS_LOG_MAX_BYTES = 10 * 1024 * 1024;
@@ -305,13 +306,15 @@ export class ProcessDriver implements TaskDriver {
       await rm(join(dir, 'exit.code'), { force: true });
       this.cpuSamples.delete(cfg.taskId);
       const env = this.taskEnv(cfg, dir);
-      const argv0 = resolveCommand(cfg.command[0], env.PATH ?? '', work);
+      // $PORT, ${OMNI_PORT_HTTP}... from the task's own env ($$ for a literal $): no shell runs the argv
+      const argv = expandArgv(cfg.command, env);
+      const argv0 = resolveCommand(argv[0], env.PATH ?? '', work);
       if (argv0 === undefined) {
-        const why = cfg.command[0].includes('/') ? 'no such executable file' : 'not found in PATH';
-        return await this.failStart(cfg, dir, `cannot start ${JSON.stringify(cfg.command[0])}: ${why}`);
+        const why = argv[0].includes('/') ? 'no such executable file' : 'not found in PATH';
+        return await this.failStart(cfg, dir, `cannot start ${JSON.stringify(argv[0])}: ${why}`);
       }
       await this.makePipes(dir);
-      return await this.launch(cfg, dir, [argv0, ...cfg.command.slice(1)], env);
+      return await this.launch(cfg, dir, [argv0, ...argv.slice(1)], env);
     } finally {
       this.starting.delete(cfg.taskId);
     }

@@ -13,7 +13,8 @@ export const SCHED_EPOCH_KEY = 'sched/epoch';
 /** Events kept per app (newest last). */
 export const MAX_APP_EVENTS = 40;
 
-export type AppState = 'running' | 'stopped' | 'removing';
+/** 'failed' is terminal: tasks kept failing past reschedule.attempts; `omni start` or a new version resets it. */
+export type AppState = 'running' | 'stopped' | 'removing' | 'failed';
 export type DeployStatus = 'stable' | 'deploying' | 'rolled-back' | 'failed';
 
 export interface AppEvent {
@@ -34,7 +35,32 @@ export interface AppRecord {
   /** Why some replicas are not placed ('' when all are). */
   pending: string;
   events: AppEvent[];
+  /** Consecutive failed tasks since the app last ran stable (absent: none). Drives the replacement backoff. */
+  failures?: AppFailures;
+  /** Why the app is 'failed' (e.g. "command not found: foo on n1, n2, n3"). */
+  failedReason?: string;
 }
+
+export interface TaskFailure {
+  nodeId: string;
+  node: string;
+  cause: string;
+  atMs: number;
+}
+
+export interface AppFailures {
+  count: number;
+  /** No replacement is placed before this time (leader clock). */
+  notBeforeMs: number;
+  /** The newest failures (at most MAX_RECENT_FAILURES), oldest first. */
+  recent: TaskFailure[];
+}
+
+export const LAST_OUTPUT_LINES = 5;
+export const LAST_OUTPUT_LINE_CHARS = 200;
+
+/** Failures remembered per app (for the reason and for avoiding the nodes they happened on). */
+export const MAX_RECENT_FAILURES = 10;
 
 export type TaskDesired = 'run' | 'stop';
 
@@ -62,6 +88,22 @@ export interface TaskStatusRecord {
   restarts: number;
   startedAtMs: number;
   updatedAtMs: number;
+  /**
+   * Short cause of the last failure of this task ('' or absent: none), kept across the restart
+   * and the stop it leads to: "command not found: foo", "port 20001 is already in use on this
+   * host", "health check got HTTP 404 on /healthz", "out of memory (OOMKilled)". Cleared once
+   * the task runs stable again.
+   */
+  cause?: string;
+  /** Serving (running, health passing) for at least update.minHealthyMs without a restart. */
+  stable?: boolean;
+  /** Host ports the agent found bound by another process: the scheduler avoids them on this host. */
+  portsInUse?: number[];
+  /**
+   * The last lines the task printed before its last failed exit (at most LAST_OUTPUT_LINES), so
+   * `omni inspect` and `omni run` can show what a crash said even once its run's log is gone.
+   */
+  lastOutput?: string[];
 }
 
 export const appKey = (name: string) => `${APP_PREFIX}${name}`;
@@ -89,6 +131,16 @@ export function withEvent(app: AppRecord, atMs: number, message: string): AppRec
 /** A task serves traffic when it runs and its health check (if any) passes. */
 export function isServing(s: TaskStatusRecord | undefined): boolean {
   return s !== undefined && s.state === 'running' && (s.health === 'healthy' || s.health === 'none');
+}
+
+/** Serving long enough to count as up (rolling updates, `omni run`, reschedule counter reset). */
+export function isStable(s: TaskStatusRecord | undefined): boolean {
+  return isServing(s) && s!.stable === true;
+}
+
+/** The best short explanation of a task's state: its failure cause, else its reason. */
+export function causeOf(s: TaskStatusRecord | undefined): string {
+  return s?.cause || s?.reason || '';
 }
 
 export function isTerminal(s: TaskStatusRecord | undefined): boolean {

@@ -5,12 +5,21 @@
 // recomputed, never applied twice or over-committing a node.
 import { SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
 import type { AppSpec } from './spec.js';
-import { isServing, isTerminal, withEvent, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
+import { summarizeFailures } from './failure.js';
+import { MAX_RECENT_FAILURES, causeOf, isServing, isStable, isTerminal, withEvent, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
 
 /** New placements per app per round (bounds one transaction's size). */
 export const MAX_PLACEMENTS_PER_ROUND = 200;
 /** Stopped, finished tasks kept per app for `omni inspect` history. */
 export const KEEP_STOPPED_TASKS = 6;
+/** For specs stored before reschedule existed. */
+export const DEFAULT_RESCHEDULE: AppSpec['reschedule'] = { attempts: 5, delayMs: 1000, maxDelayMs: 60_000 };
+
+/** How long the n-th consecutive replacement of a failed task waits: delayMs·2^(n-1), capped. */
+export function rescheduleDelayMs(failures: number, r: AppSpec['reschedule']): number {
+  if (failures <= 0) return 0;
+  return Math.min(r.maxDelayMs, r.delayMs * 2 ** Math.min(failures - 1, 40));
+}
 
 export interface ReconcileInput {
   app: AppRecord;
@@ -63,7 +72,7 @@ class Reconciler {
   }
 
   run(): void {
-    if (this.app.state !== 'running') {
+    if (this.app.state === 'stopped' || this.app.state === 'removing') {
       for (const t of this.live()) this.stop(t, this.app.state === 'removing' ? 'app removed' : 'app stopped');
       this.setPending('');
       this.collectGarbage(this.app.state === 'removing' ? 0 : KEEP_STOPPED_TASKS);
@@ -75,10 +84,20 @@ class Reconciler {
       this.setPending(`spec version ${this.app.version} is missing`);
       return;
     }
-    this.stopLostAndFailed();
-    const current = this.live().filter((t) => t.version === this.app.version);
-    const old = this.live().filter((t) => t.version !== this.app.version);
-    if (old.length > 0) this.rollingUpdate(spec, current, old);
+    this.stopLostAndFailed(spec);
+    if (this.app.state === 'failed') {
+      // Terminal: nothing is placed or replaced; tasks that still serve are left alone.
+      this.setPending('');
+      this.collectGarbage(KEEP_STOPPED_TASKS);
+      return;
+    }
+    const onDraining = (t: TaskRecord) => this.input.nodes.some((n) => n.id === t.nodeId && n.draining === true);
+    const live = this.live();
+    const current = live.filter((t) => t.version === this.app.version && !onDraining(t));
+    const draining = live.filter((t) => t.version === this.app.version && onDraining(t));
+    const old = live.filter((t) => t.version !== this.app.version);
+    if (old.length > 0) this.rollingUpdate(spec, current, old, draining);
+    else if (draining.length > 0) this.migrate(spec, current, draining);
     else this.steadyState(spec, current);
     this.collectGarbage(KEEP_STOPPED_TASKS);
   }
@@ -95,23 +114,73 @@ class Reconciler {
     return this.input.nodes.find((n) => n.id === id)?.name ?? id.slice(0, 12);
   }
 
-  /** Tasks on nodes that are down are lost; tasks the agent gave up on have failed. Both are replaced. */
-  private stopLostAndFailed(): void {
+  /**
+   * Tasks on nodes that are down are lost; tasks the agent gave up on have failed. Both are
+   * replaced; each failure (not a lost node, not a port another process holds) counts toward
+   * the app's reschedule backoff, and past reschedule.attempts the app turns 'failed'.
+   */
+  private stopLostAndFailed(spec: AppSpec): void {
     for (const t of this.live()) {
       const s = this.input.statuses.get(t.id);
       if (!this.nodeUp(t.nodeId)) this.stop(t, `node ${this.nodeName(t.nodeId)} is down`);
-      else if (s?.state === 'failed') this.stop(t, `failed: ${s.reason || 'gave up restarting'}`);
+      else if (s?.state === 'failed') {
+        const cause = causeOf(s) || 'gave up restarting';
+        this.stop(t, `failed: ${cause}`);
+        // Only the current version's failures count: an old version failing during a rollout is not the new one's fault.
+        if (this.app.state === 'running' && t.version === this.app.version && !(s.portsInUse && s.portsInUse.length > 0)) this.recordFailure(t, cause);
+      }
+    }
+    const r = spec.reschedule ?? DEFAULT_RESCHEDULE;
+    const f = this.app.failures;
+    if (this.app.state === 'running' && f && f.count > r.attempts) {
+      const why = summarizeFailures(f.recent);
+      this.app = withEvent({ ...this.app, state: 'failed', failedReason: why }, this.input.nowMs, `app failed after ${f.count} failed task${f.count === 1 ? '' : 's'} (reschedule.attempts ${r.attempts}): ${why}; omni start or a new version retries`);
+      this.appChanged = true;
     }
   }
 
+  private recordFailure(t: TaskRecord, cause: string): void {
+    const spec = this.input.specs.get(this.app.version);
+    const r = spec?.reschedule ?? DEFAULT_RESCHEDULE;
+    const prev = this.app.failures ?? { count: 0, notBeforeMs: 0, recent: [] };
+    const count = prev.count + 1;
+    const recent = [...prev.recent, { nodeId: t.nodeId, node: this.nodeName(t.nodeId), cause, atMs: this.input.nowMs }].slice(-MAX_RECENT_FAILURES);
+    this.app = { ...this.app, failures: { count, notBeforeMs: this.input.nowMs + rescheduleDelayMs(count, r), recent } };
+    this.appChanged = true;
+  }
+
+  /** The app runs as specified, every task stable: the failure streak is over. */
+  private clearFailuresIfStable(spec: AppSpec, current: TaskRecord[]): void {
+    if (!this.app.failures) return;
+    if (current.length !== spec.replicas || !current.every((t) => isStable(this.input.statuses.get(t.id)))) return;
+    const { failures: _, ...rest } = this.app;
+    this.app = rest;
+    this.appChanged = true;
+  }
+
+  /** While a failed task's replacement is backing off: true, with a pending reason that says why. */
+  private backingOff(): boolean {
+    const f = this.app.failures;
+    if (!f || this.input.nowMs >= f.notBeforeMs) return false;
+    const last = f.recent.at(-1);
+    const delayS = Math.ceil((f.notBeforeMs - (last?.atMs ?? this.input.nowMs)) / 1000);
+    this.setPending(`replacing a failed task after a ${delayS}s backoff (${f.count} failed in a row: ${summarizeFailures(f.recent)})`);
+    return true;
+  }
+
+  private finishDeploy(): void {
+    if (this.app.deploy.status !== 'deploying') return;
+    this.app = withEvent({ ...this.app, deploy: { ...this.app.deploy, status: 'stable', message: `version ${this.app.version} deployed` } }, this.input.nowMs, `deployment of version ${this.app.version} complete`);
+    this.appChanged = true;
+  }
+
   private steadyState(spec: AppSpec, current: TaskRecord[]): void {
-    if (this.app.deploy.status === 'deploying') {
-      this.app = withEvent({ ...this.app, deploy: { ...this.app.deploy, status: 'stable', message: `version ${this.app.version} deployed` } }, this.input.nowMs, `deployment of version ${this.app.version} complete`);
-      this.appChanged = true;
-    }
+    this.finishDeploy();
+    this.clearFailuresIfStable(spec, current);
     const missing = spec.replicas - current.length;
-    if (missing > 0) this.place(spec, missing);
-    else {
+    if (missing > 0) {
+      if (!this.backingOff()) this.place(spec, missing);
+    } else {
       this.setPending('');
       if (missing === 0) return;
       // Scale down: stop the tasks that serve least (not yet healthy first), newest first.
@@ -121,21 +190,39 @@ class Reconciler {
     }
   }
 
-  /** Start-first rolling update: new tasks up to `parallel` in flight; an old task stops for each new one that serves. */
-  private rollingUpdate(spec: AppSpec, current: TaskRecord[], old: TaskRecord[]): void {
+  /**
+   * Tasks on a draining node move off, start-first like a rolling update: a replacement is
+   * placed elsewhere (`update.parallel` at a time) and a draining task stops for each
+   * replacement that runs stable. One that fits nowhere keeps running (the app says pending).
+   */
+  private migrate(spec: AppSpec, current: TaskRecord[], draining: TaskRecord[]): void {
+    this.finishDeploy();
+    const stable = current.filter((t) => isStable(this.input.statuses.get(t.id))).length;
+    const stopN = Math.max(0, draining.length + stable - spec.replicas);
+    for (const t of draining.slice(0, stopN)) this.stop(t, `node ${this.nodeName(t.nodeId)} is draining`);
+    const missing = spec.replicas - current.length;
+    const want = Math.min(missing, spec.update.parallel - (current.length - stable));
+    if (want > 0) {
+      if (!this.backingOff()) this.place(spec, want);
+    } else this.setPending('');
+  }
+
+  /** Start-first rolling update: new tasks up to `parallel` in flight; an old task stops for each new one that runs stable. */
+  private rollingUpdate(spec: AppSpec, current: TaskRecord[], oldVersion: TaskRecord[], draining: TaskRecord[]): void {
     const now = this.input.nowMs;
     if (this.app.deploy.status !== 'deploying') {
-      this.app = withEvent({ ...this.app, deploy: { status: 'deploying', fromVersion: old[0].version, startedAtMs: now, message: '' } }, now, `rolling update to version ${this.app.version} (${spec.update.parallel} at a time)`);
+      this.app = withEvent({ ...this.app, deploy: { status: 'deploying', fromVersion: oldVersion[0].version, startedAtMs: now, message: '' } }, now, `rolling update to version ${this.app.version} (${spec.update.parallel} at a time)`);
       this.appChanged = true;
     }
+    const old = [...draining, ...oldVersion];
     const failed = current.find((t) => {
       const s = this.input.statuses.get(t.id);
-      const late = !isServing(s) && now - t.createdAtMs > spec.update.healthyTimeoutMs;
+      const late = !isStable(s) && now - t.createdAtMs > spec.update.healthyTimeoutMs;
       return late || s?.health === 'unhealthy' || isTerminal(s);
     });
     const replacedFailure = this.replacedThisRound(this.app.version);
     if (failed || replacedFailure) {
-      const why = failed ? this.failureReason(failed, spec) : 'a new task failed';
+      const why = failed ? this.failureReason(failed, spec) : this.replacedFailureReason(this.app.version);
       if (spec.update.autoRollback && this.app.previousVersion > 0) return this.rollback(why);
       if (this.app.deploy.status !== 'failed') {
         this.app = withEvent({ ...this.app, deploy: { ...this.app.deploy, status: 'failed', message: why } }, now, `deployment of version ${this.app.version} failed: ${why}; not rolling back (autoRollback is off)`);
@@ -144,7 +231,7 @@ class Reconciler {
       return;
     }
     if (this.app.deploy.status === 'failed') return;
-    const serving = current.filter((t) => isServing(this.input.statuses.get(t.id))).length;
+    const serving = current.filter((t) => isStable(this.input.statuses.get(t.id))).length;
     const stopOld = Math.max(0, old.length + serving - spec.replicas);
     for (const t of old.slice(0, stopOld)) this.stop(t, `replaced by version ${this.app.version}`);
     const inFlight = current.length - serving;
@@ -152,11 +239,20 @@ class Reconciler {
     if (want > 0) this.place(spec, want);
   }
 
+  /** The first cause the agent recorded (e.g. the health check result), not the stop it led to. */
   private failureReason(t: TaskRecord, spec: AppSpec): string {
     const s = this.input.statuses.get(t.id);
-    if (s?.health === 'unhealthy') return `task ${t.id} failed its health check${s.reason ? ` (${s.reason})` : ''}`;
-    if (isTerminal(s)) return `task ${t.id} ${s!.state}${s!.exitCode !== null ? ` with exit code ${s!.exitCode}` : ''}${s!.reason ? `: ${s!.reason}` : ''}`;
-    return `task ${t.id} was not healthy within ${Math.round(spec.update.healthyTimeoutMs / 1000)}s`;
+    const where = `task ${t.id} on ${this.nodeName(t.nodeId)}`;
+    if (s?.cause) return `${where}: ${s.cause}`;
+    if (s?.health === 'unhealthy') return `${where} failed its health check${s.reason ? ` (${s.reason})` : ''}`;
+    if (isTerminal(s)) return `${where} ${s!.state}${s!.exitCode !== null ? ` with exit code ${s!.exitCode}` : ''}${s!.reason ? `: ${s!.reason}` : ''}`;
+    const minS = Math.round((spec.update.minHealthyMs ?? 0) / 1000);
+    return `${where} was not ${minS > 0 ? `healthy for ${minS}s` : 'healthy'} within ${Math.round(spec.update.healthyTimeoutMs / 1000)}s`;
+  }
+
+  private replacedFailureReason(version: number): string {
+    const t = [...this.upserts.values()].find((x) => x.version === version && x.desired === 'stop' && x.stopReason.startsWith('failed'));
+    return t ? `task ${t.id} on ${this.nodeName(t.nodeId)} ${t.stopReason}` : 'a new task failed';
   }
 
   private replacedThisRound(version: number): boolean {
@@ -167,8 +263,9 @@ class Reconciler {
     const failedVersion = this.app.version;
     const back = this.app.previousVersion;
     for (const t of this.live()) if (t.version === failedVersion) this.stop(t, `rolled back: ${why}`);
+    const { failures: _, ...rest } = this.app; // the failures were the new version's
     this.app = withEvent(
-      { ...this.app, version: back, previousVersion: 0, deploy: { status: 'rolled-back', fromVersion: failedVersion, startedAtMs: this.input.nowMs, message: why } },
+      { ...rest, version: back, previousVersion: 0, deploy: { status: 'rolled-back', fromVersion: failedVersion, startedAtMs: this.input.nowMs, message: why } },
       this.input.nowMs,
       `version ${failedVersion} rolled back to version ${back}: ${why}`,
     );
@@ -186,7 +283,8 @@ class Reconciler {
       this.setPending(`volume pinned to node ${this.nodeName(pinnedNodeId)}, which is down`);
       return;
     }
-    const plan = this.input.scheduler.place({ app: this.app.name, version: this.app.version, count: n, spec, pinnedNodeId });
+    const avoidNodeIds = new Set((this.app.failures?.recent ?? []).map((f) => f.nodeId));
+    const plan = this.input.scheduler.place({ app: this.app.name, version: this.app.version, count: n, spec, pinnedNodeId, avoidNodeIds });
     for (const p of plan.placements) {
       const t: TaskRecord = { id: this.input.newTaskId(), app: this.app.name, version: this.app.version, nodeId: p.nodeId, hostPorts: p.hostPorts, desired: 'run', createdAtMs: this.input.nowMs, stopReason: '' };
       this.tasks.set(t.id, t);

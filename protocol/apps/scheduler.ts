@@ -15,9 +15,18 @@ export interface SchedNode {
   id: string; name: string; status: 'up' | 'down' | 'left'; arch: string; labels: Record<string, string>; cpu: number; memoryBytes: number; gpus: number;
   /** Nodes on the same host (same address) share one port space; default: the node's own. */
   host?: string;
+  /** false: no new tasks are placed here (ineligible or draining; `omni nodes drain`). Default true. */
+  eligible?: boolean;
+  /** The node is being drained: its tasks move to other nodes (reconcile). */
+  draining?: boolean;
 }
-export interface SchedTask { id: string; app: string; version: number; nodeId: string; cpu: number; memoryBytes: number; gpus: number; hostPorts: number[] }
-export interface PlacementAsk { app: string; version: number; count: number; spec: AppSpec; pinnedNodeId?: string }
+/**
+ * A task that holds resources. portsOnly: a stopped task not yet known to have exited (e.g. on
+ * a node that is down: its process may still run there) — it keeps its host ports, nothing else.
+ */
+export interface SchedTask { id: string; app: string; version: number; nodeId: string; cpu: number; memoryBytes: number; gpus: number; hostPorts: number[]; portsOnly?: boolean }
+/** avoidNodeIds: nodes where this app's tasks failed recently — used only when no other node fits. */
+export interface PlacementAsk { app: string; version: number; count: number; spec: AppSpec; pinnedNodeId?: string; avoidNodeIds?: ReadonlySet<string> }
 export interface Placement { nodeId: string; hostPorts: number[] }
 export interface PlacementPlan { placements: Placement[]; unplaced: number; reason: string }
 
@@ -36,7 +45,7 @@ interface NodeAcc {
   perVersion: Map<string, number>;
 }
 
-type Why = 'down' | 'cpu' | 'memory' | 'gpus' | 'port' | 'anti-affinity' | 'pinned' | `constraint ${string}`;
+type Why = 'down' | 'ineligible' | 'cpu' | 'memory' | 'gpus' | 'port' | 'anti-affinity' | 'pinned' | `constraint ${string}`;
 
 export class SchedulerState {
   private readonly nodes: NodeAcc[];
@@ -54,10 +63,11 @@ export class SchedulerState {
     for (const t of tasks) {
       const n = this.byId.get(t.nodeId);
       if (!n) continue;
+      for (const p of t.hostPorts) n.ports.add(p);
+      if (t.portsOnly) continue;
       n.cpuUsed += t.cpu;
       n.memUsed += t.memoryBytes;
       n.gpusUsed += t.gpus;
-      for (const p of t.hostPorts) n.ports.add(p);
       const k = `${t.app}@${t.version}`;
       n.perVersion.set(k, (n.perVersion.get(k) ?? 0) + 1);
     }
@@ -81,7 +91,8 @@ export class SchedulerState {
           why.set(fail, (why.get(fail) ?? 0) + 1);
           continue;
         }
-        feasible++;
+        // Nodes to avoid do not count toward K: the scan goes on to find K others.
+        if (!ask.avoidNodeIds?.has(acc.node.id)) feasible++;
         const score = this.score(acc, ask);
         if (!best || score > best.score + 1e-12 || (Math.abs(score - best.score) <= 1e-12 && acc.node.id < best.acc.node.id)) best = { acc, score, idx };
       }
@@ -99,6 +110,7 @@ export class SchedulerState {
     const { node } = acc;
     const res = ask.spec.resources;
     if (node.status !== 'up') return 'down';
+    if (node.eligible === false) return 'ineligible';
     if (ask.pinnedNodeId && node.id !== ask.pinnedNodeId) return 'pinned';
     for (const c of ask.spec.constraints) if (!matches(c, node)) return `constraint ${show(c)}`;
     if (res.gpus > node.gpus - acc.gpusUsed) return 'gpus';
@@ -116,6 +128,8 @@ export class SchedulerState {
     const memFrac = acc.node.memoryBytes > 0 ? (acc.memUsed + res.memoryMB * MIB) / acc.node.memoryBytes : 1;
     const util = (cpuFrac + memFrac) / 2;
     let score = ask.spec.placement === 'spread' ? 1 - util : util;
+    // Nomad's reschedule penalty: a replacement goes elsewhere than where the app just failed.
+    if (ask.avoidNodeIds?.has(acc.node.id)) score -= 100;
     // Replicas of the same app on one node count against it (soft spread even without anti-affinity).
     score -= 0.1 * (acc.perVersion.get(`${ask.app}@${ask.version}`) ?? 0);
     if (ask.spec.spreadBy) {
@@ -154,6 +168,7 @@ export class SchedulerState {
     const parts: string[] = [];
     const label: Record<string, string> = {
       down: 'are down',
+      ineligible: 'are not eligible (drained)',
       cpu: `lack CPU (need ${res.cpu} cores)`,
       memory: `lack memory (need ${res.memoryMB} MiB)`,
       gpus: `lack GPUs (need ${res.gpus})`,

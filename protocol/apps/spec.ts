@@ -21,7 +21,18 @@ export interface AppSpec {
   restart: { policy: 'always' | 'on-failure' | 'never'; maxRestarts: number; delayMs: number };
   volumes: { name: string; path: string }[];
   driver: 'docker' | 'process' | 'mock';
-  update: { parallel: number; healthyTimeoutMs: number; autoRollback: boolean };
+  /**
+   * minHealthyMs: a task counts as up (for rolling updates, `omni run`/`deploy` and the reset of
+   * the reschedule counter) once it has served — running, health check passing — this long without
+   * a restart (Nomad's min_healthy_time).
+   */
+  update: { parallel: number; healthyTimeoutMs: number; autoRollback: boolean; minHealthyMs: number };
+  /**
+   * App-level backoff for replacing tasks that failed (gave up restarting, could not start): the
+   * n-th consecutive replacement waits delayMs·2^(n-1), at most maxDelayMs; after `attempts`
+   * replacements without the app running stable, the app turns `failed` (terminal).
+   */
+  reschedule: { attempts: number; delayMs: number; maxDelayMs: number };
 }
 export type SpecResult = { ok: true; spec: AppSpec } | { ok: false; errors: { field: string; message: string }[] };
 
@@ -34,7 +45,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -151,8 +162,9 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (driver === 'docker' && image === undefined && command !== undefined) e.add('driver', 'the docker driver needs an image');
   if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
   const update = readUpdate(e, input.update);
+  const reschedule = readReschedule(e, input.reschedule);
   if (e.list.length > 0) return { ok: false, errors: e.list };
-  const spec: AppSpec = { name, args, env, ports, resources, replicas, constraints, antiAffinity, spreadBy, placement, restart, volumes, driver, update };
+  const spec: AppSpec = { name, args, env, ports, resources, replicas, constraints, antiAffinity, spreadBy, placement, restart, volumes, driver, update, reschedule };
   if (image !== undefined) spec.image = image;
   if (command !== undefined) spec.command = command;
   if (healthCheck) spec.healthCheck = healthCheck;
@@ -241,15 +253,32 @@ function readVolumes(e: Errors, v: unknown): AppSpec['volumes'] {
   });
 }
 
+/** Default update.minHealthyMs: long enough to see a crash loop's first restart, short enough for `omni run`. */
+export const DEFAULT_MIN_HEALTHY_MS = 5000;
+
 function readUpdate(e: Errors, v: unknown): AppSpec['update'] {
-  const u = { parallel: 1, healthyTimeoutMs: 30_000, autoRollback: true };
+  const u = { parallel: 1, healthyTimeoutMs: 30_000, autoRollback: true, minHealthyMs: DEFAULT_MIN_HEALTHY_MS };
   if (v === undefined) return u;
-  if (!isObj(v)) return e.add('update', 'must be {parallel, healthyTimeoutMs, autoRollback}') ?? u;
-  known(e, v, 'update', ['parallel', 'healthyTimeoutMs', 'autoRollback']);
+  if (!isObj(v)) return e.add('update', 'must be {parallel, healthyTimeoutMs, autoRollback, minHealthyMs}') ?? u;
+  known(e, v, 'update', ['parallel', 'healthyTimeoutMs', 'autoRollback', 'minHealthyMs']);
   u.parallel = int(e, v.parallel, 'update.parallel', 1, MAX_REPLICAS, 1);
   u.healthyTimeoutMs = int(e, v.healthyTimeoutMs, 'update.healthyTimeoutMs', 1000, 3_600_000, 30_000);
   if (v.autoRollback !== undefined) u.autoRollback = typeof v.autoRollback === 'boolean' ? v.autoRollback : (e.add('update.autoRollback', 'must be true or false'), true);
+  u.minHealthyMs = int(e, v.minHealthyMs, 'update.minHealthyMs', 0, 3_600_000, Math.min(DEFAULT_MIN_HEALTHY_MS, Math.floor(u.healthyTimeoutMs / 2)));
+  if (u.minHealthyMs >= u.healthyTimeoutMs) e.add('update.minHealthyMs', `must be below update.healthyTimeoutMs (${u.healthyTimeoutMs})`);
   return u;
+}
+
+function readReschedule(e: Errors, v: unknown): AppSpec['reschedule'] {
+  const r = { attempts: 5, delayMs: 1000, maxDelayMs: 60_000 };
+  if (v === undefined) return r;
+  if (!isObj(v)) return e.add('reschedule', 'must be {attempts, delayMs, maxDelayMs}') ?? r;
+  known(e, v, 'reschedule', ['attempts', 'delayMs', 'maxDelayMs']);
+  r.attempts = int(e, v.attempts, 'reschedule.attempts', 0, 1000, 5);
+  r.delayMs = int(e, v.delayMs, 'reschedule.delayMs', 0, 3_600_000, 1000);
+  r.maxDelayMs = int(e, v.maxDelayMs, 'reschedule.maxDelayMs', 0, 24 * 3_600_000, Math.max(60_000, r.delayMs));
+  if (r.maxDelayMs < r.delayMs) e.add('reschedule.maxDelayMs', `must be at least reschedule.delayMs (${r.delayMs})`);
+  return r;
 }
 
 /** Canonical JSON (sorted keys): equal specs give equal strings. */

@@ -15,6 +15,12 @@ export interface NodeResources { cpuCores: number; memoryBytes: number; diskByte
 /** Mirrors the Raft configuration. */
 export type NodeRole = 'voter' | 'learner' | 'none';
 export type NodeStatus = 'up' | 'down' | 'left';
+/**
+ * Whether the scheduler may place tasks on a node: 'ineligible' keeps what runs there but places
+ * nothing new; 'draining' also moves its tasks to other nodes (the leader turns it 'ineligible'
+ * once none is left). A record without the field is eligible.
+ */
+export type NodeEligibility = 'eligible' | 'ineligible' | 'draining';
 
 export interface NodeRecord {
   /** libp2p peer id string == Raft node id (1..128 chars, [A-Za-z0-9]). */
@@ -37,6 +43,8 @@ export interface NodeRecord {
   joinedIndex: number;
   /** Raft index of the last change. */
   updatedIndex: number;
+  /** Absent when eligible (records and snapshots of eligible nodes are unchanged). */
+  eligibility?: Exclude<NodeEligibility, 'eligible'>;
 }
 
 export interface ClusterConfig {
@@ -93,6 +101,8 @@ export interface RootRetireCommand { type: 'root.retire' }
 export interface NodeRegisterCommand { type: 'node.register'; node: NodeRegistration }
 export interface NodeStatusCommand { type: 'node.status'; id: string; status: 'up' | 'down'; reason?: string }
 export interface NodeRemoveCommand { type: 'node.remove'; id: string }
+/** expected: when given, the node's current eligibility must equal it (CONFLICT otherwise). */
+export interface NodeEligibilityCommand { type: 'node.eligibility'; id: string; eligibility: NodeEligibility; expected?: NodeEligibility }
 export interface TokenAddCommand { type: 'token.add'; token: TokenGrant }
 export interface TokenRevokeCommand { type: 'token.revoke'; id: string }
 /** expectedVersion: when given, the current version must equal it (0 = the key must not exist). */
@@ -113,6 +123,7 @@ export type Command =
   | NodeRegisterCommand
   | NodeStatusCommand
   | NodeRemoveCommand
+  | NodeEligibilityCommand
   | TokenAddCommand
   | TokenRevokeCommand
   | KvPutCommand
@@ -154,8 +165,10 @@ export const DEFAULT_VOTER_TARGET = 3;
 /** Longest command type quoted back in an UNKNOWN_COMMAND message. */
 const MAX_QUOTED_CHARS = 64;
 
+export const NODE_ELIGIBILITIES = ['eligible', 'ineligible', 'draining'] as const;
+
 export const COMMAND_TYPES: readonly CommandType[] = [
-  'cluster.init', 'config.set', 'root.retire', 'node.register', 'node.status', 'node.remove',
+  'cluster.init', 'config.set', 'root.retire', 'node.register', 'node.status', 'node.remove', 'node.eligibility',
   'token.add', 'token.revoke', 'kv.put', 'kv.delete', 'kv.txn',
 ];
 
@@ -267,6 +280,12 @@ const COMMAND_READERS = new Map<string, (o: Raw) => Command>([
   ['node.remove', (o) => {
     fields(o, '', ['type', 'id']);
     return { type: 'node.remove', id: readNodeId(o.id, 'id', false) };
+  }],
+  ['node.eligibility', (o) => {
+    fields(o, '', ['type', 'id', 'eligibility'], ['expected']);
+    const c: NodeEligibilityCommand = { type: 'node.eligibility', id: readNodeId(o.id, 'id', false), eligibility: readOneOf(o.eligibility, 'eligibility', NODE_ELIGIBILITIES) };
+    if (o.expected !== undefined) c.expected = readOneOf(o.expected, 'expected', NODE_ELIGIBILITIES);
+    return c;
   }],
   ['token.add', (o) => {
     fields(o, '', ['type', 'token']);

@@ -22,6 +22,7 @@ import {
   parseJson,
   quote,
   readBoolean,
+  NODE_ELIGIBILITIES,
   readClusterId,
   readKvKey,
   readKvValue,
@@ -43,6 +44,7 @@ import {
   type KvPutCommand,
   type KvRecord,
   type NodeRecord,
+  type NodeEligibilityCommand,
   type NodeRegisterCommand,
   type NodeRole,
   type NodeStatusCommand,
@@ -90,6 +92,7 @@ export type {
   DecodeResult,
   GpuInfo,
   KvRecord,
+  NodeEligibility,
   NodeRecord,
   NodeRegistration,
   NodeResources,
@@ -224,6 +227,7 @@ export class ClusterState {
       case 'node.register': return this.#nodeRegister(index, c);
       case 'node.status': return this.#nodeStatus(index, c);
       case 'node.remove': return this.#nodeRemove(index, c.id);
+      case 'node.eligibility': return this.#nodeEligibility(index, c);
       case 'token.add': return this.#tokenAdd(index, c);
       case 'token.revoke': return this.#tokenRevoke(c.id);
       case 'kv.put': return this.#kvPut(index, c);
@@ -289,6 +293,8 @@ export class ClusterState {
       joinedIndex: prev ? prev.joinedIndex : index,
       updatedIndex: index,
     };
+    // A restart re-registers: a drain or ineligibility set by an operator stays.
+    if (prev?.eligibility) next.eligibility = prev.eligibility;
     const full = this.#overBudget(next, prev);
     if (full) return full;
     this.#pendingRoles.delete(reg.id);
@@ -307,6 +313,20 @@ export class ClusterState {
     const node = this.#nodes.get(id);
     if (!node) return fail('NOT_FOUND', `node ${id} not found`);
     this.#storeNode(index, { ...node, status: 'left', statusReason: '', role: 'none' }, node);
+    return { ok: true };
+  }
+
+  #nodeEligibility(index: number, c: NodeEligibilityCommand): ApplyResult {
+    const node = this.#nodes.get(c.id);
+    if (!node) return fail('NOT_FOUND', `node ${c.id} not found`);
+    if (node.status === 'left') return fail('CONFLICT', `node ${c.id} has left the cluster`);
+    const current = node.eligibility ?? 'eligible';
+    if (c.expected !== undefined && c.expected !== current) return fail('CONFLICT', `node ${c.id} is ${current}, not ${c.expected}`);
+    const { eligibility: _, ...rest } = node;
+    const next: NodeRecord = c.eligibility === 'eligible' ? rest : { ...rest, eligibility: c.eligibility };
+    const full = this.#overBudget(next, node);
+    if (full) return full;
+    this.#storeNode(index, next, node);
     return { ok: true };
   }
 
@@ -549,7 +569,7 @@ export class ClusterState {
     const o = readObject(v, path, [
       'id', 'name', 'addrs', 'apiUrl', 'resources', 'labels',
       'role', 'status', 'statusReason', 'root', 'joinedIndex', 'updatedIndex',
-    ]);
+    ], ['eligibility']);
     const joinedIndex = readIndex(o.joinedIndex, `${path}.joinedIndex`, 1, applied);
     const n: NodeRecord = {
       ...readNodeRegistrationFields(o, path),
@@ -560,6 +580,7 @@ export class ClusterState {
       joinedIndex,
       updatedIndex: readIndex(o.updatedIndex, `${path}.updatedIndex`, joinedIndex, applied),
     };
+    if (o.eligibility !== undefined) n.eligibility = readOneOf(o.eligibility, `${path}.eligibility`, NODE_ELIGIBILITIES.filter((e) => e !== 'eligible'));
     if (this.#nodes.has(n.id)) throw new InvalidFieldError(`${path}.id`, `duplicate node ${n.id}`);
     if (n.status !== 'left' && this.#liveNodeNamed(n.name)) throw new InvalidFieldError(`${path}.name`, `duplicate name ${quote(n.name)}`);
     if (n.root && (n.id !== this.#config.rootNodeId || this.#config.rootRetired)) {

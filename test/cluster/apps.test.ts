@@ -33,7 +33,7 @@ function webSpec(over: Record<string, unknown> = {}): Record<string, unknown> {
     resources: { cpu: 0.1, memoryMB: 64 },
     healthCheck: { type: 'http', port: 'http', path: '/', intervalMs: 300, timeoutMs: 500, retries: 2 },
     restart: { policy: 'always', delayMs: 200 },
-    update: { parallel: 1, healthyTimeoutMs: 8000 },
+    update: { parallel: 1, healthyTimeoutMs: 8000, minHealthyMs: 1000 },
     env: { APP_VERSION: '1' },
     ...over,
   };
@@ -46,7 +46,8 @@ interface Inspect {
   replicas: number;
   pending: string;
   deployment: { status: string; message: string };
-  tasks: { id: string; node: string; version: number; desired: string; state: string; health: string; restarts: number; hostPorts: number[] }[];
+  tasks: { id: string; node: string; version: number; desired: string; state: string; health: string; restarts: number; hostPorts: number[]; reason: string; cause: string }[];
+  events: { message: string }[];
   endpoints: { host: string; ports: Record<string, number>; node: string; task: string }[];
 }
 
@@ -127,7 +128,11 @@ describe('apps on a 3-node cluster (process driver)', () => {
       return x.deployment.status === 'rolled-back' ? x : undefined;
     }, 40_000, 200);
     expect(a.version).toBe(1);
-    expect(a.deployment.message).toMatch(/health check/);
+    // The first cause (the health check result), not the SIGTERM the agent sent because of it.
+    expect(a.deployment.message).toMatch(/^task web-[0-9a-f]+ on n\d: health check got HTTP 500 on \/fail$/);
+    expect(a.events.find((e) => /rolled back to version 1/.test(e.message))?.message).toMatch(/health check got HTTP 500 on \/fail$/);
+    for (const t of a.tasks.filter((x) => x.version === 2)) expect(t.reason).toMatch(/health check got HTTP 500 on \/fail/);
+    expect(JSON.stringify(a)).not.toMatch(/SIGTERM/);
     await waitFor('no version-2 task left running', async () => (await inspect('web')).tasks.every((t) => t.version === 1 || t.desired === 'stop'), 20_000, 200);
     expect(await healthyCount('web', 1)).toBe(3);
     for (const e of (await inspect('web')).endpoints) expect((await httpGet(e.ports.http)).body).toMatch(/^hello 1 /);

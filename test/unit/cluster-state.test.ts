@@ -107,7 +107,7 @@ function randomCommand(rng: Rng): Command {
   const name = pick(rng, ['alpha', 'beta', 'gamma']);
   const key = pick(rng, ['a', 'a/b', 'a/c', 'b', 'ключ']);
   const version = rng.int(4);
-  switch (rng.int(11)) {
+  switch (rng.int(12)) {
     case 0: return { type: 'cluster.init', clusterId: `c${rng.int(3)}`, voterTarget: rng.int(11), rootNodeId: id, ephemeralRoot: rng.int(2) === 0 };
     case 1: return { type: 'config.set', voterTarget: rng.int(11) };
     case 2: return { type: 'root.retire' };
@@ -118,6 +118,7 @@ function randomCommand(rng: Rng): Command {
     case 7: return { type: 'token.revoke', id: `t${rng.int(3)}` };
     case 8: return { type: 'kv.put', key, value: `v${rng.int(100)}`, ...(rng.int(2) ? { expectedVersion: version } : {}) };
     case 9: return { type: 'kv.delete', key, ...(rng.int(2) ? { expectedVersion: version } : {}) };
+    case 10: return { type: 'node.eligibility', id, eligibility: pick(rng, ['eligible', 'ineligible', 'draining'] as const), ...(rng.int(2) ? { expected: pick(rng, ['eligible', 'draining'] as const) } : {}) };
     default: return { type: 'kv.put', key, value: '' };
   }
 }
@@ -300,6 +301,29 @@ describe('ClusterState: nodes', () => {
     ok(r.run({ type: 'node.remove', id: 'QmA' }));
     expect(r.state.node('QmA')).toMatchObject({ status: 'left', role: 'none', updatedIndex: 4 });
     expectRefused(r, encodeCommand({ type: 'node.remove', id: 'QmZ' }), 'NOT_FOUND');
+  });
+
+  it('node.eligibility: draining / ineligible survive a re-register and a snapshot; eligible removes the field', () => {
+    const r = initialized();
+    ok(r.run({ type: 'node.register', node: registration('QmA', 'alpha') }));
+    const plain = r.state.snapshot();
+    expect(r.state.node('QmA')?.eligibility).toBeUndefined();
+    ok(r.run({ type: 'node.eligibility', id: 'QmA', eligibility: 'draining' }));
+    expect(r.state.node('QmA')?.eligibility).toBe('draining');
+    ok(r.run({ type: 'node.register', node: registration('QmA', 'alpha', { labels: { zone: 'b' } }) }));
+    expect(r.state.node('QmA')).toMatchObject({ eligibility: 'draining', labels: { zone: 'b' } });
+    expect(ClusterState.restore(r.state.snapshot()).node('QmA')?.eligibility).toBe('draining');
+    // compare-and-set: the leader turns a drained node ineligible only if it is still draining
+    expectRefused(r, encodeCommand({ type: 'node.eligibility', id: 'QmA', eligibility: 'ineligible', expected: 'eligible' }), 'CONFLICT');
+    ok(r.run({ type: 'node.eligibility', id: 'QmA', eligibility: 'ineligible', expected: 'draining' }));
+    expect(r.state.node('QmA')?.eligibility).toBe('ineligible');
+    ok(r.run({ type: 'node.eligibility', id: 'QmA', eligibility: 'eligible' }));
+    expect('eligibility' in r.state.node('QmA')!).toBe(false);
+    expect(Object.keys(JSON.parse(new TextDecoder().decode(plain)).nodes[0])).not.toContain('eligibility');
+    expectRefused(r, encodeCommand({ type: 'node.eligibility', id: 'QmZ', eligibility: 'draining' }), 'NOT_FOUND');
+    expectRefused(r, rawJson({ type: 'node.eligibility', id: 'QmA', eligibility: 'maybe' }), 'INVALID_COMMAND');
+    ok(r.run({ type: 'node.remove', id: 'QmA' }));
+    expectRefused(r, encodeCommand({ type: 'node.eligibility', id: 'QmA', eligibility: 'draining' }), 'CONFLICT');
   });
 
   it('nodes() sorts by name then id, and hands out copies', () => {

@@ -227,6 +227,19 @@ describe('ProcessDriver', () => {
     expect(pidAlive(childPid)).toBe(false);
   });
 
+  it("expands $PORT, ${OMNI_PORT_<NAME>} and the task's env in argv ($$ is a literal $; unknown names stay)", async () => {
+    const d = driver();
+    const cfg = task([process.execPath, '-e', 'console.log(JSON.stringify(process.argv.slice(1)))', 'port', '$PORT', 'admin=${OMNI_PORT_ADMIN}', '$MODE', '$$PORT', '$NOT_SET'], {
+      env: { MODE: 'prod' },
+      ports: [{ name: 'http', containerPort: 20101, hostPort: 20101 }, { name: 'admin', containerPort: 20102, hostPort: 20102 }],
+    });
+    await d.start(cfg);
+    expect(await exited(d, cfg.taskId)).toMatchObject({ exitCode: 0 });
+    const [line] = await collect(d.logs(cfg.taskId, { follow: false }));
+    expect(JSON.parse(line)).toEqual(['port', '20101', 'admin=20102', 'prod', '$PORT', '$NOT_SET']);
+    await d.destroy(cfg.taskId);
+  });
+
   it('rejects a command that cannot start, and a second start of a running task', async () => {
     const d = driver();
     const bad = task(['/nonexistent/omni-no-such-binary']);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { reconcileApp, type ReconcileInput } from '../../protocol/apps/reconcile.js';
+import { reconcileApp, rescheduleDelayMs, type ReconcileInput } from '../../protocol/apps/reconcile.js';
 import { SchedulerState, type SchedNode } from '../../protocol/apps/scheduler.js';
 import { validateAppSpec, type AppSpec } from '../../protocol/apps/spec.js';
 import type { AppRecord, TaskRecord, TaskStatusRecord } from '../../protocol/apps/model.js';
@@ -27,7 +27,7 @@ function task(id: string, nodeId: string, version = 1, over: Partial<TaskRecord>
 }
 
 function status(id: string, over: Partial<TaskStatusRecord> = {}): TaskStatusRecord {
-  return { id, state: 'running', health: 'healthy', exitCode: null, reason: '', restarts: 0, startedAtMs: 0, updatedAtMs: 0, ...over };
+  return { id, state: 'running', health: 'healthy', exitCode: null, reason: '', restarts: 0, startedAtMs: 0, updatedAtMs: 0, stable: true, ...over };
 }
 
 describe('reconcileApp', () => {
@@ -88,5 +88,125 @@ describe('reconcileApp', () => {
     const removed = reconcileApp(input(app({ state: 'removing' }), new Map([[1, spec()]]), [task('x', 'a', 1, { desired: 'stop' })], [status('x', { state: 'exited' })]));
     expect(removed.deletes).toEqual(['x']);
     expect(removed.removeApp).toBe(true);
+  });
+
+  it('a new task that serves but is not yet stable (update.minHealthyMs) replaces no old task', () => {
+    const specs = new Map([[1, spec()], [2, spec({ env: { V: '2' } })]]);
+    const old = [task('o1', 'a'), task('o2', 'b'), task('o3', 'c')];
+    const a = app({ version: 2, previousVersion: 1, latestVersion: 2, deploy: { status: 'deploying', fromVersion: 1, startedAtMs: 0, message: '' } });
+    const fresh = task('n1', 'a', 2, { createdAtMs: 9000 });
+    const out = reconcileApp(input(a, specs, [...old, fresh], [...old.map((t) => status(t.id)), status('n1', { stable: false })]));
+    expect(out.upserts.filter((t) => t.desired === 'stop')).toEqual([]);
+    expect(out.upserts.filter((t) => t.desired === 'run')).toEqual([]); // parallel 1: n1 is still in flight
+  });
+
+  it('rolls back with the first failure cause (the health check), not the SIGTERM that followed', () => {
+    const specs = new Map([[1, spec()], [2, spec({ env: { V: '2' } })]]);
+    const tasks = [task('o1', 'a'), task('o2', 'b'), task('o3', 'c'), task('n1', 'a', 2, { createdAtMs: 9000 })];
+    const killed = status('n1', { state: 'exited', health: 'none', reason: 'ended (signal SIGTERM); restarting in 1000 ms', cause: 'health check got HTTP 404 on /healthz', stable: false });
+    const out = reconcileApp(input(app({ version: 2, previousVersion: 1, latestVersion: 2, deploy: { status: 'deploying', fromVersion: 1, startedAtMs: 0, message: '' } }), specs, tasks, [status('o1'), status('o2'), status('o3'), killed]));
+    expect(out.app.deploy.status).toBe('rolled-back');
+    expect(out.app.deploy.message).toBe('task n1 on a: health check got HTTP 404 on /healthz');
+    expect(out.app.events.at(-1)!.message).toMatch(/rolled back to version 1: task n1 on a: health check got HTTP 404 on \/healthz$/);
+    expect(out.upserts.find((t) => t.id === 'n1')?.stopReason).toMatch(/health check got HTTP 404/);
+    expect(JSON.stringify(out.app)).not.toMatch(/SIGTERM/);
+  });
+
+  describe('replacing failed tasks: backoff and the terminal failed state', () => {
+    const resched = { attempts: 2, delayMs: 1000, maxDelayMs: 60_000 };
+    const one = () => new Map([[1, spec({ replicas: 1, reschedule: resched })]]);
+    const notFound = (id: string) => status(id, { state: 'failed', health: 'none', reason: 'command not found: foo; not restarted on this node', cause: 'command not found: foo', stable: false });
+
+    it('the delay doubles per consecutive failure, capped at maxDelayMs', () => {
+      const r = { attempts: 10, delayMs: 1000, maxDelayMs: 5000 };
+      expect([0, 1, 2, 3, 4, 5, 60].map((n) => rescheduleDelayMs(n, r))).toEqual([0, 1000, 2000, 4000, 5000, 5000, 5000]);
+    });
+
+    it('a failed task is stopped, and its replacement waits out the backoff on another node', () => {
+      const t1 = task('x', 'a');
+      const first = reconcileApp(input(app(), one(), [t1], [notFound('x')], nodes, 10_000));
+      expect(first.upserts).toMatchObject([{ id: 'x', desired: 'stop', stopReason: 'failed: command not found: foo' }]);
+      expect(first.app.failures).toMatchObject({ count: 1, notBeforeMs: 11_000, recent: [{ nodeId: 'a', cause: 'command not found: foo' }] });
+      expect(first.app.pending).toMatch(/after a 1s backoff .*command not found: foo on a/);
+      const stopped = first.upserts;
+      const early = reconcileApp(input(first.app, one(), stopped, [notFound('x')], nodes, 10_500));
+      expect(early.upserts.filter((t) => t.desired === 'run')).toEqual([]);
+      const later = reconcileApp(input(first.app, one(), stopped, [notFound('x')], nodes, 11_000));
+      const placed = later.upserts.filter((t) => t.desired === 'run');
+      expect(placed).toHaveLength(1);
+      expect(placed[0].nodeId).not.toBe('a'); // where it just failed
+    });
+
+    it('past reschedule.attempts the app turns failed, naming the cause and the nodes, and places nothing more', () => {
+      let a = app();
+      let tasks: TaskRecord[] = [];
+      const statuses: TaskStatusRecord[] = [];
+      let now = 10_000;
+      const nodesTried: string[] = [];
+      for (let round = 0; round < 20 && a.state === 'running'; round++) {
+        const out = reconcileApp(input(a, one(), tasks, statuses, nodes, now));
+        a = out.app;
+        tasks = [...tasks.filter((t) => !out.upserts.some((u) => u.id === t.id)), ...out.upserts];
+        for (const t of out.upserts.filter((u) => u.desired === 'run')) {
+          nodesTried.push(t.nodeId);
+          statuses.push(notFound(t.id)); // every placement fails to start
+        }
+        now += 60_000;
+      }
+      expect(a.state).toBe('failed');
+      expect(a.failedReason).toBe('command not found: foo on a, b, c');
+      expect(nodesTried.sort()).toEqual(['a', 'b', 'c']); // 1 + attempts tasks in all, each on another node
+      expect(a.events.some((e) => /app failed after 3 failed tasks .*command not found: foo on a, b, c/.test(e.message))).toBe(true);
+      const after = reconcileApp(input(a, one(), tasks, statuses, nodes, now + 3_600_000));
+      expect(after.upserts.filter((t) => t.desired === 'run')).toEqual([]);
+      expect(after.app.state).toBe('failed');
+    });
+
+    it('a failed app leaves its tasks that still serve running', () => {
+      const tasks = [task('x', 'a'), task('y', 'b')];
+      const out = reconcileApp(input(app({ state: 'failed', failedReason: 'x' }), new Map([[1, spec({ replicas: 2 })]]), tasks, [status('x'), notFound('y')]));
+      expect(out.upserts).toMatchObject([{ id: 'y', desired: 'stop' }]);
+      expect(out.app.failures).toBeUndefined(); // failures after giving up are not counted again
+    });
+
+    it('the streak ends once every replica runs stable', () => {
+      const a = app({ failures: { count: 2, notBeforeMs: 0, recent: [{ nodeId: 'a', node: 'a', cause: 'x', atMs: 0 }] } });
+      const running = reconcileApp(input(a, one(), [task('x', 'b')], [status('x', { stable: false })]));
+      expect(running.app.failures?.count).toBe(2);
+      const stable = reconcileApp(input(a, one(), [task('x', 'b')], [status('x')]));
+      expect(stable.app.failures).toBeUndefined();
+    });
+
+    it('a task that could not start because another process holds its port is replaced without counting as a failure', () => {
+      const busy = status('x', { state: 'failed', health: 'none', cause: 'port 20000 is already in use on this host', portsInUse: [20000], stable: false });
+      const out = reconcileApp(input(app(), one(), [task('x', 'a')], [busy]));
+      expect(out.app.failures).toBeUndefined();
+      expect(out.upserts.filter((t) => t.desired === 'run')).toHaveLength(1);
+    });
+  });
+
+  describe('node eligibility', () => {
+    it('places nothing on an ineligible node', () => {
+      const list = nodes.map((n) => (n.id === 'c' ? { ...n, eligible: false } : n));
+      const out = reconcileApp(input(app(), new Map([[1, spec()]]), [], [], list));
+      expect(out.upserts.map((t) => t.nodeId).sort()).toEqual(['a', 'b']);
+      expect(out.app.pending).toMatch(/1 replica\(s\) pending: .*not eligible/);
+    });
+
+    it('moves the tasks off a draining node start-first: the old one stops once its replacement is stable', () => {
+      const list = nodes.map((n) => (n.id === 'c' ? { ...n, eligible: false, draining: true } : n));
+      const specs = new Map([[1, spec({ antiAffinity: false })]]);
+      const tasks = [task('x', 'a'), task('y', 'b'), task('z', 'c')];
+      const first = reconcileApp(input(app(), specs, tasks, tasks.map((t) => status(t.id)), list));
+      expect(first.upserts.filter((t) => t.desired === 'stop')).toEqual([]);
+      const placed = first.upserts.filter((t) => t.desired === 'run');
+      expect(placed).toHaveLength(1);
+      expect(placed[0].nodeId).not.toBe('c');
+      const all = [...tasks, ...placed];
+      const notYet = reconcileApp(input(first.app, specs, all, [...tasks.map((t) => status(t.id)), status(placed[0].id, { stable: false })], list));
+      expect(notYet.upserts).toEqual([]);
+      const done = reconcileApp(input(first.app, specs, all, all.map((t) => status(t.id)), list));
+      expect(done.upserts).toMatchObject([{ id: 'z', desired: 'stop', stopReason: 'node c is draining' }]);
+    });
   });
 });

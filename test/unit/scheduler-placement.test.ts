@@ -95,3 +95,30 @@ describe('scheduler: ranking and spreading', () => {
     expect(schedule(nodes, [], ask)).toEqual(a);
   });
 });
+
+describe('scheduler: eligibility, failures and ports held by stopped tasks', () => {
+  it('never places on an ineligible (drained) node, and says so', () => {
+    const plan = schedule([node('a', { eligible: false }), node('b')], [], { app: 'x', version: 1, count: 2, spec: spec({ antiAffinity: true }) });
+    expect(plan.placements.map((p) => p.nodeId)).toEqual(['b']);
+    expect(plan.reason).toMatch(/1 are not eligible \(drained\)/);
+  });
+
+  it('avoids the nodes where the app just failed while another node fits, but uses them when none does', () => {
+    const ask = { app: 'x', version: 1, count: 1, spec: spec(), avoidNodeIds: new Set(['a', 'b']) };
+    expect(schedule([node('a'), node('b'), node('c', { memoryBytes: GiB })], [], ask).placements[0].nodeId).toBe('c');
+    expect(schedule([node('a'), node('b')], [], ask).placements).toHaveLength(1);
+    // on a large cluster the avoided nodes do not use up the K candidates ranked
+    const many = Array.from({ length: 64 }, (_, i) => node(`n${String(i).padStart(2, '0')}`));
+    const avoid = new Set(many.slice(0, 60).map((n) => n.id));
+    expect(avoid.has(schedule(many, [], { ...ask, avoidNodeIds: avoid }).placements[0].nodeId)).toBe(false);
+  });
+
+  it('a stopped task not known to have exited keeps its host ports on that host, and nothing else', () => {
+    const orphan: SchedTask = { id: 'o', app: 'x', version: 1, nodeId: 'a', cpu: 4, memoryBytes: 8 * GiB, gpus: 0, hostPorts: [DYNAMIC_PORT_MIN], portsOnly: true };
+    // a and b share a host (same address): the orphan's port is taken on both
+    const plan = schedule([node('a', { host: 'h1' }), node('b', { host: 'h1' })], [orphan], { app: 'x', version: 2, count: 1, spec: spec({ resources: { cpu: 4 } }) });
+    expect(plan.placements).toHaveLength(1);
+    expect(plan.placements[0].hostPorts).toEqual([DYNAMIC_PORT_MIN + 1]);
+  });
+});
+

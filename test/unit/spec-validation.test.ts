@@ -26,6 +26,17 @@ describe('app spec validation', () => {
     expect(fields({ name: 'web', image: 'x', volumes: [{ name: 'data', path: 'relative' }] })).toEqual(['volumes[0].path']);
   });
 
+  it('update.minHealthyMs and reschedule: defaults and bounds', () => {
+    const r = validateAppSpec({ name: 'web', image: 'x' });
+    expect(r.ok && r.spec).toMatchObject({ update: { minHealthyMs: 5000, healthyTimeoutMs: 30_000 }, reschedule: { attempts: 5, delayMs: 1000, maxDelayMs: 60_000 } });
+    const short = validateAppSpec({ name: 'web', image: 'x', update: { healthyTimeoutMs: 4000 } });
+    expect(short.ok && short.spec.update.minHealthyMs).toBe(2000); // the default stays below the deadline
+    expect(fields({ name: 'web', image: 'x', update: { healthyTimeoutMs: 4000, minHealthyMs: 4000 } })).toEqual(['update.minHealthyMs']);
+    expect(fields({ name: 'web', image: 'x', reschedule: { attempts: -1 } })).toEqual(['reschedule.attempts']);
+    expect(fields({ name: 'web', image: 'x', reschedule: { delayMs: 5000, maxDelayMs: 1000 } })).toEqual(['reschedule.maxDelayMs']);
+    expect(fields({ name: 'web', image: 'x', reschedule: { attempt: 1 } })).toEqual(['reschedule.attempt']);
+  });
+
   it('refuses unknown fields with a suggestion', () => {
     const r = validateAppSpec({ name: 'web', image: 'x', replica: 3 });
     expect(r.ok).toBe(false);
