@@ -321,7 +321,7 @@ describe('ProcessDriver', () => {
   it('stop() kills the whole process group, and keeps the exit status the command had', async () => {
     const d = driver();
     // the command ends on SIGTERM; the child it leaves behind ignores SIGTERM (and holds its stdout)
-    const cfg = task(['sh', '-c', 'sh -c \'trap "" TERM; echo $$ > child.pid; exec sleep 1000\' & sleep 1000 & wait']);
+    const cfg = task(['sh', '-c', 'sh -c \'trap "" TERM; echo $$$$ > child.pid; exec sleep 1000\' & sleep 1000 & wait']);
     await d.start(cfg);
     const childPidFile = join(dataDir, 'tasks', cfg.taskId, 'work', 'child.pid');
     const childPid = await waitFor('child pid', async () => (existsSync(childPidFile) ? Number(readFileSync(childPidFile, 'utf8')) || undefined : undefined));
@@ -361,7 +361,7 @@ describe('ProcessDriver', () => {
 
   it('costs a task one small process beyond its own (under 5 MB RSS, not a Node supervisor)', async () => {
     const d = driver();
-    const cfg = task(['sh', '-c', 'echo $$ > task.pid; exec sleep 1000']);
+    const cfg = task(['sh', '-c', 'echo $$$$ > task.pid; exec sleep 1000']);
     await d.start(cfg);
     const pidFile = join(dataDir, 'tasks', cfg.taskId, 'work', 'task.pid');
     const taskPid = await waitFor('task pid', async () => (existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) || undefined : undefined));
