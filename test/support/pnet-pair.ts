@@ -16,11 +16,16 @@ export async function protectedPair(protectA: ConnectionProtector, protectB: Con
   return { a, b, rawA, rawB };
 }
 
-/** Collects every byte a stream delivers; `waitFor(n)` resolves once n bytes arrived. */
+/** Collects every byte a stream delivers; `waitFor(n)` resolves once n bytes arrived (rejects if it closes first). */
 export function collect(stream: MessageStream): { bytes(): Uint8Array; waitFor(n: number, timeoutMs?: number): Promise<Uint8Array> } {
   const parts: Uint8Array[] = [];
   let total = 0;
   let wake: (() => void) | undefined;
+  let closed = false;
+  stream.addEventListener('close', () => {
+    closed = true;
+    wake?.();
+  });
   stream.addEventListener('message', (evt) => {
     const d = evt.data instanceof Uint8Array ? evt.data : evt.data.subarray();
     parts.push(Uint8Array.from(d));
@@ -33,7 +38,7 @@ export function collect(stream: MessageStream): { bytes(): Uint8Array; waitFor(n
     async waitFor(n, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       while (total < n) {
-        if (Date.now() > deadline) throw new Error(`received ${total}/${n} bytes`);
+        if (closed || Date.now() > deadline) throw new Error(`received ${total}/${n} bytes${closed ? ' before the stream closed' : ''}`);
         await new Promise<void>((r) => {
           wake = r;
           setTimeout(r, 50);
