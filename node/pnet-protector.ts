@@ -31,7 +31,6 @@ export const SWARM_KEY_FILE_MAX_BYTES = 1024;
 const BLOCK_BYTES = 64;
 /** The chunk list libp2p streams pass around (its own copy of `uint8arraylist`). */
 type ByteList = Parameters<AbstractMultiaddrConnection['sendData']>[0];
-type Chunk = Uint8Array | ByteList;
 /**
  * noble's Salsa20 block counter is 32 bits and it refuses to wrap (the protocol's is 64 bits):
  * a direction can carry (2^32 - 1) blocks = 256 GiB; past that the connection is closed with
@@ -106,7 +105,10 @@ export class PnetKeystream {
     return this.position;
   }
 
-  /** Writes input XOR keystream into `output` (same length, may not overlap input) and returns it. */
+  /**
+   * Writes input XOR keystream into `output` (same length) and returns it. `output` may be
+   * `input` itself (in place), but may not otherwise overlap it.
+   */
   xor(input: Uint8Array, output: Uint8Array = new Uint8Array(input.length)): Uint8Array {
     const n = input.length;
     if (output.length !== n) throw new RangeError(`output is ${output.length} bytes for ${n} bytes of input`);
@@ -134,23 +136,32 @@ export class PnetKeystream {
     return output;
   }
 
+  /**
+   * The next bytes of the stream (one buffer or a list of them) XOR keystream, in a new buffer.
+   * The bytes are first copied into a buffer placed so that the first whole keystream block
+   * starts on a 4-byte boundary: noble then XORs 32-bit words in place instead of single bytes
+   * (socket buffers are often unaligned).
+   */
+  transform(data: Uint8Array | Iterable<Uint8Array>): Uint8Array {
+    const parts = data instanceof Uint8Array ? [data] : [...data];
+    let n = 0;
+    for (const p of parts) n += p.length;
+    const lead = this.position % 4;
+    const out = new Uint8Array(new ArrayBuffer(n + lead), lead, n);
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return this.xor(out, out);
+  }
+
   /** Wipes the key material this direction holds. */
   destroy(): void {
     this.key.fill(0);
     this.block.fill(0);
     this.blockIndex = -1;
   }
-}
-
-function xorAll(ks: PnetKeystream, data: Chunk): Uint8Array {
-  if (data instanceof Uint8Array) return ks.xor(data);
-  const out = new Uint8Array(data.byteLength);
-  let at = 0;
-  for (const buf of data) {
-    ks.xor(buf, out.subarray(at, at + buf.length));
-    at += buf.length;
-  }
-  return out;
 }
 
 interface PnetConnectionInit {
@@ -176,7 +187,7 @@ class PnetConnection extends AbstractMultiaddrConnection {
     // exception of the process, so any failure aborts this connection only.
     this.maConn.addEventListener('message', (evt) => {
       try {
-        this.onData(xorAll(this.inbound, evt.data));
+        this.onData(this.inbound.transform(evt.data));
       } catch (err) {
         this.abort(err as Error);
       }
@@ -196,7 +207,7 @@ class PnetConnection extends AbstractMultiaddrConnection {
 
   sendData(data: ByteList): SendResult {
     // A throw here is caught by AbstractMessageStream, which aborts this connection.
-    return { sentBytes: data.byteLength, canSendMore: this.maConn.send(xorAll(this.outbound, data)) };
+    return { sentBytes: data.byteLength, canSendMore: this.maConn.send(this.outbound.transform(data)) };
   }
 
   async sendClose(options?: AbortOptions): Promise<void> {

@@ -8,6 +8,7 @@
 // the one @libp2p/pnet loads (used by nothing else in this file, which runs in its own worker),
 // the cipher-alone test one of its own.
 import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import { preSharedKey } from '@libp2p/pnet';
 import type { ConnectionProtector, MessageStream } from '@libp2p/interface';
 import { PnetKeystream, encodeSwarmKey, pnetProtector } from '../../node/pnet-protector.js';
@@ -59,7 +60,7 @@ async function bulkLoad(makeSender: () => ConnectionProtector, rounds: number, m
   const sent = pairs.map(() => [] as Uint8Array[]);
   for (let r = 0; r < rounds; r++) {
     for (let c = 0; c < pairs.length; c++) {
-      const msg = testBytes(messageBytes, 1000 * r + c + 1);
+      const msg = new Uint8Array(randomBytes(messageBytes));
       try {
         // The cipher runs synchronously inside send(): this is where the RangeError surfaces.
         if (!pairs[c].a.send(msg)) await pairs[c].a.onDrain();
