@@ -24,8 +24,8 @@ import { OmniError } from './errors.js';
 
 export const PNET_KEY_BYTES = 32;
 export const PNET_NONCE_BYTES = 24;
-/** The nonce exchange must finish within this (on top of any signal the caller passes). */
-export const PNET_HANDSHAKE_TIMEOUT_MS = 5_000;
+/** The nonce exchange must finish within this (and within any signal the caller passes; libp2p gives an inbound upgrade 10 s). */
+export const PNET_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** A swarm key file is three short lines; anything larger is not one. */
 export const SWARM_KEY_FILE_MAX_BYTES = 1024;
 const BLOCK_BYTES = 64;
@@ -99,10 +99,6 @@ export class PnetKeystream {
     this.key = Uint8Array.from(key);
     this.nonce = Uint8Array.from(nonce);
     this.position = position;
-  }
-
-  get bytesUsed(): number {
-    return this.position;
   }
 
   /**
