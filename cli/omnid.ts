@@ -4,6 +4,8 @@ import { init } from './omnid/init.js';
 import { join } from './omnid/join.js';
 import { start } from './omnid/start.js';
 import { leave } from './omnid/leave.js';
+import { installProcessGuard } from '../node/process-guard.js';
+import { createLogger } from '../node/logger.js';
 
 const USAGE = `usage: omnid <command> [flags]
 
@@ -17,6 +19,10 @@ Run omnid <command> --help for the flags of a command.
 `;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { init, join, start, leave };
+
+// Uncaught exceptions and unhandled rejections are logged with a code; only unsafe ones stop the
+// daemon (node/process-guard.ts). The running daemon attaches its logger and clean shutdown.
+installProcessGuard({ log: createLogger('omnid') });
 
 await runMain(async () => {
   const [cmd, ...rest] = process.argv.slice(2);

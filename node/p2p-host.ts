@@ -1,6 +1,7 @@
 // The libp2p host every omnid runs: TCP + pnet (pre-shared cluster key) + noise + yamux,
 // with identify, ping and gossipsub. A peer without the cluster's network key fails the pnet
-// handshake before noise even starts, so it cannot open any stream.
+// handshake before noise even starts, so it cannot open any stream. pnet is our own protector
+// (node/pnet-protector.ts, wire-compatible with @libp2p/pnet, without its WebAssembly cipher).
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { tcp } from '@libp2p/tcp';
 import { noise } from '@chainsafe/libp2p-noise';
@@ -8,7 +9,7 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify, type Identify } from '@libp2p/identify';
 import { ping, type Ping } from '@libp2p/ping';
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
-import { preSharedKey } from '@libp2p/pnet';
+import { pnetProtector, encodeSwarmKey, PNET_KEY_BYTES } from './pnet-protector.js';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import { readFile, mkdir } from 'node:fs/promises';
@@ -17,16 +18,14 @@ import { join } from 'node:path';
 
 export type OmniHost = Libp2p<{ identify: Identify; ping: Ping; pubsub: GossipSub }>;
 
-export const NETWORK_KEY_BYTES = 32;
+export const NETWORK_KEY_BYTES = PNET_KEY_BYTES;
 const IDENTITY_FILE = 'peer.key';
 /** Connections per host: a cluster is at most a few hundred nodes. */
 const MAX_CONNECTIONS = 512;
 
 /** The pnet swarm key file format libp2p expects, built from the cluster's 32-byte network key. */
 export function swarmKey(networkKey: Uint8Array): Uint8Array {
-  if (networkKey.length !== NETWORK_KEY_BYTES) throw new Error(`network key must be ${NETWORK_KEY_BYTES} bytes`);
-  const hex = Buffer.from(networkKey).toString('hex');
-  return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${hex}`);
+  return encodeSwarmKey(networkKey);
 }
 
 /** The node's libp2p identity, created once and kept in the data dir (mode 0600). */
@@ -54,7 +53,7 @@ export async function createHost(opts: HostOptions): Promise<OmniHost> {
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen },
     transports: [tcp()],
-    connectionProtector: preSharedKey({ psk: swarmKey(opts.networkKey) }),
+    connectionProtector: pnetProtector({ key: opts.networkKey }),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionManager: { maxConnections: MAX_CONNECTIONS },

@@ -1,7 +1,8 @@
 // Flags shared by omnid init/join/start and their translation into DaemonOptions.
 import type { DaemonOptions } from '../../node/daemon.js';
 import { UsageError, defaultDataDir, type Flags } from '../common.js';
-import type { LogLevel } from '../../node/logger.js';
+import type { LogLevel, Logger } from '../../node/logger.js';
+import { processGuard } from '../../node/process-guard.js';
 
 export const DAEMON_FLAGS: Flags = {
   data: { type: 'string' },
@@ -75,7 +76,9 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
 }
 
 /** Keeps the process alive until the daemon stops (leave, removal, SIGINT/SIGTERM). */
-export async function serveUntilStopped(daemon: { shutdown(reason: string): Promise<void>; stopped: Promise<{ reason: string; exitCode: number }> }): Promise<number> {
+export async function serveUntilStopped(daemon: { log: Logger; shutdown(reason: string, exitCode?: number): Promise<void>; stopped: Promise<{ reason: string; exitCode: number }> }): Promise<number> {
+  // An unsafe uncaught error stops the daemon cleanly with exit code 1.
+  processGuard()?.attach({ log: daemon.log, shutdown: (reason) => daemon.shutdown(reason, 1) });
   const onSignal = (sig: string) => void daemon.shutdown(`received ${sig}`);
   process.once('SIGINT', () => onSignal('SIGINT'));
   process.once('SIGTERM', () => onSignal('SIGTERM'));
