@@ -19,6 +19,7 @@ import { encodeCommand, type Command, type ApplyResult, type NodeRecord } from '
 import { Heartbeats, DEFAULT_HEARTBEAT_INTERVAL_MS } from './heartbeats.js';
 import { Autopilot, DEFAULT_DOWN_AFTER_MS, DEFAULT_REPLACE_AFTER_MS } from './autopilot.js';
 import { ApiServer } from './api-server.js';
+import type { ApiLimits } from './api-limits.js';
 import { registerAppRoutes } from './api-apps.js';
 import { Orchestrator } from './orchestrator.js';
 import { Agent } from './agent.js';
@@ -44,6 +45,8 @@ export interface DaemonOptions {
   downAfterMs?: number;
   replaceAfterMs?: number;
   logLevel?: LogLevel;
+  /** Overrides of the HTTP API's connection and request limits (see node/api-limits.ts). */
+  apiLimits?: Partial<ApiLimits>;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -286,7 +289,7 @@ export class Omnid {
     await rpc.start();
     await daemon.forwarder.start();
     raft.start();
-    daemon.api = new ApiServer(daemon, log);
+    daemon.api = new ApiServer(daemon, log, opts.apiLimits);
     registerAppRoutes(daemon.api, daemon);
     await daemon.api.listen(opts.api);
     await daemon.api.listenControl(controlSocketPath(opts.dataDir));
