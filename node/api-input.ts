@@ -94,13 +94,19 @@ export async function readJson(req: IncomingMessage): Promise<unknown> {
   if (declared !== undefined && Number(declared) > MAX_BODY_BYTES) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
-  // destroyOnReturn: false — leaving the loop early must not destroy the socket.
-  for await (const chunk of req.iterator({ destroyOnReturn: false })) {
-    size += (chunk as Buffer).length;
-    // Stop reading (do not destroy the socket: the 413 must still reach the client; the
-    // server answers with Connection: close and discards the rest, see ApiServer).
-    if (size > MAX_BODY_BYTES) throw tooLarge();
-    chunks.push(chunk as Buffer);
+  try {
+    // destroyOnReturn: false — leaving the loop early must not destroy the socket.
+    for await (const chunk of req.iterator({ destroyOnReturn: false })) {
+      size += (chunk as Buffer).length;
+      // Stop reading (do not destroy the socket: the 413 must still reach the client; the
+      // server answers with Connection: close and discards the rest, see ApiServer).
+      if (size > MAX_BODY_BYTES) throw tooLarge();
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (err instanceof OmniError) throw err;
+    // The client went away (or timed out) mid-body: its failure, not an internal error.
+    throw new OmniError('BAD_REQUEST', `the request body ended early: ${(err as Error).message}`);
   }
   if (size === 0) return {};
   try {
