@@ -10,14 +10,15 @@ export const MAX_BODY_BYTES = 1024 * 1024 + 64 * 1024;
 /** Longest piece of user input quoted back in an error message. */
 const MAX_QUOTED_CHARS = 200;
 
-/** A request target (`/path?query`) as a URL. Absolute-form and `*` targets are refused. */
+/** A request target as a URL: origin-form (`/path?query`) or absolute-form (`http://host/path`, RFC 9112 §3.2.2); `*` is refused. */
 export function parseRequestUrl(target: string | undefined): URL {
-  // Concatenating (not resolving against a base) keeps `//x` a path instead of a host.
-  if (!target || !target.startsWith('/')) throw new OmniError('BAD_REQUEST', 'the request target must be a path starting with /');
+  const absolute = /^https?:\/\//i.test(target ?? '');
+  if (!target || (!absolute && !target.startsWith('/'))) throw new OmniError('BAD_REQUEST', 'the request target must be a path starting with /');
   try {
-    return new URL(`http://omni${target}`);
+    // Concatenating (not resolving against a base) keeps `//x` a path instead of a host.
+    return new URL(absolute ? target : `http://omni${target}`);
   } catch {
-    throw new OmniError('BAD_REQUEST', 'the request target is not a valid URL path');
+    throw new OmniError('BAD_REQUEST', 'the request target is not a valid URL');
   }
 }
 

@@ -132,6 +132,7 @@ describe('API input validation', () => {
       ['task logs tail garbage', { method: 'GET', target: '/v1/tasks/nope/logs?tail=x' }, 400],
       ['absolute-form target with a bad host', { method: 'GET', target: 'http://[/v1/status' }, 400],
       ['asterisk target', { method: 'OPTIONS', target: '*' }, 400],
+      ['absolute-form target', { method: 'GET', target: 'http://omni/v1/status' }, 200],
     ];
     const failures: string[] = [];
     for (const [what, req, status] of cases) {
