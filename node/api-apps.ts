@@ -200,6 +200,7 @@ class AppsApi {
     const tasks = this.tasks(name).filter((t) => (only ? t.task.id === only : true));
     if (only && tasks.length === 0) throw new OmniError('NOT_FOUND', `app ${name} has no task ${only}`);
     res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    res.flushHeaders(); // the client knows the stream started even before the first line
     const abort = new AbortController();
     req.on('close', () => abort.abort());
     const query = new URLSearchParams(url.searchParams);
@@ -227,6 +228,7 @@ class AppsApi {
     const driver = this.d.agent?.driverFor(id);
     if (!driver) throw new OmniError('NOT_FOUND', `task ${id.slice(0, 64)} is not known on node ${this.d.name}`);
     res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    res.flushHeaders(); // the client knows the stream started even before the first line
     req.on('close', () => abort.abort());
     try {
       for await (const line of driver.logs(id, opts)) {
