@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Omnid } from './daemon.js';
 import type { ApiServer } from './api-server.js';
-import { readJson } from './api-server.js';
+import { readJson, queryBool, queryInt, queryParam, objectBody } from './api-input.js';
 import { OmniError } from './errors.js';
 import { validateAppSpec, specDigest, type AppSpec } from '../protocol/apps/spec.js';
 import { appKey, isServing, isStable, parseRecord, specKey, statusKey, APP_PREFIX, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
@@ -23,8 +23,10 @@ export function registerAppRoutes(api: ApiServer, d: Omnid): void {
   api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name]) => h.setState(name, 'running'));
   api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name]) => h.setState(name, 'removing'));
   api.route('GET', /^\/v1\/apps\/([^/]+)\/endpoints$/, async (_req, url, [name]) => h.endpoints(name, url));
-  api.route('GET', /^\/v1\/apps\/([^/]+)\/logs$/, async (req, url, [name], res) => h.appLogs(req, url, name, res));
-  api.route('GET', /^\/v1\/tasks\/([^/]+)\/logs$/, async (req, url, [id], res) => h.taskLogs(req, url, id, res));
+  // Log answers stream (follow=true: until the client leaves): they count against the API's
+  // stream limit, not its in-flight request limit.
+  api.route('GET', /^\/v1\/apps\/([^/]+)\/logs$/, async (req, url, [name], res) => h.appLogs(req, url, name, res), false, { stream: true });
+  api.route('GET', /^\/v1\/tasks\/([^/]+)\/logs$/, async (req, url, [id], res) => h.taskLogs(req, url, id, res), false, { stream: true });
   api.route('GET', /^\/v1\/nodes\/([^/]+)$/, async (_req, url, [name]) => h.nodeView(name, url));
   api.route('POST', /^\/v1\/nodes\/([^/]+)\/eligibility$/, async (req, _url, [name]) => h.setEligibility(name, await readJson(req)));
   api.route('POST', /^\/v1\/nodes\/([^/]+)\/drain$/, async (_req, _url, [name]) => h.setEligibility(name, { eligibility: 'draining' }));
@@ -61,7 +63,7 @@ class AppsApi {
   }
 
   private async consistent(url: URL): Promise<void> {
-    if (url.searchParams.get('stale') !== 'true') await this.d.readBarrier();
+    if (!queryBool(url, 'stale')) await this.d.readBarrier();
   }
 
   async deploy(body: unknown): Promise<[number, unknown]> {
@@ -166,7 +168,7 @@ class AppsApi {
   }
 
   async scale(name: string, body: unknown): Promise<[number, unknown]> {
-    const replicas = (body as { replicas?: unknown })?.replicas;
+    const { replicas } = objectBody(body, ['replicas'], '{"replicas": <integer>}');
     if (typeof replicas !== 'number' || !Number.isInteger(replicas) || replicas < 0 || replicas > 1000) throw new OmniError('BAD_REQUEST', 'replicas: must be an integer from 0 to 1000');
     await this.d.readBarrier();
     const kv = this.d.raft.state.kvGet(appKey(name));
@@ -247,11 +249,13 @@ class AppsApi {
 
   /** Logs of every task of the app (or ?task=ID), each line prefixed with its task id. */
   async appLogs(req: IncomingMessage, url: URL, name: string, res: ServerResponse): Promise<undefined> {
+    logOptions(url, new AbortController().signal); // a 400 for bad since/tail/follow before anything else
+    const only = queryParam(url, 'task');
     this.app(name);
-    const only = url.searchParams.get('task');
     const tasks = this.tasks(name).filter((t) => (only ? t.task.id === only : true));
     if (only && tasks.length === 0) throw new OmniError('NOT_FOUND', `app ${name} has no task ${only}`);
     res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    res.flushHeaders(); // the client knows the stream started even before the first line
     const abort = new AbortController();
     req.on('close', () => abort.abort());
     const query = new URLSearchParams(url.searchParams);
@@ -274,13 +278,15 @@ class AppsApi {
 
   /** Logs of a task on this node only. */
   async taskLogs(req: IncomingMessage, url: URL, id: string, res: ServerResponse): Promise<undefined> {
+    const abort = new AbortController();
+    const opts = logOptions(url, abort.signal);
     const driver = this.d.agent?.driverFor(id);
     if (!driver) throw new OmniError('NOT_FOUND', `task ${id.slice(0, 64)} is not known on node ${this.d.name}`);
     res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
-    const abort = new AbortController();
+    res.flushHeaders(); // the client knows the stream started even before the first line
     req.on('close', () => abort.abort());
     try {
-      for await (const line of driver.logs(id, logOptions(url, abort.signal))) {
+      for await (const line of driver.logs(id, opts)) {
         if (!res.write(line + '\n')) await new Promise((r) => res.once('drain', r));
       }
     } catch (err) {
@@ -305,13 +311,13 @@ class AppsApi {
   }
 }
 
+/** follow=true|false, since=<epoch ms>, tail=<lines> (above MAX_LOG_TAIL: MAX_LOG_TAIL); anything else is a 400. */
 function logOptions(url: URL, signal: AbortSignal): { follow: boolean; sinceMs?: number; tail?: number; signal: AbortSignal } {
-  const since = url.searchParams.get('since');
-  const tail = Number(url.searchParams.get('tail') ?? DEFAULT_LOG_TAIL);
+  const tail = queryInt(url, 'tail', 0, Number.MAX_SAFE_INTEGER) ?? DEFAULT_LOG_TAIL;
   return {
-    follow: url.searchParams.get('follow') === 'true',
-    sinceMs: since !== null && Number.isFinite(Number(since)) ? Number(since) : undefined,
-    tail: Number.isInteger(tail) && tail >= 0 ? Math.min(tail, MAX_LOG_TAIL) : DEFAULT_LOG_TAIL,
+    follow: queryBool(url, 'follow'),
+    sinceMs: queryInt(url, 'since', 0, Number.MAX_SAFE_INTEGER),
+    tail: Math.min(tail, MAX_LOG_TAIL),
     signal,
   };
 }

@@ -8,16 +8,19 @@ import { rm, chmod } from 'node:fs/promises';
 import { Role } from '../protocol/raft/types.js';
 import type { KvRecord } from '../protocol/cluster/state.js';
 import type { Omnid } from './daemon.js';
+import { CommandEncodeError, MAX_TOKEN_NAME_CHARS } from '../protocol/cluster/commands.js';
 import { OmniError, httpStatusFor } from './errors.js';
-import { tokenMatches, newJoinToken, newAdminToken, newTokenId, sha256Hex } from './tokens.js';
+import { tokenMatches, newJoinToken, newAdminToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
 import type { Logger } from './logger.js';
 import { apiUrlFor, type ApiTls } from './api-tls.js';
+import { readJson, parseRequestUrl, decodePathParam, queryParam, queryBool, queryInt, readVersion, kvKeyParam, objectBody } from './api-input.js';
+import { apiLimits, serverOptions, capConnections, lingeringClose, Gate, BUSY_RETRY_AFTER_S, type ApiLimits } from './api-limits.js';
 
-/** Largest request body: a 1 MiB value plus JSON overhead. */
-export const MAX_BODY_BYTES = 1024 * 1024 + 64 * 1024;
+export { MAX_BODY_BYTES, readJson } from './api-input.js';
 const MAX_KV_LIST = 10_000;
 const DEFAULT_KV_LIST = 1000;
-const REQUEST_TIMEOUT_MS = 30_000;
+/** Longest kv list prefix (a prefix of a key, which is at most 512 bytes). */
+const MAX_KV_PREFIX_CHARS = 512;
 
 export type Health = 'healthy' | 'degraded' | 'unhealthy';
 
@@ -34,16 +37,28 @@ export interface HealthReport {
 /** Returns [status, JSON body], or undefined when it wrote the response itself (streams). */
 export type Handler = (req: IncomingMessage, url: URL, params: string[], res: ServerResponse) => Promise<[number, unknown] | undefined>;
 
+/** stream: the handler streams its answer for as long as it likes (logs); see api-limits.ts. */
+export interface RouteOptions {
+  stream?: boolean;
+}
+
 export class ApiServer {
   private server: Server | undefined;
   private control: Server | undefined;
   url = '';
-  private readonly routes: { method: string; pattern: RegExp; handler: Handler; open?: boolean }[] = [];
+  private readonly routes: { method: string; pattern: RegExp; handler: Handler; open?: boolean; stream?: boolean }[] = [];
+  readonly limits: ApiLimits;
+  private readonly inFlight: Gate;
+  private readonly streams: Gate;
 
   constructor(
     private readonly d: Omnid,
     private readonly log: Logger,
+    limits: Partial<ApiLimits> = {},
   ) {
+    this.limits = apiLimits(limits);
+    this.inFlight = new Gate(this.limits.maxInFlight, 'requests');
+    this.streams = new Gate(this.limits.maxStreams, 'streams');
     this.route('GET', /^\/healthz$/, async () => [200, { status: 'ok', node: this.d.name }], true);
     this.route('GET', /^\/health$/, async () => {
       const h = this.health();
@@ -62,16 +77,16 @@ export class ApiServer {
     });
   }
 
-  route(method: string, pattern: RegExp, handler: Handler, open = false): void {
-    this.routes.push({ method, pattern, handler, open });
+  route(method: string, pattern: RegExp, handler: Handler, open = false, opts: RouteOptions = {}): void {
+    this.routes.push({ method, pattern, handler, open, stream: opts.stream });
   }
 
   /** Serves HTTPS with the node certificate when `tls` says so (see node/api-tls.ts), else HTTP. */
   async listen(hostPort: string, tls?: ApiTls): Promise<void> {
     const { host, port } = parseHostPort(hostPort);
     const handler = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
-    this.server = tls ? tls.createServer(handler) : createServer(handler);
-    this.server.requestTimeout = REQUEST_TIMEOUT_MS;
+    this.server = tls ? tls.createServer(serverOptions(this.limits), handler) : createServer(serverOptions(this.limits), handler);
+    capConnections(this.server, this.limits, this.log, 'api');
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(port, host, () => resolve());
@@ -85,7 +100,8 @@ export class ApiServer {
    */
   async listenControl(socketPath: string): Promise<void> {
     await rm(socketPath, { force: true });
-    this.control = createServer((req, res) => void this.handle(req, res, true));
+    this.control = createServer(serverOptions(this.limits), (req, res) => void this.handle(req, res, true));
+    capConnections(this.control, this.limits, this.log, 'control socket');
     await new Promise<void>((resolve, reject) => {
       this.control!.once('error', reject);
       this.control!.listen(socketPath, () => resolve());
@@ -104,39 +120,52 @@ export class ApiServer {
   private async handle(req: IncomingMessage, res: ServerResponse, trusted = false): Promise<void> {
     let status = 500;
     let body: unknown;
+    let release: (() => void) | undefined;
     try {
-      const url = new URL(req.url ?? '/', 'http://omni');
+      const url = parseRequestUrl(req.url);
       const matching = this.routes.filter((r) => r.pattern.test(url.pathname));
       const route = matching.find((r) => r.method === req.method);
       // Only open routes answer without a token; even "no such route" needs one.
       if (!route?.open && !trusted) this.authorize(req);
       if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname.slice(0, 200)}`);
-      const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeURIComponent);
+      // Open routes (liveness) and the trusted control socket are never refused as BUSY.
+      if (!route.open && !trusted) release = (route.stream ? this.streams : this.inFlight).enter();
+      const params = route.pattern.exec(url.pathname)!.slice(1).map(decodePathParam);
       const out = await route.handler(req, url, params, res);
       if (out === undefined) return;
       [status, body] = out;
     } catch (err) {
-      const e = err instanceof OmniError ? err : new OmniError('INTERNAL', (err as Error).message);
-      if (!(err instanceof OmniError)) this.log.error(`api: ${req.method} ${req.url?.slice(0, 200)}: ${(err as Error).stack}`);
+      const e = asOmniError(err);
+      if (e.code === 'INTERNAL') this.log.error(`api: ${req.method} ${req.url?.slice(0, 200)}: ${(err as Error).stack}`);
       status = httpStatusFor(e.code);
       body = { error: { code: e.code, message: e.message, ...e.detail } };
       if (res.headersSent) {
         res.end(`\nerror: ${e.message}\n`);
         return;
       }
+    } finally {
+      release?.();
     }
     const text = JSON.stringify(body) + '\n';
-    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) };
+    if (status === 503) headers['retry-after'] = BUSY_RETRY_AFTER_S;
+    // A body left unread (refused before or while reading it, e.g. 413 on a chunked upload):
+    // answer, then close instead of reading the rest to reuse the connection.
+    if (!req.complete) {
+      headers.connection = 'close';
+      lingeringClose(req);
+    }
+    res.writeHead(status, headers);
     res.end(text);
   }
 
   private authorize(req: IncomingMessage): void {
-    const header = req.headers.authorization ?? '';
-    const token = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    const header = req.headers.authorization;
+    const token = bearerToken(header);
     const hashes = this.d.raft.state.tokens().filter((t) => t.role === 'admin').map((t) => t.hash);
     if (!tokenMatches(token, hashes)) {
-      throw new OmniError('UNAUTHORIZED', token ? 'invalid API token' : 'missing API token (Authorization: Bearer <token>; see OMNI_TOKEN)');
+      throw new OmniError('UNAUTHORIZED', header ? 'invalid API token' : 'missing API token (Authorization: Bearer <token>; see OMNI_TOKEN)');
     }
   }
 
@@ -212,11 +241,12 @@ export class ApiServer {
   }
 
   private async readConsistency(url: URL): Promise<void> {
-    if (url.searchParams.get('stale') === 'true') return;
+    if (queryBool(url, 'stale')) return;
     await this.d.readBarrier();
   }
 
   private async kvGet(key: string, url: URL): Promise<[number, unknown]> {
+    key = kvKeyParam(key);
     await this.readConsistency(url);
     const rec = this.d.raft.state.kvGet(key);
     if (!rec) throw new OmniError('NOT_FOUND', `key ${key.slice(0, 200)} not found`);
@@ -224,34 +254,37 @@ export class ApiServer {
   }
 
   private async kvList(url: URL): Promise<[number, unknown]> {
-    const prefix = url.searchParams.get('prefix') ?? '';
-    const limit = Math.min(MAX_KV_LIST, Number(url.searchParams.get('limit') ?? DEFAULT_KV_LIST) || DEFAULT_KV_LIST);
+    const prefix = queryParam(url, 'prefix') ?? '';
+    if (prefix.length > MAX_KV_PREFIX_CHARS) throw new OmniError('BAD_REQUEST', `prefix must be at most ${MAX_KV_PREFIX_CHARS} characters`);
+    // Above the maximum is not an error: the list is capped, as documented.
+    const limit = Math.min(MAX_KV_LIST, queryInt(url, 'limit', 1, Number.MAX_SAFE_INTEGER) ?? DEFAULT_KV_LIST);
     await this.readConsistency(url);
     return [200, { items: this.d.raft.state.kvList(prefix, limit).map(kvJson) }];
   }
 
   private async kvPut(key: string, body: unknown): Promise<[number, unknown]> {
-    const b = body as { value?: unknown; expectedVersion?: unknown };
-    if (typeof b?.value !== 'string') throw new OmniError('BAD_REQUEST', 'body must be {"value": "<string>"} (optional "expectedVersion": <number>)');
-    if (b.expectedVersion !== undefined && (typeof b.expectedVersion !== 'number' || !Number.isInteger(b.expectedVersion) || b.expectedVersion < 0)) {
-      throw new OmniError('BAD_REQUEST', 'expectedVersion must be a non-negative integer');
-    }
-    const value = await this.d.proposeOk({ type: 'kv.put', key, value: b.value, ...(b.expectedVersion !== undefined ? { expectedVersion: b.expectedVersion } : {}) });
+    key = kvKeyParam(key);
+    const b = objectBody(body, ['value', 'expectedVersion'], '{"value": "<string>", "expectedVersion": <integer>?}');
+    if (typeof b.value !== 'string') throw new OmniError('BAD_REQUEST', 'body must be {"value": "<string>"} (optional "expectedVersion": <number>)');
+    const expectedVersion = b.expectedVersion === undefined ? undefined : readVersion(b.expectedVersion, 'expectedVersion');
+    const value = await this.d.proposeOk({ type: 'kv.put', key, value: b.value, ...(expectedVersion !== undefined ? { expectedVersion } : {}) });
     return [200, value];
   }
 
   private async kvDelete(key: string, url: URL): Promise<[number, unknown]> {
-    const ev = url.searchParams.get('expectedVersion');
-    const expectedVersion = ev === null ? undefined : Number(ev);
-    if (expectedVersion !== undefined && (!Number.isInteger(expectedVersion) || expectedVersion < 0)) throw new OmniError('BAD_REQUEST', 'expectedVersion must be a non-negative integer');
+    key = kvKeyParam(key);
+    const expectedVersion = queryInt(url, 'expectedVersion', 0, Number.MAX_SAFE_INTEGER);
     await this.d.proposeOk({ type: 'kv.delete', key, ...(expectedVersion !== undefined ? { expectedVersion } : {}) });
     return [200, { deleted: key }];
   }
 
   private async createToken(body: unknown): Promise<[number, unknown]> {
-    const b = body as { role?: unknown; name?: unknown };
-    if (b?.role !== 'join' && b?.role !== 'admin') throw new OmniError('BAD_REQUEST', 'body must be {"role": "join"|"admin", "name": "<label>"}');
-    const name = typeof b.name === 'string' ? b.name.slice(0, 63) : '';
+    const b = objectBody(body, ['role', 'name'], '{"role": "join"|"admin", "name": "<label>"}');
+    if (b.role !== 'join' && b.role !== 'admin') throw new OmniError('BAD_REQUEST', 'body must be {"role": "join"|"admin", "name": "<label>"}');
+    if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > MAX_TOKEN_NAME_CHARS || /[\u0000-\u001f\u007f-\u009f]/.test(b.name))) {
+      throw new OmniError('BAD_REQUEST', `name must be a label of at most ${MAX_TOKEN_NAME_CHARS} characters without control characters`);
+    }
+    const name = b.name ?? '';
     const token = b.role === 'join' ? newJoinToken(Buffer.from(this.networkKeyHex(), 'hex')) : newAdminToken();
     const id = newTokenId();
     await this.d.proposeOk({ type: 'token.add', token: { id, hash: sha256Hex(token), role: b.role, name } });
@@ -267,25 +300,14 @@ function kvJson(r: KvRecord): Record<string, unknown> {
   return { key: r.key, value: r.value, version: r.version, createIndex: r.createIndex, modIndex: r.modIndex };
 }
 
-export async function readJson(req: IncomingMessage): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_BODY_BYTES) throw new OmniError('TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) {
-      req.destroy();
-      throw new OmniError('TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  if (size === 0) return {};
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new OmniError('BAD_REQUEST', 'request body is not valid JSON');
-  }
+/**
+ * Errors as the API reports them. A command the state machine's validation refuses was built
+ * from request input, so it is the client's error (400), not ours.
+ */
+function asOmniError(err: unknown): OmniError {
+  if (err instanceof OmniError) return err;
+  if (err instanceof CommandEncodeError) return new OmniError(err.code, err.message);
+  return new OmniError('INTERNAL', (err as Error)?.message ?? String(err));
 }
 
 export function parseHostPort(s: string): { host: string; port: number } {

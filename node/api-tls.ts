@@ -3,7 +3,7 @@
 // unless --tls; any other address is HTTPS; --insecure-http opts out, with a loud warning.
 // The certificate is the node's own, signed by the cluster CA (node/cluster-ca.ts); a node
 // that has no CA yet (a join in progress) serves a throwaway one that no client trusts.
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server, type ServerOptions as HttpServerOptions } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
@@ -93,9 +93,9 @@ export class ApiTls {
   }
 
   /** An HTTPS server with the node certificate (renewed in place), or a plain HTTP server. */
-  createServer(handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
-    if (!this.enabled) return createHttpServer(handler);
-    const server = createHttpsServer({ cert: this.current!.certPem, key: this.current!.keyPem, minVersion: MIN_TLS_VERSION }, handler);
+  createServer(options: HttpServerOptions, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
+    if (!this.enabled) return createHttpServer(options, handler);
+    const server = createHttpsServer({ ...options, cert: this.current!.certPem, key: this.current!.keyPem, minVersion: MIN_TLS_VERSION }, handler);
     server.on('secureConnection', (s) => this.opts.log.debug(`api: TLS connection from ${s.remoteAddress}:${s.remotePort}`));
     server.on('tlsClientError', (err, s) => this.opts.log.debug(`api: TLS handshake from ${s.remoteAddress} failed: ${err.message}`));
     server.on('close', () => this.stop());

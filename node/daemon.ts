@@ -22,6 +22,7 @@ import { ApiServer, parseHostPort } from './api-server.js';
 import { ApiTls } from './api-tls.js';
 import { initClusterCa, loadClusterCa } from './cluster-ca.js';
 import { TaskLogService } from './task-logs.js';
+import type { ApiLimits } from './api-limits.js';
 import { registerAppRoutes } from './api-apps.js';
 import { registerNodeRoutes } from './api-nodes.js';
 import { Orchestrator } from './orchestrator.js';
@@ -51,6 +52,8 @@ export interface DaemonOptions {
   /** --tls / --insecure-http: see node/api-tls.ts for the loopback rule. */
   tls?: boolean;
   insecureHttp?: boolean;
+  /** Overrides of the HTTP API's connection and request limits (see node/api-limits.ts). */
+  apiLimits?: Partial<ApiLimits>;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -301,7 +304,7 @@ export class Omnid {
     raft.start();
     daemon.taskLogs = new TaskLogService(host, { authorize: (peer) => daemon.requireMember(peer), localLogs: (id, o) => daemon.agent?.driverFor(id)?.logs(id, o), log });
     await daemon.taskLogs.start();
-    daemon.api = new ApiServer(daemon, log);
+    daemon.api = new ApiServer(daemon, log, opts.apiLimits);
     registerAppRoutes(daemon.api, daemon);
     registerNodeRoutes(daemon.api, daemon);
     daemon.apiTls = await ApiTls.prepare({ dataDir: opts.dataDir, apiHost: parseHostPort(opts.api).host, addrs: () => daemon.addrs(), nodeName: meta.name, flags: opts, log });

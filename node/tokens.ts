@@ -42,6 +42,15 @@ export function networkKeyFromJoinToken(token: string): Uint8Array {
   return new Uint8Array(key);
 }
 
+/**
+ * The credentials of an `Authorization: Bearer <token>` header ('' when absent or another
+ * scheme). The scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` work too.
+ */
+export function bearerToken(header: string | undefined): string {
+  const m = /^bearer +(\S*) *$/i.exec(header ?? '');
+  return m ? m[1] : '';
+}
+
 /** Constant-time check of a presented token against stored hex hashes. */
 export function tokenMatches(presented: string, hashes: readonly string[]): boolean {
   if (presented.length === 0 || presented.length > MAX_TOKEN_CHARS) return false;

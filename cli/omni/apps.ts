@@ -109,7 +109,8 @@ export async function logs(argv: string[]): Promise<number> {
   const app = one(positionals, USAGE);
   const q = new URLSearchParams();
   if (values.follow) q.set('follow', 'true');
-  if (values.since) q.set('since', String(parseSince(values.since as string)));
+  // The API takes a non-negative epoch ms; a since before 1970 means everything.
+  if (values.since) q.set('since', String(Math.max(0, parseSince(values.since as string))));
   if (values.tail) q.set('tail', String(values.tail));
   if (values.task) q.set('task', String(values.task));
   const client = connect(values);

@@ -58,7 +58,7 @@ describe('an HTTPS API with the node certificate', () => {
     dir = await mkdtemp(join(tmpdir(), 'omni-tls-'));
     ca = await initClusterCa(dir, 'unit');
     tls = await ApiTls.prepare({ dataDir: dir, apiHost: '127.0.0.1', addrs: () => [], nodeName: 'n1', flags: { tls: true }, log: silentLogger });
-    server = tls.createServer((_req, res) => res.end('{"ok":true}'));
+    server = tls.createServer({}, (_req, res) => res.end('{"ok":true}'));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     port = (server.address() as AddressInfo).port;
   });
