@@ -336,6 +336,11 @@ const COMMAND_READERS = new Map<string, (o: Raw) => Command>([
   }],
 ]);
 
+/** The command types decodeCommand knows (the readers above): tests check every one has an authz row. */
+export function decodableCommandTypes(): string[] {
+  return [...COMMAND_READERS.keys()];
+}
+
 // ---------------------------------------------------------------------------
 // Field readers, shared with the snapshot restore of state.ts. Each returns a fresh,
 // normalized value (no -0, labels in key order) or throws InvalidFieldError naming `path`.
