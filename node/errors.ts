@@ -46,6 +46,7 @@ export function httpStatusFor(code: string): number {
     case 'CONF_CHANGE_PENDING':
     case 'TOO_MANY_PENDING':
     case 'PROPOSAL_DROPPED':
+    case 'LEADERSHIP_LOST':
     case 'BUSY':
       return 503;
     default:
