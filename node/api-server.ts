@@ -236,6 +236,9 @@ export class ApiServer {
       root: cfg.rootNodeId === '' ? null : nameOf(cfg.rootNodeId),
       rootRetired: cfg.rootRetired,
       health: this.health().status,
+      // Raft messages dropped unread (leader or candidate messages, or a higher term, from a
+      // node that is not a voter here): see README, Security model.
+      refusedRaftMessages: raft.refusedMessages,
     };
   }
 

@@ -95,6 +95,10 @@ const PEER_MAINTENANCE_MS = 1000;
 const REGISTER_RETRY_MS = 500;
 const MAX_JOIN_ATTEMPT_MS = 30_000;
 const JOIN_ATTEMPT_MS = 8000;
+/** How often refused leader claims are checked with this node's voters (see checkLeaderClaims). */
+const LEADER_CLAIM_CHECK_MS = 1000;
+const LEADER_CLAIM_RPC_MS = 2000;
+const MAX_CLAIMS_CHECKED = 4;
 /** Leader addresses a NOT_LEADER answer to a joining node carries (and the joiner reads). */
 const MAX_REDIRECT_ADDRS = 16;
 /** ConfChangeType → the name authz uses. */
@@ -226,6 +230,8 @@ export class Omnid {
     try {
       daemon = await Omnid.run(opts, storage, meta, false);
       const reply = await daemon.requestJoin(target, token);
+      // The leader that admitted us may lead before our log shows its promotion.
+      if (typeof reply.leader === 'string' && reply.leader !== NONE) daemon.raft.vouch(reply.leader);
       await daemon.apiTls.adoptJoinedCa(reply.ca);
       await daemon.joined(reply.clusterId);
       return daemon;
@@ -350,6 +356,7 @@ export class Omnid {
     this.agent.start();
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
+    this.every(LEADER_CLAIM_CHECK_MS, () => this.checkLeaderClaims());
     this.every(REGISTER_RETRY_MS, () => this.registerSelf());
     this.maintainPeers();
   }
@@ -508,6 +515,12 @@ export class Omnid {
       return this.confOnLeader(forwardedPrincipal(caller, from, this.raft.state.tokens()), { type: p.type as ConfChangeType, node: p.node });
     });
     this.rpc.on('join', async (params, from) => this.handleJoin(params, from));
+    // Which voters this node's applied configuration has: a member that refuses a leader it
+    // does not know as a voter asks its own voters (checkLeaderClaims).
+    this.rpc.on('raft-voters', async (_params, from) => {
+      this.requireMember(from);
+      return { voters: [...this.raft.raft.voters] };
+    });
     this.rpc.on('cluster-ca', async (_params, from) => {
       this.requireMember(from);
       return loadClusterCa(this.opts.dataDir);
@@ -589,13 +602,13 @@ export class Omnid {
     return { leader, leaderAddrs: leader === NONE ? [] : (this.raft.state.node(leader)?.addrs ?? []).slice(0, MAX_REDIRECT_ADDRS) };
   }
 
-  private async requestJoin(first: ReturnType<typeof multiaddr>, token: string): Promise<{ clusterId: string; ca: unknown }> {
+  private async requestJoin(first: ReturnType<typeof multiaddr>, token: string): Promise<{ clusterId: string; leader?: unknown; ca: unknown }> {
     const node = await this.selfRecord();
     const deadline = Date.now() + MAX_JOIN_ATTEMPT_MS;
     let target: string | ReturnType<typeof multiaddr> = first;
     for (;;) {
       try {
-        return await this.rpc.call<{ clusterId: string; ca: unknown }>(target, 'join', { token, node }, JOIN_ATTEMPT_MS);
+        return await this.rpc.call<{ clusterId: string; leader?: unknown; ca: unknown }>(target, 'join', { token, node }, JOIN_ATTEMPT_MS);
       } catch (err) {
         const e = err as OmniError;
         if (e.code === 'UNAVAILABLE' && target === first && /EncryptionFailed|ECONNRESET|handshake/i.test(e.message)) {
@@ -692,6 +705,37 @@ export class Omnid {
     if (self.status === 'left') return;
     await this.proposeOk({ type: 'node.register', node: await this.selfRecord() }, SELF);
     this.registered = true;
+  }
+
+  /**
+   * Raft refuses leader messages from a node that is not a voter in this node's configuration
+   * (a forged heartbeat from a learner, or a real leader promoted while this node was away).
+   * Ask this node's voters: when a majority of them count the claimant as a voter, it is one.
+   */
+  private async checkLeaderClaims(): Promise<void> {
+    const raft = this.raft.raft;
+    const claims = [...raft.leaderClaims.keys()].slice(0, MAX_CLAIMS_CHECKED);
+    if (claims.length === 0) return;
+    const others = [...raft.voters].filter((v) => v !== this.id);
+    const answers = await Promise.all(
+      others.map((v) =>
+        this.rpc
+          .call<{ voters?: unknown }>(v, 'raft-voters', {}, LEADER_CLAIM_RPC_MS)
+          .then((r) => (Array.isArray(r?.voters) ? new Set(r.voters.filter((x): x is string => typeof x === 'string')) : undefined))
+          .catch(() => undefined),
+      ),
+    );
+    const majority = Math.floor(raft.voters.size / 2) + 1;
+    for (const claimant of claims) {
+      const yes = answers.filter((a) => a?.has(claimant)).length;
+      if (yes >= majority) {
+        this.log.info(`raft: ${yes} of ${raft.voters.size} voters say ${this.raft.state.node(claimant)?.name ?? claimant} is a voter now; following it`);
+        this.raft.vouch(claimant);
+      } else {
+        raft.leaderClaims.delete(claimant);
+        this.log.warn(`raft: refused leader messages from ${this.raft.state.node(claimant)?.name ?? claimant}, which is not a voter (${yes} of ${raft.voters.size} voters say it is)`);
+      }
+    }
   }
 
   /** Keeps the peer store and connections in line with the member list. */

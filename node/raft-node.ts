@@ -169,6 +169,12 @@ export class RaftNode {
     this.schedule();
   }
 
+  /** A majority of this node's voters say `id` is a voter: take its leader messages (Raft.vouch). */
+  vouch(id: NodeId): void {
+    this.raft.vouch(id);
+    this.schedule();
+  }
+
   /** Entries applied since the last snapshot (for status output). */
   get appliedIndex(): number {
     return this.raft.log.applied;

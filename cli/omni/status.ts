@@ -22,6 +22,8 @@ export interface StatusView {
   root: string | null;
   rootRetired: boolean;
   health: string;
+  /** Raft messages refused from non-voters (absent from older nodes). */
+  refusedRaftMessages?: number;
 }
 
 export async function status(argv: string[]): Promise<number> {
