@@ -14,6 +14,7 @@ import { CommandEncodeError, MAX_TOKEN_NAME_CHARS } from '../protocol/cluster/co
 import { OmniError, httpStatusFor } from './errors.js';
 import { matchToken, newJoinToken, newAdminToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
 import { SELF, adminCaller, type Caller } from './caller.js';
+import { quotaBytes } from '../protocol/cluster/quota.js';
 import type { Logger } from './logger.js';
 import { apiUrlFor, type ApiTls } from './api-tls.js';
 import { readJson, parseRequestUrl, decodePathParam, queryParam, queryBool, queryInt, readVersion, kvKeyParam, objectBody } from './api-input.js';
@@ -239,6 +240,9 @@ export class ApiServer {
       // Raft messages dropped unread (leader or candidate messages, or a higher term, from a
       // node that is not a voter here): see README, Security model.
       refusedRaftMessages: raft.refusedMessages,
+      // The replicated state quota (protocol/cluster/quota.ts) and how much of it is used.
+      stateBytes: state.sizeBytes,
+      maxStateBytes: quotaBytes(cfg),
     };
   }
 

@@ -17,6 +17,7 @@ import { bootstrapState } from '../protocol/raft/raft.js';
 import { ConfChangeType, NONE, type ConfChange } from '../protocol/raft/types.js';
 import { encodeCommand, decodeCommand, type Command, type ApplyResult, type NodeRecord } from '../protocol/cluster/state.js';
 import { authorize, authzView, type Principal, type ConfChangeKind } from '../protocol/cluster/authz.js';
+import { growthBytes, quotaBytes, quotaRefusal } from '../protocol/cluster/quota.js';
 import { LEADER_DUTY, SELF, forwardedPrincipal, localPrincipal, readWireCaller, toWire, type Caller, type WireCaller } from './caller.js';
 import { Heartbeats, DEFAULT_HEARTBEAT_INTERVAL_MS } from './heartbeats.js';
 import { Autopilot, DEFAULT_DOWN_AFTER_MS, DEFAULT_REPLACE_AFTER_MS } from './autopilot.js';
@@ -56,6 +57,8 @@ export interface DaemonOptions {
   insecureHttp?: boolean;
   /** Overrides of the HTTP API's connection and request limits (see node/api-limits.ts). */
   apiLimits?: Partial<ApiLimits>;
+  /** omnid init --max-state-bytes: the replicated state quota (protocol/cluster/quota.ts). */
+  maxStateBytes?: number;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -68,7 +71,7 @@ interface ClusterMeta {
   /** The addresses actually bound last time (a requested port 0 becomes a real port). */
   boundListen?: string[];
   /** Hashes for the bootstrap proposals, kept until they are applied (crash during init). */
-  bootstrap?: { adminTokenHash: string; adminTokenId: string; joinTokenHash: string; joinTokenId: string; voterTarget: number; ephemeralRoot: boolean };
+  bootstrap?: { adminTokenHash: string; adminTokenId: string; joinTokenHash: string; joinTokenId: string; voterTarget: number; ephemeralRoot: boolean; maxStateBytes?: number };
   left?: boolean;
   /** Set from before the join request until the cluster id is known (a join can be resumed). */
   joining?: boolean;
@@ -185,6 +188,7 @@ export class Omnid {
         joinTokenId: newTokenId(),
         voterTarget,
         ephemeralRoot: opts.ephemeralRoot ?? false,
+        ...(opts.maxStateBytes !== undefined ? { maxStateBytes: opts.maxStateBytes } : {}),
       },
     };
     const identity = await loadOrCreateIdentity(opts.dataDir);
@@ -431,14 +435,21 @@ export class Omnid {
   }
 
   /**
-   * The leader's gate for every command: who asks and whether they may (authz). A command
-   * refused here never enters the Raft log.
+   * The leader's gate for every command: who asks and whether they may (authz), then whether
+   * the state has room for it (the replicated quota, counting what is proposed and not applied
+   * yet). A command refused here never enters the Raft log.
    */
   private proposeOnLeader(principal: Principal, cmd: Command, data: Uint8Array): Promise<ApplyResult> {
     if (!this.raft.isLeader) return Promise.reject(new OmniError('NOT_LEADER', 'not the leader', { leader: this.raft.leader }));
-    const allowed = authorize(principal, { kind: 'command', command: cmd }, authzView(this.raft.state));
+    const state = this.raft.state;
+    const allowed = authorize(principal, { kind: 'command', command: cmd }, authzView(state));
     if (!allowed.ok) return Promise.reject(new OmniError('FORBIDDEN', allowed.error.message));
-    return this.raft.propose(data);
+    const growth = growthBytes(cmd, state);
+    const full = quotaRefusal({ principal: principal.kind, growthBytes: growth, stateBytes: state.sizeBytes, pendingBytes: this.pendingGrowthBytes, quotaBytes: quotaBytes(state.config()) });
+    if (full) return Promise.reject(new OmniError(full.code, full.message));
+    if (growth <= 0) return this.raft.propose(data);
+    this.pendingGrowthBytes += growth;
+    return this.raft.propose(data).finally(() => (this.pendingGrowthBytes -= growth));
   }
 
   /** The leader's gate for membership changes: only the leader decides promotions. */
@@ -685,7 +696,8 @@ export class Omnid {
       if (current) {
         // Each step is checked on its own, so a crash between any two is completed on restart.
         if (state.config().clusterId === '') {
-          await this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot }, LEADER_DUTY);
+          const quota = b.maxStateBytes !== undefined ? { maxStateBytes: b.maxStateBytes } : {};
+          await this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot, ...quota }, LEADER_DUTY);
         }
         if (!state.tokenById(b.adminTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.adminTokenId, hash: b.adminTokenHash, role: 'admin', name: 'admin (omnid init)' } }, LEADER_DUTY);
         if (!state.tokenById(b.joinTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.joinTokenId, hash: b.joinTokenHash, role: 'join', name: 'join (omnid init)' } }, LEADER_DUTY);
@@ -778,6 +790,8 @@ export class Omnid {
   }
 
   private leaving = false;
+  /** Bytes that proposals admitted by the quota may add once applied (see proposeOnLeader). */
+  private pendingGrowthBytes = 0;
 
   /** Leaves the cluster cleanly: hands off leadership, marks itself left, leaves the Raft configuration. */
   async leave(): Promise<void> {
