@@ -39,6 +39,8 @@ export function httpStatusFor(code: string): number {
       return 429;
     case 'TIMEOUT':
       return 504;
+    case 'NO_SPACE':
+      return 507;
     case 'NO_LEADER':
     case 'NOT_LEADER':
     case 'UNAVAILABLE':
