@@ -634,6 +634,7 @@ export class Omnid {
           throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: ${e.message} (is that node up, and is the join token from its cluster?)`);
         }
         if (leader !== undefined && leader !== target) {
+          this.log.info(`join: ${String(target).slice(0, 120)} does not lead; asking the leader ${leader}`);
           target = leader;
           continue;
         }

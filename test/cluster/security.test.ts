@@ -36,6 +36,8 @@ describe('a host joined with the join token cannot act as cluster admin (issue 9
   beforeAll(async () => {
     c = await formCluster(VOTERS);
     await c.join('n4'); // beyond the voter target: a non-voter (learner)
+    // It asked n1, which no longer leads: only the leader admits nodes, so n1 named it.
+    expect(c.nodes.get('n4')!.lines.some((l) => l.includes('does not lead; asking the leader'))).toBe(true);
     const client = c.client('n1');
     nodes = (await client.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes;
     client.close();
