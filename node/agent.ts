@@ -12,6 +12,8 @@ import { portsInUse } from './port-probe.js';
 import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
 import { DEFAULT_MIN_HEALTHY_MS, type AppSpec } from '../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../protocol/apps/failure.js';
+import { SELF } from './caller.js';
+import type { OmniError } from './errors.js';
 
 const AGENT_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
@@ -434,9 +436,15 @@ export class Agent {
       const key = JSON.stringify({ ...rec, startedAtMs: 0 });
       if (this.reported.get(id) === key) continue;
       try {
-        await this.d.proposeOk({ type: 'kv.put', key: statusKey(id), value: JSON.stringify({ ...rec, updatedAtMs: Date.now() }) });
+        await this.d.proposeOk({ type: 'kv.put', key: statusKey(id), value: JSON.stringify({ ...rec, updatedAtMs: Date.now() }) }, SELF);
         this.reported.set(id, key);
       } catch (err) {
+        if ((err as OmniError).code === 'FORBIDDEN') {
+          // The task is no longer placed here (its record is gone): the leader refuses reports
+          // about it. Do not retry it, and go on with the others.
+          this.reported.set(id, key);
+          continue;
+        }
         this.d.log.debug(`agent: status of ${id} not written yet: ${(err as Error).message}`);
         return;
       }

@@ -9,27 +9,28 @@ import { OmniError } from './errors.js';
 import { validateAppSpec, specDigest, type AppSpec } from '../protocol/apps/spec.js';
 import { appKey, isServing, isStable, parseRecord, specKey, statusKey, APP_PREFIX, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
 import type { KvTxnOp, NodeEligibility, NodeRecord } from '../protocol/cluster/state.js';
+import type { Caller } from './caller.js';
 
 const MAX_LOG_TAIL = 10_000;
 const DEFAULT_LOG_TAIL = 200;
 
 export function registerAppRoutes(api: ApiServer, d: Omnid): void {
   const h = new AppsApi(d);
-  api.route('POST', /^\/v1\/apps$/, async (req) => h.deploy(await readJson(req)));
+  api.route('POST', /^\/v1\/apps$/, async (req, _url, _p, _res, caller) => h.deploy(await readJson(req), caller));
   api.route('GET', /^\/v1\/apps$/, async (_req, url) => h.list(url));
   api.route('GET', /^\/v1\/apps\/([^/]+)$/, async (_req, url, [name]) => h.inspect(name, url));
-  api.route('POST', /^\/v1\/apps\/([^/]+)\/scale$/, async (req, _url, [name]) => h.scale(name, await readJson(req)));
-  api.route('POST', /^\/v1\/apps\/([^/]+)\/stop$/, async (_req, _url, [name]) => h.setState(name, 'stopped'));
-  api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name]) => h.setState(name, 'running'));
-  api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name]) => h.setState(name, 'removing'));
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/scale$/, async (req, _url, [name], _res, caller) => h.scale(name, await readJson(req), caller));
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/stop$/, async (_req, _url, [name], _res, caller) => h.setState(name, 'stopped', caller));
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name], _res, caller) => h.setState(name, 'running', caller));
+  api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name], _res, caller) => h.setState(name, 'removing', caller));
   api.route('GET', /^\/v1\/apps\/([^/]+)\/endpoints$/, async (_req, url, [name]) => h.endpoints(name, url));
   // Log answers stream (follow=true: until the client leaves): they count against the API's
   // stream limit, not its in-flight request limit.
   api.route('GET', /^\/v1\/apps\/([^/]+)\/logs$/, async (req, url, [name], res) => h.appLogs(req, url, name, res), false, { stream: true });
   api.route('GET', /^\/v1\/tasks\/([^/]+)\/logs$/, async (req, url, [id], res) => h.taskLogs(req, url, id, res), false, { stream: true });
   api.route('GET', /^\/v1\/nodes\/([^/]+)$/, async (_req, url, [name]) => h.nodeView(name, url));
-  api.route('POST', /^\/v1\/nodes\/([^/]+)\/eligibility$/, async (req, _url, [name]) => h.setEligibility(name, await readJson(req)));
-  api.route('POST', /^\/v1\/nodes\/([^/]+)\/drain$/, async (_req, _url, [name]) => h.setEligibility(name, { eligibility: 'draining' }));
+  api.route('POST', /^\/v1\/nodes\/([^/]+)\/eligibility$/, async (req, _url, [name], _res, caller) => h.setEligibility(name, await readJson(req), caller));
+  api.route('POST', /^\/v1\/nodes\/([^/]+)\/drain$/, async (_req, _url, [name], _res, caller) => h.setEligibility(name, { eligibility: 'draining' }, caller));
 }
 
 /** An app record going back to 'running' (omni start, a redeploy) starts a fresh failure streak. */
@@ -66,7 +67,7 @@ class AppsApi {
     if (!queryBool(url, 'stale')) await this.d.readBarrier();
   }
 
-  async deploy(body: unknown): Promise<[number, unknown]> {
+  async deploy(body: unknown, caller: Caller): Promise<[number, unknown]> {
     const v = validateAppSpec(body);
     if (!v.ok) {
       const first = v.errors[0];
@@ -105,7 +106,7 @@ class AppsApi {
       ops.push({ op: 'put', key: appKey(spec.name), value: JSON.stringify(app) });
       result = { name: spec.name, version, changed: true, action: prev ? (rollingFrom ? 'rolling update' : 'redeployed') : 'created' };
     }
-    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(spec.name), version: kv?.version ?? 0 }], ops });
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(spec.name), version: kv?.version ?? 0 }], ops }, caller);
     this.d.orchestrator?.kick();
     return [prev ? 200 : 201, result];
   }
@@ -167,7 +168,7 @@ class AppsApi {
     return [200, { ...this.summary(app), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
   }
 
-  async scale(name: string, body: unknown): Promise<[number, unknown]> {
+  async scale(name: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
     const { replicas } = objectBody(body, ['replicas'], '{"replicas": <integer>}');
     if (typeof replicas !== 'number' || !Number.isInteger(replicas) || replicas < 0 || replicas > 1000) throw new OmniError('BAD_REQUEST', 'replicas: must be an integer from 0 to 1000');
     await this.d.readBarrier();
@@ -176,18 +177,18 @@ class AppsApi {
     const spec = this.spec(name, app.version);
     if (!spec) throw new OmniError('NOT_FOUND', `app ${name} has no spec version ${app.version}`);
     const specKv = this.d.raft.state.kvGet(specKey(name, app.version))!;
-    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }, { key: specKv.key, version: specKv.version }], ops: [{ op: 'put', key: specKv.key, value: JSON.stringify({ ...spec, replicas }) }] });
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }, { key: specKv.key, version: specKv.version }], ops: [{ op: 'put', key: specKv.key, value: JSON.stringify({ ...spec, replicas }) }] }, caller);
     this.d.orchestrator?.kick();
     return [200, { name, version: app.version, replicas }];
   }
 
-  async setState(name: string, state: AppRecord['state']): Promise<[number, unknown]> {
+  async setState(name: string, state: AppRecord['state'], caller: Caller): Promise<[number, unknown]> {
     await this.d.readBarrier();
     const kv = this.d.raft.state.kvGet(appKey(name));
     const app = this.app(name);
     if (app.state === 'removing' && state !== 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
     const next = { ...withoutFailures(app), state, events: [...app.events, { atMs: Date.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
-    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] });
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
     this.d.orchestrator?.kick();
     return [200, { name, state }];
   }
@@ -212,7 +213,7 @@ class AppsApi {
     return [200, { name: n.name, id: n.id, status: n.status, eligibility: n.eligibility ?? 'eligible', tasks }];
   }
 
-  async setEligibility(name: string, body: unknown): Promise<[number, unknown]> {
+  async setEligibility(name: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
     const eligibility = (body as { eligibility?: unknown })?.eligibility;
     const allowed: NodeEligibility[] = ['eligible', 'ineligible', 'draining'];
     if (typeof eligibility !== 'string' || !allowed.includes(eligibility as NodeEligibility)) throw new OmniError('BAD_REQUEST', `eligibility: must be one of ${allowed.join(', ')}`);
@@ -221,7 +222,7 @@ class AppsApi {
     if (n.status === 'left') throw new OmniError('CONFLICT', `node ${n.name} has left the cluster`);
     // Draining a node that is already drained (ineligible) changes nothing: it has no tasks to move.
     const next = eligibility === 'draining' && n.eligibility === 'ineligible' ? 'ineligible' : (eligibility as NodeEligibility);
-    await this.d.proposeOk({ type: 'node.eligibility', id: n.id, eligibility: next });
+    await this.d.proposeOk({ type: 'node.eligibility', id: n.id, eligibility: next }, caller);
     this.d.orchestrator?.kick();
     return [200, { name: n.name, eligibility: next }];
   }

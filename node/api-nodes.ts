@@ -8,6 +8,7 @@ import type { ApiServer } from './api-server.js';
 import { OmniError } from './errors.js';
 import { ConfChangeType } from '../protocol/raft/types.js';
 import { isNodeId } from '../protocol/cluster/commands.js';
+import type { Caller } from './caller.js';
 
 /** Node names are at most 63 of [a-zA-Z0-9._-] (protocol/cluster/commands.ts). */
 const NODE_NAME = /^[a-zA-Z0-9._-]{1,63}$/;
@@ -23,14 +24,14 @@ export interface RemovedMember {
 }
 
 export function registerNodeRoutes(api: ApiServer, d: Omnid): void {
-  api.route('DELETE', /^\/v1\/nodes\/([^/]+)$/, async (_req, url, [name]) => [200, await removeMember(d, name, url.searchParams.get('force') === 'true')]);
+  api.route('DELETE', /^\/v1\/nodes\/([^/]+)$/, async (_req, url, [name], _res, caller) => [200, await removeMember(d, name, url.searchParams.get('force') === 'true', caller)]);
 }
 
 /**
  * Removes the member called `nameOrId`. Refuses this node itself and the leader (both are
  * alive: they use `omnid leave`), the last voter, and a node still heard from unless `force`.
  */
-export async function removeMember(d: Omnid, nameOrId: string, force: boolean): Promise<RemovedMember> {
+export async function removeMember(d: Omnid, nameOrId: string, force: boolean, caller: Caller): Promise<RemovedMember> {
   if (!NODE_NAME.test(nameOrId) && !isNodeId(nameOrId)) throw new OmniError('BAD_REQUEST', 'expected a node name (1-63 of [a-zA-Z0-9._-]) or a node id');
   await d.readBarrier();
   const state = d.raft.state;
@@ -45,10 +46,10 @@ export async function removeMember(d: Omnid, nameOrId: string, force: boolean): 
   const wasVoter = raft.voters.has(node.id);
   if (wasVoter && raft.voters.size === 1) throw new OmniError('CONFLICT', `${node.name} is the last voter; removing it would end the cluster`);
   d.log.warn(`removing member ${node.name} (${node.id}) on an operator's request`);
-  await d.proposeOk({ type: 'node.remove', id: node.id });
+  await d.proposeOk({ type: 'node.remove', id: node.id }, caller);
   // The autopilot would also take a left node out of the configuration; doing it here lets the
   // caller know when the cluster has stopped counting it. Either may win the race.
-  await d.changeMembership({ type: ConfChangeType.RemoveNode, node: node.id }).catch((err: OmniError) => {
+  await d.changeMembership({ type: ConfChangeType.RemoveNode, node: node.id }, caller).catch((err: OmniError) => {
     if (!(err.code === 'INVALID' && /not a member/.test(err.message))) throw err;
   });
   const deadline = Date.now() + CONF_VISIBLE_TIMEOUT_MS;

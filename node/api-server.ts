@@ -1,5 +1,7 @@
 // The HTTP API every node serves (JSON). /healthz is open; every other route needs an admin
 // bearer token, checked in constant time against the SHA-256 hashes in the replicated state.
+// The caller (node/caller.ts) goes with every write to the leader, which authorizes it. The
+// control socket speaks for the node itself: reads and `leave`, never an admin's writes.
 // Writes go through the leader (forwarded over libp2p); reads are linearizable (ReadIndex)
 // unless ?stale=true.
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
@@ -10,7 +12,9 @@ import type { KvRecord } from '../protocol/cluster/state.js';
 import type { Omnid } from './daemon.js';
 import { CommandEncodeError, MAX_TOKEN_NAME_CHARS } from '../protocol/cluster/commands.js';
 import { OmniError, httpStatusFor } from './errors.js';
-import { tokenMatches, newJoinToken, newAdminToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
+import { matchToken, newJoinToken, newAdminToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
+import { SELF, adminCaller, type Caller } from './caller.js';
+import { quotaBytes } from '../protocol/cluster/quota.js';
 import type { Logger } from './logger.js';
 import { apiUrlFor, type ApiTls } from './api-tls.js';
 import { readJson, parseRequestUrl, decodePathParam, queryParam, queryBool, queryInt, readVersion, kvKeyParam, objectBody } from './api-input.js';
@@ -34,19 +38,28 @@ export interface HealthReport {
   reasons: string[];
 }
 
-/** Returns [status, JSON body], or undefined when it wrote the response itself (streams). */
-export type Handler = (req: IncomingMessage, url: URL, params: string[], res: ServerResponse) => Promise<[number, unknown] | undefined>;
+/**
+ * Returns [status, JSON body], or undefined when it wrote the response itself (streams).
+ * caller: who asks (an admin token, or this node itself on the control socket); every write
+ * the handler proposes names it.
+ */
+export type Handler = (req: IncomingMessage, url: URL, params: string[], res: ServerResponse, caller: Caller) => Promise<[number, unknown] | undefined>;
 
-/** stream: the handler streams its answer for as long as it likes (logs); see api-limits.ts. */
+/**
+ * stream: the handler streams its answer for as long as it likes (logs); see api-limits.ts.
+ * member: the node's own control socket may call it (reads are always allowed there; any other
+ * route needs an admin token).
+ */
 export interface RouteOptions {
   stream?: boolean;
+  member?: boolean;
 }
 
 export class ApiServer {
   private server: Server | undefined;
   private control: Server | undefined;
   url = '';
-  private readonly routes: { method: string; pattern: RegExp; handler: Handler; open?: boolean; stream?: boolean }[] = [];
+  private readonly routes: { method: string; pattern: RegExp; handler: Handler; open?: boolean; stream?: boolean; member?: boolean }[] = [];
   readonly limits: ApiLimits;
   private readonly inFlight: Gate;
   private readonly streams: Gate;
@@ -68,17 +81,23 @@ export class ApiServer {
     this.route('GET', /^\/v1\/nodes$/, async () => [200, { nodes: this.nodes() }]);
     this.route('GET', /^\/v1\/kv$/, async (_req, url) => this.kvList(url));
     this.route('GET', /^\/v1\/kv\/(.+)$/, async (_req, url, [key]) => this.kvGet(key, url));
-    this.route('PUT', /^\/v1\/kv\/(.+)$/, async (req, _url, [key]) => this.kvPut(key, await readJson(req)));
-    this.route('DELETE', /^\/v1\/kv\/(.+)$/, async (_req, url, [key]) => this.kvDelete(key, url));
-    this.route('POST', /^\/v1\/tokens$/, async (req) => this.createToken(await readJson(req)));
-    this.route('POST', /^\/v1\/leave$/, async () => {
-      await this.d.leave();
-      return [200, { left: true, node: this.d.name }];
-    });
+    this.route('PUT', /^\/v1\/kv\/(.+)$/, async (req, _url, [key], _res, caller) => this.kvPut(key, await readJson(req), caller));
+    this.route('DELETE', /^\/v1\/kv\/(.+)$/, async (_req, url, [key], _res, caller) => this.kvDelete(key, url, caller));
+    this.route('POST', /^\/v1\/tokens$/, async (req, _url, _params, _res, caller) => this.createToken(await readJson(req), caller));
+    this.route(
+      'POST',
+      /^\/v1\/leave$/,
+      async () => {
+        await this.d.leave();
+        return [200, { left: true, node: this.d.name }];
+      },
+      false,
+      { member: true },
+    );
   }
 
   route(method: string, pattern: RegExp, handler: Handler, open = false, opts: RouteOptions = {}): void {
-    this.routes.push({ method, pattern, handler, open, stream: opts.stream });
+    this.routes.push({ method, pattern, handler, open, stream: opts.stream, member: opts.member });
   }
 
   /** Serves HTTPS with the node certificate when `tls` says so (see node/api-tls.ts), else HTTP. */
@@ -126,13 +145,16 @@ export class ApiServer {
       const matching = this.routes.filter((r) => r.pattern.test(url.pathname));
       const route = matching.find((r) => r.method === req.method);
       // Only open routes answer without a token; even "no such route" needs one.
-      if (!route?.open && !trusted) this.authorize(req);
+      const caller = route?.open || trusted ? SELF : this.authorize(req);
       if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname.slice(0, 200)}`);
+      if (trusted && !route.open && !route.member && req.method !== 'GET') {
+        throw new OmniError('FORBIDDEN', `the control socket acts for this node only (reads, leave): ${req.method} ${url.pathname.slice(0, 200)} needs an admin token`);
+      }
       // Open routes (liveness) and the trusted control socket are never refused as BUSY.
       if (!route.open && !trusted) release = (route.stream ? this.streams : this.inFlight).enter();
       const params = route.pattern.exec(url.pathname)!.slice(1).map(decodePathParam);
-      const out = await route.handler(req, url, params, res);
+      const out = await route.handler(req, url, params, res, caller);
       if (out === undefined) return;
       [status, body] = out;
     } catch (err) {
@@ -160,13 +182,15 @@ export class ApiServer {
     res.end(text);
   }
 
-  private authorize(req: IncomingMessage): void {
+  /** The admin caller of a request (UNAUTHORIZED without a valid admin token). */
+  private authorize(req: IncomingMessage): Caller {
     const header = req.headers.authorization;
     const token = bearerToken(header);
-    const hashes = this.d.raft.state.tokens().filter((t) => t.role === 'admin').map((t) => t.hash);
-    if (!tokenMatches(token, hashes)) {
+    const match = matchToken(token, this.d.raft.state.tokens().filter((t) => t.role === 'admin'));
+    if (!match) {
       throw new OmniError('UNAUTHORIZED', header ? 'invalid API token' : 'missing API token (Authorization: Bearer <token>; see OMNI_TOKEN)');
     }
+    return adminCaller(token, match.id);
   }
 
   health(): HealthReport {
@@ -213,6 +237,12 @@ export class ApiServer {
       root: cfg.rootNodeId === '' ? null : nameOf(cfg.rootNodeId),
       rootRetired: cfg.rootRetired,
       health: this.health().status,
+      // Raft messages dropped unread (leader or candidate messages, or a higher term, from a
+      // node that is not a voter here): see README, Security model.
+      refusedRaftMessages: raft.refusedMessages,
+      // The replicated state quota (protocol/cluster/quota.ts) and how much of it is used.
+      stateBytes: state.sizeBytes,
+      maxStateBytes: quotaBytes(cfg),
     };
   }
 
@@ -262,23 +292,23 @@ export class ApiServer {
     return [200, { items: this.d.raft.state.kvList(prefix, limit).map(kvJson) }];
   }
 
-  private async kvPut(key: string, body: unknown): Promise<[number, unknown]> {
+  private async kvPut(key: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
     key = kvKeyParam(key);
     const b = objectBody(body, ['value', 'expectedVersion'], '{"value": "<string>", "expectedVersion": <integer>?}');
     if (typeof b.value !== 'string') throw new OmniError('BAD_REQUEST', 'body must be {"value": "<string>"} (optional "expectedVersion": <number>)');
     const expectedVersion = b.expectedVersion === undefined ? undefined : readVersion(b.expectedVersion, 'expectedVersion');
-    const value = await this.d.proposeOk({ type: 'kv.put', key, value: b.value, ...(expectedVersion !== undefined ? { expectedVersion } : {}) });
+    const value = await this.d.proposeOk({ type: 'kv.put', key, value: b.value, ...(expectedVersion !== undefined ? { expectedVersion } : {}) }, caller);
     return [200, value];
   }
 
-  private async kvDelete(key: string, url: URL): Promise<[number, unknown]> {
+  private async kvDelete(key: string, url: URL, caller: Caller): Promise<[number, unknown]> {
     key = kvKeyParam(key);
     const expectedVersion = queryInt(url, 'expectedVersion', 0, Number.MAX_SAFE_INTEGER);
-    await this.d.proposeOk({ type: 'kv.delete', key, ...(expectedVersion !== undefined ? { expectedVersion } : {}) });
+    await this.d.proposeOk({ type: 'kv.delete', key, ...(expectedVersion !== undefined ? { expectedVersion } : {}) }, caller);
     return [200, { deleted: key }];
   }
 
-  private async createToken(body: unknown): Promise<[number, unknown]> {
+  private async createToken(body: unknown, caller: Caller): Promise<[number, unknown]> {
     const b = objectBody(body, ['role', 'name'], '{"role": "join"|"admin", "name": "<label>"}');
     if (b.role !== 'join' && b.role !== 'admin') throw new OmniError('BAD_REQUEST', 'body must be {"role": "join"|"admin", "name": "<label>"}');
     if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > MAX_TOKEN_NAME_CHARS || /[\u0000-\u001f\u007f-\u009f]/.test(b.name))) {
@@ -287,7 +317,7 @@ export class ApiServer {
     const name = b.name ?? '';
     const token = b.role === 'join' ? newJoinToken(Buffer.from(this.networkKeyHex(), 'hex')) : newAdminToken();
     const id = newTokenId();
-    await this.d.proposeOk({ type: 'token.add', token: { id, hash: sha256Hex(token), role: b.role, name } });
+    await this.d.proposeOk({ type: 'token.add', token: { id, hash: sha256Hex(token), role: b.role, name } }, caller);
     return [201, { id, role: b.role, token }];
   }
 

@@ -4,6 +4,7 @@
 import { planAutopilot, type AutopilotAction } from '../protocol/cluster/autopilot.js';
 import { ConfChangeType, Role } from '../protocol/raft/types.js';
 import type { Omnid } from './daemon.js';
+import { LEADER_DUTY } from './caller.js';
 
 export const DEFAULT_DOWN_AFTER_MS = 5000;
 export const DEFAULT_REPLACE_AFTER_MS = 15_000;
@@ -103,34 +104,34 @@ export class Autopilot {
     switch (a.kind) {
       case 'markDown':
         d.log.warn(`autopilot: node ${name(a.node)} is down (${a.reason})`);
-        await d.proposeOk({ type: 'node.status', id: a.node, status: 'down', reason: a.reason });
+        await d.proposeOk({ type: 'node.status', id: a.node, status: 'down', reason: a.reason }, LEADER_DUTY);
         return;
       case 'markUp':
         d.log.info(`autopilot: node ${name(a.node)} is up again`);
-        await d.proposeOk({ type: 'node.status', id: a.node, status: 'up' });
+        await d.proposeOk({ type: 'node.status', id: a.node, status: 'up' }, LEADER_DUTY);
         return;
       case 'promote':
         d.log.info(`autopilot: promoting ${name(a.node)} to voter (${a.reason})`);
-        await d.changeMembership({ type: ConfChangeType.AddVoter, node: a.node });
+        await d.changeMembership({ type: ConfChangeType.AddVoter, node: a.node }, LEADER_DUTY);
         return;
       case 'demote':
         d.log.warn(`autopilot: demoting ${name(a.node)} to non-voter (${a.reason})`);
-        await d.changeMembership({ type: ConfChangeType.AddLearner, node: a.node });
+        await d.changeMembership({ type: ConfChangeType.AddLearner, node: a.node }, LEADER_DUTY);
         return;
       case 'removeMember':
         d.log.info(`autopilot: removing ${name(a.node)} from the configuration (${a.reason})`);
-        await d.changeMembership({ type: ConfChangeType.RemoveNode, node: a.node });
+        await d.changeMembership({ type: ConfChangeType.RemoveNode, node: a.node }, LEADER_DUTY);
         d.transport.dropPeer(a.node);
         return;
       case 'markLeft':
         d.log.info(`autopilot: ${name(a.node)} leaves (${a.reason})`);
-        await d.proposeOk({ type: 'node.remove', id: a.node });
+        await d.proposeOk({ type: 'node.remove', id: a.node }, LEADER_DUTY);
         // It is out of the configuration, so Raft will not tell it: say so directly.
         await d.rpc.call(a.node, 'removed', { reason: a.reason }, 3000).catch(() => undefined);
         return;
       case 'retireRoot':
         d.log.info(`autopilot: root node retires from its bootstrap role (${a.reason})`);
-        await d.proposeOk({ type: 'root.retire' });
+        await d.proposeOk({ type: 'root.retire' }, LEADER_DUTY);
         return;
       case 'transferLeadership':
         if (now - this.lastTransferMs < TRANSFER_RETRY_MS) return;

@@ -15,7 +15,10 @@ import { RaftStorage } from './raft-storage.js';
 import { RaftNode, DEFAULT_TIMING, type RaftTiming } from './raft-node.js';
 import { bootstrapState } from '../protocol/raft/raft.js';
 import { ConfChangeType, NONE, type ConfChange } from '../protocol/raft/types.js';
-import { encodeCommand, type Command, type ApplyResult, type NodeRecord } from '../protocol/cluster/state.js';
+import { encodeCommand, decodeCommand, type Command, type ApplyResult, type NodeRecord } from '../protocol/cluster/state.js';
+import { authorize, authzView, type Principal, type ConfChangeKind } from '../protocol/cluster/authz.js';
+import { growthBytes, quotaBytes, quotaRefusal } from '../protocol/cluster/quota.js';
+import { LEADER_DUTY, SELF, forwardedPrincipal, localPrincipal, readWireCaller, toWire, type Caller, type WireCaller } from './caller.js';
 import { Heartbeats, DEFAULT_HEARTBEAT_INTERVAL_MS } from './heartbeats.js';
 import { Autopilot, DEFAULT_DOWN_AFTER_MS, DEFAULT_REPLACE_AFTER_MS } from './autopilot.js';
 import { ApiServer, parseHostPort } from './api-server.js';
@@ -54,6 +57,8 @@ export interface DaemonOptions {
   insecureHttp?: boolean;
   /** Overrides of the HTTP API's connection and request limits (see node/api-limits.ts). */
   apiLimits?: Partial<ApiLimits>;
+  /** omnid init --max-state-bytes: the replicated state quota (protocol/cluster/quota.ts). */
+  maxStateBytes?: number;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -66,7 +71,7 @@ interface ClusterMeta {
   /** The addresses actually bound last time (a requested port 0 becomes a real port). */
   boundListen?: string[];
   /** Hashes for the bootstrap proposals, kept until they are applied (crash during init). */
-  bootstrap?: { adminTokenHash: string; adminTokenId: string; joinTokenHash: string; joinTokenId: string; voterTarget: number; ephemeralRoot: boolean };
+  bootstrap?: { adminTokenHash: string; adminTokenId: string; joinTokenHash: string; joinTokenId: string; voterTarget: number; ephemeralRoot: boolean; maxStateBytes?: number };
   left?: boolean;
   /** Set from before the join request until the cluster id is known (a join can be resumed). */
   joining?: boolean;
@@ -93,6 +98,19 @@ const PEER_MAINTENANCE_MS = 1000;
 const REGISTER_RETRY_MS = 500;
 const MAX_JOIN_ATTEMPT_MS = 30_000;
 const JOIN_ATTEMPT_MS = 8000;
+/** How often refused leader claims are checked with this node's voters (see checkLeaderClaims). */
+const LEADER_CLAIM_CHECK_MS = 1000;
+const LEADER_CLAIM_RPC_MS = 2000;
+const MAX_CLAIMS_CHECKED = 4;
+/** Leader addresses a NOT_LEADER answer to a joining node carries (and the joiner reads). */
+const MAX_REDIRECT_ADDRS = 16;
+/** ConfChangeType → the name authz uses. */
+const CONF_KINDS: Record<ConfChangeType, ConfChangeKind> = { [ConfChangeType.AddVoter]: 'addVoter', [ConfChangeType.AddLearner]: 'addLearner', [ConfChangeType.RemoveNode]: 'remove' };
+
+/** A leader duty off the leader: it is not forwarded (the new leader runs its own duties). */
+function leadershipLost(): OmniError {
+  return new OmniError('LEADERSHIP_LOST', 'this node is no longer the leader; the new leader runs its own duties');
+}
 
 export class Omnid {
   readonly host: OmniHost;
@@ -170,6 +188,7 @@ export class Omnid {
         joinTokenId: newTokenId(),
         voterTarget,
         ephemeralRoot: opts.ephemeralRoot ?? false,
+        ...(opts.maxStateBytes !== undefined ? { maxStateBytes: opts.maxStateBytes } : {}),
       },
     };
     const identity = await loadOrCreateIdentity(opts.dataDir);
@@ -215,6 +234,8 @@ export class Omnid {
     try {
       daemon = await Omnid.run(opts, storage, meta, false);
       const reply = await daemon.requestJoin(target, token);
+      // The leader that admitted us may lead before our log shows its promotion.
+      if (typeof reply.leader === 'string' && reply.leader !== NONE) daemon.raft.vouch(reply.leader);
       await daemon.apiTls.adoptJoinedCa(reply.ca);
       await daemon.joined(reply.clusterId);
       return daemon;
@@ -297,7 +318,7 @@ export class Omnid {
     const rpc = new Rpc(host, log);
     daemon = new Omnid(opts, host, storage, raft, transport, rpc, meta, log);
     daemon.registerRpc();
-    daemon.forwarder = new Forwarder(host, (from, data) => daemon.proposeForwarded(from, data), log);
+    daemon.forwarder = new Forwarder(host, (from, data, caller) => daemon.proposeForwarded(from, data, caller), log);
     await transport.start();
     await rpc.start();
     await daemon.forwarder.start();
@@ -339,6 +360,7 @@ export class Omnid {
     this.agent.start();
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
+    this.every(LEADER_CLAIM_CHECK_MS, () => this.checkLeaderClaims());
     this.every(REGISTER_RETRY_MS, () => this.registerSelf());
     this.maintainPeers();
   }
@@ -379,28 +401,63 @@ export class Omnid {
 
   // ------------------------------------------------------------------ writes and reads
 
-  /** Proposes a command through the leader, from any node. Retries only when it is safe. */
-  async propose(cmd: Command): Promise<ApplyResult> {
+  /**
+   * Proposes a command through the leader, from any node, on behalf of `caller`
+   * (node/caller.ts); the leader authorizes it before it enters the log. Retries only when it
+   * is safe. A leader duty is never forwarded: it fails LEADERSHIP_LOST off the leader.
+   */
+  async propose(cmd: Command, caller: Caller): Promise<ApplyResult> {
     const data = encodeCommand(cmd);
-    return this.viaLeader(
-      () => this.raft.propose(data),
-      (leader) => this.forwarder.propose(leader, data),
-    );
+    const principal = localPrincipal(caller, this.id);
+    const local = () => this.proposeOnLeader(principal, cmd, data);
+    if (caller.kind === 'leader-duty') return this.onLeader(local, leadershipLost);
+    const wire = toWire(caller);
+    return this.viaLeader(local, (leader) => this.forwarder.propose(leader, data, wire));
   }
 
   /** Proposes and turns a refused command into an OmniError. */
-  async proposeOk(cmd: Command): Promise<unknown> {
-    const r = await this.propose(cmd);
+  async proposeOk(cmd: Command, caller: Caller): Promise<unknown> {
+    const r = await this.propose(cmd, caller);
     if (!r.ok) throw new OmniError(r.error.code, r.error.message);
     return r.value;
   }
 
-  async changeMembership(cc: ConfChange): Promise<void> {
-    const params = { type: cc.type, node: cc.node };
-    await this.viaLeader(
-      () => this.raft.proposeConfChange(cc),
-      (leader) => this.rpc.call<ApplyResult>(leader, 'conf', params),
-    );
+  /** A membership change on behalf of `caller`, decided (authorized) by the leader. */
+  async changeMembership(cc: ConfChange, caller: Caller): Promise<void> {
+    const principal = localPrincipal(caller, this.id);
+    const local = () => this.confOnLeader(principal, cc);
+    if (caller.kind === 'leader-duty') {
+      await this.onLeader(local, leadershipLost);
+      return;
+    }
+    const params = { type: cc.type, node: cc.node, caller: toWire(caller) };
+    await this.viaLeader(local, (leader) => this.rpc.call<ApplyResult>(leader, 'conf', params));
+  }
+
+  /**
+   * The leader's gate for every command: who asks and whether they may (authz), then whether
+   * the state has room for it (the replicated quota, counting what is proposed and not applied
+   * yet). A command refused here never enters the Raft log.
+   */
+  private proposeOnLeader(principal: Principal, cmd: Command, data: Uint8Array): Promise<ApplyResult> {
+    if (!this.raft.isLeader) return Promise.reject(new OmniError('NOT_LEADER', 'not the leader', { leader: this.raft.leader }));
+    const state = this.raft.state;
+    const allowed = authorize(principal, { kind: 'command', command: cmd }, authzView(state));
+    if (!allowed.ok) return Promise.reject(new OmniError('FORBIDDEN', allowed.error.message));
+    const growth = growthBytes(cmd, state);
+    const full = quotaRefusal({ principal: principal.kind, growthBytes: growth, stateBytes: state.sizeBytes, pendingBytes: this.pendingGrowthBytes, quotaBytes: quotaBytes(state.config()) });
+    if (full) return Promise.reject(new OmniError(full.code, full.message));
+    if (growth <= 0) return this.raft.propose(data);
+    this.pendingGrowthBytes += growth;
+    return this.raft.propose(data).finally(() => (this.pendingGrowthBytes -= growth));
+  }
+
+  /** The leader's gate for membership changes: only the leader decides promotions. */
+  private confOnLeader(principal: Principal, cc: ConfChange): Promise<ApplyResult> {
+    if (!this.raft.isLeader) return Promise.reject(new OmniError('NOT_LEADER', 'not the leader', { leader: this.raft.leader }));
+    const allowed = authorize(principal, { kind: 'conf', change: { type: CONF_KINDS[cc.type], node: cc.node } }, authzView(this.raft.state));
+    if (!allowed.ok) return Promise.reject(new OmniError('FORBIDDEN', allowed.error.message));
+    return this.raft.proposeConfChange(cc);
   }
 
   /** Linearizable read barrier (ReadIndex), from any node. */
@@ -413,6 +470,25 @@ export class Omnid {
       } catch (err) {
         const retryable = err instanceof OmniError && ['NO_LEADER', 'TIMEOUT'].includes(err.code);
         if (!retryable || Date.now() >= deadline || this.stopping) throw err;
+        await sleep(FORWARD_RETRY_MS);
+      }
+    }
+  }
+
+  /**
+   * Runs `local` while this node leads, retrying the refusals that prove nothing was proposed;
+   * once it does not lead, fails with offLeader() (no forwarding).
+   */
+  private async onLeader(local: () => Promise<ApplyResult>, offLeader: () => OmniError): Promise<ApplyResult> {
+    const deadline = Date.now() + FORWARD_DEADLINE_MS;
+    for (;;) {
+      if (!this.raft.isLeader) throw offLeader();
+      try {
+        return await local();
+      } catch (err) {
+        if (err instanceof OmniError && err.code === 'NOT_LEADER') throw offLeader();
+        const retryable = err instanceof OmniError && ['TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING'].includes(err.code);
+        if (!retryable || Date.now() > deadline || this.stopping) throw err;
         await sleep(FORWARD_RETRY_MS);
       }
     }
@@ -439,14 +515,23 @@ export class Omnid {
 
   private registerRpc(): void {
 
+    // A membership change forwarded to the leader: a member may only remove itself (leave),
+    // an admin token may remove a member; promotions are the autopilot's alone.
     this.rpc.on('conf', async (params, from) => {
       this.requireMember(from);
-      const p = params as { type?: unknown; node?: unknown };
-      if (typeof p?.node !== 'string' || ![0, 1, 2].includes(p.type as number)) throw new OmniError('BAD_REQUEST', 'conf needs {type, node}');
+      const p = params as { type?: unknown; node?: unknown; caller?: unknown };
+      if (typeof p?.node !== 'string' || ![0, 1, 2].includes(p.type as number)) throw new OmniError('BAD_REQUEST', 'conf needs {type, node, caller}');
+      const caller = readWireCaller(p.caller);
       if (!this.raft.isLeader) throw new OmniError('NOT_LEADER', 'not the leader', { leader: this.raft.leader });
-      return this.raft.proposeConfChange({ type: p.type as ConfChangeType, node: p.node });
+      return this.confOnLeader(forwardedPrincipal(caller, from, this.raft.state.tokens()), { type: p.type as ConfChangeType, node: p.node });
     });
     this.rpc.on('join', async (params, from) => this.handleJoin(params, from));
+    // Which voters this node's applied configuration has: a member that refuses a leader it
+    // does not know as a voter asks its own voters (checkLeaderClaims).
+    this.rpc.on('raft-voters', async (_params, from) => {
+      this.requireMember(from);
+      return { voters: [...this.raft.raft.voters] };
+    });
     this.rpc.on('cluster-ca', async (_params, from) => {
       this.requireMember(from);
       return loadClusterCa(this.opts.dataDir);
@@ -463,14 +548,20 @@ export class Omnid {
     });
   }
 
-  /** Current voters and non-voters only; a node that left (or was removed) is refused. */
-  /** Leader side of a forwarded write: members only, and only while this node leads. */
-  private async proposeForwarded(from: string, data: Uint8Array): Promise<ApplyResult> {
+  /**
+   * Leader side of a forwarded write: members only, only while this node leads, and only what
+   * the caller may propose (the member itself, or an admin token verified here).
+   */
+  private proposeForwarded(from: string, data: Uint8Array, caller: WireCaller): Promise<ApplyResult> {
     this.requireMember(from);
     if (!this.raft.isLeader) throw new OmniError('NOT_LEADER', 'not the leader', { leader: this.raft.leader });
-    return this.raft.propose(data);
+    const decoded = decodeCommand(data);
+    // Bytes that are no command are refused here: they never reach the log.
+    if (!decoded.ok) return Promise.resolve(decoded);
+    return this.proposeOnLeader(forwardedPrincipal(caller, from, this.raft.state.tokens()), decoded.command, data);
   }
 
+  /** Current voters and non-voters only; a node that left (or was removed) is refused. */
   private requireMember(peer: string): void {
     const raft = this.raft.raft;
     const inConf = raft.voters.has(peer) || raft.learners.has(peer);
@@ -486,44 +577,95 @@ export class Omnid {
     return n !== undefined && n.status !== 'left';
   }
 
+  /**
+   * Leader side of a join. Only the leader admits a node: another member answers NOT_LEADER
+   * with the leader's id and addresses, and the joining node asks the leader itself (so the
+   * leader sees its authenticated identity, not another member's word for it). The reply
+   * carries the cluster CA (trust model: README, Security model).
+   */
   private async handleJoin(params: unknown, from: string): Promise<{ clusterId: string; leader: string; ca: unknown }> {
     const p = params as { token?: unknown; node?: Partial<NodeRecord> };
     if (typeof p?.token !== 'string' || typeof p.node !== 'object' || p.node === null) throw new OmniError('BAD_REQUEST', 'join needs {token, node}');
     if (p.node.id !== from) throw new OmniError('FORBIDDEN', 'a node may only join as itself');
+    if (!this.raft.isLeader) throw new OmniError('NOT_LEADER', 'joins are decided by the leader', this.leaderContact());
     const joinHashes = this.raft.state.tokens().filter((t) => t.role === 'join').map((t) => t.hash);
     if (!tokenMatches(p.token, joinHashes)) throw new OmniError('UNAUTHORIZED', 'invalid join token');
     const existing = this.raft.state.node(from);
     if (existing?.status === 'left') throw new OmniError('CONFLICT', 'this node id left the cluster; join with a fresh data dir');
     const n = p.node;
-    await this.proposeOk({ type: 'node.register', node: { id: from, name: String(n.name), addrs: n.addrs ?? [], apiUrl: String(n.apiUrl), resources: n.resources!, labels: n.labels ?? {} } } as Command);
+    const joiner: Principal = { kind: 'joiner', nodeId: from };
+    const register = { type: 'node.register', node: { id: from, name: String(n.name), addrs: n.addrs ?? [], apiUrl: String(n.apiUrl), resources: n.resources!, labels: n.labels ?? {} } } as Command;
+    const data = encodeCommand(register);
+    const redirect = () => new OmniError('NOT_LEADER', 'leadership moved during the join', this.leaderContact());
+    const r = await this.onLeader(() => this.proposeOnLeader(joiner, register, data), redirect);
+    if (!r.ok) throw new OmniError(r.error.code, r.error.message);
     if (!this.raft.raft.voters.has(from) && !this.raft.raft.learners.has(from)) {
-      await this.changeMembership({ type: ConfChangeType.AddLearner, node: from });
+      await this.onLeader(() => this.confOnLeader(joiner, { type: ConfChangeType.AddLearner, node: from }), redirect);
     }
     this.log.info(`node ${String(n.name)} (${from}) joined as a learner`);
     // Every member holds the CA, so it can sign its own API certificate (trust model: README).
     return { clusterId: this.clusterId, leader: this.raft.leader, ca: await loadClusterCa(this.opts.dataDir) };
   }
 
-  private async requestJoin(target: ReturnType<typeof multiaddr>, token: string): Promise<{ clusterId: string; ca: unknown }> {
+  /** Who leads and where, for a NOT_LEADER answer to a joining node. */
+  private leaderContact(): Record<string, unknown> {
+    const leader = this.raft.leader;
+    return { leader, leaderAddrs: leader === NONE ? [] : (this.raft.state.node(leader)?.addrs ?? []).slice(0, MAX_REDIRECT_ADDRS) };
+  }
+
+  private async requestJoin(first: ReturnType<typeof multiaddr>, token: string): Promise<{ clusterId: string; leader?: unknown; ca: unknown }> {
     const node = await this.selfRecord();
     const deadline = Date.now() + MAX_JOIN_ATTEMPT_MS;
+    let target: string | ReturnType<typeof multiaddr> = first;
     for (;;) {
       try {
-        return await this.rpc.call<{ clusterId: string; ca: unknown }>(target, 'join', { token, node }, JOIN_ATTEMPT_MS);
+        return await this.rpc.call<{ clusterId: string; leader?: unknown; ca: unknown }>(target, 'join', { token, node }, JOIN_ATTEMPT_MS);
       } catch (err) {
         const e = err as OmniError;
-        if (e.code === 'UNAVAILABLE' && /EncryptionFailed|ECONNRESET|handshake/i.test(e.message)) {
-          throw new OmniError('UNAUTHORIZED', `cannot connect to ${target.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
+        if (e.code === 'UNAVAILABLE' && target === first && /EncryptionFailed|ECONNRESET|handshake/i.test(e.message)) {
+          throw new OmniError('UNAUTHORIZED', `cannot connect to ${first.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
         }
+        // A member that does not lead names the leader: ask it (the join is decided there).
+        const leader = e.code === 'NOT_LEADER' ? this.learnLeader(e.detail) : undefined;
         // A wrong network key shows as a reset, or (on a busy host) as a handshake that never
         // completes: retry the latter, the join handler is idempotent.
-        if (!['NO_LEADER', 'UNAVAILABLE', 'TIMEOUT'].includes(e.code)) throw err;
+        if (!['NO_LEADER', 'NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'PROPOSAL_DROPPED'].includes(e.code)) throw err;
         if (Date.now() > deadline) {
-          throw new OmniError('UNAVAILABLE', `cannot join through ${target.toString()}: ${e.message} (is that node up, and is the join token from its cluster?)`);
+          throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: ${e.message} (is that node up, and is the join token from its cluster?)`);
         }
+        if (leader !== undefined && leader !== target) {
+          this.log.info(`join: ${String(target).slice(0, 120)} does not lead; asking the leader ${leader}`);
+          target = leader;
+          continue;
+        }
+        // The leader named earlier did not answer: start again from the address we were given.
+        target = first;
         await sleep(500);
       }
     }
+  }
+
+  /** The leader a NOT_LEADER answer names (untrusted input), added to the peer store; its id. */
+  private learnLeader(detail: Record<string, unknown>): string | undefined {
+    const leader = detail.leader;
+    if (typeof leader !== 'string' || leader === NONE || leader === this.id) return undefined;
+    let pid;
+    try {
+      pid = peerIdFromString(leader);
+    } catch {
+      return undefined;
+    }
+    const addrs = Array.isArray(detail.leaderAddrs) ? detail.leaderAddrs.slice(0, MAX_REDIRECT_ADDRS) : [];
+    const multiaddrs = addrs.flatMap((a) => {
+      try {
+        return typeof a === 'string' && a.length <= 256 ? [multiaddr(a)] : [];
+      } catch {
+        return [];
+      }
+    });
+    if (multiaddrs.length === 0) return undefined;
+    void Promise.resolve(this.host.peerStore.merge(pid, { multiaddrs })).catch(() => undefined);
+    return leader;
   }
 
   private async selfRecord(): Promise<Omit<NodeRecord, 'role' | 'status' | 'statusReason' | 'root' | 'joinedIndex' | 'updatedIndex'>> {
@@ -555,11 +697,12 @@ export class Omnid {
       if (current) {
         // Each step is checked on its own, so a crash between any two is completed on restart.
         if (state.config().clusterId === '') {
-          await this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot });
+          const quota = b.maxStateBytes !== undefined ? { maxStateBytes: b.maxStateBytes } : {};
+          await this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot, ...quota }, LEADER_DUTY);
         }
-        if (!state.tokenById(b.adminTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.adminTokenId, hash: b.adminTokenHash, role: 'admin', name: 'admin (omnid init)' } });
-        if (!state.tokenById(b.joinTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.joinTokenId, hash: b.joinTokenHash, role: 'join', name: 'join (omnid init)' } });
-        if (!this.raft.state.node(this.id)) await this.proposeOk({ type: 'node.register', node: await this.selfRecord() });
+        if (!state.tokenById(b.adminTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.adminTokenId, hash: b.adminTokenHash, role: 'admin', name: 'admin (omnid init)' } }, LEADER_DUTY);
+        if (!state.tokenById(b.joinTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.joinTokenId, hash: b.joinTokenHash, role: 'join', name: 'join (omnid init)' } }, LEADER_DUTY);
+        if (!this.raft.state.node(this.id)) await this.proposeOk({ type: 'node.register', node: await this.selfRecord() }, SELF);
         this.registered = true;
         continue;
       }
@@ -573,8 +716,39 @@ export class Omnid {
     const self = this.raft.state.node(this.id);
     if (!self) return; // the join handler registers a new node
     if (self.status === 'left') return;
-    await this.proposeOk({ type: 'node.register', node: await this.selfRecord() });
+    await this.proposeOk({ type: 'node.register', node: await this.selfRecord() }, SELF);
     this.registered = true;
+  }
+
+  /**
+   * Raft refuses leader messages from a node that is not a voter in this node's configuration
+   * (a forged heartbeat from a learner, or a real leader promoted while this node was away).
+   * Ask this node's voters: when a majority of them count the claimant as a voter, it is one.
+   */
+  private async checkLeaderClaims(): Promise<void> {
+    const raft = this.raft.raft;
+    const claims = [...raft.leaderClaims.keys()].slice(0, MAX_CLAIMS_CHECKED);
+    if (claims.length === 0) return;
+    const others = [...raft.voters].filter((v) => v !== this.id);
+    const answers = await Promise.all(
+      others.map((v) =>
+        this.rpc
+          .call<{ voters?: unknown }>(v, 'raft-voters', {}, LEADER_CLAIM_RPC_MS)
+          .then((r) => (Array.isArray(r?.voters) ? new Set(r.voters.filter((x): x is string => typeof x === 'string')) : undefined))
+          .catch(() => undefined),
+      ),
+    );
+    const majority = Math.floor(raft.voters.size / 2) + 1;
+    for (const claimant of claims) {
+      const yes = answers.filter((a) => a?.has(claimant)).length;
+      if (yes >= majority) {
+        this.log.info(`raft: ${yes} of ${raft.voters.size} voters say ${this.raft.state.node(claimant)?.name ?? claimant} is a voter now; following it`);
+        this.raft.vouch(claimant);
+      } else {
+        raft.leaderClaims.delete(claimant);
+        this.log.warn(`raft: refused leader messages from ${this.raft.state.node(claimant)?.name ?? claimant}, which is not a voter (${yes} of ${raft.voters.size} voters say it is)`);
+      }
+    }
   }
 
   /** Keeps the peer store and connections in line with the member list. */
@@ -617,6 +791,8 @@ export class Omnid {
   }
 
   private leaving = false;
+  /** Bytes that proposals admitted by the quota may add once applied (see proposeOnLeader). */
+  private pendingGrowthBytes = 0;
 
   /** Leaves the cluster cleanly: hands off leadership, marks itself left, leaves the Raft configuration. */
   async leave(): Promise<void> {
@@ -625,9 +801,9 @@ export class Omnid {
     }
     this.leaving = true;
     await this.handOffLeadership();
-    await this.proposeOk({ type: 'node.remove', id: this.id });
+    await this.proposeOk({ type: 'node.remove', id: this.id }, SELF);
     await this.handOffLeadership();
-    await this.changeMembership({ type: ConfChangeType.RemoveNode, node: this.id }).catch((err: Error) => {
+    await this.changeMembership({ type: ConfChangeType.RemoveNode, node: this.id }, SELF).catch((err: Error) => {
       this.log.warn(`leave: membership change failed (${err.message}); the leader's autopilot will remove this node`);
     });
     void this.finishLeaving('left the cluster (omnid leave)');

@@ -39,6 +39,8 @@ export function httpStatusFor(code: string): number {
       return 429;
     case 'TIMEOUT':
       return 504;
+    case 'NO_SPACE':
+      return 507;
     case 'NO_LEADER':
     case 'NOT_LEADER':
     case 'UNAVAILABLE':
@@ -46,6 +48,7 @@ export function httpStatusFor(code: string): number {
     case 'CONF_CHANGE_PENDING':
     case 'TOO_MANY_PENDING':
     case 'PROPOSAL_DROPPED':
+    case 'LEADERSHIP_LOST':
     case 'BUSY':
       return 503;
     default:

@@ -2,6 +2,10 @@
 // (/omni/forward/1.0.0), batching everything submitted in the same event-loop turn into one
 // frame each way. Opening a stream per write costs a protocol negotiation and several small
 // socket writes; under load this path is most of a follower's work.
+//
+// Each proposal carries its caller (node/caller.ts): the member itself, or the admin token the
+// API request presented, which the leader verifies again before it authorizes the command.
+// Version 2 added the caller: a version-1 node cannot forward to a version-2 leader.
 import type { Stream, Connection } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { OmniHost } from './p2p-host.js';
@@ -9,9 +13,10 @@ import { readFrames, sendFrame } from './framed-stream.js';
 import { OmniError } from './errors.js';
 import type { Logger } from './logger.js';
 import type { ApplyResult } from '../protocol/cluster/state.js';
+import { readWireCaller, type WireCaller } from './caller.js';
 import { MAX_COMMAND_BYTES } from '../protocol/cluster/state.js';
 
-export const FORWARD_PROTOCOL = '/omni/forward/1.0.0';
+export const FORWARD_PROTOCOL = '/omni/forward/2.0.0';
 /** Proposals per frame; a frame is bounded by this many commands of MAX_COMMAND_BYTES (base64). */
 const MAX_BATCH = 256;
 const MAX_FORWARD_FRAME_BYTES = 8 * MAX_COMMAND_BYTES;
@@ -22,11 +27,12 @@ const REQUEST_TIMEOUT_MS = 15_000;
 interface Req {
   id: number;
   data: string;
+  caller: WireCaller;
 }
 type Res = { id: number; ok: true; result: ApplyResult } | { id: number; ok: false; code: string; message: string };
 
-/** Leader side: how a forwarded proposal is checked and proposed. */
-export type ProposeLocally = (from: string, data: Uint8Array) => Promise<ApplyResult>;
+/** Leader side: how a forwarded proposal is checked (who asks, and may they) and proposed. */
+export type ProposeLocally = (from: string, data: Uint8Array, caller: WireCaller) => Promise<ApplyResult>;
 
 export class Forwarder {
   private readonly channels = new Map<string, Channel>();
@@ -47,13 +53,13 @@ export class Forwarder {
     await this.host.unhandle(FORWARD_PROTOCOL).catch(() => undefined);
   }
 
-  propose(leader: string, data: Uint8Array): Promise<ApplyResult> {
+  propose(leader: string, data: Uint8Array, caller: WireCaller): Promise<ApplyResult> {
     let ch = this.channels.get(leader);
     if (!ch || ch.closed) {
       ch = new Channel(this.host, leader, this.log);
       this.channels.set(leader, ch);
     }
-    return ch.submit(Buffer.from(data).toString('base64'));
+    return ch.submit(Buffer.from(data).toString('base64'), caller);
   }
 
   private async serve(stream: Stream, conn: Connection): Promise<void> {
@@ -77,7 +83,14 @@ export class Forwarder {
         if (!Array.isArray(reqs) || reqs.length > MAX_BATCH) throw new Error('malformed forward batch');
         for (const r of reqs) {
           if (typeof r?.id !== 'number' || typeof r.data !== 'string') throw new Error('malformed forward request');
-          this.proposeLocally(from, new Uint8Array(Buffer.from(r.data, 'base64')))
+          let call: Promise<ApplyResult>;
+          try {
+            // Called at once, in stream order (a bad caller refuses only its own request).
+            call = this.proposeLocally(from, new Uint8Array(Buffer.from(r.data, 'base64')), readWireCaller(r.caller));
+          } catch (err) {
+            call = Promise.reject(err);
+          }
+          call
             .then((result) => out.push({ id: r.id, ok: true, result }))
             .catch((err: unknown) => {
               const e = err instanceof OmniError ? err : new OmniError('INTERNAL', (err as Error).message);
@@ -108,7 +121,7 @@ class Channel {
     private readonly log: Logger,
   ) {}
 
-  submit(data: string): Promise<ApplyResult> {
+  submit(data: string, caller: WireCaller): Promise<ApplyResult> {
     if (this.pending.size >= MAX_PENDING_PER_LEADER) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many writes waiting for the leader'));
     const id = this.nextId++;
     return new Promise<ApplyResult>((resolve, reject) => {
@@ -117,7 +130,7 @@ class Channel {
         reject(new OmniError('TIMEOUT', `the leader did not answer within ${REQUEST_TIMEOUT_MS} ms; the write may still commit`));
       }, REQUEST_TIMEOUT_MS);
       this.pending.set(id, { resolve, reject, timer });
-      this.queue.push({ id, data });
+      this.queue.push({ id, data, caller });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => void this.flush());

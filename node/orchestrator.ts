@@ -13,6 +13,7 @@ import { Role } from '../protocol/raft/types.js';
 import { OmniError } from './errors.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { nodeHost } from './api-apps.js';
+import { LEADER_DUTY } from './caller.js';
 
 const ORCHESTRATOR_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
@@ -119,7 +120,7 @@ export class Orchestrator {
       ops.push({ op: 'put', key: SCHED_EPOCH_KEY, value: String(Date.now()) });
       const appVersion = state.kvGet(appKey(app.name))?.version ?? 0;
       try {
-        await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(app.name), version: appVersion }, { key: SCHED_EPOCH_KEY, version: epoch }], ops });
+        await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(app.name), version: appVersion }, { key: SCHED_EPOCH_KEY, version: epoch }], ops }, LEADER_DUTY);
       } catch (err) {
         if (err instanceof OmniError && err.code === 'CONFLICT') {
           this.loop.requestAgain(); // stale plan: recompute from the new state
@@ -138,7 +139,7 @@ export class Orchestrator {
     for (const n of this.d.raft.state.nodes()) {
       if (n.eligibility !== 'draining' || tasks.some((t) => t.nodeId === n.id && t.desired === 'run')) continue;
       void this.d
-        .proposeOk({ type: 'node.eligibility', id: n.id, eligibility: 'ineligible', expected: 'draining' })
+        .proposeOk({ type: 'node.eligibility', id: n.id, eligibility: 'ineligible', expected: 'draining' }, LEADER_DUTY)
         .then(() => this.d.log.info(`orchestrator: node ${n.name} is drained`))
         .catch((err: Error) => this.d.log.debug(`orchestrator: finishing the drain of ${n.name}: ${err.message}`));
     }
@@ -149,6 +150,6 @@ export class Orchestrator {
     const ids = new Set(tasks.map((t) => t.id));
     const orphans = [...statuses.keys()].filter((id) => !ids.has(id)).slice(0, 500);
     if (orphans.length === 0) return;
-    void this.d.proposeOk({ type: 'kv.txn', compares: [], ops: orphans.map((id) => ({ op: 'delete' as const, key: statusKey(id) })) }).catch(() => undefined);
+    void this.d.proposeOk({ type: 'kv.txn', compares: [], ops: orphans.map((id) => ({ op: 'delete' as const, key: statusKey(id) })) }, LEADER_DUTY).catch(() => undefined);
   }
 }

@@ -41,7 +41,7 @@ export class RaftStorage {
   private last = 0;
 
   private constructor(
-    private readonly db: Db,
+    private db: Db,
     readonly dir: string,
     /** Term and vote as last written to the witness file. */
     private witnessed: HardState,
@@ -64,6 +64,28 @@ export class RaftStorage {
       await db.close();
       throw err;
     }
+  }
+
+  /**
+   * Closes and opens LevelDB again, with the same checks as open(). After a failed write
+   * (a full disk) LevelDB refuses every later write until it is reopened.
+   */
+  async reopen(): Promise<void> {
+    if (this.db.status === 'open') await this.db.close().catch(() => undefined);
+    await checkLevelDbLogs(this.dir);
+    const db = new Level<string, Uint8Array>(this.dir, { valueEncoding: 'view' });
+    try {
+      await db.open();
+    } catch (err) {
+      throw levelError(err, this.dir, 'reopening LevelDB');
+    }
+    try {
+      this.witnessed = await verifyOrCreate(db, this.dir);
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+    this.db = db;
   }
 
   firstIndex(): number {

@@ -25,7 +25,7 @@ interface RpcRequest {
   method: string;
   params: unknown;
 }
-type RpcResponse = { ok: true; result: unknown } | { ok: false; error: { code: string; message: string } };
+type RpcResponse = { ok: true; result: unknown } | { ok: false; error: { code: string; message: string; detail?: Record<string, unknown> } };
 
 export class Rpc {
   private readonly handlers = new Map<string, RpcHandler>();
@@ -66,7 +66,7 @@ export class Rpc {
       const res = decodeJson(reply) as RpcResponse;
       await stream.close().catch(() => undefined);
       if (res && res.ok === true) return res.result as T;
-      if (res && res.ok === false && res.error) throw new OmniError(String(res.error.code), String(res.error.message));
+      if (res && res.ok === false && res.error) throw new OmniError(String(res.error.code), String(res.error.message), plainDetail(res.error.detail));
       throw new OmniError('BAD_RESPONSE', `malformed reply to ${method}`);
     } catch (err) {
       stream.abort(err as Error);
@@ -88,7 +88,7 @@ export class Rpc {
     } catch (err) {
       const e = err instanceof OmniError ? err : new OmniError('INTERNAL', (err as Error).message);
       if (!(err instanceof OmniError)) this.log.warn(`rpc from ${from}: ${(err as Error).message}`);
-      res = { ok: false, error: { code: e.code, message: e.message } };
+      res = { ok: false, error: { code: e.code, message: e.message, ...(Object.keys(e.detail).length > 0 ? { detail: e.detail } : {}) } };
     }
     try {
       await sendFrame(stream, encodeJson(res));
@@ -97,6 +97,11 @@ export class Rpc {
       stream.abort(new Error('rpc reply failed'));
     }
   }
+}
+
+/** An error's detail from another node: untrusted, kept only when it is a plain object. */
+function plainDetail(v: unknown): Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 }
 
 function encodeJson(v: unknown): Uint8Array {

@@ -62,3 +62,15 @@ export function tokenMatches(presented: string, hashes: readonly string[]): bool
   }
   return found;
 }
+
+/** The record whose hash the presented token has (constant-time over all of them), if any. */
+export function matchToken<T extends { hash: string }>(presented: string, records: readonly T[]): T | undefined {
+  if (presented.length === 0 || presented.length > MAX_TOKEN_CHARS) return undefined;
+  const digest = createHash('sha256').update(presented).digest();
+  let found: T | undefined;
+  for (const r of records) {
+    const stored = Buffer.from(r.hash, 'hex');
+    if (stored.length === digest.length && timingSafeEqual(stored, digest)) found = r;
+  }
+  return found;
+}

@@ -22,6 +22,11 @@ export interface StatusView {
   root: string | null;
   rootRetired: boolean;
   health: string;
+  /** Raft messages refused from non-voters (absent from older nodes). */
+  refusedRaftMessages?: number;
+  /** Bytes of replicated records, and the quota an admin's writes stop at. */
+  stateBytes?: number;
+  maxStateBytes?: number;
 }
 
 export async function status(argv: string[]): Promise<number> {

@@ -56,6 +56,12 @@ export interface ClusterConfig {
   rootNodeId: string;
   rootRetired: boolean;
   ephemeralRoot: boolean;
+  /**
+   * The state quota (protocol/cluster/quota.ts): bytes of records an admin's writes may fill.
+   * Absent: the default (DEFAULT_MAX_STATE_BYTES in state.ts); states and snapshots written
+   * before the quota existed have no such field and keep the same bytes.
+   */
+  maxStateBytes?: number;
 }
 
 export type TokenRole = 'admin' | 'join';
@@ -95,6 +101,8 @@ export interface TokenGrant { id: string; hash: string; role: TokenRole; name: s
 
 export interface ClusterInitCommand {
   type: 'cluster.init'; clusterId: string; voterTarget: number; rootNodeId: string; ephemeralRoot: boolean;
+  /** omnid init --max-state-bytes; absent: the default quota. */
+  maxStateBytes?: number;
 }
 export interface ConfigSetCommand { type: 'config.set'; voterTarget: number }
 export interface RootRetireCommand { type: 'root.retire' }
@@ -246,14 +254,16 @@ type Raw = Record<string, unknown>;
 
 const COMMAND_READERS = new Map<string, (o: Raw) => Command>([
   ['cluster.init', (o) => {
-    fields(o, '', ['type', 'clusterId', 'voterTarget', 'rootNodeId', 'ephemeralRoot']);
-    return {
+    fields(o, '', ['type', 'clusterId', 'voterTarget', 'rootNodeId', 'ephemeralRoot'], ['maxStateBytes']);
+    const c: ClusterInitCommand = {
       type: 'cluster.init',
       clusterId: readClusterId(o.clusterId, 'clusterId', false),
       voterTarget: readNumber(o.voterTarget, 'voterTarget'),
       rootNodeId: readNodeId(o.rootNodeId, 'rootNodeId', true),
       ephemeralRoot: readBoolean(o.ephemeralRoot, 'ephemeralRoot'),
     };
+    if (o.maxStateBytes !== undefined) c.maxStateBytes = readSafeInt(o.maxStateBytes, 'maxStateBytes', 0);
+    return c;
   }],
   ['config.set', (o) => {
     fields(o, '', ['type', 'voterTarget']);
@@ -335,6 +345,11 @@ const COMMAND_READERS = new Map<string, (o: Raw) => Command>([
     return { type: 'kv.txn', compares, ops } satisfies KvTxnCommand;
   }],
 ]);
+
+/** The command types decodeCommand knows (the readers above): tests check every one has an authz row. */
+export function decodableCommandTypes(): string[] {
+  return [...COMMAND_READERS.keys()];
+}
 
 // ---------------------------------------------------------------------------
 // Field readers, shared with the snapshot restore of state.ts. Each returns a fresh,

@@ -116,6 +116,16 @@ export const MAX_KV_KEYS = 100_000;
  * one Raft message (MAX_RAFT_MESSAGE_BYTES, 64 MiB) with room to spare.
  */
 export const MAX_STATE_BYTES = 32 * 1024 * 1024;
+/**
+ * Room kept above the state quota (protocol/cluster/quota.ts) for the cluster's own writes:
+ * members reporting about themselves, the leader's autopilot and orchestrator. An admin's
+ * writes stop at the quota; theirs stop at the quota plus this, and never past MAX_STATE_BYTES.
+ */
+export const STATE_RESERVE_BYTES = 2 * 1024 * 1024;
+/** The state quota without omnid init --max-state-bytes, and its bounds. */
+export const DEFAULT_MAX_STATE_BYTES = MAX_STATE_BYTES - STATE_RESERVE_BYTES;
+export const MIN_MAX_STATE_BYTES = 64 * 1024;
+export const MAX_MAX_STATE_BYTES = DEFAULT_MAX_STATE_BYTES;
 /** Largest snapshot restore accepts: the Raft message limit its bytes travel in. */
 export const MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024;
 export const SNAPSHOT_FORMAT = 'omni.cluster-state';
@@ -243,7 +253,7 @@ export class ClusterState {
     if (this.#config.clusterId !== '') {
       return fail('ALREADY_INITIALIZED', `cluster ${quote(this.#config.clusterId)} is already initialized`);
     }
-    const bad = checkVoterTarget(c.voterTarget);
+    const bad = checkVoterTarget(c.voterTarget) ?? checkMaxStateBytes(c.maxStateBytes);
     if (bad) return bad;
     this.#config = {
       clusterId: c.clusterId,
@@ -251,6 +261,7 @@ export class ClusterState {
       rootNodeId: c.rootNodeId,
       rootRetired: false,
       ephemeralRoot: c.ephemeralRoot,
+      ...(c.maxStateBytes !== undefined ? { maxStateBytes: c.maxStateBytes } : {}),
     };
     const root = this.#nodes.get(c.rootNodeId);
     if (root) this.#storeNode(index, { ...root, root: true }, root);
@@ -640,24 +651,35 @@ function checkVoterTarget(n: number): ApplyResult | undefined {
   return fail('INVALID_ARGUMENT', `voterTarget: must be an odd integer from ${MIN_VOTER_TARGET} to ${MAX_VOTER_TARGET}, got ${n}`);
 }
 
+function checkMaxStateBytes(n: number | undefined): ApplyResult | undefined {
+  if (n === undefined || (n >= MIN_MAX_STATE_BYTES && n <= MAX_MAX_STATE_BYTES)) return undefined;
+  return fail('INVALID_ARGUMENT', `maxStateBytes: must be from ${MIN_MAX_STATE_BYTES} to ${MAX_MAX_STATE_BYTES}, got ${n}`);
+}
+
 function checkExpectedVersion(key: string, expected: number | undefined, current: number): ApplyResult | undefined {
   if (expected === undefined || expected === current) return undefined;
   return fail('CONFLICT', `kv key ${quote(key)}: expected version ${expected}, current version ${current}`);
 }
 
 function readConfig(v: unknown, path: string): ClusterConfig {
-  const o = readObject(v, path, ['clusterId', 'voterTarget', 'rootNodeId', 'rootRetired', 'ephemeralRoot']);
+  const o = readObject(v, path, ['clusterId', 'voterTarget', 'rootNodeId', 'rootRetired', 'ephemeralRoot'], ['maxStateBytes']);
   const voterTarget = readNumber(o.voterTarget, `${path}.voterTarget`);
   if (!isOddVoterTarget(voterTarget)) {
     throw new InvalidFieldError(`${path}.voterTarget`, `must be an odd integer from ${MIN_VOTER_TARGET} to ${MAX_VOTER_TARGET}`);
   }
-  return {
+  const config: ClusterConfig = {
     clusterId: readClusterId(o.clusterId, `${path}.clusterId`, true),
     voterTarget,
     rootNodeId: readNodeId(o.rootNodeId, `${path}.rootNodeId`, true),
     rootRetired: readBoolean(o.rootRetired, `${path}.rootRetired`),
     ephemeralRoot: readBoolean(o.ephemeralRoot, `${path}.ephemeralRoot`),
   };
+  if (o.maxStateBytes !== undefined) {
+    const n = readSafeInt(o.maxStateBytes, `${path}.maxStateBytes`, MIN_MAX_STATE_BYTES);
+    if (n > MAX_MAX_STATE_BYTES) throw new InvalidFieldError(`${path}.maxStateBytes`, `must be at most ${MAX_MAX_STATE_BYTES}`);
+    config.maxStateBytes = n;
+  }
+  return config;
 }
 
 function readList(v: unknown, path: string, maxItems: number): IterableIterator<[number, unknown]> {
@@ -712,7 +734,8 @@ function canonicalJson(v: unknown): string {
   return JSON.stringify(v);
 }
 
-function recordSizeBytes(r: object): number {
+/** The bytes a record counts for in sizeBytes (its canonical JSON); quota.ts estimates with it. */
+export function recordSizeBytes(r: object): number {
   return utf8SizeBytes(canonicalJson(r)) + 1;
 }
 

@@ -85,6 +85,19 @@ export function emptyState(): PersistedState {
 
 const CAMPAIGN_TRANSFER = new Uint8Array([1]);
 
+/** Non-voters whose leader messages were refused, kept for the driver to check (see vouch). */
+const MAX_LEADER_CLAIMS = 16;
+
+/** Messages only a leader or a candidate sends: taken from voters only (see Raft.refusal). */
+const LEADER_OR_CANDIDATE_TYPES: ReadonlySet<MessageType> = new Set([
+  MessageType.App,
+  MessageType.Heartbeat,
+  MessageType.Snap,
+  MessageType.Vote,
+  MessageType.PreVote,
+  MessageType.TimeoutNow,
+]);
+
 export class Raft {
   readonly id: NodeId;
   term: number;
@@ -99,10 +112,23 @@ export class Raft {
   leadTransferee: NodeId = NONE;
   /** Index of the latest conf change the leader proposed; no new one until it is applied. */
   pendingConfIndex = 0;
+  /** Messages dropped by refusal() (for status and tests). */
+  refusedMessages = 0;
+  /**
+   * Non-voters (in this node's configuration) whose append, heartbeat or snapshot was refused,
+   * with the highest term they claimed. A node that missed a promotion (it was down, or is
+   * still catching up) refuses the new voter's leadership; its driver asks this node's voters
+   * and, when a majority of them count the claimant as a voter, vouches for it.
+   */
+  readonly leaderClaims = new Map<NodeId, number>();
+  /** Voters vouched for by a majority of this node's voters (see leaderClaims). */
+  private readonly vouched = new Set<NodeId>();
 
   private readonly cfg: Required<Omit<RaftConfig, 'trace' | 'bugs'>> & Pick<RaftConfig, 'trace'>;
   private readonly bugs: ReadonlySet<BugName>;
   private votes = new Map<NodeId, boolean>();
+  /** Voters promoted by conf entries in the log that are not applied yet (see pendingVoters). */
+  private pendingVotersCache: { applied: number; lastIndex: number; lastTerm: number; voters: ReadonlySet<NodeId> } | undefined;
   private msgs: Message[] = [];
   private readStates: ReadState[] = [];
   private readonly readOnly = new ReadOnly();
@@ -147,6 +173,12 @@ export class Raft {
   }
 
   step(m: Message): void {
+    const refused = this.refusal(m);
+    if (refused !== undefined) {
+      this.refusedMessages++;
+      this.traceEvent(`refused ${refused}`);
+      return;
+    }
     if (m.term === 0) {
       // local message
     } else if (m.term > this.term) {
@@ -194,6 +226,45 @@ export class Raft {
         this.stepFollower(m);
         return;
     }
+  }
+
+  /**
+   * Why a message is dropped unread, or undefined to take it. Only a voter can lead or stand for
+   * election, so a voter refuses the messages only a leader or a candidate sends (append,
+   * heartbeat, snapshot, vote and pre-vote requests, timeoutNow) from any node that is not a
+   * voter in its configuration — the applied one, one a conf entry already in its log promotes
+   * (a new voter may lead before this node applied its promotion), or one its driver vouched
+   * for (vouch). And no message from a non-voter may move a voter's term: a learner, or any
+   * member that is not a voter, cannot force an election or make a voter adopt a term it
+   * invented.
+   *
+   * A node that is not a voter in its own configuration (a learner, a joining node, a voter
+   * that has not applied its own promotion yet) does not judge: its configuration may be far
+   * behind the cluster's, it counts in no quorum, and whatever term it is made to adopt, the
+   * voters refuse it from a non-voter.
+   */
+  refusal(m: Message): string | undefined {
+    if (m.from === this.id || !this.voters.has(this.id)) return undefined;
+    const leaderOrCandidate = LEADER_OR_CANDIDATE_TYPES.has(m.type);
+    if (!leaderOrCandidate && m.term <= this.term) return undefined;
+    if (this.voters.has(m.from) || this.vouched.has(m.from) || this.pendingVoters().has(m.from)) return undefined;
+    if (m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap) this.noteLeaderClaim(m.from, m.term);
+    if (leaderOrCandidate) return `${MessageType[m.type] ?? m.type} from ${m.from}, which is not a voter`;
+    return `${MessageType[m.type] ?? m.type} of term ${m.term} (ours ${this.term}) from ${m.from}, which is not a voter`;
+  }
+
+  /**
+   * The driver learned from a majority of this node's voters that `id` is a voter now: take its
+   * leader messages until a conf change this node applies says otherwise.
+   */
+  vouch(id: NodeId): void {
+    this.leaderClaims.delete(id);
+    if (id !== this.id && !this.voters.has(id)) this.vouched.add(id);
+  }
+
+  private noteLeaderClaim(from: NodeId, term: number): void {
+    if (!this.leaderClaims.has(from) && this.leaderClaims.size >= MAX_LEADER_CLAIMS) return;
+    this.leaderClaims.set(from, Math.max(term, this.leaderClaims.get(from) ?? 0));
   }
 
   propose(data: Uint8Array): ProposeResult {
@@ -867,6 +938,9 @@ export class Raft {
         break;
     }
     this.setConf({ voters: [...conf.voters], learners: [...conf.learners] });
+    // The configuration now speaks for this node itself: a vouch is needed no longer (voter) or
+    // no more (demoted, removed).
+    this.vouched.delete(cc.node);
     this.traceEvent(`conf ${ConfChangeType[cc.type]} ${cc.node} -> voters=[${[...this.voters].join(',')}] learners=[${[...this.learners].join(',')}]`);
     if (this.role !== Role.Leader) return;
     if (!this.voters.has(this.id)) {
@@ -889,6 +963,24 @@ export class Raft {
     for (const id of [...this.voters, ...this.learners]) {
       if (!this.prs.has(id)) this.prs.set(id, this.newProgress(id === this.id ? this.log.persisted : 0));
     }
+  }
+
+  /** Nodes that conf entries after the applied index make voters (cached per log state). */
+  private pendingVoters(): ReadonlySet<NodeId> {
+    const applied = this.log.applied;
+    const lastIndex = this.log.lastIndex();
+    const lastTerm = this.log.lastTerm();
+    const c = this.pendingVotersCache;
+    if (c && c.applied === applied && c.lastIndex === lastIndex && c.lastTerm === lastTerm) return c.voters;
+    const voters = new Set<NodeId>();
+    for (let i = Math.max(applied, this.log.firstIndex() - 1) + 1; i <= lastIndex; i++) {
+      const e = this.log.entryAt(i);
+      if (e?.type !== EntryType.ConfChange) continue;
+      const cc = decodeConfChange(e.data);
+      if (cc.type === ConfChangeType.AddVoter) voters.add(cc.node);
+    }
+    this.pendingVotersCache = { applied, lastIndex, lastTerm, voters };
+    return voters;
   }
 
   private quorum(): number {

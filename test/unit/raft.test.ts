@@ -446,3 +446,141 @@ describe('§5.4.3 state machine safety under crashes', () => {
     expect(r.isPromotable()).toBe(false);
   });
 });
+
+describe('refusal: leader and candidate messages only from voters (issue 9)', () => {
+  /** 3 voters and a caught-up learner n4 (the would-be attacker). */
+  function withLearner(seed: number): { c: MemoryCluster; leader: Raft } {
+    const c = new MemoryCluster(ids(3), { seed });
+    const leader = c.electLeader();
+    c.addNode('n4');
+    expect(leader.proposeConfChange({ type: ConfChangeType.AddLearner, node: 'n4' }).ok).toBe(true);
+    c.stabilize();
+    c.tick(3);
+    expect(c.get('n4').learners.has('n4')).toBe(true);
+    return { c, leader };
+  }
+  const forged = (type: MessageType, to: string, term: number): Message => ({ ...emptyMessage(type, 'n4', to, term), index: 1_000, logTerm: term, commit: 1_000 });
+
+  it('a forged learner heartbeat, append, snapshot or timeoutNow with a high term moves no term and forces no election', () => {
+    const { c, leader } = withLearner(61);
+    const term = leader.term;
+    const lead = leader.id;
+    const voters = ids(3);
+    for (const to of voters) {
+      for (const type of [MessageType.Heartbeat, MessageType.App, MessageType.Snap, MessageType.TimeoutNow]) {
+        c.get(to).step(forged(type, to, term + 100));
+      }
+    }
+    c.stabilize();
+    for (const id of voters) {
+      expect(c.get(id).term).toBe(term);
+      expect(c.get(id).lead).toBe(lead);
+      expect(c.get(id).refusedMessages).toBeGreaterThanOrEqual(4);
+    }
+    expect(c.get(lead).role).toBe(Role.Leader);
+    c.tick(30);
+    expect(c.get(lead).term).toBe(term);
+    expect(c.leaders().map((l) => l.id)).toEqual([lead]);
+  });
+
+  it('a forged append cannot put entries into a voter log', () => {
+    const { c, leader } = withLearner(62);
+    const follower = ids(3).find((x) => x !== leader.id)!;
+    const f = c.get(follower);
+    const last = f.log.lastIndex();
+    const m: Message = { ...emptyMessage(MessageType.App, 'n4', follower, leader.term), index: last, logTerm: f.log.lastTerm(), commit: last + 1, entries: [entry(last + 1, leader.term, 'token.add admin')] };
+    f.step(m);
+    c.stabilize();
+    expect(f.log.lastIndex()).toBe(last);
+    expect(c.appliedData(follower)).not.toContain('token.add admin');
+  });
+
+  it('vote and pre-vote requests and high-term answers from a learner are dropped', () => {
+    const { c, leader } = withLearner(63);
+    const term = leader.term;
+    const sent: Message[] = [];
+    c.dropIf = (m) => {
+      if (m.to === 'n4') sent.push(m);
+      return false;
+    };
+    for (const to of ids(3)) {
+      c.get(to).step({ ...forged(MessageType.PreVote, to, term + 1), index: 10_000, logTerm: term + 50 });
+      c.get(to).step({ ...forged(MessageType.Vote, to, term + 50), index: 10_000, logTerm: term + 50 });
+    }
+    c.get(leader.id).step(forged(MessageType.AppResp, leader.id, term + 100));
+    c.get(leader.id).step(forged(MessageType.HeartbeatResp, leader.id, term + 100));
+    c.stabilize();
+    expect(sent.filter((m) => m.type === MessageType.VoteResp || m.type === MessageType.PreVoteResp)).toEqual([]);
+    for (const id of ids(3)) expect(c.get(id).term).toBe(term);
+    expect(c.get(leader.id).role).toBe(Role.Leader);
+  });
+
+  it('a learner still replicates: its answers of the current term are taken', () => {
+    const { c } = withLearner(64);
+    c.propose('after-learner');
+    c.tick(2);
+    expect(c.appliedData('n4')).toContain('after-learner');
+  });
+
+  it('a node promoted in a follower log it has not applied yet may lead it', () => {
+    const c = new MemoryCluster(ids(3), { seed: 65 });
+    const leader = c.electLeader();
+    c.addNode('n4');
+    expect(leader.proposeConfChange({ type: ConfChangeType.AddLearner, node: 'n4' }).ok).toBe(true);
+    c.stabilize();
+    c.tick(3);
+    const others = ids(3).filter((x) => x !== leader.id);
+    // n4 is promoted; the follower others[1] gets the entry but never hears that it committed.
+    c.dropIf = (m) => m.to === others[1] && m.from === leader.id && (m.type === MessageType.Heartbeat || (m.type === MessageType.App && m.entries.length === 0));
+    expect(leader.proposeConfChange({ type: ConfChangeType.AddVoter, node: 'n4' }).ok).toBe(true);
+    c.stabilize();
+    const lagging = c.get(others[1]);
+    expect(lagging.voters.has('n4')).toBe(false);
+    c.dropIf = undefined;
+    // Leadership moves to n4 at once: the lagging follower must take its messages.
+    c.get(leader.id).transferLeader('n4');
+    c.stabilize();
+    c.tick(3);
+    expect(c.get('n4').role).toBe(Role.Leader);
+    c.propose('from-n4', 'n4');
+    c.tick(2);
+    expect(c.appliedData(others[1])).toContain('from-n4');
+    expect(lagging.voters.has('n4')).toBe(true);
+  });
+
+  it('a node that missed a promotion refuses the new leader until its voters vouch for it', () => {
+    const c = new MemoryCluster(ids(3), { seed: 66 });
+    const first = c.electLeader();
+    const away = ids(3).find((x) => x !== first.id)!;
+    c.crash(away);
+    c.addNode('n4');
+    expect(first.proposeConfChange({ type: ConfChangeType.AddLearner, node: 'n4' }).ok).toBe(true);
+    c.stabilize();
+    c.tick(3);
+    expect(first.proposeConfChange({ type: ConfChangeType.AddVoter, node: 'n4' }).ok).toBe(true);
+    c.stabilize();
+    c.tick(3);
+    first.transferLeader('n4');
+    c.stabilize();
+    c.tick(3);
+    expect(c.get('n4').role).toBe(Role.Leader);
+    c.propose('while-away', 'n4');
+    c.restart(away);
+    c.tick(5);
+    const back = c.get(away);
+    expect(back.voters.has('n4')).toBe(false);
+    expect(back.leaderClaims.has('n4')).toBe(true);
+    expect(c.appliedData(away)).not.toContain('while-away');
+    back.vouch('n4');
+    c.tick(5);
+    expect(c.appliedData(away)).toContain('while-away');
+    expect(back.voters.has('n4')).toBe(true);
+  });
+
+  it('a node without a configuration (joining) takes messages from anyone', () => {
+    const r = new Raft({ id: 'j', electionTick: 10, heartbeatTick: 1, rng: seededRng(1) }, emptyState());
+    r.step({ ...emptyMessage(MessageType.Heartbeat, 'x', 'j', 5), commit: 0 });
+    expect(r.term).toBe(5);
+    expect(r.refusedMessages).toBe(0);
+  });
+});

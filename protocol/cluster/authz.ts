@@ -1,0 +1,186 @@
+// Who may propose what: the leader checks every command and membership change against this
+// table before it enters the Raft log (node/daemon.ts). Pure: the principal has already been
+// authenticated (node/caller.ts) and the view answers from the leader's applied state.
+//
+// Principals:
+//  - admin:  an API caller whose admin token the leader itself verified (a forwarded request
+//            carries the token; the leader does not take another node's word for it).
+//  - member: a current member acting for itself, over libp2p or through its own control
+//            socket. It may only report about itself (its registration, its status, the
+//            status of the tasks placed on it) and ask for its own leave.
+//  - joiner: a host the leader admitted with a join token (it joins as itself, proven by noise).
+//  - leader: the leader's own duties (bootstrap, autopilot, orchestrator). Never forwarded:
+//            another node cannot claim it.
+// Membership changes are decided by the leader (the autopilot): nobody can ask to be promoted.
+import type { Command, CommandType } from './commands.js';
+import { STATUS_PREFIX, TASK_PREFIX, parseRecord, type TaskRecord } from '../apps/model.js';
+
+export type Principal =
+  | { kind: 'admin'; tokenId: string }
+  | { kind: 'member'; nodeId: string }
+  | { kind: 'joiner'; nodeId: string }
+  | { kind: 'leader' };
+
+export type PrincipalKind = Principal['kind'];
+
+/** The Raft membership changes, by the name the state machine uses. */
+export type ConfChangeKind = 'addVoter' | 'addLearner' | 'remove';
+export interface ConfChangeRequest {
+  type: ConfChangeKind;
+  node: string;
+}
+
+export type Action = { kind: 'command'; command: Command } | { kind: 'conf'; change: ConfChangeRequest };
+
+/** What the rules need to know from the replicated state. */
+export interface AuthzView {
+  /** The node a task is placed on (undefined: no such task). */
+  taskNodeId(taskId: string): string | undefined;
+}
+
+export type AuthzResult = { ok: true } | { ok: false; error: { code: 'FORBIDDEN'; message: string } };
+
+/**
+ * A rule: true (allowed), false (refused), or a check of the command against the principal's
+ * node id that returns why it is refused (undefined: allowed).
+ */
+type Rule<C> = boolean | ((c: C, nodeId: string, view: AuthzView) => string | undefined);
+
+export interface AuthzRow<C> {
+  admin: boolean;
+  member: Rule<C>;
+  joiner: Rule<C>;
+  leader: boolean;
+  /** Said in a refusal: who may do this. */
+  who: string;
+}
+
+type CommandOf<T extends CommandType> = Extract<Command, { type: T }>;
+
+const onlyItself = (id: string, nodeId: string, what: string): string | undefined =>
+  id === nodeId ? undefined : `a member may only ${what} itself, not node ${id.slice(0, 64)}`;
+
+/** Every command type has a row (the compiler and test/unit/authz.test.ts make sure of it). */
+export const COMMAND_AUTHZ: { readonly [T in CommandType]: AuthzRow<CommandOf<T>> } = {
+  'cluster.init': { admin: false, member: false, joiner: false, leader: true, who: 'the bootstrap of omnid init' },
+  'config.set': { admin: true, member: false, joiner: false, leader: false, who: 'an admin token' },
+  'root.retire': { admin: false, member: false, joiner: false, leader: true, who: "the leader's autopilot" },
+  'node.register': {
+    admin: false,
+    member: (c, nodeId) => onlyItself(c.node.id, nodeId, 'register'),
+    joiner: (c, nodeId) => onlyItself(c.node.id, nodeId, 'register'),
+    leader: true,
+    who: 'the node itself',
+  },
+  'node.status': {
+    admin: false,
+    member: (c, nodeId) => onlyItself(c.id, nodeId, 'report the status of'),
+    joiner: false,
+    leader: true,
+    who: "the node itself or the leader's autopilot",
+  },
+  'node.remove': {
+    admin: true,
+    member: (c, nodeId) => onlyItself(c.id, nodeId, 'remove'),
+    joiner: false,
+    leader: true,
+    who: 'an admin token, the node itself (leave) or the autopilot',
+  },
+  'node.eligibility': { admin: true, member: false, joiner: false, leader: true, who: "an admin token or the leader's orchestrator" },
+  'token.add': { admin: true, member: false, joiner: false, leader: true, who: 'an admin token' },
+  'token.revoke': { admin: true, member: false, joiner: false, leader: false, who: 'an admin token' },
+  'kv.put': {
+    admin: true,
+    member: (c, nodeId, view) => ownStatusKey(c.key, nodeId, view),
+    joiner: false,
+    leader: true,
+    who: 'an admin token (a member writes only the status of its own tasks)',
+  },
+  'kv.delete': { admin: true, member: false, joiner: false, leader: true, who: 'an admin token' },
+  'kv.txn': {
+    admin: true,
+    member: (c, nodeId, view) => {
+      for (const op of c.ops) {
+        if (op.op !== 'put') return 'a member may only write the status of its own tasks';
+        const why = ownStatusKey(op.key, nodeId, view);
+        if (why) return why;
+      }
+      return undefined;
+    },
+    joiner: false,
+    leader: true,
+    who: 'an admin token (a member writes only the status of its own tasks)',
+  },
+};
+
+export const CONF_AUTHZ: { readonly [K in ConfChangeKind]: AuthzRow<ConfChangeRequest> } = {
+  addVoter: { admin: false, member: false, joiner: false, leader: true, who: "the leader's autopilot (a node cannot ask to be promoted)" },
+  addLearner: {
+    admin: false,
+    member: false,
+    joiner: (c, nodeId) => onlyItself(c.node, nodeId, 'add'),
+    leader: true,
+    who: "the leader (a join, or the autopilot's demotion)",
+  },
+  remove: {
+    admin: true,
+    member: (c, nodeId) => onlyItself(c.node, nodeId, 'remove'),
+    joiner: false,
+    leader: true,
+    who: 'an admin token, the node itself (leave) or the autopilot',
+  },
+};
+
+/** Whether `principal` may propose `action`. Never throws; unknown kinds are refused. */
+export function authorize(principal: Principal, action: Action, view: AuthzView): AuthzResult {
+  const row = action.kind === 'command' ? commandRow(action.command) : CONF_AUTHZ[action.change.type];
+  const subject = action.kind === 'command' ? action.command : action.change;
+  const what = action.kind === 'command' ? action.command.type : `membership change ${action.change.type}`;
+  if (row === undefined) return refuse(`${String(what).slice(0, 64)}: unknown action`);
+  let why: string | undefined;
+  switch (principal.kind) {
+    case 'admin':
+      why = row.admin ? undefined : `not with an admin token`;
+      break;
+    case 'leader':
+      why = row.leader ? undefined : `not as a leader duty`;
+      break;
+    case 'member':
+    case 'joiner': {
+      const rule = row[principal.kind] as Rule<typeof subject>;
+      why = typeof rule === 'function' ? rule(subject, principal.nodeId, view) : rule ? undefined : `not by a ${principal.kind === 'member' ? 'member acting for itself' : 'joining node'}`;
+      break;
+    }
+    default:
+      why = 'unknown principal';
+  }
+  return why === undefined ? { ok: true } : refuse(`${what} refused: ${why}; allowed for ${row.who}`);
+}
+
+function commandRow(c: Command): AuthzRow<Command> | undefined {
+  const rows = COMMAND_AUTHZ as Readonly<Record<string, AuthzRow<Command>>>;
+  return Object.hasOwn(rows, c.type) ? rows[c.type] : undefined;
+}
+
+function refuse(message: string): AuthzResult {
+  return { ok: false, error: { code: 'FORBIDDEN', message } };
+}
+
+/** taskstatus/<id> of a task placed on nodeId. */
+function ownStatusKey(key: string, nodeId: string, view: AuthzView): string | undefined {
+  if (!key.startsWith(STATUS_PREFIX)) return 'a member may only write the status of its own tasks';
+  const taskId = key.slice(STATUS_PREFIX.length);
+  const placed = view.taskNodeId(taskId);
+  if (placed === undefined) return `task ${taskId.slice(0, 64)} does not exist`;
+  return placed === nodeId ? undefined : `task ${taskId.slice(0, 64)} is not placed on this member`;
+}
+
+/** The view over anything with kvGet (the cluster state). */
+export function authzView(state: { kvGet(key: string): { value: string } | undefined }): AuthzView {
+  return {
+    taskNodeId: (taskId) => {
+      const t = parseRecord<TaskRecord>(state.kvGet(`${TASK_PREFIX}${taskId}`)?.value);
+      return typeof t?.nodeId === 'string' ? t.nodeId : undefined;
+    },
+  };
+}
