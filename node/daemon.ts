@@ -7,34 +7,34 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id';
-import { createHost, loadOrCreateIdentity, type OmniHost } from './p2p-host.js';
-import { RaftTransport } from './raft-transport.js';
-import { Rpc } from './rpc.js';
-import { Forwarder } from './forwarder.js';
-import { RaftStorage } from './raft-storage.js';
-import { RaftNode, DEFAULT_TIMING, type RaftTiming } from './raft-node.js';
+import { createHost, loadOrCreateIdentity, type OmniHost } from './p2p/host.js';
+import { RaftTransport } from './raft/raft-transport.js';
+import { Rpc } from './p2p/rpc.js';
+import { Forwarder } from './p2p/forwarder.js';
+import { RaftStorage } from './raft/raft-storage.js';
+import { RaftNode, DEFAULT_TIMING, type RaftTiming } from './raft/raft-node.js';
 import { bootstrapState } from '../protocol/raft/raft.js';
 import { ConfChangeType, NONE, type ConfChange } from '../protocol/raft/types.js';
 import { encodeCommand, decodeCommand, type Command, type ApplyResult, type NodeRecord } from '../protocol/cluster/state.js';
 import { authorize, authzView, type Principal, type ConfChangeKind } from '../protocol/cluster/authz.js';
 import { growthBytes, quotaBytes, quotaRefusal } from '../protocol/cluster/quota.js';
-import { LEADER_DUTY, SELF, forwardedPrincipal, localPrincipal, readWireCaller, toWire, type Caller, type WireCaller } from './caller.js';
-import { Heartbeats, DEFAULT_HEARTBEAT_INTERVAL_MS } from './heartbeats.js';
-import { Autopilot, DEFAULT_DOWN_AFTER_MS, DEFAULT_REPLACE_AFTER_MS } from './autopilot.js';
-import { ApiServer, parseHostPort } from './api-server.js';
-import { ApiTls } from './api-tls.js';
-import { initClusterCa, loadClusterCa } from './cluster-ca.js';
-import { TaskLogService } from './task-logs.js';
-import type { ApiLimits } from './api-limits.js';
-import { registerAppRoutes } from './api-apps.js';
-import { registerNodeRoutes } from './api-nodes.js';
-import { Orchestrator } from './orchestrator.js';
-import { Agent } from './agent.js';
-import { createDrivers } from './drivers/index.js';
-import { measureResources } from './resources.js';
+import { LEADER_DUTY, SELF, forwardedPrincipal, localPrincipal, readWireCaller, toWire, type Caller, type WireCaller } from './cluster/caller.js';
+import { Heartbeats, DEFAULT_HEARTBEAT_INTERVAL_MS } from './cluster/heartbeats.js';
+import { Autopilot, DEFAULT_DOWN_AFTER_MS, DEFAULT_REPLACE_AFTER_MS } from './cluster/autopilot.js';
+import { ApiServer, parseHostPort } from './api/server.js';
+import { ApiTls } from './api/tls.js';
+import { initClusterCa, loadClusterCa } from './api/cluster-ca.js';
+import { TaskLogService } from './apps/task-logs.js';
+import type { ApiLimits } from './api/limits.js';
+import { registerAppRoutes } from './api/apps-routes.js';
+import { registerNodeRoutes } from './api/nodes-routes.js';
+import { Orchestrator } from './apps/orchestrator.js';
+import { Agent } from './apps/agent.js';
+import { createDrivers } from './apps/drivers/index.js';
+import { measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
-import { newAdminToken, newJoinToken, newNetworkKey, newTokenId, networkKeyFromJoinToken, sha256Hex, tokenMatches } from './tokens.js';
+import { newAdminToken, newJoinToken, newNetworkKey, newTokenId, networkKeyFromJoinToken, sha256Hex, tokenMatches } from './api/tokens.js';
 
 export interface DaemonOptions {
   dataDir: string;
@@ -52,10 +52,10 @@ export interface DaemonOptions {
   downAfterMs?: number;
   replaceAfterMs?: number;
   logLevel?: LogLevel;
-  /** --tls / --insecure-http: see node/api-tls.ts for the loopback rule. */
+  /** --tls / --insecure-http: see node/api/tls.ts for the loopback rule. */
   tls?: boolean;
   insecureHttp?: boolean;
-  /** Overrides of the HTTP API's connection and request limits (see node/api-limits.ts). */
+  /** Overrides of the HTTP API's connection and request limits (see node/api/limits.ts). */
   apiLimits?: Partial<ApiLimits>;
   /** omnid init --max-state-bytes: the replicated state quota (protocol/cluster/quota.ts). */
   maxStateBytes?: number;
@@ -403,7 +403,7 @@ export class Omnid {
 
   /**
    * Proposes a command through the leader, from any node, on behalf of `caller`
-   * (node/caller.ts); the leader authorizes it before it enters the log. Retries only when it
+   * (node/cluster/caller.ts); the leader authorizes it before it enters the log. Retries only when it
    * is safe. A leader duty is never forwarded: it fails LEADERSHIP_LOST off the leader.
    */
   async propose(cmd: Command, caller: Caller): Promise<ApplyResult> {

@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { ApiClient } from './client.js';
-import { createDrivers } from './drivers/index.js';
+import { ApiClient } from './api/client.js';
+import { createDrivers } from './apps/drivers/index.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const NODE_BIN = join(ROOT, 'node_modules', '.bin', 'node');

@@ -3,7 +3,7 @@
 // logged as one line with a code (UNCAUGHT_EXCEPTION / UNHANDLED_REJECTION) and its stack; then:
 //
 // - unsafe → the daemon shuts down cleanly and exits 1, so its supervisor restarts it:
-//   anything thrown from the Raft/storage path (node/raft-node.ts, node/raft-storage.ts,
+//   anything thrown from the Raft/storage path (node/raft/raft-node.ts, node/raft/raft-storage.ts,
 //   protocol/raft/, protocol/cluster/, the LevelDB modules), because the log, the hard state or
 //   the applied state may be half-updated; and a storm of uncaught errors (a broken process);
 // - survivable → logged and the daemon keeps serving: anything else, typically an error thrown
@@ -30,7 +30,7 @@ const CAUSE_DEPTH_MAX = 5;
 
 /** Stack frames that put an error on the Raft/storage path. */
 const UNSAFE_ORIGINS: ReadonlyArray<readonly [RegExp, string]> = [
-  [/[\\/]node[\\/]raft-(node|storage)\.[cm]?[jt]s\b/, 'the Raft driver or its storage'],
+  [/[\\/]node[\\/]raft[\\/](raft-node|raft-storage|storage-integrity|hard-state-witness)\.[cm]?[jt]s\b/, 'the Raft driver or its storage'],
   [/[\\/]protocol[\\/](raft|cluster)[\\/]/, 'the Raft core or the cluster state machine'],
   [/[\\/]node_modules[\\/](classic-level|abstract-level|level|level-transcoder|level-supports)[\\/]/, 'the LevelDB storage engine'],
 ];

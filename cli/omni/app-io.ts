@@ -2,7 +2,7 @@
 // a deploy's progress until its tasks are healthy.
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import type { ApiClient } from '../../node/client.js';
+import type { ApiClient } from '../../node/api/client.js';
 import { UsageError } from '../common.js';
 
 const MAX_SPEC_FILE_BYTES = 1024 * 1024;

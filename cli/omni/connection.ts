@@ -3,7 +3,7 @@
 // https address is verified against the cluster CA only (never the system CAs when one is set).
 import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
-import { ApiClient, type ApiClientOptions } from '../../node/client.js';
+import { ApiClient, type ApiClientOptions } from '../../node/api/client.js';
 import { OmniError } from '../../node/errors.js';
 import { clientConfigPath, UsageError, type Flags } from '../common.js';
 

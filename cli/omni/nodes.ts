@@ -3,7 +3,7 @@
 // omni nodes remove NAME: take a dead member out of the cluster.
 import { parse, printJson, table, formatBytes, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
-import type { ApiClient } from '../../node/client.js';
+import type { ApiClient } from '../../node/api/client.js';
 
 const USAGE = `usage: omni nodes [flags]
        omni nodes remove NAME [--force] [flags]

@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { writeFileAtomic } from '../../node/files.js';
 import { dirname, resolve } from 'node:path';
 import { Omnid } from '../../node/daemon.js';
-import { caCertPath } from '../../node/cluster-ca.js';
+import { caCertPath } from '../../node/api/cluster-ca.js';
 import { parse, clientConfigPath, UsageError } from '../common.js';
 import { DAEMON_FLAGS, DAEMON_FLAGS_HELP, daemonOptions, serveUntilStopped } from './daemon-flags.js';
 import { DEFAULT_MAX_STATE_BYTES, MAX_MAX_STATE_BYTES, MIN_MAX_STATE_BYTES } from '../../protocol/cluster/state.js';

@@ -1,5 +1,5 @@
 // omnid leave: ask the local daemon (through its control socket) to leave the cluster.
-import { ApiClient } from '../../node/client.js';
+import { ApiClient } from '../../node/api/client.js';
 import { controlSocketPath } from '../../node/daemon.js';
 import { parse, defaultDataDir, printJson, UsageError } from '../common.js';
 

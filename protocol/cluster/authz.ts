@@ -1,6 +1,6 @@
 // Who may propose what: the leader checks every command and membership change against this
 // table before it enters the Raft log (node/daemon.ts). Pure: the principal has already been
-// authenticated (node/caller.ts) and the view answers from the leader's applied state.
+// authenticated (node/cluster/caller.ts) and the view answers from the leader's applied state.
 //
 // Principals:
 //  - admin:  an API caller whose admin token the leader itself verified (a forwarded request

@@ -1,5 +1,5 @@
 // Leader duties as a pure decision: given what the leader knows (replicated state, Raft
-// membership and progress, heartbeat ages), return the next actions. node/autopilot.ts runs
+// membership and progress, heartbeat ages), return the next actions. node/cluster/autopilot.ts runs
 // it every interval and carries the actions out. At most one membership change per round,
 // because Raft accepts one at a time.
 import type { ClusterConfig, NodeRecord } from './state.js';

@@ -10,8 +10,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ProcessDriver } from '../../node/drivers/process.js';
-import type { TaskConfig } from '../../node/drivers/types.js';
+import { ProcessDriver } from '../../node/apps/drivers/process.js';
+import type { TaskConfig } from '../../node/apps/drivers/types.js';
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 20);
 /** Let the supervisors finish starting up (a Node one keeps growing for a moment). */

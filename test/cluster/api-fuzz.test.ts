@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { LocalCluster } from '../../node/local-cluster.js';
-import { MAX_BODY_BYTES } from '../../node/api-input.js';
+import { MAX_BODY_BYTES } from '../../node/api/input.js';
 import { TEST_FLAGS, waitFor } from './helpers.js';
 import { rawHttp, type RawResponse } from '../support/raw-http.js';
 

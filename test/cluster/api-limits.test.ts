@@ -8,12 +8,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Omnid } from '../../node/daemon.js';
-import { ApiServer } from '../../node/api-server.js';
-import { registerAppRoutes } from '../../node/api-apps.js';
-import { ApiClient } from '../../node/client.js';
+import { ApiServer } from '../../node/api/server.js';
+import { registerAppRoutes } from '../../node/api/apps-routes.js';
+import { ApiClient } from '../../node/api/client.js';
 import { waitFor } from '../../node/local-cluster.js';
-import type { ApiLimits } from '../../node/api-limits.js';
-import type { MockDriver } from '../../node/drivers/mock.js';
+import type { ApiLimits } from '../../node/api/limits.js';
+import type { MockDriver } from '../../node/apps/drivers/mock.js';
 import { rawHttp, whenClosed } from '../support/raw-http.js';
 
 /** The daemon's own API: short timeouts (DaemonOptions.apiLimits). */

@@ -2,7 +2,7 @@
 // health, writes through followers, stale reads, autopilot replacing a dead voter.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { ApiClient } from '../../node/client.js';
+import { ApiClient } from '../../node/api/client.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { formCluster, status, put, get, waitFor } from './helpers.js';

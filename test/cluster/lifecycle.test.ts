@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { formCluster, status, put, get, waitFor } from './helpers.js';
-import { createDrivers } from '../../node/drivers/index.js';
+import { createDrivers } from '../../node/apps/drivers/index.js';
 
 const run = promisify(execFile);
 let c: LocalCluster | undefined;

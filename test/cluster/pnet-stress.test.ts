@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { Connection, Stream } from '@libp2p/interface';
-import { createHost, type OmniHost } from '../../node/p2p-host.js';
+import { createHost, type OmniHost } from '../../node/p2p/host.js';
 
 const DURATION_MS = Number(process.env.OMNI_PNET_STRESS_MS ?? 60_000);
 const BULK_PROTOCOL = '/omni-test/bulk/1.0.0';

@@ -7,10 +7,10 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiTls, apiScheme, apiUrlFor, isLoopbackHost } from '../../node/api-tls.js';
-import { createCa, initClusterCa, issueNodeCert, type Pems } from '../../node/cluster-ca.js';
+import { ApiTls, apiScheme, apiUrlFor, isLoopbackHost } from '../../node/api/tls.js';
+import { createCa, initClusterCa, issueNodeCert, type Pems } from '../../node/api/cluster-ca.js';
 import { createServer as createHttpsServer } from 'node:https';
-import { ApiClient } from '../../node/client.js';
+import { ApiClient } from '../../node/api/client.js';
 import { silentLogger, type Logger } from '../../node/logger.js';
 import type { OmniError } from '../../node/errors.js';
 

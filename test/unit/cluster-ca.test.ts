@@ -1,11 +1,11 @@
-// The cluster CA and node certificates (node/cluster-ca.ts), checked with node:crypto's own
+// The cluster CA and node certificates (node/api/cluster-ca.ts), checked with node:crypto's own
 // X509Certificate: SANs present, signed by the CA and by no other, re-signed only when needed.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { certNames, certProblem, createCa, ensureNodeCert, initClusterCa, issueNodeCert, loadClusterCa, saveClusterCa, tlsDir, validateCa, NODE_CERT_VALIDITY_MS, type Pems } from '../../node/cluster-ca.js';
+import { certNames, certProblem, createCa, ensureNodeCert, initClusterCa, issueNodeCert, loadClusterCa, saveClusterCa, tlsDir, validateCa, NODE_CERT_VALIDITY_MS, type Pems } from '../../node/api/cluster-ca.js';
 
 describe('cluster CA and node certificates', () => {
   let ca: Pems;

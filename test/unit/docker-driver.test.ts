@@ -5,8 +5,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import Docker from 'dockerode';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DockerDriver, DockerLogDemux, LABEL_OWNER } from '../../node/drivers/docker.js';
-import type { TaskConfig, TaskStatus } from '../../node/drivers/types.js';
+import { DockerDriver, DockerLogDemux, LABEL_OWNER } from '../../node/apps/drivers/docker.js';
+import type { TaskConfig, TaskStatus } from '../../node/apps/drivers/types.js';
 import { dockerForTests } from '../support/docker.js';
 
 const engine = await dockerForTests();

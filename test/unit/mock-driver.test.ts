@@ -1,7 +1,7 @@
 // MockDriver: deterministic in-memory tasks with hooks for tests and the simulator.
 import { describe, expect, it } from 'vitest';
-import { MockDriver } from '../../node/drivers/mock.js';
-import type { TaskConfig } from '../../node/drivers/types.js';
+import { MockDriver } from '../../node/apps/drivers/mock.js';
+import type { TaskConfig } from '../../node/apps/drivers/types.js';
 
 function task(taskId: string, image = 'app:1'): TaskConfig {
   return { taskId, app: 'app', version: 1, image, env: {}, ports: [], volumes: [], cpu: 1, memoryBytes: 1 << 20, labels: {} };

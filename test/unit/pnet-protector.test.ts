@@ -1,4 +1,4 @@
-// Our pnet protector (node/pnet-protector.ts) against the original @libp2p/pnet: same keystream,
+// Our pnet protector (node/p2p/pnet-protector.ts) against the original @libp2p/pnet: same keystream,
 // same framing, interoperable in both directions across odd chunk sizes; a wrong key fails.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -12,8 +12,8 @@ import {
   decodeSwarmKey,
   encodeSwarmKey,
   pnetProtector,
-} from '../../node/pnet-protector.js';
-import { createHost } from '../../node/p2p-host.js';
+} from '../../node/p2p/pnet-protector.js';
+import { createHost } from '../../node/p2p/host.js';
 import { OmniError } from '../../node/errors.js';
 import { wasmXsalsa20 } from '../support/old-pnet.js';
 import { collect, protectedPair, sendInChunks, testBytes } from '../support/pnet-pair.js';

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { preSharedKey } from '@libp2p/pnet';
 import type { ConnectionProtector, MessageStream } from '@libp2p/interface';
-import { PnetKeystream, encodeSwarmKey, pnetProtector } from '../../node/pnet-protector.js';
+import { PnetKeystream, encodeSwarmKey, pnetProtector } from '../../node/p2p/pnet-protector.js';
 import { freshWasmXsalsa20 } from '../support/old-pnet.js';
 import { collect, protectedPair, testBytes } from '../support/pnet-pair.js';
 

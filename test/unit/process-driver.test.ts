@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ProcessDriver } from '../../node/drivers/process.js';
-import type { TaskConfig, TaskStatus } from '../../node/drivers/types.js';
+import { ProcessDriver } from '../../node/apps/drivers/process.js';
+import type { TaskConfig, TaskStatus } from '../../node/apps/drivers/types.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const STOP_MS = 500;
@@ -97,7 +97,7 @@ function pidAlive(pid: number): boolean {
 /** Starts a task from another Node process that then exits: as if omnid stopped right after. */
 async function startElsewhere(cfg: TaskConfig): Promise<void> {
   const script = join(dataDir, 'start-task.mts');
-  const driverUrl = new URL('../../node/drivers/process.ts', import.meta.url).href;
+  const driverUrl = new URL('../../node/apps/drivers/process.ts', import.meta.url).href;
   await writeFile(
     script,
     `import { ProcessDriver } from ${JSON.stringify(driverUrl)};\n` +
@@ -340,7 +340,7 @@ describe('ProcessDriver', () => {
     try {
       await mkdir(join(dir, 'work'));
       await promisify(execFile)('mkfifo', ['out.pipe', 'err.pipe', 'ack.pipe'].map((n) => join(dir, n)));
-      const script = fileURLToPath(new URL('../../node/drivers/process-wrapper.sh', import.meta.url));
+      const script = fileURLToPath(new URL('../../node/apps/drivers/process-wrapper.sh', import.meta.url));
       const sh = spawn('/bin/sh', [script, dir, '/usr/bin/env', 'touch', 'ran'], { cwd: join(dir, 'work'), stdio: ['pipe', 'pipe', 'ignore'] });
       child = sh;
       const ok = await new Promise<string>((r) => sh.stdout.once('data', (c: Buffer) => r(c.toString())));

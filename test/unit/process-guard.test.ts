@@ -47,14 +47,14 @@ describe('classifyUncaught', () => {
     expect(classifyUncaught(WASM_CRASH)).toMatchObject({ survivable: true });
     expect(classifyUncaught(errorAt(['Yamux.onData (file:///srv/omni/node_modules/@chainsafe/libp2p-yamux/dist/src/muxer.js:1:1)']))).toMatchObject({ survivable: true });
     // our own non-Raft code (API handler, agent) too
-    expect(classifyUncaught(errorAt(['ApiServer.route (/srv/omni/node/api-server.ts:120:11)']))).toMatchObject({ survivable: true });
+    expect(classifyUncaught(errorAt(['ApiServer.route (/srv/omni/node/api/server.ts:120:11)']))).toMatchObject({ survivable: true });
   });
 
   it('treats anything from the Raft/storage path as unsafe', () => {
     for (const frame of [
-      'RaftNode.tick (/srv/omni/node/raft-node.ts:99:21)',
-      'RaftStorage.append (file:///srv/omni/node/raft-storage.ts:40:5)',
-      'RaftStorage.append (C:\\omni\\node\\raft-storage.js:40:5)',
+      'RaftNode.tick (/srv/omni/node/raft/raft-node.ts:99:21)',
+      'RaftStorage.append (file:///srv/omni/node/raft/raft-storage.ts:40:5)',
+      'RaftStorage.append (C:\\omni\\node\\raft\\raft-storage.js:40:5)',
       'Raft.step (/srv/omni/protocol/raft/raft.ts:300:9)',
       'ClusterState.apply (/srv/omni/protocol/cluster/state.ts:80:7)',
       'ClassicLevel._batch (/srv/omni/node_modules/classic-level/index.js:80:7)',
@@ -68,13 +68,13 @@ describe('classifyUncaught', () => {
   });
 
   it('follows the cause chain', () => {
-    const wrapped = new Error('request failed', { cause: errorAt(['RaftNode.propose (/srv/omni/node/raft-node.ts:150:3)']) });
-    wrapped.stack = 'Error: request failed\n    at handler (/srv/omni/node/api-server.ts:1:1)';
+    const wrapped = new Error('request failed', { cause: errorAt(['RaftNode.propose (/srv/omni/node/raft/raft-node.ts:150:3)']) });
+    wrapped.stack = 'Error: request failed\n    at handler (/srv/omni/node/api/server.ts:1:1)';
     expect(classifyUncaught(wrapped).survivable).toBe(false);
   });
 
   it('does not mistake other files for the Raft path', () => {
-    expect(classifyUncaught(errorAt(['RaftTransport.onStream (/srv/omni/node/raft-transport.ts:50:1)'])).survivable).toBe(true);
+    expect(classifyUncaught(errorAt(['RaftTransport.onStream (/srv/omni/node/raft/raft-transport.ts:50:1)'])).survivable).toBe(true);
     expect(classifyUncaught(errorAt(['x (/srv/omni/node_modules/level-not-storage/index.js:1:1)'])).survivable).toBe(true);
     expect(classifyUncaught('a string').survivable).toBe(true);
     expect(classifyUncaught(undefined).survivable).toBe(true);
@@ -115,7 +115,7 @@ describe('ProcessGuard.handle', () => {
     const previousExitCode = process.exitCode;
     const g = new ProcessGuard({ log, exit: (c) => exits.push(c), shutdown: async (r) => void reasons.push(r) });
     try {
-      const raft = errorAt(['RaftNode.tick (/srv/omni/node/raft-node.ts:99:21)']);
+      const raft = errorAt(['RaftNode.tick (/srv/omni/node/raft/raft-node.ts:99:21)']);
       expect(g.handle('uncaughtException', raft).survivable).toBe(false);
       expect(g.handle('unhandledRejection', raft).survivable).toBe(false);
       await new Promise((r) => setImmediate(r));

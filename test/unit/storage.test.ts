@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Level } from 'level';
-import { RaftStorage, StorageCorruptError } from '../../node/raft-storage.js';
-import { unsealRecord } from '../../node/storage-integrity.js';
-import { WITNESS_FILE } from '../../node/hard-state-witness.js';
+import { RaftStorage, StorageCorruptError } from '../../node/raft/raft-storage.js';
+import { unsealRecord } from '../../node/raft/storage-integrity.js';
+import { WITNESS_FILE } from '../../node/raft/hard-state-witness.js';
 import { decodeHardState, encodeEntry, encodeHardState } from '../../protocol/codec.js';
 import { EntryType, type Entry } from '../../protocol/raft/types.js';
 

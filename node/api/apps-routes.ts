@@ -1,0 +1,330 @@
+// The apps part of the HTTP API: deploy (create / rolling update), list, inspect, scale,
+// stop/start, remove, endpoints and logs (streamed from the node that runs each task, over
+// libp2p: node/apps/task-logs.ts), and node scheduling eligibility (drain).
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Omnid } from '../daemon.js';
+import type { ApiServer } from './server.js';
+import { readJson, queryBool, queryInt, queryParam, objectBody } from './input.js';
+import { OmniError } from '../errors.js';
+import { validateAppSpec, specDigest, type AppSpec } from '../../protocol/apps/spec.js';
+import { appKey, isServing, isStable, parseRecord, specKey, statusKey, APP_PREFIX, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import type { KvTxnOp, NodeEligibility, NodeRecord } from '../../protocol/cluster/state.js';
+import type { Caller } from '../cluster/caller.js';
+
+const MAX_LOG_TAIL = 10_000;
+const DEFAULT_LOG_TAIL = 200;
+
+export function registerAppRoutes(api: ApiServer, d: Omnid): void {
+  const h = new AppsApi(d);
+  api.route('POST', /^\/v1\/apps$/, async (req, _url, _p, _res, caller) => h.deploy(await readJson(req), caller));
+  api.route('GET', /^\/v1\/apps$/, async (_req, url) => h.list(url));
+  api.route('GET', /^\/v1\/apps\/([^/]+)$/, async (_req, url, [name]) => h.inspect(name, url));
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/scale$/, async (req, _url, [name], _res, caller) => h.scale(name, await readJson(req), caller));
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/stop$/, async (_req, _url, [name], _res, caller) => h.setState(name, 'stopped', caller));
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name], _res, caller) => h.setState(name, 'running', caller));
+  api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name], _res, caller) => h.setState(name, 'removing', caller));
+  api.route('GET', /^\/v1\/apps\/([^/]+)\/endpoints$/, async (_req, url, [name]) => h.endpoints(name, url));
+  // Log answers stream (follow=true: until the client leaves): they count against the API's
+  // stream limit, not its in-flight request limit.
+  api.route('GET', /^\/v1\/apps\/([^/]+)\/logs$/, async (req, url, [name], res) => h.appLogs(req, url, name, res), false, { stream: true });
+  api.route('GET', /^\/v1\/tasks\/([^/]+)\/logs$/, async (req, url, [id], res) => h.taskLogs(req, url, id, res), false, { stream: true });
+  api.route('GET', /^\/v1\/nodes\/([^/]+)$/, async (_req, url, [name]) => h.nodeView(name, url));
+  api.route('POST', /^\/v1\/nodes\/([^/]+)\/eligibility$/, async (req, _url, [name], _res, caller) => h.setEligibility(name, await readJson(req), caller));
+  api.route('POST', /^\/v1\/nodes\/([^/]+)\/drain$/, async (_req, _url, [name], _res, caller) => h.setEligibility(name, { eligibility: 'draining' }, caller));
+}
+
+/** An app record going back to 'running' (omni start, a redeploy) starts a fresh failure streak. */
+function withoutFailures(app: AppRecord): AppRecord {
+  const { failures: _f, failedReason: _r, ...rest } = app;
+  return rest;
+}
+
+class AppsApi {
+  constructor(private readonly d: Omnid) {}
+
+  private app(name: string): AppRecord {
+    const app = parseRecord<AppRecord>(this.d.raft.state.kvGet(appKey(name))?.value);
+    if (!app) throw new OmniError('NOT_FOUND', `no app named ${name.slice(0, 64)}`);
+    return app;
+  }
+
+  private spec(name: string, version: number): AppSpec | undefined {
+    return parseRecord<AppSpec>(this.d.raft.state.kvGet(specKey(name, version))?.value);
+  }
+
+  private tasks(name: string): { task: TaskRecord; status?: TaskStatusRecord }[] {
+    const state = this.d.raft.state;
+    return state
+      .kvList(`${TASK_PREFIX}${name}-`, 100_000)
+      .flatMap((r) => {
+        const t = parseRecord<TaskRecord>(r.value);
+        return t && t.app === name ? [{ task: t, status: parseRecord<TaskStatusRecord>(state.kvGet(statusKey(t.id))?.value) }] : [];
+      })
+      .sort((a, b) => a.task.createdAtMs - b.task.createdAtMs);
+  }
+
+  private async consistent(url: URL): Promise<void> {
+    if (!queryBool(url, 'stale')) await this.d.readBarrier();
+  }
+
+  async deploy(body: unknown, caller: Caller): Promise<[number, unknown]> {
+    const v = validateAppSpec(body);
+    if (!v.ok) {
+      const first = v.errors[0];
+      throw new OmniError('INVALID_SPEC', `${first.field}: ${first.message}${v.errors.length > 1 ? ` (and ${v.errors.length - 1} more)` : ''}`, { errors: v.errors });
+    }
+    const spec = v.spec;
+    await this.d.readBarrier();
+    const state = this.d.raft.state;
+    const kv = state.kvGet(appKey(spec.name));
+    const prev = parseRecord<AppRecord>(kv?.value);
+    const prevSpec = prev ? this.spec(prev.name, prev.version) : undefined;
+    const ops: KvTxnOp[] = [];
+    let result: { name: string; version: number; changed: boolean; action: string };
+    if (prev && prev.state !== 'removing' && prevSpec && specDigest({ ...prevSpec, replicas: 0 }) === specDigest({ ...spec, replicas: 0 })) {
+      // Same spec but the replica count: a scale, not a new version (no rolling update).
+      const changed = prevSpec.replicas !== spec.replicas || prev.state !== 'running';
+      ops.push({ op: 'put', key: specKey(prev.name, prev.version), value: JSON.stringify(spec) });
+      ops.push({ op: 'put', key: appKey(prev.name), value: JSON.stringify({ ...withoutFailures(prev), state: 'running' }) });
+      result = { name: spec.name, version: prev.version, changed, action: changed ? 'scaled' : 'unchanged' };
+    } else {
+      const version = (prev?.latestVersion ?? 0) + 1;
+      const now = Date.now();
+      const rollingFrom = prev && prev.state === 'running' ? prev.version : 0;
+      const app: AppRecord = {
+        name: spec.name,
+        version,
+        previousVersion: rollingFrom,
+        latestVersion: version,
+        state: 'running',
+        deploy: prev?.deploy ?? { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' },
+        pending: '',
+        events: [...(prev?.events ?? []), { atMs: now, message: prev ? `version ${version} submitted` : `app created (version ${version})` }].slice(-40),
+      };
+      if (prev && !rollingFrom) app.deploy = { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' };
+      ops.push({ op: 'put', key: specKey(spec.name, version), value: JSON.stringify(spec) });
+      ops.push({ op: 'put', key: appKey(spec.name), value: JSON.stringify(app) });
+      result = { name: spec.name, version, changed: true, action: prev ? (rollingFrom ? 'rolling update' : 'redeployed') : 'created' };
+    }
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(spec.name), version: kv?.version ?? 0 }], ops }, caller);
+    this.d.orchestrator?.kick();
+    return [prev ? 200 : 201, result];
+  }
+
+  async list(url: URL): Promise<[number, unknown]> {
+    await this.consistent(url);
+    const apps = this.d.raft.state.kvList(APP_PREFIX, 10_000).flatMap((r) => {
+      const a = parseRecord<AppRecord>(r.value);
+      return a ? [this.summary(a)] : [];
+    });
+    return [200, { apps }];
+  }
+
+  private summary(a: AppRecord): Record<string, unknown> {
+    const spec = this.spec(a.name, a.version);
+    const live = this.tasks(a.name).filter((t) => t.task.desired === 'run');
+    // Why the app is not fine, in one line: its terminal failure, else a live task's failure cause.
+    const troubled = live.find((t) => t.status?.cause && !isStable(t.status));
+    const reason = a.state === 'failed' ? `failed: ${a.failedReason ?? 'tasks kept failing'}` : troubled ? `${troubled.status!.cause} (task ${troubled.task.id} on ${this.nodeName(troubled.task.nodeId)})` : '';
+    return {
+      name: a.name,
+      version: a.version,
+      state: a.state,
+      deploy: a.deploy.status,
+      replicas: spec?.replicas ?? 0,
+      running: live.filter((t) => t.status?.state === 'running').length,
+      healthy: live.filter((t) => isServing(t.status)).length,
+      image: spec?.image ?? null,
+      command: spec?.command ?? null,
+      pending: a.pending,
+      reason,
+      failures: a.failures?.count ?? 0,
+    };
+  }
+
+  private nodeName(id: string): string {
+    return this.d.raft.state.node(id)?.name ?? id;
+  }
+
+  async inspect(name: string, url: URL): Promise<[number, unknown]> {
+    await this.consistent(url);
+    const app = this.app(name);
+    const nodeName = (id: string) => this.nodeName(id);
+    const tasks = this.tasks(name).map(({ task, status }) => ({
+      id: task.id,
+      version: task.version,
+      node: nodeName(task.nodeId),
+      desired: task.desired,
+      state: status?.state ?? 'pending',
+      health: status?.health ?? 'none',
+      exitCode: status?.exitCode ?? null,
+      restarts: status?.restarts ?? 0,
+      reason: task.desired === 'stop' ? task.stopReason : (status?.reason ?? ''),
+      cause: status?.cause ?? '',
+      lastOutput: status?.lastOutput ?? [],
+      stable: status?.stable === true,
+      hostPorts: task.hostPorts,
+    }));
+    return [200, { ...this.summary(app), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
+  }
+
+  async scale(name: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
+    const { replicas } = objectBody(body, ['replicas'], '{"replicas": <integer>}');
+    if (typeof replicas !== 'number' || !Number.isInteger(replicas) || replicas < 0 || replicas > 1000) throw new OmniError('BAD_REQUEST', 'replicas: must be an integer from 0 to 1000');
+    await this.d.readBarrier();
+    const kv = this.d.raft.state.kvGet(appKey(name));
+    const app = this.app(name);
+    const spec = this.spec(name, app.version);
+    if (!spec) throw new OmniError('NOT_FOUND', `app ${name} has no spec version ${app.version}`);
+    const specKv = this.d.raft.state.kvGet(specKey(name, app.version))!;
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }, { key: specKv.key, version: specKv.version }], ops: [{ op: 'put', key: specKv.key, value: JSON.stringify({ ...spec, replicas }) }] }, caller);
+    this.d.orchestrator?.kick();
+    return [200, { name, version: app.version, replicas }];
+  }
+
+  async setState(name: string, state: AppRecord['state'], caller: Caller): Promise<[number, unknown]> {
+    await this.d.readBarrier();
+    const kv = this.d.raft.state.kvGet(appKey(name));
+    const app = this.app(name);
+    if (app.state === 'removing' && state !== 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
+    const next = { ...withoutFailures(app), state, events: [...app.events, { atMs: Date.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
+    this.d.orchestrator?.kick();
+    return [200, { name, state }];
+  }
+
+  private node(nameOrId: string): NodeRecord {
+    const state = this.d.raft.state;
+    const n = state.nodeByName(nameOrId) ?? state.node(nameOrId);
+    if (!n) throw new OmniError('NOT_FOUND', `no node named ${nameOrId.slice(0, 64)}`);
+    return n;
+  }
+
+  /** A node's scheduling eligibility and the tasks placed on it (what a drain waits for). */
+  async nodeView(name: string, url: URL): Promise<[number, unknown]> {
+    await this.consistent(url);
+    const n = this.node(name);
+    const tasks = this.d.raft.state
+      .kvList(TASK_PREFIX, 100_000)
+      .flatMap((r) => {
+        const t = parseRecord<TaskRecord>(r.value);
+        return t && t.nodeId === n.id && t.desired === 'run' ? [{ id: t.id, app: t.app, version: t.version }] : [];
+      });
+    return [200, { name: n.name, id: n.id, status: n.status, eligibility: n.eligibility ?? 'eligible', tasks }];
+  }
+
+  async setEligibility(name: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
+    const eligibility = (body as { eligibility?: unknown })?.eligibility;
+    const allowed: NodeEligibility[] = ['eligible', 'ineligible', 'draining'];
+    if (typeof eligibility !== 'string' || !allowed.includes(eligibility as NodeEligibility)) throw new OmniError('BAD_REQUEST', `eligibility: must be one of ${allowed.join(', ')}`);
+    await this.d.readBarrier();
+    const n = this.node(name);
+    if (n.status === 'left') throw new OmniError('CONFLICT', `node ${n.name} has left the cluster`);
+    // Draining a node that is already drained (ineligible) changes nothing: it has no tasks to move.
+    const next = eligibility === 'draining' && n.eligibility === 'ineligible' ? 'ineligible' : (eligibility as NodeEligibility);
+    await this.d.proposeOk({ type: 'node.eligibility', id: n.id, eligibility: next }, caller);
+    this.d.orchestrator?.kick();
+    return [200, { name: n.name, eligibility: next }];
+  }
+
+  private endpointList(name: string): { task: string; node: string; host: string; ports: Record<string, number> }[] {
+    const app = parseRecord<AppRecord>(this.d.raft.state.kvGet(appKey(name))?.value);
+    if (!app) return [];
+    const out = [];
+    for (const { task, status } of this.tasks(name)) {
+      if (task.desired !== 'run' || !isServing(status)) continue;
+      const spec = this.spec(name, task.version);
+      const node = this.d.raft.state.node(task.nodeId);
+      const ports: Record<string, number> = {};
+      spec?.ports.forEach((p, i) => (ports[p.name] = task.hostPorts[i]));
+      out.push({ task: task.id, node: node?.name ?? task.nodeId, host: nodeHost(node?.addrs ?? []), ports });
+    }
+    return out;
+  }
+
+  async endpoints(name: string, url: URL): Promise<[number, unknown]> {
+    await this.consistent(url);
+    this.app(name);
+    return [200, { app: name, endpoints: this.endpointList(name) }];
+  }
+
+  /** Logs of every task of the app (or ?task=ID), each line prefixed with its task id. */
+  async appLogs(req: IncomingMessage, url: URL, name: string, res: ServerResponse): Promise<undefined> {
+    logOptions(url, new AbortController().signal); // a 400 for bad since/tail/follow before anything else
+    const only = queryParam(url, 'task');
+    this.app(name);
+    const tasks = this.tasks(name).filter((t) => (only ? t.task.id === only : true));
+    if (only && tasks.length === 0) throw new OmniError('NOT_FOUND', `app ${name} has no task ${only}`);
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    res.flushHeaders(); // the client knows the stream started even before the first line
+    const abort = new AbortController();
+    req.on('close', () => abort.abort());
+    const query = new URLSearchParams(url.searchParams);
+    query.delete('task');
+    await Promise.all(
+      tasks.map(async ({ task }) => {
+        const prefix = tasks.length > 1 && !only ? `[${task.id}] ` : '';
+        try {
+          for await (const line of this.taskLogLines(task, query, abort.signal)) {
+            if (!res.write(prefix + line + '\n')) await new Promise((r) => res.once('drain', r));
+          }
+        } catch (err) {
+          if (!abort.signal.aborted) res.write(`${prefix}(logs unavailable: ${(err as Error).message})\n`);
+        }
+      }),
+    );
+    res.end();
+    return undefined;
+  }
+
+  /** Logs of a task on this node only. */
+  async taskLogs(req: IncomingMessage, url: URL, id: string, res: ServerResponse): Promise<undefined> {
+    const abort = new AbortController();
+    const opts = logOptions(url, abort.signal);
+    const driver = this.d.agent?.driverFor(id);
+    if (!driver) throw new OmniError('NOT_FOUND', `task ${id.slice(0, 64)} is not known on node ${this.d.name}`);
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    res.flushHeaders(); // the client knows the stream started even before the first line
+    req.on('close', () => abort.abort());
+    try {
+      for await (const line of driver.logs(id, opts)) {
+        if (!res.write(line + '\n')) await new Promise((r) => res.once('drain', r));
+      }
+    } catch (err) {
+      if (!abort.signal.aborted) res.write(`(logs ended: ${(err as Error).message})\n`);
+    }
+    res.end();
+    return undefined;
+  }
+
+  /** A task's lines: read locally, or from the node that runs it over libp2p (the caller's token stays here). */
+  private async *taskLogLines(task: TaskRecord, query: URLSearchParams, signal: AbortSignal): AsyncGenerator<string> {
+    const opts = logOptions(new URL(`http://x/?${query}`), signal);
+    if (task.nodeId === this.d.id) {
+      const driver = this.d.agent?.driverFor(task.id);
+      if (!driver) throw new Error(`task ${task.id} has not started on this node`);
+      yield* driver.logs(task.id, opts);
+      return;
+    }
+    const node = this.d.raft.state.node(task.nodeId);
+    if (!node || node.status !== 'up') throw new Error(`node ${node?.name ?? task.nodeId} is ${node?.status ?? 'unknown'}`);
+    yield* this.d.taskLogs.read(task.nodeId, { taskId: task.id, follow: opts.follow, sinceMs: opts.sinceMs, tail: opts.tail }, signal);
+  }
+}
+
+/** follow=true|false, since=<epoch ms>, tail=<lines> (above MAX_LOG_TAIL: MAX_LOG_TAIL); anything else is a 400. */
+function logOptions(url: URL, signal: AbortSignal): { follow: boolean; sinceMs?: number; tail?: number; signal: AbortSignal } {
+  const tail = queryInt(url, 'tail', 0, Number.MAX_SAFE_INTEGER) ?? DEFAULT_LOG_TAIL;
+  return {
+    follow: queryBool(url, 'follow'),
+    sinceMs: queryInt(url, 'since', 0, Number.MAX_SAFE_INTEGER),
+    tail: Math.min(tail, MAX_LOG_TAIL),
+    signal,
+  };
+}
+
+/** The host other machines reach a node's published ports on: its first non-loopback IPv4, else loopback. */
+export function nodeHost(addrs: string[]): string {
+  const ips = addrs.map((a) => /^\/ip4\/(\d+\.\d+\.\d+\.\d+)\//.exec(a)?.[1]).filter((x): x is string => !!x && x !== '0.0.0.0');
+  return ips.find((ip) => !ip.startsWith('127.')) ?? ips[0] ?? '127.0.0.1';
+}

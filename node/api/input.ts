@@ -1,0 +1,122 @@
+// Parsing and validation of untrusted HTTP API input: the request target, path parameters,
+// query parameters and JSON bodies. Every helper either returns a well-formed value or throws
+// an OmniError with a 4xx code, so malformed requests never reach a handler as a 500.
+import type { IncomingMessage } from 'node:http';
+import { OmniError } from '../errors.js';
+import { InvalidFieldError, isPlainObject, readKvKey } from '../../protocol/cluster/commands.js';
+
+/** Largest request body: a 1 MiB value plus JSON overhead. */
+export const MAX_BODY_BYTES = 1024 * 1024 + 64 * 1024;
+/** Longest piece of user input quoted back in an error message. */
+const MAX_QUOTED_CHARS = 200;
+
+/** A request target as a URL: origin-form (`/path?query`) or absolute-form (`http://host/path`, RFC 9112 §3.2.2); `*` is refused. */
+export function parseRequestUrl(target: string | undefined): URL {
+  const absolute = /^https?:\/\//i.test(target ?? '');
+  if (!target || (!absolute && !target.startsWith('/'))) throw new OmniError('BAD_REQUEST', 'the request target must be a path starting with /');
+  try {
+    // Concatenating (not resolving against a base) keeps `//x` a path instead of a host.
+    return new URL(absolute ? target : `http://omni${target}`);
+  } catch {
+    throw new OmniError('BAD_REQUEST', 'the request target is not a valid URL');
+  }
+}
+
+/** A percent-decoded path segment; malformed escapes (`%E0%A4%A`) are a 400, not a URIError. */
+export function decodePathParam(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new OmniError('BAD_REQUEST', `malformed percent-encoding in path segment ${quote(raw)}`);
+  }
+}
+
+/** The value of a query parameter given at most once (a repeated one is ambiguous: 400). */
+export function queryParam(url: URL, name: string): string | undefined {
+  const all = url.searchParams.getAll(name);
+  if (all.length > 1) throw new OmniError('BAD_REQUEST', `query parameter ${name} is given ${all.length} times`);
+  return all[0];
+}
+
+/** `true` or `false` (absent: dflt). */
+export function queryBool(url: URL, name: string, dflt = false): boolean {
+  const v = queryParam(url, name);
+  if (v === undefined) return dflt;
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new OmniError('BAD_REQUEST', `query parameter ${name} must be true or false, got ${quote(v)}`);
+}
+
+/** A decimal integer from min to max (absent: undefined). No signs, exponents or blanks. */
+export function queryInt(url: URL, name: string, min: number, max: number): number | undefined {
+  const v = queryParam(url, name);
+  if (v === undefined) return undefined;
+  const n = /^\d{1,16}$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new OmniError('BAD_REQUEST', `query parameter ${name} must be an integer from ${min} to ${max}, got ${quote(v)}`);
+  }
+  return n;
+}
+
+/** A compare-and-set version: a non-negative safe integer. */
+export function readVersion(v: unknown, field: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new OmniError('BAD_REQUEST', `${field} must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}`);
+  }
+  return v;
+}
+
+/** A KV key as the state machine will accept it (≤ 512 bytes of UTF-8, no control characters). */
+export function kvKeyParam(key: string): string {
+  try {
+    return readKvKey(key, 'key');
+  } catch (err) {
+    if (err instanceof InvalidFieldError) throw new OmniError('BAD_REQUEST', err.message);
+    throw err;
+  }
+}
+
+/**
+ * A JSON object body with only the given fields (an unknown field is more likely a typo, such
+ * as `expectedversion`, than something to ignore). An empty body is `{}`.
+ */
+export function objectBody(body: unknown, fields: readonly string[], what: string): Record<string, unknown> {
+  if (!isPlainObject(body)) throw new OmniError('BAD_REQUEST', `the body must be a JSON object: ${what}`);
+  for (const k of Object.keys(body)) {
+    if (!fields.includes(k)) throw new OmniError('BAD_REQUEST', `unknown field ${quote(k)} (expected ${what})`);
+  }
+  return body;
+}
+
+/** The request body parsed as JSON (empty: `{}`), at most MAX_BODY_BYTES, Content-Length or chunked. */
+export async function readJson(req: IncomingMessage): Promise<unknown> {
+  const tooLarge = () => new OmniError('TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > MAX_BODY_BYTES) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    // destroyOnReturn: false — leaving the loop early must not destroy the socket.
+    for await (const chunk of req.iterator({ destroyOnReturn: false })) {
+      size += (chunk as Buffer).length;
+      // Stop reading (do not destroy the socket: the 413 must still reach the client; the
+      // server answers with Connection: close and discards the rest, see ApiServer).
+      if (size > MAX_BODY_BYTES) throw tooLarge();
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (err instanceof OmniError) throw err;
+    // The client went away (or timed out) mid-body: its failure, not an internal error.
+    throw new OmniError('BAD_REQUEST', `the request body ended early: ${(err as Error).message}`);
+  }
+  if (size === 0) return {};
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new OmniError('BAD_REQUEST', 'request body is not valid JSON');
+  }
+}
+
+function quote(s: string): string {
+  return JSON.stringify(s.length > MAX_QUOTED_CHARS ? `${s.slice(0, MAX_QUOTED_CHARS)}…` : s);
+}

@@ -1,0 +1,348 @@
+// The HTTP API every node serves (JSON). /healthz is open; every other route needs an admin
+// bearer token, checked in constant time against the SHA-256 hashes in the replicated state.
+// The caller (node/cluster/caller.ts) goes with every write to the leader, which authorizes it. The
+// control socket speaks for the node itself: reads and `leave`, never an admin's writes.
+// Writes go through the leader (forwarded over libp2p); reads are linearizable (ReadIndex)
+// unless ?stale=true.
+import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { rm, chmod } from 'node:fs/promises';
+import { Role } from '../../protocol/raft/types.js';
+import type { KvRecord } from '../../protocol/cluster/state.js';
+import type { Omnid } from '../daemon.js';
+import { CommandEncodeError, MAX_TOKEN_NAME_CHARS } from '../../protocol/cluster/commands.js';
+import { OmniError, httpStatusFor } from '../errors.js';
+import { matchToken, newJoinToken, newAdminToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
+import { SELF, adminCaller, type Caller } from '../cluster/caller.js';
+import { quotaBytes } from '../../protocol/cluster/quota.js';
+import type { Logger } from '../logger.js';
+import { apiUrlFor, type ApiTls } from './tls.js';
+import { readJson, parseRequestUrl, decodePathParam, queryParam, queryBool, queryInt, readVersion, kvKeyParam, objectBody } from './input.js';
+import { apiLimits, serverOptions, capConnections, lingeringClose, Gate, BUSY_RETRY_AFTER_S, type ApiLimits } from './limits.js';
+
+export { MAX_BODY_BYTES, readJson } from './input.js';
+const MAX_KV_LIST = 10_000;
+const DEFAULT_KV_LIST = 1000;
+/** Longest kv list prefix (a prefix of a key, which is at most 512 bytes). */
+const MAX_KV_PREFIX_CHARS = 512;
+
+export type Health = 'healthy' | 'degraded' | 'unhealthy';
+
+export interface HealthReport {
+  status: Health;
+  leader: string;
+  quorum: boolean;
+  voters: number;
+  votersUp: number;
+  nodesDown: string[];
+  reasons: string[];
+}
+
+/**
+ * Returns [status, JSON body], or undefined when it wrote the response itself (streams).
+ * caller: who asks (an admin token, or this node itself on the control socket); every write
+ * the handler proposes names it.
+ */
+export type Handler = (req: IncomingMessage, url: URL, params: string[], res: ServerResponse, caller: Caller) => Promise<[number, unknown] | undefined>;
+
+/**
+ * stream: the handler streams its answer for as long as it likes (logs); see api-limits.ts.
+ * member: the node's own control socket may call it (reads are always allowed there; any other
+ * route needs an admin token).
+ */
+export interface RouteOptions {
+  stream?: boolean;
+  member?: boolean;
+}
+
+export class ApiServer {
+  private server: Server | undefined;
+  private control: Server | undefined;
+  url = '';
+  private readonly routes: { method: string; pattern: RegExp; handler: Handler; open?: boolean; stream?: boolean; member?: boolean }[] = [];
+  readonly limits: ApiLimits;
+  private readonly inFlight: Gate;
+  private readonly streams: Gate;
+
+  constructor(
+    private readonly d: Omnid,
+    private readonly log: Logger,
+    limits: Partial<ApiLimits> = {},
+  ) {
+    this.limits = apiLimits(limits);
+    this.inFlight = new Gate(this.limits.maxInFlight, 'requests');
+    this.streams = new Gate(this.limits.maxStreams, 'streams');
+    this.route('GET', /^\/healthz$/, async () => [200, { status: 'ok', node: this.d.name }], true);
+    this.route('GET', /^\/health$/, async () => {
+      const h = this.health();
+      return [h.status === 'unhealthy' ? 503 : 200, h];
+    });
+    this.route('GET', /^\/v1\/status$/, async () => [200, this.status()]);
+    this.route('GET', /^\/v1\/nodes$/, async () => [200, { nodes: this.nodes() }]);
+    this.route('GET', /^\/v1\/kv$/, async (_req, url) => this.kvList(url));
+    this.route('GET', /^\/v1\/kv\/(.+)$/, async (_req, url, [key]) => this.kvGet(key, url));
+    this.route('PUT', /^\/v1\/kv\/(.+)$/, async (req, _url, [key], _res, caller) => this.kvPut(key, await readJson(req), caller));
+    this.route('DELETE', /^\/v1\/kv\/(.+)$/, async (_req, url, [key], _res, caller) => this.kvDelete(key, url, caller));
+    this.route('POST', /^\/v1\/tokens$/, async (req, _url, _params, _res, caller) => this.createToken(await readJson(req), caller));
+    this.route(
+      'POST',
+      /^\/v1\/leave$/,
+      async () => {
+        await this.d.leave();
+        return [200, { left: true, node: this.d.name }];
+      },
+      false,
+      { member: true },
+    );
+  }
+
+  route(method: string, pattern: RegExp, handler: Handler, open = false, opts: RouteOptions = {}): void {
+    this.routes.push({ method, pattern, handler, open, stream: opts.stream, member: opts.member });
+  }
+
+  /** Serves HTTPS with the node certificate when `tls` says so (see node/api/tls.ts), else HTTP. */
+  async listen(hostPort: string, tls?: ApiTls): Promise<void> {
+    const { host, port } = parseHostPort(hostPort);
+    const handler = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
+    this.server = tls ? tls.createServer(serverOptions(this.limits), handler) : createServer(serverOptions(this.limits), handler);
+    capConnections(this.server, this.limits, this.log, 'api');
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(port, host, () => resolve());
+    });
+    this.url = apiUrlFor(tls?.scheme ?? 'http', this.server.address() as AddressInfo);
+  }
+
+  /**
+   * The node-local control socket (in the 0700 data dir): requests on it are trusted, the way
+   * dockerd trusts its socket. `omnid leave` uses it; a joined node has no admin token.
+   */
+  async listenControl(socketPath: string): Promise<void> {
+    await rm(socketPath, { force: true });
+    this.control = createServer(serverOptions(this.limits), (req, res) => void this.handle(req, res, true));
+    capConnections(this.control, this.limits, this.log, 'control socket');
+    await new Promise<void>((resolve, reject) => {
+      this.control!.once('error', reject);
+      this.control!.listen(socketPath, () => resolve());
+    });
+    await chmod(socketPath, 0o600);
+  }
+
+  async close(): Promise<void> {
+    for (const server of [this.server, this.control]) {
+      if (!server) continue;
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse, trusted = false): Promise<void> {
+    let status = 500;
+    let body: unknown;
+    let release: (() => void) | undefined;
+    try {
+      const url = parseRequestUrl(req.url);
+      const matching = this.routes.filter((r) => r.pattern.test(url.pathname));
+      const route = matching.find((r) => r.method === req.method);
+      // Only open routes answer without a token; even "no such route" needs one.
+      const caller = route?.open || trusted ? SELF : this.authorize(req);
+      if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
+      if (!route) throw new OmniError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname.slice(0, 200)}`);
+      if (trusted && !route.open && !route.member && req.method !== 'GET') {
+        throw new OmniError('FORBIDDEN', `the control socket acts for this node only (reads, leave): ${req.method} ${url.pathname.slice(0, 200)} needs an admin token`);
+      }
+      // Open routes (liveness) and the trusted control socket are never refused as BUSY.
+      if (!route.open && !trusted) release = (route.stream ? this.streams : this.inFlight).enter();
+      const params = route.pattern.exec(url.pathname)!.slice(1).map(decodePathParam);
+      const out = await route.handler(req, url, params, res, caller);
+      if (out === undefined) return;
+      [status, body] = out;
+    } catch (err) {
+      const e = asOmniError(err);
+      if (e.code === 'INTERNAL') this.log.error(`api: ${req.method} ${req.url?.slice(0, 200)}: ${(err as Error).stack}`);
+      status = httpStatusFor(e.code);
+      body = { error: { code: e.code, message: e.message, ...e.detail } };
+      if (res.headersSent) {
+        res.end(`\nerror: ${e.message}\n`);
+        return;
+      }
+    } finally {
+      release?.();
+    }
+    const text = JSON.stringify(body) + '\n';
+    const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) };
+    if (status === 503) headers['retry-after'] = BUSY_RETRY_AFTER_S;
+    // A body left unread (refused before or while reading it, e.g. 413 on a chunked upload):
+    // answer, then close instead of reading the rest to reuse the connection.
+    if (!req.complete) {
+      headers.connection = 'close';
+      lingeringClose(req);
+    }
+    res.writeHead(status, headers);
+    res.end(text);
+  }
+
+  /** The admin caller of a request (UNAUTHORIZED without a valid admin token). */
+  private authorize(req: IncomingMessage): Caller {
+    const header = req.headers.authorization;
+    const token = bearerToken(header);
+    const match = matchToken(token, this.d.raft.state.tokens().filter((t) => t.role === 'admin'));
+    if (!match) {
+      throw new OmniError('UNAUTHORIZED', header ? 'invalid API token' : 'missing API token (Authorization: Bearer <token>; see OMNI_TOKEN)');
+    }
+    return adminCaller(token, match.id);
+  }
+
+  health(): HealthReport {
+    const raft = this.d.raft.raft;
+    const state = this.d.raft.state;
+    const voters = [...raft.voters];
+    const down = state.nodes().filter((n) => n.status === 'down');
+    const votersUp = voters.filter((v) => state.node(v)?.status !== 'down').length;
+    const reasons: string[] = [];
+    const leader = raft.lead;
+    const quorum = leader !== '' && votersUp >= Math.floor(voters.length / 2) + 1;
+    let status: Health = 'healthy';
+    if (leader === '') {
+      status = 'unhealthy';
+      reasons.push('no leader: the cluster has lost quorum or is electing one');
+    } else if (!quorum) {
+      status = 'unhealthy';
+      reasons.push(`only ${votersUp} of ${voters.length} voters are up`);
+    } else if (down.length > 0) {
+      status = 'degraded';
+      for (const n of down) reasons.push(`${raft.voters.has(n.id) ? 'voter' : 'node'} ${n.name} is down: ${n.statusReason}`);
+    }
+    return { status, leader: state.node(leader)?.name ?? leader, quorum, voters: voters.length, votersUp, nodesDown: down.map((n) => n.name), reasons };
+  }
+
+  private status(): Record<string, unknown> {
+    const raft = this.d.raft.raft;
+    const state = this.d.raft.state;
+    const cfg = state.config();
+    const nameOf = (id: string) => state.node(id)?.name ?? id;
+    return {
+      clusterId: cfg.clusterId,
+      node: this.d.name,
+      nodeId: this.d.id,
+      role: raft.role === Role.Leader ? 'leader' : raft.voters.has(this.d.id) ? 'voter' : raft.learners.has(this.d.id) ? 'non-voter' : 'none',
+      leader: raft.lead === '' ? null : nameOf(raft.lead),
+      leaderId: raft.lead === '' ? null : raft.lead,
+      term: raft.term,
+      commitIndex: raft.log.committed,
+      appliedIndex: raft.log.applied,
+      voters: [...raft.voters].map(nameOf).sort(),
+      nonVoters: [...raft.learners].map(nameOf).sort(),
+      voterTarget: cfg.voterTarget,
+      root: cfg.rootNodeId === '' ? null : nameOf(cfg.rootNodeId),
+      rootRetired: cfg.rootRetired,
+      health: this.health().status,
+      // Raft messages dropped unread (leader or candidate messages, or a higher term, from a
+      // node that is not a voter here): see README, Security model.
+      refusedRaftMessages: raft.refusedMessages,
+      // The replicated state quota (protocol/cluster/quota.ts) and how much of it is used.
+      stateBytes: state.sizeBytes,
+      maxStateBytes: quotaBytes(cfg),
+    };
+  }
+
+  private nodes(): unknown[] {
+    const raft = this.d.raft.raft;
+    const now = Date.now();
+    return this.d.raft.state.nodes().map((n) => {
+      const seen = n.id === this.d.id ? now : this.d.heartbeats?.seen.get(n.id)?.lastSeenMs;
+      const live = this.d.heartbeats?.seen.get(n.id);
+      return {
+        name: n.name,
+        id: n.id,
+        role: raft.lead === n.id ? 'leader' : n.role === 'voter' ? 'voter' : n.role === 'learner' ? 'non-voter' : 'none',
+        status: n.status,
+        statusReason: n.statusReason,
+        eligibility: n.eligibility ?? 'eligible',
+        root: n.root,
+        apiUrl: n.apiUrl,
+        addrs: n.addrs,
+        resources: n.resources,
+        labels: n.labels,
+        load1: live?.load1 ?? null,
+        lastHeartbeatAgoMs: seen === undefined ? null : now - seen,
+      };
+    });
+  }
+
+  private async readConsistency(url: URL): Promise<void> {
+    if (queryBool(url, 'stale')) return;
+    await this.d.readBarrier();
+  }
+
+  private async kvGet(key: string, url: URL): Promise<[number, unknown]> {
+    key = kvKeyParam(key);
+    await this.readConsistency(url);
+    const rec = this.d.raft.state.kvGet(key);
+    if (!rec) throw new OmniError('NOT_FOUND', `key ${key.slice(0, 200)} not found`);
+    return [200, kvJson(rec)];
+  }
+
+  private async kvList(url: URL): Promise<[number, unknown]> {
+    const prefix = queryParam(url, 'prefix') ?? '';
+    if (prefix.length > MAX_KV_PREFIX_CHARS) throw new OmniError('BAD_REQUEST', `prefix must be at most ${MAX_KV_PREFIX_CHARS} characters`);
+    // Above the maximum is not an error: the list is capped, as documented.
+    const limit = Math.min(MAX_KV_LIST, queryInt(url, 'limit', 1, Number.MAX_SAFE_INTEGER) ?? DEFAULT_KV_LIST);
+    await this.readConsistency(url);
+    return [200, { items: this.d.raft.state.kvList(prefix, limit).map(kvJson) }];
+  }
+
+  private async kvPut(key: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
+    key = kvKeyParam(key);
+    const b = objectBody(body, ['value', 'expectedVersion'], '{"value": "<string>", "expectedVersion": <integer>?}');
+    if (typeof b.value !== 'string') throw new OmniError('BAD_REQUEST', 'body must be {"value": "<string>"} (optional "expectedVersion": <number>)');
+    const expectedVersion = b.expectedVersion === undefined ? undefined : readVersion(b.expectedVersion, 'expectedVersion');
+    const value = await this.d.proposeOk({ type: 'kv.put', key, value: b.value, ...(expectedVersion !== undefined ? { expectedVersion } : {}) }, caller);
+    return [200, value];
+  }
+
+  private async kvDelete(key: string, url: URL, caller: Caller): Promise<[number, unknown]> {
+    key = kvKeyParam(key);
+    const expectedVersion = queryInt(url, 'expectedVersion', 0, Number.MAX_SAFE_INTEGER);
+    await this.d.proposeOk({ type: 'kv.delete', key, ...(expectedVersion !== undefined ? { expectedVersion } : {}) }, caller);
+    return [200, { deleted: key }];
+  }
+
+  private async createToken(body: unknown, caller: Caller): Promise<[number, unknown]> {
+    const b = objectBody(body, ['role', 'name'], '{"role": "join"|"admin", "name": "<label>"}');
+    if (b.role !== 'join' && b.role !== 'admin') throw new OmniError('BAD_REQUEST', 'body must be {"role": "join"|"admin", "name": "<label>"}');
+    if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > MAX_TOKEN_NAME_CHARS || /[\u0000-\u001f\u007f-\u009f]/.test(b.name))) {
+      throw new OmniError('BAD_REQUEST', `name must be a label of at most ${MAX_TOKEN_NAME_CHARS} characters without control characters`);
+    }
+    const name = b.name ?? '';
+    const token = b.role === 'join' ? newJoinToken(Buffer.from(this.networkKeyHex(), 'hex')) : newAdminToken();
+    const id = newTokenId();
+    await this.d.proposeOk({ type: 'token.add', token: { id, hash: sha256Hex(token), role: b.role, name } }, caller);
+    return [201, { id, role: b.role, token }];
+  }
+
+  private networkKeyHex(): string {
+    return this.d.networkKeyHex;
+  }
+}
+
+function kvJson(r: KvRecord): Record<string, unknown> {
+  return { key: r.key, value: r.value, version: r.version, createIndex: r.createIndex, modIndex: r.modIndex };
+}
+
+/**
+ * Errors as the API reports them. A command the state machine's validation refuses was built
+ * from request input, so it is the client's error (400), not ours.
+ */
+function asOmniError(err: unknown): OmniError {
+  if (err instanceof OmniError) return err;
+  if (err instanceof CommandEncodeError) return new OmniError(err.code, err.message);
+  return new OmniError('INTERNAL', (err as Error)?.message ?? String(err));
+}
+
+export function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new OmniError('BAD_REQUEST', `expected HOST:PORT, got ${s.slice(0, 100)}`);
+  return { host: m[1] ?? m[2], port };
+}

@@ -1,0 +1,453 @@
+// The agent on every node: reconciles the tasks the leader placed here against what the
+// drivers report — starts, restarts (per policy), stops, health-checks — and writes each
+// task's observed status (only on change) back through Raft. After its own restart it
+// re-attaches to the tasks its drivers still know instead of starting duplicates.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Omnid } from '../daemon.js';
+import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
+import { probe } from './health-check.js';
+import { CoalescedLoop } from '../raft/coalesced-loop.js';
+import { portsInUse } from './port-probe.js';
+import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import { DEFAULT_MIN_HEALTHY_MS, type AppSpec } from '../../protocol/apps/spec.js';
+import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
+import { SELF } from '../cluster/caller.js';
+import type { OmniError } from '../errors.js';
+
+const AGENT_INTERVAL_MS = 1000;
+const MIN_ROUND_GAP_MS = 25;
+export const STOP_TIMEOUT_MS = 5000;
+const MAX_TASKS_PER_NODE = 10_000;
+/** Reading the log tail to classify an exit never holds up a restart for longer than this. */
+const CLASSIFY_LOG_TIMEOUT_MS = 2000;
+
+interface Local {
+  task: TaskRecord;
+  driver: TaskDriver;
+  run?: TaskStatus;
+  restarts: number;
+  nextRestartAtMs: number;
+  health: TaskStatusRecord['health'];
+  healthFailures: number;
+  nextProbeAtMs: number;
+  probing: boolean;
+  reason: string;
+  state: TaskStatusRecord['state'];
+  starting: boolean;
+  stopping: boolean;
+  /** Why the last run failed ('' none): kept through the restart or stop it causes, cleared once stable. */
+  cause: string;
+  /** Set when the agent stops the task for failing its health check: that, not the signal, is the cause. */
+  healthKill: string;
+  /** exitedAtMs of the run whose exit was classified (each exit is classified once). */
+  classifiedExitAtMs: number;
+  /** Restarting here cannot help (command missing, port taken): failed until the orchestrator moves it. */
+  final: boolean;
+  portsInUse: number[];
+  /** What the task printed last before its last failed exit. */
+  lastOutput: string[];
+  /** When the task last started serving (0: not serving); stable after update.minHealthyMs of it. */
+  servingSinceMs: number;
+  stable: boolean;
+}
+
+export class Agent {
+  private readonly local = new Map<string, Local>();
+  private readonly reported = new Map<string, string>();
+  private readonly loop: CoalescedLoop;
+  private recovered = false;
+
+  constructor(
+    private readonly d: Omnid,
+    private readonly drivers: Record<DriverName, TaskDriver>,
+  ) {
+    this.loop = new CoalescedLoop(() => this.round(), { intervalMs: AGENT_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`agent: ${err.message}`) });
+  }
+
+  start(): void {
+    this.loop.start();
+  }
+
+  stop(): void {
+    this.loop.stop();
+  }
+
+  /** Runs a reconcile round soon (coalesced). */
+  kick(): void {
+    this.loop.kick();
+  }
+
+  /** The node leaves the cluster: its tasks (rescheduled elsewhere by the leader) stop here. */
+  async stopAll(): Promise<void> {
+    this.loop.stop();
+    for (const driver of Object.values(this.drivers)) {
+      if (!(await driver.available().catch(() => ({ ok: false }))).ok) continue;
+      for (const t of await driver.recover().catch(() => [] as TaskStatus[])) {
+        if (t.state === 'running') await driver.stop(t.taskId, STOP_TIMEOUT_MS).catch(() => undefined);
+        await driver.destroy(t.taskId).catch(() => undefined);
+      }
+    }
+    this.local.clear();
+  }
+
+  driverFor(taskId: string): TaskDriver | undefined {
+    return this.local.get(taskId)?.driver;
+  }
+
+  private async round(): Promise<void> {
+    if (!this.recovered) await this.recover();
+    const mine = this.desiredHere();
+    // Tasks are handled concurrently: a slow stop (a container's grace period) must not delay
+    // another task's start. Per-task flags (starting/stopping) prevent duplicate work.
+    await Promise.all([...mine.values()].map((t) => this.reconcileTask(t)));
+    await Promise.all(
+      [...this.local].filter(([id]) => !mine.has(id)).map(async ([id, l]) => {
+        // The task record is gone (app removed, or garbage-collected after stopping).
+        if (l.stopping) return;
+        l.stopping = true;
+        if (l.run?.state === 'running') await l.driver.stop(id, STOP_TIMEOUT_MS).catch(() => undefined);
+        await l.driver.destroy(id).catch(() => undefined);
+        this.local.delete(id);
+        this.reported.delete(id);
+      }),
+    );
+    await this.report();
+  }
+
+  /** Re-attach: every driver lists what it still runs for us (no duplicates after a restart). */
+  private async recover(): Promise<void> {
+    const mine = this.desiredHere();
+    for (const driver of Object.values(this.drivers)) {
+      const ok = await driver.available().catch(() => ({ ok: false as const, reason: 'unavailable' }));
+      if (!ok.ok) continue;
+      for (const st of await driver.recover().catch(() => [] as TaskStatus[])) {
+        const task = mine.get(st.taskId);
+        if (!task) {
+          // Not ours any more: clean it up.
+          if (st.state === 'running') await driver.stop(st.taskId, STOP_TIMEOUT_MS).catch(() => undefined);
+          await driver.destroy(st.taskId).catch(() => undefined);
+          continue;
+        }
+        const prev = parseRecord<TaskStatusRecord>(this.d.raft.state.kvGet(statusKey(st.taskId))?.value);
+        const stable = st.state === 'running' && prev?.stable === true;
+        this.local.set(st.taskId, { ...this.fresh(task, driver), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none', cause: prev?.cause ?? '', lastOutput: prev?.lastOutput ?? [], stable, servingSinceMs: stable ? 1 : 0 });
+        this.d.log.info(`agent: re-attached to task ${st.taskId} (${st.state})`);
+      }
+    }
+    this.recovered = true;
+  }
+
+  private desiredHere(): Map<string, TaskRecord> {
+    const out = new Map<string, TaskRecord>();
+    for (const r of this.d.raft.state.kvList(TASK_PREFIX, MAX_TASKS_PER_NODE * 10)) {
+      const t = parseRecord<TaskRecord>(r.value);
+      if (t && t.nodeId === this.d.id) out.set(t.id, t);
+    }
+    return out;
+  }
+
+  private spec(t: TaskRecord): AppSpec | undefined {
+    return parseRecord<AppSpec>(this.d.raft.state.kvGet(specKey(t.app, t.version))?.value);
+  }
+
+  private fresh(task: TaskRecord, driver: TaskDriver): Local {
+    return { task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false };
+  }
+
+  private async reconcileTask(t: TaskRecord): Promise<void> {
+    const spec = this.spec(t);
+    if (!spec) return;
+    let l = this.local.get(t.id);
+    if (!l) {
+      const driver = this.drivers[spec.driver];
+      if (!driver) return;
+      l = this.fresh(t, driver);
+      this.local.set(t.id, l);
+    }
+    l.task = t;
+    if (t.desired === 'stop') return this.stopTask(l);
+    if (l.run?.state === 'running') await this.refresh(l);
+    if (!l.run) return this.startTask(l, spec);
+    if (l.run.state === 'exited') {
+      l.servingSinceMs = 0;
+      l.stable = false;
+      return this.onExit(l, spec);
+    }
+    this.maybeProbe(l, spec);
+    this.trackStable(l, spec);
+  }
+
+  /** Stable: serving (running, health passing) for update.minHealthyMs without a restart. */
+  private trackStable(l: Local, spec: AppSpec): void {
+    if (l.state !== 'running' || (l.health !== 'healthy' && l.health !== 'none')) {
+      l.servingSinceMs = 0;
+      l.stable = false;
+      return;
+    }
+    const now = Date.now();
+    if (l.servingSinceMs === 0) l.servingSinceMs = now;
+    if (!l.stable && now - l.servingSinceMs >= (spec.update.minHealthyMs ?? DEFAULT_MIN_HEALTHY_MS)) {
+      l.stable = true;
+      l.cause = '';
+      l.lastOutput = [];
+      l.healthKill = '';
+    }
+  }
+
+  /** This task cannot run here: failed at once (no local restarts); the orchestrator replaces it. */
+  private failHere(l: Local, f: FailureCause, reason: string): void {
+    l.final = true;
+    l.state = 'failed';
+    l.health = 'none';
+    l.cause = f.cause;
+    l.portsInUse = f.portsInUse;
+    l.reason = reason;
+    this.d.log.warn(`agent: ${l.task.id}: ${reason}`);
+  }
+
+  private async startTask(l: Local, spec: AppSpec): Promise<void> {
+    if (l.starting) return;
+    l.starting = true;
+    l.state = 'starting';
+    l.health = spec.healthCheck ? 'starting' : 'none';
+    l.servingSinceMs = 0;
+    l.stable = false;
+    void this.report(); // written while the driver starts the task, not before
+    try {
+      // A port another process holds would only crash-loop the task: report it so the scheduler picks another.
+      const busy = spec.driver === 'mock' ? [] : await portsInUse(l.task.hostPorts);
+      if (busy.length > 0) {
+        const f = classifyStartError(`address already in use: ${busy.join(', ')}`, busy);
+        l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: Date.now(), exitedAtMs: Date.now(), reason: f.cause };
+        return this.failHere(l, f, `not started: ${f.cause}`);
+      }
+      const cfg = await this.taskConfig(l.task, spec);
+      l.run = await l.driver.start(cfg);
+      l.state = 'running';
+      l.reason = '';
+      l.portsInUse = [];
+      l.healthFailures = 0;
+      l.nextProbeAtMs = Date.now() + (spec.healthCheck?.startPeriodMs ?? 0);
+      this.d.log.info(`agent: started ${l.task.id} (${spec.driver})`);
+    } catch (err) {
+      const f = classifyStartError((err as Error).message, l.task.hostPorts);
+      const now = Date.now();
+      l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: now, exitedAtMs: now, reason: (err as Error).message };
+      l.classifiedExitAtMs = now; // classified here, from the start error
+      l.cause = f.cause;
+      l.portsInUse = f.portsInUse;
+      if (f.permanent) this.failHere(l, f, `could not start: ${f.cause}`);
+      else {
+        l.reason = `could not start: ${(err as Error).message}`;
+        this.d.log.warn(`agent: ${l.task.id}: ${l.reason}`);
+      }
+    } finally {
+      l.starting = false;
+    }
+  }
+
+  /** Why the run that just ended ended: the health check that killed it, else the exit and its last output. */
+  private async classify(l: Local): Promise<FailureCause> {
+    const run = l.run!;
+    if (l.healthKill) return { cause: l.healthKill, permanent: false, portsInUse: [] };
+    const logTail: string[] = [];
+    if (run.exitCode !== 0) {
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), CLASSIFY_LOG_TIMEOUT_MS);
+      try {
+        for await (const line of l.driver.logs(l.task.id, { follow: false, tail: FAILURE_LOG_TAIL_LINES, signal: abort.signal })) {
+          logTail.push(line);
+          if (logTail.length > FAILURE_LOG_TAIL_LINES) logTail.shift();
+        }
+      } catch {
+        // no logs (the driver lost them): classify from the exit alone
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    const f = classifyExit({ exitCode: run.exitCode, reason: run.reason, logTail, hostPorts: l.task.hostPorts });
+    f.lastOutput = logTail.filter((x) => x.trim() !== '').slice(-LAST_OUTPUT_LINES).map((x) => x.slice(0, LAST_OUTPUT_LINE_CHARS));
+    return f;
+  }
+
+  private async refresh(l: Local): Promise<void> {
+    let st: TaskStatus | undefined;
+    try {
+      st = await l.driver.inspect(l.task.id);
+    } catch (err) {
+      // A driver hiccup (engine busy) is not an exit: keep the last known state.
+      this.d.log.debug(`agent: inspect ${l.task.id}: ${(err as Error).message}`);
+      return;
+    }
+    if (st && st.state === 'exited' && l.run?.state === 'running') this.d.log.info(`agent: ${l.task.id} exited (${st.exitCode ?? st.reason ?? 'unknown'})`);
+    if (st) l.run = st;
+    else l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: l.run?.startedAtMs ?? Date.now(), exitedAtMs: Date.now(), reason: 'the task disappeared' };
+  }
+
+  /** Restart policy: always / on-failure (non-zero exit) / never, at most maxRestarts times. */
+  private async onExit(l: Local, spec: AppSpec): Promise<void> {
+    if (l.final) return;
+    const code = l.run!.exitCode;
+    const failedRun = code !== 0 || l.healthKill !== '';
+    const exitedAt = l.run!.exitedAtMs ?? 0;
+    if (l.classifiedExitAtMs !== exitedAt || exitedAt === 0) {
+      l.classifiedExitAtMs = exitedAt || Date.now();
+      const f = await this.classify(l);
+      if (failedRun) {
+        l.cause = f.cause;
+        l.portsInUse = f.portsInUse;
+        if (f.lastOutput && f.lastOutput.length > 0) l.lastOutput = f.lastOutput;
+      }
+      if (f.permanent && failedRun) return this.failHere(l, f, `${f.cause}; not restarted on this node`);
+    }
+    const policy = spec.restart.policy;
+    const wantRestart = policy === 'always' || (policy === 'on-failure' && failedRun);
+    const what = failedRun && l.cause ? l.cause : code === null ? `ended (${l.run!.reason ?? 'killed'})` : `exited with code ${code}`;
+    if (!wantRestart) {
+      l.state = failedRun ? 'failed' : 'exited';
+      l.health = 'none';
+      l.reason = what;
+      return;
+    }
+    if (l.restarts >= spec.restart.maxRestarts) {
+      l.state = 'failed';
+      l.health = 'none';
+      l.reason = `${what}; gave up after ${l.restarts} restarts`;
+      return;
+    }
+    const now = Date.now();
+    if (l.nextRestartAtMs === 0) {
+      l.nextRestartAtMs = now + spec.restart.delayMs;
+      l.state = 'exited';
+      l.health = 'none';
+      l.reason = `${what}; restarting in ${spec.restart.delayMs} ms`;
+      return;
+    }
+    if (now < l.nextRestartAtMs) return;
+    l.nextRestartAtMs = 0;
+    l.healthKill = '';
+    l.restarts++;
+    await l.driver.destroy(l.task.id).catch(() => undefined);
+    l.run = undefined;
+    await this.startTask(l, spec);
+  }
+
+  private maybeProbe(l: Local, spec: AppSpec): void {
+    const check = spec.healthCheck;
+    if (!check || l.probing || Date.now() < l.nextProbeAtMs) return;
+    l.probing = true;
+    const idx = spec.ports.findIndex((p) => p.name === check.port);
+    const port = l.task.hostPorts[idx >= 0 ? idx : 0];
+    void probe(check, port, spec.env)
+      .then((r) => {
+        if (r.ok) {
+          l.healthFailures = 0;
+          if (l.health !== 'healthy') this.d.log.info(`agent: ${l.task.id} is healthy (${r.detail})`);
+          l.health = 'healthy';
+          l.reason = '';
+        } else if (++l.healthFailures >= check.retries) {
+          // The health check result is the cause: the SIGTERM that follows is only its consequence.
+          l.cause = `health check ${r.detail}`;
+          if (l.health !== 'unhealthy') {
+            this.d.log.warn(`agent: ${l.task.id} is unhealthy: ${r.detail}; restarting it per its restart policy`);
+            // Self-healing like Swarm: an unhealthy task is stopped; the restart policy brings it back.
+            if (spec.restart.policy !== 'never') {
+              l.healthKill = l.cause;
+              void this.report().then(() => l.driver.stop(l.task.id, STOP_TIMEOUT_MS)).catch(() => undefined);
+            }
+          }
+          l.health = 'unhealthy';
+          l.reason = `health check failed ${l.healthFailures} times: ${r.detail}`;
+        }
+      })
+      .finally(() => {
+        l.probing = false;
+        l.nextProbeAtMs = Date.now() + check.intervalMs;
+        this.kick();
+      });
+  }
+
+  private async stopTask(l: Local): Promise<void> {
+    if (l.stopping) return;
+    if (l.run?.state === 'running') {
+      l.stopping = true;
+      try {
+        await l.driver.stop(l.task.id, STOP_TIMEOUT_MS);
+        await this.refresh(l);
+      } finally {
+        l.stopping = false;
+      }
+    }
+    if (l.state !== 'exited' && l.state !== 'failed') {
+      l.state = 'exited';
+      l.health = 'none';
+      l.reason = `stopped: ${l.task.stopReason || 'by the orchestrator'}`;
+    }
+  }
+
+  private async taskConfig(t: TaskRecord, spec: AppSpec): Promise<TaskConfig> {
+    const volumes = [];
+    for (const v of spec.volumes) {
+      const hostPath = join(this.d.opts.dataDir, 'volumes', t.app, v.name);
+      await mkdir(hostPath, { recursive: true });
+      volumes.push({ name: v.name, path: v.path, hostPath });
+    }
+    const command = spec.command ? [...spec.command, ...spec.args] : spec.args.length > 0 ? spec.args : undefined;
+    return {
+      taskId: t.id,
+      app: t.app,
+      version: t.version,
+      image: spec.image,
+      command,
+      env: { ...spec.env },
+      ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i] })),
+      volumes,
+      cpu: spec.resources.cpu,
+      memoryBytes: spec.resources.memoryMB * 1024 * 1024,
+      labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id },
+    };
+  }
+
+  private reporting: Promise<void> = Promise.resolve();
+
+  /** Writes each task's status when it changed since the last report (one writer at a time). */
+  private report(): Promise<void> {
+    this.reporting = this.reporting.then(() => this.reportNow());
+    return this.reporting;
+  }
+
+  private async reportNow(): Promise<void> {
+    for (const [id, l] of this.local) {
+      const rec: TaskStatusRecord = {
+        id,
+        state: l.state,
+        health: l.health,
+        exitCode: l.run?.state === 'exited' ? l.run.exitCode : null,
+        reason: l.reason.slice(0, 500),
+        restarts: l.restarts,
+        startedAtMs: l.run?.startedAtMs ?? 0,
+        updatedAtMs: 0,
+      };
+      if (l.cause) rec.cause = l.cause.slice(0, 300);
+      if (l.stable) rec.stable = true;
+      if (l.portsInUse.length > 0) rec.portsInUse = l.portsInUse;
+      if (l.lastOutput.length > 0) rec.lastOutput = l.lastOutput;
+      const key = JSON.stringify({ ...rec, startedAtMs: 0 });
+      if (this.reported.get(id) === key) continue;
+      try {
+        await this.d.proposeOk({ type: 'kv.put', key: statusKey(id), value: JSON.stringify({ ...rec, updatedAtMs: Date.now() }) }, SELF);
+        this.reported.set(id, key);
+      } catch (err) {
+        if ((err as OmniError).code === 'FORBIDDEN') {
+          // The task is no longer placed here (its record is gone): the leader refuses reports
+          // about it. Do not retry it, and go on with the others.
+          this.reported.set(id, key);
+          continue;
+        }
+        this.d.log.debug(`agent: status of ${id} not written yet: ${(err as Error).message}`);
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,412 @@
+// Docker driver: one container per task through the local engine (dockerode over a unix socket).
+// Images must already be on the node (Omni has no pull from a public registry): a missing image is
+// an IMAGE_NOT_FOUND error. Containers are named omni-<taskId> and labelled omni.task / omni.app /
+// omni.version (+ omni.owner, the node that made them), which is how recover() finds them after the
+// agent restarts. Restart policy is "no": the agent decides restarts.
+import { hostname } from 'node:os';
+import Docker from 'dockerode';
+import { OmniError } from '../../errors.js';
+import { envSuffix } from './process.js';
+import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
+
+export const LABEL_TASK = 'omni.task';
+export const LABEL_APP = 'omni.app';
+export const LABEL_VERSION = 'omni.version';
+export const LABEL_OWNER = 'omni.owner';
+const DEFAULT_SOCKET = '/var/run/docker.sock';
+const PING_TIMEOUT_MS = 3_000;
+/** Bounded container logs (json-file driver): 2 files of 10 MB. */
+const LOG_MAX_SIZE = '10m';
+const LOG_MAX_FILES = '2';
+/** Longer output lines are split. */
+const LOG_LINE_MAX_CHARS = 64 * 1024;
+/** cgroup v1 refuses memory limits below this. */
+const MIN_MEMORY_BYTES = 6 * 1024 * 1024;
+const TASK_ID_RE = /^[a-z0-9-]{1,63}$/;
+
+export interface DockerDriverOptions {
+  /** Engine socket; default: DOCKER_HOST (unix://…) or /var/run/docker.sock. */
+  socketPath?: string;
+  /** Node name used in error messages (default: the host name). */
+  nodeName?: string;
+  /**
+   * Scope of this driver's containers (label omni.owner): several omnid on one host can share an
+   * engine without recovering (and destroying) each other's containers. Unset: every Omni container.
+   */
+  owner?: string;
+}
+
+/** The engine socket from DOCKER_HOST (unix://PATH) or the default; throws for tcp:// and others. */
+export function dockerSocketPath(env: NodeJS.ProcessEnv = process.env): string {
+  const host = env.DOCKER_HOST;
+  if (!host) return DEFAULT_SOCKET;
+  if (host.startsWith('unix://')) return host.slice('unix://'.length);
+  if (host.startsWith('/')) return host;
+  throw new OmniError('UNAVAILABLE', `DOCKER_HOST=${host} is not supported: Omni talks to the local engine over a unix socket (unix:///path/docker.sock)`);
+}
+
+/** Container name of a task. */
+export function containerName(taskId: string): string {
+  return `omni-${taskId}`;
+}
+
+interface DockerApiError {
+  statusCode?: number;
+  reason?: string;
+  json?: { message?: string } | null;
+  message?: string;
+  code?: string;
+}
+
+function errStatus(e: unknown): number | undefined {
+  return (e as DockerApiError)?.statusCode;
+}
+
+function errMessage(e: unknown): string {
+  const d = e as DockerApiError;
+  const m = d?.json?.message ?? d?.message ?? String(e);
+  return m.replace(/^\(HTTP code \d+\) [a-z ]+ - /, '').trim();
+}
+
+/** Docker times ("2026-01-02T03:04:05.123456789Z"; zero time = year 1) → epoch ms. */
+function dockerTimeMs(t: string | undefined): number | undefined {
+  if (!t) return undefined;
+  const ms = Date.parse(t);
+  return Number.isFinite(ms) && ms > 0 ? ms : undefined;
+}
+
+/**
+ * Demultiplexes docker's attach/log stream (8-byte frame headers: stream, 0, 0, 0, size BE32) into
+ * text lines, per stream, each still carrying docker's timestamp prefix.
+ */
+export class DockerLogDemux {
+  private buf: Buffer = Buffer.alloc(0);
+  private readonly partial = ['', '', ''];
+
+  push(chunk: Buffer): string[] {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    const out: string[] = [];
+    while (this.buf.length >= 8) {
+      const size = this.buf.readUInt32BE(4);
+      if (this.buf.length < 8 + size) break;
+      const kind = this.buf[0] <= 2 ? this.buf[0] : 1;
+      const text = this.partial[kind] + this.buf.toString('utf8', 8, 8 + size);
+      this.buf = this.buf.subarray(8 + size);
+      const parts = text.split('\n');
+      let rest = parts.pop() ?? '';
+      for (const p of parts) out.push(p.endsWith('\r') ? p.slice(0, -1) : p);
+      while (rest.length > LOG_LINE_MAX_CHARS) {
+        out.push(rest.slice(0, LOG_LINE_MAX_CHARS));
+        rest = rest.slice(LOG_LINE_MAX_CHARS);
+      }
+      this.partial[kind] = rest;
+    }
+    return out;
+  }
+
+  end(): string[] {
+    const out = this.partial.filter((p) => p !== '');
+    this.partial.fill('');
+    return out;
+  }
+}
+
+const TS_RE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d) /;
+
+/** "2026-…Z text" → time (ms) and text. */
+function splitTimestamp(line: string): { atMs: number | undefined; text: string } {
+  const m = TS_RE.exec(line);
+  if (!m) return { atMs: undefined, text: line };
+  const frac = m[2] ? m[2].slice(0, 4) : '';
+  return { atMs: Date.parse(m[1] + frac + m[3]), text: line.slice(m[0].length) };
+}
+
+type InspectInfo = Docker.ContainerInspectInfo;
+
+export class DockerDriver implements TaskDriver {
+  readonly name = 'docker' as const;
+  readonly socketPath: string | undefined;
+  readonly nodeName: string;
+  readonly owner: string | undefined;
+  private readonly configError: string | undefined;
+  private readonly docker: Docker;
+
+  constructor(opts: DockerDriverOptions = {}) {
+    let socketPath = opts.socketPath;
+    let configError: string | undefined;
+    if (socketPath === undefined) {
+      try {
+        socketPath = dockerSocketPath();
+      } catch (e) {
+        configError = (e as Error).message;
+      }
+    }
+    this.socketPath = socketPath;
+    this.configError = configError;
+    this.nodeName = opts.nodeName ?? hostname();
+    this.owner = opts.owner;
+    this.docker = new Docker({ socketPath: socketPath ?? DEFAULT_SOCKET });
+  }
+
+  async available(): Promise<{ ok: true } | { ok: false; reason: string }> {
+    if (this.configError) return { ok: false, reason: this.configError };
+    const pinger = new Docker({ socketPath: this.socketPath, timeout: PING_TIMEOUT_MS });
+    try {
+      await pinger.ping();
+      return { ok: true };
+    } catch (e) {
+      return { ok: false, reason: `the Docker engine at unix://${this.socketPath} does not answer (${errMessage(e)}); start dockerd or set DOCKER_HOST=unix:///path/docker.sock` };
+    }
+  }
+
+  /** Runs an engine call, turning transport failures into UNAVAILABLE. */
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.configError) throw new OmniError('UNAVAILABLE', this.configError);
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof OmniError) throw e;
+      if (errStatus(e) === undefined) {
+        throw new OmniError('UNAVAILABLE', `${what}: the Docker engine at unix://${this.socketPath} does not answer (${errMessage(e)})`);
+      }
+      throw e;
+    }
+  }
+
+  private checkId(taskId: string): void {
+    if (!TASK_ID_RE.test(taskId)) throw new OmniError('INVALID_ARGUMENT', `invalid task id ${JSON.stringify(taskId)} (want [a-z0-9-], at most 63 chars)`);
+  }
+
+  /** The task's container, if it exists and is Omni's (and this owner's). */
+  private async inspectRaw(taskId: string): Promise<InspectInfo | undefined> {
+    this.checkId(taskId);
+    const info = await this.call(`inspect ${taskId}`, async () => {
+      try {
+        return await this.docker.getContainer(containerName(taskId)).inspect();
+      } catch (e) {
+        if (errStatus(e) === 404) return undefined;
+        throw e;
+      }
+    });
+    if (!info) return undefined;
+    const labels = info.Config?.Labels ?? {};
+    if (labels[LABEL_TASK] !== taskId) return undefined;
+    if (this.owner !== undefined && labels[LABEL_OWNER] !== this.owner) return undefined;
+    return info;
+  }
+
+  private status(taskId: string, info: InspectInfo): TaskStatus {
+    const s = info.State;
+    const startedAtMs = dockerTimeMs(s.StartedAt) ?? dockerTimeMs(info.Created) ?? 0;
+    if (s.Running || s.Restarting || s.Paused) {
+      const st: TaskStatus = { taskId, state: 'running', exitCode: null, startedAtMs };
+      if (s.Paused) st.reason = 'paused';
+      return st;
+    }
+    const neverStarted = s.Status === 'created';
+    const st: TaskStatus = { taskId, state: 'exited', exitCode: neverStarted ? null : s.ExitCode, startedAtMs };
+    const exitedAtMs = dockerTimeMs(s.FinishedAt);
+    if (exitedAtMs !== undefined) st.exitedAtMs = exitedAtMs;
+    const reason = s.OOMKilled ? 'OOMKilled' : s.Error ? s.Error : neverStarted ? 'created, never started' : undefined;
+    if (reason) st.reason = reason;
+    return st;
+  }
+
+  private async requireImage(image: string): Promise<void> {
+    await this.call(`image ${image}`, async () => {
+      try {
+        await this.docker.getImage(image).inspect();
+      } catch (e) {
+        if (errStatus(e) === 404) {
+          throw new OmniError('IMAGE_NOT_FOUND', `image ${image} is not present on node ${this.nodeName}; load it with docker load / docker import`, { image, node: this.nodeName });
+        }
+        throw e;
+      }
+    });
+  }
+
+  async start(cfg: TaskConfig): Promise<TaskStatus> {
+    this.checkId(cfg.taskId);
+    if (!cfg.image) throw new OmniError('INVALID_ARGUMENT', `task ${cfg.taskId}: the docker driver needs an image`);
+    if (cfg.memoryBytes > 0 && cfg.memoryBytes < MIN_MEMORY_BYTES) {
+      throw new OmniError('INVALID_ARGUMENT', `task ${cfg.taskId}: memory limit ${cfg.memoryBytes} B is below Docker's minimum of 6 MiB`);
+    }
+    const [, existing] = await Promise.all([this.requireImage(cfg.image), this.inspectRaw(cfg.taskId)]);
+    if (existing) {
+      if (this.status(cfg.taskId, existing).state === 'running') throw new OmniError('CONFLICT', `task ${cfg.taskId} is already running (container ${containerName(cfg.taskId)})`);
+      await this.destroy(cfg.taskId);
+    }
+
+    const env: Record<string, string> = { ...cfg.env, OMNI_TASK_ID: cfg.taskId };
+    if (cfg.ports.length > 0) env.PORT = String(cfg.ports[0].containerPort);
+    for (const p of cfg.ports) env[`OMNI_PORT_${envSuffix(p.name)}`] = String(p.containerPort);
+    for (const v of cfg.volumes) env[`OMNI_VOLUME_${envSuffix(v.name)}`] = v.path;
+    const exposed: Record<string, object> = {};
+    const bindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {};
+    for (const p of cfg.ports) {
+      const key = `${p.containerPort}/tcp`;
+      exposed[key] = {};
+      (bindings[key] ??= []).push({ HostIp: '0.0.0.0', HostPort: String(p.hostPort) });
+    }
+    const labels: Record<string, string> = { ...cfg.labels, [LABEL_TASK]: cfg.taskId, [LABEL_APP]: cfg.app, [LABEL_VERSION]: String(cfg.version) };
+    if (this.owner !== undefined) labels[LABEL_OWNER] = this.owner;
+    const hostConfig: Docker.HostConfig = {
+      PortBindings: bindings,
+      Binds: cfg.volumes.map((v) => `${v.hostPath}:${v.path}`),
+      Init: true, // a PID-1 app would ignore SIGTERM; docker-init forwards it
+      RestartPolicy: { Name: 'no' },
+      LogConfig: { Type: 'json-file', Config: { 'max-size': LOG_MAX_SIZE, 'max-file': LOG_MAX_FILES } },
+    };
+    if (cfg.memoryBytes > 0) {
+      hostConfig.Memory = cfg.memoryBytes;
+      hostConfig.MemorySwap = cfg.memoryBytes; // no swap beyond the limit
+    }
+    if (cfg.cpu > 0) hostConfig.NanoCpus = Math.round(cfg.cpu * 1e9);
+
+    const create: Docker.ContainerCreateOptions = {
+      name: containerName(cfg.taskId),
+      Image: cfg.image,
+      Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      Labels: labels,
+      ExposedPorts: exposed,
+      Tty: false,
+      OpenStdin: false,
+      HostConfig: hostConfig,
+    };
+    if (cfg.command && cfg.command.length > 0) create.Cmd = cfg.command;
+
+    const container = await this.call(`create ${cfg.taskId}`, async () => {
+      try {
+        return await this.docker.createContainer(create);
+      } catch (e) {
+        if (errStatus(e) === 409) throw new OmniError('CONFLICT', `task ${cfg.taskId}: container ${containerName(cfg.taskId)} already exists`);
+        throw new OmniError('START_FAILED', `task ${cfg.taskId}: docker could not create the container: ${errMessage(e)}`);
+      }
+    });
+    await this.call(`start ${cfg.taskId}`, async () => {
+      try {
+        await container.start();
+      } catch (e) {
+        await container.remove({ force: true }).catch(() => undefined);
+        throw new OmniError('START_FAILED', `task ${cfg.taskId}: docker could not start the container: ${errMessage(e)}`);
+      }
+    });
+    const info = await this.inspectRaw(cfg.taskId);
+    if (!info) throw new OmniError('START_FAILED', `task ${cfg.taskId}: the container vanished right after it started`);
+    return this.status(cfg.taskId, info);
+  }
+
+  async stop(taskId: string, timeoutMs: number): Promise<void> {
+    const info = await this.inspectRaw(taskId);
+    if (!info) return;
+    await this.call(`stop ${taskId}`, async () => {
+      try {
+        // docker's grace period is whole seconds; then SIGKILL
+        await this.docker.getContainer(info.Id).stop({ t: Math.max(0, Math.ceil(timeoutMs / 1000)) });
+      } catch (e) {
+        const code = errStatus(e);
+        if (code === 304 || code === 404) return; // already stopped / gone
+        throw new OmniError('INTERNAL', `task ${taskId}: docker could not stop the container: ${errMessage(e)}`);
+      }
+    });
+  }
+
+  async destroy(taskId: string): Promise<void> {
+    const info = await this.inspectRaw(taskId);
+    if (!info) return;
+    await this.call(`remove ${taskId}`, async () => {
+      try {
+        await this.docker.getContainer(info.Id).remove({ force: true, v: true });
+      } catch (e) {
+        const code = errStatus(e);
+        if (code === 404 || (code === 409 && /in progress/i.test(errMessage(e)))) return;
+        throw new OmniError('INTERNAL', `task ${taskId}: docker could not remove the container: ${errMessage(e)}`);
+      }
+    });
+  }
+
+  async inspect(taskId: string): Promise<TaskStatus | undefined> {
+    const info = await this.inspectRaw(taskId);
+    return info ? this.status(taskId, info) : undefined;
+  }
+
+  async recover(): Promise<TaskStatus[]> {
+    const label = this.owner !== undefined ? [`${LABEL_OWNER}=${this.owner}`, LABEL_TASK] : [LABEL_TASK];
+    const list = await this.call('list containers', () => this.docker.listContainers({ all: true, filters: { label } }));
+    const out: TaskStatus[] = [];
+    for (const c of list) {
+      const taskId = c.Labels?.[LABEL_TASK];
+      if (!taskId || !TASK_ID_RE.test(taskId)) continue;
+      if (!c.Names?.includes(`/${containerName(taskId)}`)) continue;
+      const st = await this.inspect(taskId);
+      if (st) out.push(st);
+    }
+    return out.sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0));
+  }
+
+  async *logs(taskId: string, opts: LogOptions): AsyncIterable<string> {
+    const info = await this.inspectRaw(taskId);
+    if (!info) throw new OmniError('NOT_FOUND', `no container for task ${taskId} on node ${this.nodeName}`);
+    const container = this.docker.getContainer(info.Id);
+    const q: Docker.ContainerLogsOptions = { stdout: true, stderr: true, timestamps: true };
+    if (opts.sinceMs !== undefined) q.since = Math.floor(opts.sinceMs / 1000); // whole seconds; refined below
+    if (opts.tail !== undefined) q.tail = Math.max(0, Math.floor(opts.tail));
+    const keep = (line: string): string | undefined => {
+      const { atMs, text } = splitTimestamp(line);
+      if (opts.sinceMs !== undefined && atMs !== undefined && atMs < opts.sinceMs) return undefined;
+      return text;
+    };
+    const demux = new DockerLogDemux();
+
+    if (!opts.follow) {
+      const raw = await this.call(`logs ${taskId}`, () => container.logs({ ...q, follow: false }));
+      const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(raw as unknown as string, 'binary');
+      for (const line of [...demux.push(buf), ...demux.end()]) {
+        const t = keep(line);
+        if (t !== undefined) yield t;
+      }
+      return;
+    }
+
+    if (opts.signal?.aborted) return;
+    const q2: Docker.ContainerLogsOptions & { follow: true } = { ...q, follow: true };
+    if (opts.signal) q2.abortSignal = opts.signal;
+    const stream = await this.call(`logs ${taskId}`, () => container.logs(q2));
+    const onAbort = () => (stream as unknown as { destroy?: () => void }).destroy?.();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer | string>) {
+        for (const line of demux.push(typeof chunk === 'string' ? Buffer.from(chunk, 'binary') : chunk)) {
+          const t = keep(line);
+          if (t !== undefined) yield t;
+        }
+      }
+      for (const line of demux.end()) {
+        const t = keep(line);
+        if (t !== undefined) yield t;
+      }
+    } catch (e) {
+      if (opts.signal?.aborted) return;
+      throw e;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+      onAbort();
+    }
+  }
+
+  async stats(taskId: string): Promise<{ cpuPercent: number; memoryBytes: number } | undefined> {
+    const info = await this.inspectRaw(taskId);
+    if (!info || !info.State.Running) return undefined;
+    // one sample with precpu filled in: the engine waits ~1 s between its two readings
+    const s = await this.call(`stats ${taskId}`, () => this.docker.getContainer(info.Id).stats({ stream: false }));
+    const cpuDelta = s.cpu_stats.cpu_usage.total_usage - (s.precpu_stats?.cpu_usage?.total_usage ?? 0);
+    const sysDelta = (s.cpu_stats.system_cpu_usage ?? 0) - (s.precpu_stats?.system_cpu_usage ?? 0);
+    const cpus = s.cpu_stats.online_cpus || s.cpu_stats.cpu_usage.percpu_usage?.length || 1;
+    const cpuPercent = sysDelta > 0 && cpuDelta >= 0 ? (cpuDelta / sysDelta) * cpus * 100 : 0;
+    const m = s.memory_stats ?? {};
+    const stats = (m as { stats?: Record<string, number> }).stats ?? {};
+    const cache = stats.cache ?? stats.inactive_file ?? 0;
+    const memoryBytes = Math.max(0, (m.usage ?? 0) - cache);
+    return { cpuPercent, memoryBytes };
+  }
+}

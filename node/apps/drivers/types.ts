@@ -1,0 +1,79 @@
+// The one interface every task driver implements (Nomad-style): docker, process, mock.
+// The agent (node/apps/agent.ts) is the only caller. Drivers own their on-disk/engine state and
+// must survive the agent's restart: recover() re-attaches to what is still running.
+
+export type DriverName = 'docker' | 'process' | 'mock';
+
+export interface PortMapping {
+  name: string;
+  /** Port the app listens on inside its container (docker); for process tasks equal to hostPort. */
+  containerPort: number;
+  /** Port published on the host (127.0.0.1 and the node's addresses). */
+  hostPort: number;
+}
+
+export interface VolumeMount {
+  /** Directory on the host (created by the agent under the node's data dir). */
+  hostPath: string;
+  /** Path inside the container (docker) — process tasks get OMNI_VOLUME_<NAME>=hostPath in env. */
+  path: string;
+  name: string;
+}
+
+/** Everything a driver needs to start one task. Built by the agent from the app spec. */
+export interface TaskConfig {
+  taskId: string;       // unique, [a-z0-9-]+, at most 63 chars
+  app: string;
+  version: number;
+  image?: string;       // docker
+  command?: string[];   // process: argv (command + args); docker: overrides the image's cmd
+  env: Record<string, string>;
+  ports: PortMapping[];
+  volumes: VolumeMount[];
+  cpu: number;          // cores (fractional)
+  memoryBytes: number;
+  labels: Record<string, string>;
+}
+
+export type TaskRunState = 'running' | 'exited';
+
+export interface TaskStatus {
+  taskId: string;
+  state: TaskRunState;
+  /** Exit code once exited (null if unknown, e.g. killed by a signal or lost). */
+  exitCode: number | null;
+  /** Epoch ms the task's current run started / exited. */
+  startedAtMs: number;
+  exitedAtMs?: number;
+  /** Driver-specific detail for humans ("OOMKilled", "signal SIGKILL"). */
+  reason?: string;
+}
+
+export interface LogOptions {
+  follow: boolean;
+  /** Only lines written at or after this epoch ms. */
+  sinceMs?: number;
+  /** Last N lines (before following). */
+  tail?: number;
+  signal?: AbortSignal;
+}
+
+export interface TaskDriver {
+  readonly name: DriverName;
+  /** Whether this driver can run here (e.g. a Docker engine answers); reason if not. */
+  available(): Promise<{ ok: true } | { ok: false; reason: string }>;
+  /** Starts a task; resolves once the driver has launched it (not when it is healthy). */
+  start(cfg: TaskConfig): Promise<TaskStatus>;
+  /** Stops a task (graceful, then forced after timeoutMs) and keeps its logs. Idempotent. */
+  stop(taskId: string, timeoutMs: number): Promise<void>;
+  /** Removes what is left of a stopped task (container, working dir). Logs may be kept. Idempotent. */
+  destroy(taskId: string): Promise<void>;
+  /** Current status, or undefined if the driver knows no such task. */
+  inspect(taskId: string): Promise<TaskStatus | undefined>;
+  /** Every task this driver knows on this node (running or exited, not destroyed): used to re-attach after a restart. */
+  recover(): Promise<TaskStatus[]>;
+  /** The task's output (stdout+stderr, in order, as text lines). Readable after the task exited. */
+  logs(taskId: string, opts: LogOptions): AsyncIterable<string>;
+  /** Resource use, when the driver can tell. */
+  stats(taskId: string): Promise<{ cpuPercent: number; memoryBytes: number } | undefined>;
+}

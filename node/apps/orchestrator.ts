@@ -1,0 +1,155 @@
+// The leader's orchestrator: every round (and right after app changes) it reconciles each
+// app (protocol/apps/reconcile.ts) and commits the result in one kv.txn per app, guarded by
+// the app record's version and the scheduling epoch. A refused transaction means the plan
+// was built on stale state: it is dropped and recomputed next round.
+import { randomBytes } from 'node:crypto';
+import type { Omnid } from '../daemon.js';
+import { SchedulerState, type SchedNode, type SchedTask } from '../../protocol/apps/scheduler.js';
+import { reconcileApp } from '../../protocol/apps/reconcile.js';
+import type { AppSpec } from '../../protocol/apps/spec.js';
+import { APP_PREFIX, SCHED_EPOCH_KEY, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import type { KvTxnOp } from '../../protocol/cluster/state.js';
+import { Role } from '../../protocol/raft/types.js';
+import { OmniError } from '../errors.js';
+import { CoalescedLoop } from '../raft/coalesced-loop.js';
+import { nodeHost } from '../api/apps-routes.js';
+import { LEADER_DUTY } from '../cluster/caller.js';
+
+const ORCHESTRATOR_INTERVAL_MS = 1000;
+const MIN_ROUND_GAP_MS = 25;
+const MAX_LIST = 100_000;
+const MIB = 1024 * 1024;
+/**
+ * How long a port an agent found held by another process stays off-limits on that host. Then it
+ * may be tried again (the agent probes it before starting): the holder may have gone.
+ */
+export const PORT_IN_USE_HOLD_MS = 60_000;
+
+export class Orchestrator {
+  private readonly loop: CoalescedLoop;
+
+  constructor(private readonly d: Omnid) {
+    this.loop = new CoalescedLoop(() => this.round(), {
+      intervalMs: ORCHESTRATOR_INTERVAL_MS,
+      minGapMs: MIN_ROUND_GAP_MS,
+      onError: (err) => d.log.warn(`orchestrator: ${err.message}`),
+      enabled: () => d.raft.raft.role === Role.Leader,
+    });
+  }
+
+  start(): void {
+    this.loop.start();
+  }
+
+  stop(): void {
+    this.loop.stop();
+  }
+
+  kick(): void {
+    this.loop.kick();
+  }
+
+  private list<T>(prefix: string): T[] {
+    return this.d.raft.state.kvList(prefix, MAX_LIST).flatMap((r) => {
+      const v = parseRecord<T>(r.value);
+      return v ? [v] : [];
+    });
+  }
+
+  private async round(): Promise<void> {
+    const state = this.d.raft.state;
+    const apps = this.list<AppRecord>(APP_PREFIX);
+    const tasks = this.list<TaskRecord>(TASK_PREFIX);
+    const statuses = new Map(this.list<TaskStatusRecord>(STATUS_PREFIX).map((s) => [s.id, s]));
+    const specCache = new Map<string, AppSpec | undefined>();
+    const specOf = (app: string, version: number) => {
+      const k = specKey(app, version);
+      if (!specCache.has(k)) specCache.set(k, parseRecord<AppSpec>(state.kvGet(k)?.value));
+      return specCache.get(k);
+    };
+    const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, host: nodeHost(n.addrs), eligible: n.eligibility === undefined, draining: n.eligibility === 'draining' }));
+    const held: SchedTask[] = tasks.flatMap((t) => {
+      if (t.desired === 'run') {
+        const s = specOf(t.app, t.version);
+        return s ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: s.resources.cpu, memoryBytes: s.resources.memoryMB * MIB, gpus: s.resources.gpus, hostPorts: t.hostPorts }] : [];
+      }
+      // A stopped task keeps its host ports until its node reports it exited: on a node that
+      // is down (omnid killed) its process may still run and hold them.
+      const st = statuses.get(t.id);
+      const recentlyBusy = st?.portsInUse && Date.now() - st.updatedAtMs < PORT_IN_USE_HOLD_MS ? st.portsInUse : [];
+      const ports = st && !isTerminal(st) ? t.hostPorts : recentlyBusy;
+      return ports.length > 0 ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: 0, memoryBytes: 0, gpus: 0, hostPorts: ports, portsOnly: true }] : [];
+    });
+    const scheduler = new SchedulerState(nodes, held);
+    const byApp = new Map<string, TaskRecord[]>();
+    for (const t of tasks) byApp.set(t.app, [...(byApp.get(t.app) ?? []), t]);
+    const epoch = state.kvGet(SCHED_EPOCH_KEY)?.version ?? 0;
+    for (const app of apps) {
+      const appTasks = byApp.get(app.name) ?? [];
+      const specs = new Map<number, AppSpec>();
+      for (const v of new Set([app.version, ...appTasks.map((t) => t.version)])) {
+        const s = specOf(app.name, v);
+        if (s) specs.set(v, s);
+      }
+      const volumePins = new Map<string, string>();
+      for (const r of state.kvList(`${VOLUME_PREFIX}${app.name}/`, 100)) volumePins.set(r.key.slice(`${VOLUME_PREFIX}${app.name}/`.length), r.value);
+      const out = reconcileApp({
+        app,
+        specs,
+        tasks: appTasks,
+        statuses,
+        scheduler,
+        nodes,
+        volumePins,
+        nowMs: Date.now(),
+        newTaskId: () => `${app.name}-${randomBytes(3).toString('hex')}`,
+      });
+      if (!out.changed) continue;
+      const ops: KvTxnOp[] = [];
+      if (out.removeApp) {
+        ops.push({ op: 'delete', key: appKey(app.name) });
+        for (const r of state.kvList(`${specKey(app.name, 0).slice(0, -8)}`, 10_000)) ops.push({ op: 'delete', key: r.key });
+        for (const r of state.kvList(`${VOLUME_PREFIX}${app.name}/`, 100)) ops.push({ op: 'delete', key: r.key });
+      } else ops.push({ op: 'put', key: appKey(app.name), value: JSON.stringify(out.app) });
+      for (const t of out.upserts) ops.push({ op: 'put', key: taskKey(t.id), value: JSON.stringify(t) });
+      for (const id of out.deletes) {
+        ops.push({ op: 'delete', key: taskKey(id) });
+        if (statuses.has(id)) ops.push({ op: 'delete', key: statusKey(id) });
+      }
+      for (const p of out.newPins) ops.push({ op: 'put', key: volumeKey(app.name, p.volume), value: p.nodeId });
+      ops.push({ op: 'put', key: SCHED_EPOCH_KEY, value: String(Date.now()) });
+      const appVersion = state.kvGet(appKey(app.name))?.version ?? 0;
+      try {
+        await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(app.name), version: appVersion }, { key: SCHED_EPOCH_KEY, version: epoch }], ops }, LEADER_DUTY);
+      } catch (err) {
+        if (err instanceof OmniError && err.code === 'CONFLICT') {
+          this.loop.requestAgain(); // stale plan: recompute from the new state
+          return;
+        }
+        throw err;
+      }
+      return void this.loop.requestAgain(); // the epoch moved: the next app plans on fresh state
+    }
+    this.finishDrains(tasks);
+    this.collectOrphanStatuses(tasks, statuses);
+  }
+
+  /** A draining node with no task left to run is drained: it stays ineligible until `omni nodes eligible`. */
+  private finishDrains(tasks: TaskRecord[]): void {
+    for (const n of this.d.raft.state.nodes()) {
+      if (n.eligibility !== 'draining' || tasks.some((t) => t.nodeId === n.id && t.desired === 'run')) continue;
+      void this.d
+        .proposeOk({ type: 'node.eligibility', id: n.id, eligibility: 'ineligible', expected: 'draining' }, LEADER_DUTY)
+        .then(() => this.d.log.info(`orchestrator: node ${n.name} is drained`))
+        .catch((err: Error) => this.d.log.debug(`orchestrator: finishing the drain of ${n.name}: ${err.message}`));
+    }
+  }
+
+  /** Status keys whose task is gone (an agent wrote after the task was deleted). */
+  private collectOrphanStatuses(tasks: TaskRecord[], statuses: Map<string, TaskStatusRecord>): void {
+    const ids = new Set(tasks.map((t) => t.id));
+    const orphans = [...statuses.keys()].filter((id) => !ids.has(id)).slice(0, 500);
+    if (orphans.length === 0) return;
+    void this.d.proposeOk({ type: 'kv.txn', compares: [], ops: orphans.map((id) => ({ op: 'delete' as const, key: statusKey(id) })) }, LEADER_DUTY).catch(() => undefined);
+  }
+}

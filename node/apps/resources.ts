@@ -1,0 +1,42 @@
+// What this host offers: measured once at start (the Director's report).
+import { cpus, totalmem, arch, loadavg, freemem } from 'node:os';
+import { statfs } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import type { NodeResources, GpuInfo } from '../../protocol/cluster/state.js';
+
+const NVIDIA_SMI_TIMEOUT_MS = 3000;
+
+export async function measureResources(dataDir: string): Promise<NodeResources> {
+  let diskBytes = 0;
+  try {
+    const s = await statfs(dataDir);
+    diskBytes = Number(s.bavail) * Number(s.bsize);
+  } catch {
+    diskBytes = 0;
+  }
+  return { cpuCores: cpus().length, memoryBytes: totalmem(), diskBytes, arch: normalizeArch(arch()), gpus: await nvidiaGpus() };
+}
+
+export function currentLoad(): { load1: number; memFreeBytes: number } {
+  return { load1: Math.round(loadavg()[0] * 100) / 100, memFreeBytes: freemem() };
+}
+
+function normalizeArch(a: string): string {
+  return a === 'x64' ? 'amd64' : a === 'arm64' ? 'arm64' : a;
+}
+
+/** NVIDIA GPUs via nvidia-smi when it exists; none otherwise. */
+function nvidiaGpus(): Promise<GpuInfo[]> {
+  return new Promise((resolve) => {
+    execFile('nvidia-smi', ['--query-gpu=name,memory.total', '--format=csv,noheader,nounits'], { timeout: NVIDIA_SMI_TIMEOUT_MS }, (err, stdout) => {
+      if (err) return resolve([]);
+      const gpus = stdout
+        .split('\n')
+        .map((l) => l.split(',').map((s) => s.trim()))
+        .filter((p) => p.length === 2 && p[0] !== '' && Number.isFinite(Number(p[1])))
+        .slice(0, 64)
+        .map(([model, mib]) => ({ model: model.slice(0, 128), memoryBytes: Number(mib) * 1024 * 1024 }));
+      resolve(gpus);
+    });
+  });
+}

@@ -1,0 +1,144 @@
+// Runs the leader's duties (protocol/cluster/autopilot.ts decides; this carries them out):
+// marking silent nodes down, promoting caught-up learners to the voter target, replacing
+// voters that stay down, root step-down, and removing members that left.
+import { planAutopilot, type AutopilotAction } from '../../protocol/cluster/autopilot.js';
+import { ConfChangeType, Role } from '../../protocol/raft/types.js';
+import type { Omnid } from '../daemon.js';
+import { LEADER_DUTY } from './caller.js';
+
+export const DEFAULT_DOWN_AFTER_MS = 5000;
+export const DEFAULT_REPLACE_AFTER_MS = 15_000;
+const AUTOPILOT_INTERVAL_MS = 500;
+/** A learner this close to the leader's log is caught up enough to vote. */
+const MAX_PROMOTABLE_LAG_ENTRIES = 64;
+/** Leadership transfers are retried at most this often. */
+const TRANSFER_RETRY_MS = 3000;
+
+export interface AutopilotOptions {
+  downAfterMs: number;
+  replaceAfterMs: number;
+}
+
+export class Autopilot {
+  private timer: NodeJS.Timeout | undefined;
+  private busy = false;
+  private leaderSinceMs = 0;
+  private readonly downSinceMs = new Map<string, number>();
+  private lastTransferMs = 0;
+
+  constructor(
+    private readonly daemon: Omnid,
+    private readonly opts: AutopilotOptions,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.round(), AUTOPILOT_INTERVAL_MS);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private async round(): Promise<void> {
+    const d = this.daemon;
+    const raft = d.raft.raft;
+    if (raft.role !== Role.Leader) {
+      this.leaderSinceMs = 0;
+      return;
+    }
+    if (this.busy) return;
+    const now = Date.now();
+    if (this.leaderSinceMs === 0) {
+      // A new leader gives every node a full timeout before judging it.
+      this.leaderSinceMs = now;
+      for (const n of d.raft.state.nodes()) d.heartbeats.touch(n.id);
+    }
+    this.busy = true;
+    try {
+      for (const action of this.plan(now)) await this.execute(action, now);
+    } catch (err) {
+      d.log.debug(`autopilot: ${(err as Error).message}`);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private plan(now: number): AutopilotAction[] {
+    const d = this.daemon;
+    const raft = d.raft.raft;
+    const state = d.raft.state;
+    const silenceMs = new Map<string, number>();
+    for (const [id, seen] of d.heartbeats.seen) silenceMs.set(id, now - seen.lastSeenMs);
+    const downForMs = new Map<string, number>();
+    for (const n of state.nodes()) {
+      if (n.status !== 'down') {
+        this.downSinceMs.delete(n.id);
+        continue;
+      }
+      if (!this.downSinceMs.has(n.id)) this.downSinceMs.set(n.id, now);
+      downForMs.set(n.id, now - this.downSinceMs.get(n.id)!);
+    }
+    const lagEntries = new Map<string, number>();
+    const last = raft.log.lastIndex();
+    // A member that has not acknowledged anything yet is not caught up, however short the log.
+    for (const [id, pr] of raft.prs) lagEntries.set(id, pr.match === 0 ? Number.POSITIVE_INFINITY : last - pr.match);
+    return planAutopilot({
+      self: d.id,
+      config: state.config(),
+      nodes: state.nodes(),
+      voters: raft.voters,
+      learners: raft.learners,
+      silenceMs,
+      downForMs,
+      lagEntries,
+      confChangePending: raft.pendingConfIndex > raft.log.applied,
+      downAfterMs: this.opts.downAfterMs,
+      replaceAfterMs: this.opts.replaceAfterMs,
+      maxPromotableLagEntries: MAX_PROMOTABLE_LAG_ENTRIES,
+    });
+  }
+
+  private async execute(a: AutopilotAction, now: number): Promise<void> {
+    const d = this.daemon;
+    const name = (id: string) => d.raft.state.node(id)?.name ?? id;
+    switch (a.kind) {
+      case 'markDown':
+        d.log.warn(`autopilot: node ${name(a.node)} is down (${a.reason})`);
+        await d.proposeOk({ type: 'node.status', id: a.node, status: 'down', reason: a.reason }, LEADER_DUTY);
+        return;
+      case 'markUp':
+        d.log.info(`autopilot: node ${name(a.node)} is up again`);
+        await d.proposeOk({ type: 'node.status', id: a.node, status: 'up' }, LEADER_DUTY);
+        return;
+      case 'promote':
+        d.log.info(`autopilot: promoting ${name(a.node)} to voter (${a.reason})`);
+        await d.changeMembership({ type: ConfChangeType.AddVoter, node: a.node }, LEADER_DUTY);
+        return;
+      case 'demote':
+        d.log.warn(`autopilot: demoting ${name(a.node)} to non-voter (${a.reason})`);
+        await d.changeMembership({ type: ConfChangeType.AddLearner, node: a.node }, LEADER_DUTY);
+        return;
+      case 'removeMember':
+        d.log.info(`autopilot: removing ${name(a.node)} from the configuration (${a.reason})`);
+        await d.changeMembership({ type: ConfChangeType.RemoveNode, node: a.node }, LEADER_DUTY);
+        d.transport.dropPeer(a.node);
+        return;
+      case 'markLeft':
+        d.log.info(`autopilot: ${name(a.node)} leaves (${a.reason})`);
+        await d.proposeOk({ type: 'node.remove', id: a.node }, LEADER_DUTY);
+        // It is out of the configuration, so Raft will not tell it: say so directly.
+        await d.rpc.call(a.node, 'removed', { reason: a.reason }, 3000).catch(() => undefined);
+        return;
+      case 'retireRoot':
+        d.log.info(`autopilot: root node retires from its bootstrap role (${a.reason})`);
+        await d.proposeOk({ type: 'root.retire' }, LEADER_DUTY);
+        return;
+      case 'transferLeadership':
+        if (now - this.lastTransferMs < TRANSFER_RETRY_MS) return;
+        this.lastTransferMs = now;
+        d.log.info(`autopilot: transferring leadership to ${name(a.to)} (${a.reason})`);
+        d.raft.transferLeader(a.to);
+        return;
+    }
+  }
+}

@@ -1,0 +1,396 @@
+// Drives the pure Raft core against real time, durable storage and the libp2p transport,
+// and applies committed entries to the cluster state machine. One Ready at a time, strictly
+// in etcd's order: persist (fsync) → send → apply → advance. Proposals and linearizable
+// reads wait here for their entries to be applied.
+//
+// A full disk (ENOSPC) is not fatal: the Ready that could not be written is kept, nothing of it
+// is applied or acknowledged, new proposals and reads are refused with NO_SPACE (HTTP 507),
+// and the write is retried every NO_SPACE_RETRY_MS (reopening the store, since LevelDB refuses
+// every write after a failed one) until space is freed. Meanwhile the node sends nothing, so a
+// leader loses its followers' acknowledgements and steps down: another node leads.
+import { randomInt, randomBytes } from 'node:crypto';
+import { Raft, type ProposeResult } from '../../protocol/raft/raft.js';
+import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Message, type NodeId, type Ready, type Snapshot } from '../../protocol/raft/types.js';
+import { decodeConfChange } from '../../protocol/codec.js';
+import { seededRng } from '../../protocol/rng.js';
+import { ClusterState, type ApplyResult } from '../../protocol/cluster/state.js';
+import type { RaftStorage } from './raft-storage.js';
+import { OmniError } from '../errors.js';
+import type { Logger } from '../logger.js';
+
+export interface RaftTiming {
+  tickMs: number;
+  electionTick: number;
+  heartbeatTick: number;
+}
+export const DEFAULT_TIMING: RaftTiming = { tickMs: 100, electionTick: 10, heartbeatTick: 1 };
+/** Compact the log into a snapshot once this many entries were applied since the last one. */
+export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+export const DEFAULT_PROPOSAL_TIMEOUT_MS = 10_000;
+/** Messages a leader may send before its own write of the same Ready completes. */
+const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
+/** Proposals and reads waiting at once; beyond this callers get TOO_MANY_PENDING. */
+const MAX_WAITERS = 20_000;
+/** How often a write that failed for lack of disk space is tried again. */
+export const NO_SPACE_RETRY_MS = 1000;
+
+export interface RaftNodeOptions {
+  id: NodeId;
+  storage: RaftStorage;
+  send: (messages: Message[]) => void;
+  log: Logger;
+  timing?: RaftTiming;
+  snapshotEveryEntries?: number;
+  /** Called after each Ready is applied (for watchers: leadership, membership). */
+  onApplied?: () => void;
+  /** Called once if the node can no longer participate safely (storage or apply failure). */
+  onFatal?: (err: Error) => void;
+  /** Overrides NO_SPACE_RETRY_MS (tests). */
+  noSpaceRetryMs?: number;
+}
+
+interface Waiter {
+  term: number;
+  resolve: (r: ApplyResult) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface ReadWaiter {
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  index?: number;
+}
+
+export class RaftNode {
+  readonly id: NodeId;
+  readonly raft: Raft;
+  state: ClusterState;
+  private readonly opts: RaftNodeOptions;
+  private readonly timing: RaftTiming;
+  private readonly waiters = new Map<number, Waiter>();
+  private readonly reads = new Map<string, ReadWaiter>();
+  private readSeq = 0;
+  /** Makes ReadIndex contexts unique across restarts (the leader drops duplicate contexts). */
+  private readonly readNonce = randomBytes(6).toString('hex');
+  private ticker: NodeJS.Timeout | undefined;
+  private processing = false;
+  private again = false;
+  private stopped = false;
+  private snapshotIndex: number;
+  private fatal: Error | undefined;
+  /** Term and vote as last written to disk (messages that depend on them wait for the write). */
+  private persistedTermVote: { term: number; vote: NodeId };
+  /** The Ready being handled, kept when its write failed for lack of space (retried as is). */
+  private unwritten: Ready | undefined;
+  /** Set while the disk is full (ENOSPC): nothing is persisted, proposals get NO_SPACE. */
+  private noSpace: Error | undefined;
+  private noSpaceTimer: NodeJS.Timeout | undefined;
+  /** A local compaction already made in memory whose write failed (full disk). */
+  private unsavedCompaction: Snapshot | undefined;
+
+  private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
+    this.opts = opts;
+    this.id = opts.id;
+    this.raft = raft;
+    this.state = state;
+    this.timing = opts.timing ?? DEFAULT_TIMING;
+    this.snapshotIndex = snapshotIndex;
+    this.persistedTermVote = { term: raft.term, vote: raft.vote };
+  }
+
+  static async open(opts: RaftNodeOptions): Promise<RaftNode> {
+    const persisted = await opts.storage.load();
+    const state = persisted.snapshot ? ClusterState.restore(persisted.snapshot.data) : new ClusterState();
+    const timing = opts.timing ?? DEFAULT_TIMING;
+    const raft = new Raft(
+      { id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(randomInt(2 ** 31)) },
+      persisted,
+    );
+    return new RaftNode(opts, raft, state, persisted.snapshot?.meta.index ?? 0);
+  }
+
+  start(): void {
+    this.ticker = setInterval(() => {
+      this.raft.tick();
+      this.schedule();
+    }, this.timing.tickMs);
+    // A lone voter (fresh init or restart of a one-node cluster) need not wait a timeout.
+    if (this.raft.voters.size === 1 && this.raft.voters.has(this.id)) this.raft.campaign();
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.ticker);
+    clearTimeout(this.noSpaceTimer);
+    const err = new OmniError('UNAVAILABLE', 'node is shutting down; the outcome of pending writes is unknown');
+    for (const w of this.waiters.values()) (clearTimeout(w.timer), w.reject(err));
+    for (const r of this.reads.values()) (clearTimeout(r.timer), r.reject(err));
+    this.waiters.clear();
+    this.reads.clear();
+    while (this.processing) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  step(m: Message): void {
+    if (this.stopped || this.fatal) return;
+    this.raft.step(m);
+    this.schedule();
+  }
+
+  get leader(): NodeId {
+    return this.raft.lead;
+  }
+
+  get isLeader(): boolean {
+    return this.raft.role === Role.Leader;
+  }
+
+  /** Proposes a command on this node (it must be the leader) and resolves once applied. */
+  propose(data: Uint8Array, timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<ApplyResult> {
+    return this.submit(() => this.raft.propose(data), timeoutMs);
+  }
+
+  proposeConfChange(cc: ConfChange, timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<ApplyResult> {
+    return this.submit(() => this.raft.proposeConfChange(cc), timeoutMs);
+  }
+
+  /** Resolves once this node's state reflects every write committed before the call (§6.4). */
+  readBarrier(timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<void> {
+    const unusable = this.unusable();
+    if (unusable) return Promise.reject(unusable);
+    if (this.reads.size >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many reads in flight'));
+    const ctx = `${this.readNonce}:${++this.readSeq}`;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.reads.delete(ctx);
+        reject(new OmniError('TIMEOUT', `linearizable read timed out after ${timeoutMs} ms (no quorum?)`));
+      }, timeoutMs);
+      this.reads.set(ctx, { resolve, reject, timer });
+      if (!this.raft.readIndex(new TextEncoder().encode(ctx))) {
+        clearTimeout(timer);
+        this.reads.delete(ctx);
+        reject(new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum'));
+        return;
+      }
+      this.schedule();
+    });
+  }
+
+  transferLeader(to: NodeId): void {
+    this.raft.transferLeader(to);
+    this.schedule();
+  }
+
+  campaign(): void {
+    this.raft.campaign();
+    this.schedule();
+  }
+
+  /** A majority of this node's voters say `id` is a voter: take its leader messages (Raft.vouch). */
+  vouch(id: NodeId): void {
+    this.raft.vouch(id);
+    this.schedule();
+  }
+
+  /** Whether writes are paused because the disk is full (see NO_SPACE). */
+  get outOfSpace(): boolean {
+    return this.noSpace !== undefined;
+  }
+
+  /** Entries applied since the last snapshot (for status output). */
+  get appliedIndex(): number {
+    return this.raft.log.applied;
+  }
+
+  private submit(propose: () => ProposeResult, timeoutMs: number): Promise<ApplyResult> {
+    const unusable = this.unusable();
+    if (unusable) return Promise.reject(unusable);
+    if (this.waiters.size >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many proposals in flight'));
+    const r = propose();
+    if (!r.ok) return Promise.reject(new OmniError(r.code, r.message, { leader: r.leader }));
+    this.schedule();
+    return new Promise<ApplyResult>((resolve, reject) => {
+      const waiter: Waiter = { term: r.term, resolve, reject, timer: undefined! };
+      waiter.timer = setTimeout(() => {
+        if (this.waiters.get(r.index) === waiter) this.waiters.delete(r.index);
+        reject(new OmniError('TIMEOUT', `proposal not applied within ${timeoutMs} ms; it may still commit`));
+      }, timeoutMs);
+      // An older proposal at this index was truncated away by a new leader: it is dropped.
+      const old = this.waiters.get(r.index);
+      if (old) {
+        clearTimeout(old.timer);
+        old.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
+      }
+      this.waiters.set(r.index, waiter);
+    });
+  }
+
+  /** Why this node takes no proposal or read now (undefined: it does). */
+  private unusable(): OmniError | undefined {
+    if (this.fatal) return new OmniError('UNAVAILABLE', `raft stopped after a storage failure: ${this.fatal.message}`);
+    if (this.stopped) return new OmniError('UNAVAILABLE', 'node is shutting down');
+    if (this.noSpace) return new OmniError('NO_SPACE', `the disk of node ${this.id.slice(-8)} is full (${this.noSpace.message.slice(0, 200)}); writes resume once space is freed`);
+    return undefined;
+  }
+
+  private schedule(): void {
+    if (this.processing) {
+      this.again = true;
+      return;
+    }
+    if (this.stopped || this.fatal || this.noSpace || !this.raft.hasReady()) return;
+    this.processing = true;
+    void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        if (this.unwritten) await this.handleReady(this.unwritten);
+        while (!this.stopped && this.raft.hasReady()) await this.handleReady(this.raft.ready());
+      } while (this.again && !this.stopped);
+      await this.maybeCompact();
+    } catch (err) {
+      if (isNoSpace(err) && !this.stopped) {
+        this.pauseForSpace(err as Error);
+        return;
+      }
+      // A failed fsync (or a snapshot we cannot install) leaves us unsure of our own state:
+      // stop participating rather than lie, and let the daemon exit for its supervisor.
+      this.fatal = err as Error;
+      clearInterval(this.ticker);
+      this.opts.log.error(`raft: fatal, node stops participating: ${(err as Error).message}`);
+      this.opts.onFatal?.(err as Error);
+    } finally {
+      this.processing = false;
+    }
+    if (this.again) this.schedule();
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    // A leader may send its appends while it writes them to its own disk (Raft thesis §10.2.1):
+    // it counts its own copy only after advance(), i.e. after the write. Anything else, and any
+    // Ready that changes term or vote, is sent strictly after the write.
+    const early = this.canSendBeforePersist(rd);
+    if (early && rd.messages.length > 0) this.opts.send(rd.messages);
+    // Kept until written: a write that fails for lack of space is retried with the same Ready.
+    this.unwritten = rd;
+    await this.opts.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
+    this.unwritten = undefined;
+    if (rd.hardState) this.persistedTermVote = { term: rd.hardState.term, vote: rd.hardState.vote };
+    if (!early && rd.messages.length > 0) this.opts.send(rd.messages);
+    if (rd.snapshot) {
+      this.state = ClusterState.restore(rd.snapshot.data);
+      this.snapshotIndex = rd.snapshot.meta.index;
+      this.opts.log.info(`raft: installed snapshot at index ${rd.snapshot.meta.index}`);
+    }
+    for (const e of rd.committedEntries) this.applyEntry(e.index, e.term, e.type, e.data);
+    this.raft.advance(rd);
+    for (const rs of rd.readStates) {
+      const w = this.reads.get(new TextDecoder().decode(rs.context));
+      if (w) w.index = rs.index;
+    }
+    this.releaseReads();
+    this.opts.onApplied?.();
+  }
+
+  private canSendBeforePersist(rd: Ready): boolean {
+    if (this.raft.role !== Role.Leader || rd.snapshot) return false;
+    if (rd.hardState && (rd.hardState.term !== this.persistedTermVote.term || rd.hardState.vote !== this.persistedTermVote.vote)) return false;
+    return rd.messages.every((m) => LEADER_EARLY_TYPES.has(m.type));
+  }
+
+  private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array): void {
+    let result: ApplyResult = { ok: true };
+    if (type === EntryType.ConfChange) {
+      const cc = decodeConfChange(data);
+      const kind = cc.type === ConfChangeType.AddVoter ? 'addVoter' : cc.type === ConfChangeType.AddLearner ? 'addLearner' : 'remove';
+      this.state.applyConfChange(index, { type: kind, node: cc.node });
+    } else {
+      result = this.state.apply(index, data);
+    }
+    const w = this.waiters.get(index);
+    if (!w) return;
+    this.waiters.delete(index);
+    clearTimeout(w.timer);
+    if (w.term === term) w.resolve(result);
+    else w.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
+  }
+
+  private releaseReads(): void {
+    const applied = this.raft.log.applied;
+    for (const [ctx, w] of this.reads) {
+      if (w.index === undefined || w.index > applied) continue;
+      this.reads.delete(ctx);
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+  }
+
+  /** The disk is full: keep the unwritten Ready, refuse new work, and try again later. */
+  private pauseForSpace(err: Error): void {
+    this.processing = false;
+    if (!this.noSpace) this.opts.log.error(`raft: NO_SPACE: cannot write to ${this.opts.storage.dir} (${err.message.slice(0, 200)}); writes are refused (507) and retried every ${this.retryMs / 1000} s until space is freed`);
+    this.noSpace = err;
+    const waiting = [...this.reads.values()];
+    this.reads.clear();
+    for (const r of waiting) (clearTimeout(r.timer), r.reject(new OmniError('NO_SPACE', `the disk of this node is full; the read cannot be served here`)));
+    this.noSpaceTimer = setTimeout(() => void this.retryAfterNoSpace(), this.retryMs);
+  }
+
+  private get retryMs(): number {
+    return this.opts.noSpaceRetryMs ?? NO_SPACE_RETRY_MS;
+  }
+
+  private async retryAfterNoSpace(): Promise<void> {
+    if (this.stopped || this.fatal || !this.noSpace) return;
+    try {
+      // LevelDB refuses every write after a failed one until it is opened again.
+      await this.opts.storage.reopen();
+    } catch (err) {
+      if (!isNoSpace(err)) {
+        this.fatal = err as Error;
+        clearInterval(this.ticker);
+        this.opts.log.error(`raft: fatal, cannot reopen storage after a full disk: ${(err as Error).message}`);
+        this.opts.onFatal?.(err as Error);
+        return;
+      }
+      this.noSpaceTimer = setTimeout(() => void this.retryAfterNoSpace(), this.retryMs);
+      return;
+    }
+    const was = this.noSpace;
+    this.noSpace = undefined;
+    this.processing = true;
+    await this.drain();
+    if (!this.noSpace) this.opts.log.info(`raft: the disk has space again (after ${was.message.slice(0, 80)}); writes resumed`);
+  }
+
+  private async maybeCompact(): Promise<void> {
+    // A compaction whose write failed (full disk) is written as it is, unless a snapshot from
+    // the leader has replaced it since.
+    if (this.unsavedCompaction && this.unsavedCompaction.meta.index <= this.snapshotIndex) this.unsavedCompaction = undefined;
+    if (!this.unsavedCompaction) {
+      const every = this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+      const applied = this.raft.log.applied;
+      if (applied - this.snapshotIndex < every || this.stopped) return;
+      this.unsavedCompaction = this.raft.compact(this.state.snapshot());
+    }
+    const snap = this.unsavedCompaction;
+    await this.opts.storage.saveSnapshot(snap);
+    this.unsavedCompaction = undefined;
+    this.snapshotIndex = snap.meta.index;
+    this.opts.log.info(`raft: compacted log into a snapshot at index ${snap.meta.index} (${snap.data.length} bytes)`);
+  }
+}
+
+/** ENOSPC from the file system, or LevelDB's report of it ("IO error: …: No space left on device"). */
+export function isNoSpace(err: unknown): boolean {
+  for (let e = err as { code?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (e.code === 'ENOSPC') return true;
+    if (typeof e.message === 'string' && /ENOSPC|no space left on device/i.test(e.message)) return true;
+  }
+  return false;
+}

@@ -1,0 +1,275 @@
+// Durable Raft storage on LevelDB (classic-level): hard state, log entries and the latest
+// snapshot, plus node-local metadata. One Ready's durable parts go in one atomic batch,
+// fsync'd when Raft says so, before any of that Ready's messages are sent.
+//
+// Damage is never silently skipped (node/raft/storage-integrity.ts): LevelDB's write-ahead logs are
+// checked before LevelDB replays them, every value carries a checksum over its key and bytes,
+// and a second copy of the hard state (node/raft/hard-state-witness.ts) proves that LevelDB did not
+// lose a synced term or vote. Anything wrong is a StorageCorruptError (STORAGE_CORRUPT).
+import { Level } from 'level';
+import { mkdir } from 'node:fs/promises';
+import { decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, encodeSnapshot } from '../../protocol/codec.js';
+import type { Entry, HardState, Snapshot } from '../../protocol/raft/types.js';
+import type { PersistedState } from '../../protocol/raft/raft.js';
+import { NONE } from '../../protocol/raft/types.js';
+import { StorageCorruptError, checkLevelDbLogs, sealRecord, unsealRecord } from './storage-integrity.js';
+import { WITNESS_FILE, readWitness, removeStaleWitnessTemps, staleHardState, writeWitness } from './hard-state-witness.js';
+
+export { StorageCorruptError } from './storage-integrity.js';
+
+const ENTRY_PREFIX = 'e/';
+const HARD_STATE_KEY = 'hs';
+const SNAPSHOT_KEY = 'snap';
+const META_PREFIX = 'm/';
+/** Written once when the dir is created: every value is sealed and the witness exists. */
+const FORMAT_KEY = 'fmt';
+const FORMAT = 'omni-raft/2';
+/** Largest stored records we will decode (the transport caps messages lower). */
+export const MAX_STORED_SNAPSHOT_BYTES = 64 * 1024 * 1024;
+export const MAX_STORED_ENTRY_BYTES = 16 * 1024 * 1024;
+
+const ZERO_HARD_STATE: HardState = { term: 0, vote: NONE, commit: 0 };
+type Db = Level<string, Uint8Array>;
+
+/** Fixed-width hex so LevelDB's byte order is index order. */
+function entryKey(index: number): string {
+  return ENTRY_PREFIX + index.toString(16).padStart(16, '0');
+}
+
+export class RaftStorage {
+  private first = 0;
+  private last = 0;
+
+  private constructor(
+    private db: Db,
+    readonly dir: string,
+    /** Term and vote as last written to the witness file. */
+    private witnessed: HardState,
+  ) {}
+
+  /** Opens (or creates) the store; throws StorageCorruptError if it cannot be trusted. */
+  static async open(dir: string): Promise<RaftStorage> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // Before LevelDB opens: opening replays its logs, drops damaged records and deletes them.
+    await checkLevelDbLogs(dir);
+    const db = new Level<string, Uint8Array>(dir, { valueEncoding: 'view' });
+    try {
+      await db.open();
+    } catch (err) {
+      throw levelError(err, dir, 'opening LevelDB');
+    }
+    try {
+      return new RaftStorage(db, dir, await verifyOrCreate(db, dir));
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Closes and opens LevelDB again, with the same checks as open(). After a failed write
+   * (a full disk) LevelDB refuses every later write until it is reopened.
+   */
+  async reopen(): Promise<void> {
+    if (this.db.status === 'open') await this.db.close().catch(() => undefined);
+    await checkLevelDbLogs(this.dir);
+    const db = new Level<string, Uint8Array>(this.dir, { valueEncoding: 'view' });
+    try {
+      await db.open();
+    } catch (err) {
+      throw levelError(err, this.dir, 'reopening LevelDB');
+    }
+    try {
+      this.witnessed = await verifyOrCreate(db, this.dir);
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+    this.db = db;
+  }
+
+  firstIndex(): number {
+    return this.first;
+  }
+
+  lastIndex(): number {
+    return this.last;
+  }
+
+  async load(): Promise<PersistedState> {
+    const hardState = (await readHardState(this.db, this.dir)) ?? ZERO_HARD_STATE;
+    const snapBytes = await read(this.db, this.dir, SNAPSHOT_KEY);
+    const snapshot = snapBytes ? decodeOrCorrupt(SNAPSHOT_KEY, this.dir, () => decodeSnapshot(snapBytes, MAX_STORED_SNAPSHOT_BYTES)) : undefined;
+    const after = snapshot?.meta.index ?? 0;
+    const entries: Entry[] = [];
+    try {
+      for await (const [key, sealed] of this.db.iterator({ gt: entryKey(after), lt: ENTRY_PREFIX + '~' })) {
+        const value = unsealOrCorrupt(key, sealed, this.dir);
+        const e = decodeOrCorrupt(key, this.dir, () => decodeEntry(value, MAX_STORED_ENTRY_BYTES));
+        const expected = (entries.length > 0 ? entries[entries.length - 1].index : after) + 1;
+        if (e.index !== expected || key !== entryKey(e.index)) throw new StorageCorruptError(`log gap or misplaced entry at record ${key}: expected index ${expected}, found ${e.index}`, this.dir, { key });
+        entries.push(e);
+      }
+    } catch (err) {
+      throw levelError(err, this.dir, 'reading the log');
+    }
+    this.first = entries.length > 0 ? entries[0].index : after + 1;
+    this.last = entries.length > 0 ? entries[entries.length - 1].index : after;
+    return { hardState, snapshot, entries };
+  }
+
+  async save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }, sync: boolean): Promise<void> {
+    const batch = this.db.batch();
+    let first = this.first;
+    let last = this.last;
+    if (part.snapshot) {
+      batch.put(SNAPSHOT_KEY, sealRecord(SNAPSHOT_KEY, encodeSnapshot(part.snapshot)));
+      await this.deleteRange(batch, 0, Math.max(part.snapshot.meta.index, last));
+      first = part.snapshot.meta.index + 1;
+      last = Math.max(last, part.snapshot.meta.index);
+      if (last === part.snapshot.meta.index) last = part.snapshot.meta.index;
+    }
+    if (part.entries.length > 0) {
+      const from = part.entries[0].index;
+      if (from <= last) await this.deleteRange(batch, from, last);
+      for (const e of part.entries) batch.put(entryKey(e.index), sealRecord(entryKey(e.index), encodeEntry(e)));
+      last = part.entries[part.entries.length - 1].index;
+      if (first === 0 || from < first) first = from;
+    }
+    const hs = part.hardState;
+    if (hs) batch.put(HARD_STATE_KEY, sealRecord(HARD_STATE_KEY, encodeHardState(hs)));
+    // A new term or vote is always synced, then witnessed: the witness never runs ahead of a
+    // durable LevelDB record, so "LevelDB older than the witness" can only mean a lost record.
+    const newTermOrVote = hs !== undefined && (hs.term !== this.witnessed.term || hs.vote !== this.witnessed.vote);
+    if (batch.length === 0) return batch.close();
+    await batch.write({ sync: sync || newTermOrVote });
+    this.first = first;
+    this.last = last;
+    if (newTermOrVote) {
+      await writeWitness(this.dir, hs);
+      this.witnessed = { ...hs };
+    }
+  }
+
+  /** After a local compaction: keep the snapshot, drop the entries it covers. */
+  async saveSnapshot(s: Snapshot): Promise<void> {
+    const batch = this.db.batch();
+    batch.put(SNAPSHOT_KEY, sealRecord(SNAPSHOT_KEY, encodeSnapshot(s)));
+    await this.deleteRange(batch, 0, s.meta.index);
+    await batch.write({ sync: true });
+    this.first = s.meta.index + 1;
+    if (this.last < s.meta.index) this.last = s.meta.index;
+  }
+
+  async getMeta<T>(key: string): Promise<T | undefined> {
+    const v = await read(this.db, this.dir, META_PREFIX + key);
+    if (v === undefined) return undefined;
+    return decodeOrCorrupt(META_PREFIX + key, this.dir, () => JSON.parse(new TextDecoder().decode(v)) as T);
+  }
+
+  async putMeta(key: string, value: unknown): Promise<void> {
+    await this.db.put(META_PREFIX + key, sealRecord(META_PREFIX + key, new TextEncoder().encode(JSON.stringify(value))), { sync: true });
+  }
+
+  async close(): Promise<void> {
+    if (this.db.status === 'open') await this.db.close();
+  }
+
+  /** Deletes stored entries with from <= index <= to, by key range (never by guessing indexes). */
+  private async deleteRange(batch: ReturnType<Db['batch']>, from: number, to: number): Promise<void> {
+    for await (const key of this.db.keys({ gte: entryKey(from), lte: entryKey(to) })) batch.del(key);
+  }
+}
+
+/**
+ * Checks the format marker and the hard state against its witness (creating both in a new
+ * dir, and sealing a dir written before records carried checksums). Returns the witness.
+ */
+async function verifyOrCreate(db: Db, dir: string): Promise<HardState> {
+  await removeStaleWitnessTemps(dir);
+  const witness = await readWitness(dir);
+  if (witness === 'damaged') throw new StorageCorruptError(`the hard-state witness ${WITNESS_FILE} fails its checksum`, dir, { key: WITNESS_FILE });
+  const format = await read(db, dir, FORMAT_KEY, false);
+  if (format === undefined) {
+    if (witness !== undefined) throw new StorageCorruptError(`record ${FORMAT_KEY} is missing although ${WITNESS_FILE} exists: LevelDB lost records`, dir, { key: FORMAT_KEY });
+    return (await isEmpty(db)) ? createFormat(db, dir) : sealLegacy(db, dir);
+  }
+  if (new TextDecoder().decode(unsealOrCorrupt(FORMAT_KEY, format, dir)) !== FORMAT) throw new StorageCorruptError(`record ${FORMAT_KEY} names an unknown format`, dir, { key: FORMAT_KEY });
+  if (witness === undefined) throw new StorageCorruptError(`the hard-state witness ${WITNESS_FILE} is missing`, dir, { key: WITNESS_FILE });
+  const stored = (await readHardState(db, dir)) ?? ZERO_HARD_STATE;
+  const stale = staleHardState(stored, witness);
+  if (stale) throw new StorageCorruptError(`record ${HARD_STATE_KEY} is older than its witness (${stale}): a synced write was lost`, dir, { key: HARD_STATE_KEY });
+  // A crash between the LevelDB write and the witness write leaves the witness behind: catch up.
+  if (stored.term !== witness.term || stored.vote !== witness.vote) {
+    await writeWitness(dir, stored);
+    return { ...stored };
+  }
+  return witness;
+}
+
+/** A new dir: the witness first, then the marker (a crash in between just starts over). */
+async function createFormat(db: Db, dir: string): Promise<HardState> {
+  await writeWitness(dir, ZERO_HARD_STATE);
+  await db.put(FORMAT_KEY, sealRecord(FORMAT_KEY, new TextEncoder().encode(FORMAT)), { sync: true });
+  return { ...ZERO_HARD_STATE };
+}
+
+/** A dir from before checksums: seal every value in one synced batch (trusting it as before). */
+async function sealLegacy(db: Db, dir: string): Promise<HardState> {
+  const batch = db.batch();
+  let hs = ZERO_HARD_STATE;
+  for await (const [key, value] of db.iterator()) {
+    if (key === HARD_STATE_KEY) hs = decodeOrCorrupt(key, dir, () => decodeHardState(value));
+    batch.put(key, sealRecord(key, value));
+  }
+  await writeWitness(dir, hs);
+  batch.put(FORMAT_KEY, sealRecord(FORMAT_KEY, new TextEncoder().encode(FORMAT)));
+  await batch.write({ sync: true });
+  return { ...hs };
+}
+
+async function isEmpty(db: Db): Promise<boolean> {
+  for await (const _ of db.keys({ limit: 1 })) return false;
+  return true;
+}
+
+async function readHardState(db: Db, dir: string): Promise<HardState | undefined> {
+  const v = await read(db, dir, HARD_STATE_KEY);
+  return v ? decodeOrCorrupt(HARD_STATE_KEY, dir, () => decodeHardState(v)) : undefined;
+}
+
+/** The verified payload stored at key (or the raw value when unseal is false). */
+async function read(db: Db, dir: string, key: string, unseal = true): Promise<Uint8Array | undefined> {
+  let v: Uint8Array | undefined;
+  try {
+    v = await db.get(key);
+  } catch (err) {
+    throw levelError(err, dir, `reading ${key}`);
+  }
+  if (v === undefined || !unseal) return v;
+  return unsealOrCorrupt(key, v, dir);
+}
+
+function unsealOrCorrupt(key: string, value: Uint8Array, dir: string): Uint8Array {
+  const payload = unsealRecord(key, value);
+  if (!payload) throw new StorageCorruptError(`stored record ${key} fails its checksum`, dir, { key });
+  return payload;
+}
+
+function decodeOrCorrupt<T>(key: string, dir: string, decode: () => T): T {
+  try {
+    return decode();
+  } catch (err) {
+    throw new StorageCorruptError(`stored record ${key} cannot be decoded (${(err as Error).message})`, dir, { key });
+  }
+}
+
+/** LevelDB's own corruption reports become STORAGE_CORRUPT; other errors pass unchanged. */
+function levelError(err: unknown, dir: string, what: string): unknown {
+  if (err instanceof StorageCorruptError) return err;
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (e?.code === 'LEVEL_CORRUPTION' || e?.cause?.code === 'LEVEL_CORRUPTION') {
+    return new StorageCorruptError(`LevelDB reports corruption while ${what}: ${(e.cause?.message ?? e.message ?? '').slice(0, 300)}`, dir);
+  }
+  return err;
+}
