@@ -2,8 +2,11 @@
 // stop/start, remove, endpoints and logs (streamed from the node that runs each task, over
 // libp2p: node/apps/task-logs.ts), and node scheduling eligibility (drain).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Omnid } from '../daemon.js';
+import type { ClusterAccess } from '../cluster/ports.js';
+import type { TaskDriver } from '../apps/drivers/types.js';
+import type { TaskLogService } from '../apps/task-logs.js';
 import type { ApiServer } from './server.js';
+import { nodeHost } from '../../protocol/cluster/node-host.js';
 import { readJson, queryBool, queryInt, queryParam, objectBody } from './input.js';
 import { OmniError } from '../errors.js';
 import { validateAppSpec, specDigest, type AppSpec } from '../../protocol/apps/spec.js';
@@ -14,7 +17,18 @@ import type { Caller } from '../cluster/caller.js';
 const MAX_LOG_TAIL = 10_000;
 const DEFAULT_LOG_TAIL = 200;
 
-export function registerAppRoutes(api: ApiServer, d: Omnid): void {
+/** What the apps routes use: the replicated state, this node's tasks and logs from other nodes. */
+export interface AppsRoutesDeps extends ClusterAccess {
+  readonly id: string;
+  readonly name: string;
+  /** Runs the orchestrator's next round soon (a no-op off the leader or before the node joined). */
+  kickOrchestrator(): void;
+  /** The driver of a task known on this node, if any. */
+  localDriver(taskId: string): TaskDriver | undefined;
+  readonly taskLogs: Pick<TaskLogService, 'read'>;
+}
+
+export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
   const h = new AppsApi(d);
   api.route('POST', /^\/v1\/apps$/, async (req, _url, _p, _res, caller) => h.deploy(await readJson(req), caller));
   api.route('GET', /^\/v1\/apps$/, async (_req, url) => h.list(url));
@@ -40,7 +54,7 @@ function withoutFailures(app: AppRecord): AppRecord {
 }
 
 class AppsApi {
-  constructor(private readonly d: Omnid) {}
+  constructor(private readonly d: AppsRoutesDeps) {}
 
   private app(name: string): AppRecord {
     const app = parseRecord<AppRecord>(this.d.raft.state.kvGet(appKey(name))?.value);
@@ -107,7 +121,7 @@ class AppsApi {
       result = { name: spec.name, version, changed: true, action: prev ? (rollingFrom ? 'rolling update' : 'redeployed') : 'created' };
     }
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(spec.name), version: kv?.version ?? 0 }], ops }, caller);
-    this.d.orchestrator?.kick();
+    this.d.kickOrchestrator();
     return [prev ? 200 : 201, result];
   }
 
@@ -178,7 +192,7 @@ class AppsApi {
     if (!spec) throw new OmniError('NOT_FOUND', `app ${name} has no spec version ${app.version}`);
     const specKv = this.d.raft.state.kvGet(specKey(name, app.version))!;
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }, { key: specKv.key, version: specKv.version }], ops: [{ op: 'put', key: specKv.key, value: JSON.stringify({ ...spec, replicas }) }] }, caller);
-    this.d.orchestrator?.kick();
+    this.d.kickOrchestrator();
     return [200, { name, version: app.version, replicas }];
   }
 
@@ -189,7 +203,7 @@ class AppsApi {
     if (app.state === 'removing' && state !== 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
     const next = { ...withoutFailures(app), state, events: [...app.events, { atMs: Date.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
-    this.d.orchestrator?.kick();
+    this.d.kickOrchestrator();
     return [200, { name, state }];
   }
 
@@ -223,7 +237,7 @@ class AppsApi {
     // Draining a node that is already drained (ineligible) changes nothing: it has no tasks to move.
     const next = eligibility === 'draining' && n.eligibility === 'ineligible' ? 'ineligible' : (eligibility as NodeEligibility);
     await this.d.proposeOk({ type: 'node.eligibility', id: n.id, eligibility: next }, caller);
-    this.d.orchestrator?.kick();
+    this.d.kickOrchestrator();
     return [200, { name: n.name, eligibility: next }];
   }
 
@@ -281,7 +295,7 @@ class AppsApi {
   async taskLogs(req: IncomingMessage, url: URL, id: string, res: ServerResponse): Promise<undefined> {
     const abort = new AbortController();
     const opts = logOptions(url, abort.signal);
-    const driver = this.d.agent?.driverFor(id);
+    const driver = this.d.localDriver(id);
     if (!driver) throw new OmniError('NOT_FOUND', `task ${id.slice(0, 64)} is not known on node ${this.d.name}`);
     res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
     res.flushHeaders(); // the client knows the stream started even before the first line
@@ -301,7 +315,7 @@ class AppsApi {
   private async *taskLogLines(task: TaskRecord, query: URLSearchParams, signal: AbortSignal): AsyncGenerator<string> {
     const opts = logOptions(new URL(`http://x/?${query}`), signal);
     if (task.nodeId === this.d.id) {
-      const driver = this.d.agent?.driverFor(task.id);
+      const driver = this.d.localDriver(task.id);
       if (!driver) throw new Error(`task ${task.id} has not started on this node`);
       yield* driver.logs(task.id, opts);
       return;
@@ -321,10 +335,4 @@ function logOptions(url: URL, signal: AbortSignal): { follow: boolean; sinceMs?:
     tail: Math.min(tail, MAX_LOG_TAIL),
     signal,
   };
-}
-
-/** The host other machines reach a node's published ports on: its first non-loopback IPv4, else loopback. */
-export function nodeHost(addrs: string[]): string {
-  const ips = addrs.map((a) => /^\/ip4\/(\d+\.\d+\.\d+\.\d+)\//.exec(a)?.[1]).filter((x): x is string => !!x && x !== '0.0.0.0');
-  return ips.find((ip) => !ip.startsWith('127.')) ?? ips[0] ?? '127.0.0.1';
 }

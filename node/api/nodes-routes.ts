@@ -3,7 +3,8 @@
 // remove NAME`. The node is marked left and taken out of the Raft configuration, so the
 // cluster stops counting it toward quorum; a host may then join again under the same name
 // with a fresh data dir (a new identity: the old one never comes back).
-import type { Omnid } from '../daemon.js';
+import type { ClusterAccess, MembershipChanger, RemovedMemberNotice } from '../cluster/ports.js';
+import type { Logger } from '../logger.js';
 import type { ApiServer } from './server.js';
 import { OmniError } from '../errors.js';
 import { ConfChangeType } from '../../protocol/raft/types.js';
@@ -23,7 +24,14 @@ export interface RemovedMember {
   wasVoter: boolean;
 }
 
-export function registerNodeRoutes(api: ApiServer, d: Omnid): void {
+/** What removing a member uses. */
+export interface MemberRemovalDeps extends ClusterAccess, MembershipChanger {
+  readonly id: string;
+  readonly log: Logger;
+  readonly peers: RemovedMemberNotice;
+}
+
+export function registerNodeRoutes(api: ApiServer, d: MemberRemovalDeps): void {
   api.route('DELETE', /^\/v1\/nodes\/([^/]+)$/, async (_req, url, [name], _res, caller) => [200, await removeMember(d, name, url.searchParams.get('force') === 'true', caller)]);
 }
 
@@ -31,7 +39,7 @@ export function registerNodeRoutes(api: ApiServer, d: Omnid): void {
  * Removes the member called `nameOrId`. Refuses this node itself and the leader (both are
  * alive: they use `omnid leave`), the last voter, and a node still heard from unless `force`.
  */
-export async function removeMember(d: Omnid, nameOrId: string, force: boolean, caller: Caller): Promise<RemovedMember> {
+export async function removeMember(d: MemberRemovalDeps, nameOrId: string, force: boolean, caller: Caller): Promise<RemovedMember> {
   if (!NODE_NAME.test(nameOrId) && !isNodeId(nameOrId)) throw new OmniError('BAD_REQUEST', 'expected a node name (1-63 of [a-zA-Z0-9._-]) or a node id');
   await d.readBarrier();
   const state = d.raft.state;
@@ -57,8 +65,8 @@ export async function removeMember(d: Omnid, nameOrId: string, force: boolean, c
     if (Date.now() > deadline) throw new OmniError('TIMEOUT', `${node.name} is marked left but still in the Raft configuration; the autopilot will remove it`);
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
-  d.transport.dropPeer(node.id);
+  d.peers.dropPeer(node.id);
   // If it is alive after all (--force), it learns it was removed and stops.
-  void d.rpc.call(node.id, 'removed', { reason: 'removed by an operator' }, REMOVED_NOTICE_TIMEOUT_MS).catch(() => undefined);
+  void d.peers.tellRemoved(node.id, 'removed by an operator', REMOVED_NOTICE_TIMEOUT_MS);
   return { removed: node.name, id: node.id, wasVoter };
 }

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { rm, chmod } from 'node:fs/promises';
 import { Role } from '../../protocol/raft/types.js';
 import type { KvRecord } from '../../protocol/cluster/state.js';
-import type { Omnid } from '../daemon.js';
+import type { ClusterAccess, LivenessView } from '../cluster/ports.js';
 import { CommandEncodeError, MAX_TOKEN_NAME_CHARS } from '../../protocol/cluster/commands.js';
 import { OmniError, httpStatusFor } from '../errors.js';
 import { matchToken, newJoinToken, newAdminToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
@@ -55,6 +55,17 @@ export interface RouteOptions {
   member?: boolean;
 }
 
+/** What the API server's own routes use (status, nodes, kv, tokens, leave). */
+export interface ApiServerDeps extends ClusterAccess {
+  readonly id: string;
+  readonly name: string;
+  /** When each peer was last heard from (undefined until the node has joined). */
+  readonly liveness: LivenessView | undefined;
+  /** The private-network key new join tokens carry. */
+  readonly networkKeyHex: string;
+  leave(): Promise<void>;
+}
+
 export class ApiServer {
   private server: Server | undefined;
   private control: Server | undefined;
@@ -65,7 +76,7 @@ export class ApiServer {
   private readonly streams: Gate;
 
   constructor(
-    private readonly d: Omnid,
+    private readonly d: ApiServerDeps,
     private readonly log: Logger,
     limits: Partial<ApiLimits> = {},
   ) {
@@ -250,8 +261,8 @@ export class ApiServer {
     const raft = this.d.raft.raft;
     const now = Date.now();
     return this.d.raft.state.nodes().map((n) => {
-      const seen = n.id === this.d.id ? now : this.d.heartbeats?.seen.get(n.id)?.lastSeenMs;
-      const live = this.d.heartbeats?.seen.get(n.id);
+      const seen = n.id === this.d.id ? now : this.d.liveness?.seen.get(n.id)?.lastSeenMs;
+      const live = this.d.liveness?.seen.get(n.id);
       return {
         name: n.name,
         id: n.id,

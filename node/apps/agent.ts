@@ -4,10 +4,11 @@
 // re-attaches to the tasks its drivers still know instead of starting duplicates.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Omnid } from '../daemon.js';
+import type { Logger } from '../logger.js';
+import type { Proposer, StateView } from '../cluster/ports.js';
 import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
 import { probe } from './health-check.js';
-import { CoalescedLoop } from '../raft/coalesced-loop.js';
+import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
 import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import { DEFAULT_MIN_HEALTHY_MS, type AppSpec } from '../../protocol/apps/spec.js';
@@ -52,6 +53,16 @@ interface Local {
   stable: boolean;
 }
 
+/** What the agent uses: the replica (tasks placed here), status reports, and where it keeps task files. */
+export interface AgentDeps extends Proposer {
+  /** This node's id: the agent runs the tasks placed on it. */
+  readonly id: string;
+  readonly log: Logger;
+  readonly raft: StateView;
+  /** The node's data dir (task files live under it). */
+  readonly dataDir: string;
+}
+
 export class Agent {
   private readonly local = new Map<string, Local>();
   private readonly reported = new Map<string, string>();
@@ -59,7 +70,7 @@ export class Agent {
   private recovered = false;
 
   constructor(
-    private readonly d: Omnid,
+    private readonly d: AgentDeps,
     private readonly drivers: Record<DriverName, TaskDriver>,
   ) {
     this.loop = new CoalescedLoop(() => this.round(), { intervalMs: AGENT_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`agent: ${err.message}`) });
@@ -389,7 +400,7 @@ export class Agent {
   private async taskConfig(t: TaskRecord, spec: AppSpec): Promise<TaskConfig> {
     const volumes = [];
     for (const v of spec.volumes) {
-      const hostPath = join(this.d.opts.dataDir, 'volumes', t.app, v.name);
+      const hostPath = join(this.d.dataDir, 'volumes', t.app, v.name);
       await mkdir(hostPath, { recursive: true });
       volumes.push({ name: v.name, path: v.path, hostPath });
     }

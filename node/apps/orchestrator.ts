@@ -3,16 +3,16 @@
 // the app record's version and the scheduling epoch. A refused transaction means the plan
 // was built on stale state: it is dropped and recomputed next round.
 import { randomBytes } from 'node:crypto';
-import type { Omnid } from '../daemon.js';
+import type { Logger } from '../logger.js';
+import type { Proposer, RaftView } from '../cluster/ports.js';
 import { SchedulerState, type SchedNode, type SchedTask } from '../../protocol/apps/scheduler.js';
 import { reconcileApp } from '../../protocol/apps/reconcile.js';
 import type { AppSpec } from '../../protocol/apps/spec.js';
 import { APP_PREFIX, SCHED_EPOCH_KEY, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import type { KvTxnOp } from '../../protocol/cluster/state.js';
-import { Role } from '../../protocol/raft/types.js';
 import { OmniError } from '../errors.js';
-import { CoalescedLoop } from '../raft/coalesced-loop.js';
-import { nodeHost } from '../api/apps-routes.js';
+import { CoalescedLoop } from './coalesced-loop.js';
+import { nodeHost } from '../../protocol/cluster/node-host.js';
 import { LEADER_DUTY } from '../cluster/caller.js';
 
 const ORCHESTRATOR_INTERVAL_MS = 1000;
@@ -25,15 +25,21 @@ const MIB = 1024 * 1024;
  */
 export const PORT_IN_USE_HOLD_MS = 60_000;
 
+/** What the orchestrator uses: the replica and this node's role, and proposals (as a leader duty). */
+export interface OrchestratorDeps extends Proposer {
+  readonly raft: RaftView;
+  readonly log: Logger;
+}
+
 export class Orchestrator {
   private readonly loop: CoalescedLoop;
 
-  constructor(private readonly d: Omnid) {
+  constructor(private readonly d: OrchestratorDeps) {
     this.loop = new CoalescedLoop(() => this.round(), {
       intervalMs: ORCHESTRATOR_INTERVAL_MS,
       minGapMs: MIN_ROUND_GAP_MS,
       onError: (err) => d.log.warn(`orchestrator: ${err.message}`),
-      enabled: () => d.raft.raft.role === Role.Leader,
+      enabled: () => d.raft.isLeader,
     });
   }
 

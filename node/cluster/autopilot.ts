@@ -3,7 +3,8 @@
 // voters that stay down, root step-down, and removing members that left.
 import { planAutopilot, type AutopilotAction } from '../../protocol/cluster/autopilot.js';
 import { ConfChangeType, Role } from '../../protocol/raft/types.js';
-import type { Omnid } from '../daemon.js';
+import type { Logger } from '../logger.js';
+import type { LivenessView, MembershipChanger, Proposer, RaftView, RemovedMemberNotice } from './ports.js';
 import { LEADER_DUTY } from './caller.js';
 
 export const DEFAULT_DOWN_AFTER_MS = 5000;
@@ -13,10 +14,20 @@ const AUTOPILOT_INTERVAL_MS = 500;
 const MAX_PROMOTABLE_LAG_ENTRIES = 64;
 /** Leadership transfers are retried at most this often. */
 const TRANSFER_RETRY_MS = 3000;
+const REMOVED_NOTICE_TIMEOUT_MS = 3000;
 
 export interface AutopilotOptions {
   downAfterMs: number;
   replaceAfterMs: number;
+}
+
+/** What the autopilot uses: this node's Raft view, leader-duty proposals and membership changes, liveness, removed-member notices. */
+export interface AutopilotDeps extends Proposer, MembershipChanger {
+  readonly id: string;
+  readonly log: Logger;
+  readonly raft: RaftView & { transferLeader(to: string): void };
+  readonly liveness: LivenessView & { touch(nodeId: string): void };
+  readonly peers: RemovedMemberNotice;
 }
 
 export class Autopilot {
@@ -27,7 +38,7 @@ export class Autopilot {
   private lastTransferMs = 0;
 
   constructor(
-    private readonly daemon: Omnid,
+    private readonly daemon: AutopilotDeps,
     private readonly opts: AutopilotOptions,
   ) {}
 
@@ -51,7 +62,7 @@ export class Autopilot {
     if (this.leaderSinceMs === 0) {
       // A new leader gives every node a full timeout before judging it.
       this.leaderSinceMs = now;
-      for (const n of d.raft.state.nodes()) d.heartbeats.touch(n.id);
+      for (const n of d.raft.state.nodes()) d.liveness.touch(n.id);
     }
     this.busy = true;
     try {
@@ -68,7 +79,7 @@ export class Autopilot {
     const raft = d.raft.raft;
     const state = d.raft.state;
     const silenceMs = new Map<string, number>();
-    for (const [id, seen] of d.heartbeats.seen) silenceMs.set(id, now - seen.lastSeenMs);
+    for (const [id, seen] of d.liveness.seen) silenceMs.set(id, now - seen.lastSeenMs);
     const downForMs = new Map<string, number>();
     for (const n of state.nodes()) {
       if (n.status !== 'down') {
@@ -121,13 +132,13 @@ export class Autopilot {
       case 'removeMember':
         d.log.info(`autopilot: removing ${name(a.node)} from the configuration (${a.reason})`);
         await d.changeMembership({ type: ConfChangeType.RemoveNode, node: a.node }, LEADER_DUTY);
-        d.transport.dropPeer(a.node);
+        d.peers.dropPeer(a.node);
         return;
       case 'markLeft':
         d.log.info(`autopilot: ${name(a.node)} leaves (${a.reason})`);
         await d.proposeOk({ type: 'node.remove', id: a.node }, LEADER_DUTY);
         // It is out of the configuration, so Raft will not tell it: say so directly.
-        await d.rpc.call(a.node, 'removed', { reason: a.reason }, 3000).catch(() => undefined);
+        await d.peers.tellRemoved(a.node, a.reason, REMOVED_NOTICE_TIMEOUT_MS);
         return;
       case 'retireRoot':
         d.log.info(`autopilot: root node retires from its bootstrap role (${a.reason})`);

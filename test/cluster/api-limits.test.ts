@@ -50,8 +50,8 @@ afterAll(async () => {
 
 /** Another API server on the same daemon, with its own limits. */
 async function apiWith(limits: Partial<ApiLimits>): Promise<number> {
-  const api = new ApiServer(daemon, daemon.log, limits);
-  registerAppRoutes(api, daemon);
+  const api = new ApiServer(daemon.apiDeps, daemon.log, limits);
+  registerAppRoutes(api, daemon.apiDeps);
   await api.listen('127.0.0.1:0');
   extra.push(api);
   return Number(new URL(api.url).port);

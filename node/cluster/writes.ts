@@ -1,0 +1,208 @@
+// Writes and linearizable reads from any node. A command is proposed on behalf of a caller
+// (node/cluster/caller.ts): on the leader directly, elsewhere forwarded to it over libp2p. The
+// leader is the gate: who asks and whether they may (protocol/cluster/authz.ts), then whether
+// the replicated state has room (protocol/cluster/quota.ts). A refused command never enters the
+// Raft log. Only refusals that prove nothing was proposed are retried.
+import { ConfChangeType, NONE, type ConfChange } from '../../protocol/raft/types.js';
+import { decodeCommand, encodeCommand, type ApplyResult, type ClusterState, type Command } from '../../protocol/cluster/state.js';
+import { authorize, authzView, type ConfChangeKind, type Principal } from '../../protocol/cluster/authz.js';
+import { growthBytes, quotaBytes, quotaRefusal } from '../../protocol/cluster/quota.js';
+import type { Raft } from '../../protocol/raft/raft.js';
+import { OmniError } from '../errors.js';
+import { forwardedPrincipal, localPrincipal, readWireCaller, toWire, type Caller, type WireCaller } from './caller.js';
+import type { MembershipChanger, Proposer, ReadBarrier } from './ports.js';
+
+const RETRY_MS = 100;
+const DEADLINE_MS = 10_000;
+const READ_ATTEMPT_MS = 2000;
+/** Refusals that guarantee nothing was proposed (safe to retry). */
+const NOTHING_PROPOSED = ['NO_LEADER', 'NOT_LEADER', 'TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING'];
+/** ConfChangeType → the name authz uses. */
+const CONF_KINDS: Record<ConfChangeType, ConfChangeKind> = { [ConfChangeType.AddVoter]: 'addVoter', [ConfChangeType.AddLearner]: 'addLearner', [ConfChangeType.RemoveNode]: 'remove' };
+
+/** The parts of the Raft driver that writes and reads use. */
+export interface WritesRaft {
+  readonly raft: Raft;
+  readonly state: ClusterState;
+  readonly isLeader: boolean;
+  readonly leader: string;
+  propose(data: Uint8Array): Promise<ApplyResult>;
+  proposeConfChange(cc: ConfChange): Promise<ApplyResult>;
+  readBarrier(timeoutMs: number): Promise<void>;
+}
+
+/** How a node that does not lead reaches the leader. */
+export interface LeaderLink {
+  /** A command for the leader to propose (the forwarder). */
+  forwardCommand(leader: string, data: Uint8Array, caller: WireCaller): Promise<ApplyResult>;
+  /** A membership change for the leader to decide (the `conf` RPC). */
+  forwardConf(leader: string, params: { type: ConfChangeType; node: string; caller: WireCaller }): Promise<ApplyResult>;
+}
+
+export interface ClusterWritesDeps {
+  readonly id: string;
+  readonly raft: WritesRaft;
+  readonly link: LeaderLink;
+  /** True once the daemon is stopping: nothing is retried then. */
+  isStopping(): boolean;
+}
+
+/** A leader duty off the leader: it is not forwarded (the new leader runs its own duties). */
+function leadershipLost(): OmniError {
+  return new OmniError('LEADERSHIP_LOST', 'this node is no longer the leader; the new leader runs its own duties');
+}
+
+function notLeader(leader: string): OmniError {
+  return new OmniError('NOT_LEADER', 'not the leader', { leader });
+}
+
+export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
+  /** Bytes that proposals admitted by the quota may add once applied (see gateCommand). */
+  private pendingGrowthBytes = 0;
+
+  constructor(private readonly d: ClusterWritesDeps) {}
+
+  /**
+   * Proposes a command through the leader, from any node, on behalf of `caller`; the leader
+   * authorizes it before it enters the log. A leader duty is never forwarded: it fails
+   * LEADERSHIP_LOST off the leader.
+   */
+  async propose(cmd: Command, caller: Caller): Promise<ApplyResult> {
+    const data = encodeCommand(cmd);
+    const principal = localPrincipal(caller, this.d.id);
+    const local = () => this.gateCommand(principal, cmd, data);
+    if (caller.kind === 'leader-duty') return this.onLeader(local, leadershipLost);
+    const wire = toWire(caller);
+    return this.viaLeader(local, (leader) => this.d.link.forwardCommand(leader, data, wire));
+  }
+
+  /** Proposes and turns a refused command into an OmniError. */
+  async proposeOk(cmd: Command, caller: Caller): Promise<unknown> {
+    const r = await this.propose(cmd, caller);
+    if (!r.ok) throw new OmniError(r.error.code, r.error.message);
+    return r.value;
+  }
+
+  /** A membership change on behalf of `caller`, decided (authorized) by the leader. */
+  async changeMembership(cc: ConfChange, caller: Caller): Promise<void> {
+    const principal = localPrincipal(caller, this.d.id);
+    const local = () => this.gateConf(principal, cc);
+    if (caller.kind === 'leader-duty') {
+      await this.onLeader(local, leadershipLost);
+      return;
+    }
+    const params = { type: cc.type, node: cc.node, caller: toWire(caller) };
+    await this.viaLeader(local, (leader) => this.d.link.forwardConf(leader, params));
+  }
+
+  /** Linearizable read barrier (ReadIndex), from any node. */
+  async readBarrier(): Promise<void> {
+    const deadline = Date.now() + DEADLINE_MS;
+    for (;;) {
+      try {
+        // A ReadIndex request can be lost (leader change, reconnect): re-issue it; reads are idempotent.
+        return await this.d.raft.readBarrier(Math.max(1, Math.min(READ_ATTEMPT_MS, deadline - Date.now())));
+      } catch (err) {
+        const retryable = err instanceof OmniError && ['NO_LEADER', 'TIMEOUT'].includes(err.code);
+        if (!retryable || Date.now() >= deadline || this.d.isStopping()) throw err;
+        await sleep(RETRY_MS);
+      }
+    }
+  }
+
+  /** Leader side of a forwarded write by member `from` (already checked to be a member). */
+  proposeForwarded(from: string, data: Uint8Array, caller: WireCaller): Promise<ApplyResult> {
+    if (!this.d.raft.isLeader) throw notLeader(this.d.raft.leader);
+    const decoded = decodeCommand(data);
+    // Bytes that are no command are refused here: they never reach the log.
+    if (!decoded.ok) return Promise.resolve(decoded);
+    return this.gateCommand(forwardedPrincipal(caller, from, this.d.raft.state.tokens()), decoded.command, data);
+  }
+
+  /** Leader side of a forwarded membership change (untrusted params) by member `from`. */
+  confForwarded(from: string, params: unknown): Promise<ApplyResult> {
+    const p = params as { type?: unknown; node?: unknown; caller?: unknown };
+    if (typeof p?.node !== 'string' || ![0, 1, 2].includes(p.type as number)) throw new OmniError('BAD_REQUEST', 'conf needs {type, node, caller}');
+    const caller = readWireCaller(p.caller);
+    if (!this.d.raft.isLeader) throw notLeader(this.d.raft.leader);
+    return this.gateConf(forwardedPrincipal(caller, from, this.d.raft.state.tokens()), { type: p.type as ConfChangeType, node: p.node });
+  }
+
+  /** Proposes as `principal` while this node leads (e.g. for a joining node); offLeader() once it does not. */
+  proposeAsOnLeader(principal: Principal, cmd: Command, offLeader: () => OmniError): Promise<ApplyResult> {
+    const data = encodeCommand(cmd);
+    return this.onLeader(() => this.gateCommand(principal, cmd, data), offLeader);
+  }
+
+  /** A membership change as `principal` while this node leads; offLeader() once it does not. */
+  changeMembershipAsOnLeader(principal: Principal, cc: ConfChange, offLeader: () => OmniError): Promise<ApplyResult> {
+    return this.onLeader(() => this.gateConf(principal, cc), offLeader);
+  }
+
+  /**
+   * The leader's gate for every command: who asks and whether they may (authz), then whether
+   * the state has room for it (the replicated quota, counting what is proposed and not applied
+   * yet). A command refused here never enters the Raft log.
+   */
+  private gateCommand(principal: Principal, cmd: Command, data: Uint8Array): Promise<ApplyResult> {
+    const raft = this.d.raft;
+    if (!raft.isLeader) return Promise.reject(notLeader(raft.leader));
+    const state = raft.state;
+    const allowed = authorize(principal, { kind: 'command', command: cmd }, authzView(state));
+    if (!allowed.ok) return Promise.reject(new OmniError('FORBIDDEN', allowed.error.message));
+    const growth = growthBytes(cmd, state);
+    const full = quotaRefusal({ principal: principal.kind, growthBytes: growth, stateBytes: state.sizeBytes, pendingBytes: this.pendingGrowthBytes, quotaBytes: quotaBytes(state.config()) });
+    if (full) return Promise.reject(new OmniError(full.code, full.message));
+    if (growth <= 0) return raft.propose(data);
+    this.pendingGrowthBytes += growth;
+    return raft.propose(data).finally(() => (this.pendingGrowthBytes -= growth));
+  }
+
+  /** The leader's gate for membership changes: only the leader decides promotions. */
+  private gateConf(principal: Principal, cc: ConfChange): Promise<ApplyResult> {
+    const raft = this.d.raft;
+    if (!raft.isLeader) return Promise.reject(notLeader(raft.leader));
+    const allowed = authorize(principal, { kind: 'conf', change: { type: CONF_KINDS[cc.type], node: cc.node } }, authzView(raft.state));
+    if (!allowed.ok) return Promise.reject(new OmniError('FORBIDDEN', allowed.error.message));
+    return raft.proposeConfChange(cc);
+  }
+
+  /**
+   * Runs `local` while this node leads, retrying the refusals that prove nothing was proposed;
+   * once it does not lead, fails with offLeader() (no forwarding).
+   */
+  private async onLeader(local: () => Promise<ApplyResult>, offLeader: () => OmniError): Promise<ApplyResult> {
+    const deadline = Date.now() + DEADLINE_MS;
+    for (;;) {
+      if (!this.d.raft.isLeader) throw offLeader();
+      try {
+        return await local();
+      } catch (err) {
+        if (err instanceof OmniError && err.code === 'NOT_LEADER') throw offLeader();
+        const retryable = err instanceof OmniError && ['TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING'].includes(err.code);
+        if (!retryable || Date.now() > deadline || this.d.isStopping()) throw err;
+        await sleep(RETRY_MS);
+      }
+    }
+  }
+
+  private async viaLeader(local: () => Promise<ApplyResult>, remote: (leader: string) => Promise<ApplyResult>): Promise<ApplyResult> {
+    const deadline = Date.now() + DEADLINE_MS;
+    for (;;) {
+      try {
+        if (this.d.raft.isLeader) return await local();
+        const leader = this.d.raft.leader;
+        if (leader === NONE) throw new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum');
+        return await remote(leader);
+      } catch (err) {
+        const retryable = err instanceof OmniError && NOTHING_PROPOSED.includes(err.code);
+        if (!retryable || Date.now() > deadline || this.d.isStopping()) throw err;
+        await sleep(RETRY_MS);
+      }
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
