@@ -22,10 +22,10 @@ export async function deploy(argv: string[]): Promise<number> {
 }
 
 /** Shared with omni run: POST the spec, then follow it to healthy. */
-export async function submit(values: Record<string, unknown>, spec: Record<string, unknown>): Promise<number> {
+export async function submit(values: Record<string, unknown>, spec: Record<string, unknown>, opts: { createOnly?: boolean } = {}): Promise<number> {
   const client = connect(values);
   try {
-    const r = await client.post<{ name: string; version: number; changed: boolean; action: string }>('/v1/apps', spec);
+    const r = await client.post<{ name: string; version: number; changed: boolean; action: string }>(opts.createOnly ? '/v1/apps?create=true' : '/v1/apps', spec);
     const timeoutMs = Number(values.timeout ?? 120) * 1000;
     if (!values.json) process.stderr.write(`${r.name}: ${r.action} (version ${r.version})\n`);
     if (values.detach || !r.changed) {

@@ -17,6 +17,8 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
   --health-http PATH     HTTP health check on the first port
   --restart POLICY       always | on-failure | never (default always)
   --driver NAME          docker | process (default: docker for an image, process for a command)
+  --replace              replace an app of the same name (a rolling update to this spec);
+                         without it an existing name is refused (CONFLICT), as docker run --name does
   --detach, -d           don't wait for the app to be healthy;  --timeout SECONDS (default 120)
 
 Waits until every replica is healthy and stable (update.minHealthyMs, 5 s by default, without
@@ -38,7 +40,7 @@ export async function run(argv: string[]): Promise<number> {
       name: { type: 'string' }, port: { type: 'string', multiple: true }, env: { type: 'string', multiple: true }, 'env-file': { type: 'string' },
       replicas: { type: 'string' }, cpu: { type: 'string' }, memory: { type: 'string' }, constraint: { type: 'string', multiple: true },
       spread: { type: 'boolean' }, 'health-http': { type: 'string' }, restart: { type: 'string' }, driver: { type: 'string' },
-      detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' },
+      detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' },
     },
     USAGE,
   );
@@ -69,5 +71,5 @@ export async function run(argv: string[]): Promise<number> {
     ...(values.restart ? { restart: { policy: values.restart } } : {}),
     ...(values.driver ? { driver: values.driver } : {}),
   };
-  return submit(values, spec);
+  return submit(values, spec, { createOnly: values.replace !== true });
 }

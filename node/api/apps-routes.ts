@@ -30,7 +30,8 @@ export interface AppsRoutesDeps extends ClusterAccess {
 
 export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
   const h = new AppsApi(d);
-  api.route('POST', /^\/v1\/apps$/, async (req, _url, _p, _res, caller) => h.deploy(await readJson(req), caller));
+  // ?create=true (omni run): only a new app; an existing one is a CONFLICT, as docker run --name is.
+  api.route('POST', /^\/v1\/apps$/, async (req, url, _p, _res, caller) => h.deploy(await readJson(req), caller, queryBool(url, 'create')));
   api.route('GET', /^\/v1\/apps$/, async (_req, url) => h.list(url));
   api.route('GET', /^\/v1\/apps\/([^/]+)$/, async (_req, url, [name]) => h.inspect(name, url));
   api.route('POST', /^\/v1\/apps\/([^/]+)\/scale$/, async (req, _url, [name], _res, caller) => h.scale(name, await readJson(req), caller));
@@ -81,7 +82,7 @@ class AppsApi {
     if (!queryBool(url, 'stale')) await this.d.readBarrier();
   }
 
-  async deploy(body: unknown, caller: Caller): Promise<[number, unknown]> {
+  async deploy(body: unknown, caller: Caller, createOnly = false): Promise<[number, unknown]> {
     const v = validateAppSpec(body);
     if (!v.ok) {
       const first = v.errors[0];
@@ -92,6 +93,10 @@ class AppsApi {
     const state = this.d.raft.state;
     const kv = state.kvGet(appKey(spec.name));
     const prev = parseRecord<AppRecord>(kv?.value);
+    if (prev && createOnly) {
+      const what = prev.state === 'removing' ? 'is being removed (try again once omni ps no longer lists it)' : 'already exists';
+      throw new OmniError('CONFLICT', `an app named ${spec.name} ${what}: use omni deploy to change it, omni run --replace to replace it, or pick another --name`, { app: spec.name, state: prev.state });
+    }
     const prevSpec = prev ? this.spec(prev.name, prev.version) : undefined;
     const ops: KvTxnOp[] = [];
     let result: { name: string; version: number; changed: boolean; action: string };

@@ -108,6 +108,20 @@ describe('failing apps on a 3-node cluster (process driver)', () => {
     await omni('rm', 'argport');
   });
 
+  it('omni run refuses an existing name with CONFLICT (409); --replace rolls the new spec out', async () => {
+    const first = await omni('run', '--name', 'once', '--port', '8080', '--health-http', '/', '--', process.execPath, '-e', SERVER, '$PORT');
+    expect(first.code).toBe(0);
+    const again = await omni('run', '--name', 'once', '--port', '8080', '--', 'sleep', '1000');
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/an app named once already exists: use omni deploy to change it, omni run --replace/);
+    expect((await inspect('once')).version).toBe(1); // nothing was rolled out
+    expect((await api('POST', '/v1/apps?create=true', { name: 'once', command: ['sleep', '1000'] })).status).toBe(409);
+    const replaced = await omni('run', '--name', 'once', '--replace', '--detach', '--port', '8080', '--health-http', '/', '--', process.execPath, '-e', SERVER, '$PORT', 'v2');
+    expect(replaced.code).toBe(0);
+    expect((await inspect('once')).version).toBe(2);
+    await omni('rm', 'once');
+  });
+
   it('a port held by another process on the host: a typed failure in inspect and ps, and the port is not handed out again', async () => {
     const holder: Server = createServer();
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
