@@ -5,6 +5,11 @@ import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 const USAGE = `usage: omni status [flags]
 
 Shows the cluster's leader, term, commit index, voters and health as seen by one node.
+
+Health is healthy, degraded (writes work but the cluster tolerates fewer failures than it
+was set up for: a node down, a voter silent, fewer voters than the target) or unhealthy (no
+leader or no quorum: writes stop), with the reasons.
+Exit status: 0 healthy, 2 degraded, 1 unhealthy (or any error).
 ${CONNECTION_HELP}
 `;
 
@@ -22,6 +27,8 @@ export interface StatusView {
   root: string | null;
   rootRetired: boolean;
   health: string;
+  /** Why the cluster is not healthy (absent from older nodes). */
+  healthReasons?: string[];
   /** Raft messages refused from non-voters (absent from older nodes). */
   refusedRaftMessages?: number;
   /** Bytes of replicated records, and the quota an admin's writes stop at. */
@@ -37,7 +44,7 @@ export async function status(argv: string[]): Promise<number> {
     const s = await client.get<StatusView>('/v1/status');
     if (values.json) printJson(s);
     else process.stdout.write(formatStatus(s));
-    return s.health === 'unhealthy' ? 1 : 0;
+    return s.health === 'unhealthy' ? 1 : s.health === 'degraded' ? 2 : 0;
   } finally {
     client.close();
   }
@@ -48,6 +55,7 @@ export function formatStatus(s: StatusView): string {
   return [
     `cluster       ${s.clusterId}`,
     `health        ${s.health}`,
+    ...(s.healthReasons ?? []).map((r) => `              - ${r}`),
     `leader        ${s.leader ?? '(none)'}`,
     `term          ${s.term}`,
     `commit index  ${s.commitIndex}`,

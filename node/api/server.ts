@@ -15,6 +15,7 @@ import { OmniError, httpStatusFor } from '../errors.js';
 import { matchToken, newJoinToken, newAdminToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
 import { SELF, adminCaller, type Caller } from '../cluster/caller.js';
 import { quotaBytes } from '../../protocol/cluster/quota.js';
+import { assessHealth, type HealthReport } from '../../protocol/cluster/health.js';
 import type { Logger } from '../logger.js';
 import { apiUrlFor, type ApiTls } from './tls.js';
 import { readJson, parseRequestUrl, decodePathParam, queryParam, queryBool, queryInt, readVersion, kvKeyParam, objectBody } from './input.js';
@@ -23,20 +24,10 @@ import { apiLimits, serverOptions, capConnections, lingeringClose, Gate, BUSY_RE
 export { MAX_BODY_BYTES, readJson } from './input.js';
 const MAX_KV_LIST = 10_000;
 const DEFAULT_KV_LIST = 1000;
+/** A voter not heard from this long makes health degraded before the autopilot marks it down. */
+const SILENT_VOTER_MS = 3000;
 /** Longest kv list prefix (a prefix of a key, which is at most 512 bytes). */
 const MAX_KV_PREFIX_CHARS = 512;
-
-export type Health = 'healthy' | 'degraded' | 'unhealthy';
-
-export interface HealthReport {
-  status: Health;
-  leader: string;
-  quorum: boolean;
-  voters: number;
-  votersUp: number;
-  nodesDown: string[];
-  reasons: string[];
-}
 
 /**
  * Returns [status, JSON body], or undefined when it wrote the response itself (streams).
@@ -207,30 +198,27 @@ export class ApiServer {
   health(): HealthReport {
     const raft = this.d.raft.raft;
     const state = this.d.raft.state;
-    const voters = [...raft.voters];
-    const down = state.nodes().filter((n) => n.status === 'down');
-    const votersUp = voters.filter((v) => state.node(v)?.status !== 'down').length;
-    const reasons: string[] = [];
-    const leader = raft.lead;
-    const quorum = leader !== '' && votersUp >= Math.floor(voters.length / 2) + 1;
-    let status: Health = 'healthy';
-    if (leader === '') {
-      status = 'unhealthy';
-      reasons.push('no leader: the cluster has lost quorum or is electing one');
-    } else if (!quorum) {
-      status = 'unhealthy';
-      reasons.push(`only ${votersUp} of ${voters.length} voters are up`);
-    } else if (down.length > 0) {
-      status = 'degraded';
-      for (const n of down) reasons.push(`${raft.voters.has(n.id) ? 'voter' : 'node'} ${n.name} is down: ${n.statusReason}`);
-    }
-    return { status, leader: state.node(leader)?.name ?? leader, quorum, voters: voters.length, votersUp, nodesDown: down.map((n) => n.name), reasons };
+    const now = Date.now();
+    const seen = this.d.liveness?.seen;
+    return assessHealth({
+      selfId: this.d.id,
+      leader: raft.lead,
+      voters: [...raft.voters],
+      voterTarget: state.config().voterTarget,
+      nodes: state.nodes(),
+      silentMs: (id) => {
+        const at = seen?.get(id)?.lastSeenMs;
+        return at === undefined ? undefined : now - at;
+      },
+      silentAfterMs: SILENT_VOTER_MS,
+    });
   }
 
   private status(): Record<string, unknown> {
     const raft = this.d.raft.raft;
     const state = this.d.raft.state;
     const cfg = state.config();
+    const health = this.health();
     const nameOf = (id: string) => state.node(id)?.name ?? id;
     return {
       clusterId: cfg.clusterId,
@@ -247,7 +235,8 @@ export class ApiServer {
       voterTarget: cfg.voterTarget,
       root: cfg.rootNodeId === '' ? null : nameOf(cfg.rootNodeId),
       rootRetired: cfg.rootRetired,
-      health: this.health().status,
+      health: health.status,
+      healthReasons: health.reasons,
       // Raft messages dropped unread (leader or candidate messages, or a higher term, from a
       // node that is not a voter here): see README, Security model.
       refusedRaftMessages: raft.refusedMessages,

@@ -142,6 +142,14 @@ describe('5-node cluster with the default voter target of 3', () => {
     const victim = s.voters.find((v) => v !== s.leader)!;
     await c.kill(victim);
     const observer = ['a1', 'a2', 'a3', 'a4', 'a5'].find((n) => n !== victim && n !== s.leader)!;
+    // omni status says degraded (exit 2) with 2 of 3 voters up, as /health does.
+    const cli = await waitFor('omni status degraded', async () => {
+      const env = { ...process.env, OMNI_ADDR: c.nodes.get(observer)!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+      const r = await run('bin/omni', ['status'], { env }).then(() => undefined, (e: { code: number; stdout: string }) => e);
+      return r && r.code === 2 ? r : undefined;
+    });
+    expect(cli.stdout).toMatch(/^health\s+degraded$/m);
+    expect(cli.stdout).toMatch(new RegExp(`- voter ${victim} (not heard from for [\\d.]+ s|is down)`));
     const degraded = await waitFor('degraded health', async () => {
       const client = c.client(observer);
       try {
