@@ -24,6 +24,13 @@ export function parse(argv: string[], options: Flags, usage: string): { values: 
 
 /** Runs a CLI main: user errors print one line and exit non-zero; no stack traces. */
 export async function runMain(main: () => Promise<number | void>): Promise<void> {
+  // Output piped into a reader that stopped (omni logs APP | head): stop quietly, as cat does.
+  for (const out of [process.stdout, process.stderr]) {
+    out.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    });
+  }
   try {
     const code = await main();
     if (typeof code === 'number') process.exitCode = code;

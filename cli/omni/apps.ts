@@ -104,7 +104,7 @@ export function parseSince(s: string, nowMs = Date.now()): number {
 }
 
 export async function logs(argv: string[]): Promise<number> {
-  const USAGE = `usage: omni logs APP [-f] [--since 10m] [--tail N] [--task ID] [flags]\n\nOutput of the app's tasks, streamed from the nodes that run them (kept after a task exits).\n${CONNECTION_HELP}\n`;
+  const USAGE = `usage: omni logs APP [-f] [--since 10m] [--tail N] [--task ID] [flags]\n\nOutput of the app's tasks, streamed from the nodes that run them (kept after a task exits).\n--json: one JSON object per line, {task, node, line} (or {task, node, error}).\n${CONNECTION_HELP}\n`;
   const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, follow: { type: 'boolean', short: 'f' }, since: { type: 'string' }, tail: { type: 'string' }, task: { type: 'string' } }, USAGE);
   const app = one(positionals, USAGE);
   const q = new URLSearchParams();
@@ -113,6 +113,7 @@ export async function logs(argv: string[]): Promise<number> {
   if (values.since) q.set('since', String(Math.max(0, parseSince(values.since as string))));
   if (values.tail) q.set('tail', String(values.tail));
   if (values.task) q.set('task', String(values.task));
+  if (values.json) q.set('json', 'true');
   const client = connect(values);
   try {
     await client.stream(`/v1/apps/${app}/logs?${q}`, (chunk) => process.stdout.write(chunk));

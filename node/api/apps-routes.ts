@@ -274,21 +274,29 @@ class AppsApi {
     this.app(name);
     const tasks = this.tasks(name).filter((t) => (only ? t.task.id === only : true));
     if (only && tasks.length === 0) throw new OmniError('NOT_FOUND', `app ${name} has no task ${only}`);
-    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    // json=true: one JSON object per line ({task, node, line}, or {task, node, error}).
+    const json = queryBool(url, 'json');
+    const state = this.d.raft.state;
+    res.writeHead(200, { 'content-type': json ? 'application/x-ndjson; charset=utf-8' : 'text/plain; charset=utf-8' });
     res.flushHeaders(); // the client knows the stream started even before the first line
     const abort = new AbortController();
     req.on('close', () => abort.abort());
     const query = new URLSearchParams(url.searchParams);
     query.delete('task');
+    query.delete('json');
     await Promise.all(
       tasks.map(async ({ task }) => {
         const prefix = tasks.length > 1 && !only ? `[${task.id}] ` : '';
+        const node = state.node(task.nodeId)?.name ?? task.nodeId;
+        const format = json ? (line: string) => JSON.stringify({ task: task.id, node, line }) + '\n' : (line: string) => prefix + line + '\n';
         try {
           for await (const line of this.taskLogLines(task, query, abort.signal)) {
-            if (!res.write(prefix + line + '\n')) await new Promise((r) => res.once('drain', r));
+            if (!res.write(format(line))) await new Promise((r) => res.once('drain', r));
           }
         } catch (err) {
-          if (!abort.signal.aborted) res.write(`${prefix}(logs unavailable: ${(err as Error).message})\n`);
+          if (abort.signal.aborted) return;
+          const message = (err as Error).message;
+          res.write(json ? JSON.stringify({ task: task.id, node, error: `logs unavailable: ${message}` }) + '\n' : `${prefix}(logs unavailable: ${message})\n`);
         }
       }),
     );

@@ -190,6 +190,28 @@ describe('apps on a 3-node cluster (process driver)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('omni logs piped into head exits 0 quietly (no EPIPE stack); --json prints JSON lines', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('n3')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    // Prints a numbered line every 5 ms, forever: the reader always stops first.
+    const chatty = `let i = 0; setInterval(() => console.log('line ' + i++), 5); require('http').createServer((q, s) => s.end('ok')).listen(Number(process.env.PORT), '127.0.0.1')`;
+    const r = await api('POST', '/v1/apps', webSpec({ name: 'chatty', replicas: 1, antiAffinity: false, command: [process.execPath, '-e', chatty] }));
+    expect(r.status).toBe(201);
+    await waitFor('chatty healthy', async () => ((await inspect('chatty')).endpoints.length === 1 ? true : undefined));
+    const piped = await run('bash', ['-c', 'set -o pipefail; bin/omni logs chatty -f | head -n 3'], { env, timeout: 60_000 }).then(
+      (x) => ({ code: 0, ...x }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+    expect(piped.stderr).toBe('');
+    expect(piped.code).toBe(0);
+    expect(piped.stdout.trim().split('\n')).toHaveLength(3);
+    const json = await run('bin/omni', ['logs', 'chatty', '--tail', '4', '--json'], { env, timeout: 60_000 });
+    const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { task: string; node: string; line: string });
+    expect(lines).toHaveLength(4);
+    const task = (await inspect('chatty')).tasks.find((t) => t.desired === 'run')!;
+    for (const l of lines) expect(l).toEqual({ task: task.id, node: task.node, line: expect.stringMatching(/^line \d+$/) });
+    await api('DELETE', '/v1/apps/chatty');
+  });
+
   it('keeps a persistent volume on its node: the data survives a stop and start', async () => {
     // Each start appends a line to $OMNI_VOLUME_DATA/starts and serves the line count.
     const counter = `const fs = require('fs'); const f = process.env.OMNI_VOLUME_DATA + '/starts'; fs.appendFileSync(f, 'x\\n'); const n = fs.readFileSync(f, 'utf8').trim().split('\\n').length; require('http').createServer((q, s) => s.end(String(n))).listen(Number(process.env.PORT), '127.0.0.1')`;
