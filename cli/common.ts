@@ -1,4 +1,5 @@
 // Shared CLI plumbing: argument parsing, errors as one actionable line, --json output.
+import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -46,6 +47,12 @@ export async function runMain(main: () => Promise<number | void>): Promise<void>
       process.exitCode = 1;
     }
   }
+}
+
+/** `omni version`, `omnid --version`: the package's version and the Node that runs it. */
+export function versionLine(program: string): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `${program} ${pkg.version} (node ${process.versions.node})\n`;
 }
 
 export function printJson(v: unknown): void {

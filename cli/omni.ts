@@ -1,5 +1,5 @@
 // omni: the Omni CLI; talks to any node's HTTP API. One file per command under cli/omni/.
-import { runMain, UsageError } from './common.js';
+import { runMain, UsageError, versionLine } from './common.js';
 import { status } from './omni/status.js';
 import { nodes } from './omni/nodes.js';
 import { kv } from './omni/kv.js';
@@ -23,6 +23,8 @@ commands:
   scale    omni scale APP N;  stop / start / rm APP
   endpoints  host:port of every healthy replica
 
+  version  omni's version (also --version)
+
 Every command takes --addr, --token and --json; run omni <command> --help for more.
 `;
 
@@ -33,6 +35,10 @@ await runMain(async () => {
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(USAGE);
     return cmd === undefined ? 2 : 0;
+  }
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    process.stdout.write(versionLine('omni'));
+    return 0;
   }
   const run = COMMANDS[cmd];
   if (!run) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);

@@ -1,5 +1,5 @@
 // omnid: the Omni daemon. One file per subcommand under cli/omnid/.
-import { runMain, UsageError } from './common.js';
+import { runMain, UsageError, versionLine } from './common.js';
 import { init } from './omnid/init.js';
 import { join } from './omnid/join.js';
 import { start } from './omnid/start.js';
@@ -14,6 +14,7 @@ commands:
   join     join an existing cluster:  omnid join <multiaddr> --token TOKEN
   start    restart a member from its data dir
   leave    remove the local node from the cluster cleanly
+  version  omnid's version (also --version)
 
 Run omnid <command> --help for the flags of a command.
 `;
@@ -29,6 +30,10 @@ await runMain(async () => {
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(USAGE);
     return cmd === undefined ? 2 : 0;
+  }
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    process.stdout.write(versionLine('omnid'));
+    return 0;
   }
   const run = COMMANDS[cmd];
   if (!run) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
