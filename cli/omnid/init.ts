@@ -6,6 +6,7 @@ import { Omnid } from '../../node/daemon.js';
 import { caCertPath } from '../../node/api/cluster-ca.js';
 import { parse, clientConfigPath, UsageError } from '../common.js';
 import { DAEMON_FLAGS, DAEMON_FLAGS_HELP, daemonOptions, serveUntilStopped } from './daemon-flags.js';
+import { saveFlags } from './saved-flags.js';
 import { DEFAULT_MAX_STATE_BYTES, MAX_MAX_STATE_BYTES, MIN_MAX_STATE_BYTES } from '../../protocol/cluster/state.js';
 
 const USAGE = `usage: omnid init [flags]
@@ -31,6 +32,7 @@ export async function init(argv: string[]): Promise<number> {
   }
   const opts = { ...daemonOptions(values), voterTarget: voters, ephemeralRoot: values['ephemeral-root'] === true, ...(quota !== undefined ? { maxStateBytes: quota } : {}) };
   const { daemon, client, joinCommand } = await Omnid.init(opts);
+  await saveFlags(opts.dataDir, values);
   const cfgPath = clientConfigPath();
   await mkdir(dirname(cfgPath), { recursive: true });
   await writeFileAtomic(cfgPath, JSON.stringify({ addr: client.addr, token: client.token, ca: client.ca }, null, 2) + '\n', 0o600);

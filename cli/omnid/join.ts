@@ -2,6 +2,7 @@
 import { Omnid } from '../../node/daemon.js';
 import { parse, UsageError } from '../common.js';
 import { DAEMON_FLAGS, DAEMON_FLAGS_HELP, daemonOptions, serveUntilStopped } from './daemon-flags.js';
+import { saveFlags } from './saved-flags.js';
 
 const USAGE = `usage: omnid join <multiaddr> --token TOKEN [flags]
 
@@ -16,7 +17,9 @@ export async function join(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError(`need exactly one peer multiaddr\n\n${USAGE}`);
   const token = (values.token as string | undefined) ?? process.env.OMNI_JOIN_TOKEN;
   if (!token) throw new UsageError(`--token is required\n\n${USAGE}`);
-  const daemon = await Omnid.join(daemonOptions(values), positionals[0], token);
+  const opts = daemonOptions(values);
+  const daemon = await Omnid.join(opts, positionals[0], token);
+  await saveFlags(opts.dataDir, values);
   process.stdout.write(`omnid: joined cluster ${daemon.clusterId} as ${daemon.name} (${daemon.id}); API ${daemon.apiUrl}\n`);
   return serveUntilStopped(daemon);
 }

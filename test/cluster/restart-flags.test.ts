@@ -1,0 +1,84 @@
+// omnid start reuses the flags given at init (API address, name, labels, TLS mode); a flag given
+// to start overrides and is saved. Real omnid processes on 127.0.0.1.
+import { afterAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const dirs: string[] = [];
+const procs = new Set<ChildProcess>();
+afterAll(async () => {
+  for (const p of procs) p.kill('SIGKILL');
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** Runs bin/omnid until a line matches `ready`; returns the line and a stop function. */
+async function omnid(args: string[], ready: RegExp): Promise<{ line: string; stop: () => Promise<void> }> {
+  const p = spawn('bin/omnid', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  procs.add(p);
+  let out = '';
+  const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+  const line = await new Promise<string>((resolve, reject) => {
+    const onData = (b: Buffer) => {
+      out += b.toString();
+      const m = out.split('\n').find((l) => ready.test(l));
+      if (m) resolve(m);
+    };
+    p.stdout!.on('data', onData);
+    p.stderr!.on('data', onData);
+    void exited.then((code) => reject(new Error(`omnid exited ${code} before ready:\n${out}`)));
+    setTimeout(() => reject(new Error(`omnid not ready in 60 s:\n${out}`)), 60_000);
+  });
+  return {
+    line,
+    stop: async () => {
+      p.kill('SIGTERM');
+      await exited;
+      procs.delete(p);
+    },
+  };
+}
+
+describe('omnid start reuses the init flags', () => {
+  it('serves the API where init said, keeps name and labels; a flag given to start overrides and is saved', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-flags-'));
+    dirs.push(dir);
+    const data = join(dir, 'data');
+    const [port1, port2] = [await freePort(), await freePort()];
+    const env = { OMNI_CONFIG: join(dir, 'cli.json') };
+    Object.assign(process.env, env);
+    const init = await omnid(['init', '--data', data, '--voters', '1', '--name', 'solo', '--label', 'zone=a', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', `127.0.0.1:${port1}`], /export OMNI_ADDR=/);
+    expect(init.line).toContain(`OMNI_ADDR=http://127.0.0.1:${port1}`);
+    await init.stop();
+
+    const again = await omnid(['start', '--data', data], /omnid: started/);
+    expect(again.line).toMatch(new RegExp(`^omnid: started solo .* API http://127\\.0\\.0\\.1:${port1}$`));
+    await again.stop();
+
+    const moved = await omnid(['start', '--data', data, '--api', `127.0.0.1:${port2}`], /omnid: started/);
+    expect(moved.line).toMatch(new RegExp(`API http://127\\.0\\.0\\.1:${port2}$`));
+    await moved.stop();
+    const saved = JSON.parse(await readFile(join(data, 'omnid-flags.json'), 'utf8')) as { flags: Record<string, unknown> };
+    expect(saved.flags).toMatchObject({ api: `127.0.0.1:${port2}`, name: 'solo', label: ['zone=a'] });
+    expect(saved.flags.data).toBeUndefined();
+
+    const last = await omnid(['start', '--data', data], /omnid: started/);
+    expect(last.line).toMatch(new RegExp(`API http://127\\.0\\.0\\.1:${port2}$`));
+    await last.stop();
+
+    // A damaged flags file is one clear line, not a stack trace.
+    await writeFile(join(data, 'omnid-flags.json'), '{"flags": {"api": 7}}');
+    const broken = await omnid(['start', '--data', data], /error: /).catch((e: Error) => ({ line: e.message, stop: async () => undefined }));
+    expect(broken.line).toMatch(/omnid-flags\.json: --api has the wrong type; fix or remove it .*\(BAD_CONFIG\)/);
+  }, 120_000);
+});
