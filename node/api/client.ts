@@ -136,7 +136,8 @@ export class ApiClient {
     if (this.addr.startsWith('http:') && (code === 'ECONNRESET' || /socket hang up/.test(err.message))) {
       return new OmniError('UNAVAILABLE', `cannot reach ${this.addr}: ${err.message} (if that API serves HTTPS, use https:// and the cluster CA)`);
     }
-    return new OmniError('UNAVAILABLE', `cannot reach ${this.addr}: ${err.message}`);
+    // errno tells a caller that may try another node whether the request surely never left.
+    return new OmniError('UNAVAILABLE', `cannot reach ${this.addr}: ${err.message}`, { errno: code });
   }
 
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {

@@ -5,6 +5,8 @@ import type { LocalCluster } from '../../node/local-cluster.js';
 import { ApiClient } from '../../node/api/client.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { formCluster, status, put, get, waitFor } from './helpers.js';
 
 const run = promisify(execFile);
@@ -120,6 +122,28 @@ describe('3-node cluster formed by init + join', () => {
     await expect(c.join('intruder', [], c.joinAddr, forged)).rejects.toThrow(/invalid join token/);
     const s = await status(c, 'n1');
     expect([...s.voters, ...s.nonVoters]).not.toContain('intruder');
+  });
+
+  it('the CLI learns the members and fails over when its node dies; nothing answering names each address and its source', async () => {
+    const cfg = join(c.rootDir, 'failover-cli.json');
+    const s = await status(c, 'n1');
+    const victim = ['n1', 'n2', 'n3'].find((n) => n !== s.leader)!;
+    await writeFile(cfg, JSON.stringify({ addr: c.nodes.get(victim)!.apiUrl, token: c.adminToken }));
+    const { OMNI_ADDR: _a, OMNI_TOKEN: _t, ...inherited } = process.env;
+    const env = { ...inherited, OMNI_CONFIG: cfg };
+    await run('bin/omni', ['status'], { env });
+    const learned = JSON.parse(await readFile(cfg, 'utf8')) as { addrs: string[] };
+    expect([...learned.addrs].sort()).toEqual(['n1', 'n2', 'n3'].map((n) => c.nodes.get(n)!.apiUrl).sort());
+    await c.kill(victim);
+    const put = await run('bin/omni', ['kv', 'put', 'failover/key', 'v'], { env });
+    expect(put.stderr).toBe('');
+    expect((await run('bin/omni', ['kv', 'get', 'failover/key'], { env })).stdout).toBe('v\n');
+    // Nothing answers: each address and where it came from.
+    const dead = `http://127.0.0.1:${c.nodes.get(victim)!.apiUrl.split(':').pop()}`;
+    const none = await run('bin/omni', ['status', '--addr', dead], { env: { ...env, OMNI_CONFIG: '/nonexistent/omni.json', OMNI_TOKEN: c.adminToken } }).then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(none?.code).toBe(1);
+    expect(none?.stderr).toMatch(new RegExp(`^error: no node answered; tried ${dead.replace(/[.]/g, '\\.')} \\(from --addr\\): connect ECONNREFUSED .* \\(UNAVAILABLE\\)\n$`));
+    await c.restart(victim);
   });
 
   it('a host without the network key cannot even complete a handshake', async () => {
