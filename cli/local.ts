@@ -5,6 +5,7 @@
 import { LocalCluster, waitFor } from '../node/local-cluster.js';
 import { formatStatus, type StatusView } from './omni/status.js';
 import { runMain } from './common.js';
+import { OmniError } from '../node/errors.js';
 import { request } from 'node:http';
 
 /** The example app: a tiny HTTP server run by the process driver, one replica per node. */
@@ -38,18 +39,28 @@ async function deployExample(c: LocalCluster, via: string): Promise<void> {
 }
 
 const NAMES = ['node1', 'node2', 'node3'];
+/** Marks npm start's clusters, so the next npm start removes one left behind. */
+const OWNER_TAG = 'npm-start';
 
 await runMain(async () => {
   const exitWhenDone = process.argv.includes('--exit');
   const started = Date.now();
-  const c = await LocalCluster.create({});
-  const stop = async () => {
-    process.stdout.write('\nstopping the local cluster...\n');
-    await c.destroy();
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop());
-  process.once('SIGTERM', () => void stop());
+  // A cluster an earlier npm start left behind (killed, or stopped before it could clean up).
+  for (const dir of await LocalCluster.sweepAbandoned(OWNER_TAG)) process.stdout.write(`removed a cluster an earlier npm start left in ${dir} (its processes and app tasks stopped)\n`);
+  const c = await LocalCluster.create({ owner: OWNER_TAG });
+  // Ctrl-C (SIGINT to this process only: the omnid processes have process groups of their own)
+  // and SIGTERM stop everything once, in order: the nodes, then their tasks, then the data.
+  let stopping: Promise<never> | undefined;
+  const stop = (why: string): Promise<never> =>
+    (stopping ??= (async () => {
+      process.stdout.write(`\n${why}: stopping the local cluster (nodes, app tasks, data in ${c.rootDir})...\n`);
+      await c.destroy().catch((err: Error) => process.stderr.write(`error while stopping: ${err.message}\n`));
+      process.stdout.write('stopped; nothing is left running\n');
+      process.exit(why === 'SIGTERM' ? 143 : 130);
+    })());
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGHUP', () => void stop('SIGHUP'));
   try {
     process.stdout.write(`starting ${NAMES[0]} (omnid init) with data in ${c.rootDir}\n`);
     await c.init(NAMES[0]);
@@ -88,8 +99,10 @@ await runMain(async () => {
     process.stdout.write('\nthe cluster keeps running; press Ctrl-C to stop it\n');
     await new Promise(() => undefined);
   } catch (err) {
+    if (stopping) return stopping; // a node exited because we are stopping it
     for (const n of c.nodes.values()) process.stderr.write(`--- ${n.name} output ---\n${n.lines.slice(-20).join('\n')}\n`);
     await c.destroy();
-    throw err;
+    if (err instanceof OmniError) throw err;
+    throw new OmniError('LOCAL_CLUSTER_FAILED', `${(err as Error).message.split('\n')[0]} (the nodes' last output is above)`);
   }
 });

@@ -2,7 +2,8 @@
 // bench:cluster. Each node gets its own data dir under one temporary root; the omni CLI
 // config goes there too (OMNI_CONFIG), never into the user's home.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, readFile } from 'node:fs/promises';
+import { mkdtemp, rm, readFile, readdir, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,7 +33,17 @@ export interface LocalClusterOptions {
   flags?: string[];
   /** Echo node output to this process's stderr. */
   echo?: boolean;
+  /**
+   * Marks the cluster's root dir as owned by this process under this tag (npm start): a later
+   * LocalCluster.sweepAbandoned(tag) removes it, with its processes and tasks, once this process
+   * is gone. Its omnid processes also get process groups of their own, so a terminal's Ctrl-C
+   * reaches only this process, which stops them in order.
+   */
+  owner?: string;
 }
+
+const OWNER_FILE = 'owner.json';
+const ROOT_PREFIX = 'omni-cluster-';
 
 /** Every omnid this process started and that still runs: killed if this process exits. */
 const liveChildren = new Set<ChildProcess>();
@@ -60,8 +71,42 @@ export class LocalCluster {
     private readonly opts: LocalClusterOptions,
   ) {}
 
+  private destroyed = false;
+
   static async create(opts: LocalClusterOptions = {}): Promise<LocalCluster> {
-    return new LocalCluster(await mkdtemp(join(tmpdir(), 'omni-cluster-')), opts);
+    const c = new LocalCluster(await mkdtemp(join(tmpdir(), ROOT_PREFIX)), opts);
+    if (opts.owner) await writeFile(join(c.rootDir, OWNER_FILE), JSON.stringify({ pid: process.pid, tag: opts.owner }) + '\n');
+    return c;
+  }
+
+  /**
+   * Removes the clusters an earlier process with this owner tag left behind (it was killed, or
+   * stopped before it could clean up): their omnid processes, their tasks and their data.
+   * Returns the root dirs removed.
+   */
+  static async sweepAbandoned(tag: string): Promise<string[]> {
+    const removed: string[] = [];
+    for (const name of await readdir(tmpdir()).catch(() => [] as string[])) {
+      if (!name.startsWith(ROOT_PREFIX)) continue;
+      const rootDir = join(tmpdir(), name);
+      let owner: { pid?: unknown; tag?: unknown };
+      try {
+        owner = JSON.parse(await readFile(join(rootDir, OWNER_FILE), 'utf8'));
+      } catch {
+        continue; // not a tagged cluster (tests, benchmarks): never touched
+      }
+      if (owner.tag !== tag || typeof owner.pid !== 'number' || isAlive(owner.pid)) continue;
+      // Its omnid processes first (so none restarts a task), then the tasks through their drivers.
+      for (const pid of processesUnder(rootDir, OMNID)) killQuietly(pid, 'SIGKILL');
+      const c = new LocalCluster(rootDir, {});
+      for (const d of await readdir(rootDir, { withFileTypes: true }).catch(() => [])) {
+        if (d.isDirectory()) c.nodes.set(d.name, { name: d.name, dataDir: join(rootDir, d.name) } as LocalNode);
+      }
+      await c.stopAllTasks();
+      await rm(rootDir, { recursive: true, force: true });
+      removed.push(rootDir);
+    }
+    return removed;
   }
 
   dataDir(name: string): string {
@@ -118,6 +163,7 @@ export class LocalCluster {
 
   /** Stops every node (SIGTERM, then SIGKILL) and removes the data dirs. */
   async destroy(keepData = false): Promise<void> {
+    this.destroyed = true;
     await Promise.all(
       this.running().map(async (n) => {
         n.proc.kill('SIGTERM');
@@ -148,8 +194,10 @@ export class LocalCluster {
   }
 
   private spawnNode(name: string, args: string[]): LocalNode {
+    if (this.destroyed) throw new Error(`the local cluster is being stopped; ${name} is not started`);
     const proc = spawn(NODE_BIN, ['--import', 'tsx', OMNID, ...args], {
       cwd: ROOT,
+      detached: this.opts.owner !== undefined,
       env: { ...process.env, OMNI_CONFIG: join(this.rootDir, 'omni-cli.json') },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -202,4 +250,37 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? ` (last error: ${lastErr})` : ''}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function killQuietly(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** Processes running `script` with a path under `dir` in their command line (Linux /proc; elsewhere none are found). */
+function processesUnder(dir: string, script: string): number[] {
+  if (!existsSync('/proc')) return [];
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (args.includes(script) && args.some((a) => a.startsWith(dir + '/'))) pids.push(Number(entry));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return pids;
 }
