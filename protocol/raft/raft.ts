@@ -139,6 +139,8 @@ export class Raft {
   private randomizedElectionTimeout = 0;
   private prevSoft: SoftState;
   private prevHard: HardState;
+  /** The index of a snapshot restored while a Ready was in flight (0: none). */
+  private restoredWhileInFlight = 0;
   /** Handed out by ready(), awaiting advance(). */
   private inFlightReady: { lastIndex: number; lastTerm: number; applyTo: number; snapshotIndex: number } | undefined;
 
@@ -300,10 +302,16 @@ export class Raft {
     return true;
   }
 
-  /** Asks the current leader to hand leadership to `transferee` (§3.10, TimeoutNow). */
-  transferLeader(transferee: NodeId): void {
-    if (this.role === Role.Leader) this.handleTransferLeader(transferee);
-    else if (this.lead !== NONE) this.send(emptyMessage(MessageType.TransferLeader, transferee, this.lead, 0));
+  /**
+   * Hands leadership to `transferee` (§3.10, TimeoutNow). Only the leader can: on any other node
+   * it returns false and sends nothing (the driver answers NOT_LEADER with the leader's id;
+   * etcd's forwarding of the request as a TransferLeader message from the transferee is not
+   * used, since no transport would accept a message naming another sender).
+   */
+  transferLeader(transferee: NodeId): boolean {
+    if (this.role !== Role.Leader) return false;
+    this.handleTransferLeader(transferee);
+    return true;
   }
 
   /** Starts an election now (e.g. for a single-node cluster at start-up). */
@@ -392,8 +400,12 @@ export class Raft {
       this.log.appliedTo(Math.max(this.log.applied, done.snapshotIndex));
     }
     if (done.lastIndex > 0) this.log.stableTo(done.lastIndex, done.lastTerm);
+    // A snapshot restored while this Ready was in flight already holds the configuration of
+    // every entry at or below its index: applying their conf changes again would undo it.
+    const restored = this.restoredWhileInFlight;
+    this.restoredWhileInFlight = 0;
     for (const e of rd.committedEntries) {
-      if (e.type === EntryType.ConfChange) this.applyConfChange(decodeConfChange(e.data));
+      if (e.type === EntryType.ConfChange && e.index > restored) this.applyConfChange(decodeConfChange(e.data));
     }
     if (done.applyTo > this.log.applied) this.log.appliedTo(done.applyTo);
     if (this.role === Role.Leader) {
@@ -750,6 +762,7 @@ export class Raft {
     }
     this.log.restore(s);
     this.setConf(s.meta.conf);
+    if (this.inFlightReady) this.restoredWhileInFlight = Math.max(this.restoredWhileInFlight, s.meta.index);
     return true;
   }
 
