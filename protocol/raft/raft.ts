@@ -34,6 +34,7 @@ import {
   type SoftState,
   EMPTY_BYTES,
   emptyMessage,
+  type RaftObservation,
 } from './types.js';
 
 export interface RaftConfig {
@@ -55,6 +56,8 @@ export interface RaftConfig {
   bugs?: ReadonlySet<BugName>;
   /** Receives one line per notable event (role changes, conf changes) for traces. */
   trace?: (event: string) => void;
+  /** Reports decisions an outside checker verifies (the simulator); never changes behaviour. */
+  observe?: (o: RaftObservation) => void;
 }
 
 /** What the driver restores after a restart (or an empty state for a brand-new node). */
@@ -124,7 +127,7 @@ export class Raft {
   /** Voters vouched for by a majority of this node's voters (see leaderClaims). */
   private readonly vouched = new Set<NodeId>();
 
-  private readonly cfg: Required<Omit<RaftConfig, 'trace' | 'bugs'>> & Pick<RaftConfig, 'trace'>;
+  private readonly cfg: Required<Omit<RaftConfig, 'trace' | 'bugs' | 'observe'>> & Pick<RaftConfig, 'trace' | 'observe'>;
   private readonly bugs: ReadonlySet<BugName>;
   private votes = new Map<NodeId, boolean>();
   /** Voters promoted by conf entries in the log that are not applied yet (see pendingVoters). */
@@ -402,7 +405,7 @@ export class Raft {
     if (done.lastIndex > 0) this.log.stableTo(done.lastIndex, done.lastTerm);
     // A snapshot restored while this Ready was in flight already holds the configuration of
     // every entry at or below its index: applying their conf changes again would undo it.
-    const restored = this.restoredWhileInFlight;
+    const restored = this.bugs.has('snapshot-conf-regression') ? 0 : this.restoredWhileInFlight;
     this.restoredWhileInFlight = 0;
     for (const e of rd.committedEntries) {
       if (e.type === EntryType.ConfChange && e.index > restored) this.applyConfChange(decodeConfChange(e.data));
@@ -587,7 +590,9 @@ export class Raft {
       (isPre && m.term > this.term);
     if (!isPre && this.bugs.has('double-vote') && m.term === this.term) canVote = true;
     const respType = isPre ? MessageType.PreVoteResp : MessageType.VoteResp;
-    if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+    const upToDate = (isPre && this.bugs.has('prevote-without-log-check')) || this.log.isUpToDate(m.index, m.logTerm);
+    if (canVote && upToDate) {
+      this.cfg.observe?.({ kind: 'vote-granted', pre: isPre, candidate: m.from, term: m.term, candidateLast: { index: m.index, term: m.logTerm }, ownLast: { index: this.log.lastIndex(), term: this.log.lastTerm() } });
       this.send({ ...emptyMessage(respType, this.id, m.from, m.term) });
       if (!isPre) {
         this.electionElapsed = 0;
@@ -721,7 +726,9 @@ export class Raft {
       this.send({ ...emptyMessage(MessageType.AppResp, this.id, m.from, this.term), index: this.log.committed });
       return;
     }
-    const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
+    // Bug 'append-without-prev-term-check' takes any entry at prevIndex as a match (§5.3 broken).
+    const prevTerm = this.bugs.has('append-without-prev-term-check') && m.index <= this.log.lastIndex() ? (this.log.term(m.index) ?? m.logTerm) : m.logTerm;
+    const lastNew = this.log.maybeAppend(m.index, prevTerm, m.commit, m.entries);
     if (lastNew !== undefined) {
       this.send({ ...emptyMessage(MessageType.AppResp, this.id, m.from, this.term), index: lastNew });
       return;
@@ -876,7 +883,8 @@ export class Raft {
       this.pendingReads.push(m);
       return true;
     }
-    if (this.voters.size === 1 && this.voters.has(this.id)) {
+    // Bug 'read-without-quorum' answers at once, as if a leader could not have been deposed.
+    if ((this.voters.size === 1 && this.voters.has(this.id)) || this.bugs.has('read-without-quorum')) {
       this.respondRead(m.from, this.log.committed, m.context);
       return true;
     }
