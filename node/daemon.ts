@@ -380,9 +380,9 @@ export class Omnid {
       readBarrier: () => daemon.writes.readBarrier(),
       get registry() {
         const r = daemon.registry;
-        return r?.server ? { catalog: r.catalog, url: () => r.server!.url, heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }) } : undefined;
+        return r?.server ? { catalog: r.catalog, url: () => r.server!.url, heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }), recentTransfers: () => r.recentTransfers() } : undefined;
       },
-      holders: () => [],
+      holders: (digest) => (daemon.registry?.holders(digest, daemon.id) ?? []).map((id) => daemon.raft.state.node(id)?.name ?? id),
     });
     daemon.apiTls = await ApiTls.prepare({ dataDir: opts.dataDir, apiHost: parseHostPort(opts.api).host, addrs: () => daemon.addrs(), nodeName: meta.name, flags: opts, log });
     await daemon.api.listen(opts.api, daemon.apiTls);
@@ -428,6 +428,14 @@ export class Omnid {
       replaceAfterMs: this.opts.replaceAfterMs ?? DEFAULT_REPLACE_AFTER_MS,
     });
     this.autopilot.start();
+    void this.registry
+      ?.startPeers({
+        host: this.host,
+        clusterId: this.clusterId,
+        authorize: (peer) => requireMember(this.raft, peer),
+        members: () => this.raft.state.nodes().filter((n) => n.id !== this.id && n.status !== 'left').map((n) => n.id),
+      })
+      .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
     this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk }, createDrivers(this.opts.dataDir));

@@ -12,7 +12,7 @@ import type { ManifestRecord } from '../../protocol/registry/records.js';
 
 export interface ImagesRoutesDeps extends ReadBarrier {
   /** The registry of this node, undefined with --registry off. */
-  readonly registry: { readonly catalog: RegistryCatalog; url(): string; heldBlobs(): { count: number; bytes: number } } | undefined;
+  readonly registry: { readonly catalog: RegistryCatalog; url(): string; heldBlobs(): { count: number; bytes: number }; recentTransfers(): unknown[] } | undefined;
   /** Names of the nodes known to hold a blob (gossip; may lag). */
   holders(digest: string): string[];
 }
@@ -25,7 +25,7 @@ export function registerImageRoutes(api: ApiServer, d: ImagesRoutesDeps): void {
   api.route('GET', /^\/v1\/registry$/, async () => {
     const r = reg();
     const url = r.url();
-    return [200, { url, address: url.replace(/^https?:\/\//, ''), blobs: r.heldBlobs() }];
+    return [200, { url, address: url.replace(/^https?:\/\//, ''), blobs: r.heldBlobs(), transfers: r.recentTransfers() }];
   });
   api.route('GET', /^\/v1\/images$/, async () => [200, { images: await listImages(reg().catalog) }]);
   api.route('GET', /^\/v1\/images\/inspect$/, async (_req, url) => [200, await inspectImage(reg().catalog, refParam(url), d.holders)]);

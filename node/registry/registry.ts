@@ -12,6 +12,10 @@ import { UploadSessions } from './uploads.js';
 import { KvRegistryCatalog, type RegistryCatalog } from './catalog.js';
 import { OciApi } from './oci-api.js';
 import { RegistryServer } from './registry-server.js';
+import type { OmniHost } from '../p2p/host.js';
+import { Holdings } from './holdings.js';
+import { PieceService } from './piece-transfer.js';
+import { BlobFetcher, type FetchLimits, type TransferReport } from './blob-fetcher.js';
 
 /** The default `--registry` address: loopback, for this node's own Docker engine. */
 export const DEFAULT_REGISTRY_ADDR = '127.0.0.1:5000';
@@ -25,19 +29,34 @@ export interface RegistryDeps {
   store?: Partial<Omit<BlobStoreOptions, 'dir' | 'log'>>;
 }
 
+/** What the peer-to-peer side needs (given once the node knows its cluster). */
+export interface RegistryPeerDeps {
+  host: OmniHost;
+  clusterId: string;
+  /** Throws FORBIDDEN unless `peer` is a current member. */
+  authorize(peer: string): void;
+  /** The other current members. */
+  members(): string[];
+  fetchLimits?: Partial<FetchLimits>;
+  announceIntervalMs?: number;
+}
+
 /** Brings a blob the catalog knows into the local store. */
-export type BlobFetcher = (record: BlobRecord, signal: AbortSignal) => Promise<void>;
+export type FetchFn = (record: BlobRecord, signal: AbortSignal) => Promise<void>;
 
 export class Registry {
   readonly catalog: RegistryCatalog;
   server: RegistryServer | undefined;
   private uploads!: UploadSessions;
   private sweepTimer: NodeJS.Timeout | undefined;
-  private fetcher: BlobFetcher = async (rec) => {
+  private fetcher: FetchFn = async (rec) => {
     throw new OmniError('BLOB_UNKNOWN', `blob ${rec.digest} is not on this node`);
   };
   private readonly addedListeners: ((digest: string) => void)[] = [];
   private readonly removedListeners: ((digest: string, why: 'deleted' | 'corrupt') => void)[] = [];
+  private holdings: Holdings | undefined;
+  private pieces: PieceService | undefined;
+  private fetcherImpl: BlobFetcher | undefined;
 
   private constructor(
     private readonly d: RegistryDeps,
@@ -70,8 +89,43 @@ export class Registry {
   }
 
   /** How blobs missing here are fetched (the peer-to-peer transfer). */
-  setFetcher(f: BlobFetcher): void {
+  setFetcher(f: FetchFn): void {
     this.fetcher = f;
+  }
+
+  /**
+   * Starts the peer-to-peer side: the pieces protocol, the holdings gossip and the fetcher that
+   * brings blobs this node lacks from the peers that hold them.
+   */
+  async startPeers(p: RegistryPeerDeps): Promise<void> {
+    this.holdings = new Holdings({ host: p.host, clusterId: p.clusterId, held: () => this.store.held(), log: this.d.log, announceIntervalMs: p.announceIntervalMs });
+    this.pieces = new PieceService(p.host, { authorize: p.authorize, store: this.store, log: this.d.log });
+    await this.pieces.start();
+    const holdings = this.holdings;
+    this.fetcherImpl = new BlobFetcher({
+      store: this.store,
+      source: this.pieces,
+      holders: (digest) => holdings.holders(digest),
+      members: p.members,
+      learned: (peer, digest, has) => holdings.learned(peer, digest, has),
+      log: this.d.log,
+      limits: p.fetchLimits,
+    });
+    const fetcher = this.fetcherImpl;
+    this.setFetcher((rec, signal) => fetcher.fetch(rec, signal));
+    this.onBlobAdded((d) => holdings.added(d));
+    this.onBlobRemoved((d) => holdings.removed(d));
+    holdings.start();
+  }
+
+  /** Nodes (ids) the gossip says hold a blob, this node first when it does. */
+  holders(digest: string, selfId: string): string[] {
+    return [...(this.store.has(digest) ? [selfId] : []), ...(this.holdings?.holders(digest) ?? [])];
+  }
+
+  /** The last transfers from peers (newest last). */
+  recentTransfers(): TransferReport[] {
+    return this.fetcherImpl?.recent ?? [];
   }
 
   /** Makes sure a blob the catalog knows is in the local store. */
@@ -93,6 +147,9 @@ export class Registry {
 
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.fetcherImpl?.stop();
+    this.holdings?.stop();
+    await this.pieces?.stop();
     await this.server?.close();
     await this.uploads?.closeAll();
   }
