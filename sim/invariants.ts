@@ -3,7 +3,13 @@
 // leader completeness, and "nothing applied before it is committed".
 
 import type { Raft } from '../protocol/raft/raft.js';
-import type { Entry, NodeId } from '../protocol/raft/types.js';
+import type { Entry, NodeId, RaftObservation } from '../protocol/raft/types.js';
+
+/** A configuration as a node's snapshot plus its applied conf changes imply it. */
+export interface ConfSets {
+  voters: Set<NodeId>;
+  learners: Set<NodeId>;
+}
 
 export class SafetyViolation extends Error {
   readonly code = 'SAFETY_VIOLATION';
@@ -29,6 +35,7 @@ export class InvariantChecker {
   private leaderByTerm = new Map<number, NodeId>();
   private applied = new Map<number, AppliedRecord>();
   private maxApplied = 0;
+  private maxLeaderTerm = 0;
   checks = 0;
 
   /** Election safety (§5.2): at most one leader per term. */
@@ -40,7 +47,11 @@ export class InvariantChecker {
     }
     if (known === undefined) {
       this.leaderByTerm.set(term, id);
-      this.checkLeaderCompleteness(id, term, raft);
+      // A leader first seen after a later term's leader (a candidate paused before it won) was
+      // elected long before it is seen: what was committed meanwhile need not be in its log,
+      // and it cannot commit anything (every voter is in a later term).
+      if (term >= this.maxLeaderTerm) this.checkLeaderCompleteness(id, term, raft);
+      this.maxLeaderTerm = Math.max(this.maxLeaderTerm, term);
     }
   }
 
@@ -57,6 +68,31 @@ export class InvariantChecker {
         );
       }
     }
+  }
+
+  /**
+   * Election restriction (§5.4.1), for votes and pre-votes alike: a node grants only to a
+   * candidate whose log is at least as up-to-date as its own.
+   */
+  observeCore(id: NodeId, o: RaftObservation): void {
+    this.checks++;
+    if (o.kind !== 'vote-granted') return;
+    const c = o.candidateLast;
+    const own = o.ownLast;
+    if (c.term > own.term || (c.term === own.term && c.index >= own.index)) return;
+    throw new SafetyViolation(
+      `election restriction: ${id} granted a ${o.pre ? 'pre-vote' : 'vote'} in term ${o.term} to ${o.candidate} whose log (last ${c.index}@${c.term}) is behind its own (last ${own.index}@${own.term})`,
+    );
+  }
+
+  /** A node's configuration is the one its snapshot plus its applied conf changes imply. */
+  checkConf(id: NodeId, expected: ConfSets, raft: Raft): void {
+    this.checks++;
+    const show = (s: ReadonlySet<NodeId>) => [...s].sort().join(',');
+    if (show(raft.voters) === show(expected.voters) && show(raft.learners) === show(expected.learners)) return;
+    throw new SafetyViolation(
+      `configuration: ${id} has voters [${show(raft.voters)}] learners [${show(raft.learners)}], but its snapshot and applied entries say voters [${show(expected.voters)}] learners [${show(expected.learners)}] (applied ${raft.log.applied})`,
+    );
   }
 
   /** State machine safety (§5.4.3): every node applies the same entry at a given index. */

@@ -3,7 +3,7 @@
 
 import { parseArgs } from 'node:util';
 import { ALL_BUGS, type BugName } from '../protocol/raft/types.js';
-import { runSeed, type SimResult } from './simulation.js';
+import { emptyCoverage, runSeed, type Coverage, type SimResult } from './simulation.js';
 
 function usage(): string {
   return `usage: npm run sim -- (--seed S | --seeds N [--from F]) [--bug NAME] [--trace] [--json]
@@ -86,10 +86,12 @@ function runMany(count: number, from: number, bugs: Set<BugName>, untilCaught: b
   let checkTimeouts = 0;
   let ran = 0;
   let firstFailure: SimResult | undefined;
+  const coverage = emptyCoverage();
   for (let seed = from; seed < from + count; seed++) {
     const r = runSeed(seed, bugs);
     ran++;
     ops += r.ops;
+    for (const k of Object.keys(coverage) as (keyof Coverage)[]) coverage[k] += r.coverage[k];
     virtualMs += r.virtualMs;
     if (r.checkTimedOut) checkTimeouts++;
     if (r.violation) violations++;
@@ -112,6 +114,7 @@ function runMany(count: number, from: number, bugs: Set<BugName>, untilCaught: b
       virtual_s: Math.round(virtualMs / 1000),
       wall_ms: Date.now() - started,
       check_timeouts: checkTimeouts,
+      coverage,
       ...(bugs.size > 0 ? { bugs: [...bugs], first_caught_seed: firstFailure?.seed ?? null } : {}),
     }),
   );

@@ -71,6 +71,11 @@ export class SimNetwork {
     }
   }
 
+  /** Whether any link is cut now. */
+  get partitioned(): boolean {
+    return this.blocked.size > 0;
+  }
+
   heal(): void {
     this.blocked.clear();
   }

@@ -14,6 +14,7 @@ import {
   ConfChangeType,
   EntryType,
   type Message,
+  MessageType,
   type NodeId,
   type Ready,
   Role,
@@ -22,7 +23,7 @@ import {
 import { seededRng, type Rng } from '../protocol/rng.js';
 import { SimDisk } from './disk.js';
 import { EventQueue } from './event-queue.js';
-import { InvariantChecker, SafetyViolation } from './invariants.js';
+import { InvariantChecker, SafetyViolation, type ConfSets } from './invariants.js';
 import { KvStateMachine, decodeCommand, encodeCommand } from './kv.js';
 import { checkLinearizable, type HistoryOp, type KvOp, type KvResult } from './linearizability.js';
 import { CALM_NETWORK, type NetworkKnobs, SimNetwork } from './network.js';
@@ -36,8 +37,8 @@ export interface SimOptions {
 }
 
 export interface SimKnobs {
-  /** Swarm profile: the general fault mix, or the leader-churn nemesis. */
-  profile: 'general' | 'leader-churn';
+  /** Swarm profile: the general fault mix, the leader-churn nemesis, or the config-churn one. */
+  profile: 'general' | 'leader-churn' | 'config-churn';
   nodes: number;
   tickMs: number;
   driftPct: number;
@@ -61,6 +62,15 @@ export interface SimKnobs {
   membership: boolean;
   transfers: boolean;
   partitions: boolean;
+  /** Processes paused longer than an election timeout, then resumed. */
+  pauses: boolean;
+  /** A new learner is promoted right after it is added (config churn). */
+  promoteSoon?: boolean;
+  /**
+   * Time to apply a Ready's committed entries (a slow state machine; on a real node any await
+   * while handling a Ready lets messages in). 0 for most profiles.
+   */
+  applyLatencyMs?: number;
   /** Adversarial timing: chance that a leader crashes right after applying newly committed entries. */
   crashAfterCommitRate: number;
   /** Adversarial timing: chance that a new leader crashes right after persisting its first entry. */
@@ -79,12 +89,38 @@ export interface SimResult {
   checkTimedOut: boolean;
   knobs: SimKnobs;
   trace: string[];
-  stats: { messages: number; dropped: number; crashes: number; confChanges: number; transfers: number; elections: number };
+  stats: { messages: number; dropped: number; crashes: number; confChanges: number; transfers: number; elections: number; pauses: number };
+  /** What the seed exercised: summed over seeds, a counter that drops to 0 shows lost coverage. */
+  coverage: Coverage;
+}
+
+export interface Coverage {
+  snapshots_sent: number;
+  snapshots_installed: number;
+  /** A snapshot the core took in while the previous Ready was still being handled. */
+  snapshots_racing_apply: number;
+  leadership_transfers: number;
+  learner_promotions: number;
+  read_index_served: number;
+  conf_changes_under_partition: number;
+  pauses: number;
+  crashes: number;
+}
+
+export function emptyCoverage(): Coverage {
+  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0 };
 }
 
 const MAX_NODES = 7;
 /** Share of the seeds that run the leader-churn nemesis (swarm testing); the rest run the general mix. */
 const LEADER_CHURN_SHARE = 0.3;
+/**
+ * Share of the seeds that run the config-churn nemesis: membership changes in quick succession
+ * (a learner promoted right after it is added), tiny compaction intervals and slow disks, with
+ * nodes crashing and lagging — so that snapshots reach followers while they still apply older
+ * conf changes.
+ */
+const CONFIG_CHURN_SHARE = 0.2;
 const MAX_EVENTS = 5_000_000;
 
 function chooseKnobs(rng: Rng): SimKnobs {
@@ -98,9 +134,11 @@ function chooseKnobs(rng: Rng): SimKnobs {
   // a follower's log one entry at a time. That is where the paper's Figure 8 lives: a leader
   // that commits an earlier term's entry by counting replicas, then dies before its own entry
   // reaches a majority.
-  const churn = rng.next() < LEADER_CHURN_SHARE;
+  const roll = rng.next();
+  const churn = roll < LEADER_CHURN_SHARE;
+  const confChurn = !churn && roll < LEADER_CHURN_SHARE + CONFIG_CHURN_SHARE;
   const knobs: SimKnobs = {
-    profile: churn ? 'leader-churn' : 'general',
+    profile: churn ? 'leader-churn' : confChurn ? 'config-churn' : 'general',
     nodes: pick([3, 5]),
     tickMs: 10,
     driftPct: pick([0, 5, 20, 40]),
@@ -133,11 +171,15 @@ function chooseKnobs(rng: Rng): SimKnobs {
     membership: rng.next() < 0.5,
     transfers: rng.next() < 0.5,
     partitions: rng.next() < 0.8,
+    pauses: rng.next() < 0.5,
     crashAfterCommitRate: churn ? between(0.3, 0.7) : pick([0, 0.02]),
     // Below 1: some new leaders must survive long enough to repair logs (and to commit).
     crashAfterElectionRate: churn ? between(0.6, 0.9) : pick([0, 0.1]),
     partitionMs: pick([300, 1000, 2000]),
   };
+  if (confChurn) {
+    Object.assign(knobs, { nodes: 5, membership: true, crashes: true, compactEvery: pick([4, 8]), diskLatencyMs: pick([5, 15, 30]), faultEveryMs: pick([100, 200]), promoteSoon: true, applyLatencyMs: pick([10, 40, 80]) });
+  }
   return knobs;
 }
 
@@ -153,6 +195,8 @@ type SimEvent =
   | { kind: 'restore-net' }
   | { kind: 'restart'; node: NodeId }
   | { kind: 'heal' }
+  | { kind: 'resume'; node: NodeId }
+  | { kind: 'promote'; node: NodeId }
   | { kind: 'fault' }
   | { kind: 'writeback' };
 
@@ -179,6 +223,10 @@ interface SimNode {
   reads: Map<string, ClientRequest>;
   waitingReads: { index: number; req: ClientRequest }[];
   readCounter: number;
+  /** The configuration its snapshot plus its applied conf changes imply (checked against the core's). */
+  conf: ConfSets;
+  /** While set, the process is paused (SIGSTOP, a long GC pause): it handles nothing until then. */
+  pausedUntilMs: number;
 }
 
 interface ClientState {
@@ -209,7 +257,8 @@ export class Simulation {
   private nextNodeNum: number;
   private phase: 'safety' | 'liveness' = 'safety';
   private livenessOkAtMs: number | undefined;
-  private stats = { messages: 0, dropped: 0, crashes: 0, confChanges: 0, transfers: 0, elections: 0 };
+  private stats = { messages: 0, dropped: 0, crashes: 0, confChanges: 0, transfers: 0, elections: 0, pauses: 0 };
+  private readonly coverage = emptyCoverage();
 
   constructor(private readonly opts: SimOptions) {
     this.rng = seededRng(opts.seed);
@@ -254,6 +303,7 @@ export class Simulation {
       knobs: this.knobs,
       trace: ok && this.traceLines <= 400 ? [] : this.traceBuf.map((t) => (typeof t === 'string' ? t : t())),
       stats: this.stats,
+      coverage: { ...this.coverage, pauses: this.stats.pauses, crashes: this.stats.crashes },
     };
     if (violation) result.violation = violation;
     if (livenessFailure) result.livenessFailure = livenessFailure;
@@ -277,6 +327,14 @@ export class Simulation {
   }
 
   private handle(ev: SimEvent): void {
+    // A paused process handles nothing: its timers, messages, disk completions and requests
+    // wait (in order) until it resumes.
+    const target = ev.kind === 'tick' || ev.kind === 'ready-done' || ev.kind === 'client-deliver' ? ev.node : ev.kind === 'deliver' ? ev.to : undefined;
+    const paused = target !== undefined ? this.nodes.get(target) : undefined;
+    if (paused && paused.pausedUntilMs > this.nowMs) {
+      this.queue.push(paused.pausedUntilMs, ev);
+      return;
+    }
     switch (ev.kind) {
       case 'tick': {
         const n = this.nodes.get(ev.node)!;
@@ -290,7 +348,10 @@ export class Simulation {
         const n = this.nodes.get(ev.to);
         if (!n?.raft || this.net.isBlocked(ev.msg.from, ev.to)) return;
         this.trace(() => `deliver ${formatMessage(ev.msg)}`);
+        const hadSnapshot = n.raft.log.pendingSnapshot !== undefined;
         n.raft.step(ev.msg);
+        if (n.busy && !hadSnapshot && n.raft?.log.pendingSnapshot !== undefined) this.coverage.snapshots_racing_apply++;
+        if (ev.msg.type === MessageType.TimeoutNow) this.coverage.leadership_transfers++;
         this.afterInput(n);
         return;
       }
@@ -325,6 +386,19 @@ export class Simulation {
       case 'restart':
         this.restartNode(ev.node);
         return;
+      case 'resume':
+        this.trace(`${ev.node}: resumed`);
+        return;
+      case 'promote': {
+        const leader = this.leader();
+        if (this.phase !== 'safety' || !leader?.raft!.learners.has(ev.node)) return;
+        const res = leader.raft!.proposeConfChange({ type: ConfChangeType.AddVoter, node: ev.node });
+        this.trace(`fault: promote ${ev.node} soon after it was added, via ${leader.id}: ${res.ok ? 'proposed' : res.code}`);
+        if (res.ok) this.stats.confChanges++;
+        else this.queue.push(this.nowMs + 50, ev);
+        this.afterInput(leader);
+        return;
+      }
       case 'heal':
         this.net.heal();
         this.trace('heal: all partitions removed');
@@ -354,6 +428,7 @@ export class Simulation {
       maxInflightMsgs: this.knobs.maxInflightMsgs,
       bugs: this.opts.bugs ?? new Set(),
       trace: (line) => this.trace(line),
+      observe: (o) => this.invariants.observeCore(id, o),
     };
   }
 
@@ -373,6 +448,8 @@ export class Simulation {
       reads: new Map(),
       waitingReads: [],
       readCounter: 0,
+      conf: { voters: new Set(), learners: new Set() },
+      pausedUntilMs: 0,
     };
     this.nodes.set(id, n);
     const state = bootstrap ? bootstrapState(voters) : emptyState();
@@ -387,6 +464,8 @@ export class Simulation {
     n.kv = new KvStateMachine();
     n.kv.restore(state.snapshot?.data ?? EMPTY_BYTES);
     n.appliedIndex = state.snapshot?.meta.index ?? 0;
+    n.conf = confOf(state.snapshot?.meta.conf);
+    n.pausedUntilMs = 0;
     n.inc++;
     n.busy = false;
     n.proposals.clear();
@@ -422,7 +501,8 @@ export class Simulation {
     if (rd.softState?.role === Role.Leader) this.stats.elections++;
     n.busy = true;
     const needsDisk = rd.entries.length > 0 || rd.hardState !== undefined || rd.snapshot !== undefined;
-    const latency = needsDisk ? this.knobs.diskLatencyMs * this.rng.next() : 0;
+    const applying = rd.committedEntries.length > 0 ? (this.knobs.applyLatencyMs ?? 0) * this.rng.next() : 0;
+    const latency = (needsDisk ? this.knobs.diskLatencyMs * this.rng.next() : 0) + applying;
     this.queue.push(this.nowMs + latency, { kind: 'ready-done', node: n.id, inc: n.inc, rd });
   }
 
@@ -452,6 +532,8 @@ export class Simulation {
     if (rd.snapshot) {
       n.kv.restore(rd.snapshot.data);
       n.appliedIndex = rd.snapshot.meta.index;
+      n.conf = confOf(rd.snapshot.meta.conf);
+      this.coverage.snapshots_installed++;
       this.trace(`${n.id}: applied snapshot at ${rd.snapshot.meta.index}`);
     }
     for (const e of rd.committedEntries) this.applyEntry(n, e);
@@ -464,6 +546,8 @@ export class Simulation {
     }
     raft.advance(rd);
     n.busy = false;
+    // A snapshot the core took in but has not handed out yet speaks for entries below it.
+    if (!raft.log.pendingSnapshot) this.invariants.checkConf(n.id, n.conf, raft);
     if (
       this.phase === 'safety' &&
       rd.committedEntries.length > 0 &&
@@ -485,6 +569,11 @@ export class Simulation {
     n.appliedIndex = e.index;
     if (e.type === EntryType.ConfChange) {
       const cc = decodeConfChange(e.data);
+      if (n.raft!.role === Role.Leader) {
+        if (cc.type === ConfChangeType.AddVoter && n.conf.learners.has(cc.node)) this.coverage.learner_promotions++;
+        if (this.net.partitioned) this.coverage.conf_changes_under_partition++;
+      }
+      applyToConf(n.conf, cc);
       if (cc.type === ConfChangeType.RemoveNode) {
         const target = this.nodes.get(cc.node);
         if (target) target.removed = true;
@@ -510,6 +599,7 @@ export class Simulation {
         continue;
       }
       const op = w.req.op;
+      this.coverage.read_index_served++;
       this.reply(n.id, w.req, { ok: true, result: { kind: 'get-ok', value: n.kv.get(op.key) } });
     }
     n.waitingReads = still;
@@ -524,6 +614,7 @@ export class Simulation {
   }
 
   private sendRaft(from: NodeId, m: Message): void {
+    if (m.type === MessageType.Snap) this.coverage.snapshots_sent++;
     for (const delay of this.net.plan(from, m.to)) {
       this.queue.push(this.nowMs + delay, { kind: 'deliver', to: m.to, msg: m });
     }
@@ -679,6 +770,7 @@ export class Simulation {
     if (k.crashes) choices.push(() => this.crashSome(), () => this.crashSome());
     if (k.membership) choices.push(() => this.changeMembership());
     if (k.transfers) choices.push(() => this.transferLeadership());
+    if (k.pauses) choices.push(() => this.pauseSome());
     choices.push(() => this.shakeNetwork());
     choices[this.rng.int(choices.length)]();
   }
@@ -732,6 +824,19 @@ export class Simulation {
     this.queue.push(this.nowMs + 50 + this.rng.int(2000), { kind: 'restart', node: victim.id });
   }
 
+  /** A process stops (SIGSTOP, a GC pause) for longer than an election timeout, then resumes. */
+  private pauseSome(): void {
+    const live = this.liveNodes().filter((n) => n.pausedUntilMs <= this.nowMs);
+    if (live.length === 0) return;
+    const leader = this.leader();
+    const victim = leader && this.rng.next() < 0.6 ? leader : live[this.rng.int(live.length)];
+    const ms = this.knobs.electionTick * this.knobs.tickMs * (1.5 + this.rng.next() * 3);
+    victim.pausedUntilMs = this.nowMs + ms;
+    this.stats.pauses++;
+    this.trace(`fault: ${victim.id} paused for ${Math.round(ms)} ms`);
+    this.queue.push(victim.pausedUntilMs, { kind: 'resume', node: victim.id });
+  }
+
   private changeMembership(): void {
     const leader = this.leader();
     if (!leader) return;
@@ -748,6 +853,7 @@ export class Simulation {
       const id = `n${this.nextNodeNum++}`;
       this.createNode(id, false, []);
       cc = { type: ConfChangeType.AddLearner, node: id };
+      if (this.knobs.promoteSoon) this.queue.push(this.nowMs + 20 + this.rng.int(200), { kind: 'promote', node: id });
     }
     if (!cc) return;
     const res = raft.proposeConfChange(cc);
@@ -811,6 +917,24 @@ export class Simulation {
 }
 
 const NONE_HINT: NodeId = '';
+
+function confOf(conf: { voters: NodeId[]; learners: NodeId[] } | undefined): ConfSets {
+  return { voters: new Set(conf?.voters ?? []), learners: new Set(conf?.learners ?? []) };
+}
+
+/** The same rules as the core's applyConfChange (promote, demote, remove). */
+function applyToConf(conf: ConfSets, cc: { type: ConfChangeType; node: NodeId }): void {
+  if (cc.type === ConfChangeType.AddVoter) {
+    conf.learners.delete(cc.node);
+    conf.voters.add(cc.node);
+  } else if (cc.type === ConfChangeType.AddLearner) {
+    conf.voters.delete(cc.node);
+    conf.learners.add(cc.node);
+  } else {
+    conf.voters.delete(cc.node);
+    conf.learners.delete(cc.node);
+  }
+}
 
 export function runSeed(seed: number, bugs?: ReadonlySet<BugName>, traceLines?: number): SimResult {
   return new Simulation({ seed, ...(bugs ? { bugs } : {}), ...(traceLines ? { traceLines } : {}) }).run();

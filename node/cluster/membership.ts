@@ -213,7 +213,12 @@ export class Membership {
     for (let i = 0; i < HANDOFF_ATTEMPTS && raft.isLeader; i++) {
       const to = [...raft.raft.voters].find((v) => v !== this.d.id && raft.state.node(v)?.status === 'up');
       if (!to) throw new OmniError('UNAVAILABLE', 'no healthy voter to hand leadership to');
-      raft.transferLeader(to);
+      try {
+        raft.transferLeader(to);
+      } catch (err) {
+        if ((err as OmniError).code === 'NOT_LEADER') return; // it handed over already
+        throw err;
+      }
       await sleep(HANDOFF_POLL_MS);
     }
   }

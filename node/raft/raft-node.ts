@@ -113,7 +113,7 @@ export class RaftNode {
 
   start(): void {
     this.ticker = setInterval(() => {
-      this.raft.tick();
+      if (this.core('tick', () => this.raft.tick()) === undefined && this.fatal) return;
       this.schedule();
     }, this.timing.tickMs);
     // A lone voter (fresh init or restart of a one-node cluster) need not wait a timeout.
@@ -133,10 +133,44 @@ export class RaftNode {
     while (this.processing) await new Promise((r) => setTimeout(r, 5));
   }
 
+  /**
+   * A message from the transport. A broken invariant in the core is fatal for this node (it
+   * stops participating); it is never blamed on the stream the message came on.
+   */
   step(m: Message): void {
     if (this.stopped || this.fatal) return;
-    this.raft.step(m);
+    if (!this.core('step', () => this.raft.step(m))) return;
     this.schedule();
+  }
+
+  /**
+   * Runs one input into the core (step, tick, propose, readIndex, transferLeader). Anything it
+   * throws means a broken Raft invariant: the node stops participating rather than go on with
+   * a state it cannot trust, and the daemon exits for its supervisor. Returns fn's result, or
+   * undefined when it threw.
+   */
+  private core<T>(what: string, fn: () => T): T | undefined {
+    try {
+      return fn();
+    } catch (err) {
+      const e = err as Error;
+      this.goFatal(new OmniError('RAFT_INVARIANT', `raft ${what}: ${e.message}`, { cause: e.name }));
+      return undefined;
+    }
+  }
+
+  /** Stops participating for good (storage failure, broken invariant, refused snapshot, diverged apply). */
+  private goFatal(err: Error): void {
+    if (this.fatal) return;
+    this.fatal = err;
+    clearInterval(this.ticker);
+    this.opts.log.error(`raft: fatal, node stops participating: ${err.message}`);
+    const dead = new OmniError('UNAVAILABLE', `raft stopped: ${err.message}`);
+    for (const w of this.waiters.values()) (clearTimeout(w.timer), w.reject(dead));
+    for (const r of this.reads.values()) (clearTimeout(r.timer), r.reject(dead));
+    this.waiters.clear();
+    this.reads.clear();
+    this.opts.onFatal?.(err);
   }
 
   get leader(): NodeId {
@@ -168,7 +202,9 @@ export class RaftNode {
         reject(new OmniError('TIMEOUT', `linearizable read timed out after ${timeoutMs} ms (no quorum?)`));
       }, timeoutMs);
       this.reads.set(ctx, { resolve, reject, timer });
-      if (!this.raft.readIndex(new TextEncoder().encode(ctx))) {
+      const accepted = this.core('readIndex', () => this.raft.readIndex(new TextEncoder().encode(ctx)));
+      if (accepted === undefined) return; // fatal: the waiter was rejected
+      if (!accepted) {
         clearTimeout(timer);
         this.reads.delete(ctx);
         reject(new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum'));
@@ -178,19 +214,23 @@ export class RaftNode {
     });
   }
 
+  /** Hands leadership to voter `to`; only the leader can (NOT_LEADER with the leader's id otherwise). */
   transferLeader(to: NodeId): void {
-    this.raft.transferLeader(to);
+    if (!this.isLeader) throw new OmniError('NOT_LEADER', 'only the leader can transfer leadership', { leader: this.raft.lead });
+    const unusable = this.unusable();
+    if (unusable) throw unusable;
+    this.core('transferLeader', () => this.raft.transferLeader(to));
     this.schedule();
   }
 
   campaign(): void {
-    this.raft.campaign();
+    if (this.core('campaign', () => this.raft.campaign()) === undefined && this.fatal) return;
     this.schedule();
   }
 
   /** A majority of this node's voters say `id` is a voter: take its leader messages (Raft.vouch). */
   vouch(id: NodeId): void {
-    this.raft.vouch(id);
+    if (this.core('vouch', () => this.raft.vouch(id)) === undefined && this.fatal) return;
     this.schedule();
   }
 
@@ -208,7 +248,8 @@ export class RaftNode {
     const unusable = this.unusable();
     if (unusable) return Promise.reject(unusable);
     if (this.waiters.size >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many proposals in flight'));
-    const r = propose();
+    const r = this.core('propose', propose);
+    if (r === undefined) return Promise.reject(this.unusable()!);
     if (!r.ok) return Promise.reject(new OmniError(r.code, r.message, { leader: r.leader }));
     this.schedule();
     return new Promise<ApplyResult>((resolve, reject) => {
@@ -260,10 +301,7 @@ export class RaftNode {
       }
       // A failed fsync (or a snapshot we cannot install) leaves us unsure of our own state:
       // stop participating rather than lie, and let the daemon exit for its supervisor.
-      this.fatal = err as Error;
-      clearInterval(this.ticker);
-      this.opts.log.error(`raft: fatal, node stops participating: ${(err as Error).message}`);
-      this.opts.onFatal?.(err as Error);
+      this.goFatal(err as Error);
     } finally {
       this.processing = false;
     }
@@ -274,6 +312,16 @@ export class RaftNode {
     // A leader may send its appends while it writes them to its own disk (Raft thesis §10.2.1):
     // it counts its own copy only after advance(), i.e. after the write. Anything else, and any
     // Ready that changes term or vote, is sent strictly after the write.
+    // A snapshot the state machine cannot restore is refused before anything of it is written:
+    // persisted, it would stop this node again at every start (a crash loop).
+    let restored: ClusterState | undefined;
+    if (rd.snapshot) {
+      try {
+        restored = ClusterState.restore(rd.snapshot.data);
+      } catch (err) {
+        throw new OmniError('SNAPSHOT_REFUSED', `the snapshot at index ${rd.snapshot.meta.index} from the leader cannot be restored (${(err as Error).message}); it was not written`);
+      }
+    }
     const early = this.canSendBeforePersist(rd);
     if (early && rd.messages.length > 0) this.opts.send(rd.messages);
     // Kept until written: a write that fails for lack of space is retried with the same Ready.
@@ -282,8 +330,8 @@ export class RaftNode {
     this.unwritten = undefined;
     if (rd.hardState) this.persistedTermVote = { term: rd.hardState.term, vote: rd.hardState.vote };
     if (!early && rd.messages.length > 0) this.opts.send(rd.messages);
-    if (rd.snapshot) {
-      this.state = ClusterState.restore(rd.snapshot.data);
+    if (rd.snapshot && restored) {
+      this.state = restored;
       this.snapshotIndex = rd.snapshot.meta.index;
       this.opts.log.info(`raft: installed snapshot at index ${rd.snapshot.meta.index}`);
     }
@@ -304,14 +352,23 @@ export class RaftNode {
   }
 
   private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array): void {
+    // Entries reach the state machine once each, in order: anything else means this node's
+    // state and its log disagree, and going on would serve (and snapshot) a wrong state.
+    if (index !== this.state.appliedIndex + 1) {
+      throw new OmniError('APPLY_DIVERGED', `entry ${index} handed to a state machine at applied index ${this.state.appliedIndex} (expected ${this.state.appliedIndex + 1})`);
+    }
     let result: ApplyResult = { ok: true };
     if (type === EntryType.ConfChange) {
       const cc = decodeConfChange(data);
       const kind = cc.type === ConfChangeType.AddVoter ? 'addVoter' : cc.type === ConfChangeType.AddLearner ? 'addLearner' : 'remove';
-      this.state.applyConfChange(index, { type: kind, node: cc.node });
+      result = this.state.applyConfChange(index, { type: kind, node: cc.node });
     } else {
       result = this.state.apply(index, data);
     }
+    if (this.state.appliedIndex !== index) {
+      throw new OmniError('APPLY_DIVERGED', `applying index ${index} left the state machine at applied index ${this.state.appliedIndex}${result.ok ? '' : ` (${result.error.message})`}`);
+    }
+    if (type === EntryType.ConfChange) result = { ok: true };
     const w = this.waiters.get(index);
     if (!w) return;
     this.waiters.delete(index);

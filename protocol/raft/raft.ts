@@ -34,6 +34,7 @@ import {
   type SoftState,
   EMPTY_BYTES,
   emptyMessage,
+  type RaftObservation,
 } from './types.js';
 
 export interface RaftConfig {
@@ -55,6 +56,8 @@ export interface RaftConfig {
   bugs?: ReadonlySet<BugName>;
   /** Receives one line per notable event (role changes, conf changes) for traces. */
   trace?: (event: string) => void;
+  /** Reports decisions an outside checker verifies (the simulator); never changes behaviour. */
+  observe?: (o: RaftObservation) => void;
 }
 
 /** What the driver restores after a restart (or an empty state for a brand-new node). */
@@ -124,7 +127,7 @@ export class Raft {
   /** Voters vouched for by a majority of this node's voters (see leaderClaims). */
   private readonly vouched = new Set<NodeId>();
 
-  private readonly cfg: Required<Omit<RaftConfig, 'trace' | 'bugs'>> & Pick<RaftConfig, 'trace'>;
+  private readonly cfg: Required<Omit<RaftConfig, 'trace' | 'bugs' | 'observe'>> & Pick<RaftConfig, 'trace' | 'observe'>;
   private readonly bugs: ReadonlySet<BugName>;
   private votes = new Map<NodeId, boolean>();
   /** Voters promoted by conf entries in the log that are not applied yet (see pendingVoters). */
@@ -139,6 +142,8 @@ export class Raft {
   private randomizedElectionTimeout = 0;
   private prevSoft: SoftState;
   private prevHard: HardState;
+  /** The index of a snapshot restored while a Ready was in flight (0: none). */
+  private restoredWhileInFlight = 0;
   /** Handed out by ready(), awaiting advance(). */
   private inFlightReady: { lastIndex: number; lastTerm: number; applyTo: number; snapshotIndex: number } | undefined;
 
@@ -300,10 +305,16 @@ export class Raft {
     return true;
   }
 
-  /** Asks the current leader to hand leadership to `transferee` (§3.10, TimeoutNow). */
-  transferLeader(transferee: NodeId): void {
-    if (this.role === Role.Leader) this.handleTransferLeader(transferee);
-    else if (this.lead !== NONE) this.send(emptyMessage(MessageType.TransferLeader, transferee, this.lead, 0));
+  /**
+   * Hands leadership to `transferee` (§3.10, TimeoutNow). Only the leader can: on any other node
+   * it returns false and sends nothing (the driver answers NOT_LEADER with the leader's id;
+   * etcd's forwarding of the request as a TransferLeader message from the transferee is not
+   * used, since no transport would accept a message naming another sender).
+   */
+  transferLeader(transferee: NodeId): boolean {
+    if (this.role !== Role.Leader) return false;
+    this.handleTransferLeader(transferee);
+    return true;
   }
 
   /** Starts an election now (e.g. for a single-node cluster at start-up). */
@@ -392,8 +403,12 @@ export class Raft {
       this.log.appliedTo(Math.max(this.log.applied, done.snapshotIndex));
     }
     if (done.lastIndex > 0) this.log.stableTo(done.lastIndex, done.lastTerm);
+    // A snapshot restored while this Ready was in flight already holds the configuration of
+    // every entry at or below its index: applying their conf changes again would undo it.
+    const restored = this.bugs.has('snapshot-conf-regression') ? 0 : this.restoredWhileInFlight;
+    this.restoredWhileInFlight = 0;
     for (const e of rd.committedEntries) {
-      if (e.type === EntryType.ConfChange) this.applyConfChange(decodeConfChange(e.data));
+      if (e.type === EntryType.ConfChange && e.index > restored) this.applyConfChange(decodeConfChange(e.data));
     }
     if (done.applyTo > this.log.applied) this.log.appliedTo(done.applyTo);
     if (this.role === Role.Leader) {
@@ -575,7 +590,9 @@ export class Raft {
       (isPre && m.term > this.term);
     if (!isPre && this.bugs.has('double-vote') && m.term === this.term) canVote = true;
     const respType = isPre ? MessageType.PreVoteResp : MessageType.VoteResp;
-    if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+    const upToDate = (isPre && this.bugs.has('prevote-without-log-check')) || this.log.isUpToDate(m.index, m.logTerm);
+    if (canVote && upToDate) {
+      this.cfg.observe?.({ kind: 'vote-granted', pre: isPre, candidate: m.from, term: m.term, candidateLast: { index: m.index, term: m.logTerm }, ownLast: { index: this.log.lastIndex(), term: this.log.lastTerm() } });
       this.send({ ...emptyMessage(respType, this.id, m.from, m.term) });
       if (!isPre) {
         this.electionElapsed = 0;
@@ -709,7 +726,9 @@ export class Raft {
       this.send({ ...emptyMessage(MessageType.AppResp, this.id, m.from, this.term), index: this.log.committed });
       return;
     }
-    const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
+    // Bug 'append-without-prev-term-check' takes any entry at prevIndex as a match (§5.3 broken).
+    const prevTerm = this.bugs.has('append-without-prev-term-check') && m.index <= this.log.lastIndex() ? (this.log.term(m.index) ?? m.logTerm) : m.logTerm;
+    const lastNew = this.log.maybeAppend(m.index, prevTerm, m.commit, m.entries);
     if (lastNew !== undefined) {
       this.send({ ...emptyMessage(MessageType.AppResp, this.id, m.from, this.term), index: lastNew });
       return;
@@ -750,6 +769,7 @@ export class Raft {
     }
     this.log.restore(s);
     this.setConf(s.meta.conf);
+    if (this.inFlightReady) this.restoredWhileInFlight = Math.max(this.restoredWhileInFlight, s.meta.index);
     return true;
   }
 
@@ -863,7 +883,8 @@ export class Raft {
       this.pendingReads.push(m);
       return true;
     }
-    if (this.voters.size === 1 && this.voters.has(this.id)) {
+    // Bug 'read-without-quorum' answers at once, as if a leader could not have been deposed.
+    if ((this.voters.size === 1 && this.voters.has(this.id)) || this.bugs.has('read-without-quorum')) {
       this.respondRead(m.from, this.log.committed, m.context);
       return true;
     }

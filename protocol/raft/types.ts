@@ -130,14 +130,33 @@ export type BugName =
   | 'double-vote'
   | 'commit-old-term'
   | 'ack-before-persist'
-  | 'apply-before-commit';
+  | 'apply-before-commit'
+  | 'append-without-prev-term-check'
+  | 'read-without-quorum'
+  | 'prevote-without-log-check'
+  | 'snapshot-conf-regression';
 
 export const ALL_BUGS: readonly BugName[] = [
   'double-vote',
   'commit-old-term',
   'ack-before-persist',
   'apply-before-commit',
+  'append-without-prev-term-check',
+  'read-without-quorum',
+  'prevote-without-log-check',
+  'snapshot-conf-regression',
 ];
+
+/** What the core reports to an observer (the simulator's invariant checker); no effect on behaviour. */
+export type RaftObservation = {
+  kind: 'vote-granted';
+  pre: boolean;
+  candidate: NodeId;
+  term: number;
+  /** The candidate's last log index and term, and the granting node's, at the grant. */
+  candidateLast: { index: number; term: number };
+  ownLast: { index: number; term: number };
+};
 
 export function emptyMessage(type: MessageType, from: NodeId, to: NodeId, term: number): Message {
   return {

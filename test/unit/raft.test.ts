@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Raft, bootstrapState, emptyState } from '../../protocol/raft/raft.js';
 import { ConfChangeType, type Entry, EntryType, type Message, MessageType, Role, emptyMessage } from '../../protocol/raft/types.js';
 import { seededRng } from '../../protocol/rng.js';
+import { encodeConfChange } from '../../protocol/codec.js';
 import { MemoryCluster } from '../../sim/memory-cluster.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -284,6 +285,28 @@ describe('§7 log compaction and InstallSnapshot', () => {
     c.propose('after');
     c.tick(2);
     expect(c.appliedData(lagging)).toContain('after');
+  });
+
+  it('a snapshot restored while a Ready is in flight is not undone by that Ready\'s older conf change (issue 11)', () => {
+    // n2 is handed a Ready whose committed entries remove n3 (index 4); before the driver
+    // acknowledges it, a snapshot at index 10 arrives whose configuration has n3 again.
+    const voters = ['n1', 'n2', 'n3'];
+    const r = nodeWithLog('n2', voters, [], 1);
+    const removeN3: Entry = { index: 4, term: 1, type: EntryType.ConfChange, data: encodeConfChange({ type: ConfChangeType.RemoveNode, node: 'n3' }) };
+    r.step({ ...emptyMessage(MessageType.App, 'n1', 'n2', 1), index: 3, logTerm: 1, entries: [removeN3], commit: 4 });
+    r.advance(r.ready()); // entry 4 persisted
+    const inFlight = r.ready(); // ... and now handed out to apply
+    expect(inFlight.committedEntries.map((e) => e.index)).toEqual([4]);
+    const snapshot = { meta: { index: 10, term: 1, conf: { voters, learners: [] } }, data: enc('state at 10') };
+    r.step({ ...emptyMessage(MessageType.Snap, 'n1', 'n2', 1), snapshot });
+    r.advance(inFlight);
+    expect([...r.voters].sort()).toEqual(voters);
+    const install = r.ready();
+    expect(install.snapshot?.meta.index).toBe(10);
+    expect(install.committedEntries).toEqual([]);
+    r.advance(install);
+    expect([...r.voters].sort()).toEqual(voters);
+    expect(r.log.applied).toBe(10);
   });
 
   it('compaction keeps entries after the snapshot and survives restart', () => {
