@@ -84,7 +84,7 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
     env = { ...process.env, DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}`, DOCKER_CONFIG: cfgDir };
     for (const n of names) {
       reg[n] = (await registryView(n)).address;
-      ids[n] = (await status(c, n)).nodeId;
+      ids[n] = ((await status(c, n)) as unknown as { nodeId: string }).nodeId;
       await new Promise<void>((resolve, reject) => {
         const p = execFile('docker', ['login', '-u', 'omni', '--password-stdin', reg[n]], { env, timeout: 60_000 }, (err) => (err ? reject(err) : resolve()));
         p.stdin!.end(c.adminToken);
