@@ -143,6 +143,33 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
     }
   });
 
+  it('omni images ls, inspect, rm and registry (text and --json)', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('r2')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const omni = (...args: string[]) => run('bin/omni', args, { env, timeout: 60_000 });
+    const ls = JSON.parse((await omni('images', 'ls', '--json')).stdout) as { images: { repository: string; tag: string; digest: string; sizeBytes: number }[] };
+    const one = ls.images.find((i) => i.repository === 'team/one' && i.tag === '1')!;
+    expect(one.sizeBytes).toBeGreaterThan(20 * 1024 * 1024);
+    expect((await omni('images')).stdout).toMatch(new RegExp(`team/one\\s+1\\s+${one.digest.slice(0, 19)}`));
+    const inspect = JSON.parse((await omni('images', 'inspect', 'team/one:1', '--json')).stdout) as { digest: string; tags: string[]; blobs: { sizeBytes: number; pieces: number; nodes: string[] }[] };
+    expect(inspect.digest).toBe(one.digest);
+    expect(inspect.tags).toEqual(['1']);
+    const big = inspect.blobs.reduce((a, b) => (b.sizeBytes > a.sizeBytes ? b : a));
+    expect(big.pieces).toBe(6);
+    // pushed to r1, fetched by r3 and (with the pull token) by r2
+    await waitFor('the holders are gossiped', async () => {
+      const x = JSON.parse((await omni('images', 'inspect', 'team/one:1', '--json')).stdout) as typeof inspect;
+      return [...x.blobs.reduce((a, b) => (b.sizeBytes > a.sizeBytes ? b : a)).nodes].sort().join() === 'r1,r2,r3';
+    }, 30_000, 300);
+    expect((await omni('images', 'inspect', `team/one@${one.digest}`)).stdout).toMatch(/PIECES/);
+    expect((await omni('images', 'registry')).stdout).toContain(`registry ${reg.r2}`);
+    expect((await omni('images', 'rm', 'team/one:1')).stdout.trim()).toBe('removed team/one:1');
+    expect(JSON.parse((await omni('images', 'ls', '--json')).stdout).images.find((i: { repository: string }) => i.repository === 'team/one')).toBeUndefined();
+    const again = await omni('images', 'rm', 'team/one:1').then(() => 'removed twice', (e: { stderr: string; code: number }) => `${e.code} ${e.stderr}`);
+    expect(again).toMatch(/^1 .*NOT_FOUND/);
+    const pull = await dk('pull', `${reg.r3}/team/one:1`).then(() => 'pulled', (e: { stderr: string }) => e.stderr);
+    expect(pull).toMatch(/manifest unknown|not found/i);
+  });
+
   it.skipIf(skopeoMissing)('skopeo copy both ways between the registry and an OCI layout', async () => {
     const [a, b, cc] = names;
     const local = `omni-reg-test/sk-${randomBytes(3).toString('hex')}:1`;
