@@ -27,9 +27,11 @@ import { ApiServer, parseHostPort, type ApiServerDeps } from './api/server.js';
 import { ApiTls } from './api/tls.js';
 import { initClusterCa, loadClusterCa } from './api/cluster-ca.js';
 import { TaskLogService } from './apps/task-logs.js';
+import { Registry, DEFAULT_REGISTRY_ADDR } from './registry/registry.js';
 import type { ApiLimits } from './api/limits.js';
 import { registerAppRoutes, type AppsRoutesDeps } from './api/apps-routes.js';
 import { registerNodeRoutes, type MemberRemovalDeps } from './api/nodes-routes.js';
+import { registerImageRoutes } from './api/images-routes.js';
 import { Orchestrator } from './apps/orchestrator.js';
 import { Agent } from './apps/agent.js';
 import { createDrivers } from './apps/drivers/index.js';
@@ -61,6 +63,8 @@ export interface DaemonOptions {
   apiLimits?: Partial<ApiLimits>;
   /** omnid init --max-state-bytes: the replicated state quota (protocol/cluster/quota.ts). */
   maxStateBytes?: number;
+  /** --registry HOST:PORT for the image registry's /v2/ (default 127.0.0.1:5000; 'off': none). */
+  registry?: string;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -114,6 +118,8 @@ export class Omnid {
   api!: ApiServer;
   apiTls!: ApiTls;
   taskLogs!: TaskLogService;
+  /** The image registry (undefined with --registry off). */
+  registry: Registry | undefined;
   private autopilot!: Autopilot;
   /** Writes and linearizable reads from this node (node/cluster/writes.ts). */
   readonly writes: ClusterWrites;
@@ -370,12 +376,36 @@ export class Omnid {
     daemon.api = new ApiServer(daemon.apiDeps, log, opts.apiLimits);
     registerAppRoutes(daemon.api, daemon.apiDeps);
     registerNodeRoutes(daemon.api, daemon.apiDeps);
+    registerImageRoutes(daemon.api, {
+      readBarrier: () => daemon.writes.readBarrier(),
+      get registry() {
+        const r = daemon.registry;
+        return r?.server ? { catalog: r.catalog, url: () => r.server!.url, heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }), recentTransfers: () => r.recentTransfers() } : undefined;
+      },
+      holders: (digest) => (daemon.registry?.holders(digest, daemon.id) ?? []).map((id) => daemon.raft.state.node(id)?.name ?? id),
+    });
     daemon.apiTls = await ApiTls.prepare({ dataDir: opts.dataDir, apiHost: parseHostPort(opts.api).host, addrs: () => daemon.addrs(), nodeName: meta.name, flags: opts, log });
     await daemon.api.listen(opts.api, daemon.apiTls);
     await daemon.api.listenControl(controlSocketPath(opts.dataDir));
+    await daemon.startRegistry();
     log.info(`node ${meta.name} (${daemon.id}) listening on ${daemon.addrs().join(', ')}; API ${daemon.apiUrl}`);
     if (background) daemon.startBackground();
     return daemon;
+  }
+
+  /** Opens the blob store and serves /v2/ (a busy default port is a warning; an explicit --registry must bind). */
+  private async startRegistry(): Promise<void> {
+    const addr = this.opts.registry ?? DEFAULT_REGISTRY_ADDR;
+    if (addr === 'off') return;
+    const registry = await Registry.open({ cluster: { raft: this.raft, readBarrier: () => this.writes.readBarrier(), proposeOk: (cmd, caller) => this.writes.proposeOk(cmd, caller) }, log: this.log, dataDir: this.opts.dataDir });
+    const tls = await ApiTls.prepare({ dataDir: this.opts.dataDir, apiHost: parseHostPort(addr).host, addrs: () => this.addrs(), nodeName: this.name, flags: {}, log: this.log });
+    try {
+      await registry.listen(addr, tls);
+    } catch (err) {
+      if (this.opts.registry !== undefined) throw new OmniError('REGISTRY_LISTEN', `cannot serve the registry on ${addr}: ${(err as Error).message}`);
+      this.log.warn(`registry: cannot listen on ${addr} (${(err as Error).message}); this node serves no /v2/ (use --registry HOST:PORT, or --registry off)`);
+    }
+    this.registry = registry;
   }
 
   /** A join whose reply never arrived: wait to learn the cluster from the leader's log. */
@@ -398,6 +428,14 @@ export class Omnid {
       replaceAfterMs: this.opts.replaceAfterMs ?? DEFAULT_REPLACE_AFTER_MS,
     });
     this.autopilot.start();
+    void this.registry
+      ?.startPeers({
+        host: this.host,
+        clusterId: this.clusterId,
+        authorize: (peer) => requireMember(this.raft, peer),
+        members: () => this.raft.state.nodes().filter((n) => n.id !== this.id && n.status !== 'left').map((n) => n.id),
+      })
+      .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
     this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk }, createDrivers(this.opts.dataDir));
@@ -433,6 +471,7 @@ export class Omnid {
     this.agent?.stop();
     this.heartbeats?.stop();
     await this.api?.close();
+    await this.registry?.stop();
     await this.raft.stop();
     await this.forwarder?.stop();
     await this.taskLogs?.stop();

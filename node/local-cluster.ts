@@ -139,7 +139,7 @@ export class LocalCluster {
   async restart(name: string, extra: string[] = []): Promise<LocalNode> {
     const old = this.nodes.get(name);
     if (old?.running) throw new Error(`${name} is still running`);
-    const node = this.spawnNode(name, ['start', '--data', this.dataDir(name), '--api', '127.0.0.1:0', ...(this.opts.flags ?? []), ...extra]);
+    const node = this.spawnNode(name, ['start', '--data', this.dataDir(name), '--api', '127.0.0.1:0', '--registry', '127.0.0.1:0', ...(this.opts.flags ?? []), ...extra]);
     const line = await this.waitLine(node, (l) => l.startsWith('omnid: started'));
     node.apiUrl = /API (\S+)$/.exec(line)![1];
     return node;
@@ -190,7 +190,7 @@ export class LocalCluster {
   }
 
   private commonArgs(name: string): string[] {
-    return ['--data', this.dataDir(name), '--name', name, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', ...(this.opts.flags ?? [])];
+    return ['--data', this.dataDir(name), '--name', name, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--registry', '127.0.0.1:0', ...(this.opts.flags ?? [])];
   }
 
   private spawnNode(name: string, args: string[]): LocalNode {

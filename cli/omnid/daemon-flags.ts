@@ -19,6 +19,7 @@ export const DAEMON_FLAGS: Flags = {
   'replace-after-ms': { type: 'string' },
   tls: { type: 'boolean' },
   'insecure-http': { type: 'boolean' },
+  registry: { type: 'string' },
 };
 
 export const DAEMON_FLAGS_HELP = `
@@ -28,6 +29,8 @@ export const DAEMON_FLAGS_HELP = `
                           with a cluster-CA certificate unless HOST is loopback
   --tls                   serve the API over HTTPS even on a loopback address
   --insecure-http         serve the API over plain HTTP even on a network address (tokens in clear!)
+  --registry HOST:PORT    the image registry's /v2/ address (default 127.0.0.1:5000, for this
+                          node's Docker engine; port 0 picks one; HTTPS off loopback; off: none)
   --name NAME             node name (default: host name)
   --label KEY=VALUE       node label, repeatable
   --log-level LEVEL       debug|info|warn|error (default info)
@@ -72,6 +75,7 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     replaceAfterMs: positiveInt(values['replace-after-ms'], 'replace-after-ms'),
     tls: values.tls === true,
     insecureHttp: values['insecure-http'] === true,
+    ...(values.registry !== undefined ? { registry: values.registry as string } : {}),
   };
 }
 

@@ -12,7 +12,7 @@ import type { KvRecord } from '../../protocol/cluster/state.js';
 import type { ClusterAccess, LivenessView } from '../cluster/ports.js';
 import { CommandEncodeError, MAX_TOKEN_NAME_CHARS } from '../../protocol/cluster/commands.js';
 import { OmniError, httpStatusFor } from '../errors.js';
-import { matchToken, newJoinToken, newAdminToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
+import { matchToken, newJoinToken, newAdminToken, newPullToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
 import { SELF, adminCaller, type Caller } from '../cluster/caller.js';
 import { quotaBytes } from '../../protocol/cluster/quota.js';
 import { assessHealth, type HealthReport } from '../../protocol/cluster/health.js';
@@ -309,13 +309,13 @@ export class ApiServer {
   }
 
   private async createToken(body: unknown, caller: Caller): Promise<[number, unknown]> {
-    const b = objectBody(body, ['role', 'name'], '{"role": "join"|"admin", "name": "<label>"}');
-    if (b.role !== 'join' && b.role !== 'admin') throw new OmniError('BAD_REQUEST', 'body must be {"role": "join"|"admin", "name": "<label>"}');
+    const b = objectBody(body, ['role', 'name'], '{"role": "join"|"admin"|"pull", "name": "<label>"}');
+    if (b.role !== 'join' && b.role !== 'admin' && b.role !== 'pull') throw new OmniError('BAD_REQUEST', 'body must be {"role": "join"|"admin"|"pull", "name": "<label>"}');
     if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > MAX_TOKEN_NAME_CHARS || /[\u0000-\u001f\u007f-\u009f]/.test(b.name))) {
       throw new OmniError('BAD_REQUEST', `name must be a label of at most ${MAX_TOKEN_NAME_CHARS} characters without control characters`);
     }
     const name = b.name ?? '';
-    const token = b.role === 'join' ? newJoinToken(Buffer.from(this.networkKeyHex(), 'hex')) : newAdminToken();
+    const token = b.role === 'join' ? newJoinToken(Buffer.from(this.networkKeyHex(), 'hex')) : b.role === 'pull' ? newPullToken() : newAdminToken();
     const id = newTokenId();
     await this.d.proposeOk({ type: 'token.add', token: { id, hash: sha256Hex(token), role: b.role, name } }, caller);
     return [201, { id, role: b.role, token }];

@@ -8,6 +8,7 @@ import { OmniError } from '../errors.js';
 const SECRET_BYTES = 24;
 const JOIN_PREFIX = 'OMNIJ1';
 const ADMIN_PREFIX = 'OMNIA1';
+const PULL_PREFIX = 'OMNIP1';
 /** Longest token string we will even hash (inputs are untrusted). */
 export const MAX_TOKEN_CHARS = 256;
 
@@ -25,6 +26,11 @@ export function newTokenId(): string {
 
 export function newAdminToken(): string {
   return `${ADMIN_PREFIX}.${randomBytes(SECRET_BYTES).toString('base64url')}`;
+}
+
+/** A read-only token for the image registry (docker login / pull); no HTTP API access. */
+export function newPullToken(): string {
+  return `${PULL_PREFIX}.${randomBytes(SECRET_BYTES).toString('base64url')}`;
 }
 
 export function newJoinToken(networkKey: Uint8Array): string {

@@ -64,7 +64,8 @@ export interface ClusterConfig {
   maxStateBytes?: number;
 }
 
-export type TokenRole = 'admin' | 'join';
+/** admin: the HTTP API and registry pushes; join: adds hosts; pull: reads the image registry only. */
+export type TokenRole = 'admin' | 'join' | 'pull';
 
 export interface TokenRecord {
   id: string;
@@ -543,7 +544,7 @@ export function readTokenGrant(o: Raw, path: string): TokenGrant {
   return {
     id: readTokenId(o.id, join(path, 'id')),
     hash: readTokenHash(o.hash, join(path, 'hash')),
-    role: readOneOf(o.role, join(path, 'role'), ['admin', 'join'] as const),
+    role: readOneOf(o.role, join(path, 'role'), ['admin', 'join', 'pull'] as const),
     name: readPrintable(o.name, join(path, 'name'), MAX_TOKEN_NAME_CHARS),
   };
 }

@@ -1,0 +1,104 @@
+// omni images: the images in the cluster's registry (pushed with docker/skopeo to any node's
+// /v2/); ls, inspect REF (manifest, blobs, pieces, which nodes hold each blob), rm REF (a tag,
+// or a manifest by digest), and registry (this node's /v2/ address and recent transfers).
+import { parse, printJson, table, formatBytes, UsageError } from '../common.js';
+import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
+
+const USAGE = `usage: omni images [ls] [flags]
+       omni images inspect REPOSITORY[:TAG|@DIGEST] [flags]
+       omni images rm REPOSITORY[:TAG|@DIGEST] [flags]
+       omni images registry [flags]
+
+The cluster's image registry: push with docker or skopeo to any node's /v2/ (docker login
+ADDRESS with an admin token, or a pull token to only pull; omni images registry prints the
+address of the node you talk to), pull from any node.
+
+  ls                list every tag: repository, tag, digest, size
+  inspect REF       the manifest, its blobs with their size, pieces and the nodes holding them
+  rm REF            remove a tag (REPO:TAG), or a manifest and the tags pointing to it
+                    (REPO@sha256:…); the blobs stay until garbage collection (not built yet)
+  registry          this node's registry address, blobs held here, recent transfers from peers
+${CONNECTION_HELP}
+`;
+
+interface ImageRow {
+  repository: string;
+  tag: string;
+  digest: string;
+  sizeBytes: number | null;
+  updatedAtMs: number;
+}
+
+interface Inspect {
+  repository: string;
+  digest: string;
+  mediaType: string;
+  tags: string[];
+  sizeBytes: number;
+  blobs: { digest: string; sizeBytes: number | null; pieces: number | null; nodes: string[] }[];
+  manifests: string[];
+  platforms?: { digest: string; os?: string; architecture?: string; variant?: string }[];
+}
+
+function ago(ms: number): string {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 120) return `${s}s ago`;
+  if (s < 7200) return `${Math.round(s / 60)}m ago`;
+  if (s < 172800) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
+}
+
+export async function images(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS }, USAGE);
+  const [sub = 'ls', ref, ...extra] = positionals;
+  if (extra.length > 0) throw new UsageError(`unexpected argument ${extra[0]}\n\n${USAGE}`);
+  if ((sub === 'inspect' || sub === 'rm') && !ref) throw new UsageError(`omni images ${sub} needs an image reference (REPOSITORY[:TAG|@DIGEST])\n\n${USAGE}`);
+  if ((sub === 'ls' || sub === 'registry') && ref) throw new UsageError(`unexpected argument ${ref}\n\n${USAGE}`);
+  const client = connect(values);
+  try {
+    switch (sub) {
+      case 'ls':
+      case 'list': {
+        const r = await client.get<{ images: ImageRow[] }>('/v1/images');
+        if (values.json) return printJson(r), 0;
+        const rows = [['REPOSITORY', 'TAG', 'DIGEST', 'SIZE', 'PUSHED']];
+        for (const i of r.images) rows.push([i.repository, i.tag, i.digest.slice(0, 19), i.sizeBytes === null ? '?' : formatBytes(i.sizeBytes), ago(i.updatedAtMs)]);
+        process.stdout.write(table(rows));
+        return 0;
+      }
+      case 'inspect': {
+        const r = await client.get<Inspect>(`/v1/images/inspect?ref=${encodeURIComponent(ref)}`);
+        if (values.json) return printJson(r), 0;
+        const out = [`${r.repository}@${r.digest}`, `  media type  ${r.mediaType}`, `  tags        ${r.tags.join(', ') || '(none)'}`, `  size        ${formatBytes(r.sizeBytes)}`];
+        if (r.platforms?.length) out.push(`  platforms   ${r.platforms.map((p) => `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`).join(', ')}`);
+        for (const m of r.manifests) out.push(`  manifest    ${m}`);
+        process.stdout.write(out.join('\n') + '\n');
+        if (r.blobs.length > 0) {
+          const rows = [['BLOB', 'SIZE', 'PIECES', 'NODES']];
+          for (const b of r.blobs) rows.push([b.digest.slice(0, 19), b.sizeBytes === null ? '?' : formatBytes(b.sizeBytes), String(b.pieces ?? '?'), b.nodes.join(',') || '(none known)']);
+          process.stdout.write(table(rows));
+        }
+        return 0;
+      }
+      case 'rm':
+      case 'remove': {
+        const r = await client.delete<{ deleted: string }>(`/v1/images?ref=${encodeURIComponent(ref)}`);
+        if (values.json) return printJson(r), 0;
+        process.stdout.write(`removed ${r.deleted}\n`);
+        return 0;
+      }
+      case 'registry': {
+        const r = await client.get<{ address: string; url: string; blobs: { count: number; bytes: number }; transfers: { digest: string; sizeBytes: number; ok: boolean; error?: string; servedBy: Record<string, number> }[] }>('/v1/registry');
+        if (values.json) return printJson(r), 0;
+        process.stdout.write(`registry ${r.address} (${r.url}); ${r.blobs.count} blobs, ${formatBytes(r.blobs.bytes)} on this node\n`);
+        process.stdout.write(`docker login ${r.address}   # user: anything, password: an admin or pull token\n`);
+        for (const t of r.transfers.slice(-10)) process.stdout.write(`  fetched ${t.digest.slice(0, 19)} ${formatBytes(t.sizeBytes)} ${t.ok ? `from ${Object.keys(t.servedBy).length} peer(s)` : `FAILED: ${t.error}`}\n`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown subcommand ${sub}\n\n${USAGE}`);
+    }
+  } finally {
+    client.close();
+  }
+}

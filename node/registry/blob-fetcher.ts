@@ -1,0 +1,272 @@
+// Brings a blob the catalog knows into this node's store, from the peers that hold it: its
+// pieces are asked of every holder at once (protocol/registry/piece-plan.ts decides which piece
+// of which peer), each piece is checked against the digest recorded at push time before it is
+// written (a bad one is asked again of another peer), a peer that sends nothing for
+// progressTimeoutMs is dropped (a progress timeout, not a total one: a slow but steady peer is
+// kept), and the finished file is verified whole before it enters the store.
+//
+// Bounds: transfers at once (maxConcurrentTransfers), pieces in flight per transfer and per
+// peer (so memory is at most maxInFlight pieces per transfer), disk space checked before the
+// first byte. The partial file stays when a transfer fails or the node stops, and the next
+// fetch of that blob resumes from the pieces in it that still match their digests.
+import { createHash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
+import { OmniError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { BlobStore } from './blob-store.js';
+import type { PieceSource } from './piece-transfer.js';
+import type { BlobRecord } from '../../protocol/registry/records.js';
+import { PiecePlan, DEFAULT_PIECE_PLAN_LIMITS, type Assignment, type PiecePlanLimits } from '../../protocol/registry/piece-plan.js';
+import { pieceCount, pieceSpan } from '../../protocol/registry/pieces.js';
+
+export interface FetchLimits {
+  /** A piece request with no data for this long is abandoned and its peer dropped. */
+  progressTimeoutMs: number;
+  maxConcurrentTransfers: number;
+  /** Times a stuck transfer looks for holders again before it fails. */
+  maxRounds: number;
+  plan: PiecePlanLimits;
+}
+
+export const DEFAULT_FETCH_LIMITS: FetchLimits = { progressTimeoutMs: 5_000, maxConcurrentTransfers: 4, maxRounds: 3, plan: DEFAULT_PIECE_PLAN_LIMITS };
+const PROBE_TIMEOUT_MS = 3_000;
+const ROUND_BACKOFF_MS = 300;
+/** Recent transfers kept for /v1/registry. */
+const MAX_RECENT = 20;
+
+export interface TransferReport {
+  digest: string;
+  sizeBytes: number;
+  pieces: number;
+  resumedPieces: number;
+  /** Good pieces delivered by each peer. */
+  servedBy: Record<string, number>;
+  badPieces: number;
+  dropped: Record<string, string>;
+  ok: boolean;
+  error?: string;
+  finishedAtMs: number;
+}
+
+export interface BlobFetcherDeps {
+  store: BlobStore;
+  source: PieceSource;
+  /** Peers the gossip says hold a blob. */
+  holders(digest: string): string[];
+  /** The other current members (asked directly when the gossip knows no holder). */
+  members(): string[];
+  /** What asking a peer found, and peers found not to hold a blob (fed back to the gossip). */
+  learned(peer: string, digest: string, has: boolean): void;
+  log: Logger;
+  limits?: Partial<FetchLimits>;
+}
+
+class Slots {
+  private n = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+  async take(signal: AbortSignal): Promise<() => void> {
+    if (this.n < this.max) this.n++;
+    else
+      await new Promise<void>((resolve, reject) => {
+        const w = () => resolve();
+        this.waiting.push(w);
+        signal.addEventListener('abort', () => {
+          const i = this.waiting.indexOf(w);
+          if (i >= 0) this.waiting.splice(i, 1);
+          reject(new OmniError('ABORTED', 'stopping'));
+        }, { once: true });
+      });
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.n--;
+    };
+  }
+}
+
+export class BlobFetcher {
+  private readonly limits: FetchLimits;
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly slots: Slots;
+  private readonly stopping = new AbortController();
+  readonly recent: TransferReport[] = [];
+
+  constructor(private readonly d: BlobFetcherDeps) {
+    this.limits = { ...DEFAULT_FETCH_LIMITS, ...d.limits, plan: { ...DEFAULT_FETCH_LIMITS.plan, ...d.limits?.plan } };
+    this.slots = new Slots(this.limits.maxConcurrentTransfers);
+  }
+
+  /** Resolves once the blob is in the store. One transfer per blob, shared by every waiter; a waiter's abort stops its wait, not the transfer. */
+  fetch(record: BlobRecord, signal?: AbortSignal): Promise<void> {
+    if (this.d.store.has(record.digest)) return Promise.resolve();
+    let p = this.running.get(record.digest);
+    if (!p) {
+      p = this.transfer(record).finally(() => this.running.delete(record.digest));
+      this.running.set(record.digest, p);
+    }
+    if (!signal) return p;
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => reject(new OmniError('ABORTED', 'the request went away'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
+  stop(): void {
+    this.stopping.abort(new Error('the node is stopping'));
+  }
+
+  private async transfer(record: BlobRecord): Promise<void> {
+    const release = await this.slots.take(this.stopping.signal);
+    const report: TransferReport = { digest: record.digest, sizeBytes: record.sizeBytes, pieces: record.pieces.length, resumedPieces: 0, servedBy: {}, badPieces: 0, dropped: {}, ok: false, finishedAtMs: 0 };
+    try {
+      if (this.d.store.has(record.digest)) return;
+      this.d.store.checkSize(record.sizeBytes);
+      if (record.pieces.length !== pieceCount(record.sizeBytes, record.pieceSizeBytes)) throw new OmniError('BAD_RECORD', `blob ${record.digest} has a malformed record`);
+      await this.download(record, report);
+      report.ok = true;
+    } catch (err) {
+      report.error = (err as Error).message;
+      throw err;
+    } finally {
+      release();
+      report.finishedAtMs = Date.now();
+      this.recent.push(report);
+      if (this.recent.length > MAX_RECENT) this.recent.shift();
+    }
+  }
+
+  private async download(record: BlobRecord, report: TransferReport): Promise<void> {
+    const path = this.d.store.fetchPath(record.digest);
+    const plan = new PiecePlan(record.pieces.length, this.limits.plan);
+    const fh = await open(path, 'a+').then(async (h) => {
+      await h.close();
+      return open(path, 'r+');
+    });
+    try {
+      report.resumedPieces = await this.resume(fh, record, plan);
+      const have = Math.min((await fh.stat()).size, record.sizeBytes);
+      await this.d.store.ensureSpace(record.sizeBytes - have);
+      await fh.truncate(record.sizeBytes);
+      await this.run(fh, record, plan, report);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    report.servedBy = plan.servedBy();
+    report.dropped = plan.droppedPeers();
+    await this.d.store.commit(path, record.digest, { pieceSizeBytes: record.pieceSizeBytes, pieces: record.pieces });
+    const from = Object.entries(report.servedBy).map(([p, n]) => `${p.slice(-8)}:${n}`).join(' ');
+    this.d.log.info(`registry: fetched blob ${record.digest} (${record.sizeBytes} bytes, ${record.pieces.length} pieces${report.resumedPieces ? `, ${report.resumedPieces} resumed` : ''}) from ${from || 'nobody'}${report.badPieces ? `; ${report.badPieces} bad pieces refetched` : ''}${Object.keys(report.dropped).length ? `; dropped ${Object.keys(report.dropped).length} peer(s)` : ''}`);
+  }
+
+  /** Pieces of an earlier, interrupted fetch that still match their digests. */
+  private async resume(fh: FileHandle, record: BlobRecord, plan: PiecePlan): Promise<number> {
+    const size = (await fh.stat()).size;
+    let n = 0;
+    for (let i = 0; i < record.pieces.length; i++) {
+      const { start, end } = pieceSpan(i, record.sizeBytes, record.pieceSizeBytes);
+      if (end > size) break;
+      const buf = Buffer.allocUnsafe(end - start);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, start);
+      if (bytesRead === buf.length && sha256Hex(buf) === record.pieces[i]) {
+        plan.markDone(i);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Adds the holders the gossip knows; when it knows none, asks every member directly. */
+  private async findHolders(record: BlobRecord, plan: PiecePlan): Promise<void> {
+    let found = this.d.holders(record.digest);
+    if (found.length === 0) {
+      const asked = await Promise.all(
+        this.d.members().map(async (peer) => {
+          try {
+            const [has] = await this.d.source.has(peer, [record.digest], AbortSignal.any([this.stopping.signal, AbortSignal.timeout(PROBE_TIMEOUT_MS)]));
+            this.d.learned(peer, record.digest, has);
+            return has ? peer : undefined;
+          } catch {
+            return undefined;
+          }
+        }),
+      );
+      found = asked.filter((p): p is string => p !== undefined);
+    }
+    for (const p of found) plan.addPeer(p);
+  }
+
+  private async run(fh: FileHandle, record: BlobRecord, plan: PiecePlan, report: TransferReport): Promise<void> {
+    if (plan.complete) return;
+    await this.findHolders(record, plan);
+    let wake: () => void = () => undefined;
+    let rounds = 0;
+    for (;;) {
+      if (this.stopping.signal.aborted) throw new OmniError('ABORTED', 'the node is stopping');
+      for (const a of plan.next()) {
+        void this.piece(fh, record, plan, a, report).finally(() => wake());
+      }
+      if (plan.complete) return;
+      if (plan.stuck) {
+        if (++rounds > this.limits.maxRounds) {
+          const dropped = Object.entries(plan.droppedPeers()).map(([p, why]) => `${p.slice(-12)}: ${why}`).join('; ');
+          throw new OmniError('UNAVAILABLE', `no peer could supply blob ${record.digest}${dropped ? ` (${dropped})` : ' (no node holds it)'}`);
+        }
+        await sleep(ROUND_BACKOFF_MS * rounds);
+        await this.findHolders(record, plan);
+        continue;
+      }
+      await new Promise<void>((r) => (wake = r));
+    }
+  }
+
+  private async piece(fh: FileHandle, record: BlobRecord, plan: PiecePlan, a: Assignment, report: TransferReport): Promise<void> {
+    const { start, end } = pieceSpan(a.piece, record.sizeBytes, record.pieceSizeBytes);
+    const ctrl = new AbortController();
+    const stalled = () => ctrl.abort(new Error(`stalled: no data for ${this.limits.progressTimeoutMs} ms`));
+    let timer = setTimeout(stalled, this.limits.progressTimeoutMs);
+    const onStop = () => ctrl.abort(new Error('the node is stopping'));
+    this.stopping.signal.addEventListener('abort', onStop, { once: true });
+    try {
+      const buf = await this.d.source.fetchPiece(a.peer, record.digest, a.piece, end - start, {
+        signal: ctrl.signal,
+        onProgress: () => {
+          clearTimeout(timer);
+          timer = setTimeout(stalled, this.limits.progressTimeoutMs);
+        },
+      });
+      if (buf.length !== end - start || sha256Hex(buf) !== record.pieces[a.piece]) {
+        report.badPieces++;
+        this.d.log.warn(`registry: piece ${a.piece} of ${record.digest} from ${a.peer} fails its digest; asking another peer`);
+        plan.onBadPiece(a.piece, a.peer);
+        return;
+      }
+      let off = 0;
+      while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, start + off)).bytesWritten;
+      plan.onPiece(a.piece, a.peer);
+    } catch (err) {
+      const e = err as OmniError;
+      if (e.code === 'BLOB_UNKNOWN' || e.code === 'BLOB_CORRUPT') this.d.learned(a.peer, record.digest, false);
+      const why = ctrl.signal.aborted ? String((ctrl.signal.reason as Error)?.message ?? 'aborted') : e.message;
+      this.d.log.warn(`registry: piece ${a.piece} of ${record.digest} from ${a.peer}: ${why}; dropping that peer from this transfer`);
+      plan.onPeerFailed(a.piece, a.peer, why.slice(0, 200));
+    } finally {
+      clearTimeout(timer);
+      this.stopping.signal.removeEventListener('abort', onStop);
+    }
+  }
+}
+
+function sha256Hex(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+

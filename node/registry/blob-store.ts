@@ -1,0 +1,328 @@
+// Every node's content-addressed blob store (image layers and configs). A blob is written to a
+// temp file, then verified (its sha256 must be the digest it is stored under), fsync'ed and
+// renamed into place, with its piece digests (4 MiB pieces) in a sidecar file written the same
+// way. Reads verify again, piece by piece, before any byte leaves: a piece that no longer
+// matches its digest makes the blob corrupt — it is removed (and reported through onRemoved so
+// the cluster stops asking this node for it) and the read fails.
+//
+//   DIR/blobs/sha256/<hex>          the bytes
+//   DIR/blobs/sha256/<hex>.pieces   {"sizeBytes", "pieceSizeBytes", "pieces": [hex…]}
+//   DIR/tmp/                        uploads and fetches in progress (emptied at open, except
+//                                   resumable fetches, see fetchPath)
+import { createHash, randomUUID } from 'node:crypto';
+import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { OmniError } from '../errors.js';
+import { writeFileAtomic } from '../files.js';
+import type { Logger } from '../logger.js';
+import { isDigest, digestOfHex, hexOf } from '../../protocol/registry/digest.js';
+import { PIECE_SIZE_BYTES, pieceCount, pieceSpan, piecesCovering, validPieces } from '../../protocol/registry/pieces.js';
+import { MAX_BLOB_BYTES } from '../../protocol/registry/records.js';
+
+/** Free space the store leaves on the disk: a blob that would eat into it is refused (NO_SPACE). */
+export const DEFAULT_MIN_FREE_BYTES = 512 * 1024 * 1024;
+/** Read size when hashing a whole file. */
+const HASH_READ_BYTES = 1024 * 1024;
+const FETCH_PREFIX = 'fetch-';
+
+export interface BlobInfo {
+  digest: string;
+  sizeBytes: number;
+  pieceSizeBytes: number;
+  pieces: string[];
+}
+
+export interface BlobStoreOptions {
+  /** The store's directory (DIR above). */
+  dir: string;
+  log: Logger;
+  pieceSizeBytes?: number;
+  maxBlobBytes?: number;
+  minFreeBytes?: number;
+  /** Free bytes on the store's file system (tests inject a full disk). */
+  freeBytes?: (dir: string) => Promise<number>;
+  /** A blob became available here (pushed or fetched). */
+  onAdded?: (digest: string) => void;
+  /** A blob left this store (deleted, or found corrupt). */
+  onRemoved?: (digest: string, why: 'deleted' | 'corrupt') => void;
+}
+
+async function statfsFree(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return Number(s.bavail) * Number(s.bsize);
+}
+
+export class BlobStore {
+  readonly pieceSizeBytes: number;
+  readonly maxBlobBytes: number;
+  readonly minFreeBytes: number;
+  private readonly blobsDir: string;
+  private readonly tmpDir: string;
+  /** Blobs held here, with their piece digests (loaded at open). */
+  private readonly blobs = new Map<string, BlobInfo>();
+  private readonly freeBytes: (dir: string) => Promise<number>;
+
+  private constructor(private readonly opts: BlobStoreOptions) {
+    this.pieceSizeBytes = opts.pieceSizeBytes ?? PIECE_SIZE_BYTES;
+    this.maxBlobBytes = opts.maxBlobBytes ?? MAX_BLOB_BYTES;
+    this.minFreeBytes = opts.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
+    this.freeBytes = opts.freeBytes ?? statfsFree;
+    this.blobsDir = join(opts.dir, 'blobs', 'sha256');
+    this.tmpDir = join(opts.dir, 'tmp');
+  }
+
+  /** Opens (creating) the store: loads the blobs it holds, drops unfinished uploads. */
+  static async open(opts: BlobStoreOptions): Promise<BlobStore> {
+    const store = new BlobStore(opts);
+    await mkdir(store.blobsDir, { recursive: true, mode: 0o700 });
+    await mkdir(store.tmpDir, { recursive: true, mode: 0o700 });
+    for (const name of await readdir(store.tmpDir)) {
+      // Fetches resume from their partial file; uploads cannot (the client restarts them).
+      if (!name.startsWith(FETCH_PREFIX)) await rm(join(store.tmpDir, name), { force: true });
+    }
+    await store.load();
+    return store;
+  }
+
+  private async load(): Promise<void> {
+    for (const name of await readdir(this.blobsDir)) {
+      if (!/^[a-f0-9]{64}$/.test(name)) {
+        if (!/^[a-f0-9]{64}\.pieces$/.test(name)) await rm(join(this.blobsDir, name), { force: true }); // leftovers of an interrupted write
+        continue;
+      }
+      const digest = digestOfHex(name);
+      const info = await this.readSidecar(digest);
+      if (info) {
+        this.blobs.set(digest, info);
+        continue;
+      }
+      // No usable sidecar (a crash between the two renames): hash the blob again.
+      try {
+        const hashed = await hashFile(this.blobPath(digest), this.pieceSizeBytes);
+        if (hashed.digest !== digest) throw new Error(`its sha256 is ${hashed.digest}`);
+        await writeFileAtomic(this.sidecarPath(digest), JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }));
+        this.blobs.set(digest, hashed);
+      } catch (err) {
+        this.opts.log.warn(`registry: blob ${digest} is damaged and was removed: ${(err as Error).message}`);
+        await this.removeFiles(digest);
+      }
+    }
+  }
+
+  private async readSidecar(digest: string): Promise<BlobInfo | undefined> {
+    try {
+      const o = JSON.parse(await readFile(this.sidecarPath(digest), 'utf8')) as Partial<BlobInfo>;
+      const size = (await stat(this.blobPath(digest))).size;
+      if (o.sizeBytes !== size || !validPieces(size, o.pieceSizeBytes as number, o.pieces)) return undefined;
+      return { digest, sizeBytes: size, pieceSizeBytes: o.pieceSizeBytes as number, pieces: o.pieces as string[] };
+    } catch {
+      return undefined;
+    }
+  }
+
+  private blobPath(digest: string): string {
+    return join(this.blobsDir, hexOf(digest));
+  }
+
+  private sidecarPath(digest: string): string {
+    return join(this.blobsDir, `${hexOf(digest)}.pieces`);
+  }
+
+  has(digest: string): boolean {
+    return this.blobs.has(digest);
+  }
+
+  info(digest: string): BlobInfo | undefined {
+    return this.blobs.get(digest);
+  }
+
+  /** Digests of every blob held here. */
+  held(): string[] {
+    return [...this.blobs.keys()];
+  }
+
+  /** Bytes of all blobs held here. */
+  heldBytes(): number {
+    let n = 0;
+    for (const b of this.blobs.values()) n += b.sizeBytes;
+    return n;
+  }
+
+  /** Throws NO_SPACE unless `bytes` more fit on the disk above the reserve. */
+  async ensureSpace(bytes: number): Promise<void> {
+    const free = await this.freeBytes(this.opts.dir);
+    if (free - bytes < this.minFreeBytes) {
+      throw new OmniError('NO_SPACE', `not enough disk space for ${bytes} more bytes of blobs: ${free} bytes free, ${this.minFreeBytes} kept in reserve`);
+    }
+  }
+
+  /** Throws TOO_LARGE for a blob over the size limit. */
+  checkSize(bytes: number): void {
+    if (bytes > this.maxBlobBytes) throw new OmniError('TOO_LARGE', `a blob may be at most ${this.maxBlobBytes} bytes, this one has ${bytes}`);
+  }
+
+  /** A fresh temp file path for an upload. */
+  tempPath(): string {
+    return join(this.tmpDir, `upload-${randomUUID()}`);
+  }
+
+  /** The partial file of a fetch of `digest` (kept across restarts, so a fetch resumes). */
+  fetchPath(digest: string): string {
+    return join(this.tmpDir, `${FETCH_PREFIX}${hexOf(digest)}`);
+  }
+
+  /**
+   * Moves a finished temp file into the store as `digest`: hashes it from disk (the digest, and
+   * the recorded piece digests when `expectedPieces` is given, must match; else DIGEST_INVALID
+   * and the file is removed), fsyncs it, writes the sidecar, renames it into place, fsyncs the
+   * directory. Returns the blob's info (already held: the existing one, the temp file removed).
+   */
+  async commit(tmpPath: string, digest: string, expectedPieces?: { pieceSizeBytes: number; pieces: string[] }): Promise<BlobInfo> {
+    if (!isDigest(digest)) throw new OmniError('DIGEST_INVALID', `${digest.slice(0, 80)} is not a sha256 digest`);
+    const existing = this.blobs.get(digest);
+    if (existing) {
+      await rm(tmpPath, { force: true });
+      return existing;
+    }
+    let hashed: BlobInfo;
+    try {
+      hashed = await hashFile(tmpPath, expectedPieces?.pieceSizeBytes ?? this.pieceSizeBytes);
+      if (hashed.digest !== digest) throw new OmniError('DIGEST_INVALID', `the content's digest is ${hashed.digest}, not ${digest}`);
+      if (expectedPieces && hashed.pieces.some((p, i) => p !== expectedPieces.pieces[i])) throw new OmniError('DIGEST_INVALID', `blob ${digest} has piece digests other than those recorded`);
+      this.checkSize(hashed.sizeBytes);
+      const fh = await open(tmpPath, 'r+');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      await rm(tmpPath, { force: true });
+      throw err;
+    }
+    await writeFileAtomic(this.sidecarPath(digest), JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }));
+    await rename(tmpPath, this.blobPath(digest));
+    await syncDir(this.blobsDir);
+    this.blobs.set(digest, hashed);
+    this.opts.onAdded?.(digest);
+    return hashed;
+  }
+
+  /** Piece `index` of a held blob, verified against its digest (BLOB_CORRUPT: the blob is removed). */
+  async readPiece(digest: string, index: number): Promise<Buffer> {
+    const info = this.blobs.get(digest);
+    if (!info) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not on this node`);
+    if (!Number.isSafeInteger(index) || index < 0 || index >= info.pieces.length) throw new OmniError('BAD_REQUEST', `blob ${digest} has no piece ${index}`);
+    const { start, end } = pieceSpan(index, info.sizeBytes, info.pieceSizeBytes);
+    const buf = Buffer.allocUnsafe(end - start);
+    let fh: FileHandle;
+    try {
+      fh = await open(this.blobPath(digest), 'r');
+    } catch (err) {
+      await this.markCorrupt(digest, `cannot open it: ${(err as Error).message}`);
+      throw new OmniError('BLOB_CORRUPT', `blob ${digest} is missing on this node`);
+    }
+    try {
+      let off = 0;
+      while (off < buf.length) {
+        const { bytesRead } = await fh.read(buf, off, buf.length - off, start + off);
+        if (bytesRead === 0) break;
+        off += bytesRead;
+      }
+      if (off !== buf.length) {
+        await this.markCorrupt(digest, `piece ${index} is cut short`);
+        throw new OmniError('BLOB_CORRUPT', `blob ${digest} is damaged on this node (removed)`);
+      }
+    } finally {
+      await fh.close();
+    }
+    if (createHash('sha256').update(buf).digest('hex') !== info.pieces[index]) {
+      await this.markCorrupt(digest, `piece ${index} does not match its digest`);
+      throw new OmniError('BLOB_CORRUPT', `blob ${digest} is damaged on this node (removed)`);
+    }
+    return buf;
+  }
+
+  /**
+   * The bytes [start, end] (inclusive) of a held blob, one verified piece at a time: a piece is
+   * read and checked whole before any of it is yielded.
+   */
+  async *read(digest: string, start = 0, end?: number): AsyncGenerator<Buffer> {
+    const info = this.blobs.get(digest);
+    if (!info) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not on this node`);
+    const last = end ?? info.sizeBytes - 1;
+    if (info.sizeBytes === 0 || last < start) return;
+    const { first, last: lastPiece } = piecesCovering(start, last, info.pieceSizeBytes);
+    for (let i = first; i <= lastPiece; i++) {
+      const piece = await this.readPiece(digest, i);
+      const base = i * info.pieceSizeBytes;
+      yield piece.subarray(Math.max(0, start - base), Math.min(piece.length, last - base + 1));
+    }
+  }
+
+  /** Removes a held blob (no-op when absent). */
+  async delete(digest: string): Promise<boolean> {
+    if (!this.blobs.delete(digest)) return false;
+    await this.removeFiles(digest);
+    this.opts.onRemoved?.(digest, 'deleted');
+    return true;
+  }
+
+  private async markCorrupt(digest: string, why: string): Promise<void> {
+    if (!this.blobs.delete(digest)) return;
+    this.opts.log.error(`registry: blob ${digest} is corrupt on this node (${why}); removed, it will be fetched again from a peer when needed`);
+    await this.removeFiles(digest);
+    this.opts.onRemoved?.(digest, 'corrupt');
+  }
+
+  private async removeFiles(digest: string): Promise<void> {
+    await rm(this.blobPath(digest), { force: true });
+    await rm(this.sidecarPath(digest), { force: true });
+  }
+}
+
+/** sha256 of a whole file and of each of its pieces. */
+export async function hashFile(path: string, pieceSizeBytes: number): Promise<BlobInfo> {
+  const whole = createHash('sha256');
+  const pieces: string[] = [];
+  let piece = createHash('sha256');
+  let inPiece = 0;
+  let size = 0;
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(HASH_READ_BYTES);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+      if (bytesRead === 0) break;
+      let off = 0;
+      while (off < bytesRead) {
+        const take = Math.min(bytesRead - off, pieceSizeBytes - inPiece);
+        const chunk = buf.subarray(off, off + take);
+        whole.update(chunk);
+        piece.update(chunk);
+        inPiece += take;
+        off += take;
+        if (inPiece === pieceSizeBytes) {
+          pieces.push(piece.digest('hex'));
+          piece = createHash('sha256');
+          inPiece = 0;
+        }
+      }
+      size += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  if (inPiece > 0) pieces.push(piece.digest('hex'));
+  if (pieces.length !== pieceCount(size, pieceSizeBytes)) throw new Error('piece count mismatch');
+  return { digest: digestOfHex(whole.digest('hex')), sizeBytes: size, pieceSizeBytes, pieces };
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

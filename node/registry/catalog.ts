@@ -1,0 +1,280 @@
+// The registry's metadata: repositories, tags, manifests, blobs and their piece digests, kept
+// in the replicated state so a push to one node is visible on every node. RegistryCatalog is
+// the narrow interface the rest of the registry uses; KvRegistryCatalog is its first
+// implementation, typed JSON records under `registry/` in the replicated KV written through
+// the leader's proposal path (protocol/registry/records.ts has the key layout). It can move to
+// typed state tables without its callers changing.
+//
+// Reads: content-addressed records never change once written, so the local replica answers
+// when it has them; a miss, and anything mutable (tags, listings), is read again after a
+// linearizable read barrier, so a push acknowledged on node A is seen by a pull on node C.
+import type { Caller } from '../cluster/caller.js';
+import type { ClusterAccess } from '../cluster/ports.js';
+import { OmniError } from '../errors.js';
+import type { KvCompare, KvTxnOp } from '../../protocol/cluster/state.js';
+import {
+  blobKey,
+  manifestKey,
+  parseRepoLinkKey,
+  parseTagKey,
+  readBlobRecord,
+  readManifestRecord,
+  readTagRecord,
+  repoBlobKey,
+  repoBlobPrefix,
+  repoManifestKey,
+  repoManifestPrefix,
+  tagKey,
+  tagPrefix,
+  BLOB_PREFIX,
+  MANIFEST_PREFIX,
+  REPO_MANIFEST_PREFIX,
+  REPO_BLOB_PREFIX,
+  TAG_PREFIX,
+  type BlobRecord,
+  type ManifestRecord,
+} from '../../protocol/registry/records.js';
+import { digestOfHex } from '../../protocol/registry/digest.js';
+
+/** Most entries one listing scans (the replicated state holds at most 100,000 keys). */
+const MAX_SCAN = 100_000;
+
+export interface TagEntry {
+  repo: string;
+  tag: string;
+  digest: string;
+  updatedAtMs: number;
+}
+
+export interface RegistryCatalog {
+  /** A blob known to the cluster (not necessarily in any given repository). */
+  blob(digest: string): Promise<BlobRecord | undefined>;
+  /** A blob linked into `repo`. */
+  blobInRepo(repo: string, digest: string): Promise<BlobRecord | undefined>;
+  /** A manifest linked into `repo`. */
+  manifest(repo: string, digest: string): Promise<ManifestRecord | undefined>;
+  /** A manifest known to the cluster, in whatever repository. */
+  anyManifest(digest: string): Promise<ManifestRecord | undefined>;
+  /** The digest `repo:tag` points to. */
+  resolveTag(repo: string, tag: string): Promise<string | undefined>;
+  /** Tags of `repo`, sorted (undefined: no such repository). */
+  tags(repo: string): Promise<string[] | undefined>;
+  /** Every repository that holds a manifest or a blob, sorted. */
+  repositories(): Promise<string[]>;
+  /** Every tag of every repository (for `omni images ls`). */
+  allTags(): Promise<TagEntry[]>;
+  /** Manifests linked into `repo`. */
+  repoManifests(repo: string): Promise<string[]>;
+  /** Records a pushed blob (once for the cluster) and links it into `repo`. */
+  addBlob(repo: string, blob: BlobRecord, caller: Caller): Promise<void>;
+  /** Links a known blob into `repo` (a cross-repository mount); false when the blob is unknown. */
+  linkBlob(repo: string, digest: string, caller: Caller): Promise<boolean>;
+  /**
+   * Records a manifest in `repo` (and points `tag` at it): every blob it needs must be known
+   * (MANIFEST_BLOB_UNKNOWN otherwise) and is linked into `repo`; an index's manifests must be
+   * in `repo` (MANIFEST_UNKNOWN otherwise). One transaction.
+   */
+  putManifest(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller): Promise<void>;
+  /** Unlinks a manifest from `repo` and removes the tags there that point to it. */
+  deleteManifest(repo: string, digest: string, caller: Caller): Promise<boolean>;
+  deleteTag(repo: string, tag: string, caller: Caller): Promise<boolean>;
+  unlinkBlob(repo: string, digest: string, caller: Caller): Promise<boolean>;
+}
+
+export type CatalogAccess = Pick<ClusterAccess, 'raft' | 'readBarrier' | 'proposeOk'>;
+
+export class KvRegistryCatalog implements RegistryCatalog {
+  constructor(private readonly d: CatalogAccess) {}
+
+  private get state() {
+    return this.d.raft.state;
+  }
+
+  /** The value of an immutable key: the local replica, else after a read barrier. */
+  private async immutable(key: string): Promise<string | undefined> {
+    const local = this.state.kvGet(key)?.value;
+    if (local !== undefined) return local;
+    await this.d.readBarrier();
+    return this.state.kvGet(key)?.value;
+  }
+
+  private async fresh(key: string): Promise<{ value: string; version: number } | undefined> {
+    await this.d.readBarrier();
+    return this.state.kvGet(key);
+  }
+
+  async blob(digest: string): Promise<BlobRecord | undefined> {
+    return readBlobRecord(await this.immutable(blobKey(digest)), digest);
+  }
+
+  async blobInRepo(repo: string, digest: string): Promise<BlobRecord | undefined> {
+    if ((await this.immutable(repoBlobKey(repo, digest))) === undefined) return undefined;
+    return this.blob(digest);
+  }
+
+  async manifest(repo: string, digest: string): Promise<ManifestRecord | undefined> {
+    if ((await this.immutable(repoManifestKey(repo, digest))) === undefined) return undefined;
+    return this.anyManifest(digest);
+  }
+
+  async anyManifest(digest: string): Promise<ManifestRecord | undefined> {
+    return readManifestRecord(await this.immutable(manifestKey(digest)), digest);
+  }
+
+  async resolveTag(repo: string, tag: string): Promise<string | undefined> {
+    return readTagRecord((await this.fresh(tagKey(repo, tag)))?.value)?.digest;
+  }
+
+  async tags(repo: string): Promise<string[] | undefined> {
+    await this.d.readBarrier();
+    const tags = this.state.kvList(tagPrefix(repo), MAX_SCAN).flatMap((r) => {
+      const k = parseTagKey(r.key.slice(TAG_PREFIX.length));
+      return k && k.repo === repo ? [k.tag] : [];
+    });
+    if (tags.length === 0 && !this.repoExists(repo)) return undefined;
+    return tags.sort();
+  }
+
+  private repoExists(repo: string): boolean {
+    return this.state.kvList(repoManifestPrefix(repo), 1).length > 0 || this.state.kvList(repoBlobPrefix(repo), 1).length > 0;
+  }
+
+  async repositories(): Promise<string[]> {
+    await this.d.readBarrier();
+    const repos = new Set<string>();
+    for (const prefix of [REPO_MANIFEST_PREFIX, REPO_BLOB_PREFIX]) {
+      for (const r of this.state.kvList(prefix, MAX_SCAN)) {
+        const k = parseRepoLinkKey(r.key.slice(prefix.length));
+        if (k) repos.add(k.repo);
+      }
+    }
+    return [...repos].sort();
+  }
+
+  async allTags(): Promise<TagEntry[]> {
+    await this.d.readBarrier();
+    return this.state.kvList(TAG_PREFIX, MAX_SCAN).flatMap((r) => {
+      const k = parseTagKey(r.key.slice(TAG_PREFIX.length));
+      const t = readTagRecord(r.value);
+      return k && t ? [{ repo: k.repo, tag: k.tag, digest: t.digest, updatedAtMs: t.updatedAtMs }] : [];
+    });
+  }
+
+  async repoManifests(repo: string): Promise<string[]> {
+    await this.d.readBarrier();
+    return this.state.kvList(repoManifestPrefix(repo), MAX_SCAN).flatMap((r) => {
+      const k = parseRepoLinkKey(r.key.slice(REPO_MANIFEST_PREFIX.length));
+      return k && k.repo === repo ? [k.digest] : [];
+    });
+  }
+
+  async addBlob(repo: string, blob: BlobRecord, caller: Caller): Promise<void> {
+    await this.d.readBarrier();
+    const ops: KvTxnOp[] = [];
+    const compares: KvCompare[] = [];
+    const existing = this.state.kvGet(blobKey(blob.digest));
+    if (!readBlobRecord(existing?.value, blob.digest)) {
+      // Absent (or not a record): written now; a concurrent push of the same blob may win the race.
+      ops.push({ op: 'put', key: blobKey(blob.digest), value: JSON.stringify(blob) });
+      compares.push({ key: blobKey(blob.digest), version: existing?.version ?? 0 });
+    }
+    if (!this.state.kvGet(repoBlobKey(repo, blob.digest))) ops.push({ op: 'put', key: repoBlobKey(repo, blob.digest), value: JSON.stringify({ createdAtMs: blob.createdAtMs }) });
+    if (ops.length === 0) return;
+    try {
+      await this.d.proposeOk({ type: 'kv.txn', compares, ops }, caller);
+    } catch (err) {
+      // Another push recorded the same blob first: link it.
+      if (err instanceof OmniError && err.code === 'CONFLICT' && (await this.blob(blob.digest))) {
+        await this.linkBlob(repo, blob.digest, caller);
+        return;
+      }
+      throw err;
+    }
+  }
+
+  async linkBlob(repo: string, digest: string, caller: Caller): Promise<boolean> {
+    await this.d.readBarrier();
+    const rec = this.state.kvGet(blobKey(digest));
+    if (!readBlobRecord(rec?.value, digest)) return false;
+    if (this.state.kvGet(repoBlobKey(repo, digest))) return true;
+    // The blob must still exist when the link is written.
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: blobKey(digest), version: rec!.version }], ops: [{ op: 'put', key: repoBlobKey(repo, digest), value: JSON.stringify({ createdAtMs: Date.now() }) }] }, caller);
+    return true;
+  }
+
+  async putManifest(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller): Promise<void> {
+    await this.d.readBarrier();
+    const compares: KvCompare[] = [];
+    const ops: KvTxnOp[] = [];
+    for (const d of record.blobs) {
+      const rec = this.state.kvGet(blobKey(d));
+      if (!readBlobRecord(rec?.value, d)) throw new OmniError('MANIFEST_BLOB_UNKNOWN', `blob ${d} is not in the registry: push it before the manifest`, { digest: d });
+      compares.push({ key: blobKey(d), version: rec!.version });
+      if (!this.state.kvGet(repoBlobKey(repo, d))) ops.push({ op: 'put', key: repoBlobKey(repo, d), value: JSON.stringify({ createdAtMs: record.createdAtMs }) });
+    }
+    for (const d of record.manifests) {
+      const link = this.state.kvGet(repoManifestKey(repo, d));
+      if (!link || !readManifestRecord(this.state.kvGet(manifestKey(d))?.value, d)) throw new OmniError('MANIFEST_UNKNOWN', `manifest ${d} listed by the index is not in ${repo}: push it first`, { digest: d });
+      compares.push({ key: repoManifestKey(repo, d), version: link.version });
+    }
+    const existing = this.state.kvGet(manifestKey(record.digest));
+    if (!readManifestRecord(existing?.value, record.digest)) {
+      ops.push({ op: 'put', key: manifestKey(record.digest), value: JSON.stringify(record) });
+      compares.push({ key: manifestKey(record.digest), version: existing?.version ?? 0 });
+    }
+    if (!this.state.kvGet(repoManifestKey(repo, record.digest))) ops.push({ op: 'put', key: repoManifestKey(repo, record.digest), value: JSON.stringify({ createdAtMs: record.createdAtMs }) });
+    if (tag !== undefined && readTagRecord(this.state.kvGet(tagKey(repo, tag))?.value)?.digest !== record.digest) {
+      ops.push({ op: 'put', key: tagKey(repo, tag), value: JSON.stringify({ digest: record.digest, updatedAtMs: record.createdAtMs }) });
+    }
+    if (ops.length === 0) return;
+    await this.d.proposeOk({ type: 'kv.txn', compares, ops }, caller);
+  }
+
+  async deleteManifest(repo: string, digest: string, caller: Caller): Promise<boolean> {
+    await this.d.readBarrier();
+    const link = this.state.kvGet(repoManifestKey(repo, digest));
+    if (!link) return false;
+    const ops: KvTxnOp[] = [{ op: 'delete', key: link.key }];
+    const compares: KvCompare[] = [{ key: link.key, version: link.version }];
+    for (const r of this.state.kvList(tagPrefix(repo), MAX_SCAN)) {
+      if (readTagRecord(r.value)?.digest === digest) {
+        ops.push({ op: 'delete', key: r.key });
+        compares.push({ key: r.key, version: r.version });
+      }
+    }
+    await this.d.proposeOk({ type: 'kv.txn', compares, ops: ops.slice(0, 1000) }, caller);
+    return true;
+  }
+
+  async deleteTag(repo: string, tag: string, caller: Caller): Promise<boolean> {
+    await this.d.readBarrier();
+    const r = this.state.kvGet(tagKey(repo, tag));
+    if (!r) return false;
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: r.key, version: r.version }], ops: [{ op: 'delete', key: r.key }] }, caller);
+    return true;
+  }
+
+  async unlinkBlob(repo: string, digest: string, caller: Caller): Promise<boolean> {
+    await this.d.readBarrier();
+    const r = this.state.kvGet(repoBlobKey(repo, digest));
+    if (!r) return false;
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: r.key, version: r.version }], ops: [{ op: 'delete', key: r.key }] }, caller);
+    return true;
+  }
+}
+
+/** Every blob record in the catalog's state (for `omni images`; a local replica read). */
+export function listBlobRecords(state: CatalogAccess['raft']['state']): BlobRecord[] {
+  return state.kvList(BLOB_PREFIX, MAX_SCAN).flatMap((r) => {
+    const b = readBlobRecord(r.value, digestOfHex(r.key.slice(BLOB_PREFIX.length)));
+    return b ? [b] : [];
+  });
+}
+
+/** Every manifest record (local replica read). */
+export function listManifestRecords(state: CatalogAccess['raft']['state']): ManifestRecord[] {
+  return state.kvList(MANIFEST_PREFIX, MAX_SCAN).flatMap((r) => {
+    const m = readManifestRecord(r.value, digestOfHex(r.key.slice(MANIFEST_PREFIX.length)));
+    return m ? [m] : [];
+  });
+}

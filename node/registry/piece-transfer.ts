@@ -1,0 +1,231 @@
+// Blob pieces between nodes over libp2p (`/omni/registry/pieces/1.0.0`), so a node that lacks a
+// blob fetches it from every peer that holds it (node/registry/blob-fetcher.ts). Only current
+// members may open the protocol (the private network and noise authenticate the peer). One
+// short stream per request, closed when answered, so the per-connection stream limit is never
+// reached by streams left open:
+//
+//   caller → one JSON frame {op: "piece", digest, index}  or  {op: "have", digests: [...]}
+//   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have), then for a
+//            piece its bytes in 'D' frames of at most 256 KiB, then it closes; or 'E'+JSON
+//            {code, message} (BLOB_UNKNOWN, BLOB_CORRUPT, FORBIDDEN, BAD_REQUEST).
+//
+// The server reads each piece verified against its digest (BlobStore.readPiece): a corrupt copy
+// is refused and removed there, never sent. The caller checks the digest again anyway.
+import type { Stream, Connection } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { OmniHost } from '../p2p/host.js';
+import { readFrames, readOneFrame, sendFrame } from '../p2p/framed-stream.js';
+import { OmniError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { BlobStore } from './blob-store.js';
+import { isDigest } from '../../protocol/registry/digest.js';
+
+export const PIECES_PROTOCOL = '/omni/registry/pieces/1.0.0';
+const MAX_REQUEST_BYTES = 128 * 1024;
+/** Digests one `have` request may ask about. */
+export const MAX_HAVE_DIGESTS = 1000;
+const DATA_FRAME_BYTES = 256 * 1024;
+/** No blob has more pieces than this (16 GiB in 4 MiB pieces is 4096). */
+const MAX_PIECE_INDEX = 1_000_000;
+const MAX_RESPONSE_FRAME_BYTES = DATA_FRAME_BYTES + 64 * 1024;
+/** Streams per connection each way; the fetcher keeps far fewer in flight per peer. */
+const MAX_STREAMS_PER_CONNECTION = 64;
+/** Pieces this node reads and sends at once (the rest wait their turn). */
+const MAX_CONCURRENT_SERVES = 16;
+const REQUEST_TIMEOUT_MS = 10_000;
+const DIAL_TIMEOUT_MS = 5_000;
+
+const TAG_HEADER = 0x48; // 'H'
+const TAG_DATA = 0x44; // 'D'
+const TAG_ERROR = 0x45; // 'E'
+
+/** What the fetcher uses to get pieces (the libp2p service here; fakes in tests). */
+export interface PieceSource {
+  /** Piece `index` of `digest` from `peer`; onProgress on every arriving chunk. */
+  fetchPiece(peer: string, digest: string, index: number, sizeBytes: number, opts: { signal: AbortSignal; onProgress: () => void }): Promise<Buffer>;
+  /** Which of `digests` `peer` holds. */
+  has(peer: string, digests: string[], signal: AbortSignal): Promise<boolean[]>;
+}
+
+export interface PieceServiceOptions {
+  /** Throws (FORBIDDEN) unless `peer` is a current member. */
+  authorize(peer: string): void;
+  store: BlobStore;
+  log: Logger;
+}
+
+class Semaphore {
+  private n = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+  async take(): Promise<() => void> {
+    if (this.n >= this.max) await new Promise<void>((r) => this.waiting.push(r));
+    else this.n++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.n--;
+    };
+  }
+}
+
+function tagged(tag: number, body: Uint8Array | string): Uint8Array {
+  const bytes = typeof body === 'string' ? new TextEncoder().encode(body) : body;
+  const out = new Uint8Array(bytes.length + 1);
+  out[0] = tag;
+  out.set(bytes, 1);
+  return out;
+}
+
+function remoteError(frame: Uint8Array): OmniError {
+  try {
+    const e = JSON.parse(new TextDecoder().decode(frame.subarray(1))) as { code?: unknown; message?: unknown };
+    return new OmniError(String(e.code ?? 'UNAVAILABLE').slice(0, 64), String(e.message ?? 'remote error').slice(0, 500));
+  } catch {
+    return new OmniError('BAD_RESPONSE', 'malformed error from peer');
+  }
+}
+
+export class PieceService implements PieceSource {
+  private readonly serving = new Semaphore(MAX_CONCURRENT_SERVES);
+
+  constructor(
+    private readonly host: OmniHost,
+    private readonly opts: PieceServiceOptions,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.host.handle(PIECES_PROTOCOL, (stream, conn) => void this.serve(stream, conn), {
+      maxInboundStreams: MAX_STREAMS_PER_CONNECTION,
+      maxOutboundStreams: MAX_STREAMS_PER_CONNECTION,
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.host.unhandle(PIECES_PROTOCOL).catch(() => undefined);
+  }
+
+  // ---------------------------------------------------------------- caller side
+
+  private async open(peer: string, signal: AbortSignal): Promise<Stream> {
+    try {
+      return await this.host.dialProtocol(peerIdFromString(peer), PIECES_PROTOCOL, { signal: AbortSignal.any([signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)]) });
+    } catch (err) {
+      throw new OmniError('UNAVAILABLE', `cannot reach node ${peer.slice(0, 80)}: ${(err as Error).message}`);
+    }
+  }
+
+  async fetchPiece(peer: string, digest: string, index: number, sizeBytes: number, opts: { signal: AbortSignal; onProgress: () => void }): Promise<Buffer> {
+    const stream = await this.open(peer, opts.signal);
+    const onAbort = () => stream.abort(new Error('piece request aborted'));
+    opts.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await sendFrame(stream, new TextEncoder().encode(JSON.stringify({ op: 'piece', digest, index })), opts.signal);
+      const buf = Buffer.allocUnsafe(sizeBytes);
+      let filled = -1; // -1: header not seen yet
+      for await (const frame of readFrames(stream, MAX_RESPONSE_FRAME_BYTES)) {
+        opts.onProgress();
+        const tag = frame[0];
+        if (tag === TAG_ERROR) throw remoteError(frame);
+        if (filled < 0) {
+          if (tag !== TAG_HEADER) throw new OmniError('BAD_RESPONSE', 'piece reply without a header');
+          const h = JSON.parse(new TextDecoder().decode(frame.subarray(1))) as { sizeBytes?: unknown };
+          if (h.sizeBytes !== sizeBytes) throw new OmniError('BAD_RESPONSE', `peer sends piece ${index} of ${String(h.sizeBytes)} bytes, ${sizeBytes} expected`);
+          filled = 0;
+          continue;
+        }
+        if (tag !== TAG_DATA) throw new OmniError('BAD_RESPONSE', 'malformed piece frame');
+        const data = frame.subarray(1);
+        if (filled + data.length > sizeBytes) throw new OmniError('BAD_RESPONSE', `peer sends more than the ${sizeBytes} bytes of piece ${index}`);
+        buf.set(data, filled);
+        filled += data.length;
+      }
+      if (filled !== sizeBytes) throw new OmniError('BAD_RESPONSE', `piece ${index} ended after ${Math.max(0, filled)} of ${sizeBytes} bytes`);
+      return buf;
+    } catch (err) {
+      if (opts.signal.aborted) throw new OmniError('ABORTED', `piece ${index} from ${peer.slice(0, 80)}: ${String(opts.signal.reason?.message ?? 'aborted')}`);
+      throw err instanceof OmniError ? err : new OmniError('UNAVAILABLE', `piece ${index} from ${peer.slice(0, 80)}: ${(err as Error).message}`);
+    } finally {
+      opts.signal.removeEventListener('abort', onAbort);
+      if (stream.status === 'open') stream.abort(new Error('piece request done'));
+    }
+  }
+
+  async has(peer: string, digests: string[], signal: AbortSignal): Promise<boolean[]> {
+    const stream = await this.open(peer, signal);
+    try {
+      await sendFrame(stream, new TextEncoder().encode(JSON.stringify({ op: 'have', digests: digests.slice(0, MAX_HAVE_DIGESTS) })), signal);
+      const frame = await withTimeout(readOneFrame(stream, MAX_RESPONSE_FRAME_BYTES), REQUEST_TIMEOUT_MS);
+      if (frame[0] === TAG_ERROR) throw remoteError(frame);
+      const h = JSON.parse(new TextDecoder().decode(frame.subarray(1))) as { have?: unknown };
+      if (!Array.isArray(h.have) || h.have.length !== Math.min(digests.length, MAX_HAVE_DIGESTS)) throw new OmniError('BAD_RESPONSE', 'malformed have reply');
+      return h.have.map((x) => x === true);
+    } finally {
+      if (stream.status === 'open') stream.abort(new Error('have request done'));
+    }
+  }
+
+  // ---------------------------------------------------------------- server side
+
+  private async serve(stream: Stream, conn: Connection): Promise<void> {
+    const from = conn.remotePeer.toString();
+    let release: (() => void) | undefined;
+    try {
+      this.opts.authorize(from);
+      const req = parseRequest(await withTimeout(readOneFrame(stream, MAX_REQUEST_BYTES), REQUEST_TIMEOUT_MS));
+      if (req.op === 'have') {
+        await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ have: req.digests.map((d) => this.opts.store.has(d)) })));
+      } else {
+        release = await this.serving.take();
+        const piece = await this.opts.store.readPiece(req.digest, req.index);
+        await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ sizeBytes: piece.length })));
+        for (let off = 0; off < piece.length; off += DATA_FRAME_BYTES) {
+          await sendFrame(stream, tagged(TAG_DATA, piece.subarray(off, off + DATA_FRAME_BYTES)));
+        }
+      }
+      await stream.close({ signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    } catch (err) {
+      const e = err instanceof OmniError ? err : new OmniError('BAD_REQUEST', (err as Error).message);
+      if (e.code === 'FORBIDDEN') this.opts.log.warn(`registry: refused a pieces stream from ${from}: ${e.message}`);
+      try {
+        await sendFrame(stream, tagged(TAG_ERROR, JSON.stringify({ code: e.code, message: e.message.slice(0, 300) })));
+        await stream.close({ signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      } catch {
+        stream.abort(new Error('pieces stream failed'));
+      }
+    } finally {
+      release?.();
+    }
+  }
+}
+
+type PieceRequest = { op: 'piece'; digest: string; index: number } | { op: 'have'; digests: string[] };
+
+function parseRequest(frame: Uint8Array): PieceRequest {
+  let r: Record<string, unknown>;
+  try {
+    r = JSON.parse(new TextDecoder().decode(frame));
+  } catch {
+    throw new OmniError('BAD_REQUEST', 'request is not JSON');
+  }
+  if (r?.op === 'have') {
+    if (!Array.isArray(r.digests) || r.digests.length > MAX_HAVE_DIGESTS || !r.digests.every(isDigest)) throw new OmniError('BAD_REQUEST', 'have needs digests: [sha256:…]');
+    return { op: 'have', digests: r.digests as string[] };
+  }
+  if (r?.op === 'piece') {
+    if (!isDigest(r.digest)) throw new OmniError('BAD_REQUEST', 'piece needs a sha256 digest');
+    if (!Number.isSafeInteger(r.index) || (r.index as number) < 0 || (r.index as number) > MAX_PIECE_INDEX) throw new OmniError('BAD_REQUEST', 'piece needs an index');
+    return { op: 'piece', digest: r.digest as string, index: r.index as number };
+  }
+  throw new OmniError('BAD_REQUEST', 'op must be piece or have');
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new OmniError('TIMEOUT', `no answer within ${ms} ms`)), ms);
+    p.then(resolve, reject).finally(() => clearTimeout(t));
+  });
+}

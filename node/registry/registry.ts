@@ -1,0 +1,156 @@
+// The registry on one node: its blob store, upload sessions, the replicated catalog, the /v2/
+// listener, and (given by the daemon) the way to bring a blob from peers. daemon.ts builds one
+// with the narrow parts it needs and starts it; nothing here knows the daemon.
+import { join } from 'node:path';
+import type { Logger } from '../logger.js';
+import type { ClusterAccess } from '../cluster/ports.js';
+import type { ApiTls } from '../api/tls.js';
+import { OmniError } from '../errors.js';
+import type { BlobRecord } from '../../protocol/registry/records.js';
+import { BlobStore, type BlobStoreOptions } from './blob-store.js';
+import { UploadSessions } from './uploads.js';
+import { KvRegistryCatalog, type RegistryCatalog } from './catalog.js';
+import { OciApi } from './oci-api.js';
+import { RegistryServer } from './registry-server.js';
+import type { OmniHost } from '../p2p/host.js';
+import { Holdings } from './holdings.js';
+import { PieceService } from './piece-transfer.js';
+import { BlobFetcher, type FetchLimits, type TransferReport } from './blob-fetcher.js';
+
+/** The default `--registry` address: loopback, for this node's own Docker engine. */
+export const DEFAULT_REGISTRY_ADDR = '127.0.0.1:5000';
+const UPLOAD_SWEEP_MS = 60_000;
+
+export interface RegistryDeps {
+  cluster: Pick<ClusterAccess, 'raft' | 'readBarrier' | 'proposeOk'>;
+  log: Logger;
+  dataDir: string;
+  /** Overrides of the store's limits (tests: a small piece size, a full disk). */
+  store?: Partial<Omit<BlobStoreOptions, 'dir' | 'log'>>;
+}
+
+/** What the peer-to-peer side needs (given once the node knows its cluster). */
+export interface RegistryPeerDeps {
+  host: OmniHost;
+  clusterId: string;
+  /** Throws FORBIDDEN unless `peer` is a current member. */
+  authorize(peer: string): void;
+  /** The other current members. */
+  members(): string[];
+  fetchLimits?: Partial<FetchLimits>;
+  announceIntervalMs?: number;
+}
+
+/** Brings a blob the catalog knows into the local store. */
+export type FetchFn = (record: BlobRecord, signal: AbortSignal) => Promise<void>;
+
+export class Registry {
+  readonly catalog: RegistryCatalog;
+  server: RegistryServer | undefined;
+  private uploads!: UploadSessions;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private fetcher: FetchFn = async (rec) => {
+    throw new OmniError('BLOB_UNKNOWN', `blob ${rec.digest} is not on this node`);
+  };
+  private readonly addedListeners: ((digest: string) => void)[] = [];
+  private readonly removedListeners: ((digest: string, why: 'deleted' | 'corrupt') => void)[] = [];
+  private holdings: Holdings | undefined;
+  private pieces: PieceService | undefined;
+  private fetcherImpl: BlobFetcher | undefined;
+
+  private constructor(
+    private readonly d: RegistryDeps,
+    readonly store: BlobStore,
+  ) {
+    this.catalog = new KvRegistryCatalog(d.cluster);
+  }
+
+  static async open(d: RegistryDeps): Promise<Registry> {
+    let reg: Registry | undefined;
+    const store = await BlobStore.open({
+      dir: join(d.dataDir, 'registry'),
+      log: d.log,
+      ...d.store,
+      onAdded: (digest) => reg?.addedListeners.forEach((f) => f(digest)),
+      onRemoved: (digest, why) => reg?.removedListeners.forEach((f) => f(digest, why)),
+    });
+    reg = new Registry(d, store);
+    reg.uploads = new UploadSessions(store);
+    return reg;
+  }
+
+  /** Listeners for blobs arriving in or leaving this node's store (the holdings gossip). */
+  onBlobAdded(f: (digest: string) => void): void {
+    this.addedListeners.push(f);
+  }
+
+  onBlobRemoved(f: (digest: string, why: 'deleted' | 'corrupt') => void): void {
+    this.removedListeners.push(f);
+  }
+
+  /** How blobs missing here are fetched (the peer-to-peer transfer). */
+  setFetcher(f: FetchFn): void {
+    this.fetcher = f;
+  }
+
+  /**
+   * Starts the peer-to-peer side: the pieces protocol, the holdings gossip and the fetcher that
+   * brings blobs this node lacks from the peers that hold them.
+   */
+  async startPeers(p: RegistryPeerDeps): Promise<void> {
+    this.holdings = new Holdings({ host: p.host, clusterId: p.clusterId, held: () => this.store.held(), log: this.d.log, announceIntervalMs: p.announceIntervalMs });
+    this.pieces = new PieceService(p.host, { authorize: p.authorize, store: this.store, log: this.d.log });
+    await this.pieces.start();
+    const holdings = this.holdings;
+    this.fetcherImpl = new BlobFetcher({
+      store: this.store,
+      source: this.pieces,
+      holders: (digest) => holdings.holders(digest),
+      members: p.members,
+      learned: (peer, digest, has) => holdings.learned(peer, digest, has),
+      log: this.d.log,
+      limits: p.fetchLimits,
+    });
+    const fetcher = this.fetcherImpl;
+    this.setFetcher((rec, signal) => fetcher.fetch(rec, signal));
+    this.onBlobAdded((d) => holdings.added(d));
+    this.onBlobRemoved((d) => holdings.removed(d));
+    holdings.start();
+  }
+
+  /** Nodes (ids) the gossip says hold a blob, this node first when it does. */
+  holders(digest: string, selfId: string): string[] {
+    return [...(this.store.has(digest) ? [selfId] : []), ...(this.holdings?.holders(digest) ?? [])];
+  }
+
+  /** The last transfers from peers (newest last). */
+  recentTransfers(): TransferReport[] {
+    return this.fetcherImpl?.recent ?? [];
+  }
+
+  /** Makes sure a blob the catalog knows is in the local store. */
+  async ensureLocal(record: BlobRecord, signal: AbortSignal): Promise<void> {
+    if (this.store.has(record.digest)) return;
+    await this.fetcher(record, signal);
+  }
+
+  /** Serves /v2/ on HOST:PORT (HTTP on loopback, else HTTPS with the node certificate). */
+  async listen(hostPort: string, tls: ApiTls): Promise<void> {
+    const api = new OciApi({ catalog: this.catalog, store: this.store, uploads: this.uploads, fetchBlob: (rec, signal) => this.ensureLocal(rec, signal), log: this.d.log });
+    const server = new RegistryServer({ api, tokens: () => this.d.cluster.raft.state.tokens(), log: this.d.log });
+    await server.listen(hostPort, tls);
+    this.server = server;
+    this.sweepTimer = setInterval(() => void this.uploads.sweep().catch(() => undefined), UPLOAD_SWEEP_MS);
+    this.sweepTimer.unref();
+    this.d.log.info(`registry: serving /v2/ on ${server.url} (${this.store.held().length} blobs on this node)`);
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.fetcherImpl?.stop();
+    this.holdings?.stop();
+    await this.pieces?.stop();
+    await this.server?.close();
+    await this.uploads?.closeAll();
+  }
+}

@@ -1,0 +1,143 @@
+// The registry's metadata as typed records, and where each lives in the replicated key space
+// (under the reserved prefix `registry/`). The first store is the replicated KV; the records
+// and the RegistryCatalog interface (node/registry/catalog.ts) stay when they move to typed
+// tables. Blob bytes are never here: only their digests, sizes and piece digests.
+//
+//   registry/blob/<hex>                  BlobRecord: size, piece size, piece digests
+//   registry/manifest/<hex>              ManifestRecord: media type, the bytes (a JSON text), what it references
+//   registry/tag/<repo>:<tag>            TagRecord: the manifest digest a tag points to
+//   registry/repo-manifest/<repo>@<hex>  RepoLink: the manifest is in that repository
+//   registry/repo-blob/<repo>@<hex>      RepoLink: the blob is in that repository
+//
+// ':' and '@' never occur in repository names, so a repository's keys are one prefix each.
+import { isDigest, hexOf, digestOfHex } from './digest.js';
+import { validPieces } from './pieces.js';
+import { isRepositoryName, isTag } from './reference.js';
+import type { Descriptor } from './manifest.js';
+import { manifestKind } from './media-types.js';
+
+export const REGISTRY_PREFIX = 'registry/';
+export const BLOB_PREFIX = 'registry/blob/';
+export const MANIFEST_PREFIX = 'registry/manifest/';
+export const TAG_PREFIX = 'registry/tag/';
+export const REPO_MANIFEST_PREFIX = 'registry/repo-manifest/';
+export const REPO_BLOB_PREFIX = 'registry/repo-blob/';
+/** Largest blob a node accepts (a push or a fetch). */
+export const MAX_BLOB_BYTES = 16 * 1024 * 1024 * 1024;
+
+export interface BlobRecord {
+  digest: string;
+  sizeBytes: number;
+  pieceSizeBytes: number;
+  /** sha256 hex of each piece, in order. */
+  pieces: string[];
+  createdAtMs: number;
+}
+
+export interface ManifestRecord {
+  digest: string;
+  mediaType: string;
+  sizeBytes: number;
+  /** The manifest bytes exactly as pushed (manifests are UTF-8 JSON; the round trip is checked at push). */
+  content: string;
+  /** Digests of the blobs it needs (config and layers). */
+  blobs: string[];
+  /** Digests of the manifests an index lists. */
+  manifests: string[];
+  subject?: string;
+  artifactType?: string;
+  /** Platforms of an index's entries, for `omni images inspect`. */
+  platforms?: { digest: string; os?: string; architecture?: string; variant?: string }[];
+  createdAtMs: number;
+}
+
+export interface TagRecord {
+  digest: string;
+  updatedAtMs: number;
+}
+
+export interface RepoLink {
+  createdAtMs: number;
+}
+
+export const blobKey = (digest: string) => BLOB_PREFIX + hexOf(digest);
+export const manifestKey = (digest: string) => MANIFEST_PREFIX + hexOf(digest);
+export const tagKey = (repo: string, tag: string) => `${TAG_PREFIX}${repo}:${tag}`;
+export const tagPrefix = (repo: string) => `${TAG_PREFIX}${repo}:`;
+export const repoManifestKey = (repo: string, digest: string) => `${REPO_MANIFEST_PREFIX}${repo}@${hexOf(digest)}`;
+export const repoManifestPrefix = (repo: string) => `${REPO_MANIFEST_PREFIX}${repo}@`;
+export const repoBlobKey = (repo: string, digest: string) => `${REPO_BLOB_PREFIX}${repo}@${hexOf(digest)}`;
+export const repoBlobPrefix = (repo: string) => `${REPO_BLOB_PREFIX}${repo}@`;
+
+/** `<repo>@<hex>` (after a repo-link prefix) → its parts, or undefined for a foreign key. */
+export function parseRepoLinkKey(rest: string): { repo: string; digest: string } | undefined {
+  const at = rest.lastIndexOf('@');
+  if (at <= 0) return undefined;
+  const repo = rest.slice(0, at);
+  const digest = digestOfHex(rest.slice(at + 1));
+  return isRepositoryName(repo) && isDigest(digest) ? { repo, digest } : undefined;
+}
+
+/** `<repo>:<tag>` (after TAG_PREFIX) → its parts. */
+export function parseTagKey(rest: string): { repo: string; tag: string } | undefined {
+  const colon = rest.lastIndexOf(':');
+  if (colon <= 0) return undefined;
+  const repo = rest.slice(0, colon);
+  const tag = rest.slice(colon + 1);
+  return isRepositoryName(repo) && isTag(tag) ? { repo, tag } : undefined;
+}
+
+function json(value: string | undefined): Record<string, unknown> | undefined {
+  if (value === undefined) return undefined;
+  try {
+    const v = JSON.parse(value);
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const nonNegInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * Records are read back defensively: an admin can write any key with the KV API, so a record
+ * that does not have the expected shape is treated as absent, never trusted.
+ */
+export function readBlobRecord(value: string | undefined, digest: string): BlobRecord | undefined {
+  const o = json(value);
+  if (!o || o.digest !== digest || !nonNegInt(o.sizeBytes) || o.sizeBytes > MAX_BLOB_BYTES || !nonNegInt(o.pieceSizeBytes)) return undefined;
+  if (!validPieces(o.sizeBytes, o.pieceSizeBytes, o.pieces)) return undefined;
+  return { digest, sizeBytes: o.sizeBytes, pieceSizeBytes: o.pieceSizeBytes, pieces: o.pieces, createdAtMs: nonNegInt(o.createdAtMs) ? o.createdAtMs : 0 };
+}
+
+export function readManifestRecord(value: string | undefined, digest: string): ManifestRecord | undefined {
+  const o = json(value);
+  if (!o || o.digest !== digest || typeof o.mediaType !== 'string' || !manifestKind(o.mediaType) || typeof o.content !== 'string' || !nonNegInt(o.sizeBytes)) return undefined;
+  const digests = (v: unknown) => (Array.isArray(v) && v.every(isDigest) ? (v as string[]) : undefined);
+  const blobs = digests(o.blobs);
+  const manifests = digests(o.manifests);
+  if (!blobs || !manifests) return undefined;
+  return {
+    digest,
+    mediaType: o.mediaType,
+    sizeBytes: o.sizeBytes,
+    content: o.content,
+    blobs,
+    manifests,
+    ...(isDigest(o.subject) ? { subject: o.subject as string } : {}),
+    ...(typeof o.artifactType === 'string' ? { artifactType: o.artifactType } : {}),
+    ...(Array.isArray(o.platforms) ? { platforms: o.platforms as ManifestRecord['platforms'] } : {}),
+    createdAtMs: nonNegInt(o.createdAtMs) ? o.createdAtMs : 0,
+  };
+}
+
+export function readTagRecord(value: string | undefined): TagRecord | undefined {
+  const o = json(value);
+  if (!o || !isDigest(o.digest)) return undefined;
+  return { digest: o.digest as string, updatedAtMs: nonNegInt(o.updatedAtMs) ? o.updatedAtMs : 0 };
+}
+
+/** The platforms an index lists, as stored in its record. */
+export function platformsOf(manifests: (Descriptor & { platform?: { os?: string; architecture?: string; variant?: string } })[]): NonNullable<ManifestRecord['platforms']> {
+  return manifests.filter((m) => m.platform).map((m) => ({ digest: m.digest, ...m.platform }));
+}

@@ -1,0 +1,133 @@
+// Pure registry logic: digests, names and references, manifest validation, byte ranges, pieces.
+import { describe, expect, it } from 'vitest';
+import { checkDigest } from '../../protocol/registry/digest.js';
+import { isRepositoryName, isTag, parseImageReference, parseManifestReference } from '../../protocol/registry/reference.js';
+import { parseManifest, MAX_MANIFEST_BYTES } from '../../protocol/registry/manifest.js';
+import { DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
+import { parseRangeHeader, parseUploadContentRange, uploadRangeHeader } from '../../protocol/registry/http-ranges.js';
+import { pieceCount, pieceSpan, piecesCovering, validPieces } from '../../protocol/registry/pieces.js';
+import { parseRepoLinkKey, parseTagKey, readBlobRecord, readManifestRecord, repoManifestKey, REPO_MANIFEST_PREFIX, tagKey, TAG_PREFIX } from '../../protocol/registry/records.js';
+
+const D1 = 'sha256:' + 'a'.repeat(64);
+const D2 = 'sha256:' + 'b'.repeat(64);
+const D3 = 'sha256:' + 'c'.repeat(64);
+const enc = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
+
+describe('digests and references', () => {
+  it('accepts sha256 digests only, and says why others fail', () => {
+    expect(checkDigest(D1)).toEqual({ ok: true, digest: D1, hex: 'a'.repeat(64) });
+    expect(checkDigest('sha512:' + 'a'.repeat(128))).toMatchObject({ ok: false, code: 'UNSUPPORTED' });
+    for (const bad of ['sha256:' + 'A'.repeat(64), 'sha256:abc', 'a'.repeat(64), '', 42, 'sha256:' + 'a'.repeat(65)]) expect(checkDigest(bad)).toMatchObject({ ok: false, code: 'DIGEST_INVALID' });
+  });
+
+  it('validates repository names and tags as the distribution spec does', () => {
+    for (const ok of ['busybox', 'library/busybox', 'a/b/c', 'my-app', 'my__app', 'my.app', 'a-----b', '0'])
+      expect(isRepositoryName(ok), ok).toBe(true);
+    for (const bad of ['', 'Busybox', '/a', 'a/', 'a//b', 'a:b', 'a@b', '-a', 'a_', 'a___b', 'x'.repeat(201), 'a b'])
+      expect(isRepositoryName(bad), bad).toBe(false);
+    expect(isTag('latest')).toBe(true);
+    expect(isTag('v1.2.3-rc_1')).toBe(true);
+    expect(isTag('.hidden')).toBe(false);
+    expect(isTag('x'.repeat(129))).toBe(false);
+    expect(parseManifestReference('latest')).toEqual({ kind: 'tag', tag: 'latest' });
+    expect(parseManifestReference(D1)).toEqual({ kind: 'digest', digest: D1 });
+    expect(parseManifestReference('sha256:zz').kind).toBe('invalid');
+    expect(parseManifestReference('-bad').kind).toBe('invalid');
+  });
+
+  it('parses image references with a host, a tag and a digest', () => {
+    expect(parseImageReference('127.0.0.1:5000/team/web:1.0')).toEqual({ ok: true, ref: { host: '127.0.0.1:5000', repository: 'team/web', tag: '1.0' } });
+    expect(parseImageReference(`web@${D1}`)).toEqual({ ok: true, ref: { repository: 'web', digest: D1 } });
+    expect(parseImageReference('localhost/x')).toEqual({ ok: true, ref: { host: 'localhost', repository: 'x' } });
+    expect(parseImageReference('team/web')).toEqual({ ok: true, ref: { repository: 'team/web' } });
+    expect(parseImageReference('Web:1').ok).toBe(false);
+    expect(parseImageReference('web@sha256:12').ok).toBe(false);
+  });
+});
+
+describe('manifests', () => {
+  const image = { schemaVersion: 2, mediaType: DOCKER_MANIFEST, config: { mediaType: 'application/vnd.docker.container.image.v1+json', digest: D1, size: 10 }, layers: [{ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', digest: D2, size: 20 }, { mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', digest: D2, size: 20 }] };
+
+  it('an image manifest references its config and layers (once each)', () => {
+    const r = parseManifest(enc(image), DOCKER_MANIFEST);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.manifest.kind).toBe('image');
+    expect(r.manifest.blobs.map((b) => b.digest)).toEqual([D1, D2]);
+  });
+
+  it('an OCI manifest without mediaType takes it from the header; an index lists manifests', () => {
+    const { mediaType: _m, ...noType } = image;
+    const r = parseManifest(enc(noType), OCI_MANIFEST);
+    expect(r.ok && r.manifest.mediaType).toBe(OCI_MANIFEST);
+    const index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: D3, size: 300, platform: { os: 'linux', architecture: 'arm64' } }] };
+    const i = parseManifest(enc(index), OCI_INDEX);
+    expect(i.ok && i.manifest.kind).toBe('index');
+    expect(i.ok && i.manifest.manifests[0]).toMatchObject({ digest: D3, platform: { os: 'linux', architecture: 'arm64' } });
+  });
+
+  it('refuses malformed manifests with a reason', () => {
+    const cases: [unknown, string | undefined, string][] = [
+      [{ ...image, schemaVersion: 1 }, DOCKER_MANIFEST, 'UNSUPPORTED'],
+      [{ ...image, schemaVersion: 3 }, DOCKER_MANIFEST, 'MANIFEST_INVALID'],
+      [{ ...image, config: { ...image.config, digest: 'sha256:xyz' } }, DOCKER_MANIFEST, 'MANIFEST_INVALID'],
+      [{ ...image, layers: [{ ...image.layers[0], size: -1 }] }, DOCKER_MANIFEST, 'MANIFEST_INVALID'],
+      [image, OCI_MANIFEST, 'MANIFEST_INVALID'], // header and body disagree
+      [{ ...image, mediaType: 'text/plain' }, undefined, 'UNSUPPORTED'],
+      [[1, 2], DOCKER_MANIFEST, 'MANIFEST_INVALID'],
+    ];
+    for (const [doc, type, code] of cases) expect(parseManifest(enc(doc), type), JSON.stringify(doc).slice(0, 80)).toMatchObject({ ok: false, code });
+    expect(parseManifest(new Uint8Array([0xff, 0xfe]), DOCKER_MANIFEST)).toMatchObject({ ok: false, code: 'MANIFEST_INVALID' });
+    expect(parseManifest(new Uint8Array(MAX_MANIFEST_BYTES + 1), DOCKER_MANIFEST)).toMatchObject({ ok: false, code: 'SIZE_INVALID' });
+  });
+});
+
+describe('byte ranges', () => {
+  it('Range headers against a blob size', () => {
+    expect(parseRangeHeader(undefined, 100)).toBeUndefined();
+    expect(parseRangeHeader('bytes=0-9', 100)).toEqual({ start: 0, end: 9 });
+    expect(parseRangeHeader('bytes=90-', 100)).toEqual({ start: 90, end: 99 });
+    expect(parseRangeHeader('bytes=90-500', 100)).toEqual({ start: 90, end: 99 });
+    expect(parseRangeHeader('bytes=-10', 100)).toEqual({ start: 90, end: 99 });
+    expect(parseRangeHeader('bytes=100-', 100)).toBe('unsatisfiable');
+    expect(parseRangeHeader('bytes=5-2', 100)).toBe('unsatisfiable');
+    expect(parseRangeHeader('bytes=abc', 100)).toBe('unsatisfiable');
+    expect(parseRangeHeader('bytes=0-1,5-6', 100)).toBe('ignore');
+    expect(parseRangeHeader('items=0-1', 100)).toBe('ignore');
+  });
+
+  it('upload Content-Range and the Range answer', () => {
+    expect(parseUploadContentRange('0-99')).toEqual({ start: 0, end: 99 });
+    expect(parseUploadContentRange('bytes 100-199/*')).toEqual({ start: 100, end: 199 });
+    expect(parseUploadContentRange('9-3')).toBeUndefined();
+    expect(parseUploadContentRange('x')).toBeUndefined();
+    expect(uploadRangeHeader(0)).toBe('0-0');
+    expect(uploadRangeHeader(100)).toBe('0-99');
+  });
+});
+
+describe('pieces and records', () => {
+  it('cuts blobs into pieces', () => {
+    expect(pieceCount(0, 10)).toBe(0);
+    expect(pieceCount(10, 10)).toBe(1);
+    expect(pieceCount(11, 10)).toBe(2);
+    expect(pieceSpan(1, 15, 10)).toEqual({ start: 10, end: 15 });
+    expect(piecesCovering(9, 10, 10)).toEqual({ first: 0, last: 1 });
+    expect(validPieces(70_000, 65_536, ['a'.repeat(64), 'b'.repeat(64)])).toBe(true);
+    expect(validPieces(70_000, 65_536, ['a'.repeat(64)])).toBe(false);
+    expect(validPieces(70_000, 1, ['a'.repeat(64)])).toBe(false);
+  });
+
+  it('keys parse back, records that do not fit their shape read as absent', () => {
+    expect(parseTagKey(tagKey('team/web', 'v1').slice(TAG_PREFIX.length))).toEqual({ repo: 'team/web', tag: 'v1' });
+    expect(parseRepoLinkKey(repoManifestKey('a/b', D1).slice(REPO_MANIFEST_PREFIX.length))).toEqual({ repo: 'a/b', digest: D1 });
+    const blob = { digest: D1, sizeBytes: 70_000, pieceSizeBytes: 65_536, pieces: ['a'.repeat(64), 'b'.repeat(64)], createdAtMs: 1 };
+    expect(readBlobRecord(JSON.stringify(blob), D1)).toEqual(blob);
+    expect(readBlobRecord(JSON.stringify(blob), D2)).toBeUndefined(); // stored under another digest
+    expect(readBlobRecord(JSON.stringify({ ...blob, pieces: [] }), D1)).toBeUndefined();
+    expect(readBlobRecord('not json', D1)).toBeUndefined();
+    const m = { digest: D3, mediaType: OCI_MANIFEST, sizeBytes: 2, content: '{}', blobs: [D1], manifests: [], createdAtMs: 5 };
+    expect(readManifestRecord(JSON.stringify(m), D3)).toEqual(m);
+    expect(readManifestRecord(JSON.stringify({ ...m, blobs: ['x'] }), D3)).toBeUndefined();
+  });
+});
