@@ -120,8 +120,12 @@ export async function waitHealthy(client: ApiClient, name: string, version: numb
   const deadline = Date.now() + timeoutMs;
   const baseline = new Map<string, number>();
   let last = '';
+  // The first look is linearizable (the node asked may not have applied the deploy yet); the
+  // polls after it may read the node's own replica.
+  let query = '';
   while (Date.now() < deadline) {
-    const a = await client.get<InspectView>(`/v1/apps/${encodeURIComponent(name)}?stale=true`);
+    const a = await client.get<InspectView>(`/v1/apps/${encodeURIComponent(name)}${query}`);
+    query = '?stale=true';
     const v = assessDeploy(a, version, baseline);
     // The output the agent kept with the failure; else what the task's log still holds.
     if (v.done) return v.ok || !v.task || v.logs ? v : { ...v, logs: await lastLogLines(client, name, v.task) };

@@ -113,8 +113,11 @@ async function setEligibility(values: Record<string, unknown>, node: string, eli
 async function waitDrained(client: ApiClient, path: string, timeoutMs: number, progress: (line: string) => void): Promise<{ ok: boolean; message: string }> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
+  // The first look is linearizable (the node asked may not have applied the drain yet).
+  let query = '';
   while (Date.now() < deadline) {
-    const n = await client.get<NodeTasks>(`${path}?stale=true`);
+    const n = await client.get<NodeTasks>(`${path}${query}`);
+    query = '?stale=true';
     if (n.eligibility === 'ineligible' && n.tasks.length === 0) return { ok: true, message: 'drained (ineligible; omni nodes eligible to undo)' };
     if (n.eligibility === 'eligible') return { ok: false, message: 'the drain was cancelled (the node is eligible again)' };
     const line = `${n.tasks.length} task${n.tasks.length === 1 ? '' : 's'} left: ${n.tasks.slice(0, 5).map((t) => t.id).join(', ')}${n.tasks.length > 5 ? ', ...' : ''}`;

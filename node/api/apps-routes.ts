@@ -31,13 +31,19 @@ export interface AppsRoutesDeps extends ClusterAccess {
 export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
   const h = new AppsApi(d);
   // ?create=true (omni run): only a new app; an existing one is a CONFLICT, as docker run --name is.
-  api.route('POST', /^\/v1\/apps$/, async (req, url, _p, _res, caller) => h.deploy(await readJson(req), caller, queryBool(url, 'create')));
+  api.route('POST', /^\/v1\/apps$/, async (req, url, _p, _res, caller) => {
+    const body = await readJson(req);
+    return retryLostRace(() => h.deploy(body, caller, queryBool(url, 'create')));
+  });
   api.route('GET', /^\/v1\/apps$/, async (_req, url) => h.list(url));
   api.route('GET', /^\/v1\/apps\/([^/]+)$/, async (_req, url, [name]) => h.inspect(name, url));
-  api.route('POST', /^\/v1\/apps\/([^/]+)\/scale$/, async (req, _url, [name], _res, caller) => h.scale(name, await readJson(req), caller));
-  api.route('POST', /^\/v1\/apps\/([^/]+)\/stop$/, async (_req, _url, [name], _res, caller) => h.setState(name, 'stopped', caller));
-  api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name], _res, caller) => h.setState(name, 'running', caller));
-  api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name], _res, caller) => h.setState(name, 'removing', caller));
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/scale$/, async (req, _url, [name], _res, caller) => {
+    const body = await readJson(req);
+    return retryLostRace(() => h.scale(name, body, caller));
+  });
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/stop$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'stopped', caller)));
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'running', caller)));
+  api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'removing', caller)));
   api.route('GET', /^\/v1\/apps\/([^/]+)\/endpoints$/, async (_req, url, [name]) => h.endpoints(name, url));
   // Log answers stream (follow=true: until the client leaves): they count against the API's
   // stream limit, not its in-flight request limit.
@@ -46,6 +52,25 @@ export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
   api.route('GET', /^\/v1\/nodes\/([^/]+)$/, async (_req, url, [name]) => h.nodeView(name, url));
   api.route('POST', /^\/v1\/nodes\/([^/]+)\/eligibility$/, async (req, _url, [name], _res, caller) => h.setEligibility(name, await readJson(req), caller));
   api.route('POST', /^\/v1\/nodes\/([^/]+)\/drain$/, async (_req, _url, [name], _res, caller) => h.setEligibility(name, { eligibility: 'draining' }, caller));
+}
+
+/** Attempts at an app change whose guarded transaction lost a race with the orchestrator. */
+const MAX_RACE_ATTEMPTS = 5;
+
+/**
+ * Runs an app change again when its transaction's compare failed because the app record moved
+ * between the read and the commit (the orchestrator writes it too): the change is recomputed
+ * from the new record, so a user's deploy never fails with a CONFLICT nobody else caused.
+ */
+async function retryLostRace<T>(change: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await change();
+    } catch (err) {
+      const lostRace = err instanceof OmniError && err.code === 'CONFLICT' && /^kv key .* is at version \d+, the transaction expected \d+$/.test(err.message);
+      if (!lostRace || attempt >= MAX_RACE_ATTEMPTS) throw err;
+    }
+  }
 }
 
 /** An app record going back to 'running' (omni start, a redeploy) starts a fresh failure streak. */

@@ -2,7 +2,7 @@
 // serves a write through a follower. --exit makes it stop once shown.
 import { describe, expect, it } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -23,13 +23,20 @@ describe('npm start', () => {
   });
 });
 
-/** Processes whose command line contains `text` (Linux /proc). */
-function processesWith(text: string): number[] {
+/** Processes that belong to the cluster under `rootDir`: its path in their command line, or their working dir below it (app tasks). */
+function processesUnder(rootDir: string): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text)) pids.push(Number(entry));
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      let cwd = '';
+      try {
+        cwd = readlinkSync(`/proc/${entry}/cwd`);
+      } catch {
+        // not ours to read
+      }
+      if (cmdline.includes(rootDir) || cwd.startsWith(rootDir + '/')) pids.push(Number(entry));
     } catch {
       // gone
     }
@@ -75,8 +82,8 @@ describe('Ctrl-C on npm start', () => {
       expect(rootDir, out).toBeDefined();
       expect(out).toMatch(/stopped; nothing is left running/);
       expect(existsSync(rootDir!)).toBe(false);
-      expect(processesWith(rootDir!)).toEqual([]);
-      expect(processesWith('hello-web listening on')).toEqual([]);
+      // omnid processes and app tasks (their working dirs are below the data dir) are all gone
+      expect(processesUnder(rootDir!)).toEqual([]);
     }, 120_000);
   }
 });
