@@ -16,6 +16,7 @@ import { matchToken, newJoinToken, newAdminToken, newPullToken, newTokenId, sha2
 import { SELF, adminCaller, type Caller } from '../cluster/caller.js';
 import { quotaBytes } from '../../protocol/cluster/quota.js';
 import { assessHealth, type HealthReport } from '../../protocol/cluster/health.js';
+import { FreshTokens } from './fresh-tokens.js';
 import type { Logger } from '../logger.js';
 import { apiUrlFor, type ApiTls } from './tls.js';
 import { readJson, parseRequestUrl, decodePathParam, queryParam, queryBool, queryInt, readVersion, kvKeyParam, objectBody } from './input.js';
@@ -65,6 +66,7 @@ export class ApiServer {
   readonly limits: ApiLimits;
   private readonly inFlight: Gate;
   private readonly streams: Gate;
+  private readonly freshTokens: FreshTokens;
 
   constructor(
     private readonly d: ApiServerDeps,
@@ -74,6 +76,7 @@ export class ApiServer {
     this.limits = apiLimits(limits);
     this.inFlight = new Gate(this.limits.maxInFlight, 'requests');
     this.streams = new Gate(this.limits.maxStreams, 'streams');
+    this.freshTokens = new FreshTokens(() => this.d.readBarrier());
     this.route('GET', /^\/healthz$/, async () => [200, { status: 'ok', node: this.d.name }], true);
     this.route('GET', /^\/health$/, async () => {
       const h = this.health();
@@ -147,7 +150,7 @@ export class ApiServer {
       const matching = this.routes.filter((r) => r.pattern.test(url.pathname));
       const route = matching.find((r) => r.method === req.method);
       // Only open routes answer without a token; even "no such route" needs one.
-      const caller = route?.open || trusted ? SELF : this.authorize(req);
+      const caller = route?.open || trusted ? SELF : await this.authorize(req);
       if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname.slice(0, 200)}`);
       if (trusted && !route.open && !route.member && req.method !== 'GET') {
@@ -185,10 +188,10 @@ export class ApiServer {
   }
 
   /** The admin caller of a request (UNAUTHORIZED without a valid admin token). */
-  private authorize(req: IncomingMessage): Caller {
+  private async authorize(req: IncomingMessage): Promise<Caller> {
     const header = req.headers.authorization;
     const token = bearerToken(header);
-    const match = matchToken(token, this.d.raft.state.tokens().filter((t) => t.role === 'admin'));
+    const match = token ? await this.freshTokens.check(() => matchToken(token, this.d.raft.state.tokens().filter((t) => t.role === 'admin'))) : undefined;
     if (!match) {
       throw new OmniError('UNAUTHORIZED', header ? 'invalid API token' : 'missing API token (Authorization: Bearer <token>; see OMNI_TOKEN)');
     }

@@ -8,6 +8,7 @@
 // requests in flight, the time to send a request head; a request body (a layer upload) may
 // take as long as it needs while bytes keep coming (an idle socket is closed).
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import { FreshTokens } from '../api/fresh-tokens.js';
 import type { AddressInfo } from 'node:net';
 import { OmniError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -44,6 +45,8 @@ export interface RegistryServerDeps {
   api: OciApi;
   /** The replicated token records (hashes). */
   tokens(): readonly TokenRecord[];
+  /** A linearizable read barrier: a token this replica does not know yet is looked up again after it. */
+  readBarrier(): Promise<void>;
   log: Logger;
 }
 
@@ -51,6 +54,7 @@ export class RegistryServer {
   private server: Server | undefined;
   url = '';
   private readonly inFlight: Gate;
+  private readonly freshTokens: FreshTokens;
   private scheme: 'http' | 'https' = 'http';
 
   constructor(
@@ -58,6 +62,7 @@ export class RegistryServer {
     private readonly limits: RegistryServerLimits = DEFAULT_REGISTRY_LIMITS,
   ) {
     this.inFlight = new Gate(limits.maxInFlight, 'registry requests');
+    this.freshTokens = new FreshTokens(() => this.d.readBarrier());
   }
 
   /** Listens on HOST:PORT; `tls` decides HTTP or HTTPS by the loopback rule. */
@@ -104,7 +109,8 @@ export class RegistryServer {
       const route = matching.find((r) => r.method === req.method);
       const write = route ? route.write : req.method !== 'GET' && req.method !== 'HEAD';
       scope = scopeFor(/^\/v2\/(.+?)\/(?:manifests|blobs|tags|referrers)\//.exec(path)?.[1], write);
-      const principal = principalOf(presentedSecret(req.headers.authorization), this.d.tokens());
+      const secret = presentedSecret(req.headers.authorization);
+      const principal = secret === '' ? undefined : await this.freshTokens.check(() => principalOf(secret, this.d.tokens()));
       if (!principal) throw new OmniError('UNAUTHORIZED', req.headers.authorization ? 'invalid credentials: use an Omni admin or pull token' : 'authentication required (docker login with an Omni admin or pull token)');
       if (matching.length === 0) throw new OmniError('NAME_UNKNOWN', `no route ${path.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_UNKNOWN', `${req.method} is not supported on ${path.slice(0, 200)}`);
@@ -134,7 +140,7 @@ export class RegistryServer {
     }
     let body: Record<string, unknown>;
     try {
-      body = issueToken(req.headers.authorization, form, this.d.tokens());
+      body = (await this.freshTokens.check(() => issueToken(req.headers.authorization, form, this.d.tokens())))!;
     } catch (err) {
       // A failed login answers with a Basic challenge: the credentials themselves were wrong.
       res.setHeader('www-authenticate', `Basic realm="omni registry"`);

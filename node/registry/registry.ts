@@ -137,7 +137,7 @@ export class Registry {
   /** Serves /v2/ on HOST:PORT (HTTP on loopback, else HTTPS with the node certificate). */
   async listen(hostPort: string, tls: ApiTls): Promise<void> {
     const api = new OciApi({ catalog: this.catalog, store: this.store, uploads: this.uploads, fetchBlob: (rec, signal) => this.ensureLocal(rec, signal), log: this.d.log });
-    const server = new RegistryServer({ api, tokens: () => this.d.cluster.raft.state.tokens(), log: this.d.log });
+    const server = new RegistryServer({ api, tokens: () => this.d.cluster.raft.state.tokens(), readBarrier: () => this.d.cluster.readBarrier(), log: this.d.log });
     await server.listen(hostPort, tls);
     this.server = server;
     this.sweepTimer = setInterval(() => void this.uploads.sweep().catch(() => undefined), UPLOAD_SWEEP_MS);
