@@ -38,7 +38,7 @@ export interface SimOptions {
 
 export interface SimKnobs {
   /** Swarm profile: the general fault mix, the leader-churn nemesis, or the config-churn one. */
-  profile: 'general' | 'leader-churn' | 'config-churn';
+  profile: 'general' | 'leader-churn' | 'config-churn' | 'stale-leader';
   nodes: number;
   tickMs: number;
   driftPct: number;
@@ -71,6 +71,10 @@ export interface SimKnobs {
    * while handling a Ready lets messages in). 0 for most profiles.
    */
   applyLatencyMs?: number;
+  /** Time per applied entry (a restart replaying a long log takes a while). */
+  applyPerEntryMs?: number;
+  /** Nodes compact at different rates: each picks its own interval from compactEvery or 1000. */
+  mixedCompaction?: boolean;
   /** Adversarial timing: chance that a leader crashes right after applying newly committed entries. */
   crashAfterCommitRate: number;
   /** Adversarial timing: chance that a new leader crashes right after persisting its first entry. */
@@ -89,7 +93,7 @@ export interface SimResult {
   checkTimedOut: boolean;
   knobs: SimKnobs;
   trace: string[];
-  stats: { messages: number; dropped: number; crashes: number; confChanges: number; transfers: number; elections: number; pauses: number };
+  stats: { messages: number; dropped: number; crashes: number; confChanges: number; transfers: number; elections: number; pauses: number; clockSkews: number };
   /** What the seed exercised: summed over seeds, a counter that drops to 0 shows lost coverage. */
   coverage: Coverage;
 }
@@ -99,6 +103,8 @@ export interface Coverage {
   snapshots_installed: number;
   /** A snapshot the core took in while the previous Ready was still being handled. */
   snapshots_racing_apply: number;
+  /** ... and the Ready being handled held conf changes the snapshot already covers. */
+  conf_changes_superseded_by_snapshot: number;
   leadership_transfers: number;
   learner_promotions: number;
   read_index_served: number;
@@ -108,7 +114,7 @@ export interface Coverage {
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0 };
+  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0 };
 }
 
 const MAX_NODES = 7;
@@ -121,6 +127,12 @@ const LEADER_CHURN_SHARE = 0.3;
  * conf changes.
  */
 const CONFIG_CHURN_SHARE = 0.2;
+/**
+ * Share of the seeds that run the stale-leader nemesis: the leader is cut off (often with a slow
+ * clock, so it notices late) while clients keep reading from it and writing elsewhere — where a
+ * leader that answers reads without a quorum round serves stale data.
+ */
+const STALE_LEADER_SHARE = 0.15;
 const MAX_EVENTS = 5_000_000;
 
 function chooseKnobs(rng: Rng): SimKnobs {
@@ -137,8 +149,9 @@ function chooseKnobs(rng: Rng): SimKnobs {
   const roll = rng.next();
   const churn = roll < LEADER_CHURN_SHARE;
   const confChurn = !churn && roll < LEADER_CHURN_SHARE + CONFIG_CHURN_SHARE;
+  const staleLeader = !churn && !confChurn && roll < LEADER_CHURN_SHARE + CONFIG_CHURN_SHARE + STALE_LEADER_SHARE;
   const knobs: SimKnobs = {
-    profile: churn ? 'leader-churn' : confChurn ? 'config-churn' : 'general',
+    profile: churn ? 'leader-churn' : confChurn ? 'config-churn' : staleLeader ? 'stale-leader' : 'general',
     nodes: pick([3, 5]),
     tickMs: 10,
     driftPct: pick([0, 5, 20, 40]),
@@ -178,7 +191,10 @@ function chooseKnobs(rng: Rng): SimKnobs {
     partitionMs: pick([300, 1000, 2000]),
   };
   if (confChurn) {
-    Object.assign(knobs, { nodes: 5, membership: true, crashes: true, compactEvery: pick([4, 8]), diskLatencyMs: pick([5, 15, 30]), faultEveryMs: pick([100, 200]), promoteSoon: true, applyLatencyMs: pick([10, 40, 80]) });
+    Object.assign(knobs, { nodes: 5, membership: true, crashes: true, compactEvery: pick([4, 8]), diskLatencyMs: pick([5, 15, 30]), faultEveryMs: pick([100, 200]), promoteSoon: true, applyLatencyMs: pick([10, 40, 80]), applyPerEntryMs: pick([0.5, 2]), mixedCompaction: true });
+  }
+  if (staleLeader) {
+    Object.assign(knobs, { partitions: true, crashes: false, membership: false, transfers: false, clients: 5, keys: 1, faultEveryMs: 600, partitionMs: 2000 });
   }
   return knobs;
 }
@@ -227,6 +243,7 @@ interface SimNode {
   conf: ConfSets;
   /** While set, the process is paused (SIGSTOP, a long GC pause): it handles nothing until then. */
   pausedUntilMs: number;
+  compactEvery: number;
 }
 
 interface ClientState {
@@ -257,8 +274,9 @@ export class Simulation {
   private nextNodeNum: number;
   private phase: 'safety' | 'liveness' = 'safety';
   private livenessOkAtMs: number | undefined;
-  private stats = { messages: 0, dropped: 0, crashes: 0, confChanges: 0, transfers: 0, elections: 0, pauses: 0 };
+  private stats = { messages: 0, dropped: 0, crashes: 0, confChanges: 0, transfers: 0, elections: 0, pauses: 0, clockSkews: 0 };
   private readonly coverage = emptyCoverage();
+  private readonly skewed: (() => void)[] = [];
 
   constructor(private readonly opts: SimOptions) {
     this.rng = seededRng(opts.seed);
@@ -400,6 +418,7 @@ export class Simulation {
         return;
       }
       case 'heal':
+        for (const undo of this.skewed.splice(0)) undo();
         this.net.heal();
         this.trace('heal: all partitions removed');
         return;
@@ -450,6 +469,7 @@ export class Simulation {
       readCounter: 0,
       conf: { voters: new Set(), learners: new Set() },
       pausedUntilMs: 0,
+      compactEvery: this.knobs.mixedCompaction && this.rng.next() < 0.5 ? 1000 : this.knobs.compactEvery,
     };
     this.nodes.set(id, n);
     const state = bootstrap ? bootstrapState(voters) : emptyState();
@@ -501,7 +521,7 @@ export class Simulation {
     if (rd.softState?.role === Role.Leader) this.stats.elections++;
     n.busy = true;
     const needsDisk = rd.entries.length > 0 || rd.hardState !== undefined || rd.snapshot !== undefined;
-    const applying = rd.committedEntries.length > 0 ? (this.knobs.applyLatencyMs ?? 0) * this.rng.next() : 0;
+    const applying = rd.committedEntries.length > 0 ? (this.knobs.applyLatencyMs ?? 0) * this.rng.next() + rd.committedEntries.length * (this.knobs.applyPerEntryMs ?? 0) : 0;
     const latency = (needsDisk ? this.knobs.diskLatencyMs * this.rng.next() : 0) + applying;
     this.queue.push(this.nowMs + latency, { kind: 'ready-done', node: n.id, inc: n.inc, rd });
   }
@@ -544,6 +564,8 @@ export class Simulation {
         n.waitingReads.push({ index: rs.index, req });
       }
     }
+    const racing = raft.log.pendingSnapshot;
+    if (racing && rd.committedEntries.some((e) => e.type === EntryType.ConfChange && e.index <= racing.meta.index)) this.coverage.conf_changes_superseded_by_snapshot++;
     raft.advance(rd);
     n.busy = false;
     // A snapshot the core took in but has not handed out yet speaks for entries below it.
@@ -607,7 +629,7 @@ export class Simulation {
 
   private maybeCompact(n: SimNode): void {
     const raft = n.raft!;
-    if (raft.log.applied - raft.log.snapshot.meta.index < this.knobs.compactEvery) return;
+    if (raft.log.applied - raft.log.snapshot.meta.index < n.compactEvery) return;
     const snap = raft.compact(n.kv.snapshot());
     n.disk.write({ snapshot: { snapshot: snap, replaceLog: false }, entries: [] }, true, this.nowMs);
     this.trace(`${n.id}: compacted log up to ${snap.meta.index}`);
@@ -772,17 +794,22 @@ export class Simulation {
     if (k.transfers) choices.push(() => this.transferLeadership());
     if (k.pauses) choices.push(() => this.pauseSome());
     choices.push(() => this.shakeNetwork());
+    // Config churn: every other fault is a membership change.
+    if (k.profile === 'config-churn' && this.rng.next() < 0.5) return this.changeMembership();
     choices[this.rng.int(choices.length)]();
   }
 
   private partition(): void {
     const ids = [...this.nodes.keys()];
     const leader = this.leader();
-    const kind = this.rng.int(5);
+    const kind = this.knobs.profile === 'stale-leader' ? 0 : this.rng.int(5);
     this.net.heal();
     if (kind === 0 && leader) {
       this.net.split([leader.id], ids.filter((i) => i !== leader.id));
       this.trace(`fault: leader ${leader.id} isolated`);
+      // Often with a clock that runs slow (a VM stolen from, a clock step): it notices late
+      // that it lost its quorum — exactly when a leader must not answer reads on its own.
+      if (this.knobs.profile === 'stale-leader' || this.rng.next() < 0.5) this.skewClock(leader, 1.5 + this.rng.next() * 2);
     } else if (kind === 4 && leader) {
       // the leader keeps a minority: it can replicate but never commit (divergent suffixes)
       const others = this.shuffle(ids.filter((i) => i !== leader.id));
@@ -809,6 +836,15 @@ export class Simulation {
       this.trace(`fault: bridge through ${bridge}: [${rest.slice(0, half)}] | [${rest.slice(half)}]`);
     }
     this.healLater(this.knobs.partitionMs * (0.2 + this.rng.next()));
+  }
+
+  /** The node's clock runs `factor` times slower (ticks further apart) until the next heal. */
+  private skewClock(n: SimNode, factor: number): void {
+    const normal = n.tickMs;
+    n.tickMs = normal * factor;
+    this.stats.clockSkews++;
+    this.trace(`fault: ${n.id}'s clock runs ${factor.toFixed(1)}x slow`);
+    this.skewed.push(() => (n.tickMs = normal));
   }
 
   private healLater(afterMs: number): void {

@@ -147,6 +147,14 @@ export const ALL_BUGS: readonly BugName[] = [
   'snapshot-conf-regression',
 ];
 
+/**
+ * Injected bugs the simulator does not reach within 500 seeds yet: the snapshot/conf regression
+ * needs a snapshot to arrive while a Ready holding conf changes it covers is being applied,
+ * which its own driver seldom produces (about 5 times in 1,000 seeds, and only some of those
+ * change a node the snapshot changed again). test/unit/raft.test.ts replays it exactly.
+ */
+export const SIM_UNREACHED_BUGS: readonly BugName[] = ['snapshot-conf-regression'];
+
 /** What the core reports to an observer (the simulator's invariant checker); no effect on behaviour. */
 export type RaftObservation = {
   kind: 'vote-granted';
