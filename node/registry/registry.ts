@@ -143,7 +143,8 @@ export class Registry {
     const pieces = this.pieces;
     const replicas = this.d.replicas ?? DEFAULT_REPLICAS;
     if (!p || !pieces || replicas <= 1) return;
-    const plan = planReplicas(replicas, p.selfId, p.members(), new Set(this.holders(digest, p.selfId)));
+    // Least loaded first: the members known to hold the fewest blobs.
+    const plan = planReplicas(replicas, p.selfId, p.members(), new Set(this.holders(digest, p.selfId)), (id) => this.holdings?.heldBy(id) ?? 0);
     let have = plan.have;
     const failures: string[] = [];
     const queue = [...plan.candidates];
