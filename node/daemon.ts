@@ -194,6 +194,7 @@ export class Omnid {
       leave: () => this.membership.leave(),
       kickOrchestrator: () => this.orchestrator?.kick(),
       localDriver: (taskId) => this.agent?.driverFor(taskId),
+      pinImage: async (image) => (this.registry ? this.registry.pinImage(image) : image),
       peers: this.peers,
     };
   }
@@ -441,7 +442,7 @@ export class Omnid {
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
-    this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk }, createDrivers(this.opts.dataDir));
+    this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk }, createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }));
     this.agent.start();
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());

@@ -44,6 +44,8 @@ export interface RegistryServerDeps {
   api: OciApi;
   /** The replicated token records (hashes). */
   tokens(): readonly TokenRecord[];
+  /** This node's own pull credential (for its Docker engine). */
+  nodeSecret?: string;
   log: Logger;
 }
 
@@ -104,7 +106,7 @@ export class RegistryServer {
       const route = matching.find((r) => r.method === req.method);
       const write = route ? route.write : req.method !== 'GET' && req.method !== 'HEAD';
       scope = scopeFor(/^\/v2\/(.+?)\/(?:manifests|blobs|tags|referrers)\//.exec(path)?.[1], write);
-      const principal = principalOf(presentedSecret(req.headers.authorization), this.d.tokens());
+      const principal = principalOf(presentedSecret(req.headers.authorization), this.d.tokens(), this.d.nodeSecret);
       if (!principal) throw new OmniError('UNAUTHORIZED', req.headers.authorization ? 'invalid credentials: use an Omni admin or pull token' : 'authentication required (docker login with an Omni admin or pull token)');
       if (matching.length === 0) throw new OmniError('NAME_UNKNOWN', `no route ${path.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_UNKNOWN', `${req.method} is not supported on ${path.slice(0, 200)}`);
@@ -134,7 +136,7 @@ export class RegistryServer {
     }
     let body: Record<string, unknown>;
     try {
-      body = issueToken(req.headers.authorization, form, this.d.tokens());
+      body = issueToken(req.headers.authorization, form, this.d.tokens(), this.d.nodeSecret);
     } catch (err) {
       // A failed login answers with a Basic challenge: the credentials themselves were wrong.
       res.setHeader('www-authenticate', `Basic realm="omni registry"`);

@@ -2,6 +2,9 @@
 // listener, and (given by the daemon) the way to bring a blob from peers. daemon.ts builds one
 // with the narrow parts it needs and starts it; nothing here knows the daemon.
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { isLoopbackHost } from '../api/tls.js';
+import { parseImageReference } from '../../protocol/registry/reference.js';
 import type { Logger } from '../logger.js';
 import type { ClusterAccess } from '../cluster/ports.js';
 import type { ApiTls } from '../api/tls.js';
@@ -63,6 +66,8 @@ export class Registry {
   private pieces: PieceService | undefined;
   private fetcherImpl: BlobFetcher | undefined;
   private peerDeps: RegistryPeerDeps | undefined;
+  /** This node's own pull credential, for its Docker engine (in memory only; new at every start). */
+  private readonly nodeSecret = `OMNIN1.${randomBytes(24).toString('base64url')}`;
 
   private constructor(
     private readonly d: RegistryDeps,
@@ -165,6 +170,33 @@ export class Registry {
     if (have < plan.target) throw new OmniError('UNAVAILABLE', `blob ${digest} is on ${have} of the ${plan.target} nodes a push needs${failures.length ? ` (${failures.join('; ').slice(0, 400)})` : ''}; push again`);
   }
 
+  /**
+   * Where this node's Docker engine pulls app images from, with this node's pull credential:
+   * only a plain-HTTP loopback registry (the engine trusts it without configuration).
+   */
+  engineAccess(): { hostPort: string; username: string; password: string } | undefined {
+    const s = this.server;
+    if (!s || !s.url.startsWith('http://')) return undefined;
+    const host = s.hostPort.replace(/:\d+$/, '');
+    if (!isLoopbackHost(host)) return undefined;
+    return { hostPort: s.hostPort, username: 'omni-node', password: this.nodeSecret };
+  }
+
+  /**
+   * An app's image pinned to a digest when it names an image in this registry: `repo:tag` (or
+   * `127.0.0.1:PORT/repo:tag`) → `repo@sha256:…`, resolved once at deploy so a retagged image
+   * never changes a running app. Anything else is returned as given.
+   */
+  async pinImage(image: string): Promise<string> {
+    const r = parseImageReference(image);
+    if (!r.ok) return image;
+    const { host, repository, tag, digest } = r.ref;
+    if (host && !isLoopbackHost(host.replace(/:\d+$/, ''))) return image;
+    if (digest) return (await this.catalog.manifest(repository, digest)) ? `${repository}@${digest}` : image;
+    const pinned = await this.catalog.resolveTag(repository, tag ?? 'latest');
+    return pinned ? `${repository}@${pinned}` : image;
+  }
+
   /** Nodes (ids) the gossip says hold a blob, this node first when it does. */
   holders(digest: string, selfId: string): string[] {
     return [...(this.store.has(digest) ? [selfId] : []), ...(this.holdings?.holders(digest) ?? [])];
@@ -184,7 +216,7 @@ export class Registry {
   /** Serves /v2/ on HOST:PORT (HTTP on loopback, else HTTPS with the node certificate). */
   async listen(hostPort: string, tls: ApiTls): Promise<void> {
     const api = new OciApi({ catalog: this.catalog, store: this.store, uploads: this.uploads, fetchBlob: (rec, signal) => this.ensureLocal(rec, signal), replicate: (digest, signal) => this.replicate(digest, signal), log: this.d.log });
-    const server = new RegistryServer({ api, tokens: () => this.d.cluster.raft.state.tokens(), log: this.d.log });
+    const server = new RegistryServer({ api, tokens: () => this.d.cluster.raft.state.tokens(), nodeSecret: this.nodeSecret, log: this.d.log });
     await server.listen(hostPort, tls);
     this.server = server;
     this.sweepTimer = setInterval(() => void this.uploads.sweep().catch(() => undefined), UPLOAD_SWEEP_MS);

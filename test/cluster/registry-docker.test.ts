@@ -181,6 +181,51 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
     expect(pull).toMatch(/manifest unknown|not found/i);
   });
 
+  it('an app of an image pushed to one node runs on all three, pinned to its digest; a retag does not change it', async () => {
+    const [a, b] = names;
+    const local = `omni-reg-test/web-${randomBytes(3).toString('hex')}:1`;
+    await buildImage(local);
+    await dk('tag', local, `${reg[a]}/apps/web:1`);
+    await dk('push', `${reg[a]}/apps/web:1`);
+    await forget(local, `${reg[a]}/apps/web:1`);
+    const client = c.client(b);
+    try {
+      const digest = (await client.get<{ digest: string }>('/v1/images/inspect?ref=apps/web:1')).digest;
+      const r = await client.raw('POST', '/v1/apps', {
+        name: 'regweb',
+        image: 'apps/web:1',
+        args: ['sh', '-c', 'mkdir -p /www && cp /hello /www/index.html && exec httpd -f -p 8080 -h /www'],
+        ports: [{ name: 'http', port: 8080 }],
+        replicas: 3,
+        antiAffinity: true,
+        resources: { cpu: 0.1, memory: '32M' },
+        healthCheck: { type: 'http', port: 'http', path: '/', intervalMs: 300, timeoutMs: 1000, retries: 3 },
+      });
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      const app = await waitFor('3 healthy replicas', async () => {
+        const x = await client.get<{ healthy: number; spec: { image: string }; endpoints: { node: string; ports: Record<string, number> }[] }>('/v1/apps/regweb');
+        return x.healthy === 3 ? x : undefined;
+      }, 90_000, 500);
+      expect(app.spec.image).toBe(`apps/web@${digest}`);
+      expect(new Set(app.endpoints.map((e) => e.node))).toEqual(new Set(names));
+      for (const e of app.endpoints) expect((await fetch(`http://127.0.0.1:${e.ports.http}/`)).status).toBe(200);
+      // apps/web:1 now names another image: the running app keeps its digest
+      const other = `omni-reg-test/web2-${randomBytes(3).toString('hex')}:1`;
+      await buildImage(other);
+      await dk('tag', other, `${reg[a]}/apps/web:1`);
+      await dk('push', `${reg[a]}/apps/web:1`);
+      await forget(other, `${reg[a]}/apps/web:1`);
+      expect((await client.get<{ digest: string }>('/v1/images/inspect?ref=apps/web:1')).digest).not.toBe(digest);
+      expect((await client.get<{ spec: { image: string } }>('/v1/apps/regweb')).spec.image).toBe(`apps/web@${digest}`);
+      expect((await client.raw('DELETE', '/v1/apps/regweb')).status).toBe(200);
+      const { default: Docker } = await import('dockerode');
+      const engine = new Docker({ socketPath: (docker as { socketPath: string }).socketPath });
+      await waitFor('containers removed', async () => (await engine.listContainers({ all: true, filters: { label: ['omni.app=regweb'] } })).length === 0, 60_000, 500);
+    } finally {
+      client.close();
+    }
+  });
+
   it.skipIf(skopeoMissing)('skopeo copy both ways between the registry and an OCI layout', async () => {
     const [a, b, cc] = names;
     const local = `omni-reg-test/sk-${randomBytes(3).toString('hex')}:1`;
