@@ -65,6 +65,8 @@ export interface DaemonOptions {
   maxStateBytes?: number;
   /** --registry HOST:PORT for the image registry's /v2/ (default 127.0.0.1:5000; 'off': none). */
   registry?: string;
+  /** --registry-replicas N: nodes each pushed blob must be on before the push completes (default 2). */
+  registryReplicas?: number;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -192,6 +194,7 @@ export class Omnid {
       leave: () => this.membership.leave(),
       kickOrchestrator: () => this.orchestrator?.kick(),
       localDriver: (taskId) => this.agent?.driverFor(taskId),
+      pinImage: async (image) => (this.registry ? this.registry.pinImage(image) : image),
       peers: this.peers,
     };
   }
@@ -397,7 +400,7 @@ export class Omnid {
   private async startRegistry(): Promise<void> {
     const addr = this.opts.registry ?? DEFAULT_REGISTRY_ADDR;
     if (addr === 'off') return;
-    const registry = await Registry.open({ cluster: { raft: this.raft, readBarrier: () => this.writes.readBarrier(), proposeOk: (cmd, caller) => this.writes.proposeOk(cmd, caller) }, log: this.log, dataDir: this.opts.dataDir });
+    const registry = await Registry.open({ cluster: { raft: this.raft, readBarrier: () => this.writes.readBarrier(), proposeOk: (cmd, caller) => this.writes.proposeOk(cmd, caller) }, log: this.log, dataDir: this.opts.dataDir, replicas: this.opts.registryReplicas });
     const tls = await ApiTls.prepare({ dataDir: this.opts.dataDir, apiHost: parseHostPort(addr).host, addrs: () => this.addrs(), nodeName: this.name, flags: {}, log: this.log });
     try {
       await registry.listen(addr, tls);
@@ -432,13 +435,14 @@ export class Omnid {
       ?.startPeers({
         host: this.host,
         clusterId: this.clusterId,
+        selfId: this.id,
         authorize: (peer) => requireMember(this.raft, peer),
-        members: () => this.raft.state.nodes().filter((n) => n.id !== this.id && n.status !== 'left').map((n) => n.id),
+        members: () => this.raft.state.nodes().filter((n) => n.id !== this.id && n.status === 'up').map((n) => n.id),
       })
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
-    this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk }, createDrivers(this.opts.dataDir));
+    this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk }, createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }));
     this.agent.start();
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());

@@ -3,6 +3,7 @@ import type { DaemonOptions } from '../../node/daemon.js';
 import { UsageError, defaultDataDir, type Flags } from '../common.js';
 import type { LogLevel, Logger } from '../../node/logger.js';
 import { processGuard } from '../../node/process-guard.js';
+import { MAX_REPLICAS } from '../../protocol/registry/durability.js';
 
 export const DAEMON_FLAGS: Flags = {
   data: { type: 'string' },
@@ -20,6 +21,7 @@ export const DAEMON_FLAGS: Flags = {
   tls: { type: 'boolean' },
   'insecure-http': { type: 'boolean' },
   registry: { type: 'string' },
+  'registry-replicas': { type: 'string' },
 };
 
 export const DAEMON_FLAGS_HELP = `
@@ -31,6 +33,7 @@ export const DAEMON_FLAGS_HELP = `
   --insecure-http         serve the API over plain HTTP even on a network address (tokens in clear!)
   --registry HOST:PORT    the image registry's /v2/ address (default 127.0.0.1:5000, for this
                           node's Docker engine; port 0 picks one; HTTPS off loopback; off: none)
+  --registry-replicas N   a push completes once each blob is on N nodes (default 2; 1: only here)
   --name NAME             node name (default: host name)
   --label KEY=VALUE       node label, repeatable
   --log-level LEVEL       debug|info|warn|error (default info)
@@ -45,6 +48,12 @@ function positiveInt(v: unknown, flag: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${flag} must be a positive integer, got ${String(v)}`);
+  return n;
+}
+
+function replicasFlag(v: unknown): number {
+  const n = positiveInt(v, 'registry-replicas')!;
+  if (n > MAX_REPLICAS) throw new UsageError(`--registry-replicas must be at most ${MAX_REPLICAS}`);
   return n;
 }
 
@@ -76,6 +85,7 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     tls: values.tls === true,
     insecureHttp: values['insecure-http'] === true,
     ...(values.registry !== undefined ? { registry: values.registry as string } : {}),
+    ...(values['registry-replicas'] !== undefined ? { registryReplicas: replicasFlag(values['registry-replicas']) } : {}),
   };
 }
 

@@ -26,6 +26,8 @@ export interface AppsRoutesDeps extends ClusterAccess {
   /** The driver of a task known on this node, if any. */
   localDriver(taskId: string): TaskDriver | undefined;
   readonly taskLogs: Pick<TaskLogService, 'read'>;
+  /** An image in the cluster's registry pinned to its digest (others unchanged); absent: no registry. */
+  pinImage?(image: string): Promise<string>;
 }
 
 export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
@@ -114,6 +116,8 @@ class AppsApi {
       throw new OmniError('INVALID_SPEC', `${first.field}: ${first.message}${v.errors.length > 1 ? ` (and ${v.errors.length - 1} more)` : ''}`, { errors: v.errors });
     }
     const spec = v.spec;
+    // An image of the cluster's registry runs by digest: a later retag does not change the app.
+    if (spec.image !== undefined && this.d.pinImage) spec.image = await this.d.pinImage(spec.image);
     await this.d.readBarrier();
     const state = this.d.raft.state;
     const kv = state.kvGet(appKey(spec.name));

@@ -76,6 +76,11 @@ export class Holdings {
     return out;
   }
 
+  /** How many blobs `peer` is known to hold (a load measure for placing replicas). */
+  heldBy(peer: string): number {
+    return this.peers.get(peer)?.size ?? 0;
+  }
+
   /** Records what a direct question to `peer` found (the fetcher asks when gossip knows nobody). */
   learned(peer: string, digest: string, has: boolean): void {
     if (has) this.note(peer, [digest], Date.now());

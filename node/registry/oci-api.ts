@@ -28,6 +28,8 @@ export interface OciApiDeps {
   uploads: UploadSessions;
   /** Brings a blob the catalog knows into the local store (from peers); throws when it cannot. */
   fetchBlob(record: BlobRecord, signal: AbortSignal): Promise<void>;
+  /** Resolves once a blob pushed here is on enough nodes (the durability target). */
+  replicate?(digest: string, signal: AbortSignal): Promise<void>;
   log: Logger;
 }
 
@@ -339,6 +341,11 @@ export class OciApi {
     if (len !== 0 || r.req.headers['transfer-encoding']) await this.d.uploads.append(s, r.req, r.req.headers['content-range'], len);
     const info = await this.d.uploads.finish(s, digest);
     await this.d.catalog.addBlob(s.repo, { digest, sizeBytes: info.sizeBytes, pieceSizeBytes: info.pieceSizeBytes, pieces: info.pieces, createdAtMs: Date.now() }, caller);
+    if (this.d.replicate) {
+      const abort = new AbortController();
+      r.res.once('close', () => abort.abort());
+      await this.d.replicate(digest, abort.signal);
+    }
     this.d.log.debug(`registry: blob ${digest} (${info.sizeBytes} bytes) pushed to ${s.repo}`);
     return this.blobCreated(s.repo, digest);
   }

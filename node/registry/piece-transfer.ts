@@ -5,7 +5,9 @@
 // reached by streams left open:
 //
 //   caller → one JSON frame {op: "piece", digest, index}  or  {op: "have", digests: [...]}
-//   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have), then for a
+//            or {op: "replicate", digest} (fetch that blob from its holders, answer when it is here)
+//   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have, {held: true}
+//            for replicate), then for a
 //            piece its bytes in 'D' frames of at most 256 KiB, then it closes; or 'E'+JSON
 //            {code, message} (BLOB_UNKNOWN, BLOB_CORRUPT, FORBIDDEN, BAD_REQUEST).
 //
@@ -47,11 +49,16 @@ export interface PieceSource {
   has(peer: string, digests: string[], signal: AbortSignal): Promise<boolean[]>;
 }
 
+/** How long a replicate request may take (the peer fetches the whole blob). */
+export const REPLICATE_TIMEOUT_MS = 10 * 60 * 1000;
+
 export interface PieceServiceOptions {
   /** Throws (FORBIDDEN) unless `peer` is a current member. */
   authorize(peer: string): void;
   store: BlobStore;
   log: Logger;
+  /** Brings a blob the catalog knows into this node's store (a replicate request). */
+  replicate?(digest: string, signal: AbortSignal): Promise<void>;
 }
 
 class Semaphore {
@@ -168,6 +175,26 @@ export class PieceService implements PieceSource {
     }
   }
 
+  /** Asks `peer` to fetch a blob and keep it; resolves once it holds it. */
+  async replicate(peer: string, digest: string, signal: AbortSignal): Promise<void> {
+    const stream = await this.open(peer, signal);
+    stream.inactivityTimeout = 0; // the peer says nothing while it fetches
+    const onAbort = () => stream.abort(new Error('replicate request aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await sendFrame(stream, new TextEncoder().encode(JSON.stringify({ op: 'replicate', digest })), signal);
+      const frame = await withTimeout(readOneFrame(stream, MAX_RESPONSE_FRAME_BYTES), REPLICATE_TIMEOUT_MS);
+      if (frame[0] === TAG_ERROR) throw remoteError(frame);
+      if (frame[0] !== TAG_HEADER) throw new OmniError('BAD_RESPONSE', 'malformed replicate reply');
+    } catch (err) {
+      if (signal.aborted) throw new OmniError('ABORTED', 'replicate request aborted');
+      throw err instanceof OmniError ? err : new OmniError('UNAVAILABLE', `replicate to ${peer.slice(0, 80)}: ${(err as Error).message}`);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      if (stream.status === 'open') stream.abort(new Error('replicate request done'));
+    }
+  }
+
   // ---------------------------------------------------------------- server side
 
   private async serve(stream: Stream, conn: Connection): Promise<void> {
@@ -178,6 +205,13 @@ export class PieceService implements PieceSource {
       const req = parseRequest(await withTimeout(readOneFrame(stream, MAX_REQUEST_BYTES), REQUEST_TIMEOUT_MS));
       if (req.op === 'have') {
         await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ have: req.digests.map((d) => this.opts.store.has(d)) })));
+      } else if (req.op === 'replicate') {
+        if (!this.opts.replicate) throw new OmniError('UNAVAILABLE', 'this node does not take replicas');
+        stream.inactivityTimeout = 0;
+        const abort = new AbortController();
+        stream.addEventListener('close', () => abort.abort(), { once: true });
+        await this.opts.replicate(req.digest, abort.signal);
+        await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ held: true })));
       } else {
         release = await this.serving.take();
         const piece = await this.opts.store.readPiece(req.digest, req.index);
@@ -202,7 +236,7 @@ export class PieceService implements PieceSource {
   }
 }
 
-type PieceRequest = { op: 'piece'; digest: string; index: number } | { op: 'have'; digests: string[] };
+type PieceRequest = { op: 'piece'; digest: string; index: number } | { op: 'have'; digests: string[] } | { op: 'replicate'; digest: string };
 
 function parseRequest(frame: Uint8Array): PieceRequest {
   let r: Record<string, unknown>;
@@ -215,12 +249,16 @@ function parseRequest(frame: Uint8Array): PieceRequest {
     if (!Array.isArray(r.digests) || r.digests.length > MAX_HAVE_DIGESTS || !r.digests.every(isDigest)) throw new OmniError('BAD_REQUEST', 'have needs digests: [sha256:…]');
     return { op: 'have', digests: r.digests as string[] };
   }
+  if (r?.op === 'replicate') {
+    if (!isDigest(r.digest)) throw new OmniError('BAD_REQUEST', 'replicate needs a sha256 digest');
+    return { op: 'replicate', digest: r.digest as string };
+  }
   if (r?.op === 'piece') {
     if (!isDigest(r.digest)) throw new OmniError('BAD_REQUEST', 'piece needs a sha256 digest');
     if (!Number.isSafeInteger(r.index) || (r.index as number) < 0 || (r.index as number) > MAX_PIECE_INDEX) throw new OmniError('BAD_REQUEST', 'piece needs an index');
     return { op: 'piece', digest: r.digest as string, index: r.index as number };
   }
-  throw new OmniError('BAD_REQUEST', 'op must be piece or have');
+  throw new OmniError('BAD_REQUEST', 'op must be piece, have or replicate');
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {

@@ -17,6 +17,7 @@
 // Roles: an admin token may pull and push; a `pull` token may only read (GET/HEAD), anything
 // else is 403 DENIED.
 import type { IncomingMessage } from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
 import { adminCaller, type Caller } from '../cluster/caller.js';
 import { OmniError } from '../errors.js';
 import { matchToken, MAX_TOKEN_CHARS } from '../api/tokens.js';
@@ -48,9 +49,13 @@ export function presentedSecret(header: string | undefined): string {
   return colon >= 0 ? decoded.slice(colon + 1) : '';
 }
 
-/** The principal a presented secret is (admin or pull token), if any. */
-export function principalOf(secret: string, tokens: readonly TokenRecord[]): RegistryPrincipal | undefined {
+/**
+ * The principal a presented secret is (admin or pull token), if any. `nodeSecret`: this node's
+ * own pull credential (its Docker engine pulling app images; never leaves the node).
+ */
+export function principalOf(secret: string, tokens: readonly TokenRecord[], nodeSecret?: string): RegistryPrincipal | undefined {
   if (secret.length === 0 || secret.length > MAX_TOKEN_CHARS) return undefined;
+  if (nodeSecret && secret.length === nodeSecret.length && timingSafeEqual(Buffer.from(secret), Buffer.from(nodeSecret))) return { role: 'pull', tokenId: 'node' };
   const t = matchToken(secret, tokens.filter((r) => r.role === 'admin' || r.role === 'pull'));
   if (!t) return undefined;
   return t.role === 'admin' ? { role: 'admin', tokenId: t.id, caller: adminCaller(secret, t.id) } : { role: 'pull', tokenId: t.id };
@@ -72,10 +77,10 @@ export function scopeFor(repo: string | undefined, write: boolean): string | und
  * The token endpoint. GET: Basic credentials. POST: an OAuth2 form (`grant_type=password` with
  * username/password, or `grant_type=refresh_token` with refresh_token), or Basic.
  */
-export function issueToken(header: string | undefined, form: URLSearchParams | undefined, tokens: readonly TokenRecord[]): Record<string, unknown> {
+export function issueToken(header: string | undefined, form: URLSearchParams | undefined, tokens: readonly TokenRecord[], nodeSecret?: string): Record<string, unknown> {
   let secret = presentedSecret(header);
   if (!secret && form) secret = form.get('grant_type') === 'refresh_token' ? (form.get('refresh_token') ?? '') : (form.get('password') ?? '');
-  const p = principalOf(secret, tokens);
+  const p = principalOf(secret, tokens, nodeSecret);
   if (!p) throw new OmniError('UNAUTHORIZED', secret ? 'invalid credentials: the password must be an Omni admin or pull token' : 'credentials required: docker login with an Omni admin or pull token as the password');
   const body: Record<string, unknown> = { token: secret, access_token: secret, expires_in: TOKEN_EXPIRES_S, issued_at: new Date().toISOString() };
   // An OAuth2 client asked for a refresh token (docker login with offline_token): the same secret.

@@ -47,6 +47,8 @@ export interface RegistryServerDeps {
   tokens(): readonly TokenRecord[];
   /** A linearizable read barrier: a token this replica does not know yet is looked up again after it. */
   readBarrier(): Promise<void>;
+  /** This node's own pull credential (for its Docker engine). */
+  nodeSecret?: string;
   log: Logger;
 }
 
@@ -110,7 +112,7 @@ export class RegistryServer {
       const write = route ? route.write : req.method !== 'GET' && req.method !== 'HEAD';
       scope = scopeFor(/^\/v2\/(.+?)\/(?:manifests|blobs|tags|referrers)\//.exec(path)?.[1], write);
       const secret = presentedSecret(req.headers.authorization);
-      const principal = secret === '' ? undefined : await this.freshTokens.check(() => principalOf(secret, this.d.tokens()));
+      const principal = secret === '' ? undefined : await this.freshTokens.check(() => principalOf(secret, this.d.tokens(), this.d.nodeSecret));
       if (!principal) throw new OmniError('UNAUTHORIZED', req.headers.authorization ? 'invalid credentials: use an Omni admin or pull token' : 'authentication required (docker login with an Omni admin or pull token)');
       if (matching.length === 0) throw new OmniError('NAME_UNKNOWN', `no route ${path.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_UNKNOWN', `${req.method} is not supported on ${path.slice(0, 200)}`);
@@ -140,7 +142,7 @@ export class RegistryServer {
     }
     let body: Record<string, unknown>;
     try {
-      body = (await this.freshTokens.check(() => issueToken(req.headers.authorization, form, this.d.tokens())))!;
+      body = (await this.freshTokens.check(() => issueToken(req.headers.authorization, form, this.d.tokens(), this.d.nodeSecret)))!;
     } catch (err) {
       // A failed login answers with a Basic challenge: the credentials themselves were wrong.
       res.setHeader('www-authenticate', `Basic realm="omni registry"`);

@@ -2,6 +2,9 @@
 // listener, and (given by the daemon) the way to bring a blob from peers. daemon.ts builds one
 // with the narrow parts it needs and starts it; nothing here knows the daemon.
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { isLoopbackHost } from '../api/tls.js';
+import { parseImageReference } from '../../protocol/registry/reference.js';
 import type { Logger } from '../logger.js';
 import type { ClusterAccess } from '../cluster/ports.js';
 import type { ApiTls } from '../api/tls.js';
@@ -16,6 +19,7 @@ import type { OmniHost } from '../p2p/host.js';
 import { Holdings } from './holdings.js';
 import { PieceService } from './piece-transfer.js';
 import { BlobFetcher, type FetchLimits, type TransferReport } from './blob-fetcher.js';
+import { DEFAULT_REPLICAS, planReplicas } from '../../protocol/registry/durability.js';
 
 /** The default `--registry` address: loopback, for this node's own Docker engine. */
 export const DEFAULT_REGISTRY_ADDR = '127.0.0.1:5000';
@@ -27,6 +31,8 @@ export interface RegistryDeps {
   dataDir: string;
   /** Overrides of the store's limits (tests: a small piece size, a full disk). */
   store?: Partial<Omit<BlobStoreOptions, 'dir' | 'log'>>;
+  /** Nodes each pushed blob must be on before the push completes (default 2; fewer members: all of them). */
+  replicas?: number;
 }
 
 /** What the peer-to-peer side needs (given once the node knows its cluster). */
@@ -35,7 +41,9 @@ export interface RegistryPeerDeps {
   clusterId: string;
   /** Throws FORBIDDEN unless `peer` is a current member. */
   authorize(peer: string): void;
-  /** The other current members. */
+  /** This node's id. */
+  selfId: string;
+  /** The other current members that are up. */
   members(): string[];
   fetchLimits?: Partial<FetchLimits>;
   announceIntervalMs?: number;
@@ -57,6 +65,9 @@ export class Registry {
   private holdings: Holdings | undefined;
   private pieces: PieceService | undefined;
   private fetcherImpl: BlobFetcher | undefined;
+  private peerDeps: RegistryPeerDeps | undefined;
+  /** This node's own pull credential, for its Docker engine (in memory only; new at every start). */
+  private readonly nodeSecret = `OMNIN1.${randomBytes(24).toString('base64url')}`;
 
   private constructor(
     private readonly d: RegistryDeps,
@@ -99,7 +110,17 @@ export class Registry {
    */
   async startPeers(p: RegistryPeerDeps): Promise<void> {
     this.holdings = new Holdings({ host: p.host, clusterId: p.clusterId, held: () => this.store.held(), log: this.d.log, announceIntervalMs: p.announceIntervalMs });
-    this.pieces = new PieceService(p.host, { authorize: p.authorize, store: this.store, log: this.d.log });
+    this.peerDeps = p;
+    this.pieces = new PieceService(p.host, {
+      authorize: p.authorize,
+      store: this.store,
+      log: this.d.log,
+      replicate: async (digest, signal) => {
+        const rec = await this.catalog.blob(digest);
+        if (!rec) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not in the registry`);
+        await this.ensureLocal(rec, signal);
+      },
+    });
     await this.pieces.start();
     const holdings = this.holdings;
     this.fetcherImpl = new BlobFetcher({
@@ -116,6 +137,64 @@ export class Registry {
     this.onBlobAdded((d) => holdings.added(d));
     this.onBlobRemoved((d) => holdings.removed(d));
     holdings.start();
+  }
+
+  /**
+   * Waits until a blob pushed here is on `replicas` nodes (this one included), asking the least
+   * loaded members that lack it to fetch it; fails UNAVAILABLE when too few could.
+   */
+  async replicate(digest: string, signal: AbortSignal): Promise<void> {
+    const p = this.peerDeps;
+    const pieces = this.pieces;
+    const replicas = this.d.replicas ?? DEFAULT_REPLICAS;
+    if (!p || !pieces || replicas <= 1) return;
+    // Least loaded first: the members known to hold the fewest blobs.
+    const plan = planReplicas(replicas, p.selfId, p.members(), new Set(this.holders(digest, p.selfId)), (id) => this.holdings?.heldBy(id) ?? 0);
+    let have = plan.have;
+    const failures: string[] = [];
+    const queue = [...plan.candidates];
+    // Ask as many at once as copies are missing; a refusal moves on to the next candidate.
+    const worker = async () => {
+      while (have < plan.target && queue.length > 0) {
+        const peer = queue.shift()!;
+        try {
+          await pieces.replicate(peer, digest, signal);
+          have++;
+          this.holdings?.learned(peer, digest, true);
+        } catch (err) {
+          failures.push(`${peer.slice(-12)}: ${(err as Error).message}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(0, plan.target - have) }, worker));
+    if (have < plan.target) throw new OmniError('UNAVAILABLE', `blob ${digest} is on ${have} of the ${plan.target} nodes a push needs${failures.length ? ` (${failures.join('; ').slice(0, 400)})` : ''}; push again`);
+  }
+
+  /**
+   * Where this node's Docker engine pulls app images from, with this node's pull credential:
+   * only a plain-HTTP loopback registry (the engine trusts it without configuration).
+   */
+  engineAccess(): { hostPort: string; username: string; password: string } | undefined {
+    const s = this.server;
+    if (!s || !s.url.startsWith('http://')) return undefined;
+    const host = s.hostPort.replace(/:\d+$/, '');
+    if (!isLoopbackHost(host)) return undefined;
+    return { hostPort: s.hostPort, username: 'omni-node', password: this.nodeSecret };
+  }
+
+  /**
+   * An app's image pinned to a digest when it names an image in this registry: `repo:tag` (or
+   * `127.0.0.1:PORT/repo:tag`) → `repo@sha256:…`, resolved once at deploy so a retagged image
+   * never changes a running app. Anything else is returned as given.
+   */
+  async pinImage(image: string): Promise<string> {
+    const r = parseImageReference(image);
+    if (!r.ok) return image;
+    const { host, repository, tag, digest } = r.ref;
+    if (host && !isLoopbackHost(host.replace(/:\d+$/, ''))) return image;
+    if (digest) return (await this.catalog.manifest(repository, digest)) ? `${repository}@${digest}` : image;
+    const pinned = await this.catalog.resolveTag(repository, tag ?? 'latest');
+    return pinned ? `${repository}@${pinned}` : image;
   }
 
   /** Nodes (ids) the gossip says hold a blob, this node first when it does. */
@@ -136,8 +215,8 @@ export class Registry {
 
   /** Serves /v2/ on HOST:PORT (HTTP on loopback, else HTTPS with the node certificate). */
   async listen(hostPort: string, tls: ApiTls): Promise<void> {
-    const api = new OciApi({ catalog: this.catalog, store: this.store, uploads: this.uploads, fetchBlob: (rec, signal) => this.ensureLocal(rec, signal), log: this.d.log });
-    const server = new RegistryServer({ api, tokens: () => this.d.cluster.raft.state.tokens(), readBarrier: () => this.d.cluster.readBarrier(), log: this.d.log });
+    const api = new OciApi({ catalog: this.catalog, store: this.store, uploads: this.uploads, fetchBlob: (rec, signal) => this.ensureLocal(rec, signal), replicate: (digest, signal) => this.replicate(digest, signal), log: this.d.log });
+    const server = new RegistryServer({ api, tokens: () => this.d.cluster.raft.state.tokens(), nodeSecret: this.nodeSecret, readBarrier: () => this.d.cluster.readBarrier(), log: this.d.log });
     await server.listen(hostPort, tls);
     this.server = server;
     this.sweepTimer = setInterval(() => void this.uploads.sweep().catch(() => undefined), UPLOAD_SWEEP_MS);

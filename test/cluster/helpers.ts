@@ -33,8 +33,12 @@ async function waitForFormed(c: LocalCluster, names: string[], target: number): 
   await waitFor(
     `${target} voters and root step-down`,
     async () => {
-      const s = await status(c, names[names.length - 1]);
-      return s.voters.length === target && s.rootRetired && s.leader !== null && s.leader !== names[0] && s.health === 'healthy' ? s : undefined;
+      // Every node's replica, not only the last one's: a test may read any of them at once.
+      for (const n of [...names].reverse()) {
+        const s = await status(c, n);
+        if (!(s.voters.length === target && s.rootRetired && s.leader !== null && s.leader !== names[0] && s.health === 'healthy')) return undefined;
+      }
+      return true;
     },
     60_000,
   );

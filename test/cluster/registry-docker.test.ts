@@ -73,6 +73,11 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
     }
   }
 
+  /** The nodes whose blob store holds a blob (read from their data dirs). */
+  function holdersOnDisk(digest: string): string[] {
+    return names.filter((n) => c.nodes.get(n)!.running && existsSync(join(c.dataDir(n), 'registry', 'blobs', 'sha256', digest.slice('sha256:'.length))));
+  }
+
   async function followers(): Promise<string[]> {
     const s = await status(c, names[0]);
     return names.filter((n) => n !== s.leader);
@@ -96,21 +101,27 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
     if (cfgDir) await rm(cfgDir, { recursive: true, force: true });
   });
 
-  it('docker push to one node, docker pull from another: the layers come over libp2p; a pull token reads but cannot push', async () => {
-    const [a, b, cc] = names;
+  it('docker push to one node completes with each blob on 2 nodes; docker pull from the third brings the layers over libp2p; a pull token reads but cannot push', async () => {
+    const [a, b] = names;
     const local = `omni-reg-test/one-${randomBytes(3).toString('hex')}:1`;
     await buildImage(local);
     await dk('tag', local, `${reg[a]}/team/one:1`);
     await dk('push', `${reg[a]}/team/one:1`);
     await forget(local, `${reg[a]}/team/one:1`);
-    // node c has none of the image's blobs, and serves the pull
-    const layer = await bigLayer(cc, 'team/one:1');
+    // durability: when docker push returns, each blob is on the pushing node and one more
+    const layer = await bigLayer(a, 'team/one:1');
+    const holders = holdersOnDisk(layer.digest);
+    expect(holders).toHaveLength(2);
+    expect(holders).toContain(a);
+    // the third node has none of it, and serves the pull
+    const cc = names.find((n) => !holders.includes(n))!;
     expect((await registryView(cc)).transfers.find((t) => t.digest === layer.digest)).toBeUndefined();
     await dk('pull', `${reg[cc]}/team/one:1`);
     expect(await dk('run', '--rm', `${reg[cc]}/team/one:1`, 'cat', '/hello')).toBe(local);
     const t = (await registryView(cc)).transfers.find((x) => x.digest === layer.digest)!;
     expect(t.ok).toBe(true);
-    expect(t.servedBy).toEqual({ [ids[a]]: 6 });
+    expect(Object.values(t.servedBy).reduce((x, y) => x + y, 0)).toBe(6);
+    for (const peer of Object.keys(t.servedBy)) expect(holders.map((h) => ids[h])).toContain(peer);
     // the catalog is the same on every node
     for (const n of names) {
       const client = c.client(n);
@@ -170,6 +181,51 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
     expect(pull).toMatch(/manifest unknown|not found/i);
   });
 
+  it('an app of an image pushed to one node runs on all three, pinned to its digest; a retag does not change it', async () => {
+    const [a, b] = names;
+    const local = `omni-reg-test/web-${randomBytes(3).toString('hex')}:1`;
+    await buildImage(local);
+    await dk('tag', local, `${reg[a]}/apps/web:1`);
+    await dk('push', `${reg[a]}/apps/web:1`);
+    await forget(local, `${reg[a]}/apps/web:1`);
+    const client = c.client(b);
+    try {
+      const digest = (await client.get<{ digest: string }>('/v1/images/inspect?ref=apps/web:1')).digest;
+      const r = await client.raw('POST', '/v1/apps', {
+        name: 'regweb',
+        image: 'apps/web:1',
+        args: ['sh', '-c', 'mkdir -p /www && cp /hello /www/index.html && exec httpd -f -p 8080 -h /www'],
+        ports: [{ name: 'http', port: 8080 }],
+        replicas: 3,
+        antiAffinity: true,
+        resources: { cpu: 0.1, memory: '32M' },
+        healthCheck: { type: 'http', port: 'http', path: '/', intervalMs: 300, timeoutMs: 1000, retries: 3 },
+      });
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      const app = await waitFor('3 healthy replicas', async () => {
+        const x = await client.get<{ healthy: number; spec: { image: string }; endpoints: { node: string; ports: Record<string, number> }[] }>('/v1/apps/regweb');
+        return x.healthy === 3 ? x : undefined;
+      }, 90_000, 500);
+      expect(app.spec.image).toBe(`apps/web@${digest}`);
+      expect(new Set(app.endpoints.map((e) => e.node))).toEqual(new Set(names));
+      for (const e of app.endpoints) expect((await fetch(`http://127.0.0.1:${e.ports.http}/`)).status).toBe(200);
+      // apps/web:1 now names another image: the running app keeps its digest
+      const other = `omni-reg-test/web2-${randomBytes(3).toString('hex')}:1`;
+      await buildImage(other);
+      await dk('tag', other, `${reg[a]}/apps/web:1`);
+      await dk('push', `${reg[a]}/apps/web:1`);
+      await forget(other, `${reg[a]}/apps/web:1`);
+      expect((await client.get<{ digest: string }>('/v1/images/inspect?ref=apps/web:1')).digest).not.toBe(digest);
+      expect((await client.get<{ spec: { image: string } }>('/v1/apps/regweb')).spec.image).toBe(`apps/web@${digest}`);
+      expect((await client.raw('DELETE', '/v1/apps/regweb')).status).toBe(200);
+      const { default: Docker } = await import('dockerode');
+      const engine = new Docker({ socketPath: (docker as { socketPath: string }).socketPath });
+      await waitFor('containers removed', async () => (await engine.listContainers({ all: true, filters: { label: ['omni.app=regweb'] } })).length === 0, 60_000, 500);
+    } finally {
+      client.close();
+    }
+  });
+
   it.skipIf(skopeoMissing)('skopeo copy both ways between the registry and an OCI layout', async () => {
     const [a, b, cc] = names;
     const local = `omni-reg-test/sk-${randomBytes(3).toString('hex')}:1`;
@@ -195,17 +251,16 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
   });
 
   it('a holder that stalls and is then killed during a pull: the pull completes from the other holder', async () => {
-    const [x, y] = await followers();
-    const z = names.find((n) => n !== x && n !== y)!; // the leader pulls
+    const [x] = await followers();
     const local = `omni-reg-test/kill-${randomBytes(3).toString('hex')}:1`;
     await buildImage(local);
     await dk('tag', local, `${reg[x]}/team/kill:1`);
     await dk('push', `${reg[x]}/team/kill:1`);
     await forget(local, `${reg[x]}/team/kill:1`);
-    // y fetches a copy: x and y hold it now
-    await dk('pull', `${reg[y]}/team/kill:1`);
-    await forget(`${reg[y]}/team/kill:1`);
-    const layer = await bigLayer(z, 'team/kill:1');
+    // x and its replica y hold it; z pulls
+    const layer = await bigLayer(x, 'team/kill:1');
+    const y = holdersOnDisk(layer.digest).find((n) => n !== x)!;
+    const z = names.find((n) => n !== x && n !== y)!;
     await waitFor('z hears that x and y hold the layer', async () => {
       const client = c.client(z);
       const r = await client.get<{ blobs: { digest: string; nodes: string[] }[] }>(`/v1/images/inspect?ref=team/kill:1`);
@@ -235,15 +290,15 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
   });
 
   it('a holder whose copy is corrupt refuses to serve it and drops it; the pull gets good pieces elsewhere', async () => {
-    const [a, b, cc] = names;
+    const [a] = names;
     const local = `omni-reg-test/bad-${randomBytes(3).toString('hex')}:1`;
     await buildImage(local);
     await dk('tag', local, `${reg[a]}/team/bad:1`);
     await dk('push', `${reg[a]}/team/bad:1`);
     await forget(local, `${reg[a]}/team/bad:1`);
-    await dk('pull', `${reg[b]}/team/bad:1`);
-    await forget(`${reg[b]}/team/bad:1`);
-    const layer = await bigLayer(cc, 'team/bad:1');
+    const layer = await bigLayer(a, 'team/bad:1');
+    const b = holdersOnDisk(layer.digest).find((n) => n !== a)!; // a's replica
+    const cc = names.find((n) => n !== a && n !== b)!;
     // damage b's copy: one byte in every 4 MiB piece
     const file = join(c.dataDir(b), 'registry', 'blobs', 'sha256', layer.digest.slice('sha256:'.length));
     const fh = await open(file, 'r+');

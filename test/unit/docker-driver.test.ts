@@ -186,7 +186,7 @@ describe.skipIf(skip !== undefined)('DockerDriver (real engine)', () => {
     const missing = task(['true'], { image: 'omni-test/not-here:9' });
     await expect(d.start(missing)).rejects.toMatchObject({
       code: 'IMAGE_NOT_FOUND',
-      message: 'image omni-test/not-here:9 is not present on node test-node; load it with docker load / docker import',
+      message: "image omni-test/not-here:9 is not present on node test-node; push it to the cluster's registry or load it with docker load / docker import",
     });
     // the host port is taken: the engine refuses to start the container
     const busy = createServer();

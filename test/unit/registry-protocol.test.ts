@@ -5,6 +5,7 @@ import { isRepositoryName, isTag, parseImageReference, parseManifestReference } 
 import { parseManifest, MAX_MANIFEST_BYTES } from '../../protocol/registry/manifest.js';
 import { DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { parseRangeHeader, parseUploadContentRange, uploadRangeHeader } from '../../protocol/registry/http-ranges.js';
+import { planReplicas } from '../../protocol/registry/durability.js';
 import { pieceCount, pieceSpan, piecesCovering, validPieces } from '../../protocol/registry/pieces.js';
 import { parseRepoLinkKey, parseTagKey, readBlobRecord, readManifestRecord, repoManifestKey, REPO_MANIFEST_PREFIX, tagKey, TAG_PREFIX } from '../../protocol/registry/records.js';
 
@@ -129,5 +130,17 @@ describe('pieces and records', () => {
     const m = { digest: D3, mediaType: OCI_MANIFEST, sizeBytes: 2, content: '{}', blobs: [D1], manifests: [], createdAtMs: 5 };
     expect(readManifestRecord(JSON.stringify(m), D3)).toEqual(m);
     expect(readManifestRecord(JSON.stringify({ ...m, blobs: ['x'] }), D3)).toBeUndefined();
+  });
+});
+
+describe('replica plan', () => {
+  it('asks the least loaded members that lack the blob, up to the target (bounded by the members up)', () => {
+    const load: Record<string, number> = { b: 5, c: 1, d: 3 };
+    expect(planReplicas(2, 'a', ['b', 'c', 'd'], new Set(['a']), (id) => load[id])).toEqual({ target: 2, have: 1, candidates: ['c', 'd', 'b'] });
+    expect(planReplicas(3, 'a', ['b', 'c'], new Set(['a', 'c']))).toEqual({ target: 3, have: 2, candidates: ['b'] });
+    // a one-node cluster: the copy here is all there can be
+    expect(planReplicas(2, 'a', [], new Set(['a']))).toEqual({ target: 1, have: 1, candidates: [] });
+    // holders that are not up do not count
+    expect(planReplicas(2, 'a', ['b'], new Set(['a', 'zombie']))).toMatchObject({ target: 2, have: 1, candidates: ['b'] });
   });
 });

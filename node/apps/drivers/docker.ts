@@ -1,6 +1,7 @@
 // Docker driver: one container per task through the local engine (dockerode over a unix socket).
-// Images must already be on the node (Omni has no pull from a public registry): a missing image is
-// an IMAGE_NOT_FOUND error. Containers are named omni-<taskId> and labelled omni.task / omni.app /
+// An image missing on the node is pulled from this node's own registry (the cluster's registry,
+// node/registry/) when it is there — by digest when the app pinned one; otherwise (Omni never
+// pulls from a public registry) it is an IMAGE_NOT_FOUND error. Containers are named omni-<taskId> and labelled omni.task / omni.app /
 // omni.version (+ omni.owner, the node that made them), which is how recover() finds them after the
 // agent restarts. Restart policy is "no": the agent decides restarts.
 import { hostname } from 'node:os';
@@ -34,7 +35,21 @@ export interface DockerDriverOptions {
    * engine without recovering (and destroying) each other's containers. Unset: every Omni container.
    */
   owner?: string;
+  /**
+   * This node's registry as its engine reaches it (loopback host:port) and a credential for it;
+   * undefined when the node serves none. Missing images are pulled from there.
+   */
+  registry?: () => LocalRegistry | undefined;
 }
+
+export interface LocalRegistry {
+  hostPort: string;
+  username: string;
+  password: string;
+}
+
+/** How long pulling an image from the local registry may take. */
+const PULL_TIMEOUT_MS = 10 * 60 * 1000;
 
 /** The engine socket from DOCKER_HOST (unix://PATH) or the default; throws for tcp:// and others. */
 export function dockerSocketPath(env: NodeJS.ProcessEnv = process.env): string {
@@ -130,8 +145,10 @@ export class DockerDriver implements TaskDriver {
   readonly owner: string | undefined;
   private readonly configError: string | undefined;
   private readonly docker: Docker;
+  private readonly registry: (() => LocalRegistry | undefined) | undefined;
 
   constructor(opts: DockerDriverOptions = {}) {
+    this.registry = opts.registry;
     let socketPath = opts.socketPath;
     let configError: string | undefined;
     if (socketPath === undefined) {
@@ -212,17 +229,54 @@ export class DockerDriver implements TaskDriver {
     return st;
   }
 
-  private async requireImage(image: string): Promise<void> {
-    await this.call(`image ${image}`, async () => {
-      try {
-        await this.docker.getImage(image).inspect();
-      } catch (e) {
-        if (errStatus(e) === 404) {
-          throw new OmniError('IMAGE_NOT_FOUND', `image ${image} is not present on node ${this.nodeName}; load it with docker load / docker import`, { image, node: this.nodeName });
-        }
-        throw e;
+  private async hasImage(image: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(image).inspect();
+      return true;
+    } catch (e) {
+      if (errStatus(e) === 404) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * The image reference to create the container from: `image` when the engine has it; else the
+   * same repository (and tag or digest) in this node's registry, pulled from there (the registry
+   * fetches missing blobs from its peers). IMAGE_NOT_FOUND when neither has it.
+   */
+  private async requireImage(image: string): Promise<string> {
+    return this.call(`image ${image}`, async () => {
+      if (await this.hasImage(image)) return image;
+      const reg = this.registry?.();
+      const local = reg ? localRegistryRef(image, reg.hostPort) : undefined;
+      if (reg && local) {
+        if (await this.hasImage(local)) return local;
+        const pulled = await this.pull(local, reg);
+        if (pulled === true) return local;
+        throw new OmniError('IMAGE_NOT_FOUND', `image ${image} is not present on node ${this.nodeName} and could not be pulled from its registry (${pulled}); push it there or load it with docker load`, { image, node: this.nodeName });
       }
+      throw new OmniError('IMAGE_NOT_FOUND', `image ${image} is not present on node ${this.nodeName}; push it to the cluster's registry or load it with docker load / docker import`, { image, node: this.nodeName });
     });
+  }
+
+  /** Pulls `ref` with the registry's credential: true, or why it failed. */
+  private async pull(ref: string, reg: LocalRegistry): Promise<true | string> {
+    const authconfig = { username: reg.username, password: reg.password, serveraddress: reg.hostPort };
+    try {
+      const stream = (await this.docker.pull(ref, { authconfig })) as NodeJS.ReadableStream;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no end after ${PULL_TIMEOUT_MS} ms`)), PULL_TIMEOUT_MS);
+        this.docker.modem.followProgress(stream, (err: Error | null, events: { error?: string }[]) => {
+          clearTimeout(timer);
+          const failed = events?.find((e) => e.error);
+          if (err || failed) reject(err ?? new Error(failed!.error));
+          else resolve();
+        });
+      });
+      return true;
+    } catch (e) {
+      return errMessage(e).slice(0, 300);
+    }
   }
 
   async start(cfg: TaskConfig): Promise<TaskStatus> {
@@ -231,7 +285,7 @@ export class DockerDriver implements TaskDriver {
     if (cfg.memoryBytes > 0 && cfg.memoryBytes < MIN_MEMORY_BYTES) {
       throw new OmniError('INVALID_ARGUMENT', `task ${cfg.taskId}: memory limit ${cfg.memoryBytes} B is below Docker's minimum of 6 MiB`);
     }
-    const [, existing] = await Promise.all([this.requireImage(cfg.image), this.inspectRaw(cfg.taskId)]);
+    const [image, existing] = await Promise.all([this.requireImage(cfg.image), this.inspectRaw(cfg.taskId)]);
     if (existing) {
       if (this.status(cfg.taskId, existing).state === 'running') throw new OmniError('CONFLICT', `task ${cfg.taskId} is already running (container ${containerName(cfg.taskId)})`);
       await this.destroy(cfg.taskId);
@@ -265,7 +319,7 @@ export class DockerDriver implements TaskDriver {
 
     const create: Docker.ContainerCreateOptions = {
       name: containerName(cfg.taskId),
-      Image: cfg.image,
+      Image: image,
       Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
       Labels: labels,
       ExposedPorts: exposed,
@@ -409,4 +463,17 @@ export class DockerDriver implements TaskDriver {
     const memoryBytes = Math.max(0, (m.usage ?? 0) - cache);
     return { cpuPercent, memoryBytes };
   }
+}
+
+/**
+ * `repo[:tag]` or `repo@sha256:…` (no registry host, or a loopback one) as a reference in the
+ * local registry at hostPort; undefined for an image of another registry.
+ */
+export function localRegistryRef(image: string, hostPort: string): string | undefined {
+  const m = /^(?:((?:localhost|127\.\d+\.\d+\.\d+)(?::\d+)?)\/)?([a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*)(?::([\w][\w.-]{0,127}))?(?:@(sha256:[a-f0-9]{64}))?$/.exec(image);
+  if (!m) return undefined;
+  const [, , repo, tag, digest] = m;
+  // A first component with a dot or a port names another registry (e.g. ghcr.io/x): not ours.
+  if (!m[1] && repo.includes('/') && /[.:]/.test(repo.split('/')[0])) return undefined;
+  return `${hostPort}/${repo}${digest ? `@${digest}` : `:${tag ?? 'latest'}`}`;
 }

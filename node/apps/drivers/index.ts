@@ -1,13 +1,13 @@
 // The drivers of one node, by name. The agent picks one per task from the app spec.
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
-import { DockerDriver } from './docker.js';
+import { DockerDriver, type LocalRegistry } from './docker.js';
 import { MockDriver } from './mock.js';
 import { ProcessDriver } from './process.js';
 import type { DriverName, TaskDriver } from './types.js';
 
 export type { DriverName, LogOptions, PortMapping, TaskConfig, TaskDriver, TaskRunState, TaskStatus, VolumeMount } from './types.js';
-export { DockerDriver, dockerSocketPath } from './docker.js';
+export { DockerDriver, dockerSocketPath, type LocalRegistry } from './docker.js';
 export { MockDriver } from './mock.js';
 export { ProcessDriver } from './process.js';
 
@@ -20,9 +20,9 @@ export function driverOwner(dataDir: string): string {
 }
 
 /** Docker (engine from DOCKER_HOST or /var/run/docker.sock), process (under dataDir/tasks) and mock. */
-export function createDrivers(dataDir: string): Record<DriverName, TaskDriver> {
+export function createDrivers(dataDir: string, opts: { registry?: () => LocalRegistry | undefined } = {}): Record<DriverName, TaskDriver> {
   return {
-    docker: new DockerDriver({ owner: driverOwner(dataDir) }),
+    docker: new DockerDriver({ owner: driverOwner(dataDir), registry: opts.registry }),
     process: new ProcessDriver(dataDir),
     mock: new MockDriver(),
   };
