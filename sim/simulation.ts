@@ -71,6 +71,8 @@ export interface SimKnobs {
    * while handling a Ready lets messages in). 0 for most profiles.
    */
   applyLatencyMs?: number;
+  /** Chance that an fsync fails (EIO): the node stops at once and is restarted. */
+  fsyncErrorRate?: number;
   /** Time per applied entry (a restart replaying a long log takes a while). */
   applyPerEntryMs?: number;
   /** Nodes compact at different rates: each picks its own interval from compactEvery or 1000. */
@@ -111,10 +113,11 @@ export interface Coverage {
   conf_changes_under_partition: number;
   pauses: number;
   crashes: number;
+  fsync_errors: number;
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0 };
+  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0 };
 }
 
 const MAX_NODES = 7;
@@ -185,6 +188,7 @@ function chooseKnobs(rng: Rng): SimKnobs {
     transfers: rng.next() < 0.5,
     partitions: rng.next() < 0.8,
     pauses: rng.next() < 0.5,
+    fsyncErrorRate: pick([0, 0, 0.002, 0.01]),
     crashAfterCommitRate: churn ? between(0.3, 0.7) : pick([0, 0.02]),
     // Below 1: some new leaders must survive long enough to repair logs (and to commit).
     crashAfterElectionRate: churn ? between(0.6, 0.9) : pick([0, 0.1]),
@@ -529,6 +533,9 @@ export class Simulation {
   private finishReady(n: SimNode, rd: Ready): void {
     const raft = n.raft!;
     // 1. persist (fsync when the core says so) ...
+    // An fsync that fails (EIO) leaves the write in the page cache, maybe to be dropped: the
+    // driver stops at once (RaftNode treats it as fatal) and the node is restarted later.
+    const fsyncFails = rd.mustSync && this.phase === 'safety' && this.rng.next() < (this.knobs.fsyncErrorRate ?? 0);
     if (rd.entries.length > 0 || rd.hardState || rd.snapshot) {
       n.disk.write(
         {
@@ -536,9 +543,16 @@ export class Simulation {
           entries: rd.entries,
           ...(rd.hardState ? { hardState: rd.hardState } : {}),
         },
-        rd.mustSync,
+        rd.mustSync && !fsyncFails,
         this.nowMs,
       );
+    }
+    if (fsyncFails) {
+      this.trace(`fault: ${n.id}: fsync failed (EIO); the node stops and restarts`);
+      this.coverage.fsync_errors++;
+      this.crashNode(n);
+      this.queue.push(this.nowMs + 50 + this.rng.int(1000), { kind: 'restart', node: n.id });
+      return;
     }
     if (this.phase === 'safety' && rd.softState?.role === Role.Leader && this.rng.next() < this.knobs.crashAfterElectionRate) {
       this.trace(`fault: new leader ${n.id} crashes right after persisting its first entries`);
