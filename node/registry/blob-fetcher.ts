@@ -18,6 +18,7 @@ import type { PieceSource } from './piece-transfer.js';
 import type { BlobRecord } from '../../protocol/registry/records.js';
 import { PiecePlan, DEFAULT_PIECE_PLAN_LIMITS, type Assignment, type PiecePlanLimits } from '../../protocol/registry/piece-plan.js';
 import { pieceCount, pieceSpan } from '../../protocol/registry/pieces.js';
+import { Slots } from './slots.js';
 
 export interface FetchLimits {
   /** A piece request with no data for this long is abandoned and its peer dropped. */
@@ -59,33 +60,6 @@ export interface BlobFetcherDeps {
   learned(peer: string, digest: string, has: boolean): void;
   log: Logger;
   limits?: Partial<FetchLimits>;
-}
-
-class Slots {
-  private n = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-  async take(signal: AbortSignal): Promise<() => void> {
-    if (this.n < this.max) this.n++;
-    else
-      await new Promise<void>((resolve, reject) => {
-        const w = () => resolve();
-        this.waiting.push(w);
-        signal.addEventListener('abort', () => {
-          const i = this.waiting.indexOf(w);
-          if (i >= 0) this.waiting.splice(i, 1);
-          reject(new OmniError('ABORTED', 'stopping'));
-        }, { once: true });
-      });
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.n--;
-    };
-  }
 }
 
 export class BlobFetcher {

@@ -21,6 +21,7 @@ import { OmniError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { BlobStore } from './blob-store.js';
 import { isDigest } from '../../protocol/registry/digest.js';
+import { Slots } from './slots.js';
 
 export const PIECES_PROTOCOL = '/omni/registry/pieces/1.0.0';
 const MAX_REQUEST_BYTES = 128 * 1024;
@@ -61,24 +62,6 @@ export interface PieceServiceOptions {
   replicate?(digest: string, signal: AbortSignal): Promise<void>;
 }
 
-class Semaphore {
-  private n = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-  async take(): Promise<() => void> {
-    if (this.n >= this.max) await new Promise<void>((r) => this.waiting.push(r));
-    else this.n++;
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.n--;
-    };
-  }
-}
-
 function tagged(tag: number, body: Uint8Array | string): Uint8Array {
   const bytes = typeof body === 'string' ? new TextEncoder().encode(body) : body;
   const out = new Uint8Array(bytes.length + 1);
@@ -97,7 +80,7 @@ function remoteError(frame: Uint8Array): OmniError {
 }
 
 export class PieceService implements PieceSource {
-  private readonly serving = new Semaphore(MAX_CONCURRENT_SERVES);
+  private readonly serving = new Slots(MAX_CONCURRENT_SERVES);
 
   constructor(
     private readonly host: OmniHost,
