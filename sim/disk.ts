@@ -2,6 +2,11 @@
 // fsync (sync=true), on a later fsync (which flushes everything before it), or by background
 // writeback after `writebackMs`. A crash loses whatever is not durable; with `tornWrites` the
 // first cached write may survive partially (a prefix of its entries).
+//
+// Beside the log, a small witness file holds the last synced term and vote (as RaftStorage's
+// hard-state witness does). A disk that lies about fsync can lose a synced write at a crash
+// (`crash(rng, loseSyncedWrite)`): the log then rolls back to before its last term/vote change,
+// while the witness (another file) keeps it — which the store detects at the next start.
 
 import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
 import type { PersistedState } from '../protocol/raft/raft.js';
@@ -24,6 +29,10 @@ interface Durable {
 export class SimDisk {
   private durable: Durable = { hardState: { term: 0, vote: '', commit: 0 }, entries: new Map(), lastIndex: 0 };
   private cache: { write: DiskWrite; writtenAtMs: number }[] = [];
+  /** The durable log as it was before its last synced term/vote change (what a lost write leaves). */
+  private beforeLastTermChange: Durable | undefined;
+  /** The last synced term and vote, in a file of its own (survives a lost log write). */
+  witness: HardState | undefined;
   fsyncs = 0;
 
   constructor(
@@ -33,7 +42,17 @@ export class SimDisk {
 
   write(w: DiskWrite, sync: boolean, nowMs: number): void {
     this.cache.push({ write: w, writtenAtMs: nowMs });
-    if (sync) this.flush(this.cache.length);
+    if (sync) this.sync();
+  }
+
+  /** fsync: everything written so far becomes durable; a new term or vote is then witnessed. */
+  sync(): void {
+    if (this.cache.length === 0) return;
+    const before = this.durable.hardState;
+    const changes = this.cache.some(({ write: w }) => w.hardState && (w.hardState.term !== before.term || w.hardState.vote !== before.vote));
+    if (changes) this.beforeLastTermChange = cloneDurable(this.durable);
+    this.flush(this.cache.length);
+    if (changes) this.witness = { ...this.durable.hardState };
   }
 
   /** Background writeback of cached writes older than writebackMs. */
@@ -53,14 +72,25 @@ export class SimDisk {
     this.fsyncs++;
   }
 
-  /** Power loss: the page cache is gone (a torn first write may leave a prefix). */
-  crash(rng: Rng): void {
+  /**
+   * Power loss: the page cache is gone (a torn first write may leave a prefix). With
+   * loseSyncedWrite (a disk that lied about fsync) the log also loses everything since its last
+   * synced term/vote change; returns whether it did.
+   */
+  crash(rng: Rng, loseSyncedWrite = false): boolean {
+    if (loseSyncedWrite && this.beforeLastTermChange) {
+      this.durable = this.beforeLastTermChange;
+      this.beforeLastTermChange = undefined;
+      this.cache = [];
+      return true;
+    }
     if (this.tornWrites && this.cache.length > 0) {
       const first = this.cache[0].write;
       const keep = rng.int(first.entries.length + 1);
       if (keep > 0 && !first.snapshot) applyWrite(this.durable, { entries: first.entries.slice(0, keep) });
     }
     this.cache = [];
+    return false;
   }
 
   load(): PersistedState {
@@ -76,6 +106,10 @@ export class SimDisk {
   durableEntryCount(): number {
     return this.durable.entries.size;
   }
+}
+
+function cloneDurable(d: Durable): Durable {
+  return { hardState: { ...d.hardState }, ...(d.snapshot ? { snapshot: d.snapshot } : {}), entries: new Map(d.entries), lastIndex: d.lastIndex };
 }
 
 function applyWrite(d: Durable, w: DiskWrite): void {

@@ -1,5 +1,7 @@
-// The deterministic cluster simulator (TigerBeetle VOPR style): N real Raft cores with a
-// replicated key-value store, driven by one seeded RNG under virtual time. A run has a
+// The deterministic cluster simulator (TigerBeetle VOPR style): N real nodes — the production
+// Raft driver (node/raft/raft-node.ts: persist, early send, apply order) over simulated storage
+// and timers, applying to the real cluster state machine (protocol/cluster/state.ts) — driven
+// by one seeded RNG under virtual time. A run has a
 // safety phase (random faults: lossy/duplicating/reordering network, partitions of every
 // shape, crashes that lose unsynced writes, clock drift, membership changes and leadership
 // transfers) and a liveness phase (faults healed: a leader must be elected and a write must
@@ -7,26 +9,18 @@
 // checked for linearizability at the end. Every run replays exactly from its seed.
 
 import { decodeConfChange } from '../protocol/codec.js';
-import { Raft, bootstrapState, emptyState, type RaftConfig } from '../protocol/raft/raft.js';
-import { contextKey } from '../protocol/raft/readonly.js';
-import {
-  type BugName,
-  ConfChangeType,
-  EntryType,
-  type Message,
-  MessageType,
-  type NodeId,
-  type Ready,
-  Role,
-  EMPTY_BYTES,
-} from '../protocol/raft/types.js';
+import { Raft, bootstrapState, emptyState } from '../protocol/raft/raft.js';
+import { type BugName, ConfChangeType, type Entry, EntryType, type Message, MessageType, type NodeId, type Ready, Role } from '../protocol/raft/types.js';
 import { seededRng, type Rng } from '../protocol/rng.js';
+import { encodeCommand, type Command } from '../protocol/cluster/state.js';
+import { RaftNode } from '../node/raft/raft-node.js';
 import { SimDisk } from './disk.js';
 import { EventQueue } from './event-queue.js';
-import { InvariantChecker, SafetyViolation, type ConfSets } from './invariants.js';
-import { KvStateMachine, decodeCommand, encodeCommand } from './kv.js';
+import { InvariantChecker, SafetyViolation } from './invariants.js';
 import { checkLinearizable, type HistoryOp, type KvOp, type KvResult } from './linearizability.js';
 import { CALM_NETWORK, type NetworkKnobs, SimNetwork } from './network.js';
+import { SimStore } from './sim-store.js';
+import { SimTimers } from './sim-timers.js';
 import { formatMessage } from './trace.js';
 
 export interface SimOptions {
@@ -73,6 +67,8 @@ export interface SimKnobs {
   applyLatencyMs?: number;
   /** Chance that an fsync fails (EIO): the node stops at once and is restarted. */
   fsyncErrorRate?: number;
+  /** Chance that a crash also loses the disk's last synced term/vote write (a disk that lied about fsync). */
+  lostWriteRate?: number;
   /** Time per applied entry (a restart replaying a long log takes a while). */
   applyPerEntryMs?: number;
   /** Nodes compact at different rates: each picks its own interval from compactEvery or 1000. */
@@ -114,10 +110,16 @@ export interface Coverage {
   pauses: number;
   crashes: number;
   fsync_errors: number;
+  /** A restart found that a synced write was lost (the hard-state witness): the node refused to start. */
+  lost_writes_detected: number;
+  /** Fresh nodes joined in place of a node that refused to start. */
+  nodes_replaced: number;
+  /** Removed nodes added back (with their old disk). */
+  removed_nodes_readded: number;
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0 };
+  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0 };
 }
 
 const MAX_NODES = 7;
@@ -189,6 +191,7 @@ function chooseKnobs(rng: Rng): SimKnobs {
     partitions: rng.next() < 0.8,
     pauses: rng.next() < 0.5,
     fsyncErrorRate: pick([0, 0, 0.002, 0.01]),
+    lostWriteRate: pick([0, 0, 0, 0.1, 0.3]),
     crashAfterCommitRate: churn ? between(0.3, 0.7) : pick([0, 0.02]),
     // Below 1: some new leaders must survive long enough to repair logs (and to commit).
     crashAfterElectionRate: churn ? between(0.6, 0.9) : pick([0, 0.1]),
@@ -204,9 +207,9 @@ function chooseKnobs(rng: Rng): SimKnobs {
 }
 
 type SimEvent =
-  | { kind: 'tick'; node: NodeId; inc: number }
+  /** A node's own work: a timer of its driver, a disk write completing. */
+  | { kind: 'call'; node: NodeId; inc: number; fn: () => void }
   | { kind: 'deliver'; to: NodeId; msg: Message }
-  | { kind: 'ready-done'; node: NodeId; inc: number; rd: Ready }
   | { kind: 'client-deliver'; node: NodeId; req: ClientRequest }
   | { kind: 'client-reply'; client: number; reply: ClientReply }
   | { kind: 'client-timeout'; client: number; reqId: number }
@@ -217,6 +220,7 @@ type SimEvent =
   | { kind: 'heal' }
   | { kind: 'resume'; node: NodeId }
   | { kind: 'promote'; node: NodeId }
+  | { kind: 'replace'; node: NodeId }
   | { kind: 'fault' }
   | { kind: 'writeback' };
 
@@ -227,27 +231,29 @@ interface ClientRequest {
   op: KvOp;
 }
 
-type ClientReply = { reqId: number; node: NodeId } & ({ ok: true; result: KvResult } | { ok: false; leader: NodeId });
+/**
+ * A node's answer. `retry`: the op surely did not take effect (refused before it was proposed,
+ * or dropped by a leader change) and may be sent again; otherwise its outcome is unknown.
+ */
+type ClientReply = { reqId: number; node: NodeId } & ({ ok: true; result: KvResult } | { ok: false; leader: NodeId; retry: boolean; why: string });
 
 interface SimNode {
   id: NodeId;
+  /** The real driver (node/raft/raft-node.ts); undefined while the process is down. */
+  node: RaftNode | undefined;
   raft: Raft | undefined;
   disk: SimDisk;
-  kv: KvStateMachine;
   inc: number;
-  busy: boolean;
-  tickMs: number;
-  appliedIndex: number;
+  /** Clock rate: 1 ticks on time, above 1 runs slow (drift, skew). */
+  rate: number;
   removed: boolean;
-  proposals: Map<number, { term: number; req: ClientRequest }>;
-  reads: Map<string, ClientRequest>;
-  waitingReads: { index: number; req: ClientRequest }[];
-  readCounter: number;
-  /** The configuration its snapshot plus its applied conf changes imply (checked against the core's). */
-  conf: ConfSets;
+  /** Its disk lost a synced write: it refuses to start and is replaced by a fresh node. */
+  retired: boolean;
   /** While set, the process is paused (SIGSTOP, a long GC pause): it handles nothing until then. */
   pausedUntilMs: number;
   compactEvery: number;
+  /** Terms in which this node was seen leading after a write (the crash-after-election fault rolls once per term). */
+  ledTerms: Set<number>;
 }
 
 interface ClientState {
@@ -261,6 +267,11 @@ interface ClientState {
   probe: boolean;
   done: boolean;
 }
+
+/** Codes of refusals after which the op surely did not take effect. */
+const NOT_APPLIED_CODES: ReadonlySet<string> = new Set(['NOT_LEADER', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'NO_LEADER', 'PROPOSAL_DROPPED', 'TOO_MANY_PENDING', 'NO_SPACE', 'LEADER_TRANSFER']);
+
+const SILENT_LOG = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
 
 export class Simulation {
   readonly knobs: SimKnobs;
@@ -281,6 +292,8 @@ export class Simulation {
   private stats = { messages: 0, dropped: 0, crashes: 0, confChanges: 0, transfers: 0, elections: 0, pauses: 0, clockSkews: 0 };
   private readonly coverage = emptyCoverage();
   private readonly skewed: (() => void)[] = [];
+  /** Set when a promise the driver awaits may have settled: its continuations must run. */
+  private settled = false;
 
   constructor(private readonly opts: SimOptions) {
     this.rng = seededRng(opts.seed);
@@ -289,20 +302,23 @@ export class Simulation {
     this.net = new SimNetwork(this.rng, this.knobs.network);
     const ids = Array.from({ length: this.knobs.nodes }, (_, i) => `n${i + 1}`);
     this.nextNodeNum = ids.length + 1;
-    for (const id of ids) this.createNode(id, true, ids);
     for (let c = 0; c < this.knobs.clients; c++) this.addClient(false);
     this.queue.push(this.knobs.faultEveryMs, { kind: 'fault' });
     this.queue.push(50, { kind: 'writeback' });
+    this.bootIds = ids;
   }
 
-  run(): SimResult {
+  private readonly bootIds: NodeId[];
+
+  async run(): Promise<SimResult> {
     let violation: string | undefined;
     let livenessFailure: string | undefined;
     let checkTimedOut = false;
     try {
-      this.runUntil(this.knobs.safetyMs);
-      this.startLiveness();
-      this.runUntil(this.knobs.safetyMs + this.knobs.livenessBudgetMs, () => this.livenessOkAtMs !== undefined);
+      for (const id of this.bootIds) await this.createNode(id, true, this.bootIds);
+      await this.runUntil(this.knobs.safetyMs);
+      await this.startLiveness();
+      await this.runUntil(this.knobs.safetyMs + this.knobs.livenessBudgetMs, () => this.livenessOkAtMs !== undefined);
       if (this.livenessOkAtMs === undefined) {
         livenessFailure = `no write committed within ${this.knobs.livenessBudgetMs} ms after faults healed (${this.describeNodes()})`;
       }
@@ -313,6 +329,8 @@ export class Simulation {
     } catch (err) {
       violation = err instanceof SafetyViolation ? err.message : `exception: ${(err as Error).stack ?? String(err)}`;
     }
+    // The abandoned drivers of crashed nodes hold nothing the next seed needs.
+    for (const n of this.nodes.values()) n.inc++;
     const ok = violation === undefined && livenessFailure === undefined;
     this.stats.messages = this.net.sent;
     this.stats.dropped = this.net.dropped;
@@ -334,53 +352,67 @@ export class Simulation {
 
   // ------------------------------------------------------------------ event loop
 
-  private runUntil(endMs: number, stop?: () => boolean): void {
+  private async runUntil(endMs: number, stop?: () => boolean): Promise<void> {
     let events = 0;
     for (;;) {
       const t = this.queue.peekTime();
       if (t === undefined || t > endMs) break;
       const next = this.queue.pop()!;
       this.nowMs = next.atMs;
-      this.handle(next.event);
+      const pending = this.handle(next.event);
+      if (pending) await pending;
+      // The driver is async: what a settled write (or a fired timer) lets run happens now, in
+      // order, before the next event. Nothing else runs in between (no real I/O or timers).
+      if (this.settled) {
+        this.settled = false;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      if (this.violation) throw this.violation;
       if (++events > MAX_EVENTS) throw new Error(`event budget of ${MAX_EVENTS} exceeded`);
       if (stop?.()) return;
     }
     this.nowMs = endMs;
   }
 
-  private handle(ev: SimEvent): void {
+  /** A violation found inside a driver callback (thrown there, it would look like a driver failure). */
+  private violation: SafetyViolation | undefined;
+
+  private check(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      if (err instanceof SafetyViolation) this.violation ??= err;
+      else throw err;
+    }
+  }
+
+  private handle(ev: SimEvent): Promise<void> | void {
     // A paused process handles nothing: its timers, messages, disk completions and requests
     // wait (in order) until it resumes.
-    const target = ev.kind === 'tick' || ev.kind === 'ready-done' || ev.kind === 'client-deliver' ? ev.node : ev.kind === 'deliver' ? ev.to : undefined;
+    const target = ev.kind === 'call' || ev.kind === 'client-deliver' ? ev.node : ev.kind === 'deliver' ? ev.to : undefined;
     const paused = target !== undefined ? this.nodes.get(target) : undefined;
     if (paused && paused.pausedUntilMs > this.nowMs) {
       this.queue.push(paused.pausedUntilMs, ev);
       return;
     }
     switch (ev.kind) {
-      case 'tick': {
+      case 'call': {
         const n = this.nodes.get(ev.node)!;
-        if (n.inc !== ev.inc || !n.raft) return;
-        n.raft.tick();
+        if (n.inc !== ev.inc || !n.node) return;
+        this.settled = true;
+        ev.fn();
         this.afterInput(n);
-        this.queue.push(this.nowMs + n.tickMs, ev);
         return;
       }
       case 'deliver': {
         const n = this.nodes.get(ev.to);
-        if (!n?.raft || this.net.isBlocked(ev.msg.from, ev.to)) return;
+        if (!n?.node || !n.raft || this.net.isBlocked(ev.msg.from, ev.to)) return;
         this.trace(() => `deliver ${formatMessage(ev.msg)}`);
         const hadSnapshot = n.raft.log.pendingSnapshot !== undefined;
-        n.raft.step(ev.msg);
-        if (n.busy && !hadSnapshot && n.raft?.log.pendingSnapshot !== undefined) this.coverage.snapshots_racing_apply++;
+        n.node.step(ev.msg);
+        if (n.node.busy && !hadSnapshot && n.raft.log.pendingSnapshot !== undefined) this.coverage.snapshots_racing_apply++;
         if (ev.msg.type === MessageType.TimeoutNow) this.coverage.leadership_transfers++;
         this.afterInput(n);
-        return;
-      }
-      case 'ready-done': {
-        const n = this.nodes.get(ev.node)!;
-        if (n.inc !== ev.inc || !n.raft) return;
-        this.finishReady(n, ev.rd);
         return;
       }
       case 'client-deliver':
@@ -391,7 +423,12 @@ export class Simulation {
         return;
       case 'client-timeout': {
         const c = this.clients[ev.client];
-        if (c.reqId === ev.reqId && c.current) this.clientRetry(c, NONE_HINT, 'timeout');
+        if (c.reqId !== ev.reqId || !c.current) return;
+        // No answer: the op may or may not have taken effect. Sending it again could apply it
+        // twice (the state machine keeps no client sessions), so the client moves on.
+        this.trace(`client c${c.id}: timed out; outcome unknown`);
+        if (c.probe) this.clientRetry(c, NONE_HINT, 'timeout');
+        else this.finishOp(c, null);
         return;
       }
       case 'client-start':
@@ -406,21 +443,18 @@ export class Simulation {
         if (this.phase === 'safety') this.net.knobs = this.knobs.network;
         return;
       case 'restart':
-        this.restartNode(ev.node);
-        return;
+        return this.restartNode(ev.node);
       case 'resume':
         this.trace(`${ev.node}: resumed`);
         return;
       case 'promote': {
         const leader = this.leader();
-        if (this.phase !== 'safety' || !leader?.raft!.learners.has(ev.node)) return;
-        const res = leader.raft!.proposeConfChange({ type: ConfChangeType.AddVoter, node: ev.node });
-        this.trace(`fault: promote ${ev.node} soon after it was added, via ${leader.id}: ${res.ok ? 'proposed' : res.code}`);
-        if (res.ok) this.stats.confChanges++;
-        else this.queue.push(this.nowMs + 50, ev);
-        this.afterInput(leader);
+        if (!leader?.raft!.learners.has(ev.node)) return;
+        this.proposeConf(leader, { type: ConfChangeType.AddVoter, node: ev.node }, 'promote soon after it was added', () => this.queue.push(this.nowMs + 50, ev));
         return;
       }
+      case 'replace':
+        return this.replaceRetired(ev.node);
       case 'heal':
         for (const undo of this.skewed.splice(0)) undo();
         this.net.heal();
@@ -428,8 +462,9 @@ export class Simulation {
         return;
       case 'fault':
         if (this.phase === 'safety') {
-          this.injectFault();
+          const p = this.injectFault();
           this.queue.push(this.nowMs + this.knobs.faultEveryMs * (0.5 + this.rng.next()), ev);
+          return p;
         }
         return;
       case 'writeback':
@@ -441,212 +476,219 @@ export class Simulation {
 
   // ------------------------------------------------------------------ nodes
 
-  private raftConfig(id: NodeId): RaftConfig {
-    return {
-      id,
-      electionTick: this.knobs.electionTick,
-      heartbeatTick: this.knobs.heartbeatTick,
-      rng: seededRng(this.rng.int(2 ** 31)),
-      maxSizePerMsgBytes: this.knobs.maxSizePerMsgBytes,
-      maxInflightMsgs: this.knobs.maxInflightMsgs,
-      bugs: this.opts.bugs ?? new Set(),
-      trace: (line) => this.trace(line),
-      observe: (o) => this.invariants.observeCore(id, o),
-    };
+  private later(n: SimNode, delayMs: number, fn: () => void): void {
+    this.queue.push(this.nowMs + delayMs, { kind: 'call', node: n.id, inc: n.inc, fn });
   }
 
-  private createNode(id: NodeId, bootstrap: boolean, voters: NodeId[]): SimNode {
+  private async createNode(id: NodeId, bootstrap: boolean, voters: NodeId[]): Promise<SimNode> {
     const drift = 1 + ((this.rng.next() * 2 - 1) * this.knobs.driftPct) / 100;
     const n: SimNode = {
       id,
+      node: undefined,
       raft: undefined,
       disk: new SimDisk(this.knobs.writebackMs, this.knobs.tornWrites),
-      kv: new KvStateMachine(),
       inc: 0,
-      busy: false,
-      tickMs: this.knobs.tickMs * drift,
-      appliedIndex: 0,
+      rate: drift,
       removed: false,
-      proposals: new Map(),
-      reads: new Map(),
-      waitingReads: [],
-      readCounter: 0,
-      conf: { voters: new Set(), learners: new Set() },
+      retired: false,
       pausedUntilMs: 0,
       compactEvery: this.knobs.mixedCompaction && this.rng.next() < 0.5 ? 1000 : this.knobs.compactEvery,
+      ledTerms: new Set(),
     };
     this.nodes.set(id, n);
     const state = bootstrap ? bootstrapState(voters) : emptyState();
     // The bootstrap state is what `init` would write durably before starting.
     n.disk.write({ entries: state.entries, hardState: state.hardState }, true, this.nowMs);
-    this.startNode(n);
+    await this.startNode(n);
     return n;
   }
 
-  private startNode(n: SimNode): void {
-    const state = n.disk.load();
-    n.kv = new KvStateMachine();
-    n.kv.restore(state.snapshot?.data ?? EMPTY_BYTES);
-    n.appliedIndex = state.snapshot?.meta.index ?? 0;
-    n.conf = confOf(state.snapshot?.meta.conf);
-    n.pausedUntilMs = 0;
+  private async startNode(n: SimNode): Promise<void> {
     n.inc++;
-    n.busy = false;
-    n.proposals.clear();
-    n.reads.clear();
-    n.waitingReads = [];
-    n.raft = new Raft(this.raftConfig(n.id), state);
+    n.pausedUntilMs = 0;
+    const inc = n.inc;
+    const alive = (): boolean => n.inc === inc;
+    const store = new SimStore(
+      n.disk,
+      {
+        later: (ms, fn) => this.later(n, ms, fn),
+        nowMs: () => this.nowMs,
+        writeLatencyMs: () => this.knobs.diskLatencyMs * this.rng.next() + (this.knobs.applyLatencyMs ?? 0) * this.rng.next(),
+        fsyncFails: () => this.phase === 'safety' && this.rng.next() < (this.knobs.fsyncErrorRate ?? 0),
+      },
+      n.id,
+    );
+    let node: RaftNode;
+    try {
+      node = await RaftNode.open({
+        id: n.id,
+        storage: store,
+        send: (msgs) => {
+          if (alive()) for (const m of msgs) this.sendRaft(n.id, m);
+        },
+        log: SILENT_LOG,
+        timing: { tickMs: this.knobs.tickMs, electionTick: this.knobs.electionTick, heartbeatTick: this.knobs.heartbeatTick },
+        snapshotEveryEntries: n.compactEvery,
+        timers: new SimTimers((ms, fn) => this.later(n, ms, fn), () => n.rate),
+        rngSeed: this.rng.int(2 ** 31),
+        readNonce: `${n.id}.${inc}`,
+        core: {
+          maxSizePerMsgBytes: this.knobs.maxSizePerMsgBytes,
+          maxInflightMsgs: this.knobs.maxInflightMsgs,
+          bugs: this.opts.bugs ?? new Set(),
+          trace: (line) => this.trace(line),
+          observe: (o) => this.check(() => this.invariants.observeCore(n.id, o)),
+        },
+        observer: {
+          persisted: (rd) => alive() && this.afterPersist(n, rd),
+          applying: (e) => alive() && this.check(() => this.observeApply(n, e)),
+          handled: (rd) => alive() && this.afterReady(n, rd),
+        },
+        onFatal: (err) => {
+          if (!alive()) return;
+          const eio = (err as { code?: string }).code === 'EIO';
+          if (eio) this.coverage.fsync_errors++;
+          this.trace(`fault: ${n.id}: driver stopped (${err.message.slice(0, 120)}); restarting`);
+          if (!eio) this.check(() => { throw new SafetyViolation(`${n.id}: the driver stopped: ${err.message}`); });
+          this.crashNode(n);
+          this.queue.push(this.nowMs + 50 + this.rng.int(1000), { kind: 'restart', node: n.id });
+        },
+      });
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'STORAGE_CORRUPT') throw err;
+      // The store proved a synced write was lost: the node does not start. The operator's
+      // recovery (README, Durability): remove it, and join a fresh node in its place.
+      this.trace(`${n.id}: refuses to start: ${(err as Error).message.slice(0, 100)}`);
+      this.coverage.lost_writes_detected++;
+      n.retired = true;
+      this.queue.push(this.nowMs + 10, { kind: 'replace', node: n.id });
+      return;
+    }
+    if (!alive()) return;
+    n.node = node;
+    n.raft = node.raft;
+    const state = n.disk.load();
     this.trace(`${n.id}: started (term=${state.hardState.term} last=${(state.snapshot?.meta.index ?? 0) + state.entries.length})`);
-    this.queue.push(this.nowMs + n.tickMs * this.rng.next(), { kind: 'tick', node: n.id, inc: n.inc });
+    node.start();
     this.afterInput(n);
   }
 
-  private crashNode(n: SimNode): void {
-    if (!n.raft) return;
+  private crashNode(n: SimNode, loseSyncedWrite = false): void {
+    if (!n.node) return;
+    n.node = undefined;
     n.raft = undefined;
     n.inc++;
-    n.disk.crash(this.rng);
+    const lost = n.disk.crash(this.rng, loseSyncedWrite);
     this.stats.crashes++;
-    this.trace(`${n.id}: CRASH (unsynced writes lost)`);
+    this.trace(`${n.id}: CRASH (unsynced writes lost${lost ? '; the disk also lost a synced write' : ''})`);
   }
 
-  private restartNode(id: NodeId): void {
+  private restartNode(id: NodeId): Promise<void> | void {
     const n = this.nodes.get(id)!;
-    if (n.raft) return;
-    this.startNode(n);
+    if (n.node || n.retired) return;
+    return this.startNode(n);
   }
 
-  /** After any input: check invariants, then hand the next Ready to the "disk". */
+  /**
+   * Whether the victim may lose its disk's last synced write (and so be retired): only while no
+   * other member is retired and not yet replaced, and a majority of the voters stays healthy.
+   * Beyond that Raft cannot go on without an operator rebuilding the cluster.
+   */
+  private canLoseANode(victim: SimNode): boolean {
+    const leader = this.leader();
+    if (!leader) return false;
+    const voters = [...leader.raft!.voters];
+    if (voters.length < 3) return false;
+    const pending = [...this.nodes.values()].some((x) => x.retired && !x.removed);
+    return !pending && voters.includes(victim.id) ? voters.length - 1 >= Math.floor(voters.length / 2) + 1 : !pending;
+  }
+
+  /** Removes a node whose disk lost a synced write, then joins a fresh node in its place. */
+  private async replaceRetired(id: NodeId): Promise<void> {
+    const n = this.nodes.get(id)!;
+    const leader = this.leader();
+    if (!n.removed && leader && (leader.raft!.voters.has(id) || leader.raft!.learners.has(id))) {
+      this.proposeConf(leader, { type: ConfChangeType.RemoveNode, node: id }, 'remove the node whose disk lost a write');
+      this.queue.push(this.nowMs + 200, { kind: 'replace', node: id });
+      return;
+    }
+    if (!n.removed) {
+      this.queue.push(this.nowMs + 50, { kind: 'replace', node: id });
+      return;
+    }
+    if (!leader || this.nodes.size >= MAX_NODES + 2) return;
+    const fresh = `n${this.nextNodeNum++}`;
+    await this.createNode(fresh, false, []);
+    this.coverage.nodes_replaced++;
+    this.proposeConf(leader, { type: ConfChangeType.AddLearner, node: fresh }, `join a fresh node in place of ${id}`);
+    this.queue.push(this.nowMs + 100 + this.rng.int(300), { kind: 'promote', node: fresh });
+  }
+
+  /** Proposes a conf change on the leader; onRefused runs when the core did not take it. */
+  private proposeConf(leader: SimNode, cc: { type: ConfChangeType; node: NodeId }, why: string, onRefused?: () => void): void {
+    this.trace(`fault: membership ${ConfChangeType[cc.type]} ${cc.node} via ${leader.id} (${why})`);
+    this.stats.confChanges++;
+    leader.node!.proposeConfChange(cc, 2000).catch((e: { code?: string }) => {
+      if (onRefused && e.code !== 'TIMEOUT' && e.code !== 'UNAVAILABLE' && e.code !== 'PROPOSAL_DROPPED') onRefused();
+    });
+    this.settled = true;
+    this.afterInput(leader);
+  }
+
+  /** After any input: election safety for a leader. */
   private afterInput(n: SimNode): void {
-    const raft = n.raft!;
-    if (raft.role === Role.Leader) this.invariants.observeLeader(n.id, raft.term, raft);
-    if (n.busy || !raft.hasReady()) return;
-    const rd = raft.ready();
-    if (rd.softState?.role === Role.Leader) this.stats.elections++;
-    n.busy = true;
-    const needsDisk = rd.entries.length > 0 || rd.hardState !== undefined || rd.snapshot !== undefined;
-    const applying = rd.committedEntries.length > 0 ? (this.knobs.applyLatencyMs ?? 0) * this.rng.next() + rd.committedEntries.length * (this.knobs.applyPerEntryMs ?? 0) : 0;
-    const latency = (needsDisk ? this.knobs.diskLatencyMs * this.rng.next() : 0) + applying;
-    this.queue.push(this.nowMs + latency, { kind: 'ready-done', node: n.id, inc: n.inc, rd });
+    const raft = n.raft;
+    if (raft && n.node && raft.role === Role.Leader) this.check(() => this.invariants.observeLeader(n.id, raft.term, raft));
   }
 
-  private finishReady(n: SimNode, rd: Ready): void {
+  private afterPersist(n: SimNode, rd: Ready): void {
     const raft = n.raft!;
-    // 1. persist (fsync when the core says so) ...
-    // An fsync that fails (EIO) leaves the write in the page cache, maybe to be dropped: the
-    // driver stops at once (RaftNode treats it as fatal) and the node is restarted later.
-    const fsyncFails = rd.mustSync && this.phase === 'safety' && this.rng.next() < (this.knobs.fsyncErrorRate ?? 0);
-    if (rd.entries.length > 0 || rd.hardState || rd.snapshot) {
-      n.disk.write(
-        {
-          ...(rd.snapshot ? { snapshot: { snapshot: rd.snapshot, replaceLog: true } } : {}),
-          entries: rd.entries,
-          ...(rd.hardState ? { hardState: rd.hardState } : {}),
-        },
-        rd.mustSync && !fsyncFails,
-        this.nowMs,
-      );
+    if (rd.softState?.role === Role.Leader) this.stats.elections++;
+    if (this.phase !== 'safety' || raft.role !== Role.Leader || n.ledTerms.has(raft.term) || rd.entries.length === 0) return;
+    n.ledTerms.add(raft.term);
+    if (this.rng.next() >= this.knobs.crashAfterElectionRate) return;
+    this.trace(`fault: new leader ${n.id} crashes right after persisting its first entries`);
+    this.crashNode(n);
+    this.queue.push(this.nowMs + 50 + this.rng.int(1000), { kind: 'restart', node: n.id });
+  }
+
+  private observeApply(n: SimNode, e: Entry): void {
+    const raft = n.raft!;
+    this.invariants.observeApply(n.id, e, raft.log.committed);
+    if (e.type !== EntryType.ConfChange) return;
+    const cc = decodeConfChange(e.data);
+    const racing = raft.log.pendingSnapshot;
+    if (racing && e.index <= racing.meta.index) this.coverage.conf_changes_superseded_by_snapshot++;
+    if (raft.role === Role.Leader) {
+      if (cc.type === ConfChangeType.AddVoter && n.node!.state.memberRoles().learners.includes(cc.node)) this.coverage.learner_promotions++;
+      if (this.net.partitioned) this.coverage.conf_changes_under_partition++;
     }
-    if (fsyncFails) {
-      this.trace(`fault: ${n.id}: fsync failed (EIO); the node stops and restarts`);
-      this.coverage.fsync_errors++;
-      this.crashNode(n);
-      this.queue.push(this.nowMs + 50 + this.rng.int(1000), { kind: 'restart', node: n.id });
-      return;
+    if (cc.type === ConfChangeType.RemoveNode) {
+      const target = this.nodes.get(cc.node);
+      if (target) target.removed = true;
+    } else {
+      const target = this.nodes.get(cc.node);
+      if (target?.removed && !target.retired) target.removed = false;
     }
-    if (this.phase === 'safety' && rd.softState?.role === Role.Leader && this.rng.next() < this.knobs.crashAfterElectionRate) {
-      this.trace(`fault: new leader ${n.id} crashes right after persisting its first entries`);
-      this.crashNode(n);
-      this.queue.push(this.nowMs + 50 + this.rng.int(1000), { kind: 'restart', node: n.id });
-      return;
-    }
-    // 2. ... only then send the messages that depend on it ...
-    for (const m of rd.messages) this.sendRaft(n.id, m);
-    // 3. ... apply.
+  }
+
+  private afterReady(n: SimNode, rd: Ready): void {
+    const raft = n.raft!;
     if (rd.snapshot) {
-      n.kv.restore(rd.snapshot.data);
-      n.appliedIndex = rd.snapshot.meta.index;
-      n.conf = confOf(rd.snapshot.meta.conf);
       this.coverage.snapshots_installed++;
       this.trace(`${n.id}: applied snapshot at ${rd.snapshot.meta.index}`);
     }
-    for (const e of rd.committedEntries) this.applyEntry(n, e);
-    for (const rs of rd.readStates) {
-      const req = n.reads.get(contextKey(rs.context));
-      if (req) {
-        n.reads.delete(contextKey(rs.context));
-        n.waitingReads.push({ index: rs.index, req });
-      }
+    // The configuration the core acts on is the one the state machine's snapshot and applied
+    // conf changes imply (a snapshot the core took in but has not handed out speaks for later).
+    if (!raft.log.pendingSnapshot) {
+      const roles = n.node!.state.memberRoles();
+      this.check(() => this.invariants.checkConf(n.id, { voters: new Set(roles.voters), learners: new Set(roles.learners) }, raft));
     }
-    const racing = raft.log.pendingSnapshot;
-    if (racing && rd.committedEntries.some((e) => e.type === EntryType.ConfChange && e.index <= racing.meta.index)) this.coverage.conf_changes_superseded_by_snapshot++;
-    raft.advance(rd);
-    n.busy = false;
-    // A snapshot the core took in but has not handed out yet speaks for entries below it.
-    if (!raft.log.pendingSnapshot) this.invariants.checkConf(n.id, n.conf, raft);
-    if (
-      this.phase === 'safety' &&
-      rd.committedEntries.length > 0 &&
-      raft.role === Role.Leader &&
-      this.rng.next() < this.knobs.crashAfterCommitRate
-    ) {
+    if (this.phase === 'safety' && rd.committedEntries.length > 0 && raft.role === Role.Leader && this.rng.next() < this.knobs.crashAfterCommitRate) {
       this.trace(`fault: leader ${n.id} crashes right after applying up to ${rd.committedEntries[rd.committedEntries.length - 1].index}`);
       this.crashNode(n);
       this.queue.push(this.nowMs + 50 + this.rng.int(1000), { kind: 'restart', node: n.id });
-      return;
     }
-    this.serveReads(n);
-    this.maybeCompact(n);
-    this.afterInput(n);
-  }
-
-  private applyEntry(n: SimNode, e: Ready['committedEntries'][number]): void {
-    this.invariants.observeApply(n.id, e, n.raft!.log.committed);
-    n.appliedIndex = e.index;
-    if (e.type === EntryType.ConfChange) {
-      const cc = decodeConfChange(e.data);
-      if (n.raft!.role === Role.Leader) {
-        if (cc.type === ConfChangeType.AddVoter && n.conf.learners.has(cc.node)) this.coverage.learner_promotions++;
-        if (this.net.partitioned) this.coverage.conf_changes_under_partition++;
-      }
-      applyToConf(n.conf, cc);
-      if (cc.type === ConfChangeType.RemoveNode) {
-        const target = this.nodes.get(cc.node);
-        if (target) target.removed = true;
-      }
-      return;
-    }
-    if (e.data.byteLength === 0) return;
-    const cmd = decodeCommand(e.data);
-    const res = n.kv.apply(cmd);
-    const p = n.proposals.get(e.index);
-    if (!p) return;
-    n.proposals.delete(e.index);
-    if (p.term === e.term && res.kind === 'result') this.reply(n.id, p.req, { ok: true, result: res.result });
-    else this.reply(n.id, p.req, { ok: false, leader: n.raft!.lead });
-  }
-
-  private serveReads(n: SimNode): void {
-    if (n.waitingReads.length === 0) return;
-    const still: typeof n.waitingReads = [];
-    for (const w of n.waitingReads) {
-      if (w.index > n.appliedIndex) {
-        still.push(w);
-        continue;
-      }
-      const op = w.req.op;
-      this.coverage.read_index_served++;
-      this.reply(n.id, w.req, { ok: true, result: { kind: 'get-ok', value: n.kv.get(op.key) } });
-    }
-    n.waitingReads = still;
-  }
-
-  private maybeCompact(n: SimNode): void {
-    const raft = n.raft!;
-    if (raft.log.applied - raft.log.snapshot.meta.index < n.compactEvery) return;
-    const snap = raft.compact(n.kv.snapshot());
-    n.disk.write({ snapshot: { snapshot: snap, replaceLog: false }, entries: [] }, true, this.nowMs);
-    this.trace(`${n.id}: compacted log up to ${snap.meta.index}`);
   }
 
   private sendRaft(from: NodeId, m: Message): void {
@@ -660,24 +702,40 @@ export class Simulation {
 
   private nodeHandleClient(id: NodeId, req: ClientRequest): void {
     const n = this.nodes.get(id);
-    if (!n?.raft) return;
-    const raft = n.raft;
-    if (req.op.kind === 'get' && this.rng.next() < 0.7) {
-      const ctx = new TextEncoder().encode(`${id}/${n.inc}/${++n.readCounter}`);
-      if (!raft.readIndex(ctx)) {
-        this.reply(id, req, { ok: false, leader: raft.lead });
-      } else {
-        n.reads.set(contextKey(ctx), req);
-      }
+    const node = n?.node;
+    if (!n || !node) return;
+    const inc = n.inc;
+    const answer = (body: { ok: true; result: KvResult } | { ok: false; leader: NodeId; retry: boolean; why: string }): void => {
+      // A crashed process answers nothing.
+      if (n.inc === inc) this.reply(id, req, body);
+    };
+    const refused = (err: unknown): void => {
+      const e = err as { code?: string; message?: string; detail?: { leader?: unknown } };
+      const leader = typeof e.detail?.leader === 'string' ? e.detail.leader : node.leader;
+      answer({ ok: false, leader, retry: NOT_APPLIED_CODES.has(e.code ?? ''), why: e.code ?? String(e.message) });
+    };
+    const op = req.op;
+    const timeoutMs = this.knobs.clientTimeoutMs * 4;
+    if (op.kind === 'get') {
+      node.readBarrier(timeoutMs).then(() => {
+        this.coverage.read_index_served++;
+        answer({ ok: true, result: { kind: 'get-ok', value: node.state.kvGet(op.key)?.value ?? null } });
+      }, refused);
     } else {
-      const res = raft.propose(encodeCommand({ client: req.client, seq: req.seq, op: req.op }));
-      if (!res.ok) this.reply(id, req, { ok: false, leader: res.leader });
-      else n.proposals.set(res.index, { term: res.term, req });
+      const cmd: Command =
+        op.kind === 'put'
+          ? { type: 'kv.put', key: op.key, value: op.value }
+          : { type: 'kv.txn', compares: [op.expected === null ? { key: op.key, version: 0 } : { key: op.key, value: op.expected }], ops: [{ op: 'put', key: op.key, value: op.value }] };
+      node.propose(encodeCommand(cmd), timeoutMs).then((r) => {
+        if (r.ok) answer({ ok: true, result: op.kind === 'put' ? { kind: 'put-ok' } : { kind: 'cas-ok', swapped: true } });
+        else if (op.kind === 'cas' && r.error.code === 'CONFLICT') answer({ ok: true, result: { kind: 'cas-ok', swapped: false } });
+        else this.check(() => { throw new SafetyViolation(`${id}: ${op.kind} refused by the state machine: ${r.error.code} ${r.error.message}`); });
+      }, refused);
     }
     this.afterInput(n);
   }
 
-  private reply(node: NodeId, req: ClientRequest, body: { ok: true; result: KvResult } | { ok: false; leader: NodeId }): void {
+  private reply(node: NodeId, req: ClientRequest, body: { ok: true; result: KvResult } | { ok: false; leader: NodeId; retry: boolean; why: string }): void {
     for (const delay of this.net.plan(node, `c${req.client}`)) {
       this.queue.push(this.nowMs + delay, { kind: 'client-reply', client: req.client, reply: { reqId: req.reqId, node, ...body } });
     }
@@ -731,7 +789,11 @@ export class Simulation {
     const c = this.clients[clientId];
     if (reply.reqId !== c.reqId || !c.current) return;
     if (!reply.ok) {
-      this.clientRetry(c, reply.leader, `refused by ${reply.node}`);
+      if (reply.retry || c.probe) this.clientRetry(c, reply.leader, `refused by ${reply.node}: ${reply.why}`);
+      else {
+        this.trace(`client c${c.id} <- ${reply.node}: ${reply.why}; outcome unknown`);
+        this.finishOp(c, null);
+      }
       return;
     }
     this.trace(() => `client c${c.id} <- ${reply.node}: ${JSON.stringify(reply.result)}`);
@@ -746,7 +808,7 @@ export class Simulation {
       this.finishOp(c, null);
       return;
     }
-    // Retries reuse the same seq so the state machine applies the command at most once.
+    // Only ops that surely did not take effect are sent again (see ClientReply).
     c.leaderHint = hint;
     c.reqId = -this.nextReqId++; // late answers to the previous attempt are ignored
     const backoffMs = hint === NONE_HINT ? 5 + this.rng.int(20) : 1;
@@ -799,9 +861,9 @@ export class Simulation {
     return best;
   }
 
-  private injectFault(): void {
+  private injectFault(): Promise<void> | void {
     const k = this.knobs;
-    const choices: (() => void)[] = [() => {}];
+    const choices: (() => Promise<void> | void)[] = [() => {}];
     if (k.partitions) choices.push(() => this.partition(), () => this.partition(), () => this.healLater(0));
     if (k.crashes) choices.push(() => this.crashSome(), () => this.crashSome());
     if (k.membership) choices.push(() => this.changeMembership());
@@ -810,7 +872,7 @@ export class Simulation {
     choices.push(() => this.shakeNetwork());
     // Config churn: every other fault is a membership change.
     if (k.profile === 'config-churn' && this.rng.next() < 0.5) return this.changeMembership();
-    choices[this.rng.int(choices.length)]();
+    return choices[this.rng.int(choices.length)]();
   }
 
   private partition(): void {
@@ -854,11 +916,11 @@ export class Simulation {
 
   /** The node's clock runs `factor` times slower (ticks further apart) until the next heal. */
   private skewClock(n: SimNode, factor: number): void {
-    const normal = n.tickMs;
-    n.tickMs = normal * factor;
+    const normal = n.rate;
+    n.rate = normal * factor;
     this.stats.clockSkews++;
     this.trace(`fault: ${n.id}'s clock runs ${factor.toFixed(1)}x slow`);
-    this.skewed.push(() => (n.tickMs = normal));
+    this.skewed.push(() => (n.rate = normal));
   }
 
   private healLater(afterMs: number): void {
@@ -870,7 +932,7 @@ export class Simulation {
     if (live.length === 0) return;
     const leader = this.leader();
     const victim = leader && this.rng.next() < 0.5 ? leader : live[this.rng.int(live.length)];
-    this.crashNode(victim);
+    this.crashNode(victim, this.rng.next() < (this.knobs.lostWriteRate ?? 0) && this.canLoseANode(victim));
     this.queue.push(this.nowMs + 50 + this.rng.int(2000), { kind: 'restart', node: victim.id });
   }
 
@@ -887,29 +949,31 @@ export class Simulation {
     this.queue.push(victim.pausedUntilMs, { kind: 'resume', node: victim.id });
   }
 
-  private changeMembership(): void {
+  private async changeMembership(): Promise<void> {
     const leader = this.leader();
     if (!leader) return;
     const raft = leader.raft!;
     const voters = [...raft.voters];
     const learners = [...raft.learners];
     const r = this.rng.next();
+    // A node removed earlier whose process still runs with its old disk joins again.
+    const readd = [...this.nodes.values()].filter((x) => x.removed && !x.retired && x.node && !raft.voters.has(x.id) && !raft.learners.has(x.id));
     let cc: { type: ConfChangeType; node: NodeId } | undefined;
     if (learners.length > 0 && r < 0.5) {
       cc = { type: ConfChangeType.AddVoter, node: learners[this.rng.int(learners.length)] };
     } else if (voters.length > 3 && r < 0.8) {
       cc = { type: ConfChangeType.RemoveNode, node: voters[this.rng.int(voters.length)] };
+    } else if (readd.length > 0 && r < 0.9) {
+      cc = { type: ConfChangeType.AddLearner, node: readd[this.rng.int(readd.length)].id };
+      this.coverage.removed_nodes_readded++;
     } else if (this.nodes.size < MAX_NODES) {
       const id = `n${this.nextNodeNum++}`;
-      this.createNode(id, false, []);
+      await this.createNode(id, false, []);
       cc = { type: ConfChangeType.AddLearner, node: id };
       if (this.knobs.promoteSoon) this.queue.push(this.nowMs + 20 + this.rng.int(200), { kind: 'promote', node: id });
     }
-    if (!cc) return;
-    const res = raft.proposeConfChange(cc);
-    this.trace(`fault: membership ${ConfChangeType[cc.type]} ${cc.node} via ${leader.id}: ${res.ok ? 'proposed' : res.code}`);
-    if (res.ok) this.stats.confChanges++;
-    this.afterInput(leader);
+    if (!cc || !leader.node) return;
+    this.proposeConf(leader, cc, 'membership fault');
   }
 
   private transferLeadership(): void {
@@ -920,7 +984,7 @@ export class Simulation {
     const to = others[this.rng.int(others.length)];
     this.trace(`fault: transfer leadership ${leader.id} -> ${to}`);
     this.stats.transfers++;
-    leader.raft!.transferLeader(to);
+    leader.node!.transferLeader(to);
     this.afterInput(leader);
   }
 
@@ -935,11 +999,11 @@ export class Simulation {
     this.queue.push(this.nowMs + 300 + this.rng.int(1500), { kind: 'restore-net' });
   }
 
-  private startLiveness(): void {
+  private async startLiveness(): Promise<void> {
     this.phase = 'liveness';
     this.net.heal();
     this.net.knobs = CALM_NETWORK;
-    for (const n of this.nodes.values()) if (!n.raft && !n.removed) this.startNode(n);
+    for (const n of this.nodes.values()) if (!n.node && !n.removed && !n.retired) await this.startNode(n);
     this.trace(`=== liveness phase: faults healed at ${Math.round(this.nowMs)} ms ===`);
     this.addClient(true);
   }
@@ -955,7 +1019,7 @@ export class Simulation {
 
   private describeNodes(): string {
     return [...this.nodes.values()]
-      .map((n) => (n.raft ? `${n.id}:${n.raft.role}@${n.raft.term} commit=${n.raft.log.committed}${n.removed ? ' removed' : ''}` : `${n.id}:down`))
+      .map((n) => (n.raft ? `${n.id}:${n.raft.role}@${n.raft.term} commit=${n.raft.log.committed}${n.removed ? ' removed' : ''}` : `${n.id}:${n.retired ? 'retired' : 'down'}`))
       .join(', ');
   }
 
@@ -968,24 +1032,6 @@ export class Simulation {
 
 const NONE_HINT: NodeId = '';
 
-function confOf(conf: { voters: NodeId[]; learners: NodeId[] } | undefined): ConfSets {
-  return { voters: new Set(conf?.voters ?? []), learners: new Set(conf?.learners ?? []) };
-}
-
-/** The same rules as the core's applyConfChange (promote, demote, remove). */
-function applyToConf(conf: ConfSets, cc: { type: ConfChangeType; node: NodeId }): void {
-  if (cc.type === ConfChangeType.AddVoter) {
-    conf.learners.delete(cc.node);
-    conf.voters.add(cc.node);
-  } else if (cc.type === ConfChangeType.AddLearner) {
-    conf.voters.delete(cc.node);
-    conf.learners.add(cc.node);
-  } else {
-    conf.voters.delete(cc.node);
-    conf.learners.delete(cc.node);
-  }
-}
-
-export function runSeed(seed: number, bugs?: ReadonlySet<BugName>, traceLines?: number): SimResult {
+export function runSeed(seed: number, bugs?: ReadonlySet<BugName>, traceLines?: number): Promise<SimResult> {
   return new Simulation({ seed, ...(bugs ? { bugs } : {}), ...(traceLines ? { traceLines } : {}) }).run();
 }

@@ -9,12 +9,13 @@
 // every write after a failed one) until space is freed. Meanwhile the node sends nothing, so a
 // leader loses its followers' acknowledgements and steps down: another node leads.
 import { randomInt, randomBytes } from 'node:crypto';
-import { Raft, type ProposeResult } from '../../protocol/raft/raft.js';
-import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Message, type NodeId, type Ready, type Snapshot } from '../../protocol/raft/types.js';
+import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/raft.js';
+import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot } from '../../protocol/raft/types.js';
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { ClusterState, type ApplyResult } from '../../protocol/cluster/state.js';
-import type { RaftStorage } from './raft-storage.js';
+import type { RaftStore } from './raft-store.js';
+import { REAL_TIMERS, type Timers, type TimerHandle } from '../timers.js';
 import { OmniError } from '../errors.js';
 import type { Logger } from '../logger.js';
 
@@ -34,9 +35,22 @@ const MAX_WAITERS = 20_000;
 /** How often a write that failed for lack of disk space is tried again. */
 export const NO_SPACE_RETRY_MS = 1000;
 
+/** Core options a driver may pass through (the simulator injects bugs and observers). */
+export type CoreOptions = Pick<RaftConfig, 'maxSizePerMsgBytes' | 'maxInflightMsgs' | 'preVote' | 'checkQuorum' | 'bugs' | 'trace' | 'observe'>;
+
+/** Sees what the driver does, for the simulator's checkers; never changes behaviour. */
+export interface DriverObserver {
+  /** A Ready's write completed (before the messages that had to wait for it are sent). */
+  persisted?(rd: Ready): void;
+  /** A committed entry is about to reach the state machine. */
+  applying?(e: Entry): void;
+  /** A Ready was handled to the end (applied and advanced). */
+  handled?(rd: Ready): void;
+}
+
 export interface RaftNodeOptions {
   id: NodeId;
-  storage: RaftStorage;
+  storage: RaftStore;
   send: (messages: Message[]) => void;
   log: Logger;
   timing?: RaftTiming;
@@ -47,19 +61,28 @@ export interface RaftNodeOptions {
   onFatal?: (err: Error) => void;
   /** Overrides NO_SPACE_RETRY_MS (tests). */
   noSpaceRetryMs?: number;
+  /** Timers (default: the process's); the simulator passes virtual ones. */
+  timers?: Timers;
+  /** Seed of the core's election jitter (default: random). */
+  rngSeed?: number;
+  /** Makes ReadIndex contexts unique across restarts (default: random). */
+  readNonce?: string;
+  /** Passed to the Raft core as is. */
+  core?: CoreOptions;
+  observer?: DriverObserver;
 }
 
 interface Waiter {
   term: number;
   resolve: (r: ApplyResult) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  timer: TimerHandle;
 }
 
 interface ReadWaiter {
   resolve: () => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  timer: TimerHandle;
   index?: number;
 }
 
@@ -73,8 +96,9 @@ export class RaftNode {
   private readonly reads = new Map<string, ReadWaiter>();
   private readSeq = 0;
   /** Makes ReadIndex contexts unique across restarts (the leader drops duplicate contexts). */
-  private readonly readNonce = randomBytes(6).toString('hex');
-  private ticker: NodeJS.Timeout | undefined;
+  private readonly readNonce: string;
+  private readonly timers: Timers;
+  private ticker: TimerHandle | undefined;
   private processing = false;
   private again = false;
   private stopped = false;
@@ -86,7 +110,7 @@ export class RaftNode {
   private unwritten: Ready | undefined;
   /** Set while the disk is full (ENOSPC): nothing is persisted, proposals get NO_SPACE. */
   private noSpace: Error | undefined;
-  private noSpaceTimer: NodeJS.Timeout | undefined;
+  private noSpaceTimer: TimerHandle | undefined;
   /** A local compaction already made in memory whose write failed (full disk). */
   private unsavedCompaction: Snapshot | undefined;
 
@@ -96,6 +120,8 @@ export class RaftNode {
     this.raft = raft;
     this.state = state;
     this.timing = opts.timing ?? DEFAULT_TIMING;
+    this.timers = opts.timers ?? REAL_TIMERS;
+    this.readNonce = opts.readNonce ?? randomBytes(6).toString('hex');
     this.snapshotIndex = snapshotIndex;
     this.persistedTermVote = { term: raft.term, vote: raft.vote };
   }
@@ -105,14 +131,14 @@ export class RaftNode {
     const state = persisted.snapshot ? ClusterState.restore(persisted.snapshot.data) : new ClusterState();
     const timing = opts.timing ?? DEFAULT_TIMING;
     const raft = new Raft(
-      { id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(randomInt(2 ** 31)) },
+      { ...opts.core, id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(opts.rngSeed ?? randomInt(2 ** 31)) },
       persisted,
     );
     return new RaftNode(opts, raft, state, persisted.snapshot?.meta.index ?? 0);
   }
 
   start(): void {
-    this.ticker = setInterval(() => {
+    this.ticker = this.timers.setInterval(() => {
       if (this.core('tick', () => this.raft.tick()) === undefined && this.fatal) return;
       this.schedule();
     }, this.timing.tickMs);
@@ -123,14 +149,14 @@ export class RaftNode {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.ticker);
-    clearTimeout(this.noSpaceTimer);
+    this.timers.clearInterval(this.ticker);
+    this.timers.clearTimeout(this.noSpaceTimer);
     const err = new OmniError('UNAVAILABLE', 'node is shutting down; the outcome of pending writes is unknown');
-    for (const w of this.waiters.values()) (clearTimeout(w.timer), w.reject(err));
-    for (const r of this.reads.values()) (clearTimeout(r.timer), r.reject(err));
+    for (const w of this.waiters.values()) (this.timers.clearTimeout(w.timer), w.reject(err));
+    for (const r of this.reads.values()) (this.timers.clearTimeout(r.timer), r.reject(err));
     this.waiters.clear();
     this.reads.clear();
-    while (this.processing) await new Promise((r) => setTimeout(r, 5));
+    while (this.processing) await new Promise<void>((r) => this.timers.setTimeout(r, 5));
   }
 
   /**
@@ -163,11 +189,11 @@ export class RaftNode {
   private goFatal(err: Error): void {
     if (this.fatal) return;
     this.fatal = err;
-    clearInterval(this.ticker);
+    this.timers.clearInterval(this.ticker);
     this.opts.log.error(`raft: fatal, node stops participating: ${err.message}`);
     const dead = new OmniError('UNAVAILABLE', `raft stopped: ${err.message}`);
-    for (const w of this.waiters.values()) (clearTimeout(w.timer), w.reject(dead));
-    for (const r of this.reads.values()) (clearTimeout(r.timer), r.reject(dead));
+    for (const w of this.waiters.values()) (this.timers.clearTimeout(w.timer), w.reject(dead));
+    for (const r of this.reads.values()) (this.timers.clearTimeout(r.timer), r.reject(dead));
     this.waiters.clear();
     this.reads.clear();
     this.opts.onFatal?.(err);
@@ -197,7 +223,7 @@ export class RaftNode {
     if (this.reads.size >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many reads in flight'));
     const ctx = `${this.readNonce}:${++this.readSeq}`;
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.timers.setTimeout(() => {
         this.reads.delete(ctx);
         reject(new OmniError('TIMEOUT', `linearizable read timed out after ${timeoutMs} ms (no quorum?)`));
       }, timeoutMs);
@@ -205,7 +231,7 @@ export class RaftNode {
       const accepted = this.core('readIndex', () => this.raft.readIndex(new TextEncoder().encode(ctx)));
       if (accepted === undefined) return; // fatal: the waiter was rejected
       if (!accepted) {
-        clearTimeout(timer);
+        this.timers.clearTimeout(timer);
         this.reads.delete(ctx);
         reject(new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum'));
         return;
@@ -234,6 +260,11 @@ export class RaftNode {
     this.schedule();
   }
 
+  /** Whether a Ready is being handled now (written, sent, applied). */
+  get busy(): boolean {
+    return this.processing;
+  }
+
   /** Whether writes are paused because the disk is full (see NO_SPACE). */
   get outOfSpace(): boolean {
     return this.noSpace !== undefined;
@@ -254,14 +285,14 @@ export class RaftNode {
     this.schedule();
     return new Promise<ApplyResult>((resolve, reject) => {
       const waiter: Waiter = { term: r.term, resolve, reject, timer: undefined! };
-      waiter.timer = setTimeout(() => {
+      waiter.timer = this.timers.setTimeout(() => {
         if (this.waiters.get(r.index) === waiter) this.waiters.delete(r.index);
         reject(new OmniError('TIMEOUT', `proposal not applied within ${timeoutMs} ms; it may still commit`));
       }, timeoutMs);
       // An older proposal at this index was truncated away by a new leader: it is dropped.
       const old = this.waiters.get(r.index);
       if (old) {
-        clearTimeout(old.timer);
+        this.timers.clearTimeout(old.timer);
         old.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
       }
       this.waiters.set(r.index, waiter);
@@ -329,19 +360,24 @@ export class RaftNode {
     await this.opts.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
     this.unwritten = undefined;
     if (rd.hardState) this.persistedTermVote = { term: rd.hardState.term, vote: rd.hardState.vote };
+    this.opts.observer?.persisted?.(rd);
     if (!early && rd.messages.length > 0) this.opts.send(rd.messages);
     if (rd.snapshot && restored) {
       this.state = restored;
       this.snapshotIndex = rd.snapshot.meta.index;
       this.opts.log.info(`raft: installed snapshot at index ${rd.snapshot.meta.index}`);
     }
-    for (const e of rd.committedEntries) this.applyEntry(e.index, e.term, e.type, e.data);
+    for (const e of rd.committedEntries) {
+      this.opts.observer?.applying?.(e);
+      this.applyEntry(e.index, e.term, e.type, e.data);
+    }
     this.raft.advance(rd);
     for (const rs of rd.readStates) {
       const w = this.reads.get(new TextDecoder().decode(rs.context));
       if (w) w.index = rs.index;
     }
     this.releaseReads();
+    this.opts.observer?.handled?.(rd);
     this.opts.onApplied?.();
   }
 
@@ -372,7 +408,7 @@ export class RaftNode {
     const w = this.waiters.get(index);
     if (!w) return;
     this.waiters.delete(index);
-    clearTimeout(w.timer);
+    this.timers.clearTimeout(w.timer);
     if (w.term === term) w.resolve(result);
     else w.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
   }
@@ -382,7 +418,7 @@ export class RaftNode {
     for (const [ctx, w] of this.reads) {
       if (w.index === undefined || w.index > applied) continue;
       this.reads.delete(ctx);
-      clearTimeout(w.timer);
+      this.timers.clearTimeout(w.timer);
       w.resolve();
     }
   }
@@ -394,8 +430,8 @@ export class RaftNode {
     this.noSpace = err;
     const waiting = [...this.reads.values()];
     this.reads.clear();
-    for (const r of waiting) (clearTimeout(r.timer), r.reject(new OmniError('NO_SPACE', `the disk of this node is full; the read cannot be served here`)));
-    this.noSpaceTimer = setTimeout(() => void this.retryAfterNoSpace(), this.retryMs);
+    for (const r of waiting) (this.timers.clearTimeout(r.timer), r.reject(new OmniError('NO_SPACE', `the disk of this node is full; the read cannot be served here`)));
+    this.noSpaceTimer = this.timers.setTimeout(() => void this.retryAfterNoSpace(), this.retryMs);
   }
 
   private get retryMs(): number {
@@ -410,12 +446,12 @@ export class RaftNode {
     } catch (err) {
       if (!isNoSpace(err)) {
         this.fatal = err as Error;
-        clearInterval(this.ticker);
+        this.timers.clearInterval(this.ticker);
         this.opts.log.error(`raft: fatal, cannot reopen storage after a full disk: ${(err as Error).message}`);
         this.opts.onFatal?.(err as Error);
         return;
       }
-      this.noSpaceTimer = setTimeout(() => void this.retryAfterNoSpace(), this.retryMs);
+      this.noSpaceTimer = this.timers.setTimeout(() => void this.retryAfterNoSpace(), this.retryMs);
       return;
     }
     const was = this.noSpace;

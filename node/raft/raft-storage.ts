@@ -6,6 +6,7 @@
 // checked before LevelDB replays them, every value carries a checksum over its key and bytes,
 // and a second copy of the hard state (node/raft/hard-state-witness.ts) proves that LevelDB did not
 // lose a synced term or vote. Anything wrong is a StorageCorruptError (STORAGE_CORRUPT).
+import type { RaftStore } from './raft-store.js';
 import { Level } from 'level';
 import { mkdir } from 'node:fs/promises';
 import { decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, encodeSnapshot } from '../../protocol/codec.js';
@@ -36,7 +37,7 @@ function entryKey(index: number): string {
   return ENTRY_PREFIX + index.toString(16).padStart(16, '0');
 }
 
-export class RaftStorage {
+export class RaftStorage implements RaftStore {
   private first = 0;
   private last = 0;
 

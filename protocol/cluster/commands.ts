@@ -117,8 +117,11 @@ export interface TokenRevokeCommand { type: 'token.revoke'; id: string }
 /** expectedVersion: when given, the current version must equal it (0 = the key must not exist). */
 export interface KvPutCommand { type: 'kv.put'; key: string; value: string; expectedVersion?: number }
 export interface KvDeleteCommand { type: 'kv.delete'; key: string; expectedVersion?: number }
-/** Compare: the key's current version must equal `version` (0 = absent). */
-export interface KvCompare { key: string; version: number }
+/**
+ * Compare: the key's current version must equal `version` (0 = absent), or, given `value`
+ * instead, the key must exist with exactly that value (etcd's compare on value).
+ */
+export type KvCompare = { key: string; version: number } | { key: string; value: string };
 export type KvTxnOp = { op: 'put'; key: string; value: string } | { op: 'delete'; key: string };
 /** All compares hold, then every op applies — or nothing does (optimistic concurrency for plans). */
 export interface KvTxnCommand { type: 'kv.txn'; compares: KvCompare[]; ops: KvTxnOp[] }
@@ -324,8 +327,11 @@ const COMMAND_READERS = new Map<string, (o: Raw) => Command>([
     if (!Array.isArray(o.compares) || o.compares.length > MAX_TXN_COMPARES) throw new InvalidFieldError('compares', `must be an array of at most ${MAX_TXN_COMPARES} compares`);
     if (!Array.isArray(o.ops) || o.ops.length > MAX_TXN_OPS) throw new InvalidFieldError('ops', `must be an array of at most ${MAX_TXN_OPS} operations`);
     const compares = o.compares.map((raw: unknown, i: number) => {
-      const c = readObject(raw, `compares[${i}]`, ['key', 'version']);
-      return { key: readKvKey(c.key, `compares[${i}].key`), version: readSafeInt(c.version, `compares[${i}].version`, 0) };
+      const c = readObject(raw, `compares[${i}]`, ['key'], ['version', 'value']);
+      const key = readKvKey(c.key, `compares[${i}].key`);
+      if ((c.version === undefined) === (c.value === undefined)) throw new InvalidFieldError(`compares[${i}]`, 'must have exactly one of version and value');
+      if (c.value !== undefined) return { key, value: readKvValue(c.value, `compares[${i}].value`) };
+      return { key, version: readSafeInt(c.version, `compares[${i}].version`, 0) };
     });
     const seen = new Set<string>();
     const ops = o.ops.map((raw: unknown, i: number): KvTxnOp => {

@@ -422,7 +422,12 @@ export class ClusterState {
 
   #kvTxn(index: number, c: KvTxnCommand): ApplyResult {
     for (const cmp of c.compares) {
-      const current = this.#kv.get(cmp.key)?.version ?? 0;
+      const rec = this.#kv.get(cmp.key);
+      if ('value' in cmp) {
+        if (rec?.value !== cmp.value) return fail('CONFLICT', `kv key ${quote(cmp.key)} ${rec ? 'holds another value' : 'does not exist'}; the transaction expected a given value`);
+        continue;
+      }
+      const current = rec?.version ?? 0;
       if (current !== cmp.version) {
         return fail('CONFLICT', `kv key ${quote(cmp.key)} is at version ${current}, the transaction expected ${cmp.version}`);
       }
@@ -502,6 +507,16 @@ export class ClusterState {
   tokenByHash(hash: string): TokenRecord | undefined {
     const id = this.#tokenIdByHash.get(hash);
     return id === undefined ? undefined : this.tokenById(id);
+  }
+
+  /** Voters and learners as the applied conf changes (and snapshot) say, registered or not. */
+  memberRoles(): { voters: string[]; learners: string[] } {
+    const voters: string[] = [];
+    const learners: string[] = [];
+    const add = (id: string, role: NodeRole | PendingRole) => (role === 'voter' ? voters.push(id) : role === 'learner' ? learners.push(id) : 0);
+    for (const [id, n] of this.#nodes) add(id, n.role);
+    for (const [id, role] of this.#pendingRoles) add(id, role);
+    return { voters: voters.sort(), learners: learners.sort() };
   }
 
   kvGet(key: string): KvRecord | undefined {

@@ -32,10 +32,10 @@ function commitsPerCpuSecond(nodes: number, proposals: number, batch: number): n
   return Math.round((committed / elapsedMs) * 1000);
 }
 
-function simSeedsPerSecond(seeds: number): { perS: number; virtualS: number } {
+async function simSeedsPerSecond(seeds: number): Promise<{ perS: number; virtualS: number }> {
   const t0 = Date.now();
   let virtualMs = 0;
-  for (let s = 1; s <= seeds; s++) virtualMs += runSeed(100_000 + s).virtualMs;
+  for (let s = 1; s <= seeds; s++) virtualMs += (await runSeed(100_000 + s)).virtualMs;
   const wallS = (Date.now() - t0) / 1000;
   return { perS: Math.round((seeds / wallS) * 10) / 10, virtualS: Math.round(virtualMs / 1000) };
 }
@@ -45,7 +45,7 @@ const batch = 64;
 const c3 = commitsPerCpuSecond(3, proposals, batch);
 const c5 = commitsPerCpuSecond(5, proposals, batch);
 const c3unbatched = commitsPerCpuSecond(3, Math.min(proposals, 50_000), 1);
-const sim = simSeedsPerSecond(Number(process.env.BENCH_SEEDS ?? 200));
+const sim = await simSeedsPerSecond(Number(process.env.BENCH_SEEDS ?? 200));
 
 console.log('Raft core, in memory (no disk, no network), 64-byte proposals:');
 console.log(`  3 nodes, batches of ${batch}:  ${c3.toLocaleString('en')} commits per CPU-second`);

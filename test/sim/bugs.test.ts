@@ -10,8 +10,8 @@ const MAX_SEEDS = 500;
 // The bugs the simulator does not reach yet are proven caught by their replay unit tests
 // (test/unit/raft.test.ts) and listed as unfinished in README.
 for (const bug of ALL_BUGS.filter((b) => !SIM_UNREACHED_BUGS.includes(b))) {
-  it(`catches the injected bug "${bug}" within ${MAX_SEEDS} seeds`, () => {
-    const caught = firstCatch(bug, MAX_SEEDS);
+  it(`catches the injected bug "${bug}" within ${MAX_SEEDS} seeds`, async () => {
+    const caught = await firstCatch(bug, MAX_SEEDS);
     expect(caught, `bug ${bug} went unnoticed for ${MAX_SEEDS} seeds`).toBeDefined();
     console.log(`bug ${bug}: caught at seed ${caught!.seed}: ${caught!.violation!.split('\n')[0]}`);
   });

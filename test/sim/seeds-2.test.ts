@@ -4,8 +4,8 @@
 import { expect, it } from 'vitest';
 import { describe as describeFailure, runRange } from './seeds.js';
 
-it('seeds 151..300 hold every invariant and stay live', () => {
-  const { failures, ops } = runRange(151, 150);
+it('seeds 151..300 hold every invariant and stay live', async () => {
+  const { failures, ops } = await runRange(151, 150);
   expect(failures.map(describeFailure)).toEqual([]);
   expect(ops).toBeGreaterThan(150 * 20); // the clients really did work
 });

@@ -3,12 +3,12 @@
 import type { BugName } from '../../protocol/raft/types.js';
 import { runSeed, type SimResult } from '../../sim/simulation.js';
 
-export function runRange(from: number, count: number): { failures: SimResult[]; ops: number; checkTimeouts: number } {
+export async function runRange(from: number, count: number): Promise<{ failures: SimResult[]; ops: number; checkTimeouts: number }> {
   const failures: SimResult[] = [];
   let ops = 0;
   let checkTimeouts = 0;
   for (let seed = from; seed < from + count; seed++) {
-    const r = runSeed(seed);
+    const r = await runSeed(seed);
     ops += r.ops;
     if (r.checkTimedOut) checkTimeouts++;
     if (!r.ok) failures.push(r);
@@ -16,10 +16,10 @@ export function runRange(from: number, count: number): { failures: SimResult[]; 
   return { failures, ops, checkTimeouts };
 }
 
-export function firstCatch(bug: BugName, maxSeeds: number): SimResult | undefined {
+export async function firstCatch(bug: BugName, maxSeeds: number): Promise<SimResult | undefined> {
   const bugs = new Set([bug]);
   for (let seed = 1; seed <= maxSeeds; seed++) {
-    const r = runSeed(seed, bugs);
+    const r = await runSeed(seed, bugs);
     if (r.violation) return r;
   }
   return undefined;

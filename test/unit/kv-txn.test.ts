@@ -33,4 +33,16 @@ describe('kv.txn (optimistic concurrency for plans)', () => {
     expect(apply(s, { type: 'kv.txn', compares: [], ops: [{ op: 'rename', key: 'a' }] })).toMatchObject({ ok: false, error: { code: 'INVALID_COMMAND', message: expect.stringContaining('ops[0].op') } });
     expect(apply(s, { type: 'kv.txn', compares: [], ops: [{ op: 'put', key: 'a', value: '1' }, { op: 'delete', key: 'a' }] })).toMatchObject({ ok: false, error: { message: expect.stringContaining('twice') } });
   });
+
+  it('compares on value (etcd style): the key must exist with exactly that value', () => {
+    const s = new ClusterState();
+    expect(apply(s, { type: 'kv.txn', compares: [{ key: 'a', value: 'x' }], ops: [{ op: 'put', key: 'a', value: 'y' }] })).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
+    apply(s, { type: 'kv.put', key: 'a', value: 'x' });
+    expect(apply(s, { type: 'kv.txn', compares: [{ key: 'a', value: 'z' }], ops: [{ op: 'put', key: 'a', value: 'y' }] })).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
+    expect(s.kvGet('a')?.value).toBe('x');
+    expect(apply(s, { type: 'kv.txn', compares: [{ key: 'a', value: 'x' }], ops: [{ op: 'put', key: 'a', value: 'y' }] }).ok).toBe(true);
+    expect(s.kvGet('a')).toMatchObject({ value: 'y', version: 2 });
+    expect(apply(s, { type: 'kv.txn', compares: [{ key: 'a', value: 'y', version: 2 }], ops: [] })).toMatchObject({ ok: false, error: { message: expect.stringContaining('exactly one of version and value') } });
+    expect(apply(s, { type: 'kv.txn', compares: [{ key: 'a' }], ops: [] })).toMatchObject({ ok: false, error: { code: 'INVALID_COMMAND' } });
+  });
 });

@@ -1,0 +1,19 @@
+// The timers a component runs on. Production passes the process's own; the simulator passes
+// virtual ones driven by its event queue, so the same code runs under simulated time.
+
+/** Whatever a Timers implementation returns to identify a timer. */
+export type TimerHandle = unknown;
+
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle | undefined): void;
+  setInterval(fn: () => void, ms: number): TimerHandle;
+  clearInterval(handle: TimerHandle | undefined): void;
+}
+
+export const REAL_TIMERS: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout | undefined),
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clearInterval: (h) => clearInterval(h as NodeJS.Timeout | undefined),
+};

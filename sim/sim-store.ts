@@ -1,0 +1,74 @@
+// The Raft driver's storage port (node/raft/raft-store.ts) over a simulated disk: a write goes to
+// the page cache at once and completes after a simulated latency (fsync'ed when asked), so the
+// real driver's early sends, crashes between write and fsync, torn writes and fsync errors all
+// happen. At start the store checks its log against the hard-state witness as RaftStorage does.
+import type { PersistedState } from '../protocol/raft/raft.js';
+import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
+import type { RaftStore } from '../node/raft/raft-store.js';
+import { staleHardState } from '../node/raft/hard-state-witness.js';
+import { StorageCorruptError } from '../node/raft/storage-integrity.js';
+import type { SimDisk } from './disk.js';
+
+export interface SimStoreIo {
+  /** Runs fn after delayMs of virtual time, unless the node crashed meanwhile. */
+  later(delayMs: number, fn: () => void): void;
+  nowMs(): number;
+  /** Latency of one write (random per write). */
+  writeLatencyMs(): number;
+  /** Whether this fsync fails (EIO). */
+  fsyncFails(): boolean;
+}
+
+export class SimStore implements RaftStore {
+  readonly dir: string;
+
+  constructor(
+    private readonly disk: SimDisk,
+    private readonly io: SimStoreIo,
+    name: string,
+  ) {
+    this.dir = `sim:${name}`;
+  }
+
+  load(): Promise<PersistedState> {
+    const state = this.disk.load();
+    const witness = this.disk.witness;
+    const stale = witness ? staleHardState(state.hardState, witness) : undefined;
+    if (stale) return Promise.reject(new StorageCorruptError(`a synced write was lost: ${stale}`, this.dir));
+    return Promise.resolve(state);
+  }
+
+  save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }, sync: boolean): Promise<void> {
+    if (part.entries.length === 0 && !part.hardState && !part.snapshot) return new Promise((resolve) => this.io.later(0, resolve));
+    this.disk.write(
+      { ...(part.snapshot ? { snapshot: { snapshot: part.snapshot, replaceLog: true } } : {}), entries: part.entries, ...(part.hardState ? { hardState: part.hardState } : {}) },
+      false,
+      this.io.nowMs(),
+    );
+    return this.complete(sync);
+  }
+
+  saveSnapshot(s: Snapshot): Promise<void> {
+    this.disk.write({ snapshot: { snapshot: s, replaceLog: false }, entries: [] }, false, this.io.nowMs());
+    return this.complete(true);
+  }
+
+  reopen(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  private complete(sync: boolean): Promise<void> {
+    const fails = sync && this.io.fsyncFails();
+    return new Promise((resolve, reject) => {
+      this.io.later(this.io.writeLatencyMs(), () => {
+        if (fails) {
+          // The write stays in the page cache, maybe to be lost: the driver must stop.
+          reject(Object.assign(new Error('EIO: fsync failed (simulated)'), { code: 'EIO' }));
+          return;
+        }
+        if (sync) this.disk.sync();
+        resolve();
+      });
+    });
+  }
+}
