@@ -21,14 +21,16 @@ export class SafetyViolation extends Error {
 
 interface AppliedRecord {
   term: number;
-  dataKey: string;
+  type: Entry['type'];
+  data: Uint8Array;
   node: NodeId;
 }
 
-function dataKey(e: Entry): string {
-  let s = `${e.type}:`;
-  for (const b of e.data) s += String.fromCharCode(b);
-  return s;
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export class InvariantChecker {
@@ -101,14 +103,13 @@ export class InvariantChecker {
     if (e.index > committed) {
       throw new SafetyViolation(`${id} applied index ${e.index} before it was committed (commit ${committed})`);
     }
-    const key = dataKey(e);
     const rec = this.applied.get(e.index);
     if (!rec) {
-      this.applied.set(e.index, { term: e.term, dataKey: key, node: id });
+      this.applied.set(e.index, { term: e.term, type: e.type, data: e.data, node: id });
       if (e.index > this.maxApplied) this.maxApplied = e.index;
       return;
     }
-    if (rec.term !== e.term || rec.dataKey !== key) {
+    if (rec.term !== e.term || rec.type !== e.type || !sameBytes(rec.data, e.data)) {
       throw new SafetyViolation(
         `state machine safety: ${id} applied term ${e.term} at index ${e.index}, but ${rec.node} applied term ${rec.term} there`,
       );

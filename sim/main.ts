@@ -96,6 +96,9 @@ type SeedLine = Pick<SimResult, 'seed' | 'ok' | 'ops' | 'virtualMs' | 'checkTime
 
 /** Runs seeds from, from+stride, … below from+count*stride… (count seeds in all, this worker's share). */
 async function runWorker(count: number, from: number, stride: number, bugs: Set<BugName>): Promise<number> {
+  // Errors are made by the thousand (refused proposals, timeouts); their stacks are not needed
+  // here: a failing seed is replayed with stacks by --seed.
+  Error.stackTraceLimit = 0;
   for (let i = 0; i < count; i++) {
     const r = await runSeed(from + i * stride, bugs);
     const line: SeedLine = { seed: r.seed, ok: r.ok, ops: r.ops, virtualMs: r.virtualMs, checkTimedOut: r.checkTimedOut, coverage: r.coverage };

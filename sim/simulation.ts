@@ -249,9 +249,13 @@ interface SimNode {
   removed: boolean;
   /** Its disk lost a synced write: it refuses to start and is replaced by a fresh node. */
   retired: boolean;
+  /** Crashed with a lost synced write: it will be retired at its next start. */
+  doomed: boolean;
   /** While set, the process is paused (SIGSTOP, a long GC pause): it handles nothing until then. */
   pausedUntilMs: number;
   compactEvery: number;
+  /** A snapshot or conf change reached the core since its configuration was last checked. */
+  confDirty: boolean;
   /** Terms in which this node was seen leading after a write (the crash-after-election fault rolls once per term). */
   ledTerms: Set<number>;
 }
@@ -410,7 +414,10 @@ export class Simulation {
         this.trace(() => `deliver ${formatMessage(ev.msg)}`);
         const hadSnapshot = n.raft.log.pendingSnapshot !== undefined;
         n.node.step(ev.msg);
-        if (n.node.busy && !hadSnapshot && n.raft.log.pendingSnapshot !== undefined) this.coverage.snapshots_racing_apply++;
+        if (!hadSnapshot && n.raft.log.pendingSnapshot !== undefined) {
+          n.confDirty = true;
+          if (n.node.busy) this.coverage.snapshots_racing_apply++;
+        }
         if (ev.msg.type === MessageType.TimeoutNow) this.coverage.leadership_transfers++;
         this.afterInput(n);
         return;
@@ -491,9 +498,11 @@ export class Simulation {
       rate: drift,
       removed: false,
       retired: false,
+      doomed: false,
       pausedUntilMs: 0,
       compactEvery: this.knobs.mixedCompaction && this.rng.next() < 0.5 ? 1000 : this.knobs.compactEvery,
       ledTerms: new Set(),
+      confDirty: true,
     };
     this.nodes.set(id, n);
     const state = bootstrap ? bootstrapState(voters) : emptyState();
@@ -506,6 +515,7 @@ export class Simulation {
   private async startNode(n: SimNode): Promise<void> {
     n.inc++;
     n.pausedUntilMs = 0;
+    n.confDirty = true;
     const inc = n.inc;
     const alive = (): boolean => n.inc === inc;
     const store = new SimStore(
@@ -579,6 +589,7 @@ export class Simulation {
     n.raft = undefined;
     n.inc++;
     const lost = n.disk.crash(this.rng, loseSyncedWrite);
+    if (lost) n.doomed = true;
     this.stats.crashes++;
     this.trace(`${n.id}: CRASH (unsynced writes lost${lost ? '; the disk also lost a synced write' : ''})`);
   }
@@ -599,7 +610,7 @@ export class Simulation {
     if (!leader) return false;
     const voters = [...leader.raft!.voters];
     if (voters.length < 3) return false;
-    const pending = [...this.nodes.values()].some((x) => x.retired && !x.removed);
+    const pending = [...this.nodes.values()].some((x) => (x.retired || x.doomed) && !x.removed);
     return !pending && voters.includes(victim.id) ? voters.length - 1 >= Math.floor(voters.length / 2) + 1 : !pending;
   }
 
@@ -655,6 +666,7 @@ export class Simulation {
   private observeApply(n: SimNode, e: Entry): void {
     const raft = n.raft!;
     this.invariants.observeApply(n.id, e, raft.log.committed);
+    if (process.env.SIM_TRACE_APPLY) this.trace(() => `${n.id}: apply ${e.index}@${e.term} ${new TextDecoder().decode(e.data)}`);
     if (e.type !== EntryType.ConfChange) return;
     const cc = decodeConfChange(e.data);
     const racing = raft.log.pendingSnapshot;
@@ -680,7 +692,9 @@ export class Simulation {
     }
     // The configuration the core acts on is the one the state machine's snapshot and applied
     // conf changes imply (a snapshot the core took in but has not handed out speaks for later).
-    if (!raft.log.pendingSnapshot) {
+    if (rd.snapshot || rd.committedEntries.some((e) => e.type === EntryType.ConfChange)) n.confDirty = true;
+    if (n.confDirty && !raft.log.pendingSnapshot) {
+      n.confDirty = false;
       const roles = n.node!.state.memberRoles();
       this.check(() => this.invariants.checkConf(n.id, { voters: new Set(roles.voters), learners: new Set(roles.learners) }, raft));
     }
@@ -736,7 +750,8 @@ export class Simulation {
   }
 
   private reply(node: NodeId, req: ClientRequest, body: { ok: true; result: KvResult } | { ok: false; leader: NodeId; retry: boolean; why: string }): void {
-    for (const delay of this.net.plan(node, `c${req.client}`)) {
+    // Client requests and answers go over TCP (HTTP): lost or late, never duplicated.
+    for (const delay of this.net.plan(node, `c${req.client}`).slice(0, 1)) {
       this.queue.push(this.nowMs + delay, { kind: 'client-reply', client: req.client, reply: { reqId: req.reqId, node, ...body } });
     }
   }
@@ -779,7 +794,7 @@ export class Simulation {
     const req: ClientRequest = { client: c.id, reqId: c.reqId, seq: c.seq, op: c.current!.op };
     const attempt = c.attempt;
     this.trace(() => `client c${c.id} -> ${target}: ${JSON.stringify(req.op)} seq=${req.seq} attempt=${attempt}`);
-    for (const delay of this.net.plan(`c${c.id}`, target)) {
+    for (const delay of this.net.plan(`c${c.id}`, target).slice(0, 1)) {
       this.queue.push(this.nowMs + delay, { kind: 'client-deliver', node: target, req });
     }
     this.queue.push(this.nowMs + this.knobs.clientTimeoutMs, { kind: 'client-timeout', client: c.id, reqId: c.reqId });
