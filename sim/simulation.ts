@@ -32,7 +32,7 @@ export interface SimOptions {
 
 export interface SimKnobs {
   /** Swarm profile: the general fault mix, the leader-churn nemesis, or the config-churn one. */
-  profile: 'general' | 'leader-churn' | 'config-churn' | 'stale-leader';
+  profile: 'general' | 'leader-churn' | 'config-churn' | 'stale-leader' | 'snapshot-race';
   nodes: number;
   tickMs: number;
   driftPct: number;
@@ -71,6 +71,12 @@ export interface SimKnobs {
   lostWriteRate?: number;
   /** Time per applied entry (a restart replaying a long log takes a while). */
   applyPerEntryMs?: number;
+  /**
+   * One node with a slow disk (ms per write): it falls behind, flow control stops its appends,
+   * the leader compacts past it and sends it a snapshot — often while it still persists a Ready
+   * whose committed entries hold conf changes the snapshot already covers.
+   */
+  slowDisk?: { node: NodeId; writeMs: number };
   /** Nodes compact at different rates: each picks its own interval from compactEvery or 1000. */
   mixedCompaction?: boolean;
   /** Adversarial timing: chance that a leader crashes right after applying newly committed entries. */
@@ -138,6 +144,13 @@ const CONFIG_CHURN_SHARE = 0.2;
  * leader that answers reads without a quorum round serves stale data.
  */
 const STALE_LEADER_SHARE = 0.15;
+/**
+ * Share of the seeds that run the snapshot-race nemesis: one member with a slow disk lags far
+ * behind (appends carry one entry, several in flight) while the leader compacts every few
+ * entries and learners are added and promoted in quick succession — so the lagging member is
+ * sent snapshots while it still persists a Ready that commits conf changes the snapshot covers.
+ */
+const SNAPSHOT_RACE_SHARE = 0.15;
 const MAX_EVENTS = 5_000_000;
 
 function chooseKnobs(rng: Rng): SimKnobs {
@@ -155,8 +168,9 @@ function chooseKnobs(rng: Rng): SimKnobs {
   const churn = roll < LEADER_CHURN_SHARE;
   const confChurn = !churn && roll < LEADER_CHURN_SHARE + CONFIG_CHURN_SHARE;
   const staleLeader = !churn && !confChurn && roll < LEADER_CHURN_SHARE + CONFIG_CHURN_SHARE + STALE_LEADER_SHARE;
+  const snapshotRace = !churn && !confChurn && !staleLeader && roll < LEADER_CHURN_SHARE + CONFIG_CHURN_SHARE + STALE_LEADER_SHARE + SNAPSHOT_RACE_SHARE;
   const knobs: SimKnobs = {
-    profile: churn ? 'leader-churn' : confChurn ? 'config-churn' : staleLeader ? 'stale-leader' : 'general',
+    profile: churn ? 'leader-churn' : confChurn ? 'config-churn' : staleLeader ? 'stale-leader' : snapshotRace ? 'snapshot-race' : 'general',
     nodes: pick([3, 5]),
     tickMs: 10,
     driftPct: pick([0, 5, 20, 40]),
@@ -199,6 +213,32 @@ function chooseKnobs(rng: Rng): SimKnobs {
   };
   if (confChurn) {
     Object.assign(knobs, { nodes: 5, membership: true, crashes: true, compactEvery: pick([4, 8]), diskLatencyMs: pick([5, 15, 30]), faultEveryMs: pick([100, 200]), promoteSoon: true, applyLatencyMs: pick([10, 40, 80]), applyPerEntryMs: pick([0.5, 2]), mixedCompaction: true });
+    if (rng.next() < 0.8) Object.assign(knobs, { slowDisk: { node: `n${1 + rng.int(5)}`, writeMs: pick([100, 200, 300]) }, maxInflightMsgs: pick([2, 4]), maxSizePerMsgBytes: 1, clients: 1 + rng.int(2), faultEveryMs: pick([60, 120]) });
+  }
+  if (snapshotRace) {
+    Object.assign(knobs, {
+      nodes: 4,
+      slowDisk: { node: `n${1 + rng.int(4)}`, writeMs: pick([150, 300]) },
+      diskLatencyMs: 2,
+      applyLatencyMs: 0,
+      maxInflightMsgs: 4,
+      maxSizePerMsgBytes: 1,
+      compactEvery: pick([2, 4]),
+      clients: 1,
+      keys: 1,
+      membership: true,
+      promoteSoon: true,
+      crashes: false,
+      partitions: false,
+      pauses: false,
+      transfers: false,
+      fsyncErrorRate: 0,
+      lostWriteRate: 0,
+      crashAfterCommitRate: 0,
+      crashAfterElectionRate: 0,
+      faultEveryMs: 80,
+      network: { ...knobs.network, dropRate: 0, duplicateRate: 0, longDelayRate: 0, maxDelayMs: pick([3, 10]) },
+    });
   }
   if (staleLeader) {
     Object.assign(knobs, { partitions: true, crashes: false, membership: false, transfers: false, clients: 5, keys: 1, faultEveryMs: 600, partitionMs: 2000 });
@@ -296,6 +336,8 @@ export class Simulation {
   private stats = { messages: 0, dropped: 0, crashes: 0, confChanges: 0, transfers: 0, elections: 0, pauses: 0, clockSkews: 0 };
   private readonly coverage = emptyCoverage();
   private readonly skewed: (() => void)[] = [];
+  /** The highest conf change index any node applied (membership as decided). */
+  private confDecidedUpTo = 0;
   /** Set when a promise the driver awaits may have settled: its continuations must run. */
   private settled = false;
 
@@ -523,7 +565,8 @@ export class Simulation {
       {
         later: (ms, fn) => this.later(n, ms, fn),
         nowMs: () => this.nowMs,
-        writeLatencyMs: () => this.knobs.diskLatencyMs * this.rng.next() + (this.knobs.applyLatencyMs ?? 0) * this.rng.next(),
+        writeLatencyMs: () =>
+          this.knobs.diskLatencyMs * this.rng.next() + (this.knobs.applyLatencyMs ?? 0) * this.rng.next() + (this.knobs.slowDisk?.node === n.id && this.phase === 'safety' ? this.knobs.slowDisk.writeMs * (0.5 + this.rng.next() / 2) : 0),
         fsyncFails: () => this.phase === 'safety' && this.rng.next() < (this.knobs.fsyncErrorRate ?? 0),
       },
       n.id,
@@ -666,7 +709,7 @@ export class Simulation {
   private observeApply(n: SimNode, e: Entry): void {
     const raft = n.raft!;
     this.invariants.observeApply(n.id, e, raft.log.committed);
-    if (process.env.SIM_TRACE_APPLY) this.trace(() => `${n.id}: apply ${e.index}@${e.term} ${new TextDecoder().decode(e.data)}`);
+    this.trace(() => `${n.id}: apply ${e.index}@${e.term} ${e.data.byteLength > 0 ? new TextDecoder().decode(e.data).slice(0, 120) : "(no-op)"}`);
     if (e.type !== EntryType.ConfChange) return;
     const cc = decodeConfChange(e.data);
     const racing = raft.log.pendingSnapshot;
@@ -675,13 +718,11 @@ export class Simulation {
       if (cc.type === ConfChangeType.AddVoter && n.node!.state.memberRoles().learners.includes(cc.node)) this.coverage.learner_promotions++;
       if (this.net.partitioned) this.coverage.conf_changes_under_partition++;
     }
-    if (cc.type === ConfChangeType.RemoveNode) {
-      const target = this.nodes.get(cc.node);
-      if (target) target.removed = true;
-    } else {
-      const target = this.nodes.get(cc.node);
-      if (target?.removed && !target.retired) target.removed = false;
-    }
+    // Membership as the cluster decided it: the first time any node applies this index.
+    if (e.index <= this.confDecidedUpTo) return;
+    this.confDecidedUpTo = e.index;
+    const target = this.nodes.get(cc.node);
+    if (target) target.removed = cc.type === ConfChangeType.RemoveNode;
   }
 
   private afterReady(n: SimNode, rd: Ready): void {
@@ -887,6 +928,7 @@ export class Simulation {
     choices.push(() => this.shakeNetwork());
     // Config churn: every other fault is a membership change.
     if (k.profile === 'config-churn' && this.rng.next() < 0.5) return this.changeMembership();
+    if (k.profile === 'snapshot-race') return this.changeMembership();
     return choices[this.rng.int(choices.length)]();
   }
 
@@ -977,7 +1019,9 @@ export class Simulation {
     if (learners.length > 0 && r < 0.5) {
       cc = { type: ConfChangeType.AddVoter, node: learners[this.rng.int(learners.length)] };
     } else if (voters.length > 3 && r < 0.8) {
-      cc = { type: ConfChangeType.RemoveNode, node: voters[this.rng.int(voters.length)] };
+      // The snapshot-race nemesis keeps its lagging member.
+      const removable = voters.filter((v) => this.knobs.profile !== 'snapshot-race' || v !== this.knobs.slowDisk?.node);
+      cc = { type: ConfChangeType.RemoveNode, node: removable[this.rng.int(removable.length)] };
     } else if (readd.length > 0 && r < 0.9) {
       cc = { type: ConfChangeType.AddLearner, node: readd[this.rng.int(readd.length)].id };
       this.coverage.removed_nodes_readded++;

@@ -88,6 +88,9 @@ export function emptyState(): PersistedState {
 
 const CAMPAIGN_TRANSFER = new Uint8Array([1]);
 
+/** Election timeouts without a leader after which candidates unknown to this node are heard (see refusal). */
+export const LEADERLESS_ELECTIONS = 5;
+
 /** Non-voters whose leader messages were refused, kept for the driver to check (see vouch). */
 const MAX_LEADER_CLAIMS = 16;
 
@@ -138,6 +141,8 @@ export class Raft {
   /** Reads that arrived before the leader committed an entry of its own term. */
   private pendingReads: Message[] = [];
   private electionElapsed = 0;
+  /** Ticks in a row without a known leader (see refusal: a stale configuration must not stall). */
+  private leaderlessTicks = 0;
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
   private prevSoft: SoftState;
@@ -173,6 +178,7 @@ export class Raft {
   // ---------------------------------------------------------------- public inputs
 
   tick(): void {
+    this.leaderlessTicks = this.lead === NONE ? this.leaderlessTicks + 1 : 0;
     if (this.role === Role.Leader) this.tickHeartbeat();
     else this.tickElection();
   }
@@ -253,6 +259,14 @@ export class Raft {
     const leaderOrCandidate = LEADER_OR_CANDIDATE_TYPES.has(m.type);
     if (!leaderOrCandidate && m.term <= this.term) return undefined;
     if (this.voters.has(m.from) || this.vouched.has(m.from) || this.pendingVoters().has(m.from)) return undefined;
+    // A voter that lagged behind may hold a configuration older than the cluster's: a voter
+    // added since (or removed and added again) is unknown to it, and refusing its candidacy
+    // can stall the cluster for good (it needs this vote; this node's own log is too old to
+    // win). After LEADERLESS_ELECTIONS election timeouts without any leader, candidates are
+    // judged by their log alone, as in plain Raft; while a leader is known they are refused.
+    if ((m.type === MessageType.Vote || m.type === MessageType.PreVote) && this.leaderlessTicks >= LEADERLESS_ELECTIONS * this.cfg.electionTick) return undefined;
+    // ... and the candidate this node voted for is its leader in that term.
+    if (m.term === this.term && this.vote === m.from) return undefined;
     if (m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap) this.noteLeaderClaim(m.from, m.term);
     if (leaderOrCandidate) return `${MessageType[m.type] ?? m.type} from ${m.from}, which is not a voter`;
     return `${MessageType[m.type] ?? m.type} of term ${m.term} (ours ${this.term}) from ${m.from}, which is not a voter`;

@@ -2,7 +2,7 @@
 // 2014) or of Ongaro's thesis (2014) that each one checks.
 
 import { describe, expect, it } from 'vitest';
-import { Raft, bootstrapState, emptyState } from '../../protocol/raft/raft.js';
+import { LEADERLESS_ELECTIONS, Raft, bootstrapState, emptyState } from '../../protocol/raft/raft.js';
 import { ConfChangeType, type Entry, EntryType, type Message, MessageType, Role, emptyMessage } from '../../protocol/raft/types.js';
 import { seededRng } from '../../protocol/rng.js';
 import { encodeConfChange } from '../../protocol/codec.js';
@@ -626,6 +626,48 @@ describe('refusal: leader and candidate messages only from voters (issue 9)', ()
     c.tick(5);
     expect(c.appliedData(away)).toContain('while-away');
     expect(back.voters.has('n4')).toBe(true);
+  });
+
+  it('a voter with a stale configuration hears an unknown candidate only after LEADERLESS_ELECTIONS timeouts without a leader, then follows it (found by the simulator, seed 342)', () => {
+    // n1 lagged: its configuration is {n1,n2,n3}; the cluster's is {n1,n2,n5} (n5 added after
+    // n1 stopped hearing), n2 is lost, and n5's log is ahead of n1's. n5 needs n1's vote.
+    const r = new Raft({ id: 'n1', electionTick: 10, heartbeatTick: 1, rng: seededRng(7) }, bootstrapState(['n1', 'n2', 'n3']));
+    r.advance(r.ready());
+    const preVote = (term: number): Message => ({ ...emptyMessage(MessageType.PreVote, 'n5', 'n1', term), index: 50, logTerm: 9 });
+    const answers = (): Message[] => {
+      if (!r.hasReady()) return [];
+      const rd = r.ready();
+      r.advance(rd);
+      return rd.messages.filter((m) => m.to === 'n5');
+    };
+    r.step(preVote(r.term + 1));
+    expect(answers()).toEqual([]);
+    expect(r.refusedMessages).toBe(1);
+    // n1 campaigns on its own (nobody answers) for LEADERLESS_ELECTIONS election timeouts.
+    for (let i = 0; i < LEADERLESS_ELECTIONS * 10 - 1; i++) {
+      r.tick();
+      if (r.hasReady()) r.advance(r.ready());
+    }
+    r.step(preVote(r.term + 1));
+    expect(answers()).toEqual([]);
+    r.tick();
+    if (r.hasReady()) r.advance(r.ready());
+    r.step(preVote(r.term + 1));
+    expect(answers().map((m) => [m.type, m.reject])).toEqual([[MessageType.PreVoteResp, false]]);
+    const term = r.term + 1;
+    r.step({ ...emptyMessage(MessageType.Vote, 'n5', 'n1', term), index: 50, logTerm: 9 });
+    expect(answers().map((m) => [m.type, m.reject])).toEqual([[MessageType.VoteResp, false]]);
+    expect(r.vote).toBe('n5');
+    // The candidate it voted for leads it in that term, though n1 does not know n5 as a voter.
+    r.step({ ...emptyMessage(MessageType.Heartbeat, 'n5', 'n1', term), commit: 0 });
+    expect(r.lead).toBe('n5');
+    expect(r.role).toBe(Role.Follower);
+    // With a leader known again, an unknown candidate is refused at once.
+    const refused = r.refusedMessages;
+    r.tick();
+    r.step({ ...emptyMessage(MessageType.Vote, 'n9', 'n1', term + 100), index: 1000, logTerm: term + 100 });
+    expect(r.refusedMessages).toBe(refused + 1);
+    expect(r.term).toBe(term);
   });
 
   it('a node without a configuration (joining) takes messages from anyone', () => {
