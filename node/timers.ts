@@ -17,3 +17,11 @@ export const REAL_TIMERS: Timers = {
   setInterval: (fn, ms) => setInterval(fn, ms),
   clearInterval: (h) => clearInterval(h as NodeJS.Timeout | undefined),
 };
+
+/** Timers and the wall clock: what a component that plans by time needs. */
+export interface Clock extends Timers {
+  /** Milliseconds since the epoch (Date.now() in production, virtual in the simulator). */
+  now(): number;
+}
+
+export const REAL_CLOCK: Clock = { ...REAL_TIMERS, now: () => Date.now() };

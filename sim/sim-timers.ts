@@ -1,6 +1,6 @@
 // Virtual timers for one simulated node: the real driver's setTimeout/setInterval become events
 // in the simulator's queue, scaled by the node's clock rate (drift, a skewed clock).
-import type { TimerHandle, Timers } from '../node/timers.js';
+import type { Clock, TimerHandle, Timers } from '../node/timers.js';
 
 export class SimTimers implements Timers {
   private nextId = 1;
@@ -39,5 +39,20 @@ export class SimTimers implements Timers {
 
   clearInterval(handle: TimerHandle | undefined): void {
     this.live.delete(handle as number);
+  }
+}
+
+/** Virtual timers plus the virtual wall clock (the simulator's time, from 0 at the start). */
+export class SimClock extends SimTimers implements Clock {
+  constructor(
+    later: (delayMs: number, fn: () => void) => void,
+    rate: () => number,
+    private readonly nowMs: () => number,
+  ) {
+    super(later, rate);
+  }
+
+  now(): number {
+    return this.nowMs();
   }
 }

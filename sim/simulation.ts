@@ -20,7 +20,8 @@ import { InvariantChecker, SafetyViolation } from './invariants.js';
 import { checkLinearizable, type HistoryOp, type KvOp, type KvResult } from './linearizability.js';
 import { CALM_NETWORK, type NetworkKnobs, SimNetwork } from './network.js';
 import { SimStore } from './sim-store.js';
-import { SimTimers } from './sim-timers.js';
+import { SimClock } from './sim-timers.js';
+import { SimApps } from './sim-apps.js';
 import { formatMessage } from './trace.js';
 
 export interface SimOptions {
@@ -67,6 +68,8 @@ export interface SimKnobs {
   applyLatencyMs?: number;
   /** Chance that an fsync fails (EIO): the node stops at once and is restarted. */
   fsyncErrorRate?: number;
+  /** The apps path runs: orchestrator, agents (mock driver), an operator deploying through the API. */
+  apps?: boolean;
   /** Chance that a crash also loses the disk's last synced term/vote write (a disk that lied about fsync). */
   lostWriteRate?: number;
   /** Time per applied entry (a restart replaying a long log takes a while). */
@@ -122,10 +125,16 @@ export interface Coverage {
   nodes_replaced: number;
   /** Removed nodes added back (with their old disk). */
   removed_nodes_readded: number;
+  /** Tasks agents started (apps path). */
+  tasks_started: number;
+  /** Tasks started to replace one lost with a node that is down. */
+  tasks_rescheduled: number;
+  /** App changes (deploy, scale, stop/start) the API acknowledged. */
+  app_changes_acknowledged: number;
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0 };
+  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0 };
 }
 
 const MAX_NODES = 7;
@@ -206,6 +215,7 @@ function chooseKnobs(rng: Rng): SimKnobs {
     pauses: rng.next() < 0.5,
     fsyncErrorRate: pick([0, 0, 0.002, 0.01]),
     lostWriteRate: pick([0, 0, 0, 0.1, 0.3]),
+    apps: !churn && !confChurn && rng.next() < 0.5,
     crashAfterCommitRate: churn ? between(0.3, 0.7) : pick([0, 0.02]),
     // Below 1: some new leaders must survive long enough to repair logs (and to commit).
     crashAfterElectionRate: churn ? between(0.6, 0.9) : pick([0, 0.1]),
@@ -250,6 +260,9 @@ type SimEvent =
   /** A node's own work: a timer of its driver, a disk write completing. */
   | { kind: 'call'; node: NodeId; inc: number; fn: () => void }
   | { kind: 'deliver'; to: NodeId; msg: Message }
+  /** A request between daemons (a forwarded write and its answer): runs on `to` if it is up. */
+  | { kind: 'rpc'; from: NodeId; to: NodeId; fn: () => void }
+  | { kind: 'operate' }
   | { kind: 'client-deliver'; node: NodeId; req: ClientRequest }
   | { kind: 'client-reply'; client: number; reply: ClientReply }
   | { kind: 'client-timeout'; client: number; reqId: number }
@@ -296,6 +309,8 @@ interface SimNode {
   compactEvery: number;
   /** A snapshot or conf change reached the core since its configuration was last checked. */
   confDirty: boolean;
+  /** The node's virtual clock (timers die with the process). */
+  clock: SimClock | undefined;
   /** Terms in which this node was seen leading after a write (the crash-after-election fault rolls once per term). */
   ledTerms: Set<number>;
 }
@@ -336,6 +351,9 @@ export class Simulation {
   private stats = { messages: 0, dropped: 0, crashes: 0, confChanges: 0, transfers: 0, elections: 0, pauses: 0, clockSkews: 0 };
   private readonly coverage = emptyCoverage();
   private readonly skewed: (() => void)[] = [];
+  /** `${to}<${from}` → when `to` last got a Raft message from `from`. */
+  private readonly heard = new Map<string, number>();
+  private readonly apps: SimApps | undefined;
   /** The highest conf change index any node applied (membership as decided). */
   private confDecidedUpTo = 0;
   /** Set when a promise the driver awaits may have settled: its continuations must run. */
@@ -352,6 +370,28 @@ export class Simulation {
     this.queue.push(this.knobs.faultEveryMs, { kind: 'fault' });
     this.queue.push(50, { kind: 'writeback' });
     this.bootIds = ids;
+    if (this.knobs.apps) {
+      this.apps = new SimApps({
+        nowMs: () => this.nowMs,
+        rng: this.rng,
+        trace: (line) => this.trace(line),
+        violation: (message) => this.check(() => {
+          throw new SafetyViolation(message);
+        }),
+        liveNode: (id) => this.nodes.get(id)?.node,
+        clockOf: (id) => this.nodes.get(id)!.clock!,
+        send: (from, to, fn) => {
+          const delays = this.net.plan(from, to);
+          if (delays.length === 0) return false;
+          this.queue.push(this.nowMs + delays[0], { kind: 'rpc', from, to, fn });
+          return true;
+        },
+        heardMs: (to, from) => this.heard.get(`${to}<${from}`) ?? 0,
+        coverage: this.coverage,
+        settled: () => (this.settled = true),
+      });
+      this.queue.push(500, { kind: 'operate' });
+    }
   }
 
   private readonly bootIds: NodeId[];
@@ -435,7 +475,7 @@ export class Simulation {
   private handle(ev: SimEvent): Promise<void> | void {
     // A paused process handles nothing: its timers, messages, disk completions and requests
     // wait (in order) until it resumes.
-    const target = ev.kind === 'call' || ev.kind === 'client-deliver' ? ev.node : ev.kind === 'deliver' ? ev.to : undefined;
+    const target = ev.kind === 'call' || ev.kind === 'client-deliver' ? ev.node : ev.kind === 'deliver' || ev.kind === 'rpc' ? ev.to : undefined;
     const paused = target !== undefined ? this.nodes.get(target) : undefined;
     if (paused && paused.pausedUntilMs > this.nowMs) {
       this.queue.push(paused.pausedUntilMs, ev);
@@ -455,6 +495,7 @@ export class Simulation {
         if (!n?.node || !n.raft || this.net.isBlocked(ev.msg.from, ev.to)) return;
         this.trace(() => `deliver ${formatMessage(ev.msg)}`);
         const hadSnapshot = n.raft.log.pendingSnapshot !== undefined;
+        this.heard.set(`${ev.to}<${ev.msg.from}`, this.nowMs);
         n.node.step(ev.msg);
         if (!hadSnapshot && n.raft.log.pendingSnapshot !== undefined) {
           n.confDirty = true;
@@ -464,6 +505,19 @@ export class Simulation {
         this.afterInput(n);
         return;
       }
+      case 'rpc': {
+        const n = this.nodes.get(ev.to);
+        if (!n?.node || this.net.isBlocked(ev.from, ev.to)) return;
+        this.settled = true;
+        ev.fn();
+        this.afterInput(n);
+        return;
+      }
+      case 'operate':
+        if (this.phase !== 'safety') return;
+        this.apps!.operate(this.liveNodes().map((n) => n.id));
+        this.queue.push(this.nowMs + 200 + this.rng.int(700), ev);
+        return;
       case 'client-deliver':
         this.nodeHandleClient(ev.node, ev.req);
         return;
@@ -545,6 +599,7 @@ export class Simulation {
       compactEvery: this.knobs.mixedCompaction && this.rng.next() < 0.5 ? 1000 : this.knobs.compactEvery,
       ledTerms: new Set(),
       confDirty: true,
+      clock: undefined,
     };
     this.nodes.set(id, n);
     const state = bootstrap ? bootstrapState(voters) : emptyState();
@@ -582,7 +637,7 @@ export class Simulation {
         log: SILENT_LOG,
         timing: { tickMs: this.knobs.tickMs, electionTick: this.knobs.electionTick, heartbeatTick: this.knobs.heartbeatTick },
         snapshotEveryEntries: n.compactEvery,
-        timers: new SimTimers((ms, fn) => this.later(n, ms, fn), () => n.rate),
+        timers: (n.clock = new SimClock((ms, fn) => this.later(n, ms, fn), () => n.rate, () => this.nowMs)),
         rngSeed: this.rng.int(2 ** 31),
         readNonce: `${n.id}.${inc}`,
         core: {
@@ -596,6 +651,9 @@ export class Simulation {
           persisted: (rd) => alive() && this.afterPersist(n, rd),
           applying: (e) => alive() && this.check(() => this.observeApply(n, e)),
           handled: (rd) => alive() && this.afterReady(n, rd),
+        },
+        onApplied: () => {
+          if (alive()) this.apps?.applied(n.id);
         },
         onFatal: (err) => {
           if (!alive()) return;
@@ -623,11 +681,13 @@ export class Simulation {
     const state = n.disk.load();
     this.trace(`${n.id}: started (term=${state.hardState.term} last=${(state.snapshot?.meta.index ?? 0) + state.entries.length})`);
     node.start();
+    this.apps?.nodeStarted(n.id);
     this.afterInput(n);
   }
 
   private crashNode(n: SimNode, loseSyncedWrite = false): void {
     if (!n.node) return;
+    this.apps?.nodeCrashed(n.id);
     n.node = undefined;
     n.raft = undefined;
     n.inc++;
@@ -854,6 +914,9 @@ export class Simulation {
     }
     this.trace(() => `client c${c.id} <- ${reply.node}: ${JSON.stringify(reply.result)}`);
     c.leaderHint = reply.node;
+    // The probe's write is applied on the node that answered, and so is everything committed
+    // before it: every app change acknowledged earlier must show there.
+    if (c.probe) this.apps?.checkAcknowledged(reply.node);
     this.finishOp(c, reply.result);
   }
 

@@ -13,6 +13,7 @@ import { validateAppSpec, specDigest, type AppSpec } from '../../protocol/apps/s
 import { appKey, isServing, isStable, parseRecord, specKey, statusKey, APP_PREFIX, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import type { KvTxnOp, NodeEligibility, NodeRecord } from '../../protocol/cluster/state.js';
 import type { Caller } from '../cluster/caller.js';
+import { REAL_CLOCK, type Clock } from '../timers.js';
 
 const MAX_LOG_TAIL = 10_000;
 const DEFAULT_LOG_TAIL = 200;
@@ -28,6 +29,8 @@ export interface AppsRoutesDeps extends ClusterAccess {
   readonly taskLogs: Pick<TaskLogService, 'read'>;
   /** An image in the cluster's registry pinned to its digest (others unchanged); absent: no registry. */
   pinImage?(image: string): Promise<string>;
+  /** Default: the process's clock. */
+  readonly clock?: Clock;
 }
 
 export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
@@ -64,7 +67,7 @@ const MAX_RACE_ATTEMPTS = 5;
  * between the read and the commit (the orchestrator writes it too): the change is recomputed
  * from the new record, so a user's deploy never fails with a CONFLICT nobody else caused.
  */
-async function retryLostRace<T>(change: () => Promise<T>): Promise<T> {
+export async function retryLostRace<T>(change: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await change();
@@ -81,8 +84,13 @@ function withoutFailures(app: AppRecord): AppRecord {
   return rest;
 }
 
-class AppsApi {
+/** The app operations behind the routes (the simulator calls them directly). */
+export class AppsApi {
   constructor(private readonly d: AppsRoutesDeps) {}
+
+  private now(): number {
+    return (this.d.clock ?? REAL_CLOCK).now();
+  }
 
   private app(name: string): AppRecord {
     const app = parseRecord<AppRecord>(this.d.raft.state.kvGet(appKey(name))?.value);
@@ -137,7 +145,7 @@ class AppsApi {
       result = { name: spec.name, version: prev.version, changed, action: changed ? 'scaled' : 'unchanged' };
     } else {
       const version = (prev?.latestVersion ?? 0) + 1;
-      const now = Date.now();
+      const now = this.now();
       const rollingFrom = prev && prev.state === 'running' ? prev.version : 0;
       const app: AppRecord = {
         name: spec.name,
@@ -235,7 +243,7 @@ class AppsApi {
     const kv = this.d.raft.state.kvGet(appKey(name));
     const app = this.app(name);
     if (app.state === 'removing' && state !== 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
-    const next = { ...withoutFailures(app), state, events: [...app.events, { atMs: Date.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
+    const next = { ...withoutFailures(app), state, events: [...app.events, { atMs: this.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
     this.d.kickOrchestrator();
     return [200, { name, state }];

@@ -15,6 +15,7 @@ import { DEFAULT_MIN_HEALTHY_MS, type AppSpec } from '../../protocol/apps/spec.j
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
 import { SELF } from '../cluster/caller.js';
 import type { OmniError } from '../errors.js';
+import { REAL_CLOCK, type Clock } from '../timers.js';
 
 const AGENT_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
@@ -61,6 +62,8 @@ export interface AgentDeps extends Proposer {
   readonly raft: StateView;
   /** The node's data dir (task files live under it). */
   readonly dataDir: string;
+  /** Default: the process's clock. */
+  readonly clock?: Clock;
 }
 
 export class Agent {
@@ -68,12 +71,14 @@ export class Agent {
   private readonly reported = new Map<string, string>();
   private readonly loop: CoalescedLoop;
   private recovered = false;
+  private readonly clock: Clock;
 
   constructor(
     private readonly d: AgentDeps,
     private readonly drivers: Record<DriverName, TaskDriver>,
   ) {
-    this.loop = new CoalescedLoop(() => this.round(), { intervalMs: AGENT_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`agent: ${err.message}`) });
+    this.clock = d.clock ?? REAL_CLOCK;
+    this.loop = new CoalescedLoop(() => this.round(), { intervalMs: AGENT_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`agent: ${err.message}`), clock: this.clock });
   }
 
   start(): void {
@@ -196,7 +201,7 @@ export class Agent {
       l.stable = false;
       return;
     }
-    const now = Date.now();
+    const now = this.clock.now();
     if (l.servingSinceMs === 0) l.servingSinceMs = now;
     if (!l.stable && now - l.servingSinceMs >= (spec.update.minHealthyMs ?? DEFAULT_MIN_HEALTHY_MS)) {
       l.stable = true;
@@ -230,7 +235,7 @@ export class Agent {
       const busy = spec.driver === 'mock' ? [] : await portsInUse(l.task.hostPorts);
       if (busy.length > 0) {
         const f = classifyStartError(`address already in use: ${busy.join(', ')}`, busy);
-        l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: Date.now(), exitedAtMs: Date.now(), reason: f.cause };
+        l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: this.clock.now(), exitedAtMs: this.clock.now(), reason: f.cause };
         return this.failHere(l, f, `not started: ${f.cause}`);
       }
       const cfg = await this.taskConfig(l.task, spec);
@@ -239,11 +244,11 @@ export class Agent {
       l.reason = '';
       l.portsInUse = [];
       l.healthFailures = 0;
-      l.nextProbeAtMs = Date.now() + (spec.healthCheck?.startPeriodMs ?? 0);
+      l.nextProbeAtMs = this.clock.now() + (spec.healthCheck?.startPeriodMs ?? 0);
       this.d.log.info(`agent: started ${l.task.id} (${spec.driver})`);
     } catch (err) {
       const f = classifyStartError((err as Error).message, l.task.hostPorts);
-      const now = Date.now();
+      const now = this.clock.now();
       l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: now, exitedAtMs: now, reason: (err as Error).message };
       l.classifiedExitAtMs = now; // classified here, from the start error
       l.cause = f.cause;
@@ -265,7 +270,7 @@ export class Agent {
     const logTail: string[] = [];
     if (run.exitCode !== 0) {
       const abort = new AbortController();
-      const timer = setTimeout(() => abort.abort(), CLASSIFY_LOG_TIMEOUT_MS);
+      const timer = this.clock.setTimeout(() => abort.abort(), CLASSIFY_LOG_TIMEOUT_MS);
       try {
         for await (const line of l.driver.logs(l.task.id, { follow: false, tail: FAILURE_LOG_TAIL_LINES, signal: abort.signal })) {
           logTail.push(line);
@@ -274,7 +279,7 @@ export class Agent {
       } catch {
         // no logs (the driver lost them): classify from the exit alone
       } finally {
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
       }
     }
     const f = classifyExit({ exitCode: run.exitCode, reason: run.reason, logTail, hostPorts: l.task.hostPorts });
@@ -293,7 +298,7 @@ export class Agent {
     }
     if (st && st.state === 'exited' && l.run?.state === 'running') this.d.log.info(`agent: ${l.task.id} exited (${st.exitCode ?? st.reason ?? 'unknown'})`);
     if (st) l.run = st;
-    else l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: l.run?.startedAtMs ?? Date.now(), exitedAtMs: Date.now(), reason: 'the task disappeared' };
+    else l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: l.run?.startedAtMs ?? this.clock.now(), exitedAtMs: this.clock.now(), reason: 'the task disappeared' };
   }
 
   /** Restart policy: always / on-failure (non-zero exit) / never, at most maxRestarts times. */
@@ -303,7 +308,7 @@ export class Agent {
     const failedRun = code !== 0 || l.healthKill !== '';
     const exitedAt = l.run!.exitedAtMs ?? 0;
     if (l.classifiedExitAtMs !== exitedAt || exitedAt === 0) {
-      l.classifiedExitAtMs = exitedAt || Date.now();
+      l.classifiedExitAtMs = exitedAt || this.clock.now();
       const f = await this.classify(l);
       if (failedRun) {
         l.cause = f.cause;
@@ -327,7 +332,7 @@ export class Agent {
       l.reason = `${what}; gave up after ${l.restarts} restarts`;
       return;
     }
-    const now = Date.now();
+    const now = this.clock.now();
     if (l.nextRestartAtMs === 0) {
       l.nextRestartAtMs = now + spec.restart.delayMs;
       l.state = 'exited';
@@ -346,7 +351,7 @@ export class Agent {
 
   private maybeProbe(l: Local, spec: AppSpec): void {
     const check = spec.healthCheck;
-    if (!check || l.probing || Date.now() < l.nextProbeAtMs) return;
+    if (!check || l.probing || this.clock.now() < l.nextProbeAtMs) return;
     l.probing = true;
     const idx = spec.ports.findIndex((p) => p.name === check.port);
     const port = l.task.hostPorts[idx >= 0 ? idx : 0];
@@ -374,7 +379,7 @@ export class Agent {
       })
       .finally(() => {
         l.probing = false;
-        l.nextProbeAtMs = Date.now() + check.intervalMs;
+        l.nextProbeAtMs = this.clock.now() + check.intervalMs;
         this.kick();
       });
   }
@@ -447,7 +452,7 @@ export class Agent {
       const key = JSON.stringify({ ...rec, startedAtMs: 0 });
       if (this.reported.get(id) === key) continue;
       try {
-        await this.d.proposeOk({ type: 'kv.put', key: statusKey(id), value: JSON.stringify({ ...rec, updatedAtMs: Date.now() }) }, SELF);
+        await this.d.proposeOk({ type: 'kv.put', key: statusKey(id), value: JSON.stringify({ ...rec, updatedAtMs: this.clock.now() }) }, SELF);
         this.reported.set(id, key);
       } catch (err) {
         if ((err as OmniError).code === 'FORBIDDEN') {

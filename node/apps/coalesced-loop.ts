@@ -2,9 +2,11 @@
 // most once per minGapMs however often it is kicked: the shape of the agent's and the
 // orchestrator's loops, which are kicked after every applied Raft entry.
 
+import { REAL_CLOCK, type Clock, type TimerHandle } from '../timers.js';
+
 export class CoalescedLoop {
-  private timer: NodeJS.Timeout | undefined;
-  private deferred: NodeJS.Timeout | undefined;
+  private timer: TimerHandle | undefined;
+  private deferred: TimerHandle | undefined;
   private busy = false;
   private again = false;
   private lastRoundMs = 0;
@@ -12,26 +14,30 @@ export class CoalescedLoop {
 
   constructor(
     private readonly round: () => Promise<void>,
-    private readonly opts: { intervalMs: number; minGapMs: number; onError: (err: Error) => void; enabled?: () => boolean },
-  ) {}
+    private readonly opts: { intervalMs: number; minGapMs: number; onError: (err: Error) => void; enabled?: () => boolean; clock?: Clock },
+  ) {
+    this.clock = opts.clock ?? REAL_CLOCK;
+  }
+
+  private readonly clock: Clock;
 
   start(): void {
-    this.timer = setInterval(() => this.kick(), this.opts.intervalMs);
+    this.timer = this.clock.setInterval(() => this.kick(), this.opts.intervalMs);
     this.kick();
   }
 
   stop(): void {
     this.stopped = true;
-    clearInterval(this.timer);
-    clearTimeout(this.deferred);
+    this.clock.clearInterval(this.timer);
+    this.clock.clearTimeout(this.deferred);
   }
 
   /** Runs a round soon; kicks during a round or within minGapMs coalesce into one. */
   kick(): void {
     if (this.stopped || (this.opts.enabled && !this.opts.enabled())) return;
-    const wait = this.lastRoundMs + this.opts.minGapMs - Date.now();
+    const wait = this.lastRoundMs + this.opts.minGapMs - this.clock.now();
     if (wait > 0) {
-      this.deferred ??= setTimeout(() => ((this.deferred = undefined), this.kick()), wait);
+      this.deferred ??= this.clock.setTimeout(() => ((this.deferred = undefined), this.kick()), wait);
       return;
     }
     if (this.busy) {
@@ -39,7 +45,7 @@ export class CoalescedLoop {
       return;
     }
     this.busy = true;
-    this.lastRoundMs = Date.now();
+    this.lastRoundMs = this.clock.now();
     void this.round()
       .catch((err: Error) => this.opts.onError(err))
       .finally(() => {

@@ -14,6 +14,7 @@ import { OmniError } from '../errors.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { nodeHost } from '../../protocol/cluster/node-host.js';
 import { LEADER_DUTY } from '../cluster/caller.js';
+import { REAL_CLOCK, type Clock } from '../timers.js';
 
 const ORCHESTRATOR_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
@@ -29,13 +30,20 @@ export const PORT_IN_USE_HOLD_MS = 60_000;
 export interface OrchestratorDeps extends Proposer {
   readonly raft: RaftView;
   readonly log: Logger;
+  /** Default: the process's clock. */
+  readonly clock?: Clock;
+  /** A new task id for an app (default: the app name and 6 random hex digits). */
+  readonly newTaskId?: (app: string) => string;
 }
 
 export class Orchestrator {
   private readonly loop: CoalescedLoop;
+  private readonly clock: Clock;
 
   constructor(private readonly d: OrchestratorDeps) {
+    this.clock = d.clock ?? REAL_CLOCK;
     this.loop = new CoalescedLoop(() => this.round(), {
+      clock: this.clock,
       intervalMs: ORCHESTRATOR_INTERVAL_MS,
       minGapMs: MIN_ROUND_GAP_MS,
       onError: (err) => d.log.warn(`orchestrator: ${err.message}`),
@@ -82,7 +90,7 @@ export class Orchestrator {
       // A stopped task keeps its host ports until its node reports it exited: on a node that
       // is down (omnid killed) its process may still run and hold them.
       const st = statuses.get(t.id);
-      const recentlyBusy = st?.portsInUse && Date.now() - st.updatedAtMs < PORT_IN_USE_HOLD_MS ? st.portsInUse : [];
+      const recentlyBusy = st?.portsInUse && this.clock.now() - st.updatedAtMs < PORT_IN_USE_HOLD_MS ? st.portsInUse : [];
       const ports = st && !isTerminal(st) ? t.hostPorts : recentlyBusy;
       return ports.length > 0 ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: 0, memoryBytes: 0, gpus: 0, hostPorts: ports, portsOnly: true }] : [];
     });
@@ -107,8 +115,8 @@ export class Orchestrator {
         scheduler,
         nodes,
         volumePins,
-        nowMs: Date.now(),
-        newTaskId: () => `${app.name}-${randomBytes(3).toString('hex')}`,
+        nowMs: this.clock.now(),
+        newTaskId: () => (this.d.newTaskId ? this.d.newTaskId(app.name) : `${app.name}-${randomBytes(3).toString('hex')}`),
       });
       if (!out.changed) continue;
       const ops: KvTxnOp[] = [];
@@ -123,7 +131,7 @@ export class Orchestrator {
         if (statuses.has(id)) ops.push({ op: 'delete', key: statusKey(id) });
       }
       for (const p of out.newPins) ops.push({ op: 'put', key: volumeKey(app.name, p.volume), value: p.nodeId });
-      ops.push({ op: 'put', key: SCHED_EPOCH_KEY, value: String(Date.now()) });
+      ops.push({ op: 'put', key: SCHED_EPOCH_KEY, value: String(this.clock.now()) });
       const appVersion = state.kvGet(appKey(app.name))?.version ?? 0;
       try {
         await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(app.name), version: appVersion }, { key: SCHED_EPOCH_KEY, version: epoch }], ops }, LEADER_DUTY);

@@ -1,0 +1,343 @@
+// The apps path in the simulator: on every simulated node the real orchestrator (leader only)
+// and the real agent with the mock driver, the real app operations behind the API (AppsApi:
+// deploy, scale, stop/start) called by a simulated operator, node registration, and a leader
+// that marks nodes down when it stops hearing from them (as the autopilot does), so tasks are
+// rescheduled. Writes from a follower are forwarded to the leader over the simulated network.
+//
+// Invariants: a task (id) never runs on two nodes at once; an agent runs only tasks placed on
+// its own node; every app change the API acknowledged is visible on the leader once faults heal.
+import type { Rng } from '../protocol/rng.js';
+import type { NodeId } from '../protocol/raft/types.js';
+import { encodeCommand, type Command } from '../protocol/cluster/state.js';
+import { appKey, parseRecord, specKey, taskKey, TASK_PREFIX, type AppRecord, type TaskRecord } from '../protocol/apps/model.js';
+import type { AppSpec } from '../protocol/apps/spec.js';
+import type { RaftNode } from '../node/raft/raft-node.js';
+import type { ClusterAccess, RaftView } from '../node/cluster/ports.js';
+import type { Clock } from '../node/timers.js';
+import { OmniError } from '../node/errors.js';
+import { Orchestrator } from '../node/apps/orchestrator.js';
+import { Agent } from '../node/apps/agent.js';
+import { MockDriver, type MockEngine } from '../node/apps/drivers/mock.js';
+import type { TaskConfig, TaskDriver, TaskStatus } from '../node/apps/drivers/types.js';
+import { AppsApi, retryLostRace } from '../node/api/apps-routes.js';
+import { adminCaller, type Caller } from '../node/cluster/caller.js';
+
+const SILENT_LOG = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+const PROPOSE_TIMEOUT_MS = 2000;
+/** The leader marks a node down after this long without a message from it (autopilot's silence). */
+const DOWN_AFTER_MS = 1500;
+const DOWN_CHECK_EVERY_MS = 400;
+const APPS = ['web', 'api', 'job'];
+const OPERATOR: Caller = adminCaller('sim-admin-token', 'sim-admin');
+
+/** What the apps layer uses from the simulation. */
+export interface SimAppsHost {
+  nowMs(): number;
+  readonly rng: Rng;
+  trace(line: string | (() => string)): void;
+  /** Records a safety violation (checked after the event). */
+  violation(message: string): void;
+  /** The running driver of a node (undefined: down). */
+  liveNode(id: NodeId): RaftNode | undefined;
+  /** The node's virtual clock (its timers die with the process). */
+  clockOf(id: NodeId): Clock;
+  /** Runs fn on `to` after a network delay from `from`; false when the message is lost. */
+  send(from: NodeId, to: NodeId, fn: () => void): boolean;
+  /** When `to` last heard from `from` (a delivered Raft message), 0 if never. */
+  heardMs(to: NodeId, from: NodeId): number;
+  readonly coverage: { tasks_started: number; tasks_rescheduled: number; app_changes_acknowledged: number };
+  /** Marks that promises the nodes await may have settled (the loop runs their continuations). */
+  settled(): void;
+}
+
+/** What one node runs on top of its Raft driver: the orchestrator, the agent, the API's app operations. */
+interface NodeApps {
+  orchestrator: Orchestrator;
+  agent: Agent;
+  api: AppsApi;
+  stop(): void;
+}
+
+/** What the operator expects of an app after its last acknowledged change (undefined: unknown). */
+interface Expected {
+  replicas: number;
+  state: 'running' | 'stopped';
+  atMs: number;
+}
+
+export class SimApps {
+  private readonly perNode = new Map<NodeId, NodeApps>();
+  /** Mock engines outlive the daemon (a restarted omnid re-attaches to its tasks). */
+  private readonly engines = new Map<NodeId, MockEngine>();
+  /** taskId → the node it runs on (the world's truth, across every node). */
+  private readonly running = new Map<string, NodeId>();
+  private readonly expected = new Map<string, Expected | undefined>();
+  /**
+   * What changes whose outcome is unknown (a timeout) may still have set, per app: such a change
+   * may commit at any later time (a deposed leader's entry committed by the next), even after a
+   * later acknowledged change, so its values stay acceptable for good.
+   */
+  private readonly maybe = new Map<string, { states: Set<string>; replicas: Set<number> }>();
+  private nextTaskNum = 1;
+  private operatorBusy = false;
+  private inFlight: { app: string; sets: { state?: string; replicas?: number } } | undefined;
+
+  constructor(private readonly host: SimAppsHost) {}
+
+  /** The node's daemon started (after its Raft driver): wire and start its apps components. */
+  nodeStarted(id: NodeId): void {
+    const node = this.host.liveNode(id)!;
+    const clock = this.host.clockOf(id);
+    const raft: RaftView = {
+      get state() {
+        return node.state;
+      },
+      get raft() {
+        return node.raft;
+      },
+      get isLeader() {
+        return node.isLeader;
+      },
+    };
+    const access: ClusterAccess = { raft, proposeOk: (cmd) => this.proposeOk(id, cmd), readBarrier: () => node.readBarrier(PROPOSE_TIMEOUT_MS) };
+    const orchestrator = new Orchestrator({ ...access, log: SILENT_LOG, clock, newTaskId: (app) => `${app}-t${this.nextTaskNum++}` });
+    const driver = this.driverFor(id, clock);
+    const agent = new Agent({ ...access, id, log: SILENT_LOG, dataDir: `/sim/${id}`, clock }, { mock: driver, process: driver, docker: driver });
+    const api = new AppsApi({ ...access, id, name: id, kickOrchestrator: () => orchestrator.kick(), localDriver: () => undefined, taskLogs: { read: () => Promise.reject(new Error('no logs in the simulator')) } as never, clock });
+    let stopped = false;
+    const register = (): void => {
+      if (stopped || node.state.node(id)) return;
+      void this.proposeOk(id, { type: 'node.register', node: { id, name: id, addrs: [], apiUrl: `http://${id}.sim`, resources: { cpuCores: 4, memoryBytes: 8 * 1024 ** 3, diskBytes: 100 * 1024 ** 3, arch: 'x86_64', gpus: [] }, labels: {} } }).catch(() => undefined);
+      clock.setTimeout(register, 300);
+    };
+    const markDown = (): void => {
+      if (stopped) return;
+      if (node.isLeader) this.checkNodes(id, node);
+      clock.setTimeout(markDown, DOWN_CHECK_EVERY_MS);
+    };
+    orchestrator.start();
+    agent.start();
+    register();
+    markDown();
+    this.perNode.set(id, {
+      orchestrator,
+      agent,
+      api,
+      stop: () => {
+        stopped = true;
+        orchestrator.stop();
+        agent.stop();
+      },
+    });
+  }
+
+  /** The daemon crashed: its components are gone (the tasks, run by the engine, keep running). */
+  nodeCrashed(id: NodeId): void {
+    this.perNode.get(id)?.stop();
+    this.perNode.delete(id);
+  }
+
+  /** After each Ready a node applied (the daemon's afterApply). */
+  applied(id: NodeId): void {
+    const n = this.perNode.get(id);
+    n?.agent.kick();
+    n?.orchestrator.kick();
+  }
+
+  /** One operator action through the API of a random live node: deploy, scale, stop or start. */
+  operate(ids: NodeId[]): void {
+    if (this.operatorBusy || ids.length === 0) return;
+    const id = ids[this.host.rng.int(ids.length)];
+    const n = this.perNode.get(id);
+    if (!n) return;
+    const app = APPS[this.host.rng.int(APPS.length)];
+    const r = this.host.rng.next();
+    const replicas = 1 + this.host.rng.int(3);
+    let change: () => Promise<unknown>;
+    let next: (prev: Expected | undefined) => Expected | undefined;
+    let what: string;
+    let sets: { state?: string; replicas?: number };
+    const now = this.host.nowMs();
+    if (r < 0.5 || !this.expected.has(app)) {
+      const spec = { name: app, image: `sim/${app}:${1 + this.host.rng.int(3)}`, driver: 'mock', replicas };
+      change = () => n.api.deploy(spec, OPERATOR);
+      next = () => ({ replicas, state: 'running', atMs: now });
+      what = `deploy ${spec.image} x${replicas}`;
+      sets = { state: 'running', replicas };
+    } else if (r < 0.75) {
+      change = () => n.api.scale(app, { replicas }, OPERATOR);
+      next = (p) => (p ? { ...p, replicas, atMs: now } : undefined);
+      what = `scale to ${replicas}`;
+      sets = { replicas };
+    } else {
+      const state = this.host.rng.next() < 0.5 ? 'stopped' : 'running';
+      change = () => n.api.setState(app, state, OPERATOR);
+      next = (p) => (p ? { ...p, state, atMs: now } : undefined);
+      what = state === 'stopped' ? 'stop' : 'start';
+      sets = { state };
+    }
+    this.operatorBusy = true;
+    // Until it is answered, the change may take effect at any time.
+    this.inFlight = { app, sets };
+    this.host.trace(`apps: operator -> ${id}: ${app} ${what}`);
+    void retryLostRace(change).then(
+      () => {
+        this.operatorBusy = false;
+        this.inFlight = undefined;
+        this.expected.set(app, next(this.expected.get(app)));
+        this.host.coverage.app_changes_acknowledged++;
+        this.host.trace(`apps: ${app} change acknowledged by ${id}: ${JSON.stringify(this.expected.get(app))}`);
+      },
+      (err: OmniError) => {
+        this.operatorBusy = false;
+        this.inFlight = undefined;
+        // A refusal before proposing changes nothing; anything else may or may not have taken effect.
+        const definite = ['NOT_FOUND', 'BAD_REQUEST', 'NOT_LEADER', 'NO_LEADER', 'TRANSFERRING', 'TOO_MANY_PENDING', 'PROPOSAL_DROPPED', 'INVALID_ARGUMENT', 'CONFLICT'].includes(err.code);
+        if (!definite) this.mayHaveSet(app, sets);
+        this.host.trace(`apps: ${app} change failed at ${id}: ${err.code ?? err.message}${definite ? '' : ' (outcome unknown)'}`);
+      },
+    );
+  }
+
+  /**
+   * Every acknowledged app change is visible on a node that applied everything committed (the
+   * one that just answered the liveness probe): the app's state and replica count are the last
+   * acknowledged ones.
+   */
+  checkAcknowledged(id: NodeId): void {
+    const node = this.host.liveNode(id);
+    if (!node) return;
+    if (this.inFlight) this.mayHaveSet(this.inFlight.app, this.inFlight.sets);
+    for (const [app, want] of this.expected) {
+      if (!want) continue;
+      const rec = parseRecord<AppRecord>(node.state.kvGet(appKey(app))?.value);
+      const spec = rec ? parseRecord<AppSpec>(node.state.kvGet(specKey(app, rec.version))?.value) : undefined;
+      const m = this.maybe.get(app);
+      const stateOk = rec !== undefined && (rec.state === want.state || m?.states.has(rec.state) === true);
+      const replicasOk = spec !== undefined && (spec.replicas === want.replicas || m?.replicas.has(spec.replicas) === true);
+      if (!stateOk || !replicasOk) {
+        this.host.violation(`acknowledged app change lost: ${app} was acknowledged at ${Math.round(want.atMs)} ms as ${want.state} with ${want.replicas} replicas, but ${id} (applied ${node.state.appliedIndex}) shows ${rec ? `${rec.state} with ${spec?.replicas ?? '?'} replicas (version ${rec.version})` : 'no app'}`);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private mayHaveSet(app: string, sets: { state?: string; replicas?: number }): void {
+    const m = this.maybe.get(app) ?? { states: new Set<string>(), replicas: new Set<number>() };
+    if (sets.state !== undefined) m.states.add(sets.state);
+    if (sets.replicas !== undefined) m.replicas.add(sets.replicas);
+    this.maybe.set(app, m);
+  }
+
+  /** A write through the leader: proposed here when this node leads, else forwarded to it. */
+  private proposeOk(id: NodeId, cmd: Command): Promise<unknown> {
+    const node = this.host.liveNode(id);
+    if (!node) return Promise.reject(new OmniError('UNAVAILABLE', 'node is down'));
+    const data = encodeCommand(cmd);
+    const unwrap = (r: Awaited<ReturnType<RaftNode['propose']>>): unknown => {
+      if (!r.ok) throw new OmniError(r.error.code, r.error.message);
+      return r.value;
+    };
+    if (node.isLeader) return node.propose(data, PROPOSE_TIMEOUT_MS).then(unwrap);
+    const leader = node.leader;
+    if (!leader) return Promise.reject(new OmniError('NO_LEADER', 'no leader is known'));
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const finish = (fn: () => void): void => {
+        if (done) return;
+        done = true;
+        fn();
+        this.host.settled();
+      };
+      this.host.clockOf(id).setTimeout(() => finish(() => reject(new OmniError('TIMEOUT', 'forwarded write timed out; it may still commit'))), PROPOSE_TIMEOUT_MS);
+      this.host.send(id, leader, () => {
+        const l = this.host.liveNode(leader);
+        if (!l?.isLeader) {
+          this.host.send(leader, id, () => finish(() => reject(new OmniError('NOT_LEADER', 'not the leader'))));
+          return;
+        }
+        l.propose(data, PROPOSE_TIMEOUT_MS).then(
+          (r) => this.host.send(leader, id, () => finish(() => (r.ok ? resolve(r.value) : reject(new OmniError(r.error.code, r.error.message))))),
+          (e: Error) => this.host.send(leader, id, () => finish(() => reject(e))),
+        );
+      });
+    });
+  }
+
+  /** The leader marks nodes down when it has not heard from them for DOWN_AFTER_MS, and up again. */
+  private checkNodes(leaderId: NodeId, leader: RaftNode): void {
+    const now = this.host.nowMs();
+    for (const rec of leader.state.nodes()) {
+      if (rec.id === leaderId) continue;
+      const silentMs = now - this.host.heardMs(leaderId, rec.id);
+      if (rec.status === 'up' && silentMs > DOWN_AFTER_MS) {
+        this.host.trace(`apps: leader ${leaderId} marks ${rec.id} down (silent ${Math.round(silentMs)} ms)`);
+        void this.proposeOk(leaderId, { type: 'node.status', id: rec.id, status: 'down', reason: 'silent' }).catch(() => undefined);
+      } else if (rec.status === 'down' && silentMs < DOWN_AFTER_MS / 3) {
+        void this.proposeOk(leaderId, { type: 'node.status', id: rec.id, status: 'up' }).catch(() => undefined);
+      }
+    }
+  }
+
+  private driverFor(id: NodeId, clock: Clock): TaskDriver {
+    let engine = this.engines.get(id);
+    if (!engine) {
+      engine = { tasks: new Map(), failStarts: new Map(), unavailable: undefined, calls: [], waiters: new Set() };
+      this.engines.set(id, engine);
+    }
+    const base = new MockDriver({ now: () => clock.now() }, engine);
+    const node = () => this.host.liveNode(id);
+    // The world's view: every start and stop of every node's engine.
+    return new (class implements TaskDriver {
+      readonly name = 'mock' as const;
+      constructor(private readonly apps: SimApps) {}
+      available() {
+        return base.available();
+      }
+      async start(cfg: TaskConfig): Promise<TaskStatus> {
+        this.apps.taskStarting(id, cfg.taskId, node());
+        return base.start(cfg);
+      }
+      async stop(taskId: string, timeoutMs: number): Promise<void> {
+        await base.stop(taskId, timeoutMs);
+        if (this.apps.running.get(taskId) === id) this.apps.running.delete(taskId);
+      }
+      async destroy(taskId: string): Promise<void> {
+        await base.destroy(taskId);
+        if (this.apps.running.get(taskId) === id) this.apps.running.delete(taskId);
+      }
+      inspect(taskId: string) {
+        return base.inspect(taskId);
+      }
+      recover() {
+        return base.recover();
+      }
+      logs(taskId: string, opts: Parameters<TaskDriver['logs']>[1]) {
+        return base.logs(taskId, opts);
+      }
+      stats(taskId: string) {
+        return base.stats(taskId);
+      }
+    })(this);
+  }
+
+  private taskStarting(id: NodeId, taskId: string, node: RaftNode | undefined): void {
+    const other = this.running.get(taskId);
+    if (other !== undefined && other !== id) this.host.violation(`task ${taskId} started on ${id} while it runs on ${other}`);
+    const rec = node ? parseRecord<TaskRecord>(node.state.kvGet(taskKey(taskId))?.value) : undefined;
+    if (rec && rec.nodeId !== id) this.host.violation(`agent on ${id} started task ${taskId}, which is placed on ${rec.nodeId}`);
+    this.running.set(taskId, id);
+    this.host.coverage.tasks_started++;
+    // A replacement for a task lost with a node that is down.
+    if (node && rec) {
+      const lost = node.state.kvList(TASK_PREFIX, 10_000).some((r) => {
+        const t = parseRecord<TaskRecord>(r.value);
+        return t !== undefined && t.app === rec.app && t.id !== taskId && t.nodeId !== id && t.desired === 'stop' && node.state.node(t.nodeId)?.status === 'down';
+      });
+      if (lost) this.host.coverage.tasks_rescheduled++;
+    }
+    this.host.trace(`apps: ${id} starts task ${taskId}`);
+  }
+}
+
