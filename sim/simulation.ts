@@ -215,12 +215,17 @@ function chooseKnobs(rng: Rng): SimKnobs {
     pauses: rng.next() < 0.5,
     fsyncErrorRate: pick([0, 0, 0.002, 0.01]),
     lostWriteRate: pick([0, 0, 0, 0.1, 0.3]),
-    apps: !churn && !confChurn && rng.next() < 0.5,
+    apps: false,
     crashAfterCommitRate: churn ? between(0.3, 0.7) : pick([0, 0.02]),
     // Below 1: some new leaders must survive long enough to repair logs (and to commit).
     crashAfterElectionRate: churn ? between(0.6, 0.9) : pick([0, 0.1]),
     partitionMs: pick([300, 1000, 2000]),
   };
+  // The general profile runs the apps path too (the others stay focused on their nemesis).
+  knobs.apps = knobs.profile === 'general';
+  // The apps path makes the state larger (app records with their events, tasks, statuses):
+  // snapshotting it every few entries would make those seeds slow; other seeds cover tiny intervals.
+  if (knobs.apps) knobs.compactEvery = Math.max(knobs.compactEvery, 300);
   if (confChurn) {
     Object.assign(knobs, { nodes: 5, membership: true, crashes: true, compactEvery: pick([4, 8]), diskLatencyMs: pick([5, 15, 30]), faultEveryMs: pick([100, 200]), promoteSoon: true, applyLatencyMs: pick([10, 40, 80]), applyPerEntryMs: pick([0.5, 2]), mixedCompaction: true });
     if (rng.next() < 0.8) Object.assign(knobs, { slowDisk: { node: `n${1 + rng.int(5)}`, writeMs: pick([100, 200, 300]) }, maxInflightMsgs: pick([2, 4]), maxSizePerMsgBytes: 1, clients: 1 + rng.int(2), faultEveryMs: pick([60, 120]) });
@@ -341,7 +346,9 @@ export class Simulation {
   private readonly clients: ClientState[] = [];
   private readonly history: HistoryOp[] = [];
   private readonly invariants = new InvariantChecker();
+  /** The last traceLines trace lines, a ring: traceNext is where the next one goes. */
   private readonly traceBuf: (string | (() => string))[] = [];
+  private traceNext = 0;
   private readonly traceLines: number;
   private nowMs = 0;
   private nextReqId = 1;
@@ -427,7 +434,7 @@ export class Simulation {
       virtualMs: Math.round(this.nowMs),
       checkTimedOut,
       knobs: this.knobs,
-      trace: ok && this.traceLines <= 400 ? [] : this.traceBuf.map((t) => (typeof t === 'string' ? t : t())),
+      trace: ok && this.traceLines <= 400 ? [] : [...this.traceBuf.slice(this.traceNext), ...this.traceBuf.slice(0, this.traceNext)].map((t) => (typeof t === 'string' ? t : t())),
       stats: this.stats,
       coverage: { ...this.coverage, pauses: this.stats.pauses, crashes: this.stats.crashes },
     };
@@ -1147,8 +1154,12 @@ export class Simulation {
 
   private trace(line: string | (() => string)): void {
     const t = Math.round(this.nowMs * 10) / 10;
-    this.traceBuf.push(typeof line === 'string' ? `[${t}ms] ${line}` : () => `[${t}ms] ${line()}`);
-    if (this.traceBuf.length > this.traceLines) this.traceBuf.shift();
+    const entry = typeof line === 'string' ? `[${t}ms] ${line}` : () => `[${t}ms] ${line()}`;
+    if (this.traceBuf.length < this.traceLines) this.traceBuf.push(entry);
+    else {
+      this.traceBuf[this.traceNext] = entry;
+      this.traceNext = (this.traceNext + 1) % this.traceLines;
+    }
   }
 }
 

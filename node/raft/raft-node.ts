@@ -55,7 +55,7 @@ export interface RaftNodeOptions {
   log: Logger;
   timing?: RaftTiming;
   snapshotEveryEntries?: number;
-  /** Called after each Ready is applied (for watchers: leadership, membership). */
+  /** Called after a Ready that applied entries, installed a snapshot or changed the role or leader (for watchers: leadership, membership). */
   onApplied?: () => void;
   /** Called once if the node can no longer participate safely (storage or apply failure). */
   onFatal?: (err: Error) => void;
@@ -378,7 +378,8 @@ export class RaftNode {
     }
     this.releaseReads();
     this.opts.observer?.handled?.(rd);
-    this.opts.onApplied?.();
+    // Watchers care about applied state and leadership; a Ready of heartbeats changes neither.
+    if (rd.committedEntries.length > 0 || rd.snapshot || rd.softState) this.opts.onApplied?.();
   }
 
   private canSendBeforePersist(rd: Ready): boolean {

@@ -584,7 +584,10 @@ export function readKvValue(v: unknown, path: string): string {
 }
 
 /** UTF-8 size of a string (a lone surrogate counts as the 3 bytes of U+FFFD). */
+const ASCII_ONLY = /^[\x00-\x7f]*$/;
+
 export function utf8SizeBytes(s: string): number {
+  if (ASCII_ONLY.test(s)) return s.length;
   let n = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);

@@ -401,9 +401,11 @@ export class ClusterState {
       createIndex: prev ? prev.createIndex : index,
       modIndex: index,
     };
-    const full = this.#overBudget(next, prev);
+    const nextBytes = kvRecordSizeBytes(next);
+    const prevBytes = prev ? kvRecordSizeBytes(prev) : 0;
+    const full = this.#overBudgetBy(nextBytes, prevBytes);
     if (full) return full;
-    this.#sizeBytes += recordSizeBytes(next) - (prev ? recordSizeBytes(prev) : 0);
+    this.#sizeBytes += nextBytes - prevBytes;
     this.#kv.set(c.key, next);
     if (!prev) this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 0, c.key);
     return { ok: true, value: { key: c.key, version: next.version, modIndex: index } };
@@ -416,7 +418,7 @@ export class ClusterState {
     if (mismatch) return mismatch;
     this.#kv.delete(c.key);
     this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 1);
-    this.#sizeBytes -= recordSizeBytes(prev);
+    this.#sizeBytes -= kvRecordSizeBytes(prev);
     return { ok: true, value: { key: c.key, version: prev.version } };
   }
 
@@ -440,10 +442,10 @@ export class ClusterState {
       if (op.op === 'put') {
         if (!prev) newKeys++;
         const next = { key: op.key, value: op.value, version: (prev?.version ?? 0) + 1, createIndex: prev?.createIndex ?? index, modIndex: index };
-        sizeDelta += recordSizeBytes(next) - (prev ? recordSizeBytes(prev) : 0);
+        sizeDelta += kvRecordSizeBytes(next) - (prev ? kvRecordSizeBytes(prev) : 0);
       } else if (prev) {
         newKeys--;
-        sizeDelta -= recordSizeBytes(prev);
+        sizeDelta -= kvRecordSizeBytes(prev);
       }
     }
     if (this.#kv.size + newKeys > MAX_KV_KEYS) return fail('RESOURCE_EXHAUSTED', `the kv store would exceed the maximum of ${MAX_KV_KEYS} keys`);
@@ -459,8 +461,10 @@ export class ClusterState {
 
   /** RESOURCE_EXHAUSTED when replacing prev by next would grow the state past MAX_STATE_BYTES. */
   #overBudget(next: object, prev: object | undefined): ApplyResult | undefined {
-    const nextBytes = recordSizeBytes(next);
-    const prevBytes = prev ? recordSizeBytes(prev) : 0;
+    return this.#overBudgetBy(recordSizeBytes(next), prev ? recordSizeBytes(prev) : 0);
+  }
+
+  #overBudgetBy(nextBytes: number, prevBytes: number): ApplyResult | undefined {
     const total = this.#sizeBytes - prevBytes + nextBytes;
     if (nextBytes <= prevBytes || total <= MAX_STATE_BYTES) return undefined;
     return fail('RESOURCE_EXHAUSTED', `the cluster state would grow to ${total} bytes, over the limit of ${MAX_STATE_BYTES} bytes`);
@@ -646,7 +650,7 @@ export class ClusterState {
     };
     if (this.#kv.has(r.key)) throw new InvalidFieldError(`${path}.key`, `duplicate key ${quote(r.key)}`);
     this.#kv.set(r.key, r);
-    this.#sizeBytes += recordSizeBytes(r);
+    this.#sizeBytes += kvRecordSizeBytes(r);
   }
 }
 
@@ -747,6 +751,11 @@ function canonicalJson(v: unknown): string {
     return `{${parts.join(',')}}`;
   }
   return JSON.stringify(v);
+}
+
+/** recordSizeBytes of a kv record, without building a sorted copy (the hot path of every write). */
+export function kvRecordSizeBytes(r: KvRecord): number {
+  return utf8SizeBytes(`{"createIndex":${r.createIndex},"key":${JSON.stringify(r.key)},"modIndex":${r.modIndex},"value":${JSON.stringify(r.value)},"version":${r.version}}`) + 1;
 }
 
 /** The bytes a record counts for in sizeBytes (its canonical JSON); quota.ts estimates with it. */

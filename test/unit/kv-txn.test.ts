@@ -46,3 +46,14 @@ describe('kv.txn (optimistic concurrency for plans)', () => {
     expect(apply(s, { type: 'kv.txn', compares: [{ key: 'a' }], ops: [] })).toMatchObject({ ok: false, error: { code: 'INVALID_COMMAND' } });
   });
 });
+
+describe('kv record sizes', () => {
+  it('the fast size of a kv record equals the size of its canonical JSON', async () => {
+    const { kvRecordSizeBytes, recordSizeBytes } = await import('../../protocol/cluster/state.js');
+    const values = ['', 'plain', 'quote " and \\ backslash', 'ünïcödé ✓ 😀', '\u0000\u001f control', '\ud800 lone surrogate', 'x'.repeat(5000), JSON.stringify({ a: [1, 2, { b: 'c' }] })];
+    for (const v of values) {
+      const r = { key: `k/${v.slice(0, 10)}`, value: v, version: 12, createIndex: 3, modIndex: 99_999 };
+      expect(kvRecordSizeBytes(r), JSON.stringify(v.slice(0, 20))).toBe(recordSizeBytes(r));
+    }
+  });
+});
