@@ -7,15 +7,14 @@ import { fork } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { ALL_BUGS, type BugName } from '../protocol/raft/types.js';
-import { emptyCoverage, runSeed, type Coverage, type SimResult } from './simulation.js';
+import { ALL_SIM_BUGS, emptyCoverage, runSeed, type Coverage, type SimBug, type SimResult } from './simulation.js';
 
 function usage(): string {
   return `usage: npm run sim -- (--seed S | --seeds N [--from F]) [--bug NAME] [--trace] [--workers W]
   --seed S     run one seed and print what happened (trace on failure, or always with --trace)
   --seeds N    run seeds F..F+N-1 (F defaults to 1) and print a one-line JSON summary last
   --workers W  processes to run seeds in (default: one per core, ${availableParallelism()} here)
-  --bug NAME   inject a known bug into the Raft core: ${ALL_BUGS.join(', ')}
+  --bug NAME   inject a known bug (Raft core or apps wiring): ${ALL_SIM_BUGS.join(', ')}
   --until-caught  with --bug: stop at the first seed that catches the bug (one process)`;
 }
 
@@ -44,13 +43,13 @@ async function main(): Promise<number> {
     console.log(usage());
     return 0;
   }
-  const bugs = new Set<BugName>();
+  const bugs = new Set<SimBug>();
   for (const b of args.bug ?? []) {
-    if (!(ALL_BUGS as readonly string[]).includes(b)) {
-      console.error(`sim: unknown bug "${b}"; known bugs: ${ALL_BUGS.join(', ')}`);
+    if (!(ALL_SIM_BUGS as readonly string[]).includes(b)) {
+      console.error(`sim: unknown bug "${b}"; known bugs: ${ALL_SIM_BUGS.join(', ')}`);
       return 2;
     }
-    bugs.add(b as BugName);
+    bugs.add(b as SimBug);
   }
   if (args['worker-stride'] !== undefined) {
     return runWorker(parseCount(args.seeds ?? '0', 'seeds'), parseCount(args.from, 'from'), parseCount(args['worker-stride'], 'worker-stride'), bugs);
@@ -83,7 +82,7 @@ function describeFailure(r: SimResult): string {
   ].join('\n');
 }
 
-async function runOne(seed: number, bugs: Set<BugName>, trace: boolean): Promise<number> {
+async function runOne(seed: number, bugs: Set<SimBug>, trace: boolean): Promise<number> {
   const r = await runSeed(seed, bugs, trace ? 1_000_000 : undefined);
   if (!r.ok) console.log(describeFailure(r));
   else if (trace) console.log(r.trace.join('\n'));
@@ -95,7 +94,7 @@ async function runOne(seed: number, bugs: Set<BugName>, trace: boolean): Promise
 type SeedLine = Pick<SimResult, 'seed' | 'ok' | 'ops' | 'virtualMs' | 'checkTimedOut' | 'coverage' | 'violation' | 'livenessFailure'>;
 
 /** Runs seeds from, from+stride, … below from+count*stride… (count seeds in all, this worker's share). */
-async function runWorker(count: number, from: number, stride: number, bugs: Set<BugName>): Promise<number> {
+async function runWorker(count: number, from: number, stride: number, bugs: Set<SimBug>): Promise<number> {
   // Errors are made by the thousand (refused proposals, timeouts); their stacks are not needed
   // here: a failing seed is replayed with stacks by --seed.
   Error.stackTraceLimit = 0;
@@ -109,7 +108,7 @@ async function runWorker(count: number, from: number, stride: number, bugs: Set<
   return 0;
 }
 
-async function* seedResults(count: number, from: number, bugs: Set<BugName>, workers: number): AsyncGenerator<SeedLine> {
+async function* seedResults(count: number, from: number, bugs: Set<SimBug>, workers: number): AsyncGenerator<SeedLine> {
   if (workers <= 1) {
     for (let seed = from; seed < from + count; seed++) yield await runSeed(seed, bugs);
     return;
@@ -141,7 +140,7 @@ async function* seedResults(count: number, from: number, bugs: Set<BugName>, wor
   if (failures.length > 0) throw new Error(failures.join('; '));
 }
 
-async function runMany(count: number, from: number, bugs: Set<BugName>, untilCaught: boolean, workers: number): Promise<number> {
+async function runMany(count: number, from: number, bugs: Set<SimBug>, untilCaught: boolean, workers: number): Promise<number> {
   const started = Date.now();
   let violations = 0;
   let livenessFailures = 0;

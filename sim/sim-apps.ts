@@ -30,6 +30,14 @@ const DOWN_CHECK_EVERY_MS = 400;
 const APPS = ['web', 'api', 'job'];
 const OPERATOR: Caller = adminCaller('sim-admin-token', 'sim-admin');
 
+/**
+ * Bugs the apps layer can inject into the daemon's wiring, to prove its checkers can fail:
+ * an agent told another node's id (it runs that node's tasks), and writes acknowledged once
+ * proposed instead of once applied.
+ */
+export type AppsBug = 'agent-wrong-node' | 'ack-before-commit';
+export const ALL_APPS_BUGS: readonly AppsBug[] = ['agent-wrong-node', 'ack-before-commit'];
+
 /** What the apps layer uses from the simulation. */
 export interface SimAppsHost {
   nowMs(): number;
@@ -80,9 +88,14 @@ export class SimApps {
   private readonly maybe = new Map<string, { states: Set<string>; replicas: Set<number> }>();
   private nextTaskNum = 1;
   private operatorBusy = false;
+  /** The next operator step reads back what was acknowledged. */
+  private verifyNext = false;
   private inFlight: { app: string; sets: { state?: string; replicas?: number } } | undefined;
 
-  constructor(private readonly host: SimAppsHost) {}
+  constructor(
+    private readonly host: SimAppsHost,
+    private readonly bugs: ReadonlySet<AppsBug> = new Set(),
+  ) {}
 
   /** The node's daemon started (after its Raft driver): wire and start its apps components. */
   nodeStarted(id: NodeId): void {
@@ -102,7 +115,17 @@ export class SimApps {
     const access: ClusterAccess = { raft, proposeOk: (cmd) => this.proposeOk(id, cmd), readBarrier: () => node.readBarrier(PROPOSE_TIMEOUT_MS) };
     const orchestrator = new Orchestrator({ ...access, log: SILENT_LOG, clock, newTaskId: (app) => `${app}-t${this.nextTaskNum++}` });
     const driver = this.driverFor(id, clock);
-    const agent = new Agent({ ...access, id, log: SILENT_LOG, dataDir: `/sim/${id}`, clock }, { mock: driver, process: driver, docker: driver });
+    const wrongNode = this.bugs.has('agent-wrong-node');
+    const agentDeps = {
+      ...access,
+      log: SILENT_LOG,
+      dataDir: `/sim/${id}`,
+      clock,
+      get id(): string {
+        return wrongNode ? (node.state.nodes().find((x) => x.id !== id)?.id ?? id) : id;
+      },
+    };
+    const agent = new Agent(agentDeps, { mock: driver, process: driver, docker: driver });
     const api = new AppsApi({ ...access, id, name: id, kickOrchestrator: () => orchestrator.kick(), localDriver: () => undefined, taskLogs: { read: () => Promise.reject(new Error('no logs in the simulator')) } as never, clock });
     let stopped = false;
     const register = (): void => {
@@ -144,12 +167,28 @@ export class SimApps {
     n?.orchestrator.kick();
   }
 
-  /** One operator action through the API of a random live node: deploy, scale, stop or start. */
+  /**
+   * One operator action through the API of a random live node: deploy, scale, stop or start;
+   * after an acknowledged change, a linearizable read there first, which must show it.
+   */
   operate(ids: NodeId[]): void {
     if (this.operatorBusy || ids.length === 0) return;
     const id = ids[this.host.rng.int(ids.length)];
     const n = this.perNode.get(id);
     if (!n) return;
+    if (this.verifyNext) {
+      this.verifyNext = false;
+      this.operatorBusy = true;
+      const node = this.host.liveNode(id)!;
+      node.readBarrier(PROPOSE_TIMEOUT_MS).then(
+        () => {
+          this.operatorBusy = false;
+          if (this.host.liveNode(id) === node) this.checkAcknowledged(id);
+        },
+        () => (this.operatorBusy = false),
+      );
+      return;
+    }
     const app = APPS[this.host.rng.int(APPS.length)];
     const r = this.host.rng.next();
     const replicas = 1 + this.host.rng.int(3);
@@ -186,6 +225,7 @@ export class SimApps {
         this.inFlight = undefined;
         this.expected.set(app, next(this.expected.get(app)));
         this.host.coverage.app_changes_acknowledged++;
+        this.verifyNext = true;
         this.host.trace(`apps: ${app} change acknowledged by ${id}: ${JSON.stringify(this.expected.get(app))}`);
       },
       (err: OmniError) => {
@@ -200,9 +240,9 @@ export class SimApps {
   }
 
   /**
-   * Every acknowledged app change is visible on a node that applied everything committed (the
-   * one that just answered the liveness probe): the app's state and replica count are the last
-   * acknowledged ones.
+   * Every acknowledged app change is visible on a node that applied everything committed (after
+   * a read barrier there, or the one that just answered the liveness probe): the app's state and
+   * replica count are the last acknowledged ones (or what a change of unknown outcome set).
    */
   checkAcknowledged(id: NodeId): void {
     const node = this.host.liveNode(id);
@@ -239,7 +279,13 @@ export class SimApps {
       if (!r.ok) throw new OmniError(r.error.code, r.error.message);
       return r.value;
     };
-    if (node.isLeader) return node.propose(data, PROPOSE_TIMEOUT_MS).then(unwrap);
+    if (node.isLeader) {
+      if (this.bugs.has('ack-before-commit')) {
+        void node.propose(data, PROPOSE_TIMEOUT_MS).catch(() => undefined);
+        return Promise.resolve({});
+      }
+      return node.propose(data, PROPOSE_TIMEOUT_MS).then(unwrap);
+    }
     const leader = node.leader;
     if (!leader) return Promise.reject(new OmniError('NO_LEADER', 'no leader is known'));
     return new Promise((resolve, reject) => {
@@ -255,6 +301,11 @@ export class SimApps {
         const l = this.host.liveNode(leader);
         if (!l?.isLeader) {
           this.host.send(leader, id, () => finish(() => reject(new OmniError('NOT_LEADER', 'not the leader'))));
+          return;
+        }
+        if (this.bugs.has('ack-before-commit')) {
+          void l.propose(data, PROPOSE_TIMEOUT_MS).catch(() => undefined);
+          this.host.send(leader, id, () => finish(() => resolve({})));
           return;
         }
         l.propose(data, PROPOSE_TIMEOUT_MS).then(

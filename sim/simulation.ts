@@ -10,7 +10,7 @@
 
 import { decodeConfChange } from '../protocol/codec.js';
 import { Raft, bootstrapState, emptyState } from '../protocol/raft/raft.js';
-import { type BugName, ConfChangeType, type Entry, EntryType, type Message, MessageType, type NodeId, type Ready, Role } from '../protocol/raft/types.js';
+import { ALL_BUGS, type BugName, ConfChangeType, type Entry, EntryType, type Message, MessageType, type NodeId, type Ready, Role } from '../protocol/raft/types.js';
 import { seededRng, type Rng } from '../protocol/rng.js';
 import { encodeCommand, type Command } from '../protocol/cluster/state.js';
 import { RaftNode } from '../node/raft/raft-node.js';
@@ -21,12 +21,16 @@ import { checkLinearizable, type HistoryOp, type KvOp, type KvResult } from './l
 import { CALM_NETWORK, type NetworkKnobs, SimNetwork } from './network.js';
 import { SimStore } from './sim-store.js';
 import { SimClock } from './sim-timers.js';
-import { SimApps } from './sim-apps.js';
+import { ALL_APPS_BUGS, SimApps, type AppsBug } from './sim-apps.js';
 import { formatMessage } from './trace.js';
+
+/** A bug the simulator can inject: into the Raft core, or into the daemon's apps wiring. */
+export type SimBug = BugName | AppsBug;
+export const ALL_SIM_BUGS: readonly SimBug[] = [...ALL_BUGS, ...ALL_APPS_BUGS];
 
 export interface SimOptions {
   seed: number;
-  bugs?: ReadonlySet<BugName>;
+  bugs?: ReadonlySet<SimBug>;
   /** Lines of trace kept for a failure report. */
   traceLines?: number;
 }
@@ -396,7 +400,7 @@ export class Simulation {
         heardMs: (to, from) => this.heard.get(`${to}<${from}`) ?? 0,
         coverage: this.coverage,
         settled: () => (this.settled = true),
-      });
+      }, new Set([...(opts.bugs ?? [])].filter((b): b is AppsBug => (ALL_APPS_BUGS as readonly string[]).includes(b))));
       this.queue.push(500, { kind: 'operate' });
     }
   }
@@ -650,7 +654,7 @@ export class Simulation {
         core: {
           maxSizePerMsgBytes: this.knobs.maxSizePerMsgBytes,
           maxInflightMsgs: this.knobs.maxInflightMsgs,
-          bugs: this.opts.bugs ?? new Set(),
+          bugs: new Set([...(this.opts.bugs ?? [])].filter((b): b is BugName => (ALL_BUGS as readonly string[]).includes(b))),
           trace: (line) => this.trace(line),
           observe: (o) => this.check(() => this.invariants.observeCore(n.id, o)),
         },
@@ -1165,6 +1169,6 @@ export class Simulation {
 
 const NONE_HINT: NodeId = '';
 
-export function runSeed(seed: number, bugs?: ReadonlySet<BugName>, traceLines?: number): Promise<SimResult> {
+export function runSeed(seed: number, bugs?: ReadonlySet<SimBug>, traceLines?: number): Promise<SimResult> {
   return new Simulation({ seed, ...(bugs ? { bugs } : {}), ...(traceLines ? { traceLines } : {}) }).run();
 }

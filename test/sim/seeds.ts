@@ -1,7 +1,6 @@
 // Shared helpers for the simulator tests: run a range of seeds and describe failures.
 
-import type { BugName } from '../../protocol/raft/types.js';
-import { runSeed, type SimResult } from '../../sim/simulation.js';
+import { runSeed, type SimBug, type SimResult } from '../../sim/simulation.js';
 
 export async function runRange(from: number, count: number): Promise<{ failures: SimResult[]; ops: number; checkTimeouts: number }> {
   const failures: SimResult[] = [];
@@ -16,7 +15,7 @@ export async function runRange(from: number, count: number): Promise<{ failures:
   return { failures, ops, checkTimeouts };
 }
 
-export async function firstCatch(bug: BugName, maxSeeds: number): Promise<SimResult | undefined> {
+export async function firstCatch(bug: SimBug, maxSeeds: number): Promise<SimResult | undefined> {
   const bugs = new Set([bug]);
   for (let seed = 1; seed <= maxSeeds; seed++) {
     const r = await runSeed(seed, bugs);
