@@ -365,6 +365,8 @@ export class Simulation {
   /** `${to}<${from}` → when `to` last got a Raft message from `from`. */
   private readonly heard = new Map<string, number>();
   private readonly apps: SimApps | undefined;
+  /** Voters as the cluster decided them (the first application of each conf change). */
+  private readonly decidedVoters = new Set<NodeId>();
   /** The highest conf change index any node applied (membership as decided). */
   private confDecidedUpTo = 0;
   /** Set when a promise the driver awaits may have settled: its continuations must run. */
@@ -720,12 +722,14 @@ export class Simulation {
    * Beyond that Raft cannot go on without an operator rebuilding the cluster.
    */
   private canLoseANode(victim: SimNode): boolean {
-    const leader = this.leader();
-    if (!leader) return false;
-    const voters = [...leader.raft!.voters];
-    if (voters.length < 3) return false;
-    const pending = [...this.nodes.values()].some((x) => (x.retired || x.doomed) && !x.removed);
-    return !pending && voters.includes(victim.id) ? voters.length - 1 >= Math.floor(voters.length / 2) + 1 : !pending;
+    if ([...this.nodes.values()].some((x) => (x.retired || x.doomed) && !x.removed)) return false;
+    const healthy = [...this.decidedVoters].filter((v) => {
+      const x = this.nodes.get(v);
+      return x !== undefined && !x.retired && !x.doomed;
+    });
+    if (healthy.length < 3) return false;
+    const left = this.decidedVoters.has(victim.id) ? healthy.length - 1 : healthy.length;
+    return left >= Math.floor(this.decidedVoters.size / 2) + 1;
   }
 
   /** Removes a node whose disk lost a synced write, then joins a fresh node in its place. */
@@ -741,7 +745,11 @@ export class Simulation {
       this.queue.push(this.nowMs + 50, { kind: 'replace', node: id });
       return;
     }
-    if (!leader || this.nodes.size >= MAX_NODES + 2) return;
+    if (this.nodes.size >= MAX_NODES + 2) return;
+    if (!leader) {
+      this.queue.push(this.nowMs + 100, { kind: 'replace', node: id });
+      return;
+    }
     const fresh = `n${this.nextNodeNum++}`;
     await this.createNode(fresh, false, []);
     this.coverage.nodes_replaced++;
@@ -794,6 +802,8 @@ export class Simulation {
     this.confDecidedUpTo = e.index;
     const target = this.nodes.get(cc.node);
     if (target) target.removed = cc.type === ConfChangeType.RemoveNode;
+    if (cc.type === ConfChangeType.AddVoter) this.decidedVoters.add(cc.node);
+    else this.decidedVoters.delete(cc.node);
   }
 
   private afterReady(n: SimNode, rd: Ready): void {
