@@ -20,8 +20,10 @@ export const REAL_TIMERS: Timers = {
 
 /** Timers and the wall clock: what a component that plans by time needs. */
 export interface Clock extends Timers {
-  /** Milliseconds since the epoch (Date.now() in production, virtual in the simulator). */
+  /** Milliseconds since the epoch (Date.now() in production, virtual in the simulator); can step. */
   now(): number;
+  /** Milliseconds on a clock that never steps (performance.now()): for durations and deadlines. */
+  monotonicMs(): number;
 }
 
-export const REAL_CLOCK: Clock = { ...REAL_TIMERS, now: () => Date.now() };
+export const REAL_CLOCK: Clock = { ...REAL_TIMERS, now: () => Date.now(), monotonicMs: () => performance.now() };

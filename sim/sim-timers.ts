@@ -48,11 +48,16 @@ export class SimClock extends SimTimers implements Clock {
     later: (delayMs: number, fn: () => void) => void,
     rate: () => number,
     private readonly nowMs: () => number,
+    private readonly monotonic: () => number,
   ) {
     super(later, rate);
   }
 
   now(): number {
     return this.nowMs();
+  }
+
+  monotonicMs(): number {
+    return this.monotonic();
   }
 }

@@ -123,6 +123,8 @@ export interface Coverage {
   pauses: number;
   crashes: number;
   fsync_errors: number;
+  /** Clock jumps: wall clock stepped, timers fired in a burst. */
+  clock_jumps: number;
   /** A restart found that a synced write was lost (the hard-state witness): the node refused to start. */
   lost_writes_detected: number;
   /** Fresh nodes joined in place of a node that refused to start. */
@@ -138,7 +140,7 @@ export interface Coverage {
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0 };
+  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0 };
 }
 
 const MAX_NODES = 7;
@@ -223,7 +225,8 @@ function chooseKnobs(rng: Rng): SimKnobs {
     crashAfterCommitRate: churn ? between(0.3, 0.7) : pick([0, 0.02]),
     // Below 1: some new leaders must survive long enough to repair logs (and to commit).
     crashAfterElectionRate: churn ? between(0.6, 0.9) : pick([0, 0.1]),
-    partitionMs: pick([300, 1000, 2000]),
+    // Some partitions outlast many compactions (a node comes back to a log it cannot catch up from).
+    partitionMs: pick([300, 1000, 2000, 6000]),
   };
   // The general profile runs the apps path too (the others stay focused on their nemesis).
   knobs.apps = knobs.profile === 'general';
@@ -320,6 +323,10 @@ interface SimNode {
   confDirty: boolean;
   /** The node's virtual clock (timers die with the process). */
   clock: SimClock | undefined;
+  /** How far its wall clock is off the simulation's time (clock jumps). */
+  clockOffsetMs: number;
+  /** Until then its timers fire 20× fast (a clock jump's burst). */
+  burstUntilMs: number;
   /** Terms in which this node was seen leading after a write (the crash-after-election fault rolls once per term). */
   ledTerms: Set<number>;
 }
@@ -613,6 +620,8 @@ export class Simulation {
       ledTerms: new Set(),
       confDirty: true,
       clock: undefined,
+      clockOffsetMs: 0,
+      burstUntilMs: 0,
     };
     this.nodes.set(id, n);
     const state = bootstrap ? bootstrapState(voters) : emptyState();
@@ -650,7 +659,7 @@ export class Simulation {
         log: SILENT_LOG,
         timing: { tickMs: this.knobs.tickMs, electionTick: this.knobs.electionTick, heartbeatTick: this.knobs.heartbeatTick },
         snapshotEveryEntries: n.compactEvery,
-        timers: (n.clock = new SimClock((ms, fn) => this.later(n, ms, fn), () => n.rate, () => this.nowMs)),
+        timers: (n.clock = new SimClock((ms, fn) => this.later(n, ms, fn), () => (this.nowMs < n.burstUntilMs ? n.rate / 20 : n.rate), () => SIM_EPOCH_MS + this.nowMs + n.clockOffsetMs, () => this.nowMs)),
         rngSeed: this.rng.int(2 ** 31),
         readNonce: `${n.id}.${inc}`,
         core: {
@@ -717,12 +726,14 @@ export class Simulation {
   }
 
   /**
-   * Whether the victim may lose its disk's last synced write (and so be retired): only while no
-   * other member is retired and not yet replaced, and a majority of the voters stays healthy.
+   * Whether the victim may lose its disk's last synced write (and so be retired): once per seed,
+   * and only while a majority of the voters stays healthy.
    * Beyond that Raft cannot go on without an operator rebuilding the cluster.
    */
   private canLoseANode(victim: SimNode): boolean {
-    if ([...this.nodes.values()].some((x) => (x.retired || x.doomed) && !x.removed)) return false;
+    // One per seed: the replacement of one node is what this fault exercises; two at once can
+    // leave a minority of healthy voters, which Raft cannot get past without an operator.
+    if ([...this.nodes.values()].some((x) => x.retired || x.doomed)) return false;
     const healthy = [...this.decidedVoters].filter((v) => {
       const x = this.nodes.get(v);
       return x !== undefined && !x.retired && !x.doomed;
@@ -1008,7 +1019,7 @@ export class Simulation {
     if (k.crashes) choices.push(() => this.crashSome(), () => this.crashSome());
     if (k.membership) choices.push(() => this.changeMembership());
     if (k.transfers) choices.push(() => this.transferLeadership());
-    if (k.pauses) choices.push(() => this.pauseSome());
+    if (k.pauses) choices.push(() => this.pauseSome(), () => this.jumpClock());
     choices.push(() => this.shakeNetwork());
     // Config churn: every other fault is a membership change.
     if (k.profile === 'config-churn' && this.rng.next() < 0.5) return this.changeMembership();
@@ -1053,6 +1064,24 @@ export class Simulation {
       this.trace(`fault: bridge through ${bridge}: [${rest.slice(0, half)}] | [${rest.slice(half)}]`);
     }
     this.healLater(this.knobs.partitionMs * (0.2 + this.rng.next()));
+  }
+
+  /**
+   * A clock jump on one node (NTP stepping it, a VM resumed): its wall clock moves by up to a
+   * minute either way for good, and its timers fire in a burst — 20× fast for 30–80 ms, as
+   * when a host's monotonic time leaps forward.
+   */
+  private jumpClock(): void {
+    const live = this.liveNodes();
+    if (live.length === 0) return;
+    const n = live[this.rng.int(live.length)];
+    const stepMs = Math.round((this.rng.next() * 2 - 1) * 60_000);
+    n.clockOffsetMs += stepMs;
+    const burstMs = 30 + this.rng.int(50);
+    n.burstUntilMs = this.nowMs + burstMs;
+    this.stats.clockSkews++;
+    this.coverage.clock_jumps++;
+    this.trace(`fault: ${n.id}'s clock jumps ${stepMs} ms; its timers fire in a burst for ${burstMs} ms`);
   }
 
   /** The node's clock runs `factor` times slower (ticks further apart) until the next heal. */
@@ -1178,6 +1207,8 @@ export class Simulation {
 }
 
 const NONE_HINT: NodeId = '';
+/** Virtual wall-clock time at the start of every run (2026-01-01), so clock jumps stay positive. */
+const SIM_EPOCH_MS = 1_767_225_600_000;
 
 export function runSeed(seed: number, bugs?: ReadonlySet<SimBug>, traceLines?: number): Promise<SimResult> {
   return new Simulation({ seed, ...(bugs ? { bugs } : {}), ...(traceLines ? { traceLines } : {}) }).run();

@@ -39,6 +39,8 @@ export interface OrchestratorDeps extends Proposer {
 export class Orchestrator {
   private readonly loop: CoalescedLoop;
   private readonly clock: Clock;
+  /** When this node's orchestrator first saw each task (monotonic ms): task ages survive clock steps. */
+  private readonly firstSeenMs = new Map<string, number>();
 
   constructor(private readonly d: OrchestratorDeps) {
     this.clock = d.clock ?? REAL_CLOCK;
@@ -116,6 +118,7 @@ export class Orchestrator {
         nodes,
         volumePins,
         nowMs: this.clock.now(),
+        taskAgeMs: (t) => this.taskAgeMs(t.id),
         newTaskId: () => (this.d.newTaskId ? this.d.newTaskId(app.name) : `${app.name}-${randomBytes(3).toString('hex')}`),
       });
       if (!out.changed) continue;
@@ -146,6 +149,16 @@ export class Orchestrator {
     }
     this.finishDrains(tasks);
     this.collectOrphanStatuses(tasks, statuses);
+    const ids = new Set(tasks.map((t) => t.id));
+    for (const id of this.firstSeenMs.keys()) if (!ids.has(id)) this.firstSeenMs.delete(id);
+  }
+
+  /** How long this orchestrator has known the task (a new leader starts every clock afresh). */
+  private taskAgeMs(id: string): number {
+    const now = this.clock.monotonicMs();
+    let seen = this.firstSeenMs.get(id);
+    if (seen === undefined) this.firstSeenMs.set(id, (seen = now));
+    return now - seen;
   }
 
   /** A draining node with no task left to run is drained: it stays ineligible until `omni nodes eligible`. */

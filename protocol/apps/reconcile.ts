@@ -32,6 +32,12 @@ export interface ReconcileInput {
   /** Node each persistent volume of this app is pinned to. */
   volumePins: ReadonlyMap<string, string>;
   nowMs: number;
+  /**
+   * How long the deciding leader has known a task, on a clock that never steps (default: nowMs
+   * minus the task's createdAtMs). Health deadlines use it, so a wall clock stepped on the
+   * leader, or a new leader whose clock differs, does not fail (and roll back) a deployment.
+   */
+  taskAgeMs?: (t: TaskRecord) => number;
   newTaskId: () => string;
 }
 
@@ -217,7 +223,8 @@ class Reconciler {
     const old = [...draining, ...oldVersion];
     const failed = current.find((t) => {
       const s = this.input.statuses.get(t.id);
-      const late = !isStable(s) && now - t.createdAtMs > spec.update.healthyTimeoutMs;
+      const ageMs = this.input.taskAgeMs ? this.input.taskAgeMs(t) : now - t.createdAtMs;
+      const late = !isStable(s) && ageMs > spec.update.healthyTimeoutMs;
       return late || s?.health === 'unhealthy' || isTerminal(s);
     });
     const replacedFailure = this.replacedThisRound(this.app.version);
