@@ -63,6 +63,21 @@ describe('reconcileApp', () => {
     expect(second.upserts.filter((t) => t.desired === 'run' && t.version === 2)).toHaveLength(1);
   });
 
+  it('a health deadline counts the time the leader has known the task, not wall-clock differences (a stepped clock rolls nothing back)', () => {
+    const specs = new Map([[1, spec()], [2, spec({ env: { V: '2' } })]]);
+    // The new task was placed at wall time 9,000 by a leader; this leader's clock reads 60 s later.
+    const tasks = [task('o1', 'a'), task('o2', 'b'), task('o3', 'c'), task('n1', 'a', 2, { createdAtMs: 9000 })];
+    const statuses = [status('o1'), status('o2'), status('o3'), status('n1', { stable: false, health: 'starting' })];
+    const deploying = app({ version: 2, previousVersion: 1, latestVersion: 2, deploy: { status: 'deploying', fromVersion: 1, startedAtMs: 0, message: '' } });
+    const stepped = { ...input(deploying, specs, tasks, statuses), nowMs: 69_000 };
+    expect(reconcileApp(stepped).app.deploy.status).toBe('rolled-back'); // by wall clocks alone: "late"
+    const known5s = reconcileApp({ ...stepped, taskAgeMs: () => 5_000 });
+    expect(known5s.app.version).toBe(2);
+    expect(known5s.app.deploy.status).toBe('deploying');
+    const known31s = reconcileApp({ ...stepped, taskAgeMs: () => 31_000 });
+    expect(known31s.app.deploy.status).toBe('rolled-back'); // really late: still rolled back
+  });
+
   it('rolls back when a new task fails its health check', () => {
     const specs = new Map([[1, spec()], [2, spec({ env: { V: '2' } })]]);
     const tasks = [task('o1', 'a'), task('o2', 'b'), task('o3', 'c'), task('n1', 'a', 2, { createdAtMs: 9000 })];
