@@ -38,8 +38,12 @@ describe('a host joined with the join token cannot act as cluster admin (issue 9
     await c.join('n4'); // beyond the voter target: a non-voter (learner)
     // It asked n1, which no longer leads: only the leader admits nodes, so n1 named it.
     expect(c.nodes.get('n4')!.lines.some((l) => l.includes('does not lead; asking the leader'))).toBe(true);
+    // /v1/nodes reads n1's replica, which may apply the join's conf change a moment later.
     const client = c.client('n1');
-    nodes = (await client.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes;
+    await waitFor('n4 listed as a non-voter on n1', async () => {
+      nodes = (await client.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes;
+      return nodes.find((n) => n.name === 'n4')?.role === 'non-voter';
+    }, 10_000);
     client.close();
     expect(nodes.find((n) => n.name === 'n4')?.role).toBe('non-voter');
   });
