@@ -442,7 +442,7 @@ export class Omnid {
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
-    this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk }, createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }));
+    this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk, readBarrier: () => this.writes.readBarrier() }, createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }));
     this.agent.start();
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());

@@ -64,6 +64,13 @@ export interface AgentDeps extends Proposer {
   readonly dataDir: string;
   /** Default: the process's clock. */
   readonly clock?: Clock;
+  /**
+   * A linearizable read barrier. Before its first round (at start, and after a restart) the agent
+   * waits for it, so it never acts on a replica that has not caught up: a stale replica could
+   * still place here a task the leader has moved elsewhere. Until a quorum answers, the agent
+   * leaves whatever runs alone.
+   */
+  readBarrier?(): Promise<void>;
 }
 
 export class Agent {
@@ -112,7 +119,10 @@ export class Agent {
   }
 
   private async round(): Promise<void> {
-    if (!this.recovered) await this.recover();
+    if (!this.recovered) {
+      if (this.d.readBarrier) await this.d.readBarrier();
+      await this.recover();
+    }
     const mine = this.desiredHere();
     // Tasks are handled concurrently: a slow stop (a container's grace period) must not delay
     // another task's start. Per-task flags (starting/stopping) prevent duplicate work.
