@@ -28,6 +28,7 @@ import { ApiTls } from './api/tls.js';
 import { initClusterCa, loadClusterCa } from './api/cluster-ca.js';
 import { TaskLogService } from './apps/task-logs.js';
 import { Registry, DEFAULT_REGISTRY_ADDR } from './registry/registry.js';
+import type { GcOptions } from './registry/gc.js';
 import type { ApiLimits } from './api/limits.js';
 import { registerAppRoutes, type AppsRoutesDeps } from './api/apps-routes.js';
 import { registerNodeRoutes, type MemberRemovalDeps } from './api/nodes-routes.js';
@@ -383,7 +384,7 @@ export class Omnid {
       readBarrier: () => daemon.writes.readBarrier(),
       get registry() {
         const r = daemon.registry;
-        return r?.server ? { catalog: r.catalog, url: () => r.server!.url, heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }), recentTransfers: () => r.recentTransfers() } : undefined;
+        return r?.server ? { catalog: r.catalog, url: () => r.server!.url, heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }), recentTransfers: () => r.recentTransfers(), gc: (o: GcOptions, caller: Caller) => r.gc.run(o, caller) } : undefined;
       },
       holders: (digest) => (daemon.registry?.holders(digest, daemon.id) ?? []).map((id) => daemon.raft.state.node(id)?.name ?? id),
     });
@@ -438,6 +439,7 @@ export class Omnid {
         selfId: this.id,
         authorize: (peer) => requireMember(this.raft, peer),
         members: () => this.raft.state.nodes().filter((n) => n.id !== this.id && n.status === 'up').map((n) => n.id),
+        rpc: this.rpc,
       })
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });

@@ -14,6 +14,7 @@ import { appKey, isServing, isStable, parseRecord, specKey, statusKey, APP_PREFI
 import type { KvTxnOp, NodeEligibility, NodeRecord } from '../../protocol/cluster/state.js';
 import type { Caller } from '../cluster/caller.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
+import { fenceOp } from '../../protocol/registry/records.js';
 
 const MAX_LOG_TAIL = 10_000;
 const DEFAULT_LOG_TAIL = 200;
@@ -162,6 +163,8 @@ export class AppsApi {
       ops.push({ op: 'put', key: appKey(spec.name), value: JSON.stringify(app) });
       result = { name: spec.name, version, changed: true, action: prev ? (rollingFrom ? 'rolling update' : 'redeployed') : 'created' };
     }
+    // An image reference added: registry garbage collection marked before this write must mark again.
+    if (spec.image !== undefined) ops.push(fenceOp());
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(spec.name), version: kv?.version ?? 0 }], ops }, caller);
     this.d.kickOrchestrator();
     return [prev ? 200 : 201, result];

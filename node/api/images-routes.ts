@@ -1,18 +1,29 @@
 // The image part of the HTTP API (`omni images`): this node's registry address, the images in
 // the cluster's registry, one image in detail (its blobs, their pieces and which nodes hold
-// them), and removing a tag or a manifest. The registry itself is /v2/ on its own listener
+// them), removing a tag or a manifest, and garbage collection. The registry itself is /v2/ on its own listener
 // (node/registry/registry-server.ts); these routes are for people and the CLI.
 import type { ApiServer } from './server.js';
 import type { ReadBarrier } from '../cluster/ports.js';
 import type { RegistryCatalog } from '../registry/catalog.js';
 import { OmniError } from '../errors.js';
-import { queryParam } from './input.js';
+import { queryParam, readJson } from './input.js';
 import { parseImageReference } from '../../protocol/registry/reference.js';
 import type { ManifestRecord } from '../../protocol/registry/records.js';
+import type { Caller } from '../cluster/caller.js';
+import { readGcOptions, type GcOptions, type GcReport } from '../registry/gc.js';
 
 export interface ImagesRoutesDeps extends ReadBarrier {
   /** The registry of this node, undefined with --registry off. */
-  readonly registry: { readonly catalog: RegistryCatalog; url(): string; heldBlobs(): { count: number; bytes: number }; recentTransfers(): unknown[] } | undefined;
+  readonly registry:
+    | {
+        readonly catalog: RegistryCatalog;
+        url(): string;
+        heldBlobs(): { count: number; bytes: number };
+        recentTransfers(): unknown[];
+        /** Garbage collection (node/registry/gc.ts). */
+        gc(o: GcOptions, caller: Caller): Promise<GcReport>;
+      }
+    | undefined;
   /** Names of the nodes known to hold a blob (gossip; may lag). */
   holders(digest: string): string[];
 }
@@ -29,6 +40,8 @@ export function registerImageRoutes(api: ApiServer, d: ImagesRoutesDeps): void {
   });
   api.route('GET', /^\/v1\/images$/, async () => [200, { images: await listImages(reg().catalog) }]);
   api.route('GET', /^\/v1\/images\/inspect$/, async (_req, url) => [200, await inspectImage(reg().catalog, refParam(url), d.holders)]);
+  // Garbage collection: {dryRun?, graceMs?, keepLast?} → what was (or would be) removed, per node.
+  api.route('POST', /^\/v1\/images\/gc$/, async (req, _url, _p, _res, caller) => [200, await reg().gc(readGcOptions(await readJson(req)), caller)]);
   api.route('DELETE', /^\/v1\/images$/, async (_req, url, _p, _res, caller) => {
     const ref = refParam(url);
     const catalog = reg().catalog;

@@ -10,7 +10,7 @@
 //   DIR/tmp/                        uploads and fetches in progress (emptied at open, except
 //                                   resumable fetches, see fetchPath)
 import { createHash, randomUUID } from 'node:crypto';
-import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OmniError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
@@ -60,6 +60,8 @@ export class BlobStore {
   private readonly tmpDir: string;
   /** Blobs held here, with their piece digests (loaded at open). */
   private readonly blobs = new Map<string, BlobInfo>();
+  /** When each blob arrived here, or was pushed here again (file mtime at open); for the GC grace period. */
+  private readonly storedAtMs = new Map<string, number>();
   private readonly freeBytes: (dir: string) => Promise<number>;
 
   private constructor(private readonly opts: BlobStoreOptions) {
@@ -94,6 +96,7 @@ export class BlobStore {
       const info = await this.readSidecar(digest);
       if (info) {
         this.blobs.set(digest, info);
+        this.storedAtMs.set(digest, await mtimeMs(this.blobPath(digest)));
         continue;
       }
       // No usable sidecar (a crash between the two renames): hash the blob again.
@@ -102,6 +105,7 @@ export class BlobStore {
         if (hashed.digest !== digest) throw new Error(`its sha256 is ${hashed.digest}`);
         await writeFileAtomic(this.sidecarPath(digest), JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }));
         this.blobs.set(digest, hashed);
+        this.storedAtMs.set(digest, await mtimeMs(this.blobPath(digest)));
       } catch (err) {
         this.opts.log.warn(`registry: blob ${digest} is damaged and was removed: ${(err as Error).message}`);
         await this.removeFiles(digest);
@@ -181,6 +185,10 @@ export class BlobStore {
     if (!isDigest(digest)) throw new OmniError('DIGEST_INVALID', `${digest.slice(0, 80)} is not a sha256 digest`);
     const existing = this.blobs.get(digest);
     if (existing) {
+      // Pushed again: young again for garbage collection (its manifest may be on the way).
+      const now = new Date();
+      this.storedAtMs.set(digest, now.getTime());
+      await utimes(this.blobPath(digest), now, now).catch(() => undefined); // kept across a restart
       await rm(tmpPath, { force: true });
       return existing;
     }
@@ -204,6 +212,7 @@ export class BlobStore {
     await rename(tmpPath, this.blobPath(digest));
     await syncDir(this.blobsDir);
     this.blobs.set(digest, hashed);
+    this.storedAtMs.set(digest, Date.now());
     this.opts.onAdded?.(digest);
     return hashed;
   }
@@ -260,9 +269,26 @@ export class BlobStore {
     }
   }
 
+  /** When a held blob arrived here (or was last pushed here again), ms since the epoch. */
+  storedAt(digest: string): number | undefined {
+    return this.storedAtMs.get(digest);
+  }
+
+  /**
+   * Removes a held blob unless it arrived (or was pushed again) after `cutoffMs`; the check and
+   * the removal from the index happen at once, so a push of the same blob that lands meanwhile
+   * either keeps it or writes it anew. Resolves true when removed.
+   */
+  async deleteIfStoredBefore(digest: string, cutoffMs: number): Promise<boolean> {
+    const at = this.storedAtMs.get(digest);
+    if (at === undefined || at > cutoffMs) return false;
+    return this.delete(digest);
+  }
+
   /** Removes a held blob (no-op when absent). */
   async delete(digest: string): Promise<boolean> {
     if (!this.blobs.delete(digest)) return false;
+    this.storedAtMs.delete(digest);
     await this.removeFiles(digest);
     this.opts.onRemoved?.(digest, 'deleted');
     return true;
@@ -270,6 +296,7 @@ export class BlobStore {
 
   private async markCorrupt(digest: string, why: string): Promise<void> {
     if (!this.blobs.delete(digest)) return;
+    this.storedAtMs.delete(digest);
     this.opts.log.error(`registry: blob ${digest} is corrupt on this node (${why}); removed, it will be fetched again from a peer when needed`);
     await this.removeFiles(digest);
     this.opts.onRemoved?.(digest, 'corrupt');
@@ -316,6 +343,14 @@ export async function hashFile(path: string, pieceSizeBytes: number): Promise<Bl
   if (inPiece > 0) pieces.push(piece.digest('hex'));
   if (pieces.length !== pieceCount(size, pieceSizeBytes)) throw new Error('piece count mismatch');
   return { digest: digestOfHex(whole.digest('hex')), sizeBytes: size, pieceSizeBytes, pieces };
+}
+
+async function mtimeMs(path: string): Promise<number> {
+  try {
+    return (await stat(path)).mtimeMs;
+  } catch {
+    return Date.now();
+  }
 }
 
 async function syncDir(dir: string): Promise<void> {

@@ -8,6 +8,9 @@
 // Reads: content-addressed records never change once written, so the local replica answers
 // when it has them; a miss, and anything mutable (tags, listings), is read again after a
 // linearizable read barrier, so a push acknowledged on node A is seen by a pull on node C.
+// Garbage collection (node/registry/gc.ts) removes records nothing references: a replica a
+// moment behind may still offer one (a push that relies on it then fails its manifest with
+// MANIFEST_BLOB_UNKNOWN, since writes check after a read barrier, and succeeds when repeated).
 import type { Caller } from '../cluster/caller.js';
 import type { ClusterAccess } from '../cluster/ports.js';
 import { OmniError } from '../errors.js';
@@ -31,6 +34,7 @@ import {
   REPO_MANIFEST_PREFIX,
   REPO_BLOB_PREFIX,
   TAG_PREFIX,
+  fenceOp,
   type BlobRecord,
   type ManifestRecord,
 } from '../../protocol/registry/records.js';
@@ -178,8 +182,9 @@ export class KvRegistryCatalog implements RegistryCatalog {
       ops.push({ op: 'put', key: blobKey(blob.digest), value: JSON.stringify(blob) });
       compares.push({ key: blobKey(blob.digest), version: existing?.version ?? 0 });
     }
-    if (!this.state.kvGet(repoBlobKey(repo, blob.digest))) ops.push({ op: 'put', key: repoBlobKey(repo, blob.digest), value: JSON.stringify({ createdAtMs: blob.createdAtMs }) });
-    if (ops.length === 0) return;
+    // The link is written even when it exists: its time says the blob was just pushed again, so
+    // garbage collection keeps it through its grace period (its manifest is on the way).
+    ops.push({ op: 'put', key: repoBlobKey(repo, blob.digest), value: JSON.stringify({ createdAtMs: blob.createdAtMs }) }, fenceOp());
     try {
       await this.d.proposeOk({ type: 'kv.txn', compares, ops }, caller);
     } catch (err) {
@@ -198,7 +203,7 @@ export class KvRegistryCatalog implements RegistryCatalog {
     if (!readBlobRecord(rec?.value, digest)) return false;
     if (this.state.kvGet(repoBlobKey(repo, digest))) return true;
     // The blob must still exist when the link is written.
-    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: blobKey(digest), version: rec!.version }], ops: [{ op: 'put', key: repoBlobKey(repo, digest), value: JSON.stringify({ createdAtMs: Date.now() }) }] }, caller);
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: blobKey(digest), version: rec!.version }], ops: [{ op: 'put', key: repoBlobKey(repo, digest), value: JSON.stringify({ createdAtMs: Date.now() }) }, fenceOp()] }, caller);
     return true;
   }
 
@@ -227,6 +232,7 @@ export class KvRegistryCatalog implements RegistryCatalog {
       ops.push({ op: 'put', key: tagKey(repo, tag), value: JSON.stringify({ digest: record.digest, updatedAtMs: record.createdAtMs }) });
     }
     if (ops.length === 0) return;
+    ops.push(fenceOp());
     await this.d.proposeOk({ type: 'kv.txn', compares, ops }, caller);
   }
 

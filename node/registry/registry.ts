@@ -20,6 +20,7 @@ import { Holdings } from './holdings.js';
 import { PieceService } from './piece-transfer.js';
 import { BlobFetcher, type FetchLimits, type TransferReport } from './blob-fetcher.js';
 import { DEFAULT_REPLICAS, planReplicas } from '../../protocol/registry/durability.js';
+import { RegistryGc, readGcOptions, readSweepReport, SWEEP_RPC, SWEEP_TIMEOUT_MS } from './gc.js';
 
 /** The default `--registry` address: loopback, for this node's own Docker engine. */
 export const DEFAULT_REGISTRY_ADDR = '127.0.0.1:5000';
@@ -45,6 +46,11 @@ export interface RegistryPeerDeps {
   selfId: string;
   /** The other current members that are up. */
   members(): string[];
+  /** Node-to-node calls (the GC sweep). */
+  rpc: {
+    on(method: string, handler: (params: unknown, from: string) => Promise<unknown>): void;
+    call<T>(peer: string, method: string, params: unknown, timeoutMs?: number): Promise<T>;
+  };
   fetchLimits?: Partial<FetchLimits>;
   announceIntervalMs?: number;
 }
@@ -54,6 +60,8 @@ export type FetchFn = (record: BlobRecord, signal: AbortSignal) => Promise<void>
 
 export class Registry {
   readonly catalog: RegistryCatalog;
+  /** Garbage collection (omni images gc). */
+  readonly gc: RegistryGc;
   server: RegistryServer | undefined;
   private uploads!: UploadSessions;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -74,6 +82,12 @@ export class Registry {
     readonly store: BlobStore,
   ) {
     this.catalog = new KvRegistryCatalog(d.cluster);
+    this.gc = new RegistryGc({ cluster: d.cluster, store, log: d.log, nodeName: () => this.nodeName() });
+  }
+
+  private nodeName(): string {
+    const self = this.peerDeps?.selfId;
+    return self ? (this.d.cluster.raft.state.node(self)?.name ?? self) : 'this node';
   }
 
   static async open(d: RegistryDeps): Promise<Registry> {
@@ -134,6 +148,14 @@ export class Registry {
     });
     const fetcher = this.fetcherImpl;
     this.setFetcher((rec, signal) => fetcher.fetch(rec, signal));
+    p.rpc.on(SWEEP_RPC, async (params, from) => {
+      p.authorize(from);
+      return this.gc.sweepLocal(readGcOptions(params));
+    });
+    this.gc.setPeers({
+      members: () => p.members().map((id) => ({ id, name: this.d.cluster.raft.state.node(id)?.name ?? id })),
+      sweep: async (peer, o) => readSweepReport(await p.rpc.call(peer, SWEEP_RPC, o, SWEEP_TIMEOUT_MS)),
+    });
     this.onBlobAdded((d) => holdings.added(d));
     this.onBlobRemoved((d) => holdings.removed(d));
     holdings.start();

@@ -8,6 +8,10 @@
 //   registry/tag/<repo>:<tag>            TagRecord: the manifest digest a tag points to
 //   registry/repo-manifest/<repo>@<hex>  RepoLink: the manifest is in that repository
 //   registry/repo-blob/<repo>@<hex>      RepoLink: the blob is in that repository
+//   registry/gc-fence                    bumped by every write that adds a reference (a manifest,
+//                                        a tag, a blob upload or mount, an app deploy): garbage
+//                                        collection compares its version, so a plan marked before
+//                                        such a write is refused and marked again
 //
 // ':' and '@' never occur in repository names, so a repository's keys are one prefix each.
 import { isDigest, hexOf, digestOfHex } from './digest.js';
@@ -22,6 +26,15 @@ export const MANIFEST_PREFIX = 'registry/manifest/';
 export const TAG_PREFIX = 'registry/tag/';
 export const REPO_MANIFEST_PREFIX = 'registry/repo-manifest/';
 export const REPO_BLOB_PREFIX = 'registry/repo-blob/';
+export const GC_FENCE_KEY = 'registry/gc-fence';
+
+/**
+ * The write that tells garbage collection a reference was added (see GC_FENCE_KEY): part of every
+ * transaction that records a manifest, a tag, a blob or a link, and of app deploys with an image.
+ */
+export function fenceOp(): { op: 'put'; key: string; value: string } {
+  return { op: 'put', key: GC_FENCE_KEY, value: '' };
+}
 /** Largest blob a node accepts (a push or a fetch). */
 export const MAX_BLOB_BYTES = 16 * 1024 * 1024 * 1024;
 
@@ -58,6 +71,11 @@ export interface TagRecord {
 
 export interface RepoLink {
   createdAtMs: number;
+}
+
+export function readRepoLink(value: string | undefined): RepoLink {
+  const o = json(value);
+  return { createdAtMs: o && nonNegInt(o.createdAtMs) ? o.createdAtMs : 0 };
 }
 
 export const blobKey = (digest: string) => BLOB_PREFIX + hexOf(digest);
