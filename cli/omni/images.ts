@@ -27,7 +27,8 @@ address of the node you talk to), pull from any node.
                         e.g. 30s, 10m, 2h, 7d)
       --keep-last N     retention: keep only the N most recently pushed tags of each repository
                         (tags an app names stay; an app's pinned image stays whatever its tags)
-  registry          this node's registry address, blobs held here, recent transfers from peers
+  registry          this node's registry address, blobs held here, recent transfers from peers,
+                    and on the leader the blobs being re-replicated
 ${CONNECTION_HELP}
 `;
 
@@ -143,9 +144,11 @@ export async function images(argv: string[]): Promise<number> {
         return r.nodes.some((n) => n.error) ? 1 : 0;
       }
       case 'registry': {
-        const r = await client.get<{ address: string; url: string; blobs: { count: number; bytes: number }; transfers: { digest: string; sizeBytes: number; ok: boolean; error?: string; servedBy: Record<string, number> }[] }>('/v1/registry');
+        const r = await client.get<{ address: string; url: string; blobs: { count: number; bytes: number }; replication: { replicas: number; under: number; lost: number; copying: number; copied: number; failed: number } | null; transfers: { digest: string; sizeBytes: number; ok: boolean; error?: string; servedBy: Record<string, number> }[] }>('/v1/registry');
         if (values.json) return printJson(r), 0;
         process.stdout.write(`registry ${r.address} (${r.url}); ${r.blobs.count} blobs, ${formatBytes(r.blobs.bytes)} on this node\n`);
+        const rep = r.replication;
+        if (rep) process.stdout.write(`re-replication (this node leads): ${rep.under} blobs below ${rep.replicas} live copies, ${rep.lost} with no live copy, ${rep.copying} copying; ${rep.copied} copies made, ${rep.failed} failed\n`);
         process.stdout.write(`docker login ${r.address}   # user: anything, password: an admin or pull token\n`);
         for (const t of r.transfers.slice(-10)) process.stdout.write(`  fetched ${t.digest.slice(0, 19)} ${formatBytes(t.sizeBytes)} ${t.ok ? `from ${Object.keys(t.servedBy).length} peer(s)` : `FAILED: ${t.error}`}\n`);
         return 0;

@@ -188,5 +188,18 @@ describe('registry garbage collection and re-replication', () => {
     await c.kill(victim, 'SIGKILL');
     await waitFor(`${third} gets a copy`, async () => onDisk(layer).includes(third), 90_000, 500);
     expect(onDisk(layer).filter((n) => n !== victim)).toHaveLength(2);
+    // the leader made the copy (and says so); other nodes report no re-replication duty
+    const view = async (n: string) => {
+      const client = c.client(n);
+      try {
+        return await client.get<{ replication: { copied: number; replicas: number } | null }>('/v1/registry');
+      } finally {
+        client.close();
+      }
+    };
+    const lead = (await view(s.leader!)).replication!;
+    expect(lead.replicas).toBe(2);
+    expect(lead.copied).toBeGreaterThanOrEqual(1);
+    expect((await view(names.find((n) => n !== s.leader && n !== victim)!)).replication).toBeNull();
   });
 });
