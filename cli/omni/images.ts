@@ -90,6 +90,17 @@ function printGc(r: GcView): void {
   process.stdout.write(out.join('\n') + '\n' + table(rows));
 }
 
+/** The body of POST /v1/images/gc from the flags (checked before any connection is made). */
+function gcRequest(values: Record<string, unknown>): { dryRun: boolean; graceMs?: number; keepLast?: number } {
+  const keepLastRaw = values['keep-last'] as string | undefined;
+  if (keepLastRaw !== undefined && !/^\d{1,6}$/.test(keepLastRaw)) throw new UsageError(`--keep-last must be a whole number, got ${keepLastRaw}`);
+  return {
+    dryRun: values['dry-run'] === true,
+    ...(values.grace !== undefined ? { graceMs: parseDurationMs(values.grace as string, '--grace') } : {}),
+    ...(keepLastRaw !== undefined ? { keepLast: Number(keepLastRaw) } : {}),
+  };
+}
+
 export async function images(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, 'dry-run': { type: 'boolean' }, grace: { type: 'string' }, 'keep-last': { type: 'string' } }, USAGE);
   const [sub = 'ls', ref, ...extra] = positionals;
@@ -97,6 +108,7 @@ export async function images(argv: string[]): Promise<number> {
   if (sub !== 'gc' && (values['dry-run'] || values.grace !== undefined || values['keep-last'] !== undefined)) throw new UsageError(`--dry-run, --grace and --keep-last are flags of omni images gc\n\n${USAGE}`);
   if ((sub === 'inspect' || sub === 'rm') && !ref) throw new UsageError(`omni images ${sub} needs an image reference (REPOSITORY[:TAG|@DIGEST])\n\n${USAGE}`);
   if ((sub === 'ls' || sub === 'registry' || sub === 'gc') && ref) throw new UsageError(`unexpected argument ${ref}\n\n${USAGE}`);
+  const gcBody = sub === 'gc' ? gcRequest(values) : undefined;
   const client = connect(values);
   try {
     switch (sub) {
@@ -131,14 +143,7 @@ export async function images(argv: string[]): Promise<number> {
         return 0;
       }
       case 'gc': {
-        const keepLastRaw = values['keep-last'] as string | undefined;
-        if (keepLastRaw !== undefined && !/^\d{1,6}$/.test(keepLastRaw)) throw new UsageError(`--keep-last must be a whole number, got ${keepLastRaw}`);
-        const body = {
-          dryRun: values['dry-run'] === true,
-          ...(values.grace !== undefined ? { graceMs: parseDurationMs(values.grace as string, '--grace') } : {}),
-          ...(keepLastRaw !== undefined ? { keepLast: Number(keepLastRaw) } : {}),
-        };
-        const r = await client.post<GcView>('/v1/images/gc', body);
+        const r = await client.post<GcView>('/v1/images/gc', gcBody!);
         if (values.json) return printJson(r), 0;
         printGc(r);
         return r.nodes.some((n) => n.error) ? 1 : 0;
