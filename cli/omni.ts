@@ -8,6 +8,7 @@ import { deploy } from './omni/deploy.js';
 import { run } from './omni/run.js';
 import { ps, inspect, stop, start, rm, scale, endpoints, logs } from './omni/apps.js';
 import { images } from './omni/images.js';
+import { bundle } from './omni/bundle.js';
 
 const USAGE = `usage: omni <command> [flags]
 
@@ -23,14 +24,15 @@ commands:
   logs     omni logs APP [-f] [--since 10m]
   scale    omni scale APP N;  stop / start / rm APP
   endpoints  host:port of every healthy replica
-  images   the cluster's image registry: ls, inspect REF, rm REF, registry (its /v2/ address)
+  images   the cluster's image registry: ls, inspect REF, rm REF, gc, registry (its /v2/ address)
+  bundle   air-gap bundle: export APP... -o FILE (specs + images), import FILE on another cluster
 
   version  omni's version (also --version)
 
 Every command takes --addr, --token and --json; run omni <command> --help for more.
 `;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { status, nodes, kv, token, run, deploy, ps, inspect, logs, scale, stop, start, rm, endpoints, images };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { status, nodes, kv, token, run, deploy, ps, inspect, logs, scale, stop, start, rm, endpoints, images, bundle };
 
 await runMain(async () => {
   const [cmd, ...rest] = process.argv.slice(2);

@@ -384,7 +384,7 @@ export class Omnid {
       readBarrier: () => daemon.writes.readBarrier(),
       get registry() {
         const r = daemon.registry;
-        return r?.server ? { catalog: r.catalog, url: () => r.server!.url, heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }), recentTransfers: () => r.recentTransfers(), gc: (o: GcOptions, caller: Caller) => r.gc.run(o, caller) } : undefined;
+        return r?.server ? { catalog: r.catalog, url: () => r.server!.url, heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }), recentTransfers: () => r.recentTransfers(), replication: () => r.replicationStatus() ?? null, gc: (o: GcOptions, caller: Caller) => r.gc.run(o, caller) } : undefined;
       },
       holders: (digest) => (daemon.registry?.holders(digest, daemon.id) ?? []).map((id) => daemon.raft.state.node(id)?.name ?? id),
     });
@@ -440,6 +440,11 @@ export class Omnid {
         authorize: (peer) => requireMember(this.raft, peer),
         members: () => this.raft.state.nodes().filter((n) => n.id !== this.id && n.status === 'up').map((n) => n.id),
         rpc: this.rpc,
+        rereplication: {
+          isLeader: () => this.raft.isLeader,
+          live: () => this.liveMembers(),
+          targets: () => this.liveMembers().filter((id) => this.raft.state.node(id)?.eligibility !== 'draining'),
+        },
       })
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
@@ -451,6 +456,16 @@ export class Omnid {
     this.every(LEADER_CLAIM_CHECK_MS, () => this.membership.checkLeaderClaims());
     this.every(REGISTER_RETRY_MS, () => this.registerSelf());
     this.maintainPeers();
+  }
+
+  /** Members that are up and were heard from within --down-after-ms (this node included). */
+  private liveMembers(): string[] {
+    const now = Date.now();
+    const deadAfterMs = this.opts.downAfterMs ?? DEFAULT_DOWN_AFTER_MS;
+    return this.raft.state
+      .nodes()
+      .filter((n) => n.status === 'up' && (n.id === this.id || now - (this.heartbeats.seen.get(n.id)?.lastSeenMs ?? 0) <= deadAfterMs))
+      .map((n) => n.id);
   }
 
   private every(ms: number, fn: () => void | Promise<void>): void {

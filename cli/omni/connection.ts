@@ -70,6 +70,13 @@ export function connect(values: Record<string, unknown>): ApiClient {
   return client;
 }
 
+/** The token and CA the CLI would use (for talking to a node's /v2/ registry with the same credentials). */
+export function credentials(values: Record<string, unknown>): { token: string | undefined; ca?: string } {
+  const file = readConfig(clientConfigPath());
+  const token = (values.token as string | undefined) ?? process.env.OMNI_TOKEN ?? file.token;
+  return { token, ...caOption(values.ca as string | undefined, file.ca) };
+}
+
 /** Saves the API addresses of the cluster's live members in the config file (for failover). */
 async function rememberMembers(client: ApiClient, path: string): Promise<void> {
   const r = await client.get<{ nodes: { apiUrl?: unknown; status?: unknown }[] }>('/v1/nodes?stale=true');

@@ -27,7 +27,8 @@ address of the node you talk to), pull from any node.
                         e.g. 30s, 10m, 2h, 7d)
       --keep-last N     retention: keep only the N most recently pushed tags of each repository
                         (tags an app names stay; an app's pinned image stays whatever its tags)
-  registry          this node's registry address, blobs held here, recent transfers from peers
+  registry          this node's registry address, blobs held here, recent transfers from peers,
+                    and on the leader the blobs being re-replicated
 ${CONNECTION_HELP}
 `;
 
@@ -89,6 +90,17 @@ function printGc(r: GcView): void {
   process.stdout.write(out.join('\n') + '\n' + table(rows));
 }
 
+/** The body of POST /v1/images/gc from the flags (checked before any connection is made). */
+function gcRequest(values: Record<string, unknown>): { dryRun: boolean; graceMs?: number; keepLast?: number } {
+  const keepLastRaw = values['keep-last'] as string | undefined;
+  if (keepLastRaw !== undefined && !/^\d{1,6}$/.test(keepLastRaw)) throw new UsageError(`--keep-last must be a whole number, got ${keepLastRaw}`);
+  return {
+    dryRun: values['dry-run'] === true,
+    ...(values.grace !== undefined ? { graceMs: parseDurationMs(values.grace as string, '--grace') } : {}),
+    ...(keepLastRaw !== undefined ? { keepLast: Number(keepLastRaw) } : {}),
+  };
+}
+
 export async function images(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, 'dry-run': { type: 'boolean' }, grace: { type: 'string' }, 'keep-last': { type: 'string' } }, USAGE);
   const [sub = 'ls', ref, ...extra] = positionals;
@@ -96,6 +108,7 @@ export async function images(argv: string[]): Promise<number> {
   if (sub !== 'gc' && (values['dry-run'] || values.grace !== undefined || values['keep-last'] !== undefined)) throw new UsageError(`--dry-run, --grace and --keep-last are flags of omni images gc\n\n${USAGE}`);
   if ((sub === 'inspect' || sub === 'rm') && !ref) throw new UsageError(`omni images ${sub} needs an image reference (REPOSITORY[:TAG|@DIGEST])\n\n${USAGE}`);
   if ((sub === 'ls' || sub === 'registry' || sub === 'gc') && ref) throw new UsageError(`unexpected argument ${ref}\n\n${USAGE}`);
+  const gcBody = sub === 'gc' ? gcRequest(values) : undefined;
   const client = connect(values);
   try {
     switch (sub) {
@@ -130,22 +143,17 @@ export async function images(argv: string[]): Promise<number> {
         return 0;
       }
       case 'gc': {
-        const keepLastRaw = values['keep-last'] as string | undefined;
-        if (keepLastRaw !== undefined && !/^\d{1,6}$/.test(keepLastRaw)) throw new UsageError(`--keep-last must be a whole number, got ${keepLastRaw}`);
-        const body = {
-          dryRun: values['dry-run'] === true,
-          ...(values.grace !== undefined ? { graceMs: parseDurationMs(values.grace as string, '--grace') } : {}),
-          ...(keepLastRaw !== undefined ? { keepLast: Number(keepLastRaw) } : {}),
-        };
-        const r = await client.post<GcView>('/v1/images/gc', body);
+        const r = await client.post<GcView>('/v1/images/gc', gcBody!);
         if (values.json) return printJson(r), 0;
         printGc(r);
         return r.nodes.some((n) => n.error) ? 1 : 0;
       }
       case 'registry': {
-        const r = await client.get<{ address: string; url: string; blobs: { count: number; bytes: number }; transfers: { digest: string; sizeBytes: number; ok: boolean; error?: string; servedBy: Record<string, number> }[] }>('/v1/registry');
+        const r = await client.get<{ address: string; url: string; blobs: { count: number; bytes: number }; replication: { replicas: number; under: number; lost: number; copying: number; copied: number; failed: number } | null; transfers: { digest: string; sizeBytes: number; ok: boolean; error?: string; servedBy: Record<string, number> }[] }>('/v1/registry');
         if (values.json) return printJson(r), 0;
         process.stdout.write(`registry ${r.address} (${r.url}); ${r.blobs.count} blobs, ${formatBytes(r.blobs.bytes)} on this node\n`);
+        const rep = r.replication;
+        if (rep) process.stdout.write(`re-replication (this node leads): ${rep.under} blobs below ${rep.replicas} live copies, ${rep.lost} with no live copy, ${rep.copying} copying; ${rep.copied} copies made, ${rep.failed} failed\n`);
         process.stdout.write(`docker login ${r.address}   # user: anything, password: an admin or pull token\n`);
         for (const t of r.transfers.slice(-10)) process.stdout.write(`  fetched ${t.digest.slice(0, 19)} ${formatBytes(t.sizeBytes)} ${t.ok ? `from ${Object.keys(t.servedBy).length} peer(s)` : `FAILED: ${t.error}`}\n`);
         return 0;

@@ -20,6 +20,8 @@ export interface ImagesRoutesDeps extends ReadBarrier {
         url(): string;
         heldBlobs(): { count: number; bytes: number };
         recentTransfers(): unknown[];
+        /** The leader's re-replication figures (null on other nodes). */
+        replication(): unknown;
         /** Garbage collection (node/registry/gc.ts). */
         gc(o: GcOptions, caller: Caller): Promise<GcReport>;
       }
@@ -36,7 +38,7 @@ export function registerImageRoutes(api: ApiServer, d: ImagesRoutesDeps): void {
   api.route('GET', /^\/v1\/registry$/, async () => {
     const r = reg();
     const url = r.url();
-    return [200, { url, address: url.replace(/^https?:\/\//, ''), blobs: r.heldBlobs(), transfers: r.recentTransfers() }];
+    return [200, { url, address: url.replace(/^https?:\/\//, ''), blobs: r.heldBlobs(), transfers: r.recentTransfers(), replication: r.replication() }];
   });
   api.route('GET', /^\/v1\/images$/, async () => [200, { images: await listImages(reg().catalog) }]);
   api.route('GET', /^\/v1\/images\/inspect$/, async (_req, url) => [200, await inspectImage(reg().catalog, refParam(url), d.holders)]);

@@ -21,6 +21,8 @@ import { PieceService } from './piece-transfer.js';
 import { BlobFetcher, type FetchLimits, type TransferReport } from './blob-fetcher.js';
 import { DEFAULT_REPLICAS, planReplicas } from '../../protocol/registry/durability.js';
 import { RegistryGc, readGcOptions, readSweepReport, SWEEP_RPC, SWEEP_TIMEOUT_MS } from './gc.js';
+import { Rereplicator, type ReplicationStatus } from './rereplicator.js';
+import { DEFAULT_ANNOUNCE_INTERVAL_MS } from './holdings.js';
 
 /** The default `--registry` address: loopback, for this node's own Docker engine. */
 export const DEFAULT_REGISTRY_ADDR = '127.0.0.1:5000';
@@ -53,6 +55,14 @@ export interface RegistryPeerDeps {
   };
   fetchLimits?: Partial<FetchLimits>;
   announceIntervalMs?: number;
+  /** The leader's re-replication duty (absent: none). */
+  rereplication?: {
+    isLeader(): boolean;
+    /** Members whose copies count: up and heard from within the liveness threshold (this node included). */
+    live(): string[];
+    /** Live members that may receive copies. */
+    targets(): string[];
+  };
 }
 
 /** Brings a blob the catalog knows into the local store. */
@@ -73,6 +83,7 @@ export class Registry {
   private holdings: Holdings | undefined;
   private pieces: PieceService | undefined;
   private fetcherImpl: BlobFetcher | undefined;
+  private rereplicator: Rereplicator | undefined;
   private peerDeps: RegistryPeerDeps | undefined;
   /** This node's own pull credential, for its Docker engine (in memory only; new at every start). */
   private readonly nodeSecret = `OMNIN1.${randomBytes(24).toString('base64url')}`;
@@ -159,6 +170,35 @@ export class Registry {
     this.onBlobAdded((d) => holdings.added(d));
     this.onBlobRemoved((d) => holdings.removed(d));
     holdings.start();
+    if (p.rereplication) {
+      const pieces = this.pieces;
+      this.rereplicator = new Rereplicator({
+        state: () => this.d.cluster.raft.state,
+        ...p.rereplication,
+        holders: (digest) => this.holders(digest, p.selfId),
+        load: (node) => (node === p.selfId ? this.store.held().length : holdings.heldBy(node)),
+        copy: async (target, digest, signal) => {
+          if (target !== p.selfId) {
+            await pieces.replicate(target, digest, signal);
+            holdings.learned(target, digest, true);
+            return;
+          }
+          const rec = await this.catalog.blob(digest);
+          if (!rec) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not in the registry`);
+          await this.ensureLocal(rec, signal);
+        },
+        replicas: this.d.replicas ?? DEFAULT_REPLICAS,
+        log: this.d.log,
+        // one full holdings announcement from every node, with margin
+        warmupMs: Math.round((p.announceIntervalMs ?? DEFAULT_ANNOUNCE_INTERVAL_MS) * 1.5),
+      });
+      this.rereplicator.start();
+    }
+  }
+
+  /** The leader's re-replication figures (undefined on other nodes). */
+  replicationStatus(): ReplicationStatus | undefined {
+    return this.rereplicator?.current();
   }
 
   /**
@@ -249,6 +289,7 @@ export class Registry {
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.fetcherImpl?.stop();
+    this.rereplicator?.stop();
     this.holdings?.stop();
     await this.pieces?.stop();
     await this.server?.close();

@@ -9,7 +9,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { dockerForTests } from '../support/docker.js';
 import { formCluster, status, waitFor } from './helpers.js';
@@ -217,6 +217,20 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
       await forget(other, `${reg[a]}/apps/web:1`);
       expect((await client.get<{ digest: string }>('/v1/images/inspect?ref=apps/web:1')).digest).not.toBe(digest);
       expect((await client.get<{ spec: { image: string } }>('/v1/apps/regweb')).spec.image).toBe(`apps/web@${digest}`);
+      // garbage collection with no grace period keeps every blob of the running app (its image has
+      // no tag left: apps/web:1 moved on), on every node that held one, and every node still serves them
+      const layer = await bigLayer(b, `apps/web@${digest}`);
+      const held = holdersOnDisk(layer.digest);
+      const gc = (await client.post<{ removed: { manifests: string[]; blobs: { digest: string }[] }; nodes: { error?: string }[] }>('/v1/images/gc', { graceMs: 0 }));
+      expect(gc.removed.manifests).not.toContain(digest);
+      expect(gc.removed.blobs.map((x) => x.digest)).not.toContain(layer.digest);
+      expect(gc.nodes.filter((n) => n.error)).toEqual([]);
+      expect(holdersOnDisk(layer.digest)).toEqual(held);
+      for (const n of names) {
+        const res = await fetch(`http://${reg[n]}/v2/apps/web/blobs/${layer.digest}`, { headers: { authorization: `Bearer ${c.adminToken}` } });
+        expect(res.status).toBe(200);
+        expect('sha256:' + createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex')).toBe(layer.digest);
+      }
       expect((await client.raw('DELETE', '/v1/apps/regweb')).status).toBe(200);
       const { default: Docker } = await import('dockerode');
       const engine = new Docker({ socketPath: (docker as { socketPath: string }).socketPath });

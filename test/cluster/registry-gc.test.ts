@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor } from './helpers.js';
+import { formCluster, status, waitFor } from './helpers.js';
 
 const run = promisify(execFile);
 const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -29,7 +29,7 @@ interface GcView {
   nodes: { node: string; deleted: { digest: string }[]; deletedCount: number; error?: string }[];
 }
 
-describe('registry garbage collection', () => {
+describe('registry garbage collection and re-replication', () => {
   let c: LocalCluster;
   const names = ['g1', 'g2', 'g3'];
   const reg: Record<string, string> = {};
@@ -172,5 +172,34 @@ describe('registry garbage collection', () => {
     for (const p of pushed.slice(0, 2)) expect(onDisk(p.layers[1])).toEqual([]);
     expect(onDisk(pushed[2].layers[1]).length).toBeGreaterThanOrEqual(2);
     expect(onDisk(pushed[0].layers[0]).length).toBeGreaterThanOrEqual(2); // the shared base is still used
+  });
+
+  it('a holder that is killed: the leader has a live node fetch a copy until the blob is on 2 nodes again', async () => {
+    // push to a follower; its replica may be the leader or the other follower
+    const s = await status(c, 'g1');
+    const followers = names.filter((n) => n !== s.leader);
+    const x = followers[0];
+    const p = await pushImage(x, 'gc/rep', '1', 100 * 1024);
+    const layer = p.layers[1];
+    const holders = onDisk(layer);
+    expect(holders).toHaveLength(2);
+    const victim = holders.find((n) => n !== s.leader)!;
+    const third = names.find((n) => !holders.includes(n))!;
+    await c.kill(victim, 'SIGKILL');
+    await waitFor(`${third} gets a copy`, async () => onDisk(layer).includes(third), 90_000, 500);
+    expect(onDisk(layer).filter((n) => n !== victim)).toHaveLength(2);
+    // the leader made the copy (and says so); other nodes report no re-replication duty
+    const view = async (n: string) => {
+      const client = c.client(n);
+      try {
+        return await client.get<{ replication: { copied: number; replicas: number } | null }>('/v1/registry');
+      } finally {
+        client.close();
+      }
+    };
+    const lead = (await view(s.leader!)).replication!;
+    expect(lead.replicas).toBe(2);
+    expect(lead.copied).toBeGreaterThanOrEqual(1);
+    expect((await view(names.find((n) => n !== s.leader && n !== victim)!)).replication).toBeNull();
   });
 });

@@ -149,3 +149,15 @@ describe('registry gc: the sweep on a node', () => {
     expect(sweepDecision({ ...base, storedAtMs: NOW - 1000, graceMs: 0 })).toBe('delete');
   });
 });
+
+describe('registry gc: options from the API (untrusted)', () => {
+  it('defaults to a real run with a 1 h grace period and no retention; refuses anything else with a 400 reason', async () => {
+    const { readGcOptions } = await import('../../node/registry/gc.js');
+    expect(readGcOptions({})).toEqual({ dryRun: false, graceMs: HOUR });
+    expect(readGcOptions(null)).toEqual({ dryRun: false, graceMs: HOUR });
+    expect(readGcOptions({ dryRun: true, graceMs: 0, keepLast: 3 })).toEqual({ dryRun: true, graceMs: 0, keepLast: 3 });
+    for (const bad of [[1], 'x', 5, { dryRun: 'yes' }, { graceMs: -1 }, { graceMs: 1.5 }, { graceMs: 1e300 }, { keepLast: -2 }, { keepLast: 10 ** 9 }, { other: 1 }]) {
+      expect(() => readGcOptions(bad), JSON.stringify(bad)).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+    }
+  });
+});
