@@ -6,6 +6,7 @@
 //
 // Invariants: a task (id) never runs on two nodes at once; an agent runs only tasks placed on
 // its own node; every app change the API acknowledged is visible on the leader once faults heal.
+import { silentLogger } from '../node/logger.js';
 import type { Rng } from '../protocol/rng.js';
 import type { NodeId } from '../protocol/raft/types.js';
 import { encodeCommand, type Command } from '../protocol/cluster/state.js';
@@ -22,7 +23,6 @@ import type { TaskConfig, TaskDriver, TaskStatus } from '../node/apps/drivers/ty
 import { AppsApi, retryLostRace } from '../node/api/apps-routes.js';
 import { adminCaller, type Caller } from '../node/cluster/caller.js';
 
-const SILENT_LOG = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
 const PROPOSE_TIMEOUT_MS = 2000;
 /** The leader marks a node down after this long without a message from it (autopilot's silence). */
 const DOWN_AFTER_MS = 1500;
@@ -113,12 +113,12 @@ export class SimApps {
       },
     };
     const access: ClusterAccess = { raft, proposeOk: (cmd) => this.proposeOk(id, cmd), readBarrier: () => node.readBarrier(PROPOSE_TIMEOUT_MS) };
-    const orchestrator = new Orchestrator({ ...access, log: SILENT_LOG, clock, newTaskId: (app) => `${app}-t${this.nextTaskNum++}` });
+    const orchestrator = new Orchestrator({ ...access, log: silentLogger, clock, newTaskId: (app) => `${app}-t${this.nextTaskNum++}` });
     const driver = this.driverFor(id, clock);
     const wrongNode = this.bugs.has('agent-wrong-node');
     const agentDeps = {
       ...access,
-      log: SILENT_LOG,
+      log: silentLogger,
       dataDir: `/sim/${id}`,
       clock,
       get id(): string {

@@ -8,6 +8,7 @@
 // commit within a bound). Invariants are checked after every event; the client history is
 // checked for linearizability at the end. Every run replays exactly from its seed.
 
+import { silentLogger } from '../node/logger.js';
 import { decodeConfChange } from '../protocol/codec.js';
 import { Raft, bootstrapState, emptyState } from '../protocol/raft/raft.js';
 import { ALL_BUGS, type BugName, ConfChangeType, type Entry, EntryType, type Message, MessageType, type NodeId, type Ready, Role } from '../protocol/raft/types.js';
@@ -346,7 +347,6 @@ interface ClientState {
 /** Codes of refusals after which the op surely did not take effect. */
 const NOT_APPLIED_CODES: ReadonlySet<string> = new Set(['NOT_LEADER', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'NO_LEADER', 'PROPOSAL_DROPPED', 'TOO_MANY_PENDING', 'NO_SPACE', 'LEADER_TRANSFER']);
 
-const SILENT_LOG = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
 
 export class Simulation {
   readonly knobs: SimKnobs;
@@ -656,7 +656,7 @@ export class Simulation {
         send: (msgs) => {
           if (alive()) for (const m of msgs) this.sendRaft(n.id, m);
         },
-        log: SILENT_LOG,
+        log: silentLogger,
         timing: { tickMs: this.knobs.tickMs, electionTick: this.knobs.electionTick, heartbeatTick: this.knobs.heartbeatTick },
         snapshotEveryEntries: n.compactEvery,
         timers: (n.clock = new SimClock((ms, fn) => this.later(n, ms, fn), () => (this.nowMs < n.burstUntilMs ? n.rate / 20 : n.rate), () => SIM_EPOCH_MS + this.nowMs + n.clockOffsetMs, () => this.nowMs)),
