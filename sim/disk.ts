@@ -17,6 +17,8 @@ export interface DiskWrite {
   snapshot?: { snapshot: Snapshot; replaceLog: boolean };
   entries: Entry[];
   hardState?: HardState;
+  /** State machine rows (null: delete) and their applied index; `replace` drops every other row. */
+  state?: { rows: ReadonlyMap<string, string | null>; appliedIndex: number; replace: boolean };
 }
 
 interface Durable {
@@ -24,6 +26,8 @@ interface Durable {
   snapshot?: Snapshot;
   entries: Map<number, Entry>;
   lastIndex: number;
+  /** The state machine's rows (undefined: never written). */
+  state?: { appliedIndex: number; rows: Map<string, string> };
 }
 
 export class SimDisk {
@@ -103,13 +107,25 @@ export class SimDisk {
     return state;
   }
 
+  /** The state rows as the store would read them at a start (durable only). */
+  loadState(): { appliedIndex: number; rows: [string, string][] } | undefined {
+    const st = this.durable.state;
+    return st && { appliedIndex: st.appliedIndex, rows: [...st.rows].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)) };
+  }
+
   durableEntryCount(): number {
     return this.durable.entries.size;
   }
 }
 
 function cloneDurable(d: Durable): Durable {
-  return { hardState: { ...d.hardState }, ...(d.snapshot ? { snapshot: d.snapshot } : {}), entries: new Map(d.entries), lastIndex: d.lastIndex };
+  return {
+    hardState: { ...d.hardState },
+    ...(d.snapshot ? { snapshot: d.snapshot } : {}),
+    entries: new Map(d.entries),
+    lastIndex: d.lastIndex,
+    ...(d.state ? { state: { appliedIndex: d.state.appliedIndex, rows: new Map(d.state.rows) } } : {}),
+  };
 }
 
 function applyWrite(d: Durable, w: DiskWrite): void {
@@ -134,4 +150,12 @@ function applyWrite(d: Durable, w: DiskWrite): void {
     d.lastIndex = w.entries[w.entries.length - 1].index;
   }
   if (w.hardState) d.hardState = { ...w.hardState };
+  if (w.state) {
+    const rows = w.state.replace || !d.state ? new Map<string, string>() : d.state.rows;
+    for (const [row, value] of w.state.rows) {
+      if (value === null) rows.delete(row);
+      else rows.set(row, value);
+    }
+    d.state = { appliedIndex: w.state.appliedIndex, rows };
+  }
 }

@@ -4,12 +4,14 @@
 // happen. At start the store checks its log against the hard-state witness as RaftStorage does.
 import type { PersistedState } from '../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
-import type { RaftStore } from '../node/raft/raft-store.js';
+import type { RaftStore, StoredState } from '../node/raft/raft-store.js';
 import { staleHardState } from '../node/raft/hard-state-witness.js';
 import { StorageCorruptError } from '../node/raft/storage-integrity.js';
 import type { SimDisk } from './disk.js';
 
 export interface SimStoreIo {
+  /** Whether the process that owns this store still runs: a crashed process writes nothing more. */
+  alive(): boolean;
   /** Runs fn after delayMs of virtual time, unless the node crashed meanwhile. */
   later(delayMs: number, fn: () => void): void;
   nowMs(): number;
@@ -18,6 +20,9 @@ export interface SimStoreIo {
   /** Whether this fsync fails (EIO). */
   fsyncFails(): boolean;
 }
+
+/** What a write of a crashed process does: nothing, ever. */
+const DEAD: Promise<void> = new Promise<void>(() => undefined);
 
 export class SimStore implements RaftStore {
   readonly dir: string;
@@ -39,6 +44,7 @@ export class SimStore implements RaftStore {
   }
 
   save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }, sync: boolean): Promise<void> {
+    if (!this.io.alive()) return DEAD;
     if (part.entries.length === 0 && !part.hardState && !part.snapshot) return new Promise((resolve) => this.io.later(0, resolve));
     this.disk.write(
       { ...(part.snapshot ? { snapshot: { snapshot: part.snapshot, replaceLog: true } } : {}), entries: part.entries, ...(part.hardState ? { hardState: part.hardState } : {}) },
@@ -49,7 +55,26 @@ export class SimStore implements RaftStore {
   }
 
   saveSnapshot(s: Snapshot): Promise<void> {
+    if (!this.io.alive()) return DEAD;
     this.disk.write({ snapshot: { snapshot: s, replaceLog: false }, entries: [] }, false, this.io.nowMs());
+    return this.complete(true);
+  }
+
+  loadState(): Promise<StoredState | undefined> {
+    return Promise.resolve(this.disk.loadState());
+  }
+
+  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
+    if (!this.io.alive()) return DEAD;
+    this.disk.write({ entries: [], state: { rows: new Map(rows), appliedIndex, replace: false } }, false, this.io.nowMs());
+    // Unsynced, it only lands in LevelDB's memtable and log buffer: no disk latency.
+    if (!sync) return new Promise((resolve) => this.io.later(0, resolve));
+    return this.complete(sync);
+  }
+
+  replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {
+    if (!this.io.alive()) return DEAD;
+    this.disk.write({ entries: [], state: { rows: new Map(rows), appliedIndex, replace: true } }, false, this.io.nowMs());
     return this.complete(true);
   }
 

@@ -640,6 +640,7 @@ export class Simulation {
     const store = new SimStore(
       n.disk,
       {
+        alive,
         later: (ms, fn) => this.later(n, ms, fn),
         nowMs: () => this.nowMs,
         writeLatencyMs: () =>
@@ -701,7 +702,7 @@ export class Simulation {
     n.node = node;
     n.raft = node.raft;
     const state = n.disk.load();
-    this.trace(`${n.id}: started (term=${state.hardState.term} last=${(state.snapshot?.meta.index ?? 0) + state.entries.length})`);
+    this.trace(`${n.id}: started (term=${state.hardState.term} last=${(state.snapshot?.meta.index ?? 0) + state.entries.length} state=${node.state.appliedIndex}/${node.state.kvCount()} keys)`);
     node.start();
     this.apps?.nodeStarted(n.id);
     this.afterInput(n);
@@ -826,7 +827,8 @@ export class Simulation {
     // The configuration the core acts on is the one the state machine's snapshot and applied
     // conf changes imply (a snapshot the core took in but has not handed out speaks for later).
     if (rd.snapshot || rd.committedEntries.some((e) => e.type === EntryType.ConfChange)) n.confDirty = true;
-    if (n.confDirty && !raft.log.pendingSnapshot) {
+    // (A state loaded from its rows or a snapshot may run ahead of the core: checked once the core catches up.)
+    if (n.confDirty && !raft.log.pendingSnapshot && n.node!.state.appliedIndex === raft.log.applied) {
       n.confDirty = false;
       const roles = n.node!.state.memberRoles();
       this.check(() => this.invariants.checkConf(n.id, { voters: new Set(roles.voters), learners: new Set(roles.learners) }, raft));

@@ -17,6 +17,7 @@ import { ClusterState, type ApplyResult } from '../../protocol/cluster/state.js'
 import type { RaftStore } from './raft-store.js';
 import { REAL_TIMERS, type Timers, type TimerHandle } from '../timers.js';
 import { OmniError } from '../errors.js';
+import { StorageCorruptError } from './storage-integrity.js';
 import type { Logger } from '../logger.js';
 
 export interface RaftTiming {
@@ -113,6 +114,18 @@ export class RaftNode {
   private noSpaceTimer: TimerHandle | undefined;
   /** A local compaction already made in memory whose write failed (full disk). */
   private unsavedCompaction: Snapshot | undefined;
+  /** State rows changed by applied entries and not written yet (null: deleted). */
+  private unsavedRows = new Map<string, string | null>();
+  /** The state's applied index as last written to the store. */
+  private savedStateIndex: number;
+  /**
+   * Entries up to this index are already in the state (loaded from the store, or installed
+   * from a snapshot taken later than its Raft index): the core hands them out again, and the
+   * state machine skips them, as etcd does with its consistent index.
+   */
+  private skipThrough: number;
+  /** The stored rows do not hold the whole state yet: the next save writes them all. */
+  private rowsIncomplete = false;
 
   private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
     this.opts = opts;
@@ -124,17 +137,22 @@ export class RaftNode {
     this.readNonce = opts.readNonce ?? randomBytes(6).toString('hex');
     this.snapshotIndex = snapshotIndex;
     this.persistedTermVote = { term: raft.term, vote: raft.vote };
+    this.savedStateIndex = state.appliedIndex;
+    this.skipThrough = state.appliedIndex;
   }
 
   static async open(opts: RaftNodeOptions): Promise<RaftNode> {
     const persisted = await opts.storage.load();
-    const state = persisted.snapshot ? ClusterState.restore(persisted.snapshot.data) : new ClusterState();
+    const { state, rowsStored } = await loadState(opts.storage, persisted.snapshot);
     const timing = opts.timing ?? DEFAULT_TIMING;
     const raft = new Raft(
       { ...opts.core, id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(opts.rngSeed ?? randomInt(2 ** 31)) },
       persisted,
     );
-    return new RaftNode(opts, raft, state, persisted.snapshot?.meta.index ?? 0);
+    const node = new RaftNode(opts, raft, state, persisted.snapshot?.meta.index ?? 0);
+    // A data dir from before rows, restored from its snapshot: all of it goes to rows first.
+    if (!rowsStored && persisted.snapshot) node.rowsIncomplete = true;
+    return node;
   }
 
   start(): void {
@@ -157,6 +175,8 @@ export class RaftNode {
     this.waiters.clear();
     this.reads.clear();
     while (this.processing) await new Promise<void>((r) => this.timers.setTimeout(r, 5));
+    // A clean stop leaves the rows complete and durable: the next start replays nothing.
+    if (!this.fatal && !this.noSpace) await this.saveState(true).catch((err: Error) => this.opts.log.warn(`raft: could not write the state rows at stop: ${err.message}`));
   }
 
   /**
@@ -349,21 +369,32 @@ export class RaftNode {
     if (rd.snapshot) {
       try {
         restored = ClusterState.restore(rd.snapshot.data);
+        if (restored.appliedIndex < rd.snapshot.meta.index) throw new Error(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
       } catch (err) {
         throw new OmniError('SNAPSHOT_REFUSED', `the snapshot at index ${rd.snapshot.meta.index} from the leader cannot be restored (${(err as Error).message}); it was not written`);
       }
+      // The rows first (synced): once the log is replaced by the snapshot, the entries the old
+      // rows would need are gone.
+      await this.opts.storage.replaceState(restored.rows(), restored.appliedIndex);
+      this.unsavedRows.clear();
+      this.rowsIncomplete = false;
+      this.savedStateIndex = restored.appliedIndex;
     }
     const early = this.canSendBeforePersist(rd);
-    if (early && rd.messages.length > 0) this.opts.send(rd.messages);
+    const messages = rd.messages.some((m) => m.type === MessageType.Snap) ? rd.messages.map((m) => this.withState(m)) : rd.messages;
+    if (early && messages.length > 0) this.opts.send(messages);
     // Kept until written: a write that fails for lack of space is retried with the same Ready.
     this.unwritten = rd;
-    await this.opts.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
+    // The stored snapshot only marks where the log starts: the state itself is in the rows.
+    const snapshot = rd.snapshot && { meta: rd.snapshot.meta, data: STATE_IN_ROWS };
+    await this.opts.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot }, rd.mustSync);
     this.unwritten = undefined;
     if (rd.hardState) this.persistedTermVote = { term: rd.hardState.term, vote: rd.hardState.vote };
     this.opts.observer?.persisted?.(rd);
-    if (!early && rd.messages.length > 0) this.opts.send(rd.messages);
+    if (!early && messages.length > 0) this.opts.send(messages);
     if (rd.snapshot && restored) {
       this.state = restored;
+      this.skipThrough = restored.appliedIndex;
       this.snapshotIndex = rd.snapshot.meta.index;
       this.opts.log.info(`raft: installed snapshot at index ${rd.snapshot.meta.index}`);
     }
@@ -377,9 +408,49 @@ export class RaftNode {
       if (w) w.index = rs.index;
     }
     this.releaseReads();
+    // The rows this Ready changed, unsynced: the next synced log write makes them durable, and
+    // a crash before that only sends the node back to entries its log still holds.
+    if (rd.committedEntries.length > 0) await this.saveState(false);
     this.opts.observer?.handled?.(rd);
     // Watchers care about applied state and leadership; a Ready of heartbeats changes neither.
     if (rd.committedEntries.length > 0 || rd.snapshot || rd.softState) this.opts.onApplied?.();
+  }
+
+  /**
+   * A snapshot message carries the state as it is now: applied at or past the snapshot's
+   * index (the core's snapshot only marks where its log starts); the follower skips the
+   * entries its state already holds.
+   */
+  private withState(m: Message): Message {
+    if (m.type !== MessageType.Snap || !m.snapshot) return m;
+    return { ...m, snapshot: { meta: m.snapshot.meta, data: this.state.snapshot() } };
+  }
+
+  /** Writes the rows applied entries changed (with the applied index) to the store. */
+  private async saveState(sync: boolean): Promise<void> {
+    if (this.state.hasChangedRows) {
+      for (const [row, value] of this.state.takeChangedRows()) this.unsavedRows.set(row, value);
+    }
+    const applied = this.state.appliedIndex;
+    if (this.rowsIncomplete) {
+      await this.opts.storage.replaceState(this.state.rows(), applied);
+      this.rowsIncomplete = false;
+      this.unsavedRows.clear();
+      this.savedStateIndex = applied;
+      return;
+    }
+    if (this.unsavedRows.size === 0 && applied === this.savedStateIndex && !sync) return;
+    const rows = this.unsavedRows;
+    this.unsavedRows = new Map();
+    try {
+      await this.opts.storage.saveState(rows, applied, sync);
+    } catch (err) {
+      // Kept for the next try; rows changed meanwhile are newer and win.
+      for (const [row, value] of this.unsavedRows) rows.set(row, value);
+      this.unsavedRows = rows;
+      throw err;
+    }
+    this.savedStateIndex = applied;
   }
 
   private canSendBeforePersist(rd: Ready): boolean {
@@ -389,6 +460,7 @@ export class RaftNode {
   }
 
   private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array): void {
+    if (index <= this.skipThrough && index <= this.state.appliedIndex) return;
     // Entries reach the state machine once each, in order: anything else means this node's
     // state and its log disagree, and going on would serve (and snapshot) a wrong state.
     if (index !== this.state.appliedIndex + 1) {
@@ -470,14 +542,48 @@ export class RaftNode {
       const every = this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
       const applied = this.raft.log.applied;
       if (applied - this.snapshotIndex < every || this.stopped) return;
-      this.unsavedCompaction = this.raft.compact(this.state.snapshot());
+      // The rows must be durable up to the compaction point before the log before it goes.
+      await this.saveState(true);
+      // A snapshot may have reached the core meanwhile: compact only what still holds.
+      const now = this.raft.log.applied;
+      if (this.stopped || this.raft.log.pendingSnapshot || now <= this.snapshotIndex || now > this.savedStateIndex) return;
+      this.unsavedCompaction = this.raft.compact(STATE_IN_ROWS);
     }
     const snap = this.unsavedCompaction;
     await this.opts.storage.saveSnapshot(snap);
     this.unsavedCompaction = undefined;
     this.snapshotIndex = snap.meta.index;
-    this.opts.log.info(`raft: compacted log into a snapshot at index ${snap.meta.index} (${snap.data.length} bytes)`);
+    this.opts.log.info(`raft: compacted the log up to index ${snap.meta.index} (the state is in its rows, applied up to ${this.savedStateIndex})`);
   }
+}
+
+/** What a stored snapshot holds since the state lives in rows: a marker, not the state. */
+const STATE_IN_ROWS = new TextEncoder().encode('{"format":"omni.state-in-rows","version":1}');
+
+function isStateMarker(data: Uint8Array): boolean {
+  return data.length === STATE_IN_ROWS.length && data.every((b, i) => b === STATE_IN_ROWS[i]);
+}
+
+/**
+ * The state at start: its rows, or (a data dir from before rows) the state in the stored
+ * snapshot with its log replayed. Rows behind the log's start mean lost entries.
+ */
+async function loadState(storage: RaftStore, snapshot: Snapshot | undefined): Promise<{ state: ClusterState; rowsStored: boolean }> {
+  const stored = await storage.loadState();
+  const logStart = snapshot?.meta.index ?? 0;
+  if (stored) {
+    if (stored.appliedIndex < logStart) {
+      throw new StorageCorruptError(`the state rows are applied up to index ${stored.appliedIndex}, but the log starts after ${logStart}: entries in between are lost`, storage.dir);
+    }
+    try {
+      return { state: ClusterState.fromRows(stored.appliedIndex, stored.rows), rowsStored: true };
+    } catch (err) {
+      throw new StorageCorruptError(`the stored state rows cannot be read: ${(err as Error).message}`, storage.dir);
+    }
+  }
+  if (!snapshot) return { state: new ClusterState(), rowsStored: false };
+  if (isStateMarker(snapshot.data)) throw new StorageCorruptError('the state rows are missing (the stored snapshot says the state is in them)', storage.dir);
+  return { state: ClusterState.restore(snapshot.data), rowsStored: false };
 }
 
 /** ENOSPC from the file system, or LevelDB's report of it ("IO error: …: No space left on device"). */

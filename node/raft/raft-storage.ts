@@ -6,7 +6,7 @@
 // checked before LevelDB replays them, every value carries a checksum over its key and bytes,
 // and a second copy of the hard state (node/raft/hard-state-witness.ts) proves that LevelDB did not
 // lose a synced term or vote. Anything wrong is a StorageCorruptError (STORAGE_CORRUPT).
-import type { RaftStore } from './raft-store.js';
+import type { RaftStore, StoredState } from './raft-store.js';
 import { Level } from 'level';
 import { mkdir } from 'node:fs/promises';
 import { decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, encodeSnapshot } from '../../protocol/codec.js';
@@ -22,6 +22,9 @@ const ENTRY_PREFIX = 'e/';
 const HARD_STATE_KEY = 'hs';
 const SNAPSHOT_KEY = 'snap';
 const META_PREFIX = 'm/';
+/** The state machine's rows (ClusterState.rows()) and the index they were applied up to. */
+const STATE_ROW_PREFIX = 's/';
+const STATE_APPLIED_KEY = 'sa';
 /** Written once when the dir is created: every value is sealed and the witness exists. */
 const FORMAT_KEY = 'fmt';
 const FORMAT = 'omni-raft/2';
@@ -31,6 +34,16 @@ export const MAX_STORED_ENTRY_BYTES = 16 * 1024 * 1024;
 
 const ZERO_HARD_STATE: HardState = { term: 0, vote: NONE, commit: 0 };
 type Db = Level<string, Uint8Array>;
+
+function encodeAppliedIndex(index: number): Uint8Array {
+  return new TextEncoder().encode(String(index));
+}
+
+function decodeAppliedIndex(bytes: Uint8Array): number {
+  const n = Number(new TextDecoder().decode(bytes));
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error('not an index');
+  return n;
+}
 
 /** Fixed-width hex so LevelDB's byte order is index order. */
 function entryKey(index: number): string {
@@ -160,6 +173,47 @@ export class RaftStorage implements RaftStore {
     await batch.write({ sync: true });
     this.first = s.meta.index + 1;
     if (this.last < s.meta.index) this.last = s.meta.index;
+  }
+
+  async loadState(): Promise<StoredState | undefined> {
+    const applied = await read(this.db, this.dir, STATE_APPLIED_KEY);
+    if (applied === undefined) return undefined;
+    const appliedIndex = decodeOrCorrupt(STATE_APPLIED_KEY, this.dir, () => decodeAppliedIndex(applied));
+    const rows: [string, string][] = [];
+    const text = new TextDecoder('utf-8', { fatal: true });
+    try {
+      for await (const [key, sealed] of this.db.iterator({ gte: STATE_ROW_PREFIX, lt: STATE_ROW_PREFIX.slice(0, -1) + '0' })) {
+        const value = unsealOrCorrupt(key, sealed, this.dir);
+        rows.push([key.slice(STATE_ROW_PREFIX.length), decodeOrCorrupt(key, this.dir, () => text.decode(value))]);
+      }
+    } catch (err) {
+      throw levelError(err, this.dir, 'reading the state rows');
+    }
+    return { appliedIndex, rows };
+  }
+
+  async saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
+    const batch = this.db.batch();
+    const utf8 = new TextEncoder();
+    for (const [row, value] of rows) {
+      const key = STATE_ROW_PREFIX + row;
+      if (value === null) batch.del(key);
+      else batch.put(key, sealRecord(key, utf8.encode(value)));
+    }
+    batch.put(STATE_APPLIED_KEY, sealRecord(STATE_APPLIED_KEY, encodeAppliedIndex(appliedIndex)));
+    await batch.write({ sync });
+  }
+
+  async replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {
+    const batch = this.db.batch();
+    for await (const key of this.db.keys({ gte: STATE_ROW_PREFIX, lt: STATE_ROW_PREFIX.slice(0, -1) + '0' })) batch.del(key);
+    const utf8 = new TextEncoder();
+    for (const [row, value] of rows) {
+      const key = STATE_ROW_PREFIX + row;
+      batch.put(key, sealRecord(key, utf8.encode(value)));
+    }
+    batch.put(STATE_APPLIED_KEY, sealRecord(STATE_APPLIED_KEY, encodeAppliedIndex(appliedIndex)));
+    await batch.write({ sync: true });
   }
 
   async getMeta<T>(key: string): Promise<T | undefined> {

@@ -3,6 +3,12 @@
 import type { PersistedState } from '../../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../../protocol/raft/types.js';
 
+export interface StoredState {
+  appliedIndex: number;
+  /** By row key. */
+  rows: [string, string][];
+}
+
 export interface RaftStore {
   /** Where the data lives (for messages). */
   readonly dir: string;
@@ -15,6 +21,19 @@ export interface RaftStore {
   save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }, sync: boolean): Promise<void>;
   /** A local compaction: the snapshot replaces the log up to its index (synced). */
   saveSnapshot(s: Snapshot): Promise<void>;
+  /**
+   * The state machine's rows and applied index as last written (saveState / replaceState);
+   * undefined in a data dir that never had them (written before the state lived in rows).
+   */
+  loadState(): Promise<StoredState | undefined>;
+  /**
+   * Writes the rows one or more Readys changed (null: deleted) with the applied index they
+   * reflect, in one atomic batch (fsync'ed when `sync`). Unsynced rows become durable with the
+   * next synced write (LevelDB's log is sequential).
+   */
+  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void>;
+  /** Replaces every row (a snapshot from the leader) in one atomic, fsync'ed batch. */
+  replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void>;
   /** Opens the store again after a failed write (LevelDB refuses writes after one failed). */
   reopen(): Promise<void>;
 }

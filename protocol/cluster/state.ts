@@ -156,6 +156,12 @@ const CONF_ROLES: ReadonlyMap<unknown, NodeRole> = new Map<unknown, NodeRole>([
 
 const utf8Encoder = new TextEncoder();
 
+const CONFIG_ROW = 'cfg';
+const nodeRow = (id: string): string => `n/${id}`;
+const pendingRoleRow = (id: string): string => `p/${id}`;
+const tokenRow = (id: string): string => `t/${id}`;
+const kvRow = (key: string): string => `k/${key}`;
+
 // ---------------------------------------------------------------------------
 // The state machine
 
@@ -171,6 +177,8 @@ export class ClusterState {
   /** The kv keys in UTF-16 code unit order, for kvList. */
   #kvKeys: string[] = [];
   #sizeBytes = 0;
+  /** Rows changed since the last takeChangedRows() (row key → record, or null when deleted). */
+  readonly #changed = new Map<string, object | null>();
 
   /** Index of the last entry applied (normal or conf change); 0 before the first. */
   get appliedIndex(): number {
@@ -211,9 +219,10 @@ export class ClusterState {
     if (node) {
       this.#storeNode(index, { ...node, role }, node);
     } else if (role === 'none') {
-      this.#pendingRoles.delete(cc.node);
+      this.#deletePendingRole(cc.node);
     } else if (this.#pendingRoles.has(cc.node) || this.#pendingRoles.size < MAX_NODES) {
       this.#pendingRoles.set(cc.node, role);
+      this.#changed.set(pendingRoleRow(cc.node), { id: cc.node, role });
     }
     return { ok: true };
   }
@@ -255,14 +264,14 @@ export class ClusterState {
     }
     const bad = checkVoterTarget(c.voterTarget) ?? checkMaxStateBytes(c.maxStateBytes);
     if (bad) return bad;
-    this.#config = {
+    this.#setConfig({
       clusterId: c.clusterId,
       voterTarget: c.voterTarget,
       rootNodeId: c.rootNodeId,
       rootRetired: false,
       ephemeralRoot: c.ephemeralRoot,
       ...(c.maxStateBytes !== undefined ? { maxStateBytes: c.maxStateBytes } : {}),
-    };
+    });
     const root = this.#nodes.get(c.rootNodeId);
     if (root) this.#storeNode(index, { ...root, root: true }, root);
     return { ok: true };
@@ -271,13 +280,13 @@ export class ClusterState {
   #configSet(voterTarget: number): ApplyResult {
     const bad = checkVoterTarget(voterTarget);
     if (bad) return bad;
-    this.#config = { ...this.#config, voterTarget };
+    this.#setConfig({ ...this.#config, voterTarget });
     return { ok: true };
   }
 
   #rootRetire(index: number): ApplyResult {
     if (this.#config.rootRetired) return { ok: true };
-    this.#config = { ...this.#config, rootRetired: true };
+    this.#setConfig({ ...this.#config, rootRetired: true });
     const root = this.#nodes.get(this.#config.rootNodeId);
     if (root) this.#storeNode(index, { ...root, root: false }, root);
     return { ok: true };
@@ -308,7 +317,7 @@ export class ClusterState {
     if (prev?.eligibility) next.eligibility = prev.eligibility;
     const full = this.#overBudget(next, prev);
     if (full) return full;
-    this.#pendingRoles.delete(reg.id);
+    this.#deletePendingRole(reg.id);
     return { ok: true, value: copyNode(this.#storeNode(index, next, prev)) };
   }
 
@@ -347,7 +356,17 @@ export class ClusterState {
     const stamped = { ...next, updatedIndex: index };
     this.#sizeBytes += recordSizeBytes(stamped) - (prev ? recordSizeBytes(prev) : 0);
     this.#nodes.set(stamped.id, stamped);
+    this.#changed.set(nodeRow(stamped.id), stamped);
     return stamped;
+  }
+
+  #setConfig(config: ClusterConfig): void {
+    this.#config = config;
+    this.#changed.set(CONFIG_ROW, config);
+  }
+
+  #deletePendingRole(id: string): void {
+    if (this.#pendingRoles.delete(id)) this.#changed.set(pendingRoleRow(id), null);
   }
 
   #liveNodeNamed(name: string): NodeRecord | undefined {
@@ -371,6 +390,7 @@ export class ClusterState {
     this.#tokens.set(t.id, record);
     this.#tokenIdByHash.set(t.hash, t.id);
     this.#sizeBytes += recordSizeBytes(record);
+    this.#changed.set(tokenRow(t.id), record);
     return { ok: true };
   }
 
@@ -380,6 +400,7 @@ export class ClusterState {
     this.#tokens.delete(id);
     this.#tokenIdByHash.delete(t.hash);
     this.#sizeBytes -= recordSizeBytes(t);
+    this.#changed.set(tokenRow(id), null);
     return { ok: true };
   }
 
@@ -407,6 +428,7 @@ export class ClusterState {
     if (full) return full;
     this.#sizeBytes += nextBytes - prevBytes;
     this.#kv.set(c.key, next);
+    this.#changed.set(kvRow(c.key), next);
     if (!prev) this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 0, c.key);
     return { ok: true, value: { key: c.key, version: next.version, modIndex: index } };
   }
@@ -417,6 +439,7 @@ export class ClusterState {
     const mismatch = checkExpectedVersion(c.key, c.expectedVersion, prev.version);
     if (mismatch) return mismatch;
     this.#kv.delete(c.key);
+    this.#changed.set(kvRow(c.key), null);
     this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 1);
     this.#sizeBytes -= kvRecordSizeBytes(prev);
     return { ok: true, value: { key: c.key, version: prev.version } };
@@ -559,6 +582,75 @@ export class ClusterState {
       kv: this.#kvKeys.map((key) => this.#kv.get(key)!),
     };
     return utf8Encoder.encode(canonicalJson(doc));
+  }
+
+  // -- rows on disk (node/raft: the state store) ------------------------------
+  // The state is also kept as rows, one per record, so a node writes only what each Ready
+  // changed (with the applied index, atomically) and starts from its rows instead of replaying
+  // its log. Row keys: `cfg`, `n/<node id>`, `p/<node id>` (roles of unregistered nodes),
+  // `t/<token id>`, `k/<kv key>`; values are the records' canonical JSON.
+
+  /** The rows changed since the last call (null: deleted), and forgets them. */
+  takeChangedRows(): Map<string, string | null> {
+    const out = new Map<string, string | null>();
+    for (const [row, rec] of this.#changed) out.set(row, rec === null ? null : canonicalJson(rec));
+    this.#changed.clear();
+    return out;
+  }
+
+  /** Whether rows changed since the last takeChangedRows(). */
+  get hasChangedRows(): boolean {
+    return this.#changed.size > 0;
+  }
+
+  /** Every row of the state, by row key. */
+  *rows(): IterableIterator<[string, string]> {
+    const all: [string, object][] = [[CONFIG_ROW, this.#config]];
+    for (const [id, n] of this.#nodes) all.push([nodeRow(id), n]);
+    for (const [id, role] of this.#pendingRoles) all.push([pendingRoleRow(id), { id, role }]);
+    for (const [id, t] of this.#tokens) all.push([tokenRow(id), t]);
+    for (const [key, r] of this.#kv) all.push([kvRow(key), r]);
+    all.sort((a, b) => compare(a[0], b[0]));
+    for (const [row, rec] of all) yield [row, canonicalJson(rec)];
+  }
+
+  /**
+   * The state that `rows` (as rows() and takeChangedRows() wrote them) describe at
+   * appliedIndex; StateRestoreError (BAD_SNAPSHOT) on a row that does not hold.
+   */
+  static fromRows(appliedIndex: number, rows: Iterable<[string, string]>): ClusterState {
+    const state = new ClusterState();
+    try {
+      const applied = readSafeInt(appliedIndex, 'appliedIndex', 0);
+      const byKind = new Map<string, [string, unknown][]>();
+      for (const [row, json] of rows) {
+        const kind = row === CONFIG_ROW ? CONFIG_ROW : row.slice(0, 2);
+        const parsed = parseJson(utf8Encoder.encode(json));
+        if (!parsed.ok) throw new StateRestoreError(`state row ${quote(row.slice(0, 80))}: not valid JSON`);
+        let list = byKind.get(kind);
+        if (!list) byKind.set(kind, (list = []));
+        list.push([row, parsed.value]);
+      }
+      const cfg = byKind.get(CONFIG_ROW);
+      if (cfg) state.#config = readConfig(cfg[0][1], 'config');
+      const load = (kind: string, fn: (v: unknown, path: string) => void) => {
+        for (const [row, v] of byKind.get(kind) ?? []) fn(v, row);
+        byKind.delete(kind);
+      };
+      load('n/', (v, path) => state.#loadNode(v, path, applied));
+      load('p/', (v, path) => state.#loadPendingRole(v, path));
+      load('t/', (v, path) => state.#loadToken(v, path, applied));
+      load('k/', (v, path) => state.#loadKv(v, path, applied));
+      byKind.delete(CONFIG_ROW);
+      for (const [kind] of byKind) throw new StateRestoreError(`state row kind ${quote(kind)} is unknown`);
+      state.#kvKeys = sortedKeys(state.#kv);
+      state.#appliedIndex = applied;
+      return state;
+    } catch (err) {
+      if (err instanceof StateRestoreError) throw err;
+      if (err instanceof InvalidFieldError) throw new StateRestoreError(`state rows: ${err.message}`, { cause: err });
+      throw new StateRestoreError('state rows: unreadable', { cause: err });
+    }
   }
 
   /** The state a snapshot() describes; StateRestoreError (BAD_SNAPSHOT) on anything else. */
