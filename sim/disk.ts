@@ -107,10 +107,24 @@ export class SimDisk {
     return state;
   }
 
-  /** The state rows as the store would read them at a start (durable only). */
-  loadState(): { appliedIndex: number; rows: [string, string][] } | undefined {
+  /** The state rows as the store would read them at a start (durable only; `v/` value rows only withValues). */
+  loadState(withValues = false): { appliedIndex: number; rows: [string, string][] } | undefined {
     const st = this.durable.state;
-    return st && { appliedIndex: st.appliedIndex, rows: [...st.rows].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)) };
+    if (!st) return undefined;
+    const rows = [...st.rows].filter(([r]) => withValues || !r.startsWith('v/'));
+    return { appliedIndex: st.appliedIndex, rows: rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)) };
+  }
+
+  /** A state row as a read sees it now: the newest cached write that sets it, else the durable one. */
+  readStateRow(row: string): string | undefined {
+    for (let i = this.cache.length - 1; i >= 0; i--) {
+      const st = this.cache[i].write.state;
+      if (!st) continue;
+      const v = st.rows.get(row);
+      if (v !== undefined) return v ?? undefined;
+      if (st.replace) return undefined;
+    }
+    return this.durable.state?.rows.get(row);
   }
 
   durableEntryCount(): number {

@@ -60,15 +60,29 @@ export class SimStore implements RaftStore {
     return this.complete(true);
   }
 
-  loadState(): Promise<StoredState | undefined> {
-    return Promise.resolve(this.disk.loadState());
+  loadState(withValues = false): Promise<StoredState | undefined> {
+    return Promise.resolve(this.disk.loadState(withValues));
+  }
+
+  readStateRows(rows: readonly string[]): Promise<(string | undefined)[]> {
+    const values = rows.map((r) => this.disk.readStateRow(r));
+    return new Promise((resolve) => this.io.later(0, () => resolve(values)));
   }
 
   saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
     if (!this.io.alive()) return DEAD;
-    this.disk.write({ entries: [], state: { rows: new Map(rows), appliedIndex, replace: false } }, false, this.io.nowMs());
-    // Unsynced, it only lands in LevelDB's memtable and log buffer: no disk latency.
-    if (!sync) return new Promise((resolve) => this.io.later(0, resolve));
+    const write = { entries: [], state: { rows: new Map(rows), appliedIndex, replace: false } };
+    // Unsynced, it only lands in LevelDB's memtable and log buffer: no disk latency, but (as
+    // LevelDB's batch) readers see it only once the write completes.
+    if (!sync) {
+      return new Promise((resolve) =>
+        this.io.later(0, () => {
+          this.disk.write(write, false, this.io.nowMs());
+          resolve();
+        }),
+      );
+    }
+    this.disk.write(write, false, this.io.nowMs());
     return this.complete(sync);
   }
 

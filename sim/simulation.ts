@@ -71,6 +71,8 @@ export interface SimKnobs {
    * while handling a Ready lets messages in). 0 for most profiles.
    */
   applyLatencyMs?: number;
+  /** Kv values longer than this live only in the stored rows (StateOptions); undefined: in memory. */
+  spillValuesOverBytes?: number;
   /** Chance that an fsync fails (EIO): the node stops at once and is restarted. */
   fsyncErrorRate?: number;
   /** The apps path runs: orchestrator, agents (mock driver), an operator deploying through the API. */
@@ -382,6 +384,8 @@ export class Simulation {
   constructor(private readonly opts: SimOptions) {
     this.rng = seededRng(opts.seed);
     this.knobs = chooseKnobs(this.rng);
+    // Drawn from the seed itself so the rest of each seed's schedule stays as it was.
+    this.knobs.spillValuesOverBytes = [0, 4, undefined][opts.seed % 3];
     this.traceLines = opts.traceLines ?? 400;
     this.net = new SimNetwork(this.rng, this.knobs.network);
     const ids = Array.from({ length: this.knobs.nodes }, (_, i) => `n${i + 1}`);
@@ -663,6 +667,7 @@ export class Simulation {
         timers: (n.clock = new SimClock((ms, fn) => this.later(n, ms, fn), () => (this.nowMs < n.burstUntilMs ? n.rate / 20 : n.rate), () => SIM_EPOCH_MS + this.nowMs + n.clockOffsetMs, () => this.nowMs)),
         rngSeed: this.rng.int(2 ** 31),
         readNonce: `${n.id}.${inc}`,
+        state: { spillValuesOverBytes: this.knobs.spillValuesOverBytes },
         core: {
           maxSizePerMsgBytes: this.knobs.maxSizePerMsgBytes,
           maxInflightMsgs: this.knobs.maxInflightMsgs,
@@ -866,10 +871,11 @@ export class Simulation {
     const op = req.op;
     const timeoutMs = this.knobs.clientTimeoutMs * 4;
     if (op.kind === 'get') {
-      node.readBarrier(timeoutMs).then(() => {
+      node.readBarrier(timeoutMs).then(async () => {
         this.coverage.read_index_served++;
-        answer({ ok: true, result: { kind: 'get-ok', value: node.state.kvGet(op.key)?.value ?? null } });
-      }, refused);
+        const rec = await node.kvGet(op.key);
+        answer({ ok: true, result: { kind: 'get-ok', value: rec?.value ?? null } });
+      }, refused).catch(refused);
     } else {
       const cmd: Command =
         op.kind === 'put'

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { rm, chmod } from 'node:fs/promises';
 import { Role } from '../../protocol/raft/types.js';
 import type { KvRecord } from '../../protocol/cluster/state.js';
-import type { ClusterAccess, LivenessView } from '../cluster/ports.js';
+import type { ClusterAccess, KvReader, LivenessView, RaftView } from '../cluster/ports.js';
 import { CommandEncodeError, MAX_TOKEN_NAME_CHARS } from '../../protocol/cluster/commands.js';
 import { OmniError, httpStatusFor } from '../errors.js';
 import { matchToken, newJoinToken, newAdminToken, newPullToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
@@ -49,6 +49,8 @@ export interface RouteOptions {
 
 /** What the API server's own routes use (status, nodes, kv, tokens, leave). */
 export interface ApiServerDeps extends ClusterAccess {
+  /** The replica, and kv values that may live on disk. */
+  readonly raft: RaftView & KvReader;
   readonly id: string;
   readonly name: string;
   /** When each peer was last heard from (undefined until the node has joined). */
@@ -281,7 +283,7 @@ export class ApiServer {
   private async kvGet(key: string, url: URL): Promise<[number, unknown]> {
     key = kvKeyParam(key);
     await this.readConsistency(url);
-    const rec = this.d.raft.state.kvGet(key);
+    const rec = await this.d.raft.kvGet(key);
     if (!rec) throw new OmniError('NOT_FOUND', `key ${key.slice(0, 200)} not found`);
     return [200, kvJson(rec)];
   }
@@ -292,7 +294,7 @@ export class ApiServer {
     // Above the maximum is not an error: the list is capped, as documented.
     const limit = Math.min(MAX_KV_LIST, queryInt(url, 'limit', 1, Number.MAX_SAFE_INTEGER) ?? DEFAULT_KV_LIST);
     await this.readConsistency(url);
-    return [200, { items: this.d.raft.state.kvList(prefix, limit).map(kvJson) }];
+    return [200, { items: (await this.d.raft.kvList(prefix, limit)).map(kvJson) }];
   }
 
   private async kvPut(key: string, body: unknown, caller: Caller): Promise<[number, unknown]> {

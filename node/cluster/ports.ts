@@ -1,7 +1,7 @@
 // The narrow things node components are given instead of the daemon object. daemon.ts builds
 // one of each from its parts and hands every component only what it uses; components never
 // import daemon.ts (no import cycle), and the simulator can give them simulated parts.
-import type { ClusterState, Command } from '../../protocol/cluster/state.js';
+import type { ClusterState, Command, KvRecord } from '../../protocol/cluster/state.js';
 import type { Raft } from '../../protocol/raft/raft.js';
 import type { ConfChange } from '../../protocol/raft/types.js';
 import type { Logger } from '../logger.js';
@@ -11,6 +11,12 @@ import type { PeerLiveness } from './heartbeats.js';
 /** This node's replica: the applied cluster state (read-only to components). */
 export interface StateView {
   readonly state: ClusterState;
+}
+
+/** Kv records with their values, which may live on disk (RaftNode.kvGet / kvList). */
+export interface KvReader {
+  kvGet(key: string): Promise<KvRecord | undefined>;
+  kvList(prefix: string, limit: number): Promise<KvRecord[]>;
 }
 
 /** The replica plus this node's Raft role and configuration (read-only). */

@@ -8,12 +8,12 @@
 // and the write is retried every NO_SPACE_RETRY_MS (reopening the store, since LevelDB refuses
 // every write after a failed one) until space is freed. Meanwhile the node sends nothing, so a
 // leader loses its followers' acknowledgements and steps down: another node leads.
-import { randomInt, randomBytes } from 'node:crypto';
+import { createHash, randomInt, randomBytes } from 'node:crypto';
 import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/raft.js';
 import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot } from '../../protocol/raft/types.js';
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
-import { ClusterState, type ApplyResult } from '../../protocol/cluster/state.js';
+import { ClusterState, kvRow, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
 import type { RaftStore } from './raft-store.js';
 import { REAL_TIMERS, type Timers, type TimerHandle } from '../timers.js';
 import { OmniError } from '../errors.js';
@@ -29,6 +29,13 @@ export const DEFAULT_TIMING: RaftTiming = { tickMs: 100, electionTick: 10, heart
 /** Compact the log into a snapshot once this many entries were applied since the last one. */
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
 export const DEFAULT_PROPOSAL_TIMEOUT_MS = 10_000;
+/** Kv values longer than this live on disk only, not in memory (ClusterState StateOptions). */
+export const DEFAULT_SPILL_VALUES_OVER_BYTES = 64;
+/** The state's options in production: spill, and hash with the native SHA-256. */
+export const DEFAULT_STATE_OPTIONS: StateOptions = {
+  spillValuesOverBytes: DEFAULT_SPILL_VALUES_OVER_BYTES,
+  hashValue: (v) => createHash('sha256').update(v).digest('hex'),
+};
 /** Messages a leader may send before its own write of the same Ready completes. */
 const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
 /** Proposals and reads waiting at once; beyond this callers get TOO_MANY_PENDING. */
@@ -70,6 +77,8 @@ export interface RaftNodeOptions {
   readNonce?: string;
   /** Passed to the Raft core as is. */
   core?: CoreOptions;
+  /** How the state keeps kv values (default DEFAULT_STATE_OPTIONS). */
+  state?: StateOptions;
   observer?: DriverObserver;
 }
 
@@ -124,8 +133,10 @@ export class RaftNode {
    * state machine skips them, as etcd does with its consistent index.
    */
   private skipThrough: number;
-  /** The stored rows do not hold the whole state yet: the next save writes them all. */
-  private rowsIncomplete = false;
+  /** Rows being written now (readers look here between unsavedRows and the store). */
+  private savingRows: ReadonlyMap<string, string | null> | undefined;
+  /** The last whole-state snapshot built for a follower, and the index it is at. */
+  private sentSnapshot: { index: number; data: Uint8Array } | undefined;
 
   private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
     this.opts = opts;
@@ -143,16 +154,13 @@ export class RaftNode {
 
   static async open(opts: RaftNodeOptions): Promise<RaftNode> {
     const persisted = await opts.storage.load();
-    const { state, rowsStored } = await loadState(opts.storage, persisted.snapshot);
+    const state = await loadState(opts.storage, persisted.snapshot, opts.state ?? DEFAULT_STATE_OPTIONS);
     const timing = opts.timing ?? DEFAULT_TIMING;
     const raft = new Raft(
       { ...opts.core, id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(opts.rngSeed ?? randomInt(2 ** 31)) },
       persisted,
     );
-    const node = new RaftNode(opts, raft, state, persisted.snapshot?.meta.index ?? 0);
-    // A data dir from before rows, restored from its snapshot: all of it goes to rows first.
-    if (!rowsStored && persisted.snapshot) node.rowsIncomplete = true;
-    return node;
+    return new RaftNode(opts, raft, state, persisted.snapshot?.meta.index ?? 0);
   }
 
   start(): void {
@@ -367,21 +375,23 @@ export class RaftNode {
     // persisted, it would stop this node again at every start (a crash loop).
     let restored: ClusterState | undefined;
     if (rd.snapshot) {
+      let rows: [string, string][];
       try {
-        restored = ClusterState.restore(rd.snapshot.data);
-        if (restored.appliedIndex < rd.snapshot.meta.index) throw new Error(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
+        const whole = ClusterState.restore(rd.snapshot.data);
+        if (whole.appliedIndex < rd.snapshot.meta.index) throw new Error(`its state is at index ${whole.appliedIndex}, before the snapshot's index`);
+        rows = [...whole.rows(this.stateOptions.spillValuesOverBytes)];
+        restored = ClusterState.fromRows(whole.appliedIndex, rows, this.stateOptions);
       } catch (err) {
         throw new OmniError('SNAPSHOT_REFUSED', `the snapshot at index ${rd.snapshot.meta.index} from the leader cannot be restored (${(err as Error).message}); it was not written`);
       }
       // The rows first (synced): once the log is replaced by the snapshot, the entries the old
       // rows would need are gone.
-      await this.opts.storage.replaceState(restored.rows(), restored.appliedIndex);
+      await this.opts.storage.replaceState(rows, restored.appliedIndex);
       this.unsavedRows.clear();
-      this.rowsIncomplete = false;
       this.savedStateIndex = restored.appliedIndex;
     }
     const early = this.canSendBeforePersist(rd);
-    const messages = rd.messages.some((m) => m.type === MessageType.Snap) ? rd.messages.map((m) => this.withState(m)) : rd.messages;
+    const messages = rd.messages.some((m) => m.type === MessageType.Snap) ? await this.withState(rd.messages) : rd.messages;
     if (early && messages.length > 0) this.opts.send(messages);
     // Kept until written: a write that fails for lack of space is retried with the same Ready.
     this.unwritten = rd;
@@ -421,9 +431,98 @@ export class RaftNode {
    * index (the core's snapshot only marks where its log starts); the follower skips the
    * entries its state already holds.
    */
-  private withState(m: Message): Message {
-    if (m.type !== MessageType.Snap || !m.snapshot) return m;
-    return { ...m, snapshot: { meta: m.snapshot.meta, data: this.state.snapshot() } };
+  private async withState(messages: Message[]): Promise<Message[]> {
+    const out: Message[] = [];
+    for (const m of messages) {
+      if (m.type !== MessageType.Snap || !m.snapshot) {
+        out.push(m);
+        continue;
+      }
+      const data = await this.wholeState(m.snapshot.meta.index);
+      out.push({ ...m, snapshot: { meta: m.snapshot.meta, data } });
+    }
+    return out;
+  }
+
+  /**
+   * The whole state's snapshot bytes, at `atLeast` or later: its rows, spilled values included,
+   * as stored once everything applied is written. Kept for the next follower that needs one.
+   */
+  private async wholeState(atLeast: number): Promise<Uint8Array> {
+    if (this.sentSnapshot && this.sentSnapshot.index >= atLeast) return this.sentSnapshot.data;
+    await this.saveState(false);
+    const stored = await this.opts.storage.loadState(true);
+    if (!stored) throw new OmniError('INTERNAL', 'no state rows are stored to send as a snapshot');
+    const data = ClusterState.fromRows(stored.appliedIndex, stored.rows).snapshot();
+    this.sentSnapshot = { index: stored.appliedIndex, data };
+    return data;
+  }
+
+  private get stateOptions(): StateOptions {
+    return this.opts.state ?? DEFAULT_STATE_OPTIONS;
+  }
+
+  /**
+   * The kv record at key with its value, from memory or (a spilled value) from the stored rows.
+   * As linearizable as the state it is read from: call after readBarrier() for a linearizable read.
+   */
+  async kvGet(key: string): Promise<KvRecord | undefined> {
+    return (await this.kvGetMany([key]))[0];
+  }
+
+  /** Up to limit records whose key starts with prefix, by key, values included. */
+  async kvList(prefix: string, limit: number): Promise<KvRecord[]> {
+    const keys = this.state.kvListMeta(prefix, limit).map((m) => m.key);
+    return (await this.kvGetMany(keys)).filter((r): r is KvRecord => r !== undefined);
+  }
+
+  private async kvGetMany(keys: readonly string[]): Promise<(KvRecord | undefined)[]> {
+    const out: (KvRecord | undefined)[] = new Array(keys.length);
+    let todo = keys.map((_, i) => i);
+    // A value read from the store may be newer than the metadata read before it (an apply in
+    // between): read again until metadata and value agree (bounded; an apply is rare between).
+    for (let attempt = 0; todo.length > 0; attempt++) {
+      const state = this.state;
+      const wanted: { i: number; modIndex: number }[] = [];
+      for (const i of todo) {
+        const meta = state.kvMeta(keys[i]);
+        if (!meta) {
+          out[i] = undefined;
+          continue;
+        }
+        const inMemory = state.kvInMemory(keys[i]);
+        const pending = inMemory ? undefined : (state.changedKvValue(keys[i]) ?? this.pendingValue(keys[i]));
+        if (inMemory) out[i] = inMemory;
+        else if (pending && pending.value !== null) out[i] = { key: meta.key, value: pending.value, version: meta.version, createIndex: meta.createIndex, modIndex: meta.modIndex };
+        else wanted.push({ i, modIndex: meta.modIndex });
+      }
+      if (wanted.length === 0) break;
+      const values = await this.opts.storage.readStateRows(wanted.map((w) => valueRow(keys[w.i])));
+      todo = [];
+      wanted.forEach((w, j) => {
+        const meta = this.state.kvMeta(keys[w.i]);
+        const value = values[j];
+        if (meta && meta.modIndex === w.modIndex && this.state === state && value !== undefined) {
+          out[w.i] = { key: meta.key, value, version: meta.version, createIndex: meta.createIndex, modIndex: meta.modIndex };
+        } else if (attempt < 20) {
+          todo.push(w.i);
+        } else {
+          throw new OmniError('UNAVAILABLE', `kv key ${keys[w.i].slice(0, 200)} keeps changing while it is read; try again`);
+        }
+      });
+    }
+    return out;
+  }
+
+  /** A spilled value taken from the state but not yet in the store (or being written). */
+  private pendingValue(key: string): { value: string | null } | undefined {
+    for (const rows of [this.unsavedRows, this.savingRows]) {
+      if (!rows) continue;
+      const v = rows.get(valueRow(key));
+      if (v !== undefined) return { value: v };
+      if (rows.get(kvRow(key)) === null) return { value: null };
+    }
+    return undefined;
   }
 
   /** Writes the rows applied entries changed (with the applied index) to the store. */
@@ -432,16 +531,10 @@ export class RaftNode {
       for (const [row, value] of this.state.takeChangedRows()) this.unsavedRows.set(row, value);
     }
     const applied = this.state.appliedIndex;
-    if (this.rowsIncomplete) {
-      await this.opts.storage.replaceState(this.state.rows(), applied);
-      this.rowsIncomplete = false;
-      this.unsavedRows.clear();
-      this.savedStateIndex = applied;
-      return;
-    }
     if (this.unsavedRows.size === 0 && applied === this.savedStateIndex && !sync) return;
     const rows = this.unsavedRows;
     this.unsavedRows = new Map();
+    this.savingRows = rows;
     try {
       await this.opts.storage.saveState(rows, applied, sync);
     } catch (err) {
@@ -449,6 +542,8 @@ export class RaftNode {
       for (const [row, value] of this.unsavedRows) rows.set(row, value);
       this.unsavedRows = rows;
       throw err;
+    } finally {
+      this.savingRows = undefined;
     }
     this.savedStateIndex = applied;
   }
@@ -568,7 +663,7 @@ function isStateMarker(data: Uint8Array): boolean {
  * The state at start: its rows, or (a data dir from before rows) the state in the stored
  * snapshot with its log replayed. Rows behind the log's start mean lost entries.
  */
-async function loadState(storage: RaftStore, snapshot: Snapshot | undefined): Promise<{ state: ClusterState; rowsStored: boolean }> {
+async function loadState(storage: RaftStore, snapshot: Snapshot | undefined, options: StateOptions): Promise<ClusterState> {
   const stored = await storage.loadState();
   const logStart = snapshot?.meta.index ?? 0;
   if (stored) {
@@ -576,14 +671,18 @@ async function loadState(storage: RaftStore, snapshot: Snapshot | undefined): Pr
       throw new StorageCorruptError(`the state rows are applied up to index ${stored.appliedIndex}, but the log starts after ${logStart}: entries in between are lost`, storage.dir);
     }
     try {
-      return { state: ClusterState.fromRows(stored.appliedIndex, stored.rows), rowsStored: true };
+      return ClusterState.fromRows(stored.appliedIndex, stored.rows, options);
     } catch (err) {
       throw new StorageCorruptError(`the stored state rows cannot be read: ${(err as Error).message}`, storage.dir);
     }
   }
-  if (!snapshot) return { state: new ClusterState(), rowsStored: false };
+  if (!snapshot) return new ClusterState(options);
   if (isStateMarker(snapshot.data)) throw new StorageCorruptError('the state rows are missing (the stored snapshot says the state is in them)', storage.dir);
-  return { state: ClusterState.restore(snapshot.data), rowsStored: false };
+  // A data dir from before rows: its snapshot holds the whole state; written to rows once.
+  const whole = ClusterState.restore(snapshot.data);
+  const rows = [...whole.rows(options.spillValuesOverBytes)];
+  await storage.replaceState(rows, whole.appliedIndex);
+  return ClusterState.fromRows(whole.appliedIndex, rows, options);
 }
 
 /** ENOSPC from the file system, or LevelDB's report of it ("IO error: …: No space left on device"). */

@@ -25,6 +25,11 @@ const META_PREFIX = 'm/';
 /** The state machine's rows (ClusterState.rows()) and the index they were applied up to. */
 const STATE_ROW_PREFIX = 's/';
 const STATE_APPLIED_KEY = 'sa';
+/** Rows of spilled kv values (`v/…` in ClusterState), not read at start. */
+const STATE_VALUE_PREFIX = STATE_ROW_PREFIX + 'v/';
+const STATE_VALUES_END = STATE_ROW_PREFIX + 'v0';
+const STATE_ROWS_END = 's0';
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 /** Written once when the dir is created: every value is sealed and the witness exists. */
 const FORMAT_KEY = 'fmt';
 const FORMAT = 'omni-raft/2';
@@ -175,21 +180,38 @@ export class RaftStorage implements RaftStore {
     if (this.last < s.meta.index) this.last = s.meta.index;
   }
 
-  async loadState(): Promise<StoredState | undefined> {
+  async loadState(withValues = false): Promise<StoredState | undefined> {
     const applied = await read(this.db, this.dir, STATE_APPLIED_KEY);
     if (applied === undefined) return undefined;
     const appliedIndex = decodeOrCorrupt(STATE_APPLIED_KEY, this.dir, () => decodeAppliedIndex(applied));
     const rows: [string, string][] = [];
-    const text = new TextDecoder('utf-8', { fatal: true });
+    const ranges = withValues
+      ? [{ gte: STATE_ROW_PREFIX, lt: STATE_ROWS_END }]
+      : [{ gte: STATE_ROW_PREFIX, lt: STATE_VALUE_PREFIX }, { gte: STATE_VALUES_END, lt: STATE_ROWS_END }];
     try {
-      for await (const [key, sealed] of this.db.iterator({ gte: STATE_ROW_PREFIX, lt: STATE_ROW_PREFIX.slice(0, -1) + '0' })) {
-        const value = unsealOrCorrupt(key, sealed, this.dir);
-        rows.push([key.slice(STATE_ROW_PREFIX.length), decodeOrCorrupt(key, this.dir, () => text.decode(value))]);
+      for (const range of ranges) {
+        for await (const [key, sealed] of this.db.iterator(range)) rows.push([key.slice(STATE_ROW_PREFIX.length), this.stateRowText(key, sealed)]);
       }
     } catch (err) {
       throw levelError(err, this.dir, 'reading the state rows');
     }
     return { appliedIndex, rows };
+  }
+
+  async readStateRows(rows: readonly string[]): Promise<(string | undefined)[]> {
+    const keys = rows.map((r) => STATE_ROW_PREFIX + r);
+    let values: (Uint8Array | undefined)[];
+    try {
+      values = await this.db.getMany(keys);
+    } catch (err) {
+      throw levelError(err, this.dir, 'reading state rows');
+    }
+    return values.map((v, i) => (v === undefined ? undefined : this.stateRowText(keys[i], v)));
+  }
+
+  private stateRowText(key: string, sealed: Uint8Array): string {
+    const value = unsealOrCorrupt(key, sealed, this.dir);
+    return decodeOrCorrupt(key, this.dir, () => STRICT_UTF8.decode(value));
   }
 
   async saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
@@ -206,7 +228,7 @@ export class RaftStorage implements RaftStore {
 
   async replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {
     const batch = this.db.batch();
-    for await (const key of this.db.keys({ gte: STATE_ROW_PREFIX, lt: STATE_ROW_PREFIX.slice(0, -1) + '0' })) batch.del(key);
+    for await (const key of this.db.keys({ gte: STATE_ROW_PREFIX, lt: STATE_ROWS_END })) batch.del(key);
     const utf8 = new TextEncoder();
     for (const [row, value] of rows) {
       const key = STATE_ROW_PREFIX + row;

@@ -24,8 +24,11 @@ export interface RaftStore {
   /**
    * The state machine's rows and applied index as last written (saveState / replaceState);
    * undefined in a data dir that never had them (written before the state lived in rows).
+   * Spilled kv values (rows `v/…`) only `withValues`: a start never reads them.
    */
-  loadState(): Promise<StoredState | undefined>;
+  loadState(withValues?: boolean): Promise<StoredState | undefined>;
+  /** The stored rows (undefined: none), read as they are now (unsynced writes included). */
+  readStateRows(rows: readonly string[]): Promise<(string | undefined)[]>;
   /**
    * Writes the rows one or more Readys changed (null: deleted) with the applied index they
    * reflect, in one atomic batch (fsync'ed when `sync`). Unsynced rows become durable with the

@@ -19,14 +19,14 @@ import {
   type ClusterConfig,
   type Command,
   type CommandError,
-  type KvRecord,
+  type KvMeta,
   type NodeRecord,
   type TokenRecord,
 } from './state.js';
 
 /** What the estimate reads from the current state. */
 export interface QuotaView {
-  kvGet(key: string): KvRecord | undefined;
+  kvMeta(key: string): KvMeta | undefined;
   node(id: string): NodeRecord | undefined;
   tokenById(id: string): TokenRecord | undefined;
 }
@@ -51,12 +51,10 @@ export function growthBytes(c: Command, view: QuotaView): number {
   switch (c.type) {
     case 'kv.put':
       return kvPutGrowth(c.key, c.value, view);
-    case 'kv.delete': {
-      const prev = view.kvGet(c.key);
-      return prev ? -recordSizeBytes(prev) : 0;
-    }
+    case 'kv.delete':
+      return 0 - (view.kvMeta(c.key)?.sizeBytes ?? 0);
     case 'kv.txn':
-      return c.ops.reduce((sum, op) => sum + (op.op === 'put' ? kvPutGrowth(op.key, op.value, view) : -(sizeOf(view.kvGet(op.key)))), 0);
+      return c.ops.reduce((sum, op) => sum + (op.op === 'put' ? kvPutGrowth(op.key, op.value, view) : 0 - (view.kvMeta(op.key)?.sizeBytes ?? 0)), 0);
     case 'token.add':
       return recordSizeBytes({ ...c.token, createdIndex: ANY_INDEX });
     case 'token.revoke':
@@ -98,9 +96,9 @@ export function quotaRefusal(input: { principal: PrincipalKind; growthBytes: num
 }
 
 function kvPutGrowth(key: string, value: string, view: QuotaView): number {
-  const prev = view.kvGet(key);
+  const prev = view.kvMeta(key);
   const next = { key, value, version: (prev?.version ?? 0) + 1, createIndex: ANY_INDEX, modIndex: ANY_INDEX };
-  return recordSizeBytes(next) - sizeOf(prev);
+  return recordSizeBytes(next) - (prev?.sizeBytes ?? 0);
 }
 
 function sizeOf(r: object | undefined): number {

@@ -10,6 +10,8 @@
 // anything, and records are replaced whole, never mutated in place, so queries can share
 // nothing with callers (they hand out copies).
 
+import { sha256 } from '@noble/hashes/sha2.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import {
   DEFAULT_VOTER_TARGET,
   InvalidFieldError,
@@ -156,11 +158,80 @@ const CONF_ROLES: ReadonlyMap<unknown, NodeRole> = new Map<unknown, NodeRole>([
 
 const utf8Encoder = new TextEncoder();
 
+/**
+ * Key prefixes of the cluster's own records (apps, tasks, the registry's catalog), read
+ * synchronously by the orchestrator, agents and registry: their values stay in memory until
+ * they move to typed tables of their own.
+ */
+export const RESIDENT_KV_PREFIXES: readonly string[] = ['apps/', 'appspecs/', 'tasks/', 'taskstatus/', 'volumes/', 'sched/', 'registry/'];
+
+/** How a state keeps kv values. */
+export interface StateOptions {
+  /** Values longer than this (UTF-16 code units) live on disk only (RaftNode); undefined: all in memory. */
+  spillValuesOverBytes?: number;
+  /** SHA-256 of a value (hex), for compares on a spilled value; same output as the default, only faster. */
+  hashValue?: (value: string) => string;
+}
+
+/** Metadata of a kv record: everything but its value. */
+export interface KvMeta {
+  key: string;
+  version: number;
+  createIndex: number;
+  modIndex: number;
+  /** Bytes the record counts in the state. */
+  sizeBytes: number;
+}
+
+/** A kv record in memory: its value, or (spilled) the value's hash. */
+interface KvEntry extends KvMeta {
+  value?: string;
+  valueHash?: string;
+}
+
+/** A kv change not yet handed out as rows: the entry and its whole value. */
+interface KvChange {
+  entry: KvEntry;
+  value: string;
+}
+
+/** A kv value asked of the state that lives on disk only (read it with RaftNode.kvGet). */
+export class SpilledValueError extends Error {
+  readonly code = 'INTERNAL';
+  constructor(key: string) {
+    super(`the value of kv key ${quote(key.slice(0, 200))} is on disk, not in memory: read it through the node`);
+    this.name = 'SpilledValueError';
+  }
+}
+
+function defaultHashValue(value: string): string {
+  return bytesToHex(sha256(utf8Encoder.encode(value)));
+}
+
+function recordOf(e: KvEntry): KvRecord {
+  if (e.value === undefined) throw new SpilledValueError(e.key);
+  return { key: e.key, value: e.value, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex };
+}
+
+function metaOf(e: KvEntry): KvMeta {
+  return { key: e.key, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex, sizeBytes: e.sizeBytes };
+}
+
+/** The `k/` row of an entry: the whole record, or the metadata of a spilled value. */
+function kvRowJson(e: KvEntry, value: string): string {
+  if (e.value !== undefined) return canonicalJson({ key: e.key, value, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex });
+  return canonicalJson({ key: e.key, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex, sizeBytes: e.sizeBytes, valueHash: e.valueHash });
+}
+
+const KV_ROW_PREFIX = 'k/';
+const VALUE_ROW_PREFIX = 'v/';
+/** The row of a spilled value. */
+export const valueRow = (key: string): string => `${VALUE_ROW_PREFIX}${key}`;
 const CONFIG_ROW = 'cfg';
 const nodeRow = (id: string): string => `n/${id}`;
 const pendingRoleRow = (id: string): string => `p/${id}`;
 const tokenRow = (id: string): string => `t/${id}`;
-const kvRow = (key: string): string => `k/${key}`;
+export const kvRow = (key: string): string => `${KV_ROW_PREFIX}${key}`;
 
 // ---------------------------------------------------------------------------
 // The state machine
@@ -173,12 +244,17 @@ export class ClusterState {
   readonly #pendingRoles = new Map<string, PendingRole>();
   readonly #tokens = new Map<string, TokenRecord>();
   readonly #tokenIdByHash = new Map<string, string>();
-  readonly #kv = new Map<string, KvRecord>();
+  readonly #kv = new Map<string, KvEntry>();
+  readonly #options: StateOptions;
   /** The kv keys in UTF-16 code unit order, for kvList. */
   #kvKeys: string[] = [];
   #sizeBytes = 0;
   /** Rows changed since the last takeChangedRows() (row key → record, or null when deleted). */
   readonly #changed = new Map<string, object | null>();
+
+  constructor(options: StateOptions = {}) {
+    this.#options = options;
+  }
 
   /** Index of the last entry applied (normal or conf change); 0 before the first. */
   get appliedIndex(): number {
@@ -415,20 +491,22 @@ export class ClusterState {
       return fail('RESOURCE_EXHAUSTED', `the kv store already holds the maximum of ${MAX_KV_KEYS} keys`);
     }
     if (version >= Number.MAX_SAFE_INTEGER) return fail('RESOURCE_EXHAUSTED', `kv key ${quote(c.key)}: version overflow`);
-    const next: KvRecord = {
+    const record: KvRecord = {
       key: c.key,
       value: c.value,
       version: version + 1,
       createIndex: prev ? prev.createIndex : index,
       modIndex: index,
     };
-    const nextBytes = kvRecordSizeBytes(next);
-    const prevBytes = prev ? kvRecordSizeBytes(prev) : 0;
+    const nextBytes = kvRecordSizeBytes(record);
+    const prevBytes = prev ? prev.sizeBytes : 0;
     const full = this.#overBudgetBy(nextBytes, prevBytes);
     if (full) return full;
     this.#sizeBytes += nextBytes - prevBytes;
+    const next = this.#entryOf(record, nextBytes);
     this.#kv.set(c.key, next);
-    this.#changed.set(kvRow(c.key), next);
+    const change: KvChange = { entry: next, value: c.value };
+    this.#changed.set(kvRow(c.key), change);
     if (!prev) this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 0, c.key);
     return { ok: true, value: { key: c.key, version: next.version, modIndex: index } };
   }
@@ -441,7 +519,7 @@ export class ClusterState {
     this.#kv.delete(c.key);
     this.#changed.set(kvRow(c.key), null);
     this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 1);
-    this.#sizeBytes -= kvRecordSizeBytes(prev);
+    this.#sizeBytes -= prev.sizeBytes;
     return { ok: true, value: { key: c.key, version: prev.version } };
   }
 
@@ -449,7 +527,7 @@ export class ClusterState {
     for (const cmp of c.compares) {
       const rec = this.#kv.get(cmp.key);
       if ('value' in cmp) {
-        if (rec?.value !== cmp.value) return fail('CONFLICT', `kv key ${quote(cmp.key)} ${rec ? 'holds another value' : 'does not exist'}; the transaction expected a given value`);
+        if (!rec || !this.#holdsValue(rec, cmp.value)) return fail('CONFLICT', `kv key ${quote(cmp.key)} ${rec ? 'holds another value' : 'does not exist'}; the transaction expected a given value`);
         continue;
       }
       const current = rec?.version ?? 0;
@@ -465,10 +543,10 @@ export class ClusterState {
       if (op.op === 'put') {
         if (!prev) newKeys++;
         const next = { key: op.key, value: op.value, version: (prev?.version ?? 0) + 1, createIndex: prev?.createIndex ?? index, modIndex: index };
-        sizeDelta += kvRecordSizeBytes(next) - (prev ? kvRecordSizeBytes(prev) : 0);
+        sizeDelta += kvRecordSizeBytes(next) - (prev ? prev.sizeBytes : 0);
       } else if (prev) {
         newKeys--;
-        sizeDelta -= kvRecordSizeBytes(prev);
+        sizeDelta -= prev.sizeBytes;
       }
     }
     if (this.#kv.size + newKeys > MAX_KV_KEYS) return fail('RESOURCE_EXHAUSTED', `the kv store would exceed the maximum of ${MAX_KV_KEYS} keys`);
@@ -480,6 +558,26 @@ export class ClusterState {
       else if (this.#kv.has(op.key)) this.#kvDelete({ type: 'kv.delete', key: op.key });
     }
     return { ok: true, value: { applied: c.ops.length, modIndex: index } };
+  }
+
+  /** The in-memory entry of a record: its value kept, or (a large value) only its length and hash. */
+  #entryOf(r: KvRecord, sizeBytes: number): KvEntry {
+    const meta = { key: r.key, version: r.version, createIndex: r.createIndex, modIndex: r.modIndex, sizeBytes };
+    if (!this.#spills(r.key, r.value)) return { ...meta, value: r.value };
+    return { ...meta, valueHash: this.#hash(r.value) };
+  }
+
+  #spills(key: string, value: string): boolean {
+    const over = this.#options.spillValuesOverBytes;
+    return over !== undefined && value.length > over && !RESIDENT_KV_PREFIXES.some((p) => key.startsWith(p));
+  }
+
+  #hash(value: string): string {
+    return (this.#options.hashValue ?? defaultHashValue)(value);
+  }
+
+  #holdsValue(e: KvEntry, value: string): boolean {
+    return e.value !== undefined ? e.value === value : e.valueHash === this.#hash(value);
   }
 
   /** RESOURCE_EXHAUSTED when replacing prev by next would grow the state past MAX_STATE_BYTES. */
@@ -546,20 +644,59 @@ export class ClusterState {
     return { voters: voters.sort(), learners: learners.sort() };
   }
 
+  /**
+   * The record at key. Only for keys whose value is kept in memory (RESIDENT_KV_PREFIXES, or a
+   * state that does not spill): a value that lives on disk is read with RaftNode.kvGet, and
+   * asking for it here is a programming error (SpilledValueError).
+   */
   kvGet(key: string): KvRecord | undefined {
     const r = this.#kv.get(key);
-    return r && { ...r };
+    return r && recordOf(r);
+  }
+
+  /** The record at key when its value is in memory; undefined when absent or spilled. */
+  kvInMemory(key: string): KvRecord | undefined {
+    const r = this.#kv.get(key);
+    return r?.value === undefined ? undefined : recordOf(r);
+  }
+
+  /** The record at key without its value (always in memory), or undefined. */
+  kvMeta(key: string): KvMeta | undefined {
+    const r = this.#kv.get(key);
+    return r && metaOf(r);
+  }
+
+  /** Up to limit records' metadata whose key starts with prefix, by key. */
+  kvListMeta(prefix: string, limit: number): KvMeta[] {
+    return this.#kvKeysWith(prefix, limit).map((k) => metaOf(this.#kv.get(k)!));
+  }
+
+  /** Bytes the record at key counts in the state (0: no such key). */
+  kvSizeBytes(key: string): number {
+    return this.#kv.get(key)?.sizeBytes ?? 0;
+  }
+
+  /**
+   * The value of the record as it was last changed by an applied entry not yet handed out by
+   * takeChangedRows() (undefined: not changed since, read it from the stored rows).
+   */
+  changedKvValue(key: string): { value: string | null } | undefined {
+    const c = this.#changed.get(kvRow(key));
+    if (c === undefined) return undefined;
+    return { value: c === null ? null : (c as KvChange).value };
+  }
+
+  #kvKeysWith(prefix: string, limit: number): string[] {
+    const out: string[] = [];
+    if (typeof prefix !== 'string' || !(limit > 0)) return out;
+    const keys = this.#kvKeys;
+    for (let i = lowerBound(keys, prefix); i < keys.length && out.length < limit && keys[i].startsWith(prefix); i++) out.push(keys[i]);
+    return out;
   }
 
   /** Up to limit records whose key starts with prefix, by key (UTF-16 code unit order). */
   kvList(prefix: string, limit: number): KvRecord[] {
-    const out: KvRecord[] = [];
-    if (typeof prefix !== 'string' || !(limit > 0)) return out;
-    const keys = this.#kvKeys;
-    for (let i = lowerBound(keys, prefix); i < keys.length && out.length < limit && keys[i].startsWith(prefix); i++) {
-      out.push({ ...this.#kv.get(keys[i])! });
-    }
-    return out;
+    return this.#kvKeysWith(prefix, limit).map((k) => recordOf(this.#kv.get(k)!));
   }
 
   /** Number of kv keys. */
@@ -579,7 +716,7 @@ export class ClusterState {
       nodes: sortedKeys(this.#nodes).map((id) => this.#nodes.get(id)!),
       pendingRoles: sortedKeys(this.#pendingRoles).map((id) => ({ id, role: this.#pendingRoles.get(id)! })),
       tokens: sortedKeys(this.#tokens).map((id) => this.#tokens.get(id)!),
-      kv: this.#kvKeys.map((key) => this.#kv.get(key)!),
+      kv: this.#kvKeys.map((key) => recordOf(this.#kv.get(key)!)),
     };
     return utf8Encoder.encode(canonicalJson(doc));
   }
@@ -588,12 +725,26 @@ export class ClusterState {
   // The state is also kept as rows, one per record, so a node writes only what each Ready
   // changed (with the applied index, atomically) and starts from its rows instead of replaying
   // its log. Row keys: `cfg`, `n/<node id>`, `p/<node id>` (roles of unregistered nodes),
-  // `t/<token id>`, `k/<kv key>`; values are the records' canonical JSON.
+  // `t/<token id>`, `k/<kv key>`; values are the records' canonical JSON. A kv value that
+  // spills (StateOptions) is not in its `k/` row: the row holds its size and hash, and the value
+  // itself is row `v/<kv key>` — read from disk when asked for, never loaded at start.
 
   /** The rows changed since the last call (null: deleted), and forgets them. */
   takeChangedRows(): Map<string, string | null> {
     const out = new Map<string, string | null>();
-    for (const [row, rec] of this.#changed) out.set(row, rec === null ? null : canonicalJson(rec));
+    for (const [row, rec] of this.#changed) {
+      if (!row.startsWith(KV_ROW_PREFIX)) {
+        out.set(row, rec === null ? null : canonicalJson(rec));
+        continue;
+      }
+      const key = row.slice(KV_ROW_PREFIX.length);
+      const change = rec as KvChange | null;
+      out.set(row, change === null ? null : kvRowJson(change.entry, change.value));
+      // A value row exists only for a spilled value (a key of a resident prefix never spills).
+      if (change === null || change.entry.value === undefined || !RESIDENT_KV_PREFIXES.some((p) => key.startsWith(p))) {
+        out.set(valueRow(key), change === null || change.entry.value !== undefined ? null : change.value);
+      }
+    }
     this.#changed.clear();
     return out;
   }
@@ -603,27 +754,43 @@ export class ClusterState {
     return this.#changed.size > 0;
   }
 
-  /** Every row of the state, by row key. */
-  *rows(): IterableIterator<[string, string]> {
-    const all: [string, object][] = [[CONFIG_ROW, this.#config]];
-    for (const [id, n] of this.#nodes) all.push([nodeRow(id), n]);
-    for (const [id, role] of this.#pendingRoles) all.push([pendingRoleRow(id), { id, role }]);
-    for (const [id, t] of this.#tokens) all.push([tokenRow(id), t]);
-    for (const [key, r] of this.#kv) all.push([kvRow(key), r]);
+  /**
+   * Every row of the state, by row key, values split off as `spillValuesOverBytes` says (this
+   * state's option unless given). Only a state that holds all its values can list them: one
+   * restored from a snapshot's bytes (else SpilledValueError).
+   */
+  *rows(spillValuesOverBytes = this.#options.spillValuesOverBytes): IterableIterator<[string, string]> {
+    const writer = new ClusterState({ ...this.#options, spillValuesOverBytes });
+    const all: [string, string][] = [[CONFIG_ROW, canonicalJson(this.#config)]];
+    for (const [id, n] of this.#nodes) all.push([nodeRow(id), canonicalJson(n)]);
+    for (const [id, role] of this.#pendingRoles) all.push([pendingRoleRow(id), canonicalJson({ id, role })]);
+    for (const [id, t] of this.#tokens) all.push([tokenRow(id), canonicalJson(t)]);
+    for (const [key, e] of this.#kv) {
+      const r = recordOf(e);
+      const entry = writer.#entryOf(r, e.sizeBytes);
+      all.push([kvRow(key), kvRowJson(entry, r.value)]);
+      if (entry.value === undefined) all.push([valueRow(key), r.value]);
+    }
     all.sort((a, b) => compare(a[0], b[0]));
-    for (const [row, rec] of all) yield [row, canonicalJson(rec)];
+    yield* all;
   }
 
   /**
    * The state that `rows` (as rows() and takeChangedRows() wrote them) describe at
    * appliedIndex; StateRestoreError (BAD_SNAPSHOT) on a row that does not hold.
    */
-  static fromRows(appliedIndex: number, rows: Iterable<[string, string]>): ClusterState {
-    const state = new ClusterState();
+  static fromRows(appliedIndex: number, rows: Iterable<[string, string]>, options: StateOptions = {}): ClusterState {
+    const state = new ClusterState(options);
     try {
       const applied = readSafeInt(appliedIndex, 'appliedIndex', 0);
       const byKind = new Map<string, [string, unknown][]>();
+      const values = new Map<string, string>();
       for (const [row, json] of rows) {
+        if (row.startsWith(VALUE_ROW_PREFIX)) {
+          // Spilled values: kept only by a state that does not spill (to describe it whole).
+          if (options.spillValuesOverBytes === undefined) values.set(row.slice(VALUE_ROW_PREFIX.length), json);
+          continue;
+        }
         const kind = row === CONFIG_ROW ? CONFIG_ROW : row.slice(0, 2);
         const parsed = parseJson(utf8Encoder.encode(json));
         if (!parsed.ok) throw new StateRestoreError(`state row ${quote(row.slice(0, 80))}: not valid JSON`);
@@ -640,7 +807,7 @@ export class ClusterState {
       load('n/', (v, path) => state.#loadNode(v, path, applied));
       load('p/', (v, path) => state.#loadPendingRole(v, path));
       load('t/', (v, path) => state.#loadToken(v, path, applied));
-      load('k/', (v, path) => state.#loadKv(v, path, applied));
+      load(KV_ROW_PREFIX, (v, path) => state.#loadKvRow(v, path, applied, values));
       byKind.delete(CONFIG_ROW);
       for (const [kind] of byKind) throw new StateRestoreError(`state row kind ${quote(kind)} is unknown`);
       state.#kvKeys = sortedKeys(state.#kv);
@@ -654,7 +821,7 @@ export class ClusterState {
   }
 
   /** The state a snapshot() describes; StateRestoreError (BAD_SNAPSHOT) on anything else. */
-  static restore(bytes: Uint8Array): ClusterState {
+  static restore(bytes: Uint8Array, options: StateOptions = {}): ClusterState {
     try {
       if (!(bytes instanceof Uint8Array)) throw new StateRestoreError('snapshot: must be bytes');
       if (bytes.byteLength > MAX_SNAPSHOT_BYTES) {
@@ -662,7 +829,7 @@ export class ClusterState {
       }
       const parsed = parseJson(bytes);
       if (!parsed.ok) throw new StateRestoreError('snapshot: not valid UTF-8 JSON');
-      const state = new ClusterState();
+      const state = new ClusterState(options);
       state.#load(parsed.value);
       return state;
     } catch (err) {
@@ -741,8 +908,33 @@ export class ClusterState {
       modIndex: readIndex(o.modIndex, `${path}.modIndex`, createIndex, applied),
     };
     if (this.#kv.has(r.key)) throw new InvalidFieldError(`${path}.key`, `duplicate key ${quote(r.key)}`);
-    this.#kv.set(r.key, r);
-    this.#sizeBytes += kvRecordSizeBytes(r);
+    const sizeBytes = kvRecordSizeBytes(r);
+    this.#kv.set(r.key, this.#entryOf(r, sizeBytes));
+    this.#sizeBytes += sizeBytes;
+  }
+
+  /** A `k/` row: a whole record, or the metadata of a spilled value (its value in `values` when kept). */
+  #loadKvRow(v: unknown, path: string, applied: number, values: ReadonlyMap<string, string>): void {
+    if (!isPlainObject(v) || !('valueHash' in v)) return this.#loadKv(v, path, applied);
+    const o = readObject(v, path, ['key', 'version', 'createIndex', 'modIndex', 'sizeBytes', 'valueHash']);
+    const createIndex = readIndex(o.createIndex, `${path}.createIndex`, 1, applied);
+    const key = readKvKey(o.key, `${path}.key`);
+    const value = values.get(key);
+    if (value !== undefined) {
+      return this.#loadKv({ key, value, version: o.version, createIndex: o.createIndex, modIndex: o.modIndex }, path, applied);
+    }
+    const e: KvEntry = {
+      key,
+      version: readSafeInt(o.version, `${path}.version`, 1),
+      createIndex,
+      modIndex: readIndex(o.modIndex, `${path}.modIndex`, createIndex, applied),
+      sizeBytes: readSafeInt(o.sizeBytes, `${path}.sizeBytes`, 1),
+      valueHash: typeof o.valueHash === 'string' && o.valueHash.length <= 128 ? o.valueHash : '',
+    };
+    if (!e.valueHash) throw new InvalidFieldError(`${path}.valueHash`, 'must be a hash string');
+    if (this.#kv.has(e.key)) throw new InvalidFieldError(`${path}.key`, `duplicate key ${quote(e.key)}`);
+    this.#kv.set(e.key, e);
+    this.#sizeBytes += e.sizeBytes;
   }
 }
 

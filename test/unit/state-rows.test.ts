@@ -130,3 +130,70 @@ describe('RaftNode over state rows', () => {
     expect(rows.rows.filter(([r]) => r.startsWith('k/legacy'))).toHaveLength(9);
   });
 });
+
+describe('spilled kv values (on disk only)', () => {
+  it('a state that spills keeps large values out of memory, compares them by hash, and lists them as rows', () => {
+    const s = new ClusterState({ spillValuesOverBytes: 8 });
+    s.apply(1, enc({ type: 'kv.put', key: 'big', value: 'x'.repeat(100) }));
+    s.apply(2, enc({ type: 'kv.put', key: 'small', value: 'tiny' }));
+    s.apply(3, enc({ type: 'kv.put', key: 'apps/web', value: 'y'.repeat(100) }));
+    expect(s.kvInMemory('big')).toBeUndefined();
+    expect(() => s.kvGet('big')).toThrow(/on disk/);
+    expect(s.kvGet('small')?.value).toBe('tiny');
+    // A key of the cluster's own records stays in memory whatever its size.
+    expect(s.kvGet('apps/web')?.value).toHaveLength(100);
+    expect(s.kvMeta('big')).toMatchObject({ key: 'big', version: 1, modIndex: 1 });
+    const rows = s.takeChangedRows();
+    expect(rows.get('v/big')).toBe('x'.repeat(100));
+    expect(rows.get('k/big')).not.toContain('xxxx');
+    // Compare-and-set on a spilled value.
+    expect(s.apply(4, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(99) }], ops: [{ op: 'put', key: 'big', value: 'no' }] })).ok).toBe(false);
+    expect(s.apply(5, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(100) }], ops: [{ op: 'put', key: 'big', value: 'z'.repeat(50) }] })).ok).toBe(true);
+    const later = s.takeChangedRows();
+    expect(later.get('v/big')).toBe('z'.repeat(50));
+    // Loaded from its rows without the value rows: the values stay on disk.
+    const disk = new Map([...rows, ...later].filter((e): e is [string, string] => e[1] !== null));
+    const loaded = ClusterState.fromRows(5, [...disk].filter(([r]) => !r.startsWith('v/')), { spillValuesOverBytes: 8 });
+    expect(loaded.kvMeta('big')?.version).toBe(2);
+    expect(loaded.apply(6, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'z'.repeat(50) }], ops: [] })).ok).toBe(true);
+    // A state that keeps everything gets the values back from the value rows: a whole snapshot.
+    const whole = ClusterState.fromRows(5, disk);
+    expect(whole.kvGet('big')?.value).toBe('z'.repeat(50));
+  });
+
+  it('RaftNode reads spilled values from its rows, also after a restart (they are never loaded)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-rows-spill-'));
+    dirs.push(dir);
+    const open = async (fresh: boolean) => {
+      const storage = await RaftStorage.open(dir);
+      if (fresh) {
+        const boot = bootstrapState(['solo']);
+        await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
+      }
+      const node = await RaftNode.open({ id: 'solo', storage, send: () => undefined, log: silentLogger, timing: { tickMs: 10, electionTick: 10, heartbeatTick: 1 }, snapshotEveryEntries: 10 });
+      nodes.push(node);
+      node.start();
+      await waitFor('a leader', () => node.isLeader, 5000, 10);
+      return { node, storage };
+    };
+    const a = await open(true);
+    const big = (i: number) => `${i}:${'v'.repeat(1000)}`;
+    for (let i = 0; i < 30; i++) expect((await a.node.propose(enc({ type: 'kv.put', key: `big/${i % 5}`, value: big(i) }))).ok).toBe(true);
+    expect(a.node.state.kvInMemory('big/0')).toBeUndefined();
+    expect((await a.node.kvGet('big/4'))?.value).toBe(big(29));
+    expect((await a.node.kvList('big/', 10)).map((r) => r.value)).toEqual([25, 26, 27, 28, 29].map(big));
+    await a.node.stop();
+    nodes.length = 0;
+    await a.storage.close();
+    const loadedRows = await (async () => {
+      const s = await RaftStorage.open(dir);
+      const st = await s.loadState();
+      await s.close();
+      return st!.rows.map(([r]) => r);
+    })();
+    expect(loadedRows.some((r) => r.startsWith('v/'))).toBe(false);
+    const b = await open(false);
+    expect((await b.node.kvGet('big/0'))?.value).toBe(big(25));
+    expect(await b.node.kvGet('missing')).toBeUndefined();
+  });
+});
