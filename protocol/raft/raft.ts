@@ -1,5 +1,6 @@
 // The Raft consensus core: a pure state machine in the style of etcd-io/raft.
-// Inputs: step(message), tick(), propose(), proposeConfChange(), readIndex(), transferLeader().
+// Inputs: step(message), tick(), propose(), proposeConfChange(), readIndex(), transferLeader(),
+// and the driver's reports: compact(), reportSnapshot(), reportUnreachable().
 // Outputs: a Ready batch (state to persist, messages to send, entries to apply) that the
 // driver processes in order and acknowledges with advance(). No clocks, sockets, disks or
 // Math.random: time is tick(), randomness is the Rng passed in.
