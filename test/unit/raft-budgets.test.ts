@@ -3,8 +3,9 @@
 // bytes per Ready (etcd's MaxCommittedSizePerReady) and the bound on entry bytes per append.
 
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { Raft, bootstrapState, DEFAULT_MAX_COMMITTED_BYTES_PER_READY, type RaftConfig } from '../../protocol/raft/raft.js';
-import { ENTRY_OVERHEAD_BYTES, entrySizeBytes } from '../../protocol/raft/log.js';
+import { ENTRY_OVERHEAD_BYTES, RaftLog, emptySnapshot, entrySizeBytes } from '../../protocol/raft/log.js';
 import { ConfChangeType, type Entry, EntryType, type Message, MessageType, Role, emptyMessage } from '../../protocol/raft/types.js';
 import { seededRng } from '../../protocol/rng.js';
 import { MemoryCluster } from '../../sim/memory-cluster.js';
@@ -62,6 +63,47 @@ describe('in-memory log bytes', () => {
     expect(r.log.logBytes()).toBe(10 + ENTRY_OVERHEAD_BYTES);
     expect(r.log.bytesAfter(4)).toBe(10 + ENTRY_OVERHEAD_BYTES);
     expect(r.log.bytesAfter(5)).toBe(0);
+  });
+});
+
+describe('in-memory log bytes (property)', () => {
+  type Op = { kind: 'append'; back: number; count: number; size: number } | { kind: 'commitApply'; upTo: number } | { kind: 'compact'; keep: number };
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    fc.record({ kind: fc.constant('append' as const), back: fc.nat(5), count: fc.integer({ min: 1, max: 6 }), size: fc.nat(300) }),
+    fc.record({ kind: fc.constant('commitApply' as const), upTo: fc.nat(40) }),
+    fc.record({ kind: fc.constant('compact' as const), keep: fc.nat(10) }),
+  );
+
+  it('logBytes and bytesAfter always match the entries held, through appends, overwrites and compactions', () => {
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
+        const log = new RaftLog(emptySnapshot(), [], 0);
+        let term = 1;
+        for (const o of ops) {
+          if (o.kind === 'append') {
+            // overwrite up to `back` uncommitted entries, as a new leader's append would
+            const after = Math.max(log.committed, log.lastIndex() - o.back);
+            term++;
+            log.append(Array.from({ length: o.count }, (_, i) => ({ index: after + 1 + i, term, type: EntryType.Normal, data: bytes(o.size) })));
+          } else if (o.kind === 'commitApply') {
+            const to = Math.min(log.lastIndex(), log.committed + o.upTo);
+            log.commitTo(to);
+            log.appliedTo(to);
+          } else {
+            log.compact(Math.max(log.firstIndex() - 1, log.applied - o.keep), bytes(1), { voters: ['n1'], learners: [] });
+          }
+          let sum = 0;
+          for (let i = log.firstIndex(); i <= log.lastIndex(); i++) sum += entrySizeBytes(log.entryAt(i)!);
+          expect(log.logBytes()).toBe(sum);
+          const mid = Math.floor((log.firstIndex() + log.lastIndex()) / 2);
+          let after = 0;
+          for (let i = mid + 1; i <= log.lastIndex(); i++) after += entrySizeBytes(log.entryAt(i)!);
+          expect(log.bytesAfter(mid)).toBe(after);
+          expect(log.snapshot.meta.index).toBeGreaterThanOrEqual(log.firstIndex() - 1);
+        }
+      }),
+      { seed: 12, numRuns: 200 },
+    );
   });
 });
 
