@@ -1,5 +1,6 @@
 // The Raft consensus core: a pure state machine in the style of etcd-io/raft.
-// Inputs: step(message), tick(), propose(), proposeConfChange(), readIndex(), transferLeader().
+// Inputs: step(message), tick(), propose(), proposeConfChange(), readIndex(), transferLeader(),
+// and the driver's reports: compact(), reportSnapshot(), reportUnreachable().
 // Outputs: a Ready batch (state to persist, messages to send, entries to apply) that the
 // driver processes in order and acknowledges with advance(). No clocks, sockets, disks or
 // Math.random: time is tick(), randomness is the Rng passed in.
@@ -12,6 +13,7 @@
 import { decodeConfChange, encodeConfChange } from '../codec.js';
 import type { Rng } from '../rng.js';
 import { invariant } from './errors.js';
+import { type CompactionPolicy, compactionPoint } from './compaction.js';
 import { RaftLog, emptySnapshot } from './log.js';
 import { Progress, ProgressState } from './progress.js';
 import { ReadOnly } from './readonly.js';
@@ -50,6 +52,25 @@ export interface RaftConfig {
   maxInflightMsgs?: number;
   /** Bound on entries the leader accepts beyond its commit index. */
   maxUncommittedEntries?: number;
+  /**
+   * Bound on the data bytes of the entries the leader appended in its term and that are not
+   * committed yet (etcd's MaxUncommittedEntriesSize). A proposal that would pass it is refused
+   * with TOO_MANY_PENDING_BYTES; an empty entry or a conf change never is, and one entry larger
+   * than the bound is taken when nothing is uncommitted. Default DEFAULT_MAX_UNCOMMITTED_BYTES.
+   */
+  maxUncommittedBytes?: number;
+  /**
+   * Bound on the bytes (entrySizeBytes) of the committed entries handed out in one Ready
+   * (etcd's MaxCommittedSizePerReady); at least one entry is always handed out.
+   * Default DEFAULT_MAX_COMMITTED_BYTES_PER_READY.
+   */
+  maxCommittedBytesPerReady?: number;
+  /**
+   * The index the state machine already holds durably (etcd's Config.Applied): committed
+   * entries are handed out only after it. Within [snapshot index, commit]; default the
+   * snapshot index. Conf changes up to it are taken from the log at start.
+   */
+  applied?: number;
   preVote?: boolean;
   checkQuorum?: boolean;
   /** Known bugs to inject, for proving the simulator's checkers can fail. Never set in production. */
@@ -69,7 +90,17 @@ export interface PersistedState {
 
 export type ProposeResult =
   | { ok: true; index: number; term: number }
-  | { ok: false; code: 'NOT_LEADER' | 'TRANSFERRING' | 'CONF_CHANGE_PENDING' | 'TOO_MANY_PENDING' | 'INVALID'; leader: NodeId; message: string };
+  | {
+      ok: false;
+      code: 'NOT_LEADER' | 'TRANSFERRING' | 'CONF_CHANGE_PENDING' | 'TOO_MANY_PENDING' | 'TOO_MANY_PENDING_BYTES' | 'INVALID';
+      leader: NodeId;
+      message: string;
+    };
+
+/** Default maxUncommittedBytes: uncommitted proposal data a leader holds before refusing more. */
+export const DEFAULT_MAX_UNCOMMITTED_BYTES = 64 * 1024 * 1024;
+/** Default maxCommittedBytesPerReady: committed entry bytes handed out to apply in one Ready. */
+export const DEFAULT_MAX_COMMITTED_BYTES_PER_READY = 8 * 1024 * 1024;
 
 /** The state a brand-new cluster's first node persists: its conf changes at term 1. */
 export function bootstrapState(voters: NodeId[]): PersistedState {
@@ -130,9 +161,11 @@ export class Raft {
   /** Voters vouched for by a majority of this node's voters (see leaderClaims). */
   private readonly vouched = new Set<NodeId>();
 
-  private readonly cfg: Required<Omit<RaftConfig, 'trace' | 'bugs' | 'observe'>> & Pick<RaftConfig, 'trace' | 'observe'>;
+  private readonly cfg: Required<Omit<RaftConfig, 'trace' | 'bugs' | 'observe' | 'applied'>> & Pick<RaftConfig, 'trace' | 'observe'>;
   private readonly bugs: ReadonlySet<BugName>;
   private votes = new Map<NodeId, boolean>();
+  /** Leader: data bytes of the entries of its term that are not committed yet (see maxUncommittedBytes). */
+  private uncommittedBytes = 0;
   /** Voters promoted by conf entries in the log that are not applied yet (see pendingVoters). */
   private pendingVotersCache: { applied: number; lastIndex: number; lastTerm: number; voters: ReadonlySet<NodeId> } | undefined;
   private msgs: Message[] = [];
@@ -156,20 +189,32 @@ export class Raft {
     invariant(config.id !== NONE, 'node id must not be empty');
     invariant(config.heartbeatTick > 0 && config.heartbeatTick < config.electionTick, 'need 0 < heartbeatTick < electionTick');
     this.id = config.id;
+    const { applied, ...rest } = config;
     this.cfg = {
       maxSizePerMsgBytes: 1024 * 1024,
       maxInflightMsgs: 256,
       maxUncommittedEntries: 10_000,
+      maxUncommittedBytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
+      maxCommittedBytesPerReady: DEFAULT_MAX_COMMITTED_BYTES_PER_READY,
       preVote: true,
       checkQuorum: true,
-      ...config,
+      ...rest,
     };
+    for (const k of ['maxSizePerMsgBytes', 'maxInflightMsgs', 'maxUncommittedEntries', 'maxUncommittedBytes', 'maxCommittedBytesPerReady'] as const) {
+      const v = this.cfg[k];
+      invariant(Number.isSafeInteger(v) && v > 0, `${k} must be a positive integer, got ${v}`);
+    }
     this.bugs = config.bugs ?? new Set();
     const snapshot = state.snapshot ?? emptySnapshot();
-    this.log = new RaftLog(snapshot, state.entries, state.hardState.commit);
+    this.log = new RaftLog(snapshot, state.entries, state.hardState.commit, applied ?? snapshot.meta.index);
     this.term = state.hardState.term;
     this.vote = state.hardState.vote;
     this.setConf(snapshot.meta.conf);
+    // The state machine already holds the entries up to `applied`: so does the configuration.
+    for (let i = snapshot.meta.index + 1; i <= this.log.applied; i++) {
+      const e = this.log.entryAt(i)!;
+      if (e.type === EntryType.ConfChange) this.applyConfChange(decodeConfChange(e.data));
+    }
     this.prevSoft = { lead: NONE, role: Role.Follower };
     this.prevHard = { term: this.term, vote: this.vote, commit: this.log.committed };
     this.becomeFollower(this.term, NONE);
@@ -289,6 +334,15 @@ export class Raft {
   propose(data: Uint8Array): ProposeResult {
     const refused = this.checkCanPropose();
     if (refused) return refused;
+    // etcd's uncommitted size rule: an empty entry always fits, and so does any entry when
+    // nothing is uncommitted (else one entry above the bound could never be proposed).
+    const size = data.byteLength;
+    if (size > 0 && this.uncommittedBytes > 0 && this.uncommittedBytes + size > this.cfg.maxUncommittedBytes) {
+      return this.refuse(
+        'TOO_MANY_PENDING_BYTES',
+        `uncommitted proposals hold ${this.uncommittedBytes} bytes; ${size} more would pass the ${this.cfg.maxUncommittedBytes}-byte bound; retry later`,
+      );
+    }
     const e = this.appendEntry(EntryType.Normal, data);
     return { ok: true, index: e.index, term: e.term };
   }
@@ -336,9 +390,67 @@ export class Raft {
     this.hup(false);
   }
 
-  /** Replaces the log up to the applied index with a snapshot holding `data`. */
-  compact(data: Uint8Array): Snapshot {
-    return this.log.compact(this.log.applied, data, this.confState());
+  /**
+   * A local compaction (etcd's CreateSnapshot + Compact): `data` is the state machine at the
+   * applied index and becomes the snapshot (at that index, with the current configuration);
+   * log entries up to `index` (<= applied) are dropped and the ones after it stay, so a
+   * follower that lags by less than the tail catches up from the log. The driver persists the
+   * snapshot and deletes its stored entries up to `index` (see compactionPoint for `index`).
+   */
+  compact(index: number, data: Uint8Array): Snapshot;
+  /** @deprecated compacts at the applied index (no tail): use compact(index, data). */
+  compact(data: Uint8Array): Snapshot;
+  compact(indexOrData: number | Uint8Array, data?: Uint8Array): Snapshot {
+    if (typeof indexOrData === 'number') {
+      invariant(data !== undefined, 'compact(index, data) needs the snapshot data');
+      return this.log.compact(indexOrData, data, this.confState());
+    }
+    return this.log.compact(this.log.applied, indexOrData, this.confState());
+  }
+
+  /**
+   * Where to compact now under `policy` (see compactionPoint), from this node's log; undefined
+   * when no compaction is due.
+   */
+  compactionPoint(policy: CompactionPolicy): number | undefined {
+    if (this.log.pendingSnapshot) return undefined; // a leader's snapshot is being installed
+    return compactionPoint({
+      ...policy,
+      applied: this.log.applied,
+      snapshotIndex: this.log.snapshot.meta.index,
+      firstIndex: this.log.firstIndex(),
+      logBytes: this.log.logBytes(),
+      bytesAfter: (index) => this.log.bytesAfter(index),
+    });
+  }
+
+  /**
+   * The driver's report on a snapshot it sent to `to` (etcd's ReportSnapshot). Either way the
+   * follower leaves the Snapshot state for Probe and gets no append until it answers (or the
+   * next heartbeat does): on success the leader goes on from the snapshot's index; on failure
+   * the snapshot is forgotten, so the next append attempt sends a snapshot again. A no-op on
+   * a non-leader, for an unknown peer, or when no snapshot is on its way to it.
+   */
+  reportSnapshot(to: NodeId, ok: boolean): void {
+    if (this.role !== Role.Leader) return;
+    const pr = this.prs.get(to);
+    if (!pr || to === this.id || pr.state !== ProgressState.Snapshot) return;
+    if (!ok) pr.pendingSnapshot = 0;
+    pr.becomeProbe();
+    pr.probeSent = true;
+    this.traceEvent(`snapshot to ${to} ${ok ? 'delivered' : 'failed'}; probing from ${pr.next}`);
+  }
+
+  /**
+   * The driver could not reach `to` (etcd's ReportUnreachable): a follower replicated to in a
+   * pipeline drops to Probe, so appends are not streamed into the void. A no-op on a
+   * non-leader or for an unknown peer.
+   */
+  reportUnreachable(to: NodeId): void {
+    if (this.role !== Role.Leader) return;
+    const pr = this.prs.get(to);
+    if (!pr || to === this.id || pr.state !== ProgressState.Replicate) return;
+    pr.becomeProbe();
   }
 
   confState(): ConfState {
@@ -379,7 +491,7 @@ export class Raft {
     const hard = this.hardState();
     const entries = this.log.unstableEntries();
     const snapshot = this.log.pendingSnapshot;
-    const committedEntries = snapshot ? [] : this.log.applicableEntries(this.applyLimit());
+    const committedEntries = snapshot ? [] : this.log.applicableEntries(this.applyLimit(), this.cfg.maxCommittedBytesPerReady);
     const hardChanged = !sameHardState(hard, this.prevHard);
     const termOrVoteChanged = hard.term !== this.prevHard.term || hard.vote !== this.prevHard.vote;
     const rd: Ready = {
@@ -484,6 +596,7 @@ export class Raft {
     this.heartbeatElapsed = 0;
     this.randomizedElectionTimeout = this.cfg.electionTick + this.cfg.rng.int(this.cfg.electionTick);
     this.votes = new Map();
+    this.uncommittedBytes = 0;
     this.leadTransferee = NONE;
     this.readOnly.reset();
     this.pendingReads = [];
@@ -549,8 +662,10 @@ export class Raft {
   }
 
   private hasUnappliedConfChange(): boolean {
-    const ents = this.log.applicableEntries(this.log.committed);
-    return ents.some((e) => e.type === EntryType.ConfChange);
+    for (let i = Math.max(this.log.applied + 1, this.log.firstIndex()); i <= this.log.committed; i++) {
+      if (this.log.entryAt(i)?.type === EntryType.ConfChange) return true;
+    }
+    return false;
   }
 
   private startCampaign(kind: 'pre' | 'elect' | 'transfer'): void {
@@ -805,6 +920,7 @@ export class Raft {
   private appendEntry(type: EntryType, data: Uint8Array): Entry {
     const e: Entry = { term: this.term, index: this.log.lastIndex() + 1, type, data };
     this.log.append([e]);
+    this.uncommittedBytes += data.byteLength;
     this.bcastAppend();
     return e;
   }
@@ -821,9 +937,21 @@ export class Raft {
       if (!this.bugs.has('commit-old-term')) return false;
       this.traceEvent(`BUG commit-old-term: committing index ${candidate} of term ${this.log.term(candidate)} by counting`);
     }
+    const before = this.log.committed;
     this.log.commitTo(candidate);
+    this.reduceUncommittedBytes(before, candidate);
     this.releasePendingReads();
     return true;
+  }
+
+  /** Entries (from, to] just committed: those of this leader's term leave the uncommitted count. */
+  private reduceUncommittedBytes(from: number, to: number): void {
+    if (this.uncommittedBytes === 0) return;
+    for (let i = from + 1; i <= to; i++) {
+      const e = this.log.entryAt(i);
+      if (e && e.term === this.term) this.uncommittedBytes -= e.data.byteLength;
+    }
+    invariant(this.uncommittedBytes >= 0, `uncommitted bytes went negative (${this.uncommittedBytes})`);
   }
 
   private bcastAppend(): void {
