@@ -39,7 +39,7 @@ import {
   encodeSnapshotFrame,
   keysEqual,
   rowBytes,
-  rowChecksumPrefix,
+  writeRowChecksumPrefix,
   type SnapshotFrame,
   type SnapshotFrameKind,
   type SnapshotRow,
@@ -338,9 +338,7 @@ export class SnapshotStream {
           if (chunk.length > 0 && (chunkBytes + size > this.chunkTargetBytes || chunk.length >= MAX_SNAPSHOT_ROWS_PER_CHUNK)) await flush();
           chunk.push([key, value]);
           chunkBytes += size;
-          hash.update(rowChecksumPrefix(key, value));
-          hash.update(key);
-          hash.update(value);
+          updateChecksum(hash, key, value);
           lastKey = key;
           rowCount++;
         }
@@ -487,9 +485,7 @@ export class SnapshotStream {
         let last = pos.afterKey;
         for (const [key, value] of f.rows) {
           if (last !== undefined && compareKeys(key, last) <= 0) throw new ProtocolError('OUT_OF_ORDER', 'rows are not in ascending key order');
-          hash.update(rowChecksumPrefix(key, value));
-          hash.update(key);
-          hash.update(value);
+          updateChecksum(hash, key, value);
           last = key;
         }
         // While the rows are written, the stream is paused: no yamux window updates, so the peer
@@ -664,6 +660,15 @@ class Limiter {
       else this.held--;
     };
   }
+}
+
+const checksumPrefix = new Uint8Array(8);
+
+/** Adds one row to a transfer checksum (hash.update copies synchronously: the prefix is reused). */
+function updateChecksum(hash: Hash, key: Uint8Array, value: Uint8Array): void {
+  hash.update(writeRowChecksumPrefix(checksumPrefix, key, value));
+  hash.update(key);
+  hash.update(value);
 }
 
 function setPaused(stream: Stream, paused: boolean): void {

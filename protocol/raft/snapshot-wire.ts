@@ -47,13 +47,20 @@ export function rowBytes(key: Uint8Array, value: Uint8Array): number {
 
 /**
  * What the transfer checksum hashes before each row's key and value: both lengths as uint32 BE,
- * so that (key, value) boundaries are part of the digest. Feed: lengths, key, value.
+ * so that (key, value) boundaries are part of the digest. Feed: these 8 bytes, key, value.
+ * Writes into `out` (8 bytes, reused by the caller: one allocation per transfer, not per row).
  */
-export function rowChecksumPrefix(key: Uint8Array, value: Uint8Array): Uint8Array {
-  const out = new Uint8Array(8);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, key.length);
-  view.setUint32(4, value.length);
+export function writeRowChecksumPrefix(out: Uint8Array, key: Uint8Array, value: Uint8Array): Uint8Array {
+  const k = key.length;
+  const v = value.length;
+  out[0] = k >>> 24;
+  out[1] = (k >>> 16) & 0xff;
+  out[2] = (k >>> 8) & 0xff;
+  out[3] = k & 0xff;
+  out[4] = v >>> 24;
+  out[5] = (v >>> 16) & 0xff;
+  out[6] = (v >>> 8) & 0xff;
+  out[7] = v & 0xff;
   return out;
 }
 
