@@ -235,6 +235,80 @@ describe('snapshot stream between two libp2p hosts', () => {
     expect(sender.stats.sendFailures).toBe(3);
   });
 
+  it('gives up an attempt after progressTimeoutMs without an ack, but never cuts a slow transfer that keeps acking', async () => {
+    // A receiver that accepts and then reads forever without acking.
+    let streams = 0;
+    await b.handle(SNAPSHOT_PROTOCOL, async (stream) => {
+      streams++;
+      const frames = readFrames(stream, MAX_SNAPSHOT_FRAME_BYTES);
+      let answered = false;
+      try {
+        for await (const _ of frames) {
+          if (!answered) await sendFrame(stream, encodeSnapshotFrame({ kind: 'accept', resume: false, afterKey: new Uint8Array(0), rowCount: 0 }));
+          answered = true;
+        }
+      } catch {
+        // the sender gave up
+      }
+    });
+    cleanups.push(() => b.unhandle(SNAPSHOT_PROTOCOL));
+    const header = snapHeader(a.peerId.toString(), b.peerId.toString());
+    const stalled = new SnapshotStream({ host: a, log: silentLogger, progressTimeoutMs: 300, maxAttemptsWithoutProgress: 2, backoffMinMs: 20 });
+    cleanups.push(() => stalled.stop());
+    expect(await stalled.sendSnapshot(b.peerId, header, new MemorySource('stalled', data), AbortSignal.timeout(60_000))).toBe('failure');
+    expect(streams).toBe(2);
+    expect(stalled.stats.attemptsRetried).toBe(1);
+    await b.unhandle(SNAPSHOT_PROTOCOL);
+
+    // ~20 chunks, each write taking 150 ms: the transfer lasts ≥ 3 s, three times the progress
+    // timeout, and must finish in one attempt because every ack is progress.
+    const rows = data.slice(0, 400);
+    const { sender, sink } = await pair({ progressTimeoutMs: 1000, chunkTargetBytes: 50_000 });
+    sink.onWrite = () => new Promise((r) => setTimeout(r, 150));
+    expect(await sender.sendSnapshot(b.peerId, header, new MemorySource('slow', rows), AbortSignal.timeout(60_000))).toBe('finish');
+    expect(sink.writeBytes.length).toBeGreaterThanOrEqual(20);
+    expect(sender.stats.attemptsRetried).toBe(0);
+    expectAllRows(sink.transfer(a.peerId.toString(), 'slow').rows, rows);
+  });
+
+  it('starts over, dropping the partial rows, when the receiver lost its resume state (a restart)', async () => {
+    const { sender, sink, completions } = await pair();
+    const from = a.peerId.toString();
+    // Rows left durable by a receiver process that has since restarted: no checksum state for them.
+    await sink.write(from, 'snap-r', data.slice(0, 500));
+    const source = new MemorySource('snap-r', data);
+
+    expect(await sender.sendSnapshot(b.peerId, snapHeader(from, b.peerId.toString()), source, AbortSignal.timeout(100_000))).toBe('finish');
+
+    expect(sink.aborted).toEqual([{ from, id: 'snap-r' }]);
+    expect(source.reads).toEqual([undefined]);
+    const got = sink.transfer(from, 'snap-r');
+    expect(got.duplicates).toBe(0);
+    expectAllRows(got.rows, data);
+    expect(completions).toHaveLength(1);
+  });
+
+  it('lets a newer snapshot to the same peer supersede the one in progress', async () => {
+    const { sender, sink, completions } = await pair();
+    const from = a.peerId.toString();
+    const header = snapHeader(from, b.peerId.toString());
+    let startNewer!: () => void;
+    const olderMidway = new Promise<void>((r) => (startNewer = r));
+    sink.onWrite = (n) => {
+      if (n === 3) startNewer();
+    };
+    const older = sender.sendSnapshot(b.peerId, header, new MemorySource('older', data), AbortSignal.timeout(100_000));
+    await olderMidway;
+    const newer = sender.sendSnapshot(b.peerId, header, new MemorySource('newer', data.slice(0, 2000)), AbortSignal.timeout(100_000));
+
+    expect(await older).toBe('failure');
+    expect(await newer).toBe('finish');
+    expect(sink.completed.map((c) => c.id)).toEqual(['newer']);
+    expect(sink.aborted).toEqual([{ from, id: 'older' }]);
+    expect(completions).toHaveLength(1);
+    expectAllRows(sink.transfer(from, 'newer').rows, data.slice(0, 2000));
+  });
+
   it('lets a heartbeat on /omni/raft/1.0.0 through while a transfer is held up mid-stream', async () => {
     const { sender, sink, completions } = await pair();
     const events: string[] = [];
