@@ -69,7 +69,12 @@ export interface SnapshotSink {
 /** What sendSnapshot resolves to: raft.reportSnapshot(peer, result === 'finish' ? Finish : Failure). */
 export type SnapshotSendResult = 'finish' | 'failure';
 
-/** Called when a transfer completed: `header` is the Raft Snap message the sender offered. */
+/**
+ * Called when a transfer completed: `header` is the Raft Snap message the sender offered. It is
+ * called again, without sink calls, when the same peer offers the id it completed last (its
+ * previous attempt lost the final done): keep the last completed view until Raft took or
+ * refused a newer snapshot.
+ */
 export type SnapshotCompleteHandler = (from: string, header: Uint8Array) => void;
 
 export interface SnapshotStreamOptions {
@@ -175,6 +180,8 @@ export class SnapshotStream {
   /** One inbound stream per peer. */
   private readonly inbound = new Map<string, { stream: Stream; done: Promise<void> }>();
   private readonly partials = new Map<string, ResumablePartial>();
+  /** The last transfer id each peer completed (a few peers): a re-offer of it is answered done. */
+  private readonly completed = new Map<string, string>();
   private handling: { onComplete: SnapshotCompleteHandler; sink: SnapshotSink } | undefined;
 
   /** Counters for logs and tests. */
@@ -295,7 +302,12 @@ export class SnapshotStream {
       };
 
       await send({ kind: 'offer', id: source.id, header });
-      const accept = await inbox.take(['accept']);
+      const accept = await inbox.take(['accept', 'done']);
+      if (accept.kind === 'done') {
+        // The receiver completed this very view already (our previous attempt lost its done).
+        await out.close({ signal: AbortSignal.timeout(CLOSE_TIMEOUT_MS) }).catch(() => out.abort(new Error('close timed out')));
+        return { done: true };
+      }
       if (accept.kind !== 'accept') throw new ProtocolError('BAD_FRAME', 'no accept');
       const base = resumePoint(state, accept);
       if (base.rowCount > state.acked.rowCount) progressed = true; // the receiver kept rows whose ack was lost
@@ -311,7 +323,10 @@ export class SnapshotStream {
       let chunk: SnapshotRow[] = [];
       let chunkBytes = 0;
       const flush = async () => {
-        for (let f = inbox.poll(); f; f = inbox.poll()) onAck(f);
+        for (let f = inbox.poll(); f; f = inbox.poll()) {
+          if (f.kind !== 'ack') throw new ProtocolError('BAD_FRAME', `unexpected ${f.kind} from the receiver`);
+          onAck(f);
+        }
         while (state.inflight.length >= this.windowChunks) onAck(await inbox.take(['ack']));
         const rows = chunk;
         chunk = [];
@@ -427,10 +442,13 @@ export class SnapshotStream {
     };
     const sink = h.sink;
     const sinkCall = async <T>(what: string, p: () => Promise<T>): Promise<T> => {
+      watchdog.pause(); // this side waits on itself, not on the peer
       try {
         return await p();
       } catch (err) {
         throw new SinkError(`sink.${what}: ${(err as Error).message}`);
+      } finally {
+        watchdog.touch();
       }
     };
     let id: string | undefined;
@@ -438,6 +456,19 @@ export class SnapshotStream {
       const offer = await next(['offer']);
       if (offer.kind !== 'offer') throw new ProtocolError('BAD_FRAME', 'expected an offer');
       this.checkHeader(offer.header, from);
+      if (this.completed.get(from) === offer.id) {
+        // Completed already (the sender's retry after a lost done): no rows to send again, but
+        // the header goes to Raft again (it may carry a newer term than the one stepped before).
+        this.stats.received++;
+        try {
+          h.onComplete(from, offer.header);
+        } catch (err) {
+          throw new RemoteError('INTERNAL', `applying the snapshot: ${(err as Error).message}`);
+        }
+        await sendFrame(stream, encodeSnapshotFrame({ kind: 'done' }));
+        await stream.close({ signal: AbortSignal.timeout(CLOSE_TIMEOUT_MS) }).catch(() => stream.abort(new Error('close timed out')));
+        return;
+      }
       id = offer.id;
       let partial = this.partials.get(from);
       if (partial && partial.id !== offer.id) {
@@ -467,6 +498,9 @@ export class SnapshotStream {
           if (!checksum.equals(f.checksum)) throw new ProtocolError('CHECKSUM_MISMATCH', 'the rows received do not match the sender checksum');
           await sinkCall('complete', () => sink.complete(from, offer.id, pos.rowCount));
           this.partials.delete(from);
+          this.completed.delete(from);
+          this.completed.set(from, offer.id);
+          if (this.completed.size > MAX_RESUMABLE_PARTIALS) this.completed.delete(this.completed.keys().next().value!);
           id = undefined; // nothing partial left to drop
           this.stats.received++;
           try {
@@ -490,11 +524,9 @@ export class SnapshotStream {
         }
         // While the rows are written, the stream is paused: no yamux window updates, so the peer
         // can put at most one window (≤ 16 MiB) more in our read buffer, whatever it does.
-        watchdog.pause();
         setPaused(stream, true);
         await sinkCall('write', () => sink.write(from, offer.id, f.rows));
         setPaused(stream, false);
-        watchdog.touch();
         pos = { afterKey: last, rowCount: pos.rowCount + f.rows.length, hash };
         this.remember(from, { id: offer.id, afterKey: last!, rowCount: pos.rowCount, hash });
         await sendFrame(stream, encodeSnapshotFrame({ kind: 'ack', seq }));

@@ -101,6 +101,15 @@ describe('snapshot stream between two libp2p hosts', () => {
     expect(Math.max(...sink.writeBytes)).toBeLessThanOrEqual(SNAPSHOT_CHUNK_TARGET_BYTES);
     expect(source.reads).toEqual([undefined]);
     expect(sink.aborted).toEqual([]);
+
+    // The same view offered again (a retry whose done was lost) is answered done at once, and
+    // its header handed to Raft again; the sink is not asked for anything.
+    const again = new MemorySource('snap-1', data);
+    const calls = sink.calls.length;
+    expect(await sender.sendSnapshot(b.peerId, header, again, AbortSignal.timeout(30_000))).toBe('finish');
+    expect(again.reads).toEqual([]);
+    expect(sink.calls.length).toBe(calls);
+    expect(completions).toHaveLength(2);
   });
 
   it('resumes after the last row the receiver holds when the connection is cut, whether or not its ack got back', async () => {
