@@ -175,8 +175,10 @@ export class SnapshotStream {
   private readonly maxInbound: number;
   private readonly outboundSlots: Limiter;
   private readonly stopper = new AbortController();
-  /** One outbound transfer per peer: a newer sendSnapshot supersedes the older. */
-  private readonly outbound = new Map<string, AbortController>();
+  /** One outbound transfer per peer: a call for the same view joins it, another view supersedes it. */
+  private readonly outbound = new Map<string, { id: string; ac: AbortController; result: Promise<SnapshotSendResult> }>();
+  /** Where a failed transfer stopped, per peer, for a later call with the same view. */
+  private readonly sendStates = new Map<string, { id: string; state: SendState }>();
   /** One inbound stream per peer. */
   private readonly inbound = new Map<string, { stream: Stream; done: Promise<void> }>();
   private readonly partials = new Map<string, ResumablePartial>();
@@ -223,21 +225,37 @@ export class SnapshotStream {
   /**
    * Streams `source` to `peer` with `header` (the encoded Raft Snap message, meta only), retrying
    * broken streams from the last acked row. Resolves 'finish' once the peer completed the snapshot,
-   * 'failure' otherwise (aborted, superseded by a newer call for the same peer, peer refused,
-   * too many attempts without progress). Never throws.
+   * 'failure' otherwise (aborted, superseded, peer refused, too many attempts without progress).
+   * Never throws.
+   *
+   * One transfer per peer: a call for the view (`source.id`) already on its way to that peer joins
+   * it (same result; the first caller's signal governs it), a call for another view supersedes it
+   * (the older resolves 'failure'). A call for the view a failed call left part way resumes where
+   * that one stopped, so Raft re-sending a snapshot never restarts it from the first row.
    */
-  async sendSnapshot(peer: PeerId | string, header: Uint8Array, source: SnapshotSource, signal: AbortSignal): Promise<SnapshotSendResult> {
+  sendSnapshot(peer: PeerId | string, header: Uint8Array, source: SnapshotSource, signal: AbortSignal): Promise<SnapshotSendResult> {
     const peerKey = peer.toString();
-    this.outbound.get(peerKey)?.abort(new Error('superseded by a newer snapshot to the same peer'));
-    const mine = new AbortController();
-    this.outbound.set(peerKey, mine);
-    const all = AbortSignal.any([signal, mine.signal, this.stopper.signal]);
+    const running = this.outbound.get(peerKey);
+    if (running && running.id === source.id && !running.ac.signal.aborted) return running.result;
+    running?.ac.abort(new Error('superseded by a newer snapshot to the same peer'));
+    const ac = new AbortController();
+    const entry = { id: source.id, ac, result: Promise.resolve<SnapshotSendResult>('failure') };
+    this.outbound.set(peerKey, entry);
+    entry.result = this.send(peer, peerKey, header, source, AbortSignal.any([signal, ac.signal, this.stopper.signal])).finally(() => {
+      if (this.outbound.get(peerKey) === entry) this.outbound.delete(peerKey);
+    });
+    return entry.result;
+  }
+
+  private async send(peer: PeerId | string, peerKey: string, header: Uint8Array, source: SnapshotSource, all: AbortSignal): Promise<SnapshotSendResult> {
     let release: (() => void) | undefined;
+    const kept = this.sendStates.get(peerKey);
+    const state: SendState = kept?.id === source.id ? kept.state : { acked: { key: undefined, rowCount: 0, hash: createHash('sha256') }, inflight: [] };
+    this.sendStates.delete(peerKey);
     try {
       if (header.length === 0 || header.length > MAX_SNAPSHOT_HEADER_BYTES) throw new ProtocolError('BAD_HEADER', `header of ${header.length} bytes`);
       const peerId = typeof peer === 'string' ? peerIdFromString(peer) : peer;
       release = await this.outboundSlots.take(all);
-      const state: SendState = { acked: { key: undefined, rowCount: 0, hash: createHash('sha256') }, inflight: [] };
       let failures = 0;
       let backoffMs = this.backoffMinMs;
       for (;;) {
@@ -260,10 +278,14 @@ export class SnapshotStream {
       this.stats.sendFailures++;
       const why = all.aborted ? `aborted (${String((all.reason as Error)?.message ?? all.reason)})` : (err as Error).message;
       this.opts.log.warn(`snapshot ${source.id.slice(0, 64)} to ${peerKey} failed: ${why}`);
+      // Kept for a later call with the same view (bounded: a few peers).
+      if (state.acked.rowCount > 0 || state.inflight.length > 0) {
+        this.sendStates.set(peerKey, { id: source.id, state });
+        if (this.sendStates.size > MAX_RESUMABLE_PARTIALS) this.sendStates.delete(this.sendStates.keys().next().value!);
+      }
       return 'failure';
     } finally {
       release?.();
-      if (this.outbound.get(peerKey) === mine) this.outbound.delete(peerKey);
     }
   }
 

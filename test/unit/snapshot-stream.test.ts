@@ -318,6 +318,39 @@ describe('snapshot stream between two libp2p hosts', () => {
     expectAllRows(sink.transfer(from, 'newer').rows, data.slice(0, 2000));
   });
 
+  it('joins a transfer of the same view already on its way, and resumes one a failed call left part way', async () => {
+    const { sender, sink, completions } = await pair({ maxAttemptsWithoutProgress: 1 });
+    const from = a.peerId.toString();
+    const header = snapHeader(from, b.peerId.toString());
+    let durableAtCut: Uint8Array | undefined;
+    sink.onWrite = async (n, rowsSoFar) => {
+      if (n !== 10) return;
+      durableAtCut = sink.transfer(from, 'snap-j').rows[rowsSoFar - 1][0];
+      await Promise.all(b.getConnections(a.peerId).map((c) => c.abort(new Error('cut by the test'))));
+    };
+    // Raft re-sends the snapshot message while the first transfer runs (its snapshot state timed out).
+    const first = new MemorySource('snap-j', data);
+    const again = new MemorySource('snap-j', data);
+    const [r1, r2] = await Promise.all([
+      sender.sendSnapshot(b.peerId, header, first, AbortSignal.timeout(100_000)),
+      sender.sendSnapshot(b.peerId, header, again, AbortSignal.timeout(100_000)),
+    ]);
+    // One transfer: the second call joined the first. With one attempt allowed, the cut fails it.
+    expect([r1, r2]).toEqual(['failure', 'failure']);
+    expect(first.reads).toEqual([undefined]);
+    expect(again.reads).toEqual([]);
+
+    // A later call for the same view picks up after the rows the receiver kept.
+    const later = new MemorySource('snap-j', data);
+    expect(await sender.sendSnapshot(b.peerId, header, later, AbortSignal.timeout(100_000))).toBe('finish');
+    expect(later.reads).toHaveLength(1);
+    expect(sameBytes(later.reads[0], durableAtCut)).toBe(true);
+    const got = sink.transfer(from, 'snap-j');
+    expect(got.duplicates).toBe(0);
+    expectAllRows(got.rows, data);
+    expect(completions).toHaveLength(1);
+  });
+
   it('lets a heartbeat on /omni/raft/1.0.0 through while a transfer is held up mid-stream', async () => {
     const { sender, sink, completions } = await pair();
     const events: string[] = [];
