@@ -331,6 +331,29 @@ export class Raft {
     return true;
   }
 
+  /**
+   * The driver's outcome of a snapshot sent to `id` (etcd's ReportSnapshot; the streamed transfer,
+   * node/raft/snapshot-stream.ts, resolves it). Either way the follower leaves snapshot state and
+   * is probed: after 'finish' from past the snapshot's index, after 'failure' from past its match
+   * index (its answer then decides whether it needs a snapshot again). No append goes to it
+   * until it answers (an append response, or a heartbeat response).
+   */
+  reportSnapshot(id: NodeId, status: 'finish' | 'failure'): void {
+    if (this.role !== Role.Leader) return;
+    const pr = this.prs.get(id);
+    if (!pr || pr.state !== ProgressState.Snapshot) return;
+    if (status === 'failure') pr.pendingSnapshot = 0;
+    pr.becomeProbe();
+    pr.probeSent = true;
+  }
+
+  /** The driver could not reach `id` (etcd's ReportUnreachable): stop pipelining appends to it, probe. */
+  reportUnreachable(id: NodeId): void {
+    if (this.role !== Role.Leader) return;
+    const pr = this.prs.get(id);
+    if (pr?.state === ProgressState.Replicate) pr.becomeProbe();
+  }
+
   /** Starts an election now (e.g. for a single-node cluster at start-up). */
   campaign(): void {
     this.hup(false);
