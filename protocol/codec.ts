@@ -396,6 +396,77 @@ message RaftMessage {
 }
 
 // ---------------------------------------------------------------------------
+// Raft snapshot streaming (/omni/raft/snapshot/1.0.0; node/raft/snapshot-stream.ts,
+// codec in protocol/raft/snapshot-wire.ts). One SnapshotFrame per length-prefixed frame.
+//   sender → receiver: offer, begin, chunk*, end
+//   receiver → sender: accept, ack* (one per chunk, after the rows are durable), done | error
+// ---------------------------------------------------------------------------
+
+message SnapshotRow {
+  bytes key = 1;
+  bytes value = 2;
+}
+
+// Opens a transfer: id names one consistent view (same id: the transfer may resume);
+// header is the encoded Raft Snap message (meta only), handed back to Raft on completion.
+message SnapshotOffer {
+  string id = 1;
+  bytes header = 2;
+}
+
+// The receiver's durable position for (sender, id): resume after after_key, with
+// row_count rows already received; resume = false: start from the first row.
+message SnapshotAccept {
+  bool resume = 1;
+  bytes after_key = 2;
+  uint64 row_count = 3;
+}
+
+// The sender's choice: resume = true continues after the accepted key, false starts over.
+message SnapshotBegin {
+  bool resume = 1;
+}
+
+// Rows in ascending key order, strictly after every row sent before; seq counts 0, 1, …
+// within one stream.
+message SnapshotChunk {
+  uint64 seq = 1;
+  repeated SnapshotRow rows = 2;
+}
+
+// All rows sent: their total count and the sha256 over every row of the transfer
+// (uint32 BE key length, key, uint32 BE value length, value).
+message SnapshotEnd {
+  uint64 row_count = 1;
+  bytes checksum = 2;
+}
+
+message SnapshotAck {
+  uint64 seq = 1;
+}
+
+message SnapshotDone {
+}
+
+message SnapshotError {
+  string code = 1;
+  string message = 2;
+}
+
+message SnapshotFrame {
+  oneof body {
+    SnapshotOffer offer = 1;
+    SnapshotAccept accept = 2;
+    SnapshotBegin begin = 3;
+    SnapshotChunk chunk = 4;
+    SnapshotEnd end = 5;
+    SnapshotAck ack = 6;
+    SnapshotDone done = 7;
+    SnapshotError error = 8;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Cluster messages (membership, join, gossip, API, agent, forge, registry)
 // will be added below as those layers are written. Add them here, not elsewhere.
 // ---------------------------------------------------------------------------
