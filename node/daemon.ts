@@ -12,7 +12,10 @@ import { RaftTransport } from './raft/raft-transport.js';
 import { Rpc } from './p2p/rpc.js';
 import { Forwarder } from './p2p/forwarder.js';
 import { RaftStorage } from './raft/raft-storage.js';
-import { RaftNode, DEFAULT_TIMING, type RaftTiming } from './raft/raft-node.js';
+import { RaftNode, DEFAULT_TIMING, stagedSnapshotData, type RaftTiming } from './raft/raft-node.js';
+import { SnapshotStream } from './raft/snapshot-stream.js';
+import { decodeRaftMessage, encodeRaftMessage } from '../protocol/codec.js';
+import { MessageType } from '../protocol/raft/types.js';
 import { bootstrapState } from '../protocol/raft/raft.js';
 import { NONE, type ConfChange } from '../protocol/raft/types.js';
 import type { Command, ApplyResult } from '../protocol/cluster/state.js';
@@ -108,6 +111,8 @@ export class Omnid {
   readonly raft: RaftNode;
   readonly rpc: Rpc;
   readonly transport: RaftTransport;
+  /** Stops the snapshot stream (both ways). */
+  private stopSnapshots: (() => Promise<void>) | undefined;
   readonly storage: RaftStorage;
   readonly log: Logger;
   readonly opts: DaemonOptions;
@@ -352,6 +357,10 @@ export class Omnid {
     await storage.putMeta(META_KEY, { ...((await storage.getMeta<ClusterMeta>(META_KEY)) ?? meta), boundListen: [...new Set(bound)] });
     let daemon!: Omnid;
     const transport = new RaftTransport({ host, onMessage: (m) => daemon.raft.step(m), isTrustedSender: (peer) => isTrustedSender(daemon.raft, peer), log });
+    // Snapshots stream on their own protocol, row by row from a LevelDB view into the
+    // follower's staging rows; the Raft message that installs them follows the last row.
+    const snapshots = new SnapshotStream({ host, log, isTrustedSender: (peer) => isTrustedSender(daemon.raft, peer) });
+    const stopSnapshots = new AbortController();
     const raft = await RaftNode.open({
       id: host.peerId.toString(),
       storage,
@@ -359,6 +368,10 @@ export class Omnid {
       log,
       timing: opts.timing ?? DEFAULT_TIMING,
       snapshotEveryEntries: opts.snapshotEveryEntries,
+      sendSnapshot: async (m, view) => {
+        const header = encodeRaftMessage({ ...m, snapshot: { meta: m.snapshot!.meta, data: new Uint8Array(0) } });
+        return (await snapshots.sendSnapshot(m.to, header, view, stopSnapshots.signal)) === 'finish';
+      },
       onApplied: () => daemon.afterApply(),
       onFatal: (err) => void daemon.shutdown(`fatal: ${err.message}`, 1),
     });
@@ -372,6 +385,20 @@ export class Omnid {
     };
     daemon.forwarder = new Forwarder(host, proposeForwarded, log);
     await transport.start();
+    await snapshots.handle((from, header, id) => {
+      let m;
+      try {
+        m = decodeRaftMessage(header);
+      } catch {
+        return;
+      }
+      if (m.type !== MessageType.Snap || !m.snapshot || m.from !== from) return;
+      daemon.raft.step({ ...m, snapshot: { meta: m.snapshot.meta, data: stagedSnapshotData(from, id) } });
+    }, storage.snapshotSink());
+    daemon.stopSnapshots = async () => {
+      stopSnapshots.abort();
+      await snapshots.stop();
+    };
     await rpc.start();
     await daemon.forwarder.start();
     raft.start();
@@ -493,6 +520,7 @@ export class Omnid {
     this.heartbeats?.stop();
     await this.api?.close();
     await this.registry?.stop();
+    await this.stopSnapshots?.();
     await this.raft.stop();
     await this.forwarder?.stop();
     await this.taskLogs?.stop();

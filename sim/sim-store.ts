@@ -5,6 +5,7 @@
 import type { PersistedState } from '../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
 import type { RaftStore, StoredState } from '../node/raft/raft-store.js';
+import type { StateView } from '../node/raft/state-storage.js';
 import { staleHardState } from '../node/raft/hard-state-witness.js';
 import { StorageCorruptError } from '../node/raft/storage-integrity.js';
 import type { SimDisk } from './disk.js';
@@ -90,6 +91,14 @@ export class SimStore implements RaftStore {
     if (!this.io.alive()) return DEAD;
     this.disk.write({ entries: [], state: { rows: new Map(rows), appliedIndex, replace: true } }, false, this.io.nowMs());
     return this.complete(true);
+  }
+
+  openStateView(): Promise<StateView> {
+    return Promise.reject(new Error('the simulator sends snapshots whole, never streamed'));
+  }
+
+  installStagedState(): Promise<number> {
+    return Promise.reject(new Error('the simulator sends snapshots whole, never staged'));
   }
 
   reopen(): Promise<void> {

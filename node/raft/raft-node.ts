@@ -15,6 +15,7 @@ import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { ClusterState, kvRow, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
 import type { RaftStore } from './raft-store.js';
+import type { StateView } from './state-storage.js';
 import { REAL_TIMERS, type Timers, type TimerHandle } from '../timers.js';
 import { OmniError } from '../errors.js';
 import { StorageCorruptError } from './storage-integrity.js';
@@ -79,6 +80,12 @@ export interface RaftNodeOptions {
   core?: CoreOptions;
   /** How the state keeps kv values (default DEFAULT_STATE_OPTIONS). */
   state?: StateOptions;
+  /**
+   * Streams a snapshot to a follower (node/raft/snapshot-stream.ts): `m` is the Raft Snap message
+   * (meta only), `view` the rows to send. Resolves true once the follower holds them all. Without
+   * it, a snapshot travels whole inside the message (the simulator; states up to 64 MiB).
+   */
+  sendSnapshot?: (m: Message, view: StateView) => Promise<boolean>;
   observer?: DriverObserver;
 }
 
@@ -137,6 +144,9 @@ export class RaftNode {
   private savingRows: ReadonlyMap<string, string | null> | undefined;
   /** The last whole-state snapshot built for a follower, and the index it is at. */
   private sentSnapshot: { index: number; data: Uint8Array } | undefined;
+  /** Views being streamed to followers (the newest is reused while it is recent enough). */
+  private views: { view: StateView; users: number }[] = [];
+  private viewSeq = 0;
 
   private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
     this.opts = opts;
@@ -183,6 +193,7 @@ export class RaftNode {
     this.waiters.clear();
     this.reads.clear();
     while (this.processing) await new Promise<void>((r) => this.timers.setTimeout(r, 5));
+    for (const v of this.views.splice(0)) await v.view.close().catch(() => undefined);
     // A clean stop leaves the rows complete and durable: the next start replays nothing.
     if (!this.fatal && !this.noSpace) await this.saveState(true).catch((err: Error) => this.opts.log.warn(`raft: could not write the state rows at stop: ${err.message}`));
   }
@@ -374,24 +385,20 @@ export class RaftNode {
     // A snapshot the state machine cannot restore is refused before anything of it is written:
     // persisted, it would stop this node again at every start (a crash loop).
     let restored: ClusterState | undefined;
-    if (rd.snapshot) {
-      let rows: [string, string][];
-      try {
-        const whole = ClusterState.restore(rd.snapshot.data);
-        if (whole.appliedIndex < rd.snapshot.meta.index) throw new Error(`its state is at index ${whole.appliedIndex}, before the snapshot's index`);
-        rows = [...whole.rows(this.stateOptions.spillValuesOverBytes)];
-        restored = ClusterState.fromRows(whole.appliedIndex, rows, this.stateOptions);
-      } catch (err) {
-        throw new OmniError('SNAPSHOT_REFUSED', `the snapshot at index ${rd.snapshot.meta.index} from the leader cannot be restored (${(err as Error).message}); it was not written`);
-      }
-      // The rows first (synced): once the log is replaced by the snapshot, the entries the old
-      // rows would need are gone.
-      await this.opts.storage.replaceState(rows, restored.appliedIndex);
-      this.unsavedRows.clear();
-      this.savedStateIndex = restored.appliedIndex;
-    }
+    // The rows first (synced): once the log is replaced by the snapshot, the entries the old
+    // rows would need are gone.
+    if (rd.snapshot) restored = await this.installSnapshotRows(rd.snapshot);
     const early = this.canSendBeforePersist(rd);
-    const messages = rd.messages.some((m) => m.type === MessageType.Snap) ? await this.withState(rd.messages) : rd.messages;
+    let messages = rd.messages;
+    let streamed: Message[] = [];
+    if (messages.some((m) => m.type === MessageType.Snap)) {
+      if (this.opts.sendSnapshot) {
+        streamed = messages.filter((m) => m.type === MessageType.Snap);
+        messages = messages.filter((m) => m.type !== MessageType.Snap);
+      } else {
+        messages = await this.withState(messages);
+      }
+    }
     if (early && messages.length > 0) this.opts.send(messages);
     // Kept until written: a write that fails for lack of space is retried with the same Ready.
     this.unwritten = rd;
@@ -402,6 +409,7 @@ export class RaftNode {
     if (rd.hardState) this.persistedTermVote = { term: rd.hardState.term, vote: rd.hardState.vote };
     this.opts.observer?.persisted?.(rd);
     if (!early && messages.length > 0) this.opts.send(messages);
+    for (const m of streamed) void this.streamSnapshot(m);
     if (rd.snapshot && restored) {
       this.state = restored;
       this.skipThrough = restored.appliedIndex;
@@ -424,6 +432,73 @@ export class RaftNode {
     this.opts.observer?.handled?.(rd);
     // Watchers care about applied state and leadership; a Ready of heartbeats changes neither.
     if (rd.committedEntries.length > 0 || rd.snapshot || rd.softState) this.opts.onApplied?.();
+  }
+
+  /**
+   * Makes the snapshot's state this node's rows (streamed and staged, or whole in the message)
+   * and returns it as a state; SNAPSHOT_REFUSED when it cannot be (nothing of it is used).
+   */
+  private async installSnapshotRows(snap: Snapshot): Promise<ClusterState> {
+    const staged = stagedSnapshotOf(snap.data);
+    let restored: ClusterState;
+    try {
+      if (staged) {
+        await this.opts.storage.installStagedState(staged.from, staged.id);
+        const stored = await this.opts.storage.loadState();
+        if (!stored) throw new Error('no rows after installing it');
+        restored = ClusterState.fromRows(stored.appliedIndex, stored.rows, this.stateOptions);
+      } else {
+        const whole = ClusterState.restore(snap.data);
+        const rows = [...whole.rows(this.stateOptions.spillValuesOverBytes)];
+        restored = ClusterState.fromRows(whole.appliedIndex, rows, this.stateOptions);
+        if (restored.appliedIndex >= snap.meta.index) await this.opts.storage.replaceState(rows, restored.appliedIndex);
+      }
+      if (restored.appliedIndex < snap.meta.index) throw new Error(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'STORAGE_CORRUPT' || isNoSpace(err)) throw err;
+      throw new OmniError('SNAPSHOT_REFUSED', `the snapshot at index ${snap.meta.index} from the leader cannot be restored (${(err as Error).message})`);
+    }
+    this.unsavedRows.clear();
+    this.savedStateIndex = restored.appliedIndex;
+    this.sentSnapshot = undefined;
+    return restored;
+  }
+
+  /** Streams the state to m.to and reports the outcome to the core (etcd's ReportSnapshot). */
+  private async streamSnapshot(m: Message): Promise<void> {
+    let ok = false;
+    let held: { view: StateView; users: number } | undefined;
+    try {
+      held = await this.viewAtLeast(m.snapshot?.meta.index ?? 0);
+      held.users++;
+      ok = await this.opts.sendSnapshot!(m, held.view);
+    } catch (err) {
+      this.opts.log.warn(`raft: snapshot to ${m.to.slice(-8)} failed: ${(err as Error).message}`);
+    } finally {
+      if (held) held.users--;
+      void this.closeUnusedViews();
+    }
+    if (this.stopped || this.fatal) return;
+    this.core('reportSnapshot', () => this.raft.reportSnapshot(m.to, ok));
+    this.schedule();
+  }
+
+  /** The newest view if it is at `index` or later, else a new one (rows saved up to now). */
+  private async viewAtLeast(index: number): Promise<{ view: StateView; users: number }> {
+    const newest = this.views[this.views.length - 1];
+    if (newest && newest.view.appliedIndex >= index) return newest;
+    const view = await this.opts.storage.openStateView(`${this.id.slice(-8)}.${this.readNonce}.${++this.viewSeq}`);
+    const held = { view, users: 0 };
+    this.views.push(held);
+    return held;
+  }
+
+  /** Closes views no transfer uses any more, but the newest (a resend may resume on it). */
+  private async closeUnusedViews(): Promise<void> {
+    const keep = this.views.filter((v, i) => v.users > 0 || i === this.views.length - 1);
+    const drop = this.views.filter((v) => !keep.includes(v));
+    this.views = keep;
+    for (const v of drop) await v.view.close().catch(() => undefined);
   }
 
   /**
@@ -649,6 +724,21 @@ export class RaftNode {
     this.unsavedCompaction = undefined;
     this.snapshotIndex = snap.meta.index;
     this.opts.log.info(`raft: compacted the log up to index ${snap.meta.index} (the state is in its rows, applied up to ${this.savedStateIndex})`);
+  }
+}
+
+/** The data of a Snap message whose state was streamed and staged: who sent it, which view. */
+export function stagedSnapshotData(from: string, id: string): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify({ format: 'omni.state-staged', from, id }));
+}
+
+function stagedSnapshotOf(data: Uint8Array): { from: string; id: string } | undefined {
+  if (data.length > 2048 || data[0] !== 0x7b) return undefined;
+  try {
+    const o = JSON.parse(new TextDecoder().decode(data)) as { format?: unknown; from?: unknown; id?: unknown };
+    return o.format === 'omni.state-staged' && typeof o.from === 'string' && typeof o.id === 'string' ? { from: o.from, id: o.id } : undefined;
+  } catch {
+    return undefined;
   }
 }
 

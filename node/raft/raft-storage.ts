@@ -7,13 +7,16 @@
 // and a second copy of the hard state (node/raft/hard-state-witness.ts) proves that LevelDB did not
 // lose a synced term or vote. Anything wrong is a StorageCorruptError (STORAGE_CORRUPT).
 import type { RaftStore, StoredState } from './raft-store.js';
+import { StateStorage, type StateView } from './state-storage.js';
+import type { SnapshotSink } from './snapshot-stream.js';
 import { Level } from 'level';
 import { mkdir } from 'node:fs/promises';
 import { decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, encodeSnapshot } from '../../protocol/codec.js';
 import type { Entry, HardState, Snapshot } from '../../protocol/raft/types.js';
 import type { PersistedState } from '../../protocol/raft/raft.js';
 import { NONE } from '../../protocol/raft/types.js';
-import { StorageCorruptError, checkLevelDbLogs, sealRecord, unsealRecord } from './storage-integrity.js';
+import { StorageCorruptError, checkLevelDbLogs, sealRecord } from './storage-integrity.js';
+import { decodeOrCorrupt, levelError, read, unsealOrCorrupt, type Db } from './level-records.js';
 import { WITNESS_FILE, readWitness, removeStaleWitnessTemps, staleHardState, writeWitness } from './hard-state-witness.js';
 
 export { StorageCorruptError } from './storage-integrity.js';
@@ -22,14 +25,7 @@ const ENTRY_PREFIX = 'e/';
 const HARD_STATE_KEY = 'hs';
 const SNAPSHOT_KEY = 'snap';
 const META_PREFIX = 'm/';
-/** The state machine's rows (ClusterState.rows()) and the index they were applied up to. */
-const STATE_ROW_PREFIX = 's/';
-const STATE_APPLIED_KEY = 'sa';
-/** Rows of spilled kv values (`v/…` in ClusterState), not read at start. */
-const STATE_VALUE_PREFIX = STATE_ROW_PREFIX + 'v/';
-const STATE_VALUES_END = STATE_ROW_PREFIX + 'v0';
-const STATE_ROWS_END = 's0';
-const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 /** Written once when the dir is created: every value is sealed and the witness exists. */
 const FORMAT_KEY = 'fmt';
 const FORMAT = 'omni-raft/2';
@@ -38,17 +34,6 @@ export const MAX_STORED_SNAPSHOT_BYTES = 64 * 1024 * 1024;
 export const MAX_STORED_ENTRY_BYTES = 16 * 1024 * 1024;
 
 const ZERO_HARD_STATE: HardState = { term: 0, vote: NONE, commit: 0 };
-type Db = Level<string, Uint8Array>;
-
-function encodeAppliedIndex(index: number): Uint8Array {
-  return new TextEncoder().encode(String(index));
-}
-
-function decodeAppliedIndex(bytes: Uint8Array): number {
-  const n = Number(new TextDecoder().decode(bytes));
-  if (!Number.isSafeInteger(n) || n < 0) throw new Error('not an index');
-  return n;
-}
 
 /** Fixed-width hex so LevelDB's byte order is index order. */
 function entryKey(index: number): string {
@@ -58,13 +43,17 @@ function entryKey(index: number): string {
 export class RaftStorage implements RaftStore {
   private first = 0;
   private last = 0;
+  /** The replicated state's rows, in the same database. */
+  private readonly state: StateStorage;
 
   private constructor(
     private db: Db,
     readonly dir: string,
     /** Term and vote as last written to the witness file. */
     private witnessed: HardState,
-  ) {}
+  ) {
+    this.state = new StateStorage(() => this.db, dir);
+  }
 
   /** Opens (or creates) the store; throws StorageCorruptError if it cannot be trusted. */
   static async open(dir: string): Promise<RaftStorage> {
@@ -78,7 +67,9 @@ export class RaftStorage implements RaftStore {
       throw levelError(err, dir, 'opening LevelDB');
     }
     try {
-      return new RaftStorage(db, dir, await verifyOrCreate(db, dir));
+      const storage = new RaftStorage(db, dir, await verifyOrCreate(db, dir));
+      await storage.state.init();
+      return storage;
     } catch (err) {
       await db.close();
       throw err;
@@ -100,6 +91,8 @@ export class RaftStorage implements RaftStore {
     }
     try {
       this.witnessed = await verifyOrCreate(db, this.dir);
+      this.db = db;
+      await this.state.init();
     } catch (err) {
       await db.close();
       throw err;
@@ -180,62 +173,33 @@ export class RaftStorage implements RaftStore {
     if (this.last < s.meta.index) this.last = s.meta.index;
   }
 
-  async loadState(withValues = false): Promise<StoredState | undefined> {
-    const applied = await read(this.db, this.dir, STATE_APPLIED_KEY);
-    if (applied === undefined) return undefined;
-    const appliedIndex = decodeOrCorrupt(STATE_APPLIED_KEY, this.dir, () => decodeAppliedIndex(applied));
-    const rows: [string, string][] = [];
-    const ranges = withValues
-      ? [{ gte: STATE_ROW_PREFIX, lt: STATE_ROWS_END }]
-      : [{ gte: STATE_ROW_PREFIX, lt: STATE_VALUE_PREFIX }, { gte: STATE_VALUES_END, lt: STATE_ROWS_END }];
-    try {
-      for (const range of ranges) {
-        for await (const [key, sealed] of this.db.iterator(range)) rows.push([key.slice(STATE_ROW_PREFIX.length), this.stateRowText(key, sealed)]);
-      }
-    } catch (err) {
-      throw levelError(err, this.dir, 'reading the state rows');
-    }
-    return { appliedIndex, rows };
+  loadState(withValues = false): Promise<StoredState | undefined> {
+    return this.state.load(withValues);
   }
 
-  async readStateRows(rows: readonly string[]): Promise<(string | undefined)[]> {
-    const keys = rows.map((r) => STATE_ROW_PREFIX + r);
-    let values: (Uint8Array | undefined)[];
-    try {
-      values = await this.db.getMany(keys);
-    } catch (err) {
-      throw levelError(err, this.dir, 'reading state rows');
-    }
-    return values.map((v, i) => (v === undefined ? undefined : this.stateRowText(keys[i], v)));
+  readStateRows(rows: readonly string[]): Promise<(string | undefined)[]> {
+    return this.state.read(rows);
   }
 
-  private stateRowText(key: string, sealed: Uint8Array): string {
-    const value = unsealOrCorrupt(key, sealed, this.dir);
-    return decodeOrCorrupt(key, this.dir, () => STRICT_UTF8.decode(value));
+  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
+    return this.state.save(rows, appliedIndex, sync);
   }
 
-  async saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
-    const batch = this.db.batch();
-    const utf8 = new TextEncoder();
-    for (const [row, value] of rows) {
-      const key = STATE_ROW_PREFIX + row;
-      if (value === null) batch.del(key);
-      else batch.put(key, sealRecord(key, utf8.encode(value)));
-    }
-    batch.put(STATE_APPLIED_KEY, sealRecord(STATE_APPLIED_KEY, encodeAppliedIndex(appliedIndex)));
-    await batch.write({ sync });
+  replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {
+    return this.state.replace(rows, appliedIndex);
   }
 
-  async replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {
-    const batch = this.db.batch();
-    for await (const key of this.db.keys({ gte: STATE_ROW_PREFIX, lt: STATE_ROWS_END })) batch.del(key);
-    const utf8 = new TextEncoder();
-    for (const [row, value] of rows) {
-      const key = STATE_ROW_PREFIX + row;
-      batch.put(key, sealRecord(key, utf8.encode(value)));
-    }
-    batch.put(STATE_APPLIED_KEY, sealRecord(STATE_APPLIED_KEY, encodeAppliedIndex(appliedIndex)));
-    await batch.write({ sync: true });
+  openStateView(id: string): Promise<StateView> {
+    return this.state.openView(id);
+  }
+
+  installStagedState(from: string, id: string): Promise<number> {
+    return this.state.installStaged(from, id);
+  }
+
+  /** Where a streamed snapshot's rows are staged (node/raft/snapshot-stream.ts). */
+  snapshotSink(): SnapshotSink {
+    return this.state.sink();
   }
 
   async getMeta<T>(key: string): Promise<T | undefined> {
@@ -315,38 +279,3 @@ async function readHardState(db: Db, dir: string): Promise<HardState | undefined
   return v ? decodeOrCorrupt(HARD_STATE_KEY, dir, () => decodeHardState(v)) : undefined;
 }
 
-/** The verified payload stored at key (or the raw value when unseal is false). */
-async function read(db: Db, dir: string, key: string, unseal = true): Promise<Uint8Array | undefined> {
-  let v: Uint8Array | undefined;
-  try {
-    v = await db.get(key);
-  } catch (err) {
-    throw levelError(err, dir, `reading ${key}`);
-  }
-  if (v === undefined || !unseal) return v;
-  return unsealOrCorrupt(key, v, dir);
-}
-
-function unsealOrCorrupt(key: string, value: Uint8Array, dir: string): Uint8Array {
-  const payload = unsealRecord(key, value);
-  if (!payload) throw new StorageCorruptError(`stored record ${key} fails its checksum`, dir, { key });
-  return payload;
-}
-
-function decodeOrCorrupt<T>(key: string, dir: string, decode: () => T): T {
-  try {
-    return decode();
-  } catch (err) {
-    throw new StorageCorruptError(`stored record ${key} cannot be decoded (${(err as Error).message})`, dir, { key });
-  }
-}
-
-/** LevelDB's own corruption reports become STORAGE_CORRUPT; other errors pass unchanged. */
-function levelError(err: unknown, dir: string, what: string): unknown {
-  if (err instanceof StorageCorruptError) return err;
-  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (e?.code === 'LEVEL_CORRUPTION' || e?.cause?.code === 'LEVEL_CORRUPTION') {
-    return new StorageCorruptError(`LevelDB reports corruption while ${what}: ${(e.cause?.message ?? e.message ?? '').slice(0, 300)}`, dir);
-  }
-  return err;
-}

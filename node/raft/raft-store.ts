@@ -2,6 +2,7 @@
 // production store; the simulator's store keeps the same contract over a simulated disk.
 import type { PersistedState } from '../../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../../protocol/raft/types.js';
+import type { StateView } from './state-storage.js';
 
 export interface StoredState {
   appliedIndex: number;
@@ -35,8 +36,12 @@ export interface RaftStore {
    * next synced write (LevelDB's log is sequential).
    */
   saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void>;
-  /** Replaces every row (a snapshot from the leader) in one atomic, fsync'ed batch. */
+  /** Replaces every row (a snapshot from the leader), atomically and fsync'ed. */
   replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void>;
+  /** A consistent view of the rows as last saved, to stream to a follower (close it after). */
+  openStateView(id: string): Promise<StateView>;
+  /** Makes a streamed snapshot staged in the store (from, id) the rows; returns its applied index. */
+  installStagedState(from: string, id: string): Promise<number>;
   /** Opens the store again after a failed write (LevelDB refuses writes after one failed). */
   reopen(): Promise<void>;
 }

@@ -75,7 +75,7 @@ export type SnapshotSendResult = 'finish' | 'failure';
  * previous attempt lost the final done): keep the last completed view until Raft took or
  * refused a newer snapshot.
  */
-export type SnapshotCompleteHandler = (from: string, header: Uint8Array) => void;
+export type SnapshotCompleteHandler = (from: string, header: Uint8Array, id: string) => void;
 
 export interface SnapshotStreamOptions {
   /** The libp2p host (only these four members are used). */
@@ -483,7 +483,7 @@ export class SnapshotStream {
         // the header goes to Raft again (it may carry a newer term than the one stepped before).
         this.stats.received++;
         try {
-          h.onComplete(from, offer.header);
+          h.onComplete(from, offer.header, offer.id);
         } catch (err) {
           throw new RemoteError('INTERNAL', `applying the snapshot: ${(err as Error).message}`);
         }
@@ -526,7 +526,7 @@ export class SnapshotStream {
           id = undefined; // nothing partial left to drop
           this.stats.received++;
           try {
-            h.onComplete(from, offer.header);
+            h.onComplete(from, offer.header, offer.id);
           } catch (err) {
             throw new RemoteError('INTERNAL', `applying the snapshot: ${(err as Error).message}`);
           }

@@ -1,0 +1,274 @@
+// The replicated state's rows on LevelDB (ClusterState rows, see protocol/cluster/state.ts), in
+// the same database as the Raft log, written with the index they are applied up to (etcd's
+// consistent index).
+//
+// Rows live in one of two generations, `s/…` and `sb/…`; key `sg` names the live one. A
+// snapshot from the leader is staged in the other generation — row by row as it streams in
+// (node/raft/snapshot-stream.ts), durably, resumable after a broken stream — and installed by
+// one small atomic batch that flips `sg` and the applied index; the old generation is cleared
+// afterwards. So a 1 GiB state never has to fit in one batch or in memory, and a crash at any
+// point leaves either the old state or the new one.
+//
+// A follower is sent a snapshot from a view (openView): a LevelDB explicit snapshot of the live
+// generation, consistent at the applied index the view reports.
+import { sealRecord } from './storage-integrity.js';
+import { decodeOrCorrupt, levelError, read, unsealOrCorrupt, type Db } from './level-records.js';
+import type { SnapshotSink, SnapshotSource } from './snapshot-stream.js';
+import { StorageCorruptError } from './storage-integrity.js';
+
+type Generation = '' | 'b';
+const GENERATION_KEY = 'sg';
+const APPLIED_KEY = 'sa';
+/** Who is being staged: {from, id, lastKey, complete}. */
+const STAGE_KEY = 'st';
+/** The first row of a view and of a staged snapshot: the index its rows are applied up to. */
+export const APPLIED_ROW = '!applied';
+/** Rows of spilled kv values (`v/…` in ClusterState): not read at start. */
+const VALUE_ROWS = 'v/';
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+const UTF8 = new TextEncoder();
+/** Rows written per batch while replacing the state from a snapshot held in memory. */
+const REPLACE_BATCH_ROWS = 2000;
+
+const prefixOf = (g: Generation): string => `s${g}/`;
+const endOf = (g: Generation): string => `s${g}0`;
+const other = (g: Generation): Generation => (g === '' ? 'b' : '');
+
+interface StageRecord {
+  from: string;
+  id: string;
+  lastKey?: string;
+  complete?: boolean;
+}
+
+export interface StoredState {
+  appliedIndex: number;
+  /** By row key. */
+  rows: [string, string][];
+}
+
+/** A consistent view of the live rows, for sending a snapshot. */
+export interface StateView extends SnapshotSource {
+  readonly appliedIndex: number;
+  close(): Promise<void>;
+}
+
+export class StateStorage {
+  private gen: Generation = '';
+
+  constructor(
+    private readonly db: () => Db,
+    private readonly dir: string,
+  ) {}
+
+  /** Reads which generation is live (after opening or reopening the database). */
+  async init(): Promise<void> {
+    const g = await read(this.db(), this.dir, GENERATION_KEY);
+    const name = g === undefined ? '' : STRICT_UTF8.decode(g);
+    if (name !== '' && name !== 'b') throw new StorageCorruptError(`record ${GENERATION_KEY} names an unknown state generation`, this.dir, { key: GENERATION_KEY });
+    this.gen = name;
+  }
+
+  async load(withValues: boolean): Promise<StoredState | undefined> {
+    const a = await read(this.db(), this.dir, APPLIED_KEY);
+    if (a === undefined) return undefined;
+    const appliedIndex = decodeOrCorrupt(APPLIED_KEY, this.dir, () => decodeIndex(a));
+    const p = prefixOf(this.gen);
+    const ranges = withValues
+      ? [{ gte: p, lt: endOf(this.gen) }]
+      : [{ gte: p, lt: p + VALUE_ROWS }, { gte: p + 'v0', lt: endOf(this.gen) }];
+    const rows: [string, string][] = [];
+    try {
+      for (const range of ranges) {
+        for await (const [key, sealed] of this.db().iterator(range)) rows.push([key.slice(p.length), this.text(key, sealed)]);
+      }
+    } catch (err) {
+      throw levelError(err, this.dir, 'reading the state rows');
+    }
+    return { appliedIndex, rows };
+  }
+
+  async read(rows: readonly string[]): Promise<(string | undefined)[]> {
+    const keys = rows.map((r) => prefixOf(this.gen) + r);
+    let values: (Uint8Array | undefined)[];
+    try {
+      values = await this.db().getMany(keys);
+    } catch (err) {
+      throw levelError(err, this.dir, 'reading state rows');
+    }
+    return values.map((v, i) => (v === undefined ? undefined : this.text(keys[i], v)));
+  }
+
+  async save(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
+    const batch = this.db().batch();
+    const p = prefixOf(this.gen);
+    for (const [row, value] of rows) {
+      const key = p + row;
+      if (value === null) batch.del(key);
+      else batch.put(key, sealRecord(key, UTF8.encode(value)));
+    }
+    batch.put(APPLIED_KEY, sealRecord(APPLIED_KEY, encodeIndex(appliedIndex)));
+    await batch.write({ sync });
+  }
+
+  /** Replaces every row (a whole snapshot held in memory): staged in batches, then installed. */
+  async replace(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {
+    const id = `local-${appliedIndex}`;
+    await this.stageStart('local', id);
+    let chunk: [string, string][] = [[APPLIED_ROW, String(appliedIndex)]];
+    for (const row of rows) {
+      chunk.push(row);
+      if (chunk.length >= REPLACE_BATCH_ROWS) {
+        await this.stageRows('local', id, chunk);
+        chunk = [];
+      }
+    }
+    if (chunk.length > 0) await this.stageRows('local', id, chunk);
+    await this.stageDone('local', id);
+    await this.installStaged('local', id);
+  }
+
+  /** A consistent view of the live rows now, and the index they are applied up to in it. */
+  async openView(id: string): Promise<StateView> {
+    const db = this.db();
+    const snapshot = db.snapshot();
+    const p = prefixOf(this.gen);
+    const end = endOf(this.gen);
+    const dir = this.dir;
+    const text = (key: string, v: Uint8Array) => this.text(key, v);
+    let appliedIndex: number;
+    try {
+      // Read from the view itself: the applied index and the rows come from the same batch.
+      const a = await db.get(APPLIED_KEY, { snapshot });
+      if (a === undefined) throw new Error('no state rows are stored yet');
+      appliedIndex = decodeOrCorrupt(APPLIED_KEY, dir, () => decodeIndex(unsealOrCorrupt(APPLIED_KEY, a, dir)));
+    } catch (err) {
+      await snapshot.close();
+      throw levelError(err, dir, 'opening a snapshot view');
+    }
+    return {
+      id,
+      appliedIndex,
+      async *rows(afterKey: Uint8Array | undefined, signal: AbortSignal): AsyncIterable<[Uint8Array, Uint8Array]> {
+        const after = afterKey === undefined ? undefined : STRICT_UTF8.decode(afterKey);
+        if (after === undefined || after < APPLIED_ROW) yield [UTF8.encode(APPLIED_ROW), UTF8.encode(String(appliedIndex))];
+        const range = after === undefined || after < APPLIED_ROW ? { gte: p, lt: end } : { gt: p + after, lt: end };
+        try {
+          for await (const [key, sealed] of db.iterator({ ...range, snapshot })) {
+            if (signal.aborted) return;
+            yield [UTF8.encode(key.slice(p.length)), UTF8.encode(text(key, sealed))];
+          }
+        } catch (err) {
+          throw levelError(err, dir, 'reading a snapshot view');
+        }
+      },
+      close: () => snapshot.close(),
+    };
+  }
+
+  /** Receives a streamed snapshot into the other generation (SnapshotSink of the stream). */
+  sink(): SnapshotSink {
+    return {
+      resumeAfter: async (from, id) => {
+        const st = await this.stage();
+        if (st && st.from === from && st.id === id && !st.complete) return st.lastKey === undefined ? undefined : UTF8.encode(st.lastKey);
+        await this.stageStart(from, id);
+        return undefined;
+      },
+      write: async (from, id, rows) => {
+        await this.stageRows(from, id, rows.map(([k, v]) => [STRICT_UTF8.decode(k), STRICT_UTF8.decode(v)]));
+      },
+      complete: async (from, id) => this.stageDone(from, id),
+      abort: async (from, id) => {
+        const st = await this.stage();
+        if (st && st.from === from && st.id === id) await this.stageStart('', '');
+      },
+    };
+  }
+
+  /**
+   * Makes the staged snapshot of (from, id) the live state, atomically, and returns its applied
+   * index; the old generation is cleared afterwards. Throws when nothing complete is staged.
+   */
+  async installStaged(from: string, id: string): Promise<number> {
+    const st = await this.stage();
+    if (!st || st.from !== from || st.id !== id || !st.complete) {
+      throw new Error(`no complete snapshot ${id} from ${from} is staged`);
+    }
+    const next = other(this.gen);
+    const appliedKey = prefixOf(next) + APPLIED_ROW;
+    const a = await read(this.db(), this.dir, appliedKey);
+    if (a === undefined) throw new Error(`the staged snapshot ${id} has no applied index`);
+    const appliedIndex = decodeOrCorrupt(appliedKey, this.dir, () => decodeIndex(a));
+    const batch = this.db().batch();
+    batch.del(appliedKey);
+    batch.put(GENERATION_KEY, sealRecord(GENERATION_KEY, UTF8.encode(next)));
+    batch.put(APPLIED_KEY, sealRecord(APPLIED_KEY, encodeIndex(appliedIndex)));
+    batch.del(STAGE_KEY);
+    await batch.write({ sync: true });
+    const old = this.gen;
+    this.gen = next;
+    await this.clear(old);
+    return appliedIndex;
+  }
+
+  private async stage(): Promise<StageRecord | undefined> {
+    const v = await read(this.db(), this.dir, STAGE_KEY);
+    return v === undefined ? undefined : decodeOrCorrupt(STAGE_KEY, this.dir, () => JSON.parse(STRICT_UTF8.decode(v)) as StageRecord);
+  }
+
+  /** Drops whatever was staged and starts staging (from, id) ('' to just drop). */
+  private async stageStart(from: string, id: string): Promise<void> {
+    await this.clear(other(this.gen));
+    if (from === '') await this.db().del(STAGE_KEY);
+    else await this.putStage({ from, id });
+  }
+
+  private async stageRows(from: string, id: string, rows: [string, string][]): Promise<void> {
+    if (rows.length === 0) return;
+    const st = await this.stage();
+    if (!st || st.from !== from || st.id !== id || st.complete) throw new Error(`snapshot ${id} from ${from} is not being staged`);
+    const p = prefixOf(other(this.gen));
+    const batch = this.db().batch();
+    for (const [row, value] of rows) {
+      const key = p + row;
+      batch.put(key, sealRecord(key, UTF8.encode(value)));
+    }
+    const rec: StageRecord = { from, id, lastKey: rows[rows.length - 1][0] };
+    batch.put(STAGE_KEY, sealRecord(STAGE_KEY, UTF8.encode(JSON.stringify(rec))));
+    await batch.write({ sync: true });
+  }
+
+  private async stageDone(from: string, id: string): Promise<void> {
+    const st = await this.stage();
+    if (!st || st.from !== from || st.id !== id) throw new Error(`snapshot ${id} from ${from} is not being staged`);
+    await this.putStage({ ...st, complete: true });
+  }
+
+  private async putStage(rec: StageRecord): Promise<void> {
+    await this.db().put(STAGE_KEY, sealRecord(STAGE_KEY, UTF8.encode(JSON.stringify(rec))), { sync: true });
+  }
+
+  private async clear(g: Generation): Promise<void> {
+    try {
+      await this.db().clear({ gte: prefixOf(g), lt: endOf(g) });
+    } catch (err) {
+      throw levelError(err, this.dir, 'clearing old state rows');
+    }
+  }
+
+  private text(key: string, sealed: Uint8Array): string {
+    const value = unsealOrCorrupt(key, sealed, this.dir);
+    return decodeOrCorrupt(key, this.dir, () => STRICT_UTF8.decode(value));
+  }
+}
+
+function encodeIndex(index: number): Uint8Array {
+  return UTF8.encode(String(index));
+}
+
+function decodeIndex(bytes: Uint8Array): number {
+  const n = Number(STRICT_UTF8.decode(bytes));
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error('not an index');
+  return n;
+}
