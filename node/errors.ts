@@ -36,6 +36,7 @@ export function httpStatusFor(code: string): number {
     case 'TOO_LARGE':
       return 413;
     case 'RESOURCE_EXHAUSTED':
+    case 'QUOTA_EXCEEDED':
       return 429;
     case 'TIMEOUT':
       return 504;
@@ -47,6 +48,7 @@ export function httpStatusFor(code: string): number {
     case 'TRANSFERRING':
     case 'CONF_CHANGE_PENDING':
     case 'TOO_MANY_PENDING':
+    case 'TOO_MANY_PENDING_BYTES':
     case 'PROPOSAL_DROPPED':
     case 'LEADERSHIP_LOST':
     case 'BUSY':

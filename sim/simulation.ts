@@ -71,6 +71,8 @@ export interface SimKnobs {
    * while handling a Ready lets messages in). 0 for most profiles.
    */
   applyLatencyMs?: number;
+  /** Applied entries a compaction keeps in the log (the catch-up tail). */
+  tailEntries?: number;
   /** Kv values longer than this live only in the stored rows (StateOptions); undefined: in memory. */
   spillValuesOverBytes?: number;
   /** Chance that an fsync fails (EIO): the node stops at once and is restarted. */
@@ -386,6 +388,7 @@ export class Simulation {
     this.knobs = chooseKnobs(this.rng);
     // Drawn from the seed itself so the rest of each seed's schedule stays as it was.
     this.knobs.spillValuesOverBytes = [0, 4, undefined][opts.seed % 3];
+    this.knobs.tailEntries = [0, 3, 20, 200][Math.floor(opts.seed / 3) % 4];
     this.traceLines = opts.traceLines ?? 400;
     this.net = new SimNetwork(this.rng, this.knobs.network);
     const ids = Array.from({ length: this.knobs.nodes }, (_, i) => `n${i + 1}`);
@@ -664,6 +667,7 @@ export class Simulation {
         log: silentLogger,
         timing: { tickMs: this.knobs.tickMs, electionTick: this.knobs.electionTick, heartbeatTick: this.knobs.heartbeatTick },
         snapshotEveryEntries: n.compactEvery,
+        snapshotTailEntries: this.knobs.tailEntries,
         timers: (n.clock = new SimClock((ms, fn) => this.later(n, ms, fn), () => (this.nowMs < n.burstUntilMs ? n.rate / 20 : n.rate), () => SIM_EPOCH_MS + this.nowMs + n.clockOffsetMs, () => this.nowMs)),
         rngSeed: this.rng.int(2 ** 31),
         readNonce: `${n.id}.${inc}`,

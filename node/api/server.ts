@@ -216,6 +216,8 @@ export class ApiServer {
         return at === undefined ? undefined : now - at;
       },
       silentAfterMs: SILENT_VOTER_MS,
+      stateBytes: state.sizeBytes,
+      quotaBytes: quotaBytes(state.config()),
     });
   }
 

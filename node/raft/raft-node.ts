@@ -13,6 +13,7 @@ import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/r
 import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot } from '../../protocol/raft/types.js';
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
+import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
 import { ClusterState, kvRow, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
 import type { RaftStore } from './raft-store.js';
 import type { StateView } from './state-storage.js';
@@ -30,6 +31,8 @@ export const DEFAULT_TIMING: RaftTiming = { tickMs: 100, electionTick: 10, heart
 /** Compact the log into a snapshot once this many entries were applied since the last one. */
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
 export const DEFAULT_PROPOSAL_TIMEOUT_MS = 10_000;
+/** In-memory log bytes that trigger a compaction (the tail is shortened to stay under half of it). */
+export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
 /** Kv values longer than this live on disk only, not in memory (ClusterState StateOptions). */
 export const DEFAULT_SPILL_VALUES_OVER_BYTES = 64;
 /** The state's options in production: spill, and hash with the native SHA-256. */
@@ -45,7 +48,7 @@ const MAX_WAITERS = 20_000;
 export const NO_SPACE_RETRY_MS = 1000;
 
 /** Core options a driver may pass through (the simulator injects bugs and observers). */
-export type CoreOptions = Pick<RaftConfig, 'maxSizePerMsgBytes' | 'maxInflightMsgs' | 'preVote' | 'checkQuorum' | 'bugs' | 'trace' | 'observe'>;
+export type CoreOptions = Pick<RaftConfig, 'maxSizePerMsgBytes' | 'maxInflightMsgs' | 'maxUncommittedBytes' | 'maxCommittedBytesPerReady' | 'preVote' | 'checkQuorum' | 'bugs' | 'trace' | 'observe'>;
 
 /** Sees what the driver does, for the simulator's checkers; never changes behaviour. */
 export interface DriverObserver {
@@ -64,6 +67,10 @@ export interface RaftNodeOptions {
   log: Logger;
   timing?: RaftTiming;
   snapshotEveryEntries?: number;
+  /** Applied entries kept in the log after a compaction (default DEFAULT_TAIL_ENTRIES, 5,000 as etcd). */
+  snapshotTailEntries?: number;
+  /** Bytes of log held in memory that make a compaction due before snapshotEveryEntries (default DEFAULT_MAX_LOG_BYTES). */
+  maxLogBytes?: number;
   /** Called after a Ready that applied entries, installed a snapshot or changed the role or leader (for watchers: leadership, membership). */
   onApplied?: () => void;
   /** Called once if the node can no longer participate safely (storage or apply failure). */
@@ -434,29 +441,51 @@ export class RaftNode {
     if (rd.committedEntries.length > 0 || rd.snapshot || rd.softState) this.opts.onApplied?.();
   }
 
+  /** Where to compact the log now (keeping a tail, etcd style), or undefined when not due. */
+  private compactionPoint(): number | undefined {
+    return this.raft.compactionPoint({
+      everyEntries: this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+      tailEntries: this.opts.snapshotTailEntries ?? DEFAULT_TAIL_ENTRIES,
+      maxLogBytes: this.opts.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES,
+    });
+  }
+
   /**
    * Makes the snapshot's state this node's rows (streamed and staged, or whole in the message)
    * and returns it as a state; SNAPSHOT_REFUSED when it cannot be (nothing of it is used).
    */
   private async installSnapshotRows(snap: Snapshot): Promise<ClusterState> {
+    const refused = (why: string) => new OmniError('SNAPSHOT_REFUSED', `the snapshot at index ${snap.meta.index} from the leader cannot be restored (${why})`);
     const staged = stagedSnapshotOf(snap.data);
     let restored: ClusterState;
-    try {
-      if (staged) {
+    if (staged) {
+      // Storage errors pass as they are (an fsync error is not the leader's fault).
+      try {
         await this.opts.storage.installStagedState(staged.from, staged.id);
-        const stored = await this.opts.storage.loadState();
-        if (!stored) throw new Error('no rows after installing it');
-        restored = ClusterState.fromRows(stored.appliedIndex, stored.rows, this.stateOptions);
-      } else {
-        const whole = ClusterState.restore(snap.data);
-        const rows = [...whole.rows(this.stateOptions.spillValuesOverBytes)];
-        restored = ClusterState.fromRows(whole.appliedIndex, rows, this.stateOptions);
-        if (restored.appliedIndex >= snap.meta.index) await this.opts.storage.replaceState(rows, restored.appliedIndex);
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== undefined) throw err;
+        throw refused((err as Error).message);
       }
-      if (restored.appliedIndex < snap.meta.index) throw new Error(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
-    } catch (err) {
-      if ((err as { code?: string }).code === 'STORAGE_CORRUPT' || isNoSpace(err)) throw err;
-      throw new OmniError('SNAPSHOT_REFUSED', `the snapshot at index ${snap.meta.index} from the leader cannot be restored (${(err as Error).message})`);
+      const stored = await this.opts.storage.loadState();
+      if (!stored) throw refused('no rows after installing it');
+      try {
+        restored = ClusterState.fromRows(stored.appliedIndex, stored.rows, this.stateOptions);
+      } catch (err) {
+        throw refused((err as Error).message);
+      }
+      if (restored.appliedIndex < snap.meta.index) throw refused(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
+    } else {
+      let rows: [string, string][];
+      try {
+        const whole = ClusterState.restore(snap.data);
+        rows = [...whole.rows(this.stateOptions.spillValuesOverBytes)];
+        restored = ClusterState.fromRows(whole.appliedIndex, rows, this.stateOptions);
+      } catch (err) {
+        throw refused((err as Error).message);
+      }
+      // Refused before anything of it is written: persisted, it would stop this node at every start.
+      if (restored.appliedIndex < snap.meta.index) throw refused(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
+      await this.opts.storage.replaceState(rows, restored.appliedIndex);
     }
     this.unsavedRows.clear();
     this.savedStateIndex = restored.appliedIndex;
@@ -709,15 +738,14 @@ export class RaftNode {
     // the leader has replaced it since.
     if (this.unsavedCompaction && this.unsavedCompaction.meta.index <= this.snapshotIndex) this.unsavedCompaction = undefined;
     if (!this.unsavedCompaction) {
-      const every = this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
-      const applied = this.raft.log.applied;
-      if (applied - this.snapshotIndex < every || this.stopped) return;
+      if (this.stopped || this.compactionPoint() === undefined) return;
       // The rows must be durable up to the compaction point before the log before it goes.
       await this.saveState(true);
       // A snapshot may have reached the core meanwhile: compact only what still holds.
+      const point = this.compactionPoint();
       const now = this.raft.log.applied;
-      if (this.stopped || this.raft.log.pendingSnapshot || now <= this.snapshotIndex || now > this.savedStateIndex) return;
-      this.unsavedCompaction = this.raft.compact(STATE_IN_ROWS);
+      if (this.stopped || point === undefined || now <= this.snapshotIndex || now > this.savedStateIndex) return;
+      this.unsavedCompaction = this.raft.compact(point, STATE_IN_ROWS);
     }
     const snap = this.unsavedCompaction;
     await this.opts.storage.saveSnapshot(snap);

@@ -29,7 +29,13 @@ export interface HealthInput {
   silentMs: (id: string) => number | undefined;
   /** A voter silent this long counts as not up before the autopilot marks it down. */
   silentAfterMs: number;
+  /** Bytes of replicated state, and its quota (the QUOTA_EXCEEDED alarm: absent, no check). */
+  stateBytes?: number;
+  quotaBytes?: number;
 }
+
+/** Share of the state quota at which the QUOTA_EXCEEDED alarm is raised (writes soon refused). */
+export const QUOTA_ALARM_SHARE = 0.95;
 
 export function assessHealth(h: HealthInput): HealthReport {
   const byId = new Map(h.nodes.map((n) => [n.id, n]));
@@ -53,6 +59,10 @@ export function assessHealth(h: HealthInput): HealthReport {
     if (h.voters.length < h.voterTarget) {
       const missing = h.voterTarget - h.voters.length;
       reasons.push(`${h.voters.length} of ${h.voterTarget} target voters: join ${missing} more host${missing === 1 ? '' : 's'} (or make a non-voter eligible) to tolerate a failure`);
+    }
+    if (h.stateBytes !== undefined && h.quotaBytes !== undefined && h.stateBytes >= h.quotaBytes * QUOTA_ALARM_SHARE) {
+      const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+      reasons.push(`QUOTA_EXCEEDED alarm: the replicated state holds ${mib(h.stateBytes)} MiB of its ${mib(h.quotaBytes)} MiB quota; writes that grow it are refused — delete keys or apps, or raise the quota (omnid init --max-state-bytes)`);
     }
     if (reasons.length > 0) status = 'degraded';
   }

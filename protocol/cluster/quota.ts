@@ -79,7 +79,7 @@ export function growthBytes(c: Command, view: QuotaView): number {
 }
 
 /**
- * RESOURCE_EXHAUSTED when `growth` more bytes would take the state (plus what is already
+ * QUOTA_EXCEEDED when `growth` more bytes would take the state (plus what is already
  * proposed and not applied yet, `pendingBytes`) past the principal's limit; undefined to admit.
  */
 export function quotaRefusal(input: { principal: PrincipalKind; growthBytes: number; stateBytes: number; pendingBytes: number; quotaBytes: number }): CommandError | undefined {
@@ -88,7 +88,7 @@ export function quotaRefusal(input: { principal: PrincipalKind; growthBytes: num
   const after = input.stateBytes + input.pendingBytes + input.growthBytes;
   if (after <= limit) return undefined;
   return {
-    code: 'RESOURCE_EXHAUSTED',
+    code: 'QUOTA_EXCEEDED',
     message:
       `the cluster state holds ${input.stateBytes + input.pendingBytes} bytes; this write (+${input.growthBytes}) would pass its quota of ${limit} bytes. ` +
       'Delete keys or apps to free space (deletes are always accepted), or start the cluster with a larger omnid init --max-state-bytes',

@@ -11,6 +11,7 @@
 // nothing with callers (they hand out copies).
 
 import { sha256 } from '@noble/hashes/sha2.js';
+import sortedBtree from 'sorted-btree';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import {
   DEFAULT_VOTER_TARGET,
@@ -111,24 +112,29 @@ export type {
 /** Most node records, 'left' ones included. */
 export const MAX_NODES = 10_000;
 export const MAX_TOKENS = 10_000;
-export const MAX_KV_KEYS = 100_000;
+/** Most kv keys: each costs about 200 bytes of memory (its metadata stays in memory, as etcd's index). */
+export const MAX_KV_KEYS = 2_000_000;
 /**
- * Most bytes of encoded node, token and kv records (the bulk of a snapshot). A command that
- * would grow the state past it fails RESOURCE_EXHAUSTED, so that a snapshot always fits in
- * one Raft message (MAX_RAFT_MESSAGE_BYTES, 64 MiB) with room to spare.
+ * Most bytes of encoded node, token and kv records: the state machine's hard limit (etcd's
+ * suggested maximum). A command that would grow the state past it fails RESOURCE_EXHAUSTED; the
+ * quota (below) stops writes well before. The state lives in rows on disk and snapshots stream
+ * row by row, so nothing needs it in memory or in one message.
  */
-export const MAX_STATE_BYTES = 32 * 1024 * 1024;
+export const MAX_STATE_BYTES = 8 * 1024 ** 3;
 /**
  * Room kept above the state quota (protocol/cluster/quota.ts) for the cluster's own writes:
  * members reporting about themselves, the leader's autopilot and orchestrator. An admin's
  * writes stop at the quota; theirs stop at the quota plus this, and never past MAX_STATE_BYTES.
  */
 export const STATE_RESERVE_BYTES = 2 * 1024 * 1024;
-/** The state quota without omnid init --max-state-bytes, and its bounds. */
-export const DEFAULT_MAX_STATE_BYTES = MAX_STATE_BYTES - STATE_RESERVE_BYTES;
+/** The state quota without omnid init --max-state-bytes (etcd's default, 2 GiB), and its bounds. */
+export const DEFAULT_MAX_STATE_BYTES = 2 * 1024 ** 3;
 export const MIN_MAX_STATE_BYTES = 64 * 1024;
-export const MAX_MAX_STATE_BYTES = DEFAULT_MAX_STATE_BYTES;
-/** Largest snapshot restore accepts: the Raft message limit its bytes travel in. */
+export const MAX_MAX_STATE_BYTES = MAX_STATE_BYTES - STATE_RESERVE_BYTES;
+/**
+ * Largest whole snapshot restore accepts: one travelling inside a Raft message (the simulator,
+ * and a data dir written before the state lived in rows). Streamed snapshots have no such bound.
+ */
 export const MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024;
 export const SNAPSHOT_FORMAT = 'omni.cluster-state';
 export const SNAPSHOT_VERSION = 1;
@@ -157,6 +163,9 @@ const CONF_ROLES: ReadonlyMap<unknown, NodeRole> = new Map<unknown, NodeRole>([
 ]);
 
 const utf8Encoder = new TextEncoder();
+/** sorted-btree is CommonJS: its class is the default export's `default` under Node, the default export under vite. */
+const BTree = ((sortedBtree as unknown as { default?: typeof sortedBtree.default }).default ?? sortedBtree) as typeof sortedBtree.default;
+type KeyTree = InstanceType<typeof BTree<string, undefined>>;
 
 /**
  * Key prefixes of the cluster's own records (apps, tasks, the registry's catalog), read
@@ -171,6 +180,9 @@ export interface StateOptions {
   spillValuesOverBytes?: number;
   /** SHA-256 of a value (hex), for compares on a spilled value; same output as the default, only faster. */
   hashValue?: (value: string) => string;
+  /** Lower hard limits (tests of the limits); every replica must use the same. */
+  maxKvKeys?: number;
+  maxStateBytes?: number;
 }
 
 /** Metadata of a kv record: everything but its value. */
@@ -247,13 +259,21 @@ export class ClusterState {
   readonly #kv = new Map<string, KvEntry>();
   readonly #options: StateOptions;
   /** The kv keys in UTF-16 code unit order, for kvList. */
-  #kvKeys: string[] = [];
+  #kvKeys: KeyTree = new BTree<string, undefined>();
   #sizeBytes = 0;
   /** Rows changed since the last takeChangedRows() (row key → record, or null when deleted). */
   readonly #changed = new Map<string, object | null>();
 
   constructor(options: StateOptions = {}) {
     this.#options = options;
+  }
+
+  get #maxKvKeys(): number {
+    return this.#options.maxKvKeys ?? MAX_KV_KEYS;
+  }
+
+  get #maxStateBytes(): number {
+    return this.#options.maxStateBytes ?? MAX_STATE_BYTES;
   }
 
   /** Index of the last entry applied (normal or conf change); 0 before the first. */
@@ -487,8 +507,8 @@ export class ClusterState {
     const version = prev ? prev.version : 0;
     const mismatch = checkExpectedVersion(c.key, c.expectedVersion, version);
     if (mismatch) return mismatch;
-    if (!prev && this.#kv.size >= MAX_KV_KEYS) {
-      return fail('RESOURCE_EXHAUSTED', `the kv store already holds the maximum of ${MAX_KV_KEYS} keys`);
+    if (!prev && this.#kv.size >= this.#maxKvKeys) {
+      return fail('RESOURCE_EXHAUSTED', `the kv store already holds the maximum of ${this.#maxKvKeys} keys`);
     }
     if (version >= Number.MAX_SAFE_INTEGER) return fail('RESOURCE_EXHAUSTED', `kv key ${quote(c.key)}: version overflow`);
     const record: KvRecord = {
@@ -507,7 +527,7 @@ export class ClusterState {
     this.#kv.set(c.key, next);
     const change: KvChange = { entry: next, value: c.value };
     this.#changed.set(kvRow(c.key), change);
-    if (!prev) this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 0, c.key);
+    if (!prev) this.#kvKeys.set(c.key, undefined);
     return { ok: true, value: { key: c.key, version: next.version, modIndex: index } };
   }
 
@@ -518,7 +538,7 @@ export class ClusterState {
     if (mismatch) return mismatch;
     this.#kv.delete(c.key);
     this.#changed.set(kvRow(c.key), null);
-    this.#kvKeys.splice(lowerBound(this.#kvKeys, c.key), 1);
+    this.#kvKeys.delete(c.key);
     this.#sizeBytes -= prev.sizeBytes;
     return { ok: true, value: { key: c.key, version: prev.version } };
   }
@@ -549,9 +569,9 @@ export class ClusterState {
         sizeDelta -= prev.sizeBytes;
       }
     }
-    if (this.#kv.size + newKeys > MAX_KV_KEYS) return fail('RESOURCE_EXHAUSTED', `the kv store would exceed the maximum of ${MAX_KV_KEYS} keys`);
-    if (sizeDelta > 0 && this.#sizeBytes + sizeDelta > MAX_STATE_BYTES) {
-      return fail('RESOURCE_EXHAUSTED', `the cluster state would grow past the limit of ${MAX_STATE_BYTES} bytes`);
+    if (this.#kv.size + newKeys > this.#maxKvKeys) return fail('RESOURCE_EXHAUSTED', `the kv store would exceed the maximum of ${this.#maxKvKeys} keys`);
+    if (sizeDelta > 0 && this.#sizeBytes + sizeDelta > this.#maxStateBytes) {
+      return fail('RESOURCE_EXHAUSTED', `the cluster state would grow past the limit of ${this.#maxStateBytes} bytes`);
     }
     for (const op of c.ops) {
       if (op.op === 'put') this.#kvPut(index, { type: 'kv.put', key: op.key, value: op.value });
@@ -587,8 +607,8 @@ export class ClusterState {
 
   #overBudgetBy(nextBytes: number, prevBytes: number): ApplyResult | undefined {
     const total = this.#sizeBytes - prevBytes + nextBytes;
-    if (nextBytes <= prevBytes || total <= MAX_STATE_BYTES) return undefined;
-    return fail('RESOURCE_EXHAUSTED', `the cluster state would grow to ${total} bytes, over the limit of ${MAX_STATE_BYTES} bytes`);
+    if (nextBytes <= prevBytes || total <= this.#maxStateBytes) return undefined;
+    return fail('RESOURCE_EXHAUSTED', `the cluster state would grow to ${total} bytes, over the limit of ${this.#maxStateBytes} bytes`);
   }
 
   // -- queries (copies: callers cannot reach the state) ---------------------
@@ -689,8 +709,10 @@ export class ClusterState {
   #kvKeysWith(prefix: string, limit: number): string[] {
     const out: string[] = [];
     if (typeof prefix !== 'string' || !(limit > 0)) return out;
-    const keys = this.#kvKeys;
-    for (let i = lowerBound(keys, prefix); i < keys.length && out.length < limit && keys[i].startsWith(prefix); i++) out.push(keys[i]);
+    for (const key of this.#kvKeys.keys(prefix)) {
+      if (out.length >= limit || !key.startsWith(prefix)) break;
+      out.push(key);
+    }
     return out;
   }
 
@@ -716,7 +738,7 @@ export class ClusterState {
       nodes: sortedKeys(this.#nodes).map((id) => this.#nodes.get(id)!),
       pendingRoles: sortedKeys(this.#pendingRoles).map((id) => ({ id, role: this.#pendingRoles.get(id)! })),
       tokens: sortedKeys(this.#tokens).map((id) => this.#tokens.get(id)!),
-      kv: this.#kvKeys.map((key) => recordOf(this.#kv.get(key)!)),
+      kv: [...this.#kvKeys.keys()].map((key) => recordOf(this.#kv.get(key)!)),
     };
     return utf8Encoder.encode(canonicalJson(doc));
   }
@@ -810,7 +832,7 @@ export class ClusterState {
       load(KV_ROW_PREFIX, (v, path) => state.#loadKvRow(v, path, applied, values));
       byKind.delete(CONFIG_ROW);
       for (const [kind] of byKind) throw new StateRestoreError(`state row kind ${quote(kind)} is unknown`);
-      state.#kvKeys = sortedKeys(state.#kv);
+      state.#kvKeys = keyTree(state.#kv);
       state.#appliedIndex = applied;
       return state;
     } catch (err) {
@@ -849,8 +871,8 @@ export class ClusterState {
     for (const [i, v] of readList(doc.nodes, 'nodes', MAX_NODES)) this.#loadNode(v, `nodes[${i}]`, applied);
     for (const [i, v] of readList(doc.pendingRoles, 'pendingRoles', MAX_NODES)) this.#loadPendingRole(v, `pendingRoles[${i}]`);
     for (const [i, v] of readList(doc.tokens, 'tokens', MAX_TOKENS)) this.#loadToken(v, `tokens[${i}]`, applied);
-    for (const [i, v] of readList(doc.kv, 'kv', MAX_KV_KEYS)) this.#loadKv(v, `kv[${i}]`, applied);
-    this.#kvKeys = sortedKeys(this.#kv);
+    for (const [i, v] of readList(doc.kv, 'kv', this.#maxKvKeys)) this.#loadKv(v, `kv[${i}]`, applied);
+    this.#kvKeys = keyTree(this.#kv);
     this.#appliedIndex = applied;
   }
 
@@ -1011,21 +1033,17 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** The keys of m in UTF-16 code unit order, as a B+ tree (ordered inserts and deletes in O(log n)). */
+function keyTree(m: ReadonlyMap<string, unknown>): KeyTree {
+  const t = new BTree<string, undefined>();
+  for (const k of m.keys()) t.set(k, undefined);
+  return t;
+}
+
 function sortedKeys(m: ReadonlyMap<string, unknown>): string[] {
   return [...m.keys()].sort(compare);
 }
 
-/** First position in sorted keys whose key is >= key. */
-function lowerBound(keys: readonly string[], key: string): number {
-  let lo = 0;
-  let hi = keys.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (keys[mid] < key) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
 
 /** JSON with object keys sorted, so equal values encode to equal text. */
 function canonicalJson(v: unknown): string {

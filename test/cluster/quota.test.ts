@@ -39,7 +39,7 @@ describe('state quota (issue 9)', () => {
     let written = 0;
     for (;;) {
       const code = await putCode(written % 2 === 0 ? 'n1' : 'n2', `fill/${written}`);
-      if (code === 'RESOURCE_EXHAUSTED') break;
+      if (code === 'QUOTA_EXCEEDED') break;
       expect(code).toBe('OK');
       written++;
       expect(written).toBeLessThan(QUOTA_BYTES / VALUE.length + 10);
@@ -47,10 +47,13 @@ describe('state quota (issue 9)', () => {
     expect(written).toBeGreaterThan(10);
     const full = await status(c, 'n1');
     expect(full.stateBytes!).toBeLessThanOrEqual(QUOTA_BYTES);
+    // Operator-visible: the QUOTA_EXCEEDED alarm degrades the cluster's health (omni status exits 2).
+    expect(full.health).toBe('degraded');
+    expect((full as unknown as { healthReasons: string[] }).healthReasons.join('\n')).toMatch(/QUOTA_EXCEEDED alarm/);
 
     // Many more writes, through both nodes: every one refused, and the log does not grow.
     const refused = 60;
-    for (let i = 0; i < refused; i++) expect(await putCode(i % 2 === 0 ? 'n1' : 'n2', `over/${i}`)).toBe('RESOURCE_EXHAUSTED');
+    for (let i = 0; i < refused; i++) expect(await putCode(i % 2 === 0 ? 'n1' : 'n2', `over/${i}`)).toBe('QUOTA_EXCEEDED');
     const after = await status(c, 'n1');
     // (A leader election or a node's own report may add an entry or two; each refused write
     // used to add one.)

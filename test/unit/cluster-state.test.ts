@@ -3,12 +3,10 @@ import {
   ClusterState,
   CommandEncodeError,
   MAX_COMMAND_BYTES,
-  MAX_KV_KEYS,
   MAX_KV_KEY_BYTES,
   MAX_KV_VALUE_BYTES,
   MAX_NODE_ADDRS,
   MAX_NODE_LABELS,
-  MAX_STATE_BYTES,
   MAX_TOKENS,
   StateRestoreError,
   decodeCommand,
@@ -85,8 +83,12 @@ function expectRefused(r: Replica, data: Uint8Array, code: string): string {
   return err.message;
 }
 
-function initialized(): Replica {
-  const r = new Replica();
+/** Lower hard limits (StateOptions) for the tests that fill the state. */
+const TEST_MAX_KEYS = 5000;
+const TEST_MAX_BYTES = 16 * 1024 * 1024;
+
+function initialized(state?: ClusterState): Replica {
+  const r = new Replica(state);
   ok(r.run({ type: 'cluster.init', clusterId: 'c1', voterTarget: 3, rootNodeId: ROOT, ephemeralRoot: false }));
   return r;
 }
@@ -490,10 +492,10 @@ describe('ClusterState: kv', () => {
     expect(() => encodeCommand({ type: 'kv.put', key: 'big', value: '€'.repeat(MAX_KV_VALUE_BYTES / 3 + 1) })).toThrow(CommandEncodeError);
   });
 
-  it(`holds at most ${MAX_KV_KEYS} keys`, () => {
-    const r = initialized();
-    for (let i = 0; i < MAX_KV_KEYS; i++) ok(r.run({ type: 'kv.put', key: `k${String(i).padStart(6, '0')}`, value: '' }));
-    expect(r.state.kvCount()).toBe(MAX_KV_KEYS);
+  it(`holds at most ${TEST_MAX_KEYS} keys`, () => {
+    const r = initialized(new ClusterState({ maxKvKeys: TEST_MAX_KEYS, maxStateBytes: TEST_MAX_BYTES }));
+    for (let i = 0; i < TEST_MAX_KEYS; i++) ok(r.run({ type: 'kv.put', key: `k${String(i).padStart(6, '0')}`, value: '' }));
+    expect(r.state.kvCount()).toBe(TEST_MAX_KEYS);
     expectRefused(r, encodeCommand({ type: 'kv.put', key: 'one-more', value: '' }), 'RESOURCE_EXHAUSTED');
     ok(r.run({ type: 'kv.put', key: 'k000000', value: 'updating an existing key is fine' }));
     ok(r.run({ type: 'kv.delete', key: 'k000001' }));
@@ -501,20 +503,20 @@ describe('ClusterState: kv', () => {
     expect(r.state.kvList('k00000', 3).map((k) => k.key)).toEqual(['k000000', 'k000002', 'k000003']);
   });
 
-  it(`keeps the encoded state under ${MAX_STATE_BYTES} bytes`, () => {
-    const r = initialized();
+  it(`keeps the encoded state under ${TEST_MAX_BYTES} bytes`, () => {
+    const r = initialized(new ClusterState({ maxKvKeys: TEST_MAX_KEYS, maxStateBytes: TEST_MAX_BYTES }));
     const value = 'x'.repeat(MAX_KV_VALUE_BYTES);
     let i = 0;
     let refused: ApplyResult = { ok: true };
-    for (; i < 2 * (MAX_STATE_BYTES / MAX_KV_VALUE_BYTES) && refused.ok; i++) {
+    for (; i < 2 * (TEST_MAX_BYTES / MAX_KV_VALUE_BYTES) && refused.ok; i++) {
       refused = r.run({ type: 'kv.put', key: `blob/${i}`, value });
     }
     expect(errorOf(refused).code).toBe('RESOURCE_EXHAUSTED');
     i--;
     // Each record is its value plus ~80 bytes of key and fields: one fewer than the raw quotient fits.
-    expect(i).toBe(MAX_STATE_BYTES / MAX_KV_VALUE_BYTES - 1);
-    expect(r.state.sizeBytes).toBeLessThanOrEqual(MAX_STATE_BYTES);
-    expect(r.state.snapshot().byteLength).toBeLessThan(MAX_STATE_BYTES + 1000);
+    expect(i).toBe(TEST_MAX_BYTES / MAX_KV_VALUE_BYTES - 1);
+    expect(r.state.sizeBytes).toBeLessThanOrEqual(TEST_MAX_BYTES);
+    expect(r.state.snapshot().byteLength).toBeLessThan(TEST_MAX_BYTES + 1000);
     // Same-size rewrites and shrinking still work when full; deletes free room.
     ok(r.run({ type: 'kv.put', key: 'blob/2', value }));
     ok(r.run({ type: 'kv.put', key: 'blob/0', value: 'small' }));

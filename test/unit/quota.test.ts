@@ -2,7 +2,7 @@
 // maxStateBytes): estimates never fall short of what the state machine counts, admin writes
 // stop at the quota, the cluster's own writes have a reserve, and space-freeing commands pass.
 import { describe, expect, it } from 'vitest';
-import { ClusterState, DEFAULT_MAX_STATE_BYTES, MAX_STATE_BYTES, MIN_MAX_STATE_BYTES, STATE_RESERVE_BYTES, type Command } from '../../protocol/cluster/state.js';
+import { ClusterState, DEFAULT_MAX_STATE_BYTES, MAX_STATE_BYTES, MAX_MAX_STATE_BYTES, MIN_MAX_STATE_BYTES, STATE_RESERVE_BYTES, type Command } from '../../protocol/cluster/state.js';
 import { growthBytes, limitBytes, quotaBytes, quotaRefusal } from '../../protocol/cluster/quota.js';
 
 const enc = (c: Command) => new TextEncoder().encode(JSON.stringify(c));
@@ -48,15 +48,16 @@ describe('admission', () => {
   it('admits an admin write up to the quota and refuses it past, counting proposals not applied yet', () => {
     expect(quotaRefusal({ ...base, principal: 'admin', growthBytes: 1000 })).toBeUndefined();
     const r = quotaRefusal({ ...base, principal: 'admin', growthBytes: 1001 });
-    expect(r?.code).toBe('RESOURCE_EXHAUSTED');
+    expect(r?.code).toBe('QUOTA_EXCEEDED');
     expect(r?.message).toMatch(/quota of 2000 bytes.*deletes are always accepted/);
-    expect(quotaRefusal({ ...base, pendingBytes: 600, principal: 'admin', growthBytes: 500 })?.code).toBe('RESOURCE_EXHAUSTED');
+    expect(quotaRefusal({ ...base, pendingBytes: 600, principal: 'admin', growthBytes: 500 })?.code).toBe('QUOTA_EXCEEDED');
   });
 
   it('gives members and the leader duties a reserve above the quota, never past the hard limit', () => {
     expect(quotaRefusal({ ...base, principal: 'member', growthBytes: 1001 + STATE_RESERVE_BYTES - 2 })).toBeUndefined();
-    expect(quotaRefusal({ ...base, principal: 'leader', growthBytes: 1001 + STATE_RESERVE_BYTES })?.code).toBe('RESOURCE_EXHAUSTED');
-    expect(limitBytes('leader', DEFAULT_MAX_STATE_BYTES)).toBe(MAX_STATE_BYTES);
+    expect(quotaRefusal({ ...base, principal: 'leader', growthBytes: 1001 + STATE_RESERVE_BYTES })?.code).toBe('QUOTA_EXCEEDED');
+    expect(limitBytes('leader', DEFAULT_MAX_STATE_BYTES)).toBe(DEFAULT_MAX_STATE_BYTES + STATE_RESERVE_BYTES);
+    expect(limitBytes('leader', MAX_MAX_STATE_BYTES)).toBe(MAX_STATE_BYTES);
     expect(limitBytes('admin', DEFAULT_MAX_STATE_BYTES)).toBe(DEFAULT_MAX_STATE_BYTES);
   });
 
@@ -79,7 +80,7 @@ describe('the replicated quota setting', () => {
   });
 
   it('refuses a quota out of range', () => {
-    for (const bad of [MIN_MAX_STATE_BYTES - 1, DEFAULT_MAX_STATE_BYTES + 1]) {
+    for (const bad of [MIN_MAX_STATE_BYTES - 1, MAX_MAX_STATE_BYTES + 1]) {
       const s = new ClusterState();
       const r = s.apply(1, enc({ ...INIT, maxStateBytes: bad } as Command));
       expect(r.ok).toBe(false);
