@@ -10,7 +10,7 @@ import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/t
 import { probe } from './health-check.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
-import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, TASK_PREFIX, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import { DEFAULT_MIN_HEALTHY_MS, type AppSpec } from '../../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
 import { SELF } from '../cluster/caller.js';
@@ -166,8 +166,10 @@ export class Agent {
 
   private desiredHere(): Map<string, TaskRecord> {
     const out = new Map<string, TaskRecord>();
-    for (const r of this.d.raft.state.kvList(TASK_PREFIX, MAX_TASKS_PER_NODE * 10)) {
-      const t = parseRecord<TaskRecord>(r.value);
+    // Through the tasks-by-node index: a round reads this node's tasks, not every task.
+    const state = this.d.raft.state;
+    for (const key of state.taskKeysOnNode(this.d.id).slice(0, MAX_TASKS_PER_NODE)) {
+      const t = parseRecord<TaskRecord>(state.kvGet(key)?.value);
       if (t && t.nodeId === this.d.id) out.set(t.id, t);
     }
     return out;

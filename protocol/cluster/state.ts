@@ -12,6 +12,7 @@
 
 import { sha256 } from '@noble/hashes/sha2.js';
 import sortedBtree from 'sorted-btree';
+import { TASK_PREFIX, parseRecord, type TaskRecord } from '../apps/model.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import {
   DEFAULT_VOTER_TARGET,
@@ -260,6 +261,9 @@ export class ClusterState {
   readonly #options: StateOptions;
   /** The kv keys in UTF-16 code unit order, for kvList. */
   #kvKeys: KeyTree = new BTree<string, undefined>();
+  /** Secondary index of the apps' task records (Nomad MemDB style): node id → task keys, and back. */
+  readonly #tasksByNode = new Map<string, Set<string>>();
+  readonly #taskNode = new Map<string, string>();
   #sizeBytes = 0;
   /** Rows changed since the last takeChangedRows() (row key → record, or null when deleted). */
   readonly #changed = new Map<string, object | null>();
@@ -525,6 +529,7 @@ export class ClusterState {
     this.#sizeBytes += nextBytes - prevBytes;
     const next = this.#entryOf(record, nextBytes);
     this.#kv.set(c.key, next);
+    this.#indexTask(c.key, c.value);
     const change: KvChange = { entry: next, value: c.value };
     this.#changed.set(kvRow(c.key), change);
     if (!prev) this.#kvKeys.set(c.key, undefined);
@@ -537,6 +542,7 @@ export class ClusterState {
     const mismatch = checkExpectedVersion(c.key, c.expectedVersion, prev.version);
     if (mismatch) return mismatch;
     this.#kv.delete(c.key);
+    this.#indexTask(c.key, undefined);
     this.#changed.set(kvRow(c.key), null);
     this.#kvKeys.delete(c.key);
     this.#sizeBytes -= prev.sizeBytes;
@@ -678,6 +684,30 @@ export class ClusterState {
   kvInMemory(key: string): KvRecord | undefined {
     const r = this.#kv.get(key);
     return r?.value === undefined ? undefined : recordOf(r);
+  }
+
+  /** Keys of the task records placed on a node (the tasks-by-node index), by key. */
+  taskKeysOnNode(nodeId: string): string[] {
+    return [...(this.#tasksByNode.get(nodeId) ?? [])].sort(compare);
+  }
+
+  #indexTask(key: string, value: string | undefined): void {
+    if (!key.startsWith(TASK_PREFIX)) return;
+    const before = this.#taskNode.get(key);
+    const after = value === undefined ? undefined : parseRecord<TaskRecord>(value)?.nodeId;
+    if (before === after) return;
+    if (before !== undefined) {
+      const set = this.#tasksByNode.get(before)!;
+      set.delete(key);
+      if (set.size === 0) this.#tasksByNode.delete(before);
+      this.#taskNode.delete(key);
+    }
+    if (typeof after === 'string') {
+      let set = this.#tasksByNode.get(after);
+      if (!set) this.#tasksByNode.set(after, (set = new Set()));
+      set.add(key);
+      this.#taskNode.set(key, after);
+    }
   }
 
   /** The record at key without its value (always in memory), or undefined. */
@@ -932,6 +962,7 @@ export class ClusterState {
     if (this.#kv.has(r.key)) throw new InvalidFieldError(`${path}.key`, `duplicate key ${quote(r.key)}`);
     const sizeBytes = kvRecordSizeBytes(r);
     this.#kv.set(r.key, this.#entryOf(r, sizeBytes));
+    this.#indexTask(r.key, r.value);
     this.#sizeBytes += sizeBytes;
   }
 

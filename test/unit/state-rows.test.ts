@@ -197,3 +197,20 @@ describe('spilled kv values (on disk only)', () => {
     expect(await b.node.kvGet('missing')).toBeUndefined();
   });
 });
+
+describe('tasks-by-node index', () => {
+  it('follows task records as they are placed, moved and deleted, and is rebuilt from rows', () => {
+    const s = new ClusterState();
+    const task = (id: string, nodeId: string) => JSON.stringify({ id, app: 'web', version: 1, nodeId, hostPorts: [], desired: 'run', createdAtMs: 0, stopReason: '' });
+    s.apply(1, enc({ type: 'kv.put', key: 'tasks/web-1', value: task('web-1', 'n1') }));
+    s.apply(2, enc({ type: 'kv.put', key: 'tasks/web-2', value: task('web-2', 'n2') }));
+    s.apply(3, enc({ type: 'kv.txn', compares: [], ops: [{ op: 'put', key: 'tasks/web-3', value: task('web-3', 'n1') }, { op: 'put', key: 'tasks/web-2', value: task('web-2', 'n1') }] }));
+    s.apply(4, enc({ type: 'kv.put', key: 'other/x', value: task('x', 'n1') }));
+    expect(s.taskKeysOnNode('n1')).toEqual(['tasks/web-1', 'tasks/web-2', 'tasks/web-3']);
+    expect(s.taskKeysOnNode('n2')).toEqual([]);
+    s.apply(5, enc({ type: 'kv.delete', key: 'tasks/web-1' }));
+    expect(s.taskKeysOnNode('n1')).toEqual(['tasks/web-2', 'tasks/web-3']);
+    expect(ClusterState.fromRows(s.appliedIndex, s.rows()).taskKeysOnNode('n1')).toEqual(['tasks/web-2', 'tasks/web-3']);
+    expect(ClusterState.restore(s.snapshot()).taskKeysOnNode('n1')).toEqual(['tasks/web-2', 'tasks/web-3']);
+  });
+});
