@@ -356,7 +356,13 @@ export class Omnid {
     const bound = host.getMultiaddrs().map((a) => a.toString().replace(/\/p2p\/[^/]+$/, ''));
     await storage.putMeta(META_KEY, { ...((await storage.getMeta<ClusterMeta>(META_KEY)) ?? meta), boundListen: [...new Set(bound)] });
     let daemon!: Omnid;
-    const transport = new RaftTransport({ host, onMessage: (m) => daemon.raft.step(m), isTrustedSender: (peer) => isTrustedSender(daemon.raft, peer), log });
+    const transport = new RaftTransport({
+      host,
+      onMessage: (m) => daemon.raft.step(m),
+      isTrustedSender: (peer) => isTrustedSender(daemon.raft, peer),
+      onUnreachable: (peer) => daemon?.raft?.reportUnreachable(peer),
+      log,
+    });
     // Snapshots stream on their own protocol, row by row from a LevelDB view into the
     // follower's staging rows; the Raft message that installs them follows the last row.
     const snapshots = new SnapshotStream({ host, log, isTrustedSender: (peer) => isTrustedSender(daemon.raft, peer) });

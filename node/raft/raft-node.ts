@@ -295,6 +295,13 @@ export class RaftNode {
     this.schedule();
   }
 
+  /** The transport could not reach `id` (etcd's ReportUnreachable): the leader stops pipelining to it. */
+  reportUnreachable(id: NodeId): void {
+    if (this.stopped || this.fatal) return;
+    if (this.core('reportUnreachable', () => this.raft.reportUnreachable(id)) === undefined && this.fatal) return;
+    this.schedule();
+  }
+
   campaign(): void {
     if (this.core('campaign', () => this.raft.campaign()) === undefined && this.fatal) return;
     this.schedule();

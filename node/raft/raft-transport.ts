@@ -38,6 +38,8 @@ export interface RaftTransportOptions {
   /** Whether Raft messages from this peer may be processed (cluster members only). */
   isTrustedSender: (peer: string) => boolean;
   log: Logger;
+  /** A peer could not be dialled or written to (for raft.reportUnreachable: stop pipelining to it). */
+  onUnreachable?: (peer: string) => void;
 }
 
 /**
@@ -91,7 +93,7 @@ export class RaftTransport {
           this.opts.log.warn(`raft: cannot send to invalid peer id ${m.to.slice(0, 64)}`);
           continue;
         }
-        peer = new PeerSender(this.opts.host, id, this.opts.log);
+        peer = new PeerSender(this.opts.host, id, this.opts.log, this.opts.onUnreachable);
         this.peers.set(m.to, peer);
       }
       peer.enqueue(encodeRaftMessage(m), m.type === MessageType.Snap);
@@ -142,6 +144,7 @@ class PeerSender {
     private readonly host: OmniHost,
     private readonly peer: PeerId,
     private readonly log: Logger,
+    private readonly onUnreachable?: (peer: string) => void,
   ) {
     void this.loop();
   }
@@ -199,6 +202,7 @@ class PeerSender {
         this.queuedBytes = 0;
         this.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, this.backoffMs * 2));
         this.log.debug(`raft: send to ${this.peer} failed (${(err as Error).message}); retry in ${this.backoffMs} ms`);
+        this.onUnreachable?.(this.peer.toString());
         await sleep(this.backoffMs, this.abort.signal);
       }
     }
