@@ -12,7 +12,7 @@ import { RaftTransport } from './raft/raft-transport.js';
 import { Rpc } from './p2p/rpc.js';
 import { Forwarder } from './p2p/forwarder.js';
 import { RaftStorage } from './raft/raft-storage.js';
-import { RaftNode, DEFAULT_TIMING, stagedSnapshotData, type RaftTiming } from './raft/raft-node.js';
+import { RaftNode, DEFAULT_TIMING, guardSink, stagedSnapshotData, type RaftTiming } from './raft/raft-node.js';
 import { SnapshotStream } from './raft/snapshot-stream.js';
 import { decodeRaftMessage, encodeRaftMessage } from '../protocol/codec.js';
 import { MessageType } from '../protocol/raft/types.js';
@@ -400,7 +400,7 @@ export class Omnid {
       }
       if (m.type !== MessageType.Snap || !m.snapshot || m.from !== from) return;
       daemon.raft.step({ ...m, snapshot: { meta: m.snapshot.meta, data: stagedSnapshotData(from, id) } });
-    }, storage.snapshotSink());
+    }, guardSink(storage.snapshotSink(), () => daemon.raft.stagedSnapshotPending, () => performance.now()));
     daemon.stopSnapshots = async () => {
       stopSnapshots.abort();
       await snapshots.stop();

@@ -19,7 +19,27 @@ export interface DiskWrite {
   hardState?: HardState;
   /** State machine rows (null: delete) and their applied index; `replace` drops every other row. */
   state?: { rows: ReadonlyMap<string, string | null>; appliedIndex: number; replace: boolean };
+  /** A streamed snapshot being staged, or installed (StateStorage's second generation). */
+  stage?: StageOp;
 }
+
+export type StageOp =
+  | { op: 'start'; from: string; id: string }
+  | { op: 'rows'; from: string; id: string; rows: [string, string][] }
+  | { op: 'complete'; from: string; id: string }
+  | { op: 'drop' }
+  | { op: 'install'; from: string; id: string };
+
+export interface Staged {
+  from: string;
+  id: string;
+  rows: Map<string, string>;
+  lastKey?: string;
+  complete: boolean;
+}
+
+/** The row a view and a staged snapshot start with: the index their rows are applied up to. */
+export const SIM_APPLIED_ROW = '!applied';
 
 interface Durable {
   hardState: HardState;
@@ -28,6 +48,7 @@ interface Durable {
   lastIndex: number;
   /** The state machine's rows (undefined: never written). */
   state?: { appliedIndex: number; rows: Map<string, string> };
+  staged?: Staged;
 }
 
 export class SimDisk {
@@ -127,6 +148,13 @@ export class SimDisk {
     return this.durable.state?.rows.get(row);
   }
 
+  /** What a read sees now: the durable state with every cached write on top (the page cache). */
+  current(): { state?: { appliedIndex: number; rows: Map<string, string> }; staged?: Staged } {
+    const d = cloneDurable(this.durable);
+    for (const { write } of this.cache) applyWrite(d, write);
+    return { ...(d.state ? { state: d.state } : {}), ...(d.staged ? { staged: d.staged } : {}) };
+  }
+
   durableEntryCount(): number {
     return this.durable.entries.size;
   }
@@ -139,6 +167,7 @@ function cloneDurable(d: Durable): Durable {
     entries: new Map(d.entries),
     lastIndex: d.lastIndex,
     ...(d.state ? { state: { appliedIndex: d.state.appliedIndex, rows: new Map(d.state.rows) } } : {}),
+    ...(d.staged ? { staged: { ...d.staged, rows: new Map(d.staged.rows) } } : {}),
   };
 }
 
@@ -164,6 +193,7 @@ function applyWrite(d: Durable, w: DiskWrite): void {
     d.lastIndex = w.entries[w.entries.length - 1].index;
   }
   if (w.hardState) d.hardState = { ...w.hardState };
+  if (w.stage) applyStage(d, w.stage);
   if (w.state) {
     const rows = w.state.replace || !d.state ? new Map<string, string>() : d.state.rows;
     for (const [row, value] of w.state.rows) {
@@ -171,5 +201,34 @@ function applyWrite(d: Durable, w: DiskWrite): void {
       else rows.set(row, value);
     }
     d.state = { appliedIndex: w.state.appliedIndex, rows };
+  }
+}
+
+function applyStage(d: Durable, op: StageOp): void {
+  const st = d.staged;
+  const same = (o: { from: string; id: string }) => st !== undefined && st.from === o.from && st.id === o.id;
+  switch (op.op) {
+    case 'start':
+      d.staged = { from: op.from, id: op.id, rows: new Map(), complete: false };
+      return;
+    case 'drop':
+      d.staged = undefined;
+      return;
+    case 'rows':
+      if (!same(op) || st!.complete || op.rows.length === 0) return;
+      for (const [k, v] of op.rows) st!.rows.set(k, v);
+      st!.lastKey = op.rows[op.rows.length - 1][0];
+      return;
+    case 'complete':
+      if (same(op)) st!.complete = true;
+      return;
+    case 'install': {
+      if (!same(op) || !st!.complete) return;
+      const rows = new Map(st!.rows);
+      const applied = Number(rows.get(SIM_APPLIED_ROW));
+      rows.delete(SIM_APPLIED_ROW);
+      d.state = { appliedIndex: applied, rows };
+      d.staged = undefined;
+    }
   }
 }

@@ -8,7 +8,8 @@ import type { RaftStore, StoredState } from '../node/raft/raft-store.js';
 import type { StateView } from '../node/raft/state-storage.js';
 import { staleHardState } from '../node/raft/hard-state-witness.js';
 import { StorageCorruptError } from '../node/raft/storage-integrity.js';
-import type { SimDisk } from './disk.js';
+import { SIM_APPLIED_ROW, type SimDisk, type StageOp } from './disk.js';
+import type { SnapshotSink } from '../node/raft/snapshot-stream.js';
 
 export interface SimStoreIo {
   /** Whether the process that owns this store still runs: a crashed process writes nothing more. */
@@ -93,12 +94,64 @@ export class SimStore implements RaftStore {
     return this.complete(true);
   }
 
-  openStateView(): Promise<StateView> {
-    return Promise.reject(new Error('the simulator sends snapshots whole, never streamed'));
+  /** A view of the rows as a read sees them now (copied: later writes do not change it). */
+  openStateView(id: string): Promise<StateView> {
+    if (!this.io.alive()) return DEAD as Promise<never>;
+    const st = this.disk.current().state;
+    if (!st) return Promise.reject(new Error('no state rows are stored yet'));
+    const rows: [string, string][] = [[SIM_APPLIED_ROW, String(st.appliedIndex)], ...[...st.rows].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))];
+    const utf8 = new TextEncoder();
+    return Promise.resolve({
+      id,
+      appliedIndex: st.appliedIndex,
+      async *rows(afterKey: Uint8Array | undefined) {
+        const after = afterKey && new TextDecoder().decode(afterKey);
+        for (const [k, v] of rows) if (after === undefined || k > after) yield [utf8.encode(k), utf8.encode(v)] as [Uint8Array, Uint8Array];
+      },
+      close: () => Promise.resolve(),
+    });
   }
 
-  installStagedState(): Promise<number> {
-    return Promise.reject(new Error('the simulator sends snapshots whole, never staged'));
+  installStagedState(from: string, id: string): Promise<number> {
+    if (!this.io.alive()) return DEAD as Promise<never>;
+    const st = this.disk.current().staged;
+    if (!st || st.from !== from || st.id !== id || !st.complete) return Promise.reject(new Error(`no complete snapshot ${id} from ${from} is staged`));
+    const applied = Number(st.rows.get(SIM_APPLIED_ROW));
+    this.disk.write({ entries: [], stage: { op: 'install', from, id } }, false, this.io.nowMs());
+    return this.complete(true).then(() => applied);
+  }
+
+  /** Where a streamed snapshot is staged (as StateStorage's sink, over the simulated disk). */
+  snapshotSink(): SnapshotSink {
+    const text = new TextDecoder();
+    const staged = () => this.disk.current().staged;
+    const stage = (op: StageOp): Promise<void> => {
+      if (!this.io.alive()) return DEAD;
+      this.disk.write({ entries: [], stage: op }, false, this.io.nowMs());
+      return this.complete(true);
+    };
+    return {
+      resumeAfter: async (from, id) => {
+        const st = staged();
+        if (st && st.from === from && st.id === id && !st.complete) return st.lastKey === undefined ? undefined : new TextEncoder().encode(st.lastKey);
+        await stage({ op: 'start', from, id });
+        return undefined;
+      },
+      write: async (from, id, rows) => {
+        const st = staged();
+        if (!st || st.from !== from || st.id !== id || st.complete) throw new Error(`snapshot ${id} from ${from} is not being staged`);
+        await stage({ op: 'rows', from, id, rows: rows.map(([k, v]) => [text.decode(k), text.decode(v)]) });
+      },
+      complete: async (from, id) => {
+        const st = staged();
+        if (!st || st.from !== from || st.id !== id) throw new Error(`snapshot ${id} from ${from} is not being staged`);
+        await stage({ op: 'complete', from, id });
+      },
+      abort: async (from, id) => {
+        const st = staged();
+        if (st && st.from === from && st.id === id) await stage({ op: 'drop' });
+      },
+    };
   }
 
   reopen(): Promise<void> {

@@ -14,13 +14,16 @@ import { Raft, bootstrapState, emptyState } from '../protocol/raft/raft.js';
 import { ALL_BUGS, type BugName, ConfChangeType, type Entry, EntryType, type Message, MessageType, type NodeId, type Ready, Role } from '../protocol/raft/types.js';
 import { seededRng, type Rng } from '../protocol/rng.js';
 import { encodeCommand, type Command } from '../protocol/cluster/state.js';
-import { RaftNode } from '../node/raft/raft-node.js';
+import { RaftNode, guardSink } from '../node/raft/raft-node.js';
 import { SimDisk } from './disk.js';
 import { EventQueue } from './event-queue.js';
 import { InvariantChecker, SafetyViolation } from './invariants.js';
 import { checkLinearizable, type HistoryOp, type KvOp, type KvResult } from './linearizability.js';
 import { CALM_NETWORK, type NetworkKnobs, SimNetwork } from './network.js';
 import { SimStore } from './sim-store.js';
+import { SimSnapshotStream } from './sim-snapshot-stream.js';
+import type { StateView } from '../node/raft/state-storage.js';
+import type { SnapshotSink } from '../node/raft/snapshot-stream.js';
 import { SimClock } from './sim-timers.js';
 import { ALL_APPS_BUGS, SimApps, type AppsBug } from './sim-apps.js';
 import { formatMessage } from './trace.js';
@@ -71,6 +74,8 @@ export interface SimKnobs {
    * while handling a Ready lets messages in). 0 for most profiles.
    */
   applyLatencyMs?: number;
+  /** Snapshots stream row by row into the follower's staged rows (else whole inside the message). */
+  streamSnapshots?: boolean;
   /** Applied entries a compaction keeps in the log (the catch-up tail). */
   tailEntries?: number;
   /** Kv values longer than this live only in the stored rows (StateOptions); undefined: in memory. */
@@ -116,6 +121,8 @@ export interface SimResult {
 
 export interface Coverage {
   snapshots_sent: number;
+  /** Snapshots sent row by row (sim-snapshot-stream.ts) rather than whole in the message. */
+  snapshots_streamed: number;
   snapshots_installed: number;
   /** A snapshot the core took in while the previous Ready was still being handled. */
   snapshots_racing_apply: number;
@@ -145,7 +152,7 @@ export interface Coverage {
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0 };
+  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0 };
 }
 
 const MAX_NODES = 7;
@@ -309,6 +316,9 @@ type ClientReply = { reqId: number; node: NodeId } & ({ ok: true; result: KvResu
 
 interface SimNode {
   id: NodeId;
+  /** The store over its disk (one per process start), and its guarded staging sink. */
+  store?: SimStore;
+  sink?: SnapshotSink;
   /** The real driver (node/raft/raft-node.ts); undefined while the process is down. */
   node: RaftNode | undefined;
   raft: Raft | undefined;
@@ -389,6 +399,7 @@ export class Simulation {
     // Drawn from the seed itself so the rest of each seed's schedule stays as it was.
     this.knobs.spillValuesOverBytes = [0, 4, undefined][opts.seed % 3];
     this.knobs.tailEntries = [0, 3, 20, 200][Math.floor(opts.seed / 3) % 4];
+    this.knobs.streamSnapshots = Math.floor(opts.seed / 12) % 2 === 0;
     this.traceLines = opts.traceLines ?? 400;
     this.net = new SimNetwork(this.rng, this.knobs.network);
     const ids = Array.from({ length: this.knobs.nodes }, (_, i) => `n${i + 1}`);
@@ -422,6 +433,27 @@ export class Simulation {
   }
 
   private readonly bootIds: NodeId[];
+  private readonly snapshotStream = new SimSnapshotStream({
+    rng: { next: () => this.rng.next(), int: (n: number) => this.rng.int(n) } as Rng,
+    send: (from, to, fn) => {
+      const delays = this.net.plan(from, to);
+      if (delays.length === 0) return false;
+      this.queue.push(this.nowMs + delays[0], { kind: 'rpc', from, to, fn });
+      return true;
+    },
+    later: (from, ms, fn) => {
+      const n = this.nodes.get(from);
+      if (n) this.later(n, ms, fn);
+    },
+    peer: (id) => {
+      const n = this.nodes.get(id);
+      const node = n?.node;
+      if (!n || !node || !n.store) return undefined;
+      n.sink ??= guardSink(n.store.snapshotSink(), () => node.stagedSnapshotPending, () => this.nowMs);
+      return { node, sink: n.sink };
+    },
+    trace: (line) => this.trace(line),
+  });
 
   async run(): Promise<SimResult> {
     let violation: string | undefined;
@@ -656,6 +688,8 @@ export class Simulation {
       },
       n.id,
     );
+    n.store = store;
+    n.sink = undefined;
     let node: RaftNode;
     try {
       node = await RaftNode.open({
@@ -668,6 +702,14 @@ export class Simulation {
         timing: { tickMs: this.knobs.tickMs, electionTick: this.knobs.electionTick, heartbeatTick: this.knobs.heartbeatTick },
         snapshotEveryEntries: n.compactEvery,
         snapshotTailEntries: this.knobs.tailEntries,
+        ...(this.knobs.streamSnapshots
+          ? {
+              sendSnapshot: (m: Message, view: StateView) => {
+                this.coverage.snapshots_streamed++;
+                return this.snapshotStream.send(n.id, m, view);
+              },
+            }
+          : {}),
         timers: (n.clock = new SimClock((ms, fn) => this.later(n, ms, fn), () => (this.nowMs < n.burstUntilMs ? n.rate / 20 : n.rate), () => SIM_EPOCH_MS + this.nowMs + n.clockOffsetMs, () => this.nowMs)),
         rngSeed: this.rng.int(2 ** 31),
         readNonce: `${n.id}.${inc}`,

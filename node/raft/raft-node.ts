@@ -17,6 +17,7 @@ import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
 import { ClusterState, kvRow, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
 import type { RaftStore } from './raft-store.js';
 import type { StateView } from './state-storage.js';
+import type { SnapshotSink } from './snapshot-stream.js';
 import { REAL_TIMERS, type Timers, type TimerHandle } from '../timers.js';
 import { OmniError } from '../errors.js';
 import { StorageCorruptError } from './storage-integrity.js';
@@ -311,6 +312,15 @@ export class RaftNode {
   vouch(id: NodeId): void {
     if (this.core('vouch', () => this.raft.vouch(id)) === undefined && this.fatal) return;
     this.schedule();
+  }
+
+  /**
+   * A streamed snapshot was handed to the core and is not installed yet: its staged rows must
+   * stay, so the sink refuses to stage another one meanwhile (see guardSink).
+   */
+  get stagedSnapshotPending(): boolean {
+    const p = this.raft.log.pendingSnapshot;
+    return p !== undefined && stagedSnapshotOf(p.data) !== undefined;
   }
 
   /** Whether a Ready is being handled now (written, sent, applied). */
@@ -776,6 +786,36 @@ function stagedSnapshotOf(data: Uint8Array): { from: string; id: string } | unde
     return undefined;
   }
 }
+
+/**
+ * The staging sink, refusing to start another transfer while a staged snapshot waits for the
+ * driver to install it (starting one would drop the rows the core is about to install).
+ */
+export function guardSink(sink: SnapshotSink, pending: () => boolean, nowMs: () => number): SnapshotSink {
+  // Between a transfer's completion and its message reaching the core, nothing shows it pending
+  // yet: a transfer completed moments ago is protected too.
+  let completedAtMs = -Infinity;
+  let completing = 0;
+  return {
+    ...sink,
+    resumeAfter: async (from, id) => {
+      if (pending() || completing > 0 || nowMs() - completedAtMs < SNAPSHOT_HANDOFF_MS) throw new OmniError('BUSY', 'a snapshot is being installed; try again shortly');
+      return sink.resumeAfter(from, id);
+    },
+    complete: async (from, id, rowCount) => {
+      completing++;
+      try {
+        await sink.complete(from, id, rowCount);
+        completedAtMs = nowMs();
+      } finally {
+        completing--;
+      }
+    },
+  };
+}
+
+/** How long a completed transfer's rows stay protected until its message reaches the core. */
+const SNAPSHOT_HANDOFF_MS = 2000;
 
 /** What a stored snapshot holds since the state lives in rows: a marker, not the state. */
 const STATE_IN_ROWS = new TextEncoder().encode('{"format":"omni.state-in-rows","version":1}');
