@@ -56,6 +56,8 @@ export interface DaemonOptions {
   ephemeralRoot?: boolean;
   timing?: RaftTiming;
   snapshotEveryEntries?: number;
+  /** Entries a compaction keeps in the log (default 5,000). */
+  snapshotTailEntries?: number;
   heartbeatIntervalMs?: number;
   downAfterMs?: number;
   replaceAfterMs?: number;
@@ -374,6 +376,7 @@ export class Omnid {
       log,
       timing: opts.timing ?? DEFAULT_TIMING,
       snapshotEveryEntries: opts.snapshotEveryEntries,
+      snapshotTailEntries: opts.snapshotTailEntries,
       sendSnapshot: async (m, view) => {
         const header = encodeRaftMessage({ ...m, snapshot: { meta: m.snapshot!.meta, data: new Uint8Array(0) } });
         return (await snapshots.sendSnapshot(m.to, header, view, stopSnapshots.signal)) === 'finish';

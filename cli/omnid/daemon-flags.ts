@@ -15,6 +15,7 @@ export const DAEMON_FLAGS: Flags = {
   'tick-ms': { type: 'string' },
   'election-ticks': { type: 'string' },
   'snapshot-entries': { type: 'string' },
+  'snapshot-tail': { type: 'string' },
   'heartbeat-ms': { type: 'string' },
   'down-after-ms': { type: 'string' },
   'replace-after-ms': { type: 'string' },
@@ -40,6 +41,7 @@ export const DAEMON_FLAGS_HELP = `
   --tick-ms N             Raft tick (default 100); elections after 10-20 ticks
   --election-ticks N      Raft election timeout in ticks (default 10)
   --snapshot-entries N    compact the log every N applied entries (default 10000)
+  --snapshot-tail N       entries a compaction keeps for followers that lag a little (default 5000)
   --heartbeat-ms N        gossip heartbeat interval (default 1000)
   --down-after-ms N       mark a silent node down after N ms (default 5000)
   --replace-after-ms N    replace a voter down for N ms with a non-voter (default 15000)`;
@@ -48,6 +50,13 @@ function positiveInt(v: unknown, flag: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${flag} must be a positive integer, got ${String(v)}`);
+  return n;
+}
+
+function nonNegativeInt(v: unknown, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 10_000_000) throw new UsageError(`--${flag} must be an integer from 0 to 10000000, got ${String(v)}`);
   return n;
 }
 
@@ -79,6 +88,7 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     logLevel: level as LogLevel,
     timing: { tickMs, electionTick, heartbeatTick: 1 },
     snapshotEveryEntries: positiveInt(values['snapshot-entries'], 'snapshot-entries'),
+    snapshotTailEntries: nonNegativeInt(values['snapshot-tail'], 'snapshot-tail'),
     heartbeatIntervalMs: positiveInt(values['heartbeat-ms'], 'heartbeat-ms'),
     downAfterMs: positiveInt(values['down-after-ms'], 'down-after-ms'),
     replaceAfterMs: positiveInt(values['replace-after-ms'], 'replace-after-ms'),

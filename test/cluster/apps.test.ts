@@ -64,7 +64,9 @@ describe('apps on a 3-node cluster (process driver)', () => {
   };
 
   beforeAll(async () => {
-    c = await formCluster(['n1', 'n2', 'n3']);
+    // A restarted omnid must be back before it counts as down (the re-attach test restarts n2;
+    // on a loaded 2-core host a restart takes 3-5 s, past the 2 s of TEST_FLAGS).
+    c = await formCluster(['n1', 'n2', 'n3'], { flags: ['--down-after-ms', '8000'] });
   });
   afterAll(async () => c?.destroy());
 

@@ -15,7 +15,7 @@ afterEach(async () => {
 
 describe('cluster lifecycle', () => {
   it('a node that joins after log compaction catches up by snapshot', async () => {
-    c = await formCluster(['s1', 's2', 's3'], { flags: ['--snapshot-entries', '50'] });
+    c = await formCluster(['s1', 's2', 's3'], { flags: ['--snapshot-entries', '50', '--snapshot-tail', '10'] });
     for (let i = 0; i < 120; i++) await put(c, `s${(i % 3) + 1}`, `snap/${i}`, `value-${i}`);
     await c.join('s4');
     const v = await waitFor('s4 has the data', async () => (await get(c!, 's4', 'snap/119', true).catch(() => undefined))?.value);
