@@ -32,6 +32,8 @@ export const DEFAULT_TIMING: RaftTiming = { tickMs: 100, electionTick: 10, heart
 /** Compact the log into a snapshot once this many entries were applied since the last one. */
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
 export const DEFAULT_PROPOSAL_TIMEOUT_MS = 10_000;
+/** While a snapshot streams, compaction waits until the log holds this many times DEFAULT_MAX_LOG_BYTES. */
+const PAUSED_COMPACTION_LOG_FACTOR = 8;
 /** In-memory log bytes that trigger a compaction (the tail is shortened to stay under half of it). */
 export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
 /** Kv values longer than this live on disk only, not in memory (ClusterState StateOptions). */
@@ -154,6 +156,8 @@ export class RaftNode {
   private sentSnapshot: { index: number; data: Uint8Array } | undefined;
   /** Views being streamed to followers (the newest is reused while it is recent enough). */
   private views: { view: StateView; users: number }[] = [];
+  /** Snapshots being streamed to followers now (compaction waits for them, as etcd's does). */
+  private inflightSnapshots = 0;
   private viewSeq = 0;
 
   private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
@@ -460,6 +464,12 @@ export class RaftNode {
 
   /** Where to compact the log now (keeping a tail, etcd style), or undefined when not due. */
   private compactionPoint(): number | undefined {
+    // While a snapshot streams, the entries right after it must stay for the follower to catch
+    // up once it is installed (etcd pauses compaction the same way); only a log past
+    // PAUSED_COMPACTION_LOG_FACTOR times the byte bound compacts anyway (the transfer then
+    // starts over on a newer view).
+    const maxLogBytes = this.opts.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
+    if (this.inflightSnapshots > 0 && this.raft.log.logBytes() <= maxLogBytes * PAUSED_COMPACTION_LOG_FACTOR) return undefined;
     return this.raft.compactionPoint({
       everyEntries: this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES,
       tailEntries: this.opts.snapshotTailEntries ?? DEFAULT_TAIL_ENTRIES,
@@ -514,6 +524,7 @@ export class RaftNode {
   private async streamSnapshot(m: Message): Promise<void> {
     let ok = false;
     let held: { view: StateView; users: number } | undefined;
+    this.inflightSnapshots++;
     try {
       held = await this.viewAtLeast(m.snapshot?.meta.index ?? 0);
       held.users++;
@@ -521,6 +532,7 @@ export class RaftNode {
     } catch (err) {
       this.opts.log.warn(`raft: snapshot to ${m.to.slice(-8)} failed: ${(err as Error).message}`);
     } finally {
+      this.inflightSnapshots--;
       if (held) held.users--;
       void this.closeUnusedViews();
     }
