@@ -24,13 +24,22 @@ export interface FetchLimits {
   /** A piece request with no data for this long is abandoned and its peer dropped. */
   progressTimeoutMs: number;
   maxConcurrentTransfers: number;
+  /**
+   * Pieces in flight to one peer across all transfers: enough to keep its link busy, few enough
+   * that the bytes queued on the connection (which Raft and the gossip share) stay small.
+   */
+  maxPerPeerAllTransfers: number;
   /** Times a stuck transfer looks for holders again before it fails. */
   maxRounds: number;
   plan: PiecePlanLimits;
 }
 
-export const DEFAULT_FETCH_LIMITS: FetchLimits = { progressTimeoutMs: 5_000, maxConcurrentTransfers: 4, maxRounds: 3, plan: DEFAULT_PIECE_PLAN_LIMITS };
+export const DEFAULT_FETCH_LIMITS: FetchLimits = { progressTimeoutMs: 5_000, maxConcurrentTransfers: 4, maxPerPeerAllTransfers: 2, maxRounds: 3, plan: DEFAULT_PIECE_PLAN_LIMITS };
 const PROBE_TIMEOUT_MS = 3_000;
+/** How often a running transfer looks again at what the peers fetching the same blob have. */
+const PARTIAL_REFRESH_MS = 200;
+/** How often a running transfer says again what it has (keeps the gossip entry alive). */
+const PARTIAL_REANNOUNCE_MS = 1_000;
 const ROUND_BACKOFF_MS = 300;
 /** Recent transfers kept for /v1/registry. */
 const MAX_RECENT = 20;
@@ -58,6 +67,10 @@ export interface BlobFetcherDeps {
   members(): string[];
   /** What asking a peer found, and peers found not to hold a blob (fed back to the gossip). */
   learned(peer: string, digest: string, has: boolean): void;
+  /** Peers fetching `digest` too, with the pieces they have (the gossip); absent: none known. */
+  partialHolders?(digest: string): { peer: string; pieces: number[] }[];
+  /** Tells the others what this node has of a blob it fetches (null: the fetch ended). */
+  fetching?(digest: string, pieces: number[] | null): void;
   log: Logger;
   limits?: Partial<FetchLimits>;
 }
@@ -67,6 +80,14 @@ export class BlobFetcher {
   private readonly running = new Map<string, Promise<void>>();
   private readonly slots: Slots;
   private readonly stopping = new AbortController();
+  /** When each peer last sent this node data for any piece (bounded: peers are members). */
+  private readonly heardFrom = new Map<string, number>();
+  /** Pieces in flight to each peer, all transfers together. */
+  private readonly peerLoad = new Map<string, number>();
+  /** Running transfers (their plan and partial file, for serving the pieces they have). */
+  private readonly active = new Map<string, { record: BlobRecord; fh: FileHandle; plan: PiecePlan }>();
+  /** Wakes every running transfer (a piece finished: a peer may have room again). */
+  private readonly wakers = new Set<() => void>();
   readonly recent: TransferReport[] = [];
 
   constructor(private readonly d: BlobFetcherDeps) {
@@ -94,6 +115,28 @@ export class BlobFetcher {
     this.stopping.abort(new Error('the node is stopping'));
   }
 
+  /**
+   * Piece `index` of a blob this node is fetching, once it has arrived (read from the partial
+   * file and checked against its digest): PIECE_MISSING when it has not, BLOB_UNKNOWN when no
+   * transfer of that blob runs.
+   */
+  async readPartial(digest: string, index: number): Promise<Buffer> {
+    const t = this.active.get(digest);
+    if (!t) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not on this node`);
+    if (!Number.isSafeInteger(index) || index < 0 || index >= t.record.pieces.length) throw new OmniError('BAD_REQUEST', `blob ${digest} has no piece ${index}`);
+    if (!t.plan.isDone(index)) throw new OmniError('PIECE_MISSING', `piece ${index} of ${digest} has not arrived here yet`);
+    const { start, end } = pieceSpan(index, t.record.sizeBytes, t.record.pieceSizeBytes);
+    const buf = Buffer.allocUnsafe(end - start);
+    let off = 0;
+    while (off < buf.length) {
+      const { bytesRead } = await t.fh.read(buf, off, buf.length - off, start + off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
+    }
+    if (off !== buf.length || sha256Hex(buf) !== t.record.pieces[index]) throw new OmniError('PIECE_MISSING', `piece ${index} of ${digest} is not readable here`);
+    return buf;
+  }
+
   private async transfer(record: BlobRecord): Promise<void> {
     const release = await this.slots.take(this.stopping.signal);
     const report: TransferReport = { digest: record.digest, sizeBytes: record.sizeBytes, pieces: record.pieces.length, resumedPieces: 0, servedBy: {}, badPieces: 0, dropped: {}, ok: false, finishedAtMs: 0 };
@@ -116,7 +159,7 @@ export class BlobFetcher {
 
   private async download(record: BlobRecord, report: TransferReport): Promise<void> {
     const path = this.d.store.fetchPath(record.digest);
-    const plan = new PiecePlan(record.pieces.length, this.limits.plan);
+    const plan = new PiecePlan(record.pieces.length, this.limits.plan, Math.random);
     const fh = await open(path, 'a+').then(async (h) => {
       await h.close();
       return open(path, 'r+');
@@ -126,9 +169,12 @@ export class BlobFetcher {
       const have = Math.min((await fh.stat()).size, record.sizeBytes);
       await this.d.store.ensureSpace(record.sizeBytes - have);
       await fh.truncate(record.sizeBytes);
+      this.active.set(record.digest, { record, fh, plan });
       await this.run(fh, record, plan, report);
       await fh.sync();
     } finally {
+      this.active.delete(record.digest);
+      this.d.fetching?.(record.digest, null);
       await fh.close();
     }
     report.servedBy = plan.servedBy();
@@ -155,7 +201,10 @@ export class BlobFetcher {
     return n;
   }
 
-  /** Adds the holders the gossip knows; when it knows none, asks every member directly. */
+  /**
+   * Adds the holders the gossip knows; when it knows none, asks every member directly. Adds the
+   * peers fetching the blob too, with the pieces they have.
+   */
   private async findHolders(record: BlobRecord, plan: PiecePlan): Promise<void> {
     let found = this.d.holders(record.digest);
     if (found.length === 0) {
@@ -173,62 +222,111 @@ export class BlobFetcher {
       found = asked.filter((p): p is string => p !== undefined);
     }
     for (const p of found) plan.addPeer(p);
+    this.addPartialHolders(record, plan);
   }
+
+  private addPartialHolders(record: BlobRecord, plan: PiecePlan): void {
+    for (const { peer, pieces } of this.d.partialHolders?.(record.digest) ?? []) if (pieces.length > 0) plan.addPeer(peer, pieces);
+  }
+
+  private room = (peer: string): boolean => (this.peerLoad.get(peer) ?? 0) < this.limits.maxPerPeerAllTransfers;
 
   private async run(fh: FileHandle, record: BlobRecord, plan: PiecePlan, report: TransferReport): Promise<void> {
     if (plan.complete) return;
     await this.findHolders(record, plan);
+    const announce = () => this.d.fetching?.(record.digest, plan.donePieces());
+    if (report.resumedPieces > 0) announce();
     let wake: () => void = () => undefined;
+    const waker = () => wake();
+    this.wakers.add(waker);
     let rounds = 0;
-    for (;;) {
-      if (this.stopping.signal.aborted) throw new OmniError('ABORTED', 'the node is stopping');
-      for (const a of plan.next()) {
-        void this.piece(fh, record, plan, a, report).finally(() => wake());
-      }
-      if (plan.complete) return;
-      if (plan.stuck) {
-        if (++rounds > this.limits.maxRounds) {
-          const dropped = Object.entries(plan.droppedPeers()).map(([p, why]) => `${p.slice(-12)}: ${why}`).join('; ');
-          throw new OmniError('UNAVAILABLE', `no peer could supply blob ${record.digest}${dropped ? ` (${dropped})` : ' (no node holds it)'}`);
+    let announcedAtMs = Date.now();
+    try {
+      for (;;) {
+        if (this.stopping.signal.aborted) throw new OmniError('ABORTED', 'the node is stopping');
+        for (const a of plan.next(this.room)) {
+          this.peerLoad.set(a.peer, (this.peerLoad.get(a.peer) ?? 0) + 1);
+          void this.piece(fh, record, plan, a, report)
+            .then((ok) => ok && announce())
+            .finally(() => {
+              const n = (this.peerLoad.get(a.peer) ?? 1) - 1;
+              if (n > 0) this.peerLoad.set(a.peer, n);
+              else this.peerLoad.delete(a.peer);
+              for (const w of this.wakers) w();
+            });
         }
-        await sleep(ROUND_BACKOFF_MS * rounds);
-        await this.findHolders(record, plan);
-        continue;
+        if (plan.complete) return;
+        if (plan.stuck) {
+          if (++rounds > this.limits.maxRounds) {
+            const dropped = Object.entries(plan.droppedPeers()).map(([p, why]) => `${p.slice(-12)}: ${why}`).join('; ');
+            throw new OmniError('UNAVAILABLE', `no peer could supply blob ${record.digest}${dropped ? ` (${dropped})` : ' (no node holds it)'}`);
+          }
+          await sleep(ROUND_BACKOFF_MS * rounds);
+          const back = plan.readmitTransient();
+          if (back > 0) this.d.log.info(`registry: asking ${back} peer(s) dropped for a stall or a lost connection again for ${record.digest} (no other peer has its missing pieces)`);
+          await this.findHolders(record, plan);
+          continue;
+        }
+        rounds = 0;
+        // Until a piece finishes, or the time to look again at what the other fetchers have.
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, PARTIAL_REFRESH_MS);
+          wake = () => (clearTimeout(t), r());
+        });
+        this.addPartialHolders(record, plan);
+        if (Date.now() - announcedAtMs >= PARTIAL_REANNOUNCE_MS) {
+          announcedAtMs = Date.now();
+          if (plan.donePieces().length > 0) announce();
+        }
       }
-      await new Promise<void>((r) => (wake = r));
+    } finally {
+      this.wakers.delete(waker);
     }
   }
 
-  private async piece(fh: FileHandle, record: BlobRecord, plan: PiecePlan, a: Assignment, report: TransferReport): Promise<void> {
+  /** One piece from one peer; resolves true when it arrived good and was written. */
+  private async piece(fh: FileHandle, record: BlobRecord, plan: PiecePlan, a: Assignment, report: TransferReport): Promise<boolean> {
     const { start, end } = pieceSpan(a.piece, record.sizeBytes, record.pieceSizeBytes);
     const ctrl = new AbortController();
-    const stalled = () => ctrl.abort(new Error(`stalled: no data for ${this.limits.progressTimeoutMs} ms`));
+    const startedMs = Date.now();
+    // Stalled when the peer sent nothing for this node, for any request, for the whole timeout:
+    // a request queued behind other pieces from the same peer is waiting, not stalled.
+    const stalled = () => {
+      const quietMs = Date.now() - Math.max(startedMs, this.heardFrom.get(a.peer) ?? 0);
+      if (quietMs < this.limits.progressTimeoutMs) timer = setTimeout(stalled, this.limits.progressTimeoutMs - quietMs);
+      else ctrl.abort(new Error(`stalled: no data for ${this.limits.progressTimeoutMs} ms`));
+    };
     let timer = setTimeout(stalled, this.limits.progressTimeoutMs);
     const onStop = () => ctrl.abort(new Error('the node is stopping'));
     this.stopping.signal.addEventListener('abort', onStop, { once: true });
     try {
       const buf = await this.d.source.fetchPiece(a.peer, record.digest, a.piece, end - start, {
         signal: ctrl.signal,
-        onProgress: () => {
-          clearTimeout(timer);
-          timer = setTimeout(stalled, this.limits.progressTimeoutMs);
-        },
+        onProgress: () => this.heardFrom.set(a.peer, Date.now()),
       });
       if (buf.length !== end - start || sha256Hex(buf) !== record.pieces[a.piece]) {
         report.badPieces++;
         this.d.log.warn(`registry: piece ${a.piece} of ${record.digest} from ${a.peer} fails its digest; asking another peer`);
         plan.onBadPiece(a.piece, a.peer);
-        return;
+        return false;
       }
       let off = 0;
       while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, start + off)).bytesWritten;
       plan.onPiece(a.piece, a.peer);
+      return true;
     } catch (err) {
       const e = err as OmniError;
-      if (e.code === 'BLOB_UNKNOWN' || e.code === 'BLOB_CORRUPT') this.d.learned(a.peer, record.digest, false);
+      if (e.code === 'PIECE_MISSING') {
+        // A peer fetching the blob too, asked for a piece it does not have yet: not its fault.
+        plan.onMissing(a.piece, a.peer);
+        return false;
+      }
+      const gone = e.code === 'BLOB_UNKNOWN' || e.code === 'BLOB_CORRUPT';
+      if (gone) this.d.learned(a.peer, record.digest, false);
       const why = ctrl.signal.aborted ? String((ctrl.signal.reason as Error)?.message ?? 'aborted') : e.message;
       this.d.log.warn(`registry: piece ${a.piece} of ${record.digest} from ${a.peer}: ${why}; dropping that peer from this transfer`);
-      plan.onPeerFailed(a.piece, a.peer, why.slice(0, 200));
+      plan.onPeerFailed(a.piece, a.peer, why.slice(0, 200), !gone);
+      return false;
     } finally {
       clearTimeout(timer);
       this.stopping.signal.removeEventListener('abort', onStop);

@@ -9,7 +9,11 @@
 //   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have, {held: true}
 //            for replicate), then for a
 //            piece its bytes in 'D' frames of at most 256 KiB, then it closes; or 'E'+JSON
-//            {code, message} (BLOB_UNKNOWN, BLOB_CORRUPT, FORBIDDEN, BAD_REQUEST).
+//            {code, message} (BLOB_UNKNOWN, BLOB_CORRUPT, PIECE_MISSING, FORBIDDEN, BAD_REQUEST).
+//
+// A node serves the pieces of blobs it holds, and also those that have already arrived of a
+// blob it is still fetching (PIECE_MISSING for the others): nodes pulling the same image at once
+// pass pieces on to each other instead of all waiting on the holder's upload.
 //
 // The server reads each piece verified against its digest (BlobStore.readPiece): a corrupt copy
 // is refused and removed there, never sent. The caller checks the digest again anyway.
@@ -28,7 +32,7 @@ const MAX_REQUEST_BYTES = 128 * 1024;
 /** Digests one `have` request may ask about. */
 export const MAX_HAVE_DIGESTS = 1000;
 const DATA_FRAME_BYTES = 256 * 1024;
-/** No blob has more pieces than this (16 GiB in 4 MiB pieces is 4096). */
+/** No blob has more pieces than this (pushed blobs have at most about 1024, see pieceSizeFor). */
 const MAX_PIECE_INDEX = 1_000_000;
 const MAX_RESPONSE_FRAME_BYTES = DATA_FRAME_BYTES + 64 * 1024;
 /** Streams per connection each way; the fetcher keeps far fewer in flight per peer. */
@@ -60,6 +64,8 @@ export interface PieceServiceOptions {
   log: Logger;
   /** Brings a blob the catalog knows into this node's store (a replicate request). */
   replicate?(digest: string, signal: AbortSignal): Promise<void>;
+  /** A piece of a blob this node is still fetching (PIECE_MISSING until it has arrived). */
+  readPartial?(digest: string, index: number): Promise<Buffer>;
 }
 
 function tagged(tag: number, body: Uint8Array | string): Uint8Array {
@@ -180,6 +186,18 @@ export class PieceService implements PieceSource {
 
   // ---------------------------------------------------------------- server side
 
+  /** A piece from the store, or else from a fetch of that blob in progress here. */
+  private async readPiece(digest: string, index: number): Promise<Buffer> {
+    if (this.opts.store.has(digest) || !this.opts.readPartial) return this.opts.store.readPiece(digest, index);
+    try {
+      return await this.opts.readPartial(digest, index);
+    } catch (err) {
+      // The fetch may have just finished: the blob is in the store now.
+      if (this.opts.store.has(digest)) return this.opts.store.readPiece(digest, index);
+      throw err;
+    }
+  }
+
   private async serve(stream: Stream, conn: Connection): Promise<void> {
     const from = conn.remotePeer.toString();
     let release: (() => void) | undefined;
@@ -197,7 +215,7 @@ export class PieceService implements PieceSource {
         await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ held: true })));
       } else {
         release = await this.serving.take();
-        const piece = await this.opts.store.readPiece(req.digest, req.index);
+        const piece = await this.readPiece(req.digest, req.index);
         await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ sizeBytes: piece.length })));
         for (let off = 0; off < piece.length; off += DATA_FRAME_BYTES) {
           await sendFrame(stream, tagged(TAG_DATA, piece.subarray(off, off + DATA_FRAME_BYTES)));

@@ -164,7 +164,8 @@ export class NetLab {
       proc.stdout!.on('data', (c: Buffer) => out.push(c));
       proc.stderr!.on('data', (c: Buffer) => err.push(c));
       proc.once('error', reject);
-      proc.once('exit', (code) => {
+      // 'close', not 'exit': the output is all read then.
+      proc.once('close', (code) => {
         if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
         else reject(new Error(`${command.slice(0, 3).join(' ')} in ${name} exited ${code}: ${Buffer.concat(err).toString('utf8').slice(0, 500)}`));
       });

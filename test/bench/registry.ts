@@ -92,7 +92,7 @@ async function pull(lab: NetLab, host: string, baseUrl: string, repo: string, im
     if (code !== 200 || (expectBytes !== undefined && size !== expectBytes)) {
       // Once more, to show what the registry says (an error body is small).
       const body = await lab.run(host, ['curl', '-sS', '--max-filesize', '65536', ...(creds ? ['-u', creds] : []), `${baseUrl}/v2/${repo}/${path}`]).catch((e: Error) => e.message);
-      throw new Error(`${host}: GET ${path}: HTTP ${code}, ${size} bytes${expectBytes !== undefined ? ` (${expectBytes} expected)` : ''}: ${body.slice(0, 400)}`);
+      throw new Error(`${host}: GET ${path}: HTTP ${code}, ${size} bytes${expectBytes !== undefined ? ` (${expectBytes} expected)` : ''} (curl said ${JSON.stringify(out.slice(0, 200))}): ${body.slice(0, 400)}`);
     }
   };
   await get(`manifests/${image.manifestDigest}`, undefined, 'application/vnd.oci.image.manifest.v1+json');
