@@ -229,7 +229,10 @@ export class BlobFetcher {
     for (const { peer, pieces } of this.d.partialHolders?.(record.digest) ?? []) if (pieces.length > 0) plan.addPeer(peer, pieces);
   }
 
-  private room = (peer: string): boolean => (this.peerLoad.get(peer) ?? 0) < this.limits.maxPerPeerAllTransfers;
+  /** Whether a transfer may ask `peer` for one more piece: within the limit across transfers, or its only request (no transfer starves). */
+  private roomFor(plan: PiecePlan): (peer: string) => boolean {
+    return (peer) => plan.inFlightCount === 0 || (this.peerLoad.get(peer) ?? 0) < this.limits.maxPerPeerAllTransfers;
+  }
 
   private async run(fh: FileHandle, record: BlobRecord, plan: PiecePlan, report: TransferReport): Promise<void> {
     if (plan.complete) return;
@@ -244,7 +247,7 @@ export class BlobFetcher {
     try {
       for (;;) {
         if (this.stopping.signal.aborted) throw new OmniError('ABORTED', 'the node is stopping');
-        for (const a of plan.next(this.room)) {
+        for (const a of plan.next(this.roomFor(plan))) {
           this.peerLoad.set(a.peer, (this.peerLoad.get(a.peer) ?? 0) + 1);
           void this.piece(fh, record, plan, a, report)
             .then((ok) => ok && announce())
@@ -262,6 +265,7 @@ export class BlobFetcher {
             throw new OmniError('UNAVAILABLE', `no peer could supply blob ${record.digest}${dropped ? ` (${dropped})` : ' (no node holds it)'}`);
           }
           await sleep(ROUND_BACKOFF_MS * rounds);
+          // findHolders() below also takes back whole holders that declined a piece for a while.
           const back = plan.readmitTransient();
           if (back > 0) this.d.log.info(`registry: asking ${back} peer(s) dropped for a stall or a lost connection again for ${record.digest} (no other peer has its missing pieces)`);
           await this.findHolders(record, plan);
@@ -316,8 +320,9 @@ export class BlobFetcher {
       return true;
     } catch (err) {
       const e = err as OmniError;
-      if (e.code === 'PIECE_MISSING') {
-        // A peer fetching the blob too, asked for a piece it does not have yet: not its fault.
+      if (e.code === 'PIECE_MISSING' || e.code === 'PIECE_ELSEWHERE') {
+        // A peer fetching the blob too, asked for a piece it does not have yet, or a holder that
+        // just sent that piece to another fetcher: not their fault; another piece, or peer, then.
         plan.onMissing(a.piece, a.peer);
         return false;
       }

@@ -9,11 +9,15 @@
 //   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have, {held: true}
 //            for replicate), then for a
 //            piece its bytes in 'D' frames of at most 256 KiB, then it closes; or 'E'+JSON
-//            {code, message} (BLOB_UNKNOWN, BLOB_CORRUPT, PIECE_MISSING, FORBIDDEN, BAD_REQUEST).
+//            {code, message} (BLOB_UNKNOWN, BLOB_CORRUPT, PIECE_MISSING, PIECE_ELSEWHERE,
+//            FORBIDDEN, BAD_REQUEST).
 //
 // A node serves the pieces of blobs it holds, and also those that have already arrived of a
 // blob it is still fetching (PIECE_MISSING for the others): nodes pulling the same image at once
-// pass pieces on to each other instead of all waiting on the holder's upload.
+// pass pieces on to each other instead of all waiting on the holder's upload. A node holding a
+// blob whole declines (PIECE_ELSEWHERE) a piece it has just sent to another fetcher while it
+// still has pieces nobody was sent (protocol/registry/piece-spread.ts), so its upload carries
+// each piece once before it carries any twice.
 //
 // The server reads each piece verified against its digest (BlobStore.readPiece): a corrupt copy
 // is refused and removed there, never sent. The caller checks the digest again anyway.
@@ -26,6 +30,7 @@ import type { Logger } from '../logger.js';
 import type { BlobStore } from './blob-store.js';
 import { isDigest } from '../../protocol/registry/digest.js';
 import { Slots } from './slots.js';
+import { PieceSpread } from '../../protocol/registry/piece-spread.js';
 
 export const PIECES_PROTOCOL = '/omni/registry/pieces/1.0.0';
 const MAX_REQUEST_BYTES = 128 * 1024;
@@ -87,6 +92,7 @@ function remoteError(frame: Uint8Array): OmniError {
 
 export class PieceService implements PieceSource {
   private readonly serving = new Slots(MAX_CONCURRENT_SERVES);
+  private readonly spread = new PieceSpread();
 
   constructor(
     private readonly host: OmniHost,
@@ -214,11 +220,19 @@ export class PieceService implements PieceSource {
         await this.opts.replicate(req.digest, abort.signal);
         await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ held: true })));
       } else {
-        release = await this.serving.take();
-        const piece = await this.readPiece(req.digest, req.index);
-        await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ sizeBytes: piece.length })));
-        for (let off = 0; off < piece.length; off += DATA_FRAME_BYTES) {
-          await sendFrame(stream, tagged(TAG_DATA, piece.subarray(off, off + DATA_FRAME_BYTES)));
+        const whole = this.opts.store.info(req.digest);
+        if (whole && this.spread.begin(req.digest, whole.pieces.length, req.index, from, Date.now()) === 'decline') {
+          throw new OmniError('PIECE_ELSEWHERE', `piece ${req.index} of ${req.digest} went to another node a moment ago; ask it, or this node for another piece`);
+        }
+        try {
+          release = await this.serving.take();
+          const piece = await this.readPiece(req.digest, req.index);
+          await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ sizeBytes: piece.length })));
+          for (let off = 0; off < piece.length; off += DATA_FRAME_BYTES) {
+            await sendFrame(stream, tagged(TAG_DATA, piece.subarray(off, off + DATA_FRAME_BYTES)));
+          }
+        } finally {
+          if (whole) this.spread.sent(req.digest, req.index, from, Date.now());
         }
       }
       await stream.close({ signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });

@@ -13,17 +13,21 @@
 // Figures: omni_distribute_s and central_distribute_s (first request to last byte on the last
 // node), speedup (central / omni), per_host_cap_utilisation (image bytes delivered to the pulling
 // nodes / (omni_distribute_s × cap × pulling nodes): 1 is every pulling host's link full all
-// the time), single_pull_ratio (one node pulling alone from one holder, omni / central), push_s
-// (skopeo copy to n1). The last line is one JSON object with these and the parameters.
+// the time), single_pull_ratio (one node pulling alone from one holder, omni / central; the
+// median of --trials pulls of distinct images), push_s (skopeo copy to n1), and the CPU the
+// servers used meanwhile (all nodes share this machine's cores: omni's transfer is encrypted
+// twice, pnet and noise, and runs in JavaScript). The last line is one JSON object with these and
+// the parameters.
 //
 // Needs root (namespaces, tc); installs iproute2, curl, skopeo and docker-registry with apt-get when
 // one is missing. Flags: --cap-mbit N (50), --image-mb N (50), --nodes N (8), --replicas N (1:
-// the push leaves the image on n1 only; 2 would put a second copy on another node first).
+// the push leaves the image on n1 only; 2 would put a second copy on another node first),
+// --trials N (3), --settle-s N (5: wait after the cluster is healthy), --echo (node output).
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import { NetLab, labAvailable, sweepAbandonedLabs } from './netlab.js';
@@ -35,6 +39,8 @@ const { values } = parseArgs({
     'image-mb': { type: 'string' },
     nodes: { type: 'string' },
     replicas: { type: 'string' },
+    'settle-s': { type: 'string' },
+    trials: { type: 'string' },
     echo: { type: 'boolean' },
   },
 });
@@ -42,8 +48,10 @@ const CAP_MBIT = Number(values['cap-mbit'] ?? 50);
 const IMAGE_MB = Number(values['image-mb'] ?? 50);
 const NODES = Number(values.nodes ?? 8);
 const REPLICAS = Number(values.replicas ?? 1);
-if (!(CAP_MBIT > 0) || !(IMAGE_MB > 0) || !Number.isInteger(NODES) || NODES < 2 || NODES > 50 || !Number.isInteger(REPLICAS) || REPLICAS < 1) {
-  console.error('usage: npm run bench:registry -- [--cap-mbit 50] [--image-mb 50] [--nodes 8] [--replicas 1]');
+const SETTLE_MS = Number(values['settle-s'] ?? 5) * 1000;
+const TRIALS = Number(values.trials ?? 3);
+if (!Number.isInteger(TRIALS) || TRIALS < 1 || TRIALS > 9 || !(SETTLE_MS >= 0) || !(CAP_MBIT > 0) || !(IMAGE_MB > 0) || !Number.isInteger(NODES) || NODES < 2 || NODES > 50 || !Number.isInteger(REPLICAS) || REPLICAS < 1) {
+  console.error('usage: npm run bench:registry -- [--cap-mbit 50] [--image-mb 50] [--nodes 8] [--replicas 1] [--trials 3] [--settle-s 5] [--echo]');
   process.exit(2);
 }
 /** A pull that takes longer than this is a failure (the benchmark stops by itself). */
@@ -110,23 +118,56 @@ interface Distribution {
   seconds: number;
   perNodeS: Record<string, number>;
   rxBytes: number;
+  /** CPU seconds the servers (omnid processes, or docker-registry) used meanwhile. */
+  serverCpuS: number;
 }
 
-/** Every puller at once; the time until the last has the whole image, and the bytes their links received. */
-async function distribute(lab: NetLab, pullers: string[], pullOne: (host: string) => Promise<number>): Promise<Distribution> {
+/** CPU seconds (user + system) a process has used so far; 0 once it is gone. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
+  } catch {
+    return 0;
+  }
+}
+const CLOCK_TICKS_PER_S = 100;
+
+/** Every puller at once; the time until the last has the whole image, the bytes their links received, the servers' CPU. */
+async function distribute(lab: NetLab, pullers: string[], serverPids: (number | undefined)[], pullOne: (host: string) => Promise<number>): Promise<Distribution> {
   const before = pullers.map((h) => lab.counters(h).rxBytes);
+  const cpu0 = serverPids.reduce<number>((n, p) => n + cpuSeconds(p), 0);
   const t0 = performance.now();
   const times = await Promise.all(pullers.map((h) => pullOne(h)));
   const seconds = (performance.now() - t0) / 1000;
+  const serverCpuS = serverPids.reduce<number>((n, p) => n + cpuSeconds(p), 0) - cpu0;
   const after = pullers.map((h) => lab.counters(h).rxBytes);
   return {
     seconds,
     perNodeS: Object.fromEntries(pullers.map((h, i) => [h, round(times[i])])),
     rxBytes: after.reduce((n, a, i) => n + a - before[i], 0),
+    serverCpuS,
   };
 }
 
 // ------------------------------------------------------------------ the two systems
+
+interface Images {
+  /** One per trial of the single pull (a node that pulled an image holds it: the next trial needs another). */
+  singles: Image[];
+  dist: Image;
+}
+
+/** Median of the single-pull trials: one node pulls each image alone. */
+async function singlePulls(label: string, what: string, images: Image[], pullOne: (img: Image) => Promise<number>): Promise<number> {
+  const times: number[] = [];
+  for (const img of images) {
+    const t = await pullOne(img);
+    times.push(t);
+    log(`${label}: ${what} in ${round(t)} s (${round(mbit(img.totalBytes) / t, 1)} Mbit/s)`);
+  }
+  return [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)];
+}
 
 interface RegistryView {
   transfers: { digest: string; sizeBytes: number; servedBy: Record<string, number>; dropped: Record<string, string>; ok: boolean; badPieces: number }[];
@@ -140,7 +181,7 @@ interface OmniFigures {
   servedPieces: Record<string, number>;
 }
 
-async function omni(lab: NetLab, names: string[], images: { single: Image; dist: Image }): Promise<OmniFigures> {
+async function omni(lab: NetLab, names: string[], images: Images): Promise<OmniFigures> {
   const c = await LocalCluster.create({
     hostOf: (n) => lab.host(n).ip,
     launcherOf: (n) => lab.launcher(n),
@@ -166,16 +207,32 @@ async function omni(lab: NetLab, names: string[], images: { single: Image; dist:
       client.close();
     }
     log(`omni: ${names.length} nodes up after ${round((performance.now() - t0) / 1000, 1)} s`);
+    // Measure a settled cluster: voters promoted, the root retired, then a moment for the last
+    // catch-ups (8 nodes share this machine's cores; a node still joining costs the others CPU).
+    await waitFor(
+      'a healthy cluster with its root retired',
+      async () => {
+        const cl = c.client(names[names.length - 1]);
+        try {
+          const st = await cl.get<{ health: string; rootRetired: boolean }>('/v1/status');
+          return st.health === 'healthy' && st.rootRetired;
+        } finally {
+          cl.close();
+        }
+      },
+      120_000,
+      250,
+    );
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
     const creds = `bench:${c.adminToken}`;
     const dest = (img: string) => `127.0.0.1:${REGISTRY_PORT}/${REPO}:${img}`;
-    await pushWithSkopeo(lab, names[0], images.single, dest('single'), creds);
+    for (const [i, img] of images.singles.entries()) await pushWithSkopeo(lab, names[0], img, dest(`single${i}`), creds);
     const pushS = await pushWithSkopeo(lab, names[0], images.dist, dest('dist'), creds);
     log(`omni: pushed ${mb(images.dist.totalBytes)} MB to ${names[0]} in ${round(pushS)} s (skopeo copy, --registry-replicas ${REPLICAS})`);
     const local = `http://127.0.0.1:${REGISTRY_PORT}`;
-    const singleS = await pull(lab, names[1], local, REPO, images.single, creds);
-    log(`omni: ${names[1]} alone pulled it from ${names[0]} in ${round(singleS)} s (${round(mbit(images.single.totalBytes) / singleS, 1)} Mbit/s)`);
+    const singleS = await singlePulls('omni', `${names[1]} alone pulled an image from ${names[0]}`, images.singles, (img) => pull(lab, names[1], local, REPO, img, creds));
     const pullers = names.slice(1);
-    const dist = await distribute(lab, pullers, (h) => pull(lab, h, local, REPO, images.dist, creds));
+    const dist = await distribute(lab, pullers, [...c.nodes.values()].map((n) => n.proc.pid), (h) => pull(lab, h, local, REPO, images.dist, creds));
     log(`omni: ${pullers.length} nodes pulled it at once in ${round(dist.seconds)} s (per node: ${Object.entries(dist.perNodeS).map(([h, s]) => `${h} ${s}`).join(', ')})`);
     const servedPieces = await whoServed(c, pullers, images.dist);
     log(`omni: pieces served per node during the distribution: ${Object.entries(servedPieces).map(([h, n]) => `${h} ${n}`).join(', ')}`);
@@ -223,7 +280,7 @@ interface CentralFigures {
   dist: Distribution;
 }
 
-async function central(lab: NetLab, names: string[], images: { single: Image; dist: Image }, work: string): Promise<CentralFigures> {
+async function central(lab: NetLab, names: string[], images: Images, work: string): Promise<CentralFigures> {
   const host = lab.host('central');
   const storage = join(work, 'central-storage');
   await mkdir(storage, { recursive: true });
@@ -247,13 +304,12 @@ async function central(lab: NetLab, names: string[], images: { single: Image; di
   const proc = lab.spawn('central', ['docker-registry', 'serve', config]);
   try {
     await waitFor('docker-registry up', async () => (await lab.run('central', ['curl', '-sf', '-o', '/dev/null', `http://127.0.0.1:${REGISTRY_PORT}/v2/`]).then(() => true)), 30_000, 200);
-    await pushWithSkopeo(lab, 'central', images.single, `127.0.0.1:${REGISTRY_PORT}/${REPO}:single`);
+    for (const [i, img] of images.singles.entries()) await pushWithSkopeo(lab, 'central', img, `127.0.0.1:${REGISTRY_PORT}/${REPO}:single${i}`);
     await pushWithSkopeo(lab, 'central', images.dist, `127.0.0.1:${REGISTRY_PORT}/${REPO}:dist`);
     const url = `http://${host.ip}:${REGISTRY_PORT}`;
-    const singleS = await pull(lab, names[1], url, REPO, images.single);
-    log(`central: ${names[1]} alone pulled it from docker-registry in ${round(singleS)} s (${round(mbit(images.single.totalBytes) / singleS, 1)} Mbit/s)`);
+    const singleS = await singlePulls('central', `${names[1]} alone pulled an image from docker-registry`, images.singles, (img) => pull(lab, names[1], url, REPO, img));
     const pullers = names.slice(1);
-    const dist = await distribute(lab, pullers, (h) => pull(lab, h, url, REPO, images.dist));
+    const dist = await distribute(lab, pullers, [proc.pid], (h) => pull(lab, h, url, REPO, images.dist));
     log(`central: ${pullers.length} nodes pulled it at once in ${round(dist.seconds)} s (per node: ${Object.entries(dist.perNodeS).map(([h, s]) => `${h} ${s}`).join(', ')})`);
     return { singleS, dist };
   } finally {
@@ -279,7 +335,9 @@ const work = await mkdtemp(join(tmpdir(), 'omni-bench-registry-'));
 const lab = new NetLab(CAP_MBIT);
 let exitCode = 0;
 try {
-  const images = { single: await makeImage(join(work, 'single'), IMAGE_MB, 'single'), dist: await makeImage(join(work, 'dist'), IMAGE_MB, 'dist') };
+  const singles: Image[] = [];
+  for (let i = 0; i < TRIALS; i++) singles.push(await makeImage(join(work, `single${i}`), IMAGE_MB, `single${i}`));
+  const images: Images = { singles, dist: await makeImage(join(work, 'dist'), IMAGE_MB, 'dist') };
   log(`image: ${mb(images.dist.totalBytes)} MB (${images.dist.blobs.length - 1} random layers + config); ${NODES} hosts capped at ${CAP_MBIT} Mbit/s each way`);
   lab.start();
   const names = Array.from({ length: NODES }, (_, i) => `n${i + 1}`);
@@ -305,6 +363,9 @@ try {
     omni_single_pull_s: round(o.singleS),
     central_single_pull_s: round(ce.singleS),
     omni_wire_rx_utilisation: round(wireUtilisation),
+    omni_cpu_busy: round(o.dist.serverCpuS / (o.dist.seconds * availableParallelism())),
+    central_cpu_busy: round(ce.dist.serverCpuS / (ce.dist.seconds * availableParallelism())),
+    cores: availableParallelism(),
     central_wire_rx_mb: mb(ce.dist.rxBytes),
     omni_wire_rx_mb: mb(o.dist.rxBytes),
     ideal_distribute_s: round(ideal),
@@ -314,12 +375,14 @@ try {
     image_bytes: images.dist.totalBytes,
     layers: images.dist.blobs.length - 1,
     replicas: REPLICAS,
+    single_pull_trials: TRIALS,
   };
   const rows: [string, string, string][] = [
     ['', 'omni', 'docker-registry'],
     [`${pullers} nodes pull at once (s)`, String(figures.omni_distribute_s), String(figures.central_distribute_s)],
-    ['one node pulls alone (s)', String(figures.omni_single_pull_s), String(figures.central_single_pull_s)],
+    [`one node pulls alone (s, median of ${TRIALS})`, String(figures.omni_single_pull_s), String(figures.central_single_pull_s)],
     ['bytes the pullers received (MB)', String(figures.omni_wire_rx_mb), String(figures.central_wire_rx_mb)],
+    [`server CPU meanwhile (of ${figures.cores} cores)`, `${Math.round(figures.omni_cpu_busy * 100)} %`, `${Math.round(figures.central_cpu_busy * 100)} %`],
   ];
   const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length)));
   for (const r of rows) log(r.map((x, i) => x.padEnd(w[i])).join('  '));
