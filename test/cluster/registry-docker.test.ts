@@ -120,7 +120,7 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
     expect(await dk('run', '--rm', `${reg[cc]}/team/one:1`, 'cat', '/hello')).toBe(local);
     const t = (await registryView(cc)).transfers.find((x) => x.digest === layer.digest)!;
     expect(t.ok).toBe(true);
-    expect(Object.values(t.servedBy).reduce((x, y) => x + y, 0)).toBe(6);
+    expect(Object.values(t.servedBy).reduce((x, y) => x + y, 0)).toBe(Math.ceil(layer.sizeBytes / (1024 * 1024))); // every 1 MiB piece, once
     for (const peer of Object.keys(t.servedBy)) expect(holders.map((h) => ids[h])).toContain(peer);
     // the catalog is the same on every node
     for (const n of names) {
