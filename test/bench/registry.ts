@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir, availableParallelism } from 'node:os';
+import { tmpdir, availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import { NetLab, labAvailable, sweepAbandonedLabs } from './netlab.js';
@@ -345,6 +345,9 @@ try {
   lab.addHost('central', CENTRAL_OCTET);
   log(`lab: namespaces on ${lab.subnet}.0/24 (id ${lab.id})`);
 
+  // Other work on the machine takes CPU from the omnid processes (omni's transfer is CPU-bound here; docker-registry's is not).
+  const loadAtStart = loadavg()[0];
+  log(`load average (1 min) at start: ${round(loadAtStart)} on ${availableParallelism()} cores`);
   const o = await omni(lab, names, images);
   const ce = await central(lab, names, images, work);
 
@@ -366,6 +369,7 @@ try {
     omni_cpu_busy: round(o.dist.serverCpuS / (o.dist.seconds * availableParallelism())),
     central_cpu_busy: round(ce.dist.serverCpuS / (ce.dist.seconds * availableParallelism())),
     cores: availableParallelism(),
+    load_avg_1m_at_start: round(loadAtStart),
     central_wire_rx_mb: mb(ce.dist.rxBytes),
     omni_wire_rx_mb: mb(o.dist.rxBytes),
     ideal_distribute_s: round(ideal),
