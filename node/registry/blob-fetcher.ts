@@ -171,15 +171,17 @@ export class BlobFetcher {
       await fh.truncate(record.sizeBytes);
       this.active.set(record.digest, { record, fh, plan });
       await this.run(fh, record, plan, report);
-      await fh.sync();
+      report.servedBy = plan.servedBy();
+      report.dropped = plan.droppedPeers();
+      // Verified whole, fsync'ed and renamed into the store. Until then the pieces are still
+      // served from this open file (a rename leaves it readable), so the peers fetching the
+      // same blob never find this node with every piece and none to give.
+      await this.d.store.commit(path, record.digest, { pieceSizeBytes: record.pieceSizeBytes, pieces: record.pieces });
     } finally {
       this.active.delete(record.digest);
       this.d.fetching?.(record.digest, null);
       await fh.close();
     }
-    report.servedBy = plan.servedBy();
-    report.dropped = plan.droppedPeers();
-    await this.d.store.commit(path, record.digest, { pieceSizeBytes: record.pieceSizeBytes, pieces: record.pieces });
     const from = Object.entries(report.servedBy).map(([p, n]) => `${p.slice(-8)}:${n}`).join(' ');
     this.d.log.info(`registry: fetched blob ${record.digest} (${record.sizeBytes} bytes, ${record.pieces.length} pieces${report.resumedPieces ? `, ${report.resumedPieces} resumed` : ''}) from ${from || 'nobody'}${report.badPieces ? `; ${report.badPieces} bad pieces refetched` : ''}${Object.keys(report.dropped).length ? `; dropped ${Object.keys(report.dropped).length} peer(s)` : ''}`);
   }
@@ -326,7 +328,9 @@ export class BlobFetcher {
         plan.onMissing(a.piece, a.peer);
         return false;
       }
-      const gone = e.code === 'BLOB_UNKNOWN' || e.code === 'BLOB_CORRUPT';
+      // A whole holder that lost the blob is dropped for good (and the gossip corrected); a peer
+      // that was fetching it may have given up or restarted, and may be asked again later.
+      const gone = (e.code === 'BLOB_UNKNOWN' || e.code === 'BLOB_CORRUPT') && !plan.isPartial(a.peer);
       if (gone) this.d.learned(a.peer, record.digest, false);
       const why = ctrl.signal.aborted ? String((ctrl.signal.reason as Error)?.message ?? 'aborted') : e.message;
       this.d.log.warn(`registry: piece ${a.piece} of ${record.digest} from ${a.peer}: ${why}; dropping that peer from this transfer`);

@@ -27,8 +27,10 @@ export interface Assignment {
 }
 
 interface PeerState {
-  /** Pieces it holds (undefined: all of them). */
+  /** Pieces it can be asked for (undefined: all of them). */
   has?: Set<number>;
+  /** It is fetching the blob too (else it holds it whole, though it may decline some pieces for a while). */
+  partial: boolean;
   inFlight: number;
   bad: number;
   dropped?: string;
@@ -76,12 +78,14 @@ export class PiecePlan {
   addPeer(peer: string, has?: Iterable<number>): void {
     const known = this.peers.get(peer);
     if (!known) {
-      this.peers.set(peer, { has: has ? this.validPieces(has) : undefined, inFlight: 0, bad: 0, failed: new Set(), served: 0 });
+      this.peers.set(peer, { has: has ? this.validPieces(has) : undefined, partial: has !== undefined, inFlight: 0, bad: 0, failed: new Set(), served: 0 });
       return;
     }
-    if (!known.has) return;
-    if (!has) known.has = undefined;
-    else for (const i of this.validPieces(has)) known.has.add(i);
+    if (!has) {
+      // a whole holder (again): every piece may be asked of it
+      known.has = undefined;
+      known.partial = false;
+    } else if (known.partial && known.has) for (const i of this.validPieces(has)) known.has.add(i);
   }
 
   private validPieces(has: Iterable<number>): Set<number> {
@@ -96,9 +100,14 @@ export class PiecePlan {
     return p !== undefined && !p.dropped;
   }
 
+  /** Whether `peer` is known to hold only some pieces (it is fetching the blob too). */
+  isPartial(peer: string): boolean {
+    return this.peers.get(peer)?.partial === true;
+  }
+
   /** Usable peers that hold only some pieces. */
   partialPeers(): string[] {
-    return [...this.peers].filter(([, p]) => !p.dropped && p.has).map(([id]) => id);
+    return [...this.peers].filter(([, p]) => !p.dropped && p.partial).map(([id]) => id);
   }
 
   /** Pieces done so far. */
@@ -192,7 +201,7 @@ export class PiecePlan {
           continue;
         }
         // Partial holders first, then the least busy; ties go round-robin so every peer gets work.
-        const load = (p.has ? 0 : 1_000_000) + p.inFlight * 1000 + ((this.order + ids.indexOf(h)) % Math.max(1, ids.length));
+        const load = (p.partial ? 0 : 1_000_000) + p.inFlight * 1000 + ((this.order + ids.indexOf(h)) % Math.max(1, ids.length));
         if (load < bestLoad) {
           bestLoad = load;
           best = h;

@@ -72,8 +72,9 @@ describe('PiecePlan', () => {
       { piece: 0, peer: 'seed' },
       { piece: 3, peer: 'seed' },
     ]);
-    // a whole holder that declines a piece still holds the others...
+    // a whole holder that declines a piece still holds the others, and is still not preferred...
     plan.onMissing(3, 'seed');
+    expect(plan.isPartial('seed')).toBe(false);
     expect(plan.next()).toEqual([{ piece: 4, peer: 'seed' }]);
     // ...and holds it again when re-added whole (the fetcher does so when the plan is stuck)
     plan.addPeer('seed');
