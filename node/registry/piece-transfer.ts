@@ -112,11 +112,21 @@ export class PieceService implements PieceSource {
 
   // ---------------------------------------------------------------- caller side
 
+  /**
+   * A stream to `peer` on the pieces protocol. The dial timeout covers the dial only: libp2p may
+   * finish the protocol negotiation lazily, on the first read, with the signal given here, and a
+   * timer still running then would be a total timeout on the answer (a busy peer, or one whose
+   * answer waits behind other pieces, is not a dead one; the caller's progress timeout decides).
+   */
   private async open(peer: string, signal: AbortSignal): Promise<Stream> {
+    const dialing = new AbortController();
+    const timer = setTimeout(() => dialing.abort(new Error(`no connection within ${DIAL_TIMEOUT_MS} ms`)), DIAL_TIMEOUT_MS);
     try {
-      return await this.host.dialProtocol(peerIdFromString(peer), PIECES_PROTOCOL, { signal: AbortSignal.any([signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)]) });
+      return await this.host.dialProtocol(peerIdFromString(peer), PIECES_PROTOCOL, { signal: AbortSignal.any([signal, dialing.signal]) });
     } catch (err) {
       throw new OmniError('UNAVAILABLE', `cannot reach node ${peer.slice(0, 80)}: ${(err as Error).message}`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
