@@ -2,13 +2,20 @@
 // pieces are asked of every holder at once (protocol/registry/piece-plan.ts decides which piece
 // of which peer), each piece is checked against the digest recorded at push time before it is
 // written (a bad one is asked again of another peer), a peer that sends nothing for
-// progressTimeoutMs is dropped (a progress timeout, not a total one: a slow but steady peer is
-// kept), and the finished file is verified whole before it enters the store.
+// progressTimeoutMs is dropped (a progress timeout, not a total one, counted per peer: a slow
+// but steady peer is kept, and so is a request waiting behind others to the same peer), and
+// the finished file is verified whole before it enters the store.
+//
+// Nodes fetching the same blob at once help each other: while a transfer runs, what it has is
+// announced (deps.fetching, the holdings gossip) and served to them (readPartial), and the pieces
+// the others announce are asked of them (deps.partialHolders, looked at again every
+// PARTIAL_REFRESH_MS).
 //
 // Bounds: transfers at once (maxConcurrentTransfers), pieces in flight per transfer and per
-// peer (so memory is at most maxInFlight pieces per transfer), disk space checked before the
-// first byte. The partial file stays when a transfer fails or the node stops, and the next
-// fetch of that blob resumes from the pieces in it that still match their digests.
+// peer (so memory is at most maxInFlight pieces per transfer), pieces in flight per peer across
+// transfers (maxPerPeerAllTransfers: the connection is shared with Raft), disk space checked
+// before the first byte. The partial file stays when a transfer fails or the node stops, and the
+// next fetch of that blob resumes from the pieces in it that still match their digests.
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { OmniError } from '../errors.js';
@@ -41,6 +48,8 @@ const PARTIAL_REFRESH_MS = 200;
 /** How often a running transfer says again what it has (keeps the gossip entry alive). */
 const PARTIAL_REANNOUNCE_MS = 1_000;
 const ROUND_BACKOFF_MS = 300;
+/** Peers whose last data is remembered (beyond: forgotten all at once, which only restarts their stall clocks). */
+const MAX_HEARD_FROM = 1024;
 /** Recent transfers kept for /v1/registry. */
 const MAX_RECENT = 20;
 
@@ -80,7 +89,7 @@ export class BlobFetcher {
   private readonly running = new Map<string, Promise<void>>();
   private readonly slots: Slots;
   private readonly stopping = new AbortController();
-  /** When each peer last sent this node data for any piece (bounded: peers are members). */
+  /** When each peer last sent this node data for any piece (pruned in piece(); peers are members). */
   private readonly heardFrom = new Map<string, number>();
   /** Pieces in flight to each peer, all transfers together. */
   private readonly peerLoad = new Map<string, number>();
@@ -308,7 +317,10 @@ export class BlobFetcher {
     try {
       const buf = await this.d.source.fetchPiece(a.peer, record.digest, a.piece, end - start, {
         signal: ctrl.signal,
-        onProgress: () => this.heardFrom.set(a.peer, Date.now()),
+        onProgress: () => {
+          if (this.heardFrom.size > MAX_HEARD_FROM && !this.heardFrom.has(a.peer)) this.heardFrom.clear();
+          this.heardFrom.set(a.peer, Date.now());
+        },
       });
       if (buf.length !== end - start || sha256Hex(buf) !== record.pieces[a.piece]) {
         report.badPieces++;
