@@ -8,8 +8,9 @@
 //
 // Names carry this process's pid (`omnilab-<pid>-<id>-…`), so two runs never clash, and a run
 // removes what a killed earlier run left behind (namespaces whose pid is gone). destroy() kills the
-// processes started through exec() and deletes every namespace (the veths and the bridge go with
-// them); it runs on exit, SIGINT and SIGTERM too.
+// processes started through spawn()/run() and any left in its namespaces, deletes every namespace
+// (the veths and the bridge go with them) and runs the clean-ups given to it; it runs on exit,
+// SIGINT and SIGTERM too.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 
@@ -83,6 +84,8 @@ export class NetLab {
   private readonly hub: string;
   private readonly rootVeth: string;
   private readonly children = new Set<ChildProcess>();
+  /** Synchronous clean-ups run by destroy() after the processes are gone (temp dirs). */
+  private readonly cleanups: (() => void)[] = [];
   private destroyed = false;
   private readonly onSignal = (sig: NodeJS.Signals) => {
     process.stderr.write(`\n${sig}: removing the lab's namespaces\n`);
@@ -179,7 +182,12 @@ export class NetLab {
     return { rxBytes: s.rx.bytes, txBytes: s.tx.bytes };
   }
 
-  /** Kills what exec()/spawn() started, deletes every namespace of this lab and the root veth. */
+  /** Runs `f` (synchronous) in destroy(), also on SIGINT/SIGTERM, after the lab's processes are killed. */
+  addCleanup(f: () => void): void {
+    this.cleanups.push(f);
+  }
+
+  /** Kills what spawn()/run() started, deletes every namespace of this lab and the root veth. */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
@@ -200,6 +208,13 @@ export class NetLab {
       ip('link', 'del', this.rootVeth);
     } catch {
       // went with the hub
+    }
+    for (const f of this.cleanups.splice(0)) {
+      try {
+        f();
+      } catch {
+        // best effort
+      }
     }
   }
 }

@@ -25,7 +25,7 @@
 // --trials N (3), --settle-s N (5: wait after the cluster is healthy), --echo (node output).
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -188,6 +188,8 @@ async function omni(lab: NetLab, names: string[], images: Images): Promise<OmniF
     flags: ['--registry', `127.0.0.1:${REGISTRY_PORT}`, '--registry-replicas', String(REPLICAS)],
     echo: values.echo === true,
   });
+  // On Ctrl-C the lab kills the nodes; their data dirs go too.
+  lab.addCleanup(() => rmSync(c.rootDir, { recursive: true, force: true }));
   try {
     const t0 = performance.now();
     await c.init(names[0]);
@@ -333,6 +335,7 @@ if (swept) log(`removed ${swept} namespace(s) left by an earlier run`);
 
 const work = await mkdtemp(join(tmpdir(), 'omni-bench-registry-'));
 const lab = new NetLab(CAP_MBIT);
+lab.addCleanup(() => rmSync(work, { recursive: true, force: true }));
 let exitCode = 0;
 try {
   const singles: Image[] = [];
