@@ -254,6 +254,9 @@ export class BlobFetcher {
     const waker = () => wake();
     this.wakers.add(waker);
     let rounds = 0;
+    // Peers dropped for a stall are taken back at most this often per transfer (a peer that
+    // stalls every time is not waited for forever).
+    let readmitsLeft = this.limits.maxRounds;
     let announcedAtMs = Date.now();
     try {
       for (;;) {
@@ -277,7 +280,8 @@ export class BlobFetcher {
           }
           await sleep(ROUND_BACKOFF_MS * rounds);
           // findHolders() below also takes back whole holders that declined a piece for a while.
-          const back = plan.readmitTransient();
+          const back = readmitsLeft > 0 ? plan.readmitTransient() : 0;
+          if (back > 0) readmitsLeft--;
           if (back > 0) this.d.log.info(`registry: asking ${back} peer(s) dropped for a stall or a lost connection again for ${record.digest} (no other peer has its missing pieces)`);
           await this.findHolders(record, plan);
           continue;

@@ -255,6 +255,16 @@ describe('BlobFetcher', () => {
     expect(r.servedBy).toEqual({ slow: 6 });
   });
 
+  it('a lone holder that stalls is asked again when nothing else is left, a bounded number of times', async () => {
+    const store = await newStore();
+    const bytes = randomBytes(PIECE * 2);
+    const { source, stats } = fakePeers(bytes, { stuck: 'stall' });
+    const { f } = fetcherFor(store, source, ['stuck'], { progressTimeoutMs: 40 });
+    await expect(f.fetch(recordOf(bytes))).rejects.toThrow(/no peer could supply.*stalled/);
+    // both pieces asked at first, then again at each of the 3 readmissions; every time a stall
+    expect(stats.requests.stuck).toBe(2 * 4);
+  });
+
   it('asks the members directly when the gossip knows no holder; fails clearly when nobody has it', async () => {
     const store = await newStore();
     const bytes = randomBytes(PIECE * 2);
