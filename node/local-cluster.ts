@@ -40,6 +40,10 @@ export interface LocalClusterOptions {
    * reaches only this process, which stops them in order.
    */
   owner?: string;
+  /** The address a node listens on for libp2p and its API (default 127.0.0.1): bench:registry gives each node a network namespace's address. */
+  hostOf?: (name: string) => string;
+  /** A command each node's omnid runs under (e.g. `ip netns exec NS`); default none. */
+  launcherOf?: (name: string) => string[];
 }
 
 const OWNER_FILE = 'owner.json';
@@ -139,7 +143,7 @@ export class LocalCluster {
   async restart(name: string, extra: string[] = []): Promise<LocalNode> {
     const old = this.nodes.get(name);
     if (old?.running) throw new Error(`${name} is still running`);
-    const node = this.spawnNode(name, ['start', '--data', this.dataDir(name), '--api', '127.0.0.1:0', '--registry', '127.0.0.1:0', ...(this.opts.flags ?? []), ...extra]);
+    const node = this.spawnNode(name, ['start', '--data', this.dataDir(name), '--api', `${this.hostOf(name)}:0`, '--registry', '127.0.0.1:0', ...(this.opts.flags ?? []), ...extra]);
     const line = await this.waitLine(node, (l) => l.startsWith('omnid: started'));
     node.apiUrl = /API (\S+)$/.exec(line)![1];
     return node;
@@ -190,12 +194,19 @@ export class LocalCluster {
   }
 
   private commonArgs(name: string): string[] {
-    return ['--data', this.dataDir(name), '--name', name, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--registry', '127.0.0.1:0', ...(this.opts.flags ?? [])];
+    const host = this.hostOf(name);
+    return ['--data', this.dataDir(name), '--name', name, '--listen', `/ip4/${host}/tcp/0`, '--api', `${host}:0`, '--registry', '127.0.0.1:0', ...(this.opts.flags ?? [])];
+  }
+
+  private hostOf(name: string): string {
+    return this.opts.hostOf?.(name) ?? '127.0.0.1';
   }
 
   private spawnNode(name: string, args: string[]): LocalNode {
     if (this.destroyed) throw new Error(`the local cluster is being stopped; ${name} is not started`);
-    const proc = spawn(NODE_BIN, ['--import', 'tsx', OMNID, ...args], {
+    const launcher = this.opts.launcherOf?.(name) ?? [];
+    const command = [...launcher, NODE_BIN, '--import', 'tsx', OMNID, ...args];
+    const proc = spawn(command[0], command.slice(1), {
       cwd: ROOT,
       detached: this.opts.owner !== undefined,
       env: { ...process.env, OMNI_CONFIG: join(this.rootDir, 'omni-cli.json') },

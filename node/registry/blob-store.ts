@@ -1,6 +1,6 @@
 // Every node's content-addressed blob store (image layers and configs). A blob is written to a
 // temp file, then verified (its sha256 must be the digest it is stored under), fsync'ed and
-// renamed into place, with its piece digests (4 MiB pieces) in a sidecar file written the same
+// renamed into place, with its piece digests (1 MiB pieces, larger for blobs over 1 GiB) in a sidecar file written the same
 // way. Reads verify again, piece by piece, before any byte leaves: a piece that no longer
 // matches its digest makes the blob corrupt — it is removed (and reported through onRemoved so
 // the cluster stops asking this node for it) and the read fails.
@@ -16,7 +16,7 @@ import { OmniError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
 import type { Logger } from '../logger.js';
 import { isDigest, digestOfHex, hexOf } from '../../protocol/registry/digest.js';
-import { PIECE_SIZE_BYTES, pieceCount, pieceSpan, piecesCovering, validPieces } from '../../protocol/registry/pieces.js';
+import { pieceSizeFor, pieceCount, pieceSpan, piecesCovering, validPieces } from '../../protocol/registry/pieces.js';
 import { MAX_BLOB_BYTES } from '../../protocol/registry/records.js';
 
 /** Free space the store leaves on the disk: a blob that would eat into it is refused (NO_SPACE). */
@@ -53,7 +53,8 @@ async function statfsFree(dir: string): Promise<number> {
 }
 
 export class BlobStore {
-  readonly pieceSizeBytes: number;
+  /** A fixed piece size for new blobs (tests); undefined: pieceSizeFor(the blob's size). */
+  readonly pieceSizeBytes: number | undefined;
   readonly maxBlobBytes: number;
   readonly minFreeBytes: number;
   private readonly blobsDir: string;
@@ -65,7 +66,7 @@ export class BlobStore {
   private readonly freeBytes: (dir: string) => Promise<number>;
 
   private constructor(private readonly opts: BlobStoreOptions) {
-    this.pieceSizeBytes = opts.pieceSizeBytes ?? PIECE_SIZE_BYTES;
+    this.pieceSizeBytes = opts.pieceSizeBytes;
     this.maxBlobBytes = opts.maxBlobBytes ?? MAX_BLOB_BYTES;
     this.minFreeBytes = opts.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
     this.freeBytes = opts.freeBytes ?? statfsFree;
@@ -101,7 +102,7 @@ export class BlobStore {
       }
       // No usable sidecar (a crash between the two renames): hash the blob again.
       try {
-        const hashed = await hashFile(this.blobPath(digest), this.pieceSizeBytes);
+        const hashed = await hashFile(this.blobPath(digest), await this.pieceSizeOf(this.blobPath(digest)));
         if (hashed.digest !== digest) throw new Error(`its sha256 is ${hashed.digest}`);
         await writeFileAtomic(this.sidecarPath(digest), JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }));
         this.blobs.set(digest, hashed);
@@ -122,6 +123,11 @@ export class BlobStore {
     } catch {
       return undefined;
     }
+  }
+
+  /** The piece size a new blob in file `path` is cut into. */
+  private async pieceSizeOf(path: string): Promise<number> {
+    return this.pieceSizeBytes ?? pieceSizeFor((await stat(path)).size);
   }
 
   private blobPath(digest: string): string {
@@ -194,7 +200,7 @@ export class BlobStore {
     }
     let hashed: BlobInfo;
     try {
-      hashed = await hashFile(tmpPath, expectedPieces?.pieceSizeBytes ?? this.pieceSizeBytes);
+      hashed = await hashFile(tmpPath, expectedPieces?.pieceSizeBytes ?? (await this.pieceSizeOf(tmpPath)));
       if (hashed.digest !== digest) throw new OmniError('DIGEST_INVALID', `the content's digest is ${hashed.digest}, not ${digest}`);
       if (expectedPieces && hashed.pieces.some((p, i) => p !== expectedPieces.pieces[i])) throw new OmniError('DIGEST_INVALID', `blob ${digest} has piece digests other than those recorded`);
       this.checkSize(hashed.sizeBytes);

@@ -7,10 +7,18 @@
 //   {id, remove: [digest…]}  when blobs leave (deleted, found corrupt), at once;
 //   {id, full: [digest…]}    everything it holds, every announceIntervalMs, in chunks of at most
 //                            MAX_DIGESTS_PER_MESSAGE; an entry not refreshed for
-//                            expireAfterMs is forgotten (a node that died or left).
+//                            expireAfterMs is forgotten (a node that died or left);
+//   {id, partial: {digest: bitmap | null}}
+//                            the pieces it already has of blobs it is fetching (a base64
+//                            bitmap, protocol/registry/pieces.ts), at most every
+//                            PARTIAL_PUBLISH_MS while they change and again while the fetch
+//                            runs; null when the fetch stops. Others fetching the same blob
+//                            ask it for those pieces. Forgotten after PARTIAL_EXPIRE_MS, or at
+//                            once when the node announces the whole blob.
 import type { OmniHost } from '../p2p/host.js';
 import type { Logger } from '../logger.js';
 import { isDigest } from '../../protocol/registry/digest.js';
+import { decodePieceBitmap, encodePieceBitmap } from '../../protocol/registry/pieces.js';
 
 export const DEFAULT_ANNOUNCE_INTERVAL_MS = 10_000;
 const MAX_DIGESTS_PER_MESSAGE = 1000;
@@ -18,6 +26,13 @@ const MAX_MESSAGE_BYTES = 128 * 1024;
 /** Peers and blobs tracked at most (memory bound). */
 const MAX_TRACKED_PEERS = 1024;
 const MAX_TRACKED_BLOBS_PER_PEER = 100_000;
+/** Partly fetched blobs in one message, and tracked per peer. */
+const MAX_PARTIAL_PER_MESSAGE = 16;
+const MAX_TRACKED_PARTIAL_PER_PEER = 64;
+/** How often at most this node publishes what it has of the blobs it is fetching. */
+export const PARTIAL_PUBLISH_MS = 150;
+/** A partial holding not refreshed for this long is forgotten (the fetcher refreshes it every second or so). */
+export const PARTIAL_EXPIRE_MS = 5_000;
 
 export interface HoldingsOptions {
   host: OmniHost;
@@ -33,6 +48,11 @@ export class Holdings {
   private readonly topic: string;
   /** peer → digest → when last announced. */
   private readonly peers = new Map<string, Map<string, number>>();
+  /** peer → digest → the pieces it has of a blob it is fetching, and when that was said. */
+  private readonly partial = new Map<string, Map<string, { pieces: number[]; atMs: number }>>();
+  /** What this node has of the blobs it fetches, waiting to be published (null: fetch over). */
+  private readonly pendingPartial = new Map<string, number[] | null>();
+  private partialTimer: NodeJS.Timeout | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly intervalMs: number;
   private readonly expireAfterMs: number;
@@ -58,6 +78,7 @@ export class Holdings {
 
   stop(): void {
     clearInterval(this.timer);
+    clearTimeout(this.partialTimer);
     try {
       this.o.host.services.pubsub.removeEventListener('message', this.onMessage as never);
       this.o.host.services.pubsub.unsubscribe(this.topic);
@@ -74,6 +95,36 @@ export class Holdings {
       if (at !== undefined && nowMs - at <= this.expireAfterMs) out.push(peer);
     }
     return out;
+  }
+
+  /** Peers (not this node) fetching `digest`, with the pieces they said they have. */
+  partialHolders(digest: string, nowMs = Date.now()): { peer: string; pieces: number[] }[] {
+    const out: { peer: string; pieces: number[] }[] = [];
+    for (const [peer, blobs] of this.partial) {
+      const e = blobs.get(digest);
+      if (e && nowMs - e.atMs <= PARTIAL_EXPIRE_MS) out.push({ peer, pieces: e.pieces });
+    }
+    return out;
+  }
+
+  /**
+   * What this node has of a blob it is fetching (null: the fetch ended), published within
+   * PARTIAL_PUBLISH_MS together with the other changes since the last message.
+   */
+  fetching(digest: string, pieces: number[] | null): void {
+    this.pendingPartial.set(digest, pieces);
+    this.partialTimer ??= setTimeout(() => this.flushPartial(), PARTIAL_PUBLISH_MS);
+  }
+
+  private flushPartial(): void {
+    this.partialTimer = undefined;
+    const entries = [...this.pendingPartial];
+    this.pendingPartial.clear();
+    for (let i = 0; i < entries.length; i += MAX_PARTIAL_PER_MESSAGE) {
+      const partial: Record<string, string | null> = {};
+      for (const [d, pieces] of entries.slice(i, i + MAX_PARTIAL_PER_MESSAGE)) partial[d] = pieces === null ? null : encodePieceBitmap(pieces);
+      this.publish({ partial });
+    }
   }
 
   /** How many blobs `peer` is known to hold (a load measure for placing replicas). */
@@ -111,9 +162,13 @@ export class Holdings {
       for (const [d, at] of blobs) if (nowMs - at > this.expireAfterMs) blobs.delete(d);
       if (blobs.size === 0) this.peers.delete(peer);
     }
+    for (const [peer, blobs] of this.partial) {
+      for (const [d, e] of blobs) if (nowMs - e.atMs > PARTIAL_EXPIRE_MS) blobs.delete(d);
+      if (blobs.size === 0) this.partial.delete(peer);
+    }
   }
 
-  private publish(body: { add?: string[]; remove?: string[]; full?: string[] }): void {
+  private publish(body: { add?: string[]; remove?: string[]; full?: string[]; partial?: Record<string, string | null> }): void {
     const msg = new TextEncoder().encode(JSON.stringify({ id: this.self, ...body }));
     this.o.host.services.pubsub.publish(this.topic, msg).catch((err: Error) => this.o.log.debug(`registry: holdings publish failed: ${err.message}`));
   }
@@ -121,7 +176,7 @@ export class Holdings {
   private receive(msg: { topic: string; data: Uint8Array; type: string; from?: { toString(): string } }): void {
     if (msg.topic !== this.topic || msg.data.length > MAX_MESSAGE_BYTES) return;
     const from = msg.type === 'signed' ? msg.from?.toString() : undefined;
-    let m: { id?: unknown; add?: unknown; remove?: unknown; full?: unknown };
+    let m: { id?: unknown; add?: unknown; remove?: unknown; full?: unknown; partial?: unknown };
     try {
       m = JSON.parse(new TextDecoder().decode(msg.data));
     } catch {
@@ -131,9 +186,33 @@ export class Holdings {
     if (!from || m.id !== from || from === this.self) return;
     const list = (v: unknown) => (Array.isArray(v) ? (v.slice(0, MAX_DIGESTS_PER_MESSAGE).filter(isDigest) as string[]) : []);
     const now = Date.now();
-    this.note(from, [...list(m.add), ...list(m.full)], now);
+    const whole = [...list(m.add), ...list(m.full)];
+    this.note(from, whole, now);
     const blobs = this.peers.get(from);
     for (const d of list(m.remove)) blobs?.delete(d);
+    const partial = this.partial.get(from);
+    for (const d of whole) partial?.delete(d);
+    if (m.partial && typeof m.partial === 'object' && !Array.isArray(m.partial)) this.notePartial(from, Object.entries(m.partial as Record<string, unknown>).slice(0, MAX_PARTIAL_PER_MESSAGE), now);
+  }
+
+  private notePartial(peer: string, entries: [string, unknown][], nowMs: number): void {
+    let blobs = this.partial.get(peer);
+    for (const [d, bitmap] of entries) {
+      if (!isDigest(d)) continue;
+      if (bitmap === null) {
+        blobs?.delete(d);
+        continue;
+      }
+      const pieces = decodePieceBitmap(bitmap);
+      if (!pieces) continue;
+      if (!blobs) {
+        if (this.partial.size >= MAX_TRACKED_PEERS) return;
+        blobs = new Map();
+        this.partial.set(peer, blobs);
+      }
+      if (blobs.size < MAX_TRACKED_PARTIAL_PER_PEER || blobs.has(d)) blobs.set(d, { pieces, atMs: nowMs });
+    }
+    if (blobs?.size === 0) this.partial.delete(peer);
   }
 
   private note(peer: string, digests: string[], nowMs: number): void {

@@ -273,7 +273,7 @@ export class OciApi {
             res.writeHead(status, headers);
             sent = true;
           }
-          if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+          if (!res.write(chunk)) await drained(res);
         }
         res.end();
         return;
@@ -353,4 +353,17 @@ export class OciApi {
   private blobCreated(repo: string, digest: string): HttpAnswer {
     return new HttpAnswer(201, { location: `/v2/${repo}/blobs/${digest}`, 'docker-content-digest': digest });
   }
+}
+
+/** Resolves once `res` can take more (or is closed); leaves no listener behind. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }

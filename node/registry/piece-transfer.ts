@@ -9,7 +9,15 @@
 //   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have, {held: true}
 //            for replicate), then for a
 //            piece its bytes in 'D' frames of at most 256 KiB, then it closes; or 'E'+JSON
-//            {code, message} (BLOB_UNKNOWN, BLOB_CORRUPT, FORBIDDEN, BAD_REQUEST).
+//            {code, message} (BLOB_UNKNOWN, BLOB_CORRUPT, PIECE_MISSING, PIECE_ELSEWHERE,
+//            FORBIDDEN, BAD_REQUEST).
+//
+// A node serves the pieces of blobs it holds, and also those that have already arrived of a
+// blob it is still fetching (PIECE_MISSING for the others): nodes pulling the same image at once
+// pass pieces on to each other instead of all waiting on the holder's upload. A node holding a
+// blob whole declines (PIECE_ELSEWHERE) a piece it has just sent to another fetcher while it
+// still has pieces nobody was sent (protocol/registry/piece-spread.ts), so its upload carries
+// each piece once before it carries any twice.
 //
 // The server reads each piece verified against its digest (BlobStore.readPiece): a corrupt copy
 // is refused and removed there, never sent. The caller checks the digest again anyway.
@@ -22,13 +30,14 @@ import type { Logger } from '../logger.js';
 import type { BlobStore } from './blob-store.js';
 import { isDigest } from '../../protocol/registry/digest.js';
 import { Slots } from './slots.js';
+import { PieceSpread } from '../../protocol/registry/piece-spread.js';
 
 export const PIECES_PROTOCOL = '/omni/registry/pieces/1.0.0';
 const MAX_REQUEST_BYTES = 128 * 1024;
 /** Digests one `have` request may ask about. */
 export const MAX_HAVE_DIGESTS = 1000;
 const DATA_FRAME_BYTES = 256 * 1024;
-/** No blob has more pieces than this (16 GiB in 4 MiB pieces is 4096). */
+/** No blob has more pieces than this (pushed blobs have at most about 1024, see pieceSizeFor). */
 const MAX_PIECE_INDEX = 1_000_000;
 const MAX_RESPONSE_FRAME_BYTES = DATA_FRAME_BYTES + 64 * 1024;
 /** Streams per connection each way; the fetcher keeps far fewer in flight per peer. */
@@ -60,6 +69,8 @@ export interface PieceServiceOptions {
   log: Logger;
   /** Brings a blob the catalog knows into this node's store (a replicate request). */
   replicate?(digest: string, signal: AbortSignal): Promise<void>;
+  /** A piece of a blob this node is still fetching (PIECE_MISSING until it has arrived). */
+  readPartial?(digest: string, index: number): Promise<Buffer>;
 }
 
 function tagged(tag: number, body: Uint8Array | string): Uint8Array {
@@ -81,6 +92,7 @@ function remoteError(frame: Uint8Array): OmniError {
 
 export class PieceService implements PieceSource {
   private readonly serving = new Slots(MAX_CONCURRENT_SERVES);
+  private readonly spread = new PieceSpread();
 
   constructor(
     private readonly host: OmniHost,
@@ -100,11 +112,21 @@ export class PieceService implements PieceSource {
 
   // ---------------------------------------------------------------- caller side
 
+  /**
+   * A stream to `peer` on the pieces protocol. The dial timeout covers the dial only: libp2p may
+   * finish the protocol negotiation lazily, on the first read, with the signal given here, and a
+   * timer still running then would be a total timeout on the answer (a busy peer, or one whose
+   * answer waits behind other pieces, is not a dead one; the caller's progress timeout decides).
+   */
   private async open(peer: string, signal: AbortSignal): Promise<Stream> {
+    const dialing = new AbortController();
+    const timer = setTimeout(() => dialing.abort(new Error(`no connection within ${DIAL_TIMEOUT_MS} ms`)), DIAL_TIMEOUT_MS);
     try {
-      return await this.host.dialProtocol(peerIdFromString(peer), PIECES_PROTOCOL, { signal: AbortSignal.any([signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)]) });
+      return await this.host.dialProtocol(peerIdFromString(peer), PIECES_PROTOCOL, { signal: AbortSignal.any([signal, dialing.signal]) });
     } catch (err) {
       throw new OmniError('UNAVAILABLE', `cannot reach node ${peer.slice(0, 80)}: ${(err as Error).message}`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -180,6 +202,18 @@ export class PieceService implements PieceSource {
 
   // ---------------------------------------------------------------- server side
 
+  /** A piece from the store, or else from a fetch of that blob in progress here. */
+  private async readPiece(digest: string, index: number): Promise<Buffer> {
+    if (this.opts.store.has(digest) || !this.opts.readPartial) return this.opts.store.readPiece(digest, index);
+    try {
+      return await this.opts.readPartial(digest, index);
+    } catch (err) {
+      // The fetch may have just finished: the blob is in the store now.
+      if (this.opts.store.has(digest)) return this.opts.store.readPiece(digest, index);
+      throw err;
+    }
+  }
+
   private async serve(stream: Stream, conn: Connection): Promise<void> {
     const from = conn.remotePeer.toString();
     let release: (() => void) | undefined;
@@ -196,11 +230,19 @@ export class PieceService implements PieceSource {
         await this.opts.replicate(req.digest, abort.signal);
         await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ held: true })));
       } else {
-        release = await this.serving.take();
-        const piece = await this.opts.store.readPiece(req.digest, req.index);
-        await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ sizeBytes: piece.length })));
-        for (let off = 0; off < piece.length; off += DATA_FRAME_BYTES) {
-          await sendFrame(stream, tagged(TAG_DATA, piece.subarray(off, off + DATA_FRAME_BYTES)));
+        const whole = this.opts.store.info(req.digest);
+        if (whole && this.spread.begin(req.digest, whole.pieces.length, req.index, from, Date.now()) === 'decline') {
+          throw new OmniError('PIECE_ELSEWHERE', `piece ${req.index} of ${req.digest} went to another node a moment ago; ask it, or this node for another piece`);
+        }
+        try {
+          release = await this.serving.take();
+          const piece = await this.readPiece(req.digest, req.index);
+          await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ sizeBytes: piece.length })));
+          for (let off = 0; off < piece.length; off += DATA_FRAME_BYTES) {
+            await sendFrame(stream, tagged(TAG_DATA, piece.subarray(off, off + DATA_FRAME_BYTES)));
+          }
+        } finally {
+          if (whole) this.spread.sent(req.digest, req.index, from, Date.now());
         }
       }
       await stream.close({ signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });

@@ -145,6 +145,10 @@ export class Registry {
         if (!rec) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not in the registry`);
         await this.ensureLocal(rec, signal);
       },
+      readPartial: (digest, index) => {
+        if (!this.fetcherImpl) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not on this node`);
+        return this.fetcherImpl.readPartial(digest, index);
+      },
     });
     await this.pieces.start();
     const holdings = this.holdings;
@@ -154,6 +158,8 @@ export class Registry {
       holders: (digest) => holdings.holders(digest),
       members: p.members,
       learned: (peer, digest, has) => holdings.learned(peer, digest, has),
+      partialHolders: (digest) => holdings.partialHolders(digest),
+      fetching: (digest, pieces) => holdings.fetching(digest, pieces),
       log: this.d.log,
       limits: p.fetchLimits,
     });

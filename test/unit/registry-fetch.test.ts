@@ -48,6 +48,79 @@ describe('PiecePlan', () => {
     expect(plan.usablePeers()).toEqual([x.peer]);
   });
 
+  it('partial peers: their pieces grow, they go before a whole holder, a missing piece is not held against them', () => {
+    const plan = new PiecePlan(6, { maxPerPeer: 2, maxInFlight: 6, maxBadPerPeer: 2 });
+    plan.addPeer('seed');
+    plan.addPeer('p', [0]);
+    let as = plan.next();
+    // piece 0 has two holders and goes to the partial peer; the rest (only the seed) up to its limit
+    expect(as.find((a) => a.piece === 0)?.peer).toBe('p');
+    expect(as.filter((a) => a.peer === 'seed').length).toBe(2);
+    // with room on both, a piece both hold goes to the partial peer
+    const both = new PiecePlan(2, { maxPerPeer: 2, maxInFlight: 4, maxBadPerPeer: 2 });
+    both.addPeer('seed');
+    both.addPeer('p', [0, 1]);
+    expect(both.next().map((a) => a.peer)).toEqual(['p', 'p']);
+    plan.addPeer('p', [1, 2, 99, -1]); // grows; nonsense ignored
+    expect(plan.partialPeers()).toEqual(['p']);
+    plan.onMissing(0, 'p'); // p did not have it after all: not dropped, not asked for 0 again
+    expect(plan.usablePeers().sort()).toEqual(['p', 'seed']);
+    expect(plan.next()).toEqual([]); // the seed is at its limit, p has nothing else missing
+    plan.onPiece(1, 'seed');
+    plan.onPiece(2, 'seed');
+    expect(plan.next()).toEqual([
+      { piece: 0, peer: 'seed' },
+      { piece: 3, peer: 'seed' },
+    ]);
+    // a whole holder that declines a piece still holds the others, and is still not preferred...
+    plan.onMissing(3, 'seed');
+    expect(plan.isPartial('seed')).toBe(false);
+    expect(plan.next()).toEqual([{ piece: 4, peer: 'seed' }]);
+    // ...and holds it again when re-added whole (the fetcher does so when the plan is stuck)
+    plan.addPeer('seed');
+    plan.onPiece(0, 'seed');
+    expect(plan.next()).toEqual([{ piece: 3, peer: 'seed' }]);
+  });
+
+  it('a peer dropped for a stall is taken back by readmitTransient, one that lost the blob is not', () => {
+    const plan = new PiecePlan(2, { maxPerPeer: 1, maxInFlight: 2, maxBadPerPeer: 2 });
+    plan.addPeer('slow');
+    plan.addPeer('gone');
+    const as = plan.next();
+    const bySlow = as.find((a) => a.peer === 'slow')!;
+    const byGone = as.find((a) => a.peer === 'gone')!;
+    plan.onPeerFailed(bySlow.piece, 'slow', 'stalled', true);
+    plan.onPeerFailed(byGone.piece, 'gone', 'BLOB_UNKNOWN', false);
+    expect(plan.stuck).toBe(true);
+    expect(plan.readmitTransient()).toBe(1);
+    expect(plan.usablePeers()).toEqual(['slow']);
+    expect(plan.stuck).toBe(false);
+    expect(plan.next().map((a) => a.peer)).toEqual(['slow']);
+  });
+
+  it('with an rng, equally rare pieces go in a shuffled order (nodes fetching together ask for different pieces)', () => {
+    const firsts = new Set<number>();
+    let seed = 1;
+    const rng = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+    for (let n = 0; n < 8; n++) {
+      const plan = new PiecePlan(50, { maxPerPeer: 1, maxInFlight: 1, maxBadPerPeer: 2 }, rng);
+      plan.addPeer('seed');
+      firsts.add(plan.next()[0].piece);
+    }
+    expect(firsts.size).toBeGreaterThan(4);
+    const ordered = new PiecePlan(50, { maxPerPeer: 1, maxInFlight: 1, maxBadPerPeer: 2 });
+    ordered.addPeer('seed');
+    expect(ordered.next()[0].piece).toBe(0);
+  });
+
+  it('next(room) leaves peers the caller says are full', () => {
+    const plan = new PiecePlan(4, { maxPerPeer: 2, maxInFlight: 4, maxBadPerPeer: 2 });
+    plan.addPeer('a');
+    plan.addPeer('b');
+    const as = plan.next((peer) => peer !== 'a');
+    expect(as.map((a) => a.peer)).toEqual(['b', 'b']);
+  });
+
   it('is stuck when pieces are missing and no usable peer has them; complete when all are done', () => {
     const plan = new PiecePlan(2);
     expect(plan.stuck).toBe(true);
@@ -182,6 +255,16 @@ describe('BlobFetcher', () => {
     expect(r.servedBy).toEqual({ slow: 6 });
   });
 
+  it('a lone holder that stalls is asked again when nothing else is left, a bounded number of times', async () => {
+    const store = await newStore();
+    const bytes = randomBytes(PIECE * 2);
+    const { source, stats } = fakePeers(bytes, { stuck: 'stall' });
+    const { f } = fetcherFor(store, source, ['stuck'], { progressTimeoutMs: 40 });
+    await expect(f.fetch(recordOf(bytes))).rejects.toThrow(/no peer could supply.*stalled/);
+    // both pieces asked at first, then again at each of the 3 readmissions; every time a stall
+    expect(stats.requests.stuck).toBe(2 * 4);
+  });
+
   it('asks the members directly when the gossip knows no holder; fails clearly when nobody has it', async () => {
     const store = await newStore();
     const bytes = randomBytes(PIECE * 2);
@@ -211,6 +294,59 @@ describe('BlobFetcher', () => {
     expect(store.has(rec.digest)).toBe(true);
     expect(stats.requests.a).toBe(3);
     expect(f.recent.at(-1)!.resumedPieces).toBe(2);
+  });
+
+  it('takes pieces from a peer still fetching the blob, announces its own, and serves those it has meanwhile', async () => {
+    const store = await newStore();
+    const bytes = randomBytes(PIECE * 8);
+    const rec = recordOf(bytes);
+    const partialHas = new Set([0, 1, 2, 3]);
+    const served: Record<string, number[]> = { seed: [], p: [] };
+    const source: PieceSource = {
+      async fetchPiece(peer, _d, index, sizeBytes, { onProgress }) {
+        if (peer === 'p' && !partialHas.has(index)) throw new OmniError('PIECE_MISSING', 'not yet');
+        // the whole holder is slow, so the transfer is still running when we look at it
+        if (peer === 'seed') await new Promise((r) => setTimeout(r, 40));
+        onProgress();
+        served[peer].push(index);
+        return Buffer.from(bytes.subarray(index * PIECE, index * PIECE + sizeBytes));
+      },
+      async has(_peer, digests) {
+        return digests.map(() => true);
+      },
+    };
+    const announced: (number[] | null)[] = [];
+    const f = new BlobFetcher({
+      store,
+      source,
+      holders: () => ['seed'],
+      members: () => [],
+      learned: () => undefined,
+      partialHolders: () => [{ peer: 'p', pieces: [...partialHas] }],
+      fetching: (_d, pieces) => announced.push(pieces),
+      log: silentLogger,
+      limits: { progressTimeoutMs: 1000, plan: { maxPerPeer: 2, maxInFlight: 4, maxBadPerPeer: 2 } },
+    });
+    const done = f.fetch(rec);
+    // a piece that arrived is served from the partial file, verified; one that did not is PIECE_MISSING
+    let first = -1;
+    for (let tries = 0; first < 0 && tries < 1000; tries++) {
+      for (let i = 0; i < 8 && first < 0; i++) if (await f.readPartial(rec.digest, i).then(() => true, () => false)) first = i;
+      if (first < 0) await new Promise((r) => setTimeout(r, 2));
+    }
+    expect(first).toBeGreaterThanOrEqual(0);
+    expect((await f.readPartial(rec.digest, first)).equals(bytes.subarray(first * PIECE, (first + 1) * PIECE))).toBe(true);
+    const notYet = [...Array(8).keys()].find((i) => !served.seed.includes(i) && !served.p.includes(i));
+    if (notYet !== undefined) await expect(f.readPartial(rec.digest, notYet)).rejects.toMatchObject({ code: 'PIECE_MISSING' });
+    await done;
+    expect(store.has(rec.digest)).toBe(true);
+    // p supplied the pieces it had (it goes before the whole holder), the seed the rest, each piece once
+    expect(served.p.length).toBeGreaterThan(0);
+    expect(served.p.every((i) => partialHas.has(i))).toBe(true);
+    expect([...served.p, ...served.seed].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(announced.some((a) => Array.isArray(a) && a.length > 0)).toBe(true);
+    expect(announced.at(-1)).toBeNull();
+    await expect(f.readPartial(rec.digest, 0)).rejects.toMatchObject({ code: 'BLOB_UNKNOWN' });
   });
 
   it('one transfer per blob however many wait for it', async () => {

@@ -6,7 +6,8 @@ import { parseManifest, MAX_MANIFEST_BYTES } from '../../protocol/registry/manif
 import { DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { parseRangeHeader, parseUploadContentRange, uploadRangeHeader } from '../../protocol/registry/http-ranges.js';
 import { planReplicas } from '../../protocol/registry/durability.js';
-import { pieceCount, pieceSpan, piecesCovering, validPieces } from '../../protocol/registry/pieces.js';
+import { pieceCount, pieceSpan, piecesCovering, validPieces, pieceSizeFor, encodePieceBitmap, decodePieceBitmap, MAX_PIECE_BITMAP_BYTES } from '../../protocol/registry/pieces.js';
+import { PieceSpread } from '../../protocol/registry/piece-spread.js';
 import { parseRepoLinkKey, parseTagKey, readBlobRecord, readManifestRecord, repoManifestKey, REPO_MANIFEST_PREFIX, tagKey, TAG_PREFIX } from '../../protocol/registry/records.js';
 
 const D1 = 'sha256:' + 'a'.repeat(64);
@@ -119,6 +120,28 @@ describe('pieces and records', () => {
     expect(validPieces(70_000, 1, ['a'.repeat(64)])).toBe(false);
   });
 
+  it('1 MiB pieces, larger for blobs so big that they would have more than 1024', () => {
+    const MiB = 1024 * 1024;
+    expect(pieceSizeFor(0)).toBe(MiB);
+    expect(pieceSizeFor(50_000_000)).toBe(MiB);
+    expect(pieceSizeFor(1024 * MiB)).toBe(MiB);
+    expect(pieceSizeFor(1024 * MiB + 1)).toBe(2 * MiB);
+    expect(pieceSizeFor(16 * 1024 * MiB)).toBe(16 * MiB);
+    for (const size of [1, 5 * MiB + 3, 3000 * MiB, 16 * 1024 * MiB]) {
+      expect(pieceCount(size, pieceSizeFor(size))).toBeLessThanOrEqual(1024);
+      expect(validPieces(size, pieceSizeFor(size), new Array(pieceCount(size, pieceSizeFor(size))).fill('a'.repeat(64)))).toBe(true);
+    }
+  });
+
+  it('piece bitmaps round-trip and refuse what is not one', () => {
+    for (const pieces of [[], [0], [7, 8], [0, 3, 9, 1023], [MAX_PIECE_BITMAP_BYTES * 8 - 1]]) expect(decodePieceBitmap(encodePieceBitmap(pieces))).toEqual(pieces);
+    expect(encodePieceBitmap([0, 9])).toBe(Buffer.from([0x80, 0x40]).toString('base64'));
+    expect(decodePieceBitmap(encodePieceBitmap([5, -1, 2.5, MAX_PIECE_BITMAP_BYTES * 8]))).toEqual([5]);
+    expect(decodePieceBitmap(42)).toBeUndefined();
+    expect(decodePieceBitmap('not base64!')).toBeUndefined();
+    expect(decodePieceBitmap('A'.repeat(Math.ceil(MAX_PIECE_BITMAP_BYTES / 3) * 4 + 4))).toBeUndefined();
+  });
+
   it('keys parse back, records that do not fit their shape read as absent', () => {
     expect(parseTagKey(tagKey('team/web', 'v1').slice(TAG_PREFIX.length))).toEqual({ repo: 'team/web', tag: 'v1' });
     expect(parseRepoLinkKey(repoManifestKey('a/b', D1).slice(REPO_MANIFEST_PREFIX.length))).toEqual({ repo: 'a/b', digest: D1 });
@@ -142,5 +165,40 @@ describe('replica plan', () => {
     expect(planReplicas(2, 'a', [], new Set(['a']))).toEqual({ target: 1, have: 1, candidates: [] });
     // holders that are not up do not count
     expect(planReplicas(2, 'a', ['b'], new Set(['a', 'zombie']))).toMatchObject({ target: 2, have: 1, candidates: ['b'] });
+  });
+});
+
+describe('piece spread (a whole holder declines a piece it just sent to another fetcher)', () => {
+  const D = 'sha256:' + 'd'.repeat(64);
+  it('declines a piece being sent or just sent to another peer while some piece is cold', () => {
+    const s = new PieceSpread({ windowMs: 1000, maxBlobs: 4 });
+    expect(s.begin(D, 3, 0, 'a', 0)).toBe('serve');
+    expect(s.begin(D, 3, 0, 'b', 10)).toBe('decline'); // being sent to a
+    expect(s.begin(D, 3, 0, 'a', 10)).toBe('serve'); // the same peer again is not declined
+    s.sent(D, 0, 'a', 100);
+    s.sent(D, 0, 'a', 200);
+    expect(s.begin(D, 3, 0, 'b', 900)).toBe('decline'); // sent 700 ms ago
+    expect(s.begin(D, 3, 1, 'b', 900)).toBe('serve'); // a cold piece
+    s.sent(D, 1, 'b', 950);
+    expect(s.begin(D, 3, 0, 'c', 1250)).toBe('serve'); // the window has passed
+  });
+
+  it('serves anything once every piece is hot, and a lone fetcher always', () => {
+    const s = new PieceSpread({ windowMs: 1000, maxBlobs: 4 });
+    expect(s.begin(D, 2, 0, 'a', 0)).toBe('serve');
+    expect(s.begin(D, 2, 1, 'b', 0)).toBe('serve');
+    expect(s.begin(D, 2, 0, 'b', 0)).toBe('serve'); // no cold piece left: no upload to save
+    const lone = new PieceSpread({ windowMs: 1000, maxBlobs: 4 });
+    for (let i = 0; i < 5; i++) expect(lone.begin(D, 5, i % 2, 'a', i)).toBe('serve');
+  });
+
+  it('tracks a bounded number of blobs, dropping the least recently served', () => {
+    const s = new PieceSpread({ windowMs: 10_000, maxBlobs: 2 });
+    const d = (n: number) => 'sha256:' + String(n).repeat(64);
+    s.begin(d(1), 3, 0, 'a', 0);
+    s.begin(d(2), 3, 0, 'a', 0);
+    s.begin(d(3), 3, 0, 'a', 0); // d(1) forgotten
+    expect(s.begin(d(1), 3, 0, 'b', 1)).toBe('serve');
+    expect(s.begin(d(3), 3, 0, 'b', 1)).toBe('decline');
   });
 });
