@@ -40,6 +40,8 @@ export interface LocalClusterOptions {
    * reaches only this process, which stops them in order.
    */
   owner?: string;
+  /** Extra flags for the Node runtime of every omnid (before --import tsx), e.g. --trace-gc. */
+  nodeArgs?: string[];
 }
 
 const OWNER_FILE = 'owner.json';
@@ -195,7 +197,7 @@ export class LocalCluster {
 
   private spawnNode(name: string, args: string[]): LocalNode {
     if (this.destroyed) throw new Error(`the local cluster is being stopped; ${name} is not started`);
-    const proc = spawn(NODE_BIN, ['--import', 'tsx', OMNID, ...args], {
+    const proc = spawn(NODE_BIN, [...(this.opts.nodeArgs ?? []), '--import', 'tsx', OMNID, ...args], {
       cwd: ROOT,
       detached: this.opts.owner !== undefined,
       env: { ...process.env, OMNI_CONFIG: join(this.rootDir, 'omni-cli.json') },

@@ -34,9 +34,23 @@ export async function memOf(pid: number): Promise<Mem | undefined> {
   }
 }
 
+/** What V8's --trace-gc says about full GCs (Mark-Compact), per node and phase, in MB. */
+export interface GcMax {
+  /** Largest heap committed by V8 (the figure in parentheses). */
+  committedMb: number;
+  /** Largest heap still in use right after a full GC: the live objects. */
+  liveAfterMb: number;
+  fullGcs: number;
+}
+
+/** `[pid:0x…]  1234 ms: Mark-Compact 45.3 (60.1) -> 40.2 (58.3) MB, …` */
+const GC_LINE = /(Mark-Compact|Mark-sweep)[^0-9]*([\d.]+) \(([\d.]+)\) -> ([\d.]+) \(([\d.]+)\) MB/;
+
 export class RssSampler {
   /** node → phase → max. */
   readonly max = new Map<string, Map<string, PhaseMax>>();
+  /** node → phase → full-GC figures (only with --trace-gc lines fed to gcLine). */
+  readonly gc = new Map<string, Map<string, GcMax>>();
   readonly last = new Map<string, Mem>();
   private phaseName = 'start';
   private timer: NodeJS.Timeout | undefined;
@@ -66,6 +80,19 @@ export class RssSampler {
 
   phase(name: string): void {
     this.phaseName = name;
+  }
+
+  /** A line of a process's output: counted if it is a --trace-gc full-GC line. */
+  gcLine(name: string, line: string): void {
+    const m = GC_LINE.exec(line);
+    if (!m) return;
+    let byPhase = this.gc.get(name);
+    if (!byPhase) this.gc.set(name, (byPhase = new Map()));
+    const cur = byPhase.get(this.phaseName) ?? { committedMb: 0, liveAfterMb: 0, fullGcs: 0 };
+    cur.committedMb = Math.max(cur.committedMb, Number(m[3]), Number(m[5]));
+    cur.liveAfterMb = Math.max(cur.liveAfterMb, Number(m[4]));
+    cur.fullGcs++;
+    byPhase.set(this.phaseName, cur);
   }
 
   async sample(): Promise<void> {
@@ -98,6 +125,14 @@ export class RssSampler {
     const mib = (kb: number) => Math.round(kb / 1024);
     return [...this.max.entries()].map(([name, byPhase]) => {
       const parts = [...byPhase.entries()].map(([phase, p]) => `${phase} ${mib(p.rss.rssKb)} (${mib(p.rss.anonKb)}/${mib(p.rss.fileKb)})`);
+      return `${name}: ${parts.join(', ')}`;
+    });
+  }
+
+  /** One line per node: V8 heap committed / live after full GC by phase, MB (with --trace-gc). */
+  describeGc(): string[] {
+    return [...this.gc.entries()].map(([name, byPhase]) => {
+      const parts = [...byPhase.entries()].map(([phase, g]) => `${phase} ${Math.round(g.committedMb)}/${Math.round(g.liveAfterMb)} (${g.fullGcs} GCs)`);
       return `${name}: ${parts.join(', ')}`;
     });
   }

@@ -14,6 +14,7 @@
 // empty cluster: the process start-up that any restart pays). Human lines first, then one JSON
 // object as the last line. Linux only (/proc). Never asserted in tests.
 import { parseArgs } from 'node:util';
+import { createInterface } from 'node:readline';
 import { execFileSync } from 'node:child_process';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
@@ -29,11 +30,16 @@ const { values } = parseArgs({
     'no-etcd': { type: 'boolean' },
     concurrency: { type: 'string' },
     'rss-csv': { type: 'string' },
+    'trace-gc': { type: 'boolean' },
+    'node-args': { type: 'string' },
     help: { type: 'boolean' },
   },
 });
 if (values.help) {
-  process.stdout.write('usage: npm run bench:state [-- --gib 1 | --quick (64 MiB)] [--no-etcd] [--concurrency 16] [--rss-csv FILE]\n');
+  process.stdout.write(
+    'usage: npm run bench:state [-- --gib 1 | --quick (64 MiB)] [--no-etcd] [--concurrency 16] [--rss-csv FILE]\n' +
+      '         [--trace-gc (V8 full GCs of every omnid: heap committed / live)] [--node-args="--max-old-space-size=256" (omnid runtime flags, experiments)]\n',
+  );
   process.exit(0);
 }
 const MIB = 1024 * 1024;
@@ -95,6 +101,7 @@ interface Figures {
   maxRssMib: Record<string, number>;
   maxAnonMib: Record<string, number>;
   rssByPhase: string[];
+  gcByPhase: string[];
 }
 
 async function restartOnce(sys: System): Promise<Restart> {
@@ -168,7 +175,7 @@ async function measure(sys: System, rss: RssSampler): Promise<Figures> {
   }
   maxRssMib.max = Math.max(...Object.values(maxRssMib));
   maxAnonMib.max = Math.max(...Object.values(maxAnonMib));
-  return { stateBytes, diskBytes, big, small, join, catchupMs, restartEmpty, restart, maxRssMib, maxAnonMib, rssByPhase: rss.describe() };
+  return { stateBytes, diskBytes, big, small, join, catchupMs, restartEmpty, restart, maxRssMib, maxAnonMib, rssByPhase: rss.describe(), gcByPhase: rss.describeGc() };
 }
 
 function duBytes(dir: string): number {
@@ -192,7 +199,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 async function omni(): Promise<Figures> {
-  const c = await LocalCluster.create({});
+  const nodeArgs = [...(values['node-args'] ? values['node-args'].split(' ').filter(Boolean) : []), ...(values['trace-gc'] ? ['--trace-gc', '--trace-gc-ignore-scavenger'] : [])];
+  const c = await LocalCluster.create({ nodeArgs });
   const http = new Http();
   const stopAll = async () => {
     http.close();
@@ -211,6 +219,7 @@ async function omni(): Promise<Figures> {
   const names = ['b1', 'b2', 'b3'];
   const watchExit = (name: string) => {
     const n = c.nodes.get(name)!;
+    if (values['trace-gc']) createInterface({ input: n.proc.stdout! }).on('line', (line) => rss.gcLine(name, line));
     void n.exited.then((code) => {
       if (!expectedExit.has(name)) log(`!!! omni ${name} exited (code ${code}); last output:\n${n.lines.slice(-30).join('\n')}`);
     });
@@ -348,6 +357,7 @@ if (values['no-etcd']) log('etcd: skipped (--no-etcd)');
 else if (!etcdAvailable()) log('etcd: not on PATH (apt-get install etcd-server etcd-client to compare); etcd figures are absent');
 else et = await etcd();
 
+const nodeArgsNote = values['node-args'] ?? '';
 const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? String(round(a / b, 2)) : '-');
 const show = (x: number | undefined) => (x === undefined ? '-' : String(x));
 const rowsOf = (f: Figures | undefined) => ({
@@ -384,6 +394,8 @@ for (const [label, f] of [['omni', o], ['etcd', et]] as const) {
   if (!f) continue;
   console.log(`${label} max RSS by phase, MiB (anon/file):`);
   for (const line of f.rssByPhase) console.log(`  ${line}`);
+  if (f.gcByPhase.length > 0) console.log(`${label} V8 heap by phase, MB committed/live after full GC (--trace-gc):`);
+  for (const line of f.gcByPhase) console.log(`  ${line}`);
   console.log(`${label} on disk after the writes, MiB: ${Object.entries(f.diskBytes).map(([n, b]) => `${n} ${round(b / MIB)}`).join(', ')}`);
 }
 const goals: string[] = [];
@@ -407,6 +419,7 @@ const summary: Record<string, unknown> = {
   restart_ms: o.restart.restartMs,
   restart_empty_ms: o.restartEmpty.restartMs,
   disk_bytes: o.diskBytes,
+  ...(nodeArgsNote ? { omnid_node_args: nodeArgsNote } : {}),
 };
 if (et) {
   Object.assign(summary, {
