@@ -15,6 +15,8 @@
 // object as the last line. Linux only (/proc). Never asserted in tests.
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join as joinPath } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
@@ -31,6 +33,8 @@ const { values } = parseArgs({
     concurrency: { type: 'string' },
     'rss-csv': { type: 'string' },
     'trace-gc': { type: 'boolean' },
+    logs: { type: 'string' },
+    'catchup-timeout-s': { type: 'string' },
     'node-args': { type: 'string' },
     help: { type: 'boolean' },
   },
@@ -38,7 +42,8 @@ const { values } = parseArgs({
 if (values.help) {
   process.stdout.write(
     'usage: npm run bench:state [-- --gib 1 | --quick (64 MiB)] [--no-etcd] [--concurrency 16] [--rss-csv FILE]\n' +
-      '         [--trace-gc (V8 full GCs of every omnid: heap committed / live)] [--node-args="--max-old-space-size=256" (omnid runtime flags, experiments)]\n',
+      '         [--trace-gc (V8 full GCs of every omnid: heap committed / live)] [--node-args="--max-old-space-size=256" (omnid runtime flags, experiments)]\n' +
+      '         [--logs DIR (every omnid\'s output, DIR/<node>.log)] [--catchup-timeout-s 900 (under load; then the writes stop and it is timed again)]\n',
   );
   process.exit(0);
 }
@@ -56,7 +61,8 @@ const SMALL_TIMEOUT_MS = 10_000;
 const RSS_INTERVAL_MS = 500;
 const RSS_GOAL_MIB = 512;
 const RESTART_GOAL_MS = 2000;
-const CATCHUP_TIMEOUT_MS = 30 * 60_000;
+/** How long the join may take while writes continue; then they stop and the catch-up is timed without them. */
+const CATCHUP_TIMEOUT_MS = Number(values['catchup-timeout-s'] ?? 900) * 1000;
 const PROGRESS_MS = 15_000;
 
 /** What the benchmark needs from a system under test. */
@@ -74,6 +80,8 @@ interface System {
   startJoin(): Promise<void>;
   /** The leader's commit (or revision) first, then whether the new member has reached it. */
   joinCaughtUp(): Promise<{ leader: number; joiner: number } | undefined>;
+  /** The current leader's name (for the reader of the RSS figures). */
+  leader(): Promise<string>;
   /** A follower among the original members, its applied index, and how to stop/start/check it. */
   restartTarget(): Promise<{ name: string; applied: number }>;
   stop(name: string): Promise<void>;
@@ -95,11 +103,16 @@ interface Figures {
   big: WriteStats;
   small: WriteStats;
   join: WriteStats;
-  catchupMs: number;
+  /** undefined: not caught up within CATCHUP_TIMEOUT_MS while the writes continued. */
+  catchupMs: number | undefined;
+  /** When it did not catch up under load: from stopping the writes to caught up. */
+  catchupAfterStopMs: number | undefined;
+  leaders: Record<string, string>;
   restartEmpty: Restart;
   restart: Restart;
   maxRssMib: Record<string, number>;
   maxAnonMib: Record<string, number>;
+  maxFileMib: Record<string, number>;
   rssByPhase: string[];
   gcByPhase: string[];
 }
@@ -121,6 +134,12 @@ async function measure(sys: System, rss: RssSampler): Promise<Figures> {
   const note = () => [...rss.last.entries()].map(([n, m]) => `${n} ${Math.round(m.rssKb / 1024)} MiB`).join(', ');
   const load = (valueBytes: number, timeoutMs: number, label: string) => ({ endpoints: () => sys.endpoints(), concurrency: CONCURRENCY, put: sys.put, timeoutMs, valueBytes, label, progressMs: PROGRESS_MS, progressNote: note });
 
+  const leaders: Record<string, string> = {};
+  const noteLeader = async (phase: string) => {
+    leaders[phase] = await sys.leader().catch(() => '?');
+    log(`${sys.label}: ${phase}: leader ${leaders[phase]}`);
+  };
+  await noteLeader('start');
   rss.phase('restart-empty');
   const restartEmpty = await restartOnce(sys);
 
@@ -129,11 +148,13 @@ async function measure(sys: System, rss: RssSampler): Promise<Figures> {
   const big = await writeKeys(load(BIG_BYTES, BIG_TIMEOUT_MS, `${sys.label} 1MiB`), BIG_COUNT, (i) => `state/big/${String(i).padStart(7, '0')}`);
   log(`${sys.label}: 1 MiB values: ${big.writesPerS} writes/s (${big.mibPerS} MiB/s), p50 ${big.p50Ms} ms, p99 ${big.p99Ms} ms, in ${big.elapsedMs} ms; retried: ${JSON.stringify(big.retries)}`);
 
+  await noteLeader('after-1mib');
   rss.phase('write-1kib');
   log(`${sys.label}: writing ${SMALL_COUNT} values of 1 KiB at c=${CONCURRENCY}...`);
   const small = await writeKeys(load(SMALL_BYTES, SMALL_TIMEOUT_MS, `${sys.label} 1KiB`), SMALL_COUNT, (i) => `state/small/${String(i).padStart(8, '0')}`);
   log(`${sys.label}: 1 KiB values: ${small.writesPerS} writes/s (${small.mibPerS} MiB/s), p50 ${small.p50Ms} ms, p99 ${small.p99Ms} ms, in ${small.elapsedMs} ms; retried: ${JSON.stringify(small.retries)}`);
 
+  await noteLeader('after-1kib');
   const stateBytes = await sys.stateBytes();
   const diskBytes = sys.diskBytes();
   log(`${sys.label}: state ${round(stateBytes / MIB)} MiB; on disk: ${Object.entries(diskBytes).map(([n, b]) => `${n} ${round(b / MIB)} MiB`).join(', ')}`);
@@ -141,26 +162,42 @@ async function measure(sys: System, rss: RssSampler): Promise<Figures> {
   rss.phase('join');
   log(`${sys.label}: a new member joins while 1 KiB writes continue at c=${CONCURRENCY}...`);
   const writer = writeUntilStopped(load(SMALL_BYTES, SMALL_TIMEOUT_MS, `${sys.label} join load`), (i) => `state/join/${String(i).padStart(8, '0')}`);
-  let catchupMs = NaN;
+  let catchupMs: number | undefined;
+  let catchupAfterStopMs: number | undefined;
   let join!: WriteStats;
+  let lastNote = performance.now();
+  const caughtUp = async () => {
+    const s = await sys.joinCaughtUp();
+    if (s && performance.now() - lastNote > PROGRESS_MS) {
+      lastNote = performance.now();
+      log(`${sys.label}: catch-up: leader at ${s.leader}, new member at ${s.joiner}; ${note()}`);
+    }
+    return s !== undefined && s.joiner >= s.leader;
+  };
   try {
     const t0 = performance.now();
     await sys.startJoin();
     log(`${sys.label}: new member running after ${Math.round(performance.now() - t0)} ms; waiting for it to catch up...`);
-    let lastNote = performance.now();
-    await waitFor(`${sys.label} new member caught up`, async () => {
-      const s = await sys.joinCaughtUp();
-      if (s && performance.now() - lastNote > PROGRESS_MS) {
-        lastNote = performance.now();
-        log(`${sys.label}: catch-up: leader at ${s.leader}, new member at ${s.joiner}; ${note()}`);
-      }
-      return s !== undefined && s.joiner >= s.leader;
-    }, CATCHUP_TIMEOUT_MS, 50);
-    catchupMs = Math.round(performance.now() - t0);
+    try {
+      await waitFor(`${sys.label} new member caught up`, caughtUp, Math.max(0, CATCHUP_TIMEOUT_MS - (performance.now() - t0)), 50);
+      catchupMs = Math.round(performance.now() - t0);
+    } catch (err) {
+      log(`${sys.label}: NOT caught up ${Math.round(performance.now() - t0)} ms after the join started while writes continued (${(err as Error).message}); stopping the writes`);
+    }
   } finally {
     join = await writer.stop();
   }
-  log(`${sys.label}: caught up ${catchupMs} ms after the join started; meanwhile ${join.writesPerS} writes/s at c=${CONCURRENCY} (p50 ${join.p50Ms} ms, p99 ${join.p99Ms} ms); retried: ${JSON.stringify(join.retries)}`);
+  if (catchupMs === undefined) {
+    const t1 = performance.now();
+    rss.phase('join-no-writes');
+    await waitFor(`${sys.label} new member caught up without writes`, caughtUp, CATCHUP_TIMEOUT_MS, 50);
+    catchupAfterStopMs = Math.round(performance.now() - t1);
+    log(`${sys.label}: caught up ${catchupAfterStopMs} ms after the writes stopped`);
+  } else {
+    log(`${sys.label}: caught up ${catchupMs} ms after the join started`);
+  }
+  log(`${sys.label}: meanwhile ${join.writesPerS} writes/s at c=${CONCURRENCY} (p50 ${join.p50Ms} ms, p99 ${join.p99Ms} ms); retried: ${JSON.stringify(join.retries)}`);
+  await noteLeader('after-join');
 
   rss.phase('restart');
   const restart = await restartOnce(sys);
@@ -169,13 +206,14 @@ async function measure(sys: System, rss: RssSampler): Promise<Figures> {
 
   const maxRssMib: Record<string, number> = {};
   const maxAnonMib: Record<string, number> = {};
+  const maxFileMib: Record<string, number> = {};
   for (const [name, byPhase] of rss.max) {
     maxRssMib[name] = rss.maxMib(name)!;
     maxAnonMib[name] = Math.round(Math.max(...[...byPhase.values()].map((p) => p.anonKb)) / 1024);
+    maxFileMib[name] = Math.round(Math.max(...[...byPhase.values()].map((p) => p.rss.fileKb)) / 1024);
   }
-  maxRssMib.max = Math.max(...Object.values(maxRssMib));
-  maxAnonMib.max = Math.max(...Object.values(maxAnonMib));
-  return { stateBytes, diskBytes, big, small, join, catchupMs, restartEmpty, restart, maxRssMib, maxAnonMib, rssByPhase: rss.describe(), gcByPhase: rss.describeGc() };
+  for (const m of [maxRssMib, maxAnonMib, maxFileMib]) m.max = Math.max(...Object.values(m));
+  return { stateBytes, diskBytes, big, small, join, catchupMs, catchupAfterStopMs, leaders, restartEmpty, restart, maxRssMib, maxAnonMib, maxFileMib, rssByPhase: rss.describe(), gcByPhase: rss.describeGc() };
 }
 
 function duBytes(dir: string): number {
@@ -217,8 +255,14 @@ async function omni(): Promise<Figures> {
     return JSON.parse(r.body) as StatusView;
   };
   const names = ['b1', 'b2', 'b3'];
+  if (values.logs) mkdirSync(values.logs, { recursive: true });
   const watchExit = (name: string) => {
     const n = c.nodes.get(name)!;
+    if (values.logs) {
+      const file = joinPath(values.logs, `${name}.log`);
+      appendFileSync(file, n.lines.map((l) => `${l}\n`).join(''));
+      for (const stream of [n.proc.stdout!, n.proc.stderr!]) createInterface({ input: stream }).on('line', (l) => appendFileSync(file, `${l}\n`));
+    }
     if (values['trace-gc']) createInterface({ input: n.proc.stdout! }).on('line', (line) => rss.gcLine(name, line));
     void n.exited.then((code) => {
       if (!expectedExit.has(name)) log(`!!! omni ${name} exited (code ${code}); last output:\n${n.lines.slice(-30).join('\n')}`);
@@ -281,6 +325,7 @@ async function omni(): Promise<Figures> {
         watchExit(name);
       },
       appliedOf: async (name) => (await status(name, 2000)).appliedIndex,
+      leader: leaderName,
     };
     return await measure(sys, rss);
   } catch (err) {
@@ -342,6 +387,7 @@ async function etcd(): Promise<Figures> {
       stop: (name) => e.stopMember(name),
       start: async (name) => e.restart(name),
       appliedOf: async (name) => (await e.status(e.endpointOf(name), 2000)).raftAppliedIndex,
+      leader: async () => (await e.leader()) ?? '?',
     };
     return await measure(sys, rss);
   } finally {
@@ -367,6 +413,7 @@ const rowsOf = (f: Figures | undefined) => ({
   w1k: f?.small.writesPerS,
   wc16: f?.join.writesPerS,
   catchup: f?.catchupMs,
+  catchupAfterStop: f?.catchupAfterStopMs,
   rss: f?.maxRssMib.max,
   anon: f?.maxAnonMib.max,
   restart: f?.restart.restartMs,
@@ -381,7 +428,7 @@ const table: string[][] = [
   ['MiB/s, 1 MiB values', show(ro.w1mMib), show(re.w1mMib), ratio(ro.w1mMib, re.w1mMib), ''],
   ['writes/s, 1 KiB values, c=16', show(ro.w1k), show(re.w1k), ratio(ro.w1k, re.w1k), ''],
   ['writes/s during catch-up, c=16', show(ro.wc16), show(re.wc16), ratio(ro.wc16, re.wc16), ''],
-  ['catch-up of a new member, ms', show(ro.catchup), show(re.catchup), ratio(ro.catchup, re.catchup), ''],
+  ['catch-up of a new member, ms', show(ro.catchup) + (ro.catchupAfterStop !== undefined ? ` (none; ${ro.catchupAfterStop} after writes stopped)` : ''), show(re.catchup) + (re.catchupAfterStop !== undefined ? ` (none; ${re.catchupAfterStop} after writes stopped)` : ''), ratio(ro.catchup, re.catchup), ''],
   ['max RSS of any member, MiB', show(ro.rss), show(re.rss), ratio(ro.rss, re.rss), `< ${RSS_GOAL_MIB}`],
   ['max anonymous RSS, MiB', show(ro.anon), show(re.anon), ratio(ro.anon, re.anon), ''],
   ['restart holding the state, ms', show(ro.restart), show(re.restart), ratio(ro.restart, re.restart), `< ${RESTART_GOAL_MS}`],
@@ -396,10 +443,12 @@ for (const [label, f] of [['omni', o], ['etcd', et]] as const) {
   for (const line of f.rssByPhase) console.log(`  ${line}`);
   if (f.gcByPhase.length > 0) console.log(`${label} V8 heap by phase, MB committed/live after full GC (--trace-gc):`);
   for (const line of f.gcByPhase) console.log(`  ${line}`);
+  console.log(`${label} leaders: ${Object.entries(f.leaders).map(([p, n]) => `${p} ${n}`).join(', ')}`);
   console.log(`${label} on disk after the writes, MiB: ${Object.entries(f.diskBytes).map(([n, b]) => `${n} ${round(b / MIB)}`).join(', ')}`);
 }
 const goals: string[] = [];
 if (o.maxRssMib.max >= RSS_GOAL_MIB) goals.push(`max_rss_mib ${o.maxRssMib.max} ≥ ${RSS_GOAL_MIB}`);
+if (o.catchupMs === undefined) goals.push(`the new node did not catch up within ${CATCHUP_TIMEOUT_MS / 1000} s while writes continued`);
 if (o.restart.restartMs >= RESTART_GOAL_MS) goals.push(`restart_ms ${o.restart.restartMs} ≥ ${RESTART_GOAL_MS}`);
 console.log(goals.length === 0 ? 'goals: met' : `goals missed: ${goals.join('; ')}`);
 
@@ -413,9 +462,11 @@ const summary: Record<string, unknown> = {
   writes_per_s_1mib: o.big.writesPerS,
   writes_per_s_1kib: o.small.writesPerS,
   writes_per_s_c16: o.join.writesPerS,
-  catchup_ms: o.catchupMs,
+  catchup_ms: o.catchupMs ?? null,
+  ...(o.catchupAfterStopMs !== undefined ? { catchup_after_writes_stopped_ms: o.catchupAfterStopMs } : {}),
   max_rss_mib: o.maxRssMib,
   max_rss_anon_mib: o.maxAnonMib,
+  max_rss_file_mib: o.maxFileMib,
   restart_ms: o.restart.restartMs,
   restart_empty_ms: o.restartEmpty.restartMs,
   disk_bytes: o.diskBytes,
@@ -427,9 +478,11 @@ if (et) {
     etcd_writes_per_s_1mib: et.big.writesPerS,
     etcd_writes_per_s_1kib: et.small.writesPerS,
     etcd_writes_per_s_c16: et.join.writesPerS,
-    etcd_catchup_ms: et.catchupMs,
+    etcd_catchup_ms: et.catchupMs ?? null,
+    ...(et.catchupAfterStopMs !== undefined ? { etcd_catchup_after_writes_stopped_ms: et.catchupAfterStopMs } : {}),
     etcd_max_rss_mib: et.maxRssMib,
     etcd_max_rss_anon_mib: et.maxAnonMib,
+    etcd_max_rss_file_mib: et.maxFileMib,
     etcd_restart_ms: et.restart.restartMs,
     etcd_restart_empty_ms: et.restartEmpty.restartMs,
     etcd_disk_bytes: et.diskBytes,
