@@ -63,6 +63,7 @@ const RSS_GOAL_MIB = 512;
 const RESTART_GOAL_MS = 2000;
 /** How long the join may take while writes continue; then they stop and the catch-up is timed without them. */
 const CATCHUP_TIMEOUT_MS = Number(values['catchup-timeout-s'] ?? 900) * 1000;
+const CATCHUP_NO_WRITES_TIMEOUT_MS = 30 * 60_000;
 const PROGRESS_MS = 15_000;
 
 /** What the benchmark needs from a system under test. */
@@ -190,7 +191,7 @@ async function measure(sys: System, rss: RssSampler): Promise<Figures> {
   if (catchupMs === undefined) {
     const t1 = performance.now();
     rss.phase('join-no-writes');
-    await waitFor(`${sys.label} new member caught up without writes`, caughtUp, CATCHUP_TIMEOUT_MS, 50);
+    await waitFor(`${sys.label} new member caught up without writes`, caughtUp, CATCHUP_NO_WRITES_TIMEOUT_MS, 50);
     catchupAfterStopMs = Math.round(performance.now() - t1);
     log(`${sys.label}: caught up ${catchupAfterStopMs} ms after the writes stopped`);
   } else {
