@@ -44,6 +44,8 @@ export interface LocalClusterOptions {
   hostOf?: (name: string) => string;
   /** A command each node's omnid runs under (e.g. `ip netns exec NS`); default none. */
   launcherOf?: (name: string) => string[];
+  /** Extra flags for the Node runtime of every omnid (before --import tsx), e.g. --trace-gc. */
+  nodeArgs?: string[];
 }
 
 const OWNER_FILE = 'owner.json';
@@ -205,7 +207,7 @@ export class LocalCluster {
   private spawnNode(name: string, args: string[]): LocalNode {
     if (this.destroyed) throw new Error(`the local cluster is being stopped; ${name} is not started`);
     const launcher = this.opts.launcherOf?.(name) ?? [];
-    const command = [...launcher, NODE_BIN, '--import', 'tsx', OMNID, ...args];
+    const command = [...launcher, NODE_BIN, ...(this.opts.nodeArgs ?? []), '--import', 'tsx', OMNID, ...args];
     const proc = spawn(command[0], command.slice(1), {
       cwd: ROOT,
       detached: this.opts.owner !== undefined,
