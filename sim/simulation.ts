@@ -78,6 +78,10 @@ export interface SimKnobs {
   streamSnapshots?: boolean;
   /** Applied entries a compaction keeps in the log (the catch-up tail). */
   tailEntries?: number;
+  /** Log bytes a compaction keeps for followers that still need them (RaftNodeOptions.keepLogBytesForFollowers; undefined: the default). */
+  keepLogBytesForFollowers?: number;
+  /** Entry bytes in flight to one follower (RaftConfig.maxInflightBytes; undefined: the default). */
+  maxInflightBytes?: number;
   /** Kv values longer than this live only in the stored rows (StateOptions); undefined: in memory. */
   spillValuesOverBytes?: number;
   /** Chance that an fsync fails (EIO): the node stops at once and is restarted. */
@@ -400,6 +404,8 @@ export class Simulation {
     this.knobs.spillValuesOverBytes = [0, 4, undefined][opts.seed % 3];
     this.knobs.tailEntries = [0, 3, 20, 200][Math.floor(opts.seed / 3) % 4];
     this.knobs.streamSnapshots = Math.floor(opts.seed / 12) % 2 === 0;
+    this.knobs.keepLogBytesForFollowers = [undefined, 0, 2000][Math.floor(opts.seed / 24) % 3];
+    this.knobs.maxInflightBytes = [undefined, 300][Math.floor(opts.seed / 72) % 2];
     this.traceLines = opts.traceLines ?? 400;
     this.net = new SimNetwork(this.rng, this.knobs.network);
     const ids = Array.from({ length: this.knobs.nodes }, (_, i) => `n${i + 1}`);
@@ -702,6 +708,7 @@ export class Simulation {
         timing: { tickMs: this.knobs.tickMs, electionTick: this.knobs.electionTick, heartbeatTick: this.knobs.heartbeatTick },
         snapshotEveryEntries: n.compactEvery,
         snapshotTailEntries: this.knobs.tailEntries,
+        keepLogBytesForFollowers: this.knobs.keepLogBytesForFollowers,
         ...(this.knobs.streamSnapshots
           ? {
               sendSnapshot: (m: Message, view: StateView) => {
@@ -717,6 +724,7 @@ export class Simulation {
         core: {
           maxSizePerMsgBytes: this.knobs.maxSizePerMsgBytes,
           maxInflightMsgs: this.knobs.maxInflightMsgs,
+          ...(this.knobs.maxInflightBytes !== undefined ? { maxInflightBytes: this.knobs.maxInflightBytes } : {}),
           bugs: new Set([...(this.opts.bugs ?? [])].filter((b): b is BugName => (ALL_BUGS as readonly string[]).includes(b))),
           trace: (line) => this.trace(line),
           observe: (o) => this.check(() => this.invariants.observeCore(n.id, o)),
