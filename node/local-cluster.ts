@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { ApiClient } from './api/client.js';
 import { createDrivers } from './apps/drivers/index.js';
+import { OMNID_NODE_FLAGS } from './runtime-flags.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const NODE_BIN = join(ROOT, 'node_modules', '.bin', 'node');
@@ -44,7 +45,7 @@ export interface LocalClusterOptions {
   hostOf?: (name: string) => string;
   /** A command each node's omnid runs under (e.g. `ip netns exec NS`); default none. */
   launcherOf?: (name: string) => string[];
-  /** Extra flags for the Node runtime of every omnid (before --import tsx), e.g. --trace-gc. */
+  /** Extra flags for the Node runtime of every omnid (after OMNID_NODE_FLAGS, before --import tsx), e.g. --trace-gc. */
   nodeArgs?: string[];
 }
 
@@ -207,7 +208,7 @@ export class LocalCluster {
   private spawnNode(name: string, args: string[]): LocalNode {
     if (this.destroyed) throw new Error(`the local cluster is being stopped; ${name} is not started`);
     const launcher = this.opts.launcherOf?.(name) ?? [];
-    const command = [...launcher, NODE_BIN, ...(this.opts.nodeArgs ?? []), '--import', 'tsx', OMNID, ...args];
+    const command = [...launcher, NODE_BIN, ...OMNID_NODE_FLAGS, ...(this.opts.nodeArgs ?? []), '--import', 'tsx', OMNID, ...args];
     const proc = spawn(command[0], command.slice(1), {
       cwd: ROOT,
       detached: this.opts.owner !== undefined,
