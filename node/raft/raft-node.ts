@@ -116,6 +116,15 @@ interface HeldView {
   meta: SnapshotMeta | undefined;
 }
 
+interface FollowerTransfer {
+  /** The view streamed to the follower (undefined while it is opened). */
+  held: HeldView | undefined;
+  /** The index the follower's state will be at: it needs the entries after it. */
+  index: number;
+  /** Kept until this tick after the transfer completed (Infinity while it runs). */
+  untilTick: number;
+}
+
 interface Waiter {
   term: number;
   resolve: (r: ApplyResult) => void;
@@ -175,11 +184,14 @@ export class RaftNode {
   private views: HeldView[] = [];
   private viewSeq = 0;
   /**
-   * Per follower being sent a snapshot (or sent one a moment ago): the index of the view it
-   * gets. Compaction keeps the entries after it (within keepLogBytesForFollowers), or the
-   * follower would need another snapshot as soon as it installed this one.
+   * Per follower being sent a snapshot (or sent one a moment ago): the view it gets and its
+   * index. Compaction keeps the entries after that index (within keepLogBytesForFollowers), or
+   * the follower would need another snapshot as soon as it installed this one; and the core
+   * sending the snapshot again (its wait timed out, or a probe found the follower still behind)
+   * joins this transfer instead of starting over from a newer view, while the entries after it
+   * are still held.
    */
-  private readonly snapshotFloors = new Map<NodeId, { index: number; untilTick: number }>();
+  private readonly transfers = new Map<NodeId, FollowerTransfer>();
   private ticks = 0;
 
   private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
@@ -500,16 +512,23 @@ export class RaftNode {
   /** The lowest index a follower's snapshot is at while it still needs the entries after it. */
   private snapshotFloor(): number | undefined {
     let floor: number | undefined;
-    for (const [id, f] of this.snapshotFloors) {
+    for (const [id, t] of this.transfers) {
       const pr = this.raft.prs.get(id);
-      if (!this.isLeader || !pr || this.ticks > f.untilTick || pr.match >= f.index) {
+      if (!this.isLeader || !pr || this.ticks > t.untilTick || pr.match >= t.index) {
         // Once the follower answered from the snapshot, the core keeps what it needs (its match).
-        this.snapshotFloors.delete(id);
+        this.endTransfer(id, t);
         continue;
       }
-      floor = floor === undefined ? f.index : Math.min(floor, f.index);
+      floor = floor === undefined ? t.index : Math.min(floor, t.index);
     }
     return floor;
+  }
+
+  private endTransfer(id: NodeId, t: FollowerTransfer): void {
+    if (this.transfers.get(id) !== t) return;
+    this.transfers.delete(id);
+    if (t.held) t.held.users--;
+    void this.closeUnusedViews();
   }
 
   /**
@@ -559,26 +578,41 @@ export class RaftNode {
   private async streamSnapshot(m: Message): Promise<void> {
     let ok = false;
     let held: HeldView | undefined;
-    const floor = { index: m.snapshot?.meta.index ?? 0, untilTick: Infinity };
-    this.snapshotFloors.set(m.to, floor);
+    let t = this.transfers.get(m.to);
     try {
-      held = await this.viewAtLeast(m.snapshot?.meta.index ?? 0);
+      if (t?.held?.meta && t.held.meta.index >= this.raft.log.firstIndex() - 1) {
+        // The view this follower is getting (or just got) still serves: the entries after it
+        // are held. Joined, the transfer goes on where it is (or is answered done at once).
+        t.untilTick = Infinity;
+        held = t.held;
+      } else {
+        if (t) this.endTransfer(m.to, t);
+        const mine: FollowerTransfer = { held: undefined, index: m.snapshot?.meta.index ?? 0, untilTick: Infinity };
+        this.transfers.set(m.to, (t = mine));
+        held = await this.viewAtLeast(mine.index);
+        if (this.transfers.get(m.to) === mine) {
+          mine.held = held;
+          held.users++; // for the transfer record, until endTransfer
+          if (held.meta) mine.index = held.meta.index;
+        }
+      }
       held.users++;
       // As etcd's merged snapshot: the message says where the view's rows are (its applied
       // index, that index's term and configuration), so the follower needs the entries after
       // the view, not after the older compaction the core's snapshot marks.
-      const meta = held.meta && m.snapshot && held.meta.index >= m.snapshot.meta.index ? held.meta : m.snapshot?.meta;
-      floor.index = meta?.index ?? floor.index;
-      ok = await this.opts.sendSnapshot!(meta && m.snapshot ? { ...m, snapshot: { ...m.snapshot, meta } } : m, held.view);
+      const meta = held.meta && m.snapshot && held.meta.index >= m.snapshot.meta.index ? held.meta : undefined;
+      const reused = t.held === held && held.meta !== undefined;
+      const msg = m.snapshot && (meta || reused) ? { ...m, snapshot: { ...m.snapshot, meta: held.meta! } } : m;
+      ok = await this.opts.sendSnapshot!(msg, held.view);
     } catch (err) {
       this.opts.log.warn(`raft: snapshot to ${m.to.slice(-8)} failed: ${(err as Error).message}`);
     } finally {
       if (held) held.users--;
       void this.closeUnusedViews();
     }
-    if (this.snapshotFloors.get(m.to) === floor) {
-      if (ok) floor.untilTick = this.ticks + KEEP_AFTER_SNAPSHOT_TICKS;
-      else this.snapshotFloors.delete(m.to);
+    if (t && this.transfers.get(m.to) === t) {
+      if (ok) t.untilTick = this.ticks + KEEP_AFTER_SNAPSHOT_TICKS;
+      else this.endTransfer(m.to, t);
     }
     if (this.stopped || this.fatal) return;
     this.core('reportSnapshot', () => this.raft.reportSnapshot(m.to, ok));
