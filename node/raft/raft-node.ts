@@ -585,6 +585,7 @@ export class RaftNode {
         // are held. Joined, the transfer goes on where it is (or is answered done at once).
         t.untilTick = Infinity;
         held = t.held;
+        held.users++;
       } else {
         if (t) this.endTransfer(m.to, t);
         const mine: FollowerTransfer = { held: undefined, index: m.snapshot?.meta.index ?? 0, untilTick: Infinity };
@@ -596,7 +597,6 @@ export class RaftNode {
           if (held.meta) mine.index = held.meta.index;
         }
       }
-      held.users++;
       // As etcd's merged snapshot: the message says where the view's rows are (its applied
       // index, that index's term and configuration), so the follower needs the entries after
       // the view, not after the older compaction the core's snapshot marks.
@@ -620,25 +620,33 @@ export class RaftNode {
   }
 
   /**
-   * The newest view if it is at `index` or later, else a new one (rows saved up to now). The
+   * The newest view if it is at `index` or later, else a new one (rows saved up to now), with one
+   * user counted for the caller (who releases it). The
    * view's Raft position (index, term, configuration) is taken with it, when it is the applied
    * index the core is at (the configuration is the one of the applied entries).
    */
   private async viewAtLeast(index: number): Promise<HeldView> {
     const newest = this.views[this.views.length - 1];
-    if (newest && newest.view.appliedIndex >= index) return newest;
+    if (newest && newest.view.appliedIndex >= index) {
+      newest.users++;
+      return newest;
+    }
     const applied = this.raft.log.applied;
     const at = { index: applied, term: this.raft.log.term(applied), conf: this.raft.confState() };
     const view = await this.opts.storage.openStateView(`${this.id.slice(-8)}.${this.readNonce}.${++this.viewSeq}`);
     const meta = view.appliedIndex === at.index && at.term !== undefined ? { index: at.index, term: at.term, conf: at.conf } : undefined;
-    const held: HeldView = { view, users: 0, meta };
+    // Counted before anything else can run: closeUnusedViews closes views nobody uses.
+    const held: HeldView = { view, users: 1, meta };
     this.views.push(held);
     return held;
   }
 
-  /** Closes views no transfer uses any more, but the newest (a resend may resume on it). */
+  /**
+   * Closes the views no transfer uses any more (a follower's transfer record holds its view
+   * while a resend may still join it): an open LevelDB snapshot keeps every row it saw on disk.
+   */
   private async closeUnusedViews(): Promise<void> {
-    const keep = this.views.filter((v, i) => v.users > 0 || i === this.views.length - 1);
+    const keep = this.views.filter((v) => v.users > 0);
     const drop = this.views.filter((v) => !keep.includes(v));
     this.views = keep;
     for (const v of drop) await v.view.close().catch(() => undefined);

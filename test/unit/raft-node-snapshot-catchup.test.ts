@@ -46,6 +46,8 @@ async function cluster(keepLogBytesForFollowers: number | undefined) {
   const gate = new Promise<void>((r) => (openGate = r));
   const transfers = new Map<string, Promise<boolean>>();
   const installed: number[] = [];
+  /** Views opened and not closed, per node. */
+  const openViews = new Map<string, number>();
 
   /** As SnapshotStream + node/daemon.ts: rows into the follower's sink, then the header stepped. */
   const transfer = async (from: string, m: Message, view: StateView): Promise<boolean> => {
@@ -76,6 +78,12 @@ async function cluster(keepLogBytesForFollowers: number | undefined) {
     const boot = bootstrapState(IDS);
     await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
     storages.set(id, storage);
+    const open = storage.openStateView.bind(storage);
+    storage.openStateView = async (viewId) => {
+      const view = await open(viewId);
+      openViews.set(id, (openViews.get(id) ?? 0) + 1);
+      return { ...view, rows: view.rows.bind(view), close: () => (openViews.set(id, openViews.get(id)! - 1), view.close()) };
+    };
     const node = await RaftNode.open({
       id,
       storage,
@@ -105,7 +113,7 @@ async function cluster(keepLogBytesForFollowers: number | undefined) {
   running.push({ nodes: [...nodes.values()], storages: [...storages.values()] });
   for (const n of nodes.values()) n.start();
   const leader = await waitFor('a leader', () => [...nodes.values()].find((n) => n.isLeader), 10_000, 10);
-  return { nodes, storages, cut, calls, openGate, leader, installed };
+  return { nodes, storages, cut, calls, openGate, leader, installed, openViews };
 }
 
 const put = (key: string, value: string) => encodeCommand({ type: 'kv.put', key, value });
@@ -116,7 +124,7 @@ async function writes(leader: RaftNode, prefix: string, count: number): Promise<
 
 describe('a follower catching up by a streamed snapshot while writes continue', () => {
   it('gets one snapshot at the view it was sent, then appends: the leader keeps the entries after the view and joins the same transfer when it resends', async () => {
-    const { nodes, cut, calls, openGate, leader, installed } = await cluster(undefined);
+    const { nodes, cut, calls, openGate, leader, installed, openViews } = await cluster(undefined);
     const lagging = IDS.find((x) => x !== leader.id)!;
     cut.add(lagging);
     await writes(leader, 'before', 60); // compacted past the follower: it needs a snapshot
@@ -148,6 +156,10 @@ describe('a follower catching up by a streamed snapshot while writes continue', 
     const f = nodes.get(lagging)!;
     for (let i = 0; i < 7; i++) expect(f.state.kvGet(`after${i % 7}`)?.value ?? null).toBe(leader.state.kvGet(`after${i % 7}`)?.value ?? null);
     expect(f.state.snapshot()).toEqual(leader.state.snapshot());
+    // Once the follower answered from the snapshot, the leader closes the view (a LevelDB
+    // snapshot left open would keep every row it saw on disk).
+    await writes(leader, 'later', 25);
+    await waitFor('the view closed', () => openViews.get(leader.id) === 0, 10_000, 10);
   });
 
   it('without the entries kept for it (keepLogBytesForFollowers 0) the same follower is sent a newer view', async () => {
