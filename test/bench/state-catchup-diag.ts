@@ -5,7 +5,7 @@
 // With --snapshot-entries small (default 1000) the leader compacts every few seconds under that
 // load, which is what a 1 GiB state meets at the default 10,000 when its transfer takes longer
 // than a compaction interval. Every node's output goes to --logs DIR (default: a temp dir, kept);
-// the snapshot lines of the leader and the joiner are counted at the end.
+// the snapshot lines of the leader and the joiner are counted at the end, with every node's max RSS.
 // Usage: node --import tsx test/bench/state-catchup-diag.ts [--mib 48] [--load-s 120] [--snapshot-entries 1000] [--logs DIR]
 import { parseArgs } from 'node:util';
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -16,6 +16,7 @@ import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 import { Http, log } from './load.js';
 import { writeKeys, writeUntilStopped } from './state-load.js';
+import { RssSampler } from './rss.js';
 
 const { values } = parseArgs({ options: { mib: { type: 'string' }, 'fill-small': { type: 'string' }, 'load-s': { type: 'string' }, 'snapshot-entries': { type: 'string' }, logs: { type: 'string' } } });
 const MIB_TOTAL = Number(values.mib ?? 48);
@@ -27,6 +28,7 @@ const LOGS = values.logs ?? mkdtempSync(join(tmpdir(), 'omni-catchup-diag-logs-'
 mkdirSync(LOGS, { recursive: true });
 
 const c = await LocalCluster.create({ flags: ['--snapshot-entries', SNAPSHOT_ENTRIES] });
+const rss = new RssSampler(() => c.running().map((n) => ({ name: n.name, pid: n.proc.pid! })), 500).start();
 const http = new Http();
 const auth = () => ({ authorization: `Bearer ${c.adminToken}` });
 const status = async (name: string): Promise<StatusView> => {
@@ -59,6 +61,7 @@ try {
   const big = await writeKeys({ endpoints: eps, concurrency: 16, put, timeoutMs: 60_000, valueBytes: 1 << 20, label: 'fill' }, MIB_TOTAL, (i) => `fill/${i}`);
   const small = await writeKeys({ endpoints: eps, concurrency: 16, put, timeoutMs: 10_000, valueBytes: 1024, label: 'fill small' }, FILL_SMALL, (i) => `fill-small/${i}`);
   log(`filled ${MIB_TOTAL} MiB at ${big.mibPerS} MiB/s and ${FILL_SMALL} × 1 KiB at ${small.writesPerS}/s; stateBytes ${(await status('c1')).stateBytes}`);
+  rss.phase('join');
   const writer = writeUntilStopped({ endpoints: eps, concurrency: 16, put, timeoutMs: 10_000, valueBytes: 1024, label: 'load' }, (i) => `load/${i}`);
   const t0 = performance.now();
   await c.join('c4');
@@ -78,6 +81,7 @@ try {
     // not within LOAD_MS
   }
   const w = await writer.stop();
+  rss.phase('after');
   let afterStopMs: number | undefined;
   if (underLoadMs === undefined) {
     const t1 = performance.now();
@@ -89,8 +93,10 @@ try {
   console.log(`snapshot-entries ${SNAPSHOT_ENTRIES}; ${MIB_TOTAL} MiB + ${FILL_SMALL} KiB of state; load ${w.writesPerS} writes/s while c4 joined`);
   console.log(underLoadMs !== undefined ? `c4 caught up under load after ${underLoadMs} ms` : `c4 did NOT catch up within ${LOAD_MS} ms of load; after the writes stopped it caught up in ${afterStopMs} ms`);
   console.log(`leader ${leader}: ${count(leader, /snapshot/i)} snapshot log lines; c4: ${count('c4', /snapshot/i)} (installed: ${count('c4', /installed snapshot/)})`);
+  console.log(`max RSS by phase, MiB (anon/file):\n  ${rss.describe().join('\n  ')}`);
   console.log(`logs: ${LOGS}`);
 } finally {
+  rss.stop();
   http.close();
   await c.destroy();
 }
