@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { ApiClient } from './api/client.js';
 import { createDrivers } from './apps/drivers/index.js';
-import { OMNID_ENV, OMNID_NODE_FLAGS } from './runtime-flags.js';
+import { OMNID_NODE_FLAGS } from './runtime-flags.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const NODE_BIN = join(ROOT, 'node_modules', '.bin', 'node');
@@ -212,7 +212,7 @@ export class LocalCluster {
     const proc = spawn(command[0], command.slice(1), {
       cwd: ROOT,
       detached: this.opts.owner !== undefined,
-      env: { ...OMNID_ENV, ...process.env, OMNI_CONFIG: join(this.rootDir, 'omni-cli.json') },
+      env: { ...process.env, OMNI_CONFIG: join(this.rootDir, 'omni-cli.json') },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     trackChild(proc);
