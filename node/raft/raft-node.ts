@@ -424,7 +424,12 @@ export class RaftNode {
       do {
         this.again = false;
         if (this.unwritten) await this.handleReady(this.unwritten);
-        while (!this.stopped && this.raft.hasReady()) await this.handleReady(this.raft.ready());
+        while (!this.stopped && this.raft.hasReady()) {
+          await this.handleReady(this.raft.ready());
+          // Between Readys too: under a load that never pauses this loop never ends, and the
+          // log (in memory and on disk) would grow until the load stops.
+          await this.maybeCompact();
+        }
       } while (this.again && !this.stopped);
       await this.maybeCompact();
     } catch (err) {
