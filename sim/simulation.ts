@@ -149,10 +149,14 @@ export interface Coverage {
   tasks_rescheduled: number;
   /** App changes (deploy, scale, stop/start) the API acknowledged. */
   app_changes_acknowledged: number;
+  /** Exclusive tasks stopped because their node's lease lapsed (by the agent or, omnid down, its supervisor). */
+  exclusive_lease_stops: number;
+  /** Exclusive tasks started to replace one whose node went silent (placed only after its lease lapsed). */
+  exclusive_replacements: number;
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0 };
+  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, exclusive_lease_stops: 0, exclusive_replacements: 0 };
 }
 
 const MAX_NODES = 7;
@@ -287,6 +291,8 @@ type SimEvent =
   /** A request between daemons (a forwarded write and its answer): runs on `to` if it is up. */
   | { kind: 'rpc'; from: NodeId; to: NodeId; fn: () => void }
   | { kind: 'operate' }
+  /** Something outside every daemon (a task's supervisor): runs whatever node is up or down. */
+  | { kind: 'world'; fn: () => void }
   | { kind: 'client-deliver'; node: NodeId; req: ClientRequest }
   | { kind: 'client-reply'; client: number; reply: ClientReply }
   | { kind: 'client-timeout'; client: number; reqId: number }
@@ -425,6 +431,7 @@ export class Simulation {
           return true;
         },
         heardMs: (to, from) => this.heard.get(`${to}<${from}`) ?? 0,
+        atMs: (ms, fn) => this.queue.push(Math.max(ms, this.nowMs), { kind: 'world', fn }),
         coverage: this.coverage,
         settled: () => (this.settled = true),
       }, new Set([...(opts.bugs ?? [])].filter((b): b is AppsBug => (ALL_APPS_BUGS as readonly string[]).includes(b))));
@@ -572,6 +579,10 @@ export class Simulation {
         this.afterInput(n);
         return;
       }
+      case 'world':
+        this.settled = true;
+        ev.fn();
+        return;
       case 'operate':
         if (this.phase !== 'safety') return;
         this.apps!.operate(this.liveNodes().map((n) => n.id));
@@ -1086,6 +1097,15 @@ export class Simulation {
     const leader = this.leader();
     const kind = this.knobs.profile === 'stale-leader' ? 0 : this.rng.int(5);
     this.net.heal();
+    const exclusiveHost = this.apps && this.rng.next() < 0.4 ? this.apps.exclusiveHost() : undefined;
+    if (exclusiveHost) {
+      // The node running the exclusive task, cut off for longer than two leases: its task must
+      // stop there before the leader's replacement starts elsewhere.
+      this.net.split([exclusiveHost], ids.filter((i) => i !== exclusiveHost));
+      this.trace(`fault: ${exclusiveHost} (runs the exclusive task) isolated`);
+      this.healLater(3000 + this.rng.int(4000));
+      return;
+    }
     if (kind === 0 && leader) {
       this.net.split([leader.id], ids.filter((i) => i !== leader.id));
       this.trace(`fault: leader ${leader.id} isolated`);

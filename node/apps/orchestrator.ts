@@ -34,6 +34,8 @@ export interface OrchestratorDeps extends Proposer {
   readonly clock?: Clock;
   /** A new task id for an app (default: the app name and 6 random hex digits). */
   readonly newTaskId?: (app: string) => string;
+  /** The exclusive lease the agents hold (default EXCLUSIVE_LEASE_MS). */
+  readonly exclusiveLeaseMs?: number;
 }
 
 export class Orchestrator {
@@ -119,6 +121,8 @@ export class Orchestrator {
         volumePins,
         nowMs: this.clock.now(),
         taskAgeMs: (t) => this.taskAgeMs(t.id),
+        exclusiveLeaseMs: this.d.exclusiveLeaseMs,
+        silentForMs: this.d.raft.silentForMs ? (id) => this.d.raft.silentForMs!(id) : undefined,
         newTaskId: () => (this.d.newTaskId ? this.d.newTaskId(app.name) : `${app.name}-${randomBytes(3).toString('hex')}`),
       });
       if (!out.changed) continue;

@@ -126,6 +126,12 @@ export class RaftNode {
   private readonly readNonce: string;
   private readonly timers: Timers;
   private ticker: TimerHandle | undefined;
+  /** Ticks so far: the leader's clock for how long a peer has been silent (a late timer only makes it count longer). */
+  private ticks = 0;
+  /** The tick at which this node was first seen leading in its current term of office (-1: not leading). */
+  private leaderSinceTick = -1;
+  /** The tick at which a message from each peer last arrived. */
+  private readonly heardAtTick = new Map<NodeId, number>();
   private processing = false;
   private again = false;
   private stopped = false;
@@ -187,6 +193,9 @@ export class RaftNode {
 
   start(): void {
     this.ticker = this.timers.setInterval(() => {
+      this.ticks++;
+      if (this.raft.role !== Role.Leader) this.leaderSinceTick = -1;
+      else if (this.leaderSinceTick < 0) this.leaderSinceTick = this.ticks;
       if (this.core('tick', () => this.raft.tick()) === undefined && this.fatal) return;
       this.schedule();
     }, this.timing.tickMs);
@@ -216,6 +225,7 @@ export class RaftNode {
    */
   step(m: Message): void {
     if (this.stopped || this.fatal) return;
+    if (this.heardAtTick.size < 4096 || this.heardAtTick.has(m.from)) this.heardAtTick.set(m.from, this.ticks);
     if (!this.core('step', () => this.raft.step(m))) return;
     this.schedule();
   }
@@ -252,6 +262,18 @@ export class RaftNode {
 
   get leader(): NodeId {
     return this.raft.lead;
+  }
+
+  /**
+   * On the leader: how long it is sure it has not heard from `id` — since its last message, and
+   * at most since this node took the lead (counted in ticks, so a stalled event loop only makes
+   * the figure smaller). 0 on a follower and for this node itself. An exclusive task's node
+   * that is silent for twice its lease has stopped it (protocol/apps/spec.ts EXCLUSIVE_LEASE_MS).
+   */
+  silentForMs(id: NodeId): number {
+    if (id === this.id || this.raft.role !== Role.Leader || this.leaderSinceTick < 0) return 0;
+    const since = Math.max(this.heardAtTick.get(id) ?? -1, this.leaderSinceTick);
+    return Math.max(0, this.ticks - since) * this.timing.tickMs;
   }
 
   get isLeader(): boolean {

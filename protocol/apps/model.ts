@@ -104,6 +104,11 @@ export interface TaskStatusRecord {
    * `omni inspect` and `omni run` can show what a crash said even once its run's log is gone.
    */
   lastOutput?: string[];
+  /**
+   * Written by the task's node once the task is desired 'stop' and not running there: it will
+   * never start again. An exclusive app's replacement waits for this (or for its node's silence).
+   */
+  released?: boolean;
 }
 
 export const appKey = (name: string) => `${APP_PREFIX}${name}`;

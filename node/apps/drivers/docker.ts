@@ -5,6 +5,9 @@
 // omni.version (+ omni.owner, the node that made them), which is how recover() finds them after the
 // agent restarts. Restart policy is "no": the agent decides restarts.
 import { hostname } from 'node:os';
+import { spawn } from 'node:child_process';
+import { installScript, readProcStat } from './host-scripts.js';
+import { leaseFilePath } from '../lease-file.js';
 import Docker from 'dockerode';
 import { OmniError } from '../../errors.js';
 import { envSuffix } from './process.js';
@@ -40,6 +43,11 @@ export interface DockerDriverOptions {
    * undefined when the node serves none. Missing images are pulled from there.
    */
   registry?: () => LocalRegistry | undefined;
+  /**
+   * Where this node's exclusive lease file lives and its watchdog script is installed (the data
+   * dir). Unset: exclusive tasks are refused (nothing could stop them while omnid is down).
+   */
+  leaseDir?: string;
 }
 
 export interface LocalRegistry {
@@ -47,6 +55,8 @@ export interface LocalRegistry {
   username: string;
   password: string;
 }
+
+const LEASE_WATCHDOG_URL = new URL('./lease-watchdog.sh', import.meta.url);
 
 /** How long pulling an image from the local registry may take. */
 const PULL_TIMEOUT_MS = 10 * 60 * 1000;
@@ -146,9 +156,11 @@ export class DockerDriver implements TaskDriver {
   private readonly configError: string | undefined;
   private readonly docker: Docker;
   private readonly registry: (() => LocalRegistry | undefined) | undefined;
+  private readonly leaseDir: string | undefined;
 
   constructor(opts: DockerDriverOptions = {}) {
     this.registry = opts.registry;
+    this.leaseDir = opts.leaseDir;
     let socketPath = opts.socketPath;
     let configError: string | undefined;
     if (socketPath === undefined) {
@@ -347,7 +359,31 @@ export class DockerDriver implements TaskDriver {
     });
     const info = await this.inspectRaw(cfg.taskId);
     if (!info) throw new OmniError('START_FAILED', `task ${cfg.taskId}: the container vanished right after it started`);
+    if (cfg.exclusive) await this.watchLease(cfg.taskId, container, info.State?.Pid ?? 0);
     return this.status(cfg.taskId, info);
+  }
+
+  /**
+   * An exclusive container gets a watchdog outside omnid (lease-watchdog.sh, detached): it kills
+   * the container's init process once the node's lease lapses, also while omnid is down. It
+   * needs the engine on this host (the container's pid visible here); otherwise the container
+   * is removed and the start refused — an exclusive task nothing could stop must not run.
+   */
+  private async watchLease(taskId: string, container: Docker.Container, pid: number): Promise<void> {
+    const refuse = async (why: string): Promise<never> => {
+      await container.remove({ force: true }).catch(() => undefined);
+      throw new OmniError('START_FAILED', `task ${taskId}: exclusive tasks need ${why}`);
+    };
+    if (!this.leaseDir) return refuse('a lease file (this driver was created without a data dir)');
+    const stat = pid > 0 ? readProcStat(pid) : undefined;
+    if (!stat) return refuse(`the Docker engine on this host (the container's init process, pid ${pid}, is not visible here): its lease watchdog kills that process when the lease lapses`);
+    const script = await installScript(this.leaseDir, LEASE_WATCHDOG_URL, 'lease-watchdog');
+    const child = spawn('/bin/sh', [script, leaseFilePath(this.leaseDir), String(pid), stat.startTicks], { detached: true, stdio: 'ignore' });
+    if (child.pid === undefined) {
+      await new Promise((r) => child.once('error', r));
+      return refuse('/bin/sh for the lease watchdog');
+    }
+    child.unref();
   }
 
   async stop(taskId: string, timeoutMs: number): Promise<void> {
