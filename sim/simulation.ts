@@ -1068,6 +1068,12 @@ export class Simulation {
     c.current = undefined;
     c.reqId = 0;
     if (result?.kind === 'refused-for-limit') {
+      // Refused by the applied state machine: the write committed, which is what the probe asks.
+      if (c.probe) {
+        this.livenessOkAtMs = this.nowMs;
+        c.done = true;
+        return;
+      }
       // Refused by the state machine on every replica: no effect, so not part of the history
       // (were it applied anywhere after all, a read would see a value no op in the history wrote).
       this.queue.push(this.nowMs + this.rng.int(30), { kind: 'client-start', client: c.id });
