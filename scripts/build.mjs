@@ -1,0 +1,172 @@
+// `npm run build`: bundles the CLI entry points into dist/ with esbuild so that bin/omni and
+// bin/omnid start from prebuilt JavaScript instead of compiling TypeScript at every start (issue 13).
+//
+//   node scripts/build.mjs             build now
+//   node scripts/build.mjs --if-stale  build only if dist/ is out of date (npm test, bin/omni, bin/omnid)
+//   node scripts/build.mjs --check     exit 1 and say why if dist/ is out of date, 0 if current
+//
+// Outputs: dist/omni.cjs and dist/omnid.cjs (each one self-contained file: our code and the npm
+// packages, except those with native addons, which stay in node_modules), their source maps
+// (stack traces point at the .ts files with node --enable-source-maps), a copy of the process
+// driver's wrapper script (node/apps/drivers/process.ts reads it next to the running module) and
+// dist/.stamp. "Out of date" is defined once, in scripts/dist-inputs.sh. Builds are serialized by
+// a lock file; outputs are written beside their final names and renamed into place, so a process
+// starting meanwhile loads either the old or the new complete bundle.
+import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const DIST = join(ROOT, 'dist');
+const STAMP = join(DIST, '.stamp');
+const LOCK = join(DIST, '.build.lock');
+/**
+ * The stamp is dated this much before the build started, as the file system dates a file created
+ * then: a source saved in the same clock tick as that file (same mtime) must count as newer.
+ */
+const STAMP_MARGIN_MS = 1;
+/** A lock older than this is left over from a build that died (a build takes seconds). */
+const LOCK_STALE_MS = 5 * 60_000;
+const LOCK_WAIT_MS = 10 * 60_000;
+const LOCK_POLL_MS = 100;
+/** npm packages with native addons: loaded from node_modules at run time (they find their .node files from their own directory). */
+const EXTERNAL = ['classic-level', 'ssh2', 'cpu-features'];
+const ENTRIES = { omni: 'cli/omni.ts', omnid: 'cli/omnid.ts' };
+const COPIES = [['node/apps/drivers/process-wrapper.sh', 'process-wrapper.sh']];
+
+/** Why dist/ must be rebuilt, or '' when it is current (scripts/dist-inputs.sh). */
+function distStale() {
+  return execFileSync('sh', ['-c', '. "$1/scripts/dist-inputs.sh" && omni_dist_stale "$1"', 'sh', ROOT], { encoding: 'utf8' }).trim();
+}
+
+function sleep(ms) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM';
+  }
+}
+
+/** Takes dist/.build.lock (O_EXCL); waits while a live build holds it. */
+function lock() {
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      writeFileSync(LOCK, `${process.pid}\n`, { flag: 'wx' });
+      return;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+    }
+    let holder = NaN;
+    let ageMs = 0;
+    try {
+      holder = Number(readFileSync(LOCK, 'utf8').trim());
+      ageMs = Date.now() - statSync(LOCK).mtimeMs;
+    } catch {
+      continue; // released meanwhile
+    }
+    if (!(holder > 0) || !pidAlive(holder) || ageMs > LOCK_STALE_MS) {
+      // left over: remove it unless another waiter already replaced it
+      try {
+        if (readFileSync(LOCK, 'utf8').trim() === String(holder)) unlinkSync(LOCK);
+      } catch {
+        // gone already
+      }
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`another build (pid ${holder}) holds ${LOCK} for more than ${LOCK_WAIT_MS / 1000} s`);
+    sleep(LOCK_POLL_MS);
+  }
+}
+
+function unlock() {
+  try {
+    if (readFileSync(LOCK, 'utf8').trim() === String(process.pid)) unlinkSync(LOCK);
+  } catch {
+    // gone already
+  }
+}
+
+async function bundle() {
+  const startedMs = Date.now();
+  // the build's start as the file system dates files (its clock and granularity), before any input is read
+  const stampNew = join(DIST, `.stamp-${process.pid}`);
+  writeFileSync(stampNew, `built from the sources as of ${new Date(startedMs).toISOString()}\n`);
+  const startedFsMs = statSync(stampNew).mtimeMs;
+  const tmp = join(DIST, `.tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    const result = await build({
+      absWorkingDir: ROOT,
+      entryPoints: ENTRIES,
+      outdir: tmp,
+      outExtension: { '.js': '.cjs' },
+      bundle: true,
+      platform: 'node',
+      // CommonJS, not ESM: a bundled module's require() of a node builtin runs when that module is
+      // first used (esbuild hoists an ESM import of a builtin to the top of the bundle, and Node's
+      // ESM facade of node:http alone loads its bundled undici: ~40 ms for `omni --help`)
+      format: 'cjs',
+      target: 'node24',
+      external: EXTERNAL,
+      define: { 'import.meta.url': '__omniImportMetaUrl' },
+      banner: { js: 'const __omniImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
+      sourcemap: 'linked',
+      sourcesContent: false,
+      keepNames: true,
+      metafile: true,
+      logLevel: 'warning',
+    });
+    for (const [from, to] of COPIES) copyFileSync(join(ROOT, from), join(tmp, to));
+    // maps and copies first, the entry files last: a new bundle appears only once all it needs is there
+    const outputs = Object.keys(result.metafile.outputs).map((p) => p.slice(p.lastIndexOf('/') + 1));
+    const order = [...outputs.filter((f) => !f.endsWith('.cjs')), ...COPIES.map(([, to]) => to), ...outputs.filter((f) => f.endsWith('.cjs'))];
+    for (const f of order) renameSync(join(tmp, f), join(DIST, f));
+    const stampDate = (startedFsMs - STAMP_MARGIN_MS) / 1000;
+    utimesSync(stampNew, stampDate, stampDate);
+    renameSync(stampNew, STAMP);
+    return { ms: Date.now() - startedMs, sizes: Object.fromEntries(Object.entries(result.metafile.outputs).map(([p, o]) => [p.slice(p.lastIndexOf('/') + 1), o.bytes])) };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+    rmSync(stampNew, { force: true });
+  }
+}
+
+async function main(args) {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: { 'if-stale': { type: 'boolean' }, check: { type: 'boolean' }, quiet: { type: 'boolean' } } }));
+  } catch (e) {
+    process.stderr.write(`${e.message}\nusage: node scripts/build.mjs [--if-stale] [--quiet] | --check\n`);
+    return 2;
+  }
+  if (values.check) {
+    const why = distStale();
+    if (why) process.stdout.write(`dist/ is out of date: ${why}\n`);
+    return why ? 1 : 0;
+  }
+  mkdirSync(DIST, { recursive: true });
+  lock();
+  try {
+    if (values['if-stale'] && !distStale()) return 0;
+    const { ms, sizes } = await bundle();
+    if (!values.quiet) {
+      const list = Object.entries(sizes).filter(([f]) => f.endsWith('.cjs')).map(([f, b]) => `${f} ${(b / 1024 / 1024).toFixed(1)} MiB`);
+      process.stdout.write(`built dist/ in ${ms} ms: ${list.join(', ')}\n`);
+    }
+    return 0;
+  } finally {
+    unlock();
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
