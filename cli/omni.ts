@@ -1,6 +1,9 @@
 // omni: the Omni CLI; talks to any node's HTTP API. One file per command under cli/omni/.
 // Commands are imported when run, so `omni --help` and each command load only what they use.
 import { runMain, UsageError, versionLine } from './common.js';
+import { mapBundleStackTraces } from './stack-traces.js';
+
+mapBundleStackTraces(import.meta.url);
 
 const USAGE = `usage: omni <command> [flags]
 

@@ -1,8 +1,11 @@
 // omnid: the Omni daemon. One file per subcommand under cli/omnid/.
 // Subcommands are imported when run: `omnid --help` and `omnid leave` do not load the daemon.
 import { runMain, UsageError, versionLine } from './common.js';
+import { mapBundleStackTraces } from './stack-traces.js';
 import { installProcessGuard } from '../node/process-guard.js';
 import { createLogger } from '../node/logger.js';
+
+mapBundleStackTraces(import.meta.url);
 
 const USAGE = `usage: omnid <command> [flags]
 

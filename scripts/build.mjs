@@ -7,7 +7,7 @@
 //
 // Outputs: dist/omni.cjs and dist/omnid.cjs (each one self-contained file: our code and the npm
 // packages, except those with native addons, which stay in node_modules), their source maps
-// (stack traces point at the .ts files with node --enable-source-maps), a copy of the process
+// (cli/stack-traces.ts maps stack traces to the .ts files), a copy of the process
 // driver's wrapper script (node/apps/drivers/process.ts reads it next to the running module) and
 // dist/.stamp. "Out of date" is defined once, in scripts/dist-inputs.sh. Builds are serialized by
 // a lock file; outputs are written beside their final names and renamed into place, so a process
@@ -17,7 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const DIST = join(ROOT, 'dist');
@@ -36,6 +36,32 @@ const LOCK_POLL_MS = 100;
 const EXTERNAL = ['classic-level', 'ssh2', 'cpu-features'];
 const ENTRIES = { omni: 'cli/omni.ts', omnid: 'cli/omnid.ts' };
 const COPIES = [['node/apps/drivers/process-wrapper.sh', 'process-wrapper.sh']];
+
+/** esbuild's options for bundles of `entryPoints` ({ outName: 'path/to/entry.ts' }) into `outdir` (test/unit/build.test.ts uses them too). */
+export function esbuildOptions(entryPoints, outdir) {
+  return {
+    absWorkingDir: ROOT,
+    entryPoints,
+    outdir,
+    outExtension: { '.js': '.cjs' },
+    bundle: true,
+    platform: 'node',
+    // CommonJS, not ESM: a bundled module's require() of a node builtin runs when that module is
+    // first used (esbuild hoists an ESM import of a builtin to the top of the bundle, and Node's
+    // ESM facade of node:http alone loads its bundled undici: ~40 ms for `omni --help`)
+    format: 'cjs',
+    target: 'node24',
+    external: EXTERNAL,
+    define: { 'import.meta.url': '__omniImportMetaUrl' },
+    banner: { js: 'const __omniImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
+    // linked maps, read only when a stack trace is formatted (cli/stack-traces.ts)
+    sourcemap: 'linked',
+    sourcesContent: false,
+    keepNames: true,
+    metafile: true,
+    logLevel: 'warning',
+  };
+}
 
 /** Why dist/ must be rebuilt, or '' when it is current (scripts/dist-inputs.sh). */
 function distStale() {
@@ -105,27 +131,7 @@ async function bundle() {
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
-    const result = await build({
-      absWorkingDir: ROOT,
-      entryPoints: ENTRIES,
-      outdir: tmp,
-      outExtension: { '.js': '.cjs' },
-      bundle: true,
-      platform: 'node',
-      // CommonJS, not ESM: a bundled module's require() of a node builtin runs when that module is
-      // first used (esbuild hoists an ESM import of a builtin to the top of the bundle, and Node's
-      // ESM facade of node:http alone loads its bundled undici: ~40 ms for `omni --help`)
-      format: 'cjs',
-      target: 'node24',
-      external: EXTERNAL,
-      define: { 'import.meta.url': '__omniImportMetaUrl' },
-      banner: { js: 'const __omniImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
-      sourcemap: 'linked',
-      sourcesContent: false,
-      keepNames: true,
-      metafile: true,
-      logLevel: 'warning',
-    });
+    const result = await build(esbuildOptions(ENTRIES, tmp));
     for (const [from, to] of COPIES) copyFileSync(join(ROOT, from), join(tmp, to));
     // maps and copies first, the entry files last: a new bundle appears only once all it needs is there
     const outputs = Object.keys(result.metafile.outputs).map((p) => p.slice(p.lastIndexOf('/') + 1));
@@ -169,4 +175,4 @@ async function main(args) {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) process.exitCode = await main(process.argv.slice(2));
