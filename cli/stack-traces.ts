@@ -1,4 +1,4 @@
-// Stack traces of the prebuilt bundles (dist/omni.cjs, dist/omnid.cjs: scripts/build.mjs) name
+// Stack traces of the prebuilt bundles (dist/omni.bundle.cjs, dist/omnid.bundle.cjs: scripts/build.mjs) name
 // the TypeScript sources: a frame in the bundle is mapped through its source map, which is read
 // when a stack trace is first formatted. `node --enable-source-maps` reads it at start-up instead,
 // which costs every start ~50 ms of CPU (the 2.5 MB map, and a scan of the 4 MB bundle).

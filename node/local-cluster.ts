@@ -12,7 +12,7 @@ import { ApiClient } from './api/client.js';
 import { createDrivers } from './apps/drivers/index.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-/** The launcher: it runs dist/omnid.cjs, rebuilt first if a source is newer, or cli/omnid.ts through tsx if that fails. */
+/** The launcher: it runs dist/omnid.cjs (the bundle), rebuilt first if a source is newer, or cli/omnid.ts through tsx if that fails. */
 const OMNID_LAUNCHER = join(ROOT, 'bin', 'omnid');
 /** The scripts an omnid process runs (its command line names one): the bundle, or the TypeScript entry. */
 const OMNID_SCRIPTS = [join(realpathSync(ROOT), 'dist', 'omnid.cjs'), join(realpathSync(ROOT), 'cli', 'omnid.ts')];

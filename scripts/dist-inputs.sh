@@ -9,7 +9,7 @@
 # contain the npm packages). dist/.stamp carries the time the last build started minus a margin,
 # so a file edited while a build runs counts as newer. If find fails, dist/ counts as stale.
 omni_dist_stale() {
-  for _omni_out in .stamp omni.cjs omnid.cjs process-wrapper.sh; do
+  for _omni_out in .stamp omni.cjs omnid.cjs omni.bundle.cjs omnid.bundle.cjs process-wrapper.sh; do
     if [ ! -f "$1/dist/$_omni_out" ]; then
       echo "$1/dist/$_omni_out is missing"
       return 0

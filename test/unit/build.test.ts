@@ -1,4 +1,4 @@
-// The prebuilt bundles (scripts/build.mjs, issue 13): bin/omnid runs dist/omnid.cjs only while no
+// The prebuilt bundles (scripts/build.mjs, issue 13): bin/omnid runs dist/omnid.bundle.cjs only while no
 // source is newer than the build; otherwise it rebuilds first, and if that fails it runs the
 // TypeScript sources through tsx: never a stale bundle. Tried on a copy of the project, so the
 // checkout's own dist/ and sources are left alone. Also: a bundle's stack traces name .ts files.
@@ -49,7 +49,7 @@ describe('bin/omnid and dist/', () => {
     expect(await check()).toBe(0);
 
     // a current bundle is what runs (marked here in the bundle only)
-    const bundle = join(copy, 'dist', 'omnid.cjs');
+    const bundle = join(copy, 'dist', 'omnid.bundle.cjs');
     const built = await readFile(bundle, 'utf8');
     expect(built).toContain(HELP_LINE);
     await writeFile(bundle, built.replace(HELP_LINE, 'MARK-IN-THE-BUNDLE'));
