@@ -48,6 +48,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   bundle: async () => (await import('./omni/bundle.js')).bundle,
 };
 
+// not a top-level await: the prebuilt bundle is CommonJS (scripts/build.mjs)
 void runMain(async () => {
   const [cmd, ...rest] = process.argv.slice(2);
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {

@@ -31,6 +31,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
 // daemon (node/process-guard.ts). The running daemon attaches its logger and clean shutdown.
 installProcessGuard({ log: createLogger('omnid') });
 
+// not a top-level await: the prebuilt bundle is CommonJS (scripts/build.mjs)
 void runMain(async () => {
   const [cmd, ...rest] = process.argv.slice(2);
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
