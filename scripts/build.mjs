@@ -15,7 +15,7 @@
 // starting meanwhile loads either the old or the new complete bundle.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -193,6 +193,8 @@ async function main(args) {
   lock();
   try {
     if (values['if-stale'] && !distStale()) return 0;
+    // what a build that died left (we hold the lock: no other build runs)
+    for (const f of readdirSync(DIST)) if (f.startsWith('.tmp-') || f.startsWith('.stamp-')) rmSync(join(DIST, f), { recursive: true, force: true });
     const { ms, sizes } = await bundle();
     if (!values.quiet) {
       const list = Object.entries(sizes).filter(([f]) => f.endsWith('.cjs')).map(([f, b]) => `${f} ${(b / 1024 / 1024).toFixed(1)} MiB`);
