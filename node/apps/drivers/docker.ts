@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { spawn } from 'node:child_process';
 import { installScript, readProcStat } from './host-scripts.js';
 import { leaseFilePath } from '../lease-file.js';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { OmniError } from '../../errors.js';
 import { envSuffix } from './process.js';
 import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
@@ -27,6 +27,22 @@ const LOG_LINE_MAX_CHARS = 64 * 1024;
 /** cgroup v1 refuses memory limits below this. */
 const MIN_MEMORY_BYTES = 6 * 1024 * 1024;
 const TASK_ID_RE = /^[a-z0-9-]{1,63}$/;
+
+/**
+ * dockerode (with docker-modem and ssh2) is loaded on the driver's first engine call, not when
+ * omnid starts: ~0.1 s of CPU at every start otherwise, before the API answers (issue 13).
+ */
+let dockerodeLoad: Promise<typeof Docker> | undefined;
+function loadDockerode(): Promise<typeof Docker> {
+  dockerodeLoad ??= import('dockerode').then(
+    (m) => m.default,
+    (e: unknown) => {
+      dockerodeLoad = undefined;
+      throw e;
+    },
+  );
+  return dockerodeLoad;
+}
 
 export interface DockerDriverOptions {
   /** Engine socket; default: DOCKER_HOST (unix://…) or /var/run/docker.sock. */
@@ -154,7 +170,7 @@ export class DockerDriver implements TaskDriver {
   readonly nodeName: string;
   readonly owner: string | undefined;
   private readonly configError: string | undefined;
-  private readonly docker: Docker;
+  private engineClient: Promise<Docker> | undefined;
   private readonly registry: (() => LocalRegistry | undefined) | undefined;
   private readonly leaseDir: string | undefined;
 
@@ -174,13 +190,25 @@ export class DockerDriver implements TaskDriver {
     this.configError = configError;
     this.nodeName = opts.nodeName ?? hostname();
     this.owner = opts.owner;
-    this.docker = new Docker({ socketPath: socketPath ?? DEFAULT_SOCKET });
+  }
+
+  /** The engine client (dockerode loaded on first use). */
+  private engine(): Promise<Docker> {
+    this.engineClient ??= loadDockerode().then(
+      (Dockerode) => new Dockerode({ socketPath: this.socketPath ?? DEFAULT_SOCKET }),
+      (e: unknown) => {
+        this.engineClient = undefined;
+        throw e;
+      },
+    );
+    return this.engineClient;
   }
 
   async available(): Promise<{ ok: true } | { ok: false; reason: string }> {
     if (this.configError) return { ok: false, reason: this.configError };
-    const pinger = new Docker({ socketPath: this.socketPath, timeout: PING_TIMEOUT_MS });
     try {
+      const Dockerode = await loadDockerode();
+      const pinger = new Dockerode({ socketPath: this.socketPath, timeout: PING_TIMEOUT_MS });
       await pinger.ping();
       return { ok: true };
     } catch (e) {
@@ -211,7 +239,7 @@ export class DockerDriver implements TaskDriver {
     this.checkId(taskId);
     const info = await this.call(`inspect ${taskId}`, async () => {
       try {
-        return await this.docker.getContainer(containerName(taskId)).inspect();
+        return await (await this.engine()).getContainer(containerName(taskId)).inspect();
       } catch (e) {
         if (errStatus(e) === 404) return undefined;
         throw e;
@@ -243,7 +271,7 @@ export class DockerDriver implements TaskDriver {
 
   private async hasImage(image: string): Promise<boolean> {
     try {
-      await this.docker.getImage(image).inspect();
+      await (await this.engine()).getImage(image).inspect();
       return true;
     } catch (e) {
       if (errStatus(e) === 404) return false;
@@ -275,10 +303,11 @@ export class DockerDriver implements TaskDriver {
   private async pull(ref: string, reg: LocalRegistry): Promise<true | string> {
     const authconfig = { username: reg.username, password: reg.password, serveraddress: reg.hostPort };
     try {
-      const stream = (await this.docker.pull(ref, { authconfig })) as NodeJS.ReadableStream;
+      const docker = await this.engine();
+      const stream = (await docker.pull(ref, { authconfig })) as NodeJS.ReadableStream;
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`no end after ${PULL_TIMEOUT_MS} ms`)), PULL_TIMEOUT_MS);
-        this.docker.modem.followProgress(stream, (err: Error | null, events: { error?: string }[]) => {
+        docker.modem.followProgress(stream, (err: Error | null, events: { error?: string }[]) => {
           clearTimeout(timer);
           const failed = events?.find((e) => e.error);
           if (err || failed) reject(err ?? new Error(failed!.error));
@@ -343,7 +372,7 @@ export class DockerDriver implements TaskDriver {
 
     const container = await this.call(`create ${cfg.taskId}`, async () => {
       try {
-        return await this.docker.createContainer(create);
+        return await (await this.engine()).createContainer(create);
       } catch (e) {
         if (errStatus(e) === 409) throw new OmniError('CONFLICT', `task ${cfg.taskId}: container ${containerName(cfg.taskId)} already exists`);
         throw new OmniError('START_FAILED', `task ${cfg.taskId}: docker could not create the container: ${errMessage(e)}`);
@@ -392,7 +421,7 @@ export class DockerDriver implements TaskDriver {
     await this.call(`stop ${taskId}`, async () => {
       try {
         // docker's grace period is whole seconds; then SIGKILL
-        await this.docker.getContainer(info.Id).stop({ t: Math.max(0, Math.ceil(timeoutMs / 1000)) });
+        await (await this.engine()).getContainer(info.Id).stop({ t: Math.max(0, Math.ceil(timeoutMs / 1000)) });
       } catch (e) {
         const code = errStatus(e);
         if (code === 304 || code === 404) return; // already stopped / gone
@@ -406,7 +435,7 @@ export class DockerDriver implements TaskDriver {
     if (!info) return;
     await this.call(`remove ${taskId}`, async () => {
       try {
-        await this.docker.getContainer(info.Id).remove({ force: true, v: true });
+        await (await this.engine()).getContainer(info.Id).remove({ force: true, v: true });
       } catch (e) {
         const code = errStatus(e);
         if (code === 404 || (code === 409 && /in progress/i.test(errMessage(e)))) return;
@@ -422,7 +451,7 @@ export class DockerDriver implements TaskDriver {
 
   async recover(): Promise<TaskStatus[]> {
     const label = this.owner !== undefined ? [`${LABEL_OWNER}=${this.owner}`, LABEL_TASK] : [LABEL_TASK];
-    const list = await this.call('list containers', () => this.docker.listContainers({ all: true, filters: { label } }));
+    const list = await this.call('list containers', async () => (await this.engine()).listContainers({ all: true, filters: { label } }));
     const out: TaskStatus[] = [];
     for (const c of list) {
       const taskId = c.Labels?.[LABEL_TASK];
@@ -437,7 +466,7 @@ export class DockerDriver implements TaskDriver {
   async *logs(taskId: string, opts: LogOptions): AsyncIterable<string> {
     const info = await this.inspectRaw(taskId);
     if (!info) throw new OmniError('NOT_FOUND', `no container for task ${taskId} on node ${this.nodeName}`);
-    const container = this.docker.getContainer(info.Id);
+    const container = (await this.engine()).getContainer(info.Id);
     const q: Docker.ContainerLogsOptions = { stdout: true, stderr: true, timestamps: true };
     if (opts.sinceMs !== undefined) q.since = Math.floor(opts.sinceMs / 1000); // whole seconds; refined below
     if (opts.tail !== undefined) q.tail = Math.max(0, Math.floor(opts.tail));
@@ -488,7 +517,7 @@ export class DockerDriver implements TaskDriver {
     const info = await this.inspectRaw(taskId);
     if (!info || !info.State.Running) return undefined;
     // one sample with precpu filled in: the engine waits ~1 s between its two readings
-    const s = await this.call(`stats ${taskId}`, () => this.docker.getContainer(info.Id).stats({ stream: false }));
+    const s = await this.call(`stats ${taskId}`, async () => (await this.engine()).getContainer(info.Id).stats({ stream: false }));
     const cpuDelta = s.cpu_stats.cpu_usage.total_usage - (s.precpu_stats?.cpu_usage?.total_usage ?? 0);
     const sysDelta = (s.cpu_stats.system_cpu_usage ?? 0) - (s.precpu_stats?.system_cpu_usage ?? 0);
     const cpus = s.cpu_stats.online_cpus || s.cpu_stats.cpu_usage.percpu_usage?.length || 1;
