@@ -820,7 +820,22 @@ export class Simulation {
     });
     if (healthy.length < 3) return false;
     const left = this.decidedVoters.has(victim.id) ? healthy.length - 1 : healthy.length;
-    return left >= Math.floor(this.decidedVoters.size / 2) + 1;
+    if (left < Math.floor(this.decidedVoters.size / 2) + 1) return false;
+    // A voter that lags may still act on an older configuration (one that has not applied a
+    // removal yet counts the removed node, which will not vote for it): a majority of every
+    // configuration a live voter holds must stay healthy too, or nobody can be elected again.
+    const usable = (id: NodeId) => {
+      const x = this.nodes.get(id);
+      return id !== victim.id && x !== undefined && !x.retired && !x.doomed && !x.removed;
+    };
+    for (const x of this.nodes.values()) {
+      if (x.removed || x.retired || x.id === victim.id) continue;
+      if (!x.raft) return false; // down: the configuration it will restart with is not known here
+      if (!x.raft.voters.has(x.id)) continue;
+      const voters = [...x.raft.voters];
+      if (voters.filter(usable).length < Math.floor(voters.length / 2) + 1) return false;
+    }
+    return true;
   }
 
   /** Removes a node whose disk lost a synced write, then joins a fresh node in its place. */
