@@ -9,6 +9,7 @@ import { run } from './omni/run.js';
 import { ps, inspect, stop, start, rm, scale, endpoints, logs } from './omni/apps.js';
 import { images } from './omni/images.js';
 import { bundle } from './omni/bundle.js';
+import { registry } from './omni/registry.js';
 
 const USAGE = `usage: omni <command> [flags]
 
@@ -24,7 +25,9 @@ commands:
   logs     omni logs APP [-f] [--since 10m]
   scale    omni scale APP N;  stop / start / rm APP
   endpoints  host:port of every healthy replica
-  images   the cluster's image registry: ls, inspect REF, rm REF, gc, registry (its /v2/ address)
+  images   the cluster's image registry: ls, inspect, tag, rm, import, export, push, pull, gc,
+           replicas, registry (its /v2/ address)
+  registry ca: the cluster CA (PEM) for docker/skopeo to trust a registry served over HTTPS
   bundle   air-gap bundle: export APP... -o FILE (specs + images), import FILE on another cluster
 
   version  omni's version (also --version)
@@ -32,7 +35,7 @@ commands:
 Every command takes --addr, --token and --json; run omni <command> --help for more.
 `;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { status, nodes, kv, token, run, deploy, ps, inspect, logs, scale, stop, start, rm, endpoints, images, bundle };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { status, nodes, kv, token, run, deploy, ps, inspect, logs, scale, stop, start, rm, endpoints, images, bundle, registry };
 
 await runMain(async () => {
   const [cmd, ...rest] = process.argv.slice(2);
