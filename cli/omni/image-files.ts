@@ -87,7 +87,11 @@ export class SourceTree {
         let target: string | undefined = linked;
         if (target === undefined) {
           const st = await lstat(join(this.root, prefix)).catch(() => undefined);
-          if (!st) return undefined;
+          // A directory that exists only through the links of an extracted tar (a/b → …): go on.
+          if (!st) {
+            if (i === parts.length) return undefined;
+            continue;
+          }
           if (st.isSymbolicLink()) target = await readlink(join(this.root, prefix));
           else if (i < parts.length && !st.isDirectory()) return undefined;
           else if (i === parts.length) {
@@ -278,7 +282,7 @@ async function readLayoutManifest(tree: SourceTree, digest: string, mediaType: s
 /** Uploads one blob unless the registry has it; the file's size must be the descriptor's. */
 async function pushBlob(ctx: PushContext, repo: string, digest: string, sizeBytes: number, file: () => Promise<{ path: string; sizeBytes: number } | undefined>, what: string): Promise<void> {
   ctx.progress.addTotal(sizeBytes);
-  if (await ctx.reg.hasBlob(repo, digest)) {
+  if ((await ctx.reg.hasBlob(repo, digest)) || (await ctx.reg.mountBlob(repo, digest))) {
     ctx.stats.present++;
     ctx.progress.advance(sizeBytes);
     return;
@@ -449,8 +453,10 @@ export async function fetchImage(ctx: FetchContext, repo: string, digest: string
   for (const c of man.manifests) await fetchImage(ctx, repo, c.digest, undefined, depth + 1);
   const out: FetchedImage = { mediaType: man.mediaType, digest, sizeBytes: m.bytes.length };
   if (man.kind === 'image') {
-    const config = (JSON.parse(m.bytes.toString('utf8')) as { config: { digest: string; mediaType: string } }).config;
-    out.image = { config: config.digest, configMediaType: config.mediaType, layers: man.blobs.filter((b) => b.digest !== config.digest).map((b) => b.digest) };
+    // Layers in order, a repeated one as often as it appears (docker load pairs them with the config's diff_ids).
+    const doc = JSON.parse(m.bytes.toString('utf8')) as { config: { digest: string; mediaType: string }; layers?: { digest: string; urls?: unknown }[] };
+    const layers = (doc.layers ?? []).filter((l) => !(Array.isArray(l.urls) && l.urls.length > 0)).map((l) => l.digest);
+    out.image = { config: doc.config.digest, configMediaType: doc.config.mediaType, layers };
   }
   return out;
 }

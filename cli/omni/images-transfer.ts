@@ -95,7 +95,7 @@ async function pushing(path: string, values: Values, run: (src: ImageSource, pus
 function printPushed(r: PushSummary, values: Values): number {
   if (values.json) return printJson(r), 0;
   for (const i of r.images) process.stdout.write(`${i.tags.length ? i.tags.map((t) => `${i.repository}:${t}`).join(', ') : i.repository} ${i.digest}\n`);
-  process.stdout.write(`${r.images.length} image(s) from a ${r.format === 'oci-layout' ? 'OCI layout' : 'docker save tarball'}: ${r.blobsUploaded} blobs uploaded (${formatBytes(r.bytesUploaded)}), ${r.blobsPresent} already in the registry\n`);
+  process.stdout.write(`${r.images.length} image(s) from ${r.format === 'oci-layout' ? 'an OCI layout' : 'a docker save tarball'}: ${r.blobsUploaded} blobs uploaded (${formatBytes(r.bytesUploaded)}), ${r.blobsPresent} already in the registry\n`);
   return 0;
 }
 

@@ -129,6 +129,24 @@ export class RegistryClient {
     return this.fail(res, `blob ${digest}`);
   }
 
+  /**
+   * Links a blob the cluster already has (in another repository) into `repo` — a cross-repository
+   * mount, no bytes sent; false when the registry does not have it (the upload session it opened
+   * instead is cancelled).
+   */
+  async mountBlob(repo: string, digest: string): Promise<boolean> {
+    const res = await this.send('POST', `${repo}/blobs/uploads/?mount=${encodeURIComponent(digest)}`, { 'content-length': 0 });
+    res.resume();
+    if (res.statusCode === 201) return true;
+    if (res.statusCode !== 202) return this.fail(res, `mounting blob ${digest} into ${repo}`);
+    const location = res.headers.location;
+    if (typeof location === 'string' && location.startsWith(`/v2/${repo}/blobs/uploads/`)) {
+      const cancel = await this.send('DELETE', location.slice('/v2/'.length), {}).catch(() => undefined);
+      cancel?.resume();
+    }
+    return false;
+  }
+
   /** Uploads a file as blob `digest` of `repo` (monolithic: one POST with the whole body); `onBytes` hears of each chunk read. */
   async uploadBlob(repo: string, digest: string, path: string, onBytes?: (n: number) => void): Promise<void> {
     const { size } = await stat(path);
