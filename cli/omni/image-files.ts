@@ -281,7 +281,6 @@ async function readLayoutManifest(tree: SourceTree, digest: string, mediaType: s
 
 /** Uploads one blob unless the registry has it; the file's size must be the descriptor's. */
 async function pushBlob(ctx: PushContext, repo: string, digest: string, sizeBytes: number, file: () => Promise<{ path: string; sizeBytes: number } | undefined>, what: string): Promise<void> {
-  ctx.progress.addTotal(sizeBytes);
   if ((await ctx.reg.hasBlob(repo, digest)) || (await ctx.reg.mountBlob(repo, digest))) {
     ctx.stats.present++;
     ctx.progress.advance(sizeBytes);
@@ -308,6 +307,7 @@ export async function pushLayoutImage(ctx: PushContext, tree: SourceTree, repo: 
   if (depth > MAX_INDEX_DEPTH) throw invalid(tree.label, `indexes nested deeper than ${MAX_INDEX_DEPTH}`);
   const { bytes, manifest } = await readLayoutManifest(tree, digest, mediaType);
   if (ctx.pushed.has(`${repo}@${digest}`)) return { bytes, mediaType: manifest.mediaType, digest };
+  for (const b of manifest.blobs) ctx.progress.addTotal(b.sizeBytes);
   for (const b of manifest.blobs) await pushBlob(ctx, repo, b.digest, b.sizeBytes, () => tree.file(layoutBlobPath(b.digest)), tree.label);
   for (const c of manifest.manifests) await pushLayoutImage(ctx, tree, repo, c.digest, c.mediaType, depth + 1);
   await ctx.reg.putManifest(repo, digest, bytes, manifest.mediaType);
@@ -327,7 +327,6 @@ async function compressLayer(ctx: PushContext, tree: SourceTree, rel: string, di
   const gz = createHash('sha256');
   let gzBytes = 0;
   const out = join(ctx.work, `layer-${ctx.compressed.size}.tar.gz`);
-  ctx.progress.addTotal(f.sizeBytes);
   await pipeline(
     createReadStream(f.path),
     new Transform({
@@ -368,12 +367,19 @@ export async function pushDockerArchiveImage(ctx: PushContext, tree: SourceTree,
   if (!config.ok) throw invalid(tree.label, `${img.config}: ${config.message}`);
   if (config.value.diffIds.length !== img.layers.length) throw invalid(tree.label, `${DOCKER_MANIFEST_JSON} lists ${img.layers.length} layers but the config lists ${config.value.diffIds.length}`);
   const label = ctx.progress;
+  const toCompress = new Map<string, number>();
+  for (const rel of img.layers) {
+    const f = await tree.file(rel);
+    if (f && !ctx.compressed.has(f.path)) toCompress.set(f.path, f.sizeBytes);
+  }
+  label.addTotal([...toCompress.values()].reduce((a, b) => a + b, 0));
   const layers = [];
   for (const [i, rel] of img.layers.entries()) {
     label.setLabel(`compressing layer ${i + 1}/${img.layers.length}`);
     layers.push(await compressLayer(ctx, tree, rel, config.value.diffIds[i]));
   }
   label.setLabel(`pushing to ${repo}`);
+  label.addTotal(configBytes.length + layers.reduce((a, l) => a + l.sizeBytes, 0));
   const configFile = join(ctx.work, `config-${configDigest.slice(7, 19)}.json`);
   await writeFile(configFile, configBytes, { mode: 0o600 });
   await pushBlob(ctx, repo, configDigest, configBytes.length, async () => ({ path: configFile, sizeBytes: configBytes.length }), tree.label);
@@ -417,10 +423,10 @@ export interface FetchedImage {
   image?: { config: string; configMediaType: string; layers: string[] };
 }
 
+/** Counted into the progress total once, when the manifest naming it is read (before any download). */
 async function fetchBlob(ctx: FetchContext, repo: string, digest: string, sizeBytes: number): Promise<void> {
   if (ctx.seen.has(digest)) return;
   ctx.seen.add(digest);
-  ctx.progress.addTotal(sizeBytes);
   const n = await ctx.reg.downloadBlob(repo, digest, join(ctx.dir, layoutBlobPath(digest)), (k) => ctx.progress.advance(k));
   if (n !== sizeBytes) throw new OmniError('DIGEST_INVALID', `blob ${digest} is ${n} bytes; its manifest says ${sizeBytes}`);
   ctx.stats.blobs++;
@@ -449,6 +455,7 @@ export async function fetchImage(ctx: FetchContext, repo: string, digest: string
     ctx.stats.blobs++;
     ctx.stats.bytes += m.bytes.length;
   }
+  for (const b of man.blobs) if (!ctx.seen.has(b.digest)) ctx.progress.addTotal(b.sizeBytes);
   for (const b of man.blobs) await fetchBlob(ctx, repo, b.digest, b.sizeBytes);
   for (const c of man.manifests) await fetchImage(ctx, repo, c.digest, undefined, depth + 1);
   const out: FetchedImage = { mediaType: man.mediaType, digest, sizeBytes: m.bytes.length };
