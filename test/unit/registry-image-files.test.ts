@@ -11,7 +11,7 @@ import { mkdtemp, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
 import { Registry } from '../../node/registry/registry.js';
 import { ApiTls } from '../../node/api/tls.js';
@@ -155,6 +155,18 @@ describe('docker save tarball → registry → layout', () => {
     const r2 = await pushSourceImage(ctx2, src2, src2.images[0], 'other/name');
     expect(r2.digest).toBe(first.r.digest);
     expect(ctx2.stats).toMatchObject({ uploaded: 0, present: 3 });
+  });
+
+  it('reads a gzip-compressed docker save tarball the same way', async () => {
+    const save = dockerSave({ tag: 'files/gz:1' });
+    const file = join(dir, 'save.tar.gz');
+    await writeFile(file, gzipSync(save.tar));
+    const work = await fresh();
+    const src = await openSource(file, work);
+    expect(src.format).toBe('docker-archive');
+    expect(src.images[0].names).toEqual([{ repository: 'files/gz', tag: '1' }]);
+    const r = await pushSourceImage(newPushContext(reg, quiet(), work), src, src.images[0], 'files/gz');
+    expect(r.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
   });
 
   it('refuses a layer whose content is not what the config says', async () => {
