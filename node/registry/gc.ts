@@ -405,15 +405,17 @@ export class RegistryGc {
 
   /**
    * A node that missed a run (down, or cut off, while it swept) sweeps its own copies now, with
-   * that run's grace period and retention; a no-op when it has swept after the last run. Returns
-   * the report, or undefined when there was nothing to catch up.
+   * that run's retention and the larger of its grace period and the saved policy's (a run made by
+   * hand with --grace 0 is not repeated later, unattended, with no grace); a no-op when it has
+   * swept after the last run. Returns the report, or undefined when there was nothing to catch up.
    */
   async catchUp(): Promise<SweepReport | undefined> {
     if (this.running) return undefined;
     await this.d.cluster.readBarrier();
     const last = this.lastRun();
     if (!last || last.run <= (await this.sweptRun())) return undefined;
-    const report = await this.sweepLocal({ dryRun: false, graceMs: last.graceMs, ...(last.keepLast !== undefined ? { keepLast: last.keepLast } : {}) });
+    const graceMs = Math.max(last.graceMs, effectiveGcOptions({ dryRun: false }, this.policy()).graceMs);
+    const report = await this.sweepLocal({ dryRun: false, graceMs, ...(last.keepLast !== undefined ? { keepLast: last.keepLast } : {}) });
     this.d.log.info(`registry gc: caught up with run ${last.run} of ${new Date(last.atMs).toISOString()} (missed here): deleted ${report.deletedCount} blobs (${report.deletedBytes} bytes)`);
     return report;
   }

@@ -97,18 +97,25 @@ describe('a node that missed a run', () => {
     await hold(b, layerBytes);
     expect(await b.gc.catchUp()).toBeUndefined(); // no run recorded yet
 
-    // A runs GC without reaching B (no peers: B is "down")
-    const r = await a.gc.request(readGcRequest({ graceMs: 0 }), SELF);
+    // A runs GC without reaching B (no peers: B is "down"); the policy says no grace period
+    const r = await a.gc.request(readGcRequest({ graceMs: 0, save: true }), SELF);
     expect(r.removed.blobs.map((x) => x.digest)).toEqual([orphan]);
     expect(r.nodes.map((n) => n.node)).toEqual(['this node']);
     expect(a.store.has(orphan)).toBe(false);
     expect(b.store.has(orphan)).toBe(true);
     expect(a.gc.lastRun()).toMatchObject({ run: 1, scheduled: false, graceMs: 0, removed: { blobs: 1, manifests: 0 } });
+    expect(a.gc.policy()).toMatchObject({ graceMs: 0 });
     // a dry run records nothing
     await a.gc.request(readGcRequest({ dryRun: true, graceMs: 0 }), SELF);
     expect(a.gc.lastRun()?.run).toBe(1);
 
-    // B comes back: it catches up with run 1 — the orphan goes, the live layer stays
+    // B comes back: it catches up with run 1 — the orphan goes, the live layer stays (and not
+    // before the policy allows: with a 1 h grace saved since, the copy, just stored, stays)
+    await a.gc.savePolicy({ graceMs: HOUR }, SELF);
+    const cautious = new RegistryGc({ cluster, store: b.store, log: silentLogger, nodeName: () => 'b' });
+    expect(await cautious.catchUp()).toMatchObject({ deletedCount: 0 });
+    expect(b.store.has(orphan)).toBe(true);
+    await a.gc.savePolicy({ graceMs: 0 }, SELF);
     const caught = await b.gc.catchUp();
     expect(caught).toMatchObject({ deletedCount: 1, deleted: [{ digest: orphan }] });
     expect(caught!.kept.live).toBe(1);
