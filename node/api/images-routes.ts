@@ -143,7 +143,7 @@ const MAX_TAG_DEPTH = 4;
  * Points `target` at the image `source` names. Into another repository, the manifest (and an
  * index's manifests, first) is linked there too: nothing is copied, the blobs are the cluster's.
  */
-async function tagImage(catalog: RegistryCatalog, source: { repository: string; tag?: string; digest?: string }, target: { repository: string; tag?: string; digest?: string }, caller: Caller): Promise<{ source: string; target: string; digest: string }> {
+export async function tagImage(catalog: RegistryCatalog, source: { repository: string; tag?: string; digest?: string }, target: { repository: string; tag?: string; digest?: string }, caller: Caller): Promise<{ source: string; target: string; digest: string }> {
   if (target.digest) throw new OmniError('BAD_REQUEST', 'the target is REPOSITORY[:TAG], not a digest');
   const digest = source.digest ?? (await catalog.resolveTag(source.repository, source.tag ?? 'latest'));
   const name = `${source.repository}${source.digest ? `@${source.digest}` : `:${source.tag ?? 'latest'}`}`;

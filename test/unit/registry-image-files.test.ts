@@ -23,6 +23,8 @@ import { Progress } from '../../cli/omni/progress.js';
 import { extractArchive, fetchImage, finishLayout, newFetchContext, newLayoutDir, newPushContext, openSource, pushSourceImage, SourceTree } from '../../cli/omni/image-files.js';
 import { selectImage } from '../../cli/omni/images-transfer.js';
 import { layoutBlobPath } from '../../protocol/registry/image-archive.js';
+import { tagImage } from '../../node/api/images-routes.js';
+import { SELF } from '../../node/cluster/caller.js';
 
 const ADMIN = 'OMNIA1.test-admin-token';
 const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -257,5 +259,29 @@ describe('untrusted archives', () => {
     // put right, it goes in
     await put(manifest);
     expect((await push()).digest).toBe(md);
+  });
+});
+
+describe('omni images tag', () => {
+  it('into another repository: an index and the manifests it lists are linked there, nothing copied; a missing source is NOT_FOUND', async () => {
+    const save = dockerSave({ tag: 'tags/src:1' });
+    const file = join(dir, 'tag-src.tar');
+    await writeFile(file, save.tar);
+    const work = await fresh();
+    const src = await openSource(file, work);
+    const img = await pushSourceImage(newPushContext(reg, quiet(), work), src, src.images[0], 'tags/src');
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ mediaType: img.mediaType, digest: img.digest, size: img.bytes.length, platform: { os: 'linux', architecture: 'amd64' } }] }));
+    await reg.putManifest('tags/src', 'multi', index, 'application/vnd.oci.image.index.v1+json');
+    const held = registry.store.held().length;
+    const r = await tagImage(registry.catalog, { repository: 'tags/src', tag: 'multi' }, { repository: 'tags/dst', tag: 'v2' }, SELF);
+    expect(r).toEqual({ source: 'tags/src:multi', target: 'tags/dst:v2', digest: sha(index) });
+    expect(await reg.resolveTag('tags/dst', 'v2')).toBe(sha(index));
+    expect((await reg.manifest('tags/dst', img.digest)).bytes.equals(img.bytes)).toBe(true); // the child is in tags/dst too
+    expect(await reg.hasBlob('tags/dst', save.configDigest)).toBe(true);
+    expect(registry.store.held().length).toBe(held);
+    // in the same repository, by digest
+    expect((await tagImage(registry.catalog, { repository: 'tags/src', digest: img.digest }, { repository: 'tags/src' }, SELF)).target).toBe('tags/src:latest');
+    await expect(tagImage(registry.catalog, { repository: 'tags/none', tag: '1' }, { repository: 'tags/x' }, SELF)).rejects.toThrow(/no image tags\/none:1/);
+    await expect(tagImage(registry.catalog, { repository: 'tags/src', tag: 'multi' }, { repository: 'tags/x', digest: img.digest }, SELF)).rejects.toThrow(/not a digest/);
   });
 });
