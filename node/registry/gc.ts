@@ -203,6 +203,8 @@ export interface RegistryGcDeps {
   sweptFile?: string;
 }
 
+/** How long a run asked for waits for one already going on here. */
+const WAIT_FOR_RUN_MS = 10_000;
 /** Attempts to record a run when another run records itself at the same moment. */
 const MAX_RECORD_ATTEMPTS = 5;
 
@@ -264,8 +266,16 @@ export class RegistryGc {
     return this.running !== undefined;
   }
 
-  /** A whole run (see the top of this file); one at a time on a node. */
+  /**
+   * A whole run (see the top of this file); one at a time on a node. A run asked for while another
+   * is going on here (the schedule's, say) waits up to 10 s for it to end.
+   */
   async run(o: GcOptions, caller: Caller, scheduled = false): Promise<GcReport> {
+    if (this.running && !scheduled) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.running.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, WAIT_FOR_RUN_MS)))]);
+      clearTimeout(timer);
+    }
     if (this.running) throw new OmniError('CONFLICT', 'a garbage collection is already running on this node; try again when it ends');
     const p = this.runOnce(o, caller, scheduled);
     this.running = p;

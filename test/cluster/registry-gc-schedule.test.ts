@@ -110,7 +110,8 @@ describe('scheduled garbage collection, catch-up after a missed run, per-reposit
     const other = holders.find((n) => n !== victim)!;
     await c.kill(victim, 'SIGKILL');
     // the policy: no grace period (saved with a dry run, which removes nothing itself)
-    const saved = JSON.parse(await omni(leader, 'images', 'gc', '--grace', '0', '--save', '--dry-run', '--json')) as { saved: boolean; policy: { graceMs: number }; removed: { manifests: string[] } };
+    const bystander = names.find((n) => n !== leader && n !== victim)!;
+    const saved = JSON.parse(await omni(bystander, 'images', 'gc', '--grace', '0', '--save', '--dry-run', '--json')) as { saved: boolean; policy: { graceMs: number }; removed: { manifests: string[] } };
     expect(saved).toMatchObject({ saved: true, policy: { graceMs: 0 } });
     expect(saved.removed.manifests).toEqual([dead.manifest]);
 
@@ -137,7 +138,7 @@ describe('scheduled garbage collection, catch-up after a missed run, per-reposit
     const view = JSON.parse(await omni('s1', 'images', 'inspect', `sched/live@${live.manifest}`, '--json')) as { digest: string };
     expect(view.digest).toBe(live.manifest);
     // back to a grace period before other pushes (a layer pushed a moment before its manifest must stay)
-    await omni(leader, 'images', 'gc', '--grace', '1h', '--save', '--dry-run');
+    await omni(bystander, 'images', 'gc', '--grace', '1h', '--save', '--dry-run');
   });
 
   it('omni images replicas REPO N: a push waits for N copies; raising N has the leader make the missing ones', async () => {

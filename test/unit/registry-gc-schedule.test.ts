@@ -164,6 +164,24 @@ describe('the saved policy', () => {
   });
 });
 
+describe('runs at once on one node', () => {
+  it('a run asked for while another goes on waits for it; a scheduled one does not start meanwhile', async () => {
+    const report = { node: 'slow', deleted: [], deletedCount: 0, deletedBytes: 0, kept: { live: 0, recorded: 0, young: 0 } };
+    a.gc.setPeers({ members: () => [{ id: 'slow', name: 'slow' }], sweep: () => new Promise((r) => setTimeout(() => r(report), 300)) });
+    try {
+      const first = a.gc.run({ dryRun: true, graceMs: HOUR }, SELF, true);
+      expect(a.gc.busy).toBe(true);
+      await expect(a.gc.run({ dryRun: true, graceMs: HOUR }, LEADER_DUTY, true)).rejects.toThrow(/already running/);
+      const second = a.gc.run({ dryRun: true, graceMs: HOUR }, SELF);
+      expect((await first).nodes.map((n) => n.node)).toEqual(['slow', 'this node']);
+      expect((await second).dryRun).toBe(true);
+      expect(a.gc.busy).toBe(false);
+    } finally {
+      a.gc.setPeers({ members: () => [], sweep: async () => report });
+    }
+  });
+});
+
 describe('the schedule', () => {
   it('is due an interval after the last recorded run (or after leadership began), later after a failure, never when off', () => {
     expect(gcDue({ nowMs: 100, everyMs: 0, leaderSinceMs: 0 })).toEqual({ due: false });
