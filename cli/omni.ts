@@ -19,7 +19,9 @@ commands:
   logs     omni logs APP [-f] [--since 10m]
   scale    omni scale APP N;  stop / start / rm APP
   endpoints  host:port of every healthy replica
-  images   the cluster's image registry: ls, inspect REF, rm REF, gc, registry (its /v2/ address)
+  images   the cluster's image registry: ls, inspect, tag, rm, import, export, push, pull, gc,
+           replicas, registry (its /v2/ address)
+  registry ca: the cluster CA (PEM) for docker/skopeo to trust a registry served over HTTPS
   bundle   air-gap bundle: export APP... -o FILE (specs + images), import FILE on another cluster
 
   version  omni's version (also --version)
@@ -46,6 +48,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   endpoints: async () => (await apps()).endpoints,
   images: async () => (await import('./omni/images.js')).images,
   bundle: async () => (await import('./omni/bundle.js')).bundle,
+  registry: async () => (await import('./omni/registry.js')).registry,
 };
 
 // not a top-level await: the prebuilt bundle is CommonJS (scripts/build.mjs)
