@@ -46,7 +46,7 @@ export interface LocalClusterOptions {
   hostOf?: (name: string) => string;
   /** A command each node's omnid runs under (e.g. `ip netns exec NS`); default none. */
   launcherOf?: (name: string) => string[];
-  /** Extra flags for the Node runtime of every omnid, e.g. --trace-gc (bin/omnid takes them from OMNI_NODE_ARGS, split on spaces). */
+  /** Extra flags for the Node runtime of every omnid, e.g. --trace-gc (after OMNID_NODE_FLAGS; bin/omnid takes them from OMNI_NODE_ARGS, split on spaces). */
   nodeArgs?: string[];
 }
 

@@ -25,6 +25,7 @@ export interface MemoryClusterOptions {
   bugs?: ReadonlySet<BugName>;
   maxSizePerMsgBytes?: number;
   maxInflightMsgs?: number;
+  maxInflightBytes?: number;
   preVote?: boolean;
   checkQuorum?: boolean;
   trace?: (line: string) => void;
@@ -63,6 +64,7 @@ export class MemoryCluster {
       rng: seededRng(this.seedCounter++),
       ...(o.maxSizePerMsgBytes !== undefined ? { maxSizePerMsgBytes: o.maxSizePerMsgBytes } : {}),
       ...(o.maxInflightMsgs !== undefined ? { maxInflightMsgs: o.maxInflightMsgs } : {}),
+      ...(o.maxInflightBytes !== undefined ? { maxInflightBytes: o.maxInflightBytes } : {}),
       ...(o.preVote !== undefined ? { preVote: o.preVote } : {}),
       ...(o.checkQuorum !== undefined ? { checkQuorum: o.checkQuorum } : {}),
       ...(o.bugs ? { bugs: o.bugs } : {}),

@@ -78,6 +78,10 @@ export interface SimKnobs {
   streamSnapshots?: boolean;
   /** Applied entries a compaction keeps in the log (the catch-up tail). */
   tailEntries?: number;
+  /** Log bytes a compaction keeps for followers that still need them (RaftNodeOptions.keepLogBytesForFollowers; undefined: the default). */
+  keepLogBytesForFollowers?: number;
+  /** Entry bytes in flight to one follower (RaftConfig.maxInflightBytes; undefined: the default). */
+  maxInflightBytes?: number;
   /** Kv values longer than this live only in the stored rows (StateOptions); undefined: in memory. */
   spillValuesOverBytes?: number;
   /**
@@ -423,6 +427,8 @@ export class Simulation {
     this.knobs.tailEntries = [0, 3, 20, 200][Math.floor(opts.seed / 3) % 4];
     this.knobs.streamSnapshots = Math.floor(opts.seed / 12) % 2 === 0;
     if (!this.knobs.apps && opts.seed % 5 === 2) this.knobs.stateLimitBytes = (this.knobs.keys + 1) * STATE_LIMIT_SMALL_RECORD_BYTES + STATE_LIMIT_ROOM_BYTES;
+    this.knobs.keepLogBytesForFollowers = [undefined, 0, 2000][Math.floor(opts.seed / 24) % 3];
+    this.knobs.maxInflightBytes = [undefined, 300][Math.floor(opts.seed / 72) % 2];
     this.traceLines = opts.traceLines ?? 400;
     this.net = new SimNetwork(this.rng, this.knobs.network);
     const ids = Array.from({ length: this.knobs.nodes }, (_, i) => `n${i + 1}`);
@@ -730,6 +736,7 @@ export class Simulation {
         timing: { tickMs: this.knobs.tickMs, electionTick: this.knobs.electionTick, heartbeatTick: this.knobs.heartbeatTick },
         snapshotEveryEntries: n.compactEvery,
         snapshotTailEntries: this.knobs.tailEntries,
+        keepLogBytesForFollowers: this.knobs.keepLogBytesForFollowers,
         ...(this.knobs.streamSnapshots
           ? {
               sendSnapshot: (m: Message, view: StateView) => {
@@ -745,6 +752,7 @@ export class Simulation {
         core: {
           maxSizePerMsgBytes: this.knobs.maxSizePerMsgBytes,
           maxInflightMsgs: this.knobs.maxInflightMsgs,
+          ...(this.knobs.maxInflightBytes !== undefined ? { maxInflightBytes: this.knobs.maxInflightBytes } : {}),
           bugs: new Set([...(this.opts.bugs ?? [])].filter((b): b is BugName => (ALL_BUGS as readonly string[]).includes(b))),
           trace: (line) => this.trace(line),
           observe: (o) => this.check(() => this.invariants.observeCore(n.id, o)),

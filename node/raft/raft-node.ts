@@ -10,7 +10,7 @@
 // leader loses its followers' acknowledgements and steps down: another node leads.
 import { createHash, randomInt, randomBytes } from 'node:crypto';
 import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/raft.js';
-import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot } from '../../protocol/raft/types.js';
+import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot, type SnapshotMeta } from '../../protocol/raft/types.js';
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
@@ -32,8 +32,11 @@ export const DEFAULT_TIMING: RaftTiming = { tickMs: 100, electionTick: 10, heart
 /** Compact the log into a snapshot once this many entries were applied since the last one. */
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
 export const DEFAULT_PROPOSAL_TIMEOUT_MS = 10_000;
-/** While a snapshot streams, compaction waits until the log holds this many times DEFAULT_MAX_LOG_BYTES. */
-const PAUSED_COMPACTION_LOG_FACTOR = 8;
+/**
+ * After a snapshot reached a follower, the entries after its index stay (within the log's byte
+ * bound) until the follower answers from there or this many ticks passed (60 s at 100 ms).
+ */
+export const KEEP_AFTER_SNAPSHOT_TICKS = 600;
 /** In-memory log bytes that trigger a compaction (the tail is shortened to stay under half of it). */
 export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
 /** Kv values longer than this live on disk only, not in memory (ClusterState StateOptions). */
@@ -51,7 +54,7 @@ const MAX_WAITERS = 20_000;
 export const NO_SPACE_RETRY_MS = 1000;
 
 /** Core options a driver may pass through (the simulator injects bugs and observers). */
-export type CoreOptions = Pick<RaftConfig, 'maxSizePerMsgBytes' | 'maxInflightMsgs' | 'maxUncommittedBytes' | 'maxCommittedBytesPerReady' | 'preVote' | 'checkQuorum' | 'bugs' | 'trace' | 'observe'>;
+export type CoreOptions = Pick<RaftConfig, 'maxSizePerMsgBytes' | 'maxInflightMsgs' | 'maxInflightBytes' | 'maxUncommittedBytes' | 'maxCommittedBytesPerReady' | 'preVote' | 'checkQuorum' | 'bugs' | 'trace' | 'observe'>;
 
 /** Sees what the driver does, for the simulator's checkers; never changes behaviour. */
 export interface DriverObserver {
@@ -74,6 +77,12 @@ export interface RaftNodeOptions {
   snapshotTailEntries?: number;
   /** Bytes of log held in memory that make a compaction due before snapshotEveryEntries (default DEFAULT_MAX_LOG_BYTES). */
   maxLogBytes?: number;
+  /**
+   * Bytes of log a compaction keeps for followers that still need the entries — one catching up
+   * from the log, or one being sent a snapshot, which needs the entries after it (default
+   * maxLogBytes; 0: none). Beyond it such a follower gets a (new) snapshot instead.
+   */
+  keepLogBytesForFollowers?: number;
   /** Called after a Ready that applied entries, installed a snapshot or changed the role or leader (for watchers: leadership, membership). */
   onApplied?: () => void;
   /** Called once if the node can no longer participate safely (storage or apply failure). */
@@ -97,6 +106,23 @@ export interface RaftNodeOptions {
    */
   sendSnapshot?: (m: Message, view: StateView) => Promise<boolean>;
   observer?: DriverObserver;
+}
+
+interface HeldView {
+  view: StateView;
+  /** Transfers using it now. */
+  users: number;
+  /** Where its rows are in the Raft log (undefined: unknown, the core's snapshot meta is sent). */
+  meta: SnapshotMeta | undefined;
+}
+
+interface FollowerTransfer {
+  /** The view streamed to the follower (undefined while it is opened). */
+  held: HeldView | undefined;
+  /** The index the follower's state will be at: it needs the entries after it. */
+  index: number;
+  /** Kept until this tick after the transfer completed (Infinity while it runs). */
+  untilTick: number;
 }
 
 interface Waiter {
@@ -181,10 +207,17 @@ export class RaftNode {
   /** The last whole-state snapshot built for a follower, and the index it is at. */
   private sentSnapshot: { index: number; data: Uint8Array } | undefined;
   /** Views being streamed to followers (the newest is reused while it is recent enough). */
-  private views: { view: StateView; users: number }[] = [];
-  /** Snapshots being streamed to followers now (compaction waits for them, as etcd's does). */
-  private inflightSnapshots = 0;
+  private views: HeldView[] = [];
   private viewSeq = 0;
+  /**
+   * Per follower being sent a snapshot (or sent one a moment ago): the view it gets and its
+   * index. Compaction keeps the entries after that index (within keepLogBytesForFollowers), or
+   * the follower would need another snapshot as soon as it installed this one; and the core
+   * sending the snapshot again (its wait timed out, or a probe found the follower still behind)
+   * joins this transfer instead of starting over from a newer view, while the entries after it
+   * are still held.
+   */
+  private readonly transfers = new Map<NodeId, FollowerTransfer>();
 
   private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
     this.opts = opts;
@@ -557,17 +590,36 @@ export class RaftNode {
 
   /** Where to compact the log now (keeping a tail, etcd style), or undefined when not due. */
   private compactionPoint(): number | undefined {
-    // While a snapshot streams, the entries right after it must stay for the follower to catch
-    // up once it is installed (etcd pauses compaction the same way); only a log past
-    // PAUSED_COMPACTION_LOG_FACTOR times the byte bound compacts anyway (the transfer then
-    // starts over on a newer view).
     const maxLogBytes = this.opts.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
-    if (this.inflightSnapshots > 0 && this.raft.log.logBytes() <= maxLogBytes * PAUSED_COMPACTION_LOG_FACTOR) return undefined;
     return this.raft.compactionPoint({
       everyEntries: this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES,
       tailEntries: this.opts.snapshotTailEntries ?? DEFAULT_TAIL_ENTRIES,
-      maxLogBytes: this.opts.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES,
+      maxLogBytes,
+      keepBytes: this.opts.keepLogBytesForFollowers ?? maxLogBytes,
+      keepAfter: this.snapshotFloor(),
     });
+  }
+
+  /** The lowest index a follower's snapshot is at while it still needs the entries after it. */
+  private snapshotFloor(): number | undefined {
+    let floor: number | undefined;
+    for (const [id, t] of this.transfers) {
+      const pr = this.raft.prs.get(id);
+      if (!this.isLeader || !pr || this.ticks > t.untilTick || pr.match >= t.index) {
+        // Once the follower answered from the snapshot, the core keeps what it needs (its match).
+        this.endTransfer(id, t);
+        continue;
+      }
+      floor = floor === undefined ? t.index : Math.min(floor, t.index);
+    }
+    return floor;
+  }
+
+  private endTransfer(id: NodeId, t: FollowerTransfer): void {
+    if (this.transfers.get(id) !== t) return;
+    this.transfers.delete(id);
+    if (t.held) t.held.users--;
+    void this.closeUnusedViews();
   }
 
   /**
@@ -616,37 +668,76 @@ export class RaftNode {
   /** Streams the state to m.to and reports the outcome to the core (etcd's ReportSnapshot). */
   private async streamSnapshot(m: Message): Promise<void> {
     let ok = false;
-    let held: { view: StateView; users: number } | undefined;
-    this.inflightSnapshots++;
+    let held: HeldView | undefined;
+    let t = this.transfers.get(m.to);
     try {
-      held = await this.viewAtLeast(m.snapshot?.meta.index ?? 0);
-      held.users++;
-      ok = await this.opts.sendSnapshot!(m, held.view);
+      if (t?.held?.meta && t.held.meta.index >= this.raft.log.firstIndex() - 1) {
+        // The view this follower is getting (or just got) still serves: the entries after it
+        // are held. Joined, the transfer goes on where it is (or is answered done at once).
+        t.untilTick = Infinity;
+        held = t.held;
+        held.users++;
+      } else {
+        if (t) this.endTransfer(m.to, t);
+        const mine: FollowerTransfer = { held: undefined, index: m.snapshot?.meta.index ?? 0, untilTick: Infinity };
+        this.transfers.set(m.to, (t = mine));
+        held = await this.viewAtLeast(mine.index);
+        if (this.transfers.get(m.to) === mine) {
+          mine.held = held;
+          held.users++; // for the transfer record, until endTransfer
+          if (held.meta) mine.index = held.meta.index;
+        }
+      }
+      // As etcd's merged snapshot: the message says where the view's rows are (its applied
+      // index, that index's term and configuration), so the follower needs the entries after
+      // the view, not after the older compaction the core's snapshot marks.
+      const meta = held.meta && m.snapshot && held.meta.index >= m.snapshot.meta.index ? held.meta : undefined;
+      const reused = t.held === held && held.meta !== undefined;
+      const msg = m.snapshot && (meta || reused) ? { ...m, snapshot: { ...m.snapshot, meta: held.meta! } } : m;
+      ok = await this.opts.sendSnapshot!(msg, held.view);
     } catch (err) {
       this.opts.log.warn(`raft: snapshot to ${m.to.slice(-8)} failed: ${(err as Error).message}`);
     } finally {
-      this.inflightSnapshots--;
       if (held) held.users--;
       void this.closeUnusedViews();
+    }
+    if (t && this.transfers.get(m.to) === t) {
+      if (ok) t.untilTick = this.ticks + KEEP_AFTER_SNAPSHOT_TICKS;
+      else this.endTransfer(m.to, t);
     }
     if (this.stopped || this.fatal) return;
     this.core('reportSnapshot', () => this.raft.reportSnapshot(m.to, ok));
     this.schedule();
   }
 
-  /** The newest view if it is at `index` or later, else a new one (rows saved up to now). */
-  private async viewAtLeast(index: number): Promise<{ view: StateView; users: number }> {
+  /**
+   * The newest view if it is at `index` or later, else a new one (rows saved up to now), with one
+   * user counted for the caller (who releases it). The
+   * view's Raft position (index, term, configuration) is taken with it, when it is the applied
+   * index the core is at (the configuration is the one of the applied entries).
+   */
+  private async viewAtLeast(index: number): Promise<HeldView> {
     const newest = this.views[this.views.length - 1];
-    if (newest && newest.view.appliedIndex >= index) return newest;
+    if (newest && newest.view.appliedIndex >= index) {
+      newest.users++;
+      return newest;
+    }
+    const applied = this.raft.log.applied;
+    const at = { index: applied, term: this.raft.log.term(applied), conf: this.raft.confState() };
     const view = await this.opts.storage.openStateView(`${this.id.slice(-8)}.${this.readNonce}.${++this.viewSeq}`);
-    const held = { view, users: 0 };
+    const meta = view.appliedIndex === at.index && at.term !== undefined ? { index: at.index, term: at.term, conf: at.conf } : undefined;
+    // Counted before anything else can run: closeUnusedViews closes views nobody uses.
+    const held: HeldView = { view, users: 1, meta };
     this.views.push(held);
     return held;
   }
 
-  /** Closes views no transfer uses any more, but the newest (a resend may resume on it). */
+  /**
+   * Closes the views no transfer uses any more (a follower's transfer record holds its view
+   * while a resend may still join it): an open LevelDB snapshot keeps every row it saw on disk.
+   */
   private async closeUnusedViews(): Promise<void> {
-    const keep = this.views.filter((v, i) => v.users > 0 || i === this.views.length - 1);
+    const keep = this.views.filter((v) => v.users > 0);
     const drop = this.views.filter((v) => !keep.includes(v));
     this.views = keep;
     for (const v of drop) await v.view.close().catch(() => undefined);

@@ -8,12 +8,12 @@
 //   receiver → accept{resume, afterKey, rowCount}   its durable position for (sender, id)
 //   sender → begin{resume}                     resume there, or start over
 //   sender → chunk{seq, rows}…                 ≤ ~1 MiB of rows each, at most `windowChunks` unacked
-//   receiver → ack{seq}…                       after sink.write resolved (the rows are durable)
+//   receiver → ack{seq}…                       after sink.write resolved (the rows are written)
 //   sender → end{rowCount, checksum}           sha256 over every row of the transfer
 //   receiver → done | error{code, message}     done after sink.complete and onComplete(header)
 //
-// A broken stream is retried with backoff and resumes after the last row the receiver holds
-// durably; an attempt is abandoned when nothing moves for `progressTimeoutMs` (no ack, no frame,
+// A broken stream is retried with backoff and resumes after the last row the receiver has
+// written; an attempt is abandoned when nothing moves for `progressTimeoutMs` (no ack, no frame,
 // no row from the source), never on a total time. The checksum covers the whole transfer across
 // resumed streams: both sides keep the running hash in memory at every chunk boundary, so a resume
 // needs both processes to have lived through the break (a receiver that restarted starts over).
@@ -58,7 +58,7 @@ export interface SnapshotSource {
 export interface SnapshotSink {
   /** The last row key durably received for (from, id), to resume after; undefined: start over (and drop any partial one). */
   resumeAfter(from: string, id: string): Promise<Uint8Array | undefined>;
-  /** Rows in key order; durable when the promise resolves (the ack follows it). */
+  /** Rows in key order; written when the promise resolves (the ack follows it), durable once complete() resolved. */
   write(from: string, id: string, rows: [Uint8Array, Uint8Array][]): Promise<void>;
   /** All rows arrived and the stream's checksum matched. */
   complete(from: string, id: string, rowCount: number): Promise<void>;

@@ -4,13 +4,14 @@
 //
 // Rows live in one of two generations, `s/…` and `sb/…`; key `sg` names the live one. A
 // snapshot from the leader is staged in the other generation — row by row as it streams in
-// (node/raft/snapshot-stream.ts), durably, resumable after a broken stream — and installed by
+// (node/raft/snapshot-stream.ts), resumable after a broken stream, durable once complete — and installed by
 // one small atomic batch that flips `sg` and the applied index; the old generation is cleared
 // afterwards. So a 1 GiB state never has to fit in one batch or in memory, and a crash at any
 // point leaves either the old state or the new one.
 //
 // A follower is sent a snapshot from a view (openView): a LevelDB explicit snapshot of the live
 // generation, consistent at the applied index the view reports.
+import { isUtf8 } from 'node:buffer';
 import { sealRecord } from './storage-integrity.js';
 import { decodeOrCorrupt, levelError, read, unsealOrCorrupt, type Db } from './level-records.js';
 import type { SnapshotSink, SnapshotSource } from './snapshot-stream.js';
@@ -135,7 +136,6 @@ export class StateStorage {
     const p = prefixOf(this.gen);
     const end = endOf(this.gen);
     const dir = this.dir;
-    const text = (key: string, v: Uint8Array) => this.text(key, v);
     let appliedIndex: number;
     try {
       // Read from the view itself: the applied index and the rows come from the same batch.
@@ -156,7 +156,8 @@ export class StateStorage {
         try {
           for await (const [key, sealed] of db.iterator({ ...range, snapshot })) {
             if (signal.aborted) return;
-            yield [UTF8.encode(key.slice(p.length)), UTF8.encode(text(key, sealed))];
+            // The stored payload as it is (UTF-8 text, checked by its seal): no decode and re-encode.
+            yield [UTF8.encode(key.slice(p.length)), unsealOrCorrupt(key, sealed, dir)];
           }
         } catch (err) {
           throw levelError(err, dir, 'reading a snapshot view');
@@ -176,7 +177,11 @@ export class StateStorage {
         return undefined;
       },
       write: async (from, id, rows) => {
-        await this.stageRows(from, id, rows.map(([k, v]) => [STRICT_UTF8.decode(k), STRICT_UTF8.decode(v)]));
+        // Values are stored as the bytes that came (checked to be UTF-8 text, as every row is).
+        await this.stageRows(from, id, rows.map(([k, v]) => {
+          if (!isUtf8(v)) throw new Error('a snapshot row value is not UTF-8 text');
+          return [STRICT_UTF8.decode(k), v];
+        }));
       },
       complete: async (from, id) => this.stageDone(from, id),
       abort: async (from, id) => {
@@ -224,7 +229,7 @@ export class StateStorage {
     else await this.putStage({ from, id });
   }
 
-  private async stageRows(from: string, id: string, rows: [string, string][]): Promise<void> {
+  private async stageRows(from: string, id: string, rows: [string, string | Uint8Array][]): Promise<void> {
     if (rows.length === 0) return;
     const st = await this.stage();
     if (!st || st.from !== from || st.id !== id || st.complete) throw new Error(`snapshot ${id} from ${from} is not being staged`);
@@ -232,11 +237,14 @@ export class StateStorage {
     const batch = this.db().batch();
     for (const [row, value] of rows) {
       const key = p + row;
-      batch.put(key, sealRecord(key, UTF8.encode(value)));
+      batch.put(key, sealRecord(key, typeof value === 'string' ? UTF8.encode(value) : value));
     }
     const rec: StageRecord = { from, id, lastKey: rows[rows.length - 1][0] };
     batch.put(STAGE_KEY, sealRecord(STAGE_KEY, UTF8.encode(JSON.stringify(rec))));
-    await batch.write({ sync: true });
+    // Not synced: the rows and the position go in one batch, so a crash of the machine loses at
+    // most the last chunks, never a chunk in part; the stream starts over after a restart anyway
+    // (its checksum state is in memory). stageDone's synced write makes every chunk durable.
+    await batch.write({ sync: false });
   }
 
   private async stageDone(from: string, id: string): Promise<void> {

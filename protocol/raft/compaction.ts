@@ -7,6 +7,11 @@
 // entries held in memory pass `maxLogBytes`; in the second case the tail is shortened until
 // the entries left hold at most half the bound (so that the next few appends do not trigger
 // another snapshot at once). Entries not applied yet are never dropped.
+//
+// Entries a follower still needs (`keepAfter`: a follower catching up from the log, or one that
+// is being sent a snapshot and will need the entries after it) are kept as well, as long as the
+// entries held after them fit in `keepBytes`: otherwise that follower is left to a snapshot,
+// and memory stays bounded. (etcd pauses compaction while a snapshot is sent, without a bound.)
 
 /** Entries kept after the compaction point by default (etcd's DefaultSnapshotCatchUpEntries). */
 export const DEFAULT_TAIL_ENTRIES = 5000;
@@ -19,6 +24,11 @@ export interface CompactionPolicy {
   tailEntries?: number;
   /** Bytes of log entries held in memory that make a compaction due even before everyEntries (> 0; default: no bound). */
   maxLogBytes?: number;
+  /**
+   * Bytes of entries a compaction may keep for the followers that need them (see keepAfter;
+   * >= 0; default 0: none).
+   */
+  keepBytes?: number;
 }
 
 export interface CompactionInput extends CompactionPolicy {
@@ -35,6 +45,12 @@ export interface CompactionInput extends CompactionPolicy {
    * when logBytes passes maxLogBytes; without it the whole applied log is dropped then.
    */
   bytesAfter?: (index: number) => number;
+  /**
+   * Entries after this index are still needed by a follower (undefined: by none): they are kept
+   * while the entries held after it fit in keepBytes. An index below firstIndex - 1 is ignored
+   * (those entries are gone: that follower needs a snapshot anyway).
+   */
+  keepAfter?: number;
 }
 
 /**
@@ -52,7 +68,13 @@ export function compactionPoint(input: CompactionInput): number | undefined {
   if (!entriesDue && !bytesDue) return undefined;
   let point = Math.max(floor, applied - tailEntries);
   if (bytesDue) point = Math.max(point, shortestTailPoint(point, applied, maxLogBytes / 2, bytesAfter));
-  if (!entriesDue && point <= floor) return undefined; // over the byte bound, but nothing applied to drop
+  const { keepAfter } = input;
+  const keepBytes = input.keepBytes ?? 0;
+  if (keepAfter !== undefined && keepBytes > 0 && keepAfter >= floor && keepAfter < point) {
+    const held = bytesAfter ? bytesAfter(keepAfter) : logBytes;
+    if (held <= keepBytes) point = keepAfter;
+  }
+  if (!entriesDue && point <= floor) return undefined; // over the byte bound, but nothing to drop
   return point;
 }
 
@@ -76,6 +98,8 @@ function checkInput(input: CompactionInput, tailEntries: number): void {
   if (!(Number.isSafeInteger(input.everyEntries) && input.everyEntries > 0)) problems.push(`everyEntries must be a positive integer, got ${input.everyEntries}`);
   if (!(Number.isSafeInteger(tailEntries) && tailEntries >= 0)) problems.push(`tailEntries must be a non-negative integer, got ${tailEntries}`);
   if (input.maxLogBytes !== undefined && !(input.maxLogBytes > 0)) problems.push(`maxLogBytes must be positive, got ${input.maxLogBytes}`);
+  if (input.keepBytes !== undefined && !(input.keepBytes >= 0)) problems.push(`keepBytes must be >= 0, got ${input.keepBytes}`);
+  if (input.keepAfter !== undefined && !Number.isSafeInteger(input.keepAfter)) problems.push(`keepAfter must be an index, got ${input.keepAfter}`);
   if (input.snapshotIndex > input.applied) problems.push(`snapshot index ${input.snapshotIndex} is after applied ${input.applied}`);
   if (input.firstIndex - 1 > input.applied) problems.push(`first index ${input.firstIndex} is after applied ${input.applied} + 1`);
   if (problems.length > 0) throw new RangeError(`compactionPoint: ${problems.join('; ')}`);

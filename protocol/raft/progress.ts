@@ -9,43 +9,58 @@ export enum ProgressState {
   Snapshot = 'snapshot',
 }
 
-/** Bounded ring of the last index of each in-flight append message. */
+/**
+ * Bounded ring of the in-flight append messages to one follower: the last index and the entry
+ * bytes of each (etcd's inflights with MaxInflightBytes). Full at `capacity` messages or once
+ * the bytes in flight reach `maxBytes`: one message is always allowed when none is in flight,
+ * so a single entry larger than the bound still goes out, alone.
+ */
 export class Inflights {
-  private readonly buffer: number[];
+  private readonly indexes: number[];
+  private readonly sizes: number[];
   private start = 0;
   count = 0;
+  /** Entry bytes of the messages in flight. */
+  bytes = 0;
 
-  constructor(readonly capacity: number) {
-    this.buffer = new Array<number>(capacity).fill(0);
+  constructor(
+    readonly capacity: number,
+    readonly maxBytes = Infinity,
+  ) {
+    this.indexes = new Array<number>(capacity).fill(0);
+    this.sizes = new Array<number>(capacity).fill(0);
   }
 
   full(): boolean {
-    return this.count === this.capacity;
+    return this.count === this.capacity || (this.count > 0 && this.bytes >= this.maxBytes);
   }
 
-  add(lastIndex: number): void {
+  add(lastIndex: number, sizeBytes = 0): void {
     if (this.full()) throw new Error('inflights full');
-    this.buffer[(this.start + this.count) % this.capacity] = lastIndex;
+    const at = (this.start + this.count) % this.capacity;
+    this.indexes[at] = lastIndex;
+    this.sizes[at] = sizeBytes;
     this.count++;
+    this.bytes += sizeBytes;
   }
 
   /** Frees every in-flight message whose last index is <= `index`. */
   freeLE(index: number): void {
-    while (this.count > 0 && this.buffer[this.start] <= index) {
-      this.start = (this.start + 1) % this.capacity;
-      this.count--;
-    }
+    while (this.count > 0 && this.indexes[this.start] <= index) this.freeFirstOne();
   }
 
   freeFirstOne(): void {
     if (this.count === 0) return;
+    this.bytes -= this.sizes[this.start];
     this.start = (this.start + 1) % this.capacity;
     this.count--;
+    if (this.count === 0) this.bytes = 0;
   }
 
   reset(): void {
     this.start = 0;
     this.count = 0;
+    this.bytes = 0;
   }
 }
 
@@ -62,9 +77,9 @@ export class Progress {
   recentActive = false;
   readonly inflights: Inflights;
 
-  constructor(next: number, maxInflightMsgs: number) {
+  constructor(next: number, maxInflightMsgs: number, maxInflightBytes = Infinity) {
     this.next = next;
-    this.inflights = new Inflights(maxInflightMsgs);
+    this.inflights = new Inflights(maxInflightMsgs, maxInflightBytes);
   }
 
   private resetState(state: ProgressState): void {

@@ -14,7 +14,7 @@ import { decodeConfChange, encodeConfChange } from '../codec.js';
 import type { Rng } from '../rng.js';
 import { invariant } from './errors.js';
 import { type CompactionPolicy, compactionPoint } from './compaction.js';
-import { RaftLog, emptySnapshot } from './log.js';
+import { RaftLog, emptySnapshot, entrySizeBytes } from './log.js';
 import { Progress, ProgressState } from './progress.js';
 import { ReadOnly } from './readonly.js';
 import {
@@ -50,6 +50,14 @@ export interface RaftConfig {
   maxSizePerMsgBytes?: number;
   /** Bound on pipelined append messages per follower (flow control). */
   maxInflightMsgs?: number;
+  /**
+   * Bound on the entry bytes of the append messages in flight to one follower (etcd's
+   * MaxInflightBytes): with maxSizePerMsgBytes it bounds what a leader has on its way to a
+   * follower catching up — queued in the transport and buffered by the follower before it is
+   * written — whatever maxInflightMsgs allows. One message always goes when none is in flight.
+   * Default DEFAULT_MAX_INFLIGHT_BYTES.
+   */
+  maxInflightBytes?: number;
   /** Bound on entries the leader accepts beyond its commit index. */
   maxUncommittedEntries?: number;
   /**
@@ -99,6 +107,8 @@ export type ProposeResult =
 
 /** Default maxUncommittedBytes: uncommitted proposal data a leader holds before refusing more. */
 export const DEFAULT_MAX_UNCOMMITTED_BYTES = 64 * 1024 * 1024;
+/** Default maxInflightBytes: 8 messages of maxSizePerMsgBytes (1 MiB) per follower. */
+export const DEFAULT_MAX_INFLIGHT_BYTES = 8 * 1024 * 1024;
 /** Default maxCommittedBytesPerReady: committed entry bytes handed out to apply in one Ready. */
 export const DEFAULT_MAX_COMMITTED_BYTES_PER_READY = 8 * 1024 * 1024;
 
@@ -193,6 +203,7 @@ export class Raft {
     this.cfg = {
       maxSizePerMsgBytes: 1024 * 1024,
       maxInflightMsgs: 256,
+      maxInflightBytes: DEFAULT_MAX_INFLIGHT_BYTES,
       maxUncommittedEntries: 10_000,
       maxUncommittedBytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
       maxCommittedBytesPerReady: DEFAULT_MAX_COMMITTED_BYTES_PER_READY,
@@ -200,7 +211,7 @@ export class Raft {
       checkQuorum: true,
       ...rest,
     };
-    for (const k of ['maxSizePerMsgBytes', 'maxInflightMsgs', 'maxUncommittedEntries', 'maxUncommittedBytes', 'maxCommittedBytesPerReady'] as const) {
+    for (const k of ['maxSizePerMsgBytes', 'maxInflightMsgs', 'maxInflightBytes', 'maxUncommittedEntries', 'maxUncommittedBytes', 'maxCommittedBytesPerReady'] as const) {
       const v = this.cfg[k];
       invariant(Number.isSafeInteger(v) && v > 0, `${k} must be a positive integer, got ${v}`);
     }
@@ -410,9 +421,11 @@ export class Raft {
 
   /**
    * Where to compact now under `policy` (see compactionPoint), from this node's log; undefined
-   * when no compaction is due.
+   * when no compaction is due. On a leader the entries a recently active follower still needs
+   * (after its match, when the log still holds them) are kept within policy.keepBytes, as are
+   * those after `keepAfter` (the driver's: e.g. the index a snapshot being streamed is at).
    */
-  compactionPoint(policy: CompactionPolicy): number | undefined {
+  compactionPoint(policy: CompactionPolicy & { keepAfter?: number }): number | undefined {
     if (this.log.pendingSnapshot) return undefined; // a leader's snapshot is being installed
     return compactionPoint({
       ...policy,
@@ -421,7 +434,23 @@ export class Raft {
       firstIndex: this.log.firstIndex(),
       logBytes: this.log.logBytes(),
       bytesAfter: (index) => this.log.bytesAfter(index),
+      keepAfter: this.followersNeedAfter(policy.keepAfter),
     });
+  }
+
+  /**
+   * The lowest index after which a follower needs entries the log still holds: the match of
+   * each recently active follower that is not waiting for a snapshot, and `extra`.
+   */
+  private followersNeedAfter(extra: number | undefined): number | undefined {
+    const floor = this.log.firstIndex() - 1;
+    let need = extra !== undefined && extra >= floor ? extra : undefined;
+    if (this.role !== Role.Leader) return need;
+    for (const [id, pr] of this.prs) {
+      if (id === this.id || !pr.recentActive || pr.state === ProgressState.Snapshot || pr.match < floor) continue;
+      need = need === undefined ? pr.match : Math.min(need, pr.match);
+    }
+    return need;
   }
 
   /**
@@ -604,7 +633,7 @@ export class Raft {
   }
 
   private newProgress(match: number): Progress {
-    const pr = new Progress(this.log.lastIndex() + 1, this.cfg.maxInflightMsgs);
+    const pr = new Progress(this.log.lastIndex() + 1, this.cfg.maxInflightMsgs, this.cfg.maxInflightBytes);
     pr.match = match;
     return pr;
   }
@@ -981,7 +1010,7 @@ export class Raft {
       const last = ents[ents.length - 1].index;
       if (pr.state === ProgressState.Replicate) {
         pr.optimisticUpdate(last);
-        pr.inflights.add(last);
+        pr.inflights.add(last, payloadBytes(ents));
       } else {
         pr.probeSent = true;
       }
@@ -1170,4 +1199,11 @@ export class Raft {
 
 function sameHardState(a: HardState, b: HardState): boolean {
   return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+/** Entry bytes of an append message, as counted by the log (entrySizeBytes). */
+function payloadBytes(ents: readonly Entry[]): number {
+  let n = 0;
+  for (const e of ents) n += entrySizeBytes(e);
+  return n;
 }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { OMNID_NODE_FLAGS } from '../../node/runtime-flags.js';
 
 const run = promisify(execFile);
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -38,5 +39,22 @@ describe('CLI launchers', () => {
     expect(omni.stdout).toMatch(new RegExp(`^omni ${version.replace(/\./g, '\\.')} `));
     const help = await run(join(dir, 'bin', 'omni'), ['--help'], { cwd: '/', env });
     expect(help.stdout).toMatch(/^usage: omni <command>/);
+  });
+
+  it('start omnid with the runtime flags of node/runtime-flags.ts (bin/omnid, npm run omnid), which bound the young generation', async () => {
+    expect(OMNID_NODE_FLAGS).toContain('--max-semi-space-size=8');
+    const launcher = await readFile(join(ROOT, 'bin', 'omnid'), 'utf8');
+    const execLine = launcher.split('\n').find((l) => l.startsWith('exec '))!;
+    const script = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.omnid;
+    for (const flag of OMNID_NODE_FLAGS) {
+      expect(execLine.split(' ')).toContain(flag);
+      expect(script.split(' ')).toContain(flag);
+    }
+    // The flag takes effect: after many objects survived, the new space stays at 2 × 8 MiB (it grows
+    // past 100 MiB without the flag on a host with a few GiB of memory).
+    const grow = "const a = []; for (let i = 0; i < 3e6; i++) a.push({ i }); console.log(require('v8').getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size)";
+    const { stdout } = await run(join(ROOT, 'node_modules', '.bin', 'node'), [...OMNID_NODE_FLAGS, '-e', grow]);
+    expect(Number(stdout)).toBeGreaterThan(0);
+    expect(Number(stdout)).toBeLessThanOrEqual(16 * 1024 * 1024);
   });
 });
