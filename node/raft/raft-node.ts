@@ -14,8 +14,8 @@ import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Ent
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
-import { ClusterState, kvRow, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
-import type { RaftStore } from './raft-store.js';
+import { ClusterState, StateRestoreError, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
+import type { RaftStore, StreamedState } from './raft-store.js';
 import type { StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
 import { REAL_TIMERS, type Timers, type TimerHandle } from '../timers.js';
@@ -41,7 +41,7 @@ export const DEFAULT_SPILL_VALUES_OVER_BYTES = 64;
 /** The state's options in production: spill, and hash with the native SHA-256. */
 export const DEFAULT_STATE_OPTIONS: StateOptions = {
   spillValuesOverBytes: DEFAULT_SPILL_VALUES_OVER_BYTES,
-  hashValue: (v) => createHash('sha256').update(v).digest('hex'),
+  hashValue: (v) => createHash('sha256').update(v).digest('base64'),
 };
 /** Messages a leader may send before its own write of the same Ready completes. */
 const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
@@ -175,8 +175,13 @@ export class RaftNode {
   }
 
   static async open(opts: RaftNodeOptions): Promise<RaftNode> {
+    const t0 = performance.now();
     const persisted = await opts.storage.load();
+    const t1 = performance.now();
     const state = await loadState(opts.storage, persisted.snapshot, opts.state ?? DEFAULT_STATE_OPTIONS);
+    if (state.appliedIndex > 0) {
+      opts.log.info(`raft: read ${persisted.entries.length} log entries in ${Math.round(t1 - t0)} ms and the state at index ${state.appliedIndex} (${state.kvCount()} kv records) in ${Math.round(performance.now() - t1)} ms`);
+    }
     const timing = opts.timing ?? DEFAULT_TIMING;
     const raft = new Raft(
       { ...opts.core, id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(opts.rngSeed ?? randomInt(2 ** 31)) },
@@ -493,12 +498,13 @@ export class RaftNode {
         if ((err as { code?: unknown }).code !== undefined) throw err;
         throw refused((err as Error).message);
       }
-      const stored = await this.opts.storage.loadState();
+      const stored = await this.opts.storage.streamState();
       if (!stored) throw refused('no rows after installing it');
       try {
-        restored = ClusterState.fromRows(stored.appliedIndex, stored.rows, this.stateOptions);
+        restored = await readRows(stored, this.stateOptions);
       } catch (err) {
-        throw refused((err as Error).message);
+        if (!(err instanceof StateRestoreError)) throw err;
+        throw refused(err.message);
       }
       if (restored.appliedIndex < snap.meta.index) throw refused(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
     } else {
@@ -652,8 +658,8 @@ export class RaftNode {
     for (const rows of [this.unsavedRows, this.savingRows]) {
       if (!rows) continue;
       const v = rows.get(valueRow(key));
+      // A deleted record's value row is deleted with it (null).
       if (v !== undefined) return { value: v };
-      if (rows.get(kvRow(key)) === null) return { value: null };
     }
     return undefined;
   }
@@ -841,17 +847,22 @@ function isStateMarker(data: Uint8Array): boolean {
  * snapshot with its log replayed. Rows behind the log's start mean lost entries.
  */
 async function loadState(storage: RaftStore, snapshot: Snapshot | undefined, options: StateOptions): Promise<ClusterState> {
-  const stored = await storage.loadState();
+  const stored = await storage.streamState();
   const logStart = snapshot?.meta.index ?? 0;
   if (stored) {
     if (stored.appliedIndex < logStart) {
       throw new StorageCorruptError(`the state rows are applied up to index ${stored.appliedIndex}, but the log starts after ${logStart}: entries in between are lost`, storage.dir);
     }
+    let state: ClusterState;
     try {
-      return ClusterState.fromRows(stored.appliedIndex, stored.rows, options);
+      state = await readRows(stored, options);
     } catch (err) {
-      throw new StorageCorruptError(`the stored state rows cannot be read: ${(err as Error).message}`, storage.dir);
+      if (!(err instanceof StateRestoreError)) throw err;
+      throw new StorageCorruptError(`the stored state rows cannot be read: ${err.message}`, storage.dir);
     }
+    // Rows of an older format (one per kv key) are replaced by pages, in one atomic batch.
+    if (state.hasChangedRows) await storage.saveState(state.takeChangedRows(), state.appliedIndex, true);
+    return state;
   }
   if (!snapshot) return new ClusterState(options);
   if (isStateMarker(snapshot.data)) throw new StorageCorruptError('the state rows are missing (the stored snapshot says the state is in them)', storage.dir);
@@ -860,6 +871,13 @@ async function loadState(storage: RaftStore, snapshot: Snapshot | undefined, opt
   const rows = [...whole.rows(options.spillValuesOverBytes)];
   await storage.replaceState(rows, whole.appliedIndex);
   return ClusterState.fromRows(whole.appliedIndex, rows, options);
+}
+
+/** The state the streamed rows describe, read batch by batch (StateRestoreError when they do not hold). */
+async function readRows(stored: StreamedState, options: StateOptions): Promise<ClusterState> {
+  const reader = ClusterState.rowsReader(stored.appliedIndex, options);
+  for await (const batch of stored.batches) reader.add(batch);
+  return reader.finish();
 }
 
 /** ENOSPC from the file system, or LevelDB's report of it ("IO error: …: No space left on device"). */

@@ -6,7 +6,7 @@
 // checked before LevelDB replays them, every value carries a checksum over its key and bytes,
 // and a second copy of the hard state (node/raft/hard-state-witness.ts) proves that LevelDB did not
 // lose a synced term or vote. Anything wrong is a StorageCorruptError (STORAGE_CORRUPT).
-import type { RaftStore, StoredState } from './raft-store.js';
+import type { RaftStore, StoredState, StreamedState } from './raft-store.js';
 import { StateStorage, type StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
 import { Level } from 'level';
@@ -175,6 +175,10 @@ export class RaftStorage implements RaftStore {
 
   loadState(withValues = false): Promise<StoredState | undefined> {
     return this.state.load(withValues);
+  }
+
+  streamState(withValues = false): Promise<StreamedState | undefined> {
+    return this.state.stream(withValues);
   }
 
   readStateRows(rows: readonly string[]): Promise<(string | undefined)[]> {

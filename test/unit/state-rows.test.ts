@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { ClusterState, StateRestoreError, encodeCommand, type Command } from '../../protocol/cluster/state.js';
 import { RaftStorage } from '../../node/raft/raft-storage.js';
 import { RaftNode } from '../../node/raft/raft-node.js';
@@ -125,9 +126,11 @@ describe('RaftNode over state rows', () => {
     node.start();
     await waitFor('a leader', () => node.isLeader, 5000, 10);
     expect((await node.propose(enc({ type: 'kv.put', key: 'new', value: 'y' }))).ok).toBe(true);
-    await waitFor('rows written', async () => ((await (node as unknown as { opts: { storage: RaftStorage } }).opts.storage.loadState())?.rows.length ?? 0) >= 10, 5000, 10);
-    const rows = (await (node as unknown as { opts: { storage: RaftStorage } }).opts.storage.loadState())!;
-    expect(rows.rows.filter(([r]) => r.startsWith('k/legacy'))).toHaveLength(9);
+    const stored = async () => (await (node as unknown as { opts: { storage: RaftStorage } }).opts.storage.loadState())!;
+    await waitFor('rows written', async () => (await stored()).rows.some(([r, v]) => r.startsWith('i/') && v.includes('"new"')), 5000, 10);
+    const rows = (await stored()).rows;
+    expect(rows.filter(([, v]) => v.includes('legacy'))).toHaveLength(1);
+    expect(ClusterState.fromRows(node.state.appliedIndex, rows).kvCount()).toBe(10);
   });
 });
 
@@ -145,7 +148,7 @@ describe('spilled kv values (on disk only)', () => {
     expect(s.kvMeta('big')).toMatchObject({ key: 'big', version: 1, modIndex: 1 });
     const rows = s.takeChangedRows();
     expect(rows.get('v/big')).toBe('x'.repeat(100));
-    expect(rows.get('k/big')).not.toContain('xxxx');
+    expect([...rows].filter(([, v]) => v?.includes('xxxx')).map(([r]) => r)).toEqual(['v/big']);
     // Compare-and-set on a spilled value.
     expect(s.apply(4, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(99) }], ops: [{ op: 'put', key: 'big', value: 'no' }] })).ok).toBe(false);
     expect(s.apply(5, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(100) }], ops: [{ op: 'put', key: 'big', value: 'z'.repeat(50) }] })).ok).toBe(true);
@@ -195,6 +198,97 @@ describe('spilled kv values (on disk only)', () => {
     const b = await open(false);
     expect((await b.node.kvGet('big/0'))?.value).toBe(big(25));
     expect(await b.node.kvGet('missing')).toBeUndefined();
+  });
+});
+
+describe('rows of the format before pages (one k/ row per kv key)', () => {
+  // As a node of the previous release wrote them: canonical JSON, spilled values with a hex hash.
+  const legacyRows = (): [string, string][] => [
+    ['cfg', '{"clusterId":"c1","ephemeralRoot":false,"rootNodeId":"","rootRetired":false,"voterTarget":3}'],
+    ['k/big', `{"createIndex":2,"key":"big","modIndex":3,"sizeBytes":160,"valueHash":"${createHash('sha256').update('x'.repeat(100)).digest('hex')}","version":2}`],
+    ['k/small', '{"createIndex":4,"key":"small","modIndex":4,"value":"tiny","version":1}'],
+    ['k/tasks/web-1', `{"createIndex":5,"key":"tasks/web-1","modIndex":5,"value":${JSON.stringify(JSON.stringify({ id: 'web-1', app: 'web', version: 1, nodeId: 'n1', hostPorts: [], desired: 'run', createdAtMs: 0, stopReason: '' }))},"version":1}`],
+    ['v/big', 'x'.repeat(100)],
+  ];
+
+  it('are read, compare on their hex hashes, and are replaced by pages at the next takeChangedRows()', () => {
+    const opts = { spillValuesOverBytes: 8, hashValue: (v: string) => createHash('sha256').update(v).digest('base64') };
+    const s = ClusterState.fromRows(6, legacyRows().filter(([r]) => !r.startsWith('v/')), opts);
+    expect(s.kvCount()).toBe(3);
+    expect(s.kvMeta('big')).toEqual({ key: 'big', version: 2, createIndex: 2, modIndex: 3, sizeBytes: 160 });
+    expect(s.kvInMemory('small')?.value).toBe('tiny');
+    expect(s.taskKeysOnNode('n1')).toEqual(['tasks/web-1']);
+    expect(s.sizeBytes).toBeGreaterThan(160);
+    expect(s.hasChangedRows).toBe(true);
+    const rows = s.takeChangedRows();
+    expect(rows.get('k/big')).toBeNull();
+    expect(rows.get('k/small')).toBeNull();
+    expect(rows.get('k/tasks/web-1')).toBeNull();
+    expect([...rows.keys()].filter((r) => r.startsWith('i/'))).toHaveLength(1);
+    const disk = new Map(legacyRows());
+    for (const [row, v] of rows) (v === null ? disk.delete(row) : disk.set(row, v));
+    expect([...disk.keys()].some((r) => r.startsWith('k/'))).toBe(false);
+    const again = ClusterState.fromRows(6, [...disk].filter(([r]) => !r.startsWith('v/')), opts);
+    expect(again.hasChangedRows).toBe(false);
+    expect(again.sizeBytes).toBe(s.sizeBytes);
+    expect(again.taskKeysOnNode('n1')).toEqual(['tasks/web-1']);
+    // The converted hash is the hash of the same value: compare-on-value still holds.
+    expect(again.apply(7, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(100) }], ops: [] })).ok).toBe(true);
+    expect(again.apply(8, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(99) }], ops: [] })).ok).toBe(false);
+    // Whole (no spilling): the value row comes back into the record.
+    expect(ClusterState.fromRows(6, legacyRows()).kvGet('big')?.value).toBe('x'.repeat(100));
+    expect(ClusterState.fromRows(6, disk).snapshot()).toEqual(ClusterState.fromRows(6, legacyRows()).snapshot());
+  });
+
+  it('a bad legacy hash, or a key both in a page and in a k/ row, is refused', () => {
+    const bad = legacyRows().map(([r, v]): [string, string] => [r, r === 'k/big' ? v.replace(/"valueHash":"[0-9a-f]+"/, '"valueHash":"xyz"') : v]);
+    expect(() => ClusterState.fromRows(6, bad, { spillValuesOverBytes: 8 })).toThrow(/SHA-256 in hex/);
+    const s = ClusterState.fromRows(6, legacyRows(), { spillValuesOverBytes: 8 });
+    const pages = [...s.takeChangedRows()].filter((e): e is [string, string] => e[0].startsWith('i/') && e[1] !== null);
+    expect(() => ClusterState.fromRows(6, [...legacyRows(), ...pages], { spillValuesOverBytes: 8 })).toThrow(/duplicate key/);
+  });
+
+  it('RaftNode converts a data dir of k/ rows to pages at start, in one batch, and serves the same records', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-rows-krows-'));
+    dirs.push(dir);
+    const storage = await RaftStorage.open(dir);
+    const boot = bootstrapState(['solo']);
+    await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
+    const legacy = new Map<string, string | null>(legacyRows());
+    await storage.saveState(legacy, 6, true);
+    // The log must reach the rows' applied index: entries 2..6 (no-ops) after the bootstrap entry.
+    await storage.save({ hardState: { term: 1, vote: 'solo', commit: 6 }, entries: [2, 3, 4, 5, 6].map((index) => ({ index, term: 1, type: 0, data: new Uint8Array() })) }, true);
+    const node = await RaftNode.open({ id: 'solo', storage, send: () => undefined, log: silentLogger, timing: { tickMs: 10, electionTick: 10, heartbeatTick: 1 } });
+    nodes.push(node);
+    const stored = (await storage.loadState())!;
+    expect(stored.rows.filter(([r]) => r.startsWith('k/'))).toEqual([]);
+    expect(stored.rows.filter(([r]) => r.startsWith('i/'))).toHaveLength(1);
+    expect(stored.appliedIndex).toBe(6);
+    node.start();
+    await waitFor('a leader', () => node.isLeader, 5000, 10);
+    expect((await node.kvGet('big'))?.value).toBe('x'.repeat(100));
+    expect((await node.kvGet('small'))?.value).toBe('tiny');
+    expect((await node.propose(enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(100) }], ops: [{ op: 'put', key: 'big', value: 'y'.repeat(70) }] }))).ok).toBe(true);
+    expect((await node.kvGet('big'))?.value).toBe('y'.repeat(70));
+  });
+});
+
+describe('values that start with U+FEFF', () => {
+  it('keep it through the rows on disk (spilled) and in pages (in memory)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-rows-bom-'));
+    dirs.push(dir);
+    const s = new ClusterState({ spillValuesOverBytes: 8 });
+    s.apply(1, enc({ type: 'kv.put', key: 'spilled', value: '\uFEFF' + 'z'.repeat(50) }));
+    s.apply(2, enc({ type: 'kv.put', key: 'kept', value: '\uFEFFab' }));
+    const storage = await RaftStorage.open(dir);
+    await storage.saveState(s.takeChangedRows(), 2, true);
+    expect(await storage.readStateRows(['v/spilled'])).toEqual(['\uFEFF' + 'z'.repeat(50)]);
+    const stored = await storage.streamState();
+    const reader = ClusterState.rowsReader(stored!.appliedIndex, { spillValuesOverBytes: 8 });
+    for await (const batch of stored!.batches) reader.add(batch);
+    expect(reader.finish().kvGet('kept')?.value).toBe('\uFEFFab');
+    expect(ClusterState.fromRows(2, (await storage.loadState(true))!.rows).kvGet('spilled')?.value).toBe('\uFEFF' + 'z'.repeat(50));
+    await storage.close();
   });
 });
 

@@ -1,0 +1,110 @@
+// Diagnostic for bench:state (not a benchmark of record): where a node's memory goes. A 3-node
+// omnid cluster on loopback takes --big 1 MiB values and --small 1 KiB values at c=16, then every
+// node's anonymous memory is broken down from /proc/<pid>/smaps (mappings by size: V8 pages,
+// malloc arenas, the brk heap) next to its RSS, after --settle-s seconds of quiet.
+// With --node-args="--heapsnapshot-signal=SIGUSR2" a heap snapshot of each node is written to
+// its working directory (--snap-dir) at the end.
+// Usage: node --import tsx test/bench/state-mem-diag.ts [--big 32] [--small 8000] [--node-args "..."] [--env "MALLOC_ARENA_MAX=2"] [--settle-s 5]
+import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { LocalCluster, waitFor } from '../../node/local-cluster.js';
+import type { StatusView } from '../../cli/omni/status.js';
+import { Http, log } from './load.js';
+import { memOf } from './rss.js';
+import { writeKeys } from './state-load.js';
+
+const { values } = parseArgs({ options: { big: { type: 'string' }, small: { type: 'string' }, 'node-args': { type: 'string' }, env: { type: 'string' }, 'settle-s': { type: 'string' }, snap: { type: 'boolean' }, restart: { type: 'boolean' } } });
+const BIG = Number(values.big ?? 32);
+const SMALL = Number(values.small ?? 8000);
+for (const kv of (values.env ?? '').split(' ').filter(Boolean)) {
+  const [k, v] = kv.split('=');
+  process.env[k] = v;
+}
+const nodeArgs = (values['node-args'] ?? '').split(' ').filter(Boolean);
+const c = await LocalCluster.create({ nodeArgs });
+const http = new Http();
+const auth = () => ({ authorization: `Bearer ${c.adminToken}` });
+const status = async (name: string): Promise<StatusView> => JSON.parse((await http.call(`${c.nodes.get(name)!.apiUrl}/v1/status`, 'GET', undefined, auth())).body) as StatusView;
+process.once('SIGINT', () => void c.destroy().then(() => process.exit(130)));
+
+/** Anonymous RSS of a process by kind of mapping, in MiB. */
+async function smaps(pid: number): Promise<string> {
+  const text = await readFile(`/proc/${pid}/smaps`, 'utf8');
+  const buckets = new Map<string, { n: number; kb: number }>();
+  let cur: { name: string; sizeKb: number } | undefined;
+  for (const line of text.split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      cur = { name: head[3], sizeKb: (parseInt(head[2], 16) - parseInt(head[1], 16)) / 1024 };
+      continue;
+    }
+    const anon = /^Anonymous:\s+(\d+) kB/.exec(line);
+    if (!anon || !cur || Number(anon[1]) === 0) continue;
+    const kind = cur.name === '[heap]' ? 'brk heap' : cur.name !== '' ? cur.name.split('/').pop()! : cur.sizeKb >= 60 * 1024 && cur.sizeKb <= 64 * 1024 ? 'arena-sized (64 MiB)' : cur.sizeKb === 256 ? 'v8 page 256K' : cur.sizeKb < 256 ? '<256K' : cur.sizeKb <= 1024 ? '256K-1M' : cur.sizeKb <= 8192 ? '1M-8M' : '>8M';
+    const b = buckets.get(kind) ?? { n: 0, kb: 0 };
+    b.n++;
+    b.kb += Number(anon[1]);
+    buckets.set(kind, b);
+  }
+  return [...buckets].sort((a, b) => b[1].kb - a[1].kb).filter(([, b]) => b.kb > 1024).map(([k, b]) => `${k} ${Math.round(b.kb / 1024)} (${b.n})`).join(', ');
+}
+
+try {
+  await c.init('m1');
+  await c.join('m2');
+  await c.join('m3');
+  await waitFor('formed', async () => {
+    const s = await status('m3');
+    return s.voters.length === 3 && s.rootRetired && s.health === 'healthy' && s.leader;
+  }, 60_000, 50);
+  const names = ['m1', 'm2', 'm3'];
+  const report = async (label: string) => {
+    const leader = (await status('m1')).leader;
+    for (const n of names) {
+      const node = c.nodes.get(n)!;
+      if (!node.running) continue;
+      const m = await memOf(node.proc.pid!);
+      log(`${label}: ${n}${n === leader ? ' (leader)' : ''}: rss ${Math.round(m!.rssKb / 1024)} anon ${Math.round(m!.anonKb / 1024)} MiB; ${await smaps(node.proc.pid!)}`);
+    }
+  };
+  await report('formed');
+  const eps = () => names.map((n) => c.nodes.get(n)!.apiUrl);
+  const put = async (ep: string, key: string, value: string, timeoutMs: number) => {
+    const r = await http.call(`${ep}/v1/kv/${encodeURIComponent(key)}`, 'PUT', { value }, auth(), timeoutMs);
+    if (r.status !== 200) throw new Error(`HTTP ${r.status} ${r.body.slice(0, 100)}`);
+  };
+  const load = (valueBytes: number, label: string) => ({ endpoints: eps, concurrency: 16, put, timeoutMs: 60_000, valueBytes, label, progressMs: 30_000 });
+  if (BIG > 0) {
+    await writeKeys(load(1024 * 1024, '1MiB'), BIG, (i) => `state/big/${String(i).padStart(7, '0')}`);
+    await report('after 1 MiB values');
+  }
+  if (SMALL > 0) {
+    const s = await writeKeys(load(1024, '1KiB'), SMALL, (i) => `state/small/${String(i).padStart(8, '0')}`);
+    log(`1 KiB: ${s.writesPerS} writes/s`);
+    await report('after 1 KiB values');
+  }
+  await new Promise((r) => setTimeout(r, Number(values['settle-s'] ?? 5) * 1000));
+  await report('settled');
+  if (values.restart) {
+    // A follower stops (SIGTERM) and starts again: spawn → its status answers at the applied index it had.
+    const leader = (await status('m1')).leader;
+    const name = names.find((n) => n !== leader)!;
+    const before = (await status(name)).appliedIndex;
+    await c.kill(name, 'SIGTERM');
+    const t0 = performance.now();
+    const node = await c.restart(name);
+    const started = performance.now() - t0;
+    await waitFor('applied again', async () => (await status(name)).appliedIndex >= before, 120_000, 20);
+    log(`restart of ${name}: 'omnid: started' after ${Math.round(started)} ms, applied ≥ ${before} after ${Math.round(performance.now() - t0)} ms`);
+    log(node.lines.slice(0, 30).join('\n'));
+    await report('restarted');
+  }
+  if (nodeArgs.some((a) => a.startsWith('--heapsnapshot-signal'))) {
+    for (const n of names) c.nodes.get(n)!.proc.kill('SIGUSR2');
+    await new Promise((r) => setTimeout(r, 15_000));
+    log(`heap snapshots written in each node's working directory (${process.cwd()})`);
+  }
+} finally {
+  http.close();
+  await c.destroy();
+}
