@@ -4,7 +4,10 @@
 // malloc arenas, the brk heap) next to its RSS, after --settle-s seconds of quiet.
 // With --node-args="--heapsnapshot-signal=SIGUSR2" a heap snapshot of each node is written to
 // its working directory (--snap-dir) at the end.
-// Usage: node --import tsx test/bench/state-mem-diag.ts [--big 32] [--small 8000] [--node-args "..."] [--env "MALLOC_ARENA_MAX=2"] [--settle-s 5]
+// With --restart a follower is stopped and started again (spawn → its status answers at its
+// applied index); --inject N first adds N kv records (1 KiB values, spilled) to its stored state
+// while it is down — records the others do not have: only for timing a start that holds them.
+// Usage: node --import tsx test/bench/state-mem-diag.ts [--big 32] [--small 8000] [--node-args "..."] [--env "MALLOC_ARENA_MAX=2"] [--settle-s 5] [--restart [--inject 524288]]
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
@@ -12,8 +15,12 @@ import type { StatusView } from '../../cli/omni/status.js';
 import { Http, log } from './load.js';
 import { memOf } from './rss.js';
 import { writeKeys } from './state-load.js';
+import { createHash } from 'node:crypto';
+import { ClassicLevel } from 'classic-level';
+import { RaftStorage } from '../../node/raft/raft-storage.js';
+import { KvIndex, type Page } from '../../protocol/cluster/kv-index.js';
 
-const { values } = parseArgs({ options: { big: { type: 'string' }, small: { type: 'string' }, 'node-args': { type: 'string' }, env: { type: 'string' }, 'settle-s': { type: 'string' }, snap: { type: 'boolean' }, restart: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { big: { type: 'string' }, small: { type: 'string' }, 'node-args': { type: 'string' }, env: { type: 'string' }, 'settle-s': { type: 'string' }, snap: { type: 'boolean' }, restart: { type: 'boolean' }, inject: { type: 'string' } } });
 const BIG = Number(values.big ?? 32);
 const SMALL = Number(values.small ?? 8000);
 for (const kv of (values.env ?? '').split(' ').filter(Boolean)) {
@@ -47,6 +54,35 @@ async function smaps(pid: number): Promise<string> {
     buckets.set(kind, b);
   }
   return [...buckets].sort((a, b) => b[1].kb - a[1].kb).filter(([, b]) => b.kb > 1024).map(([k, b]) => `${k} ${Math.round(b.kb / 1024)} (${b.n})`).join(', ');
+}
+
+/** Adds `count` kv records (1 KiB values, spilled, stamped at index 1) to a stopped node's stored state. */
+async function inject(dir: string, count: number): Promise<void> {
+  const t0 = performance.now();
+  const storage = await RaftStorage.open(dir);
+  const stored = (await storage.streamState())!;
+  const pages: Page[] = [];
+  for await (const batch of stored.batches) for (const [row, v] of batch) if (row.startsWith('i/')) pages.push(KvIndex.readPage(row, v));
+  const index = KvIndex.fromRead(pages, stored.appliedIndex);
+  let rows = new Map<string, string | null>();
+  const value = 'i'.repeat(1000);
+  for (let i = 0; i < count; i++) {
+    const key = `inject/${String(i).padStart(8, '0')}`;
+    const v = `${i}${value}`;
+    index.set({ key, version: 1, createIndex: 1, modIndex: 1, sizeBytes: v.length + key.length + 70, valueHash: createHash('sha256').update(v).digest('base64') });
+    rows.set(`v/${key}`, v);
+    if (rows.size >= 5000 || i === count - 1) {
+      await storage.saveState(index.takeDirty(rows), stored.appliedIndex, false);
+      rows = new Map();
+    }
+  }
+  await storage.close();
+  // As a store written over minutes would be: compacted, not a pile of level-0 tables.
+  const db = new ClassicLevel(dir);
+  await db.open();
+  await db.compactRange('', '~');
+  await db.close();
+  log(`injected ${count} kv records into ${dir} in ${Math.round(performance.now() - t0)} ms (compacted)`);
 }
 
 try {
@@ -91,6 +127,7 @@ try {
     const name = names.find((n) => n !== leader)!;
     const before = (await status(name)).appliedIndex;
     await c.kill(name, 'SIGTERM');
+    if (values.inject) await inject(`${c.nodes.get(name)!.dataDir}/raft`, Number(values.inject));
     const t0 = performance.now();
     const node = await c.restart(name);
     const started = performance.now() - t0;
