@@ -8,13 +8,13 @@
 // and the write is retried every NO_SPACE_RETRY_MS (reopening the store, since LevelDB refuses
 // every write after a failed one) until space is freed. Meanwhile the node sends nothing, so a
 // leader loses its followers' acknowledgements and steps down: another node leads.
-import { createHash, randomInt, randomBytes } from 'node:crypto';
+import { randomInt, randomBytes } from 'node:crypto';
 import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/raft.js';
 import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot } from '../../protocol/raft/types.js';
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
-import { ClusterState, StateRestoreError, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
+import { ClusterState, StateRestoreError, needsValues, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
 import type { RaftStore, StreamedState } from './raft-store.js';
 import type { StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
@@ -38,10 +38,9 @@ const PAUSED_COMPACTION_LOG_FACTOR = 8;
 export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
 /** Kv values longer than this live on disk only, not in memory (ClusterState StateOptions). */
 export const DEFAULT_SPILL_VALUES_OVER_BYTES = 64;
-/** The state's options in production: spill, and hash with the native SHA-256. */
+/** The state's options in production: values over DEFAULT_SPILL_VALUES_OVER_BYTES spill. */
 export const DEFAULT_STATE_OPTIONS: StateOptions = {
   spillValuesOverBytes: DEFAULT_SPILL_VALUES_OVER_BYTES,
-  hashValue: (v) => createHash('sha256').update(v).digest('base64'),
 };
 /** Messages a leader may send before its own write of the same Ready completes. */
 const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
@@ -451,7 +450,9 @@ export class RaftNode {
     }
     for (const e of rd.committedEntries) {
       this.opts.observer?.applying?.(e);
-      this.applyEntry(e.index, e.term, e.type, e.data);
+      const keys = this.applyEntry(e.index, e.term, e.type, e.data);
+      // A transaction compares values kept on disk only: read them (nothing applies meanwhile).
+      if (keys) this.applyEntry(e.index, e.term, e.type, e.data, await this.currentValues(keys));
     }
     this.raft.advance(rd);
     for (const rs of rd.readStates) {
@@ -693,8 +694,12 @@ export class RaftNode {
     return rd.messages.every((m) => LEADER_EARLY_TYPES.has(m.type));
   }
 
-  private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array): void {
-    if (index <= this.skipThrough && index <= this.state.appliedIndex) return;
+  /**
+   * Applies one committed entry; returns the keys whose current values it needs when it
+   * compares values kept on disk only (call again with them), else undefined.
+   */
+  private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array, values?: ReadonlyMap<string, string>): string[] | undefined {
+    if (index <= this.skipThrough && index <= this.state.appliedIndex) return undefined;
     // Entries reach the state machine once each, in order: anything else means this node's
     // state and its log disagree, and going on would serve (and snapshot) a wrong state.
     if (index !== this.state.appliedIndex + 1) {
@@ -706,18 +711,42 @@ export class RaftNode {
       const kind = cc.type === ConfChangeType.AddVoter ? 'addVoter' : cc.type === ConfChangeType.AddLearner ? 'addLearner' : 'remove';
       result = this.state.applyConfChange(index, { type: kind, node: cc.node });
     } else {
-      result = this.state.apply(index, data);
+      result = this.state.apply(index, data, values);
+      if (needsValues(result) && !values) return result.needsValues;
     }
     if (this.state.appliedIndex !== index) {
       throw new OmniError('APPLY_DIVERGED', `applying index ${index} left the state machine at applied index ${this.state.appliedIndex}${result.ok ? '' : ` (${result.error.message})`}`);
     }
     if (type === EntryType.ConfChange) result = { ok: true };
     const w = this.waiters.get(index);
-    if (!w) return;
+    if (!w) return undefined;
     this.waiters.delete(index);
     this.timers.clearTimeout(w.timer);
     if (w.term === term) w.resolve(result);
     else w.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
+    return undefined;
+  }
+
+  /**
+   * The current values of kv keys whose values are on disk only, as the state machine is now:
+   * changed by entries applied but not written yet, being written, or stored. A key the state
+   * holds without any of them means the store lost a row (STORAGE_CORRUPT).
+   */
+  private async currentValues(keys: readonly string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const fromDisk: string[] = [];
+    for (const key of keys) {
+      const v = this.state.changedKvValue(key) ?? this.pendingValue(key);
+      if (v?.value != null) out.set(key, v.value);
+      else if (this.state.kvMeta(key)) fromDisk.push(key);
+    }
+    const stored = fromDisk.length === 0 ? [] : await this.opts.storage.readStateRows(fromDisk.map(valueRow));
+    fromDisk.forEach((key, i) => {
+      const v = stored[i];
+      if (v === undefined) throw new StorageCorruptError(`the value of kv key ${key.slice(0, 200)} is missing from the state rows`, this.opts.storage.dir, { key: valueRow(key).slice(0, 200) });
+      out.set(key, v);
+    });
+    return out;
   }
 
   private releaseReads(): void {

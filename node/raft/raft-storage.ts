@@ -35,6 +35,16 @@ export const MAX_STORED_ENTRY_BYTES = 16 * 1024 * 1024;
 
 const ZERO_HARD_STATE: HardState = { term: 0, vote: NONE, commit: 0 };
 
+/**
+ * Table files LevelDB keeps open. Its default (1000) keeps every table of a 1 GiB store memory-
+ * mapped (LevelDB 1.20 maps up to 1000 read-only files), and every page a read or a compaction
+ * touched stays resident in the process (file-backed RSS: 740 MiB on a leader holding 1 GiB, of
+ * ~2 MiB tables). 64 bounds that at about 54 tables (~110 MiB); a table read after it was
+ * closed costs an open and its index block (from the page cache).
+ */
+export const LEVELDB_MAX_OPEN_FILES = 64;
+const LEVEL_OPTIONS = { valueEncoding: 'view', maxOpenFiles: LEVELDB_MAX_OPEN_FILES } as const;
+
 /** Fixed-width hex so LevelDB's byte order is index order. */
 function entryKey(index: number): string {
   return ENTRY_PREFIX + index.toString(16).padStart(16, '0');
@@ -60,7 +70,7 @@ export class RaftStorage implements RaftStore {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     // Before LevelDB opens: opening replays its logs, drops damaged records and deletes them.
     await checkLevelDbLogs(dir);
-    const db = new Level<string, Uint8Array>(dir, { valueEncoding: 'view' });
+    const db = new Level<string, Uint8Array>(dir, LEVEL_OPTIONS);
     try {
       await db.open();
     } catch (err) {
@@ -83,7 +93,7 @@ export class RaftStorage implements RaftStore {
   async reopen(): Promise<void> {
     if (this.db.status === 'open') await this.db.close().catch(() => undefined);
     await checkLevelDbLogs(this.dir);
-    const db = new Level<string, Uint8Array>(this.dir, { valueEncoding: 'view' });
+    const db = new Level<string, Uint8Array>(this.dir, LEVEL_OPTIONS);
     try {
       await db.open();
     } catch (err) {

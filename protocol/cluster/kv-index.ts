@@ -1,16 +1,17 @@
 // The kv records of ClusterState, in key order, in pages (issue 12: state that scales).
 //
 // A page holds up to PAGE_MAX_KEYS consecutive keys (and about PAGE_MAX_BYTES) in columns: their
-// keys; their numbers (version, createIndex, modIndex, sizeBytes, flags); the values kept in
-// memory; and, in one string, the SHA-256 (base64, 44 characters each) of the values that live
-// on disk only (spilled, see StateOptions in state.ts). Not an object per record: a record with a
-// spilled value costs its key string, a few array slots and its 44 hash characters (about 136
-// bytes with a 20-character key on 64-bit V8, against ~235 for a Map of objects with a hex hash
-// and a B-tree of the keys), and a page is a handful of objects whatever its size.
+// keys; their numbers (version, createIndex, modIndex, sizeBytes, flags); and the values kept in
+// memory. A value that lives on disk only (spilled, see StateOptions in state.ts) has nothing
+// here but its flag: a compare on it reads it from disk (ClusterState.apply asks for it). Not an
+// object per record: a record with a spilled value costs its key string and a few array slots
+// (about 90 bytes with a 20-character key on 64-bit V8, against ~235 for a Map of objects with a
+// hex hash of the value and a B-tree of the keys), and a page is a handful of objects whatever
+// its size.
 //
 // A page is also the unit on disk: row `i/<page id>` holds a header line
 // `[1, count, sizeBytes sum, first key, last key]` and the page's columns as JSON
-// (`[keys, numbers, values, hashes]`), so a node starts by reading a few thousand rows instead
+// (`[keys, numbers, values]`), so a node starts by reading a few thousand rows instead
 // of one row per key. A page read from disk stays closed — its row text, checked against the
 // header of its neighbours — until a record in it is first asked for: then its columns are
 // parsed and checked (CorruptPageError if they do not hold). So a start costs a few thousand
@@ -23,7 +24,7 @@
 // StateRestoreError).
 import { InvalidFieldError, readKvKey, readKvValue, readSafeInt } from './commands.js';
 
-/** A kv record as the state keeps it: its value, or (spilled) the value's hash. */
+/** A kv record as the state keeps it: with its value, or without (spilled: on disk only). */
 export interface KvEntry {
   key: string;
   version: number;
@@ -31,9 +32,8 @@ export interface KvEntry {
   modIndex: number;
   /** Bytes the record counts in the state. */
   sizeBytes: number;
+  /** The value; undefined when it is on disk only. */
   value?: string;
-  /** SHA-256 of the value, base64 (44 characters), when the value is on disk only. */
-  valueHash?: string;
 }
 
 /** Most keys in a page; a page over it splits. */
@@ -53,7 +53,6 @@ const SPILLED = 1;
 const ENTRY_OVERHEAD_BYTES = 24;
 /** Largest page id: ids are safe integers written in base 36. */
 const MAX_PAGE_ID = Number.MAX_SAFE_INTEGER;
-const HASH_CHARS = 44;
 
 /** A stored page whose columns do not hold (found when it is opened, after the start). */
 export class CorruptPageError extends Error {
@@ -79,8 +78,6 @@ export interface Page {
   nums: number[];
   /** The values kept in memory, in key order (the records not spilled). */
   vals: string[];
-  /** The hashes of the spilled values, HASH_CHARS each, in key order. */
-  hashes: string;
   /** Approximate bytes of an open page (see entryBytes). */
   bytes: number;
 }
@@ -90,37 +87,26 @@ const isSpilled = (p: Page, i: number): boolean => (p.nums[i * STRIDE + 4] & SPI
 const firstKey = (p: Page): string => (p.text === undefined ? p.keys[0] : p.first);
 export const pageRow = (id: number): string => `${PAGE_ROW_PREFIX}${id.toString(36)}`;
 
-/** How many records before slot i are spilled (their hashes come before i's in p.hashes). */
+/** How many records before slot i are spilled (have no value in p.vals). */
 function spilledBefore(p: Page, i: number): number {
   let n = 0;
   for (let j = 0; j < i; j++) if (p.nums[j * STRIDE + 4] & SPILLED) n++;
   return n;
 }
 
-/** The value or (spilled) hash of slot i. */
+/** The value of slot i ('' when spilled). */
 function valAt(p: Page, i: number): string {
-  const s = spilledBefore(p, i);
-  return isSpilled(p, i) ? p.hashes.slice(s * HASH_CHARS, (s + 1) * HASH_CHARS) : p.vals[i - s];
+  return isSpilled(p, i) ? '' : p.vals[i - spilledBefore(p, i)];
 }
 
-/** Removes slot i's value or hash (before its numbers go). */
+/** Removes slot i's value (before its numbers go). */
 function removeVal(p: Page, i: number): void {
-  const s = spilledBefore(p, i);
-  if (isSpilled(p, i)) p.hashes = flat(p.hashes.slice(0, s * HASH_CHARS) + p.hashes.slice((s + 1) * HASH_CHARS));
-  else p.vals.splice(i - s, 1);
+  if (!isSpilled(p, i)) p.vals.splice(i - spilledBefore(p, i), 1);
 }
 
-/** Inserts slot i's value or hash (its numbers, with the flag, already in place). */
+/** Inserts slot i's value (its numbers, with the flag, already in place). */
 function insertVal(p: Page, i: number, val: string): void {
-  const s = spilledBefore(p, i);
-  if (isSpilled(p, i)) p.hashes = flat(p.hashes.slice(0, s * HASH_CHARS) + val + p.hashes.slice(s * HASH_CHARS));
-  else p.vals.splice(i - s, 0, val);
-}
-
-/** Makes V8 store a built string flat now, so it does not keep the pieces it was built from. */
-function flat(s: string): string {
-  s.charCodeAt(0);
-  return s;
+  if (!isSpilled(p, i)) p.vals.splice(i - spilledBefore(p, i), 0, val);
 }
 
 /** The first index i with keys[i] >= key. */
@@ -138,16 +124,11 @@ function lowerBound(keys: readonly string[], key: string): number {
 function entryAt(p: Page, i: number): KvEntry {
   const n = i * STRIDE;
   const e: KvEntry = { key: p.keys[i], version: p.nums[n], createIndex: p.nums[n + 1], modIndex: p.nums[n + 2], sizeBytes: p.nums[n + 3] };
-  if (isSpilled(p, i)) e.valueHash = valAt(p, i);
-  else e.value = valAt(p, i);
+  if (!isSpilled(p, i)) e.value = valAt(p, i);
   return e;
 }
 
-function valOf(e: KvEntry): string {
-  if (e.value !== undefined) return e.value;
-  if (e.valueHash === undefined || e.valueHash.length !== HASH_CHARS) throw new Error(`kv entry ${e.key.slice(0, 80)} has neither a value nor a hash of ${HASH_CHARS} characters`);
-  return e.valueHash;
-}
+const valOf = (e: KvEntry): string => e.value ?? '';
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const NEWLINE = 10;
@@ -161,11 +142,11 @@ function encodePage(p: Page): string {
   let sizeSum = 0;
   for (let n = 3; n < p.nums.length; n += STRIDE) sizeSum += p.nums[n];
   const header = JSON.stringify([PAGE_FORMAT, p.keys.length, sizeSum, p.keys[0], p.keys[p.keys.length - 1]]);
-  return `${header}\n${JSON.stringify([p.keys, p.nums, p.vals, p.hashes])}`;
+  return `${header}\n${JSON.stringify([p.keys, p.nums, p.vals])}`;
 }
 
-function openPage(keys: string[], nums: number[], vals: string[], hashes: string, id = 0): Page {
-  const p: Page = { id, text: undefined, count: 0, first: '', last: '', sizeSum: 0, keys, nums, vals, hashes, bytes: 0 };
+function openPage(keys: string[], nums: number[], vals: string[], id = 0): Page {
+  const p: Page = { id, text: undefined, count: 0, first: '', last: '', sizeSum: 0, keys, nums, vals, bytes: 0 };
   for (let i = 0; i < keys.length; i++) p.bytes += entryBytes(keys[i], valAt(p, i));
   return p;
 }
@@ -202,7 +183,7 @@ export class KvIndex {
     const p = this.#pages[at];
     if (p.text === undefined) return p;
     const row = pageRow(p.id);
-    let cols: Pick<Page, 'keys' | 'nums' | 'vals' | 'hashes' | 'bytes'>;
+    let cols: Pick<Page, 'keys' | 'nums' | 'vals' | 'bytes'>;
     try {
       const t = p.text;
       const body = typeof t === 'string' ? t.slice(t.indexOf('\n') + 1) : UTF8.decode(t.subarray(t.indexOf(NEWLINE) + 1));
@@ -241,7 +222,7 @@ export class KvIndex {
     const val = valOf(e);
     const flags = e.value === undefined ? SPILLED : 0;
     if (this.#pages.length === 0) {
-      this.#pages.push(this.#newPage(openPage([e.key], [e.version, e.createIndex, e.modIndex, e.sizeBytes, flags], flags ? [] : [val], flags ? val : '')));
+      this.#pages.push(this.#newPage(openPage([e.key], [e.version, e.createIndex, e.modIndex, e.sizeBytes, flags], flags ? [] : [val])));
       this.#size = 1;
       return;
     }
@@ -300,7 +281,6 @@ export class KvIndex {
     p.keys.push(...next.keys);
     for (const n of next.nums) p.nums.push(n);
     p.vals.push(...next.vals);
-    p.hashes = flat(p.hashes + next.hashes);
     p.bytes += next.bytes;
     this.#dirty.add(p);
     this.#dropPage(at + 1);
@@ -391,12 +371,11 @@ export class KvIndex {
       const val = valOf(e);
       if (!p || p.keys.length >= PAGE_FILL_KEYS || (p.bytes + entryBytes(e.key, val) > PAGE_MAX_BYTES / 2 && p.keys.length > 0)) {
         if (p) yield [pageRow(p.id), encodePage(p)];
-        p = openPage([], [], [], '', id++);
+        p = openPage([], [], [], id++);
       }
       p.keys.push(e.key);
       p.nums.push(e.version, e.createIndex, e.modIndex, e.sizeBytes, e.value === undefined ? SPILLED : 0);
-      if (e.value === undefined) p.hashes += val;
-      else p.vals.push(val);
+      if (e.value !== undefined) p.vals.push(val);
       p.bytes += entryBytes(e.key, val);
     }
     if (p) yield [pageRow(p.id), encodePage(p)];
@@ -424,7 +403,7 @@ export class KvIndex {
     const first = readKvKey(header[3], `${row}.first`);
     const last = readKvKey(header[4], `${row}.last`);
     if (count === 1 ? first !== last : !(first < last)) throw new InvalidFieldError(`${row}.last`, 'must follow the first key (be it, in a page of one record)');
-    return { id, text, count, first, last, sizeSum, keys: [], nums: [], vals: [], hashes: '', bytes: 0 };
+    return { id, text, count, first, last, sizeSum, keys: [], nums: [], vals: [], bytes: 0 };
   }
 
   /**
@@ -488,8 +467,7 @@ export class KvIndex {
       }
     }
     const spilled = spilledBefore(p, cut);
-    const q = this.#newPage(openPage(p.keys.splice(cut), p.nums.splice(cut * STRIDE), p.vals.splice(cut - spilled), p.hashes.slice(spilled * HASH_CHARS)));
-    p.hashes = p.hashes.slice(0, spilled * HASH_CHARS);
+    const q = this.#newPage(openPage(p.keys.splice(cut), p.nums.splice(cut * STRIDE), p.vals.splice(cut - spilled)));
     p.bytes -= q.bytes;
     this.#pages.splice(at + 1, 0, q);
     // Only possible by bytes (a count split halves a page of PAGE_MAX_KEYS + 1): q first, so p stays at `at`.
@@ -505,16 +483,16 @@ export class KvIndex {
 }
 
 /** The columns of a page row's second line, every record checked (InvalidFieldError). */
-function readColumns(row: string, text: string, applied: number): Pick<Page, 'keys' | 'nums' | 'vals' | 'hashes' | 'bytes'> {
+function readColumns(row: string, text: string, applied: number): Pick<Page, 'keys' | 'nums' | 'vals' | 'bytes'> {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch {
     throw new InvalidFieldError(row, 'not valid JSON');
   }
-  if (!Array.isArray(doc) || doc.length !== 4) throw new InvalidFieldError(row, 'must be [keys, numbers, values, hashes]');
-  const [keys, nums, vals, hashes] = doc as [unknown, unknown, unknown, unknown];
-  if (!Array.isArray(keys) || !Array.isArray(nums) || !Array.isArray(vals) || typeof hashes !== 'string') throw new InvalidFieldError(row, 'keys, numbers and values must be arrays, hashes a string');
+  if (!Array.isArray(doc) || doc.length !== 3) throw new InvalidFieldError(row, 'must be [keys, numbers, values]');
+  const [keys, nums, vals] = doc as [unknown, unknown, unknown];
+  if (!Array.isArray(keys) || !Array.isArray(nums) || !Array.isArray(vals)) throw new InvalidFieldError(row, 'keys, numbers and values must be arrays');
   const count = keys.length;
   if (count === 0 || count > PAGE_MAX_KEYS || nums.length !== count * STRIDE) {
     throw new InvalidFieldError(row, `must hold 1 to ${PAGE_MAX_KEYS} records, ${STRIDE} numbers each`);
@@ -534,14 +512,13 @@ function readColumns(row: string, text: string, applied: number): Pick<Page, 'ke
     const flags = nums[n + 4];
     if (flags !== 0 && flags !== SPILLED) throw new InvalidFieldError(`${path}.flags`, 'must be 0 or 1');
     if (flags & SPILLED) {
-      if (hashes.length < (spilled + 1) * HASH_CHARS || hashes.charCodeAt((spilled + 1) * HASH_CHARS - 1) !== 61) throw new InvalidFieldError(`${path}.valueHash`, 'must be a SHA-256 in base64');
       spilled++;
-      bytes += entryBytes(key, '') + HASH_CHARS;
+      bytes += entryBytes(key, '');
     } else {
       if (i - spilled >= vals.length) throw new InvalidFieldError(`${path}.value`, 'missing');
       bytes += entryBytes(key, readKvValue(vals[i - spilled], `${path}.value`));
     }
   }
-  if (vals.length !== count - spilled || hashes.length !== spilled * HASH_CHARS) throw new InvalidFieldError(row, 'one value or hash per record');
-  return { keys: keys as string[], nums: nums as number[], vals: vals as string[], hashes, bytes };
+  if (vals.length !== count - spilled) throw new InvalidFieldError(row, 'one value per record kept in memory');
+  return { keys: keys as string[], nums: nums as number[], vals: vals as string[], bytes };
 }

@@ -10,7 +10,6 @@
 // anything, and records are replaced whole, never mutated in place, so queries can share
 // nothing with callers (they hand out copies).
 
-import { sha256 } from '@noble/hashes/sha2.js';
 import { TASK_PREFIX, parseRecord, type TaskRecord } from '../apps/model.js';
 import { KvIndex, PAGE_ROW_PREFIX, type KvEntry, type Page } from './kv-index.js';
 import {
@@ -175,10 +174,11 @@ export const RESIDENT_KV_PREFIXES: readonly string[] = ['apps/', 'appspecs/', 't
 
 /** How a state keeps kv values. */
 export interface StateOptions {
-  /** Values longer than this (UTF-16 code units) live on disk only (RaftNode); undefined: all in memory. */
+  /**
+   * Values longer than this (UTF-16 code units) live on disk only (RaftNode); undefined: all in
+   * memory. A transaction that compares a spilled value needs it given to apply() (NeedsValues).
+   */
   spillValuesOverBytes?: number;
-  /** SHA-256 of a value's UTF-8 (base64, 44 characters), for compares on a spilled value; same output as the default, only faster. */
-  hashValue?: (value: string) => string;
   /** Lower hard limits (tests of the limits); every replica must use the same. */
   maxKvKeys?: number;
   maxStateBytes?: number;
@@ -206,30 +206,18 @@ export class SpilledValueError extends Error {
   }
 }
 
-function defaultHashValue(value: string): string {
-  return bytesToBase64(sha256(utf8Encoder.encode(value)));
+/**
+ * apply() of a transaction that compares values living on disk only (spilled): nothing was
+ * applied (the applied index did not move); apply again with those keys' current values.
+ */
+export interface NeedsValues {
+  ok: false;
+  error: { code: 'NEEDS_VALUES'; message: string };
+  needsValues: string[];
 }
 
-const BASE64_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-
-/** Standard base64 with padding (protocol/ has no Buffer). */
-export function bytesToBase64(b: Uint8Array): string {
-  let out = '';
-  for (let i = 0; i < b.length; i += 3) {
-    const n = (b[i] << 16) | ((b[i + 1] ?? 0) << 8) | (b[i + 2] ?? 0);
-    out += BASE64_CHARS[(n >> 18) & 63] + BASE64_CHARS[(n >> 12) & 63];
-    out += i + 1 < b.length ? BASE64_CHARS[(n >> 6) & 63] : '=';
-    out += i + 2 < b.length ? BASE64_CHARS[n & 63] : '=';
-  }
-  return out;
-}
-
-/** A hash as rows before pages held it (64 hex digits) in base64; undefined when it is not one. */
-function hexHashToBase64(hex: string): string | undefined {
-  if (!/^[0-9a-f]{64}$/.test(hex)) return undefined;
-  const b = new Uint8Array(32);
-  for (let i = 0; i < 32; i++) b[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
-  return bytesToBase64(b);
+export function needsValues(r: ApplyResult): r is NeedsValues {
+  return !r.ok && r.error.code === 'NEEDS_VALUES' && Array.isArray((r as Partial<NeedsValues>).needsValues);
 }
 
 function recordOf(e: KvEntry): KvRecord {
@@ -302,14 +290,40 @@ export class ClusterState {
    * Applies a normal entry. index must be above appliedIndex (else STALE_INDEX, or
    * INVALID_INDEX when not a positive safe integer, and nothing changes). Empty data (the
    * leader's no-op entry) only advances appliedIndex. Never throws.
+   *
+   * A kv.txn that compares the value of a key whose value is on disk only (spilled) returns
+   * NeedsValues and changes nothing, unless `values` holds those keys' current values (the
+   * caller reads them from its store and applies again).
    */
-  apply(index: number, data: Uint8Array): ApplyResult {
-    const refused = this.#advance(index);
+  apply(index: number, data: Uint8Array, values?: ReadonlyMap<string, string>): ApplyResult {
+    const refused = this.#checkIndex(index);
     if (refused) return refused;
-    if (data instanceof Uint8Array && data.byteLength === 0) return { ok: true };
+    if (data instanceof Uint8Array && data.byteLength === 0) {
+      this.#appliedIndex = index;
+      return { ok: true };
+    }
     const decoded = decodeCommand(data);
+    if (decoded.ok && decoded.command.type === 'kv.txn') {
+      const missing = this.#spilledCompares(decoded.command).filter((k) => !values?.has(k));
+      if (missing.length > 0) {
+        const needs: NeedsValues = { ok: false, error: { code: 'NEEDS_VALUES', message: `the transaction compares ${missing.length} value(s) kept on disk only` }, needsValues: missing };
+        return needs;
+      }
+    }
+    this.#appliedIndex = index;
     if (!decoded.ok) return decoded;
-    return this.#execute(index, decoded.command);
+    return this.#execute(index, decoded.command, values);
+  }
+
+  /** Keys whose value a transaction compares while the value is on disk only. */
+  #spilledCompares(c: KvTxnCommand): string[] {
+    const keys: string[] = [];
+    for (const cmp of c.compares) {
+      if (!('value' in cmp) || keys.includes(cmp.key)) continue;
+      const rec = this.#kv.get(cmp.key);
+      if (rec && rec.value === undefined) keys.push(cmp.key);
+    }
+    return keys;
   }
 
   /**
@@ -336,17 +350,22 @@ export class ClusterState {
   }
 
   #advance(index: number): ApplyResult | undefined {
+    const refused = this.#checkIndex(index);
+    if (!refused) this.#appliedIndex = index;
+    return refused;
+  }
+
+  #checkIndex(index: number): ApplyResult | undefined {
     if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 1) {
       return fail('INVALID_INDEX', `index must be a positive integer, got ${typeof index === 'number' ? String(index) : typeof index}`);
     }
     if (index <= this.#appliedIndex) {
       return fail('STALE_INDEX', `index ${index} is not above the applied index ${this.#appliedIndex}`);
     }
-    this.#appliedIndex = index;
     return undefined;
   }
 
-  #execute(index: number, c: Command): ApplyResult {
+  #execute(index: number, c: Command, values: ReadonlyMap<string, string> | undefined): ApplyResult {
     switch (c.type) {
       case 'cluster.init': return this.#clusterInit(index, c);
       case 'config.set': return this.#configSet(c.voterTarget);
@@ -359,7 +378,7 @@ export class ClusterState {
       case 'token.revoke': return this.#tokenRevoke(c.id);
       case 'kv.put': return this.#kvPut(index, c);
       case 'kv.delete': return this.#kvDelete(c);
-      case 'kv.txn': return this.#kvTxn(index, c);
+      case 'kv.txn': return this.#kvTxn(index, c, values);
       default: return fail('UNKNOWN_COMMAND', `unknown command type ${quote(String((c as { type: unknown }).type))}`);
     }
   }
@@ -554,11 +573,12 @@ export class ClusterState {
     return { ok: true, value: { key: c.key, version: prev.version } };
   }
 
-  #kvTxn(index: number, c: KvTxnCommand): ApplyResult {
+  #kvTxn(index: number, c: KvTxnCommand, values: ReadonlyMap<string, string> | undefined): ApplyResult {
     for (const cmp of c.compares) {
       const rec = this.#kv.get(cmp.key);
       if ('value' in cmp) {
-        if (!rec || !this.#holdsValue(rec, cmp.value)) return fail('CONFLICT', `kv key ${quote(cmp.key)} ${rec ? 'holds another value' : 'does not exist'}; the transaction expected a given value`);
+        // A spilled value was read from disk by the caller (apply checked it was given).
+        if (!rec || (rec.value ?? values?.get(cmp.key)) !== cmp.value) return fail('CONFLICT', `kv key ${quote(cmp.key)} ${rec ? 'holds another value' : 'does not exist'}; the transaction expected a given value`);
         continue;
       }
       const current = rec?.version ?? 0;
@@ -591,24 +611,15 @@ export class ClusterState {
     return { ok: true, value: { applied: c.ops.length, modIndex: index } };
   }
 
-  /** The in-memory entry of a record: its value kept, or (a large value) only its length and hash. */
+  /** The in-memory entry of a record: its value kept, or (a large value) only its metadata. */
   #entryOf(r: KvRecord, sizeBytes: number): KvEntry {
     const meta = { key: r.key, version: r.version, createIndex: r.createIndex, modIndex: r.modIndex, sizeBytes };
-    if (!this.#spills(r.key, r.value)) return { ...meta, value: r.value };
-    return { ...meta, valueHash: this.#hash(r.value) };
+    return this.#spills(r.key, r.value) ? meta : { ...meta, value: r.value };
   }
 
   #spills(key: string, value: string): boolean {
     const over = this.#options.spillValuesOverBytes;
     return over !== undefined && value.length > over && !RESIDENT_KV_PREFIXES.some((p) => key.startsWith(p));
-  }
-
-  #hash(value: string): string {
-    return (this.#options.hashValue ?? defaultHashValue)(value);
-  }
-
-  #holdsValue(e: KvEntry, value: string): boolean {
-    return e.value !== undefined ? e.value === value : e.valueHash === this.#hash(value);
   }
 
   /** RESOURCE_EXHAUSTED when replacing prev by next would grow the state past MAX_STATE_BYTES. */
@@ -1054,9 +1065,9 @@ export class ClusterState {
       createIndex,
       modIndex: readIndex(o.modIndex, `${path}.modIndex`, createIndex, applied),
       sizeBytes: readSafeInt(o.sizeBytes, `${path}.sizeBytes`, 1),
-      valueHash: typeof o.valueHash === 'string' ? hexHashToBase64(o.valueHash) : undefined,
     };
-    if (!e.valueHash) throw new InvalidFieldError(`${path}.valueHash`, 'must be a SHA-256 in hex');
+    // The hash of the value is not kept any more (a compare reads the value from disk).
+    if (typeof o.valueHash !== 'string') throw new InvalidFieldError(`${path}.valueHash`, 'must be a string');
     if (this.#kv.has(e.key)) throw new InvalidFieldError(`${path}.key`, `duplicate key ${quote(e.key)}`);
     this.#kv.set(e);
     this.#sizeBytes += e.sizeBytes;

@@ -13,9 +13,8 @@ import { readFile } from 'node:fs/promises';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 import { Http, log } from './load.js';
-import { memOf } from './rss.js';
+import { RssSampler, memOf } from './rss.js';
 import { writeKeys } from './state-load.js';
-import { createHash } from 'node:crypto';
 import { ClassicLevel } from 'classic-level';
 import { RaftStorage } from '../../node/raft/raft-storage.js';
 import { KvIndex, type Page } from '../../protocol/cluster/kv-index.js';
@@ -69,7 +68,7 @@ async function inject(dir: string, count: number): Promise<void> {
   for (let i = 0; i < count; i++) {
     const key = `inject/${String(i).padStart(8, '0')}`;
     const v = `${i}${value}`;
-    index.set({ key, version: 1, createIndex: 1, modIndex: 1, sizeBytes: v.length + key.length + 70, valueHash: createHash('sha256').update(v).digest('base64') });
+    index.set({ key, version: 1, createIndex: 1, modIndex: 1, sizeBytes: v.length + key.length + 70 });
     rows.set(`v/${key}`, v);
     if (rows.size >= 5000 || i === count - 1) {
       await storage.saveState(index.takeDirty(rows), stored.appliedIndex, false);
@@ -94,6 +93,7 @@ try {
     return s.voters.length === 3 && s.rootRetired && s.health === 'healthy' && s.leader;
   }, 60_000, 50);
   const names = ['m1', 'm2', 'm3'];
+  const rss = new RssSampler(() => c.running().map((n) => ({ name: n.name, pid: n.proc.pid! })), 500).start();
   const report = async (label: string) => {
     const leader = (await status('m1')).leader;
     for (const n of names) {
@@ -111,17 +111,21 @@ try {
   };
   const load = (valueBytes: number, label: string) => ({ endpoints: eps, concurrency: 16, put, timeoutMs: 60_000, valueBytes, label, progressMs: 30_000 });
   if (BIG > 0) {
+    rss.phase('1mib');
     await writeKeys(load(1024 * 1024, '1MiB'), BIG, (i) => `state/big/${String(i).padStart(7, '0')}`);
     await report('after 1 MiB values');
   }
   if (SMALL > 0) {
+    rss.phase('1kib');
     const s = await writeKeys(load(1024, '1KiB'), SMALL, (i) => `state/small/${String(i).padStart(8, '0')}`);
     log(`1 KiB: ${s.writesPerS} writes/s`);
     await report('after 1 KiB values');
   }
+  rss.phase('settle');
   await new Promise((r) => setTimeout(r, Number(values['settle-s'] ?? 5) * 1000));
   await report('settled');
   if (values.restart) {
+    rss.phase('restart');
     // A follower stops (SIGTERM) and starts again: spawn → its status answers at the applied index it had.
     const leader = (await status('m1')).leader;
     const name = names.find((n) => n !== leader)!;
@@ -136,6 +140,8 @@ try {
     log(node.lines.slice(0, 30).join('\n'));
     await report('restarted');
   }
+  rss.stop();
+  log(`max RSS by phase, MiB (anon/file):\n  ${rss.describe().join('\n  ')}`);
   if (nodeArgs.some((a) => a.startsWith('--heapsnapshot-signal'))) {
     for (const n of names) c.nodes.get(n)!.proc.kill('SIGUSR2');
     await new Promise((r) => setTimeout(r, 15_000));

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { ClusterState, StateRestoreError, encodeCommand, type Command } from '../../protocol/cluster/state.js';
+import { ClusterState, StateRestoreError, encodeCommand, needsValues, type Command } from '../../protocol/cluster/state.js';
 import { RaftStorage } from '../../node/raft/raft-storage.js';
 import { RaftNode } from '../../node/raft/raft-node.js';
 import { silentLogger } from '../../node/logger.js';
@@ -135,7 +135,7 @@ describe('RaftNode over state rows', () => {
 });
 
 describe('spilled kv values (on disk only)', () => {
-  it('a state that spills keeps large values out of memory, compares them by hash, and lists them as rows', () => {
+  it('a state that spills keeps large values out of memory, compares them when given them, and lists them as rows', () => {
     const s = new ClusterState({ spillValuesOverBytes: 8 });
     s.apply(1, enc({ type: 'kv.put', key: 'big', value: 'x'.repeat(100) }));
     s.apply(2, enc({ type: 'kv.put', key: 'small', value: 'tiny' }));
@@ -149,16 +149,21 @@ describe('spilled kv values (on disk only)', () => {
     const rows = s.takeChangedRows();
     expect(rows.get('v/big')).toBe('x'.repeat(100));
     expect([...rows].filter(([, v]) => v?.includes('xxxx')).map(([r]) => r)).toEqual(['v/big']);
-    // Compare-and-set on a spilled value.
-    expect(s.apply(4, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(99) }], ops: [{ op: 'put', key: 'big', value: 'no' }] })).ok).toBe(false);
-    expect(s.apply(5, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(100) }], ops: [{ op: 'put', key: 'big', value: 'z'.repeat(50) }] })).ok).toBe(true);
+    // Compare-and-set on a spilled value: the state asks for it (nothing applied), then compares it.
+    const cas = (value: string, put: string) => enc({ type: 'kv.txn', compares: [{ key: 'big', value }, { key: 'small', value: 'tiny' }], ops: [{ op: 'put', key: 'big', value: put }] });
+    const asked = s.apply(4, cas('x'.repeat(99), 'no'));
+    expect(needsValues(asked) && asked.needsValues).toEqual(['big']);
+    expect(s.appliedIndex).toBe(3);
+    expect(s.apply(4, cas('x'.repeat(99), 'no'), new Map([['big', 'x'.repeat(100)]]))).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
+    expect(s.appliedIndex).toBe(4);
+    expect(s.apply(5, cas('x'.repeat(100), 'z'.repeat(50)), new Map([['big', 'x'.repeat(100)]])).ok).toBe(true);
     const later = s.takeChangedRows();
     expect(later.get('v/big')).toBe('z'.repeat(50));
     // Loaded from its rows without the value rows: the values stay on disk.
     const disk = new Map([...rows, ...later].filter((e): e is [string, string] => e[1] !== null));
     const loaded = ClusterState.fromRows(5, [...disk].filter(([r]) => !r.startsWith('v/')), { spillValuesOverBytes: 8 });
     expect(loaded.kvMeta('big')?.version).toBe(2);
-    expect(loaded.apply(6, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'z'.repeat(50) }], ops: [] })).ok).toBe(true);
+    expect(needsValues(loaded.apply(6, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'z'.repeat(50) }], ops: [] })))).toBe(true);
     // A state that keeps everything gets the values back from the value rows: a whole snapshot.
     const whole = ClusterState.fromRows(5, disk);
     expect(whole.kvGet('big')?.value).toBe('z'.repeat(50));
@@ -211,8 +216,8 @@ describe('rows of the format before pages (one k/ row per kv key)', () => {
     ['v/big', 'x'.repeat(100)],
   ];
 
-  it('are read, compare on their hex hashes, and are replaced by pages at the next takeChangedRows()', () => {
-    const opts = { spillValuesOverBytes: 8, hashValue: (v: string) => createHash('sha256').update(v).digest('base64') };
+  it('are read (their hashes dropped) and replaced by pages at the next takeChangedRows()', () => {
+    const opts = { spillValuesOverBytes: 8 };
     const s = ClusterState.fromRows(6, legacyRows().filter(([r]) => !r.startsWith('v/')), opts);
     expect(s.kvCount()).toBe(3);
     expect(s.kvMeta('big')).toEqual({ key: 'big', version: 2, createIndex: 2, modIndex: 3, sizeBytes: 160 });
@@ -232,17 +237,18 @@ describe('rows of the format before pages (one k/ row per kv key)', () => {
     expect(again.hasChangedRows).toBe(false);
     expect(again.sizeBytes).toBe(s.sizeBytes);
     expect(again.taskKeysOnNode('n1')).toEqual(['tasks/web-1']);
-    // The converted hash is the hash of the same value: compare-on-value still holds.
-    expect(again.apply(7, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(100) }], ops: [] })).ok).toBe(true);
-    expect(again.apply(8, enc({ type: 'kv.txn', compares: [{ key: 'big', value: 'x'.repeat(99) }], ops: [] })).ok).toBe(false);
+    // Compare-on-value reads the value row.
+    const txn = (value: string) => enc({ type: 'kv.txn', compares: [{ key: 'big', value }], ops: [] });
+    expect(again.apply(7, txn('x'.repeat(100)), new Map([['big', disk.get('v/big')!]])).ok).toBe(true);
+    expect(again.apply(8, txn('x'.repeat(99)), new Map([['big', disk.get('v/big')!]])).ok).toBe(false);
     // Whole (no spilling): the value row comes back into the record.
     expect(ClusterState.fromRows(6, legacyRows()).kvGet('big')?.value).toBe('x'.repeat(100));
     expect(ClusterState.fromRows(6, disk).snapshot()).toEqual(ClusterState.fromRows(6, legacyRows()).snapshot());
   });
 
-  it('a bad legacy hash, or a key both in a page and in a k/ row, is refused', () => {
-    const bad = legacyRows().map(([r, v]): [string, string] => [r, r === 'k/big' ? v.replace(/"valueHash":"[0-9a-f]+"/, '"valueHash":"xyz"') : v]);
-    expect(() => ClusterState.fromRows(6, bad, { spillValuesOverBytes: 8 })).toThrow(/SHA-256 in hex/);
+  it('a bad legacy row, or a key both in a page and in a k/ row, is refused', () => {
+    const bad = legacyRows().map(([r, v]): [string, string] => [r, r === 'k/big' ? v.replace(/"valueHash":"[0-9a-f]+"/, '"valueHash":7') : v]);
+    expect(() => ClusterState.fromRows(6, bad, { spillValuesOverBytes: 8 })).toThrow(/valueHash/);
     const s = ClusterState.fromRows(6, legacyRows(), { spillValuesOverBytes: 8 });
     const pages = [...s.takeChangedRows()].filter((e): e is [string, string] => e[0].startsWith('i/') && e[1] !== null);
     expect(() => ClusterState.fromRows(6, [...legacyRows(), ...pages], { spillValuesOverBytes: 8 })).toThrow(/duplicate key/);
@@ -289,6 +295,46 @@ describe('values that start with U+FEFF', () => {
     expect(reader.finish().kvGet('kept')?.value).toBe('\uFEFFab');
     expect(ClusterState.fromRows(2, (await storage.loadState(true))!.rows).kvGet('spilled')?.value).toBe('\uFEFF' + 'z'.repeat(50));
     await storage.close();
+  });
+});
+
+describe('compare-on-value of values kept on disk only (RaftNode reads them for the state)', () => {
+  it('compares the newest value: applied in the same Ready, not written yet, written, and after a restart', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-rows-cas-'));
+    dirs.push(dir);
+    const open = async (fresh: boolean) => {
+      const storage = await RaftStorage.open(dir);
+      if (fresh) {
+        const boot = bootstrapState(['solo']);
+        await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
+      }
+      const node = await RaftNode.open({ id: 'solo', storage, send: () => undefined, log: silentLogger, timing: { tickMs: 10, electionTick: 10, heartbeatTick: 1 } });
+      nodes.push(node);
+      node.start();
+      await waitFor('a leader', () => node.isLeader, 5000, 10);
+      return { node, storage };
+    };
+    const v = (n: number) => `${n}`.repeat(100);
+    const cas = (from: string, to: string) => enc({ type: 'kv.txn', compares: [{ key: 'big', value: from }], ops: [{ op: 'put', key: 'big', value: to }] });
+    const a = await open(true);
+    // Proposed together: the compares meet values applied moments before, in the same Ready or the next.
+    const results = await Promise.all([
+      a.node.propose(enc({ type: 'kv.put', key: 'big', value: v(1) })),
+      a.node.propose(cas(v(1), v(2))),
+      a.node.propose(cas(v(1), v(3))),
+      a.node.propose(cas(v(2), v(4))),
+    ]);
+    expect(results.map((r) => r.ok)).toEqual([true, true, false, true]);
+    expect(a.node.state.kvInMemory('big')).toBeUndefined();
+    expect((await a.node.kvGet('big'))?.value).toBe(v(4));
+    expect((await a.node.propose(cas(v(4), v(5)))).ok).toBe(true);
+    await a.node.stop();
+    nodes.length = 0;
+    await a.storage.close();
+    const b = await open(false);
+    expect((await b.node.propose(cas(v(4), v(6)))).ok).toBe(false);
+    expect((await b.node.propose(cas(v(5), v(6)))).ok).toBe(true);
+    expect((await b.node.kvGet('big'))?.version).toBe(5);
   });
 });
 
