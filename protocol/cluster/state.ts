@@ -11,7 +11,7 @@
 // nothing with callers (they hand out copies).
 
 import { TASK_PREFIX, parseRecord, type TaskRecord } from '../apps/model.js';
-import { KvIndex, PAGE_ROW_PREFIX, type KvEntry, type Page } from './kv-index.js';
+import { CorruptPageError, KvIndex, PAGE_ROW_PREFIX, type KvEntry, type Page } from './kv-index.js';
 import {
   DEFAULT_VOTER_TARGET,
   InvalidFieldError,
@@ -868,7 +868,7 @@ export class ClusterState {
         return fn();
       } catch (err) {
         if (err instanceof StateRestoreError) throw err;
-        if (err instanceof InvalidFieldError) throw new StateRestoreError(`state rows: ${err.message}`, { cause: err });
+        if (err instanceof InvalidFieldError || err instanceof CorruptPageError) throw new StateRestoreError(`state rows: ${err.message}`, { cause: err });
         throw new StateRestoreError('state rows: unreadable', { cause: err });
       }
     };

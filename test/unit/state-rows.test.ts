@@ -279,6 +279,31 @@ describe('rows of the format before pages (one k/ row per kv key)', () => {
   });
 });
 
+describe('a start refuses a store it cannot trust', () => {
+  it('state rows behind the start of the log (entries in between lost), and rows that do not hold', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-rows-behind-'));
+    dirs.push(dir);
+    const storage = await RaftStorage.open(dir);
+    await storage.saveState(new Map([['cfg', '{"clusterId":"","ephemeralRoot":false,"rootNodeId":"","rootRetired":false,"voterTarget":3}']]), 3, true);
+    await storage.saveSnapshot({ meta: { index: 10, term: 1, conf: { voters: ['solo'], learners: [] } }, data: new TextEncoder().encode('{"format":"omni.state-in-rows","version":1}') });
+    const open = () => RaftNode.open({ id: 'solo', storage, send: () => undefined, log: silentLogger });
+    await expect(open()).rejects.toThrow(/applied up to index 3, but the log starts after 10/);
+    const page = (key: string, value: string) => `[1,1,5,"${key}","${key}"]\n[["${key}"],[1,1,1,5,0],[${value}]]`;
+    await storage.saveState(new Map([['i/1', page('a', '"x"')], ['i/2', page('u', '"x"')], ['i/3', page('z', '1')]]), 12, true);
+    // The last page's header holds, its columns do not: found when it is used.
+    const node = await open();
+    expect(node.state.kvCount()).toBe(3);
+    expect(node.state.kvMeta('u')?.sizeBytes).toBe(5);
+    expect(() => node.state.kvMeta('z')).toThrow(/kv page i\/3 is corrupt: .*value/);
+    // Found at start when the start uses it (the pages around tasks/ are read for the tasks index).
+    await storage.saveState(new Map([['i/2', page('u', '1')]]), 12, true);
+    await expect(open()).rejects.toThrow(/cannot be read: .*kv page i\/2 is corrupt/);
+    await storage.saveState(new Map([['i/2', 'not a page']]), 12, true);
+    await expect(open()).rejects.toThrow(/cannot be read: .*must start with a line/);
+    await storage.close();
+  });
+});
+
 describe('values that start with U+FEFF', () => {
   it('keep it through the rows on disk (spilled) and in pages (in memory)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'omni-rows-bom-'));
