@@ -38,6 +38,8 @@ import { registerNodeRoutes, type MemberRemovalDeps } from './api/nodes-routes.j
 import { registerImageRoutes } from './api/images-routes.js';
 import { Orchestrator } from './apps/orchestrator.js';
 import { Agent } from './apps/agent.js';
+import { writeLeaseFile } from './apps/lease-file.js';
+import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
 import { createDrivers } from './apps/drivers/index.js';
 import { measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
@@ -485,7 +487,19 @@ export class Omnid {
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
-    this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk, readBarrier: () => this.writes.readBarrier() }, createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }));
+    this.agent = new Agent(
+      {
+        id: this.id,
+        log: this.log,
+        raft: this.raft,
+        dataDir: this.opts.dataDir,
+        proposeOk,
+        readBarrier: () => this.writes.readBarrier(),
+        // For the exclusive tasks' watchdogs outside omnid: they stop the tasks a quarter lease after the agent would.
+        publishLease: (untilMs) => writeLeaseFile(this.opts.dataDir, untilMs, EXCLUSIVE_LEASE_MS / 4),
+      },
+      createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }),
+    );
     this.agent.start();
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());

@@ -105,12 +105,24 @@ interface Waiter {
   timer: TimerHandle;
 }
 
-interface ReadWaiter {
+/** One caller of readBarrier. */
+interface ReadCaller {
   resolve: () => void;
   reject: (e: Error) => void;
   timer: TimerHandle;
+}
+
+/** One ReadIndex request to the core, shared by the callers that arrived before it was issued. */
+interface ReadWaiter {
+  callers: Set<ReadCaller>;
   index?: number;
 }
+
+/**
+ * A ReadIndex that gets no answer for this many ticks (lost with a leader change) no longer holds
+ * back the reads queued behind it: they go out in a new request.
+ */
+const READ_REISSUE_TICKS = 5;
 
 export class RaftNode {
   readonly id: NodeId;
@@ -121,10 +133,24 @@ export class RaftNode {
   private readonly waiters = new Map<number, Waiter>();
   private readonly reads = new Map<string, ReadWaiter>();
   private readSeq = 0;
+  /**
+   * Reads are batched as etcd's server does: one ReadIndex request (one quorum round) at a time;
+   * callers that arrive while it is out wait for the next one, which they all share (they could
+   * not join the one in flight: it was asked before they arrived).
+   */
+  private readQueue: ReadCaller[] = [];
+  private readInFlight: { ctx: string; tick: number } | undefined;
+  private readCallers = 0;
   /** Makes ReadIndex contexts unique across restarts (the leader drops duplicate contexts). */
   private readonly readNonce: string;
   private readonly timers: Timers;
   private ticker: TimerHandle | undefined;
+  /** Ticks so far: the leader's clock for how long a peer has been silent (a late timer only makes it count longer). */
+  private ticks = 0;
+  /** The tick at which this node was first seen leading in its current term of office (-1: not leading). */
+  private leaderSinceTick = -1;
+  /** The tick at which a message from each peer last arrived. */
+  private readonly heardAtTick = new Map<NodeId, number>();
   private processing = false;
   private again = false;
   private stopped = false;
@@ -194,6 +220,10 @@ export class RaftNode {
 
   start(): void {
     this.ticker = this.timers.setInterval(() => {
+      this.ticks++;
+      if (this.readQueue.length > 0) this.issueReads(); // behind a ReadIndex that got lost
+      if (this.raft.role !== Role.Leader) this.leaderSinceTick = -1;
+      else if (this.leaderSinceTick < 0) this.leaderSinceTick = this.ticks;
       if (this.core('tick', () => this.raft.tick()) === undefined && this.fatal) return;
       this.schedule();
     }, this.timing.tickMs);
@@ -208,9 +238,8 @@ export class RaftNode {
     this.timers.clearTimeout(this.noSpaceTimer);
     const err = new OmniError('UNAVAILABLE', 'node is shutting down; the outcome of pending writes is unknown');
     for (const w of this.waiters.values()) (this.timers.clearTimeout(w.timer), w.reject(err));
-    for (const r of this.reads.values()) (this.timers.clearTimeout(r.timer), r.reject(err));
     this.waiters.clear();
-    this.reads.clear();
+    this.rejectReads(err);
     while (this.processing) await new Promise<void>((r) => this.timers.setTimeout(r, 5));
     for (const v of this.views.splice(0)) await v.view.close().catch(() => undefined);
     // A clean stop leaves the rows complete and durable: the next start replays nothing.
@@ -223,6 +252,7 @@ export class RaftNode {
    */
   step(m: Message): void {
     if (this.stopped || this.fatal) return;
+    if (this.heardAtTick.size < 4096 || this.heardAtTick.has(m.from)) this.heardAtTick.set(m.from, this.ticks);
     if (!this.core('step', () => this.raft.step(m))) return;
     this.schedule();
   }
@@ -251,14 +281,25 @@ export class RaftNode {
     this.opts.log.error(`raft: fatal, node stops participating: ${err.message}`);
     const dead = new OmniError('UNAVAILABLE', `raft stopped: ${err.message}`);
     for (const w of this.waiters.values()) (this.timers.clearTimeout(w.timer), w.reject(dead));
-    for (const r of this.reads.values()) (this.timers.clearTimeout(r.timer), r.reject(dead));
     this.waiters.clear();
-    this.reads.clear();
+    this.rejectReads(dead);
     this.opts.onFatal?.(err);
   }
 
   get leader(): NodeId {
     return this.raft.lead;
+  }
+
+  /**
+   * On the leader: how long it is sure it has not heard from `id` — since its last message, and
+   * at most since this node took the lead (counted in ticks, so a stalled event loop only makes
+   * the figure smaller). 0 on a follower and for this node itself. An exclusive task's node
+   * that is silent for twice its lease has stopped it (protocol/apps/spec.ts EXCLUSIVE_LEASE_MS).
+   */
+  silentForMs(id: NodeId): number {
+    if (id === this.id || this.raft.role !== Role.Leader || this.leaderSinceTick < 0) return 0;
+    const since = Math.max(this.heardAtTick.get(id) ?? -1, this.leaderSinceTick);
+    return Math.max(0, this.ticks - since) * this.timing.tickMs;
   }
 
   get isLeader(): boolean {
@@ -278,24 +319,73 @@ export class RaftNode {
   readBarrier(timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<void> {
     const unusable = this.unusable();
     if (unusable) return Promise.reject(unusable);
-    if (this.reads.size >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many reads in flight'));
-    const ctx = `${this.readNonce}:${++this.readSeq}`;
+    if (this.readCallers >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many reads in flight'));
     return new Promise<void>((resolve, reject) => {
-      const timer = this.timers.setTimeout(() => {
-        this.reads.delete(ctx);
+      const caller: ReadCaller = { resolve, reject, timer: undefined };
+      this.readCallers++;
+      caller.timer = this.timers.setTimeout(() => {
+        if (!this.forgetRead(caller)) return;
         reject(new OmniError('TIMEOUT', `linearizable read timed out after ${timeoutMs} ms (no quorum?)`));
       }, timeoutMs);
-      this.reads.set(ctx, { resolve, reject, timer });
-      const accepted = this.core('readIndex', () => this.raft.readIndex(new TextEncoder().encode(ctx)));
-      if (accepted === undefined) return; // fatal: the waiter was rejected
-      if (!accepted) {
-        this.timers.clearTimeout(timer);
-        this.reads.delete(ctx);
-        reject(new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum'));
-        return;
-      }
-      this.schedule();
+      this.readQueue.push(caller);
+      this.issueReads();
     });
+  }
+
+  /** Sends the queued reads out as one ReadIndex request, unless one is still out (then they wait for it). */
+  private issueReads(): void {
+    if (this.readQueue.length === 0 || this.stopped || this.fatal) return;
+    if (this.readInFlight && this.reads.has(this.readInFlight.ctx) && this.ticks - this.readInFlight.tick < READ_REISSUE_TICKS) return;
+    const callers = new Set(this.readQueue);
+    this.readQueue = [];
+    const ctx = `${this.readNonce}:${++this.readSeq}`;
+    this.reads.set(ctx, { callers });
+    this.readInFlight = { ctx, tick: this.ticks };
+    const accepted = this.core('readIndex', () => this.raft.readIndex(new TextEncoder().encode(ctx)));
+    if (accepted === undefined) return; // fatal: every read was rejected
+    if (!accepted) {
+      this.reads.delete(ctx);
+      this.readInFlight = undefined;
+      this.settleReads(callers, new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum'));
+      return;
+    }
+    this.schedule();
+  }
+
+  /** A caller gave up (timeout): out of its batch or the queue. False if it was settled already. */
+  private forgetRead(caller: ReadCaller): boolean {
+    const queued = this.readQueue.indexOf(caller);
+    if (queued >= 0) this.readQueue.splice(queued, 1);
+    else {
+      const entry = [...this.reads].find(([, w]) => w.callers.has(caller));
+      if (!entry) return false;
+      entry[1].callers.delete(caller);
+      if (entry[1].callers.size === 0) {
+        this.reads.delete(entry[0]);
+        if (this.readInFlight?.ctx === entry[0]) this.readInFlight = undefined;
+      }
+    }
+    this.readCallers--;
+    return true;
+  }
+
+  /** Settles callers: resolved (no error) or rejected. */
+  private settleReads(callers: Iterable<ReadCaller>, err?: Error): void {
+    for (const c of callers) {
+      this.timers.clearTimeout(c.timer);
+      this.readCallers--;
+      if (err) c.reject(err);
+      else c.resolve();
+    }
+  }
+
+  /** Rejects every read, issued or queued. */
+  private rejectReads(err: Error): void {
+    const all = [...this.readQueue, ...[...this.reads.values()].flatMap((w) => [...w.callers])];
+    this.readQueue = [];
+    this.reads.clear();
+    this.readInFlight = undefined;
+    this.settleReads(all, err);
   }
 
   /** Hands leadership to voter `to`; only the leader can (NOT_LEADER with the leader's id otherwise). */
@@ -459,10 +549,13 @@ export class RaftNode {
     }
     this.raft.advance(rd);
     for (const rs of rd.readStates) {
-      const w = this.reads.get(new TextDecoder().decode(rs.context));
+      const ctx = new TextDecoder().decode(rs.context);
+      const w = this.reads.get(ctx);
       if (w) w.index = rs.index;
+      if (this.readInFlight?.ctx === ctx) this.readInFlight = undefined;
     }
     this.releaseReads();
+    this.issueReads();
     // The rows this Ready changed, unsynced: the next synced log write makes them durable, and
     // a crash before that only sends the node back to entries its log still holds.
     if (rd.committedEntries.length > 0) await this.saveState(false);
@@ -757,8 +850,7 @@ export class RaftNode {
     for (const [ctx, w] of this.reads) {
       if (w.index === undefined || w.index > applied) continue;
       this.reads.delete(ctx);
-      this.timers.clearTimeout(w.timer);
-      w.resolve();
+      this.settleReads(w.callers);
     }
   }
 
@@ -767,9 +859,7 @@ export class RaftNode {
     this.processing = false;
     if (!this.noSpace) this.opts.log.error(`raft: NO_SPACE: cannot write to ${this.opts.storage.dir} (${err.message.slice(0, 200)}); writes are refused (507) and retried every ${this.retryMs / 1000} s until space is freed`);
     this.noSpace = err;
-    const waiting = [...this.reads.values()];
-    this.reads.clear();
-    for (const r of waiting) (this.timers.clearTimeout(r.timer), r.reject(new OmniError('NO_SPACE', `the disk of this node is full; the read cannot be served here`)));
+    this.rejectReads(new OmniError('NO_SPACE', `the disk of this node is full; the read cannot be served here`));
     this.noSpaceTimer = this.timers.setTimeout(() => void this.retryAfterNoSpace(), this.retryMs);
   }
 

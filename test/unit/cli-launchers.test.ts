@@ -1,5 +1,5 @@
 // bin/omni and bin/omnid work from any directory and through symlinks (npm link, npx, ~/bin):
-// the package root comes from the launcher's real path, tsx and Node 24 from that root.
+// the package root comes from the launcher's real path, dist/ (or tsx) and Node 24 from that root.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { mkdtemp, mkdir, readFile, rm, symlink } from 'node:fs/promises';
