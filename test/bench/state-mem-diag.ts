@@ -10,16 +10,18 @@
 // Usage: node --import tsx test/bench/state-mem-diag.ts [--big 32] [--small 8000] [--node-args "..."] [--env "MALLOC_ARENA_MAX=2"] [--settle-s 5] [--restart [--inject 524288]]
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 import { Http, log } from './load.js';
 import { RssSampler, memOf } from './rss.js';
 import { writeKeys } from './state-load.js';
 import { ClassicLevel } from 'classic-level';
+import { execFileSync } from 'node:child_process';
 import { RaftStorage } from '../../node/raft/raft-storage.js';
 import { KvIndex, type Page } from '../../protocol/cluster/kv-index.js';
 
-const { values } = parseArgs({ options: { big: { type: 'string' }, small: { type: 'string' }, 'node-args': { type: 'string' }, env: { type: 'string' }, 'settle-s': { type: 'string' }, snap: { type: 'boolean' }, restart: { type: 'boolean' }, inject: { type: 'string' } } });
+const { values } = parseArgs({ options: { big: { type: 'string' }, small: { type: 'string' }, 'node-args': { type: 'string' }, env: { type: 'string' }, 'settle-s': { type: 'string' }, snap: { type: 'boolean' }, restart: { type: 'boolean' }, inject: { type: 'string' }, 'copy-dir': { type: 'string' } } });
 const BIG = Number(values.big ?? 32);
 const SMALL = Number(values.small ?? 8000);
 for (const kv of (values.env ?? '').split(' ').filter(Boolean)) {
@@ -32,6 +34,12 @@ const http = new Http();
 const auth = () => ({ authorization: `Bearer ${c.adminToken}` });
 const status = async (name: string): Promise<StatusView> => JSON.parse((await http.call(`${c.nodes.get(name)!.apiUrl}/v1/status`, 'GET', undefined, auth())).body) as StatusView;
 process.once('SIGINT', () => void c.destroy().then(() => process.exit(130)));
+
+/** CPU time of a process so far (user + system), ms. */
+function cpuMsOf(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+}
 
 /** Anonymous RSS of a process by kind of mapping, in MiB. */
 async function smaps(pid: number): Promise<string> {
@@ -139,9 +147,18 @@ try {
     log(`restart of ${name}: 'omnid: started' after ${Math.round(started)} ms, applied ≥ ${before} after ${Math.round(performance.now() - t0)} ms`);
     log(node.lines.slice(0, 30).join('\n'));
     await report('restarted');
+    if (values['copy-dir']) {
+      await c.kill(name, 'SIGTERM');
+      execFileSync('cp', ['-r', `${c.nodes.get(name)!.dataDir}/raft`, values['copy-dir']]);
+      log(`copied ${name}'s raft dir to ${values['copy-dir']}`);
+    }
   }
   rss.stop();
   log(`max RSS by phase, MiB (anon/file):\n  ${rss.describe().join('\n  ')}`);
+  // CPU of the original members (user + system, from /proc): how much each write cost them.
+  let cpuMs = 0;
+  for (const n of names) cpuMs += c.nodes.get(n)!.running ? cpuMsOf(c.nodes.get(n)!.proc.pid!) : 0;
+  log(`omnid CPU: ${Math.round(cpuMs)} ms for ${BIG + SMALL} writes: ${(cpuMs / Math.max(1, BIG + SMALL)).toFixed(2)} ms per write (the three members together)`);
   if (nodeArgs.some((a) => a.startsWith('--heapsnapshot-signal'))) {
     for (const n of names) c.nodes.get(n)!.proc.kill('SIGUSR2');
     await new Promise((r) => setTimeout(r, 15_000));
