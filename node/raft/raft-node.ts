@@ -8,14 +8,14 @@
 // and the write is retried every NO_SPACE_RETRY_MS (reopening the store, since LevelDB refuses
 // every write after a failed one) until space is freed. Meanwhile the node sends nothing, so a
 // leader loses its followers' acknowledgements and steps down: another node leads.
-import { createHash, randomInt, randomBytes } from 'node:crypto';
+import { randomInt, randomBytes } from 'node:crypto';
 import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/raft.js';
 import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot, type SnapshotMeta } from '../../protocol/raft/types.js';
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
-import { ClusterState, kvRow, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
-import type { RaftStore } from './raft-store.js';
+import { ClusterState, StateRestoreError, needsValues, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
+import type { RaftStore, StreamedState } from './raft-store.js';
 import type { StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
 import { REAL_TIMERS, type Timers, type TimerHandle } from '../timers.js';
@@ -41,10 +41,9 @@ export const KEEP_AFTER_SNAPSHOT_TICKS = 600;
 export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
 /** Kv values longer than this live on disk only, not in memory (ClusterState StateOptions). */
 export const DEFAULT_SPILL_VALUES_OVER_BYTES = 64;
-/** The state's options in production: spill, and hash with the native SHA-256. */
+/** The state's options in production: values over DEFAULT_SPILL_VALUES_OVER_BYTES spill. */
 export const DEFAULT_STATE_OPTIONS: StateOptions = {
   spillValuesOverBytes: DEFAULT_SPILL_VALUES_OVER_BYTES,
-  hashValue: (v) => createHash('sha256').update(v).digest('hex'),
 };
 /** Messages a leader may send before its own write of the same Ready completes. */
 const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
@@ -234,8 +233,16 @@ export class RaftNode {
   }
 
   static async open(opts: RaftNodeOptions): Promise<RaftNode> {
-    const persisted = await opts.storage.load();
-    const state = await loadState(opts.storage, persisted.snapshot, opts.state ?? DEFAULT_STATE_OPTIONS);
+    // The log and the state rows are read at the same time (two LevelDB reads, decoded as they come).
+    const t0 = performance.now();
+    let logMs = 0;
+    const loading = opts.storage.load().then((p) => ((logMs = performance.now() - t0), p));
+    loading.catch(() => undefined);
+    const state = await loadState(opts.storage, loading.then((p) => p.snapshot), opts.state ?? DEFAULT_STATE_OPTIONS);
+    const persisted = await loading;
+    if (state.appliedIndex > 0) {
+      opts.log.info(`raft: read the state at index ${state.appliedIndex} (${state.kvCount()} kv records) and ${persisted.entries.length} log entries in ${Math.round(performance.now() - t0)} ms (the log alone: ${Math.round(logMs)} ms)`);
+    }
     const timing = opts.timing ?? DEFAULT_TIMING;
     const raft = new Raft(
       { ...opts.core, id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(opts.rngSeed ?? randomInt(2 ** 31)) },
@@ -569,7 +576,9 @@ export class RaftNode {
     }
     for (const e of rd.committedEntries) {
       this.opts.observer?.applying?.(e);
-      this.applyEntry(e.index, e.term, e.type, e.data);
+      const keys = this.applyEntry(e.index, e.term, e.type, e.data);
+      // A transaction compares values kept on disk only: read them (nothing applies meanwhile).
+      if (keys) this.applyEntry(e.index, e.term, e.type, e.data, await this.currentValues(keys));
     }
     this.raft.advance(rd);
     for (const rs of rd.readStates) {
@@ -638,12 +647,13 @@ export class RaftNode {
         if ((err as { code?: unknown }).code !== undefined) throw err;
         throw refused((err as Error).message);
       }
-      const stored = await this.opts.storage.loadState();
+      const stored = await this.opts.storage.streamState();
       if (!stored) throw refused('no rows after installing it');
       try {
-        restored = ClusterState.fromRows(stored.appliedIndex, stored.rows, this.stateOptions);
+        restored = await readRows(stored, this.stateOptions);
       } catch (err) {
-        throw refused((err as Error).message);
+        if (!(err instanceof StateRestoreError)) throw err;
+        throw refused(err.message);
       }
       if (restored.appliedIndex < snap.meta.index) throw refused(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
     } else {
@@ -836,8 +846,8 @@ export class RaftNode {
     for (const rows of [this.unsavedRows, this.savingRows]) {
       if (!rows) continue;
       const v = rows.get(valueRow(key));
+      // A deleted record's value row is deleted with it (null).
       if (v !== undefined) return { value: v };
-      if (rows.get(kvRow(key)) === null) return { value: null };
     }
     return undefined;
   }
@@ -871,8 +881,12 @@ export class RaftNode {
     return rd.messages.every((m) => LEADER_EARLY_TYPES.has(m.type));
   }
 
-  private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array): void {
-    if (index <= this.skipThrough && index <= this.state.appliedIndex) return;
+  /**
+   * Applies one committed entry; returns the keys whose current values it needs when it
+   * compares values kept on disk only (call again with them), else undefined.
+   */
+  private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array, values?: ReadonlyMap<string, string>): string[] | undefined {
+    if (index <= this.skipThrough && index <= this.state.appliedIndex) return undefined;
     // Entries reach the state machine once each, in order: anything else means this node's
     // state and its log disagree, and going on would serve (and snapshot) a wrong state.
     if (index !== this.state.appliedIndex + 1) {
@@ -884,18 +898,42 @@ export class RaftNode {
       const kind = cc.type === ConfChangeType.AddVoter ? 'addVoter' : cc.type === ConfChangeType.AddLearner ? 'addLearner' : 'remove';
       result = this.state.applyConfChange(index, { type: kind, node: cc.node });
     } else {
-      result = this.state.apply(index, data);
+      result = this.state.apply(index, data, values);
+      if (needsValues(result) && !values) return result.needsValues;
     }
     if (this.state.appliedIndex !== index) {
       throw new OmniError('APPLY_DIVERGED', `applying index ${index} left the state machine at applied index ${this.state.appliedIndex}${result.ok ? '' : ` (${result.error.message})`}`);
     }
     if (type === EntryType.ConfChange) result = { ok: true };
     const w = this.waiters.get(index);
-    if (!w) return;
+    if (!w) return undefined;
     this.waiters.delete(index);
     this.timers.clearTimeout(w.timer);
     if (w.term === term) w.resolve(result);
     else w.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
+    return undefined;
+  }
+
+  /**
+   * The current values of kv keys whose values are on disk only, as the state machine is now:
+   * changed by entries applied but not written yet, being written, or stored. A key the state
+   * holds without any of them means the store lost a row (STORAGE_CORRUPT).
+   */
+  private async currentValues(keys: readonly string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const fromDisk: string[] = [];
+    for (const key of keys) {
+      const v = this.state.changedKvValue(key) ?? this.pendingValue(key);
+      if (v?.value != null) out.set(key, v.value);
+      else if (this.state.kvMeta(key)) fromDisk.push(key);
+    }
+    const stored = fromDisk.length === 0 ? [] : await this.opts.storage.readStateRows(fromDisk.map(valueRow));
+    fromDisk.forEach((key, i) => {
+      const v = stored[i];
+      if (v === undefined) throw new StorageCorruptError(`the value of kv key ${key.slice(0, 200)} is missing from the state rows`, this.opts.storage.dir, { key: valueRow(key).slice(0, 200) });
+      out.set(key, v);
+    });
+    return out;
   }
 
   private releaseReads(): void {
@@ -1021,19 +1059,25 @@ function isStateMarker(data: Uint8Array): boolean {
  * The state at start: its rows, or (a data dir from before rows) the state in the stored
  * snapshot with its log replayed. Rows behind the log's start mean lost entries.
  */
-async function loadState(storage: RaftStore, snapshot: Snapshot | undefined, options: StateOptions): Promise<ClusterState> {
-  const stored = await storage.loadState();
-  const logStart = snapshot?.meta.index ?? 0;
+async function loadState(storage: RaftStore, snapshotLoading: Promise<Snapshot | undefined>, options: StateOptions): Promise<ClusterState> {
+  const stored = await storage.streamState();
   if (stored) {
+    let state: ClusterState;
+    try {
+      state = await readRows(stored, options);
+    } catch (err) {
+      if (!(err instanceof StateRestoreError)) throw err;
+      throw new StorageCorruptError(`the stored state rows cannot be read: ${err.message}`, storage.dir);
+    }
+    const logStart = (await snapshotLoading)?.meta.index ?? 0;
     if (stored.appliedIndex < logStart) {
       throw new StorageCorruptError(`the state rows are applied up to index ${stored.appliedIndex}, but the log starts after ${logStart}: entries in between are lost`, storage.dir);
     }
-    try {
-      return ClusterState.fromRows(stored.appliedIndex, stored.rows, options);
-    } catch (err) {
-      throw new StorageCorruptError(`the stored state rows cannot be read: ${(err as Error).message}`, storage.dir);
-    }
+    // Rows of an older format (one per kv key) are replaced by pages, in one atomic batch.
+    if (state.hasChangedRows) await storage.saveState(state.takeChangedRows(), state.appliedIndex, true);
+    return state;
   }
+  const snapshot = await snapshotLoading;
   if (!snapshot) return new ClusterState(options);
   if (isStateMarker(snapshot.data)) throw new StorageCorruptError('the state rows are missing (the stored snapshot says the state is in them)', storage.dir);
   // A data dir from before rows: its snapshot holds the whole state; written to rows once.
@@ -1041,6 +1085,13 @@ async function loadState(storage: RaftStore, snapshot: Snapshot | undefined, opt
   const rows = [...whole.rows(options.spillValuesOverBytes)];
   await storage.replaceState(rows, whole.appliedIndex);
   return ClusterState.fromRows(whole.appliedIndex, rows, options);
+}
+
+/** The state the streamed rows describe, read batch by batch (StateRestoreError when they do not hold). */
+async function readRows(stored: StreamedState, options: StateOptions): Promise<ClusterState> {
+  const reader = ClusterState.rowsReader(stored.appliedIndex, options);
+  for await (const batch of stored.batches) reader.add(batch);
+  return reader.finish();
 }
 
 /** ENOSPC from the file system, or LevelDB's report of it ("IO error: …: No space left on device"). */

@@ -10,6 +10,12 @@ export interface StoredState {
   rows: [string, string][];
 }
 
+export interface StreamedState {
+  appliedIndex: number;
+  /** The rows by row key, a batch at a time; a row's value as text or as its UTF-8 bytes. */
+  batches: AsyncIterable<[string, string | Uint8Array][]>;
+}
+
 export interface RaftStore {
   /** Where the data lives (for messages). */
   readonly dir: string;
@@ -28,6 +34,8 @@ export interface RaftStore {
    * Spilled kv values (rows `v/…`) only `withValues`: a start never reads them.
    */
   loadState(withValues?: boolean): Promise<StoredState | undefined>;
+  /** As loadState, the rows handed out in batches as they are read (a start never holds them all). */
+  streamState(withValues?: boolean): Promise<StreamedState | undefined>;
   /** The stored rows (undefined: none), read as they are now (unsynced writes included). */
   readStateRows(rows: readonly string[]): Promise<(string | undefined)[]>;
   /**
