@@ -33,8 +33,8 @@ const DOWN_CHECK_EVERY_MS = 400;
 const APPS = ['web', 'api', 'job'];
 /** At most once: one replica, spec.exclusive. */
 const EXCLUSIVE_APP = 'job';
-/** A shorter lease than a daemon's, so replacements after a silence happen within a seed. */
-const SIM_EXCLUSIVE_LEASE_MS = 1000;
+/** Shorter than a daemon's, so replacements after a silence happen within a seed; longer than the 1.5 s after which the leader marks a silent node down, so a leader that does not wait for the lease (the injected bug) shows. */
+const SIM_EXCLUSIVE_LEASE_MS = 3000;
 const OPERATOR: Caller = adminCaller('sim-admin-token', 'sim-admin');
 
 /**

@@ -1162,7 +1162,7 @@ export class Simulation {
       // stop there before the leader's replacement starts elsewhere.
       this.net.split([exclusiveHost], ids.filter((i) => i !== exclusiveHost));
       this.trace(`fault: ${exclusiveHost} (runs the exclusive task) isolated`);
-      this.healLater(3000 + this.rng.int(4000));
+      this.healLater(3000 + this.rng.int(7000));
       return;
     }
     if (kind === 0 && leader) {
