@@ -35,9 +35,10 @@ describe('omnid runtime settings (bin/omnid)', () => {
     const probe = '-p [process.env.MALLOC_MMAP_THRESHOLD_,process.env.MALLOC_ARENA_MAX,process.env.OMNI_RUNTIME_ENV,process.execArgv.join()].join()';
     const env = { PATH: '/usr/bin:/bin', HOME: dir, OMNI_NODE_ARGS: probe };
     const seen = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env });
-    expect(seen.stdout.trim()).toMatch(/^131072,2, MALLOC_MMAP_THRESHOLD_ MALLOC_ARENA_MAX,--max-semi-space-size=8,-p,/);
+    // No MALLOC_MMAP_THRESHOLD_: mapping every 1 MiB buffer on its own made 1 MiB writes 2-4x slower.
+    expect(seen.stdout.trim()).toMatch(/^,2, MALLOC_ARENA_MAX,--max-semi-space-size=8,-p,/);
     const mine = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env: { ...env, MALLOC_ARENA_MAX: '8' } });
-    expect(mine.stdout.trim()).toMatch(/^131072,8, MALLOC_MMAP_THRESHOLD_,/);
+    expect(mine.stdout.trim()).toMatch(/^,8,,/);
   });
 
   it('omnid drops what the launcher set from its environment, keeps what the user set', () => {
