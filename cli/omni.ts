@@ -1,14 +1,9 @@
 // omni: the Omni CLI; talks to any node's HTTP API. One file per command under cli/omni/.
+// Commands are imported when run, so `omni --help` and each command load only what they use.
 import { runMain, UsageError, versionLine } from './common.js';
-import { status } from './omni/status.js';
-import { nodes } from './omni/nodes.js';
-import { kv } from './omni/kv.js';
-import { token } from './omni/token.js';
-import { deploy } from './omni/deploy.js';
-import { run } from './omni/run.js';
-import { ps, inspect, stop, start, rm, scale, endpoints, logs } from './omni/apps.js';
-import { images } from './omni/images.js';
-import { bundle } from './omni/bundle.js';
+import { mapBundleStackTraces } from './stack-traces.js';
+
+mapBundleStackTraces(import.meta.url);
 
 const USAGE = `usage: omni <command> [flags]
 
@@ -24,7 +19,9 @@ commands:
   logs     omni logs APP [-f] [--since 10m]
   scale    omni scale APP N;  stop / start / rm APP
   endpoints  host:port of every healthy replica
-  images   the cluster's image registry: ls, inspect REF, rm REF, gc, registry (its /v2/ address)
+  images   the cluster's image registry: ls, inspect, tag, rm, import, export, push, pull, gc,
+           replicas, registry (its /v2/ address)
+  registry ca: the cluster CA (PEM) for docker/skopeo to trust a registry served over HTTPS
   bundle   air-gap bundle: export APP... -o FILE (specs + images), import FILE on another cluster
 
   version  omni's version (also --version)
@@ -32,9 +29,30 @@ commands:
 Every command takes --addr, --token and --json; run omni <command> --help for more.
 `;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { status, nodes, kv, token, run, deploy, ps, inspect, logs, scale, stop, start, rm, endpoints, images, bundle };
+type Command = (argv: string[]) => Promise<number>;
+const apps = () => import('./omni/apps.js');
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  status: async () => (await import('./omni/status.js')).status,
+  nodes: async () => (await import('./omni/nodes.js')).nodes,
+  kv: async () => (await import('./omni/kv.js')).kv,
+  token: async () => (await import('./omni/token.js')).token,
+  run: async () => (await import('./omni/run.js')).run,
+  deploy: async () => (await import('./omni/deploy.js')).deploy,
+  ps: async () => (await apps()).ps,
+  inspect: async () => (await apps()).inspect,
+  logs: async () => (await apps()).logs,
+  scale: async () => (await apps()).scale,
+  stop: async () => (await apps()).stop,
+  start: async () => (await apps()).start,
+  rm: async () => (await apps()).rm,
+  endpoints: async () => (await apps()).endpoints,
+  images: async () => (await import('./omni/images.js')).images,
+  bundle: async () => (await import('./omni/bundle.js')).bundle,
+  registry: async () => (await import('./omni/registry.js')).registry,
+};
 
-await runMain(async () => {
+// not a top-level await: the prebuilt bundle is CommonJS (scripts/build.mjs)
+void runMain(async () => {
   const [cmd, ...rest] = process.argv.slice(2);
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(USAGE);
@@ -44,7 +62,7 @@ await runMain(async () => {
     process.stdout.write(versionLine('omni'));
     return 0;
   }
-  const run = COMMANDS[cmd];
-  if (!run) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
-  return run(rest);
+  const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+  if (!load) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
+  return (await load())(rest);
 });

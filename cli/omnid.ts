@@ -1,11 +1,13 @@
 // omnid: the Omni daemon. One file per subcommand under cli/omnid/.
+// Subcommands are imported when run: `omnid --help` and `omnid leave` do not load the daemon.
 import { runMain, UsageError, versionLine } from './common.js';
-import { init } from './omnid/init.js';
-import { join } from './omnid/join.js';
-import { start } from './omnid/start.js';
-import { leave } from './omnid/leave.js';
+import { mapBundleStackTraces } from './stack-traces.js';
 import { installProcessGuard } from '../node/process-guard.js';
 import { createLogger } from '../node/logger.js';
+import { dropLauncherEnv } from './runtime-env.js';
+
+mapBundleStackTraces(import.meta.url);
+dropLauncherEnv(process.env);
 
 const USAGE = `usage: omnid <command> [flags]
 
@@ -19,13 +21,20 @@ commands:
 Run omnid <command> --help for the flags of a command.
 `;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { init, join, start, leave };
+type Command = (argv: string[]) => Promise<number>;
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  init: async () => (await import('./omnid/init.js')).init,
+  join: async () => (await import('./omnid/join.js')).join,
+  start: async () => (await import('./omnid/start.js')).start,
+  leave: async () => (await import('./omnid/leave.js')).leave,
+};
 
 // Uncaught exceptions and unhandled rejections are logged with a code; only unsafe ones stop the
 // daemon (node/process-guard.ts). The running daemon attaches its logger and clean shutdown.
 installProcessGuard({ log: createLogger('omnid') });
 
-await runMain(async () => {
+// not a top-level await: the prebuilt bundle is CommonJS (scripts/build.mjs)
+void runMain(async () => {
   const [cmd, ...rest] = process.argv.slice(2);
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(USAGE);
@@ -35,10 +44,9 @@ await runMain(async () => {
     process.stdout.write(versionLine('omnid'));
     return 0;
   }
-  const run = COMMANDS[cmd];
-  if (!run) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
-  const code = await run(rest);
+  const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+  if (!load) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
+  const code = await (await load())(rest);
   // Libraries may keep timers alive after a clean shutdown; the daemon is done.
   process.exit(code);
-});
-process.exit(typeof process.exitCode === "number" ? process.exitCode : 0);
+}).then(() => process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0));

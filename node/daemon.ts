@@ -31,13 +31,17 @@ import { ApiTls } from './api/tls.js';
 import { initClusterCa, loadClusterCa } from './api/cluster-ca.js';
 import { TaskLogService } from './apps/task-logs.js';
 import { Registry, DEFAULT_REGISTRY_ADDR } from './registry/registry.js';
-import type { GcOptions } from './registry/gc.js';
+import type { GcRequest } from './registry/gc.js';
+import { caCertPath } from './api/cluster-ca.js';
+import { readFile } from 'node:fs/promises';
 import type { ApiLimits } from './api/limits.js';
 import { registerAppRoutes, type AppsRoutesDeps } from './api/apps-routes.js';
 import { registerNodeRoutes, type MemberRemovalDeps } from './api/nodes-routes.js';
 import { registerImageRoutes } from './api/images-routes.js';
 import { Orchestrator } from './apps/orchestrator.js';
 import { Agent } from './apps/agent.js';
+import { writeLeaseFile } from './apps/lease-file.js';
+import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
 import { createDrivers } from './apps/drivers/index.js';
 import { measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
@@ -73,6 +77,10 @@ export interface DaemonOptions {
   registry?: string;
   /** --registry-replicas N: nodes each pushed blob must be on before the push completes (default 2). */
   registryReplicas?: number;
+  /** --registry-tls: serve /v2/ over HTTPS even on a loopback address. */
+  registryTls?: boolean;
+  /** --registry-gc-every: the leader's scheduled garbage collection interval (default 6 h; 0: off). */
+  registryGcEveryMs?: number;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -420,8 +428,22 @@ export class Omnid {
       readBarrier: () => daemon.writes.readBarrier(),
       get registry() {
         const r = daemon.registry;
-        return r?.server ? { catalog: r.catalog, url: () => r.server!.url, heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }), recentTransfers: () => r.recentTransfers(), replication: () => r.replicationStatus() ?? null, gc: (o: GcOptions, caller: Caller) => r.gc.run(o, caller) } : undefined;
+        return r?.server
+          ? {
+              catalog: r.catalog,
+              url: () => r.server!.url,
+              heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }),
+              recentTransfers: () => r.recentTransfers(),
+              replication: () => r.replicationStatus() ?? null,
+              gc: (req: GcRequest, caller: Caller) => r.gc.request(req, caller),
+              gcPolicy: () => r.gc.policy(),
+              gcLastRun: () => r.gc.lastRun(),
+              gcSchedule: () => r.gcScheduleStatus(),
+              replicas: r.repoReplicas,
+            }
+          : undefined;
       },
+      caPem: () => readFile(caCertPath(opts.dataDir), 'utf8').catch(() => undefined),
       holders: (digest) => (daemon.registry?.holders(digest, daemon.id) ?? []).map((id) => daemon.raft.state.node(id)?.name ?? id),
     });
     daemon.apiTls = await ApiTls.prepare({ dataDir: opts.dataDir, apiHost: parseHostPort(opts.api).host, addrs: () => daemon.addrs(), nodeName: meta.name, flags: opts, log });
@@ -437,8 +459,8 @@ export class Omnid {
   private async startRegistry(): Promise<void> {
     const addr = this.opts.registry ?? DEFAULT_REGISTRY_ADDR;
     if (addr === 'off') return;
-    const registry = await Registry.open({ cluster: { raft: this.raft, readBarrier: () => this.writes.readBarrier(), proposeOk: (cmd, caller) => this.writes.proposeOk(cmd, caller) }, log: this.log, dataDir: this.opts.dataDir, replicas: this.opts.registryReplicas });
-    const tls = await ApiTls.prepare({ dataDir: this.opts.dataDir, apiHost: parseHostPort(addr).host, addrs: () => this.addrs(), nodeName: this.name, flags: {}, log: this.log });
+    const registry = await Registry.open({ cluster: { raft: this.raft, readBarrier: () => this.writes.readBarrier(), proposeOk: (cmd, caller) => this.writes.proposeOk(cmd, caller) }, log: this.log, dataDir: this.opts.dataDir, replicas: this.opts.registryReplicas, gcEveryMs: this.opts.registryGcEveryMs });
+    const tls = await ApiTls.prepare({ dataDir: this.opts.dataDir, apiHost: parseHostPort(addr).host, addrs: () => this.addrs(), nodeName: this.name, flags: { tls: this.opts.registryTls === true }, log: this.log });
     try {
       await registry.listen(addr, tls);
     } catch (err) {
@@ -485,7 +507,19 @@ export class Omnid {
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
-    this.agent = new Agent({ id: this.id, log: this.log, raft: this.raft, dataDir: this.opts.dataDir, proposeOk, readBarrier: () => this.writes.readBarrier() }, createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }));
+    this.agent = new Agent(
+      {
+        id: this.id,
+        log: this.log,
+        raft: this.raft,
+        dataDir: this.opts.dataDir,
+        proposeOk,
+        readBarrier: () => this.writes.readBarrier(),
+        // For the exclusive tasks' watchdogs outside omnid: they stop the tasks a quarter lease after the agent would.
+        publishLease: (untilMs) => writeLeaseFile(this.opts.dataDir, untilMs, EXCLUSIVE_LEASE_MS / 4),
+      },
+      createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }),
+    );
     this.agent.start();
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());

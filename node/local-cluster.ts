@@ -3,18 +3,19 @@
 // config goes there too (OMNI_CONFIG), never into the user's home.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, readFile, readdir, writeFile } from 'node:fs/promises';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { ApiClient } from './api/client.js';
 import { createDrivers } from './apps/drivers/index.js';
-import { OMNID_NODE_FLAGS } from './runtime-flags.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const NODE_BIN = join(ROOT, 'node_modules', '.bin', 'node');
-const OMNID = join(ROOT, 'cli', 'omnid.ts');
+/** The launcher: it runs dist/omnid.cjs (the bundle), rebuilt first if a source is newer, or cli/omnid.ts through tsx if that fails. */
+const OMNID_LAUNCHER = join(ROOT, 'bin', 'omnid');
+/** The scripts an omnid process runs (its command line names one): the bundle, or the TypeScript entry. */
+const OMNID_SCRIPTS = [join(realpathSync(ROOT), 'dist', 'omnid.cjs'), join(realpathSync(ROOT), 'cli', 'omnid.ts')];
 const START_TIMEOUT_MS = 60_000;
 /** Lines of output kept per node for diagnostics. */
 const MAX_KEPT_LINES = 400;
@@ -45,7 +46,7 @@ export interface LocalClusterOptions {
   hostOf?: (name: string) => string;
   /** A command each node's omnid runs under (e.g. `ip netns exec NS`); default none. */
   launcherOf?: (name: string) => string[];
-  /** Extra flags for the Node runtime of every omnid (after OMNID_NODE_FLAGS, before --import tsx), e.g. --trace-gc. */
+  /** Extra flags for the Node runtime of every omnid, e.g. --trace-gc (after OMNID_NODE_FLAGS; bin/omnid takes them from OMNI_NODE_ARGS, split on spaces). */
   nodeArgs?: string[];
 }
 
@@ -104,7 +105,7 @@ export class LocalCluster {
       }
       if (owner.tag !== tag || typeof owner.pid !== 'number' || isAlive(owner.pid)) continue;
       // Its omnid processes first (so none restarts a task), then the tasks through their drivers.
-      for (const pid of processesUnder(rootDir, OMNID)) killQuietly(pid, 'SIGKILL');
+      for (const pid of processesUnder(rootDir, OMNID_SCRIPTS)) killQuietly(pid, 'SIGKILL');
       const c = new LocalCluster(rootDir, {});
       for (const d of await readdir(rootDir, { withFileTypes: true }).catch(() => [])) {
         if (d.isDirectory()) c.nodes.set(d.name, { name: d.name, dataDir: join(rootDir, d.name) } as LocalNode);
@@ -208,11 +209,14 @@ export class LocalCluster {
   private spawnNode(name: string, args: string[]): LocalNode {
     if (this.destroyed) throw new Error(`the local cluster is being stopped; ${name} is not started`);
     const launcher = this.opts.launcherOf?.(name) ?? [];
-    const command = [...launcher, NODE_BIN, ...OMNID_NODE_FLAGS, ...(this.opts.nodeArgs ?? []), '--import', 'tsx', OMNID, ...args];
+    const command = [...launcher, OMNID_LAUNCHER, ...args];
+    const env: NodeJS.ProcessEnv = { ...process.env, OMNI_CONFIG: join(this.rootDir, 'omni-cli.json') };
+    if (this.opts.nodeArgs?.length) env.OMNI_NODE_ARGS = this.opts.nodeArgs.join(' ');
+    else delete env.OMNI_NODE_ARGS;
     const proc = spawn(command[0], command.slice(1), {
       cwd: ROOT,
       detached: this.opts.owner !== undefined,
-      env: { ...process.env, OMNI_CONFIG: join(this.rootDir, 'omni-cli.json') },
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     trackChild(proc);
@@ -283,15 +287,15 @@ function killQuietly(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** Processes running `script` with a path under `dir` in their command line (Linux /proc; elsewhere none are found). */
-function processesUnder(dir: string, script: string): number[] {
+/** Processes running one of `scripts` with a path under `dir` in their command line (Linux /proc; elsewhere none are found). */
+function processesUnder(dir: string, scripts: string[]): number[] {
   if (!existsSync('/proc')) return [];
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
       const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (args.includes(script) && args.some((a) => a.startsWith(dir + '/'))) pids.push(Number(entry));
+      if (args.some((a) => scripts.includes(a)) && args.some((a) => a.startsWith(dir + '/'))) pids.push(Number(entry));
     } catch {
       // gone, or not ours to read
     }

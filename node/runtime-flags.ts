@@ -9,8 +9,8 @@
 // ~220 MB → ~100 MB per node, live ~50 MB either way).
 export const OMNID_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
 
-// Not set, measured: MALLOC_MMAP_THRESHOLD_=131072 (glibc) gives every buffer of 128 KiB or more
-// its own mapping, so 1 MiB values no longer fragment the main heap (200 writes of 1 MiB: the
-// leader's anonymous RSS 436 → 230 MiB), but it cost 2.3 times the CPU per 1 MiB write (0.28 →
-// 0.66 CPU-s for the three nodes: a map, page faults and an unmap for every such buffer) and
-// writes timed out under load.
+// Not set (bin/omnid), measured: MALLOC_MMAP_THRESHOLD_=131072 (glibc) gives every buffer of
+// 128 KiB or more its own mapping, so 1 MiB values no longer fragment the main heap (200 writes of
+// 1 MiB: the leader's anonymous RSS 436 → 230 MiB), but it cost about twice the CPU per 1 MiB write
+// (0.29–0.31 → 0.56–0.66 CPU-s for the three nodes: a map, page faults and an unmap for every such
+// buffer) and writes timed out under load.

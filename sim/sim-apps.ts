@@ -5,12 +5,15 @@
 // rescheduled. Writes from a follower are forwarded to the leader over the simulated network.
 //
 // Invariants: a task (id) never runs on two nodes at once; an agent runs only tasks placed on
-// its own node; every app change the API acknowledged is visible on the leader once faults heal.
+// its own node; every app change the API acknowledged is visible on the leader once faults heal;
+// the exclusive app ('job', one replica) never runs two tasks at once anywhere — across
+// partitions, pauses, crashes and leader changes. Its tasks' supervisor (the engine here) stops
+// them when the node's published lease lapses, omnid up or down, as the process wrapper does.
 import { silentLogger } from '../node/logger.js';
 import type { Rng } from '../protocol/rng.js';
 import type { NodeId } from '../protocol/raft/types.js';
 import { encodeCommand, type Command } from '../protocol/cluster/state.js';
-import { appKey, parseRecord, specKey, taskKey, TASK_PREFIX, type AppRecord, type TaskRecord } from '../protocol/apps/model.js';
+import { appKey, parseRecord, specKey, statusKey, taskKey, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
 import type { AppSpec } from '../protocol/apps/spec.js';
 import type { RaftNode } from '../node/raft/raft-node.js';
 import type { ClusterAccess, RaftView } from '../node/cluster/ports.js';
@@ -28,15 +31,20 @@ const PROPOSE_TIMEOUT_MS = 2000;
 const DOWN_AFTER_MS = 1500;
 const DOWN_CHECK_EVERY_MS = 400;
 const APPS = ['web', 'api', 'job'];
+/** At most once: one replica, spec.exclusive. */
+const EXCLUSIVE_APP = 'job';
+/** Shorter than a daemon's, so replacements after a silence happen within a seed; longer than the 1.5 s after which the leader marks a silent node down, so a leader that does not wait for the lease (the injected bug) shows. */
+const SIM_EXCLUSIVE_LEASE_MS = 3000;
 const OPERATOR: Caller = adminCaller('sim-admin-token', 'sim-admin');
 
 /**
  * Bugs the apps layer can inject into the daemon's wiring, to prove its checkers can fail:
- * an agent told another node's id (it runs that node's tasks), and writes acknowledged once
- * proposed instead of once applied.
+ * an agent told another node's id (it runs that node's tasks), writes acknowledged once
+ * proposed instead of once applied, and a leader that replaces an exclusive task without
+ * waiting for its node's lease to lapse.
  */
-export type AppsBug = 'agent-wrong-node' | 'ack-before-commit';
-export const ALL_APPS_BUGS: readonly AppsBug[] = ['agent-wrong-node', 'ack-before-commit'];
+export type AppsBug = 'agent-wrong-node' | 'ack-before-commit' | 'replace-without-lease-wait';
+export const ALL_APPS_BUGS: readonly AppsBug[] = ['agent-wrong-node', 'ack-before-commit', 'replace-without-lease-wait'];
 
 /** What the apps layer uses from the simulation. */
 export interface SimAppsHost {
@@ -53,7 +61,9 @@ export interface SimAppsHost {
   send(from: NodeId, to: NodeId, fn: () => void): boolean;
   /** When `to` last heard from `from` (a delivered Raft message), 0 if never. */
   heardMs(to: NodeId, from: NodeId): number;
-  readonly coverage: { tasks_started: number; tasks_rescheduled: number; app_changes_acknowledged: number };
+  /** Runs fn at simulated time ms whatever node is up (a task supervisor outside omnid). */
+  atMs(ms: number, fn: () => void): void;
+  readonly coverage: { tasks_started: number; tasks_rescheduled: number; app_changes_acknowledged: number; exclusive_lease_stops: number; exclusive_replacements: number };
   /** Marks that promises the nodes await may have settled (the loop runs their continuations). */
   settled(): void;
 }
@@ -79,6 +89,10 @@ export class SimApps {
   private readonly engines = new Map<NodeId, MockEngine>();
   /** taskId → the node it runs on (the world's truth, across every node). */
   private readonly running = new Map<string, NodeId>();
+  /** Running exclusive tasks: taskId → app. */
+  private readonly exclusiveRunning = new Map<string, string>();
+  /** Per node, the lease its agent last published (simulated time: the nodes' monotonic clock). */
+  private readonly leaseUntil = new Map<NodeId, number>();
   private readonly expected = new Map<string, Expected | undefined>();
   /**
    * What changes whose outcome is unknown (a timeout) may still have set, per app: such a change
@@ -111,9 +125,11 @@ export class SimApps {
       get isLeader() {
         return node.isLeader;
       },
+      // The bug: the leader takes any node for long silent, so an exclusive task is replaced at once.
+      silentForMs: (nodeId) => (this.bugs.has('replace-without-lease-wait') ? 1e12 : node.silentForMs(nodeId)),
     };
     const access: ClusterAccess = { raft, proposeOk: (cmd) => this.proposeOk(id, cmd), readBarrier: () => node.readBarrier(PROPOSE_TIMEOUT_MS) };
-    const orchestrator = new Orchestrator({ ...access, log: silentLogger, clock, newTaskId: (app) => `${app}-t${this.nextTaskNum++}` });
+    const orchestrator = new Orchestrator({ ...access, log: silentLogger, clock, newTaskId: (app) => `${app}-t${this.nextTaskNum++}`, exclusiveLeaseMs: SIM_EXCLUSIVE_LEASE_MS });
     const driver = this.driverFor(id, clock);
     const wrongNode = this.bugs.has('agent-wrong-node');
     const agentDeps = {
@@ -121,6 +137,8 @@ export class SimApps {
       log: silentLogger,
       dataDir: `/sim/${id}`,
       clock,
+      publishLease: (untilMs: number) => this.leasePublished(id, untilMs),
+      exclusiveLeaseMs: SIM_EXCLUSIVE_LEASE_MS,
       get id(): string {
         return wrongNode ? (node.state.nodes().find((x) => x.id !== id)?.id ?? id) : id;
       },
@@ -197,12 +215,15 @@ export class SimApps {
     let what: string;
     let sets: { state?: string; replicas?: number };
     const now = this.host.nowMs();
+    if (app === EXCLUSIVE_APP && (r >= 0.5 && r < 0.75)) return; // its one replica is not scaled
     if (r < 0.5 || !this.expected.has(app)) {
-      const spec = { name: app, image: `sim/${app}:${1 + this.host.rng.int(3)}`, driver: 'mock', replicas };
+      const spec = app === EXCLUSIVE_APP
+        ? { name: app, image: `sim/${app}:${1 + this.host.rng.int(3)}`, driver: 'mock', replicas: 1, exclusive: true }
+        : { name: app, image: `sim/${app}:${1 + this.host.rng.int(3)}`, driver: 'mock', replicas };
       change = () => n.api.deploy(spec, OPERATOR);
-      next = () => ({ replicas, state: 'running', atMs: now });
-      what = `deploy ${spec.image} x${replicas}`;
-      sets = { state: 'running', replicas };
+      next = () => ({ replicas: spec.replicas, state: 'running', atMs: now });
+      what = `deploy ${spec.image} x${spec.replicas}`;
+      sets = { state: 'running', replicas: spec.replicas };
     } else if (r < 0.75) {
       change = () => n.api.scale(app, { replicas }, OPERATOR);
       next = (p) => (p ? { ...p, replicas, atMs: now } : undefined);
@@ -347,19 +368,21 @@ export class SimApps {
         return base.available();
       }
       async start(cfg: TaskConfig): Promise<TaskStatus> {
-        this.apps.taskStarting(id, cfg.taskId, node());
+        this.apps.taskStarting(id, cfg, node());
         return base.start(cfg);
       }
       async stop(taskId: string, timeoutMs: number): Promise<void> {
         await base.stop(taskId, timeoutMs);
-        if (this.apps.running.get(taskId) === id) this.apps.running.delete(taskId);
+        this.apps.ended(id, taskId);
       }
       async destroy(taskId: string): Promise<void> {
         await base.destroy(taskId);
-        if (this.apps.running.get(taskId) === id) this.apps.running.delete(taskId);
+        this.apps.ended(id, taskId);
       }
-      inspect(taskId: string) {
-        return base.inspect(taskId);
+      async inspect(taskId: string) {
+        const st = await base.inspect(taskId);
+        if (st?.state === 'exited') this.apps.ended(id, taskId);
+        return st;
       }
       recover() {
         return base.recover();
@@ -373,12 +396,53 @@ export class SimApps {
     })(this);
   }
 
-  private taskStarting(id: NodeId, taskId: string, node: RaftNode | undefined): void {
+  /** The node an exclusive task runs on now (the world's truth), if any. */
+  exclusiveHost(): NodeId | undefined {
+    for (const taskId of this.exclusiveRunning.keys()) return this.running.get(taskId);
+    return undefined;
+  }
+
+  /** A task stopped or exited on node id (the world's truth). */
+  private ended(id: NodeId, taskId: string): void {
+    if (this.running.get(taskId) !== id) return;
+    this.running.delete(taskId);
+    this.exclusiveRunning.delete(taskId);
+  }
+
+  /**
+   * The agent of node id renewed its lease until untilMs. Its exclusive tasks' supervisor (outside
+   * omnid, like the process wrapper) kills them once that time passes without a newer lease.
+   */
+  private leasePublished(id: NodeId, untilMs: number): void {
+    this.leaseUntil.set(id, Math.max(untilMs, this.leaseUntil.get(id) ?? 0));
+    this.host.atMs(untilMs, () => {
+      if ((this.leaseUntil.get(id) ?? 0) > this.host.nowMs()) return; // renewed since
+      const engine = this.engines.get(id);
+      if (!engine) return;
+      for (const [taskId, t] of engine.tasks) {
+        if (!t.cfg.exclusive || t.status.state !== 'running') continue;
+        t.status = { ...t.status, state: 'exited', exitCode: null, exitedAtMs: this.host.nowMs(), reason: 'killed: lease lapsed' };
+        this.ended(id, taskId);
+        this.host.coverage.exclusive_lease_stops++;
+        this.host.trace(`apps: ${id}'s supervisor kills exclusive task ${taskId}: lease lapsed at ${Math.round(untilMs)} ms`);
+      }
+    });
+  }
+
+  private taskStarting(id: NodeId, cfg: TaskConfig, node: RaftNode | undefined): void {
+    const taskId = cfg.taskId;
+    if (cfg.exclusive) {
+      const others = [...this.exclusiveRunning].filter(([t, app]) => app === cfg.app && t !== taskId);
+      if (others.length > 0) this.host.violation(`exclusive app ${cfg.app}: task ${taskId} starts on ${id} while ${others.map(([t]) => `${t} runs on ${this.running.get(t)}`).join(', ')}`);
+      const leaseLeftMs = (this.leaseUntil.get(id) ?? 0) - this.host.nowMs();
+      if (leaseLeftMs <= 0) this.host.violation(`exclusive task ${taskId} starts on ${id} without a lease (lapsed ${Math.round(-leaseLeftMs)} ms ago)`);
+    }
     const other = this.running.get(taskId);
     if (other !== undefined && other !== id) this.host.violation(`task ${taskId} started on ${id} while it runs on ${other}`);
     const rec = node ? parseRecord<TaskRecord>(node.state.kvGet(taskKey(taskId))?.value) : undefined;
     if (rec && rec.nodeId !== id) this.host.violation(`agent on ${id} started task ${taskId}, which is placed on ${rec.nodeId}`);
     this.running.set(taskId, id);
+    if (cfg.exclusive) this.exclusiveRunning.set(taskId, cfg.app);
     this.host.coverage.tasks_started++;
     // A replacement for a task lost with a node that is down.
     if (node && rec) {
@@ -387,6 +451,12 @@ export class SimApps {
         return t !== undefined && t.app === rec.app && t.id !== taskId && t.nodeId !== id && t.desired === 'stop' && node.state.node(t.nodeId)?.status === 'down';
       });
       if (lost) this.host.coverage.tasks_rescheduled++;
+      // An exclusive replacement placed on the strength of the old node's silence (its lease lapsed), not its report.
+      const unreleased = cfg.exclusive && node.state.kvList(TASK_PREFIX, 10_000).some((r) => {
+        const t = parseRecord<TaskRecord>(r.value);
+        return t !== undefined && t.app === rec.app && t.id !== taskId && t.desired === 'stop' && parseRecord<TaskStatusRecord>(node.state.kvGet(statusKey(t.id))?.value)?.released !== true;
+      });
+      if (unreleased) this.host.coverage.exclusive_replacements++;
     }
     this.host.trace(`apps: ${id} starts task ${taskId}`);
   }

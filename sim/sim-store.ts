@@ -4,7 +4,7 @@
 // happen. At start the store checks its log against the hard-state witness as RaftStorage does.
 import type { PersistedState } from '../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
-import type { RaftStore, StoredState } from '../node/raft/raft-store.js';
+import type { RaftStore, StoredState, StreamedState } from '../node/raft/raft-store.js';
 import type { StateView } from '../node/raft/state-storage.js';
 import { staleHardState } from '../node/raft/hard-state-witness.js';
 import { StorageCorruptError } from '../node/raft/storage-integrity.js';
@@ -64,6 +64,11 @@ export class SimStore implements RaftStore {
 
   loadState(withValues = false): Promise<StoredState | undefined> {
     return Promise.resolve(this.disk.loadState(withValues));
+  }
+
+  streamState(withValues = false): Promise<StreamedState | undefined> {
+    const st = this.disk.loadState(withValues);
+    return Promise.resolve(st && { appliedIndex: st.appliedIndex, batches: (async function* () { yield st.rows; })() });
   }
 
   readStateRows(rows: readonly string[]): Promise<(string | undefined)[]> {

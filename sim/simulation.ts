@@ -84,6 +84,13 @@ export interface SimKnobs {
   maxInflightBytes?: number;
   /** Kv values longer than this live only in the stored rows (StateOptions); undefined: in memory. */
   spillValuesOverBytes?: number;
+  /**
+   * The state machine's byte limit (StateOptions.maxStateBytes) on some seeds without apps: room
+   * for one large value beside small ones. A put that would pass it is refused on every replica
+   * alike (RESOURCE_EXHAUSTED): it must have no effect anywhere, at once or after a restart, a
+   * snapshot or a row reload.
+   */
+  stateLimitBytes?: number;
   /** Chance that an fsync fails (EIO): the node stops at once and is restarted. */
   fsyncErrorRate?: number;
   /** The apps path runs: orchestrator, agents (mock driver), an operator deploying through the API. */
@@ -153,13 +160,24 @@ export interface Coverage {
   tasks_rescheduled: number;
   /** App changes (deploy, scale, stop/start) the API acknowledged. */
   app_changes_acknowledged: number;
+  /** Writes the state machine refused for the state limit (seeds with stateLimitBytes). */
+  writes_refused_for_state_limit: number;
+  /** Exclusive tasks stopped because their node's lease lapsed (by the agent or, omnid down, its supervisor). */
+  exclusive_lease_stops: number;
+  /** Exclusive tasks started to replace one whose node went silent (placed only after its lease lapsed). */
+  exclusive_replacements: number;
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0 };
+  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, writes_refused_for_state_limit: 0, exclusive_lease_stops: 0, exclusive_replacements: 0 };
 }
 
 const MAX_NODES = 7;
+/** With a state limit: a record of a small value counts at most this much (about 70 bytes), ... */
+const STATE_LIMIT_SMALL_RECORD_BYTES = 80;
+/** ... there is room for one large value beside them (it adds 300 bytes), never two. */
+const STATE_LIMIT_ROOM_BYTES = 350;
+const LARGE_VALUE_PAD = 'x'.repeat(300);
 /** Share of the seeds that run the leader-churn nemesis (swarm testing); the rest run the general mix. */
 const LEADER_CHURN_SHARE = 0.3;
 /**
@@ -291,6 +309,8 @@ type SimEvent =
   /** A request between daemons (a forwarded write and its answer): runs on `to` if it is up. */
   | { kind: 'rpc'; from: NodeId; to: NodeId; fn: () => void }
   | { kind: 'operate' }
+  /** Something outside every daemon (a task's supervisor): runs whatever node is up or down. */
+  | { kind: 'world'; fn: () => void }
   | { kind: 'client-deliver'; node: NodeId; req: ClientRequest }
   | { kind: 'client-reply'; client: number; reply: ClientReply }
   | { kind: 'client-timeout'; client: number; reqId: number }
@@ -316,7 +336,9 @@ interface ClientRequest {
  * A node's answer. `retry`: the op surely did not take effect (refused before it was proposed,
  * or dropped by a leader change) and may be sent again; otherwise its outcome is unknown.
  */
-type ClientReply = { reqId: number; node: NodeId } & ({ ok: true; result: KvResult } | { ok: false; leader: NodeId; retry: boolean; why: string });
+/** A write the state machine refused for the state limit: it took effect nowhere (left out of the history). */
+type RefusedForLimit = { kind: 'refused-for-limit' };
+type ClientReply = { reqId: number; node: NodeId } & ({ ok: true; result: KvResult | RefusedForLimit } | { ok: false; leader: NodeId; retry: boolean; why: string });
 
 interface SimNode {
   id: NodeId;
@@ -404,6 +426,7 @@ export class Simulation {
     this.knobs.spillValuesOverBytes = [0, 4, undefined][opts.seed % 3];
     this.knobs.tailEntries = [0, 3, 20, 200][Math.floor(opts.seed / 3) % 4];
     this.knobs.streamSnapshots = Math.floor(opts.seed / 12) % 2 === 0;
+    if (!this.knobs.apps && opts.seed % 5 === 2) this.knobs.stateLimitBytes = (this.knobs.keys + 1) * STATE_LIMIT_SMALL_RECORD_BYTES + STATE_LIMIT_ROOM_BYTES;
     this.knobs.keepLogBytesForFollowers = [undefined, 0, 2000][Math.floor(opts.seed / 24) % 3];
     this.knobs.maxInflightBytes = [undefined, 300][Math.floor(opts.seed / 72) % 2];
     this.traceLines = opts.traceLines ?? 400;
@@ -431,6 +454,7 @@ export class Simulation {
           return true;
         },
         heardMs: (to, from) => this.heard.get(`${to}<${from}`) ?? 0,
+        atMs: (ms, fn) => this.queue.push(Math.max(ms, this.nowMs), { kind: 'world', fn }),
         coverage: this.coverage,
         settled: () => (this.settled = true),
       }, new Set([...(opts.bugs ?? [])].filter((b): b is AppsBug => (ALL_APPS_BUGS as readonly string[]).includes(b))));
@@ -578,6 +602,10 @@ export class Simulation {
         this.afterInput(n);
         return;
       }
+      case 'world':
+        this.settled = true;
+        ev.fn();
+        return;
       case 'operate':
         if (this.phase !== 'safety') return;
         this.apps!.operate(this.liveNodes().map((n) => n.id));
@@ -720,7 +748,7 @@ export class Simulation {
         timers: (n.clock = new SimClock((ms, fn) => this.later(n, ms, fn), () => (this.nowMs < n.burstUntilMs ? n.rate / 20 : n.rate), () => SIM_EPOCH_MS + this.nowMs + n.clockOffsetMs, () => this.nowMs)),
         rngSeed: this.rng.int(2 ** 31),
         readNonce: `${n.id}.${inc}`,
-        state: { spillValuesOverBytes: this.knobs.spillValuesOverBytes },
+        state: { spillValuesOverBytes: this.knobs.spillValuesOverBytes, ...(this.knobs.stateLimitBytes !== undefined ? { maxStateBytes: this.knobs.stateLimitBytes } : {}) },
         core: {
           maxSizePerMsgBytes: this.knobs.maxSizePerMsgBytes,
           maxInflightMsgs: this.knobs.maxInflightMsgs,
@@ -800,7 +828,22 @@ export class Simulation {
     });
     if (healthy.length < 3) return false;
     const left = this.decidedVoters.has(victim.id) ? healthy.length - 1 : healthy.length;
-    return left >= Math.floor(this.decidedVoters.size / 2) + 1;
+    if (left < Math.floor(this.decidedVoters.size / 2) + 1) return false;
+    // A voter that lags may still act on an older configuration (one that has not applied a
+    // removal yet counts the removed node, which will not vote for it): a majority of every
+    // configuration a live voter holds must stay healthy too, or nobody can be elected again.
+    const usable = (id: NodeId) => {
+      const x = this.nodes.get(id);
+      return id !== victim.id && x !== undefined && !x.retired && !x.doomed && !x.removed;
+    };
+    for (const x of this.nodes.values()) {
+      if (x.removed || x.retired || x.id === victim.id) continue;
+      if (!x.raft) return false; // down: the configuration it will restart with is not known here
+      if (!x.raft.voters.has(x.id)) continue;
+      const voters = [...x.raft.voters];
+      if (voters.filter(usable).length < Math.floor(voters.length / 2) + 1) return false;
+    }
+    return true;
   }
 
   /** Removes a node whose disk lost a synced write, then joins a fresh node in its place. */
@@ -913,7 +956,7 @@ export class Simulation {
     const node = n?.node;
     if (!n || !node) return;
     const inc = n.inc;
-    const answer = (body: { ok: true; result: KvResult } | { ok: false; leader: NodeId; retry: boolean; why: string }): void => {
+    const answer = (body: { ok: true; result: KvResult | RefusedForLimit } | { ok: false; leader: NodeId; retry: boolean; why: string }): void => {
       // A crashed process answers nothing.
       if (n.inc === inc) this.reply(id, req, body);
     };
@@ -938,13 +981,18 @@ export class Simulation {
       node.propose(encodeCommand(cmd), timeoutMs).then((r) => {
         if (r.ok) answer({ ok: true, result: op.kind === 'put' ? { kind: 'put-ok' } : { kind: 'cas-ok', swapped: true } });
         else if (op.kind === 'cas' && r.error.code === 'CONFLICT') answer({ ok: true, result: { kind: 'cas-ok', swapped: false } });
+        else if (r.error.code === 'RESOURCE_EXHAUSTED' && this.knobs.stateLimitBytes !== undefined) {
+          this.coverage.writes_refused_for_state_limit++;
+          this.trace(`${id}: ${op.kind} ${op.key} refused for the state limit: ${r.error.message}`);
+          answer({ ok: true, result: { kind: 'refused-for-limit' } });
+        }
         else this.check(() => { throw new SafetyViolation(`${id}: ${op.kind} refused by the state machine: ${r.error.code} ${r.error.message}`); });
       }, refused);
     }
     this.afterInput(n);
   }
 
-  private reply(node: NodeId, req: ClientRequest, body: { ok: true; result: KvResult } | { ok: false; leader: NodeId; retry: boolean; why: string }): void {
+  private reply(node: NodeId, req: ClientRequest, body: { ok: true; result: KvResult | RefusedForLimit } | { ok: false; leader: NodeId; retry: boolean; why: string }): void {
     // Client requests and answers go over TCP (HTTP): lost or late, never duplicated.
     for (const delay of this.net.plan(node, `c${req.client}`).slice(0, 1)) {
       this.queue.push(this.nowMs + delay, { kind: 'client-reply', client: req.client, reply: { reqId: req.reqId, node, ...body } });
@@ -963,7 +1011,9 @@ export class Simulation {
   private clientStartOp(c: ClientState): void {
     if (c.done || (this.phase === 'liveness' && !c.probe)) return;
     const key = `k${this.rng.int(this.knobs.keys)}`;
-    const value = `c${c.id}-${c.seq + 1}`;
+    let value = `c${c.id}-${c.seq + 1}`;
+    // Under a state limit, a quarter of the writes carry a large value: two of them never fit.
+    if (this.knobs.stateLimitBytes !== undefined && !c.probe && this.rng.next() < 0.25) value += LARGE_VALUE_PAD;
     let op: KvOp;
     if (c.probe) op = { kind: 'put', key: 'liveness', value };
     else {
@@ -1036,10 +1086,22 @@ export class Simulation {
     }
   }
 
-  private finishOp(c: ClientState, result: KvResult | null): void {
+  private finishOp(c: ClientState, result: KvResult | RefusedForLimit | null): void {
     const cur = c.current!;
     c.current = undefined;
     c.reqId = 0;
+    if (result?.kind === 'refused-for-limit') {
+      // Refused by the applied state machine: the write committed, which is what the probe asks.
+      if (c.probe) {
+        this.livenessOkAtMs = this.nowMs;
+        c.done = true;
+        return;
+      }
+      // Refused by the state machine on every replica: no effect, so not part of the history
+      // (were it applied anywhere after all, a read would see a value no op in the history wrote).
+      this.queue.push(this.nowMs + this.rng.int(30), { kind: 'client-start', client: c.id });
+      return;
+    }
     if (c.probe) {
       if (result) {
         this.livenessOkAtMs = this.nowMs;
@@ -1094,6 +1156,15 @@ export class Simulation {
     const leader = this.leader();
     const kind = this.knobs.profile === 'stale-leader' ? 0 : this.rng.int(5);
     this.net.heal();
+    const exclusiveHost = this.apps && this.rng.next() < 0.4 ? this.apps.exclusiveHost() : undefined;
+    if (exclusiveHost) {
+      // The node running the exclusive task, cut off for longer than two leases: its task must
+      // stop there before the leader's replacement starts elsewhere.
+      this.net.split([exclusiveHost], ids.filter((i) => i !== exclusiveHost));
+      this.trace(`fault: ${exclusiveHost} (runs the exclusive task) isolated`);
+      this.healLater(3000 + this.rng.int(7000));
+      return;
+    }
     if (kind === 0 && leader) {
       this.net.split([leader.id], ids.filter((i) => i !== leader.id));
       this.trace(`fault: leader ${leader.id} isolated`);

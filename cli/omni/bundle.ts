@@ -6,30 +6,28 @@
 // The file is a tar holding an OCI image layout plus omni-bundle.json (protocol/registry/bundle.ts).
 // Images move through the /v2/ registry of the node the CLI talks to (GET /v1/registry gives its
 // address): with the default loopback registry, run the command on that node's host.
-import { mkdtemp, mkdir, readFile, rename, rm, stat, writeFile, access } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { createHash } from 'node:crypto';
 import * as tar from 'tar';
 import { parse, printJson, formatBytes, UsageError } from '../common.js';
-import { CONNECTION_FLAGS, CONNECTION_HELP, connect, credentials } from './connection.js';
-import { RegistryClient } from './registry-client.js';
+import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
+import { registryFor } from './registry-client.js';
+import { Progress } from './progress.js';
+import { SourceTree, fetchImage, newFetchContext, newLayoutDir, newPushContext, packLayout, pushLayoutImage } from './image-files.js';
 import { OmniError } from '../../node/errors.js';
 import type { ApiClient } from '../../node/api/client.js';
 import { parseImageReference } from '../../protocol/registry/reference.js';
-import { parseManifest, MAX_MANIFEST_BYTES } from '../../protocol/registry/manifest.js';
 import { MAX_BLOB_BYTES } from '../../protocol/registry/records.js';
 import {
   BUNDLE_FORMAT,
   BUNDLE_META_FILE,
   BUNDLE_VERSION,
-  BLOBS_DIR,
   MAX_BUNDLE_APPS,
   MAX_BUNDLE_ENTRIES,
   MAX_BUNDLE_META_BYTES,
   OCI_INDEX_FILE,
   OCI_LAYOUT_FILE,
-  blobPath,
   bundleEntryAllowed,
   ociIndex,
   readBundleMeta,
@@ -48,6 +46,8 @@ specs), to carry to a cluster that can reach no registry.
   import FILE             push the bundle's images into this cluster's registry (their tags
                           too), then create the apps (or roll them out, if they exist)
 
+A progress line (bytes, rate, time left) is shown while images move when stderr is a terminal.
+
 Images go through the /v2/ registry of the node the CLI talks to (omni images registry shows
 its address; with the default loopback registry, run the command on that node's host).
   --registry URL  that registry's URL instead (e.g. http://127.0.0.1:5000)
@@ -55,30 +55,6 @@ ${CONNECTION_HELP}
 `;
 
 const FLAGS = { ...CONNECTION_FLAGS, output: { type: 'string' as const, short: 'o' }, registry: { type: 'string' as const } };
-const sha256 = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
-
-/** One line on a terminal, rewritten as the work goes (nothing when stderr is not a TTY). */
-function progress(text: string): void {
-  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
-}
-function progressDone(): void {
-  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
-
-async function registryFor(client: ApiClient, values: Record<string, unknown>): Promise<RegistryClient> {
-  const { token, ca } = credentials(values);
-  let url = values.registry as string | undefined;
-  if (url === undefined) url = (await client.get<{ url: string }>('/v1/registry')).url;
-  if (!/^https?:\/\/[^/]+\/?$/.test(url)) throw new UsageError(`--registry must be http(s)://HOST:PORT, got ${url}`);
-  return new RegistryClient(url, token, ca);
-}
 
 export async function bundle(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, FLAGS, USAGE);
@@ -102,6 +78,7 @@ export async function bundle(argv: string[]): Promise<number> {
 async function exportBundle(apps: string[], out: string, values: Record<string, unknown>): Promise<number> {
   const client = connect(values);
   const work = await mkdtemp(join(dirname(out), '.omni-bundle-'));
+  const progress = new Progress('exporting');
   try {
     const specs: Record<string, unknown>[] = [];
     const images = new Map<string, BundleImage>();
@@ -123,48 +100,27 @@ async function exportBundle(apps: string[], out: string, values: Record<string, 
     for (const im of images.values()) im.tags = allTags.filter((t) => t.repository === im.repository && t.digest === im.digest).map((t) => t.tag).sort();
 
     const reg = await registryFor(client, values);
-    await mkdir(join(work, BLOBS_DIR), { recursive: true });
-    const stats = { blobs: 0, bytes: 0 };
-    const seen = new Set<string>();
-    const fetchBlob = async (repo: string, digest: string) => {
-      if (seen.has(digest)) return;
-      seen.add(digest);
-      progress(`exporting blob ${stats.blobs + 1} ${digest.slice(0, 19)} (${formatBytes(stats.bytes)} so far)`);
-      stats.bytes += await reg.downloadBlob(repo, digest, join(work, blobPath(digest)));
-      stats.blobs++;
-    };
-    const fetchManifest = async (repo: string, digest: string): Promise<{ mediaType: string; sizeBytes: number }> => {
-      const m = await reg.manifest(repo, digest);
-      const parsed = parseManifest(m.bytes, m.mediaType);
-      if (!parsed.ok) throw new OmniError('MANIFEST_INVALID', `manifest ${digest}: ${parsed.message}`);
-      if (!seen.has(digest)) {
-        seen.add(digest);
-        await writeFile(join(work, blobPath(digest)), m.bytes, { mode: 0o600 });
-        stats.blobs++;
-        stats.bytes += m.bytes.length;
-      }
-      for (const b of parsed.manifest.blobs) await fetchBlob(repo, b.digest);
-      for (const c of parsed.manifest.manifests) await fetchManifest(repo, c.digest);
-      return { mediaType: parsed.manifest.mediaType, sizeBytes: m.bytes.length };
-    };
+    await newLayoutDir(work);
+    const ctx = newFetchContext(reg, progress, work);
     const indexed = [];
-    for (const im of images.values()) indexed.push({ ...im, ...(await fetchManifest(im.repository, im.digest)) });
-    progressDone();
+    for (const im of images.values()) {
+      progress.setLabel(`exporting ${im.repository}`);
+      const top = await fetchImage(ctx, im.repository, im.digest);
+      indexed.push({ ...im, mediaType: top.mediaType, sizeBytes: top.sizeBytes });
+    }
+    progress.end();
     const meta: BundleMeta = { format: BUNDLE_FORMAT, version: BUNDLE_VERSION, createdAtMs: Date.now(), apps: specs, images: [...images.values()] };
     await writeFile(join(work, OCI_LAYOUT_FILE), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     await writeFile(join(work, OCI_INDEX_FILE), ociIndex(indexed));
     await writeFile(join(work, BUNDLE_META_FILE), JSON.stringify(meta, null, 2));
-    const partial = `${out}.partial`;
-    await tar.c({ file: partial, cwd: work, portable: true }, [OCI_LAYOUT_FILE, OCI_INDEX_FILE, BUNDLE_META_FILE, 'blobs']);
-    await rename(partial, out);
-    const size = (await stat(out)).size;
+    const size = await packLayout(work, [OCI_LAYOUT_FILE, OCI_INDEX_FILE, BUNDLE_META_FILE, 'blobs'], out);
     for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
-    const summary = { file: out, sizeBytes: size, apps: specs.map((s) => s.name), images: meta.images.map((i) => ({ repository: i.repository, digest: i.digest, tags: i.tags })), blobs: stats.blobs, warnings };
+    const summary = { file: out, sizeBytes: size, apps: specs.map((s) => s.name), images: meta.images.map((i) => ({ repository: i.repository, digest: i.digest, tags: i.tags })), blobs: ctx.stats.blobs, bytes: ctx.stats.bytes, warnings };
     if (values.json) return printJson(summary), 0;
-    process.stdout.write(`exported ${specs.length} app(s) and ${images.size} image(s) (${stats.blobs} blobs) to ${out} (${formatBytes(size)})\n`);
+    process.stdout.write(`exported ${specs.length} app(s) and ${images.size} image(s) (${ctx.stats.blobs} blobs) to ${out} (${formatBytes(size)})\n`);
     return 0;
   } finally {
-    progressDone();
+    progress.end();
     client.close();
     await rm(work, { recursive: true, force: true });
   }
@@ -191,52 +147,22 @@ async function importBundle(file: string, values: Record<string, unknown>): Prom
   });
   const work = await mkdtemp(join(tmpdir(), 'omni-bundle-'));
   const client = connect(values);
+  const progress = new Progress('importing');
   try {
     const meta = await extractBundle(file, work);
     const reg = await registryFor(client, values);
-    const stats = { uploaded: 0, present: 0, bytes: 0, manifests: 0 };
-    const pushed = new Set<string>();
-    const readManifest = async (digest: string, mediaType: string | undefined) => {
-      const path = join(work, blobPath(digest));
-      if (!(await exists(path))) throw new OmniError('BUNDLE_INVALID', `the bundle lacks manifest ${digest}`);
-      if ((await stat(path)).size > MAX_MANIFEST_BYTES) throw new OmniError('BUNDLE_INVALID', `manifest ${digest} is over ${MAX_MANIFEST_BYTES} bytes`);
-      const bytes = await readFile(path);
-      if (sha256(bytes) !== digest) throw new OmniError('BUNDLE_INVALID', `manifest ${digest} in the bundle does not match its digest`);
-      const declared = mediaType ?? (JSON.parse(bytes.toString('utf8')) as { mediaType?: string }).mediaType;
-      const parsed = parseManifest(bytes, declared);
-      if (!parsed.ok) throw new OmniError('BUNDLE_INVALID', `manifest ${digest}: ${parsed.message}`);
-      return { bytes, manifest: parsed.manifest };
-    };
-    const pushManifest = async (repo: string, digest: string, mediaType: string | undefined): Promise<{ bytes: Buffer; mediaType: string }> => {
-      const { bytes, manifest } = await readManifest(digest, mediaType);
-      if (pushed.has(`${repo}@${digest}`)) return { bytes, mediaType: manifest.mediaType };
-      for (const b of manifest.blobs) {
-        const path = join(work, blobPath(b.digest));
-        if (await reg.hasBlob(repo, b.digest)) {
-          stats.present++;
-          continue;
-        }
-        if (!(await exists(path))) throw new OmniError('BUNDLE_INVALID', `the bundle lacks blob ${b.digest} of manifest ${digest}`);
-        progress(`importing blob ${stats.uploaded + 1} ${b.digest.slice(0, 19)} into ${repo} (${formatBytes(stats.bytes)} so far)`);
-        await reg.uploadBlob(repo, b.digest, path);
-        stats.uploaded++;
-        stats.bytes += (await stat(path)).size;
-      }
-      for (const c of manifest.manifests) await pushManifest(repo, c.digest, c.mediaType);
-      await reg.putManifest(repo, digest, bytes, manifest.mediaType);
-      pushed.add(`${repo}@${digest}`);
-      stats.manifests++;
-      return { bytes, mediaType: manifest.mediaType };
-    };
+    const ctx = newPushContext(reg, progress, work);
+    const tree = new SourceTree(file, work);
     const index = JSON.parse(await readFile(join(work, OCI_INDEX_FILE), 'utf8').catch(() => '{}')) as { manifests?: { digest?: string; mediaType?: string }[] };
     const declaredType = (d: string) => index.manifests?.find((m) => m?.digest === d)?.mediaType;
     const images = [];
     for (const im of meta.images) {
-      const top = await pushManifest(im.repository, im.digest, declaredType(im.digest));
+      progress.setLabel(`importing ${im.repository}`);
+      const top = await pushLayoutImage(ctx, tree, im.repository, im.digest, declaredType(im.digest));
       for (const tag of im.tags) await reg.putManifest(im.repository, tag, top.bytes, top.mediaType);
       images.push({ repository: im.repository, digest: im.digest, tags: im.tags });
     }
-    progressDone();
+    progress.end();
     const apps = [];
     for (const spec of meta.apps) {
       const r = await client.raw('POST', '/v1/apps', spec);
@@ -246,13 +172,14 @@ async function importBundle(file: string, values: Record<string, unknown>): Prom
       }
       apps.push(r.body as { name: string; version: number; action: string });
     }
-    const summary = { file, images, blobsUploaded: stats.uploaded, blobsPresent: stats.present, bytesUploaded: stats.bytes, manifests: stats.manifests, apps };
+    const s = ctx.stats;
+    const summary = { file, images, blobsUploaded: s.uploaded, blobsPresent: s.present, bytesUploaded: s.bytesUploaded, manifests: s.manifests, apps };
     if (values.json) return printJson(summary), 0;
-    process.stdout.write(`imported ${images.length} image(s): ${stats.uploaded} blobs uploaded (${formatBytes(stats.bytes)}), ${stats.present} already there\n`);
+    process.stdout.write(`imported ${images.length} image(s): ${s.uploaded} blobs uploaded (${formatBytes(s.bytesUploaded)}), ${s.present} already there\n`);
     for (const a of apps) process.stdout.write(`app ${a.name}: ${a.action} (version ${a.version})\n`);
     return 0;
   } finally {
-    progressDone();
+    progress.end();
     client.close();
     await rm(work, { recursive: true, force: true });
   }

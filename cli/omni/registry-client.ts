@@ -1,7 +1,9 @@
-// A small OCI distribution (/v2/) client for the CLI's bundle commands: manifests and blobs in and
-// out of a node's registry with the CLI's token (the registry takes it as a Bearer token) and,
-// for an https registry, the cluster CA. Every blob read is hashed while it streams to disk and
-// refused when its digest differs; uploads are monolithic (POST ?digest=, the body streamed).
+// A small OCI distribution (/v2/) client for the CLI's image commands (omni bundle, omni images
+// push/pull/import/export): manifests and blobs in and out of a node's registry with the CLI's
+// token (the registry takes it as a Bearer token) and, for an https registry, the cluster CA.
+// Every blob read is hashed while it streams to disk and refused when its digest differs;
+// uploads are monolithic (POST ?digest=, the body streamed; the registry verifies the digest).
+// Transfers report their bytes as they go (a progress line) and stop with the client's signal.
 import { request as httpRequest, type IncomingMessage, type RequestOptions, type ClientRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -12,6 +14,9 @@ import { Transform } from 'node:stream';
 import { OmniError } from '../../node/errors.js';
 import { MANIFEST_MEDIA_TYPES, baseMediaType } from '../../protocol/registry/media-types.js';
 import { MAX_MANIFEST_BYTES } from '../../protocol/registry/manifest.js';
+import type { ApiClient } from '../../node/api/client.js';
+import { UsageError } from '../common.js';
+import { credentials } from './connection.js';
 
 /** A connection that sends nothing for this long is given up. */
 const IDLE_TIMEOUT_MS = 60_000;
@@ -26,6 +31,7 @@ export class RegistryClient {
     private readonly baseUrl: string,
     private readonly token: string | undefined,
     private readonly ca?: string,
+    private readonly signal?: AbortSignal,
   ) {
     this.request = baseUrl.startsWith('https:') ? httpsRequest : httpRequest;
   }
@@ -34,11 +40,11 @@ export class RegistryClient {
     const url = new URL(`/v2/${path}`, this.baseUrl);
     return new Promise((resolve, reject) => {
       const req = this.request(
-        { method, hostname: url.hostname, port: url.port, path: url.pathname + url.search, headers: { ...headers, ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) }, timeout: IDLE_TIMEOUT_MS, ...(this.ca ? { ca: this.ca } : {}) },
+        { method, hostname: url.hostname, port: url.port, path: url.pathname + url.search, headers: { ...headers, ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) }, timeout: IDLE_TIMEOUT_MS, ...(this.ca ? { ca: this.ca } : {}), ...(this.signal ? { signal: this.signal } : {}) },
         resolve,
       );
       req.on('timeout', () => req.destroy(new OmniError('TIMEOUT', `the registry at ${this.baseUrl} sent nothing for ${IDLE_TIMEOUT_MS} ms`)));
-      req.on('error', (err) => reject(err instanceof OmniError ? err : new OmniError('UNAVAILABLE', `cannot reach the registry at ${this.baseUrl}: ${err.message}`)));
+      req.on('error', (err) => reject(err instanceof OmniError ? err : this.signal?.aborted ? new OmniError('ABORTED', 'stopped') : new OmniError('UNAVAILABLE', `cannot reach the registry at ${this.baseUrl}: ${err.message}`)));
       if (body === undefined || Buffer.isBuffer(body)) req.end(body);
       else (body as NodeJS.ReadableStream).pipe(req);
     });
@@ -77,8 +83,8 @@ export class RegistryClient {
     return { bytes, mediaType: baseMediaType(res.headers['content-type']) };
   }
 
-  /** Streams a blob to `dest` (through a temp file), checking its digest. */
-  async downloadBlob(repo: string, digest: string, dest: string): Promise<number> {
+  /** Streams a blob to `dest` (through a temp file), checking its digest; `onBytes` hears of each chunk. */
+  async downloadBlob(repo: string, digest: string, dest: string, onBytes?: (n: number) => void): Promise<number> {
     const res = await this.send('GET', `${repo}/blobs/${digest}`, {});
     if (res.statusCode !== 200) return this.fail(res, `blob ${digest}`);
     const hash = createHash('sha256');
@@ -88,6 +94,7 @@ export class RegistryClient {
       transform(chunk: Buffer, _enc, cb) {
         hash.update(chunk);
         size += chunk.length;
+        onBytes?.(chunk.length);
         cb(null, chunk);
       },
     });
@@ -102,6 +109,17 @@ export class RegistryClient {
     return size;
   }
 
+  /** The digest a tag points to (HEAD of the manifest: its Docker-Content-Digest); undefined when there is no such tag. */
+  async resolveTag(repo: string, tag: string): Promise<string | undefined> {
+    const res = await this.send('HEAD', `${repo}/manifests/${tag}`, { accept: Object.keys(MANIFEST_MEDIA_TYPES).join(', ') });
+    res.resume();
+    if (res.statusCode === 404) return undefined;
+    if (res.statusCode !== 200) return this.fail(res, `manifest ${repo}:${tag}`);
+    const d = res.headers['docker-content-digest'];
+    if (typeof d !== 'string' || !/^sha256:[a-f0-9]{64}$/.test(d)) throw new OmniError('REGISTRY_ERROR', `the registry named no digest for ${repo}:${tag}`);
+    return d;
+  }
+
   /** Whether the repository has the blob already (a push then skips it). */
   async hasBlob(repo: string, digest: string): Promise<boolean> {
     const res = await this.send('HEAD', `${repo}/blobs/${digest}`, {});
@@ -111,10 +129,30 @@ export class RegistryClient {
     return this.fail(res, `blob ${digest}`);
   }
 
-  /** Uploads a file as blob `digest` of `repo` (monolithic: one POST with the whole body). */
-  async uploadBlob(repo: string, digest: string, path: string): Promise<void> {
+  /**
+   * Links a blob the cluster already has (in another repository) into `repo` — a cross-repository
+   * mount, no bytes sent; false when the registry does not have it (the upload session it opened
+   * instead is cancelled).
+   */
+  async mountBlob(repo: string, digest: string): Promise<boolean> {
+    const res = await this.send('POST', `${repo}/blobs/uploads/?mount=${encodeURIComponent(digest)}`, { 'content-length': 0 });
+    res.resume();
+    if (res.statusCode === 201) return true;
+    if (res.statusCode !== 202) return this.fail(res, `mounting blob ${digest} into ${repo}`);
+    const location = res.headers.location;
+    if (typeof location === 'string' && location.startsWith(`/v2/${repo}/blobs/uploads/`)) {
+      const cancel = await this.send('DELETE', location.slice('/v2/'.length), {}).catch(() => undefined);
+      cancel?.resume();
+    }
+    return false;
+  }
+
+  /** Uploads a file as blob `digest` of `repo` (monolithic: one POST with the whole body); `onBytes` hears of each chunk read. */
+  async uploadBlob(repo: string, digest: string, path: string, onBytes?: (n: number) => void): Promise<void> {
     const { size } = await stat(path);
-    const res = await this.send('POST', `${repo}/blobs/uploads/?digest=${encodeURIComponent(digest)}`, { 'content-type': 'application/octet-stream', 'content-length': size }, createReadStream(path));
+    const body = createReadStream(path);
+    if (onBytes) body.on('data', (c) => onBytes(c.length));
+    const res = await this.send('POST', `${repo}/blobs/uploads/?digest=${encodeURIComponent(digest)}`, { 'content-type': 'application/octet-stream', 'content-length': size }, body);
     if (res.statusCode !== 201) return this.fail(res, `uploading blob ${digest} to ${repo}`);
     res.resume();
   }
@@ -125,4 +163,16 @@ export class RegistryClient {
     if (res.statusCode !== 201) return this.fail(res, `manifest ${repo}:${ref}`);
     res.resume();
   }
+}
+
+/**
+ * The registry of the node the CLI talks to (its /v2/ URL from /v1/registry), or `--registry URL`,
+ * with the CLI's token and CA.
+ */
+export async function registryFor(client: ApiClient, values: Record<string, unknown>, signal?: AbortSignal): Promise<RegistryClient> {
+  const { token, ca } = credentials(values);
+  let url = values.registry as string | undefined;
+  if (url === undefined) url = (await client.get<{ url: string }>('/v1/registry')).url;
+  if (!/^https?:\/\/[^/]+\/?$/.test(url)) throw new UsageError(`--registry must be http(s)://HOST:PORT, got ${url}`);
+  return new RegistryClient(url, token, ca, signal);
 }

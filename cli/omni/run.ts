@@ -16,6 +16,9 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
   --spread               at most one replica per node (anti-affinity)
   --health-http PATH     HTTP health check on the first port
   --restart POLICY       always | on-failure | never (default always)
+  --exclusive            at most once: each replica runs on one node at a time, even across
+                         partitions and crashes (its node stops it when cut off from the quorum
+                         for a lease, 10 s; a replacement starts only after that); stop-first updates
   --driver NAME          docker | process (default: docker for an image, process for a command)
   --replace              replace an app of the same name (a rolling update to this spec);
                          without it an existing name is refused (CONFLICT), as docker run --name does
@@ -40,7 +43,7 @@ export async function run(argv: string[]): Promise<number> {
       name: { type: 'string' }, port: { type: 'string', multiple: true }, env: { type: 'string', multiple: true }, 'env-file': { type: 'string' },
       replicas: { type: 'string' }, cpu: { type: 'string' }, memory: { type: 'string' }, constraint: { type: 'string', multiple: true },
       spread: { type: 'boolean' }, 'health-http': { type: 'string' }, restart: { type: 'string' }, driver: { type: 'string' },
-      detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' },
+      detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' }, exclusive: { type: 'boolean' },
     },
     USAGE,
   );
@@ -70,6 +73,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(values['health-http'] ? { healthCheck: { type: 'http', port: ports[0]?.name ?? 'http', path: values['health-http'] } } : {}),
     ...(values.restart ? { restart: { policy: values.restart } } : {}),
     ...(values.driver ? { driver: values.driver } : {}),
+    ...(values.exclusive ? { exclusive: true } : {}),
   };
   return submit(values, spec, { createOnly: values.replace !== true });
 }

@@ -23,6 +23,8 @@ export const DAEMON_FLAGS: Flags = {
   'insecure-http': { type: 'boolean' },
   registry: { type: 'string' },
   'registry-replicas': { type: 'string' },
+  'registry-tls': { type: 'boolean' },
+  'registry-gc-every': { type: 'string' },
 };
 
 export const DAEMON_FLAGS_HELP = `
@@ -34,7 +36,11 @@ export const DAEMON_FLAGS_HELP = `
   --insecure-http         serve the API over plain HTTP even on a network address (tokens in clear!)
   --registry HOST:PORT    the image registry's /v2/ address (default 127.0.0.1:5000, for this
                           node's Docker engine; port 0 picks one; HTTPS off loopback; off: none)
-  --registry-replicas N   a push completes once each blob is on N nodes (default 2; 1: only here)
+  --registry-replicas N   a push completes once each blob is on N nodes (default 2; 1: only here;
+                          omni images replicas sets it per repository)
+  --registry-tls          serve the registry over HTTPS even on a loopback address
+  --registry-gc-every D   the leader's scheduled garbage collection, e.g. 6h (the default), 30m,
+                          1d; off: none (omni images gc --save sets its grace and retention)
   --name NAME             node name (default: host name)
   --label KEY=VALUE       node label, repeatable
   --log-level LEVEL       debug|info|warn|error (default info)
@@ -58,6 +64,16 @@ function nonNegativeInt(v: unknown, flag: string): number | undefined {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 10_000_000) throw new UsageError(`--${flag} must be an integer from 0 to 10000000, got ${String(v)}`);
   return n;
+}
+
+/** --registry-gc-every: "6h", "30m", "90s", "1d"; "off" or "0": no scheduled runs. */
+export function gcEveryFlag(v: unknown): number {
+  const s = String(v).trim();
+  if (s === 'off' || s === '0') return 0;
+  const m = /^(\d{1,9})(s|m|h|d)$/.exec(s);
+  const ms = m ? Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's']! : NaN;
+  if (!(ms >= 1000 && ms <= 366 * 86_400_000)) throw new UsageError(`--registry-gc-every must be a duration from 1s to 366d such as 30m, 6h or 1d (or off), got ${s}`);
+  return ms;
 }
 
 function replicasFlag(v: unknown): number {
@@ -96,6 +112,8 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     insecureHttp: values['insecure-http'] === true,
     ...(values.registry !== undefined ? { registry: values.registry as string } : {}),
     ...(values['registry-replicas'] !== undefined ? { registryReplicas: replicasFlag(values['registry-replicas']) } : {}),
+    ...(values['registry-tls'] === true ? { registryTls: true } : {}),
+    ...(values['registry-gc-every'] !== undefined ? { registryGcEveryMs: gcEveryFlag(values['registry-gc-every']) } : {}),
   };
 }
 

@@ -263,12 +263,12 @@ export class AppsApi {
   async nodeView(name: string, url: URL): Promise<[number, unknown]> {
     await this.consistent(url);
     const n = this.node(name);
-    const tasks = this.d.raft.state
-      .kvList(TASK_PREFIX, 100_000)
-      .flatMap((r) => {
-        const t = parseRecord<TaskRecord>(r.value);
-        return t && t.nodeId === n.id && t.desired === 'run' ? [{ id: t.id, app: t.app, version: t.version }] : [];
-      });
+    // Through the tasks-by-node index, not a scan of every task.
+    const state = this.d.raft.state;
+    const tasks = state.taskKeysOnNode(n.id).flatMap((key) => {
+      const t = parseRecord<TaskRecord>(state.kvGet(key)?.value);
+      return t && t.nodeId === n.id && t.desired === 'run' ? [{ id: t.id, app: t.app, version: t.version }] : [];
+    });
     return [200, { name: n.name, id: n.id, status: n.status, eligibility: n.eligibility ?? 'eligible', tasks }];
   }
 

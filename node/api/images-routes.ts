@@ -10,7 +10,11 @@ import { queryParam, readJson } from './input.js';
 import { parseImageReference } from '../../protocol/registry/reference.js';
 import type { ManifestRecord } from '../../protocol/registry/records.js';
 import type { Caller } from '../cluster/caller.js';
-import { readGcOptions, type GcOptions, type GcReport } from '../registry/gc.js';
+import { readGcRequest, type GcRequest, type GcReport } from '../registry/gc.js';
+import type { GcPolicy, GcRunRecord } from '../../protocol/registry/records.js';
+import type { GcScheduleStatus } from '../registry/gc-schedule.js';
+import type { RepoReplicaSetting } from '../registry/repo-replicas.js';
+import { X509Certificate } from 'node:crypto';
 
 export interface ImagesRoutesDeps extends ReadBarrier {
   /** The registry of this node, undefined with --registry off. */
@@ -22,10 +26,22 @@ export interface ImagesRoutesDeps extends ReadBarrier {
         recentTransfers(): unknown[];
         /** The leader's re-replication figures (null on other nodes). */
         replication(): unknown;
-        /** Garbage collection (node/registry/gc.ts). */
-        gc(o: GcOptions, caller: Caller): Promise<GcReport>;
+        /** Garbage collection (node/registry/gc.ts): a run, the saved policy and the last run recorded. */
+        gc(req: GcRequest, caller: Caller): Promise<GcReport>;
+        gcPolicy(): GcPolicy | undefined;
+        gcLastRun(): GcRunRecord | undefined;
+        /** The leader's schedule (undefined on other nodes). */
+        gcSchedule(): GcScheduleStatus | undefined;
+        /** Per-repository durability targets (node/registry/repo-replicas.ts). */
+        replicas: {
+          readonly defaultReplicas: number;
+          list(): RepoReplicaSetting[];
+          set(repo: string, replicas: number | null, caller: Caller): Promise<RepoReplicaSetting | null>;
+        };
       }
     | undefined;
+  /** The cluster CA certificate (PEM) this node holds (undefined: none yet). */
+  caPem(): Promise<string | undefined>;
   /** Names of the nodes known to hold a blob (gossip; may lag). */
   holders(digest: string): string[];
 }
@@ -38,12 +54,63 @@ export function registerImageRoutes(api: ApiServer, d: ImagesRoutesDeps): void {
   api.route('GET', /^\/v1\/registry$/, async () => {
     const r = reg();
     const url = r.url();
-    return [200, { url, address: url.replace(/^https?:\/\//, ''), blobs: r.heldBlobs(), transfers: r.recentTransfers(), replication: r.replication() }];
+    return [
+      200,
+      {
+        url,
+        address: url.replace(/^https?:\/\//, ''),
+        blobs: r.heldBlobs(),
+        transfers: r.recentTransfers(),
+        replication: r.replication(),
+        replicas: { default: r.replicas.defaultReplicas, repositories: r.replicas.list() },
+        gc: { policy: r.gcPolicy() ?? null, lastRun: r.gcLastRun() ?? null, schedule: r.gcSchedule() ?? null },
+      },
+    ];
+  });
+  // The cluster CA, for docker and skopeo to trust a registry served over HTTPS (omni registry ca).
+  api.route('GET', /^\/v1\/registry\/ca$/, async () => {
+    const pem = await d.caPem();
+    if (!pem) throw new OmniError('UNAVAILABLE', 'this node has no cluster CA yet (a join in progress); ask another node');
+    const cert = new X509Certificate(pem);
+    const url = d.registry?.url();
+    const address = url?.replace(/^https?:\/\//, '');
+    return [
+      200,
+      {
+        pem,
+        subject: cert.subject,
+        fingerprintSha256: cert.fingerprint256,
+        notAfter: new Date(cert.validTo).toISOString(),
+        registry: url ? { url, address, tls: url.startsWith('https:') } : null,
+        ...(address ? { dockerPath: `/etc/docker/certs.d/${address}/ca.crt`, containersPath: `/etc/containers/certs.d/${address}/ca.crt` } : {}),
+      },
+    ];
+  });
+  // Per-repository durability targets: GET lists them; PUT {repository, replicas: N | null}.
+  api.route('GET', /^\/v1\/images\/replicas$/, async () => {
+    await d.readBarrier();
+    const r = reg().replicas;
+    return [200, { default: r.defaultReplicas, repositories: r.list() }];
+  });
+  api.route('PUT', /^\/v1\/images\/replicas$/, async (req, _url, _p, _res, caller) => {
+    const body = (await readJson(req)) as { repository?: unknown; replicas?: unknown } | null;
+    if (!body || typeof body !== 'object' || typeof body.repository !== 'string') throw new OmniError('BAD_REQUEST', 'expected {repository, replicas: N or null}');
+    if (body.replicas !== null && typeof body.replicas !== 'number') throw new OmniError('BAD_REQUEST', 'replicas: must be a number, or null for the node-wide default');
+    const r = reg().replicas;
+    const set = await r.set(body.repository, body.replicas as number | null, caller);
+    return [200, { repository: body.repository, replicas: set?.replicas ?? null, default: r.defaultReplicas }];
+  });
+  // Tag: {source: REPO:TAG | REPO@DIGEST, target: REPO[:TAG]} — the target points at the source's manifest.
+  api.route('POST', /^\/v1\/images\/tag$/, async (req, _url, _p, _res, caller) => {
+    const body = (await readJson(req)) as { source?: unknown; target?: unknown } | null;
+    if (!body || typeof body !== 'object' || typeof body.source !== 'string' || typeof body.target !== 'string') throw new OmniError('BAD_REQUEST', 'expected {source, target}');
+    return [200, await tagImage(reg().catalog, parseRef(body.source), parseRef(body.target), caller)];
   });
   api.route('GET', /^\/v1\/images$/, async () => [200, { images: await listImages(reg().catalog) }]);
   api.route('GET', /^\/v1\/images\/inspect$/, async (_req, url) => [200, await inspectImage(reg().catalog, refParam(url), d.holders)]);
   // Garbage collection: {dryRun?, graceMs?, keepLast?} → what was (or would be) removed, per node.
-  api.route('POST', /^\/v1\/images\/gc$/, async (req, _url, _p, _res, caller) => [200, await reg().gc(readGcOptions(await readJson(req)), caller)]);
+  // {dryRun?, graceMs?, keepLast? (null: every tag), save?}: what the request leaves out comes from the saved policy.
+  api.route('POST', /^\/v1\/images\/gc$/, async (req, _url, _p, _res, caller) => [200, await reg().gc(readGcRequest(await readJson(req)), caller)]);
   api.route('DELETE', /^\/v1\/images$/, async (_req, url, _p, _res, caller) => {
     const ref = refParam(url);
     const catalog = reg().catalog;
@@ -60,9 +127,42 @@ export function registerImageRoutes(api: ApiServer, d: ImagesRoutesDeps): void {
 function refParam(url: URL): { repository: string; tag?: string; digest?: string } {
   const raw = queryParam(url, 'ref');
   if (raw === undefined) throw new OmniError('BAD_REQUEST', 'ref=REPOSITORY[:TAG|@DIGEST] is required');
+  return parseRef(raw);
+}
+
+function parseRef(raw: string): { repository: string; tag?: string; digest?: string } {
   const r = parseImageReference(raw);
   if (!r.ok) throw new OmniError('BAD_REQUEST', r.message);
   return r.ref;
+}
+
+/** Indexes nested this deep are not copied into another repository. */
+const MAX_TAG_DEPTH = 4;
+
+/**
+ * Points `target` at the image `source` names. Into another repository, the manifest (and an
+ * index's manifests, first) is linked there too: nothing is copied, the blobs are the cluster's.
+ */
+export async function tagImage(catalog: RegistryCatalog, source: { repository: string; tag?: string; digest?: string }, target: { repository: string; tag?: string; digest?: string }, caller: Caller): Promise<{ source: string; target: string; digest: string }> {
+  if (target.digest) throw new OmniError('BAD_REQUEST', 'the target is REPOSITORY[:TAG], not a digest');
+  const digest = source.digest ?? (await catalog.resolveTag(source.repository, source.tag ?? 'latest'));
+  const name = `${source.repository}${source.digest ? `@${source.digest}` : `:${source.tag ?? 'latest'}`}`;
+  const m = digest ? await catalog.manifest(source.repository, digest) : undefined;
+  if (!m || !digest) throw new OmniError('NOT_FOUND', `no image ${name}`);
+  const tag = target.tag ?? 'latest';
+  const link = async (rec: ManifestRecord, depth: number, asTag: string | undefined): Promise<void> => {
+    if (depth > MAX_TAG_DEPTH) throw new OmniError('UNSUPPORTED', `${name}: indexes nested deeper than ${MAX_TAG_DEPTH}`);
+    if (target.repository !== source.repository) {
+      for (const c of rec.manifests) {
+        const child = await catalog.anyManifest(c);
+        if (!child) throw new OmniError('MANIFEST_UNKNOWN', `manifest ${c} of ${name} is not in the registry`);
+        await link(child, depth + 1, undefined);
+      }
+    }
+    await catalog.putManifest(target.repository, { ...rec, createdAtMs: Date.now() }, asTag, caller);
+  };
+  await link(m, 0, tag);
+  return { source: name, target: `${target.repository}:${tag}`, digest };
 }
 
 /** Total bytes of an image: its manifest and the blobs it references (an index: its manifests' too). */

@@ -10,8 +10,8 @@ import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/t
 import { probe } from './health-check.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
-import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
-import { DEFAULT_MIN_HEALTHY_MS, type AppSpec } from '../../protocol/apps/spec.js';
+import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, taskKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import { DEFAULT_MIN_HEALTHY_MS, EXCLUSIVE_LEASE_MS, type AppSpec } from '../../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
 import { SELF } from '../cluster/caller.js';
 import type { OmniError } from '../errors.js';
@@ -21,6 +21,10 @@ const AGENT_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
 export const STOP_TIMEOUT_MS = 5000;
 const MAX_TASKS_PER_NODE = 10_000;
+// The lease (EXCLUSIVE_LEASE_MS unless the deps say otherwise) is renewed every quarter of it while
+// exclusive tasks are here; its expiry is checked every eighth (at most 500 ms); a task starts only
+// with at least half of it left (a start must not straddle the expiry); a lapsed lease stops the
+// tasks with a grace period of a fifth of it, well inside the second lease the leader waits.
 /** Reading the log tail to classify an exit never holds up a restart for longer than this. */
 const CLASSIFY_LOG_TIMEOUT_MS = 2000;
 
@@ -52,6 +56,10 @@ interface Local {
   /** When the task last started serving (0: not serving); stable after update.minHealthyMs of it. */
   servingSinceMs: number;
   stable: boolean;
+  /** Desired 'stop' and not running here: it never starts again (reported, so an exclusive replacement may start). */
+  released: boolean;
+  /** spec.exclusive: runs only while this node holds its lease. */
+  exclusive: boolean;
 }
 
 /** What the agent uses: the replica (tasks placed here), status reports, and where it keeps task files. */
@@ -71,6 +79,14 @@ export interface AgentDeps extends Proposer {
    * leaves whatever runs alone.
    */
   readBarrier?(): Promise<void>;
+  /**
+   * Each lease renewal: exclusive tasks may run until this monotonic time (performance.now()
+   * scale). The daemon writes it where the task's supervisor outside omnid can see it, so the
+   * task stops at that time even when omnid is down (see EXCLUSIVE_LEASE_MS).
+   */
+  publishLease?(untilMonotonicMs: number): Promise<unknown> | void;
+  /** The exclusive lease (default EXCLUSIVE_LEASE_MS); the leader's orchestrator must use the same. */
+  readonly exclusiveLeaseMs?: number;
 }
 
 export class Agent {
@@ -79,21 +95,101 @@ export class Agent {
   private readonly loop: CoalescedLoop;
   private recovered = false;
   private readonly clock: Clock;
+  /** Exclusive tasks may run until this monotonic time: the start of the last successful read barrier + the lease. */
+  private leaseUntilMs = 0;
+  private renewing = false;
+  private lastRenewMs = -Infinity;
+  private leaseTimer: unknown;
+  private stopped = false;
+  private readonly leaseMs: number;
 
   constructor(
     private readonly d: AgentDeps,
     private readonly drivers: Record<DriverName, TaskDriver>,
   ) {
     this.clock = d.clock ?? REAL_CLOCK;
+    this.leaseMs = d.exclusiveLeaseMs ?? EXCLUSIVE_LEASE_MS;
     this.loop = new CoalescedLoop(() => this.round(), { intervalMs: AGENT_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`agent: ${err.message}`), clock: this.clock });
   }
 
   start(): void {
+    this.stopped = false;
     this.loop.start();
+    this.leaseTimer = this.clock.setInterval(() => this.leaseTick(), Math.min(500, this.leaseMs / 8));
   }
 
   stop(): void {
+    this.stopped = true;
     this.loop.stop();
+    this.clock.clearInterval(this.leaseTimer);
+  }
+
+  /** Whether exclusive tasks may run here now (a quorum answered within the lease). */
+  leaseValid(marginMs = 0): boolean {
+    return this.clock.monotonicMs() + marginMs < this.leaseUntilMs;
+  }
+
+  /**
+   * Renews the lease with a read barrier (a quorum answered the leader): valid for
+   * EXCLUSIVE_LEASE_MS from the moment the barrier was asked for. Without a barrier (tests
+   * that wire none) there is no lease and exclusive tasks never start.
+   */
+  private async renewLease(): Promise<void> {
+    if (!this.d.readBarrier) throw new Error('no read barrier: exclusive tasks cannot hold a lease');
+    const askedAtMs = this.clock.monotonicMs();
+    this.lastRenewMs = askedAtMs;
+    await this.d.readBarrier();
+    const until = askedAtMs + this.leaseMs;
+    if (until > this.leaseUntilMs) {
+      // Published first: a task's supervisor must never see an older deadline than the agent uses.
+      await this.d.publishLease?.(until);
+      if (until <= this.leaseUntilMs) return;
+      const wasValid = this.leaseValid(this.leaseMs / 2);
+      this.leaseUntilMs = until;
+      if (!wasValid && [...this.local.values()].some((l) => l.exclusive && l.task.desired === 'run')) this.kick();
+    }
+  }
+
+  /** Renews the lease while exclusive tasks are here, and stops them once it lapsed. */
+  private leaseTick(): void {
+    if (this.stopped) return;
+    const exclusive = [...this.local.values()].filter((l) => l.exclusive);
+    if (exclusive.length === 0) return;
+    const now = this.clock.monotonicMs();
+    if (!this.renewing && now - this.lastRenewMs >= this.leaseMs / 4) {
+      this.renewing = true;
+      this.renewLease()
+        .catch((err: Error) => this.d.log.debug(`agent: lease not renewed: ${err.message}`))
+        .finally(() => (this.renewing = false));
+    }
+    if (this.leaseValid()) return;
+    for (const l of exclusive) {
+      if (l.stopping || (l.run?.state !== 'running' && !l.starting)) continue;
+      void this.stopForLease(l);
+    }
+  }
+
+  /** The lease lapsed: the task stops here (it starts again once a renewal succeeds, if still placed here). */
+  private async stopForLease(l: Local): Promise<void> {
+    if (l.stopping) return;
+    l.stopping = true;
+    const silentS = Math.round((this.clock.monotonicMs() - (this.leaseUntilMs - this.leaseMs)) / 1000);
+    this.d.log.warn(`agent: ${l.task.id}: stopping it: exclusive task and no quorum answered for ${silentS}s (lease lapsed)`);
+    try {
+      // A start in flight is stopped as soon as it returns (startTask checks the lease).
+      if (l.run?.state === 'running') await l.driver.stop(l.task.id, this.leaseMs / 5);
+      await l.driver.destroy(l.task.id).catch(() => undefined);
+      l.run = undefined;
+      l.state = 'pending';
+      l.health = 'none';
+      l.servingSinceMs = 0;
+      l.stable = false;
+      l.reason = `stopped: no quorum answered for ${silentS}s (exclusive lease lapsed); starts again once it holds the lease`;
+    } catch (err) {
+      this.d.log.warn(`agent: ${l.task.id}: stopping it after its lease lapsed: ${(err as Error).message}`);
+    } finally {
+      l.stopping = false;
+    }
   }
 
   /** Runs a reconcile round soon (coalesced). */
@@ -120,7 +216,7 @@ export class Agent {
 
   private async round(): Promise<void> {
     if (!this.recovered) {
-      if (this.d.readBarrier) await this.d.readBarrier();
+      if (this.d.readBarrier) await this.renewLease();
       await this.recover();
     }
     const mine = this.desiredHere();
@@ -157,7 +253,7 @@ export class Agent {
         }
         const prev = parseRecord<TaskStatusRecord>(this.d.raft.state.kvGet(statusKey(st.taskId))?.value);
         const stable = st.state === 'running' && prev?.stable === true;
-        this.local.set(st.taskId, { ...this.fresh(task, driver), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none', cause: prev?.cause ?? '', lastOutput: prev?.lastOutput ?? [], stable, servingSinceMs: stable ? 1 : 0 });
+        this.local.set(st.taskId, { ...this.fresh(task, driver, this.spec(task)), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none', cause: prev?.cause ?? '', lastOutput: prev?.lastOutput ?? [], stable, servingSinceMs: stable ? 1 : 0 });
         this.d.log.info(`agent: re-attached to task ${st.taskId} (${st.state})`);
       }
     }
@@ -179,8 +275,8 @@ export class Agent {
     return parseRecord<AppSpec>(this.d.raft.state.kvGet(specKey(t.app, t.version))?.value);
   }
 
-  private fresh(task: TaskRecord, driver: TaskDriver): Local {
-    return { task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false };
+  private fresh(task: TaskRecord, driver: TaskDriver, spec: AppSpec | undefined): Local {
+    return { released: false, exclusive: spec?.exclusive === true, task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false };
   }
 
   private async reconcileTask(t: TaskRecord): Promise<void> {
@@ -190,10 +286,11 @@ export class Agent {
     if (!l) {
       const driver = this.drivers[spec.driver];
       if (!driver) return;
-      l = this.fresh(t, driver);
+      l = this.fresh(t, driver, spec);
       this.local.set(t.id, l);
     }
     l.task = t;
+    l.exclusive = spec.exclusive === true;
     if (t.desired === 'stop') return this.stopTask(l);
     if (l.run?.state === 'running') await this.refresh(l);
     if (!l.run) return this.startTask(l, spec);
@@ -235,7 +332,20 @@ export class Agent {
   }
 
   private async startTask(l: Local, spec: AppSpec): Promise<void> {
-    if (l.starting) return;
+    if (l.starting || l.stopping) return;
+    if (l.exclusive && !this.leaseValid(this.leaseMs / 2)) {
+      // At most once: only a node that a quorum answered within the lease starts it.
+      l.state = 'pending';
+      // Keep the reason of a stop for a lapsed lease: it says why it is not running.
+      if (!l.reason.includes('lease')) l.reason = 'waiting for the lease (a quorum read) before starting this exclusive task';
+      if (!this.renewing && this.d.readBarrier) {
+        this.renewing = true;
+        void this.renewLease()
+          .catch((err: Error) => this.d.log.debug(`agent: lease not renewed: ${err.message}`))
+          .finally(() => (this.renewing = false));
+      }
+      return;
+    }
     l.starting = true;
     l.state = 'starting';
     l.health = spec.healthCheck ? 'starting' : 'none';
@@ -252,6 +362,10 @@ export class Agent {
       }
       const cfg = await this.taskConfig(l.task, spec);
       l.run = await l.driver.start(cfg);
+      if (l.exclusive && !this.leaseValid()) {
+        l.starting = false;
+        return void (await this.stopForLease(l));
+      }
       l.state = 'running';
       l.reason = '';
       l.portsInUse = [];
@@ -412,6 +526,8 @@ export class Agent {
       l.health = 'none';
       l.reason = `stopped: ${l.task.stopReason || 'by the orchestrator'}`;
     }
+    // Desired 'stop' is final: once it does not run (nor is starting), it never runs here again.
+    if (!l.starting && !l.stopping && l.run?.state !== 'running') l.released = true;
   }
 
   private async taskConfig(t: TaskRecord, spec: AppSpec): Promise<TaskConfig> {
@@ -428,12 +544,15 @@ export class Agent {
       version: t.version,
       image: spec.image,
       command,
-      env: { ...spec.env },
+      // The allocation epoch: the Raft index that placed this task — higher for every later
+      // placement of the app, so a task can fence its writes to outside storage with it.
+      env: { ...spec.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0) },
       ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i] })),
       volumes,
       cpu: spec.resources.cpu,
       memoryBytes: spec.resources.memoryMB * 1024 * 1024,
-      labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id },
+      labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id, ...(spec.exclusive ? { 'omni.exclusive': 'true' } : {}) },
+      ...(spec.exclusive ? { exclusive: true } : {}),
     };
   }
 
@@ -461,6 +580,7 @@ export class Agent {
       if (l.stable) rec.stable = true;
       if (l.portsInUse.length > 0) rec.portsInUse = l.portsInUse;
       if (l.lastOutput.length > 0) rec.lastOutput = l.lastOutput;
+      if (l.released) rec.released = true;
       const key = JSON.stringify({ ...rec, startedAtMs: 0 });
       if (this.reported.get(id) === key) continue;
       try {

@@ -8,7 +8,7 @@ import type { Proposer, RaftView } from '../cluster/ports.js';
 import { SchedulerState, type SchedNode, type SchedTask } from '../../protocol/apps/scheduler.js';
 import { reconcileApp } from '../../protocol/apps/reconcile.js';
 import type { AppSpec } from '../../protocol/apps/spec.js';
-import { APP_PREFIX, SCHED_EPOCH_KEY, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import { APP_PREFIX, schedNodeKey, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import type { KvTxnOp } from '../../protocol/cluster/state.js';
 import { OmniError } from '../errors.js';
 import { CoalescedLoop } from './coalesced-loop.js';
@@ -34,6 +34,8 @@ export interface OrchestratorDeps extends Proposer {
   readonly clock?: Clock;
   /** A new task id for an app (default: the app name and 6 random hex digits). */
   readonly newTaskId?: (app: string) => string;
+  /** The exclusive lease the agents hold (default EXCLUSIVE_LEASE_MS). */
+  readonly exclusiveLeaseMs?: number;
 }
 
 export class Orchestrator {
@@ -99,7 +101,15 @@ export class Orchestrator {
     const scheduler = new SchedulerState(nodes, held);
     const byApp = new Map<string, TaskRecord[]>();
     for (const t of tasks) byApp.set(t.app, [...(byApp.get(t.app) ?? []), t]);
-    const epoch = state.kvGet(SCHED_EPOCH_KEY)?.version ?? 0;
+    // Plans of every app in one round, each its own kv.txn, proposed back to back (so applied in
+    // this order): they share the SchedulerState, so they see each other's placements. Each is
+    // guarded by its app record's version and by the version of every node it places on — as
+    // it will be once the earlier plans of this round that placed there have applied. A refused
+    // plan (the app or a node changed meanwhile; an earlier plan refused) is redone next round.
+    // Read with the rest of the round's view (the scheduler's), before anything is proposed.
+    const nodeVersion = new Map(nodes.map((n) => [n.id, state.kvGet(schedNodeKey(n.id))?.version ?? 0]));
+    const expectedNodeVersion = (id: string) => nodeVersion.get(id) ?? 0;
+    const proposals: Promise<void>[] = [];
     for (const app of apps) {
       const appTasks = byApp.get(app.name) ?? [];
       const specs = new Map<number, AppSpec>();
@@ -119,6 +129,8 @@ export class Orchestrator {
         volumePins,
         nowMs: this.clock.now(),
         taskAgeMs: (t) => this.taskAgeMs(t.id),
+        exclusiveLeaseMs: this.d.exclusiveLeaseMs,
+        silentForMs: this.d.raft.silentForMs ? (id) => this.d.raft.silentForMs!(id) : undefined,
         newTaskId: () => (this.d.newTaskId ? this.d.newTaskId(app.name) : `${app.name}-${randomBytes(3).toString('hex')}`),
       });
       if (!out.changed) continue;
@@ -134,18 +146,29 @@ export class Orchestrator {
         if (statuses.has(id)) ops.push({ op: 'delete', key: statusKey(id) });
       }
       for (const p of out.newPins) ops.push({ op: 'put', key: volumeKey(app.name, p.volume), value: p.nodeId });
-      ops.push({ op: 'put', key: SCHED_EPOCH_KEY, value: String(this.clock.now()) });
-      const appVersion = state.kvGet(appKey(app.name))?.version ?? 0;
-      try {
-        await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(app.name), version: appVersion }, { key: SCHED_EPOCH_KEY, version: epoch }], ops }, LEADER_DUTY);
-      } catch (err) {
-        if (err instanceof OmniError && err.code === 'CONFLICT') {
-          this.loop.requestAgain(); // stale plan: recompute from the new state
-          return;
-        }
-        throw err;
+      const known = new Set(appTasks.map((t) => t.id));
+      const placedOn = [...new Set(out.upserts.filter((t) => t.desired === 'run' && !known.has(t.id)).map((t) => t.nodeId))].sort();
+      const compares = [{ key: appKey(app.name), version: state.kvGet(appKey(app.name))?.version ?? 0 }];
+      for (const id of placedOn) {
+        compares.push({ key: schedNodeKey(id), version: expectedNodeVersion(id) });
+        ops.push({ op: 'put', key: schedNodeKey(id), value: String(this.clock.now()) });
+        nodeVersion.set(id, expectedNodeVersion(id) + 1);
       }
-      return void this.loop.requestAgain(); // the epoch moved: the next app plans on fresh state
+      proposals.push(
+        this.d.proposeOk({ type: 'kv.txn', compares, ops }, LEADER_DUTY).then(
+          () => undefined,
+          (err: unknown) => {
+            if (err instanceof OmniError && err.code === 'CONFLICT') return void this.loop.requestAgain(); // stale plan: recompute from the new state
+            throw err;
+          },
+        ),
+      );
+    }
+    if (proposals.length > 0) {
+      const results = await Promise.allSettled(proposals);
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      return void this.loop.requestAgain(); // what was written may call for more (the next step of an update)
     }
     this.finishDrains(tasks);
     this.collectOrphanStatuses(tasks, statuses);

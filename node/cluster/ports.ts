@@ -23,6 +23,8 @@ export interface KvReader {
 export interface RaftView extends StateView {
   readonly raft: Raft;
   readonly isLeader: boolean;
+  /** On the leader: how long it is sure it has not heard from a node (RaftNode.silentForMs); absent: never assumed. */
+  silentForMs?(nodeId: string): number;
 }
 
 /** Proposes a command through the leader on behalf of `caller`; throws OmniError when refused. */

@@ -8,14 +8,14 @@
 // and the write is retried every NO_SPACE_RETRY_MS (reopening the store, since LevelDB refuses
 // every write after a failed one) until space is freed. Meanwhile the node sends nothing, so a
 // leader loses its followers' acknowledgements and steps down: another node leads.
-import { createHash, randomInt, randomBytes } from 'node:crypto';
+import { randomInt, randomBytes } from 'node:crypto';
 import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/raft.js';
 import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot, type SnapshotMeta } from '../../protocol/raft/types.js';
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
-import { ClusterState, kvRow, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
-import type { RaftStore } from './raft-store.js';
+import { ClusterState, StateRestoreError, needsValues, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
+import type { RaftStore, StreamedState } from './raft-store.js';
 import type { StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
 import { REAL_TIMERS, type Timers, type TimerHandle } from '../timers.js';
@@ -41,10 +41,9 @@ export const KEEP_AFTER_SNAPSHOT_TICKS = 600;
 export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
 /** Kv values longer than this live on disk only, not in memory (ClusterState StateOptions). */
 export const DEFAULT_SPILL_VALUES_OVER_BYTES = 64;
-/** The state's options in production: spill, and hash with the native SHA-256. */
+/** The state's options in production: values over DEFAULT_SPILL_VALUES_OVER_BYTES spill. */
 export const DEFAULT_STATE_OPTIONS: StateOptions = {
   spillValuesOverBytes: DEFAULT_SPILL_VALUES_OVER_BYTES,
-  hashValue: (v) => createHash('sha256').update(v).digest('hex'),
 };
 /** Messages a leader may send before its own write of the same Ready completes. */
 const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
@@ -132,12 +131,24 @@ interface Waiter {
   timer: TimerHandle;
 }
 
-interface ReadWaiter {
+/** One caller of readBarrier. */
+interface ReadCaller {
   resolve: () => void;
   reject: (e: Error) => void;
   timer: TimerHandle;
+}
+
+/** One ReadIndex request to the core, shared by the callers that arrived before it was issued. */
+interface ReadWaiter {
+  callers: Set<ReadCaller>;
   index?: number;
 }
+
+/**
+ * A ReadIndex that gets no answer for this many ticks (lost with a leader change) no longer holds
+ * back the reads queued behind it: they go out in a new request.
+ */
+const READ_REISSUE_TICKS = 5;
 
 export class RaftNode {
   readonly id: NodeId;
@@ -148,10 +159,24 @@ export class RaftNode {
   private readonly waiters = new Map<number, Waiter>();
   private readonly reads = new Map<string, ReadWaiter>();
   private readSeq = 0;
+  /**
+   * Reads are batched as etcd's server does: one ReadIndex request (one quorum round) at a time;
+   * callers that arrive while it is out wait for the next one, which they all share (they could
+   * not join the one in flight: it was asked before they arrived).
+   */
+  private readQueue: ReadCaller[] = [];
+  private readInFlight: { ctx: string; tick: number } | undefined;
+  private readCallers = 0;
   /** Makes ReadIndex contexts unique across restarts (the leader drops duplicate contexts). */
   private readonly readNonce: string;
   private readonly timers: Timers;
   private ticker: TimerHandle | undefined;
+  /** Ticks so far: the leader's clock for how long a peer has been silent (a late timer only makes it count longer). */
+  private ticks = 0;
+  /** The tick at which this node was first seen leading in its current term of office (-1: not leading). */
+  private leaderSinceTick = -1;
+  /** The tick at which a message from each peer last arrived. */
+  private readonly heardAtTick = new Map<NodeId, number>();
   private processing = false;
   private again = false;
   private stopped = false;
@@ -192,7 +217,6 @@ export class RaftNode {
    * are still held.
    */
   private readonly transfers = new Map<NodeId, FollowerTransfer>();
-  private ticks = 0;
 
   private constructor(opts: RaftNodeOptions, raft: Raft, state: ClusterState, snapshotIndex: number) {
     this.opts = opts;
@@ -209,8 +233,16 @@ export class RaftNode {
   }
 
   static async open(opts: RaftNodeOptions): Promise<RaftNode> {
-    const persisted = await opts.storage.load();
-    const state = await loadState(opts.storage, persisted.snapshot, opts.state ?? DEFAULT_STATE_OPTIONS);
+    // The log and the state rows are read at the same time (two LevelDB reads, decoded as they come).
+    const t0 = performance.now();
+    let logMs = 0;
+    const loading = opts.storage.load().then((p) => ((logMs = performance.now() - t0), p));
+    loading.catch(() => undefined);
+    const state = await loadState(opts.storage, loading.then((p) => p.snapshot), opts.state ?? DEFAULT_STATE_OPTIONS);
+    const persisted = await loading;
+    if (state.appliedIndex > 0) {
+      opts.log.info(`raft: read the state at index ${state.appliedIndex} (${state.kvCount()} kv records) and ${persisted.entries.length} log entries in ${Math.round(performance.now() - t0)} ms (the log alone: ${Math.round(logMs)} ms)`);
+    }
     const timing = opts.timing ?? DEFAULT_TIMING;
     const raft = new Raft(
       { ...opts.core, id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(opts.rngSeed ?? randomInt(2 ** 31)) },
@@ -222,6 +254,9 @@ export class RaftNode {
   start(): void {
     this.ticker = this.timers.setInterval(() => {
       this.ticks++;
+      if (this.readQueue.length > 0) this.issueReads(); // behind a ReadIndex that got lost
+      if (this.raft.role !== Role.Leader) this.leaderSinceTick = -1;
+      else if (this.leaderSinceTick < 0) this.leaderSinceTick = this.ticks;
       if (this.core('tick', () => this.raft.tick()) === undefined && this.fatal) return;
       this.schedule();
     }, this.timing.tickMs);
@@ -236,9 +271,8 @@ export class RaftNode {
     this.timers.clearTimeout(this.noSpaceTimer);
     const err = new OmniError('UNAVAILABLE', 'node is shutting down; the outcome of pending writes is unknown');
     for (const w of this.waiters.values()) (this.timers.clearTimeout(w.timer), w.reject(err));
-    for (const r of this.reads.values()) (this.timers.clearTimeout(r.timer), r.reject(err));
     this.waiters.clear();
-    this.reads.clear();
+    this.rejectReads(err);
     while (this.processing) await new Promise<void>((r) => this.timers.setTimeout(r, 5));
     for (const v of this.views.splice(0)) await v.view.close().catch(() => undefined);
     // A clean stop leaves the rows complete and durable: the next start replays nothing.
@@ -251,6 +285,7 @@ export class RaftNode {
    */
   step(m: Message): void {
     if (this.stopped || this.fatal) return;
+    if (this.heardAtTick.size < 4096 || this.heardAtTick.has(m.from)) this.heardAtTick.set(m.from, this.ticks);
     if (!this.core('step', () => this.raft.step(m))) return;
     this.schedule();
   }
@@ -279,14 +314,25 @@ export class RaftNode {
     this.opts.log.error(`raft: fatal, node stops participating: ${err.message}`);
     const dead = new OmniError('UNAVAILABLE', `raft stopped: ${err.message}`);
     for (const w of this.waiters.values()) (this.timers.clearTimeout(w.timer), w.reject(dead));
-    for (const r of this.reads.values()) (this.timers.clearTimeout(r.timer), r.reject(dead));
     this.waiters.clear();
-    this.reads.clear();
+    this.rejectReads(dead);
     this.opts.onFatal?.(err);
   }
 
   get leader(): NodeId {
     return this.raft.lead;
+  }
+
+  /**
+   * On the leader: how long it is sure it has not heard from `id` — since its last message, and
+   * at most since this node took the lead (counted in ticks, so a stalled event loop only makes
+   * the figure smaller). 0 on a follower and for this node itself. An exclusive task's node
+   * that is silent for twice its lease has stopped it (protocol/apps/spec.ts EXCLUSIVE_LEASE_MS).
+   */
+  silentForMs(id: NodeId): number {
+    if (id === this.id || this.raft.role !== Role.Leader || this.leaderSinceTick < 0) return 0;
+    const since = Math.max(this.heardAtTick.get(id) ?? -1, this.leaderSinceTick);
+    return Math.max(0, this.ticks - since) * this.timing.tickMs;
   }
 
   get isLeader(): boolean {
@@ -306,24 +352,73 @@ export class RaftNode {
   readBarrier(timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<void> {
     const unusable = this.unusable();
     if (unusable) return Promise.reject(unusable);
-    if (this.reads.size >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many reads in flight'));
-    const ctx = `${this.readNonce}:${++this.readSeq}`;
+    if (this.readCallers >= MAX_WAITERS) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many reads in flight'));
     return new Promise<void>((resolve, reject) => {
-      const timer = this.timers.setTimeout(() => {
-        this.reads.delete(ctx);
+      const caller: ReadCaller = { resolve, reject, timer: undefined };
+      this.readCallers++;
+      caller.timer = this.timers.setTimeout(() => {
+        if (!this.forgetRead(caller)) return;
         reject(new OmniError('TIMEOUT', `linearizable read timed out after ${timeoutMs} ms (no quorum?)`));
       }, timeoutMs);
-      this.reads.set(ctx, { resolve, reject, timer });
-      const accepted = this.core('readIndex', () => this.raft.readIndex(new TextEncoder().encode(ctx)));
-      if (accepted === undefined) return; // fatal: the waiter was rejected
-      if (!accepted) {
-        this.timers.clearTimeout(timer);
-        this.reads.delete(ctx);
-        reject(new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum'));
-        return;
-      }
-      this.schedule();
+      this.readQueue.push(caller);
+      this.issueReads();
     });
+  }
+
+  /** Sends the queued reads out as one ReadIndex request, unless one is still out (then they wait for it). */
+  private issueReads(): void {
+    if (this.readQueue.length === 0 || this.stopped || this.fatal) return;
+    if (this.readInFlight && this.reads.has(this.readInFlight.ctx) && this.ticks - this.readInFlight.tick < READ_REISSUE_TICKS) return;
+    const callers = new Set(this.readQueue);
+    this.readQueue = [];
+    const ctx = `${this.readNonce}:${++this.readSeq}`;
+    this.reads.set(ctx, { callers });
+    this.readInFlight = { ctx, tick: this.ticks };
+    const accepted = this.core('readIndex', () => this.raft.readIndex(new TextEncoder().encode(ctx)));
+    if (accepted === undefined) return; // fatal: every read was rejected
+    if (!accepted) {
+      this.reads.delete(ctx);
+      this.readInFlight = undefined;
+      this.settleReads(callers, new OmniError('NO_LEADER', 'no leader is known; the cluster may have lost quorum'));
+      return;
+    }
+    this.schedule();
+  }
+
+  /** A caller gave up (timeout): out of its batch or the queue. False if it was settled already. */
+  private forgetRead(caller: ReadCaller): boolean {
+    const queued = this.readQueue.indexOf(caller);
+    if (queued >= 0) this.readQueue.splice(queued, 1);
+    else {
+      const entry = [...this.reads].find(([, w]) => w.callers.has(caller));
+      if (!entry) return false;
+      entry[1].callers.delete(caller);
+      if (entry[1].callers.size === 0) {
+        this.reads.delete(entry[0]);
+        if (this.readInFlight?.ctx === entry[0]) this.readInFlight = undefined;
+      }
+    }
+    this.readCallers--;
+    return true;
+  }
+
+  /** Settles callers: resolved (no error) or rejected. */
+  private settleReads(callers: Iterable<ReadCaller>, err?: Error): void {
+    for (const c of callers) {
+      this.timers.clearTimeout(c.timer);
+      this.readCallers--;
+      if (err) c.reject(err);
+      else c.resolve();
+    }
+  }
+
+  /** Rejects every read, issued or queued. */
+  private rejectReads(err: Error): void {
+    const all = [...this.readQueue, ...[...this.reads.values()].flatMap((w) => [...w.callers])];
+    this.readQueue = [];
+    this.reads.clear();
+    this.readInFlight = undefined;
+    this.settleReads(all, err);
   }
 
   /** Hands leadership to voter `to`; only the leader can (NOT_LEADER with the leader's id otherwise). */
@@ -486,14 +581,19 @@ export class RaftNode {
     }
     for (const e of rd.committedEntries) {
       this.opts.observer?.applying?.(e);
-      this.applyEntry(e.index, e.term, e.type, e.data);
+      const keys = this.applyEntry(e.index, e.term, e.type, e.data);
+      // A transaction compares values kept on disk only: read them (nothing applies meanwhile).
+      if (keys) this.applyEntry(e.index, e.term, e.type, e.data, await this.currentValues(keys));
     }
     this.raft.advance(rd);
     for (const rs of rd.readStates) {
-      const w = this.reads.get(new TextDecoder().decode(rs.context));
+      const ctx = new TextDecoder().decode(rs.context);
+      const w = this.reads.get(ctx);
       if (w) w.index = rs.index;
+      if (this.readInFlight?.ctx === ctx) this.readInFlight = undefined;
     }
     this.releaseReads();
+    this.issueReads();
     // The rows this Ready changed, unsynced: the next synced log write makes them durable, and
     // a crash before that only sends the node back to entries its log still holds.
     if (rd.committedEntries.length > 0) await this.saveState(false);
@@ -552,12 +652,13 @@ export class RaftNode {
         if ((err as { code?: unknown }).code !== undefined) throw err;
         throw refused((err as Error).message);
       }
-      const stored = await this.opts.storage.loadState();
+      const stored = await this.opts.storage.streamState();
       if (!stored) throw refused('no rows after installing it');
       try {
-        restored = ClusterState.fromRows(stored.appliedIndex, stored.rows, this.stateOptions);
+        restored = await readRows(stored, this.stateOptions);
       } catch (err) {
-        throw refused((err as Error).message);
+        if (!(err instanceof StateRestoreError)) throw err;
+        throw refused(err.message);
       }
       if (restored.appliedIndex < snap.meta.index) throw refused(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
     } else {
@@ -750,8 +851,8 @@ export class RaftNode {
     for (const rows of [this.unsavedRows, this.savingRows]) {
       if (!rows) continue;
       const v = rows.get(valueRow(key));
+      // A deleted record's value row is deleted with it (null).
       if (v !== undefined) return { value: v };
-      if (rows.get(kvRow(key)) === null) return { value: null };
     }
     return undefined;
   }
@@ -785,8 +886,12 @@ export class RaftNode {
     return rd.messages.every((m) => LEADER_EARLY_TYPES.has(m.type));
   }
 
-  private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array): void {
-    if (index <= this.skipThrough && index <= this.state.appliedIndex) return;
+  /**
+   * Applies one committed entry; returns the keys whose current values it needs when it
+   * compares values kept on disk only (call again with them), else undefined.
+   */
+  private applyEntry(index: number, term: number, type: EntryType, data: Uint8Array, values?: ReadonlyMap<string, string>): string[] | undefined {
+    if (index <= this.skipThrough && index <= this.state.appliedIndex) return undefined;
     // Entries reach the state machine once each, in order: anything else means this node's
     // state and its log disagree, and going on would serve (and snapshot) a wrong state.
     if (index !== this.state.appliedIndex + 1) {
@@ -798,18 +903,42 @@ export class RaftNode {
       const kind = cc.type === ConfChangeType.AddVoter ? 'addVoter' : cc.type === ConfChangeType.AddLearner ? 'addLearner' : 'remove';
       result = this.state.applyConfChange(index, { type: kind, node: cc.node });
     } else {
-      result = this.state.apply(index, data);
+      result = this.state.apply(index, data, values);
+      if (needsValues(result) && !values) return result.needsValues;
     }
     if (this.state.appliedIndex !== index) {
       throw new OmniError('APPLY_DIVERGED', `applying index ${index} left the state machine at applied index ${this.state.appliedIndex}${result.ok ? '' : ` (${result.error.message})`}`);
     }
     if (type === EntryType.ConfChange) result = { ok: true };
     const w = this.waiters.get(index);
-    if (!w) return;
+    if (!w) return undefined;
     this.waiters.delete(index);
     this.timers.clearTimeout(w.timer);
     if (w.term === term) w.resolve(result);
     else w.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
+    return undefined;
+  }
+
+  /**
+   * The current values of kv keys whose values are on disk only, as the state machine is now:
+   * changed by entries applied but not written yet, being written, or stored. A key the state
+   * holds without any of them means the store lost a row (STORAGE_CORRUPT).
+   */
+  private async currentValues(keys: readonly string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const fromDisk: string[] = [];
+    for (const key of keys) {
+      const v = this.state.changedKvValue(key) ?? this.pendingValue(key);
+      if (v?.value != null) out.set(key, v.value);
+      else if (this.state.kvMeta(key)) fromDisk.push(key);
+    }
+    const stored = fromDisk.length === 0 ? [] : await this.opts.storage.readStateRows(fromDisk.map(valueRow));
+    fromDisk.forEach((key, i) => {
+      const v = stored[i];
+      if (v === undefined) throw new StorageCorruptError(`the value of kv key ${key.slice(0, 200)} is missing from the state rows`, this.opts.storage.dir, { key: valueRow(key).slice(0, 200) });
+      out.set(key, v);
+    });
+    return out;
   }
 
   private releaseReads(): void {
@@ -817,8 +946,7 @@ export class RaftNode {
     for (const [ctx, w] of this.reads) {
       if (w.index === undefined || w.index > applied) continue;
       this.reads.delete(ctx);
-      this.timers.clearTimeout(w.timer);
-      w.resolve();
+      this.settleReads(w.callers);
     }
   }
 
@@ -827,9 +955,7 @@ export class RaftNode {
     this.processing = false;
     if (!this.noSpace) this.opts.log.error(`raft: NO_SPACE: cannot write to ${this.opts.storage.dir} (${err.message.slice(0, 200)}); writes are refused (507) and retried every ${this.retryMs / 1000} s until space is freed`);
     this.noSpace = err;
-    const waiting = [...this.reads.values()];
-    this.reads.clear();
-    for (const r of waiting) (this.timers.clearTimeout(r.timer), r.reject(new OmniError('NO_SPACE', `the disk of this node is full; the read cannot be served here`)));
+    this.rejectReads(new OmniError('NO_SPACE', `the disk of this node is full; the read cannot be served here`));
     this.noSpaceTimer = this.timers.setTimeout(() => void this.retryAfterNoSpace(), this.retryMs);
   }
 
@@ -938,19 +1064,25 @@ function isStateMarker(data: Uint8Array): boolean {
  * The state at start: its rows, or (a data dir from before rows) the state in the stored
  * snapshot with its log replayed. Rows behind the log's start mean lost entries.
  */
-async function loadState(storage: RaftStore, snapshot: Snapshot | undefined, options: StateOptions): Promise<ClusterState> {
-  const stored = await storage.loadState();
-  const logStart = snapshot?.meta.index ?? 0;
+async function loadState(storage: RaftStore, snapshotLoading: Promise<Snapshot | undefined>, options: StateOptions): Promise<ClusterState> {
+  const stored = await storage.streamState();
   if (stored) {
+    let state: ClusterState;
+    try {
+      state = await readRows(stored, options);
+    } catch (err) {
+      if (!(err instanceof StateRestoreError)) throw err;
+      throw new StorageCorruptError(`the stored state rows cannot be read: ${err.message}`, storage.dir);
+    }
+    const logStart = (await snapshotLoading)?.meta.index ?? 0;
     if (stored.appliedIndex < logStart) {
       throw new StorageCorruptError(`the state rows are applied up to index ${stored.appliedIndex}, but the log starts after ${logStart}: entries in between are lost`, storage.dir);
     }
-    try {
-      return ClusterState.fromRows(stored.appliedIndex, stored.rows, options);
-    } catch (err) {
-      throw new StorageCorruptError(`the stored state rows cannot be read: ${(err as Error).message}`, storage.dir);
-    }
+    // Rows of an older format (one per kv key) are replaced by pages, in one atomic batch.
+    if (state.hasChangedRows) await storage.saveState(state.takeChangedRows(), state.appliedIndex, true);
+    return state;
   }
+  const snapshot = await snapshotLoading;
   if (!snapshot) return new ClusterState(options);
   if (isStateMarker(snapshot.data)) throw new StorageCorruptError('the state rows are missing (the stored snapshot says the state is in them)', storage.dir);
   // A data dir from before rows: its snapshot holds the whole state; written to rows once.
@@ -958,6 +1090,13 @@ async function loadState(storage: RaftStore, snapshot: Snapshot | undefined, opt
   const rows = [...whole.rows(options.spillValuesOverBytes)];
   await storage.replaceState(rows, whole.appliedIndex);
   return ClusterState.fromRows(whole.appliedIndex, rows, options);
+}
+
+/** The state the streamed rows describe, read batch by batch (StateRestoreError when they do not hold). */
+async function readRows(stored: StreamedState, options: StateOptions): Promise<ClusterState> {
+  const reader = ClusterState.rowsReader(stored.appliedIndex, options);
+  for await (const batch of stored.batches) reader.add(batch);
+  return reader.finish();
 }
 
 /** ENOSPC from the file system, or LevelDB's report of it ("IO error: …: No space left on device"). */

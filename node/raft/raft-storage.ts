@@ -6,7 +6,7 @@
 // checked before LevelDB replays them, every value carries a checksum over its key and bytes,
 // and a second copy of the hard state (node/raft/hard-state-witness.ts) proves that LevelDB did not
 // lose a synced term or vote. Anything wrong is a StorageCorruptError (STORAGE_CORRUPT).
-import type { RaftStore, StoredState } from './raft-store.js';
+import type { RaftStore, StoredState, StreamedState } from './raft-store.js';
 import { StateStorage, type StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
 import { Level } from 'level';
@@ -32,8 +32,12 @@ const FORMAT = 'omni-raft/2';
 /** Largest stored records we will decode (the transport caps messages lower). */
 export const MAX_STORED_SNAPSHOT_BYTES = 64 * 1024 * 1024;
 export const MAX_STORED_ENTRY_BYTES = 16 * 1024 * 1024;
+/** Log entries and bytes read per trip to LevelDB at start. */
+const LOAD_BATCH_ENTRIES = 4096;
+const LOAD_BATCH_BYTES = 4 * 1024 * 1024;
 
 const ZERO_HARD_STATE: HardState = { term: 0, vote: NONE, commit: 0 };
+
 
 /** Fixed-width hex so LevelDB's byte order is index order. */
 function entryKey(index: number): string {
@@ -125,12 +129,25 @@ export class RaftStorage implements RaftStore {
     const after = snapshot?.meta.index ?? 0;
     const entries: Entry[] = [];
     try {
-      for await (const [key, sealed] of this.db.iterator({ gt: entryKey(after), lt: ENTRY_PREFIX + '~' })) {
-        const value = unsealOrCorrupt(key, sealed, this.dir);
-        const e = decodeOrCorrupt(key, this.dir, () => decodeEntry(value, MAX_STORED_ENTRY_BYTES));
-        const expected = (entries.length > 0 ? entries[entries.length - 1].index : after) + 1;
-        if (e.index !== expected || key !== entryKey(e.index)) throw new StorageCorruptError(`log gap or misplaced entry at record ${key}: expected index ${expected}, found ${e.index}`, this.dir, { key });
-        entries.push(e);
+      // In big batches (one trip to LevelDB's thread per LOAD_BATCH_BYTES), the next read while this one is decoded.
+      const it = this.db.iterator({ gt: entryKey(after), lt: ENTRY_PREFIX + '~', highWaterMarkBytes: LOAD_BATCH_BYTES });
+      try {
+        let next = it.nextv(LOAD_BATCH_ENTRIES);
+        for (;;) {
+          const batch = await next;
+          if (batch.length === 0) break;
+          next = it.nextv(LOAD_BATCH_ENTRIES);
+          next.catch(() => undefined);
+          for (const [key, sealed] of batch) {
+            const value = unsealOrCorrupt(key, sealed, this.dir);
+            const e = decodeOrCorrupt(key, this.dir, () => decodeEntry(value, MAX_STORED_ENTRY_BYTES));
+            const expected = (entries.length > 0 ? entries[entries.length - 1].index : after) + 1;
+            if (e.index !== expected || key !== entryKey(e.index)) throw new StorageCorruptError(`log gap or misplaced entry at record ${key}: expected index ${expected}, found ${e.index}`, this.dir, { key });
+            entries.push(e);
+          }
+        }
+      } finally {
+        await it.close();
       }
     } catch (err) {
       throw levelError(err, this.dir, 'reading the log');
@@ -185,6 +202,10 @@ export class RaftStorage implements RaftStore {
 
   loadState(withValues = false): Promise<StoredState | undefined> {
     return this.state.load(withValues);
+  }
+
+  streamState(withValues = false): Promise<StreamedState | undefined> {
+    return this.state.stream(withValues);
   }
 
   readStateRows(rows: readonly string[]): Promise<(string | undefined)[]> {

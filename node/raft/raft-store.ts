@@ -2,13 +2,9 @@
 // production store; the simulator's store keeps the same contract over a simulated disk.
 import type { PersistedState } from '../../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../../protocol/raft/types.js';
-import type { StateView } from './state-storage.js';
+import type { StateView, StoredState, StreamedState } from './state-storage.js';
 
-export interface StoredState {
-  appliedIndex: number;
-  /** By row key. */
-  rows: [string, string][];
-}
+export type { StoredState, StreamedState };
 
 export interface RaftStore {
   /** Where the data lives (for messages). */
@@ -28,6 +24,8 @@ export interface RaftStore {
    * Spilled kv values (rows `v/…`) only `withValues`: a start never reads them.
    */
   loadState(withValues?: boolean): Promise<StoredState | undefined>;
+  /** As loadState, the rows handed out in batches as they are read (a start never holds them all). */
+  streamState(withValues?: boolean): Promise<StreamedState | undefined>;
   /** The stored rows (undefined: none), read as they are now (unsynced writes included). */
   readStateRows(rows: readonly string[]): Promise<(string | undefined)[]>;
   /**

@@ -17,6 +17,20 @@ import { decodeOrCorrupt, levelError, read, unsealOrCorrupt, type Db } from './l
 import type { SnapshotSink, SnapshotSource } from './snapshot-stream.js';
 import { StorageCorruptError } from './storage-integrity.js';
 
+/** The state rows as a start reads them (RaftStore.loadState). */
+export interface StoredState {
+  appliedIndex: number;
+  /** By row key. */
+  rows: [string, string][];
+}
+
+export interface StreamedState {
+  appliedIndex: number;
+  /** The rows by row key, a batch at a time; a row's value as text or as its UTF-8 bytes. */
+  batches: AsyncIterable<[string, string | Uint8Array][]>;
+}
+
+
 type Generation = '' | 'b';
 const GENERATION_KEY = 'sg';
 const APPLIED_KEY = 'sa';
@@ -26,8 +40,12 @@ const STAGE_KEY = 'st';
 export const APPLIED_ROW = '!applied';
 /** Rows of spilled kv values (`v/…` in ClusterState): not read at start. */
 const VALUE_ROWS = 'v/';
-const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+/** Strict; a leading U+FEFF is kept (a kv value may start with one). */
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const UTF8 = new TextEncoder();
+/** Rows and bytes read per trip to LevelDB when loading the state at start. */
+const LOAD_BATCH_ROWS = 4096;
+const LOAD_BATCH_BYTES = 4 * 1024 * 1024;
 /** Rows written per batch while replacing the state from a snapshot held in memory. */
 const REPLACE_BATCH_ROWS = 2000;
 
@@ -42,11 +60,6 @@ interface StageRecord {
   complete?: boolean;
 }
 
-export interface StoredState {
-  appliedIndex: number;
-  /** By row key. */
-  rows: [string, string][];
-}
 
 /** A consistent view of the live rows, for sending a snapshot. */
 export interface StateView extends SnapshotSource {
@@ -71,6 +84,22 @@ export class StateStorage {
   }
 
   async load(withValues: boolean): Promise<StoredState | undefined> {
+    const streamed = await this.stream(withValues);
+    if (!streamed) return undefined;
+    const rows: [string, string][] = [];
+    for await (const batch of streamed.batches) {
+      for (const [key, value] of batch) rows.push([key, typeof value === 'string' ? value : decodeOrCorrupt(key, this.dir, () => STRICT_UTF8.decode(value))]);
+    }
+    return { appliedIndex: streamed.appliedIndex, rows };
+  }
+
+  /**
+   * The applied index and the rows, in batches as they are read: big batches (one trip to
+   * LevelDB's thread per LOAD_BATCH_BYTES, not per 16 KiB), the next one read while the caller
+   * handles the last. Values are handed out as their UTF-8 bytes (checked against their seal,
+   * not decoded: ClusterState.rowsReader decodes what it uses).
+   */
+  async stream(withValues: boolean): Promise<StreamedState | undefined> {
     const a = await read(this.db(), this.dir, APPLIED_KEY);
     if (a === undefined) return undefined;
     const appliedIndex = decodeOrCorrupt(APPLIED_KEY, this.dir, () => decodeIndex(a));
@@ -78,15 +107,29 @@ export class StateStorage {
     const ranges = withValues
       ? [{ gte: p, lt: endOf(this.gen) }]
       : [{ gte: p, lt: p + VALUE_ROWS }, { gte: p + 'v0', lt: endOf(this.gen) }];
-    const rows: [string, string][] = [];
-    try {
+    const db = this.db();
+    const dir = this.dir;
+    async function* batches(): AsyncIterable<[string, Uint8Array][]> {
       for (const range of ranges) {
-        for await (const [key, sealed] of this.db().iterator(range)) rows.push([key.slice(p.length), this.text(key, sealed)]);
+        const it = db.iterator({ ...range, highWaterMarkBytes: LOAD_BATCH_BYTES });
+        try {
+          let next = it.nextv(LOAD_BATCH_ROWS);
+          for (;;) {
+            const batch = await next;
+            if (batch.length === 0) break;
+            next = it.nextv(LOAD_BATCH_ROWS);
+            // Not awaited if the caller stops early: closing the iterator settles it.
+            next.catch(() => undefined);
+            yield batch.map(([key, sealed]): [string, Uint8Array] => [key.slice(p.length), unsealOrCorrupt(key, sealed, dir)]);
+          }
+        } catch (err) {
+          throw levelError(err, dir, 'reading the state rows');
+        } finally {
+          await it.close();
+        }
       }
-    } catch (err) {
-      throw levelError(err, this.dir, 'reading the state rows');
     }
-    return { appliedIndex, rows };
+    return { appliedIndex, batches: batches() };
   }
 
   async read(rows: readonly string[]): Promise<(string | undefined)[]> {

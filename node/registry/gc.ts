@@ -16,8 +16,14 @@
 //    references, whatever a message says. A copy that arrived (or was pushed again) within the
 //    grace period stays, as do uploads in progress (temp files, not in the store yet).
 //
-// A dry run does steps 1 and 3 without removing anything and reports what would go. A node that
-// is down during a run keeps its copies; the next run sweeps them.
+// A dry run does steps 1 and 3 without removing anything and reports what would go. A real run
+// records itself (registry/gc-last: its number, grace and retention) between steps 2 and 3; every
+// node keeps the number of the last run it swept after (DIR/registry/gc-swept), and one that was
+// down or cut off during a run sweeps its own copies when it sees a newer record (catchUp).
+//
+// The policy saved in the cluster (registry/gc-policy, `omni images gc --save`) gives the grace
+// period and retention of runs that do not set them, scheduled runs (node/registry/gc-schedule.ts)
+// included.
 import { OmniError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Caller } from '../cluster/caller.js';
@@ -43,6 +49,10 @@ import {
 } from '../../protocol/registry/records.js';
 import { listBlobRecords, listManifestRecords, type CatalogAccess } from './catalog.js';
 import type { BlobStore } from './blob-store.js';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../files.js';
+import { DEFAULT_GC_GRACE_MS } from '../../protocol/registry/gc.js';
+import { GC_LAST_KEY, GC_POLICY_KEY, readGcPolicy, readGcRunRecord, type GcPolicy, type GcRunRecord } from '../../protocol/registry/records.js';
 
 /** Most entries one listing scans (the replicated state holds at most 100,000 keys). */
 const MAX_SCAN = 100_000;
@@ -107,6 +117,38 @@ export function readGcOptions(v: unknown): GcOptions {
   return { dryRun, graceMs, ...(keepLast !== undefined ? { keepLast: keepLast as number } : {}) };
 }
 
+/** A run asked for through the API: flags not given come from the saved policy. */
+export interface GcRequest {
+  dryRun: boolean;
+  graceMs?: number;
+  /** null: keep every tag (whatever the policy says). */
+  keepLast?: number | null;
+  /** Save graceMs and keepLast as the policy before running. */
+  save: boolean;
+}
+
+/** Validates POST /v1/images/gc (untrusted). */
+export function readGcRequest(v: unknown): GcRequest {
+  const o = (v ?? {}) as Record<string, unknown>;
+  if (typeof o !== 'object' || Array.isArray(o)) throw new OmniError('BAD_REQUEST', 'gc options must be a JSON object');
+  const { save, keepLast, ...rest } = o;
+  if (save !== undefined && typeof save !== 'boolean') throw new OmniError('BAD_REQUEST', 'save: must be true or false');
+  const base = readGcOptions({ ...rest, ...(keepLast !== null ? { keepLast } : {}) });
+  return {
+    dryRun: base.dryRun,
+    ...(rest.graceMs !== undefined ? { graceMs: base.graceMs } : {}),
+    ...(keepLast === null ? { keepLast: null } : base.keepLast !== undefined ? { keepLast: base.keepLast } : {}),
+    save: save === true,
+  };
+}
+
+/** The options of a run: the request's, else the policy's, else the defaults (1 h, every tag kept). */
+export function effectiveGcOptions(req: Omit<GcRequest, 'save'>, policy: GcPolicy | undefined): GcOptions {
+  const graceMs = req.graceMs ?? policy?.graceMs ?? DEFAULT_GC_GRACE_MS;
+  const keepLast = req.keepLast === null ? undefined : (req.keepLast ?? policy?.keepLast);
+  return { dryRun: req.dryRun, graceMs, ...(keepLast !== undefined ? { keepLast } : {}) };
+}
+
 /** The images of every app spec version kept in the state, and of the version of every task. */
 export function appImages(state: ClusterState): string[] {
   const images = new Set<string>();
@@ -157,7 +199,14 @@ export interface RegistryGcDeps {
   log: Logger;
   /** This node's name (for reports). */
   nodeName(): string;
+  /** Where this node keeps the number of the last run it swept after (absent: in memory only). */
+  sweptFile?: string;
 }
+
+/** How long a run asked for waits for one already going on here. */
+const WAIT_FOR_RUN_MS = 10_000;
+/** Attempts to record a run when another run records itself at the same moment. */
+const MAX_RECORD_ATTEMPTS = 5;
 
 /** Asks the other members to sweep (set once the peer-to-peer side runs). */
 export interface SweepPeers {
@@ -169,8 +218,40 @@ export interface SweepPeers {
 export class RegistryGc {
   private peers: SweepPeers | undefined;
   private running: Promise<unknown> | undefined;
+  /** The last run this node swept after (undefined: not read from its file yet). */
+  private swept: number | undefined;
 
   constructor(private readonly d: RegistryGcDeps) {}
+
+  /** The policy saved in the cluster (local replica). */
+  policy(): GcPolicy | undefined {
+    return readGcPolicy(this.state.kvGet(GC_POLICY_KEY)?.value);
+  }
+
+  /** The last real run (local replica). */
+  lastRun(): GcRunRecord | undefined {
+    return readGcRunRecord(this.state.kvGet(GC_LAST_KEY)?.value);
+  }
+
+  /** Saves the policy: the values given replace the saved ones (keepLast null: keep every tag). */
+  async savePolicy(p: { graceMs?: number; keepLast?: number | null }, caller: Caller): Promise<GcPolicy> {
+    await this.d.cluster.readBarrier();
+    const cur = this.policy();
+    const graceMs = p.graceMs ?? cur?.graceMs;
+    const keepLast = p.keepLast === null ? undefined : (p.keepLast ?? cur?.keepLast);
+    const next: GcPolicy = { ...(graceMs !== undefined ? { graceMs } : {}), ...(keepLast !== undefined ? { keepLast } : {}), updatedAtMs: Date.now() };
+    await this.d.cluster.proposeOk({ type: 'kv.put', key: GC_POLICY_KEY, value: JSON.stringify(next) }, caller);
+    this.d.log.info(`registry gc: policy saved (grace ${next.graceMs ?? DEFAULT_GC_GRACE_MS} ms, ${next.keepLast !== undefined ? `keep the last ${next.keepLast} tags` : 'keep every tag'})`);
+    return next;
+  }
+
+  /** A run asked for through the API: the policy fills in what the request leaves out (and is saved first with save). */
+  async request(req: GcRequest, caller: Caller): Promise<GcReport & { policy: GcPolicy | null; saved: boolean }> {
+    await this.d.cluster.readBarrier();
+    const policy = req.save ? await this.savePolicy({ graceMs: req.graceMs, keepLast: req.keepLast }, caller) : this.policy();
+    const report = await this.run(effectiveGcOptions(req, policy), caller);
+    return { ...report, policy: policy ?? null, saved: req.save };
+  }
 
   setPeers(p: SweepPeers): void {
     this.peers = p;
@@ -180,10 +261,23 @@ export class RegistryGc {
     return this.d.cluster.raft.state;
   }
 
-  /** A whole run (see the top of this file); one at a time on a node. */
-  async run(o: GcOptions, caller: Caller): Promise<GcReport> {
+  /** Whether a run is going on on this node. */
+  get busy(): boolean {
+    return this.running !== undefined;
+  }
+
+  /**
+   * A whole run (see the top of this file); one at a time on a node. A run asked for while another
+   * is going on here (the schedule's, say) waits up to 10 s for it to end.
+   */
+  async run(o: GcOptions, caller: Caller, scheduled = false): Promise<GcReport> {
+    if (this.running && !scheduled) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.running.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, WAIT_FOR_RUN_MS)))]);
+      clearTimeout(timer);
+    }
     if (this.running) throw new OmniError('CONFLICT', 'a garbage collection is already running on this node; try again when it ends');
-    const p = this.runOnce(o, caller);
+    const p = this.runOnce(o, caller, scheduled);
     this.running = p;
     try {
       return await p;
@@ -192,7 +286,7 @@ export class RegistryGc {
     }
   }
 
-  private async runOnce(o: GcOptions, caller: Caller): Promise<GcReport> {
+  private async runOnce(o: GcOptions, caller: Caller, scheduled: boolean): Promise<GcReport> {
     let plan: GcPlan | undefined;
     let sizes = new Map<string, number>();
     let attempts = 0;
@@ -217,7 +311,10 @@ export class RegistryGc {
       }
     }
     const removedLinks = plan.removeManifestLinks.length + plan.removeBlobLinks.length;
-    if (!o.dryRun) this.d.log.info(`registry gc: removed ${plan.removeTags.length} tags, ${plan.removeManifests.length} manifests, ${plan.removeBlobs.length} blobs (${plan.reclaimBytes} bytes) from the catalog`);
+    if (!o.dryRun) {
+      this.d.log.info(`registry gc: ${scheduled ? 'scheduled run ' : ''}removed ${plan.removeTags.length} tags, ${plan.removeManifests.length} manifests, ${plan.removeBlobs.length} blobs (${plan.reclaimBytes} bytes) from the catalog`);
+      await this.recordRun(o, scheduled, { tags: plan.removeTags.length, manifests: plan.removeManifests.length, blobs: plan.removeBlobs.length, bytes: plan.reclaimBytes }, caller);
+    }
     const nodes = await this.sweepAll(o);
     return {
       dryRun: o.dryRun,
@@ -235,6 +332,21 @@ export class RegistryGc {
       attempts,
       nodes,
     };
+  }
+
+  /** Writes registry/gc-last with the next run number (compared, so two runs at once get two numbers). */
+  private async recordRun(o: GcOptions, scheduled: boolean, removed: GcRunRecord['removed'], caller: Caller): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      await this.d.cluster.readBarrier();
+      const cur = this.state.kvGet(GC_LAST_KEY);
+      const rec: GcRunRecord = { run: (readGcRunRecord(cur?.value)?.run ?? 0) + 1, atMs: Date.now(), node: this.d.nodeName(), scheduled, graceMs: o.graceMs, ...(o.keepLast !== undefined ? { keepLast: o.keepLast } : {}), removed };
+      try {
+        await this.d.cluster.proposeOk({ type: 'kv.txn', compares: [{ key: GC_LAST_KEY, version: cur?.version ?? 0 }], ops: [{ op: 'put', key: GC_LAST_KEY, value: JSON.stringify(rec) }] }, caller);
+        return;
+      } catch (err) {
+        if (!(err instanceof OmniError && err.code === 'CONFLICT') || attempt >= MAX_RECORD_ATTEMPTS) throw err;
+      }
+    }
   }
 
   /** Removes the plan's records: tags first, then manifests, then blobs, each delete guarded. */
@@ -279,6 +391,46 @@ export class RegistryGc {
   /** This node's sweep: deletes its copies of blobs the catalog no longer records (see the top). */
   async sweepLocal(o: GcOptions): Promise<SweepReport> {
     await this.d.cluster.readBarrier();
+    const runSeen = this.lastRun()?.run ?? 0;
+    const report = await this.sweepNow(o);
+    if (!o.dryRun) await this.noteSwept(runSeen);
+    return report;
+  }
+
+  /** The number of the last run this node swept after (its file, read once). */
+  async sweptRun(): Promise<number> {
+    if (this.swept === undefined) {
+      const text = this.d.sweptFile ? await readFile(this.d.sweptFile, 'utf8').catch(() => '') : '';
+      const n = Number((JSON.parse(text || '{}') as { run?: unknown }).run ?? 0);
+      this.swept = Number.isSafeInteger(n) && n >= 0 ? n : 0;
+    }
+    return this.swept;
+  }
+
+  private async noteSwept(run: number): Promise<void> {
+    if (run <= (await this.sweptRun())) return;
+    this.swept = run;
+    if (this.d.sweptFile) await writeFileAtomic(this.d.sweptFile, JSON.stringify({ run }) + '\n', 0o600).catch((err: Error) => this.d.log.warn(`registry gc: cannot save the last run swept: ${err.message}`));
+  }
+
+  /**
+   * A node that missed a run (down, or cut off, while it swept) sweeps its own copies now, with
+   * that run's retention and the larger of its grace period and the saved policy's (a run made by
+   * hand with --grace 0 is not repeated later, unattended, with no grace); a no-op when it has
+   * swept after the last run. Returns the report, or undefined when there was nothing to catch up.
+   */
+  async catchUp(): Promise<SweepReport | undefined> {
+    if (this.running) return undefined;
+    await this.d.cluster.readBarrier();
+    const last = this.lastRun();
+    if (!last || last.run <= (await this.sweptRun())) return undefined;
+    const graceMs = Math.max(last.graceMs, effectiveGcOptions({ dryRun: false }, this.policy()).graceMs);
+    const report = await this.sweepLocal({ dryRun: false, graceMs, ...(last.keepLast !== undefined ? { keepLast: last.keepLast } : {}) });
+    this.d.log.info(`registry gc: caught up with run ${last.run} of ${new Date(last.atMs).toISOString()} (missed here): deleted ${report.deletedCount} blobs (${report.deletedBytes} bytes)`);
+    return report;
+  }
+
+  private async sweepNow(o: GcOptions): Promise<SweepReport> {
     const nowMs = Date.now();
     const plan = planGc(gcInput(this.state, nowMs, o));
     const doomed = new Set(plan.removeBlobs);

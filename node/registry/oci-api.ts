@@ -28,8 +28,8 @@ export interface OciApiDeps {
   uploads: UploadSessions;
   /** Brings a blob the catalog knows into the local store (from peers); throws when it cannot. */
   fetchBlob(record: BlobRecord, signal: AbortSignal): Promise<void>;
-  /** Resolves once a blob pushed here is on enough nodes (the durability target). */
-  replicate?(digest: string, signal: AbortSignal): Promise<void>;
+  /** Resolves once a blob pushed here into `repo` is on enough nodes (its durability target). */
+  replicate?(digest: string, signal: AbortSignal, repo: string): Promise<void>;
   log: Logger;
 }
 
@@ -344,7 +344,7 @@ export class OciApi {
     if (this.d.replicate) {
       const abort = new AbortController();
       r.res.once('close', () => abort.abort());
-      await this.d.replicate(digest, abort.signal);
+      await this.d.replicate(digest, abort.signal, s.repo);
     }
     this.d.log.debug(`registry: blob ${digest} (${info.sizeBytes} bytes) pushed to ${s.repo}`);
     return this.blobCreated(s.repo, digest);

@@ -21,6 +21,8 @@ import { PieceService } from './piece-transfer.js';
 import { BlobFetcher, type FetchLimits, type TransferReport } from './blob-fetcher.js';
 import { DEFAULT_REPLICAS, planReplicas } from '../../protocol/registry/durability.js';
 import { RegistryGc, readGcOptions, readSweepReport, SWEEP_RPC, SWEEP_TIMEOUT_MS } from './gc.js';
+import { GcSchedule, DEFAULT_GC_EVERY_MS, type GcScheduleStatus } from './gc-schedule.js';
+import { RepoReplicaTargets } from './repo-replicas.js';
 import { Rereplicator, type ReplicationStatus } from './rereplicator.js';
 import { DEFAULT_ANNOUNCE_INTERVAL_MS } from './holdings.js';
 
@@ -36,6 +38,8 @@ export interface RegistryDeps {
   store?: Partial<Omit<BlobStoreOptions, 'dir' | 'log'>>;
   /** Nodes each pushed blob must be on before the push completes (default 2; fewer members: all of them). */
   replicas?: number;
+  /** Interval of the leader's scheduled garbage collection (default 6 h; 0: none). */
+  gcEveryMs?: number;
 }
 
 /** What the peer-to-peer side needs (given once the node knows its cluster). */
@@ -72,6 +76,9 @@ export class Registry {
   readonly catalog: RegistryCatalog;
   /** Garbage collection (omni images gc). */
   readonly gc: RegistryGc;
+  /** Per-repository durability targets (omni images replicas). */
+  readonly repoReplicas: RepoReplicaTargets;
+  private gcSchedule: GcSchedule | undefined;
   server: RegistryServer | undefined;
   private uploads!: UploadSessions;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -93,7 +100,8 @@ export class Registry {
     readonly store: BlobStore,
   ) {
     this.catalog = new KvRegistryCatalog(d.cluster);
-    this.gc = new RegistryGc({ cluster: d.cluster, store, log: d.log, nodeName: () => this.nodeName() });
+    this.gc = new RegistryGc({ cluster: d.cluster, store, log: d.log, nodeName: () => this.nodeName(), sweptFile: join(d.dataDir, 'registry', 'gc-swept.json') });
+    this.repoReplicas = new RepoReplicaTargets(d.cluster, d.replicas ?? DEFAULT_REPLICAS);
   }
 
   private nodeName(): string {
@@ -173,6 +181,8 @@ export class Registry {
       members: () => p.members().map((id) => ({ id, name: this.d.cluster.raft.state.node(id)?.name ?? id })),
       sweep: async (peer, o) => readSweepReport(await p.rpc.call(peer, SWEEP_RPC, o, SWEEP_TIMEOUT_MS)),
     });
+    this.gcSchedule = new GcSchedule({ gc: this.gc, isLeader: () => p.rereplication?.isLeader() ?? false, log: this.d.log, everyMs: this.d.gcEveryMs ?? DEFAULT_GC_EVERY_MS });
+    this.gcSchedule.start();
     this.onBlobAdded((d) => holdings.added(d));
     this.onBlobRemoved((d) => holdings.removed(d));
     holdings.start();
@@ -194,6 +204,7 @@ export class Registry {
           await this.ensureLocal(rec, signal);
         },
         replicas: this.d.replicas ?? DEFAULT_REPLICAS,
+        blobTargets: () => this.repoReplicas.byBlob(),
         log: this.d.log,
         // one full holdings announcement from every node, with margin
         warmupMs: Math.round((p.announceIntervalMs ?? DEFAULT_ANNOUNCE_INTERVAL_MS) * 1.5),
@@ -202,19 +213,25 @@ export class Registry {
     }
   }
 
+  /** The leader's garbage collection schedule (undefined on other nodes). */
+  gcScheduleStatus(): GcScheduleStatus | undefined {
+    return this.gcSchedule?.status();
+  }
+
   /** The leader's re-replication figures (undefined on other nodes). */
   replicationStatus(): ReplicationStatus | undefined {
     return this.rereplicator?.current();
   }
 
   /**
-   * Waits until a blob pushed here is on `replicas` nodes (this one included), asking the least
-   * loaded members that lack it to fetch it; fails UNAVAILABLE when too few could.
+   * Waits until a blob pushed here into `repo` is on as many nodes as its target (the repository's
+   * own, else --registry-replicas; this node included), asking the least loaded members that lack
+   * it to fetch it; fails UNAVAILABLE when too few could.
    */
-  async replicate(digest: string, signal: AbortSignal): Promise<void> {
+  async replicate(digest: string, signal: AbortSignal, repo?: string): Promise<void> {
     const p = this.peerDeps;
     const pieces = this.pieces;
-    const replicas = this.d.replicas ?? DEFAULT_REPLICAS;
+    const replicas = repo !== undefined ? this.repoReplicas.forRepo(repo) : (this.d.replicas ?? DEFAULT_REPLICAS);
     if (!p || !pieces || replicas <= 1) return;
     // Least loaded first: the members known to hold the fewest blobs.
     const plan = planReplicas(replicas, p.selfId, p.members(), new Set(this.holders(digest, p.selfId)), (id) => this.holdings?.heldBy(id) ?? 0);
@@ -283,7 +300,7 @@ export class Registry {
 
   /** Serves /v2/ on HOST:PORT (HTTP on loopback, else HTTPS with the node certificate). */
   async listen(hostPort: string, tls: ApiTls): Promise<void> {
-    const api = new OciApi({ catalog: this.catalog, store: this.store, uploads: this.uploads, fetchBlob: (rec, signal) => this.ensureLocal(rec, signal), replicate: (digest, signal) => this.replicate(digest, signal), log: this.d.log });
+    const api = new OciApi({ catalog: this.catalog, store: this.store, uploads: this.uploads, fetchBlob: (rec, signal) => this.ensureLocal(rec, signal), replicate: (digest, signal, repo) => this.replicate(digest, signal, repo), log: this.d.log });
     const server = new RegistryServer({ api, tokens: () => this.d.cluster.raft.state.tokens(), nodeSecret: this.nodeSecret, readBarrier: () => this.d.cluster.readBarrier(), log: this.d.log });
     await server.listen(hostPort, tls);
     this.server = server;
@@ -295,6 +312,7 @@ export class Registry {
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.fetcherImpl?.stop();
+    this.gcSchedule?.stop();
     this.rereplicator?.stop();
     this.holdings?.stop();
     await this.pieces?.stop();

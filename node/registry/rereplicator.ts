@@ -1,5 +1,6 @@
 // Re-replication on the leader: every few seconds, the blobs the catalog records whose copies on
-// live nodes fell below --registry-replicas (a holder removed from the cluster, or silent for
+// live nodes fell below their target (--registry-replicas, or their repositories' own: omni images
+// replicas) (a holder removed from the cluster, or silent for
 // longer than the liveness threshold) get new copies: the plan is protocol/registry/rereplication.ts,
 // the copies are `replicate` requests on the pieces protocol (the target fetches the blob from the
 // holders like any pull and answers once it holds it). Only the leader acts, and only once its
@@ -36,6 +37,8 @@ export interface RereplicatorDeps {
   /** Makes `target` fetch and keep `digest`; resolves once it holds it. */
   copy(target: string, digest: string, signal: AbortSignal): Promise<void>;
   replicas: number;
+  /** Blobs whose repositories set their own target (omni images replicas), read once a round. */
+  blobTargets?: () => ReadonlyMap<string, number>;
   log: Logger;
   /** Time the holdings gossip needs after this node starts before its view is complete. */
   warmupMs: number;
@@ -113,8 +116,10 @@ export class Rereplicator {
   private plan(nowMs: number): void {
     const inFlightTotal = [...this.inFlight.values()].reduce((a, b) => a + b, 0);
     for (const [k, at] of this.failedAt) if (nowMs - at > RETRY_AFTER_FAILURE_MS) this.failedAt.delete(k);
+    const own = this.d.blobTargets?.() ?? new Map<string, number>();
     const plan = planRereplication({
       replicas: this.d.replicas,
+      replicasOf: (digest) => own.get(digest),
       blobs: listBlobRecords(this.d.state()),
       holders: (digest) => this.d.holders(digest),
       live: this.d.live(),
@@ -141,7 +146,7 @@ export class Rereplicator {
     try {
       await this.d.copy(target, digest, this.abort.signal);
       if (this.status) this.status.copied++;
-      this.d.log.info(`registry: re-replicated blob ${digest} to ${target} (it had fewer than ${this.d.replicas} live copies)`);
+      this.d.log.info(`registry: re-replicated blob ${digest} to ${target} (it had fewer live copies than its target)`);
     } catch (err) {
       if (this.abort.signal.aborted) return;
       if (this.status) this.status.failed++;

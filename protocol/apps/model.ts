@@ -8,8 +8,13 @@ export const SPEC_PREFIX = 'appspecs/';
 export const TASK_PREFIX = 'tasks/';
 export const STATUS_PREFIX = 'taskstatus/';
 export const VOLUME_PREFIX = 'volumes/';
-/** Bumped by every scheduling transaction: a plan built on older state is refused and redone. */
-export const SCHED_EPOCH_KEY = 'sched/epoch';
+/**
+ * Per node, bumped by every scheduling transaction that places a task there: a plan guards each
+ * node it places on with this key's version, so a plan built on an older view of that node is
+ * refused and redone, while plans of different apps on different nodes never conflict.
+ */
+export const SCHED_NODE_PREFIX = 'sched/nodes/';
+export const schedNodeKey = (nodeId: string) => `${SCHED_NODE_PREFIX}${nodeId}`;
 /** Events kept per app (newest last). */
 export const MAX_APP_EVENTS = 40;
 
@@ -104,6 +109,11 @@ export interface TaskStatusRecord {
    * `omni inspect` and `omni run` can show what a crash said even once its run's log is gone.
    */
   lastOutput?: string[];
+  /**
+   * Written by the task's node once the task is desired 'stop' and not running there: it will
+   * never start again. An exclusive app's replacement waits for this (or for its node's silence).
+   */
+  released?: boolean;
 }
 
 export const appKey = (name: string) => `${APP_PREFIX}${name}`;

@@ -4,7 +4,7 @@
 // one kv.txn guarded by the scheduling epoch, so a plan built on stale state is refused and
 // recomputed, never applied twice or over-committing a node.
 import { SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
-import type { AppSpec } from './spec.js';
+import { EXCLUSIVE_LEASE_MS, type AppSpec } from './spec.js';
 import { summarizeFailures } from './failure.js';
 import { MAX_RECENT_FAILURES, causeOf, isServing, isStable, isTerminal, withEvent, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
 
@@ -39,6 +39,14 @@ export interface ReconcileInput {
    */
   taskAgeMs?: (t: TaskRecord) => number;
   newTaskId: () => string;
+  /**
+   * How long the deciding leader is sure it has not heard from a node (any Raft message; counted
+   * from when it became leader at most). An exclusive task on a node silent for twice
+   * EXCLUSIVE_LEASE_MS has stopped: its node's lease lapsed. Default: 0 (never assumed).
+   */
+  silentForMs?: (nodeId: string) => number;
+  /** The exclusive lease the agents hold (default EXCLUSIVE_LEASE_MS). */
+  exclusiveLeaseMs?: number;
 }
 
 export interface ReconcileOutput {
@@ -112,6 +120,40 @@ class Reconciler {
     return [...this.tasks.values()].filter((t) => t.desired === 'run').sort((a, b) => a.createdAtMs - b.createdAtMs || (a.id < b.id ? -1 : 1));
   }
 
+  /** Every replica at most once (spec.exclusive on the current version or a version still running). */
+  private get exclusive(): boolean {
+    return [this.app.version, ...this.live().map((t) => t.version)].some((v) => this.input.specs.get(v)?.exclusive === true);
+  }
+
+  /**
+   * A stopped task that may still run: its node has not reported it released (stopped for good)
+   * and has not been silent long enough for its lease to have lapsed. An exclusive app counts
+   * these against its replicas: no replacement runs beside them.
+   */
+  private unreleased(): TaskRecord[] {
+    const silent = this.input.silentForMs;
+    return [...this.tasks.values()].filter(
+      (t) => t.desired === 'stop' && this.input.statuses.get(t.id)?.released !== true && !(silent && silent(t.nodeId) >= 2 * this.leaseMs),
+    );
+  }
+
+  /** Pending reason while an exclusive app's replacement waits for stopped tasks to be released. */
+  private waitingFor(unreleased: TaskRecord[]): string {
+    const t = unreleased[0];
+    const silentMs = this.input.silentForMs?.(t.nodeId) ?? 0;
+    const node = this.nodeName(t.nodeId);
+    const rest = unreleased.length > 1 ? ` (and ${unreleased.length - 1} more)` : '';
+    if (silentMs > 0 && !this.nodeUp(t.nodeId)) {
+      const leftS = Math.max(1, Math.ceil((2 * this.leaseMs - silentMs) / 1000));
+      return `exclusive: waiting for task ${t.id} on ${node}${rest} to stop; its node is silent, its lease lapses in ${leftS}s`;
+    }
+    return `exclusive: waiting for task ${t.id} on ${node}${rest} to stop`;
+  }
+
+  private get leaseMs(): number {
+    return this.input.exclusiveLeaseMs ?? EXCLUSIVE_LEASE_MS;
+  }
+
   private nodeUp(id: string): boolean {
     return this.input.nodes.some((n) => n.id === id && n.status === 'up');
   }
@@ -183,9 +225,12 @@ class Reconciler {
   private steadyState(spec: AppSpec, current: TaskRecord[]): void {
     this.finishDeploy();
     this.clearFailuresIfStable(spec, current);
+    const unreleased = this.exclusive ? this.unreleased() : [];
     const missing = spec.replicas - current.length;
-    if (missing > 0) {
-      if (!this.backingOff()) this.place(spec, missing);
+    if (missing > 0 && unreleased.length > 0 && missing - unreleased.length <= 0) {
+      this.setPending(this.waitingFor(unreleased));
+    } else if (missing > 0) {
+      if (!this.backingOff()) this.place(spec, missing - unreleased.length);
     } else {
       this.setPending('');
       if (missing === 0) return;
@@ -203,6 +248,7 @@ class Reconciler {
    */
   private migrate(spec: AppSpec, current: TaskRecord[], draining: TaskRecord[]): void {
     this.finishDeploy();
+    if (this.exclusive) return this.migrateStopFirst(spec, current, draining);
     const stable = current.filter((t) => isStable(this.input.statuses.get(t.id))).length;
     const stopN = Math.max(0, draining.length + stable - spec.replicas);
     for (const t of draining.slice(0, stopN)) this.stop(t, `node ${this.nodeName(t.nodeId)} is draining`);
@@ -211,6 +257,29 @@ class Reconciler {
     if (want > 0) {
       if (!this.backingOff()) this.place(spec, want);
     } else this.setPending('');
+  }
+
+  /**
+   * Exclusive apps move stop-first: up to `update.parallel` draining tasks stop at a time, and each
+   * replacement is placed once the task it replaces is released.
+   */
+  private migrateStopFirst(spec: AppSpec, current: TaskRecord[], draining: TaskRecord[]): void {
+    const stable = current.filter((t) => isStable(this.input.statuses.get(t.id))).length;
+    const unreleased = this.unreleased();
+    const stopN = Math.max(0, spec.update.parallel - unreleased.length - (current.length - stable));
+    for (const t of draining.slice(0, stopN)) this.stop(t, `node ${this.nodeName(t.nodeId)} is draining`);
+    this.placeFreeSlots(spec, current.length + draining.length - Math.min(stopN, draining.length), spec.update.parallel - (current.length - stable));
+  }
+
+  /** Exclusive apps: places into the slots that neither live nor unreleased tasks hold (at most `limit`). */
+  private placeFreeSlots(spec: AppSpec, liveCount: number, limit: number): void {
+    const unreleased = this.unreleased();
+    const free = spec.replicas - liveCount - unreleased.length;
+    const want = Math.min(free, limit);
+    if (want > 0) {
+      if (!this.backingOff()) this.place(spec, want);
+    } else if (unreleased.length > 0 && liveCount < spec.replicas) this.setPending(this.waitingFor(unreleased));
+    else this.setPending('');
   }
 
   /** Start-first rolling update: new tasks up to `parallel` in flight; an old task stops for each new one that runs stable. */
@@ -239,6 +308,13 @@ class Reconciler {
     }
     if (this.app.deploy.status === 'failed') return;
     const serving = current.filter((t) => isStable(this.input.statuses.get(t.id))).length;
+    if (this.exclusive) {
+      // Stop-first: an old task stops (up to `parallel` at a time), its replacement starts once it is released.
+      const inFlightNew = current.length - serving;
+      const stopN = Math.max(0, Math.min(old.length, spec.update.parallel - inFlightNew - this.unreleased().length));
+      for (const t of old.slice(0, stopN)) this.stop(t, `replaced by version ${this.app.version}`);
+      return this.placeFreeSlots(spec, current.length + old.length - stopN, spec.update.parallel - inFlightNew);
+    }
     const stopOld = Math.max(0, old.length + serving - spec.replicas);
     for (const t of old.slice(0, stopOld)) this.stop(t, `replaced by version ${this.app.version}`);
     const inFlight = current.length - serving;
@@ -316,8 +392,10 @@ class Reconciler {
 
   /** Deletes stopped tasks that finished (or whose node is gone), keeping the newest few for history. */
   private collectGarbage(keep: number): void {
+    // An exclusive app keeps a stopped task until it is released: deleting it would free its slot.
+    const unreleased = new Set(this.exclusive ? this.unreleased().map((t) => t.id) : []);
     const done = [...this.tasks.values()]
-      .filter((t) => t.desired === 'stop' && (isTerminal(this.input.statuses.get(t.id)) || !this.nodeUp(t.nodeId) || !this.input.statuses.has(t.id)))
+      .filter((t) => t.desired === 'stop' && !unreleased.has(t.id) && (isTerminal(this.input.statuses.get(t.id)) || !this.nodeUp(t.nodeId) || !this.input.statuses.has(t.id) || this.input.statuses.get(t.id)?.released === true))
       .sort((a, b) => b.createdAtMs - a.createdAtMs || (a.id < b.id ? -1 : 1));
     for (const t of done.slice(keep)) {
       this.tasks.delete(t.id);

@@ -33,7 +33,23 @@ export interface AppSpec {
    * replacements without the app running stable, the app turns `failed` (terminal).
    */
   reschedule: { attempts: number; delayMs: number; maxDelayMs: number };
+  /**
+   * At most once: each replica runs on at most one node at any moment, across partitions, crashes
+   * and leader changes (singletons, one-shot jobs, cron runs). The node running one holds a lease
+   * renewed by a quorum read (EXCLUSIVE_LEASE_MS) and stops it when the lease lapses; the leader
+   * places a replacement only once the old task is known stopped or its node has been silent for
+   * twice the lease; updates stop the old task before starting the new one. Absent: false.
+   */
+  exclusive?: boolean;
 }
+
+/**
+ * The lease of a node running exclusive tasks: it renews it with a linearizable read (a quorum
+ * answered) at least every EXCLUSIVE_LEASE_MS / 4 and stops them once EXCLUSIVE_LEASE_MS passed
+ * since the start of its last successful renewal; the leader waits for twice this after the
+ * last message it had from the node before placing a replacement elsewhere.
+ */
+export const EXCLUSIVE_LEASE_MS = 10_000;
 export type SpecResult = { ok: true; spec: AppSpec } | { ok: false; errors: { field: string; message: string }[] };
 
 export const MAX_REPLICAS = 1000;
@@ -45,7 +61,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -152,6 +168,7 @@ export function validateAppSpec(input: unknown): SpecResult {
     });
   }
   const antiAffinity = input.antiAffinity === undefined ? false : typeof input.antiAffinity === 'boolean' ? input.antiAffinity : (e.add('antiAffinity', 'must be true or false'), false);
+  const exclusive = input.exclusive === undefined ? false : typeof input.exclusive === 'boolean' ? input.exclusive : (e.add('exclusive', 'must be true or false'), false);
   const spreadBy = str(e, input.spreadBy, 'spreadBy', 63);
   if (spreadBy && !LABEL_KEY.test(spreadBy)) e.add('spreadBy', 'must be a node label key');
   const placement = input.placement === undefined ? 'binpack' : input.placement === 'binpack' || input.placement === 'spread' ? input.placement : (e.add('placement', 'must be binpack or spread'), 'binpack');
@@ -165,6 +182,7 @@ export function validateAppSpec(input: unknown): SpecResult {
   const reschedule = readReschedule(e, input.reschedule);
   if (e.list.length > 0) return { ok: false, errors: e.list };
   const spec: AppSpec = { name, args, env, ports, resources, replicas, constraints, antiAffinity, spreadBy, placement, restart, volumes, driver, update, reschedule };
+  if (exclusive) spec.exclusive = true;
   if (image !== undefined) spec.image = image;
   if (command !== undefined) spec.command = command;
   if (healthCheck) spec.healthCheck = healthCheck;

@@ -10,10 +10,8 @@
 // anything, and records are replaced whole, never mutated in place, so queries can share
 // nothing with callers (they hand out copies).
 
-import { sha256 } from '@noble/hashes/sha2.js';
-import sortedBtree from 'sorted-btree';
 import { TASK_PREFIX, parseRecord, type TaskRecord } from '../apps/model.js';
-import { bytesToHex } from '@noble/hashes/utils.js';
+import { CorruptPageError, KvIndex, PAGE_ROW_PREFIX, type KvEntry, type Page } from './kv-index.js';
 import {
   DEFAULT_VOTER_TARGET,
   InvalidFieldError,
@@ -113,7 +111,7 @@ export type {
 /** Most node records, 'left' ones included. */
 export const MAX_NODES = 10_000;
 export const MAX_TOKENS = 10_000;
-/** Most kv keys: each costs about 200 bytes of memory (its metadata stays in memory, as etcd's index). */
+/** Most kv keys: each costs about 110 bytes of memory (its metadata stays in memory, as etcd's index; see kv-index.ts). */
 export const MAX_KV_KEYS = 2_000_000;
 /**
  * Most bytes of encoded node, token and kv records: the state machine's hard limit (etcd's
@@ -164,9 +162,8 @@ const CONF_ROLES: ReadonlyMap<unknown, NodeRole> = new Map<unknown, NodeRole>([
 ]);
 
 const utf8Encoder = new TextEncoder();
-/** sorted-btree is CommonJS: its class is the default export's `default` under Node, the default export under vite. */
-const BTree = ((sortedBtree as unknown as { default?: typeof sortedBtree.default }).default ?? sortedBtree) as typeof sortedBtree.default;
-type KeyTree = InstanceType<typeof BTree<string, undefined>>;
+/** Strict, and a leading U+FEFF is part of the text (a value may start with one). */
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Key prefixes of the cluster's own records (apps, tasks, the registry's catalog), read
@@ -177,10 +174,11 @@ export const RESIDENT_KV_PREFIXES: readonly string[] = ['apps/', 'appspecs/', 't
 
 /** How a state keeps kv values. */
 export interface StateOptions {
-  /** Values longer than this (UTF-16 code units) live on disk only (RaftNode); undefined: all in memory. */
+  /**
+   * Values longer than this (UTF-16 code units) live on disk only (RaftNode); undefined: all in
+   * memory. A transaction that compares a spilled value needs it given to apply() (NeedsValues).
+   */
   spillValuesOverBytes?: number;
-  /** SHA-256 of a value (hex), for compares on a spilled value; same output as the default, only faster. */
-  hashValue?: (value: string) => string;
   /** Lower hard limits (tests of the limits); every replica must use the same. */
   maxKvKeys?: number;
   maxStateBytes?: number;
@@ -196,17 +194,8 @@ export interface KvMeta {
   sizeBytes: number;
 }
 
-/** A kv record in memory: its value, or (spilled) the value's hash. */
-interface KvEntry extends KvMeta {
-  value?: string;
-  valueHash?: string;
-}
-
-/** A kv change not yet handed out as rows: the entry and its whole value. */
-interface KvChange {
-  entry: KvEntry;
-  value: string;
-}
+/** A kv change not yet handed out as rows: the entry and its whole value (null: deleted). */
+type KvChange = { entry: KvEntry; value: string } | null;
 
 /** A kv value asked of the state that lives on disk only (read it with RaftNode.kvGet). */
 export class SpilledValueError extends Error {
@@ -217,8 +206,18 @@ export class SpilledValueError extends Error {
   }
 }
 
-function defaultHashValue(value: string): string {
-  return bytesToHex(sha256(utf8Encoder.encode(value)));
+/**
+ * apply() of a transaction that compares values living on disk only (spilled): nothing was
+ * applied (the applied index did not move); apply again with those keys' current values.
+ */
+export interface NeedsValues {
+  ok: false;
+  error: { code: 'NEEDS_VALUES'; message: string };
+  needsValues: string[];
+}
+
+export function needsValues(r: ApplyResult): r is NeedsValues {
+  return !r.ok && r.error.code === 'NEEDS_VALUES' && Array.isArray((r as Partial<NeedsValues>).needsValues);
 }
 
 function recordOf(e: KvEntry): KvRecord {
@@ -230,12 +229,7 @@ function metaOf(e: KvEntry): KvMeta {
   return { key: e.key, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex, sizeBytes: e.sizeBytes };
 }
 
-/** The `k/` row of an entry: the whole record, or the metadata of a spilled value. */
-function kvRowJson(e: KvEntry, value: string): string {
-  if (e.value !== undefined) return canonicalJson({ key: e.key, value, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex });
-  return canonicalJson({ key: e.key, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex, sizeBytes: e.sizeBytes, valueHash: e.valueHash });
-}
-
+/** Rows of one kv record each (JSON), as written before pages (kv-index.ts): still read, and converted. */
 const KV_ROW_PREFIX = 'k/';
 const VALUE_ROW_PREFIX = 'v/';
 /** The row of a spilled value. */
@@ -244,7 +238,6 @@ const CONFIG_ROW = 'cfg';
 const nodeRow = (id: string): string => `n/${id}`;
 const pendingRoleRow = (id: string): string => `p/${id}`;
 const tokenRow = (id: string): string => `t/${id}`;
-export const kvRow = (key: string): string => `${KV_ROW_PREFIX}${key}`;
 
 // ---------------------------------------------------------------------------
 // The state machine
@@ -257,16 +250,19 @@ export class ClusterState {
   readonly #pendingRoles = new Map<string, PendingRole>();
   readonly #tokens = new Map<string, TokenRecord>();
   readonly #tokenIdByHash = new Map<string, string>();
-  readonly #kv = new Map<string, KvEntry>();
+  /** The kv records in UTF-16 code unit order, in pages (kv-index.ts). */
+  #kv = new KvIndex();
   readonly #options: StateOptions;
-  /** The kv keys in UTF-16 code unit order, for kvList. */
-  #kvKeys: KeyTree = new BTree<string, undefined>();
   /** Secondary index of the apps' task records (Nomad MemDB style): node id → task keys, and back. */
   readonly #tasksByNode = new Map<string, Set<string>>();
   readonly #taskNode = new Map<string, string>();
   #sizeBytes = 0;
-  /** Rows changed since the last takeChangedRows() (row key → record, or null when deleted). */
+  /** Rows other than kv ones changed since the last takeChangedRows() (row key → record, or null when deleted). */
   readonly #changed = new Map<string, object | null>();
+  /** Kv records changed since the last takeChangedRows(), by key (their pages are dirty in #kv). */
+  readonly #kvChanged = new Map<string, KvChange>();
+  /** Rows of an older format read by fromRows, deleted by the next takeChangedRows() (which writes their pages). */
+  #legacyRows: string[] = [];
 
   constructor(options: StateOptions = {}) {
     this.#options = options;
@@ -294,14 +290,40 @@ export class ClusterState {
    * Applies a normal entry. index must be above appliedIndex (else STALE_INDEX, or
    * INVALID_INDEX when not a positive safe integer, and nothing changes). Empty data (the
    * leader's no-op entry) only advances appliedIndex. Never throws.
+   *
+   * A kv.txn that compares the value of a key whose value is on disk only (spilled) returns
+   * NeedsValues and changes nothing, unless `values` holds those keys' current values (the
+   * caller reads them from its store and applies again).
    */
-  apply(index: number, data: Uint8Array): ApplyResult {
-    const refused = this.#advance(index);
+  apply(index: number, data: Uint8Array, values?: ReadonlyMap<string, string>): ApplyResult {
+    const refused = this.#checkIndex(index);
     if (refused) return refused;
-    if (data instanceof Uint8Array && data.byteLength === 0) return { ok: true };
+    if (data instanceof Uint8Array && data.byteLength === 0) {
+      this.#appliedIndex = index;
+      return { ok: true };
+    }
     const decoded = decodeCommand(data);
+    if (decoded.ok && decoded.command.type === 'kv.txn') {
+      const missing = this.#spilledCompares(decoded.command).filter((k) => !values?.has(k));
+      if (missing.length > 0) {
+        const needs: NeedsValues = { ok: false, error: { code: 'NEEDS_VALUES', message: `the transaction compares ${missing.length} value(s) kept on disk only` }, needsValues: missing };
+        return needs;
+      }
+    }
+    this.#appliedIndex = index;
     if (!decoded.ok) return decoded;
-    return this.#execute(index, decoded.command);
+    return this.#execute(index, decoded.command, values);
+  }
+
+  /** Keys whose value a transaction compares while the value is on disk only. */
+  #spilledCompares(c: KvTxnCommand): string[] {
+    const keys: string[] = [];
+    for (const cmp of c.compares) {
+      if (!('value' in cmp) || keys.includes(cmp.key)) continue;
+      const rec = this.#kv.get(cmp.key);
+      if (rec && rec.value === undefined) keys.push(cmp.key);
+    }
+    return keys;
   }
 
   /**
@@ -328,17 +350,22 @@ export class ClusterState {
   }
 
   #advance(index: number): ApplyResult | undefined {
+    const refused = this.#checkIndex(index);
+    if (!refused) this.#appliedIndex = index;
+    return refused;
+  }
+
+  #checkIndex(index: number): ApplyResult | undefined {
     if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 1) {
       return fail('INVALID_INDEX', `index must be a positive integer, got ${typeof index === 'number' ? String(index) : typeof index}`);
     }
     if (index <= this.#appliedIndex) {
       return fail('STALE_INDEX', `index ${index} is not above the applied index ${this.#appliedIndex}`);
     }
-    this.#appliedIndex = index;
     return undefined;
   }
 
-  #execute(index: number, c: Command): ApplyResult {
+  #execute(index: number, c: Command, values: ReadonlyMap<string, string> | undefined): ApplyResult {
     switch (c.type) {
       case 'cluster.init': return this.#clusterInit(index, c);
       case 'config.set': return this.#configSet(c.voterTarget);
@@ -351,7 +378,7 @@ export class ClusterState {
       case 'token.revoke': return this.#tokenRevoke(c.id);
       case 'kv.put': return this.#kvPut(index, c);
       case 'kv.delete': return this.#kvDelete(c);
-      case 'kv.txn': return this.#kvTxn(index, c);
+      case 'kv.txn': return this.#kvTxn(index, c, values);
       default: return fail('UNKNOWN_COMMAND', `unknown command type ${quote(String((c as { type: unknown }).type))}`);
     }
   }
@@ -528,11 +555,9 @@ export class ClusterState {
     if (full) return full;
     this.#sizeBytes += nextBytes - prevBytes;
     const next = this.#entryOf(record, nextBytes);
-    this.#kv.set(c.key, next);
+    this.#kv.set(next);
     this.#indexTask(c.key, c.value);
-    const change: KvChange = { entry: next, value: c.value };
-    this.#changed.set(kvRow(c.key), change);
-    if (!prev) this.#kvKeys.set(c.key, undefined);
+    this.#kvChanged.set(c.key, { entry: next, value: c.value });
     return { ok: true, value: { key: c.key, version: next.version, modIndex: index } };
   }
 
@@ -543,17 +568,17 @@ export class ClusterState {
     if (mismatch) return mismatch;
     this.#kv.delete(c.key);
     this.#indexTask(c.key, undefined);
-    this.#changed.set(kvRow(c.key), null);
-    this.#kvKeys.delete(c.key);
+    this.#kvChanged.set(c.key, null);
     this.#sizeBytes -= prev.sizeBytes;
     return { ok: true, value: { key: c.key, version: prev.version } };
   }
 
-  #kvTxn(index: number, c: KvTxnCommand): ApplyResult {
+  #kvTxn(index: number, c: KvTxnCommand, values: ReadonlyMap<string, string> | undefined): ApplyResult {
     for (const cmp of c.compares) {
       const rec = this.#kv.get(cmp.key);
       if ('value' in cmp) {
-        if (!rec || !this.#holdsValue(rec, cmp.value)) return fail('CONFLICT', `kv key ${quote(cmp.key)} ${rec ? 'holds another value' : 'does not exist'}; the transaction expected a given value`);
+        // A spilled value was read from disk by the caller (apply checked it was given).
+        if (!rec || (rec.value ?? values?.get(cmp.key)) !== cmp.value) return fail('CONFLICT', `kv key ${quote(cmp.key)} ${rec ? 'holds another value' : 'does not exist'}; the transaction expected a given value`);
         continue;
       }
       const current = rec?.version ?? 0;
@@ -586,24 +611,15 @@ export class ClusterState {
     return { ok: true, value: { applied: c.ops.length, modIndex: index } };
   }
 
-  /** The in-memory entry of a record: its value kept, or (a large value) only its length and hash. */
+  /** The in-memory entry of a record: its value kept, or (a large value) only its metadata. */
   #entryOf(r: KvRecord, sizeBytes: number): KvEntry {
     const meta = { key: r.key, version: r.version, createIndex: r.createIndex, modIndex: r.modIndex, sizeBytes };
-    if (!this.#spills(r.key, r.value)) return { ...meta, value: r.value };
-    return { ...meta, valueHash: this.#hash(r.value) };
+    return this.#spills(r.key, r.value) ? meta : { ...meta, value: r.value };
   }
 
   #spills(key: string, value: string): boolean {
     const over = this.#options.spillValuesOverBytes;
     return over !== undefined && value.length > over && !RESIDENT_KV_PREFIXES.some((p) => key.startsWith(p));
-  }
-
-  #hash(value: string): string {
-    return (this.#options.hashValue ?? defaultHashValue)(value);
-  }
-
-  #holdsValue(e: KvEntry, value: string): boolean {
-    return e.value !== undefined ? e.value === value : e.valueHash === this.#hash(value);
   }
 
   /** RESOURCE_EXHAUSTED when replacing prev by next would grow the state past MAX_STATE_BYTES. */
@@ -718,7 +734,7 @@ export class ClusterState {
 
   /** Up to limit records' metadata whose key starts with prefix, by key. */
   kvListMeta(prefix: string, limit: number): KvMeta[] {
-    return this.#kvKeysWith(prefix, limit).map((k) => metaOf(this.#kv.get(k)!));
+    return this.#kvEntriesWith(prefix, limit).map(metaOf);
   }
 
   /** Bytes the record at key counts in the state (0: no such key). */
@@ -731,24 +747,24 @@ export class ClusterState {
    * takeChangedRows() (undefined: not changed since, read it from the stored rows).
    */
   changedKvValue(key: string): { value: string | null } | undefined {
-    const c = this.#changed.get(kvRow(key));
+    const c = this.#kvChanged.get(key);
     if (c === undefined) return undefined;
-    return { value: c === null ? null : (c as KvChange).value };
+    return { value: c === null ? null : c.value };
   }
 
-  #kvKeysWith(prefix: string, limit: number): string[] {
-    const out: string[] = [];
+  #kvEntriesWith(prefix: string, limit: number): KvEntry[] {
+    const out: KvEntry[] = [];
     if (typeof prefix !== 'string' || !(limit > 0)) return out;
-    for (const key of this.#kvKeys.keys(prefix)) {
-      if (out.length >= limit || !key.startsWith(prefix)) break;
-      out.push(key);
+    for (const e of this.#kv.entries(prefix)) {
+      if (out.length >= limit || !e.key.startsWith(prefix)) break;
+      out.push(e);
     }
     return out;
   }
 
   /** Up to limit records whose key starts with prefix, by key (UTF-16 code unit order). */
   kvList(prefix: string, limit: number): KvRecord[] {
-    return this.#kvKeysWith(prefix, limit).map((k) => recordOf(this.#kv.get(k)!));
+    return this.#kvEntriesWith(prefix, limit).map(recordOf);
   }
 
   /** Number of kv keys. */
@@ -768,48 +784,48 @@ export class ClusterState {
       nodes: sortedKeys(this.#nodes).map((id) => this.#nodes.get(id)!),
       pendingRoles: sortedKeys(this.#pendingRoles).map((id) => ({ id, role: this.#pendingRoles.get(id)! })),
       tokens: sortedKeys(this.#tokens).map((id) => this.#tokens.get(id)!),
-      kv: [...this.#kvKeys.keys()].map((key) => recordOf(this.#kv.get(key)!)),
+      kv: [...this.#kv.entries()].map(recordOf),
     };
     return utf8Encoder.encode(canonicalJson(doc));
   }
 
   // -- rows on disk (node/raft: the state store) ------------------------------
-  // The state is also kept as rows, one per record, so a node writes only what each Ready
-  // changed (with the applied index, atomically) and starts from its rows instead of replaying
-  // its log. Row keys: `cfg`, `n/<node id>`, `p/<node id>` (roles of unregistered nodes),
-  // `t/<token id>`, `k/<kv key>`; values are the records' canonical JSON. A kv value that
-  // spills (StateOptions) is not in its `k/` row: the row holds its size and hash, and the value
-  // itself is row `v/<kv key>` — read from disk when asked for, never loaded at start.
+  // The state is also kept as rows, so a node writes only what each Ready changed (with the
+  // applied index, atomically) and starts from its rows instead of replaying its log. Row keys:
+  // `cfg`, `n/<node id>`, `p/<node id>` (roles of unregistered nodes), `t/<token id>`, whose
+  // values are the records' canonical JSON; `i/<page id>`, a page of kv records in key order
+  // (kv-index.ts: keys, numbers, and each value or, when it spills (StateOptions), its hash); and
+  // `v/<kv key>`, a spilled value — read from disk when asked for, never loaded at start.
+  // Rows `k/<kv key>` (one JSON record each, written before pages) are still read, and replaced
+  // by pages at the next takeChangedRows().
 
   /** The rows changed since the last call (null: deleted), and forgets them. */
   takeChangedRows(): Map<string, string | null> {
     const out = new Map<string, string | null>();
-    for (const [row, rec] of this.#changed) {
-      if (!row.startsWith(KV_ROW_PREFIX)) {
-        out.set(row, rec === null ? null : canonicalJson(rec));
-        continue;
-      }
-      const key = row.slice(KV_ROW_PREFIX.length);
-      const change = rec as KvChange | null;
-      out.set(row, change === null ? null : kvRowJson(change.entry, change.value));
+    for (const row of this.#legacyRows) out.set(row, null);
+    this.#legacyRows = [];
+    for (const [row, rec] of this.#changed) out.set(row, rec === null ? null : canonicalJson(rec));
+    this.#changed.clear();
+    for (const [key, change] of this.#kvChanged) {
       // A value row exists only for a spilled value (a key of a resident prefix never spills).
       if (change === null || change.entry.value === undefined || !RESIDENT_KV_PREFIXES.some((p) => key.startsWith(p))) {
         out.set(valueRow(key), change === null || change.entry.value !== undefined ? null : change.value);
       }
     }
-    this.#changed.clear();
+    this.#kvChanged.clear();
+    this.#kv.takeDirty(out);
     return out;
   }
 
   /** Whether rows changed since the last takeChangedRows(). */
   get hasChangedRows(): boolean {
-    return this.#changed.size > 0;
+    return this.#changed.size > 0 || this.#kvChanged.size > 0 || this.#kv.hasDirty || this.#legacyRows.length > 0;
   }
 
   /**
    * Every row of the state, by row key, values split off as `spillValuesOverBytes` says (this
-   * state's option unless given). Only a state that holds all its values can list them: one
-   * restored from a snapshot's bytes (else SpilledValueError).
+   * state's option unless given), kv pages written from scratch. Only a state that holds all its
+   * values can list them: one restored from a snapshot's bytes (else SpilledValueError).
    */
   *rows(spillValuesOverBytes = this.#options.spillValuesOverBytes): IterableIterator<[string, string]> {
     const writer = new ClusterState({ ...this.#options, spillValuesOverBytes });
@@ -817,39 +833,74 @@ export class ClusterState {
     for (const [id, n] of this.#nodes) all.push([nodeRow(id), canonicalJson(n)]);
     for (const [id, role] of this.#pendingRoles) all.push([pendingRoleRow(id), canonicalJson({ id, role })]);
     for (const [id, t] of this.#tokens) all.push([tokenRow(id), canonicalJson(t)]);
-    for (const [key, e] of this.#kv) {
+    const entries: KvEntry[] = [];
+    for (const e of this.#kv.entries()) {
       const r = recordOf(e);
       const entry = writer.#entryOf(r, e.sizeBytes);
-      all.push([kvRow(key), kvRowJson(entry, r.value)]);
-      if (entry.value === undefined) all.push([valueRow(key), r.value]);
+      entries.push(entry);
+      if (entry.value === undefined) all.push([valueRow(r.key), r.value]);
     }
+    for (const row of KvIndex.pageRows(entries)) all.push(row);
     all.sort((a, b) => compare(a[0], b[0]));
     yield* all;
   }
 
   /**
    * The state that `rows` (as rows() and takeChangedRows() wrote them) describe at
-   * appliedIndex; StateRestoreError (BAD_SNAPSHOT) on a row that does not hold.
+   * appliedIndex; StateRestoreError (BAD_SNAPSHOT) on a row that does not hold. Rows of the
+   * older one-record-per-key format are read too; the state then has changed rows that replace
+   * them by pages (write them, takeChangedRows(), to convert the store once).
    */
   static fromRows(appliedIndex: number, rows: Iterable<[string, string]>, options: StateOptions = {}): ClusterState {
+    const reader = ClusterState.rowsReader(appliedIndex, options);
+    reader.add(rows);
+    return reader.finish();
+  }
+
+  /**
+   * fromRows a batch of rows at a time, as they are read (a start never holds every row):
+   * add() each batch, in any order, then finish(). Both throw StateRestoreError. A row may be
+   * given as its UTF-8 bytes: kv pages are then kept as such until first used.
+   */
+  static rowsReader(appliedIndex: number, options: StateOptions = {}): { add(rows: Iterable<[string, string | Uint8Array]>): void; finish(): ClusterState } {
+    const guard = <T>(fn: () => T): T => {
+      try {
+        return fn();
+      } catch (err) {
+        if (err instanceof StateRestoreError) throw err;
+        if (err instanceof InvalidFieldError || err instanceof CorruptPageError) throw new StateRestoreError(`state rows: ${err.message}`, { cause: err });
+        throw new StateRestoreError('state rows: unreadable', { cause: err });
+      }
+    };
     const state = new ClusterState(options);
-    try {
-      const applied = readSafeInt(appliedIndex, 'appliedIndex', 0);
-      const byKind = new Map<string, [string, unknown][]>();
-      const values = new Map<string, string>();
-      for (const [row, json] of rows) {
+    const applied = guard(() => readSafeInt(appliedIndex, 'appliedIndex', 0));
+    const byKind = new Map<string, [string, unknown][]>();
+    const values = new Map<string, string>();
+    const pages: Page[] = [];
+    let finished = false;
+    const add = (rows: Iterable<[string, string | Uint8Array]>) => guard(() => {
+      if (finished) throw new Error('rowsReader: add after finish');
+      for (const [row, data] of rows) {
+        if (row.startsWith(PAGE_ROW_PREFIX)) {
+          pages.push(KvIndex.readPage(row, data));
+          continue;
+        }
         if (row.startsWith(VALUE_ROW_PREFIX)) {
           // Spilled values: kept only by a state that does not spill (to describe it whole).
-          if (options.spillValuesOverBytes === undefined) values.set(row.slice(VALUE_ROW_PREFIX.length), json);
+          if (options.spillValuesOverBytes === undefined) values.set(row.slice(VALUE_ROW_PREFIX.length), typeof data === 'string' ? data : strictUtf8.decode(data));
           continue;
         }
         const kind = row === CONFIG_ROW ? CONFIG_ROW : row.slice(0, 2);
-        const parsed = parseJson(utf8Encoder.encode(json));
+        const parsed = parseJson(typeof data === 'string' ? utf8Encoder.encode(data) : data);
         if (!parsed.ok) throw new StateRestoreError(`state row ${quote(row.slice(0, 80))}: not valid JSON`);
         let list = byKind.get(kind);
         if (!list) byKind.set(kind, (list = []));
         list.push([row, parsed.value]);
       }
+    });
+    const finish = () => guard(() => {
+      if (finished) throw new Error('rowsReader: finished twice');
+      finished = true;
       const cfg = byKind.get(CONFIG_ROW);
       if (cfg) state.#config = readConfig(cfg[0][1], 'config');
       const load = (kind: string, fn: (v: unknown, path: string) => void) => {
@@ -859,16 +910,45 @@ export class ClusterState {
       load('n/', (v, path) => state.#loadNode(v, path, applied));
       load('p/', (v, path) => state.#loadPendingRole(v, path));
       load('t/', (v, path) => state.#loadToken(v, path, applied));
+      state.#kv = KvIndex.fromRead(pages, applied);
+      state.#afterPagesLoaded(values);
+      const legacy = byKind.get(KV_ROW_PREFIX) ?? [];
       load(KV_ROW_PREFIX, (v, path) => state.#loadKvRow(v, path, applied, values));
       byKind.delete(CONFIG_ROW);
       for (const [kind] of byKind) throw new StateRestoreError(`state row kind ${quote(kind)} is unknown`);
-      state.#kvKeys = keyTree(state.#kv);
+      if (state.#kv.size > state.#maxKvKeys) throw new StateRestoreError(`state rows: more than ${state.#maxKvKeys} kv records`);
+      if (legacy.length > 0) {
+        state.#legacyRows = legacy.map(([row]) => row);
+        state.#kv.markAllDirty();
+      } else {
+        state.#kv.clearDirty();
+      }
       state.#appliedIndex = applied;
       return state;
-    } catch (err) {
-      if (err instanceof StateRestoreError) throw err;
-      if (err instanceof InvalidFieldError) throw new StateRestoreError(`state rows: ${err.message}`, { cause: err });
-      throw new StateRestoreError('state rows: unreadable', { cause: err });
+    });
+    return { add, finish };
+  }
+
+  /**
+   * After pages are in #kv (before any legacy row): counts their bytes, indexes task records, and —
+   * in a state that does not spill — takes spilled values back from their value rows.
+   */
+  #afterPagesLoaded(values: ReadonlyMap<string, string>): void {
+    this.#sizeBytes += this.#kv.sumSizeBytes();
+    for (const e of this.#kv.entries(TASK_PREFIX)) {
+      if (!e.key.startsWith(TASK_PREFIX)) break;
+      if (e.value !== undefined) this.#indexTask(e.key, e.value);
+    }
+    if (values.size === 0) return;
+    const unspill: KvEntry[] = [];
+    for (const e of this.#kv.entries()) {
+      const value = e.value === undefined ? values.get(e.key) : undefined;
+      if (value !== undefined) unspill.push({ key: e.key, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex, sizeBytes: e.sizeBytes, value });
+    }
+    for (const e of unspill) {
+      readKvValue(e.value, valueRow(e.key));
+      this.#kv.set(e);
+      this.#indexTask(e.key, e.value);
     }
   }
 
@@ -902,7 +982,7 @@ export class ClusterState {
     for (const [i, v] of readList(doc.pendingRoles, 'pendingRoles', MAX_NODES)) this.#loadPendingRole(v, `pendingRoles[${i}]`);
     for (const [i, v] of readList(doc.tokens, 'tokens', MAX_TOKENS)) this.#loadToken(v, `tokens[${i}]`, applied);
     for (const [i, v] of readList(doc.kv, 'kv', this.#maxKvKeys)) this.#loadKv(v, `kv[${i}]`, applied);
-    this.#kvKeys = keyTree(this.#kv);
+    this.#kv.clearDirty();
     this.#appliedIndex = applied;
   }
 
@@ -961,12 +1041,15 @@ export class ClusterState {
     };
     if (this.#kv.has(r.key)) throw new InvalidFieldError(`${path}.key`, `duplicate key ${quote(r.key)}`);
     const sizeBytes = kvRecordSizeBytes(r);
-    this.#kv.set(r.key, this.#entryOf(r, sizeBytes));
+    this.#kv.set(this.#entryOf(r, sizeBytes));
     this.#indexTask(r.key, r.value);
     this.#sizeBytes += sizeBytes;
   }
 
-  /** A `k/` row: a whole record, or the metadata of a spilled value (its value in `values` when kept). */
+  /**
+   * A `k/` row (the format before pages): a whole record, or the metadata of a spilled value
+   * with its hash in hex (its value in `values` when kept).
+   */
   #loadKvRow(v: unknown, path: string, applied: number, values: ReadonlyMap<string, string>): void {
     if (!isPlainObject(v) || !('valueHash' in v)) return this.#loadKv(v, path, applied);
     const o = readObject(v, path, ['key', 'version', 'createIndex', 'modIndex', 'sizeBytes', 'valueHash']);
@@ -982,11 +1065,11 @@ export class ClusterState {
       createIndex,
       modIndex: readIndex(o.modIndex, `${path}.modIndex`, createIndex, applied),
       sizeBytes: readSafeInt(o.sizeBytes, `${path}.sizeBytes`, 1),
-      valueHash: typeof o.valueHash === 'string' && o.valueHash.length <= 128 ? o.valueHash : '',
     };
-    if (!e.valueHash) throw new InvalidFieldError(`${path}.valueHash`, 'must be a hash string');
+    // The hash of the value is not kept any more (a compare reads the value from disk).
+    if (typeof o.valueHash !== 'string') throw new InvalidFieldError(`${path}.valueHash`, 'must be a string');
     if (this.#kv.has(e.key)) throw new InvalidFieldError(`${path}.key`, `duplicate key ${quote(e.key)}`);
-    this.#kv.set(e.key, e);
+    this.#kv.set(e);
     this.#sizeBytes += e.sizeBytes;
   }
 }
@@ -1062,13 +1145,6 @@ function copyNode(n: NodeRecord): NodeRecord {
 /** UTF-16 code unit order: the same on every replica, unlike localeCompare. */
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** The keys of m in UTF-16 code unit order, as a B+ tree (ordered inserts and deletes in O(log n)). */
-function keyTree(m: ReadonlyMap<string, unknown>): KeyTree {
-  const t = new BTree<string, undefined>();
-  for (const k of m.keys()) t.set(k, undefined);
-  return t;
 }
 
 function sortedKeys(m: ReadonlyMap<string, unknown>): string[] {

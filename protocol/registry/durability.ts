@@ -26,3 +26,19 @@ export function planReplicas(replicas: number, self: string, up: readonly string
   const candidates = members.filter((m) => m !== self && !holders.has(m)).sort((a, b) => load(a) - load(b) || (a < b ? -1 : a > b ? 1 : 0));
   return { target, have, candidates };
 }
+
+/**
+ * Each blob's durability target when repositories have their own (`omni images replicas REPO N`):
+ * the largest target among the repositories that link it, a repository without one counting as
+ * `defaultReplicas` (--registry-replicas). With no repository target set, empty (every blob has
+ * the default).
+ */
+export function blobReplicaTargets(settings: ReadonlyMap<string, number>, links: Iterable<{ repo: string; digest: string }>, defaultReplicas: number): Map<string, number> {
+  const out = new Map<string, number>();
+  if (settings.size === 0) return out;
+  for (const l of links) {
+    const t = settings.get(l.repo) ?? defaultReplicas;
+    out.set(l.digest, Math.max(out.get(l.digest) ?? 0, t));
+  }
+  return out;
+}

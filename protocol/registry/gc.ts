@@ -224,3 +224,15 @@ export function sweepDecision(o: { live: boolean; recorded: boolean; doomed: boo
   if (o.storedAtMs > o.nowMs - Math.max(0, o.graceMs)) return 'young';
   return 'delete';
 }
+
+/**
+ * Whether a scheduled run is due: `everyMs` after the last real run the cluster recorded (or, with
+ * none, after this node became leader); after a failed attempt, not before a tenth of the interval
+ * (at least a minute, at most the interval) has passed. `everyMs` 0: never.
+ */
+export function gcDue(i: { nowMs: number; everyMs: number; lastRunAtMs?: number; leaderSinceMs: number; lastAttemptMs?: number }): { due: boolean; nextAtMs?: number } {
+  if (!(i.everyMs > 0)) return { due: false };
+  let next = (i.lastRunAtMs ?? i.leaderSinceMs) + i.everyMs;
+  if (i.lastAttemptMs !== undefined) next = Math.max(next, i.lastAttemptMs + Math.max(i.everyMs / 10, Math.min(60_000, i.everyMs)));
+  return { due: i.nowMs >= next, nextAtMs: next };
+}

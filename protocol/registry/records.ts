@@ -12,6 +12,11 @@
 //                                        a tag, a blob upload or mount, an app deploy): garbage
 //                                        collection compares its version, so a plan marked before
 //                                        such a write is refused and marked again
+//   registry/gc-policy                   GcPolicy: the grace period and retention every run uses
+//                                        unless told otherwise (omni images gc --save)
+//   registry/gc-last                     GcRunRecord: the last real run (its number: a node that
+//                                        missed it sweeps its own copies when it is back)
+//   registry/replicas/<repo>             RepoReplicas: copies each blob of the repository must have
 //
 // ':' and '@' never occur in repository names, so a repository's keys are one prefix each.
 import { isDigest, hexOf, digestOfHex } from './digest.js';
@@ -19,6 +24,7 @@ import { validPieces } from './pieces.js';
 import { isRepositoryName, isTag } from './reference.js';
 import type { Descriptor } from './manifest.js';
 import { manifestKind } from './media-types.js';
+import { MAX_REPLICAS } from './durability.js';
 
 export const REGISTRY_PREFIX = 'registry/';
 export const BLOB_PREFIX = 'registry/blob/';
@@ -27,6 +33,10 @@ export const TAG_PREFIX = 'registry/tag/';
 export const REPO_MANIFEST_PREFIX = 'registry/repo-manifest/';
 export const REPO_BLOB_PREFIX = 'registry/repo-blob/';
 export const GC_FENCE_KEY = 'registry/gc-fence';
+export const GC_POLICY_KEY = 'registry/gc-policy';
+export const GC_LAST_KEY = 'registry/gc-last';
+export const REPO_REPLICAS_PREFIX = 'registry/replicas/';
+export const repoReplicasKey = (repo: string) => REPO_REPLICAS_PREFIX + repo;
 
 /**
  * The write that tells garbage collection a reference was added (see GC_FENCE_KEY): part of every
@@ -158,4 +168,65 @@ export function readTagRecord(value: string | undefined): TagRecord | undefined 
 /** The platforms an index lists, as stored in its record. */
 export function platformsOf(manifests: (Descriptor & { platform?: { os?: string; architecture?: string; variant?: string } })[]): NonNullable<ManifestRecord['platforms']> {
   return manifests.filter((m) => m.platform).map((m) => ({ digest: m.digest, ...m.platform }));
+}
+
+/** The garbage collection policy saved in the cluster (omni images gc --save): what runs use unless told otherwise. */
+export interface GcPolicy {
+  graceMs?: number;
+  keepLast?: number;
+  updatedAtMs: number;
+}
+
+/** Longest grace period and largest keep-last a policy may hold (MAX_GC_GRACE_MS, MAX_KEEP_LAST of gc.ts). */
+const MAX_POLICY_GRACE_MS = 366 * 24 * 60 * 60 * 1000;
+const MAX_POLICY_KEEP_LAST = 100_000;
+
+export function readGcPolicy(value: string | undefined): GcPolicy | undefined {
+  const o = json(value);
+  if (!o) return undefined;
+  const graceMs = nonNegInt(o.graceMs) && o.graceMs <= MAX_POLICY_GRACE_MS ? o.graceMs : undefined;
+  const keepLast = nonNegInt(o.keepLast) && o.keepLast <= MAX_POLICY_KEEP_LAST ? o.keepLast : undefined;
+  return { ...(graceMs !== undefined ? { graceMs } : {}), ...(keepLast !== undefined ? { keepLast } : {}), updatedAtMs: nonNegInt(o.updatedAtMs) ? o.updatedAtMs : 0 };
+}
+
+/** The last real garbage collection run (dry runs leave no record). */
+export interface GcRunRecord {
+  /** 1, 2, …: a node that swept after run N has nothing to catch up until N + 1. */
+  run: number;
+  atMs: number;
+  /** The node that ran it. */
+  node: string;
+  scheduled: boolean;
+  graceMs: number;
+  keepLast?: number;
+  removed: { tags: number; manifests: number; blobs: number; bytes: number };
+}
+
+export function readGcRunRecord(value: string | undefined): GcRunRecord | undefined {
+  const o = json(value);
+  if (!o || !nonNegInt(o.run) || o.run === 0 || !nonNegInt(o.atMs) || !nonNegInt(o.graceMs)) return undefined;
+  const r = (o.removed && typeof o.removed === 'object' ? o.removed : {}) as Record<string, unknown>;
+  const n = (v: unknown) => (nonNegInt(v) ? v : 0);
+  return {
+    run: o.run,
+    atMs: o.atMs,
+    node: typeof o.node === 'string' ? o.node.slice(0, 64) : '?',
+    scheduled: o.scheduled === true,
+    graceMs: Math.min(o.graceMs, MAX_POLICY_GRACE_MS),
+    ...(nonNegInt(o.keepLast) && o.keepLast <= MAX_POLICY_KEEP_LAST ? { keepLast: o.keepLast } : {}),
+    removed: { tags: n(r.tags), manifests: n(r.manifests), blobs: n(r.blobs), bytes: n(r.bytes) },
+  };
+}
+
+/** A repository's durability target (omni images replicas REPO N). */
+export interface RepoReplicas {
+  replicas: number;
+  updatedAtMs: number;
+}
+
+
+export function readRepoReplicas(value: string | undefined): RepoReplicas | undefined {
+  const o = json(value);
+  if (!o || !nonNegInt(o.replicas) || o.replicas < 1 || o.replicas > MAX_REPLICAS) return undefined;
+  return { replicas: o.replicas, updatedAtMs: nonNegInt(o.updatedAtMs) ? o.updatedAtMs : 0 };
 }

@@ -7,6 +7,8 @@
 export interface RereplicationInput {
   /** Copies each blob should have (--registry-replicas), bounded by the live nodes. */
   replicas: number;
+  /** A blob's own target when it differs (its repositories' `omni images replicas`); default `replicas`. */
+  replicasOf?: (digest: string) => number | undefined;
   /** The blobs the catalog records. */
   blobs: readonly { digest: string; createdAtMs: number }[];
   /** Nodes known to hold each blob (the holdings gossip and the leader's own store); any node, live or not. */
@@ -39,12 +41,12 @@ export interface RereplicationPlan {
 
 /**
  * Blobs with the fewest live copies first (most at risk), then by digest; for each, the least
- * loaded live targets that lack it, until the blob has min(replicas, live nodes) live copies or
+ * loaded live targets that lack it, until the blob has min(its target, live nodes) live copies or
  * the plan has maxCopies copies. Planned copies count towards the load of their target.
  */
 export function planRereplication(i: RereplicationInput): RereplicationPlan {
   const live = new Set(i.live);
-  const target = Math.max(1, Math.min(i.replicas, live.size));
+  const targetOf = (digest: string) => Math.max(1, Math.min(i.replicasOf?.(digest) ?? i.replicas, live.size));
   const planned = new Map<string, number>();
   const load = (n: string) => (i.load?.(n) ?? 0) + (planned.get(n) ?? 0);
   const candidates = [...new Set(i.targets)].filter((t) => live.has(t));
@@ -52,9 +54,9 @@ export function planRereplication(i: RereplicationInput): RereplicationPlan {
     .filter((b) => !i.inFlight.has(b.digest) && i.nowMs - b.createdAtMs >= i.settleMs)
     .map((b) => {
       const holders = new Set(i.holders(b.digest));
-      return { digest: b.digest, holders, have: [...holders].filter((h) => live.has(h)).length };
+      return { digest: b.digest, holders, have: [...holders].filter((h) => live.has(h)).length, target: targetOf(b.digest) };
     })
-    .filter((r) => r.have < target)
+    .filter((r) => r.have < r.target)
     .sort((a, b) => a.have - b.have || (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
   const copies: RereplicationPlan['copies'] = [];
   const lost: string[] = [];
@@ -64,7 +66,7 @@ export function planRereplication(i: RereplicationInput): RereplicationPlan {
       continue;
     }
     const order = candidates.filter((t) => !r.holders.has(t) && !i.avoid?.(r.digest, t)).sort((a, b) => load(a) - load(b) || (a < b ? -1 : a > b ? 1 : 0));
-    for (const t of order.slice(0, target - r.have)) {
+    for (const t of order.slice(0, r.target - r.have)) {
       if (copies.length >= i.maxCopies) break;
       copies.push({ digest: r.digest, target: t });
       planned.set(t, (planned.get(t) ?? 0) + 1);

@@ -1,11 +1,14 @@
 // Vitest global setup: ONE private dockerd for the whole run (scripts/dockerd-private.sh), when
 // DOCKER_HOST is unset, dockerd is installed and we are root. Its DOCKER_HOST goes to the workers
 // (provide/inject, and process.env for pools that inherit it); teardown stops it by its pidfile.
-// Set OMNI_TEST_DOCKER=0 to not start one.
+// Set OMNI_TEST_DOCKER=0 to not start one. First it brings dist/ up to date (scripts/build.mjs):
+// the omnid processes the tests start run dist/omnid.cjs through bin/omnid, which would rebuild a
+// stale one itself, but once here is cheaper than several at once in the test files.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { TestProject } from 'vitest/node';
 import { DOCKERD_SCRIPT, type DockerSetupInfo } from './docker.js';
@@ -28,7 +31,14 @@ async function stopAndRemove(dir: string): Promise<void> {
   else console.warn(`global-setup: ${dir} still has mounts; not removed`);
 }
 
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BUILD_TIMEOUT_MS = 300_000;
+
 export default async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+  await run(join(ROOT, 'node_modules', '.bin', 'node'), [join(ROOT, 'scripts', 'build.mjs'), '--if-stale', '--quiet'], { timeout: BUILD_TIMEOUT_MS }).catch((e: Error & { stderr?: string }) => {
+    // bin/omnid then runs the TypeScript sources through tsx: slower, still the current code
+    console.warn(`global-setup: building dist/ failed (omnid runs from the sources): ${e.message}\n${e.stderr ?? ''}`);
+  });
   const info: DockerSetupInfo = {};
   const provide = () => project.provide('omniDocker', info);
   if (process.env.DOCKER_HOST) {

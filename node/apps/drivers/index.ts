@@ -22,7 +22,7 @@ export function driverOwner(dataDir: string): string {
 /** Docker (engine from DOCKER_HOST or /var/run/docker.sock), process (under dataDir/tasks) and mock. */
 export function createDrivers(dataDir: string, opts: { registry?: () => LocalRegistry | undefined } = {}): Record<DriverName, TaskDriver> {
   return {
-    docker: new DockerDriver({ owner: driverOwner(dataDir), registry: opts.registry }),
+    docker: new DockerDriver({ owner: driverOwner(dataDir), registry: opts.registry, leaseDir: dataDir }),
     process: new ProcessDriver(dataDir),
     mock: new MockDriver(),
   };

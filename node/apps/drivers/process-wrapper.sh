@@ -23,8 +23,39 @@ echo ok
 read -r go && [ "$go" = go ] || exit 125
 exec </dev/null >/dev/null
 
+# An exclusive task (OMNI_LEASE_FILE set): a watchdog kills the whole group — the command, its
+# children, this wrapper — once the time in the lease file (boot-clock centiseconds, see
+# node/apps/lease-file.ts) has passed or the file cannot be read. omnid renews it while a quorum
+# answers; this is what stops the task on time when omnid is down or frozen.
+watchdog=
+if [ -n "${OMNI_LEASE_FILE:-}" ]; then
+  group=$$
+  (
+    # Signals meant for the task (stop() signals the group) do not end the watchdog.
+    trap '' TERM INT HUP QUIT USR1 USR2
+    exec 3>&- 4>&-
+    while kill -0 "$group" 2>/dev/null; do
+      deadline=
+      read -r deadline <"$OMNI_LEASE_FILE" 2>/dev/null
+      read -r up _ </proc/uptime
+      frac=${up#*.}
+      now=$(( ${up%%.*} * 100 + ${frac#0} ))
+      case $deadline in ''|*[!0-9]*) deadline=0 ;; esac
+      if [ "$now" -ge "$deadline" ]; then
+        echo "omni: exclusive lease lapsed (deadline $deadline, now $now): killing the task" >&2
+        kill -KILL "-$group"
+        exit 0
+      fi
+      sleep 1
+    done
+  ) &
+  watchdog=$!
+fi
+
 "$@" </dev/null >"$dir/out.pipe" 2>"$dir/err.pipe" 3>&- 4>&-
-echo "$?" >"$dir/exit.code"
+status=$?
+[ -n "$watchdog" ] && kill -KILL "$watchdog" 2>/dev/null
+echo "$status" >"$dir/exit.code"
 
 # What the command wrote last may still sit in the pipes, which vanish with their last open
 # descriptor: wait until the driver holds them (opening ack.pipe blocks until it does).

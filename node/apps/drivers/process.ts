@@ -14,7 +14,6 @@
 // the earlier Node supervisor (state v1: exit.json, output.log written by it) are still recovered.
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -27,6 +26,8 @@ import { writeFileAtomic } from '../../files.js';
 import { ACK_PIPE, ERR_PIPE, LogFile, OUT_PIPE, attachOutput, detachOutput, outputOf } from './process-output.js';
 import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
 import { expandArgv } from '../../../protocol/apps/expand.js';
+import { installScript, readProcStat } from './host-scripts.js';
+import { leaseFilePath } from '../lease-file.js';
 
 /** output.log is renamed to output.log.1 (replacing it) when it would grow past this. */
 export const PROCESS_LOG_MAX_BYTES = 10 * 1024 * 1024;
@@ -128,32 +129,6 @@ function resolveCommand(cmd: string, pathVar: string, cwd: string): string | und
 /** Env var suffix for a port / volume name: OMNI_PORT_<NAME>. */
 export function envSuffix(name: string): string {
   return name.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
-}
-
-interface ProcStat {
-  state: string;
-  pgrp: number;
-  ticks: number;
-  startTicks: string;
-  rssPages: number;
-}
-
-function readProcStat(pid: number): ProcStat | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // "pid (comm) state ppid pgrp ..." — comm may hold spaces and parentheses
-  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return {
-    state: f[0],
-    pgrp: Number(f[2]),
-    ticks: Number(f[11]) + Number(f[12]),
-    startTicks: f[19],
-    rssPages: Number(f[21]),
-  };
 }
 
 function readBootId(): string | null {
@@ -327,6 +302,8 @@ export class ProcessDriver implements TaskDriver {
       ...cfg.env,
       OMNI_TASK_ID: cfg.taskId,
     };
+    // The wrapper's watchdog kills an exclusive task once the node's lease lapses (omnid up or not).
+    if (cfg.exclusive) env.OMNI_LEASE_FILE = leaseFilePath(this.dataDir);
     if (cfg.ports.length > 0) env.PORT = String(cfg.ports[0].hostPort);
     for (const p of cfg.ports) env[`OMNI_PORT_${envSuffix(p.name)}`] = String(p.hostPort);
     for (const v of cfg.volumes) env[`OMNI_VOLUME_${envSuffix(v.name)}`] = v.hostPath;
@@ -427,16 +404,7 @@ export class ProcessDriver implements TaskDriver {
 
   /** The wrapper script, copied under a content-named file: a shell reads its script while it runs, so a running one must never change. */
   private ensureWrapper(): Promise<string> {
-    this.wrapperPath ??= (async () => {
-      const source = await readFile(WRAPPER_SOURCE_URL, 'utf8');
-      const p = join(this.dataDir, `process-wrapper-${createHash('sha256').update(source).digest('hex').slice(0, 12)}.sh`);
-      const cur = await readFile(p, 'utf8').catch(() => undefined);
-      if (cur !== source) {
-        await mkdir(this.dataDir, { recursive: true });
-        await writeFileAtomic(p, source);
-      }
-      return p;
-    })().catch((e: unknown) => {
+    this.wrapperPath ??= installScript(this.dataDir, WRAPPER_SOURCE_URL, 'process-wrapper').catch((e: unknown) => {
       this.wrapperPath = undefined;
       throw e;
     });

@@ -33,6 +33,8 @@ export interface TaskConfig {
   cpu: number;          // cores (fractional)
   memoryBytes: number;
   labels: Record<string, string>;
+  /** spec.exclusive: the task must stop when its node's lease lapses, also while omnid is down. */
+  exclusive?: boolean;
 }
 
 export type TaskRunState = 'running' | 'exited';
