@@ -4,10 +4,8 @@ import { runMain, UsageError, versionLine } from './common.js';
 import { mapBundleStackTraces } from './stack-traces.js';
 import { installProcessGuard } from '../node/process-guard.js';
 import { createLogger } from '../node/logger.js';
-import { dropLauncherEnv } from './runtime-env.js';
 
 mapBundleStackTraces(import.meta.url);
-dropLauncherEnv(process.env);
 
 const USAGE = `usage: omnid <command> [flags]
 
