@@ -2,19 +2,9 @@
 // production store; the simulator's store keeps the same contract over a simulated disk.
 import type { PersistedState } from '../../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../../protocol/raft/types.js';
-import type { StateView } from './state-storage.js';
+import type { StateView, StoredState, StreamedState } from './state-storage.js';
 
-export interface StoredState {
-  appliedIndex: number;
-  /** By row key. */
-  rows: [string, string][];
-}
-
-export interface StreamedState {
-  appliedIndex: number;
-  /** The rows by row key, a batch at a time; a row's value as text or as its UTF-8 bytes. */
-  batches: AsyncIterable<[string, string | Uint8Array][]>;
-}
+export type { StoredState, StreamedState } from './state-storage.js';
 
 export interface RaftStore {
   /** Where the data lives (for messages). */

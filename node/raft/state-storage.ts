@@ -14,7 +14,6 @@
 import { sealRecord, sealText } from './storage-integrity.js';
 import { decodeOrCorrupt, levelError, read, unsealOrCorrupt, type Db } from './level-records.js';
 import type { SnapshotSink, SnapshotSource } from './snapshot-stream.js';
-import type { StoredState, StreamedState } from './raft-store.js';
 import { StorageCorruptError } from './storage-integrity.js';
 
 type Generation = '' | 'b';
@@ -46,7 +45,17 @@ interface StageRecord {
   complete?: boolean;
 }
 
-export type { StoredState, StreamedState } from './raft-store.js';
+export interface StoredState {
+  appliedIndex: number;
+  /** By row key. */
+  rows: [string, string][];
+}
+
+export interface StreamedState {
+  appliedIndex: number;
+  /** The rows by row key, a batch at a time; a row's value as text or as its UTF-8 bytes. */
+  batches: AsyncIterable<[string, string | Uint8Array][]>;
+}
 
 /** A consistent view of the live rows, for sending a snapshot. */
 export interface StateView extends SnapshotSource {
