@@ -12,7 +12,7 @@
 // A follower is sent a snapshot from a view (openView): a LevelDB explicit snapshot of the live
 // generation, consistent at the applied index the view reports.
 import { isUtf8 } from 'node:buffer';
-import { sealRecord } from './storage-integrity.js';
+import { sealRecord, sealText } from './storage-integrity.js';
 import { decodeOrCorrupt, levelError, read, unsealOrCorrupt, type Db } from './level-records.js';
 import type { SnapshotSink, SnapshotSource } from './snapshot-stream.js';
 import { StorageCorruptError } from './storage-integrity.js';
@@ -149,7 +149,7 @@ export class StateStorage {
     for (const [row, value] of rows) {
       const key = p + row;
       if (value === null) batch.del(key);
-      else batch.put(key, sealRecord(key, UTF8.encode(value)));
+      else batch.put(key, sealText(key, value));
     }
     batch.put(APPLIED_KEY, sealRecord(APPLIED_KEY, encodeIndex(appliedIndex)));
     await batch.write({ sync });

@@ -41,6 +41,18 @@ export function sealRecord(key: string, payload: Uint8Array): Uint8Array {
   return out;
 }
 
+const TEXT_ENCODER = new TextEncoder();
+
+/** sealRecord(key, the UTF-8 of text), encoded in place: one buffer, not two (a value may be 1 MiB). */
+export function sealText(key: string, text: string): Uint8Array {
+  const out = new Uint8Array(SEAL_BYTES + Buffer.byteLength(text, 'utf8'));
+  const { written } = TEXT_ENCODER.encodeInto(text, out.subarray(SEAL_BYTES));
+  if (SEAL_BYTES + written !== out.length) return sealRecord(key, TEXT_ENCODER.encode(text));
+  out[0] = RECORD_FORMAT;
+  new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(1, recordCrc(key, out.subarray(SEAL_BYTES)));
+  return out;
+}
+
 /** The payload of a sealed value, or undefined when it is damaged. */
 export function unsealRecord(key: string, value: Uint8Array): Uint8Array | undefined {
   if (value.length < SEAL_BYTES || value[0] !== RECORD_FORMAT) return undefined;

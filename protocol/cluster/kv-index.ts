@@ -407,11 +407,10 @@ export class KvIndex {
   }
 
   /**
-   * The index of pages read at applied index `readAt` (any order), plus records added one by
-   * one (rows of the older format, any order). Throws InvalidFieldError when two pages share an
-   * id or their key ranges overlap, or a record's key is taken.
+   * The index of pages read at applied index `readAt` (any order): no record in them is newer.
+   * Throws InvalidFieldError when two pages share an id or their key ranges overlap.
    */
-  static fromRead(pages: Page[], readAt: number, more: Iterable<KvEntry> = []): KvIndex {
+  static fromRead(pages: Page[], readAt: number): KvIndex {
     const index = new KvIndex();
     index.#readAt = readAt;
     pages.sort((a, b) => (firstKey(a) < firstKey(b) ? -1 : firstKey(a) > firstKey(b) ? 1 : 0));
@@ -427,10 +426,6 @@ export class KvIndex {
     }
     index.#pages = pages;
     index.#size = size;
-    for (const e of more) {
-      if (index.has(e.key)) throw new InvalidFieldError(e.key, `duplicate key ${JSON.stringify(e.key.slice(0, 80))}`);
-      index.set(e);
-    }
     return index;
   }
 

@@ -120,7 +120,9 @@ try {
   const load = (valueBytes: number, label: string) => ({ endpoints: eps, concurrency: 16, put, timeoutMs: 60_000, valueBytes, label, progressMs: 30_000 });
   if (BIG > 0) {
     rss.phase('1mib');
-    await writeKeys(load(1024 * 1024, '1MiB'), BIG, (i) => `state/big/${String(i).padStart(7, '0')}`);
+    const b = await writeKeys(load(1024 * 1024, '1MiB'), BIG, (i) => `state/big/${String(i).padStart(7, '0')}`);
+    log(`1 MiB: ${b.writesPerS} writes/s, p50 ${b.p50Ms} ms, p99 ${b.p99Ms} ms; retried: ${JSON.stringify(b.retries)}`);
+    for (const n of names) for (const l of c.nodes.get(n)!.lines.filter((x) => /leader|term|election|campaign/i.test(x)).slice(-6)) log(`  ${n}: ${l.slice(0, 160)}`);
     await report('after 1 MiB values');
   }
   if (SMALL > 0) {

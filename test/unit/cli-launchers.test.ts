@@ -36,7 +36,7 @@ describe('omnid runtime settings (bin/omnid)', () => {
     const env = { PATH: '/usr/bin:/bin', HOME: dir, OMNI_NODE_ARGS: probe };
     const seen = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env });
     // No MALLOC_MMAP_THRESHOLD_: mapping every 1 MiB buffer on its own made 1 MiB writes 2-4x slower.
-    expect(seen.stdout.trim()).toMatch(/^,2, MALLOC_ARENA_MAX,--max-semi-space-size=8,-p,/);
+    expect(seen.stdout.trim()).toMatch(/^,2, MALLOC_ARENA_MAX,--max-semi-space-size=4,-p,/);
     const mine = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env: { ...env, MALLOC_ARENA_MAX: '8' } });
     expect(mine.stdout.trim()).toMatch(/^,8,,/);
   });
@@ -62,7 +62,7 @@ describe('CLI launchers', () => {
   });
 
   it('start omnid with the runtime flags of node/runtime-flags.ts (bin/omnid, npm run omnid), which bound the young generation', async () => {
-    expect(OMNID_NODE_FLAGS).toContain('--max-semi-space-size=8');
+    expect(OMNID_NODE_FLAGS).toContain('--max-semi-space-size=4');
     const launcher = await readFile(join(ROOT, 'bin', 'omnid'), 'utf8');
     const execLine = launcher.split('\n').find((l) => l.startsWith('exec '))!;
     const script = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.omnid;

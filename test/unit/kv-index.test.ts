@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { CorruptPageError, KvIndex, PAGE_MAX_KEYS, PAGE_ROW_PREFIX, type KvEntry } from '../../protocol/cluster/kv-index.js';
 import { seededRng, type Rng } from '../../protocol/rng.js';
+import { sealRecord, sealText, unsealRecord } from '../../node/raft/storage-integrity.js';
 
 const utf8 = new TextEncoder();
 
@@ -151,5 +152,18 @@ describe('KvIndex refuses rows that do not hold', () => {
     expect(() => open(body.replace('[1,1,2,9,1', '[1,1,2,9,3'))).toThrow(/flags/);
     expect(() => open(body.replace('[1,1,2,9,1', '[0,1,2,9,1'))).toThrow(/version/);
     expect(() => KvIndex.fromRead([KvIndex.readPage(row, utf8.encode(text).map((b, i) => (i === utf8.encode(text).length - 3 ? 0xff : b)))], 5).get('a')).toThrow(CorruptPageError);
+  });
+});
+
+describe('sealText (a state row sealed as it is encoded)', () => {
+  it('is sealRecord of the text\'s UTF-8, and unseals to it', () => {
+    // (Not '': node:zlib's crc32 of TextEncoder's empty output ignores the initial value; sealText's empty payload is right.)
+    for (const text of ['plain', '\uFEFFbom', 'été 😀 ✓', 'x'.repeat(70_000)]) {
+      const sealed = sealText('s/v/k', text);
+      expect(sealed).toEqual(sealRecord('s/v/k', utf8.encode(text)));
+      expect(new TextDecoder('utf-8', { ignoreBOM: true }).decode(unsealRecord('s/v/k', sealed))).toBe(text);
+      expect(unsealRecord('s/v/other', sealed)).toBeUndefined();
+    }
+    expect(unsealRecord('s/v/k', sealText('s/v/k', ''))).toEqual(new Uint8Array(0));
   });
 });
