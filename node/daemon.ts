@@ -392,6 +392,9 @@ export class Omnid {
       onApplied: () => daemon.afterApply(),
       onFatal: (err) => void daemon.shutdown(`fatal: ${err.message}`, 1),
     });
+    // A leader whose process died closes its connections at once: its followers need not wait
+    // out an election timeout to notice (RaftNode.peerDisconnected).
+    host.addEventListener('peer:disconnect', (evt) => daemon?.raft?.peerDisconnected(evt.detail.toString()));
     const rpc = new Rpc(host, log);
     daemon = new Omnid(opts, host, storage, raft, transport, rpc, meta, log);
     registerClusterRpc({ raft, rpc, writes: daemon.writes, membership: daemon.membership, clusterCa: () => loadClusterCa(opts.dataDir) });

@@ -10,7 +10,7 @@
 // leader loses its followers' acknowledgements and steps down: another node leads.
 import { randomInt, randomBytes } from 'node:crypto';
 import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/raft.js';
-import { ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot, type SnapshotMeta } from '../../protocol/raft/types.js';
+import { NONE, ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot, type SnapshotMeta } from '../../protocol/raft/types.js';
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
@@ -189,6 +189,8 @@ export class RaftNode {
   /** Set while the disk is full (ENOSPC): nothing is persisted, proposals get NO_SPACE. */
   private noSpace: Error | undefined;
   private noSpaceTimer: TimerHandle | undefined;
+  /** A campaign due because the leader's connection closed (peerDisconnected). */
+  private lostLeaderTimer: TimerHandle | undefined;
   /** A local compaction already made in memory whose write failed (full disk). */
   private unsavedCompaction: Snapshot | undefined;
   /** State rows changed by applied entries and not written yet (null: deleted). */
@@ -269,6 +271,7 @@ export class RaftNode {
     this.stopped = true;
     this.timers.clearInterval(this.ticker);
     this.timers.clearTimeout(this.noSpaceTimer);
+    this.timers.clearTimeout(this.lostLeaderTimer);
     const err = new OmniError('UNAVAILABLE', 'node is shutting down; the outcome of pending writes is unknown');
     for (const w of this.waiters.values()) (this.timers.clearTimeout(w.timer), w.reject(err));
     this.waiters.clear();
@@ -439,6 +442,29 @@ export class RaftNode {
 
   campaign(): void {
     if (this.core('campaign', () => this.raft.campaign()) === undefined && this.fatal) return;
+    this.schedule();
+  }
+
+  /**
+   * Every connection to `id` closed (a killed process closes its sockets at once). If `id` was
+   * this follower's leader, the follower forgets it (it then grants votes without waiting out
+   * the leader's lease) and campaigns — pre-vote first — after a random delay of up to a fifth
+   * of the election timeout, unless a leader shows up meanwhile: a failover in a few hundred
+   * milliseconds instead of a whole randomized election timeout (1-2 s by default). The other
+   * followers see the same close; the random delay staggers their campaigns (no split vote in
+   * the common case), and a leader that is in fact alive keeps its followers (they refuse the
+   * pre-vote while in its lease) and is followed again on its next heartbeat.
+   */
+  peerDisconnected(id: NodeId): void {
+    if (this.stopped || this.fatal || id === this.id) return;
+    if (!this.core('forgetLeader', () => this.raft.forgetLeader(id))) return;
+    this.timers.clearTimeout(this.lostLeaderTimer);
+    const spreadMs = Math.max(1, Math.floor((this.timing.electionTick * this.timing.tickMs) / 5));
+    this.lostLeaderTimer = this.timers.setTimeout(() => {
+      this.lostLeaderTimer = undefined;
+      if (this.stopped || this.fatal || this.raft.lead !== NONE || this.raft.role !== Role.Follower) return;
+      this.campaign();
+    }, randomInt(spreadMs));
     this.schedule();
   }
 

@@ -402,6 +402,19 @@ export class Raft {
   }
 
   /**
+   * The driver has strong reason to believe `leader` is gone (etcd's ForgetLeader): its
+   * connection closed. A follower of `leader` forgets it: it stays a leaderless follower in the
+   * same term and does not campaign, but grants pre-votes and votes at once instead of ignoring
+   * candidates for the rest of the leader's lease (check-quorum). A live leader's next
+   * heartbeat makes it the leader again. Returns whether anything changed.
+   */
+  forgetLeader(leader: NodeId): boolean {
+    if (this.role !== Role.Follower || leader === NONE || this.lead !== leader) return false;
+    this.lead = NONE;
+    return true;
+  }
+
+  /**
    * A local compaction (etcd's CreateSnapshot + Compact): `data` is the state machine at the
    * applied index and becomes the snapshot (at that index, with the current configuration);
    * log entries up to `index` (<= applied) are dropped and the ones after it stay, so a
