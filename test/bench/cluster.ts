@@ -1,25 +1,40 @@
 // `npm run bench:cluster`: a 3-node omnid cluster on loopback, and (when `etcd` is on PATH,
 // e.g. Debian's etcd-server) a 3-member etcd cluster in the same run with the same workload:
 // cold start, writes through the HTTP API at concurrency 1/16/64 (throughput, p50/p99), and
-// leader failover (kill -9 → first successful write) over several trials.
+// leader failover (kill -9 → first successful write) over several trials. Both systems get the
+// same load generator, keys, values and connections; the failover probe gives each attempt
+// FAILOVER_ATTEMPT_MS and moves on to the next node (no system is charged a fixed client
+// timeout). Also: linearizable reads at c=16, elections (term changes) during the c=64 run,
+// CPU ms per 1,000 writes of each system's processes (/proc, over the three write levels), and
+// RSS per node after c=64. OMNI_BENCH_NODE_ARGS passes Node flags to every omnid (e.g.
+// --cpu-prof --cpu-prof-dir=DIR: profiles are written when the nodes stop).
 // Prints a side-by-side table, then one JSON object as the last line. Never asserted in tests.
 // Flags: --duration-ms N (per concurrency level, default 5000), --trials N (default 5).
 import { parseArgs } from 'node:util';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 import { EtcdCluster, etcdAvailable } from './etcd-cluster.js';
-import { Http, writeLoad, median, round, log, type LoadResult } from './load.js';
+import { Http, writeLoad, median, round, log, cpuMsOf, rssMiBOf, type LoadResult } from './load.js';
 
 const { values } = parseArgs({ options: { 'duration-ms': { type: 'string' }, trials: { type: 'string' } } });
 const DURATION_MS = Number(values['duration-ms'] ?? 5000);
 const TRIALS = Number(values.trials ?? 5);
 const LEVELS = [1, 16, 64];
 const NAMES = ['b1', 'b2', 'b3'];
+/** Per-attempt timeout of the failover probe; a failed attempt moves on to the next node. */
+const FAILOVER_ATTEMPT_MS = 300;
+const READ_KEY = 'read/probe';
 
 /** What the benchmark needs from a system under test. */
 interface System {
   endpoints(): string[];
   put(endpoint: string, key: string, value: string, timeoutMs?: number): Promise<void>;
+  /** A linearizable read of one key. */
+  get(endpoint: string, key: string): Promise<void>;
+  /** Process ids of the running nodes. */
+  pids(): number[];
+  /** The highest Raft term any running node reports. */
+  term(): Promise<number>;
   leader(): Promise<string | undefined>;
   kill(name: string): Promise<unknown>;
   restart(name: string): Promise<void>;
@@ -30,15 +45,36 @@ interface Figures {
   coldStartMs: number;
   load: Record<number, LoadResult>;
   failoverMs: number[];
+  readsC16: LoadResult;
+  electionsDuringC64: number;
+  cpuMsPer1kWrites: number;
+  rssMiBAfterC64: number;
 }
 
 async function measure(sys: System, coldStartMs: number, label: string): Promise<Figures> {
   const load: Record<number, LoadResult> = {};
+  const cpuBefore = cpuMsOf(sys.pids());
+  let electionsDuringC64 = 0;
+  let rssMiBAfterC64 = NaN;
   for (const c of LEVELS) {
     log(`${label}: writes at concurrency ${c} for ${DURATION_MS} ms...`);
+    const termBefore = await sys.term();
     load[c] = await writeLoad(sys.endpoints(), c, DURATION_MS, (ep, k, v) => sys.put(ep, k, v));
+    if (c === 64) {
+      electionsDuringC64 = (await sys.term()) - termBefore;
+      const rss = sys.pids().map(rssMiBOf);
+      rssMiBAfterC64 = round(Math.max(...rss));
+      log(`${label}:   RSS per node after c=64: ${rss.map((r) => round(r)).join(', ')} MiB; elections during c=64: ${electionsDuringC64}`);
+    }
     log(`${label}:   ${load[c].writesPerS} writes/s, p50 ${load[c].p50Ms} ms, p99 ${load[c].p99Ms} ms, ${load[c].errors} errors`);
   }
+  const writes = LEVELS.reduce((n, c) => n + load[c].ops, 0);
+  const cpuMsPer1kWrites = round((cpuMsOf(sys.pids()) - cpuBefore) / (writes / 1000));
+  log(`${label}: ${cpuMsPer1kWrites} CPU ms per 1,000 writes (all nodes)`);
+  await sys.put(sys.endpoints()[0], READ_KEY, 'v'.repeat(256));
+  log(`${label}: linearizable reads at concurrency 16 for ${DURATION_MS} ms...`);
+  const readsC16 = await writeLoad(sys.endpoints(), 16, DURATION_MS, (ep) => sys.get(ep, READ_KEY));
+  log(`${label}:   ${readsC16.writesPerS} reads/s, p50 ${readsC16.p50Ms} ms, p99 ${readsC16.p99Ms} ms, ${readsC16.errors} errors`);
   const failoverMs: number[] = [];
   for (let t = 1; t <= TRIALS; t++) {
     const leader = await waitFor(`${label} leader`, () => sys.leader(), 30_000, 50);
@@ -47,7 +83,7 @@ async function measure(sys: System, coldStartMs: number, label: string): Promise
     for (let i = 0; ; i++) {
       const eps = sys.endpoints();
       try {
-        await sys.put(eps[i % eps.length], `failover/${t}`, 'x', 1000);
+        await sys.put(eps[i % eps.length], `failover/${t}`, 'x', FAILOVER_ATTEMPT_MS);
         break;
       } catch {
         // keep trying until a write succeeds
@@ -58,12 +94,13 @@ async function measure(sys: System, coldStartMs: number, label: string): Promise
     await sys.restart(leader);
     await sys.waitHealthy();
   }
-  return { coldStartMs, load, failoverMs };
+  return { coldStartMs, load, failoverMs, readsC16, electionsDuringC64, cpuMsPer1kWrites, rssMiBAfterC64 };
 }
 
 async function omni(): Promise<Figures> {
   const t0 = performance.now();
-  const c = await LocalCluster.create({});
+  const nodeArgs = process.env.OMNI_BENCH_NODE_ARGS?.split(' ').filter(Boolean);
+  const c = await LocalCluster.create({ nodeArgs });
   const http = new Http();
   const status = async (name: string): Promise<StatusView> => {
     const r = await http.call(`${c.nodes.get(name)!.apiUrl}/v1/status`, 'GET', undefined, { authorization: `Bearer ${c.adminToken}` }, 2000);
@@ -86,6 +123,12 @@ async function omni(): Promise<Figures> {
         const r = await http.call(`${ep}/v1/kv/${encodeURIComponent(key)}`, 'PUT', { value }, auth, timeoutMs);
         if (r.status !== 200) throw new Error(`omni put: HTTP ${r.status}`);
       },
+      get: async (ep, key) => {
+        const r = await http.call(`${ep}/v1/kv/${encodeURIComponent(key)}`, 'GET', undefined, auth, 5000);
+        if (r.status !== 200) throw new Error(`omni get: HTTP ${r.status}`);
+      },
+      pids: () => c.running().map((n) => n.proc.pid!),
+      term: async () => Math.max(0, ...(await Promise.all(c.running().map((n) => status(n.name).then((s) => s.term, () => 0))))),
       leader: async () => {
         for (const n of c.running()) {
           const s = await status(n.name).catch(() => undefined);
@@ -120,7 +163,14 @@ async function etcd(): Promise<Figures | undefined> {
     const coldStartMs = Math.round(performance.now() - t0);
     log(`etcd: 3-member cluster healthy after ${coldStartMs} ms`);
     return await measure(
-      { endpoints: () => e.endpoints(), put: (ep, k, v, t) => e.put(ep, k, v, t), leader: () => e.leader(), kill: (n) => e.kill(n), restart: async (n) => e.restart(n), waitHealthy: () => e.waitHealthy() },
+      {
+        endpoints: () => e.endpoints(),
+        put: (ep, k, v, t) => e.put(ep, k, v, t),
+        get: (ep, k) => e.get(ep, k),
+        pids: () => e.members.map((m) => e.pid(m.name)).filter((p): p is number => p !== undefined),
+        term: async () => Math.max(0, ...(await Promise.all(e.endpoints().map((ep) => e.status(ep).then((s) => s.raftTerm, () => 0))))),
+        leader: () => e.leader(),
+        kill: (n) => e.kill(n), restart: async (n) => e.restart(n), waitHealthy: () => e.waitHealthy() },
       coldStartMs,
       'etcd',
     );
@@ -141,6 +191,11 @@ for (const c of LEVELS) {
 }
 rows.push(['failover ms p50', String(median(o.failoverMs)), String(et ? median(et.failoverMs) : '-'), String(ratio(median(o.failoverMs), et && median(et.failoverMs)) ?? '-')]);
 rows.push(['failover ms max', String(Math.max(...o.failoverMs)), String(et ? Math.max(...et.failoverMs) : '-'), '']);
+rows.push(['reads/s c=16 (linearizable)', String(o.readsC16.writesPerS), String(et?.readsC16.writesPerS ?? '-'), String(ratio(o.readsC16.writesPerS, et?.readsC16.writesPerS) ?? '-')]);
+rows.push(['read p99 ms c=16', String(o.readsC16.p99Ms), String(et?.readsC16.p99Ms ?? '-'), String(ratio(o.readsC16.p99Ms, et?.readsC16.p99Ms) ?? '-')]);
+rows.push(['elections during c=64', String(o.electionsDuringC64), String(et?.electionsDuringC64 ?? '-'), '']);
+rows.push(['CPU ms per 1k writes', String(o.cpuMsPer1kWrites), String(et?.cpuMsPer1kWrites ?? '-'), String(ratio(o.cpuMsPer1kWrites, et?.cpuMsPer1kWrites) ?? '-')]);
+rows.push(['RSS MiB after c=64 (max node)', String(o.rssMiBAfterC64), String(et?.rssMiBAfterC64 ?? '-'), String(ratio(o.rssMiBAfterC64, et?.rssMiBAfterC64) ?? '-')]);
 rows.push(['cold start ms', String(o.coldStartMs), String(et?.coldStartMs ?? '-'), String(ratio(o.coldStartMs, et?.coldStartMs) ?? '-')]);
 const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
 console.log(`3 nodes on loopback; ${DURATION_MS} ms per concurrency level; ${TRIALS} failover trials; 16-byte keys, 256-byte values`);
@@ -159,6 +214,16 @@ summary.omni_failover_ms_p50 = median(o.failoverMs);
 summary.etcd_failover_ms_p50 = et ? median(et.failoverMs) : null;
 summary.omni_failover_ms_max = Math.max(...o.failoverMs);
 summary.etcd_failover_ms_max = et ? Math.max(...et.failoverMs) : null;
+summary.omni_reads_per_s_c16 = o.readsC16.writesPerS;
+summary.etcd_reads_per_s_c16 = et?.readsC16.writesPerS ?? null;
+summary.omni_read_p99_ms_c16 = o.readsC16.p99Ms;
+summary.etcd_read_p99_ms_c16 = et?.readsC16.p99Ms ?? null;
+summary.omni_elections_during_c64 = o.electionsDuringC64;
+summary.etcd_elections_during_c64 = et?.electionsDuringC64 ?? null;
+summary.omni_cpu_ms_per_1k_writes = o.cpuMsPer1kWrites;
+summary.etcd_cpu_ms_per_1k_writes = et?.cpuMsPer1kWrites ?? null;
+summary.omni_rss_mib_after_c64 = o.rssMiBAfterC64;
+summary.etcd_rss_mib_after_c64 = et?.rssMiBAfterC64 ?? null;
 summary.omni_cold_start_ms = o.coldStartMs;
 summary.etcd_cold_start_ms = et?.coldStartMs ?? null;
 console.log(JSON.stringify(summary));

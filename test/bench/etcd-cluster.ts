@@ -37,6 +37,7 @@ export interface EtcdStatus {
   dbSize: number;
   dbSizeInUse: number;
   isLeader: boolean;
+  raftTerm: number;
 }
 
 export class EtcdCluster {
@@ -80,7 +81,7 @@ export class EtcdCluster {
   async status(endpoint: string, timeoutMs = 2000): Promise<EtcdStatus> {
     const r = await this.http.call(`${endpoint}/v3/maintenance/status`, 'POST', {}, {}, timeoutMs);
     if (r.status !== 200) throw new Error(`etcd status: HTTP ${r.status} ${r.body.slice(0, 200)}`);
-    const s = JSON.parse(r.body) as { header?: { revision?: string; member_id?: string }; leader?: string; raftIndex?: string; raftAppliedIndex?: string; dbSize?: string; dbSizeInUse?: string };
+    const s = JSON.parse(r.body) as { header?: { revision?: string; member_id?: string }; leader?: string; raftIndex?: string; raftAppliedIndex?: string; dbSize?: string; dbSizeInUse?: string; raftTerm?: string };
     return {
       revision: Number(s.header?.revision ?? 0),
       raftIndex: Number(s.raftIndex ?? 0),
@@ -88,6 +89,7 @@ export class EtcdCluster {
       dbSize: Number(s.dbSize ?? 0),
       dbSizeInUse: Number(s.dbSizeInUse ?? 0),
       isLeader: s.leader !== undefined && s.leader === s.header?.member_id,
+      raftTerm: Number(s.raftTerm ?? 0),
     };
   }
 
@@ -129,6 +131,12 @@ export class EtcdCluster {
   async put(endpoint: string, key: string, value: string, timeoutMs = 5000): Promise<void> {
     const r = await this.http.call(`${endpoint}/v3/kv/put`, 'POST', { key: b64(key), value: b64(value) }, {}, timeoutMs);
     if (r.status !== 200) throw new Error(`etcd put: HTTP ${r.status} ${r.body.slice(0, 200)}`);
+  }
+
+  /** A linearizable range read of one key (etcd's default); throws unless it answers 200. */
+  async get(endpoint: string, key: string, timeoutMs = 5000): Promise<void> {
+    const r = await this.http.call(`${endpoint}/v3/kv/range`, 'POST', { key: b64(key) }, {}, timeoutMs);
+    if (r.status !== 200) throw new Error(`etcd range: HTTP ${r.status} ${r.body.slice(0, 200)}`);
   }
 
   /** The name of the current leader, or undefined. */

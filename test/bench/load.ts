@@ -1,6 +1,7 @@
 // Shared by bench:cluster: a keep-alive HTTP client, a closed-loop write load and percentiles.
 import { request, Agent } from 'node:http';
 import { createServer } from 'node:net';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface HttpResult {
   status: number;
@@ -37,6 +38,8 @@ export interface LoadResult {
   p50Ms: number;
   p99Ms: number;
   errors: number;
+  /** Operations that succeeded. */
+  ops: number;
 }
 
 /** `concurrency` workers write back-to-back for `durationMs`, spread round-robin over endpoints. */
@@ -63,7 +66,7 @@ export async function writeLoad(endpoints: string[], concurrency: number, durati
   );
   const elapsedS = (performance.now() - start) / 1000;
   latencies.sort((a, b) => a - b);
-  return { writesPerS: Math.round(latencies.length / elapsedS), p50Ms: round(percentile(latencies, 0.5)), p99Ms: round(percentile(latencies, 0.99)), errors };
+  return { writesPerS: Math.round(latencies.length / elapsedS), p50Ms: round(percentile(latencies, 0.5)), p99Ms: round(percentile(latencies, 0.99)), errors, ops: latencies.length };
 }
 
 export function percentile(sorted: number[], p: number): number {
@@ -71,8 +74,49 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
 }
 
+/** The median; of an even count, the mean of the two middle values. */
 export function median(xs: number[]): number {
-  return percentile([...xs].sort((a, b) => a - b), 0.5);
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** CPU time (user + system, ms) of `pids` and every process under them, from /proc. */
+export function cpuMsOf(pids: number[]): number {
+  const tick = 100; // USER_HZ on Linux
+  const stats = new Map<number, { ppid: number; ms: number }>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const text = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      stats.set(Number(d), { ppid: Number(f[1]), ms: ((Number(f[11]) + Number(f[12])) * 1000) / tick });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const roots = new Set(pids);
+  let ms = 0;
+  for (const [pid, s] of stats) {
+    for (let p = pid, hops = 0; p > 1 && hops < 64; p = stats.get(p)?.ppid ?? 0, hops++) {
+      if (roots.has(p)) {
+        ms += s.ms;
+        break;
+      }
+    }
+  }
+  return ms;
+}
+
+/** Resident memory of one process in MiB (VmRSS), or NaN when it is gone. */
+export function rssMiBOf(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
 }
 
 export function round(x: number, digits = 1): number {
