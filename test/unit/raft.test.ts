@@ -92,6 +92,39 @@ describe('§5.2 leader election', () => {
     expect(c.leader()?.term).toBe(termBefore);
   });
 
+  it('forgetLeader (etcd ForgetLeader): followers that forgot a dead leader elect a new one without waiting out its lease', () => {
+    const c = new MemoryCluster(ids(3), { seed: 11 });
+    const leader = c.electLeader();
+    const [a, b] = ids(3).filter((id) => id !== leader.id);
+    c.isolate(leader.id); // the leader died: no tick passes, its lease is still running
+    expect(c.get(b).forgetLeader(a)).toBe(false); // not b's leader: nothing changes
+    c.get(a).campaign();
+    c.stabilize();
+    expect(c.leaders().filter((l) => l.id !== leader.id)).toHaveLength(0); // b, in the lease, ignored a
+    expect(c.get(b).lead).toBe(leader.id);
+    expect(c.get(b).forgetLeader(leader.id)).toBe(true);
+    expect(c.get(b).forgetLeader(leader.id)).toBe(false); // already forgotten
+    c.get(a).campaign();
+    c.stabilize();
+    expect(c.get(a).role).toBe(Role.Leader);
+    expect(c.get(a).term).toBe(leader.term + 1);
+    expect(c.get(b).lead).toBe(a);
+  });
+
+  it('forgetLeader on a follower of a live leader: its pre-vote is refused and the leader keeps its followers', () => {
+    const c = new MemoryCluster(ids(3), { seed: 12 });
+    const leader = c.electLeader();
+    const [a, b] = ids(3).filter((id) => id !== leader.id);
+    expect(c.get(a).forgetLeader(leader.id)).toBe(true);
+    c.get(a).campaign();
+    c.stabilize();
+    c.tick(3);
+    expect(c.leader()?.id).toBe(leader.id);
+    expect(c.leader()?.term).toBe(leader.term);
+    expect(c.get(a).lead).toBe(leader.id);
+    expect(c.get(b).lead).toBe(leader.id);
+  });
+
   it('§6.2 check-quorum: an isolated leader steps down', () => {
     const c = new MemoryCluster(ids(3), { seed: 3 });
     const leader = c.electLeader();
