@@ -40,6 +40,7 @@ import {
   readImageConfig,
   readLayoutIndex,
   registryName,
+  platformForArch,
   type DockerArchiveImage,
   type LayoutEntry,
   type Platform,
@@ -519,6 +520,5 @@ export async function placeLayoutDir(dir: string, out: string): Promise<void> {
 
 /** The platform of this machine, as images name it (linux/amd64, linux/arm64, …). */
 export function hostPlatform(): Platform {
-  const arch: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', mips64el: 'mips64le', loong64: 'loong64' };
-  return { os: 'linux', architecture: arch[process.arch] ?? process.arch };
+  return platformForArch(process.arch);
 }
