@@ -1,8 +1,10 @@
 // Typed tables of the apps' records (Nomad MemDB style), kept by the state machine beside the
 // kv records they mirror: every apply that changes a key under apps/, tasks/, taskstatus/ or
-// volumes/ decodes its value once into a typed, frozen record and updates the secondary
-// indexes. Readers (orchestrator, agents, API, simulator) ask the tables instead of scanning a
-// prefix and parsing every value on every round.
+// volumes/ updates its table and the secondary indexes. A record is decoded into a typed,
+// frozen object once, when first read after it changed (the value text is the kv's own string,
+// shared, until then), so a follower pays nothing for the statuses only a leader reads.
+// Readers (orchestrator, agents, API, simulator) ask the tables instead of scanning a prefix
+// and parsing every value on every round.
 //
 // Tables and indexes:
 //   apps          name → AppRecord                       (apps/<name>)
@@ -33,28 +35,45 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** A table keyed by id, with its values in id order on demand (cached until the next change). */
+/**
+ * A table keyed by id, with its values in id order on demand (cached until the next change).
+ * A row is kept as the record, or as its text until first read (decoded then, once): a
+ * follower whose orchestrator never reads statuses never pays to decode them.
+ */
 class Table<T> {
-  readonly #rows = new Map<string, T>();
+  readonly #rows = new Map<string, T | string | typeof MALFORMED>();
   #sorted: T[] | undefined;
   get(id: string): T | undefined {
-    return this.#rows.get(id);
+    const v = this.#rows.get(id);
+    if (v === MALFORMED) return undefined;
+    if (typeof v !== 'string') return v;
+    const rec = decode<T>(v);
+    // A value that is no JSON object (never written by Omni) is in no table, as parseRecord skipped it.
+    this.#rows.set(id, rec === undefined ? MALFORMED : rec);
+    return rec;
   }
-  set(id: string, v: T | undefined): void {
+  /** A decoded record, or its text (decoded when first read); undefined deletes. */
+  set(id: string, v: T | string | undefined): void {
     if (v === undefined) {
       if (!this.#rows.delete(id)) return;
     } else this.#rows.set(id, v);
     this.#sorted = undefined;
   }
-  get size(): number {
-    return this.#rows.size;
-  }
-  /** Every row by id (UTF-16 code unit order: a prefix scan's order). Frozen; do not keep across applies if fresh data matters. */
+  /** Every row by id (UTF-16 code unit order: a prefix scan's order). */
   all(): readonly T[] {
-    if (!this.#sorted) this.#sorted = Object.freeze([...this.#rows.keys()].sort(compare).map((k) => this.#rows.get(k)!)) as T[];
+    if (!this.#sorted) {
+      const out: T[] = [];
+      for (const k of [...this.#rows.keys()].sort(compare)) {
+        const rec = this.get(k);
+        if (rec !== undefined) out.push(rec);
+      }
+      this.#sorted = Object.freeze(out) as T[];
+    }
     return this.#sorted;
   }
 }
+
+const MALFORMED = Symbol('malformed');
 
 /** A secondary index: value → ids, and id → value. */
 class Index {
@@ -94,14 +113,15 @@ export class AppTables {
   onKv(key: string, value: string | undefined): void {
     if (key.startsWith(TASK_PREFIX)) {
       const id = key.slice(TASK_PREFIX.length);
-      const t = decode<TaskRecord>(value);
-      this.#tasks.set(id, t);
+      // Parsed now for the indexes; the table keeps the text (decoded again, once, when first read).
+      const t = parseRecord<TaskRecord>(value);
+      this.#tasks.set(id, value);
       this.#tasksByNode.set(id, typeof t?.nodeId === 'string' ? t.nodeId : undefined);
       this.#tasksByApp.set(id, typeof t?.app === 'string' ? t.app : undefined);
     } else if (key.startsWith(STATUS_PREFIX)) {
-      this.#statuses.set(key.slice(STATUS_PREFIX.length), decode<TaskStatusRecord>(value));
+      this.#statuses.set(key.slice(STATUS_PREFIX.length), value);
     } else if (key.startsWith(APP_PREFIX)) {
-      this.#apps.set(key.slice(APP_PREFIX.length), decode<AppRecord>(value));
+      this.#apps.set(key.slice(APP_PREFIX.length), value);
     } else if (key.startsWith(VOLUME_PREFIX)) {
       const rest = key.slice(VOLUME_PREFIX.length);
       const slash = rest.indexOf('/');
@@ -134,9 +154,6 @@ export class AppTables {
   /** Every task record, by id. */
   tasks(): readonly TaskRecord[] {
     return this.#tasks.all();
-  }
-  get taskCount(): number {
-    return this.#tasks.size;
   }
   /** Task ids placed on a node (the tasks-by-node index), by id. */
   taskIdsOnNode(nodeId: string): string[] {
