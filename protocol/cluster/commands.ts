@@ -10,7 +10,8 @@
 // Command or yields an INVALID_COMMAND / UNKNOWN_COMMAND error whose message names the
 // offending field. Messages are built from our own text only (never an engine's error
 // text), so every replica — whatever its Node version — returns the very same result.
-// encodeCommand runs the same decoder on its own output, so what it accepts applies.
+// encodeCommand runs the same field readers on its input before it encodes the normalized
+// command, so what it accepts decodes to that command and applies.
 
 import protobuf from 'protobufjs';
 import { OMNI_PROTO } from '../codec.js';
@@ -217,9 +218,9 @@ export const PROTOBUF_COMMAND_FORMAT = 0x00;
  * the code and message decodeCommand would give) on anything else.
  */
 export function encodeCommand(c: Command): Uint8Array {
-  const read = isPlainObject(c) && typeof c.type === 'string' ? COMMAND_READERS.get(c.type) : undefined;
   if (!isPlainObject(c)) throw new CommandEncodeError('INVALID_COMMAND', 'command: must be a JSON object');
   if (typeof c.type !== 'string') throw new CommandEncodeError('INVALID_COMMAND', 'type: must be a string');
+  const read = COMMAND_READERS.get(c.type);
   if (read === undefined) throw new CommandEncodeError('UNKNOWN_COMMAND', `unknown command type ${quote(c.type)}`);
   let normalized: Command;
   try {
