@@ -151,10 +151,14 @@ export class RegistryClient {
         cb(null, chunk);
       },
     });
+    const before = size;
     try {
       if (!append) await truncate(tmp, 0).catch(() => undefined);
       await pipeline(res, tap, createWriteStream(tmp, { mode: 0o600, flags: append ? 'a' : 'w' }));
     } catch (err) {
+      // Bytes that passed the tap but never reached the file are taken back (a resume starts from the file).
+      const kept = (await stat(tmp).catch(() => undefined))?.size ?? before;
+      if (size > kept) onBytes?.(kept - size);
       throw this.transportError(err, `the registry at ${this.baseUrl} stopped sending blob ${digest}`);
     }
     if ('sha256:' + hash.digest('hex') !== digest) {
