@@ -128,7 +128,8 @@ function nodePlan(src: SourceView, y: BuildYaml, warnings: string[]): DetectResu
   if (!start) {
     const s = script('start');
     if (s) start = sh(s);
-    else if (typeof pkg.main === 'string' && pkg.main.trim() !== '' && src.has(pkg.main.replace(/^\.\//, ''))) start = ['node', pkg.main.replace(/^\.\//, '')];
+    // main may be what the build produces (dist/server.js)
+    else if (typeof pkg.main === 'string' && pkg.main.trim() !== '' && (steps.length > 0 || src.has(pkg.main.replace(/^\.\//, '')))) start = ['node', pkg.main.replace(/^\.\//, '')];
     else {
       const f = ['server.js', 'index.js', 'app.js', 'main.js'].find((x) => src.has(x));
       if (f) start = ['node', f];
