@@ -179,6 +179,10 @@ export class Forge {
     ev.stage?.('base');
     const base = await readImage(this.reg, plan.runtime, work);
     const layers: (ForgeLayer & { path: string })[] = [];
+    // Steps get the plan's env and a HOME of their own (npm's and pip's caches stay out of the tree).
+    const home = join(work, 'home');
+    await mkdir(home);
+    const stepEnv = { HOME: home, ...plan.env };
     // 4. dependencies
     let depsKey: string | undefined;
     let depsReused = false;
@@ -198,7 +202,7 @@ export class Forge {
         await mkdir(ddir);
         if (deps.needsSource) await copyTree(dir, ddir, rules);
         else for (const f of deps.keyFiles) if (existsSync(join(dir, f))) await cp(join(dir, f), join(ddir, f));
-        await this.runner.run({ step: 'dependencies', command: deps.install, cwd: ddir, env: plan.env, image: plan.runtime, signal: req.signal }, (l) => ev.log?.('dependencies', l));
+        await this.runner.run({ step: 'dependencies', command: deps.install, cwd: ddir, env: stepEnv, image: plan.runtime, signal: req.signal }, (l) => ev.log?.('dependencies', l));
         const out = join(ddir, deps.output);
         if (!existsSync(out)) await mkdir(out, { recursive: true });
         const tree = await collectTree(out, { prefix: `${plan.workdir.slice(1)}/${deps.output}` });
@@ -215,11 +219,11 @@ export class Forge {
       await copyTree(dir, ws, rules);
       if (plan.buildInstall) {
         ev.stage?.('step install');
-        await this.runner.run({ step: 'install', command: plan.buildInstall, cwd: ws, env: plan.env, image: plan.runtime, signal: req.signal }, (l) => ev.log?.('install', l));
+        await this.runner.run({ step: 'install', command: plan.buildInstall, cwd: ws, env: stepEnv, image: plan.runtime, signal: req.signal }, (l) => ev.log?.('install', l));
       }
       for (const group of plan.steps) {
         ev.stage?.(`step ${group.map((s) => s.name).join(' + ')}`);
-        const results = await Promise.allSettled(group.map((s) => this.runner.run({ step: s.name, command: s.run, cwd: ws, env: plan.env, image: plan.runtime, signal: req.signal }, (l) => ev.log?.(s.name, l))));
+        const results = await Promise.allSettled(group.map((s) => this.runner.run({ step: s.name, command: s.run, cwd: ws, env: stepEnv, image: plan.runtime, signal: req.signal }, (l) => ev.log?.(s.name, l))));
         const failed = results.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;
       }

@@ -44,6 +44,8 @@ export interface CollectOptions {
   exclude?: readonly string[];
   /** Stop once the files' bytes pass this (an error names the limit). */
   maxBytes?: number;
+  /** Leave out sockets, devices and FIFOs (a root filesystem's /dev) instead of refusing them. */
+  skipSpecial?: boolean;
 }
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -80,7 +82,7 @@ export async function collectTree(root: string, o: CollectOptions): Promise<{ en
         entries.push({ path, type: 'file', executable: (st.mode & 0o111) !== 0, size: st.size, source: abs });
       } else if (st.isSymbolicLink()) {
         entries.push({ path, type: 'symlink', target: await readlink(abs) });
-      } else {
+      } else if (!o.skipSpecial) {
         throw new OmniError('INVALID', `${r} is not a file, directory or symbolic link (a socket, device or FIFO cannot go into an image)`);
       }
     }
