@@ -1,0 +1,120 @@
+// omni build DIR: Forge builds the source in DIR into an image of the cluster's registry, tagged
+// REPO:sha-<source digest> (and any --tag). The source (filtered by .gitignore/.dockerignore,
+// at most --max-source bytes) is uploaded content-addressed into the registry; detection,
+// dependency layer (cached in the registry for every node), build steps and the reproducible
+// layers are node/forge/builder.ts. In this version the steps run where the CLI runs (on this
+// host, with its runtimes), and the layers go to the registry of the node the CLI talks to
+// (/v2/); running them on a node as a scheduled one-shot task is not finished (README, Forge).
+import { basename, join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { parse, printJson, formatBytes, UsageError } from '../common.js';
+import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
+import { registryFor } from './registry-client.js';
+import { Progress } from './progress.js';
+import { OmniError } from '../../node/errors.js';
+import { Forge, MAX_SOURCE_BYTES } from '../../node/forge/builder.js';
+import { HostRunner, StepFailed } from '../../node/forge/runner.js';
+import { isRepositoryName, isTag } from '../../protocol/registry/reference.js';
+
+const USAGE = `usage: omni build DIR [--repo REPOSITORY] [--tag TAG]... [--json] [flags]
+
+Builds the source in DIR into an image in the cluster's registry (Forge): detects what it is
+(Dockerfile, Node.js with package.json + package-lock.json, Python with requirements.txt or
+pyproject.toml, a static site with index.html, a Procfile; .omni/build.yaml overrides), installs
+its dependencies into a layer cached by the lockfile's hash, runs its build steps, and writes
+reproducible layers on a runtime base (omni/node:24, omni/python:3, omni/static:1 — make them
+with scripts/forge-base.sh). The image is tagged REPOSITORY:sha-<source digest>, so the same
+source gives the same tag and digest on any node.
+
+  --repo REPOSITORY  where the image goes (default: the directory's name)
+  --tag TAG          another tag (repeatable)
+  --max-source SIZE  refuse a source larger than this (default 256M; files left out by
+                     .gitignore/.dockerignore do not count)
+  --quiet, -q        no step logs on stderr
+      --registry URL the /v2/ registry to use (default: the one of the node the CLI talks to)
+${CONNECTION_HELP}
+Steps run on this host (its node/npm/python) in this version; a failing step is named with the
+last lines of its log. Ctrl-C stops the build.
+`;
+
+const FLAGS = {
+  ...CONNECTION_FLAGS,
+  repo: { type: 'string' as const },
+  tag: { type: 'string' as const, multiple: true },
+  'max-source': { type: 'string' as const },
+  quiet: { type: 'boolean' as const, short: 'q' },
+  registry: { type: 'string' as const },
+};
+
+/** A repository name from a directory name: lower case, other characters → '-'. */
+export function repoFromDir(dir: string): string {
+  const name = basename(resolve(dir))
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '');
+  return name || 'app';
+}
+
+function sizeFlag(v: string | undefined): number {
+  if (v === undefined) return MAX_SOURCE_BYTES;
+  const m = /^(\d+)([KMG])?i?B?$/i.exec(v.trim());
+  if (!m) throw new UsageError(`--max-source must be a size like 64M or 1G, got ${v}`);
+  return Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(m[2] ?? '').toUpperCase() as '']!;
+}
+
+export async function build(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, FLAGS, USAGE);
+  if (positionals.length !== 1) throw new UsageError(`omni build needs one DIR\n\n${USAGE}`);
+  const dir = resolve(positionals[0]);
+  const repo = (values.repo as string | undefined) ?? repoFromDir(dir);
+  if (!isRepositoryName(repo)) throw new UsageError(`--repo ${repo}: not a repository name (lower case letters, digits, . _ - and / between parts)`);
+  const tags = (values.tag as string[] | undefined) ?? [];
+  for (const t of tags) if (!isTag(t)) throw new UsageError(`--tag ${t}: not a tag (letters, digits, _ . -; at most 128)`);
+  const maxSourceBytes = sizeFlag(values['max-source'] as string | undefined);
+  const ac = new AbortController();
+  const onSigint = () => ac.abort();
+  process.once('SIGINT', onSigint);
+  const client = connect(values);
+  const progress = new Progress(`building ${basename(dir)}`);
+  const quiet = values.quiet === true;
+  try {
+    const reg = await registryFor(client, values, ac.signal);
+    const forge = new Forge(reg, new HostRunner(), join(tmpdir(), 'omni-forge'));
+    const r = await forge.build(
+      { dir, repo, tags, maxSourceBytes, signal: ac.signal },
+      {
+        stage: (s) => progress.setLabel(`${basename(dir)}: ${s}`),
+        log: (step, line) => {
+          if (quiet) return;
+          progress.end();
+          process.stderr.write(`[${step}] ${line}\n`);
+        },
+      },
+    );
+    progress.end();
+    if (values.json) return printJson(r), 0;
+    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+    const lines = [
+      `built ${r.repository}@${r.digest}`,
+      `  type     ${r.type} (${r.detectedBy.join(', ')}) on ${r.runtime}`,
+      `  source   ${r.sourceDigest}${r.sourceUploaded ? '' : ' (already in the registry)'}`,
+      `  tags     ${r.tags.map((t) => `${r.repository}:${t}`).join(', ')}`,
+      ...(r.depsKey ? [`  deps     ${r.depsReused ? 'reused' : 'built'} (key ${r.depsKey.slice(0, 19)})`] : []),
+      `  size     ${formatBytes(r.imageBytes)} compressed, ${r.layers.length} Forge layer(s) on the base`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+    return 0;
+  } catch (err) {
+    progress.end();
+    if (ac.signal.aborted) throw new OmniError('INTERRUPTED', 'build cancelled (Ctrl-C)');
+    if (err instanceof StepFailed) {
+      if (values.json) printJson({ error: { code: err.code, step: err.step, exit: err.exit, tail: err.tail, message: err.message } });
+      else process.stderr.write(`omni build: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onSigint);
+    client.close();
+  }
+}
