@@ -1,0 +1,123 @@
+// Forge end to end on a 3-node loopback cluster with the real CLI: scripts/forge-base.sh makes
+// the Node.js runtime base from this host's Node 24 (cached between runs under
+// $OMNI_FORGE_BASE_CACHE or ~/.cache/omni/forge-base) and imports it with omni images
+// import-rootfs; `omni build` of the node-api fixture through one node and again through
+// another gives one digest (the second reuses the dependency layer from the registry); the
+// image, pulled by Docker from a third node's /v2/, runs and answers HTTP. A failing build step
+// exits 1 naming the step. Without a Docker engine, only the run in a container is skipped.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir, homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { LocalCluster } from '../../node/local-cluster.js';
+import { dockerForTests } from '../support/docker.js';
+import { formCluster, waitFor, httpGet } from './helpers.js';
+
+const run = promisify(execFile);
+const docker = await dockerForTests();
+const noDocker = 'skip' in docker ? docker.skip : undefined;
+if (noDocker) console.warn(`!!! SKIPPING the run of a Forge-built image in Docker: ${noDocker}`);
+
+async function omniCli(env: NodeJS.ProcessEnv, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run('bin/omni', args, { env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+}
+
+interface Built {
+  repository: string;
+  digest: string;
+  sourceDigest: string;
+  tags: string[];
+  depsReused: boolean;
+  type: string;
+}
+
+describe('forge on a cluster', () => {
+  let c: LocalCluster;
+  let dir: string;
+  const names = ['b1', 'b2', 'b3'];
+  const omniEnv = (node: string) => ({ ...process.env, OMNI_ADDR: c.nodes.get(node)!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' });
+  const omni = async (node: string, ...args: string[]) => {
+    const r = await omniCli(omniEnv(node), args);
+    if (r.code !== 0) throw new Error(`omni ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+    return r.stdout;
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'omni-forge-cluster-'));
+    c = await formCluster(names);
+  }, 120_000);
+  afterAll(async () => {
+    await c?.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  let built: Built;
+
+  it('forge-base.sh imports the node base; omni build through two nodes gives one digest, the second reuses the dependencies', async () => {
+    const env = { ...omniEnv('b1'), NODE: resolve('node_modules/node/bin/node'), OMNI_FORGE_BASE_CACHE: process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base') };
+    const base = await run('scripts/forge-base.sh', ['node', '--import'], { env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+    expect(base.stdout).toMatch(/^omni\/node:24 sha256:[0-9a-f]{64} \(one layer/m);
+
+    const src = join(dir, 'node-api');
+    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    built = JSON.parse(await omni('b1', 'build', src, '--repo', 'team/node-api', '--tag', 'v1', '--json')) as Built;
+    expect(built).toMatchObject({ repository: 'team/node-api', type: 'node', depsReused: false });
+    expect(built.tags).toEqual([`sha-${built.sourceDigest.slice(7)}`, 'v1']);
+    const again = JSON.parse(await omni('b2', 'build', src, '--repo', 'team/node-api', '--json')) as Built;
+    expect(again.digest).toBe(built.digest);
+    expect(again.depsReused).toBe(true);
+    const ls = JSON.parse(await omni('b3', 'images', 'ls', '--json')) as { images: { repository: string; tag: string; digest: string }[] };
+    expect(ls.images.filter((i) => i.repository === 'team/node-api').map((i) => i.tag).sort()).toEqual([built.tags[0], 'v1'].sort());
+    // the text output, and a progress-free run without a terminal
+    const text = await omni('b3', 'build', src, '--repo', 'team/node-api');
+    expect(text).toContain(`built team/node-api@${built.digest}`);
+    expect(text).toMatch(/deps {5}reused/);
+  }, 600_000);
+
+  it('a failing step: exit 1, the step named, its last log lines', async () => {
+    const src = join(dir, 'broken');
+    await mkdir(join(src, '.omni'), { recursive: true });
+    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    await writeFile(join(src, '.omni/build.yaml'), 'steps:\n  - name: compile\n    run: |\n      echo compiling\n      echo "error: broken" >&2\n      exit 7\n');
+    const r = await omniCli(omniEnv('b1'), ['build', src, '--repo', 'team/broken', '-q']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("step 'compile' failed (exit status 7)");
+    expect(r.stderr).toContain('| error: broken');
+    const unknown = await omniCli(omniEnv('b1'), ['build', 'test/fixtures/forge/empty']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('cannot tell how to build this directory');
+  }, 300_000);
+
+  it.skipIf(noDocker !== undefined)('Docker pulls the built image from another node and it answers HTTP', async () => {
+    const env = { ...process.env, DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}`, DOCKER_CONFIG: dir };
+    const reg = await (async () => {
+      const client = c.client('b3');
+      try {
+        return (await client.get<{ address: string }>('/v1/registry')).address;
+      } finally {
+        client.close();
+      }
+    })();
+    await new Promise<void>((res, rej) => {
+      const p = execFile('docker', ['login', '-u', 'omni', '--password-stdin', reg], { env, timeout: 60_000 }, (err) => (err ? rej(err) : res()));
+      p.stdin!.end(c.adminToken);
+    });
+    const ref = `${reg}/team/node-api@${built.digest}`;
+    await run('docker', ['pull', ref], { env, timeout: 300_000 });
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const id = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${port}:8080`, ref], { env })).stdout.trim();
+    try {
+      const res = await waitFor('the Forge-built app answers', async () => (await httpGet(port, '/hello').catch(() => undefined)) ?? undefined, 30_000);
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toEqual({ ok: true, path: '/hello' });
+    } finally {
+      await run('docker', ['rm', '-f', id], { env }).catch(() => undefined);
+      await run('docker', ['rmi', '-f', ref], { env }).catch(() => undefined);
+    }
+  }, 600_000);
+});
