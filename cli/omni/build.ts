@@ -30,6 +30,8 @@ source gives the same tag and digest on any node.
   --tag TAG          another tag (repeatable)
   --max-source SIZE  refuse a source larger than this (default 256M; files left out by
                      .gitignore/.dockerignore do not count)
+  --rebuild          build even when REPOSITORY:sha-<source digest> exists (by default the same
+                     source is built once: its image is reused)
   --quiet, -q        no step logs on stderr
       --registry URL the /v2/ registry to use (default: the one of the node the CLI talks to)
 ${CONNECTION_HELP}
@@ -43,6 +45,7 @@ const FLAGS = {
   tag: { type: 'string' as const, multiple: true },
   'max-source': { type: 'string' as const },
   quiet: { type: 'boolean' as const, short: 'q' },
+  rebuild: { type: 'boolean' as const },
   registry: { type: 'string' as const },
 };
 
@@ -81,7 +84,7 @@ export async function build(argv: string[]): Promise<number> {
     const reg = await registryFor(client, values, ac.signal);
     const forge = new Forge(reg, new HostRunner(), join(tmpdir(), 'omni-forge'));
     const r = await forge.build(
-      { dir, repo, tags, maxSourceBytes, signal: ac.signal },
+      { dir, repo, tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal },
       {
         stage: (s) => progress.setLabel(`${basename(dir)}: ${s}`),
         log: (step, line) => {
@@ -95,12 +98,12 @@ export async function build(argv: string[]): Promise<number> {
     if (values.json) return printJson(r), 0;
     for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
     const lines = [
-      `built ${r.repository}@${r.digest}`,
+      `${r.reused ? 'reused' : 'built'} ${r.repository}@${r.digest}${r.reused ? ' (this source was built before; --rebuild builds it again)' : ''}`,
       `  type     ${r.type} (${r.detectedBy.join(', ')}) on ${r.runtime}`,
       `  source   ${r.sourceDigest}${r.sourceUploaded ? '' : ' (already in the registry)'}`,
       `  tags     ${r.tags.map((t) => `${r.repository}:${t}`).join(', ')}`,
       ...(r.depsKey ? [`  deps     ${r.depsReused ? 'reused' : 'built'} (key ${r.depsKey.slice(0, 19)})`] : []),
-      `  size     ${formatBytes(r.imageBytes)} compressed, ${r.layers.length} Forge layer(s) on the base`,
+      `  size     ${formatBytes(r.imageBytes)} compressed${r.reused ? '' : `, ${r.layers.length} Forge layer(s) on the base`}`,
     ];
     process.stdout.write(lines.join('\n') + '\n');
     return 0;

@@ -46,6 +46,8 @@ export interface BuildRequest {
   repo: string;
   tags?: string[];
   maxSourceBytes?: number;
+  /** Build even when REPO:sha-<source digest> exists already. */
+  rebuild?: boolean;
   signal?: AbortSignal;
 }
 
@@ -71,6 +73,8 @@ export interface BuildResult {
   imageBytes: number;
   warnings: string[];
   sourceUploaded: boolean;
+  /** The image of this source digest was in the registry already: nothing was built. */
+  reused: boolean;
 }
 
 const sha256 = (b: string | Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -175,6 +179,31 @@ export class Forge {
     const plan = d.plan;
     if (plan.type === 'dockerfile') throw new OmniError('UNIMPLEMENTED', 'a Dockerfile project is built by the Docker engine: omni build --docker (not finished yet; see README, Forge)');
     if (!plan.runtime) throw new OmniError('NOT_BUILDABLE', 'no runtime base image for this project: set runtime: in .omni/build.yaml');
+    // The same source (build.yaml included) was built already: its image is the result.
+    const tag = sourceTag(sourceDigest);
+    if (!req.rebuild) {
+      const prior = await this.reg.resolveTag(repo, tag);
+      if (prior) {
+        const m = await this.reg.manifest(repo, prior);
+        const doc = JSON.parse(m.bytes.toString('utf8')) as { layers: Descriptor[] };
+        for (const t of req.tags ?? []) await this.reg.putManifest(repo, t, m.bytes, m.mediaType);
+        return {
+          repository: repo,
+          digest: prior,
+          sourceDigest,
+          tags: [tag, ...(req.tags ?? [])],
+          type: plan.type,
+          detectedBy: plan.detectedBy,
+          runtime: plan.runtime,
+          depsReused: true,
+          layers: [],
+          imageBytes: doc.layers.reduce((n, l) => n + l.size, 0),
+          warnings: plan.warnings,
+          sourceUploaded,
+          reused: true,
+        };
+      }
+    }
     // 3. base
     ev.stage?.('base');
     const base = await readImage(this.reg, plan.runtime, work);
@@ -250,7 +279,7 @@ export class Forge {
     const manifestBytes = Buffer.from(img.manifest(configDigest, configBytes.length));
     const digest = sha256(manifestBytes);
     await this.reg.putManifest(repo, digest, manifestBytes, OCI_MANIFEST);
-    const tags = [sourceTag(sourceDigest), ...(req.tags ?? [])];
+    const tags = [tag, ...(req.tags ?? [])];
     for (const t of tags) await this.reg.putManifest(repo, t, manifestBytes, OCI_MANIFEST);
     return {
       repository: repo,
@@ -267,6 +296,7 @@ export class Forge {
       imageBytes: base.layers.reduce((s, l) => s + l.size, 0) + layers.reduce((s, l) => s + l.sizeBytes, 0) + configBytes.length,
       warnings: plan.warnings,
       sourceUploaded,
+      reused: false,
     };
   }
 

@@ -133,6 +133,7 @@ describe('forge build', () => {
     expect(stages).toEqual(['source', 'detect', 'base', 'deps', 'app', 'push']);
     expect(first.type).toBe('node');
     expect(first.depsReused).toBe(false);
+    expect(first.reused).toBe(false);
     expect(runA.ran).toEqual(['dependencies']);
     expect(first.tags).toEqual([`sha-${first.sourceDigest.slice(7)}`, 'v1']);
     expect(await nodes[0].client.resolveTag('team/api', first.tags[0])).toBe(first.digest);
@@ -143,10 +144,13 @@ describe('forge build', () => {
     expect(onB.digest).toBe(first.digest);
     expect(onB.sourceDigest).toBe(first.sourceDigest);
 
-    const again = await forgeA.build({ dir: src, repo: 'team/api' });
-    expect(again.digest).toBe(first.digest);
-    expect(again.depsReused).toBe(true);
-    expect(again.sourceUploaded).toBe(false);
+    // The same source again: its image is reused, nothing is built.
+    const again = await forgeA.build({ dir: src, repo: 'team/api', tags: ['v2'] });
+    expect(again).toMatchObject({ digest: first.digest, reused: true, sourceUploaded: false });
+    expect(await nodes[0].client.resolveTag('team/api', 'v2')).toBe(first.digest);
+    // --rebuild: built again, the dependency layer taken from the registry's cache, the same digest.
+    const rebuilt = await forgeA.build({ dir: src, repo: 'team/api', rebuild: true });
+    expect(rebuilt).toMatchObject({ digest: first.digest, reused: false, depsReused: true });
     expect(runA.ran).toEqual(['dependencies']);
 
     // The app layer: sorted, fixed mtime, root-owned, under app/, no ignored file, no node_modules.
