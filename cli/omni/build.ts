@@ -5,6 +5,7 @@
 // layers are node/forge/builder.ts. In this version the steps run where the CLI runs (on this
 // host, with its runtimes), and the layers go to the registry of the node the CLI talks to
 // (/v2/); running them on a node as a scheduled one-shot task is not finished (README, Forge).
+// A Dockerfile project is built by the Docker engine of this host (DOCKER_HOST) and pushed.
 import { basename, join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parse, printJson, formatBytes, UsageError } from '../common.js';
@@ -12,7 +13,14 @@ import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { registryFor } from './registry-client.js';
 import { Progress } from './progress.js';
 import { OmniError } from '../../node/errors.js';
-import { Forge, MAX_SOURCE_BYTES } from '../../node/forge/builder.js';
+import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import Docker from 'dockerode';
+import { Forge, MAX_SOURCE_BYTES, type DockerfileBuild } from '../../node/forge/builder.js';
+import { dockerBuild, dockerSave } from '../../node/forge/docker-build.js';
+import { sourceTag } from '../../protocol/forge/image.js';
+import { newPushContext, openSource, pushSourceImage } from './image-files.js';
+import type { RegistryClient } from './registry-client.js';
 import { HostRunner, StepFailed } from '../../node/forge/runner.js';
 import { isRepositoryName, isTag } from '../../protocol/registry/reference.js';
 
@@ -35,8 +43,9 @@ source gives the same tag and digest on any node.
   --quiet, -q        no step logs on stderr
       --registry URL the /v2/ registry to use (default: the one of the node the CLI talks to)
 ${CONNECTION_HELP}
-Steps run on this host (its node/npm/python) in this version; a failing step is named with the
-last lines of its log. Ctrl-C stops the build.
+Steps run on this host (its node/npm/python) in this version; a Dockerfile project is built by
+this host's Docker engine (DOCKER_HOST). A failing step is named with the last lines of its log.
+Ctrl-C stops the build.
 `;
 
 const FLAGS = {
@@ -65,6 +74,33 @@ function sizeFlag(v: string | undefined): number {
   return Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(m[2] ?? '').toUpperCase() as '']!;
 }
 
+/** The engine's unix socket (DOCKER_HOST=unix://… or the default), or undefined when there is none. */
+function dockerSocket(): string | undefined {
+  const h = process.env.DOCKER_HOST;
+  const p = !h ? '/var/run/docker.sock' : h.startsWith('unix://') ? h.slice('unix://'.length) : h.startsWith('/') ? h : undefined;
+  return p && existsSync(p) ? p : undefined;
+}
+
+/** A Dockerfile project: the engine builds the context, `docker save` is pushed like omni images import. */
+function dockerfileBuilder(reg: RegistryClient, progress: Progress): DockerfileBuild | undefined {
+  const socketPath = dockerSocket();
+  if (!socketPath) return undefined;
+  return async (i) => {
+    const docker = new Docker({ socketPath });
+    const localTag = `omni-forge/${i.repo}:${sourceTag(i.sourceDigest).slice(0, 68)}`;
+    await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.signal ? { signal: i.signal } : {}) }, i.log);
+    const saved = join(i.work, 'image.tar');
+    await dockerSave(docker, localTag, saved);
+    const extracted = join(i.work, 'saved');
+    await mkdir(extracted);
+    const src = await openSource(saved, extracted);
+    if (src.images.length !== 1) throw new OmniError('INTERNAL', `docker save wrote ${src.images.length} images`);
+    const pushed = await pushSourceImage(newPushContext(reg, progress, i.work), src, src.images[0], i.repo);
+    const doc = JSON.parse(pushed.bytes.toString('utf8')) as { layers?: { size: number }[] };
+    return { digest: pushed.digest, manifest: pushed.bytes, mediaType: pushed.mediaType, imageBytes: (doc.layers ?? []).reduce((n, l) => n + l.size, 0) };
+  };
+}
+
 export async function build(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, FLAGS, USAGE);
   if (positionals.length !== 1) throw new UsageError(`omni build needs one DIR\n\n${USAGE}`);
@@ -82,7 +118,7 @@ export async function build(argv: string[]): Promise<number> {
   const quiet = values.quiet === true;
   try {
     const reg = await registryFor(client, values, ac.signal);
-    const forge = new Forge(reg, new HostRunner(), join(tmpdir(), 'omni-forge'));
+    const forge = new Forge(reg, new HostRunner(), join(tmpdir(), 'omni-forge'), dockerfileBuilder(reg, progress));
     const r = await forge.build(
       { dir, repo, tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal },
       {
@@ -99,7 +135,7 @@ export async function build(argv: string[]): Promise<number> {
     for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
     const lines = [
       `${r.reused ? 'reused' : 'built'} ${r.repository}@${r.digest}${r.reused ? ' (this source was built before; --rebuild builds it again)' : ''}`,
-      `  type     ${r.type} (${r.detectedBy.join(', ')}) on ${r.runtime}`,
+      `  type     ${r.type} (${r.detectedBy.join(', ')})${r.runtime ? ` on ${r.runtime}` : ' (built by the Docker engine)'}`,
       `  source   ${r.sourceDigest}${r.sourceUploaded ? '' : ' (already in the registry)'}`,
       `  tags     ${r.tags.map((t) => `${r.repository}:${t}`).join(', ')}`,
       ...(r.depsKey ? [`  deps     ${r.depsReused ? 'reused' : 'built'} (key ${r.depsKey.slice(0, 19)})`] : []),

@@ -144,11 +144,18 @@ async function readImage(reg: BuildRegistry, refText: string, work: string): Pro
   return { digest, config, layers: doc.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })), repo };
 }
 
+/**
+ * Builds a Dockerfile project (the engine's job) from Forge's context tar and stores the image in
+ * REPO; returns its manifest. Supplied by whoever has an engine (the CLI: node/forge/docker-build.ts).
+ */
+export type DockerfileBuild = (input: { contextPath: string; dockerfile: string; repo: string; sourceDigest: string; work: string; signal?: AbortSignal; log: (line: string) => void }) => Promise<{ digest: string; manifest: Buffer; mediaType: string; imageBytes: number }>;
+
 export class Forge {
   constructor(
     private readonly reg: BuildRegistry,
     private readonly runner: StepRunner,
     private readonly workRoot: string,
+    private readonly dockerfileBuild?: DockerfileBuild,
   ) {}
 
   async build(req: BuildRequest, ev: BuildEvents = {}): Promise<BuildResult> {
@@ -177,32 +184,24 @@ export class Forge {
     const d = detect(dirView(dir, rules));
     if (!d.ok) throw new OmniError('NOT_BUILDABLE', d.message);
     const plan = d.plan;
-    if (plan.type === 'dockerfile') throw new OmniError('UNIMPLEMENTED', 'a Dockerfile project is built by the Docker engine: omni build --docker (not finished yet; see README, Forge)');
+    const tag = sourceTag(sourceDigest);
+    if (plan.type === 'dockerfile') {
+      if (!req.rebuild) {
+        const prior = await this.reused(req, plan, sourceDigest, sourceUploaded);
+        if (prior) return prior;
+      }
+      if (!this.dockerfileBuild) throw new OmniError('UNAVAILABLE', 'this is a Dockerfile project and no Docker engine is available to build it (DOCKER_HOST)');
+      ev.stage?.('docker build');
+      const r = await this.dockerfileBuild({ contextPath: join(work, 'source.tar.gz'), dockerfile: plan.dockerfile ?? 'Dockerfile', repo, sourceDigest, work, signal: req.signal, log: (l) => ev.log?.('docker build', l) });
+      const tags = [tag, ...(req.tags ?? [])];
+      for (const t of tags) await this.reg.putManifest(repo, t, r.manifest, r.mediaType);
+      return { repository: repo, digest: r.digest, sourceDigest, tags, type: plan.type, detectedBy: plan.detectedBy, depsReused: false, layers: [], imageBytes: r.imageBytes, warnings: plan.warnings, sourceUploaded, reused: false };
+    }
     if (!plan.runtime) throw new OmniError('NOT_BUILDABLE', 'no runtime base image for this project: set runtime: in .omni/build.yaml');
     // The same source (build.yaml included) was built already: its image is the result.
-    const tag = sourceTag(sourceDigest);
     if (!req.rebuild) {
-      const prior = await this.reg.resolveTag(repo, tag);
-      if (prior) {
-        const m = await this.reg.manifest(repo, prior);
-        const doc = JSON.parse(m.bytes.toString('utf8')) as { layers: Descriptor[] };
-        for (const t of req.tags ?? []) await this.reg.putManifest(repo, t, m.bytes, m.mediaType);
-        return {
-          repository: repo,
-          digest: prior,
-          sourceDigest,
-          tags: [tag, ...(req.tags ?? [])],
-          type: plan.type,
-          detectedBy: plan.detectedBy,
-          runtime: plan.runtime,
-          depsReused: true,
-          layers: [],
-          imageBytes: doc.layers.reduce((n, l) => n + l.size, 0),
-          warnings: plan.warnings,
-          sourceUploaded,
-          reused: true,
-        };
-      }
+      const prior = await this.reused(req, plan, sourceDigest, sourceUploaded);
+      if (prior) return prior;
     }
     // 3. base
     ev.stage?.('base');
@@ -297,6 +296,31 @@ export class Forge {
       warnings: plan.warnings,
       sourceUploaded,
       reused: false,
+    };
+  }
+
+  /** The image REPO:sha-<source digest> names, when there is one (then given the extra tags too). */
+  private async reused(req: BuildRequest, plan: BuildPlan, sourceDigest: string, sourceUploaded: boolean): Promise<BuildResult | undefined> {
+    const tag = sourceTag(sourceDigest);
+    const prior = await this.reg.resolveTag(req.repo, tag);
+    if (!prior) return undefined;
+    const m = await this.reg.manifest(req.repo, prior);
+    const doc = JSON.parse(m.bytes.toString('utf8')) as { layers?: Descriptor[] };
+    for (const t of req.tags ?? []) await this.reg.putManifest(req.repo, t, m.bytes, m.mediaType);
+    return {
+      repository: req.repo,
+      digest: prior,
+      sourceDigest,
+      tags: [tag, ...(req.tags ?? [])],
+      type: plan.type,
+      detectedBy: plan.detectedBy,
+      ...(plan.runtime ? { runtime: plan.runtime } : {}),
+      depsReused: true,
+      layers: [],
+      imageBytes: (doc.layers ?? []).reduce((n, l) => n + l.size, 0),
+      warnings: plan.warnings,
+      sourceUploaded,
+      reused: true,
     };
   }
 

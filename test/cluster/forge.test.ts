@@ -120,4 +120,46 @@ describe('forge on a cluster', () => {
       await run('docker', ['rmi', '-f', ref], { env }).catch(() => undefined);
     }
   }, 600_000);
+
+  it.skipIf(noDocker !== undefined)('a Dockerfile project is built by the engine, pushed, pulled from another node and served; a failing instruction is named', async () => {
+    const dockerEnv = { DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}` };
+    const env = { ...process.env, ...dockerEnv, DOCKER_CONFIG: dir };
+    const src = join(dir, 'dockerfile');
+    await cp('test/fixtures/forge/dockerfile', src, { recursive: true });
+    await writeFile(join(src, 'Dockerfile'), `FROM ${(docker as { image: string }).image}\nCOPY . /www\nCMD ["httpd","-f","-p","8080","-h","/www"]\n`);
+    const r = await omniCli({ ...omniEnv('b1'), ...dockerEnv }, ['build', src, '--repo', 'team/web', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as Built;
+    expect(b.type).toBe('dockerfile');
+    expect(b.tags[0]).toBe(`sha-${b.sourceDigest.slice(7)}`);
+    const reg = await (async () => {
+      const client = c.client('b2');
+      try {
+        return (await client.get<{ address: string }>('/v1/registry')).address;
+      } finally {
+        client.close();
+      }
+    })();
+    await new Promise<void>((res, rej) => {
+      const p = execFile('docker', ['login', '-u', 'omni', '--password-stdin', reg], { env, timeout: 60_000 }, (err) => (err ? rej(err) : res()));
+      p.stdin!.end(c.adminToken);
+    });
+    const ref = `${reg}/team/web@${b.digest}`;
+    await run('docker', ['pull', ref], { env, timeout: 300_000 });
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const id = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${port}:8080`, ref], { env })).stdout.trim();
+    try {
+      const res = await waitFor('the Dockerfile app answers', async () => (await httpGet(port, '/package.json').catch(() => undefined)) ?? undefined, 30_000);
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toEqual({ name: 'x' });
+    } finally {
+      await run('docker', ['rm', '-f', id], { env }).catch(() => undefined);
+      await run('docker', ['rmi', '-f', ref], { env }).catch(() => undefined);
+    }
+    await writeFile(join(src, 'Dockerfile'), `FROM ${(docker as { image: string }).image}\nRUN echo about to fail && exit 3\n`);
+    const bad = await omniCli({ ...omniEnv('b1'), ...dockerEnv }, ['build', src, '--repo', 'team/web', '-q']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/step 'Dockerfile step 2\/2 \(RUN echo about to fail && exit 3\)' failed/);
+    expect(bad.stderr).toContain('| about to fail');
+  }, 600_000);
 });
