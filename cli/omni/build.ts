@@ -9,7 +9,7 @@
 import { basename, join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parse, printJson, formatBytes, UsageError } from '../common.js';
-import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
+import { CONNECTION_FLAGS, CONNECTION_HELP, connect, credentials } from './connection.js';
 import { registryFor } from './registry-client.js';
 import { Progress } from './progress.js';
 import { OmniError } from '../../node/errors.js';
@@ -18,6 +18,8 @@ import { existsSync } from 'node:fs';
 import Docker from 'dockerode';
 import { Forge, MAX_SOURCE_BYTES, type DockerfileBuild } from '../../node/forge/builder.js';
 import { dockerBuild, dockerSave } from '../../node/forge/docker-build.js';
+import { DockerRunner, registryBases } from '../../node/forge/docker-runner.js';
+import type { StepRunner } from '../../node/forge/runner.js';
 import { sourceTag } from '../../protocol/forge/image.js';
 import { newPushContext, openSource, pushSourceImage } from './image-files.js';
 import type { RegistryClient } from './registry-client.js';
@@ -40,6 +42,10 @@ source gives the same tag and digest on any node.
                      .gitignore/.dockerignore do not count)
   --rebuild          build even when REPOSITORY:sha-<source digest> exists (by default the same
                      source is built once: its image is reused)
+  --runner host|docker
+                     where the dependency install and build steps run: host (default: this
+                     host's node/npm/python) or docker (a container from the runtime base,
+                     pulled by this host's engine from the registry; DOCKER_HOST)
   --quiet, -q        no step logs on stderr
       --registry URL the /v2/ registry to use (default: the one of the node the CLI talks to)
 ${CONNECTION_HELP}
@@ -55,6 +61,7 @@ const FLAGS = {
   'max-source': { type: 'string' as const },
   quiet: { type: 'boolean' as const, short: 'q' },
   rebuild: { type: 'boolean' as const },
+  runner: { type: 'string' as const },
   registry: { type: 'string' as const },
 };
 
@@ -65,6 +72,11 @@ export function repoFromDir(dir: string): string {
     .replace(/[^a-z0-9._-]+/g, '-')
     .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '');
   return name || 'app';
+}
+
+/** KV key of a build record: forge/builds/REPO/sha-<source digest>. */
+export function buildRecordKey(repo: string, sourceDigest: string): string {
+  return `forge/builds/${repo}/${sourceTag(sourceDigest)}`;
 }
 
 function sizeFlag(v: string | undefined): number {
@@ -110,6 +122,8 @@ export async function build(argv: string[]): Promise<number> {
   const tags = (values.tag as string[] | undefined) ?? [];
   for (const t of tags) if (!isTag(t)) throw new UsageError(`--tag ${t}: not a tag (letters, digits, _ . -; at most 128)`);
   const maxSourceBytes = sizeFlag(values['max-source'] as string | undefined);
+  const runnerKind = (values.runner as string | undefined) ?? 'host';
+  if (runnerKind !== 'host' && runnerKind !== 'docker') throw new UsageError(`--runner must be host or docker, got ${runnerKind}`);
   const ac = new AbortController();
   const onSigint = () => ac.abort();
   process.once('SIGINT', onSigint);
@@ -118,7 +132,15 @@ export async function build(argv: string[]): Promise<number> {
   const quiet = values.quiet === true;
   try {
     const reg = await registryFor(client, values, ac.signal);
-    const forge = new Forge(reg, new HostRunner(), join(tmpdir(), 'omni-forge'), dockerfileBuilder(reg, progress));
+    let runner: StepRunner = new HostRunner();
+    if (runnerKind === 'docker') {
+      const socketPath = dockerSocket();
+      if (!socketPath) throw new OmniError('UNAVAILABLE', '--runner docker: no Docker engine (set DOCKER_HOST=unix:///path/docker.sock)');
+      const url = new URL(reg.baseUrl);
+      const docker = new Docker({ socketPath });
+      runner = new DockerRunner(docker, registryBases(docker, url.host, credentials(values).token, (r, t) => reg.resolveTag(r, t)));
+    }
+    const forge = new Forge(reg, runner, join(tmpdir(), 'omni-forge'), dockerfileBuilder(reg, progress));
     const r = await forge.build(
       { dir, repo, tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal },
       {
@@ -131,6 +153,11 @@ export async function build(argv: string[]): Promise<number> {
       },
     );
     progress.end();
+    // The build record (small, in the replicated KV under forge/): which image a source digest gave.
+    if (!r.reused) {
+      const record = { repository: r.repository, digest: r.digest, sourceDigest: r.sourceDigest, tags: r.tags, type: r.type, runtime: r.runtime ?? null, baseDigest: r.baseDigest ?? null, depsKey: r.depsKey ?? null, builtAtMs: Date.now() };
+      await client.put(`/v1/kv/${encodeURIComponent(buildRecordKey(r.repository, r.sourceDigest))}`, { value: JSON.stringify(record) }).catch((err: Error) => process.stderr.write(`warning: the build record was not written: ${err.message}\n`));
+    }
     if (values.json) return printJson(r), 0;
     for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
     const lines = [

@@ -28,7 +28,7 @@ export class RegistryClient {
   private readonly request: (opts: RequestOptions, cb: (res: IncomingMessage) => void) => ClientRequest;
 
   constructor(
-    private readonly baseUrl: string,
+    readonly baseUrl: string,
     private readonly token: string | undefined,
     private readonly ca?: string,
     private readonly signal?: AbortSignal,

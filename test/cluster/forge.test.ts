@@ -68,6 +68,9 @@ describe('forge on a cluster', () => {
     built = JSON.parse(await omni('b1', 'build', src, '--repo', 'team/node-api', '--tag', 'v1', '--json')) as Built;
     expect(built).toMatchObject({ repository: 'team/node-api', type: 'node', depsReused: false });
     expect(built.tags).toEqual([`sha-${built.sourceDigest.slice(7)}`, 'v1']);
+    // the build record in the replicated KV, readable from any node
+    const rec = JSON.parse(await omni('b3', 'kv', 'get', `forge/builds/team/node-api/${built.tags[0]}`, '--json')) as { value: string };
+    expect(JSON.parse(rec.value)).toMatchObject({ repository: 'team/node-api', digest: built.digest, sourceDigest: built.sourceDigest, type: 'node', runtime: 'omni/node:24' });
     // through another node, built again (--rebuild): the dependency layer comes from the registry
     const again = JSON.parse(await omni('b2', 'build', src, '--repo', 'team/node-api', '--rebuild', '--json')) as Built & { reused: boolean };
     expect(again.digest).toBe(built.digest);
@@ -119,6 +122,20 @@ describe('forge on a cluster', () => {
       await run('docker', ['rm', '-f', id], { env }).catch(() => undefined);
       await run('docker', ['rmi', '-f', ref], { env }).catch(() => undefined);
     }
+
+    // --runner docker: the install and the steps run in a container from the runtime base (its /bin/sh is busybox; the host's is not)
+    const src2 = join(dir, 'node-api-in-base');
+    await cp('test/fixtures/forge/node-api', src2, { recursive: true });
+    await mkdir(join(src2, '.omni'));
+    await writeFile(join(src2, '.omni/build.yaml'), 'steps:\n  - name: in-base\n    run: test "$(readlink /bin/sh)" = busybox && node --version && echo running-in-the-base\n');
+    const inBase = await omniCli({ ...omniEnv('b2'), DOCKER_HOST: env.DOCKER_HOST, DOCKER_CONFIG: dir }, ['build', src2, '--repo', 'team/in-base', '--runner', 'docker', '--json']);
+    expect(inBase.code, inBase.stderr).toBe(0);
+    expect(inBase.stderr).toContain('[in-base] running-in-the-base');
+    expect(inBase.stderr).toContain('[in-base] v24.');
+    expect(JSON.parse(inBase.stdout)).toMatchObject({ repository: 'team/in-base', type: 'node', reused: false });
+    const onHost = await omniCli(omniEnv('b2'), ['build', src2, '--repo', 'team/in-base', '--rebuild', '-q']);
+    expect(onHost.code).toBe(1);
+    expect(onHost.stderr).toContain("step 'in-base' failed");
   }, 600_000);
 
   it.skipIf(noDocker !== undefined)('a Dockerfile project is built by the engine, pushed, pulled from another node and served; a failing instruction is named', async () => {
