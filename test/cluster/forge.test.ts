@@ -96,7 +96,7 @@ describe('forge on a cluster', () => {
     expect(unknown.stderr).toContain('cannot tell how to build this directory');
   }, 300_000);
 
-  it.skipIf(noDocker !== undefined)('Docker pulls the built image from another node and it answers HTTP', async () => {
+  it.skipIf(noDocker !== undefined)('Docker pulls the built images (Node.js, Python) from another node and they answer HTTP; --runner docker', async () => {
     const env = { ...process.env, DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}`, DOCKER_CONFIG: dir };
     const reg = await (async () => {
       const client = c.client('b3');
@@ -121,6 +121,26 @@ describe('forge on a cluster', () => {
     } finally {
       await run('docker', ['rm', '-f', id], { env }).catch(() => undefined);
       await run('docker', ['rmi', '-f', ref], { env }).catch(() => undefined);
+    }
+
+    // Python: the python base (this host's python3), requirements.txt + main.py, run by Docker
+    const penv = { ...omniEnv('b1'), OMNI_FORGE_BASE_CACHE: process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base') };
+    await run('scripts/forge-base.sh', ['python', '--import'], { env: penv, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+    const py = JSON.parse(await omni('b1', 'build', 'test/fixtures/forge/python-api', '--repo', 'team/python-api', '--json')) as Built;
+    expect(py.type).toBe('python');
+    const pyRef = `${reg}/team/python-api@${py.digest}`;
+    await run('docker', ['pull', pyRef], { env, timeout: 300_000 });
+    const pyPort = 20000 + Math.floor(Math.random() * 20000);
+    const pyId = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${pyPort}:8080`, pyRef], { env })).stdout.trim();
+    try {
+      const res = await waitFor('the Forge-built Python app answers', async () => (await httpGet(pyPort, '/py').catch(() => undefined)) ?? undefined, 30_000);
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toEqual({ ok: true, path: '/py' });
+    } finally {
+      const logs = await run('docker', ['logs', pyId], { env }).catch(() => undefined);
+      if (logs?.stderr) console.log(logs.stderr.slice(-2000));
+      await run('docker', ['rm', '-f', pyId], { env }).catch(() => undefined);
+      await run('docker', ['rmi', '-f', pyRef], { env }).catch(() => undefined);
     }
 
     // --runner docker: the install and the steps run in a container from the runtime base (its /bin/sh is busybox; the host's is not)
