@@ -3,8 +3,8 @@
 # internet): a root filesystem with a static busybox (/bin/sh and the usual tools, httpd), plus
 #   node    this host's `node` (or $NODE) and npm, with the shared libraries they load
 #   python  this host's `python3` (or $PYTHON): its interpreter, standard library (tests, idle,
-#           tkinter, ensurepip and site-packages left out: dependencies live in /app/.deps) and
-#           shared libraries
+#           tkinter, ensurepip left out), pip (site-packages holds nothing else: dependencies
+#           live in /app/.deps) and shared libraries
 #   static  busybox alone (httpd serves /app)
 # Each tree is cached under $OMNI_FORGE_BASE_CACHE (default ~/.cache/omni/forge-base), keyed by
 # the runtime's version: a second run reuses it. With --import it is imported into the cluster's
@@ -65,10 +65,13 @@ libs() {
   done
 }
 
+# Bumped when what goes into a tree changes (a cached tree of an older recipe is not reused).
+readonly RECIPE=2
+
 # Makes (or reuses) the tree NAME-KEY; prints its path.
 tree() {
   local name=$1 key=$2 make=$3
-  local dir="$CACHE/$name-$key"
+  local dir="$CACHE/$name-$key-r$RECIPE"
   if [[ -f $dir/.done ]]; then say "$name: cached $dir/rootfs"; echo "$dir/rootfs"; return; fi
   rm -rf "$dir" && mkdir -p "$dir"
   say "$name: making $dir/rootfs"
@@ -112,7 +115,9 @@ make_python() {
   libs "$r" "$PY_BIN"
   # The standard library without tests, IDLE, tkinter and caches.
   (cd "$prefix/lib" && tar -c --exclude="python$ver/test" --exclude="python$ver/idlelib" --exclude="python$ver/tkinter" \
-    --exclude="python$ver/turtledemo" --exclude='__pycache__' --exclude="python$ver/site-packages/*" --exclude="python$ver/ensurepip" --exclude="python$ver/lib2to3/tests" "python$ver") | tar -x -C "$r$prefix/lib"
+    --exclude="python$ver/turtledemo" --exclude='__pycache__' --exclude="python$ver/ensurepip" --exclude="python$ver/lib2to3/tests" "python$ver") | tar -x -C "$r$prefix/lib"
+  # site-packages: pip only (the dependency step runs it; the app's packages live in /app/.deps)
+  find "$r$prefix/lib/python$ver/site-packages" -mindepth 1 -maxdepth 1 ! -name 'pip' ! -name 'pip-*' -exec rm -rf {} +
   local so
   for so in "$prefix"/lib/libpython*.so*; do [[ -e $so ]] && cp -a "$so" "$r$prefix/lib/"; done
   for so in "$r$prefix/lib/python$ver/lib-dynload/"*.so; do libs "$r" "$so"; done
