@@ -15,7 +15,7 @@
 // Every byte Forge writes is reproducible, so the same source gives the same digest on any node.
 import { createHash } from 'node:crypto';
 import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { detect, type BuildPlan, type SourceView } from '../../protocol/forge/detect.js';
 import { buildImage, sourceTag, OCI_CONFIG, OCI_LAYER_GZIP, type BaseConfig, type Descriptor, type ForgeLayer } from '../../protocol/forge/image.js';
@@ -93,12 +93,17 @@ export function ignoreRules(dir: string): IgnoreRule[] {
   return rules;
 }
 
-/** A SourceView of a directory: ignored files do not exist; files over 1 MiB cannot be read. */
+/**
+ * A SourceView of a directory: ignored files do not exist; files over 1 MiB cannot be read; a
+ * symbolic link is not followed (it counts as no file: its target may be outside the tree).
+ */
 export function dirView(dir: string, rules: readonly IgnoreRule[]): SourceView {
   const file = (p: string) => {
     if (isIgnored(rules, p, false)) return undefined;
     try {
-      const st = statSync(join(dir, p));
+      const parts = p.split('/');
+      for (let i = 1; i < parts.length; i++) if (!lstatSync(join(dir, ...parts.slice(0, i))).isDirectory()) return undefined;
+      const st = lstatSync(join(dir, p));
       return st.isFile() ? st : undefined;
     } catch {
       return undefined;

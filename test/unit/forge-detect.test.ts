@@ -2,6 +2,7 @@
 // .gitignore/.dockerignore patterns.
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
+import { mkdir } from 'node:fs/promises';
 import { detect, procfileWeb, type SourceView } from '../../protocol/forge/detect.js';
 import { parseBuildYaml } from '../../protocol/forge/build-yaml.js';
 import { isIgnored, parseIgnore } from '../../protocol/forge/ignore.js';
@@ -109,6 +110,22 @@ describe('detect', () => {
     expect(error(mem({}))).toContain('cannot tell');
     const r = detect(dirView(fixture('node-api'), parseIgnore('server.js\npackage.json\n')));
     expect(r.ok).toBe(false);
+  });
+
+  it('a symbolic link is not followed: package.json pointing outside the tree does not count', async () => {
+    const { mkdtemp, symlink, writeFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const d = await mkdtemp(join(tmpdir(), 'omni-forge-link-'));
+    try {
+      await writeFile(join(d, 'outside.json'), '{"scripts":{"start":"x"}}');
+      await mkdir(join(d, 'tree'));
+      await symlink(join(d, 'outside.json'), join(d, 'tree/package.json'));
+      await writeFile(join(d, 'tree/package-lock.json'), '{}');
+      expect(error(dirView(join(d, 'tree'), []))).toContain('cannot tell');
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
   });
 
   it('procfileWeb', () => {
