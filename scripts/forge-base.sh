@@ -12,7 +12,7 @@
 #   ${OMNI:-bin/omni} images import-rootfs DIR REPO:TAG   (OMNI_ADDR/--addr and the token as usual)
 # and the same tree gives the same digest (the layer is reproducible).
 #
-#   scripts/forge-base.sh [node|python|static|all] [--import] [-- extra omni flags]
+#   scripts/forge-base.sh [node|python|static|all]... [--import] [-- extra omni flags]
 #
 # Without busybox-static: apt-get install -y busybox-static. Another way to a base (a Debian
 # userland): debootstrap --variant=minbase bookworm DIR http://your-mirror, then
@@ -26,18 +26,21 @@ CACHE=${OMNI_FORGE_BASE_CACHE:-${HOME:-/root}/.cache/omni/forge-base}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 OMNI=${OMNI:-$(cd "$(dirname "$0")/.." && pwd)/bin/omni}
 
-what=all
+whats=()
 import=0
 extra=()
 while (($#)); do
   case $1 in
-    node|python|static|all) what=$1 ;;
+    node|python|static|all) whats+=("$1") ;;
     --import) import=1 ;;
     --) shift; extra=("$@"); break ;;
     *) die "unknown argument $1 (usage: forge-base.sh [node|python|static|all] [--import] [-- omni flags])" ;;
   esac
   shift
 done
+
+((${#whats[@]})) || whats=(all)
+want() { local w; for w in "${whats[@]}"; do [[ $w == "$1" || $w == all ]] && return 0; done; return 1; }
 
 [[ -x $BUSYBOX ]] || die "no static busybox at $BUSYBOX (apt-get install -y busybox-static, or BUSYBOX=PATH)"
 file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' || die "$BUSYBOX is not statically linked"
@@ -131,17 +134,17 @@ run_import() {
   "$OMNI" images import-rootfs "$dir" "$ref" "${extra[@]}"
 }
 
-if [[ $what == node || $what == all ]]; then
+if want node; then
   [[ -x $NODE_BIN ]] || die "no node on PATH (or NODE=PATH)"
   nver=$("$NODE_BIN" --version)
   run_import "$(tree node "${nver#v}" make_node)" "omni/node:$(echo "${nver#v}" | cut -d. -f1)"
 fi
-if [[ $what == python || $what == all ]]; then
+if want python; then
   [[ -x $PY_BIN ]] || die "no python3 on PATH (or PYTHON=PATH)"
   pver=$("$PY_BIN" -c 'import sys; print(".".join(map(str, sys.version_info[:3])))')
   run_import "$(tree python "$pver" make_python)" "omni/python:3"
 fi
-if [[ $what == static || $what == all ]]; then
+if want static; then
   bver=$("$BUSYBOX" 2>&1 | head -1 | grep -o 'v[0-9][0-9.]*' | head -1 || true)
   run_import "$(tree static "$bver" make_static)" "omni/static:1"
 fi
