@@ -96,7 +96,7 @@ try {
       depsFile: 'package.json',
       bump: (t: string, m: string) => JSON.stringify({ ...(JSON.parse(t) as object), description: m }, null, 2),
       dockerfile: (from: string) =>
-        `FROM ${from} AS deps\nWORKDIR /app\nCOPY package.json package-lock.json ./\nRUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund\nFROM ${from}\nWORKDIR /app\nCOPY --from=deps /app/node_modules ./node_modules\nCOPY . .\nENV PORT=8080\nCMD ["node","server.js"]\n`,
+        `FROM ${from} AS deps\nWORKDIR /app\nCOPY package.json package-lock.json ./\nRUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && mkdir -p node_modules\nFROM ${from}\nWORKDIR /app\nCOPY --from=deps /app/node_modules ./node_modules\nCOPY . .\nENV PORT=8080\nCMD ["node","server.js"]\n`,
     },
     {
       suffix: 'python',
@@ -106,7 +106,7 @@ try {
       depsFile: 'requirements.txt',
       bump: (t: string, m: string) => `${t}# ${m}\n`,
       dockerfile: (from: string) =>
-        `FROM ${from} AS deps\nWORKDIR /app\nCOPY requirements.txt ./\nRUN python3 -m pip install --no-cache-dir --disable-pip-version-check --target .deps -r requirements.txt\nFROM ${from}\nWORKDIR /app\nCOPY --from=deps /app/.deps ./.deps\nCOPY . .\nENV PORT=8080 PYTHONPATH=/app/.deps\nCMD ["python3","main.py"]\n`,
+        `FROM ${from} AS deps\nWORKDIR /app\nCOPY requirements.txt ./\nRUN python3 -m pip install --no-cache-dir --disable-pip-version-check --target .deps -r requirements.txt && mkdir -p .deps\nFROM ${from}\nWORKDIR /app\nCOPY --from=deps /app/.deps ./.deps\nCOPY . .\nENV PORT=8080 PYTHONPATH=/app/.deps\nCMD ["python3","main.py"]\n`,
     },
   ];
   for (const a of apps) {
