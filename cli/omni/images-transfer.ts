@@ -11,6 +11,7 @@ import { registryFor } from './registry-client.js';
 import { Progress } from './progress.js';
 import { OmniError } from '../../node/errors.js';
 import { clusterRef, parsePlatform, showName, showPlatform, DOCKER_CONFIG_MEDIA_TYPE, OCI_CONFIG_MEDIA_TYPE, type Platform, type RegistryName } from '../../protocol/registry/image-archive.js';
+import { importRootfs } from '../../node/forge/rootfs.js';
 import { finishLayout, fetchImage, hostPlatform, newFetchContext, newLayoutDir, newPushContext, openSource, packLayout, placeLayoutDir, pushSourceImage, type ImageSource, type SourceImage } from './image-files.js';
 
 type Values = Record<string, unknown>;
@@ -233,4 +234,23 @@ export async function pullImage(refText: string, values: Values): Promise<number
   if (values.json) return printJson(r), 0;
   process.stdout.write(`pulled ${showName({ repository: r.repository, tag: r.tag, digest: r.tag ? undefined : r.digest })}${r.platform ? ` (${r.platform})` : ''} ${r.digest}: ${r.blobs} blobs (${formatBytes(r.bytes)}) into the OCI layout ${r.format === 'oci-layout-dir' ? 'directory' : 'tar'} ${r.output}\n`);
   return 0;
+}
+
+/** omni images import-rootfs DIR|TAR REPO:TAG: a root filesystem as a one-layer image (Forge's runtime bases). */
+export async function importRootfsCommand(path: string, refText: string, values: Values): Promise<number> {
+  const ref = refArg(refText, 'omni images import-rootfs');
+  if (ref.digest) throw new UsageError('omni images import-rootfs: give REPOSITORY:TAG, not a digest (the digest is what the import computes)');
+  const cmd = values.cmd as string | undefined;
+  return withAbort(async (signal) => {
+    const client = connect(values);
+    try {
+      const reg = await registryFor(client, values, signal);
+      const r = await importRootfs(reg, resolve(path), ref.repository, ref.tag ?? 'latest', { architecture: hostPlatform().architecture, ...(cmd ? { cmd: ['/bin/sh', '-c', cmd] } : {}) });
+      if (values.json) return printJson(r), 0;
+      process.stdout.write(`${r.repository}:${r.tag} ${r.digest} (one layer, ${formatBytes(r.layer.sizeBytes)}${r.uploaded ? '' : ', already in the registry'})\n`);
+      return 0;
+    } finally {
+      client.close();
+    }
+  });
 }
