@@ -22,7 +22,7 @@ import { DockerRunner, registryBases } from '../../node/forge/docker-runner.js';
 import type { StepRunner } from '../../node/forge/runner.js';
 import { sourceTag } from '../../protocol/forge/image.js';
 import { newPushContext, openSource, pushSourceImage } from './image-files.js';
-import type { RegistryClient } from './registry-client.js';
+import type { Registry } from './registry-client.js';
 import { HostRunner, StepFailed } from '../../node/forge/runner.js';
 import { isRepositoryName, isTag } from '../../protocol/registry/reference.js';
 
@@ -94,7 +94,7 @@ function dockerSocket(): string | undefined {
 }
 
 /** A Dockerfile project: the engine builds the context, `docker save` is pushed like omni images import. */
-function dockerfileBuilder(reg: RegistryClient, progress: Progress): DockerfileBuild | undefined {
+function dockerfileBuilder(reg: Registry, progress: Progress): DockerfileBuild | undefined {
   const socketPath = dockerSocket();
   if (!socketPath) return undefined;
   return async (i) => {
@@ -136,7 +136,7 @@ export async function build(argv: string[]): Promise<number> {
     if (runnerKind === 'docker') {
       const socketPath = dockerSocket();
       if (!socketPath) throw new OmniError('UNAVAILABLE', '--runner docker: no Docker engine (set DOCKER_HOST=unix:///path/docker.sock)');
-      const url = new URL(reg.baseUrl);
+      const url = new URL(reg.url);
       const docker = new Docker({ socketPath });
       runner = new DockerRunner(docker, registryBases(docker, url.host, credentials(values).token, (r, t) => reg.resolveTag(r, t)));
     }
