@@ -22,6 +22,8 @@ commands:
   images   the cluster's image registry: ls, inspect, tag, rm, import, export, push, pull, gc,
            replicas, registry (its /v2/ address)
   registry ca: the cluster CA (PEM) for docker/skopeo to trust a registry served over HTTPS
+  build    build DIR from source into an image of the cluster's registry (Forge):
+           detection, cached dependency layer, reproducible layers, REPO:sha-<source digest>
   bundle   air-gap bundle: export APP... -o FILE (specs + images), import FILE on another cluster
 
   version  omni's version (also --version)
@@ -48,6 +50,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   endpoints: async () => (await apps()).endpoints,
   images: async () => (await import('./omni/images.js')).images,
   bundle: async () => (await import('./omni/bundle.js')).bundle,
+  build: async () => (await import('./omni/build.js')).build,
   registry: async () => (await import('./omni/registry.js')).registry,
 };
 

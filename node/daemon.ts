@@ -437,6 +437,7 @@ export class Omnid {
               url: () => r.server!.url,
               heldBlobs: () => ({ count: r.store.held().length, bytes: r.store.heldBytes() }),
               recentTransfers: () => r.recentTransfers(),
+              recentPrefetches: () => r.recentPrefetches(),
               replication: () => r.replicationStatus() ?? null,
               gc: (req: GcRequest, caller: Caller) => r.gc.request(req, caller),
               gcPolicy: () => r.gc.policy(),

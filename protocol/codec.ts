@@ -467,6 +467,147 @@ message SnapshotFrame {
 }
 
 // ---------------------------------------------------------------------------
+// Cluster state commands (protocol/cluster/commands.ts): the data of a normal Raft entry is
+// the byte 0x00 followed by one Command. Data starting with any other byte is the UTF-8 JSON
+// written before (still decoded, exactly as then). Strings are UTF-8; kv values are bytes
+// (the UTF-8 of the value, never escaped); enumerations travel as their names ("up",
+// "draining", "admin", ...), checked by the same readers as the JSON form. Proto3 scalars
+// that are absent read as their defaults; 'optional' ones and messages stay absent. A field
+// this schema does not define, or one on the wrong wire type, refuses the whole command.
+// ---------------------------------------------------------------------------
+
+message GpuInfo {
+  string model = 1;
+  uint64 memory_bytes = 2;
+}
+
+message NodeResources {
+  double cpu_cores = 1;
+  uint64 memory_bytes = 2;
+  uint64 disk_bytes = 3;
+  string arch = 4;
+  repeated GpuInfo gpus = 5;
+}
+
+message NodeRegistration {
+  string id = 1;
+  string name = 2;
+  repeated string addrs = 3;
+  string api_url = 4;
+  NodeResources resources = 5;
+  map<string, string> labels = 6;
+}
+
+message TokenGrant {
+  string id = 1;
+  string hash = 2;
+  string role = 3;
+  string name = 4;
+}
+
+message ClusterInitCommand {
+  string cluster_id = 1;
+  double voter_target = 2;
+  string root_node_id = 3;
+  bool ephemeral_root = 4;
+  optional uint64 max_state_bytes = 5;
+}
+
+message ConfigSetCommand {
+  double voter_target = 1;
+}
+
+message RootRetireCommand {
+}
+
+message NodeRegisterCommand {
+  NodeRegistration node = 1;
+}
+
+message NodeStatusCommand {
+  string id = 1;
+  string status = 2;
+  optional string reason = 3;
+}
+
+message NodeRemoveCommand {
+  string id = 1;
+}
+
+message NodeEligibilityCommand {
+  string id = 1;
+  string eligibility = 2;
+  optional string expected = 3;
+}
+
+message TokenAddCommand {
+  TokenGrant token = 1;
+}
+
+message TokenRevokeCommand {
+  string id = 1;
+}
+
+message KvPutCommand {
+  string key = 1;
+  bytes value = 2;
+  optional uint64 expected_version = 3;
+}
+
+message KvDeleteCommand {
+  string key = 1;
+  optional uint64 expected_version = 2;
+}
+
+// The key's version must equal version (0: absent), or the key must hold exactly value.
+message KvCompare {
+  string key = 1;
+  oneof expect {
+    uint64 version = 2;
+    bytes value = 3;
+  }
+}
+
+message KvTxnPut {
+  string key = 1;
+  bytes value = 2;
+}
+
+message KvTxnDelete {
+  string key = 1;
+}
+
+message KvTxnOp {
+  oneof op {
+    KvTxnPut put = 1;
+    KvTxnDelete delete = 2;
+  }
+}
+
+message KvTxnCommand {
+  repeated KvCompare compares = 1;
+  repeated KvTxnOp ops = 2;
+}
+
+// Exactly one body. Field numbers are the wire identity of each command type: never reuse one.
+message Command {
+  oneof body {
+    ClusterInitCommand cluster_init = 1;
+    ConfigSetCommand config_set = 2;
+    RootRetireCommand root_retire = 3;
+    NodeRegisterCommand node_register = 4;
+    NodeStatusCommand node_status = 5;
+    NodeRemoveCommand node_remove = 6;
+    NodeEligibilityCommand node_eligibility = 7;
+    TokenAddCommand token_add = 8;
+    TokenRevokeCommand token_revoke = 9;
+    KvPutCommand kv_put = 10;
+    KvDeleteCommand kv_delete = 11;
+    KvTxnCommand kv_txn = 12;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Cluster messages (membership, join, gossip, API, agent, forge, registry)
 // will be added below as those layers are written. Add them here, not elsewhere.
 // ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import { silentLogger } from '../node/logger.js';
 import type { Rng } from '../protocol/rng.js';
 import type { NodeId } from '../protocol/raft/types.js';
 import { encodeCommand, type Command } from '../protocol/cluster/state.js';
-import { appKey, parseRecord, specKey, statusKey, taskKey, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../protocol/apps/model.js';
+import { appKey, parseRecord, specKey, type AppRecord } from '../protocol/apps/model.js';
 import type { AppSpec } from '../protocol/apps/spec.js';
 import type { RaftNode } from '../node/raft/raft-node.js';
 import type { ClusterAccess, RaftView } from '../node/cluster/ports.js';
@@ -439,22 +439,21 @@ export class SimApps {
     }
     const other = this.running.get(taskId);
     if (other !== undefined && other !== id) this.host.violation(`task ${taskId} started on ${id} while it runs on ${other}`);
-    const rec = node ? parseRecord<TaskRecord>(node.state.kvGet(taskKey(taskId))?.value) : undefined;
+    const rec = node ? node.state.tables.task(taskId) : undefined;
     if (rec && rec.nodeId !== id) this.host.violation(`agent on ${id} started task ${taskId}, which is placed on ${rec.nodeId}`);
     this.running.set(taskId, id);
     if (cfg.exclusive) this.exclusiveRunning.set(taskId, cfg.app);
     this.host.coverage.tasks_started++;
     // A replacement for a task lost with a node that is down.
     if (node && rec) {
-      const lost = node.state.kvList(TASK_PREFIX, 10_000).some((r) => {
-        const t = parseRecord<TaskRecord>(r.value);
-        return t !== undefined && t.app === rec.app && t.id !== taskId && t.nodeId !== id && t.desired === 'stop' && node.state.node(t.nodeId)?.status === 'down';
+      // Through the tasks-by-app index (protocol/apps/tables.ts).
+      const lost = node.state.tables.tasksOfApp(rec.app).some((t) => {
+        return t.app === rec.app && t.id !== taskId && t.nodeId !== id && t.desired === 'stop' && node.state.node(t.nodeId)?.status === 'down';
       });
       if (lost) this.host.coverage.tasks_rescheduled++;
       // An exclusive replacement placed on the strength of the old node's silence (its lease lapsed), not its report.
-      const unreleased = cfg.exclusive && node.state.kvList(TASK_PREFIX, 10_000).some((r) => {
-        const t = parseRecord<TaskRecord>(r.value);
-        return t !== undefined && t.app === rec.app && t.id !== taskId && t.desired === 'stop' && parseRecord<TaskStatusRecord>(node.state.kvGet(statusKey(t.id))?.value)?.released !== true;
+      const unreleased = cfg.exclusive && node.state.tables.tasksOfApp(rec.app).some((t) => {
+        return t.app === rec.app && t.id !== taskId && t.desired === 'stop' && node.state.tables.status(t.id)?.released !== true;
       });
       if (unreleased) this.host.coverage.exclusive_replacements++;
     }

@@ -13,7 +13,7 @@ import { decodeConfChange } from '../protocol/codec.js';
 import { Raft, bootstrapState, emptyState } from '../protocol/raft/raft.js';
 import { ALL_BUGS, type BugName, ConfChangeType, type Entry, EntryType, type Message, MessageType, type NodeId, type Ready, Role } from '../protocol/raft/types.js';
 import { seededRng, type Rng } from '../protocol/rng.js';
-import { encodeCommand, type Command } from '../protocol/cluster/state.js';
+import { decodeCommand, encodeCommand, type Command } from '../protocol/cluster/state.js';
 import { RaftNode, guardSink } from '../node/raft/raft-node.js';
 import { SimDisk } from './disk.js';
 import { EventQueue } from './event-queue.js';
@@ -902,7 +902,7 @@ export class Simulation {
   private observeApply(n: SimNode, e: Entry): void {
     const raft = n.raft!;
     this.invariants.observeApply(n.id, e, raft.log.committed);
-    this.trace(() => `${n.id}: apply ${e.index}@${e.term} ${e.data.byteLength > 0 ? new TextDecoder().decode(e.data).slice(0, 120) : "(no-op)"}`);
+    this.trace(() => `${n.id}: apply ${e.index}@${e.term} ${describeEntryData(e)}`);
     if (e.type !== EntryType.ConfChange) return;
     const cc = decodeConfChange(e.data);
     const racing = raft.log.pendingSnapshot;
@@ -1345,4 +1345,14 @@ const SIM_EPOCH_MS = 1_767_225_600_000;
 
 export function runSeed(seed: number, bugs?: ReadonlySet<SimBug>, traceLines?: number): Promise<SimResult> {
   return new Simulation({ seed, ...(bugs ? { bugs } : {}), ...(traceLines ? { traceLines } : {}) }).run();
+}
+
+/** A normal entry's command for the trace (commands are protobuf: printed as their JSON). */
+function describeEntryData(e: Entry): string {
+  if (e.data.byteLength === 0) return '(no-op)';
+  if (e.type === EntryType.Normal) {
+    const d = decodeCommand(e.data);
+    if (d.ok) return JSON.stringify(d.command).slice(0, 120);
+  }
+  return new TextDecoder().decode(e.data).slice(0, 120);
 }

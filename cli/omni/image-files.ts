@@ -40,12 +40,13 @@ import {
   readImageConfig,
   readLayoutIndex,
   registryName,
+  platformForArch,
   type DockerArchiveImage,
   type LayoutEntry,
   type Platform,
   type RegistryName,
 } from '../../protocol/registry/image-archive.js';
-import type { RegistryClient } from './registry-client.js';
+import type { Registry } from './registry-client.js';
 import type { Progress } from './progress.js';
 
 /** Nested indexes followed (an index of indexes of manifests is depth 2). */
@@ -243,7 +244,7 @@ export interface PushStats {
 }
 
 export interface PushContext {
-  reg: RegistryClient;
+  reg: Registry;
   progress: Progress;
   stats: PushStats;
   /** repo@digest of manifests already pushed in this run. */
@@ -254,7 +255,7 @@ export interface PushContext {
   compressed: Map<string, { digest: string; sizeBytes: number; path: string }>;
 }
 
-export function newPushContext(reg: RegistryClient, progress: Progress, work: string): PushContext {
+export function newPushContext(reg: Registry, progress: Progress, work: string): PushContext {
   return { reg, progress, work, stats: { uploaded: 0, present: 0, bytesUploaded: 0, manifests: 0 }, pushed: new Set(), compressed: new Map() };
 }
 
@@ -402,7 +403,7 @@ export function pushSourceImage(ctx: PushContext, src: ImageSource, img: SourceI
 // ---------------------------------------------------------------------------------- fetch
 
 export interface FetchContext {
-  reg: RegistryClient;
+  reg: Registry;
   progress: Progress;
   /** The layout directory being written. */
   dir: string;
@@ -411,7 +412,7 @@ export interface FetchContext {
   stats: { blobs: number; bytes: number };
 }
 
-export function newFetchContext(reg: RegistryClient, progress: Progress, dir: string): FetchContext {
+export function newFetchContext(reg: Registry, progress: Progress, dir: string): FetchContext {
   return { reg, progress, dir, seen: new Set(), stats: { blobs: 0, bytes: 0 } };
 }
 
@@ -519,6 +520,5 @@ export async function placeLayoutDir(dir: string, out: string): Promise<void> {
 
 /** The platform of this machine, as images name it (linux/amd64, linux/arm64, …). */
 export function hostPlatform(): Platform {
-  const arch: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', mips64el: 'mips64le', loong64: 'loong64' };
-  return { os: 'linux', architecture: arch[process.arch] ?? process.arch };
+  return platformForArch(process.arch);
 }

@@ -11,6 +11,7 @@ import { registryFor } from './registry-client.js';
 import { Progress } from './progress.js';
 import { OmniError } from '../../node/errors.js';
 import { clusterRef, parsePlatform, showName, showPlatform, DOCKER_CONFIG_MEDIA_TYPE, OCI_CONFIG_MEDIA_TYPE, type Platform, type RegistryName } from '../../protocol/registry/image-archive.js';
+import { importRootfs } from '../../node/forge/rootfs.js';
 import { finishLayout, fetchImage, hostPlatform, newFetchContext, newLayoutDir, newPushContext, openSource, packLayout, placeLayoutDir, pushSourceImage, type ImageSource, type SourceImage } from './image-files.js';
 
 type Values = Record<string, unknown>;
@@ -62,6 +63,8 @@ interface PushSummary {
   blobsPresent: number;
   bytesUploaded: number;
   manifests: number;
+  /** Times the transfer moved to another node's registry because one stopped answering. */
+  failovers: number;
 }
 
 async function pushing(path: string, values: Values, run: (src: ImageSource, push: (img: SourceImage, repo: string, tags: string[]) => Promise<{ digest: string }>) => Promise<void>): Promise<PushSummary> {
@@ -83,7 +86,7 @@ async function pushing(path: string, values: Values, run: (src: ImageSource, pus
         return pushed;
       });
       const s = ctx.stats;
-      return { source: file, format: src.format, images, blobsUploaded: s.uploaded, blobsPresent: s.present, bytesUploaded: s.bytesUploaded, manifests: s.manifests };
+      return { source: file, format: src.format, images, blobsUploaded: s.uploaded, blobsPresent: s.present, bytesUploaded: s.bytesUploaded, manifests: s.manifests, failovers: reg.failovers };
     } finally {
       progress.end();
       client.close();
@@ -159,6 +162,8 @@ interface FetchSummary {
   bytes: number;
   sizeBytes: number;
   dockerLoad: boolean;
+  /** Times the transfer moved to another node's registry because one stopped answering. */
+  failovers: number;
 }
 
 async function fetching(refText: string, values: Values, o: { export: boolean }): Promise<FetchSummary> {
@@ -205,6 +210,7 @@ async function fetching(refText: string, values: Values, o: { export: boolean })
         bytes: ctx.stats.bytes,
         sizeBytes,
         dockerLoad: top.image !== undefined,
+        failovers: reg.failovers,
       };
     } finally {
       progress.end();
@@ -228,4 +234,23 @@ export async function pullImage(refText: string, values: Values): Promise<number
   if (values.json) return printJson(r), 0;
   process.stdout.write(`pulled ${showName({ repository: r.repository, tag: r.tag, digest: r.tag ? undefined : r.digest })}${r.platform ? ` (${r.platform})` : ''} ${r.digest}: ${r.blobs} blobs (${formatBytes(r.bytes)}) into the OCI layout ${r.format === 'oci-layout-dir' ? 'directory' : 'tar'} ${r.output}\n`);
   return 0;
+}
+
+/** omni images import-rootfs DIR|TAR REPO:TAG: a root filesystem as a one-layer image (Forge's runtime bases). */
+export async function importRootfsCommand(path: string, refText: string, values: Values): Promise<number> {
+  const ref = refArg(refText, 'omni images import-rootfs');
+  if (ref.digest) throw new UsageError('omni images import-rootfs: give REPOSITORY:TAG, not a digest (the digest is what the import computes)');
+  const cmd = values.cmd as string | undefined;
+  return withAbort(async (signal) => {
+    const client = connect(values);
+    try {
+      const reg = await registryFor(client, values, signal);
+      const r = await importRootfs(reg, resolve(path), ref.repository, ref.tag ?? 'latest', { architecture: hostPlatform().architecture, ...(cmd ? { cmd: ['/bin/sh', '-c', cmd] } : {}) });
+      if (values.json) return printJson(r), 0;
+      process.stdout.write(`${r.repository}:${r.tag} ${r.digest} (one layer, ${formatBytes(r.layer.sizeBytes)}${r.uploaded ? '' : ', already in the registry'})\n`);
+      return 0;
+    } finally {
+      client.close();
+    }
+  });
 }

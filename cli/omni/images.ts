@@ -4,7 +4,7 @@
 // recent transfers).
 import { parse, printJson, table, formatBytes, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
-import { exportImage, importImages, pullImage, pushImage } from './images-transfer.js';
+import { exportImage, importImages, importRootfsCommand, pullImage, pushImage } from './images-transfer.js';
 import { formatDuration } from './progress.js';
 import { MAX_REPLICAS } from '../../protocol/registry/durability.js';
 
@@ -13,6 +13,7 @@ const USAGE = `usage: omni images [ls] [flags]
        omni images tag SOURCE TARGET [flags]
        omni images rm REPOSITORY[:TAG|@DIGEST] [flags]
        omni images import FILE|DIR [flags]
+       omni images import-rootfs DIR|TAR REPOSITORY:TAG [--cmd CMD] [flags]
        omni images export REPOSITORY[:TAG|@DIGEST] -o FILE [--platform OS/ARCH] [flags]
        omni images push REPOSITORY[:TAG|@DIGEST] FILE|DIR [--select NAME] [flags]
        omni images pull REPOSITORY[:TAG|@DIGEST] -o PATH [--platform OS/ARCH] [flags]
@@ -33,6 +34,12 @@ export, push and pull, no Docker needed.
                     (REPO@sha256:…); the blobs stay until garbage collection
   import FILE|DIR   push every image of a docker save tarball (gzip too) or an OCI image layout
                     (a directory or a tar) under the names it gives them
+  import-rootfs DIR|TAR REPO:TAG
+                    a runtime base image from a root filesystem (a directory, or a tar of one):
+                    one layer, no Docker or registry needed (scripts/forge-base.sh makes Forge's
+                    bases this way). A directory gives a reproducible layer (sorted, fixed
+                    times, root-owned, normalised modes; device files left out); a tar is kept
+                    as it is. --cmd CMD: the image's default command (run with sh -c)
   export REF -o FILE
                     write the image as a tarball docker load reads (also an OCI layout that
                     skopeo reads as oci-archive:FILE); of a multi-platform image, this machine's
@@ -184,12 +191,14 @@ const FLAGS = {
   registry: { type: 'string' as const },
   platform: { type: 'string' as const },
   select: { type: 'string' as const },
+  cmd: { type: 'string' as const },
 };
 
 /** Which subcommands take which of the flags above (connection flags go everywhere). */
 const SUB_FLAGS: Record<string, string[]> = {
   gc: ['dry-run', 'grace', 'keep-last', 'save'],
   import: ['registry'],
+  'import-rootfs': ['registry', 'cmd'],
   push: ['registry', 'select'],
   export: ['registry', 'output', 'platform'],
   pull: ['registry', 'output', 'platform'],
@@ -207,6 +216,7 @@ const ARITY: Record<string, [number, number, string]> = {
   tag: [2, 2, 'SOURCE and TARGET (omni images tag team/api:1.4 team/api:stable)'],
   import: [1, 1, 'one FILE or DIR (a docker save tarball or an OCI layout)'],
   export: [1, 1, 'an image reference and -o FILE'],
+  'import-rootfs': [2, 2, 'DIR|TAR and REPOSITORY:TAG (omni images import-rootfs ./rootfs omni/node:24)'],
   pull: [1, 1, 'an image reference and -o PATH'],
   push: [2, 2, 'REF and FILE|DIR (omni images push team/api:1.4 api.tar)'],
   replicas: [0, 2, 'REPOSITORY [N|default]'],
@@ -225,6 +235,7 @@ export async function images(argv: string[]): Promise<number> {
   }
   const [ref, second] = args;
   if (sub === 'import') return importImages(ref, values);
+  if (sub === 'import-rootfs') return importRootfsCommand(ref, second, values);
   if (sub === 'push') return pushImage(ref, second, values);
   if (sub === 'export') return exportImage(ref, values);
   if (sub === 'pull') return pullImage(ref, values);

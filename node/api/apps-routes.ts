@@ -10,7 +10,7 @@ import { nodeHost } from '../../protocol/cluster/node-host.js';
 import { readJson, queryBool, queryInt, queryParam, objectBody } from './input.js';
 import { OmniError } from '../errors.js';
 import { validateAppSpec, specDigest, type AppSpec } from '../../protocol/apps/spec.js';
-import { appKey, isServing, isStable, parseRecord, specKey, statusKey, APP_PREFIX, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import { appKey, isServing, isStable, parseRecord, specKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import type { KvTxnOp, NodeEligibility, NodeRecord } from '../../protocol/cluster/state.js';
 import type { Caller } from '../cluster/caller.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
@@ -105,12 +105,10 @@ export class AppsApi {
 
   private tasks(name: string): { task: TaskRecord; status?: TaskStatusRecord }[] {
     const state = this.d.raft.state;
-    return state
-      .kvList(`${TASK_PREFIX}${name}-`, 100_000)
-      .flatMap((r) => {
-        const t = parseRecord<TaskRecord>(r.value);
-        return t && t.app === name ? [{ task: t, status: parseRecord<TaskStatusRecord>(state.kvGet(statusKey(t.id))?.value) }] : [];
-      })
+    // The tasks-by-app index and statuses by task.
+    return state.tables
+      .tasksOfApp(name)
+      .map((t) => ({ task: t, status: state.tables.status(t.id) }))
       .sort((a, b) => a.task.createdAtMs - b.task.createdAtMs);
   }
 
@@ -172,10 +170,7 @@ export class AppsApi {
 
   async list(url: URL): Promise<[number, unknown]> {
     await this.consistent(url);
-    const apps = this.d.raft.state.kvList(APP_PREFIX, 10_000).flatMap((r) => {
-      const a = parseRecord<AppRecord>(r.value);
-      return a ? [this.summary(a)] : [];
-    });
+    const apps = this.d.raft.state.tables.apps().slice(0, 10_000).map((a) => this.summary(a));
     return [200, { apps }];
   }
 
@@ -265,10 +260,7 @@ export class AppsApi {
     const n = this.node(name);
     // Through the tasks-by-node index, not a scan of every task.
     const state = this.d.raft.state;
-    const tasks = state.taskKeysOnNode(n.id).flatMap((key) => {
-      const t = parseRecord<TaskRecord>(state.kvGet(key)?.value);
-      return t && t.nodeId === n.id && t.desired === 'run' ? [{ id: t.id, app: t.app, version: t.version }] : [];
-    });
+    const tasks = state.tables.tasksOnNode(n.id).flatMap((t) => (t.nodeId === n.id && t.desired === 'run' ? [{ id: t.id, app: t.app, version: t.version }] : []));
     return [200, { name: n.name, id: n.id, status: n.status, eligibility: n.eligibility ?? 'eligible', tasks }];
   }
 

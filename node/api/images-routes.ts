@@ -24,6 +24,8 @@ export interface ImagesRoutesDeps extends ReadBarrier {
         url(): string;
         heldBlobs(): { count: number; bytes: number };
         recentTransfers(): unknown[];
+        /** The last image prefetches before an engine pull (node/registry/registry.ts). */
+        recentPrefetches(): readonly unknown[];
         /** The leader's re-replication figures (null on other nodes). */
         replication(): unknown;
         /** Garbage collection (node/registry/gc.ts): a run, the saved policy and the last run recorded. */
@@ -61,6 +63,7 @@ export function registerImageRoutes(api: ApiServer, d: ImagesRoutesDeps): void {
         address: url.replace(/^https?:\/\//, ''),
         blobs: r.heldBlobs(),
         transfers: r.recentTransfers(),
+        prefetches: r.recentPrefetches(),
         replication: r.replication(),
         replicas: { default: r.replicas.defaultReplicas, repositories: r.replicas.list() },
         gc: { policy: r.gcPolicy() ?? null, lastRun: r.gcLastRun() ?? null, schedule: r.gcSchedule() ?? null },

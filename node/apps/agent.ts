@@ -251,7 +251,7 @@ export class Agent {
           await driver.destroy(st.taskId).catch(() => undefined);
           continue;
         }
-        const prev = parseRecord<TaskStatusRecord>(this.d.raft.state.kvGet(statusKey(st.taskId))?.value);
+        const prev = this.d.raft.state.tables.status(st.taskId);
         const stable = st.state === 'running' && prev?.stable === true;
         this.local.set(st.taskId, { ...this.fresh(task, driver, this.spec(task)), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none', cause: prev?.cause ?? '', lastOutput: prev?.lastOutput ?? [], stable, servingSinceMs: stable ? 1 : 0 });
         this.d.log.info(`agent: re-attached to task ${st.taskId} (${st.state})`);
@@ -264,9 +264,8 @@ export class Agent {
     const out = new Map<string, TaskRecord>();
     // Through the tasks-by-node index: a round reads this node's tasks, not every task.
     const state = this.d.raft.state;
-    for (const key of state.taskKeysOnNode(this.d.id).slice(0, MAX_TASKS_PER_NODE)) {
-      const t = parseRecord<TaskRecord>(state.kvGet(key)?.value);
-      if (t && t.nodeId === this.d.id) out.set(t.id, t);
+    for (const t of state.tables.tasksOnNode(this.d.id).slice(0, MAX_TASKS_PER_NODE)) {
+      if (t.nodeId === this.d.id) out.set(t.id, t);
     }
     return out;
   }

@@ -8,7 +8,7 @@ import type { Proposer, RaftView } from '../cluster/ports.js';
 import { SchedulerState, type SchedNode, type SchedTask } from '../../protocol/apps/scheduler.js';
 import { reconcileApp } from '../../protocol/apps/reconcile.js';
 import type { AppSpec } from '../../protocol/apps/spec.js';
-import { APP_PREFIX, schedNodeKey, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import { schedNodeKey, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import type { KvTxnOp } from '../../protocol/cluster/state.js';
 import { OmniError } from '../errors.js';
 import { CoalescedLoop } from './coalesced-loop.js';
@@ -67,18 +67,13 @@ export class Orchestrator {
     this.loop.kick();
   }
 
-  private list<T>(prefix: string): T[] {
-    return this.d.raft.state.kvList(prefix, MAX_LIST).flatMap((r) => {
-      const v = parseRecord<T>(r.value);
-      return v ? [v] : [];
-    });
-  }
-
   private async round(): Promise<void> {
     const state = this.d.raft.state;
-    const apps = this.list<AppRecord>(APP_PREFIX);
-    const tasks = this.list<TaskRecord>(TASK_PREFIX);
-    const statuses = new Map(this.list<TaskStatusRecord>(STATUS_PREFIX).map((s) => [s.id, s]));
+    // The typed tables (records decoded once, at apply), not a parse of every value per round.
+    const tables = state.tables;
+    const apps = tables.apps().slice(0, MAX_LIST);
+    const tasks = tables.tasks().slice(0, MAX_LIST);
+    const statuses = new Map<string, TaskStatusRecord>(tables.statuses().slice(0, MAX_LIST).map((s) => [s.id, s]));
     const specCache = new Map<string, AppSpec | undefined>();
     const specOf = (app: string, version: number) => {
       const k = specKey(app, version);
@@ -99,8 +94,6 @@ export class Orchestrator {
       return ports.length > 0 ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: 0, memoryBytes: 0, gpus: 0, hostPorts: ports, portsOnly: true }] : [];
     });
     const scheduler = new SchedulerState(nodes, held);
-    const byApp = new Map<string, TaskRecord[]>();
-    for (const t of tasks) byApp.set(t.app, [...(byApp.get(t.app) ?? []), t]);
     // Plans of every app in one round, each its own kv.txn, proposed back to back (so applied in
     // this order): they share the SchedulerState, so they see each other's placements. Each is
     // guarded by its app record's version and by the version of every node it places on — as
@@ -111,14 +104,13 @@ export class Orchestrator {
     const expectedNodeVersion = (id: string) => nodeVersion.get(id) ?? 0;
     const proposals: Promise<void>[] = [];
     for (const app of apps) {
-      const appTasks = byApp.get(app.name) ?? [];
+      const appTasks = tables.tasksOfApp(app.name); // the tasks-by-app index
       const specs = new Map<number, AppSpec>();
       for (const v of new Set([app.version, ...appTasks.map((t) => t.version)])) {
         const s = specOf(app.name, v);
         if (s) specs.set(v, s);
       }
-      const volumePins = new Map<string, string>();
-      for (const r of state.kvList(`${VOLUME_PREFIX}${app.name}/`, 100)) volumePins.set(r.key.slice(`${VOLUME_PREFIX}${app.name}/`.length), r.value);
+      const volumePins = tables.volumePins(app.name);
       const out = reconcileApp({
         app,
         specs,

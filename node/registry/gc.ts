@@ -29,7 +29,7 @@ import type { Logger } from '../logger.js';
 import type { Caller } from '../cluster/caller.js';
 import type { ClusterState, KvCompare, KvTxnOp } from '../../protocol/cluster/state.js';
 import { MAX_TXN_COMPARES } from '../../protocol/cluster/commands.js';
-import { parseRecord, specKey, SPEC_PREFIX, TASK_PREFIX, type TaskRecord } from '../../protocol/apps/model.js';
+import { parseRecord, specKey, SPEC_PREFIX } from '../../protocol/apps/model.js';
 import type { AppSpec } from '../../protocol/apps/spec.js';
 import { planGc, sweepDecision, MAX_GC_GRACE_MS, MAX_KEEP_LAST, type GcInput, type GcLink, type GcPlan } from '../../protocol/registry/gc.js';
 import {
@@ -158,9 +158,8 @@ export function appImages(state: ClusterState): string[] {
   }
   // Tasks run versions whose specs are kept (above); read them anyway, so no running task's image
   // can be missed should a spec ever be removed before its tasks.
-  for (const r of state.kvList(TASK_PREFIX, MAX_SCAN)) {
-    const t = parseRecord<TaskRecord>(r.value);
-    if (!t || typeof t.app !== 'string' || !Number.isSafeInteger(t.version)) continue;
+  for (const t of state.tables.tasks().slice(0, MAX_SCAN)) {
+    if (typeof t.app !== 'string' || !Number.isSafeInteger(t.version)) continue;
     const spec = parseRecord<AppSpec>(state.kvGet(specKey(t.app, t.version))?.value);
     if (typeof spec?.image === 'string') images.add(spec.image);
   }

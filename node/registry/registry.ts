@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { isLoopbackHost } from '../api/tls.js';
 import { parseImageReference } from '../../protocol/registry/reference.js';
+import { choosePlatform, platformForArch } from '../../protocol/registry/image-archive.js';
 import type { Logger } from '../logger.js';
 import type { ClusterAccess } from '../cluster/ports.js';
 import type { ApiTls } from '../api/tls.js';
@@ -72,6 +73,27 @@ export interface RegistryPeerDeps {
 /** Brings a blob the catalog knows into the local store. */
 export type FetchFn = (record: BlobRecord, signal: AbortSignal) => Promise<void>;
 
+/** Blobs of one image fetched at once by a prefetch. */
+const PREFETCH_PARALLEL_BLOBS = 4;
+const MAX_PREFETCH_REPORTS = 20;
+/** A prefetch gives up after this (the engine's own pull goes on regardless). */
+const PREFETCH_TIMEOUT_MS = 10 * 60 * 1000;
+
+/** What a prefetch did (GET /v1/registry, `prefetches`). */
+export interface PrefetchReport {
+  image: string;
+  /** The image manifest whose blobs were fetched (the platform's, for an index). */
+  digest: string;
+  blobs: number;
+  /** Blobs this node lacked when the prefetch began. */
+  missing: number;
+  /** Of those, the blobs now here (fetched by the prefetch, or by a transfer it joined). */
+  fetched: number;
+  bytes: number;
+  ms: number;
+  error?: string;
+}
+
 export class Registry {
   readonly catalog: RegistryCatalog;
   /** Garbage collection (omni images gc). */
@@ -92,6 +114,7 @@ export class Registry {
   private fetcherImpl: BlobFetcher | undefined;
   private rereplicator: Rereplicator | undefined;
   private peerDeps: RegistryPeerDeps | undefined;
+  private readonly prefetches: PrefetchReport[] = [];
   /** This node's own pull credential, for its Docker engine (in memory only; new at every start). */
   private readonly nodeSecret = `OMNIN1.${randomBytes(24).toString('base64url')}`;
 
@@ -259,12 +282,14 @@ export class Registry {
    * Where this node's Docker engine pulls app images from, with this node's pull credential:
    * only a plain-HTTP loopback registry (the engine trusts it without configuration).
    */
-  engineAccess(): { hostPort: string; username: string; password: string } | undefined {
+  engineAccess(): { hostPort: string; username: string; password: string; prefetch(image: string): Promise<unknown> } | undefined {
     const s = this.server;
     if (!s || !s.url.startsWith('http://')) return undefined;
     const host = s.hostPort.replace(/:\d+$/, '');
     if (!isLoopbackHost(host)) return undefined;
-    return { hostPort: s.hostPort, username: 'omni-node', password: this.nodeSecret };
+    const prefetch = (image: string) =>
+      this.prefetchImage(image, AbortSignal.timeout(PREFETCH_TIMEOUT_MS)).catch((err: Error) => this.d.log.warn(`registry: prefetch of ${image} failed: ${err.message}`));
+    return { hostPort: s.hostPort, username: 'omni-node', password: this.nodeSecret, prefetch };
   }
 
   /**
@@ -290,6 +315,62 @@ export class Registry {
   /** The last transfers from peers (newest last). */
   recentTransfers(): TransferReport[] {
     return this.fetcherImpl?.recent ?? [];
+  }
+
+  /**
+   * Fetches every blob of an image of this registry that this node lacks, all at once (at most
+   * PREFETCH_PARALLEL_BLOBS; each blob's pieces come from every holder), so the engine's pull —
+   * which asks for a few layers at a time and waits for each whole blob — finds them here or joins
+   * transfers already under way (concurrent requests for one blob share one transfer). `image` is
+   * what an app names (`repo@sha256:…` once pinned, or `repo:tag`); an index is narrowed to this
+   * machine's platform. Undefined when the image is not in this registry. The last prefetches are
+   * shown by GET /v1/registry.
+   */
+  async prefetchImage(image: string, signal: AbortSignal): Promise<PrefetchReport | undefined> {
+    const r = parseImageReference(image);
+    if (!r.ok) return undefined;
+    const { host, repository, tag, digest: given } = r.ref;
+    if (host && !isLoopbackHost(host.replace(/:\d+$/, ''))) return undefined;
+    const digest = given ?? (await this.catalog.resolveTag(repository, tag ?? 'latest'));
+    if (!digest) return undefined;
+    let man = await this.catalog.manifest(repository, digest);
+    if (!man) return undefined;
+    if (man.manifests.length > 0) {
+      const entries = (man.platforms ?? []).map((p) => ({ digest: p.digest, platform: p }));
+      const pick = choosePlatform(entries, platformForArch(process.arch));
+      const child = pick.ok ? pick.value.digest : man.manifests.length === 1 ? man.manifests[0] : undefined;
+      man = child ? await this.catalog.manifest(repository, child) : undefined;
+      if (!man) return undefined;
+    }
+    const started = Date.now();
+    const missing = man.blobs.filter((d) => !this.store.has(d));
+    const report: PrefetchReport = { image, digest: man.digest, blobs: man.blobs.length, missing: missing.length, fetched: 0, bytes: 0, ms: 0 };
+    const queue = [...missing];
+    const errors: string[] = [];
+    const worker = async () => {
+      for (let d = queue.shift(); d !== undefined; d = queue.shift()) {
+        const rec = await this.catalog.blob(d);
+        if (!rec) continue;
+        try {
+          await this.ensureLocal(rec, signal);
+          report.fetched++;
+          report.bytes += rec.sizeBytes;
+        } catch (err) {
+          errors.push(`${d.slice(7, 19)}: ${(err as Error).message}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PREFETCH_PARALLEL_BLOBS, missing.length) }, worker));
+    report.ms = Date.now() - started;
+    if (errors.length > 0) report.error = errors.join('; ').slice(0, 500);
+    this.prefetches.push(report);
+    if (this.prefetches.length > MAX_PREFETCH_REPORTS) this.prefetches.shift();
+    return report;
+  }
+
+  /** The last image prefetches (newest last). */
+  recentPrefetches(): readonly PrefetchReport[] {
+    return this.prefetches;
   }
 
   /** Makes sure a blob the catalog knows is in the local store. */

@@ -175,11 +175,11 @@ function ownStatusKey(key: string, nodeId: string, view: AuthzView): string | un
   return placed === nodeId ? undefined : `task ${taskId.slice(0, 64)} is not placed on this member`;
 }
 
-/** The view over anything with kvGet (the cluster state). */
-export function authzView(state: { kvGet(key: string): { value: string } | undefined }): AuthzView {
+/** The view over the cluster state: its task table (decoded at apply), else a read of the task's kv record. */
+export function authzView(state: { kvGet(key: string): { value: string } | undefined; tables?: { task(id: string): TaskRecord | undefined } }): AuthzView {
   return {
     taskNodeId: (taskId) => {
-      const t = parseRecord<TaskRecord>(state.kvGet(`${TASK_PREFIX}${taskId}`)?.value);
+      const t = state.tables ? state.tables.task(taskId) : parseRecord<TaskRecord>(state.kvGet(`${TASK_PREFIX}${taskId}`)?.value);
       return typeof t?.nodeId === 'string' ? t.nodeId : undefined;
     },
   };

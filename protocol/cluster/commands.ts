@@ -1,11 +1,20 @@
 // The vocabulary of the replicated cluster state: its records, the commands that change it,
-// and their encoding (UTF-8 JSON). Pure and deterministic: no I/O, no clock, no randomness.
+// and their encoding. Pure and deterministic: no I/O, no clock, no randomness.
+//
+// Encoding: the byte 0x00 then one protobuf Command (proto/omni.proto), kv values as raw
+// UTF-8 bytes. decodeCommand still reads the UTF-8 JSON written before (data whose first byte
+// is not 0x00), exactly as then: an old log or data dir applies identically. Both forms go
+// through the same field readers below, so the same bad field gives the same error.
 //
 // decodeCommand never throws: every byte string either decodes into a fully validated
 // Command or yields an INVALID_COMMAND / UNKNOWN_COMMAND error whose message names the
 // offending field. Messages are built from our own text only (never an engine's error
 // text), so every replica — whatever its Node version — returns the very same result.
-// encodeCommand runs the same decoder on its own output, so what it accepts applies.
+// encodeCommand runs the same field readers on its input before it encodes the normalized
+// command, so what it accepts decodes to that command and applies.
+
+import protobuf from 'protobufjs';
+import { OMNI_PROTO } from '../codec.js';
 
 // ---------------------------------------------------------------------------
 // Records
@@ -200,15 +209,40 @@ export class CommandEncodeError extends Error {
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+/** First byte of a protobuf command; a JSON text never starts with it. */
+export const PROTOBUF_COMMAND_FORMAT = 0x00;
+
+/**
+ * The command as protobuf (0x00 + Command). Validated first by the readers decodeCommand uses,
+ * so what it accepts decodes to the same command on every replica; CommandEncodeError (with
+ * the code and message decodeCommand would give) on anything else.
+ */
 export function encodeCommand(c: Command): Uint8Array {
-  let text: string | undefined;
+  if (!isPlainObject(c)) throw new CommandEncodeError('INVALID_COMMAND', 'command: must be a JSON object');
+  if (typeof c.type !== 'string') throw new CommandEncodeError('INVALID_COMMAND', 'type: must be a string');
+  const read = COMMAND_READERS.get(c.type);
+  if (read === undefined) throw new CommandEncodeError('UNKNOWN_COMMAND', `unknown command type ${quote(c.type)}`);
+  let normalized: Command;
   try {
-    text = JSON.stringify(c);
-  } catch {
-    throw new CommandEncodeError('INVALID_COMMAND', 'command: not serializable as JSON');
+    normalized = read(c as unknown as Raw);
+  } catch (err) {
+    if (err instanceof InvalidFieldError) throw new CommandEncodeError('INVALID_COMMAND', err.message);
+    throw err;
   }
-  if (text === undefined) throw new CommandEncodeError('INVALID_COMMAND', 'command: must be a JSON object');
-  const bytes = utf8Encoder.encode(text);
+  const writer = protobuf.Writer.create();
+  writer.uint32(PROTOBUF_COMMAND_FORMAT);
+  WIRE.Command.encode({ [BODY_FIELD[normalized.type]]: toWire(normalized) }, writer);
+  if (writer.len > MAX_COMMAND_BYTES) {
+    throw new CommandEncodeError('INVALID_COMMAND', `command of ${writer.len} bytes exceeds the limit of ${MAX_COMMAND_BYTES} bytes`);
+  }
+  const buf = writer.finish();
+  // A small Buffer is a view into a shared 8 KiB pool: copy it, so a log entry holds only its bytes.
+  return buf.byteLength < 4096 ? new Uint8Array(buf) : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/** The JSON of the version before (tests of old logs and data dirs; never proposed any more). */
+export function encodeCommandJson(c: Command): Uint8Array {
+  const bytes = utf8Encoder.encode(JSON.stringify(c));
   const decoded = decodeCommand(bytes);
   if (!decoded.ok) throw new CommandEncodeError(decoded.error.code, decoded.error.message);
   return bytes;
@@ -220,12 +254,17 @@ export function decodeCommand(data: Uint8Array): DecodeResult {
   if (data.byteLength > MAX_COMMAND_BYTES) {
     return invalid(`command of ${data.byteLength} bytes exceeds the limit of ${MAX_COMMAND_BYTES} bytes`);
   }
+  if (data.byteLength > 0 && data[0] === PROTOBUF_COMMAND_FORMAT) return decodeProtobuf(data);
   const parsed = parseJson(data);
   if (!parsed.ok) return invalid('command: not valid UTF-8 JSON');
   const raw = parsed.value;
   if (!isPlainObject(raw)) return invalid('command: must be a JSON object');
   const type = Object.hasOwn(raw, 'type') ? raw.type : undefined;
   if (typeof type !== 'string') return invalid('type: must be a string');
+  return readCommand(type, raw);
+}
+
+function readCommand(type: string, raw: Raw): DecodeResult {
   const read = COMMAND_READERS.get(type);
   if (read === undefined) {
     return { ok: false, error: { code: 'UNKNOWN_COMMAND', message: `unknown command type ${quote(type)}` } };
@@ -249,6 +288,221 @@ export function parseJson(bytes: Uint8Array): { ok: true; value: unknown } | { o
 
 function invalid(message: string): { ok: false; error: CommandError } {
   return { ok: false, error: { code: 'INVALID_COMMAND', message } };
+}
+
+// ---------------------------------------------------------------------------
+// The protobuf form: Command of proto/omni.proto
+
+const WIRE_ROOT = protobuf.parse(OMNI_PROTO).root;
+WIRE_ROOT.resolveAll();
+const WIRE = { Command: WIRE_ROOT.lookupType('omni.Command') };
+let commandPlan: MessagePlan | undefined;
+
+/** The Command oneof field of each type (protobufjs camelCase names) and back. */
+const BODY_FIELD: Record<CommandType, string> = {
+  'cluster.init': 'clusterInit', 'config.set': 'configSet', 'root.retire': 'rootRetire',
+  'node.register': 'nodeRegister', 'node.status': 'nodeStatus', 'node.remove': 'nodeRemove',
+  'node.eligibility': 'nodeEligibility', 'token.add': 'tokenAdd', 'token.revoke': 'tokenRevoke',
+  'kv.put': 'kvPut', 'kv.delete': 'kvDelete', 'kv.txn': 'kvTxn',
+};
+const TYPE_OF_BODY = new Map<string, CommandType>(Object.entries(BODY_FIELD).map(([t, f]) => [f, t as CommandType]));
+
+/** A validated command as the object protobufjs encodes: kv values as bytes, txn ops as their oneof. */
+function toWire(c: Command): object {
+  switch (c.type) {
+    case 'kv.put': {
+      const o: Record<string, unknown> = { key: c.key, value: utf8Encoder.encode(c.value) };
+      if (c.expectedVersion !== undefined) o.expectedVersion = c.expectedVersion;
+      return o;
+    }
+    case 'kv.txn':
+      return {
+        compares: c.compares.map((cmp) => ('value' in cmp ? { key: cmp.key, value: utf8Encoder.encode(cmp.value) } : { key: cmp.key, version: cmp.version })),
+        ops: c.ops.map((op) => (op.op === 'put' ? { put: { key: op.key, value: utf8Encoder.encode(op.value) } } : { delete: { key: op.key } })),
+      };
+    default: {
+      const { type: _, ...body } = c;
+      return body;
+    }
+  }
+}
+
+function dropUndefined(o: Raw): Raw {
+  for (const k of Object.keys(o)) if (o[k] === undefined) return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+  return o;
+}
+
+/** Malformed protobuf (not a field that fails its reader). */
+class WireError extends Error {}
+
+function decodeProtobuf(data: Uint8Array): DecodeResult {
+  let body: Raw;
+  try {
+    const reader = protobuf.Reader.create(data);
+    reader.pos = 1;
+    body = readMessage(reader, (commandPlan ??= planOf(WIRE.Command)), data.byteLength);
+  } catch (err) {
+    if (err instanceof WireError) return invalid(`command: ${err.message}`);
+    return invalid('command: not a valid protobuf Command');
+  }
+  const present = Object.keys(body).filter((k) => body[k] !== undefined);
+  if (present.length !== 1) return invalid('command: must hold exactly one command');
+  const type = TYPE_OF_BODY.get(present[0])!;
+  const raw = body[present[0]] as Raw;
+  let o: Raw = raw;
+  if (type === 'kv.txn') {
+    o = {
+      ...raw,
+      compares: (raw.compares as Raw[]).map(dropUndefined),
+      // The JSON form's {op, key, value} from the oneof.
+      ops: (raw.ops as Raw[]).map((op) => (op.put !== undefined ? { op: 'put', ...(op.put as Raw) } : op.delete !== undefined ? { op: 'delete', ...(op.delete as Raw) } : {})),
+    };
+  }
+  return readCommand(type, { type, ...o });
+}
+
+/** How readMessage reads one field (compiled once per message type from the schema). */
+interface FieldPlan {
+  name: string;
+  wireType: number;
+  kind: 'map' | 'message' | 'string' | 'bytes' | 'double' | 'bool' | 'uint64';
+  repeated: boolean;
+  /** The other members of its oneof (a later one replaces an earlier one). */
+  siblings: string[];
+  message?: MessagePlan;
+}
+interface MessagePlan {
+  name: string;
+  byId: (FieldPlan | undefined)[];
+  /** Filled in when absent: proto3 scalars (their default), repeated fields ([]) and maps ({}). */
+  defaults: [string, () => unknown][];
+}
+
+const PLANS = new Map<protobuf.Type, MessagePlan>();
+
+function planOf(type: protobuf.Type): MessagePlan {
+  let plan = PLANS.get(type);
+  if (plan) return plan;
+  plan = { name: type.name, byId: [], defaults: [] };
+  PLANS.set(type, plan);
+  for (const f of type.fieldsArray) {
+    const kind: FieldPlan['kind'] = f.map ? 'map' : f.resolvedType ? 'message' : (f.type as FieldPlan['kind']);
+    if (!['map', 'message', 'string', 'bytes', 'double', 'bool', 'uint64'].includes(kind)) throw new Error(`command schema: unsupported type ${f.type}`);
+    const fp: FieldPlan = {
+      name: f.name,
+      wireType: kind === 'double' ? 1 : kind === 'bool' || kind === 'uint64' ? 0 : 2,
+      kind,
+      repeated: f.repeated && !f.map,
+      siblings: f.partOf ? f.partOf.oneof.filter((n) => n !== f.name) : [],
+    };
+    if (kind === 'message') fp.message = planOf(f.resolvedType as protobuf.Type);
+    plan.byId[f.id] = fp;
+    if (f.map) plan.defaults.push([f.name, () => ({})]);
+    else if (fp.repeated) plan.defaults.push([f.name, () => []]);
+    else if (!f.partOf && kind !== 'message') {
+      const d = kind === 'string' ? '' : kind === 'bool' ? false : kind === 'bytes' ? new Uint8Array(0) : 0;
+      plan.defaults.push([f.name, () => d]);
+    }
+  }
+  return plan;
+}
+
+/**
+ * One message, strictly: a field the schema does not define, or on the wrong wire type, is a
+ * WireError; absent proto3 scalars read as defaults, absent optional fields, oneof members and
+ * messages stay absent. Strings are strict UTF-8; bytes are views into the input.
+ */
+function readMessage(reader: protobuf.Reader, plan: MessagePlan, end: number): Raw {
+  const o: Raw = {};
+  while (reader.pos < end) {
+    const tag = reader.uint32();
+    const field = plan.byId[tag >>> 3];
+    if (field === undefined) throw new WireError(`${plan.name}: unknown field ${tag >>> 3}`);
+    if ((tag & 7) !== field.wireType) throw new WireError(`${plan.name}.${field.name}: wrong wire type ${tag & 7}`);
+    const value = readValue(reader, field);
+    if (field.kind === 'map') {
+      const [k, v] = value as [string, string];
+      let m = o[field.name] as Raw | undefined;
+      if (m === undefined) o[field.name] = m = {};
+      // defineProperty: a '__proto__' key stays a plain key.
+      Object.defineProperty(m, k, { value: v, enumerable: true, writable: true, configurable: true });
+    } else if (field.repeated) {
+      let list = o[field.name] as unknown[] | undefined;
+      if (list === undefined) o[field.name] = list = [];
+      list.push(value);
+    } else {
+      // A later member of a oneof replaces an earlier one (protobuf's rule).
+      for (const name of field.siblings) if (o[name] !== undefined) o[name] = undefined;
+      o[field.name] = value;
+    }
+  }
+  if (reader.pos !== end) throw new WireError(`${plan.name}: truncated`);
+  for (const [name, make] of plan.defaults) if (o[name] === undefined) o[name] = make();
+  return o;
+}
+
+function readValue(reader: protobuf.Reader, field: FieldPlan): unknown {
+  switch (field.kind) {
+    case 'map': {
+      const end = reader.uint32() + reader.pos;
+      let k = '';
+      let v = '';
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        if (tag !== 0x0a && tag !== 0x12) throw new WireError(`${field.name}: bad map entry`);
+        const text = readWireText(reader, field);
+        if (tag === 0x0a) k = text;
+        else v = text;
+      }
+      if (reader.pos !== end) throw new WireError(`${field.name}: truncated map entry`);
+      return [k, v];
+    }
+    case 'message': {
+      const len = reader.uint32();
+      const end = reader.pos + len;
+      if (end > reader.len) throw new WireError(`${field.name}: truncated`);
+      return readMessage(reader, field.message!, end);
+    }
+    case 'string': return readWireText(reader, field);
+    case 'bytes': return readBytes(reader, field);
+    case 'double': return reader.double();
+    case 'bool': return reader.bool();
+    case 'uint64': {
+      const v = reader.uint64() as unknown as number | { toNumber(): number };
+      return typeof v === 'number' ? v : v.toNumber();
+    }
+  }
+}
+
+function readWireText(reader: protobuf.Reader, field: FieldPlan): string {
+  const bytes = readBytes(reader, field);
+  try {
+    return decodeText(bytes);
+  } catch {
+    throw new WireError(`${field.name}: not valid UTF-8`);
+  }
+}
+
+/** A length-delimited field's bytes: a view, whether the input is a Buffer or not. */
+function readBytes(reader: protobuf.Reader, field: FieldPlan): Uint8Array {
+  const len = reader.uint32();
+  const start = reader.pos;
+  if (start + len > reader.len) throw new WireError(`${field.name}: truncated`);
+  reader.pos += len;
+  return reader.buf.subarray(start, start + len);
+}
+
+/**
+ * Strict UTF-8 (throws on malformed input), the same whatever the input's class (protobufjs
+ * reads strings differently from a Buffer and from a Uint8Array). Short ASCII without TextDecoder.
+ */
+function decodeText(b: Uint8Array): string {
+  if (b.byteLength <= 64) {
+    let ascii = true;
+    for (let i = 0; i < b.byteLength; i++) if (b[i] >= 0x80) { ascii = false; break; }
+    if (ascii) return String.fromCharCode.apply(null, b as unknown as number[]);
+  }
+  return utf8Decoder.decode(b);
 }
 
 // ---------------------------------------------------------------------------
@@ -391,12 +645,13 @@ export function readObject(v: unknown, path: string, required: readonly string[]
   return v;
 }
 
+/** A field whose value is undefined counts as absent (as JSON.stringify drops it; parsed JSON never has one). */
 function fields(o: Raw, path: string, required: readonly string[], optional: readonly string[] = []): void {
   for (const k of Object.keys(o)) {
-    if (!required.includes(k) && !optional.includes(k)) throw new InvalidFieldError(fieldPath(path, k), 'unknown field');
+    if (!required.includes(k) && !optional.includes(k) && o[k] !== undefined) throw new InvalidFieldError(fieldPath(path, k), 'unknown field');
   }
   for (const k of required) {
-    if (!Object.hasOwn(o, k)) throw new InvalidFieldError(join(path, k), 'missing');
+    if (!Object.hasOwn(o, k) || o[k] === undefined) throw new InvalidFieldError(join(path, k), 'missing');
   }
 }
 
@@ -574,7 +829,16 @@ export function readKvKey(v: unknown, path: string): string {
   return v;
 }
 
+/** A kv value: a string, or (the protobuf form) its UTF-8 bytes, checked before they are decoded. */
 export function readKvValue(v: unknown, path: string): string {
+  if (v instanceof Uint8Array) {
+    if (v.byteLength > MAX_KV_VALUE_BYTES) throw new InvalidFieldError(path, `must be at most ${MAX_KV_VALUE_BYTES} bytes of UTF-8`);
+    try {
+      return v.byteLength === 0 ? '' : utf8Decoder.decode(v);
+    } catch {
+      throw new InvalidFieldError(path, 'must be well-formed Unicode');
+    }
+  }
   if (typeof v !== 'string') throw new InvalidFieldError(path, 'must be a string');
   if (v.length > MAX_KV_VALUE_BYTES || utf8SizeBytes(v) > MAX_KV_VALUE_BYTES) {
     throw new InvalidFieldError(path, `must be at most ${MAX_KV_VALUE_BYTES} bytes of UTF-8`);

@@ -10,7 +10,8 @@
 // anything, and records are replaced whole, never mutated in place, so queries can share
 // nothing with callers (they hand out copies).
 
-import { TASK_PREFIX, parseRecord, type TaskRecord } from '../apps/model.js';
+import { TASK_PREFIX } from '../apps/model.js';
+import { AppTables, TABLE_PREFIXES } from '../apps/tables.js';
 import { CorruptPageError, KvIndex, PAGE_ROW_PREFIX, type KvEntry, type Page } from './kv-index.js';
 import {
   DEFAULT_VOTER_TARGET,
@@ -253,9 +254,8 @@ export class ClusterState {
   /** The kv records in UTF-16 code unit order, in pages (kv-index.ts). */
   #kv = new KvIndex();
   readonly #options: StateOptions;
-  /** Secondary index of the apps' task records (Nomad MemDB style): node id → task keys, and back. */
-  readonly #tasksByNode = new Map<string, Set<string>>();
-  readonly #taskNode = new Map<string, string>();
+  /** Typed tables of the apps' records with their secondary indexes (protocol/apps/tables.ts). */
+  readonly #tables = new AppTables();
   #sizeBytes = 0;
   /** Rows other than kv ones changed since the last takeChangedRows() (row key → record, or null when deleted). */
   readonly #changed = new Map<string, object | null>();
@@ -556,7 +556,7 @@ export class ClusterState {
     this.#sizeBytes += nextBytes - prevBytes;
     const next = this.#entryOf(record, nextBytes);
     this.#kv.set(next);
-    this.#indexTask(c.key, c.value);
+    this.#mirrorKv(c.key, c.value);
     this.#kvChanged.set(c.key, { entry: next, value: c.value });
     return { ok: true, value: { key: c.key, version: next.version, modIndex: index } };
   }
@@ -567,7 +567,7 @@ export class ClusterState {
     const mismatch = checkExpectedVersion(c.key, c.expectedVersion, prev.version);
     if (mismatch) return mismatch;
     this.#kv.delete(c.key);
-    this.#indexTask(c.key, undefined);
+    this.#mirrorKv(c.key, undefined);
     this.#kvChanged.set(c.key, null);
     this.#sizeBytes -= prev.sizeBytes;
     return { ok: true, value: { key: c.key, version: prev.version } };
@@ -702,28 +702,22 @@ export class ClusterState {
     return r?.value === undefined ? undefined : recordOf(r);
   }
 
-  /** Keys of the task records placed on a node (the tasks-by-node index), by key. */
-  taskKeysOnNode(nodeId: string): string[] {
-    return [...(this.#tasksByNode.get(nodeId) ?? [])].sort(compare);
+  /**
+   * The apps' typed tables and indexes (apps, tasks by node and by app, statuses by task, volume
+   * pins), kept in step with every apply. Their records are frozen and shared: read, never change.
+   */
+  get tables(): AppTables {
+    return this.#tables;
   }
 
-  #indexTask(key: string, value: string | undefined): void {
-    if (!key.startsWith(TASK_PREFIX)) return;
-    const before = this.#taskNode.get(key);
-    const after = value === undefined ? undefined : parseRecord<TaskRecord>(value)?.nodeId;
-    if (before === after) return;
-    if (before !== undefined) {
-      const set = this.#tasksByNode.get(before)!;
-      set.delete(key);
-      if (set.size === 0) this.#tasksByNode.delete(before);
-      this.#taskNode.delete(key);
-    }
-    if (typeof after === 'string') {
-      let set = this.#tasksByNode.get(after);
-      if (!set) this.#tasksByNode.set(after, (set = new Set()));
-      set.add(key);
-      this.#taskNode.set(key, after);
-    }
+  /** Keys of the task records placed on a node (the tasks-by-node index), by key. */
+  taskKeysOnNode(nodeId: string): string[] {
+    return this.#tables.taskIdsOnNode(nodeId).map((id) => `${TASK_PREFIX}${id}`);
+  }
+
+  /** Mirrors a kv change into the typed tables. */
+  #mirrorKv(key: string, value: string | undefined): void {
+    this.#tables.onKv(key, value);
   }
 
   /** The record at key without its value (always in memory), or undefined. */
@@ -935,9 +929,11 @@ export class ClusterState {
    */
   #afterPagesLoaded(values: ReadonlyMap<string, string>): void {
     this.#sizeBytes += this.#kv.sumSizeBytes();
-    for (const e of this.#kv.entries(TASK_PREFIX)) {
-      if (!e.key.startsWith(TASK_PREFIX)) break;
-      if (e.value !== undefined) this.#indexTask(e.key, e.value);
+    for (const prefix of TABLE_PREFIXES) {
+      for (const e of this.#kv.entries(prefix)) {
+        if (!e.key.startsWith(prefix)) break;
+        if (e.value !== undefined) this.#mirrorKv(e.key, e.value);
+      }
     }
     if (values.size === 0) return;
     const unspill: KvEntry[] = [];
@@ -948,7 +944,7 @@ export class ClusterState {
     for (const e of unspill) {
       readKvValue(e.value, valueRow(e.key));
       this.#kv.set(e);
-      this.#indexTask(e.key, e.value);
+      this.#mirrorKv(e.key, e.value);
     }
   }
 
@@ -1042,7 +1038,7 @@ export class ClusterState {
     if (this.#kv.has(r.key)) throw new InvalidFieldError(`${path}.key`, `duplicate key ${quote(r.key)}`);
     const sizeBytes = kvRecordSizeBytes(r);
     this.#kv.set(this.#entryOf(r, sizeBytes));
-    this.#indexTask(r.key, r.value);
+    this.#mirrorKv(r.key, r.value);
     this.#sizeBytes += sizeBytes;
   }
 

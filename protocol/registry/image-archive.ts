@@ -322,5 +322,11 @@ export function choosePlatform<T extends { platform?: { os?: string; architectur
   return bad(`the image has no ${showPlatform(want)} variant (it has ${have.join(', ') || 'none with a platform'}); pick one with --platform`);
 }
 
+/** The platform images name for a Node.js `process.arch` on Linux (linux/amd64 for x64, …). */
+export function platformForArch(nodeArch: string): Platform {
+  const arch: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', mips64el: 'mips64le', loong64: 'loong64' };
+  return { os: 'linux', architecture: arch[nodeArch] ?? nodeArch };
+}
+
 /** Whether a name is a valid repository (re-exported for the CLI's checks). */
 export { isRepositoryName };

@@ -3,9 +3,13 @@
 // same run (median of 10 each); (2) scheduler throughput — 100,000 tasks placed on 5,000
 // simulated nodes, in-process; (3) rescheduling — the orchestrator's decision for 1,000 tasks
 // whose node was lost (pure reconcile + scheduler), plus the real cluster's time from kill -9
-// of a node to its tasks running elsewhere. Prints figures, then one JSON line. Asserts nothing.
+// of a node to its tasks running elsewhere; (4) scale-out — an app of one replica scaled to 20
+// until all 20 run, against Docker Swarm's `docker service scale` on the same engine (a
+// single-node swarm on the private engine; null when it cannot be started), median of 3 each.
+// Prints figures, then one JSON line. Asserts nothing.
 // Uses DOCKER_HOST, or starts a private dockerd (scripts/dockerd-private.sh) when it can.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import Docker from 'dockerode';
@@ -17,6 +21,9 @@ import type { AppRecord, TaskRecord } from '../../protocol/apps/model.js';
 import { median, log } from './load.js';
 
 const TRIALS = Number(process.env.BENCH_TRIALS ?? 10);
+const SCALE_TRIALS = Number(process.env.BENCH_SCALE_TRIALS ?? 3);
+const SCALE_TO = 20;
+const run = promisify(execFile);
 const IMAGE = 'omni-test/busybox:1';
 const HTTPD = ['sh', '-c', 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www'];
 const GiB = 1024 ** 3;
@@ -137,6 +144,61 @@ async function omniRunMs(c: LocalCluster): Promise<number[]> {
   return out;
 }
 
+/** omni: an app of 1 replica (docker driver) scaled to SCALE_TO; ms until every replica runs. */
+async function omniScaleMs(c: LocalCluster): Promise<number[]> {
+  const client = c.client('b1');
+  const out: number[] = [];
+  type View = { tasks: { desired: string; state: string }[] };
+  const running = async (name: string) => (await client.get<View>(`/v1/apps/${name}?stale=true`)).tasks.filter((t) => t.desired === 'run' && t.state === 'running').length;
+  try {
+    for (let i = 0; i < SCALE_TRIALS; i++) {
+      const name = `scale-${i}`;
+      const r = await client.raw('POST', '/v1/apps', { name, image: IMAGE, args: HTTPD, replicas: 1, resources: { cpu: 0.01, memory: '16M' } });
+      if (r.status !== 201) throw new Error(`omni run: ${JSON.stringify(r.body)}`);
+      await waitFor('1 running', async () => (await running(name)) === 1, 60_000, 20);
+      const t0 = performance.now();
+      const s = await client.raw('POST', `/v1/apps/${name}/scale`, { replicas: SCALE_TO });
+      if (s.status >= 300) throw new Error(`omni scale: ${JSON.stringify(s.body)}`);
+      await waitFor(`${SCALE_TO} running`, async () => (await running(name)) === SCALE_TO, 120_000, 20);
+      out.push(Math.round(performance.now() - t0));
+      await client.raw('DELETE', `/v1/apps/${name}`);
+      await waitFor('app removed', async () => (await client.raw('GET', `/v1/apps/${name}?stale=true`)).status === 404, 120_000, 50);
+    }
+  } finally {
+    client.close();
+  }
+  return out;
+}
+
+/** Docker Swarm on the same engine: a service of 1 replica scaled to SCALE_TO; ms until every task runs. */
+async function swarmScaleMs(): Promise<number[] | undefined> {
+  const dk = async (...args: string[]) => (await run('docker', args, { timeout: 120_000, maxBuffer: 8 * 1024 * 1024 })).stdout.trim();
+  try {
+    await dk('swarm', 'init', '--advertise-addr', '127.0.0.1');
+  } catch (err) {
+    log(`swarm: cannot start a single-node swarm on this engine (${(err as Error).message.split('\n').slice(-2).join(' ').slice(0, 300)}); swarm figures are null`);
+    return undefined;
+  }
+  const out: number[] = [];
+  try {
+    const running = async (svc: string) => (await dk('service', 'ps', svc, '--filter', 'desired-state=running', '--format', '{{.CurrentState}}')).split('\n').filter((l) => l.startsWith('Running')).length;
+    for (let i = 0; i < SCALE_TRIALS; i++) {
+      const svc = `omni-bench-scale-${i}`;
+      await dk('service', 'create', '--detach', '--no-resolve-image', '--name', svc, '--replicas', '1', '--limit-memory', '16M', IMAGE, ...HTTPD);
+      await waitFor('1 running', async () => (await running(svc)) === 1, 60_000, 20);
+      const t0 = performance.now();
+      await dk('service', 'scale', '--detach', `${svc}=${SCALE_TO}`);
+      await waitFor(`${SCALE_TO} running`, async () => (await running(svc)) === SCALE_TO, 120_000, 20);
+      out.push(Math.round(performance.now() - t0));
+      await dk('service', 'rm', svc);
+      await waitFor('service containers gone', async () => (await dk('ps', '-q', '--filter', `label=com.docker.swarm.service.name=${svc}`)) === '', 120_000, 100);
+    }
+  } finally {
+    await dk('swarm', 'leave', '--force').catch(() => undefined);
+  }
+  return out;
+}
+
 /** Real cluster: kill -9 the node running a 30-task app; time until all 30 run elsewhere. */
 async function clusterRescheduleMs(c: LocalCluster): Promise<number> {
   const client = c.client('b1');
@@ -172,6 +234,8 @@ log(`scheduler: ${placementsPerS} placements/s; rescheduling 1000 tasks of a los
 let omniMs: number[] | undefined;
 let dockerMs: number[] | undefined;
 let clusterMoveMs: number | undefined;
+let omniScale: number[] | undefined;
+let swarmScale: number[] | undefined;
 const engine = await dockerEngine();
 const c = await LocalCluster.create({ flags: ['--down-after-ms', '2000', '--heartbeat-ms', '250'] });
 try {
@@ -189,6 +253,10 @@ try {
     log(`docker run -p → HTTP 200: ${dockerMs.join(', ')} ms`);
     omniMs = await omniRunMs(c);
     log(`omni run → HTTP 200:      ${omniMs.join(', ')} ms`);
+    omniScale = await omniScaleMs(c);
+    log(`omni: scale 1 → ${SCALE_TO} replicas until all run: ${omniScale.join(', ')} ms`);
+    swarmScale = await swarmScaleMs();
+    if (swarmScale) log(`swarm: docker service scale 1 → ${SCALE_TO} until all run: ${swarmScale.join(', ')} ms`);
   }
   clusterMoveMs = await clusterRescheduleMs(c);
   log(`cluster: kill -9 of a node → its tasks running elsewhere: ${clusterMoveMs} ms (down-after 2000 ms)`);
@@ -202,4 +270,7 @@ const dockerP50 = dockerMs ? median(dockerMs) : null;
 console.log(`deploy until HTTP 200, median of ${TRIALS}: omni run ${omniP50 ?? '-'} ms, docker run ${dockerP50 ?? '-'} ms, ratio ${omniP50 && dockerP50 ? (omniP50 / dockerP50).toFixed(2) : '-'} (goal ≤ 1.5)`);
 console.log(`scheduler: ${placementsPerS} placements/s (100,000 tasks on 5,000 nodes; goal ≥ 10,000/s)`);
 console.log(`reschedule 1,000 tasks of a lost node: ${reschedule1000Ms} ms decision time; real 3-node cluster, 30 tasks: ${clusterMoveMs ?? '-'} ms from kill -9`);
-console.log(JSON.stringify({ omni_run_ms_p50: omniP50, docker_run_ms_p50: dockerP50, deploy_ratio: omniP50 && dockerP50 ? Math.round((omniP50 / dockerP50) * 100) / 100 : null, placements_per_s: placementsPerS, reschedule_1000_ms: reschedule1000Ms, cluster_reschedule_30_ms: clusterMoveMs ?? null }));
+const scaleP50 = omniScale ? median(omniScale) : null;
+const swarmScaleP50 = swarmScale ? median(swarmScale) : null;
+console.log(`scale 1 → ${SCALE_TO} replicas until all run, median of ${SCALE_TRIALS}: omni ${scaleP50 ?? '-'} ms, swarm ${swarmScaleP50 ?? '-'} ms (goal < 2000 ms)`);
+console.log(JSON.stringify({ scale_1_to_20_ms: scaleP50, swarm_scale_1_to_20_ms: swarmScaleP50, omni_run_ms_p50: omniP50, docker_run_ms_p50: dockerP50, deploy_ratio: omniP50 && dockerP50 ? Math.round((omniP50 / dockerP50) * 100) / 100 : null, placements_per_s: placementsPerS, reschedule_1000_ms: reschedule1000Ms, cluster_reschedule_30_ms: clusterMoveMs ?? null }));

@@ -208,6 +208,25 @@ describe.skipIf(skip !== undefined)('registry with docker and skopeo', () => {
       }, 90_000, 500);
       expect(app.spec.image).toBe(`apps/web@${digest}`);
       expect(new Set(app.endpoints.map((e) => e.node))).toEqual(new Set(names));
+      // The node the push did not copy the image to fetched its blobs from its peers before its
+      // engine asked for them (a prefetch), every one it lacked, without error.
+      const prefetched: { node: string; image: string; digest: string; blobs: number; missing: number; fetched: number; error?: string }[] = [];
+      for (const n of names) {
+        const nc = c.client(n);
+        try {
+          for (const p of (await nc.get<{ prefetches: Omit<(typeof prefetched)[number], 'node'>[] }>('/v1/registry')).prefetches) prefetched.push({ node: n, ...p });
+        } finally {
+          nc.close();
+        }
+      }
+      const fetching = prefetched.filter((p) => p.image === `apps/web@${digest}` && p.fetched > 0);
+      expect(fetching.length, JSON.stringify(prefetched)).toBeGreaterThanOrEqual(1);
+      for (const p of fetching) {
+        expect(p.error).toBeUndefined();
+        expect(p.digest).toBe(digest);
+        expect(p.fetched).toBe(p.missing);
+        expect(p.blobs).toBeGreaterThanOrEqual(p.missing);
+      }
       for (const e of app.endpoints) expect((await fetch(`http://127.0.0.1:${e.ports.http}/`)).status).toBe(200);
       // apps/web:1 now names another image: the running app keeps its digest
       const other = `omni-reg-test/web2-${randomBytes(3).toString('hex')}:1`;

@@ -11,7 +11,7 @@ import { RaftNode, isNoSpace } from '../../node/raft/raft-node.js';
 import { silentLogger } from '../../node/logger.js';
 import { httpStatusFor, type OmniError } from '../../node/errors.js';
 import { bootstrapState } from '../../protocol/raft/raft.js';
-import { encodeCommand } from '../../protocol/cluster/state.js';
+import { decodeCommand, encodeCommand } from '../../protocol/cluster/state.js';
 import { waitFor } from '../../node/local-cluster.js';
 
 const ID = 'solo';
@@ -106,8 +106,11 @@ describe('RaftNode with a full disk (ENOSPC)', () => {
     const again = await RaftStorage.open(storage.dir);
     const loaded = await again.load();
     await again.close();
-    const keys = loaded.entries.map((e) => new TextDecoder().decode(e.data));
-    expect(keys.some((k) => k.includes('"key":"k1"'))).toBe(true);
+    const keys = loaded.entries.flatMap((e) => {
+      const d = e.data.byteLength > 0 ? decodeCommand(e.data) : undefined;
+      return d?.ok && d.command.type === 'kv.put' ? [d.command.key] : [];
+    });
+    expect(keys).toContain('k1');
   });
 
   it('only a full disk pauses (ENOSPC as Node and LevelDB report it); other storage failures stay fatal', async () => {

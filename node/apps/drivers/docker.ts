@@ -70,6 +70,8 @@ export interface LocalRegistry {
   hostPort: string;
   username: string;
   password: string;
+  /** Starts fetching every blob of `image` this node lacks from its peers (the engine's pull then joins those transfers). */
+  prefetch?(image: string): Promise<unknown>;
 }
 
 const LEASE_WATCHDOG_URL = new URL('./lease-watchdog.sh', import.meta.url);
@@ -291,6 +293,9 @@ export class DockerDriver implements TaskDriver {
       const local = reg ? localRegistryRef(image, reg.hostPort) : undefined;
       if (reg && local) {
         if (await this.hasImage(local)) return local;
+        // Every missing blob is asked of the peers at once, before the engine asks for any
+        // (it asks for a few layers at a time); its pull joins those transfers.
+        void reg.prefetch?.(image);
         const pulled = await this.pull(local, reg);
         if (pulled === true) return local;
         throw new OmniError('IMAGE_NOT_FOUND', `image ${image} is not present on node ${this.nodeName} and could not be pulled from its registry (${pulled}); push it there or load it with docker load`, { image, node: this.nodeName });

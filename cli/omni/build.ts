@@ -1,0 +1,186 @@
+// omni build DIR: Forge builds the source in DIR into an image of the cluster's registry, tagged
+// REPO:sha-<source digest> (and any --tag). The source (filtered by .gitignore/.dockerignore,
+// at most --max-source bytes) is uploaded content-addressed into the registry; detection,
+// dependency layer (cached in the registry for every node), build steps and the reproducible
+// layers are node/forge/builder.ts. In this version the steps run where the CLI runs (on this
+// host, with its runtimes), and the layers go to the registry of the node the CLI talks to
+// (/v2/); running them on a node as a scheduled one-shot task is not finished (README, Forge).
+// A Dockerfile project is built by the Docker engine of this host (DOCKER_HOST) and pushed.
+import { basename, join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { parse, printJson, formatBytes, UsageError } from '../common.js';
+import { CONNECTION_FLAGS, CONNECTION_HELP, connect, credentials } from './connection.js';
+import { registryFor } from './registry-client.js';
+import { Progress } from './progress.js';
+import { OmniError } from '../../node/errors.js';
+import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import Docker from 'dockerode';
+import { Forge, MAX_SOURCE_BYTES, type DockerfileBuild } from '../../node/forge/builder.js';
+import { dockerBuild, dockerSave } from '../../node/forge/docker-build.js';
+import { DockerRunner, registryBases } from '../../node/forge/docker-runner.js';
+import type { StepRunner } from '../../node/forge/runner.js';
+import { sourceTag } from '../../protocol/forge/image.js';
+import { newPushContext, openSource, pushSourceImage } from './image-files.js';
+import type { Registry } from './registry-client.js';
+import { HostRunner, StepFailed } from '../../node/forge/runner.js';
+import { isRepositoryName, isTag } from '../../protocol/registry/reference.js';
+
+const USAGE = `usage: omni build DIR [--repo REPOSITORY] [--tag TAG]... [--json] [flags]
+
+Builds the source in DIR into an image in the cluster's registry (Forge): detects what it is
+(Dockerfile, Node.js with package.json + package-lock.json, Python with requirements.txt or
+pyproject.toml, a static site with index.html, a Procfile; .omni/build.yaml overrides), installs
+its dependencies into a layer cached by the lockfile's hash, runs its build steps, and writes
+reproducible layers on a runtime base (omni/node:24, omni/python:3, omni/static:1 — make them
+with scripts/forge-base.sh). The image is tagged REPOSITORY:sha-<source digest>, so the same
+source gives the same tag and digest on any node.
+
+  --repo REPOSITORY  where the image goes (default: the directory's name)
+  --tag TAG          another tag (repeatable)
+  --max-source SIZE  refuse a source larger than this (default 256M; files left out by
+                     .gitignore/.dockerignore do not count)
+  --rebuild          build even when REPOSITORY:sha-<source digest> exists (by default the same
+                     source is built once: its image is reused)
+  --runner host|docker
+                     where the dependency install and build steps run: host (default: this
+                     host's node/npm/python) or docker (a container from the runtime base,
+                     pulled by this host's engine from the registry; DOCKER_HOST)
+  --quiet, -q        no step logs on stderr
+      --registry URL the /v2/ registry to use (default: the one of the node the CLI talks to)
+${CONNECTION_HELP}
+Steps run on this host (its node/npm/python) in this version; a Dockerfile project is built by
+this host's Docker engine (DOCKER_HOST). A failing step is named with the last lines of its log.
+Ctrl-C stops the build.
+`;
+
+const FLAGS = {
+  ...CONNECTION_FLAGS,
+  repo: { type: 'string' as const },
+  tag: { type: 'string' as const, multiple: true },
+  'max-source': { type: 'string' as const },
+  quiet: { type: 'boolean' as const, short: 'q' },
+  rebuild: { type: 'boolean' as const },
+  runner: { type: 'string' as const },
+  registry: { type: 'string' as const },
+};
+
+/** A repository name from a directory name: lower case, other characters → '-'. */
+export function repoFromDir(dir: string): string {
+  const name = basename(resolve(dir))
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '');
+  return name || 'app';
+}
+
+/** KV key of a build record: forge/builds/REPO/sha-<source digest>. */
+export function buildRecordKey(repo: string, sourceDigest: string): string {
+  return `forge/builds/${repo}/${sourceTag(sourceDigest)}`;
+}
+
+function sizeFlag(v: string | undefined): number {
+  if (v === undefined) return MAX_SOURCE_BYTES;
+  const m = /^(\d+)([KMG])?i?B?$/i.exec(v.trim());
+  if (!m) throw new UsageError(`--max-source must be a size like 64M or 1G, got ${v}`);
+  return Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(m[2] ?? '').toUpperCase() as '']!;
+}
+
+/** The engine's unix socket (DOCKER_HOST=unix://… or the default), or undefined when there is none. */
+function dockerSocket(): string | undefined {
+  const h = process.env.DOCKER_HOST;
+  const p = !h ? '/var/run/docker.sock' : h.startsWith('unix://') ? h.slice('unix://'.length) : h.startsWith('/') ? h : undefined;
+  return p && existsSync(p) ? p : undefined;
+}
+
+/** A Dockerfile project: the engine builds the context, `docker save` is pushed like omni images import. */
+function dockerfileBuilder(reg: Registry, progress: Progress): DockerfileBuild | undefined {
+  const socketPath = dockerSocket();
+  if (!socketPath) return undefined;
+  return async (i) => {
+    const docker = new Docker({ socketPath });
+    const localTag = `omni-forge/${i.repo}:${sourceTag(i.sourceDigest).slice(0, 68)}`;
+    await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.signal ? { signal: i.signal } : {}) }, i.log);
+    const saved = join(i.work, 'image.tar');
+    await dockerSave(docker, localTag, saved);
+    const extracted = join(i.work, 'saved');
+    await mkdir(extracted);
+    const src = await openSource(saved, extracted);
+    if (src.images.length !== 1) throw new OmniError('INTERNAL', `docker save wrote ${src.images.length} images`);
+    const pushed = await pushSourceImage(newPushContext(reg, progress, i.work), src, src.images[0], i.repo);
+    const doc = JSON.parse(pushed.bytes.toString('utf8')) as { layers?: { size: number }[] };
+    return { digest: pushed.digest, manifest: pushed.bytes, mediaType: pushed.mediaType, imageBytes: (doc.layers ?? []).reduce((n, l) => n + l.size, 0) };
+  };
+}
+
+export async function build(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, FLAGS, USAGE);
+  if (positionals.length !== 1) throw new UsageError(`omni build needs one DIR\n\n${USAGE}`);
+  const dir = resolve(positionals[0]);
+  const repo = (values.repo as string | undefined) ?? repoFromDir(dir);
+  if (!isRepositoryName(repo)) throw new UsageError(`--repo ${repo}: not a repository name (lower case letters, digits, . _ - and / between parts)`);
+  const tags = (values.tag as string[] | undefined) ?? [];
+  for (const t of tags) if (!isTag(t)) throw new UsageError(`--tag ${t}: not a tag (letters, digits, _ . -; at most 128)`);
+  const maxSourceBytes = sizeFlag(values['max-source'] as string | undefined);
+  const runnerKind = (values.runner as string | undefined) ?? 'host';
+  if (runnerKind !== 'host' && runnerKind !== 'docker') throw new UsageError(`--runner must be host or docker, got ${runnerKind}`);
+  const ac = new AbortController();
+  const onSigint = () => ac.abort();
+  process.once('SIGINT', onSigint);
+  const client = connect(values);
+  const progress = new Progress(`building ${basename(dir)}`);
+  const quiet = values.quiet === true;
+  try {
+    const reg = await registryFor(client, values, ac.signal);
+    let runner: StepRunner = new HostRunner();
+    if (runnerKind === 'docker') {
+      const socketPath = dockerSocket();
+      if (!socketPath) throw new OmniError('UNAVAILABLE', '--runner docker: no Docker engine (set DOCKER_HOST=unix:///path/docker.sock)');
+      const url = new URL(reg.url);
+      const docker = new Docker({ socketPath });
+      runner = new DockerRunner(docker, registryBases(docker, url.host, credentials(values).token, (r, t) => reg.resolveTag(r, t)));
+    }
+    const forge = new Forge(reg, runner, join(tmpdir(), 'omni-forge'), dockerfileBuilder(reg, progress));
+    const r = await forge.build(
+      { dir, repo, tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal },
+      {
+        stage: (s) => progress.setLabel(`${basename(dir)}: ${s}`),
+        log: (step, line) => {
+          if (quiet) return;
+          progress.end();
+          process.stderr.write(`[${step}] ${line}\n`);
+        },
+      },
+    );
+    progress.end();
+    // The build record (small, in the replicated KV under forge/): which image a source digest gave.
+    if (!r.reused) {
+      const record = { repository: r.repository, digest: r.digest, sourceDigest: r.sourceDigest, tags: r.tags, type: r.type, runtime: r.runtime ?? null, baseDigest: r.baseDigest ?? null, depsKey: r.depsKey ?? null, builtAtMs: Date.now() };
+      await client.put(`/v1/kv/${encodeURIComponent(buildRecordKey(r.repository, r.sourceDigest))}`, { value: JSON.stringify(record) }).catch((err: Error) => process.stderr.write(`warning: the build record was not written: ${err.message}\n`));
+    }
+    if (values.json) return printJson(r), 0;
+    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+    const lines = [
+      `${r.reused ? 'reused' : 'built'} ${r.repository}@${r.digest}${r.reused ? ' (this source was built before; --rebuild builds it again)' : ''}`,
+      `  type     ${r.type} (${r.detectedBy.join(', ')})${r.runtime ? ` on ${r.runtime}` : ' (built by the Docker engine)'}`,
+      `  source   ${r.sourceDigest}${r.sourceUploaded ? '' : ' (already in the registry)'}`,
+      `  tags     ${r.tags.map((t) => `${r.repository}:${t}`).join(', ')}`,
+      ...(r.depsKey ? [`  deps     ${r.depsReused ? 'reused' : 'built'} (key ${r.depsKey.slice(0, 19)})`] : []),
+      `  size     ${formatBytes(r.imageBytes)} compressed${r.reused ? '' : `, ${r.layers.length} Forge layer(s) on the base`}`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+    return 0;
+  } catch (err) {
+    progress.end();
+    if (ac.signal.aborted) throw new OmniError('INTERRUPTED', 'build cancelled (Ctrl-C)');
+    if (err instanceof StepFailed) {
+      if (values.json) printJson({ error: { code: err.code, step: err.step, exit: err.exit, tail: err.tail, message: err.message } });
+      else process.stderr.write(`omni build: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onSigint);
+    client.close();
+  }
+}

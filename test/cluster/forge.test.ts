@@ -1,0 +1,202 @@
+// Forge end to end on a 3-node loopback cluster with the real CLI: scripts/forge-base.sh makes
+// the Node.js runtime base from this host's Node 24 (cached between runs under
+// $OMNI_FORGE_BASE_CACHE or ~/.cache/omni/forge-base) and imports it with omni images
+// import-rootfs; `omni build` of the node-api fixture through one node and again through
+// another gives one digest (the second reuses the dependency layer from the registry); the
+// image, pulled by Docker from a third node's /v2/, runs and answers HTTP. A failing build step
+// exits 1 naming the step. Without a Docker engine, only the run in a container is skipped.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir, homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { LocalCluster } from '../../node/local-cluster.js';
+import { dockerForTests } from '../support/docker.js';
+import { formCluster, waitFor, httpGet } from './helpers.js';
+
+const run = promisify(execFile);
+const docker = await dockerForTests();
+const noDocker = 'skip' in docker ? docker.skip : undefined;
+if (noDocker) console.warn(`!!! SKIPPING the run of a Forge-built image in Docker: ${noDocker}`);
+
+async function omniCli(env: NodeJS.ProcessEnv, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run('bin/omni', args, { env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+}
+
+interface Built {
+  repository: string;
+  digest: string;
+  sourceDigest: string;
+  tags: string[];
+  depsReused: boolean;
+  type: string;
+}
+
+describe('forge on a cluster', () => {
+  let c: LocalCluster;
+  let dir: string;
+  const names = ['b1', 'b2', 'b3'];
+  const omniEnv = (node: string) => ({ ...process.env, OMNI_ADDR: c.nodes.get(node)!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' });
+  const omni = async (node: string, ...args: string[]) => {
+    const r = await omniCli(omniEnv(node), args);
+    if (r.code !== 0) throw new Error(`omni ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+    return r.stdout;
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'omni-forge-cluster-'));
+    c = await formCluster(names);
+  }, 120_000);
+  afterAll(async () => {
+    await c?.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  let built: Built;
+
+  it('forge-base.sh imports the node base; omni build through two nodes gives one digest, the second reuses the dependencies', async () => {
+    const env = { ...omniEnv('b1'), NODE: resolve('node_modules/node/bin/node'), OMNI_FORGE_BASE_CACHE: process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base') };
+    const base = await run('scripts/forge-base.sh', ['node', '--import'], { env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+    expect(base.stdout).toMatch(/^omni\/node:24 sha256:[0-9a-f]{64} \(one layer/m);
+
+    const src = join(dir, 'node-api');
+    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    built = JSON.parse(await omni('b1', 'build', src, '--repo', 'team/node-api', '--tag', 'v1', '--json')) as Built;
+    expect(built).toMatchObject({ repository: 'team/node-api', type: 'node', depsReused: false });
+    expect(built.tags).toEqual([`sha-${built.sourceDigest.slice(7)}`, 'v1']);
+    // the build record in the replicated KV, readable from any node
+    const rec = JSON.parse(await omni('b3', 'kv', 'get', `forge/builds/team/node-api/${built.tags[0]}`, '--json')) as { value: string };
+    expect(JSON.parse(rec.value)).toMatchObject({ repository: 'team/node-api', digest: built.digest, sourceDigest: built.sourceDigest, type: 'node', runtime: 'omni/node:24' });
+    // through another node, built again (--rebuild): the dependency layer comes from the registry
+    const again = JSON.parse(await omni('b2', 'build', src, '--repo', 'team/node-api', '--rebuild', '--json')) as Built & { reused: boolean };
+    expect(again.digest).toBe(built.digest);
+    expect(again).toMatchObject({ reused: false, depsReused: true });
+    const ls = JSON.parse(await omni('b3', 'images', 'ls', '--json')) as { images: { repository: string; tag: string; digest: string }[] };
+    expect(ls.images.filter((i) => i.repository === 'team/node-api').map((i) => i.tag).sort()).toEqual([built.tags[0], 'v1'].sort());
+    // the text output, and a progress-free run without a terminal
+    const text = await omni('b3', 'build', src, '--repo', 'team/node-api');
+    expect(text).toContain(`reused team/node-api@${built.digest} (this source was built before`);
+  }, 600_000);
+
+  it('a failing step: exit 1, the step named, its last log lines', async () => {
+    const src = join(dir, 'broken');
+    await mkdir(join(src, '.omni'), { recursive: true });
+    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    await writeFile(join(src, '.omni/build.yaml'), 'steps:\n  - name: compile\n    run: |\n      echo compiling\n      echo "error: broken" >&2\n      exit 7\n');
+    const r = await omniCli(omniEnv('b1'), ['build', src, '--repo', 'team/broken', '-q']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("step 'compile' failed (exit status 7)");
+    expect(r.stderr).toContain('| error: broken');
+    const unknown = await omniCli(omniEnv('b1'), ['build', 'test/fixtures/forge/empty']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('cannot tell how to build this directory');
+  }, 300_000);
+
+  it.skipIf(noDocker !== undefined)('Docker pulls the built images (Node.js, Python) from another node and they answer HTTP; --runner docker', async () => {
+    const env = { ...process.env, DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}`, DOCKER_CONFIG: dir };
+    const reg = await (async () => {
+      const client = c.client('b3');
+      try {
+        return (await client.get<{ address: string }>('/v1/registry')).address;
+      } finally {
+        client.close();
+      }
+    })();
+    await new Promise<void>((res, rej) => {
+      const p = execFile('docker', ['login', '-u', 'omni', '--password-stdin', reg], { env, timeout: 60_000 }, (err) => (err ? rej(err) : res()));
+      p.stdin!.end(c.adminToken);
+    });
+    const ref = `${reg}/team/node-api@${built.digest}`;
+    await run('docker', ['pull', ref], { env, timeout: 300_000 });
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const id = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${port}:8080`, ref], { env })).stdout.trim();
+    try {
+      const res = await waitFor('the Forge-built app answers', async () => (await httpGet(port, '/hello').catch(() => undefined)) ?? undefined, 30_000);
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toEqual({ ok: true, path: '/hello' });
+    } finally {
+      await run('docker', ['rm', '-f', id], { env }).catch(() => undefined);
+      await run('docker', ['rmi', '-f', ref], { env }).catch(() => undefined);
+    }
+
+    // Python: the python base (this host's python3), requirements.txt + main.py, run by Docker
+    const penv = { ...omniEnv('b1'), OMNI_FORGE_BASE_CACHE: process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base') };
+    await run('scripts/forge-base.sh', ['python', '--import'], { env: penv, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+    const py = JSON.parse(await omni('b1', 'build', 'test/fixtures/forge/python-api', '--repo', 'team/python-api', '--json')) as Built;
+    expect(py.type).toBe('python');
+    const pyRef = `${reg}/team/python-api@${py.digest}`;
+    await run('docker', ['pull', pyRef], { env, timeout: 300_000 });
+    const pyPort = 20000 + Math.floor(Math.random() * 20000);
+    const pyId = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${pyPort}:8080`, pyRef], { env })).stdout.trim();
+    try {
+      const res = await waitFor('the Forge-built Python app answers', async () => (await httpGet(pyPort, '/py').catch(() => undefined)) ?? undefined, 30_000);
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toEqual({ ok: true, path: '/py' });
+    } finally {
+      const logs = await run('docker', ['logs', pyId], { env }).catch(() => undefined);
+      if (logs?.stderr) console.log(logs.stderr.slice(-2000));
+      await run('docker', ['rm', '-f', pyId], { env }).catch(() => undefined);
+      await run('docker', ['rmi', '-f', pyRef], { env }).catch(() => undefined);
+    }
+
+    // --runner docker: the install and the steps run in a container from the runtime base (its /bin/sh is busybox; the host's is not)
+    const src2 = join(dir, 'node-api-in-base');
+    await cp('test/fixtures/forge/node-api', src2, { recursive: true });
+    await mkdir(join(src2, '.omni'));
+    await writeFile(join(src2, '.omni/build.yaml'), 'steps:\n  - name: in-base\n    run: test "$(readlink /bin/sh)" = busybox && node --version && echo running-in-the-base\n');
+    const inBase = await omniCli({ ...omniEnv('b2'), DOCKER_HOST: env.DOCKER_HOST, DOCKER_CONFIG: dir }, ['build', src2, '--repo', 'team/in-base', '--runner', 'docker', '--json']);
+    expect(inBase.code, inBase.stderr).toBe(0);
+    expect(inBase.stderr).toContain('[in-base] running-in-the-base');
+    expect(inBase.stderr).toContain('[in-base] v24.');
+    expect(JSON.parse(inBase.stdout)).toMatchObject({ repository: 'team/in-base', type: 'node', reused: false });
+    const onHost = await omniCli(omniEnv('b2'), ['build', src2, '--repo', 'team/in-base', '--rebuild', '-q']);
+    expect(onHost.code).toBe(1);
+    expect(onHost.stderr).toContain("step 'in-base' failed");
+  }, 600_000);
+
+  it.skipIf(noDocker !== undefined)('a Dockerfile project is built by the engine, pushed, pulled from another node and served; a failing instruction is named', async () => {
+    const dockerEnv = { DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}` };
+    const env = { ...process.env, ...dockerEnv, DOCKER_CONFIG: dir };
+    const src = join(dir, 'dockerfile');
+    await cp('test/fixtures/forge/dockerfile', src, { recursive: true });
+    await writeFile(join(src, 'Dockerfile'), `FROM ${(docker as { image: string }).image}\nCOPY . /www\nCMD ["httpd","-f","-p","8080","-h","/www"]\n`);
+    const r = await omniCli({ ...omniEnv('b1'), ...dockerEnv }, ['build', src, '--repo', 'team/web', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout) as Built;
+    expect(b.type).toBe('dockerfile');
+    expect(b.tags[0]).toBe(`sha-${b.sourceDigest.slice(7)}`);
+    const reg = await (async () => {
+      const client = c.client('b2');
+      try {
+        return (await client.get<{ address: string }>('/v1/registry')).address;
+      } finally {
+        client.close();
+      }
+    })();
+    await new Promise<void>((res, rej) => {
+      const p = execFile('docker', ['login', '-u', 'omni', '--password-stdin', reg], { env, timeout: 60_000 }, (err) => (err ? rej(err) : res()));
+      p.stdin!.end(c.adminToken);
+    });
+    const ref = `${reg}/team/web@${b.digest}`;
+    await run('docker', ['pull', ref], { env, timeout: 300_000 });
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const id = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${port}:8080`, ref], { env })).stdout.trim();
+    try {
+      const res = await waitFor('the Dockerfile app answers', async () => (await httpGet(port, '/package.json').catch(() => undefined)) ?? undefined, 30_000);
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toEqual({ name: 'x' });
+    } finally {
+      await run('docker', ['rm', '-f', id], { env }).catch(() => undefined);
+      await run('docker', ['rmi', '-f', ref], { env }).catch(() => undefined);
+    }
+    await writeFile(join(src, 'Dockerfile'), `FROM ${(docker as { image: string }).image}\nRUN echo about to fail && exit 3\n`);
+    const bad = await omniCli({ ...omniEnv('b1'), ...dockerEnv }, ['build', src, '--repo', 'team/web', '-q']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/step 'Dockerfile step 2\/2 \(RUN echo about to fail && exit 3\)' failed/);
+    expect(bad.stderr).toContain('| about to fail');
+  }, 600_000);
+});
