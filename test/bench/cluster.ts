@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 import { EtcdCluster, etcdAvailable } from './etcd-cluster.js';
-import { Http, writeLoad, median, round, log, cpuMsOf, rssMiBOf, type LoadResult } from './load.js';
+import { Http, writeLoad, median, round, log, cpuMsOf, rssMiBOf, writeSyscallsOf, type LoadResult } from './load.js';
 
 const { values } = parseArgs({ options: { 'duration-ms': { type: 'string' }, trials: { type: 'string' } } });
 const DURATION_MS = Number(values['duration-ms'] ?? 5000);
@@ -49,11 +49,13 @@ interface Figures {
   electionsDuringC64: number;
   cpuMsPer1kWrites: number;
   rssMiBAfterC64: number;
+  writeSyscallsPerWrite: number;
 }
 
 async function measure(sys: System, coldStartMs: number, label: string): Promise<Figures> {
   const load: Record<number, LoadResult> = {};
   const cpuBefore = cpuMsOf(sys.pids());
+  const syscwBefore = writeSyscallsOf(sys.pids());
   let electionsDuringC64 = 0;
   let rssMiBAfterC64 = NaN;
   for (const c of LEVELS) {
@@ -70,7 +72,8 @@ async function measure(sys: System, coldStartMs: number, label: string): Promise
   }
   const writes = LEVELS.reduce((n, c) => n + load[c].ops, 0);
   const cpuMsPer1kWrites = round((cpuMsOf(sys.pids()) - cpuBefore) / (writes / 1000));
-  log(`${label}: ${cpuMsPer1kWrites} CPU ms per 1,000 writes (all nodes)`);
+  const writeSyscallsPerWrite = round((writeSyscallsOf(sys.pids()) - syscwBefore) / writes, 2);
+  log(`${label}: ${cpuMsPer1kWrites} CPU ms per 1,000 writes, ${writeSyscallsPerWrite} write system calls per write (all nodes)`);
   await sys.put(sys.endpoints()[0], READ_KEY, 'v'.repeat(256));
   log(`${label}: linearizable reads at concurrency 16 for ${DURATION_MS} ms...`);
   const readsC16 = await writeLoad(sys.endpoints(), 16, DURATION_MS, (ep) => sys.get(ep, READ_KEY));
@@ -94,7 +97,7 @@ async function measure(sys: System, coldStartMs: number, label: string): Promise
     await sys.restart(leader);
     await sys.waitHealthy();
   }
-  return { coldStartMs, load, failoverMs, readsC16, electionsDuringC64, cpuMsPer1kWrites, rssMiBAfterC64 };
+  return { coldStartMs, load, failoverMs, readsC16, electionsDuringC64, cpuMsPer1kWrites, rssMiBAfterC64, writeSyscallsPerWrite };
 }
 
 async function omni(): Promise<Figures> {
@@ -195,6 +198,7 @@ rows.push(['reads/s c=16 (linearizable)', String(o.readsC16.writesPerS), String(
 rows.push(['read p99 ms c=16', String(o.readsC16.p99Ms), String(et?.readsC16.p99Ms ?? '-'), String(ratio(o.readsC16.p99Ms, et?.readsC16.p99Ms) ?? '-')]);
 rows.push(['elections during c=64', String(o.electionsDuringC64), String(et?.electionsDuringC64 ?? '-'), '']);
 rows.push(['CPU ms per 1k writes', String(o.cpuMsPer1kWrites), String(et?.cpuMsPer1kWrites ?? '-'), String(ratio(o.cpuMsPer1kWrites, et?.cpuMsPer1kWrites) ?? '-')]);
+rows.push(['write syscalls per write', String(o.writeSyscallsPerWrite), String(et?.writeSyscallsPerWrite ?? '-'), String(ratio(o.writeSyscallsPerWrite, et?.writeSyscallsPerWrite) ?? '-')]);
 rows.push(['RSS MiB after c=64 (max node)', String(o.rssMiBAfterC64), String(et?.rssMiBAfterC64 ?? '-'), String(ratio(o.rssMiBAfterC64, et?.rssMiBAfterC64) ?? '-')]);
 rows.push(['cold start ms', String(o.coldStartMs), String(et?.coldStartMs ?? '-'), String(ratio(o.coldStartMs, et?.coldStartMs) ?? '-')]);
 const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
@@ -222,6 +226,8 @@ summary.omni_elections_during_c64 = o.electionsDuringC64;
 summary.etcd_elections_during_c64 = et?.electionsDuringC64 ?? null;
 summary.omni_cpu_ms_per_1k_writes = o.cpuMsPer1kWrites;
 summary.etcd_cpu_ms_per_1k_writes = et?.cpuMsPer1kWrites ?? null;
+summary.omni_write_syscalls_per_write = o.writeSyscallsPerWrite;
+summary.etcd_write_syscalls_per_write = et?.writeSyscallsPerWrite ?? null;
 summary.omni_rss_mib_after_c64 = o.rssMiBAfterC64;
 summary.etcd_rss_mib_after_c64 = et?.rssMiBAfterC64 ?? null;
 summary.omni_cold_start_ms = o.coldStartMs;

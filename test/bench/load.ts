@@ -109,6 +109,20 @@ export function cpuMsOf(pids: number[]): number {
   return ms;
 }
 
+/** Write system calls (syscw of /proc/PID/io: socket writes and fsyncs' writes alike) made so far by `pids`. */
+export function writeSyscallsOf(pids: number[]): number {
+  let n = 0;
+  for (const pid of pids) {
+    try {
+      const m = /syscw:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+      if (m) n += Number(m[1]);
+    } catch {
+      // gone, or not readable
+    }
+  }
+  return n;
+}
+
 /** Resident memory of one process in MiB (VmRSS), or NaN when it is gone. */
 export function rssMiBOf(pid: number): number {
   try {
