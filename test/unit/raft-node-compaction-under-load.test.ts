@@ -18,8 +18,11 @@ const IDS = ['a', 'b', 'c'];
 const MAX_LOG_BYTES = 2 * 1024 * 1024;
 const dirs: string[] = [];
 const nodes: RaftNode[] = [];
+const storages: RaftStorage[] = [];
 afterEach(async () => {
   for (const n of nodes.splice(0)) await n.stop();
+  // closed before the directories go: LevelDB's own compactions still write files until then
+  for (const s of storages.splice(0)) await s.close();
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
 });
 
@@ -30,6 +33,7 @@ describe('compaction under a load that never pauses', () => {
       const dir = await mkdtemp(join(tmpdir(), `omni-busy-${id}-`));
       dirs.push(dir);
       const storage = await RaftStorage.open(dir);
+      storages.push(storage);
       const boot = bootstrapState(IDS);
       await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
       const save = storage.save.bind(storage);
