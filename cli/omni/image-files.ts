@@ -45,7 +45,7 @@ import {
   type Platform,
   type RegistryName,
 } from '../../protocol/registry/image-archive.js';
-import type { RegistryClient } from './registry-client.js';
+import type { Registry } from './registry-client.js';
 import type { Progress } from './progress.js';
 
 /** Nested indexes followed (an index of indexes of manifests is depth 2). */
@@ -243,7 +243,7 @@ export interface PushStats {
 }
 
 export interface PushContext {
-  reg: RegistryClient;
+  reg: Registry;
   progress: Progress;
   stats: PushStats;
   /** repo@digest of manifests already pushed in this run. */
@@ -254,7 +254,7 @@ export interface PushContext {
   compressed: Map<string, { digest: string; sizeBytes: number; path: string }>;
 }
 
-export function newPushContext(reg: RegistryClient, progress: Progress, work: string): PushContext {
+export function newPushContext(reg: Registry, progress: Progress, work: string): PushContext {
   return { reg, progress, work, stats: { uploaded: 0, present: 0, bytesUploaded: 0, manifests: 0 }, pushed: new Set(), compressed: new Map() };
 }
 
@@ -402,7 +402,7 @@ export function pushSourceImage(ctx: PushContext, src: ImageSource, img: SourceI
 // ---------------------------------------------------------------------------------- fetch
 
 export interface FetchContext {
-  reg: RegistryClient;
+  reg: Registry;
   progress: Progress;
   /** The layout directory being written. */
   dir: string;
@@ -411,7 +411,7 @@ export interface FetchContext {
   stats: { blobs: number; bytes: number };
 }
 
-export function newFetchContext(reg: RegistryClient, progress: Progress, dir: string): FetchContext {
+export function newFetchContext(reg: Registry, progress: Progress, dir: string): FetchContext {
   return { reg, progress, dir, seen: new Set(), stats: { blobs: 0, bytes: 0 } };
 }
 

@@ -62,6 +62,8 @@ interface PushSummary {
   blobsPresent: number;
   bytesUploaded: number;
   manifests: number;
+  /** Times the transfer moved to another node's registry because one stopped answering. */
+  failovers: number;
 }
 
 async function pushing(path: string, values: Values, run: (src: ImageSource, push: (img: SourceImage, repo: string, tags: string[]) => Promise<{ digest: string }>) => Promise<void>): Promise<PushSummary> {
@@ -83,7 +85,7 @@ async function pushing(path: string, values: Values, run: (src: ImageSource, pus
         return pushed;
       });
       const s = ctx.stats;
-      return { source: file, format: src.format, images, blobsUploaded: s.uploaded, blobsPresent: s.present, bytesUploaded: s.bytesUploaded, manifests: s.manifests };
+      return { source: file, format: src.format, images, blobsUploaded: s.uploaded, blobsPresent: s.present, bytesUploaded: s.bytesUploaded, manifests: s.manifests, failovers: reg.failovers };
     } finally {
       progress.end();
       client.close();
@@ -159,6 +161,8 @@ interface FetchSummary {
   bytes: number;
   sizeBytes: number;
   dockerLoad: boolean;
+  /** Times the transfer moved to another node's registry because one stopped answering. */
+  failovers: number;
 }
 
 async function fetching(refText: string, values: Values, o: { export: boolean }): Promise<FetchSummary> {
@@ -205,6 +209,7 @@ async function fetching(refText: string, values: Values, o: { export: boolean })
         bytes: ctx.stats.bytes,
         sizeBytes,
         dockerLoad: top.image !== undefined,
+        failovers: reg.failovers,
       };
     } finally {
       progress.end();

@@ -4,10 +4,16 @@
 // Every blob read is hashed while it streams to disk and refused when its digest differs;
 // uploads are monolithic (POST ?digest=, the body streamed; the registry verifies the digest).
 // Transfers report their bytes as they go (a progress line) and stop with the client's signal.
+//
+// Fail-over (FailoverRegistry): every operation here is idempotent (blobs and manifests are
+// content-addressed; a tag put twice points to the same digest), so when the node whose registry
+// the CLI uses stops answering, the operation is repeated on the registry of another node the
+// API client reaches. A blob download interrupted part-way resumes from the bytes it already has
+// (a Range request, the digest still computed over the whole blob).
 import { request as httpRequest, type IncomingMessage, type RequestOptions, type ClientRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
+import { rename, rm, stat, truncate } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
@@ -24,11 +30,22 @@ const MAX_ERROR_BODY_BYTES = 64 * 1024;
 
 const sha256 = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
+/** The operations the image commands use: a RegistryClient, or a FailoverRegistry over several. */
+export type Registry = Pick<RegistryClient, 'manifest' | 'downloadBlob' | 'resolveTag' | 'hasBlob' | 'mountBlob' | 'uploadBlob' | 'putManifest'>;
+
+/** A failed request is retried on another node's registry when the node did not answer or said it could not serve now. */
+export function registryFailoverWorthy(err: unknown): boolean {
+  if (!(err instanceof OmniError)) return false;
+  if (err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT') return true;
+  const status = Number(err.detail.status);
+  return err.code === 'REGISTRY_ERROR' && (status === 502 || status === 503 || status === 504);
+}
+
 export class RegistryClient {
   private readonly request: (opts: RequestOptions, cb: (res: IncomingMessage) => void) => ClientRequest;
 
   constructor(
-    private readonly baseUrl: string,
+    readonly baseUrl: string,
     private readonly token: string | undefined,
     private readonly ca?: string,
     private readonly signal?: AbortSignal,
@@ -44,10 +61,18 @@ export class RegistryClient {
         resolve,
       );
       req.on('timeout', () => req.destroy(new OmniError('TIMEOUT', `the registry at ${this.baseUrl} sent nothing for ${IDLE_TIMEOUT_MS} ms`)));
-      req.on('error', (err) => reject(err instanceof OmniError ? err : this.signal?.aborted ? new OmniError('ABORTED', 'stopped') : new OmniError('UNAVAILABLE', `cannot reach the registry at ${this.baseUrl}: ${err.message}`)));
+      req.on('error', (err) => reject(this.transportError(err, `cannot reach the registry at ${this.baseUrl}`)));
       if (body === undefined || Buffer.isBuffer(body)) req.end(body);
       else (body as NodeJS.ReadableStream).pipe(req);
     });
+  }
+
+  /** A socket or stream error as the CLI reports it (ABORTED after Ctrl-C; UNAVAILABLE otherwise, with its errno). */
+  private transportError(err: unknown, what: string): OmniError {
+    if (err instanceof OmniError) return err;
+    if (this.signal?.aborted) return new OmniError('ABORTED', 'stopped');
+    const e = err as NodeJS.ErrnoException;
+    return new OmniError('UNAVAILABLE', `${what}: ${e?.message ?? String(err)}`, { errno: e?.code ?? '' });
   }
 
   private async fail(res: IncomingMessage, what: string): Promise<never> {
@@ -64,7 +89,7 @@ export class RegistryClient {
     } catch {
       // not JSON
     }
-    throw new OmniError(res.statusCode === 401 || res.statusCode === 403 ? 'UNAUTHORIZED' : res.statusCode === 404 ? 'NOT_FOUND' : 'REGISTRY_ERROR', `${what}: HTTP ${res.statusCode}${detail ? ` (${detail.slice(0, 300)})` : ''}`);
+    throw new OmniError(res.statusCode === 401 || res.statusCode === 403 ? 'UNAUTHORIZED' : res.statusCode === 404 ? 'NOT_FOUND' : 'REGISTRY_ERROR', `${what}: HTTP ${res.statusCode}${detail ? ` (${detail.slice(0, 300)})` : ''}`, { status: res.statusCode ?? 0 });
   }
 
   /** A manifest's bytes, checked against its digest, and its media type. */
@@ -83,13 +108,41 @@ export class RegistryClient {
     return { bytes, mediaType: baseMediaType(res.headers['content-type']) };
   }
 
-  /** Streams a blob to `dest` (through a temp file), checking its digest; `onBytes` hears of each chunk. */
+  /**
+   * Streams a blob to `dest` (through `dest.part`), checking its digest; `onBytes` hears of each
+   * chunk (negative when bytes counted before are thrown away). A `dest.part` left by an
+   * interrupted attempt is resumed with a Range request (its bytes are hashed first); the part is
+   * kept when the transfer breaks off, and removed when the blob does not match its digest.
+   */
   async downloadBlob(repo: string, digest: string, dest: string, onBytes?: (n: number) => void): Promise<number> {
-    const res = await this.send('GET', `${repo}/blobs/${digest}`, {});
-    if (res.statusCode !== 200) return this.fail(res, `blob ${digest}`);
+    const tmp = `${dest}.part`;
     const hash = createHash('sha256');
     let size = 0;
-    const tmp = `${dest}.part`;
+    const have = (await stat(tmp).catch(() => undefined))?.size ?? 0;
+    if (have > 0) {
+      for await (const c of createReadStream(tmp)) {
+        hash.update(c as Buffer);
+        size += (c as Buffer).length;
+      }
+    }
+    const res = await this.send('GET', `${repo}/blobs/${digest}`, size > 0 ? { range: `bytes=${size}-` } : {});
+    let append = false;
+    if (res.statusCode === 206 && size > 0 && rangeStart(res.headers['content-range']) === size) append = true;
+    else if (res.statusCode === 200 || (res.statusCode === 416 && size > 0)) {
+      if (size > 0) onBytes?.(-size);
+      if (res.statusCode === 416) {
+        // The part is not a prefix of this blob (or is all of it, unfinished): start over.
+        res.resume();
+        await rm(tmp, { force: true });
+        return this.downloadBlob(repo, digest, dest, onBytes);
+      }
+      hash.destroy();
+      return this.receive(res, digest, dest, tmp, createHash('sha256'), 0, false, onBytes);
+    } else return this.fail(res, `blob ${digest}`);
+    return this.receive(res, digest, dest, tmp, hash, size, append, onBytes);
+  }
+
+  private async receive(res: IncomingMessage, digest: string, dest: string, tmp: string, hash: ReturnType<typeof createHash>, size: number, append: boolean, onBytes?: (n: number) => void): Promise<number> {
     const tap = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         hash.update(chunk);
@@ -99,13 +152,16 @@ export class RegistryClient {
       },
     });
     try {
-      await pipeline(res, tap, createWriteStream(tmp, { mode: 0o600 }));
-      if ('sha256:' + hash.digest('hex') !== digest) throw new OmniError('DIGEST_INVALID', `the registry sent blob ${digest} with other content`);
-      await rename(tmp, dest);
+      if (!append) await truncate(tmp, 0).catch(() => undefined);
+      await pipeline(res, tap, createWriteStream(tmp, { mode: 0o600, flags: append ? 'a' : 'w' }));
     } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
+      throw this.transportError(err, `the registry at ${this.baseUrl} stopped sending blob ${digest}`);
     }
+    if ('sha256:' + hash.digest('hex') !== digest) {
+      await rm(tmp, { force: true });
+      throw new OmniError('DIGEST_INVALID', `the registry sent blob ${digest} with other content`);
+    }
+    await rename(tmp, dest);
     return size;
   }
 
@@ -165,14 +221,99 @@ export class RegistryClient {
   }
 }
 
+/** "bytes 10-99/100" → 10. */
+function rangeStart(header: string | undefined): number | undefined {
+  const m = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(header ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * A registry that moves to another node's registry when its node stops answering: the operation
+ * that failed is repeated there (see registryFailoverWorthy), each node at most once per failure
+ * chain. `next` names another registry (undefined: none); `onFailover` hears of each move.
+ */
+export class FailoverRegistry implements Registry {
+  private reg: RegistryClient;
+  private readonly gaveUp = new Set<string>();
+  /** How many times this registry moved to another node. */
+  failovers = 0;
+
+  constructor(
+    first: RegistryClient,
+    private readonly next: ((avoid: ReadonlySet<string>) => Promise<RegistryClient | undefined>) | undefined,
+    private readonly onFailover?: (from: string, to: string, why: string) => void,
+  ) {
+    this.reg = first;
+  }
+
+  /** The registry used now. */
+  get url(): string {
+    return this.reg.baseUrl;
+  }
+
+  private async run<T>(op: (r: RegistryClient) => Promise<T>): Promise<T> {
+    for (;;) {
+      const r = this.reg;
+      try {
+        return await op(r);
+      } catch (err) {
+        if (!this.next || !registryFailoverWorthy(err)) throw err;
+        this.gaveUp.add(r.baseUrl);
+        const alt = await this.next(this.gaveUp).catch(() => undefined);
+        if (!alt || this.gaveUp.has(alt.baseUrl)) throw err;
+        this.failovers++;
+        this.onFailover?.(r.baseUrl, alt.baseUrl, (err as Error).message);
+        this.reg = alt;
+      }
+    }
+  }
+
+  manifest(repo: string, digest: string) {
+    return this.run((r) => r.manifest(repo, digest));
+  }
+  downloadBlob(repo: string, digest: string, dest: string, onBytes?: (n: number) => void) {
+    return this.run((r) => r.downloadBlob(repo, digest, dest, onBytes));
+  }
+  resolveTag(repo: string, tag: string) {
+    return this.run((r) => r.resolveTag(repo, tag));
+  }
+  hasBlob(repo: string, digest: string) {
+    return this.run((r) => r.hasBlob(repo, digest));
+  }
+  mountBlob(repo: string, digest: string) {
+    return this.run((r) => r.mountBlob(repo, digest));
+  }
+  uploadBlob(repo: string, digest: string, path: string, onBytes?: (n: number) => void) {
+    let sent = 0;
+    return this.run(async (r) => {
+      if (sent > 0) onBytes?.(-sent); // the upload starts over on the other node
+      sent = 0;
+      return r.uploadBlob(repo, digest, path, (n) => {
+        sent += n;
+        onBytes?.(n);
+      });
+    });
+  }
+  putManifest(repo: string, ref: string, bytes: Buffer, mediaType: string) {
+    return this.run((r) => r.putManifest(repo, ref, bytes, mediaType));
+  }
+}
+
 /**
  * The registry of the node the CLI talks to (its /v2/ URL from /v1/registry), or `--registry URL`,
- * with the CLI's token and CA.
+ * with the CLI's token and CA. Without --registry it fails over: when that node stops answering,
+ * the API client (which itself moves on to the cluster's other members) is asked again for the
+ * registry of the node that answers, and the transfer goes on there (a note on stderr).
  */
-export async function registryFor(client: ApiClient, values: Record<string, unknown>, signal?: AbortSignal): Promise<RegistryClient> {
+export async function registryFor(client: ApiClient, values: Record<string, unknown>, signal?: AbortSignal): Promise<FailoverRegistry> {
   const { token, ca } = credentials(values);
-  let url = values.registry as string | undefined;
-  if (url === undefined) url = (await client.get<{ url: string }>('/v1/registry')).url;
-  if (!/^https?:\/\/[^/]+\/?$/.test(url)) throw new UsageError(`--registry must be http(s)://HOST:PORT, got ${url}`);
-  return new RegistryClient(url, token, ca, signal);
+  const given = values.registry as string | undefined;
+  const open = (url: string) => {
+    if (!/^https?:\/\/[^/]+\/?$/.test(url)) throw new UsageError(`--registry must be http(s)://HOST:PORT, got ${url}`);
+    return new RegistryClient(url, token, ca, signal);
+  };
+  if (given !== undefined) return new FailoverRegistry(open(given), undefined);
+  const ask = async () => open((await client.get<{ url: string }>('/v1/registry')).url);
+  const note = (from: string, to: string, why: string) => process.stderr.write(`omni: the registry at ${from} stopped answering (${why.slice(0, 200)}); going on with ${to}\n`);
+  return new FailoverRegistry(await ask(), ask, note);
 }

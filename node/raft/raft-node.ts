@@ -286,7 +286,10 @@ export class RaftNode {
   step(m: Message): void {
     if (this.stopped || this.fatal) return;
     if (this.heardAtTick.size < 4096 || this.heardAtTick.has(m.from)) this.heardAtTick.set(m.from, this.ticks);
-    if (!this.core('step', () => this.raft.step(m))) return;
+    // Raft.step returns nothing: core() answers undefined whether or not it threw, so only a
+    // fatal error stops here (testing its result for truth skipped the schedule below, and every
+    // message then waited for the next tick: ~one heartbeat per write).
+    if (this.core('step', () => this.raft.step(m)) === undefined && this.fatal) return;
     this.schedule();
   }
 
