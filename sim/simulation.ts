@@ -1008,8 +1008,9 @@ export class Simulation {
   private readonly appliedValues = new Set<string>();
 
   /** A write the gate refused must never have been applied anywhere, nor be later. */
-  private quotaRefused(node: NodeId, cmd: Command, message: string): void {
+  private quotaRefused(node: NodeId, cmd: Command, message: string, check: boolean): void {
     this.trace(`${node}: ${cmd.type} refused by the leader's gate: ${message.slice(0, 140)}`);
+    if (!check) return;
     for (const v of kvValues(cmd)) {
       this.quotaRefusedValues.add(v);
       if (this.appliedValues.has(v)) this.check(() => { throw new SafetyViolation(`${node}: a write refused QUOTA_EXCEEDED was applied (value ${v.slice(0, 40)}…)`); });
@@ -1169,7 +1170,9 @@ export class Simulation {
         ? n.writes.propose(cmd, SIM_ADMIN).catch((err: unknown) => {
             if ((err as { code?: string }).code !== 'QUOTA_EXCEEDED') throw err;
             this.coverage.writes_refused_for_quota++;
-            this.quotaRefused(id, cmd, (err as Error).message);
+            // The liveness probe sends its value again whatever the outcome (even after a
+            // timeout that may still commit): only other clients' refused values must never apply.
+            this.quotaRefused(id, cmd, (err as Error).message, this.clients[req.client]?.probe !== true);
             answer({ ok: true, result: { kind: 'refused-for-quota' } });
             return undefined;
           })

@@ -72,10 +72,11 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
   private pendingGrowthBytes = 0;
   /**
    * Growth of admitted proposals whose outcome is unknown (timed out): still counted until the
-   * state has applied every index the log held when they failed (`upTo`) — by then each one
-   * was applied (and counts in the state's size) or was replaced.
+   * state has applied every index the log held when they failed (`upTo`), or until this node
+   * leads a later term than the one they were proposed in and has applied an entry of it — by
+   * then each one was applied (and counts in the state's size) or was replaced.
    */
-  private inDoubt: { growth: number; upTo: number }[] = [];
+  private inDoubt: { growth: number; upTo: number; term: number }[] = [];
   private readonly clock: Clock;
 
   constructor(private readonly d: ClusterWritesDeps) {
@@ -179,13 +180,14 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
       if (raft.raft.log.term(state.appliedIndex) !== raft.raft.term) {
         return Promise.reject(new OmniError('LEADER_CATCHING_UP', 'the leader has not applied the entries of earlier terms yet; retry shortly'));
       }
-      this.inDoubt = this.inDoubt.filter((d) => d.upTo > state.appliedIndex);
+      this.inDoubt = this.inDoubt.filter((d) => d.upTo > state.appliedIndex && d.term === raft.raft.term);
     }
     const pending = this.d.bugs?.has('quota-ignores-pending') ? 0 : this.pendingGrowthBytes + this.inDoubt.reduce((sum, d) => sum + d.growth, 0);
     const full = quotaRefusal({ principal: principal.kind, growthBytes: growth, stateBytes: state.sizeBytes, pendingBytes: pending, quotaBytes: quotaBytes(state.config()) });
     if (full) return Promise.reject(new OmniError(full.code, full.message));
     if (growth <= 0) return raft.propose(data);
     this.pendingGrowthBytes += growth;
+    const term = raft.raft.term;
     return raft.propose(data).then(
       (r) => {
         this.pendingGrowthBytes -= growth;
@@ -194,7 +196,7 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
       (err: unknown) => {
         this.pendingGrowthBytes -= growth;
         // A proposal that timed out may still commit and apply later.
-        if (!(err instanceof OmniError && NOT_IN_LOG.includes(err.code))) this.inDoubt.push({ growth, upTo: raft.raft.log.lastIndex() });
+        if (!(err instanceof OmniError && NOT_IN_LOG.includes(err.code))) this.inDoubt.push({ growth, upTo: raft.raft.log.lastIndex(), term });
         throw err;
       },
     );

@@ -27,7 +27,12 @@ function leader(opts: { term: number; terms: number[] }) {
   const proposals: Command[] = [];
   let answer: (data: Uint8Array) => Promise<ApplyResult> = () => Promise.resolve({ ok: true, value: undefined });
   const raft = {
-    raft: { term: opts.term, log },
+    raft: {
+      get term() {
+        return opts.term;
+      },
+      log,
+    },
     state,
     isLeader: true,
     leader: 'n1',
@@ -58,7 +63,7 @@ function leader(opts: { term: number; terms: number[] }) {
     monotonicMs: () => now,
   };
   const writes = new ClusterWrites({ id: 'n1', raft, link: { forwardCommand: () => Promise.reject(new Error('unused')), forwardConf: () => Promise.reject(new Error('unused')) }, isStopping: () => false, clock });
-  return { state, writes, proposals, applyNext, retry, setAnswer: (f: typeof answer) => (answer = f) };
+  return { state, writes, proposals, applyNext, retry, opts, setAnswer: (f: typeof answer) => (answer = f) };
 }
 
 const admin = adminCaller('t', 'admin-1');
@@ -98,5 +103,25 @@ describe('quota gate on a new leader', () => {
     await expect(l.writes.propose(large('a'), admin)).rejects.toMatchObject({ code: 'TIMEOUT' });
     l.setAnswer(() => Promise.resolve({ ok: true, value: undefined }));
     await expect(l.writes.propose(large('b'), admin)).rejects.toMatchObject({ code: 'QUOTA_EXCEEDED' });
+  });
+
+  it('a timed-out proposal of an earlier term stops counting once this node leads a later term and applied an entry of it', async () => {
+    // Term 1: index 2 applied (small), the large write proposed at index 3 times out.
+    const l = leader({ term: 1, terms: [1, 1] });
+    l.applyNext({ type: 'kv.put', key: 'n', value: '1' });
+    l.setAnswer(() => {
+      l.opts.terms.push(1, 1); // more proposals behind it (the log ends at index 5 when it times out)
+      return Promise.reject(new OmniError('TIMEOUT', 'not applied in time; it may still commit'));
+    });
+    await expect(l.writes.propose(large('a'), admin)).rejects.toMatchObject({ code: 'TIMEOUT' });
+    // It was lost: a leader of term 2 replaced index 3 with its no-op; this node leads term 3
+    // and has applied its own no-op at index 3 (the log holds 1, 1, 3). Index 3 is applied: the
+    // timed-out write is gone, whatever index it had.
+    l.opts.terms.length = 2;
+    l.opts.terms.push(3);
+    l.opts.term = 3;
+    l.applyNext({ type: 'kv.put', key: 'n', value: '2' });
+    l.setAnswer(() => Promise.resolve({ ok: true, value: undefined }));
+    await expect(l.writes.propose(large('b'), admin)).resolves.toMatchObject({ ok: true });
   });
 });
