@@ -50,6 +50,7 @@ export function httpStatusFor(code: string): number {
     case 'TOO_MANY_PENDING':
     case 'TOO_MANY_PENDING_BYTES':
     case 'PROPOSAL_DROPPED':
+    case 'LEADER_CATCHING_UP':
     case 'LEADERSHIP_LOST':
     case 'BUSY':
       return 503;

@@ -13,7 +13,12 @@ import { decodeConfChange } from '../protocol/codec.js';
 import { Raft, bootstrapState, emptyState } from '../protocol/raft/raft.js';
 import { ALL_BUGS, type BugName, ConfChangeType, type Entry, EntryType, type Message, MessageType, type NodeId, type Ready, Role } from '../protocol/raft/types.js';
 import { seededRng, type Rng } from '../protocol/rng.js';
-import { decodeCommand, encodeCommand, type Command } from '../protocol/cluster/state.js';
+import { MIN_MAX_STATE_BYTES, decodeCommand, encodeCommand, type ApplyResult, type Command } from '../protocol/cluster/state.js';
+import { quotaBytes } from '../protocol/cluster/quota.js';
+import { QUOTA_ALARM_SHARE, assessHealth } from '../protocol/cluster/health.js';
+import { ALL_WRITES_BUGS, ClusterWrites, type WritesBug, type WritesRaft } from '../node/cluster/writes.js';
+import { adminCaller } from '../node/cluster/caller.js';
+import { OmniError } from '../node/errors.js';
 import { RaftNode, guardSink } from '../node/raft/raft-node.js';
 import { SimDisk } from './disk.js';
 import { EventQueue } from './event-queue.js';
@@ -28,9 +33,9 @@ import { SimClock } from './sim-timers.js';
 import { ALL_APPS_BUGS, SimApps, type AppsBug } from './sim-apps.js';
 import { formatMessage } from './trace.js';
 
-/** A bug the simulator can inject: into the Raft core, or into the daemon's apps wiring. */
-export type SimBug = BugName | AppsBug;
-export const ALL_SIM_BUGS: readonly SimBug[] = [...ALL_BUGS, ...ALL_APPS_BUGS];
+/** A bug the simulator can inject: into the Raft core, the daemon's apps wiring, or the leader's write gate. */
+export type SimBug = BugName | AppsBug | WritesBug;
+export const ALL_SIM_BUGS: readonly SimBug[] = [...ALL_BUGS, ...ALL_APPS_BUGS, ...ALL_WRITES_BUGS];
 
 export interface SimOptions {
   seed: number;
@@ -91,6 +96,16 @@ export interface SimKnobs {
    * snapshot or a row reload.
    */
   stateLimitBytes?: number;
+  /**
+   * The replicated state quota (ClusterConfig.maxStateBytes, from a cluster.init entry in the
+   * bootstrap log, as omnid init writes it) on half of the seeds with a state limit: client
+   * writes then go through the leader's real gate (node/cluster/writes.ts ClusterWrites, with
+   * forwarding from followers), which refuses QUOTA_EXCEEDED before proposing. Room for two
+   * large values beside small ones (past the QUOTA_EXCEEDED alarm's share), never three; the
+   * state machine's hard limit (stateLimitBytes) is 4x the quota there, so only the checker
+   * stands behind the gate.
+   */
+  quotaBytes?: number;
   /** Chance that an fsync fails (EIO): the node stops at once and is restarted. */
   fsyncErrorRate?: number;
   /** The apps path runs: orchestrator, agents (mock driver), an operator deploying through the API. */
@@ -162,6 +177,11 @@ export interface Coverage {
   app_changes_acknowledged: number;
   /** Writes the state machine refused for the state limit (seeds with stateLimitBytes). */
   writes_refused_for_state_limit: number;
+  /** Writes the leader's gate refused for the replicated quota (QUOTA_EXCEEDED; seeds with quotaBytes). */
+  writes_refused_for_quota: number;
+  /** Times a node's health report raised, and cleared, the QUOTA_EXCEEDED alarm. */
+  quota_alarms_raised: number;
+  quota_alarms_cleared: number;
   /** Exclusive tasks stopped because their node's lease lapsed (by the agent or, omnid down, its supervisor). */
   exclusive_lease_stops: number;
   /** Exclusive tasks started to replace one whose node went silent (placed only after its lease lapsed). */
@@ -169,7 +189,7 @@ export interface Coverage {
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, writes_refused_for_state_limit: 0, exclusive_lease_stops: 0, exclusive_replacements: 0 };
+  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, writes_refused_for_state_limit: 0, writes_refused_for_quota: 0, quota_alarms_raised: 0, quota_alarms_cleared: 0, exclusive_lease_stops: 0, exclusive_replacements: 0 };
 }
 
 const MAX_NODES = 7;
@@ -178,6 +198,12 @@ const STATE_LIMIT_SMALL_RECORD_BYTES = 80;
 /** ... there is room for one large value beside them (it adds 300 bytes), never two. */
 const STATE_LIMIT_ROOM_BYTES = 350;
 const LARGE_VALUE_PAD = 'x'.repeat(300);
+/**
+ * With the quota gate (MIN_MAX_STATE_BYTES, 64 KiB): a large value's record counts ~31.4 KB, so
+ * two of them pass the alarm's 95 % share and, with the small ones (at most 5 records of ~80
+ * bytes), stay within the quota; a third never fits.
+ */
+const QUOTA_LARGE_VALUE_PAD = 'x'.repeat(31_300);
 /** Share of the seeds that run the leader-churn nemesis (swarm testing); the rest run the general mix. */
 const LEADER_CHURN_SHARE = 0.3;
 /**
@@ -337,7 +363,8 @@ interface ClientRequest {
  * or dropped by a leader change) and may be sent again; otherwise its outcome is unknown.
  */
 /** A write the state machine refused for the state limit: it took effect nowhere (left out of the history). */
-type RefusedForLimit = { kind: 'refused-for-limit' };
+/** refused-for-limit: applied as a refusal by the state machine; refused-for-quota: refused by the leader's gate, never proposed. */
+type RefusedForLimit = { kind: 'refused-for-limit' } | { kind: 'refused-for-quota' };
 type ClientReply = { reqId: number; node: NodeId } & ({ ok: true; result: KvResult | RefusedForLimit } | { ok: false; leader: NodeId; retry: boolean; why: string });
 
 interface SimNode {
@@ -370,6 +397,10 @@ interface SimNode {
   burstUntilMs: number;
   /** Terms in which this node was seen leading after a write (the crash-after-election fault rolls once per term). */
   ledTerms: Set<number>;
+  /** The leader's write gate of this process (seeds with quotaBytes). */
+  writes?: ClusterWrites;
+  /** Whether its health report carried the QUOTA_EXCEEDED alarm when last checked. */
+  quotaAlarm: boolean;
 }
 
 interface ClientState {
@@ -384,8 +415,13 @@ interface ClientState {
   done: boolean;
 }
 
+/** The clients' caller on seeds with the quota gate: an admin (its writes stop at the quota itself). */
+const SIM_ADMIN = adminCaller('sim-admin-token', 'sim-admin');
+/** A forwarded write that got no answer in this long fails TIMEOUT (its outcome unknown). */
+const FORWARD_TIMEOUT_MS = 1000;
+
 /** Codes of refusals after which the op surely did not take effect. */
-const NOT_APPLIED_CODES: ReadonlySet<string> = new Set(['NOT_LEADER', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'NO_LEADER', 'PROPOSAL_DROPPED', 'TOO_MANY_PENDING', 'NO_SPACE', 'LEADER_TRANSFER']);
+const NOT_APPLIED_CODES: ReadonlySet<string> = new Set(['NOT_LEADER', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'NO_LEADER', 'PROPOSAL_DROPPED', 'TOO_MANY_PENDING', 'NO_SPACE', 'LEADER_TRANSFER', 'LEADER_CATCHING_UP']);
 
 
 export class Simulation {
@@ -426,7 +462,12 @@ export class Simulation {
     this.knobs.spillValuesOverBytes = [0, 4, undefined][opts.seed % 3];
     this.knobs.tailEntries = [0, 3, 20, 200][Math.floor(opts.seed / 3) % 4];
     this.knobs.streamSnapshots = Math.floor(opts.seed / 12) % 2 === 0;
-    if (!this.knobs.apps && opts.seed % 5 === 2) this.knobs.stateLimitBytes = (this.knobs.keys + 1) * STATE_LIMIT_SMALL_RECORD_BYTES + STATE_LIMIT_ROOM_BYTES;
+    if (!this.knobs.apps && opts.seed % 5 === 2) {
+      if (Math.floor(opts.seed / 5) % 2 === 0) {
+        this.knobs.quotaBytes = MIN_MAX_STATE_BYTES;
+        this.knobs.stateLimitBytes = 4 * MIN_MAX_STATE_BYTES;
+      } else this.knobs.stateLimitBytes = (this.knobs.keys + 1) * STATE_LIMIT_SMALL_RECORD_BYTES + STATE_LIMIT_ROOM_BYTES;
+    }
     this.knobs.keepLogBytesForFollowers = [undefined, 0, 2000][Math.floor(opts.seed / 24) % 3];
     this.knobs.maxInflightBytes = [undefined, 300][Math.floor(opts.seed / 72) % 2];
     this.traceLines = opts.traceLines ?? 400;
@@ -691,6 +732,7 @@ export class Simulation {
       pausedUntilMs: 0,
       compactEvery: this.knobs.mixedCompaction && this.rng.next() < 0.5 ? 1000 : this.knobs.compactEvery,
       ledTerms: new Set(),
+      quotaAlarm: false,
       confDirty: true,
       clock: undefined,
       clockOffsetMs: 0,
@@ -698,6 +740,12 @@ export class Simulation {
     };
     this.nodes.set(id, n);
     const state = bootstrap ? bootstrapState(voters) : emptyState();
+    if (bootstrap && this.knobs.quotaBytes !== undefined) {
+      // omnid init's first write: the cluster's config, with the state quota.
+      const init: Command = { type: 'cluster.init', clusterId: 'sim', voterTarget: 3, rootNodeId: '', ephemeralRoot: false, maxStateBytes: this.knobs.quotaBytes };
+      state.entries.push({ index: state.entries.length + 1, term: 1, type: EntryType.Normal, data: encodeCommand(init) });
+      state.hardState.commit = state.entries.length;
+    }
     // The bootstrap state is what `init` would write durably before starting.
     n.disk.write({ entries: state.entries, hardState: state.hardState }, true, this.nowMs);
     await this.startNode(n);
@@ -788,6 +836,8 @@ export class Simulation {
     if (!alive()) return;
     n.node = node;
     n.raft = node.raft;
+    n.quotaAlarm = false;
+    if (this.knobs.quotaBytes !== undefined) n.writes = this.writesFor(n, node, alive);
     const state = n.disk.load();
     this.trace(`${n.id}: started (term=${state.hardState.term} last=${(state.snapshot?.meta.index ?? 0) + state.entries.length} state=${node.state.appliedIndex}/${node.state.kvCount()} keys)`);
     node.start();
@@ -882,6 +932,142 @@ export class Simulation {
     this.afterInput(leader);
   }
 
+  // ------------------------------------------------------------------ the leader's write gate (quota)
+
+  /**
+   * The daemon's write path for this process (node/cluster/writes.ts, as node/daemon.ts builds
+   * it) on its virtual clock: the leader authorizes and checks the quota before proposing; a
+   * follower forwards over the simulated network to the leader's gate (in omnid the admin
+   * token travels with it and the leader verifies it against the replicated hashes: the sim's
+   * state holds no tokens, so the leader takes the sim admin's principal as given).
+   */
+  private writesFor(n: SimNode, node: RaftNode, alive: () => boolean): ClusterWrites {
+    const timeoutMs = this.knobs.clientTimeoutMs * 4;
+    const raft: WritesRaft = {
+      raft: node.raft,
+      get state() {
+        return node.state;
+      },
+      get isLeader() {
+        return node.isLeader;
+      },
+      get leader() {
+        return node.leader;
+      },
+      propose: (data) => node.propose(data, timeoutMs),
+      proposeConfChange: (cc) => node.proposeConfChange(cc, timeoutMs),
+      readBarrier: (ms) => node.readBarrier(ms),
+    };
+    const forward = (leaderId: NodeId, data: Uint8Array): Promise<ApplyResult> =>
+      new Promise<ApplyResult>((resolve, reject) => {
+        let done = false;
+        const finish = (f: () => void): void => {
+          if (done || !alive()) return;
+          done = true;
+          f();
+        };
+        n.clock!.setTimeout(() => finish(() => reject(new OmniError('TIMEOUT', 'forwarded write timed out; it may still commit'))), FORWARD_TIMEOUT_MS);
+        const sent = this.rpc(n.id, leaderId, () => {
+          const l = this.nodes.get(leaderId);
+          const lw = l?.writes;
+          if (!l?.node || !lw) return;
+          const decoded = decodeCommand(data);
+          if (!decoded.ok) return void this.rpc(leaderId, n.id, () => finish(() => resolve(decoded)));
+          const offLeader = () => new OmniError('NOT_LEADER', 'not the leader', { leader: l.node?.leader ?? '' });
+          lw.proposeAsOnLeader({ kind: 'admin', tokenId: SIM_ADMIN.kind === 'admin' ? SIM_ADMIN.tokenId : '' }, decoded.command, offLeader).then(
+            (r) => this.rpc(leaderId, n.id, () => finish(() => resolve(r))),
+            (e: unknown) => this.rpc(leaderId, n.id, () => finish(() => reject(e))),
+          );
+        });
+        if (!sent) return;
+      });
+    const inc = n.inc;
+    return new ClusterWrites({
+      id: n.id,
+      raft,
+      link: {
+        forwardCommand: (leader, data) => forward(leader, data),
+        forwardConf: () => Promise.reject(new OmniError('BAD_REQUEST', 'the simulator forwards no membership changes')),
+      },
+      isStopping: () => n.inc !== inc,
+      clock: n.clock!,
+      bugs: new Set([...(this.opts.bugs ?? [])].filter((b): b is WritesBug => (ALL_WRITES_BUGS as readonly string[]).includes(b))),
+    });
+  }
+
+  /** A message from one node's process to another's over the simulated network (false: dropped). */
+  private rpc(from: NodeId, to: NodeId, fn: () => void): boolean {
+    const delays = this.net.plan(from, to);
+    if (delays.length === 0) return false;
+    this.queue.push(this.nowMs + delays[0], { kind: 'rpc', from, to, fn });
+    return true;
+  }
+
+  /** Values of kv writes the gate refused, and of kv writes some node applied (seeds with quotaBytes). */
+  private readonly quotaRefusedValues = new Set<string>();
+  private readonly appliedValues = new Set<string>();
+
+  /** A write the gate refused must never have been applied anywhere, nor be later. */
+  private quotaRefused(node: NodeId, cmd: Command, message: string, check: boolean): void {
+    this.trace(`${node}: ${cmd.type} refused by the leader's gate: ${message.slice(0, 140)}`);
+    if (!check) return;
+    for (const v of kvValues(cmd)) {
+      this.quotaRefusedValues.add(v);
+      if (this.appliedValues.has(v)) this.check(() => { throw new SafetyViolation(`${node}: a write refused QUOTA_EXCEEDED was applied (value ${v.slice(0, 40)}…)`); });
+    }
+  }
+
+  /** On an entry applied (seeds with quotaBytes): it was no refused write. */
+  private observeQuotaApply(n: SimNode, e: Entry): void {
+    if (e.type !== EntryType.Normal || e.data.byteLength === 0) return;
+    const d = decodeCommand(e.data);
+    if (!d.ok) return;
+    for (const v of kvValues(d.command)) {
+      this.appliedValues.add(v);
+      if (this.quotaRefusedValues.has(v)) throw new SafetyViolation(`${n.id}: applied ${e.index}, a write the leader's gate refused QUOTA_EXCEEDED (value ${v.slice(0, 40)}…): a refused write entered the log`);
+    }
+  }
+
+  /**
+   * After a Ready applied something (seeds with quotaBytes): no write admitted past the quota
+   * (every kv write here went through the gate as an admin, so the applied state never passes
+   * it), the replicated quota is the one omnid init set, and the node's health report (the
+   * real assessHealth, fed as the API's health() feeds it) carries the QUOTA_EXCEEDED alarm
+   * exactly while its state is at or past the alarm's share of the quota with a leader known.
+   */
+  private checkQuota(n: SimNode): void {
+    const node = n.node!;
+    const state = node.state;
+    const cfg = state.config();
+    if (cfg.clusterId === '') return; // a joining node that has not caught up to cluster.init yet
+    const quota = quotaBytes(cfg);
+    if (quota !== this.knobs.quotaBytes) throw new SafetyViolation(`${n.id}: the replicated quota is ${quota} bytes, omnid init set ${this.knobs.quotaBytes}`);
+    if (state.sizeBytes > quota) throw new SafetyViolation(`${n.id}: the state holds ${state.sizeBytes} bytes at applied index ${state.appliedIndex}, past the quota of ${quota}: the leader's gate admitted a write past it`);
+    const raft = node.raft;
+    const health = assessHealth({
+      selfId: n.id,
+      leader: raft.lead,
+      voters: [...raft.voters],
+      voterTarget: cfg.voterTarget,
+      nodes: state.nodes(),
+      silentMs: () => undefined,
+      silentAfterMs: Number.MAX_SAFE_INTEGER,
+      stateBytes: state.sizeBytes,
+      quotaBytes: quota,
+    });
+    const alarm = health.reasons.some((r) => r.startsWith('QUOTA_EXCEEDED'));
+    const due = health.quorum && state.sizeBytes >= quota * QUOTA_ALARM_SHARE;
+    if (alarm !== due) throw new SafetyViolation(`${n.id}: QUOTA_EXCEEDED alarm ${alarm ? 'raised' : 'not raised'} with ${state.sizeBytes} of ${quota} bytes (leader ${raft.lead || 'none'})`);
+    if (alarm && !n.quotaAlarm) {
+      this.coverage.quota_alarms_raised++;
+      this.trace(`${n.id}: QUOTA_EXCEEDED alarm raised (${state.sizeBytes} of ${quota} bytes)`);
+    } else if (!alarm && n.quotaAlarm && state.sizeBytes < quota * QUOTA_ALARM_SHARE) {
+      this.coverage.quota_alarms_cleared++;
+      this.trace(`${n.id}: QUOTA_EXCEEDED alarm cleared (${state.sizeBytes} of ${quota} bytes)`);
+    }
+    if (alarm || state.sizeBytes < quota * QUOTA_ALARM_SHARE) n.quotaAlarm = alarm;
+  }
+
   /** After any input: election safety for a leader. */
   private afterInput(n: SimNode): void {
     const raft = n.raft;
@@ -902,6 +1088,7 @@ export class Simulation {
   private observeApply(n: SimNode, e: Entry): void {
     const raft = n.raft!;
     this.invariants.observeApply(n.id, e, raft.log.committed);
+    if (this.knobs.quotaBytes !== undefined) this.observeQuotaApply(n, e);
     this.trace(() => `${n.id}: apply ${e.index}@${e.term} ${describeEntryData(e)}`);
     if (e.type !== EntryType.ConfChange) return;
     const cc = decodeConfChange(e.data);
@@ -922,6 +1109,7 @@ export class Simulation {
 
   private afterReady(n: SimNode, rd: Ready): void {
     const raft = n.raft!;
+    if (n.writes && (rd.snapshot || rd.committedEntries.length > 0)) this.check(() => this.checkQuota(n));
     if (rd.snapshot) {
       this.coverage.snapshots_installed++;
       this.trace(`${n.id}: applied snapshot at ${rd.snapshot.meta.index}`);
@@ -978,7 +1166,19 @@ export class Simulation {
         op.kind === 'put'
           ? { type: 'kv.put', key: op.key, value: op.value }
           : { type: 'kv.txn', compares: [op.expected === null ? { key: op.key, version: 0 } : { key: op.key, value: op.expected }], ops: [{ op: 'put', key: op.key, value: op.value }] };
-      node.propose(encodeCommand(cmd), timeoutMs).then((r) => {
+      const proposed = n.writes
+        ? n.writes.propose(cmd, SIM_ADMIN).catch((err: unknown) => {
+            if ((err as { code?: string }).code !== 'QUOTA_EXCEEDED') throw err;
+            this.coverage.writes_refused_for_quota++;
+            // The liveness probe sends its value again whatever the outcome (even after a
+            // timeout that may still commit): only other clients' refused values must never apply.
+            this.quotaRefused(id, cmd, (err as Error).message, this.clients[req.client]?.probe !== true);
+            answer({ ok: true, result: { kind: 'refused-for-quota' } });
+            return undefined;
+          })
+        : node.propose(encodeCommand(cmd), timeoutMs);
+      proposed.then((r) => {
+        if (r === undefined) return;
         if (r.ok) answer({ ok: true, result: op.kind === 'put' ? { kind: 'put-ok' } : { kind: 'cas-ok', swapped: true } });
         else if (op.kind === 'cas' && r.error.code === 'CONFLICT') answer({ ok: true, result: { kind: 'cas-ok', swapped: false } });
         else if (r.error.code === 'RESOURCE_EXHAUSTED' && this.knobs.stateLimitBytes !== undefined) {
@@ -1013,7 +1213,8 @@ export class Simulation {
     const key = `k${this.rng.int(this.knobs.keys)}`;
     let value = `c${c.id}-${c.seq + 1}`;
     // Under a state limit, a quarter of the writes carry a large value: two of them never fit.
-    if (this.knobs.stateLimitBytes !== undefined && !c.probe && this.rng.next() < 0.25) value += LARGE_VALUE_PAD;
+    // With the quota gate, half of them: a third large value is asked for often enough.
+    if (this.knobs.stateLimitBytes !== undefined && !c.probe && this.rng.next() < (this.knobs.quotaBytes !== undefined ? 0.5 : 0.25)) value += this.knobs.quotaBytes !== undefined ? QUOTA_LARGE_VALUE_PAD : LARGE_VALUE_PAD;
     let op: KvOp;
     if (c.probe) op = { kind: 'put', key: 'liveness', value };
     else {
@@ -1090,6 +1291,17 @@ export class Simulation {
     const cur = c.current!;
     c.current = undefined;
     c.reqId = 0;
+    if (result?.kind === 'refused-for-quota') {
+      // Refused by the leader's gate before it proposed: no effect, not part of the history
+      // (quotaRefused and observeApply check it never reaches a log). The probe asks again.
+      if (c.probe) {
+        c.current = cur;
+        this.clientRetry(c, NONE_HINT, 'refused for the quota');
+        return;
+      }
+      this.queue.push(this.nowMs + this.rng.int(30), { kind: 'client-start', client: c.id });
+      return;
+    }
     if (result?.kind === 'refused-for-limit') {
       // Refused by the applied state machine: the write committed, which is what the probe asks.
       if (c.probe) {
@@ -1355,4 +1567,11 @@ function describeEntryData(e: Entry): string {
     if (d.ok) return JSON.stringify(d.command).slice(0, 120);
   }
   return new TextDecoder().decode(e.data).slice(0, 120);
+}
+
+/** The values a kv command writes (each client write's value is unique in a seed). */
+function kvValues(c: Command): string[] {
+  if (c.type === 'kv.put') return [c.value];
+  if (c.type === 'kv.txn') return c.ops.flatMap((op) => (op.op === 'put' ? [op.value] : []));
+  return [];
 }

@@ -130,7 +130,7 @@ export class Membership {
         const leader = e.code === 'NOT_LEADER' ? this.learnLeader(e.detail) : undefined;
         // A wrong network key shows as a reset, or (on a busy host) as a handshake that never
         // completes: retry the latter, the join handler is idempotent.
-        if (!['NO_LEADER', 'NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'PROPOSAL_DROPPED'].includes(e.code)) throw err;
+        if (!['NO_LEADER', 'NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'PROPOSAL_DROPPED', 'LEADER_CATCHING_UP'].includes(e.code)) throw err;
         if (Date.now() > deadline) {
           throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: ${e.message} (is that node up, and is the join token from its cluster?)`);
         }

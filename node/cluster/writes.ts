@@ -11,12 +11,15 @@ import type { Raft } from '../../protocol/raft/raft.js';
 import { OmniError } from '../errors.js';
 import { forwardedPrincipal, localPrincipal, readWireCaller, toWire, type Caller, type WireCaller } from './caller.js';
 import type { MembershipChanger, Proposer, ReadBarrier } from './ports.js';
+import { REAL_CLOCK, type Clock } from '../timers.js';
 
 const RETRY_MS = 100;
 const DEADLINE_MS = 10_000;
 const READ_ATTEMPT_MS = 2000;
 /** Refusals that guarantee nothing was proposed (safe to retry). */
-const NOTHING_PROPOSED = ['NO_LEADER', 'NOT_LEADER', 'TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING'];
+const NOTHING_PROPOSED = ['NO_LEADER', 'NOT_LEADER', 'TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING', 'LEADER_CATCHING_UP'];
+/** Outcomes of a proposal after which it is surely not in the log (its growth no longer pending). */
+const NOT_IN_LOG = ['NO_LEADER', 'NOT_LEADER', 'TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING', 'TOO_MANY_PENDING', 'TOO_MANY_PENDING_BYTES', 'UNAVAILABLE', 'NO_SPACE'];
 /** ConfChangeType → the name authz uses. */
 const CONF_KINDS: Record<ConfChangeType, ConfChangeKind> = { [ConfChangeType.AddVoter]: 'addVoter', [ConfChangeType.AddLearner]: 'addLearner', [ConfChangeType.RemoveNode]: 'remove' };
 
@@ -45,7 +48,15 @@ export interface ClusterWritesDeps {
   readonly link: LeaderLink;
   /** True once the daemon is stopping: nothing is retried then. */
   isStopping(): boolean;
+  /** Deadlines and retry pauses (the process's clock by default; virtual in the simulator). */
+  readonly clock?: Clock;
+  /** Known bugs to inject, for proving the simulator's checkers can fail. Never set in production. */
+  readonly bugs?: ReadonlySet<WritesBug>;
 }
+
+/** Bugs the simulator can inject into the leader's gate (see ClusterWritesDeps.bugs). */
+export type WritesBug = 'quota-ignores-pending';
+export const ALL_WRITES_BUGS: readonly WritesBug[] = ['quota-ignores-pending'];
 
 /** A leader duty off the leader: it is not forwarded (the new leader runs its own duties). */
 function leadershipLost(): OmniError {
@@ -59,8 +70,18 @@ function notLeader(leader: string): OmniError {
 export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
   /** Bytes that proposals admitted by the quota may add once applied (see gateCommand). */
   private pendingGrowthBytes = 0;
+  /**
+   * Growth of admitted proposals whose outcome is unknown (timed out): still counted until the
+   * state has applied every index the log held when they failed (`upTo`), or until this node
+   * leads a later term than the one they were proposed in and has applied an entry of it — by
+   * then each one was applied (and counts in the state's size) or was replaced.
+   */
+  private inDoubt: { growth: number; upTo: number; term: number }[] = [];
+  private readonly clock: Clock;
 
-  constructor(private readonly d: ClusterWritesDeps) {}
+  constructor(private readonly d: ClusterWritesDeps) {
+    this.clock = d.clock ?? REAL_CLOCK;
+  }
 
   /**
    * Proposes a command through the leader, from any node, on behalf of `caller`; the leader
@@ -97,15 +118,15 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
 
   /** Linearizable read barrier (ReadIndex), from any node. */
   async readBarrier(): Promise<void> {
-    const deadline = Date.now() + DEADLINE_MS;
+    const deadline = this.clock.monotonicMs() + DEADLINE_MS;
     for (;;) {
       try {
         // A ReadIndex request can be lost (leader change, reconnect): re-issue it; reads are idempotent.
-        return await this.d.raft.readBarrier(Math.max(1, Math.min(READ_ATTEMPT_MS, deadline - Date.now())));
+        return await this.d.raft.readBarrier(Math.max(1, Math.min(READ_ATTEMPT_MS, deadline - this.clock.monotonicMs())));
       } catch (err) {
         const retryable = err instanceof OmniError && ['NO_LEADER', 'TIMEOUT'].includes(err.code);
-        if (!retryable || Date.now() >= deadline || this.d.isStopping()) throw err;
-        await sleep(RETRY_MS);
+        if (!retryable || this.clock.monotonicMs() >= deadline || this.d.isStopping()) throw err;
+        await this.sleep(RETRY_MS);
       }
     }
   }
@@ -151,11 +172,34 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
     const allowed = authorize(principal, { kind: 'command', command: cmd }, authzView(state));
     if (!allowed.ok) return Promise.reject(new OmniError('FORBIDDEN', allowed.error.message));
     const growth = growthBytes(cmd, state);
-    const full = quotaRefusal({ principal: principal.kind, growthBytes: growth, stateBytes: state.sizeBytes, pendingBytes: this.pendingGrowthBytes, quotaBytes: quotaBytes(state.config()) });
+    if (growth > 0 && !this.d.bugs?.has('quota-ignores-pending')) {
+      // The state the quota is judged against must hold every entry of earlier terms: entries
+      // a previous leader admitted (against its own state) may sit committed, or not yet, in
+      // this log after the applied index. Once an entry of this term is applied, the log after
+      // it holds only what this leader proposed — counted in pendingGrowthBytes / inDoubt.
+      if (raft.raft.log.term(state.appliedIndex) !== raft.raft.term) {
+        return Promise.reject(new OmniError('LEADER_CATCHING_UP', 'the leader has not applied the entries of earlier terms yet; retry shortly'));
+      }
+      this.inDoubt = this.inDoubt.filter((d) => d.upTo > state.appliedIndex && d.term === raft.raft.term);
+    }
+    const pending = this.d.bugs?.has('quota-ignores-pending') ? 0 : this.pendingGrowthBytes + this.inDoubt.reduce((sum, d) => sum + d.growth, 0);
+    const full = quotaRefusal({ principal: principal.kind, growthBytes: growth, stateBytes: state.sizeBytes, pendingBytes: pending, quotaBytes: quotaBytes(state.config()) });
     if (full) return Promise.reject(new OmniError(full.code, full.message));
     if (growth <= 0) return raft.propose(data);
     this.pendingGrowthBytes += growth;
-    return raft.propose(data).finally(() => (this.pendingGrowthBytes -= growth));
+    const term = raft.raft.term;
+    return raft.propose(data).then(
+      (r) => {
+        this.pendingGrowthBytes -= growth;
+        return r;
+      },
+      (err: unknown) => {
+        this.pendingGrowthBytes -= growth;
+        // A proposal that timed out may still commit and apply later.
+        if (!(err instanceof OmniError && NOT_IN_LOG.includes(err.code))) this.inDoubt.push({ growth, upTo: raft.raft.log.lastIndex(), term });
+        throw err;
+      },
+    );
   }
 
   /** The leader's gate for membership changes: only the leader decides promotions. */
@@ -172,22 +216,26 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
    * once it does not lead, fails with offLeader() (no forwarding).
    */
   private async onLeader(local: () => Promise<ApplyResult>, offLeader: () => OmniError): Promise<ApplyResult> {
-    const deadline = Date.now() + DEADLINE_MS;
+    const deadline = this.clock.monotonicMs() + DEADLINE_MS;
     for (;;) {
       if (!this.d.raft.isLeader) throw offLeader();
       try {
         return await local();
       } catch (err) {
         if (err instanceof OmniError && err.code === 'NOT_LEADER') throw offLeader();
-        const retryable = err instanceof OmniError && ['TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING'].includes(err.code);
-        if (!retryable || Date.now() > deadline || this.d.isStopping()) throw err;
-        await sleep(RETRY_MS);
+        const retryable = err instanceof OmniError && ['TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING', 'LEADER_CATCHING_UP'].includes(err.code);
+        if (!retryable || this.clock.monotonicMs() > deadline || this.d.isStopping()) throw err;
+        await this.sleep(RETRY_MS);
       }
     }
   }
 
+  private sleep(ms: number): Promise<void> {
+    return new Promise((r) => this.clock.setTimeout(r, ms));
+  }
+
   private async viaLeader(local: () => Promise<ApplyResult>, remote: (leader: string) => Promise<ApplyResult>): Promise<ApplyResult> {
-    const deadline = Date.now() + DEADLINE_MS;
+    const deadline = this.clock.monotonicMs() + DEADLINE_MS;
     for (;;) {
       try {
         if (this.d.raft.isLeader) return await local();
@@ -196,13 +244,11 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
         return await remote(leader);
       } catch (err) {
         const retryable = err instanceof OmniError && NOTHING_PROPOSED.includes(err.code);
-        if (!retryable || Date.now() > deadline || this.d.isStopping()) throw err;
-        await sleep(RETRY_MS);
+        if (!retryable || this.clock.monotonicMs() > deadline || this.d.isStopping()) throw err;
+        await this.sleep(RETRY_MS);
       }
     }
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+

@@ -260,7 +260,8 @@ export class Raft {
         // the pre-candidate bumps its term only when it wins
       } else {
         const leaderMsg = m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
-        this.becomeFollower(m.term, leaderMsg ? m.from : NONE);
+        if (leaderMsg || this.role === Role.Leader) this.becomeFollower(m.term, leaderMsg ? m.from : NONE);
+        else this.adoptTermKeepingTimer(m.term);
       }
     } else if (m.term < this.term) {
       if ((this.cfg.checkQuorum || this.cfg.preVote) && (m.type === MessageType.App || m.type === MessageType.Heartbeat)) {
@@ -593,6 +594,24 @@ export class Raft {
     this.role = Role.Follower;
     this.lead = lead;
     this.traceEvent(`follower term=${term} lead=${lead || '-'}`);
+  }
+
+  /**
+   * Moves a follower or (pre-)candidate to a higher term it learned from anything but a leader
+   * (a vote request, a rejection), without restarting its election timer: the paper's Figure 2
+   * restarts it only for the current leader's appends or a granted vote (handleVoteRequest),
+   * not for a new term. Restarting it for every higher term (as becomeFollower does, like
+   * etcd's raft; raft-rs issue 14) lets a candidate that can never win — its votes come back
+   * after its own short election timeout (a fast clock, a slow disk) — postpone for good the
+   * campaign of the one voter whose log could win: each of its terms arrives before that
+   * voter's timer runs out (simulator seed 93: leaderless through the 10 s budget).
+   */
+  private adoptTermKeepingTimer(term: number): void {
+    const elapsed = this.electionElapsed;
+    const timeout = this.randomizedElectionTimeout;
+    this.becomeFollower(term, NONE);
+    this.electionElapsed = elapsed;
+    this.randomizedElectionTimeout = timeout;
   }
 
   private becomePreCandidate(): void {

@@ -125,6 +125,67 @@ describe('§5.2 leader election', () => {
     expect(c.get(b).lead).toBe(leader.id);
   });
 
+  describe('Figure 2: a new term from a candidate does not restart the election timer (simulator seed 93)', () => {
+    // n1 holds the longest log of {n1,n2,n3}; n2's log is stale, and n2 starts a new term every
+    // 7 ticks (a fast clock: its votes never come back before its own timeout). Every one of
+    // its vote requests reaches n1 before n1's election timeout (10..19 ticks) runs out.
+    const voters = ['n1', 'n2', 'n3'];
+    const drain = (r: Raft): Message[] => {
+      if (!r.hasReady()) return [];
+      const rd = r.ready();
+      r.advance(rd);
+      return rd.messages;
+    };
+    const run = (candidateLog: { index: number; logTerm: number }): { campaigned: boolean; granted: number } => {
+      const r = nodeWithLog('n1', voters, [1, 1], 1);
+      let campaigned = false;
+      let granted = 0;
+      for (let t = 1; t <= 100 && !campaigned; t++) {
+        if (t % 7 === 0) r.step({ ...emptyMessage(MessageType.Vote, 'n2', 'n1', r.term + 1), ...candidateLog });
+        r.tick();
+        for (const m of drain(r)) {
+          if (m.type === MessageType.PreVote || m.type === MessageType.Vote) campaigned = true;
+          if (m.type === MessageType.VoteResp && !m.reject) granted++;
+        }
+      }
+      return { campaigned, granted };
+    };
+
+    it('the voter whose log could win still campaigns when it rejects every higher-term vote', () => {
+      const { campaigned, granted } = run({ index: 4, logTerm: 1 }); // n1's last is 5/t1
+      expect(granted).toBe(0);
+      expect(campaigned).toBe(true);
+    });
+
+    it('granting a vote does restart it: a voter that grants every 7 ticks never campaigns', () => {
+      const { campaigned, granted } = run({ index: 5, logTerm: 1 });
+      expect(granted).toBeGreaterThan(10);
+      expect(campaigned).toBe(false);
+    });
+
+    it('a candidate refused at a higher term keeps its timer: it stands again on its own schedule', () => {
+      const r = nodeWithLog('n1', voters, [1, 1], 1);
+      let t = 0;
+      while (r.role !== Role.PreCandidate) {
+        r.tick();
+        drain(r);
+        expect(++t).toBeLessThan(30);
+      }
+      // Pre-vote won: n1 is a candidate (term 2); then a stale candidate's higher terms arrive.
+      r.step({ ...emptyMessage(MessageType.PreVoteResp, 'n3', 'n1', r.term + 1) });
+      expect(r.role).toBe(Role.Candidate);
+      drain(r);
+      let stoodAgain = -1;
+      for (let i = 1; i <= 40 && stoodAgain < 0; i++) {
+        if (i % 7 === 0) r.step({ ...emptyMessage(MessageType.Vote, 'n2', 'n1', r.term + 1), index: 4, logTerm: 1 });
+        r.tick();
+        if (drain(r).some((m) => m.type === MessageType.PreVote)) stoodAgain = i;
+      }
+      expect(stoodAgain).toBeGreaterThan(0);
+      expect(stoodAgain).toBeLessThan(20); // within its randomized timeout (10..19 ticks)
+    });
+  });
+
   it('§6.2 check-quorum: an isolated leader steps down', () => {
     const c = new MemoryCluster(ids(3), { seed: 3 });
     const leader = c.electLeader();
