@@ -5,6 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { formCluster, waitFor } from './helpers.js';
@@ -12,6 +14,7 @@ import { formCluster, waitFor } from './helpers.js';
 interface JobView { phase: string; outcome: string; run: number; succeeded: number; failures: number; attempts: number; retries: number; exitCodes: (number | null)[]; reason: string }
 interface Inspect { type: string; job?: JobView; pending: string; tasks: { id: string; desired: string; state: string }[]; jobRecord?: { history: { outcome: string; exitCode: number | null }[] } }
 
+const run = promisify(execFile);
 const lines = async (f: string) => (await readFile(f, 'utf8').catch(() => '')).split('\n').filter(Boolean);
 
 describe('jobs on a 3-node cluster (process driver)', () => {
@@ -63,6 +66,27 @@ describe('jobs on a 3-node cluster (process driver)', () => {
     expect(a.job!.reason).toMatch(/exit(ed with)? code 7/);
     await new Promise((r) => setTimeout(r, 2000));
     expect((await inspect('broken')).job!.attempts).toBe(2); // terminal: no third attempt
+  });
+
+  it('the CLI: omni run --job waits for the outcome (exit 0 / 1), omni ps and inspect show it, --json too', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get(via)!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const omni = (...args: string[]) => run('bin/omni', args, { env, timeout: 90_000 });
+    const ok = await omni('run', '--name', 'clijob', '--job', '--', 'sh', '-c', 'echo hi');
+    expect(ok.stdout).toMatch(/clijob: STOPPED \(succeeded\): run 1, 1 attempt, 1 succeeded, 0\/3 retries used, exit codes 0/);
+    const bad = await omni('run', '--name', 'clibad', '--type', 'job', '--retries', '0', '--', 'sh', '-c', 'echo nope; exit 3').then(
+      () => { throw new Error('omni run of a failing job exited 0'); },
+      (err: { code: number; stdout: string }) => err,
+    );
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/STOPPED \(failed\).*exit codes 3/);
+    expect(bad.stdout).toMatch(/nope/);
+    const ps = JSON.parse((await omni('ps', '--json')).stdout) as { apps: { name: string; type: string; job?: JobView }[] };
+    expect(ps.apps.find((a) => a.name === 'clijob')).toMatchObject({ type: 'job', job: { phase: 'STOPPED', outcome: 'succeeded' } });
+    expect((await omni('ps')).stdout).toMatch(/clibad\s+1\s+STOPPED \(failed\)/);
+    expect((await omni('inspect', 'clibad')).stdout).toMatch(/job attempts[\s\S]*failed\s+3/);
+    // Refused with the reason: a job has no ports.
+    const refused = await omni('run', '--name', 'jp', '--job', '--port', '80', '--', 'true').catch((e: { stderr: string; code: number }) => e);
+    expect((refused as { stderr: string }).stderr).toMatch(/job has no ports/);
   });
 
   it('succeeds once, and a new leader (the old one killed -9) never runs it again', async () => {
