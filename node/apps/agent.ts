@@ -179,6 +179,17 @@ export class Agent {
       // A start in flight is stopped as soon as it returns (startTask checks the lease).
       if (l.run?.state === 'running') await l.driver.stop(l.task.id, this.leaseMs / 5);
       await l.driver.destroy(l.task.id).catch(() => undefined);
+      if (l.run && this.spec(l.task)?.type === 'job') {
+        // A job task is never run twice: it ends here as failed, and the leader retries it as a new task.
+        const now = this.clock.now();
+        l.final = true;
+        l.state = 'failed';
+        l.health = 'none';
+        l.cause = `stopped after ${silentS}s without a quorum (exclusive lease lapsed)`;
+        l.reason = l.cause;
+        l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: l.run.startedAtMs, exitedAtMs: now, reason: l.cause };
+        return;
+      }
       l.run = undefined;
       l.state = 'pending';
       l.health = 'none';
