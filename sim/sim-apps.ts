@@ -222,7 +222,8 @@ export class SimApps {
       );
       return;
     }
-    const app = this.apps[this.host.rng.int(this.apps.length)];
+    // The job app, when this seed has one, gets a third of the operator's steps (its runs are short).
+    const app = this.apps.includes(JOB_APP) && this.host.rng.next() < 1 / 3 ? JOB_APP : APPS[this.host.rng.int(APPS.length)];
     const r = this.host.rng.next();
     const replicas = 1 + this.host.rng.int(3);
     let change: () => Promise<unknown>;
