@@ -237,7 +237,7 @@ class Reconciler {
     let changed = false;
     const finish = (t: TaskRecord, outcome: JobOutcome, cause: string) => {
       const s = this.input.statuses.get(t.id);
-      const a: JobAttempt = { run: j.run, taskId: t.id, node: this.nodeName(t.nodeId), outcome, exitCode: s?.exitCode ?? null, cause, startedAtMs: s?.startedAtMs ?? 0, finishedAtMs: now };
+      const a: JobAttempt = { run: j.run, taskId: t.id, node: this.nodeName(t.nodeId), outcome, exitCode: s?.exitCode ?? null, cause: cause.slice(0, 200), startedAtMs: s?.startedAtMs ?? 0, finishedAtMs: now };
       j.history = [...j.history, a].slice(-MAX_JOB_ATTEMPTS);
       if (outcome === 'succeeded') j.succeeded++;
       else {
