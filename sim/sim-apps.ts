@@ -9,6 +9,9 @@
 // the exclusive app ('job', one replica) never runs two tasks at once anywhere — across
 // partitions, pauses, crashes and leader changes. Its tasks' supervisor (the engine here) stops
 // them when the node's published lease lapses, omnid up or down, as the process wrapper does.
+// On about half the seeds a fourth app, 'batch', is a job (type job, retries 2): its tasks exit
+// on their own (0 or 1, at random); a job task that succeeded is never started again, no job
+// task is started twice, and a run (a spec version) never starts more than 1 + retries tasks.
 import { silentLogger } from '../node/logger.js';
 import type { Rng } from '../protocol/rng.js';
 import type { NodeId } from '../protocol/raft/types.js';
@@ -35,6 +38,9 @@ const APPS = ['web', 'api', 'job'];
 const EXCLUSIVE_APP = 'job';
 /** Shorter than a daemon's, so replacements after a silence happen within a seed; longer than the 1.5 s after which the leader marks a silent node down, so a leader that does not wait for the lease (the injected bug) shows. */
 const SIM_EXCLUSIVE_LEASE_MS = 3000;
+/** The job app (on seeds that have one) and its retries. */
+const JOB_APP = 'batch';
+const SIM_JOB_RETRIES = 2;
 const OPERATOR: Caller = adminCaller('sim-admin-token', 'sim-admin');
 
 /**
@@ -63,7 +69,7 @@ export interface SimAppsHost {
   heardMs(to: NodeId, from: NodeId): number;
   /** Runs fn at simulated time ms whatever node is up (a task supervisor outside omnid). */
   atMs(ms: number, fn: () => void): void;
-  readonly coverage: { tasks_started: number; tasks_rescheduled: number; app_changes_acknowledged: number; exclusive_lease_stops: number; exclusive_replacements: number };
+  readonly coverage: { tasks_started: number; tasks_rescheduled: number; app_changes_acknowledged: number; exclusive_lease_stops: number; exclusive_replacements: number; job_tasks_succeeded: number; job_tasks_failed: number; job_runs_finished: number };
   /** Marks that promises the nodes await may have settled (the loop runs their continuations). */
   settled(): void;
 }
@@ -105,11 +111,20 @@ export class SimApps {
   /** The next operator step reads back what was acknowledged. */
   private verifyNext = false;
   private inFlight: { app: string; sets: { state?: string; replicas?: number } } | undefined;
+  /** This seed runs the job app too. */
+  private readonly apps: string[];
+  /** Job tasks ever started (task id → spec version) and those that exited 0 (the world's truth). */
+  private readonly jobStarted = new Map<string, number>();
+  private readonly jobSucceeded = new Set<string>();
+  /** Job runs seen finished (app version → status), for coverage. */
+  private readonly jobRunsSeen = new Set<string>();
 
   constructor(
     private readonly host: SimAppsHost,
     private readonly bugs: ReadonlySet<AppsBug> = new Set(),
-  ) {}
+  ) {
+    this.apps = host.rng.next() < 0.5 ? [...APPS, JOB_APP] : APPS;
+  }
 
   /** The node's daemon started (after its Raft driver): wire and start its apps components. */
   nodeStarted(id: NodeId): void {
@@ -207,7 +222,8 @@ export class SimApps {
       );
       return;
     }
-    const app = APPS[this.host.rng.int(APPS.length)];
+    // The job app, when this seed has one, gets a third of the operator's steps (its runs are short).
+    const app = this.apps.includes(JOB_APP) && this.host.rng.next() < 1 / 3 ? JOB_APP : APPS[this.host.rng.int(APPS.length)];
     const r = this.host.rng.next();
     const replicas = 1 + this.host.rng.int(3);
     let change: () => Promise<unknown>;
@@ -216,8 +232,12 @@ export class SimApps {
     let sets: { state?: string; replicas?: number };
     const now = this.host.nowMs();
     if (app === EXCLUSIVE_APP && (r >= 0.5 && r < 0.75)) return; // its one replica is not scaled
+    // The job is only (re)deployed: each new image is a new run (stop/start would add attempts the check does not count).
+    if (app === JOB_APP && r >= 0.5 && this.expected.has(app)) return;
     if (r < 0.5 || !this.expected.has(app)) {
-      const spec = app === EXCLUSIVE_APP
+      const spec = app === JOB_APP
+        ? { name: app, image: `sim/${app}:${1 + this.host.rng.int(3)}`, driver: 'mock', type: 'job', replicas: 1, retries: SIM_JOB_RETRIES, backoff: { delayMs: 200, maxDelayMs: 1000 } }
+        : app === EXCLUSIVE_APP
         ? { name: app, image: `sim/${app}:${1 + this.host.rng.int(3)}`, driver: 'mock', replicas: 1, exclusive: true }
         : { name: app, image: `sim/${app}:${1 + this.host.rng.int(3)}`, driver: 'mock', replicas };
       change = () => n.api.deploy(spec, OPERATOR);
@@ -269,6 +289,7 @@ export class SimApps {
     const node = this.host.liveNode(id);
     if (!node) return;
     if (this.inFlight) this.mayHaveSet(this.inFlight.app, this.inFlight.sets);
+    this.noteJobRuns(id);
     for (const [app, want] of this.expected) {
       if (!want) continue;
       const rec = parseRecord<AppRecord>(node.state.kvGet(appKey(app))?.value);
@@ -441,6 +462,7 @@ export class SimApps {
     if (other !== undefined && other !== id) this.host.violation(`task ${taskId} started on ${id} while it runs on ${other}`);
     const rec = node ? node.state.tables.task(taskId) : undefined;
     if (rec && rec.nodeId !== id) this.host.violation(`agent on ${id} started task ${taskId}, which is placed on ${rec.nodeId}`);
+    if (cfg.app === JOB_APP) this.jobTaskStarting(id, cfg);
     this.running.set(taskId, id);
     if (cfg.exclusive) this.exclusiveRunning.set(taskId, cfg.app);
     this.host.coverage.tasks_started++;
@@ -459,5 +481,43 @@ export class SimApps {
     }
     this.host.trace(`apps: ${id} starts task ${taskId}`);
   }
-}
 
+  /**
+   * A job task starts: never one that succeeded, never the same task twice, never more than
+   * 1 + retries tasks per run (spec version). It then exits on its own after a while, 0 or 1.
+   */
+  private jobTaskStarting(id: NodeId, cfg: TaskConfig): void {
+    const taskId = cfg.taskId;
+    if (this.jobSucceeded.has(taskId)) this.host.violation(`job task ${taskId} succeeded and starts again on ${id}`);
+    else if (this.jobStarted.has(taskId)) this.host.violation(`job task ${taskId} starts a second time (on ${id})`);
+    this.jobStarted.set(taskId, cfg.version);
+    const ofRun = [...this.jobStarted.values()].filter((v) => v === cfg.version).length;
+    if (ofRun > 1 + SIM_JOB_RETRIES) this.host.violation(`job ${cfg.app} version ${cfg.version} started ${ofRun} tasks, more than 1 + retries (${SIM_JOB_RETRIES})`);
+    const exitCode = this.host.rng.next() < 0.5 ? 0 : 1;
+    this.host.atMs(this.host.nowMs() + 100 + this.host.rng.int(900), () => {
+      const t = this.engines.get(id)?.tasks.get(taskId);
+      if (!t || t.status.state !== 'running' || this.running.get(taskId) !== id) return;
+      t.status = { ...t.status, state: 'exited', exitCode, exitedAtMs: this.host.nowMs(), reason: `exited with ${exitCode}` };
+      this.ended(id, taskId);
+      if (exitCode === 0) {
+        this.jobSucceeded.add(taskId);
+        this.host.coverage.job_tasks_succeeded++;
+      } else this.host.coverage.job_tasks_failed++;
+      this.host.trace(`apps: job task ${taskId} on ${id} exits ${exitCode}`);
+      this.host.liveNode(id) && this.perNode.get(id)?.agent.kick();
+      this.host.settled();
+    });
+    this.noteJobRuns(id);
+  }
+
+  private noteJobRuns(id: NodeId): void {
+    const node = this.host.liveNode(id);
+    const rec = node ? parseRecord<AppRecord>(node.state.kvGet(appKey(JOB_APP))?.value) : undefined;
+    for (const r of rec?.job?.runs ?? []) {
+      const key = `${r.version}/${r.run}`;
+      if (r.status === 'replaced' || this.jobRunsSeen.has(key)) continue;
+      this.jobRunsSeen.add(key);
+      this.host.coverage.job_runs_finished++;
+    }
+  }
+}

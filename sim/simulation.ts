@@ -186,10 +186,15 @@ export interface Coverage {
   exclusive_lease_stops: number;
   /** Exclusive tasks started to replace one whose node went silent (placed only after its lease lapsed). */
   exclusive_replacements: number;
+  /** Job tasks (the 'batch' app, type job) that exited 0 / failed and were retried by the leader. */
+  job_tasks_succeeded: number;
+  job_tasks_failed: number;
+  /** Job runs that ended succeeded or failed (seen on the leader). */
+  job_runs_finished: number;
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, writes_refused_for_state_limit: 0, writes_refused_for_quota: 0, quota_alarms_raised: 0, quota_alarms_cleared: 0, exclusive_lease_stops: 0, exclusive_replacements: 0 };
+  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, writes_refused_for_state_limit: 0, writes_refused_for_quota: 0, quota_alarms_raised: 0, quota_alarms_cleared: 0, exclusive_lease_stops: 0, exclusive_replacements: 0, job_tasks_succeeded: 0, job_tasks_failed: 0, job_runs_finished: 0 };
 }
 
 const MAX_NODES = 7;

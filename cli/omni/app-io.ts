@@ -76,6 +76,41 @@ export interface InspectView {
   reason?: string;
   deployment: { status: string; message: string };
   tasks: TaskView[];
+  type?: string;
+  job?: JobView;
+}
+
+/** GET /v1/apps/NAME's job summary (type job). */
+export interface JobView { phase: 'CREATED' | 'RUNNING' | 'STOPPED'; outcome: string; run: number; succeeded: number; failures: number; attempts: number; retries: number; exitCodes: (number | null)[]; reason: string; retryAtMs: number }
+
+/** One line for a job: "RUNNING (run 1: attempt 2, 1 failure of at most 3 retries, exit codes 1)". */
+export function jobLine(j: JobView): string {
+  const state = j.phase === 'STOPPED' && j.outcome ? `STOPPED (${j.outcome})` : j.phase;
+  const codes = j.exitCodes.length > 0 ? `, exit codes ${j.exitCodes.map((c) => (c === null ? '-' : String(c))).join(',')}` : '';
+  return `${state}: run ${j.run}, ${j.attempts} attempt${j.attempts === 1 ? '' : 's'}, ${j.succeeded} succeeded, ${j.failures}/${j.retries} retries used${codes}`;
+}
+
+/** Polls a job until its run of `version` is STOPPED (succeeded or failed), or the timeout. */
+export async function waitJob(client: ApiClient, name: string, version: number, timeoutMs: number, progress: (line: string) => void): Promise<{ ok: boolean; message: string; job?: JobView; logs?: string[] }> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  let query = '';
+  while (Date.now() < deadline) {
+    const a = await client.get<InspectView>(`/v1/apps/${encodeURIComponent(name)}${query}`);
+    query = '?stale=true';
+    const j = a.job;
+    if (j && a.version === version) {
+      const line = jobLine(j) + (a.pending ? `; ${a.pending}` : '');
+      if (j.phase === 'STOPPED') {
+        const failedTask = [...a.tasks].reverse().find((t) => t.lastOutput && t.lastOutput.length > 0);
+        return { ok: j.outcome === 'succeeded', message: j.outcome === 'failed' ? `${line}: ${j.reason}` : line, job: j, ...(j.outcome !== 'succeeded' && failedTask ? { logs: failedTask.lastOutput } : {}) };
+      }
+      if (line !== last) progress(line);
+      last = line;
+    }
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+  return { ok: false, message: `not finished after ${Math.round(timeoutMs / 1000)}s (${last})` };
 }
 
 /** Restarts of one task, seen while waiting, that make it a crash loop. */

@@ -1,6 +1,7 @@
 // omni ps, inspect, stop, start, rm, scale, endpoints, logs: the app lifecycle commands.
 import { parse, printJson, table, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
+import { jobLine, type JobView } from './app-io.js';
 
 const one = (positionals: string[], usage: string): string => {
   if (positionals.length !== 1) throw new UsageError(`need exactly one APP\n\n${usage}`);
@@ -11,10 +12,11 @@ interface Inspect extends Summary {
   deployment: { status: string; message: string };
   tasks: { id: string; version: number; node: string; desired: string; state: string; health: string; restarts: number; exitCode: number | null; reason: string; cause?: string; stable?: boolean; lastOutput?: string[]; hostPorts: number[] }[];
   events: { atMs: number; message: string }[];
+  jobRecord?: { history: { run: number; taskId: string; node: string; outcome: string; exitCode: number | null; cause: string; startedAtMs: number; finishedAtMs: number }[]; runs: { run: number; version: number; status: string; attempts: number; failures: number; finishedAtMs: number; reason: string }[] };
   endpoints: { host: string; ports: Record<string, number> }[];
 }
 
-interface Summary { name: string; version: number; state: string; deploy: string; replicas: number; running: number; healthy: number; image: string | null; command: string[] | null; pending: string; reason?: string; failures?: number }
+interface Summary { name: string; version: number; state: string; deploy: string; replicas: number; running: number; healthy: number; image: string | null; command: string[] | null; pending: string; reason?: string; failures?: number; type?: string; job?: JobView }
 
 export async function ps(argv: string[]): Promise<number> {
   const USAGE = `usage: omni ps [flags]\n\nLists apps: version, state, replicas healthy/wanted, and why some are not running\n(pending placement, a task's failure cause, the reason a failed app gave up).\n${CONNECTION_HELP}\n`;
@@ -24,7 +26,10 @@ export async function ps(argv: string[]): Promise<number> {
     const { apps } = await client.get<{ apps: Summary[] }>('/v1/apps');
     if (values.json) return printJson({ apps }), 0;
     const rows = [['APP', 'VERSION', 'STATE', 'HEALTHY', 'DEPLOY', 'SOURCE', 'REASON']];
-    for (const a of apps) rows.push([a.name, String(a.version), a.state, `${a.healthy}/${a.replicas}`, a.deploy, a.image ?? (a.command ?? []).join(' ').slice(0, 40), [a.reason, a.pending].filter(Boolean).join('; ') || '-']);
+    // A job's STATE is CREATED / RUNNING / STOPPED (succeeded|failed|stopped); HEALTHY shows succeeded/replicas.
+    const stateOf = (a: Summary) => (a.job ? (a.job.phase === 'STOPPED' && a.job.outcome ? `STOPPED (${a.job.outcome})` : a.job.phase) : a.state);
+    const countOf = (a: Summary) => (a.job ? `${a.job.succeeded}/${a.replicas} done, ${a.job.attempts} tries` : `${a.healthy}/${a.replicas}`);
+    for (const a of apps) rows.push([a.name, String(a.version), stateOf(a), countOf(a), a.deploy, a.image ?? (a.command ?? []).join(' ').slice(0, 40), [a.reason, a.pending].filter(Boolean).join('; ') || '-']);
     process.stdout.write(table(rows));
     return 0;
   } finally {
@@ -33,13 +38,14 @@ export async function ps(argv: string[]): Promise<number> {
 }
 
 export async function inspect(argv: string[]): Promise<number> {
-  const USAGE = `usage: omni inspect APP [flags]\n\nSpec, placements, task states and reasons, health, restarts, events.\n${CONNECTION_HELP}\n`;
+  const USAGE = `usage: omni inspect APP [flags]\n\nSpec, placements, task states and reasons, health, restarts, events; for a job its state\n(CREATED / RUNNING / STOPPED with succeeded or failed), attempts, exit codes and earlier runs.\n${CONNECTION_HELP}\n`;
   const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
   const client = connect(values);
   try {
     const a = await client.get<Inspect>(`/v1/apps/${one(positionals, USAGE)}`);
     if (values.json) return printJson(a), 0;
     const out = [`app         ${a.name} (version ${a.version}, ${a.state})`, `replicas    ${a.healthy}/${a.replicas} healthy, ${a.running} running`, `deployment  ${a.deployment.status}${a.deployment.message ? `: ${a.deployment.message}` : ''}`];
+    if (a.job) out.push(`job         ${jobLine(a.job)}`);
     if (a.reason) out.push(`reason      ${a.reason}`);
     if (a.pending) out.push(`pending     ${a.pending}`);
     // REASON: what the task is doing now; its failure cause when that says more (kept through the restart or stop it caused).
@@ -47,6 +53,10 @@ export async function inspect(argv: string[]): Promise<number> {
     out.push('', table([['TASK', 'VER', 'NODE', 'DESIRED', 'STATE', 'HEALTH', 'RESTARTS', 'PORTS', 'REASON'], ...a.tasks.map((t) => [t.id, String(t.version), t.node, t.desired, t.state + (t.exitCode !== null ? ` (${t.exitCode})` : ''), t.health + (t.stable ? ', stable' : ''), String(t.restarts), t.hostPorts.join(','), why(t)])]).trimEnd());
     const failing = a.tasks.filter((t) => t.lastOutput && t.lastOutput.length > 0).slice(-1);
     for (const t of failing) out.push('', `last output of ${t.id} before it failed:`, ...t.lastOutput!.map((l) => `  ${l}`));
+    if (a.jobRecord && a.jobRecord.history.length > 0) {
+      out.push('', 'job attempts (newest last):', table([['RUN', 'TASK', 'NODE', 'OUTCOME', 'EXIT', 'FINISHED', 'CAUSE'], ...a.jobRecord.history.map((h) => [String(h.run), h.taskId, h.node, h.outcome, h.exitCode === null ? '-' : String(h.exitCode), new Date(h.finishedAtMs).toISOString(), h.cause || '-'])]).trimEnd());
+    }
+    if (a.jobRecord && a.jobRecord.runs.length > 0) out.push('', 'finished runs:', ...a.jobRecord.runs.map((r) => `  run ${r.run} (version ${r.version}): ${r.status}, ${r.attempts} attempts, ${r.failures} failures${r.reason ? `: ${r.reason}` : ''}`));
     out.push('', 'events:');
     for (const e of a.events.slice(-15)) out.push(`  ${new Date(e.atMs).toISOString()}  ${e.message}`);
     process.stdout.write(out.join('\n') + '\n');

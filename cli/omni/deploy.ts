@@ -2,7 +2,7 @@
 // automatic rollback), then wait until it is healthy.
 import { parse, printJson, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
-import { readSpecFile, waitHealthy } from './app-io.js';
+import { readSpecFile, waitHealthy, waitJob } from './app-io.js';
 
 const USAGE = `usage: omni deploy FILE.yaml [--detach] [--timeout SECONDS] [flags]
 
@@ -31,6 +31,18 @@ export async function submit(values: Record<string, unknown>, spec: Record<strin
     if (values.detach || !r.changed) {
       if (values.json) printJson(r);
       return 0;
+    }
+    if (spec.type === 'job') {
+      // A job is waited for until it finished: succeeded (exit 0) or failed after its retries (exit 1).
+      const res = await waitJob(client, r.name, r.version, timeoutMs, (line) => {
+        if (!values.json) process.stderr.write(`${r.name}: ${line}\n`);
+      });
+      if (values.json) printJson({ ...r, succeeded: res.ok, message: res.message, ...(res.job ? { job: res.job } : {}), ...(res.logs ? { logs: res.logs } : {}) });
+      else {
+        process.stdout.write(`${r.name}: ${res.message}\n`);
+        if (!res.ok && res.logs && res.logs.length > 0) process.stdout.write(`last output:\n${res.logs.map((l) => `  ${l}`).join('\n')}\n`);
+      }
+      return res.ok ? 0 : 1;
     }
     const res = await waitHealthy(client, r.name, r.version, timeoutMs, (line) => {
       if (!values.json) process.stderr.write(`${r.name}: ${line}\n`);

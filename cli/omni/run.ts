@@ -15,7 +15,13 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
   --constraint EXPR      e.g. arch==amd64, label.zone==a, node.name!=n3 (repeatable)
   --spread               at most one replica per node (anti-affinity)
   --health-http PATH     HTTP health check on the first port
-  --restart POLICY       always | on-failure | never (default always)
+  --restart POLICY       always | on-failure | never (default always; services only)
+  --job                  a job (same as --type job): each replica runs to completion once;
+                         exit 0 succeeded (never run again), a failure is retried as a new
+                         task after a backoff (1 s doubling, at most 60 s); waits until it
+                         finished and exits 0 if it succeeded, 1 if it failed
+  --type TYPE            service (default) | job
+  --retries N            jobs: failures retried per run (default 3)
   --exclusive            at most once: each replica runs on one node at a time, even across
                          partitions and crashes (its node stops it when cut off from the quorum
                          for a lease, 10 s; a replacement starts only after that); stop-first updates
@@ -44,6 +50,7 @@ export async function run(argv: string[]): Promise<number> {
       replicas: { type: 'string' }, cpu: { type: 'string' }, memory: { type: 'string' }, constraint: { type: 'string', multiple: true },
       spread: { type: 'boolean' }, 'health-http': { type: 'string' }, restart: { type: 'string' }, driver: { type: 'string' },
       detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' }, exclusive: { type: 'boolean' },
+      job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' },
     },
     USAGE,
   );
@@ -61,6 +68,9 @@ export async function run(argv: string[]): Promise<number> {
     if (!m) throw new UsageError(`--port must be [NAME=]PORT[:HOSTPORT], got ${p}`);
     return { name: m[1] ?? (i === 0 ? 'http' : `p${i}`), port: Number(m[2]), ...(m[3] ? { hostPort: Number(m[3]) } : {}) };
   });
+  const type = values.job ? 'job' : (values.type as string | undefined);
+  if (values.job && values.type && values.type !== 'job') throw new UsageError(`--job and --type ${values.type} disagree`);
+  if (values.retries !== undefined && !/^\d+$/.test(values.retries as string)) throw new UsageError(`--retries must be a whole number, got ${values.retries}`);
   const spec: Record<string, unknown> = {
     name: values.name,
     ...(command ? { command } : { image: positionals[0], args: positionals.slice(1) }),
@@ -74,6 +84,10 @@ export async function run(argv: string[]): Promise<number> {
     ...(values.restart ? { restart: { policy: values.restart } } : {}),
     ...(values.driver ? { driver: values.driver } : {}),
     ...(values.exclusive ? { exclusive: true } : {}),
+    ...(type ? { type } : {}),
+    ...(values.retries !== undefined ? { retries: Number(values.retries) } : {}),
   };
+  // A job has no ports or health check: leave the empty list out so the server's check reads naturally.
+  if (type === 'job' && ports.length === 0) delete spec.ports;
   return submit(values, spec, { createOnly: values.replace !== true });
 }

@@ -10,7 +10,7 @@ import { nodeHost } from '../../protocol/cluster/node-host.js';
 import { readJson, queryBool, queryInt, queryParam, objectBody } from './input.js';
 import { OmniError } from '../errors.js';
 import { validateAppSpec, specDigest, type AppSpec } from '../../protocol/apps/spec.js';
-import { appKey, isServing, isStable, parseRecord, specKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import { appKey, jobPhase, isServing, isStable, parseRecord, specKey, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import type { KvTxnOp, NodeEligibility, NodeRecord } from '../../protocol/cluster/state.js';
 import type { Caller } from '../cluster/caller.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
@@ -179,7 +179,8 @@ export class AppsApi {
     const live = this.tasks(a.name).filter((t) => t.task.desired === 'run');
     // Why the app is not fine, in one line: its terminal failure, else a live task's failure cause.
     const troubled = live.find((t) => t.status?.cause && !isStable(t.status));
-    const reason = a.state === 'failed' ? `failed: ${a.failedReason ?? 'tasks kept failing'}` : troubled ? `${troubled.status!.cause} (task ${troubled.task.id} on ${this.nodeName(troubled.task.nodeId)})` : '';
+    const jobFailed = spec?.type === 'job' && a.job?.version === a.version && a.job.status === 'failed';
+    const reason = a.state === 'failed' ? `failed: ${a.failedReason ?? 'tasks kept failing'}` : jobFailed ? `job failed: ${a.job!.reason}` : troubled ? `${troubled.status!.cause} (task ${troubled.task.id} on ${this.nodeName(troubled.task.nodeId)})` : '';
     return {
       name: a.name,
       version: a.version,
@@ -193,6 +194,27 @@ export class AppsApi {
       pending: a.pending,
       reason,
       failures: a.failures?.count ?? 0,
+      type: spec?.type ?? 'service',
+      ...(spec?.type === 'job' ? { job: this.jobSummary(a, spec, live.map((t) => t.status)) } : {}),
+    };
+  }
+
+  /** A job as a person sees it: CREATED / RUNNING / STOPPED (succeeded, failed or stopped), attempts and exit codes of this run. */
+  private jobSummary(a: AppRecord, spec: AppSpec, liveStatuses: (TaskStatusRecord | undefined)[]): Record<string, unknown> {
+    const { phase, outcome } = jobPhase(a, liveStatuses);
+    const j = a.job && a.job.version === a.version ? a.job : undefined;
+    const thisRun = (j?.history ?? []).filter((h) => h.run === j?.run);
+    return {
+      phase,
+      outcome,
+      run: j?.run ?? 0,
+      succeeded: j?.succeeded ?? 0,
+      failures: j?.failures ?? 0,
+      attempts: j?.attempts ?? 0,
+      retries: spec.job?.retries ?? 0,
+      exitCodes: thisRun.map((h) => h.exitCode),
+      reason: j?.reason ?? '',
+      retryAtMs: j && j.status === 'running' && j.notBeforeMs > this.now() ? j.notBeforeMs : 0,
     };
   }
 
@@ -219,7 +241,7 @@ export class AppsApi {
       stable: status?.stable === true,
       hostPorts: task.hostPorts,
     }));
-    return [200, { ...this.summary(app), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
+    return [200, { ...this.summary(app), ...(app.job ? { jobRecord: { history: app.job.history, runs: app.job.runs, startedAtMs: app.job.startedAtMs, finishedAtMs: app.job.finishedAtMs } } : {}), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
   }
 
   async scale(name: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
@@ -241,7 +263,10 @@ export class AppsApi {
     const kv = this.d.raft.state.kvGet(appKey(name));
     const app = this.app(name);
     if (app.state === 'removing' && state !== 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
-    const next = { ...withoutFailures(app), state, events: [...app.events, { atMs: this.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
+    const base = withoutFailures(app);
+    // `omni start` of a finished job runs it again: a new run (the reconciler starts one when job.version differs).
+    if (state === 'running' && base.job && base.job.status !== 'running') base.job = { ...base.job, version: 0 };
+    const next = { ...base, state, events: [...app.events, { atMs: this.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
     this.d.kickOrchestrator();
     return [200, { name, state }];

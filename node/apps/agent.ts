@@ -179,6 +179,17 @@ export class Agent {
       // A start in flight is stopped as soon as it returns (startTask checks the lease).
       if (l.run?.state === 'running') await l.driver.stop(l.task.id, this.leaseMs / 5);
       await l.driver.destroy(l.task.id).catch(() => undefined);
+      if (l.run && this.spec(l.task)?.type === 'job') {
+        // A job task is never run twice: it ends here as failed, and the leader retries it as a new task.
+        const now = this.clock.now();
+        l.final = true;
+        l.state = 'failed';
+        l.health = 'none';
+        l.cause = `stopped after ${silentS}s without a quorum (exclusive lease lapsed)`;
+        l.reason = l.cause;
+        l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: l.run.startedAtMs, exitedAtMs: now, reason: l.cause };
+        return;
+      }
       l.run = undefined;
       l.state = 'pending';
       l.health = 'none';
@@ -287,6 +298,7 @@ export class Agent {
       if (!driver) return;
       l = this.fresh(t, driver, spec);
       this.local.set(t.id, l);
+      if (spec.type === 'job' && t.desired === 'run') this.adoptJobRun(l);
     }
     l.task = t;
     l.exclusive = spec.exclusive === true;
@@ -300,6 +312,32 @@ export class Agent {
     }
     this.maybeProbe(l, spec);
     this.trackStable(l, spec);
+  }
+
+  /**
+   * A job task this agent has no local record of (it restarted, its driver lost the process) but
+   * that already ran: never started again. One that finished keeps its reported end; one that was
+   * running is reported failed, so the orchestrator counts the attempt and retries it as a new task.
+   */
+  private adoptJobRun(l: Local): void {
+    const prev = this.d.raft.state.tables.status(l.task.id);
+    if (!prev || (prev.state === 'pending' && !(prev.startedAtMs > 0))) return;
+    const now = this.clock.now();
+    l.final = true;
+    l.restarts = prev.restarts;
+    l.cause = prev.cause ?? '';
+    l.lastOutput = prev.lastOutput ?? [];
+    if (prev.state === 'exited' || prev.state === 'failed') {
+      l.state = prev.state;
+      l.reason = prev.reason;
+      l.run = { taskId: l.task.id, state: 'exited', exitCode: prev.exitCode, startedAtMs: prev.startedAtMs, exitedAtMs: prev.updatedAtMs || now };
+      return;
+    }
+    l.state = 'failed';
+    l.cause = 'the job task disappeared (its node restarted)';
+    l.reason = l.cause;
+    l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: prev.startedAtMs, exitedAtMs: now, reason: l.cause };
+    this.d.log.warn(`agent: job task ${l.task.id} ran before and is gone: reported failed, not started again`);
   }
 
   /** Stable: serving (running, health passing) for update.minHealthyMs without a restart. */

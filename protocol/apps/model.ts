@@ -44,6 +44,77 @@ export interface AppRecord {
   failures?: AppFailures;
   /** Why the app is 'failed' (e.g. "command not found: foo on n1, n2, n3"). */
   failedReason?: string;
+  /** Jobs (spec.type 'job'): the current run and the history of earlier ones. Absent for services. */
+  job?: JobRecord;
+}
+
+/** A run of a job: 'running' until every replica succeeded ('succeeded') or failures passed retries ('failed'). */
+export type JobStatus = 'running' | 'succeeded' | 'failed';
+/** How one task of a job ended: 'lost' (its node went down) counts as a failure, like Kubernetes' backoffLimit. */
+export type JobOutcome = 'succeeded' | 'failed' | 'lost';
+
+export interface JobAttempt {
+  run: number;
+  taskId: string;
+  node: string;
+  outcome: JobOutcome;
+  exitCode: number | null;
+  cause: string;
+  startedAtMs: number;
+  finishedAtMs: number;
+}
+
+export interface JobRunSummary {
+  run: number;
+  version: number;
+  status: JobStatus | 'replaced';
+  succeeded: number;
+  failures: number;
+  attempts: number;
+  startedAtMs: number;
+  finishedAtMs: number;
+  reason: string;
+}
+
+/**
+ * Written by the leader in the same transaction that places or retires the tasks it counts, so a
+ * leader change neither resets nor repeats an attempt, a success or a backoff.
+ */
+export interface JobRecord {
+  /** The spec version this run runs; a different app.version (or 0: `omni start` of a finished job) starts a new run. */
+  version: number;
+  /** 1, 2, …: a new version or `omni start` of a finished job starts the next run. */
+  run: number;
+  status: JobStatus;
+  /** Tasks of this run that exited 0. */
+  succeeded: number;
+  /** Tasks of this run that failed or were lost. The run fails once this passes spec.job.retries. */
+  failures: number;
+  /** Tasks placed in this run (at most replicas + retries). */
+  attempts: number;
+  /** No retry is placed before this time (leader clock). */
+  notBeforeMs: number;
+  startedAtMs: number;
+  finishedAtMs: number;
+  /** Why the run failed ('' otherwise). */
+  reason: string;
+  /** The newest finished tasks (at most MAX_JOB_ATTEMPTS), oldest first, across runs. */
+  history: JobAttempt[];
+  /** The newest finished runs (at most MAX_JOB_RUNS), oldest first. */
+  runs: JobRunSummary[];
+}
+
+export const MAX_JOB_ATTEMPTS = 20;
+export const MAX_JOB_RUNS = 10;
+
+/** What a person sees for a job: CREATED (nothing started yet), RUNNING, STOPPED (with its outcome). */
+export type JobPhase = 'CREATED' | 'RUNNING' | 'STOPPED';
+export function jobPhase(app: AppRecord, liveStatuses: readonly (TaskStatusRecord | undefined)[]): { phase: JobPhase; outcome: JobStatus | 'stopped' | '' } {
+  const j = app.job;
+  if (j && j.status !== 'running' && j.version === app.version) return { phase: 'STOPPED', outcome: j.status };
+  if (app.state === 'stopped' || app.state === 'removing') return { phase: 'STOPPED', outcome: 'stopped' };
+  const started = (j && j.version === app.version && (j.succeeded > 0 || j.failures > 0)) || liveStatuses.some((s) => s !== undefined && s.state !== 'pending' && s.startedAtMs > 0);
+  return { phase: started ? 'RUNNING' : 'CREATED', outcome: '' };
 }
 
 export interface TaskFailure {

@@ -6,12 +6,18 @@
 import { SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
 import { EXCLUSIVE_LEASE_MS, type AppSpec } from './spec.js';
 import { summarizeFailures } from './failure.js';
+import { MAX_JOB_ATTEMPTS, MAX_JOB_RUNS, type JobAttempt, type JobOutcome, type JobRecord } from './model.js';
+import { DEFAULT_JOB } from './spec.js';
 import { MAX_RECENT_FAILURES, causeOf, isServing, isStable, isTerminal, withEvent, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
 
 /** New placements per app per round (bounds one transaction's size). */
 export const MAX_PLACEMENTS_PER_ROUND = 200;
 /** Stopped, finished tasks kept per app for `omni inspect` history. */
 export const KEEP_STOPPED_TASKS = 6;
+/** Finished tasks kept per job (their statuses hold exit codes and last output for `omni inspect`). */
+export const KEEP_JOB_TASKS = 10;
+/** The stop reason of a job task that exited 0: it is never started again. */
+export const JOB_SUCCEEDED = 'succeeded';
 /** For specs stored before reschedule existed. */
 export const DEFAULT_RESCHEDULE: AppSpec['reschedule'] = { attempts: 5, delayMs: 1000, maxDelayMs: 60_000 };
 
@@ -96,6 +102,11 @@ class Reconciler {
     const spec = this.input.specs.get(this.app.version);
     if (!spec) {
       this.setPending(`spec version ${this.app.version} is missing`);
+      return;
+    }
+    if (spec.type === 'job') {
+      this.jobRound(spec);
+      this.collectGarbage(KEEP_JOB_TASKS);
       return;
     }
     this.stopLostAndFailed(spec);
@@ -195,6 +206,109 @@ class Reconciler {
     const recent = [...prev.recent, { nodeId: t.nodeId, node: this.nodeName(t.nodeId), cause, atMs: this.input.nowMs }].slice(-MAX_RECENT_FAILURES);
     this.app = { ...this.app, failures: { count, notBeforeMs: this.input.nowMs + rescheduleDelayMs(count, r), recent } };
     this.appChanged = true;
+  }
+
+  /**
+   * A job: each of spec.replicas tasks runs to completion once. A task that exited 0 is retired
+   * as succeeded (desired 'stop', so no agent starts it again) and counted; one that failed, or
+   * whose node went down, is retired and counted as a failure, and a new task is placed after
+   * the backoff. Counts, backoff and history live in app.job, written in the same transaction
+   * that retires or places the tasks, so a new leader continues exactly where the old one was.
+   * Failures past spec.job.retries fail the run (its other tasks are stopped); all replicas
+   * succeeded: the run succeeded. Both are terminal until a new version or `omni start`.
+   */
+  private jobRound(spec: AppSpec): void {
+    const now = this.input.nowMs;
+    const js = spec.job ?? DEFAULT_JOB;
+    let job = this.app.job;
+    if (!job || job.version !== this.app.version) {
+      // A new version (or `omni start` of a finished job): a new run, no rolling update.
+      for (const t of this.live()) this.stop(t, `replaced by a new run of version ${this.app.version}`);
+      const runs = job ? (job.status === 'running' ? this.pushRun(job, 'replaced', 'replaced by a new run') : job.runs) : [];
+      job = { version: this.app.version, run: (job?.run ?? 0) + 1, status: 'running', succeeded: 0, failures: 0, attempts: 0, notBeforeMs: 0, startedAtMs: now, finishedAtMs: 0, reason: '', history: job?.history ?? [], runs };
+      this.app = withEvent({ ...this.app, job }, now, `job run ${job.run} of version ${this.app.version} started (${spec.replicas} task${spec.replicas === 1 ? '' : 's'}, retries ${js.retries})`);
+      this.appChanged = true;
+    }
+    if (job.status !== 'running') {
+      this.setPending('');
+      return;
+    }
+    const j: JobRecord = { ...job, history: [...job.history] };
+    let changed = false;
+    const finish = (t: TaskRecord, outcome: JobOutcome, cause: string) => {
+      const s = this.input.statuses.get(t.id);
+      const a: JobAttempt = { run: j.run, taskId: t.id, node: this.nodeName(t.nodeId), outcome, exitCode: s?.exitCode ?? null, cause: cause.slice(0, 200), startedAtMs: s?.startedAtMs ?? 0, finishedAtMs: now };
+      j.history = [...j.history, a].slice(-MAX_JOB_ATTEMPTS);
+      if (outcome === 'succeeded') j.succeeded++;
+      else {
+        j.failures++;
+        j.notBeforeMs = now + rescheduleDelayMs(j.failures, { attempts: js.retries, delayMs: js.backoffMs, maxDelayMs: js.maxBackoffMs });
+      }
+      changed = true;
+    };
+    for (const t of this.live()) {
+      const s = this.input.statuses.get(t.id);
+      if (t.version !== this.app.version) this.stop(t, `replaced by a new run of version ${this.app.version}`);
+      else if (s?.state === 'exited' && s.exitCode === 0) {
+        this.stop(t, JOB_SUCCEEDED);
+        finish(t, 'succeeded', '');
+      } else if (isTerminal(s)) {
+        const cause = causeOf(s) || (s!.exitCode !== null ? `exited with code ${s!.exitCode}` : 'failed');
+        this.stop(t, `failed: ${cause}`);
+        finish(t, 'failed', cause);
+      } else if (!this.nodeUp(t.nodeId)) {
+        const cause = `node ${this.nodeName(t.nodeId)} is down`;
+        this.stop(t, cause);
+        finish(t, 'lost', cause);
+      }
+    }
+    const live = this.live().filter((t) => t.version === this.app.version);
+    if (j.succeeded >= spec.replicas) {
+      j.status = 'succeeded';
+      j.finishedAtMs = now;
+      j.runs = this.pushRun(j, 'succeeded', '');
+      this.app = withEvent({ ...this.app, job: j }, now, `job run ${j.run} succeeded (${j.attempts} task${j.attempts === 1 ? '' : 's'}, ${j.failures} failure${j.failures === 1 ? '' : 's'})`);
+      this.appChanged = true;
+      this.setPending('');
+      return;
+    }
+    if (j.failures > js.retries) {
+      const failed = j.history.filter((a) => a.run === j.run && a.outcome !== 'succeeded');
+      j.reason = summarizeFailures(failed.slice(-MAX_RECENT_FAILURES).map((a) => ({ node: a.node, cause: a.cause })));
+      j.status = 'failed';
+      j.finishedAtMs = now;
+      j.runs = this.pushRun(j, 'failed', j.reason);
+      for (const t of live) this.stop(t, 'job failed');
+      this.app = withEvent({ ...this.app, job: j }, now, `job run ${j.run} failed after ${j.failures} failure${j.failures === 1 ? '' : 's'} (retries ${js.retries}): ${j.reason}`);
+      this.appChanged = true;
+      this.setPending('');
+      return;
+    }
+    // At most once (exclusive): a retired task that may still run holds its slot until released.
+    const unreleased = this.exclusive ? this.unreleased().filter((t) => t.stopReason !== JOB_SUCCEEDED) : [];
+    const want = spec.replicas - j.succeeded - live.length - unreleased.length;
+    if (want > 0 && now < j.notBeforeMs) {
+      const last = j.history.at(-1);
+      this.setPending(`retrying a failed job task after a ${Math.ceil((j.notBeforeMs - now) / 1000)}s backoff (failure ${j.failures} of at most ${js.retries} retries${last?.cause ? `: ${last.cause}` : ''})`);
+    } else if (want > 0) {
+      const before = this.upserts.size;
+      this.place(spec, want);
+      const placed = [...this.upserts.values()].filter((t) => t.desired === 'run' && t.version === this.app.version && !this.input.tasks.some((x) => x.id === t.id)).length;
+      if (placed > 0 || this.upserts.size !== before) {
+        j.attempts += placed;
+        changed = changed || placed > 0;
+      }
+    } else if (unreleased.length > 0 && live.length + j.succeeded < spec.replicas) this.setPending(this.waitingFor(unreleased));
+    else this.setPending('');
+    if (changed) {
+      this.app = { ...this.app, job: j };
+      this.appChanged = true;
+    }
+  }
+
+  private pushRun(j: JobRecord, status: JobRecord['runs'][number]['status'], reason: string): JobRecord['runs'] {
+    const sum = { run: j.run, version: j.version, status, succeeded: j.succeeded, failures: j.failures, attempts: j.attempts, startedAtMs: j.startedAtMs, finishedAtMs: this.input.nowMs, reason };
+    return [...j.runs, sum].slice(-MAX_JOB_RUNS);
   }
 
   /** The app runs as specified, every task stable: the failure streak is over. */

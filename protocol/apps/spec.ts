@@ -41,7 +41,25 @@ export interface AppSpec {
    * twice the lease; updates stop the old task before starting the new one. Absent: false.
    */
   exclusive?: boolean;
+  /**
+   * 'service' (absent: today's long-running apps, replaced and restarted forever) or 'job': each
+   * of `replicas` tasks runs to completion once; exit 0 is success (terminal, never run again), a
+   * failure is retried as a new task after a backoff, at most `job.retries` failures per run.
+   */
+  type?: AppType;
+  /** Jobs only (present exactly when type is 'job'). */
+  job?: JobSpec;
 }
+
+export type AppType = 'service' | 'job';
+/**
+ * retries: failures allowed per run before the job is failed (Kubernetes' backoffLimit): a run
+ * places at most replicas + retries tasks. The n-th failure waits backoffMs·2^(n-1), at most
+ * maxBackoffMs, before its retry is placed.
+ */
+export interface JobSpec { retries: number; backoffMs: number; maxBackoffMs: number }
+export const DEFAULT_JOB: JobSpec = { retries: 3, backoffMs: 1000, maxBackoffMs: 60_000 };
+export const MAX_JOB_RETRIES = 100;
 
 /**
  * The lease of a node running exclusive tasks: it renews it with a linearizable read (a quorum
@@ -61,7 +79,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -180,9 +198,42 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
   const update = readUpdate(e, input.update);
   const reschedule = readReschedule(e, input.reschedule);
+  const type: AppType = input.type === undefined ? 'service' : input.type === 'service' || input.type === 'job' ? input.type : (e.add('type', 'must be service or job'), 'service');
+  let job: JobSpec | undefined;
+  if (type === 'job') {
+    // A job runs to completion: nothing listens, nothing is restarted in place or rolled.
+    const notForJobs: [string, string][] = [
+      ['ports', 'a job has no ports: it runs to completion (use type service for a server)'],
+      ['healthCheck', 'a job has no health check: its exit code says whether it succeeded'],
+      ['restart', 'not used by jobs: a failed job task is retried as a new task (see retries and backoff)'],
+      ['reschedule', 'not used by jobs: use retries and backoff'],
+      ['update', 'not used by jobs: a new version starts a new run (no rolling update)'],
+    ];
+    for (const [f, why] of notForJobs) if (input[f] !== undefined) e.add(f, why);
+    if (replicas < 1) e.add('replicas', 'a job runs at least 1 task');
+    job = { ...DEFAULT_JOB, retries: int(e, input.retries, 'retries', 0, MAX_JOB_RETRIES, DEFAULT_JOB.retries) };
+    if (input.backoff !== undefined) {
+      if (!isObj(input.backoff)) e.add('backoff', 'must be {delayMs, maxDelayMs}');
+      else {
+        known(e, input.backoff, 'backoff', ['delayMs', 'maxDelayMs']);
+        job.backoffMs = int(e, input.backoff.delayMs, 'backoff.delayMs', 0, 3_600_000, DEFAULT_JOB.backoffMs);
+        job.maxBackoffMs = int(e, input.backoff.maxDelayMs, 'backoff.maxDelayMs', 0, 24 * 3_600_000, Math.max(DEFAULT_JOB.maxBackoffMs, job.backoffMs));
+        if (job.maxBackoffMs < job.backoffMs) e.add('backoff.maxDelayMs', `must be at least backoff.delayMs (${job.backoffMs})`);
+      }
+    }
+  } else {
+    if (input.retries !== undefined) e.add('retries', 'only for type job (a service restarts per restart and reschedule)');
+    if (input.backoff !== undefined) e.add('backoff', 'only for type job (a service uses reschedule.delayMs)');
+  }
   if (e.list.length > 0) return { ok: false, errors: e.list };
   const spec: AppSpec = { name, args, env, ports, resources, replicas, constraints, antiAffinity, spreadBy, placement, restart, volumes, driver, update, reschedule };
   if (exclusive) spec.exclusive = true;
+  if (job) {
+    // Never restarted in place: the orchestrator retries a failed job task as a new task.
+    spec.type = 'job';
+    spec.job = job;
+    spec.restart = { policy: 'never', maxRestarts: 0, delayMs: 0 };
+  }
   if (image !== undefined) spec.image = image;
   if (command !== undefined) spec.command = command;
   if (healthCheck) spec.healthCheck = healthCheck;
