@@ -75,7 +75,18 @@ export interface BuildResult {
   sourceUploaded: boolean;
   /** The image of this source digest was in the registry already: nothing was built. */
   reused: boolean;
+  /** How to run it, from detection or .omni/build.yaml (omni run DIR makes the app spec from these). */
+  run: RunSettings;
 }
+
+/** What an app of the built image needs: ports it listens on, its health check, its start command (also the image's CMD). */
+export interface RunSettings {
+  ports: number[];
+  health?: BuildPlan['health'];
+  start?: string[];
+}
+
+const runSettings = (plan: BuildPlan): RunSettings => ({ ports: plan.ports, ...(plan.health ? { health: plan.health } : {}), ...(plan.start ? { start: plan.start } : {}) });
 
 const sha256 = (b: string | Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -200,7 +211,7 @@ export class Forge {
       const r = await this.dockerfileBuild({ contextPath: join(work, 'source.tar.gz'), dockerfile: plan.dockerfile ?? 'Dockerfile', repo, sourceDigest, work, signal: req.signal, log: (l) => ev.log?.('docker build', l) });
       const tags = [tag, ...(req.tags ?? [])];
       for (const t of tags) await this.reg.putManifest(repo, t, r.manifest, r.mediaType);
-      return { repository: repo, digest: r.digest, sourceDigest, tags, type: plan.type, detectedBy: plan.detectedBy, depsReused: false, layers: [], imageBytes: r.imageBytes, warnings: plan.warnings, sourceUploaded, reused: false };
+      return { repository: repo, digest: r.digest, sourceDigest, tags, type: plan.type, detectedBy: plan.detectedBy, depsReused: false, layers: [], imageBytes: r.imageBytes, warnings: plan.warnings, sourceUploaded, reused: false, run: runSettings(plan) };
     }
     if (!plan.runtime) throw new OmniError('NOT_BUILDABLE', 'no runtime base image for this project: set runtime: in .omni/build.yaml');
     // The same source (build.yaml included) was built already: its image is the result.
@@ -301,6 +312,7 @@ export class Forge {
       warnings: plan.warnings,
       sourceUploaded,
       reused: false,
+      run: runSettings(plan),
     };
   }
 
@@ -326,6 +338,7 @@ export class Forge {
       warnings: plan.warnings,
       sourceUploaded,
       reused: true,
+      run: runSettings(plan),
     };
   }
 
