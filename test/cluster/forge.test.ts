@@ -4,7 +4,9 @@
 // import-rootfs; `omni build` of the node-api fixture through one node and again through
 // another gives one digest (the second reuses the dependency layer from the registry); the
 // image, pulled by Docker from a third node's /v2/, runs and answers HTTP. A failing build step
-// exits 1 naming the step. Without a Docker engine, only the run in a container is skipped.
+// exits 1 naming the step. `omni run DIR` deploys the build pinned by digest on 3 replicas (one per
+// node) that answer HTTP; again it is unchanged; changed source rolls the app to a new digest.
+// Without a Docker engine, only the runs in containers are skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
