@@ -15,11 +15,11 @@
 // Every byte Forge writes is reproducible, so the same source gives the same digest on any node.
 import { createHash } from 'node:crypto';
 import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { detect, type BuildPlan, type SourceView } from '../../protocol/forge/detect.js';
 import { buildImage, sourceTag, OCI_CONFIG, OCI_LAYER_GZIP, type BaseConfig, type Descriptor, type ForgeLayer } from '../../protocol/forge/image.js';
-import { isIgnored, parseIgnore, type IgnoreRule } from '../../protocol/forge/ignore.js';
+import { gitignoreRules, isIgnored, parseIgnore, type IgnoreRule } from '../../protocol/forge/ignore.js';
 import { OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { parseManifest } from '../../protocol/registry/manifest.js';
 import { OmniError } from '../errors.js';
@@ -90,17 +90,39 @@ const runSettings = (plan: BuildPlan): RunSettings => ({ ports: plan.ports, ...(
 
 const sha256 = (b: string | Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
-/** The root ignore rules of a tree: .gitignore, then .dockerignore (anchored). */
+/**
+ * The ignore rules of a tree: every .gitignore (the root's, then those of subdirectories, each
+ * scoped to its directory; directories ignored above, and .git, are not looked into), then the
+ * root's .dockerignore (anchored).
+ */
 export function ignoreRules(dir: string): IgnoreRule[] {
-  const rules: IgnoreRule[] = [];
-  for (const [f, anchored] of [['.gitignore', false], ['.dockerignore', true]] as const) {
-    const p = join(dir, f);
-    if (existsSync(p)) {
-      const st = statSync(p);
-      if (st.size > MAX_VIEW_FILE_BYTES) throw new OmniError('TOO_LARGE', `${f} is over ${MAX_VIEW_FILE_BYTES} bytes`);
-      rules.push(...parseIgnore(readFileSync(p, 'utf8'), anchored));
+  const readSmall = (p: string, name: string): string | undefined => {
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      return undefined;
     }
+    if (!st.isFile()) return undefined;
+    if (st.size > MAX_VIEW_FILE_BYTES) throw new OmniError('TOO_LARGE', `${name} is over ${MAX_VIEW_FILE_BYTES} bytes`);
+    return readFileSync(p, 'utf8');
+  };
+  const subdirs = (d: string): string[] => {
+    try {
+      return readdirSync(join(dir, d), { withFileTypes: true }).filter((n) => n.isDirectory()).map((n) => n.name);
+    } catch {
+      return [];
+    }
+  };
+  let rules: IgnoreRule[];
+  try {
+    rules = gitignoreRules(subdirs, (d) => readSmall(join(dir, d, '.gitignore'), d ? `${d}/.gitignore` : '.gitignore'));
+  } catch (err) {
+    if (err instanceof OmniError) throw err;
+    throw new OmniError('TOO_LARGE', `${dir}: ${(err as Error).message}`);
   }
+  const di = readSmall(join(dir, '.dockerignore'), '.dockerignore');
+  if (di !== undefined) rules.push(...parseIgnore(di, true));
   return rules;
 }
 
