@@ -46,7 +46,11 @@ source gives the same tag and digest on any node.
   --runner host|docker
                      where the dependency install and build steps run: host (default: this
                      host's node/npm/python) or docker (a container from the runtime base,
-                     pulled by this host's engine from the registry; DOCKER_HOST)
+                     pulled by this host's engine from the registry; DOCKER_HOST). With
+                     .devcontainer/devcontainer.json the default is docker, in its environment:
+                     image (of the cluster's registry or this engine; never pulled from the
+                     internet) or build.dockerfile, containerEnv, remoteUser, postCreateCommand
+                     (run first; features are refused)
   --quiet, -q        no step logs on stderr
       --registry URL the /v2/ registry to use (default: the one of the node the CLI talks to)
 ${CONNECTION_HELP}
@@ -145,7 +149,10 @@ export function buildFlags(values: Record<string, unknown>): { maxSourceBytes: n
  * record, and returns the result (StepFailed when a step fails; INTERRUPTED on Ctrl-C).
  */
 export async function forgeBuild(client: ApiClient, values: Record<string, unknown>, o: BuildOptions): Promise<BuildResult> {
-  const { maxSourceBytes, runnerKind } = buildFlags(values);
+  const { maxSourceBytes } = buildFlags(values);
+  // A devcontainer is a container build environment: --runner docker unless told otherwise.
+  const hasDev = existsSync(join(o.dir, '.devcontainer', 'devcontainer.json'));
+  const runnerKind = (values.runner as string | undefined) ?? (hasDev ? 'docker' : 'host');
   const ac = new AbortController();
   const onSigint = () => ac.abort();
   process.once('SIGINT', onSigint);
@@ -157,7 +164,10 @@ export async function forgeBuild(client: ApiClient, values: Record<string, unkno
     let runner: StepRunner = new HostRunner();
     if (runnerKind === 'docker') {
       const socketPath = dockerSocket();
-      if (!socketPath) throw new OmniError('UNAVAILABLE', '--runner docker: no Docker engine (set DOCKER_HOST=unix:///path/docker.sock)');
+      if (!socketPath) {
+        if (values.runner === undefined) throw new OmniError('UNAVAILABLE', `${o.dir} has .devcontainer/devcontainer.json, whose build environment needs a Docker engine (set DOCKER_HOST=unix:///path/docker.sock); --runner host builds on this host without it`);
+        throw new OmniError('UNAVAILABLE', '--runner docker: no Docker engine (set DOCKER_HOST=unix:///path/docker.sock)');
+      }
       const url = new URL(reg.url);
       const docker = new Docker({ socketPath });
       runner = new DockerRunner(docker, registryBases(docker, url.host, credentials(values).token, (r, t) => reg.resolveTag(r, t)));

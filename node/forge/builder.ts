@@ -24,7 +24,8 @@ import { OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { parseManifest } from '../../protocol/registry/manifest.js';
 import { OmniError } from '../errors.js';
 import { collectTree, writeLayer, type LayerBlob } from './layer.js';
-import type { StepRunner } from './runner.js';
+import type { BuildEnvironment, StepRunner } from './runner.js';
+import { DEVCONTAINER_PATH, parseDevcontainer, type DevContainer } from '../../protocol/forge/devcontainer.js';
 
 export const MAX_SOURCE_BYTES = 256 * 1024 * 1024;
 const MAX_VIEW_FILE_BYTES = 1024 * 1024;
@@ -202,6 +203,7 @@ export class Forge {
     try {
       return await this.run(req, ev, work);
     } finally {
+      await this.runner.dispose?.();
       await rm(work, { recursive: true, force: true });
     }
   }
@@ -248,7 +250,21 @@ export class Forge {
     // Steps get the plan's env and a HOME of their own (npm's and pip's caches stay out of the tree).
     const home = join(work, 'home');
     await mkdir(home);
-    const stepEnv = { HOME: home, ...plan.env };
+    let stepEnv: Record<string, string> = { HOME: home, ...plan.env };
+    // The devcontainer's environment (with a runner that runs containers): image, env, user, postCreateCommand.
+    const dev = await this.devEnvironment(dir, rules, plan, req, ev, work);
+    let envImage = dev?.env.image;
+    const user = dev?.config.user;
+    if (dev) stepEnv = { HOME: home, ...dev.config.containerEnv, ...plan.env };
+    let ws: string | undefined;
+    if (dev?.config.postCreateCommand) {
+      ev.stage?.('postCreateCommand');
+      ws = join(work, 'workspace');
+      await copyTree(dir, ws, rules);
+      const id = await this.runner.run({ step: 'postCreateCommand', command: dev.config.postCreateCommand, cwd: ws, env: stepEnv, envImage, user, commit: true, signal: req.signal }, (l) => ev.log?.('postCreateCommand', l));
+      if (typeof id === 'string') envImage = id;
+    }
+    const inEnv = { ...(envImage ? { envImage } : {}), ...(user ? { user } : {}) };
     // 4. dependencies
     let depsKey: string | undefined;
     let depsReused = false;
@@ -258,6 +274,8 @@ export class Forge {
       const h = createHash('sha256').update(`omni-forge-deps/1\0${base.digest}\0${deps.install}\0${deps.output}\0`);
       for (const f of deps.keyFiles) h.update(`${f}\0`).update(await readFile(join(dir, f)).catch(() => Buffer.alloc(0))).update('\0');
       if (deps.needsSource) h.update(sourceDigest);
+      // built in a devcontainer: its image and settings key the layer too
+      if (dev) h.update(`devcontainer\0${dev.env.id}\0${JSON.stringify(dev.config.containerEnv)}\0${dev.config.user ?? ''}\0${dev.config.postCreateCommand ?? ''}\0`);
       depsKey = 'sha256:' + h.digest('hex');
       const cached = await this.cachedDeps(depsKey, work);
       if (cached) {
@@ -268,7 +286,7 @@ export class Forge {
         await mkdir(ddir);
         if (deps.needsSource) await copyTree(dir, ddir, rules);
         else for (const f of deps.keyFiles) if (existsSync(join(dir, f))) await cp(join(dir, f), join(ddir, f));
-        await this.runner.run({ step: 'dependencies', command: deps.install, cwd: ddir, env: stepEnv, image: plan.runtime, signal: req.signal }, (l) => ev.log?.('dependencies', l));
+        await this.runner.run({ step: 'dependencies', command: deps.install, cwd: ddir, env: stepEnv, image: plan.runtime, ...inEnv, signal: req.signal }, (l) => ev.log?.('dependencies', l));
         const out = join(ddir, deps.output);
         if (!existsSync(out)) await mkdir(out, { recursive: true });
         const tree = await collectTree(out, { prefix: `${plan.workdir.slice(1)}/${deps.output}` });
@@ -280,20 +298,23 @@ export class Forge {
     // 5. build steps
     let appRoot = dir;
     let appRules: readonly IgnoreRule[] = rules;
-    if (plan.steps.length) {
-      const ws = join(work, 'workspace');
-      await copyTree(dir, ws, rules);
-      if (plan.buildInstall) {
+    if (plan.steps.length || ws) {
+      if (!ws) {
+        ws = join(work, 'workspace');
+        await copyTree(dir, ws, rules);
+      }
+      const wsDir = ws;
+      if (plan.buildInstall && plan.steps.length) {
         ev.stage?.('step install');
-        await this.runner.run({ step: 'install', command: plan.buildInstall, cwd: ws, env: stepEnv, image: plan.runtime, signal: req.signal }, (l) => ev.log?.('install', l));
+        await this.runner.run({ step: 'install', command: plan.buildInstall, cwd: wsDir, env: stepEnv, image: plan.runtime, ...inEnv, signal: req.signal }, (l) => ev.log?.('install', l));
       }
       for (const group of plan.steps) {
         ev.stage?.(`step ${group.map((s) => s.name).join(' + ')}`);
-        const results = await Promise.allSettled(group.map((s) => this.runner.run({ step: s.name, command: s.run, cwd: ws, env: stepEnv, image: plan.runtime, signal: req.signal }, (l) => ev.log?.(s.name, l))));
+        const results = await Promise.allSettled(group.map((s) => this.runner.run({ step: s.name, command: s.run, cwd: wsDir, env: stepEnv, image: plan.runtime, ...inEnv, signal: req.signal }, (l) => ev.log?.(s.name, l))));
         const failed = results.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;
       }
-      appRoot = ws;
+      appRoot = wsDir;
       appRules = [];
     }
     // 6. app layer, config, manifest
@@ -336,6 +357,27 @@ export class Forge {
       reused: false,
       run: runSettings(plan),
     };
+  }
+
+  /**
+   * The devcontainer of the tree, made ready by the runner; undefined without one. With a runner
+   * that cannot run containers (host), it is left out with a warning.
+   */
+  private async devEnvironment(dir: string, rules: readonly IgnoreRule[], plan: BuildPlan, req: BuildRequest, ev: BuildEvents, work: string): Promise<{ config: DevContainer; env: BuildEnvironment } | undefined> {
+    const view = dirView(dir, rules);
+    if (!view.has(DEVCONTAINER_PATH)) return undefined;
+    const text = view.read(DEVCONTAINER_PATH);
+    if (text === undefined) throw new OmniError('NOT_BUILDABLE', `${DEVCONTAINER_PATH} is too large to read`);
+    const p = parseDevcontainer(text);
+    if (!p.ok) throw new OmniError('NOT_BUILDABLE', p.message);
+    plan.warnings.push(...p.config.warnings);
+    if (!this.runner.devEnvironment) {
+      plan.warnings.push(`${DEVCONTAINER_PATH} is not used with --runner ${this.runner.kind} (its steps run on this host); --runner docker runs them in it`);
+      return undefined;
+    }
+    ev.stage?.('devcontainer');
+    const env = await this.runner.devEnvironment(p.config, { dir, work, ...(req.signal ? { signal: req.signal } : {}), log: (l) => ev.log?.('devcontainer', l) });
+    return { config: p.config, env };
   }
 
   /** The image REPO:sha-<source digest> names, when there is one (then given the extra tags too). */
