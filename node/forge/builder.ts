@@ -372,7 +372,9 @@ export class Forge {
     if (!p.ok) throw new OmniError('NOT_BUILDABLE', p.message);
     plan.warnings.push(...p.config.warnings);
     if (!this.runner.devEnvironment) {
-      plan.warnings.push(`${DEVCONTAINER_PATH} is not used with --runner ${this.runner.kind} (its steps run on this host); --runner docker runs them in it`);
+      const w = `${DEVCONTAINER_PATH} is not used with --runner ${this.runner.kind} (the steps run on this host); --runner docker runs them in it`;
+      plan.warnings.push(w);
+      ev.log?.('devcontainer', `warning: ${w}`);
       return undefined;
     }
     ev.stage?.('devcontainer');

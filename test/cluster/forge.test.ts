@@ -217,6 +217,44 @@ describe('forge on a cluster', () => {
     expect(onHost.stderr).toContain("step 'in-base' failed");
   }, 600_000);
 
+  it.skipIf(noDocker !== undefined)('a devcontainer is the build environment: its containerEnv, remoteUser and postCreateCommand reach the steps; build.dockerfile through the engine; features refused', async () => {
+    const dockerEnv = { DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}`, DOCKER_CONFIG: dir };
+    const src = join(dir, 'dev-api');
+    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    await mkdir(join(src, '.omni'));
+    await mkdir(join(src, '.devcontainer'));
+    await writeFile(join(src, '.omni/build.yaml'), 'steps:\n  - name: show\n    run: echo "greeting=$GREETING" && cat /tmp/omni-postcreate && cat made-by-postcreate\n');
+    await writeFile(join(src, '.devcontainer/devcontainer.json'), '// the cluster registry\'s node base and an env\n{\n  "image": "omni/node:24",\n  "containerEnv": { "GREETING": "hello from the devcontainer", },\n  /* run first */ "postCreateCommand": "echo post-created > /tmp/omni-postcreate && echo tree > made-by-postcreate",\n}\n');
+    // no --runner: a devcontainer means the docker runner
+    const r = await omniCli({ ...omniEnv('b1'), ...dockerEnv }, ['build', src, '--repo', 'team/dev-api', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('[show] greeting=hello from the devcontainer');
+    expect(r.stderr).toContain('[show] post-created');
+    expect(r.stderr).toContain('[show] tree');
+    expect(JSON.parse(r.stdout)).toMatchObject({ repository: 'team/dev-api', type: 'node', reused: false });
+    // --runner host leaves it out, with a warning: the step runs on this host, without GREETING or the postCreateCommand's file
+    const host = await omniCli(omniEnv('b1'), ['build', src, '--repo', 'team/dev-api', '--rebuild', '--runner', 'host']);
+    expect(host.code).toBe(1);
+    expect(host.stderr).toContain('[devcontainer] warning: .devcontainer/devcontainer.json is not used with --runner host');
+    expect(host.stderr).toContain("step 'show' failed");
+    expect(host.stderr).not.toContain('greeting=hello from the devcontainer');
+
+    // build.dockerfile: FROM the registry's base (pulled and tagged for the engine), an ENV the step
+    // sees; remoteUser: the steps (and npm ci) run as that user and can write the workspace
+    await writeFile(join(src, '.devcontainer/Dockerfile'), 'FROM omni/node:24\nENV FROM_DOCKERFILE=yes\n');
+    await writeFile(join(src, '.devcontainer/devcontainer.json'), '{ "build": { "dockerfile": "Dockerfile" }, "containerEnv": { "GREETING": "again" }, "remoteUser": "65534" }\n');
+    await writeFile(join(src, '.omni/build.yaml'), 'steps:\n  - name: show\n    run: echo "greeting=$GREETING from-dockerfile=$FROM_DOCKERFILE user=$(id -u)" > out.txt && cat out.txt\n');
+    const b = await omniCli({ ...omniEnv('b2'), ...dockerEnv }, ['build', src, '--repo', 'team/dev-api', '--json']);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stderr).toContain('[show] greeting=again from-dockerfile=yes user=65534');
+
+    // features: refused before anything runs
+    await writeFile(join(src, '.devcontainer/devcontainer.json'), '{ "image": "omni/node:24", "features": { "ghcr.io/devcontainers/features/git:1": {} } }\n');
+    const f = await omniCli({ ...omniEnv('b2'), ...dockerEnv }, ['build', src, '--repo', 'team/dev-api']);
+    expect(f.code).not.toBe(0);
+    expect(f.stderr).toContain('features (ghcr.io/devcontainers/features/git:1) are not supported: they are downloaded from the internet');
+  }, 600_000);
+
   it.skipIf(noDocker !== undefined)('a Dockerfile project is built by the engine, pushed, pulled from another node and served; a failing instruction is named', async () => {
     const dockerEnv = { DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}` };
     const env = { ...process.env, ...dockerEnv, DOCKER_CONFIG: dir };
