@@ -10,13 +10,14 @@ import { basename, join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parse, printJson, formatBytes, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect, credentials } from './connection.js';
+import type { ApiClient } from '../../node/api/client.js';
 import { registryFor } from './registry-client.js';
 import { Progress } from './progress.js';
 import { OmniError } from '../../node/errors.js';
 import { mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import Docker from 'dockerode';
-import { Forge, MAX_SOURCE_BYTES, type DockerfileBuild } from '../../node/forge/builder.js';
+import { Forge, MAX_SOURCE_BYTES, type BuildResult, type DockerfileBuild } from '../../node/forge/builder.js';
 import { dockerBuild, dockerSave } from '../../node/forge/docker-build.js';
 import { DockerRunner, registryBases } from '../../node/forge/docker-runner.js';
 import type { StepRunner } from '../../node/forge/runner.js';
@@ -45,7 +46,11 @@ source gives the same tag and digest on any node.
   --runner host|docker
                      where the dependency install and build steps run: host (default: this
                      host's node/npm/python) or docker (a container from the runtime base,
-                     pulled by this host's engine from the registry; DOCKER_HOST)
+                     pulled by this host's engine from the registry; DOCKER_HOST). With
+                     .devcontainer/devcontainer.json the default is docker, in its environment:
+                     image (of the cluster's registry or this engine; never pulled from the
+                     internet) or build.dockerfile, containerEnv, remoteUser, postCreateCommand
+                     (run first; features are refused)
   --quiet, -q        no step logs on stderr
       --registry URL the /v2/ registry to use (default: the one of the node the CLI talks to)
 ${CONNECTION_HELP}
@@ -64,6 +69,7 @@ const FLAGS = {
   runner: { type: 'string' as const },
   registry: { type: 'string' as const },
 };
+
 
 /** A repository name from a directory name: lower case, other characters → '-'. */
 export function repoFromDir(dir: string): string {
@@ -113,36 +119,62 @@ function dockerfileBuilder(reg: Registry, progress: Progress): DockerfileBuild |
   };
 }
 
-export async function build(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, FLAGS, USAGE);
-  if (positionals.length !== 1) throw new UsageError(`omni build needs one DIR\n\n${USAGE}`);
-  const dir = resolve(positionals[0]);
-  const repo = (values.repo as string | undefined) ?? repoFromDir(dir);
-  if (!isRepositoryName(repo)) throw new UsageError(`--repo ${repo}: not a repository name (lower case letters, digits, . _ - and / between parts)`);
-  const tags = (values.tag as string[] | undefined) ?? [];
-  for (const t of tags) if (!isTag(t)) throw new UsageError(`--tag ${t}: not a tag (letters, digits, _ . -; at most 128)`);
+/** The flags omni build and omni run DIR share (how to build). */
+export const BUILD_FLAGS = {
+  'max-source': { type: 'string' as const },
+  quiet: { type: 'boolean' as const, short: 'q' },
+  rebuild: { type: 'boolean' as const },
+  runner: { type: 'string' as const },
+  registry: { type: 'string' as const },
+};
+
+export interface BuildOptions {
+  dir: string;
+  repo: string;
+  tags: string[];
+  /** Label of the progress line. */
+  label: string;
+}
+
+/** Checks the build flags before anything is connected (usage errors first). */
+export function buildFlags(values: Record<string, unknown>): { maxSourceBytes: number; runnerKind: 'host' | 'docker' } {
   const maxSourceBytes = sizeFlag(values['max-source'] as string | undefined);
   const runnerKind = (values.runner as string | undefined) ?? 'host';
   if (runnerKind !== 'host' && runnerKind !== 'docker') throw new UsageError(`--runner must be host or docker, got ${runnerKind}`);
+  return { maxSourceBytes, runnerKind };
+}
+
+/**
+ * Builds DIR through the registry of the node `client` talks to (or --registry), writes the build
+ * record, and returns the result (StepFailed when a step fails; INTERRUPTED on Ctrl-C).
+ */
+export async function forgeBuild(client: ApiClient, values: Record<string, unknown>, o: BuildOptions): Promise<BuildResult> {
+  const { maxSourceBytes } = buildFlags(values);
+  // A devcontainer is a container build environment: --runner docker unless told otherwise.
+  const hasDev = existsSync(join(o.dir, '.devcontainer', 'devcontainer.json'));
+  const runnerKind = (values.runner as string | undefined) ?? (hasDev ? 'docker' : 'host');
   const ac = new AbortController();
   const onSigint = () => ac.abort();
   process.once('SIGINT', onSigint);
-  const client = connect(values);
-  const progress = new Progress(`building ${basename(dir)}`);
+  const progress = new Progress(o.label);
   const quiet = values.quiet === true;
+  const dir = o.dir;
   try {
     const reg = await registryFor(client, values, ac.signal);
     let runner: StepRunner = new HostRunner();
     if (runnerKind === 'docker') {
       const socketPath = dockerSocket();
-      if (!socketPath) throw new OmniError('UNAVAILABLE', '--runner docker: no Docker engine (set DOCKER_HOST=unix:///path/docker.sock)');
+      if (!socketPath) {
+        if (values.runner === undefined) throw new OmniError('UNAVAILABLE', `${o.dir} has .devcontainer/devcontainer.json, whose build environment needs a Docker engine (set DOCKER_HOST=unix:///path/docker.sock); --runner host builds on this host without it`);
+        throw new OmniError('UNAVAILABLE', '--runner docker: no Docker engine (set DOCKER_HOST=unix:///path/docker.sock)');
+      }
       const url = new URL(reg.url);
       const docker = new Docker({ socketPath });
       runner = new DockerRunner(docker, registryBases(docker, url.host, credentials(values).token, (r, t) => reg.resolveTag(r, t)));
     }
     const forge = new Forge(reg, runner, join(tmpdir(), 'omni-forge'), dockerfileBuilder(reg, progress));
     const r = await forge.build(
-      { dir, repo, tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal },
+      { dir, repo: o.repo, tags: o.tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal },
       {
         stage: (s) => progress.setLabel(`${basename(dir)}: ${s}`),
         log: (step, line) => {
@@ -158,6 +190,35 @@ export async function build(argv: string[]): Promise<number> {
       const record = { repository: r.repository, digest: r.digest, sourceDigest: r.sourceDigest, tags: r.tags, type: r.type, runtime: r.runtime ?? null, baseDigest: r.baseDigest ?? null, depsKey: r.depsKey ?? null, builtAtMs: Date.now() };
       await client.put(`/v1/kv/${encodeURIComponent(buildRecordKey(r.repository, r.sourceDigest))}`, { value: JSON.stringify(record) }).catch((err: Error) => process.stderr.write(`warning: the build record was not written: ${err.message}\n`));
     }
+    return r;
+  } catch (err) {
+    progress.end();
+    if (ac.signal.aborted) throw new OmniError('INTERRUPTED', 'build cancelled (Ctrl-C)');
+    throw err;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+/** A failed step as omni build reports it (exit 1). */
+export function reportStepFailed(err: StepFailed, json: boolean, cmd: string): number {
+  if (json) printJson({ error: { code: err.code, step: err.step, exit: err.exit, tail: err.tail, message: err.message } });
+  else process.stderr.write(`${cmd}: ${err.message}\n`);
+  return 1;
+}
+
+export async function build(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, FLAGS, USAGE);
+  if (positionals.length !== 1) throw new UsageError(`omni build needs one DIR\n\n${USAGE}`);
+  const dir = resolve(positionals[0]);
+  const repo = (values.repo as string | undefined) ?? repoFromDir(dir);
+  if (!isRepositoryName(repo)) throw new UsageError(`--repo ${repo}: not a repository name (lower case letters, digits, . _ - and / between parts)`);
+  const tags = (values.tag as string[] | undefined) ?? [];
+  for (const t of tags) if (!isTag(t)) throw new UsageError(`--tag ${t}: not a tag (letters, digits, _ . -; at most 128)`);
+  buildFlags(values);
+  const client = connect(values);
+  try {
+    const r = await forgeBuild(client, values, { dir, repo, tags, label: `building ${basename(dir)}` });
     if (values.json) return printJson(r), 0;
     for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
     const lines = [
@@ -171,16 +232,9 @@ export async function build(argv: string[]): Promise<number> {
     process.stdout.write(lines.join('\n') + '\n');
     return 0;
   } catch (err) {
-    progress.end();
-    if (ac.signal.aborted) throw new OmniError('INTERRUPTED', 'build cancelled (Ctrl-C)');
-    if (err instanceof StepFailed) {
-      if (values.json) printJson({ error: { code: err.code, step: err.step, exit: err.exit, tail: err.tail, message: err.message } });
-      else process.stderr.write(`omni build: ${err.message}\n`);
-      return 1;
-    }
+    if (err instanceof StepFailed) return reportStepFailed(err, values.json === true, 'omni build');
     throw err;
   } finally {
-    process.off('SIGINT', onSigint);
     client.close();
   }
 }

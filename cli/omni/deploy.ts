@@ -22,14 +22,15 @@ export async function deploy(argv: string[]): Promise<number> {
 }
 
 /** Shared with omni run: POST the spec, then follow it to healthy. */
-export async function submit(values: Record<string, unknown>, spec: Record<string, unknown>, opts: { createOnly?: boolean } = {}): Promise<number> {
+export async function submit(values: Record<string, unknown>, spec: Record<string, unknown>, opts: { createOnly?: boolean; extra?: Record<string, unknown>; onResult?: () => void } = {}): Promise<number> {
   const client = connect(values);
   try {
     const r = await client.post<{ name: string; version: number; changed: boolean; action: string }>(opts.createOnly ? '/v1/apps?create=true' : '/v1/apps', spec);
     const timeoutMs = Number(values.timeout ?? 120) * 1000;
     if (!values.json) process.stderr.write(`${r.name}: ${r.action} (version ${r.version})\n`);
+    opts.onResult?.();
     if (values.detach || !r.changed) {
-      if (values.json) printJson(r);
+      if (values.json) printJson({ ...r, ...opts.extra });
       return 0;
     }
     if (spec.type === 'job') {
@@ -47,7 +48,7 @@ export async function submit(values: Record<string, unknown>, spec: Record<strin
     const res = await waitHealthy(client, r.name, r.version, timeoutMs, (line) => {
       if (!values.json) process.stderr.write(`${r.name}: ${line}\n`);
     });
-    if (values.json) printJson({ ...r, healthy: res.ok, message: res.message, ...(res.logs ? { logs: res.logs } : {}) });
+    if (values.json) printJson({ ...r, ...opts.extra, healthy: res.ok, message: res.message, ...(res.logs ? { logs: res.logs } : {}) });
     else if (res.ok) process.stdout.write(`${r.name} is healthy (version ${r.version})\n`);
     else {
       process.stdout.write(`${r.name}: ${res.message}\n`);

@@ -1,13 +1,25 @@
-// omni run: start an app from an image or a command in one line (like docker run).
+// omni run: start an app from an image or a command in one line (like docker run), or from a
+// source directory: omni run DIR builds it with Forge (reusing the image of the same source
+// digest) and deploys the image pinned by digest, with the ports, health check and start command
+// the detection or .omni/build.yaml gives (runSpecFromBuild); again with the same source, the app
+// is left as it is; with changed source, it is rolled to the new digest.
+import { statSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
 import { parse, UsageError } from '../common.js';
-import { CONNECTION_FLAGS, CONNECTION_HELP } from './connection.js';
+import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { submit } from './deploy.js';
 import { readEnvFile } from './app-io.js';
+import { BUILD_FLAGS, buildFlags, forgeBuild, reportStepFailed } from './build.js';
+import type { BuildResult } from '../../node/forge/builder.js';
+import { StepFailed } from '../../node/forge/runner.js';
+import { OmniError } from '../../node/errors.js';
+import { isRepositoryName } from '../../protocol/registry/reference.js';
 
 const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
        omni run --name NAME [flags] -- COMMAND [ARGS...]
+       omni run [--name NAME] [flags] DIR [ARGS...]
 
-  --name NAME            app name (required)
+  --name NAME            app name (required, but for DIR: the directory's name by default)
   --port [NAME=]PORT[:HOSTPORT]   port the app listens on (repeatable; host port auto if omitted)
   --env KEY=VALUE        environment (repeatable);  --env-file FILE
   --replicas N           (default 1)
@@ -35,8 +47,53 @@ a restart); a crash loop is reported with its cause, exit code and last output l
 A command's $PORT, \${PORT}, $OMNI_PORT_<NAME> (any variable of the task's own environment)
 are expanded by Omni — quote them so your shell does not: -- redis-server --port '$PORT'.
 $$ is a literal $.
+
+DIR (an existing directory; write ./NAME when an image could be meant): the source is built with
+Forge as omni build does (see omni build --help; the image of the same source is reused) into
+the cluster's registry, REPOSITORY:sha-<source digest>, and the app runs that image pinned by
+digest, with the ports, health check (HTTP when .omni/build.yaml has health:, else TCP on the
+first port) and start command detection or .omni/build.yaml gives (--port, --health-http and
+ARGS override them). Unlike IMAGE, an existing app of the same name is updated (a rolling
+update to the new digest; unchanged source leaves it as it is), unless it runs an image of
+another repository (then --replace is needed).
+  --repo REPOSITORY      where the image goes (default: the app's name)
+  --rebuild, --runner host|docker, --max-source SIZE, --registry URL, --quiet: as omni build
 ${CONNECTION_HELP}
 `;
+
+/** Whether the positional names a source directory (rather than an image). */
+export function isSourceDir(arg: string): boolean {
+  try {
+    return statSync(arg).isDirectory();
+  } catch {
+    if (arg.startsWith('./') || arg.startsWith('../') || arg.startsWith('/') || arg === '.' || arg === '..') throw new UsageError(`${arg}: no such directory`);
+    return false;
+  }
+}
+
+/** An app name from a directory name: lower case, letters/digits/-, starting with a letter, at most 40. */
+export function appNameFromDir(dir: string): string {
+  const name = basename(resolve(dir))
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^[^a-z]+/, '')
+    .slice(0, 40)
+    .replace(/-+$/, '');
+  return name || 'app';
+}
+
+/**
+ * The spec fields a Forge build gives an app: its image pinned by digest, its ports (the first one
+ * named http), a health check (the build's HTTP check, else TCP on the first port).
+ */
+export function runSpecFromBuild(r: Pick<BuildResult, 'repository' | 'digest' | 'run'>): { image: string; ports: { name: string; port: number }[]; healthCheck?: Record<string, unknown> } {
+  const ports = r.run.ports.map((port, i) => ({ name: i === 0 ? 'http' : `p${i}`, port }));
+  const h = r.run.health;
+  const hp = h ? (ports.find((p) => p.port === h.port) ?? ports[0]) : ports[0];
+  const healthCheck = h && hp ? { type: 'http', port: hp.name, path: h.path, intervalMs: h.intervalMs } : hp ? { type: 'tcp', port: hp.name } : undefined;
+  return { image: `${r.repository}@${r.digest}`, ports, ...(healthCheck ? { healthCheck } : {}) };
+}
+
 
 export async function run(argv: string[]): Promise<number> {
   const dash = argv.indexOf('--');
@@ -51,11 +108,15 @@ export async function run(argv: string[]): Promise<number> {
       spread: { type: 'boolean' }, 'health-http': { type: 'string' }, restart: { type: 'string' }, driver: { type: 'string' },
       detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' }, exclusive: { type: 'boolean' },
       job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' },
+      repo: { type: 'string' }, ...BUILD_FLAGS,
     },
     USAGE,
   );
+  const sourceDir = !command && positionals.length > 0 && isSourceDir(positionals[0]) ? resolve(positionals[0]) : undefined;
+  if (sourceDir && values.name === undefined) values.name = appNameFromDir(sourceDir);
+  if (!sourceDir) for (const f of ['repo', ...Object.keys(BUILD_FLAGS)]) if (values[f] !== undefined) throw new UsageError(`--${f} is for omni run DIR (a source directory)`);
   if (!values.name) throw new UsageError(`--name is required\n\n${USAGE}`);
-  if (!command && positionals.length === 0) throw new UsageError(`give an IMAGE, or -- COMMAND\n\n${USAGE}`);
+  if (!command && positionals.length === 0) throw new UsageError(`give an IMAGE, a DIR, or -- COMMAND\n\n${USAGE}`);
   if (command && command.length === 0) throw new UsageError('nothing after --');
   const env: Record<string, string> = values['env-file'] ? await readEnvFile(values['env-file'] as string) : {};
   for (const e of (values.env as string[] | undefined) ?? []) {
@@ -87,7 +148,42 @@ export async function run(argv: string[]): Promise<number> {
     ...(type ? { type } : {}),
     ...(values.retries !== undefined ? { retries: Number(values.retries) } : {}),
   };
+  if (sourceDir) return runSource(values, sourceDir, spec, positionals.slice(1));
   // A job has no ports or health check: leave the empty list out so the server's check reads naturally.
   if (type === 'job' && ports.length === 0) delete spec.ports;
   return submit(values, spec, { createOnly: values.replace !== true });
+}
+
+/** omni run DIR: build (or reuse), then create or update the app with the image pinned by digest. */
+async function runSource(values: Record<string, unknown>, dir: string, spec: Record<string, unknown>, args: string[]): Promise<number> {
+  const name = spec.name as string;
+  const repo = (values.repo as string | undefined) ?? name;
+  if (!isRepositoryName(repo)) throw new UsageError(`--repo ${repo}: not a repository name (lower case letters, digits, . _ - and / between parts)`);
+  buildFlags(values);
+  const client = connect(values);
+  let r: BuildResult;
+  try {
+    r = await forgeBuild(client, values, { dir, repo, tags: [], label: `building ${basename(dir)}` });
+    // An app of this name that runs another repository's image is not replaced without --replace.
+    if (values.replace !== true) {
+      const cur = await client.raw('GET', `/v1/apps/${encodeURIComponent(name)}`);
+      const image = cur.status === 200 ? ((cur.body as { spec?: { image?: string } }).spec?.image ?? null) : undefined;
+      if (image !== undefined && (image === null || !image.startsWith(`${repo}@`))) {
+        throw new OmniError('CONFLICT', `an app named ${name} already runs ${image ?? 'a command'}, not an image of ${repo}: use --replace to replace it with this build, or pick another --name`, { app: name });
+      }
+    }
+  } catch (err) {
+    client.close();
+    if (err instanceof StepFailed) return reportStepFailed(err, values.json === true, 'omni run');
+    throw err;
+  }
+  client.close();
+  for (const w of r.warnings) if (!values.json) process.stderr.write(`warning: ${w}\n`);
+  const fromBuild = runSpecFromBuild(r);
+  const full: Record<string, unknown> = { ...spec, image: fromBuild.image, args };
+  if ((spec.ports as unknown[]).length === 0) full.ports = fromBuild.ports;
+  if (spec.healthCheck === undefined && (spec.ports as unknown[]).length === 0 && fromBuild.healthCheck) full.healthCheck = fromBuild.healthCheck;
+  const build = { repository: r.repository, digest: r.digest, sourceDigest: r.sourceDigest, reused: r.reused, type: r.type };
+  if (!values.json) process.stderr.write(`${name}: ${r.reused ? 'reused' : 'built'} ${r.repository}@${r.digest} (${r.type}, source ${r.sourceDigest.slice(0, 19)}…)\n`);
+  return submit(values, full, { extra: { image: fromBuild.image, build }, onResult: values.json ? undefined : () => process.stdout.write(`image ${fromBuild.image}\n`) });
 }

@@ -15,16 +15,17 @@
 // Every byte Forge writes is reproducible, so the same source gives the same digest on any node.
 import { createHash } from 'node:crypto';
 import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { detect, type BuildPlan, type SourceView } from '../../protocol/forge/detect.js';
 import { buildImage, sourceTag, OCI_CONFIG, OCI_LAYER_GZIP, type BaseConfig, type Descriptor, type ForgeLayer } from '../../protocol/forge/image.js';
-import { isIgnored, parseIgnore, type IgnoreRule } from '../../protocol/forge/ignore.js';
+import { gitignoreRules, isIgnored, parseIgnore, type IgnoreRule } from '../../protocol/forge/ignore.js';
 import { OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { parseManifest } from '../../protocol/registry/manifest.js';
 import { OmniError } from '../errors.js';
 import { collectTree, writeLayer, type LayerBlob } from './layer.js';
-import type { StepRunner } from './runner.js';
+import type { BuildEnvironment, StepRunner } from './runner.js';
+import { DEVCONTAINER_PATH, parseDevcontainer, type DevContainer } from '../../protocol/forge/devcontainer.js';
 
 export const MAX_SOURCE_BYTES = 256 * 1024 * 1024;
 const MAX_VIEW_FILE_BYTES = 1024 * 1024;
@@ -75,21 +76,54 @@ export interface BuildResult {
   sourceUploaded: boolean;
   /** The image of this source digest was in the registry already: nothing was built. */
   reused: boolean;
+  /** How to run it, from detection or .omni/build.yaml (omni run DIR makes the app spec from these). */
+  run: RunSettings;
 }
+
+/** What an app of the built image needs: ports it listens on, its health check, its start command (also the image's CMD). */
+export interface RunSettings {
+  ports: number[];
+  health?: BuildPlan['health'];
+  start?: string[];
+}
+
+const runSettings = (plan: BuildPlan): RunSettings => ({ ports: plan.ports, ...(plan.health ? { health: plan.health } : {}), ...(plan.start ? { start: plan.start } : {}) });
 
 const sha256 = (b: string | Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
-/** The root ignore rules of a tree: .gitignore, then .dockerignore (anchored). */
+/**
+ * The ignore rules of a tree: every .gitignore (the root's, then those of subdirectories, each
+ * scoped to its directory; directories ignored above, and .git, are not looked into), then the
+ * root's .dockerignore (anchored).
+ */
 export function ignoreRules(dir: string): IgnoreRule[] {
-  const rules: IgnoreRule[] = [];
-  for (const [f, anchored] of [['.gitignore', false], ['.dockerignore', true]] as const) {
-    const p = join(dir, f);
-    if (existsSync(p)) {
-      const st = statSync(p);
-      if (st.size > MAX_VIEW_FILE_BYTES) throw new OmniError('TOO_LARGE', `${f} is over ${MAX_VIEW_FILE_BYTES} bytes`);
-      rules.push(...parseIgnore(readFileSync(p, 'utf8'), anchored));
+  const readSmall = (p: string, name: string): string | undefined => {
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      return undefined;
     }
+    if (!st.isFile()) return undefined;
+    if (st.size > MAX_VIEW_FILE_BYTES) throw new OmniError('TOO_LARGE', `${name} is over ${MAX_VIEW_FILE_BYTES} bytes`);
+    return readFileSync(p, 'utf8');
+  };
+  const subdirs = (d: string): string[] => {
+    try {
+      return readdirSync(join(dir, d), { withFileTypes: true }).filter((n) => n.isDirectory()).map((n) => n.name);
+    } catch {
+      return [];
+    }
+  };
+  let rules: IgnoreRule[];
+  try {
+    rules = gitignoreRules(subdirs, (d) => readSmall(join(dir, d, '.gitignore'), d ? `${d}/.gitignore` : '.gitignore'));
+  } catch (err) {
+    if (err instanceof OmniError) throw err;
+    throw new OmniError('TOO_LARGE', `${dir}: ${(err as Error).message}`);
   }
+  const di = readSmall(join(dir, '.dockerignore'), '.dockerignore');
+  if (di !== undefined) rules.push(...parseIgnore(di, true));
   return rules;
 }
 
@@ -169,6 +203,7 @@ export class Forge {
     try {
       return await this.run(req, ev, work);
     } finally {
+      await this.runner.dispose?.();
       await rm(work, { recursive: true, force: true });
     }
   }
@@ -200,7 +235,7 @@ export class Forge {
       const r = await this.dockerfileBuild({ contextPath: join(work, 'source.tar.gz'), dockerfile: plan.dockerfile ?? 'Dockerfile', repo, sourceDigest, work, signal: req.signal, log: (l) => ev.log?.('docker build', l) });
       const tags = [tag, ...(req.tags ?? [])];
       for (const t of tags) await this.reg.putManifest(repo, t, r.manifest, r.mediaType);
-      return { repository: repo, digest: r.digest, sourceDigest, tags, type: plan.type, detectedBy: plan.detectedBy, depsReused: false, layers: [], imageBytes: r.imageBytes, warnings: plan.warnings, sourceUploaded, reused: false };
+      return { repository: repo, digest: r.digest, sourceDigest, tags, type: plan.type, detectedBy: plan.detectedBy, depsReused: false, layers: [], imageBytes: r.imageBytes, warnings: plan.warnings, sourceUploaded, reused: false, run: runSettings(plan) };
     }
     if (!plan.runtime) throw new OmniError('NOT_BUILDABLE', 'no runtime base image for this project: set runtime: in .omni/build.yaml');
     // The same source (build.yaml included) was built already: its image is the result.
@@ -215,7 +250,21 @@ export class Forge {
     // Steps get the plan's env and a HOME of their own (npm's and pip's caches stay out of the tree).
     const home = join(work, 'home');
     await mkdir(home);
-    const stepEnv = { HOME: home, ...plan.env };
+    let stepEnv: Record<string, string> = { HOME: home, ...plan.env };
+    // The devcontainer's environment (with a runner that runs containers): image, env, user, postCreateCommand.
+    const dev = await this.devEnvironment(dir, rules, plan, req, ev, work);
+    let envImage = dev?.env.image;
+    const user = dev?.config.user;
+    if (dev) stepEnv = { HOME: home, ...dev.config.containerEnv, ...plan.env };
+    let ws: string | undefined;
+    if (dev?.config.postCreateCommand) {
+      ev.stage?.('postCreateCommand');
+      ws = join(work, 'workspace');
+      await copyTree(dir, ws, rules);
+      const id = await this.runner.run({ step: 'postCreateCommand', command: dev.config.postCreateCommand, cwd: ws, env: stepEnv, envImage, user, commit: true, signal: req.signal }, (l) => ev.log?.('postCreateCommand', l));
+      if (typeof id === 'string') envImage = id;
+    }
+    const inEnv = { ...(envImage ? { envImage } : {}), ...(user ? { user } : {}) };
     // 4. dependencies
     let depsKey: string | undefined;
     let depsReused = false;
@@ -225,6 +274,8 @@ export class Forge {
       const h = createHash('sha256').update(`omni-forge-deps/1\0${base.digest}\0${deps.install}\0${deps.output}\0`);
       for (const f of deps.keyFiles) h.update(`${f}\0`).update(await readFile(join(dir, f)).catch(() => Buffer.alloc(0))).update('\0');
       if (deps.needsSource) h.update(sourceDigest);
+      // built in a devcontainer: its image and settings key the layer too
+      if (dev) h.update(`devcontainer\0${dev.env.id}\0${JSON.stringify(dev.config.containerEnv)}\0${dev.config.user ?? ''}\0${dev.config.postCreateCommand ?? ''}\0`);
       depsKey = 'sha256:' + h.digest('hex');
       const cached = await this.cachedDeps(depsKey, work);
       if (cached) {
@@ -235,7 +286,7 @@ export class Forge {
         await mkdir(ddir);
         if (deps.needsSource) await copyTree(dir, ddir, rules);
         else for (const f of deps.keyFiles) if (existsSync(join(dir, f))) await cp(join(dir, f), join(ddir, f));
-        await this.runner.run({ step: 'dependencies', command: deps.install, cwd: ddir, env: stepEnv, image: plan.runtime, signal: req.signal }, (l) => ev.log?.('dependencies', l));
+        await this.runner.run({ step: 'dependencies', command: deps.install, cwd: ddir, env: stepEnv, image: plan.runtime, ...inEnv, signal: req.signal }, (l) => ev.log?.('dependencies', l));
         const out = join(ddir, deps.output);
         if (!existsSync(out)) await mkdir(out, { recursive: true });
         const tree = await collectTree(out, { prefix: `${plan.workdir.slice(1)}/${deps.output}` });
@@ -247,20 +298,23 @@ export class Forge {
     // 5. build steps
     let appRoot = dir;
     let appRules: readonly IgnoreRule[] = rules;
-    if (plan.steps.length) {
-      const ws = join(work, 'workspace');
-      await copyTree(dir, ws, rules);
-      if (plan.buildInstall) {
+    if (plan.steps.length || ws) {
+      if (!ws) {
+        ws = join(work, 'workspace');
+        await copyTree(dir, ws, rules);
+      }
+      const wsDir = ws;
+      if (plan.buildInstall && plan.steps.length) {
         ev.stage?.('step install');
-        await this.runner.run({ step: 'install', command: plan.buildInstall, cwd: ws, env: stepEnv, image: plan.runtime, signal: req.signal }, (l) => ev.log?.('install', l));
+        await this.runner.run({ step: 'install', command: plan.buildInstall, cwd: wsDir, env: stepEnv, image: plan.runtime, ...inEnv, signal: req.signal }, (l) => ev.log?.('install', l));
       }
       for (const group of plan.steps) {
         ev.stage?.(`step ${group.map((s) => s.name).join(' + ')}`);
-        const results = await Promise.allSettled(group.map((s) => this.runner.run({ step: s.name, command: s.run, cwd: ws, env: stepEnv, image: plan.runtime, signal: req.signal }, (l) => ev.log?.(s.name, l))));
+        const results = await Promise.allSettled(group.map((s) => this.runner.run({ step: s.name, command: s.run, cwd: wsDir, env: stepEnv, image: plan.runtime, ...inEnv, signal: req.signal }, (l) => ev.log?.(s.name, l))));
         const failed = results.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;
       }
-      appRoot = ws;
+      appRoot = wsDir;
       appRules = [];
     }
     // 6. app layer, config, manifest
@@ -301,7 +355,31 @@ export class Forge {
       warnings: plan.warnings,
       sourceUploaded,
       reused: false,
+      run: runSettings(plan),
     };
+  }
+
+  /**
+   * The devcontainer of the tree, made ready by the runner; undefined without one. With a runner
+   * that cannot run containers (host), it is left out with a warning.
+   */
+  private async devEnvironment(dir: string, rules: readonly IgnoreRule[], plan: BuildPlan, req: BuildRequest, ev: BuildEvents, work: string): Promise<{ config: DevContainer; env: BuildEnvironment } | undefined> {
+    const view = dirView(dir, rules);
+    if (!view.has(DEVCONTAINER_PATH)) return undefined;
+    const text = view.read(DEVCONTAINER_PATH);
+    if (text === undefined) throw new OmniError('NOT_BUILDABLE', `${DEVCONTAINER_PATH} is too large to read`);
+    const p = parseDevcontainer(text);
+    if (!p.ok) throw new OmniError('NOT_BUILDABLE', p.message);
+    plan.warnings.push(...p.config.warnings);
+    if (!this.runner.devEnvironment) {
+      const w = `${DEVCONTAINER_PATH} is not used with --runner ${this.runner.kind} (the steps run on this host); --runner docker runs them in it`;
+      plan.warnings.push(w);
+      ev.log?.('devcontainer', `warning: ${w}`);
+      return undefined;
+    }
+    ev.stage?.('devcontainer');
+    const env = await this.runner.devEnvironment(p.config, { dir, work, ...(req.signal ? { signal: req.signal } : {}), log: (l) => ev.log?.('devcontainer', l) });
+    return { config: p.config, env };
   }
 
   /** The image REPO:sha-<source digest> names, when there is one (then given the extra tags too). */
@@ -326,6 +404,7 @@ export class Forge {
       warnings: plan.warnings,
       sourceUploaded,
       reused: true,
+      run: runSettings(plan),
     };
   }
 

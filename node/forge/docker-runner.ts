@@ -3,10 +3,22 @@
 // without TLS), the step's directory is bind-mounted at /work, the command runs with sh -c as
 // root, its output streamed line by line (the last lines kept for a failure). The layers are
 // still written by Forge from the directory afterwards, so they stay reproducible.
+// A devcontainer (.devcontainer/devcontainer.json) gives the environment instead: its image (from
+// the cluster's registry, else the engine's own images; never pulled from elsewhere) or its
+// build.dockerfile built by the engine (FROM lines naming cluster-registry images are pulled from
+// the registry and tagged under that name first), its containerEnv and remoteUser.
+import { chmod, readdir, readFile, lstat } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
+import { createHash } from 'node:crypto';
 import Docker from 'dockerode';
 import { DockerLogDemux } from '../apps/drivers/docker.js';
 import { OmniError } from '../errors.js';
-import { LineTail, StepFailed, DEFAULT_STEP_TIMEOUT_MS, type StepRequest, type StepRunner } from './runner.js';
+import { devcontainerPath, isRemoteImage, type DevContainer } from '../../protocol/forge/devcontainer.js';
+import { collectTree, writeLayer } from './layer.js';
+import { dockerBuild } from './docker-build.js';
+import { LineTail, StepFailed, DEFAULT_STEP_TIMEOUT_MS, type BuildEnvironment, type StepRequest, type StepRunner } from './runner.js';
+
+const MAX_DEV_CONTEXT_BYTES = 256 * 1024 * 1024;
 
 export interface BaseResolver {
   /** The engine-local reference of a runtime base (pulled when missing). */
@@ -37,22 +49,78 @@ export function registryBases(docker: Docker, hostPort: string, token: string | 
 
 export class DockerRunner implements StepRunner {
   readonly kind = 'docker';
+  private readonly committed: string[] = [];
+
+  async dispose(): Promise<void> {
+    for (const ref of this.committed.splice(0)) await this.docker.getImage(ref).remove({ force: true }).catch(() => undefined);
+  }
+
   constructor(
     private readonly docker: Docker,
     private readonly base: BaseResolver,
   ) {}
 
-  async run(req: StepRequest, onLine: (line: string) => void): Promise<void> {
-    if (!req.image) throw new OmniError('INVALID', `step '${req.step}' has no runtime base to run in`);
-    const image = await this.base(req.image);
+  /** A cluster-registry image pulled into the engine, else an image the engine has; undefined if neither. */
+  private async localImage(image: string): Promise<BuildEnvironment | undefined> {
+    const fromRegistry = await this.base(image.replace(/^(localhost|127\.\d+\.\d+\.\d+)(:\d+)?\//, '')).catch((err: OmniError) => {
+      if (err.code === 'NOT_FOUND') return undefined;
+      throw err;
+    });
+    if (fromRegistry) return { image: fromRegistry, id: fromRegistry.slice(fromRegistry.indexOf('@') + 1) };
+    const info = await this.docker.getImage(image).inspect().catch(() => undefined);
+    return info ? { image: info.Id, id: info.Id } : undefined;
+  }
+
+  async devEnvironment(dev: DevContainer, ctx: { dir: string; work: string; signal?: AbortSignal; log: (line: string) => void }): Promise<BuildEnvironment> {
+    if (dev.image) {
+      const env = await this.localImage(dev.image);
+      if (!env) throw new OmniError('NOT_FOUND', `.devcontainer/devcontainer.json: image ${dev.image} is neither in the cluster's registry nor in this host's Docker engine, and Forge cannot pull from the internet: import it (omni images import) or push it first`);
+      return env;
+    }
+    const b = dev.build!;
+    const ctxRel = devcontainerPath(b.context);
+    const dfRel = devcontainerPath(b.dockerfile);
+    if (ctxRel === undefined || dfRel === undefined) throw new OmniError('NOT_BUILDABLE', '.devcontainer/devcontainer.json: build.context and build.dockerfile must stay inside the source tree');
+    const ctxDir = join(ctx.dir, ctxRel);
+    const dockerfile = relative(ctxDir, join(ctx.dir, dfRel)).split(sep).join('/');
+    if (dockerfile.startsWith('..')) throw new OmniError('NOT_BUILDABLE', `.devcontainer/devcontainer.json: build.dockerfile (${dfRel}) must be inside build.context (${ctxRel || '.'})`);
+    const text = await readFile(join(ctx.dir, dfRel), 'utf8').catch(() => undefined);
+    if (text === undefined) throw new OmniError('NOT_BUILDABLE', `.devcontainer/devcontainer.json: no ${dfRel}`);
+    // FROM images: of the cluster's registry (pulled and tagged under the name the Dockerfile uses) or the engine's
+    for (const m of text.matchAll(/^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)/gim)) {
+      const from = m[1];
+      if (from === 'scratch' || from.includes('$')) continue;
+      if (isRemoteImage(from)) throw new OmniError('NOT_BUILDABLE', `${dfRel}: FROM ${from} is in another registry and Forge cannot pull from the internet: use an image of the cluster's registry`);
+      const found = await this.localImage(from);
+      if (!found) throw new OmniError('NOT_FOUND', `${dfRel}: FROM ${from} is neither in the cluster's registry nor in this host's Docker engine`);
+      if (found.image !== from) {
+        const colon = from.lastIndexOf(':');
+        const [repo, tag] = colon > from.lastIndexOf('/') ? [from.slice(0, colon), from.slice(colon + 1)] : [from, 'latest'];
+        await this.docker.getImage(found.image).tag({ repo, tag });
+      }
+    }
+    const tree = await collectTree(ctxDir, { prefix: '', exclude: ['.git'], maxBytes: MAX_DEV_CONTEXT_BYTES });
+    const tarPath = join(ctx.work, 'devcontainer-context.tar.gz');
+    const blob = await writeLayer(tree.entries, tarPath);
+    const tag = `omni-forge-dev/build:${createHash('sha256').update(blob.digest + dockerfile + JSON.stringify(b.args)).digest('hex').slice(0, 32)}`;
+    const id = await dockerBuild(this.docker, tarPath, { dockerfile, tag, buildArgs: b.args, ...(ctx.signal ? { signal: ctx.signal } : {}) }, ctx.log);
+    return { image: id, id };
+  }
+
+  async run(req: StepRequest, onLine: (line: string) => void): Promise<void | string> {
+    if (!req.envImage && !req.image) throw new OmniError('INVALID', `step '${req.step}' has no runtime base to run in`);
+    const image = req.envImage ?? (await this.base(req.image!));
     const tail = new LineTail(onLine);
     const env = Object.entries({ ...req.env, HOME: '/tmp' }).map(([k, v]) => `${k}=${v}`);
+    const user = req.user ?? '0:0';
+    // Another user than root must be able to write the step's directory (a work copy of the source).
+    if (!/^(root|0)(:|$)/.test(user)) await openUp(req.cwd);
     const c = await this.docker.createContainer({
       Image: image,
       Cmd: ['/bin/sh', '-c', req.command],
       WorkingDir: '/work',
       Env: env,
-      User: '0:0',
+      User: user,
       Labels: { 'omni.forge.step': req.step },
       HostConfig: { Binds: [`${req.cwd}:/work`], Init: true },
     });
@@ -81,10 +149,26 @@ export class DockerRunner implements StepRunner {
       if (req.signal?.aborted) throw new OmniError('INTERRUPTED', `step '${req.step}' was cancelled`);
       if (timedOut) throw new StepFailed(req.step, `ran longer than ${(req.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS) / 1000}s`, tail.tail);
       if (StatusCode !== 0) throw new StepFailed(req.step, `exit status ${StatusCode}`, tail.tail);
+      if (req.commit) {
+        const tag = c.id.slice(0, 32);
+        const { Id } = (await c.commit({ repo: 'omni-forge-dev/env', tag })) as { Id: string };
+        this.committed.push(`omni-forge-dev/env:${tag}`);
+        return Id;
+      }
     } finally {
       clearTimeout(timer);
       req.signal?.removeEventListener('abort', onAbort);
       await c.remove({ force: true }).catch(() => undefined);
     }
   }
+}
+
+/** Makes a work directory writable by any user (u+rw → a+rw, directories a+rwx; the executable bit of files is kept). */
+async function openUp(dir: string): Promise<void> {
+  const st = await lstat(dir);
+  if (st.isSymbolicLink()) return;
+  if (st.isDirectory()) {
+    await chmod(dir, 0o777);
+    for (const n of await readdir(dir)) await openUp(join(dir, n));
+  } else if (st.isFile()) await chmod(dir, st.mode & 0o111 ? 0o777 : 0o666);
 }

@@ -4,6 +4,7 @@
 // starts a container from the base image is listed as unfinished in the README.
 import { spawn } from 'node:child_process';
 import { OmniError } from '../errors.js';
+import type { DevContainer } from '../../protocol/forge/devcontainer.js';
 
 export const LOG_TAIL_LINES = 20;
 export const DEFAULT_STEP_TIMEOUT_MS = 30 * 60_000;
@@ -15,13 +16,30 @@ export interface StepRequest {
   env: Record<string, string>;
   /** The runtime base the step is meant to run in (for a container runner). */
   image?: string;
+  /** A build environment (a devcontainer's) to run in instead: an engine-local image. */
+  envImage?: string;
+  /** The user the step runs as in a container (a devcontainer's remoteUser); root by default. */
+  user?: string;
+  /** Keep the container the step ran in as an image (its id is returned): the environment of later steps. */
+  commit?: boolean;
   signal?: AbortSignal;
   timeoutMs?: number;
 }
 
+/** A devcontainer made ready by a runner: the engine-local image and what identifies it (for cache keys). */
+export interface BuildEnvironment {
+  image: string;
+  id: string;
+}
+
 export interface StepRunner {
   readonly kind: string;
-  run(req: StepRequest, onLine: (line: string) => void): Promise<void>;
+  /** Resolves with the committed image's id when req.commit. */
+  run(req: StepRequest, onLine: (line: string) => void): Promise<void | string>;
+  /** Makes a devcontainer's environment ready (runners that run containers only). */
+  devEnvironment?(dev: DevContainer, ctx: { dir: string; work: string; signal?: AbortSignal; log: (line: string) => void }): Promise<BuildEnvironment>;
+  /** Removes what the runner kept for one build (committed environments). */
+  dispose?(): Promise<void>;
 }
 
 /** A failed step: its name, exit status and last log lines. */

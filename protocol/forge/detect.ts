@@ -227,7 +227,6 @@ export function detect(src: SourceView): DetectResult {
     if (!r.ok) return fail(formatFieldErrors(r.errors));
     y = r.config;
   }
-  if (src.has('.devcontainer/devcontainer.json')) warnings.push('.devcontainer/devcontainer.json is not used yet by Forge (the default build environment of the detected type is used)');
   const type: ProjectType | undefined =
     y.type ??
     (src.has('Dockerfile')
@@ -246,6 +245,7 @@ export function detect(src: SourceView): DetectResult {
   switch (type) {
     case 'dockerfile':
       if (!src.has('Dockerfile')) return fail(`${BUILD_YAML_PATH} says type: dockerfile but there is no Dockerfile at the root`);
+      if (src.has('.devcontainer/devcontainer.json')) warnings.push('.devcontainer/devcontainer.json is not used for a Dockerfile project (the Dockerfile is the build)');
       return { ok: true, plan: { ...common(y, 'dockerfile', [...by, 'Dockerfile'], warnings), steps: [], exclude: [], dockerfile: 'Dockerfile' } };
     case 'node':
       if (!src.has('package.json')) return fail(`${BUILD_YAML_PATH} says type: node but there is no package.json`);

@@ -2,12 +2,17 @@
 // build context. The common subset of both: `#` comments, blank lines, `!` negation (the last
 // matching pattern wins), a trailing `/` for directories only, a leading or inner `/` anchoring
 // the pattern to the root (a pattern without one matches at any depth, as git does; .dockerignore
-// patterns are always anchored), `*`, `?`, `[...]` and `**`.
+// patterns are always anchored), `*`, `?`, `[...]` and `**`. A `.gitignore` in a subdirectory
+// gives rules scoped to that directory (`base`): they match paths below it, relative to it, and,
+// coming after the rules of the directories above (gitignoreRules orders them so), win over them,
+// as in git.
 export interface IgnoreRule {
   negate: boolean;
   dirOnly: boolean;
   re: RegExp;
   source: string;
+  /** The directory (relative, `/`-separated, no trailing `/`) whose .gitignore gave the rule; '' for the root. */
+  base: string;
 }
 
 export const MAX_IGNORE_RULES = 10_000;
@@ -43,8 +48,11 @@ function globToRegex(glob: string): string {
   return out;
 }
 
-/** Parses ignore-file text; `anchored` treats every pattern as relative to the root (.dockerignore). */
-export function parseIgnore(text: string, anchored = false): IgnoreRule[] {
+/**
+ * Parses ignore-file text; `anchored` treats every pattern as relative to the root (.dockerignore);
+ * `base` is the directory of the file (a subdirectory's .gitignore), '' for the root.
+ */
+export function parseIgnore(text: string, anchored = false, base = ''): IgnoreRule[] {
   const rules: IgnoreRule[] = [];
   for (const raw of text.split(/\r?\n/)) {
     let line = raw.replace(/(?<!\\)\s+$/, '');
@@ -59,7 +67,7 @@ export function parseIgnore(text: string, anchored = false): IgnoreRule[] {
     line = line.replace(/^\/+/, '');
     const body = globToRegex(line);
     const re = new RegExp(`^${isAnchored ? '' : '(?:.*/)?'}${body}$`);
-    rules.push({ negate, dirOnly, re, source: raw });
+    rules.push({ negate, dirOnly, re, source: raw, base });
     if (rules.length > MAX_IGNORE_RULES) throw new Error(`more than ${MAX_IGNORE_RULES} ignore patterns`);
   }
   return rules;
@@ -70,7 +78,11 @@ function verdict(rules: readonly IgnoreRule[], path: string, isDir: boolean): bo
   for (const r of rules) {
     if (r.negate !== ignored) continue; // only a rule that could change the verdict is tested
     if (r.dirOnly && !isDir) continue;
-    if (r.re.test(path)) ignored = !r.negate;
+    if (r.base === '') {
+      if (r.re.test(path)) ignored = !r.negate;
+    } else if (path.length > r.base.length + 1 && path.startsWith(r.base) && path[r.base.length] === '/') {
+      if (r.re.test(path.slice(r.base.length + 1))) ignored = !r.negate;
+    }
   }
   return ignored;
 }
@@ -85,4 +97,36 @@ export function isIgnored(rules: readonly IgnoreRule[], path: string, isDir: boo
   const parts = path.split('/');
   for (let i = 1; i < parts.length; i++) if (verdict(rules, parts.slice(0, i).join('/'), true)) return true;
   return verdict(rules, path, isDir);
+}
+
+/** Most .gitignore files read from one tree, and most directories looked into for them. */
+export const MAX_GITIGNORE_FILES = 1000;
+export const MAX_GITIGNORE_DIRS = 100_000;
+
+/**
+ * The rules of every .gitignore of a tree in git's precedence: the root's first, then each
+ * subdirectory's, parents before children, each scoped to its directory. Pure: `subdirs` lists a
+ * directory's subdirectory names (no .git, no symbolic links), `read` gives a directory's
+ * .gitignore text or undefined. A directory ignored by the rules above it is not looked into
+ * (its .gitignore does not count, as in git). Throws past the limits above.
+ */
+export function gitignoreRules(subdirs: (dir: string) => string[], read: (dir: string) => string | undefined): IgnoreRule[] {
+  const rules: IgnoreRule[] = [];
+  const stack: string[] = [''];
+  let files = 0;
+  let dirs = 0;
+  while (stack.length) {
+    const d = stack.pop()!;
+    if (d !== '' && isIgnored(rules, d, true)) continue;
+    if (++dirs > MAX_GITIGNORE_DIRS) throw new Error(`more than ${MAX_GITIGNORE_DIRS} directories`);
+    const text = read(d);
+    if (text !== undefined) {
+      if (++files > MAX_GITIGNORE_FILES) throw new Error(`more than ${MAX_GITIGNORE_FILES} .gitignore files`);
+      rules.push(...parseIgnore(text, false, d));
+      if (rules.length > MAX_IGNORE_RULES) throw new Error(`more than ${MAX_IGNORE_RULES} ignore patterns`);
+    }
+    const subs = subdirs(d).filter((n) => n !== '.git').map((n) => (d ? `${d}/${n}` : n)).sort();
+    for (let i = subs.length - 1; i >= 0; i--) stack.push(subs[i]);
+  }
+  return rules;
 }

@@ -4,10 +4,12 @@
 // import-rootfs; `omni build` of the node-api fixture through one node and again through
 // another gives one digest (the second reuses the dependency layer from the registry); the
 // image, pulled by Docker from a third node's /v2/, runs and answers HTTP. A failing build step
-// exits 1 naming the step. Without a Docker engine, only the run in a container is skipped.
+// exits 1 naming the step. `omni run DIR` deploys the build pinned by digest on 3 replicas (one per
+// node) that answer HTTP; again it is unchanged; changed source rolls the app to a new digest.
+// Without a Docker engine, only the runs in containers are skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -80,6 +82,63 @@ describe('forge on a cluster', () => {
     // the text output, and a progress-free run without a terminal
     const text = await omni('b3', 'build', src, '--repo', 'team/node-api');
     expect(text).toContain(`reused team/node-api@${built.digest} (this source was built before`);
+  }, 600_000);
+
+  it.skipIf(noDocker !== undefined)('omni run DIR: built (or reused) and deployed pinned by digest; again unchanged; changed source rolls the app', async () => {
+    type RunOut = { name: string; version: number; action: string; changed: boolean; healthy?: boolean; image: string; build: { repository: string; digest: string; reused: boolean; sourceDigest: string } };
+    const endpoints = async () => {
+      const client = c.client('b3');
+      try {
+        return (await client.get<{ endpoints: { ports: Record<string, number>; node: string }[] }>('/v1/apps/node-api')).endpoints;
+      } finally {
+        client.close();
+      }
+    };
+    const answers = async () => Promise.all((await endpoints()).map(async (e) => JSON.parse((await httpGet(e.ports.http, '/hello')).body) as Record<string, unknown>));
+    // 3 replicas, one per node, from the fixture itself (the app is named after the directory)
+    const first = JSON.parse(await omni('b1', 'run', 'test/fixtures/forge/node-api', '--replicas', '3', '--spread', '--json', '-q')) as RunOut;
+    expect(first).toMatchObject({ name: 'node-api', version: 1, action: 'created', healthy: true, build: { repository: 'node-api', reused: false } });
+    expect(first.image).toBe(`node-api@${first.build.digest}`);
+    const eps = await endpoints();
+    expect(new Set(eps.map((e) => e.node))).toEqual(new Set(names));
+    expect(await answers()).toEqual([0, 1, 2].map(() => ({ ok: true, path: '/hello' })));
+    // the spec runs the image pinned by digest
+    const spec = JSON.parse(await omni('b2', 'inspect', 'node-api', '--json')) as { spec: { image: string; ports: { name: string; port: number }[]; healthCheck: { type: string } } };
+    expect(spec.spec).toMatchObject({ image: first.image, ports: [{ name: 'http', port: 8080 }], healthCheck: { type: 'tcp' } });
+
+    // again, through another node, the same source: the build is reused and the app left as it is
+    const again = JSON.parse(await omni('b2', 'run', 'test/fixtures/forge/node-api', '--replicas', '3', '--spread', '--json', '-q')) as RunOut;
+    expect(again).toMatchObject({ name: 'node-api', version: 1, action: 'unchanged', changed: false, build: { digest: first.build.digest, reused: true } });
+    const text = await omniCli(omniEnv('b3'), ['run', 'test/fixtures/forge/node-api', '--replicas', '3', '--spread', '-q']);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toContain(`image node-api@${first.build.digest}`);
+    expect(text.stderr).toContain(`node-api: reused node-api@${first.build.digest}`);
+    expect(text.stderr).toContain('node-api: unchanged (version 1)');
+
+    // changed source (a copy with another server.js): a new digest, the app rolled to it
+    const changed = join(dir, 'changed', 'node-api');
+    await cp('test/fixtures/forge/node-api', changed, { recursive: true });
+    await writeFile(join(changed, 'server.js'), (await readFile(join(changed, 'server.js'), 'utf8')).replace('ok: true,', 'ok: true, v: 2,'));
+    const rolled = JSON.parse(await omni('b3', 'run', changed, '--replicas', '3', '--spread', '--json', '-q')) as RunOut;
+    expect(rolled).toMatchObject({ name: 'node-api', version: 2, action: 'rolling update', healthy: true, build: { reused: false } });
+    expect(rolled.build.digest).not.toBe(first.build.digest);
+    expect(rolled.image).toBe(`node-api@${rolled.build.digest}`);
+    expect(await answers()).toEqual([0, 1, 2].map(() => ({ ok: true, v: 2, path: '/hello' })));
+
+    // an app of another image is not replaced by omni run DIR without --replace
+    const other = await omniCli(omniEnv('b1'), ['run', changed, '--name', 'node-api', '--repo', 'team/node-api', '-q']);
+    expect(other.code).not.toBe(0);
+    expect(other.stderr).toContain('use --replace');
+
+    const client = c.client('b1');
+    try {
+      expect((await client.raw('DELETE', '/v1/apps/node-api')).status).toBe(200);
+    } finally {
+      client.close();
+    }
+    const { default: Docker } = await import('dockerode');
+    const engine = new Docker({ socketPath: (docker as { socketPath: string }).socketPath });
+    await waitFor('containers removed', async () => (await engine.listContainers({ all: true, filters: { label: ['omni.app=node-api'] } })).length === 0, 60_000, 500);
   }, 600_000);
 
   it('a failing step: exit 1, the step named, its last log lines', async () => {
@@ -156,6 +215,44 @@ describe('forge on a cluster', () => {
     const onHost = await omniCli(omniEnv('b2'), ['build', src2, '--repo', 'team/in-base', '--rebuild', '-q']);
     expect(onHost.code).toBe(1);
     expect(onHost.stderr).toContain("step 'in-base' failed");
+  }, 600_000);
+
+  it.skipIf(noDocker !== undefined)('a devcontainer is the build environment: its containerEnv, remoteUser and postCreateCommand reach the steps; build.dockerfile through the engine; features refused', async () => {
+    const dockerEnv = { DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}`, DOCKER_CONFIG: dir };
+    const src = join(dir, 'dev-api');
+    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    await mkdir(join(src, '.omni'));
+    await mkdir(join(src, '.devcontainer'));
+    await writeFile(join(src, '.omni/build.yaml'), 'steps:\n  - name: show\n    run: echo "greeting=$GREETING" && cat /tmp/omni-postcreate && cat made-by-postcreate\n');
+    await writeFile(join(src, '.devcontainer/devcontainer.json'), '// the cluster registry\'s node base and an env\n{\n  "image": "omni/node:24",\n  "containerEnv": { "GREETING": "hello from the devcontainer", },\n  /* run first */ "postCreateCommand": "echo post-created > /tmp/omni-postcreate && echo tree > made-by-postcreate",\n}\n');
+    // no --runner: a devcontainer means the docker runner
+    const r = await omniCli({ ...omniEnv('b1'), ...dockerEnv }, ['build', src, '--repo', 'team/dev-api', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('[show] greeting=hello from the devcontainer');
+    expect(r.stderr).toContain('[show] post-created');
+    expect(r.stderr).toContain('[show] tree');
+    expect(JSON.parse(r.stdout)).toMatchObject({ repository: 'team/dev-api', type: 'node', reused: false });
+    // --runner host leaves it out, with a warning: the step runs on this host, without GREETING or the postCreateCommand's file
+    const host = await omniCli(omniEnv('b1'), ['build', src, '--repo', 'team/dev-api', '--rebuild', '--runner', 'host']);
+    expect(host.code).toBe(1);
+    expect(host.stderr).toContain('[devcontainer] warning: .devcontainer/devcontainer.json is not used with --runner host');
+    expect(host.stderr).toContain("step 'show' failed");
+    expect(host.stderr).not.toContain('greeting=hello from the devcontainer');
+
+    // build.dockerfile: FROM the registry's base (pulled and tagged for the engine), an ENV the step
+    // sees; remoteUser: the steps (and npm ci) run as that user and can write the workspace
+    await writeFile(join(src, '.devcontainer/Dockerfile'), 'FROM omni/node:24\nENV FROM_DOCKERFILE=yes\n');
+    await writeFile(join(src, '.devcontainer/devcontainer.json'), '{ "build": { "dockerfile": "Dockerfile" }, "containerEnv": { "GREETING": "again" }, "remoteUser": "65534" }\n');
+    await writeFile(join(src, '.omni/build.yaml'), 'steps:\n  - name: show\n    run: echo "greeting=$GREETING from-dockerfile=$FROM_DOCKERFILE user=$(id -u)" > out.txt && cat out.txt\n');
+    const b = await omniCli({ ...omniEnv('b2'), ...dockerEnv }, ['build', src, '--repo', 'team/dev-api', '--json']);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stderr).toContain('[show] greeting=again from-dockerfile=yes user=65534');
+
+    // features: refused before anything runs
+    await writeFile(join(src, '.devcontainer/devcontainer.json'), '{ "image": "omni/node:24", "features": { "ghcr.io/devcontainers/features/git:1": {} } }\n');
+    const f = await omniCli({ ...omniEnv('b2'), ...dockerEnv }, ['build', src, '--repo', 'team/dev-api']);
+    expect(f.code).not.toBe(0);
+    expect(f.stderr).toContain('features (ghcr.io/devcontainers/features/git:1) are not supported: they are downloaded from the internet');
   }, 600_000);
 
   it.skipIf(noDocker !== undefined)('a Dockerfile project is built by the engine, pushed, pulled from another node and served; a failing instruction is named', async () => {

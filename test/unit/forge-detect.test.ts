@@ -2,10 +2,13 @@
 // .gitignore/.dockerignore patterns.
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { detect, procfileWeb, type SourceView } from '../../protocol/forge/detect.js';
 import { parseBuildYaml } from '../../protocol/forge/build-yaml.js';
-import { isIgnored, parseIgnore } from '../../protocol/forge/ignore.js';
+import { gitignoreRules, isIgnored, parseIgnore } from '../../protocol/forge/ignore.js';
+import { collectTree } from '../../node/forge/layer.js';
 import { dirView, ignoreRules } from '../../node/forge/builder.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/forge/${name}`, import.meta.url));
@@ -206,6 +209,63 @@ describe('ignore patterns', () => {
     expect(isIgnored(r, 'src/gen1', false)).toBe(true);
     expect(isIgnored(r, 'src/gen12', false)).toBe(false);
     expect(isIgnored(r, 'server.js', false)).toBe(false);
+  });
+  it('a subdirectory\'s .gitignore: scoped to it, relative to it, winning over the ones above; ignored directories are not looked into', () => {
+    // an in-memory tree: directory → subdirectories, and the .gitignore texts
+    const tree: Record<string, string[]> = { '': ['web', 'api', 'node_modules'], web: ['dist', 'src'], 'web/src': [], 'web/dist': [], api: ['build', 'tmp'], 'api/build': [], 'api/tmp': [], node_modules: ['x'], 'node_modules/x': [] };
+    const texts: Record<string, string> = {
+      '': 'node_modules/\n*.log\n',
+      web: 'dist/\n/local.env\n!keep.log\n',
+      api: 'build\nsrc/*.gen.ts\n',
+      'node_modules/x': '!*.log\n',
+    };
+    const looked: string[] = [];
+    const r = gitignoreRules((d) => tree[d] ?? [], (d) => (looked.push(d), texts[d]));
+    // parents first; directories ignored above (node_modules by the root, api/build and web/dist by theirs) are never looked into
+    expect(looked).toEqual(['', 'api', 'api/tmp', 'web', 'web/src']);
+    expect(r.filter((x) => x.base === 'web').map((x) => x.source)).toEqual(['dist/', '/local.env', '!keep.log']);
+    expect(isIgnored(r, 'web/dist', true)).toBe(true);
+    expect(isIgnored(r, 'web/dist/app.js', false)).toBe(true);
+    expect(isIgnored(r, 'dist', true)).toBe(false); // web's rule does not reach the root
+    expect(isIgnored(r, 'api/dist', true)).toBe(false); // nor a sibling
+    expect(isIgnored(r, 'web/local.env', false)).toBe(true); // anchored to web/
+    expect(isIgnored(r, 'web/src/local.env', false)).toBe(false);
+    expect(isIgnored(r, 'local.env', false)).toBe(false);
+    expect(isIgnored(r, 'web/keep.log', false)).toBe(false); // the deeper file wins over the root's *.log
+    expect(isIgnored(r, 'web/src/other.log', false)).toBe(true);
+    expect(isIgnored(r, 'api/other.log', false)).toBe(true);
+    expect(isIgnored(r, 'api/build', true)).toBe(true);
+    expect(isIgnored(r, 'api/tmp/build', false)).toBe(true); // unanchored: any depth below api/
+    expect(isIgnored(r, 'build', true)).toBe(false);
+    expect(isIgnored(r, 'api/src/a.gen.ts', false)).toBe(true);
+    expect(isIgnored(r, 'api/lib/src/a.gen.ts', false)).toBe(false); // a pattern with a / is anchored to api/
+    expect(isIgnored(r, 'node_modules/x/a.log', false)).toBe(true); // its .gitignore was not read
+  });
+  it('ignoreRules reads the .gitignore of subdirectories from disk; the source view and the build honour them', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-forge-ignore-'));
+    try {
+      await mkdir(join(root, 'web', 'dist'), { recursive: true });
+      await mkdir(join(root, 'web', '.git'), { recursive: true });
+      await writeFile(join(root, '.gitignore'), '*.log\n');
+      await writeFile(join(root, 'web', '.gitignore'), 'dist/\nsecret.txt\n');
+      await writeFile(join(root, 'web', '.git', '.gitignore'), 'index.html\n'); // inside .git: not read
+      await writeFile(join(root, 'web', 'secret.txt'), 's');
+      await writeFile(join(root, 'web', 'index.html'), 'x');
+      await writeFile(join(root, 'web', 'dist', 'a.js'), 'x');
+      await writeFile(join(root, 'secret.txt'), 'not ignored at the root');
+      const rules = ignoreRules(root);
+      const v = dirView(root, rules);
+      expect(v.has('web/secret.txt')).toBe(false);
+      expect(v.has('web/dist/a.js')).toBe(false);
+      expect(v.has('web/index.html')).toBe(true);
+      expect(v.has('secret.txt')).toBe(true);
+      const t = await collectTree(root, { prefix: '', ignore: rules, exclude: ['.git', 'web/.git'] });
+      expect(t.entries.map((e) => e.path)).toEqual(['.gitignore', 'secret.txt', 'web', 'web/.gitignore', 'web/index.html']);
+      await writeFile(join(root, 'web', '.gitignore'), 'x'.repeat(1024 * 1024 + 1));
+      expect(() => ignoreRules(root)).toThrow(/web\/\.gitignore is over/);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
   it('.dockerignore patterns are anchored; a file in an ignored directory cannot be re-included', () => {
     const r = parseIgnore('tmp\n!tmp/keep\n', true);
