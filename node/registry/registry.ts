@@ -327,12 +327,10 @@ export class Registry {
    * shown by GET /v1/registry.
    */
   async prefetchImage(image: string, signal: AbortSignal): Promise<PrefetchReport | undefined> {
-    const r = parseImageReference(image);
-    if (!r.ok) return undefined;
-    const { host, repository, tag, digest: given } = r.ref;
-    if (host && !isLoopbackHost(host.replace(/:\d+$/, ''))) return undefined;
-    const digest = given ?? (await this.catalog.resolveTag(repository, tag ?? 'latest'));
-    if (!digest) return undefined;
+    // pinImage resolves what the app names to repo@digest when it is an image of this registry.
+    const r = parseImageReference(await this.pinImage(image));
+    if (!r.ok || !r.ref.digest || r.ref.host) return undefined;
+    const { repository, digest } = r.ref;
     let man = await this.catalog.manifest(repository, digest);
     if (!man) return undefined;
     if (man.manifests.length > 0) {
