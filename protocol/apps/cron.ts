@@ -1,0 +1,160 @@
+// Cron schedules, pure: the cron expression (parsed by croner, never by hand), when a schedule
+// fires next, and the leader's decision for one round — which scheduled time to fire now, which
+// were missed — from the last scheduled time stored in the app record and the leader's clock.
+// The reconciler (reconcile.ts) turns a fire into a job run, written in the same kv.txn as the
+// new lastScheduledMs, so a scheduled time fires at most once across leader changes.
+import { Cron } from 'croner';
+import type { AppSpec, CronSpec } from './spec.js';
+import type { TaskRecord } from './model.js';
+
+export const MAX_CRON_EXPRESSION_CHARS = 200;
+/** Scheduled times counted one by one when a schedule is behind (beyond: the count says "at least"). */
+export const MAX_MISSED_COUNTED = 1000;
+
+const cache = new Map<string, Cron>();
+
+/** A time zone name the runtime knows (IANA, e.g. Europe/Paris), canonicalized; undefined if unknown. */
+export function canonicalTimeZone(tz: string): string | undefined {
+  if (tz.length === 0 || tz.length > 64) return undefined;
+  try {
+    return new Intl.DateTimeFormat('en-US', { timeZone: tz }).resolvedOptions().timeZone;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Parses a 5-field (minute hour day-of-month month day-of-week) or 6-field (seconds first) cron
+ * expression in a time zone; the error names what is wrong. Croner does the parsing; a schedule
+ * that never fires (e.g. February 30) is refused too.
+ */
+export function parseCron(expr: string, timeZone: string): { ok: true; cron: Cron } | { ok: false; error: string } {
+  const key = `${timeZone}\u0000${expr}`;
+  const hit = cache.get(key);
+  if (hit) return { ok: true, cron: hit };
+  if (expr.length > MAX_CRON_EXPRESSION_CHARS) return { ok: false, error: `longer than ${MAX_CRON_EXPRESSION_CHARS} characters` };
+  const fields = expr.trim().split(/\s+/).length;
+  if (fields !== 5 && fields !== 6) return { ok: false, error: `expected 5 fields (minute hour day month weekday) or 6 (seconds first), got ${fields}` };
+  let cron: Cron;
+  try {
+    cron = new Cron(expr, { paused: true, timezone: timeZone, mode: '5-or-6-parts' });
+  } catch (err) {
+    return { ok: false, error: (err as Error).message.replace(/^CronPattern: /, '') };
+  }
+  // A fixed reference (the protocol never reads the clock): a schedule with no time after it never fires.
+  if (cron.nextRun(new Date(Date.UTC(2000, 0, 1))) === null) return { ok: false, error: 'never fires' };
+  if (cache.size > 1000) cache.clear();
+  cache.set(key, cron);
+  return { ok: true, cron };
+}
+
+function cronOf(c: Pick<CronSpec, 'schedule' | 'timeZone'>): Cron {
+  const p = parseCron(c.schedule, c.timeZone);
+  if (!p.ok) throw new Error(`schedule '${c.schedule}': ${p.error}`); // validated at deploy: not reached
+  return p.cron;
+}
+
+/** The first scheduled time strictly after afterMs (null: none). */
+export function nextFireAfter(c: Pick<CronSpec, 'schedule' | 'timeZone'>, afterMs: number): number | null {
+  // croner strips milliseconds and looks strictly after its reference second.
+  return cronOf(c).nextRun(new Date(afterMs))?.getTime() ?? null;
+}
+
+/** The next n scheduled times strictly after afterMs. */
+export function nextFires(c: Pick<CronSpec, 'schedule' | 'timeZone'>, afterMs: number, n: number): number[] {
+  const out: number[] = [];
+  let at = afterMs;
+  for (let i = 0; i < n; i++) {
+    const next = nextFireAfter(c, at);
+    if (next === null) break;
+    out.push(next);
+    at = next;
+  }
+  return out;
+}
+
+/** The newest scheduled time at or before nowMs and strictly after afterMs (null: none). */
+export function latestDue(c: Pick<CronSpec, 'schedule' | 'timeZone'>, afterMs: number, nowMs: number): number | null {
+  const first = nextFireAfter(c, afterMs);
+  if (first === null || first > nowMs) return null;
+  const prev = cronOf(c).previousRuns(1, new Date(nowMs))[0]?.getTime();
+  // previousRuns counts a run earlier in nowMs's second; keep to at or before nowMs.
+  if (prev !== undefined && prev > afterMs && prev <= nowMs) return prev;
+  // Fall back to walking forward (never reached for valid schedules, kept for safety).
+  let at = first;
+  for (let i = 0; i < MAX_MISSED_COUNTED * 10; i++) {
+    const n = nextFireAfter(c, at);
+    if (n === null || n > nowMs) break;
+    at = n;
+  }
+  return at;
+}
+
+export interface FireDecision {
+  /** Fire a run for this scheduled time now (absent: nothing to fire). */
+  fireMs?: number;
+  /** Scheduled times that will never run, oldest first (at most MAX_MISSED_COUNTED are listed; missedCount counts all up to that cap). */
+  missedMs: number[];
+  missedCount: number;
+  /** The new last scheduled time (unchanged when nothing was due). */
+  lastScheduledMs: number;
+  /** When to look again: the first scheduled time after lastScheduledMs (null: never). */
+  nextFireMs: number | null;
+}
+
+/**
+ * The leader's decision for a schedule at nowMs (its clock). Every scheduled time after
+ * max(lastScheduledMs, sinceMs) up to now is due. Like Kubernetes' CronJob, at most one run
+ * fires for all of them — the newest — and the older ones are missed; if even the newest is older
+ * than startingDeadlineSeconds, it is missed too and nothing fires. The caller persists
+ * lastScheduledMs in the same transaction as the run it creates, so the same time never fires twice.
+ */
+export function decideFire(c: CronSpec, lastScheduledMs: number, sinceMs: number, nowMs: number): FireDecision {
+  const base = Math.max(lastScheduledMs, sinceMs);
+  const latest = latestDue(c, base, nowMs);
+  if (latest === null) return { missedMs: [], missedCount: 0, lastScheduledMs, nextFireMs: nextFireAfter(c, base) };
+  const missedMs: number[] = [];
+  let count = 0;
+  for (let at = nextFireAfter(c, base); at !== null && at < latest; at = nextFireAfter(c, at)) {
+    count++;
+    if (count >= MAX_MISSED_COUNTED) break;
+    missedMs.push(at);
+  }
+  const next = nextFireAfter(c, latest);
+  const late = c.startingDeadlineSeconds !== undefined && nowMs - latest > c.startingDeadlineSeconds * 1000;
+  if (late) return { missedMs: [...missedMs, latest], missedCount: count + 1, lastScheduledMs: latest, nextFireMs: next };
+  return { fireMs: latest, missedMs, missedCount: count, lastScheduledMs: latest, nextFireMs: next };
+}
+
+/**
+ * The job a service's schedule runs: the service's image or process, env, volumes, resources and
+ * constraints, with the schedule's command, one task per run, no ports, no health check, never
+ * restarted in place (a failure is retried as a new task, as for a job). A cron app's spec is its
+ * own job spec.
+ */
+export function scheduledJobSpec(spec: AppSpec): AppSpec {
+  if (spec.type === 'cron' || !spec.cron?.command) return spec;
+  const { healthCheck: _h, ...rest } = spec;
+  const job: AppSpec = {
+    ...rest,
+    type: 'job',
+    job: spec.job ?? { retries: 3, backoffMs: 1000, maxBackoffMs: 60_000 },
+    replicas: 1,
+    ports: [],
+    antiAffinity: false,
+    exclusive: false,
+    restart: { policy: 'never', maxRestarts: 0, delayMs: 0 },
+  };
+  // An image runs the command as its arguments (the image's entrypoint stays); a process runs it.
+  if (spec.image !== undefined) job.args = spec.cron.command;
+  else {
+    job.command = spec.cron.command;
+    job.args = [];
+  }
+  return job;
+}
+
+/** The spec a task runs: a service's scheduled run runs the schedule's job, any other task its app's spec. */
+export function taskSpec(spec: AppSpec | undefined, t: Pick<TaskRecord, 'run'>): AppSpec | undefined {
+  return spec && t.run !== undefined ? scheduledJobSpec(spec) : spec;
+}
