@@ -15,6 +15,7 @@ import type { KvTxnOp, NodeEligibility, NodeRecord } from '../../protocol/cluste
 import type { Caller } from '../cluster/caller.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
 import { fenceOp } from '../../protocol/registry/records.js';
+import { scheduleView, withSchedule } from '../../protocol/apps/cron.js';
 
 const MAX_LOG_TAIL = 10_000;
 const DEFAULT_LOG_TAIL = 200;
@@ -49,6 +50,8 @@ export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
   });
   api.route('POST', /^\/v1\/apps\/([^/]+)\/stop$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'stopped', caller)));
   api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'running', caller)));
+  // omni schedule enable|disable (idempotent): a cron app's or a service's schedule ON / OFF.
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/schedule\/(enable|disable)$/, async (_req, _url, [name, what], _res, caller) => retryLostRace(() => h.setSchedule(name, what === 'enable', caller)));
   api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'removing', caller)));
   api.route('GET', /^\/v1\/apps\/([^/]+)\/endpoints$/, async (_req, url, [name]) => h.endpoints(name, url));
   // Log answers stream (follow=true: until the client leaves): they count against the API's
@@ -156,6 +159,8 @@ export class AppsApi {
         pending: '',
         events: [...(prev?.events ?? []), { atMs: now, message: prev ? `version ${version} submitted` : `app created (version ${version})` }].slice(-40),
       };
+      // A schedule's bookkeeping outlives versions: the last scheduled time is never fired again, runs in progress finish.
+      if (prev?.cron && prev.state !== 'removing') app.cron = prev.cron;
       if (prev && !rollingFrom) app.deploy = { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' };
       ops.push({ op: 'put', key: specKey(spec.name, version), value: JSON.stringify(spec) });
       ops.push({ op: 'put', key: appKey(spec.name), value: JSON.stringify(app) });
@@ -176,7 +181,8 @@ export class AppsApi {
 
   private summary(a: AppRecord): Record<string, unknown> {
     const spec = this.spec(a.name, a.version);
-    const live = this.tasks(a.name).filter((t) => t.task.desired === 'run');
+    // A service's scheduled runs are not its replicas (they show under schedule).
+    const live = this.tasks(a.name).filter((t) => t.task.desired === 'run' && (spec?.type === 'cron' || t.task.run === undefined));
     // Why the app is not fine, in one line: its terminal failure, else a live task's failure cause.
     const troubled = live.find((t) => t.status?.cause && !isStable(t.status));
     const jobFailed = spec?.type === 'job' && a.job?.version === a.version && a.job.status === 'failed';
@@ -196,6 +202,7 @@ export class AppsApi {
       failures: a.failures?.count ?? 0,
       type: spec?.type ?? 'service',
       ...(spec?.type === 'job' ? { job: this.jobSummary(a, spec, live.map((t) => t.status)) } : {}),
+      ...(spec?.cron ? { schedule: scheduleView(spec, a, this.now()) } : {}),
     };
   }
 
@@ -241,7 +248,7 @@ export class AppsApi {
       stable: status?.stable === true,
       hostPorts: task.hostPorts,
     }));
-    return [200, { ...this.summary(app), ...(app.job ? { jobRecord: { history: app.job.history, runs: app.job.runs, startedAtMs: app.job.startedAtMs, finishedAtMs: app.job.finishedAtMs } } : {}), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
+    return [200, { ...this.summary(app), ...(app.job ? { jobRecord: { history: app.job.history, runs: app.job.runs, startedAtMs: app.job.startedAtMs, finishedAtMs: app.job.finishedAtMs } } : {}), ...(app.cron ? { cronRecord: { runs: app.cron.runs, active: app.cron.active.map(({ runs: _r, ...x }) => x), missed: app.cron.missed, skipped: app.cron.skipped } } : {}), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
   }
 
   async scale(name: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
@@ -270,6 +277,23 @@ export class AppsApi {
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
     this.d.kickOrchestrator();
     return [200, { name, state }];
+  }
+
+  /** omni schedule enable|disable: idempotent (changed false when it already was so). */
+  async setSchedule(name: string, on: boolean, caller: Caller): Promise<[number, unknown]> {
+    await this.d.readBarrier();
+    const kv = this.d.raft.state.kvGet(appKey(name));
+    const app = this.app(name);
+    const spec = this.spec(name, app.version);
+    if (!spec?.cron) throw new OmniError('BAD_REQUEST', `app ${name} has no schedule (type cron, or a service with schedule: {cron, command})`);
+    if (app.state === 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
+    const next = withSchedule(app, spec, on);
+    const state = on ? 'ON' : 'OFF';
+    if (!next) return [200, { name, schedule: state, changed: false }];
+    next.events = [...app.events, { atMs: this.now(), message: `schedule ${on ? 'enabled' : 'disabled'}` }].slice(-40);
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
+    this.d.kickOrchestrator();
+    return [200, { name, schedule: state, changed: true }];
   }
 
   private node(nameOrId: string): NodeRecord {

@@ -10,6 +10,7 @@ import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/t
 import { probe } from './health-check.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
+import { runsToCompletion, taskSpec } from '../../protocol/apps/cron.js';
 import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, taskKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import { DEFAULT_MIN_HEALTHY_MS, EXCLUSIVE_LEASE_MS, type AppSpec } from '../../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
@@ -179,7 +180,7 @@ export class Agent {
       // A start in flight is stopped as soon as it returns (startTask checks the lease).
       if (l.run?.state === 'running') await l.driver.stop(l.task.id, this.leaseMs / 5);
       await l.driver.destroy(l.task.id).catch(() => undefined);
-      if (l.run && this.spec(l.task)?.type === 'job') {
+      if (l.run && runsToCompletion(this.spec(l.task))) {
         // A job task is never run twice: it ends here as failed, and the leader retries it as a new task.
         const now = this.clock.now();
         l.final = true;
@@ -282,7 +283,8 @@ export class Agent {
   }
 
   private spec(t: TaskRecord): AppSpec | undefined {
-    return parseRecord<AppSpec>(this.d.raft.state.kvGet(specKey(t.app, t.version))?.value);
+    // A service's scheduled run runs the schedule's command (protocol/apps/cron.ts).
+    return taskSpec(parseRecord<AppSpec>(this.d.raft.state.kvGet(specKey(t.app, t.version))?.value), t);
   }
 
   private fresh(task: TaskRecord, driver: TaskDriver, spec: AppSpec | undefined): Local {
@@ -298,7 +300,7 @@ export class Agent {
       if (!driver) return;
       l = this.fresh(t, driver, spec);
       this.local.set(t.id, l);
-      if (spec.type === 'job' && t.desired === 'run') this.adoptJobRun(l);
+      if (runsToCompletion(spec) && t.desired === 'run') this.adoptJobRun(l);
     }
     l.task = t;
     l.exclusive = spec.exclusive === true;

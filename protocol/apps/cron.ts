@@ -5,7 +5,7 @@
 // new lastScheduledMs, so a scheduled time fires at most once across leader changes.
 import { Cron } from 'croner';
 import type { AppSpec, CronSpec } from './spec.js';
-import type { TaskRecord } from './model.js';
+import type { AppRecord, CronRecord, TaskRecord } from './model.js';
 
 export const MAX_CRON_EXPRESSION_CHARS = 200;
 /** Scheduled times counted one by one when a schedule is behind (beyond: the count says "at least"). */
@@ -157,4 +157,73 @@ export function scheduledJobSpec(spec: AppSpec): AppSpec {
 /** The spec a task runs: a service's scheduled run runs the schedule's job, any other task its app's spec. */
 export function taskSpec(spec: AppSpec | undefined, t: Pick<TaskRecord, 'run'>): AppSpec | undefined {
   return spec && t.run !== undefined ? scheduledJobSpec(spec) : spec;
+}
+
+/** A job, a cron run or a service's scheduled run: runs to completion once, never restarted or re-run by the agent. */
+export function runsToCompletion(spec: AppSpec | undefined): boolean {
+  return spec?.type === 'job' || spec?.type === 'cron';
+}
+
+/** What a person sees of a schedule (omni ps / inspect / GET /v1/apps): ON or OFF, last and next fires, runs. */
+export interface ScheduleView {
+  state: 'ON' | 'OFF';
+  cron: string;
+  timeZone: string;
+  concurrencyPolicy: string;
+  startingDeadlineSeconds: number | null;
+  /** A service's schedule: the command each fire runs. */
+  command: string[] | null;
+  /** The newest scheduled time fired (0: none yet) and when the leader fired it. */
+  lastScheduledMs: number;
+  lastFiredAtMs: number;
+  lastRun: number;
+  /** The outcome of the newest finished run ('' if none). */
+  lastStatus: string;
+  /** The next scheduled time (null: OFF, or never). */
+  nextFireMs: number | null;
+  /** Runs in progress. */
+  active: { run: number; scheduledMs: number; firedAtMs: number; attempts: number; failures: number }[];
+  missed: number;
+  skipped: number;
+  pending: string;
+}
+
+export function scheduleView(spec: AppSpec, app: AppRecord, nowMs: number): ScheduleView | undefined {
+  const c = spec.cron;
+  if (!c) return undefined;
+  const r = app.cron;
+  const off = r ? r.off : c.suspend;
+  const base = !r || r.resume ? nowMs : Math.max(r.lastScheduledMs, r.sinceMs);
+  const fired = r ? [...r.active, ...r.runs.filter((x) => x.run > 0)].sort((a, b) => b.run - a.run)[0] : undefined;
+  const finished = r?.runs.filter((x) => x.run > 0).at(-1);
+  return {
+    state: off || app.state === 'stopped' || app.state === 'removing' ? 'OFF' : 'ON',
+    cron: c.schedule,
+    timeZone: c.timeZone,
+    concurrencyPolicy: c.concurrencyPolicy,
+    startingDeadlineSeconds: c.startingDeadlineSeconds ?? null,
+    command: c.command ?? null,
+    lastScheduledMs: fired?.scheduledMs ?? 0,
+    lastFiredAtMs: fired?.firedAtMs ?? 0,
+    lastRun: r?.lastRun ?? 0,
+    lastStatus: finished?.status ?? '',
+    nextFireMs: off || app.state !== 'running' && app.state !== 'failed' ? null : nextFireAfter(c, base),
+    active: (r?.active ?? []).map((x) => ({ run: x.run, scheduledMs: x.scheduledMs, firedAtMs: x.firedAtMs, attempts: x.attempts, failures: x.failures })),
+    missed: r?.missed ?? 0,
+    skipped: r?.skipped ?? 0,
+    pending: spec.type === 'cron' ? '' : (r?.pending ?? ''),
+  };
+}
+
+/**
+ * `omni schedule enable|disable`: the app record with the schedule ON or OFF (undefined: already
+ * so). Enabling asks the leader to restart the schedule at its own now (resume): times that
+ * passed while OFF are not caught up.
+ */
+export function withSchedule(app: AppRecord, spec: AppSpec, on: boolean): AppRecord | undefined {
+  const r: CronRecord = app.cron ?? { lastScheduledMs: 0, sinceMs: 0, lastRun: 0, off: spec.cron?.suspend ?? false, offFromVersion: app.version, active: [], runs: [], missed: 0, skipped: 0, resume: true };
+  if (r.off === !on) return undefined;
+  const next: CronRecord = { ...r, off: !on, offFromVersion: app.version };
+  if (on && (r.off || !app.cron)) next.resume = true;
+  return { ...app, cron: next };
 }
