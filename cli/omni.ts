@@ -18,6 +18,7 @@ commands:
   ps       list apps;  inspect APP  spec, tasks, states, reasons, events
   logs     omni logs APP [-f] [--since 10m]
   scale    omni scale APP N;  stop / start / rm APP
+  schedule omni schedule enable|disable APP: a cron app's or a service's schedule ON / OFF
   endpoints  host:port of every healthy replica
   images   the cluster's image registry: ls, inspect, tag, rm, import, export, push, pull, gc,
            replicas, registry (its /v2/ address)
@@ -48,6 +49,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   start: async () => (await apps()).start,
   rm: async () => (await apps()).rm,
   endpoints: async () => (await apps()).endpoints,
+  schedule: async () => (await import('./omni/schedule.js')).schedule,
   images: async () => (await import('./omni/images.js')).images,
   bundle: async () => (await import('./omni/bundle.js')).bundle,
   build: async () => (await import('./omni/build.js')).build,
