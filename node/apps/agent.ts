@@ -585,7 +585,7 @@ export class Agent {
       command,
       // The allocation epoch: the Raft index that placed this task — higher for every later
       // placement of the app, so a task can fence its writes to outside storage with it.
-      env: { ...spec.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0) },
+      env: { ...spec.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },
       ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i] })),
       volumes,
       cpu: spec.resources.cpu,

@@ -207,6 +207,8 @@ export interface TaskRecord {
    * own tasks and a job's. A service's agent runs such a task with the schedule's command.
    */
   run?: number;
+  /** A cron run's scheduled time (ms since the epoch); the task sees it as OMNI_CRON_SCHEDULED_MS. */
+  scheduledMs?: number;
 }
 
 export type TaskState = 'pending' | 'starting' | 'running' | 'exited' | 'failed';

@@ -296,7 +296,7 @@ class Reconciler {
    * the run once all replicas succeeded or failures passed the retries, else places what is
    * missing. `live` are the run's tasks desired 'run'; `run` tags new tasks (cron runs).
    */
-  private stepRun(spec: AppSpec, job: JobRecord, live0: TaskRecord[], run: number | undefined): { j: JobRecord; changed: boolean } {
+  private stepRun(spec: AppSpec, job: JobRecord & { scheduledMs?: number }, live0: TaskRecord[], run: number | undefined): { j: JobRecord; changed: boolean } {
     const now = this.input.nowMs;
     const js = spec.job ?? DEFAULT_JOB;
     const what = run === undefined ? 'job run' : 'cron run';
@@ -355,7 +355,7 @@ class Reconciler {
       const last = j.history.at(-1);
       this.setPending(`retrying a failed ${run === undefined ? 'job' : `cron run ${run}`} task after a ${Math.ceil((j.notBeforeMs - now) / 1000)}s backoff (failure ${j.failures} of at most ${js.retries} retries${last?.cause ? `: ${last.cause}` : ''})`);
     } else if (want > 0) {
-      const placed = this.place(spec, want, run === undefined ? undefined : { version: j.version, run });
+      const placed = this.place(spec, want, run === undefined ? undefined : { version: j.version, run, scheduledMs: job.scheduledMs });
       if (placed > 0) {
         j.attempts += placed;
         changed = true;
@@ -660,7 +660,7 @@ class Reconciler {
   }
 
   /** Places up to count tasks of spec; tag: a cron run's version and number. Returns how many were placed. */
-  private place(spec: AppSpec, count: number, tag?: { version: number; run: number }): number {
+  private place(spec: AppSpec, count: number, tag?: { version: number; run: number; scheduledMs?: number }): number {
     const n = Math.min(count, MAX_PLACEMENTS_PER_ROUND);
     const version = tag?.version ?? this.app.version;
     let pinnedNodeId: string | undefined;
@@ -676,7 +676,10 @@ class Reconciler {
     const plan = this.input.scheduler.place({ app: this.app.name, version, count: n, spec, pinnedNodeId, avoidNodeIds });
     for (const p of plan.placements) {
       const t: TaskRecord = { id: this.input.newTaskId(), app: this.app.name, version, nodeId: p.nodeId, hostPorts: p.hostPorts, desired: 'run', createdAtMs: this.input.nowMs, stopReason: '' };
-      if (tag) t.run = tag.run;
+      if (tag) {
+        t.run = tag.run;
+        if (tag.scheduledMs !== undefined) t.scheduledMs = tag.scheduledMs;
+      }
       this.tasks.set(t.id, t);
       this.upserts.set(t.id, t);
       this.app = withEvent(this.app, this.input.nowMs, `placed ${t.id} on ${this.nodeName(p.nodeId)}`);

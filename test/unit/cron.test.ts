@@ -174,7 +174,7 @@ describe('reconcile: cron runs', () => {
     expect(first.wakeAtMs).toBe(T0 + 10_000);
     expect(w.round(T0 + 9_999).changed).toBe(false);
     const fire = w.round(T0 + 10_010);
-    expect(fire.upserts).toEqual([expect.objectContaining({ run: 1, desired: 'run', version: 1 })]);
+    expect(fire.upserts).toEqual([expect.objectContaining({ run: 1, scheduledMs: T0 + 10_000, desired: 'run', version: 1 })]);
     expect(fire.app.cron).toMatchObject({ lastScheduledMs: T0 + 10_000, lastRun: 1, active: [{ run: 1, scheduledMs: T0 + 10_000, firedAtMs: T0 + 10_010, attempts: 1 }] });
     expect(fire.wakeAtMs).toBe(T0 + 20_000);
     w.finishAll(0);
