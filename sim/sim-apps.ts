@@ -131,6 +131,7 @@ export class SimApps {
   private readonly cronRunOfTime = new Map<number, number>();
   private readonly cronTimeOfRun = new Map<number, number>();
   private readonly cronTasksOfRun = new Map<number, number>();
+  private readonly cronStarted = new Set<string>();
 
   constructor(
     private readonly host: SimAppsHost,
@@ -548,8 +549,8 @@ export class SimApps {
     const run = Number(cfg.env.OMNI_CRON_RUN);
     const at = Number(cfg.env.OMNI_CRON_SCHEDULED_MS);
     if (!(run > 0) || !(at > 0)) this.host.violation(`cron task ${taskId} starts on ${id} without its run (${cfg.env.OMNI_CRON_RUN}) or scheduled time (${cfg.env.OMNI_CRON_SCHEDULED_MS})`);
-    if (this.jobStarted.has(taskId)) this.host.violation(`cron task ${taskId} starts a second time (on ${id})`);
-    this.jobStarted.set(taskId, cfg.version);
+    if (this.cronStarted.has(taskId)) this.host.violation(`cron task ${taskId} starts a second time (on ${id})`);
+    this.cronStarted.add(taskId);
     const other = this.cronRunOfTime.get(at);
     if (other !== undefined && other !== run) this.host.violation(`cron scheduled time ${new Date(at).toISOString()} fired twice: runs ${other} and ${run}`);
     const otherAt = this.cronTimeOfRun.get(run);
