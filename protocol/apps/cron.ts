@@ -3,50 +3,14 @@
 // were missed — from the last scheduled time stored in the app record and the leader's clock.
 // The reconciler (reconcile.ts) turns a fire into a job run, written in the same kv.txn as the
 // new lastScheduledMs, so a scheduled time fires at most once across leader changes.
-import { Cron } from 'croner';
+import type { Cron } from 'croner';
+import { parseCron } from './cron-expr.js';
 import type { AppSpec, CronSpec } from './spec.js';
 import type { AppRecord, CronRecord, TaskRecord } from './model.js';
 
-export const MAX_CRON_EXPRESSION_CHARS = 200;
+export { MAX_CRON_EXPRESSION_CHARS, canonicalTimeZone, parseCron } from './cron-expr.js';
 /** Scheduled times counted one by one when a schedule is behind (beyond: the count says "at least"). */
 export const MAX_MISSED_COUNTED = 1000;
-
-const cache = new Map<string, Cron>();
-
-/** A time zone name the runtime knows (IANA, e.g. Europe/Paris), canonicalized; undefined if unknown. */
-export function canonicalTimeZone(tz: string): string | undefined {
-  if (tz.length === 0 || tz.length > 64) return undefined;
-  try {
-    return new Intl.DateTimeFormat('en-US', { timeZone: tz }).resolvedOptions().timeZone;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Parses a 5-field (minute hour day-of-month month day-of-week) or 6-field (seconds first) cron
- * expression in a time zone; the error names what is wrong. Croner does the parsing; a schedule
- * that never fires (e.g. February 30) is refused too.
- */
-export function parseCron(expr: string, timeZone: string): { ok: true; cron: Cron } | { ok: false; error: string } {
-  const key = `${timeZone}\u0000${expr}`;
-  const hit = cache.get(key);
-  if (hit) return { ok: true, cron: hit };
-  if (expr.length > MAX_CRON_EXPRESSION_CHARS) return { ok: false, error: `longer than ${MAX_CRON_EXPRESSION_CHARS} characters` };
-  const fields = expr.trim().split(/\s+/).length;
-  if (fields !== 5 && fields !== 6) return { ok: false, error: `expected 5 fields (minute hour day month weekday) or 6 (seconds first), got ${fields}` };
-  let cron: Cron;
-  try {
-    cron = new Cron(expr, { paused: true, timezone: timeZone, mode: '5-or-6-parts' });
-  } catch (err) {
-    return { ok: false, error: (err as Error).message.replace(/^CronPattern: /, '') };
-  }
-  // A fixed reference (the protocol never reads the clock): a schedule with no time after it never fires.
-  if (cron.nextRun(new Date(Date.UTC(2000, 0, 1))) === null) return { ok: false, error: 'never fires' };
-  if (cache.size > 1000) cache.clear();
-  cache.set(key, cron);
-  return { ok: true, cron };
-}
 
 function cronOf(c: Pick<CronSpec, 'schedule' | 'timeZone'>): Cron {
   const p = parseCron(c.schedule, c.timeZone);

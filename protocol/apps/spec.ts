@@ -1,6 +1,6 @@
 // The app spec: validated with clear errors that name the offending field, defaults applied.
 // Pure (no I/O). Accepts human-friendly sizes ("512M", "1G") and CPU ("500m").
-import { canonicalTimeZone, parseCron } from './cron.js';
+import { canonicalTimeZone, parseCron } from './cron-expr.js';
 
 export interface PortSpec { name: string; port: number; hostPort: number }
 export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: string; path: string; command: string[]; intervalMs: number; timeoutMs: number; retries: number; startPeriodMs: number }
