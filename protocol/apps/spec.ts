@@ -1,5 +1,6 @@
 // The app spec: validated with clear errors that name the offending field, defaults applied.
 // Pure (no I/O). Accepts human-friendly sizes ("512M", "1G") and CPU ("500m").
+import { withLabDefaults, type LabSpec } from './lab.js';
 
 export interface PortSpec { name: string; port: number; hostPort: number }
 export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: string; path: string; command: string[]; intervalMs: number; timeoutMs: number; retries: number; startPeriodMs: number }
@@ -49,9 +50,11 @@ export interface AppSpec {
   type?: AppType;
   /** Jobs only (present exactly when type is 'job'). */
   job?: JobSpec;
+  /** Labs only (present exactly when type is 'lab'): a notebook server, protocol/apps/lab.ts. */
+  lab?: LabSpec;
 }
 
-export type AppType = 'service' | 'job';
+export type AppType = 'service' | 'job' | 'lab';
 /**
  * retries: failures allowed per run before the job is failed (Kubernetes' backoffLimit): a run
  * places at most replicas + retries tasks. The n-th failure waits backoffMs·2^(n-1), at most
@@ -154,6 +157,7 @@ export function parseConstraint(s: string): Constraint | undefined {
 }
 
 export function validateAppSpec(input: unknown): SpecResult {
+  if (isObj(input) && input.type === 'lab') return validateLab(input);
   const e = new Errors();
   if (!isObj(input)) return { ok: false, errors: [{ field: '(spec)', message: 'must be an object of app fields' }] };
   known(e, input, '', TOP_FIELDS);
@@ -198,7 +202,7 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
   const update = readUpdate(e, input.update);
   const reschedule = readReschedule(e, input.reschedule);
-  const type: AppType = input.type === undefined ? 'service' : input.type === 'service' || input.type === 'job' ? input.type : (e.add('type', 'must be service or job'), 'service');
+  const type: AppType = input.type === undefined ? 'service' : input.type === 'service' || input.type === 'job' ? input.type : (e.add('type', 'must be service, job or lab'), 'service');
   let job: JobSpec | undefined;
   if (type === 'job') {
     // A job runs to completion: nothing listens, nothing is restarted in place or rolled.
@@ -358,4 +362,13 @@ export function specDigest(spec: AppSpec): string {
     return v;
   };
   return JSON.stringify(canon(spec));
+}
+
+/** A lab: its defaults (lab.ts), then validated as a service of one replica. */
+function validateLab(input: Obj): SpecResult {
+  const d = withLabDefaults(input);
+  const r = validateAppSpec(d.spec);
+  const errors = [...d.errors, ...(r.ok ? [] : r.errors)];
+  if (!r.ok || errors.length > 0 || !d.lab) return { ok: false, errors };
+  return { ok: true, spec: { ...r.spec, type: 'lab', lab: d.lab } };
 }
