@@ -17,7 +17,10 @@ commands:
   deploy   deploy or update an app from a YAML/JSON spec (rolling update, auto-rollback)
   ps       list apps;  inspect APP  spec, tasks, states, reasons, events
   logs     omni logs APP [-f] [--since 10m]
-  scale    omni scale APP N;  stop / start / rm APP
+  scale    omni scale APP N;  stop / start / rm APP (stop asks first: --yes)
+  watch    omni watch APP: follow its logs while it lives, reconnecting; then what was kept
+  config   the project directory's .omni/config.yaml: init, set KEY=VALUE, get, show, validate
+           (omni run / stop / inspect / watch with no APP use the project's app)
   endpoints  host:port of every healthy replica
   images   the cluster's image registry: ls, inspect, tag, rm, import, export, push, pull, gc,
            replicas, registry (its /v2/ address)
@@ -48,6 +51,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   start: async () => (await apps()).start,
   rm: async () => (await apps()).rm,
   endpoints: async () => (await apps()).endpoints,
+  watch: async () => (await apps()).watch,
+  config: async () => (await import('./omni/config.js')).config,
   images: async () => (await import('./omni/images.js')).images,
   bundle: async () => (await import('./omni/bundle.js')).bundle,
   build: async () => (await import('./omni/build.js')).build,
