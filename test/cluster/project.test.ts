@@ -196,12 +196,12 @@ describe('project directories on a 3-node cluster (process driver)', () => {
   }, 400_000);
 
   it('omni run of a job killed at random points converges: one run, one attempt, succeeded', async () => {
-    const d = await project('batch', 'type: job\ncommand: echo starting; sleep 2; echo finished\n');
+    const d = await project('batch', 'type: job\ncommand: echo starting; sleep 8; echo finished\n');
     const random = rng(seed + 1);
     const points: string[] = [];
     for (let i = 0; i < 8; i++) {
       const signal: NodeJS.Signals = i % 2 === 0 ? 'SIGKILL' : 'SIGINT';
-      const at = Math.round(random() * 4000);
+      const at = Math.round(random() * 3000);
       const r = await killedRun(d, signal, at);
       points.push(`${signal}@${at}ms→${r.signal ?? r.code}`);
     }
