@@ -150,8 +150,11 @@ export async function runProject(values: Record<string, unknown>, p: Project, bu
     }
     let step = decideRun(v);
     if (step === 'wait') {
-      ({ view: v, app: a } = await waitState(client, name, (s) => s.state !== 'INIT', timeoutMs, (s) => say(values, `${name}: ${stateLabel(s)} (${s.detail})`)));
-      step = decideRun(v);
+      // INIT: wait for IDLE — by waiting for its replicas below (which also reports a crash loop
+      // at once); the spec submitted on the way is the one running (a config cannot change while
+      // the app runs), so the submit is `unchanged`
+      say(values, `${name}: starting: waiting until it is IDLE`);
+      step = 'ensure';
     }
     if (step === 'report') {
       // A finished job with this spec: its outcome stands (omni start runs it again).
@@ -312,7 +315,7 @@ export async function watchApp(values: Record<string, unknown>, client: ApiClien
       });
     } catch (err) {
       // an answer from a node (4xx/5xx) is the end; a lost connection is retried
-      if (err instanceof OmniError && !isNetworkError(err) && !/^HTTP_5/.test(err.code) && err.code !== 'UNAVAILABLE') throw err;
+      if (err instanceof OmniError && !isNetworkError(err)) throw err;
       if (!values.json) process.stderr.write(`(log stream lost: ${(err as Error).message}; reconnecting)\n`);
     }
     if (d === 'cached') {
