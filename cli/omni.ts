@@ -17,8 +17,11 @@ commands:
   deploy   deploy or update an app from a YAML/JSON spec (rolling update, auto-rollback)
   ps       list apps;  inspect APP  spec, tasks, states, reasons, events
   logs     omni logs APP [-f] [--since 10m]
-  scale    omni scale APP N;  stop / start / rm APP
+  scale    omni scale APP N;  stop / start / rm APP (stop asks first: --yes)
   schedule omni schedule enable|disable APP: a cron app's or a service's schedule ON / OFF
+  watch    omni watch APP: follow its logs while it lives, reconnecting; then what was kept
+  config   the project directory's .omni/config.yaml: init, set KEY=VALUE, get, show, validate
+           (omni run / stop / inspect / watch with no APP use the project's app)
   endpoints  host:port of every healthy replica
   images   the cluster's image registry: ls, inspect, tag, rm, import, export, push, pull, gc,
            replicas, registry (its /v2/ address)
@@ -50,6 +53,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   rm: async () => (await apps()).rm,
   endpoints: async () => (await apps()).endpoints,
   schedule: async () => (await import('./omni/schedule.js')).schedule,
+  watch: async () => (await apps()).watch,
+  config: async () => (await import('./omni/config.js')).config,
   images: async () => (await import('./omni/images.js')).images,
   bundle: async () => (await import('./omni/bundle.js')).bundle,
   build: async () => (await import('./omni/build.js')).build,

@@ -4,6 +4,8 @@ import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { jobLine, type JobView } from './app-io.js';
 import { scheduleLine, scheduleRunsTable, type CronRunRow } from './schedule.js';
 import type { ScheduleView } from '../../protocol/apps/cron.js';
+import { appOrProject, labLines, stopFlow, watchFlow, type AppView } from './project.js';
+import { withRetry } from './retry.js';
 
 const one = (positionals: string[], usage: string): string => {
   if (positionals.length !== 1) throw new UsageError(`need exactly one APP\n\n${usage}`);
@@ -19,7 +21,7 @@ interface Inspect extends Summary {
   endpoints: { host: string; ports: Record<string, number> }[];
 }
 
-interface Summary { name: string; version: number; state: string; deploy: string; replicas: number; running: number; healthy: number; image: string | null; command: string[] | null; pending: string; reason?: string; failures?: number; type?: string; job?: JobView; schedule?: ScheduleView }
+interface Summary { name: string; version: number; state: string; userState?: string; userStateDetail?: string; outcome?: string; lab?: { token: string; ip: string; urls: string[] }; deploy: string; replicas: number; running: number; healthy: number; image: string | null; command: string[] | null; pending: string; reason?: string; failures?: number; type?: string; job?: JobView; schedule?: ScheduleView }
 
 export async function ps(argv: string[]): Promise<number> {
   const USAGE = `usage: omni ps [flags]\n\nLists apps: version, state, replicas healthy/wanted, and why some are not running\n(pending placement, a task's failure cause, the reason a failed app gave up).\n${CONNECTION_HELP}\n`;
@@ -28,7 +30,7 @@ export async function ps(argv: string[]): Promise<number> {
   try {
     const { apps } = await client.get<{ apps: Summary[] }>('/v1/apps');
     if (values.json) return printJson({ apps }), 0;
-    const rows = [['APP', 'VERSION', 'STATE', 'HEALTHY', 'DEPLOY', 'SOURCE', 'REASON']];
+    const rows = [['APP', 'VERSION', 'STATE', 'HEALTHY', 'STATUS', 'DEPLOY', 'SOURCE', 'REASON']];
     // A job's STATE is CREATED / RUNNING / STOPPED (succeeded|failed|stopped); HEALTHY shows succeeded/replicas.
     // A cron app's STATE is its schedule, ON or OFF (and the app's state when not running); a service with a schedule adds it.
     const stateOf = (a: Summary) => {
@@ -42,7 +44,9 @@ export async function ps(argv: string[]): Promise<number> {
       if (a.type === 'cron' && a.schedule) return [`${a.schedule.active.length} running`, `${a.schedule.lastRun} runs`, next].filter(Boolean).join(', ');
       return `${a.healthy}/${a.replicas}`;
     };
-    for (const a of apps) rows.push([a.name, String(a.version), stateOf(a), countOf(a), a.deploy, a.image ?? (a.command ?? []).join(' ').slice(0, 40), [a.reason, a.pending].filter(Boolean).join('; ') || '-']);
+    // STATUS: the state a person sees (INIT / IDLE / BUSY / DEAD; a job's CREATED / RUNNING / STOPPED)
+    const statusOf = (a: Summary) => (a.userState ? `${a.type === 'lab' ? 'lab ' : ''}${a.userState}${a.outcome ? ` (${a.outcome})` : ''}` : '-');
+    for (const a of apps) rows.push([a.name, String(a.version), stateOf(a), countOf(a), statusOf(a), a.deploy, a.image ?? (a.command ?? []).join(' ').slice(0, 40), [a.reason, a.pending].filter(Boolean).join('; ') || '-']);
     process.stdout.write(table(rows));
     return 0;
   } finally {
@@ -51,13 +55,17 @@ export async function ps(argv: string[]): Promise<number> {
 }
 
 export async function inspect(argv: string[]): Promise<number> {
-  const USAGE = `usage: omni inspect APP [flags]\n\nSpec, placements, task states and reasons, health, restarts, events; for a job its state\n(CREATED / RUNNING / STOPPED with succeeded or failed), attempts, exit codes and earlier runs;\nfor a schedule (type cron, or a service's) ON / OFF, the last and next fire times and its runs.\n${CONNECTION_HELP}\n`;
+  const USAGE = `usage: omni inspect [APP] [flags]\n\nSpec, placements, task states and reasons, health, restarts, events; the state a person sees\n(INIT / IDLE / BUSY / DEAD; a job's CREATED / RUNNING / STOPPED with succeeded or failed), a job's\nattempts, exit codes and earlier runs; for a schedule (type cron, or a service's) ON / OFF, the\nlast and next fire times and its runs; a lab's URL and token. Without APP: the app of the project\ndirectory (.omni/config.yaml here or in a parent).\n${CONNECTION_HELP}\n`;
   const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
+  const { name } = appOrProject(positionals, USAGE);
   const client = connect(values);
   try {
-    const a = await client.get<Inspect>(`/v1/apps/${one(positionals, USAGE)}`);
+    const a = await withRetry(() => client.get<Inspect>(`/v1/apps/${encodeURIComponent(name)}`));
     if (values.json) return printJson(a), 0;
-    const out = [`app         ${a.name} (version ${a.version}, ${a.state})`, `replicas    ${a.healthy}/${a.replicas} healthy, ${a.running} running`, `deployment  ${a.deployment.status}${a.deployment.message ? `: ${a.deployment.message}` : ''}`];
+    const out = [`app         ${a.name} (${a.type ?? 'service'}, version ${a.version}, ${a.state})`];
+    if (a.userState) out.push(`status      ${a.userState}${a.outcome ? ` (${a.outcome})` : ''}${a.userStateDetail ? `: ${a.userStateDetail}` : ''}`);
+    if (a.lab) out.push(...labLines(a as unknown as AppView));
+    out.push(`replicas    ${a.healthy}/${a.replicas} healthy, ${a.running} running`, `deployment  ${a.deployment.status}${a.deployment.message ? `: ${a.deployment.message}` : ''}`);
     if (a.job) out.push(`job         ${jobLine(a.job)}`);
     if (a.schedule) out.push(`schedule    ${scheduleLine(a.schedule)}`);
     if (a.schedule?.pending) out.push(`            ${a.schedule.pending}`);
@@ -97,7 +105,43 @@ async function post(argv: string[], verb: string, usage: string, method: 'POST' 
   }
 }
 
-export const stop = (argv: string[]) => post(argv, 'stopping', `usage: omni stop APP [flags]\n${CONNECTION_HELP}\n`, 'POST', (a) => `/v1/apps/${a}/stop`);
+const STOP_USAGE = `usage: omni stop [APP] [--yes] [--detach] [--timeout SECONDS] [flags]
+
+Stops the app's tasks and waits until it is DEAD (a job: STOPPED); the app and its spec stay
+(omni start, or omni run in its project directory, starts it again; omni rm removes it). A
+running app is stopped only after you confirm (y/N), or with --yes; when stdin is not a terminal
+omni stop refuses without --yes. An app that runs nothing is left as it is (exit 0). Without
+APP: the app of the project directory (.omni/config.yaml here or in a parent). Safe to
+interrupt and run again.
+  --yes, -y     do not ask
+  --detach, -d  do not wait until it stopped
+${CONNECTION_HELP}
+`;
+
+export async function stop(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, yes: { type: 'boolean', short: 'y' }, detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' } }, STOP_USAGE);
+  const { name, project } = appOrProject(positionals, STOP_USAGE);
+  return stopFlow(values, name, project);
+}
+
+const WATCH_USAGE = `usage: omni watch [APP] [--tail N] [--json] [flags]
+
+Streams the app's logs while it is alive (INIT / IDLE / BUSY; a job CREATED / RUNNING); when the
+stream is lost (the node answering stopped, a task moved to another node) it reads the state
+again through any node and reconnects, from the time of the last line received; once the app is
+dead it prints what its nodes kept and ends (a finished job: exit 0 if it succeeded, 1 if it
+failed). Network errors are retried with backoff; an error answered by a node ends it. Without
+APP: the app of the project directory. --json: {task, node, line} per line.
+  --tail N   lines of earlier output first (default 200)
+${CONNECTION_HELP}
+`;
+
+export async function watch(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, tail: { type: 'string' } }, WATCH_USAGE);
+  if (values.tail !== undefined && !/^\d+$/.test(values.tail as string)) throw new UsageError(`--tail must be a whole number, got ${values.tail}`);
+  const { name } = appOrProject(positionals, WATCH_USAGE);
+  return watchFlow(values, name);
+}
 export const start = (argv: string[]) => post(argv, 'starting', `usage: omni start APP [flags]\n${CONNECTION_HELP}\n`, 'POST', (a) => `/v1/apps/${a}/start`);
 export const rm = (argv: string[]) => post(argv, 'removing (its tasks stop, then its records are deleted)', `usage: omni rm APP [flags]\n${CONNECTION_HELP}\n`, 'DELETE', (a) => `/v1/apps/${a}`);
 export const scale = (argv: string[]) =>

@@ -3,8 +3,8 @@
 // digest) and deploys the image pinned by digest, with the ports, health check and start command
 // the detection or .omni/build.yaml gives (runSpecFromBuild); again with the same source, the app
 // is left as it is; with changed source, it is rolled to the new digest.
-import { statSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { parse, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { submit } from './deploy.js';
@@ -14,6 +14,9 @@ import type { BuildResult } from '../../node/forge/builder.js';
 import { StepFailed } from '../../node/forge/runner.js';
 import { OmniError } from '../../node/errors.js';
 import { isRepositoryName } from '../../protocol/registry/reference.js';
+import { CONFIG_PATH } from '../../protocol/project/config.js';
+import { findProjectDir, loadProject, runProject } from './project.js';
+import type { ApiClient } from '../../node/api/client.js';
 
 const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
        omni run --name NAME [flags] -- COMMAND [ARGS...]
@@ -53,6 +56,14 @@ a restart); a crash loop is reported with its cause, exit code and last output l
 A command's $PORT, \${PORT}, $OMNI_PORT_<NAME> (any variable of the task's own environment)
 are expanded by Omni — quote them so your shell does not: -- redis-server --port '$PORT'.
 $$ is a literal $.
+
+omni run with no arguments in a project directory (one with .omni/config.yaml, here or in a
+parent; or omni run DIR of one) runs the project's app as the config says (omni config --help;
+README, Project directories): creates or reuses it, builds it first when it has no command or
+image, waits until it is IDLE (healthy), then follows its logs (Ctrl-C stops following; the app
+keeps running); a lab prints its URL and token instead, a job is followed until it finished
+(exit 0 succeeded, 1 failed). Safe to interrupt and run again: it decides from the app's state.
+Only --detach, --timeout (default 300), the build flags and the connection flags apply there.
 
 DIR (an existing directory; write ./NAME when an image could be meant): the source is built with
 Forge as omni build does (see omni build --help; the image of the same source is reused) into
@@ -119,6 +130,9 @@ export async function run(argv: string[]): Promise<number> {
     },
     USAGE,
   );
+  // A project directory (.omni/config.yaml): no arguments in it (or a parent), or DIR holding one.
+  const projectDir = command ? undefined : positionals.length === 0 ? findProjectDir(process.cwd()) : positionals.length === 1 && isSourceDir(positionals[0]) && existsSync(join(positionals[0], CONFIG_PATH)) ? resolve(positionals[0]) : undefined;
+  if (projectDir) return runProjectDir(values, projectDir);
   const sourceDir = !command && positionals.length > 0 && isSourceDir(positionals[0]) ? resolve(positionals[0]) : undefined;
   if (sourceDir && values.name === undefined) values.name = appNameFromDir(sourceDir);
   if (!sourceDir) for (const f of ['repo', ...Object.keys(BUILD_FLAGS)]) if (values[f] !== undefined) throw new UsageError(`--${f} is for omni run DIR (a source directory)`);
@@ -202,4 +216,42 @@ async function runSource(values: Record<string, unknown>, dir: string, spec: Rec
   const build = { repository: r.repository, digest: r.digest, sourceDigest: r.sourceDigest, reused: r.reused, type: r.type };
   if (!values.json) process.stderr.write(`${name}: ${r.reused ? 'reused' : 'built'} ${r.repository}@${r.digest} (${r.type}, source ${r.sourceDigest.slice(0, 19)}…)\n`);
   return submit(values, full, { extra: { image: fromBuild.image, build }, onResult: values.json ? undefined : () => process.stdout.write(`image ${fromBuild.image}\n`) });
+}
+
+/** The flags `omni run` takes in a project directory (the rest is in .omni/config.yaml). */
+const PROJECT_FLAGS = new Set(['addr', 'token', 'ca', 'json', 'detach', 'timeout', ...Object.keys(BUILD_FLAGS)]);
+
+/** omni run in a project directory: the flow of project.ts, with Forge's build when the config has no command or image. */
+async function runProjectDir(values: Record<string, unknown>, dir: string): Promise<number> {
+  for (const [k, v] of Object.entries(values)) {
+    if (v !== undefined && !PROJECT_FLAGS.has(k)) throw new UsageError(`--${k}: in a project directory the app is what ${CONFIG_PATH} says; change it with omni config set (omni config --help)`);
+  }
+  const p = loadProject(dir);
+  const name = p.config.name;
+  const build = async (client: ApiClient, spec: Record<string, unknown>): Promise<Record<string, unknown>> => {
+    const repo = p.config.build.repo ?? name;
+    if (values.runner === undefined && p.config.build.runner) values.runner = p.config.build.runner;
+    if (values['max-source'] === undefined && p.config.build.maxSource) values['max-source'] = p.config.build.maxSource;
+    buildFlags(values);
+    const r = await forgeBuild(client, values, { dir, repo, tags: [], label: `building ${basename(dir)}` });
+    for (const w of r.warnings) if (!values.json) process.stderr.write(`warning: ${w}\n`);
+    const cur = await client.raw('GET', `/v1/apps/${encodeURIComponent(name)}`);
+    const image = cur.status === 200 ? ((cur.body as { spec?: { image?: string } }).spec?.image ?? null) : undefined;
+    if (image !== undefined && (image === null || !image.startsWith(`${repo}@`))) {
+      throw new OmniError('CONFLICT', `an app named ${name} already runs ${image ?? 'a command'}, not an image of ${repo}: omni rm ${name}, or set another name (omni config set name=…)`, { app: name });
+    }
+    if (!values.json) process.stderr.write(`${name}: ${r.reused ? 'reused' : 'built'} ${r.repository}@${r.digest} (${r.type}, source ${r.sourceDigest.slice(0, 19)}…)\n`);
+    const fromBuild = runSpecFromBuild(r);
+    const full: Record<string, unknown> = { ...spec, image: fromBuild.image };
+    const isJob = spec.type === 'job' || spec.type === 'cron';
+    if (!isJob && spec.ports === undefined) full.ports = fromBuild.ports;
+    if (!isJob && spec.healthCheck === undefined && spec.ports === undefined && fromBuild.healthCheck) full.healthCheck = fromBuild.healthCheck;
+    return full;
+  };
+  try {
+    return await runProject(values, p, build);
+  } catch (err) {
+    if (err instanceof StepFailed) return reportStepFailed(err, values.json === true, 'omni run');
+    throw err;
+  }
 }

@@ -2,6 +2,7 @@
 // stop/start, remove, endpoints and logs (streamed from the node that runs each task, over
 // libp2p: node/apps/task-logs.ts), and node scheduling eligibility (drain).
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
 import type { ClusterAccess } from '../cluster/ports.js';
 import type { TaskDriver } from '../apps/drivers/types.js';
 import type { TaskLogService } from '../apps/task-logs.js';
@@ -16,6 +17,8 @@ import type { Caller } from '../cluster/caller.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
 import { fenceOp } from '../../protocol/registry/records.js';
 import { scheduleView, withSchedule } from '../../protocol/apps/cron.js';
+import { userState } from '../../protocol/apps/user-state.js';
+import type { JobPhase } from '../../protocol/apps/model.js';
 
 const MAX_LOG_TAIL = 10_000;
 const DEFAULT_LOG_TAIL = 200;
@@ -119,8 +122,23 @@ export class AppsApi {
     if (!queryBool(url, 'stale')) await this.d.readBarrier();
   }
 
+  /**
+   * A lab's access token: generated once, when the app is created; a later version without one
+   * keeps the token of the version before (so resubmitting the same lab changes nothing).
+   */
+  private async withLabToken(body: unknown): Promise<unknown> {
+    const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+    if (!isObj(body) || body.type !== 'lab' || (body.lab !== undefined && !isObj(body.lab))) return body;
+    const lab = (body.lab ?? {}) as Record<string, unknown>;
+    if (lab.token !== undefined) return body;
+    await this.d.readBarrier();
+    const prev = typeof body.name === 'string' ? parseRecord<AppRecord>(this.d.raft.state.kvGet(appKey(body.name))?.value) : undefined;
+    const prevToken = prev ? this.spec(prev.name, prev.version)?.lab?.token : undefined;
+    return { ...body, lab: { ...lab, token: prevToken ?? randomBytes(24).toString('base64url') } };
+  }
+
   async deploy(body: unknown, caller: Caller, createOnly = false): Promise<[number, unknown]> {
-    const v = validateAppSpec(body);
+    const v = validateAppSpec(await this.withLabToken(body));
     if (!v.ok) {
       const first = v.errors[0];
       throw new OmniError('INVALID_SPEC', `${first.field}: ${first.message}${v.errors.length > 1 ? ` (and ${v.errors.length - 1} more)` : ''}`, { errors: v.errors });
@@ -187,10 +205,21 @@ export class AppsApi {
     const troubled = live.find((t) => t.status?.cause && !isStable(t.status));
     const jobFailed = spec?.type === 'job' && a.job?.version === a.version && a.job.status === 'failed';
     const reason = a.state === 'failed' ? `failed: ${a.failedReason ?? 'tasks kept failing'}` : jobFailed ? `job failed: ${a.job!.reason}` : troubled ? `${troubled.status!.cause} (task ${troubled.task.id} on ${this.nodeName(troubled.task.nodeId)})` : '';
+    const job = spec?.type === 'job' ? this.jobSummary(a, spec, live.map((t) => t.status)) : undefined;
+    // The state a person sees (INIT / IDLE / BUSY / DEAD, or a job's CREATED / RUNNING / STOPPED).
+    const user = userState({
+      type: spec?.type ?? 'service', state: a.state, version: a.version, replicas: spec?.replicas ?? 0, deploy: a.deploy.status,
+      ...(job ? { job: job as { phase: JobPhase; outcome: string } } : {}),
+      // A service's scheduled runs are not its replicas: they do not make it INIT/IDLE/BUSY.
+      tasks: this.tasks(a.name).filter(({ task }) => spec?.type === 'cron' || task.run === undefined).map(({ task, status }) => ({ version: task.version, desired: task.desired, state: status?.state ?? 'pending', health: status?.health ?? 'none', stable: status?.stable === true })),
+    });
     return {
       name: a.name,
       version: a.version,
       state: a.state,
+      userState: user.state,
+      ...(user.outcome ? { outcome: user.outcome } : {}),
+      userStateDetail: user.detail,
       deploy: a.deploy.status,
       replicas: spec?.replicas ?? 0,
       running: live.filter((t) => t.status?.state === 'running').length,
@@ -201,7 +230,8 @@ export class AppsApi {
       reason,
       failures: a.failures?.count ?? 0,
       type: spec?.type ?? 'service',
-      ...(spec?.type === 'job' ? { job: this.jobSummary(a, spec, live.map((t) => t.status)) } : {}),
+      ...(job ? { job } : {}),
+      ...(spec?.type === 'lab' && spec.lab ? { lab: this.labView(a.name, spec) } : {}),
       ...(spec?.cron ? { schedule: scheduleView(spec, a, this.now()) } : {}),
     };
   }
@@ -223,6 +253,13 @@ export class AppsApi {
       reason: j?.reason ?? '',
       retryAtMs: j && j.status === 'running' && j.notBeforeMs > this.now() ? j.notBeforeMs : 0,
     };
+  }
+
+  /** A lab's notebook URL(s) and token (GET /v1/apps and /v1/apps/NAME: callers hold an admin token). */
+  private labView(name: string, spec: AppSpec): { token: string; ip: string; urls: string[] } {
+    const lab = spec.lab!;
+    const urls = this.endpointList(name).map((e) => `http://${lab.ip === '127.0.0.1' ? '127.0.0.1' : e.host}:${e.ports.http ?? Object.values(e.ports)[0]}/?token=${lab.token}` + (lab.ip === '127.0.0.1' ? ` (on node ${e.node})` : ''));
+    return { token: lab.token, ip: lab.ip, urls };
   }
 
   private nodeName(id: string): string {

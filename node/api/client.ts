@@ -106,7 +106,7 @@ export class ApiClient {
             } catch {
               err = undefined;
             }
-            reject(new OmniError(err?.code ?? `HTTP_${res.statusCode}`, err?.message ?? `HTTP ${res.statusCode}`));
+            reject(new OmniError(err?.code ?? `HTTP_${res.statusCode}`, err?.message ?? `HTTP ${res.statusCode}`, { status: res.statusCode }));
           });
           return;
         }

@@ -1,6 +1,7 @@
 // The app spec: validated with clear errors that name the offending field, defaults applied.
 // Pure (no I/O). Accepts human-friendly sizes ("512M", "1G") and CPU ("500m").
 import { canonicalTimeZone, parseCron } from './cron-expr.js';
+import { withLabDefaults, type LabSpec } from './lab.js';
 
 export interface PortSpec { name: string; port: number; hostPort: number }
 export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: string; path: string; command: string[]; intervalMs: number; timeoutMs: number; retries: number; startPeriodMs: number }
@@ -56,9 +57,11 @@ export interface AppSpec {
    * volumes and resources).
    */
   cron?: CronSpec;
+  /** Labs only (present exactly when type is 'lab'): a notebook server, protocol/apps/lab.ts. */
+  lab?: LabSpec;
 }
 
-export type AppType = 'service' | 'job' | 'cron';
+export type AppType = 'service' | 'job' | 'cron' | 'lab';
 export type ConcurrencyPolicy = 'forbid' | 'allow' | 'replace';
 export interface CronSpec {
   /** A cron expression: 5 fields, or 6 with seconds first (parsed by croner). */
@@ -182,6 +185,7 @@ export function parseConstraint(s: string): Constraint | undefined {
 }
 
 export function validateAppSpec(input: unknown): SpecResult {
+  if (isObj(input) && input.type === 'lab') return validateLab(input);
   const e = new Errors();
   if (!isObj(input)) return { ok: false, errors: [{ field: '(spec)', message: 'must be an object of app fields' }] };
   known(e, input, '', TOP_FIELDS);
@@ -226,7 +230,7 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
   const update = readUpdate(e, input.update);
   const reschedule = readReschedule(e, input.reschedule);
-  const type: AppType = input.type === undefined ? 'service' : input.type === 'service' || input.type === 'job' || input.type === 'cron' ? input.type : (e.add('type', 'must be service, job or cron'), 'service');
+  const type: AppType = input.type === undefined ? 'service' : input.type === 'service' || input.type === 'job' || input.type === 'cron' ? input.type : (e.add('type', 'must be service, job, cron or lab'), 'service');
   let job: JobSpec | undefined;
   let cron: CronSpec | undefined;
   if (type === 'cron') {
@@ -444,4 +448,13 @@ export function specDigest(spec: AppSpec): string {
     return v;
   };
   return JSON.stringify(canon(spec));
+}
+
+/** A lab: its defaults (lab.ts), then validated as a service of one replica. */
+function validateLab(input: Obj): SpecResult {
+  const d = withLabDefaults(input);
+  const r = validateAppSpec(d.spec);
+  const errors = [...d.errors, ...(r.ok ? [] : r.errors)];
+  if (!r.ok || errors.length > 0 || !d.lab) return { ok: false, errors };
+  return { ok: true, spec: { ...r.spec, type: 'lab', lab: d.lab } };
 }
