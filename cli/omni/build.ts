@@ -26,6 +26,7 @@ import { newPushContext, openSource, pushSourceImage } from './image-files.js';
 import type { Registry } from './registry-client.js';
 import { HostRunner, StepFailed } from '../../node/forge/runner.js';
 import { isRepositoryName, isTag } from '../../protocol/registry/reference.js';
+import { buildRecordKey, buildRecordValue } from '../../protocol/forge/build-request.js';
 
 const USAGE = `usage: omni build DIR [--repo REPOSITORY] [--tag TAG]... [--json] [flags]
 
@@ -80,10 +81,7 @@ export function repoFromDir(dir: string): string {
   return name || 'app';
 }
 
-/** KV key of a build record: forge/builds/REPO/sha-<source digest>. */
-export function buildRecordKey(repo: string, sourceDigest: string): string {
-  return `forge/builds/${repo}/${sourceTag(sourceDigest)}`;
-}
+export { buildRecordKey } from '../../protocol/forge/build-request.js';
 
 function sizeFlag(v: string | undefined): number {
   if (v === undefined) return MAX_SOURCE_BYTES;
@@ -187,8 +185,7 @@ export async function forgeBuild(client: ApiClient, values: Record<string, unkno
     progress.end();
     // The build record (small, in the replicated KV under forge/): which image a source digest gave.
     if (!r.reused) {
-      const record = { repository: r.repository, digest: r.digest, sourceDigest: r.sourceDigest, tags: r.tags, type: r.type, runtime: r.runtime ?? null, baseDigest: r.baseDigest ?? null, depsKey: r.depsKey ?? null, builtAtMs: Date.now() };
-      await client.put(`/v1/kv/${encodeURIComponent(buildRecordKey(r.repository, r.sourceDigest))}`, { value: JSON.stringify(record) }).catch((err: Error) => process.stderr.write(`warning: the build record was not written: ${err.message}\n`));
+      await client.put(`/v1/kv/${encodeURIComponent(buildRecordKey(r.repository, r.sourceDigest))}`, { value: buildRecordValue(r, Date.now()) }).catch((err: Error) => process.stderr.write(`warning: the build record was not written: ${err.message}\n`));
     }
     return r;
   } catch (err) {

@@ -4,9 +4,9 @@ import { resolve } from 'node:path';
 import { DockerDriver, type LocalRegistry } from './docker.js';
 import { MockDriver } from './mock.js';
 import { ProcessDriver } from './process.js';
-import type { DriverName, TaskDriver } from './types.js';
+import type { DriverSet } from './types.js';
 
-export type { DriverName, LogOptions, PortMapping, TaskConfig, TaskDriver, TaskRunState, TaskStatus, VolumeMount } from './types.js';
+export type { DriverName, DriverSet, LogOptions, PortMapping, TaskConfig, TaskDriver, TaskRunState, TaskStatus, VolumeMount } from './types.js';
 export { DockerDriver, dockerSocketPath, type LocalRegistry } from './docker.js';
 export { MockDriver } from './mock.js';
 export { ProcessDriver } from './process.js';
@@ -20,7 +20,7 @@ export function driverOwner(dataDir: string): string {
 }
 
 /** Docker (engine from DOCKER_HOST or /var/run/docker.sock), process (under dataDir/tasks) and mock. */
-export function createDrivers(dataDir: string, opts: { registry?: () => LocalRegistry | undefined } = {}): Record<DriverName, TaskDriver> {
+export function createDrivers(dataDir: string, opts: { registry?: () => LocalRegistry | undefined } = {}): DriverSet {
   return {
     docker: new DockerDriver({ owner: driverOwner(dataDir), registry: opts.registry, leaseDir: dataDir }),
     process: new ProcessDriver(dataDir),
