@@ -149,6 +149,8 @@ export interface BuildOptions {
   tags: string[];
   /** Label of the progress line. */
   label: string;
+  /** omni build -d: submit the build on the cluster and return (the result has only its name). */
+  detach?: boolean;
 }
 
 /** Checks the build flags before anything is connected (usage errors first). */
@@ -197,7 +199,7 @@ async function onCluster(client: ApiClient, values: Record<string, unknown>, o: 
       rebuild: values.rebuild === true,
       follow,
       quiet,
-      detach: values.detach === true,
+      detach: o.detach === true,
       signal: ac.signal,
       onSubmitted: (name, action) => {
         if (values.json !== true) process.stderr.write(`build ${name}: ${action} (omni logs ${name}; omni build --cancel ${name})\n`);
@@ -294,7 +296,7 @@ export async function build(argv: string[]): Promise<number> {
   buildFlags(values);
   const client = connect(values);
   try {
-    const r = await forgeBuild(client, values, { dir, repo, tags, label: `building ${basename(dir)}` });
+    const r = await forgeBuild(client, values, { dir, repo, tags, label: `building ${basename(dir)}`, detach: values.detach === true });
     if (values.json) return printJson(r), 0;
     if (values.detach && r.build && !r.digest) {
       process.stdout.write(`${r.build}\n`);
