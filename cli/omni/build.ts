@@ -55,7 +55,7 @@ source gives the same tag and digest on any node.
                      image (of the cluster's registry or this engine; never pulled from the
                      internet) or build.dockerfile, containerEnv, remoteUser, postCreateCommand
                      (run first; features are refused)
-  --follow, -f       stream the build's log (the default on a terminal)
+  --follow, -f       stream the build's log on stderr (the default, unless -q)
   --detach, -d       submit the build and print its name (follow it with omni logs BUILD)
   --cancel BUILD     stop a build under way (the name omni build printed; omni stop BUILD too)
   --local            build here, where the CLI runs (this host's node/npm/python or engine), as
@@ -188,7 +188,8 @@ async function onCluster(client: ApiClient, values: Record<string, unknown>, o: 
   try {
     const reg = await registryFor(client, values, ac.signal);
     const quiet = values.quiet === true;
-    const follow = values.follow === true || (!quiet && values.json !== true && process.stderr.isTTY === true);
+    // The build's log on stderr unless -q (as when the build ran here), also with --json (stdout).
+    const follow = values.follow === true || !quiet;
     return await remoteBuild(client, reg, {
       dir: o.dir,
       repo: o.repo,
