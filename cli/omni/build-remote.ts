@@ -25,6 +25,8 @@ import type { InspectView, JobView } from './app-io.js';
 import { Progress } from './progress.js';
 
 const POLL_MS = 300;
+/** After `start` of a stopped build, its old STOPPED phase is ignored this long (until the new run shows). */
+const RESTART_SEEN_MS = 10_000;
 /** Log lines read back to find the result or the error. */
 const RESULT_TAIL_LINES = 60;
 
@@ -125,12 +127,17 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
     progress.setLabel(`${basename(o.dir)}: submit`);
     const r = await client.post<{ name: string; version: number; changed: boolean; action: string }>('/v1/apps', spec);
     let a = await client.get<InspectView>(`/v1/apps/${encodeURIComponent(name)}`);
+    // Built before (the same request succeeded): its result is reused, nothing runs.
+    const builtBefore = !r.changed && a.job?.phase === 'STOPPED' && a.job.outcome === 'succeeded' && !o.rebuild;
     // A finished run that did not succeed is started again; --rebuild starts a new run of a succeeded one.
-    if (!r.changed && a.job?.phase === 'STOPPED' && (a.job.outcome !== 'succeeded' || o.rebuild)) {
+    let restarted = false;
+    if (!r.changed && a.job?.phase === 'STOPPED' && !builtBefore) {
       await client.post(`/v1/apps/${encodeURIComponent(name)}/start`, {});
       a = await client.get<InspectView>(`/v1/apps/${encodeURIComponent(name)}`);
+      restarted = true;
     }
-    o.onSubmitted?.(name, r.changed ? 'submitted' : a.job?.phase === 'STOPPED' ? 'already built' : 'attached to the build under way');
+    const restartedAtMs = Date.now();
+    o.onSubmitted?.(name, r.changed ? 'submitted' : builtBefore ? 'already built' : restarted ? 'started again' : 'attached to the build under way');
     if (o.detach) return { build: name, ...emptyResult(req, d.plan.type) };
     const run = a.job?.run ?? 1;
     // Ctrl-C: the build is stopped (the job's run ends as stopped).
@@ -167,7 +174,9 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
               .catch(() => undefined),
           );
         }
-        if (job.phase === 'STOPPED') break;
+        // After a start, the STOPPED of the run before is not this run's end.
+        if (job.phase !== 'STOPPED') restarted = false;
+        else if (!restarted || Date.now() - restartedAtMs > RESTART_SEEN_MS) break;
       }
       await sleep(POLL_MS, o.signal);
     }
@@ -180,7 +189,10 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
     const resultLine = lines.findLast((l) => l.startsWith(BUILD_RESULT_MARKER));
     const errorLine = lines.findLast((l) => l.startsWith(BUILD_ERROR_MARKER));
     if (job.outcome === 'succeeded') {
-      if (resultLine) return { build: name, ...(JSON.parse(resultLine.slice(BUILD_RESULT_MARKER.length)) as BuildResult) };
+      if (resultLine) {
+        const result = JSON.parse(resultLine.slice(BUILD_RESULT_MARKER.length)) as BuildResult;
+        return { build: name, ...result, ...(builtBefore ? { reused: true, sourceUploaded: false, layers: [] } : {}) };
+      }
       // The log is gone (the task was collected): the tag says what the build gave.
       const digest = await reg.resolveTag(o.repo, sourceTag(req.sourceDigest));
       if (!digest) throw new OmniError('BUILD_FAILED', `build ${name} succeeded but ${o.repo}:${sourceTag(req.sourceDigest)} is not in the registry`);

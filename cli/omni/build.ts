@@ -203,7 +203,7 @@ async function onCluster(client: ApiClient, values: Record<string, unknown>, o: 
       detach: o.detach === true,
       signal: ac.signal,
       onSubmitted: (name, action) => {
-        if (values.json !== true) process.stderr.write(`build ${name}: ${action} (omni logs ${name}; omni build --cancel ${name})\n`);
+        if (!quiet) process.stderr.write(`build ${name}: ${action} (omni logs ${name}; omni build --cancel ${name})\n`);
       },
     });
   } catch (err) {

@@ -162,12 +162,14 @@ describe('forge on a cluster', () => {
     p.stderr.on('data', (b: Buffer) => (err += b.toString()));
     const exit = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
     await waitFor('omni build streams the slow step', async () => err.includes('[slow] started'), 120_000, 300);
-    expect((await inspectApp('b1', name)).job).toMatchObject({ phase: 'RUNNING', run: 2 });
+    // omni start of a stopped run resumes it (the same run, a new task)
+    expect(err).toContain(`build ${name}: started again`);
+    expect((await inspectApp('b1', name)).job).toMatchObject({ phase: 'RUNNING' });
     p.kill('SIGINT');
     expect(await exit).not.toBe(0);
     expect(err).toContain('build cancelled (Ctrl-C)');
     await waitFor('the build stopped again', async () => (await inspectApp('b1', name)).job.phase === 'STOPPED', 60_000, 300);
-    expect((await inspectApp('b1', name)).job).toMatchObject({ outcome: 'stopped', run: 2 });
+    expect((await inspectApp('b1', name)).job.outcome).toBe('stopped');
   }, 600_000);
 
   it.skipIf(noDocker !== undefined)('omni run DIR: built (or reused) and deployed pinned by digest; again unchanged; changed source rolls the app', async () => {
