@@ -136,6 +136,8 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
       a = await client.get<InspectView>(`/v1/apps/${encodeURIComponent(name)}`);
       restarted = true;
     }
+    // A redeploy of a stopped build app runs it again too: its old STOPPED is not this run's end.
+    if (r.changed && a.job?.phase === 'STOPPED') restarted = true;
     const restartedAtMs = Date.now();
     o.onSubmitted?.(name, r.changed ? 'submitted' : builtBefore ? 'already built' : restarted ? 'started again' : 'attached to the build under way');
     if (o.detach) return { build: name, ...emptyResult(req, d.plan.type) };
