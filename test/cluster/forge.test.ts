@@ -20,6 +20,19 @@ import { dockerForTests } from '../support/docker.js';
 import { formCluster, waitFor, httpGet } from './helpers.js';
 
 const run = promisify(execFile);
+
+/** A port the OS says is free (from its ephemeral range, away from the apps' 20000+ host ports other clusters on this host use). */
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
 const docker = await dockerForTests();
 const noDocker = 'skip' in docker ? docker.skip : undefined;
 if (noDocker) console.warn(`!!! SKIPPING the run of a Forge-built image in Docker: ${noDocker}`);
@@ -259,7 +272,7 @@ describe('forge on a cluster', () => {
     });
     const ref = `${reg}/team/node-api@${built.digest}`;
     await run('docker', ['pull', ref], { env, timeout: 300_000 });
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const id = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${port}:8080`, ref], { env })).stdout.trim();
     try {
       const res = await waitFor('the Forge-built app answers', async () => (await httpGet(port, '/hello').catch(() => undefined)) ?? undefined, 30_000);
@@ -277,7 +290,7 @@ describe('forge on a cluster', () => {
     expect(py.type).toBe('python');
     const pyRef = `${reg}/team/python-api@${py.digest}`;
     await run('docker', ['pull', pyRef], { env, timeout: 300_000 });
-    const pyPort = 20000 + Math.floor(Math.random() * 20000);
+    const pyPort = await freePort();
     const pyId = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${pyPort}:8080`, pyRef], { env })).stdout.trim();
     try {
       const res = await waitFor('the Forge-built Python app answers', async () => (await httpGet(pyPort, '/py').catch(() => undefined)) ?? undefined, 30_000);
@@ -368,7 +381,7 @@ describe('forge on a cluster', () => {
     });
     const ref = `${reg}/team/web@${b.digest}`;
     await run('docker', ['pull', ref], { env, timeout: 300_000 });
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const id = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${port}:8080`, ref], { env })).stdout.trim();
     try {
       const res = await waitFor('the Dockerfile app answers', async () => (await httpGet(port, '/package.json').catch(() => undefined)) ?? undefined, 30_000);
