@@ -42,7 +42,8 @@ import { Orchestrator } from './apps/orchestrator.js';
 import { Agent } from './apps/agent.js';
 import { writeLeaseFile } from './apps/lease-file.js';
 import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
-import { createDrivers } from './apps/drivers/index.js';
+import { createDrivers, type ForgeBuildParts } from './apps/drivers/index.js';
+import { nodeBuildParts } from './forge/node-build-parts.js';
 import { measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
@@ -138,6 +139,8 @@ export class Omnid {
   taskLogs!: TaskLogService;
   /** The image registry (undefined with --registry off). */
   registry: Registry | undefined;
+  /** What this node's Forge builds use (made once the registry is open). */
+  private forgeParts: ForgeBuildParts | undefined;
   private autopilot!: Autopilot;
   /** Writes and linearizable reads from this node (node/cluster/writes.ts). */
   readonly writes: ClusterWrites;
@@ -522,7 +525,10 @@ export class Omnid {
         // For the exclusive tasks' watchdogs outside omnid: they stop the tasks a quarter lease after the agent would.
         publishLease: (untilMs) => writeLeaseFile(this.opts.dataDir, untilMs, EXCLUSIVE_LEASE_MS / 4),
       },
-      createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }),
+      createDrivers(this.opts.dataDir, {
+        registry: () => this.registry?.engineAccess(),
+        forge: { log: this.log, parts: () => (this.registry ? (this.forgeParts ??= nodeBuildParts({ registry: this.registry, proposeOk })) : undefined) },
+      }),
     );
     this.agent.start();
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));

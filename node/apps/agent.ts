@@ -6,7 +6,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logger.js';
 import type { Proposer, StateView } from '../cluster/ports.js';
-import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
+import type { DriverSet, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
 import { probe } from './health-check.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
@@ -106,7 +106,7 @@ export class Agent {
 
   constructor(
     private readonly d: AgentDeps,
-    private readonly drivers: Record<DriverName, TaskDriver>,
+    private readonly drivers: DriverSet,
   ) {
     this.clock = d.clock ?? REAL_CLOCK;
     this.leaseMs = d.exclusiveLeaseMs ?? EXCLUSIVE_LEASE_MS;

@@ -2,6 +2,7 @@
 // Pure (no I/O). Accepts human-friendly sizes ("512M", "1G") and CPU ("500m").
 import { canonicalTimeZone, parseCron } from './cron-expr.js';
 import { withLabDefaults, type LabSpec } from './lab.js';
+import { parseBuildCommand } from '../forge/build-request.js';
 
 export interface PortSpec { name: string; port: number; hostPort: number }
 export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: string; path: string; command: string[]; intervalMs: number; timeoutMs: number; retries: number; startPeriodMs: number }
@@ -22,7 +23,8 @@ export interface AppSpec {
   healthCheck?: HealthCheckSpec;
   restart: { policy: 'always' | 'on-failure' | 'never'; maxRestarts: number; delayMs: number };
   volumes: { name: string; path: string }[];
-  driver: 'docker' | 'process' | 'mock';
+  /** forge: a build (issue 15) run in omnid by node/apps/drivers/forge.ts; command is its request (protocol/forge/build-request.ts). */
+  driver: 'docker' | 'process' | 'mock' | 'forge';
   /**
    * minHealthyMs: a task counts as up (for rolling updates, `omni run`/`deploy` and the reset of
    * the reschedule counter) once it has served — running, health check passing — this long without
@@ -225,9 +227,19 @@ export function validateAppSpec(input: unknown): SpecResult {
   const healthCheck = readHealth(e, input.healthCheck, ports);
   const restart = readRestart(e, input.restart);
   const volumes = readVolumes(e, input.volumes);
-  const driver = input.driver === undefined ? (image !== undefined ? 'docker' : 'process') : ['docker', 'process', 'mock'].includes(input.driver as string) ? (input.driver as AppSpec['driver']) : (e.add('driver', 'must be docker, process or mock'), 'process');
+  const driver = input.driver === undefined ? (image !== undefined ? 'docker' : 'process') : ['docker', 'process', 'mock', 'forge'].includes(input.driver as string) ? (input.driver as AppSpec['driver']) : (e.add('driver', 'must be docker, process, mock or forge'), 'process');
   if (driver === 'docker' && image === undefined && command !== undefined) e.add('driver', 'the docker driver needs an image');
   if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
+  if (driver === 'forge') {
+    if (command === undefined) e.add('driver', 'the forge driver runs a build: command must be a forge-build request');
+    else {
+      const b = parseBuildCommand([...command, ...args]);
+      if (!b.ok) e.add('command', `forge build: ${b.message}`);
+    }
+    if (input.type !== 'job') e.add('type', 'a forge build is a job (type: job)');
+    if (input.ports !== undefined) e.add('ports', 'a forge build listens on nothing');
+    if (input.volumes !== undefined) e.add('volumes', 'a forge build has no volumes');
+  }
   const update = readUpdate(e, input.update);
   const reschedule = readReschedule(e, input.reschedule);
   const type: AppType = input.type === undefined ? 'service' : input.type === 'service' || input.type === 'job' || input.type === 'cron' ? input.type : (e.add('type', 'must be service, job, cron or lab'), 'service');

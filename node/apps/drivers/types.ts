@@ -2,7 +2,10 @@
 // The agent (node/apps/agent.ts) is the only caller. Drivers own their on-disk/engine state and
 // must survive the agent's restart: recover() re-attaches to what is still running.
 
-export type DriverName = 'docker' | 'process' | 'mock';
+export type DriverName = 'docker' | 'process' | 'mock' | 'forge';
+
+/** A node's drivers by name: forge (Forge builds, node/apps/drivers/forge.ts) only where the daemon gives it its registry. */
+export type DriverSet = Record<Exclude<DriverName, 'forge'>, TaskDriver> & { forge?: TaskDriver };
 
 export interface PortMapping {
   name: string;
