@@ -24,7 +24,8 @@ interface StackView {
 interface Inspect { version: number; state: string; tasks: { id: string; desired: string; state: string }[] }
 
 // The scripts record when each service starts (one line each in order.log); db becomes ready
-// (its health check passes) only 1.5 s after it started; init is a one-shot job.
+// (its health check passes) only 1.5 s after it started (start_period: failures before then do
+// not count; an unhealthy task is restarted, as Swarm does); init is a one-shot job.
 const scripts = (dir: string): Record<string, string> => ({
   'db.sh': `echo db >> "${dir}/order.log"\nsleep 1.5\necho db-ready >> "${dir}/order.log"\ntouch "${dir}/db-ready"\nexec sleep 100000\n`,
   'init.sh': `echo init >> "${dir}/order.log"\nsleep 0.5\necho init-done >> "${dir}/order.log"\n`,
@@ -42,7 +43,7 @@ services:
       test: ["CMD", "test", "-f", "\${DIR}/db-ready"]
       interval: 300ms
       timeout: 1s
-      retries: 1
+      start_period: 2s
   init:
     x-omni-driver: process
     command: ["sh", "\${DIR}/init.sh"]
