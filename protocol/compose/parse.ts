@@ -425,6 +425,7 @@ export function parseCompose(input: ComposeInput): Stack {
     // healthcheck
     const health = healthOf(r, s.healthcheck, `${where}.healthcheck`);
     if (health) spec.healthCheck = health;
+    if (health && driver === 'docker') r.warn(`${where}.healthcheck.test`, 'runs on the node that runs the task, not inside the container, in this version (reach the service on its published port, or use a command the node has)');
 
     // restart, deploy
     const restart = restartOf(r, s.restart, `${where}.restart`);
