@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { dockerForTests } from '../support/docker.js';
-import { formCluster, httpGet } from './helpers.js';
+import { formCluster, httpGet, waitFor } from './helpers.js';
 
 const run = promisify(execFile);
 const docker = await dockerForTests();
@@ -108,8 +108,10 @@ describe('compose stacks with build: (Forge)', () => {
     try {
       for (const s of ['api', 'admin']) {
         const eps = (await client.get<{ endpoints: { ports: Record<string, number> }[] }>(`/v1/apps/forged-${s}/endpoints`)).endpoints;
-        expect(eps.length).toBe(1);
-        const body = JSON.parse((await httpGet(eps[0].ports.p8080, '/x')).body) as { service: string };
+        expect(eps.length, JSON.stringify(eps)).toBe(1);
+        expect(eps[0].ports.p8080, JSON.stringify(eps)).toBeGreaterThan(0);
+        // no health check in the file: running counts as up, the server may still be starting
+        const body = await waitFor(`${s} to answer`, async () => JSON.parse((await httpGet(eps[0].ports.p8080, '/x')).body) as { service: string }, 60_000, 300);
         expect(body.service).toBe(s);
       }
     } finally {
