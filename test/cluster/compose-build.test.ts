@@ -11,6 +11,7 @@ import { tmpdir, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
+import { createServer, type AddressInfo } from 'node:net';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { dockerForTests } from '../support/docker.js';
 import { formCluster, httpGet, waitFor } from './helpers.js';
@@ -25,20 +26,21 @@ name: forged
 services:
   api:
     build: ./api
-    ports: ["8080"]
+    ports: ["\${API_PORT}:8080"]
     environment: {WHO: api}
     depends_on: [admin]
   admin:
     build:
       context: ./admin
       dockerfile: Dockerfile
-    ports: ["8080"]
+    ports: ["\${ADMIN_PORT}:8080"]
 `;
 
 describe('compose stacks with build: (Forge)', () => {
   let c: LocalCluster;
   let dir: string;
   let env: NodeJS.ProcessEnv;
+  let ports: Record<string, string>;
   const omni = async (args: string[]) => {
     const r = await run(resolve('bin/omni'), args, { env, cwd: dir, timeout: 600_000, maxBuffer: 16 * 1024 * 1024 }).catch((e: { code: number; stdout: string; stderr: string }) => e);
     if ('code' in r && r.code) throw new Error(`omni ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
@@ -55,7 +57,17 @@ describe('compose stacks with build: (Forge)', () => {
     }
     await writeFile(join(dir, 'compose.yaml'), STACK);
     c = await formCluster(['c1', 'c2', 'c3']);
-    env = { ...process.env, OMNI_ADDR: c.nodes.get('c1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    // published ports picked free now (an auto-assigned host port may be one another process on
+    // this shared host listens on 127.0.0.1, which then answers instead of the container)
+    const free = async () => {
+      const srv = createServer();
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+      const port = (srv.address() as AddressInfo).port;
+      await new Promise((r) => srv.close(r));
+      return String(port);
+    };
+    ports = { api: await free(), admin: await free() };
+    env = { ...process.env, API_PORT: ports.api, ADMIN_PORT: ports.admin, OMNI_ADDR: c.nodes.get('c1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
     const baseEnv = { ...env, NODE: resolve('node_modules/node/bin/node'), OMNI_FORGE_BASE_CACHE: process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base') };
     await run('scripts/forge-base.sh', ['node', '--import'], { env: baseEnv, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
   }, 600_000);
@@ -109,7 +121,7 @@ describe('compose stacks with build: (Forge)', () => {
       for (const s of ['api', 'admin']) {
         const eps = (await client.get<{ endpoints: { ports: Record<string, number> }[] }>(`/v1/apps/forged-${s}/endpoints`)).endpoints;
         expect(eps.length, JSON.stringify(eps)).toBe(1);
-        expect(eps[0].ports.p8080, JSON.stringify(eps)).toBeGreaterThan(0);
+        expect(eps[0].ports.p8080, JSON.stringify(eps)).toBe(Number(ports[s]));
         // no health check in the file: running counts as up, the server may still be starting
         const body = await waitFor(`${s} to answer`, async () => JSON.parse((await httpGet(eps[0].ports.p8080, '/x')).body) as { service: string }, 60_000, 300);
         expect(body.service).toBe(s);
