@@ -29,7 +29,7 @@ interface Inspect { version: number; state: string; tasks: { id: string; desired
 const scripts = (dir: string): Record<string, string> => ({
   'db.sh': `echo db >> "${dir}/order.log"\nsleep 1.5\necho db-ready >> "${dir}/order.log"\ntouch "${dir}/db-ready"\nexec sleep 100000\n`,
   'init.sh': `echo init >> "${dir}/order.log"\nsleep 0.5\necho init-done >> "${dir}/order.log"\n`,
-  'api.sh': `echo api >> "${dir}/order.log"\nexec sleep 100000\n`,
+  'api.sh': `echo api >> "${dir}/order.log"\necho "api up in $API_MODE mode"\nexec sleep 100000\n`,
   'worker.sh': `echo "worker $WORKER_VERSION" >> "${dir}/order.log"\nexec sleep 100000\n`,
 });
 
@@ -121,6 +121,14 @@ describe('compose stacks on a 3-node cluster (process driver)', () => {
     expect(ps.stdout).toMatch(/init\s+shop-init\s+1\s+completed\s+job succeeded/);
     const apiApp = await api<{ spec: { env: Record<string, string> } }>('GET', '/v1/apps/shop-api');
     expect(apiApp.body.spec.env).toEqual({ API_MODE: 'test' });
+    const logs = await omni(['compose', '--file', f, 'logs', 'api', 'db']);
+    expect(logs.stdout).toMatch(/^api \| api up in test mode$/m);
+    // pull: an image that is not in the cluster's registry is named, exit 1
+    const pf = join(dir, 'pull.yaml');
+    await writeFile(pf, 'services:\n  a: {image: "nosuch/thing:1"}\n');
+    const pull = await fails(['compose', '-f', pf, 'pull']);
+    expect(pull.code).toBe(1);
+    expect(pull.stdout).toMatch(/a\tNOT PINNED: nosuch\/thing:1 is not in the cluster's registry/);
   }, 120_000);
 
   it('up again with one changed service rolls only that one', async () => {
