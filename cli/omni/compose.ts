@@ -9,7 +9,7 @@ import { parse, printJson, table, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import type { ApiClient } from '../../node/api/client.js';
 import { OmniError } from '../../node/errors.js';
-import { parseCompose, ComposeError, type Stack, type StackService } from '../../protocol/compose/parse.js';
+import { parseCompose, normalizeProject, ComposeError, type Stack, type StackService } from '../../protocol/compose/parse.js';
 import { parseEnvText } from '../../protocol/compose/interpolate.js';
 import { pinnedDocument, forgeLimits, buildRepository } from '../../protocol/compose/pinned.js';
 import { parseImageReference } from '../../protocol/registry/reference.js';
@@ -180,6 +180,12 @@ export async function compose(argv: string[]): Promise<number> {
 
 /** The project name without parsing the whole file (down, ps, logs work even if the file changed since). */
 function projectOf(values: Record<string, unknown>): string {
+  // -p alone names the stack: the file need not be here (or parse) to look at or remove it.
+  if (typeof values['project-name'] === 'string' && values.file === undefined) {
+    const p = normalizeProject(values['project-name']);
+    if (!p) throw new UsageError(`-p ${values['project-name']}: not a project name`);
+    return p;
+  }
   return loadStack({ ...values, json: true }).stack.project;
 }
 
@@ -424,6 +430,8 @@ async function waitStack(client: ApiClient, name: string, timeoutMs: number, say
   // A little past the server's own start timeout, so its failure (with the reason) is what we see.
   while (Date.now() < deadline + 5000) {
     if (v.status === 'failed') return v;
+    // a service that gave up (tasks kept failing, a job failed): no use waiting for the timeout
+    if (v.services.some((s) => s.state === 'failed' || s.job === 'failed')) return v;
     const line = v.services.map((s) => `${s.service} ${s.state}${s.job ? '' : ` ${s.healthy}/${s.replicas}`}`).join(', ');
     if (line !== last) say(`  ${line}`);
     last = line;
