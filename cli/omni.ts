@@ -28,6 +28,7 @@ commands:
   registry ca: the cluster CA (PEM) for docker/skopeo to trust a registry served over HTTPS
   build    build DIR from source into an image of the cluster's registry (Forge):
            detection, cached dependency layer, reproducible layers, REPO:sha-<source digest>
+  compose  a Compose file as a stack: omni compose up|down|ps|logs|config|pull|build [-f FILE]
   bundle   air-gap bundle: export APP... -o FILE (specs + images), import FILE on another cluster
 
   version  omni's version (also --version)
@@ -59,6 +60,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   bundle: async () => (await import('./omni/bundle.js')).bundle,
   build: async () => (await import('./omni/build.js')).build,
   registry: async () => (await import('./omni/registry.js')).registry,
+  compose: async () => (await import('./omni/compose.js')).compose,
 };
 
 // not a top-level await: the prebuilt bundle is CommonJS (scripts/build.mjs)

@@ -38,6 +38,7 @@ import type { ApiLimits } from './api/limits.js';
 import { registerAppRoutes, type AppsRoutesDeps } from './api/apps-routes.js';
 import { registerNodeRoutes, type MemberRemovalDeps } from './api/nodes-routes.js';
 import { registerImageRoutes } from './api/images-routes.js';
+import { registerStackRoutes, type StackController } from './api/stacks-routes.js';
 import { Orchestrator } from './apps/orchestrator.js';
 import { Agent } from './apps/agent.js';
 import { writeLeaseFile } from './apps/lease-file.js';
@@ -114,6 +115,8 @@ const META_KEY = 'cluster';
 const CLIENT_FILE = 'client.json';
 const PEER_MAINTENANCE_MS = 1000;
 const REGISTER_RETRY_MS = 500;
+/** How often the leader advances compose stacks whose services wait for their dependencies. */
+const STACK_TICK_MS = 500;
 /** How often refused leader claims are checked with this node's voters (Membership.checkLeaderClaims). */
 const LEADER_CLAIM_CHECK_MS = 1000;
 
@@ -137,6 +140,7 @@ export class Omnid {
   api!: ApiServer;
   apiTls!: ApiTls;
   taskLogs!: TaskLogService;
+  stacks?: StackController;
   /** The image registry (undefined with --registry off). */
   registry: Registry | undefined;
   /** What this node's Forge builds use (made once the registry is open). */
@@ -430,6 +434,7 @@ export class Omnid {
     daemon.api = new ApiServer(daemon.apiDeps, log, opts.apiLimits);
     registerAppRoutes(daemon.api, daemon.apiDeps);
     registerNodeRoutes(daemon.api, daemon.apiDeps);
+    daemon.stacks = registerStackRoutes(daemon.api, daemon.apiDeps);
     registerImageRoutes(daemon.api, {
       readBarrier: () => daemon.writes.readBarrier(),
       get registry() {
@@ -535,6 +540,7 @@ export class Omnid {
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
     this.every(LEADER_CLAIM_CHECK_MS, () => this.membership.checkLeaderClaims());
     this.every(REGISTER_RETRY_MS, () => this.registerSelf());
+    this.every(STACK_TICK_MS, () => this.stacks?.tick());
     this.maintainPeers();
   }
 

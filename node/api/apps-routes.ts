@@ -91,6 +91,44 @@ function withoutFailures(app: AppRecord): AppRecord {
   return rest;
 }
 
+/**
+ * The writes that deploy `spec` over the app's current record (prev, absent: a new app): a new
+ * spec version (a rolling update of a running app), or only the replica count (a scale). `start`
+ * 'stopped' writes a new app stopped (a compose stack holds a service until its dependencies are
+ * ready). Shared by POST /v1/apps and the stacks routes (one transaction for a whole stack).
+ */
+export function appVersionOps(prev: AppRecord | undefined, prevSpec: AppSpec | undefined, spec: AppSpec, now: number, start: 'running' | 'stopped' = 'running'): { ops: KvTxnOp[]; result: { name: string; version: number; changed: boolean; action: string } } {
+  const ops: KvTxnOp[] = [];
+  let result: { name: string; version: number; changed: boolean; action: string };
+  if (prev && prev.state !== 'removing' && prevSpec && specDigest({ ...prevSpec, replicas: 0 }) === specDigest({ ...spec, replicas: 0 })) {
+    // Same spec but the replica count: a scale, not a new version (no rolling update).
+    const changed = prevSpec.replicas !== spec.replicas || prev.state !== 'running';
+    ops.push({ op: 'put', key: specKey(prev.name, prev.version), value: JSON.stringify(spec) });
+    ops.push({ op: 'put', key: appKey(prev.name), value: JSON.stringify({ ...withoutFailures(prev), state: 'running' }) });
+    result = { name: spec.name, version: prev.version, changed, action: changed ? 'scaled' : 'unchanged' };
+  } else {
+    const version = (prev?.latestVersion ?? 0) + 1;
+    const rollingFrom = prev && prev.state === 'running' ? prev.version : 0;
+    const app: AppRecord = {
+      name: spec.name,
+      version,
+      previousVersion: rollingFrom,
+      latestVersion: version,
+      state: rollingFrom ? 'running' : start,
+      deploy: prev?.deploy ?? { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' },
+      pending: '',
+      events: [...(prev?.events ?? []), { atMs: now, message: prev ? `version ${version} submitted` : `app created (version ${version})` }].slice(-40),
+    };
+    // A schedule's bookkeeping outlives versions: the last scheduled time is never fired again, runs in progress finish.
+    if (prev?.cron && prev.state !== 'removing') app.cron = prev.cron;
+    if (prev && !rollingFrom) app.deploy = { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' };
+    ops.push({ op: 'put', key: specKey(spec.name, version), value: JSON.stringify(spec) });
+    ops.push({ op: 'put', key: appKey(spec.name), value: JSON.stringify(app) });
+    result = { name: spec.name, version, changed: true, action: prev ? (rollingFrom ? 'rolling update' : 'redeployed') : 'created' };
+  }
+  return { ops, result };
+}
+
 /** The app operations behind the routes (the simulator calls them directly). */
 export class AppsApi {
   constructor(private readonly d: AppsRoutesDeps) {}
@@ -155,35 +193,7 @@ export class AppsApi {
       throw new OmniError('CONFLICT', `an app named ${spec.name} ${what}: use omni deploy to change it, omni run --replace to replace it, or pick another --name`, { app: spec.name, state: prev.state });
     }
     const prevSpec = prev ? this.spec(prev.name, prev.version) : undefined;
-    const ops: KvTxnOp[] = [];
-    let result: { name: string; version: number; changed: boolean; action: string };
-    if (prev && prev.state !== 'removing' && prevSpec && specDigest({ ...prevSpec, replicas: 0 }) === specDigest({ ...spec, replicas: 0 })) {
-      // Same spec but the replica count: a scale, not a new version (no rolling update).
-      const changed = prevSpec.replicas !== spec.replicas || prev.state !== 'running';
-      ops.push({ op: 'put', key: specKey(prev.name, prev.version), value: JSON.stringify(spec) });
-      ops.push({ op: 'put', key: appKey(prev.name), value: JSON.stringify({ ...withoutFailures(prev), state: 'running' }) });
-      result = { name: spec.name, version: prev.version, changed, action: changed ? 'scaled' : 'unchanged' };
-    } else {
-      const version = (prev?.latestVersion ?? 0) + 1;
-      const now = this.now();
-      const rollingFrom = prev && prev.state === 'running' ? prev.version : 0;
-      const app: AppRecord = {
-        name: spec.name,
-        version,
-        previousVersion: rollingFrom,
-        latestVersion: version,
-        state: 'running',
-        deploy: prev?.deploy ?? { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' },
-        pending: '',
-        events: [...(prev?.events ?? []), { atMs: now, message: prev ? `version ${version} submitted` : `app created (version ${version})` }].slice(-40),
-      };
-      // A schedule's bookkeeping outlives versions: the last scheduled time is never fired again, runs in progress finish.
-      if (prev?.cron && prev.state !== 'removing') app.cron = prev.cron;
-      if (prev && !rollingFrom) app.deploy = { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' };
-      ops.push({ op: 'put', key: specKey(spec.name, version), value: JSON.stringify(spec) });
-      ops.push({ op: 'put', key: appKey(spec.name), value: JSON.stringify(app) });
-      result = { name: spec.name, version, changed: true, action: prev ? (rollingFrom ? 'rolling update' : 'redeployed') : 'created' };
-    }
+    const { ops, result } = appVersionOps(prev, prevSpec, spec, this.now());
     // An image reference added: registry garbage collection marked before this write must mark again.
     if (spec.image !== undefined) ops.push(fenceOp());
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(spec.name), version: kv?.version ?? 0 }], ops }, caller);
