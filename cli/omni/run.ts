@@ -35,7 +35,7 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
                          exit 0 succeeded (never run again), a failure is retried as a new
                          task after a backoff (1 s doubling, at most 60 s); waits until it
                          finished and exits 0 if it succeeded, 1 if it failed
-  --cron EXPR            a cron app (same as --type cron --schedule EXPR): each time the
+  --cron EXPR            a cron app (type cron, schedule EXPR): each time the
                          schedule fires, the app runs as a job (retries, backoff, history);
                          5 fields, or 6 with seconds first: --cron '*/5 * * * * *'
   --time-zone TZ         cron: the IANA time zone the expression is read in (default UTC)

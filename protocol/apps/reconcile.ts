@@ -20,6 +20,8 @@ export const KEEP_STOPPED_TASKS = 6;
 export const KEEP_JOB_TASKS = 10;
 /** The stop reason of a job task that exited 0: it is never started again. */
 export const JOB_SUCCEEDED = 'succeeded';
+/** Runs of one schedule in progress at once (concurrencyPolicy allow): beyond, a fire is skipped (bounds the app record). */
+export const MAX_ACTIVE_CRON_RUNS = 20;
 /** Missed scheduled times listed one by one per round in a schedule's history (all are counted). */
 export const MAX_MISSED_RECORDED = 5;
 /** For specs stored before reschedule existed. */
@@ -428,10 +430,12 @@ class Reconciler {
       }
       if (d.fireMs !== undefined) {
         const at = d.fireMs;
-        if (cr.active.length > 0 && c.concurrencyPolicy === 'forbid') {
+        const full = cr.active.length >= MAX_ACTIVE_CRON_RUNS && c.concurrencyPolicy === 'allow';
+        if ((cr.active.length > 0 && c.concurrencyPolicy === 'forbid') || full) {
+          const why = full ? `${cr.active.length} runs still running (at most ${MAX_ACTIVE_CRON_RUNS} at once with concurrencyPolicy allow)` : `run ${cr.active.map((r) => r.run).join(', ')} still running (concurrencyPolicy forbid)`;
           cr.skipped++;
-          cr.runs = this.pushCronRun(cr.runs, undefined, 'skipped', `run ${cr.active.map((r) => r.run).join(', ')} still running (concurrencyPolicy forbid)`, c, at);
-          this.app = withEvent(this.app, now, `skipped the run scheduled at ${new Date(at).toISOString()}: run ${cr.active[0].run} still running (concurrencyPolicy forbid)`);
+          cr.runs = this.pushCronRun(cr.runs, undefined, 'skipped', why, c, at);
+          this.app = withEvent(this.app, now, `skipped the run scheduled at ${new Date(at).toISOString()}: ${why}`);
         } else {
           if (c.concurrencyPolicy === 'replace') {
             for (const r of cr.active) {

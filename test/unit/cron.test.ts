@@ -3,7 +3,7 @@
 // cron round — runs as job runs, concurrency policies, a leader change between fire and record,
 // schedule OFF/ON, and a service's schedule beside its replicas.
 import { describe, expect, it } from 'vitest';
-import { reconcileApp, type ReconcileInput } from '../../protocol/apps/reconcile.js';
+import { MAX_ACTIVE_CRON_RUNS, reconcileApp, type ReconcileInput } from '../../protocol/apps/reconcile.js';
 import { SchedulerState, type SchedNode } from '../../protocol/apps/scheduler.js';
 import { validateAppSpec, type AppSpec } from '../../protocol/apps/spec.js';
 import { decideFire, nextFireAfter, scheduledJobSpec, scheduleView, taskSpec, withSchedule } from '../../protocol/apps/cron.js';
@@ -219,6 +219,14 @@ describe('reconcile: cron runs', () => {
     a.round(T0 + 20_000);
     expect(a.live().map((t) => t.run).sort()).toEqual([1, 2]);
     expect(a.app.cron!.active.map((r) => r.run)).toEqual([1, 2]);
+    // At most MAX_ACTIVE_CRON_RUNS at once: beyond, a fire is skipped.
+    for (let i = 3; i <= MAX_ACTIVE_CRON_RUNS + 2; i++) {
+      a.round(T0 + i * 10_000);
+      for (const t of a.live()) a.statuses.set(t.id, running(t.id));
+    }
+    expect(a.app.cron!.active).toHaveLength(MAX_ACTIVE_CRON_RUNS);
+    expect(a.app.cron!.skipped).toBe(2);
+    expect(a.app.cron!.runs.at(-1)).toMatchObject({ status: 'skipped', reason: expect.stringMatching(/at most 20 at once/) });
 
     const r = w0({ concurrencyPolicy: 'replace' });
     r.round(T0);
