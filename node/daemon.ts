@@ -43,6 +43,8 @@ import { Agent } from './apps/agent.js';
 import { writeLeaseFile } from './apps/lease-file.js';
 import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
 import { createDrivers } from './apps/drivers/index.js';
+import { Mesh } from './net/mesh.js';
+import { DEFAULT_VIP_RANGE, parseVipRange } from '../protocol/net/vip.js';
 import { measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
@@ -75,6 +77,12 @@ export interface DaemonOptions {
   maxStateBytes?: number;
   /** --registry HOST:PORT for the image registry's /v2/ (default 127.0.0.1:5000; 'off': none). */
   registry?: string;
+  /** --vip-range CIDR: loopback range of this node's service VIPs (default DEFAULT_VIP_RANGE). */
+  vipRange?: string;
+  /** --publish-host HOST: where published ports listen (default 0.0.0.0; 'off': nowhere). */
+  publishHost?: string;
+  /** --publish-port-offset N: published port P listens on P+N here (several nodes on one host). */
+  publishPortOffset?: number;
   /** --registry-replicas N: nodes each pushed blob must be on before the push completes (default 2). */
   registryReplicas?: number;
   /** --registry-tls: serve /v2/ over HTTPS even on a loopback address. */
@@ -133,6 +141,7 @@ export class Omnid {
   forwarder!: Forwarder;
   orchestrator: Orchestrator | undefined;
   agent: Agent | undefined;
+  mesh: Mesh | undefined;
   api!: ApiServer;
   apiTls!: ApiTls;
   taskLogs!: TaskLogService;
@@ -511,8 +520,18 @@ export class Omnid {
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
+    const vip = parseVipRange(this.opts.vipRange ?? DEFAULT_VIP_RANGE);
+    if (!vip.ok) throw new Error(vip.message);
+    const publishHost = this.opts.publishHost ?? '0.0.0.0';
+    this.mesh = new Mesh(
+      { id: this.id, log: this.log, raft: this.raft, host: this.host, dataDir: this.opts.dataDir, authorize: (peer) => requireMember(this.raft, peer) },
+      { vipRange: vip.range, publish: publishHost === 'off' ? null : { host: publishHost, portOffset: this.opts.publishPortOffset ?? 0 } },
+    );
+    void this.mesh.start().catch((err: Error) => this.log.error(`mesh: cannot start: ${err.message}`));
+    const mesh = this.mesh;
     this.agent = new Agent(
       {
+        network: (spec) => mesh.forTask(spec),
         id: this.id,
         log: this.log,
         raft: this.raft,
@@ -564,6 +583,7 @@ export class Omnid {
     this.autopilot?.stop();
     this.orchestrator?.stop();
     this.agent?.stop();
+    await this.mesh?.stop();
     this.heartbeats?.stop();
     await this.api?.close();
     await this.registry?.stop();
@@ -683,6 +703,7 @@ export class Omnid {
   private afterApply(): void {
     if (this.stopping) return;
     this.agent?.kick();
+    this.mesh?.kick();
     this.orchestrator?.kick();
     this.membership.noticeRemoval();
   }

@@ -1,0 +1,236 @@
+// The per-node service mesh: after every applied change it recomputes the mesh view (pure,
+// protocol/net/mesh.ts) from the replica and keeps
+//   - a TCP listener on VIP:port for every service port of every network (VIPs are loopback
+//     addresses, protocol/net/vip.ts), and one on every published port;
+//   - a hosts file per network (<data>/net/hosts/<network>: alias → VIP) that process tasks see
+//     as their /etc/hosts (node/apps/drivers/process.ts bind-mounts it in a private mount namespace);
+// and routes each accepted connection to a serving replica, round-robin: to 127.0.0.1:hostPort
+// when the replica runs here, else through /omni/tunnel to the node that runs it (node/net/tunnel.ts).
+// It is given the narrow things it uses: the replica, the libp2p host, a membership check, a logger.
+import { createServer, type Server, type Socket } from 'node:net';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../logger.js';
+import type { StateView } from '../cluster/ports.js';
+import type { OmniHost } from '../p2p/host.js';
+import { CoalescedLoop } from '../apps/coalesced-loop.js';
+import { parseRecord, specKey, type AppRecord } from '../../protocol/apps/model.js';
+import type { AppSpec } from '../../protocol/apps/spec.js';
+import { buildMesh, endpointKey, hostsFile, RoundRobin, type MeshView } from '../../protocol/net/mesh.js';
+import type { VipRange } from '../../protocol/net/vip.js';
+import { Tunnel, connectLocal } from './tunnel.js';
+import { pipeSockets } from './pipe.js';
+
+const ROUND_INTERVAL_MS = 1000;
+const MIN_ROUND_GAP_MS = 100;
+/** Replicas tried per connection before it is refused (each failure moves to the next one). */
+const MAX_ATTEMPTS = 3;
+/** Connections one listener accepts at once. */
+const MAX_CONNECTIONS_PER_LISTENER = 4096;
+/** A listener that could not bind is retried after this long. */
+const RETRY_BIND_MS = 5000;
+const MAX_APPS = 100_000;
+
+export interface MeshOptions {
+  /** Loopback range the VIPs of this node come from (default DEFAULT_VIP_RANGE). */
+  vipRange: VipRange;
+  /** Where published ports listen: host (0.0.0.0: every address), and an offset added to each port (several nodes on one host in tests); null: publish nothing. */
+  publish: { host: string; portOffset: number } | null;
+  /** Tunnels and local proxied connections idle this long are closed. */
+  idleMs?: number;
+}
+
+export interface MeshDeps {
+  readonly id: string;
+  readonly log: Logger;
+  readonly raft: StateView;
+  readonly host: OmniHost;
+  readonly dataDir: string;
+  /** Throws unless `peer` is a current cluster member. */
+  authorize(peer: string): void;
+}
+
+/** What a task on a network gets (node/apps/agent.ts adds it to the task's config). */
+export interface TaskNetwork {
+  /** The network's hosts file (bind-mounted over /etc/hosts by the process driver). */
+  hostsFile: string;
+  /** OMNI_NETWORK and OMNI_HOST_<ALIAS>=<VIP> for the services known when the task starts. */
+  env: Record<string, string>;
+}
+
+interface Route {
+  app: string;
+  portName: string;
+}
+
+interface Listener {
+  server: Server;
+  route: Route;
+  bound: boolean;
+  failedAtMs: number;
+  what: string;
+}
+
+export class Mesh {
+  private view: MeshView = { listeners: [], published: [], hosts: new Map(), endpoints: new Map(), conflicts: [] };
+  private readonly rr = new RoundRobin();
+  private readonly listeners = new Map<string, Listener>();
+  private readonly hostsWritten = new Map<string, string>();
+  private readonly tunnel: Tunnel;
+  private readonly loop: CoalescedLoop;
+  private readonly warned = new Set<string>();
+  private stopped = false;
+
+  constructor(
+    private readonly d: MeshDeps,
+    private readonly opts: MeshOptions,
+  ) {
+    this.tunnel = new Tunnel({ host: d.host, log: d.log, authorize: (p) => d.authorize(p), ownsTaskPort: (id, port) => this.ownsTaskPort(id, port), idleMs: opts.idleMs });
+    this.loop = new CoalescedLoop(() => this.round(), { intervalMs: ROUND_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`mesh: ${err.message}`) });
+  }
+
+  async start(): Promise<void> {
+    await this.tunnel.start();
+    this.loop.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.loop.stop();
+    for (const l of this.listeners.values()) l.server.close();
+    this.listeners.clear();
+    await this.tunnel.stop();
+  }
+
+  kick(): void {
+    this.loop.kick();
+  }
+
+  /** The current view (for tests and status). */
+  get current(): MeshView {
+    return this.view;
+  }
+
+  /** Names for a task of an app on a network: its hosts file (written now) and env. */
+  async forTask(spec: AppSpec): Promise<TaskNetwork | undefined> {
+    if (!spec.network) return undefined;
+    this.view = this.compute();
+    const net = spec.network.name;
+    const file = await this.writeHosts(net);
+    const env: Record<string, string> = { OMNI_NETWORK: net };
+    for (const [alias, vip] of this.view.hosts.get(net) ?? []) env[`OMNI_HOST_${alias.toUpperCase().replace(/-/g, '_')}`] = vip;
+    return { hostsFile: file, env };
+  }
+
+  /** Tunnel requests: only a task placed here, desired running, and one of its own host ports. */
+  private ownsTaskPort(taskId: string, hostPort: number): boolean {
+    const t = this.d.raft.state.tables.task(taskId);
+    return t !== undefined && t.nodeId === this.d.id && t.desired === 'run' && t.hostPorts.includes(hostPort);
+  }
+
+  private compute(): MeshView {
+    const state = this.d.raft.state;
+    const tables = state.tables;
+    const specs = new Map<string, AppSpec | undefined>();
+    const specOf = (app: string, version: number) => {
+      const k = specKey(app, version);
+      if (!specs.has(k)) specs.set(k, parseRecord<AppSpec>(state.kvGet(k)?.value));
+      return specs.get(k);
+    };
+    const apps: { record: AppRecord; spec: AppSpec }[] = [];
+    for (const record of tables.apps().slice(0, MAX_APPS)) {
+      const spec = specOf(record.name, record.version);
+      if (spec && (spec.network || spec.ports.some((p) => p.publish !== undefined))) apps.push({ record, spec });
+    }
+    const tasks = apps.flatMap((a) => tables.tasksOfApp(a.record.name));
+    return buildMesh({ apps, tasks, status: (id) => tables.status(id), specOf, range: this.opts.vipRange });
+  }
+
+  private async round(): Promise<void> {
+    if (this.stopped) return;
+    this.view = this.compute();
+    for (const c of this.view.conflicts) this.warnOnce(c);
+    for (const net of this.view.hosts.keys()) await this.writeHosts(net);
+    const want = new Map<string, { host: string; port: number; route: Route; what: string }>();
+    for (const l of this.view.listeners) want.set(`${l.vip}:${l.port}`, { host: l.vip, port: l.port, route: { app: l.app, portName: l.portName }, what: `${l.alias}:${l.port} (network ${l.network})` });
+    if (this.opts.publish) {
+      for (const p of this.view.published) {
+        const port = p.port + this.opts.publish.portOffset;
+        if (port > 65535) continue;
+        want.set(`${this.opts.publish.host}:${port}`, { host: this.opts.publish.host, port, route: { app: p.app, portName: p.portName }, what: `published port ${p.port} of ${p.app}` });
+      }
+    }
+    for (const [key, l] of this.listeners) {
+      const w = want.get(key);
+      if (!w) {
+        l.server.close();
+        this.listeners.delete(key);
+      } else if (!l.bound && l.failedAtMs > 0 && Date.now() - l.failedAtMs > RETRY_BIND_MS) {
+        l.server.close();
+        this.listeners.delete(key);
+      } else {
+        l.route = w.route;
+      }
+    }
+    for (const [key, w] of want) if (!this.listeners.has(key)) this.listen(key, w.host, w.port, w.route, w.what);
+  }
+
+  private listen(key: string, host: string, port: number, route: Route, what: string): void {
+    const l: Listener = { server: undefined as unknown as Server, route, bound: false, failedAtMs: 0, what };
+    l.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => void this.accept(sock, l.route));
+    l.server.maxConnections = MAX_CONNECTIONS_PER_LISTENER;
+    l.server.on('error', (err: NodeJS.ErrnoException) => {
+      l.failedAtMs = Date.now();
+      this.warnOnce(`mesh: cannot listen on ${host}:${port} for ${what}: ${err.code ?? err.message} (retrying every ${RETRY_BIND_MS / 1000} s)`);
+    });
+    l.server.listen({ host, port, exclusive: true }, () => {
+      l.bound = true;
+      this.d.log.debug(`mesh: listening on ${host}:${port} for ${what}`);
+    });
+    this.listeners.set(key, l);
+  }
+
+  private async accept(sock: Socket, route: Route): Promise<void> {
+    sock.on('error', () => sock.destroy());
+    const key = endpointKey(route.app, route.portName);
+    const order = this.rr.order(key, this.view.endpoints.get(key) ?? []).slice(0, MAX_ATTEMPTS);
+    for (const ep of order) {
+      if (sock.destroyed) return;
+      try {
+        if (ep.nodeId === this.d.id) {
+          const up = await connectLocal(ep.hostPort);
+          if (sock.destroyed) return void up.destroy();
+          await pipeSockets(sock, up, this.opts.idleMs);
+        } else {
+          const { piped } = await this.tunnel.open(ep.nodeId, { taskId: ep.taskId, hostPort: ep.hostPort }, sock);
+          await piped;
+        }
+        return;
+      } catch (err) {
+        this.d.log.debug(`mesh: ${key} via task ${ep.taskId}: ${(err as Error).message}`);
+      }
+    }
+    // No serving replica answered: refuse (a reset, as when nothing listens).
+    sock.resetAndDestroy();
+  }
+
+  private async writeHosts(network: string): Promise<string> {
+    const dir = join(this.d.dataDir, 'net', 'hosts');
+    const file = join(dir, network);
+    const text = hostsFile(this.view.hosts.get(network));
+    if (this.hostsWritten.get(network) !== text) {
+      await mkdir(dir, { recursive: true });
+      // In place (same inode): a bind mount of the file keeps showing its current content.
+      await writeFile(file, text, { mode: 0o644 });
+      this.hostsWritten.set(network, text);
+    }
+    return file;
+  }
+
+  private warnOnce(msg: string): void {
+    if (this.warned.has(msg)) return;
+    if (this.warned.size > 1000) this.warned.clear();
+    this.warned.add(msg);
+    this.d.log.warn(msg);
+  }
+}
