@@ -44,7 +44,7 @@ import { writeLeaseFile } from './apps/lease-file.js';
 import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
 import { createDrivers } from './apps/drivers/index.js';
 import { Mesh } from './net/mesh.js';
-import { DEFAULT_VIP_RANGE, parseVipRange } from '../protocol/net/vip.js';
+import { DEFAULT_DOCKER_VIP_RANGE, DEFAULT_VIP_RANGE, parseVipRange } from '../protocol/net/vip.js';
 import { measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
@@ -79,6 +79,8 @@ export interface DaemonOptions {
   registry?: string;
   /** --vip-range CIDR: loopback range of this node's service VIPs (default DEFAULT_VIP_RANGE). */
   vipRange?: string;
+  /** --docker-vip-range CIDR|off: addresses docker containers' service names point at (default DEFAULT_DOCKER_VIP_RANGE). */
+  dockerVipRange?: string;
   /** --publish-host HOST: where published ports listen (default 0.0.0.0; 'off': nowhere). */
   publishHost?: string;
   /** --publish-port-offset N: published port P listens on P+N here (several nodes on one host). */
@@ -522,10 +524,12 @@ export class Omnid {
     this.orchestrator.start();
     const vip = parseVipRange(this.opts.vipRange ?? DEFAULT_VIP_RANGE);
     if (!vip.ok) throw new Error(vip.message);
+    const dockerVip = this.opts.dockerVipRange === 'off' ? null : parseVipRange(this.opts.dockerVipRange ?? DEFAULT_DOCKER_VIP_RANGE, 'docker');
+    if (dockerVip && !dockerVip.ok) throw new Error(dockerVip.message);
     const publishHost = this.opts.publishHost ?? '0.0.0.0';
     this.mesh = new Mesh(
       { id: this.id, log: this.log, raft: this.raft, host: this.host, dataDir: this.opts.dataDir, authorize: (peer) => requireMember(this.raft, peer) },
-      { vipRange: vip.range, publish: publishHost === 'off' ? null : { host: publishHost, portOffset: this.opts.publishPortOffset ?? 0 } },
+      { vipRange: vip.range, dockerVipRange: dockerVip ? dockerVip.range : null, publish: publishHost === 'off' ? null : { host: publishHost, portOffset: this.opts.publishPortOffset ?? 0 } },
     );
     void this.mesh.start().catch((err: Error) => this.log.error(`mesh: cannot start: ${err.message}`));
     const mesh = this.mesh;

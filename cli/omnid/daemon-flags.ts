@@ -27,6 +27,7 @@ export const DAEMON_FLAGS: Flags = {
   'registry-tls': { type: 'boolean' },
   'registry-gc-every': { type: 'string' },
   'vip-range': { type: 'string' },
+  'docker-vip-range': { type: 'string' },
   'publish-host': { type: 'string' },
   'publish-port-offset': { type: 'string' },
 };
@@ -46,6 +47,8 @@ export const DAEMON_FLAGS_HELP = `
   --registry-gc-every D   the leader's scheduled garbage collection, e.g. 6h (the default), 30m,
                           1d; off: none (omni images gc --save sets its grace and retention)
   --vip-range CIDR        loopback range of this node's service VIPs (default 127.77.0.0/16)
+  --docker-vip-range CIDR addresses docker containers' service names point at, on a dummy
+                          interface omnid adds (root; default 198.18.0.0/16; off: none)
   --publish-host HOST     where published app ports listen (default 0.0.0.0; off: nowhere)
   --publish-port-offset N published port P listens on P+N on this node (several nodes on one host)
   --name NAME             node name (default: host name)
@@ -86,6 +89,13 @@ export function gcEveryFlag(v: unknown): number {
 function vipRangeFlag(v: unknown): string {
   const r = parseVipRange(String(v));
   if (!r.ok) throw new UsageError(`--vip-range: ${r.message}`);
+  return r.range.cidr;
+}
+
+function dockerVipRangeFlag(v: unknown): string {
+  if (String(v) === 'off') return 'off';
+  const r = parseVipRange(String(v), 'docker');
+  if (!r.ok) throw new UsageError(`--docker-vip-range: ${r.message}`);
   return r.range.cidr;
 }
 
@@ -134,6 +144,7 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     ...(values['registry-tls'] === true ? { registryTls: true } : {}),
     ...(values['registry-gc-every'] !== undefined ? { registryGcEveryMs: gcEveryFlag(values['registry-gc-every']) } : {}),
     ...(values['vip-range'] !== undefined ? { vipRange: vipRangeFlag(values['vip-range']) } : {}),
+    ...(values['docker-vip-range'] !== undefined ? { dockerVipRange: dockerVipRangeFlag(values['docker-vip-range']) } : {}),
     ...(values['publish-host'] !== undefined ? { publishHost: String(values['publish-host']) } : {}),
     ...(values['publish-port-offset'] !== undefined ? { publishPortOffset: portOffsetFlag(values['publish-port-offset']) } : {}),
   };

@@ -19,6 +19,7 @@ import type { AppSpec } from '../../protocol/apps/spec.js';
 import { buildMesh, endpointKey, hostsFile, RoundRobin, type MeshView } from '../../protocol/net/mesh.js';
 import type { VipRange } from '../../protocol/net/vip.js';
 import { Tunnel, connectLocal } from './tunnel.js';
+import { DockerVips, dockerVipsAvailable } from './docker-vips.js';
 import { pipeSockets } from './pipe.js';
 
 const ROUND_INTERVAL_MS = 1000;
@@ -34,6 +35,8 @@ const MAX_APPS = 100_000;
 export interface MeshOptions {
   /** Loopback range the VIPs of this node come from (default DEFAULT_VIP_RANGE). */
   vipRange: VipRange;
+  /** Addresses for docker containers' names (a dummy interface, root only); null: docker tasks get no names. */
+  dockerVipRange: VipRange | null;
   /** Where published ports listen: host (0.0.0.0: every address), and an offset added to each port (several nodes on one host in tests); null: publish nothing. */
   publish: { host: string; portOffset: number } | null;
   /** Tunnels and local proxied connections idle this long are closed. */
@@ -72,13 +75,16 @@ interface Listener {
 }
 
 export class Mesh {
-  private view: MeshView = { listeners: [], published: [], hosts: new Map(), endpoints: new Map(), conflicts: [] };
+  private view: MeshView = { listeners: [], published: [], hosts: new Map(), dockerHosts: new Map(), endpoints: new Map(), conflicts: [] };
+  private readonly dockerVips: DockerVips | undefined;
+  private serial: Promise<void> = Promise.resolve();
   private readonly rr = new RoundRobin();
   private readonly listeners = new Map<string, Listener>();
   private readonly hostsWritten = new Map<string, string>();
   private readonly tunnel: Tunnel;
   private readonly loop: CoalescedLoop;
   private readonly warned = new Set<string>();
+  private dockerReason = 'docker VIPs are off (--docker-vip-range off)';
   private stopped = false;
 
   constructor(
@@ -86,6 +92,9 @@ export class Mesh {
     private readonly opts: MeshOptions,
   ) {
     this.tunnel = new Tunnel({ host: d.host, log: d.log, authorize: (p) => d.authorize(p), ownsTaskPort: (id, port) => this.ownsTaskPort(id, port), idleMs: opts.idleMs });
+    const docker = dockerVipsAvailable();
+    if (opts.dockerVipRange && docker.ok) this.dockerVips = new DockerVips(opts.dockerVipRange, d.log);
+    else if (opts.dockerVipRange && !docker.ok) this.dockerReason = docker.reason;
     this.loop = new CoalescedLoop(() => this.round(), { intervalMs: ROUND_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`mesh: ${err.message}`) });
   }
 
@@ -97,9 +106,11 @@ export class Mesh {
   async stop(): Promise<void> {
     this.stopped = true;
     this.loop.stop();
+    await this.serial;
     for (const l of this.listeners.values()) l.server.close();
     this.listeners.clear();
     await this.tunnel.stop();
+    await this.dockerVips?.remove();
   }
 
   kick(): void {
@@ -111,14 +122,20 @@ export class Mesh {
     return this.view;
   }
 
-  /** Names for a task of an app on a network: its hosts file (written now) and env. */
+  /**
+   * Names for a task of an app on a network: its hosts file and env. For a docker task the
+   * addresses its names point at are on the dummy interface and listened on before this returns.
+   */
   async forTask(spec: AppSpec): Promise<TaskNetwork | undefined> {
     if (!spec.network) return undefined;
-    this.view = this.compute();
     const net = spec.network.name;
-    const file = await this.writeHosts(net);
+    const docker = spec.driver === 'docker';
+    if (docker && !this.dockerVips) this.warnOnce(`mesh: docker tasks on network ${net} get no service names here: ${this.dockerReason}`);
+    await this.round();
+    const hosts = (docker ? this.view.dockerHosts : this.view.hosts).get(net);
+    const file = await this.writeHosts(net, docker);
     const env: Record<string, string> = { OMNI_NETWORK: net };
-    for (const [alias, vip] of this.view.hosts.get(net) ?? []) env[`OMNI_HOST_${alias.toUpperCase().replace(/-/g, '_')}`] = vip;
+    for (const [alias, vip] of hosts ?? []) env[`OMNI_HOST_${alias.toUpperCase().replace(/-/g, '_')}`] = vip;
     return { hostsFile: file, env };
   }
 
@@ -143,21 +160,45 @@ export class Mesh {
       if (spec && (spec.network || spec.ports.some((p) => p.publish !== undefined))) apps.push({ record, spec });
     }
     const tasks = apps.flatMap((a) => tables.tasksOfApp(a.record.name));
-    return buildMesh({ apps, tasks, status: (id) => tables.status(id), specOf, range: this.opts.vipRange });
+    // Docker VIPs only for the networks of docker tasks placed here.
+    const dockerNetworks = new Set<string>();
+    if (this.dockerVips) {
+      for (const t of tasks) {
+        if (t.nodeId !== this.d.id || t.desired !== 'run') continue;
+        const s = specOf(t.app, t.version);
+        if (s?.driver === 'docker' && s.network) dockerNetworks.add(s.network.name);
+      }
+    }
+    return buildMesh({ apps, tasks, status: (id) => tables.status(id), specOf, range: this.opts.vipRange, dockerRange: this.opts.dockerVipRange ?? undefined, dockerNetworks });
   }
 
-  private async round(): Promise<void> {
+  /** One round at a time (the loop's, and the ones a starting task waits for). */
+  private round(): Promise<void> {
+    const next = this.serial.then(() => this.roundNow());
+    this.serial = next.catch(() => undefined);
+    return next;
+  }
+
+  private async roundNow(): Promise<void> {
     if (this.stopped) return;
     this.view = this.compute();
     for (const c of this.view.conflicts) this.warnOnce(c);
-    for (const net of this.view.hosts.keys()) await this.writeHosts(net);
-    const want = new Map<string, { host: string; port: number; route: Route; what: string }>();
-    for (const l of this.view.listeners) want.set(`${l.vip}:${l.port}`, { host: l.vip, port: l.port, route: { app: l.app, portName: l.portName }, what: `${l.alias}:${l.port} (network ${l.network})` });
+    for (const net of this.view.hosts.keys()) await this.writeHosts(net, false);
+    for (const net of this.view.dockerHosts.keys()) await this.writeHosts(net, true);
+    if (this.dockerVips) {
+      try {
+        await this.dockerVips.sync(new Set(this.view.listeners.filter((l) => l.kind === 'docker').map((l) => l.vip)));
+      } catch (err) {
+        this.warnOnce(`mesh: ${(err as Error).message}`);
+      }
+    }
+    const want = new Map<string, { host: string; port: number; route: Route; what: string; docker: boolean }>();
+    for (const l of this.view.listeners) want.set(`${l.vip}:${l.port}`, { host: l.vip, port: l.port, route: { app: l.app, portName: l.portName }, what: `${l.alias}:${l.port} (network ${l.network}${l.kind === 'docker' ? ', containers' : ''})`, docker: l.kind === 'docker' });
     if (this.opts.publish) {
       for (const p of this.view.published) {
         const port = p.port + this.opts.publish.portOffset;
         if (port > 65535) continue;
-        want.set(`${this.opts.publish.host}:${port}`, { host: this.opts.publish.host, port, route: { app: p.app, portName: p.portName }, what: `published port ${p.port} of ${p.app}` });
+        want.set(`${this.opts.publish.host}:${port}`, { host: this.opts.publish.host, port, route: { app: p.app, portName: p.portName }, what: `published port ${p.port} of ${p.app}`, docker: false });
       }
     }
     for (const [key, l] of this.listeners) {
@@ -172,22 +213,37 @@ export class Mesh {
         l.route = w.route;
       }
     }
-    for (const [key, w] of want) if (!this.listeners.has(key)) this.listen(key, w.host, w.port, w.route, w.what);
+    const binding: Promise<void>[] = [];
+    for (const [key, w] of want) if (!this.listeners.has(key)) binding.push(this.listen(key, w.host, w.port, w.route, w.what, w.docker));
+    await Promise.all(binding);
   }
 
-  private listen(key: string, host: string, port: number, route: Route, what: string): void {
+  /** Resolves once the listener is bound or failed (a failed one is retried in a later round). */
+  private listen(key: string, host: string, port: number, route: Route, what: string, docker: boolean): Promise<void> {
     const l: Listener = { server: undefined as unknown as Server, route, bound: false, failedAtMs: 0, what };
-    l.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => void this.accept(sock, l.route));
+    let settle!: () => void;
+    const settled = new Promise<void>((r) => (settle = r));
+    l.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
+      if (!docker) return void this.accept(sock, l.route);
+      // Docker VIPs: only containers on this host's docker bridges (and local processes).
+      void this.dockerVips?.sourceAllowed(sock.remoteAddress).then((ok) => {
+        if (ok) void this.accept(sock, l.route);
+        else sock.destroy();
+      });
+    });
     l.server.maxConnections = MAX_CONNECTIONS_PER_LISTENER;
     l.server.on('error', (err: NodeJS.ErrnoException) => {
       l.failedAtMs = Date.now();
+      settle();
       this.warnOnce(`mesh: cannot listen on ${host}:${port} for ${what}: ${err.code ?? err.message} (retrying every ${RETRY_BIND_MS / 1000} s)`);
     });
     l.server.listen({ host, port, exclusive: true }, () => {
       l.bound = true;
+      settle();
       this.d.log.debug(`mesh: listening on ${host}:${port} for ${what}`);
     });
     this.listeners.set(key, l);
+    return settled;
   }
 
   private async accept(sock: Socket, route: Route): Promise<void> {
@@ -214,15 +270,15 @@ export class Mesh {
     sock.resetAndDestroy();
   }
 
-  private async writeHosts(network: string): Promise<string> {
-    const dir = join(this.d.dataDir, 'net', 'hosts');
+  private async writeHosts(network: string, docker: boolean): Promise<string> {
+    const dir = join(this.d.dataDir, 'net', docker ? 'hosts-docker' : 'hosts');
     const file = join(dir, network);
-    const text = hostsFile(this.view.hosts.get(network));
-    if (this.hostsWritten.get(network) !== text) {
+    const text = hostsFile((docker ? this.view.dockerHosts : this.view.hosts).get(network));
+    if (this.hostsWritten.get(file) !== text) {
       await mkdir(dir, { recursive: true });
       // In place (same inode): a bind mount of the file keeps showing its current content.
       await writeFile(file, text, { mode: 0o644 });
-      this.hostsWritten.set(network, text);
+      this.hostsWritten.set(file, text);
     }
     return file;
   }

@@ -17,6 +17,8 @@ export interface Endpoint {
 
 /** A listener the node's proxy keeps: VIP:port for a service port on a network. */
 export interface ServiceListener {
+  /** loopback: a 127.x VIP (process tasks); docker: an address of the docker VIP range (containers). */
+  kind: 'loopback' | 'docker';
   network: string;
   alias: string;
   vip: string;
@@ -36,6 +38,8 @@ export interface MeshView {
   published: PublishedPort[];
   /** Per network: alias → VIP (what its tasks' hosts files say). */
   hosts: Map<string, Map<string, string>>;
+  /** The same for docker containers (only the networks in MeshInput.dockerNetworks). */
+  dockerHosts: Map<string, Map<string, string>>;
   /** `app/portName` → serving replicas, sorted by task id. */
   endpoints: Map<string, Endpoint[]>;
   /** Human-readable problems (an alias claimed twice, a published port claimed twice). */
@@ -49,6 +53,9 @@ export interface MeshInput {
   /** The spec a task runs (its own version: its hostPorts follow that version's ports). */
   specOf: (app: string, version: number) => AppSpec | undefined;
   range: VipRange;
+  /** Addresses for containers, and the networks that need them on this node (docker tasks here). */
+  dockerRange?: VipRange;
+  dockerNetworks?: ReadonlySet<string>;
 }
 
 export const endpointKey = (app: string, portName: string) => `${app}/${portName}`;
@@ -73,7 +80,9 @@ export function buildMesh(input: MeshInput): MeshView {
     }
   }
   const vips = allocateVips(owner.keys(), input.range);
+  const dockerVips = input.dockerRange ? allocateVips(owner.keys(), input.dockerRange) : new Map<string, string>();
   const hosts = new Map<string, Map<string, string>>();
+  const dockerHosts = new Map<string, Map<string, string>>();
   const listeners: ServiceListener[] = [];
   const published: PublishedPort[] = [];
   const publishedBy = new Map<number, string>();
@@ -92,7 +101,13 @@ export function buildMesh(input: MeshInput): MeshView {
           continue;
         }
         h.set(alias, vip);
-        for (const p of spec.ports) listeners.push({ network: spec.network.name, alias, vip, port: p.port, app: record.name, portName: p.name });
+        for (const p of spec.ports) listeners.push({ kind: 'loopback', network: spec.network.name, alias, vip, port: p.port, app: record.name, portName: p.name });
+        const dvip = dockerVips.get(k);
+        if (dvip === undefined || !input.dockerNetworks?.has(spec.network.name)) continue;
+        let dh = dockerHosts.get(spec.network.name);
+        if (!dh) dockerHosts.set(spec.network.name, (dh = new Map()));
+        dh.set(alias, dvip);
+        for (const p of spec.ports) listeners.push({ kind: 'docker', network: spec.network.name, alias, vip: dvip, port: p.port, app: record.name, portName: p.name });
       }
     }
     for (const p of spec.ports) {
@@ -122,7 +137,7 @@ export function buildMesh(input: MeshInput): MeshView {
     });
   }
   for (const list of endpoints.values()) list.sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0));
-  return { listeners, published, hosts, endpoints, conflicts };
+  return { listeners, published, hosts, dockerHosts, endpoints, conflicts };
 }
 
 /**

@@ -30,16 +30,33 @@ export function numberToIp(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
 }
 
-/** "127.77.0.0/16" → range; only inside 127.0.0.0/8, /12 to /24, and never containing 127.0.0.1. */
-export function parseVipRange(cidr: string): { ok: true; range: VipRange } | { ok: false; message: string } {
+/**
+ * Docker containers on a bridge network cannot reach the host's loopback: their names point at
+ * addresses of this range instead, which the node puts on a dummy interface of its own (see
+ * node/net/docker-vips.ts); a container reaches them through its default gateway (the host).
+ * 198.18.0.0/15 is reserved for benchmarking (RFC 2544): no real network should use it.
+ */
+export const DEFAULT_DOCKER_VIP_RANGE = '198.18.0.0/16';
+
+/**
+ * "127.77.0.0/16" → range. Loopback ranges (process tasks): inside 127.0.0.0/8 and never
+ * containing 127.0.0.1. Docker ranges: outside 0/8, 127/8 and multicast and above. /12 to /24.
+ */
+export function parseVipRange(cidr: string, kind: 'loopback' | 'docker' = 'loopback'): { ok: true; range: VipRange } | { ok: false; message: string } {
   const m = /^([\d.]+)\/(\d{1,2})$/.exec(cidr.trim());
   const ip = m ? ipToNumber(m[1]) : undefined;
   const bits = m ? Number(m[2]) : NaN;
-  if (ip === undefined || !(bits >= 12 && bits <= 24)) return { ok: false, message: `VIP range must be a CIDR like ${DEFAULT_VIP_RANGE} (/12 to /24), got ${cidr}` };
+  const example = kind === 'loopback' ? DEFAULT_VIP_RANGE : DEFAULT_DOCKER_VIP_RANGE;
+  if (ip === undefined || !(bits >= 12 && bits <= 24)) return { ok: false, message: `VIP range must be a CIDR like ${example} (/12 to /24), got ${cidr}` };
   const size = 2 ** (32 - bits);
   const base = ip - (ip % size);
-  if ((base & 0xff000000) >>> 0 !== LOOPBACK_NET) return { ok: false, message: `VIP range must be inside 127.0.0.0/8 (loopback, local without configuration), got ${cidr}` };
-  if (LOCALHOST >= base && LOCALHOST < base + size) return { ok: false, message: `VIP range ${cidr} contains 127.0.0.1` };
+  const first = base >>> 24;
+  if (kind === 'loopback') {
+    if ((base & 0xff000000) >>> 0 !== LOOPBACK_NET) return { ok: false, message: `VIP range must be inside 127.0.0.0/8 (loopback, local without configuration), got ${cidr}` };
+    if (LOCALHOST >= base && LOCALHOST < base + size) return { ok: false, message: `VIP range ${cidr} contains 127.0.0.1` };
+  } else if (first === 0 || first === 127 || first >= 224) {
+    return { ok: false, message: `docker VIP range must be a unicast range outside 0/8 and 127/8 (containers reach it through their gateway), got ${cidr}` };
+  }
   return { ok: true, range: { base, size, cidr: `${numberToIp(base)}/${bits}` } };
 }
 

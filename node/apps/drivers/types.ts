@@ -37,7 +37,8 @@ export interface TaskConfig {
   exclusive?: boolean;
   /**
    * Service networking (spec.network): the network's hosts file (alias → VIP, node/net/mesh.ts).
-   * The process driver bind-mounts it over /etc/hosts in the task's own mount namespace (root).
+   * The process driver bind-mounts it over /etc/hosts in the task's own mount namespace (root);
+   * the docker driver mounts it as the container's /etc/hosts (names → docker VIPs).
    */
   hostsFile?: string;
 }
