@@ -47,7 +47,7 @@ export const DAEMON_FLAGS_HELP = `
   --registry-gc-every D   the leader's scheduled garbage collection, e.g. 6h (the default), 30m,
                           1d; off: none (omni images gc --save sets its grace and retention)
   --vip-range CIDR        loopback range of this node's service VIPs (default 127.77.0.0/16)
-  --docker-vip-range CIDR addresses docker containers' service names point at, on a dummy
+  --docker-vip-range CIDR addresses docker containers' service names point at, on an
                           interface omnid adds (root; default 198.18.0.0/16; off: none)
   --publish-host HOST     where published app ports listen (default 0.0.0.0; off: nowhere)
   --publish-port-offset N published port P listens on P+N on this node (several nodes on one host)

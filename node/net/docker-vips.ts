@@ -1,6 +1,6 @@
 // The addresses docker containers reach services on: a bridge container cannot reach the host's
 // loopback (127.77.x.y), but it reaches any address of the host through its default gateway. So
-// the node keeps a dummy interface of its own (omv<hash of the range>) holding one /32 per
+// the node keeps an interface of its own (omv<hash of the range>, a bridge without ports) holding one /32 per
 // service alias of the networks its docker tasks are on, and the mesh proxy listens on those
 // addresses with the service's own ports (`http://api:8080` needs an address per service: the
 // gateway with a port per service would not do). Needs root (CAP_NET_ADMIN) and iproute2.
@@ -21,7 +21,7 @@ const BRIDGES_TTL_MS = 5000;
 
 export function dockerVipsAvailable(): { ok: true } | { ok: false; reason: string } {
   if (process.platform !== 'linux') return { ok: false, reason: 'docker service names need Linux' };
-  if (process.getuid?.() !== 0) return { ok: false, reason: 'docker service names need root (omnid adds addresses on a dummy interface)' };
+  if (process.getuid?.() !== 0) return { ok: false, reason: 'docker service names need root (omnid adds addresses on an interface of its own)' };
   if (!IP) return { ok: false, reason: 'docker service names need iproute2 (ip)' };
   return { ok: true };
 }
@@ -53,7 +53,9 @@ export class DockerVips {
   async sync(addrs: ReadonlySet<string>): Promise<void> {
     if (addrs.size === 0 && !this.linkReady) return;
     if (!this.linkReady) {
-      await this.ip(['link', 'add', this.ifname, 'type', 'dummy']).catch((err: Error) => {
+      // A bridge with no ports rather than a dummy interface: every kernel has bridges (the one
+      // this was tested on has no dummy module); local delivery is the same.
+      await this.ip(['link', 'add', this.ifname, 'type', 'bridge']).catch((err: Error) => {
         if (!/exists/i.test(err.message)) throw new Error(`cannot create interface ${this.ifname}: ${err.message}`);
       });
       await this.ip(['link', 'set', this.ifname, 'up']);

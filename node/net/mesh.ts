@@ -35,7 +35,7 @@ const MAX_APPS = 100_000;
 export interface MeshOptions {
   /** Loopback range the VIPs of this node come from (default DEFAULT_VIP_RANGE). */
   vipRange: VipRange;
-  /** Addresses for docker containers' names (a dummy interface, root only); null: docker tasks get no names. */
+  /** Addresses for docker containers' names (an interface of the node's own, root only); null: docker tasks get no names. */
   dockerVipRange: VipRange | null;
   /** Where published ports listen: host (0.0.0.0: every address), and an offset added to each port (several nodes on one host in tests); null: publish nothing. */
   publish: { host: string; portOffset: number } | null;
@@ -124,7 +124,7 @@ export class Mesh {
 
   /**
    * Names for a task of an app on a network: its hosts file and env. For a docker task the
-   * addresses its names point at are on the dummy interface and listened on before this returns.
+   * addresses its names point at are on the node's docker VIP interface and listened on before this returns.
    */
   async forTask(spec: AppSpec): Promise<TaskNetwork | undefined> {
     if (!spec.network) return undefined;

@@ -32,7 +32,7 @@ export function numberToIp(n: number): string {
 
 /**
  * Docker containers on a bridge network cannot reach the host's loopback: their names point at
- * addresses of this range instead, which the node puts on a dummy interface of its own (see
+ * addresses of this range instead, which the node puts on an interface of its own (see
  * node/net/docker-vips.ts); a container reaches them through its default gateway (the host).
  * 198.18.0.0/15 is reserved for benchmarking (RFC 2544): no real network should use it.
  */

@@ -1,0 +1,107 @@
+// Service networking with the docker driver on a 3-node loopback cluster: container `a` on d3
+// sends GET / to b:8080 (busybox nc: the test image's static busybox wget crashes in
+// getservbyname, its nc resolves names through /etc/hosts like any libc) to container `b` on
+// another node; the names are the
+// container's /etc/hosts (the network's hosts file), the addresses are docker VIPs the node put
+// on an interface of its own, the bytes cross nodes through /omni/tunnel. b's published port
+// answers on every node. The test talks only to 127.0.0.1; the containers talk to their node.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { LocalCluster } from '../../node/local-cluster.js';
+import { dockerForTests } from '../support/docker.js';
+import { formCluster, waitFor, httpGet } from './helpers.js';
+import { DockerVips, dockerVipsAvailable } from '../../node/net/docker-vips.js';
+import { parseVipRange } from '../../protocol/net/vip.js';
+import { silentLogger } from '../../node/logger.js';
+
+const docker = await dockerForTests();
+const skip = 'skip' in docker ? docker.skip : dockerVipsAvailable().ok ? undefined : (dockerVipsAvailable() as { reason: string }).reason;
+if (skip) console.warn(`!!! SKIPPING docker service networking tests: ${skip}`);
+
+const NODE_INDEX: Record<string, number> = { d1: 1, d2: 2, d3: 3 };
+const dockerRange = (n: string) => `198.18.${NODE_INDEX[n] * 16}.0/20`;
+// Outside the scheduler's dynamic host ports (20000-32000).
+const PUBLISH = 33_000 + Math.floor(Math.random() * 5000) * 2;
+const publishedOn = (node: string) => PUBLISH + NODE_INDEX[node] * 7;
+
+interface Inspect {
+  tasks: { id: string; node: string; desired: string; state: string; health: string; hostPorts: number[] }[];
+}
+
+describe.skipIf(skip !== undefined)('service networking across nodes (docker driver)', () => {
+  let c: LocalCluster;
+  const image = 'skip' in docker ? '' : docker.image;
+  const api = <T>(method: string, path: string, body?: unknown) => {
+    const client = c.client('d1');
+    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
+  };
+  const servingTask = async (app: string) => {
+    const a = (await api<Inspect>('GET', `/v1/apps/${app}`)).body;
+    return a.tasks.find((t) => t.desired === 'run' && t.state === 'running' && t.health === 'healthy');
+  };
+
+  beforeAll(async () => {
+    c = await formCluster(['d1', 'd2', 'd3'], {
+      nodeFlags: (n) => ['--vip-range', `127.77.${NODE_INDEX[n] * 16}.0/20`, '--docker-vip-range', dockerRange(n), '--publish-host', '127.0.0.1', '--publish-port-offset', String(NODE_INDEX[n] * 7)],
+    });
+  });
+  afterAll(async () => {
+    await c?.destroy();
+    // A node killed without its shutdown would leave its docker VIP interface behind.
+    for (const n of Object.keys(NODE_INDEX)) {
+      const r = parseVipRange(dockerRange(n), 'docker');
+      if (r.ok) await promisify(execFile)('ip', ['link', 'del', new DockerVips(r.range, silentLogger).ifname]).catch(() => undefined);
+    }
+  });
+
+  it('container a on d3 reaches b:8080 by name in container b on another node; the published port answers everywhere', async () => {
+    const health = { type: 'tcp', port: 'http', intervalMs: 300, timeoutMs: 1000, retries: 3 };
+    const b = await api('POST', '/v1/apps', {
+      name: 'b',
+      image,
+      args: ['sh', '-c', 'mkdir -p /www && echo "b from $OMNI_TASK_ID" > /www/index.html && exec httpd -f -p 8080 -h /www'],
+      ports: [{ name: 'http', port: 8080, publish: PUBLISH }],
+      network: { name: 'net1' },
+      constraints: ['node.name!=d3'],
+      resources: { cpu: 0.1, memory: '32M' },
+      healthCheck: health,
+    });
+    expect(b.status, JSON.stringify(b.body)).toBe(201);
+    const a = await api('POST', '/v1/apps', {
+      name: 'a',
+      image,
+      args: ['sh', '-c', 'mkdir -p /www && cp /etc/hosts /www/hosts && httpd -p 8080 -h /www && while true; do if printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 b 8080 >/www/b.raw 2>/www/b.err; then tr -d "\\r" </www/b.raw | sed "1,/^$/d" >/www/b.tmp && mv /www/b.tmp /www/b.txt; else cp /www/b.err /www/b.txt; fi; sleep 0.3; done'],
+      ports: [{ name: 'http', port: 8080 }],
+      network: { name: 'net1', aliases: ['a'] },
+      constraints: ['node.name==d3'],
+      resources: { cpu: 0.1, memory: '32M' },
+      healthCheck: health,
+    });
+    expect(a.status, JSON.stringify(a.body)).toBe(201);
+    const bt = await waitFor('b serving', () => servingTask('b'), 60_000, 300);
+    const at = await waitFor('a serving', () => servingTask('a'), 60_000, 300);
+    expect(at.node).toBe('d3');
+    expect(bt.node).not.toBe('d3');
+    const hosts = (await waitFor('a hosts', async () => {
+      const r = await httpGet(at.hostPorts[0], '/hosts').catch(() => undefined);
+      return r?.status === 200 ? r : undefined;
+    }, 15_000, 200)).body;
+    expect(hosts).toMatch(/^198\.18\.(4[89]|5\d|6[0-3])\.\d+\tb$/m); // d3's docker range 198.18.48.0/20
+    let last = '';
+    const answer = await waitFor('a reaches b by name', async () => {
+      const r = await httpGet(at.hostPorts[0], '/b.txt').catch(() => undefined);
+      last = r?.body ?? last;
+      if (process.env.OMNI_TEST_ECHO) console.log(`a: ${last}`);
+      return r?.status === 200 && r.body.startsWith('b from') ? r.body : undefined;
+    }, 30_000, 300);
+    expect(answer).toBe(`b from ${bt.id}\n`);
+    for (const n of ['d1', 'd2', 'd3']) {
+      const r = await waitFor(`published port on ${n}`, async () => {
+        const x = await httpGet(publishedOn(n)).catch(() => undefined);
+        return x?.status === 200 ? x : undefined;
+      }, 15_000, 200);
+      expect(r.body).toBe(`b from ${bt.id}\n`);
+    }
+  });
+});
