@@ -55,6 +55,9 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     }
   });
 
+  let bNode = '';
+  let aPort = 0;
+
   it('container a on d3 reaches b:8080 by name in container b on another node; the published port answers everywhere', async () => {
     const health = { type: 'tcp', port: 'http', intervalMs: 300, timeoutMs: 1000, retries: 3 };
     const b = await api('POST', '/v1/apps', {
@@ -71,8 +74,10 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     const a = await api('POST', '/v1/apps', {
       name: 'a',
       image,
-      args: ['sh', '-c', 'mkdir -p /www && cp /etc/hosts /www/hosts && httpd -p 8080 -h /www && while true; do if printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 b 8080 >/www/b.raw 2>/www/b.err; then tr -d "\\r" </www/b.raw | sed "1,/^$/d" >/www/b.tmp && mv /www/b.tmp /www/b.txt; else cp /www/b.err /www/b.txt; fi; sleep 0.3; done'],
-      ports: [{ name: 'http', port: 8080 }],
+      args: ['sh', '-c', 'mkdir -p /www && httpd -p 8080 -h /www && while true; do cp /etc/hosts /www/hosts; if printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 b 8080 >/www/b.raw 2>/www/b.err; then tr -d "\\r" </www/b.raw | sed "1,/^$/d" >/www/b.tmp && mv /www/b.tmp /www/b.txt; else cp /www/b.err /www/b.txt; fi; sleep 0.3; done'],
+      // Read through its published port: on this shared host another process may hold 127.0.0.1
+      // on a's host port (docker-proxy binds 0.0.0.0, the more specific address wins).
+      ports: [{ name: 'http', port: 8080, publish: PUBLISH + 1 }],
       network: { name: 'net1', aliases: ['a'] },
       constraints: ['node.name==d3'],
       resources: { cpu: 0.1, memory: '32M' },
@@ -83,14 +88,16 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     const at = await waitFor('a serving', () => servingTask('a'), 60_000, 300);
     expect(at.node).toBe('d3');
     expect(bt.node).not.toBe('d3');
+    bNode = bt.node;
+    aPort = publishedOn('d3') + 1;
     const hosts = (await waitFor('a hosts', async () => {
-      const r = await httpGet(at.hostPorts[0], '/hosts').catch(() => undefined);
+      const r = await httpGet(aPort, '/hosts').catch(() => undefined);
       return r?.status === 200 ? r : undefined;
     }, 15_000, 200)).body;
     expect(hosts).toMatch(/^198\.18\.(4[89]|5\d|6[0-3])\.\d+\tb$/m); // d3's docker range 198.18.48.0/20
     let last = '';
     const answer = await waitFor('a reaches b by name', async () => {
-      const r = await httpGet(at.hostPorts[0], '/b.txt').catch(() => undefined);
+      const r = await httpGet(aPort, '/b.txt').catch(() => undefined);
       last = r?.body ?? last;
       if (process.env.OMNI_TEST_ECHO) console.log(`a: ${last}`);
       return r?.status === 200 && r.body.startsWith('b from') ? r.body : undefined;
@@ -103,5 +110,39 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
       }, 15_000, 200);
       expect(r.body).toBe(`b from ${bt.id}\n`);
     }
+  });
+
+  it("a new service on the network appears in the running container's /etc/hosts", async () => {
+    const r = await api('POST', '/v1/apps', { name: 'c', command: ['sleep', '600'], ports: [{ name: 'http', port: 9000 }], network: { name: 'net1', aliases: ['cache'] } });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const hosts = await waitFor('cache in a\'s /etc/hosts', async () => {
+      const x = await httpGet(aPort, '/hosts').catch(() => undefined);
+      return x?.body.includes('\tcache\n') ? x.body : undefined;
+    }, 15_000, 300);
+    expect(hosts).toMatch(/^198\.18\.(4[89]|5\d|6[0-3])\.\d+\tcache$/m);
+  });
+
+  it("b's node is killed: b moves and the name follows", async () => {
+    const old = (await servingTask('b'))!;
+    await c.kill(bNode);
+    const other = ['d1', 'd2'].find((n) => n !== bNode)!;
+    const client = () => c.client('d3');
+    const moved = await waitFor('b replaced on the other node', async () => {
+      const cl = client();
+      try {
+        const a = await cl.get<Inspect>('/v1/apps/b');
+        return a.tasks.find((t) => t.desired === 'run' && t.state === 'running' && t.health === 'healthy' && t.id !== old.id);
+      } catch {
+        return undefined;
+      } finally {
+        cl.close();
+      }
+    }, 90_000, 300);
+    expect(moved.node).toBe(other);
+    const answer = await waitFor('a reaches the new b by name', async () => {
+      const r = await httpGet(aPort, '/b.txt').catch(() => undefined);
+      return r?.body === `b from ${moved.id}\n` ? r.body : undefined;
+    }, 20_000, 300);
+    expect(answer).toBe(`b from ${moved.id}\n`);
   });
 });
