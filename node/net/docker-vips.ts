@@ -1,6 +1,6 @@
 // The addresses docker containers reach services on: a bridge container cannot reach the host's
 // loopback (127.77.x.y), but it reaches any address of the host through its default gateway. So
-// the node keeps an interface of its own (omv<hash of the range>, a bridge without ports) holding one /32 per
+// the node keeps an interface of its own (omv<hash of the range and data dir>, a bridge without ports) holding one /32 per
 // service alias of the networks its docker tasks are on, and the mesh proxy listens on those
 // addresses with the service's own ports (`http://api:8080` needs an address per service: the
 // gateway with a port per service would not do). Needs root (CAP_NET_ADMIN) and iproute2.
@@ -26,6 +26,11 @@ export function dockerVipsAvailable(): { ok: true } | { ok: false; reason: strin
   return { ok: true };
 }
 
+/** The interface name (at most 15 characters): omv + a hash of the range and the owner. */
+export function dockerVipInterface(range: VipRange, owner: string): string {
+  return `omv${fnv1a(`${range.cidr} ${owner}`).toString(16).padStart(8, '0')}`;
+}
+
 interface AddrInfo {
   ifname: string;
   addr_info?: { family: string; local: string; prefixlen: number }[];
@@ -38,11 +43,13 @@ export class DockerVips {
   private bridges: { base: number; mask: number }[] = [];
   private bridgesAtMs = 0;
 
+  /** `owner` (the node's data dir) keeps two nodes on one host off each other's interface. */
   constructor(
     range: VipRange,
+    owner: string,
     private readonly log: Logger,
   ) {
-    this.ifname = `omv${fnv1a(range.cidr).toString(16).padStart(8, '0')}`;
+    this.ifname = dockerVipInterface(range, owner);
   }
 
   private ip(args: string[]): Promise<{ stdout: string }> {

@@ -93,7 +93,7 @@ export class Mesh {
   ) {
     this.tunnel = new Tunnel({ host: d.host, log: d.log, authorize: (p) => d.authorize(p), ownsTaskPort: (id, port) => this.ownsTaskPort(id, port), idleMs: opts.idleMs });
     const docker = dockerVipsAvailable();
-    if (opts.dockerVipRange && docker.ok) this.dockerVips = new DockerVips(opts.dockerVipRange, d.log);
+    if (opts.dockerVipRange && docker.ok) this.dockerVips = new DockerVips(opts.dockerVipRange, d.dataDir, d.log);
     else if (opts.dockerVipRange && !docker.ok) this.dockerReason = docker.reason;
     this.loop = new CoalescedLoop(() => this.round(), { intervalMs: ROUND_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`mesh: ${err.message}`) });
   }

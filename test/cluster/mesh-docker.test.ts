@@ -11,9 +11,8 @@ import { promisify } from 'node:util';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { dockerForTests } from '../support/docker.js';
 import { formCluster, waitFor, httpGet } from './helpers.js';
-import { DockerVips, dockerVipsAvailable } from '../../node/net/docker-vips.js';
+import { dockerVipInterface, dockerVipsAvailable } from '../../node/net/docker-vips.js';
 import { parseVipRange } from '../../protocol/net/vip.js';
-import { silentLogger } from '../../node/logger.js';
 
 const docker = await dockerForTests();
 const skip = 'skip' in docker ? docker.skip : dockerVipsAvailable().ok ? undefined : (dockerVipsAvailable() as { reason: string }).reason;
@@ -47,12 +46,14 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     });
   });
   afterAll(async () => {
-    await c?.destroy();
-    // A node killed without its shutdown would leave its docker VIP interface behind.
-    for (const n of Object.keys(NODE_INDEX)) {
+    if (!c) return;
+    // A node killed without its shutdown leaves its docker VIP interface behind.
+    const names = Object.keys(NODE_INDEX).map((n) => {
       const r = parseVipRange(dockerRange(n), 'docker');
-      if (r.ok) await promisify(execFile)('ip', ['link', 'del', new DockerVips(r.range, silentLogger).ifname]).catch(() => undefined);
-    }
+      return r.ok ? dockerVipInterface(r.range, c.dataDir(n)) : '';
+    });
+    await c.destroy();
+    for (const name of names) if (name) await promisify(execFile)('ip', ['link', 'del', name]).catch(() => undefined);
   });
 
   let bNode = '';
