@@ -58,6 +58,12 @@ describe('VIP ranges and allocation', () => {
     expect(got.get(pair![1][1])).not.toBe(`127.77.0.${pair![0]}`);
   });
 
+  it('docker ranges: outside loopback, 0/8 and multicast', () => {
+    const ok = parseVipRange('198.18.48.0/20', 'docker');
+    expect(ok.ok && ok.range.cidr).toBe('198.18.48.0/20');
+    for (const bad of ['127.77.0.0/16', '0.1.0.0/16', '224.1.0.0/16', '198.18.0.0/8']) expect(parseVipRange(bad, 'docker').ok).toBe(false);
+  });
+
   it('leaves keys past the capacity without an address', () => {
     const r = range('127.77.0.0/24');
     const got = allocateVips(Array.from({ length: 300 }, (_, i) => `n/s${i}`), r);
@@ -122,6 +128,20 @@ describe('mesh view', () => {
     expect(stopped.published).toEqual([]);
     expect(stopped.endpoints.get('api/http')).toBeUndefined();
     expect([...stopped.hosts.get('shop')!.keys()]).toEqual(['web']);
+  });
+
+  it('gives docker VIPs only to the networks with docker tasks on this node', () => {
+    const dockerRange = parseVipRange('198.18.0.0/16', 'docker');
+    if (!dockerRange.ok) throw new Error(dockerRange.message);
+    const none = buildMesh(input({ dockerRange: dockerRange.range, dockerNetworks: new Set() }));
+    expect(none.listeners.filter((l) => l.kind === 'docker')).toEqual([]);
+    expect(none.dockerHosts.size).toBe(0);
+    const v = buildMesh(input({ dockerRange: dockerRange.range, dockerNetworks: new Set(['shop']) }));
+    const d = v.dockerHosts.get('shop')!;
+    expect([...d.keys()].sort()).toEqual(['api', 'backend', 'web']);
+    for (const ip of d.values()) expect(ip).toMatch(/^198\.18\./);
+    const docker = v.listeners.filter((l) => l.kind === 'docker');
+    expect(docker.map((l) => `${l.vip}:${l.port}`).sort()).toEqual(v.listeners.filter((l) => l.kind === 'loopback').map((l) => `${d.get(l.alias)}:${l.port}`).sort());
   });
 
   it('round-robins, each call starting one further, over the current list', () => {
