@@ -31,6 +31,7 @@ const MAX_CONNECTIONS_PER_LISTENER = 4096;
 /** A listener that could not bind is retried after this long. */
 const RETRY_BIND_MS = 5000;
 const MAX_APPS = 100_000;
+const MAX_CACHED_SPECS = 10_000;
 
 export interface MeshOptions {
   /** Loopback range the VIPs of this node come from (default DEFAULT_VIP_RANGE). */
@@ -79,6 +80,7 @@ export class Mesh {
   private readonly dockerVips: DockerVips | undefined;
   private serial: Promise<void> = Promise.resolve();
   private readonly rr = new RoundRobin();
+  private readonly specCache = new Map<string, AppSpec>();
   private readonly listeners = new Map<string, Listener>();
   private readonly hostsWritten = new Map<string, string>();
   private readonly tunnel: Tunnel;
@@ -148,11 +150,18 @@ export class Mesh {
   private compute(): MeshView {
     const state = this.d.raft.state;
     const tables = state.tables;
-    const specs = new Map<string, AppSpec | undefined>();
+    // A spec version never changes once written: each is parsed once (the cache is cleared
+    // when it grows past MAX_CACHED_SPECS, e.g. after many deploys).
+    const specs = this.specCache;
+    if (specs.size > MAX_CACHED_SPECS) specs.clear();
     const specOf = (app: string, version: number) => {
       const k = specKey(app, version);
-      if (!specs.has(k)) specs.set(k, parseRecord<AppSpec>(state.kvGet(k)?.value));
-      return specs.get(k);
+      let s = specs.get(k);
+      if (s === undefined) {
+        s = parseRecord<AppSpec>(state.kvGet(k)?.value);
+        if (s) specs.set(k, s);
+      }
+      return s;
     };
     const apps: { record: AppRecord; spec: AppSpec }[] = [];
     for (const record of tables.apps().slice(0, MAX_APPS)) {
