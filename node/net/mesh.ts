@@ -150,15 +150,17 @@ export class Mesh {
   private compute(): MeshView {
     const state = this.d.raft.state;
     const tables = state.tables;
-    // A spec version never changes once written: each is parsed once (the cache is cleared
-    // when it grows past MAX_CACHED_SPECS, e.g. after many deploys).
+    // Each stored spec is parsed once: keyed by its key and the Raft index that wrote it (an app
+    // removed and created again reuses version numbers). Cleared past MAX_CACHED_SPECS.
     const specs = this.specCache;
     if (specs.size > MAX_CACHED_SPECS) specs.clear();
     const specOf = (app: string, version: number) => {
-      const k = specKey(app, version);
+      const rec = state.kvGet(specKey(app, version));
+      if (!rec) return undefined;
+      const k = `${rec.key}@${rec.modIndex}`;
       let s = specs.get(k);
       if (s === undefined) {
-        s = parseRecord<AppSpec>(state.kvGet(k)?.value);
+        s = parseRecord<AppSpec>(rec.value);
         if (s) specs.set(k, s);
       }
       return s;
