@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { formCluster, waitFor, httpGet } from './helpers.js';
 import { canUnshare } from '../../node/apps/drivers/process.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 
 // b: answers with its task id.
 const SERVER = `require('http').createServer((q, s) => s.end('b says hi from ' + process.env.OMNI_TASK_ID)).listen(Number(process.env.PORT), '127.0.0.1')`;
@@ -111,6 +113,22 @@ describe.runIf(canUnshare())('service networking across nodes (process driver)',
       }, 15_000, 200);
       expect(r.body).toBe(`b says hi from ${bt.id}`);
     }
+  });
+
+  it('omni run --network/--alias/--publish: the new name reaches a running task, the port is published', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('n3')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const cserver = SERVER.replace("'b says hi from '", "'c says hi from '");
+    await promisify(execFile)('bin/omni', ['run', '--name', 'c', '--network', 'net1', '--alias', 'cache', '--port', 'http=9000', '--publish', String(PUBLISH + 2), '--health-http', '/', '--constraint', 'node.name==n3', '--', process.execPath, '-e', cserver], { env, timeout: 60_000 });
+    const hosts = await waitFor('cache in a\'s /etc/hosts', async () => {
+      const r = await httpGet(aPort, '/hosts');
+      return r.body.includes('\tcache\n') ? r.body : undefined;
+    }, 15_000, 200);
+    expect(hosts).not.toMatch(/\tc$/m); // --alias replaces the default alias
+    const r = await waitFor('published port of c on n1', async () => {
+      const x = await httpGet(publishedOn('n1') + 2).catch(() => undefined);
+      return x?.status === 200 ? x : undefined;
+    }, 15_000, 200);
+    expect(r.body).toMatch(/^c says hi from c-/);
   });
 
   it("b's node is killed: b moves and the name follows", async () => {
