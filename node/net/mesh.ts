@@ -23,7 +23,7 @@ import { DockerVips, dockerVipsAvailable } from './docker-vips.js';
 import { pipeSockets } from './pipe.js';
 
 const ROUND_INTERVAL_MS = 1000;
-const MIN_ROUND_GAP_MS = 100;
+const MIN_ROUND_GAP_MS = 200;
 /** Replicas tried per connection before it is refused (each failure moves to the next one). */
 const MAX_ATTEMPTS = 3;
 /** Connections one listener accepts at once. */
@@ -81,6 +81,8 @@ export class Mesh {
   private serial: Promise<void> = Promise.resolve();
   private readonly rr = new RoundRobin();
   private readonly specCache = new Map<string, AppSpec>();
+  /** Per app record (frozen, replaced on change): its spec if it uses the mesh, else null. */
+  private readonly meshSpecOf = new WeakMap<AppRecord, AppSpec | null>();
   private readonly listeners = new Map<string, Listener>();
   private readonly hostsWritten = new Map<string, string>();
   private readonly tunnel: Tunnel;
@@ -167,8 +169,15 @@ export class Mesh {
     };
     const apps: { record: AppRecord; spec: AppSpec }[] = [];
     for (const record of tables.apps().slice(0, MAX_APPS)) {
-      const spec = specOf(record.name, record.version);
-      if (spec && (spec.network || spec.ports.some((p) => p.publish !== undefined))) apps.push({ record, spec });
+      // Records are frozen and replaced on every change: one lookup per record version, so a
+      // round over many apps without networks costs a map lookup each.
+      let spec = this.meshSpecOf.get(record);
+      if (spec === undefined) {
+        const s = specOf(record.name, record.version);
+        spec = s && (s.network || s.ports.some((p) => p.publish !== undefined)) ? s : null;
+        this.meshSpecOf.set(record, spec);
+      }
+      if (spec) apps.push({ record, spec });
     }
     const tasks = apps.flatMap((a) => tables.tasksOfApp(a.record.name));
     // Docker VIPs only for the networks of docker tasks placed here.
