@@ -45,6 +45,8 @@ import { writeLeaseFile } from './apps/lease-file.js';
 import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
 import { createDrivers, type ForgeBuildParts } from './apps/drivers/index.js';
 import { nodeBuildParts } from './forge/node-build-parts.js';
+import { Mesh } from './net/mesh.js';
+import { DEFAULT_DOCKER_VIP_RANGE, DEFAULT_VIP_RANGE, parseVipRange } from '../protocol/net/vip.js';
 import { measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
@@ -77,6 +79,14 @@ export interface DaemonOptions {
   maxStateBytes?: number;
   /** --registry HOST:PORT for the image registry's /v2/ (default 127.0.0.1:5000; 'off': none). */
   registry?: string;
+  /** --vip-range CIDR: loopback range of this node's service VIPs (default DEFAULT_VIP_RANGE). */
+  vipRange?: string;
+  /** --docker-vip-range CIDR|off: addresses docker containers' service names point at (default DEFAULT_DOCKER_VIP_RANGE). */
+  dockerVipRange?: string;
+  /** --publish-host HOST: where published ports listen (default 0.0.0.0; 'off': nowhere). */
+  publishHost?: string;
+  /** --publish-port-offset N: published port P listens on P+N here (several nodes on one host). */
+  publishPortOffset?: number;
   /** --registry-replicas N: nodes each pushed blob must be on before the push completes (default 2). */
   registryReplicas?: number;
   /** --registry-tls: serve /v2/ over HTTPS even on a loopback address. */
@@ -137,6 +147,7 @@ export class Omnid {
   forwarder!: Forwarder;
   orchestrator: Orchestrator | undefined;
   agent: Agent | undefined;
+  mesh: Mesh | undefined;
   api!: ApiServer;
   apiTls!: ApiTls;
   taskLogs!: TaskLogService;
@@ -519,8 +530,20 @@ export class Omnid {
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
+    const vip = parseVipRange(this.opts.vipRange ?? DEFAULT_VIP_RANGE);
+    if (!vip.ok) throw new Error(vip.message);
+    const dockerVip = this.opts.dockerVipRange === 'off' ? null : parseVipRange(this.opts.dockerVipRange ?? DEFAULT_DOCKER_VIP_RANGE, 'docker');
+    if (dockerVip && !dockerVip.ok) throw new Error(dockerVip.message);
+    const publishHost = this.opts.publishHost ?? '0.0.0.0';
+    this.mesh = new Mesh(
+      { id: this.id, log: this.log, raft: this.raft, host: this.host, dataDir: this.opts.dataDir, authorize: (peer) => requireMember(this.raft, peer) },
+      { vipRange: vip.range, dockerVipRange: dockerVip ? dockerVip.range : null, publish: publishHost === 'off' ? null : { host: publishHost, portOffset: this.opts.publishPortOffset ?? 0 } },
+    );
+    void this.mesh.start().catch((err: Error) => this.log.error(`mesh: cannot start: ${err.message}`));
+    const mesh = this.mesh;
     this.agent = new Agent(
       {
+        network: (spec) => mesh.forTask(spec),
         id: this.id,
         log: this.log,
         raft: this.raft,
@@ -576,6 +599,7 @@ export class Omnid {
     this.autopilot?.stop();
     this.orchestrator?.stop();
     this.agent?.stop();
+    await this.mesh?.stop();
     this.heartbeats?.stop();
     await this.api?.close();
     await this.registry?.stop();
@@ -695,6 +719,7 @@ export class Omnid {
   private afterApply(): void {
     if (this.stopping) return;
     this.agent?.kick();
+    this.mesh?.kick();
     this.orchestrator?.kick();
     this.membership.noticeRemoval();
   }

@@ -24,6 +24,9 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
 
   --name NAME            app name (required, but for DIR: the directory's name by default)
   --port [NAME=]PORT[:HOSTPORT]   port the app listens on (repeatable; host port auto if omitted)
+  --publish [PORTNAME=]P port P on every node routes to a healthy replica (default: the first port)
+  --network NAME         service networking: apps of network NAME reach this one by name
+  --alias NAME           its names on the network (repeatable; default: the app name)
   --env KEY=VALUE        environment (repeatable);  --env-file FILE
   --replicas N           (default 1)
   --cpu CORES            e.g. 0.5 or 500m;  --memory SIZE  e.g. 256M, 1G
@@ -126,6 +129,7 @@ export async function run(argv: string[]): Promise<number> {
       detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' }, exclusive: { type: 'boolean' },
       job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' },
       cron: { type: 'string' }, 'time-zone': { type: 'string' }, concurrency: { type: 'string' }, 'starting-deadline': { type: 'string' },
+      network: { type: 'string' }, alias: { type: 'string', multiple: true }, publish: { type: 'string', multiple: true },
       repo: { type: 'string' }, ...BUILD_FLAGS,
     },
     USAGE,
@@ -150,6 +154,15 @@ export async function run(argv: string[]): Promise<number> {
     if (!m) throw new UsageError(`--port must be [NAME=]PORT[:HOSTPORT], got ${p}`);
     return { name: m[1] ?? (i === 0 ? 'http' : `p${i}`), port: Number(m[2]), ...(m[3] ? { hostPort: Number(m[3]) } : {}) };
   });
+  for (const p of (values.publish as string[] | undefined) ?? []) {
+    const m = /^(?:([a-z][a-z0-9-]*)=)?(\d+)$/.exec(p);
+    if (!m) throw new UsageError(`--publish must be [PORTNAME=]PORT, got ${p}`);
+    const target = m[1] === undefined ? ports[0] : ports.find((q) => q.name === m[1]);
+    if (!target) throw new UsageError(m[1] === undefined ? '--publish needs a --port' : `--publish ${p}: no --port named ${m[1]}`);
+    (target as { publish?: number }).publish = Number(m[2]);
+  }
+  if (values.alias && !values.network) throw new UsageError('--alias needs --network');
+  const network = values.network ? { name: values.network, ...(values.alias ? { aliases: values.alias } : {}) } : undefined;
   if (values.job && values.cron !== undefined) throw new UsageError('--job and --cron disagree: --cron runs a job at each fire of its schedule');
   const type = values.job ? 'job' : values.cron !== undefined ? 'cron' : (values.type as string | undefined);
   if (values.job && values.type && values.type !== 'job') throw new UsageError(`--job and --type ${values.type} disagree`);
@@ -177,6 +190,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(values['time-zone'] !== undefined ? { timeZone: values['time-zone'] } : {}),
     ...(values.concurrency !== undefined ? { concurrencyPolicy: values.concurrency } : {}),
     ...(values['starting-deadline'] !== undefined ? { startingDeadlineSeconds: Number(values['starting-deadline']) } : {}),
+    ...(network ? { network } : {}),
   };
   if (sourceDir) return runSource(values, sourceDir, spec, positionals.slice(1));
   // A job has no ports or health check: leave the empty list out so the server's check reads naturally.

@@ -88,6 +88,8 @@ export interface AgentDeps extends Proposer {
   publishLease?(untilMonotonicMs: number): Promise<unknown> | void;
   /** The exclusive lease (default EXCLUSIVE_LEASE_MS); the leader's orchestrator must use the same. */
   readonly exclusiveLeaseMs?: number;
+  /** Service networking (node/net/mesh.ts): names for a task of an app on a network. */
+  network?(spec: AppSpec): Promise<{ hostsFile: string; env: Record<string, string> } | undefined>;
 }
 
 export class Agent {
@@ -577,6 +579,7 @@ export class Agent {
       volumes.push({ name: v.name, path: v.path, hostPath });
     }
     const command = spec.command ? [...spec.command, ...spec.args] : spec.args.length > 0 ? spec.args : undefined;
+    const net = spec.network && this.d.network ? await this.d.network(spec) : undefined;
     return {
       taskId: t.id,
       app: t.app,
@@ -585,13 +588,14 @@ export class Agent {
       command,
       // The allocation epoch: the Raft index that placed this task — higher for every later
       // placement of the app, so a task can fence its writes to outside storage with it.
-      env: { ...spec.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },
+      env: { ...net?.env, ...spec.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },
       ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i] })),
       volumes,
       cpu: spec.resources.cpu,
       memoryBytes: spec.resources.memoryMB * 1024 * 1024,
       labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id, ...(spec.exclusive ? { 'omni.exclusive': 'true' } : {}) },
       ...(spec.exclusive ? { exclusive: true } : {}),
+      ...(net ? { hostsFile: net.hostsFile } : {}),
     };
   }
 

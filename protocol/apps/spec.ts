@@ -4,7 +4,19 @@ import { canonicalTimeZone, parseCron } from './cron-expr.js';
 import { withLabDefaults, type LabSpec } from './lab.js';
 import { parseBuildCommand } from '../forge/build-request.js';
 
-export interface PortSpec { name: string; port: number; hostPort: number }
+/**
+ * publish (absent: not published): the service mesh answers on this port on every node and routes
+ * each connection to a serving replica anywhere (Swarm's routing mesh) — unlike hostPort, which
+ * binds only on the nodes that run a task. See protocol/net/ and node/net/.
+ */
+export interface PortSpec { name: string; port: number; hostPort: number; publish?: number }
+/**
+ * Service networking (absent: none): apps with the same network name reach each other by any
+ * alias and the container port (`http://api:8080`), load-balanced over serving replicas wherever
+ * they run. Aliases default to [app name]. See README "Service networking".
+ */
+export interface NetworkSpec { name: string; aliases: string[] }
+export const MAX_NETWORK_ALIASES = 8;
 export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: string; path: string; command: string[]; intervalMs: number; timeoutMs: number; retries: number; startPeriodMs: number }
 export interface Constraint { attribute: string; op: '==' | '!=' | 'exists'; value: string }
 export interface AppSpec {
@@ -61,6 +73,8 @@ export interface AppSpec {
   cron?: CronSpec;
   /** Labs only (present exactly when type is 'lab'): a notebook server, protocol/apps/lab.ts. */
   lab?: LabSpec;
+  /** Service networking: see NetworkSpec. */
+  network?: NetworkSpec;
 }
 
 export type AppType = 'service' | 'job' | 'cron' | 'lab';
@@ -111,7 +125,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network'];
 const CRON_FIELDS = ['timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
@@ -295,6 +309,7 @@ export function validateAppSpec(input: unknown): SpecResult {
     if (input.retries !== undefined) e.add('retries', 'only for type job or cron (a service restarts per restart and reschedule)');
     if (input.backoff !== undefined) e.add('backoff', 'only for type job or cron (a service uses reschedule.delayMs)');
   }
+  const network = readNetwork(e, input.network, name);
   if (e.list.length > 0) return { ok: false, errors: e.list };
   const spec: AppSpec = { name, args, env, ports, resources, replicas, constraints, antiAffinity, spreadBy, placement, restart, volumes, driver, update, reschedule };
   if (exclusive) spec.exclusive = true;
@@ -308,6 +323,7 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (image !== undefined) spec.image = image;
   if (command !== undefined) spec.command = command;
   if (healthCheck) spec.healthCheck = healthCheck;
+  if (network) spec.network = network;
   return { ok: true, spec };
 }
 
@@ -342,6 +358,28 @@ function readCron(e: Errors, o: Obj, prefix: string, expr: string): CronSpec | u
   return c;
 }
 
+/** A network or alias name: a DNS label (lowercase letters, digits, -), at most 63 characters. */
+const NET_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function readNetwork(e: Errors, v: unknown, appName: string): NetworkSpec | undefined {
+  if (v === undefined) return undefined;
+  if (!isObj(v)) return e.add('network', 'must be {name, aliases?}');
+  known(e, v, 'network', ['name', 'aliases']);
+  const name = typeof v.name === 'string' && NET_NAME.test(v.name) ? v.name : e.add('network.name', 'required: lowercase letters, digits and -, at most 63 characters');
+  let aliases = [appName];
+  if (v.aliases !== undefined) {
+    if (!Array.isArray(v.aliases) || v.aliases.length === 0 || v.aliases.length > MAX_NETWORK_ALIASES) e.add('network.aliases', `must be a list of 1 to ${MAX_NETWORK_ALIASES} names`);
+    else {
+      aliases = [];
+      v.aliases.forEach((a, i) => {
+        if (typeof a !== 'string' || !NET_NAME.test(a) || a === 'localhost') e.add(`network.aliases[${i}]`, 'must be a host name: lowercase letters, digits and -, at most 63 characters (not localhost)');
+        else if (!aliases.includes(a)) aliases.push(a);
+      });
+    }
+  }
+  return name === undefined ? undefined : { name, aliases };
+}
+
 function readPorts(e: Errors, v: unknown): PortSpec[] {
   if (v === undefined) return [];
   if (!Array.isArray(v) || v.length > MAX_PORTS) return e.add('ports', `must be a list of at most ${MAX_PORTS} ports`) ?? [];
@@ -349,11 +387,16 @@ function readPorts(e: Errors, v: unknown): PortSpec[] {
   v.forEach((p, i) => {
     const f = `ports[${i}]`;
     const o: Obj = typeof p === 'number' ? { name: i === 0 ? 'http' : `p${i}`, port: p } : isObj(p) ? p : {};
-    if (!isObj(p) && typeof p !== 'number') return e.add(f, 'must be {name, port, hostPort?} or a port number');
-    known(e, o, f, ['name', 'port', 'hostPort']);
+    if (!isObj(p) && typeof p !== 'number') return e.add(f, 'must be {name, port, hostPort?, publish?} or a port number');
+    known(e, o, f, ['name', 'port', 'hostPort', 'publish']);
     const name = typeof o.name === 'string' && PORT_NAME.test(o.name) ? o.name : (e.add(`${f}.name`, 'required: lowercase letters, digits and -, at most 15'), 'x');
     if (out.some((q) => q.name === name)) e.add(`${f}.name`, `duplicate port name ${name}`);
-    out.push({ name, port: int(e, o.port, `${f}.port`, 1, 65535, 0), hostPort: int(e, o.hostPort, `${f}.hostPort`, 0, 65535, 0) });
+    const port: PortSpec = { name, port: int(e, o.port, `${f}.port`, 1, 65535, 0), hostPort: int(e, o.hostPort, `${f}.hostPort`, 0, 65535, 0) };
+    if (o.publish !== undefined) {
+      port.publish = int(e, o.publish, `${f}.publish`, 1, 65535, 0);
+      if (out.some((q) => q.publish === port.publish)) e.add(`${f}.publish`, `port ${port.publish} is published twice`);
+    }
+    out.push(port);
   });
   return out;
 }

@@ -38,6 +38,12 @@ export interface TaskConfig {
   labels: Record<string, string>;
   /** spec.exclusive: the task must stop when its node's lease lapses, also while omnid is down. */
   exclusive?: boolean;
+  /**
+   * Service networking (spec.network): the network's hosts file (alias → VIP, node/net/mesh.ts).
+   * The process driver bind-mounts it over /etc/hosts in the task's own mount namespace (root);
+   * the docker driver mounts it as the container's /etc/hosts (names → docker VIPs).
+   */
+  hostsFile?: string;
 }
 
 export type TaskRunState = 'running' | 'exited';
