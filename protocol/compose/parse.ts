@@ -161,6 +161,14 @@ export function splitCommand(s: string): string[] | undefined {
   return out;
 }
 
+/** A service name that can be a host name on the stack's network (protocol/apps/spec.ts NET_NAME). */
+const SERVICE_ALIAS = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** The stack's network: the project name as a host-name label. */
+export function networkName(project: string): string {
+  return project.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+/, '').slice(0, 63).replace(/-+$/, '') || 'stack';
+}
+
 /** A project name as compose normalizes it: lower case, letters, digits, - and _. */
 export function normalizeProject(name: string): string {
   return name.toLowerCase().replace(/[^a-z0-9_-]+/g, '').replace(/^[^a-z0-9]+/, '');
@@ -409,6 +417,10 @@ export function parseCompose(input: ComposeInput): Stack {
     // ports
     const ports = portsOf(r, s.ports, `${where}.ports`);
     if (ports.length > 0) spec.ports = ports;
+    // Service networking: every service of the stack on one network named after the project,
+    // reachable by its service name (README "Service networking").
+    if (SERVICE_ALIAS.test(name)) spec.network = { name: networkName(project), aliases: [name] };
+    else r.warn(where, `'${name}' is not a host name (lowercase letters, digits and -, at most 63): the other services cannot reach it by name`);
 
     // volumes
     const vols = volumesOf(r, s.volumes, `${where}.volumes`, volumes);
@@ -519,10 +531,10 @@ function envFiles(r: Report, v: unknown, where: string): { path: string; require
   });
 }
 
-function portsOf(r: Report, v: unknown, where: string): { name: string; port: number; hostPort?: number }[] {
+function portsOf(r: Report, v: unknown, where: string): { name: string; port: number; publish?: number }[] {
   if (v === undefined) return [];
   if (!Array.isArray(v)) return r.err(where, 'must be a list') ?? [];
-  const out: { name: string; port: number; hostPort?: number }[] = [];
+  const out: { name: string; port: number; publish?: number }[] = [];
   v.forEach((p, i) => {
     const at = `${where}[${i}]`;
     let target: number | undefined;
@@ -555,7 +567,8 @@ function portsOf(r: Report, v: unknown, where: string): { name: string; port: nu
     if (published !== undefined && (!Number.isInteger(published) || published < 0 || published > 65535)) return r.err(at, 'the published port must be from 0 to 65535');
     let name = `p${target}`;
     if (out.some((o) => o.name === name)) name = `p${target}-${i}`;
-    out.push({ name, port: target, ...(published ? { hostPort: published } : {}) });
+    // Published as Swarm does: the port answers on every node and routes to a serving replica (the routing mesh).
+    out.push({ name, port: target, ...(published ? { publish: published } : {}) });
     return undefined;
   });
   return out;

@@ -65,7 +65,7 @@ describe('compose: a realistic file', () => {
     expect(api.image).toBe('shop/api');
     expect(api.spec.image).toBeUndefined();
     expect(api.spec.env).toEqual({ API_MODE: 'prod', QUOTED: 'a b', DB_HOST: 'db', OMNI_SECRET_API_KEY: 's3cr3t' });
-    expect(api.spec.ports).toEqual([{ name: 'p80', port: 80, hostPort: 8080 }, { name: 'p9090', port: 9090 }]);
+    expect(api.spec.ports).toEqual([{ name: 'p80', port: 80, publish: 8080 }, { name: 'p9090', port: 9090 }]);
     expect(api.spec.replicas).toBe(2);
     expect(api.spec.resources).toEqual({ cpu: 0.5, memoryMB: 256 });
     expect(api.spec.constraints).toEqual(['label.zone==a']);
@@ -218,7 +218,7 @@ describe('compose: pieces', () => {
 
   it('port forms', () => {
     const s = parseCompose(input('services:\n  a: {image: x, ports: ["127.0.0.1:8081:81", "82", {target: 83, published: "8083"}, 84]}\n'));
-    expect(s.services[0].spec.ports).toEqual([{ name: 'p81', port: 81, hostPort: 8081 }, { name: 'p82', port: 82 }, { name: 'p83', port: 83, hostPort: 8083 }, { name: 'p84', port: 84 }]);
+    expect(s.services[0].spec.ports).toEqual([{ name: 'p81', port: 81, publish: 8081 }, { name: 'p82', port: 82 }, { name: 'p83', port: 83, publish: 8083 }, { name: 'p84', port: 84 }]);
     expect(s.warnings).toEqual([expect.stringMatching(/^services\.a\.ports\[0\]: the host IP is ignored/)]);
   });
 
