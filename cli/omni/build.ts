@@ -106,7 +106,7 @@ function dockerfileBuilder(reg: Registry, progress: Progress): DockerfileBuild |
   return async (i) => {
     const docker = new Docker({ socketPath });
     const localTag = `omni-forge/${i.repo}:${sourceTag(i.sourceDigest).slice(0, 68)}`;
-    await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.signal ? { signal: i.signal } : {}) }, i.log);
+    await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.buildArgs ? { buildArgs: i.buildArgs } : {}), ...(i.target ? { target: i.target } : {}), ...(i.signal ? { signal: i.signal } : {}) }, i.log);
     const saved = join(i.work, 'image.tar');
     await dockerSave(docker, localTag, saved);
     const extracted = join(i.work, 'saved');
@@ -134,6 +134,10 @@ export interface BuildOptions {
   tags: string[];
   /** Label of the progress line. */
   label: string;
+  /** A Docker build of this Dockerfile with these arguments and target (omni compose build:). */
+  dockerfile?: string;
+  buildArgs?: Record<string, string>;
+  target?: string;
 }
 
 /** Checks the build flags before anything is connected (usage errors first). */
@@ -174,7 +178,7 @@ export async function forgeBuild(client: ApiClient, values: Record<string, unkno
     }
     const forge = new Forge(reg, runner, join(tmpdir(), 'omni-forge'), dockerfileBuilder(reg, progress));
     const r = await forge.build(
-      { dir, repo: o.repo, tags: o.tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal },
+      { dir, repo: o.repo, tags: o.tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal, ...(o.dockerfile !== undefined ? { dockerfile: o.dockerfile } : {}), ...(o.buildArgs ? { buildArgs: o.buildArgs } : {}), ...(o.target !== undefined ? { target: o.target } : {}) },
       {
         stage: (s) => progress.setLabel(`${basename(dir)}: ${s}`),
         log: (step, line) => {
