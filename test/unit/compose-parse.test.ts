@@ -229,8 +229,8 @@ describe('compose: pieces', () => {
   });
 
   it('build blocks and build repositories', () => {
-    const s = parseCompose(input('services:\n  a:\n    build: {context: ., dockerfile: Dockerfile.server, args: [X=1, "Y"], target: prod}\n'));
-    expect(s.services[0].build).toEqual({ context: '.', dockerfile: 'Dockerfile.server', args: { X: '1', Y: '' }, target: 'prod' });
+    const s = parseCompose(input('services:\n  a:\n    build: {context: ., dockerfile: Dockerfile.server, args: [X=1, "Y", "Z"], target: prod}\n', { env: { Y: 'from-env' } }));
+    expect(s.services[0].build).toEqual({ context: '.', dockerfile: 'Dockerfile.server', args: { X: '1', Y: 'from-env' }, target: 'prod' });
     expect(buildRepository('shop', 'api', 'ghcr.io/x/api:1')).toBe('shop-api');
     expect(buildRepository('shop', 'api', 'shop/api:1')).toBe('shop/api');
     expect(buildRepository('shop', 'my_api', undefined)).toBe('shop-my-api');
