@@ -120,7 +120,7 @@ function dockerfileBuilder(reg: Registry, progress: Progress): DockerfileBuild |
   return async (i) => {
     const docker = new Docker({ socketPath });
     const localTag = `omni-forge/${i.repo}:${sourceTag(i.sourceDigest).slice(0, 68)}`;
-    await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.signal ? { signal: i.signal } : {}) }, i.log);
+    await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.buildArgs ? { buildArgs: i.buildArgs } : {}), ...(i.target ? { target: i.target } : {}), ...(i.signal ? { signal: i.signal } : {}) }, i.log);
     const saved = join(i.work, 'image.tar');
     await dockerSave(docker, localTag, saved);
     const extracted = join(i.work, 'saved');
@@ -151,6 +151,10 @@ export interface BuildOptions {
   label: string;
   /** omni build -d: submit the build on the cluster and return (the result has only its name). */
   detach?: boolean;
+  /** A Docker build of this Dockerfile with these arguments and target (omni compose build:). */
+  dockerfile?: string;
+  buildArgs?: Record<string, string>;
+  target?: string;
 }
 
 /** Checks the build flags before anything is connected (usage errors first). */
@@ -170,7 +174,8 @@ export async function forgeBuild(client: ApiClient, values: Record<string, unkno
   // A devcontainer is a container build environment: --runner docker unless told otherwise.
   const hasDev = existsSync(join(o.dir, '.devcontainer', 'devcontainer.json'));
   const runnerKind = (values.runner as string | undefined) ?? (hasDev ? 'docker' : 'host');
-  if (values.local !== true && !existsSync(join(o.dir, 'Dockerfile'))) {
+  // Dockerfile projects (and compose's dockerfile/args/target builds) are built by this host's engine.
+  if (values.local !== true && o.dockerfile === undefined && !existsSync(join(o.dir, 'Dockerfile'))) {
     const remote = await onCluster(client, values, o, maxSourceBytes, runnerKind as 'host' | 'docker');
     if (remote) return remote;
   }
@@ -240,7 +245,7 @@ async function localBuild(client: ApiClient, values: Record<string, unknown>, o:
     }
     const forge = new Forge(reg, runner, join(tmpdir(), 'omni-forge'), dockerfileBuilder(reg, progress));
     const r = await forge.build(
-      { dir, repo: o.repo, tags: o.tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal },
+      { dir, repo: o.repo, tags: o.tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal, ...(o.dockerfile !== undefined ? { dockerfile: o.dockerfile } : {}), ...(o.buildArgs ? { buildArgs: o.buildArgs } : {}), ...(o.target !== undefined ? { target: o.target } : {}) },
       {
         stage: (s) => progress.setLabel(`${basename(dir)}: ${s}`),
         log: (step, line) => {

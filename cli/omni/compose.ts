@@ -11,7 +11,7 @@ import type { ApiClient } from '../../node/api/client.js';
 import { OmniError } from '../../node/errors.js';
 import { parseCompose, normalizeProject, ComposeError, type Stack, type StackService } from '../../protocol/compose/parse.js';
 import { parseEnvText } from '../../protocol/compose/interpolate.js';
-import { pinnedDocument, forgeLimits, buildRepository } from '../../protocol/compose/pinned.js';
+import { pinnedDocument, buildRepository } from '../../protocol/compose/pinned.js';
 import { parseImageReference } from '../../protocol/registry/reference.js';
 import { StepFailed } from '../../node/forge/runner.js';
 import type { BuildResult } from '../../node/forge/builder.js';
@@ -224,8 +224,6 @@ async function buildAll(client: ApiClient, values: Record<string, unknown>, load
   const { stack, dir } = loaded;
   const todo = stack.services.filter((s) => s.build && (only.length === 0 || only.includes(s.service)));
   for (const o of only) if (!stack.services.some((s) => s.service === o)) throw new UsageError(`no service ${o} in the file`);
-  const limits = todo.flatMap((s) => forgeLimits(s.service, s.build!));
-  if (limits.length > 0) throw new OmniError('INVALID_COMPOSE', limits.length === 1 ? limits[0] : `${limits.length} problems:\n${limits.map((l) => `  - ${l}`).join('\n')}`, { errors: limits });
   const out = new Map<string, BuildResult>();
   if (todo.length === 0) return out;
   const { forgeBuild, buildFlags } = await import('./build.js');
@@ -245,7 +243,11 @@ async function buildAll(client: ApiClient, values: Record<string, unknown>, load
     const repo = buildRepository(stack.project, s.service, s.image);
     const t0 = Date.now();
     say(`${s.service}: building ${s.build!.context} → ${repo}`);
-    const r = await forgeBuild(client, buildValues, { dir: ctx, repo, tags: [], label: `${s.service}: building` });
+    // build.dockerfile (another than ./Dockerfile), args or target: a Docker build of exactly that
+    // (its tag then says which: sha-<digest of source, dockerfile, args, target>); else Forge detects.
+    const b = s.build!;
+    const docker = b.dockerfile !== 'Dockerfile' || Object.keys(b.args).length > 0 || b.target !== undefined;
+    const r = await forgeBuild(client, buildValues, { dir: ctx, repo, tags: [], label: `${s.service}: building`, ...(docker ? { dockerfile: b.dockerfile, ...(Object.keys(b.args).length ? { buildArgs: b.args } : {}), ...(b.target !== undefined ? { target: b.target } : {}) } : {}) });
     say(`${s.service}: ${r.reused ? 'reused' : 'built'} ${r.repository}@${r.digest} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     for (const w of r.warnings) say(`warning: ${s.service}: ${w}`);
     return [s.service, r] as const;

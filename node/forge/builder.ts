@@ -49,6 +49,15 @@ export interface BuildRequest {
   maxSourceBytes?: number;
   /** Build even when REPO:sha-<source digest> exists already. */
   rebuild?: boolean;
+  /**
+   * A Docker build of this Dockerfile (a path in the context), whatever detection would say
+   * (compose's build.dockerfile), with these build arguments and target stage. Given any of the
+   * three, the image is tagged sha-<digest of the source digest and the three>: the same source
+   * built another way is another image.
+   */
+  dockerfile?: string;
+  buildArgs?: Record<string, string>;
+  target?: string;
   signal?: AbortSignal;
 }
 
@@ -197,7 +206,22 @@ async function readImage(reg: BuildRegistry, refText: string, work: string): Pro
  * Builds a Dockerfile project (the engine's job) from Forge's context tar and stores the image in
  * REPO; returns its manifest. Supplied by whoever has an engine (the CLI: node/forge/docker-build.ts).
  */
-export type DockerfileBuild = (input: { contextPath: string; dockerfile: string; repo: string; sourceDigest: string; work: string; signal?: AbortSignal; log: (line: string) => void }) => Promise<{ digest: string; manifest: Buffer; mediaType: string; imageBytes: number }>;
+export type DockerfileBuild = (input: { contextPath: string; dockerfile: string; buildArgs?: Record<string, string>; target?: string; repo: string; sourceDigest: string; work: string; signal?: AbortSignal; log: (line: string) => void }) => Promise<{ digest: string; manifest: Buffer; mediaType: string; imageBytes: number }>;
+
+/**
+ * The plan of a build whose Dockerfile, arguments or target the request names (compose), and the
+ * digest its tag is made from; undefined when the request names none (detection decides).
+ */
+function dockerfilePlan(req: BuildRequest, dir: string, rules: IgnoreRule[], sourceDigest: string): { plan: BuildPlan; tagDigest: string } | undefined {
+  if (req.dockerfile === undefined && req.buildArgs === undefined && req.target === undefined) return undefined;
+  const dockerfile = req.dockerfile ?? 'Dockerfile';
+  if (dockerfile.startsWith('/') || dockerfile.split('/').includes('..')) throw new OmniError('NOT_BUILDABLE', `dockerfile ${dockerfile}: must be a path inside the build context`);
+  if (!existsSync(join(dir, dockerfile)) || !statSync(join(dir, dockerfile)).isFile()) throw new OmniError('NOT_BUILDABLE', `dockerfile ${dockerfile}: no such file in ${dir}`);
+  if (isIgnored(rules, dockerfile, false)) throw new OmniError('NOT_BUILDABLE', `dockerfile ${dockerfile}: left out of the context by .dockerignore/.gitignore`);
+  const variant = JSON.stringify({ source: sourceDigest, dockerfile, args: Object.fromEntries(Object.entries(req.buildArgs ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))), target: req.target ?? '' });
+  const plan: BuildPlan = { type: 'dockerfile', detectedBy: [dockerfile], workdir: '/', env: {}, pathPrepend: [], steps: [], exclude: [], cache: [], ports: [], resources: { cpu: 0.1, memoryMB: 64 }, dockerfile, warnings: [] };
+  return { plan, tagDigest: `sha256:${createHash('sha256').update(variant).digest('hex')}` };
+}
 
 export class Forge {
   constructor(
@@ -230,18 +254,19 @@ export class Forge {
     const sourceUploaded = await putBlob(this.reg, repo, srcBlob.digest, join(work, 'source.tar.gz'));
     // 2. detect
     ev.stage?.('detect');
-    const d = detect(dirView(dir, rules));
+    const forced = dockerfilePlan(req, dir, rules, sourceDigest);
+    const d = forced ? { ok: true as const, plan: forced.plan } : detect(dirView(dir, rules));
     if (!d.ok) throw new OmniError('NOT_BUILDABLE', d.message);
     const plan = d.plan;
-    const tag = sourceTag(sourceDigest);
+    const tag = sourceTag(forced?.tagDigest ?? sourceDigest);
     if (plan.type === 'dockerfile') {
       if (!req.rebuild) {
-        const prior = await this.reused(req, plan, sourceDigest, sourceUploaded);
+        const prior = await this.reused(req, plan, sourceDigest, sourceUploaded, forced?.tagDigest);
         if (prior) return prior;
       }
       if (!this.dockerfileBuild) throw new OmniError('UNAVAILABLE', 'this is a Dockerfile project and no Docker engine is available to build it (DOCKER_HOST)');
       ev.stage?.('docker build');
-      const r = await this.dockerfileBuild({ contextPath: join(work, 'source.tar.gz'), dockerfile: plan.dockerfile ?? 'Dockerfile', repo, sourceDigest, work, signal: req.signal, log: (l) => ev.log?.('docker build', l) });
+      const r = await this.dockerfileBuild({ contextPath: join(work, 'source.tar.gz'), dockerfile: plan.dockerfile ?? 'Dockerfile', ...(req.buildArgs ? { buildArgs: req.buildArgs } : {}), ...(req.target ? { target: req.target } : {}), repo, sourceDigest, work, signal: req.signal, log: (l) => ev.log?.('docker build', l) });
       const tags = [tag, ...(req.tags ?? [])];
       for (const t of tags) await this.reg.putManifest(repo, t, r.manifest, r.mediaType);
       return { repository: repo, digest: r.digest, sourceDigest, tags, type: plan.type, detectedBy: plan.detectedBy, depsReused: false, layers: [], imageBytes: r.imageBytes, warnings: plan.warnings, sourceUploaded, reused: false, run: runSettings(plan) };
@@ -392,8 +417,8 @@ export class Forge {
   }
 
   /** The image REPO:sha-<source digest> names, when there is one (then given the extra tags too). */
-  private async reused(req: BuildRequest, plan: BuildPlan, sourceDigest: string, sourceUploaded: boolean): Promise<BuildResult | undefined> {
-    const tag = sourceTag(sourceDigest);
+  private async reused(req: BuildRequest, plan: BuildPlan, sourceDigest: string, sourceUploaded: boolean, tagDigest = sourceDigest): Promise<BuildResult | undefined> {
+    const tag = sourceTag(tagDigest);
     const prior = await this.reg.resolveTag(req.repo, tag);
     if (!prior) return undefined;
     const m = await this.reg.manifest(req.repo, prior);

@@ -15,6 +15,8 @@ export interface DockerBuildOptions {
   /** The engine-local tag of the result. */
   tag: string;
   buildArgs?: Record<string, string>;
+  /** The stage to build (a multi-stage Dockerfile's target). */
+  target?: string;
   signal?: AbortSignal;
 }
 
@@ -32,6 +34,7 @@ export async function dockerBuild(docker: Docker, contextPath: string, o: Docker
     rm: true,
     forcerm: true,
     ...(o.buildArgs ? { buildargs: o.buildArgs } : {}),
+    ...(o.target ? { target: o.target } : {}),
   });
   const onAbort = () => (stream as unknown as { destroy?: () => void }).destroy?.();
   o.signal?.addEventListener('abort', onAbort, { once: true });

@@ -358,7 +358,7 @@ export function parseCompose(input: ComposeInput): Stack {
     // image / build
     const image = s.image === undefined ? undefined : typeof s.image === 'string' && s.image ? s.image : r.err(`${where}.image`, 'must be a non-empty string');
     let build: BuildBlock | undefined;
-    if (s.build !== undefined) build = buildOf(r, s.build, `${where}.build`);
+    if (s.build !== undefined) build = buildOf(r, s.build, `${where}.build`, input.env);
     const command = argvOf(r, s.command, `${where}.command`);
     const entrypoint = argvOf(r, s.entrypoint, `${where}.entrypoint`);
     if (driver === 'process') {
@@ -502,7 +502,7 @@ function archName(a: string): string {
   return a === 'x86_64' ? 'amd64' : a === 'aarch64' ? 'arm64' : a;
 }
 
-function buildOf(r: Report, v: unknown, where: string): BuildBlock | undefined {
+function buildOf(r: Report, v: unknown, where: string, env: Readonly<Record<string, string>>): BuildBlock | undefined {
   if (typeof v === 'string') return { context: v, dockerfile: 'Dockerfile', args: {} };
   if (!isObj(v)) return r.err(where, 'must be a path or {context, dockerfile, args, target}');
   r.keys(v, where, BUILD_KEYS);
@@ -510,8 +510,12 @@ function buildOf(r: Report, v: unknown, where: string): BuildBlock | undefined {
   if (context !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(context)) r.err(`${where}.context`, 'a URL context is not supported: give a directory');
   const dockerfile = v.dockerfile === undefined ? 'Dockerfile' : typeof v.dockerfile === 'string' ? v.dockerfile : r.err(`${where}.dockerfile`, 'must be a path');
   const args: Record<string, string> = {};
-  if (Array.isArray(v.args)) for (const a of v.args) args[String(a).split('=')[0]] = String(a).includes('=') ? String(a).slice(String(a).indexOf('=') + 1) : '';
-  else if (isObj(v.args)) for (const [k, x] of Object.entries(v.args)) args[k] = x === null ? '' : String(x);
+  // A bare NAME (or NAME: with no value) takes the CLI's environment; unset, it is left out (the Dockerfile's default applies).
+  const fromEnv = (k: string) => {
+    if (env[k] !== undefined) args[k] = env[k];
+  };
+  if (Array.isArray(v.args)) for (const a of v.args) String(a).includes('=') ? (args[String(a).slice(0, String(a).indexOf('='))] = String(a).slice(String(a).indexOf('=') + 1)) : fromEnv(String(a));
+  else if (isObj(v.args)) for (const [k, x] of Object.entries(v.args)) x === null ? fromEnv(k) : (args[k] = String(x));
   else if (v.args !== undefined) r.err(`${where}.args`, 'must be a mapping or a list');
   const target = v.target === undefined ? undefined : typeof v.target === 'string' ? v.target : r.err(`${where}.target`, 'must be a stage name');
   if (context === undefined || dockerfile === undefined) return undefined;

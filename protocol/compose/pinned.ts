@@ -2,7 +2,7 @@
 // every build block stripped and every service's image pinned to REPOSITORY@sha256:…, so the
 // same stack deploys anywhere without building (and a redeploy never runs another image).
 import { stringify } from 'yaml';
-import type { BuildBlock, Stack } from './parse.js';
+import type { Stack } from './parse.js';
 
 /** `pins`: service → pinned image reference (repo@sha256:…). Services without a pin keep their image. */
 export function pinnedDocument(stack: Stack, pins: Readonly<Record<string, string>>): string {
@@ -20,16 +20,6 @@ export function pinnedDocument(stack: Stack, pins: Readonly<Record<string, strin
     }
   }
   return stringify(doc, { lineWidth: 0 });
-}
-
-/** What Forge cannot honour in a build block in this version: errors naming the key. */
-export function forgeLimits(service: string, b: BuildBlock): string[] {
-  const out: string[] = [];
-  const at = `services.${service}.build`;
-  if (b.dockerfile !== 'Dockerfile') out.push(`${at}.dockerfile: ${b.dockerfile} is not supported: Forge builds the context's ./Dockerfile (or detects the project); name it Dockerfile or give the service its own context`);
-  if (Object.keys(b.args).length > 0) out.push(`${at}.args: build arguments are not supported by Forge in this version (the image tag sha-<source digest> would not say which arguments built it)`);
-  if (b.target !== undefined) out.push(`${at}.target: build targets are not supported by Forge in this version`);
-  return out;
 }
 
 /** The registry repository a built service's image goes to: its image's repository if it names one, else PROJECT-SERVICE. */

@@ -6,7 +6,7 @@
 // Without an engine, only that last part is skipped (loudly).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { cp, mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -130,5 +130,29 @@ describe('compose stacks with build: (Forge)', () => {
       client.close();
     }
     await omni(['compose', '-f', 'pinned.yaml', 'down']);
+  }, 600_000);
+
+  it.skipIf(noDocker !== undefined)('build.dockerfile, args and target: a Docker build of exactly that, tagged by all three', async () => {
+    const tool = join(dir, 'tool');
+    await mkdir(tool);
+    // 'other' would fail if it were built: only the target's stages are
+    await writeFile(join(tool, 'Dockerfile.tool'), 'FROM omni-test/busybox:1 AS base\nARG GREETING=unset\nRUN echo "$GREETING" > /greeting\nFROM base AS final\nCMD ["cat", "/greeting"]\nFROM base AS other\nRUN false\n');
+    const file = (greeting: string) => `name: forged\nservices:\n  tool:\n    build:\n      context: ./tool\n      dockerfile: Dockerfile.tool\n      args: {GREETING: ${greeting}}\n      target: final\n`;
+    const dockerEnv = { DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}` };
+    const build = async (greeting: string) => {
+      await writeFile(join(dir, 'tool.yaml'), file(greeting));
+      const r = await run(resolve('bin/omni'), ['compose', '-f', 'tool.yaml', 'build', '--json'], { env: { ...env, ...dockerEnv }, cwd: dir, timeout: 600_000, maxBuffer: 16 * 1024 * 1024 });
+      return (JSON.parse(r.stdout) as { images: Record<string, { image: string; reused: boolean; sourceDigest: string }> }).images.tool;
+    };
+    const hello = await build('hello');
+    expect(hello.image).toMatch(/^forged-tool@sha256:[0-9a-f]{64}$/);
+    expect(hello.reused).toBe(false);
+    const out = async (sourceDigest: string) => (await run('docker', ['run', '--rm', `omni-forge/forged-tool:sha-${sourceDigest.slice(7)}`], { env: { ...process.env, ...dockerEnv }, timeout: 120_000 })).stdout.trim();
+    expect(await out(hello.sourceDigest)).toBe('hello');
+    expect((await build('hello')).reused).toBe(true); // same source, same arguments
+    const bye = await build('bye'); // same source, another argument: another image
+    expect(bye.reused).toBe(false);
+    expect(bye.image).not.toBe(hello.image);
+    expect(bye.sourceDigest).toBe(hello.sourceDigest);
   }, 600_000);
 });

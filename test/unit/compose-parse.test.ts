@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseCompose, parseDuration, splitCommand, findCycle, swarmConstraint, volumeName, ComposeError, type ComposeInput } from '../../protocol/compose/parse.js';
 import { interpolate, parseEnvText } from '../../protocol/compose/interpolate.js';
-import { pinnedDocument, forgeLimits, buildRepository } from '../../protocol/compose/pinned.js';
+import { pinnedDocument, buildRepository } from '../../protocol/compose/pinned.js';
 import { validateAppSpec } from '../../protocol/apps/spec.js';
 
 const FIX = join(import.meta.dirname, '../fixtures/compose');
@@ -228,9 +228,9 @@ describe('compose: pieces', () => {
     expect(errorsOf(() => parseCompose(input('services:\n  p: {x-omni-driver: process, image: x}\n')))[0]).toMatch(/not an image or a build/);
   });
 
-  it('Forge limits and build repositories', () => {
-    expect(forgeLimits('a', { context: '.', dockerfile: 'Dockerfile', args: {} })).toEqual([]);
-    expect(forgeLimits('a', { context: '.', dockerfile: 'Dockerfile.server', args: { X: '1' }, target: 'prod' })).toHaveLength(3);
+  it('build blocks and build repositories', () => {
+    const s = parseCompose(input('services:\n  a:\n    build: {context: ., dockerfile: Dockerfile.server, args: [X=1, "Y", "Z"], target: prod}\n', { env: { Y: 'from-env' } }));
+    expect(s.services[0].build).toEqual({ context: '.', dockerfile: 'Dockerfile.server', args: { X: '1', Y: 'from-env' }, target: 'prod' });
     expect(buildRepository('shop', 'api', 'ghcr.io/x/api:1')).toBe('shop-api');
     expect(buildRepository('shop', 'api', 'shop/api:1')).toBe('shop/api');
     expect(buildRepository('shop', 'my_api', undefined)).toBe('shop-my-api');
