@@ -18,6 +18,7 @@ commands:
   ps       list apps;  inspect APP  spec, tasks, states, reasons, events
   logs     omni logs APP [-f] [--since 10m]
   scale    omni scale APP N;  stop / start / rm APP (stop asks first: --yes)
+  schedule omni schedule enable|disable APP: a cron app's or a service's schedule ON / OFF
   watch    omni watch APP: follow its logs while it lives, reconnecting; then what was kept
   config   the project directory's .omni/config.yaml: init, set KEY=VALUE, get, show, validate
            (omni run / stop / inspect / watch with no APP use the project's app)
@@ -27,6 +28,7 @@ commands:
   registry ca: the cluster CA (PEM) for docker/skopeo to trust a registry served over HTTPS
   build    build DIR from source into an image of the cluster's registry (Forge):
            detection, cached dependency layer, reproducible layers, REPO:sha-<source digest>
+  compose  a Compose file as a stack: omni compose up|down|ps|logs|config|pull|build [-f FILE]
   bundle   air-gap bundle: export APP... -o FILE (specs + images), import FILE on another cluster
 
   version  omni's version (also --version)
@@ -51,12 +53,14 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   start: async () => (await apps()).start,
   rm: async () => (await apps()).rm,
   endpoints: async () => (await apps()).endpoints,
+  schedule: async () => (await import('./omni/schedule.js')).schedule,
   watch: async () => (await apps()).watch,
   config: async () => (await import('./omni/config.js')).config,
   images: async () => (await import('./omni/images.js')).images,
   bundle: async () => (await import('./omni/bundle.js')).bundle,
   build: async () => (await import('./omni/build.js')).build,
   registry: async () => (await import('./omni/registry.js')).registry,
+  compose: async () => (await import('./omni/compose.js')).compose,
 };
 
 // not a top-level await: the prebuilt bundle is CommonJS (scripts/build.mjs)

@@ -38,11 +38,15 @@ import type { ApiLimits } from './api/limits.js';
 import { registerAppRoutes, type AppsRoutesDeps } from './api/apps-routes.js';
 import { registerNodeRoutes, type MemberRemovalDeps } from './api/nodes-routes.js';
 import { registerImageRoutes } from './api/images-routes.js';
+import { registerStackRoutes, type StackController } from './api/stacks-routes.js';
 import { Orchestrator } from './apps/orchestrator.js';
 import { Agent } from './apps/agent.js';
 import { writeLeaseFile } from './apps/lease-file.js';
 import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
-import { createDrivers } from './apps/drivers/index.js';
+import { createDrivers, type ForgeBuildParts } from './apps/drivers/index.js';
+import { nodeBuildParts } from './forge/node-build-parts.js';
+import { Mesh } from './net/mesh.js';
+import { DEFAULT_DOCKER_VIP_RANGE, DEFAULT_VIP_RANGE, parseVipRange } from '../protocol/net/vip.js';
 import { measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
@@ -75,6 +79,14 @@ export interface DaemonOptions {
   maxStateBytes?: number;
   /** --registry HOST:PORT for the image registry's /v2/ (default 127.0.0.1:5000; 'off': none). */
   registry?: string;
+  /** --vip-range CIDR: loopback range of this node's service VIPs (default DEFAULT_VIP_RANGE). */
+  vipRange?: string;
+  /** --docker-vip-range CIDR|off: addresses docker containers' service names point at (default DEFAULT_DOCKER_VIP_RANGE). */
+  dockerVipRange?: string;
+  /** --publish-host HOST: where published ports listen (default 0.0.0.0; 'off': nowhere). */
+  publishHost?: string;
+  /** --publish-port-offset N: published port P listens on P+N here (several nodes on one host). */
+  publishPortOffset?: number;
   /** --registry-replicas N: nodes each pushed blob must be on before the push completes (default 2). */
   registryReplicas?: number;
   /** --registry-tls: serve /v2/ over HTTPS even on a loopback address. */
@@ -113,6 +125,8 @@ const META_KEY = 'cluster';
 const CLIENT_FILE = 'client.json';
 const PEER_MAINTENANCE_MS = 1000;
 const REGISTER_RETRY_MS = 500;
+/** How often the leader advances compose stacks whose services wait for their dependencies. */
+const STACK_TICK_MS = 500;
 /** How often refused leader claims are checked with this node's voters (Membership.checkLeaderClaims). */
 const LEADER_CLAIM_CHECK_MS = 1000;
 
@@ -133,11 +147,15 @@ export class Omnid {
   forwarder!: Forwarder;
   orchestrator: Orchestrator | undefined;
   agent: Agent | undefined;
+  mesh: Mesh | undefined;
   api!: ApiServer;
   apiTls!: ApiTls;
   taskLogs!: TaskLogService;
+  stacks?: StackController;
   /** The image registry (undefined with --registry off). */
   registry: Registry | undefined;
+  /** What this node's Forge builds use (made once the registry is open). */
+  private forgeParts: ForgeBuildParts | undefined;
   private autopilot!: Autopilot;
   /** Writes and linearizable reads from this node (node/cluster/writes.ts). */
   readonly writes: ClusterWrites;
@@ -427,6 +445,7 @@ export class Omnid {
     daemon.api = new ApiServer(daemon.apiDeps, log, opts.apiLimits);
     registerAppRoutes(daemon.api, daemon.apiDeps);
     registerNodeRoutes(daemon.api, daemon.apiDeps);
+    daemon.stacks = registerStackRoutes(daemon.api, daemon.apiDeps);
     registerImageRoutes(daemon.api, {
       readBarrier: () => daemon.writes.readBarrier(),
       get registry() {
@@ -511,8 +530,20 @@ export class Omnid {
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
     this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
     this.orchestrator.start();
+    const vip = parseVipRange(this.opts.vipRange ?? DEFAULT_VIP_RANGE);
+    if (!vip.ok) throw new Error(vip.message);
+    const dockerVip = this.opts.dockerVipRange === 'off' ? null : parseVipRange(this.opts.dockerVipRange ?? DEFAULT_DOCKER_VIP_RANGE, 'docker');
+    if (dockerVip && !dockerVip.ok) throw new Error(dockerVip.message);
+    const publishHost = this.opts.publishHost ?? '0.0.0.0';
+    this.mesh = new Mesh(
+      { id: this.id, log: this.log, raft: this.raft, host: this.host, dataDir: this.opts.dataDir, authorize: (peer) => requireMember(this.raft, peer) },
+      { vipRange: vip.range, dockerVipRange: dockerVip ? dockerVip.range : null, publish: publishHost === 'off' ? null : { host: publishHost, portOffset: this.opts.publishPortOffset ?? 0 } },
+    );
+    void this.mesh.start().catch((err: Error) => this.log.error(`mesh: cannot start: ${err.message}`));
+    const mesh = this.mesh;
     this.agent = new Agent(
       {
+        network: (spec) => mesh.forTask(spec),
         id: this.id,
         log: this.log,
         raft: this.raft,
@@ -522,13 +553,17 @@ export class Omnid {
         // For the exclusive tasks' watchdogs outside omnid: they stop the tasks a quarter lease after the agent would.
         publishLease: (untilMs) => writeLeaseFile(this.opts.dataDir, untilMs, EXCLUSIVE_LEASE_MS / 4),
       },
-      createDrivers(this.opts.dataDir, { registry: () => this.registry?.engineAccess() }),
+      createDrivers(this.opts.dataDir, {
+        registry: () => this.registry?.engineAccess(),
+        forge: { log: this.log, parts: () => (this.registry ? (this.forgeParts ??= nodeBuildParts({ registry: this.registry, proposeOk })) : undefined) },
+      }),
     );
     this.agent.start();
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
     this.every(LEADER_CLAIM_CHECK_MS, () => this.membership.checkLeaderClaims());
     this.every(REGISTER_RETRY_MS, () => this.registerSelf());
+    this.every(STACK_TICK_MS, () => this.stacks?.tick());
     this.maintainPeers();
   }
 
@@ -564,6 +599,7 @@ export class Omnid {
     this.autopilot?.stop();
     this.orchestrator?.stop();
     this.agent?.stop();
+    await this.mesh?.stop();
     this.heartbeats?.stop();
     await this.api?.close();
     await this.registry?.stop();
@@ -683,6 +719,7 @@ export class Omnid {
   private afterApply(): void {
     if (this.stopping) return;
     this.agent?.kick();
+    this.mesh?.kick();
     this.orchestrator?.kick();
     this.membership.noticeRemoval();
   }

@@ -12,10 +12,14 @@
 // On about half the seeds a fourth app, 'batch', is a job (type job, retries 2): its tasks exit
 // on their own (0 or 1, at random); a job task that succeeded is never started again, no job
 // task is started twice, and a run (a spec version) never starts more than 1 + retries tasks.
+// On about half the seeds a cron app, 'tick' (every second, a random concurrency policy), is
+// deployed, redeployed and switched ON / OFF by the operator: no scheduled time fires twice (each
+// task's OMNI_CRON_SCHEDULED_MS belongs to one run number, and each run to one time), across
+// leader changes, crashes and clock jumps, and a run starts at most 1 + retries tasks.
 import { silentLogger } from '../node/logger.js';
 import type { Rng } from '../protocol/rng.js';
 import type { NodeId } from '../protocol/raft/types.js';
-import { encodeCommand, type Command } from '../protocol/cluster/state.js';
+import { encodeCommand, type ClusterState, type Command } from '../protocol/cluster/state.js';
 import { appKey, parseRecord, specKey, type AppRecord } from '../protocol/apps/model.js';
 import type { AppSpec } from '../protocol/apps/spec.js';
 import type { RaftNode } from '../node/raft/raft-node.js';
@@ -41,16 +45,19 @@ const SIM_EXCLUSIVE_LEASE_MS = 3000;
 /** The job app (on seeds that have one) and its retries. */
 const JOB_APP = 'batch';
 const SIM_JOB_RETRIES = 2;
+/** The cron app (on seeds that have one): fires every second (simulated). */
+const CRON_APP = 'tick';
 const OPERATOR: Caller = adminCaller('sim-admin-token', 'sim-admin');
 
 /**
  * Bugs the apps layer can inject into the daemon's wiring, to prove its checkers can fail:
  * an agent told another node's id (it runs that node's tasks), writes acknowledged once
  * proposed instead of once applied, and a leader that replaces an exclusive task without
- * waiting for its node's lease to lapse.
+ * waiting for its node's lease to lapse, and a leader's orchestrator that does not see the last
+ * scheduled time stored in a cron app's record (it fires the same time again).
  */
-export type AppsBug = 'agent-wrong-node' | 'ack-before-commit' | 'replace-without-lease-wait';
-export const ALL_APPS_BUGS: readonly AppsBug[] = ['agent-wrong-node', 'ack-before-commit', 'replace-without-lease-wait'];
+export type AppsBug = 'agent-wrong-node' | 'ack-before-commit' | 'replace-without-lease-wait' | 'cron-forget-last-fire';
+export const ALL_APPS_BUGS: readonly AppsBug[] = ['agent-wrong-node', 'ack-before-commit', 'replace-without-lease-wait', 'cron-forget-last-fire'];
 
 /** What the apps layer uses from the simulation. */
 export interface SimAppsHost {
@@ -69,7 +76,7 @@ export interface SimAppsHost {
   heardMs(to: NodeId, from: NodeId): number;
   /** Runs fn at simulated time ms whatever node is up (a task supervisor outside omnid). */
   atMs(ms: number, fn: () => void): void;
-  readonly coverage: { tasks_started: number; tasks_rescheduled: number; app_changes_acknowledged: number; exclusive_lease_stops: number; exclusive_replacements: number; job_tasks_succeeded: number; job_tasks_failed: number; job_runs_finished: number };
+  readonly coverage: { tasks_started: number; tasks_rescheduled: number; app_changes_acknowledged: number; exclusive_lease_stops: number; exclusive_replacements: number; job_tasks_succeeded: number; job_tasks_failed: number; job_runs_finished: number; cron_runs_started: number };
   /** Marks that promises the nodes await may have settled (the loop runs their continuations). */
   settled(): void;
 }
@@ -118,12 +125,20 @@ export class SimApps {
   private readonly jobSucceeded = new Set<string>();
   /** Job runs seen finished (app version → status), for coverage. */
   private readonly jobRunsSeen = new Set<string>();
+  /** This seed runs the cron app. */
+  private readonly withCron: boolean;
+  /** Cron runs started (the world's truth): scheduled time → run number, run number → scheduled time, tasks per run. */
+  private readonly cronRunOfTime = new Map<number, number>();
+  private readonly cronTimeOfRun = new Map<number, number>();
+  private readonly cronTasksOfRun = new Map<number, number>();
+  private readonly cronStarted = new Set<string>();
 
   constructor(
     private readonly host: SimAppsHost,
     private readonly bugs: ReadonlySet<AppsBug> = new Set(),
   ) {
     this.apps = host.rng.next() < 0.5 ? [...APPS, JOB_APP] : APPS;
+    this.withCron = host.rng.next() < 0.5;
   }
 
   /** The node's daemon started (after its Raft driver): wire and start its apps components. */
@@ -144,7 +159,9 @@ export class SimApps {
       silentForMs: (nodeId) => (this.bugs.has('replace-without-lease-wait') ? 1e12 : node.silentForMs(nodeId)),
     };
     const access: ClusterAccess = { raft, proposeOk: (cmd) => this.proposeOk(id, cmd), readBarrier: () => node.readBarrier(PROPOSE_TIMEOUT_MS) };
-    const orchestrator = new Orchestrator({ ...access, log: silentLogger, clock, newTaskId: (app) => `${app}-t${this.nextTaskNum++}`, exclusiveLeaseMs: SIM_EXCLUSIVE_LEASE_MS });
+    // The bug: the orchestrator reads cron records without their last scheduled time.
+    const orchestratorRaft: RaftView = this.bugs.has('cron-forget-last-fire') ? { ...raft, get state() { return forgetLastFire(node.state); }, get raft() { return node.raft; }, get isLeader() { return node.isLeader; } } : raft;
+    const orchestrator = new Orchestrator({ ...access, raft: orchestratorRaft, log: silentLogger, clock, newTaskId: (app) => `${app}-t${this.nextTaskNum++}`, exclusiveLeaseMs: SIM_EXCLUSIVE_LEASE_MS });
     const driver = this.driverFor(id, clock);
     const wrongNode = this.bugs.has('agent-wrong-node');
     const agentDeps = {
@@ -222,6 +239,7 @@ export class SimApps {
       );
       return;
     }
+    if (this.withCron && this.host.rng.next() < 0.2) return this.operateCron(n, id);
     // The job app, when this seed has one, gets a third of the operator's steps (its runs are short).
     const app = this.apps.includes(JOB_APP) && this.host.rng.next() < 1 / 3 ? JOB_APP : APPS[this.host.rng.int(APPS.length)];
     const r = this.host.rng.next();
@@ -279,6 +297,30 @@ export class SimApps {
       },
     );
   }
+
+  /** The cron app: deployed (a new image: a new version, its schedule state kept), or switched ON / OFF. */
+  private operateCron(n: NodeApps, id: NodeId): void {
+    const rng = this.host.rng;
+    const policies = ['forbid', 'allow', 'replace'];
+    const deploy = !this.cronDeployed || rng.next() < 0.3;
+    const on = rng.next() < 0.7;
+    const spec = { name: CRON_APP, image: `sim/${CRON_APP}:${1 + rng.int(3)}`, driver: 'mock', type: 'cron', schedule: '* * * * * *', concurrencyPolicy: policies[rng.int(3)], ...(rng.next() < 0.5 ? { startingDeadlineSeconds: 2 } : {}), retries: SIM_JOB_RETRIES, backoff: { delayMs: 200, maxDelayMs: 1000 } };
+    const change = deploy ? () => n.api.deploy(spec, OPERATOR) : () => n.api.setSchedule(CRON_APP, on, OPERATOR);
+    this.operatorBusy = true;
+    this.host.trace(`apps: operator -> ${id}: ${CRON_APP} ${deploy ? `deploy ${spec.image} ${spec.concurrencyPolicy}` : `schedule ${on ? 'enable' : 'disable'}`}`);
+    void retryLostRace(change).then(
+      () => {
+        this.operatorBusy = false;
+        if (deploy) this.cronDeployed = true;
+      },
+      (err: OmniError) => {
+        this.operatorBusy = false;
+        this.host.trace(`apps: ${CRON_APP} change failed at ${id}: ${err.code ?? err.message}`);
+      },
+    );
+  }
+
+  private cronDeployed = false;
 
   /**
    * Every acknowledged app change is visible on a node that applied everything committed (after
@@ -463,6 +505,7 @@ export class SimApps {
     const rec = node ? node.state.tables.task(taskId) : undefined;
     if (rec && rec.nodeId !== id) this.host.violation(`agent on ${id} started task ${taskId}, which is placed on ${rec.nodeId}`);
     if (cfg.app === JOB_APP) this.jobTaskStarting(id, cfg);
+    if (cfg.app === CRON_APP) this.cronTaskStarting(id, cfg);
     this.running.set(taskId, id);
     if (cfg.exclusive) this.exclusiveRunning.set(taskId, cfg.app);
     this.host.coverage.tasks_started++;
@@ -493,6 +536,36 @@ export class SimApps {
     this.jobStarted.set(taskId, cfg.version);
     const ofRun = [...this.jobStarted.values()].filter((v) => v === cfg.version).length;
     if (ofRun > 1 + SIM_JOB_RETRIES) this.host.violation(`job ${cfg.app} version ${cfg.version} started ${ofRun} tasks, more than 1 + retries (${SIM_JOB_RETRIES})`);
+    this.exitLater(id, taskId);
+    this.noteJobRuns(id);
+  }
+
+  /**
+   * A cron run's task starts: its scheduled time was never fired as another run, its run is for
+   * no other time, a run starts at most 1 + retries tasks, and no task starts twice.
+   */
+  private cronTaskStarting(id: NodeId, cfg: TaskConfig): void {
+    const taskId = cfg.taskId;
+    const run = Number(cfg.env.OMNI_CRON_RUN);
+    const at = Number(cfg.env.OMNI_CRON_SCHEDULED_MS);
+    if (!(run > 0) || !(at > 0)) this.host.violation(`cron task ${taskId} starts on ${id} without its run (${cfg.env.OMNI_CRON_RUN}) or scheduled time (${cfg.env.OMNI_CRON_SCHEDULED_MS})`);
+    if (this.cronStarted.has(taskId)) this.host.violation(`cron task ${taskId} starts a second time (on ${id})`);
+    this.cronStarted.add(taskId);
+    const other = this.cronRunOfTime.get(at);
+    if (other !== undefined && other !== run) this.host.violation(`cron scheduled time ${new Date(at).toISOString()} fired twice: runs ${other} and ${run}`);
+    const otherAt = this.cronTimeOfRun.get(run);
+    if (otherAt !== undefined && otherAt !== at) this.host.violation(`cron run ${run} started for two times: ${new Date(otherAt).toISOString()} and ${new Date(at).toISOString()}`);
+    if (other === undefined) this.host.coverage.cron_runs_started++;
+    this.cronRunOfTime.set(at, run);
+    this.cronTimeOfRun.set(run, at);
+    const tasks = (this.cronTasksOfRun.get(run) ?? 0) + 1;
+    this.cronTasksOfRun.set(run, tasks);
+    if (tasks > 1 + SIM_JOB_RETRIES) this.host.violation(`cron run ${run} started ${tasks} tasks, more than 1 + retries (${SIM_JOB_RETRIES})`);
+    this.exitLater(id, taskId);
+  }
+
+  /** A job or cron task exits on its own after 0.1–1 s, 0 or 1. */
+  private exitLater(id: NodeId, taskId: string): void {
     const exitCode = this.host.rng.next() < 0.5 ? 0 : 1;
     this.host.atMs(this.host.nowMs() + 100 + this.host.rng.int(900), () => {
       const t = this.engines.get(id)?.tasks.get(taskId);
@@ -500,14 +573,13 @@ export class SimApps {
       t.status = { ...t.status, state: 'exited', exitCode, exitedAtMs: this.host.nowMs(), reason: `exited with ${exitCode}` };
       this.ended(id, taskId);
       if (exitCode === 0) {
-        this.jobSucceeded.add(taskId);
+        this.jobSucceeded.add(taskId); // (a cron task too: it never starts again either)
         this.host.coverage.job_tasks_succeeded++;
       } else this.host.coverage.job_tasks_failed++;
       this.host.trace(`apps: job task ${taskId} on ${id} exits ${exitCode}`);
       this.host.liveNode(id) && this.perNode.get(id)?.agent.kick();
       this.host.settled();
     });
-    this.noteJobRuns(id);
   }
 
   private noteJobRuns(id: NodeId): void {
@@ -520,4 +592,22 @@ export class SimApps {
       this.host.coverage.job_runs_finished++;
     }
   }
+}
+
+/** The 'cron-forget-last-fire' bug: the replica as an orchestrator that lost cron.lastScheduledMs sees it. */
+function forgetLastFire(state: ClusterState): ClusterState {
+  const tables = new Proxy(state.tables, {
+    get(t, p) {
+      if (p === 'apps') return () => t.apps().map((a: AppRecord) => (a.cron ? { ...a, cron: { ...a.cron, lastScheduledMs: 0, sinceMs: 0 } } : a));
+      const v = Reflect.get(t, p, t) as unknown;
+      return typeof v === 'function' ? v.bind(t) : v;
+    },
+  });
+  return new Proxy(state, {
+    get(t, p) {
+      if (p === 'tables') return tables;
+      const v = Reflect.get(t, p, t) as unknown;
+      return typeof v === 'function' ? v.bind(t) : v;
+    },
+  });
 }

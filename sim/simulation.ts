@@ -191,10 +191,12 @@ export interface Coverage {
   job_tasks_failed: number;
   /** Job runs that ended succeeded or failed (seen on the leader). */
   job_runs_finished: number;
+  /** Cron runs (the 'tick' app) whose first task started. */
+  cron_runs_started: number;
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, writes_refused_for_state_limit: 0, writes_refused_for_quota: 0, quota_alarms_raised: 0, quota_alarms_cleared: 0, exclusive_lease_stops: 0, exclusive_replacements: 0, job_tasks_succeeded: 0, job_tasks_failed: 0, job_runs_finished: 0 };
+  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, writes_refused_for_state_limit: 0, writes_refused_for_quota: 0, quota_alarms_raised: 0, quota_alarms_cleared: 0, exclusive_lease_stops: 0, exclusive_replacements: 0, job_tasks_succeeded: 0, job_tasks_failed: 0, job_runs_finished: 0, cron_runs_started: 0 };
 }
 
 const MAX_NODES = 7;

@@ -2,6 +2,8 @@
 import { parse, printJson, table, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { jobLine, type JobView } from './app-io.js';
+import { scheduleLine, scheduleRunsTable, type CronRunRow } from './schedule.js';
+import type { ScheduleView } from '../../protocol/apps/cron.js';
 import { appOrProject, labLines, stopFlow, watchFlow, type AppView } from './project.js';
 import { withRetry } from './retry.js';
 
@@ -14,11 +16,12 @@ interface Inspect extends Summary {
   deployment: { status: string; message: string };
   tasks: { id: string; version: number; node: string; desired: string; state: string; health: string; restarts: number; exitCode: number | null; reason: string; cause?: string; stable?: boolean; lastOutput?: string[]; hostPorts: number[] }[];
   events: { atMs: number; message: string }[];
+  cronRecord?: { runs: CronRunRow[]; active: { run: number; scheduledMs: number; firedAtMs: number; attempts: number; failures: number }[]; missed: number; skipped: number };
   jobRecord?: { history: { run: number; taskId: string; node: string; outcome: string; exitCode: number | null; cause: string; startedAtMs: number; finishedAtMs: number }[]; runs: { run: number; version: number; status: string; attempts: number; failures: number; finishedAtMs: number; reason: string }[] };
   endpoints: { host: string; ports: Record<string, number> }[];
 }
 
-interface Summary { name: string; version: number; state: string; userState?: string; userStateDetail?: string; outcome?: string; lab?: { token: string; ip: string; urls: string[] }; deploy: string; replicas: number; running: number; healthy: number; image: string | null; command: string[] | null; pending: string; reason?: string; failures?: number; type?: string; job?: JobView }
+interface Summary { name: string; version: number; state: string; userState?: string; userStateDetail?: string; outcome?: string; lab?: { token: string; ip: string; urls: string[] }; deploy: string; replicas: number; running: number; healthy: number; image: string | null; command: string[] | null; pending: string; reason?: string; failures?: number; type?: string; job?: JobView; schedule?: ScheduleView }
 
 export async function ps(argv: string[]): Promise<number> {
   const USAGE = `usage: omni ps [flags]\n\nLists apps: version, state, replicas healthy/wanted, and why some are not running\n(pending placement, a task's failure cause, the reason a failed app gave up).\n${CONNECTION_HELP}\n`;
@@ -29,8 +32,18 @@ export async function ps(argv: string[]): Promise<number> {
     if (values.json) return printJson({ apps }), 0;
     const rows = [['APP', 'VERSION', 'STATE', 'HEALTHY', 'STATUS', 'DEPLOY', 'SOURCE', 'REASON']];
     // A job's STATE is CREATED / RUNNING / STOPPED (succeeded|failed|stopped); HEALTHY shows succeeded/replicas.
-    const stateOf = (a: Summary) => (a.job ? (a.job.phase === 'STOPPED' && a.job.outcome ? `STOPPED (${a.job.outcome})` : a.job.phase) : a.state);
-    const countOf = (a: Summary) => (a.job ? `${a.job.succeeded}/${a.replicas} done, ${a.job.attempts} tries` : `${a.healthy}/${a.replicas}`);
+    // A cron app's STATE is its schedule, ON or OFF (and the app's state when not running); a service with a schedule adds it.
+    const stateOf = (a: Summary) => {
+      if (a.job) return a.job.phase === 'STOPPED' && a.job.outcome ? `STOPPED (${a.job.outcome})` : a.job.phase;
+      if (a.type === 'cron' && a.schedule) return `schedule ${a.schedule.state}${a.state !== 'running' ? ` (${a.state})` : ''}`;
+      return a.schedule ? `${a.state}, schedule ${a.schedule.state}` : a.state;
+    };
+    const countOf = (a: Summary) => {
+      if (a.job) return `${a.job.succeeded}/${a.replicas} done, ${a.job.attempts} tries`;
+      const next = a.schedule?.nextFireMs ? `next ${new Date(a.schedule.nextFireMs).toISOString().slice(11, 19)}Z` : '';
+      if (a.type === 'cron' && a.schedule) return [`${a.schedule.active.length} running`, `${a.schedule.lastRun} runs`, next].filter(Boolean).join(', ');
+      return `${a.healthy}/${a.replicas}`;
+    };
     // STATUS: the state a person sees (INIT / IDLE / BUSY / DEAD; a job's CREATED / RUNNING / STOPPED)
     const statusOf = (a: Summary) => (a.userState ? `${a.type === 'lab' ? 'lab ' : ''}${a.userState}${a.outcome ? ` (${a.outcome})` : ''}` : '-');
     for (const a of apps) rows.push([a.name, String(a.version), stateOf(a), countOf(a), statusOf(a), a.deploy, a.image ?? (a.command ?? []).join(' ').slice(0, 40), [a.reason, a.pending].filter(Boolean).join('; ') || '-']);
@@ -42,7 +55,7 @@ export async function ps(argv: string[]): Promise<number> {
 }
 
 export async function inspect(argv: string[]): Promise<number> {
-  const USAGE = `usage: omni inspect [APP] [flags]\n\nSpec, placements, task states and reasons, health, restarts, events; the state a person sees\n(INIT / IDLE / BUSY / DEAD; a job's CREATED / RUNNING / STOPPED with succeeded or failed), a job's\nattempts, exit codes and earlier runs; a lab's URL and token. Without APP: the app of the project\ndirectory (.omni/config.yaml here or in a parent).\n${CONNECTION_HELP}\n`;
+  const USAGE = `usage: omni inspect [APP] [flags]\n\nSpec, placements, task states and reasons, health, restarts, events; the state a person sees\n(INIT / IDLE / BUSY / DEAD; a job's CREATED / RUNNING / STOPPED with succeeded or failed), a job's\nattempts, exit codes and earlier runs; for a schedule (type cron, or a service's) ON / OFF, the\nlast and next fire times and its runs; a lab's URL and token. Without APP: the app of the project\ndirectory (.omni/config.yaml here or in a parent).\n${CONNECTION_HELP}\n`;
   const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
   const { name } = appOrProject(positionals, USAGE);
   const client = connect(values);
@@ -54,6 +67,8 @@ export async function inspect(argv: string[]): Promise<number> {
     if (a.lab) out.push(...labLines(a as unknown as AppView));
     out.push(`replicas    ${a.healthy}/${a.replicas} healthy, ${a.running} running`, `deployment  ${a.deployment.status}${a.deployment.message ? `: ${a.deployment.message}` : ''}`);
     if (a.job) out.push(`job         ${jobLine(a.job)}`);
+    if (a.schedule) out.push(`schedule    ${scheduleLine(a.schedule)}`);
+    if (a.schedule?.pending) out.push(`            ${a.schedule.pending}`);
     if (a.reason) out.push(`reason      ${a.reason}`);
     if (a.pending) out.push(`pending     ${a.pending}`);
     // REASON: what the task is doing now; its failure cause when that says more (kept through the restart or stop it caused).
@@ -65,6 +80,7 @@ export async function inspect(argv: string[]): Promise<number> {
       out.push('', 'job attempts (newest last):', table([['RUN', 'TASK', 'NODE', 'OUTCOME', 'EXIT', 'FINISHED', 'CAUSE'], ...a.jobRecord.history.map((h) => [String(h.run), h.taskId, h.node, h.outcome, h.exitCode === null ? '-' : String(h.exitCode), new Date(h.finishedAtMs).toISOString(), h.cause || '-'])]).trimEnd());
     }
     if (a.jobRecord && a.jobRecord.runs.length > 0) out.push('', 'finished runs:', ...a.jobRecord.runs.map((r) => `  run ${r.run} (version ${r.version}): ${r.status}, ${r.attempts} attempts, ${r.failures} failures${r.reason ? `: ${r.reason}` : ''}`));
+    if (a.cronRecord && (a.cronRecord.runs.length > 0 || a.cronRecord.active.length > 0)) out.push('', 'schedule runs (newest last):', scheduleRunsTable(a.cronRecord.active, a.cronRecord.runs));
     out.push('', 'events:');
     for (const e of a.events.slice(-15)) out.push(`  ${new Date(e.atMs).toISOString()}  ${e.message}`);
     process.stdout.write(out.join('\n') + '\n');

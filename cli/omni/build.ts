@@ -2,16 +2,18 @@
 // REPO:sha-<source digest> (and any --tag). The source (filtered by .gitignore/.dockerignore,
 // at most --max-source bytes) is uploaded content-addressed into the registry; detection,
 // dependency layer (cached in the registry for every node), build steps and the reproducible
-// layers are node/forge/builder.ts. In this version the steps run where the CLI runs (on this
-// host, with its runtimes), and the layers go to the registry of the node the CLI talks to
-// (/v2/); running them on a node as a scheduled one-shot task is not finished (README, Forge).
-// A Dockerfile project is built by the Docker engine of this host (DOCKER_HOST) and pushed.
+// layers are node/forge/builder.ts. By default the build runs on a node, as a scheduled
+// at-most-once job task (cli/omni/build-remote.ts, node/apps/drivers/forge.ts); --local runs it
+// where the CLI runs (this host's runtimes or engine), writing through the /v2/ of the node the
+// CLI talks to. A Dockerfile project is built by the Docker engine of this host (DOCKER_HOST) and
+// pushed (locally, also without --local: the node-side builder has no Dockerfile builds yet).
 import { basename, join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parse, printJson, formatBytes, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect, credentials } from './connection.js';
 import type { ApiClient } from '../../node/api/client.js';
 import { registryFor } from './registry-client.js';
+import { remoteBuild } from './build-remote.js';
 import { Progress } from './progress.js';
 import { OmniError } from '../../node/errors.js';
 import { mkdir } from 'node:fs/promises';
@@ -26,8 +28,10 @@ import { newPushContext, openSource, pushSourceImage } from './image-files.js';
 import type { Registry } from './registry-client.js';
 import { HostRunner, StepFailed } from '../../node/forge/runner.js';
 import { isRepositoryName, isTag } from '../../protocol/registry/reference.js';
+import { buildRecordKey, buildRecordValue, isBuildAppName } from '../../protocol/forge/build-request.js';
 
-const USAGE = `usage: omni build DIR [--repo REPOSITORY] [--tag TAG]... [--json] [flags]
+const USAGE = `usage: omni build DIR [--repo REPOSITORY] [--tag TAG]... [-f] [--local] [--json] [flags]
+       omni build --cancel BUILD
 
 Builds the source in DIR into an image in the cluster's registry (Forge): detects what it is
 (Dockerfile, Node.js with package.json + package-lock.json, Python with requirements.txt or
@@ -51,12 +55,21 @@ source gives the same tag and digest on any node.
                      image (of the cluster's registry or this engine; never pulled from the
                      internet) or build.dockerfile, containerEnv, remoteUser, postCreateCommand
                      (run first; features are refused)
+  --follow, -f       stream the build's log on stderr (the default, unless -q)
+  --detach, -d       submit the build and print its name (follow it with omni logs BUILD)
+  --cancel BUILD     stop a build under way (the name omni build printed; omni stop BUILD too)
+  --local            build here, where the CLI runs (this host's node/npm/python or engine), as
+                     before builds ran on nodes
   --quiet, -q        no step logs on stderr
       --registry URL the /v2/ registry to use (default: the one of the node the CLI talks to)
 ${CONNECTION_HELP}
-Steps run on this host (its node/npm/python) in this version; a Dockerfile project is built by
-this host's Docker engine (DOCKER_HOST). A failing step is named with the last lines of its log.
-Ctrl-C stops the build.
+The build runs on a node of the cluster as a job (named build-<hash of the repository, source
+digest and options>): placed where its resources (.omni/build.yaml resources:, default 1 core,
+1G) and the runtime base's architecture fit; its steps run on that node's runtimes (--runner
+host) or its Docker engine (--runner docker). The same build submitted twice, at once or later,
+is one build: the second omni build attaches to it and gets its result. A Dockerfile project
+is built by this host's Docker engine (DOCKER_HOST). A failing step is named with the last lines
+of its log. Ctrl-C stops the build.
 `;
 
 const FLAGS = {
@@ -68,6 +81,10 @@ const FLAGS = {
   rebuild: { type: 'boolean' as const },
   runner: { type: 'string' as const },
   registry: { type: 'string' as const },
+  local: { type: 'boolean' as const },
+  follow: { type: 'boolean' as const, short: 'f' },
+  detach: { type: 'boolean' as const, short: 'd' },
+  cancel: { type: 'string' as const },
 };
 
 
@@ -80,10 +97,7 @@ export function repoFromDir(dir: string): string {
   return name || 'app';
 }
 
-/** KV key of a build record: forge/builds/REPO/sha-<source digest>. */
-export function buildRecordKey(repo: string, sourceDigest: string): string {
-  return `forge/builds/${repo}/${sourceTag(sourceDigest)}`;
-}
+export { buildRecordKey } from '../../protocol/forge/build-request.js';
 
 function sizeFlag(v: string | undefined): number {
   if (v === undefined) return MAX_SOURCE_BYTES;
@@ -126,6 +140,7 @@ export const BUILD_FLAGS = {
   rebuild: { type: 'boolean' as const },
   runner: { type: 'string' as const },
   registry: { type: 'string' as const },
+  local: { type: 'boolean' as const },
 };
 
 export interface BuildOptions {
@@ -134,6 +149,8 @@ export interface BuildOptions {
   tags: string[];
   /** Label of the progress line. */
   label: string;
+  /** omni build -d: submit the build on the cluster and return (the result has only its name). */
+  detach?: boolean;
 }
 
 /** Checks the build flags before anything is connected (usage errors first). */
@@ -148,11 +165,60 @@ export function buildFlags(values: Record<string, unknown>): { maxSourceBytes: n
  * Builds DIR through the registry of the node `client` talks to (or --registry), writes the build
  * record, and returns the result (StepFailed when a step fails; INTERRUPTED on Ctrl-C).
  */
-export async function forgeBuild(client: ApiClient, values: Record<string, unknown>, o: BuildOptions): Promise<BuildResult> {
+export async function forgeBuild(client: ApiClient, values: Record<string, unknown>, o: BuildOptions): Promise<BuildResult & { build?: string }> {
   const { maxSourceBytes } = buildFlags(values);
   // A devcontainer is a container build environment: --runner docker unless told otherwise.
   const hasDev = existsSync(join(o.dir, '.devcontainer', 'devcontainer.json'));
   const runnerKind = (values.runner as string | undefined) ?? (hasDev ? 'docker' : 'host');
+  if (values.local !== true && !existsSync(join(o.dir, 'Dockerfile'))) {
+    const remote = await onCluster(client, values, o, maxSourceBytes, runnerKind as 'host' | 'docker');
+    if (remote) return remote;
+  }
+  return localBuild(client, values, o, maxSourceBytes, runnerKind);
+}
+
+/**
+ * The build on a node of the cluster (build-remote.ts); undefined when the cluster does not take
+ * build jobs (nodes of a version without the forge driver refuse the spec), then the build runs here.
+ */
+async function onCluster(client: ApiClient, values: Record<string, unknown>, o: BuildOptions, maxSourceBytes: number, runnerKind: 'host' | 'docker'): Promise<(BuildResult & { build: string }) | undefined> {
+  const ac = new AbortController();
+  const onSigint = () => ac.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    const reg = await registryFor(client, values, ac.signal);
+    const quiet = values.quiet === true;
+    // The build's log on stderr unless -q (as when the build ran here), also with --json (stdout).
+    const follow = values.follow === true || !quiet;
+    return await remoteBuild(client, reg, {
+      dir: o.dir,
+      repo: o.repo,
+      tags: o.tags,
+      label: o.label,
+      maxSourceBytes,
+      runnerKind,
+      rebuild: values.rebuild === true,
+      follow,
+      quiet,
+      detach: o.detach === true,
+      signal: ac.signal,
+      onSubmitted: (name, action) => {
+        if (!quiet) process.stderr.write(`build ${name}: ${action} (omni logs ${name}; omni build --cancel ${name})\n`);
+      },
+    });
+  } catch (err) {
+    if (err instanceof OmniError && err.code === 'INVALID_SPEC' && /driver: must be docker, process or mock$/.test(err.message)) {
+      process.stderr.write(`warning: the cluster does not run builds on its nodes (${err.message.slice(0, 200)}); building here (--local)\n`);
+      return undefined;
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+/** --local: the build runs here, through the registry of the node the CLI talks to (or --registry). */
+async function localBuild(client: ApiClient, values: Record<string, unknown>, o: BuildOptions, maxSourceBytes: number, runnerKind: string): Promise<BuildResult> {
   const ac = new AbortController();
   const onSigint = () => ac.abort();
   process.once('SIGINT', onSigint);
@@ -187,8 +253,7 @@ export async function forgeBuild(client: ApiClient, values: Record<string, unkno
     progress.end();
     // The build record (small, in the replicated KV under forge/): which image a source digest gave.
     if (!r.reused) {
-      const record = { repository: r.repository, digest: r.digest, sourceDigest: r.sourceDigest, tags: r.tags, type: r.type, runtime: r.runtime ?? null, baseDigest: r.baseDigest ?? null, depsKey: r.depsKey ?? null, builtAtMs: Date.now() };
-      await client.put(`/v1/kv/${encodeURIComponent(buildRecordKey(r.repository, r.sourceDigest))}`, { value: JSON.stringify(record) }).catch((err: Error) => process.stderr.write(`warning: the build record was not written: ${err.message}\n`));
+      await client.put(`/v1/kv/${encodeURIComponent(buildRecordKey(r.repository, r.sourceDigest))}`, { value: buildRecordValue(r, Date.now()) }).catch((err: Error) => process.stderr.write(`warning: the build record was not written: ${err.message}\n`));
     }
     return r;
   } catch (err) {
@@ -209,6 +274,20 @@ export function reportStepFailed(err: StepFailed, json: boolean, cmd: string): n
 
 export async function build(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, FLAGS, USAGE);
+  if (values.cancel !== undefined) {
+    if (positionals.length !== 0) throw new UsageError(`omni build --cancel BUILD takes no DIR\n\n${USAGE}`);
+    const name = values.cancel as string;
+    if (!isBuildAppName(name)) throw new UsageError(`--cancel ${name}: not a build name (build-<34 hex digits>, as omni build printed it)`);
+    const client = connect(values);
+    try {
+      await client.post(`/v1/apps/${encodeURIComponent(name)}/stop`, {});
+      if (values.json) printJson({ build: name, cancelled: true });
+      else process.stdout.write(`build ${name}: stopped\n`);
+      return 0;
+    } finally {
+      client.close();
+    }
+  }
   if (positionals.length !== 1) throw new UsageError(`omni build needs one DIR\n\n${USAGE}`);
   const dir = resolve(positionals[0]);
   const repo = (values.repo as string | undefined) ?? repoFromDir(dir);
@@ -218,8 +297,12 @@ export async function build(argv: string[]): Promise<number> {
   buildFlags(values);
   const client = connect(values);
   try {
-    const r = await forgeBuild(client, values, { dir, repo, tags, label: `building ${basename(dir)}` });
+    const r = await forgeBuild(client, values, { dir, repo, tags, label: `building ${basename(dir)}`, detach: values.detach === true });
     if (values.json) return printJson(r), 0;
+    if (values.detach && r.build && !r.digest) {
+      process.stdout.write(`${r.build}\n`);
+      return 0;
+    }
     for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
     const lines = [
       `${r.reused ? 'reused' : 'built'} ${r.repository}@${r.digest}${r.reused ? ' (this source was built before; --rebuild builds it again)' : ''}`,

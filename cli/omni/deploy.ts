@@ -3,6 +3,8 @@
 import { parse, printJson, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { readSpecFile, waitHealthy, waitJob } from './app-io.js';
+import { scheduleLine } from './schedule.js';
+import type { ScheduleView } from '../../protocol/apps/cron.js';
 
 const USAGE = `usage: omni deploy FILE.yaml [--detach] [--timeout SECONDS] [flags]
 
@@ -31,6 +33,13 @@ export async function submit(values: Record<string, unknown>, spec: Record<strin
     opts.onResult?.();
     if (values.detach || !r.changed) {
       if (values.json) printJson({ ...r, ...opts.extra });
+      return 0;
+    }
+    if (spec.type === 'cron') {
+      // A cron app has nothing to wait for: its runs come at its schedule (omni inspect shows them).
+      const a = await client.get<{ schedule?: ScheduleView }>(`/v1/apps/${encodeURIComponent(r.name)}`);
+      if (values.json) printJson({ ...r, ...(a.schedule ? { schedule: a.schedule } : {}), ...opts.extra });
+      else if (a.schedule) process.stdout.write(`${r.name}: schedule ${scheduleLine(a.schedule)}\n`);
       return 0;
     }
     if (spec.type === 'job') {

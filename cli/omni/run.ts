@@ -24,6 +24,9 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
 
   --name NAME            app name (required, but for DIR: the directory's name by default)
   --port [NAME=]PORT[:HOSTPORT]   port the app listens on (repeatable; host port auto if omitted)
+  --publish [PORTNAME=]P port P on every node routes to a healthy replica (default: the first port)
+  --network NAME         service networking: apps of network NAME reach this one by name
+  --alias NAME           its names on the network (repeatable; default: the app name)
   --env KEY=VALUE        environment (repeatable);  --env-file FILE
   --replicas N           (default 1)
   --cpu CORES            e.g. 0.5 or 500m;  --memory SIZE  e.g. 256M, 1G
@@ -35,8 +38,14 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
                          exit 0 succeeded (never run again), a failure is retried as a new
                          task after a backoff (1 s doubling, at most 60 s); waits until it
                          finished and exits 0 if it succeeded, 1 if it failed
-  --type TYPE            service (default) | job
-  --retries N            jobs: failures retried per run (default 3)
+  --cron EXPR            a cron app (type cron, schedule EXPR): each time the
+                         schedule fires, the app runs as a job (retries, backoff, history);
+                         5 fields, or 6 with seconds first: --cron '*/5 * * * * *'
+  --time-zone TZ         cron: the IANA time zone the expression is read in (default UTC)
+  --concurrency POLICY   cron: forbid (default: skip a fire while a run goes on) | allow | replace
+  --starting-deadline S  cron: a run not started within S seconds of its time is missed
+  --type TYPE            service (default) | job | cron
+  --retries N            jobs and cron runs: failures retried per run (default 3)
   --exclusive            at most once: each replica runs on one node at a time, even across
                          partitions and crashes (its node stops it when cut off from the quorum
                          for a lease, 10 s; a replacement starts only after that); stop-first updates
@@ -119,6 +128,8 @@ export async function run(argv: string[]): Promise<number> {
       spread: { type: 'boolean' }, 'health-http': { type: 'string' }, restart: { type: 'string' }, driver: { type: 'string' },
       detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' }, exclusive: { type: 'boolean' },
       job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' },
+      cron: { type: 'string' }, 'time-zone': { type: 'string' }, concurrency: { type: 'string' }, 'starting-deadline': { type: 'string' },
+      network: { type: 'string' }, alias: { type: 'string', multiple: true }, publish: { type: 'string', multiple: true },
       repo: { type: 'string' }, ...BUILD_FLAGS,
     },
     USAGE,
@@ -143,8 +154,22 @@ export async function run(argv: string[]): Promise<number> {
     if (!m) throw new UsageError(`--port must be [NAME=]PORT[:HOSTPORT], got ${p}`);
     return { name: m[1] ?? (i === 0 ? 'http' : `p${i}`), port: Number(m[2]), ...(m[3] ? { hostPort: Number(m[3]) } : {}) };
   });
-  const type = values.job ? 'job' : (values.type as string | undefined);
+  for (const p of (values.publish as string[] | undefined) ?? []) {
+    const m = /^(?:([a-z][a-z0-9-]*)=)?(\d+)$/.exec(p);
+    if (!m) throw new UsageError(`--publish must be [PORTNAME=]PORT, got ${p}`);
+    const target = m[1] === undefined ? ports[0] : ports.find((q) => q.name === m[1]);
+    if (!target) throw new UsageError(m[1] === undefined ? '--publish needs a --port' : `--publish ${p}: no --port named ${m[1]}`);
+    (target as { publish?: number }).publish = Number(m[2]);
+  }
+  if (values.alias && !values.network) throw new UsageError('--alias needs --network');
+  const network = values.network ? { name: values.network, ...(values.alias ? { aliases: values.alias } : {}) } : undefined;
+  if (values.job && values.cron !== undefined) throw new UsageError('--job and --cron disagree: --cron runs a job at each fire of its schedule');
+  const type = values.job ? 'job' : values.cron !== undefined ? 'cron' : (values.type as string | undefined);
   if (values.job && values.type && values.type !== 'job') throw new UsageError(`--job and --type ${values.type} disagree`);
+  if (values.cron !== undefined && values.type && values.type !== 'cron') throw new UsageError(`--cron and --type ${values.type} disagree`);
+  if (type === 'cron' && values.cron === undefined) throw new UsageError("--type cron needs --cron EXPR (e.g. --cron '0 3 * * *')");
+  for (const f of ['time-zone', 'concurrency', 'starting-deadline']) if (values[f] !== undefined && type !== 'cron') throw new UsageError(`--${f} is for a cron app (--cron EXPR)`);
+  if (values['starting-deadline'] !== undefined && !/^\d+$/.test(values['starting-deadline'] as string)) throw new UsageError(`--starting-deadline must be whole seconds, got ${values['starting-deadline']}`);
   if (values.retries !== undefined && !/^\d+$/.test(values.retries as string)) throw new UsageError(`--retries must be a whole number, got ${values.retries}`);
   const spec: Record<string, unknown> = {
     name: values.name,
@@ -161,10 +186,15 @@ export async function run(argv: string[]): Promise<number> {
     ...(values.exclusive ? { exclusive: true } : {}),
     ...(type ? { type } : {}),
     ...(values.retries !== undefined ? { retries: Number(values.retries) } : {}),
+    ...(type === 'cron' ? { schedule: values.cron } : {}),
+    ...(values['time-zone'] !== undefined ? { timeZone: values['time-zone'] } : {}),
+    ...(values.concurrency !== undefined ? { concurrencyPolicy: values.concurrency } : {}),
+    ...(values['starting-deadline'] !== undefined ? { startingDeadlineSeconds: Number(values['starting-deadline']) } : {}),
+    ...(network ? { network } : {}),
   };
   if (sourceDir) return runSource(values, sourceDir, spec, positionals.slice(1));
   // A job has no ports or health check: leave the empty list out so the server's check reads naturally.
-  if (type === 'job' && ports.length === 0) delete spec.ports;
+  if ((type === 'job' || type === 'cron') && ports.length === 0) delete spec.ports;
   return submit(values, spec, { createOnly: values.replace !== true });
 }
 

@@ -4,6 +4,7 @@ import { UsageError, defaultDataDir, type Flags } from '../common.js';
 import type { LogLevel, Logger } from '../../node/logger.js';
 import { processGuard } from '../../node/process-guard.js';
 import { MAX_REPLICAS } from '../../protocol/registry/durability.js';
+import { parseVipRange } from '../../protocol/net/vip.js';
 
 export const DAEMON_FLAGS: Flags = {
   data: { type: 'string' },
@@ -25,6 +26,10 @@ export const DAEMON_FLAGS: Flags = {
   'registry-replicas': { type: 'string' },
   'registry-tls': { type: 'boolean' },
   'registry-gc-every': { type: 'string' },
+  'vip-range': { type: 'string' },
+  'docker-vip-range': { type: 'string' },
+  'publish-host': { type: 'string' },
+  'publish-port-offset': { type: 'string' },
 };
 
 export const DAEMON_FLAGS_HELP = `
@@ -41,6 +46,11 @@ export const DAEMON_FLAGS_HELP = `
   --registry-tls          serve the registry over HTTPS even on a loopback address
   --registry-gc-every D   the leader's scheduled garbage collection, e.g. 6h (the default), 30m,
                           1d; off: none (omni images gc --save sets its grace and retention)
+  --vip-range CIDR        loopback range of this node's service VIPs (default 127.77.0.0/16)
+  --docker-vip-range CIDR addresses docker containers' service names point at, on an
+                          interface omnid adds (root; default 198.18.0.0/16; off: none)
+  --publish-host HOST     where published app ports listen (default 0.0.0.0; off: nowhere)
+  --publish-port-offset N published port P listens on P+N on this node (several nodes on one host)
   --name NAME             node name (default: host name)
   --label KEY=VALUE       node label, repeatable
   --log-level LEVEL       debug|info|warn|error (default info)
@@ -74,6 +84,25 @@ export function gcEveryFlag(v: unknown): number {
   const ms = m ? Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's']! : NaN;
   if (!(ms >= 1000 && ms <= 366 * 86_400_000)) throw new UsageError(`--registry-gc-every must be a duration from 1s to 366d such as 30m, 6h or 1d (or off), got ${s}`);
   return ms;
+}
+
+function vipRangeFlag(v: unknown): string {
+  const r = parseVipRange(String(v));
+  if (!r.ok) throw new UsageError(`--vip-range: ${r.message}`);
+  return r.range.cidr;
+}
+
+function dockerVipRangeFlag(v: unknown): string {
+  if (String(v) === 'off') return 'off';
+  const r = parseVipRange(String(v), 'docker');
+  if (!r.ok) throw new UsageError(`--docker-vip-range: ${r.message}`);
+  return r.range.cidr;
+}
+
+function portOffsetFlag(v: unknown): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 60000) throw new UsageError(`--publish-port-offset must be an integer from 0 to 60000, got ${String(v)}`);
+  return n;
 }
 
 function replicasFlag(v: unknown): number {
@@ -114,6 +143,10 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     ...(values['registry-replicas'] !== undefined ? { registryReplicas: replicasFlag(values['registry-replicas']) } : {}),
     ...(values['registry-tls'] === true ? { registryTls: true } : {}),
     ...(values['registry-gc-every'] !== undefined ? { registryGcEveryMs: gcEveryFlag(values['registry-gc-every']) } : {}),
+    ...(values['vip-range'] !== undefined ? { vipRange: vipRangeFlag(values['vip-range']) } : {}),
+    ...(values['docker-vip-range'] !== undefined ? { dockerVipRange: dockerVipRangeFlag(values['docker-vip-range']) } : {}),
+    ...(values['publish-host'] !== undefined ? { publishHost: String(values['publish-host']) } : {}),
+    ...(values['publish-port-offset'] !== undefined ? { publishPortOffset: portOffsetFlag(values['publish-port-offset']) } : {}),
   };
 }
 

@@ -16,6 +16,7 @@ import type { KvTxnOp, NodeEligibility, NodeRecord } from '../../protocol/cluste
 import type { Caller } from '../cluster/caller.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
 import { fenceOp } from '../../protocol/registry/records.js';
+import { scheduleView, withSchedule } from '../../protocol/apps/cron.js';
 import { userState } from '../../protocol/apps/user-state.js';
 import type { JobPhase } from '../../protocol/apps/model.js';
 
@@ -52,6 +53,8 @@ export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
   });
   api.route('POST', /^\/v1\/apps\/([^/]+)\/stop$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'stopped', caller)));
   api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'running', caller)));
+  // omni schedule enable|disable (idempotent): a cron app's or a service's schedule ON / OFF.
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/schedule\/(enable|disable)$/, async (_req, _url, [name, what], _res, caller) => retryLostRace(() => h.setSchedule(name, what === 'enable', caller)));
   api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'removing', caller)));
   api.route('GET', /^\/v1\/apps\/([^/]+)\/endpoints$/, async (_req, url, [name]) => h.endpoints(name, url));
   // Log answers stream (follow=true: until the client leaves): they count against the API's
@@ -86,6 +89,44 @@ export async function retryLostRace<T>(change: () => Promise<T>): Promise<T> {
 function withoutFailures(app: AppRecord): AppRecord {
   const { failures: _f, failedReason: _r, ...rest } = app;
   return rest;
+}
+
+/**
+ * The writes that deploy `spec` over the app's current record (prev, absent: a new app): a new
+ * spec version (a rolling update of a running app), or only the replica count (a scale). `start`
+ * 'stopped' writes a new app stopped (a compose stack holds a service until its dependencies are
+ * ready). Shared by POST /v1/apps and the stacks routes (one transaction for a whole stack).
+ */
+export function appVersionOps(prev: AppRecord | undefined, prevSpec: AppSpec | undefined, spec: AppSpec, now: number, start: 'running' | 'stopped' = 'running'): { ops: KvTxnOp[]; result: { name: string; version: number; changed: boolean; action: string } } {
+  const ops: KvTxnOp[] = [];
+  let result: { name: string; version: number; changed: boolean; action: string };
+  if (prev && prev.state !== 'removing' && prevSpec && specDigest({ ...prevSpec, replicas: 0 }) === specDigest({ ...spec, replicas: 0 })) {
+    // Same spec but the replica count: a scale, not a new version (no rolling update).
+    const changed = prevSpec.replicas !== spec.replicas || prev.state !== 'running';
+    ops.push({ op: 'put', key: specKey(prev.name, prev.version), value: JSON.stringify(spec) });
+    ops.push({ op: 'put', key: appKey(prev.name), value: JSON.stringify({ ...withoutFailures(prev), state: 'running' }) });
+    result = { name: spec.name, version: prev.version, changed, action: changed ? 'scaled' : 'unchanged' };
+  } else {
+    const version = (prev?.latestVersion ?? 0) + 1;
+    const rollingFrom = prev && prev.state === 'running' ? prev.version : 0;
+    const app: AppRecord = {
+      name: spec.name,
+      version,
+      previousVersion: rollingFrom,
+      latestVersion: version,
+      state: rollingFrom ? 'running' : start,
+      deploy: prev?.deploy ?? { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' },
+      pending: '',
+      events: [...(prev?.events ?? []), { atMs: now, message: prev ? `version ${version} submitted` : `app created (version ${version})` }].slice(-40),
+    };
+    // A schedule's bookkeeping outlives versions: the last scheduled time is never fired again, runs in progress finish.
+    if (prev?.cron && prev.state !== 'removing') app.cron = prev.cron;
+    if (prev && !rollingFrom) app.deploy = { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' };
+    ops.push({ op: 'put', key: specKey(spec.name, version), value: JSON.stringify(spec) });
+    ops.push({ op: 'put', key: appKey(spec.name), value: JSON.stringify(app) });
+    result = { name: spec.name, version, changed: true, action: prev ? (rollingFrom ? 'rolling update' : 'redeployed') : 'created' };
+  }
+  return { ops, result };
 }
 
 /** The app operations behind the routes (the simulator calls them directly). */
@@ -152,33 +193,7 @@ export class AppsApi {
       throw new OmniError('CONFLICT', `an app named ${spec.name} ${what}: use omni deploy to change it, omni run --replace to replace it, or pick another --name`, { app: spec.name, state: prev.state });
     }
     const prevSpec = prev ? this.spec(prev.name, prev.version) : undefined;
-    const ops: KvTxnOp[] = [];
-    let result: { name: string; version: number; changed: boolean; action: string };
-    if (prev && prev.state !== 'removing' && prevSpec && specDigest({ ...prevSpec, replicas: 0 }) === specDigest({ ...spec, replicas: 0 })) {
-      // Same spec but the replica count: a scale, not a new version (no rolling update).
-      const changed = prevSpec.replicas !== spec.replicas || prev.state !== 'running';
-      ops.push({ op: 'put', key: specKey(prev.name, prev.version), value: JSON.stringify(spec) });
-      ops.push({ op: 'put', key: appKey(prev.name), value: JSON.stringify({ ...withoutFailures(prev), state: 'running' }) });
-      result = { name: spec.name, version: prev.version, changed, action: changed ? 'scaled' : 'unchanged' };
-    } else {
-      const version = (prev?.latestVersion ?? 0) + 1;
-      const now = this.now();
-      const rollingFrom = prev && prev.state === 'running' ? prev.version : 0;
-      const app: AppRecord = {
-        name: spec.name,
-        version,
-        previousVersion: rollingFrom,
-        latestVersion: version,
-        state: 'running',
-        deploy: prev?.deploy ?? { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' },
-        pending: '',
-        events: [...(prev?.events ?? []), { atMs: now, message: prev ? `version ${version} submitted` : `app created (version ${version})` }].slice(-40),
-      };
-      if (prev && !rollingFrom) app.deploy = { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' };
-      ops.push({ op: 'put', key: specKey(spec.name, version), value: JSON.stringify(spec) });
-      ops.push({ op: 'put', key: appKey(spec.name), value: JSON.stringify(app) });
-      result = { name: spec.name, version, changed: true, action: prev ? (rollingFrom ? 'rolling update' : 'redeployed') : 'created' };
-    }
+    const { ops, result } = appVersionOps(prev, prevSpec, spec, this.now());
     // An image reference added: registry garbage collection marked before this write must mark again.
     if (spec.image !== undefined) ops.push(fenceOp());
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(spec.name), version: kv?.version ?? 0 }], ops }, caller);
@@ -194,7 +209,8 @@ export class AppsApi {
 
   private summary(a: AppRecord): Record<string, unknown> {
     const spec = this.spec(a.name, a.version);
-    const live = this.tasks(a.name).filter((t) => t.task.desired === 'run');
+    // A service's scheduled runs are not its replicas (they show under schedule).
+    const live = this.tasks(a.name).filter((t) => t.task.desired === 'run' && (spec?.type === 'cron' || t.task.run === undefined));
     // Why the app is not fine, in one line: its terminal failure, else a live task's failure cause.
     const troubled = live.find((t) => t.status?.cause && !isStable(t.status));
     const jobFailed = spec?.type === 'job' && a.job?.version === a.version && a.job.status === 'failed';
@@ -204,7 +220,8 @@ export class AppsApi {
     const user = userState({
       type: spec?.type ?? 'service', state: a.state, version: a.version, replicas: spec?.replicas ?? 0, deploy: a.deploy.status,
       ...(job ? { job: job as { phase: JobPhase; outcome: string } } : {}),
-      tasks: this.tasks(a.name).map(({ task, status }) => ({ version: task.version, desired: task.desired, state: status?.state ?? 'pending', health: status?.health ?? 'none', stable: status?.stable === true })),
+      // A service's scheduled runs are not its replicas: they do not make it INIT/IDLE/BUSY.
+      tasks: this.tasks(a.name).filter(({ task }) => spec?.type === 'cron' || task.run === undefined).map(({ task, status }) => ({ version: task.version, desired: task.desired, state: status?.state ?? 'pending', health: status?.health ?? 'none', stable: status?.stable === true })),
     });
     return {
       name: a.name,
@@ -225,6 +242,7 @@ export class AppsApi {
       type: spec?.type ?? 'service',
       ...(job ? { job } : {}),
       ...(spec?.type === 'lab' && spec.lab ? { lab: this.labView(a.name, spec) } : {}),
+      ...(spec?.cron ? { schedule: scheduleView(spec, a, this.now()) } : {}),
     };
   }
 
@@ -277,7 +295,7 @@ export class AppsApi {
       stable: status?.stable === true,
       hostPorts: task.hostPorts,
     }));
-    return [200, { ...this.summary(app), ...(app.job ? { jobRecord: { history: app.job.history, runs: app.job.runs, startedAtMs: app.job.startedAtMs, finishedAtMs: app.job.finishedAtMs } } : {}), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
+    return [200, { ...this.summary(app), ...(app.job ? { jobRecord: { history: app.job.history, runs: app.job.runs, startedAtMs: app.job.startedAtMs, finishedAtMs: app.job.finishedAtMs } } : {}), ...(app.cron ? { cronRecord: { runs: app.cron.runs, active: app.cron.active.map(({ runs: _r, ...x }) => x), missed: app.cron.missed, skipped: app.cron.skipped } } : {}), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
   }
 
   async scale(name: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
@@ -306,6 +324,23 @@ export class AppsApi {
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
     this.d.kickOrchestrator();
     return [200, { name, state }];
+  }
+
+  /** omni schedule enable|disable: idempotent (changed false when it already was so). */
+  async setSchedule(name: string, on: boolean, caller: Caller): Promise<[number, unknown]> {
+    await this.d.readBarrier();
+    const kv = this.d.raft.state.kvGet(appKey(name));
+    const app = this.app(name);
+    const spec = this.spec(name, app.version);
+    if (!spec?.cron) throw new OmniError('BAD_REQUEST', `app ${name} has no schedule (type cron, or a service with schedule: {cron, command})`);
+    if (app.state === 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
+    const next = withSchedule(app, spec, on);
+    const state = on ? 'ON' : 'OFF';
+    if (!next) return [200, { name, schedule: state, changed: false }];
+    next.events = [...app.events, { atMs: this.now(), message: `schedule ${on ? 'enabled' : 'disabled'}` }].slice(-40);
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
+    this.d.kickOrchestrator();
+    return [200, { name, schedule: state, changed: true }];
   }
 
   private node(nameOrId: string): NodeRecord {

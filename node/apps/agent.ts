@@ -6,10 +6,11 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logger.js';
 import type { Proposer, StateView } from '../cluster/ports.js';
-import type { DriverName, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
+import type { DriverSet, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
 import { probe } from './health-check.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
+import { runsToCompletion, taskSpec } from '../../protocol/apps/cron.js';
 import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, taskKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import { DEFAULT_MIN_HEALTHY_MS, EXCLUSIVE_LEASE_MS, type AppSpec } from '../../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
@@ -87,6 +88,8 @@ export interface AgentDeps extends Proposer {
   publishLease?(untilMonotonicMs: number): Promise<unknown> | void;
   /** The exclusive lease (default EXCLUSIVE_LEASE_MS); the leader's orchestrator must use the same. */
   readonly exclusiveLeaseMs?: number;
+  /** Service networking (node/net/mesh.ts): names for a task of an app on a network. */
+  network?(spec: AppSpec): Promise<{ hostsFile: string; env: Record<string, string> } | undefined>;
 }
 
 export class Agent {
@@ -105,7 +108,7 @@ export class Agent {
 
   constructor(
     private readonly d: AgentDeps,
-    private readonly drivers: Record<DriverName, TaskDriver>,
+    private readonly drivers: DriverSet,
   ) {
     this.clock = d.clock ?? REAL_CLOCK;
     this.leaseMs = d.exclusiveLeaseMs ?? EXCLUSIVE_LEASE_MS;
@@ -179,7 +182,7 @@ export class Agent {
       // A start in flight is stopped as soon as it returns (startTask checks the lease).
       if (l.run?.state === 'running') await l.driver.stop(l.task.id, this.leaseMs / 5);
       await l.driver.destroy(l.task.id).catch(() => undefined);
-      if (l.run && this.spec(l.task)?.type === 'job') {
+      if (l.run && runsToCompletion(this.spec(l.task))) {
         // A job task is never run twice: it ends here as failed, and the leader retries it as a new task.
         const now = this.clock.now();
         l.final = true;
@@ -282,7 +285,8 @@ export class Agent {
   }
 
   private spec(t: TaskRecord): AppSpec | undefined {
-    return parseRecord<AppSpec>(this.d.raft.state.kvGet(specKey(t.app, t.version))?.value);
+    // A service's scheduled run runs the schedule's command (protocol/apps/cron.ts).
+    return taskSpec(parseRecord<AppSpec>(this.d.raft.state.kvGet(specKey(t.app, t.version))?.value), t);
   }
 
   private fresh(task: TaskRecord, driver: TaskDriver, spec: AppSpec | undefined): Local {
@@ -298,7 +302,7 @@ export class Agent {
       if (!driver) return;
       l = this.fresh(t, driver, spec);
       this.local.set(t.id, l);
-      if (spec.type === 'job' && t.desired === 'run') this.adoptJobRun(l);
+      if (runsToCompletion(spec) && t.desired === 'run') this.adoptJobRun(l);
     }
     l.task = t;
     l.exclusive = spec.exclusive === true;
@@ -575,6 +579,7 @@ export class Agent {
       volumes.push({ name: v.name, path: v.path, hostPath });
     }
     const command = spec.command ? [...spec.command, ...spec.args] : spec.args.length > 0 ? spec.args : undefined;
+    const net = spec.network && this.d.network ? await this.d.network(spec) : undefined;
     return {
       taskId: t.id,
       app: t.app,
@@ -583,13 +588,14 @@ export class Agent {
       command,
       // The allocation epoch: the Raft index that placed this task — higher for every later
       // placement of the app, so a task can fence its writes to outside storage with it.
-      env: { ...spec.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0) },
+      env: { ...net?.env, ...spec.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },
       ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i] })),
       volumes,
       cpu: spec.resources.cpu,
       memoryBytes: spec.resources.memoryMB * 1024 * 1024,
       labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id, ...(spec.exclusive ? { 'omni.exclusive': 'true' } : {}) },
       ...(spec.exclusive ? { exclusive: true } : {}),
+      ...(net ? { hostsFile: net.hostsFile } : {}),
     };
   }
 

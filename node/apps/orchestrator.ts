@@ -14,7 +14,7 @@ import { OmniError } from '../errors.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { nodeHost } from '../../protocol/cluster/node-host.js';
 import { LEADER_DUTY } from '../cluster/caller.js';
-import { REAL_CLOCK, type Clock } from '../timers.js';
+import { REAL_CLOCK, type Clock, type TimerHandle } from '../timers.js';
 
 const ORCHESTRATOR_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
@@ -41,6 +41,9 @@ export interface OrchestratorDeps extends Proposer {
 export class Orchestrator {
   private readonly loop: CoalescedLoop;
   private readonly clock: Clock;
+  /** Wakes the loop at the next schedule fire time (cron apps): fires are not left to the 1 s poll. */
+  private wakeTimer: TimerHandle | undefined;
+  private wakeAtMs = Infinity;
   /** When this node's orchestrator first saw each task (monotonic ms): task ages survive clock steps. */
   private readonly firstSeenMs = new Map<string, number>();
 
@@ -61,6 +64,22 @@ export class Orchestrator {
 
   stop(): void {
     this.loop.stop();
+    this.clock.clearTimeout(this.wakeTimer);
+  }
+
+  /** Runs a round at atMs (leader clock), the earliest of the schedules' next fires. */
+  private wakeAt(atMs: number): void {
+    if (atMs === this.wakeAtMs && this.wakeTimer !== undefined) return;
+    this.clock.clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
+    this.wakeAtMs = atMs;
+    if (!Number.isFinite(atMs)) return;
+    // A few ms after the second (fire times are whole seconds; a timer may fire a hair early).
+    this.wakeTimer = this.clock.setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wakeAtMs = Infinity;
+      this.loop.kick();
+    }, Math.max(0, atMs - this.clock.now()) + 5);
   }
 
   kick(): void {
@@ -103,10 +122,11 @@ export class Orchestrator {
     const nodeVersion = new Map(nodes.map((n) => [n.id, state.kvGet(schedNodeKey(n.id))?.version ?? 0]));
     const expectedNodeVersion = (id: string) => nodeVersion.get(id) ?? 0;
     const proposals: Promise<void>[] = [];
+    let wake = Infinity;
     for (const app of apps) {
       const appTasks = tables.tasksOfApp(app.name); // the tasks-by-app index
       const specs = new Map<number, AppSpec>();
-      for (const v of new Set([app.version, ...appTasks.map((t) => t.version)])) {
+      for (const v of new Set([app.version, ...appTasks.map((t) => t.version), ...(app.cron?.active ?? []).map((r) => r.version)])) {
         const s = specOf(app.name, v);
         if (s) specs.set(v, s);
       }
@@ -125,6 +145,7 @@ export class Orchestrator {
         silentForMs: this.d.raft.silentForMs ? (id) => this.d.raft.silentForMs!(id) : undefined,
         newTaskId: () => (this.d.newTaskId ? this.d.newTaskId(app.name) : `${app.name}-${randomBytes(3).toString('hex')}`),
       });
+      if (out.wakeAtMs !== undefined) wake = Math.min(wake, out.wakeAtMs);
       if (!out.changed) continue;
       const ops: KvTxnOp[] = [];
       if (out.removeApp) {
@@ -156,6 +177,7 @@ export class Orchestrator {
         ),
       );
     }
+    this.wakeAt(wake);
     if (proposals.length > 0) {
       const results = await Promise.allSettled(proposals);
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');

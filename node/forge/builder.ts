@@ -153,7 +153,17 @@ export function dirView(dir: string, rules: readonly IgnoreRule[]): SourceView {
   };
 }
 
-async function putBlob(reg: BuildRegistry, repo: string, digest: string, path: string): Promise<boolean> {
+/**
+ * The source of a build as a reproducible tar.gz at `dest` (what is uploaded; a node-side build
+ * extracts it): the tree without ignored files and .git, at most `maxBytes`. Its `diffId` (sha256
+ * of the tar) is the source digest; `digest` is the blob's (gzip).
+ */
+export async function packSource(dir: string, dest: string, maxBytes: number = MAX_SOURCE_BYTES, rules: readonly IgnoreRule[] = ignoreRules(dir)): Promise<LayerBlob> {
+  const src = await collectTree(dir, { prefix: '', ignore: rules, exclude: ['.git'], maxBytes });
+  return writeLayer(src.entries, dest);
+}
+
+export async function putBlob(reg: BuildRegistry, repo: string, digest: string, path: string): Promise<boolean> {
   if ((await reg.hasBlob(repo, digest)) || (await reg.mountBlob(repo, digest))) return false;
   await reg.uploadBlob(repo, digest, path);
   return true;
@@ -215,8 +225,7 @@ export class Forge {
     // 1. source
     ev.stage?.('source');
     const rules = ignoreRules(dir);
-    const src = await collectTree(dir, { prefix: '', ignore: rules, exclude: ['.git'], maxBytes: req.maxSourceBytes ?? MAX_SOURCE_BYTES });
-    const srcBlob = await writeLayer(src.entries, join(work, 'source.tar.gz'));
+    const srcBlob = await packSource(dir, join(work, 'source.tar.gz'), req.maxSourceBytes ?? MAX_SOURCE_BYTES, rules);
     const sourceDigest = srcBlob.diffId;
     const sourceUploaded = await putBlob(this.reg, repo, srcBlob.digest, join(work, 'source.tar.gz'));
     // 2. detect

@@ -40,7 +40,7 @@ export async function writeWitness(dir: string, hs: HardState): Promise<void> {
   await writeFileAtomic(join(dir, WITNESS_FILE), JSON.stringify({ ...body, crc: witnessCrc(body) }) + '\n', 0o600);
 }
 
-/** Temp files of writes a crash interrupted (writeFileAtomic names them <file>.tmp-<pid>). */
+/** Temp files of writes a crash interrupted (writeFileAtomic names them <file>.tmp-<pid>-<n>). */
 export async function removeStaleWitnessTemps(dir: string): Promise<void> {
   for (const n of await readdir(dir)) if (n.startsWith(`${WITNESS_FILE}.tmp-`)) await rm(join(dir, n), { force: true });
 }

@@ -208,6 +208,20 @@ export class KvRegistryCatalog implements RegistryCatalog {
   }
 
   async putManifest(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller): Promise<void> {
+    // Two pushes of the same manifest at once (parallel builds sharing a cached dependency
+    // layer) both try to create its record: the one that lost the race is recomputed from the
+    // state the winner wrote, where the record exists (so it only links and tags).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.putManifestOnce(repo, record, tag, caller);
+      } catch (err) {
+        const lostRace = err instanceof OmniError && err.code === 'CONFLICT' && /is at version \d+, the transaction expected \d+$/.test(err.message);
+        if (!lostRace || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  private async putManifestOnce(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller): Promise<void> {
     await this.d.readBarrier();
     const compares: KvCompare[] = [];
     const ops: KvTxnOp[] = [];

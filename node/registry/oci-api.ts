@@ -112,6 +112,31 @@ function contentLength(req: IncomingMessage): number | undefined {
   return Number(v);
 }
 
+/**
+ * The catalog record of a pushed manifest (its bytes already checked against `digest`): parsed and
+ * validated (MANIFEST_INVALID and the parser's codes otherwise). Also used by Forge's in-process
+ * registry on a node (node/forge/node-registry.ts).
+ */
+export function manifestRecord(bytes: Buffer, digest: string, contentType: string | undefined): ManifestRecord {
+  const parsed = parseManifest(bytes, contentType);
+  if (!parsed.ok) throw new OmniError(parsed.code, parsed.message);
+  const content = bytes.toString('utf8');
+  if (!Buffer.from(content, 'utf8').equals(bytes)) throw new OmniError('MANIFEST_INVALID', 'the manifest is not valid UTF-8');
+  const m = parsed.manifest;
+  return {
+    digest,
+    mediaType: m.mediaType,
+    sizeBytes: bytes.length,
+    content,
+    blobs: m.blobs.map((b) => b.digest),
+    manifests: m.manifests.map((x) => x.digest),
+    ...(m.subject ? { subject: m.subject.digest } : {}),
+    ...(m.artifactType ? { artifactType: m.artifactType } : {}),
+    ...(m.kind === 'index' ? { platforms: platformsOf(m.manifests) } : {}),
+    createdAtMs: Date.now(),
+  };
+}
+
 export class OciApi {
   readonly routes: Route[];
 
@@ -196,26 +221,10 @@ export class OciApi {
     const bytes = await readBody(r.req, MAX_MANIFEST_BYTES);
     const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
     if (target.kind === 'digest' && target.digest !== digest) throw new OmniError('DIGEST_INVALID', `the manifest's digest is ${digest}, not ${target.digest}`);
-    const parsed = parseManifest(bytes, r.req.headers['content-type']);
-    if (!parsed.ok) throw new OmniError(parsed.code, parsed.message);
-    const content = bytes.toString('utf8');
-    if (!Buffer.from(content, 'utf8').equals(bytes)) throw new OmniError('MANIFEST_INVALID', 'the manifest is not valid UTF-8');
-    const m = parsed.manifest;
-    const record: ManifestRecord = {
-      digest,
-      mediaType: m.mediaType,
-      sizeBytes: bytes.length,
-      content,
-      blobs: m.blobs.map((b) => b.digest),
-      manifests: m.manifests.map((x) => x.digest),
-      ...(m.subject ? { subject: m.subject.digest } : {}),
-      ...(m.artifactType ? { artifactType: m.artifactType } : {}),
-      ...(m.kind === 'index' ? { platforms: platformsOf(m.manifests) } : {}),
-      createdAtMs: Date.now(),
-    };
+    const record = manifestRecord(bytes, digest, r.req.headers['content-type']);
     await this.d.catalog.putManifest(repo, record, target.kind === 'tag' ? target.tag : undefined, caller);
-    this.d.log.info(`registry: manifest ${repo}${target.kind === 'tag' ? `:${target.tag}` : ''} → ${digest} (${m.kind}, ${m.blobs.length + m.manifests.length} references)`);
-    return new HttpAnswer(201, { location: `/v2/${repo}/manifests/${digest}`, 'docker-content-digest': digest, ...(m.subject ? { 'oci-subject': m.subject.digest } : {}) });
+    this.d.log.info(`registry: manifest ${repo}${target.kind === 'tag' ? `:${target.tag}` : ''} → ${digest} (${record.platforms ? 'index' : 'image'}, ${record.blobs.length + record.manifests.length} references)`);
+    return new HttpAnswer(201, { location: `/v2/${repo}/manifests/${digest}`, 'docker-content-digest': digest, ...(record.subject ? { 'oci-subject': record.subject } : {}) });
   }
 
   private async deleteManifest(r: OciRequest, repo: string, ref: string): Promise<HttpAnswer> {

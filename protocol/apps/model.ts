@@ -46,6 +46,8 @@ export interface AppRecord {
   failedReason?: string;
   /** Jobs (spec.type 'job'): the current run and the history of earlier ones. Absent for services. */
   job?: JobRecord;
+  /** Cron apps and services with a schedule: the fire bookkeeping and run history (protocol/apps/cron.ts). */
+  cron?: CronRecord;
 }
 
 /** A run of a job: 'running' until every replica succeeded ('succeeded') or failures passed retries ('failed'). */
@@ -105,6 +107,56 @@ export interface JobRecord {
 }
 
 export const MAX_JOB_ATTEMPTS = 20;
+
+/** How a scheduled time ended: it ran (succeeded / failed / replaced / stopped), or never ran. */
+export type CronRunStatus = 'succeeded' | 'failed' | 'replaced' | 'stopped' | 'missed' | 'skipped';
+
+export interface CronRunSummary {
+  /** 0 for a scheduled time that never ran (missed, skipped). */
+  run: number;
+  /** The scheduled time (ms since the epoch) this run is for. */
+  scheduledMs: number;
+  /** When the leader fired it (its clock; 0: never fired). */
+  firedAtMs: number;
+  finishedAtMs: number;
+  status: CronRunStatus;
+  version: number;
+  attempts: number;
+  failures: number;
+  exitCodes: (number | null)[];
+  reason: string;
+}
+
+/**
+ * The schedule's state, written by the leader in the same kv.txn that creates (or retires) the
+ * tasks of the runs it counts: a leader that fires scheduled time T writes lastScheduledMs = T
+ * with the run's tasks, so a new leader computes the next fire after T and never fires T again.
+ */
+export interface CronRecord {
+  /** The newest scheduled time decided (fired, skipped by the concurrency policy or missed); 0: none yet. */
+  lastScheduledMs: number;
+  /** Times at or before this are never fired (set, on the leader's clock, when scheduling starts or resumes). */
+  sinceMs: number;
+  /** Run numbers given so far (the next fire is run lastRun + 1). */
+  lastRun: number;
+  /** Schedule OFF (`omni schedule disable`, or spec suspend): nothing fires; running runs finish. */
+  off: boolean;
+  /** The spec version whose `suspend` last set `off` (a new version's suspend applies again). */
+  offFromVersion: number;
+  /** Set by `omni schedule enable` and `omni stop`: the next round restarts sinceMs at the leader's now (no catch-up of what passed while off). */
+  resume?: boolean;
+  /** Runs in progress (each a job run: retries, backoff, attempts), oldest first. */
+  active: (JobRecord & { scheduledMs: number; firedAtMs: number })[];
+  /** Finished runs and scheduled times that never ran, newest last, pruned by the spec's history limits. */
+  runs: CronRunSummary[];
+  /** Scheduled times never run: past startingDeadlineSeconds, or collapsed into one catch-up run. */
+  missed: number;
+  /** Scheduled times skipped because a run was still going (concurrencyPolicy forbid). */
+  skipped: number;
+  /** A service's schedule: why its run is not placed (a type cron app uses the app's pending). */
+  pending?: string;
+}
+
 export const MAX_JOB_RUNS = 10;
 
 /** What a person sees for a job: CREATED (nothing started yet), RUNNING, STOPPED (with its outcome). */
@@ -150,6 +202,13 @@ export interface TaskRecord {
   createdAtMs: number;
   /** Why the orchestrator stopped it ('' while desired run). */
   stopReason: string;
+  /**
+   * The cron run this task belongs to (cron apps and a service's schedule); absent for a service's
+   * own tasks and a job's. A service's agent runs such a task with the schedule's command.
+   */
+  run?: number;
+  /** A cron run's scheduled time (ms since the epoch); the task sees it as OMNI_CRON_SCHEDULED_MS. */
+  scheduledMs?: number;
 }
 
 export type TaskState = 'pending' | 'starting' | 'running' | 'exited' | 'failed';

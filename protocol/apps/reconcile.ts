@@ -7,7 +7,9 @@ import { SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
 import { EXCLUSIVE_LEASE_MS, type AppSpec } from './spec.js';
 import { summarizeFailures } from './failure.js';
 import { MAX_JOB_ATTEMPTS, MAX_JOB_RUNS, type JobAttempt, type JobOutcome, type JobRecord } from './model.js';
-import { DEFAULT_JOB } from './spec.js';
+import { DEFAULT_JOB, MAX_HISTORY_LIMIT, type CronSpec } from './spec.js';
+import { decideFire, nextFireAfter, scheduledJobSpec } from './cron.js';
+import type { CronRecord, CronRunStatus, CronRunSummary } from './model.js';
 import { MAX_RECENT_FAILURES, causeOf, isServing, isStable, isTerminal, withEvent, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
 
 /** New placements per app per round (bounds one transaction's size). */
@@ -18,6 +20,10 @@ export const KEEP_STOPPED_TASKS = 6;
 export const KEEP_JOB_TASKS = 10;
 /** The stop reason of a job task that exited 0: it is never started again. */
 export const JOB_SUCCEEDED = 'succeeded';
+/** Runs of one schedule in progress at once (concurrencyPolicy allow): beyond, a fire is skipped (bounds the app record). */
+export const MAX_ACTIVE_CRON_RUNS = 20;
+/** Missed scheduled times listed one by one per round in a schedule's history (all are counted). */
+export const MAX_MISSED_RECORDED = 5;
 /** For specs stored before reschedule existed. */
 export const DEFAULT_RESCHEDULE: AppSpec['reschedule'] = { attempts: 5, delayMs: 1000, maxDelayMs: 60_000 };
 
@@ -64,12 +70,37 @@ export interface ReconcileOutput {
   /** The app was being removed and nothing of it is left: delete its records. */
   removeApp: boolean;
   changed: boolean;
+  /** A schedule's next fire time (leader clock): the orchestrator wakes then (absent: no schedule ON). */
+  wakeAtMs?: number;
 }
 
 export function reconcileApp(input: ReconcileInput): ReconcileOutput {
-  const r = new Reconciler(input);
-  r.run();
-  return r.output();
+  const spec = input.specs.get(input.app.version);
+  // A service with a schedule (or one that had one: its runs finish or stop): two parts on one
+  // record. The service's own tasks are reconciled as a service; the run tasks (task.run set) as
+  // the schedule's job, whose spec is derived from the service's (scheduledJobSpec).
+  const scheduled = spec?.type !== 'cron' && spec?.type !== 'job' && (spec?.cron !== undefined || input.app.cron !== undefined || input.tasks.some((t) => t.run !== undefined));
+  if (!scheduled) {
+    const r = new Reconciler(input);
+    r.run();
+    return r.output();
+  }
+  const svc = new Reconciler({ ...input, tasks: input.tasks.filter((t) => t.run === undefined) });
+  svc.run();
+  const a = svc.output();
+  const derived = new Map([...input.specs].map(([v, s]) => [v, scheduledJobSpec(s)]));
+  const sch = new Reconciler({ ...input, app: a.app, specs: derived, tasks: input.tasks.filter((t) => t.run !== undefined) }, true);
+  sch.run();
+  const b = sch.output();
+  return {
+    app: b.app,
+    upserts: [...a.upserts, ...b.upserts],
+    deletes: [...a.deletes, ...b.deletes],
+    newPins: [...a.newPins, ...b.newPins.filter((p) => !a.newPins.some((q) => q.volume === p.volume))],
+    removeApp: a.removeApp && b.removeApp,
+    changed: a.changed || b.changed,
+    ...(b.wakeAtMs !== undefined ? { wakeAtMs: b.wakeAtMs } : {}),
+  };
 }
 
 class Reconciler {
@@ -80,20 +111,24 @@ class Reconciler {
   private readonly newPins: { volume: string; nodeId: string }[] = [];
   private removeApp = false;
   private appChanged = false;
+  private wakeAtMs: number | undefined;
+  /** The schedule part of a service's reconcile: its pending reason goes to app.cron.pending. */
+  private schedPending = '';
 
-  constructor(private readonly input: ReconcileInput) {
+  constructor(private readonly input: ReconcileInput, private readonly schedulePart = false) {
     this.app = input.app;
     for (const t of input.tasks) this.tasks.set(t.id, t);
   }
 
   output(): ReconcileOutput {
     const changed = this.appChanged || this.upserts.size > 0 || this.deletes.length > 0 || this.removeApp;
-    return { app: this.app, upserts: [...this.upserts.values()], deletes: this.deletes, newPins: this.newPins, removeApp: this.removeApp, changed };
+    return { app: this.app, upserts: [...this.upserts.values()], deletes: this.deletes, newPins: this.newPins, removeApp: this.removeApp, changed, ...(this.wakeAtMs !== undefined ? { wakeAtMs: this.wakeAtMs } : {}) };
   }
 
   run(): void {
     if (this.app.state === 'stopped' || this.app.state === 'removing') {
       for (const t of this.live()) this.stop(t, this.app.state === 'removing' ? 'app removed' : 'app stopped');
+      if (this.app.state === 'stopped') this.closeCronRuns('app stopped');
       this.setPending('');
       this.collectGarbage(this.app.state === 'removing' ? 0 : KEEP_STOPPED_TASKS);
       if (this.app.state === 'removing' && this.tasks.size === 0) this.removeApp = true;
@@ -102,6 +137,21 @@ class Reconciler {
     const spec = this.input.specs.get(this.app.version);
     if (!spec) {
       this.setPending(`spec version ${this.app.version} is missing`);
+      return;
+    }
+    if (this.schedulePart) {
+      if (spec.cron) this.cronRound(spec);
+      else {
+        // The new version has no schedule: its runs in progress stop, the history stays.
+        for (const t of this.live()) this.stop(t, `version ${this.app.version} has no schedule`);
+        if (this.app.cron && this.app.cron.active.length > 0) this.closeCronRuns(`version ${this.app.version} has no schedule`);
+      }
+      this.collectGarbage(KEEP_JOB_TASKS);
+      return;
+    }
+    if (spec.type === 'cron' && spec.cron) {
+      this.cronRound(spec);
+      this.collectGarbage(KEEP_JOB_TASKS);
       return;
     }
     if (spec.type === 'job') {
@@ -233,6 +283,25 @@ class Reconciler {
       this.setPending('');
       return;
     }
+    for (const t of this.live()) if (t.version !== this.app.version) this.stop(t, `replaced by a new run of version ${this.app.version}`);
+    const { j, changed } = this.stepRun(spec, job, this.live(), undefined);
+    if (j.status !== 'running') j.runs = this.pushRun(j, j.status, j.reason);
+    if (changed) {
+      this.app = { ...this.app, job: j };
+      this.appChanged = true;
+    }
+  }
+
+  /**
+   * One round of one job run (a job's run, or one run of a cron schedule): retires its finished
+   * tasks (exit 0: succeeded; failed or node down: a failure, retried after the backoff), ends
+   * the run once all replicas succeeded or failures passed the retries, else places what is
+   * missing. `live` are the run's tasks desired 'run'; `run` tags new tasks (cron runs).
+   */
+  private stepRun(spec: AppSpec, job: JobRecord & { scheduledMs?: number }, live0: TaskRecord[], run: number | undefined): { j: JobRecord; changed: boolean } {
+    const now = this.input.nowMs;
+    const js = spec.job ?? DEFAULT_JOB;
+    const what = run === undefined ? 'job run' : 'cron run';
     const j: JobRecord = { ...job, history: [...job.history] };
     let changed = false;
     const finish = (t: TaskRecord, outcome: JobOutcome, cause: string) => {
@@ -246,10 +315,9 @@ class Reconciler {
       }
       changed = true;
     };
-    for (const t of this.live()) {
+    for (const t of live0) {
       const s = this.input.statuses.get(t.id);
-      if (t.version !== this.app.version) this.stop(t, `replaced by a new run of version ${this.app.version}`);
-      else if (s?.state === 'exited' && s.exitCode === 0) {
+      if (s?.state === 'exited' && s.exitCode === 0) {
         this.stop(t, JOB_SUCCEEDED);
         finish(t, 'succeeded', '');
       } else if (isTerminal(s)) {
@@ -262,48 +330,174 @@ class Reconciler {
         finish(t, 'lost', cause);
       }
     }
-    const live = this.live().filter((t) => t.version === this.app.version);
+    const live = live0.filter((t) => this.tasks.get(t.id)?.desired === 'run');
     if (j.succeeded >= spec.replicas) {
       j.status = 'succeeded';
       j.finishedAtMs = now;
-      j.runs = this.pushRun(j, 'succeeded', '');
-      this.app = withEvent({ ...this.app, job: j }, now, `job run ${j.run} succeeded (${j.attempts} task${j.attempts === 1 ? '' : 's'}, ${j.failures} failure${j.failures === 1 ? '' : 's'})`);
+      this.app = withEvent(this.app, now, `${what} ${j.run} succeeded (${j.attempts} task${j.attempts === 1 ? '' : 's'}, ${j.failures} failure${j.failures === 1 ? '' : 's'})`);
       this.appChanged = true;
       this.setPending('');
-      return;
+      return { j, changed: true };
     }
     if (j.failures > js.retries) {
       const failed = j.history.filter((a) => a.run === j.run && a.outcome !== 'succeeded');
       j.reason = summarizeFailures(failed.slice(-MAX_RECENT_FAILURES).map((a) => ({ node: a.node, cause: a.cause })));
       j.status = 'failed';
       j.finishedAtMs = now;
-      j.runs = this.pushRun(j, 'failed', j.reason);
-      for (const t of live) this.stop(t, 'job failed');
-      this.app = withEvent({ ...this.app, job: j }, now, `job run ${j.run} failed after ${j.failures} failure${j.failures === 1 ? '' : 's'} (retries ${js.retries}): ${j.reason}`);
+      for (const t of live) this.stop(t, `${run === undefined ? 'job' : 'cron run'} failed`);
+      this.app = withEvent(this.app, now, `${what} ${j.run} failed after ${j.failures} failure${j.failures === 1 ? '' : 's'} (retries ${js.retries}): ${j.reason}`);
       this.appChanged = true;
       this.setPending('');
-      return;
+      return { j, changed: true };
     }
     // At most once (exclusive): a retired task that may still run holds its slot until released.
-    const unreleased = this.exclusive ? this.unreleased().filter((t) => t.stopReason !== JOB_SUCCEEDED) : [];
+    const unreleased = this.exclusive ? this.unreleased().filter((t) => t.stopReason !== JOB_SUCCEEDED && t.run === run) : [];
     const want = spec.replicas - j.succeeded - live.length - unreleased.length;
     if (want > 0 && now < j.notBeforeMs) {
       const last = j.history.at(-1);
-      this.setPending(`retrying a failed job task after a ${Math.ceil((j.notBeforeMs - now) / 1000)}s backoff (failure ${j.failures} of at most ${js.retries} retries${last?.cause ? `: ${last.cause}` : ''})`);
+      this.setPending(`retrying a failed ${run === undefined ? 'job' : `cron run ${run}`} task after a ${Math.ceil((j.notBeforeMs - now) / 1000)}s backoff (failure ${j.failures} of at most ${js.retries} retries${last?.cause ? `: ${last.cause}` : ''})`);
     } else if (want > 0) {
-      const before = this.upserts.size;
-      this.place(spec, want);
-      const placed = [...this.upserts.values()].filter((t) => t.desired === 'run' && t.version === this.app.version && !this.input.tasks.some((x) => x.id === t.id)).length;
-      if (placed > 0 || this.upserts.size !== before) {
+      const placed = this.place(spec, want, run === undefined ? undefined : { version: j.version, run, scheduledMs: job.scheduledMs });
+      if (placed > 0) {
         j.attempts += placed;
-        changed = changed || placed > 0;
+        changed = true;
       }
     } else if (unreleased.length > 0 && live.length + j.succeeded < spec.replicas) this.setPending(this.waitingFor(unreleased));
     else this.setPending('');
+    return { j, changed };
+  }
+
+  /**
+   * A schedule (a cron app, or a service's schedule on its run tasks): first each run in progress
+   * takes its job round; then, if the schedule is ON, the leader's clock decides whether a
+   * scheduled time is due (cron.ts decideFire). A fire becomes a new run — its tasks placed in this
+   * same round — and lastScheduledMs moves to the fired time in the same app record write, so the
+   * orchestrator's one kv.txn holds both: a new leader never fires that time again, and a leader
+   * that lost its write before commit left nothing behind. forbid skips a fire while a run goes on
+   * (recorded as skipped), replace stops the running ones, allow runs them side by side.
+   */
+  private cronRound(spec: AppSpec): void {
+    const c = spec.cron!;
+    const now = this.input.nowMs;
+    const prev = this.app.cron;
+    let cr: CronRecord = prev
+      ? { ...prev, active: [...prev.active], runs: [...prev.runs] }
+      : { lastScheduledMs: 0, sinceMs: now, lastRun: 0, off: c.suspend, offFromVersion: this.app.version, active: [], runs: [], missed: 0, skipped: 0 };
+    let changed = !prev;
+    if (prev && prev.offFromVersion !== this.app.version) {
+      // A new version: its suspend applies (ON → OFF or OFF → ON without a catch-up of what passed).
+      if (cr.off && !c.suspend) cr.resume = true;
+      cr.off = c.suspend;
+      cr.offFromVersion = this.app.version;
+      changed = true;
+    }
+    if (cr.resume) {
+      cr.sinceMs = Math.max(now, cr.lastScheduledMs);
+      delete cr.resume;
+      changed = true;
+    }
+    const specOf = (version: number) => {
+      const s = this.input.specs.get(version);
+      return s && (s.type === 'job' || s.type === 'cron') ? s : spec;
+    };
+    // 1. Runs in progress.
+    const stillActive: CronRecord['active'] = [];
+    for (const run of cr.active) {
+      const live = this.live().filter((t) => t.run === run.run);
+      const { j, changed: ch } = this.stepRun(specOf(run.version), run, live, run.run);
+      const r = { ...run, ...j };
+      if (ch) changed = true;
+      if (r.status === 'running') stillActive.push(r);
+      else cr.runs = this.pushCronRun(cr.runs, r, r.status, r.reason, c);
+    }
+    cr.active = stillActive;
+    // Tasks of runs no longer tracked (e.g. a record lost to a removed schedule) are stopped.
+    for (const t of this.live()) if (t.run === undefined || !cr.active.some((r) => r.run === t.run)) this.stop(t, 'not part of a run in progress');
+    // 2. Fire.
+    if (!cr.off) {
+      const d = decideFire(c, cr.lastScheduledMs, cr.sinceMs, now);
+      for (const at of d.missedMs.slice(-MAX_MISSED_RECORDED)) {
+        cr.runs = this.pushCronRun(cr.runs, undefined, 'missed', `not fired: ${at === d.missedMs.at(-1) && d.fireMs === undefined ? `more than startingDeadlineSeconds (${c.startingDeadlineSeconds}) late` : 'a newer scheduled time was due (one catch-up run at most)'}`, c, at);
+      }
+      if (d.missedCount > 0) {
+        cr.missed += d.missedCount;
+        this.app = withEvent(this.app, now, `missed ${d.missedCount} scheduled time${d.missedCount === 1 ? '' : 's'} (newest ${new Date(d.missedMs.at(-1) ?? d.lastScheduledMs).toISOString()})`);
+        changed = true;
+      }
+      if (d.lastScheduledMs !== cr.lastScheduledMs) {
+        cr.lastScheduledMs = d.lastScheduledMs;
+        changed = true;
+      }
+      if (d.fireMs !== undefined) {
+        const at = d.fireMs;
+        const full = cr.active.length >= MAX_ACTIVE_CRON_RUNS && c.concurrencyPolicy === 'allow';
+        if ((cr.active.length > 0 && c.concurrencyPolicy === 'forbid') || full) {
+          const why = full ? `${cr.active.length} runs still running (at most ${MAX_ACTIVE_CRON_RUNS} at once with concurrencyPolicy allow)` : `run ${cr.active.map((r) => r.run).join(', ')} still running (concurrencyPolicy forbid)`;
+          cr.skipped++;
+          cr.runs = this.pushCronRun(cr.runs, undefined, 'skipped', why, c, at);
+          this.app = withEvent(this.app, now, `skipped the run scheduled at ${new Date(at).toISOString()}: ${why}`);
+        } else {
+          if (c.concurrencyPolicy === 'replace') {
+            for (const r of cr.active) {
+              for (const t of this.live()) if (t.run === r.run) this.stop(t, `replaced by the run scheduled at ${new Date(at).toISOString()}`);
+              cr.runs = this.pushCronRun(cr.runs, { ...r, finishedAtMs: now }, 'replaced', 'replaced by a newer run (concurrencyPolicy replace)', c);
+            }
+            cr.active = [];
+          }
+          const run = cr.lastRun + 1;
+          cr.lastRun = run;
+          const fresh = { version: this.app.version, run, status: 'running' as const, succeeded: 0, failures: 0, attempts: 0, notBeforeMs: 0, startedAtMs: now, finishedAtMs: 0, reason: '', history: [], runs: [], scheduledMs: at, firedAtMs: now };
+          this.app = withEvent(this.app, now, `cron run ${run} fired for ${new Date(at).toISOString()}${now - at >= 1000 ? ` (${Math.round((now - at) / 1000)}s late)` : ''}`);
+          const { j } = this.stepRun(spec, fresh, [], run);
+          const r = { ...fresh, ...j };
+          if (r.status === 'running') cr.active.push(r);
+          else cr.runs = this.pushCronRun(cr.runs, r, r.status, r.reason, c);
+        }
+        changed = true;
+      }
+    }
+    if (cr.active.length === 0) this.setPending('');
+    if (this.schedulePart && (cr.pending ?? '') !== this.schedPending) {
+      cr.pending = this.schedPending;
+      changed = true;
+    }
     if (changed) {
-      this.app = { ...this.app, job: j };
+      this.app = { ...this.app, cron: cr };
       this.appChanged = true;
     }
+    this.wakeAtMs = cr.off ? undefined : (nextFireAfter(c, Math.max(cr.lastScheduledMs, cr.sinceMs)) ?? undefined);
+  }
+
+  /** Appends a finished run (or a time that never ran) and prunes by the history limits: successful ones, failed/missed/skipped ones. */
+  private pushCronRun(runs: CronRunSummary[], r: (JobRecord & { scheduledMs: number; firedAtMs: number }) | undefined, status: CronRunStatus, reason: string, c: CronSpec, scheduledMs = r?.scheduledMs ?? 0): CronRunSummary[] {
+    const sum: CronRunSummary = {
+      run: r?.run ?? 0,
+      scheduledMs,
+      firedAtMs: r?.firedAtMs ?? 0,
+      finishedAtMs: r ? r.finishedAtMs || this.input.nowMs : this.input.nowMs,
+      status,
+      version: r?.version ?? this.app.version,
+      attempts: r?.attempts ?? 0,
+      failures: r?.failures ?? 0,
+      exitCodes: r ? r.history.filter((a) => a.run === r.run).map((a) => a.exitCode) : [],
+      reason: reason.slice(0, 300),
+    };
+    const all = [...runs, sum];
+    const ok = all.filter((x) => x.status === 'succeeded');
+    const bad = all.filter((x) => x.status !== 'succeeded');
+    const keep = new Set([...ok.slice(ok.length - Math.min(ok.length, c.historyLimit.successful)), ...bad.slice(bad.length - Math.min(bad.length, c.historyLimit.failed))]);
+    return all.filter((x) => keep.has(x));
+  }
+
+  /** The app stopped or is being removed: its runs in progress end as stopped, and the schedule resumes afresh on start. */
+  private closeCronRuns(why: string): void {
+    const cr = this.app.cron;
+    if (!cr || (cr.active.length === 0 && cr.resume)) return;
+    const c = this.input.specs.get(this.app.version)?.cron ?? { historyLimit: { successful: MAX_HISTORY_LIMIT, failed: MAX_HISTORY_LIMIT } } as CronSpec;
+    let runs = cr.runs;
+    for (const r of cr.active) runs = this.pushCronRun(runs, { ...r, finishedAtMs: this.input.nowMs }, 'stopped', why, c);
+    this.app = { ...this.app, cron: { ...cr, active: [], runs, resume: true } };
+    this.appChanged = true;
   }
 
   private pushRun(j: JobRecord, status: JobRecord['runs'][number]['status'], reason: string): JobRecord['runs'] {
@@ -469,8 +663,10 @@ class Reconciler {
     this.appChanged = true;
   }
 
-  private place(spec: AppSpec, count: number): void {
+  /** Places up to count tasks of spec; tag: a cron run's version and number. Returns how many were placed. */
+  private place(spec: AppSpec, count: number, tag?: { version: number; run: number; scheduledMs?: number }): number {
     const n = Math.min(count, MAX_PLACEMENTS_PER_ROUND);
+    const version = tag?.version ?? this.app.version;
     let pinnedNodeId: string | undefined;
     for (const v of spec.volumes) {
       const pin = this.input.volumePins.get(v.name);
@@ -478,12 +674,16 @@ class Reconciler {
     }
     if (pinnedNodeId && !this.nodeUp(pinnedNodeId)) {
       this.setPending(`volume pinned to node ${this.nodeName(pinnedNodeId)}, which is down`);
-      return;
+      return 0;
     }
     const avoidNodeIds = new Set((this.app.failures?.recent ?? []).map((f) => f.nodeId));
-    const plan = this.input.scheduler.place({ app: this.app.name, version: this.app.version, count: n, spec, pinnedNodeId, avoidNodeIds });
+    const plan = this.input.scheduler.place({ app: this.app.name, version, count: n, spec, pinnedNodeId, avoidNodeIds });
     for (const p of plan.placements) {
-      const t: TaskRecord = { id: this.input.newTaskId(), app: this.app.name, version: this.app.version, nodeId: p.nodeId, hostPorts: p.hostPorts, desired: 'run', createdAtMs: this.input.nowMs, stopReason: '' };
+      const t: TaskRecord = { id: this.input.newTaskId(), app: this.app.name, version, nodeId: p.nodeId, hostPorts: p.hostPorts, desired: 'run', createdAtMs: this.input.nowMs, stopReason: '' };
+      if (tag) {
+        t.run = tag.run;
+        if (tag.scheduledMs !== undefined) t.scheduledMs = tag.scheduledMs;
+      }
       this.tasks.set(t.id, t);
       this.upserts.set(t.id, t);
       this.app = withEvent(this.app, this.input.nowMs, `placed ${t.id} on ${this.nodeName(p.nodeId)}`);
@@ -493,7 +693,8 @@ class Reconciler {
         for (const v of spec.volumes) this.newPins.push({ volume: v.name, nodeId: p.nodeId });
       }
     }
-    this.setPending(plan.unplaced > 0 ? `${plan.unplaced} replica(s) pending: ${plan.reason}` : '');
+    this.setPending(plan.unplaced > 0 ? `${plan.unplaced} ${tag ? `task(s) of cron run ${tag.run}` : 'replica(s)'} pending: ${plan.reason}` : '');
+    return plan.placements.length;
   }
 
   private stop(t: TaskRecord, reason: string): void {
@@ -519,6 +720,10 @@ class Reconciler {
   }
 
   private setPending(reason: string): void {
+    if (this.schedulePart) {
+      this.schedPending = reason;
+      return;
+    }
     if (this.app.pending === reason) return;
     this.app = { ...this.app, pending: reason };
     if (reason) this.app = withEvent(this.app, this.input.nowMs, reason);

@@ -1,8 +1,22 @@
 // The app spec: validated with clear errors that name the offending field, defaults applied.
 // Pure (no I/O). Accepts human-friendly sizes ("512M", "1G") and CPU ("500m").
+import { canonicalTimeZone, parseCron } from './cron-expr.js';
 import { withLabDefaults, type LabSpec } from './lab.js';
+import { parseBuildCommand } from '../forge/build-request.js';
 
-export interface PortSpec { name: string; port: number; hostPort: number }
+/**
+ * publish (absent: not published): the service mesh answers on this port on every node and routes
+ * each connection to a serving replica anywhere (Swarm's routing mesh) — unlike hostPort, which
+ * binds only on the nodes that run a task. See protocol/net/ and node/net/.
+ */
+export interface PortSpec { name: string; port: number; hostPort: number; publish?: number }
+/**
+ * Service networking (absent: none): apps with the same network name reach each other by any
+ * alias and the container port (`http://api:8080`), load-balanced over serving replicas wherever
+ * they run. Aliases default to [app name]. See README "Service networking".
+ */
+export interface NetworkSpec { name: string; aliases: string[] }
+export const MAX_NETWORK_ALIASES = 8;
 export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: string; path: string; command: string[]; intervalMs: number; timeoutMs: number; retries: number; startPeriodMs: number }
 export interface Constraint { attribute: string; op: '==' | '!=' | 'exists'; value: string }
 export interface AppSpec {
@@ -21,7 +35,8 @@ export interface AppSpec {
   healthCheck?: HealthCheckSpec;
   restart: { policy: 'always' | 'on-failure' | 'never'; maxRestarts: number; delayMs: number };
   volumes: { name: string; path: string }[];
-  driver: 'docker' | 'process' | 'mock';
+  /** forge: a build (issue 15) run in omnid by node/apps/drivers/forge.ts; command is its request (protocol/forge/build-request.ts). */
+  driver: 'docker' | 'process' | 'mock' | 'forge';
   /**
    * minHealthyMs: a task counts as up (for rolling updates, `omni run`/`deploy` and the reset of
    * the reschedule counter) once it has served — running, health check passing — this long without
@@ -48,13 +63,41 @@ export interface AppSpec {
    * failure is retried as a new task after a backoff, at most `job.retries` failures per run.
    */
   type?: AppType;
-  /** Jobs only (present exactly when type is 'job'). */
+  /** Jobs and cron apps (each cron run is a job run): retries and backoff. */
   job?: JobSpec;
+  /**
+   * A schedule: present exactly for type 'cron' (each fire runs the app as a job) and for a
+   * service with `schedule` (each fire runs `command` as a job sharing the service's image, env,
+   * volumes and resources).
+   */
+  cron?: CronSpec;
   /** Labs only (present exactly when type is 'lab'): a notebook server, protocol/apps/lab.ts. */
   lab?: LabSpec;
+  /** Service networking: see NetworkSpec. */
+  network?: NetworkSpec;
 }
 
-export type AppType = 'service' | 'job' | 'lab';
+export type AppType = 'service' | 'job' | 'cron' | 'lab';
+export type ConcurrencyPolicy = 'forbid' | 'allow' | 'replace';
+export interface CronSpec {
+  /** A cron expression: 5 fields, or 6 with seconds first (parsed by croner). */
+  schedule: string;
+  /** IANA time zone the expression is read in (default UTC). */
+  timeZone: string;
+  /** A fire while a run is still going: forbid (skip it, the default), allow (run both) or replace (stop the old run). */
+  concurrencyPolicy: ConcurrencyPolicy;
+  /** A scheduled time not fired within this many seconds is missed (absent: one late catch-up run is always fired). */
+  startingDeadlineSeconds?: number;
+  /** Finished runs kept in the history: successful and failed (missed and skipped times count as failed). */
+  historyLimit: { successful: number; failed: number };
+  /** Created with the schedule OFF (`omni schedule enable` turns it on). */
+  suspend: boolean;
+  /** A service's schedule: the command each fire runs. Absent for a type cron app (it runs its own command or image). */
+  command?: string[];
+}
+export const DEFAULT_HISTORY_LIMIT = { successful: 3, failed: 1 };
+export const MAX_HISTORY_LIMIT = 50;
+export const MAX_STARTING_DEADLINE_S = 7 * 24 * 3600;
 /**
  * retries: failures allowed per run before the job is failed (Kubernetes' backoffLimit): a run
  * places at most replicas + retries tasks. The n-th failure waits backoffMs·2^(n-1), at most
@@ -82,7 +125,8 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network'];
+const CRON_FIELDS = ['timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -197,14 +241,50 @@ export function validateAppSpec(input: unknown): SpecResult {
   const healthCheck = readHealth(e, input.healthCheck, ports);
   const restart = readRestart(e, input.restart);
   const volumes = readVolumes(e, input.volumes);
-  const driver = input.driver === undefined ? (image !== undefined ? 'docker' : 'process') : ['docker', 'process', 'mock'].includes(input.driver as string) ? (input.driver as AppSpec['driver']) : (e.add('driver', 'must be docker, process or mock'), 'process');
+  const driver = input.driver === undefined ? (image !== undefined ? 'docker' : 'process') : ['docker', 'process', 'mock', 'forge'].includes(input.driver as string) ? (input.driver as AppSpec['driver']) : (e.add('driver', 'must be docker, process, mock or forge'), 'process');
   if (driver === 'docker' && image === undefined && command !== undefined) e.add('driver', 'the docker driver needs an image');
   if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
+  if (driver === 'forge') {
+    if (command === undefined) e.add('driver', 'the forge driver runs a build: command must be a forge-build request');
+    else {
+      const b = parseBuildCommand([...command, ...args]);
+      if (!b.ok) e.add('command', `forge build: ${b.message}`);
+    }
+    if (input.type !== 'job') e.add('type', 'a forge build is a job (type: job)');
+    if (input.ports !== undefined) e.add('ports', 'a forge build listens on nothing');
+    if (input.volumes !== undefined) e.add('volumes', 'a forge build has no volumes');
+  }
   const update = readUpdate(e, input.update);
   const reschedule = readReschedule(e, input.reschedule);
-  const type: AppType = input.type === undefined ? 'service' : input.type === 'service' || input.type === 'job' ? input.type : (e.add('type', 'must be service, job or lab'), 'service');
+  const type: AppType = input.type === undefined ? 'service' : input.type === 'service' || input.type === 'job' || input.type === 'cron' ? input.type : (e.add('type', 'must be service, job, cron or lab'), 'service');
   let job: JobSpec | undefined;
-  if (type === 'job') {
+  let cron: CronSpec | undefined;
+  if (type === 'cron') {
+    if (input.schedule === undefined) e.add('schedule', "required for type cron: a cron expression such as '0 3 * * *' (5 fields) or '*/10 * * * * *' (6, seconds first)");
+    else if (typeof input.schedule !== 'string') e.add('schedule', "for type cron: a cron expression string such as '0 3 * * *' (the {cron, command} form is a service's schedule)");
+    else cron = readCron(e, input, '', input.schedule);
+  } else if (type === 'job') {
+    for (const f of ['schedule', ...CRON_FIELDS]) if (input[f] !== undefined) e.add(f, 'a job runs once: use type cron for a schedule');
+  } else {
+    for (const f of CRON_FIELDS) if (input[f] !== undefined) e.add(f, 'for a service, put it inside schedule: {cron, command, ...}; or use type cron');
+    if (input.schedule !== undefined) {
+      if (!isObj(input.schedule)) e.add('schedule', 'for a service: {cron, command, timeZone?, concurrencyPolicy?, startingDeadlineSeconds?, historyLimit?, suspend?}');
+      else {
+        const sch = input.schedule;
+        known(e, sch, 'schedule', ['cron', 'command', ...CRON_FIELDS]);
+        const expr = sch.cron;
+        if (typeof expr !== 'string') e.add('schedule.cron', "required: a cron expression such as '0 3 * * *'");
+        const cmd = typeof sch.command === 'string' ? ['sh', '-c', sch.command] : argv(e, sch.command, 'schedule.command');
+        if (!cmd || cmd.length === 0) e.add('schedule.command', 'required: the command each fire runs (a string runs through sh -c, or a list of arguments)');
+        else if (typeof sch.command === 'string' && sch.command.length > MAX_ARG_CHARS) e.add('schedule.command', `longer than ${MAX_ARG_CHARS} characters`);
+        if (typeof expr === 'string' && cmd && cmd.length > 0) {
+          cron = readCron(e, sch, 'schedule.', expr);
+          if (cron) cron.command = cmd;
+        }
+      }
+    }
+  }
+  if (type === 'job' || type === 'cron') {
     // A job runs to completion: nothing listens, nothing is restarted in place or rolled.
     const notForJobs: [string, string][] = [
       ['ports', 'a job has no ports: it runs to completion (use type service for a server)'],
@@ -213,8 +293,8 @@ export function validateAppSpec(input: unknown): SpecResult {
       ['reschedule', 'not used by jobs: use retries and backoff'],
       ['update', 'not used by jobs: a new version starts a new run (no rolling update)'],
     ];
-    for (const [f, why] of notForJobs) if (input[f] !== undefined) e.add(f, why);
-    if (replicas < 1) e.add('replicas', 'a job runs at least 1 task');
+    for (const [f, why] of notForJobs) if (input[f] !== undefined) e.add(f, type === 'cron' ? why.replace(/\bjobs?\b/g, (w) => (w === 'job' ? 'cron run' : 'cron runs')) : why);
+    if (replicas < 1) e.add('replicas', `a ${type === 'cron' ? 'cron run' : 'job'} runs at least 1 task`);
     job = { ...DEFAULT_JOB, retries: int(e, input.retries, 'retries', 0, MAX_JOB_RETRIES, DEFAULT_JOB.retries) };
     if (input.backoff !== undefined) {
       if (!isObj(input.backoff)) e.add('backoff', 'must be {delayMs, maxDelayMs}');
@@ -226,22 +306,78 @@ export function validateAppSpec(input: unknown): SpecResult {
       }
     }
   } else {
-    if (input.retries !== undefined) e.add('retries', 'only for type job (a service restarts per restart and reschedule)');
-    if (input.backoff !== undefined) e.add('backoff', 'only for type job (a service uses reschedule.delayMs)');
+    if (input.retries !== undefined) e.add('retries', 'only for type job or cron (a service restarts per restart and reschedule)');
+    if (input.backoff !== undefined) e.add('backoff', 'only for type job or cron (a service uses reschedule.delayMs)');
   }
+  const network = readNetwork(e, input.network, name);
   if (e.list.length > 0) return { ok: false, errors: e.list };
   const spec: AppSpec = { name, args, env, ports, resources, replicas, constraints, antiAffinity, spreadBy, placement, restart, volumes, driver, update, reschedule };
   if (exclusive) spec.exclusive = true;
   if (job) {
     // Never restarted in place: the orchestrator retries a failed job task as a new task.
-    spec.type = 'job';
+    spec.type = type;
     spec.job = job;
     spec.restart = { policy: 'never', maxRestarts: 0, delayMs: 0 };
   }
+  if (cron) spec.cron = cron;
   if (image !== undefined) spec.image = image;
   if (command !== undefined) spec.command = command;
   if (healthCheck) spec.healthCheck = healthCheck;
+  if (network) spec.network = network;
   return { ok: true, spec };
+}
+
+/** The schedule fields (top level of a cron app, inside `schedule` of a service); prefix names them in errors. */
+function readCron(e: Errors, o: Obj, prefix: string, expr: string): CronSpec | undefined {
+  const field = prefix ? `${prefix}cron` : 'schedule';
+  let timeZone = 'UTC';
+  if (o.timeZone !== undefined) {
+    const tz = typeof o.timeZone === 'string' ? canonicalTimeZone(o.timeZone) : undefined;
+    if (tz === undefined) e.add(`${prefix}timeZone`, 'must be an IANA time zone name such as Europe/Paris, America/New_York or UTC');
+    else timeZone = tz;
+  }
+  const parsed = parseCron(expr, timeZone);
+  if (!parsed.ok) e.add(field, `not a valid cron expression ('${expr.slice(0, 64)}'): ${parsed.error}`);
+  const cp = o.concurrencyPolicy;
+  const concurrencyPolicy = cp === undefined ? 'forbid' : cp === 'forbid' || cp === 'allow' || cp === 'replace' ? cp : (e.add(`${prefix}concurrencyPolicy`, 'must be forbid (skip a fire while a run goes on), allow or replace'), 'forbid');
+  const startingDeadlineSeconds = o.startingDeadlineSeconds === undefined ? undefined : int(e, o.startingDeadlineSeconds, `${prefix}startingDeadlineSeconds`, 1, MAX_STARTING_DEADLINE_S, 0);
+  const historyLimit = { ...DEFAULT_HISTORY_LIMIT };
+  if (o.historyLimit !== undefined) {
+    if (typeof o.historyLimit === 'number') historyLimit.successful = historyLimit.failed = int(e, o.historyLimit, `${prefix}historyLimit`, 0, MAX_HISTORY_LIMIT, 3);
+    else if (!isObj(o.historyLimit)) e.add(`${prefix}historyLimit`, '{successful, failed} or one number for both');
+    else {
+      known(e, o.historyLimit, `${prefix}historyLimit`, ['successful', 'failed']);
+      historyLimit.successful = int(e, o.historyLimit.successful, `${prefix}historyLimit.successful`, 0, MAX_HISTORY_LIMIT, DEFAULT_HISTORY_LIMIT.successful);
+      historyLimit.failed = int(e, o.historyLimit.failed, `${prefix}historyLimit.failed`, 0, MAX_HISTORY_LIMIT, DEFAULT_HISTORY_LIMIT.failed);
+    }
+  }
+  const suspend = o.suspend === undefined ? false : typeof o.suspend === 'boolean' ? o.suspend : (e.add(`${prefix}suspend`, 'must be true or false'), false);
+  if (!parsed.ok) return undefined;
+  const c: CronSpec = { schedule: expr.trim(), timeZone, concurrencyPolicy, historyLimit, suspend };
+  if (startingDeadlineSeconds !== undefined) c.startingDeadlineSeconds = startingDeadlineSeconds;
+  return c;
+}
+
+/** A network or alias name: a DNS label (lowercase letters, digits, -), at most 63 characters. */
+const NET_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function readNetwork(e: Errors, v: unknown, appName: string): NetworkSpec | undefined {
+  if (v === undefined) return undefined;
+  if (!isObj(v)) return e.add('network', 'must be {name, aliases?}');
+  known(e, v, 'network', ['name', 'aliases']);
+  const name = typeof v.name === 'string' && NET_NAME.test(v.name) ? v.name : e.add('network.name', 'required: lowercase letters, digits and -, at most 63 characters');
+  let aliases = [appName];
+  if (v.aliases !== undefined) {
+    if (!Array.isArray(v.aliases) || v.aliases.length === 0 || v.aliases.length > MAX_NETWORK_ALIASES) e.add('network.aliases', `must be a list of 1 to ${MAX_NETWORK_ALIASES} names`);
+    else {
+      aliases = [];
+      v.aliases.forEach((a, i) => {
+        if (typeof a !== 'string' || !NET_NAME.test(a) || a === 'localhost') e.add(`network.aliases[${i}]`, 'must be a host name: lowercase letters, digits and -, at most 63 characters (not localhost)');
+        else if (!aliases.includes(a)) aliases.push(a);
+      });
+    }
+  }
+  return name === undefined ? undefined : { name, aliases };
 }
 
 function readPorts(e: Errors, v: unknown): PortSpec[] {
@@ -251,11 +387,16 @@ function readPorts(e: Errors, v: unknown): PortSpec[] {
   v.forEach((p, i) => {
     const f = `ports[${i}]`;
     const o: Obj = typeof p === 'number' ? { name: i === 0 ? 'http' : `p${i}`, port: p } : isObj(p) ? p : {};
-    if (!isObj(p) && typeof p !== 'number') return e.add(f, 'must be {name, port, hostPort?} or a port number');
-    known(e, o, f, ['name', 'port', 'hostPort']);
+    if (!isObj(p) && typeof p !== 'number') return e.add(f, 'must be {name, port, hostPort?, publish?} or a port number');
+    known(e, o, f, ['name', 'port', 'hostPort', 'publish']);
     const name = typeof o.name === 'string' && PORT_NAME.test(o.name) ? o.name : (e.add(`${f}.name`, 'required: lowercase letters, digits and -, at most 15'), 'x');
     if (out.some((q) => q.name === name)) e.add(`${f}.name`, `duplicate port name ${name}`);
-    out.push({ name, port: int(e, o.port, `${f}.port`, 1, 65535, 0), hostPort: int(e, o.hostPort, `${f}.hostPort`, 0, 65535, 0) });
+    const port: PortSpec = { name, port: int(e, o.port, `${f}.port`, 1, 65535, 0), hostPort: int(e, o.hostPort, `${f}.hostPort`, 0, 65535, 0) };
+    if (o.publish !== undefined) {
+      port.publish = int(e, o.publish, `${f}.publish`, 1, 65535, 0);
+      if (out.some((q) => q.publish === port.publish)) e.add(`${f}.publish`, `port ${port.publish} is published twice`);
+    }
+    out.push(port);
   });
   return out;
 }

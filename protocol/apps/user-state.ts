@@ -12,6 +12,8 @@
 //   IDLE  every wanted replica of the current version serves (running, health check passing,
 //         stable) and no rollout is in progress: ready, nothing in flight
 // (A lab's kernel activity is not observed by the cluster: a lab is BUSY only as a service is.)
+// Cron app: IDLE between fires, BUSY while a run is in progress, DEAD once stopped (its
+// schedule's ON / OFF is shown beside it).
 export type AgentState = 'INIT' | 'IDLE' | 'BUSY' | 'DEAD';
 export type JobUserState = 'CREATED' | 'RUNNING' | 'STOPPED';
 export type UserState = AgentState | JobUserState | 'NONE';
@@ -48,6 +50,11 @@ export function userState(a: StateInput | undefined): UserStateView {
     return { kind: 'job', state: phase, ...(phase === 'STOPPED' ? { outcome: a.job?.outcome || 'stopped' } : {}), detail: phase === 'STOPPED' ? a.job?.outcome || 'stopped' : phase === 'RUNNING' ? 'running' : 'not started yet' };
   }
   const running = a.tasks.filter(alive);
+  if (a.type === 'cron') {
+    // A cron app waits between fires (IDLE) and works while a run is in progress (BUSY); its schedule's ON / OFF is shown beside.
+    if (a.state !== 'running' && a.state !== 'failed') return running.length > 0 ? { kind: 'agent', state: 'BUSY', detail: `${a.state}: ${running.length} run task(s) still running` } : { kind: 'agent', state: 'DEAD', detail: a.state };
+    return running.length > 0 ? { kind: 'agent', state: 'BUSY', detail: `${running.length} run task(s) in progress` } : { kind: 'agent', state: 'IDLE', detail: 'waiting for the next scheduled time' };
+  }
   if (a.state !== 'running') {
     if (running.length > 0) return { kind: 'agent', state: 'BUSY', detail: `${a.state === 'removing' ? 'being removed' : a.state}: ${running.length} task(s) still running` };
     return { kind: 'agent', state: 'DEAD', detail: a.state };

@@ -7,13 +7,19 @@
 //            carries the token; the leader does not take another node's word for it).
 //  - member: a current member acting for itself, over libp2p or through its own control
 //            socket. It may only report about itself (its registration, its status, the
-//            status of the tasks placed on it) and ask for its own leave.
+//            status of the tasks placed on it) and ask for its own leave; while a Forge build
+//            task (an app named build-<hex>, protocol/forge/build-request.ts) is placed on it
+//            and meant to run, it may also add registry records (blobs, manifests, tags, repo
+//            links: puts only, never deletes) and build records (forge/builds/…), which is what
+//            the build writes (node/forge/node-registry.ts).
 //  - joiner: a host the leader admitted with a join token (it joins as itself, proven by noise).
 //  - leader: the leader's own duties (bootstrap, autopilot, orchestrator). Never forwarded:
 //            another node cannot claim it.
 // Membership changes are decided by the leader (the autopilot): nobody can ask to be promoted.
 import type { Command, CommandType } from './commands.js';
 import { STATUS_PREFIX, TASK_PREFIX, parseRecord, type TaskRecord } from '../apps/model.js';
+import { isBuildAppName } from '../forge/build-request.js';
+import { BLOB_PREFIX, GC_FENCE_KEY, MANIFEST_PREFIX, REPO_BLOB_PREFIX, REPO_MANIFEST_PREFIX, TAG_PREFIX } from '../registry/records.js';
 
 export type Principal =
   | { kind: 'admin'; tokenId: string }
@@ -36,6 +42,8 @@ export type Action = { kind: 'command'; command: Command } | { kind: 'conf'; cha
 export interface AuthzView {
   /** The node a task is placed on (undefined: no such task). */
   taskNodeId(taskId: string): string | undefined;
+  /** Whether a Forge build task meant to run is placed on the node (absent: never). */
+  runsBuild?(nodeId: string): boolean;
 }
 
 export type AuthzResult = { ok: true } | { ok: false; error: { code: 'FORBIDDEN'; message: string } };
@@ -91,10 +99,10 @@ export const COMMAND_AUTHZ: { readonly [T in CommandType]: AuthzRow<CommandOf<T>
   'token.revoke': { admin: true, member: false, joiner: false, leader: false, who: 'an admin token' },
   'kv.put': {
     admin: true,
-    member: (c, nodeId, view) => ownStatusKey(c.key, nodeId, view),
+    member: (c, nodeId, view) => memberPut(c.key, nodeId, view),
     joiner: false,
     leader: true,
-    who: 'an admin token (a member writes only the status of its own tasks)',
+    who: 'an admin token (a member writes only the status of its own tasks, and what its builds write)',
   },
   'kv.delete': { admin: true, member: false, joiner: false, leader: true, who: 'an admin token' },
   'kv.txn': {
@@ -102,14 +110,14 @@ export const COMMAND_AUTHZ: { readonly [T in CommandType]: AuthzRow<CommandOf<T>
     member: (c, nodeId, view) => {
       for (const op of c.ops) {
         if (op.op !== 'put') return 'a member may only write the status of its own tasks';
-        const why = ownStatusKey(op.key, nodeId, view);
+        const why = memberPut(op.key, nodeId, view);
         if (why) return why;
       }
       return undefined;
     },
     joiner: false,
     leader: true,
-    who: 'an admin token (a member writes only the status of its own tasks)',
+    who: 'an admin token (a member writes only the status of its own tasks, and what its builds write)',
   },
 };
 
@@ -166,6 +174,17 @@ function refuse(message: string): AuthzResult {
   return { ok: false, error: { code: 'FORBIDDEN', message } };
 }
 
+/** Keys a build writes: registry records (not the GC policy, replicas or history) and build records. */
+const BUILD_KEY_PREFIXES = [BLOB_PREFIX, MANIFEST_PREFIX, TAG_PREFIX, REPO_MANIFEST_PREFIX, REPO_BLOB_PREFIX, 'forge/builds/'];
+
+/** A member's put: the status of its own task, or (while it runs a build) a record the build writes. */
+function memberPut(key: string, nodeId: string, view: AuthzView): string | undefined {
+  if (key === GC_FENCE_KEY || BUILD_KEY_PREFIXES.some((p) => key.startsWith(p))) {
+    return view.runsBuild?.(nodeId) ? undefined : 'a member writes registry and build records only while a build task runs on it';
+  }
+  return ownStatusKey(key, nodeId, view);
+}
+
 /** taskstatus/<id> of a task placed on nodeId. */
 function ownStatusKey(key: string, nodeId: string, view: AuthzView): string | undefined {
   if (!key.startsWith(STATUS_PREFIX)) return 'a member may only write the status of its own tasks';
@@ -176,8 +195,9 @@ function ownStatusKey(key: string, nodeId: string, view: AuthzView): string | un
 }
 
 /** The view over the cluster state: its task table (decoded at apply), else a read of the task's kv record. */
-export function authzView(state: { kvGet(key: string): { value: string } | undefined; tables?: { task(id: string): TaskRecord | undefined } }): AuthzView {
+export function authzView(state: { kvGet(key: string): { value: string } | undefined; tables?: { task(id: string): TaskRecord | undefined; tasksOnNode?(nodeId: string): TaskRecord[] } }): AuthzView {
   return {
+    runsBuild: (nodeId) => (state.tables?.tasksOnNode?.(nodeId) ?? []).some((t) => t.desired === 'run' && isBuildAppName(t.app)),
     taskNodeId: (taskId) => {
       const t = state.tables ? state.tables.task(taskId) : parseRecord<TaskRecord>(state.kvGet(`${TASK_PREFIX}${taskId}`)?.value);
       return typeof t?.nodeId === 'string' ? t.nodeId : undefined;

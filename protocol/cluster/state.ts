@@ -171,7 +171,7 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * synchronously by the orchestrator, agents and registry: their values stay in memory until
  * they move to typed tables of their own.
  */
-export const RESIDENT_KV_PREFIXES: readonly string[] = ['apps/', 'appspecs/', 'tasks/', 'taskstatus/', 'volumes/', 'sched/', 'registry/'];
+export const RESIDENT_KV_PREFIXES: readonly string[] = ['apps/', 'appspecs/', 'tasks/', 'taskstatus/', 'volumes/', 'sched/', 'registry/', 'stacks/'];
 
 /** How a state keeps kv values. */
 export interface StateOptions {

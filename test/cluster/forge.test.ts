@@ -6,7 +6,9 @@
 // image, pulled by Docker from a third node's /v2/, runs and answers HTTP. A failing build step
 // exits 1 naming the step. `omni run DIR` deploys the build pinned by digest on 3 replicas (one per
 // node) that answer HTTP; again it is unchanged; changed source rolls the app to a new digest.
-// Without a Docker engine, only the runs in containers are skipped.
+// Builds run on a node as a job of the forge driver: the build's task, its log, the image read
+// through another node; two identical builds at once are one build task; --cancel and Ctrl-C stop
+// a build under way. Without a Docker engine, only the runs in containers are skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -18,6 +20,19 @@ import { dockerForTests } from '../support/docker.js';
 import { formCluster, waitFor, httpGet } from './helpers.js';
 
 const run = promisify(execFile);
+
+/** A port the OS says is free (from its ephemeral range, away from the apps' 20000+ host ports other clusters on this host use). */
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
 const docker = await dockerForTests();
 const noDocker = 'skip' in docker ? docker.skip : undefined;
 if (noDocker) console.warn(`!!! SKIPPING the run of a Forge-built image in Docker: ${noDocker}`);
@@ -45,7 +60,7 @@ describe('forge on a cluster', () => {
   const omniEnv = (node: string) => ({ ...process.env, OMNI_ADDR: c.nodes.get(node)!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' });
   const omni = async (node: string, ...args: string[]) => {
     const r = await omniCli(omniEnv(node), args);
-    if (r.code !== 0) throw new Error(`omni ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+    if (r.code !== 0) throw new Error(`omni ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout.slice(-3000)}`);
     return r.stdout;
   };
 
@@ -82,6 +97,92 @@ describe('forge on a cluster', () => {
     // the text output, and a progress-free run without a terminal
     const text = await omni('b3', 'build', src, '--repo', 'team/node-api');
     expect(text).toContain(`reused team/node-api@${built.digest} (this source was built before`);
+  }, 600_000);
+
+  type JobApp = { job: { phase: string; outcome: string; run: number; attempts: number }; tasks: { id: string; node: string; state: string }[] };
+  const inspectApp = async (node: string, name: string): Promise<JobApp> => {
+    const client = c.client(node);
+    try {
+      return await client.get<JobApp>(`/v1/apps/${name}`);
+    } finally {
+      client.close();
+    }
+  };
+
+  it('the build is a job task on a node: placed, logged, pullable through another node; two identical builds at once are one build', async () => {
+    // the first test's build ran as a job of the forge driver on a node of the cluster
+    const b = (built as Built & { build?: string }).build!;
+    expect(b).toMatch(/^build-[0-9a-f]{34}$/);
+    const app = await inspectApp('b3', b);
+    expect(app.job).toMatchObject({ phase: 'STOPPED', outcome: 'succeeded', run: 1, attempts: 1 });
+    expect(app.tasks).toHaveLength(1);
+    expect(names).toContain(app.tasks[0].node);
+    const logs = await omni('b2', 'logs', b);
+    expect(logs).toContain('--- fetch source');
+    expect(logs).toContain(`built team/node-api@${built.digest}`);
+    // the image is in the registry of a node other than the one that built it (and the one the CLI used)
+    const other = names.find((n) => n !== app.tasks[0].node && n !== 'b1')!;
+    const ls = JSON.parse(await omni(other, 'images', 'ls', '--json')) as { images: { repository: string; tag: string; digest: string }[] };
+    expect(ls.images.find((i) => i.repository === 'team/node-api' && i.tag === 'v1')?.digest).toBe(built.digest);
+    const client = c.client(other);
+    try {
+      const reg = (await client.get<{ url: string }>('/v1/registry')).url;
+      const res = await fetch(new URL(`/v2/team/node-api/manifests/${built.digest}`, reg), { headers: { authorization: `Bearer ${c.adminToken}`, accept: 'application/vnd.oci.image.manifest.v1+json' } });
+      expect(res.status).toBe(200);
+    } finally {
+      client.close();
+    }
+
+    // two identical builds at once, through two nodes: one build task, one result for both
+    const src = join(dir, 'node-api-twice');
+    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    await writeFile(join(src, 'extra.txt'), 'a change, so that nothing is reused\n');
+    const [x, y] = await Promise.all([omniCli(omniEnv('b2'), ['build', src, '--repo', 'team/twice', '--json']), omniCli(omniEnv('b3'), ['build', src, '--repo', 'team/twice', '--json'])]);
+    expect(x.code, x.stderr).toBe(0);
+    expect(y.code, y.stderr).toBe(0);
+    const rx = JSON.parse(x.stdout) as Built & { build: string; reused: boolean };
+    const ry = JSON.parse(y.stdout) as Built & { build: string; reused: boolean };
+    expect(rx.build).toBe(ry.build);
+    expect(rx.digest).toBe(ry.digest);
+    expect(rx.reused).toBe(false);
+    const twice = await inspectApp('b1', rx.build);
+    expect(twice.job).toMatchObject({ phase: 'STOPPED', outcome: 'succeeded', run: 1, attempts: 1 });
+    expect(twice.tasks).toHaveLength(1);
+    // the second submit found the first's app (under way, or already built when it came late)
+    expect(`${x.stderr}\n${y.stderr}`).toMatch(/attached to the build under way|already built/);
+  }, 600_000);
+
+  it('a build is cancelled by omni build --cancel and by Ctrl-C in omni build; its task stops', async () => {
+    const src = join(dir, 'slow');
+    await cp('test/fixtures/forge/static-site', src, { recursive: true });
+    await mkdir(join(src, '.omni'), { recursive: true });
+    await writeFile(join(src, '.omni/build.yaml'), 'runtime: omni/node:24\nsteps:\n  - name: slow\n    run: echo started; sleep 120; echo never\n');
+    const d = await omniCli(omniEnv('b1'), ['build', src, '--repo', 'team/slow', '-d']);
+    expect(d.code, d.stderr).toBe(0);
+    const name = d.stdout.trim();
+    expect(name).toMatch(/^build-[0-9a-f]{34}$/);
+    await waitFor('the slow step runs', async () => (await omni('b2', 'logs', name)).includes('[slow] started'), 120_000, 500);
+    expect((await omniCli(omniEnv('b3'), ['build', '--cancel', name])).code).toBe(0);
+    await waitFor('the build stopped', async () => (await inspectApp('b1', name)).job.phase === 'STOPPED', 60_000, 300);
+    expect((await inspectApp('b1', name)).job.outcome).toBe('stopped');
+    await waitFor('its log says so', async () => (await omni('b2', 'logs', name)).includes('build cancelled'), 30_000, 500);
+    expect(await omni('b2', 'logs', name)).not.toContain('[slow] never');
+
+    // Ctrl-C: the same build again (a new run of the stopped job), interrupted while it runs
+    const { spawn } = await import('node:child_process');
+    const p = spawn('bin/omni', ['build', src, '--repo', 'team/slow'], { env: omniEnv('b2'), stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const exit = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+    await waitFor('omni build streams the slow step', async () => err.includes('[slow] started'), 120_000, 300);
+    // the same build again: the stopped app runs again (the same run resumed, a new task)
+    expect(err).toContain(`build ${name}: `);
+    expect((await inspectApp('b1', name)).job).toMatchObject({ phase: 'RUNNING' });
+    p.kill('SIGINT');
+    expect(await exit).not.toBe(0);
+    expect(err).toContain('build cancelled (Ctrl-C)');
+    await waitFor('the build stopped again', async () => (await inspectApp('b1', name)).job.phase === 'STOPPED', 60_000, 300);
+    expect((await inspectApp('b1', name)).job.outcome).toBe('stopped');
   }, 600_000);
 
   it.skipIf(noDocker !== undefined)('omni run DIR: built (or reused) and deployed pinned by digest; again unchanged; changed source rolls the app', async () => {
@@ -171,7 +272,7 @@ describe('forge on a cluster', () => {
     });
     const ref = `${reg}/team/node-api@${built.digest}`;
     await run('docker', ['pull', ref], { env, timeout: 300_000 });
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const id = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${port}:8080`, ref], { env })).stdout.trim();
     try {
       const res = await waitFor('the Forge-built app answers', async () => (await httpGet(port, '/hello').catch(() => undefined)) ?? undefined, 30_000);
@@ -189,7 +290,7 @@ describe('forge on a cluster', () => {
     expect(py.type).toBe('python');
     const pyRef = `${reg}/team/python-api@${py.digest}`;
     await run('docker', ['pull', pyRef], { env, timeout: 300_000 });
-    const pyPort = 20000 + Math.floor(Math.random() * 20000);
+    const pyPort = await freePort();
     const pyId = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${pyPort}:8080`, pyRef], { env })).stdout.trim();
     try {
       const res = await waitFor('the Forge-built Python app answers', async () => (await httpGet(pyPort, '/py').catch(() => undefined)) ?? undefined, 30_000);
@@ -280,7 +381,7 @@ describe('forge on a cluster', () => {
     });
     const ref = `${reg}/team/web@${b.digest}`;
     await run('docker', ['pull', ref], { env, timeout: 300_000 });
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const id = (await run('docker', ['run', '-d', '-p', `127.0.0.1:${port}:8080`, ref], { env })).stdout.trim();
     try {
       const res = await waitFor('the Dockerfile app answers', async () => (await httpGet(port, '/package.json').catch(() => undefined)) ?? undefined, 30_000);

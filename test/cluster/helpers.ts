@@ -16,11 +16,11 @@ export async function status(c: LocalCluster, name: string, stale = false): Prom
 }
 
 /** init + joins, then waits until the voter target is reached and the root has stepped down. */
-export async function formCluster(names: string[], opts: { initFlags?: string[]; voters?: number; flags?: string[] } = {}): Promise<LocalCluster> {
+export async function formCluster(names: string[], opts: { initFlags?: string[]; voters?: number; flags?: string[]; nodeFlags?: (name: string) => string[] } = {}): Promise<LocalCluster> {
   const c = await LocalCluster.create({ flags: [...TEST_FLAGS, ...(opts.flags ?? [])], echo: process.env.OMNI_TEST_ECHO === '1' });
   try {
-    await c.init(names[0], opts.initFlags ?? []);
-    for (const n of names.slice(1)) await c.join(n);
+    await c.init(names[0], [...(opts.initFlags ?? []), ...(opts.nodeFlags?.(names[0]) ?? [])]);
+    for (const n of names.slice(1)) await c.join(n, opts.nodeFlags?.(n) ?? []);
     await waitForFormed(c, names, opts.voters ?? 3);
   } catch (err) {
     await c.destroy();

@@ -11,8 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ProcessDriver } from '../../node/apps/drivers/process.js';
+import { ProcessDriver, canUnshare } from '../../node/apps/drivers/process.js';
 import type { TaskConfig, TaskStatus } from '../../node/apps/drivers/types.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -191,6 +192,22 @@ describe('ProcessDriver', () => {
     expect((await collect(d.logs(cfg.taskId, { follow: true }))).length).toBe(4);
     const raw = await readFile(join(dataDir, 'tasks', cfg.taskId, 'output.log'), 'utf8');
     expect(raw).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z O out1\n/);
+  });
+
+  it.runIf(canUnshare())("a task on a network sees the network's hosts file as /etc/hosts, live, and the host's stays untouched", async () => {
+    const d = driver();
+    const hosts = join(dataDir, 'hosts-net1');
+    await writeFile(hosts, '127.0.0.1\tlocalhost\n127.77.0.9\tapi\n');
+    const before = readFileSync('/etc/hosts', 'utf8');
+    const cfg = task(['sh', '-c', 'cat /etc/hosts; sleep 1; cat /etc/hosts'], { hostsFile: hosts });
+    await d.start(cfg);
+    await sleep(300);
+    await writeFile(hosts, '127.0.0.1\tlocalhost\n127.77.0.9\tapi\n127.77.0.10\tweb\n'); // in place, as the mesh does
+    const st = await exited(d, cfg.taskId);
+    expect(st.exitCode).toBe(0);
+    const lines = await collect(d.logs(cfg.taskId, { follow: false }));
+    expect(lines).toEqual(['127.0.0.1\tlocalhost', '127.77.0.9\tapi', '127.0.0.1\tlocalhost', '127.77.0.9\tapi', '127.77.0.10\tweb']);
+    expect(readFileSync('/etc/hosts', 'utf8')).toBe(before);
   });
 
   it('follows output until the task exits, and stops following on abort', async () => {

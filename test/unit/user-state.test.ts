@@ -28,6 +28,14 @@ describe('user states', () => {
     expect(userState(app({ replicas: 0, tasks: [] })).state).toBe('IDLE');
   });
 
+  it('cron: IDLE between fires, BUSY while a run is in progress, DEAD once stopped', () => {
+    const cron = (over: Partial<StateInput> = {}) => userState(app({ type: 'cron', tasks: [], ...over }));
+    expect(cron().state).toBe('IDLE');
+    expect(cron({ tasks: [task({ health: 'none' })] })).toMatchObject({ state: 'BUSY', detail: expect.stringContaining('in progress') });
+    expect(cron({ state: 'stopped' }).state).toBe('DEAD');
+    expect(cron({ state: 'stopped', tasks: [task({ desired: 'stop' })] }).state).toBe('BUSY');
+  });
+
   it('job: CREATED, RUNNING, STOPPED with its outcome', () => {
     const job = (phase: 'CREATED' | 'RUNNING' | 'STOPPED', outcome = '') => userState(app({ type: 'job', job: { phase, outcome } }));
     expect(job('CREATED')).toMatchObject({ kind: 'job', state: 'CREATED' });

@@ -352,7 +352,9 @@ export class DockerDriver implements TaskDriver {
     if (this.owner !== undefined) labels[LABEL_OWNER] = this.owner;
     const hostConfig: Docker.HostConfig = {
       PortBindings: bindings,
-      Binds: cfg.volumes.map((v) => `${v.hostPath}:${v.path}`),
+      // Service networking: the network's hosts file (names → docker VIPs, node/net/mesh.ts) is the
+      // container's /etc/hosts (docker then keeps its own out); rewritten in place as services change.
+      Binds: [...cfg.volumes.map((v) => `${v.hostPath}:${v.path}`), ...(cfg.hostsFile ? [`${cfg.hostsFile}:/etc/hosts:ro`] : [])],
       Init: true, // a PID-1 app would ignore SIGTERM; docker-init forwards it
       RestartPolicy: { Name: 'no' },
       LogConfig: { Type: 'json-file', Config: { 'max-size': LOG_MAX_SIZE, 'max-file': LOG_MAX_FILES } },

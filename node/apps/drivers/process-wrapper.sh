@@ -17,6 +17,11 @@ trap : TERM INT HUP QUIT USR1 USR2
 # Hold both pipes open for reading and writing, so that the command's writes never fail
 # (SIGPIPE) while no reader is attached (omnid restarting); they only block once a pipe is full.
 exec 3<>"$dir/out.pipe" 4<>"$dir/err.pipe" || exit 125
+# Service networking: the driver started this shell in a private mount namespace (unshare) and
+# names the network's hosts file: the task sees it as /etc/hosts (the host's stays untouched).
+if [ -n "${OMNI_HOSTS_FILE:-}" ]; then
+  mount --bind "$OMNI_HOSTS_FILE" /etc/hosts || exit 125
+fi
 echo ok
 # Run the command only once the driver has recorded this wrapper (state.json) and reads the
 # pipes: were omnid to die before, nothing would ever find, stop or release this run.

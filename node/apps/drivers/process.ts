@@ -37,6 +37,13 @@ const LOG_LINE_MAX_BYTES = 64 * 1024;
 const READY_TIMEOUT_MS = 10_000;
 /** After the command ended, how long inspect() waits for the rest of its output (grandchildren may hold the pipes). */
 const OUTPUT_SETTLE_MS = 2_000;
+const UNSHARE = '/usr/bin/unshare';
+let unshareOk: boolean | undefined;
+/** Root with util-linux unshare: process tasks on a network get their own /etc/hosts. */
+export function canUnshare(): boolean {
+  unshareOk ??= process.platform === 'linux' && process.getuid?.() === 0 && existsSync(UNSHARE);
+  return unshareOk;
+}
 /** The wrapper's shell: POSIX sh, present on every host the driver supports. */
 const SHELL = '/bin/sh';
 const WRAPPER_SOURCE_URL = new URL('./process-wrapper.sh', import.meta.url);
@@ -349,12 +356,27 @@ export class ProcessDriver implements TaskDriver {
     }
   }
 
+  private note(dir: string, line: string): void {
+    const log = new LogFile(dir, this.logMaxBytes);
+    try {
+      log.append('E', [line]);
+    } finally {
+      log.close();
+    }
+  }
+
   private async launch(cfg: TaskConfig, dir: string, argv: string[], env: Record<string, string>): Promise<TaskStatus> {
     const script = await this.ensureWrapper();
     const errLog = await open(join(dir, 'wrapper.log'), 'a');
     let child: ChildProcess;
     try {
-      child = spawn(SHELL, [script, dir, ...argv], {
+      // Service networking: in a private mount namespace (unshare, root only) the wrapper
+      // bind-mounts the network's hosts file over /etc/hosts before running the command.
+      const ns = cfg.hostsFile !== undefined && canUnshare();
+      if (cfg.hostsFile !== undefined && !ns) this.note(dir, `omni: names of the task's network are not in its /etc/hosts (that needs root and unshare); use the OMNI_HOST_<ALIAS> variables`);
+      const [file, args] = ns ? [UNSHARE, ['--mount', '--propagation', 'private', SHELL, script, dir, ...argv]] : [SHELL, [script, dir, ...argv]];
+      if (ns) env = { ...env, OMNI_HOSTS_FILE: cfg.hostsFile! };
+      child = spawn(file, args, {
         cwd: join(dir, 'work'),
         detached: true, // setsid: the wrapper leads the task's process group and session
         stdio: ['pipe', 'pipe', errLog.fd], // the start handshake: "ok" out, "go" in

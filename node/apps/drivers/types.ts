@@ -2,7 +2,10 @@
 // The agent (node/apps/agent.ts) is the only caller. Drivers own their on-disk/engine state and
 // must survive the agent's restart: recover() re-attaches to what is still running.
 
-export type DriverName = 'docker' | 'process' | 'mock';
+export type DriverName = 'docker' | 'process' | 'mock' | 'forge';
+
+/** A node's drivers by name: forge (Forge builds, node/apps/drivers/forge.ts) only where the daemon gives it its registry. */
+export type DriverSet = Record<Exclude<DriverName, 'forge'>, TaskDriver> & { forge?: TaskDriver };
 
 export interface PortMapping {
   name: string;
@@ -35,6 +38,12 @@ export interface TaskConfig {
   labels: Record<string, string>;
   /** spec.exclusive: the task must stop when its node's lease lapses, also while omnid is down. */
   exclusive?: boolean;
+  /**
+   * Service networking (spec.network): the network's hosts file (alias → VIP, node/net/mesh.ts).
+   * The process driver bind-mounts it over /etc/hosts in the task's own mount namespace (root);
+   * the docker driver mounts it as the container's /etc/hosts (names → docker VIPs).
+   */
+  hostsFile?: string;
 }
 
 export type TaskRunState = 'running' | 'exited';

@@ -1,0 +1,312 @@
+// The per-node service mesh: after every applied change it recomputes the mesh view (pure,
+// protocol/net/mesh.ts) from the replica and keeps
+//   - a TCP listener on VIP:port for every service port of every network (VIPs are loopback
+//     addresses, protocol/net/vip.ts), and one on every published port;
+//   - a hosts file per network (<data>/net/hosts/<network>: alias → VIP) that process tasks see
+//     as their /etc/hosts (node/apps/drivers/process.ts bind-mounts it in a private mount namespace);
+// and routes each accepted connection to a serving replica, round-robin: to 127.0.0.1:hostPort
+// when the replica runs here, else through /omni/tunnel to the node that runs it (node/net/tunnel.ts).
+// It is given the narrow things it uses: the replica, the libp2p host, a membership check, a logger.
+import { createServer, type Server, type Socket } from 'node:net';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../logger.js';
+import type { StateView } from '../cluster/ports.js';
+import type { OmniHost } from '../p2p/host.js';
+import { CoalescedLoop } from '../apps/coalesced-loop.js';
+import { parseRecord, specKey, type AppRecord } from '../../protocol/apps/model.js';
+import type { AppSpec } from '../../protocol/apps/spec.js';
+import { buildMesh, endpointKey, hostsFile, RoundRobin, type MeshView } from '../../protocol/net/mesh.js';
+import type { VipRange } from '../../protocol/net/vip.js';
+import { Tunnel, connectLocal } from './tunnel.js';
+import { DockerVips, dockerVipsAvailable } from './docker-vips.js';
+import { pipeSockets } from './pipe.js';
+
+const ROUND_INTERVAL_MS = 1000;
+const MIN_ROUND_GAP_MS = 200;
+/** Replicas tried per connection before it is refused (each failure moves to the next one). */
+const MAX_ATTEMPTS = 3;
+/** Connections one listener accepts at once. */
+const MAX_CONNECTIONS_PER_LISTENER = 4096;
+/** A listener that could not bind is retried after this long. */
+const RETRY_BIND_MS = 5000;
+const MAX_APPS = 100_000;
+const MAX_CACHED_SPECS = 10_000;
+
+export interface MeshOptions {
+  /** Loopback range the VIPs of this node come from (default DEFAULT_VIP_RANGE). */
+  vipRange: VipRange;
+  /** Addresses for docker containers' names (an interface of the node's own, root only); null: docker tasks get no names. */
+  dockerVipRange: VipRange | null;
+  /** Where published ports listen: host (0.0.0.0: every address), and an offset added to each port (several nodes on one host in tests); null: publish nothing. */
+  publish: { host: string; portOffset: number } | null;
+  /** Tunnels and local proxied connections idle this long are closed. */
+  idleMs?: number;
+}
+
+export interface MeshDeps {
+  readonly id: string;
+  readonly log: Logger;
+  readonly raft: StateView;
+  readonly host: OmniHost;
+  readonly dataDir: string;
+  /** Throws unless `peer` is a current cluster member. */
+  authorize(peer: string): void;
+}
+
+/** What a task on a network gets (node/apps/agent.ts adds it to the task's config). */
+export interface TaskNetwork {
+  /** The network's hosts file (bind-mounted over /etc/hosts by the process driver). */
+  hostsFile: string;
+  /** OMNI_NETWORK and OMNI_HOST_<ALIAS>=<VIP> for the services known when the task starts. */
+  env: Record<string, string>;
+}
+
+interface Route {
+  app: string;
+  portName: string;
+}
+
+interface Listener {
+  server: Server;
+  route: Route;
+  bound: boolean;
+  failedAtMs: number;
+  what: string;
+}
+
+export class Mesh {
+  private view: MeshView = { listeners: [], published: [], hosts: new Map(), dockerHosts: new Map(), endpoints: new Map(), conflicts: [] };
+  private readonly dockerVips: DockerVips | undefined;
+  private serial: Promise<void> = Promise.resolve();
+  private readonly rr = new RoundRobin();
+  private readonly specCache = new Map<string, AppSpec>();
+  /** Per app record (frozen, replaced on change): its spec if it uses the mesh, else null. */
+  private readonly meshSpecOf = new WeakMap<AppRecord, AppSpec | null>();
+  private readonly listeners = new Map<string, Listener>();
+  private readonly hostsWritten = new Map<string, string>();
+  private readonly tunnel: Tunnel;
+  private readonly loop: CoalescedLoop;
+  private readonly warned = new Set<string>();
+  private dockerReason = 'docker VIPs are off (--docker-vip-range off)';
+  private stopped = false;
+
+  constructor(
+    private readonly d: MeshDeps,
+    private readonly opts: MeshOptions,
+  ) {
+    this.tunnel = new Tunnel({ host: d.host, log: d.log, authorize: (p) => d.authorize(p), ownsTaskPort: (id, port) => this.ownsTaskPort(id, port), idleMs: opts.idleMs });
+    const docker = dockerVipsAvailable();
+    if (opts.dockerVipRange && docker.ok) this.dockerVips = new DockerVips(opts.dockerVipRange, d.dataDir, d.log);
+    else if (opts.dockerVipRange && !docker.ok) this.dockerReason = docker.reason;
+    this.loop = new CoalescedLoop(() => this.round(), { intervalMs: ROUND_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`mesh: ${err.message}`) });
+  }
+
+  async start(): Promise<void> {
+    await this.tunnel.start();
+    this.loop.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.loop.stop();
+    await this.serial;
+    for (const l of this.listeners.values()) l.server.close();
+    this.listeners.clear();
+    await this.tunnel.stop();
+    await this.dockerVips?.remove();
+  }
+
+  kick(): void {
+    this.loop.kick();
+  }
+
+  /** The current view (for tests and status). */
+  get current(): MeshView {
+    return this.view;
+  }
+
+  /**
+   * Names for a task of an app on a network: its hosts file and env. For a docker task the
+   * addresses its names point at are on the node's docker VIP interface and listened on before this returns.
+   */
+  async forTask(spec: AppSpec): Promise<TaskNetwork | undefined> {
+    if (!spec.network) return undefined;
+    const net = spec.network.name;
+    const docker = spec.driver === 'docker';
+    if (docker && !this.dockerVips) this.warnOnce(`mesh: docker tasks on network ${net} get no service names here: ${this.dockerReason}`);
+    await this.round();
+    const hosts = (docker ? this.view.dockerHosts : this.view.hosts).get(net);
+    const file = await this.writeHosts(net, docker);
+    const env: Record<string, string> = { OMNI_NETWORK: net };
+    for (const [alias, vip] of hosts ?? []) env[`OMNI_HOST_${alias.toUpperCase().replace(/-/g, '_')}`] = vip;
+    return { hostsFile: file, env };
+  }
+
+  /** Tunnel requests: only a task placed here, desired running, and one of its own host ports. */
+  private ownsTaskPort(taskId: string, hostPort: number): boolean {
+    const t = this.d.raft.state.tables.task(taskId);
+    return t !== undefined && t.nodeId === this.d.id && t.desired === 'run' && t.hostPorts.includes(hostPort);
+  }
+
+  private compute(): MeshView {
+    const state = this.d.raft.state;
+    const tables = state.tables;
+    // Each stored spec is parsed once: keyed by its key and the Raft index that wrote it (an app
+    // removed and created again reuses version numbers). Cleared past MAX_CACHED_SPECS.
+    const specs = this.specCache;
+    if (specs.size > MAX_CACHED_SPECS) specs.clear();
+    const specOf = (app: string, version: number) => {
+      const rec = state.kvGet(specKey(app, version));
+      if (!rec) return undefined;
+      const k = `${rec.key}@${rec.modIndex}`;
+      let s = specs.get(k);
+      if (s === undefined) {
+        s = parseRecord<AppSpec>(rec.value);
+        if (s) specs.set(k, s);
+      }
+      return s;
+    };
+    const apps: { record: AppRecord; spec: AppSpec }[] = [];
+    for (const record of tables.apps().slice(0, MAX_APPS)) {
+      // Records are frozen and replaced on every change: one lookup per record version, so a
+      // round over many apps without networks costs a map lookup each.
+      let spec = this.meshSpecOf.get(record);
+      if (spec === undefined) {
+        const s = specOf(record.name, record.version);
+        spec = s && (s.network || s.ports.some((p) => p.publish !== undefined)) ? s : null;
+        this.meshSpecOf.set(record, spec);
+      }
+      if (spec) apps.push({ record, spec });
+    }
+    const tasks = apps.flatMap((a) => tables.tasksOfApp(a.record.name));
+    // Docker VIPs only for the networks of docker tasks placed here.
+    const dockerNetworks = new Set<string>();
+    if (this.dockerVips) {
+      for (const t of tasks) {
+        if (t.nodeId !== this.d.id || t.desired !== 'run') continue;
+        const s = specOf(t.app, t.version);
+        if (s?.driver === 'docker' && s.network) dockerNetworks.add(s.network.name);
+      }
+    }
+    return buildMesh({ apps, tasks, status: (id) => tables.status(id), specOf, range: this.opts.vipRange, dockerRange: this.opts.dockerVipRange ?? undefined, dockerNetworks });
+  }
+
+  /** One round at a time (the loop's, and the ones a starting task waits for). */
+  private round(): Promise<void> {
+    const next = this.serial.then(() => this.roundNow());
+    this.serial = next.catch(() => undefined);
+    return next;
+  }
+
+  private async roundNow(): Promise<void> {
+    if (this.stopped) return;
+    this.view = this.compute();
+    for (const c of this.view.conflicts) this.warnOnce(c);
+    for (const net of this.view.hosts.keys()) await this.writeHosts(net, false);
+    for (const net of this.view.dockerHosts.keys()) await this.writeHosts(net, true);
+    if (this.dockerVips) {
+      try {
+        await this.dockerVips.sync(new Set(this.view.listeners.filter((l) => l.kind === 'docker').map((l) => l.vip)));
+      } catch (err) {
+        this.warnOnce(`mesh: ${(err as Error).message}`);
+      }
+    }
+    const want = new Map<string, { host: string; port: number; route: Route; what: string; docker: boolean }>();
+    for (const l of this.view.listeners) want.set(`${l.vip}:${l.port}`, { host: l.vip, port: l.port, route: { app: l.app, portName: l.portName }, what: `${l.alias}:${l.port} (network ${l.network}${l.kind === 'docker' ? ', containers' : ''})`, docker: l.kind === 'docker' });
+    if (this.opts.publish) {
+      for (const p of this.view.published) {
+        const port = p.port + this.opts.publish.portOffset;
+        if (port > 65535) continue;
+        want.set(`${this.opts.publish.host}:${port}`, { host: this.opts.publish.host, port, route: { app: p.app, portName: p.portName }, what: `published port ${p.port} of ${p.app}`, docker: false });
+      }
+    }
+    for (const [key, l] of this.listeners) {
+      const w = want.get(key);
+      if (!w) {
+        l.server.close();
+        this.listeners.delete(key);
+      } else if (!l.bound && l.failedAtMs > 0 && Date.now() - l.failedAtMs > RETRY_BIND_MS) {
+        l.server.close();
+        this.listeners.delete(key);
+      } else {
+        l.route = w.route;
+      }
+    }
+    const binding: Promise<void>[] = [];
+    for (const [key, w] of want) if (!this.listeners.has(key)) binding.push(this.listen(key, w.host, w.port, w.route, w.what, w.docker));
+    await Promise.all(binding);
+  }
+
+  /** Resolves once the listener is bound or failed (a failed one is retried in a later round). */
+  private listen(key: string, host: string, port: number, route: Route, what: string, docker: boolean): Promise<void> {
+    const l: Listener = { server: undefined as unknown as Server, route, bound: false, failedAtMs: 0, what };
+    let settle!: () => void;
+    const settled = new Promise<void>((r) => (settle = r));
+    l.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
+      if (!docker) return void this.accept(sock, l.route);
+      // Docker VIPs: only containers on this host's docker bridges (and local processes).
+      void this.dockerVips?.sourceAllowed(sock.remoteAddress).then((ok) => {
+        if (ok) void this.accept(sock, l.route);
+        else sock.destroy();
+      });
+    });
+    l.server.maxConnections = MAX_CONNECTIONS_PER_LISTENER;
+    l.server.on('error', (err: NodeJS.ErrnoException) => {
+      l.failedAtMs = Date.now();
+      settle();
+      this.warnOnce(`mesh: cannot listen on ${host}:${port} for ${what}: ${err.code ?? err.message} (retrying every ${RETRY_BIND_MS / 1000} s)`);
+    });
+    l.server.listen({ host, port, exclusive: true }, () => {
+      l.bound = true;
+      settle();
+      this.d.log.debug(`mesh: listening on ${host}:${port} for ${what}`);
+    });
+    this.listeners.set(key, l);
+    return settled;
+  }
+
+  private async accept(sock: Socket, route: Route): Promise<void> {
+    sock.on('error', () => sock.destroy());
+    const key = endpointKey(route.app, route.portName);
+    const order = this.rr.order(key, this.view.endpoints.get(key) ?? []).slice(0, MAX_ATTEMPTS);
+    for (const ep of order) {
+      if (sock.destroyed) return;
+      try {
+        if (ep.nodeId === this.d.id) {
+          const up = await connectLocal(ep.hostPort);
+          if (sock.destroyed) return void up.destroy();
+          await pipeSockets(sock, up, this.opts.idleMs);
+        } else {
+          const { piped } = await this.tunnel.open(ep.nodeId, { taskId: ep.taskId, hostPort: ep.hostPort }, sock);
+          await piped;
+        }
+        return;
+      } catch (err) {
+        this.d.log.debug(`mesh: ${key} via task ${ep.taskId}: ${(err as Error).message}`);
+      }
+    }
+    // No serving replica answered: refuse (a reset, as when nothing listens).
+    sock.resetAndDestroy();
+  }
+
+  private async writeHosts(network: string, docker: boolean): Promise<string> {
+    const dir = join(this.d.dataDir, 'net', docker ? 'hosts-docker' : 'hosts');
+    const file = join(dir, network);
+    const text = hostsFile((docker ? this.view.dockerHosts : this.view.hosts).get(network));
+    if (this.hostsWritten.get(file) !== text) {
+      await mkdir(dir, { recursive: true });
+      // In place (same inode): a bind mount of the file keeps showing its current content.
+      await writeFile(file, text, { mode: 0o644 });
+      this.hostsWritten.set(file, text);
+    }
+    return file;
+  }
+
+  private warnOnce(msg: string): void {
+    if (this.warned.has(msg)) return;
+    if (this.warned.size > 1000) this.warned.clear();
+    this.warned.add(msg);
+    this.d.log.warn(msg);
+  }
+}

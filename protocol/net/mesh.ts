@@ -1,0 +1,168 @@
+// The service mesh's view of the cluster, computed from the replicated state: which services
+// exist on which networks (alias → app, ports), which ports are published cluster-wide, and
+// which task replicas serve each of them right now. Pure: node/net/mesh.ts feeds it the apps,
+// tasks and statuses it reads from the replica after every applied change and turns the result
+// into listeners, hosts files and tunnel routes.
+import type { AppRecord, TaskRecord, TaskStatusRecord } from '../apps/model.js';
+import { isServing } from '../apps/model.js';
+import type { AppSpec } from '../apps/spec.js';
+import { allocateVips, vipKey, type VipRange } from './vip.js';
+
+/** One replica of an app that serves now: connect to hostPort on nodeId. */
+export interface Endpoint {
+  taskId: string;
+  nodeId: string;
+  hostPort: number;
+}
+
+/** A listener the node's proxy keeps: VIP:port for a service port on a network. */
+export interface ServiceListener {
+  /** loopback: a 127.x VIP (process tasks); docker: an address of the docker VIP range (containers). */
+  kind: 'loopback' | 'docker';
+  network: string;
+  alias: string;
+  vip: string;
+  port: number;
+  app: string;
+  portName: string;
+}
+
+export interface PublishedPort {
+  port: number;
+  app: string;
+  portName: string;
+}
+
+export interface MeshView {
+  listeners: ServiceListener[];
+  published: PublishedPort[];
+  /** Per network: alias → VIP (what its tasks' hosts files say). */
+  hosts: Map<string, Map<string, string>>;
+  /** The same for docker containers (only the networks in MeshInput.dockerNetworks). */
+  dockerHosts: Map<string, Map<string, string>>;
+  /** `app/portName` → serving replicas, sorted by task id. */
+  endpoints: Map<string, Endpoint[]>;
+  /** Human-readable problems (an alias claimed twice, a published port claimed twice). */
+  conflicts: string[];
+}
+
+export interface MeshInput {
+  apps: { record: AppRecord; spec: AppSpec }[];
+  tasks: TaskRecord[];
+  status: (taskId: string) => TaskStatusRecord | undefined;
+  /** The spec a task runs (its own version: its hostPorts follow that version's ports). */
+  specOf: (app: string, version: number) => AppSpec | undefined;
+  range: VipRange;
+  /** Addresses for containers, and the networks that need them on this node (docker tasks here). */
+  dockerRange?: VipRange;
+  dockerNetworks?: ReadonlySet<string>;
+}
+
+export const endpointKey = (app: string, portName: string) => `${app}/${portName}`;
+
+/** Apps whose names and ports are live: running (not stopped, removing or failed). */
+function live(record: AppRecord): boolean {
+  return record.state === 'running';
+}
+
+export function buildMesh(input: MeshInput): MeshView {
+  const conflicts: string[] = [];
+  const apps = [...input.apps].filter((a) => live(a.record)).sort((a, b) => (a.record.name < b.record.name ? -1 : a.record.name > b.record.name ? 1 : 0));
+  // An alias belongs to the first app (by name) that claims it on its network.
+  const owner = new Map<string, string>();
+  for (const { record, spec } of apps) {
+    if (!spec.network) continue;
+    for (const alias of spec.network.aliases) {
+      const k = vipKey(spec.network.name, alias);
+      const prev = owner.get(k);
+      if (prev === undefined) owner.set(k, record.name);
+      else conflicts.push(`alias ${alias} on network ${spec.network.name} is claimed by ${prev} and ${record.name}: ${prev} keeps it`);
+    }
+  }
+  const vips = allocateVips(owner.keys(), input.range);
+  const dockerVips = input.dockerRange ? allocateVips(owner.keys(), input.dockerRange) : new Map<string, string>();
+  const hosts = new Map<string, Map<string, string>>();
+  const dockerHosts = new Map<string, Map<string, string>>();
+  const listeners: ServiceListener[] = [];
+  const published: PublishedPort[] = [];
+  const publishedBy = new Map<number, string>();
+  const specByApp = new Map<string, AppSpec>();
+  for (const { record, spec } of apps) {
+    specByApp.set(record.name, spec);
+    if (spec.network) {
+      let h = hosts.get(spec.network.name);
+      if (!h) hosts.set(spec.network.name, (h = new Map()));
+      for (const alias of spec.network.aliases) {
+        const k = vipKey(spec.network.name, alias);
+        const vip = vips.get(k);
+        if (owner.get(k) !== record.name) continue;
+        if (vip === undefined) {
+          conflicts.push(`no VIP left in ${input.range.cidr} for ${alias} on network ${spec.network.name}`);
+          continue;
+        }
+        h.set(alias, vip);
+        for (const p of spec.ports) listeners.push({ kind: 'loopback', network: spec.network.name, alias, vip, port: p.port, app: record.name, portName: p.name });
+        const dvip = dockerVips.get(k);
+        if (dvip === undefined || !input.dockerNetworks?.has(spec.network.name)) continue;
+        let dh = dockerHosts.get(spec.network.name);
+        if (!dh) dockerHosts.set(spec.network.name, (dh = new Map()));
+        dh.set(alias, dvip);
+        for (const p of spec.ports) listeners.push({ kind: 'docker', network: spec.network.name, alias, vip: dvip, port: p.port, app: record.name, portName: p.name });
+      }
+    }
+    for (const p of spec.ports) {
+      if (p.publish === undefined) continue;
+      const prev = publishedBy.get(p.publish);
+      if (prev !== undefined) {
+        conflicts.push(`port ${p.publish} is published by ${prev} and ${record.name}: ${prev} keeps it`);
+        continue;
+      }
+      publishedBy.set(p.publish, record.name);
+      published.push({ port: p.publish, app: record.name, portName: p.name });
+    }
+  }
+  // Endpoints: tasks desired to run whose status says they serve (running, health passing).
+  const endpoints = new Map<string, Endpoint[]>();
+  for (const t of input.tasks) {
+    if (t.desired !== 'run' || !specByApp.has(t.app) || !isServing(input.status(t.id))) continue;
+    const spec = input.specOf(t.app, t.version);
+    if (!spec) continue;
+    spec.ports.forEach((p, i) => {
+      const hostPort = t.hostPorts[i];
+      if (!(hostPort > 0)) return;
+      const k = endpointKey(t.app, p.name);
+      let list = endpoints.get(k);
+      if (!list) endpoints.set(k, (list = []));
+      list.push({ taskId: t.id, nodeId: t.nodeId, hostPort });
+    });
+  }
+  for (const list of endpoints.values()) list.sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0));
+  return { listeners, published, hosts, dockerHosts, endpoints, conflicts };
+}
+
+/**
+ * Round-robin over a service's endpoints: each call returns them all, starting one further than
+ * the previous call for the same key, so connections spread evenly and a caller can fall back to
+ * the next one when a connection fails. Replicas on this node are not preferred: spreading load
+ * matters more than one hop for the small clusters this targets.
+ */
+export class RoundRobin {
+  private readonly next = new Map<string, number>();
+  private static readonly MAX_KEYS = 100_000;
+
+  order<T>(key: string, endpoints: readonly T[]): T[] {
+    if (endpoints.length === 0) return [];
+    const n = this.next.get(key) ?? 0;
+    if (this.next.size >= RoundRobin.MAX_KEYS && !this.next.has(key)) this.next.clear();
+    this.next.set(key, (n + 1) % endpoints.length);
+    const start = n % endpoints.length;
+    return [...endpoints.slice(start), ...endpoints.slice(0, start)];
+  }
+}
+
+/** The hosts file of a network's tasks: localhost lines, then `VIP alias` per service. */
+export function hostsFile(network: Map<string, string> | undefined): string {
+  const lines = ['127.0.0.1\tlocalhost', '::1\tlocalhost ip6-localhost ip6-loopback'];
+  for (const [alias, vip] of [...(network ?? new Map<string, string>()).entries()].sort()) lines.push(`${vip}\t${alias}`);
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,97 @@
+// A compose stack's services find each other by service name across nodes (issue 17 item 4), on a
+// real 3-node loopback cluster with the process driver: `client` (pinned to n3) calls
+// `http://web:8080/` where `web` runs on another node, through the node's proxy and the libp2p
+// tunnel; web's published port ("PUBLISHED:8080") answers on every node (the routing mesh). Each
+// node of this host gets its own VIP range and publish offset, as several nodes share it. The test
+// itself talks only to 127.0.0.1.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { join } from 'node:path';
+import type { LocalCluster } from '../../node/local-cluster.js';
+import { canUnshare } from '../../node/apps/drivers/process.js';
+import { formCluster, httpGet, waitFor } from './helpers.js';
+
+const run = promisify(execFile);
+
+const NODE_INDEX: Record<string, number> = { n1: 1, n2: 2, n3: 3 };
+// Outside the scheduler's dynamic host ports (20000-32000).
+const PUBLISH = 38_000 + Math.floor(Math.random() * 4000) * 2;
+
+// web answers with its task id on $PORT; client asks http://web:8080/ every 300 ms and writes the
+// last answer (or error) to $DIR/client.out.
+const WEB = `require('http').createServer((q, s) => s.end('web ' + process.env.OMNI_TASK_ID)).listen(Number(process.env.PORT), '127.0.0.1')`;
+const CLIENT = `
+const http = require('http'); const fs = require('fs');
+const out = process.env.DIR + '/client.out';
+setInterval(() => {
+  const r = http.get({ host: 'web', port: 8080, path: '/', timeout: 2000 }, (res) => { let t = ''; res.on('data', (c) => (t += c)); res.on('end', () => fs.writeFileSync(out, 'ok ' + t)); });
+  r.on('timeout', () => r.destroy(new Error('timeout')));
+  r.on('error', (e) => fs.writeFileSync(out, 'error ' + e.message));
+}, 300);
+`;
+
+const stack = (dir: string) => `
+name: names
+services:
+  web:
+    x-omni-driver: process
+    command: ["${process.execPath}", "-e", ${JSON.stringify(WEB)}]
+    ports: ["${PUBLISH}:8080"]
+    deploy:
+      placement: {constraints: ["node.hostname!=n3"]}
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 300ms
+  client:
+    x-omni-driver: process
+    command: ["${process.execPath}", "-e", ${JSON.stringify(CLIENT)}]
+    environment: {DIR: "${dir}"}
+    deploy:
+      placement: {constraints: ["node.hostname==n3"]}
+    depends_on:
+      web: {condition: service_healthy}
+`;
+
+describe.runIf(canUnshare())('compose: services by name across nodes, published ports on every node (process driver)', () => {
+  let c: LocalCluster;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'omni-compose-mesh-'));
+    await writeFile(join(dir, 'compose.yaml'), stack(dir));
+    c = await formCluster(['n1', 'n2', 'n3'], {
+      nodeFlags: (n) => ['--vip-range', `127.77.${NODE_INDEX[n] * 16}.0/20`, '--publish-host', '127.0.0.1', '--publish-port-offset', String(NODE_INDEX[n] * 7)],
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await c?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('client on n3 reaches web on another node as http://web:8080; the published port answers on every node', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const up = await run('bin/omni', ['compose', '-f', join(dir, 'compose.yaml'), 'up', '--timeout', '90'], { env, timeout: 120_000 });
+    expect(up.stdout).toMatch(/names is healthy/);
+    const client = c.client('n1');
+    const web = (await client.get<{ spec: { network: unknown; ports: unknown }; tasks: { id: string; node: string; desired: string; state: string }[] }>('/v1/apps/names-web').finally(() => client.close()));
+    expect(web.spec.network).toEqual({ name: 'names', aliases: ['web'] });
+    expect(web.spec.ports).toEqual([expect.objectContaining({ port: 8080, publish: PUBLISH })]);
+    const task = web.tasks.find((t) => t.desired === 'run' && t.state === 'running')!;
+    expect(task.node).not.toBe('n3');
+    const answer = await waitFor('client reaches web by name', async () => {
+      const t = await readFile(join(dir, 'client.out'), 'utf8').catch(() => '');
+      return t.startsWith('ok ') ? t : undefined;
+    }, 30_000, 300);
+    expect(answer).toBe(`ok web ${task.id}`);
+    for (const n of ['n1', 'n2', 'n3']) {
+      const r = await waitFor(`published port on ${n}`, async () => {
+        const x = await httpGet(PUBLISH + NODE_INDEX[n] * 7).catch(() => undefined);
+        return x?.status === 200 ? x : undefined;
+      }, 20_000, 200);
+      expect(r.body).toBe(`web ${task.id}`);
+    }
+  }, 240_000);
+});

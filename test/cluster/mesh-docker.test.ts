@@ -1,0 +1,149 @@
+// Service networking with the docker driver on a 3-node loopback cluster: container `a` on d3
+// sends GET / to b:8080 (busybox nc: the test image's static busybox wget crashes in
+// getservbyname, its nc resolves names through /etc/hosts like any libc) to container `b` on
+// another node; the names are the
+// container's /etc/hosts (the network's hosts file), the addresses are docker VIPs the node put
+// on an interface of its own, the bytes cross nodes through /omni/tunnel. b's published port
+// answers on every node. The test talks only to 127.0.0.1; the containers talk to their node.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { LocalCluster } from '../../node/local-cluster.js';
+import { dockerForTests } from '../support/docker.js';
+import { formCluster, waitFor, httpGet } from './helpers.js';
+import { dockerVipInterface, dockerVipsAvailable } from '../../node/net/docker-vips.js';
+import { parseVipRange } from '../../protocol/net/vip.js';
+
+const docker = await dockerForTests();
+const skip = 'skip' in docker ? docker.skip : dockerVipsAvailable().ok ? undefined : (dockerVipsAvailable() as { reason: string }).reason;
+if (skip) console.warn(`!!! SKIPPING docker service networking tests: ${skip}`);
+
+const NODE_INDEX: Record<string, number> = { d1: 1, d2: 2, d3: 3 };
+const dockerRange = (n: string) => `198.18.${NODE_INDEX[n] * 16}.0/20`;
+// Outside the scheduler's dynamic host ports (20000-32000).
+const PUBLISH = 33_000 + Math.floor(Math.random() * 5000) * 2;
+const publishedOn = (node: string) => PUBLISH + NODE_INDEX[node] * 7;
+
+interface Inspect {
+  tasks: { id: string; node: string; desired: string; state: string; health: string; hostPorts: number[] }[];
+}
+
+describe.skipIf(skip !== undefined)('service networking across nodes (docker driver)', () => {
+  let c: LocalCluster;
+  const image = 'skip' in docker ? '' : docker.image;
+  const api = <T>(method: string, path: string, body?: unknown) => {
+    const client = c.client('d1');
+    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
+  };
+  const servingTask = async (app: string) => {
+    const a = (await api<Inspect>('GET', `/v1/apps/${app}`)).body;
+    return a.tasks.find((t) => t.desired === 'run' && t.state === 'running' && t.health === 'healthy');
+  };
+
+  beforeAll(async () => {
+    c = await formCluster(['d1', 'd2', 'd3'], {
+      nodeFlags: (n) => ['--vip-range', `127.77.${NODE_INDEX[n] * 16}.0/20`, '--docker-vip-range', dockerRange(n), '--publish-host', '127.0.0.1', '--publish-port-offset', String(NODE_INDEX[n] * 7)],
+    });
+  });
+  afterAll(async () => {
+    if (!c) return;
+    // A node killed without its shutdown leaves its docker VIP interface behind.
+    const names = Object.keys(NODE_INDEX).map((n) => {
+      const r = parseVipRange(dockerRange(n), 'docker');
+      return r.ok ? dockerVipInterface(r.range, c.dataDir(n)) : '';
+    });
+    await c.destroy();
+    for (const name of names) if (name) await promisify(execFile)('ip', ['link', 'del', name]).catch(() => undefined);
+  });
+
+  let bNode = '';
+  let aPort = 0;
+
+  it('container a on d3 reaches b:8080 by name in container b on another node; the published port answers everywhere', async () => {
+    const health = { type: 'tcp', port: 'http', intervalMs: 300, timeoutMs: 1000, retries: 3 };
+    const b = await api('POST', '/v1/apps', {
+      name: 'b',
+      image,
+      args: ['sh', '-c', 'mkdir -p /www && echo "b from $OMNI_TASK_ID" > /www/index.html && exec httpd -f -p 8080 -h /www'],
+      ports: [{ name: 'http', port: 8080, publish: PUBLISH }],
+      network: { name: 'net1' },
+      constraints: ['node.name!=d3'],
+      resources: { cpu: 0.1, memory: '32M' },
+      healthCheck: health,
+    });
+    expect(b.status, JSON.stringify(b.body)).toBe(201);
+    const a = await api('POST', '/v1/apps', {
+      name: 'a',
+      image,
+      args: ['sh', '-c', 'mkdir -p /www && httpd -p 8080 -h /www && while true; do cp /etc/hosts /www/hosts; if printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 b 8080 >/www/b.raw 2>/www/b.err; then tr -d "\\r" </www/b.raw | sed "1,/^$/d" >/www/b.tmp && mv /www/b.tmp /www/b.txt; else cp /www/b.err /www/b.txt; fi; sleep 0.3; done'],
+      // Read through its published port: on this shared host another process may hold 127.0.0.1
+      // on a's host port (docker-proxy binds 0.0.0.0, the more specific address wins).
+      ports: [{ name: 'http', port: 8080, publish: PUBLISH + 1 }],
+      network: { name: 'net1', aliases: ['a'] },
+      constraints: ['node.name==d3'],
+      resources: { cpu: 0.1, memory: '32M' },
+      healthCheck: health,
+    });
+    expect(a.status, JSON.stringify(a.body)).toBe(201);
+    const bt = await waitFor('b serving', () => servingTask('b'), 60_000, 300);
+    const at = await waitFor('a serving', () => servingTask('a'), 60_000, 300);
+    expect(at.node).toBe('d3');
+    expect(bt.node).not.toBe('d3');
+    bNode = bt.node;
+    aPort = publishedOn('d3') + 1;
+    const hosts = (await waitFor('a hosts', async () => {
+      const r = await httpGet(aPort, '/hosts').catch(() => undefined);
+      return r?.status === 200 ? r : undefined;
+    }, 15_000, 200)).body;
+    expect(hosts).toMatch(/^198\.18\.(4[89]|5\d|6[0-3])\.\d+\tb$/m); // d3's docker range 198.18.48.0/20
+    let last = '';
+    const answer = await waitFor('a reaches b by name', async () => {
+      const r = await httpGet(aPort, '/b.txt').catch(() => undefined);
+      last = r?.body ?? last;
+      if (process.env.OMNI_TEST_ECHO) console.log(`a: ${last}`);
+      return r?.status === 200 && r.body.startsWith('b from') ? r.body : undefined;
+    }, 30_000, 300);
+    expect(answer).toBe(`b from ${bt.id}\n`);
+    for (const n of ['d1', 'd2', 'd3']) {
+      const r = await waitFor(`published port on ${n}`, async () => {
+        const x = await httpGet(publishedOn(n)).catch(() => undefined);
+        return x?.status === 200 ? x : undefined;
+      }, 15_000, 200);
+      expect(r.body).toBe(`b from ${bt.id}\n`);
+    }
+  });
+
+  it("a new service on the network appears in the running container's /etc/hosts", async () => {
+    const r = await api('POST', '/v1/apps', { name: 'c', command: ['sleep', '600'], ports: [{ name: 'http', port: 9000 }], network: { name: 'net1', aliases: ['cache'] } });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const hosts = await waitFor('cache in a\'s /etc/hosts', async () => {
+      const x = await httpGet(aPort, '/hosts').catch(() => undefined);
+      return x?.body.includes('\tcache\n') ? x.body : undefined;
+    }, 15_000, 300);
+    expect(hosts).toMatch(/^198\.18\.(4[89]|5\d|6[0-3])\.\d+\tcache$/m);
+  });
+
+  it("b's node is killed: b moves and the name follows", async () => {
+    const old = (await servingTask('b'))!;
+    await c.kill(bNode);
+    const other = ['d1', 'd2'].find((n) => n !== bNode)!;
+    const client = () => c.client('d3');
+    const moved = await waitFor('b replaced on the other node', async () => {
+      const cl = client();
+      try {
+        const a = await cl.get<Inspect>('/v1/apps/b');
+        return a.tasks.find((t) => t.desired === 'run' && t.state === 'running' && t.health === 'healthy' && t.id !== old.id);
+      } catch {
+        return undefined;
+      } finally {
+        cl.close();
+      }
+    }, 90_000, 300);
+    expect(moved.node).toBe(other);
+    const answer = await waitFor('a reaches the new b by name', async () => {
+      const r = await httpGet(aPort, '/b.txt').catch(() => undefined);
+      return r?.body === `b from ${moved.id}\n` ? r.body : undefined;
+    }, 20_000, 300);
+    expect(answer).toBe(`b from ${moved.id}\n`);
+  });
+});

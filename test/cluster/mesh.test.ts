@@ -1,0 +1,157 @@
+// Service networking on a real 3-node loopback cluster with the process driver: app `a` calls
+// app `b` by its alias (http://b:8080) from another node — the name comes from the hosts file
+// the task sees as /etc/hosts, the address is a VIP of a's node, the bytes cross nodes through
+// /omni/tunnel over libp2p; b's node is killed, b moves and the name follows; b's published port
+// answers on every node. The test itself talks only to 127.0.0.1 (the tasks to their node's
+// loopback VIPs: each node uses its own --vip-range, as several nodes share this host).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCluster } from '../../node/local-cluster.js';
+import { formCluster, waitFor, httpGet } from './helpers.js';
+import { canUnshare } from '../../node/apps/drivers/process.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+// b: answers with its task id.
+const SERVER = `require('http').createServer((q, s) => s.end('b says hi from ' + process.env.OMNI_TASK_ID)).listen(Number(process.env.PORT), '127.0.0.1')`;
+// a: /node fetches http://b:8080/ with Node's http (getaddrinfo reads /etc/hosts), /wget with
+// busybox-style wget (a C resolver), /hosts shows its /etc/hosts; errors are answered as 502.
+const CLIENT = `
+const http = require('http');
+const { execFile } = require('child_process');
+const fs = require('fs');
+http.createServer((q, s) => {
+  const fail = (e) => { s.statusCode = 502; s.end(String(e && e.message || e)); };
+  if (q.url === '/hosts') return s.end(fs.readFileSync('/etc/hosts', 'utf8'));
+  if (q.url === '/env') return s.end(JSON.stringify({ net: process.env.OMNI_NETWORK, b: process.env.OMNI_HOST_B }));
+  if (q.url === '/wget') return execFile('wget', ['-q', '-T', '3', '-O', '-', 'http://b:8080/'], (e, out) => (e ? fail(e) : s.end(out)));
+  const r = http.get({ host: 'b', port: 8080, path: '/', timeout: 3000 }, (res) => { let t = ''; res.on('data', (c) => (t += c)); res.on('end', () => s.end(t)); });
+  r.on('timeout', () => r.destroy(new Error('timeout')));
+  r.on('error', fail);
+}).listen(Number(process.env.PORT), '127.0.0.1');
+`;
+
+// Each node of this host gets its own VIP range and publish offset.
+const NODE_INDEX: Record<string, number> = { n1: 1, n2: 2, n3: 3 };
+// Outside the scheduler's dynamic host ports (20000-32000).
+const PUBLISH = 33_000 + Math.floor(Math.random() * 5000) * 2;
+const publishedOn = (node: string) => PUBLISH + NODE_INDEX[node] * 7;
+
+interface Inspect {
+  tasks: { id: string; node: string; desired: string; state: string; health: string; hostPorts: number[] }[];
+}
+
+describe.runIf(canUnshare())('service networking across nodes (process driver)', () => {
+  let c: LocalCluster;
+  const api = <T>(node: string, method: string, path: string, body?: unknown) => {
+    const client = c.client(node);
+    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
+  };
+  const servingTask = async (node: string, app: string) => {
+    const a = (await api<Inspect>(node, 'GET', `/v1/apps/${app}`)).body;
+    return a.tasks.find((t) => t.desired === 'run' && t.state === 'running' && t.health === 'healthy');
+  };
+
+  beforeAll(async () => {
+    c = await formCluster(['n1', 'n2', 'n3'], {
+      flags: ['--down-after-ms', '3000'],
+      nodeFlags: (n) => ['--vip-range', `127.77.${NODE_INDEX[n] * 16}.0/20`, '--publish-host', '127.0.0.1', '--publish-port-offset', String(NODE_INDEX[n] * 7)],
+    });
+  });
+  afterAll(async () => c?.destroy());
+
+  const health = { type: 'http', port: 'http', path: '/', intervalMs: 300, timeoutMs: 1000, retries: 2 };
+  let aPort = 0;
+  let bNode = '';
+
+  it('a on n3 calls b on another node by name and container port', async () => {
+    const b = await api('n1', 'POST', '/v1/apps', {
+      name: 'b',
+      command: [process.execPath, '-e', SERVER],
+      ports: [{ name: 'http', port: 8080, publish: PUBLISH }],
+      network: { name: 'net1' },
+      constraints: ['node.name!=n3'],
+      healthCheck: health,
+      restart: { policy: 'always', delayMs: 200 },
+    });
+    expect(b.status).toBe(201);
+    const a = await api('n1', 'POST', '/v1/apps', {
+      name: 'a',
+      command: [process.execPath, '-e', CLIENT],
+      ports: [{ name: 'http', port: 8080 }],
+      network: { name: 'net1', aliases: ['a', 'client'] },
+      constraints: ['node.name==n3'],
+      healthCheck: health,
+    });
+    expect(a.status).toBe(201);
+    const bt = await waitFor('b serving', () => servingTask('n1', 'b'), 30_000, 200);
+    const at = await waitFor('a serving', () => servingTask('n1', 'a'), 30_000, 200);
+    bNode = bt.node;
+    expect(at.node).toBe('n3');
+    expect(bNode).not.toBe('n3');
+    aPort = at.hostPorts[0];
+    const hosts = (await httpGet(aPort, '/hosts')).body;
+    expect(hosts).toMatch(/^127\.77\.(4[89]|5\d|6[0-3])\.\d+\tb$/m); // n3's range 127.77.48.0/20
+    expect(hosts).toMatch(/\tclient$/m);
+    const env = JSON.parse((await httpGet(aPort, '/env')).body) as { net: string; b: string };
+    expect(env.net).toBe('net1');
+    expect(hosts).toContain(`${env.b}\tb`);
+    const viaNode = await waitFor('a reaches b by name', async () => {
+      const r = await httpGet(aPort, '/node');
+      return r.status === 200 ? r.body : undefined;
+    }, 15_000, 200);
+    expect(viaNode).toBe(`b says hi from ${bt.id}`);
+    const viaWget = await httpGet(aPort, '/wget');
+    expect(viaWget).toEqual({ status: 200, body: `b says hi from ${bt.id}` });
+  });
+
+  it("b's published port answers on every node", async () => {
+    const bt = (await servingTask('n1', 'b'))!;
+    for (const n of ['n1', 'n2', 'n3']) {
+      const r = await waitFor(`published port on ${n}`, async () => {
+        const x = await httpGet(publishedOn(n)).catch(() => undefined);
+        return x?.status === 200 ? x : undefined;
+      }, 15_000, 200);
+      expect(r.body).toBe(`b says hi from ${bt.id}`);
+    }
+  });
+
+  it('omni run --network/--alias/--publish: the new name reaches a running task, the port is published', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('n3')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const cserver = SERVER.replace("'b says hi from '", "'c says hi from '");
+    await promisify(execFile)('bin/omni', ['run', '--name', 'c', '--network', 'net1', '--alias', 'cache', '--port', 'http=9000', '--publish', String(PUBLISH + 2), '--health-http', '/', '--constraint', 'node.name==n3', '--', process.execPath, '-e', cserver], { env, timeout: 60_000 });
+    const hosts = await waitFor('cache in a\'s /etc/hosts', async () => {
+      const r = await httpGet(aPort, '/hosts');
+      return r.body.includes('\tcache\n') ? r.body : undefined;
+    }, 15_000, 200);
+    expect(hosts).not.toMatch(/\tc$/m); // --alias replaces the default alias
+    const r = await waitFor('published port of c on n1', async () => {
+      const x = await httpGet(publishedOn('n1') + 2).catch(() => undefined);
+      return x?.status === 200 ? x : undefined;
+    }, 15_000, 200);
+    expect(r.body).toMatch(/^c says hi from c-/);
+  });
+
+  it("b's node is killed: b moves and the name follows", async () => {
+    const old = (await servingTask('n3', 'b'))!;
+    await c.kill(bNode);
+    const other = ['n1', 'n2'].find((n) => n !== bNode)!;
+    const moved = await waitFor('b replaced on the other node', async () => {
+      const t = await servingTask('n3', 'b').catch(() => undefined);
+      return t && t.id !== old.id ? t : undefined;
+    }, 60_000, 300);
+    expect(moved.node).toBe(other);
+    const answer = await waitFor('a reaches the new b by name', async () => {
+      const r = await httpGet(aPort, '/node').catch(() => undefined);
+      return r?.status === 200 && r.body.endsWith(moved.id) ? r.body : undefined;
+    }, 15_000, 200);
+    expect(answer).toBe(`b says hi from ${moved.id}`);
+    // The published port of the surviving nodes routes to the new replica too.
+    for (const n of [other, 'n3']) {
+      const r = await waitFor(`published port on ${n} after the move`, async () => {
+        const x = await httpGet(publishedOn(n)).catch(() => undefined);
+        return x?.status === 200 && x.body.endsWith(moved.id) ? x : undefined;
+      }, 15_000, 200);
+      expect(r.body).toBe(`b says hi from ${moved.id}`);
+    }
+  });
+});

@@ -1,0 +1,238 @@
+// Compose files → stacks (protocol/compose): keys supported / refused / warned, interpolation,
+// env files, dependencies (conditions, cycles), translation into Omni app specs, pinned files.
+import { describe, expect, it } from 'vitest';
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { parseCompose, parseDuration, splitCommand, findCycle, swarmConstraint, volumeName, ComposeError, type ComposeInput } from '../../protocol/compose/parse.js';
+import { interpolate, parseEnvText } from '../../protocol/compose/interpolate.js';
+import { pinnedDocument, forgeLimits, buildRepository } from '../../protocol/compose/pinned.js';
+import { validateAppSpec } from '../../protocol/apps/spec.js';
+
+const FIX = join(import.meta.dirname, '../fixtures/compose');
+
+function input(text: string, over: Partial<ComposeInput> = {}, files: Record<string, string> = {}): ComposeInput {
+  return { text, file: 'compose.yaml', dirName: 'proj', env: {}, readFile: (p) => files[p.replace(/^\.\//, '')], ...over };
+}
+
+function fixture(dir: string, env: Record<string, string> = {}, over: Partial<ComposeInput> = {}): ComposeInput {
+  const base = join(FIX, dir);
+  return {
+    text: readFileSync(join(base, 'docker-compose.yml'), 'utf8'),
+    file: 'docker-compose.yml',
+    dirName: dir,
+    env,
+    readFile: (p) => (existsSync(join(base, p)) ? readFileSync(join(base, p), 'utf8') : undefined),
+    ...over,
+  };
+}
+
+function errorsOf(f: () => unknown): string[] {
+  try {
+    f();
+  } catch (err) {
+    if (err instanceof ComposeError) return err.errors;
+    throw err;
+  }
+  throw new Error('expected a ComposeError');
+}
+
+describe('compose: a realistic file', () => {
+  const stack = parseCompose(fixture('good', { DB_PASSWORD: 'pw' }));
+  const svc = (n: string) => stack.services.find((s) => s.service === n)!;
+
+  it('names the project and apps, in dependency order, with inactive profiles left out', () => {
+    expect(stack.project).toBe('shop');
+    expect(stack.services.map((s) => s.service)).toEqual(['db', 'initdb', 'api', 'worker']);
+    expect(stack.services.map((s) => s.app)).toEqual(['shop-db', 'shop-initdb', 'shop-api', 'shop-worker']);
+    expect(stack.inactive).toEqual(['debug']);
+    expect(parseCompose(fixture('good', { DB_PASSWORD: 'pw' }, { profiles: ['debug'] })).services.map((s) => s.service)).toContain('debug');
+  });
+
+  it('translates image, interpolation, merge keys, volumes, health check and restart', () => {
+    const db = svc('db').spec;
+    expect(db.image).toBe('omni/postgres:16');
+    expect(db.env).toEqual({ POSTGRES_PASSWORD: 'pw' });
+    expect(db.volumes).toEqual([{ name: volumeName('local_postgres_data'), path: '/var/lib/postgresql/data' }]);
+    expect(db.healthCheck).toEqual({ type: 'command', command: ['/bin/sh', '-c', 'pg_isready -U postgres'], intervalMs: 5000, timeoutMs: 90_000, retries: 5, startPeriodMs: 10_000 });
+    expect(db.restart).toEqual({ policy: 'always' });
+    expect(validateAppSpec(db).ok).toBe(true);
+  });
+
+  it('env_file under environment, secrets as variables (warned), ports, deploy', () => {
+    const api = svc('api');
+    expect(api.build).toEqual({ context: './api', dockerfile: 'Dockerfile', args: {} });
+    expect(api.image).toBe('shop/api');
+    expect(api.spec.image).toBeUndefined();
+    expect(api.spec.env).toEqual({ API_MODE: 'prod', QUOTED: 'a b', DB_HOST: 'db', OMNI_SECRET_API_KEY: 's3cr3t' });
+    expect(api.spec.ports).toEqual([{ name: 'p80', port: 80, publish: 8080 }, { name: 'p9090', port: 9090 }]);
+    expect(api.spec.replicas).toBe(2);
+    expect(api.spec.resources).toEqual({ cpu: 0.5, memoryMB: 256 });
+    expect(api.spec.constraints).toEqual(['label.zone==a']);
+    expect(api.spec.antiAffinity).toBe(true);
+    expect(api.spec.update).toEqual({ parallel: 1, autoRollback: true, minHealthyMs: 5000, healthyTimeoutMs: 30_000 });
+    expect(api.dependsOn).toEqual([{ service: 'db', condition: 'service_healthy', required: true }, { service: 'initdb', condition: 'service_completed_successfully', required: true }]);
+    expect(stack.warnings.some((w) => w.includes('OMNI_SECRET_API_KEY'))).toBe(true);
+    expect(stack.warnings.some((w) => w.includes('environment.LOG_LEVEL'))).toBe(true);
+  });
+
+  it('a service waited for with service_completed_successfully becomes a job', () => {
+    const initdb = svc('initdb').spec;
+    expect(initdb.type).toBe('job');
+    expect(initdb.retries).toBe(0);
+    expect(initdb.args).toEqual(['python', 'manage.py', 'migrate']);
+    expect(initdb.restart).toBeUndefined();
+    expect(validateAppSpec({ ...initdb, image: 'x' }).ok).toBe(true);
+  });
+
+  it('x-omni-critical, list-form depends_on, network aliases warned, several networks warned', () => {
+    const w = svc('worker');
+    expect(w.critical).toBe(false);
+    expect(svc('api').critical).toBe(true);
+    expect(w.dependsOn).toEqual([{ service: 'api', condition: 'service_started', required: true }]);
+    expect(w.spec.args).toEqual(['run', '--queue', 'jobs']);
+    expect(stack.warnings.some((w) => w.includes('services.worker.networks.back') && w.includes('aliases'))).toBe(true);
+    expect(stack.warnings.some((w) => w.startsWith('networks: front, back'))).toBe(true);
+  });
+
+  it('config --pinned strips build blocks and pins images', () => {
+    const text = pinnedDocument(stack, { api: 'shop/api@sha256:' + 'a'.repeat(64), initdb: 'shop-initdb@sha256:' + 'b'.repeat(64) });
+    const doc = parseYaml(text) as { name: string; services: Record<string, Record<string, unknown>> };
+    expect(doc.name).toBe('shop');
+    expect(doc.services.api.build).toBeUndefined();
+    expect(doc.services.api.image).toBe('shop/api@sha256:' + 'a'.repeat(64));
+    expect(doc.services.initdb.build).toBeUndefined();
+    expect(text).not.toContain('build:');
+    expect(doc.services.db.environment).toEqual({ POSTGRES_PASSWORD: 'pw' });
+    // the pinned file parses into the same stack without builds
+    const again = parseCompose(input(text, { readFile: fixture('good').readFile }, {}));
+    expect(again.services.every((s) => s.build === undefined && typeof s.spec.image === 'string')).toBe(true);
+  });
+});
+
+describe('compose: bad files give clear errors', () => {
+  it('a required variable unset', () => {
+    expect(errorsOf(() => parseCompose(fixture('good')))).toEqual(['services.db.environment.POSTGRES_PASSWORD: variable DB_PASSWORD is required: set DB_PASSWORD']);
+  });
+
+  it('unknown keys are named, with a suggestion', () => {
+    const errs = errorsOf(() => parseCompose(input('services:\n  web:\n    image: nginx\n    enviroment: {A: 1}\n    helthcheck: {}\nfoo: 1\n')));
+    expect(errs).toContain("compose.yaml.foo: unknown key 'foo'");
+    expect(errs.some((e) => e.startsWith("services.web.enviroment: unknown key 'enviroment'") && e.includes("did you mean 'environment'"))).toBe(true);
+    expect(errs.some((e) => e.startsWith("services.web.helthcheck: unknown key"))).toBe(true);
+  });
+
+  it('refused keys are errors, warned keys warnings: never silently dropped', () => {
+    expect(errorsOf(() => parseCompose(input('services:\n  web:\n    image: nginx\n    privileged: true\n')))).toEqual([expect.stringMatching(/^services\.web\.privileged: not supported/)]);
+    const s = parseCompose(input('services:\n  web:\n    image: nginx\n    container_name: w\n    logging: {driver: json-file}\n'));
+    expect(s.warnings).toEqual([expect.stringMatching(/^services\.web\.container_name: ignored/), expect.stringMatching(/^services\.web\.logging: ignored/)]);
+  });
+
+  it('a cycle in depends_on names the cycle', () => {
+    const text = 'services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: {c: {condition: service_started}}}\n  c: {image: x, depends_on: [a]}\n  d: {image: x, depends_on: [a]}\n';
+    expect(errorsOf(() => parseCompose(input(text)))).toEqual(['depends_on has a cycle: a → b → c → a']);
+    expect(findCycle([{ service: 'a', dependsOn: [{ service: 'a' }] }])).toEqual(['a', 'a']);
+  });
+
+  it('a missing env_file is an error naming it; required: false is skipped', () => {
+    expect(errorsOf(() => parseCompose(input('services:\n  web:\n    image: x\n    env_file: .env.prod\n')))).toEqual(['services.web.env_file: .env.prod not found (relative to compose.yaml)']);
+    const s = parseCompose(input('services:\n  web:\n    image: x\n    env_file: [{path: .env.local, required: false}, .env]\n', {}, { '.env': 'A=1' }));
+    expect(s.services[0].spec.env).toEqual({ A: '1' });
+  });
+
+  it('bind mounts are refused with the rule', () => {
+    const errs = errorsOf(() => parseCompose(input('services:\n  web:\n    image: x\n    volumes: ["./certs:/certs:ro", {type: bind, source: /etc, target: /e}, "data:/d"]\n')));
+    expect(errs[0]).toMatch(/^services\.web\.volumes\[0\]: bind mount of \.\/certs refused: a host path is not the same on every node/);
+    expect(errs[1]).toMatch(/^services\.web\.volumes\[1\]: bind mount of \/etc refused/);
+    expect(errs[2]).toBe('services.web.volumes[2]: volume data is not declared under top-level volumes:');
+  });
+
+  it('unknown dependencies, bad conditions, service_healthy without a healthcheck', () => {
+    const errs = errorsOf(() => parseCompose(input('services:\n  a: {image: x, depends_on: {b: {condition: service_healthy}, z: {condition: started}}}\n  b: {image: x}\n')));
+    expect(errs).toContain('services.a.depends_on.z.condition: must be service_started, service_healthy or service_completed_successfully');
+    expect(errs).toContain('services.b: has no healthcheck, but a wait(s) for it with condition service_healthy');
+  });
+
+  it('a dependency on a disabled profile service', () => {
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, profiles: [dev]}\n')))).toEqual(['services.a.depends_on: b is not enabled (its profiles are not active): activate one with --profile']);
+  });
+
+  it('not YAML, duplicate keys, no services, entrypoint on an image, udp ports, port ranges, global mode', () => {
+    expect(errorsOf(() => parseCompose(input('services: [\n')))[0]).toMatch(/^compose\.yaml: /);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x}\n  a: {image: y}\n')))[0]).toMatch(/unique/i);
+    expect(errorsOf(() => parseCompose(input('name: x\n')))).toEqual(['compose.yaml: services: must be a mapping of at least one service']);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, entrypoint: [sh]}\n')))[0]).toMatch(/^services\.a\.entrypoint: not supported for an image/);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, ports: ["53:53/udp", "8000-8001:8000-8001"]}\n')))).toEqual(['services.a.ports[0]: protocol udp is not supported (TCP only)', 'services.a.ports[1]: port ranges are not supported: list each port']);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, deploy: {mode: global}}\n')))[0]).toMatch(/^services\.a\.deploy\.mode: global is not supported/);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {build: {context: ., dockerfile_inline: "FROM x"}}\n')))[0]).toMatch(/^services\.a\.build\.dockerfile_inline: not supported/);
+  });
+
+  it('invalid app specs surface with the service named', () => {
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, deploy: {replicas: -1}}\n')))).toEqual(['services.a: replicas: must be a whole number from 0 to 1000']);
+    expect(errorsOf(() => parseCompose(input('services:\n  averyveryveryverylongservicenamethatistoolong: {image: x}\n')))[0]).toMatch(/longer than 40 characters/);
+  });
+});
+
+describe('compose: pieces', () => {
+  it('durations', () => {
+    expect(parseDuration('10s')).toBe(10_000);
+    expect(parseDuration('1m30s')).toBe(90_000);
+    expect(parseDuration('1h2m3s4ms')).toBe(3_723_004);
+    expect(parseDuration('1.5s')).toBe(1500);
+    expect(parseDuration('500ms')).toBe(500);
+    expect(parseDuration(3)).toBe(3000);
+    for (const bad of ['', '10', 's', '10x', '1m 30s', '-1s']) expect(parseDuration(bad)).toBeUndefined();
+  });
+
+  it('interpolation', () => {
+    const env = { A: 'a', E: '' };
+    const miss: string[] = [];
+    const m = (n: string) => miss.push(n);
+    expect(interpolate('$A ${A} ${B:-dflt} ${E:-e} ${E-e} ${B-b} $$A ${A:+set} ${B:+set} ${B:-${A}x}', env, m)).toBe('a a dflt e  b $A set  ax');
+    expect(interpolate('${B} $C', env, m)).toBe(' ');
+    expect(miss).toEqual(['B', 'C']);
+    expect(() => interpolate('${E:?needed}', env, m)).toThrow('variable E is required: needed');
+    expect(() => interpolate('${A', env, m)).toThrow(/unclosed/);
+    expect(() => interpolate('${1A}', env, m)).toThrow(/invalid variable reference/);
+  });
+
+  it('x- extensions are neither checked nor interpolated; unset variables are warned', () => {
+    const s = parseCompose(input('x-a: ${NOPE:?never}\nservices:\n  web:\n    image: x\n    x-anything: {a: 1}\n    environment: {U: $UNSET}\n'));
+    expect(s.warnings).toEqual(['variable UNSET is not set: an empty string is used']);
+    expect(s.services[0].spec.env).toEqual({ U: '' });
+  });
+
+  it('env files, command splitting, constraints, volume names', () => {
+    expect(parseEnvText('export A=1\nB="x\\ny" # c\nC=\'$lit\'\nD=v # comment\nLONE\n', 'f')).toEqual({ A: '1', B: 'x\ny', C: '$lit', D: 'v' });
+    expect(() => parseEnvText('=x', 'f')).toThrow('f:1: expected KEY=VALUE');
+    expect(splitCommand(`sh -c "echo 'hi there'" a\\ b ''`)).toEqual(['sh', '-c', "echo 'hi there'", 'a b', '']);
+    expect(splitCommand('a "b')).toBeUndefined();
+    expect(swarmConstraint('node.labels.zone == a')).toBe('label.zone==a');
+    expect(swarmConstraint('node.hostname!=n3')).toBe('node.name!=n3');
+    expect(swarmConstraint('node.platform.arch==x86_64')).toBe('arch==amd64');
+    expect(swarmConstraint('node.role==manager')).toBeUndefined();
+    expect(volumeName('data')).toBe('data');
+    expect(volumeName('local_postgres_data')).toMatch(/^local-post-[0-9a-f]{4}$/);
+    expect(volumeName('local_postgres_data')).not.toBe(volumeName('local_postgres_date'));
+  });
+
+  it('port forms', () => {
+    const s = parseCompose(input('services:\n  a: {image: x, ports: ["127.0.0.1:8081:81", "82", {target: 83, published: "8083"}, 84]}\n'));
+    expect(s.services[0].spec.ports).toEqual([{ name: 'p81', port: 81, publish: 8081 }, { name: 'p82', port: 82 }, { name: 'p83', port: 83, publish: 8083 }, { name: 'p84', port: 84 }]);
+    expect(s.warnings).toEqual([expect.stringMatching(/^services\.a\.ports\[0\]: the host IP is ignored/)]);
+  });
+
+  it('process-driver services run entrypoint + command on the node', () => {
+    const s = parseCompose(input('services:\n  p:\n    x-omni-driver: process\n    entrypoint: [node]\n    command: -e "console.log(1)"\n'));
+    expect(s.services[0].spec).toMatchObject({ driver: 'process', command: ['node', '-e', 'console.log(1)'] });
+    expect(errorsOf(() => parseCompose(input('services:\n  p: {x-omni-driver: process, image: x}\n')))[0]).toMatch(/not an image or a build/);
+  });
+
+  it('Forge limits and build repositories', () => {
+    expect(forgeLimits('a', { context: '.', dockerfile: 'Dockerfile', args: {} })).toEqual([]);
+    expect(forgeLimits('a', { context: '.', dockerfile: 'Dockerfile.server', args: { X: '1' }, target: 'prod' })).toHaveLength(3);
+    expect(buildRepository('shop', 'api', 'ghcr.io/x/api:1')).toBe('shop-api');
+    expect(buildRepository('shop', 'api', 'shop/api:1')).toBe('shop/api');
+    expect(buildRepository('shop', 'my_api', undefined)).toBe('shop-my-api');
+  });
+});

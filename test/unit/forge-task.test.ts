@@ -1,0 +1,308 @@
+// A build as a task on a node (issue 15 item 4): the build request's argv and its checks, the
+// deterministic build (app) name, the job spec omni build submits and the spec validation of the
+// forge driver, the leader's rule that lets a member running a build write registry records, and
+// the forge driver itself on an in-process registry (node/registry, as in forge-build.test.ts)
+// through NodeBuildRegistry — the source uploaded by "the CLI" (a /v2/ client with the admin
+// token), the build run by the driver with no token at all: its image has the same digest as a
+// build of the same source through /v2/; a failing step ends the task with exit 1 and the step's
+// name and last lines as its log's last line; stop() cancels a build under way.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
+import { Registry } from '../../node/registry/registry.js';
+import { ApiTls } from '../../node/api/tls.js';
+import { silentLogger } from '../../node/logger.js';
+import { OmniError } from '../../node/errors.js';
+import { sha256Hex as tokenHash } from '../../node/api/tokens.js';
+import { RegistryClient } from '../../cli/omni/registry-client.js';
+import { Forge, packSource, putBlob, type BuildResult } from '../../node/forge/builder.js';
+import { HostRunner } from '../../node/forge/runner.js';
+import { importRootfs } from '../../node/forge/rootfs.js';
+import { NodeBuildRegistry } from '../../node/forge/node-registry.js';
+import { ForgeDriver } from '../../node/apps/drivers/forge.js';
+import type { TaskConfig, TaskStatus } from '../../node/apps/drivers/types.js';
+import { SELF } from '../../node/cluster/caller.js';
+import {
+  BUILD_ERROR_MARKER,
+  BUILD_RESULT_MARKER,
+  buildAppName,
+  buildCommand,
+  buildIdentity,
+  isBuildAppName,
+  parseBuildCommand,
+  type BuildTaskRequest,
+} from '../../protocol/forge/build-request.js';
+import { buildAppSpec, sha256Hex } from '../../cli/omni/build-remote.js';
+import { validateAppSpec as validateSpec } from '../../protocol/apps/spec.js';
+import { authorize, type AuthzView } from '../../protocol/cluster/authz.js';
+import { blobKey, tagKey, fenceOp } from '../../protocol/registry/records.js';
+
+const ADMIN = 'OMNIA1.forge-task-test-admin';
+const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/forge/${name}`, import.meta.url));
+const D1 = 'sha256:' + '1'.repeat(64);
+const D2 = 'sha256:' + '2'.repeat(64);
+
+const request = (over: Partial<BuildTaskRequest> = {}): BuildTaskRequest => ({ repo: 'team/api', sourceBlob: D1, sourceDigest: D2, tags: [], rebuild: false, runner: 'host', maxSourceBytes: 256 * 1024 * 1024, ...over });
+const nameOf = (r: BuildTaskRequest) => buildAppName(sha256Hex(buildIdentity(r)));
+
+describe('build request', () => {
+  it('its argv reads back to the same request; tags are sorted and deduplicated', () => {
+    const r = request({ tags: ['v2', 'v1'], rebuild: true, runner: 'docker' });
+    const p = parseBuildCommand(buildCommand(r));
+    expect(p).toEqual({ ok: true, request: { ...r, tags: ['v1', 'v2'] } });
+    const twice = parseBuildCommand([...buildCommand(request()), '--tag', 'v1', '--tag', 'v1']);
+    expect(twice.ok && twice.request.tags).toEqual(['v1']);
+  });
+
+  it('refuses what is not a build request, naming the flag', () => {
+    const base = buildCommand(request());
+    const bad: [string[], RegExp][] = [
+      [['sh', '-c', 'x'], /must start with forge-build/],
+      [[...base, '--evil', 'x'], /unknown flag "--evil"/],
+      [['forge-build', '--repo', 'Team/API', '--source', D1, '--source-digest', D2], /--repo "Team\/API" is not a repository name/],
+      [['forge-build', '--repo', 'a', '--source', 'sha256:xyz', '--source-digest', D2], /--source must be sha256/],
+      [['forge-build', '--repo', 'a', '--source', D1], /--source-digest is required/],
+      [['forge-build', '--source', D1, '--source-digest', D2], /--repo is required/],
+      [['forge-build', '--repo', 'a', '--repo', 'b', '--source', D1, '--source-digest', D2], /--repo is given twice/],
+      [[...base.slice(0, 7), '--runner', 'vm'], /--runner must be host or docker/],
+      [[...base.slice(0, 7), '--max-source', '0'], /--max-source must be a number of bytes/],
+      [[...base.slice(0, 7), '--max-source', '99999999999'], /--max-source must be a number of bytes/],
+      [[...base.slice(0, 7), '--tag', 'bad tag'], /--tag "bad tag" is not a tag/],
+      [[...base.slice(0, 7), '--tag'], /--tag needs a value/],
+      [[...base.slice(0, 7), ...Array.from({ length: 17 }, (_, i) => ['--tag', `t${i}`]).flat()], /at most 16 --tag/],
+    ];
+    for (const [argv, re] of bad) {
+      const p = parseBuildCommand(argv);
+      expect(p.ok, argv.join(' ')).toBe(false);
+      if (!p.ok) expect(p.message).toMatch(re);
+    }
+  });
+
+  it('the build name is deterministic: the same source and options give one name, any difference another', () => {
+    const n = nameOf(request({ tags: ['a', 'b'] }));
+    expect(n).toMatch(/^build-[a-f0-9]{34}$/);
+    expect(n).toHaveLength(40);
+    expect(isBuildAppName(n)).toBe(true);
+    expect(nameOf(request({ tags: ['b', 'a'] }))).toBe(n);
+    const others = [request(), request({ tags: ['a', 'b'], repo: 'team/other' }), request({ tags: ['a', 'b'], sourceDigest: D1 }), request({ tags: ['a', 'b'], rebuild: true }), request({ tags: ['a', 'b'], runner: 'docker' }), request({ tags: ['a', 'b'], maxSourceBytes: 1024 })];
+    const names = new Set(others.map(nameOf));
+    expect(names.size).toBe(others.length);
+    expect(names.has(n)).toBe(false);
+    expect(isBuildAppName('build-xyz')).toBe(false);
+    expect(isBuildAppName('web')).toBe(false);
+  });
+
+  it('the job omni build submits is a valid exclusive job of the forge driver; a forge app that is not a build job is refused', () => {
+    const spec = buildAppSpec(request({ tags: ['v1'] }), { cpu: 2, memoryMB: 2048 }, 'amd64');
+    const v = validateSpec(spec);
+    expect(v.ok).toBe(true);
+    if (v.ok) {
+      expect(v.spec.driver).toBe('forge');
+      expect(v.spec.type).toBe('job');
+      expect(v.spec.exclusive).toBe(true);
+      expect(v.spec.job?.retries).toBe(0);
+      expect(v.spec.resources).toMatchObject({ cpu: 2, memoryMB: 2048 });
+      expect(v.spec.constraints).toEqual([{ attribute: 'arch', op: '==', value: 'amd64' }]);
+      expect(v.spec.name).toBe(nameOf(request({ tags: ['v1'] })));
+    }
+    const errs = (s: Record<string, unknown>) => {
+      const r = validateSpec(s);
+      return r.ok ? [] : r.errors.map((e: { field: string; message: string }) => `${e.field}: ${e.message}`);
+    };
+    expect(errs({ ...spec, type: undefined, retries: undefined })).toContain('type: a forge build is a job (type: job)');
+    expect(errs({ ...spec, command: ['forge-build', '--repo', 'x'] })).toContain('command: forge build: --source is required');
+    expect(errs({ ...spec, command: undefined, image: 'x' }).some((e: string) => e.startsWith('driver: the forge driver runs a build'))).toBe(true);
+  });
+});
+
+describe('authz: what a member running a build may write', () => {
+  const view = (builds: boolean): AuthzView => ({ taskNodeId: () => undefined, runsBuild: (id) => builds && id === 'n1' });
+  const member = { kind: 'member' as const, nodeId: 'n1' };
+  const txn = (ops: { op: 'put' | 'delete'; key: string; value?: string }[]): Command => ({ type: 'kv.txn', compares: [], ops: ops.map((o) => (o.op === 'put' ? { op: 'put', key: o.key, value: o.value ?? '' } : { op: 'delete', key: o.key })) }) as Command;
+  it('registry records and build records while a build task runs on it; nothing else, and never deletes', () => {
+    const ok = txn([{ op: 'put', key: blobKey(D1), value: '{}' }, { op: 'put', key: tagKey('team/api', 'v1'), value: '{}' }, fenceOp()]);
+    expect(authorize(member, { kind: 'command', command: ok }, view(true)).ok).toBe(true);
+    expect(authorize(member, { kind: 'command', command: { type: 'kv.put', key: 'forge/builds/team/api/sha-1', value: '{}' } }, view(true)).ok).toBe(true);
+    const no = authorize(member, { kind: 'command', command: ok }, view(false));
+    expect(no.ok).toBe(false);
+    if (!no.ok) expect(no.error.message).toMatch(/only while a build task runs on it/);
+    expect(authorize({ kind: 'member', nodeId: 'n2' }, { kind: 'command', command: ok }, view(true)).ok).toBe(false);
+    expect(authorize(member, { kind: 'command', command: txn([{ op: 'delete', key: blobKey(D1) }]) }, view(true)).ok).toBe(false);
+    expect(authorize(member, { kind: 'command', command: { type: 'kv.put', key: 'registry/gc-policy', value: '{}' } }, view(true)).ok).toBe(false);
+    expect(authorize(member, { kind: 'command', command: { type: 'kv.put', key: 'apps/web', value: '{}' } }, view(true)).ok).toBe(false);
+  });
+});
+
+// ---- the driver on an in-process registry ----
+
+function harness() {
+  const state = new ClusterState();
+  const apply = (cmd: Command) => {
+    const r = state.apply(state.appliedIndex + 1, encodeCommand(cmd));
+    if (!r.ok) throw new OmniError(r.error.code, r.error.message);
+    return r.value;
+  };
+  apply({ type: 'token.add', token: { id: 'a1', hash: tokenHash(ADMIN), role: 'admin', name: 'admin' } });
+  const callers: string[] = [];
+  return { callers, cluster: { raft: { state, raft: undefined as never, isLeader: true }, readBarrier: async () => undefined, proposeOk: async (cmd: Command, caller: { kind: string }) => (callers.push(caller.kind), apply(cmd)) } };
+}
+
+let root: string;
+let registry: Registry;
+let client: RegistryClient;
+let callers: string[];
+let driver: ForgeDriver;
+const records: [string, string][] = [];
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'omni-forge-task-'));
+  const h = harness();
+  callers = h.callers;
+  registry = await Registry.open({ cluster: h.cluster, log: silentLogger, dataDir: join(root, 'node'), store: { pieceSizeBytes: 64 * 1024, minFreeBytes: 0 } });
+  registry.setFetcher(async (rec) => {
+    throw new OmniError('UNAVAILABLE', `no peer holds ${rec.digest}`);
+  });
+  await registry.listen('127.0.0.1:0', await ApiTls.prepare({ dataDir: join(root, 'node'), apiHost: '127.0.0.1', addrs: () => [], nodeName: 'n1', flags: {}, log: silentLogger }));
+  client = new RegistryClient(registry.server!.url, ADMIN);
+  const rootfs = join(root, 'rootfs');
+  await mkdir(join(rootfs, 'etc'), { recursive: true });
+  await writeFile(join(rootfs, 'etc/os-release'), 'ID=omni-test\n');
+  await importRootfs(client, rootfs, 'omni/node', '24', { architecture: 'amd64' });
+  driver = new ForgeDriver({
+    dataDir: join(root, 'node'),
+    log: silentLogger,
+    parts: () => ({
+      registry: (signal) => new NodeBuildRegistry({ catalog: registry.catalog, store: registry.store, ensureLocal: (rec, s) => registry.ensureLocal(rec, s), caller: SELF, signal }),
+      runner: () => new HostRunner(),
+      writeRecord: async (k, v) => void records.push([k, v]),
+    }),
+  });
+}, 60_000);
+afterAll(async () => {
+  await registry?.stop();
+  await rm(root, { recursive: true, force: true });
+});
+
+/** What the CLI does before it submits: the source packed and uploaded (with the admin token). */
+async function upload(src: string, repo: string, over: Partial<BuildTaskRequest> = {}): Promise<BuildTaskRequest> {
+  const tgz = join(root, `src-${Math.random().toString(36).slice(2)}.tar.gz`);
+  const blob = await packSource(src, tgz);
+  await putBlob(client, repo, blob.digest, tgz);
+  return { repo, sourceBlob: blob.digest, sourceDigest: blob.diffId, tags: [], rebuild: false, runner: 'host', maxSourceBytes: 256 * 1024 * 1024, ...over };
+}
+
+let seq = 0;
+function taskConfig(req: BuildTaskRequest): TaskConfig {
+  return { taskId: `t-${++seq}`, app: nameOf(req), version: 1, command: buildCommand(req), env: {}, ports: [], volumes: [], cpu: 1, memoryBytes: 1 << 30, labels: {} };
+}
+
+async function exited(taskId: string): Promise<TaskStatus> {
+  for (let i = 0; i < 1200; i++) {
+    const st = await driver.inspect(taskId);
+    if (st?.state === 'exited') return st;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`task ${taskId} did not exit`);
+}
+
+async function logLines(taskId: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const l of driver.logs(taskId, { follow: false })) out.push(l);
+  return out;
+}
+
+async function copyFixture(name: string): Promise<string> {
+  const d = await mkdtemp(join(root, `src-${name}-`));
+  await cp(fixture(name), d, { recursive: true });
+  return d;
+}
+
+describe('forge driver', () => {
+  it('builds the uploaded source on the node with no token: the same digest as a build through /v2/, the result as its last log line, the build record written as the node', async () => {
+    const src = await copyFixture('node-api');
+    const req = await upload(src, 'team/node-side', { tags: ['v1'] });
+    callers.length = 0;
+    const cfg = taskConfig(req);
+    const started = await driver.start(cfg);
+    expect(started.state).toBe('running');
+    // follow streams lines while it runs and ends when it exits
+    const followed: string[] = [];
+    for await (const l of driver.logs(cfg.taskId, { follow: true })) followed.push(l);
+    const st = await exited(cfg.taskId);
+    expect(st.exitCode).toBe(0);
+    const lines = await logLines(cfg.taskId);
+    expect(followed).toEqual(lines);
+    expect(lines).toContain('--- fetch source');
+    expect(lines).toContain('--- deps');
+    const last = lines.at(-1)!;
+    expect(last.startsWith(BUILD_RESULT_MARKER)).toBe(true);
+    const r = JSON.parse(last.slice(BUILD_RESULT_MARKER.length)) as BuildResult;
+    expect(r.sourceDigest).toBe(req.sourceDigest);
+    expect(r.reused).toBe(false);
+    expect(await client.resolveTag('team/node-side', 'v1')).toBe(r.digest);
+    // every write of the build was the node's own (SELF), none an admin's
+    expect(callers.length).toBeGreaterThan(0);
+    expect(new Set(callers)).toEqual(new Set(['self']));
+    expect(records.map(([k]) => k)).toContain(`forge/builds/team/node-side/sha-${req.sourceDigest.slice(7)}`);
+    // the same source built through /v2/ (as omni build --local does) gives the same image
+    const local = await new Forge(client, new HostRunner(), join(root, 'local-forge')).build({ dir: src, repo: 'team/local-side', tags: ['v1'] });
+    expect(local.digest).toBe(r.digest);
+    // a second build of the same request reuses the image
+    const again = taskConfig(req);
+    await driver.start(again);
+    expect((await exited(again.taskId)).exitCode).toBe(0);
+    const r2 = JSON.parse((await logLines(again.taskId)).at(-1)!.slice(BUILD_RESULT_MARKER.length)) as BuildResult;
+    expect(r2.reused).toBe(true);
+    expect(r2.digest).toBe(r.digest);
+  }, 120_000);
+
+  it('a failing step ends the task with exit 1; its log ends with the step, its exit and last lines', async () => {
+    const src = await copyFixture('static-site');
+    await mkdir(join(src, '.omni'));
+    await writeFile(join(src, '.omni/build.yaml'), 'runtime: omni/node:24\nsteps:\n  - name: compile\n    run: "echo compiling; echo broken >&2; exit 7"\n');
+    const req = await upload(src, 'team/fails');
+    const cfg = taskConfig(req);
+    await driver.start(cfg);
+    const st = await exited(cfg.taskId);
+    expect(st.exitCode).toBe(1);
+    expect(st.reason).toBe("step 'compile' failed (exit status 7)");
+    const lines = await logLines(cfg.taskId);
+    expect(lines).toContain('[compile] compiling');
+    const e = JSON.parse(lines.at(-1)!.slice(BUILD_ERROR_MARKER.length)) as { step: string; exit: string; tail: string[] };
+    expect(lines.at(-1)!.startsWith(BUILD_ERROR_MARKER)).toBe(true);
+    expect(e).toMatchObject({ step: 'compile', exit: 'exit status 7', tail: ['compiling', 'broken'] });
+  }, 60_000);
+
+  it('stop() cancels a build under way (its step process ends); the status and the log survive the driver (omnid restarting)', async () => {
+    const src = await copyFixture('static-site');
+    await mkdir(join(src, '.omni'));
+    await writeFile(join(src, '.omni/build.yaml'), 'runtime: omni/node:24\nsteps:\n  - name: slow\n    run: "echo started; sleep 60; echo never"\n');
+    const req = await upload(src, 'team/cancelled');
+    const cfg = taskConfig(req);
+    await driver.start(cfg);
+    for (let i = 0; i < 300 && !(await logLines(cfg.taskId)).includes('[slow] started'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await logLines(cfg.taskId)).toContain('[slow] started');
+    await driver.stop(cfg.taskId, 5000);
+    const st = await driver.inspect(cfg.taskId);
+    expect(st).toMatchObject({ state: 'exited', exitCode: null, reason: 'cancelled' });
+    const lines = await logLines(cfg.taskId);
+    expect(lines).not.toContain('[slow] never');
+    expect(lines).toContain('build cancelled');
+    // a new driver on the same data dir (omnid restarted) knows the task and its log
+    const again = new ForgeDriver({ dataDir: join(root, 'node'), log: silentLogger, parts: () => undefined });
+    expect((await again.recover()).find((t) => t.taskId === cfg.taskId)).toMatchObject({ state: 'exited', reason: 'cancelled' });
+    const kept: string[] = [];
+    for await (const l of again.logs(cfg.taskId, { follow: false, tail: 1 })) kept.push(l);
+    expect(kept[0]!.startsWith(BUILD_ERROR_MARKER)).toBe(true);
+    expect(await again.available()).toMatchObject({ ok: false });
+    await again.destroy(cfg.taskId);
+    expect(await again.inspect(cfg.taskId)).toBeUndefined();
+  }, 60_000);
+
+  it('a request that does not parse does not start', async () => {
+    await expect(driver.start({ ...taskConfig(request()), command: ['forge-build', '--repo', 'x'] })).rejects.toThrow(/--source is required/);
+  });
+});
