@@ -156,9 +156,14 @@ export async function runProject(values: Record<string, unknown>, p: Project, bu
       say(values, `${name}: starting: waiting until it is IDLE`);
       step = 'ensure';
     }
+    let spec = await projectSpec(p);
+    if (needsBuild(p.config)) {
+      if (!build) throw new UsageError(`${name} is built from ${p.dir}: omni run needs the build (internal)`);
+      // the same source reuses its image (Forge), so this is quick when nothing changed
+      spec = await build(client, spec);
+    }
     if (step === 'report') {
       // A finished job with this spec: its outcome stands (omni start runs it again).
-      const spec = await projectSpec(p);
       const r = await withRetry(() => client.post<{ version: number; changed: boolean; action: string }>('/v1/apps', spec), retryOpts({ quiet: values.json === true }));
       if (!r.changed) {
         say(values, `${name}: finished: ${stateLabel(v)}${a?.job?.reason ? `: ${a.job.reason}` : ''} (omni start ${name} runs it again; omni watch ${name} shows its output)`);
@@ -167,11 +172,6 @@ export async function runProject(values: Record<string, unknown>, p: Project, bu
       }
       say(values, `${name}: ${r.action} (version ${r.version}): a new run`);
     } else {
-      let spec = await projectSpec(p);
-      if (needsBuild(p.config)) {
-        if (!build) throw new UsageError(`${name} is built from ${p.dir}: omni run needs the build (internal)`);
-        spec = await build(client, spec);
-      }
       // SYNC_AGENT_PROCEDURE before the process starts (a no-op until omni sync lands).
       await syncWorkspace(client, p, 'up');
       const r = await withRetry(() => client.post<{ version: number; changed: boolean; action: string }>('/v1/apps', spec), retryOpts({ quiet: values.json === true }));

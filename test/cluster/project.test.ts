@@ -219,6 +219,14 @@ describe('project directories on a 3-node cluster (process driver)', () => {
     expect(w.stdout).toMatch(/starting[\s\S]*finished/);
   }, 300_000);
 
+  it('a project with no command or image is built by Forge: one that cannot be built is refused, creating nothing', async () => {
+    const d = await project('nothing', 'name: nothing\n');
+    const r = await omni(d, ['run']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/cannot tell how to build this directory/);
+    expect((await api('GET', '/v1/apps/nothing')).status).toBe(404);
+  }, 120_000);
+
   it('omni watch reconnects through another node when the one it talks to is killed, and ends when the app stops', async () => {
     const spec = { name: 'ticker', command: ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done'], constraints: ['node.name!=p1'] };
     expect((await api('POST', '/v1/apps', spec)).status).toBe(201);
