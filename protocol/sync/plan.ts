@@ -7,10 +7,9 @@
 //   L = B, R changed      the cluster's change comes down (or the client's copy is deleted).
 //   R = B, L changed      the client's change goes up (or the cluster's copy is deleted).
 //   both changed, differ  a conflict: the winner's copy stays at the path; the loser's copy is
-//                         kept as NAME.conflict (NAME.conflict-2, ... when taken). A deletion
-//                         never wins over a change: when the winner deleted and the loser changed,
-//                         the loser's copy is kept (as NAME.conflict), so a file changed on both
-//                         sides is never lost. When the loser deleted, the winner's copy stays.
+//                         kept as NAME.conflict (NAME.conflict-2, ... when taken).
+//   one deleted, the other changed: the change stays at the path (a deletion never wins over a
+//                         change), so a file changed on both sides is never lost.
 // Who wins (seed 003): "the agent's version" for agents and services, "the server cache version"
 // for scheduled tasks. In Omni both are the cluster's copy of the app's workspace (the running
 // task's files, or the cache a scheduled run starts from), so a two-way sync lets the cluster win;
@@ -73,11 +72,17 @@ function merge(L: Map<string, FileEntry>, R: Map<string, FileEntry>, B: Map<stri
       if (l) out.set(p, l);
     } else {
       const [w, lo] = winner === 'cluster' ? [r, l] : [l, r];
-      if (w) out.set(p, w);
-      // The loser's copy is kept under a conflict name (also when the winner deleted the file:
-      // a change is never lost to a deletion). A losing deletion leaves nothing to keep.
-      if (lo) losers.push({ path: p, entry: lo });
-      conflicts.push({ path: p, winner });
+      if (w && lo) {
+        // Both changed: the winner's copy stays, the loser's is kept under a conflict name.
+        out.set(p, w);
+        losers.push({ path: p, entry: lo });
+        conflicts.push({ path: p, winner });
+      } else {
+        // One side deleted, the other changed: the change stays (a change is never lost to a
+        // deletion, whoever would win a conflict).
+        out.set(p, (w ?? lo)!);
+        conflicts.push({ path: p, winner: l ? 'client' : 'cluster' });
+      }
     }
   }
   const taken = (q: string) => out.has(q) || L.has(q) || R.has(q);
