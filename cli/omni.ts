@@ -37,6 +37,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   status: async () => (await import('./omni/status.js')).status,
   nodes: async () => (await import('./omni/nodes.js')).nodes,
   kv: async () => (await import('./omni/kv.js')).kv,
+  sync: async () => (await import('./omni/sync.js')).sync,
   token: async () => (await import('./omni/token.js')).token,
   run: async () => (await import('./omni/run.js')).run,
   deploy: async () => (await import('./omni/deploy.js')).deploy,
