@@ -83,10 +83,10 @@ async function main() {
     await mkdir(dest);
     const port = await freePort();
     const conf = join(work, 'rsyncd.conf');
-    await writeFile(conf, `use chroot = no\nport = ${port}\naddress = 127.0.0.1\npid file = ${join(work, 'rsyncd.pid')}\n[bench]\npath = ${dest}\nread only = no\n`);
+    await writeFile(conf, `use chroot = no\nport = ${port}\naddress = 127.0.0.1\npid file = ${join(work, 'rsyncd.pid')}\n[bench]\npath = ${dest}\nread only = no\nuid = ${process.getuid!()}\ngid = ${process.getgid!()}\n`);
     rsyncd = spawn('rsync', ['--daemon', '--no-detach', `--config=${conf}`], { stdio: 'ignore' });
     await new Promise((r) => setTimeout(r, 500));
-    const rsync = () => run('rsync', ['-a', '--delete', `${src}/`, `rsync://127.0.0.1:${port}/bench/`], { timeout: 1_800_000 });
+    const rsync = () => run('rsync', ['-a', '--delete', '--exclude=/.omni', `${src}/`, `rsync://127.0.0.1:${port}/bench/`], { timeout: 1_800_000 });
     const rInitial = await timed(rsync);
     const rNoop = await timed(rsync);
     await writeFile(changed, randomBytes(16 * 1024));
