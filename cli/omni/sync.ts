@@ -60,6 +60,8 @@ interface SyncState {
   base: TreeManifest;
   /** The client's tree as last scanned or written (its mtimes are the client's): the scan cache. */
   local: TreeManifest;
+  /** The cluster's index digest when the last sync left both sides equal (then the cluster's tree is the base). */
+  remoteIndex?: string;
 }
 
 // ---------------------------------------------------------------- scanning
@@ -166,7 +168,7 @@ async function readBlobJson(reg: Registry, repo: string, digest: string, tmpDir:
   }
 }
 
-async function readRemote(client: ApiClient, reg: Registry, app: string, tmpDir: string): Promise<Remote> {
+async function readRemote(client: ApiClient, reg: Registry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest }): Promise<Remote & { index?: string }> {
   let rec: { value: string; version: number };
   try {
     rec = await client.get<{ value: string; version: number }>(recordKey(app));
@@ -176,11 +178,14 @@ async function readRemote(client: ApiClient, reg: Registry, app: string, tmpDir:
   }
   const v = JSON.parse(rec.value) as { index?: unknown; revision?: unknown };
   if (typeof v.index !== 'string' || !Number.isSafeInteger(v.revision)) throw new OmniError('INVALID', `the sync record of ${app} is malformed`);
+  // The record names the tree this client synced to last: no need to fetch it (a no-op sync reads
+  // one KV record and stats the directory).
+  if (known && known.index === v.index) return { tree: known.tree, revision: v.revision as number, version: rec.version, index: v.index };
   const repo = repoOf(app);
   const index = JSON.parse((await retry('reading the workspace index', () => reg.manifest(repo, v.index as string))).bytes.toString('utf8')) as { manifests: { digest: string }[] };
   const page = JSON.parse((await retry('reading the workspace manifest', () => reg.manifest(repo, index.manifests[0].digest))).bytes.toString('utf8')) as { config: { digest: string } };
   const tree = decodeManifest(await readBlobJson(reg, repo, page.config.digest, tmpDir));
-  return { tree, revision: v.revision as number, version: rec.version };
+  return { tree, revision: v.revision as number, version: rec.version, index: v.index };
 }
 
 /** Streams [start, start+len) of a file into its own file (a chunk to upload; 4 MiB at most). */
@@ -315,7 +320,7 @@ async function loadState(dir: string, app: string): Promise<SyncState> {
   try {
     const s = JSON.parse(await readFile(join(dir, STATE_FILE), 'utf8')) as SyncState;
     if (s.app !== app) return { app, base: emptyTree(), local: emptyTree() };
-    return { app, base: checkManifest(s.base), local: checkManifest(s.local) };
+    return { app, base: checkManifest(s.base), local: checkManifest(s.local), ...(typeof s.remoteIndex === 'string' ? { remoteIndex: s.remoteIndex } : {}) };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { app, base: emptyTree(), local: emptyTree() };
     throw new OmniError('INVALID', `${join(dir, STATE_FILE)}: ${(err as Error).message} (remove it to sync from scratch: files changed on both sides then become conflicts)`);
@@ -353,7 +358,7 @@ export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { pl
   const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
   const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
   for (let attempt = 1; ; attempt++) {
-    const remote = await readRemote(client, reg, app, tmpDir);
+    const remote = await readRemote(client, reg, app, tmpDir, state.remoteIndex && attempt === 1 ? { index: state.remoteIndex, tree: state.base } : undefined);
     const plan = planSync({ local, remote: remote.tree, base: state.base, direction, ...(opts.winner ? { winner: opts.winner } : {}) });
     const summary = (revision: number): SyncSummary & { plan: SyncPlan } => ({
       app,
@@ -378,12 +383,14 @@ export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { pl
     const tick = () => opts.onProgress?.({ bytesUp: prog.bytesUp, bytesDown: prog.bytesDown, totalUp, totalDown });
     // 1. the cluster: chunks, then the manifests, then the record (compare-and-set)
     let revision = remote.revision;
+    let remoteIndex = remote.index;
     const remoteChanged = plan.upload.length > 0 || plan.deleteRemote.length > 0;
     if (remoteChanged) {
       const known = new Set(remote.tree.files.flatMap((f) => f.chunks));
       await uploadChunks(reg, repo, dir, plan.upload, known, localBySha, tmpDir, prog, tick);
       revision = remote.revision + 1;
       const index = await putWorkspace(reg, repo, plan.remote, revision, tmpDir);
+      remoteIndex = index;
       await opts.beforeCommit?.();
       try {
         await client.put(recordKey(app), { value: JSON.stringify({ index, revision }), expectedVersion: remote.version });
@@ -409,7 +416,8 @@ export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { pl
     }
     const localAfter: TreeManifest = { version: 1, files: plan.local.files.map((f) => written.get(f.path)!) };
     const tmpState = join(dir, `${STATE_FILE}.tmp`);
-    await writeFile(tmpState, JSON.stringify({ app, base: plan.base, local: localAfter }));
+    const converged = JSON.stringify(plan.local.files.map((f) => [f.path, f.sha256, f.mode])) === JSON.stringify(plan.remote.files.map((f) => [f.path, f.sha256, f.mode]));
+    await writeFile(tmpState, JSON.stringify({ app, base: plan.base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex } : {}) }));
     await rename(tmpState, join(dir, STATE_FILE));
     return summary(revision);
   }
