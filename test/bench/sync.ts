@@ -41,7 +41,7 @@ async function makeTree(root: string): Promise<number> {
   for (let i = 0; i < FILES; i++) {
     const dir = join(root, `d${i % 50}`, `s${i % 7}`);
     await mkdir(dir, { recursive: true });
-    const size = i < BIG ? 8 * 1024 * 1024 + i : 8 * 1024 + ((i * 7919) % (64 * 1024));
+    const size = i < BIG ? 8 * 1024 * 1024 + i : 4 * 1024 + ((i * 7919) % (40 * 1024));
     await writeFile(join(dir, `f${i}.dat`), randomBytes(size));
     bytes += size;
   }
@@ -70,7 +70,17 @@ async function main() {
     await c.join('n3');
     const env = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: join(work, 'none.json') };
     const omni = (...args: string[]) => run('bin/omni', ['sync', src, '--app', 'bench', '--json', ...args], { env, timeout: 1_800_000, maxBuffer: 64 * 1024 * 1024 });
-    await run('bin/omni', ['status'], { env, timeout: 60_000 }); // the bundle is built before timing
+    // the cluster formed and the CLI bundle built before timing
+    for (let i = 0; ; i++) {
+      try {
+        await run('bin/omni', ['status'], { env, timeout: 120_000 });
+        break;
+      } catch (err) {
+        if (i >= 15) throw err;
+        log(`waiting for the cluster: ${String((err as { stderr?: string }).stderr ?? err).slice(0, 200)}`);
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    }
     const initial = await timed(() => omni('--push'));
     log(`omni initial ${round(initial / 1000)} s`);
     const noop = await timed(() => omni());
