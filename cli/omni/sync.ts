@@ -32,7 +32,8 @@ import { registryFor, registryFailoverWorthy, type Registry } from './registry-c
 
 const TREE_MEDIA_TYPE = 'application/vnd.omni.sync.tree.v1+json';
 const CHUNK_MEDIA_TYPE = 'application/octet-stream';
-const PAGE_LAYERS = 1000;
+// The registry writes a manifest and its blob links in one catalog transaction of at most 1,000 compares.
+const PAGE_LAYERS = 400;
 const PARALLEL = 8;
 const CAS_ATTEMPTS = 5;
 const STATE_FILE = '.omni/sync-state.json';

@@ -100,6 +100,35 @@ describe('omni sync', () => {
     expect(r.bytesUploaded).toBeLessThanOrEqual(12 * 256 * 1024);
   });
 
+  it('two concurrent syncs: the record is compare-and-set, the loser plans again and both changes stay', async () => {
+    const x = await newDir('x');
+    const y = await newDir('y');
+    await writeFile(join(x, 'shared'), 'v0');
+    const reg = await regOf('s1');
+    await syncProject({ client: c.client('s1'), app: 'race', dir: x, registry: reg });
+    await syncProject({ client: c.client('s2'), app: 'race', dir: y, registry: await regOf('s2') });
+    await writeFile(join(x, 'x.txt'), 'from x');
+    await writeFile(join(y, 'y.txt'), 'from y');
+    let raced = false;
+    const r = await syncProject({
+      client: c.client('s1'),
+      app: 'race',
+      dir: x,
+      registry: reg,
+      beforeCommit: async () => {
+        if (raced) return;
+        raced = true;
+        await syncProject({ client: c.client('s2'), app: 'race', dir: y, registry: await regOf('s2') });
+      },
+    });
+    expect(raced).toBe(true);
+    expect(r.revision).toBe(3);
+    expect(await readFile(join(x, 'y.txt'), 'utf8')).toBe('from y');
+    const z = await newDir('z');
+    await syncProject({ client: c.client('s2'), app: 'race', dir: z, registry: await regOf('s2'), direction: 'pull' });
+    expect((await readFile(join(z, 'x.txt'), 'utf8')) + (await readFile(join(z, 'y.txt'), 'utf8'))).toBe('from xfrom y');
+  });
+
   it('the workspace survives the loss of the node that took the upload', async () => {
     const d = await newDir('c');
     const payload = randomBytes(5 * 1024 * 1024);
