@@ -409,11 +409,12 @@ export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { pl
     }
     // 3. the state: the base, and the client's tree with the mtimes it has now
     const written = new Map<string, FileEntry>();
+    const scanned = new Map(local.files.map((f) => [f.path, f]));
     for (const f of plan.local.files) {
       if (ready.has(f.path)) {
         const s = await stat(join(dir, f.path));
         written.set(f.path, { ...f, mtimeMs: s.mtimeMs });
-      } else written.set(f.path, local.files.find((x) => x.path === f.path) ?? f);
+      } else written.set(f.path, scanned.get(f.path) ?? f);
     }
     const localAfter: TreeManifest = { version: 1, files: plan.local.files.map((f) => written.get(f.path)!) };
     const tmpState = join(dir, `${STATE_FILE}.tmp`);
