@@ -5,8 +5,7 @@
 //   one_file_changed_ms   `omni sync` after one small file changed
 // through the real CLI (bin/omni, one process per sync, like rsync) to node 1 of a 3-node
 // loopback cluster (omnid processes; the chunks replicated to R=2 nodes), and the same three with
-// Debian's rsync (-a, whole files: --whole-file is rsync's default for local transfers but not
-// for a daemon, so both delta and whole runs are what rsync chooses by itself) against an rsync
+// Debian's rsync (-a --delete, rsync choosing delta or whole-file transfer itself) against an rsync
 // daemon on 127.0.0.1 (started here on a free port, stopped by PID): rsync_initial_s,
 // rsync_noop_ms, rsync_one_file_ms, and the ratios (omni / rsync). Also the 1-minute load average
 // before and after (2 shared cores: figures are noisy). Last line: JSON.
