@@ -12,6 +12,7 @@ commands:
   nodes    nodes with role, status, eligibility, resources and last heartbeat;
            omni nodes remove NAME | drain NODE [--undo] | eligible NODE | ineligible NODE
   kv       get/put/delete/list in the replicated key space
+  sync     sync a project directory with an app's workspace on the cluster
   token    create join or admin tokens
   run      run an app from an image or a command:  omni run --name web IMAGE | -- CMD...
   deploy   deploy or update an app from a YAML/JSON spec (rolling update, auto-rollback)
@@ -42,6 +43,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   status: async () => (await import('./omni/status.js')).status,
   nodes: async () => (await import('./omni/nodes.js')).nodes,
   kv: async () => (await import('./omni/kv.js')).kv,
+  sync: async () => (await import('./omni/sync.js')).sync,
   token: async () => (await import('./omni/token.js')).token,
   run: async () => (await import('./omni/run.js')).run,
   deploy: async () => (await import('./omni/deploy.js')).deploy,

@@ -1,0 +1,135 @@
+// File sync, the pure core: a directory tree as a manifest (one entry per regular file, with its
+// content digest and the digests of its fixed-size chunks), and the rules for which paths may
+// travel between a client and the cluster. No I/O here: node/ and cli/ scan and write.
+
+/** Files are cut into chunks of this size; each chunk is one content-addressed blob in the registry. */
+export const CHUNK_BYTES = 4 * 1024 * 1024;
+/** Limits on what a manifest may describe (a manifest is untrusted input on both sides). */
+export const MAX_FILES = 200_000;
+export const MAX_PATH_BYTES = 1024;
+export const MAX_NAME_BYTES = 255;
+export const MAX_FILE_BYTES = 64 * 1024 * 1024 * 1024;
+export const MANIFEST_VERSION = 1;
+
+const DIGEST = /^sha256:[a-f0-9]{64}$/;
+
+export interface FileEntry {
+  /** Relative, '/'-separated, validated by checkPath. */
+  path: string;
+  size: number;
+  /** Modification time on the side that scanned it (ms); informational, not part of identity. */
+  mtimeMs: number;
+  /** Only the executable bit travels: 0o755 or 0o644. */
+  mode: number;
+  /** sha256 of the whole content. */
+  sha256: string;
+  /** Digests of the CHUNK_BYTES pieces, in order (one for a file up to CHUNK_BYTES; none for an empty file). */
+  chunks: string[];
+}
+
+export interface TreeManifest {
+  version: number;
+  /** Sorted by path, unique. */
+  files: FileEntry[];
+}
+
+export const emptyTree = (): TreeManifest => ({ version: MANIFEST_VERSION, files: [] });
+
+/** The same content and executable bit: what sync compares (mtimes differ from side to side). */
+export function sameContent(a: FileEntry | undefined, b: FileEntry | undefined): boolean {
+  if (!a || !b) return a === b;
+  return a.sha256 === b.sha256 && a.size === b.size && a.mode === b.mode;
+}
+
+export const chunkCount = (size: number) => Math.ceil(size / CHUNK_BYTES);
+
+/**
+ * Why a relative path may not be synced, or undefined when it may. Refused: empty, absolute or
+ * drive paths, `.`/`..` components, empty components, backslashes (a separator on Windows), NUL and
+ * other control characters, names or paths over the byte limits, and names Windows reserves.
+ * `.omni/` at the top is the sync's own state and never travels.
+ */
+export function checkPath(path: string): string | undefined {
+  if (typeof path !== 'string' || path.length === 0) return 'empty path';
+  if (Buffer.byteLength(path, 'utf8') > MAX_PATH_BYTES) return `path over ${MAX_PATH_BYTES} bytes`;
+  if (path.startsWith('/') || /^[A-Za-z]:/.test(path)) return 'absolute path';
+  if (path.includes('\\')) return 'backslash in path';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(path)) return 'control character in path';
+  for (const part of path.split('/')) {
+    if (part === '') return 'empty path component';
+    if (part === '.' || part === '..') return `'${part}' component`;
+    if (Buffer.byteLength(part, 'utf8') > MAX_NAME_BYTES) return `name over ${MAX_NAME_BYTES} bytes`;
+    if (/^(con|prn|aux|nul|com[1-9]|lpt[1-9])(\..*)?$/i.test(part)) return `name '${part}' is reserved on Windows`;
+    if (/[<>:"|?*]/.test(part)) return `character not allowed on Windows in '${part}'`;
+  }
+  if (path === '.omni' || path.startsWith('.omni/')) return 'the sync state directory .omni/';
+  return undefined;
+}
+
+/** A symlink target that stays inside the root (relative, resolving under it), or why not. */
+export function checkSymlink(linkPath: string, target: string): string | undefined {
+  if (target.startsWith('/')) return 'symlink to an absolute path';
+  const parts = linkPath.split('/').slice(0, -1);
+  for (const p of target.split('/')) {
+    if (p === '' || p === '.') continue;
+    if (p === '..') {
+      if (parts.length === 0) return 'symlink pointing outside the directory';
+      parts.pop();
+    } else parts.push(p);
+  }
+  return undefined;
+}
+
+export class SyncInputError extends Error {}
+
+/** Validates a decoded manifest (from the cluster or the state file): shapes, limits, order, paths. */
+export function checkManifest(value: unknown): TreeManifest {
+  const fail = (why: string): never => {
+    throw new SyncInputError(`invalid sync manifest: ${why}`);
+  };
+  if (!value || typeof value !== 'object') fail('not an object');
+  const m = value as { version?: unknown; files?: unknown };
+  if (m.version !== MANIFEST_VERSION) fail(`version ${String(m.version)} (expected ${MANIFEST_VERSION})`);
+  if (!Array.isArray(m.files)) fail('files is not a list');
+  const files = m.files as unknown[];
+  if (files.length > MAX_FILES) fail(`over ${MAX_FILES} files`);
+  let prev = '';
+  for (const f of files) {
+    const e = f as Partial<FileEntry>;
+    if (!e || typeof e !== 'object') fail('entry is not an object');
+    const why = checkPath(e.path as string);
+    if (why) fail(`${JSON.stringify(e.path)}: ${why}`);
+    if ((e.path as string) <= prev) fail(`${e.path}: not sorted or repeated`);
+    prev = e.path as string;
+    if (!Number.isSafeInteger(e.size) || (e.size as number) < 0 || (e.size as number) > MAX_FILE_BYTES) fail(`${e.path}: bad size`);
+    if (typeof e.mtimeMs !== 'number' || !Number.isFinite(e.mtimeMs)) fail(`${e.path}: bad mtime`);
+    if (e.mode !== 0o644 && e.mode !== 0o755) fail(`${e.path}: bad mode`);
+    if (typeof e.sha256 !== 'string' || !DIGEST.test(e.sha256)) fail(`${e.path}: bad digest`);
+    if (!Array.isArray(e.chunks) || e.chunks.length !== chunkCount(e.size as number) || !e.chunks.every((c) => typeof c === 'string' && DIGEST.test(c))) fail(`${e.path}: bad chunk list`);
+  }
+  // A file and a directory of the same name cannot both exist.
+  const paths = new Set(files.map((f) => (f as FileEntry).path));
+  for (const p of paths) {
+    const parts = p.split('/');
+    for (let i = 1; i < parts.length; i++) if (paths.has(parts.slice(0, i).join('/'))) fail(`${p}: a parent is a file`);
+  }
+  return { version: MANIFEST_VERSION, files: files as FileEntry[] };
+}
+
+export const encodeManifest = (m: TreeManifest): Buffer => Buffer.from(JSON.stringify(m));
+export const decodeManifest = (bytes: Uint8Array): TreeManifest => {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    throw new SyncInputError('invalid sync manifest: not JSON');
+  }
+  return checkManifest(v);
+};
+
+export const byPath = (m: TreeManifest) => new Map(m.files.map((f) => [f.path, f]));
+export const fromMap = (files: Map<string, FileEntry>): TreeManifest => ({
+  version: MANIFEST_VERSION,
+  files: [...files.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)),
+});
