@@ -34,7 +34,6 @@ const log = (s: string) => process.stderr.write(`bench:compose: ${new Date().toI
 const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
 const load = () => round(loadavg()[0], 2);
 const FIX = resolve('test/fixtures/compose-bench');
-const NODES = ['n1', 'n2', 'n3'];
 
 function dockerEngine(): { host: string; mine: boolean; stop: () => void } {
   if (process.env.DOCKER_HOST) return { host: process.env.DOCKER_HOST, mine: false, stop: () => undefined };
