@@ -206,7 +206,15 @@ try {
     }
   }, 120_000);
   const omniEnv = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
-  const omni = async (...args: string[]) => (await run(resolve('bin/omni'), args, { env: omniEnv, cwd: work, timeout: 900_000, maxBuffer: 16 * 1024 * 1024 })).stdout;
+  const omni = async (...args: string[]) => {
+    const r = await run(resolve('bin/omni'), args, { env: omniEnv, cwd: work, timeout: 900_000, maxBuffer: 16 * 1024 * 1024 });
+    return r.stdout + r.stderr;
+  };
+  /** `omni compose up|build` output must say each built service was `built` (or `reused`). */
+  const expectBuilds = (out: string, how: 'built' | 'reused', what: string) => {
+    for (const s of ['api', 'py']) if (!new RegExp(`^${s}: ${how} `, 'm').test(out)) throw new Error(`${what}: ${s} was not ${how}:\n${out}`);
+    log(`${what}: ${out.split('\n').filter((l) => /^(api|py): (built|reused)|^builds done/.test(l)).join('; ')}`);
+  };
   const cache = process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base');
   log('runtime bases (scripts/forge-base.sh, cached trees)');
   await run('scripts/forge-base.sh', ['node', 'python', '--import'], { env: { ...omniEnv, NODE: resolve('node_modules/node/bin/node'), OMNI_FORGE_BASE_CACHE: cache }, timeout: 900_000, maxBuffer: 16 * 1024 * 1024 });
@@ -216,13 +224,13 @@ try {
   log(`omni compose up (cold), load ${load()}`);
   await clearPorts();
   const [, coldS] = await timed(async () => {
-    await omni('compose', 'up', '--timeout', '600');
+    expectBuilds(await omni('compose', 'up', '--timeout', '600'), 'built', 'up cold');
     return gatewayOk(gwPort, 'gateway answers (cold)');
   });
   results.up_cold_s = round(coldS);
   log(`up cold ${round(coldS)} s`);
   const [, warmS] = await timed(async () => {
-    await omni('compose', 'up', '--timeout', '600');
+    expectBuilds(await omni('compose', 'up', '--timeout', '600'), 'reused', 'up warm');
     return gatewayOk(gwPort, 'gateway answers (warm)');
   });
   results.up_warm_s = round(warmS);
@@ -230,14 +238,16 @@ try {
   await omni('compose', 'down');
   await clearPorts();
   const [, afterDownS] = await timed(async () => {
-    await omni('compose', 'up', '--timeout', '600');
+    expectBuilds(await omni('compose', 'up', '--timeout', '600'), 'reused', 'up after down');
     return gatewayOk(gwPort, 'gateway answers (after down)');
   });
   results.up_after_down_s = round(afterDownS);
   log(`up after down ${round(afterDownS)} s, load ${load()}`);
 
-  const [, parS] = await timed(() => omni('compose', 'build', '--rebuild', '--parallel', '3'));
-  const [, serS] = await timed(() => omni('compose', 'build', '--rebuild', '--parallel', '1'));
+  const [parOut, parS] = await timed(() => omni('compose', 'build', '--rebuild', '--parallel', '3'));
+  expectBuilds(parOut, 'built', 'build --parallel 3');
+  const [serOut, serS] = await timed(() => omni('compose', 'build', '--rebuild', '--parallel', '1'));
+  expectBuilds(serOut, 'built', 'build --parallel 1');
   results.build_parallel_s = round(parS);
   results.build_serial_s = round(serS);
   results.build_ratio = round(parS / serS);
