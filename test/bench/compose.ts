@@ -19,7 +19,7 @@
 //   docker_compose_up_warm_s  docker-compose up -d again, nothing changed, until it answers
 //   load_avg_1m_start / _end: the host's load average (2 shared cores: figures are noisy)
 // Uses DOCKER_HOST (unix://), or starts a private dockerd (scripts/dockerd-private.sh) and stops it.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, homedir, loadavg } from 'node:os';
@@ -210,6 +210,25 @@ try {
     const r = await run(resolve('bin/omni'), args, { env: omniEnv, cwd: work, timeout: 900_000, maxBuffer: 16 * 1024 * 1024 });
     return r.stdout + r.stderr;
   };
+  /** The same, logging each output line with the seconds since the start (where an `up` spends its time). */
+  const omniTimed = (...args: string[]) =>
+    new Promise<string>((res, rej) => {
+      const t0 = performance.now();
+      const p = spawn(resolve('bin/omni'), args, { env: omniEnv, cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+      let all = '';
+      let partial = '';
+      const onData = (b: Buffer) => {
+        all += b.toString();
+        partial += b.toString();
+        const lines = partial.split('\n');
+        partial = lines.pop()!;
+        for (const l of lines) if (l.trim()) log(`  +${((performance.now() - t0) / 1000).toFixed(1)} s ${l.slice(0, 200)}`);
+      };
+      p.stdout.on('data', onData);
+      p.stderr.on('data', onData);
+      p.on('error', rej);
+      p.on('close', (code) => (code === 0 ? res(all) : rej(new Error(`omni ${args.join(' ')} exited ${code}:\n${all}`))));
+    });
   /** `omni compose up|build` output must say each built service was `built` (or `reused`). */
   const expectBuilds = (out: string, how: 'built' | 'reused', what: string) => {
     for (const s of ['api', 'py']) if (!new RegExp(`^${s}: ${how} `, 'm').test(out)) throw new Error(`${what}: ${s} was not ${how}:\n${out}`);
@@ -224,7 +243,7 @@ try {
   log(`omni compose up (cold), load ${load()}`);
   await clearPorts();
   const [, coldS] = await timed(async () => {
-    expectBuilds(await omni('compose', 'up', '--timeout', '600'), 'built', 'up cold');
+    expectBuilds(await omniTimed('compose', 'up', '--timeout', '600'), 'built', 'up cold');
     return gatewayOk(gwPort, 'gateway answers (cold)');
   });
   results.up_cold_s = round(coldS);
@@ -238,7 +257,7 @@ try {
   await omni('compose', 'down');
   await clearPorts();
   const [, afterDownS] = await timed(async () => {
-    expectBuilds(await omni('compose', 'up', '--timeout', '600'), 'reused', 'up after down');
+    expectBuilds(await omniTimed('compose', 'up', '--timeout', '600'), 'reused', 'up after down');
     return gatewayOk(gwPort, 'gateway answers (after down)');
   });
   results.up_after_down_s = round(afterDownS);
