@@ -1,0 +1,355 @@
+// npm run bench:compose — a 4-service compose stack (test/fixtures/compose-bench) on a 3-node
+// loopback cluster (omnid processes, the real CLI bin/omni), against Debian's docker-compose
+// (1.29) `up` of the same stack with Dockerfiles on one host, in the same run, same engine.
+// The stack: api (test/fixtures/forge/node-api's code, built by Forge), py (python-api's code,
+// built by Forge), db (a tiny in-memory key/value HTTP server in Node: no Debian database server
+// such as redis-server is installed on the bench host), gateway (depends on the three with
+// condition service_healthy; GET / calls http://api:8080, http://py:8080, http://db:8080 by name).
+// db and gateway run with the process driver on n1; api and py with the docker driver on n2/n3.
+// Figures (seconds; last line JSON):
+//   up_cold_s          `omni compose up` with new dependency keys (Forge builds included, no
+//                      cached layer) until up returns and the gateway answers through all names
+//   up_warm_s          the same `up` again, nothing changed
+//   up_after_down_s    `down`, then `up` (built images reused, containers new)
+//   build_parallel_s / build_serial_s: `omni compose build --rebuild --parallel 3` / `--parallel 1`
+//                      (both really build both services); build_ratio = parallel / serial;
+//                      build_*_builds_s / build_builds_ratio: the same for the builds alone, as
+//                      the CLI times them (its start, ~2 s here, and the file's load left out)
+//   failover_names_s   kill -9 the omnid running api (and remove its containers: the machine
+//                      is gone) → until the gateway's calls by name to api/py/db succeed again
+//   docker_compose_up_s       docker-compose build --no-cache + up -d + the gateway answers
+//   docker_compose_up_warm_s  docker-compose up -d again, nothing changed, until it answers
+//   load_avg_1m_start / _end: the host's load average (2 shared cores: figures are noisy)
+// Uses DOCKER_HOST (unix://), or starts a private dockerd (scripts/dockerd-private.sh) and stops it.
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir, homedir, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { request } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
+import { LocalCluster, waitFor } from '../../node/local-cluster.js';
+
+const run = promisify(execFile);
+const log = (s: string) => process.stderr.write(`bench:compose: ${new Date().toISOString().slice(11, 19)} ${s}\n`);
+const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
+const load = () => round(loadavg()[0], 2);
+const FIX = resolve('test/fixtures/compose-bench');
+
+function dockerEngine(): { host: string; mine: boolean; stop: () => void } {
+  if (process.env.DOCKER_HOST) return { host: process.env.DOCKER_HOST, mine: false, stop: () => undefined };
+  const dir = mkdtempSync('/tmp/omni-bench-compose-dockerd-');
+  const out = execFileSync('bash', ['scripts/dockerd-private.sh', 'start', dir], { encoding: 'utf8', timeout: 120_000 });
+  const host = out.split('\n').find((l) => l.startsWith('DOCKER_HOST='))!.slice('DOCKER_HOST='.length).trim();
+  return {
+    host,
+    mine: true,
+    stop: () => {
+      execFileSync('bash', ['scripts/dockerd-private.sh', 'stop', dir], { timeout: 60_000 });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const timed = async <T>(f: () => Promise<T>): Promise<[T, number]> => {
+  const t = performance.now();
+  const v = await f();
+  return [v, (performance.now() - t) / 1000];
+};
+const get = (port: number, path = '/') =>
+  new Promise<{ status: number; body: string }>((res, rej) => {
+    const r = request({ host: '127.0.0.1', port, path, timeout: 5000 }, (m) => {
+      let t = '';
+      m.on('data', (c) => (t += c));
+      m.on('end', () => res({ status: m.statusCode ?? 0, body: t }));
+    });
+    r.on('timeout', () => r.destroy(new Error('timeout')));
+    r.on('error', rej);
+    r.end();
+  });
+const freePort = async () => {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+};
+/** The gateway answers 200 (it reached api, py and db by name). */
+const gatewayOk = async (port: () => Promise<number | undefined>, what: string, ms = 300_000) =>
+  waitFor(what, async () => {
+    const p = await port();
+    if (!p) return undefined;
+    const r = await get(p).catch(() => undefined);
+    if (r?.status !== 200) return undefined;
+    const b = JSON.parse(r.body) as { ok: boolean; api: { ok: boolean }; py: { ok: boolean }; db: { v: string } };
+    return b.ok && b.api.ok && b.py.ok && b.db.v ? b : undefined;
+  }, ms, 200);
+
+const omniStack = (work: string) => `
+name: benchc
+services:
+  db:
+    x-omni-driver: process
+    command: ["${process.execPath}", "${work}/db/db.js"]
+    environment: {PORT_FILE: "${work}/db.port"}
+    ports: ["8080"]
+    deploy:
+      placement: {constraints: ["node.hostname==n1"]}
+    healthcheck:
+      test: ["CMD-SHELL", "curl -fs http://127.0.0.1:$(cat ${work}/db.port)/health"]
+      interval: 500ms
+      timeout: 3s
+  api:
+    build: ./api
+    ports: ["8080"]
+    deploy:
+      placement: {constraints: ["node.hostname!=n1"]}
+    healthcheck:
+      test: ["CMD", "${work}/health-docker.sh", "benchc-api"]
+      interval: 1s
+      timeout: 8s
+  py:
+    build: ./py
+    ports: ["8080"]
+    deploy:
+      placement: {constraints: ["node.hostname!=n1"]}
+    healthcheck:
+      test: ["CMD", "${work}/health-docker.sh", "benchc-py"]
+      interval: 1s
+      timeout: 8s
+  gateway:
+    x-omni-driver: process
+    command: ["${process.execPath}", "${work}/gateway/gateway.js"]
+    environment: {PORT_FILE: "${work}/gateway.port"}
+    ports: ["8080"]
+    deploy:
+      placement: {constraints: ["node.hostname==n1"]}
+    depends_on:
+      db: {condition: service_healthy}
+      api: {condition: service_healthy}
+      py: {condition: service_healthy}
+    healthcheck:
+      test: ["CMD-SHELL", "curl -fs http://127.0.0.1:$(cat ${work}/gateway.port)/health"]
+      interval: 500ms
+      timeout: 3s
+`;
+
+const NODE_HC = `["CMD", "node", "-e", "require('http').get('http://127.0.0.1:8080/',r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"]`;
+const dcStack = (gwPort: number) => `
+version: "2.4"
+services:
+  db:
+    build: ./db
+    healthcheck: {test: ${NODE_HC}, interval: 1s, timeout: 5s}
+  api:
+    build: ./api
+    healthcheck: {test: ${NODE_HC}, interval: 1s, timeout: 5s}
+  py:
+    build: ./py
+    healthcheck:
+      test: ["CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2)"]
+      interval: 1s
+      timeout: 5s
+  gateway:
+    build: ./gateway
+    ports: ["127.0.0.1:${gwPort}:8080"]
+    depends_on:
+      db: {condition: service_healthy}
+      api: {condition: service_healthy}
+      py: {condition: service_healthy}
+    healthcheck: {test: ${NODE_HC}, interval: 1s, timeout: 5s}
+`;
+const dockerfiles: Record<string, (nodeBase: string, pyBase: string) => string> = {
+  api: (from) =>
+    `FROM ${from} AS deps\nWORKDIR /app\nCOPY package.json package-lock.json ./\nRUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && mkdir -p node_modules\nFROM ${from}\nWORKDIR /app\nCOPY --from=deps /app/node_modules ./node_modules\nCOPY . .\nENV PORT=8080\nCMD ["node","server.js"]\n`,
+  py: (_n, from) =>
+    `FROM ${from} AS deps\nWORKDIR /app\nCOPY requirements.txt ./\nRUN python3 -m pip install --no-cache-dir --disable-pip-version-check --target .deps -r requirements.txt && mkdir -p .deps\nFROM ${from}\nWORKDIR /app\nCOPY --from=deps /app/.deps ./.deps\nCOPY . .\nENV PORT=8080 PYTHONPATH=/app/.deps\nCMD ["python3","main.py"]\n`,
+  db: (from) => `FROM ${from}\nWORKDIR /app\nCOPY db.js ./\nENV PORT=8080\nCMD ["node","db.js"]\n`,
+  gateway: (from) => `FROM ${from}\nWORKDIR /app\nCOPY gateway.js ./\nENV PORT=8080\nCMD ["node","gateway.js"]\n`,
+};
+
+const results: Record<string, number | boolean | string | null> = { load_avg_1m_start: load() };
+log(`load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+const engine = dockerEngine();
+process.env.DOCKER_HOST = engine.host; // the omnids inherit it (docker driver, health commands)
+const denv = { ...process.env, DOCKER_HOST: engine.host, DOCKER_BUILDKIT: '0', COMPOSE_DOCKER_CLI_BUILD: '0' };
+const dk = async (...args: string[]) => (await run('docker', args, { env: denv, timeout: 600_000, maxBuffer: 64 * 1024 * 1024 })).stdout.trim();
+const work = await mkdtemp(join(tmpdir(), 'omni-bench-compose-'));
+const marker = `bench-${Date.now()}`;
+const c = await LocalCluster.create({ flags: ['--down-after-ms', '2000', '--heartbeat-ms', '250'] });
+let dcUp = false;
+const dcDir = join(work, 'dc');
+const dc = async (...args: string[]) => (await run('docker-compose', ['-p', 'benchdc', '-f', join(dcDir, 'docker-compose.yml'), ...args], { env: denv, cwd: dcDir, timeout: 900_000, maxBuffer: 64 * 1024 * 1024 })).stdout;
+try {
+  // the stack's sources: new dependency keys (no cached dependency layer anywhere)
+  await cp(FIX, work, { recursive: true });
+  const bump = async () => {
+    const pkg = join(work, 'api/package.json');
+    await writeFile(pkg, JSON.stringify({ ...(JSON.parse(await readFile(pkg, 'utf8')) as object), description: marker }, null, 2));
+    await writeFile(join(work, 'py/requirements.txt'), `${await readFile(join(work, 'py/requirements.txt'), 'utf8')}# ${marker}\n`);
+  };
+  await bump();
+  await writeFile(join(work, 'compose.yaml'), omniStack(work));
+
+  const flagsOf = (i: number) => ['--vip-range', `127.77.${i * 16}.0/20`, '--docker-vip-range', `198.18.${i * 16}.0/20`];
+  await c.init('n1', flagsOf(1));
+  await c.join('n2', flagsOf(2));
+  await c.join('n3', flagsOf(3));
+  await waitFor('3 voters', async () => {
+    const cl = c.client('n3');
+    try {
+      const s = await cl.get<{ voters: unknown[]; rootRetired: boolean; leader: string | null }>('/v1/status');
+      return s.voters.length === 3 && s.rootRetired && s.leader !== null ? true : undefined;
+    } catch {
+      return undefined;
+    } finally {
+      cl.close();
+    }
+  }, 120_000);
+  const omniEnv = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+  const omni = async (...args: string[]) => {
+    const r = await run(resolve('bin/omni'), args, { env: omniEnv, cwd: work, timeout: 900_000, maxBuffer: 16 * 1024 * 1024 });
+    return r.stdout + r.stderr;
+  };
+  /** The same, logging each output line with the seconds since the start (where an `up` spends its time). */
+  const omniTimed = (...args: string[]) =>
+    new Promise<string>((res, rej) => {
+      const t0 = performance.now();
+      const p = spawn(resolve('bin/omni'), args, { env: omniEnv, cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+      let all = '';
+      let partial = '';
+      const onData = (b: Buffer) => {
+        all += b.toString();
+        partial += b.toString();
+        const lines = partial.split('\n');
+        partial = lines.pop()!;
+        for (const l of lines) if (l.trim()) log(`  +${((performance.now() - t0) / 1000).toFixed(1)} s ${l.slice(0, 200)}`);
+      };
+      p.stdout.on('data', onData);
+      p.stderr.on('data', onData);
+      p.on('error', rej);
+      p.on('close', (code) => (code === 0 ? res(all) : rej(new Error(`omni ${args.join(' ')} exited ${code}:\n${all}`))));
+    });
+  /** `omni compose up|build` output must say each built service was `built` (or `reused`). */
+  const expectBuilds = (out: string, how: 'built' | 'reused', what: string) => {
+    for (const s of ['api', 'py']) if (!new RegExp(`^${s}: ${how} `, 'm').test(out)) throw new Error(`${what}: ${s} was not ${how}:\n${out}`);
+    log(`${what}: ${out.split('\n').filter((l) => /^(api|py): (built|reused)|^builds done/.test(l)).join('; ')}`);
+  };
+  const cache = process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base');
+  log('runtime bases (scripts/forge-base.sh, cached trees)');
+  await run('scripts/forge-base.sh', ['node', 'python', '--import'], { env: { ...omniEnv, NODE: resolve('node_modules/node/bin/node'), OMNI_FORGE_BASE_CACHE: cache }, timeout: 900_000, maxBuffer: 16 * 1024 * 1024 });
+  const gwPort = async () => Number(await readFile(join(work, 'gateway.port'), 'utf8').catch(() => '')) || undefined;
+  const clearPorts = () => Promise.all(['db.port', 'gateway.port'].map((f) => rm(join(work, f), { force: true })));
+
+  log(`omni compose up (cold), load ${load()}`);
+  await clearPorts();
+  const [, coldS] = await timed(async () => {
+    expectBuilds(await omniTimed('compose', 'up', '--timeout', '600'), 'built', 'up cold');
+    return gatewayOk(gwPort, 'gateway answers (cold)');
+  });
+  results.up_cold_s = round(coldS);
+  log(`up cold ${round(coldS)} s`);
+  const [, warmS] = await timed(async () => {
+    expectBuilds(await omni('compose', 'up', '--timeout', '600'), 'reused', 'up warm');
+    return gatewayOk(gwPort, 'gateway answers (warm)');
+  });
+  results.up_warm_s = round(warmS);
+  log(`up warm ${round(warmS)} s`);
+  await omni('compose', 'down');
+  await clearPorts();
+  const [, afterDownS] = await timed(async () => {
+    expectBuilds(await omniTimed('compose', 'up', '--timeout', '600'), 'reused', 'up after down');
+    return gatewayOk(gwPort, 'gateway answers (after down)');
+  });
+  results.up_after_down_s = round(afterDownS);
+  log(`up after down ${round(afterDownS)} s, load ${load()}`);
+
+  const [parOut, parS] = await timed(() => omni('compose', 'build', '--rebuild', '--parallel', '3'));
+  expectBuilds(parOut, 'built', 'build --parallel 3');
+  const [serOut, serS] = await timed(() => omni('compose', 'build', '--rebuild', '--parallel', '1'));
+  expectBuilds(serOut, 'built', 'build --parallel 1');
+  results.build_parallel_s = round(parS);
+  results.build_serial_s = round(serS);
+  results.build_ratio = round(parS / serS);
+  // the builds alone, as the CLI times them ("builds done in X s"; without the CLI's start and the stack's load)
+  const done = (out: string) => Number(/^builds done in ([\d.]+) s/m.exec(out)?.[1] ?? NaN);
+  results.build_parallel_builds_s = done(parOut);
+  results.build_serial_builds_s = done(serOut);
+  results.build_builds_ratio = round(done(parOut) / done(serOut));
+  log(`build --rebuild: parallel 3 ${round(parS)} s, parallel 1 ${round(serS)} s (ratio ${round(parS / serS)}), load ${load()}`);
+
+  // failover: the node running api dies (omnid kill -9, its containers gone with the machine)
+  try {
+    const tasksOf = async (a: string) => {
+      const cl = c.client('n1');
+      try {
+        return (await cl.get<{ tasks: { id: string; node: string; desired: string; state: string }[] }>(`/v1/apps/${a}`)).tasks.filter((t) => t.desired === 'run');
+      } finally {
+        cl.close();
+      }
+    };
+    const task = (await tasksOf('benchc-api')).find((t) => t.state === 'running')!;
+    const victim = task.node;
+    if (!c.nodes.has(victim)) throw new Error(`api's task runs on ${victim}, not a node of this cluster`);
+    const onVictim = [...(await tasksOf('benchc-api')), ...(await tasksOf('benchc-py'))].filter((t) => t.node === victim);
+    await gatewayOk(gwPort, 'gateway answers before the failover');
+    log(`failover: kill -9 ${victim} (runs ${onVictim.map((t) => t.id).join(', ')})`);
+    const t0 = performance.now();
+    await c.kill(victim, 'SIGKILL');
+    const gone: string[] = [];
+    for (const t of onVictim) gone.push(...(await dk('ps', '-q', '--filter', `label=omni.task=${t.id}`)).split('\n').filter(Boolean));
+    if (gone.length) await dk('rm', '-f', ...gone);
+    await gatewayOk(gwPort, 'gateway answers after the failover', 180_000);
+    results.failover_names_s = round((performance.now() - t0) / 1000);
+    log(`failover: names answer again after ${results.failover_names_s} s (removed ${gone.length} container(s))`);
+  } catch (e) {
+    results.failover_names_s = null;
+    log(`failover not measured: ${(e as Error).message}`);
+  }
+  await omni('compose', 'down').catch((e: Error) => log(`down: ${e.message}`));
+
+  // docker-compose: the same stack with Dockerfiles, FROM the same runtime trees imported
+  log(`docker-compose (${(await run('docker-compose', ['version', '--short'])).stdout.trim()}), load ${load()}`);
+  const bases: Record<string, string> = {};
+  for (const k of ['node', 'python']) {
+    const tree = (await run('bash', ['-c', `ls -d ${cache}/${k}-*-r*/rootfs | head -1`])).stdout.trim();
+    if (!tree) throw new Error(`no cached ${k} tree under ${cache}`);
+    bases[k] = `omni-bench-compose/${k}-base:1`;
+    await run('bash', ['-c', `tar -C ${tree} -c . | docker import - ${bases[k]}`], { env: denv, timeout: 600_000, maxBuffer: 16 * 1024 * 1024 });
+  }
+  await mkdir(dcDir);
+  for (const s of ['api', 'py', 'db', 'gateway']) {
+    await cp(join(work, s), join(dcDir, s), { recursive: true });
+    await writeFile(join(dcDir, s, 'Dockerfile'), dockerfiles[s](bases.node, bases.python));
+    await writeFile(join(dcDir, s, '.dockerignore'), 'Dockerfile\n.dockerignore\nnode_modules\n.deps\n');
+  }
+  const dcPort = await freePort();
+  await writeFile(join(dcDir, 'docker-compose.yml'), dcStack(dcPort));
+  dcUp = true;
+  const [, dcS] = await timed(async () => {
+    await dc('build', '--no-cache');
+    await dc('up', '-d');
+    return gatewayOk(async () => dcPort, 'docker-compose gateway answers');
+  });
+  results.docker_compose_up_s = round(dcS);
+  const [, dcWarmS] = await timed(async () => {
+    await dc('up', '-d');
+    return gatewayOk(async () => dcPort, 'docker-compose gateway answers (warm)');
+  });
+  results.docker_compose_up_warm_s = round(dcWarmS);
+  log(`docker-compose: up (build --no-cache + up -d) ${round(dcS)} s, up again ${round(dcWarmS)} s`);
+} finally {
+  results.load_avg_1m_end = load();
+  if (dcUp) await dc('down', '--rmi', 'all', '-v').catch((e: Error) => log(`docker-compose down: ${e.message}`));
+  await c.destroy();
+  // no leftover containers of this bench (an omnid killed -9 does not stop its own)
+  const left = (await dk('ps', '-aq', '--filter', 'label=omni.app').catch(() => '')).split('\n').filter(Boolean);
+  const ours: string[] = [];
+  for (const id of left) if ((await dk('inspect', '-f', '{{index .Config.Labels "omni.app"}}', id).catch(() => '')).startsWith('benchc-')) ours.push(id);
+  if (ours.length) await dk('rm', '-f', ...ours).catch(() => undefined);
+  await rm(work, { recursive: true, force: true });
+  engine.stop();
+}
+log(`load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+process.stdout.write(JSON.stringify(results) + '\n');
