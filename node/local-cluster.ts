@@ -159,6 +159,21 @@ export class LocalCluster {
     return new ApiClient(n.apiUrl, token, 10_000, { ca: this.ca });
   }
 
+  /** Resolves once `name`'s replica sees `voters` voters, the root retired and a leader (benchmarks' start). */
+  async waitForVoters(name: string, voters: number, timeoutMs: number): Promise<void> {
+    await waitFor(`${voters} voters`, async () => {
+      const cl = this.client(name);
+      try {
+        const s = await cl.get<{ voters: unknown[]; rootRetired: boolean; leader: string | null }>('/v1/status');
+        return s.voters.length === voters && s.rootRetired && s.leader !== null ? true : undefined;
+      } catch {
+        return undefined;
+      } finally {
+        cl.close();
+      }
+    }, timeoutMs);
+  }
+
   running(): LocalNode[] {
     return [...this.nodes.values()].filter((n) => n.running);
   }

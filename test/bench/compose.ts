@@ -196,17 +196,7 @@ try {
   await c.init('n1', flagsOf(1));
   await c.join('n2', flagsOf(2));
   await c.join('n3', flagsOf(3));
-  await waitFor('3 voters', async () => {
-    const cl = c.client('n3');
-    try {
-      const s = await cl.get<{ voters: unknown[]; rootRetired: boolean; leader: string | null }>('/v1/status');
-      return s.voters.length === 3 && s.rootRetired && s.leader !== null ? true : undefined;
-    } catch {
-      return undefined;
-    } finally {
-      cl.close();
-    }
-  }, 120_000);
+  await c.waitForVoters('n3', 3, 120_000);
   const omniEnv = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
   const omni = async (...args: string[]) => {
     const r = await run(resolve('bin/omni'), args, { env: omniEnv, cwd: work, timeout: 900_000, maxBuffer: 16 * 1024 * 1024 });

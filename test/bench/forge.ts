@@ -19,7 +19,7 @@ import { cp, mkdtemp, readFile, rm, writeFile, appendFile } from 'node:fs/promis
 import { tmpdir, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { LocalCluster, waitFor } from '../../node/local-cluster.js';
+import { LocalCluster } from '../../node/local-cluster.js';
 
 const run = promisify(execFile);
 const log = (s: string) => process.stderr.write(`bench:forge: ${s}\n`);
@@ -55,17 +55,7 @@ try {
   await c.init('f1');
   await c.join('f2');
   await c.join('f3');
-  await waitFor('3 voters', async () => {
-    const cl = c.client('f3');
-    try {
-      const s = await cl.get<{ voters: unknown[]; rootRetired: boolean; leader: string | null }>('/v1/status');
-      return s.voters.length === 3 && s.rootRetired && s.leader !== null ? true : undefined;
-    } catch {
-      return undefined;
-    } finally {
-      cl.close();
-    }
-  }, 120_000);
+  await c.waitForVoters('f3', 3, 120_000);
   const omniEnv = (n: string) => ({ ...process.env, OMNI_ADDR: c.nodes.get(n)!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' });
   const omni = async (n: string, ...args: string[]) => (await run('bin/omni', args, { env: omniEnv(n), timeout: 600_000, maxBuffer: 16 * 1024 * 1024 })).stdout;
   const cache = process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base');
