@@ -99,11 +99,11 @@ export class Orchestrator {
       if (!specCache.has(k)) specCache.set(k, parseRecord<AppSpec>(state.kvGet(k)?.value));
       return specCache.get(k);
     };
-    const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, host: nodeHost(n.addrs), eligible: n.eligibility === undefined, draining: n.eligibility === 'draining' }));
+    const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, diskBytes: n.resources.diskBytes, host: nodeHost(n.addrs), eligible: n.eligibility === undefined, draining: n.eligibility === 'draining' }));
     const held: SchedTask[] = tasks.flatMap((t) => {
       if (t.desired === 'run') {
         const s = specOf(t.app, t.version);
-        return s ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: s.resources.cpu, memoryBytes: s.resources.memoryMB * MIB, gpus: s.resources.gpus, hostPorts: t.hostPorts }] : [];
+        return s ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: s.resources.cpu, memoryBytes: s.resources.memoryMB * MIB, gpus: s.resources.gpus, diskBytes: (s.resources.diskMB ?? 0) * MIB, hostPorts: t.hostPorts }] : [];
       }
       // A stopped task keeps its host ports until its node reports it exited: on a node that
       // is down (omnid killed) its process may still run and hold them.

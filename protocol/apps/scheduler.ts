@@ -13,6 +13,8 @@ import type { AppSpec, Constraint } from './spec.js';
 
 export interface SchedNode {
   id: string; name: string; status: 'up' | 'down' | 'left'; arch: string; labels: Record<string, string>; cpu: number; memoryBytes: number; gpus: number;
+  /** Free disk of the node's data dir as its Director reported it (absent: not known, no disk is reserved there). */
+  diskBytes?: number;
   /** Nodes on the same host (same address) share one port space; default: the node's own. */
   host?: string;
   /** false: no new tasks are placed here (ineligible or draining; `omni nodes drain`). Default true. */
@@ -24,7 +26,7 @@ export interface SchedNode {
  * A task that holds resources. portsOnly: a stopped task not yet known to have exited (e.g. on
  * a node that is down: its process may still run there) — it keeps its host ports, nothing else.
  */
-export interface SchedTask { id: string; app: string; version: number; nodeId: string; cpu: number; memoryBytes: number; gpus: number; hostPorts: number[]; portsOnly?: boolean }
+export interface SchedTask { id: string; app: string; version: number; nodeId: string; cpu: number; memoryBytes: number; gpus: number; hostPorts: number[]; portsOnly?: boolean; /** The disk its spec reserves (resources.diskMB). */ diskBytes?: number }
 /** avoidNodeIds: nodes where this app's tasks failed recently — used only when no other node fits. */
 export interface PlacementAsk { app: string; version: number; count: number; spec: AppSpec; pinnedNodeId?: string; avoidNodeIds?: ReadonlySet<string> }
 export interface Placement { nodeId: string; hostPorts: number[] }
@@ -39,13 +41,14 @@ interface NodeAcc {
   cpuUsed: number;
   memUsed: number;
   gpusUsed: number;
+  diskUsed: number;
   /** Host ports in use on this node's host (shared by nodes on one machine). */
   ports: Set<number>;
   /** Tasks per "app@version" (anti-affinity) and per app (spread). */
   perVersion: Map<string, number>;
 }
 
-type Why = 'down' | 'ineligible' | 'cpu' | 'memory' | 'gpus' | 'port' | 'anti-affinity' | 'pinned' | `constraint ${string}`;
+type Why = 'down' | 'ineligible' | 'cpu' | 'memory' | 'gpus' | 'disk' | 'port' | 'anti-affinity' | 'pinned' | `constraint ${string}`;
 
 export class SchedulerState {
   private readonly nodes: NodeAcc[];
@@ -58,7 +61,7 @@ export class SchedulerState {
       if (!portsByHost.has(host)) portsByHost.set(host, new Set());
       return portsByHost.get(host)!;
     };
-    this.nodes = [...nodes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((node) => ({ node, cpuUsed: 0, memUsed: 0, gpusUsed: 0, ports: portsOf(node), perVersion: new Map() }));
+    this.nodes = [...nodes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((node) => ({ node, cpuUsed: 0, memUsed: 0, gpusUsed: 0, diskUsed: 0, ports: portsOf(node), perVersion: new Map() }));
     for (const n of this.nodes) this.byId.set(n.node.id, n);
     for (const t of tasks) {
       const n = this.byId.get(t.nodeId);
@@ -68,6 +71,7 @@ export class SchedulerState {
       n.cpuUsed += t.cpu;
       n.memUsed += t.memoryBytes;
       n.gpusUsed += t.gpus;
+      n.diskUsed += t.diskBytes ?? 0;
       const k = `${t.app}@${t.version}`;
       n.perVersion.set(k, (n.perVersion.get(k) ?? 0) + 1);
     }
@@ -116,6 +120,8 @@ export class SchedulerState {
     if (res.gpus > node.gpus - acc.gpusUsed) return 'gpus';
     if (res.cpu > node.cpu - acc.cpuUsed + 1e-9) return 'cpu';
     if (res.memoryMB * MIB > node.memoryBytes - acc.memUsed) return 'memory';
+    // A node whose free disk is not known (0: statfs failed) has no disk to reserve from.
+    if (res.diskMB && node.diskBytes !== undefined && res.diskMB * MIB > node.diskBytes - acc.diskUsed) return 'disk';
     if (ask.spec.antiAffinity && (acc.perVersion.get(`${ask.app}@${ask.version}`) ?? 0) > 0) return 'anti-affinity';
     for (const p of ask.spec.ports) if (p.hostPort > 0 && acc.ports.has(p.hostPort)) return 'port';
     return undefined;
@@ -146,6 +152,7 @@ export class SchedulerState {
     acc.cpuUsed += res.cpu;
     acc.memUsed += res.memoryMB * MIB;
     acc.gpusUsed += res.gpus;
+    acc.diskUsed += (res.diskMB ?? 0) * MIB;
     const k = `${ask.app}@${ask.version}`;
     acc.perVersion.set(k, (acc.perVersion.get(k) ?? 0) + 1);
     const ports: number[] = [];
@@ -172,6 +179,7 @@ export class SchedulerState {
       cpu: `lack CPU (need ${res.cpu} cores)`,
       memory: `lack memory (need ${res.memoryMB} MiB)`,
       gpus: `lack GPUs (need ${res.gpus})`,
+      disk: `lack disk (need ${res.diskMB ?? 0} MiB of free disk in the data dir for the workspace)`,
       port: 'have the host port in use',
       'anti-affinity': 'already run a replica (anti-affinity)',
       pinned: 'do not hold its volume',

@@ -26,7 +26,8 @@ export interface AppSpec {
   args: string[];
   env: Record<string, string>;
   ports: PortSpec[];
-  resources: { cpu: number; memoryMB: number; gpus: number };
+  /** diskMB: the workspace's disk size (reserved by the scheduler, enforced for the synced workspace); absent: none reserved. */
+  resources: { cpu: number; memoryMB: number; gpus: number; diskMB?: number };
   replicas: number;
   constraints: Constraint[];
   antiAffinity: boolean;
@@ -402,10 +403,10 @@ function readPorts(e: Errors, v: unknown): PortSpec[] {
 }
 
 function readResources(e: Errors, v: unknown): AppSpec['resources'] {
-  const r = { cpu: 0.1, memoryMB: 64, gpus: 0 };
+  const r: AppSpec['resources'] = { cpu: 0.1, memoryMB: 64, gpus: 0 };
   if (v === undefined) return r;
-  if (!isObj(v)) return e.add('resources', 'must be {cpu, memory or memoryMB, gpus}') ?? r;
-  known(e, v, 'resources', ['cpu', 'memory', 'memoryMB', 'gpus']);
+  if (!isObj(v)) return e.add('resources', 'must be {cpu, memory or memoryMB, gpus, disk or diskMB}') ?? r;
+  known(e, v, 'resources', ['cpu', 'memory', 'memoryMB', 'gpus', 'disk', 'diskMB']);
   if (v.cpu !== undefined) {
     const cpu = parseCpu(v.cpu);
     if (cpu === undefined || !(cpu > 0) || cpu > 1024) e.add('resources.cpu', 'must be a number of cores above 0 (e.g. 0.5 or "500m")');
@@ -418,6 +419,12 @@ function readResources(e: Errors, v: unknown): AppSpec['resources'] {
     else r.memoryMB = mb;
   }
   r.gpus = int(e, v.gpus, 'resources.gpus', 0, 64, 0);
+  const disk = v.diskMB ?? v.disk;
+  if (disk !== undefined) {
+    const mb = parseMemoryMB(disk);
+    if (mb === undefined || !(mb >= 1) || mb > 1024 ** 4) e.add(v.diskMB !== undefined ? 'resources.diskMB' : 'resources.disk', 'must be a size like 500M or 10G (at least 1 MB)');
+    else r.diskMB = mb;
+  }
   return r;
 }
 

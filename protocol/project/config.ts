@@ -267,7 +267,7 @@ export function specFromConfig(c: ProjectConfig, fileEnv: Record<string, string>
   if (c.ports.length > 0) spec.ports = c.ports;
   if (c.health !== undefined && c.ports.length > 0) spec.healthCheck = { type: 'http', port: c.ports[0].name, path: c.health };
   if (c.replicas !== undefined) spec.replicas = c.replicas;
-  if (c.compute) spec.resources = { cpu: c.compute.cpu, memoryMB: c.compute.memoryMB, gpus: c.compute.gpus };
+  if (c.compute || c.diskMB !== undefined) spec.resources = { ...(c.compute ? { cpu: c.compute.cpu, memoryMB: c.compute.memoryMB, gpus: c.compute.gpus } : {}), ...(c.diskMB !== undefined ? { diskMB: c.diskMB } : {}) };
   if (c.storage.length > 0) spec.volumes = c.storage.map((name) => ({ name, path: storagePath(name) }));
   if (c.retries !== undefined) spec.retries = c.retries;
   if (c.lab) spec.lab = { ip: c.lab.ip };

@@ -28,6 +28,25 @@ describe('scheduler: feasibility', () => {
     expect(gpu.reason).toBe('no node with 4 GPUs');
   });
 
+  it('reserves the workspace disk (resources.diskMB): a node without room is not chosen, and the reason says so', () => {
+    // a: 5 GiB free, b: 50 GiB free, 30 GiB of it reserved by an existing task
+    const existing: SchedTask[] = [{ id: 't0', app: 'old', version: 1, nodeId: 'b', cpu: 0.1, memoryBytes: 0, gpus: 0, hostPorts: [], diskBytes: 30 * GiB }];
+    const s = new SchedulerState([node('a', { diskBytes: 5 * GiB }), node('b', { diskBytes: 50 * GiB }), node('c', { diskBytes: 12 * GiB })], existing);
+    const ask = { app: 'w', version: 1, count: 1, spec: spec({ ports: [], resources: { disk: '10G' } }) };
+    expect(ask.spec.resources.diskMB).toBe(10 * 1024);
+    const first = s.place(ask);
+    expect(first.placements.map((p) => p.nodeId)).toEqual(['b']); // b has 20 GiB left, c 12 GiB: both fit; a does not
+    const second = s.place({ ...ask, app: 'w2' });
+    const third = s.place({ ...ask, app: 'w3' });
+    // b (10 GiB left after the first) and c (12 GiB) take one each; then nothing has 10 GiB left
+    expect([...second.placements, ...third.placements].map((p) => p.nodeId).sort()).toEqual(['b', 'c']);
+    const fourth = s.place({ ...ask, app: 'w4' });
+    expect(fourth.unplaced).toBe(1);
+    expect(fourth.reason).toMatch(/3 lack disk \(need 10240 MiB/);
+    // without diskMB nothing is reserved, whatever the free disk
+    expect(s.place({ app: 'n', version: 1, count: 1, spec: spec({ ports: [] }) }).unplaced).toBe(0);
+  });
+
   it('never over-commits a node across successive asks and existing tasks', () => {
     const existing: SchedTask[] = [{ id: 't0', app: 'old', version: 1, nodeId: 'a', cpu: 3, memoryBytes: GiB, gpus: 0, hostPorts: [] }];
     const s = new SchedulerState([node('a'), node('b')], existing);
