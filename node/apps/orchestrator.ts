@@ -100,7 +100,7 @@ export class Orchestrator {
       return specCache.get(k);
     };
     const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, diskBytes: n.resources.diskBytes, host: nodeHost(n.addrs), eligible: n.eligibility === undefined, draining: n.eligibility === 'draining' }));
-    const held: SchedTask[] = tasks.flatMap((t) => {
+    const held: SchedTask[] = tasks.flatMap((t): SchedTask[] => {
       if (t.desired === 'run') {
         const s = specOf(t.app, t.version);
         return s ? [{ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: s.resources.cpu, memoryBytes: s.resources.memoryMB * MIB, gpus: s.resources.gpus, diskBytes: (s.resources.diskMB ?? 0) * MIB, hostPorts: t.hostPorts }] : [];

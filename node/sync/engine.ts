@@ -1,0 +1,488 @@
+// File sync, the I/O engine: a directory against an app's workspace on the cluster. Used by the
+// CLI (`omni sync`, cli/omni/sync.ts: the client's project directory, through the HTTP API and
+// /v2/) and by the node (node/sync/task-workspace.ts: a task's working directory, through the
+// node's in-process registry and its own proposals). The plan is pure (protocol/sync/plan.ts);
+// this file scans, moves bytes and keeps the state. Who the two sides are is the caller's: the
+// "client" side is the directory given, the "cluster" side the workspace in the store.
+//
+// The cluster's copy of a workspace:
+//   - file contents as content-addressed chunks (CHUNK_BYTES pieces of a file; a small file is one
+//     chunk) in the registry blob store, repository `omni-sync/<app>`: deduplicated (a chunk the
+//     repository has is not sent again), replicated like any blob (R copies), resumable (an
+//     interrupted sync sends only the chunks still missing: each chunk is its own blob);
+//   - the tree manifest (protocol/sync/tree.ts) as a blob, referenced as the config of OCI "page"
+//     manifests whose layers are the chunks (at most PAGE_LAYERS each, to stay under the registry's
+//     manifest size limit), listed by an OCI index tagged `ws-<revision>`: the tag is a GC root, so
+//     garbage collection keeps the workspace's chunks;
+//   - a record in the replicated KV, `sync/<app>` = {"index": digest, "revision": n}, written with
+//     compare-and-set on its version: of two concurrent syncs one wins, the other sees CONFLICT,
+//     re-reads the cluster's tree and plans again (no update is lost).
+// The base (the tree both sides agreed on after the last sync) and a scan cache (size+mtime →
+// digests, so a no-op sync hashes nothing) are kept in DIR/.omni/sync-state.json (or where the
+// caller says: a node keeps a task's outside the task's directory).
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join, dirname } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { OmniError } from '../errors.js';
+import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
+import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
+import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES } from '../../protocol/sync/tree.js';
+
+/** The registry operations sync uses: the CLI's /v2/ client (with failover), or a node's in-process registry (node/forge/node-registry.ts). */
+export interface SyncRegistry {
+  hasBlob(repo: string, digest: string): Promise<boolean>;
+  uploadBlob(repo: string, digest: string, path: string): Promise<unknown>;
+  downloadBlob(repo: string, digest: string, dest: string): Promise<unknown>;
+  manifest(repo: string, digest: string): Promise<{ bytes: Buffer; mediaType: string }>;
+  putManifest(repo: string, ref: string, bytes: Buffer, mediaType: string): Promise<unknown>;
+}
+
+/**
+ * The workspace record `sync/<app>` in the replicated KV: read, and written with compare-and-set on
+ * its version (expectedVersion 0: it must not exist). write throws OmniError CONFLICT when another
+ * writer moved it. The CLI goes through /v1/kv (admin token); a node proposes as itself.
+ */
+export interface SyncRecordStore {
+  read(key: string): Promise<{ value: string; version: number } | undefined>;
+  write(key: string, value: string, expectedVersion: number): Promise<void>;
+}
+
+const TREE_MEDIA_TYPE = 'application/vnd.omni.sync.tree.v1+json';
+const CHUNK_MEDIA_TYPE = 'application/octet-stream';
+// The registry writes a manifest and its blob links in one catalog transaction of at most 1,000 compares.
+const PAGE_LAYERS = 400;
+const PARALLEL = 8;
+const CAS_ATTEMPTS = 5;
+const STATE_FILE = '.omni/sync-state.json';
+export const APP_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
+
+export interface SyncSummary {
+  app: string;
+  direction: Direction;
+  revision: number;
+  uploaded: number;
+  downloaded: number;
+  deletedLocal: number;
+  deletedRemote: number;
+  conflicts: { path: string; winner: string; keptAs?: string }[];
+  skipped: { path: string; why: string }[];
+  bytesUploaded: number;
+  bytesDownloaded: number;
+  chunksSkipped: number;
+  dryRun: boolean;
+  noop: boolean;
+}
+
+interface SyncState {
+  app: string;
+  base: TreeManifest;
+  /** The client's tree as last scanned or written (its mtimes are the client's): the scan cache. */
+  local: TreeManifest;
+  /** The cluster's index digest when the last sync left both sides equal (then the cluster's tree is the base). */
+  remoteIndex?: string;
+}
+
+// ---------------------------------------------------------------- scanning
+
+async function hashFile(path: string): Promise<{ sha256: string; chunks: string[]; size: number }> {
+  const whole = createHash('sha256');
+  const chunks: string[] = [];
+  let chunk = createHash('sha256');
+  let inChunk = 0;
+  let size = 0;
+  for await (const buf of createReadStream(path, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+    whole.update(buf);
+    size += buf.length;
+    let off = 0;
+    while (off < buf.length) {
+      const take = Math.min(CHUNK_BYTES - inChunk, buf.length - off);
+      chunk.update(buf.subarray(off, off + take));
+      inChunk += take;
+      off += take;
+      if (inChunk === CHUNK_BYTES) {
+        chunks.push('sha256:' + chunk.digest('hex'));
+        chunk = createHash('sha256');
+        inChunk = 0;
+      }
+    }
+  }
+  if (inChunk > 0) chunks.push('sha256:' + chunk.digest('hex'));
+  return { sha256: 'sha256:' + whole.digest('hex'), chunks, size };
+}
+
+/** The client's tree: regular files only; refused paths are reported, not synced. */
+export async function scanTree(root: string, cache: Map<string, FileEntry>): Promise<{ tree: TreeManifest; skipped: { path: string; why: string }[] }> {
+  const files: FileEntry[] = [];
+  const skipped: { path: string; why: string }[] = [];
+  const walk = async (rel: string) => {
+    const entries = await readdir(join(root, rel), { withFileTypes: true });
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const d of entries) {
+      const p = rel ? `${rel}/${d.name}` : d.name;
+      if (p === '.omni') continue;
+      const why = checkPath(p);
+      if (why) {
+        skipped.push({ path: p, why });
+        continue;
+      }
+      const full = join(root, p);
+      const st = await lstat(full);
+      if (st.isDirectory()) await walk(p);
+      else if (st.isSymbolicLink()) {
+        const escape = checkSymlink(p, await readlink(full));
+        skipped.push({ path: p, why: escape ?? 'symlinks are not synced' });
+      } else if (!st.isFile()) skipped.push({ path: p, why: 'not a regular file (device, fifo or socket)' });
+      else {
+        if (files.length >= MAX_FILES) throw new OmniError('TOO_LARGE', `${root} has over ${MAX_FILES} files`);
+        const mode = st.mode & 0o111 ? 0o755 : 0o644;
+        const c = cache.get(p);
+        if (c && c.size === st.size && c.mtimeMs === st.mtimeMs) files.push({ ...c, mode });
+        else {
+          const h = await hashFile(full);
+          files.push({ path: p, size: h.size, mtimeMs: st.mtimeMs, mode, sha256: h.sha256, chunks: h.chunks });
+        }
+      }
+    }
+  };
+  await walk('');
+  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { tree: { version: 1, files }, skipped };
+}
+
+// ---------------------------------------------------------------- the cluster's copy
+
+/** The registry repository holding an app's workspace, and its KV record. */
+export const repoOf = (app: string) => `omni-sync/${app}`;
+export const recordKey = (app: string) => `sync/${app}`;
+
+interface Remote {
+  tree: TreeManifest;
+  revision: number;
+  /** The KV record's version (0: none yet): the compare-and-set precondition. */
+  version: number;
+}
+
+/** A failure worth another try: no answer, or a registry that said it cannot serve now (the CLI's registry client fails over on the same). */
+function transient(err: unknown): boolean {
+  if (!(err instanceof OmniError)) return false;
+  if (err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT') return true;
+  const status = Number(err.detail.status);
+  return err.code === 'REGISTRY_ERROR' && (status === 502 || status === 503 || status === 504);
+}
+
+async function retry<T>(what: string, fn: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!transient(err) || i + 1 >= attempts) throw err;
+      const ms = Math.min(5000, 200 * 2 ** i) * (0.5 + Math.random());
+      process.stderr.write(`omni sync: ${what} failed (${(err as Error).message.slice(0, 200)}); retrying in ${Math.round(ms)} ms\n`);
+      await new Promise((r) => setTimeout(r, ms));
+    }
+  }
+}
+
+async function readBlobJson(reg: SyncRegistry, repo: string, digest: string, tmpDir: string): Promise<Buffer> {
+  const tmp = join(tmpDir, `blob-${randomBytes(6).toString('hex')}`);
+  try {
+    await retry(`reading ${digest}`, () => reg.downloadBlob(repo, digest, tmp));
+    return await readFile(tmp);
+  } finally {
+    await rm(tmp, { force: true });
+    await rm(`${tmp}.part`, { force: true });
+  }
+}
+
+/** The cluster's copy of the workspace (the record, then its tree unless `known` is the one it names). */
+export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest }): Promise<Remote & { index?: string }> {
+  const rec = await retry('reading the workspace record', () => records.read(recordKey(app)));
+  if (!rec) return { tree: emptyTree(), revision: 0, version: 0 };
+  const v = JSON.parse(rec.value) as { index?: unknown; revision?: unknown };
+  if (typeof v.index !== 'string' || !Number.isSafeInteger(v.revision)) throw new OmniError('INVALID', `the sync record of ${app} is malformed`);
+  // The record names the tree this client synced to last: no need to fetch it (a no-op sync reads
+  // one KV record and stats the directory).
+  if (known && known.index === v.index) return { tree: known.tree, revision: v.revision as number, version: rec.version, index: v.index };
+  const repo = repoOf(app);
+  const index = JSON.parse((await retry('reading the workspace index', () => reg.manifest(repo, v.index as string))).bytes.toString('utf8')) as { manifests: { digest: string }[] };
+  const page = JSON.parse((await retry('reading the workspace manifest', () => reg.manifest(repo, index.manifests[0].digest))).bytes.toString('utf8')) as { config: { digest: string } };
+  const tree = decodeManifest(await readBlobJson(reg, repo, page.config.digest, tmpDir));
+  return { tree, revision: v.revision as number, version: rec.version, index: v.index };
+}
+
+/** Streams [start, start+len) of a file into its own file (a chunk to upload; 4 MiB at most). */
+async function cutChunk(src: string, start: number, len: number, dest: string): Promise<void> {
+  await pipeline(createReadStream(src, { start, end: start + len - 1 }), createWriteStream(dest));
+}
+
+interface Progress {
+  bytesUp: number;
+  bytesDown: number;
+  chunksSkipped: number;
+}
+
+async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(n, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]);
+    }),
+  );
+}
+
+/** Sends the chunks of `files` the repository lacks (resumable: each chunk is a blob; those there are skipped). */
+async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: FileEntry[], known: Set<string>, localBySha: Map<string, FileEntry>, tmpDir: string, prog: Progress, tick: () => void): Promise<void> {
+  const jobs: { digest: string; src: FileEntry; index: number }[] = [];
+  const seen = new Set<string>();
+  for (const f of files)
+    f.chunks.forEach((c, i) => {
+      if (seen.has(c)) return;
+      seen.add(c);
+      if (known.has(c)) prog.chunksSkipped++;
+      else jobs.push({ digest: c, src: localBySha.get(f.sha256) ?? f, index: i });
+    });
+  await pool(jobs, PARALLEL, async (j) => {
+    if (await retry(`checking ${j.digest}`, () => reg.hasBlob(repo, j.digest))) {
+      prog.chunksSkipped++;
+      return;
+    }
+    const full = join(root, j.src.path);
+    const len = Math.min(CHUNK_BYTES, j.src.size - j.index * CHUNK_BYTES);
+    if (j.src.chunks.length === 1) {
+      await retry(`uploading ${j.src.path}`, () => reg.uploadBlob(repo, j.digest, full));
+    } else {
+      const tmp = join(tmpDir, `up-${randomBytes(6).toString('hex')}`);
+      try {
+        await cutChunk(full, j.index * CHUNK_BYTES, len, tmp);
+        await retry(`uploading ${j.src.path} chunk ${j.index}`, () => reg.uploadBlob(repo, j.digest, tmp));
+      } finally {
+        await rm(tmp, { force: true });
+      }
+    }
+    prog.bytesUp += len;
+    tick();
+  });
+}
+
+async function putBlobBytes(reg: SyncRegistry, repo: string, bytes: Buffer, tmpDir: string): Promise<string> {
+  const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+  if (await retry('checking the tree manifest', () => reg.hasBlob(repo, digest))) return digest;
+  const tmp = join(tmpDir, `tree-${randomBytes(6).toString('hex')}`);
+  try {
+    await writeFile(tmp, bytes);
+    await retry('uploading the tree manifest', () => reg.uploadBlob(repo, digest, tmp));
+  } finally {
+    await rm(tmp, { force: true });
+  }
+  return digest;
+}
+
+/** Writes the workspace's manifests (pages + index, tagged) and returns the index digest. */
+async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string): Promise<string> {
+  const treeBytes = encodeManifest(tree);
+  const treeDigest = await putBlobBytes(reg, repo, treeBytes, tmpDir);
+  const layers: { mediaType: string; digest: string; size: number }[] = [];
+  const seen = new Set<string>();
+  for (const f of tree.files)
+    f.chunks.forEach((c, i) => {
+      if (seen.has(c)) return;
+      seen.add(c);
+      layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: c, size: Math.min(CHUNK_BYTES, f.size - i * CHUNK_BYTES) });
+    });
+  const pages: { mediaType: string; digest: string; size: number }[] = [];
+  for (let i = 0; i === 0 || i < layers.length; i += PAGE_LAYERS) {
+    const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: TREE_MEDIA_TYPE, digest: treeDigest, size: treeBytes.length }, layers: layers.slice(i, i + PAGE_LAYERS) }));
+    const digest = 'sha256:' + createHash('sha256').update(body).digest('hex');
+    await retry('writing the workspace manifest', () => reg.putManifest(repo, digest, body, OCI_MANIFEST));
+    pages.push({ mediaType: OCI_MANIFEST, digest, size: body.length });
+  }
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: pages }));
+  const indexDigest = 'sha256:' + createHash('sha256').update(index).digest('hex');
+  await retry('writing the workspace index', () => reg.putManifest(repo, `ws-${revision}`, index, OCI_INDEX));
+  return indexDigest;
+}
+
+// ---------------------------------------------------------------- writing the client's side
+
+async function materialise(reg: SyncRegistry, repo: string, root: string, files: FileEntry[], localBySha: Map<string, FileEntry>, tmpDir: string, prog: Progress, tick: () => void): Promise<Map<string, string>> {
+  // Every new content is first made complete in .omni/tmp (from a local file with the same digest,
+  // else from the cluster's chunks), checked, and only then renamed into place: a sync broken off
+  // here leaves the client's files as they were.
+  const ready = new Map<string, string>();
+  await pool(files, PARALLEL, async (f) => {
+    const tmp = join(tmpDir, `down-${randomBytes(6).toString('hex')}`);
+    const src = localBySha.get(f.sha256);
+    if (src) await copyFile(join(root, src.path), tmp);
+    else {
+      const fh = await open(tmp, 'w');
+      try {
+        for (const [i, c] of f.chunks.entries()) {
+          const part = `${tmp}.c${i}`;
+          await retry(`downloading ${f.path}`, () => reg.downloadBlob(repo, c, part));
+          await pipeline(createReadStream(part), createWriteStream('', { fd: fh.fd, autoClose: false } as never));
+          await rm(part, { force: true });
+          prog.bytesDown += Math.min(CHUNK_BYTES, f.size - i * CHUNK_BYTES);
+          tick();
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    const h = await hashFile(tmp);
+    if (h.sha256 !== f.sha256) throw new OmniError('DIGEST_INVALID', `${f.path}: the content put together does not match ${f.sha256}`);
+    await chmod(tmp, f.mode);
+    ready.set(f.path, tmp);
+  });
+  return ready;
+}
+
+// ---------------------------------------------------------------- the sync
+
+async function loadState(path: string, app: string): Promise<SyncState> {
+  try {
+    const s = JSON.parse(await readFile(path, 'utf8')) as SyncState;
+    if (s.app !== app) return { app, base: emptyTree(), local: emptyTree() };
+    return { app, base: checkManifest(s.base), local: checkManifest(s.local), ...(typeof s.remoteIndex === 'string' ? { remoteIndex: s.remoteIndex } : {}) };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { app, base: emptyTree(), local: emptyTree() };
+    throw new OmniError('INVALID', `${path}: ${(err as Error).message} (remove it to sync from scratch: files changed on both sides then become conflicts)`);
+  }
+}
+
+/**
+ * Makes the parent directories of `rel` under `root`, refusing to go through a symlink or a file:
+ * a directory the other side writes into (a running task's) may hold a symlink named like a
+ * directory of the tree, and following it would write outside the root.
+ */
+async function safeParent(root: string, rel: string): Promise<string> {
+  const parts = rel.split('/').slice(0, -1);
+  let cur = root;
+  for (const [i, part] of parts.entries()) {
+    cur = join(cur, part);
+    const st = await lstat(cur).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (!st) await mkdir(cur);
+    else if (st.isSymbolicLink()) throw new OmniError('INVALID', `${rel}: '${parts.slice(0, i + 1).join('/')}' is a symlink: not writing through it (it could lead outside ${root})`);
+    else if (!st.isDirectory()) throw new OmniError('CONFLICT', `${rel}: '${parts.slice(0, i + 1).join('/')}' is a file here, a directory on the other side`);
+  }
+  return join(root, rel);
+}
+
+const treeBytes = (t: TreeManifest) => t.files.reduce((n, f) => n + f.size, 0);
+const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
+
+export interface SyncDirOptions {
+  /** The workspace record (KV sync/<app>). */
+  records: SyncRecordStore;
+  registry: SyncRegistry;
+  app: string;
+  dir: string;
+  direction?: Direction;
+  dryRun?: boolean;
+  /** Who wins a conflict in a two-way sync: `client` is `dir`, `cluster` the stored workspace (default: the cluster; seed 003). */
+  winner?: 'client' | 'cluster';
+  /** Where the base and scan cache live (default DIR/.omni/sync-state.json). */
+  stateFile?: string;
+  /** Scratch space on the same file system as `dir` (default DIR/.omni/tmp). */
+  tmpDir?: string;
+  /** The app's disk size: a sync leaving either side's tree larger than this fails before anything is written. */
+  limitBytes?: number;
+  /** Write the record even when there is nothing to upload and none exists yet (an empty workspace is a workspace). */
+  ensureRecord?: boolean;
+  onProgress?: (p: { bytesUp: number; bytesDown: number; totalUp: number; totalDown: number }) => void;
+  /** For tests: called after the chunks went up and before the record is written. */
+  beforeCommit?: () => Promise<void>;
+}
+
+/** Syncs `dir` with app `app`'s workspace on the cluster: what `omni sync`, `omni run`, `omni stop` and a node's task workspace call. */
+export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { plan: SyncPlan }> {
+  const { app, dir, records } = opts;
+  const direction = opts.direction ?? 'both';
+  if (!APP_RE.test(app) || app.length > 100) throw new OmniError('INVALID_ARGUMENT', `not an app name (lower-case letters, digits, . _ -): ${app.slice(0, 120)}`);
+  const st = await stat(dir).catch(() => undefined);
+  if (!st?.isDirectory()) throw new OmniError('INVALID_ARGUMENT', `${dir} is not a directory`);
+  const tmpDir = opts.tmpDir ?? join(dir, '.omni', 'tmp');
+  const stateFile = opts.stateFile ?? join(dir, STATE_FILE);
+  await mkdir(tmpDir, { recursive: true });
+  await mkdir(dirname(stateFile), { recursive: true });
+  const reg = opts.registry;
+  const repo = repoOf(app);
+  const state = await loadState(stateFile, app);
+  const { tree: local, skipped } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])));
+  const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
+  const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
+  for (let attempt = 1; ; attempt++) {
+    const remote = await readRemote(records, reg, app, tmpDir, state.remoteIndex && attempt === 1 ? { index: state.remoteIndex, tree: state.base } : undefined);
+    const plan = planSync({ local, remote: remote.tree, base: state.base, direction, ...(opts.winner ? { winner: opts.winner } : {}) });
+    const summary = (revision: number): SyncSummary & { plan: SyncPlan } => ({
+      app,
+      direction,
+      revision,
+      uploaded: plan.upload.length,
+      downloaded: plan.download.length,
+      deletedLocal: plan.deleteLocal.length,
+      deletedRemote: plan.deleteRemote.length,
+      conflicts: plan.conflicts,
+      skipped,
+      bytesUploaded: prog.bytesUp,
+      bytesDownloaded: prog.bytesDown,
+      chunksSkipped: prog.chunksSkipped,
+      dryRun: !!opts.dryRun,
+      noop: plan.noop,
+      plan,
+    });
+    if (opts.dryRun) return summary(remote.revision);
+    if (opts.limitBytes !== undefined) {
+      for (const [side, t] of [['the cluster', plan.remote], ['this side', plan.local]] as const) {
+        const size = treeBytes(t);
+        if (size > opts.limitBytes && !plan.noop)
+          throw new OmniError('TOO_LARGE', `${app}: the workspace would hold ${mb(size)} on ${side}, over the app's disk size of ${mb(opts.limitBytes)} (raise disk: in .omni/config.yaml, or remove files)`, { sizeBytes: size, limitBytes: opts.limitBytes });
+      }
+    }
+    const totalUp = plan.upload.reduce((n, f) => n + f.size, 0);
+    const totalDown = plan.download.filter((f) => !localBySha.has(f.sha256)).reduce((n, f) => n + f.size, 0);
+    const tick = () => opts.onProgress?.({ bytesUp: prog.bytesUp, bytesDown: prog.bytesDown, totalUp, totalDown });
+    // 1. the cluster: chunks, then the manifests, then the record (compare-and-set)
+    let revision = remote.revision;
+    let remoteIndex = remote.index;
+    const remoteChanged = plan.upload.length > 0 || plan.deleteRemote.length > 0 || (opts.ensureRecord === true && remote.version === 0);
+    if (remoteChanged) {
+      const known = new Set(remote.tree.files.flatMap((f) => f.chunks));
+      await uploadChunks(reg, repo, dir, plan.upload, known, localBySha, tmpDir, prog, tick);
+      revision = remote.revision + 1;
+      const index = await putWorkspace(reg, repo, plan.remote, revision, tmpDir);
+      remoteIndex = index;
+      await opts.beforeCommit?.();
+      try {
+        await records.write(recordKey(app), JSON.stringify({ index, revision }), remote.version);
+      } catch (err) {
+        if (err instanceof OmniError && err.code === 'CONFLICT' && attempt < CAS_ATTEMPTS) continue; // another sync won: plan again
+        throw err;
+      }
+    }
+    // 2. the client: new contents complete in tmp, then deletions and renames
+    const ready = await materialise(reg, repo, dir, plan.download, localBySha, tmpDir, prog, tick);
+    for (const p of plan.deleteLocal) await rm(await safeParent(dir, p), { force: true });
+    for (const [p, tmp] of ready) await rename(tmp, await safeParent(dir, p));
+    // 3. the state: the base, and the client's tree with the mtimes it has now
+    const written = new Map<string, FileEntry>();
+    const scanned = new Map(local.files.map((f) => [f.path, f]));
+    for (const f of plan.local.files) {
+      if (ready.has(f.path)) {
+        const s = await stat(join(dir, f.path));
+        written.set(f.path, { ...f, mtimeMs: s.mtimeMs });
+      } else written.set(f.path, scanned.get(f.path) ?? f);
+    }
+    const localAfter: TreeManifest = { version: 1, files: plan.local.files.map((f) => written.get(f.path)!) };
+    const tmpState = `${stateFile}.tmp`;
+    const converged = JSON.stringify(plan.local.files.map((f) => [f.path, f.sha256, f.mode])) === JSON.stringify(plan.remote.files.map((f) => [f.path, f.sha256, f.mode]));
+    await writeFile(tmpState, JSON.stringify({ app, base: plan.base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex } : {}) }));
+    await rename(tmpState, stateFile);
+    return summary(revision);
+  }
+}
+
