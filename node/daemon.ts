@@ -30,6 +30,9 @@ import { ApiServer, parseHostPort, type ApiServerDeps } from './api/server.js';
 import { ApiTls } from './api/tls.js';
 import { initClusterCa, loadClusterCa } from './api/cluster-ca.js';
 import { TaskLogService } from './apps/task-logs.js';
+import { TaskWorkspaces } from './sync/task-workspace.js';
+import { NodeBuildRegistry } from './forge/node-registry.js';
+import { APP_RE } from './sync/engine.js';
 import { Registry, DEFAULT_REGISTRY_ADDR } from './registry/registry.js';
 import type { GcRequest } from './registry/gc.js';
 import { caCertPath } from './api/cluster-ca.js';
@@ -121,6 +124,8 @@ export interface ClientConfig {
   ca?: string;
 }
 
+/** How long a node may take to read a task's workspace back for POST /v1/apps/NAME/workspace/sync. */
+const WORKSPACE_SYNC_TIMEOUT_MS = 300_000;
 const META_KEY = 'cluster';
 const CLIENT_FILE = 'client.json';
 const PEER_MAINTENANCE_MS = 1000;
@@ -228,6 +233,7 @@ export class Omnid {
       leave: () => this.membership.leave(),
       kickOrchestrator: () => this.orchestrator?.kick(),
       localDriver: (taskId) => this.agent?.driverFor(taskId),
+      syncWorkspace: (app) => this.syncWorkspace(app),
       pinImage: async (image) => (this.registry ? this.registry.pinImage(image) : image),
       peers: this.peers,
     };
@@ -440,6 +446,13 @@ export class Omnid {
     await rpc.start();
     await daemon.forwarder.start();
     raft.start();
+    // omni sync of a running app: the node running a task of it reads the task's files back (node/sync/task-workspace.ts)
+    rpc.on('workspace-sync', async (params, from) => {
+      requireMember(raft, from);
+      const app = (params as { app?: unknown } | null)?.app;
+      if (typeof app !== 'string' || !APP_RE.test(app) || app.length > 100) throw new OmniError('INVALID_ARGUMENT', 'workspace-sync: need {app}');
+      return (await daemon.agent?.syncWorkspaces(app)) ?? [];
+    });
     daemon.taskLogs = new TaskLogService(host, { authorize: (peer) => requireMember(raft, peer), localLogs: (id, o) => daemon.agent?.driverFor(id)?.logs(id, o), log });
     await daemon.taskLogs.start();
     daemon.api = new ApiServer(daemon.apiDeps, log, opts.apiLimits);
@@ -552,6 +565,20 @@ export class Omnid {
         readBarrier: () => this.writes.readBarrier(),
         // For the exclusive tasks' watchdogs outside omnid: they stop the tasks a quarter lease after the agent would.
         publishLease: (untilMs) => writeLeaseFile(this.opts.dataDir, untilMs, EXCLUSIVE_LEASE_MS / 4),
+        workspaces: new TaskWorkspaces({
+          dataDir: this.opts.dataDir,
+          log: this.log,
+          readRecord: (key) => this.raft.state.kvGet(key),
+          writeRecord: async (key, value, expectedVersion) => {
+            await proposeOk({ type: 'kv.put', key, value, expectedVersion }, SELF);
+          },
+          // the node's registry in process, writing as the node itself (protocol/cluster/authz.ts)
+          registry: () => {
+            const reg = this.registry;
+            if (!reg) return undefined;
+            return new NodeBuildRegistry({ catalog: reg.catalog, store: reg.store, ensureLocal: (rec, s) => reg.ensureLocal(rec, s), replicate: (digest, s, repo) => reg.replicate(digest, s, repo), caller: SELF });
+          },
+        }),
       },
       createDrivers(this.opts.dataDir, {
         registry: () => this.registry?.engineAccess(),
@@ -565,6 +592,24 @@ export class Omnid {
     this.every(REGISTER_RETRY_MS, () => this.registerSelf());
     this.every(STACK_TICK_MS, () => this.stacks?.tick());
     this.maintainPeers();
+  }
+
+  /**
+   * POST /v1/apps/NAME/workspace/sync: every node holding a task of the app reads the task's
+   * files back into the workspace (this node directly, the others over RPC).
+   */
+  private async syncWorkspace(app: string): Promise<{ node: string; tasks?: unknown[]; error?: string }[]> {
+    const nodes = [...new Set(this.raft.state.tables.tasksOfApp(app).map((t) => t.nodeId))];
+    return Promise.all(
+      nodes.map(async (node) => {
+        try {
+          const tasks = node === this.id ? ((await this.agent?.syncWorkspaces(app)) ?? []) : await this.rpc.call<unknown[]>(node, 'workspace-sync', { app }, WORKSPACE_SYNC_TIMEOUT_MS);
+          return { node, tasks };
+        } catch (err) {
+          return { node, error: (err as Error).message };
+        }
+      }),
+    );
   }
 
   /** Members that are up and were heard from within --down-after-ms (this node included). */

@@ -36,6 +36,8 @@ export interface AppsRoutesDeps extends ClusterAccess {
   pinImage?(image: string): Promise<string>;
   /** Default: the process's clock. */
   readonly clock?: Clock;
+  /** The nodes holding tasks of `app` read their files back into its synced workspace (absent: not on this node). */
+  syncWorkspace?(app: string): Promise<{ node: string; tasks?: unknown[]; error?: string }[]>;
 }
 
 export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
@@ -55,6 +57,8 @@ export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
   api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'running', caller)));
   // omni schedule enable|disable (idempotent): a cron app's or a service's schedule ON / OFF.
   api.route('POST', /^\/v1\/apps\/([^/]+)\/schedule\/(enable|disable)$/, async (_req, _url, [name, what], _res, caller) => retryLostRace(() => h.setSchedule(name, what === 'enable', caller)));
+  // omni sync / omni stop of an app with a synced workspace: its tasks' files are written back first.
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/workspace\/sync$/, async (_req, _url, [name]) => h.syncWorkspace(name));
   api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'removing', caller)));
   api.route('GET', /^\/v1\/apps\/([^/]+)\/endpoints$/, async (_req, url, [name]) => h.endpoints(name, url));
   // Log answers stream (follow=true: until the client leaves): they count against the API's
@@ -327,6 +331,22 @@ export class AppsApi {
   }
 
   /** omni schedule enable|disable: idempotent (changed false when it already was so). */
+  /**
+   * POST /v1/apps/NAME/workspace/sync: the nodes holding the app's tasks write the tasks' files
+   * back into its synced workspace (a read-back per task: node/sync/task-workspace.ts), so that
+   * `omni sync --pull` of a running agent gets its latest files. 200 with what each node did;
+   * 503 when a node holding a task could not (its error named).
+   */
+  async syncWorkspace(name: string): Promise<[number, unknown]> {
+    await this.d.readBarrier();
+    this.app(name);
+    if (!this.d.syncWorkspace) throw new OmniError('UNAVAILABLE', 'this node cannot reach task workspaces');
+    const nodes = await this.d.syncWorkspace(name);
+    const failed = nodes.filter((n) => n.error !== undefined);
+    if (failed.length > 0) throw new OmniError('UNAVAILABLE', `the workspace of ${name} was not read back from ${failed.map((n) => `node ${n.node.slice(0, 16)}…: ${n.error}`).join('; ')}`.slice(0, 2000));
+    return [200, { app: name, nodes }];
+  }
+
   async setSchedule(name: string, on: boolean, caller: Caller): Promise<[number, unknown]> {
     await this.d.readBarrier();
     const kv = this.d.raft.state.kvGet(appKey(name));

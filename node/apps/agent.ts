@@ -15,7 +15,9 @@ import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, status
 import { DEFAULT_MIN_HEALTHY_MS, EXCLUSIVE_LEASE_MS, type AppSpec } from '../../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
 import { SELF } from '../cluster/caller.js';
-import type { OmniError } from '../errors.js';
+import { OmniError } from '../errors.js';
+import type { ReadBackSummary, TaskWorkspaces } from '../sync/task-workspace.js';
+import { LAB_WORKSPACE_VOLUME } from '../../protocol/apps/lab.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
 
 const AGENT_INTERVAL_MS = 1000;
@@ -28,6 +30,11 @@ const MAX_TASKS_PER_NODE = 10_000;
 // tasks with a grace period of a fifth of it, well inside the second lease the leader waits.
 /** Reading the log tail to classify an exit never holds up a restart for longer than this. */
 const CLASSIFY_LOG_TIMEOUT_MS = 2000;
+/** How often a running task's synced workspace is measured against the app's disk size. */
+export const WORKSPACE_CHECK_MS = 15_000;
+/** A read-back that keeps failing (registry down, over the disk size) is given up after this many tries; the files stay on the node until the task is removed. */
+const READ_BACK_ATTEMPTS = 3;
+const MIB = 1024 * 1024;
 
 interface Local {
   task: TaskRecord;
@@ -61,6 +68,14 @@ interface Local {
   released: boolean;
   /** spec.exclusive: runs only while this node holds its lease. */
   exclusive: boolean;
+  /** The task's synced workspace directory (undefined: the app has none, or not prepared yet). */
+  workspaceDir?: string;
+  /** The workspace was read back after the task's last run ended (or the read-back was given up). */
+  readBackDone: boolean;
+  readBackFailures: number;
+  workspace?: { bytes: number; overLimit?: string };
+  nextWorkspaceCheckAtMs: number;
+  checkingWorkspace: boolean;
 }
 
 /** What the agent uses: the replica (tasks placed here), status reports, and where it keeps task files. */
@@ -90,6 +105,8 @@ export interface AgentDeps extends Proposer {
   readonly exclusiveLeaseMs?: number;
   /** Service networking (node/net/mesh.ts): names for a task of an app on a network. */
   network?(spec: AppSpec): Promise<{ hostsFile: string; env: Record<string, string> } | undefined>;
+  /** Synced workspaces (node/sync/task-workspace.ts); absent: tasks start without one. */
+  workspaces?: TaskWorkspaces;
 }
 
 export class Agent {
@@ -244,6 +261,7 @@ export class Agent {
         l.stopping = true;
         if (l.run?.state === 'running') await l.driver.stop(id, STOP_TIMEOUT_MS).catch(() => undefined);
         await l.driver.destroy(id).catch(() => undefined);
+        await this.d.workspaces?.remove(id).catch((err: Error) => this.d.log.warn(`agent: ${id}: removing its workspace: ${err.message}`));
         this.local.delete(id);
         this.reported.delete(id);
       }),
@@ -263,11 +281,14 @@ export class Agent {
           // Not ours any more: clean it up.
           if (st.state === 'running') await driver.stop(st.taskId, STOP_TIMEOUT_MS).catch(() => undefined);
           await driver.destroy(st.taskId).catch(() => undefined);
+          await this.d.workspaces?.remove(st.taskId).catch(() => undefined);
           continue;
         }
         const prev = this.d.raft.state.tables.status(st.taskId);
         const stable = st.state === 'running' && prev?.stable === true;
         this.local.set(st.taskId, { ...this.fresh(task, driver, this.spec(task)), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none', cause: prev?.cause ?? '', lastOutput: prev?.lastOutput ?? [], stable, servingSinceMs: stable ? 1 : 0 });
+        const l = this.local.get(st.taskId)!;
+        if (this.d.workspaces && (await this.d.workspaces.prepared(st.taskId))) l.workspaceDir = this.d.workspaces.dir(st.taskId);
         this.d.log.info(`agent: re-attached to task ${st.taskId} (${st.state})`);
       }
     }
@@ -290,7 +311,7 @@ export class Agent {
   }
 
   private fresh(task: TaskRecord, driver: TaskDriver, spec: AppSpec | undefined): Local {
-    return { released: false, exclusive: spec?.exclusive === true, task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false };
+    return { released: false, exclusive: spec?.exclusive === true, task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false, readBackDone: false, readBackFailures: 0, nextWorkspaceCheckAtMs: 0, checkingWorkspace: false };
   }
 
   private async reconcileTask(t: TaskRecord): Promise<void> {
@@ -316,6 +337,102 @@ export class Agent {
     }
     this.maybeProbe(l, spec);
     this.trackStable(l, spec);
+    this.maybeCheckWorkspace(l, spec);
+  }
+
+  /** A service/lab task (the agent's copy wins a read-back conflict) or a job/cron run (the cluster's copy wins). */
+  private isAgentTask(l: Local, spec: AppSpec | undefined): boolean {
+    return !runsToCompletion(spec) && l.task.run === undefined;
+  }
+
+  private limitBytes(spec: AppSpec | undefined): number | undefined {
+    return spec?.resources.diskMB ? spec.resources.diskMB * MIB : undefined;
+  }
+
+  /**
+   * Materialises the app's synced workspace for a task about to start (first start only: a
+   * restart keeps the task's files). Returns false when the task cannot start yet.
+   */
+  private async prepareWorkspace(l: Local, spec: AppSpec): Promise<boolean> {
+    const ws = this.d.workspaces;
+    if (!ws || l.workspaceDir || spec.driver === 'mock' || spec.driver === 'forge') return true;
+    if (!(await ws.prepared(l.task.id)) && !ws.appHasWorkspace(l.task.app)) return true;
+    try {
+      l.workspaceDir = await ws.prepare(l.task.id, l.task.app, this.limitBytes(spec));
+      l.readBackDone = false;
+      l.readBackFailures = 0;
+      return true;
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (err instanceof OmniError && (err.code === 'TOO_LARGE' || err.code === 'INVALID')) {
+        const now = this.clock.now();
+        l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: now, exitedAtMs: now, reason: msg };
+        l.classifiedExitAtMs = now;
+        this.failHere(l, { cause: `workspace: ${msg}`.slice(0, 300), permanent: true, portsInUse: [] }, `not started: its workspace cannot be materialised: ${msg}`);
+        return false;
+      }
+      // the registry not up yet, a peer unreachable: tried again next round
+      l.state = 'pending';
+      l.reason = `waiting to materialise its workspace: ${msg}`;
+      this.d.log.warn(`agent: ${l.task.id}: ${l.reason}`);
+      return false;
+    }
+  }
+
+  /**
+   * Writes the task's files back into the app's workspace once its run ended (stopped, or a job /
+   * cron run finished). Failures are retried on the next rounds, then given up (the files stay
+   * on the node until the task is removed); the reason says so.
+   */
+  private async readBackOnce(l: Local, spec: AppSpec | undefined): Promise<void> {
+    const ws = this.d.workspaces;
+    if (!ws || !l.workspaceDir || l.readBackDone) return;
+    try {
+      await ws.readBack(l.task.id, l.task.app, this.isAgentTask(l, spec), this.limitBytes(spec));
+      l.readBackDone = true;
+    } catch (err) {
+      l.readBackFailures++;
+      const msg = `its files were not written back to the workspace: ${(err as Error).message}`;
+      this.d.log.warn(`agent: ${l.task.id}: ${msg} (attempt ${l.readBackFailures} of ${READ_BACK_ATTEMPTS})`);
+      if (l.readBackFailures >= READ_BACK_ATTEMPTS || (err instanceof OmniError && err.code === 'TOO_LARGE')) {
+        l.readBackDone = true;
+        l.cause = msg.slice(0, 300);
+      }
+    }
+  }
+
+  /** omni sync of a running app (POST /v1/apps/NAME/workspace/sync): every task of `app` here with a workspace reads its files back now. */
+  async syncWorkspaces(app: string): Promise<ReadBackSummary[]> {
+    const ws = this.d.workspaces;
+    if (!ws) return [];
+    const out: ReadBackSummary[] = [];
+    for (const l of this.local.values()) {
+      if (l.task.app !== app || !l.workspaceDir) continue;
+      const spec = this.spec(l.task);
+      out.push(await ws.readBack(l.task.id, app, this.isAgentTask(l, spec), this.limitBytes(spec)));
+    }
+    return out;
+  }
+
+  /** Measures a running task's workspace now and then; over the disk size it is reported (the task keeps running). */
+  private maybeCheckWorkspace(l: Local, spec: AppSpec): void {
+    const ws = this.d.workspaces;
+    if (!ws || !l.workspaceDir || l.checkingWorkspace || this.clock.now() < l.nextWorkspaceCheckAtMs) return;
+    l.checkingWorkspace = true;
+    const limit = this.limitBytes(spec);
+    void ws
+      .size(l.task.id)
+      .then((bytes) => {
+        if (bytes === undefined) return;
+        const over = limit !== undefined && bytes > limit ? `the workspace holds ${(bytes / MIB).toFixed(1)} MiB, over the app's disk size of ${(limit / MIB).toFixed(1)} MiB: remove files (a sync back fails while it is over)` : undefined;
+        if (over && !l.workspace?.overLimit) this.d.log.warn(`agent: ${l.task.id}: ${over}`);
+        l.workspace = { bytes, ...(over ? { overLimit: over } : {}) };
+      })
+      .catch((err: Error) => this.d.log.debug(`agent: ${l.task.id}: measuring its workspace: ${err.message}`))
+      .finally(() => {
+        l.checkingWorkspace = false;
+        l.nextWorkspaceCheckAtMs = this.clock.now() + WORKSPACE_CHECK_MS;
+      });
   }
 
   /**
@@ -401,7 +518,9 @@ export class Agent {
         l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: this.clock.now(), exitedAtMs: this.clock.now(), reason: f.cause };
         return this.failHere(l, f, `not started: ${f.cause}`);
       }
-      const cfg = await this.taskConfig(l.task, spec);
+      if (!(await this.prepareWorkspace(l, spec))) return;
+      const cfg = await this.taskConfig(l.task, spec, l.workspaceDir);
+      l.readBackDone = false;
       l.run = await l.driver.start(cfg);
       if (l.exclusive && !this.leaseValid()) {
         l.starting = false;
@@ -488,12 +607,14 @@ export class Agent {
     const wantRestart = policy === 'always' || (policy === 'on-failure' && failedRun);
     const what = failedRun && l.cause ? l.cause : code === null ? `ended (${l.run!.reason ?? 'killed'})` : `exited with code ${code}`;
     if (!wantRestart) {
+      await this.readBackOnce(l, spec);
       l.state = failedRun ? 'failed' : 'exited';
       l.health = 'none';
       l.reason = what;
       return;
     }
     if (l.restarts >= spec.restart.maxRestarts) {
+      await this.readBackOnce(l, spec);
       l.state = 'failed';
       l.health = 'none';
       l.reason = `${what}; gave up after ${l.restarts} restarts`;
@@ -562,6 +683,17 @@ export class Agent {
         l.stopping = false;
       }
     }
+    if (!l.readBackDone && l.workspaceDir && !l.starting && !l.stopping && l.run?.state !== 'running') {
+      // the task's files go back into the app's workspace before its stop is reported: omni stop
+      // waits for the stop, then pulls them
+      l.stopping = true;
+      try {
+        await this.readBackOnce(l, this.spec(l.task));
+      } finally {
+        l.stopping = false;
+      }
+      if (!l.readBackDone) return;
+    }
     if (l.state !== 'exited' && l.state !== 'failed') {
       l.state = 'exited';
       l.health = 'none';
@@ -571,9 +703,14 @@ export class Agent {
     if (!l.starting && !l.stopping && l.run?.state !== 'running') l.released = true;
   }
 
-  private async taskConfig(t: TaskRecord, spec: AppSpec): Promise<TaskConfig> {
+  private async taskConfig(t: TaskRecord, spec: AppSpec, workspaceDir?: string): Promise<TaskConfig> {
     const volumes = [];
     for (const v of spec.volumes) {
+      // A lab's notebook dir (its `workspace` volume) is the synced workspace when the app has one.
+      if (workspaceDir && v.name === LAB_WORKSPACE_VOLUME) {
+        volumes.push({ name: v.name, path: v.path, hostPath: workspaceDir });
+        continue;
+      }
       const hostPath = join(this.d.dataDir, 'volumes', t.app, v.name);
       await mkdir(hostPath, { recursive: true });
       volumes.push({ name: v.name, path: v.path, hostPath });
@@ -596,6 +733,7 @@ export class Agent {
       labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id, ...(spec.exclusive ? { 'omni.exclusive': 'true' } : {}) },
       ...(spec.exclusive ? { exclusive: true } : {}),
       ...(net ? { hostsFile: net.hostsFile } : {}),
+      ...(workspaceDir ? { workDir: workspaceDir } : {}),
     };
   }
 
@@ -624,6 +762,7 @@ export class Agent {
       if (l.portsInUse.length > 0) rec.portsInUse = l.portsInUse;
       if (l.lastOutput.length > 0) rec.lastOutput = l.lastOutput;
       if (l.released) rec.released = true;
+      if (l.workspace) rec.workspace = l.workspace;
       const key = JSON.stringify({ ...rec, startedAtMs: 0 });
       if (this.reported.get(id) === key) continue;
       try {

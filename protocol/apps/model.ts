@@ -244,6 +244,12 @@ export interface TaskStatusRecord {
    * never start again. An exclusive app's replacement waits for this (or for its node's silence).
    */
   released?: boolean;
+  /**
+   * The task's synced workspace (node/sync/task-workspace.ts) as its node last measured it:
+   * its bytes, and (when over the app's disk size) why it is over. The task is not stopped for
+   * it; a read-back of an over-size workspace fails naming both sizes.
+   */
+  workspace?: { bytes: number; overLimit?: string };
 }
 
 export const appKey = (name: string) => `${APP_PREFIX}${name}`;

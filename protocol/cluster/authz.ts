@@ -11,7 +11,11 @@
 //            task (an app named build-<hex>, protocol/forge/build-request.ts) is placed on it
 //            and meant to run, it may also add registry records (blobs, manifests, tags, repo
 //            links: puts only, never deletes) and build records (forge/builds/…), which is what
-//            the build writes (node/forge/node-registry.ts).
+//            the build writes (node/forge/node-registry.ts). While a task of an app is placed
+//            on it (running or stopped, until its record is removed), it may write that app's
+//            workspace (node/sync/task-workspace.ts): the record sync/<app>, and registry puts
+//            in repository omni-sync/<app> (tags, repo links) plus the content-addressed blob
+//            and manifest records they name.
 //  - joiner: a host the leader admitted with a join token (it joins as itself, proven by noise).
 //  - leader: the leader's own duties (bootstrap, autopilot, orchestrator). Never forwarded:
 //            another node cannot claim it.
@@ -44,6 +48,10 @@ export interface AuthzView {
   taskNodeId(taskId: string): string | undefined;
   /** Whether a Forge build task meant to run is placed on the node (absent: never). */
   runsBuild?(nodeId: string): boolean;
+  /** Whether a task of `app` (any desired state) is placed on the node (absent: never). */
+  hostsApp?(nodeId: string, app: string): boolean;
+  /** Whether any task is placed on the node (absent: never). */
+  hostsTasks?(nodeId: string): boolean;
 }
 
 export type AuthzResult = { ok: true } | { ok: false; error: { code: 'FORBIDDEN'; message: string } };
@@ -177,9 +185,29 @@ function refuse(message: string): AuthzResult {
 /** Keys a build writes: registry records (not the GC policy, replicas or history) and build records. */
 const BUILD_KEY_PREFIXES = [BLOB_PREFIX, MANIFEST_PREFIX, TAG_PREFIX, REPO_MANIFEST_PREFIX, REPO_BLOB_PREFIX, 'forge/builds/'];
 
-/** A member's put: the status of its own task, or (while it runs a build) a record the build writes. */
+/** The app whose workspace a key belongs to (sync/<app>, or a repository record of omni-sync/<app>), if any. */
+export function workspaceAppOfKey(key: string): string | undefined {
+  if (key.startsWith('sync/')) return key.slice('sync/'.length);
+  for (const [prefix, end] of [[TAG_PREFIX, ':'], [REPO_MANIFEST_PREFIX, '@'], [REPO_BLOB_PREFIX, '@']] as const) {
+    if (!key.startsWith(prefix + 'omni-sync/')) continue;
+    const rest = key.slice(prefix.length + 'omni-sync/'.length);
+    const i = rest.indexOf(end);
+    return i > 0 ? rest.slice(0, i) : undefined;
+  }
+  return undefined;
+}
+
+/** A member's put: the status of its own task, a record its build writes, or its task's workspace. */
 function memberPut(key: string, nodeId: string, view: AuthzView): string | undefined {
-  if (key === GC_FENCE_KEY || BUILD_KEY_PREFIXES.some((p) => key.startsWith(p))) {
+  const app = workspaceAppOfKey(key);
+  if (app !== undefined && !view.runsBuild?.(nodeId)) {
+    return view.hostsApp?.(nodeId, app) ? undefined : `a member writes the workspace of ${app.slice(0, 100)} only while a task of it is placed there`;
+  }
+  if (key === GC_FENCE_KEY || key.startsWith(BLOB_PREFIX) || key.startsWith(MANIFEST_PREFIX)) {
+    // content-addressed records: what a build or a task's workspace write names
+    return view.runsBuild?.(nodeId) || view.hostsTasks?.(nodeId) ? undefined : 'a member writes registry records only while a build or a task runs on it';
+  }
+  if (BUILD_KEY_PREFIXES.some((p) => key.startsWith(p))) {
     return view.runsBuild?.(nodeId) ? undefined : 'a member writes registry and build records only while a build task runs on it';
   }
   return ownStatusKey(key, nodeId, view);
@@ -198,6 +226,8 @@ function ownStatusKey(key: string, nodeId: string, view: AuthzView): string | un
 export function authzView(state: { kvGet(key: string): { value: string } | undefined; tables?: { task(id: string): TaskRecord | undefined; tasksOnNode?(nodeId: string): TaskRecord[] } }): AuthzView {
   return {
     runsBuild: (nodeId) => (state.tables?.tasksOnNode?.(nodeId) ?? []).some((t) => t.desired === 'run' && isBuildAppName(t.app)),
+    hostsApp: (nodeId, app) => (state.tables?.tasksOnNode?.(nodeId) ?? []).some((t) => t.app === app),
+    hostsTasks: (nodeId) => (state.tables?.tasksOnNode?.(nodeId) ?? []).length > 0,
     taskNodeId: (taskId) => {
       const t = state.tables ? state.tables.task(taskId) : parseRecord<TaskRecord>(state.kvGet(`${TASK_PREFIX}${taskId}`)?.value);
       return typeof t?.nodeId === 'string' ? t.nodeId : undefined;

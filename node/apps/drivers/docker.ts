@@ -17,6 +17,8 @@ export const LABEL_TASK = 'omni.task';
 export const LABEL_APP = 'omni.app';
 export const LABEL_VERSION = 'omni.version';
 export const LABEL_OWNER = 'omni.owner';
+/** Where a task's synced workspace is mounted in its container (TaskConfig.workDir). */
+export const WORKSPACE_PATH = '/workspace';
 const DEFAULT_SOCKET = '/var/run/docker.sock';
 const PING_TIMEOUT_MS = 3_000;
 /** Bounded container logs (json-file driver): 2 files of 10 MB. */
@@ -341,6 +343,19 @@ export class DockerDriver implements TaskDriver {
     if (cfg.ports.length > 0) env.PORT = String(cfg.ports[0].containerPort);
     for (const p of cfg.ports) env[`OMNI_PORT_${envSuffix(p.name)}`] = String(p.containerPort);
     for (const v of cfg.volumes) env[`OMNI_VOLUME_${envSuffix(v.name)}`] = v.path;
+    // The synced workspace at /workspace (a lab's workspace volume is already it), and the working
+    // directory there unless the image sets a WORKDIR of its own (its code lives there).
+    const workspaceBind = cfg.workDir && !cfg.volumes.some((v) => v.path === WORKSPACE_PATH) ? [`${cfg.workDir}:${WORKSPACE_PATH}`] : [];
+    let workingDir: string | undefined;
+    if (cfg.workDir) {
+      env.OMNI_WORKSPACE = WORKSPACE_PATH;
+      const imageWorkdir = await (await this.engine())
+        .getImage(image)
+        .inspect()
+        .then((i) => (i.Config?.WorkingDir ?? '') as string)
+        .catch(() => '');
+      if (imageWorkdir === '' || imageWorkdir === '/') workingDir = WORKSPACE_PATH;
+    }
     const exposed: Record<string, object> = {};
     const bindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {};
     for (const p of cfg.ports) {
@@ -354,7 +369,7 @@ export class DockerDriver implements TaskDriver {
       PortBindings: bindings,
       // Service networking: the network's hosts file (names → docker VIPs, node/net/mesh.ts) is the
       // container's /etc/hosts (docker then keeps its own out); rewritten in place as services change.
-      Binds: [...cfg.volumes.map((v) => `${v.hostPath}:${v.path}`), ...(cfg.hostsFile ? [`${cfg.hostsFile}:/etc/hosts:ro`] : [])],
+      Binds: [...cfg.volumes.map((v) => `${v.hostPath}:${v.path}`), ...workspaceBind, ...(cfg.hostsFile ? [`${cfg.hostsFile}:/etc/hosts:ro`] : [])],
       Init: true, // a PID-1 app would ignore SIGTERM; docker-init forwards it
       RestartPolicy: { Name: 'no' },
       LogConfig: { Type: 'json-file', Config: { 'max-size': LOG_MAX_SIZE, 'max-file': LOG_MAX_FILES } },
@@ -376,6 +391,7 @@ export class DockerDriver implements TaskDriver {
       HostConfig: hostConfig,
     };
     if (cfg.command && cfg.command.length > 0) create.Cmd = cfg.command;
+    if (workingDir) create.WorkingDir = workingDir;
 
     const container = await this.call(`create ${cfg.taskId}`, async () => {
       try {

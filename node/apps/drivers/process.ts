@@ -1,6 +1,7 @@
 // Process driver: runs a task's argv on the host (no isolation, no resource limits). Each task
 // gets <dataDir>/tasks/<taskId>/ holding:
-//   work/           the task's cwd (and HOME unless its env sets one)
+//   work/           the task's cwd (and HOME unless its env sets one) — unless the task has a
+//                   synced workspace (TaskConfig.workDir): then that directory is both
 //   state.json      the wrapper's pid (= the task's process group) and its start time
 //   exit.code       the command's exit status, written by the wrapper when the command ends
 //   exit.json       written by the driver instead when there is no status (start failure, lost task)
@@ -279,7 +280,7 @@ export class ProcessDriver implements TaskDriver {
       const old = await readJson<ProcessState>(join(dir, 'state.json'));
       if (old && this.groupAlive(old)) throw new OmniError('CONFLICT', `task ${cfg.taskId} still has processes left from its last run; stop it first`);
       detachOutput(dir); // whatever the last run's leftovers still wrote
-      const work = join(dir, 'work');
+      const work = cfg.workDir ?? join(dir, 'work');
       await mkdir(work, { recursive: true });
       // state first: a concurrent inspect() must not see the old state without an exit record (it
       // would record the new run as lost)
@@ -305,10 +306,11 @@ export class ProcessDriver implements TaskDriver {
   private taskEnv(cfg: TaskConfig, dir: string): Record<string, string> {
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
-      HOME: join(dir, 'work'),
+      HOME: cfg.workDir ?? join(dir, 'work'),
       ...cfg.env,
       OMNI_TASK_ID: cfg.taskId,
     };
+    if (cfg.workDir) env.OMNI_WORKSPACE = cfg.workDir;
     // The wrapper's watchdog kills an exclusive task once the node's lease lapses (omnid up or not).
     if (cfg.exclusive) env.OMNI_LEASE_FILE = leaseFilePath(this.dataDir);
     if (cfg.ports.length > 0) env.PORT = String(cfg.ports[0].hostPort);
@@ -377,7 +379,7 @@ export class ProcessDriver implements TaskDriver {
       const [file, args] = ns ? [UNSHARE, ['--mount', '--propagation', 'private', SHELL, script, dir, ...argv]] : [SHELL, [script, dir, ...argv]];
       if (ns) env = { ...env, OMNI_HOSTS_FILE: cfg.hostsFile! };
       child = spawn(file, args, {
-        cwd: join(dir, 'work'),
+        cwd: cfg.workDir ?? join(dir, 'work'),
         detached: true, // setsid: the wrapper leads the task's process group and session
         stdio: ['pipe', 'pipe', errLog.fd], // the start handshake: "ok" out, "go" in
         env,

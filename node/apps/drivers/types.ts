@@ -44,6 +44,13 @@ export interface TaskConfig {
    * the docker driver mounts it as the container's /etc/hosts (names → docker VIPs).
    */
   hostsFile?: string;
+  /**
+   * The task's synced workspace on the host (node/sync/task-workspace.ts), when its app has one.
+   * Process driver: the task's working directory (and HOME), also in OMNI_WORKSPACE. Docker
+   * driver: bind-mounted at /workspace (OMNI_WORKSPACE=/workspace), the container's working
+   * directory unless its image sets a WORKDIR of its own.
+   */
+  workDir?: string;
 }
 
 export type TaskRunState = 'running' | 'exited';
