@@ -17,6 +17,7 @@ import { OmniError } from '../../node/errors.js';
 import { CONFIG_PATH, needsBuild, parseProjectConfig, specFromConfig, type ProjectConfig } from '../../protocol/project/config.js';
 import { decideRun, decideStop, decideWatch, stateLabel, userState, type StateInput, type UserStateView } from '../../protocol/apps/user-state.js';
 import { appNameFromDir } from './run.js';
+import { syncProject, type SyncSummary } from './sync.js';
 
 export interface Project {
   dir: string;
@@ -52,12 +53,41 @@ export async function projectSpec(p: Project): Promise<Record<string, unknown>> 
 }
 
 /**
- * File sync hook (issue 16, part 5): the project's files to the app's workspace before it starts
- * (`up`) and back after it stopped (`down`). A no-op until `omni sync` lands (README,
- * Unfinished): the flows already call it where the seed's SYNC_AGENT_PROCEDURE runs.
+ * The seed's SYNC_AGENT / SYNC_TASK procedures: the project directory against the app's synced
+ * workspace (cli/omni/sync.ts, the engine node/sync/engine.ts). `up` runs in omni run before the
+ * spec is submitted, `down` in omni stop after the app stopped. Both are a two-way sync in which
+ * the cluster's copy wins a conflict (yours is kept as NAME.conflict): first the nodes holding
+ * the app's tasks write the tasks' files back into the workspace (POST
+ * /v1/apps/NAME/workspace/sync: there the agent's copy wins for a service or lab, the cache's for
+ * a job or cron run), then the directory syncs with the workspace. Idempotent and safe to
+ * interrupt: the record is written with compare-and-set after the chunks are in, the client's
+ * files are renamed into place only once complete, and a rerun plans again from both sides.
+ * `up` also creates the workspace (an empty one when the project has no files) so the app's
+ * tasks get it. The disk size (disk: in the config) bounds the workspace.
  */
-export async function syncWorkspace(_client: ApiClient, _p: Project, _direction: 'up' | 'down'): Promise<void> {
-  // intentionally empty until file sync exists
+export async function syncWorkspace(client: ApiClient, p: Project, direction: 'up' | 'down', values: Record<string, unknown> = {}): Promise<SyncSummary | undefined> {
+  const name = p.config.name;
+  const exists = (await getApp(client, name, { quiet: values.json === true })) !== undefined;
+  if (exists) {
+    try {
+      await withRetry(() => client.post(`/v1/apps/${encodeURIComponent(name)}/workspace/sync`, {}), retryOpts({ quiet: values.json === true }));
+    } catch (err) {
+      // a node holding a task is gone or cannot read it back: sync with what the cluster has
+      say(values, `${name}: the running tasks' files were not all written back first (${(err as Error).message}); syncing with the workspace as the cluster has it`);
+    }
+  }
+  const r = await syncProject({
+    client,
+    app: name,
+    dir: p.dir,
+    ensureRecord: direction === 'up',
+    ...(p.config.diskMB !== undefined ? { limitBytes: p.config.diskMB * 1024 * 1024 } : {}),
+  });
+  for (const c of r.conflicts) say(values, `${name}: conflict ${c.path}: the ${c.winner}'s copy stays${c.keptAs ? `, the other is kept as ${c.keptAs}` : ''}`);
+  for (const s of r.skipped) say(values, `${name}: not synced: ${s.path}: ${s.why}`);
+  say(values, r.noop ? `${name}: files in sync (revision ${r.revision})` : `${name}: files synced: ${r.uploaded} up, ${r.downloaded} down, ${r.deletedRemote + r.deletedLocal} deleted (revision ${r.revision})`);
+  const { plan: _plan, ...summary } = r;
+  return summary;
 }
 
 /** GET /v1/apps/NAME as the flows read it; undefined when there is no such app. */
@@ -172,8 +202,8 @@ export async function runProject(values: Record<string, unknown>, p: Project, bu
       }
       say(values, `${name}: ${r.action} (version ${r.version}): a new run`);
     } else {
-      // SYNC_AGENT_PROCEDURE before the process starts (a no-op until omni sync lands).
-      await syncWorkspace(client, p, 'up');
+      // SYNC_AGENT_PROCEDURE before the process starts: its tasks materialise this workspace.
+      await syncWorkspace(client, p, 'up', values);
       const r = await withRetry(() => client.post<{ version: number; changed: boolean; action: string }>('/v1/apps', spec), retryOpts({ quiet: values.json === true }));
       say(values, `${name}: ${r.action} (version ${r.version})`);
       if (p.config.type !== 'job' && p.config.type !== 'cron' && !values.detach) {
@@ -248,7 +278,8 @@ export async function stopFlow(values: Record<string, unknown>, name: string, pr
         ({ view: v } = await waitState(client, name, (s) => s.state === 'DEAD' || s.state === 'STOPPED' || s.state === 'NONE', Number(values.timeout ?? 120) * 1000, (s) => say(values, `${name}: ${stateLabel(s)} (${s.detail})`)));
       }
     }
-    if (project) await syncWorkspace(client, project, 'down');
+    // the stopped tasks wrote their files back before reporting the stop: bring them here
+    if (project) await syncWorkspace(client, project, 'down', values);
     if (values.json) printJson({ name, state: v.state, ...(v.outcome ? { outcome: v.outcome } : {}), detail: v.detail });
     else process.stdout.write(`${name}: ${stateLabel(v)}\n`);
     return 0;

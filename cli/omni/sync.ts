@@ -63,6 +63,25 @@ export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { pl
   }
 }
 
+/**
+ * Before a sync of an app that exists: its running (or stopped, not yet removed) tasks write their
+ * files back into the workspace (POST /v1/apps/NAME/workspace/sync), so the sync sees them.
+ * Returns the app's disk size in bytes (resources.diskMB), which bounds the workspace.
+ */
+async function readBackFirst(client: ApiClient, app: string, dryRun: boolean): Promise<number | undefined> {
+  const a = await client.raw('GET', `/v1/apps/${encodeURIComponent(app)}`);
+  if (a.status !== 200) return undefined;
+  const diskMB = (a.body as { spec?: { resources?: { diskMB?: number } } }).spec?.resources?.diskMB;
+  if (!dryRun) {
+    const r = await client.raw('POST', `/v1/apps/${encodeURIComponent(app)}/workspace/sync`, {});
+    if (r.status !== 200 && r.status !== 404) {
+      const e = (r.body as { error?: { message?: string } })?.error;
+      process.stderr.write(`omni sync: the files of ${app}'s tasks were not all written back first (${e?.message ?? `HTTP ${r.status}`}); syncing with the workspace as the cluster has it\n`);
+    }
+  }
+  return typeof diskMB === 'number' && diskMB > 0 ? diskMB * 1024 * 1024 : undefined;
+}
+
 // ---------------------------------------------------------------- the command
 
 const USAGE = `usage: omni sync [DIR] --app NAME [--push|--pull] [--dry-run] [--json] [flags]
@@ -86,10 +105,12 @@ export async function sync(argv: string[]): Promise<number> {
   let last = 0;
   try {
     const reg = await registryFor(client, values);
+    const limitBytes = await readBackFirst(client, app, !!values['dry-run']);
     const r = await syncProject({
       client,
       app,
       dir,
+      ...(limitBytes !== undefined ? { limitBytes } : {}),
       registry: reg,
       direction: values.push ? 'push' : values.pull ? 'pull' : 'both',
       dryRun: !!values['dry-run'],
