@@ -10,7 +10,7 @@
 //   health: /healthz             # HTTP check on the first port (default for a build: TCP)
 //   replicas: 1
 //   compute: small               # small | medium | large | xlarge, or {size, cpu, memory, gpus}
-//   disk: 10G                    # the workspace's disk size (see README: not reserved yet)
+//   disk: 10G                    # the workspace's disk size: reserved by the scheduler, enforced for the synced workspace
 //   storage: [data]              # shared storage names → volumes at /storage/<name>
 //   env: { MODE: dev }           # values; envFile's variables win over these
 //   envFile: .env
@@ -281,7 +281,7 @@ export function initialConfig(name: string, detected: { type?: ProjectType; comm
   if (detected.command) o.command = detected.command;
   if (detected.ports && detected.ports.length > 0) o.ports = detected.ports;
   o.compute = 'small';
-  o.disk = '10G';
+  o.disk = '1G';
   o.storage = [];
   o.env = {};
   const head = '# Omni project config: see README.md, "Project directories". Edit with omni config set KEY=VALUE.\n';

@@ -1,0 +1,177 @@
+// The agent half of file sync (issue 16) on a real 3-node loopback cluster, process driver, the
+// real CLI (bin/omni, run in the project directory):
+// - a project over its disk size: omni run refuses before anything is written, naming both sizes;
+// - `omni run` of a service: its task starts in the materialised workspace (reads a synced file,
+//   writes new ones); `omni sync --pull` of the running app brings its latest files (the node
+//   reads them back on demand); `omni stop` brings back what it wrote while stopping;
+// - conflict rules on the node: a file changed by a service's task and in the workspace since the
+//   task started: the task's copy wins (the workspace's kept as NAME.conflict); for a job run the
+//   workspace's ("the cache's") copy wins and the run's is kept as NAME.conflict; the job run sees
+//   the cluster's files;
+// - the workspace survives the loss of the node the service ran on (chunks on R = 2 nodes).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { LocalCluster } from '../../node/local-cluster.js';
+import { RegistryClient } from '../../cli/omni/registry-client.js';
+import { syncProject } from '../../cli/omni/sync.js';
+import { formCluster, waitFor } from './helpers.js';
+
+const OMNI = resolve('bin/omni');
+
+interface Out { code: number | null; stdout: string; stderr: string }
+interface AppJson {
+  name: string; state: string; userState: string;
+  job?: { phase: string; outcome: string };
+  tasks: { id: string; node: string; desired: string; state: string }[];
+}
+
+describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
+  let c: LocalCluster;
+  let dir: string;
+  let svcNode = '';
+  const env = (node: string) => ({ ...process.env, OMNI_ADDR: c.nodes.get(node)!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' });
+  const omni = (cwd: string, args: string[], node = 'w1', timeout = 180_000): Promise<Out> =>
+    new Promise((res) => {
+      execFile(OMNI, args, { cwd, env: env(node), timeout, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => res({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }));
+    });
+  const app = async (name: string, node = 'w2'): Promise<AppJson> => {
+    const client = c.client(node);
+    try {
+      return (await client.raw('GET', `/v1/apps/${name}`)).body as AppJson;
+    } finally {
+      client.close();
+    }
+  };
+  const regOf = async (name: string) => new RegistryClient((await c.client(name).get<{ url: string }>('/v1/registry')).url, c.adminToken, undefined);
+  /** The test's own sync (no read-back first): what another client pushing to the workspace does. */
+  const push = async (d: string, appName: string, node: string) => syncProject({ client: c.client(node), app: appName, dir: d, registry: await regOf(node), direction: 'push' });
+  const project = async (name: string, config: string, files: Record<string, string>) => {
+    const d = join(dir, name);
+    await mkdir(join(d, '.omni'), { recursive: true });
+    await writeFile(join(d, '.omni', 'config.yaml'), config);
+    for (const [p, v] of Object.entries(files)) await writeFile(join(d, p), v);
+    return d;
+  };
+  const nodeName = (id: string) => [...c.nodes.entries()].find(([, n]) => n.id === id)?.[0] ?? id;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'omni-sync-agent-'));
+    await new Promise((res) => execFile(OMNI, ['--version'], { timeout: 120_000 }, res));
+    c = await formCluster(['w1', 'w2', 'w3']);
+  }, 240_000);
+  afterAll(async () => {
+    await c?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a workspace over the disk size is refused before anything is written, naming both sizes', async () => {
+    const d = await project('fat', 'name: fat\ncommand: sleep 600\ndisk: 1M\n', { 'big.bin': 'x'.repeat(2 * 1024 * 1024) });
+    const r = await omni(d, ['run', '--detach']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr + r.stdout).toMatch(/workspace would hold 2\.0 MiB on the cluster, over the app's disk size of 1\.0 MiB/);
+    expect((await app('fat')) as unknown).toMatchObject({ error: { code: 'NOT_FOUND' } }); // nothing submitted
+  }, 120_000);
+
+  it('a service runs in its synced files; omni sync --pull gets what it wrote; omni stop brings back what it wrote while stopping; the task wins a conflict', async () => {
+    const cmd = [
+      'cat input.txt > seen.txt',
+      'echo "$OMNI_WORKSPACE" > where.txt',
+      'echo task-shared > shared.txt',
+      "trap 'echo bye > bye.txt; echo task-notes > notes.txt; exit 0' TERM",
+      'while true; do sleep 0.2; done',
+    ].join('; ');
+    const d = await project('svc', `name: svc\ncommand: ${JSON.stringify(cmd)}\ndisk: 100M\n`, { 'input.txt': 'hello from the laptop\n', 'notes.txt': 'v0\n', 'shared.txt': 'v0\n' });
+    const run = await omni(d, ['run', '--detach']);
+    expect(run.code, run.stderr + run.stdout).toBe(0);
+    const a = await waitFor('the svc task running', async () => {
+      const x = await app('svc');
+      return x.tasks?.some((t) => t.state === 'running') ? x : undefined;
+    }, 60_000);
+    svcNode = nodeName(a.tasks[0].node);
+    // on demand: the running task's files come back (the node reads them back first)
+    await waitFor('the running task\'s files to come back', async () => {
+      const s = await omni(d, ['sync', '--app', 'svc', '--pull'], 'w3');
+      if (s.code !== 0) throw new Error(s.stderr);
+      return (await stat(join(d, 'seen.txt')).catch(() => undefined)) !== undefined ? true : undefined;
+    }, 60_000, 1000);
+    expect(await readFile(join(d, 'seen.txt'), 'utf8')).toBe('hello from the laptop\n');
+    // its working directory is its workspace, under the node's data dir (not the client's)
+    const where = (await readFile(join(d, 'where.txt'), 'utf8')).trim();
+    expect(where).toMatch(/\/workspaces\/[a-z0-9-]+\/files$/);
+    expect(where.startsWith(d)).toBe(false);
+    // --pull leaves the client's unsynced changes alone: shared.txt came down (the task changed it)
+    expect(await readFile(join(d, 'shared.txt'), 'utf8')).toBe('task-shared\n');
+
+    // another client changes shared.txt in the workspace while the task changed it too (after
+    // the on-demand read-back, the task changes it again): at the stop the task's copy wins
+    const other = join(dir, 'svc-other');
+    await mkdir(other);
+    await syncProject({ client: c.client('w2'), app: 'svc', dir: other, registry: await regOf('w2'), direction: 'pull' });
+    await writeFile(join(other, 'notes.txt'), 'other-notes\n');
+    await push(other, 'svc', 'w2');
+    // and the laptop edits notes.txt without syncing: it loses to the cluster's copy at the stop
+    await writeFile(join(d, 'input.txt'), 'edited on the laptop\n');
+
+    const stop = await omni(d, ['stop', '--yes']);
+    expect(stop.code, stop.stderr + stop.stdout).toBe(0);
+    // written by the task while stopping, brought back by omni stop
+    expect(await readFile(join(d, 'bye.txt'), 'utf8')).toBe('bye\n');
+    // node: the task changed notes.txt (v0 → task-notes) and the workspace did (v0 → other-notes):
+    // for a service the task's copy wins, the workspace's is kept as notes.txt.conflict
+    expect(await readFile(join(d, 'notes.txt'), 'utf8')).toBe('task-notes\n');
+    expect(await readFile(join(d, 'notes.txt.conflict'), 'utf8')).toBe('other-notes\n');
+    // the laptop's own edit went up (only it changed input.txt)
+    const after = await syncProject({ client: c.client('w2'), app: 'svc', dir: other, registry: await regOf('w2'), direction: 'pull' });
+    expect(after.conflicts).toEqual([]);
+    expect(await readFile(join(other, 'input.txt'), 'utf8')).toBe('edited on the laptop\n');
+    expect(await readFile(join(other, 'bye.txt'), 'utf8')).toBe('bye\n');
+    // a rerun of stop is a no-op sync
+    const again = await omni(d, ['stop', '--yes']);
+    expect(again.code).toBe(0);
+    expect(again.stderr).toMatch(/files in sync/);
+  }, 400_000);
+
+  it('a job run sees the cluster files; the cache wins a conflict with what the run wrote', async () => {
+    const cmd = 'cat input.txt > seen.txt; sleep 8; echo from-the-run > shared.txt; echo done > result.txt';
+    const d = await project('batch', `type: job\ncommand: ${JSON.stringify(cmd)}\n`, { 'input.txt': 'job input\n', 'shared.txt': 'v0\n' });
+    const run = await omni(d, ['run', '--detach']);
+    expect(run.code, run.stderr + run.stdout).toBe(0);
+    await waitFor('the job task running', async () => ((await app('batch')).tasks?.some((t) => t.state === 'running') ? true : undefined), 60_000);
+    // while the run sleeps, another client changes shared.txt in the workspace
+    const other = join(dir, 'batch-other');
+    await mkdir(other);
+    await syncProject({ client: c.client('w3'), app: 'batch', dir: other, registry: await regOf('w3'), direction: 'pull' });
+    await writeFile(join(other, 'shared.txt'), 'from-the-cache\n');
+    await push(other, 'batch', 'w3');
+    await waitFor('the job run to end', async () => ((await app('batch')).job?.phase === 'STOPPED' ? true : undefined), 90_000, 250);
+    expect((await app('batch')).job?.outcome).toBe('succeeded');
+    const r = await syncProject({ client: c.client('w1'), app: 'batch', dir: d, registry: await regOf('w1') });
+    expect(r.conflicts).toEqual([]);
+    expect(await readFile(join(d, 'seen.txt'), 'utf8')).toBe('job input\n');
+    expect(await readFile(join(d, 'result.txt'), 'utf8')).toBe('done\n');
+    expect(await readFile(join(d, 'shared.txt'), 'utf8')).toBe('from-the-cache\n');
+    expect(await readFile(join(d, 'shared.txt.conflict'), 'utf8')).toBe('from-the-run\n');
+  }, 300_000);
+
+  it('the workspace survives the loss of the node the service ran on', async () => {
+    expect(svcNode).not.toBe('');
+    await c.kill(svcNode);
+    const survivor = ['w1', 'w2', 'w3'].find((n) => n !== svcNode)!;
+    const fresh = join(dir, 'svc-after-loss');
+    await mkdir(fresh);
+    const r = await waitFor('a pull through a surviving node', async () => {
+      try {
+        return await syncProject({ client: c.client(survivor), app: 'svc', dir: fresh, registry: await regOf(survivor), direction: 'pull' });
+      } catch {
+        return undefined; // a leader election after the kill
+      }
+    }, 60_000, 1000);
+    expect(r.downloaded).toBeGreaterThan(0);
+    expect(await readFile(join(fresh, 'bye.txt'), 'utf8')).toBe('bye\n');
+    expect(await readFile(join(fresh, 'notes.txt'), 'utf8')).toBe('task-notes\n');
+    expect(await readFile(join(fresh, 'seen.txt'), 'utf8')).toBe('hello from the laptop\n');
+  }, 180_000);
+});
