@@ -205,7 +205,7 @@ function memberPut(key: string, nodeId: string, view: AuthzView): string | undef
   }
   if (key === GC_FENCE_KEY || key.startsWith(BLOB_PREFIX) || key.startsWith(MANIFEST_PREFIX)) {
     // content-addressed records: what a build or a task's workspace write names
-    return view.runsBuild?.(nodeId) || view.hostsTasks?.(nodeId) ? undefined : 'a member writes registry records only while a build or a task runs on it';
+    return view.runsBuild?.(nodeId) || view.hostsTasks?.(nodeId) ? undefined : 'a member writes registry records only while a build task runs on it (or a task, for the records its workspace names)';
   }
   if (BUILD_KEY_PREFIXES.some((p) => key.startsWith(p))) {
     return view.runsBuild?.(nodeId) ? undefined : 'a member writes registry and build records only while a build task runs on it';

@@ -55,7 +55,6 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     for (const [p, v] of Object.entries(files)) await writeFile(join(d, p), v);
     return d;
   };
-  const nodeName = (id: string) => [...c.nodes.entries()].find(([, n]) => n.id === id)?.[0] ?? id;
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'omni-sync-agent-'));
@@ -90,7 +89,7 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
       const x = await app('svc');
       return x.tasks?.some((t) => t.state === 'running') ? x : undefined;
     }, 60_000);
-    svcNode = nodeName(a.tasks[0].node);
+    svcNode = a.tasks.find((t) => t.state === 'running')!.node; // the node's name
     // on demand: the running task's files come back (the node reads them back first)
     await waitFor('the running task\'s files to come back', async () => {
       const s = await omni(d, ['sync', '--app', 'svc', '--pull'], 'w3');

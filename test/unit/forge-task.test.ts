@@ -37,8 +37,8 @@ import {
 } from '../../protocol/forge/build-request.js';
 import { buildAppSpec, sha256Hex } from '../../cli/omni/build-remote.js';
 import { validateAppSpec as validateSpec } from '../../protocol/apps/spec.js';
-import { authorize, type AuthzView } from '../../protocol/cluster/authz.js';
-import { blobKey, tagKey, fenceOp } from '../../protocol/registry/records.js';
+import { authorize, workspaceAppOfKey, type AuthzView } from '../../protocol/cluster/authz.js';
+import { blobKey, repoBlobKey, tagKey, fenceOp } from '../../protocol/registry/records.js';
 
 const ADMIN = 'OMNIA1.forge-task-test-admin';
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/forge/${name}`, import.meta.url));
@@ -133,6 +133,28 @@ describe('authz: what a member running a build may write', () => {
     expect(authorize(member, { kind: 'command', command: txn([{ op: 'delete', key: blobKey(D1) }]) }, view(true)).ok).toBe(false);
     expect(authorize(member, { kind: 'command', command: { type: 'kv.put', key: 'registry/gc-policy', value: '{}' } }, view(true)).ok).toBe(false);
     expect(authorize(member, { kind: 'command', command: { type: 'kv.put', key: 'apps/web', value: '{}' } }, view(true)).ok).toBe(false);
+  });
+});
+
+describe('authz: what a member holding a task may write of its app\'s synced workspace', () => {
+  const view: AuthzView = { taskNodeId: () => undefined, runsBuild: () => false, hostsApp: (id, app) => id === 'n1' && app === 'svc', hostsTasks: (id) => id === 'n1' };
+  const member = { kind: 'member' as const, nodeId: 'n1' };
+  const put = (key: string): Command => ({ type: 'kv.put', key, value: '{}' });
+  const txn = (keys: string[]): Command => ({ type: 'kv.txn', compares: [], ops: keys.map((key) => ({ op: 'put', key, value: '{}' })) }) as Command;
+  it('the record and the repository omni-sync/<app> of an app whose task it holds; not another app\'s, not from another node', () => {
+    expect(workspaceAppOfKey('sync/svc')).toBe('svc');
+    expect(workspaceAppOfKey(tagKey('omni-sync/svc', 'ws-3'))).toBe('svc');
+    expect(workspaceAppOfKey(repoBlobKey('omni-sync/svc', D1))).toBe('svc');
+    expect(workspaceAppOfKey(tagKey('team/svc', 'v1'))).toBeUndefined();
+    expect(authorize(member, { kind: 'command', command: put('sync/svc') }, view).ok).toBe(true);
+    expect(authorize(member, { kind: 'command', command: txn([blobKey(D1), repoBlobKey('omni-sync/svc', D1), tagKey('omni-sync/svc', 'ws-2')]) }, view).ok).toBe(true);
+    const other = authorize(member, { kind: 'command', command: put('sync/web') }, view);
+    expect(other.ok).toBe(false);
+    if (!other.ok) expect(other.error.message).toMatch(/workspace of web only while a task of it is placed there/);
+    expect(authorize(member, { kind: 'command', command: txn([tagKey('omni-sync/web', 'ws-2')]) }, view).ok).toBe(false);
+    expect(authorize(member, { kind: 'command', command: txn([tagKey('team/api', 'v1')]) }, view).ok).toBe(false);
+    expect(authorize({ kind: 'member', nodeId: 'n2' }, { kind: 'command', command: put('sync/svc') }, view).ok).toBe(false);
+    expect(authorize({ kind: 'member', nodeId: 'n2' }, { kind: 'command', command: txn([blobKey(D1)]) }, view).ok).toBe(false);
   });
 });
 

@@ -49,7 +49,7 @@ driver: process
     expect(spec.healthCheck).toEqual({ type: 'http', port: 'http', path: '/healthz' });
     const v = validateAppSpec(spec);
     expect(v.ok).toBe(true);
-    if (v.ok) expect(v.spec.resources).toEqual({ cpu: 3, memoryMB: 2048, gpus: 0 });
+    if (v.ok) expect(v.spec.resources).toEqual({ cpu: 3, memoryMB: 2048, gpus: 0, diskMB: 20 * 1024 }); // disk: 20G is reserved by the scheduler
   });
 
   it('compute presets by name, explicit sizes, and their errors', () => {
