@@ -568,7 +568,8 @@ export class Omnid {
         workspaces: new TaskWorkspaces({
           dataDir: this.opts.dataDir,
           log: this.log,
-          readRecord: (key) => this.raft.state.kvGet(key),
+          // through the node: the record's value may live on disk only
+          readRecord: (key) => this.raft.kvGet(key),
           writeRecord: async (key, value, expectedVersion) => {
             await proposeOk({ type: 'kv.put', key, value, expectedVersion }, SELF);
           },

@@ -356,7 +356,7 @@ export class Agent {
   private async prepareWorkspace(l: Local, spec: AppSpec): Promise<boolean> {
     const ws = this.d.workspaces;
     if (!ws || l.workspaceDir || spec.driver === 'mock' || spec.driver === 'forge') return true;
-    if (!(await ws.prepared(l.task.id)) && !ws.appHasWorkspace(l.task.app)) return true;
+    if (!(await ws.prepared(l.task.id)) && !(await ws.appHasWorkspace(l.task.app))) return true;
     try {
       l.workspaceDir = await ws.prepare(l.task.id, l.task.app, this.limitBytes(spec));
       l.readBackDone = false;

@@ -27,7 +27,7 @@ export interface TaskWorkspaceDeps {
   dataDir: string;
   log: Logger;
   /** The app's workspace record as this node's replica has it (undefined: the app has no workspace). */
-  readRecord(key: string): { value: string; version: number } | undefined;
+  readRecord(key: string): Promise<{ value: string; version: number } | undefined>;
   /** Writes the record through Raft as this node (compare-and-set; CONFLICT when another writer moved it). */
   writeRecord(key: string, value: string, expectedVersion: number): Promise<void>;
   /** This node's registry, in process (undefined: the registry is not up yet). */
@@ -53,8 +53,8 @@ export class TaskWorkspaces {
   }
 
   /** Whether the app has a synced workspace (its record exists). */
-  appHasWorkspace(app: string): boolean {
-    return this.d.readRecord(recordKey(app)) !== undefined;
+  async appHasWorkspace(app: string): Promise<boolean> {
+    return (await this.d.readRecord(recordKey(app))) !== undefined;
   }
 
   /** Whether this task's workspace was materialised here (and not removed). */
@@ -64,7 +64,7 @@ export class TaskWorkspaces {
 
   private records(): SyncRecordStore {
     return {
-      read: async (key) => this.d.readRecord(key),
+      read: (key) => this.d.readRecord(key),
       write: (key, value, expectedVersion) => this.d.writeRecord(key, value, expectedVersion),
     };
   }

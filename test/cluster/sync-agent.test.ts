@@ -62,6 +62,7 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     c = await formCluster(['w1', 'w2', 'w3']);
   }, 240_000);
   afterAll(async () => {
+    if (process.env.OMNI_TEST_DIAG === '1') for (const [n, node] of c?.nodes ?? []) console.log(n, node.lines.filter((l) => /workspace|agent:/.test(l)).slice(-30).join('\n'));
     await c?.destroy();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -87,7 +88,8 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     expect(run.code, run.stderr + run.stdout).toBe(0);
     const a = await waitFor('the svc task running', async () => {
       const x = await app('svc');
-      return x.tasks?.some((t) => t.state === 'running') ? x : undefined;
+      if (!x.tasks?.some((t) => t.state === 'running')) throw new Error(JSON.stringify(x).slice(0, 1500));
+      return x;
     }, 60_000);
     svcNode = a.tasks.find((t) => t.state === 'running')!.node; // the node's name
     // on demand: the running task's files come back (the node reads them back first)

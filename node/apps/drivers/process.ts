@@ -281,6 +281,7 @@ export class ProcessDriver implements TaskDriver {
       if (old && this.groupAlive(old)) throw new OmniError('CONFLICT', `task ${cfg.taskId} still has processes left from its last run; stop it first`);
       detachOutput(dir); // whatever the last run's leftovers still wrote
       const work = cfg.workDir ?? join(dir, 'work');
+      await mkdir(dir, { recursive: true });
       await mkdir(work, { recursive: true });
       // state first: a concurrent inspect() must not see the old state without an exit record (it
       // would record the new run as lost)
