@@ -298,6 +298,7 @@ export class AppsApi {
       lastOutput: status?.lastOutput ?? [],
       stable: status?.stable === true,
       hostPorts: task.hostPorts,
+      ...(status?.workspace ? { workspace: status.workspace } : {}),
     }));
     return [200, { ...this.summary(app), ...(app.job ? { jobRecord: { history: app.job.history, runs: app.job.runs, startedAtMs: app.job.startedAtMs, finishedAtMs: app.job.finishedAtMs } } : {}), ...(app.cron ? { cronRecord: { runs: app.cron.runs, active: app.cron.active.map(({ runs: _r, ...x }) => x), missed: app.cron.missed, skipped: app.cron.skipped } } : {}), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
   }

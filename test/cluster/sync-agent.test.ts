@@ -25,7 +25,7 @@ interface Out { code: number | null; stdout: string; stderr: string }
 interface AppJson {
   name: string; state: string; userState: string;
   job?: { phase: string; outcome: string };
-  tasks: { id: string; node: string; desired: string; state: string }[];
+  tasks: { id: string; node: string; desired: string; state: string; cause: string; workspace?: { bytes: number; overLimit?: string } }[];
 }
 
 describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
@@ -74,6 +74,26 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     expect(r.stderr + r.stdout).toMatch(/workspace would hold 2\.0 MiB on the cluster, over the app's disk size of 1\.0 MiB/);
     expect((await app('fat')) as unknown).toMatchObject({ error: { code: 'NOT_FOUND' } }); // nothing submitted
   }, 120_000);
+
+  it('a running task whose workspace grows over the disk size is reported (not stopped); its read-back is refused, naming both sizes', async () => {
+    const d = await project('grow', 'name: grow\ncommand: head -c 2000000 /dev/zero > blob.bin; while true; do sleep 0.2; done\ndisk: 1M\n', { 'small.txt': 'small\n' });
+    const run = await omni(d, ['run', '--detach']);
+    expect(run.code, run.stderr + run.stdout).toBe(0);
+    // measured at its start and every 15 s after
+    const t = await waitFor('the over-size workspace reported', async () => (await app('grow')).tasks?.find((x) => x.workspace?.overLimit), 60_000, 500);
+    expect(t.state).toBe('running');
+    expect(t.workspace!.bytes).toBeGreaterThanOrEqual(2_000_000);
+    expect(t.workspace!.overLimit).toMatch(/the workspace holds 1\.9 MiB, over the app's disk size of 1\.0 MiB/);
+    // omni sync: the node refuses to read it back (503 with the sizes); the client's sync goes on
+    const s = await omni(d, ['sync', '--app', 'grow', '--pull'], 'w2');
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stderr).toMatch(/not all written back first .*over the app's disk size of 1\.0 MiB/);
+    await expect(stat(join(d, 'blob.bin'))).rejects.toThrow();
+    const stop = await omni(d, ['stop', '--yes']);
+    expect(stop.code, stop.stderr + stop.stdout).toBe(0);
+    const after = (await app('grow')).tasks.find((x) => x.id === t.id)!;
+    expect(after.cause).toMatch(/its files were not written back to the workspace: .*over the app's disk size/);
+  }, 200_000);
 
   it('a service runs in its synced files; omni sync --pull gets what it wrote; omni stop brings back what it wrote while stopping; the task wins a conflict', async () => {
     const cmd = [
