@@ -373,7 +373,7 @@ async function safeParent(root: string, rel: string): Promise<string> {
 }
 
 const treeBytes = (t: TreeManifest) => t.files.reduce((n, f) => n + f.size, 0);
-const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
+const mb = (n: number) => (n < 1024 * 1024 ? `${n} bytes` : `${(n / 1024 / 1024).toFixed(1)} MiB`);
 
 export interface SyncDirOptions {
   /** The workspace record (KV sync/<app>). */

@@ -1,0 +1,101 @@
+// The file sync engine (node/sync/engine.ts) against an in-memory registry and record store: what
+// a node relies on when it writes into a task's directory (a symlink planted by the task never
+// leads a write outside it), the disk size limit, and the compare-and-set on the record.
+import { describe, expect, it } from 'vitest';
+import { mkdtemp, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { OmniError } from '../../node/errors.js';
+import { syncDir, type SyncRecordStore, type SyncRegistry } from '../../node/sync/engine.js';
+
+function memoryStore(): { records: SyncRecordStore; registry: SyncRegistry; writes: number } {
+  const kv = new Map<string, { value: string; version: number }>();
+  const blobs = new Map<string, Buffer>();
+  const manifests = new Map<string, Buffer>();
+  const out = {
+    writes: 0,
+    records: {
+      read: async (key: string) => kv.get(key),
+      write: async (key: string, value: string, expectedVersion: number) => {
+        const cur = kv.get(key)?.version ?? 0;
+        if (cur !== expectedVersion) throw new OmniError('CONFLICT', `version ${cur}, expected ${expectedVersion}`);
+        kv.set(key, { value, version: cur + 1 });
+        out.writes++;
+      },
+    } satisfies SyncRecordStore,
+    registry: {
+      hasBlob: async (_repo: string, digest: string) => blobs.has(digest),
+      uploadBlob: async (_repo: string, digest: string, path: string) => {
+        const b = await readFile(path);
+        if ('sha256:' + createHash('sha256').update(b).digest('hex') !== digest) throw new OmniError('DIGEST_INVALID', 'bad upload');
+        blobs.set(digest, b);
+      },
+      downloadBlob: async (_repo: string, digest: string, dest: string) => {
+        const b = blobs.get(digest);
+        if (!b) throw new OmniError('NOT_FOUND', digest);
+        await writeFile(dest, b);
+      },
+      manifest: async (_repo: string, ref: string) => ({ bytes: manifests.get(ref)!, mediaType: '' }),
+      putManifest: async (_repo: string, ref: string, bytes: Buffer) => {
+        manifests.set(ref, bytes);
+        manifests.set('sha256:' + createHash('sha256').update(bytes).digest('hex'), bytes);
+      },
+    } satisfies SyncRegistry,
+  };
+  return out;
+}
+
+describe('sync engine', () => {
+  it('never writes through a symlink the other side planted, and a limit stops an oversized sync before anything is written', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-engine-'));
+    try {
+      const m = memoryStore();
+      const client = join(root, 'client');
+      const task = join(root, 'task');
+      const outside = join(root, 'outside');
+      for (const d of [client, task, outside]) await mkdir(d);
+      await mkdir(join(client, 'sub'));
+      await writeFile(join(client, 'sub', 'x.txt'), 'x\n');
+      await writeFile(join(client, 'a.txt'), 'a\n');
+      const up = await syncDir({ ...m, app: 'app', dir: client });
+      expect(up.uploaded).toBe(2);
+      // the task's directory holds a symlink named like a directory of the tree
+      await symlink(outside, join(task, 'sub'));
+      const st = { stateFile: join(root, 'task-state.json'), tmpDir: join(root, 'task-tmp') };
+      await expect(syncDir({ ...m, app: 'app', dir: task, direction: 'pull', ...st })).rejects.toThrow(/'sub' is a symlink: not writing through it/);
+      expect(await readdir(outside)).toEqual([]);
+      // the limit: 4 bytes of files on the cluster already; a 10-byte limit refuses 8 more
+      await writeFile(join(client, 'b.txt'), '12345678');
+      const before = m.writes;
+      await expect(syncDir({ ...m, app: 'app', dir: client, limitBytes: 10 })).rejects.toThrow(/the workspace would hold 12 bytes on the cluster, over the app's disk size of 10 bytes/);
+      expect(m.writes).toBe(before);
+      const ok = await syncDir({ ...m, app: 'app', dir: client, limitBytes: 1000 });
+      expect(ok.uploaded).toBe(1);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('ensureRecord writes the record of an empty workspace once; the compare-and-set loser plans again', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-engine-'));
+    try {
+      const m = memoryStore();
+      const a = join(root, 'a');
+      const b = join(root, 'b');
+      await mkdir(a);
+      await mkdir(b);
+      const first = await syncDir({ ...m, app: 'app', dir: a, ensureRecord: true });
+      expect(first.revision).toBe(1);
+      expect((await syncDir({ ...m, app: 'app', dir: a, ensureRecord: true })).revision).toBe(1);
+      await writeFile(join(a, 'one'), '1');
+      await writeFile(join(b, 'two'), '2');
+      // b's sync loses the race to a's (a commits while b is between upload and commit)
+      const r = await syncDir({ ...m, app: 'app', dir: b, beforeCommit: async () => void (await syncDir({ ...m, app: 'app', dir: a })) });
+      expect(r.revision).toBe(3);
+      expect(await readFile(join(b, 'one'), 'utf8')).toBe('1');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
