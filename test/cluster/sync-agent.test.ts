@@ -8,6 +8,8 @@
 //   task started: the task's copy wins (the workspace's kept as NAME.conflict); for a job run the
 //   workspace's ("the cache's") copy wins and the run's is kept as NAME.conflict; the job run sees
 //   the cluster's files;
+// - each cron run starts from the cluster's files and its outputs come back;
+// - a running task over the disk size is reported in its status, its read-back refused;
 // - the workspace survives the loss of the node the service ran on (chunks on R = 2 nodes).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -176,6 +178,23 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     expect(await readFile(join(d, 'shared.txt'), 'utf8')).toBe('from-the-cache\n');
     expect(await readFile(join(d, 'shared.txt.conflict'), 'utf8')).toBe('from-the-run\n');
   }, 300_000);
+
+  it('each cron run starts from the cluster files and its outputs come back to the workspace', async () => {
+    const d = await project('tick', `type: cron\nschedule: "*/3 * * * * *"\ncommand: 'cat input.txt > "seen-$OMNI_CRON_RUN.txt"; ls > "ls-$OMNI_CRON_RUN.txt"'\n`, { 'input.txt': 'cron input\n' });
+    const run = await omni(d, ['run']);
+    expect(run.code, run.stderr + run.stdout).toBe(0);
+    // two runs' outputs in the workspace: the first run's file came back, and the second run started from the cluster's files
+    await waitFor('two cron runs written back', async () => {
+      const s = await omni(d, ['sync', '--app', 'tick', '--pull'], 'w2');
+      if (s.code !== 0) throw new Error(s.stderr);
+      return (await stat(join(d, 'seen-2.txt')).catch(() => undefined)) !== undefined ? true : undefined;
+    }, 90_000, 1000);
+    expect(await readFile(join(d, 'seen-1.txt'), 'utf8')).toBe('cron input\n');
+    expect(await readFile(join(d, 'seen-2.txt'), 'utf8')).toBe('cron input\n');
+    // run 2 started with run 1's output in its directory (the cache), not an empty one
+    expect((await readFile(join(d, 'ls-2.txt'), 'utf8')).split('\n')).toContain('seen-1.txt');
+    await omni(d, ['schedule', 'disable', 'tick']);
+  }, 200_000);
 
   it('the workspace survives the loss of the node the service ran on', async () => {
     expect(svcNode).not.toBe('');
