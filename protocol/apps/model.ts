@@ -244,6 +244,8 @@ export interface TaskStatusRecord {
    * never start again. An exclusive app's replacement waits for this (or for its node's silence).
    */
   released?: boolean;
+  /** A lab's notebook kernels (all, and those computing) as its node last counted them while it ran. */
+  kernels?: { total: number; busy: number };
 }
 
 export const appKey = (name: string) => `${APP_PREFIX}${name}`;
