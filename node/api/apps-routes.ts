@@ -225,7 +225,7 @@ export class AppsApi {
       type: spec?.type ?? 'service', state: a.state, version: a.version, replicas: spec?.replicas ?? 0, deploy: a.deploy.status,
       ...(job ? { job: job as { phase: JobPhase; outcome: string } } : {}),
       // A service's scheduled runs are not its replicas: they do not make it INIT/IDLE/BUSY.
-      tasks: this.tasks(a.name).filter(({ task }) => spec?.type === 'cron' || task.run === undefined).map(({ task, status }) => ({ version: task.version, desired: task.desired, state: status?.state ?? 'pending', health: status?.health ?? 'none', stable: status?.stable === true })),
+      tasks: this.tasks(a.name).filter(({ task }) => spec?.type === 'cron' || task.run === undefined).map(({ task, status }) => ({ version: task.version, desired: task.desired, state: status?.state ?? 'pending', health: status?.health ?? 'none', stable: status?.stable === true, ...(status?.kernels ? { kernels: status.kernels } : {}) })),
     });
     return {
       name: a.name,
@@ -299,6 +299,7 @@ export class AppsApi {
       stable: status?.stable === true,
       hostPorts: task.hostPorts,
       ...(status?.workspace ? { workspace: status.workspace } : {}),
+      ...(status?.kernels ? { kernels: status.kernels } : {}),
     }));
     return [200, { ...this.summary(app), ...(app.job ? { jobRecord: { history: app.job.history, runs: app.job.runs, startedAtMs: app.job.startedAtMs, finishedAtMs: app.job.finishedAtMs } } : {}), ...(app.cron ? { cronRecord: { runs: app.cron.runs, active: app.cron.active.map(({ runs: _r, ...x }) => x), missed: app.cron.missed, skipped: app.cron.skipped } } : {}), spec: this.spec(name, app.version), previousVersion: app.previousVersion, deployment: app.deploy, tasks, events: app.events, endpoints: this.endpointList(name) }];
   }

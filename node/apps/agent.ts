@@ -8,6 +8,7 @@ import type { Logger } from '../logger.js';
 import type { Proposer, StateView } from '../cluster/ports.js';
 import type { DriverSet, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
 import { probe } from './health-check.js';
+import { labKernels, type KernelActivity } from './lab-activity.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
 import { runsToCompletion, taskSpec } from '../../protocol/apps/cron.js';
@@ -64,6 +65,8 @@ interface Local {
   /** When the task last started serving (0: not serving); stable after update.minHealthyMs of it. */
   servingSinceMs: number;
   stable: boolean;
+  /** A lab's notebook kernels as last counted after a passing health probe (undefined: not a lab, or unknown). */
+  kernels?: KernelActivity;
   /** Desired 'stop' and not running here: it never starts again (reported, so an exclusive replacement may start). */
   released: boolean;
   /** spec.exclusive: runs only while this node holds its lease. */
@@ -509,6 +512,7 @@ export class Agent {
     l.health = spec.healthCheck ? 'starting' : 'none';
     l.servingSinceMs = 0;
     l.stable = false;
+    l.kernels = undefined;
     void this.report(); // written while the driver starts the task, not before
     try {
       // A port another process holds would only crash-loop the task: report it so the scheduler picks another.
@@ -644,12 +648,14 @@ export class Agent {
     const idx = spec.ports.findIndex((p) => p.name === check.port);
     const port = l.task.hostPorts[idx >= 0 ? idx : 0];
     void probe(check, port, spec.env)
-      .then((r) => {
+      .then(async (r) => {
         if (r.ok) {
           l.healthFailures = 0;
           if (l.health !== 'healthy') this.d.log.info(`agent: ${l.task.id} is healthy (${r.detail})`);
           l.health = 'healthy';
           l.reason = '';
+          // A lab is BUSY while a kernel computes: its kernels are counted with each passing probe.
+          if (spec.lab && port) l.kernels = await labKernels(port, spec.lab.token, check.timeoutMs).catch(() => undefined);
         } else if (++l.healthFailures >= check.retries) {
           // The health check result is the cause: the SIGTERM that follows is only its consequence.
           l.cause = `health check ${r.detail}`;
@@ -763,6 +769,7 @@ export class Agent {
       if (l.lastOutput.length > 0) rec.lastOutput = l.lastOutput;
       if (l.released) rec.released = true;
       if (l.workspace) rec.workspace = l.workspace;
+      if (l.kernels && l.state === 'running') rec.kernels = l.kernels;
       const key = JSON.stringify({ ...rec, startedAtMs: 0 });
       if (this.reported.get(id) === key) continue;
       try {

@@ -250,6 +250,8 @@ export interface TaskStatusRecord {
    * it; a read-back of an over-size workspace fails naming both sizes.
    */
   workspace?: { bytes: number; overLimit?: string };
+  /** A lab's notebook kernels (all, and those computing) as its node last counted them while it ran. */
+  kernels?: { total: number; busy: number };
 }
 
 export const appKey = (name: string) => `${APP_PREFIX}${name}`;

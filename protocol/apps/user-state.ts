@@ -11,7 +11,7 @@
 //         pulling, starting, waiting for its first health check)
 //   IDLE  every wanted replica of the current version serves (running, health check passing,
 //         stable) and no rollout is in progress: ready, nothing in flight
-// (A lab's kernel activity is not observed by the cluster: a lab is BUSY only as a service is.)
+// A lab is also BUSY while one of its notebook kernels computes (its node counts them, agent.ts).
 // Cron app: IDLE between fires, BUSY while a run is in progress, DEAD once stopped (its
 // schedule's ON / OFF is shown beside it).
 export type AgentState = 'INIT' | 'IDLE' | 'BUSY' | 'DEAD';
@@ -28,7 +28,7 @@ export interface StateInput {
   /** The rollout: stable | deploying | rolled-back | failed. */
   deploy: string;
   job?: { phase: JobUserState; outcome: string };
-  tasks: { version: number; desired: string; state: string; health: string; stable?: boolean }[];
+  tasks: { version: number; desired: string; state: string; health: string; stable?: boolean; kernels?: { total: number; busy: number } }[];
 }
 
 export interface UserStateView {
@@ -66,7 +66,11 @@ export function userState(a: StateInput | undefined): UserStateView {
   if (serving.length === 0) return { kind: 'agent', state: 'INIT', detail: `starting: 0/${a.replicas} serving` };
   const rolling = a.deploy === 'deploying';
   const extra = a.tasks.filter((t) => alive(t) && (t.version !== a.version || t.desired !== 'run')).length;
-  if (stable.length >= a.replicas && !rolling && extra === 0) return { kind: 'agent', state: 'IDLE', detail: `${stable.length}/${a.replicas} serving` };
+  if (stable.length >= a.replicas && !rolling && extra === 0) {
+    const busyKernels = a.type === 'lab' ? serving.reduce((n, t) => n + (t.kernels?.busy ?? 0), 0) : 0;
+    if (busyKernels > 0) return { kind: 'agent', state: 'BUSY', detail: `${busyKernels} kernel(s) computing` };
+    return { kind: 'agent', state: 'IDLE', detail: `${stable.length}/${a.replicas} serving` };
+  }
   const why = [rolling ? 'rollout in progress' : '', serving.length < a.replicas ? `${serving.length}/${a.replicas} serving` : '', serving.length > stable.length ? `${serving.length - stable.length} not yet stable` : '', extra > 0 ? `${extra} old task(s) stopping` : ''].filter(Boolean);
   return { kind: 'agent', state: 'BUSY', detail: why.join(', ') || 'changing' };
 }

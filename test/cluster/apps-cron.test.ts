@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor } from './helpers.js';
+import { apiCall, formCluster, waitFor } from './helpers.js';
 
 interface Sched { state: 'ON' | 'OFF'; nextFireMs: number | null; lastRun: number; lastScheduledMs: number; active: { run: number; scheduledMs: number }[]; missed: number; skipped: number }
 interface RunRow { run: number; scheduledMs: number; firedAtMs: number; status: string; attempts: number }
@@ -30,10 +30,7 @@ describe('cron apps on a 3-node cluster (process driver)', () => {
   let c: LocalCluster;
   let dir: string;
   let via = 'n1';
-  const api = <T>(method: string, path: string, body?: unknown) => {
-    const client = c.client(via);
-    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
-  };
+  const api = <T>(method: string, path: string, body?: unknown) => apiCall<T>(c, via, method, path, body);
   const inspect = async (name: string) => (await api<Inspect>('GET', `/v1/apps/${name}`)).body;
   const leader = async () => (await api<{ leader: string }>('GET', '/v1/status')).body.leader;
   /** A cron app whose every run appends "RUN SCHEDULED_MS STARTED_MS" to log. */

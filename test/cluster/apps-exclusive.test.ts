@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor } from './helpers.js';
+import { apiCall, formCluster, waitFor } from './helpers.js';
 
 const TASK = `const fs = require('fs'); const f = process.argv[1]; const id = process.env.OMNI_TASK_ID;
 fs.appendFileSync(f, 'start ' + id + ' ' + process.env.OMNI_TASK_EPOCH + ' ' + Date.now() + '\\n');
@@ -43,10 +43,7 @@ describe('exclusive apps on a 3-node cluster (process driver)', () => {
   let c: LocalCluster;
   let dir: string;
   let via = 'n1';
-  const api = <T>(method: string, path: string, body?: unknown) => {
-    const client = c.client(via);
-    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
-  };
+  const api = <T>(method: string, path: string, body?: unknown) => apiCall<T>(c, via, method, path, body);
   const inspect = async (name: string) => (await api<Inspect>('GET', `/v1/apps/${name}`)).body;
 
   beforeAll(async () => {

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { promisify } from 'node:util';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor, httpGet } from './helpers.js';
+import { apiCall, formCluster, waitFor, httpGet } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -33,10 +33,7 @@ describe('failing apps on a 3-node cluster (process driver)', () => {
   let c: LocalCluster;
   /** The node the test talks to (never one it killed). */
   let via = 'n1';
-  const api = <T>(method: string, path: string, body?: unknown) => {
-    const client = c.client(via);
-    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
-  };
+  const api = <T>(method: string, path: string, body?: unknown) => apiCall<T>(c, via, method, path, body);
   const inspect = async (name: string) => (await api<Inspect>('GET', `/v1/apps/${name}`)).body;
   const placements = (a: Inspect) => a.events.filter((e) => /^placed /.test(e.message)).length;
   const omni = (...args: string[]) => {

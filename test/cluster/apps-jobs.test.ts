@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor } from './helpers.js';
+import { apiCall, formCluster, waitFor } from './helpers.js';
 
 interface JobView { phase: string; outcome: string; run: number; succeeded: number; failures: number; attempts: number; retries: number; exitCodes: (number | null)[]; reason: string }
 interface Inspect { type: string; job?: JobView; pending: string; tasks: { id: string; desired: string; state: string }[]; jobRecord?: { history: { outcome: string; exitCode: number | null }[] } }
@@ -21,10 +21,7 @@ describe('jobs on a 3-node cluster (process driver)', () => {
   let c: LocalCluster;
   let dir: string;
   let via = 'n1';
-  const api = <T>(method: string, path: string, body?: unknown) => {
-    const client = c.client(via);
-    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
-  };
+  const api = <T>(method: string, path: string, body?: unknown) => apiCall<T>(c, via, method, path, body);
   const inspect = async (name: string) => (await api<Inspect>('GET', `/v1/apps/${name}`)).body;
   const finished = (name: string) =>
     waitFor(`job ${name} to finish`, async () => {

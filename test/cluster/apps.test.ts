@@ -8,7 +8,7 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor, httpGet } from './helpers.js';
+import { apiCall, formCluster, waitFor, httpGet } from './helpers.js';
 
 // A tiny HTTP app: / answers with its task id and version, /fail answers 500, /pid its pid.
 const SERVER = `
@@ -53,10 +53,7 @@ interface Inspect {
 
 describe('apps on a 3-node cluster (process driver)', () => {
   let c: LocalCluster;
-  const api = <T>(method: string, path: string, body?: unknown) => {
-    const client = c.client('n1');
-    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
-  };
+  const api = <T>(method: string, path: string, body?: unknown) => apiCall<T>(c, 'n1', method, path, body);
   const inspect = async (name: string) => (await api<Inspect>('GET', `/v1/apps/${name}`)).body;
   const healthyCount = async (name: string, version?: number) => {
     const a = await inspect(name);

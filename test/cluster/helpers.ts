@@ -77,3 +77,9 @@ export function httpGet(port: number, path = '/'): Promise<{ status: number; bod
     req.end();
   });
 }
+
+/** One API call through a node's client (opened and closed for the call). */
+export function apiCall<T>(c: LocalCluster, node: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const client = c.client(node);
+  return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
+}

@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { dockerForTests } from '../support/docker.js';
-import { formCluster, waitFor, httpGet } from './helpers.js';
+import { apiCall, formCluster, waitFor, httpGet } from './helpers.js';
 import { dockerVipInterface, dockerVipsAvailable } from '../../node/net/docker-vips.js';
 import { parseVipRange } from '../../protocol/net/vip.js';
 
@@ -31,10 +31,7 @@ interface Inspect {
 describe.skipIf(skip !== undefined)('service networking across nodes (docker driver)', () => {
   let c: LocalCluster;
   const image = 'skip' in docker ? '' : docker.image;
-  const api = <T>(method: string, path: string, body?: unknown) => {
-    const client = c.client('d1');
-    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
-  };
+  const api = <T>(method: string, path: string, body?: unknown) => apiCall<T>(c, 'd1', method, path, body);
   const servingTask = async (app: string) => {
     const a = (await api<Inspect>('GET', `/v1/apps/${app}`)).body;
     return a.tasks.find((t) => t.desired === 'run' && t.state === 'running' && t.health === 'healthy');

@@ -6,7 +6,7 @@
 // loopback VIPs: each node uses its own --vip-range, as several nodes share this host).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor, httpGet } from './helpers.js';
+import { apiCall, formCluster, waitFor, httpGet } from './helpers.js';
 import { canUnshare } from '../../node/apps/drivers/process.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -42,10 +42,7 @@ interface Inspect {
 
 describe.runIf(canUnshare())('service networking across nodes (process driver)', () => {
   let c: LocalCluster;
-  const api = <T>(node: string, method: string, path: string, body?: unknown) => {
-    const client = c.client(node);
-    return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
-  };
+  const api = <T>(node: string, method: string, path: string, body?: unknown) => apiCall<T>(c, node, method, path, body);
   const servingTask = async (node: string, app: string) => {
     const a = (await api<Inspect>(node, 'GET', `/v1/apps/${app}`)).body;
     return a.tasks.find((t) => t.desired === 'run' && t.state === 'running' && t.health === 'healthy');

@@ -107,6 +107,20 @@ describe('project directories on a 3-node cluster (process driver)', () => {
     expect(logs.stdout).toMatch(/Jupyter Notebook/);
     expect(logs.stdout).not.toContain(token);
 
+    // a kernel computing makes the lab BUSY (its node counts the notebook server's kernels), IDLE again after
+    const base = `http://127.0.0.1:${port}`;
+    const kernel = (await (await fetch(`${base}/api/kernels`, { method: 'POST', headers: { authorization: `token ${token}` }, body: '{}' })).json()) as { id: string };
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/api/kernels/${kernel.id}/channels?token=${token}`);
+    const replied = new Promise<void>((resolve) => (ws.onmessage = (e) => (JSON.parse(String(e.data)) as { msg_type: string }).msg_type === 'execute_reply' && resolve()));
+    await new Promise((r, j) => ((ws.onopen = r), (ws.onerror = j)));
+    const header = { msg_id: 'busy-1', username: 'test', session: 'test-session', msg_type: 'execute_request', version: '5.3', date: new Date().toISOString() };
+    ws.send(JSON.stringify({ header, parent_header: {}, metadata: {}, channel: 'shell', buffers: [], content: { code: 'import time; time.sleep(12)', silent: false, store_history: false, user_expressions: {}, allow_stdin: false, stop_on_error: true } }));
+    const busy = await waitFor('the lab to be BUSY', async () => { const x = await app('lab1'); return x.userState === 'BUSY' ? x : undefined; }, 11_000, 200);
+    expect((busy as unknown as { userStateDetail: string }).userStateDetail).toBe('1 kernel(s) computing');
+    await replied;
+    ws.close();
+    await waitFor('the lab to be IDLE again', async () => ((await app('lab1')).userState === 'IDLE' ? true : undefined), 15_000, 200);
+
     // running: the config cannot change, and stop asks (refused when stdin is not a terminal)
     const set = await omni(d, ['config', 'set', 'compute=medium']);
     expect(set.code).not.toBe(0);

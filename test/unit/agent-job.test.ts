@@ -2,47 +2,14 @@
 // (exit 0 or not), and a job task that already ran is never started again — not after omnid
 // restarts with its process gone, not after an exclusive job's lease lapsed.
 import { describe, expect, it } from 'vitest';
-import { Agent } from '../../node/apps/agent.js';
-import { MockDriver } from '../../node/apps/drivers/mock.js';
-import { silentLogger } from '../../node/logger.js';
 import { waitFor } from '../../node/local-cluster.js';
-import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
-import { parseRecord, specKey, statusKey, taskKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
-import { validateAppSpec } from '../../protocol/apps/spec.js';
+import type { TaskStatusRecord } from '../../protocol/apps/model.js';
+import { agentWorld } from '../support/agent-world.js';
 
 const LEASE_MS = 600;
 
 function world(opts: { exclusive?: boolean; status?: Partial<TaskStatusRecord> } = {}) {
-  const state = new ClusterState();
-  let index = 0;
-  const apply = (cmd: Command) => state.apply(++index, encodeCommand(cmd));
-  const v = validateAppSpec({ name: 'batch', type: 'job', command: ['work'], driver: 'mock', exclusive: opts.exclusive === true });
-  if (!v.ok) throw new Error('bad spec');
-  apply({ type: 'kv.put', key: specKey('batch', 1), value: JSON.stringify(v.spec) });
-  const task: TaskRecord = { id: 'batch-1', app: 'batch', version: 1, nodeId: 'self', hostPorts: [], desired: 'run', createdAtMs: 0, stopReason: '' };
-  apply({ type: 'kv.put', key: taskKey(task.id), value: JSON.stringify(task) });
-  if (opts.status) apply({ type: 'kv.put', key: statusKey(task.id), value: JSON.stringify({ id: task.id, state: 'running', health: 'none', exitCode: null, reason: '', restarts: 0, startedAtMs: 5, updatedAtMs: 6, ...opts.status }) });
-  const driver = new MockDriver();
-  let quorum = true;
-  const agent = new Agent(
-    {
-      id: 'self',
-      log: silentLogger,
-      raft: { state },
-      dataDir: '/nonexistent',
-      exclusiveLeaseMs: LEASE_MS,
-      proposeOk: async (cmd) => void apply(cmd as Command),
-      readBarrier: async () => {
-        await new Promise((r) => setTimeout(r, 5));
-        if (!quorum) throw new Error('no quorum');
-      },
-      publishLease: () => undefined,
-    },
-    { mock: driver, process: driver, docker: driver },
-  );
-  const status = () => parseRecord<TaskStatusRecord>(state.kvGet(statusKey('batch-1'))?.value);
-  const starts = () => driver.calls.filter((c) => c === 'start batch-1').length;
-  return { driver, agent, status, starts, setQuorum: (q: boolean) => (quorum = q) };
+  return agentWorld({ app: 'batch', spec: { type: 'job', exclusive: opts.exclusive === true }, status: opts.status, leaseMs: LEASE_MS });
 }
 
 describe('agent: job tasks run once', () => {

@@ -2,53 +2,14 @@
 // (a read barrier a quorum answered, less than a lease ago), stops once the lease lapses, starts
 // again once it is renewed, and a stopped task is reported `released` once it cannot run again.
 import { describe, expect, it } from 'vitest';
-import { Agent } from '../../node/apps/agent.js';
-import { MockDriver } from '../../node/apps/drivers/mock.js';
-import { silentLogger } from '../../node/logger.js';
 import { waitFor } from '../../node/local-cluster.js';
-import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
-import { parseRecord, specKey, statusKey, taskKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
-import { validateAppSpec } from '../../protocol/apps/spec.js';
+import { taskKey } from '../../protocol/apps/model.js';
+import { agentWorld } from '../support/agent-world.js';
 
 const LEASE_MS = 600;
 
 function world(exclusive: boolean) {
-  const state = new ClusterState();
-  let index = 0;
-  const apply = (cmd: Command) => state.apply(++index, encodeCommand(cmd));
-  const v = validateAppSpec({ name: 'job', command: ['work'], driver: 'mock', replicas: 1, exclusive });
-  if (!v.ok) throw new Error('bad spec');
-  apply({ type: 'kv.put', key: specKey('job', 1), value: JSON.stringify(v.spec) });
-  const task: TaskRecord = { id: 'job-1', app: 'job', version: 1, nodeId: 'self', hostPorts: [], desired: 'run', createdAtMs: 0, stopReason: '' };
-  apply({ type: 'kv.put', key: taskKey(task.id), value: JSON.stringify(task) });
-  const driver = new MockDriver();
-  let quorum = true;
-  let barriers = 0;
-  const leases: number[] = [];
-  const agent = new Agent(
-    {
-      id: 'self',
-      log: silentLogger,
-      raft: { state },
-      dataDir: '/nonexistent',
-      exclusiveLeaseMs: LEASE_MS,
-      proposeOk: async (cmd) => void apply(cmd as Command),
-      readBarrier: async () => {
-        barriers++;
-        await new Promise((r) => setTimeout(r, 5));
-        if (!quorum) throw new Error('no quorum');
-      },
-      publishLease: (until) => void leases.push(until),
-    },
-    { mock: driver, process: driver, docker: driver },
-  );
-  const status = () => parseRecord<TaskStatusRecord>(state.kvGet(statusKey('job-1'))?.value);
-  return {
-    state, driver, agent, leases, status,
-    setQuorum: (q: boolean) => (quorum = q),
-    barriers: () => barriers,
-    stopTask: () => apply({ type: 'kv.put', key: taskKey(task.id), value: JSON.stringify({ ...task, desired: 'stop', stopReason: 'test' }) }),
-  };
+  return agentWorld({ app: 'job', spec: { replicas: 1, exclusive }, leaseMs: LEASE_MS });
 }
 
 describe('agent: exclusive tasks hold a lease', () => {

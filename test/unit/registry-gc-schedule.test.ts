@@ -9,19 +9,17 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
 import { Registry } from '../../node/registry/registry.js';
 import { RegistryGc, effectiveGcOptions, readGcRequest } from '../../node/registry/gc.js';
 import { GcSchedule } from '../../node/registry/gc-schedule.js';
 import { ApiTls } from '../../node/api/tls.js';
 import { silentLogger } from '../../node/logger.js';
-import { OmniError } from '../../node/errors.js';
-import { sha256Hex } from '../../node/api/tokens.js';
 import { LEADER_DUTY, SELF } from '../../node/cluster/caller.js';
 import { gcDue } from '../../protocol/registry/gc.js';
 import { planRereplication } from '../../protocol/registry/rereplication.js';
 import { blobReplicaTargets } from '../../protocol/registry/durability.js';
 import { DOCKER_MANIFEST } from '../../protocol/registry/media-types.js';
+import { openTestRegistry, registryCluster, type RegistryCluster } from '../support/registry-harness.js';
 
 const ADMIN = 'OMNIA1.test-admin-token';
 const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -30,18 +28,7 @@ const HOUR = 3_600_000;
 let dir: string;
 let a: Registry;
 let b: Registry;
-let cluster: ReturnType<typeof harness>;
-
-function harness() {
-  const state = new ClusterState();
-  const apply = (cmd: Command) => {
-    const r = state.apply(state.appliedIndex + 1, encodeCommand(cmd));
-    if (!r.ok) throw new OmniError(r.error.code, r.error.message);
-    return r.value;
-  };
-  apply({ type: 'token.add', token: { id: 'a1', hash: sha256Hex(ADMIN), role: 'admin', name: 'admin' } });
-  return { raft: { state, raft: undefined as never, isLeader: true }, readBarrier: async () => undefined, proposeOk: async (cmd: Command) => apply(cmd) };
-}
+let cluster: RegistryCluster;
 
 async function v2(method: string, path: string, body?: Uint8Array | string, headers: Record<string, string> = {}) {
   const res = await fetch(`${a.server!.url}/v2/${path}`, { method, body, headers: { authorization: `Bearer ${ADMIN}`, ...headers } });
@@ -74,8 +61,8 @@ async function hold(reg: Registry, bytes: Buffer): Promise<void> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'omni-gc-schedule-'));
-  cluster = harness();
-  const open = (name: string) => Registry.open({ cluster, log: silentLogger, dataDir: join(dir, name), store: { pieceSizeBytes: 64 * 1024, minFreeBytes: 0 } });
+  cluster = registryCluster([{ id: 'a1', secret: ADMIN, role: 'admin' }]);
+  const open = (name: string) => openTestRegistry({ cluster, dataDir: join(dir, name) });
   a = await open('a');
   b = await open('b');
   await a.listen('127.0.0.1:0', await ApiTls.prepare({ dataDir: join(dir, 'a'), apiHost: '127.0.0.1', addrs: () => [], nodeName: 'a', flags: {}, log: silentLogger }));

@@ -12,12 +12,7 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
 import { Registry } from '../../node/registry/registry.js';
-import { ApiTls } from '../../node/api/tls.js';
-import { silentLogger } from '../../node/logger.js';
-import { OmniError } from '../../node/errors.js';
-import { sha256Hex } from '../../node/api/tokens.js';
 import { RegistryClient } from '../../cli/omni/registry-client.js';
 import { Progress } from '../../cli/omni/progress.js';
 import { extractArchive, fetchImage, finishLayout, newFetchContext, newLayoutDir, newPushContext, openSource, pushSourceImage, SourceTree } from '../../cli/omni/image-files.js';
@@ -25,6 +20,7 @@ import { selectImage } from '../../cli/omni/images-transfer.js';
 import { layoutBlobPath } from '../../protocol/registry/image-archive.js';
 import { tagImage } from '../../node/api/images-routes.js';
 import { SELF } from '../../node/cluster/caller.js';
+import { openTestRegistry, registryCluster } from '../support/registry-harness.js';
 
 const ADMIN = 'OMNIA1.test-admin-token';
 const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -35,17 +31,6 @@ let registry: Registry;
 let reg: RegistryClient;
 let n = 0;
 const fresh = () => mkdtemp(join(dir, `w${n++}-`));
-
-function harness() {
-  const state = new ClusterState();
-  const apply = (cmd: Command) => {
-    const r = state.apply(state.appliedIndex + 1, encodeCommand(cmd));
-    if (!r.ok) throw new OmniError(r.error.code, r.error.message);
-    return r.value;
-  };
-  apply({ type: 'token.add', token: { id: 'a1', hash: sha256Hex(ADMIN), role: 'admin', name: 'admin' } });
-  return { raft: { state, raft: undefined as never, isLeader: true }, readBarrier: async () => undefined, proposeOk: async (cmd: Command) => apply(cmd) };
-}
 
 /** A raw tar (ustar headers written by hand, so that entries the tar package would never write can be made). */
 function rawTar(entries: { name: string; type?: string; data?: Buffer; link?: string }[]): Buffer {
@@ -100,8 +85,7 @@ function dockerSave(o: { tag?: string; badDiffId?: boolean } = {}): { tar: Buffe
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'omni-image-files-'));
-  registry = await Registry.open({ cluster: harness(), log: silentLogger, dataDir: join(dir, 'node'), store: { pieceSizeBytes: 64 * 1024, minFreeBytes: 0 } });
-  await registry.listen('127.0.0.1:0', await ApiTls.prepare({ dataDir: join(dir, 'node'), apiHost: '127.0.0.1', addrs: () => [], nodeName: 't', flags: {}, log: silentLogger }));
+  registry = await openTestRegistry({ cluster: registryCluster([{ id: 'a1', secret: ADMIN, role: 'admin' }]), dataDir: join(dir, 'node'), listen: true });
   reg = new RegistryClient(registry.server!.url, ADMIN);
 });
 afterAll(async () => {

@@ -6,13 +6,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
 import { Registry } from '../../node/registry/registry.js';
-import { ApiTls } from '../../node/api/tls.js';
-import { silentLogger } from '../../node/logger.js';
 import { OmniError } from '../../node/errors.js';
-import { sha256Hex } from '../../node/api/tokens.js';
 import { DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
+import { openTestRegistry, registryCluster } from '../support/registry-harness.js';
 
 const ADMIN = 'OMNIA1.test-admin-token';
 const PULL = 'OMNIP1.test-pull-token';
@@ -24,26 +21,13 @@ let registry: Registry;
 let base: string;
 let fetches = 0;
 
-function harness() {
-  const state = new ClusterState();
-  const apply = (cmd: Command) => {
-    const r = state.apply(state.appliedIndex + 1, encodeCommand(cmd));
-    if (!r.ok) throw new OmniError(r.error.code, r.error.message);
-    return r.value;
-  };
-  apply({ type: 'token.add', token: { id: 'a1', hash: sha256Hex(ADMIN), role: 'admin', name: 'admin' } });
-  apply({ type: 'token.add', token: { id: 'p1', hash: sha256Hex(PULL), role: 'pull', name: 'pull' } });
-  return { raft: { state, raft: undefined as never, isLeader: true }, readBarrier: async () => undefined, proposeOk: async (cmd: Command) => apply(cmd) };
-}
-
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'omni-oci-'));
-  registry = await Registry.open({ cluster: harness(), log: silentLogger, dataDir: dir, store: { pieceSizeBytes: PIECE, minFreeBytes: 0 } });
+  registry = await openTestRegistry({ cluster: registryCluster([{ id: 'a1', secret: ADMIN, role: 'admin' }, { id: 'p1', secret: PULL, role: 'pull' }]), dataDir: dir, pieceSizeBytes: PIECE, listen: true });
   registry.setFetcher(async (rec) => {
     fetches++;
     throw new OmniError('UNAVAILABLE', `no peer holds ${rec.digest}`);
   });
-  await registry.listen('127.0.0.1:0', await ApiTls.prepare({ dataDir: dir, apiHost: '127.0.0.1', addrs: () => [], nodeName: 't', flags: {}, log: silentLogger }));
   base = registry.server!.url;
 });
 afterAll(async () => {

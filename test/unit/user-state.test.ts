@@ -28,6 +28,14 @@ describe('user states', () => {
     expect(userState(app({ replicas: 0, tasks: [] })).state).toBe('IDLE');
   });
 
+  it('lab: BUSY while a kernel computes, IDLE with idle kernels; a service ignores kernels', () => {
+    expect(userState(app({ type: 'lab', tasks: [task({ kernels: { total: 2, busy: 0 } })] })).state).toBe('IDLE');
+    expect(userState(app({ type: 'lab', tasks: [task({ kernels: { total: 2, busy: 1 } })] }))).toMatchObject({ state: 'BUSY', detail: '1 kernel(s) computing' });
+    expect(userState(app({ type: 'service', tasks: [task({ kernels: { total: 1, busy: 1 } })] })).state).toBe('IDLE');
+    // a lab still starting stays INIT whatever its kernels
+    expect(userState(app({ type: 'lab', tasks: [task({ state: 'starting', health: 'starting', stable: false, kernels: { total: 1, busy: 1 } })] })).state).toBe('INIT');
+  });
+
   it('cron: IDLE between fires, BUSY while a run is in progress, DEAD once stopped', () => {
     const cron = (over: Partial<StateInput> = {}) => userState(app({ type: 'cron', tasks: [], ...over }));
     expect(cron().state).toBe('IDLE');
