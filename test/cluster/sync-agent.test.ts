@@ -84,8 +84,10 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     // measured at its start and every 15 s after
     const t = await waitFor('the over-size workspace reported', async () => (await app('grow')).tasks?.find((x) => x.workspace?.overLimit), 60_000, 500);
     expect(t.state).toBe('running');
-    expect(t.workspace!.bytes).toBeGreaterThanOrEqual(2_000_000);
-    expect(t.workspace!.overLimit).toMatch(/the workspace holds 1\.9 MiB, over the app's disk size of 1\.0 MiB/);
+    // measured while the file may still grow: over 1 MiB, at most the 2,000,000 bytes written
+    expect(t.workspace!.bytes).toBeGreaterThan(1024 * 1024);
+    expect(t.workspace!.bytes).toBeLessThanOrEqual(2_000_000 + 6);
+    expect(t.workspace!.overLimit).toMatch(/the workspace holds 1\.\d MiB, over the app's disk size of 1\.0 MiB/);
     // omni sync: the node refuses to read it back (503 with the sizes); the client's sync goes on
     const s = await omni(d, ['sync', '--app', 'grow', '--pull'], 'w2');
     expect(s.code, s.stderr).toBe(0);
