@@ -155,6 +155,30 @@ describe.skipIf(skip !== undefined)('DockerDriver (real engine)', () => {
     }
   });
 
+  it('a synced workspace (workDir) is bind-mounted at /workspace, the working directory of an image without a WORKDIR', async () => {
+    const d = driver();
+    const { mkdtemp, readFile, rm, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const ws = await mkdtemp(join(tmpdir(), 'omni-docker-ws-'));
+    try {
+      await writeFile(join(ws, 'in.txt'), 'synced\n');
+      const cfg = task(['sh', '-c', 'cat in.txt > out.txt && pwd > pwd.txt && echo "$OMNI_WORKSPACE" > ws.txt'], { workDir: ws });
+      await d.start(cfg);
+      const st = await waitFor('exit', async () => {
+        const s = await d.inspect(cfg.taskId);
+        return s?.state === 'exited' ? s : undefined;
+      });
+      expect(st.exitCode).toBe(0);
+      expect(await readFile(join(ws, 'out.txt'), 'utf8')).toBe('synced\n');
+      expect(await readFile(join(ws, 'pwd.txt'), 'utf8')).toBe('/workspace\n');
+      expect(await readFile(join(ws, 'ws.txt'), 'utf8')).toBe('/workspace\n');
+      await d.destroy(cfg.taskId);
+    } finally {
+      await rm(ws, { recursive: true, force: true });
+    }
+  });
+
   it('recover() from a new instance finds its running containers (and not other owners\')', async () => {
     const a = driver();
     const cfg = task(['sh', '-c', 'echo up; exec sleep 1000']);
