@@ -113,10 +113,13 @@ describe('project directories on a 3-node cluster (process driver)', () => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/api/kernels/${kernel.id}/channels?token=${token}`);
     const replied = new Promise<void>((resolve) => (ws.onmessage = (e) => (JSON.parse(String(e.data)) as { msg_type: string }).msg_type === 'execute_reply' && resolve()));
     await new Promise((r, j) => ((ws.onopen = r), (ws.onerror = j)));
+    // the cell computes until the test has seen BUSY and creates the release file (no race with a slow kernel start)
+    const release = join(dir, 'lab-release');
     const header = { msg_id: 'busy-1', username: 'test', session: 'test-session', msg_type: 'execute_request', version: '5.3', date: new Date().toISOString() };
-    ws.send(JSON.stringify({ header, parent_header: {}, metadata: {}, channel: 'shell', buffers: [], content: { code: 'import time; time.sleep(12)', silent: false, store_history: false, user_expressions: {}, allow_stdin: false, stop_on_error: true } }));
-    const busy = await waitFor('the lab to be BUSY', async () => { const x = await app('lab1'); return x.userState === 'BUSY' ? x : undefined; }, 11_000, 200);
+    ws.send(JSON.stringify({ header, parent_header: {}, metadata: {}, channel: 'shell', buffers: [], content: { code: `import os, time\nwhile not os.path.exists(${JSON.stringify(release)}): time.sleep(0.1)`, silent: false, store_history: false, user_expressions: {}, allow_stdin: false, stop_on_error: true } }));
+    const busy = await waitFor('the lab to be BUSY', async () => { const x = await app('lab1'); return x.userState === 'BUSY' ? x : undefined; }, 60_000, 200);
     expect((busy as unknown as { userStateDetail: string }).userStateDetail).toBe('1 kernel(s) computing');
+    await writeFile(release, '');
     await replied;
     ws.close();
     await waitFor('the lab to be IDLE again', async () => ((await app('lab1')).userState === 'IDLE' ? true : undefined), 15_000, 200);
