@@ -640,14 +640,18 @@ export class Agent {
     if (!spec.files || spec.files.length === 0) return { mounts, env };
     const root = this.filesDir(t.id);
     await rm(root, { recursive: true, force: true });
-    for (const f of spec.files) {
+    const seen = new Set<string>();
+    for (const [i, f] of spec.files.entries()) {
       const dir = join(root, `${f.kind}s`);
       await mkdir(dir, { recursive: true, mode: 0o700 });
-      const hostPath = join(dir, f.name);
+      // the same secret at two targets: one file each (the name's first is the one env points to)
+      const first = !seen.has(`${f.kind}/${f.name}`);
+      seen.add(`${f.kind}/${f.name}`);
+      const hostPath = join(dir, first ? f.name : `.${i}-${f.name}`);
       await writeFile(hostPath, Buffer.from(f.data, 'base64'), { mode: 0o600 });
       await chmod(hostPath, f.mode);
       mounts.push({ hostPath, target: f.target });
-      env[`OMNI_${f.kind === 'secret' ? 'SECRET' : 'CONFIG'}_FILE_${f.name.toUpperCase().replace(/[^A-Z0-9_]/g, '_')}`] = hostPath;
+      if (first) env[`OMNI_${f.kind === 'secret' ? 'SECRET' : 'CONFIG'}_FILE_${f.name.toUpperCase().replace(/[^A-Z0-9_]/g, '_')}`] = hostPath;
       env[f.kind === 'secret' ? 'OMNI_SECRETS_DIR' : 'OMNI_CONFIGS_DIR'] = dir;
     }
     return { mounts, env };

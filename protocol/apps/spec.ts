@@ -472,15 +472,12 @@ function readFiles(e: Errors, v: unknown): TaskFileSpec[] {
   if (!Array.isArray(v) || v.length > MAX_TASK_FILES) return e.add('files', `must be a list of at most ${MAX_TASK_FILES} files`) ?? [];
   let total = 0;
   const targets = new Set<string>();
-  const names = new Set<string>();
   const out = v.flatMap((x, i): TaskFileSpec[] => {
     const at = `files[${i}]`;
     if (!isObj(x)) return e.add(at, 'must be {kind, name, target, data, mode}') ?? [];
     known(e, x, at, ['kind', 'name', 'target', 'data', 'mode']);
     const kind = x.kind === 'secret' || x.kind === 'config' ? x.kind : (e.add(`${at}.kind`, 'must be secret or config'), 'config');
     const name = typeof x.name === 'string' && FILE_NAME.test(x.name) ? x.name : (e.add(`${at}.name`, 'required: letters, digits, _ . -, at most 64'), '');
-    if (names.has(`${kind}/${name}`)) e.add(`${at}.name`, `${kind} ${name} is given twice`);
-    names.add(`${kind}/${name}`);
     const t = x.target;
     const target = typeof t === 'string' && t.startsWith('/') && t.length <= 1024 && t !== '/' && !t.split('/').some((p) => p === '..' || p === '.') && !t.includes('\0') && !t.endsWith('/') ? t : (e.add(`${at}.target`, 'required: an absolute file path without . or .. parts'), '');
     if (target && targets.has(target)) e.add(`${at}.target`, `${target} is the target of two files`);

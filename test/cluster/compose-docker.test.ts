@@ -42,7 +42,7 @@ services:
     configs: [{source: app_conf, target: /etc/app/app.conf}, inline]
   after:
     x-omni-driver: process
-    command: ["sh", "-c", "cat \\"$OMNI_SECRET_FILE_TOKEN\\" > ${dir}/after.secret; env > ${dir}/after.env; exec sleep 100000"]
+    command: ["sh", "-c", "cat \\"$$OMNI_SECRET_FILE_TOKEN\\" > ${dir}/after.secret; env > ${dir}/after.env; exec sleep 100000"]
     secrets: [token]
     depends_on:
       box: {condition: service_healthy}

@@ -274,8 +274,9 @@ configs:
     expect(stack.warnings.join('\n')).not.toContain('hunter2');
   });
 
-  it('the same secret twice, a missing file, a file too large, a bad mode: errors', () => {
-    expect(errorsOf(() => parseCompose(input(text, {}, files))).join('\n')).toContain('secret db_pw is given twice');
+  it('the same secret at two targets is two files; a missing file, a file too large, a bad mode: errors', () => {
+    expect((parseCompose(input(text, {}, files)).services[0].spec.files as { target: string }[]).map((f) => f.target)).toEqual(['/run/secrets/db_pw', '/run/secrets/other', '/app_conf', '/etc/app/inline.conf']);
+    expect(errorsOf(() => parseCompose(input(text.replace('target: other', 'target: db_pw'), {}, files))).join('\n')).toContain('/run/secrets/db_pw is the target of two files');
     expect(errorsOf(() => parseCompose(input(text, {}, { 'app.conf': 'a' })))).toContain('secrets.db_pw.file: ./db.pw not found (relative to compose.yaml)');
     expect(errorsOf(() => parseCompose(input(text, {}, { ...files, 'db.pw': 'x'.repeat(64 * 1024 + 1) })))).toContain('secrets.db_pw: larger than 65536 bytes');
     expect(errorsOf(() => parseCompose(input(text.replace('mode: 0440', 'mode: 999'), {}, files))).join('\n')).toContain('mode: must be a file mode');
