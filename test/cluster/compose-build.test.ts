@@ -138,7 +138,7 @@ describe('compose stacks with build: (Forge)', () => {
 
   it.skipIf(noDocker !== undefined)('the pinned file deploys on a fresh cluster that never built anything (images copied by digest)', async () => {
     const doc = parseYaml(await readFile(join(dir, 'pinned.yaml'), 'utf8')) as { services: Record<string, { image: string }> };
-    const fresh = await formCluster(['f1'], { voters: 1 });
+    const fresh = await formCluster(['f1', 'f2', 'f3']);
     try {
       const freshEnv = { ...env, OMNI_ADDR: fresh.nodes.get('f1')!.apiUrl, OMNI_TOKEN: fresh.adminToken };
       const omniAt = async (e: NodeJS.ProcessEnv, args: string[]) => run(resolve('bin/omni'), args, { env: e, cwd: dir, timeout: 600_000, maxBuffer: 16 * 1024 * 1024 });
