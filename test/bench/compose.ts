@@ -250,8 +250,12 @@ try {
       const create = mine.find((r) => r[2] === 'create');
       const start = mine.find((r) => r[2] === 'start');
       const execs = rows.filter((r) => r[1] === 'container' && ids.has(r[3]) && r[2].startsWith('exec_die'));
-      const ok = execs.find((r) => r[5] === '0');
-      log(`${what}: ${app}: created ${create ? at(create[0]) : '-'}, started ${start ? at(start[0]) : '-'}, first passing check ${ok ? at(ok[0]) : '-'} (${execs.filter((r) => r[5] !== '0').length} failing before)`);
+      const okAt = execs.findIndex((r) => r[5] === '0');
+      const ok = execs[okAt];
+      // each check until the first pass: when it was created and when it ended, its exit code
+      const created = rows.filter((r) => r[1] === 'container' && ids.has(r[3]) && r[2].startsWith('exec_create'));
+      const checks = execs.slice(0, okAt + 1).map((r, i) => `${created[i] ? at(created[i][0]) : '?'}→${at(r[0])}:${r[5]}`);
+      log(`${what}: ${app}: created ${create ? at(create[0]) : '-'}, started ${start ? at(start[0]) : '-'}, first passing check ${ok ? at(ok[0]) : '-'} (${okAt < 0 ? execs.length : okAt} failing before; checks ${checks.join(' ')})`);
     }
   };
   const gwPort = async () => Number(await readFile(join(work, 'gateway.port'), 'utf8').catch(() => '')) || undefined;
