@@ -615,8 +615,9 @@ export class Agent {
       env: { ...net?.env, ...spec.env, ...files.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },
       ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i] })),
       volumes,
-      cpu: spec.resources.cpu,
-      memoryBytes: spec.resources.memoryMB * 1024 * 1024,
+      // resources.limit false: reserved for placement only, no container limits (a Compose service without limits)
+      cpu: spec.resources.limit === false ? 0 : spec.resources.cpu,
+      memoryBytes: spec.resources.limit === false ? 0 : spec.resources.memoryMB * 1024 * 1024,
       labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id, ...(spec.exclusive ? { 'omni.exclusive': 'true' } : {}) },
       ...(spec.exclusive ? { exclusive: true } : {}),
       ...(net ? { hostsFile: net.hostsFile } : {}),

@@ -42,7 +42,12 @@ export interface AppSpec {
   args: string[];
   env: Record<string, string>;
   ports: PortSpec[];
-  resources: { cpu: number; memoryMB: number; gpus: number };
+  /**
+   * Reserved for placement by the scheduler and, unless limit is false, enforced by the docker
+   * driver as the container's CPU and memory limits (limit false: reserved only, as a Compose
+   * service without limits — absent: true).
+   */
+  resources: { cpu: number; memoryMB: number; gpus: number; limit?: boolean };
   replicas: number;
   constraints: Constraint[];
   antiAffinity: boolean;
@@ -427,7 +432,7 @@ function readResources(e: Errors, v: unknown): AppSpec['resources'] {
   const r = { cpu: 0.1, memoryMB: 64, gpus: 0 };
   if (v === undefined) return r;
   if (!isObj(v)) return e.add('resources', 'must be {cpu, memory or memoryMB, gpus}') ?? r;
-  known(e, v, 'resources', ['cpu', 'memory', 'memoryMB', 'gpus']);
+  known(e, v, 'resources', ['cpu', 'memory', 'memoryMB', 'gpus', 'limit']);
   if (v.cpu !== undefined) {
     const cpu = parseCpu(v.cpu);
     if (cpu === undefined || !(cpu > 0) || cpu > 1024) e.add('resources.cpu', 'must be a number of cores above 0 (e.g. 0.5 or "500m")');
@@ -440,6 +445,8 @@ function readResources(e: Errors, v: unknown): AppSpec['resources'] {
     else r.memoryMB = mb;
   }
   r.gpus = int(e, v.gpus, 'resources.gpus', 0, 64, 0);
+  if (v.limit === false) return { ...r, limit: false };
+  if (v.limit !== undefined && v.limit !== true) e.add('resources.limit', 'must be true or false');
   return r;
 }
 

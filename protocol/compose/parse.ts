@@ -466,6 +466,12 @@ export function parseCompose(input: ComposeInput): Stack {
       else spec.constraints = [`arch==${archName(m[1])}`];
     }
     if (s.deploy !== undefined) deployOf(r, s.deploy, `${where}.deploy`, spec);
+    // As in Compose, a service is limited only by limits the file gives (cpus, mem_limit,
+    // deploy.resources.limits); otherwise its resources are reserved for placement only (Omni's
+    // default of 0.1 CPU would otherwise cap the container, and the health checks run in it).
+    const d = isObj(s.deploy) && isObj(s.deploy.resources) ? s.deploy.resources : undefined;
+    const limited = s.cpus !== undefined || s.mem_limit !== undefined || (d !== undefined && isObj(d.limits) && (d.limits.cpus !== undefined || d.limits.memory !== undefined));
+    if (!limited && driver === 'docker') spec.resources = { ...(isObj(spec.resources) ? spec.resources : {}), limit: false };
     if (isObj(s.labels) || Array.isArray(s.labels)) {
       const labels = Array.isArray(s.labels) ? Object.fromEntries(s.labels.map((l) => String(l).split('=', 2))) : s.labels;
       const other = Object.keys(labels).filter((k) => k !== 'omni.critical');

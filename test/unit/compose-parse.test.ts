@@ -293,3 +293,18 @@ configs:
     expect(validateAppSpec({ name: 'a', command: ['true'], healthCheck: { type: 'command', command: ['true'], inContainer: true } })).toMatchObject({ ok: false });
   });
 });
+
+describe('compose: resources are limits only when the file gives limits', () => {
+  const res = (svc: string) => (parseCompose(input(`services:\n  a:\n    image: x\n${svc}`)).services[0].spec.resources ?? {}) as Record<string, unknown>;
+  it('no limits (nothing, or reservations only): reserved for placement, not enforced (limit: false)', () => {
+    expect(res('')).toEqual({ limit: false });
+    expect(res('    deploy: {resources: {reservations: {cpus: "0.5", memory: 128M}}}\n')).toEqual({ cpu: 0.5, memoryMB: 128, limit: false });
+    expect(res('    mem_reservation: 64m\n')).toEqual({ memoryMB: 64, limit: false });
+    expect(validateAppSpec({ name: 'a', image: 'x', resources: { limit: false } })).toMatchObject({ ok: true, spec: { resources: { cpu: 0.1, memoryMB: 64, gpus: 0, limit: false } } });
+  });
+  it('cpus, mem_limit or deploy.resources.limits: enforced', () => {
+    expect(res('    cpus: 1.5\n')).toEqual({ cpu: 1.5 });
+    expect(res('    mem_limit: 256m\n')).toEqual({ memoryMB: 256 });
+    expect(res('    deploy: {resources: {limits: {cpus: "0.5"}}}\n')).toEqual({ cpu: 0.5 });
+  });
+});
