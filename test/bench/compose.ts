@@ -239,8 +239,12 @@ try {
    * health check exec that exited 0 (the checks run inside the containers).
    */
   const dockerTimeline = async (since: number, what: string) => {
-    const out = await dk('events', '--since', String(since / 1000), '--until', String(Date.now() / 1000), '--format', '{{.TimeNano}} {{.Type}} {{.Action}} {{.Actor.ID}} {{index .Actor.Attributes "omni.app"}} {{.Actor.Attributes.exitCode}}').catch((e: Error) => `error ${e.message}`);
-    const rows = out.split('\n').filter(Boolean).map((l) => l.split(' '));
+    const out = await dk('events', '--since', String(since / 1000), '--until', String(Date.now() / 1000), '--format', '{{.TimeNano}}|{{.Type}}|{{.Actor.ID}}|{{index .Actor.Attributes "omni.app"}}|{{.Actor.Attributes.exitCode}}|{{.Action}}').catch((e: Error) => `error ${e.message}`);
+    // time, type, id, app, exit code, action (last: an exec's action holds its command line)
+    const rows = out.split('\n').filter(Boolean).map((l) => {
+      const [t, type, id, app, code, ...action] = l.split('|');
+      return [t, type, action.join('|'), id, app, code];
+    });
     const at = (ns: string) => `+${((Number(BigInt(ns) / 1_000_000n) - since) / 1000).toFixed(1)} s`;
     const pulls = rows.filter((r) => r[1] === 'image' && r[2] === 'pull').map((r) => `${r[3].replace(/@sha256:.*$/, '').split('/').pop()} ${at(r[0])}`);
     log(`${what}: docker events: images pulled ${pulls.join(', ') || 'none'}`);
