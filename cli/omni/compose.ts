@@ -307,13 +307,21 @@ async function resolveImages(client: ApiClient, values: Record<string, unknown>,
 
 // ------------------------------------------------------------------ commands
 
+/** The spec with each secret file's content replaced by its size. */
+function redactSecrets(spec: Record<string, unknown>): Record<string, unknown> {
+  if (!Array.isArray(spec.files)) return spec;
+  return { ...spec, files: (spec.files as { kind: string; data: string }[]).map((f) => (f.kind === 'secret' ? { ...f, data: `(secret, ${Buffer.from(f.data, 'base64').length} bytes, not shown)` } : f)) };
+}
+
 async function config(values: Record<string, unknown>): Promise<number> {
   const loaded = loadStack(values);
   const { stack } = loaded;
   if (!values.pinned) {
-    if (values.json) return printJson({ project: stack.project, services: stack.services, inactive: stack.inactive, warnings: stack.warnings }), 0;
+    // A secret's content is never printed (the admin API still returns it to admin-token holders).
+    const shown = stack.services.map((s) => ({ ...s, spec: redactSecrets(s.spec) }));
+    if (values.json) return printJson({ project: stack.project, services: shown, inactive: stack.inactive, warnings: stack.warnings }), 0;
     process.stdout.write(`project ${stack.project}${stack.inactive.length ? ` (inactive profiles: ${stack.inactive.join(', ')})` : ''}\n`);
-    for (const s of stack.services) {
+    for (const s of shown) {
       const deps = s.dependsOn.map((d) => `${d.service} (${d.condition.replace('service_', '')})`).join(', ');
       process.stdout.write(`\n${s.service} → app ${s.app}${s.build ? ` (build ${s.build.context})` : ''}${deps ? `, after ${deps}` : ''}${s.critical ? '' : ', not critical'}\n`);
       process.stdout.write(JSON.stringify(s.spec, null, 2).replace(/^/gm, '  ') + '\n');

@@ -296,6 +296,8 @@ export class AppsApi {
       reason: task.desired === 'stop' ? task.stopReason : (status?.reason ?? ''),
       cause: status?.cause ?? '',
       lastOutput: status?.lastOutput ?? [],
+      // the last failing health checks and what they printed (absent once the check passes)
+      ...(status?.healthLog?.length ? { healthLog: status.healthLog } : {}),
       stable: status?.stable === true,
       hostPorts: task.hostPorts,
       ...(status?.workspace ? { workspace: status.workspace } : {}),

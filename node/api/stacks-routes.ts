@@ -267,7 +267,11 @@ export function serviceViews(d: Pick<ClusterAccess, 'raft'>, r: StackRecord): Ma
     const isJob = spec?.type === 'job';
     const job = isJob && app.job?.version === app.version ? app.job.status : undefined;
     const troubled = statuses.find((x) => x && (x.cause || x.health === 'unhealthy')) ?? all.find((x) => x.cause);
-    const lastOutput = troubled?.lastOutput ?? all.find((x) => x.lastOutput && x.lastOutput.length > 0)?.lastOutput ?? [];
+    const output = troubled?.lastOutput ?? all.find((x) => x.lastOutput && x.lastOutput.length > 0)?.lastOutput ?? [];
+    // The health log (the last failing checks and what they printed) first: it says why a
+    // service never got healthy; then what the task printed before it last failed.
+    const healthLog = (troubled?.healthLog?.length ? troubled : statuses.find((x) => x?.healthLog?.length))?.healthLog ?? [];
+    const lastOutput = [...healthLog.map((h) => `health check: ${h}`), ...output];
     const reason = app.state === 'failed' ? `failed: ${app.failedReason ?? 'tasks kept failing'}` : job === 'failed' ? `job failed: ${app.job!.reason}` : troubled ? troubled.cause || `health check ${troubled.health}` : app.pending;
     out.set(s.service, {
       exists: true,

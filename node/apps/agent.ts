@@ -2,17 +2,17 @@
 // drivers report — starts, restarts (per policy), stops, health-checks — and writes each
 // task's observed status (only on change) back through Raft. After its own restart it
 // re-attaches to the tasks its drivers still know instead of starting duplicates.
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logger.js';
 import type { Proposer, StateView } from '../cluster/ports.js';
 import type { DriverSet, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
-import { probe } from './health-check.js';
+import { execProbe, probe } from './health-check.js';
 import { labKernels, type KernelActivity } from './lab-activity.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
 import { runsToCompletion, taskSpec } from '../../protocol/apps/cron.js';
-import { LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, taskKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import { HEALTH_LOG_ENTRIES, HEALTH_LOG_ENTRY_CHARS, LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, taskKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import { DEFAULT_MIN_HEALTHY_MS, EXCLUSIVE_LEASE_MS, type AppSpec } from '../../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
 import { SELF } from '../cluster/caller.js';
@@ -62,6 +62,12 @@ interface Local {
   portsInUse: number[];
   /** What the task printed last before its last failed exit. */
   lastOutput: string[];
+  /** The last failing health check results (TaskStatusRecord.healthLog). */
+  healthLog: string[];
+  /** When the current run started (this clock): failures within healthCheck.startPeriodMs of it do not count. */
+  runSinceMs: number;
+  /** The check passed once in this run: from then on every failure counts (Compose's start_period). */
+  passedOnce: boolean;
   /** When the task last started serving (0: not serving); stable after update.minHealthyMs of it. */
   servingSinceMs: number;
   stable: boolean;
@@ -265,6 +271,7 @@ export class Agent {
         if (l.run?.state === 'running') await l.driver.stop(id, STOP_TIMEOUT_MS).catch(() => undefined);
         await l.driver.destroy(id).catch(() => undefined);
         await this.d.workspaces?.remove(id).catch((err: Error) => this.d.log.warn(`agent: ${id}: removing its workspace: ${err.message}`));
+        await rm(this.filesDir(id), { recursive: true, force: true }).catch(() => undefined);
         this.local.delete(id);
         this.reported.delete(id);
       }),
@@ -314,7 +321,7 @@ export class Agent {
   }
 
   private fresh(task: TaskRecord, driver: TaskDriver, spec: AppSpec | undefined): Local {
-    return { released: false, exclusive: spec?.exclusive === true, task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false, readBackDone: false, readBackFailures: 0, nextWorkspaceCheckAtMs: 0, checkingWorkspace: false };
+    return { released: false, exclusive: spec?.exclusive === true, task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false, healthLog: [], runSinceMs: 0, passedOnce: false, readBackDone: false, readBackFailures: 0, nextWorkspaceCheckAtMs: 0, checkingWorkspace: false };
   }
 
   private async reconcileTask(t: TaskRecord): Promise<void> {
@@ -534,7 +541,10 @@ export class Agent {
       l.reason = '';
       l.portsInUse = [];
       l.healthFailures = 0;
-      l.nextProbeAtMs = this.clock.now() + (spec.healthCheck?.startPeriodMs ?? 0);
+      // Compose's start_period: checks run from the start, failures during it do not count.
+      l.runSinceMs = this.clock.now();
+      l.passedOnce = false;
+      l.nextProbeAtMs = this.clock.now();
       this.d.log.info(`agent: started ${l.task.id} (${spec.driver})`);
     } catch (err) {
       const f = classifyStartError((err as Error).message, l.task.hostPorts);
@@ -647,16 +657,29 @@ export class Agent {
     l.probing = true;
     const idx = spec.ports.findIndex((p) => p.name === check.port);
     const port = l.task.hostPorts[idx >= 0 ? idx : 0];
-    void probe(check, port, spec.env)
+    // A docker task's command check runs inside its container (docker exec), as Docker's HEALTHCHECK.
+    const run = check.type === 'command' && check.inContainer && l.driver.exec ? execProbe(l.driver, l.task.id, check) : probe(check, port, spec.env);
+    void run
       .then(async (r) => {
         if (r.ok) {
           l.healthFailures = 0;
+          l.passedOnce = true;
           if (l.health !== 'healthy') this.d.log.info(`agent: ${l.task.id} is healthy (${r.detail})`);
           l.health = 'healthy';
+          l.healthLog = [];
           l.reason = '';
           // A lab is BUSY while a kernel computes: its kernels are counted with each passing probe.
           if (spec.lab && port) l.kernels = await labKernels(port, spec.lab.token, check.timeoutMs).catch(() => undefined);
-        } else if (++l.healthFailures >= check.retries) {
+          return;
+        }
+        const entry = (r.output ? `${r.detail}: ${r.output.trim().replace(/\s*\n\s*/g, ' | ')}` : r.detail).slice(-HEALTH_LOG_ENTRY_CHARS);
+        l.healthLog = [...l.healthLog, entry].slice(-HEALTH_LOG_ENTRIES);
+        // Within the start period, a failure before the first success does not count.
+        if (!l.passedOnce && this.clock.now() - l.runSinceMs < check.startPeriodMs) {
+          l.reason = `health check failing during its start period: ${r.detail}`;
+          return;
+        }
+        if (++l.healthFailures >= check.retries) {
           // The health check result is the cause: the SIGTERM that follows is only its consequence.
           l.cause = `health check ${r.detail}`;
           if (l.health !== 'unhealthy') {
@@ -723,6 +746,7 @@ export class Agent {
     }
     const command = spec.command ? [...spec.command, ...spec.args] : spec.args.length > 0 ? spec.args : undefined;
     const net = spec.network && this.d.network ? await this.d.network(spec) : undefined;
+    const files = await this.writeFiles(t, spec);
     return {
       taskId: t.id,
       app: t.app,
@@ -731,16 +755,51 @@ export class Agent {
       command,
       // The allocation epoch: the Raft index that placed this task — higher for every later
       // placement of the app, so a task can fence its writes to outside storage with it.
-      env: { ...net?.env, ...spec.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },
+      env: { ...net?.env, ...spec.env, ...files.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },
       ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i] })),
       volumes,
-      cpu: spec.resources.cpu,
-      memoryBytes: spec.resources.memoryMB * 1024 * 1024,
+      // resources.limit false: reserved for placement only, no container limits (a Compose service without limits)
+      cpu: spec.resources.limit === false ? 0 : spec.resources.cpu,
+      memoryBytes: spec.resources.limit === false ? 0 : spec.resources.memoryMB * 1024 * 1024,
       labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id, ...(spec.exclusive ? { 'omni.exclusive': 'true' } : {}) },
       ...(spec.exclusive ? { exclusive: true } : {}),
       ...(net ? { hostsFile: net.hostsFile } : {}),
       ...(workspaceDir ? { workDir: workspaceDir } : {}),
+      ...(files.mounts.length > 0 ? { files: files.mounts } : {}),
     };
+  }
+
+  private filesDir(taskId: string): string {
+    return join(this.d.dataDir, 'task-files', taskId);
+  }
+
+  /**
+   * Secrets and configs (spec.files): written under <data>/task-files/<task>/{secrets,configs}/NAME
+   * (directories 0700, each file its mode, 0444 unless given), rewritten at each start. The docker
+   * driver mounts each read-only at its target; a process task gets their paths in env — never
+   * the content. Removed with the task.
+   */
+  private async writeFiles(t: TaskRecord, spec: AppSpec): Promise<{ mounts: { hostPath: string; target: string }[]; env: Record<string, string> }> {
+    const mounts: { hostPath: string; target: string }[] = [];
+    const env: Record<string, string> = {};
+    if (!spec.files || spec.files.length === 0) return { mounts, env };
+    const root = this.filesDir(t.id);
+    await rm(root, { recursive: true, force: true });
+    const seen = new Set<string>();
+    for (const [i, f] of spec.files.entries()) {
+      const dir = join(root, `${f.kind}s`);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      // the same secret at two targets: one file each (the name's first is the one env points to)
+      const first = !seen.has(`${f.kind}/${f.name}`);
+      seen.add(`${f.kind}/${f.name}`);
+      const hostPath = join(dir, first ? f.name : `.${i}-${f.name}`);
+      await writeFile(hostPath, Buffer.from(f.data, 'base64'), { mode: 0o600 });
+      await chmod(hostPath, f.mode);
+      mounts.push({ hostPath, target: f.target });
+      if (first) env[`OMNI_${f.kind === 'secret' ? 'SECRET' : 'CONFIG'}_FILE_${f.name.toUpperCase().replace(/[^A-Z0-9_]/g, '_')}`] = hostPath;
+      env[f.kind === 'secret' ? 'OMNI_SECRETS_DIR' : 'OMNI_CONFIGS_DIR'] = dir;
+    }
+    return { mounts, env };
   }
 
   private reporting: Promise<void> = Promise.resolve();
@@ -767,6 +826,7 @@ export class Agent {
       if (l.stable) rec.stable = true;
       if (l.portsInUse.length > 0) rec.portsInUse = l.portsInUse;
       if (l.lastOutput.length > 0) rec.lastOutput = l.lastOutput;
+      if (l.healthLog.length > 0 && l.health !== 'healthy') rec.healthLog = l.healthLog;
       if (l.released) rec.released = true;
       if (l.workspace) rec.workspace = l.workspace;
       if (l.kernels && l.state === 'running') rec.kernels = l.kernels;

@@ -5,10 +5,24 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { spawn } from 'node:child_process';
 import type { HealthCheckSpec } from '../../protocol/apps/spec.js';
+import { EXEC_OUTPUT_MAX_BYTES, type TaskDriver } from './drivers/types.js';
 
 export interface ProbeResult {
   ok: boolean;
   detail: string;
+  /** A command check's output (stdout and stderr, the last EXEC_OUTPUT_MAX_BYTES). */
+  output?: string;
+}
+
+/** A command check run inside the task (docker exec): exit 0 passes, as Docker's HEALTHCHECK. */
+export async function execProbe(driver: TaskDriver, taskId: string, check: HealthCheckSpec): Promise<ProbeResult> {
+  try {
+    const r = await driver.exec!(taskId, check.command, check.timeoutMs);
+    if (r.exitCode === null) return { ok: false, detail: `command timed out after ${check.timeoutMs} ms (in the container)`, output: r.output };
+    return { ok: r.exitCode === 0, detail: `command exited with code ${r.exitCode} (in the container)`, output: r.output };
+  } catch (err) {
+    return { ok: false, detail: `command could not run in the container: ${(err as Error).message}` };
+  }
 }
 
 export function probe(check: HealthCheckSpec, port: number | undefined, env: Record<string, string>): Promise<ProbeResult> {
@@ -50,8 +64,20 @@ function tcpProbe(port: number | undefined, timeoutMs: number): Promise<ProbeRes
 function commandProbe(argv: string[], env: Record<string, string>, timeoutMs: number): Promise<ProbeResult> {
   if (argv.length === 0) return Promise.resolve({ ok: false, detail: 'has no command' });
   return new Promise((resolve) => {
-    const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: 'ignore', timeout: timeoutMs });
+    const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+    let out = Buffer.alloc(0);
+    const keep = (c: Buffer) => {
+      out = Buffer.concat([out, c]);
+      if (out.length > EXEC_OUTPUT_MAX_BYTES) out = out.subarray(out.length - EXEC_OUTPUT_MAX_BYTES);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
     child.once('error', (err) => resolve({ ok: false, detail: `command ${argv[0]} could not run: ${err.message}` }));
-    child.once('exit', (code, sig) => resolve({ ok: code === 0, detail: sig ? `command killed by ${sig} (timeout ${timeoutMs} ms?)` : `command exited with code ${code}` }));
+    child.once('exit', (code, sig) => {
+      const done = () => resolve({ ok: code === 0, detail: sig ? `command killed by ${sig} (timeout ${timeoutMs} ms?)` : `command exited with code ${code}`, output: out.toString('utf8') });
+      // the output's end may still be in the pipes; a child the command left behind may hold them open
+      const t = setTimeout(done, 100);
+      child.once('close', () => (clearTimeout(t), done()));
+    });
   });
 }

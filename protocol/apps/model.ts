@@ -240,6 +240,12 @@ export interface TaskStatusRecord {
    */
   lastOutput?: string[];
   /**
+   * The task's last failing health check results (at most HEALTH_LOG_ENTRIES, oldest first):
+   * "exit 1: <its output>" / "timed out after 1000 ms" — what `omni compose up` shows for a
+   * dependency that never gets healthy. Cleared once the check passes.
+   */
+  healthLog?: string[];
+  /**
    * Written by the task's node once the task is desired 'stop' and not running there: it will
    * never start again. An exclusive app's replacement waits for this (or for its node's silence).
    */
@@ -253,6 +259,9 @@ export interface TaskStatusRecord {
   /** A lab's notebook kernels (all, and those computing) as its node last counted them while it ran. */
   kernels?: { total: number; busy: number };
 }
+
+export const HEALTH_LOG_ENTRIES = 5;
+export const HEALTH_LOG_ENTRY_CHARS = 300;
 
 export const appKey = (name: string) => `${APP_PREFIX}${name}`;
 export const specKey = (name: string, version: number) => `${SPEC_PREFIX}${name}/${String(version).padStart(8, '0')}`;

@@ -17,7 +17,23 @@ export interface PortSpec { name: string; port: number; hostPort: number; publis
  */
 export interface NetworkSpec { name: string; aliases: string[] }
 export const MAX_NETWORK_ALIASES = 8;
-export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: string; path: string; command: string[]; intervalMs: number; timeoutMs: number; retries: number; startPeriodMs: number }
+/**
+ * startPeriodMs: failures during the first startPeriodMs of a run are not counted (a success
+ * counts at once), as Compose's start_period. inContainer (command checks of the docker driver
+ * only; absent: false): the command runs inside the task's container (docker exec), as Docker's
+ * HEALTHCHECK does; otherwise it runs on the node.
+ */
+export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: string; path: string; command: string[]; intervalMs: number; timeoutMs: number; retries: number; startPeriodMs: number; inContainer?: boolean }
+/**
+ * A file given to every task (compose secrets and configs): the docker driver mounts it
+ * read-only at `target` in the container; a process task finds it in its task directory, its
+ * path in OMNI_SECRET_FILE_<NAME> / OMNI_CONFIG_FILE_<NAME> (and OMNI_SECRETS_DIR). `data` is
+ * base64. A secret's content is never shown by the API or the CLI, nor logged.
+ */
+export interface TaskFileSpec { kind: 'secret' | 'config'; name: string; target: string; data: string; mode: number }
+export const MAX_TASK_FILES = 32;
+export const MAX_TASK_FILE_BYTES = 64 * 1024;
+export const MAX_TASK_FILES_TOTAL_BYTES = 256 * 1024;
 export interface Constraint { attribute: string; op: '==' | '!=' | 'exists'; value: string }
 export interface AppSpec {
   name: string;
@@ -26,8 +42,13 @@ export interface AppSpec {
   args: string[];
   env: Record<string, string>;
   ports: PortSpec[];
-  /** diskMB: the workspace's disk size (reserved by the scheduler, enforced for the synced workspace); absent: none reserved. */
-  resources: { cpu: number; memoryMB: number; gpus: number; diskMB?: number };
+  /**
+   * Reserved for placement by the scheduler and, unless limit is false, enforced by the docker
+   * driver as the container's CPU and memory limits (limit false: reserved only, as a Compose
+   * service without limits — absent: true). diskMB: the workspace's disk size (reserved by the
+   * scheduler, enforced for the synced workspace); absent: none reserved.
+   */
+  resources: { cpu: number; memoryMB: number; gpus: number; diskMB?: number; limit?: boolean };
   replicas: number;
   constraints: Constraint[];
   antiAffinity: boolean;
@@ -36,6 +57,8 @@ export interface AppSpec {
   healthCheck?: HealthCheckSpec;
   restart: { policy: 'always' | 'on-failure' | 'never'; maxRestarts: number; delayMs: number };
   volumes: { name: string; path: string }[];
+  /** Files (secrets, configs) each task gets: see TaskFileSpec. Absent: none. */
+  files?: TaskFileSpec[];
   /** forge: a build (issue 15) run in omnid by node/apps/drivers/forge.ts; command is its request (protocol/forge/build-request.ts). */
   driver: 'docker' | 'process' | 'mock' | 'forge';
   /**
@@ -126,7 +149,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'files'];
 const CRON_FIELDS = ['timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
@@ -242,9 +265,12 @@ export function validateAppSpec(input: unknown): SpecResult {
   const healthCheck = readHealth(e, input.healthCheck, ports);
   const restart = readRestart(e, input.restart);
   const volumes = readVolumes(e, input.volumes);
+  const files = readFiles(e, input.files);
   const driver = input.driver === undefined ? (image !== undefined ? 'docker' : 'process') : ['docker', 'process', 'mock', 'forge'].includes(input.driver as string) ? (input.driver as AppSpec['driver']) : (e.add('driver', 'must be docker, process, mock or forge'), 'process');
   if (driver === 'docker' && image === undefined && command !== undefined) e.add('driver', 'the docker driver needs an image');
   if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
+  if (healthCheck?.inContainer && driver !== 'docker') e.add('healthCheck.inContainer', 'only for the docker driver (a process task has no container: its check runs on the node)');
+  if (files.length > 0 && driver !== 'docker' && driver !== 'process') e.add('files', 'only for the docker and process drivers');
   if (driver === 'forge') {
     if (command === undefined) e.add('driver', 'the forge driver runs a build: command must be a forge-build request');
     else {
@@ -325,6 +351,7 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (command !== undefined) spec.command = command;
   if (healthCheck) spec.healthCheck = healthCheck;
   if (network) spec.network = network;
+  if (files.length > 0) spec.files = files;
   return { ok: true, spec };
 }
 
@@ -405,8 +432,8 @@ function readPorts(e: Errors, v: unknown): PortSpec[] {
 function readResources(e: Errors, v: unknown): AppSpec['resources'] {
   const r: AppSpec['resources'] = { cpu: 0.1, memoryMB: 64, gpus: 0 };
   if (v === undefined) return r;
-  if (!isObj(v)) return e.add('resources', 'must be {cpu, memory or memoryMB, gpus, disk or diskMB}') ?? r;
-  known(e, v, 'resources', ['cpu', 'memory', 'memoryMB', 'gpus', 'disk', 'diskMB']);
+  if (!isObj(v)) return e.add('resources', 'must be {cpu, memory or memoryMB, gpus, disk or diskMB, limit}') ?? r;
+  known(e, v, 'resources', ['cpu', 'memory', 'memoryMB', 'gpus', 'disk', 'diskMB', 'limit']);
   if (v.cpu !== undefined) {
     const cpu = parseCpu(v.cpu);
     if (cpu === undefined || !(cpu > 0) || cpu > 1024) e.add('resources.cpu', 'must be a number of cores above 0 (e.g. 0.5 or "500m")');
@@ -425,13 +452,15 @@ function readResources(e: Errors, v: unknown): AppSpec['resources'] {
     if (mb === undefined || !(mb >= 1) || mb > 1024 ** 4) e.add(v.diskMB !== undefined ? 'resources.diskMB' : 'resources.disk', 'must be a size like 500M or 10G (at least 1 MB)');
     else r.diskMB = mb;
   }
+  if (v.limit === false) return { ...r, limit: false };
+  if (v.limit !== undefined && v.limit !== true) e.add('resources.limit', 'must be true or false');
   return r;
 }
 
 function readHealth(e: Errors, v: unknown, ports: PortSpec[]): HealthCheckSpec | undefined {
   if (v === undefined) return undefined;
   if (!isObj(v)) return e.add('healthCheck', 'must be {type: http|tcp|command, ...}');
-  known(e, v, 'healthCheck', ['type', 'port', 'path', 'command', 'intervalMs', 'timeoutMs', 'retries', 'startPeriodMs']);
+  known(e, v, 'healthCheck', ['type', 'port', 'path', 'command', 'intervalMs', 'timeoutMs', 'retries', 'startPeriodMs', 'inContainer']);
   const type = v.type === 'http' || v.type === 'tcp' || v.type === 'command' ? v.type : (e.add('healthCheck.type', 'must be http, tcp or command'), 'http');
   const port = str(e, v.port, 'healthCheck.port', 15, ports[0]?.name ?? '');
   if (type !== 'command' && !ports.some((p) => p.name === port)) e.add('healthCheck.port', ports.length ? `must name one of the ports (${ports.map((p) => p.name).join(', ')})` : 'an http/tcp check needs a port in ports');
@@ -445,7 +474,37 @@ function readHealth(e: Errors, v: unknown, ports: PortSpec[]): HealthCheckSpec |
     timeoutMs: int(e, v.timeoutMs, 'healthCheck.timeoutMs', 50, 600_000, 1000),
     retries: int(e, v.retries, 'healthCheck.retries', 1, 100, 3),
     startPeriodMs: int(e, v.startPeriodMs, 'healthCheck.startPeriodMs', 0, 3_600_000, 0),
+    ...(v.inContainer === undefined || v.inContainer === false ? {} : v.inContainer === true ? (type === 'command' ? { inContainer: true } : e.add('healthCheck.inContainer', 'only for a command check') ?? {}) : e.add('healthCheck.inContainer', 'must be true or false') ?? {}),
   };
+}
+
+const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+function readFiles(e: Errors, v: unknown): TaskFileSpec[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.length > MAX_TASK_FILES) return e.add('files', `must be a list of at most ${MAX_TASK_FILES} files`) ?? [];
+  let total = 0;
+  const targets = new Set<string>();
+  const out = v.flatMap((x, i): TaskFileSpec[] => {
+    const at = `files[${i}]`;
+    if (!isObj(x)) return e.add(at, 'must be {kind, name, target, data, mode}') ?? [];
+    known(e, x, at, ['kind', 'name', 'target', 'data', 'mode']);
+    const kind = x.kind === 'secret' || x.kind === 'config' ? x.kind : (e.add(`${at}.kind`, 'must be secret or config'), 'config');
+    const name = typeof x.name === 'string' && FILE_NAME.test(x.name) ? x.name : (e.add(`${at}.name`, 'required: letters, digits, _ . -, at most 64'), '');
+    const t = x.target;
+    const target = typeof t === 'string' && t.startsWith('/') && t.length <= 1024 && t !== '/' && !t.split('/').some((p) => p === '..' || p === '.') && !t.includes('\0') && !t.endsWith('/') ? t : (e.add(`${at}.target`, 'required: an absolute file path without . or .. parts'), '');
+    if (target && targets.has(target)) e.add(`${at}.target`, `${target} is the target of two files`);
+    targets.add(target);
+    const data = typeof x.data === 'string' && x.data.length % 4 === 0 && BASE64.test(x.data) ? x.data : (e.add(`${at}.data`, 'required: the content in base64'), '');
+    const bytes = Math.floor((data.length * 3) / 4) - (data.endsWith('==') ? 2 : data.endsWith('=') ? 1 : 0);
+    if (bytes > MAX_TASK_FILE_BYTES) e.add(`${at}.data`, `larger than ${MAX_TASK_FILE_BYTES} bytes`);
+    total += bytes;
+    const mode = int(e, x.mode, `${at}.mode`, 0, 0o777, 0o444);
+    return [{ kind, name, target, data, mode }];
+  });
+  if (total > MAX_TASK_FILES_TOTAL_BYTES) e.add('files', `larger than ${MAX_TASK_FILES_TOTAL_BYTES} bytes together`);
+  return out;
 }
 
 function readRestart(e: Errors, v: unknown): AppSpec['restart'] {

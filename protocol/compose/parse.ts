@@ -6,7 +6,7 @@
 import { parseDocument } from 'yaml';
 import { interpolateTree, parseEnvText, InterpolationError } from './interpolate.js';
 import { BUILD_KEYS, DEPLOY_KEYS, HEALTHCHECK_KEYS, SERVICE_KEYS, TOP_KEYS, type KeyRule } from './keys.js';
-import { parseConstraint, parseCpu, parseMemoryMB, validateAppSpec, MAX_ENV_VALUE_CHARS } from '../apps/spec.js';
+import { parseConstraint, parseCpu, parseMemoryMB, validateAppSpec, MAX_TASK_FILE_BYTES } from '../apps/spec.js';
 
 export type DependCondition = 'service_started' | 'service_healthy' | 'service_completed_successfully';
 export interface Dependency { service: string; condition: DependCondition; required: boolean }
@@ -254,13 +254,12 @@ function readFileObjects(r: Report, v: unknown, kind: 'secrets' | 'configs', inp
       if (content === undefined) r.err(`${at}.environment`, `variable ${def.environment} is not set`);
     } else if (typeof def.content === 'string') content = def.content;
     else if (def.external === undefined) r.err(at, kind === 'configs' ? 'needs file, environment or content' : 'needs file or environment');
-    if (content !== undefined && content.length > MAX_ENV_VALUE_CHARS) r.err(at, `larger than ${MAX_ENV_VALUE_CHARS} characters`);
+    if (content !== undefined && Buffer.byteLength(content) > MAX_TASK_FILE_BYTES) r.err(at, `larger than ${MAX_TASK_FILE_BYTES} bytes`);
     if (content !== undefined) out.set(name, { source: name, content });
   }
   return out;
 }
 
-const envName = (s: string) => s.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
 
 /** Parses, interpolates, checks and translates a compose file. Throws ComposeError listing every problem. */
 export function parseCompose(input: ComposeInput): Stack {
@@ -390,6 +389,9 @@ export function parseCompose(input: ComposeInput): Stack {
       }
     }
     Object.assign(env, envOf(r, s.environment, `${where}.environment`, input.env));
+    // secrets and configs: read-only files (docker: /run/secrets/NAME, a config at its target or
+    // /NAME; process: in the task's directory, its path in OMNI_SECRET_FILE_<NAME>) — not env vars.
+    const files: Obj[] = [];
     for (const [kind, table] of [['secrets', secrets], ['configs', configs]] as const) {
       const refs = s[kind];
       if (refs === undefined) continue;
@@ -398,20 +400,27 @@ export function parseCompose(input: ComposeInput): Stack {
         continue;
       }
       for (const ref of refs) {
-        const src = typeof ref === 'string' ? ref : isObj(ref) && typeof ref.source === 'string' ? ref.source : r.err(`${where}.${kind}`, 'entries are NAME or {source, target}');
+        const src = typeof ref === 'string' ? ref : isObj(ref) && typeof ref.source === 'string' ? ref.source : r.err(`${where}.${kind}`, 'entries are NAME or {source, target, mode}');
         if (src === undefined) continue;
         const entry = table.get(src);
         if (!entry) {
           r.err(`${where}.${kind}`, `${src} is not defined under top-level ${kind}:`);
           continue;
         }
-        if (isObj(ref)) for (const k of Object.keys(ref)) if (!['source', 'target', 'uid', 'gid', 'mode'].includes(k)) r.err(`${where}.${kind}.${src}.${k}`, `unknown key '${k}'`);
-        const target = isObj(ref) && typeof ref.target === 'string' ? ref.target : src;
-        const v = `OMNI_${kind === 'secrets' ? 'SECRET' : 'CONFIG'}_${envName(target.split('/').pop()!)}`;
-        env[v] = entry.content;
-        r.warn(`${where}.${kind}.${src}`, `delivered as the environment variable ${v}, not as a file (file mounts are not done in this version); its content is stored in the cluster state`);
+        if (isObj(ref)) {
+          for (const k of Object.keys(ref)) {
+            if (k === 'uid' || k === 'gid') r.warn(`${where}.${kind}.${src}.${k}`, 'ignored: the file belongs to the node user running omnid (readable by all unless mode says otherwise)');
+            else if (!['source', 'target', 'mode'].includes(k)) r.err(`${where}.${kind}.${src}.${k}`, `unknown key '${k}'`);
+          }
+        }
+        const t = isObj(ref) && ref.target !== undefined ? (typeof ref.target === 'string' && ref.target !== '' ? ref.target : r.err(`${where}.${kind}.${src}.target`, 'must be a path')) : undefined;
+        const base = kind === 'secrets' ? '/run/secrets/' : '/';
+        const target = t === undefined ? `${base}${src}` : t.startsWith('/') ? t : `${base}${t}`;
+        const mode = isObj(ref) && ref.mode !== undefined ? fileMode(r, ref.mode, `${where}.${kind}.${src}.mode`) : 0o444;
+        files.push({ kind: kind === 'secrets' ? 'secret' : 'config', name: src, target, data: Buffer.from(entry.content, 'utf8').toString('base64'), mode });
       }
     }
+    if (files.length > 0) spec.files = files;
     if (Object.keys(env).length > 0) spec.env = env;
 
     // ports
@@ -437,7 +446,8 @@ export function parseCompose(input: ComposeInput): Stack {
     // healthcheck
     const health = healthOf(r, s.healthcheck, `${where}.healthcheck`);
     if (health) spec.healthCheck = health;
-    if (health && driver === 'docker') r.warn(`${where}.healthcheck.test`, 'runs on the node that runs the task, not inside the container, in this version (reach the service on its published port, or use a command the node has)');
+    // A docker service's check runs inside its container (docker exec); a process service's on the node.
+    if (health && driver === 'docker') health.inContainer = true;
 
     // restart, deploy
     const restart = restartOf(r, s.restart, `${where}.restart`);
@@ -456,6 +466,12 @@ export function parseCompose(input: ComposeInput): Stack {
       else spec.constraints = [`arch==${archName(m[1])}`];
     }
     if (s.deploy !== undefined) deployOf(r, s.deploy, `${where}.deploy`, spec);
+    // As in Compose, a service is limited only by limits the file gives (cpus, mem_limit,
+    // deploy.resources.limits); otherwise its resources are reserved for placement only (Omni's
+    // default of 0.1 CPU would otherwise cap the container, and the health checks run in it).
+    const d = isObj(s.deploy) && isObj(s.deploy.resources) ? s.deploy.resources : undefined;
+    const limited = s.cpus !== undefined || s.mem_limit !== undefined || (d !== undefined && isObj(d.limits) && (d.limits.cpus !== undefined || d.limits.memory !== undefined));
+    if (!limited && driver === 'docker') spec.resources = { ...(isObj(spec.resources) ? spec.resources : {}), limit: false };
     if (isObj(s.labels) || Array.isArray(s.labels)) {
       const labels = Array.isArray(s.labels) ? Object.fromEntries(s.labels.map((l) => String(l).split('=', 2))) : s.labels;
       const other = Object.keys(labels).filter((k) => k !== 'omni.critical');
@@ -645,6 +661,16 @@ function healthOf(r: Report, v: unknown, where: string): Obj | undefined {
   };
   const retries = v.retries === undefined ? 3 : typeof v.retries === 'number' && Number.isInteger(v.retries) && v.retries >= 1 ? Math.min(v.retries, 100) : r.err(`${where}.retries`, 'must be a whole number of at least 1') ?? 3;
   return { type: 'command', command, intervalMs: dur('interval', 2000, 100), timeoutMs: dur('timeout', 1000, 50), retries, startPeriodMs: dur('start_period', 0, 0) };
+}
+
+/** A file mode: 0440 (read as octal, as YAML 1.1 and Compose do), 288, "0440" or "440". */
+function fileMode(r: Report, v: unknown, where: string): number {
+  let m: number | undefined;
+  // YAML 1.2 reads 0440 as the decimal 440: digits that are all octal are read as octal.
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) m = /^[0-7]{1,3}$/.test(String(v)) ? parseInt(String(v), 8) : v;
+  else if (typeof v === 'string' && /^0?[0-7]{1,3}$/.test(v)) m = parseInt(v, 8);
+  if (m === undefined || m > 0o777) return r.err(where, 'must be a file mode such as 0440') ?? 0o444;
+  return m;
 }
 
 function restartOf(r: Report, v: unknown, where: string): Obj | undefined {

@@ -1,11 +1,14 @@
 // npm run bench:compose — a 4-service compose stack (test/fixtures/compose-bench) on a 3-node
 // loopback cluster (omnid processes, the real CLI bin/omni), against Debian's docker-compose
 // (1.29) `up` of the same stack with Dockerfiles on one host, in the same run, same engine.
-// The stack: api (test/fixtures/forge/node-api's code, built by Forge), py (python-api's code,
-// built by Forge), db (a tiny in-memory key/value HTTP server in Node: no Debian database server
+// The stack: api (test/fixtures/forge/node-api, copied at run time, built by Forge), py
+// (test/fixtures/forge/python-api, likewise), db (a tiny in-memory key/value HTTP server in Node: no Debian database server
 // such as redis-server is installed on the bench host), gateway (depends on the three with
 // condition service_healthy; GET / calls http://api:8080, http://py:8080, http://db:8080 by name).
-// db and gateway run with the process driver on n1; api and py with the docker driver on n2/n3.
+// db and gateway run with the process driver on n1; api and py with the docker driver on n2/n3,
+// their healthchecks inside their containers (docker exec). Where each `up` spends its time per
+// docker service (image pulled into the engine, container created/started, first passing check)
+// is logged from the engine's events.
 // Figures (seconds; last line JSON):
 //   up_cold_s          `omni compose up` with new dependency keys (Forge builds included, no
 //                      cached layer) until up returns and the gateway answers through all names
@@ -36,6 +39,8 @@ const log = (s: string) => process.stderr.write(`bench:compose: ${new Date().toI
 const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
 const load = () => round(loadavg()[0], 2);
 const FIX = resolve('test/fixtures/compose-bench');
+// api and py are Forge's own fixtures, copied at run time (not kept twice in the repository)
+const SOURCES: Record<string, string> = { api: resolve('test/fixtures/forge/node-api'), py: resolve('test/fixtures/forge/python-api') };
 
 function dockerEngine(): { host: string; mine: boolean; stop: () => void } {
   if (process.env.DOCKER_HOST) return { host: process.env.DOCKER_HOST, mine: false, stop: () => undefined };
@@ -86,6 +91,8 @@ const gatewayOk = async (port: () => Promise<number | undefined>, what: string, 
     return b.ok && b.api.ok && b.py.ok && b.db.v ? b : undefined;
   }, ms, 200);
 
+const NODE_HC = `["CMD", "node", "-e", "require('http').get('http://127.0.0.1:8080/',r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"]`;
+const PY_HC = `["CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2)"]`;
 const omniStack = (work: string) => `
 name: benchc
 services:
@@ -106,7 +113,7 @@ services:
     deploy:
       placement: {constraints: ["node.hostname!=n1"]}
     healthcheck:
-      test: ["CMD", "${work}/health-docker.sh", "benchc-api"]
+      test: ${NODE_HC}
       interval: 1s
       timeout: 8s
   py:
@@ -115,7 +122,7 @@ services:
     deploy:
       placement: {constraints: ["node.hostname!=n1"]}
     healthcheck:
-      test: ["CMD", "${work}/health-docker.sh", "benchc-py"]
+      test: ${PY_HC}
       interval: 1s
       timeout: 8s
   gateway:
@@ -135,7 +142,6 @@ services:
       timeout: 3s
 `;
 
-const NODE_HC = `["CMD", "node", "-e", "require('http').get('http://127.0.0.1:8080/',r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"]`;
 const dcStack = (gwPort: number) => `
 version: "2.4"
 services:
@@ -147,10 +153,7 @@ services:
     healthcheck: {test: ${NODE_HC}, interval: 1s, timeout: 5s}
   py:
     build: ./py
-    healthcheck:
-      test: ["CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2)"]
-      interval: 1s
-      timeout: 5s
+    healthcheck: {test: ${PY_HC}, interval: 1s, timeout: 5s}
   gateway:
     build: ./gateway
     ports: ["127.0.0.1:${gwPort}:8080"]
@@ -184,6 +187,7 @@ const dc = async (...args: string[]) => (await run('docker-compose', ['-p', 'ben
 try {
   // the stack's sources: new dependency keys (no cached dependency layer anywhere)
   await cp(FIX, work, { recursive: true });
+  for (const [s, src] of Object.entries(SOURCES)) await cp(src, join(work, s), { recursive: true, filter: (f) => !/\/(node_modules|\.deps|__pycache__)(\/|$)/.test(f) });
   const bump = async () => {
     const pkg = join(work, 'api/package.json');
     await writeFile(pkg, JSON.stringify({ ...(JSON.parse(await readFile(pkg, 'utf8')) as object), description: marker }, null, 2));
@@ -229,15 +233,46 @@ try {
   const cache = process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base');
   log('runtime bases (scripts/forge-base.sh, cached trees)');
   await run('scripts/forge-base.sh', ['node', 'python', '--import'], { env: { ...omniEnv, NODE: resolve('node_modules/node/bin/node'), OMNI_FORGE_BASE_CACHE: cache }, timeout: 900_000, maxBuffer: 16 * 1024 * 1024 });
+  /**
+   * Where an `up` spent its time for the docker services, from the engine's events since `since`:
+   * the image pulled (from the node's registry), the container created and started, and the first
+   * health check exec that exited 0 (the checks run inside the containers).
+   */
+  const dockerTimeline = async (since: number, what: string) => {
+    const out = await dk('events', '--since', String(since / 1000), '--until', String(Date.now() / 1000), '--format', '{{.TimeNano}}|{{.Type}}|{{.Actor.ID}}|{{index .Actor.Attributes "omni.app"}}|{{.Actor.Attributes.exitCode}}|{{.Action}}').catch((e: Error) => `error ${e.message}`);
+    // time, type, id, app, exit code, action (last: an exec's action holds its command line)
+    const rows = out.split('\n').filter(Boolean).map((l) => {
+      const [t, type, id, app, code, ...action] = l.split('|');
+      return [t, type, action.join('|'), id, app, code];
+    });
+    const at = (ns: string) => `+${((Number(BigInt(ns) / 1_000_000n) - since) / 1000).toFixed(1)} s`;
+    const pulls = rows.filter((r) => r[1] === 'image' && r[2] === 'pull').map((r) => `${r[3].replace(/@sha256:.*$/, '').split('/').pop()} ${at(r[0])}`);
+    log(`${what}: docker events: images pulled ${pulls.join(', ') || 'none'}`);
+    for (const app of ['benchc-api', 'benchc-py']) {
+      const mine = rows.filter((r) => r[1] === 'container' && r[4] === app);
+      const ids = new Set(mine.map((r) => r[3]));
+      const create = mine.find((r) => r[2] === 'create');
+      const start = mine.find((r) => r[2] === 'start');
+      const execs = rows.filter((r) => r[1] === 'container' && ids.has(r[3]) && r[2].startsWith('exec_die'));
+      const okAt = execs.findIndex((r) => r[5] === '0');
+      const ok = execs[okAt];
+      // each check until the first pass: when it was created and when it ended, its exit code
+      const created = rows.filter((r) => r[1] === 'container' && ids.has(r[3]) && r[2].startsWith('exec_create'));
+      const checks = execs.slice(0, okAt + 1).map((r, i) => `${created[i] ? at(created[i][0]) : '?'}→${at(r[0])}:${r[5]}`);
+      log(`${what}: ${app}: created ${create ? at(create[0]) : '-'}, started ${start ? at(start[0]) : '-'}, first passing check ${ok ? at(ok[0]) : '-'} (${okAt < 0 ? execs.length : okAt} failing before; checks ${checks.join(' ')})`);
+    }
+  };
   const gwPort = async () => Number(await readFile(join(work, 'gateway.port'), 'utf8').catch(() => '')) || undefined;
   const clearPorts = () => Promise.all(['db.port', 'gateway.port'].map((f) => rm(join(work, f), { force: true })));
 
   log(`omni compose up (cold), load ${load()}`);
   await clearPorts();
+  const coldAt = Date.now();
   const [, coldS] = await timed(async () => {
     expectBuilds(await omniTimed('compose', 'up', '--timeout', '600'), 'built', 'up cold');
     return gatewayOk(gwPort, 'gateway answers (cold)');
   });
+  await dockerTimeline(coldAt, 'up cold');
   results.up_cold_s = round(coldS);
   log(`up cold ${round(coldS)} s`);
   const [, warmS] = await timed(async () => {
@@ -248,10 +283,12 @@ try {
   log(`up warm ${round(warmS)} s`);
   await omni('compose', 'down');
   await clearPorts();
+  const afterDownAt = Date.now();
   const [, afterDownS] = await timed(async () => {
     expectBuilds(await omniTimed('compose', 'up', '--timeout', '600'), 'reused', 'up after down');
     return gatewayOk(gwPort, 'gateway answers (after down)');
   });
+  await dockerTimeline(afterDownAt, 'up after down');
   results.up_after_down_s = round(afterDownS);
   log(`up after down ${round(afterDownS)} s, load ${load()}`);
 

@@ -136,6 +136,40 @@ describe('compose stacks with build: (Forge)', () => {
     await omni(['compose', '-f', 'pinned.yaml', 'down']);
   }, 600_000);
 
+  it.skipIf(noDocker !== undefined)('the pinned file deploys on a fresh cluster that never built anything (images copied by digest)', async () => {
+    const doc = parseYaml(await readFile(join(dir, 'pinned.yaml'), 'utf8')) as { services: Record<string, { image: string }> };
+    const fresh = await formCluster(['f1', 'f2', 'f3']);
+    try {
+      const freshEnv = { ...env, OMNI_ADDR: fresh.nodes.get('f1')!.apiUrl, OMNI_TOKEN: fresh.adminToken };
+      const omniAt = async (e: NodeJS.ProcessEnv, args: string[]) => run(resolve('bin/omni'), args, { env: e, cwd: dir, timeout: 600_000, maxBuffer: 16 * 1024 * 1024 });
+      // the images move as files (an OCI layout keeps the manifest's bytes: the same digest)
+      for (const [s, { image }] of Object.entries(doc.services)) {
+        await omniAt(env, ['images', 'pull', image, '-o', join(dir, `${s}.oci`)]);
+        await omniAt(freshEnv, ['images', 'push', image, join(dir, `${s}.oci`)]);
+      }
+      const r = await omniAt(freshEnv, ['compose', '-f', 'pinned.yaml', 'up', '--timeout', '240']);
+      expect(r.stdout).toMatch(/forged is healthy/);
+      expect(r.stderr).not.toMatch(/build/i);
+      const client = fresh.client('f1');
+      try {
+        // nothing was built there: the only apps are the stack's, running the pinned digests
+        const apps = (await client.get<{ apps: { name: string }[] }>('/v1/apps')).apps.map((a) => a.name).sort();
+        expect(apps).toEqual(['forged-admin', 'forged-api']);
+        for (const s of ['api', 'admin']) {
+          const a = await client.get<{ spec: { image: string; driver: string } }>(`/v1/apps/forged-${s}`);
+          expect(a.spec.image).toBe(doc.services[s].image);
+          const eps = (await client.get<{ endpoints: { ports: Record<string, number> }[] }>(`/v1/apps/forged-${s}/endpoints`)).endpoints;
+          const body = await waitFor(`${s} answers on the fresh cluster`, async () => JSON.parse((await httpGet(eps[0].ports.p8080, '/x')).body) as { service: string }, 60_000, 300);
+          expect(body.service).toBe(s);
+        }
+      } finally {
+        client.close();
+      }
+    } finally {
+      await fresh.destroy();
+    }
+  }, 600_000);
+
   it.skipIf(noDocker !== undefined)('build.dockerfile, args and target: a Docker build of exactly that, tagged by all three', async () => {
     const tool = join(dir, 'tool');
     await mkdir(tool);

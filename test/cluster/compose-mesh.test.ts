@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { canUnshare } from '../../node/apps/drivers/process.js';
+import { createDrivers } from '../../node/apps/drivers/index.js';
 import { formCluster, httpGet, waitFor } from './helpers.js';
 
 const run = promisify(execFile);
@@ -20,17 +21,22 @@ const NODE_INDEX: Record<string, number> = { n1: 1, n2: 2, n3: 3 };
 // Outside the scheduler's dynamic host ports (20000-32000).
 const PUBLISH = 38_000 + Math.floor(Math.random() * 4000) * 2;
 
-// web answers with its task id on $PORT; client asks http://web:8080/ every 300 ms and writes the
-// last answer (or error) to $DIR/client.out.
+// web answers with its task id on $PORT; client asks http://web:8080/ at once and every 300 ms and
+// writes the last answer (or error) to $DIR/client.out, its first to $DIR/client.first (an error
+// there would mean it started before web was healthy: the dependency order).
 const WEB = `require('http').createServer((q, s) => s.end('web ' + process.env.OMNI_TASK_ID)).listen(Number(process.env.PORT), '127.0.0.1')`;
 const CLIENT = `
 const http = require('http'); const fs = require('fs');
 const out = process.env.DIR + '/client.out';
-setInterval(() => {
-  const r = http.get({ host: 'web', port: 8080, path: '/', timeout: 2000 }, (res) => { let t = ''; res.on('data', (c) => (t += c)); res.on('end', () => fs.writeFileSync(out, 'ok ' + t)); });
+const first = process.env.DIR + '/client.first';
+const write = (t) => { fs.writeFileSync(out, t); if (!fs.existsSync(first)) fs.writeFileSync(first, t); };
+const ask = () => {
+  const r = http.get({ host: 'web', port: 8080, path: '/', timeout: 2000 }, (res) => { let t = ''; res.on('data', (c) => (t += c)); res.on('end', () => write('ok ' + t)); });
   r.on('timeout', () => r.destroy(new Error('timeout')));
-  r.on('error', (e) => fs.writeFileSync(out, 'error ' + e.message));
-}, 300);
+  r.on('error', (e) => write('error ' + e.message));
+};
+ask();
+setInterval(ask, 300);
 `;
 
 const stack = (dir: string) => `
@@ -86,6 +92,8 @@ describe.runIf(canUnshare())('compose: services by name across nodes, published 
       return t.startsWith('ok ') ? t : undefined;
     }, 30_000, 300);
     expect(answer).toBe(`ok web ${task.id}`);
+    // depends_on web: service_healthy: the client's very first call by name already succeeded
+    expect(await readFile(join(dir, 'client.first'), 'utf8')).toBe(`ok web ${task.id}`);
     for (const n of ['n1', 'n2', 'n3']) {
       const r = await waitFor(`published port on ${n}`, async () => {
         const x = await httpGet(PUBLISH + NODE_INDEX[n] * 7).catch(() => undefined);
@@ -94,4 +102,26 @@ describe.runIf(canUnshare())('compose: services by name across nodes, published 
       expect(r.body).toBe(`web ${task.id}`);
     }
   }, 240_000);
+
+  it('killing the node that runs web moves it; the client reaches the new replica by the same name', async () => {
+    const client = c.client('n3');
+    try {
+      const tasksOf = async () => (await client.get<{ tasks: { id: string; node: string; desired: string; state: string }[] }>('/v1/apps/names-web')).tasks;
+      const old = (await tasksOf()).find((t) => t.desired === 'run' && t.state === 'running')!;
+      expect(old.node).not.toBe('n3');
+      // The machine dies: its omnid (kill -9) and its task with it (a process task outlives omnid on purpose).
+      await c.kill(old.node, 'SIGKILL');
+      await createDrivers(c.dataDir(old.node)).process.stop(old.id, 1000);
+      const moved = await waitFor('web replaced on another node', async () => (await tasksOf()).find((t) => t.desired === 'run' && t.state === 'running' && t.id !== old.id), 60_000, 300);
+      expect(moved.node).not.toBe(old.node);
+      expect(moved.node).not.toBe('n3');
+      const answer = await waitFor('client reaches the new web by name', async () => {
+        const t = await readFile(join(dir, 'client.out'), 'utf8').catch(() => '');
+        return t === `ok web ${moved.id}` ? t : undefined;
+      }, 30_000, 300);
+      expect(answer).toBe(`ok web ${moved.id}`);
+    } finally {
+      client.close();
+    }
+  }, 180_000);
 });

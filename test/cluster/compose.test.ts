@@ -182,6 +182,8 @@ describe('compose stacks on a 3-node cluster (process driver)', () => {
     expect(e.code).toBe(1);
     expect(e.stdout).toMatch(/flaky: up failed: slowdb did not become healthy within 4 s/);
     expect(e.stdout).toMatch(/not started: app/);
+    // the health log: the failing check's own output (a process task's check runs on the node)
+    expect(e.stdout).toMatch(/health check: command exited with code 1: not ready yet/);
     const st = await api<StackView>('GET', '/v1/stacks/flaky');
     expect(st.body.status).toBe('failed');
     expect(st.body.services.find((s) => s.service === 'app')!.state).toBe('not started');

@@ -54,17 +54,18 @@ describe('compose: a realistic file', () => {
     expect(db.image).toBe('omni/postgres:16');
     expect(db.env).toEqual({ POSTGRES_PASSWORD: 'pw' });
     expect(db.volumes).toEqual([{ name: volumeName('local_postgres_data'), path: '/var/lib/postgresql/data' }]);
-    expect(db.healthCheck).toEqual({ type: 'command', command: ['/bin/sh', '-c', 'pg_isready -U postgres'], intervalMs: 5000, timeoutMs: 90_000, retries: 5, startPeriodMs: 10_000 });
+    expect(db.healthCheck).toEqual({ type: 'command', command: ['/bin/sh', '-c', 'pg_isready -U postgres'], intervalMs: 5000, timeoutMs: 90_000, retries: 5, startPeriodMs: 10_000, inContainer: true });
     expect(db.restart).toEqual({ policy: 'always' });
     expect(validateAppSpec(db).ok).toBe(true);
   });
 
-  it('env_file under environment, secrets as variables (warned), ports, deploy', () => {
+  it('env_file under environment, secrets as read-only files (not env), ports, deploy', () => {
     const api = svc('api');
     expect(api.build).toEqual({ context: './api', dockerfile: 'Dockerfile', args: {} });
     expect(api.image).toBe('shop/api');
     expect(api.spec.image).toBeUndefined();
-    expect(api.spec.env).toEqual({ API_MODE: 'prod', QUOTED: 'a b', DB_HOST: 'db', OMNI_SECRET_API_KEY: 's3cr3t' });
+    expect(api.spec.env).toEqual({ API_MODE: 'prod', QUOTED: 'a b', DB_HOST: 'db' });
+    expect(api.spec.files).toEqual([{ kind: 'secret', name: 'api_key', target: '/run/secrets/api_key', data: Buffer.from('s3cr3t').toString('base64'), mode: 0o444 }]);
     expect(api.spec.ports).toEqual([{ name: 'p80', port: 80, publish: 8080 }, { name: 'p9090', port: 9090 }]);
     expect(api.spec.replicas).toBe(2);
     expect(api.spec.resources).toEqual({ cpu: 0.5, memoryMB: 256 });
@@ -72,7 +73,7 @@ describe('compose: a realistic file', () => {
     expect(api.spec.antiAffinity).toBe(true);
     expect(api.spec.update).toEqual({ parallel: 1, autoRollback: true, minHealthyMs: 5000, healthyTimeoutMs: 30_000 });
     expect(api.dependsOn).toEqual([{ service: 'db', condition: 'service_healthy', required: true }, { service: 'initdb', condition: 'service_completed_successfully', required: true }]);
-    expect(stack.warnings.some((w) => w.includes('OMNI_SECRET_API_KEY'))).toBe(true);
+    expect(stack.warnings.join('\n')).not.toContain('s3cr3t');
     expect(stack.warnings.some((w) => w.includes('environment.LOG_LEVEL'))).toBe(true);
   });
 
@@ -234,5 +235,76 @@ describe('compose: pieces', () => {
     expect(buildRepository('shop', 'api', 'ghcr.io/x/api:1')).toBe('shop-api');
     expect(buildRepository('shop', 'api', 'shop/api:1')).toBe('shop/api');
     expect(buildRepository('shop', 'my_api', undefined)).toBe('shop-my-api');
+  });
+});
+
+describe('compose: secrets and configs are files', () => {
+  const files = { 'db.pw': 'hunter2\n', 'app.conf': 'a=1\n' };
+  const text = `services:
+  web:
+    image: omni-test/busybox:1
+    secrets: [db_pw, {source: db_pw, target: other, mode: 0440}]
+    configs: [app_conf, {source: inline, target: /etc/app/inline.conf}]
+  proc:
+    x-omni-driver: process
+    command: [sleep, "60"]
+    secrets: [db_pw]
+secrets:
+  db_pw: {file: ./db.pw}
+configs:
+  app_conf: {file: ./app.conf}
+  inline: {content: "x=2"}
+`;
+
+  it('secrets at /run/secrets/NAME (or their target), configs at their target or /NAME, never in env', () => {
+    const stack = parseCompose(input(text.replace('{source: db_pw, target: other, mode: 0440}', '{source: db_pw2, target: other, mode: 0440}').replace('  db_pw: {file: ./db.pw}', '  db_pw: {file: ./db.pw}\n  db_pw2: {file: ./db.pw}'), {}, files));
+    const web = stack.services.find((s) => s.service === 'web')!.spec;
+    const b64 = (t: string) => Buffer.from(t).toString('base64');
+    expect(web.files).toEqual([
+      { kind: 'secret', name: 'db_pw', target: '/run/secrets/db_pw', data: b64('hunter2\n'), mode: 0o444 },
+      { kind: 'secret', name: 'db_pw2', target: '/run/secrets/other', data: b64('hunter2\n'), mode: 0o440 },
+      { kind: 'config', name: 'app_conf', target: '/app_conf', data: b64('a=1\n'), mode: 0o444 },
+      { kind: 'config', name: 'inline', target: '/etc/app/inline.conf', data: b64('x=2'), mode: 0o444 },
+    ]);
+    expect(JSON.stringify(web.env ?? {})).not.toContain('hunter2');
+    const proc = stack.services.find((s) => s.service === 'proc')!.spec;
+    expect(proc.files).toHaveLength(1);
+    expect(validateAppSpec(web).ok).toBe(true);
+    expect(validateAppSpec(proc).ok).toBe(true);
+    expect(stack.warnings.join('\n')).not.toContain('hunter2');
+  });
+
+  it('the same secret at two targets is two files; a missing file, a file too large, a bad mode: errors', () => {
+    expect((parseCompose(input(text, {}, files)).services[0].spec.files as { target: string }[]).map((f) => f.target)).toEqual(['/run/secrets/db_pw', '/run/secrets/other', '/app_conf', '/etc/app/inline.conf']);
+    expect(errorsOf(() => parseCompose(input(text.replace('target: other', 'target: db_pw'), {}, files))).join('\n')).toContain('/run/secrets/db_pw is the target of two files');
+    expect(errorsOf(() => parseCompose(input(text, {}, { 'app.conf': 'a' })))).toContain('secrets.db_pw.file: ./db.pw not found (relative to compose.yaml)');
+    expect(errorsOf(() => parseCompose(input(text, {}, { ...files, 'db.pw': 'x'.repeat(64 * 1024 + 1) })))).toContain('secrets.db_pw: larger than 65536 bytes');
+    expect(errorsOf(() => parseCompose(input(text.replace('mode: 0440', 'mode: 999'), {}, files))).join('\n')).toContain('mode: must be a file mode');
+  });
+
+  it('the app spec checks files: base64, absolute targets without .., size limits', () => {
+    const base = { name: 'a', image: 'x' };
+    const bad = (f: object) => validateAppSpec({ ...base, files: [f] });
+    expect(bad({ kind: 'secret', name: 'a', target: 'rel', data: '' })).toMatchObject({ ok: false });
+    expect(bad({ kind: 'secret', name: 'a', target: '/run/../etc/passwd', data: '' })).toMatchObject({ ok: false });
+    expect(bad({ kind: 'secret', name: 'a', target: '/run/x', data: 'not base64!' })).toMatchObject({ ok: false });
+    expect(bad({ kind: 'secret', name: 'a', target: '/run/x', data: Buffer.alloc(64 * 1024 + 3).toString('base64') })).toMatchObject({ ok: false });
+    expect(bad({ kind: 'secret', name: 'a', target: '/run/x', data: Buffer.alloc(10).toString('base64') })).toMatchObject({ ok: true });
+    expect(validateAppSpec({ name: 'a', command: ['true'], healthCheck: { type: 'command', command: ['true'], inContainer: true } })).toMatchObject({ ok: false });
+  });
+});
+
+describe('compose: resources are limits only when the file gives limits', () => {
+  const res = (svc: string) => (parseCompose(input(`services:\n  a:\n    image: x\n${svc}`)).services[0].spec.resources ?? {}) as Record<string, unknown>;
+  it('no limits (nothing, or reservations only): reserved for placement, not enforced (limit: false)', () => {
+    expect(res('')).toEqual({ limit: false });
+    expect(res('    deploy: {resources: {reservations: {cpus: "0.5", memory: 128M}}}\n')).toEqual({ cpu: 0.5, memoryMB: 128, limit: false });
+    expect(res('    mem_reservation: 64m\n')).toEqual({ memoryMB: 64, limit: false });
+    expect(validateAppSpec({ name: 'a', image: 'x', resources: { limit: false } })).toMatchObject({ ok: true, spec: { resources: { cpu: 0.1, memoryMB: 64, gpus: 0, limit: false } } });
+  });
+  it('cpus, mem_limit or deploy.resources.limits: enforced', () => {
+    expect(res('    cpus: 1.5\n')).toEqual({ cpu: 1.5 });
+    expect(res('    mem_limit: 256m\n')).toEqual({ memoryMB: 256 });
+    expect(res('    deploy: {resources: {limits: {cpus: "0.5"}}}\n')).toEqual({ cpu: 0.5 });
   });
 });

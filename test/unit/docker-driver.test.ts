@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import Docker from 'dockerode';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DockerDriver, DockerLogDemux, LABEL_OWNER } from '../../node/apps/drivers/docker.js';
+import { DockerDriver, DockerLogDemux, FrameDemux, LABEL_OWNER } from '../../node/apps/drivers/docker.js';
 import type { TaskConfig, TaskStatus } from '../../node/apps/drivers/types.js';
 import { dockerForTests } from '../support/docker.js';
 
@@ -81,7 +81,52 @@ describe('DockerLogDemux', () => {
   });
 });
 
+describe('FrameDemux (exec output)', () => {
+  it('joins stdout and stderr payloads across chunk boundaries, keeping the last bytes', () => {
+    const frame = (kind: number, text: string) => {
+      const body = Buffer.from(text);
+      const h = Buffer.alloc(8);
+      h[0] = kind;
+      h.writeUInt32BE(body.length, 4);
+      return Buffer.concat([h, body]);
+    };
+    const all = Buffer.concat([frame(1, 'out1 '), frame(2, 'err '), frame(1, 'out2')]);
+    const d = new FrameDemux(1000);
+    for (let i = 0; i < all.length; i += 3) d.push(all.subarray(i, i + 3));
+    expect(d.text()).toBe('out1 err out2');
+    const small = new FrameDemux(4);
+    small.push(all);
+    expect(small.text()).toBe('out2');
+  });
+});
+
 describe.skipIf(skip !== undefined)('DockerDriver (real engine)', () => {
+  it('exec runs a command inside the container: exit code, output, timeout; files are mounted read-only', async () => {
+    const d = driver();
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'omni-docker-files-'));
+    try {
+      await writeFile(join(dir, 's'), 'secret-value');
+      const cfg = task(['sh', '-c', 'echo inside > /tmp/only-here; exec sleep 1000'], { files: [{ hostPath: join(dir, 's'), target: '/run/secrets/s' }] });
+      await d.start(cfg);
+      const r = await waitFor('the file inside', async () => {
+        const x = await d.exec(cfg.taskId, ['cat', '/tmp/only-here', '/run/secrets/s'], 5000);
+        return x.exitCode === 0 ? x : undefined;
+      });
+      expect(r).toEqual({ exitCode: 0, output: 'inside\nsecret-value' });
+      expect(await d.exec(cfg.taskId, ['sh', '-c', 'echo no >&2; exit 7'], 5000)).toEqual({ exitCode: 7, output: 'no\n' });
+      expect((await d.exec(cfg.taskId, ['sh', '-c', 'echo x > /run/secrets/s'], 5000)).exitCode).not.toBe(0); // read-only
+      expect((await d.exec(cfg.taskId, ['sleep', '5'], 300)).exitCode).toBeNull();
+      await d.stop(cfg.taskId, STOP_MS);
+      await expect(d.exec(cfg.taskId, ['true'], 1000)).rejects.toThrow(/not running/);
+      await d.destroy(cfg.taskId);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('is available', async () => {
     expect(await driver().available()).toEqual({ ok: true });
     expect(await new DockerDriver({ socketPath: '/nonexistent/docker.sock' }).available()).toMatchObject({ ok: false });

@@ -11,7 +11,7 @@ import { leaseFilePath } from '../lease-file.js';
 import type Docker from 'dockerode';
 import { OmniError } from '../../errors.js';
 import { envSuffix } from './process.js';
-import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
+import { EXEC_OUTPUT_MAX_BYTES, type ExecResult, type LogOptions, type TaskConfig, type TaskDriver, type TaskStatus } from './types.js';
 
 export const LABEL_TASK = 'omni.task';
 export const LABEL_APP = 'omni.app';
@@ -369,7 +369,8 @@ export class DockerDriver implements TaskDriver {
       PortBindings: bindings,
       // Service networking: the network's hosts file (names → docker VIPs, node/net/mesh.ts) is the
       // container's /etc/hosts (docker then keeps its own out); rewritten in place as services change.
-      Binds: [...cfg.volumes.map((v) => `${v.hostPath}:${v.path}`), ...workspaceBind, ...(cfg.hostsFile ? [`${cfg.hostsFile}:/etc/hosts:ro`] : [])],
+      // Secrets and configs: one read-only file each at its target.
+      Binds: [...cfg.volumes.map((v) => `${v.hostPath}:${v.path}`), ...workspaceBind, ...(cfg.hostsFile ? [`${cfg.hostsFile}:/etc/hosts:ro`] : []), ...(cfg.files ?? []).map((f) => `${f.hostPath}:${f.target}:ro`)],
       Init: true, // a PID-1 app would ignore SIGTERM; docker-init forwards it
       RestartPolicy: { Name: 'no' },
       LogConfig: { Type: 'json-file', Config: { 'max-size': LOG_MAX_SIZE, 'max-file': LOG_MAX_FILES } },
@@ -536,6 +537,35 @@ export class DockerDriver implements TaskDriver {
     }
   }
 
+  /**
+   * Runs argv inside the task's running container (docker exec, with the container's env and
+   * user), as Docker's HEALTHCHECK does. Output: stdout and stderr, the last
+   * EXEC_OUTPUT_MAX_BYTES. Past timeoutMs the answer is exitCode null (the process inside is
+   * left to finish, as Docker leaves a timed-out check's).
+   */
+  async exec(taskId: string, argv: string[], timeoutMs: number): Promise<ExecResult> {
+    const info = await this.inspectRaw(taskId);
+    if (!info || !info.State.Running) throw new OmniError('NOT_FOUND', `task ${taskId} is not running on node ${this.nodeName}`);
+    const container = (await this.engine()).getContainer(info.Id);
+    const exec = await this.call(`exec ${taskId}`, () => container.exec({ Cmd: argv, AttachStdout: true, AttachStderr: true, Tty: false }));
+    const stream = (await this.call(`exec ${taskId}`, () => exec.start({ hijack: true, stdin: false }))) as NodeJS.ReadableStream & { destroy(): void };
+    const demux = new FrameDemux(EXEC_OUTPUT_MAX_BYTES);
+    const ended = new Promise<boolean>((resolve) => {
+      stream.on('data', (c: Buffer) => demux.push(c));
+      stream.once('end', () => resolve(true));
+      stream.once('close', () => resolve(true));
+      stream.once('error', () => resolve(true));
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const done = await Promise.race([ended, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
+    clearTimeout(timer);
+    if (!done) stream.destroy();
+    const output = demux.text();
+    if (!done) return { exitCode: null, output };
+    const st = await this.call(`exec ${taskId}`, () => exec.inspect());
+    return { exitCode: st.Running ? null : (st.ExitCode ?? null), output };
+  }
+
   async stats(taskId: string): Promise<{ cpuPercent: number; memoryBytes: number } | undefined> {
     const info = await this.inspectRaw(taskId);
     if (!info || !info.State.Running) return undefined;
@@ -557,6 +587,43 @@ export class DockerDriver implements TaskDriver {
  * `repo[:tag]` or `repo@sha256:…` (no registry host, or a loopback one) as a reference in the
  * local registry at hostPort; undefined for an image of another registry.
  */
+/**
+ * The payload of a non-TTY exec stream (frames of [stream, 0, 0, 0, size (BE32)] + payload),
+ * stdout and stderr together, keeping only the last `max` bytes.
+ */
+export class FrameDemux {
+  private pending = Buffer.alloc(0);
+  private out = Buffer.alloc(0);
+  private left = 0; // payload bytes of the current frame still to come
+  constructor(private readonly max: number) {}
+  push(chunk: Buffer): void {
+    let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = Buffer.alloc(0);
+    while (buf.length > 0) {
+      if (this.left > 0) {
+        const n = Math.min(this.left, buf.length);
+        this.keep(buf.subarray(0, n));
+        this.left -= n;
+        buf = buf.subarray(n);
+        continue;
+      }
+      if (buf.length < 8) {
+        this.pending = Buffer.from(buf);
+        return;
+      }
+      this.left = buf.readUInt32BE(4);
+      buf = buf.subarray(8);
+    }
+  }
+  private keep(b: Buffer): void {
+    this.out = Buffer.concat([this.out, b]);
+    if (this.out.length > this.max) this.out = this.out.subarray(this.out.length - this.max);
+  }
+  text(): string {
+    return this.out.toString('utf8');
+  }
+}
+
 export function localRegistryRef(image: string, hostPort: string): string | undefined {
   const m = /^(?:((?:localhost|127\.\d+\.\d+\.\d+)(?::\d+)?)\/)?([a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*)(?::([\w][\w.-]{0,127}))?(?:@(sha256:[a-f0-9]{64}))?$/.exec(image);
   if (!m) return undefined;

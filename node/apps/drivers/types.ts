@@ -51,7 +51,22 @@ export interface TaskConfig {
    * directory unless its image sets a WORKDIR of its own.
    */
   workDir?: string;
+  /**
+   * Files (compose secrets and configs) the agent wrote under the node's data dir: the docker
+   * driver bind-mounts each read-only at `target`; the process driver gets their host paths in
+   * env (the agent sets OMNI_SECRET_FILE_<NAME> / OMNI_CONFIG_FILE_<NAME>).
+   */
+  files?: { hostPath: string; target: string }[];
 }
+
+/** One command run inside a running task (a health check). */
+export interface ExecResult {
+  /** null when it did not finish within the timeout. */
+  exitCode: number | null;
+  /** stdout and stderr as text, at most EXEC_OUTPUT_MAX_BYTES (the end is kept). */
+  output: string;
+}
+export const EXEC_OUTPUT_MAX_BYTES = 4096;
 
 export type TaskRunState = 'running' | 'exited';
 
@@ -92,6 +107,8 @@ export interface TaskDriver {
   recover(): Promise<TaskStatus[]>;
   /** The task's output (stdout+stderr, in order, as text lines). Readable after the task exited. */
   logs(taskId: string, opts: LogOptions): AsyncIterable<string>;
+  /** Runs argv inside the running task (docker: docker exec), for health checks. Drivers without containers leave it out. */
+  exec?(taskId: string, argv: string[], timeoutMs: number): Promise<ExecResult>;
   /** Resource use, when the driver can tell. */
   stats(taskId: string): Promise<{ cpuPercent: number; memoryBytes: number } | undefined>;
 }
