@@ -36,6 +36,8 @@ export interface OrchestratorDeps extends Proposer {
   readonly newTaskId?: (app: string) => string;
   /** The exclusive lease the agents hold (default EXCLUSIVE_LEASE_MS). */
   readonly exclusiveLeaseMs?: number;
+  /** Nodes an app's new tasks would rather run on (soft: the scheduler's preferNodeIds), e.g. a build's warm cache. */
+  readonly preferNodeIds?: (app: string, spec: AppSpec) => ReadonlySet<string> | undefined;
 }
 
 export class Orchestrator {
@@ -143,6 +145,7 @@ export class Orchestrator {
         taskAgeMs: (t) => this.taskAgeMs(t.id),
         exclusiveLeaseMs: this.d.exclusiveLeaseMs,
         silentForMs: this.d.raft.silentForMs ? (id) => this.d.raft.silentForMs!(id) : undefined,
+        ...(this.d.preferNodeIds ? { preferNodeIds: (spec: AppSpec) => this.d.preferNodeIds!(app.name, spec) } : {}),
         newTaskId: () => (this.d.newTaskId ? this.d.newTaskId(app.name) : `${app.name}-${randomBytes(3).toString('hex')}`),
       });
       if (out.wakeAtMs !== undefined) wake = Math.min(wake, out.wakeAtMs);
