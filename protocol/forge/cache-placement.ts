@@ -20,9 +20,16 @@ export function buildCacheNodes(spec: AppSpec, kvGet: (key: string) => string | 
   if (!tag) return undefined;
   const m = readManifestRecord(kvGet(manifestKey(tag.digest)), tag.digest);
   if (!m) return undefined;
-  // Nodes that hold every blob of it (its config and its one layer).
+  // Nodes that hold every layer of it (one: the dependency layer; the small config blob may be elsewhere).
+  let layers: string[];
+  try {
+    const parsed = JSON.parse(m.content) as { layers?: { digest?: unknown }[] };
+    layers = (Array.isArray(parsed.layers) ? parsed.layers : []).map((l) => l?.digest).filter((d): d is string => typeof d === 'string' && m.blobs.includes(d));
+  } catch {
+    return undefined;
+  }
   let nodes: string[] | undefined;
-  for (const b of m.blobs) {
+  for (const b of layers) {
     const h = new Set(holders(b));
     nodes = nodes === undefined ? [...h] : nodes.filter((n) => h.has(n));
   }

@@ -158,11 +158,19 @@ describe('forge on a cluster', () => {
     // One copy of each blob: the dependency layer stays on the node that built it.
     await omni('b1', 'images', 'replicas', 'forge-cache/deps', '1');
     await omni('b1', 'images', 'replicas', 'team/warm', '1');
-    const variant = async (name: string, description: string, extra: string) => {
+    // The fixture has no dependencies (npm ci gives the same empty layer whatever the lockfile): an
+    // install step of its own makes each lockfile's dependency layer a blob of its own.
+    const variant = async (name: string, pkgName: string, extra: string) => {
       const src = join(dir, name);
       await cp('test/fixtures/forge/node-api', src, { recursive: true });
-      const pkg = JSON.parse(await readFile(join(src, 'package.json'), 'utf8')) as Record<string, unknown>;
-      await writeFile(join(src, 'package.json'), JSON.stringify({ ...pkg, description }, null, 2));
+      for (const f of ['package.json', 'package-lock.json']) {
+        const j = JSON.parse(await readFile(join(src, f), 'utf8')) as { name?: string; packages?: Record<string, { name?: string }> };
+        j.name = pkgName;
+        if (j.packages?.['']) j.packages[''].name = pkgName;
+        await writeFile(join(src, f), JSON.stringify(j, null, 2));
+      }
+      await mkdir(join(src, '.omni'), { recursive: true });
+      await writeFile(join(src, '.omni/build.yaml'), `install: mkdir -p node_modules/marker && echo ${pkgName} > node_modules/marker/name\n`);
       await writeFile(join(src, 'extra.txt'), extra);
       return src;
     };
@@ -173,12 +181,12 @@ describe('forge on a cluster', () => {
       return { ...r, node: app.tasks[0].node };
     };
     // Where the scheduler puts a build of another lockfile when every node is eligible.
-    const probe = await buildOn(await variant('warm-probe', 'probe', 'probe\n'));
+    const probe = await buildOn(await variant('warm-probe', 'warm-probe', 'probe\n'));
     // The first build of lockfile A, elsewhere (that node may not take new tasks meanwhile).
     await omni('b1', 'nodes', 'ineligible', probe.node);
     let first: Awaited<ReturnType<typeof buildOn>>;
     try {
-      first = await buildOn(await variant('warm-a1', 'lockfile A', 'one\n'));
+      first = await buildOn(await variant('warm-a1', 'warm-a', 'one\n'));
     } finally {
       await omni('b1', 'nodes', 'eligible', probe.node);
     }
@@ -186,7 +194,7 @@ describe('forge on a cluster', () => {
     expect(first.depsReused).toBe(false);
     // Source-only changes with lockfile A: each lands on the node holding A's layer, and reuses it.
     for (const extra of ['two\n', 'three\n']) {
-      const next = await buildOn(await variant(`warm-a-${extra.trim()}`, 'lockfile A', extra));
+      const next = await buildOn(await variant(`warm-a-${extra.trim()}`, 'warm-a', extra));
       expect(next.node).toBe(first.node);
       expect(next.depsReused).toBe(true);
     }

@@ -18,7 +18,7 @@ describe('forge: soft placement for a warm dependency cache', () => {
   const layer = d('2');
   const kv = new Map<string, string>([
     [tagKey(DEPS_CACHE_REPO_NAME, depsHintTag(d('c'))), JSON.stringify({ digest: manifest, updatedAtMs: 1 })],
-    [manifestKey(manifest), JSON.stringify({ digest: manifest, mediaType: 'application/vnd.oci.image.manifest.v1+json', sizeBytes: 10, content: '{}', blobs: [config, layer], manifests: [], createdAtMs: 1 })],
+    [manifestKey(manifest), JSON.stringify({ digest: manifest, mediaType: 'application/vnd.oci.image.manifest.v1+json', sizeBytes: 10, content: JSON.stringify({ schemaVersion: 2, config: { digest: config }, layers: [{ digest: layer }] }), blobs: [config, layer], manifests: [], createdAtMs: 1 })],
   ]);
   const holders: Record<string, string[]> = { [config]: ['n1', 'n2', 'n3'], [layer]: ['n3', 'n2'] };
   const get = (k: string) => kv.get(k);
@@ -32,8 +32,9 @@ describe('forge: soft placement for a warm dependency cache', () => {
     expect(!bad.ok && bad.message).toMatch(/--deps-hint/);
   });
 
-  it('prefers the nodes holding every blob of the layer tagged for the hint', () => {
+  it('prefers the nodes holding the layer tagged for the hint (not those holding only its config)', () => {
     expect([...(buildCacheNodes(buildSpec(req()), get, hold) ?? [])]).toEqual(['n2', 'n3']);
+    expect([...(buildCacheNodes(buildSpec(req()), get, (dg) => (dg === layer ? ['n1'] : ['n2'])) ?? [])]).toEqual(['n1']);
   });
 
   it('no preference without a hint, an unknown hint, a damaged record or another driver', () => {
