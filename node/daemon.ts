@@ -1,6 +1,7 @@
 // omnid: one process per host. Wires the libp2p host, the Raft transport and RPC, durable
 // storage, the Raft driver with the cluster state machine, heartbeats, the autopilot and the
 // HTTP API. Lifecycle entry points: Omnid.init, Omnid.join, Omnid.start.
+import { buildCacheNodes } from '../protocol/forge/cache-placement.js';
 import { mkdir, readdir, rm, chmod } from 'node:fs/promises';
 import { writeFileAtomic } from './files.js';
 import { randomUUID } from 'node:crypto';
@@ -541,7 +542,17 @@ export class Omnid {
         },
       })
       .catch((err: Error) => this.log.error(`registry: cannot start the peer-to-peer side: ${err.message}`));
-    this.orchestrator = new Orchestrator({ log: this.log, raft: this.raft, proposeOk });
+    this.orchestrator = new Orchestrator({
+      log: this.log,
+      raft: this.raft,
+      proposeOk,
+      // A build prefers the nodes that hold its warm dependency layer (soft: protocol/forge/cache-placement.ts).
+      preferNodeIds: (_app, spec) => {
+        const reg = this.registry;
+        if (!reg || spec.driver !== 'forge') return undefined;
+        return buildCacheNodes(spec, (k) => this.raft.state.kvGet(k)?.value, (digest) => reg.holders(digest, this.id));
+      },
+    });
     this.orchestrator.start();
     const vip = parseVipRange(this.opts.vipRange ?? DEFAULT_VIP_RANGE);
     if (!vip.ok) throw new Error(vip.message);

@@ -48,6 +48,18 @@ export interface RemoteBuildOptions {
   onSubmitted?(name: string, action: string): void;
 }
 
+/**
+ * The deps hint of a build (BuildTaskRequest.depsHint): sha256 of the runtime, the install
+ * command and the dependency key files' names and bytes; undefined when the dependency step needs
+ * the whole source (its key then changes with every source) or there is none.
+ */
+export async function depsHintOf(dir: string, plan: { runtime?: string; deps?: { keyFiles: string[]; needsSource: boolean; install: string } }): Promise<string | undefined> {
+  if (!plan.deps || plan.deps.needsSource) return undefined;
+  const h = createHash('sha256').update(`omni-forge-lock/1\0${plan.runtime ?? ''}\0${plan.deps.install}\0`);
+  for (const f of plan.deps.keyFiles) h.update(`${f}\0`).update(await readFile(join(dir, f)).catch(() => Buffer.alloc(0))).update('\0');
+  return 'sha256:' + h.digest('hex');
+}
+
 export const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /** The job app a build request is submitted as (one name per request: idempotent). */
@@ -120,7 +132,8 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
     const src = await packSource(o.dir, join(work, 'source.tar.gz'), o.maxSourceBytes, rules);
     progress.setLabel(`${basename(o.dir)}: upload`);
     await putBlob(reg, o.repo, src.digest, join(work, 'source.tar.gz'));
-    const req: BuildTaskRequest = { repo: o.repo, sourceBlob: src.digest, sourceDigest: src.diffId, tags: [...new Set(o.tags)].sort(), rebuild: o.rebuild, runner: o.runnerKind, maxSourceBytes: o.maxSourceBytes };
+    const depsHint = await depsHintOf(o.dir, d.plan);
+    const req: BuildTaskRequest = { repo: o.repo, sourceBlob: src.digest, sourceDigest: src.diffId, tags: [...new Set(o.tags)].sort(), rebuild: o.rebuild, runner: o.runnerKind, maxSourceBytes: o.maxSourceBytes, ...(depsHint ? { depsHint } : {}) };
     const arch = d.plan.runtime ? await baseArch(reg, d.plan.runtime, work) : undefined;
     const spec = buildAppSpec(req, d.plan.resources, arch);
     name = spec.name as string;

@@ -15,6 +15,8 @@ import { CoalescedLoop } from './coalesced-loop.js';
 import { nodeHost } from '../../protocol/cluster/node-host.js';
 import { LEADER_DUTY } from '../cluster/caller.js';
 import { REAL_CLOCK, type Clock, type TimerHandle } from '../timers.js';
+import { parseBuildCommand } from '../../protocol/forge/build-request.js';
+import { buildsToRemove, DEFAULT_BUILD_RETENTION, type BuildRetention, type FinishedBuild } from '../../protocol/forge/retention.js';
 
 const ORCHESTRATOR_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 25;
@@ -36,6 +38,10 @@ export interface OrchestratorDeps extends Proposer {
   readonly newTaskId?: (app: string) => string;
   /** The exclusive lease the agents hold (default EXCLUSIVE_LEASE_MS). */
   readonly exclusiveLeaseMs?: number;
+  /** Nodes an app's new tasks would rather run on (soft: the scheduler's preferNodeIds), e.g. a build's warm cache. */
+  readonly preferNodeIds?: (app: string, spec: AppSpec) => ReadonlySet<string> | undefined;
+  /** Finished build apps kept (protocol/forge/retention.ts; default DEFAULT_BUILD_RETENTION). */
+  readonly buildRetention?: BuildRetention;
 }
 
 export class Orchestrator {
@@ -123,7 +129,20 @@ export class Orchestrator {
     const expectedNodeVersion = (id: string) => nodeVersion.get(id) ?? 0;
     const proposals: Promise<void>[] = [];
     let wake = Infinity;
+    // Finished Forge builds past their retention are removed like `omni rm` (state removing).
+    const finishedBuilds: FinishedBuild[] = [];
     for (const app of apps) {
+      const j = app.job;
+      if (app.state === 'removing' || !j || j.status === 'running' || j.version !== app.version) continue;
+      const spec = specOf(app.name, app.version);
+      if (spec?.driver !== 'forge' || !spec.command) continue;
+      const parsed = parseBuildCommand(spec.command);
+      if (!parsed.ok || tables.tasksOfApp(app.name).some((t) => t.desired === 'run')) continue;
+      finishedBuilds.push({ name: app.name, repo: parsed.request.repo, finishedAtMs: j.finishedAtMs });
+    }
+    const expired = new Set(buildsToRemove(finishedBuilds, this.clock.now(), this.d.buildRetention ?? DEFAULT_BUILD_RETENTION));
+    for (const listed of apps) {
+      const app = expired.has(listed.name) ? { ...listed, state: 'removing' as const } : listed;
       const appTasks = tables.tasksOfApp(app.name); // the tasks-by-app index
       const specs = new Map<number, AppSpec>();
       for (const v of new Set([app.version, ...appTasks.map((t) => t.version), ...(app.cron?.active ?? []).map((r) => r.version)])) {
@@ -143,6 +162,7 @@ export class Orchestrator {
         taskAgeMs: (t) => this.taskAgeMs(t.id),
         exclusiveLeaseMs: this.d.exclusiveLeaseMs,
         silentForMs: this.d.raft.silentForMs ? (id) => this.d.raft.silentForMs!(id) : undefined,
+        ...(this.d.preferNodeIds ? { preferNodeIds: (spec: AppSpec) => this.d.preferNodeIds!(app.name, spec) } : {}),
         newTaskId: () => (this.d.newTaskId ? this.d.newTaskId(app.name) : `${app.name}-${randomBytes(3).toString('hex')}`),
       });
       if (out.wakeAtMs !== undefined) wake = Math.min(wake, out.wakeAtMs);

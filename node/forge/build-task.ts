@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { x as extractTar } from 'tar';
 import { OmniError } from '../errors.js';
 import type { BuildTaskRequest } from '../../protocol/forge/build-request.js';
-import { buildRecordKey, buildRecordValue } from '../../protocol/forge/build-request.js';
-import { Forge, type BuildEvents, type BuildRegistry, type BuildResult, type DockerfileBuild } from './builder.js';
+import { buildRecordKey, buildRecordValue, depsHintTag } from '../../protocol/forge/build-request.js';
+import { DEPS_CACHE_REPO, Forge, type BuildEvents, type BuildRegistry, type BuildResult, type DockerfileBuild } from './builder.js';
 import { MAX_LAYER_ENTRIES } from './layer.js';
 import type { StepRunner } from './runner.js';
 
@@ -67,8 +67,23 @@ export async function runBuildTask(req: BuildTaskRequest, d: BuildTaskDeps, ev: 
     const r = await forge.build({ dir, repo: req.repo, tags: req.tags, maxSourceBytes: req.maxSourceBytes, rebuild: req.rebuild, ...(signal ? { signal } : {}) }, ev);
     if (r.sourceDigest !== req.sourceDigest) throw new OmniError('INVALID', `the extracted source has digest ${r.sourceDigest}, not ${req.sourceDigest} as the request says`);
     if (d.writeRecord && !r.reused) await d.writeRecord(buildRecordKey(r.repository, r.sourceDigest), buildRecordValue(r, (d.now ?? Date.now)()));
+    if (req.depsHint && r.depsKey) await tagDepsHint(d.registry, req.depsHint, r.depsKey).catch((err: Error) => ev.log?.('cache', `cannot record the dependency layer under the deps hint: ${err.message}`));
     return r;
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * Tags the dependency layer of `depsKey` in forge-cache/deps also as lock-<hint hex>, so the
+ * scheduler can tell which nodes hold the layer a later build with the same lockfile needs (the
+ * real key also names the base image digest, which only the node that builds resolves).
+ */
+export async function tagDepsHint(reg: BuildTaskDeps['registry'], hint: string, depsKey: string): Promise<void> {
+  const digest = await reg.resolveTag(DEPS_CACHE_REPO, depsKey.slice('sha256:'.length));
+  if (!digest) return;
+  const tag = depsHintTag(hint);
+  if ((await reg.resolveTag(DEPS_CACHE_REPO, tag)) === digest) return;
+  const m = await reg.manifest(DEPS_CACHE_REPO, digest);
+  await reg.putManifest(DEPS_CACHE_REPO, tag, m.bytes, m.mediaType);
 }

@@ -26,10 +26,11 @@ import { OmniError } from '../errors.js';
 import { collectTree, writeLayer, type LayerBlob } from './layer.js';
 import type { BuildEnvironment, StepRunner } from './runner.js';
 import { DEVCONTAINER_PATH, parseDevcontainer, type DevContainer } from '../../protocol/forge/devcontainer.js';
+import { DEPS_CACHE_REPO_NAME } from '../../protocol/forge/build-request.js';
 
 export const MAX_SOURCE_BYTES = 256 * 1024 * 1024;
 const MAX_VIEW_FILE_BYTES = 1024 * 1024;
-export const DEPS_CACHE_REPO = 'forge-cache/deps';
+export const DEPS_CACHE_REPO = DEPS_CACHE_REPO_NAME;
 
 /** The registry operations a build needs (RegistryClient has them). */
 export interface BuildRegistry {

@@ -51,6 +51,8 @@ export interface ReconcileInput {
    */
   taskAgeMs?: (t: TaskRecord) => number;
   newTaskId: () => string;
+  /** Nodes this app's new tasks would rather run on (a soft preference, e.g. a warm build cache). */
+  preferNodeIds?: (spec: AppSpec) => ReadonlySet<string> | undefined;
   /**
    * How long the deciding leader is sure it has not heard from a node (any Raft message; counted
    * from when it became leader at most). An exclusive task on a node silent for twice
@@ -677,7 +679,8 @@ class Reconciler {
       return 0;
     }
     const avoidNodeIds = new Set((this.app.failures?.recent ?? []).map((f) => f.nodeId));
-    const plan = this.input.scheduler.place({ app: this.app.name, version, count: n, spec, pinnedNodeId, avoidNodeIds });
+    const preferNodeIds = this.input.preferNodeIds?.(spec);
+    const plan = this.input.scheduler.place({ app: this.app.name, version, count: n, spec, pinnedNodeId, avoidNodeIds, ...(preferNodeIds ? { preferNodeIds } : {}) });
     for (const p of plan.placements) {
       const t: TaskRecord = { id: this.input.newTaskId(), app: this.app.name, version, nodeId: p.nodeId, hostPorts: p.hostPorts, desired: 'run', createdAtMs: this.input.nowMs, stopReason: '' };
       if (tag) {

@@ -27,12 +27,19 @@ export interface SchedNode {
  * a node that is down: its process may still run there) — it keeps its host ports, nothing else.
  */
 export interface SchedTask { id: string; app: string; version: number; nodeId: string; cpu: number; memoryBytes: number; gpus: number; hostPorts: number[]; portsOnly?: boolean; /** The disk its spec reserves (resources.diskMB). */ diskBytes?: number }
-/** avoidNodeIds: nodes where this app's tasks failed recently — used only when no other node fits. */
-export interface PlacementAsk { app: string; version: number; count: number; spec: AppSpec; pinnedNodeId?: string; avoidNodeIds?: ReadonlySet<string> }
+/**
+ * avoidNodeIds: nodes where this app's tasks failed recently — used only when no other node fits.
+ * preferNodeIds: a soft preference (a score bonus, never a filter), e.g. the nodes that already
+ * hold a build's cached dependency layer: a preferred node that fits wins over an equal other, and
+ * is looked at even when the rotation would not reach it; a node that fits always wins over none.
+ */
+export interface PlacementAsk { app: string; version: number; count: number; spec: AppSpec; pinnedNodeId?: string; avoidNodeIds?: ReadonlySet<string>; preferNodeIds?: ReadonlySet<string> }
 export interface Placement { nodeId: string; hostPorts: number[] }
 export interface PlacementPlan { placements: Placement[]; unplaced: number; reason: string }
 
 export const DYNAMIC_PORT_MIN = 20000;
+/** Score bonus of a preferred node: more than any utilisation difference (≤ 1), less than a recent failure (100) or a spread label (10). */
+export const PREFER_BONUS = 2;
 export const DYNAMIC_PORT_MAX = 32000;
 const MIB = 1024 * 1024;
 
@@ -100,6 +107,15 @@ export class SchedulerState {
         const score = this.score(acc, ask);
         if (!best || score > best.score + 1e-12 || (Math.abs(score - best.score) <= 1e-12 && acc.node.id < best.acc.node.id)) best = { acc, score, idx };
       }
+      // Preferred nodes the rotation did not reach are ranked too (they are few: a soft preference must not depend on where the rotation starts).
+      if (ask.preferNodeIds && ask.preferNodeIds.size > 0) {
+        for (const id of [...ask.preferNodeIds].sort()) {
+          const acc = this.byId.get(id);
+          if (!acc || acc === best?.acc || this.infeasible(acc, ask)) continue;
+          const score = this.score(acc, ask);
+          if (!best || score > best.score + 1e-12 || (Math.abs(score - best.score) <= 1e-12 && acc.node.id < best.acc.node.id)) best = { acc, score, idx: this.nodes.indexOf(acc) };
+        }
+      }
       if (!best) {
         lastWhy = why;
         return { placements, unplaced: ask.count - placements.length, reason: this.explain(ask, lastWhy) };
@@ -136,6 +152,8 @@ export class SchedulerState {
     let score = ask.spec.placement === 'spread' ? 1 - util : util;
     // Nomad's reschedule penalty: a replacement goes elsewhere than where the app just failed.
     if (ask.avoidNodeIds?.has(acc.node.id)) score -= 100;
+    // A soft preference (a warm build cache here): a bonus, never a filter.
+    if (ask.preferNodeIds?.has(acc.node.id)) score += PREFER_BONUS;
     // Replicas of the same app on one node count against it (soft spread even without anti-affinity).
     score -= 0.1 * (acc.perVersion.get(`${ask.app}@${ask.version}`) ?? 0);
     if (ask.spec.spreadBy) {

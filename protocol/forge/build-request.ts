@@ -5,6 +5,7 @@
 //
 //   forge-build --repo REPO --source sha256:<gzip blob> --source-digest sha256:<tar>
 //               [--tag TAG]... [--rebuild] [--runner host|docker] [--max-source BYTES]
+//               [--deps-hint sha256:<hash of the dependency key files>]
 //
 // Pure: validation of that argv (untrusted: it is an app spec anyone with an admin token can
 // write), its canonical form and the app name derived from it — the same source and options give
@@ -32,7 +33,19 @@ export interface BuildTaskRequest {
   rebuild: boolean;
   runner: BuildRunnerKind;
   maxSourceBytes: number;
+  /**
+   * sha256 of the dependency step's key files (lockfile, manifest), the install command and the
+   * runtime name (depsHintOf in cli/omni/build-remote.ts): the scheduler prefers a node that holds
+   * the dependency layer last built for it (tag lock-<hex> of forge-cache/deps). A hint only: not
+   * part of the build's identity, the node computes the real dependency key itself.
+   */
+  depsHint?: string;
 }
+
+/** The repository of cached dependency layers (one-layer images tagged with their key's hex). */
+export const DEPS_CACHE_REPO_NAME = 'forge-cache/deps';
+/** The tag of forge-cache/deps that names the dependency layer last built for a deps hint. */
+export const depsHintTag = (hint: string) => `lock-${hint.slice('sha256:'.length)}`;
 
 export type ParsedBuildCommand = { ok: true; request: BuildTaskRequest } | { ok: false; message: string };
 
@@ -42,6 +55,7 @@ export function buildCommand(r: BuildTaskRequest): string[] {
   for (const t of [...r.tags].sort()) argv.push('--tag', t);
   if (r.rebuild) argv.push('--rebuild');
   argv.push('--runner', r.runner, '--max-source', String(r.maxSourceBytes));
+  if (r.depsHint) argv.push('--deps-hint', r.depsHint);
   return argv;
 }
 
@@ -55,6 +69,7 @@ export function parseBuildCommand(argv: readonly string[]): ParsedBuildCommand {
   let rebuild = false;
   let runner: BuildRunnerKind = 'host';
   let maxSourceBytes = MAX_BUILD_SOURCE_BYTES;
+  let depsHint: string | undefined;
   const seen = new Set<string>();
   for (let i = 1; i < argv.length; i++) {
     const flag = argv[i];
@@ -63,7 +78,7 @@ export function parseBuildCommand(argv: readonly string[]): ParsedBuildCommand {
       continue;
     }
     const value = argv[i + 1];
-    if (!['--repo', '--source', '--source-digest', '--tag', '--runner', '--max-source'].includes(flag)) return { ok: false, message: `unknown flag ${JSON.stringify(flag.slice(0, 40))}` };
+    if (!['--repo', '--source', '--source-digest', '--tag', '--runner', '--max-source', '--deps-hint'].includes(flag)) return { ok: false, message: `unknown flag ${JSON.stringify(flag.slice(0, 40))}` };
     if (value === undefined) return { ok: false, message: `${flag} needs a value` };
     if (flag !== '--tag' && seen.has(flag)) return { ok: false, message: `${flag} is given twice` };
     seen.add(flag);
@@ -86,6 +101,10 @@ export function parseBuildCommand(argv: readonly string[]): ParsedBuildCommand {
         if (tags.length >= MAX_BUILD_TAGS) return { ok: false, message: `at most ${MAX_BUILD_TAGS} --tag` };
         if (!tags.includes(value)) tags.push(value);
         break;
+      case '--deps-hint':
+        if (!isDigest(value)) return { ok: false, message: '--deps-hint must be sha256:<64 hex digits>' };
+        depsHint = value;
+        break;
       case '--runner':
         if (value !== 'host' && value !== 'docker') return { ok: false, message: '--runner must be host or docker' };
         runner = value;
@@ -99,7 +118,7 @@ export function parseBuildCommand(argv: readonly string[]): ParsedBuildCommand {
   if (!repo) return { ok: false, message: '--repo is required' };
   if (!sourceBlob) return { ok: false, message: '--source is required' };
   if (!sourceDigest) return { ok: false, message: '--source-digest is required' };
-  return { ok: true, request: { repo, sourceBlob, sourceDigest, tags: tags.sort(), rebuild, runner, maxSourceBytes } };
+  return { ok: true, request: { repo, sourceBlob, sourceDigest, tags: tags.sort(), rebuild, runner, maxSourceBytes, ...(depsHint ? { depsHint } : {}) } };
 }
 
 /**

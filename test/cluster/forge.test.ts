@@ -152,6 +152,54 @@ describe('forge on a cluster', () => {
     expect(`${x.stderr}\n${y.stderr}`).toMatch(/attached to the build under way|already built/);
   }, 600_000);
 
+  it('a second build with the same lockfile lands on the node that holds its dependency layer (soft placement), not where the scheduler would put it otherwise', async () => {
+    const env = { ...omniEnv('b1'), NODE: resolve('node_modules/node/bin/node'), OMNI_FORGE_BASE_CACHE: process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base') };
+    await run('scripts/forge-base.sh', ['node', '--import'], { env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+    // One copy of each blob: the dependency layer stays on the node that built it.
+    await omni('b1', 'images', 'replicas', 'forge-cache/deps', '1');
+    await omni('b1', 'images', 'replicas', 'team/warm', '1');
+    // The fixture has no dependencies (npm ci gives the same empty layer whatever the lockfile): an
+    // install step of its own makes each lockfile's dependency layer a blob of its own.
+    const variant = async (name: string, pkgName: string, extra: string) => {
+      const src = join(dir, name);
+      await cp('test/fixtures/forge/node-api', src, { recursive: true });
+      for (const f of ['package.json', 'package-lock.json']) {
+        const j = JSON.parse(await readFile(join(src, f), 'utf8')) as { name?: string; packages?: Record<string, { name?: string }> };
+        j.name = pkgName;
+        if (j.packages?.['']) j.packages[''].name = pkgName;
+        await writeFile(join(src, f), JSON.stringify(j, null, 2));
+      }
+      await mkdir(join(src, '.omni'), { recursive: true });
+      await writeFile(join(src, '.omni/build.yaml'), `install: mkdir -p node_modules/marker && echo ${pkgName} > node_modules/marker/name\n`);
+      await writeFile(join(src, 'extra.txt'), extra);
+      return src;
+    };
+    const buildOn = async (src: string) => {
+      const r = JSON.parse(await omni('b1', 'build', src, '--repo', 'team/warm', '--json', '-q')) as Built & { build: string };
+      const app = await inspectApp('b1', r.build);
+      expect(app.tasks).toHaveLength(1);
+      return { ...r, node: app.tasks[0].node };
+    };
+    // Where the scheduler puts a build of another lockfile when every node is eligible.
+    const probe = await buildOn(await variant('warm-probe', 'warm-probe', 'probe\n'));
+    // The first build of lockfile A, elsewhere (that node may not take new tasks meanwhile).
+    await omni('b1', 'nodes', 'ineligible', probe.node);
+    let first: Awaited<ReturnType<typeof buildOn>>;
+    try {
+      first = await buildOn(await variant('warm-a1', 'warm-a', 'one\n'));
+    } finally {
+      await omni('b1', 'nodes', 'eligible', probe.node);
+    }
+    expect(first.node).not.toBe(probe.node);
+    expect(first.depsReused).toBe(false);
+    // Source-only changes with lockfile A: each lands on the node holding A's layer, and reuses it.
+    for (const extra of ['two\n', 'three\n']) {
+      const next = await buildOn(await variant(`warm-a-${extra.trim()}`, 'warm-a', extra));
+      expect(next.node).toBe(first.node);
+      expect(next.depsReused).toBe(true);
+    }
+  }, 600_000);
+
   it('a build is cancelled by omni build --cancel and by Ctrl-C in omni build; its task stops', async () => {
     const src = join(dir, 'slow');
     await cp('test/fixtures/forge/static-site', src, { recursive: true });

@@ -141,3 +141,37 @@ describe('scheduler: eligibility, failures and ports held by stopped tasks', () 
   });
 });
 
+
+describe('scheduler: soft preference (warm build cache)', () => {
+  const nodes = (n: number) => Array.from({ length: n }, (_, i) => node(`n${String(i).padStart(2, '0')}`));
+
+  it('places on a preferred node that fits, whatever bin-packing or the rotation says', () => {
+    // Bin-pack would choose the fuller node n00; the preference moves the build to n01.
+    const busy: SchedTask[] = [{ id: 't', app: 'other', version: 1, nodeId: 'n00', cpu: 3, memoryBytes: 4 * GiB, gpus: 0, hostPorts: [] }];
+    const plain = schedule(nodes(2), busy, { app: 'build-x', version: 1, count: 1, spec: spec({ ports: [] }) });
+    expect(plain.placements[0].nodeId).toBe('n00');
+    const preferred = schedule(nodes(2), busy, { app: 'build-x', version: 1, count: 1, spec: spec({ ports: [] }), preferNodeIds: new Set(['n01']) });
+    expect(preferred.placements[0].nodeId).toBe('n01');
+    // On a large cluster the rotation ranks only K nodes: every preferred node is looked at anyway.
+    for (const target of ['n00', 'n17', 'n31', 'n63']) {
+      const plan = schedule(nodes(64), [], { app: 'build-y', version: 1, count: 1, spec: spec({ ports: [] }), preferNodeIds: new Set([target]) });
+      expect(plan.placements[0].nodeId).toBe(target);
+    }
+  });
+
+  it('is never a filter: a preferred node that does not fit is passed over for one that does', () => {
+    const ns = [node('a', { memoryBytes: GiB }), node('b'), node('c', { status: 'down' })];
+    const plan = schedule(ns, [], { app: 'build-z', version: 1, count: 1, spec: spec({ ports: [], resources: { memory: '2G' } }), preferNodeIds: new Set(['a', 'c', 'gone']) });
+    expect(plan.unplaced).toBe(0);
+    expect(plan.placements[0].nodeId).toBe('b');
+    // Nothing fits at all: unplaced with the usual reason, the preference changes nothing.
+    const none = schedule([node('a', { memoryBytes: GiB })], [], { app: 'build-z', version: 1, count: 1, spec: spec({ ports: [], resources: { memory: '2G' } }), preferNodeIds: new Set(['a']) });
+    expect(none.unplaced).toBe(1);
+    expect(none.reason).toMatch(/lack memory/);
+  });
+
+  it('weighs less than a recent failure there', () => {
+    const plan = schedule([node('a'), node('b')], [], { app: 'build-w', version: 1, count: 1, spec: spec({ ports: [] }), preferNodeIds: new Set(['a']), avoidNodeIds: new Set(['a']) });
+    expect(plan.placements[0].nodeId).toBe('b');
+  });
+});
