@@ -28,7 +28,7 @@ import { pipeline } from 'node:stream/promises';
 import { OmniError } from '../errors.js';
 import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
-import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES } from '../../protocol/sync/tree.js';
+import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef } from '../../protocol/sync/tree.js';
 
 /** The registry operations sync uses: the CLI's /v2/ client (with failover), or a node's in-process registry (node/forge/node-registry.ts). */
 export interface SyncRegistry {
@@ -148,7 +148,7 @@ export async function scanTree(root: string, cache: Map<string, FileEntry>): Pro
   };
   await walk('');
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  return { tree: { version: 1, files }, skipped };
+  return { tree: { version: MANIFEST_VERSION, files }, skipped };
 }
 
 // ---------------------------------------------------------------- the cluster's copy
@@ -232,18 +232,67 @@ async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): P
   );
 }
 
-/** Sends the chunks of `files` the repository lacks (resumable: each chunk is a blob; those there are skipped). */
-async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: FileEntry[], known: Set<string>, localBySha: Map<string, FileEntry>, tmpDir: string, prog: Progress, tick: () => void): Promise<void> {
+/**
+ * Sends what the repository lacks for `files`: small files (packable) in packs of about PACK_BYTES
+ * (one blob each; a content the cluster's tree already has in a pack is not sent again), larger ones
+ * as CHUNK_BYTES chunks (each its own blob; those there are skipped). Resumable: packs are built
+ * deterministically, so a rerun makes the same pack blobs and skips those already stored.
+ * Returns where each newly packed content is (by sha256).
+ */
+async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: FileEntry[], known: Set<string>, packed: Map<string, PackRef>, localBySha: Map<string, FileEntry>, tmpDir: string, prog: Progress, tick: () => void): Promise<Map<string, PackRef>> {
   const jobs: { digest: string; src: FileEntry; index: number }[] = [];
   const seen = new Set<string>();
-  for (const f of files)
+  const toPack: FileEntry[] = [];
+  for (const f of files) {
+    if (packable(f)) {
+      if (packed.has(f.sha256)) prog.chunksSkipped++;
+      else toPack.push(localBySha.get(f.sha256) ?? f);
+      continue;
+    }
     f.chunks.forEach((c, i) => {
       if (seen.has(c)) return;
       seen.add(c);
       if (known.has(c)) prog.chunksSkipped++;
       else jobs.push({ digest: c, src: localBySha.get(f.sha256) ?? f, index: i });
     });
-  await pool(jobs, PARALLEL, async (j) => {
+  }
+  const newPacks = new Map<string, PackRef>();
+  const packJob = async (members: FileEntry[]) => {
+    const tmp = join(tmpDir, `pack-${randomBytes(6).toString('hex')}`);
+    try {
+      const h = createHash('sha256');
+      const out = await open(tmp, 'w');
+      const offsets: number[] = [];
+      let off = 0;
+      try {
+        for (const m of members) {
+          const buf = await readFile(join(root, m.path));
+          const got = 'sha256:' + createHash('sha256').update(buf).digest('hex');
+          if (got !== m.sha256) throw new OmniError('CONFLICT', `${m.path} changed during the sync (sync again)`);
+          h.update(buf);
+          await out.write(buf);
+          offsets.push(off);
+          off += buf.length;
+        }
+      } finally {
+        await out.close();
+      }
+      const digest = 'sha256:' + h.digest('hex');
+      members.forEach((m, i) => newPacks.set(m.sha256, { digest, offset: offsets[i], packSize: off }));
+      if (await retry(`checking pack ${digest}`, () => reg.hasBlob(repo, digest))) {
+        prog.chunksSkipped++;
+        return;
+      }
+      await retry(`uploading pack ${digest} (${members.length} files)`, () => reg.uploadBlob(repo, digest, tmp));
+      prog.bytesUp += off;
+      tick();
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  };
+  const all: ({ pack: FileEntry[] } | { digest: string; src: FileEntry; index: number })[] = [...planPacks(toPack).map((pack) => ({ pack })), ...jobs];
+  await pool(all, PARALLEL, async (j) => {
+    if ('pack' in j) return packJob(j.pack);
     if (await retry(`checking ${j.digest}`, () => reg.hasBlob(repo, j.digest))) {
       prog.chunksSkipped++;
       return;
@@ -264,7 +313,26 @@ async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files
     prog.bytesUp += len;
     tick();
   });
+  return newPacks;
 }
+
+/** The cluster's tree with every packed file's pack set (from `packs`, by sha256); a small file without one is an error. */
+export function withPacks(tree: TreeManifest, packs: Map<string, PackRef>): TreeManifest {
+  return {
+    version: MANIFEST_VERSION,
+    files: tree.files.map((f) => {
+      if (!packable(f)) {
+        const { pack: _drop, ...rest } = f;
+        return rest;
+      }
+      const p = packs.get(f.sha256) ?? f.pack;
+      if (!p) throw new OmniError('INTERNAL', `${f.path}: no pack holds its content`);
+      return { ...f, pack: p };
+    }),
+  };
+}
+
+const packsOf = (t: TreeManifest) => new Map(t.files.filter((f) => f.pack).map((f) => [f.sha256, f.pack!]));
 
 async function putBlobBytes(reg: SyncRegistry, repo: string, bytes: Buffer, tmpDir: string): Promise<string> {
   const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
@@ -285,12 +353,18 @@ async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest,
   const treeDigest = await putBlobBytes(reg, repo, treeBytes, tmpDir);
   const layers: { mediaType: string; digest: string; size: number }[] = [];
   const seen = new Set<string>();
-  for (const f of tree.files)
+  for (const f of tree.files) {
+    if (f.pack) {
+      if (!seen.has(f.pack.digest)) layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: f.pack.digest, size: f.pack.packSize });
+      seen.add(f.pack.digest);
+      continue;
+    }
     f.chunks.forEach((c, i) => {
       if (seen.has(c)) return;
       seen.add(c);
       layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: c, size: Math.min(CHUNK_BYTES, f.size - i * CHUNK_BYTES) });
     });
+  }
   const pages: { mediaType: string; digest: string; size: number }[] = [];
   for (let i = 0; i === 0 || i < layers.length; i += PAGE_LAYERS) {
     const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: TREE_MEDIA_TYPE, digest: treeDigest, size: treeBytes.length }, layers: layers.slice(i, i + PAGE_LAYERS) }));
@@ -311,11 +385,28 @@ async function materialise(reg: SyncRegistry, repo: string, root: string, files:
   // else from the cluster's chunks), checked, and only then renamed into place: a sync broken off
   // here leaves the client's files as they were.
   const ready = new Map<string, string>();
+  // A pack is fetched once (on first need) and the files cut out of it; removed at the end.
+  const packFiles = new Map<string, Promise<string>>();
+  const getPack = (digest: string): Promise<string> => {
+    let p = packFiles.get(digest);
+    if (!p) {
+      const dest = join(tmpDir, `pack-${randomBytes(6).toString('hex')}`);
+      p = retry(`downloading pack ${digest}`, () => reg.downloadBlob(repo, digest, dest)).then(() => dest);
+      packFiles.set(digest, p);
+    }
+    return p;
+  };
+  try {
   await pool(files, PARALLEL, async (f) => {
     const tmp = join(tmpDir, `down-${randomBytes(6).toString('hex')}`);
     const src = localBySha.get(f.sha256);
     if (src) await copyFile(join(root, src.path), tmp);
-    else {
+    else if (f.pack) {
+      const pack = await getPack(f.pack.digest);
+      await pipeline(createReadStream(pack, { start: f.pack.offset, end: f.pack.offset + f.size - 1 }), createWriteStream(tmp));
+      prog.bytesDown += f.size;
+      tick();
+    } else {
       const fh = await open(tmp, 'w');
       try {
         for (const [i, c] of f.chunks.entries()) {
@@ -335,6 +426,9 @@ async function materialise(reg: SyncRegistry, repo: string, root: string, files:
     await chmod(tmp, f.mode);
     ready.set(f.path, tmp);
   });
+  } finally {
+    for (const p of packFiles.values()) await p.then((path) => rm(path, { force: true }), () => undefined);
+  }
   return ready;
 }
 
@@ -449,12 +543,15 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     // 1. the cluster: chunks, then the manifests, then the record (compare-and-set)
     let revision = remote.revision;
     let remoteIndex = remote.index;
+    let remotePacks = packsOf(remote.tree);
     const remoteChanged = plan.upload.length > 0 || plan.deleteRemote.length > 0 || (opts.ensureRecord === true && remote.version === 0);
     if (remoteChanged) {
-      const known = new Set(remote.tree.files.flatMap((f) => f.chunks));
-      await uploadChunks(reg, repo, dir, plan.upload, known, localBySha, tmpDir, prog, tick);
+      const known = new Set(remote.tree.files.filter((f) => !f.pack).flatMap((f) => f.chunks));
+      const packed = packsOf(remote.tree);
+      for (const [k, v] of await uploadChunks(reg, repo, dir, plan.upload, known, packed, localBySha, tmpDir, prog, tick)) packed.set(k, v);
       revision = remote.revision + 1;
-      const index = await putWorkspace(reg, repo, plan.remote, revision, tmpDir);
+      remotePacks = packed;
+      const index = await putWorkspace(reg, repo, withPacks(plan.remote, packed), revision, tmpDir);
       remoteIndex = index;
       await opts.beforeCommit?.();
       try {
@@ -477,10 +574,12 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
         written.set(f.path, { ...f, mtimeMs: s.mtimeMs });
       } else written.set(f.path, scanned.get(f.path) ?? f);
     }
-    const localAfter: TreeManifest = { version: 1, files: plan.local.files.map((f) => written.get(f.path)!) };
+    const localAfter: TreeManifest = { version: MANIFEST_VERSION, files: plan.local.files.map((f) => written.get(f.path)!) };
     const tmpState = `${stateFile}.tmp`;
     const converged = JSON.stringify(plan.local.files.map((f) => [f.path, f.sha256, f.mode])) === JSON.stringify(plan.remote.files.map((f) => [f.path, f.sha256, f.mode]));
-    await writeFile(tmpState, JSON.stringify({ app, base: plan.base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex } : {}) }));
+    // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching it).
+    const base = { version: MANIFEST_VERSION, files: plan.base.files.map((f) => (packable(f) && remotePacks.get(f.sha256) ? { ...f, pack: remotePacks.get(f.sha256)! } : f)) };
+    await writeFile(tmpState, JSON.stringify({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex } : {}) }));
     await rename(tmpState, stateFile);
     return summary(revision);
   }

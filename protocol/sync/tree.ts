@@ -9,7 +9,11 @@ export const MAX_FILES = 200_000;
 export const MAX_PATH_BYTES = 1024;
 export const MAX_NAME_BYTES = 255;
 export const MAX_FILE_BYTES = 64 * 1024 * 1024 * 1024;
-export const MANIFEST_VERSION = 1;
+/** 2: small files packed (FileEntry.pack). Version 1 workspaces (one blob per small file) are refused. */
+export const MANIFEST_VERSION = 2;
+/** Files of at most this size (and not empty) are packed: concatenated into pack blobs of about PACK_BYTES. */
+export const PACK_FILE_MAX = 1024 * 1024;
+export const PACK_BYTES = 8 * 1024 * 1024;
 
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
 
@@ -25,7 +29,43 @@ export interface FileEntry {
   sha256: string;
   /** Digests of the CHUNK_BYTES pieces, in order (one for a file up to CHUNK_BYTES; none for an empty file). */
   chunks: string[];
+  /** For a packed file (0 < size <= PACK_FILE_MAX) in the cluster's tree: the pack blob, where the file starts in it, and the pack's size. */
+  pack?: PackRef;
 }
+
+export interface PackRef {
+  digest: string;
+  offset: number;
+  packSize: number;
+}
+
+/**
+ * Groups the files to pack (each content once, by sha256, in the order given) into packs of about
+ * PACK_BYTES: a pack is closed when the next file would take it over PACK_BYTES. Deterministic, so an
+ * interrupted sync that is run again builds the same packs (same digests: those already stored are
+ * not sent again).
+ */
+export function planPacks<T extends { sha256: string; size: number }>(files: T[], packBytes = PACK_BYTES): T[][] {
+  const packs: T[][] = [];
+  const seen = new Set<string>();
+  let cur: T[] = [];
+  let bytes = 0;
+  for (const f of files) {
+    if (f.size <= 0 || f.size > PACK_FILE_MAX || seen.has(f.sha256)) continue;
+    seen.add(f.sha256);
+    if (cur.length > 0 && bytes + f.size > packBytes) {
+      packs.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(f);
+    bytes += f.size;
+  }
+  if (cur.length > 0) packs.push(cur);
+  return packs;
+}
+
+export const packable = (f: { size: number }) => f.size > 0 && f.size <= PACK_FILE_MAX;
 
 export interface TreeManifest {
   version: number;
@@ -90,6 +130,7 @@ export function checkManifest(value: unknown): TreeManifest {
   };
   if (!value || typeof value !== 'object') fail('not an object');
   const m = value as { version?: unknown; files?: unknown };
+  if (m.version === 1) fail('version 1 (a workspace written before small files were packed): not readable by this version; push the project again into a new app, or remove the app\'s sync record and .omni/sync-state.json');
   if (m.version !== MANIFEST_VERSION) fail(`version ${String(m.version)} (expected ${MANIFEST_VERSION})`);
   if (!Array.isArray(m.files)) fail('files is not a list');
   const files = m.files as unknown[];
@@ -107,6 +148,12 @@ export function checkManifest(value: unknown): TreeManifest {
     if (e.mode !== 0o644 && e.mode !== 0o755) fail(`${e.path}: bad mode`);
     if (typeof e.sha256 !== 'string' || !DIGEST.test(e.sha256)) fail(`${e.path}: bad digest`);
     if (!Array.isArray(e.chunks) || e.chunks.length !== chunkCount(e.size as number) || !e.chunks.every((c) => typeof c === 'string' && DIGEST.test(c))) fail(`${e.path}: bad chunk list`);
+    if (e.pack !== undefined) {
+      const k = e.pack as Partial<PackRef>;
+      if (!k || typeof k !== 'object' || typeof k.digest !== 'string' || !DIGEST.test(k.digest)) fail(`${e.path}: bad pack digest`);
+      if (!packable(e as FileEntry)) fail(`${e.path}: packed but of size ${e.size}`);
+      if (!Number.isSafeInteger(k.offset) || (k.offset as number) < 0 || !Number.isSafeInteger(k.packSize) || (k.offset as number) + (e.size as number) > (k.packSize as number) || (k.packSize as number) > 4 * PACK_BYTES) fail(`${e.path}: bad pack range`);
+    }
   }
   // A file and a directory of the same name cannot both exist.
   const paths = new Set(files.map((f) => (f as FileEntry).path));
