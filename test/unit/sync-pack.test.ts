@@ -1,0 +1,35 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { checkManifest, PACK_BYTES, PACK_FILE_MAX, planPacks, type FileEntry } from '../../protocol/sync/tree.js';
+
+const digest = (s: string) => 'sha256:' + createHash('sha256').update(s).digest('hex');
+const f = (path: string, size: number, content = path): FileEntry => ({ path, size, mtimeMs: 1, mode: 0o644, sha256: digest(content), chunks: size ? [digest(content)] : [] });
+
+describe('sync packs (pure)', () => {
+  it('groups small files into packs of at most PACK_BYTES, in order, each content once; empty and large files are not packed', () => {
+    const M = 1024 * 1024;
+    const files = [f('a', M), f('b', M), f('c', M), f('d', 0), f('e', PACK_FILE_MAX + 1), f('f', 10, 'a')];
+    const packs = planPacks(files, 2 * M);
+    expect(packs.map((p) => p.map((x) => x.path))).toEqual([['a', 'b'], ['c']]);
+    for (const p of packs) expect(p.reduce((n, x) => n + x.size, 0)).toBeLessThanOrEqual(2 * M);
+  });
+
+  it('is deterministic (a rerun builds the same packs) and 5,000 small files make tens of packs', () => {
+    const files = Array.from({ length: 5000 }, (_, i) => f(`d/${String(i).padStart(5, '0')}`, 4096 + (i % 10) * 4096));
+    const a = planPacks(files);
+    expect(planPacks(files)).toEqual(a);
+    expect(a.length).toBeGreaterThan(5);
+    expect(a.length).toBeLessThan(50);
+    expect(a.flat().length).toBe(5000);
+    for (const p of a) expect(p.reduce((n, x) => n + x.size, 0)).toBeLessThanOrEqual(PACK_BYTES);
+  });
+
+  it('validates pack references and refuses version 1 manifests with a clear error', () => {
+    const p = { ...f('a', 100), pack: { digest: digest('pack'), offset: 0, packSize: 100 } };
+    expect(checkManifest({ version: 2, files: [p] }).files[0].pack).toEqual(p.pack);
+    expect(() => checkManifest({ version: 2, files: [{ ...p, pack: { ...p.pack, offset: 1 } }] })).toThrow(/pack range/);
+    expect(() => checkManifest({ version: 2, files: [{ ...p, pack: { ...p.pack, digest: 'x' } }] })).toThrow(/pack digest/);
+    expect(() => checkManifest({ version: 2, files: [{ ...f('big', PACK_FILE_MAX + 1), chunks: [digest('big')], pack: p.pack }] })).toThrow(/packed but/);
+    expect(() => checkManifest({ version: 1, files: [] })).toThrow(/version 1 .*packed/);
+  });
+});
