@@ -575,6 +575,8 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
       } else written.set(f.path, scanned.get(f.path) ?? f);
     }
     const localAfter: TreeManifest = { version: MANIFEST_VERSION, files: plan.local.files.map((f) => written.get(f.path)!) };
+    // Nothing moved and the scan found what the state holds: the state file is already right (a no-op writes nothing).
+    if (plan.noop && !remoteChanged && ready.size === 0 && remoteIndex !== undefined && remoteIndex === state.remoteIndex && JSON.stringify(localAfter.files) === JSON.stringify(state.local.files)) return summary(revision);
     const tmpState = `${stateFile}.tmp`;
     const converged = JSON.stringify(plan.local.files.map((f) => [f.path, f.sha256, f.mode])) === JSON.stringify(plan.remote.files.map((f) => [f.path, f.sha256, f.mode]));
     // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching it).
