@@ -28,7 +28,7 @@ import { pipeline } from 'node:stream/promises';
 import { OmniError } from '../errors.js';
 import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
-import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef } from '../../protocol/sync/tree.js';
+import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, pageTree, joinPages } from '../../protocol/sync/tree.js';
 
 /** The registry operations sync uses: the CLI's /v2/ client (with failover), or a node's in-process registry (node/forge/node-registry.ts). */
 export interface SyncRegistry {
@@ -82,6 +82,8 @@ interface SyncState {
   local: TreeManifest;
   /** The cluster's index digest when the last sync left both sides equal (then the cluster's tree is the base). */
   remoteIndex?: string;
+  /** The page manifests of that index (those are not written again by the next sync). */
+  remotePages?: string[];
 }
 
 // ---------------------------------------------------------------- scanning
@@ -196,20 +198,32 @@ async function readBlobJson(reg: SyncRegistry, repo: string, digest: string, tmp
   }
 }
 
-/** The cluster's copy of the workspace (the record, then its tree unless `known` is the one it names). */
-export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest }): Promise<Remote & { index?: string }> {
+/** The cluster's copy of the workspace (the record, then its tree pages unless `known` is the index it names). */
+export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest; pages?: string[] }): Promise<Remote & { index?: string; pages?: string[] }> {
   const rec = await retry('reading the workspace record', () => records.read(recordKey(app)));
   if (!rec) return { tree: emptyTree(), revision: 0, version: 0 };
   const v = JSON.parse(rec.value) as { index?: unknown; revision?: unknown };
   if (typeof v.index !== 'string' || !Number.isSafeInteger(v.revision)) throw new OmniError('INVALID', `the sync record of ${app} is malformed`);
   // The record names the tree this client synced to last: no need to fetch it (a no-op sync reads
   // one KV record and stats the directory).
-  if (known && known.index === v.index) return { tree: known.tree, revision: v.revision as number, version: rec.version, index: v.index };
+  if (known && known.index === v.index) return { tree: known.tree, revision: v.revision as number, version: rec.version, index: v.index, ...(known.pages ? { pages: known.pages } : {}) };
   const repo = repoOf(app);
-  const index = JSON.parse((await retry('reading the workspace index', () => reg.manifest(repo, v.index as string))).bytes.toString('utf8')) as { manifests: { digest: string }[] };
-  const page = JSON.parse((await retry('reading the workspace manifest', () => reg.manifest(repo, index.manifests[0].digest))).bytes.toString('utf8')) as { config: { digest: string } };
-  const tree = decodeManifest(await readBlobJson(reg, repo, page.config.digest, tmpDir));
-  return { tree, revision: v.revision as number, version: rec.version, index: v.index };
+  const index = JSON.parse((await retry('reading the workspace index', () => reg.manifest(repo, v.index as string))).bytes.toString('utf8')) as { manifests?: { digest?: unknown }[] };
+  if (!Array.isArray(index.manifests) || index.manifests.length === 0 || index.manifests.length > 100_000 || !index.manifests.every((m) => typeof m?.digest === 'string')) throw new OmniError('INVALID', `the workspace index of ${app} is malformed`);
+  const pages = index.manifests.map((m) => m.digest as string);
+  const configs: string[] = new Array(pages.length);
+  await pool(pages.map((d, i) => ({ d, i })), PARALLEL, async ({ d, i }) => {
+    const page = JSON.parse((await retry('reading the workspace manifest', () => reg.manifest(repo, d))).bytes.toString('utf8')) as { config?: { digest?: unknown } };
+    if (typeof page.config?.digest !== 'string') throw new OmniError('INVALID', `a workspace manifest of ${app} is malformed`);
+    configs[i] = page.config.digest;
+  });
+  // A page of the tree with more layers than a manifest holds spans consecutive manifests with the same config.
+  const blobs = configs.filter((c, i) => i === 0 || configs[i - 1] !== c);
+  const trees: TreeManifest[] = new Array(blobs.length);
+  await pool(blobs.map((d, i) => ({ d, i })), PARALLEL, async ({ d, i }) => {
+    trees[i] = decodeManifest(await readBlobJson(reg, repo, d, tmpDir));
+  });
+  return { tree: joinPages(trees), revision: v.revision as number, version: rec.version, index: v.index, pages };
 }
 
 /** Streams [start, start+len) of a file into its own file (a chunk to upload; 4 MiB at most). */
@@ -347,35 +361,48 @@ async function putBlobBytes(reg: SyncRegistry, repo: string, bytes: Buffer, tmpD
   return digest;
 }
 
-/** Writes the workspace's manifests (pages + index, tagged) and returns the index digest. */
-async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string): Promise<string> {
-  const treeBytes = encodeManifest(tree);
-  const treeDigest = await putBlobBytes(reg, repo, treeBytes, tmpDir);
-  const layers: { mediaType: string; digest: string; size: number }[] = [];
-  const seen = new Set<string>();
-  for (const f of tree.files) {
-    if (f.pack) {
-      if (!seen.has(f.pack.digest)) layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: f.pack.digest, size: f.pack.packSize });
-      seen.add(f.pack.digest);
-      continue;
+/**
+ * Writes the workspace's description and returns the index digest and its page manifests: the tree
+ * cut into stable pages (protocol/sync/tree.ts pageTree), each page a blob that is the config of
+ * OCI manifests whose layers are the page's chunks and packs (at most PAGE_LAYERS each), listed by
+ * an OCI index tagged `ws-<revision>`. A page manifest in `knownPages` (the cluster has it) is not
+ * written again: a one-file change writes one page, its manifest and the index.
+ */
+async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string, knownPages: Set<string>): Promise<{ index: string; pages: string[] }> {
+  const jobs: { body: Buffer; digest: string; page: Buffer; pageDigest: string }[] = [];
+  for (const p of pageTree(tree)) {
+    const pageBytes = encodeManifest(p);
+    const pageDigest = 'sha256:' + createHash('sha256').update(pageBytes).digest('hex');
+    const layers: { mediaType: string; digest: string; size: number }[] = [];
+    const seen = new Set<string>();
+    for (const f of p.files) {
+      if (f.pack) {
+        if (!seen.has(f.pack.digest)) layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: f.pack.digest, size: f.pack.packSize });
+        seen.add(f.pack.digest);
+        continue;
+      }
+      f.chunks.forEach((c, i) => {
+        if (seen.has(c)) return;
+        seen.add(c);
+        layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: c, size: Math.min(CHUNK_BYTES, f.size - i * CHUNK_BYTES) });
+      });
     }
-    f.chunks.forEach((c, i) => {
-      if (seen.has(c)) return;
-      seen.add(c);
-      layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: c, size: Math.min(CHUNK_BYTES, f.size - i * CHUNK_BYTES) });
-    });
+    for (let i = 0; i === 0 || i < layers.length; i += PAGE_LAYERS) {
+      const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: TREE_MEDIA_TYPE, digest: pageDigest, size: pageBytes.length }, layers: layers.slice(i, i + PAGE_LAYERS) }));
+      jobs.push({ body, digest: 'sha256:' + createHash('sha256').update(body).digest('hex'), page: pageBytes, pageDigest });
+    }
   }
-  const pages: { mediaType: string; digest: string; size: number }[] = [];
-  for (let i = 0; i === 0 || i < layers.length; i += PAGE_LAYERS) {
-    const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: TREE_MEDIA_TYPE, digest: treeDigest, size: treeBytes.length }, layers: layers.slice(i, i + PAGE_LAYERS) }));
-    const digest = 'sha256:' + createHash('sha256').update(body).digest('hex');
-    await retry('writing the workspace manifest', () => reg.putManifest(repo, digest, body, OCI_MANIFEST));
-    pages.push({ mediaType: OCI_MANIFEST, digest, size: body.length });
-  }
-  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: pages }));
+  const blobsDone = new Map<string, Promise<string>>();
+  await pool(jobs.filter((j) => !knownPages.has(j.digest)), PARALLEL, async (j) => {
+    let b = blobsDone.get(j.pageDigest);
+    if (!b) blobsDone.set(j.pageDigest, (b = putBlobBytes(reg, repo, j.page, tmpDir)));
+    await b;
+    await retry('writing a workspace manifest', () => reg.putManifest(repo, j.digest, j.body, OCI_MANIFEST));
+  });
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: jobs.map((j) => ({ mediaType: OCI_MANIFEST, digest: j.digest, size: j.body.length })) }));
   const indexDigest = 'sha256:' + createHash('sha256').update(index).digest('hex');
   await retry('writing the workspace index', () => reg.putManifest(repo, `ws-${revision}`, index, OCI_INDEX));
-  return indexDigest;
+  return { index: indexDigest, pages: jobs.map((j) => j.digest) };
 }
 
 // ---------------------------------------------------------------- writing the client's side
@@ -438,7 +465,7 @@ async function loadState(path: string, app: string): Promise<SyncState> {
   try {
     const s = JSON.parse(await readFile(path, 'utf8')) as SyncState;
     if (s.app !== app) return { app, base: emptyTree(), local: emptyTree() };
-    return { app, base: checkManifest(s.base), local: checkManifest(s.local), ...(typeof s.remoteIndex === 'string' ? { remoteIndex: s.remoteIndex } : {}) };
+    return { app, base: checkManifest(s.base), local: checkManifest(s.local), ...(typeof s.remoteIndex === 'string' ? { remoteIndex: s.remoteIndex } : {}), ...(Array.isArray(s.remotePages) && s.remotePages.every((d) => typeof d === 'string') ? { remotePages: s.remotePages } : {}) };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { app, base: emptyTree(), local: emptyTree() };
     throw new OmniError('INVALID', `${path}: ${(err as Error).message} (remove it to sync from scratch: files changed on both sides then become conflicts)`);
@@ -510,7 +537,7 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
   const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
   const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
   for (let attempt = 1; ; attempt++) {
-    const remote = await readRemote(records, reg, app, tmpDir, state.remoteIndex && attempt === 1 ? { index: state.remoteIndex, tree: state.base } : undefined);
+    const remote = await readRemote(records, reg, app, tmpDir, state.remoteIndex && attempt === 1 ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined);
     const plan = planSync({ local, remote: remote.tree, base: state.base, direction, ...(opts.winner ? { winner: opts.winner } : {}) });
     const summary = (revision: number): SyncSummary & { plan: SyncPlan } => ({
       app,
@@ -543,6 +570,7 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     // 1. the cluster: chunks, then the manifests, then the record (compare-and-set)
     let revision = remote.revision;
     let remoteIndex = remote.index;
+    let remotePages = remote.pages;
     let remotePacks = packsOf(remote.tree);
     const remoteChanged = plan.upload.length > 0 || plan.deleteRemote.length > 0 || (opts.ensureRecord === true && remote.version === 0);
     if (remoteChanged) {
@@ -551,8 +579,10 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
       for (const [k, v] of await uploadChunks(reg, repo, dir, plan.upload, known, packed, localBySha, tmpDir, prog, tick)) packed.set(k, v);
       revision = remote.revision + 1;
       remotePacks = packed;
-      const index = await putWorkspace(reg, repo, withPacks(plan.remote, packed), revision, tmpDir);
+      const put = await putWorkspace(reg, repo, withPacks(plan.remote, packed), revision, tmpDir, new Set(remote.pages ?? []));
+      const index = put.index;
       remoteIndex = index;
+      remotePages = put.pages;
       await opts.beforeCommit?.();
       try {
         await records.write(recordKey(app), JSON.stringify({ index, revision }), remote.version);
@@ -581,7 +611,7 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     const converged = JSON.stringify(plan.local.files.map((f) => [f.path, f.sha256, f.mode])) === JSON.stringify(plan.remote.files.map((f) => [f.path, f.sha256, f.mode]));
     // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching it).
     const base = { version: MANIFEST_VERSION, files: plan.base.files.map((f) => (packable(f) && remotePacks.get(f.sha256) ? { ...f, pack: remotePacks.get(f.sha256)! } : f)) };
-    await writeFile(tmpState, JSON.stringify({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex } : {}) }));
+    await writeFile(tmpState, JSON.stringify({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages } : {}) } : {}) }));
     await rename(tmpState, stateFile);
     return summary(revision);
   }

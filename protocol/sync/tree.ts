@@ -180,3 +180,42 @@ export const fromMap = (files: Map<string, FileEntry>): TreeManifest => ({
   version: MANIFEST_VERSION,
   files: [...files.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)),
 });
+
+/** Pages of the cluster's tree: about PAGE_TARGET files each, cut where a path's hash says so (content-defined). */
+export const PAGE_TARGET = 256;
+export const PAGE_MAX_FILES = 4 * PAGE_TARGET;
+
+function pathHash(path: string): number {
+  // FNV-1a, 32 bits: cheap and stable across versions (the boundaries must not move).
+  let h = 0x811c9dc5;
+  for (let i = 0; i < path.length; i++) {
+    h ^= path.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/**
+ * Splits a tree (sorted by path) into pages: a page ends after a file whose path hashes to 0 mod
+ * PAGE_TARGET (or at PAGE_MAX_FILES files). A boundary depends only on the path that makes it, so a
+ * changed, added or removed file changes only its own page (and an added or removed boundary file
+ * merges or splits one page): the other pages keep their bytes and digests, and are not written again.
+ */
+export function pageTree(tree: TreeManifest, target = PAGE_TARGET, maxFiles = PAGE_MAX_FILES): TreeManifest[] {
+  const pages: TreeManifest[] = [];
+  let cur: FileEntry[] = [];
+  for (const f of tree.files) {
+    cur.push(f);
+    if (pathHash(f.path) % target === 0 || cur.length >= maxFiles) {
+      pages.push({ version: MANIFEST_VERSION, files: cur });
+      cur = [];
+    }
+  }
+  if (cur.length > 0 || pages.length === 0) pages.push({ version: MANIFEST_VERSION, files: cur });
+  return pages;
+}
+
+/** The pages put back together (validated as one tree: order across pages included). */
+export function joinPages(pages: TreeManifest[]): TreeManifest {
+  return checkManifest({ version: MANIFEST_VERSION, files: pages.flatMap((p) => p.files) });
+}

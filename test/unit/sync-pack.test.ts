@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { checkManifest, PACK_BYTES, PACK_FILE_MAX, planPacks, type FileEntry } from '../../protocol/sync/tree.js';
+import { checkManifest, encodeManifest, joinPages, PACK_BYTES, PACK_FILE_MAX, pageTree, planPacks, type FileEntry } from '../../protocol/sync/tree.js';
 
 const digest = (s: string) => 'sha256:' + createHash('sha256').update(s).digest('hex');
 const f = (path: string, size: number, content = path): FileEntry => ({ path, size, mtimeMs: 1, mode: 0o644, sha256: digest(content), chunks: size ? [digest(content)] : [] });
@@ -31,5 +31,31 @@ describe('sync packs (pure)', () => {
     expect(() => checkManifest({ version: 2, files: [{ ...p, pack: { ...p.pack, digest: 'x' } }] })).toThrow(/pack digest/);
     expect(() => checkManifest({ version: 2, files: [{ ...f('big', PACK_FILE_MAX + 1), chunks: [digest('big')], pack: p.pack }] })).toThrow(/packed but/);
     expect(() => checkManifest({ version: 1, files: [] })).toThrow(/version 1 .*packed/);
+  });
+
+  const tree = (n: number, changed = -1, extra?: string) => {
+    const files = Array.from({ length: n }, (_, i) => f(`src/d${i % 37}/file-${String(i).padStart(5, '0')}.ts`, 100, i === changed ? 'changed' : `c${i}`));
+    if (extra) files.push(f(extra, 5));
+    return { version: 2, files: files.sort((a, b) => (a.path < b.path ? -1 : 1)) };
+  };
+  const digests = (t: ReturnType<typeof tree>) => pageTree(t).map((p) => createHash('sha256').update(encodeManifest(p)).digest('hex'));
+
+  it('pages the tree stably: one changed file changes one page; an added file at most two', () => {
+    const a = digests(tree(5000));
+    expect(a.length).toBeGreaterThan(5);
+    expect(a.length).toBeLessThan(100);
+    const b = digests(tree(5000, 1234));
+    expect(b.length).toBe(a.length);
+    expect(b.filter((d, i) => d !== a[i]).length).toBe(1);
+    const c = new Set(digests(tree(5000, -1, 'src/d7/new-file.ts')));
+    expect(a.filter((d) => !c.has(d)).length).toBeLessThanOrEqual(2);
+  });
+
+  it('joinPages puts the pages back together and checks order across pages', () => {
+    const t = tree(3000);
+    const pages = pageTree(t);
+    expect(joinPages(pages)).toEqual(t);
+    expect(() => joinPages([...pages].reverse())).toThrow(/sorted/);
+    expect(pageTree({ version: 2, files: [] })).toEqual([{ version: 2, files: [] }]);
   });
 });
