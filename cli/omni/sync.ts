@@ -104,8 +104,7 @@ export async function sync(argv: string[]): Promise<number> {
   const tty = process.stderr.isTTY && !values.json;
   let last = 0;
   try {
-    const reg = await registryFor(client, values);
-    const limitBytes = await readBackFirst(client, app, !!values['dry-run']);
+    const [reg, limitBytes] = await Promise.all([registryFor(client, values), readBackFirst(client, app, !!values['dry-run'])]);
     const r = await syncProject({
       client,
       app,

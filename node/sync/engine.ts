@@ -121,6 +121,16 @@ export async function scanTree(root: string, cache: Map<string, FileEntry>): Pro
   const walk = async (rel: string) => {
     const entries = await readdir(join(root, rel), { withFileTypes: true });
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // The entries' stats in parallel (the thread pool works on several at once), used in order.
+    const stats = new Map<string, Promise<import('node:fs').Stats>>();
+    for (const d of entries) {
+      const p = rel ? `${rel}/${d.name}` : d.name;
+      if (p !== '.omni' && !checkPath(p)) {
+        const st = lstat(join(root, p));
+        st.catch(() => undefined);
+        stats.set(p, st);
+      }
+    }
     for (const d of entries) {
       const p = rel ? `${rel}/${d.name}` : d.name;
       if (p === '.omni') continue;
@@ -130,7 +140,7 @@ export async function scanTree(root: string, cache: Map<string, FileEntry>): Pro
         continue;
       }
       const full = join(root, p);
-      const st = await lstat(full);
+      const st = await stats.get(p)!;
       if (st.isDirectory()) await walk(p);
       else if (st.isSymbolicLink()) {
         const escape = checkSymlink(p, await readlink(full));
@@ -533,11 +543,14 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
   const reg = opts.registry;
   const repo = repoOf(app);
   const state = await loadState(stateFile, app);
+  // The cluster's side is read while the directory is scanned (neither needs the other).
+  const firstRemote = readRemote(records, reg, app, tmpDir, state.remoteIndex ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined);
+  firstRemote.catch(() => undefined);
   const { tree: local, skipped } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])));
   const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
   const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
   for (let attempt = 1; ; attempt++) {
-    const remote = await readRemote(records, reg, app, tmpDir, state.remoteIndex && attempt === 1 ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined);
+    const remote = await (attempt === 1 ? firstRemote : readRemote(records, reg, app, tmpDir));
     const plan = planSync({ local, remote: remote.tree, base: state.base, direction, ...(opts.winner ? { winner: opts.winner } : {}) });
     const summary = (revision: number): SyncSummary & { plan: SyncPlan } => ({
       app,
