@@ -115,8 +115,9 @@ async function hashFile(path: string): Promise<{ sha256: string; chunks: string[
 }
 
 /** The client's tree: regular files only; refused paths are reported, not synced. */
-export async function scanTree(root: string, cache: Map<string, FileEntry>): Promise<{ tree: TreeManifest; skipped: { path: string; why: string }[] }> {
+export async function scanTree(root: string, cache: Map<string, FileEntry>): Promise<{ tree: TreeManifest; skipped: { path: string; why: string }[]; unchanged: boolean }> {
   const files: FileEntry[] = [];
+  let hits = 0;
   const skipped: { path: string; why: string }[] = [];
   const walk = async (rel: string) => {
     const entries = await readdir(join(root, rel), { withFileTypes: true });
@@ -150,7 +151,10 @@ export async function scanTree(root: string, cache: Map<string, FileEntry>): Pro
         if (files.length >= MAX_FILES) throw new OmniError('TOO_LARGE', `${root} has over ${MAX_FILES} files`);
         const mode = st.mode & 0o111 ? 0o755 : 0o644;
         const c = cache.get(p);
-        if (c && c.size === st.size && c.mtimeMs === st.mtimeMs) files.push({ ...c, mode });
+        if (c && c.size === st.size && c.mtimeMs === st.mtimeMs) {
+          if (c.mode === mode) hits++;
+          files.push({ ...c, mode });
+        }
         else {
           const h = await hashFile(full);
           files.push({ path: p, size: h.size, mtimeMs: st.mtimeMs, mode, sha256: h.sha256, chunks: h.chunks });
@@ -160,7 +164,8 @@ export async function scanTree(root: string, cache: Map<string, FileEntry>): Pro
   };
   await walk('');
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  return { tree: { version: MANIFEST_VERSION, files }, skipped };
+  // unchanged: every file is the cache's (size, mtime, mode) and none went or came.
+  return { tree: { version: MANIFEST_VERSION, files }, skipped, unchanged: hits === files.length && files.length === cache.size };
 }
 
 // ---------------------------------------------------------------- the cluster's copy
@@ -546,7 +551,7 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
   // The cluster's side is read while the directory is scanned (neither needs the other).
   const firstRemote = readRemote(records, reg, app, tmpDir, state.remoteIndex ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined);
   firstRemote.catch(() => undefined);
-  const { tree: local, skipped } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])));
+  const { tree: local, skipped, unchanged } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])));
   const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
   const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
   for (let attempt = 1; ; attempt++) {
@@ -619,7 +624,7 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     }
     const localAfter: TreeManifest = { version: MANIFEST_VERSION, files: plan.local.files.map((f) => written.get(f.path)!) };
     // Nothing moved and the scan found what the state holds: the state file is already right (a no-op writes nothing).
-    if (plan.noop && !remoteChanged && ready.size === 0 && remoteIndex !== undefined && remoteIndex === state.remoteIndex && JSON.stringify(localAfter.files) === JSON.stringify(state.local.files)) return summary(revision);
+    if (plan.noop && !remoteChanged && ready.size === 0 && remoteIndex !== undefined && remoteIndex === state.remoteIndex && unchanged) return summary(revision);
     const tmpState = `${stateFile}.tmp`;
     const converged = JSON.stringify(plan.local.files.map((f) => [f.path, f.sha256, f.mode])) === JSON.stringify(plan.remote.files.map((f) => [f.path, f.sha256, f.mode]));
     // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching it).
