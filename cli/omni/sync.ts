@@ -56,7 +56,7 @@ export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { pl
   if (!APP_RE.test(app) || app.length > 100) throw new UsageError(`--app must be an app name (lower-case letters, digits, . _ -), got ${app}`);
   const registry = opts.registry ?? (await registryFor(client, {}));
   try {
-    return await syncDir({ ...opts, records: apiRecords(client), registry });
+    return await syncDir({ blockingScan: true, ...opts, records: apiRecords(client), registry });
   } catch (err) {
     if (err instanceof OmniError && err.code === 'INVALID_ARGUMENT' && /is not a directory$/.test(err.message)) throw new UsageError(err.message);
     throw err;

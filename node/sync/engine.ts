@@ -21,14 +21,14 @@
 // digests, so a no-op sync hashes nothing) are kept in DIR/.omni/sync-state.json (or where the
 // caller says: a node keeps a task's outside the task's directory).
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, lstatSync } from 'node:fs';
 import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { OmniError } from '../errors.js';
 import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
-import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, pageTree, joinPages } from '../../protocol/sync/tree.js';
+import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, checkScanCache, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, pageTree, joinPages } from '../../protocol/sync/tree.js';
 
 /** The registry operations sync uses: the CLI's /v2/ client (with failover), or a node's in-process registry (node/forge/node-registry.ts). */
 export interface SyncRegistry {
@@ -124,7 +124,7 @@ async function hashFile(path: string, sizeHint = Infinity): Promise<{ sha256: st
 }
 
 /** The client's tree: regular files only; refused paths are reported, not synced. */
-export async function scanTree(root: string, cache: Map<string, FileEntry>): Promise<{ tree: TreeManifest; skipped: { path: string; why: string }[]; unchanged: boolean }> {
+export async function scanTree(root: string, cache: Map<string, FileEntry>, blocking = false): Promise<{ tree: TreeManifest; skipped: { path: string; why: string }[]; unchanged: boolean }> {
   const files: FileEntry[] = [];
   let hits = 0;
   const skipped: { path: string; why: string }[] = [];
@@ -136,7 +136,7 @@ export async function scanTree(root: string, cache: Map<string, FileEntry>): Pro
     for (const d of entries) {
       const p = rel ? `${rel}/${d.name}` : d.name;
       if (p !== '.omni' && !checkPath(p)) {
-        const st = lstat(join(root, p));
+        const st = blocking ? Promise.resolve(lstatSync(join(root, p))) : lstat(join(root, p));
         st.catch(() => undefined);
         stats.set(p, st);
       }
@@ -489,7 +489,7 @@ async function loadState(path: string, app: string): Promise<SyncState> {
   try {
     const s = JSON.parse(await readFile(path, 'utf8')) as SyncState;
     if (s.app !== app) return { app, base: emptyTree(), local: emptyTree() };
-    return { app, base: checkManifest(s.base), local: checkManifest(s.local), ...(typeof s.remoteIndex === 'string' ? { remoteIndex: s.remoteIndex } : {}), ...(Array.isArray(s.remotePages) && s.remotePages.every((d) => typeof d === 'string') ? { remotePages: s.remotePages } : {}) };
+    return { app, base: checkManifest(s.base), local: checkScanCache(s.local), ...(typeof s.remoteIndex === 'string' ? { remoteIndex: s.remoteIndex } : {}), ...(Array.isArray(s.remotePages) && s.remotePages.every((d) => typeof d === 'string') ? { remotePages: s.remotePages } : {}) };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { app, base: emptyTree(), local: emptyTree() };
     throw new OmniError('INVALID', `${path}: ${(err as Error).message} (remove it to sync from scratch: files changed on both sides then become conflicts)`);
@@ -539,6 +539,8 @@ export interface SyncDirOptions {
   /** Write the record even when there is nothing to upload and none exists yet (an empty workspace is a workspace). */
   ensureRecord?: boolean;
   onProgress?: (p: { bytesUp: number; bytesDown: number; totalUp: number; totalDown: number }) => void;
+  /** Stat the directory with synchronous calls (faster; for a process with nothing else to do meanwhile, like the CLI; not a node). */
+  blockingScan?: boolean;
   /** For tests: called after the chunks went up and before the record is written. */
   beforeCommit?: () => Promise<void>;
 }
@@ -560,7 +562,7 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
   // The cluster's side is read while the directory is scanned (neither needs the other).
   const firstRemote = readRemote(records, reg, app, tmpDir, state.remoteIndex ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined);
   firstRemote.catch(() => undefined);
-  const { tree: local, skipped, unchanged } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])));
+  const { tree: local, skipped, unchanged } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])), opts.blockingScan === true);
   const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
   const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
   for (let attempt = 1; ; attempt++) {

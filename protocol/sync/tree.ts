@@ -89,7 +89,25 @@ export const chunkCount = (size: number) => Math.ceil(size / CHUNK_BYTES);
  * other control characters, names or paths over the byte limits, and names Windows reserves.
  * `.omni/` at the top is the sync's own state and never travels.
  */
+// Paths of ordinary ASCII names: only the component rules below need checking (the fast path of a scan of thousands of files).
+const PLAIN = /^[A-Za-z0-9._+@=,~ -]+(?:\/[A-Za-z0-9._+@=,~ -]+)*$/;
+const RESERVED = /^(con|prn|aux|nul|com[1-9]|lpt[1-9])(\..*)?$/i;
+
 export function checkPath(path: string): string | undefined {
+  if (typeof path === 'string' && path.length <= MAX_PATH_BYTES && PLAIN.test(path)) {
+    let start = 0;
+    while (start <= path.length) {
+      let end = path.indexOf('/', start);
+      if (end < 0) end = path.length;
+      const part = path.slice(start, end);
+      if (part === '.' || part === '..') return `'${part}' component`;
+      if (part.length > MAX_NAME_BYTES) return `name over ${MAX_NAME_BYTES} bytes`;
+      if ('cCpPaAnNlL'.includes(part[0]) && RESERVED.test(part)) return `name '${part}' is reserved on Windows`;
+      start = end + 1;
+    }
+    if (path === '.omni' || path.startsWith('.omni/')) return 'the sync state directory .omni/';
+    return undefined;
+  }
   if (typeof path !== 'string' || path.length === 0) return 'empty path';
   if (Buffer.byteLength(path, 'utf8') > MAX_PATH_BYTES) return `path over ${MAX_PATH_BYTES} bytes`;
   if (path.startsWith('/') || /^[A-Za-z]:/.test(path)) return 'absolute path';
@@ -100,7 +118,7 @@ export function checkPath(path: string): string | undefined {
     if (part === '') return 'empty path component';
     if (part === '.' || part === '..') return `'${part}' component`;
     if (Buffer.byteLength(part, 'utf8') > MAX_NAME_BYTES) return `name over ${MAX_NAME_BYTES} bytes`;
-    if (/^(con|prn|aux|nul|com[1-9]|lpt[1-9])(\..*)?$/i.test(part)) return `name '${part}' is reserved on Windows`;
+    if (RESERVED.test(part)) return `name '${part}' is reserved on Windows`;
     if (/[<>:"|?*]/.test(part)) return `character not allowed on Windows in '${part}'`;
   }
   if (path === '.omni' || path.startsWith('.omni/')) return 'the sync state directory .omni/';
@@ -162,6 +180,26 @@ export function checkManifest(value: unknown): TreeManifest {
     for (let i = 1; i < parts.length; i++) if (paths.has(parts.slice(0, i).join('/'))) fail(`${p}: a parent is a file`);
   }
   return { version: MANIFEST_VERSION, files: files as FileEntry[] };
+}
+
+/**
+ * Validates a scan cache (the client's tree as last scanned, from its own state file): every entry's
+ * shape and limits, but not the path rules or order. An entry is used only for the scanned path of
+ * the same name (which the scan has checked), so a bad path in it is never used.
+ */
+export function checkScanCache(value: unknown): TreeManifest {
+  const fail = (why: string): never => {
+    throw new SyncInputError(`invalid sync scan cache: ${why}`);
+  };
+  const m = value as { version?: unknown; files?: unknown };
+  if (!m || typeof m !== 'object' || m.version !== MANIFEST_VERSION || !Array.isArray(m.files) || m.files.length > MAX_FILES) fail('not a version ' + MANIFEST_VERSION + ' list of files');
+  for (const f of m.files as unknown[]) {
+    const e = f as Partial<FileEntry>;
+    if (!e || typeof e !== 'object' || typeof e.path !== 'string' || e.path.length > MAX_PATH_BYTES) fail('bad entry');
+    if (!Number.isSafeInteger(e.size) || (e.size as number) < 0 || (e.size as number) > MAX_FILE_BYTES || typeof e.mtimeMs !== 'number' || (e.mode !== 0o644 && e.mode !== 0o755)) fail(`${e.path}: bad size, mtime or mode`);
+    if (typeof e.sha256 !== 'string' || !DIGEST.test(e.sha256) || !Array.isArray(e.chunks) || e.chunks.length !== chunkCount(e.size as number) || !e.chunks.every((c) => typeof c === 'string' && DIGEST.test(c))) fail(`${e.path}: bad digests`);
+  }
+  return { version: MANIFEST_VERSION, files: m.files as FileEntry[] };
 }
 
 export const encodeManifest = (m: TreeManifest): Buffer => Buffer.from(JSON.stringify(m));

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { checkManifest, encodeManifest, joinPages, PACK_BYTES, PACK_FILE_MAX, pageTree, planPacks, type FileEntry } from '../../protocol/sync/tree.js';
+import { checkManifest, checkPath, checkScanCache, encodeManifest, joinPages, PACK_BYTES, PACK_FILE_MAX, pageTree, planPacks, type FileEntry } from '../../protocol/sync/tree.js';
 
 const digest = (s: string) => 'sha256:' + createHash('sha256').update(s).digest('hex');
 const f = (path: string, size: number, content = path): FileEntry => ({ path, size, mtimeMs: 1, mode: 0o644, sha256: digest(content), chunks: size ? [digest(content)] : [] });
@@ -57,5 +57,29 @@ describe('sync packs (pure)', () => {
     expect(joinPages(pages)).toEqual(t);
     expect(() => joinPages([...pages].reverse())).toThrow(/sorted/);
     expect(pageTree({ version: 2, files: [] })).toEqual([{ version: 2, files: [] }]);
+  });
+
+  it('checkPath: plain ASCII paths (the fast path) keep every component rule', () => {
+    for (const ok of ['a', 'src/lib/x.ts', 'x/.omni', 'a b/c-d_e.f+g@h', 'console.log', 'a'.repeat(255)]) expect(checkPath(ok)).toBeUndefined();
+    expect(checkPath('a/./b')).toMatch(/'\.' component/);
+    expect(checkPath('a/../b')).toMatch(/'\.\.' component/);
+    expect(checkPath('..')).toMatch(/component/);
+    expect(checkPath('src/CON.txt')).toMatch(/reserved/);
+    expect(checkPath('lpt1')).toMatch(/reserved/);
+    expect(checkPath('Aux')).toMatch(/reserved/);
+    expect(checkPath('.omni/sync-state.json')).toMatch(/sync state/);
+    expect(checkPath('.omni')).toMatch(/sync state/);
+    expect(checkPath('a/' + 'b'.repeat(256))).toMatch(/name over/);
+    expect(checkPath('x/'.repeat(600))).toBeDefined();
+    expect(checkPath('a//b')).toMatch(/empty/);
+    expect(checkPath('/abs')).toMatch(/absolute/);
+    expect(checkPath('a:b')).toMatch(/absolute|Windows/);
+  });
+
+  it('checkScanCache checks shapes and digests (not path rules) and refuses other versions', () => {
+    expect(checkScanCache({ version: 2, files: [f('b', 1), f('a', 1)] }).files.length).toBe(2);
+    expect(() => checkScanCache({ version: 2, files: [{ ...f('a', 1), sha256: 'x' }] })).toThrow(/digests/);
+    expect(() => checkScanCache({ version: 2, files: [{ ...f('a', 1), mode: 0o777 }] })).toThrow(/mode/);
+    expect(() => checkScanCache({ version: 1, files: [] })).toThrow(/version/);
   });
 });
