@@ -45,6 +45,8 @@ export interface SyncOptions {
   limitBytes?: number;
   /** Write the record even when the workspace is empty (omni run: the app then has a workspace). */
   ensureRecord?: boolean;
+  /** The engine's no-op fast path (one KV read when nothing changed); the plan's trees are then empty. */
+  quickNoop?: boolean;
   onProgress?: (p: { bytesUp: number; bytesDown: number; totalUp: number; totalDown: number }) => void;
   /** For tests: called after the chunks went up and before the record is written. */
   beforeCommit?: () => Promise<void>;
@@ -112,6 +114,7 @@ export async function sync(argv: string[]): Promise<number> {
       ...(limitBytes !== undefined ? { limitBytes } : {}),
       registry: reg,
       direction: values.push ? 'push' : values.pull ? 'pull' : 'both',
+      quickNoop: true,
       dryRun: !!values['dry-run'],
       onProgress: tty
         ? (p) => {

@@ -123,56 +123,82 @@ async function hashFile(path: string, sizeHint = Infinity): Promise<{ sha256: st
   return { sha256: 'sha256:' + whole.digest('hex'), chunks, size };
 }
 
-/** The client's tree: regular files only; refused paths are reported, not synced. */
-export async function scanTree(root: string, cache: Map<string, FileEntry>, blocking = false): Promise<{ tree: TreeManifest; skipped: { path: string; why: string }[]; unchanged: boolean }> {
-  const files: FileEntry[] = [];
-  let hits = 0;
+/** A regular file as stat saw it (no content read). */
+export interface StatEntry {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  mode: number;
+}
+
+/** The client's regular files, stat only (sorted by path); refused paths are reported, not synced. */
+export async function statTree(root: string, blocking = false): Promise<{ entries: StatEntry[]; skipped: { path: string; why: string }[] }> {
+  const out: StatEntry[] = [];
   const skipped: { path: string; why: string }[] = [];
   const walk = async (rel: string) => {
     const entries = await readdir(join(root, rel), { withFileTypes: true });
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     // The entries' stats in parallel (the thread pool works on several at once), used in order.
-    const stats = new Map<string, Promise<import('node:fs').Stats>>();
+    const stats: (Promise<import('node:fs').Stats> | undefined)[] = [];
+    const paths: string[] = [];
     for (const d of entries) {
       const p = rel ? `${rel}/${d.name}` : d.name;
-      if (p !== '.omni' && !checkPath(p)) {
-        const st = blocking ? Promise.resolve(lstatSync(join(root, p))) : lstat(join(root, p));
-        st.catch(() => undefined);
-        stats.set(p, st);
+      paths.push(p);
+      if (p === '.omni') {
+        stats.push(undefined);
+        continue;
       }
-    }
-    for (const d of entries) {
-      const p = rel ? `${rel}/${d.name}` : d.name;
-      if (p === '.omni') continue;
       const why = checkPath(p);
       if (why) {
         skipped.push({ path: p, why });
+        stats.push(undefined);
         continue;
       }
-      const full = join(root, p);
-      const st = await stats.get(p)!;
+      const st = blocking ? Promise.resolve(lstatSync(join(root, p))) : lstat(join(root, p));
+      st.catch(() => undefined);
+      stats.push(st);
+    }
+    for (const [i, p] of paths.entries()) {
+      if (!stats[i]) continue;
+      const st = await stats[i];
       if (st.isDirectory()) await walk(p);
       else if (st.isSymbolicLink()) {
-        const escape = checkSymlink(p, await readlink(full));
+        const escape = checkSymlink(p, await readlink(join(root, p)));
         skipped.push({ path: p, why: escape ?? 'symlinks are not synced' });
       } else if (!st.isFile()) skipped.push({ path: p, why: 'not a regular file (device, fifo or socket)' });
       else {
-        if (files.length >= MAX_FILES) throw new OmniError('TOO_LARGE', `${root} has over ${MAX_FILES} files`);
-        const mode = st.mode & 0o111 ? 0o755 : 0o644;
-        const c = cache.get(p);
-        if (c && c.size === st.size && c.mtimeMs === st.mtimeMs) {
-          if (c.mode === mode) hits++;
-          files.push({ ...c, mode });
-        }
-        else {
-          const h = await hashFile(full, st.size);
-          files.push({ path: p, size: h.size, mtimeMs: st.mtimeMs, mode, sha256: h.sha256, chunks: h.chunks });
-        }
+        if (out.length >= MAX_FILES) throw new OmniError('TOO_LARGE', `${root} has over ${MAX_FILES} files`);
+        out.push({ path: p, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o111 ? 0o755 : 0o644 });
       }
     }
   };
   await walk('');
-  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { entries: out, skipped };
+}
+
+/** What a no-op check compares: the stat of every file (path, size, mtime, mode), as one digest. */
+export function statFingerprint(entries: StatEntry[]): string {
+  const h = createHash('sha256');
+  for (const e of entries) h.update(`${e.path}\0${e.size}\0${e.mtimeMs}\0${e.mode}\n`);
+  return 'sha256:' + h.digest('hex');
+}
+
+/** The client's tree: regular files only; refused paths are reported, not synced. A file whose size and mtime match its cache entry is not read. */
+export async function scanTree(root: string, cache: Map<string, FileEntry>, blocking = false, stated?: Awaited<ReturnType<typeof statTree>>): Promise<{ tree: TreeManifest; skipped: { path: string; why: string }[]; unchanged: boolean }> {
+  const { entries, skipped } = stated ?? (await statTree(root, blocking));
+  const files: FileEntry[] = [];
+  let hits = 0;
+  for (const e of entries) {
+    const c = cache.get(e.path);
+    if (c && c.size === e.size && c.mtimeMs === e.mtimeMs) {
+      if (c.mode === e.mode) hits++;
+      files.push({ ...c, mode: e.mode });
+    } else {
+      const h = await hashFile(join(root, e.path), e.size);
+      files.push({ path: e.path, size: h.size, mtimeMs: e.mtimeMs, mode: e.mode, sha256: h.sha256, chunks: h.chunks });
+    }
+  }
   // unchanged: every file is the cache's (size, mtime, mode) and none went or came.
   return { tree: { version: MANIFEST_VERSION, files }, skipped, unchanged: hits === files.length && files.length === cache.size };
 }
@@ -223,8 +249,8 @@ async function readBlobJson(reg: SyncRegistry, repo: string, digest: string, tmp
 }
 
 /** The cluster's copy of the workspace (the record, then its tree pages unless `known` is the index it names). */
-export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest; pages?: string[] }): Promise<Remote & { index?: string; pages?: string[] }> {
-  const rec = await retry('reading the workspace record', () => records.read(recordKey(app)));
+export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest; pages?: string[] }, record?: Promise<{ value: string; version: number } | undefined>): Promise<Remote & { index?: string; pages?: string[] }> {
+  const rec = await (record ?? retry('reading the workspace record', () => records.read(recordKey(app))));
   if (!rec) return { tree: emptyTree(), revision: 0, version: 0 };
   const v = JSON.parse(rec.value) as { index?: unknown; revision?: unknown };
   if (typeof v.index !== 'string' || !Number.isSafeInteger(v.revision)) throw new OmniError('INVALID', `the sync record of ${app} is malformed`);
@@ -517,6 +543,13 @@ async function safeParent(root: string, rel: string): Promise<string> {
   return join(root, rel);
 }
 
+/** The no-op fast path's record: the stat fingerprint of the client's files and the index, when both sides are equal. */
+async function writeQuick(path: string, app: string, index: string, files: FileEntry[]): Promise<void> {
+  const tmp = `${path}.tmp`;
+  await writeFile(tmp, JSON.stringify({ app, index, fingerprint: statFingerprint(files) }));
+  await rename(tmp, path);
+}
+
 const treeBytes = (t: TreeManifest) => t.files.reduce((n, f) => n + f.size, 0);
 const mb = (n: number) => (n < 1024 * 1024 ? `${n} bytes` : `${(n / 1024 / 1024).toFixed(1)} MiB`);
 
@@ -539,6 +572,12 @@ export interface SyncDirOptions {
   /** Write the record even when there is nothing to upload and none exists yet (an empty workspace is a workspace). */
   ensureRecord?: boolean;
   onProgress?: (p: { bytesUp: number; bytesDown: number; totalUp: number; totalDown: number }) => void;
+  /**
+   * Take the no-op fast path: when the files stat as the last converged sync left them and the record
+   * names the same index, return at once (one KV read, the state not read). The returned plan's
+   * trees are then empty (nothing changes; callers that need the trees leave this off).
+   */
+  quickNoop?: boolean;
   /** Stat the directory with synchronous calls (faster; for a process with nothing else to do meanwhile, like the CLI; not a node). */
   blockingScan?: boolean;
   /** For tests: called after the chunks went up and before the record is written. */
@@ -558,11 +597,28 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
   await mkdir(dirname(stateFile), { recursive: true });
   const reg = opts.registry;
   const repo = repoOf(app);
+  const quickFile = `${stateFile}.quick`;
+  // The record is read while the directory is stat'ed (neither needs the other).
+  const record = retry('reading the workspace record', () => records.read(recordKey(app)));
+  record.catch(() => undefined);
+  const stated = await statTree(dir, opts.blockingScan === true);
+  if (opts.quickNoop) {
+    // The no-op fast path: the files stat the same as when the last sync left both sides equal, and
+    // the record still names the index that sync wrote: nothing to do, without reading the state.
+    const quick = await readFile(quickFile, 'utf8').then((t) => JSON.parse(t) as { app?: unknown; index?: unknown; fingerprint?: unknown }, () => undefined);
+    if (quick && quick.app === app && typeof quick.index === 'string' && quick.fingerprint === statFingerprint(stated.entries)) {
+      const rec = await record;
+      const v = rec ? (JSON.parse(rec.value) as { index?: unknown; revision?: unknown }) : undefined;
+      if (v && v.index === quick.index && Number.isSafeInteger(v.revision)) {
+        const none = emptyTree();
+        return { app, direction, revision: v.revision as number, uploaded: 0, downloaded: 0, deletedLocal: 0, deletedRemote: 0, conflicts: [], skipped: stated.skipped, bytesUploaded: 0, bytesDownloaded: 0, chunksSkipped: 0, dryRun: !!opts.dryRun, noop: true, plan: { upload: [], download: [], deleteLocal: [], deleteRemote: [], conflicts: [], local: none, remote: none, base: none, noop: true } };
+      }
+    }
+  }
   const state = await loadState(stateFile, app);
-  // The cluster's side is read while the directory is scanned (neither needs the other).
-  const firstRemote = readRemote(records, reg, app, tmpDir, state.remoteIndex ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined);
+  const firstRemote = readRemote(records, reg, app, tmpDir, state.remoteIndex ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined, record);
   firstRemote.catch(() => undefined);
-  const { tree: local, skipped, unchanged } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])), opts.blockingScan === true);
+  const { tree: local, skipped, unchanged } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])), opts.blockingScan === true, stated);
   const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
   const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
   for (let attempt = 1; ; attempt++) {
@@ -635,13 +691,18 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     }
     const localAfter: TreeManifest = { version: MANIFEST_VERSION, files: plan.local.files.map((f) => written.get(f.path)!) };
     // Nothing moved and the scan found what the state holds: the state file is already right (a no-op writes nothing).
-    if (plan.noop && !remoteChanged && ready.size === 0 && remoteIndex !== undefined && remoteIndex === state.remoteIndex && unchanged) return summary(revision);
+    if (plan.noop && !remoteChanged && ready.size === 0 && remoteIndex !== undefined && remoteIndex === state.remoteIndex && unchanged) {
+      await writeQuick(quickFile, app, remoteIndex, localAfter.files);
+      return summary(revision);
+    }
+    await rm(quickFile, { force: true });
     const tmpState = `${stateFile}.tmp`;
     const converged = JSON.stringify(plan.local.files.map((f) => [f.path, f.sha256, f.mode])) === JSON.stringify(plan.remote.files.map((f) => [f.path, f.sha256, f.mode]));
     // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching it).
     const base = { version: MANIFEST_VERSION, files: plan.base.files.map((f) => (packable(f) && remotePacks.get(f.sha256) ? { ...f, pack: remotePacks.get(f.sha256)! } : f)) };
     await writeFile(tmpState, JSON.stringify({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages } : {}) } : {}) }));
     await rename(tmpState, stateFile);
+    if (converged && remoteIndex) await writeQuick(quickFile, app, remoteIndex, localAfter.files);
     return summary(revision);
   }
 }
