@@ -303,7 +303,7 @@ async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): P
  * deterministically, so a rerun makes the same pack blobs and skips those already stored.
  * Returns where each newly packed content is (by sha256).
  */
-async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: FileEntry[], known: Set<string>, packed: Map<string, PackRef>, localBySha: Map<string, FileEntry>, tmpDir: string, prog: Progress, tick: () => void): Promise<Map<string, PackRef>> {
+function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: FileEntry[], known: Set<string>, packed: Map<string, PackRef>, localBySha: Map<string, FileEntry>, tmpDir: string, prog: Progress, tick: () => void): { built: Promise<Map<string, PackRef>>; done: Promise<void> } {
   const jobs: { digest: string; src: FileEntry; index: number }[] = [];
   const seen = new Set<string>();
   const toPack: FileEntry[] = [];
@@ -343,6 +343,7 @@ async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files
       }
       const digest = 'sha256:' + h.digest('hex');
       members.forEach((m, i) => newPacks.set(m.sha256, { digest, offset: offsets[i], packSize: off }));
+      if (--unbuilt === 0) allBuilt();
       if (await retry(`checking pack ${digest}`, () => reg.hasBlob(repo, digest))) {
         prog.chunksSkipped++;
         return;
@@ -354,8 +355,14 @@ async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files
       await rm(tmp, { force: true });
     }
   };
-  const all: ({ pack: FileEntry[] } | { digest: string; src: FileEntry; index: number })[] = [...planPacks(toPack).map((pack) => ({ pack })), ...jobs];
-  await pool(all, PARALLEL, async (j) => {
+  const packs = planPacks(toPack);
+  // built: every pack's digest is known (the workspace's description can be made while they upload)
+  let unbuilt = packs.length;
+  let allBuilt = () => {};
+  const builtP = new Promise<void>((res) => (allBuilt = res));
+  if (unbuilt === 0) allBuilt();
+  const all: ({ pack: FileEntry[] } | { digest: string; src: FileEntry; index: number })[] = [...packs.map((pack) => ({ pack })), ...jobs];
+  const done = pool(all, PARALLEL, async (j) => {
     if ('pack' in j) return packJob(j.pack);
     if (await retry(`checking ${j.digest}`, () => reg.hasBlob(repo, j.digest))) {
       prog.chunksSkipped++;
@@ -377,7 +384,8 @@ async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files
     prog.bytesUp += len;
     tick();
   });
-  return newPacks;
+  done.catch(() => undefined);
+  return { built: Promise.race([builtP, done]).then(() => newPacks), done };
 }
 
 /** The cluster's tree with every packed file's pack set (from `packs`, by sha256); a small file without one is an error. */
@@ -418,7 +426,7 @@ async function putBlobBytes(reg: SyncRegistry, repo: string, bytes: Buffer, tmpD
  * an OCI index tagged `ws-<revision>`. A page manifest in `knownPages` (the cluster has it) is not
  * written again: a one-file change writes one page, its manifest and the index.
  */
-async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string, knownPages: Set<string>): Promise<{ index: string; pages: string[] }> {
+async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string, knownPages: Set<string>, contentsIn: Promise<void>): Promise<{ index: string; pages: string[] }> {
   const jobs: { body: Buffer; digest: string; page: Buffer; pageDigest: string }[] = [];
   for (const p of pageTree(tree)) {
     const pageBytes = encodeManifest(p);
@@ -442,11 +450,14 @@ async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest,
       jobs.push({ body, digest: 'sha256:' + createHash('sha256').update(body).digest('hex'), page: pageBytes, pageDigest });
     }
   }
-  const blobsDone = new Map<string, Promise<string>>();
-  await pool(jobs.filter((j) => !knownPages.has(j.digest)), PARALLEL, async (j) => {
-    let b = blobsDone.get(j.pageDigest);
-    if (!b) blobsDone.set(j.pageDigest, (b = putBlobBytes(reg, repo, j.page, tmpDir)));
-    await b;
+  // The page blobs go up while the contents do; a manifest is written once its layers are all in.
+  const todo = jobs.filter((j) => !knownPages.has(j.digest));
+  const pageBlobs = [...new Map(todo.map((j) => [j.pageDigest, j.page])).values()];
+  await pool(pageBlobs, PARALLEL, async (b) => {
+    await putBlobBytes(reg, repo, b, tmpDir);
+  });
+  await contentsIn;
+  await pool(todo, PARALLEL, async (j) => {
     await retry('writing a workspace manifest', () => reg.putManifest(repo, j.digest, j.body, OCI_MANIFEST));
   });
   const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: jobs.map((j) => ({ mediaType: OCI_MANIFEST, digest: j.digest, size: j.body.length })) }));
@@ -661,10 +672,11 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     if (remoteChanged) {
       const known = new Set(remote.tree.files.filter((f) => !f.pack).flatMap((f) => f.chunks));
       const packed = packsOf(remote.tree);
-      for (const [k, v] of await uploadChunks(reg, repo, dir, plan.upload, known, packed, localBySha, tmpDir, prog, tick)) packed.set(k, v);
+      const up = uploadChunks(reg, repo, dir, plan.upload, known, packed, localBySha, tmpDir, prog, tick);
+      for (const [k, v] of await up.built) packed.set(k, v);
       revision = remote.revision + 1;
       remotePacks = packed;
-      const put = await putWorkspace(reg, repo, withPacks(plan.remote, packed), revision, tmpDir, new Set(remote.pages ?? []));
+      const put = await putWorkspace(reg, repo, withPacks(plan.remote, packed), revision, tmpDir, new Set(remote.pages ?? []), up.done);
       const index = put.index;
       remoteIndex = index;
       remotePages = put.pages;
