@@ -709,7 +709,7 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     }
     await rm(quickFile, { force: true });
     const tmpState = `${stateFile}.tmp`;
-    const converged = JSON.stringify(plan.local.files.map((f) => [f.path, f.sha256, f.mode])) === JSON.stringify(plan.remote.files.map((f) => [f.path, f.sha256, f.mode]));
+    const converged = plan.local.files.length === plan.remote.files.length && plan.local.files.every((f, i) => { const r = plan.remote.files[i]; return f.path === r.path && f.sha256 === r.sha256 && f.mode === r.mode; });
     // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching it).
     const base = { version: MANIFEST_VERSION, files: plan.base.files.map((f) => (packable(f) && remotePacks.get(f.sha256) ? { ...f, pack: remotePacks.get(f.sha256)! } : f)) };
     await writeFile(tmpState, JSON.stringify({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages } : {}) } : {}) }));
