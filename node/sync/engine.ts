@@ -5,21 +5,25 @@
 // this file scans, moves bytes and keeps the state. Who the two sides are is the caller's: the
 // "client" side is the directory given, the "cluster" side the workspace in the store.
 //
-// The cluster's copy of a workspace:
-//   - file contents as content-addressed chunks (CHUNK_BYTES pieces of a file; a small file is one
-//     chunk) in the registry blob store, repository `omni-sync/<app>`: deduplicated (a chunk the
-//     repository has is not sent again), replicated like any blob (R copies), resumable (an
-//     interrupted sync sends only the chunks still missing: each chunk is its own blob);
-//   - the tree manifest (protocol/sync/tree.ts) as a blob, referenced as the config of OCI "page"
-//     manifests whose layers are the chunks (at most PAGE_LAYERS each, to stay under the registry's
-//     manifest size limit), listed by an OCI index tagged `ws-<revision>`: the tag is a GC root, so
-//     garbage collection keeps the workspace's chunks;
+// The cluster's copy of a workspace (format version 2, protocol/sync/tree.ts):
+//   - file contents as content-addressed blobs in the registry blob store, repository
+//     `omni-sync/<app>`: small files (PACK_FILE_MAX at most) concatenated into packs of about
+//     PACK_BYTES (the tree records pack digest, offset, pack size), larger files cut into
+//     CHUNK_BYTES chunks; deduplicated by content (a file the cluster's tree has packed, or a
+//     chunk it has, is not sent again), replicated like any blob (R copies), resumable (packs are
+//     built deterministically, so a rerun sends only the blobs still missing);
+//   - the tree in stable pages (pageTree), each page a blob that is the config of OCI manifests
+//     whose layers are its chunks and packs (at most PAGE_LAYERS each, to stay under the
+//     registry's manifest size limit), listed by an OCI index tagged `ws-<revision>`: the tag is a
+//     GC root, so garbage collection keeps the contents; a page manifest the cluster's index
+//     already lists is not written again;
 //   - a record in the replicated KV, `sync/<app>` = {"index": digest, "revision": n}, written with
 //     compare-and-set on its version: of two concurrent syncs one wins, the other sees CONFLICT,
 //     re-reads the cluster's tree and plans again (no update is lost).
 // The base (the tree both sides agreed on after the last sync) and a scan cache (size+mtime →
 // digests, so a no-op sync hashes nothing) are kept in DIR/.omni/sync-state.json (or where the
-// caller says: a node keeps a task's outside the task's directory).
+// caller says: a node keeps a task's outside the task's directory); next to it, `<state>.quick` (the
+// stat fingerprint and index of the last converged sync) lets `quickNoop` end a no-op with one KV read.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, lstatSync } from 'node:fs';
 import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
