@@ -45,6 +45,8 @@ export interface SyncOptions {
   limitBytes?: number;
   /** Write the record even when the workspace is empty (omni run: the app then has a workspace). */
   ensureRecord?: boolean;
+  /** The engine's no-op fast path (one KV read when nothing changed); the plan's trees are then empty. */
+  quickNoop?: boolean;
   onProgress?: (p: { bytesUp: number; bytesDown: number; totalUp: number; totalDown: number }) => void;
   /** For tests: called after the chunks went up and before the record is written. */
   beforeCommit?: () => Promise<void>;
@@ -56,7 +58,7 @@ export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { pl
   if (!APP_RE.test(app) || app.length > 100) throw new UsageError(`--app must be an app name (lower-case letters, digits, . _ -), got ${app}`);
   const registry = opts.registry ?? (await registryFor(client, {}));
   try {
-    return await syncDir({ ...opts, records: apiRecords(client), registry });
+    return await syncDir({ blockingScan: true, ...opts, records: apiRecords(client), registry });
   } catch (err) {
     if (err instanceof OmniError && err.code === 'INVALID_ARGUMENT' && /is not a directory$/.test(err.message)) throw new UsageError(err.message);
     throw err;
@@ -104,8 +106,7 @@ export async function sync(argv: string[]): Promise<number> {
   const tty = process.stderr.isTTY && !values.json;
   let last = 0;
   try {
-    const reg = await registryFor(client, values);
-    const limitBytes = await readBackFirst(client, app, !!values['dry-run']);
+    const [reg, limitBytes] = await Promise.all([registryFor(client, values), readBackFirst(client, app, !!values['dry-run'])]);
     const r = await syncProject({
       client,
       app,
@@ -113,6 +114,7 @@ export async function sync(argv: string[]): Promise<number> {
       ...(limitBytes !== undefined ? { limitBytes } : {}),
       registry: reg,
       direction: values.push ? 'push' : values.pull ? 'pull' : 'both',
+      quickNoop: true,
       dryRun: !!values['dry-run'],
       onProgress: tty
         ? (p) => {

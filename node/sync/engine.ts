@@ -5,30 +5,34 @@
 // this file scans, moves bytes and keeps the state. Who the two sides are is the caller's: the
 // "client" side is the directory given, the "cluster" side the workspace in the store.
 //
-// The cluster's copy of a workspace:
-//   - file contents as content-addressed chunks (CHUNK_BYTES pieces of a file; a small file is one
-//     chunk) in the registry blob store, repository `omni-sync/<app>`: deduplicated (a chunk the
-//     repository has is not sent again), replicated like any blob (R copies), resumable (an
-//     interrupted sync sends only the chunks still missing: each chunk is its own blob);
-//   - the tree manifest (protocol/sync/tree.ts) as a blob, referenced as the config of OCI "page"
-//     manifests whose layers are the chunks (at most PAGE_LAYERS each, to stay under the registry's
-//     manifest size limit), listed by an OCI index tagged `ws-<revision>`: the tag is a GC root, so
-//     garbage collection keeps the workspace's chunks;
+// The cluster's copy of a workspace (format version 2, protocol/sync/tree.ts):
+//   - file contents as content-addressed blobs in the registry blob store, repository
+//     `omni-sync/<app>`: small files (PACK_FILE_MAX at most) concatenated into packs of about
+//     PACK_BYTES (the tree records pack digest, offset, pack size), larger files cut into
+//     CHUNK_BYTES chunks; deduplicated by content (a file the cluster's tree has packed, or a
+//     chunk it has, is not sent again), replicated like any blob (R copies), resumable (packs are
+//     built deterministically, so a rerun sends only the blobs still missing);
+//   - the tree in stable pages (pageTree), each page a blob that is the config of OCI manifests
+//     whose layers are its chunks and packs (at most PAGE_LAYERS each, to stay under the
+//     registry's manifest size limit), listed by an OCI index tagged `ws-<revision>`: the tag is a
+//     GC root, so garbage collection keeps the contents; a page manifest the cluster's index
+//     already lists is not written again;
 //   - a record in the replicated KV, `sync/<app>` = {"index": digest, "revision": n}, written with
 //     compare-and-set on its version: of two concurrent syncs one wins, the other sees CONFLICT,
 //     re-reads the cluster's tree and plans again (no update is lost).
 // The base (the tree both sides agreed on after the last sync) and a scan cache (size+mtime →
 // digests, so a no-op sync hashes nothing) are kept in DIR/.omni/sync-state.json (or where the
-// caller says: a node keeps a task's outside the task's directory).
+// caller says: a node keeps a task's outside the task's directory); next to it, `<state>.quick` (the
+// stat fingerprint and index of the last converged sync) lets `quickNoop` end a no-op with one KV read.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, lstatSync } from 'node:fs';
 import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { OmniError } from '../errors.js';
 import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
-import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES } from '../../protocol/sync/tree.js';
+import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, checkScanCache, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, pageTree, joinPages } from '../../protocol/sync/tree.js';
 
 /** The registry operations sync uses: the CLI's /v2/ client (with failover), or a node's in-process registry (node/forge/node-registry.ts). */
 export interface SyncRegistry {
@@ -55,6 +59,7 @@ const CHUNK_MEDIA_TYPE = 'application/octet-stream';
 const PAGE_LAYERS = 400;
 const PARALLEL = 8;
 const CAS_ATTEMPTS = 5;
+const SMALL_READ = 1024 * 1024;
 const STATE_FILE = '.omni/sync-state.json';
 export const APP_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
 
@@ -82,11 +87,21 @@ interface SyncState {
   local: TreeManifest;
   /** The cluster's index digest when the last sync left both sides equal (then the cluster's tree is the base). */
   remoteIndex?: string;
+  /** The page manifests of that index (those are not written again by the next sync). */
+  remotePages?: string[];
 }
 
 // ---------------------------------------------------------------- scanning
 
-async function hashFile(path: string): Promise<{ sha256: string; chunks: string[]; size: number }> {
+async function hashFile(path: string, sizeHint = Infinity): Promise<{ sha256: string; chunks: string[]; size: number }> {
+  if (sizeHint <= SMALL_READ) {
+    // A small file is read whole (a stream would allocate a 1 MiB buffer for each: seconds over thousands of files).
+    const buf = await readFile(path);
+    if (buf.length <= Math.min(SMALL_READ, CHUNK_BYTES)) {
+      const d = 'sha256:' + createHash('sha256').update(buf).digest('hex');
+      return { sha256: d, chunks: buf.length ? [d] : [], size: buf.length };
+    }
+  }
   const whole = createHash('sha256');
   const chunks: string[] = [];
   let chunk = createHash('sha256');
@@ -112,43 +127,84 @@ async function hashFile(path: string): Promise<{ sha256: string; chunks: string[
   return { sha256: 'sha256:' + whole.digest('hex'), chunks, size };
 }
 
-/** The client's tree: regular files only; refused paths are reported, not synced. */
-export async function scanTree(root: string, cache: Map<string, FileEntry>): Promise<{ tree: TreeManifest; skipped: { path: string; why: string }[] }> {
-  const files: FileEntry[] = [];
+/** A regular file as stat saw it (no content read). */
+export interface StatEntry {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  mode: number;
+}
+
+/** The client's regular files, stat only (sorted by path); refused paths are reported, not synced. */
+export async function statTree(root: string, blocking = false): Promise<{ entries: StatEntry[]; skipped: { path: string; why: string }[] }> {
+  const out: StatEntry[] = [];
   const skipped: { path: string; why: string }[] = [];
   const walk = async (rel: string) => {
     const entries = await readdir(join(root, rel), { withFileTypes: true });
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // The entries' stats in parallel (the thread pool works on several at once), used in order.
+    const stats: (Promise<import('node:fs').Stats> | undefined)[] = [];
+    const paths: string[] = [];
     for (const d of entries) {
       const p = rel ? `${rel}/${d.name}` : d.name;
-      if (p === '.omni') continue;
+      paths.push(p);
+      if (p === '.omni') {
+        stats.push(undefined);
+        continue;
+      }
       const why = checkPath(p);
       if (why) {
         skipped.push({ path: p, why });
+        stats.push(undefined);
         continue;
       }
-      const full = join(root, p);
-      const st = await lstat(full);
+      const st = blocking ? Promise.resolve(lstatSync(join(root, p))) : lstat(join(root, p));
+      st.catch(() => undefined);
+      stats.push(st);
+    }
+    for (const [i, p] of paths.entries()) {
+      if (!stats[i]) continue;
+      const st = await stats[i];
       if (st.isDirectory()) await walk(p);
       else if (st.isSymbolicLink()) {
-        const escape = checkSymlink(p, await readlink(full));
+        const escape = checkSymlink(p, await readlink(join(root, p)));
         skipped.push({ path: p, why: escape ?? 'symlinks are not synced' });
       } else if (!st.isFile()) skipped.push({ path: p, why: 'not a regular file (device, fifo or socket)' });
       else {
-        if (files.length >= MAX_FILES) throw new OmniError('TOO_LARGE', `${root} has over ${MAX_FILES} files`);
-        const mode = st.mode & 0o111 ? 0o755 : 0o644;
-        const c = cache.get(p);
-        if (c && c.size === st.size && c.mtimeMs === st.mtimeMs) files.push({ ...c, mode });
-        else {
-          const h = await hashFile(full);
-          files.push({ path: p, size: h.size, mtimeMs: st.mtimeMs, mode, sha256: h.sha256, chunks: h.chunks });
-        }
+        if (out.length >= MAX_FILES) throw new OmniError('TOO_LARGE', `${root} has over ${MAX_FILES} files`);
+        out.push({ path: p, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o111 ? 0o755 : 0o644 });
       }
     }
   };
   await walk('');
-  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  return { tree: { version: 1, files }, skipped };
+  out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { entries: out, skipped };
+}
+
+/** What a no-op check compares: the stat of every file (path, size, mtime, mode), as one digest. */
+export function statFingerprint(entries: StatEntry[]): string {
+  const h = createHash('sha256');
+  for (const e of entries) h.update(`${e.path}\0${e.size}\0${e.mtimeMs}\0${e.mode}\n`);
+  return 'sha256:' + h.digest('hex');
+}
+
+/** The client's tree: regular files only; refused paths are reported, not synced. A file whose size and mtime match its cache entry is not read. */
+export async function scanTree(root: string, cache: Map<string, FileEntry>, blocking = false, stated?: Awaited<ReturnType<typeof statTree>>): Promise<{ tree: TreeManifest; skipped: { path: string; why: string }[]; unchanged: boolean }> {
+  const { entries, skipped } = stated ?? (await statTree(root, blocking));
+  const files: FileEntry[] = [];
+  let hits = 0;
+  for (const e of entries) {
+    const c = cache.get(e.path);
+    if (c && c.size === e.size && c.mtimeMs === e.mtimeMs) {
+      if (c.mode === e.mode) hits++;
+      files.push({ ...c, mode: e.mode });
+    } else {
+      const h = await hashFile(join(root, e.path), e.size);
+      files.push({ path: e.path, size: h.size, mtimeMs: e.mtimeMs, mode: e.mode, sha256: h.sha256, chunks: h.chunks });
+    }
+  }
+  // unchanged: every file is the cache's (size, mtime, mode) and none went or came.
+  return { tree: { version: MANIFEST_VERSION, files }, skipped, unchanged: hits === files.length && files.length === cache.size };
 }
 
 // ---------------------------------------------------------------- the cluster's copy
@@ -196,20 +252,32 @@ async function readBlobJson(reg: SyncRegistry, repo: string, digest: string, tmp
   }
 }
 
-/** The cluster's copy of the workspace (the record, then its tree unless `known` is the one it names). */
-export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest }): Promise<Remote & { index?: string }> {
-  const rec = await retry('reading the workspace record', () => records.read(recordKey(app)));
+/** The cluster's copy of the workspace (the record, then its tree pages unless `known` is the index it names). */
+export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest; pages?: string[] }, record?: Promise<{ value: string; version: number } | undefined>): Promise<Remote & { index?: string; pages?: string[] }> {
+  const rec = await (record ?? retry('reading the workspace record', () => records.read(recordKey(app))));
   if (!rec) return { tree: emptyTree(), revision: 0, version: 0 };
   const v = JSON.parse(rec.value) as { index?: unknown; revision?: unknown };
   if (typeof v.index !== 'string' || !Number.isSafeInteger(v.revision)) throw new OmniError('INVALID', `the sync record of ${app} is malformed`);
   // The record names the tree this client synced to last: no need to fetch it (a no-op sync reads
   // one KV record and stats the directory).
-  if (known && known.index === v.index) return { tree: known.tree, revision: v.revision as number, version: rec.version, index: v.index };
+  if (known && known.index === v.index) return { tree: known.tree, revision: v.revision as number, version: rec.version, index: v.index, ...(known.pages ? { pages: known.pages } : {}) };
   const repo = repoOf(app);
-  const index = JSON.parse((await retry('reading the workspace index', () => reg.manifest(repo, v.index as string))).bytes.toString('utf8')) as { manifests: { digest: string }[] };
-  const page = JSON.parse((await retry('reading the workspace manifest', () => reg.manifest(repo, index.manifests[0].digest))).bytes.toString('utf8')) as { config: { digest: string } };
-  const tree = decodeManifest(await readBlobJson(reg, repo, page.config.digest, tmpDir));
-  return { tree, revision: v.revision as number, version: rec.version, index: v.index };
+  const index = JSON.parse((await retry('reading the workspace index', () => reg.manifest(repo, v.index as string))).bytes.toString('utf8')) as { manifests?: { digest?: unknown }[] };
+  if (!Array.isArray(index.manifests) || index.manifests.length === 0 || index.manifests.length > 100_000 || !index.manifests.every((m) => typeof m?.digest === 'string')) throw new OmniError('INVALID', `the workspace index of ${app} is malformed`);
+  const pages = index.manifests.map((m) => m.digest as string);
+  const configs: string[] = new Array(pages.length);
+  await pool(pages.map((d, i) => ({ d, i })), PARALLEL, async ({ d, i }) => {
+    const page = JSON.parse((await retry('reading the workspace manifest', () => reg.manifest(repo, d))).bytes.toString('utf8')) as { config?: { digest?: unknown } };
+    if (typeof page.config?.digest !== 'string') throw new OmniError('INVALID', `a workspace manifest of ${app} is malformed`);
+    configs[i] = page.config.digest;
+  });
+  // A page of the tree with more layers than a manifest holds spans consecutive manifests with the same config.
+  const blobs = configs.filter((c, i) => i === 0 || configs[i - 1] !== c);
+  const trees: TreeManifest[] = new Array(blobs.length);
+  await pool(blobs.map((d, i) => ({ d, i })), PARALLEL, async ({ d, i }) => {
+    trees[i] = decodeManifest(await readBlobJson(reg, repo, d, tmpDir));
+  });
+  return { tree: joinPages(trees), revision: v.revision as number, version: rec.version, index: v.index, pages };
 }
 
 /** Streams [start, start+len) of a file into its own file (a chunk to upload; 4 MiB at most). */
@@ -232,18 +300,74 @@ async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): P
   );
 }
 
-/** Sends the chunks of `files` the repository lacks (resumable: each chunk is a blob; those there are skipped). */
-async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: FileEntry[], known: Set<string>, localBySha: Map<string, FileEntry>, tmpDir: string, prog: Progress, tick: () => void): Promise<void> {
+/**
+ * Sends what the repository lacks for `files`: small files (packable) in packs of about PACK_BYTES
+ * (one blob each; a content the cluster's tree already has in a pack is not sent again), larger ones
+ * as CHUNK_BYTES chunks (each its own blob; those there are skipped). Resumable: packs are built
+ * deterministically, so a rerun makes the same pack blobs and skips those already stored.
+ * Returns where each newly packed content is (by sha256).
+ */
+function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: FileEntry[], known: Set<string>, packed: Map<string, PackRef>, localBySha: Map<string, FileEntry>, tmpDir: string, prog: Progress, tick: () => void): { built: Promise<Map<string, PackRef>>; done: Promise<void> } {
   const jobs: { digest: string; src: FileEntry; index: number }[] = [];
   const seen = new Set<string>();
-  for (const f of files)
+  const toPack: FileEntry[] = [];
+  for (const f of files) {
+    if (packable(f)) {
+      if (packed.has(f.sha256)) prog.chunksSkipped++;
+      else toPack.push(localBySha.get(f.sha256) ?? f);
+      continue;
+    }
     f.chunks.forEach((c, i) => {
       if (seen.has(c)) return;
       seen.add(c);
       if (known.has(c)) prog.chunksSkipped++;
       else jobs.push({ digest: c, src: localBySha.get(f.sha256) ?? f, index: i });
     });
-  await pool(jobs, PARALLEL, async (j) => {
+  }
+  const newPacks = new Map<string, PackRef>();
+  const packJob = async (members: FileEntry[]) => {
+    const tmp = join(tmpDir, `pack-${randomBytes(6).toString('hex')}`);
+    try {
+      const h = createHash('sha256');
+      const out = await open(tmp, 'w');
+      const offsets: number[] = [];
+      let off = 0;
+      try {
+        for (const m of members) {
+          const buf = await readFile(join(root, m.path));
+          const got = 'sha256:' + createHash('sha256').update(buf).digest('hex');
+          if (got !== m.sha256) throw new OmniError('CONFLICT', `${m.path} changed during the sync (sync again)`);
+          h.update(buf);
+          await out.write(buf);
+          offsets.push(off);
+          off += buf.length;
+        }
+      } finally {
+        await out.close();
+      }
+      const digest = 'sha256:' + h.digest('hex');
+      members.forEach((m, i) => newPacks.set(m.sha256, { digest, offset: offsets[i], packSize: off }));
+      if (--unbuilt === 0) allBuilt();
+      if (await retry(`checking pack ${digest}`, () => reg.hasBlob(repo, digest))) {
+        prog.chunksSkipped++;
+        return;
+      }
+      await retry(`uploading pack ${digest} (${members.length} files)`, () => reg.uploadBlob(repo, digest, tmp));
+      prog.bytesUp += off;
+      tick();
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  };
+  const packs = planPacks(toPack);
+  // built: every pack's digest is known (the workspace's description can be made while they upload)
+  let unbuilt = packs.length;
+  let allBuilt = () => {};
+  const builtP = new Promise<void>((res) => (allBuilt = res));
+  if (unbuilt === 0) allBuilt();
+  const all: ({ pack: FileEntry[] } | { digest: string; src: FileEntry; index: number })[] = [...packs.map((pack) => ({ pack })), ...jobs];
+  const done = pool(all, PARALLEL, async (j) => {
+    if ('pack' in j) return packJob(j.pack);
     if (await retry(`checking ${j.digest}`, () => reg.hasBlob(repo, j.digest))) {
       prog.chunksSkipped++;
       return;
@@ -264,7 +388,27 @@ async function uploadChunks(reg: SyncRegistry, repo: string, root: string, files
     prog.bytesUp += len;
     tick();
   });
+  done.catch(() => undefined);
+  return { built: Promise.race([builtP, done]).then(() => newPacks), done };
 }
+
+/** The cluster's tree with every packed file's pack set (from `packs`, by sha256); a small file without one is an error. */
+export function withPacks(tree: TreeManifest, packs: Map<string, PackRef>): TreeManifest {
+  return {
+    version: MANIFEST_VERSION,
+    files: tree.files.map((f) => {
+      if (!packable(f)) {
+        const { pack: _drop, ...rest } = f;
+        return rest;
+      }
+      const p = packs.get(f.sha256) ?? f.pack;
+      if (!p) throw new OmniError('INTERNAL', `${f.path}: no pack holds its content`);
+      return { ...f, pack: p };
+    }),
+  };
+}
+
+const packsOf = (t: TreeManifest) => new Map(t.files.filter((f) => f.pack).map((f) => [f.sha256, f.pack!]));
 
 async function putBlobBytes(reg: SyncRegistry, repo: string, bytes: Buffer, tmpDir: string): Promise<string> {
   const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
@@ -279,29 +423,51 @@ async function putBlobBytes(reg: SyncRegistry, repo: string, bytes: Buffer, tmpD
   return digest;
 }
 
-/** Writes the workspace's manifests (pages + index, tagged) and returns the index digest. */
-async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string): Promise<string> {
-  const treeBytes = encodeManifest(tree);
-  const treeDigest = await putBlobBytes(reg, repo, treeBytes, tmpDir);
-  const layers: { mediaType: string; digest: string; size: number }[] = [];
-  const seen = new Set<string>();
-  for (const f of tree.files)
-    f.chunks.forEach((c, i) => {
-      if (seen.has(c)) return;
-      seen.add(c);
-      layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: c, size: Math.min(CHUNK_BYTES, f.size - i * CHUNK_BYTES) });
-    });
-  const pages: { mediaType: string; digest: string; size: number }[] = [];
-  for (let i = 0; i === 0 || i < layers.length; i += PAGE_LAYERS) {
-    const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: TREE_MEDIA_TYPE, digest: treeDigest, size: treeBytes.length }, layers: layers.slice(i, i + PAGE_LAYERS) }));
-    const digest = 'sha256:' + createHash('sha256').update(body).digest('hex');
-    await retry('writing the workspace manifest', () => reg.putManifest(repo, digest, body, OCI_MANIFEST));
-    pages.push({ mediaType: OCI_MANIFEST, digest, size: body.length });
+/**
+ * Writes the workspace's description and returns the index digest and its page manifests: the tree
+ * cut into stable pages (protocol/sync/tree.ts pageTree), each page a blob that is the config of
+ * OCI manifests whose layers are the page's chunks and packs (at most PAGE_LAYERS each), listed by
+ * an OCI index tagged `ws-<revision>`. A page manifest in `knownPages` (the cluster has it) is not
+ * written again: a one-file change writes one page, its manifest and the index.
+ */
+async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string, knownPages: Set<string>, contentsIn: Promise<void>): Promise<{ index: string; pages: string[] }> {
+  const jobs: { body: Buffer; digest: string; page: Buffer; pageDigest: string }[] = [];
+  for (const p of pageTree(tree)) {
+    const pageBytes = encodeManifest(p);
+    const pageDigest = 'sha256:' + createHash('sha256').update(pageBytes).digest('hex');
+    const layers: { mediaType: string; digest: string; size: number }[] = [];
+    const seen = new Set<string>();
+    for (const f of p.files) {
+      if (f.pack) {
+        if (!seen.has(f.pack.digest)) layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: f.pack.digest, size: f.pack.packSize });
+        seen.add(f.pack.digest);
+        continue;
+      }
+      f.chunks.forEach((c, i) => {
+        if (seen.has(c)) return;
+        seen.add(c);
+        layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: c, size: Math.min(CHUNK_BYTES, f.size - i * CHUNK_BYTES) });
+      });
+    }
+    for (let i = 0; i === 0 || i < layers.length; i += PAGE_LAYERS) {
+      const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: TREE_MEDIA_TYPE, digest: pageDigest, size: pageBytes.length }, layers: layers.slice(i, i + PAGE_LAYERS) }));
+      jobs.push({ body, digest: 'sha256:' + createHash('sha256').update(body).digest('hex'), page: pageBytes, pageDigest });
+    }
   }
-  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: pages }));
+  // The page blobs go up while the contents do; a manifest is written once its layers are all in.
+  const todo = jobs.filter((j) => !knownPages.has(j.digest));
+  const pageBlobs = [...new Map(todo.map((j) => [j.pageDigest, j.page])).values()];
+  await pool(pageBlobs, PARALLEL, async (b) => {
+    await putBlobBytes(reg, repo, b, tmpDir);
+  });
+  await contentsIn;
+  await pool(todo, PARALLEL, async (j) => {
+    await retry('writing a workspace manifest', () => reg.putManifest(repo, j.digest, j.body, OCI_MANIFEST));
+  });
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: jobs.map((j) => ({ mediaType: OCI_MANIFEST, digest: j.digest, size: j.body.length })) }));
   const indexDigest = 'sha256:' + createHash('sha256').update(index).digest('hex');
   await retry('writing the workspace index', () => reg.putManifest(repo, `ws-${revision}`, index, OCI_INDEX));
-  return indexDigest;
+  return { index: indexDigest, pages: jobs.map((j) => j.digest) };
 }
 
 // ---------------------------------------------------------------- writing the client's side
@@ -311,11 +477,28 @@ async function materialise(reg: SyncRegistry, repo: string, root: string, files:
   // else from the cluster's chunks), checked, and only then renamed into place: a sync broken off
   // here leaves the client's files as they were.
   const ready = new Map<string, string>();
+  // A pack is fetched once (on first need) and the files cut out of it; removed at the end.
+  const packFiles = new Map<string, Promise<string>>();
+  const getPack = (digest: string): Promise<string> => {
+    let p = packFiles.get(digest);
+    if (!p) {
+      const dest = join(tmpDir, `pack-${randomBytes(6).toString('hex')}`);
+      p = retry(`downloading pack ${digest}`, () => reg.downloadBlob(repo, digest, dest)).then(() => dest);
+      packFiles.set(digest, p);
+    }
+    return p;
+  };
+  try {
   await pool(files, PARALLEL, async (f) => {
     const tmp = join(tmpDir, `down-${randomBytes(6).toString('hex')}`);
     const src = localBySha.get(f.sha256);
     if (src) await copyFile(join(root, src.path), tmp);
-    else {
+    else if (f.pack) {
+      const pack = await getPack(f.pack.digest);
+      await pipeline(createReadStream(pack, { start: f.pack.offset, end: f.pack.offset + f.size - 1 }), createWriteStream(tmp));
+      prog.bytesDown += f.size;
+      tick();
+    } else {
       const fh = await open(tmp, 'w');
       try {
         for (const [i, c] of f.chunks.entries()) {
@@ -330,11 +513,14 @@ async function materialise(reg: SyncRegistry, repo: string, root: string, files:
         await fh.close();
       }
     }
-    const h = await hashFile(tmp);
+    const h = await hashFile(tmp, f.size);
     if (h.sha256 !== f.sha256) throw new OmniError('DIGEST_INVALID', `${f.path}: the content put together does not match ${f.sha256}`);
     await chmod(tmp, f.mode);
     ready.set(f.path, tmp);
   });
+  } finally {
+    for (const p of packFiles.values()) await p.then((path) => rm(path, { force: true }), () => undefined);
+  }
   return ready;
 }
 
@@ -344,7 +530,7 @@ async function loadState(path: string, app: string): Promise<SyncState> {
   try {
     const s = JSON.parse(await readFile(path, 'utf8')) as SyncState;
     if (s.app !== app) return { app, base: emptyTree(), local: emptyTree() };
-    return { app, base: checkManifest(s.base), local: checkManifest(s.local), ...(typeof s.remoteIndex === 'string' ? { remoteIndex: s.remoteIndex } : {}) };
+    return { app, base: checkManifest(s.base), local: checkScanCache(s.local), ...(typeof s.remoteIndex === 'string' ? { remoteIndex: s.remoteIndex } : {}), ...(Array.isArray(s.remotePages) && s.remotePages.every((d) => typeof d === 'string') ? { remotePages: s.remotePages } : {}) };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { app, base: emptyTree(), local: emptyTree() };
     throw new OmniError('INVALID', `${path}: ${(err as Error).message} (remove it to sync from scratch: files changed on both sides then become conflicts)`);
@@ -372,6 +558,13 @@ async function safeParent(root: string, rel: string): Promise<string> {
   return join(root, rel);
 }
 
+/** The no-op fast path's record: the stat fingerprint of the client's files and the index, when both sides are equal. */
+async function writeQuick(path: string, app: string, index: string, files: FileEntry[]): Promise<void> {
+  const tmp = `${path}.tmp`;
+  await writeFile(tmp, JSON.stringify({ app, index, fingerprint: statFingerprint(files) }));
+  await rename(tmp, path);
+}
+
 const treeBytes = (t: TreeManifest) => t.files.reduce((n, f) => n + f.size, 0);
 const mb = (n: number) => (n < 1024 * 1024 ? `${n} bytes` : `${(n / 1024 / 1024).toFixed(1)} MiB`);
 
@@ -394,6 +587,14 @@ export interface SyncDirOptions {
   /** Write the record even when there is nothing to upload and none exists yet (an empty workspace is a workspace). */
   ensureRecord?: boolean;
   onProgress?: (p: { bytesUp: number; bytesDown: number; totalUp: number; totalDown: number }) => void;
+  /**
+   * Take the no-op fast path: when the files stat as the last converged sync left them and the record
+   * names the same index, return at once (one KV read, the state not read). The returned plan's
+   * trees are then empty (nothing changes; callers that need the trees leave this off).
+   */
+  quickNoop?: boolean;
+  /** Stat the directory with synchronous calls (faster; for a process with nothing else to do meanwhile, like the CLI; not a node). */
+  blockingScan?: boolean;
   /** For tests: called after the chunks went up and before the record is written. */
   beforeCommit?: () => Promise<void>;
 }
@@ -411,12 +612,32 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
   await mkdir(dirname(stateFile), { recursive: true });
   const reg = opts.registry;
   const repo = repoOf(app);
+  const quickFile = `${stateFile}.quick`;
+  // The record is read while the directory is stat'ed (neither needs the other).
+  const record = retry('reading the workspace record', () => records.read(recordKey(app)));
+  record.catch(() => undefined);
+  const stated = await statTree(dir, opts.blockingScan === true);
+  if (opts.quickNoop) {
+    // The no-op fast path: the files stat the same as when the last sync left both sides equal, and
+    // the record still names the index that sync wrote: nothing to do, without reading the state.
+    const quick = await readFile(quickFile, 'utf8').then((t) => JSON.parse(t) as { app?: unknown; index?: unknown; fingerprint?: unknown }, () => undefined);
+    if (quick && quick.app === app && typeof quick.index === 'string' && quick.fingerprint === statFingerprint(stated.entries)) {
+      const rec = await record;
+      const v = rec ? (JSON.parse(rec.value) as { index?: unknown; revision?: unknown }) : undefined;
+      if (v && v.index === quick.index && Number.isSafeInteger(v.revision)) {
+        const none = emptyTree();
+        return { app, direction, revision: v.revision as number, uploaded: 0, downloaded: 0, deletedLocal: 0, deletedRemote: 0, conflicts: [], skipped: stated.skipped, bytesUploaded: 0, bytesDownloaded: 0, chunksSkipped: 0, dryRun: !!opts.dryRun, noop: true, plan: { upload: [], download: [], deleteLocal: [], deleteRemote: [], conflicts: [], local: none, remote: none, base: none, noop: true } };
+      }
+    }
+  }
   const state = await loadState(stateFile, app);
-  const { tree: local, skipped } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])));
+  const firstRemote = readRemote(records, reg, app, tmpDir, state.remoteIndex ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined, record);
+  firstRemote.catch(() => undefined);
+  const { tree: local, skipped, unchanged } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])), opts.blockingScan === true, stated);
   const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
   const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
   for (let attempt = 1; ; attempt++) {
-    const remote = await readRemote(records, reg, app, tmpDir, state.remoteIndex && attempt === 1 ? { index: state.remoteIndex, tree: state.base } : undefined);
+    const remote = await (attempt === 1 ? firstRemote : readRemote(records, reg, app, tmpDir));
     const plan = planSync({ local, remote: remote.tree, base: state.base, direction, ...(opts.winner ? { winner: opts.winner } : {}) });
     const summary = (revision: number): SyncSummary & { plan: SyncPlan } => ({
       app,
@@ -449,13 +670,20 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     // 1. the cluster: chunks, then the manifests, then the record (compare-and-set)
     let revision = remote.revision;
     let remoteIndex = remote.index;
+    let remotePages = remote.pages;
+    let remotePacks = packsOf(remote.tree);
     const remoteChanged = plan.upload.length > 0 || plan.deleteRemote.length > 0 || (opts.ensureRecord === true && remote.version === 0);
     if (remoteChanged) {
-      const known = new Set(remote.tree.files.flatMap((f) => f.chunks));
-      await uploadChunks(reg, repo, dir, plan.upload, known, localBySha, tmpDir, prog, tick);
+      const known = new Set(remote.tree.files.filter((f) => !f.pack).flatMap((f) => f.chunks));
+      const packed = packsOf(remote.tree);
+      const up = uploadChunks(reg, repo, dir, plan.upload, known, packed, localBySha, tmpDir, prog, tick);
+      for (const [k, v] of await up.built) packed.set(k, v);
       revision = remote.revision + 1;
-      const index = await putWorkspace(reg, repo, plan.remote, revision, tmpDir);
+      remotePacks = packed;
+      const put = await putWorkspace(reg, repo, withPacks(plan.remote, packed), revision, tmpDir, new Set(remote.pages ?? []), up.done);
+      const index = put.index;
       remoteIndex = index;
+      remotePages = put.pages;
       await opts.beforeCommit?.();
       try {
         await records.write(recordKey(app), JSON.stringify({ index, revision }), remote.version);
@@ -477,11 +705,20 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
         written.set(f.path, { ...f, mtimeMs: s.mtimeMs });
       } else written.set(f.path, scanned.get(f.path) ?? f);
     }
-    const localAfter: TreeManifest = { version: 1, files: plan.local.files.map((f) => written.get(f.path)!) };
+    const localAfter: TreeManifest = { version: MANIFEST_VERSION, files: plan.local.files.map((f) => written.get(f.path)!) };
+    // Nothing moved and the scan found what the state holds: the state file is already right (a no-op writes nothing).
+    if (plan.noop && !remoteChanged && ready.size === 0 && remoteIndex !== undefined && remoteIndex === state.remoteIndex && unchanged) {
+      await writeQuick(quickFile, app, remoteIndex, localAfter.files);
+      return summary(revision);
+    }
+    await rm(quickFile, { force: true });
     const tmpState = `${stateFile}.tmp`;
-    const converged = JSON.stringify(plan.local.files.map((f) => [f.path, f.sha256, f.mode])) === JSON.stringify(plan.remote.files.map((f) => [f.path, f.sha256, f.mode]));
-    await writeFile(tmpState, JSON.stringify({ app, base: plan.base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex } : {}) }));
+    const converged = plan.local.files.length === plan.remote.files.length && plan.local.files.every((f, i) => { const r = plan.remote.files[i]; return f.path === r.path && f.sha256 === r.sha256 && f.mode === r.mode; });
+    // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching it).
+    const base = { version: MANIFEST_VERSION, files: plan.base.files.map((f) => (packable(f) && remotePacks.get(f.sha256) ? { ...f, pack: remotePacks.get(f.sha256)! } : f)) };
+    await writeFile(tmpState, JSON.stringify({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages } : {}) } : {}) }));
     await rename(tmpState, stateFile);
+    if (converged && remoteIndex) await writeQuick(quickFile, app, remoteIndex, localAfter.files);
     return summary(revision);
   }
 }

@@ -98,4 +98,44 @@ describe('sync engine', () => {
       await rm(root, { recursive: true, force: true });
     }
   });
+
+  it('the no-op fast path: one record read when the files stat as last synced and the record is unchanged; anything else takes the full path', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-quick-'));
+    try {
+      const m = memoryStore();
+      const a = join(root, 'a');
+      const b = join(root, 'b');
+      await mkdir(a);
+      await mkdir(b);
+      for (let i = 0; i < 30; i++) await writeFile(join(a, `f${i}.txt`), `file ${i}\n`);
+      await syncDir({ ...m, app: 'q', dir: a, direction: 'push' });
+      // the state file is not read on the fast path: garbage in it does not matter
+      const stateFile = join(a, '.omni', 'sync-state.json');
+      const good = await readFile(stateFile, 'utf8');
+      await writeFile(stateFile, 'garbage');
+      const reads: string[] = [];
+      const counted = { ...m.records, read: async (k: string) => (reads.push(k), m.records.read(k)) };
+      const r = await syncDir({ records: counted, registry: m.registry, app: 'q', dir: a, quickNoop: true });
+      expect(r.noop).toBe(true);
+      expect(reads).toEqual(['sync/q']);
+      // without the fast path the state is read (and refused)
+      await expect(syncDir({ ...m, app: 'q', dir: a })).rejects.toThrow(/sync-state/);
+      await writeFile(stateFile, good);
+      // another client changes the workspace: the record moved, so the fast path is not taken and the change comes in
+      await syncDir({ ...m, app: 'q', dir: b });
+      await writeFile(join(b, 'new.txt'), 'new\n');
+      await syncDir({ ...m, app: 'q', dir: b });
+      const r2 = await syncDir({ ...m, app: 'q', dir: a, quickNoop: true });
+      expect(r2.noop).toBe(false);
+      expect(await readFile(join(a, 'new.txt'), 'utf8')).toBe('new\n');
+      // a local change (same size, new mtime) is not a no-op either
+      await new Promise((res) => setTimeout(res, 20));
+      await writeFile(join(a, 'f3.txt'), 'FILE 3\n');
+      const r3 = await syncDir({ ...m, app: 'q', dir: a, quickNoop: true });
+      expect(r3.uploaded).toBe(1);
+      expect((await syncDir({ ...m, app: 'q', dir: a, quickNoop: true })).noop).toBe(true);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 });

@@ -26,11 +26,11 @@ describe('sync paths', () => {
   it('validates manifests from the other side', () => {
     const good = tree({ a: '1', 'b/c': '2' });
     expect(decodeManifest(encodeManifest(good))).toEqual(good);
-    expect(() => checkManifest({ version: 1, files: [file('../x', 'a')] })).toThrow(/'\.\.'/);
-    expect(() => checkManifest({ version: 1, files: [file('b', 'a'), file('a', 'a')] })).toThrow(/sorted/);
-    expect(() => checkManifest({ version: 1, files: [file('a', 'a'), file('a/b', 'a')] })).toThrow(/parent is a file/);
-    expect(() => checkManifest({ version: 1, files: [{ ...file('a', 'abc'), chunks: [] }] })).toThrow(/chunk list/);
-    expect(() => checkManifest({ version: 1, files: [{ ...file('a', 'abc'), mode: 0o4755 }] })).toThrow(/mode/);
+    expect(() => checkManifest({ version: 2, files: [file('../x', 'a')] })).toThrow(/'\.\.'/);
+    expect(() => checkManifest({ version: 2, files: [file('b', 'a'), file('a', 'a')] })).toThrow(/sorted/);
+    expect(() => checkManifest({ version: 2, files: [file('a', 'a'), file('a/b', 'a')] })).toThrow(/parent is a file/);
+    expect(() => checkManifest({ version: 2, files: [{ ...file('a', 'abc'), chunks: [] }] })).toThrow(/chunk list/);
+    expect(() => checkManifest({ version: 2, files: [{ ...file('a', 'abc'), mode: 0o4755 }] })).toThrow(/mode/);
     expect(() => decodeManifest(Buffer.from('{'))).toThrow(/not JSON/);
   });
 });
