@@ -92,6 +92,11 @@ const USAGE = `usage: omni sync [DIR] --app NAME [--push|--pull] [--dry-run] [--
   changed on both sides: the cluster's copy wins, yours is kept as NAME.conflict); --push sends
   your changes only (yours win), --pull fetches the cluster's only. The last synced tree is kept in
   DIR/.omni/sync-state.json.
+
+  The app's tasks work in this workspace on their nodes (a process task's working directory, a
+  container's /workspace): a task starts from the cluster's copy, and the nodes write their
+  running tasks' files back before a sync, so --pull brings what the app wrote. The app's disk
+  size (resources.diskMB, \`disk:\` in .omni/config.yaml) bounds the workspace.
 ${CONNECTION_HELP}
 `;
 
