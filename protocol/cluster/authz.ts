@@ -11,7 +11,10 @@
 //            task (an app named build-<hex>, protocol/forge/build-request.ts) is placed on it
 //            and meant to run, it may also add registry records (blobs, manifests, tags, repo
 //            links: puts only, never deletes) and build records (forge/builds/…), which is what
-//            the build writes (node/forge/node-registry.ts). While a task of an app is placed
+//            the build writes (node/forge/node-registry.ts) — scoped: tags, repo links and
+//            build records only of the repository in that build's spec (--repo) and of the
+//            shared dependency-layer cache (forge-cache/deps); content-addressed blob and
+//            manifest records are not per repository. While a task of an app is placed
 //            on it (running or stopped, until its record is removed), it may write that app's
 //            workspace (node/sync/task-workspace.ts): the record sync/<app>, and registry puts
 //            in repository omni-sync/<app> (tags, repo links) plus the content-addressed blob
@@ -21,8 +24,8 @@
 //            another node cannot claim it.
 // Membership changes are decided by the leader (the autopilot): nobody can ask to be promoted.
 import type { Command, CommandType } from './commands.js';
-import { STATUS_PREFIX, TASK_PREFIX, parseRecord, type TaskRecord } from '../apps/model.js';
-import { isBuildAppName } from '../forge/build-request.js';
+import { SPEC_PREFIX, STATUS_PREFIX, TASK_PREFIX, parseRecord, type TaskRecord } from '../apps/model.js';
+import { DEPS_CACHE_REPO_NAME, isBuildAppName, parseBuildCommand } from '../forge/build-request.js';
 import { BLOB_PREFIX, GC_FENCE_KEY, MANIFEST_PREFIX, REPO_BLOB_PREFIX, REPO_MANIFEST_PREFIX, TAG_PREFIX } from '../registry/records.js';
 
 export type Principal =
@@ -48,6 +51,11 @@ export interface AuthzView {
   taskNodeId(taskId: string): string | undefined;
   /** Whether a Forge build task meant to run is placed on the node (absent: never). */
   runsBuild?(nodeId: string): boolean;
+  /**
+   * The repositories of the Forge build tasks meant to run on the node (from each build app's
+   * spec command, --repo). Absent: a build may write any repository (the view predates scoping).
+   */
+  buildRepos?(nodeId: string): string[];
   /** Whether a task of `app` (any desired state) is placed on the node (absent: never). */
   hostsApp?(nodeId: string, app: string): boolean;
   /** Whether any task is placed on the node (absent: never). */
@@ -197,6 +205,17 @@ export function workspaceAppOfKey(key: string): string | undefined {
   return undefined;
 }
 
+/** The repository a tag / repo-link record names (undefined: not such a record). */
+export function repoOfKey(key: string): string | undefined {
+  for (const [prefix, end] of [[TAG_PREFIX, ':'], [REPO_MANIFEST_PREFIX, '@'], [REPO_BLOB_PREFIX, '@']] as const) {
+    if (!key.startsWith(prefix)) continue;
+    const rest = key.slice(prefix.length);
+    const i = rest.lastIndexOf(end);
+    return i > 0 ? rest.slice(0, i) : undefined;
+  }
+  return undefined;
+}
+
 /** A member's put: the status of its own task, a record its build writes, or its task's workspace. */
 function memberPut(key: string, nodeId: string, view: AuthzView): string | undefined {
   const app = workspaceAppOfKey(key);
@@ -208,7 +227,16 @@ function memberPut(key: string, nodeId: string, view: AuthzView): string | undef
     return view.runsBuild?.(nodeId) || view.hostsTasks?.(nodeId) ? undefined : 'a member writes registry records only while a build task runs on it (or a task, for the records its workspace names)';
   }
   if (BUILD_KEY_PREFIXES.some((p) => key.startsWith(p))) {
-    return view.runsBuild?.(nodeId) ? undefined : 'a member writes registry and build records only while a build task runs on it';
+    if (!view.runsBuild?.(nodeId)) return 'a member writes registry and build records only while a build task runs on it';
+    if (!view.buildRepos) return undefined;
+    // scoped: only the repository of a build placed on it (and the shared dependency-layer cache)
+    const repos = view.buildRepos(nodeId);
+    if (key.startsWith('forge/builds/')) {
+      return repos.some((r) => key.startsWith(`forge/builds/${r}/sha-`)) ? undefined : `a member writes only the build records of the repositories its builds build (${repos.join(', ').slice(0, 200)})`;
+    }
+    const repo = repoOfKey(key);
+    if (repo !== undefined && (repo === DEPS_CACHE_REPO_NAME || repos.includes(repo))) return undefined;
+    return `a member's build writes only its own repository (${repos.join(', ').slice(0, 200)}), not ${(repo ?? key).slice(0, 200)}`;
   }
   return ownStatusKey(key, nodeId, view);
 }
@@ -226,6 +254,16 @@ function ownStatusKey(key: string, nodeId: string, view: AuthzView): string | un
 export function authzView(state: { kvGet(key: string): { value: string } | undefined; tables?: { task(id: string): TaskRecord | undefined; tasksOnNode?(nodeId: string): TaskRecord[] } }): AuthzView {
   return {
     runsBuild: (nodeId) => (state.tables?.tasksOnNode?.(nodeId) ?? []).some((t) => t.desired === 'run' && isBuildAppName(t.app)),
+    buildRepos: (nodeId) => {
+      const repos: string[] = [];
+      for (const t of state.tables?.tasksOnNode?.(nodeId) ?? []) {
+        if (t.desired !== 'run' || !isBuildAppName(t.app)) continue;
+        const spec = parseRecord<{ command?: unknown }>(state.kvGet(`${SPEC_PREFIX}${t.app}/${String(t.version).padStart(8, '0')}`)?.value);
+        const parsed = Array.isArray(spec?.command) && spec.command.every((a) => typeof a === 'string') ? parseBuildCommand(spec.command as string[]) : undefined;
+        if (parsed?.ok) repos.push(parsed.request.repo);
+      }
+      return repos;
+    },
     hostsApp: (nodeId, app) => (state.tables?.tasksOnNode?.(nodeId) ?? []).some((t) => t.app === app),
     hostsTasks: (nodeId) => (state.tables?.tasksOnNode?.(nodeId) ?? []).length > 0,
     taskNodeId: (taskId) => {

@@ -27,6 +27,7 @@ import type { TaskConfig, TaskStatus } from '../../node/apps/drivers/types.js';
 import { SELF } from '../../node/cluster/caller.js';
 import {
   BUILD_ERROR_MARKER,
+  DEPS_CACHE_REPO_NAME,
   BUILD_RESULT_MARKER,
   buildAppName,
   buildCommand,
@@ -37,7 +38,8 @@ import {
 } from '../../protocol/forge/build-request.js';
 import { buildAppSpec, sha256Hex } from '../../cli/omni/build-remote.js';
 import { validateAppSpec as validateSpec } from '../../protocol/apps/spec.js';
-import { authorize, workspaceAppOfKey, type AuthzView } from '../../protocol/cluster/authz.js';
+import { authorize, authzView, repoOfKey, workspaceAppOfKey, type AuthzView } from '../../protocol/cluster/authz.js';
+import type { TaskRecord } from '../../protocol/apps/model.js';
 import { blobKey, repoBlobKey, tagKey, fenceOp } from '../../protocol/registry/records.js';
 
 const ADMIN = 'OMNIA1.forge-task-test-admin';
@@ -133,6 +135,41 @@ describe('authz: what a member running a build may write', () => {
     expect(authorize(member, { kind: 'command', command: txn([{ op: 'delete', key: blobKey(D1) }]) }, view(true)).ok).toBe(false);
     expect(authorize(member, { kind: 'command', command: { type: 'kv.put', key: 'registry/gc-policy', value: '{}' } }, view(true)).ok).toBe(false);
     expect(authorize(member, { kind: 'command', command: { type: 'kv.put', key: 'apps/web', value: '{}' } }, view(true)).ok).toBe(false);
+  });
+});
+
+describe('authz: a build writes only its own repository (scoped build credential)', () => {
+  const member = { kind: 'member' as const, nodeId: 'n1' };
+  const put = (key: string): Command => ({ type: 'kv.put', key, value: '{}' });
+  const txn = (keys: string[]): Command => ({ type: 'kv.txn', compares: [], ops: keys.map((key) => ({ op: 'put', key, value: '{}' })) }) as Command;
+  const app = buildAppName('a'.repeat(64));
+  const spec = { name: app, command: ['forge-build', '--repo', 'team/x', '--source', 'sha256:' + '1'.repeat(64), '--source-digest', 'sha256:' + '2'.repeat(64)] };
+  const kv = new Map<string, string>([[`appspecs/${app}/00000001`, JSON.stringify(spec)]]);
+  const tasks: TaskRecord[] = [{ id: 't1', app, version: 1, nodeId: 'n1', hostPorts: [], desired: 'run', createdAtMs: 0, stopReason: '' }];
+  const view = authzView({ kvGet: (k) => (kv.has(k) ? { value: kv.get(k)! } : undefined), tables: { task: (id) => tasks.find((t) => t.id === id), tasksOnNode: (n) => tasks.filter((t) => t.nodeId === n) } });
+  it('the view reads the repository from the build app\'s spec', () => {
+    expect(view.buildRepos?.('n1')).toEqual(['team/x']);
+    expect(view.buildRepos?.('n2')).toEqual([]);
+    expect(repoOfKey(tagKey('team/x', 'v1'))).toBe('team/x');
+    expect(repoOfKey(repoBlobKey('team/x', D1))).toBe('team/x');
+  });
+  it('build X may write repository X, its build record and the deps cache; not repository Y or its build record', () => {
+    expect(authorize(member, { kind: 'command', command: txn([blobKey(D1), repoBlobKey('team/x', D1), tagKey('team/x', 'v1')]) }, view).ok).toBe(true);
+    expect(authorize(member, { kind: 'command', command: put('forge/builds/team/x/sha-' + '2'.repeat(64)) }, view).ok).toBe(true);
+    expect(authorize(member, { kind: 'command', command: txn([tagKey(DEPS_CACHE_REPO_NAME, 'lock-1'), repoBlobKey(DEPS_CACHE_REPO_NAME, D1)]) }, view).ok).toBe(true);
+    const y = authorize(member, { kind: 'command', command: txn([tagKey('team/y', 'v1')]) }, view);
+    expect(y.ok).toBe(false);
+    if (!y.ok) expect(y.error.message).toMatch(/only its own repository \(team\/x\), not team\/y/);
+    expect(authorize(member, { kind: 'command', command: txn([repoBlobKey('team/y', D1)]) }, view).ok).toBe(false);
+    expect(authorize(member, { kind: 'command', command: txn([tagKey('team/x', 'v1'), tagKey('team/y', 'v1')]) }, view).ok).toBe(false);
+    expect(authorize(member, { kind: 'command', command: put('forge/builds/team/y/sha-1') }, view).ok).toBe(false);
+    // a prefix of the repository name is not the repository
+    expect(authorize(member, { kind: 'command', command: put('forge/builds/team/x2/sha-1') }, view).ok).toBe(false);
+    expect(authorize(member, { kind: 'command', command: txn([tagKey('team/x2', 'v1')]) }, view).ok).toBe(false);
+    // once the build task is stopped, nothing
+    tasks[0]!.desired = 'stop';
+    expect(authorize(member, { kind: 'command', command: txn([tagKey('team/x', 'v1')]) }, view).ok).toBe(false);
+    tasks[0]!.desired = 'run';
   });
 });
 
