@@ -31,6 +31,8 @@ const MAX_TASKS_PER_NODE = 10_000;
 // tasks with a grace period of a fifth of it, well inside the second lease the leader waits.
 /** Reading the log tail to classify an exit never holds up a restart for longer than this. */
 const CLASSIFY_LOG_TIMEOUT_MS = 2000;
+/** A lab's kernel count may take longer than its /api health probe on a loaded host. */
+const LAB_KERNELS_TIMEOUT_MS = 5000;
 /** How often a running task's synced workspace is measured against the app's disk size. */
 export const WORKSPACE_CHECK_MS = 15_000;
 /** A read-back that keeps failing (registry down, over the disk size) is given up after this many tries; the files stay on the node until the task is removed. */
@@ -669,7 +671,7 @@ export class Agent {
           l.healthLog = [];
           l.reason = '';
           // A lab is BUSY while a kernel computes: its kernels are counted with each passing probe.
-          if (spec.lab && port) l.kernels = await labKernels(port, spec.lab.token, check.timeoutMs).catch(() => undefined);
+          if (spec.lab && port) l.kernels = await labKernels(port, spec.lab.token, Math.max(check.timeoutMs, LAB_KERNELS_TIMEOUT_MS)).catch(() => undefined);
           return;
         }
         const entry = (r.output ? `${r.detail}: ${r.output.trim().replace(/\s*\n\s*/g, ' | ')}` : r.detail).slice(-HEALTH_LOG_ENTRY_CHARS);

@@ -111,8 +111,18 @@ describe('project directories on a 3-node cluster (process driver)', () => {
     const base = `http://127.0.0.1:${port}`;
     const kernel = (await (await fetch(`${base}/api/kernels`, { method: 'POST', headers: { authorization: `token ${token}` }, body: '{}' })).json()) as { id: string };
     const ws = new WebSocket(`ws://127.0.0.1:${port}/api/kernels/${kernel.id}/channels?token=${token}`);
-    const replied = new Promise<void>((resolve) => (ws.onmessage = (e) => (JSON.parse(String(e.data)) as { msg_type: string }).msg_type === 'execute_reply' && resolve()));
+    // the kernel must be up before it is given work: its first `status: idle` on the channels
+    let ready!: () => void;
+    let replyDone!: () => void;
+    const kernelReady = new Promise<void>((r) => (ready = r));
+    const replied = new Promise<void>((r) => (replyDone = r));
+    ws.onmessage = (e) => {
+      const m = JSON.parse(String(e.data)) as { msg_type: string; content?: { execution_state?: string } };
+      if (m.msg_type === 'status' && m.content?.execution_state === 'idle') ready();
+      if (m.msg_type === 'execute_reply') replyDone();
+    };
     await new Promise((r, j) => ((ws.onopen = r), (ws.onerror = j)));
+    await Promise.race([kernelReady, new Promise((r) => setTimeout(r, 30_000))]);
     // the cell computes until the test has seen BUSY and creates the release file (no race with a slow kernel start)
     const release = join(dir, 'lab-release');
     const header = { msg_id: 'busy-1', username: 'test', session: 'test-session', msg_type: 'execute_request', version: '5.3', date: new Date().toISOString() };
