@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
 import type { Proposer, StateView } from '../cluster/ports.js';
 import type { DriverSet, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
 import { execProbe, probe } from './health-check.js';
-import { labKernels, type KernelActivity } from './lab-activity.js';
+import { LabKernelWatch, type KernelActivity } from './lab-activity.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
 import { runsToCompletion, taskSpec } from '../../protocol/apps/cron.js';
@@ -75,6 +75,8 @@ interface Local {
   stable: boolean;
   /** A lab's notebook kernels as last counted after a passing health probe (undefined: not a lab, or unknown). */
   kernels?: KernelActivity;
+  /** A lab's kernel watch (REST list plus each kernel's IOPub status), while its task runs. */
+  kernelWatch?: LabKernelWatch;
   /** Desired 'stop' and not running here: it never starts again (reported, so an exclusive replacement may start). */
   released: boolean;
   /** spec.exclusive: runs only while this node holds its lease. */
@@ -153,6 +155,10 @@ export class Agent {
     this.stopped = true;
     this.loop.stop();
     this.clock.clearInterval(this.leaseTimer);
+    for (const l of this.local.values()) {
+      l.kernelWatch?.close();
+      l.kernelWatch = undefined;
+    }
   }
 
   /** Whether exclusive tasks may run here now (a quorum answered within the lease). */
@@ -249,6 +255,7 @@ export class Agent {
         await driver.destroy(t.taskId).catch(() => undefined);
       }
     }
+    for (const l of this.local.values()) l.kernelWatch?.close();
     this.local.clear();
   }
 
@@ -274,6 +281,7 @@ export class Agent {
         await l.driver.destroy(id).catch(() => undefined);
         await this.d.workspaces?.remove(id).catch((err: Error) => this.d.log.warn(`agent: ${id}: removing its workspace: ${err.message}`));
         await rm(this.filesDir(id), { recursive: true, force: true }).catch(() => undefined);
+        l.kernelWatch?.close();
         this.local.delete(id);
         this.reported.delete(id);
       }),
@@ -522,6 +530,8 @@ export class Agent {
     l.servingSinceMs = 0;
     l.stable = false;
     l.kernels = undefined;
+    l.kernelWatch?.close();
+    l.kernelWatch = undefined;
     void this.report(); // written while the driver starts the task, not before
     try {
       // A port another process holds would only crash-loop the task: report it so the scheduler picks another.
@@ -671,7 +681,10 @@ export class Agent {
           l.healthLog = [];
           l.reason = '';
           // A lab is BUSY while a kernel computes: its kernels are counted with each passing probe.
-          if (spec.lab && port) l.kernels = await labKernels(port, spec.lab.token, Math.max(check.timeoutMs, LAB_KERNELS_TIMEOUT_MS)).catch(() => undefined);
+          if (spec.lab && port) {
+            l.kernelWatch ??= new LabKernelWatch(port, spec.lab.token);
+            l.kernels = await l.kernelWatch.refresh(Math.max(check.timeoutMs, LAB_KERNELS_TIMEOUT_MS)).catch(() => undefined);
+          }
           return;
         }
         const entry = (r.output ? `${r.detail}: ${r.output.trim().replace(/\s*\n\s*/g, ' | ')}` : r.detail).slice(-HEALTH_LOG_ENTRY_CHARS);

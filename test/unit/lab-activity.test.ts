@@ -3,13 +3,29 @@
 // 200, not a list, too large, too slow) is an error, never a count.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { countKernels, labKernels } from '../../node/apps/lab-activity.js';
+import type { AddressInfo, Socket } from 'node:net';
+import { createHash } from 'node:crypto';
+import { countKernels, labKernels, LabKernelWatch, statusOf } from '../../node/apps/lab-activity.js';
 
 let server: Server;
 let port: number;
 let answer: (url: string) => { status: number; body: string; delayMs?: number } = () => ({ status: 200, body: '[]' });
 const seen: { url: string; auth: string }[] = [];
+/** The kernel channels websockets the watch opened: kernel id → socket (a minimal server side of RFC 6455). */
+const channels = new Map<string, Socket>();
+const upgrades: { url: string; auth: string }[] = [];
+
+/** One unmasked server-to-client text frame. */
+function textFrame(text: string): Buffer {
+  const body = Buffer.from(text);
+  const head = body.length < 126 ? Buffer.from([0x81, body.length]) : Buffer.from([0x81, 126, body.length >> 8, body.length & 0xff]);
+  return Buffer.concat([head, body]);
+}
+const status = (state: string, channel = 'iopub') => textFrame(JSON.stringify({ channel, msg_type: 'status', header: { msg_type: 'status' }, content: { execution_state: state } }));
+const until = async (what: () => boolean) => {
+  for (let i = 0; i < 200 && !what(); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(what()).toBe(true);
+};
 
 beforeAll(async () => {
   server = createServer((req, res) => {
@@ -20,10 +36,22 @@ beforeAll(async () => {
       res.end(a.body);
     }, a.delayMs ?? 0);
   });
+  server.on('upgrade', (req, socket: Socket) => {
+    upgrades.push({ url: req.url ?? '', auth: req.headers.authorization ?? '' });
+    const id = /\/api\/kernels\/([^/]+)\/channels/.exec(req.url ?? '')?.[1] ?? '';
+    const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    socket.on('error', () => undefined);
+    // the client's close frame (opcode 8) is answered with ours, then the connection ends
+    socket.on('data', (b: Buffer) => (b[0] & 0x0f) === 8 && socket.end(Buffer.from([0x88, 0])));
+    socket.on('close', () => channels.get(id) === socket && channels.delete(id));
+    channels.set(id, socket);
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   port = (server.address() as AddressInfo).port;
 });
 afterAll(async () => {
+  for (const s of channels.values()) s.destroy();
   server.closeAllConnections();
   await new Promise((r) => server.close(r));
 });
@@ -45,5 +73,54 @@ describe('lab kernel activity', () => {
     answer = () => ({ status: 200, body: '[]', delayMs: 500 });
     await expect(labKernels(port, 't', 100)).rejects.toThrow(/within 100 ms/);
     expect(() => countKernels([1])).toThrow(/kernel objects/);
+  });
+
+  it('follows each kernel\'s IOPub status: busy while it computes even when the REST state is stuck at "starting"', async () => {
+    let clock = 1_000;
+    const watch = new LabKernelWatch(port, 'tok-abcdefabcdefab', () => clock);
+    // Jupyter's own activity monitor heard nothing: REST says "starting" for ever
+    answer = () => ({ status: 200, body: JSON.stringify([{ id: 'k-1', execution_state: 'starting' }, { id: 'k-2', execution_state: 'busy' }]) });
+    expect(await watch.refresh(2000)).toEqual({ total: 2, busy: 1 }); // k-2 busy by REST; k-1 not heard yet
+    await until(() => channels.has('k-1') && channels.has('k-2'));
+    expect(upgrades.map((u) => u.auth)).toEqual(['token tok-abcdefabcdefab', 'token tok-abcdefabcdefab']);
+    expect(upgrades.some((u) => u.url.includes('tok-'))).toBe(false); // the token never goes in the URL
+    channels.get('k-1')!.write(status('busy'));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await watch.refresh(2000)).toEqual({ total: 2, busy: 2 });
+    // a status on another channel, and a large message (cell output), change nothing
+    channels.get('k-1')!.write(status('idle', 'shell'));
+    channels.get('k-1')!.write(textFrame(JSON.stringify({ channel: 'iopub', msg_type: 'stream', content: { text: 'x'.repeat(60_000) } })));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await watch.refresh(2000)).toEqual({ total: 2, busy: 2 });
+    channels.get('k-1')!.write(status('idle'));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await watch.refresh(2000)).toEqual({ total: 2, busy: 1 });
+
+    // a kernel that is gone is no longer followed: its socket is closed
+    answer = () => ({ status: 200, body: JSON.stringify([{ id: 'k-2', execution_state: 'idle' }]) });
+    expect(await watch.refresh(2000)).toEqual({ total: 1, busy: 0 });
+    expect(watch.watching()).toEqual(['k-2']);
+    await until(() => !channels.has('k-1'));
+
+    // a watch that never heard anything is reopened after a while (a deaf subscription)
+    expect(upgrades).toHaveLength(2);
+    clock += 16_000;
+    await watch.refresh(2000);
+    await until(() => upgrades.length === 3);
+    expect(upgrades[2].url).toMatch(/\/api\/kernels\/k-2\/channels/);
+    // a kernel id that is not an id is not put in a URL
+    answer = () => ({ status: 200, body: JSON.stringify([{ id: '../../x', execution_state: 'busy' }]) });
+    expect(await watch.refresh(2000)).toEqual({ total: 1, busy: 1 });
+    expect(watch.watching()).toEqual([]);
+    watch.close();
+  });
+
+  it('reads only IOPub status messages of bounded size', () => {
+    expect(statusOf(JSON.stringify({ channel: 'iopub', msg_type: 'status', content: { execution_state: 'busy' } }))).toBe('busy');
+    expect(statusOf(JSON.stringify({ channel: 'iopub', header: { msg_type: 'status' }, content: { execution_state: 'idle' } }))).toBe('idle');
+    expect(statusOf(JSON.stringify({ channel: 'shell', msg_type: 'status', content: { execution_state: 'busy' } }))).toBeUndefined();
+    expect(statusOf('{"status": not json')).toBeUndefined();
+    expect(statusOf(new ArrayBuffer(8))).toBeUndefined();
+    expect(statusOf(JSON.stringify({ channel: 'iopub', msg_type: 'status', content: { execution_state: 'busy', pad: 'x'.repeat(70_000) } }))).toBeUndefined();
   });
 });
