@@ -11,6 +11,8 @@
 // kernel's IOPub `status` messages itself, through the notebook server's kernel channels websocket
 // (as a browser does; the server's "nudge" makes that subscription deliver), and a kernel is busy
 // when either source says so. A watch that has heard nothing for WATCH_SILENT_MS is reopened.
+// Known gap: a kernel that starts computing before its watch opens (the node lists kernels with
+// each health probe, every 2 s by default) is seen only by the REST state until that cell ends.
 import { request } from 'node:http';
 
 export interface KernelActivity {
@@ -88,14 +90,23 @@ function activityOf(kernels: KernelModel[]): KernelActivity {
   return { total: kernels.length, busy: kernels.filter((k) => k.state === 'busy').length };
 }
 
-/** The execution_state of an IOPub status message on a kernel channels websocket, if it is one. */
-export function statusOf(data: unknown): string | undefined {
+/** An IOPub status message: the kernel's state and the request it is about. */
+export interface KernelStatus {
+  state: string;
+  parentId: string;
+  parentType: string;
+}
+
+/** The IOPub status message on a kernel channels websocket, if `data` is one (bounded size). */
+export function statusOf(data: unknown): KernelStatus | undefined {
   if (typeof data !== 'string' || data.length > MAX_STATUS_MESSAGE_CHARS || !data.includes('"status"')) return undefined;
   try {
-    const m = JSON.parse(data) as { channel?: unknown; msg_type?: unknown; header?: { msg_type?: unknown }; content?: { execution_state?: unknown } };
+    const m = JSON.parse(data) as { channel?: unknown; msg_type?: unknown; header?: { msg_type?: unknown }; parent_header?: { msg_id?: unknown; msg_type?: unknown }; content?: { execution_state?: unknown } };
     const type = m.msg_type ?? m.header?.msg_type;
-    if (m.channel !== 'iopub' || type !== 'status') return undefined;
-    return typeof m.content?.execution_state === 'string' ? m.content.execution_state : undefined;
+    if (m.channel !== 'iopub' || type !== 'status' || typeof m.content?.execution_state !== 'string') return undefined;
+    const parentId = m.parent_header?.msg_id;
+    const parentType = m.parent_header?.msg_type;
+    return { state: m.content.execution_state, parentId: typeof parentId === 'string' ? parentId : '', parentType: typeof parentType === 'string' ? parentType : '' };
   } catch {
     return undefined;
   }
@@ -103,17 +114,23 @@ export function statusOf(data: unknown): string | undefined {
 
 interface Watch {
   ws: WebSocket;
-  /** the last execution_state heard, or undefined before the first status */
-  state?: string;
+  /** the execute requests the kernel said it is busy with and not yet idle after */
+  executing: Set<string>;
   openedAtMs: number;
   heardAtMs: number;
 }
 
+/** Execute requests followed per kernel (a cap: the set is emptied when a status comes for each). */
+const MAX_EXECUTING = 1000;
+
 /**
  * Follows one notebook server's kernels: `refresh()` lists them (REST), opens a channels websocket
  * for each new one (at most MAX_WATCHED_KERNELS), closes those of kernels that are gone, and
- * counts a kernel busy when its REST state or the last IOPub status heard says "busy". `close()`
- * ends every watch (the task stopped).
+ * counts a kernel busy when its REST state says "busy" or it is running an execute request (a
+ * `busy` status about an execute_request, and no `idle` about it yet; the statuses ipykernel
+ * publishes about control-channel requests — kernel_info, interrupts — do not count). A kernel
+ * that was already computing when its watch opened is seen only through REST. `close()` ends
+ * every watch (the task stopped).
  */
 export class LabKernelWatch {
   private readonly watches = new Map<string, Watch>();
@@ -133,7 +150,7 @@ export class LabKernelWatch {
       if (!ids.has(id) || silent) this.drop(id, w);
     }
     for (const k of kernels) if (!this.closed && KERNEL_ID.test(k.id) && !this.watches.has(k.id) && this.watches.size < MAX_WATCHED_KERNELS) this.watch(k.id);
-    return { total: kernels.length, busy: kernels.filter((k) => k.state === 'busy' || this.watches.get(k.id)?.state === 'busy').length };
+    return { total: kernels.length, busy: kernels.filter((k) => k.state === 'busy' || (this.watches.get(k.id)?.executing.size ?? 0) > 0).length };
   }
 
   /** The kernels followed now (for tests and diagnostics). */
@@ -149,11 +166,13 @@ export class LabKernelWatch {
   private watch(id: string): void {
     // The token goes in a header (undici's WebSocket takes headers), not in the URL.
     const ws = new WebSocket(`ws://127.0.0.1:${this.port}/api/kernels/${id}/channels?session_id=omni-activity-${Math.random().toString(36).slice(2, 10)}`, { headers: { authorization: `token ${this.token}` } });
-    const w: Watch = { ws, openedAtMs: this.now(), heardAtMs: 0 };
+    const w: Watch = { ws, executing: new Set(), openedAtMs: this.now(), heardAtMs: 0 };
     ws.onmessage = (e) => {
       w.heardAtMs = this.now();
-      const state = statusOf(e.data);
-      if (state !== undefined) w.state = state;
+      const st = statusOf(e.data);
+      if (st === undefined || st.parentType !== 'execute_request' || st.parentId === '') return;
+      if (st.state === 'busy' && w.executing.size < MAX_EXECUTING) w.executing.add(st.parentId);
+      else if (st.state === 'idle') w.executing.delete(st.parentId);
     };
     const gone = () => {
       if (this.watches.get(id) === w) this.watches.delete(id);

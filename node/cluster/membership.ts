@@ -118,6 +118,9 @@ export class Membership {
     const node = await this.d.selfRecord();
     const deadline = Date.now() + MAX_JOIN_ATTEMPT_MS;
     let target: string | Multiaddr = first;
+    // Whether every attempt so far timed out before any answer: a host that is up but never
+    // completes the encrypted handshake (a wrong network key often shows so, not as a reset).
+    let onlyHandshakeTimeouts = true;
     for (;;) {
       try {
         return await this.d.rpc.call<JoinReply>(target, 'join', { token, node }, JOIN_ATTEMPT_MS);
@@ -126,12 +129,14 @@ export class Membership {
         if (e.code === 'UNAVAILABLE' && target === first && /EncryptionFailed|ECONNRESET|handshake/i.test(e.message)) {
           throw new OmniError('UNAUTHORIZED', `cannot connect to ${first.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
         }
+        if (!(target === first && /aborted due to timeout|timed out|PNET_HANDSHAKE_TIMEOUT/i.test(e.message))) onlyHandshakeTimeouts = false;
         // A member that does not lead names the leader: ask it (the join is decided there).
         const leader = e.code === 'NOT_LEADER' ? this.learnLeader(e.detail) : undefined;
         // A wrong network key shows as a reset, or (on a busy host) as a handshake that never
         // completes: retry the latter, the join handler is idempotent.
         if (!['NO_LEADER', 'NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'PROPOSAL_DROPPED', 'LEADER_CATCHING_UP'].includes(e.code)) throw err;
         if (Date.now() > deadline) {
+          if (onlyHandshakeTimeouts) throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: the private-network handshake did not complete within ${MAX_JOIN_ATTEMPT_MS / 1000} s (wrong cluster key in the join token, or that node is overloaded)`);
           throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: ${e.message} (is that node up, and is the join token from its cluster?)`);
         }
         if (leader !== undefined && leader !== target) {

@@ -123,6 +123,12 @@ describe('project directories on a 3-node cluster (process driver)', () => {
     };
     await new Promise((r, j) => ((ws.onopen = r), (ws.onerror = j)));
     await Promise.race([kernelReady, new Promise((r) => setTimeout(r, 30_000))]);
+    // the lab's node follows the kernel on its own channels connection (opened with a health probe):
+    // a cell that started before would be seen only through Jupyter's REST state
+    await waitFor('the node to follow the kernel', async () => {
+      const k = (await (await fetch(`${base}/api/kernels/${kernel.id}`, { headers: { authorization: `token ${token}` } })).json()) as { connections: number };
+      return k.connections >= 2 ? true : undefined;
+    }, 30_000, 200);
     // the cell computes until the test has seen BUSY and creates the release file (no race with a slow kernel start)
     const release = join(dir, 'lab-release');
     const header = { msg_id: 'busy-1', username: 'test', session: 'test-session', msg_type: 'execute_request', version: '5.3', date: new Date().toISOString() };

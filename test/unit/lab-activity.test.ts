@@ -21,7 +21,7 @@ function textFrame(text: string): Buffer {
   const head = body.length < 126 ? Buffer.from([0x81, body.length]) : Buffer.from([0x81, 126, body.length >> 8, body.length & 0xff]);
   return Buffer.concat([head, body]);
 }
-const status = (state: string, channel = 'iopub') => textFrame(JSON.stringify({ channel, msg_type: 'status', header: { msg_type: 'status' }, content: { execution_state: state } }));
+const status = (state: string, parent = 'exec-1', parentType = 'execute_request', channel = 'iopub') => textFrame(JSON.stringify({ channel, msg_type: 'status', header: { msg_type: 'status' }, parent_header: { msg_id: parent, msg_type: parentType }, content: { execution_state: state } }));
 const until = async (what: () => boolean) => {
   for (let i = 0; i < 200 && !what(); i++) await new Promise((r) => setTimeout(r, 10));
   expect(what()).toBe(true);
@@ -87,12 +87,19 @@ describe('lab kernel activity', () => {
     channels.get('k-1')!.write(status('busy'));
     await new Promise((r) => setTimeout(r, 50));
     expect(await watch.refresh(2000)).toEqual({ total: 2, busy: 2 });
-    // a status on another channel, and a large message (cell output), change nothing
-    channels.get('k-1')!.write(status('idle', 'shell'));
+    // a status on another channel, about a control request (kernel_info), and a large message (cell output) change nothing
+    channels.get('k-1')!.write(status('idle', 'exec-1', 'execute_request', 'shell'));
+    channels.get('k-1')!.write(status('busy', 'info-1', 'kernel_info_request'));
+    channels.get('k-1')!.write(status('idle', 'info-1', 'kernel_info_request'));
     channels.get('k-1')!.write(textFrame(JSON.stringify({ channel: 'iopub', msg_type: 'stream', content: { text: 'x'.repeat(60_000) } })));
     await new Promise((r) => setTimeout(r, 50));
     expect(await watch.refresh(2000)).toEqual({ total: 2, busy: 2 });
+    // two cells queued: busy until both said idle
+    channels.get('k-1')!.write(status('busy', 'exec-2'));
     channels.get('k-1')!.write(status('idle'));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await watch.refresh(2000)).toEqual({ total: 2, busy: 2 });
+    channels.get('k-1')!.write(status('idle', 'exec-2'));
     await new Promise((r) => setTimeout(r, 50));
     expect(await watch.refresh(2000)).toEqual({ total: 2, busy: 1 });
 
@@ -115,12 +122,13 @@ describe('lab kernel activity', () => {
     watch.close();
   });
 
-  it('reads only IOPub status messages of bounded size', () => {
-    expect(statusOf(JSON.stringify({ channel: 'iopub', msg_type: 'status', content: { execution_state: 'busy' } }))).toBe('busy');
-    expect(statusOf(JSON.stringify({ channel: 'iopub', header: { msg_type: 'status' }, content: { execution_state: 'idle' } }))).toBe('idle');
-    expect(statusOf(JSON.stringify({ channel: 'shell', msg_type: 'status', content: { execution_state: 'busy' } }))).toBeUndefined();
+  it('reads only IOPub status messages of bounded size, with the request they are about', () => {
+    const msg = (o: object) => JSON.stringify({ channel: 'iopub', msg_type: 'status', parent_header: { msg_id: 'p1', msg_type: 'execute_request' }, ...o });
+    expect(statusOf(msg({ content: { execution_state: 'busy' } }))).toEqual({ state: 'busy', parentId: 'p1', parentType: 'execute_request' });
+    expect(statusOf(JSON.stringify({ channel: 'iopub', header: { msg_type: 'status' }, content: { execution_state: 'starting' } }))).toEqual({ state: 'starting', parentId: '', parentType: '' });
+    expect(statusOf(msg({ channel: 'shell', content: { execution_state: 'busy' } }))).toBeUndefined();
     expect(statusOf('{"status": not json')).toBeUndefined();
     expect(statusOf(new ArrayBuffer(8))).toBeUndefined();
-    expect(statusOf(JSON.stringify({ channel: 'iopub', msg_type: 'status', content: { execution_state: 'busy', pad: 'x'.repeat(70_000) } }))).toBeUndefined();
+    expect(statusOf(msg({ content: { execution_state: 'busy', pad: 'x'.repeat(70_000) } }))).toBeUndefined();
   });
 });
