@@ -11,6 +11,8 @@
 // Prints a side-by-side table, then one JSON object as the last line. Never asserted in tests.
 // Flags: --duration-ms N (per concurrency level, default 5000), --trials N (default 5).
 import { parseArgs } from 'node:util';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 import { EtcdCluster, etcdAvailable } from './etcd-cluster.js';
@@ -24,6 +26,23 @@ const NAMES = ['b1', 'b2', 'b3'];
 /** Per-attempt timeout of the failover probe; a failed attempt moves on to the next node. */
 const FAILOVER_ATTEMPT_MS = 300;
 const READ_KEY = 'read/probe';
+const OMNI = join(import.meta.dirname, '..', '..', 'bin', 'omni');
+const CLI_RUNS = 5;
+
+/** Median wall time of `bin/omni ARGS` (process start to exit), after one warm-up run. */
+async function cliMs(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const once = () =>
+    new Promise<number>((resolve, reject) => {
+      const t0 = performance.now();
+      execFile(OMNI, args, { env, timeout: 60_000 }, (err) => (err ? reject(err) : resolve(performance.now() - t0)));
+    });
+  await once();
+  const runs: number[] = [];
+  for (let i = 0; i < CLI_RUNS; i++) runs.push(await once());
+  return Math.round(median(runs));
+}
+/** `omni status` against the running cluster (its config file, as a user would) and `omni --help`. */
+const cli: { statusMs: number | null; helpMs: number | null } = { statusMs: null, helpMs: null };
 
 /** What the benchmark needs from a system under test. */
 interface System {
@@ -119,6 +138,10 @@ async function omni(): Promise<Figures> {
     }, 60_000, 20);
     const coldStartMs = Math.round(performance.now() - t0);
     log(`omni: 3-node cluster healthy after ${coldStartMs} ms`);
+    const cliEnv = { ...process.env, OMNI_CONFIG: join(c.rootDir, 'omni-cli.json') };
+    cli.statusMs = await cliMs(['status'], cliEnv);
+    cli.helpMs = await cliMs(['--help'], cliEnv);
+    log(`omni status: ${cli.statusMs} ms, omni --help: ${cli.helpMs} ms (median of ${CLI_RUNS})`);
     const auth = { authorization: `Bearer ${c.adminToken}` };
     const sys: System = {
       endpoints: () => c.running().map((n) => n.apiUrl),
@@ -200,6 +223,7 @@ rows.push(['elections during c=64', String(o.electionsDuringC64), String(et?.ele
 rows.push(['CPU ms per 1k writes', String(o.cpuMsPer1kWrites), String(et?.cpuMsPer1kWrites ?? '-'), String(ratio(o.cpuMsPer1kWrites, et?.cpuMsPer1kWrites) ?? '-')]);
 rows.push(['write syscalls per write', String(o.writeSyscallsPerWrite), String(et?.writeSyscallsPerWrite ?? '-'), String(ratio(o.writeSyscallsPerWrite, et?.writeSyscallsPerWrite) ?? '-')]);
 rows.push(['RSS MiB after c=64 (max node)', String(o.rssMiBAfterC64), String(et?.rssMiBAfterC64 ?? '-'), String(ratio(o.rssMiBAfterC64, et?.rssMiBAfterC64) ?? '-')]);
+rows.push(['omni status / --help ms', `${cli.statusMs} / ${cli.helpMs}`, '-', '']);
 rows.push(['cold start ms', String(o.coldStartMs), String(et?.coldStartMs ?? '-'), String(ratio(o.coldStartMs, et?.coldStartMs) ?? '-')]);
 const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
 console.log(`3 nodes on loopback; ${DURATION_MS} ms per concurrency level; ${TRIALS} failover trials; 16-byte keys, 256-byte values`);
@@ -232,4 +256,6 @@ summary.omni_rss_mib_after_c64 = o.rssMiBAfterC64;
 summary.etcd_rss_mib_after_c64 = et?.rssMiBAfterC64 ?? null;
 summary.omni_cold_start_ms = o.coldStartMs;
 summary.etcd_cold_start_ms = et?.coldStartMs ?? null;
+summary.cli_status_ms = cli.statusMs;
+summary.cli_help_ms = cli.helpMs;
 console.log(JSON.stringify(summary));

@@ -208,4 +208,32 @@ describe('pnet protector', () => {
     const got = await collect(a).waitFor(payload.length);
     expect(Buffer.from(got).equals(Buffer.from(payload))).toBe(true);
   });
+
+  it('coalesces the sends of one event-loop turn into one socket write, and flushes before close', async () => {
+    const { a, b, rawA } = await protectedPair(ours(), ours());
+    let writes = 0;
+    const send = rawA.send.bind(rawA);
+    rawA.send = (d) => {
+      writes++;
+      return send(d);
+    };
+    const atB = collect(b);
+    const frames = Array.from({ length: 50 }, (_, i) => testBytes(13 + i, 30 + i));
+    for (const f of frames) a.send(f); // one turn: 50 muxer-sized frames
+    const all = Buffer.concat(frames);
+    expect(Buffer.from(await atB.waitFor(all.length)).equals(all)).toBe(true);
+    expect(writes).toBe(1);
+    // a large burst is written as it reaches the flush size, not held for the turn
+    writes = 0;
+    const big = testBytes(600_000, 90);
+    for (let at = 0; at < big.length; at += 60_000) a.send(big.subarray(at, at + 60_000));
+    expect(writes).toBeGreaterThanOrEqual(1); // already, within the turn
+    expect(Buffer.from((await atB.waitFor(all.length + big.length)).subarray(all.length)).equals(Buffer.from(big))).toBe(true);
+    // what was sent just before close() still arrives
+    const last = testBytes(999, 91);
+    a.send(last);
+    await a.close();
+    const got = await atB.waitFor(all.length + big.length + last.length);
+    expect(Buffer.from(got.subarray(all.length + big.length)).equals(Buffer.from(last))).toBe(true);
+  });
 });
