@@ -15,7 +15,9 @@
 //   volume pins   app name → volume → node id            (volumes/<app>/<volume>)
 //
 // Derived state only: the rows on disk and snapshots hold the kv records, and a start rebuilds
-// the tables from them (ClusterState loads the rows; the log is not replayed). A value that is
+// the tables from them (ClusterState loads the rows; the log is not replayed): the tables take
+// each record's text as it is (no decoding), and the tasks-by-node and by-app indexes, which
+// need every task record parsed, are built by the first query that uses them, not by the start. A value that is
 // not a JSON object (never written by Omni) is in no table, as parseRecord skipped it before.
 // Pure: no I/O, deterministic.
 import { APP_PREFIX, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, parseRecord, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
@@ -58,6 +60,11 @@ class Table<T> {
       if (!this.#rows.delete(id)) return;
     } else this.#rows.set(id, v);
     this.#sorted = undefined;
+  }
+  /** A row as stored, not decoded: its text until first read, then its record (undefined: none or malformed). */
+  peek(id: string): T | string | undefined {
+    const v = this.#rows.get(id);
+    return v === MALFORMED ? undefined : v;
   }
   /** Every row by id (UTF-16 code unit order: a prefix scan's order). */
   all(): readonly T[] {
@@ -108,16 +115,22 @@ export class AppTables {
   readonly #tasksByNode = new Index();
   readonly #tasksByApp = new Index();
   readonly #volumePins = new Map<string, Map<string, string>>();
+  /**
+   * Tasks changed since the indexes were last brought up to date, while they are built lazily:
+   * from the start (a restart loads every task record; the indexes are built by the first query
+   * that needs them, not by the start) until that query. Undefined once built: from then on
+   * every change updates the indexes as it is applied.
+   */
+  #unindexed: Set<string> | undefined = new Set();
 
   /** A kv record changed (value undefined: deleted). Keys outside the tables' prefixes are ignored. */
   onKv(key: string, value: string | undefined): void {
     if (key.startsWith(TASK_PREFIX)) {
       const id = key.slice(TASK_PREFIX.length);
-      // Parsed now for the indexes; the table keeps the text (decoded again, once, when first read).
-      const t = parseRecord<TaskRecord>(value);
       this.#tasks.set(id, value);
-      this.#tasksByNode.set(id, typeof t?.nodeId === 'string' ? t.nodeId : undefined);
-      this.#tasksByApp.set(id, typeof t?.app === 'string' ? t.app : undefined);
+      if (this.#unindexed) this.#unindexed.add(id);
+      // Parsed now for the indexes; the table keeps the text (decoded again, once, when first read).
+      else this.#index(id, parseRecord<TaskRecord>(value));
     } else if (key.startsWith(STATUS_PREFIX)) {
       this.#statuses.set(key.slice(STATUS_PREFIX.length), value);
     } else if (key.startsWith(APP_PREFIX)) {
@@ -136,6 +149,27 @@ export class AppTables {
       if (!pins) this.#volumePins.set(app, (pins = new Map()));
       pins.set(volume, value);
     }
+  }
+
+  #index(id: string, t: TaskRecord | undefined): void {
+    this.#tasksByNode.set(id, typeof t?.nodeId === 'string' ? t.nodeId : undefined);
+    this.#tasksByApp.set(id, typeof t?.app === 'string' ? t.app : undefined);
+  }
+
+  /** Brings the indexes up to date with the tasks changed while they were deferred (see #unindexed). */
+  #indexes(): void {
+    const pending = this.#unindexed;
+    if (!pending) return;
+    this.#unindexed = undefined;
+    for (const id of pending) {
+      const v = this.#tasks.peek(id);
+      this.#index(id, typeof v === 'string' ? parseRecord<TaskRecord>(v) : v);
+    }
+  }
+
+  /** Whether the indexes are still to be built (the first index query builds them). */
+  get indexesDeferred(): boolean {
+    return this.#unindexed !== undefined;
   }
 
   // -- queries: frozen records, shared (never copy-on-read) -----------------
@@ -157,14 +191,17 @@ export class AppTables {
   }
   /** Task ids placed on a node (the tasks-by-node index), by id. */
   taskIdsOnNode(nodeId: string): string[] {
+    this.#indexes();
     return this.#tasksByNode.ids(nodeId);
   }
   /** Task records placed on a node, by id. */
   tasksOnNode(nodeId: string): TaskRecord[] {
+    this.#indexes();
     return this.#tasksByNode.ids(nodeId).map((id) => this.#tasks.get(id)!);
   }
   /** Task records of an app (the tasks-by-app index), by id. */
   tasksOfApp(app: string): TaskRecord[] {
+    this.#indexes();
     return this.#tasksByApp.ids(app).map((id) => this.#tasks.get(id)!);
   }
   /** The status its node wrote for a task (statuses by task). */

@@ -120,6 +120,36 @@ describe('typed tables of apps, tasks and statuses', () => {
     expect(dump(ClusterState.fromRows(t.appliedIndex, disk), nodes, apps)).toEqual(dump(t, nodes, apps));
   });
 
+  it('build the task indexes at the first query after a start, with the changes applied before it', () => {
+    const nodes = ['n1', 'n2', 'n3'];
+    const apps = ['web', 'db'];
+    const s = new ClusterState();
+    const ops: KvTxnOp[] = [];
+    for (let i = 0; i < 30; i++) ops.push(put(`tasks/t${i}`, task(`t${i}`, apps[i % 2], nodes[i % 3])));
+    ops.push(put('tasks/junk', 'not json'));
+    txn(s, ops);
+    const started = ClusterState.fromRows(s.appliedIndex, s.rows());
+    // The start did not build them: no task record parsed for the indexes yet.
+    expect(started.tables.indexesDeferred).toBe(true);
+    // Changes applied before the first query: a task moved, one deleted, one added, one made junk.
+    txn(started, [put('tasks/t0', task('t0', 'db', 'n3')), del('tasks/t1'), put('tasks/t99', task('t99', 'web', 'n2')), put('tasks/t2', 'junk')]);
+    expect(started.tables.indexesDeferred).toBe(true);
+    expect(started.tables.taskIdsOnNode('n1')).toEqual(scanned(started, nodes, apps).byNode[0]);
+    expect(started.tables.indexesDeferred).toBe(false);
+    expect(dump(started, nodes, apps)).toEqual(scanned(started, nodes, apps));
+    expect(started.tables.taskIdsOnNode('n3')).toContain('t0');
+    expect(started.tables.taskIdsOnNode('n1')).not.toContain('t1');
+    expect(started.tables.tasksOfApp('web').map((t) => t.id)).not.toContain('t2');
+    // Built: later changes are indexed as they are applied.
+    txn(started, [put('tasks/t3', task('t3', 'web', 'n1')), del('tasks/t4')]);
+    expect(started.tables.indexesDeferred).toBe(false);
+    expect(dump(started, nodes, apps)).toEqual(scanned(started, nodes, apps));
+    // And the same from a snapshot.
+    const restored = ClusterState.restore(started.snapshot());
+    expect(restored.tables.indexesDeferred).toBe(true);
+    expect(dump(restored, nodes, apps)).toEqual(dump(started, nodes, apps));
+  });
+
   it('load from the rows of a data dir written by the version before (JSON commands)', () => {
     const fixture = JSON.parse(readFileSync(new URL('../fixtures/state/json-log.json', import.meta.url), 'utf8')) as { entries: string[]; rowsAt: number; rows: [string, string][]; taskKeysOnNode: Record<string, string[]> };
     const s = ClusterState.fromRows(fixture.rowsAt, fixture.rows);
