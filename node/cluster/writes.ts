@@ -6,7 +6,7 @@
 import { ConfChangeType, NONE, type ConfChange } from '../../protocol/raft/types.js';
 import { decodeCommand, encodeCommand, type ApplyResult, type ClusterState, type Command } from '../../protocol/cluster/state.js';
 import { authorize, authzView, type ConfChangeKind, type Principal } from '../../protocol/cluster/authz.js';
-import { growthBytes, quotaBytes, quotaRefusal } from '../../protocol/cluster/quota.js';
+import { growthBytes, kvKeysOf, quotaBytes, quotaRefusal, withoutKeys } from '../../protocol/cluster/quota.js';
 import type { Raft } from '../../protocol/raft/raft.js';
 import { OmniError } from '../errors.js';
 import { forwardedPrincipal, localPrincipal, readWireCaller, toWire, type Caller, type WireCaller } from './caller.js';
@@ -76,7 +76,14 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
    * leads a later term than the one they were proposed in and has applied an entry of it — by
    * then each one was applied (and counts in the state's size) or was replaced.
    */
-  private inDoubt: { growth: number; upTo: number; term: number }[] = [];
+  private inDoubt: { growth: number; upTo: number; term: number; keys: string[] }[] = [];
+  /**
+   * kv keys written by this leader's proposals not applied yet (a count per key; in-doubt ones
+   * are in `inDoubt`): a new write to one of them is judged as if the key were empty, because an
+   * earlier write in flight may shrink or delete what it replaces (seed 6902: a small put of k2
+   * in flight, then two large puts of k2 judged against k2's large applied value as +0 bytes).
+   */
+  private readonly pendingKeys = new Map<string, number>();
   private readonly clock: Clock;
 
   constructor(private readonly d: ClusterWritesDeps) {
@@ -171,7 +178,8 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
     const state = raft.state;
     const allowed = authorize(principal, { kind: 'command', command: cmd }, authzView(state));
     if (!allowed.ok) return Promise.reject(new OmniError('FORBIDDEN', allowed.error.message));
-    const growth = growthBytes(cmd, state);
+    const keys = kvKeysOf(cmd);
+    const growth = growthBytes(cmd, this.touchesPending(keys, state.appliedIndex) ? withoutKeys(state, this.pendingKeySet()) : state);
     if (growth > 0 && !this.d.bugs?.has('quota-ignores-pending')) {
       // The state the quota is judged against must hold every entry of earlier terms: entries
       // a previous leader admitted (against its own state) may sit committed, or not yet, in
@@ -185,21 +193,46 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
     const pending = this.d.bugs?.has('quota-ignores-pending') ? 0 : this.pendingGrowthBytes + this.inDoubt.reduce((sum, d) => sum + d.growth, 0);
     const full = quotaRefusal({ principal: principal.kind, growthBytes: growth, stateBytes: state.sizeBytes, pendingBytes: pending, quotaBytes: quotaBytes(state.config()) });
     if (full) return Promise.reject(new OmniError(full.code, full.message));
-    if (growth <= 0) return raft.propose(data);
-    this.pendingGrowthBytes += growth;
+    if (keys.length === 0 && growth <= 0) return raft.propose(data);
+    // Every kv write is tracked while in flight (a shrinking one too: see pendingKeys).
+    const counted = Math.max(growth, 0);
+    this.pendingGrowthBytes += counted;
+    for (const k of keys) this.pendingKeys.set(k, (this.pendingKeys.get(k) ?? 0) + 1);
+    const done = () => {
+      this.pendingGrowthBytes -= counted;
+      for (const k of keys) {
+        const n = (this.pendingKeys.get(k) ?? 1) - 1;
+        if (n > 0) this.pendingKeys.set(k, n);
+        else this.pendingKeys.delete(k);
+      }
+    };
     const term = raft.raft.term;
     return raft.propose(data).then(
       (r) => {
-        this.pendingGrowthBytes -= growth;
+        done();
         return r;
       },
       (err: unknown) => {
-        this.pendingGrowthBytes -= growth;
+        done();
         // A proposal that timed out may still commit and apply later.
-        if (!(err instanceof OmniError && NOT_IN_LOG.includes(err.code))) this.inDoubt.push({ growth, upTo: raft.raft.log.lastIndex(), term });
+        if (!(err instanceof OmniError && NOT_IN_LOG.includes(err.code))) this.inDoubt.push({ growth: counted, upTo: raft.raft.log.lastIndex(), term, keys });
         throw err;
       },
     );
+  }
+
+  /** Whether any of `keys` is written by a proposal of this leader not applied yet (or in doubt). */
+  private touchesPending(keys: string[], appliedIndex: number): boolean {
+    if (keys.length === 0) return false;
+    if (keys.some((k) => this.pendingKeys.has(k))) return true;
+    return this.inDoubt.some((d) => d.upTo > appliedIndex && d.keys.some((k) => keys.includes(k)));
+  }
+
+  /** The keys of every write in flight or in doubt. */
+  private pendingKeySet(): Set<string> {
+    const all = new Set(this.pendingKeys.keys());
+    for (const d of this.inDoubt) for (const k of d.keys) all.add(k);
+    return all;
   }
 
   /** The leader's gate for membership changes: only the leader decides promotions. */

@@ -78,6 +78,22 @@ export function growthBytes(c: Command, view: QuotaView): number {
   }
 }
 
+/** The kv keys a command writes (puts and deletes; a txn's ops), for the gate's in-flight tracking. */
+export function kvKeysOf(c: Command): string[] {
+  if (c.type === 'kv.put' || c.type === 'kv.delete') return [c.key];
+  if (c.type === 'kv.txn') return c.ops.map((op) => op.key);
+  return [];
+}
+
+/**
+ * `view` with the given kv keys absent: the growth of a write to a key that writes still in
+ * flight change is estimated as if the key held nothing (its full size), since what it will
+ * replace when applied is not known yet (an earlier pending write may shrink or delete it).
+ */
+export function withoutKeys(view: QuotaView, keys: ReadonlyMap<string, unknown> | ReadonlySet<string>): QuotaView {
+  return { kvMeta: (key) => (keys.has(key) ? undefined : view.kvMeta(key)), node: (id) => view.node(id), tokenById: (id) => view.tokenById(id) };
+}
+
 /**
  * QUOTA_EXCEEDED when `growth` more bytes would take the state (plus what is already
  * proposed and not applied yet, `pendingBytes`) past the principal's limit; undefined to admit.
