@@ -173,6 +173,8 @@ export class Omnid {
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private registered = false;
+  /** Leader, voter, learner and node-record counts at the last afterApply (see there). */
+  private lastMembership = '';
   private readonly knownAddrs = new Map<string, string>();
   /** Resolves when the daemon has stopped (leave, removal, signal, or a fatal error). */
   readonly stopped: Promise<{ reason: string; exitCode: number }>;
@@ -772,9 +774,18 @@ export class Omnid {
     }
   }
 
-  /** Runs after every applied Ready: nudges the agent and orchestrator, notices our own departure. */
+  /**
+   * Runs after every applied Ready: nudges the agent and orchestrator, notices our own departure,
+   * and connects to members at once when the membership or the leader changed (a cold start's new
+   * leader would otherwise reach a member it never dialled only at the next maintenance round).
+   */
   private afterApply(): void {
     if (this.stopping) return;
+    const membership = `${this.raft.leader}/${this.raft.raft.voters.size}/${this.raft.raft.learners.size}/${this.raft.state.nodeCount()}`;
+    if (membership !== this.lastMembership) {
+      this.lastMembership = membership;
+      this.maintainPeers();
+    }
     this.agent?.kick();
     this.mesh?.kick();
     this.orchestrator?.kick();

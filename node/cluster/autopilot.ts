@@ -10,6 +10,12 @@ import { LEADER_DUTY } from './caller.js';
 export const DEFAULT_DOWN_AFTER_MS = 5000;
 export const DEFAULT_REPLACE_AFTER_MS = 15_000;
 const AUTOPILOT_INTERVAL_MS = 500;
+/**
+ * While the membership is forming (a learner waits to make the voter target, a configuration
+ * change is in flight, the root is due to step down) or the last round acted, the next round
+ * comes this soon: a cold start's promotions, transfer and retirement are a chain of rounds.
+ */
+const SETTLING_INTERVAL_MS = 50;
 /** A learner this close to the leader's log is caught up enough to vote. */
 const MAX_PROMOTABLE_LAG_ENTRIES = 64;
 /** Leadership transfers are retried at most this often. */
@@ -32,6 +38,7 @@ export interface AutopilotDeps extends Proposer, MembershipChanger {
 
 export class Autopilot {
   private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private busy = false;
   private leaderSinceMs = 0;
   private readonly downSinceMs = new Map<string, number>();
@@ -43,35 +50,61 @@ export class Autopilot {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.round(), AUTOPILOT_INTERVAL_MS);
+    this.stopped = false;
+    this.scheduleRound(AUTOPILOT_INTERVAL_MS);
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.stopped = true;
+    clearTimeout(this.timer);
   }
 
-  private async round(): Promise<void> {
+  private scheduleRound(delayMs: number): void {
+    this.timer = setTimeout(() => {
+      void this.round().then(
+        (acted) => !this.stopped && this.scheduleRound(acted || this.settling() ? SETTLING_INTERVAL_MS : AUTOPILOT_INTERVAL_MS),
+      );
+    }, delayMs);
+  }
+
+  /** The membership is still forming: see SETTLING_INTERVAL_MS. Any role (a new leader's first round comes soon). */
+  private settling(): boolean {
+    const raft = this.daemon.raft.raft;
+    const config = this.daemon.raft.state.config();
+    if (config.clusterId === '') return false;
+    if (raft.pendingConfIndex > raft.log.applied) return true;
+    if (raft.voters.size < config.voterTarget) return raft.learners.size > 0;
+    return !config.rootRetired;
+  }
+
+  /** One round; true when it carried out an action. */
+  private async round(): Promise<boolean> {
     const d = this.daemon;
     const raft = d.raft.raft;
     if (raft.role !== Role.Leader) {
       this.leaderSinceMs = 0;
-      return;
+      return false;
     }
-    if (this.busy) return;
+    if (this.busy) return false;
     const now = Date.now();
     if (this.leaderSinceMs === 0) {
       // A new leader gives every node a full timeout before judging it.
       this.leaderSinceMs = now;
       for (const n of d.raft.state.nodes()) d.liveness.touch(n.id);
+    } else if (d.raft.state.nodeCount() !== d.liveness.seen.size) {
+      // So does a node first seen now (a join registers it before its first heartbeat can arrive).
+      for (const n of d.raft.state.nodes()) if (!d.liveness.seen.has(n.id)) d.liveness.touch(n.id);
     }
     this.busy = true;
+    let acted = false;
     try {
-      for (const action of this.plan(now)) await this.execute(action, now);
+      for (const action of this.plan(now)) acted = (await this.execute(action, now)) || acted;
     } catch (err) {
       d.log.debug(`autopilot: ${(err as Error).message}`);
     } finally {
       this.busy = false;
     }
+    return acted;
   }
 
   private plan(now: number): AutopilotAction[] {
@@ -109,47 +142,48 @@ export class Autopilot {
     });
   }
 
-  private async execute(a: AutopilotAction, now: number): Promise<void> {
+  private async execute(a: AutopilotAction, now: number): Promise<boolean> {
     const d = this.daemon;
     const name = (id: string) => d.raft.state.node(id)?.name ?? id;
     switch (a.kind) {
       case 'markDown':
         d.log.warn(`autopilot: node ${name(a.node)} is down (${a.reason})`);
         await d.proposeOk({ type: 'node.status', id: a.node, status: 'down', reason: a.reason }, LEADER_DUTY);
-        return;
+        return true;
       case 'markUp':
         d.log.info(`autopilot: node ${name(a.node)} is up again`);
         await d.proposeOk({ type: 'node.status', id: a.node, status: 'up' }, LEADER_DUTY);
-        return;
+        return true;
       case 'promote':
         d.log.info(`autopilot: promoting ${name(a.node)} to voter (${a.reason})`);
         await d.changeMembership({ type: ConfChangeType.AddVoter, node: a.node }, LEADER_DUTY);
-        return;
+        return true;
       case 'demote':
         d.log.warn(`autopilot: demoting ${name(a.node)} to non-voter (${a.reason})`);
         await d.changeMembership({ type: ConfChangeType.AddLearner, node: a.node }, LEADER_DUTY);
-        return;
+        return true;
       case 'removeMember':
         d.log.info(`autopilot: removing ${name(a.node)} from the configuration (${a.reason})`);
         await d.changeMembership({ type: ConfChangeType.RemoveNode, node: a.node }, LEADER_DUTY);
         d.peers.dropPeer(a.node);
-        return;
+        return true;
       case 'markLeft':
         d.log.info(`autopilot: ${name(a.node)} leaves (${a.reason})`);
         await d.proposeOk({ type: 'node.remove', id: a.node }, LEADER_DUTY);
         // It is out of the configuration, so Raft will not tell it: say so directly.
         await d.peers.tellRemoved(a.node, a.reason, REMOVED_NOTICE_TIMEOUT_MS);
-        return;
+        return true;
       case 'retireRoot':
         d.log.info(`autopilot: root node retires from its bootstrap role (${a.reason})`);
         await d.proposeOk({ type: 'root.retire' }, LEADER_DUTY);
-        return;
+        return true;
       case 'transferLeadership':
-        if (now - this.lastTransferMs < TRANSFER_RETRY_MS) return;
+        if (now - this.lastTransferMs < TRANSFER_RETRY_MS) return false;
         this.lastTransferMs = now;
         d.log.info(`autopilot: transferring leadership to ${name(a.to)} (${a.reason})`);
         d.raft.transferLeader(a.to);
-        return;
+        return true;
     }
+    return false;
   }
 }

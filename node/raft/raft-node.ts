@@ -262,9 +262,18 @@ export class RaftNode {
       if (this.core('tick', () => this.raft.tick()) === undefined && this.fatal) return;
       this.schedule();
     }, this.timing.tickMs);
-    // A lone voter (fresh init or restart of a one-node cluster) need not wait a timeout.
-    if (this.raft.voters.size === 1 && this.raft.voters.has(this.id)) this.raft.campaign();
+    this.campaignIfLoneVoter();
     this.schedule();
+  }
+
+  /**
+   * A lone voter (a fresh init, a restart of a one-node cluster) need not wait an election
+   * timeout. At a fresh init its configuration comes from the bootstrap entries, known only once
+   * they are applied (after the first Ready), so this is checked again after each Ready.
+   */
+  private campaignIfLoneVoter(): void {
+    const r = this.raft;
+    if (r.role === Role.Follower && r.lead === NONE && r.voters.size === 1 && r.voters.has(this.id)) this.campaign();
   }
 
   async stop(): Promise<void> {
@@ -615,6 +624,7 @@ export class RaftNode {
       if (keys) this.applyEntry(e.index, e.term, e.type, e.data, await this.currentValues(keys));
     }
     this.raft.advance(rd);
+    this.campaignIfLoneVoter();
     for (const rs of rd.readStates) {
       const ctx = new TextDecoder().decode(rs.context);
       const w = this.reads.get(ctx);

@@ -644,6 +644,11 @@ export class ClusterState {
     return n && copyNode(n);
   }
 
+  /** How many node records there are, 'left' ones included (cheap: no copies). */
+  nodeCount(): number {
+    return this.#nodes.size;
+  }
+
   /** All nodes, 'left' ones included, by name then id. */
   nodes(): NodeRecord[] {
     return [...this.#nodes.values()].sort((a, b) => compare(a.name, b.name) || compare(a.id, b.id)).map(copyNode);

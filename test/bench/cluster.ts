@@ -131,7 +131,9 @@ async function omni(): Promise<Figures> {
   };
   try {
     await c.init(NAMES[0]);
-    for (const n of NAMES.slice(1)) await c.join(n);
+    // the other hosts join at the same time, as when several hosts are provisioned together
+    // (etcd's members below start together too)
+    await Promise.all(NAMES.slice(1).map((n) => c.join(n)));
     await waitFor('omni formed', async () => {
       const s = await status(NAMES[2]);
       return s.voters.length === 3 && s.rootRetired && s.health === 'healthy';

@@ -1,0 +1,113 @@
+// The autopilot's driver (node/cluster/autopilot.ts) on a fake leader: when its rounds come
+// and what it takes as proof of life. The decisions themselves: autopilot.test.ts.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Autopilot, type AutopilotDeps } from '../../node/cluster/autopilot.js';
+import { silentLogger } from '../../node/logger.js';
+import type { PeerLiveness } from '../../node/cluster/heartbeats.js';
+import { ConfChangeType, Role, type ConfChange } from '../../protocol/raft/types.js';
+import type { Command } from '../../protocol/cluster/commands.js';
+import type { NodeRecord } from '../../protocol/cluster/state.js';
+
+function record(id: string): NodeRecord {
+  return {
+    id, name: id, addrs: [], apiUrl: 'http://127.0.0.1:1', labels: {}, role: 'voter', status: 'up', statusReason: '', root: id === 'n1', joinedIndex: 1, updatedIndex: 1,
+    resources: { cpuCores: 1, memoryBytes: 1, diskBytes: 1, arch: 'amd64', gpus: [] },
+  };
+}
+
+/** A leader n1 of a cluster with a voter target of 3. */
+function fakeLeader(opts: { voters: string[]; learners: string[]; nodes: string[]; heard?: string[] }) {
+  const voters = new Set(opts.voters);
+  const learners = new Set(opts.learners);
+  const nodes = opts.nodes.map(record);
+  const seen = new Map<string, PeerLiveness>((opts.heard ?? []).map((id) => [id, { lastSeenMs: Date.now(), load1: 0, memFreeBytes: 0, applied: 0 }]));
+  const changes: ConfChange[] = [];
+  const proposals: Command[] = [];
+  const prs = new Map([...voters, ...learners].map((id) => [id, { match: 10 }]));
+  const raft = { role: Role.Leader, voters, learners, prs, pendingConfIndex: 0, log: { applied: 10, lastIndex: () => 10 } };
+  const deps = {
+    id: 'n1',
+    log: silentLogger,
+    raft: {
+      raft,
+      isLeader: true,
+      state: {
+        config: () => ({ clusterId: 'c', voterTarget: 3, rootNodeId: 'n1', rootRetired: false, ephemeralRoot: false }),
+        nodes: () => nodes,
+        nodeCount: () => nodes.length,
+        node: (id: string) => nodes.find((n) => n.id === id),
+      },
+      transferLeader: () => undefined,
+    },
+    liveness: {
+      seen,
+      touch: (id: string) => seen.set(id, { lastSeenMs: Date.now(), load1: 0, memFreeBytes: 0, applied: 0 }),
+    },
+    peers: { dropPeer: () => undefined, tellRemoved: async () => undefined },
+    // A membership change applies at once (the fake's log is always committed).
+    changeMembership: async (cc: ConfChange) => {
+      changes.push(cc);
+      if (cc.type === ConfChangeType.AddVoter) {
+        learners.delete(cc.node);
+        voters.add(cc.node);
+      }
+    },
+    proposeOk: async (cmd: Command) => void proposals.push(cmd),
+  };
+  const addLearner = (id: string) => {
+    nodes.push(record(id));
+    learners.add(id);
+    prs.set(id, { match: 10 });
+  };
+  return { deps: deps as unknown as AutopilotDeps, changes, proposals, seen, addLearner };
+}
+
+describe('autopilot driver', () => {
+  let pilot: Autopilot | undefined;
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => {
+    pilot?.stop();
+    vi.useRealTimers();
+  });
+
+  it('promotes a learner that joined after the leader took over without waiting for its first heartbeat', async () => {
+    const f = fakeLeader({ voters: ['n1', 'n2'], learners: [], nodes: ['n1', 'n2'] });
+    pilot = new Autopilot(f.deps, { downAfterMs: 5000, replaceAfterMs: 15_000 });
+    pilot.start();
+    await vi.advanceTimersByTimeAsync(500); // the first round as leader touches everyone
+    expect(f.changes).toEqual([]);
+    // n3 joins now: its record and learner entry appear; its first gossiped heartbeat takes a second or two.
+    f.addLearner('n3');
+    await vi.advanceTimersByTimeAsync(500);
+    expect(f.proposals.filter((p) => p.type === 'node.status')).toEqual([]);
+    expect(f.changes).toEqual([{ type: ConfChangeType.AddVoter, node: 'n3' }]);
+  });
+
+  it('chains the rounds of a forming cluster 50 ms apart, then goes back to 500 ms', async () => {
+    const f = fakeLeader({ voters: ['n1'], learners: ['n2', 'n3'], nodes: ['n1', 'n2', 'n3'] });
+    pilot = new Autopilot(f.deps, { downAfterMs: 5000, replaceAfterMs: 15_000 });
+    pilot.start();
+    await vi.advanceTimersByTimeAsync(500);
+    expect(f.changes.map((c) => c.node)).toEqual(['n2']);
+    await vi.advanceTimersByTimeAsync(50);
+    expect(f.changes.map((c) => c.node)).toEqual(['n2', 'n3']);
+    // The target is reached and the root (this node) is due to step down: still settling.
+    const transfers = vi.spyOn(f.deps.raft, 'transferLeader');
+    await vi.advanceTimersByTimeAsync(50);
+    expect(transfers).toHaveBeenCalledTimes(1);
+  });
+
+  it('gives a node first seen now a full timeout instead of marking it down', async () => {
+    // n3's record exists (a join registered it) but it is neither in the Raft configuration nor heard from yet.
+    const f = fakeLeader({ voters: ['n1', 'n2'], learners: [], nodes: ['n1', 'n2', 'n3'], heard: ['n2'] });
+    pilot = new Autopilot(f.deps, { downAfterMs: 5000, replaceAfterMs: 15_000 });
+    pilot.start();
+    await vi.advanceTimersByTimeAsync(500); // the first round as leader touches everyone
+    f.seen.delete('n3'); // as if the record appeared after that round
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(f.proposals.filter((p) => p.type === 'node.status')).toEqual([]);
+    // Silent past the timeout, it is marked down.
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(f.proposals).toContainEqual(expect.objectContaining({ type: 'node.status', id: 'n3', status: 'down' }));
+  });
+});
