@@ -358,6 +358,9 @@ type SimEvent =
   | { kind: 'fault' }
   | { kind: 'writeback' };
 
+/** The liveness probe's longest wait for one answer (clientAttemptTimeoutMs). */
+const PROBE_MAX_TIMEOUT_MS = 2000;
+
 interface ClientRequest {
   client: number;
   reqId: number;
@@ -1250,7 +1253,18 @@ export class Simulation {
     for (const delay of this.net.plan(`c${c.id}`, target).slice(0, 1)) {
       this.queue.push(this.nowMs + delay, { kind: 'client-deliver', node: target, req });
     }
-    this.queue.push(this.nowMs + this.knobs.clientTimeoutMs, { kind: 'client-timeout', client: c.id, reqId: c.reqId });
+    this.queue.push(this.nowMs + this.clientAttemptTimeoutMs(c), { kind: 'client-timeout', client: c.id, reqId: c.reqId });
+  }
+
+  /**
+   * How long a client waits for an answer. The liveness probe backs off as a real client does
+   * (doubling up to 2 s): on a cluster whose disks and applies are slow, the answer to a
+   * forwarded write can take longer than a short fixed timeout every time (seed 7752: writes
+   * committed again and again after the heal, but each answer came after the client gave up).
+   */
+  private clientAttemptTimeoutMs(c: ClientState): number {
+    const base = this.knobs.clientTimeoutMs;
+    return c.probe ? Math.min(base * 2 ** Math.min(c.attempt - 1, 4), Math.max(base, PROBE_MAX_TIMEOUT_MS)) : base;
   }
 
   private clientHandleReply(clientId: number, reply: ClientReply): void {

@@ -2,17 +2,21 @@
 
 import { runSeed, type SimBug, type SimResult } from '../../sim/simulation.js';
 
-export async function runRange(from: number, count: number): Promise<{ failures: SimResult[]; ops: number; checkTimeouts: number }> {
+export async function runSeeds(seeds: Iterable<number>): Promise<{ failures: SimResult[]; ops: number; checkTimeouts: number }> {
   const failures: SimResult[] = [];
   let ops = 0;
   let checkTimeouts = 0;
-  for (let seed = from; seed < from + count; seed++) {
+  for (const seed of seeds) {
     const r = await runSeed(seed);
     ops += r.ops;
     if (r.checkTimedOut) checkTimeouts++;
     if (!r.ok) failures.push(r);
   }
   return { failures, ops, checkTimeouts };
+}
+
+export function runRange(from: number, count: number): Promise<{ failures: SimResult[]; ops: number; checkTimeouts: number }> {
+  return runSeeds(Array.from({ length: count }, (_, i) => from + i));
 }
 
 export async function firstCatch(bug: SimBug, maxSeeds: number): Promise<SimResult | undefined> {
