@@ -35,11 +35,6 @@ const MAX_WATCHED_KERNELS = 64;
 const WATCH_SILENT_MS = 15_000;
 const KERNEL_ID = /^[A-Za-z0-9-]{1,64}$/;
 
-/** Counts the notebook server's kernels and the busy ones; rejects on any failure. */
-export async function labKernels(port: number, token: string, timeoutMs: number): Promise<KernelActivity> {
-  return activityOf(await listKernels(port, token, timeoutMs));
-}
-
 /** The notebook server's kernels (`GET /api/kernels`); rejects on any failure. */
 export function listKernels(port: number, token: string, timeoutMs: number): Promise<KernelModel[]> {
   return new Promise((resolve, reject) => {
@@ -71,11 +66,6 @@ export function listKernels(port: number, token: string, timeoutMs: number): Pro
   });
 }
 
-/** Jupyter's kernel list → counts; throws on a shape that is not a list of kernel models. */
-export function countKernels(body: unknown): KernelActivity {
-  return activityOf(parseKernels(body));
-}
-
 /** Jupyter's kernel list → kernel models; throws on a shape that is not a list of kernel models. */
 export function parseKernels(body: unknown): KernelModel[] {
   if (!Array.isArray(body)) throw new Error('GET /api/kernels: expected a list');
@@ -84,10 +74,6 @@ export function parseKernels(body: unknown): KernelModel[] {
     const { id, execution_state: state } = k as { id?: unknown; execution_state?: unknown };
     return { id: typeof id === 'string' ? id : '', state: typeof state === 'string' ? state : '' };
   });
-}
-
-function activityOf(kernels: KernelModel[]): KernelActivity {
-  return { total: kernels.length, busy: kernels.filter((k) => k.state === 'busy').length };
 }
 
 /** An IOPub status message: the kernel's state and the request it is about. */

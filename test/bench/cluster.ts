@@ -11,12 +11,11 @@
 // Prints a side-by-side table, then one JSON object as the last line. Never asserted in tests.
 // Flags: --duration-ms N (per concurrency level, default 5000), --trials N (default 5).
 import { parseArgs } from 'node:util';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 import { EtcdCluster, etcdAvailable } from './etcd-cluster.js';
-import { Http, writeLoad, median, round, log, cpuMsOf, rssMiBOf, writeSyscallsOf, type LoadResult } from './load.js';
+import { Http, writeLoad, median, round, log, cpuMsOf, rssMiBOf, writeSyscallsOf, timeCommands, type LoadResult } from './load.js';
 
 const { values } = parseArgs({ options: { 'duration-ms': { type: 'string' }, trials: { type: 'string' } } });
 const DURATION_MS = Number(values['duration-ms'] ?? 5000);
@@ -31,15 +30,7 @@ const CLI_RUNS = 5;
 
 /** Median wall time of `bin/omni ARGS` (process start to exit), after one warm-up run. */
 async function cliMs(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const once = () =>
-    new Promise<number>((resolve, reject) => {
-      const t0 = performance.now();
-      execFile(OMNI, args, { env, timeout: 60_000 }, (err) => (err ? reject(err) : resolve(performance.now() - t0)));
-    });
-  await once();
-  const runs: number[] = [];
-  for (let i = 0; i < CLI_RUNS; i++) runs.push(await once());
-  return Math.round(median(runs));
+  return (await timeCommands(OMNI, args, CLI_RUNS, env)).medianMs;
 }
 /** `omni status` against the running cluster (its config file, as a user would) and `omni --help`. */
 const cli: { statusMs: number | null; helpMs: number | null } = { statusMs: null, helpMs: null };

@@ -1,5 +1,7 @@
-// Shared by bench:cluster: a keep-alive HTTP client, a closed-loop write load and percentiles.
+// Shared by the benchmarks: a keep-alive HTTP client, a closed-loop write load, percentiles,
+// /proc readings and a timer for commands (process start to exit).
 import { request, Agent } from 'node:http';
+import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -162,4 +164,53 @@ export function sleep(ms: number): Promise<void> {
 
 export function log(line: string): void {
   process.stderr.write(line + '\n');
+}
+
+/** One run of a command: wall clock from spawn to exit, and the CPU time it used (10 ms resolution). */
+export interface CommandSample {
+  wallMs: number;
+  cpuMs: number;
+}
+
+/** Runs of one command: wall clock and CPU, median and extremes. */
+export interface CommandFigure {
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  cpuMedianMs: number;
+  cpuMinMs: number;
+  runs: number;
+}
+
+export function commandFigure(samples: CommandSample[]): CommandFigure {
+  const wall = samples.map((x) => x.wallMs);
+  const cpu = samples.map((x) => x.cpuMs);
+  return { medianMs: Math.round(median(wall)), minMs: Math.round(Math.min(...wall)), maxMs: Math.round(Math.max(...wall)), cpuMedianMs: Math.round(median(cpu)), cpuMinMs: Math.round(Math.min(...cpu)), runs: samples.length };
+}
+
+/** sh's `times`, children line ("0m0.090000s 0m0.050000s"): user + system ms. */
+function parseTimes(line: string): number {
+  const m = /^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/.exec(line.trim());
+  if (!m) throw new Error(`unexpected output of times: ${JSON.stringify(line)}`);
+  return (Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4])) * 1000;
+}
+
+/** One run of `file args` (start to exit), through sh to read its CPU time; fails on a non-zero exit. */
+export function timeCommand(file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CommandSample> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    execFile('sh', ['-c', '"$@"; s=$?; times >&2; exit $s', 'sh', file, ...args], { env, timeout: 60_000 }, (err, _stdout, stderr) => {
+      const wallMs = performance.now() - t0;
+      if (err) return reject(new Error(`${file} ${args.join(' ')}: ${err.message}\n${stderr}`));
+      resolve({ wallMs, cpuMs: parseTimes(stderr.trimEnd().split('\n').at(-1) ?? '') });
+    });
+  });
+}
+
+/** `runs` runs of a command after one warm-up run (file cache, a rebuild of a stale dist/). */
+export async function timeCommands(file: string, args: string[], runs: number, env?: NodeJS.ProcessEnv): Promise<CommandFigure> {
+  await timeCommand(file, args, env);
+  const samples: CommandSample[] = [];
+  for (let i = 0; i < runs; i++) samples.push(await timeCommand(file, args, env));
+  return commandFigure(samples);
 }

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { createHash } from 'node:crypto';
-import { countKernels, labKernels, LabKernelWatch, statusOf } from '../../node/apps/lab-activity.js';
+import { listKernels, parseKernels, LabKernelWatch, statusOf } from '../../node/apps/lab-activity.js';
 
 let server: Server;
 let port: number;
@@ -59,20 +59,25 @@ afterAll(async () => {
 describe('lab kernel activity', () => {
   it('counts kernels and the busy ones, with the token in the header and not in the URL', async () => {
     answer = () => ({ status: 200, body: JSON.stringify([{ id: 'a', execution_state: 'busy' }, { id: 'b', execution_state: 'idle' }, { id: 'c', execution_state: 'starting' }]) });
-    expect(await labKernels(port, 'tok-123456789012345', 2000)).toEqual({ total: 3, busy: 1 });
+    const watch = new LabKernelWatch(port, 'tok-123456789012345');
+    try {
+      expect(await watch.refresh(2000)).toEqual({ total: 3, busy: 1 });
+    } finally {
+      watch.close();
+    }
     expect(seen.at(-1)).toEqual({ url: '/api/kernels', auth: 'token tok-123456789012345' });
   });
 
   it('rejects a refusal, a body that is not a list, an oversized answer and a slow one', async () => {
     answer = () => ({ status: 403, body: '{}' });
-    await expect(labKernels(port, 't', 2000)).rejects.toThrow(/HTTP 403/);
+    await expect(listKernels(port, 't', 2000)).rejects.toThrow(/HTTP 403/);
     answer = () => ({ status: 200, body: '{"kernels": []}' });
-    await expect(labKernels(port, 't', 2000)).rejects.toThrow(/expected a list/);
+    await expect(listKernels(port, 't', 2000)).rejects.toThrow(/expected a list/);
     answer = () => ({ status: 200, body: JSON.stringify(Array.from({ length: 20_000 }, (_, i) => ({ id: `k${i}`, execution_state: 'idle' }))) });
-    await expect(labKernels(port, 't', 2000)).rejects.toThrow(/more than/);
+    await expect(listKernels(port, 't', 2000)).rejects.toThrow(/more than/);
     answer = () => ({ status: 200, body: '[]', delayMs: 500 });
-    await expect(labKernels(port, 't', 100)).rejects.toThrow(/within 100 ms/);
-    expect(() => countKernels([1])).toThrow(/kernel objects/);
+    await expect(listKernels(port, 't', 100)).rejects.toThrow(/within 100 ms/);
+    expect(() => parseKernels([1])).toThrow(/kernel objects/);
   });
 
   it('follows each kernel\'s IOPub status: busy while it computes even when the REST state is stuck at "starting"', async () => {
