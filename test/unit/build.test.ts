@@ -67,6 +67,19 @@ describe('bin/omnid and dist/', () => {
     expect(await check()).toBe(0);
     expect((await readdir(join(copy, 'dist'))).filter((f) => f.startsWith('.build.lock') || f.startsWith('.tmp-') || f.startsWith('.stamp-'))).toEqual([]);
 
+    // the check runs in the launcher's shell (no find): a source at the deepest level counts, and so
+    // does a source removed (its directory's date)
+    const rebuild = () => run(NODE, [join(copy, 'scripts', 'build.mjs')], { timeout: 90_000 });
+    await appendFile(join(copy, 'node', 'apps', 'drivers', 'process.ts'), '\n// edited after the build\n');
+    expect(await check()).toBe(1);
+    await writeFile(join(copy, 'protocol', 'raft', 'added-after.ts'), 'export {};\n');
+    await rebuild();
+    expect(await check()).toBe(0);
+    await rm(join(copy, 'protocol', 'raft', 'added-after.ts'));
+    expect(await check()).toBe(1);
+    await rebuild();
+    expect(await check()).toBe(0);
+
     // the build fails: the sources run through tsx, still never the stale bundle
     const entry = join(copy, 'cli', 'omnid.ts');
     await writeFile(entry, (await readFile(entry, 'utf8')).replace(HELP_LINE, 'MARK-IN-THE-SOURCE'));
