@@ -164,19 +164,6 @@ function requireShallowSources() {
   for (const top of ['cli', 'node', 'protocol']) walk(join(ROOT, top), 1);
 }
 
-/**
- * A bundle must be plain ASCII: one other character (esbuild escapes them in strings, not in regular
- * expression literals) makes Node decode the whole file as UTF-8 into a two-byte string at each
- * start, 3x slower (~8 ms more for `omni --help`). Write \u00b5 instead of the character.
- */
-function requireAscii(file) {
-  const b = readFileSync(file);
-  const at = b.findIndex((x) => x > 0x7f);
-  if (at < 0) return;
-  const context = b.subarray(Math.max(0, at - 60), at + 20).toString('utf8');
-  throw new Error(`${file.slice(file.lastIndexOf('/') + 1)} has a non-ASCII character at byte ${at}: …${context}… (escape it in the source, e.g. \\u00b5)`);
-}
-
 async function bundle() {
   const startedMs = Date.now();
   // the build's start as the file system dates files (its clock and granularity), before any input is read
@@ -189,7 +176,6 @@ async function bundle() {
   try {
     requireShallowSources();
     const result = await build(esbuildOptions(ENTRIES, tmp));
-    for (const bundle of Object.keys(ENTRIES)) requireAscii(join(tmp, `${bundle}.cjs`));
     for (const [from, to] of COPIES) copyFileSync(join(ROOT, from), join(tmp, to));
     const launchers = Object.keys(ENTRIES).map((bundle) => {
       const name = bundle.replace(/\.bundle$/, '');

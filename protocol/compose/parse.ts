@@ -118,7 +118,7 @@ export function parseDuration(v: unknown): number | undefined {
   if (typeof v !== 'string') return undefined;
   const s = v.trim();
   if (s === '') return undefined;
-  const re = /(\d+(?:\.\d+)?)(ms|us|\u00b5s|ns|h|m|s)/gy;
+  const re = /(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)/gy;
   let total = 0;
   let at = 0;
   for (let m = re.exec(s); m; m = re.exec(s)) {
