@@ -24,6 +24,7 @@ commands:
   config   the project directory's .omni/config.yaml: init, set KEY=VALUE, get, show, validate
            (omni run / stop / inspect / watch with no APP use the project's app)
   endpoints  host:port of every healthy replica
+  stats    omni stats APP: CPU and memory of each task, sampled now by its node
   images   the cluster's image registry: ls, inspect, tag, rm, import, export, push, pull, gc,
            replicas, registry (its /v2/ address)
   registry ca: the cluster CA (PEM) for docker/skopeo to trust a registry served over HTTPS
@@ -55,6 +56,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   start: async () => (await apps()).start,
   rm: async () => (await apps()).rm,
   endpoints: async () => (await apps()).endpoints,
+  stats: async () => (await apps()).stats,
   schedule: async () => (await import('./omni/schedule.js')).schedule,
   watch: async () => (await apps()).watch,
   config: async () => (await import('./omni/config.js')).config,

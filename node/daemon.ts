@@ -1,6 +1,7 @@
 // omnid: one process per host. Wires the libp2p host, the Raft transport and RPC, durable
 // storage, the Raft driver with the cluster state machine, heartbeats, the autopilot and the
 // HTTP API. Lifecycle entry points: Omnid.init, Omnid.join, Omnid.start.
+import { parseSamples, sampleTasks, TASK_STATS_TIMEOUT_MS, type TaskStatsSample } from './apps/task-stats.js';
 import { buildCacheNodes } from '../protocol/forge/cache-placement.js';
 import { mkdir, readdir, rm, chmod } from 'node:fs/promises';
 import { writeFileAtomic } from './files.js';
@@ -237,6 +238,7 @@ export class Omnid {
       kickOrchestrator: () => this.orchestrator?.kick(),
       localDriver: (taskId) => this.agent?.driverFor(taskId),
       syncWorkspace: (app) => this.syncWorkspace(app),
+      taskStats: (app) => this.taskStats(app),
       pinImage: async (image) => (this.registry ? this.registry.pinImage(image) : image),
       peers: this.peers,
     };
@@ -456,6 +458,13 @@ export class Omnid {
       if (typeof app !== 'string' || !APP_RE.test(app) || app.length > 100) throw new OmniError('INVALID_ARGUMENT', 'workspace-sync: need {app}');
       return (await daemon.agent?.syncWorkspaces(app)) ?? [];
     });
+    // omni stats: a sample of this node's tasks of an app (node/apps/task-stats.ts)
+    rpc.on('task-stats', async (params, from) => {
+      requireMember(raft, from);
+      const app = (params as { app?: unknown } | null)?.app;
+      if (typeof app !== 'string' || !APP_RE.test(app) || app.length > 100) throw new OmniError('INVALID_ARGUMENT', 'task-stats: need {app}');
+      return sampleTasks(daemon.agent?.tasksOf(app) ?? []);
+    });
     daemon.taskLogs = new TaskLogService(host, { authorize: (peer) => requireMember(raft, peer), localLogs: (id, o) => daemon.agent?.driverFor(id)?.logs(id, o), log });
     await daemon.taskLogs.start();
     daemon.api = new ApiServer(daemon.apiDeps, log, opts.apiLimits);
@@ -621,6 +630,21 @@ export class Omnid {
           return { node, tasks };
         } catch (err) {
           return { node, error: (err as Error).message };
+        }
+      }),
+    );
+  }
+
+  /** omni stats: each node holding tasks of `app` samples them (this node directly, the others over RPC). */
+  private async taskStats(app: string): Promise<{ node: string; samples?: TaskStatsSample[]; error?: string }[]> {
+    const nodes = [...new Set(this.raft.state.tables.tasksOfApp(app).map((t) => t.nodeId))];
+    return Promise.all(
+      nodes.map(async (node) => {
+        try {
+          const samples = node === this.id ? await sampleTasks(this.agent?.tasksOf(app) ?? []) : parseSamples(await this.rpc.call<unknown>(node, 'task-stats', { app }, TASK_STATS_TIMEOUT_MS + 2000));
+          return { node, samples };
+        } catch (err) {
+          return { node, error: (err as Error).message.slice(0, 300) };
         }
       }),
     );

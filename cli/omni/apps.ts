@@ -1,5 +1,5 @@
 // omni ps, inspect, stop, start, rm, scale, endpoints, logs: the app lifecycle commands.
-import { parse, printJson, table, UsageError } from '../common.js';
+import { formatBytes, parse, printJson, table, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { jobLine, type JobView } from './app-io.js';
 import { scheduleLine, scheduleRunsTable, type CronRunRow } from './schedule.js';
@@ -162,6 +162,46 @@ export async function endpoints(argv: string[]): Promise<number> {
   } finally {
     client.close();
   }
+}
+
+/** GET /v1/apps/NAME/stats (node/api/apps-routes.ts). */
+export interface StatsView {
+  app: string;
+  reserved: { cpu: number; memoryBytes: number } | null;
+  tasks: { task: string; node: string; state: string; cpuPercent?: number; memoryBytes?: number; error?: string }[];
+}
+
+export async function stats(argv: string[]): Promise<number> {
+  const USAGE = `usage: omni stats APP [flags]
+
+CPU and memory of each of the app's tasks, sampled now by the node that runs it (docker: the
+engine's stats; process: the task's processes in /proc), as docker stats --no-stream does. CPU %
+is of one core (200% = two cores busy); RESERVED is what the scheduler reserved per task (the
+docker driver also enforces it as a limit unless resources.limit is false).
+Exit status: 0, or 1 when a task could not be sampled (its node did not answer, or an error).
+${CONNECTION_HELP}
+`;
+  const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
+  const app = one(positionals, USAGE);
+  const client = connect(values);
+  try {
+    const r = await client.get<StatsView>(`/v1/apps/${encodeURIComponent(app)}/stats`);
+    if (values.json) printJson(r);
+    else process.stdout.write(formatStats(r));
+    return r.tasks.some((t) => t.error !== undefined && t.state === 'running') ? 1 : 0;
+  } finally {
+    client.close();
+  }
+}
+
+export function formatStats(r: StatsView): string {
+  if (r.tasks.length === 0) return `${r.app}: no tasks\n`;
+  const reserved = r.reserved ? `${r.reserved.cpu} cpu / ${formatBytes(r.reserved.memoryBytes)}` : '-';
+  const rows = [['TASK', 'NODE', 'STATE', 'CPU %', 'MEMORY', 'RESERVED', 'NOTE']];
+  for (const t of r.tasks) {
+    rows.push([t.task, t.node, t.state, t.cpuPercent === undefined ? '-' : `${t.cpuPercent.toFixed(1)}%`, t.memoryBytes === undefined ? '-' : formatBytes(t.memoryBytes), reserved, t.error ?? (t.cpuPercent === undefined ? 'not running' : '')]);
+  }
+  return table(rows);
 }
 
 /** "10m", "30s", "2h" or an ISO date → epoch ms. */

@@ -1,6 +1,7 @@
 // The apps part of the HTTP API: deploy (create / rolling update), list, inspect, scale,
 // stop/start, remove, endpoints and logs (streamed from the node that runs each task, over
 // libp2p: node/apps/task-logs.ts), and node scheduling eligibility (drain).
+import type { TaskStatsSample } from '../apps/task-stats.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { ClusterAccess } from '../cluster/ports.js';
@@ -38,6 +39,8 @@ export interface AppsRoutesDeps extends ClusterAccess {
   readonly clock?: Clock;
   /** The nodes holding tasks of `app` read their files back into its synced workspace (absent: not on this node). */
   syncWorkspace?(app: string): Promise<{ node: string; tasks?: unknown[]; error?: string }[]>;
+  /** Each node holding tasks of `app` samples their CPU and memory (absent: not on this node). */
+  taskStats?(app: string): Promise<{ node: string; samples?: TaskStatsSample[]; error?: string }[]>;
 }
 
 export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
@@ -59,6 +62,7 @@ export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
   api.route('POST', /^\/v1\/apps\/([^/]+)\/schedule\/(enable|disable)$/, async (_req, _url, [name, what], _res, caller) => retryLostRace(() => h.setSchedule(name, what === 'enable', caller)));
   // omni sync / omni stop of an app with a synced workspace: its tasks' files are written back first.
   api.route('POST', /^\/v1\/apps\/([^/]+)\/workspace\/sync$/, async (_req, _url, [name]) => h.syncWorkspace(name));
+  api.route('GET', /^\/v1\/apps\/([^/]+)\/stats$/, async (_req, _url, [name]) => h.stats(name));
   api.route('DELETE', /^\/v1\/apps\/([^/]+)$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'removing', caller)));
   api.route('GET', /^\/v1\/apps\/([^/]+)\/endpoints$/, async (_req, url, [name]) => h.endpoints(name, url));
   // Log answers stream (follow=true: until the client leaves): they count against the API's
@@ -349,6 +353,40 @@ export class AppsApi {
     const failed = nodes.filter((n) => n.error !== undefined);
     if (failed.length > 0) throw new OmniError('UNAVAILABLE', `the workspace of ${name} was not read back from ${failed.map((n) => `node ${n.node.slice(0, 16)}…: ${n.error}`).join('; ')}`.slice(0, 2000));
     return [200, { app: name, nodes }];
+  }
+
+  /**
+   * GET /v1/apps/NAME/stats (omni stats): CPU and memory of each task of the app that is not
+   * finished, sampled by the node running it, with the spec's reservation (the docker driver
+   * also enforces it as a limit unless resources.limit is false). A node that cannot answer
+   * leaves its tasks with an error: 200 all the same.
+   */
+  async stats(name: string): Promise<[number, unknown]> {
+    await this.d.readBarrier();
+    const app = this.app(name);
+    if (!this.d.taskStats) throw new OmniError('UNAVAILABLE', 'this node cannot sample tasks');
+    const spec = this.spec(name, app.version);
+    const tasks = this.tasks(name).filter(({ task }) => task.desired === 'run');
+    const byNode = await this.d.taskStats(name);
+    const samples = new Map<string, TaskStatsSample>();
+    const nodeErrors = new Map<string, string>();
+    for (const n of byNode) {
+      if (n.error !== undefined) nodeErrors.set(n.node, n.error);
+      for (const s of n.samples ?? []) samples.set(s.task, s);
+    }
+    const nodeName = (id: string) => this.d.raft.state.node(id)?.name ?? id;
+    return [
+      200,
+      {
+        app: name,
+        reserved: spec ? { cpu: spec.resources.cpu, memoryBytes: spec.resources.memoryMB * 1024 * 1024 } : null,
+        tasks: tasks.map(({ task, status }) => {
+          const s = samples.get(task.id);
+          const error = s?.error ?? nodeErrors.get(task.nodeId) ?? (s ? undefined : 'not sampled: its node does not run it (yet)');
+          return { task: task.id, node: nodeName(task.nodeId), state: status?.state ?? 'pending', ...(s?.cpuPercent !== undefined ? { cpuPercent: s.cpuPercent } : {}), ...(s?.memoryBytes !== undefined ? { memoryBytes: s.memoryBytes } : {}), ...(error ? { error } : {}) };
+        }),
+      },
+    ];
   }
 
   async setSchedule(name: string, on: boolean, caller: Caller): Promise<[number, unknown]> {

@@ -263,6 +263,11 @@ export class Agent {
     return this.local.get(taskId)?.driver;
   }
 
+  /** The tasks of `app` this agent runs, with their drivers (omni stats: node/apps/task-stats.ts). */
+  tasksOf(app: string): { id: string; driver: TaskDriver }[] {
+    return [...this.local.values()].filter((l) => l.task.app === app).map((l) => ({ id: l.task.id, driver: l.driver }));
+  }
+
   private async round(): Promise<void> {
     if (!this.recovered) {
       if (this.d.readBarrier) await this.renewLease();

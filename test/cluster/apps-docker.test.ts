@@ -48,6 +48,14 @@ describe.skipIf(skip !== undefined)('apps with the docker driver', () => {
       client.stream('/v1/apps/www/logs?tail=20', (chunk) => (text += chunk)).then(() => resolve(text), reject);
     });
     expect(typeof logs).toBe('string');
+    // omni stats: each container sampled through its node's engine (two of them over RPC)
+    const stats = await client.get<{ tasks: { node: string; memoryBytes?: number; cpuPercent?: number; error?: string }[] }>('/v1/apps/www/stats');
+    expect(new Set(stats.tasks.map((t) => t.node))).toEqual(new Set(['d1', 'd2', 'd3']));
+    for (const t of stats.tasks) {
+      expect(t.error).toBeUndefined();
+      expect(t.memoryBytes).toBeGreaterThan(0);
+      expect(t.cpuPercent).toBeGreaterThanOrEqual(0);
+    }
     // A container that dies is restarted by its agent.
     const { default: Docker } = await import('dockerode');
     const engine = new Docker({ socketPath: 'skip' in docker ? '' : docker.socketPath });

@@ -80,6 +80,27 @@ describe('apps on a 3-node cluster (process driver)', () => {
     }
   });
 
+  it('omni stats samples each task on the node that runs it: CPU and memory', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('n2')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const omni = (...args: string[]) => run('bin/omni', args, { env, timeout: 60_000 });
+    const r = JSON.parse((await omni('stats', 'web', '--json')).stdout) as { reserved: { cpu: number; memoryBytes: number }; tasks: { task: string; node: string; state: string; cpuPercent?: number; memoryBytes?: number; error?: string }[] };
+    expect(r.reserved).toEqual({ cpu: 0.1, memoryBytes: 64 * 1024 * 1024 });
+    // one task per node: two of them sampled over RPC by the nodes that run them
+    expect(new Set(r.tasks.map((t) => t.node))).toEqual(new Set(['n1', 'n2', 'n3']));
+    for (const t of r.tasks) {
+      expect(t.error).toBeUndefined();
+      expect(t.memoryBytes).toBeGreaterThan(1024 * 1024); // a node process: tens of MiB
+      expect(t.cpuPercent).toBeGreaterThanOrEqual(0);
+    }
+    const text = (await omni('stats', 'web')).stdout.trim().split('\n');
+    expect(text[0]).toMatch(/^TASK\s+NODE\s+STATE\s+CPU %\s+MEMORY\s+RESERVED/);
+    expect(text.slice(1)).toHaveLength(3);
+    for (const line of text.slice(1)) expect(line).toMatch(/running\s+\d+\.\d%\s+\d+\.\dMiB\s+0\.1 cpu \/ 64\.0MiB/);
+    const missing = await omni('stats', 'nosuchapp').then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(missing?.code).toBe(1);
+    expect(missing?.stderr).toMatch(/no app named nosuchapp/);
+  });
+
   it('restarts a task whose process is killed', async () => {
     const a = await inspect('web');
     const t = a.tasks.find((x) => x.desired === 'run')!;
