@@ -1,6 +1,7 @@
 // omnid: one process per host. Wires the libp2p host, the Raft transport and RPC, durable
 // storage, the Raft driver with the cluster state machine, heartbeats, the autopilot and the
 // HTTP API. Lifecycle entry points: Omnid.init, Omnid.join, Omnid.start.
+import { secretKey } from './apps/secret-seal.js';
 import { parseSamples, sampleTasks, TASK_STATS_TIMEOUT_MS, type TaskStatsSample } from './apps/task-stats.js';
 import { buildCacheNodes } from '../protocol/forge/cache-placement.js';
 import { mkdir, readdir, rm, chmod } from 'node:fs/promises';
@@ -225,6 +226,7 @@ export class Omnid {
       log,
       raft,
       networkKeyHex: this.networkKeyHex,
+      secretKey: secretKey(Buffer.from(this.networkKeyHex, 'hex')),
       get liveness() {
         return d.heartbeats as Heartbeats | undefined;
       },
@@ -583,6 +585,7 @@ export class Omnid {
         log: this.log,
         raft: this.raft,
         dataDir: this.opts.dataDir,
+        secretKey: this.apiDeps.secretKey,
         proposeOk,
         readBarrier: () => this.writes.readBarrier(),
         // For the exclusive tasks' watchdogs outside omnid: they stop the tasks a quarter lease after the agent would.

@@ -20,6 +20,7 @@ export function httpStatusFor(code: string): number {
     case 'INVALID_COMMAND':
     case 'UNKNOWN_COMMAND':
     case 'INVALID_SPEC':
+    case 'SECRET_SEALED_ELSEWHERE':
       return 400;
     case 'UNAUTHORIZED':
       return 401;

@@ -87,6 +87,10 @@ async function exportBundle(apps: string[], out: string, values: Record<string, 
       const app = await client.get<{ spec?: Record<string, unknown> }>(`/v1/apps/${encodeURIComponent(name)}`);
       if (!app.spec) throw new OmniError('NOT_FOUND', `app ${name} has no spec`);
       specs.push(app.spec);
+      const files = Array.isArray(app.spec.files) ? (app.spec.files as { kind?: unknown; sealed?: unknown }[]) : [];
+      if (files.some((f) => f.kind === 'secret' && typeof f.sealed === 'string')) {
+        warnings.push(`app ${name}: its secrets are sealed with this cluster's key, which another cluster does not have: an import there is refused (SECRET_SEALED_ELSEWHERE) — deploy the app there with the secrets' content (omni compose up, omni deploy)`);
+      }
       const image = app.spec.image;
       if (typeof image !== 'string') continue;
       const found = await registryImage(client, image);

@@ -1,6 +1,7 @@
 // The apps part of the HTTP API: deploy (create / rolling update), list, inspect, scale,
 // stop/start, remove, endpoints and logs (streamed from the node that runs each task, over
 // libp2p: node/apps/task-logs.ts), and node scheduling eligibility (drain).
+import { sealSecrets } from '../apps/secret-seal.js';
 import type { TaskStatsSample } from '../apps/task-stats.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
@@ -41,6 +42,8 @@ export interface AppsRoutesDeps extends ClusterAccess {
   syncWorkspace?(app: string): Promise<{ node: string; tasks?: unknown[]; error?: string }[]>;
   /** Each node holding tasks of `app` samples their CPU and memory (absent: not on this node). */
   taskStats?(app: string): Promise<{ node: string; samples?: TaskStatsSample[]; error?: string }[]>;
+  /** The key secrets are sealed with before they enter the replicated state (node/apps/secret-seal.ts); absent: kept as given (tests). */
+  readonly secretKey?: Buffer;
 }
 
 export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
@@ -201,7 +204,8 @@ export class AppsApi {
       throw new OmniError('CONFLICT', `an app named ${spec.name} ${what}: use omni deploy to change it, omni run --replace to replace it, or pick another --name`, { app: spec.name, state: prev.state });
     }
     const prevSpec = prev ? this.spec(prev.name, prev.version) : undefined;
-    const { ops, result } = appVersionOps(prev, prevSpec, spec, this.now());
+    const stored = this.d.secretKey ? sealSecrets(spec, this.d.secretKey, prevSpec) : spec;
+    const { ops, result } = appVersionOps(prev, prevSpec, stored, this.now());
     // An image reference added: registry garbage collection marked before this write must mark again.
     if (spec.image !== undefined) ops.push(fenceOp());
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(spec.name), version: kv?.version ?? 0 }], ops }, caller);

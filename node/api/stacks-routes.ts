@@ -4,6 +4,7 @@
 // GET /v1/stacks/NAME/health/simple (liveness), DELETE /v1/stacks/NAME (down: its apps removed
 // and the record deleted in one transaction). The leader's StackController starts held services
 // once their dependencies meet their conditions, or fails the stack saying why.
+import { sealSecrets } from '../apps/secret-seal.js';
 import type { ClusterAccess } from '../cluster/ports.js';
 import type { ApiServer } from './server.js';
 import type { Caller } from '../cluster/caller.js';
@@ -21,6 +22,8 @@ import { REAL_CLOCK, type Clock } from '../timers.js';
 
 export interface StacksDeps extends ClusterAccess {
   kickOrchestrator(): void;
+  /** The key secrets are sealed with (node/apps/secret-seal.ts); absent: kept as given (tests). */
+  readonly secretKey?: Buffer;
   pinImage?(image: string): Promise<string>;
   readonly clock?: Clock;
 }
@@ -144,6 +147,7 @@ export class StacksApi {
       if (app && app.state !== 'removing' && !prevApps.has(s.app)) throw new OmniError('CONFLICT', `an app named ${s.app} already exists and is not part of stack ${name}: remove it (omni rm ${s.app}) or use another project name (-p)`, { app: s.app });
       compares.push({ key: appKey(s.app), version: kv?.version ?? 0 });
       const prevSpec = app ? parseRecord<AppSpec>(state.kvGet(specKey(s.app, app.version))?.value) : undefined;
+      if (this.d.secretKey) s.spec = sealSecrets(s.spec, this.d.secretKey, prevSpec);
       // A new service, or one still held from the last up, waits for its dependencies.
       const hold = s.dependsOn.length > 0 && (!app || app.state === 'removing' || (wasHeld.has(s.service) && app.state === 'stopped'));
       if (app && app.state !== 'removing' && prevSpec && specDigest(prevSpec) === specDigest(s.spec) && (app.state === 'running' || hold)) {

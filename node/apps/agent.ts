@@ -2,6 +2,7 @@
 // drivers report — starts, restarts (per policy), stops, health-checks — and writes each
 // task's observed status (only on change) back through Raft. After its own restart it
 // re-attaches to the tasks its drivers still know instead of starting duplicates.
+import { fileContent } from './secret-seal.js';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logger.js';
@@ -99,6 +100,8 @@ export interface AgentDeps extends Proposer {
   readonly raft: StateView;
   /** The node's data dir (task files live under it). */
   readonly dataDir: string;
+  /** Opens the sealed secrets of specs (node/apps/secret-seal.ts). */
+  readonly secretKey?: Buffer;
   /** Default: the process's clock. */
   readonly clock?: Clock;
   /**
@@ -813,7 +816,7 @@ export class Agent {
       const first = !seen.has(`${f.kind}/${f.name}`);
       seen.add(`${f.kind}/${f.name}`);
       const hostPath = join(dir, first ? f.name : `.${i}-${f.name}`);
-      await writeFile(hostPath, Buffer.from(f.data, 'base64'), { mode: 0o600 });
+      await writeFile(hostPath, fileContent(f, this.d.secretKey), { mode: 0o600 });
       await chmod(hostPath, f.mode);
       mounts.push({ hostPath, target: f.target });
       if (first) env[`OMNI_${f.kind === 'secret' ? 'SECRET' : 'CONFIG'}_FILE_${f.name.toUpperCase().replace(/[^A-Z0-9_]/g, '_')}`] = hostPath;

@@ -30,7 +30,18 @@ export interface HealthCheckSpec { type: 'http' | 'tcp' | 'command'; port: strin
  * path in OMNI_SECRET_FILE_<NAME> / OMNI_CONFIG_FILE_<NAME> (and OMNI_SECRETS_DIR). `data` is
  * base64. A secret's content is never shown by the API or the CLI, nor logged.
  */
-export interface TaskFileSpec { kind: 'secret' | 'config'; name: string; target: string; data: string; mode: number }
+export interface TaskFileSpec {
+  kind: 'secret' | 'config';
+  name: string;
+  target: string;
+  /** The content in base64; '' once a secret is sealed. */
+  data: string;
+  mode: number;
+  /** A secret's content sealed with the cluster's key (node/apps/secret-seal.ts): v1.<nonce>.<ciphertext>. */
+  sealed?: string;
+  /** sha256 (hex) of a sealed secret's content. */
+  sha256?: string;
+}
 export const MAX_TASK_FILES = 32;
 export const MAX_TASK_FILE_BYTES = 64 * 1024;
 export const MAX_TASK_FILES_TOTAL_BYTES = 256 * 1024;
@@ -480,6 +491,10 @@ function readHealth(e: Errors, v: unknown, ports: PortSpec[]): HealthCheckSpec |
 
 const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+/** A sealed secret (node/apps/secret-seal.ts): version, 12-byte nonce, ciphertext with its 16-byte tag, base64url. */
+const SEALED = /^v1\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{22,}$/;
+const SEAL_TAG_BYTES = 16;
+const MAX_SEALED_CHARS = 100_000;
 
 function readFiles(e: Errors, v: unknown): TaskFileSpec[] {
   if (v === undefined) return [];
@@ -489,18 +504,28 @@ function readFiles(e: Errors, v: unknown): TaskFileSpec[] {
   const out = v.flatMap((x, i): TaskFileSpec[] => {
     const at = `files[${i}]`;
     if (!isObj(x)) return e.add(at, 'must be {kind, name, target, data, mode}') ?? [];
-    known(e, x, at, ['kind', 'name', 'target', 'data', 'mode']);
+    known(e, x, at, ['kind', 'name', 'target', 'data', 'mode', 'sealed', 'sha256']);
     const kind = x.kind === 'secret' || x.kind === 'config' ? x.kind : (e.add(`${at}.kind`, 'must be secret or config'), 'config');
     const name = typeof x.name === 'string' && FILE_NAME.test(x.name) ? x.name : (e.add(`${at}.name`, 'required: letters, digits, _ . -, at most 64'), '');
     const t = x.target;
     const target = typeof t === 'string' && t.startsWith('/') && t.length <= 1024 && t !== '/' && !t.split('/').some((p) => p === '..' || p === '.') && !t.includes('\0') && !t.endsWith('/') ? t : (e.add(`${at}.target`, 'required: an absolute file path without . or .. parts'), '');
     if (target && targets.has(target)) e.add(`${at}.target`, `${target} is the target of two files`);
     targets.add(target);
+    const mode = int(e, x.mode, `${at}.mode`, 0, 0o777, 0o444);
+    // A secret may come sealed (as the API shows it): its content is then counted from the ciphertext.
+    if (x.sealed !== undefined && (x.data === undefined || x.data === '')) {
+      const sealed = kind === 'secret' && typeof x.sealed === 'string' && SEALED.test(x.sealed) && x.sealed.length <= MAX_SEALED_CHARS ? x.sealed : (e.add(`${at}.sealed`, kind === 'secret' ? 'must be a sealed secret v1.<nonce>.<ciphertext>' : 'only a secret is sealed'), '');
+      const sha256 = x.sha256 === undefined || (typeof x.sha256 === 'string' && /^[0-9a-f]{64}$/.test(x.sha256)) ? (x.sha256 as string | undefined) : (e.add(`${at}.sha256`, 'must be 64 hex digits'), undefined);
+      const bytes = Math.max(0, Math.floor(((sealed.split('.')[2] ?? '').length * 3) / 4) - SEAL_TAG_BYTES);
+      if (bytes > MAX_TASK_FILE_BYTES) e.add(`${at}.sealed`, `larger than ${MAX_TASK_FILE_BYTES} bytes`);
+      total += bytes;
+      return [{ kind, name, target, data: '', mode, sealed, ...(sha256 !== undefined ? { sha256 } : {}) }];
+    }
+    if (x.sealed !== undefined || x.sha256 !== undefined) e.add(at, 'give either data or sealed (with sha256), not both');
     const data = typeof x.data === 'string' && x.data.length % 4 === 0 && BASE64.test(x.data) ? x.data : (e.add(`${at}.data`, 'required: the content in base64'), '');
     const bytes = Math.floor((data.length * 3) / 4) - (data.endsWith('==') ? 2 : data.endsWith('=') ? 1 : 0);
     if (bytes > MAX_TASK_FILE_BYTES) e.add(`${at}.data`, `larger than ${MAX_TASK_FILE_BYTES} bytes`);
     total += bytes;
-    const mode = int(e, x.mode, `${at}.mode`, 0, 0o777, 0o444);
     return [{ kind, name, target, data, mode }];
   });
   if (total > MAX_TASK_FILES_TOTAL_BYTES) e.add('files', `larger than ${MAX_TASK_FILES_TOTAL_BYTES} bytes together`);

@@ -6,7 +6,7 @@
 // never passes fails `up` with its health log (what the check printed, in the container).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -128,6 +128,19 @@ describe.skipIf(noDocker !== undefined)('compose with the docker driver: healthc
       const lines = c.nodes.get(n)!.lines;
       expect(lines.length, `${n}'s log`).toBeGreaterThan(0);
       expect(lines.join('\n'), `${n}'s log`).not.toContain(SECRET);
+    }
+    // sealed before they enter the replicated state: neither the API's answer nor any file of a
+    // node's Raft log, snapshots or state holds the value, in clear or in base64
+    const spec = (await c.client('d3').get<{ spec: { files: { kind: string; data: string; sealed?: string; sha256?: string }[] } }>('/v1/apps/boxes-box')).spec;
+    expect(spec.files.filter((f) => f.kind === 'secret').every((f) => f.data === '' && /^v1\./.test(f.sealed ?? '') && /^[0-9a-f]{64}$/.test(f.sha256 ?? ''))).toBe(true);
+    const b64 = Buffer.from(SECRET).toString('base64');
+    expect(JSON.stringify(spec)).not.toContain(b64);
+    for (const n of ['d1', 'd2', 'd3']) {
+      for (const f of await readdir(join(c.dataDir(n), 'raft'), { recursive: true, withFileTypes: true })) {
+        if (!f.isFile()) continue;
+        const bytes = await readFile(join(f.parentPath, f.name));
+        expect(bytes.includes(SECRET) || bytes.includes(b64), `${n}: ${f.name}`).toBe(false);
+      }
     }
     const cfg = await omni(['compose', 'config']);
     expect(cfg.stdout).toMatch(/secret, \d+ bytes, not shown/);
