@@ -19,7 +19,7 @@ commands:
   ps       list apps;  inspect APP  spec, tasks, states, reasons, events
   logs     omni logs APP [-f] [--since 10m]
   scale    omni scale APP N;  stop / start / rm APP (stop asks first: --yes)
-  schedule omni schedule enable|disable APP: a cron app's or a service's schedule ON / OFF
+  schedule omni schedule enable|disable|trigger APP: a schedule ON / OFF, or one run now
   watch    omni watch APP: follow its logs while it lives, reconnecting; then what was kept
   config   the project directory's .omni/config.yaml: init, set KEY=VALUE, get, show, validate
            (omni run / stop / inspect / watch with no APP use the project's app)

@@ -1,4 +1,4 @@
-// omni schedule enable|disable APP: a cron app's (or a service's) schedule ON or OFF; and the
+// omni schedule enable|disable|trigger APP: a cron app's (or a service's) schedule ON or OFF, or one run now; and the
 // one-line and table views of a schedule that omni ps, inspect and deploy print.
 import { parse, printJson, table, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
@@ -6,8 +6,11 @@ import type { ScheduleView } from '../../protocol/apps/cron.js';
 
 const USAGE = `usage: omni schedule enable APP [flags]
        omni schedule disable APP [flags]
+       omni schedule trigger APP [flags]
 
-Turns the schedule of a cron app (type cron) or of a service with a schedule ON or OFF.
+enable / disable turn the schedule of a cron app (type cron) or of a service with a schedule ON
+or OFF. trigger asks for one run now, ON or OFF (the leader fires it within a second, once, as a
+run of its own; the concurrency policy applies: forbid refuses while a run goes on).
 OFF: nothing fires; a run in progress finishes. ON again: the schedule restarts from the
 leader's clock, so the times that passed while it was OFF are not caught up. Idempotent:
 enabling an enabled schedule changes nothing (exit 0). A new version of the app applies its
@@ -19,10 +22,16 @@ ${CONNECTION_HELP}
 export async function schedule(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
   const [what, app, ...rest] = positionals;
-  if (what !== 'enable' && what !== 'disable') throw new UsageError(`say enable or disable\n\n${USAGE}`);
+  if (what !== 'enable' && what !== 'disable' && what !== 'trigger') throw new UsageError(`say enable, disable or trigger\n\n${USAGE}`);
   if (!app || rest.length > 0) throw new UsageError(`need exactly one APP\n\n${USAGE}`);
   const client = connect(values);
   try {
+    if (what === 'trigger') {
+      const r = await client.post<{ name: string; changed: boolean }>(`/v1/apps/${encodeURIComponent(app)}/schedule/trigger`, {});
+      if (values.json) printJson(r);
+      else process.stdout.write(`${r.name}: a run ${r.changed ? 'was asked for' : 'is already asked for'}; the leader fires it now (omni inspect ${r.name} shows its run, omni logs ${r.name} its output)\n`);
+      return 0;
+    }
     const r = await client.post<{ name: string; schedule: 'ON' | 'OFF'; changed: boolean }>(`/v1/apps/${encodeURIComponent(app)}/schedule/${what}`, {});
     if (values.json) printJson(r);
     else process.stdout.write(`${r.name}: schedule ${r.schedule}${r.changed ? '' : ' (already)'}\n`);

@@ -18,7 +18,7 @@ import type { KvTxnOp, NodeEligibility, NodeRecord } from '../../protocol/cluste
 import type { Caller } from '../cluster/caller.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
 import { fenceOp } from '../../protocol/registry/records.js';
-import { scheduleView, withSchedule } from '../../protocol/apps/cron.js';
+import { scheduleView, withSchedule, withTrigger } from '../../protocol/apps/cron.js';
 import { userState } from '../../protocol/apps/user-state.js';
 import type { JobPhase } from '../../protocol/apps/model.js';
 
@@ -63,6 +63,7 @@ export function registerAppRoutes(api: ApiServer, d: AppsRoutesDeps): void {
   api.route('POST', /^\/v1\/apps\/([^/]+)\/start$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.setState(name, 'running', caller)));
   // omni schedule enable|disable (idempotent): a cron app's or a service's schedule ON / OFF.
   api.route('POST', /^\/v1\/apps\/([^/]+)\/schedule\/(enable|disable)$/, async (_req, _url, [name, what], _res, caller) => retryLostRace(() => h.setSchedule(name, what === 'enable', caller)));
+  api.route('POST', /^\/v1\/apps\/([^/]+)\/schedule\/trigger$/, async (_req, _url, [name], _res, caller) => retryLostRace(() => h.triggerSchedule(name, caller)));
   // omni sync / omni stop of an app with a synced workspace: its tasks' files are written back first.
   api.route('POST', /^\/v1\/apps\/([^/]+)\/workspace\/sync$/, async (_req, _url, [name]) => h.syncWorkspace(name));
   api.route('GET', /^\/v1\/apps\/([^/]+)\/stats$/, async (_req, _url, [name]) => h.stats(name));
@@ -407,6 +408,31 @@ export class AppsApi {
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
     this.d.kickOrchestrator();
     return [200, { name, schedule: state, changed: true }];
+  }
+
+  /**
+   * omni schedule trigger: a run of the schedule now (ON or OFF), fired by the leader's next round
+   * as a run of its own (the request and the run are one record write: it fires once). 202; a
+   * request already waiting is not doubled (changed false). forbid with a run going on: CONFLICT.
+   */
+  async triggerSchedule(name: string, caller: Caller): Promise<[number, unknown]> {
+    await this.d.readBarrier();
+    const kv = this.d.raft.state.kvGet(appKey(name));
+    const app = this.app(name);
+    const spec = this.spec(name, app.version);
+    if (!spec?.cron) throw new OmniError('BAD_REQUEST', `app ${name} has no schedule (type cron, or a service with schedule: {cron, command})`);
+    if (app.state === 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
+    if (app.state === 'stopped') throw new OmniError('CONFLICT', `app ${name} is stopped: omni start ${name} first`);
+    const active = app.cron?.active ?? [];
+    if (active.length > 0 && spec.cron.concurrencyPolicy === 'forbid') {
+      throw new OmniError('CONFLICT', `run ${active.map((r) => r.run).join(', ')} of ${name} is still running and its concurrencyPolicy is forbid: wait for it, or set concurrencyPolicy allow or replace`);
+    }
+    const next = withTrigger(app, spec, this.now());
+    if (!next) return [202, { name, triggered: true, changed: false }];
+    next.events = [...app.events, { atMs: this.now(), message: 'a run was asked for (omni schedule trigger)' }].slice(-40);
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
+    this.d.kickOrchestrator();
+    return [202, { name, triggered: true, changed: true }];
   }
 
   private node(nameOrId: string): NodeRecord {

@@ -184,6 +184,13 @@ export function scheduleView(spec: AppSpec, app: AppRecord, nowMs: number): Sche
  * so). Enabling asks the leader to restart the schedule at its own now (resume): times that
  * passed while OFF are not caught up.
  */
+/** The app record with a run asked for now (omni schedule trigger); undefined when one is already asked for and not fired yet. */
+export function withTrigger(app: AppRecord, spec: AppSpec, nowMs: number): AppRecord | undefined {
+  const r: CronRecord = app.cron ?? { lastScheduledMs: 0, sinceMs: 0, lastRun: 0, off: spec.cron?.suspend ?? false, offFromVersion: app.version, active: [], runs: [], missed: 0, skipped: 0, resume: true };
+  if (r.trigger) return undefined;
+  return { ...app, cron: { ...r, trigger: { requestedAtMs: nowMs } } };
+}
+
 export function withSchedule(app: AppRecord, spec: AppSpec, on: boolean): AppRecord | undefined {
   const r: CronRecord = app.cron ?? { lastScheduledMs: 0, sinceMs: 0, lastRun: 0, off: spec.cron?.suspend ?? false, offFromVersion: app.version, active: [], runs: [], missed: 0, skipped: 0, resume: true };
   if (r.off === !on) return undefined;

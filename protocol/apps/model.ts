@@ -145,6 +145,12 @@ export interface CronRecord {
   offFromVersion: number;
   /** Set by `omni schedule enable` and `omni stop`: the next round restarts sinceMs at the leader's now (no catch-up of what passed while off). */
   resume?: boolean;
+  /**
+   * A run asked for now (`omni schedule trigger`), whatever the schedule says, ON or OFF: the
+   * leader's next round fires it as its own run and clears this in the same record write, so it
+   * fires once. The concurrency policy applies as to a scheduled fire.
+   */
+  trigger?: { requestedAtMs: number };
   /** Runs in progress (each a job run: retries, backoff, attempts), oldest first. */
   active: (JobRecord & { scheduledMs: number; firedAtMs: number })[];
   /** Finished runs and scheduled times that never ran, newest last, pruned by the spec's history limits. */

@@ -378,6 +378,41 @@ class Reconciler {
    * that lost its write before commit left nothing behind. forbid skips a fire while a run goes on
    * (recorded as skipped), replace stops the running ones, allow runs them side by side.
    */
+  /**
+   * Fires a run for time `at` now, as the concurrency policy allows (forbid: skipped and recorded
+   * while a run goes on; replace: the running ones stop; allow: side by side, up to
+   * MAX_ACTIVE_CRON_RUNS). `why` is added to the events (a manual trigger). Returns the record.
+   */
+  private fireCronRun(spec: AppSpec, cr0: CronRecord, at: number, why: string): CronRecord {
+    const c = spec.cron!;
+    const now = this.input.nowMs;
+    const cr = { ...cr0, active: [...cr0.active], runs: [...cr0.runs] };
+    const full = cr.active.length >= MAX_ACTIVE_CRON_RUNS && c.concurrencyPolicy === 'allow';
+    if ((cr.active.length > 0 && c.concurrencyPolicy === 'forbid') || full) {
+      const reason = full ? `${cr.active.length} runs still running (at most ${MAX_ACTIVE_CRON_RUNS} at once with concurrencyPolicy allow)` : `run ${cr.active.map((r) => r.run).join(', ')} still running (concurrencyPolicy forbid)`;
+      cr.skipped++;
+      cr.runs = this.pushCronRun(cr.runs, undefined, 'skipped', reason, c, at);
+      this.app = withEvent(this.app, now, `skipped the run scheduled at ${new Date(at).toISOString()}${why}: ${reason}`);
+      return cr;
+    }
+    if (c.concurrencyPolicy === 'replace') {
+      for (const r of cr.active) {
+        for (const t of this.live()) if (t.run === r.run) this.stop(t, `replaced by the run scheduled at ${new Date(at).toISOString()}`);
+        cr.runs = this.pushCronRun(cr.runs, { ...r, finishedAtMs: now }, 'replaced', 'replaced by a newer run (concurrencyPolicy replace)', c);
+      }
+      cr.active = [];
+    }
+    const run = cr.lastRun + 1;
+    cr.lastRun = run;
+    const fresh = { version: this.app.version, run, status: 'running' as const, succeeded: 0, failures: 0, attempts: 0, notBeforeMs: 0, startedAtMs: now, finishedAtMs: 0, reason: '', history: [], runs: [], scheduledMs: at, firedAtMs: now };
+    this.app = withEvent(this.app, now, `cron run ${run} fired for ${new Date(at).toISOString()}${now - at >= 1000 ? ` (${Math.round((now - at) / 1000)}s late)` : ''}${why}`);
+    const { j } = this.stepRun(spec, fresh, [], run);
+    const r = { ...fresh, ...j };
+    if (r.status === 'running') cr.active.push(r);
+    else cr.runs = this.pushCronRun(cr.runs, r, r.status, r.reason, c);
+    return cr;
+  }
+
   private cronRound(spec: AppSpec): void {
     const c = spec.cron!;
     const now = this.input.nowMs;
@@ -431,32 +466,16 @@ class Reconciler {
         changed = true;
       }
       if (d.fireMs !== undefined) {
-        const at = d.fireMs;
-        const full = cr.active.length >= MAX_ACTIVE_CRON_RUNS && c.concurrencyPolicy === 'allow';
-        if ((cr.active.length > 0 && c.concurrencyPolicy === 'forbid') || full) {
-          const why = full ? `${cr.active.length} runs still running (at most ${MAX_ACTIVE_CRON_RUNS} at once with concurrencyPolicy allow)` : `run ${cr.active.map((r) => r.run).join(', ')} still running (concurrencyPolicy forbid)`;
-          cr.skipped++;
-          cr.runs = this.pushCronRun(cr.runs, undefined, 'skipped', why, c, at);
-          this.app = withEvent(this.app, now, `skipped the run scheduled at ${new Date(at).toISOString()}: ${why}`);
-        } else {
-          if (c.concurrencyPolicy === 'replace') {
-            for (const r of cr.active) {
-              for (const t of this.live()) if (t.run === r.run) this.stop(t, `replaced by the run scheduled at ${new Date(at).toISOString()}`);
-              cr.runs = this.pushCronRun(cr.runs, { ...r, finishedAtMs: now }, 'replaced', 'replaced by a newer run (concurrencyPolicy replace)', c);
-            }
-            cr.active = [];
-          }
-          const run = cr.lastRun + 1;
-          cr.lastRun = run;
-          const fresh = { version: this.app.version, run, status: 'running' as const, succeeded: 0, failures: 0, attempts: 0, notBeforeMs: 0, startedAtMs: now, finishedAtMs: 0, reason: '', history: [], runs: [], scheduledMs: at, firedAtMs: now };
-          this.app = withEvent(this.app, now, `cron run ${run} fired for ${new Date(at).toISOString()}${now - at >= 1000 ? ` (${Math.round((now - at) / 1000)}s late)` : ''}`);
-          const { j } = this.stepRun(spec, fresh, [], run);
-          const r = { ...fresh, ...j };
-          if (r.status === 'running') cr.active.push(r);
-          else cr.runs = this.pushCronRun(cr.runs, r, r.status, r.reason, c);
-        }
+        cr = this.fireCronRun(spec, cr, d.fireMs, '');
         changed = true;
       }
+    }
+    // 3. A run asked for by omni schedule trigger: fired once (the request is cleared in this write).
+    if (cr.trigger) {
+      const at = cr.trigger.requestedAtMs;
+      delete cr.trigger;
+      cr = this.fireCronRun(spec, cr, at, ' (asked for by omni schedule trigger)');
+      changed = true;
     }
     if (cr.active.length === 0) this.setPending('');
     if (this.schedulePart && (cr.pending ?? '') !== this.schedPending) {

@@ -115,6 +115,32 @@ describe('cron apps on a 3-node cluster (process driver)', () => {
     await omni('schedule', 'disable', 'toggle');
   });
 
+  it('omni schedule trigger runs a yearly job now, once, and refuses under forbid while it runs', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get(via)!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const omni = (...args: string[]) => run('bin/omni', args, { env, timeout: 90_000 });
+    const log = join(dir, 'yearly.log');
+    await omni('run', '--name', 'yearly', '--cron', '0 0 1 1 *', '--', 'sh', '-c', `echo "$OMNI_CRON_RUN $OMNI_CRON_SCHEDULED_MS $(date +%s%3N)" >> "${log}"; sleep 3`);
+    const asked = Date.now();
+    expect((await omni('schedule', 'trigger', 'yearly')).stdout).toMatch(/^yearly: a run was asked for; the leader fires it now/);
+    await waitFor('the run started', async () => ((await runLog(log)).length === 1 ? true : undefined), 30_000, 100);
+    const [[runNo, scheduledMs]] = await runLog(log);
+    expect(runNo).toBe(1);
+    expect(scheduledMs).toBeGreaterThanOrEqual(asked - 1000); // the time it was asked for, not a scheduled one
+    // forbid (the default) while run 1 goes on
+    const refused = await omni('schedule', 'trigger', 'yearly').then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(refused?.code).toBe(1);
+    expect(refused?.stderr).toMatch(/run 1 of yearly is still running and its concurrencyPolicy is forbid/);
+    await waitFor('run 1 succeeded', async () => ((await inspect('yearly')).cronRecord?.runs.some((r) => r.run === 1 && r.status === 'succeeded') ? true : undefined), 30_000, 200);
+    await sleep(1500);
+    expect((await runLog(log)).length).toBe(1); // once
+    expect(JSON.parse((await omni('schedule', 'trigger', 'yearly', '--json')).stdout)).toEqual({ name: 'yearly', triggered: true, changed: true });
+    await waitFor('run 2', async () => ((await runLog(log)).length === 2 ? true : undefined), 30_000, 100);
+    expect((await runLog(log))[1][0]).toBe(2);
+    const notCron = await omni('schedule', 'trigger', 'nosuch').then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(notCron?.stderr).toMatch(/no app named nosuch/);
+    await omni('rm', 'yearly');
+  });
+
   it('the leader killed (-9) at fire times: each time runs exactly once, none is lost beyond the starting deadline', async () => {
     const log = join(dir, 'failover.log');
     // A 30 s starting deadline covers an election.

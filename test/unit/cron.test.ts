@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { MAX_ACTIVE_CRON_RUNS, reconcileApp, type ReconcileInput } from '../../protocol/apps/reconcile.js';
 import { SchedulerState, type SchedNode } from '../../protocol/apps/scheduler.js';
 import { validateAppSpec, type AppSpec } from '../../protocol/apps/spec.js';
-import { decideFire, nextFireAfter, scheduledJobSpec, scheduleView, taskSpec, withSchedule } from '../../protocol/apps/cron.js';
+import { decideFire, nextFireAfter, scheduledJobSpec, scheduleView, taskSpec, withSchedule, withTrigger } from '../../protocol/apps/cron.js';
 import type { AppRecord, TaskRecord, TaskStatusRecord } from '../../protocol/apps/model.js';
 
 const GiB = 1024 ** 3;
@@ -295,6 +295,33 @@ describe('reconcile: cron runs', () => {
     w.round(T0 + 50_000);
     expect(w.live().map((t) => t.run)).toEqual([2]);
     expect(scheduleView(w.specs.get(1)!, w.app, T0 + 50_001)).toMatchObject({ state: 'ON', lastScheduledMs: T0 + 50_000, nextFireMs: T0 + 60_000, active: [{ run: 2 }] });
+  });
+
+  it('omni schedule trigger: one run now, once, ON or OFF; forbid skips it while a run goes on', () => {
+    const w = w0({ schedule: '0 0 1 1 *' }); // once a year: nothing fires by itself here
+    w.round(T0);
+    w.app = withTrigger(w.app, w.specs.get(1)!, T0 + 500)!;
+    expect(withTrigger(w.app, w.specs.get(1)!, T0 + 600)).toBe(undefined); // already asked for
+    const fired = w.round(T0 + 700);
+    expect(fired.upserts).toEqual([expect.objectContaining({ run: 1, scheduledMs: T0 + 500, desired: 'run' })]);
+    expect(w.app.cron).toMatchObject({ lastRun: 1, lastScheduledMs: 0, active: [{ run: 1, scheduledMs: T0 + 500, firedAtMs: T0 + 700 }] });
+    expect(w.app.cron!.trigger).toBe(undefined);
+    expect(w.app.events.map((e) => e.message)).toContainEqual(expect.stringMatching(/^cron run 1 fired .*asked for by omni schedule trigger/));
+    expect(w.round(T0 + 800).upserts).toEqual([]); // once
+    // forbid: asked for while run 1 goes on → skipped and recorded
+    for (const t of w.live()) w.statuses.set(t.id, running(t.id));
+    w.app = withTrigger(w.app, w.specs.get(1)!, T0 + 900)!;
+    expect(w.round(T0 + 1000).upserts).toEqual([]);
+    expect(w.app.cron).toMatchObject({ skipped: 1, active: [{ run: 1 }] });
+    expect(w.app.cron!.runs.at(-1)).toMatchObject({ status: 'skipped', scheduledMs: T0 + 900, reason: expect.stringMatching(/forbid/) });
+    // OFF: the schedule fires nothing, a trigger still runs
+    w.finishAll(0);
+    w.round(T0 + 1100);
+    w.app = withSchedule(w.app, w.specs.get(1)!, false)!;
+    w.app = withTrigger(w.app, w.specs.get(1)!, T0 + 1200)!;
+    w.round(T0 + 1300);
+    expect(w.live().map((t) => t.run)).toEqual([2]);
+    expect(w.app.cron).toMatchObject({ off: true, lastRun: 2 });
   });
 
   it('suspend in the spec: created OFF; omni stop ends the runs in progress as stopped', () => {
