@@ -214,8 +214,8 @@ export function parseSince(s: string, nowMs = Date.now()): number {
 }
 
 export async function logs(argv: string[]): Promise<number> {
-  const USAGE = `usage: omni logs APP [-f] [--since 10m] [--tail N] [--task ID] [flags]\n\nOutput of the app's tasks, streamed from the nodes that run them (kept after a task exits).\n--json: one JSON object per line, {task, node, line} (or {task, node, error}).\n${CONNECTION_HELP}\n`;
-  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, follow: { type: 'boolean', short: 'f' }, since: { type: 'string' }, tail: { type: 'string' }, task: { type: 'string' } }, USAGE);
+  const USAGE = `usage: omni logs APP [-f] [--since 10m] [--tail N] [--task ID | --run N] [flags]\n\nOutput of the app's tasks, streamed from the nodes that run them (kept after a task exits).\n--run N: only the tasks of a schedule's run N (omni inspect lists the runs; the tasks of\nfinished runs are kept 10 per app).\n--json: one JSON object per line, {task, node, line} (or {task, node, error}).\n${CONNECTION_HELP}\n`;
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, follow: { type: 'boolean', short: 'f' }, since: { type: 'string' }, tail: { type: 'string' }, task: { type: 'string' }, run: { type: 'string' } }, USAGE);
   const app = one(positionals, USAGE);
   const q = new URLSearchParams();
   if (values.follow) q.set('follow', 'true');
@@ -223,6 +223,11 @@ export async function logs(argv: string[]): Promise<number> {
   if (values.since) q.set('since', String(Math.max(0, parseSince(values.since as string))));
   if (values.tail) q.set('tail', String(values.tail));
   if (values.task) q.set('task', String(values.task));
+  if (values.run !== undefined) {
+    if (!/^[1-9]\d{0,9}$/.test(String(values.run))) throw new UsageError(`--run must be a run number (1, 2, …), got ${String(values.run).slice(0, 40)}`);
+    if (values.task) throw new UsageError('give --task or --run, not both');
+    q.set('run', String(values.run));
+  }
   if (values.json) q.set('json', 'true');
   const client = connect(values);
   try {

@@ -491,9 +491,13 @@ export class AppsApi {
   async appLogs(req: IncomingMessage, url: URL, name: string, res: ServerResponse): Promise<undefined> {
     logOptions(url, new AbortController().signal); // a 400 for bad since/tail/follow before anything else
     const only = queryParam(url, 'task');
+    const runText = queryParam(url, 'run');
+    if (runText !== undefined && !/^[1-9]\d{0,9}$/.test(runText)) throw new OmniError('BAD_REQUEST', 'run must be a run number (1, 2, …)');
+    const run = runText === undefined ? undefined : Number(runText);
     this.app(name);
-    const tasks = this.tasks(name).filter((t) => (only ? t.task.id === only : true));
+    const tasks = this.tasks(name).filter((t) => (only ? t.task.id === only : true) && (run === undefined || t.task.run === run));
     if (only && tasks.length === 0) throw new OmniError('NOT_FOUND', `app ${name} has no task ${only}`);
+    if (run !== undefined && tasks.length === 0) throw new OmniError('NOT_FOUND', `app ${name} has no task of run ${run} (the tasks of finished runs are kept 10 per app)`);
     // json=true: one JSON object per line ({task, node, line}, or {task, node, error}).
     const json = queryBool(url, 'json');
     const state = this.d.raft.state;
@@ -503,6 +507,7 @@ export class AppsApi {
     req.on('close', () => abort.abort());
     const query = new URLSearchParams(url.searchParams);
     query.delete('task');
+    query.delete('run');
     query.delete('json');
     await Promise.all(
       tasks.map(async ({ task }) => {

@@ -115,11 +115,11 @@ describe('cron apps on a 3-node cluster (process driver)', () => {
     await omni('schedule', 'disable', 'toggle');
   });
 
-  it('omni schedule trigger runs a yearly job now, once, and refuses under forbid while it runs', async () => {
+  it('omni schedule trigger runs a yearly job now, once, and refuses under forbid while it runs; omni logs --run N', async () => {
     const env = { ...process.env, OMNI_ADDR: c.nodes.get(via)!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
     const omni = (...args: string[]) => run('bin/omni', args, { env, timeout: 90_000 });
     const log = join(dir, 'yearly.log');
-    await omni('run', '--name', 'yearly', '--cron', '0 0 1 1 *', '--', 'sh', '-c', `echo "$OMNI_CRON_RUN $OMNI_CRON_SCHEDULED_MS $(date +%s%3N)" >> "${log}"; sleep 3`);
+    await omni('run', '--name', 'yearly', '--cron', '0 0 1 1 *', '--', 'sh', '-c', `echo "$OMNI_CRON_RUN $OMNI_CRON_SCHEDULED_MS $(date +%s%3N)" >> "${log}"; echo "ran $OMNI_CRON_RUN"; sleep 3`);
     const asked = Date.now();
     expect((await omni('schedule', 'trigger', 'yearly')).stdout).toMatch(/^yearly: a run was asked for; the leader fires it now/);
     await waitFor('the run started', async () => ((await runLog(log)).length === 1 ? true : undefined), 30_000, 100);
@@ -136,6 +136,17 @@ describe('cron apps on a 3-node cluster (process driver)', () => {
     expect(JSON.parse((await omni('schedule', 'trigger', 'yearly', '--json')).stdout)).toEqual({ name: 'yearly', triggered: true, changed: true });
     await waitFor('run 2', async () => ((await runLog(log)).length === 2 ? true : undefined), 30_000, 100);
     expect((await runLog(log))[1][0]).toBe(2);
+    // omni logs --run N: the output of that run's tasks only
+    const logsOf2 = await waitFor('run 2 logged', async () => {
+      const out = (await omni('logs', 'yearly', '--run', '2', '--tail', '20')).stdout;
+      return out.includes('ran 2') ? out : undefined;
+    }, 30_000, 300);
+    expect(logsOf2).not.toContain('ran 1');
+    expect((await omni('logs', 'yearly', '--run', '1', '--tail', '20')).stdout).toContain('ran 1');
+    const noRun = await omni('logs', 'yearly', '--run', '9').then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(noRun?.stderr).toMatch(/app yearly has no task of run 9/);
+    const badRun = await omni('logs', 'yearly', '--run', 'x').then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(badRun?.code).toBe(2);
     const notCron = await omni('schedule', 'trigger', 'nosuch').then(() => undefined, (e: { code: number; stderr: string }) => e);
     expect(notCron?.stderr).toMatch(/no app named nosuch/);
     await omni('rm', 'yearly');
