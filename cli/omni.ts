@@ -24,7 +24,7 @@ commands:
   config   the project directory's .omni/config.yaml: init, set KEY=VALUE, get, show, validate
            (omni run / stop / inspect / watch with no APP use the project's app)
   endpoints  host:port of every healthy replica
-  stats    omni stats APP: CPU and memory of each task, sampled now by its node
+  stats    omni stats [APP]: CPU and memory of each task, sampled now by its node
   images   the cluster's image registry: ls, inspect, tag, rm, import, export, push, pull, gc,
            replicas, registry (its /v2/ address)
   registry ca: the cluster CA (PEM) for docker/skopeo to trust a registry served over HTTPS

@@ -172,34 +172,48 @@ export interface StatsView {
 }
 
 export async function stats(argv: string[]): Promise<number> {
-  const USAGE = `usage: omni stats APP [flags]
+  const USAGE = `usage: omni stats [APP] [flags]
 
 CPU and memory of each of the app's tasks, sampled now by the node that runs it (docker: the
 engine's stats; process: the task's processes in /proc), as docker stats --no-stream does. CPU %
 is of one core (200% = two cores busy); RESERVED is what the scheduler reserved per task (the
-docker driver also enforces it as a limit unless resources.limit is false).
+docker driver also enforces it as a limit unless resources.limit is false). Without APP: every
+app with a task that is not finished (--json: a list of the per-app answers).
 Exit status: 0, or 1 when a task could not be sampled (its node did not answer, or an error).
 ${CONNECTION_HELP}
 `;
   const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
-  const app = one(positionals, USAGE);
+  if (positionals.length > 1) throw new UsageError(`give at most one APP\n\n${USAGE}`);
   const client = connect(values);
   try {
-    const r = await client.get<StatsView>(`/v1/apps/${encodeURIComponent(app)}/stats`);
-    if (values.json) printJson(r);
-    else process.stdout.write(formatStats(r));
-    return r.tasks.some((t) => t.error !== undefined && t.state === 'running') ? 1 : 0;
+    let views: StatsView[];
+    if (positionals.length === 1) views = [await client.get<StatsView>(`/v1/apps/${encodeURIComponent(positionals[0])}/stats`)];
+    else {
+      const apps = (await client.get<{ apps: { name: string }[] }>('/v1/apps')).apps.map((a) => a.name);
+      views = [];
+      // a few apps at a time: each answer waits for its nodes' samples (about a second with docker)
+      for (let i = 0; i < apps.length; i += STATS_APPS_AT_ONCE) {
+        views.push(...(await Promise.all(apps.slice(i, i + STATS_APPS_AT_ONCE).map((a) => client.get<StatsView>(`/v1/apps/${encodeURIComponent(a)}/stats`)))).filter((v) => v.tasks.length > 0));
+      }
+    }
+    if (values.json) printJson(positionals.length === 1 ? views[0] : views);
+    else process.stdout.write(formatStats(views, positionals.length === 0));
+    return views.some((v) => v.tasks.some((t) => t.error !== undefined && t.state === 'running')) ? 1 : 0;
   } finally {
     client.close();
   }
 }
 
-export function formatStats(r: StatsView): string {
-  if (r.tasks.length === 0) return `${r.app}: no tasks\n`;
-  const reserved = r.reserved ? `${r.reserved.cpu} cpu / ${formatBytes(r.reserved.memoryBytes)}` : '-';
-  const rows = [['TASK', 'NODE', 'STATE', 'CPU %', 'MEMORY', 'RESERVED', 'NOTE']];
-  for (const t of r.tasks) {
-    rows.push([t.task, t.node, t.state, t.cpuPercent === undefined ? '-' : `${t.cpuPercent.toFixed(1)}%`, t.memoryBytes === undefined ? '-' : formatBytes(t.memoryBytes), reserved, t.error ?? (t.cpuPercent === undefined ? 'not running' : '')]);
+const STATS_APPS_AT_ONCE = 4;
+
+export function formatStats(views: StatsView[], withApp = false): string {
+  if (views.every((v) => v.tasks.length === 0)) return views.length === 1 ? `${views[0].app}: no tasks\n` : 'no tasks\n';
+  const rows = [[...(withApp ? ['APP'] : []), 'TASK', 'NODE', 'STATE', 'CPU %', 'MEMORY', 'RESERVED', 'NOTE']];
+  for (const r of views) {
+    const reserved = r.reserved ? `${r.reserved.cpu} cpu / ${formatBytes(r.reserved.memoryBytes)}` : '-';
+    for (const t of r.tasks) {
+      rows.push([...(withApp ? [r.app] : []), t.task, t.node, t.state, t.cpuPercent === undefined ? '-' : `${t.cpuPercent.toFixed(1)}%`, t.memoryBytes === undefined ? '-' : formatBytes(t.memoryBytes), reserved, t.error ?? (t.cpuPercent === undefined ? 'not running' : '')]);
+    }
   }
   return table(rows);
 }

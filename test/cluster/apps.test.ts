@@ -96,6 +96,11 @@ describe('apps on a 3-node cluster (process driver)', () => {
     expect(text[0]).toMatch(/^TASK\s+NODE\s+STATE\s+CPU %\s+MEMORY\s+RESERVED/);
     expect(text.slice(1)).toHaveLength(3);
     for (const line of text.slice(1)) expect(line).toMatch(/running\s+\d+\.\d%\s+\d+\.\dMiB\s+0\.1 cpu \/ 64\.0MiB/);
+    // every app: an APP column; --json a list of the per-app answers
+    const all = (await omni('stats')).stdout.trim().split('\n');
+    expect(all[0]).toMatch(/^APP\s+TASK\s+NODE/);
+    expect(all.filter((l) => l.startsWith('web '))).toHaveLength(3);
+    expect((JSON.parse((await omni('stats', '--json')).stdout) as { app: string }[]).map((v) => v.app)).toContain('web');
     const missing = await omni('stats', 'nosuchapp').then(() => undefined, (e: { code: number; stderr: string }) => e);
     expect(missing?.code).toBe(1);
     expect(missing?.stderr).toMatch(/no app named nosuchapp/);
