@@ -352,6 +352,16 @@ class Reconciler {
       this.setPending('');
       return { j, changed: true };
     }
+    if (js.deadlineMs !== undefined && now - j.startedAtMs >= js.deadlineMs) {
+      j.reason = `did not finish within activeDeadlineSeconds (${js.deadlineMs / 1000} s)`;
+      j.status = 'failed';
+      j.finishedAtMs = now;
+      for (const t of live) this.stop(t, `${what} ${j.run} passed its deadline (activeDeadlineSeconds ${js.deadlineMs / 1000})`);
+      this.app = withEvent(this.app, now, `${what} ${j.run} failed: ${j.reason}`);
+      this.appChanged = true;
+      this.setPending('');
+      return { j, changed: true };
+    }
     // At most once (exclusive): a retired task that may still run holds its slot until released.
     const unreleased = this.exclusive ? this.unreleased().filter((t) => t.stopReason !== JOB_SUCCEEDED && t.run === run) : [];
     const want = spec.replicas - j.succeeded - live.length - unreleased.length;

@@ -81,6 +81,15 @@ describe('jobs on a 3-node cluster (process driver)', () => {
     expect(ps.apps.find((a) => a.name === 'clijob')).toMatchObject({ type: 'job', job: { phase: 'STOPPED', outcome: 'succeeded' } });
     expect((await omni('ps')).stdout).toMatch(/clibad\s+1\s+STOPPED \(failed\)/);
     expect((await omni('inspect', 'clibad')).stdout).toMatch(/job attempts[\s\S]*failed\s+3/);
+    // --deadline: a run still going after 2 s fails, its task stopped (the sleep is killed)
+    const late = await omni('run', '--name', 'clilate', '--job', '--deadline', '2', '--', 'sleep', '600').then(
+      () => { throw new Error('omni run of a job past its deadline exited 0'); },
+      (err: { code: number; stdout: string }) => err,
+    );
+    expect(late.code).toBe(1);
+    expect(late.stdout).toMatch(/STOPPED \(failed\)[\s\S]*did not finish within activeDeadlineSeconds \(2 s\)/);
+    const lateTasks = (await c.client(via).get<{ tasks: { desired: string; state: string }[] }>('/v1/apps/clilate')).tasks;
+    expect(lateTasks.every((t) => t.desired === 'stop')).toBe(true);
     // Refused with the reason: a job has no ports.
     const refused = await omni('run', '--name', 'jp', '--job', '--port', '80', '--', 'true').catch((e: { stderr: string; code: number }) => e);
     expect((refused as { stderr: string }).stderr).toMatch(/job has no ports/);

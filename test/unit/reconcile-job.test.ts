@@ -105,6 +105,26 @@ describe('reconcileApp: jobs', () => {
     expect(w.app.job!.attempts).toBe(1);
   });
 
+  it('activeDeadlineSeconds: a run still going at its deadline fails and its tasks stop; only for jobs and cron', () => {
+    expect(spec({ activeDeadlineSeconds: 60 }).job).toMatchObject({ deadlineMs: 60_000 });
+    expect(validateAppSpec({ name: 'web', command: ['srv'], activeDeadlineSeconds: 60 })).toMatchObject({ ok: false, errors: [{ field: 'activeDeadlineSeconds', message: expect.stringMatching(/only for type job or cron/) }] });
+    expect(validateAppSpec({ name: 'b', command: ['x'], type: 'job', activeDeadlineSeconds: 0 })).toMatchObject({ ok: false, errors: [{ field: 'activeDeadlineSeconds' }] });
+    const w = new World(new Map([[1, spec({ activeDeadlineSeconds: 60, replicas: 2 })]]));
+    w.round(1000);
+    const tasks = w.running();
+    expect(tasks).toHaveLength(2);
+    for (const t of tasks) w.statuses.set(t.id, running(t.id));
+    w.statuses.set(tasks[0].id, exited(tasks[0].id, 0)); // one finished in time, one is still going
+    w.round(60_999);
+    expect(w.app.job).toMatchObject({ status: 'running', succeeded: 1 });
+    w.round(61_000);
+    expect(w.app.job).toMatchObject({ status: 'failed', reason: 'did not finish within activeDeadlineSeconds (60 s)', finishedAtMs: 61_000 });
+    expect(w.tasks.get(tasks[1].id)).toMatchObject({ desired: 'stop', stopReason: expect.stringMatching(/passed its deadline/) });
+    expect(w.running()).toEqual([]);
+    expect(jobPhase(w.app, [])).toEqual({ phase: 'STOPPED', outcome: 'failed' });
+    expect(w.round(200_000).upserts.filter((x) => x.desired === 'run')).toEqual([]); // never placed again
+  });
+
   it('a failure is retried as a new task after an exponential backoff recorded in the app record; past retries the job failed', () => {
     const w = new World(new Map([[1, spec({ retries: 2, backoff: { delayMs: 1000, maxDelayMs: 1500 } })]]));
     w.round(0);
