@@ -364,7 +364,8 @@ class Reconciler {
     }
     // At most once (exclusive): a retired task that may still run holds its slot until released.
     const unreleased = this.exclusive ? this.unreleased().filter((t) => t.stopReason !== JOB_SUCCEEDED && t.run === run) : [];
-    const want = spec.replicas - j.succeeded - live.length - unreleased.length;
+    // parallelism: at most that many of the run's tasks at once (those still running, or not released)
+    const want = Math.min(spec.replicas - j.succeeded, js.parallelism ?? Number.POSITIVE_INFINITY) - live.length - unreleased.length;
     if (want > 0 && now < j.notBeforeMs) {
       const last = j.history.at(-1);
       this.setPending(`retrying a failed ${run === undefined ? 'job' : `cron run ${run}`} task after a ${Math.ceil((j.notBeforeMs - now) / 1000)}s backoff (failure ${j.failures} of at most ${js.retries} retries${last?.cause ? `: ${last.cause}` : ''})`);

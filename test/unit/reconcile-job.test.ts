@@ -125,6 +125,24 @@ describe('reconcileApp: jobs', () => {
     expect(w.round(200_000).upserts.filter((x) => x.desired === 'run')).toEqual([]); // never placed again
   });
 
+  it('parallelism: at most that many of a run\'s tasks at once, until every replica succeeded', () => {
+    expect(validateAppSpec({ name: 'web', command: ['srv'], parallelism: 2 })).toMatchObject({ ok: false, errors: [{ field: 'parallelism' }] });
+    const w = new World(new Map([[1, spec({ replicas: 5, parallelism: 2 })]]));
+    w.round(1000);
+    expect(w.running()).toHaveLength(2);
+    let t = 2000;
+    const seen = new Set<string>();
+    while (w.app.job!.status === 'running' && t < 20_000) {
+      const live = w.running();
+      expect(live.length).toBeLessThanOrEqual(2);
+      for (const x of live) seen.add(x.id);
+      w.statuses.set(live[0].id, exited(live[0].id, 0)); // one finishes per round
+      w.round((t += 1000));
+    }
+    expect(w.app.job).toMatchObject({ status: 'succeeded', succeeded: 5, attempts: 5 });
+    expect(seen.size).toBe(5);
+  });
+
   it('a failure is retried as a new task after an exponential backoff recorded in the app record; past retries the job failed', () => {
     const w = new World(new Map([[1, spec({ retries: 2, backoff: { delayMs: 1000, maxDelayMs: 1500 } })]]));
     w.round(0);
