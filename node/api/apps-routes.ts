@@ -394,18 +394,24 @@ export class AppsApi {
     ];
   }
 
-  async setSchedule(name: string, on: boolean, caller: Caller): Promise<[number, unknown]> {
+  /** An app with a schedule, read after a barrier (BAD_REQUEST without one, CONFLICT while it is removed). */
+  private async scheduled(name: string): Promise<{ kv: { version: number }; app: AppRecord; spec: AppSpec & { cron: NonNullable<AppSpec['cron']> } }> {
     await this.d.readBarrier();
     const kv = this.d.raft.state.kvGet(appKey(name));
     const app = this.app(name);
     const spec = this.spec(name, app.version);
     if (!spec?.cron) throw new OmniError('BAD_REQUEST', `app ${name} has no schedule (type cron, or a service with schedule: {cron, command})`);
     if (app.state === 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
+    return { kv: kv!, app, spec: spec as AppSpec & { cron: NonNullable<AppSpec['cron']> } };
+  }
+
+  async setSchedule(name: string, on: boolean, caller: Caller): Promise<[number, unknown]> {
+    const { kv, app, spec } = await this.scheduled(name);
     const next = withSchedule(app, spec, on);
     const state = on ? 'ON' : 'OFF';
     if (!next) return [200, { name, schedule: state, changed: false }];
     next.events = [...app.events, { atMs: this.now(), message: `schedule ${on ? 'enabled' : 'disabled'}` }].slice(-40);
-    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
     this.d.kickOrchestrator();
     return [200, { name, schedule: state, changed: true }];
   }
@@ -416,12 +422,7 @@ export class AppsApi {
    * request already waiting is not doubled (changed false). forbid with a run going on: CONFLICT.
    */
   async triggerSchedule(name: string, caller: Caller): Promise<[number, unknown]> {
-    await this.d.readBarrier();
-    const kv = this.d.raft.state.kvGet(appKey(name));
-    const app = this.app(name);
-    const spec = this.spec(name, app.version);
-    if (!spec?.cron) throw new OmniError('BAD_REQUEST', `app ${name} has no schedule (type cron, or a service with schedule: {cron, command})`);
-    if (app.state === 'removing') throw new OmniError('CONFLICT', `app ${name} is being removed`);
+    const { kv, app, spec } = await this.scheduled(name);
     if (app.state === 'stopped') throw new OmniError('CONFLICT', `app ${name} is stopped: omni start ${name} first`);
     const active = app.cron?.active ?? [];
     if (active.length > 0 && spec.cron.concurrencyPolicy === 'forbid') {
@@ -430,7 +431,7 @@ export class AppsApi {
     const next = withTrigger(app, spec, this.now());
     if (!next) return [202, { name, triggered: true, changed: false }];
     next.events = [...app.events, { atMs: this.now(), message: 'a run was asked for (omni schedule trigger)' }].slice(-40);
-    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
     this.d.kickOrchestrator();
     return [202, { name, triggered: true, changed: true }];
   }
