@@ -50,6 +50,7 @@ import { Agent } from './apps/agent.js';
 import { writeLeaseFile } from './apps/lease-file.js';
 import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
 import { createDrivers, type ForgeBuildParts } from './apps/drivers/index.js';
+import type { DriverSet, TaskDriver } from './apps/drivers/types.js';
 import { nodeBuildParts } from './forge/node-build-parts.js';
 import { Mesh } from './net/mesh.js';
 import { DEFAULT_DOCKER_VIP_RANGE, DEFAULT_VIP_RANGE, parseVipRange } from '../protocol/net/vip.js';
@@ -133,6 +134,8 @@ const META_KEY = 'cluster';
 const CLIENT_FILE = 'client.json';
 const PEER_MAINTENANCE_MS = 1000;
 const REGISTER_RETRY_MS = 500;
+/** How often this node checks which task drivers it can run (an engine started or stopped: the record follows). */
+const DRIVER_FINGERPRINT_MS = 5000;
 /** How often the leader advances compose stacks whose services wait for their dependencies. */
 const STACK_TICK_MS = 500;
 /** How often refused leader claims are checked with this node's voters (Membership.checkLeaderClaims). */
@@ -162,6 +165,8 @@ export class Omnid {
   stacks?: StackController;
   /** The image registry (undefined with --registry off). */
   registry: Registry | undefined;
+  /** This node's task drivers (made with the agent). */
+  private driverSet: DriverSet | undefined;
   /** What this node's Forge builds use (made once the registry is open). */
   private forgeParts: ForgeBuildParts | undefined;
   private autopilot!: Autopilot;
@@ -606,12 +611,14 @@ export class Omnid {
           },
         }),
       },
-      createDrivers(this.opts.dataDir, {
+      (this.driverSet = createDrivers(this.opts.dataDir, {
         registry: () => this.registry?.engineAccess(),
         forge: { log: this.log, parts: () => (this.registry ? (this.forgeParts ??= nodeBuildParts({ registry: this.registry, proposeOk })) : undefined) },
-      }),
+      })),
     );
     this.agent.start();
+    void this.fingerprintDrivers().catch((err: Error) => this.log.debug(`drivers: ${err.message}`));
+    this.every(DRIVER_FINGERPRINT_MS, () => this.fingerprintDrivers());
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
     this.every(LEADER_CLAIM_CHECK_MS, () => this.membership.checkLeaderClaims());
@@ -724,14 +731,37 @@ export class Omnid {
   }
 
   private async selfRecord(): Promise<SelfRecord> {
+    const drivers = await this.availableDrivers();
     return {
       id: this.id,
       name: this.name,
       addrs: this.addrs().slice(0, 16),
       apiUrl: this.apiUrl,
-      resources: await measureResources(this.opts.dataDir),
+      resources: { ...(await measureResources(this.opts.dataDir)), ...(drivers ? { drivers } : {}) },
       labels: this.opts.labels ?? {},
     };
+  }
+
+  /** The task drivers this node can run now, sorted (Nomad's driver fingerprint); undefined before they exist. */
+  private async availableDrivers(): Promise<string[] | undefined> {
+    const set = this.driverSet;
+    if (!set) return undefined;
+    const names: string[] = [];
+    for (const [name, d] of Object.entries(set) as [string, TaskDriver | undefined][]) if (d && (await d.available().catch(() => ({ ok: false }))).ok) names.push(name);
+    return names.sort();
+  }
+
+  /**
+   * Re-registers this node when the drivers it can run differ from its record (an engine started
+   * or stopped after omnid), so the scheduler places a docker task only where an engine answers.
+   */
+  private async fingerprintDrivers(): Promise<void> {
+    const self = this.raft.state.node(this.id);
+    if (!self || self.status === 'left' || this.raft.state.config().clusterId === '') return;
+    const now = await this.availableDrivers();
+    if (!now || now.join(',') === (self.resources.drivers ?? []).join(',')) return;
+    this.log.info(`drivers: ${now.join(', ') || 'none'} available (the record said ${self.resources.drivers?.join(', ') ?? 'nothing'})`);
+    await this.proposeOk({ type: 'node.register', node: await this.selfRecord() }, SELF);
   }
 
   // ------------------------------------------------------------------ background duties

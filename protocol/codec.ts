@@ -487,6 +487,8 @@ message NodeResources {
   uint64 disk_bytes = 3;
   string arch = 4;
   repeated GpuInfo gpus = 5;
+  // The task drivers the node can run now ("docker", "process", "forge"); none: not reported.
+  repeated string drivers = 6;
 }
 
 message NodeRegistration {

@@ -25,6 +25,8 @@ import type { InspectView, JobView } from './app-io.js';
 import { Progress } from './progress.js';
 
 const POLL_MS = 300;
+/** What a Dockerfile build named by compose reserves on its node (the engine's work). */
+const DOCKER_BUILD_RESOURCES = { cpu: 1, memoryMB: 1024 };
 /** After `start` of a stopped build, its old STOPPED phase is ignored this long (until the new run shows). */
 const RESTART_SEEN_MS = 10_000;
 /** Log lines read back to find the result or the error. */
@@ -43,6 +45,10 @@ export interface RemoteBuildOptions {
   quiet: boolean;
   /** Return once submitted (the result then has only the build's name). */
   detach?: boolean;
+  /** A Docker build of this Dockerfile, with these arguments and target (omni compose's build: block). */
+  dockerfile?: string;
+  buildArgs?: Record<string, string>;
+  target?: string;
   signal: AbortSignal;
   /** Told the build's app name once submitted (omni build prints it). */
   onSubmitted?(name: string, action: string): void;
@@ -63,7 +69,9 @@ export async function depsHintOf(dir: string, plan: { runtime?: string; deps?: {
 export const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /** The job app a build request is submitted as (one name per request: idempotent). */
-export function buildAppSpec(req: BuildTaskRequest, resources: { cpu: number; memoryMB: number }, arch: string | undefined): Record<string, unknown> {
+export function buildAppSpec(req: BuildTaskRequest, resources: { cpu: number; memoryMB: number }, arch: string | undefined, needsEngine = false): Record<string, unknown> {
+  // A Dockerfile build or one whose steps run in containers goes to a node whose engine answers.
+  const constraints = [...(arch ? [`arch==${arch}`] : []), ...(needsEngine || req.runner === 'docker' ? ['driver.docker'] : [])];
   return {
     name: buildAppName(sha256Hex(buildIdentity(req))),
     type: 'job',
@@ -73,7 +81,7 @@ export function buildAppSpec(req: BuildTaskRequest, resources: { cpu: number; me
     retries: 0,
     exclusive: true,
     resources: { cpu: resources.cpu, memoryMB: resources.memoryMB },
-    ...(arch ? { constraints: [`arch==${arch}`] } : {}),
+    ...(constraints.length ? { constraints } : {}),
   };
 }
 
@@ -127,15 +135,21 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
     // What the tree is (to know its resources and runtime base; the node detects again).
     progress.setLabel(`${basename(o.dir)}: source`);
     const rules = ignoreRules(o.dir);
-    const d = detect(dirView(o.dir, rules));
-    if (!d.ok) throw new OmniError('NOT_BUILDABLE', d.message);
+    // Compose's dockerfile/args/target make it a Docker build whatever the tree is (the node checks the Dockerfile).
+    const docker = { ...(o.dockerfile !== undefined ? { dockerfile: o.dockerfile } : {}), ...(o.buildArgs ? { buildArgs: o.buildArgs } : {}), ...(o.target !== undefined ? { target: o.target } : {}) };
+    const forced = Object.keys(docker).length > 0;
+    const d = forced ? undefined : detect(dirView(o.dir, rules));
+    if (d && !d.ok) throw new OmniError('NOT_BUILDABLE', d.message);
+    const plan = d?.plan;
     const src = await packSource(o.dir, join(work, 'source.tar.gz'), o.maxSourceBytes, rules);
     progress.setLabel(`${basename(o.dir)}: upload`);
     await putBlob(reg, o.repo, src.digest, join(work, 'source.tar.gz'));
-    const depsHint = await depsHintOf(o.dir, d.plan);
-    const req: BuildTaskRequest = { repo: o.repo, sourceBlob: src.digest, sourceDigest: src.diffId, tags: [...new Set(o.tags)].sort(), rebuild: o.rebuild, runner: o.runnerKind, maxSourceBytes: o.maxSourceBytes, ...(depsHint ? { depsHint } : {}) };
-    const arch = d.plan.runtime ? await baseArch(reg, d.plan.runtime, work) : undefined;
-    const spec = buildAppSpec(req, d.plan.resources, arch);
+    const depsHint = plan ? await depsHintOf(o.dir, plan) : undefined;
+    const req: BuildTaskRequest = { repo: o.repo, sourceBlob: src.digest, sourceDigest: src.diffId, tags: [...new Set(o.tags)].sort(), rebuild: o.rebuild, runner: o.runnerKind, maxSourceBytes: o.maxSourceBytes, ...(depsHint ? { depsHint } : {}), ...docker };
+    const arch = plan?.runtime ? await baseArch(reg, plan.runtime, work) : undefined;
+    const isDocker = forced || plan?.type === 'dockerfile';
+    // A Docker build's resources: the engine does the work (build.yaml's resources: still apply to a detected Dockerfile).
+    const spec = buildAppSpec(req, plan && !forced ? plan.resources : DOCKER_BUILD_RESOURCES, arch, isDocker);
     name = spec.name as string;
     progress.setLabel(`${basename(o.dir)}: submit`);
     const r = await client.post<{ name: string; version: number; changed: boolean; action: string }>('/v1/apps', spec);
@@ -153,7 +167,7 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
     if (r.changed && a.job?.phase === 'STOPPED') restarted = true;
     const restartedAtMs = Date.now();
     o.onSubmitted?.(name, r.changed ? 'submitted' : builtBefore ? 'already built' : restarted ? 'started again' : 'attached to the build under way');
-    if (o.detach) return { build: name, ...emptyResult(req, d.plan.type) };
+    if (o.detach) return { build: name, ...emptyResult(req, plan?.type ?? 'dockerfile') };
     const run = a.job?.run ?? 1;
     // Ctrl-C: the build is stopped (the job's run ends as stopped).
     let followed: string | undefined;
@@ -211,7 +225,7 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
       // The log is gone (the task was collected): the tag says what the build gave.
       const digest = await reg.resolveTag(o.repo, sourceTag(req.sourceDigest));
       if (!digest) throw new OmniError('BUILD_FAILED', `build ${name} succeeded but ${o.repo}:${sourceTag(req.sourceDigest)} is not in the registry`);
-      return { build: name, ...emptyResult(req, d.plan.type), digest, reused: true };
+      return { build: name, ...emptyResult(req, plan?.type ?? 'dockerfile'), digest, reused: true };
     }
     if (errorLine) {
       const e = JSON.parse(errorLine.slice(BUILD_ERROR_MARKER.length)) as { code?: string; message?: string; step?: string; exit?: string; tail?: string[] };

@@ -5,8 +5,8 @@
 // layers are node/forge/builder.ts. By default the build runs on a node, as a scheduled
 // at-most-once job task (cli/omni/build-remote.ts, node/apps/drivers/forge.ts); --local runs it
 // where the CLI runs (this host's runtimes or engine), writing through the /v2/ of the node the
-// CLI talks to. A Dockerfile project is built by the Docker engine of this host (DOCKER_HOST) and
-// pushed (locally, also without --local: the node-side builder has no Dockerfile builds yet).
+// CLI talks to. A Dockerfile project is built by a node's Docker engine (a node whose engine
+// answers: the build asks for driver.docker), or by this host's (DOCKER_HOST) with --local.
 import { basename, join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parse, printJson, formatBytes, UsageError } from '../common.js';
@@ -16,16 +16,13 @@ import { registryFor } from './registry-client.js';
 import { remoteBuild } from './build-remote.js';
 import { Progress } from './progress.js';
 import { OmniError } from '../../node/errors.js';
-import { mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import Docker from 'dockerode';
 import { Forge, MAX_SOURCE_BYTES, type BuildResult, type DockerfileBuild } from '../../node/forge/builder.js';
-import { dockerBuild, dockerSave } from '../../node/forge/docker-build.js';
+import { engineDockerfileBuild } from '../../node/forge/dockerfile-build.js';
 import { DockerRunner, registryBases } from '../../node/forge/docker-runner.js';
 import type { StepRunner } from '../../node/forge/runner.js';
-import { sourceTag } from '../../protocol/forge/image.js';
-import { newPushContext, openSource, pushSourceImage } from './image-files.js';
-import type { Registry } from './registry-client.js';
+import type { FailoverRegistry } from './registry-client.js';
 import { HostRunner, StepFailed } from '../../node/forge/runner.js';
 import { isRepositoryName, isTag } from '../../protocol/registry/reference.js';
 import { buildRecordKey, buildRecordValue, isBuildAppName } from '../../protocol/forge/build-request.js';
@@ -68,8 +65,9 @@ digest and options>): placed where its resources (.omni/build.yaml resources:, d
 1G) and the runtime base's architecture fit; its steps run on that node's runtimes (--runner
 host) or its Docker engine (--runner docker). The same build submitted twice, at once or later,
 is one build: the second omni build attaches to it and gets its result. A Dockerfile project
-is built by this host's Docker engine (DOCKER_HOST). A failing step is named with the last lines
-of its log. Ctrl-C stops the build.
+is built by the Docker engine of a node that has one (its FROM images from the cluster's
+registry or that engine; --local: this host's engine, DOCKER_HOST). A failing step is named with
+the last lines of its log. Ctrl-C stops the build.
 `;
 
 const FLAGS = {
@@ -113,24 +111,13 @@ function dockerSocket(): string | undefined {
   return p && existsSync(p) ? p : undefined;
 }
 
-/** A Dockerfile project: the engine builds the context, `docker save` is pushed like omni images import. */
-function dockerfileBuilder(reg: Registry, progress: Progress): DockerfileBuild | undefined {
+/** A Dockerfile project built here (--local): this host's engine builds it (FROM images from the cluster's registry or the engine), `docker save` is pushed like omni images import. */
+function dockerfileBuilder(reg: FailoverRegistry, progress: Progress, values: Record<string, unknown>): DockerfileBuild | undefined {
   const socketPath = dockerSocket();
   if (!socketPath) return undefined;
-  return async (i) => {
-    const docker = new Docker({ socketPath });
-    const localTag = `omni-forge/${i.repo}:${sourceTag(i.sourceDigest).slice(0, 68)}`;
-    await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.buildArgs ? { buildArgs: i.buildArgs } : {}), ...(i.target ? { target: i.target } : {}), ...(i.signal ? { signal: i.signal } : {}) }, i.log);
-    const saved = join(i.work, 'image.tar');
-    await dockerSave(docker, localTag, saved);
-    const extracted = join(i.work, 'saved');
-    await mkdir(extracted);
-    const src = await openSource(saved, extracted);
-    if (src.images.length !== 1) throw new OmniError('INTERNAL', `docker save wrote ${src.images.length} images`);
-    const pushed = await pushSourceImage(newPushContext(reg, progress, i.work), src, src.images[0], i.repo);
-    const doc = JSON.parse(pushed.bytes.toString('utf8')) as { layers?: { size: number }[] };
-    return { digest: pushed.digest, manifest: pushed.bytes, mediaType: pushed.mediaType, imageBytes: (doc.layers ?? []).reduce((n, l) => n + l.size, 0) };
-  };
+  const docker = new Docker({ socketPath });
+  const bases = registryBases(docker, new URL(reg.url).host, credentials(values).token, (r, t) => reg.resolveTag(r, t));
+  return engineDockerfileBuild({ docker, registry: reg, bases, progress });
 }
 
 /** The flags omni build and omni run DIR share (how to build). */
@@ -174,8 +161,8 @@ export async function forgeBuild(client: ApiClient, values: Record<string, unkno
   // A devcontainer is a container build environment: --runner docker unless told otherwise.
   const hasDev = existsSync(join(o.dir, '.devcontainer', 'devcontainer.json'));
   const runnerKind = (values.runner as string | undefined) ?? (hasDev ? 'docker' : 'host');
-  // Dockerfile projects (and compose's dockerfile/args/target builds) are built by this host's engine.
-  if (values.local !== true && o.dockerfile === undefined && !existsSync(join(o.dir, 'Dockerfile'))) {
+  // On a node of the cluster unless --local (Dockerfile projects too: on a node whose engine answers).
+  if (values.local !== true) {
     const remote = await onCluster(client, values, o, maxSourceBytes, runnerKind as 'host' | 'docker');
     if (remote) return remote;
   }
@@ -207,6 +194,9 @@ async function onCluster(client: ApiClient, values: Record<string, unknown>, o: 
       quiet,
       detach: o.detach === true,
       signal: ac.signal,
+      ...(o.dockerfile !== undefined ? { dockerfile: o.dockerfile } : {}),
+      ...(o.buildArgs ? { buildArgs: o.buildArgs } : {}),
+      ...(o.target !== undefined ? { target: o.target } : {}),
       onSubmitted: (name, action) => {
         if (!quiet) process.stderr.write(`build ${name}: ${action} (omni logs ${name}; omni build --cancel ${name})\n`);
       },
@@ -243,7 +233,7 @@ async function localBuild(client: ApiClient, values: Record<string, unknown>, o:
       const docker = new Docker({ socketPath });
       runner = new DockerRunner(docker, registryBases(docker, url.host, credentials(values).token, (r, t) => reg.resolveTag(r, t)));
     }
-    const forge = new Forge(reg, runner, join(tmpdir(), 'omni-forge'), dockerfileBuilder(reg, progress));
+    const forge = new Forge(reg, runner, join(tmpdir(), 'omni-forge'), dockerfileBuilder(reg, progress, values));
     const r = await forge.build(
       { dir, repo: o.repo, tags: o.tags, maxSourceBytes, rebuild: values.rebuild === true, signal: ac.signal, ...(o.dockerfile !== undefined ? { dockerfile: o.dockerfile } : {}), ...(o.buildArgs ? { buildArgs: o.buildArgs } : {}), ...(o.target !== undefined ? { target: o.target } : {}) },
       {

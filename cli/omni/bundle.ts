@@ -14,7 +14,7 @@ import { parse, printJson, formatBytes, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { registryFor } from './registry-client.js';
 import { Progress } from './progress.js';
-import { SourceTree, fetchImage, newFetchContext, newLayoutDir, newPushContext, packLayout, pushLayoutImage } from './image-files.js';
+import { SourceTree, fetchImage, newFetchContext, newLayoutDir, newPushContext, packLayout, pushLayoutImage } from '../../node/registry/image-files.js';
 import { OmniError } from '../../node/errors.js';
 import type { ApiClient } from '../../node/api/client.js';
 import { parseImageReference } from '../../protocol/registry/reference.js';

@@ -12,7 +12,7 @@ import { Progress } from './progress.js';
 import { OmniError } from '../../node/errors.js';
 import { clusterRef, parsePlatform, showName, showPlatform, DOCKER_CONFIG_MEDIA_TYPE, OCI_CONFIG_MEDIA_TYPE, type Platform, type RegistryName } from '../../protocol/registry/image-archive.js';
 import { importRootfs } from '../../node/forge/rootfs.js';
-import { finishLayout, fetchImage, hostPlatform, newFetchContext, newLayoutDir, newPushContext, openSource, packLayout, placeLayoutDir, pushSourceImage, type ImageSource, type SourceImage } from './image-files.js';
+import { finishLayout, fetchImage, hostPlatform, newFetchContext, newLayoutDir, newPushContext, openSource, packLayout, placeLayoutDir, pushSourceImage, type ImageSource, type SourceImage } from '../../node/registry/image-files.js';
 
 type Values = Record<string, unknown>;
 

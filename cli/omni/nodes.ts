@@ -36,7 +36,7 @@ interface NodeView {
   status: string;
   statusReason: string;
   eligibility?: string;
-  resources: { cpuCores: number; memoryBytes: number; diskBytes: number; arch: string; gpus: unknown[] };
+  resources: { cpuCores: number; memoryBytes: number; diskBytes: number; arch: string; gpus: unknown[]; drivers?: string[] };
   lastHeartbeatAgoMs: number | null;
   apiUrl: string;
 }
@@ -64,11 +64,11 @@ export async function nodes(argv: string[]): Promise<number> {
       printJson(res);
       return 0;
     }
-    const rows = [['NAME', 'ROLE', 'STATUS', 'ELIGIBILITY', 'CPU', 'MEMORY', 'DISK', 'ARCH', 'GPUS', 'HEARTBEAT', 'API']];
+    const rows = [['NAME', 'ROLE', 'STATUS', 'ELIGIBILITY', 'CPU', 'MEMORY', 'DISK', 'ARCH', 'GPUS', 'DRIVERS', 'HEARTBEAT', 'API']];
     for (const n of res.nodes) {
       const hb = n.lastHeartbeatAgoMs === null ? 'never' : `${(n.lastHeartbeatAgoMs / 1000).toFixed(1)}s ago`;
       const status = n.statusReason ? `${n.status} (${n.statusReason})` : n.status;
-      rows.push([n.name, n.role, status, n.eligibility ?? 'eligible', String(n.resources.cpuCores), formatBytes(n.resources.memoryBytes), formatBytes(n.resources.diskBytes), n.resources.arch, String(n.resources.gpus.length), hb, n.apiUrl]);
+      rows.push([n.name, n.role, status, n.eligibility ?? 'eligible', String(n.resources.cpuCores), formatBytes(n.resources.memoryBytes), formatBytes(n.resources.diskBytes), n.resources.arch, String(n.resources.gpus.length), (n.resources.drivers ?? []).filter((d) => d !== 'mock').join(',') || '?', hb, n.apiUrl]);
     }
     process.stdout.write(table(rows));
     return 0;

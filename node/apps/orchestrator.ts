@@ -105,7 +105,7 @@ export class Orchestrator {
       if (!specCache.has(k)) specCache.set(k, parseRecord<AppSpec>(state.kvGet(k)?.value));
       return specCache.get(k);
     };
-    const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, diskBytes: n.resources.diskBytes, host: nodeHost(n.addrs), eligible: n.eligibility === undefined, draining: n.eligibility === 'draining' }));
+    const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, diskBytes: n.resources.diskBytes, host: nodeHost(n.addrs), eligible: n.eligibility === undefined, draining: n.eligibility === 'draining', ...(n.resources.drivers ? { drivers: n.resources.drivers } : {}) }));
     const held: SchedTask[] = tasks.flatMap((t): SchedTask[] => {
       if (t.desired === 'run') {
         const s = specOf(t.app, t.version);

@@ -64,7 +64,7 @@ export async function runBuildTask(req: BuildTaskRequest, d: BuildTaskDeps, ev: 
     await rm(tarGz);
     signal?.throwIfAborted();
     const forge = new Forge(d.registry, d.runner, join(work, 'forge'), d.dockerfileBuild);
-    const r = await forge.build({ dir, repo: req.repo, tags: req.tags, maxSourceBytes: req.maxSourceBytes, rebuild: req.rebuild, ...(signal ? { signal } : {}) }, ev);
+    const r = await forge.build({ dir, repo: req.repo, tags: req.tags, maxSourceBytes: req.maxSourceBytes, rebuild: req.rebuild, ...(req.dockerfile !== undefined ? { dockerfile: req.dockerfile } : {}), ...(req.buildArgs ? { buildArgs: req.buildArgs } : {}), ...(req.target !== undefined ? { target: req.target } : {}), ...(signal ? { signal } : {}) }, ev);
     if (r.sourceDigest !== req.sourceDigest) throw new OmniError('INVALID', `the extracted source has digest ${r.sourceDigest}, not ${req.sourceDigest} as the request says`);
     if (d.writeRecord && !r.reused) await d.writeRecord(buildRecordKey(r.repository, r.sourceDigest), buildRecordValue(r, (d.now ?? Date.now)()));
     if (req.depsHint && r.depsKey) await tagDepsHint(d.registry, req.depsHint, r.depsKey).catch((err: Error) => ev.log?.('cache', `cannot record the dependency layer under the deps hint: ${err.message}`));

@@ -15,6 +15,7 @@ import { DockerLogDemux } from '../apps/drivers/docker.js';
 import { OmniError } from '../errors.js';
 import { devcontainerPath, isRemoteImage, type DevContainer } from '../../protocol/forge/devcontainer.js';
 import { collectTree, writeLayer } from './layer.js';
+import { dockerfileFromImages } from '../../protocol/forge/dockerfile.js';
 import { dockerBuild } from './docker-build.js';
 import { LineTail, StepFailed, DEFAULT_STEP_TIMEOUT_MS, type BuildEnvironment, type StepRequest, type StepRunner } from './runner.js';
 
@@ -47,6 +48,38 @@ export function registryBases(docker: Docker, hostPort: string, token: string | 
   };
 }
 
+/** A cluster-registry image pulled into the engine (when there is a registry), else an image the engine has; undefined if neither. */
+export async function engineImage(docker: Docker, base: BaseResolver | undefined, image: string): Promise<BuildEnvironment | undefined> {
+  const fromRegistry = base
+    ? await base(image.replace(/^(localhost|127\.\d+\.\d+\.\d+)(:\d+)?\//, '')).catch((err: OmniError) => {
+        if (err.code === 'NOT_FOUND') return undefined;
+        throw err;
+      })
+    : undefined;
+  if (fromRegistry) return { image: fromRegistry, id: fromRegistry.slice(fromRegistry.indexOf('@') + 1) };
+  const info = await docker.getImage(image).inspect().catch(() => undefined);
+  return info ? { image: info.Id, id: info.Id } : undefined;
+}
+
+/**
+ * Makes every image a Dockerfile builds FROM available to the engine under the name the Dockerfile
+ * uses: one of the cluster's registry is pulled and tagged so, else the engine's own is used. One
+ * of another registry, or in neither, is refused before the build (nothing can be pulled from the
+ * internet). `label` names the Dockerfile in the errors.
+ */
+export async function prepareFromImages(docker: Docker, base: BaseResolver | undefined, text: string, label: string): Promise<void> {
+  for (const from of dockerfileFromImages(text).images) {
+    if (isRemoteImage(from)) throw new OmniError('NOT_BUILDABLE', `${label}: FROM ${from} is in another registry and Forge cannot pull from the internet: use an image of the cluster's registry (omni images import) or one this node's engine has`);
+    const found = await engineImage(docker, base, from);
+    if (!found) throw new OmniError('NOT_FOUND', `${label}: FROM ${from} is neither in the cluster's registry nor in this host's Docker engine: import it (omni images import) or push it first`);
+    if (found.image !== from) {
+      const colon = from.lastIndexOf(':');
+      const [repo, tag] = colon > from.lastIndexOf('/') ? [from.slice(0, colon), from.slice(colon + 1)] : [from, 'latest'];
+      await docker.getImage(found.image).tag({ repo, tag });
+    }
+  }
+}
+
 export class DockerRunner implements StepRunner {
   readonly kind = 'docker';
   private readonly committed: string[] = [];
@@ -60,20 +93,9 @@ export class DockerRunner implements StepRunner {
     private readonly base: BaseResolver,
   ) {}
 
-  /** A cluster-registry image pulled into the engine, else an image the engine has; undefined if neither. */
-  private async localImage(image: string): Promise<BuildEnvironment | undefined> {
-    const fromRegistry = await this.base(image.replace(/^(localhost|127\.\d+\.\d+\.\d+)(:\d+)?\//, '')).catch((err: OmniError) => {
-      if (err.code === 'NOT_FOUND') return undefined;
-      throw err;
-    });
-    if (fromRegistry) return { image: fromRegistry, id: fromRegistry.slice(fromRegistry.indexOf('@') + 1) };
-    const info = await this.docker.getImage(image).inspect().catch(() => undefined);
-    return info ? { image: info.Id, id: info.Id } : undefined;
-  }
-
   async devEnvironment(dev: DevContainer, ctx: { dir: string; work: string; signal?: AbortSignal; log: (line: string) => void }): Promise<BuildEnvironment> {
     if (dev.image) {
-      const env = await this.localImage(dev.image);
+      const env = await engineImage(this.docker, this.base, dev.image);
       if (!env) throw new OmniError('NOT_FOUND', `.devcontainer/devcontainer.json: image ${dev.image} is neither in the cluster's registry nor in this host's Docker engine, and Forge cannot pull from the internet: import it (omni images import) or push it first`);
       return env;
     }
@@ -86,19 +108,7 @@ export class DockerRunner implements StepRunner {
     if (dockerfile.startsWith('..')) throw new OmniError('NOT_BUILDABLE', `.devcontainer/devcontainer.json: build.dockerfile (${dfRel}) must be inside build.context (${ctxRel || '.'})`);
     const text = await readFile(join(ctx.dir, dfRel), 'utf8').catch(() => undefined);
     if (text === undefined) throw new OmniError('NOT_BUILDABLE', `.devcontainer/devcontainer.json: no ${dfRel}`);
-    // FROM images: of the cluster's registry (pulled and tagged under the name the Dockerfile uses) or the engine's
-    for (const m of text.matchAll(/^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)/gim)) {
-      const from = m[1];
-      if (from === 'scratch' || from.includes('$')) continue;
-      if (isRemoteImage(from)) throw new OmniError('NOT_BUILDABLE', `${dfRel}: FROM ${from} is in another registry and Forge cannot pull from the internet: use an image of the cluster's registry`);
-      const found = await this.localImage(from);
-      if (!found) throw new OmniError('NOT_FOUND', `${dfRel}: FROM ${from} is neither in the cluster's registry nor in this host's Docker engine`);
-      if (found.image !== from) {
-        const colon = from.lastIndexOf(':');
-        const [repo, tag] = colon > from.lastIndexOf('/') ? [from.slice(0, colon), from.slice(colon + 1)] : [from, 'latest'];
-        await this.docker.getImage(found.image).tag({ repo, tag });
-      }
-    }
+    await prepareFromImages(this.docker, this.base, text, dfRel);
     const tree = await collectTree(ctxDir, { prefix: '', exclude: ['.git'], maxBytes: MAX_DEV_CONTEXT_BYTES });
     const tarPath = join(ctx.work, 'devcontainer-context.tar.gz');
     const blob = await writeLayer(tree.entries, tarPath);

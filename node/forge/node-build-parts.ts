@@ -1,7 +1,8 @@
 // What the forge task driver needs on a node, made from the node's registry and its proposal path
 // (daemon.ts only calls this): the in-process registry (writes as the node itself, SELF), the step
 // runners (this node's runtimes; its Docker engine, which pulls runtime bases from the node's own
-// loopback /v2/ with the node's pull credential) and the build record writer.
+// loopback /v2/ with the node's pull credential), Dockerfile builds by that engine and the build
+// record writer.
 import { existsSync } from 'node:fs';
 import Docker from 'dockerode';
 import { OmniError } from '../errors.js';
@@ -12,7 +13,8 @@ import type { ForgeBuildParts } from '../apps/drivers/forge.js';
 import { dockerSocketPath } from '../apps/drivers/docker.js';
 import { NodeBuildRegistry } from './node-registry.js';
 import { HostRunner } from './runner.js';
-import { DockerRunner, registryBases } from './docker-runner.js';
+import { DockerRunner, registryBases, type BaseResolver } from './docker-runner.js';
+import { engineDockerfileBuild } from './dockerfile-build.js';
 
 export interface NodeBuildDeps {
   registry: Registry;
@@ -21,6 +23,19 @@ export interface NodeBuildDeps {
 
 export function nodeBuildParts(d: NodeBuildDeps): ForgeBuildParts {
   const reg = d.registry;
+  /** This node's engine (UNAVAILABLE naming `what` without one) and the registry's images for it to pull. */
+  const engine = (what: string): { docker: Docker; bases?: BaseResolver } => {
+    let socketPath: string;
+    try {
+      socketPath = dockerSocketPath();
+    } catch (err) {
+      throw new OmniError('UNAVAILABLE', `${what}: ${(err as Error).message}`);
+    }
+    if (!existsSync(socketPath)) throw new OmniError('UNAVAILABLE', `${what}: this node has no Docker engine (${socketPath})`);
+    const docker = new Docker({ socketPath });
+    const access = reg.engineAccess();
+    return { docker, ...(access ? { bases: registryBases(docker, access.hostPort, access.password, (r, t) => reg.catalog.resolveTag(r, t)) } : {}) };
+  };
   return {
     registry: (signal) =>
       new NodeBuildRegistry({
@@ -33,17 +48,15 @@ export function nodeBuildParts(d: NodeBuildDeps): ForgeBuildParts {
       }),
     runner: (kind) => {
       if (kind === 'host') return new HostRunner();
-      let socketPath: string;
-      try {
-        socketPath = dockerSocketPath();
-      } catch (err) {
-        throw new OmniError('UNAVAILABLE', `--runner docker: ${(err as Error).message}`);
-      }
-      if (!existsSync(socketPath)) throw new OmniError('UNAVAILABLE', `--runner docker: this node has no Docker engine (${socketPath})`);
-      const access = reg.engineAccess();
-      if (!access) throw new OmniError('UNAVAILABLE', "--runner docker: this node's registry is not on a plain-HTTP loopback address its engine can pull runtime bases from");
-      const docker = new Docker({ socketPath });
-      return new DockerRunner(docker, registryBases(docker, access.hostPort, access.password, (r, t) => reg.catalog.resolveTag(r, t)));
+      const e = engine('--runner docker');
+      if (!e.bases) throw new OmniError('UNAVAILABLE', "--runner docker: this node's registry is not on a plain-HTTP loopback address its engine can pull runtime bases from");
+      return new DockerRunner(e.docker, e.bases);
+    },
+    // A Dockerfile project: this node's engine builds it, its FROM images from the registry or the engine.
+    // (The engine is looked for when such a build runs, not for every build.)
+    dockerfileBuild: (registry) => async (input) => {
+      const e = engine('a Dockerfile build');
+      return engineDockerfileBuild({ docker: e.docker, registry, ...(e.bases ? { bases: e.bases } : {}) })(input);
     },
     writeRecord: async (key, value) => {
       await d.proposeOk({ type: 'kv.put', key, value }, SELF);

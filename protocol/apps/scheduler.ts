@@ -21,6 +21,8 @@ export interface SchedNode {
   eligible?: boolean;
   /** The node is being drained: its tasks move to other nodes (reconcile). */
   draining?: boolean;
+  /** The task drivers the node can run (its Director's fingerprint); absent: not known, any driver may go there. */
+  drivers?: readonly string[];
 }
 /**
  * A task that holds resources. portsOnly: a stopped task not yet known to have exited (e.g. on
@@ -55,7 +57,7 @@ interface NodeAcc {
   perVersion: Map<string, number>;
 }
 
-type Why = 'down' | 'ineligible' | 'cpu' | 'memory' | 'gpus' | 'disk' | 'port' | 'anti-affinity' | 'pinned' | `constraint ${string}`;
+type Why = 'down' | 'ineligible' | 'driver' | 'cpu' | 'memory' | 'gpus' | 'disk' | 'port' | 'anti-affinity' | 'pinned' | `constraint ${string}`;
 
 export class SchedulerState {
   private readonly nodes: NodeAcc[];
@@ -132,6 +134,7 @@ export class SchedulerState {
     if (node.status !== 'up') return 'down';
     if (node.eligible === false) return 'ineligible';
     if (ask.pinnedNodeId && node.id !== ask.pinnedNodeId) return 'pinned';
+    if (node.drivers && !node.drivers.includes(ask.spec.driver)) return 'driver';
     for (const c of ask.spec.constraints) if (!matches(c, node)) return `constraint ${show(c)}`;
     if (res.gpus > node.gpus - acc.gpusUsed) return 'gpus';
     if (res.cpu > node.cpu - acc.cpuUsed + 1e-9) return 'cpu';
@@ -194,6 +197,7 @@ export class SchedulerState {
     const label: Record<string, string> = {
       down: 'are down',
       ineligible: 'are not eligible (drained)',
+      driver: `cannot run the ${ask.spec.driver} driver${ask.spec.driver === 'docker' ? ' (no Docker engine answers there)' : ''}`,
       cpu: `lack CPU (need ${res.cpu} cores)`,
       memory: `lack memory (need ${res.memoryMB} MiB)`,
       gpus: `lack GPUs (need ${res.gpus})`,
@@ -212,6 +216,11 @@ export function schedule(nodes: SchedNode[], tasks: SchedTask[], ask: PlacementA
 }
 
 function matches(c: Constraint, node: SchedNode): boolean {
+  // driver.NAME: the node can run that driver (a node that reports none is taken to have it).
+  if (c.attribute.startsWith('driver.')) {
+    const has = !node.drivers || node.drivers.includes(c.attribute.slice('driver.'.length));
+    return c.op === '!=' ? !has : has;
+  }
   const actual = c.attribute === 'arch' ? node.arch : c.attribute === 'node.name' ? node.name : node.labels[c.attribute.slice('label.'.length)];
   if (c.op === 'exists') return actual !== undefined;
   return c.op === '==' ? actual === c.value : actual !== c.value;

@@ -241,6 +241,8 @@ export function parseConstraint(s: string): Constraint | undefined {
   const attrOk = (a: string) => a === 'arch' || a === 'node.name' || (a.startsWith('label.') && LABEL_KEY.test(a.slice(6)));
   if (m) return attrOk(m[1]) ? { attribute: m[1], op: m[2] as '==' | '!=', value: m[3] } : undefined;
   const t = s.trim();
+  // driver.NAME: the node can run that driver (its fingerprint), e.g. driver.docker for a build that needs an engine.
+  if (/^driver\.[a-z][a-z0-9-]{0,31}$/.test(t)) return { attribute: t, op: 'exists', value: '' };
   return t.startsWith('label.') && LABEL_KEY.test(t.slice(6)) ? { attribute: t, op: 'exists', value: '' } : undefined;
 }
 
@@ -274,7 +276,7 @@ export function validateAppSpec(input: unknown): SpecResult {
     else input.constraints.forEach((c, i) => {
       const parsed = typeof c === 'string' ? parseConstraint(c) : undefined;
       if (parsed) constraints.push(parsed);
-      else e.add(`constraints[${i}]`, 'expected arch==VALUE, node.name!=VALUE, label.KEY==VALUE or label.KEY');
+      else e.add(`constraints[${i}]`, 'expected arch==VALUE, node.name!=VALUE, label.KEY==VALUE, label.KEY or driver.NAME');
     });
   }
   const antiAffinity = input.antiAffinity === undefined ? false : typeof input.antiAffinity === 'boolean' ? input.antiAffinity : (e.add('antiAffinity', 'must be true or false'), false);

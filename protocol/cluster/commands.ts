@@ -20,7 +20,19 @@ import { OMNI_PROTO } from '../codec.js';
 // Records
 
 export interface GpuInfo { model: string; memoryBytes: number }
-export interface NodeResources { cpuCores: number; memoryBytes: number; diskBytes: number; arch: string; gpus: GpuInfo[] }
+export interface NodeResources {
+  cpuCores: number;
+  memoryBytes: number;
+  diskBytes: number;
+  arch: string;
+  gpus: GpuInfo[];
+  /**
+   * The task drivers the node can run now (sorted), as its Director found them (Nomad's driver
+   * fingerprints): the scheduler places a task only on a node with its driver. Absent (a node of
+   * an older version, or one that found none): not known, and not filtered on.
+   */
+  drivers?: string[];
+}
 /** Mirrors the Raft configuration. */
 export type NodeRole = 'voter' | 'learner' | 'none';
 export type NodeStatus = 'up' | 'down' | 'left';
@@ -755,7 +767,7 @@ function readApiUrl(v: unknown, path: string): string {
 }
 
 function readResources(v: unknown, path: string): NodeResources {
-  const o = readObject(v, path, ['cpuCores', 'memoryBytes', 'diskBytes', 'arch', 'gpus']);
+  const o = readObject(v, path, ['cpuCores', 'memoryBytes', 'diskBytes', 'arch', 'gpus'], ['drivers']);
   const cpuCores = readNumber(o.cpuCores, join(path, 'cpuCores'));
   if (cpuCores < 0 || cpuCores > MAX_CPU_CORES) {
     throw new InvalidFieldError(join(path, 'cpuCores'), `must be a number from 0 to ${MAX_CPU_CORES}`);
@@ -766,7 +778,20 @@ function readResources(v: unknown, path: string): NodeResources {
     diskBytes: readSafeInt(o.diskBytes, join(path, 'diskBytes'), 0),
     arch: readPattern(o.arch, join(path, 'arch'), MAX_ARCH_CHARS, ARCH, '[a-zA-Z0-9._-]'),
     gpus: readGpus(o.gpus, join(path, 'gpus')),
+    ...readDrivers(o.drivers, join(path, 'drivers')),
   };
+}
+
+const MAX_NODE_DRIVERS = 16;
+const DRIVER_NAME = /^[a-z][a-z0-9-]{0,31}$/;
+
+/** Absent or empty: not reported (the field is left out, so both encodings give the same record). */
+function readDrivers(v: unknown, path: string): { drivers?: string[] } {
+  if (v === undefined) return {};
+  if (!Array.isArray(v) || v.length > MAX_NODE_DRIVERS || !v.every((d) => typeof d === 'string' && DRIVER_NAME.test(d))) {
+    throw new InvalidFieldError(path, `must be a list of at most ${MAX_NODE_DRIVERS} driver names`);
+  }
+  return v.length === 0 ? {} : { drivers: [...new Set(v as string[])].sort() };
 }
 
 function readGpus(v: unknown, path: string): GpuInfo[] {

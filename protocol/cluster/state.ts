@@ -1137,7 +1137,7 @@ function copyNode(n: NodeRecord): NodeRecord {
   return {
     ...n,
     addrs: [...n.addrs],
-    resources: { ...n.resources, gpus: n.resources.gpus.map((g) => ({ ...g })) },
+    resources: { ...n.resources, gpus: n.resources.gpus.map((g) => ({ ...g })), ...(n.resources.drivers ? { drivers: [...n.resources.drivers] } : {}) },
     // Spread defines own properties, so a '__proto__' label is copied as a label.
     labels: { ...n.labels },
   };

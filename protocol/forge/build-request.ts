@@ -6,6 +6,7 @@
 //   forge-build --repo REPO --source sha256:<gzip blob> --source-digest sha256:<tar>
 //               [--tag TAG]... [--rebuild] [--runner host|docker] [--max-source BYTES]
 //               [--deps-hint sha256:<hash of the dependency key files>]
+//               [--dockerfile PATH] [--build-arg KEY=VALUE]... [--target STAGE]
 //
 // Pure: validation of that argv (untrusted: it is an app spec anyone with an admin token can
 // write), its canonical form and the app name derived from it — the same source and options give
@@ -40,7 +41,28 @@ export interface BuildTaskRequest {
    * part of the build's identity, the node computes the real dependency key itself.
    */
   depsHint?: string;
+  /**
+   * A Docker build of this Dockerfile (a path inside the source), build arguments and target stage
+   * (compose's build: block); any of them makes it a Dockerfile build whatever detection says.
+   */
+  dockerfile?: string;
+  buildArgs?: Record<string, string>;
+  target?: string;
 }
+
+export const MAX_BUILD_ARGS = 64;
+const MAX_BUILD_ARG_VALUE_CHARS = 4096;
+const BUILD_ARG_KEY = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const TARGET = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/** A Dockerfile path inside the source: relative, no `..`, no empty or `.` parts, at most 256 characters. */
+export function isDockerfilePath(p: string): boolean {
+  if (p.length === 0 || p.length > 256 || p.startsWith('/') || /[\0\n\r]/.test(p)) return false;
+  return p.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
+}
+
+/** Whether the request asks for a Docker build (it then needs a node with a Docker engine). */
+export const isDockerfileRequest = (r: BuildTaskRequest) => r.dockerfile !== undefined || r.buildArgs !== undefined || r.target !== undefined;
 
 /** The repository of cached dependency layers (one-layer images tagged with their key's hex). */
 export const DEPS_CACHE_REPO_NAME = 'forge-cache/deps';
@@ -56,6 +78,9 @@ export function buildCommand(r: BuildTaskRequest): string[] {
   if (r.rebuild) argv.push('--rebuild');
   argv.push('--runner', r.runner, '--max-source', String(r.maxSourceBytes));
   if (r.depsHint) argv.push('--deps-hint', r.depsHint);
+  if (r.dockerfile !== undefined) argv.push('--dockerfile', r.dockerfile);
+  for (const k of Object.keys(r.buildArgs ?? {}).sort()) argv.push('--build-arg', `${k}=${r.buildArgs![k]}`);
+  if (r.target !== undefined) argv.push('--target', r.target);
   return argv;
 }
 
@@ -70,6 +95,9 @@ export function parseBuildCommand(argv: readonly string[]): ParsedBuildCommand {
   let runner: BuildRunnerKind = 'host';
   let maxSourceBytes = MAX_BUILD_SOURCE_BYTES;
   let depsHint: string | undefined;
+  let dockerfile: string | undefined;
+  let buildArgs: Record<string, string> | undefined;
+  let target: string | undefined;
   const seen = new Set<string>();
   for (let i = 1; i < argv.length; i++) {
     const flag = argv[i];
@@ -78,9 +106,9 @@ export function parseBuildCommand(argv: readonly string[]): ParsedBuildCommand {
       continue;
     }
     const value = argv[i + 1];
-    if (!['--repo', '--source', '--source-digest', '--tag', '--runner', '--max-source', '--deps-hint'].includes(flag)) return { ok: false, message: `unknown flag ${JSON.stringify(flag.slice(0, 40))}` };
+    if (!['--repo', '--source', '--source-digest', '--tag', '--runner', '--max-source', '--deps-hint', '--dockerfile', '--build-arg', '--target'].includes(flag)) return { ok: false, message: `unknown flag ${JSON.stringify(flag.slice(0, 40))}` };
     if (value === undefined) return { ok: false, message: `${flag} needs a value` };
-    if (flag !== '--tag' && seen.has(flag)) return { ok: false, message: `${flag} is given twice` };
+    if (flag !== '--tag' && flag !== '--build-arg' && seen.has(flag)) return { ok: false, message: `${flag} is given twice` };
     seen.add(flag);
     i++;
     switch (flag) {
@@ -109,6 +137,25 @@ export function parseBuildCommand(argv: readonly string[]): ParsedBuildCommand {
         if (value !== 'host' && value !== 'docker') return { ok: false, message: '--runner must be host or docker' };
         runner = value;
         break;
+      case '--dockerfile':
+        if (!isDockerfilePath(value)) return { ok: false, message: `--dockerfile ${JSON.stringify(value.slice(0, 80))} must be a relative path inside the source (no .., at most 256 characters)` };
+        dockerfile = value;
+        break;
+      case '--build-arg': {
+        const eq = value.indexOf('=');
+        const key = eq > 0 ? value.slice(0, eq) : '';
+        if (!BUILD_ARG_KEY.test(key)) return { ok: false, message: `--build-arg ${JSON.stringify(value.slice(0, 80))} must be KEY=VALUE with KEY a variable name` };
+        if (value.length - eq - 1 > MAX_BUILD_ARG_VALUE_CHARS) return { ok: false, message: `--build-arg ${key}: the value is over ${MAX_BUILD_ARG_VALUE_CHARS} characters` };
+        buildArgs ??= {};
+        if (key in buildArgs) return { ok: false, message: `--build-arg ${key} is given twice` };
+        if (Object.keys(buildArgs).length >= MAX_BUILD_ARGS) return { ok: false, message: `at most ${MAX_BUILD_ARGS} --build-arg` };
+        buildArgs[key] = value.slice(eq + 1);
+        break;
+      }
+      case '--target':
+        if (!TARGET.test(value)) return { ok: false, message: `--target ${JSON.stringify(value.slice(0, 80))} is not a stage name` };
+        target = value;
+        break;
       case '--max-source':
         if (!/^\d{1,13}$/.test(value) || Number(value) < 1 || Number(value) > MAX_BUILD_SOURCE_BYTES) return { ok: false, message: `--max-source must be a number of bytes from 1 to ${MAX_BUILD_SOURCE_BYTES}` };
         maxSourceBytes = Number(value);
@@ -118,16 +165,21 @@ export function parseBuildCommand(argv: readonly string[]): ParsedBuildCommand {
   if (!repo) return { ok: false, message: '--repo is required' };
   if (!sourceBlob) return { ok: false, message: '--source is required' };
   if (!sourceDigest) return { ok: false, message: '--source-digest is required' };
-  return { ok: true, request: { repo, sourceBlob, sourceDigest, tags: tags.sort(), rebuild, runner, maxSourceBytes, ...(depsHint ? { depsHint } : {}) } };
+  const docker = { ...(dockerfile !== undefined ? { dockerfile } : {}), ...(buildArgs ? { buildArgs } : {}), ...(target !== undefined ? { target } : {}) };
+  return { ok: true, request: { repo, sourceBlob, sourceDigest, tags: tags.sort(), rebuild, runner, maxSourceBytes, ...(depsHint ? { depsHint } : {}), ...docker } };
 }
 
 /**
  * The text a build's identity is hashed from: repository, source digest and every option that can
- * change the result (tags, rebuild, runner, source limit), in a fixed order. Two submits of the
- * same build give the same text whatever the order of their --tag flags.
+ * change the result (tags, rebuild, runner, source limit; a Docker build's Dockerfile, arguments
+ * and target), in a fixed order. Two submits of the same build give the same text whatever the
+ * order of their --tag and --build-arg flags; a request without the Docker options gives the text
+ * it gave before they existed.
  */
 export function buildIdentity(r: BuildTaskRequest): string {
-  return ['omni-forge-build/1', r.repo, r.sourceDigest, r.sourceBlob, [...r.tags].sort().join(','), r.rebuild ? 'rebuild' : '', r.runner, String(r.maxSourceBytes)].join('\0');
+  const parts = ['omni-forge-build/1', r.repo, r.sourceDigest, r.sourceBlob, [...r.tags].sort().join(','), r.rebuild ? 'rebuild' : '', r.runner, String(r.maxSourceBytes)];
+  if (isDockerfileRequest(r)) parts.push('docker', r.dockerfile ?? '', JSON.stringify(Object.keys(r.buildArgs ?? {}).sort().map((k) => [k, r.buildArgs![k]])), r.target ?? '');
+  return parts.join('\0');
 }
 
 /** The app name of a build from the hex sha256 of its identity (the caller hashes: protocol/ has no crypto). */

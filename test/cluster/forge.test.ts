@@ -404,17 +404,28 @@ describe('forge on a cluster', () => {
     expect(f.stderr).toContain('features (ghcr.io/devcontainers/features/git:1) are not supported: they are downloaded from the internet');
   }, 600_000);
 
-  it.skipIf(noDocker !== undefined)('a Dockerfile project is built by the engine, pushed, pulled from another node and served; a failing instruction is named', async () => {
+  it.skipIf(noDocker !== undefined)("a Dockerfile project is built by a node's engine, pushed, pulled from another node and served; FROM an image of the cluster's registry; a failing instruction is named", async () => {
     const dockerEnv = { DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}` };
     const env = { ...process.env, ...dockerEnv, DOCKER_CONFIG: dir };
+    // The CLI has no engine: the node's builds it.
+    const noEngine = { DOCKER_HOST: `unix://${join(dir, 'no-engine.sock')}` };
     const src = join(dir, 'dockerfile');
     await cp('test/fixtures/forge/dockerfile', src, { recursive: true });
     await writeFile(join(src, 'Dockerfile'), `FROM ${(docker as { image: string }).image}\nCOPY . /www\nCMD ["httpd","-f","-p","8080","-h","/www"]\n`);
-    const r = await omniCli({ ...omniEnv('b1'), ...dockerEnv }, ['build', src, '--repo', 'team/web', '--json']);
+    const r = await omniCli({ ...omniEnv('b1'), ...noEngine }, ['build', src, '--repo', 'team/web', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    const b = JSON.parse(r.stdout) as Built;
+    expect(r.stderr).toContain('[docker build] Step 2/3 : COPY . /www');
+    const b = JSON.parse(r.stdout) as Built & { build?: string };
     expect(b.type).toBe('dockerfile');
     expect(b.tags[0]).toBe(`sha-${b.sourceDigest.slice(7)}`);
+    // it ran as a build job on a node, which the scheduler picked among those whose engine answers
+    expect(b.build).toMatch(/^build-[0-9a-f]{34}$/);
+    const job = await inspectApp('b2', b.build!);
+    expect(job.job).toMatchObject({ phase: 'STOPPED', outcome: 'succeeded' });
+    expect(names).toContain(job.tasks[0].node);
+    const { nodes } = JSON.parse(await omni('b3', 'nodes', '--json')) as { nodes: { resources: { drivers?: string[] } }[] };
+    expect(nodes).toHaveLength(3);
+    for (const n of nodes) expect(n.resources.drivers).toEqual(expect.arrayContaining(['docker', 'forge', 'process']));
     const reg = await (async () => {
       const client = c.client('b2');
       try {
@@ -439,10 +450,30 @@ describe('forge on a cluster', () => {
       await run('docker', ['rm', '-f', id], { env }).catch(() => undefined);
       await run('docker', ['rmi', '-f', ref], { env }).catch(() => undefined);
     }
+    // FROM an image the engine lacks but the cluster's registry has (made by forge-base.sh above): pulled from the node's /v2/
+    const fromRegistry = join(dir, 'dockerfile-from-registry');
+    await mkdir(fromRegistry);
+    await writeFile(join(fromRegistry, 'Dockerfile'), 'FROM omni/node:24 AS run\nRUN node -e "require(\'fs\').writeFileSync(\'/built-by\', process.version)"\nFROM run\nCMD ["cat", "/built-by"]\n');
+    await run('docker', ['rmi', '-f', 'omni/node:24'], { env }).catch(() => undefined);
+    const fr = await omniCli({ ...omniEnv('b3'), ...noEngine }, ['build', fromRegistry, '--repo', 'team/from-registry', '--json']);
+    expect(fr.code, fr.stderr).toBe(0);
+    expect(JSON.parse(fr.stdout)).toMatchObject({ repository: 'team/from-registry', type: 'dockerfile', reused: false });
+    // FROM an image of another registry: refused before the engine is asked (nothing comes from the internet)
+    await writeFile(join(fromRegistry, 'Dockerfile'), 'FROM docker.io/library/alpine:3\n');
+    const remote = await omniCli({ ...omniEnv('b3'), ...noEngine }, ['build', fromRegistry, '--repo', 'team/from-registry', '-q']);
+    expect(remote.code).toBe(1);
+    expect(remote.stderr).toContain('FROM docker.io/library/alpine:3 is in another registry and Forge cannot pull from the internet');
+
     await writeFile(join(src, 'Dockerfile'), `FROM ${(docker as { image: string }).image}\nRUN echo about to fail && exit 3\n`);
-    const bad = await omniCli({ ...omniEnv('b1'), ...dockerEnv }, ['build', src, '--repo', 'team/web', '-q']);
+    const bad = await omniCli({ ...omniEnv('b1'), ...noEngine }, ['build', src, '--repo', 'team/web', '-q']);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/step 'Dockerfile step 2\/2 \(RUN echo about to fail && exit 3\)' failed/);
     expect(bad.stderr).toContain('| about to fail');
+    // --local: this host's engine builds it (here the same engine)
+    await writeFile(join(src, 'Dockerfile'), `FROM ${(docker as { image: string }).image}\nCOPY . /www\n`);
+    const local = await omniCli({ ...omniEnv('b1'), ...dockerEnv }, ['build', src, '--repo', 'team/web', '--local', '--json']);
+    expect(local.code, local.stderr).toBe(0);
+    expect(JSON.parse(local.stdout)).toMatchObject({ type: 'dockerfile', reused: false });
+    expect(JSON.parse(local.stdout).build).toBeUndefined();
   }, 600_000);
 });

@@ -135,6 +135,20 @@ describe('protobuf commands', () => {
     expect(() => encodeCommand({ type: 'kv.put', key: 'k', value: 'é'.repeat(MAX_KV_VALUE_BYTES / 2 + 1) })).toThrow(CommandEncodeError);
   });
 
+  it("a node's drivers travel in both forms, sorted; none reported is left out (as an older node's record); bad names are refused", () => {
+    const reg = (drivers?: unknown) => ({ type: 'node.register', node: { id: 'QmA', name: 'a', addrs: [], apiUrl: 'http://x', labels: {}, resources: { cpuCores: 1, memoryBytes: 1, diskBytes: 1, arch: 'amd64', gpus: [], ...(drivers !== undefined ? { drivers } : {}) } } });
+    const drivers = (c: ReturnType<typeof decodeCommand>) => (c.ok && c.command.type === 'node.register' ? c.command.node.resources.drivers : 'refused');
+    const withDrivers = reg(['process', 'docker', 'forge']) as Command;
+    expect(drivers(decodeCommand(encodeCommand(withDrivers)))).toEqual(['docker', 'forge', 'process']);
+    expect(drivers(decodeCommand(encodeCommandJson(withDrivers)))).toEqual(['docker', 'forge', 'process']);
+    for (const none of [reg(), reg([])]) {
+      const pb = decodeCommand(encodeCommand(none as Command));
+      expect(pb.ok && pb.command.type === 'node.register' && 'drivers' in pb.command.node.resources).toBe(false);
+      expect(decodeCommand(encodeCommandJson(none as Command))).toEqual(pb);
+    }
+    expect(decodeCommand(new TextEncoder().encode(JSON.stringify(reg(['Docker']))))).toEqual({ ok: false, error: { code: 'INVALID_COMMAND', message: 'node.resources.drivers: must be a list of at most 16 driver names' } });
+  });
+
   it('a "__proto__" label read from the wire stays a plain label', () => {
     const reg = { id: 'QmA', name: 'a', addrs: [], apiUrl: 'http://x', resources: { cpuCores: 1, memoryBytes: 1, diskBytes: 1, arch: 'amd64', gpus: [] } };
     const labels = Object.defineProperty({}, '__proto__', { value: 'x', enumerable: true });

@@ -34,6 +34,7 @@ import {
   buildIdentity,
   isBuildAppName,
   parseBuildCommand,
+  isDockerfileRequest,
   type BuildTaskRequest,
 } from '../../protocol/forge/build-request.js';
 import { buildAppSpec, sha256Hex } from '../../cli/omni/build-remote.js';
@@ -117,6 +118,47 @@ describe('build request', () => {
     expect(errs({ ...spec, type: undefined, retries: undefined })).toContain('type: a forge build is a job (type: job)');
     expect(errs({ ...spec, command: ['forge-build', '--repo', 'x'] })).toContain('command: forge build: --source is required');
     expect(errs({ ...spec, command: undefined, image: 'x' }).some((e: string) => e.startsWith('driver: the forge driver runs a build'))).toBe(true);
+  });
+
+  it('a Docker build carries its Dockerfile, arguments and target, reads back the same, and is another build', () => {
+    const r = request({ dockerfile: 'docker/api.Dockerfile', buildArgs: { Z: 'last', A: 'a=b c' }, target: 'final' });
+    const argv = buildCommand(r);
+    expect(argv).toEqual([...buildCommand(request()), '--dockerfile', 'docker/api.Dockerfile', '--build-arg', 'A=a=b c', '--build-arg', 'Z=last', '--target', 'final']);
+    expect(parseBuildCommand(argv)).toEqual({ ok: true, request: r });
+    expect(isDockerfileRequest(r)).toBe(true);
+    expect(isDockerfileRequest(request())).toBe(false);
+    // the order of the arguments does not matter; each option changes the build
+    expect(nameOf(request({ dockerfile: 'docker/api.Dockerfile', buildArgs: { A: 'a=b c', Z: 'last' }, target: 'final' }))).toBe(nameOf(r));
+    const variants = [request(), request({ dockerfile: 'Dockerfile' }), request({ buildArgs: { A: '1' } }), request({ buildArgs: { A: '2' } }), request({ target: 'final' }), r];
+    expect(new Set(variants.map(nameOf)).size).toBe(variants.length);
+    // a request without them keeps the identity it had before they existed
+    expect(buildIdentity(request())).toBe(['omni-forge-build/1', 'team/api', D2, D1, '', '', 'host', String(256 * 1024 * 1024)].join('\0'));
+    const base = buildCommand(request());
+    const bad: [string[], RegExp][] = [
+      [[...base, '--dockerfile', '../Dockerfile'], /--dockerfile "..\/Dockerfile" must be a relative path inside the source/],
+      [[...base, '--dockerfile', '/etc/Dockerfile'], /must be a relative path/],
+      [[...base, '--dockerfile', 'a', '--dockerfile', 'b'], /--dockerfile is given twice/],
+      [[...base, '--build-arg', 'NOEQUALS'], /--build-arg "NOEQUALS" must be KEY=VALUE/],
+      [[...base, '--build-arg', '1X=y'], /must be KEY=VALUE with KEY a variable name/],
+      [[...base, '--build-arg', 'A=1', '--build-arg', 'A=2'], /--build-arg A is given twice/],
+      [[...base, '--build-arg', `A=${'x'.repeat(5000)}`], /the value is over 4096 characters/],
+      [[...base, ...Array.from({ length: 65 }, (_, i) => ['--build-arg', `A${i}=1`]).flat()], /at most 64 --build-arg/],
+      [[...base, '--target', 'bad target'], /--target "bad target" is not a stage name/],
+    ];
+    for (const [argv2, re] of bad) {
+      const p = parseBuildCommand(argv2);
+      expect(p.ok, argv2.join(' ').slice(0, 200)).toBe(false);
+      if (!p.ok) expect(p.message).toMatch(re);
+    }
+  });
+
+  it('a build that needs an engine (a Dockerfile, or --runner docker) asks for a node whose Docker engine answers', () => {
+    const docker = validateSpec(buildAppSpec(request({ dockerfile: 'Dockerfile' }), { cpu: 1, memoryMB: 1024 }, undefined, true));
+    expect(docker.ok && docker.spec.constraints).toEqual([{ attribute: 'driver.docker', op: 'exists', value: '' }]);
+    const runner = validateSpec(buildAppSpec(request({ runner: 'docker' }), { cpu: 1, memoryMB: 1024 }, 'arm64'));
+    expect(runner.ok && runner.spec.constraints).toEqual([{ attribute: 'arch', op: '==', value: 'arm64' }, { attribute: 'driver.docker', op: 'exists', value: '' }]);
+    const host = validateSpec(buildAppSpec(request(), { cpu: 1, memoryMB: 1024 }, undefined));
+    expect(host.ok && host.spec.constraints).toEqual([]);
   });
 });
 

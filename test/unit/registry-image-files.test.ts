@@ -15,7 +15,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { Registry } from '../../node/registry/registry.js';
 import { RegistryClient } from '../../cli/omni/registry-client.js';
 import { Progress } from '../../cli/omni/progress.js';
-import { extractArchive, fetchImage, finishLayout, newFetchContext, newLayoutDir, newPushContext, openSource, pushSourceImage, SourceTree } from '../../cli/omni/image-files.js';
+import { extractArchive, fetchImage, finishLayout, newFetchContext, newLayoutDir, newPushContext, openSource, pushSourceImage, SourceTree } from '../../node/registry/image-files.js';
 import { selectImage } from '../../cli/omni/images-transfer.js';
 import { layoutBlobPath } from '../../protocol/registry/image-archive.js';
 import { tagImage } from '../../node/api/images-routes.js';

@@ -28,6 +28,22 @@ describe('scheduler: feasibility', () => {
     expect(gpu.reason).toBe('no node with 4 GPUs');
   });
 
+  it('places a task only on a node that can run its driver (a node that reports none is not filtered); driver.NAME constraints', () => {
+    const nodes = [node('a', { drivers: ['forge', 'process'] }), node('b', { drivers: ['docker', 'forge', 'process'] }), node('c')];
+    const dockerSpec = spec({ command: undefined, image: 'web:1' });
+    expect(dockerSpec.driver).toBe('docker');
+    const placed = schedule(nodes, [], { app: 'web', version: 1, count: 3, spec: { ...dockerSpec, antiAffinity: true } });
+    expect(placed.placements.map((p) => p.nodeId).sort()).toEqual(['b', 'c']);
+    expect(placed.reason).toBe('0 of 3 nodes fit: 2 already run a replica (anti-affinity), 1 cannot run the docker driver (no Docker engine answers there)');
+    const none = schedule([node('a', { drivers: ['process'] })], [], { app: 'web', version: 1, count: 1, spec: dockerSpec });
+    expect(none.reason).toBe('0 of 1 nodes fit: 1 cannot run the docker driver (no Docker engine answers there)');
+    // a process task whose work needs an engine (a build): the constraint, not the driver, says so
+    const build = spec({ constraints: ['driver.docker'] });
+    expect(build.constraints).toEqual([{ attribute: 'driver.docker', op: 'exists', value: '' }]);
+    expect(schedule([node('a', { drivers: ['process'] }), node('b', { drivers: ['docker', 'process'] })], [], { app: 'b', version: 1, count: 1, spec: build }).placements.map((p) => p.nodeId)).toEqual(['b']);
+    expect(validateAppSpec({ name: 'x', command: ['x'], constraints: ['driver.Docker!'] }).ok).toBe(false);
+  });
+
   it('reserves the workspace disk (resources.diskMB): a node without room is not chosen, and the reason says so', () => {
     // a: 5 GiB free, b: 50 GiB free, 30 GiB of it reserved by an existing task
     const existing: SchedTask[] = [{ id: 't0', app: 'old', version: 1, nodeId: 'b', cpu: 0.1, memoryBytes: 0, gpus: 0, hostPorts: [], diskBytes: 30 * GiB }];

@@ -1,5 +1,6 @@
-// Images as files, moved through a node's /v2/ with the CLI's RegistryClient (omni images
-// import/export/push/pull, and the bundle's images): reading a `docker save` tarball or an OCI
+// Images as files, moved through a registry (the CLI's RegistryClient over a node's /v2/ for omni
+// images import/export/push/pull and the bundle's images; a node's own registry in process for a
+// Dockerfile build's `docker save`): reading a `docker save` tarball or an OCI
 // layout (a directory or a tar) and pushing its images; fetching an image into a layout and
 // writing it as a directory or a tar that `docker load` and skopeo read. The formats and the
 // checks are in protocol/registry/image-archive.ts.
@@ -18,7 +19,7 @@ import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
-import { OmniError } from '../../node/errors.js';
+import { OmniError } from '../errors.js';
 import { parseManifest, MAX_MANIFEST_BYTES, type ParsedManifest } from '../../protocol/registry/manifest.js';
 import { MAX_BLOB_BYTES } from '../../protocol/registry/records.js';
 import {
@@ -46,8 +47,25 @@ import {
   type Platform,
   type RegistryName,
 } from '../../protocol/registry/image-archive.js';
-import type { Registry } from './registry-client.js';
-import type { Progress } from './progress.js';
+
+/** The registry calls images as files need (cli/omni/registry-client.ts over HTTP; a node's registry in process). */
+export interface ImageRegistry {
+  hasBlob(repo: string, digest: string): Promise<boolean>;
+  mountBlob(repo: string, digest: string): Promise<boolean>;
+  uploadBlob(repo: string, digest: string, path: string, onBytes?: (n: number) => void): Promise<void>;
+  downloadBlob(repo: string, digest: string, dest: string, onBytes?: (n: number) => void): Promise<number>;
+  manifest(repo: string, digest: string): Promise<{ bytes: Buffer; mediaType: string }>;
+  putManifest(repo: string, ref: string, bytes: Buffer, mediaType: string): Promise<void>;
+}
+
+/** Where a transfer reports its bytes (cli/omni/progress.ts on a terminal; NO_PROGRESS elsewhere). */
+export interface TransferProgress {
+  advance(n: number): void;
+  addTotal(n: number): void;
+  setLabel(label: string): void;
+}
+
+export const NO_PROGRESS: TransferProgress = { advance: () => undefined, addTotal: () => undefined, setLabel: () => undefined };
 
 /** Nested indexes followed (an index of indexes of manifests is depth 2). */
 const MAX_INDEX_DEPTH = 4;
@@ -244,8 +262,8 @@ export interface PushStats {
 }
 
 export interface PushContext {
-  reg: Registry;
-  progress: Progress;
+  reg: ImageRegistry;
+  progress: TransferProgress;
   stats: PushStats;
   /** repo@digest of manifests already pushed in this run. */
   pushed: Set<string>;
@@ -255,7 +273,7 @@ export interface PushContext {
   compressed: Map<string, { digest: string; sizeBytes: number; path: string }>;
 }
 
-export function newPushContext(reg: Registry, progress: Progress, work: string): PushContext {
+export function newPushContext(reg: ImageRegistry, progress: TransferProgress, work: string): PushContext {
   return { reg, progress, work, stats: { uploaded: 0, present: 0, bytesUploaded: 0, manifests: 0 }, pushed: new Set(), compressed: new Map() };
 }
 
@@ -403,8 +421,8 @@ export function pushSourceImage(ctx: PushContext, src: ImageSource, img: SourceI
 // ---------------------------------------------------------------------------------- fetch
 
 export interface FetchContext {
-  reg: Registry;
-  progress: Progress;
+  reg: ImageRegistry;
+  progress: TransferProgress;
   /** The layout directory being written. */
   dir: string;
   /** Digests written to it already. */
@@ -412,7 +430,7 @@ export interface FetchContext {
   stats: { blobs: number; bytes: number };
 }
 
-export function newFetchContext(reg: Registry, progress: Progress, dir: string): FetchContext {
+export function newFetchContext(reg: ImageRegistry, progress: TransferProgress, dir: string): FetchContext {
   return { reg, progress, dir, seen: new Set(), stats: { blobs: 0, bytes: 0 } };
 }
 
