@@ -119,6 +119,11 @@ describe.skipIf(skip !== undefined)('DockerDriver (real engine)', () => {
       expect(await d.exec(cfg.taskId, ['sh', '-c', 'echo no >&2; exit 7'], 5000)).toEqual({ exitCode: 7, output: 'no\n' });
       expect((await d.exec(cfg.taskId, ['sh', '-c', 'echo x > /run/secrets/s'], 5000)).exitCode).not.toBe(0); // read-only
       expect((await d.exec(cfg.taskId, ['sleep', '5'], 300)).exitCode).toBeNull();
+      // a timed-out exec is killed inside the container, children too (Docker leaves them running)
+      expect((await d.exec(cfg.taskId, ['sh', '-c', 'sleep 77; sleep 78'], 300)).exitCode).toBeNull();
+      const ps = async () => (await d.exec(cfg.taskId, ['ps', '-o', 'args'], 5000)).output;
+      await waitFor('the timed-out check gone', async () => (/sleep 7[78]|sleep 5/.test(await ps()) ? undefined : true));
+      expect(await ps()).toContain('sleep 1000');
       await d.stop(cfg.taskId, STOP_MS);
       await expect(d.exec(cfg.taskId, ['true'], 1000)).rejects.toThrow(/not running/);
       await d.destroy(cfg.taskId);

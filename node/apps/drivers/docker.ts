@@ -5,8 +5,9 @@
 // omni.version (+ omni.owner, the node that made them), which is how recover() finds them after the
 // agent restarts. Restart policy is "no": the agent decides restarts.
 import { hostname } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
-import { installScript, readProcStat } from './host-scripts.js';
+import { installScript, processTree, readProcStat } from './host-scripts.js';
 import { leaseFilePath } from '../lease-file.js';
 import type Docker from 'dockerode';
 import { OmniError } from '../../errors.js';
@@ -540,8 +541,9 @@ export class DockerDriver implements TaskDriver {
   /**
    * Runs argv inside the task's running container (docker exec, with the container's env and
    * user), as Docker's HEALTHCHECK does. Output: stdout and stderr, the last
-   * EXEC_OUTPUT_MAX_BYTES. Past timeoutMs the answer is exitCode null (the process inside is
-   * left to finish, as Docker leaves a timed-out check's).
+   * EXEC_OUTPUT_MAX_BYTES. Past timeoutMs the answer is exitCode null and the process inside is
+   * killed with its children (Docker's own HEALTHCHECK leaves a timed-out check running, so a
+   * check that hangs piles up a process every interval): see killExec.
    */
   async exec(taskId: string, argv: string[], timeoutMs: number): Promise<ExecResult> {
     const info = await this.inspectRaw(taskId);
@@ -561,9 +563,31 @@ export class DockerDriver implements TaskDriver {
     clearTimeout(timer);
     if (!done) stream.destroy();
     const output = demux.text();
-    if (!done) return { exitCode: null, output };
+    if (!done) {
+      await this.killExec(exec, info.Id);
+      return { exitCode: null, output };
+    }
     const st = await this.call(`exec ${taskId}`, () => exec.inspect());
     return { exitCode: st.Running ? null : (st.ExitCode ?? null), output };
+  }
+
+  /**
+   * Kills a timed-out exec and its descendants by their host pids (the engine has no call for
+   * it). The pid the engine gives is only trusted when /proc/<pid>/cgroup names the container:
+   * an engine in another pid namespace, or a pid reused meanwhile, is left alone.
+   */
+  private async killExec(exec: Docker.Exec, containerId: string): Promise<void> {
+    const st = await exec.inspect().catch(() => undefined);
+    if (!st?.Running || !st.Pid) return;
+    const cgroup = await readFile(`/proc/${st.Pid}/cgroup`, 'utf8').catch(() => '');
+    if (!cgroup.includes(containerId)) return;
+    for (const pid of processTree(st.Pid).reverse()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already, or not ours to kill
+      }
+    }
   }
 
   async stats(taskId: string): Promise<{ cpuPercent: number; memoryBytes: number } | undefined> {
