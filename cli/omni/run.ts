@@ -49,6 +49,8 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
   --deadline S           jobs and cron runs: a run still going S seconds after it started
                          fails and its tasks stop (activeDeadlineSeconds)
   --parallelism N        jobs and cron runs: at most N of a run's replicas at once
+  --ttl S                jobs: remove the app S seconds after its run finished
+                         (ttlSecondsAfterFinished; default: kept until omni rm)
   --exclusive            at most once: each replica runs on one node at a time, even across
                          partitions and crashes (its node stops it when cut off from the quorum
                          for a lease, 10 s; a replacement starts only after that); stop-first updates
@@ -130,7 +132,7 @@ export async function run(argv: string[]): Promise<number> {
       replicas: { type: 'string' }, cpu: { type: 'string' }, memory: { type: 'string' }, constraint: { type: 'string', multiple: true },
       spread: { type: 'boolean' }, 'health-http': { type: 'string' }, restart: { type: 'string' }, driver: { type: 'string' },
       detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' }, exclusive: { type: 'boolean' },
-      job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' }, deadline: { type: 'string' }, parallelism: { type: 'string' },
+      job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' }, deadline: { type: 'string' }, parallelism: { type: 'string' }, ttl: { type: 'string' },
       cron: { type: 'string' }, 'time-zone': { type: 'string' }, concurrency: { type: 'string' }, 'starting-deadline': { type: 'string' },
       network: { type: 'string' }, alias: { type: 'string', multiple: true }, publish: { type: 'string', multiple: true },
       repo: { type: 'string' }, ...BUILD_FLAGS,
@@ -176,6 +178,8 @@ export async function run(argv: string[]): Promise<number> {
   if (values.retries !== undefined && !/^\d+$/.test(values.retries as string)) throw new UsageError(`--retries must be a whole number, got ${values.retries}`);
   if (values.deadline !== undefined && !/^[1-9]\d*$/.test(values.deadline as string)) throw new UsageError(`--deadline must be whole seconds (at least 1), got ${values.deadline}`);
   if (values.parallelism !== undefined && !/^[1-9]\d*$/.test(values.parallelism as string)) throw new UsageError(`--parallelism must be a whole number (at least 1), got ${values.parallelism}`);
+  if (values.ttl !== undefined && !/^\d+$/.test(values.ttl as string)) throw new UsageError(`--ttl must be whole seconds, got ${values.ttl}`);
+  if (values.ttl !== undefined && type !== 'job') throw new UsageError('--ttl is for a job (--job): a finished job is removed after it');
   const spec: Record<string, unknown> = {
     name: values.name,
     ...(command ? { command } : { image: positionals[0], args: positionals.slice(1) }),
@@ -193,6 +197,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(values.retries !== undefined ? { retries: Number(values.retries) } : {}),
     ...(values.deadline !== undefined ? { activeDeadlineSeconds: Number(values.deadline) } : {}),
     ...(values.parallelism !== undefined ? { parallelism: Number(values.parallelism) } : {}),
+    ...(values.ttl !== undefined ? { ttlSecondsAfterFinished: Number(values.ttl) } : {}),
     ...(type === 'cron' ? { schedule: values.cron } : {}),
     ...(values['time-zone'] !== undefined ? { timeZone: values['time-zone'] } : {}),
     ...(values.concurrency !== undefined ? { concurrencyPolicy: values.concurrency } : {}),

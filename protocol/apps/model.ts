@@ -98,6 +98,13 @@ export interface JobRecord {
   notBeforeMs: number;
   startedAtMs: number;
   finishedAtMs: number;
+  /**
+   * Where activeDeadlineSeconds counts from when not the run's start: its last `omni start` after
+   * an `omni stop` in the middle of the run (a resumed Kubernetes Job's timer starts again).
+   */
+  activeSinceMs?: number;
+  /** Set (leader clock) while the app is stopped in the middle of this run. */
+  stoppedAtMs?: number;
   /** Why the run failed ('' otherwise). */
   reason: string;
   /** The newest finished tasks (at most MAX_JOB_ATTEMPTS), oldest first, across runs. */

@@ -7,7 +7,7 @@ import { SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
 import { EXCLUSIVE_LEASE_MS, type AppSpec } from './spec.js';
 import { summarizeFailures } from './failure.js';
 import { MAX_JOB_ATTEMPTS, MAX_JOB_RUNS, type JobAttempt, type JobOutcome, type JobRecord } from './model.js';
-import { DEFAULT_JOB, MAX_HISTORY_LIMIT, type CronSpec } from './spec.js';
+import { DEFAULT_JOB, MAX_HISTORY_LIMIT, type CronSpec, type JobSpec } from './spec.js';
 import { decideFire, nextFireAfter, scheduledJobSpec } from './cron.js';
 import type { CronRecord, CronRunStatus, CronRunSummary } from './model.js';
 import { MAX_RECENT_FAILURES, causeOf, isServing, isStable, isTerminal, withEvent, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
@@ -131,6 +131,12 @@ class Reconciler {
     if (this.app.state === 'stopped' || this.app.state === 'removing') {
       for (const t of this.live()) this.stop(t, this.app.state === 'removing' ? 'app removed' : 'app stopped');
       if (this.app.state === 'stopped') this.closeCronRuns('app stopped');
+      // A job stopped in the middle of its run: its deadline starts again when it is started again.
+      const job = this.app.job;
+      if (this.app.state === 'stopped' && job?.status === 'running' && job.stoppedAtMs === undefined) {
+        this.app = { ...this.app, job: { ...job, stoppedAtMs: this.input.nowMs } };
+        this.appChanged = true;
+      }
       this.setPending('');
       this.collectGarbage(this.app.state === 'removing' ? 0 : KEEP_STOPPED_TASKS);
       if (this.app.state === 'removing' && this.tasks.size === 0) this.removeApp = true;
@@ -283,7 +289,15 @@ class Reconciler {
     }
     if (job.status !== 'running') {
       this.setPending('');
+      this.expireFinished(js, job);
       return;
+    }
+    if (job.stoppedAtMs !== undefined) {
+      // Started again after a stop in the middle of the run: the same run goes on, its deadline from now.
+      const { stoppedAtMs: _stopped, ...rest } = job;
+      job = { ...rest, activeSinceMs: now };
+      this.app = withEvent({ ...this.app, job }, now, `job run ${job.run} resumed${js.deadlineMs !== undefined ? ` (its ${js.deadlineMs / 1000} s deadline counts from now)` : ''}`);
+      this.appChanged = true;
     }
     for (const t of this.live()) if (t.version !== this.app.version) this.stop(t, `replaced by a new run of version ${this.app.version}`);
     const { j, changed } = this.stepRun(spec, job, this.live(), undefined);
@@ -292,6 +306,22 @@ class Reconciler {
       this.app = { ...this.app, job: j };
       this.appChanged = true;
     }
+  }
+
+  /**
+   * ttlSecondsAfterFinished: a job whose run finished that long ago is removed (its tasks and
+   * records go as for `omni rm`), as Kubernetes' TTL controller does; until then the leader is
+   * woken at that time. A new version or `omni start` before it starts a new run instead.
+   */
+  private expireFinished(js: JobSpec, job: JobRecord): void {
+    if (js.ttlMs === undefined || job.finishedAtMs <= 0) return;
+    const at = job.finishedAtMs + js.ttlMs;
+    if (this.input.nowMs < at) {
+      this.wakeAtMs = Math.min(this.wakeAtMs ?? Infinity, at);
+      return;
+    }
+    this.app = withEvent({ ...this.app, state: 'removing' }, this.input.nowMs, `removed: run ${job.run} ${job.status} ${Math.round((this.input.nowMs - job.finishedAtMs) / 1000)} s ago (ttlSecondsAfterFinished ${js.ttlMs / 1000})`);
+    this.appChanged = true;
   }
 
   /**
@@ -352,7 +382,7 @@ class Reconciler {
       this.setPending('');
       return { j, changed: true };
     }
-    if (js.deadlineMs !== undefined && now - j.startedAtMs >= js.deadlineMs) {
+    if (js.deadlineMs !== undefined && now - (j.activeSinceMs ?? j.startedAtMs) >= js.deadlineMs) {
       j.reason = `did not finish within activeDeadlineSeconds (${js.deadlineMs / 1000} s)`;
       j.status = 'failed';
       j.finishedAtMs = now;

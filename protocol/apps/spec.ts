@@ -146,6 +146,8 @@ export interface JobSpec {
   deadlineMs?: number;
   /** At most this many tasks of a run at once (Kubernetes' parallelism); absent: all replicas at once. */
   parallelism?: number;
+  /** ttlSecondsAfterFinished (Kubernetes' name) in ms, type job only: the app is removed this long after its run finished. */
+  ttlMs?: number;
 }
 export const MAX_ACTIVE_DEADLINE_S = 30 * 24 * 3600;
 export const DEFAULT_JOB: JobSpec = { retries: 3, backoffMs: 1000, maxBackoffMs: 60_000 };
@@ -169,7 +171,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'files', 'activeDeadlineSeconds', 'parallelism'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
 const CRON_FIELDS = ['timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
@@ -347,6 +349,10 @@ export function validateAppSpec(input: unknown): SpecResult {
     job = { ...DEFAULT_JOB, retries: int(e, input.retries, 'retries', 0, MAX_JOB_RETRIES, DEFAULT_JOB.retries) };
     if (input.activeDeadlineSeconds !== undefined) job.deadlineMs = int(e, input.activeDeadlineSeconds, 'activeDeadlineSeconds', 1, MAX_ACTIVE_DEADLINE_S, 0) * 1000;
     if (input.parallelism !== undefined) job.parallelism = int(e, input.parallelism, 'parallelism', 1, MAX_REPLICAS, 1);
+    if (input.ttlSecondsAfterFinished !== undefined) {
+      if (type === 'cron') e.add('ttlSecondsAfterFinished', 'only for type job (a cron app stays; historyLimit bounds the runs it keeps)');
+      else job.ttlMs = int(e, input.ttlSecondsAfterFinished, 'ttlSecondsAfterFinished', 0, MAX_ACTIVE_DEADLINE_S, 0) * 1000;
+    }
     if (input.backoff !== undefined) {
       if (!isObj(input.backoff)) e.add('backoff', 'must be {delayMs, maxDelayMs}');
       else {
@@ -361,6 +367,7 @@ export function validateAppSpec(input: unknown): SpecResult {
     if (input.backoff !== undefined) e.add('backoff', 'only for type job or cron (a service uses reschedule.delayMs)');
     if (input.activeDeadlineSeconds !== undefined) e.add('activeDeadlineSeconds', 'only for type job or cron (a run that takes longer fails)');
     if (input.parallelism !== undefined) e.add('parallelism', 'only for type job or cron (how many of a run\'s tasks run at once)');
+    if (input.ttlSecondsAfterFinished !== undefined) e.add('ttlSecondsAfterFinished', 'only for type job (a finished job is removed after it)');
   }
   const network = readNetwork(e, input.network, name);
   if (e.list.length > 0) return { ok: false, errors: e.list };

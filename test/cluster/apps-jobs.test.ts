@@ -90,6 +90,11 @@ describe('jobs on a 3-node cluster (process driver)', () => {
     expect(late.stdout).toMatch(/STOPPED \(failed\)[\s\S]*did not finish within activeDeadlineSeconds \(2 s\)/);
     const lateTasks = (await c.client(via).get<{ tasks: { desired: string; state: string }[] }>('/v1/apps/clilate')).tasks;
     expect(lateTasks.every((t) => t.desired === 'stop')).toBe(true);
+    // --ttl: the finished job is removed by the leader 1 s after it finished
+    const ttl = await omni('run', '--name', 'clittl', '--job', '--ttl', '1', '--', 'sh', '-c', 'echo short-lived');
+    expect(ttl.stdout).toMatch(/clittl: STOPPED \(succeeded\)/);
+    await waitFor('the finished job removed', async () => ((await api('GET', '/v1/apps/clittl')).status === 404 ? true : undefined), 30_000);
+    await expect(omni('run', '--name', 'x', '--ttl', '5', '--', 'true')).rejects.toMatchObject({ stderr: expect.stringContaining('--ttl is for a job') });
     // Refused with the reason: a job has no ports.
     const refused = await omni('run', '--name', 'jp', '--job', '--port', '80', '--', 'true').catch((e: { stderr: string; code: number }) => e);
     expect((refused as { stderr: string }).stderr).toMatch(/job has no ports/);

@@ -125,6 +125,67 @@ describe('reconcileApp: jobs', () => {
     expect(w.round(200_000).upserts.filter((x) => x.desired === 'run')).toEqual([]); // never placed again
   });
 
+  it('activeDeadlineSeconds counts again from a start after a stop in the middle of the run (the same run goes on)', () => {
+    const w = new World(new Map([[1, spec({ activeDeadlineSeconds: 60 })]]));
+    w.round(1000);
+    const [t] = w.running();
+    w.statuses.set(t.id, running(t.id));
+    w.round(30_000);
+    w.app = { ...w.app, state: 'stopped' }; // omni stop at 30 s
+    w.round(31_000);
+    expect(w.tasks.get(t.id)).toMatchObject({ desired: 'stop', stopReason: 'app stopped' });
+    expect(w.app.job).toMatchObject({ status: 'running', run: 1, stoppedAtMs: 31_000 });
+    w.statuses.set(t.id, exited(t.id, null));
+    w.round(90_000); // still stopped: nothing fails, nothing is placed
+    expect(w.app.job).toMatchObject({ status: 'running', stoppedAtMs: 31_000 });
+    w.app = { ...w.app, state: 'running' }; // omni start at 100 s: 100 - 1 > 60, but the timer starts again
+    w.round(100_000);
+    expect(w.app.job).toMatchObject({ status: 'running', run: 1, activeSinceMs: 100_000 });
+    expect(w.app.job!.stoppedAtMs).toBeUndefined();
+    expect(w.app.events.map((e) => e.message)).toContain('job run 1 resumed (its 60 s deadline counts from now)');
+    expect(w.app.job).toMatchObject({ failures: 0 }); // the stop is no failure
+    const [t2] = w.running();
+    expect(t2.id).not.toBe(t.id); // the stopped task is replaced by a new one of the same run
+    w.statuses.set(t2.id, running(t2.id));
+    w.round(159_999);
+    expect(w.app.job).toMatchObject({ status: 'running' });
+    w.round(160_000);
+    expect(w.app.job).toMatchObject({ status: 'failed', reason: 'did not finish within activeDeadlineSeconds (60 s)' });
+  });
+
+  it('ttlSecondsAfterFinished: a finished job is removed that long after it finished (woken for it); only for jobs', () => {
+    expect(spec({ ttlSecondsAfterFinished: 30 }).job).toMatchObject({ ttlMs: 30_000 });
+    expect(validateAppSpec({ name: 'web', command: ['srv'], ttlSecondsAfterFinished: 30 })).toMatchObject({ ok: false, errors: [{ field: 'ttlSecondsAfterFinished', message: expect.stringMatching(/only for type job/) }] });
+    expect(validateAppSpec({ name: 'c', command: ['x'], type: 'cron', schedule: '* * * * *', ttlSecondsAfterFinished: 30 })).toMatchObject({ ok: false, errors: [{ field: 'ttlSecondsAfterFinished' }] });
+    expect(validateAppSpec({ name: 'b', command: ['x'], type: 'job', ttlSecondsAfterFinished: -1 })).toMatchObject({ ok: false, errors: [{ field: 'ttlSecondsAfterFinished' }] });
+    const w = new World(new Map([[1, spec({ ttlSecondsAfterFinished: 30 })]]));
+    w.round(1000);
+    const [t] = w.running();
+    w.statuses.set(t.id, running(t.id));
+    expect(w.round(2000).wakeAtMs).toBeUndefined(); // still running: no removal planned
+    w.statuses.set(t.id, exited(t.id, 0));
+    w.round(5000);
+    expect(w.app.job).toMatchObject({ status: 'succeeded', finishedAtMs: 5000 });
+    const waiting = w.round(6000);
+    expect(waiting.wakeAtMs).toBe(35_000);
+    expect(w.app.state).toBe('running');
+    w.round(35_000);
+    expect(w.app.state).toBe('removing');
+    expect(w.app.events.at(-1)?.message).toBe('removed: run 1 succeeded 30 s ago (ttlSecondsAfterFinished 30)');
+    // the removal then goes as omni rm's: the finished task is collected and the app goes
+    let out = w.round(36_000);
+    for (let i = 0; i < 5 && !out.removeApp; i++) out = w.round(37_000 + i);
+    expect(out.removeApp).toBe(true);
+    // without a TTL a finished job stays
+    const keep = new World(new Map([[1, spec()]]));
+    keep.round(1000);
+    const [k] = keep.running();
+    keep.statuses.set(k.id, exited(k.id, 0));
+    keep.round(2000);
+    keep.round(10_000_000);
+    expect(keep.app.state).toBe('running');
+  });
+
   it('parallelism: at most that many of a run\'s tasks at once, until every replica succeeded', () => {
     expect(validateAppSpec({ name: 'web', command: ['srv'], parallelism: 2 })).toMatchObject({ ok: false, errors: [{ field: 'parallelism' }] });
     const w = new World(new Map([[1, spec({ replicas: 5, parallelism: 2 })]]));
