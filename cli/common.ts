@@ -23,8 +23,12 @@ export function parse(argv: string[], options: Flags, usage: string): { values: 
   }
 }
 
-/** Runs a CLI main: user errors print one line and exit non-zero; no stack traces. */
-export async function runMain(main: () => Promise<number | void>): Promise<void> {
+/**
+ * Runs a CLI main: user errors print one line and exit non-zero; no stack traces. With
+ * `exitWhenDone` (omni) the process exits once main is done and its output is flushed, so a
+ * pending timer or an idle keep-alive socket never holds a finished command for seconds.
+ */
+export async function runMain(main: () => Promise<number | void>, opts: { exitWhenDone?: boolean } = {}): Promise<void> {
   // Output piped into a reader that stopped (omni logs APP | head): stop quietly, as cat does.
   for (const out of [process.stdout, process.stderr]) {
     out.on('error', (err: NodeJS.ErrnoException) => {
@@ -46,6 +50,11 @@ export async function runMain(main: () => Promise<number | void>): Promise<void>
       process.stderr.write(`error: ${(err as Error).stack ?? String(err)}\n`);
       process.exitCode = 1;
     }
+  }
+  if (opts.exitWhenDone) {
+    const flushed = (out: NodeJS.WriteStream) => new Promise<void>((resolve) => out.write('', () => resolve()));
+    await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+    process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
   }
 }
 

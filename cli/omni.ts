@@ -81,4 +81,4 @@ void runMain(async () => {
   const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!load) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
   return (await load())(rest);
-});
+}, { exitWhenDone: true });

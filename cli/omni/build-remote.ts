@@ -210,7 +210,10 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
       await sleep(POLL_MS, o.signal);
     }
     // The log may still be arriving: give the follower a moment, then stop it.
-    await Promise.race([follow, new Promise((r) => setTimeout(r, 2000))]);
+    // (The timer is cleared: a pending one would keep the CLI's process alive for its 2 s.)
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([follow, new Promise((r) => (grace = setTimeout(r, 2000)))]);
+    clearTimeout(grace);
     followAbort.abort();
     o.signal.removeEventListener('abort', stopFollow);
     progress.end();
