@@ -50,6 +50,9 @@ import { Agent } from './apps/agent.js';
 import { writeLeaseFile } from './apps/lease-file.js';
 import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
 import { createDrivers, type ForgeBuildParts } from './apps/drivers/index.js';
+import { NodeMetrics } from './metrics/node-metrics.js';
+import { registerMetricsRoute } from './metrics/metrics-route.js';
+import { quotaBytes } from '../protocol/cluster/quota.js';
 import type { DriverSet, TaskDriver } from './apps/drivers/types.js';
 import { nodeBuildParts } from './forge/node-build-parts.js';
 import { Mesh } from './net/mesh.js';
@@ -477,6 +480,20 @@ export class Omnid {
     daemon.api = new ApiServer(daemon.apiDeps, log, opts.apiLimits);
     registerAppRoutes(daemon.api, daemon.apiDeps);
     registerNodeRoutes(daemon.api, daemon.apiDeps);
+    registerMetricsRoute(daemon.api, new NodeMetrics({
+      node: { id: daemon.id, name: daemon.name, clusterId: () => raft.state.config().clusterId },
+      raft: () => {
+        const r = raft.raft;
+        return { term: r.term, commitIndex: r.log.committed, appliedIndex: r.log.applied, isLeader: raft.isLeader, hasLeader: r.lead !== NONE, voters: r.voters.size, learners: r.learners.size };
+      },
+      state: () => ({ bytes: raft.state.sizeBytes, quotaBytes: quotaBytes(raft.state.config()), nodes: raft.state.nodes(), apps: raft.state.tables.apps().length }),
+      localTasks: () =>
+        raft.state.tables.tasksOnNode(daemon.id).filter((t) => t.desired === 'run').map((t) => {
+          const st = raft.state.tables.status(t.id);
+          return { id: t.id, app: t.app, state: st?.state ?? 'pending', health: st?.health ?? 'none', restarts: st?.restarts ?? 0 };
+        }),
+      sampleTasks: () => sampleTasks(daemon.agent?.localTasks() ?? []),
+    }));
     daemon.stacks = registerStackRoutes(daemon.api, daemon.apiDeps);
     registerImageRoutes(daemon.api, {
       readBarrier: () => daemon.writes.readBarrier(),

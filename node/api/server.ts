@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type ServerResponse, type Server } 
 import type { AddressInfo } from 'node:net';
 import { rm, chmod } from 'node:fs/promises';
 import { Role } from '../../protocol/raft/types.js';
-import type { KvRecord } from '../../protocol/cluster/state.js';
+import type { KvRecord, TokenRecord } from '../../protocol/cluster/state.js';
 import type { ClusterAccess, KvReader, LivenessView, RaftView } from '../cluster/ports.js';
 import { CommandEncodeError, MAX_TOKEN_NAME_CHARS } from '../../protocol/cluster/commands.js';
 import { OmniError, httpStatusFor } from '../errors.js';
@@ -143,7 +143,30 @@ export class ApiServer {
     }
   }
 
+  /** Told of every answered request (the node's /metrics): method, status code, time to the end of the answer. */
+  onRequest: ((method: string, status: number, durationMs: number) => void) | undefined;
+
   private async handle(req: IncomingMessage, res: ServerResponse, trusted = false): Promise<void> {
+    const t0 = performance.now();
+    try {
+      await this.answer(req, res, trusted);
+    } finally {
+      this.onRequest?.(req.method ?? '', res.statusCode, performance.now() - t0);
+    }
+  }
+
+  /**
+   * The role of the request's bearer token when it is one of `roles` (an open route that accepts
+   * more than admin tokens checks it itself: /metrics takes a pull token too); else undefined.
+   */
+  async tokenRole(req: IncomingMessage, roles: readonly TokenRecord['role'][]): Promise<TokenRecord['role'] | undefined> {
+    const token = bearerToken(req.headers.authorization);
+    if (!token) return undefined;
+    const match = await this.freshTokens.check(() => matchToken(token, this.d.raft.state.tokens().filter((t) => roles.includes(t.role))));
+    return match?.role;
+  }
+
+  private async answer(req: IncomingMessage, res: ServerResponse, trusted: boolean): Promise<void> {
     let status = 500;
     let body: unknown;
     let release: (() => void) | undefined;

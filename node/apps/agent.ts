@@ -266,6 +266,11 @@ export class Agent {
     return this.local.get(taskId)?.driver;
   }
 
+  /** Every task this agent runs, with its app and driver (the node's /metrics). */
+  localTasks(): { id: string; app: string; driver: TaskDriver }[] {
+    return [...this.local.values()].map((l) => ({ id: l.task.id, app: l.task.app, driver: l.driver }));
+  }
+
   /** The tasks of `app` this agent runs, with their drivers (omni stats: node/apps/task-stats.ts). */
   tasksOf(app: string): { id: string; driver: TaskDriver }[] {
     return [...this.local.values()].filter((l) => l.task.app === app).map((l) => ({ id: l.task.id, driver: l.driver }));

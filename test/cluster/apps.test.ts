@@ -106,6 +106,45 @@ describe('apps on a 3-node cluster (process driver)', () => {
     expect(missing?.stderr).toMatch(/no app named nosuchapp/);
   });
 
+  it('GET /metrics on every node (Prometheus text): Raft, state, its own tasks with CPU and memory, API requests; an admin or pull token', async () => {
+    const scrape = async (node: string, token?: string) => {
+      const res = await fetch(`${c.nodes.get(node)!.apiUrl}/metrics`, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+      return { status: res.status, type: res.headers.get('content-type') ?? '', text: await res.text() };
+    };
+    const value = (text: string, metric: string) => {
+      const line = text.split('\n').find((l) => l.startsWith(metric + ' ') || l.startsWith(metric + '{'));
+      return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+    };
+    const pull = (await api<{ token: string }>('POST', '/v1/tokens', { role: 'pull', name: 'prometheus' })).body.token;
+    let leaders = 0;
+    for (const node of ['n1', 'n2', 'n3']) {
+      const m = await scrape(node, node === 'n1' ? c.adminToken : pull);
+      expect(m.status).toBe(200);
+      expect(m.type).toMatch(/^text\/plain; version=0\.0\.4/);
+      expect(m.text).toContain(`omni_node_info{node="${node}"`);
+      expect(value(m.text, 'omni_raft_term')).toBeGreaterThan(0);
+      expect(value(m.text, 'omni_raft_applied_index')).toBeGreaterThan(0);
+      expect(value(m.text, 'omni_raft_voters')).toBe(3);
+      expect(value(m.text, 'omni_raft_has_leader')).toBe(1);
+      leaders += value(m.text, 'omni_raft_is_leader')!;
+      expect(value(m.text, 'omni_state_bytes')).toBeGreaterThan(0);
+      expect(m.text).toContain('omni_cluster_nodes{status="up"} 3');
+      // its own replica of web, running and healthy, with a CPU and memory sample from its driver
+      expect(m.text).toContain('omni_node_tasks{app="web",state="running",health="healthy"} 1');
+      const mem = m.text.split('\n').find((l) => l.startsWith('omni_task_memory_bytes{app="web",task="web-'));
+      expect(Number(mem?.split(' ').at(-1))).toBeGreaterThan(1024 * 1024);
+      expect(m.text).toMatch(/^omni_task_cpu_percent\{app="web",task="web-[^"]+"\} [\d.]+$/m);
+      expect(m.text).toMatch(/^process_resident_memory_bytes \d+/m); // Node's process metrics
+    }
+    expect(leaders).toBe(1);
+    // the requests answered so far, counted by method and status code
+    expect(value((await scrape('n1', c.adminToken)).text, 'omni_api_requests_total{method="GET",code="200"}')).toBeGreaterThan(0);
+    expect((await scrape('n2')).status).toBe(401);
+    expect((await scrape('n2', 'OMNIA1.not-a-token')).status).toBe(401);
+    // a pull token still has no other API access
+    expect((await fetch(`${c.nodes.get('n2')!.apiUrl}/v1/status`, { headers: { authorization: `Bearer ${pull}` } })).status).toBe(401);
+  });
+
   it('restarts a task whose process is killed', async () => {
     const a = await inspect('web');
     const t = a.tasks.find((x) => x.desired === 'run')!;
