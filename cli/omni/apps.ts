@@ -1,6 +1,7 @@
 // omni ps, inspect, stop, start, rm, scale, endpoints, logs: the app lifecycle commands.
 import { formatBytes, parse, printJson, table, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
+import { OmniError } from '../../node/errors.js';
 import { jobLine, type JobView } from './app-io.js';
 import { scheduleLine, scheduleRunsTable, type CronRunRow } from './schedule.js';
 import type { ScheduleView } from '../../protocol/apps/cron.js';
@@ -179,29 +180,74 @@ engine's stats; process: the task's processes in /proc), as docker stats --no-st
 is of one core (200% = two cores busy); RESERVED is what the scheduler reserved per task (the
 docker driver also enforces it as a limit unless resources.limit is false). Without APP: every
 app with a task that is not finished (--json: a list of the per-app answers).
+  -f, --follow        sample again every --interval (default 2s) until Ctrl-C, as docker stats
+                      does: the table is redrawn on a terminal; --json prints one line per sample
 Exit status: 0, or 1 when a task could not be sampled (its node did not answer, or an error).
+For history and alerting, scrape each node's /metrics (Prometheus text; see README, Monitoring).
 ${CONNECTION_HELP}
 `;
-  const { values, positionals } = parse(argv, CONNECTION_FLAGS, USAGE);
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, follow: { type: 'boolean', short: 'f' }, interval: { type: 'string' } }, USAGE);
   if (positionals.length > 1) throw new UsageError(`give at most one APP\n\n${USAGE}`);
+  const intervalMs = values.interval === undefined ? 2000 : parseIntervalMs(values.interval as string);
+  if (values.interval !== undefined && !values.follow) throw new UsageError('--interval goes with --follow (-f)');
   const client = connect(values);
-  try {
-    let views: StatsView[];
-    if (positionals.length === 1) views = [await client.get<StatsView>(`/v1/apps/${encodeURIComponent(positionals[0])}/stats`)];
-    else {
-      const apps = (await client.get<{ apps: { name: string }[] }>('/v1/apps')).apps.map((a) => a.name);
-      views = [];
-      // a few apps at a time: each answer waits for its nodes' samples (about a second with docker)
-      for (let i = 0; i < apps.length; i += STATS_APPS_AT_ONCE) {
-        views.push(...(await Promise.all(apps.slice(i, i + STATS_APPS_AT_ONCE).map((a) => client.get<StatsView>(`/v1/apps/${encodeURIComponent(a)}/stats`)))).filter((v) => v.tasks.length > 0));
-      }
+  const sample = async (): Promise<StatsView[]> => {
+    if (positionals.length === 1) return [await client.get<StatsView>(`/v1/apps/${encodeURIComponent(positionals[0])}/stats`)];
+    const apps = (await client.get<{ apps: { name: string }[] }>('/v1/apps')).apps.map((a) => a.name);
+    const views: StatsView[] = [];
+    // a few apps at a time: each answer waits for its nodes' samples (about a second with docker)
+    for (let i = 0; i < apps.length; i += STATS_APPS_AT_ONCE) {
+      views.push(...(await Promise.all(apps.slice(i, i + STATS_APPS_AT_ONCE).map((a) => client.get<StatsView>(`/v1/apps/${encodeURIComponent(a)}/stats`)))).filter((v) => v.tasks.length > 0));
     }
-    if (values.json) printJson(positionals.length === 1 ? views[0] : views);
-    else process.stdout.write(formatStats(views, positionals.length === 0));
-    return views.some((v) => v.tasks.some((t) => t.error !== undefined && t.state === 'running')) ? 1 : 0;
+    return views;
+  };
+  const failed = (views: StatsView[]) => views.some((v) => v.tasks.some((t) => t.error !== undefined && t.state === 'running'));
+  try {
+    if (!values.follow) {
+      const views = await sample();
+      if (values.json) printJson(positionals.length === 1 ? views[0] : views);
+      else process.stdout.write(formatStats(views, positionals.length === 0));
+      return failed(views) ? 1 : 0;
+    }
+    // --follow: until Ctrl-C; a round that fails (a node restarting) is reported and tried again
+    let stop = false;
+    let wake: (() => void) | undefined;
+    const onSigint = () => ((stop = true), wake?.());
+    process.once('SIGINT', onSigint);
+    try {
+      while (!stop) {
+        const started = Date.now();
+        let out: string;
+        try {
+          const views = await sample();
+          out = values.json ? JSON.stringify({ atMs: started, stats: positionals.length === 1 ? views[0] : views }) + '\n' : formatStats(views, positionals.length === 0);
+        } catch (err) {
+          if (err instanceof OmniError && err.code === 'NOT_FOUND') throw err;
+          out = values.json ? JSON.stringify({ atMs: started, error: (err as Error).message }) + '\n' : `error: ${(err as Error).message} (trying again)\n`;
+        }
+        if (stop) break;
+        if (!values.json && process.stdout.isTTY) process.stdout.write(`\x1b[H\x1b[2J${new Date(started).toISOString()}  every ${intervalMs / 1000}s, Ctrl-C to stop\n\n`);
+        process.stdout.write(out);
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, Math.max(0, intervalMs - (Date.now() - started)));
+          wake = () => (clearTimeout(t), r());
+        });
+      }
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+    return 0;
   } finally {
     client.close();
   }
+}
+
+/** --interval: 500ms, 2s, 1m (at least 200 ms, at most an hour). */
+function parseIntervalMs(v: string): number {
+  const m = /^(\d+)(ms|s|m)$/.exec(v.trim());
+  const ms = m ? Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms']! : NaN;
+  if (!(ms >= 200 && ms <= 3_600_000)) throw new UsageError(`--interval must be a duration from 200ms to 1h (500ms, 2s, 1m), got ${v}`);
+  return ms;
 }
 
 const STATS_APPS_AT_ONCE = 4;

@@ -2,7 +2,7 @@
 // anti-affinity, health, restarts, rolling update with rollback, pending reasons, invalid
 // specs, node loss, agent restart, logs and endpoints.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -104,6 +104,22 @@ describe('apps on a 3-node cluster (process driver)', () => {
     const missing = await omni('stats', 'nosuchapp').then(() => undefined, (e: { code: number; stderr: string }) => e);
     expect(missing?.code).toBe(1);
     expect(missing?.stderr).toMatch(/no app named nosuchapp/);
+ 
+    // -f: a sample every --interval (one JSON line each) until Ctrl-C, which ends it with 0
+    const samples = await new Promise<{ code: number | null; lines: string[] }>((resolve, reject) => {
+      const p = spawn('bin/omni', ['stats', 'web', '-f', '--json', '--interval', '300ms'], { env });
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.split('\n').length > 3) p.kill('SIGINT');
+      });
+      p.on('error', reject);
+      p.on('exit', (code) => resolve({ code, lines: out.trim().split('\n') }));
+    });
+    expect(samples.code).toBe(0);
+    expect(samples.lines.length).toBeGreaterThanOrEqual(3);
+    for (const l of samples.lines) expect((JSON.parse(l) as { stats: { tasks: unknown[] } }).stats.tasks).toHaveLength(3);
+    await expect(omni('stats', 'web', '--interval', '1s')).rejects.toMatchObject({ stderr: expect.stringContaining('--interval goes with --follow') });
   });
 
   it('GET /metrics on every node (Prometheus text): Raft, state, its own tasks with CPU and memory, API requests; an admin or pull token', async () => {
