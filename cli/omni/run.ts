@@ -23,7 +23,8 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
        omni run [--name NAME] [flags] DIR [ARGS...]
 
   --name NAME            app name (required, but for DIR: the directory's name by default)
-  --port [NAME=]PORT[:HOSTPORT]   port the app listens on (repeatable; host port auto if omitted)
+  --port [NAME=]PORT[:HOSTPORT][/udp]  port the app listens on (repeatable; host port auto if
+                         omitted; /udp: a UDP port, relayed by the mesh too)
   --publish [PORTNAME=]P port P on every node routes to a healthy replica (default: the first port)
   --network NAME         service networking: apps of network NAME reach this one by name
   --alias NAME           its names on the network (repeatable; default: the app name)
@@ -155,9 +156,9 @@ export async function run(argv: string[]): Promise<number> {
     env[e.slice(0, eq)] = e.slice(eq + 1);
   }
   const ports = ((values.port as string[] | undefined) ?? []).map((p, i) => {
-    const m = /^(?:([a-z][a-z0-9-]*)=)?(\d+)(?::(\d+))?$/.exec(p);
-    if (!m) throw new UsageError(`--port must be [NAME=]PORT[:HOSTPORT], got ${p}`);
-    return { name: m[1] ?? (i === 0 ? 'http' : `p${i}`), port: Number(m[2]), ...(m[3] ? { hostPort: Number(m[3]) } : {}) };
+    const m = /^(?:([a-z][a-z0-9-]*)=)?(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(p);
+    if (!m) throw new UsageError(`--port must be [NAME=]PORT[:HOSTPORT][/udp], got ${p}`);
+    return { name: m[1] ?? (i === 0 ? 'http' : `p${i}`), port: Number(m[2]), ...(m[3] ? { hostPort: Number(m[3]) } : {}), ...(m[4] === 'udp' ? { protocol: 'udp' } : {}) };
   });
   for (const p of (values.publish as string[] | undefined) ?? []) {
     const m = /^(?:([a-z][a-z0-9-]*)=)?(\d+)$/.exec(p);

@@ -28,7 +28,7 @@ export function newAdminToken(): string {
   return `${ADMIN_PREFIX}.${randomBytes(SECRET_BYTES).toString('base64url')}`;
 }
 
-/** A read-only token for the image registry (docker login / pull); no HTTP API access. */
+/** A read-only token: the image registry (docker login / pull) and GET /metrics; no other HTTP API access. */
 export function newPullToken(): string {
   return `${PULL_PREFIX}.${randomBytes(SECRET_BYTES).toString('base64url')}`;
 }

@@ -548,7 +548,7 @@ export class Agent {
     void this.report(); // written while the driver starts the task, not before
     try {
       // A port another process holds would only crash-loop the task: report it so the scheduler picks another.
-      const busy = spec.driver === 'mock' ? [] : await portsInUse(l.task.hostPorts);
+      const busy = spec.driver === 'mock' ? [] : await portsInUse(l.task.hostPorts, (i) => spec.ports[i]?.protocol === 'udp');
       if (busy.length > 0) {
         const f = classifyStartError(`address already in use: ${busy.join(', ')}`, busy);
         l.run = { taskId: l.task.id, state: 'exited', exitCode: null, startedAtMs: this.clock.now(), exitedAtMs: this.clock.now(), reason: f.cause };
@@ -784,7 +784,7 @@ export class Agent {
       // The allocation epoch: the Raft index that placed this task — higher for every later
       // placement of the app, so a task can fence its writes to outside storage with it.
       env: { ...net?.env, ...spec.env, ...files.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },
-      ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i] })),
+      ports: spec.ports.map((p, i) => ({ name: p.name, containerPort: spec.driver === 'docker' ? p.port : t.hostPorts[i], hostPort: t.hostPorts[i], ...(p.protocol === 'udp' ? { udp: true } : {}) })),
       volumes,
       // resources.limit false: reserved for placement only, no container limits (a Compose service without limits)
       cpu: spec.resources.limit === false ? 0 : spec.resources.cpu,

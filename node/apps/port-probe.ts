@@ -3,6 +3,7 @@
 // only make the task crash-loop on "address already in use". Binding the IPv4 wildcard fails
 // with EADDRINUSE whatever address the holder listens on (127.0.0.1, 0.0.0.0 or dual-stack ::).
 import { createServer } from 'node:net';
+import { createSocket } from 'node:dgram';
 
 /** How long one probe may take before the port is assumed free (never blocks a start for long). */
 export const PORT_PROBE_TIMEOUT_MS = 2000;
@@ -25,8 +26,20 @@ function inUse(port: number): Promise<boolean> {
   });
 }
 
-/** The ports among `ports` that some process on this host already listens on. */
-export async function portsInUse(ports: readonly number[]): Promise<number[]> {
-  const busy = await Promise.all(ports.map((p) => (p > 0 ? inUse(p) : Promise.resolve(false))));
+/** Whether a UDP port is bound on this host (IPv4 wildcard, as for TCP). */
+function udpInUse(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      s.close();
+      resolve(err.code === 'EADDRINUSE');
+    });
+    s.bind({ port, address: '0.0.0.0', exclusive: true }, () => s.close(() => resolve(false)));
+  });
+}
+
+/** The ports among `ports` that some process on this host already listens on (`isUdp(i)`: the i-th is a UDP port). */
+export async function portsInUse(ports: readonly number[], isUdp: (index: number) => boolean = () => false): Promise<number[]> {
+  const busy = await Promise.all(ports.map((p, i) => (p > 0 ? (isUdp(i) ? udpInUse(p) : inUse(p)) : Promise.resolve(false))));
   return ports.filter((_, i) => busy[i]);
 }

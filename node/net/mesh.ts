@@ -6,6 +6,7 @@
 //     as their /etc/hosts (node/apps/drivers/process.ts bind-mounts it in a private mount namespace);
 // and routes each accepted connection to a serving replica, round-robin: to 127.0.0.1:hostPort
 // when the replica runs here, else through /omni/tunnel to the node that runs it (node/net/tunnel.ts).
+// A UDP port gets a datagram socket instead, each client address a session (node/net/udp-relay.ts).
 // It is given the narrow things it uses: the replica, the libp2p host, a membership check, a logger.
 import { createServer, type Server, type Socket } from 'node:net';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -21,6 +22,7 @@ import type { VipRange } from '../../protocol/net/vip.js';
 import { Tunnel, connectLocal } from './tunnel.js';
 import { DockerVips, dockerVipsAvailable } from './docker-vips.js';
 import { pipeSockets } from './pipe.js';
+import { UdpListener, localUdpUpstream, type UdpReplies, type UdpUpstream } from './udp-relay.js';
 
 const ROUND_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 200;
@@ -68,7 +70,8 @@ interface Route {
 }
 
 interface Listener {
-  server: Server;
+  /** TCP: a server; UDP: a datagram socket (sessions per client address). */
+  server: Server | UdpListener;
   route: Route;
   bound: boolean;
   failedAtMs: number;
@@ -212,13 +215,14 @@ export class Mesh {
         this.warnOnce(`mesh: ${(err as Error).message}`);
       }
     }
-    const want = new Map<string, { host: string; port: number; route: Route; what: string; docker: boolean }>();
-    for (const l of this.view.listeners) want.set(`${l.vip}:${l.port}`, { host: l.vip, port: l.port, route: { app: l.app, portName: l.portName }, what: `${l.alias}:${l.port} (network ${l.network}${l.kind === 'docker' ? ', containers' : ''})`, docker: l.kind === 'docker' });
+    const want = new Map<string, { host: string; port: number; route: Route; what: string; docker: boolean; udp: boolean }>();
+    const proto = (udp?: true) => (udp ? 'udp' : 'tcp');
+    for (const l of this.view.listeners) want.set(`${l.vip}:${l.port}/${proto(l.udp)}`, { host: l.vip, port: l.port, route: { app: l.app, portName: l.portName }, what: `${l.alias}:${l.port}${l.udp ? '/udp' : ''} (network ${l.network}${l.kind === 'docker' ? ', containers' : ''})`, docker: l.kind === 'docker', udp: l.udp === true });
     if (this.opts.publish) {
       for (const p of this.view.published) {
         const port = p.port + this.opts.publish.portOffset;
         if (port > 65535) continue;
-        want.set(`${this.opts.publish.host}:${port}`, { host: this.opts.publish.host, port, route: { app: p.app, portName: p.portName }, what: `published port ${p.port} of ${p.app}`, docker: false });
+        want.set(`${this.opts.publish.host}:${port}/${proto(p.udp)}`, { host: this.opts.publish.host, port, route: { app: p.app, portName: p.portName }, what: `published port ${p.port}${p.udp ? '/udp' : ''} of ${p.app}`, docker: false, udp: p.udp === true });
       }
     }
     for (const [key, l] of this.listeners) {
@@ -234,7 +238,7 @@ export class Mesh {
       }
     }
     const binding: Promise<void>[] = [];
-    for (const [key, w] of want) if (!this.listeners.has(key)) binding.push(this.listen(key, w.host, w.port, w.route, w.what, w.docker));
+    for (const [key, w] of want) if (!this.listeners.has(key)) binding.push(w.udp ? this.listenUdp(key, w.host, w.port, w.route, w.what, w.docker) : this.listen(key, w.host, w.port, w.route, w.what, w.docker));
     await Promise.all(binding);
   }
 
@@ -264,6 +268,45 @@ export class Mesh {
     });
     this.listeners.set(key, l);
     return settled;
+  }
+
+  /** A UDP port: resolves once bound or failed (retried in a later round, as a TCP one). */
+  private async listenUdp(key: string, host: string, port: number, route: Route, what: string, docker: boolean): Promise<void> {
+    const l: Listener = { server: undefined as unknown as UdpListener, route, bound: false, failedAtMs: 0, what };
+    const u = new UdpListener({
+      host,
+      port,
+      open: (_client, r) => this.openUdp(l.route, r),
+      ...(docker ? { allow: (address: string) => this.dockerVips?.sourceAllowed(address) ?? Promise.resolve(false) } : {}),
+      ...(this.opts.idleMs !== undefined ? { idleMs: Math.min(this.opts.idleMs, 60_000) } : {}),
+      onError: (err) => this.d.log.debug(`mesh: ${what}: ${err.message}`),
+    });
+    l.server = u;
+    this.listeners.set(key, l);
+    try {
+      await u.bind();
+      l.bound = true;
+      this.d.log.debug(`mesh: listening on ${host}:${port}/udp for ${what}`);
+    } catch (err) {
+      l.failedAtMs = Date.now();
+      this.warnOnce(`mesh: cannot listen on ${host}:${port}/udp for ${what}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (retrying every ${RETRY_BIND_MS / 1000} s)`);
+    }
+  }
+
+  /** A new UDP session's upstream: the replicas in round-robin order, at most MAX_ATTEMPTS tried. */
+  private async openUdp(route: Route, r: UdpReplies): Promise<UdpUpstream> {
+    const key = endpointKey(route.app, route.portName);
+    const order = this.rr.order(key, this.view.endpoints.get(key) ?? []).slice(0, MAX_ATTEMPTS);
+    let last: Error = new Error(`no serving replica of ${key}`);
+    for (const ep of order) {
+      try {
+        return ep.nodeId === this.d.id ? await localUdpUpstream(ep.hostPort, r) : await this.tunnel.openUdp(ep.nodeId, { taskId: ep.taskId, hostPort: ep.hostPort }, r);
+      } catch (err) {
+        last = err as Error;
+        this.d.log.debug(`mesh: ${key} (udp) via task ${ep.taskId}: ${last.message}`);
+      }
+    }
+    throw last;
   }
 
   private async accept(sock: Socket, route: Route): Promise<void> {

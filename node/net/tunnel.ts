@@ -1,6 +1,7 @@
 // /omni/tunnel/1.0.0: the mesh proxy on one node reaches a task replica on another over the
 // cluster's libp2p network (private-network key + noise: encrypted, members only) instead of
-// connecting to it in the clear. One stream per proxied TCP connection:
+// connecting to it in the clear. One stream per proxied TCP connection (or per UDP session,
+// `udp: true`: framed datagrams instead of raw bytes, node/net/udp-relay.ts):
 //   asker → header {taskId, hostPort}
 //   owner → checks that the task is placed on it and desired running and that hostPort is one of
 //           its ports (never an arbitrary address), connects to 127.0.0.1:hostPort, replies with
@@ -12,6 +13,7 @@ import type { OmniHost } from '../p2p/host.js';
 import type { Logger } from '../logger.js';
 import { HeaderReader, encodeHeader, readReply, readRequest, type TunnelRequest } from '../../protocol/net/tunnel-wire.js';
 import { pipeSocketStream } from './pipe.js';
+import { serveUdpTunnel, streamUdpUpstream, type UdpReplies, type UdpUpstream } from './udp-relay.js';
 
 export const TUNNEL_PROTOCOL = '/omni/tunnel/1.0.0';
 /** Concurrent tunnels per peer connection, each way (one per proxied TCP connection). */
@@ -21,6 +23,8 @@ export const MAX_SERVED_TUNNELS = 4096;
 const DIAL_TIMEOUT_MS = 5000;
 const HEADER_TIMEOUT_MS = 5000;
 const CONNECT_TIMEOUT_MS = 3000;
+/** A UDP tunnel's idle end is never later than a listener's session timeout. */
+const UDP_IDLE_CAP_MS = 60_000;
 
 export interface TunnelDeps {
   host: OmniHost;
@@ -100,6 +104,18 @@ export class Tunnel {
    * the caller can try another replica. Resolves once the connection is over.
    */
   async open(nodeId: string, req: TunnelRequest, socket: Socket): Promise<{ piped: Promise<void> }> {
+    const { stream, rest } = await this.handshake(nodeId, req);
+    return { piped: pipeSocketStream(socket, stream, { first: rest, idleMs: this.d.idleMs }) };
+  }
+
+  /** A UDP session to task `req.taskId`'s UDP port `req.hostPort` on node `nodeId` (TunnelError when it cannot be set up). */
+  async openUdp(nodeId: string, req: Omit<TunnelRequest, 'udp'>, r: UdpReplies): Promise<UdpUpstream> {
+    const { stream, rest } = await this.handshake(nodeId, { ...req, udp: true });
+    return streamUdpUpstream(stream, rest, r);
+  }
+
+  /** Dials, sends the request and reads the answer: the stream (paused) and the bytes after the reply. */
+  private async handshake(nodeId: string, req: TunnelRequest): Promise<{ stream: Stream; rest: Uint8Array }> {
     let stream: Stream;
     try {
       stream = await this.d.host.dialProtocol(peerIdFromString(nodeId), TUNNEL_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
@@ -111,7 +127,7 @@ export class Tunnel {
       const { header, rest } = await readHeader(stream, HEADER_TIMEOUT_MS + CONNECT_TIMEOUT_MS);
       const reply = readReply(header);
       if (!reply.ok) throw new TunnelError(reply.code, reply.message);
-      return { piped: pipeSocketStream(socket, stream, { first: rest, idleMs: this.d.idleMs }) };
+      return { stream, rest };
     } catch (err) {
       stream.abort(err as Error);
       throw err instanceof TunnelError ? err : new TunnelError('UNAVAILABLE', (err as Error).message);
@@ -140,6 +156,18 @@ export class Tunnel {
     if (this.served >= MAX_SERVED_TUNNELS) return refuse('BUSY', `node serves ${MAX_SERVED_TUNNELS} tunnels already`);
     if (!this.d.ownsTaskPort(req.taskId, req.hostPort)) return refuse('NOT_HERE', `task ${req.taskId} with port ${req.hostPort} does not run on this node`);
     this.served++;
+    if (req.udp) {
+      // A UDP session: nothing to connect to first (a datagram socket to 127.0.0.1:hostPort is made at once).
+      try {
+        stream.send(encodeHeader({ ok: true }));
+        await serveUdpTunnel(stream, new Uint8Array(0), req.hostPort, this.d.idleMs === undefined ? undefined : Math.min(this.d.idleMs, UDP_IDLE_CAP_MS));
+      } catch (err) {
+        stream.abort(err as Error);
+      } finally {
+        this.served--;
+      }
+      return;
+    }
     try {
       let socket: Socket;
       try {

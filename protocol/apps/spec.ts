@@ -9,7 +9,8 @@ import { parseBuildCommand } from '../forge/build-request.js';
  * each connection to a serving replica anywhere (Swarm's routing mesh) — unlike hostPort, which
  * binds only on the nodes that run a task. See protocol/net/ and node/net/.
  */
-export interface PortSpec { name: string; port: number; hostPort: number; publish?: number }
+/** protocol: 'udp' for a UDP port (absent: TCP); the mesh relays its datagrams, publish and names alike. */
+export interface PortSpec { name: string; port: number; hostPort: number; publish?: number; protocol?: 'udp' }
 /**
  * Service networking (absent: none): apps with the same network name reach each other by any
  * alias and the container port (`http://api:8080`), load-balanced over serving replicas wherever
@@ -449,13 +450,15 @@ function readPorts(e: Errors, v: unknown): PortSpec[] {
     const f = `ports[${i}]`;
     const o: Obj = typeof p === 'number' ? { name: i === 0 ? 'http' : `p${i}`, port: p } : isObj(p) ? p : {};
     if (!isObj(p) && typeof p !== 'number') return e.add(f, 'must be {name, port, hostPort?, publish?} or a port number');
-    known(e, o, f, ['name', 'port', 'hostPort', 'publish']);
+    known(e, o, f, ['name', 'port', 'hostPort', 'publish', 'protocol']);
     const name = typeof o.name === 'string' && PORT_NAME.test(o.name) ? o.name : (e.add(`${f}.name`, 'required: lowercase letters, digits and -, at most 15'), 'x');
     if (out.some((q) => q.name === name)) e.add(`${f}.name`, `duplicate port name ${name}`);
     const port: PortSpec = { name, port: int(e, o.port, `${f}.port`, 1, 65535, 0), hostPort: int(e, o.hostPort, `${f}.hostPort`, 0, 65535, 0) };
+    if (o.protocol !== undefined && o.protocol !== 'tcp' && o.protocol !== 'udp') e.add(`${f}.protocol`, 'must be tcp or udp');
+    if (o.protocol === 'udp') port.protocol = 'udp';
     if (o.publish !== undefined) {
       port.publish = int(e, o.publish, `${f}.publish`, 1, 65535, 0);
-      if (out.some((q) => q.publish === port.publish)) e.add(`${f}.publish`, `port ${port.publish} is published twice`);
+      if (out.some((q) => q.publish === port.publish && q.protocol === port.protocol)) e.add(`${f}.publish`, `port ${port.publish}${port.protocol === 'udp' ? '/udp' : ''} is published twice`);
     }
     out.push(port);
   });
@@ -497,6 +500,7 @@ function readHealth(e: Errors, v: unknown, ports: PortSpec[]): HealthCheckSpec |
   const type = v.type === 'http' || v.type === 'tcp' || v.type === 'command' ? v.type : (e.add('healthCheck.type', 'must be http, tcp or command'), 'http');
   const port = str(e, v.port, 'healthCheck.port', 15, ports[0]?.name ?? '');
   if (type !== 'command' && !ports.some((p) => p.name === port)) e.add('healthCheck.port', ports.length ? `must name one of the ports (${ports.map((p) => p.name).join(', ')})` : 'an http/tcp check needs a port in ports');
+  else if (type !== 'command' && ports.find((p) => p.name === port)?.protocol === 'udp') e.add('healthCheck.port', `${port} is a UDP port: an ${type} check needs a TCP port (or use a command check)`);
   const path = str(e, v.path, 'healthCheck.path', 1024, '/');
   if (type === 'http' && !path.startsWith('/')) e.add('healthCheck.path', 'must start with /');
   const command = argv(e, v.command, 'healthCheck.command') ?? [];

@@ -551,10 +551,10 @@ function envFiles(r: Report, v: unknown, where: string): { path: string; require
   });
 }
 
-function portsOf(r: Report, v: unknown, where: string): { name: string; port: number; publish?: number }[] {
+function portsOf(r: Report, v: unknown, where: string): { name: string; port: number; publish?: number; protocol?: 'udp' }[] {
   if (v === undefined) return [];
   if (!Array.isArray(v)) return r.err(where, 'must be a list') ?? [];
-  const out: { name: string; port: number; publish?: number }[] = [];
+  const out: { name: string; port: number; publish?: number; protocol?: 'udp' }[] = [];
   v.forEach((p, i) => {
     const at = `${where}[${i}]`;
     let target: number | undefined;
@@ -582,13 +582,13 @@ function portsOf(r: Report, v: unknown, where: string): { name: string; port: nu
       }
       proto = typeof p.protocol === 'string' ? p.protocol : 'tcp';
     } else return r.err(at, 'must be a port, "PUBLISHED:TARGET" or {target, published}');
-    if (proto !== 'tcp') return r.err(at, `protocol ${proto} is not supported (TCP only)`);
+    if (proto !== 'tcp' && proto !== 'udp') return r.err(at, `protocol ${proto} is not supported (tcp or udp)`);
     if (target === undefined || !Number.isInteger(target) || target < 1 || target > 65535) return r.err(at, 'the container port must be from 1 to 65535');
     if (published !== undefined && (!Number.isInteger(published) || published < 0 || published > 65535)) return r.err(at, 'the published port must be from 0 to 65535');
-    let name = `p${target}`;
-    if (out.some((o) => o.name === name)) name = `p${target}-${i}`;
+    let name = proto === 'udp' ? `u${target}` : `p${target}`;
+    if (out.some((o) => o.name === name)) name = `${name}-${i}`;
     // Published as Swarm does: the port answers on every node and routes to a serving replica (the routing mesh).
-    out.push({ name, port: target, ...(published ? { publish: published } : {}) });
+    out.push({ name, port: target, ...(published ? { publish: published } : {}), ...(proto === 'udp' ? { protocol: 'udp' as const } : {}) });
     return undefined;
   });
   return out;

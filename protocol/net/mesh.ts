@@ -25,12 +25,15 @@ export interface ServiceListener {
   port: number;
   app: string;
   portName: string;
+  /** A UDP port: the proxy relays datagrams (absent: TCP). */
+  udp?: true;
 }
 
 export interface PublishedPort {
   port: number;
   app: string;
   portName: string;
+  udp?: true;
 }
 
 export interface MeshView {
@@ -59,6 +62,7 @@ export interface MeshInput {
 }
 
 export const endpointKey = (app: string, portName: string) => `${app}/${portName}`;
+const udpOf = (p: { protocol?: 'udp' }): { udp?: true } => (p.protocol === 'udp' ? { udp: true } : {});
 
 /** Apps whose names and ports are live: running (not stopped, removing or failed). */
 function live(record: AppRecord): boolean {
@@ -85,7 +89,8 @@ export function buildMesh(input: MeshInput): MeshView {
   const dockerHosts = new Map<string, Map<string, string>>();
   const listeners: ServiceListener[] = [];
   const published: PublishedPort[] = [];
-  const publishedBy = new Map<number, string>();
+  // TCP and UDP ports of one number are two ports.
+  const publishedBy = new Map<string, string>();
   const specByApp = new Map<string, AppSpec>();
   for (const { record, spec } of apps) {
     specByApp.set(record.name, spec);
@@ -101,24 +106,25 @@ export function buildMesh(input: MeshInput): MeshView {
           continue;
         }
         h.set(alias, vip);
-        for (const p of spec.ports) listeners.push({ kind: 'loopback', network: spec.network.name, alias, vip, port: p.port, app: record.name, portName: p.name });
+        for (const p of spec.ports) listeners.push({ kind: 'loopback', network: spec.network.name, alias, vip, port: p.port, app: record.name, portName: p.name, ...udpOf(p) });
         const dvip = dockerVips.get(k);
         if (dvip === undefined || !input.dockerNetworks?.has(spec.network.name)) continue;
         let dh = dockerHosts.get(spec.network.name);
         if (!dh) dockerHosts.set(spec.network.name, (dh = new Map()));
         dh.set(alias, dvip);
-        for (const p of spec.ports) listeners.push({ kind: 'docker', network: spec.network.name, alias, vip: dvip, port: p.port, app: record.name, portName: p.name });
+        for (const p of spec.ports) listeners.push({ kind: 'docker', network: spec.network.name, alias, vip: dvip, port: p.port, app: record.name, portName: p.name, ...udpOf(p) });
       }
     }
     for (const p of spec.ports) {
       if (p.publish === undefined) continue;
-      const prev = publishedBy.get(p.publish);
+      const key = `${p.publish}/${p.protocol ?? 'tcp'}`;
+      const prev = publishedBy.get(key);
       if (prev !== undefined) {
-        conflicts.push(`port ${p.publish} is published by ${prev} and ${record.name}: ${prev} keeps it`);
+        conflicts.push(`port ${p.publish}${p.protocol === 'udp' ? '/udp' : ''} is published by ${prev} and ${record.name}: ${prev} keeps it`);
         continue;
       }
-      publishedBy.set(p.publish, record.name);
-      published.push({ port: p.publish, app: record.name, portName: p.name });
+      publishedBy.set(key, record.name);
+      published.push({ port: p.publish, app: record.name, portName: p.name, ...udpOf(p) });
     }
   }
   // Endpoints: tasks desired to run whose status says they serve (running, health passing).

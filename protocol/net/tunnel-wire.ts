@@ -1,6 +1,7 @@
 // The header of a /omni/tunnel stream: the asking node names a task and one of its host ports;
 // the answering node connects only if that task is placed on it and desired running (never an
-// arbitrary address), replies with one header, and then both sides carry raw bytes.
+// arbitrary address), replies with one header, and then both sides carry raw bytes — or, for a
+// UDP port (`udp: true`), datagrams, each framed as a 2-byte big-endian length and its bytes.
 // Header: 2-byte big-endian length, then that much UTF-8 JSON. Pure: no I/O.
 
 export const MAX_TUNNEL_HEADER_BYTES = 1024;
@@ -8,6 +9,8 @@ export const MAX_TUNNEL_HEADER_BYTES = 1024;
 export interface TunnelRequest {
   taskId: string;
   hostPort: number;
+  /** Relay datagrams to the task's UDP port (absent: a TCP connection). */
+  udp?: true;
 }
 export type TunnelReply = { ok: true } | { ok: false; code: string; message: string };
 
@@ -52,7 +55,47 @@ export function readRequest(v: unknown): TunnelRequest {
   if (!o || typeof o !== 'object' || typeof o.taskId !== 'string' || !TASK_ID.test(o.taskId) || !Number.isInteger(o.hostPort) || o.hostPort! < 1 || o.hostPort! > 65535) {
     throw new Error('malformed tunnel request');
   }
-  return { taskId: o.taskId, hostPort: o.hostPort! };
+  if (o.udp !== undefined && o.udp !== true) throw new Error('malformed tunnel request');
+  return { taskId: o.taskId, hostPort: o.hostPort!, ...(o.udp ? { udp: true as const } : {}) };
+}
+
+/** The largest UDP payload (IPv4: 65,535 − 8 − 20). */
+export const MAX_DATAGRAM_BYTES = 65_507;
+
+/** One datagram as it travels in a UDP tunnel: 2-byte big-endian length, then its bytes. */
+export function frameDatagram(payload: Uint8Array): Uint8Array {
+  if (payload.length > MAX_DATAGRAM_BYTES) throw new Error(`a datagram of ${payload.length} bytes (at most ${MAX_DATAGRAM_BYTES})`);
+  const out = new Uint8Array(2 + payload.length);
+  out[0] = payload.length >> 8;
+  out[1] = payload.length & 255;
+  out.set(payload, 2);
+  return out;
+}
+
+/** Cuts a UDP tunnel's byte stream back into datagrams (any split of the bytes into chunks). */
+export class DatagramReader {
+  private buf = new Uint8Array(0);
+
+  push(chunk: Uint8Array): Uint8Array[] {
+    let b: Uint8Array;
+    if (this.buf.length === 0) b = chunk;
+    else {
+      b = new Uint8Array(this.buf.length + chunk.length);
+      b.set(this.buf, 0);
+      b.set(chunk, this.buf.length);
+    }
+    const out: Uint8Array[] = [];
+    let at = 0;
+    while (b.length - at >= 2) {
+      const len = (b[at] << 8) | b[at + 1];
+      if (len > MAX_DATAGRAM_BYTES) throw new Error(`a framed datagram of ${len} bytes (at most ${MAX_DATAGRAM_BYTES})`);
+      if (b.length - at < 2 + len) break;
+      out.push(b.slice(at + 2, at + 2 + len));
+      at += 2 + len;
+    }
+    this.buf = b.slice(at);
+    return out;
+  }
 }
 
 export function readReply(v: unknown): TunnelReply {

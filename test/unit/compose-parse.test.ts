@@ -158,12 +158,21 @@ describe('compose: bad files give clear errors', () => {
     expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, profiles: [dev]}\n')))).toEqual(['services.a.depends_on: b is not enabled (its profiles are not active): activate one with --profile']);
   });
 
-  it('not YAML, duplicate keys, no services, entrypoint on an image, udp ports, port ranges, global mode', () => {
+  it('udp ports: a port of their own next to a TCP one of the same number, published alike', () => {
+    const c = parseCompose(input('services:\n  dns: {image: x, ports: ["53:53/udp", "53:53", {target: 5353, published: 15353, protocol: udp}]}\n'));
+    expect(c.services[0].spec.ports).toEqual([
+      { name: 'u53', port: 53, publish: 53, protocol: 'udp' },
+      { name: 'p53', port: 53, publish: 53 },
+      { name: 'u5353', port: 5353, publish: 15353, protocol: 'udp' },
+    ]);
+  });
+
+  it('not YAML, duplicate keys, no services, entrypoint on an image, sctp ports, port ranges, global mode', () => {
     expect(errorsOf(() => parseCompose(input('services: [\n')))[0]).toMatch(/^compose\.yaml: /);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x}\n  a: {image: y}\n')))[0]).toMatch(/unique/i);
     expect(errorsOf(() => parseCompose(input('name: x\n')))).toEqual(['compose.yaml: services: must be a mapping of at least one service']);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, entrypoint: [sh]}\n')))[0]).toMatch(/^services\.a\.entrypoint: not supported for an image/);
-    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, ports: ["53:53/udp", "8000-8001:8000-8001"]}\n')))).toEqual(['services.a.ports[0]: protocol udp is not supported (TCP only)', 'services.a.ports[1]: port ranges are not supported: list each port']);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, ports: ["53:53/sctp", "8000-8001:8000-8001"]}\n')))).toEqual(['services.a.ports[0]: protocol sctp is not supported (tcp or udp)', 'services.a.ports[1]: port ranges are not supported: list each port']);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, deploy: {mode: global}}\n')))[0]).toMatch(/^services\.a\.deploy\.mode: global is not supported/);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {build: {context: ., dockerfile_inline: "FROM x"}}\n')))[0]).toMatch(/^services\.a\.build\.dockerfile_inline: not supported/);
   });

@@ -360,7 +360,7 @@ export class DockerDriver implements TaskDriver {
     const exposed: Record<string, object> = {};
     const bindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {};
     for (const p of cfg.ports) {
-      const key = `${p.containerPort}/tcp`;
+      const key = `${p.containerPort}/${p.udp ? 'udp' : 'tcp'}`;
       exposed[key] = {};
       (bindings[key] ??= []).push({ HostIp: '0.0.0.0', HostPort: String(p.hostPort) });
     }

@@ -13,6 +13,8 @@ export interface PortMapping {
   containerPort: number;
   /** Port published on the host (127.0.0.1 and the node's addresses). */
   hostPort: number;
+  /** A UDP port (absent: TCP). */
+  udp?: boolean;
 }
 
 export interface VolumeMount {
