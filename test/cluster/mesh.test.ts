@@ -128,6 +128,46 @@ describe.runIf(canUnshare())('service networking across nodes (process driver)',
     expect(r.body).toMatch(/^c says hi from c-/);
   });
 
+  it('a UDP service: reached by name from a task on another node, and on its published port on every node', async () => {
+    // u (on n1) echoes each datagram with its task id; q (on n3) asks u by name over UDP (dgram resolves u through /etc/hosts)
+    const echo = `const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => s.send('u ' + process.env.OMNI_TASK_ID + ': ' + m, r.port, r.address)); s.bind(Number(process.env.PORT), '127.0.0.1');`;
+    const asker = `
+const http = require('http');
+const dgram = require('dgram');
+http.createServer((q, res) => {
+  const s = dgram.createSocket('udp4');
+  const t = setTimeout(() => { s.close(); res.statusCode = 504; res.end('no answer'); }, 2000);
+  s.on('message', (m) => { clearTimeout(t); s.close(); res.end(String(m)); });
+  s.send('ping ' + q.url.slice(1), 5353, 'u', (e) => { if (e) { clearTimeout(t); s.close(); res.statusCode = 502; res.end(String(e.message)); } });
+}).listen(Number(process.env.PORT), '127.0.0.1');
+`;
+    expect((await api('n1', 'POST', '/v1/apps', { name: 'u', command: [process.execPath, '-e', echo], ports: [{ name: 'dns', port: 5353, protocol: 'udp', publish: PUBLISH + 4 }], network: { name: 'net1' }, constraints: ['node.name==n1'] })).status).toBe(201);
+    // a UDP port cannot be checked by http or tcp
+    const bad = await api<{ error: { message: string } }>('n1', 'POST', '/v1/apps', { name: 'ubad', command: ['true'], ports: [{ name: 'dns', port: 53, protocol: 'udp' }], healthCheck: { type: 'tcp', port: 'dns' } });
+    expect(bad.status).toBe(400);
+    expect(JSON.stringify(bad.body)).toContain('dns is a UDP port');
+    expect((await api('n1', 'POST', '/v1/apps', { name: 'q', command: [process.execPath, '-e', asker], ports: [{ name: 'http', port: 8080 }], network: { name: 'net1' }, constraints: ['node.name==n3'], healthCheck: health })).status).toBe(201);
+    const ut = await waitFor('u running', async () => (await api<Inspect>('n1', 'GET', '/v1/apps/u')).body.tasks.find((t) => t.desired === 'run' && t.state === 'running'), 30_000, 200);
+    const qt = await waitFor('q serving', () => servingTask('n1', 'q'), 30_000, 200);
+    expect(ut.node).toBe('n1');
+    const byName = await waitFor('q reaches u by name over UDP', async () => {
+      const r = await httpGet(qt.hostPorts[0], '/hello');
+      return r.status === 200 ? r.body : undefined;
+    }, 20_000, 300);
+    expect(byName).toBe(`u ${ut.id}: ping hello`); // n3 → tunnel → n1
+    // the published UDP port on every node (n2 and n3 relay through a tunnel, n1 directly)
+    const { createSocket } = await import('node:dgram');
+    for (const n of ['n1', 'n2', 'n3']) {
+      const answer = await waitFor(`published UDP port on ${n}`, () => new Promise<string | undefined>((resolve) => {
+        const s = createSocket('udp4');
+        const t = setTimeout(() => (s.close(), resolve(undefined)), 1000);
+        s.on('message', (m) => (clearTimeout(t), s.close(), resolve(String(m))));
+        s.send(`from test via ${n}`, publishedOn(n) + 4, '127.0.0.1');
+      }), 15_000, 200);
+      expect(answer).toBe(`u ${ut.id}: from test via ${n}`);
+    }
+  });
+
   it("b's node is killed: b moves and the name follows", async () => {
     const old = (await servingTask('n3', 'b'))!;
     await c.kill(bNode);
