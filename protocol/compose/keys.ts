@@ -129,7 +129,7 @@ export const BUILD_KEYS: Record<string, KeyRule> = {
   pull: warn('ignored'),
   no_cache: warn('use omni compose build --rebuild'),
   network: warn('ignored'),
-  platforms: warn('the image is built for the CLI host’s platform'),
+  platforms: warn('the image is built for the building node’s platform'),
   shm_size: warn('ignored'),
   extra_hosts: warn('ignored'),
   isolation: warn('ignored'),
