@@ -53,6 +53,7 @@ import { createDrivers, type ForgeBuildParts } from './apps/drivers/index.js';
 import { NodeMetrics } from './metrics/node-metrics.js';
 import { registerMetricsRoute } from './metrics/metrics-route.js';
 import { quotaBytes } from '../protocol/cluster/quota.js';
+import { SCHEMA_NODE_DRIVERS, clusterSchema } from '../protocol/cluster/schema.js';
 import type { DriverSet, TaskDriver } from './apps/drivers/types.js';
 import { nodeBuildParts } from './forge/node-build-parts.js';
 import { Mesh } from './net/mesh.js';
@@ -215,6 +216,7 @@ export class Omnid {
       id: this.id,
       log,
       raft,
+      clusterSchema: () => this.clusterSchema(),
       writes: this.writes,
       rpc,
       peerStore: host.peerStore,
@@ -747,8 +749,14 @@ export class Omnid {
     return this.membership.leave();
   }
 
+  /** The command schema every member speaks (protocol/cluster/schema.ts), from their heartbeats. */
+  clusterSchema(): number {
+    return clusterSchema(this.id, this.raft.state.nodes(), (id) => this.heartbeats?.seen.get(id)?.schema);
+  }
+
   private async selfRecord(): Promise<SelfRecord> {
-    const drivers = await this.availableDrivers();
+    // Drivers are a field of schema 2: left out while a member could not read them.
+    const drivers = this.clusterSchema() >= SCHEMA_NODE_DRIVERS ? await this.availableDrivers() : undefined;
     return {
       id: this.id,
       name: this.name,
@@ -775,6 +783,7 @@ export class Omnid {
   private async fingerprintDrivers(): Promise<void> {
     const self = this.raft.state.node(this.id);
     if (!self || self.status === 'left' || this.raft.state.config().clusterId === '') return;
+    if (this.clusterSchema() < SCHEMA_NODE_DRIVERS) return; // an older member: reported once every member reads them
     const now = await this.availableDrivers();
     if (!now || now.join(',') === (self.resources.drivers ?? []).join(',')) return;
     this.log.info(`drivers: ${now.join(', ') || 'none'} available (the record said ${self.resources.drivers?.join(', ') ?? 'nothing'})`);

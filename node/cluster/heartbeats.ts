@@ -4,6 +4,7 @@
 import type { OmniHost } from '../p2p/host.js';
 import { currentLoad } from '../apps/resources.js';
 import type { Logger } from '../logger.js';
+import { COMMAND_SCHEMA, readSchema } from '../../protocol/cluster/schema.js';
 
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 1000;
 const MAX_HEARTBEAT_BYTES = 4096;
@@ -15,6 +16,8 @@ export interface Heartbeat {
   memFreeBytes: number;
   applied: number;
   term: number;
+  /** The command schema this node speaks (protocol/cluster/schema.ts); absent from older nodes: 1. */
+  schema?: number;
 }
 
 export interface PeerLiveness {
@@ -22,6 +25,8 @@ export interface PeerLiveness {
   load1: number;
   memFreeBytes: number;
   applied: number;
+  /** Its command schema, once heard (undefined: not heard from). */
+  schema?: number;
 }
 
 export class Heartbeats {
@@ -50,7 +55,7 @@ export class Heartbeats {
         const hb = JSON.parse(new TextDecoder().decode(msg.data)) as Heartbeat;
         // Signed messages prove the sender; a heartbeat may only speak for its own node.
         if (typeof hb.id !== 'string' || hb.id !== from) return;
-        this.seen.set(hb.id, { lastSeenMs: Date.now(), load1: Number(hb.load1) || 0, memFreeBytes: Number(hb.memFreeBytes) || 0, applied: Number(hb.applied) || 0 });
+        this.seen.set(hb.id, { lastSeenMs: Date.now(), load1: Number(hb.load1) || 0, memFreeBytes: Number(hb.memFreeBytes) || 0, applied: Number(hb.applied) || 0, schema: readSchema(hb.schema) });
       } catch {
         this.log.debug(`heartbeat: ignored a malformed message from ${from}`);
       }
@@ -71,12 +76,12 @@ export class Heartbeats {
   /** Treat a peer as just heard from (e.g. when this node becomes leader, to give grace). */
   touch(id: string): void {
     const prev = this.seen.get(id);
-    this.seen.set(id, { lastSeenMs: Date.now(), load1: prev?.load1 ?? 0, memFreeBytes: prev?.memFreeBytes ?? 0, applied: prev?.applied ?? 0 });
+    this.seen.set(id, { lastSeenMs: Date.now(), load1: prev?.load1 ?? 0, memFreeBytes: prev?.memFreeBytes ?? 0, applied: prev?.applied ?? 0, ...(prev?.schema !== undefined ? { schema: prev.schema } : {}) });
   }
 
   private publish(): void {
     const { applied, term } = this.progress();
-    const hb: Heartbeat = { id: this.host.peerId.toString(), sentAtMs: Date.now(), ...currentLoad(), applied, term };
+    const hb: Heartbeat = { id: this.host.peerId.toString(), sentAtMs: Date.now(), ...currentLoad(), applied, term, schema: COMMAND_SCHEMA };
     this.host.services.pubsub.publish(this.topic, new TextEncoder().encode(JSON.stringify(hb))).catch((err: Error) => {
       this.log.debug(`heartbeat: publish failed: ${err.message}`);
     });

@@ -22,6 +22,7 @@ import { tokenMatches } from '../api/tokens.js';
 import { SELF } from './caller.js';
 import type { MembershipChanger, Proposer, StateView } from './ports.js';
 import type { ClusterWrites } from './writes.js';
+import { COMMAND_SCHEMA, readSchema, resourcesForSchema } from '../../protocol/cluster/schema.js';
 
 /** Join errors that prove the cluster did not add this node (its data dir can be removed). */
 export const DEFINITE_JOIN_REFUSALS = ['UNAUTHORIZED', 'FORBIDDEN', 'BAD_REQUEST', 'BAD_TOKEN', 'CONFLICT', 'INVALID_COMMAND', 'NAME_TAKEN'];
@@ -64,6 +65,8 @@ export interface MembershipDeps {
   selfRecord(): Promise<SelfRecord>;
   /** The cluster CA a joining node is given. */
   clusterCa(): Promise<unknown>;
+  /** The command schema every member speaks (protocol/cluster/schema.ts). */
+  clusterSchema(): number;
   /** This node left or was removed: stop its tasks and shut down (called once). */
   finishLeaving(reason: string): Promise<void>;
 }
@@ -92,8 +95,13 @@ export class Membership {
     const existing = d.raft.state.node(from);
     if (existing?.status === 'left') throw new OmniError('CONFLICT', 'this node id left the cluster; join with a fresh data dir');
     const n = p.node;
+    // A node that could not read what the members already write is refused (etcd refuses a member older than the cluster version).
+    const schema = d.clusterSchema();
+    const joinerSchema = readSchema((params as { schema?: unknown }).schema);
+    if (joinerSchema < schema) throw new OmniError('CONFLICT', `this cluster's members speak command schema ${schema} and the joining omnid speaks ${joinerSchema}: upgrade omnid on the joining node to the members' version`);
     const joiner: Principal = { kind: 'joiner', nodeId: from };
-    const register = { type: 'node.register', node: { id: from, name: String(n.name), addrs: n.addrs ?? [], apiUrl: String(n.apiUrl), resources: n.resources!, labels: n.labels ?? {} } } as Command;
+    const resources = n.resources && typeof n.resources === 'object' ? resourcesForSchema(n.resources, schema) : n.resources!;
+    const register = { type: 'node.register', node: { id: from, name: String(n.name), addrs: n.addrs ?? [], apiUrl: String(n.apiUrl), resources, labels: n.labels ?? {} } } as Command;
     const redirect = () => new OmniError('NOT_LEADER', 'leadership moved during the join', this.leaderContact());
     const r = await d.writes.proposeAsOnLeader(joiner, register, redirect);
     if (!r.ok) throw new OmniError(r.error.code, r.error.message);
@@ -123,7 +131,7 @@ export class Membership {
     let onlyHandshakeTimeouts = true;
     for (;;) {
       try {
-        return await this.d.rpc.call<JoinReply>(target, 'join', { token, node }, JOIN_ATTEMPT_MS);
+        return await this.d.rpc.call<JoinReply>(target, 'join', { token, node, schema: COMMAND_SCHEMA }, JOIN_ATTEMPT_MS);
       } catch (err) {
         const e = err as OmniError;
         if (e.code === 'UNAVAILABLE' && target === first && /EncryptionFailed|ECONNRESET|handshake/i.test(e.message)) {

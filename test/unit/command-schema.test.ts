@@ -1,0 +1,68 @@
+// The command schema gate (protocol/cluster/schema.ts): a field of a later schema never reaches
+// the log while a member could not read it, and an omnid older than the cluster cannot join.
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { COMMAND_SCHEMA, SCHEMA_NODE_DRIVERS, clusterSchema, readSchema, resourcesForSchema } from '../../protocol/cluster/schema.js';
+import { Membership, type MembershipDeps } from '../../node/cluster/membership.js';
+import type { Command } from '../../protocol/cluster/state.js';
+
+const member = (id: string, status = 'up') => ({ id, status });
+
+describe('clusterSchema', () => {
+  it('is the lowest schema among the members that have not left; one not heard from counts as 1', () => {
+    const heard = new Map([['b', 2], ['c', 2]]);
+    expect(COMMAND_SCHEMA).toBeGreaterThanOrEqual(SCHEMA_NODE_DRIVERS);
+    expect(clusterSchema('a', [member('a'), member('b'), member('c')], (id) => heard.get(id))).toBe(2);
+    expect(clusterSchema('a', [member('a'), member('b'), member('c'), member('old')], (id) => heard.get(id))).toBe(1);
+    expect(clusterSchema('a', [member('a'), member('b'), member('gone', 'left')], (id) => heard.get(id))).toBe(2);
+    expect(clusterSchema('a', [member('a'), member('b', 'down')], () => 1)).toBe(1); // a down member still counts
+    expect(clusterSchema('a', [member('a')], () => undefined)).toBe(COMMAND_SCHEMA); // alone
+    expect(clusterSchema('a', [member('b')], () => 2)).toBe(1); // not a member (yet)
+  });
+
+  it('reads an untrusted schema number; leaves later fields out of an earlier schema', () => {
+    expect([readSchema(2), readSchema(undefined), readSchema('2'), readSchema(0), readSchema(1.5)]).toEqual([2, 1, 1, 1, 1]);
+    const r = { cpuCores: 2, memoryBytes: 1, diskBytes: 1, arch: 'amd64', gpus: [], drivers: ['docker', 'process'] };
+    expect(resourcesForSchema(r, 1)).toEqual({ cpuCores: 2, memoryBytes: 1, diskBytes: 1, arch: 'amd64', gpus: [] });
+    expect(resourcesForSchema(r, 2)).toBe(r);
+  });
+});
+
+describe('join: the leader gates on the schema', () => {
+  const TOKEN = 'OMNIJ1.test-join-token';
+  const proposed: Command[] = [];
+  const deps = (schema: number): MembershipDeps =>
+    ({
+      id: 'leader',
+      log: { info: () => undefined, warn: () => undefined, debug: () => undefined, error: () => undefined },
+      raft: {
+        isLeader: true,
+        leader: 'leader',
+        raft: { voters: new Set(['leader']), learners: new Set() },
+        state: { tokens: () => [{ id: 't', role: 'join', name: 'j', hash: createHash('sha256').update(TOKEN).digest('hex') }], node: () => undefined, nodes: () => [] },
+      },
+      writes: {
+        proposeAsOnLeader: async (_p: unknown, c: Command) => (proposed.push(c), { ok: true }),
+        changeMembershipAsOnLeader: async () => ({ ok: true }),
+      },
+      clusterId: () => 'c1',
+      clusterCa: async () => null,
+      clusterSchema: () => schema,
+    }) as unknown as MembershipDeps;
+  const node = { id: 'joiner', name: 'j1', addrs: [], apiUrl: 'http://127.0.0.1:1', labels: {}, resources: { cpuCores: 1, memoryBytes: 1, diskBytes: 1, arch: 'amd64', gpus: [], drivers: ['docker'] } };
+
+  it('refuses an omnid that speaks an older schema than the members, with a clear message', async () => {
+    await expect(new Membership(deps(2)).handleJoin({ token: TOKEN, node }, 'joiner')).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringContaining('speak command schema 2 and the joining omnid speaks 1') });
+    await expect(new Membership(deps(2)).handleJoin({ token: TOKEN, node, schema: 2 }, 'joiner')).resolves.toMatchObject({ clusterId: 'c1' });
+  });
+
+  it('a newer joiner into an older cluster is admitted, its record without the later fields', async () => {
+    proposed.length = 0;
+    await new Membership(deps(1)).handleJoin({ token: TOKEN, node, schema: 2 }, 'joiner');
+    const reg = proposed.find((c) => c.type === 'node.register') as Extract<Command, { type: 'node.register' }>;
+    expect('drivers' in reg.node.resources).toBe(false);
+    proposed.length = 0;
+    await new Membership(deps(2)).handleJoin({ token: TOKEN, node, schema: 2 }, 'joiner');
+    expect((proposed.find((c) => c.type === 'node.register') as Extract<Command, { type: 'node.register' }>).node.resources.drivers).toEqual(['docker']);
+  });
+});
