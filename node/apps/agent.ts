@@ -120,7 +120,7 @@ export interface AgentDeps extends Proposer {
   /** The exclusive lease (default EXCLUSIVE_LEASE_MS); the leader's orchestrator must use the same. */
   readonly exclusiveLeaseMs?: number;
   /** Service networking (node/net/mesh.ts): names for a task of an app on a network. */
-  network?(spec: AppSpec): Promise<{ hostsFile: string; env: Record<string, string> } | undefined>;
+  network?(spec: AppSpec): Promise<{ hostsFile: string; env: Record<string, string>; resolvConf?: string } | undefined>;
   /** Synced workspaces (node/sync/task-workspace.ts); absent: tasks start without one. */
   workspaces?: TaskWorkspaces;
 }
@@ -792,6 +792,7 @@ export class Agent {
       labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id, ...(spec.exclusive ? { 'omni.exclusive': 'true' } : {}) },
       ...(spec.exclusive ? { exclusive: true } : {}),
       ...(net ? { hostsFile: net.hostsFile } : {}),
+      ...(net?.resolvConf ? { resolvConf: net.resolvConf } : {}),
       ...(workspaceDir ? { workDir: workspaceDir } : {}),
       ...(files.mounts.length > 0 ? { files: files.mounts } : {}),
     };

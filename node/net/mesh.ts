@@ -9,7 +9,7 @@
 // A UDP port gets a datagram socket instead, each client address a session (node/net/udp-relay.ts).
 // It is given the narrow things it uses: the replica, the libp2p host, a membership check, a logger.
 import { createServer, type Server, type Socket } from 'node:net';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logger.js';
 import type { StateView } from '../cluster/ports.js';
@@ -23,6 +23,9 @@ import { Tunnel, connectLocal } from './tunnel.js';
 import { DockerVips, dockerVipsAvailable } from './docker-vips.js';
 import { pipeSockets } from './pipe.js';
 import { UdpListener, localUdpUpstream, type UdpReplies, type UdpUpstream } from './udp-relay.js';
+import { DnsServer } from './dns-server.js';
+import { nameservers, resolvConf } from '../../protocol/net/dns.js';
+import { inRange } from '../../protocol/net/vip.js';
 
 const ROUND_INTERVAL_MS = 1000;
 const MIN_ROUND_GAP_MS = 200;
@@ -62,6 +65,8 @@ export interface TaskNetwork {
   hostsFile: string;
   /** OMNI_NETWORK and OMNI_HOST_<ALIAS>=<VIP> for the services known when the task starts. */
   env: Record<string, string>;
+  /** The network's resolv.conf (its DNS address first): the task's /etc/resolv.conf; absent while that DNS is not up. */
+  resolvConf?: string;
 }
 
 interface Route {
@@ -79,7 +84,11 @@ interface Listener {
 }
 
 export class Mesh {
-  private view: MeshView = { listeners: [], published: [], hosts: new Map(), dockerHosts: new Map(), endpoints: new Map(), conflicts: [] };
+  private view: MeshView = { listeners: [], published: [], hosts: new Map(), dockerHosts: new Map(), dns: new Map(), endpoints: new Map(), conflicts: [] };
+  /** The networks' DNS servers on this node, by `address/network` (bound ones only answer). */
+  private readonly dnsServers = new Map<string, { server: DnsServer; bound: boolean; failedAtMs: number }>();
+  /** The host's resolvers (read once at start) that the DNS servers forward other names to. */
+  private upstreams: string[] = [];
   private readonly dockerVips: DockerVips | undefined;
   private serial: Promise<void> = Promise.resolve();
   private readonly rr = new RoundRobin();
@@ -106,6 +115,9 @@ export class Mesh {
   }
 
   async start(): Promise<void> {
+    // The resolvers the networks' DNS servers forward other names to: the host's, not our own addresses.
+    const text = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+    this.upstreams = nameservers(text, (ip) => inRange(ip, this.opts.vipRange) || (this.opts.dockerVipRange !== null && inRange(ip, this.opts.dockerVipRange)));
     await this.tunnel.start();
     this.loop.start();
   }
@@ -116,6 +128,8 @@ export class Mesh {
     await this.serial;
     for (const l of this.listeners.values()) l.server.close();
     this.listeners.clear();
+    for (const d of this.dnsServers.values()) d.server.close();
+    this.dnsServers.clear();
     await this.tunnel.stop();
     await this.dockerVips?.remove();
   }
@@ -141,9 +155,10 @@ export class Mesh {
     await this.round();
     const hosts = (docker ? this.view.dockerHosts : this.view.hosts).get(net);
     const file = await this.writeHosts(net, docker);
+    const resolv = await this.writeResolv(net, docker);
     const env: Record<string, string> = { OMNI_NETWORK: net };
     for (const [alias, vip] of hosts ?? []) env[`OMNI_HOST_${alias.toUpperCase().replace(/-/g, '_')}`] = vip;
-    return { hostsFile: file, env };
+    return { hostsFile: file, env, ...(resolv ? { resolvConf: resolv } : {}) };
   }
 
   /** Tunnel requests: only a task placed here, desired running, and one of its own host ports. */
@@ -210,11 +225,13 @@ export class Mesh {
     for (const net of this.view.dockerHosts.keys()) await this.writeHosts(net, true);
     if (this.dockerVips) {
       try {
-        await this.dockerVips.sync(new Set(this.view.listeners.filter((l) => l.kind === 'docker').map((l) => l.vip)));
+        const dnsVips = [...this.view.dns.values()].flatMap((d) => (d.dockerVip ? [d.dockerVip] : []));
+        await this.dockerVips.sync(new Set([...this.view.listeners.filter((l) => l.kind === 'docker').map((l) => l.vip), ...dnsVips]));
       } catch (err) {
         this.warnOnce(`mesh: ${(err as Error).message}`);
       }
     }
+    await this.syncDns();
     const want = new Map<string, { host: string; port: number; route: Route; what: string; docker: boolean; udp: boolean }>();
     const proto = (udp?: true) => (udp ? 'udp' : 'tcp');
     for (const l of this.view.listeners) want.set(`${l.vip}:${l.port}/${proto(l.udp)}`, { host: l.vip, port: l.port, route: { app: l.app, portName: l.portName }, what: `${l.alias}:${l.port}${l.udp ? '/udp' : ''} (network ${l.network}${l.kind === 'docker' ? ', containers' : ''})`, docker: l.kind === 'docker', udp: l.udp === true });
@@ -268,6 +285,56 @@ export class Mesh {
     });
     this.listeners.set(key, l);
     return settled;
+  }
+
+  /** One DNS server per network and kind (loopback for process tasks, docker for containers), as the view says. */
+  private async syncDns(): Promise<void> {
+    const want = new Map<string, { host: string; network: string; docker: boolean }>();
+    for (const [network, d] of this.view.dns) {
+      want.set(`${d.vip}/${network}`, { host: d.vip, network, docker: false });
+      if (d.dockerVip && this.dockerVips) want.set(`${d.dockerVip}/${network}`, { host: d.dockerVip, network, docker: true });
+    }
+    for (const [key, d] of this.dnsServers) {
+      if (want.has(key) && (d.bound || Date.now() - d.failedAtMs < RETRY_BIND_MS)) continue;
+      d.server.close();
+      this.dnsServers.delete(key);
+    }
+    await Promise.all(
+      [...want].filter(([key]) => !this.dnsServers.has(key)).map(async ([key, w]) => {
+        const server = new DnsServer({
+          host: w.host,
+          network: w.network,
+          names: () => (w.docker ? this.view.dockerHosts : this.view.hosts).get(w.network) ?? new Map(),
+          upstreams: this.upstreams,
+          ...(w.docker ? { allow: (address: string) => this.dockerVips?.sourceAllowed(address) ?? Promise.resolve(false) } : {}),
+        });
+        const entry = { server, bound: false, failedAtMs: 0 };
+        this.dnsServers.set(key, entry);
+        try {
+          await server.bind();
+          entry.bound = true;
+        } catch (err) {
+          entry.failedAtMs = Date.now();
+          this.warnOnce(`mesh: no DNS for network ${w.network} at ${w.host}:53 (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; port 53 needs root): its tasks find names in /etc/hosts only`);
+        }
+      }),
+    );
+  }
+
+  /** The resolv.conf of a network's tasks (undefined while its DNS server is not up here). */
+  private async writeResolv(network: string, docker: boolean): Promise<string | undefined> {
+    const d = this.view.dns.get(network);
+    const vip = docker ? d?.dockerVip : d?.vip;
+    if (!vip || !this.dnsServers.get(`${vip}/${network}`)?.bound) return undefined;
+    const dir = join(this.d.dataDir, 'net', docker ? 'resolv-docker' : 'resolv');
+    const file = join(dir, network);
+    const text = resolvConf(network, vip, this.upstreams);
+    if (this.hostsWritten.get(file) !== text) {
+      await mkdir(dir, { recursive: true });
+      await writeFile(file, text, { mode: 0o644 });
+      this.hostsWritten.set(file, text);
+    }
+    return file;
   }
 
   /** A UDP port: resolves once bound or failed (retried in a later round, as a TCP one). */

@@ -7,6 +7,7 @@ import type { AppRecord, TaskRecord, TaskStatusRecord } from '../apps/model.js';
 import { isServing } from '../apps/model.js';
 import type { AppSpec } from '../apps/spec.js';
 import { allocateVips, vipKey, type VipRange } from './vip.js';
+import { DNS_ALIAS } from './dns.js';
 
 /** One replica of an app that serves now: connect to hostPort on nodeId. */
 export interface Endpoint {
@@ -43,6 +44,8 @@ export interface MeshView {
   hosts: Map<string, Map<string, string>>;
   /** The same for docker containers (only the networks in MeshInput.dockerNetworks). */
   dockerHosts: Map<string, Map<string, string>>;
+  /** Per network with a service: its DNS address (protocol/net/dns.ts), and the containers' one when it has docker tasks here. */
+  dns: Map<string, { vip: string; dockerVip?: string }>;
   /** `app/portName` → serving replicas, sorted by task id. */
   endpoints: Map<string, Endpoint[]>;
   /** Human-readable problems (an alias claimed twice, a published port claimed twice). */
@@ -83,8 +86,17 @@ export function buildMesh(input: MeshInput): MeshView {
       else conflicts.push(`alias ${alias} on network ${spec.network.name} is claimed by ${prev} and ${record.name}: ${prev} keeps it`);
     }
   }
-  const vips = allocateVips(owner.keys(), input.range);
-  const dockerVips = input.dockerRange ? allocateVips(owner.keys(), input.dockerRange) : new Map<string, string>();
+  // Each network with a service also gets a DNS address: the VIP of its reserved alias.
+  const networks = new Set([...owner.keys()].map((k) => k.slice(0, k.lastIndexOf('/'))));
+  const keys = [...owner.keys(), ...[...networks].map((n) => vipKey(n, DNS_ALIAS))];
+  const vips = allocateVips(keys, input.range);
+  const dockerVips = input.dockerRange ? allocateVips(keys, input.dockerRange) : new Map<string, string>();
+  const dns = new Map<string, { vip: string; dockerVip?: string }>();
+  for (const n of networks) {
+    const vip = vips.get(vipKey(n, DNS_ALIAS));
+    const dockerVip = input.dockerNetworks?.has(n) ? dockerVips.get(vipKey(n, DNS_ALIAS)) : undefined;
+    if (vip !== undefined) dns.set(n, { vip, ...(dockerVip !== undefined ? { dockerVip } : {}) });
+  }
   const hosts = new Map<string, Map<string, string>>();
   const dockerHosts = new Map<string, Map<string, string>>();
   const listeners: ServiceListener[] = [];
@@ -143,7 +155,7 @@ export function buildMesh(input: MeshInput): MeshView {
     });
   }
   for (const list of endpoints.values()) list.sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0));
-  return { listeners, published, hosts, dockerHosts, endpoints, conflicts };
+  return { listeners, published, hosts, dockerHosts, dns, endpoints, conflicts };
 }
 
 /**

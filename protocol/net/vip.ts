@@ -102,3 +102,9 @@ export function allocateVips(keys: Iterable<string>, range: VipRange): Map<strin
   }
   return out;
 }
+
+/** Whether `ip` is an address of `range`. */
+export function inRange(ip: string, range: VipRange): boolean {
+  const n = ipToNumber(ip);
+  return n !== undefined && n >= range.base && n < range.base + range.size;
+}

@@ -371,7 +371,7 @@ export class DockerDriver implements TaskDriver {
       // Service networking: the network's hosts file (names → docker VIPs, node/net/mesh.ts) is the
       // container's /etc/hosts (docker then keeps its own out); rewritten in place as services change.
       // Secrets and configs: one read-only file each at its target.
-      Binds: [...cfg.volumes.map((v) => `${v.hostPath}:${v.path}`), ...workspaceBind, ...(cfg.hostsFile ? [`${cfg.hostsFile}:/etc/hosts:ro`] : []), ...(cfg.files ?? []).map((f) => `${f.hostPath}:${f.target}:ro`)],
+      Binds: [...cfg.volumes.map((v) => `${v.hostPath}:${v.path}`), ...workspaceBind, ...(cfg.hostsFile ? [`${cfg.hostsFile}:/etc/hosts:ro`] : []), ...(cfg.resolvConf ? [`${cfg.resolvConf}:/etc/resolv.conf:ro`] : []), ...(cfg.files ?? []).map((f) => `${f.hostPath}:${f.target}:ro`)],
       Init: true, // a PID-1 app would ignore SIGTERM; docker-init forwards it
       RestartPolicy: { Name: 'no' },
       LogConfig: { Type: 'json-file', Config: { 'max-size': LOG_MAX_SIZE, 'max-file': LOG_MAX_FILES } },

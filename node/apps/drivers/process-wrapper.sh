@@ -22,6 +22,11 @@ exec 3<>"$dir/out.pipe" 4<>"$dir/err.pipe" || exit 125
 if [ -n "${OMNI_HOSTS_FILE:-}" ]; then
   mount --bind "$OMNI_HOSTS_FILE" /etc/hosts || exit 125
 fi
+# ... and its resolv.conf (the network's DNS address first) as /etc/resolv.conf; without it
+# (a host whose /etc/resolv.conf cannot be mounted over) names still come from /etc/hosts.
+if [ -n "${OMNI_RESOLV_FILE:-}" ]; then
+  mount --bind "$OMNI_RESOLV_FILE" /etc/resolv.conf 2>/dev/null || echo "omni: could not mount the network's resolv.conf over /etc/resolv.conf" >&2
+fi
 echo ok
 # Run the command only once the driver has recorded this wrapper (state.json) and reads the
 # pipes: were omnid to die before, nothing would ever find, stop or release this run.

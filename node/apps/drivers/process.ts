@@ -378,7 +378,7 @@ export class ProcessDriver implements TaskDriver {
       const ns = cfg.hostsFile !== undefined && canUnshare();
       if (cfg.hostsFile !== undefined && !ns) this.note(dir, `omni: names of the task's network are not in its /etc/hosts (that needs root and unshare); use the OMNI_HOST_<ALIAS> variables`);
       const [file, args] = ns ? [UNSHARE, ['--mount', '--propagation', 'private', SHELL, script, dir, ...argv]] : [SHELL, [script, dir, ...argv]];
-      if (ns) env = { ...env, OMNI_HOSTS_FILE: cfg.hostsFile! };
+      if (ns) env = { ...env, OMNI_HOSTS_FILE: cfg.hostsFile!, ...(cfg.resolvConf ? { OMNI_RESOLV_FILE: cfg.resolvConf } : {}) };
       child = spawn(file, args, {
         cwd: cfg.workDir ?? join(dir, 'work'),
         detached: true, // setsid: the wrapper leads the task's process group and session

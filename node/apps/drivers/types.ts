@@ -46,6 +46,8 @@ export interface TaskConfig {
    * the docker driver mounts it as the container's /etc/hosts (names → docker VIPs).
    */
   hostsFile?: string;
+  /** The network's resolv.conf (its DNS address first), mounted over /etc/resolv.conf like hostsFile. */
+  resolvConf?: string;
   /**
    * The task's synced workspace on the host (node/sync/task-workspace.ts), when its app has one.
    * Process driver: the task's working directory (and HOME), also in OMNI_WORKSPACE. Docker
