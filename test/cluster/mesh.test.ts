@@ -22,6 +22,9 @@ const fs = require('fs');
 http.createServer((q, s) => {
   const fail = (e) => { s.statusCode = 502; s.end(String(e && e.message || e)); };
   if (q.url === '/hosts') return s.end(fs.readFileSync('/etc/hosts', 'utf8'));
+  if (q.url === '/resolv') return s.end(fs.readFileSync('/etc/resolv.conf', 'utf8'));
+  // DNS only (c-ares reads /etc/resolv.conf, not /etc/hosts): the network's DNS address answers
+  if (q.url === '/dns') return require('dns').resolve4('b', (e, a) => (e ? fail(e) : s.end(JSON.stringify(a))));
   if (q.url === '/env') return s.end(JSON.stringify({ net: process.env.OMNI_NETWORK, b: process.env.OMNI_HOST_B }));
   if (q.url === '/wget') return execFile('wget', ['-q', '-T', '3', '-O', '-', 'http://b:8080/'], (e, out) => (e ? fail(e) : s.end(out)));
   const r = http.get({ host: 'b', port: 8080, path: '/', timeout: 3000 }, (res) => { let t = ''; res.on('data', (c) => (t += c)); res.on('end', () => s.end(t)); });
@@ -166,6 +169,23 @@ http.createServer((q, res) => {
       }), 15_000, 200);
       expect(answer).toBe(`u ${ut.id}: from test via ${n}`);
     }
+  });
+
+  it("names by DNS too: the network's DNS address on each node answers b, and forwards other names", async () => {
+    const resolv = (await httpGet(aPort, '/resolv')).body;
+    const m = /^nameserver (127\.77\.\d+\.\d+)$/m.exec(resolv);
+    expect(m, resolv).not.toBeNull();
+    const dnsVip = m![1];
+    expect(dnsVip).toMatch(/^127\.77\.(4[89]|5\d|6[0-3])\./); // n3's range, where a runs
+    expect(resolv).toContain('search net1.omni net1');
+    const bVip = /^(\S+)\tb$/m.exec((await httpGet(aPort, '/hosts')).body)![1];
+    // from inside the task, through DNS only (Node's dns.resolve4: c-ares)
+    expect(JSON.parse((await httpGet(aPort, '/dns')).body)).toEqual([bVip]);
+    // a real DNS client against the node's DNS address: the three forms of the name, a missing one
+    const nslookup = async (name: string) => (await promisify(execFile)('busybox', ['nslookup', name, dnsVip], { timeout: 10_000 }).catch((e: { stdout: string; stderr: string }) => e)) as { stdout: string; stderr: string };
+    for (const name of ['b', 'b.net1', 'b.net1.omni']) expect((await nslookup(name)).stdout).toContain(`Address: ${bVip}`);
+    const missing = await nslookup('nothere.net1.omni');
+    expect(`${missing.stdout}${missing.stderr}`).toMatch(/NXDOMAIN/);
   });
 
   it("b's node is killed: b moves and the name follows", async () => {
