@@ -17,6 +17,11 @@ export type TunnelReply = { ok: true } | { ok: false; code: string; message: str
 export function encodeHeader(v: TunnelRequest | TunnelReply): Uint8Array {
   const body = new TextEncoder().encode(JSON.stringify(v));
   if (body.length > MAX_TUNNEL_HEADER_BYTES) throw new Error('tunnel header too long');
+  return lengthPrefixed(body);
+}
+
+/** 2-byte big-endian length, then the bytes (headers and datagrams alike). */
+function lengthPrefixed(body: Uint8Array): Uint8Array {
   const out = new Uint8Array(2 + body.length);
   out[0] = body.length >> 8;
   out[1] = body.length & 255;
@@ -65,11 +70,7 @@ export const MAX_DATAGRAM_BYTES = 65_507;
 /** One datagram as it travels in a UDP tunnel: 2-byte big-endian length, then its bytes. */
 export function frameDatagram(payload: Uint8Array): Uint8Array {
   if (payload.length > MAX_DATAGRAM_BYTES) throw new Error(`a datagram of ${payload.length} bytes (at most ${MAX_DATAGRAM_BYTES})`);
-  const out = new Uint8Array(2 + payload.length);
-  out[0] = payload.length >> 8;
-  out[1] = payload.length & 255;
-  out.set(payload, 2);
-  return out;
+  return lengthPrefixed(payload);
 }
 
 /** Cuts a UDP tunnel's byte stream back into datagrams (any split of the bytes into chunks). */

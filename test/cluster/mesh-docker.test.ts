@@ -72,7 +72,7 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     const a = await api('POST', '/v1/apps', {
       name: 'a',
       image,
-      args: ['sh', '-c', 'mkdir -p /www && httpd -p 8080 -h /www && while true; do cp /etc/hosts /www/hosts; if printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 b 8080 >/www/b.raw 2>/www/b.err; then tr -d "\\r" </www/b.raw | sed "1,/^$/d" >/www/b.tmp && mv /www/b.tmp /www/b.txt; else cp /www/b.err /www/b.txt; fi; sleep 0.3; done'],
+      args: ['sh', '-c', 'mkdir -p /www && httpd -p 8080 -h /www && while true; do cp /etc/hosts /www/hosts; cp /etc/resolv.conf /www/resolv; nslookup b >/www/dns.txt 2>&1; if printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 b 8080 >/www/b.raw 2>/www/b.err; then tr -d "\\r" </www/b.raw | sed "1,/^$/d" >/www/b.tmp && mv /www/b.tmp /www/b.txt; else cp /www/b.err /www/b.txt; fi; sleep 0.3; done'],
       // Read through its published port: on this shared host another process may hold 127.0.0.1
       // on a's host port (docker-proxy binds 0.0.0.0, the more specific address wins).
       ports: [{ name: 'http', port: 8080, publish: PUBLISH + 1 }],
@@ -108,6 +108,17 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
       }, 15_000, 200);
       expect(r.body).toBe(`b from ${bt.id}\n`);
     }
+  });
+
+  it("the container asks the network's DNS address on its node (busybox nslookup b)", async () => {
+    const resolv = (await httpGet(aPort, '/resolv')).body;
+    expect(resolv).toMatch(/^nameserver 198\.18\.(4[89]|5\d|6[0-3])\.\d+$/m); // d3's docker range
+    const bVip = /^(\S+)\tb$/m.exec((await httpGet(aPort, '/hosts')).body)![1];
+    const dns = await waitFor('nslookup b in the container', async () => {
+      const r = await httpGet(aPort, '/dns.txt').catch(() => undefined);
+      return r?.status === 200 && r.body.includes(bVip) ? r.body : undefined;
+    }, 15_000, 300);
+    expect(dns).toMatch(/Name:\s+b/);
   });
 
   it("a new service on the network appears in the running container's /etc/hosts", async () => {
