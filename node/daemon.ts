@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { xsalsa20Backend } from './p2p/xsalsa20.js';
 import { createHost, loadOrCreateIdentity, type OmniHost } from './p2p/host.js';
 import { RaftTransport } from './raft/raft-transport.js';
 import { Rpc } from './p2p/rpc.js';
@@ -405,6 +406,7 @@ export class Omnid {
     // Remember the real ports, so a restart comes back where the other members look for it
     // (until it can re-register, they only know its old address).
     const bound = host.getMultiaddrs().map((a) => a.toString().replace(/\/p2p\/[^/]+$/, ''));
+    if (xsalsa20Backend() === 'js') log.warn('libsodium (sodium-native) did not load on this platform: the private network cipher runs in JavaScript (slower transfers between nodes)');
     await storage.putMeta(META_KEY, { ...((await storage.getMeta<ClusterMeta>(META_KEY)) ?? meta), boundListen: [...new Set(bound)] });
     let daemon!: Omnid;
     const transport = new RaftTransport({

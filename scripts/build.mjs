@@ -34,7 +34,7 @@ const LOCK_STALE_MS = 5 * 60_000;
 const LOCK_WAIT_MS = 10 * 60_000;
 const LOCK_POLL_MS = 100;
 /** npm packages with native addons: loaded from node_modules at run time (they find their .node files from their own directory). */
-const EXTERNAL = ['classic-level', 'ssh2', 'cpu-features'];
+const EXTERNAL = ['classic-level', 'ssh2', 'cpu-features', 'sodium-native'];
 /** dist/<name>.cjs starts dist/<name>.bundle.cjs with Node's compile cache on (launcherSource). */
 const ENTRIES = { 'omni.bundle': 'cli/omni.ts', 'omnid.bundle': 'cli/omnid.ts' };
 const COMPILE_CACHE_DIR = '.compile-cache';

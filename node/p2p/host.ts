@@ -1,7 +1,8 @@
 // The libp2p host every omnid runs: TCP + pnet (pre-shared cluster key) + noise + yamux,
 // with identify, ping and gossipsub. A peer without the cluster's network key fails the pnet
 // handshake before noise even starts, so it cannot open any stream. pnet is our own protector
-// (node/p2p/pnet-protector.ts, wire-compatible with @libp2p/pnet, without its WebAssembly cipher).
+// (node/p2p/pnet-protector.ts, wire-compatible with @libp2p/pnet, without its WebAssembly cipher;
+// libsodium's XSalsa20 through sodium-native, or JavaScript where that addon does not load).
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { tcp } from '@libp2p/tcp';
 import { noise } from '@chainsafe/libp2p-noise';

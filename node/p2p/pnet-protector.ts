@@ -1,5 +1,7 @@
-// The libp2p private-network (pnet, PSK v1) connection protector, on pure-JS XSalsa20
-// (@noble/ciphers) instead of @libp2p/pnet's `xsalsa20` WebAssembly package.
+// The libp2p private-network (pnet, PSK v1) connection protector, on libsodium's or noble's XSalsa20
+// instead of @libp2p/pnet's `xsalsa20` WebAssembly package.
+//
+// The cipher is libsodium's when its addon loads, else noble's JS (node/p2p/xsalsa20.ts).
 //
 // Why our own: `xsalsa20` keeps every cipher of the process in one WebAssembly memory (640 KiB,
 // capped at 64 MiB) and each cipher caches a view of it. One large write (noise frames coalesced
@@ -16,7 +18,7 @@
 // completes the nonce exchange but then produces garbage, so the noise handshake that follows
 // fails and the connection is dropped before any stream can be opened.
 import { AbstractMultiaddrConnection, byteStream } from '@libp2p/utils';
-import { xsalsa20 } from '@noble/ciphers/salsa.js';
+import { xsalsa20Xor, type Xsalsa20Backend, type Xsalsa20Xor } from './xsalsa20.js';
 import { randomBytes } from 'node:crypto';
 import type { AbortOptions, ConnectionProtector, MessageStream, MultiaddrConnection } from '@libp2p/interface';
 import type { SendResult } from '@libp2p/utils';
@@ -36,7 +38,8 @@ type ByteList = Parameters<AbstractMultiaddrConnection['sendData']>[0];
 /**
  * noble's Salsa20 block counter is 32 bits and it refuses to wrap (the protocol's is 64 bits):
  * a direction can carry (2^32 - 1) blocks = 256 GiB; past that the connection is closed with
- * PNET_KEYSTREAM_EXHAUSTED and libp2p dials a new one (fresh nonces).
+ * PNET_KEYSTREAM_EXHAUSTED and libp2p dials a new one (fresh nonces). The same limit holds with
+ * libsodium (whose counter is 64 bits), so both ciphers behave alike.
  */
 export const PNET_KEYSTREAM_MAX_BYTES = (2 ** 32 - 1) * BLOCK_BYTES;
 
@@ -85,22 +88,24 @@ export function decodeSwarmKey(file: Uint8Array): Uint8Array {
  * continuing where the previous call stopped, including in the middle of a 64-byte block.
  */
 export class PnetKeystream {
-  private readonly key: Uint8Array;
-  private readonly nonce: Uint8Array;
+  private readonly cipher: Xsalsa20Xor;
   /** Keystream bytes used so far. */
   private position: number;
   /** The keystream block `blockIndex`, kept when a chunk ended inside it. */
   private readonly block = new Uint8Array(BLOCK_BYTES);
   private blockIndex = -1;
 
-  /** `position` > 0 is for tests that check the keystream limit without sending 256 GiB. */
-  constructor(key: Uint8Array, nonce: Uint8Array, position = 0) {
+  /** `position` > 0 is for tests that check the keystream limit without sending 256 GiB; `backend` for tests that compare the two ciphers. */
+  constructor(key: Uint8Array, nonce: Uint8Array, position = 0, backend?: Xsalsa20Backend) {
     if (key.length !== PNET_KEY_BYTES) throw new OmniError('PNET_BAD_KEY', `private network key must be ${PNET_KEY_BYTES} bytes`);
     if (nonce.length !== PNET_NONCE_BYTES) throw new OmniError('PNET_BAD_NONCE', `pnet nonce must be ${PNET_NONCE_BYTES} bytes`);
     if (!Number.isSafeInteger(position) || position < 0 || position > PNET_KEYSTREAM_MAX_BYTES) throw new RangeError(`bad keystream position ${position}`);
-    this.key = Uint8Array.from(key);
-    this.nonce = Uint8Array.from(nonce);
+    this.cipher = xsalsa20Xor(key, nonce, backend);
     this.position = position;
+  }
+
+  get backend(): Xsalsa20Backend {
+    return this.cipher.backend;
   }
 
   /**
@@ -120,15 +125,15 @@ export class PnetKeystream {
       // Finish the block the previous chunk stopped in.
       const index = (this.position - offset) / BLOCK_BYTES;
       if (this.blockIndex !== index) {
-        xsalsa20(this.key, this.nonce, ZERO_BLOCK, this.block, index);
+        this.cipher.xor(ZERO_BLOCK, this.block, index);
         this.blockIndex = index;
       }
       done = Math.min(n, BLOCK_BYTES - offset);
       for (let i = 0; i < done; i++) output[i] = input[i] ^ this.block[offset + i];
     }
     if (done < n) {
-      // Whole blocks from here (noble truncates the last one); its start is block-aligned.
-      xsalsa20(this.key, this.nonce, input.subarray(done), output.subarray(done), (this.position + done) / BLOCK_BYTES);
+      // Whole blocks from here (the last one truncated); its start is block-aligned.
+      this.cipher.xor(input.subarray(done), output.subarray(done), (this.position + done) / BLOCK_BYTES);
     }
     this.position += n;
     return output;
@@ -136,14 +141,23 @@ export class PnetKeystream {
 
   /**
    * The next bytes of the stream (one buffer or a list of them) XOR keystream, in a new buffer.
-   * The bytes are first copied into a buffer placed so that the first whole keystream block
-   * starts on a 4-byte boundary: noble then XORs 32-bit words in place instead of single bytes
-   * (socket buffers are often unaligned).
+   * libsodium XORs each part straight into it. For noble the bytes are first copied into a buffer
+   * placed so that the first whole keystream block starts on a 4-byte boundary: noble then XORs
+   * 32-bit words in place instead of single bytes (socket buffers are often unaligned).
    */
   transform(data: Uint8Array | Iterable<Uint8Array>): Uint8Array {
     const parts = data instanceof Uint8Array ? [data] : [...data];
     let n = 0;
     for (const p of parts) n += p.length;
+    if (this.cipher.backend === 'libsodium') {
+      const out = Buffer.allocUnsafe(n);
+      let at = 0;
+      for (const p of parts) {
+        this.xor(p, out.subarray(at, at + p.length));
+        at += p.length;
+      }
+      return out;
+    }
     const lead = this.position % 4;
     const out = new Uint8Array(new ArrayBuffer(n + lead), lead, n);
     let at = 0;
@@ -156,7 +170,7 @@ export class PnetKeystream {
 
   /** Wipes the key material this direction holds. */
   destroy(): void {
-    this.key.fill(0);
+    this.cipher.wipe();
     this.block.fill(0);
     this.blockIndex = -1;
   }

@@ -14,6 +14,7 @@ import {
   pnetProtector,
 } from '../../node/p2p/pnet-protector.js';
 import { createHost } from '../../node/p2p/host.js';
+import { xsalsa20Backend, xsalsa20Subkey, type Xsalsa20Backend } from '../../node/p2p/xsalsa20.js';
 import { OmniError } from '../../node/errors.js';
 import { wasmXsalsa20 } from '../support/old-pnet.js';
 import { collect, protectedPair, sendInChunks, testBytes } from '../support/pnet-pair.js';
@@ -33,14 +34,33 @@ function codeOf(fn: () => unknown): string | undefined {
   return undefined;
 }
 
-describe('pnet keystream', () => {
+describe('xsalsa20 backends', () => {
+  it('libsodium (sodium-native) loads on this platform: omnid does not fall back to the slower JS cipher here', () => {
+    // linux-x64 is a platform sodium-native ships prebuilt; a failure here means the addon is
+    // missing from node_modules or was left out of the bundle's externals (scripts/build.mjs).
+    expect(process.env.OMNI_PNET_CIPHER === 'js' ? 'libsodium' : xsalsa20Backend()).toBe('libsodium');
+  });
+
+  it("HSalsa20's subkey is the one XSalsa20 uses (first keystream block equals Salsa20 under it)", () => {
+    const nonce = testBytes(24, 9);
+    const sub = xsalsa20Subkey(KEY, nonce);
+    expect(sub.length).toBe(32);
+    const a = new PnetKeystream(KEY, nonce, 0, 'js').xor(new Uint8Array(64));
+    const b = new PnetKeystream(KEY, nonce, 0, 'libsodium').xor(new Uint8Array(64));
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
+    expect(Buffer.from(a).equals(Buffer.from(xsalsa20(KEY, nonce, new Uint8Array(64))))).toBe(true);
+  });
+});
+
+describe.each(['libsodium', 'js'] as Xsalsa20Backend[])('pnet keystream (%s)', (backend) => {
   it('matches the xsalsa20 package @libp2p/pnet uses, for any split of the stream into chunks', () => {
     const nonce = testBytes(24, 3);
     const data = testBytes(5000, 4);
     const reference = wasmXsalsa20(nonce, KEY).update(data);
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 3 })), { maxLength: 40 }), (cuts) => {
-        const ks = new PnetKeystream(KEY, nonce);
+        const ks = new PnetKeystream(KEY, nonce, 0, backend);
+        expect(ks.backend).toBe(backend);
         const out: Uint8Array[] = [];
         let at = 0;
         for (const [c, how] of cuts) {
@@ -65,15 +85,15 @@ describe('pnet keystream', () => {
 
   it('decrypts what it encrypts, and differs per nonce', () => {
     const data = testBytes(1000, 5);
-    const enc = new PnetKeystream(KEY, testBytes(24, 6)).xor(data);
-    expect(Buffer.from(new PnetKeystream(KEY, testBytes(24, 6)).xor(enc)).equals(Buffer.from(data))).toBe(true);
-    expect(Buffer.from(new PnetKeystream(KEY, testBytes(24, 7)).xor(enc)).equals(Buffer.from(data))).toBe(false);
+    const enc = new PnetKeystream(KEY, testBytes(24, 6), 0, backend).xor(data);
+    expect(Buffer.from(new PnetKeystream(KEY, testBytes(24, 6), 0, backend).xor(enc)).equals(Buffer.from(data))).toBe(true);
+    expect(Buffer.from(new PnetKeystream(KEY, testBytes(24, 7), 0, backend).xor(enc)).equals(Buffer.from(data))).toBe(false);
   });
 
   it('stops with PNET_KEYSTREAM_EXHAUSTED at the 32-bit block counter limit instead of wrapping', () => {
     const nonce = testBytes(24, 8);
     const lastBlock = xsalsa20(KEY, nonce, new Uint8Array(64), undefined, 2 ** 32 - 2);
-    const ks = new PnetKeystream(KEY, nonce, PNET_KEYSTREAM_MAX_BYTES - 10);
+    const ks = new PnetKeystream(KEY, nonce, PNET_KEYSTREAM_MAX_BYTES - 10, backend);
     expect(Array.from(ks.xor(new Uint8Array(4)))).toEqual(Array.from(lastBlock.subarray(54, 58)));
     expect(codeOf(() => ks.xor(new Uint8Array(7)))).toBe('PNET_KEYSTREAM_EXHAUSTED');
     expect(Array.from(ks.xor(new Uint8Array(6)))).toEqual(Array.from(lastBlock.subarray(58, 64)));
