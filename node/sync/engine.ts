@@ -25,14 +25,15 @@
 // caller says: a node keeps a task's outside the task's directory); next to it, `<state>.quick` (the
 // stat fingerprint and index of the last converged sync) lets `quickNoop` end a no-op with one KV read.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, lstatSync } from 'node:fs';
+import { createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
 import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { OmniError } from '../errors.js';
 import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
-import { CHUNK_BYTES, checkManifest, checkPath, checkSymlink, decodeManifest, checkScanCache, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, pageTree, joinPages } from '../../protocol/sync/tree.js';
+import { decodeSyncState, encodeSyncState, type SyncState } from '../../protocol/sync/state-file.js';
+import { CHUNK_BYTES, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, pageTree, joinPages } from '../../protocol/sync/tree.js';
 
 /** The registry operations sync uses: the CLI's /v2/ client (with failover), or a node's in-process registry (node/forge/node-registry.ts). */
 export interface SyncRegistry {
@@ -60,7 +61,14 @@ const PAGE_LAYERS = 400;
 const PARALLEL = 8;
 const CAS_ATTEMPTS = 5;
 const SMALL_READ = 1024 * 1024;
+/** Blobs up to this size are uploaded without a HEAD first (a one-file change: its pack and its page of the tree). */
+const SMALL_UPLOAD_BYTES = 256 * 1024;
 const STATE_FILE = '.omni/sync-state.json';
+/** OMNI_SYNC_TRACE=1: each phase of a sync on stderr, in ms since the process started (finding where a sync's time goes). */
+const TRACE = process.env.OMNI_SYNC_TRACE === '1';
+function trace(what: string): void {
+  if (TRACE) process.stderr.write(`sync trace: ${performance.now().toFixed(0)} ms ${what}\n`);
+}
 export const APP_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
 
 export interface SyncSummary {
@@ -78,17 +86,6 @@ export interface SyncSummary {
   chunksSkipped: number;
   dryRun: boolean;
   noop: boolean;
-}
-
-interface SyncState {
-  app: string;
-  base: TreeManifest;
-  /** The client's tree as last scanned or written (its mtimes are the client's): the scan cache. */
-  local: TreeManifest;
-  /** The cluster's index digest when the last sync left both sides equal (then the cluster's tree is the base). */
-  remoteIndex?: string;
-  /** The page manifests of that index (those are not written again by the next sync). */
-  remotePages?: string[];
 }
 
 // ---------------------------------------------------------------- scanning
@@ -139,49 +136,54 @@ export interface StatEntry {
 export async function statTree(root: string, blocking = false): Promise<{ entries: StatEntry[]; skipped: { path: string; why: string }[] }> {
   const out: StatEntry[] = [];
   const skipped: { path: string; why: string }[] = [];
-  const walk = async (rel: string) => {
-    const entries = await readdir(join(root, rel), { withFileTypes: true });
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    // The entries' stats in parallel (the thread pool works on several at once), used in order.
-    const stats: (Promise<import('node:fs').Stats> | undefined)[] = [];
-    const paths: string[] = [];
-    for (const d of entries) {
-      const p = rel ? `${rel}/${d.name}` : d.name;
-      paths.push(p);
-      if (p === '.omni') {
-        stats.push(undefined);
-        continue;
-      }
-      const why = checkPath(p);
-      if (why) {
-        skipped.push({ path: p, why });
-        stats.push(undefined);
-        continue;
-      }
-      const st = blocking ? Promise.resolve(lstatSync(join(root, p))) : lstat(join(root, p));
-      st.catch(() => undefined);
-      stats.push(st);
+  const take = (p: string, st: Stats, link: () => string | Promise<string>): void | Promise<void> => {
+    if (st.isDirectory()) return walk(p);
+    if (st.isSymbolicLink()) {
+      const found = (target: string) => {
+        skipped.push({ path: p, why: checkSymlink(p, target) ?? 'symlinks are not synced' });
+      };
+      const target = link();
+      return typeof target === 'string' ? found(target) : target.then(found);
     }
-    for (const [i, p] of paths.entries()) {
-      if (!stats[i]) continue;
-      const st = await stats[i];
-      if (st.isDirectory()) await walk(p);
-      else if (st.isSymbolicLink()) {
-        const escape = checkSymlink(p, await readlink(join(root, p)));
-        skipped.push({ path: p, why: escape ?? 'symlinks are not synced' });
-      } else if (!st.isFile()) skipped.push({ path: p, why: 'not a regular file (device, fifo or socket)' });
-      else {
-        if (out.length >= MAX_FILES) throw new OmniError('TOO_LARGE', `${root} has over ${MAX_FILES} files`);
-        out.push({ path: p, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o111 ? 0o755 : 0o644 });
-      }
+    if (!st.isFile()) skipped.push({ path: p, why: 'not a regular file (device, fifo or socket)' });
+    else {
+      if (out.length >= MAX_FILES) throw new OmniError('TOO_LARGE', `${root} has over ${MAX_FILES} files`);
+      out.push({ path: p, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o111 ? 0o755 : 0o644 });
     }
   };
+  /** The entries of a directory to look at, sorted, without .omni and refused paths. */
+  const names = (rel: string, entries: string[]): string[] => {
+    entries.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const paths: string[] = [];
+    for (const name of entries) {
+      const p = rel ? `${rel}/${name}` : name;
+      if (p === '.omni') continue;
+      const why = checkPath(p);
+      if (why) skipped.push({ path: p, why });
+      else paths.push(p);
+    }
+    return paths;
+  };
+  // The CLI (nothing else to do meanwhile): synchronous calls, no event-loop turn per file.
+  const walkSync = (rel: string): void => {
+    for (const p of names(rel, readdirSync(join(root, rel)))) take(p, lstatSync(join(root, p)), () => readlinkSync(join(root, p)));
+  };
+  // A node: the entries' stats in parallel (the thread pool works on several at once), used in order.
+  const walkAsync = async (rel: string): Promise<void> => {
+    const paths = names(rel, await readdir(join(root, rel)));
+    const stats = paths.map((p) => {
+      const st = lstat(join(root, p));
+      st.catch(() => undefined);
+      return st;
+    });
+    for (const [i, p] of paths.entries()) await take(p, await stats[i], () => readlink(join(root, p)));
+  };
+  const walk = (rel: string): void | Promise<void> => (blocking ? walkSync(rel) : walkAsync(rel));
   await walk('');
   out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return { entries: out, skipped };
 }
 
-/** What a no-op check compares: the stat of every file (path, size, mtime, mode), as one digest. */
 export function statFingerprint(entries: StatEntry[]): string {
   const h = createHash('sha256');
   for (const e of entries) h.update(`${e.path}\0${e.size}\0${e.mtimeMs}\0${e.mode}\n`);
@@ -348,7 +350,8 @@ function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: File
       const digest = 'sha256:' + h.digest('hex');
       members.forEach((m, i) => newPacks.set(m.sha256, { digest, offset: offsets[i], packSize: off }));
       if (--unbuilt === 0) allBuilt();
-      if (await retry(`checking pack ${digest}`, () => reg.hasBlob(repo, digest))) {
+      // A small pack goes up without asking first (sending it costs less than the round trip; the registry keeps one copy).
+      if (off > SMALL_UPLOAD_BYTES && (await retry(`checking pack ${digest}`, () => reg.hasBlob(repo, digest)))) {
         prog.chunksSkipped++;
         return;
       }
@@ -412,7 +415,7 @@ const packsOf = (t: TreeManifest) => new Map(t.files.filter((f) => f.pack).map((
 
 async function putBlobBytes(reg: SyncRegistry, repo: string, bytes: Buffer, tmpDir: string): Promise<string> {
   const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
-  if (await retry('checking the tree manifest', () => reg.hasBlob(repo, digest))) return digest;
+  if (bytes.length > SMALL_UPLOAD_BYTES && (await retry('checking the tree manifest', () => reg.hasBlob(repo, digest)))) return digest;
   const tmp = join(tmpDir, `tree-${randomBytes(6).toString('hex')}`);
   try {
     await writeFile(tmp, bytes);
@@ -527,12 +530,16 @@ async function materialise(reg: SyncRegistry, repo: string, root: string, files:
 // ---------------------------------------------------------------- the sync
 
 async function loadState(path: string, app: string): Promise<SyncState> {
+  let text: string;
   try {
-    const s = JSON.parse(await readFile(path, 'utf8')) as SyncState;
-    if (s.app !== app) return { app, base: emptyTree(), local: emptyTree() };
-    return { app, base: checkManifest(s.base), local: checkScanCache(s.local), ...(typeof s.remoteIndex === 'string' ? { remoteIndex: s.remoteIndex } : {}), ...(Array.isArray(s.remotePages) && s.remotePages.every((d) => typeof d === 'string') ? { remotePages: s.remotePages } : {}) };
+    text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { app, base: emptyTree(), local: emptyTree() };
+    throw new OmniError('INVALID', `${path}: ${(err as Error).message}`);
+  }
+  try {
+    return decodeSyncState(text, app);
+  } catch (err) {
     throw new OmniError('INVALID', `${path}: ${(err as Error).message} (remove it to sync from scratch: files changed on both sides then become conflicts)`);
   }
 }
@@ -613,10 +620,12 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
   const reg = opts.registry;
   const repo = repoOf(app);
   const quickFile = `${stateFile}.quick`;
+  trace('started');
   // The record is read while the directory is stat'ed (neither needs the other).
   const record = retry('reading the workspace record', () => records.read(recordKey(app)));
   record.catch(() => undefined);
   const stated = await statTree(dir, opts.blockingScan === true);
+  trace('stated');
   if (opts.quickNoop) {
     // The no-op fast path: the files stat the same as when the last sync left both sides equal, and
     // the record still names the index that sync wrote: nothing to do, without reading the state.
@@ -631,14 +640,17 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     }
   }
   const state = await loadState(stateFile, app);
+  trace('state loaded');
   const firstRemote = readRemote(records, reg, app, tmpDir, state.remoteIndex ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined, record);
   firstRemote.catch(() => undefined);
   const { tree: local, skipped, unchanged } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])), opts.blockingScan === true, stated);
+  trace('scanned');
   const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
   const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
   for (let attempt = 1; ; attempt++) {
     const remote = await (attempt === 1 ? firstRemote : readRemote(records, reg, app, tmpDir));
     const plan = planSync({ local, remote: remote.tree, base: state.base, direction, ...(opts.winner ? { winner: opts.winner } : {}) });
+    trace('planned');
     const summary = (revision: number): SyncSummary & { plan: SyncPlan } => ({
       app,
       direction,
@@ -678,15 +690,18 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
       const packed = packsOf(remote.tree);
       const up = uploadChunks(reg, repo, dir, plan.upload, known, packed, localBySha, tmpDir, prog, tick);
       for (const [k, v] of await up.built) packed.set(k, v);
+      trace('packs built');
       revision = remote.revision + 1;
       remotePacks = packed;
       const put = await putWorkspace(reg, repo, withPacks(plan.remote, packed), revision, tmpDir, new Set(remote.pages ?? []), up.done);
+      trace('contents and manifests in');
       const index = put.index;
       remoteIndex = index;
       remotePages = put.pages;
       await opts.beforeCommit?.();
       try {
         await records.write(recordKey(app), JSON.stringify({ index, revision }), remote.version);
+        trace('record written');
       } catch (err) {
         if (err instanceof OmniError && err.code === 'CONFLICT' && attempt < CAS_ATTEMPTS) continue; // another sync won: plan again
         throw err;
@@ -696,6 +711,7 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     const ready = await materialise(reg, repo, dir, plan.download, localBySha, tmpDir, prog, tick);
     for (const p of plan.deleteLocal) await rm(await safeParent(dir, p), { force: true });
     for (const [p, tmp] of ready) await rename(tmp, await safeParent(dir, p));
+    trace('client side written');
     // 3. the state: the base, and the client's tree with the mtimes it has now
     const written = new Map<string, FileEntry>();
     const scanned = new Map(local.files.map((f) => [f.path, f]));
@@ -716,9 +732,11 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
     const converged = plan.local.files.length === plan.remote.files.length && plan.local.files.every((f, i) => { const r = plan.remote.files[i]; return f.path === r.path && f.sha256 === r.sha256 && f.mode === r.mode; });
     // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching it).
     const base = { version: MANIFEST_VERSION, files: plan.base.files.map((f) => (packable(f) && remotePacks.get(f.sha256) ? { ...f, pack: remotePacks.get(f.sha256)! } : f)) };
-    await writeFile(tmpState, JSON.stringify({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages } : {}) } : {}) }));
+    await writeFile(tmpState, encodeSyncState({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages } : {}) } : {}) }));
     await rename(tmpState, stateFile);
+    trace('state written');
     if (converged && remoteIndex) await writeQuick(quickFile, app, remoteIndex, localAfter.files);
+    trace('done');
     return summary(revision);
   }
 }

@@ -3,6 +3,7 @@
 //   initial_sync_s        the first `omni sync --push` of the tree into an empty workspace
 //   noop_sync_ms          `omni sync` (two-way) with nothing changed
 //   one_file_changed_ms   `omni sync` after one small file changed
+// (each of these two: the median of SYNC_BENCH_REPEAT = 5 trials, alternating, for rsync too)
 // through the real CLI (bin/omni, one process per sync, like rsync) to node 1 of a 3-node
 // loopback cluster (omnid processes; the chunks replicated to R=2 nodes), and the same three with
 // Debian's rsync (-a --delete, rsync choosing delta or whole-file transfer itself) against an rsync
@@ -22,6 +23,12 @@ const run = promisify(execFile);
 const log = (s: string) => process.stderr.write(`bench:sync: ${s}\n`);
 const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
 const FILES = Number(process.env.SYNC_BENCH_FILES ?? 5000);
+/** No-op and one-file syncs are each timed this many times (the median is reported). */
+const REPEAT = Math.max(1, Number(process.env.SYNC_BENCH_REPEAT ?? 5));
+/** SYNC_BENCH_CPU_PROF_DIR=DIR: the CLI's no-op and one-file syncs write V8 CPU profiles there (--cpu-prof). */
+const PROFILE_DIR = process.env.SYNC_BENCH_CPU_PROF_DIR;
+/** SYNC_BENCH_NODE_OPTIONS: NODE_OPTIONS for those syncs instead (a tracing --require, say). */
+const PROFILE_NODE_OPTIONS = process.env.SYNC_BENCH_NODE_OPTIONS;
 const BIG = 10;
 
 async function freePort(): Promise<number> {
@@ -53,7 +60,25 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
   return Number(process.hrtime.bigint() - t) / 1e6;
 }
 
+/** A no-op sync, then one small file rewritten and synced, REPEAT times: the medians of each. */
+async function repeated(sync: () => Promise<unknown>, changed: string): Promise<{ noop: number; one: number; noops: number[]; ones: number[] }> {
+  const noops: number[] = [];
+  const ones: number[] = [];
+  for (let i = 0; i < REPEAT; i++) {
+    noops.push(await timed(sync));
+    await writeFile(changed, randomBytes(16 * 1024));
+    ones.push(await timed(sync));
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  return { noop: median(noops), one: median(ones), noops, ones };
+}
+
 async function main() {
+  try {
+    await run('rsync', ['--version'], { timeout: 10_000 });
+  } catch {
+    throw new Error('rsync is not installed: the benchmark compares with it (Debian: apt-get install -y rsync)');
+  }
   const work = await mkdtemp(join(tmpdir(), 'omni-bench-sync-'));
   const load0 = loadavg()[0];
   let c: LocalCluster | undefined;
@@ -68,7 +93,8 @@ async function main() {
     await c.join('n2');
     await c.join('n3');
     const env = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: join(work, 'none.json') };
-    const omni = (...args: string[]) => run('bin/omni', ['sync', src, '--app', 'bench', '--json', ...args], { env, timeout: 1_800_000, maxBuffer: 64 * 1024 * 1024 });
+    const omni = (...args: string[]) => run('bin/omni', ['sync', src, '--app', 'bench', '--json', ...args], { env: profiling ? { ...env, NODE_OPTIONS: PROFILE_NODE_OPTIONS ?? `--cpu-prof --cpu-prof-dir=${PROFILE_DIR}` } : env, timeout: 1_800_000, maxBuffer: 64 * 1024 * 1024 });
+    let profiling = false;
     // the cluster formed and the CLI bundle built before timing
     for (let i = 0; ; i++) {
       try {
@@ -82,11 +108,11 @@ async function main() {
     }
     const initial = await timed(() => omni('--push'));
     log(`omni initial ${round(initial / 1000)} s`);
-    const noop = await timed(() => omni());
     const changed = join(src, 'd20', 's6', `f20.dat`);
-    await writeFile(changed, randomBytes(16 * 1024));
-    const one = await timed(() => omni());
-    log(`omni noop ${round(noop)} ms, one file ${round(one)} ms`);
+    profiling = PROFILE_DIR !== undefined || PROFILE_NODE_OPTIONS !== undefined;
+    const { noop, one, noops, ones } = await repeated(() => omni(), changed);
+    profiling = false;
+    log(`omni noop ${round(noop)} ms, one file ${round(one)} ms (medians of ${REPEAT}: ${noops.map((x) => round(x, 0)).join(' ')} / ${ones.map((x) => round(x, 0)).join(' ')})`);
     // rsync daemon
     const dest = join(work, 'rsync-dest');
     await mkdir(dest);
@@ -97,10 +123,8 @@ async function main() {
     await new Promise((r) => setTimeout(r, 500));
     const rsync = () => run('rsync', ['-a', '--delete', '--exclude=/.omni', `${src}/`, `rsync://127.0.0.1:${port}/bench/`], { timeout: 1_800_000 });
     const rInitial = await timed(rsync);
-    const rNoop = await timed(rsync);
-    await writeFile(changed, randomBytes(16 * 1024));
-    const rOne = await timed(rsync);
-    log(`rsync initial ${round(rInitial / 1000)} s, noop ${round(rNoop)} ms, one file ${round(rOne)} ms`);
+    const { noop: rNoop, one: rOne, noops: rNoops, ones: rOnes } = await repeated(rsync, changed);
+    log(`rsync initial ${round(rInitial / 1000)} s, noop ${round(rNoop)} ms, one file ${round(rOne)} ms (medians of ${REPEAT}: ${rNoops.map((x) => round(x, 0)).join(' ')} / ${rOnes.map((x) => round(x, 0)).join(' ')})`);
     const out = {
       files: FILES,
       mb: round(bytes / 1e6, 1),
