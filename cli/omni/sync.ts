@@ -10,6 +10,8 @@ import { APP_RE, syncDir, type SyncRecordStore, type SyncSummary } from '../../n
 import { parse, printJson, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { registryFor, type Registry } from './registry-client.js';
+import { parseDurationMs } from './images.js';
+import { watchSync } from './sync-watch.js';
 
 export { scanTree, type SyncSummary } from '../../node/sync/engine.js';
 
@@ -87,6 +89,7 @@ async function readBackFirst(client: ApiClient, app: string, dryRun: boolean): P
 // ---------------------------------------------------------------- the command
 
 const USAGE = `usage: omni sync [DIR] --app NAME [--push|--pull] [--dry-run] [--json] [flags]
+       omni sync [DIR] --app NAME --watch [--interval 2s] [--push|--pull] [--json] [flags]
 
   Syncs DIR (default .) with the app's workspace on the cluster: two-way by default (a file
   changed on both sides: the cluster's copy wins, yours is kept as NAME.conflict); --push sends
@@ -97,17 +100,34 @@ const USAGE = `usage: omni sync [DIR] --app NAME [--push|--pull] [--dry-run] [--
   container's /workspace): a task starts from the cluster's copy, and the nodes write their
   running tasks' files back before a sync, so --pull brings what the app wrote. The app's disk
   size (resources.diskMB, \`disk:\` in .omni/config.yaml) bounds the workspace.
+
+  --watch keeps syncing until Ctrl-C: a change in DIR goes up within a moment (the directory is
+  watched), and every --interval (default 2s, at least 200ms) the app's running tasks write their
+  files back and DIR is synced again, so what they write comes down. Each sync that moved files
+  prints a line (with --json, one JSON object per line); failures are printed and retried with
+  backoff. --push only sends (no read-back), --pull only fetches (DIR is not watched).
 ${CONNECTION_HELP}
 `;
 
 export async function sync(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, app: { type: 'string' }, push: { type: 'boolean' }, pull: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, registry: { type: 'string' } }, USAGE);
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, app: { type: 'string' }, push: { type: 'boolean' }, pull: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, registry: { type: 'string' }, watch: { type: 'boolean' }, interval: { type: 'string' } }, USAGE);
   if (positionals.length > 1) throw new UsageError(USAGE);
   if (values.push && values.pull) throw new UsageError('--push and --pull exclude each other');
   const app = values.app as string | undefined;
   if (!app) throw new UsageError(`--app NAME is required\n\n${USAGE}`);
   const dir = positionals[0] ?? '.';
+  if (values.watch && values['dry-run']) throw new UsageError('--watch and --dry-run exclude each other');
+  if (values.interval !== undefined && !values.watch) throw new UsageError('--interval goes with --watch');
+  const intervalMs = values.interval !== undefined ? parseDurationMs(values.interval as string, '--interval') : 2000;
+  if (intervalMs < 200 || intervalMs > 3_600_000) throw new UsageError(`--interval must be between 200ms and 1h, got ${values.interval}`);
   const client = connect(values);
+  if (values.watch) {
+    try {
+      return await watchProject(client, { app, dir, direction: values.push ? 'push' : values.pull ? 'pull' : 'both', intervalMs, json: !!values.json, registryFlags: values });
+    } finally {
+      client.close();
+    }
+  }
   const tty = process.stderr.isTTY && !values.json;
   let last = 0;
   try {
@@ -151,5 +171,57 @@ export async function sync(argv: string[]): Promise<number> {
     return 0;
   } finally {
     client.close();
+  }
+}
+
+/** omni sync --watch: the first sync, then one per change and per interval until Ctrl-C (cli/omni/sync-watch.ts). */
+async function watchProject(client: ApiClient, o: { app: string; dir: string; direction: Direction; intervalMs: number; json: boolean; registryFlags: Record<string, unknown> }): Promise<number> {
+  const registry = await registryFor(client, o.registryFlags);
+  let limitBytes: number | undefined;
+  let stopRequested!: () => void;
+  const stopped = new Promise<void>((r) => (stopRequested = r));
+  let signals = 0;
+  const onSignal = () => {
+    if (++signals > 1) process.exit(130); // a second Ctrl-C does not wait for the sync under way
+    process.stderr.write(`omni sync: stopping (Ctrl-C again to stop at once)\n`);
+    stopRequested();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const time = () => new Date().toTimeString().slice(0, 8);
+  if (!o.json) process.stderr.write(`omni sync: watching ${o.dir} for ${o.app} (${o.direction === 'push' ? 'sending changes' : o.direction === 'pull' ? 'fetching changes' : 'both ways'}, every ${o.intervalMs} ms); Ctrl-C stops\n`);
+  try {
+    return await watchSync({
+      client,
+      app: o.app,
+      dir: o.dir,
+      registry,
+      direction: o.direction,
+      intervalMs: o.intervalMs,
+      stopped,
+      syncOnce: async (readBack) => {
+        if (readBack) limitBytes = (await readBackFirst(client, o.app, false)) ?? limitBytes;
+        const { plan: _plan, ...summary } = await syncProject({ client, app: o.app, dir: o.dir, registry, direction: o.direction, quickNoop: true, ...(limitBytes !== undefined ? { limitBytes } : {}) });
+        return summary;
+      },
+      report: (r) => {
+        if (r.ok) {
+          const s = r.summary;
+          if (o.json) process.stdout.write(JSON.stringify({ at: new Date().toISOString(), ...s }) + '\n');
+          else {
+            process.stdout.write(`${time()} ${o.app}: uploaded ${s.uploaded}, downloaded ${s.downloaded}, deleted ${s.deletedRemote} on the cluster and ${s.deletedLocal} here (revision ${s.revision})\n`);
+            for (const c of s.conflicts) process.stdout.write(`${time()} conflict  ${c.path}: the ${c.winner}'s copy stays${c.keptAs ? `, the other is kept as ${c.keptAs}` : ''}\n`);
+          }
+        } else {
+          const e = r.error;
+          const what = e instanceof OmniError ? `${e.message} (${e.code})` : e.message;
+          if (o.json) process.stdout.write(JSON.stringify({ at: new Date().toISOString(), error: { message: e.message, ...(e instanceof OmniError ? { code: e.code } : {}) }, retryInMs: r.retryInMs }) + '\n');
+          else process.stderr.write(`${time()} omni sync: ${what}; trying again in ${(r.retryInMs / 1000).toFixed(1)} s\n`);
+        }
+      },
+    });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
 }

@@ -127,6 +127,8 @@ export class TaskWorkspaces {
         dir: this.dir(taskId),
         direction: 'both',
         winner: agent ? 'client' : 'cluster',
+        // nothing changed on either side since the last read-back: a stat of the directory and one record read (omni sync --watch asks every few seconds)
+        quickNoop: true,
         stateFile: join(root, 'sync-state.json'),
         tmpDir: join(root, 'tmp'),
         ...(limitBytes !== undefined ? { limitBytes } : {}),

@@ -8,11 +8,12 @@
 //   task started: the task's copy wins (the workspace's kept as NAME.conflict); for a job run the
 //   workspace's ("the cache's") copy wins and the run's is kept as NAME.conflict; the job run sees
 //   the cluster's files;
+// - `omni sync --watch`: a local change reaches the running task, what the task writes comes down;
 // - each cron run starts from the cluster's files and its outputs come back;
 // - a running task over the disk size is reported in its status, its read-back refused;
 // - the workspace survives the loss of the node the service ran on (chunks on R = 2 nodes).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -197,6 +198,42 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     expect((await readFile(join(d, 'ls-2.txt'), 'utf8')).split('\n')).toContain('seen-1.txt');
     await omni(d, ['schedule', 'disable', 'tick']);
   }, 200_000);
+
+  it('omni sync --watch: a local change reaches the running task, what the task writes comes down, until Ctrl-C', async () => {
+    // the task copies every in/*.txt to out/NAME.seen, over and over
+    const cmd = 'mkdir -p out; while true; do for f in in/*.txt; do [ -f "$f" ] && cp "$f" "out/$(basename "$f").seen"; done; sleep 0.2; done';
+    const d = await project('watcher', `name: watcher\ncommand: ${JSON.stringify(cmd)}\ndisk: 100M\n`, {});
+    await mkdir(join(d, 'in'));
+    await writeFile(join(d, 'in', 'a.txt'), 'first\n');
+    const run = await omni(d, ['run', '--detach']);
+    expect(run.code, run.stderr + run.stdout).toBe(0);
+    await waitFor('the watcher task running', async () => ((await app('watcher')).tasks?.some((t) => t.state === 'running') ? true : undefined), 60_000);
+    const w = spawn(OMNI, ['sync', '--app', 'watcher', '--watch', '--interval', '500ms', '--json'], { cwd: d, env: env('w3'), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    w.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    w.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const exited = new Promise<number | null>((res) => w.on('exit', (code) => res(code)));
+    try {
+      // what the task wrote comes down without any command
+      await waitFor('out/a.txt.seen from the task', async () => (await readFile(join(d, 'out', 'a.txt.seen'), 'utf8').catch(() => undefined)), 60_000, 250);
+      expect(await readFile(join(d, 'out', 'a.txt.seen'), 'utf8')).toBe('first\n');
+      // a file written here goes up, reaches the task's directory, is copied there and comes back
+      await writeFile(join(d, 'in', 'b.txt'), 'second\n');
+      await waitFor('out/b.txt.seen from the task', async () => (await readFile(join(d, 'out', 'b.txt.seen'), 'utf8').catch(() => undefined)), 60_000, 250);
+      expect(await readFile(join(d, 'out', 'b.txt.seen'), 'utf8')).toBe('second\n');
+      // one JSON object per sync that moved something
+      const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { uploaded: number; downloaded: number; revision: number });
+      expect(lines.some((l) => l.uploaded >= 1)).toBe(true);
+      expect(lines.some((l) => l.downloaded >= 1)).toBe(true);
+      expect(lines.every((l) => Number.isInteger(l.revision))).toBe(true);
+    } finally {
+      w.kill('SIGINT');
+    }
+    expect(await exited, err).toBe(0);
+    const stop = await omni(d, ['stop', '--yes']);
+    expect(stop.code, stop.stderr + stop.stdout).toBe(0);
+  }, 300_000);
 
   it('the workspace survives the loss of the node the service ran on', async () => {
     expect(svcNode).not.toBe('');
