@@ -11,6 +11,7 @@ import { hostname } from 'node:os';
 import { multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { xsalsa20Backend } from './p2p/xsalsa20.js';
+import { DEFAULT_DISK_CHECK_MS, diskMoved } from '../protocol/cluster/disk-report.js';
 import { createHost, loadOrCreateIdentity, type OmniHost } from './p2p/host.js';
 import { RaftTransport } from './raft/raft-transport.js';
 import { Rpc } from './p2p/rpc.js';
@@ -59,7 +60,7 @@ import type { DriverSet, TaskDriver } from './apps/drivers/types.js';
 import { nodeBuildParts } from './forge/node-build-parts.js';
 import { Mesh } from './net/mesh.js';
 import { DEFAULT_DOCKER_VIP_RANGE, DEFAULT_VIP_RANGE, parseVipRange } from '../protocol/net/vip.js';
-import { measureResources } from './apps/resources.js';
+import { measureDisk, measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
 import { newAdminToken, newJoinToken, newNetworkKey, newTokenId, networkKeyFromJoinToken, sha256Hex } from './api/tokens.js';
@@ -79,6 +80,8 @@ export interface DaemonOptions {
   /** Entries a compaction keeps in the log (default 5,000). */
   snapshotTailEntries?: number;
   heartbeatIntervalMs?: number;
+  /** How often the free disk of the data dir is measured again (default 30 s; the record follows a real change). */
+  diskCheckMs?: number;
   downAfterMs?: number;
   replaceAfterMs?: number;
   logLevel?: LogLevel;
@@ -640,6 +643,7 @@ export class Omnid {
     this.agent.start();
     void this.fingerprintDrivers().catch((err: Error) => this.log.debug(`drivers: ${err.message}`));
     this.every(DRIVER_FINGERPRINT_MS, () => this.fingerprintDrivers());
+    this.every(this.opts.diskCheckMs ?? DEFAULT_DISK_CHECK_MS, () => this.remeasureDisk());
     void this.apiTls.ensureCa(() => this.rpc.call([this.raft.leader, ...this.raft.raft.voters].find((p) => p !== NONE && p !== this.id) ?? NONE, 'cluster-ca', {}));
     this.every(PEER_MAINTENANCE_MS, () => this.maintainPeers());
     this.every(LEADER_CLAIM_CHECK_MS, () => this.membership.checkLeaderClaims());
@@ -764,7 +768,7 @@ export class Omnid {
       name: this.name,
       addrs: this.addrs().slice(0, 16),
       apiUrl: this.apiUrl,
-      resources: { ...(await measureResources(this.opts.dataDir)), ...(drivers ? { drivers } : {}) },
+      resources: { ...(await measureResources(this.opts.dataDir, this.agent?.workspaceBytesInUse() ?? 0)), ...(drivers ? { drivers } : {}) },
       labels: this.opts.labels ?? {},
     };
   }
@@ -789,6 +793,21 @@ export class Omnid {
     const now = await this.availableDrivers();
     if (!now || now.join(',') === (self.resources.drivers ?? []).join(',')) return;
     this.log.info(`drivers: ${now.join(', ') || 'none'} available (the record said ${self.resources.drivers?.join(', ') ?? 'nothing'})`);
+    await this.proposeOk({ type: 'node.register', node: await this.selfRecord() }, SELF);
+  }
+
+  /**
+   * Re-registers this node when its free disk (plus what its tasks' workspaces hold) moved enough
+   * since its record (protocol/cluster/disk-report.ts): the scheduler reserves apps' disk sizes
+   * against it, so a disk that filled up (or was cleaned) is seen within --disk-check-ms.
+   */
+  private async remeasureDisk(): Promise<void> {
+    const self = this.raft.state.node(this.id);
+    if (!self || self.status === 'left' || this.raft.state.config().clusterId === '') return;
+    const now = await measureDisk(this.opts.dataDir, this.agent?.workspaceBytesInUse() ?? 0);
+    if (!diskMoved(self.resources.diskBytes, now)) return;
+    const gib = (n: number) => `${(n / 1024 ** 3).toFixed(1)} GiB`;
+    this.log.info(`disk: ${gib(now)} for workspaces in ${this.opts.dataDir} (the record said ${gib(self.resources.diskBytes)})`);
     await this.proposeOk({ type: 'node.register', node: await this.selfRecord() }, SELF);
   }
 

@@ -18,6 +18,7 @@ export const DAEMON_FLAGS: Flags = {
   'snapshot-entries': { type: 'string' },
   'snapshot-tail': { type: 'string' },
   'heartbeat-ms': { type: 'string' },
+  'disk-check-ms': { type: 'string' },
   'down-after-ms': { type: 'string' },
   'replace-after-ms': { type: 'string' },
   tls: { type: 'boolean' },
@@ -59,6 +60,8 @@ export const DAEMON_FLAGS_HELP = `
   --snapshot-entries N    compact the log every N applied entries (default 10000)
   --snapshot-tail N       entries a compaction keeps for followers that lag a little (default 5000)
   --heartbeat-ms N        gossip heartbeat interval (default 1000)
+  --disk-check-ms N       how often the free disk of the data dir is measured again (default 30000;
+                          the node's record, which disk reservations count on, follows a change)
   --down-after-ms N       mark a silent node down after N ms (default 5000)
   --replace-after-ms N    replace a voter down for N ms with a non-voter (default 15000)`;
 
@@ -135,6 +138,7 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     snapshotEveryEntries: positiveInt(values['snapshot-entries'], 'snapshot-entries'),
     snapshotTailEntries: nonNegativeInt(values['snapshot-tail'], 'snapshot-tail'),
     heartbeatIntervalMs: positiveInt(values['heartbeat-ms'], 'heartbeat-ms'),
+    diskCheckMs: positiveInt(values['disk-check-ms'], 'disk-check-ms'),
     downAfterMs: positiveInt(values['down-after-ms'], 'down-after-ms'),
     replaceAfterMs: positiveInt(values['replace-after-ms'], 'replace-after-ms'),
     tls: values.tls === true,

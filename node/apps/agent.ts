@@ -447,6 +447,13 @@ export class Agent {
     return out;
   }
 
+  /** What this node's tasks' workspaces held when last measured (the node's disk report adds it to the free space). */
+  workspaceBytesInUse(): number {
+    let total = 0;
+    for (const l of this.local.values()) if (l.workspaceDir) total += l.workspace?.bytes ?? 0;
+    return total;
+  }
+
   /** Measures a running task's workspace now and then; over the disk size it is reported (the task keeps running). */
   private maybeCheckWorkspace(l: Local, spec: AppSpec): void {
     const ws = this.d.workspaces;

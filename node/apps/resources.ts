@@ -1,4 +1,5 @@
-// What this host offers: measured once at start (the Director's report).
+// What this host offers (the Director's report): measured at start, the free disk again every
+// --disk-check-ms (protocol/cluster/disk-report.ts).
 import { cpus, totalmem, arch, loadavg, freemem } from 'node:os';
 import { statfs } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
@@ -6,15 +7,23 @@ import type { NodeResources, GpuInfo } from '../../protocol/cluster/state.js';
 
 const NVIDIA_SMI_TIMEOUT_MS = 3000;
 
-export async function measureResources(dataDir: string): Promise<NodeResources> {
-  let diskBytes = 0;
+/**
+ * `workspaceBytes`: what this node's tasks' workspaces hold in the data dir now; it is added to the
+ * free space (those bytes are inside reservations the scheduler already counts).
+ */
+export async function measureResources(dataDir: string, workspaceBytes = 0): Promise<NodeResources> {
+  const diskBytes = await measureDisk(dataDir, workspaceBytes);
+  return { cpuCores: cpus().length, memoryBytes: totalmem(), diskBytes, arch: normalizeArch(arch()), gpus: await nvidiaGpus() };
+}
+
+/** Free bytes of the data dir's file system plus `workspaceBytes`; 0 when it cannot be measured. */
+export async function measureDisk(dataDir: string, workspaceBytes = 0): Promise<number> {
   try {
     const s = await statfs(dataDir);
-    diskBytes = Number(s.bavail) * Number(s.bsize);
+    return Number(s.bavail) * Number(s.bsize) + workspaceBytes;
   } catch {
-    diskBytes = 0;
+    return 0;
   }
-  return { cpuCores: cpus().length, memoryBytes: totalmem(), diskBytes, arch: normalizeArch(arch()), gpus: await nvidiaGpus() };
 }
 
 export function currentLoad(): { load1: number; memFreeBytes: number } {
