@@ -4,10 +4,14 @@
 // another node; the names are the
 // container's /etc/hosts (the network's hosts file), the addresses are docker VIPs the node put
 // on an interface of its own, the bytes cross nodes through /omni/tunnel. b's published port
-// answers on every node. The test talks only to 127.0.0.1; the containers talk to their node.
+// answers on every node. A UDP service (Node's dgram in an image made offline from this host's
+// node by scripts/forge-base.sh) is reached by name from a container on another node and on its
+// published UDP port on every node. The test talks only to 127.0.0.1; the containers talk to their node.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { dockerForTests } from '../support/docker.js';
 import { apiCall, formCluster, waitFor, httpGet } from './helpers.js';
@@ -21,6 +25,7 @@ if (skip) console.warn(`!!! SKIPPING docker service networking tests: ${skip}`);
 const NODE_INDEX: Record<string, number> = { d1: 1, d2: 2, d3: 3 };
 const dockerRange = (n: string) => `198.18.${NODE_INDEX[n] * 16}.0/20`;
 // Outside the scheduler's dynamic host ports (20000-32000).
+const NODE_IMAGE = 'omni-test/node:24';
 const PUBLISH = 33_000 + Math.floor(Math.random() * 5000) * 2;
 const publishedOn = (node: string) => PUBLISH + NODE_INDEX[node] * 7;
 
@@ -120,6 +125,53 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     }, 15_000, 300);
     expect(dns).toMatch(/Name:\s+b/);
   });
+
+  it('a UDP service in a container: reached by name from a container on another node, and on its published port on every node', async () => {
+    // a Node image made offline from this host's node (scripts/forge-base.sh), imported into the engine
+    const env = { ...process.env, DOCKER_HOST: `unix://${'skip' in docker ? '' : docker.socketPath}`, NODE: resolve('node_modules/node/bin/node'), OMNI_FORGE_BASE_CACHE: process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base') };
+    const made = await promisify(execFile)('scripts/forge-base.sh', ['node'], { env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+    const rootfs = made.stdout.trim().split(/\s+/).pop()!;
+    await promisify(execFile)('sh', ['-c', `tar -C "${rootfs}" -c . | docker import - ${NODE_IMAGE}`], { env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+    // u echoes each datagram with its task id; q asks u by name over UDP (dgram resolves u through /etc/hosts)
+    const echo = `const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => s.send('u ' + process.env.OMNI_TASK_ID + ': ' + m, r.port, r.address)); s.bind(5353, '0.0.0.0');`;
+    const asker = `
+const http = require('http');
+const dgram = require('dgram');
+http.createServer((q, res) => {
+  const s = dgram.createSocket('udp4');
+  const t = setTimeout(() => { s.close(); res.statusCode = 504; res.end('no answer'); }, 2000);
+  s.on('message', (m) => { clearTimeout(t); s.close(); res.end(String(m)); });
+  s.send('ping ' + q.url.slice(1), 5353, 'u', (e) => { if (e) { clearTimeout(t); s.close(); res.statusCode = 502; res.end(String(e.message)); } });
+}).listen(8080, '0.0.0.0');
+`;
+    const u = await api('POST', '/v1/apps', { name: 'u', image: NODE_IMAGE, args: ['node', '-e', echo], ports: [{ name: 'dns', port: 5353, protocol: 'udp', publish: PUBLISH + 4 }], network: { name: 'net1' }, constraints: ['node.name!=d3'], resources: { cpu: 0.1, memory: '64M' } });
+    expect(u.status, JSON.stringify(u.body)).toBe(201);
+    const q = await api('POST', '/v1/apps', { name: 'q', image: NODE_IMAGE, args: ['node', '-e', asker], ports: [{ name: 'http', port: 8080, publish: PUBLISH + 2 }], network: { name: 'net1' }, constraints: ['node.name==d3'], resources: { cpu: 0.1, memory: '64M' }, healthCheck: { type: 'tcp', port: 'http', intervalMs: 300, timeoutMs: 1000, retries: 3 } });
+    expect(q.status, JSON.stringify(q.body)).toBe(201);
+    const ut = await waitFor('u running', async () => (await api<Inspect>('GET', '/v1/apps/u')).body.tasks.find((t) => t.desired === 'run' && t.state === 'running'), 60_000, 300);
+    await waitFor('q serving', () => servingTask('q'), 60_000, 300);
+    expect(ut.node).not.toBe('d3');
+    let last = '';
+    const byName = await waitFor('q reaches u by name over UDP', async () => {
+      const r = await httpGet(publishedOn('d3') + 2, '/hello').catch(() => undefined);
+      last = r ? `${r.status} ${r.body}` : last;
+      return r?.status === 200 ? r.body : undefined;
+    }, 30_000, 300).catch((err: Error) => {
+      throw new Error(`${err.message}; last answer: ${last}`);
+    });
+    expect(byName).toBe(`u ${ut.id}: ping hello`); // container on d3 → its node → tunnel → u's node → u's container
+    const { createSocket } = await import('node:dgram');
+    for (const n of ['d1', 'd2', 'd3']) {
+      const answer = await waitFor(`published UDP port on ${n}`, () => new Promise<string | undefined>((res) => {
+        const sock = createSocket('udp4');
+        const t = setTimeout(() => (sock.close(), res(undefined)), 1000);
+        sock.on('message', (m) => (clearTimeout(t), sock.close(), res(String(m))));
+        sock.send(`from test via ${n}`, publishedOn(n) + 4, '127.0.0.1');
+      }), 15_000, 200);
+      expect(answer).toBe(`u ${ut.id}: from test via ${n}`);
+    }
+    for (const app of ['u', 'q']) expect((await api('DELETE', `/v1/apps/${app}`)).status).toBeLessThan(300);
+  }, 400_000);
 
   it("a new service on the network appears in the running container's /etc/hosts", async () => {
     const r = await api('POST', '/v1/apps', { name: 'c', command: ['sleep', '600'], ports: [{ name: 'http', port: 9000 }], network: { name: 'net1', aliases: ['cache'] } });
