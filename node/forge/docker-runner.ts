@@ -63,12 +63,12 @@ export async function engineImage(docker: Docker, base: BaseResolver | undefined
 
 /**
  * Makes every image a Dockerfile builds FROM available to the engine under the name the Dockerfile
- * uses: one of the cluster's registry is pulled and tagged so, else the engine's own is used. One
+ * uses (`FROM $BASE` resolved from its ARG default or `buildArgs`): one of the cluster's registry is pulled and tagged so, else the engine's own is used. One
  * of another registry, or in neither, is refused before the build (nothing can be pulled from the
  * internet). `label` names the Dockerfile in the errors.
  */
-export async function prepareFromImages(docker: Docker, base: BaseResolver | undefined, text: string, label: string): Promise<void> {
-  for (const from of dockerfileFromImages(text).images) {
+export async function prepareFromImages(docker: Docker, base: BaseResolver | undefined, text: string, label: string, buildArgs: Record<string, string> = {}): Promise<void> {
+  for (const from of dockerfileFromImages(text, buildArgs).images) {
     if (isRemoteImage(from)) throw new OmniError('NOT_BUILDABLE', `${label}: FROM ${from} is in another registry and Forge cannot pull from the internet: use an image of the cluster's registry (omni images import) or one this node's engine has`);
     const found = await engineImage(docker, base, from);
     if (!found) throw new OmniError('NOT_FOUND', `${label}: FROM ${from} is neither in the cluster's registry nor in this host's Docker engine: import it (omni images import) or push it first`);
@@ -108,7 +108,7 @@ export class DockerRunner implements StepRunner {
     if (dockerfile.startsWith('..')) throw new OmniError('NOT_BUILDABLE', `.devcontainer/devcontainer.json: build.dockerfile (${dfRel}) must be inside build.context (${ctxRel || '.'})`);
     const text = await readFile(join(ctx.dir, dfRel), 'utf8').catch(() => undefined);
     if (text === undefined) throw new OmniError('NOT_BUILDABLE', `.devcontainer/devcontainer.json: no ${dfRel}`);
-    await prepareFromImages(this.docker, this.base, text, dfRel);
+    await prepareFromImages(this.docker, this.base, text, dfRel, b.args);
     const tree = await collectTree(ctxDir, { prefix: '', exclude: ['.git'], maxBytes: MAX_DEV_CONTEXT_BYTES });
     const tarPath = join(ctx.work, 'devcontainer-context.tar.gz');
     const blob = await writeLayer(tree.entries, tarPath);

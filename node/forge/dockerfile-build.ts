@@ -47,7 +47,7 @@ export function engineDockerfileBuild(p: EngineBuildParts): DockerfileBuild {
       throw new OmniError('UNAVAILABLE', `the Docker engine does not answer (${err.message.slice(0, 200)})`);
     });
     i.log(`Dockerfile ${i.dockerfile}${i.target ? ` (target ${i.target})` : ''}`);
-    await prepareFromImages(docker, p.bases, await dockerfileText(i.contextPath, i.dockerfile, i.work), i.dockerfile);
+    await prepareFromImages(docker, p.bases, await dockerfileText(i.contextPath, i.dockerfile, i.work), i.dockerfile, i.buildArgs);
     i.signal?.throwIfAborted();
     const localTag = `omni-forge/${i.repo}:${sourceTag(i.sourceDigest).slice(0, 68)}`;
     await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.buildArgs ? { buildArgs: i.buildArgs } : {}), ...(i.target ? { target: i.target } : {}), ...(i.signal ? { signal: i.signal } : {}) }, i.log);
