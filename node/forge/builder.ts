@@ -25,6 +25,7 @@ import { parseManifest } from '../../protocol/registry/manifest.js';
 import { OmniError } from '../errors.js';
 import { collectTree, writeLayer, type LayerBlob } from './layer.js';
 import type { BuildEnvironment, StepRunner } from './runner.js';
+import type { BuildLimits } from './docker-build.js';
 import { DEVCONTAINER_PATH, parseDevcontainer, type DevContainer } from '../../protocol/forge/devcontainer.js';
 import { DEPS_CACHE_REPO_NAME } from '../../protocol/forge/build-request.js';
 
@@ -207,7 +208,7 @@ async function readImage(reg: BuildRegistry, refText: string, work: string): Pro
  * Builds a Dockerfile project (the engine's job) from Forge's context tar and stores the image in
  * REPO; returns its manifest. Supplied by whoever has an engine (the CLI: node/forge/docker-build.ts).
  */
-export type DockerfileBuild = (input: { contextPath: string; dockerfile: string; buildArgs?: Record<string, string>; target?: string; repo: string; sourceDigest: string; work: string; signal?: AbortSignal; log: (line: string) => void }) => Promise<{ digest: string; manifest: Buffer; mediaType: string; imageBytes: number }>;
+export type DockerfileBuild = (input: { contextPath: string; dockerfile: string; buildArgs?: Record<string, string>; target?: string; limits?: BuildLimits; repo: string; sourceDigest: string; work: string; signal?: AbortSignal; log: (line: string) => void }) => Promise<{ digest: string; manifest: Buffer; mediaType: string; imageBytes: number }>;
 
 /**
  * The plan of a build whose Dockerfile, arguments or target the request names (compose), and the

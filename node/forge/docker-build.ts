@@ -17,7 +17,33 @@ export interface DockerBuildOptions {
   buildArgs?: Record<string, string>;
   /** The stage to build (a multi-stage Dockerfile's target). */
   target?: string;
+  /** What the build task reserved: each instruction's container is held to it. */
+  limits?: BuildLimits;
   signal?: AbortSignal;
+}
+
+/** A build's share of its node (the build task's reserved resources), enforced on the engine's containers. */
+export interface BuildLimits {
+  /** Cores (fractional). */
+  cpu: number;
+  memoryBytes: number;
+}
+
+const CPU_PERIOD_US = 100_000;
+
+/** The classic builder's limits for each RUN container (memory without extra swap, a CPU quota). */
+export function buildLimitParams(l: BuildLimits | undefined): { memory?: number; memswap?: number; cpuperiod?: number; cpuquota?: number } {
+  if (!l) return {};
+  const out: { memory?: number; memswap?: number; cpuperiod?: number; cpuquota?: number } = {};
+  if (l.memoryBytes > 0) Object.assign(out, { memory: l.memoryBytes, memswap: l.memoryBytes });
+  if (l.cpu > 0) Object.assign(out, { cpuperiod: CPU_PERIOD_US, cpuquota: Math.max(1000, Math.round(l.cpu * CPU_PERIOD_US)) });
+  return out;
+}
+
+/** The same for a container Forge runs itself (a step with --runner docker). */
+export function containerLimits(l: BuildLimits | undefined): { Memory?: number; MemorySwap?: number; NanoCpus?: number } {
+  if (!l) return {};
+  return { ...(l.memoryBytes > 0 ? { Memory: l.memoryBytes, MemorySwap: l.memoryBytes } : {}), ...(l.cpu > 0 ? { NanoCpus: Math.round(l.cpu * 1e9) } : {}) };
 }
 
 /** Builds the gzip tar context at `contextPath`; resolves with the image id. */
@@ -35,6 +61,7 @@ export async function dockerBuild(docker: Docker, contextPath: string, o: Docker
     forcerm: true,
     ...(o.buildArgs ? { buildargs: o.buildArgs } : {}),
     ...(o.target ? { target: o.target } : {}),
+    ...buildLimitParams(o.limits),
   });
   const onAbort = () => (stream as unknown as { destroy?: () => void }).destroy?.();
   o.signal?.addEventListener('abort', onAbort, { once: true });

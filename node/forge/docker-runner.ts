@@ -16,7 +16,7 @@ import { OmniError } from '../errors.js';
 import { devcontainerPath, isRemoteImage, type DevContainer } from '../../protocol/forge/devcontainer.js';
 import { collectTree, writeLayer } from './layer.js';
 import { dockerfileFromImages } from '../../protocol/forge/dockerfile.js';
-import { dockerBuild } from './docker-build.js';
+import { containerLimits, dockerBuild, type BuildLimits } from './docker-build.js';
 import { LineTail, StepFailed, DEFAULT_STEP_TIMEOUT_MS, type BuildEnvironment, type StepRequest, type StepRunner } from './runner.js';
 
 const MAX_DEV_CONTEXT_BYTES = 256 * 1024 * 1024;
@@ -91,6 +91,8 @@ export class DockerRunner implements StepRunner {
   constructor(
     private readonly docker: Docker,
     private readonly base: BaseResolver,
+    /** The build task's reservation, held for each step's container and a devcontainer's build. */
+    private readonly limits?: BuildLimits,
   ) {}
 
   async devEnvironment(dev: DevContainer, ctx: { dir: string; work: string; signal?: AbortSignal; log: (line: string) => void }): Promise<BuildEnvironment> {
@@ -113,7 +115,7 @@ export class DockerRunner implements StepRunner {
     const tarPath = join(ctx.work, 'devcontainer-context.tar.gz');
     const blob = await writeLayer(tree.entries, tarPath);
     const tag = `omni-forge-dev/build:${createHash('sha256').update(blob.digest + dockerfile + JSON.stringify(b.args)).digest('hex').slice(0, 32)}`;
-    const id = await dockerBuild(this.docker, tarPath, { dockerfile, tag, buildArgs: b.args, ...(ctx.signal ? { signal: ctx.signal } : {}) }, ctx.log);
+    const id = await dockerBuild(this.docker, tarPath, { dockerfile, tag, buildArgs: b.args, ...(this.limits ? { limits: this.limits } : {}), ...(ctx.signal ? { signal: ctx.signal } : {}) }, ctx.log);
     return { image: id, id };
   }
 
@@ -132,7 +134,7 @@ export class DockerRunner implements StepRunner {
       Env: env,
       User: user,
       Labels: { 'omni.forge.step': req.step },
-      HostConfig: { Binds: [`${req.cwd}:/work`], Init: true },
+      HostConfig: { Binds: [`${req.cwd}:/work`], Init: true, ...containerLimits(this.limits) },
     });
     const demux = new DockerLogDemux();
     const onAbort = () => void c.kill().catch(() => undefined);

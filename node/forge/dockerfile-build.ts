@@ -50,7 +50,7 @@ export function engineDockerfileBuild(p: EngineBuildParts): DockerfileBuild {
     await prepareFromImages(docker, p.bases, await dockerfileText(i.contextPath, i.dockerfile, i.work), i.dockerfile, i.buildArgs);
     i.signal?.throwIfAborted();
     const localTag = `omni-forge/${i.repo}:${sourceTag(i.sourceDigest).slice(0, 68)}`;
-    await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.buildArgs ? { buildArgs: i.buildArgs } : {}), ...(i.target ? { target: i.target } : {}), ...(i.signal ? { signal: i.signal } : {}) }, i.log);
+    await dockerBuild(docker, i.contextPath, { dockerfile: i.dockerfile, tag: localTag, ...(i.buildArgs ? { buildArgs: i.buildArgs } : {}), ...(i.target ? { target: i.target } : {}), ...(i.limits ? { limits: i.limits } : {}), ...(i.signal ? { signal: i.signal } : {}) }, i.log);
     const saved = join(i.work, 'image.tar');
     await dockerSave(docker, localTag, saved);
     const extracted = join(i.work, 'saved');

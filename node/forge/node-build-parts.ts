@@ -46,17 +46,17 @@ export function nodeBuildParts(d: NodeBuildDeps): ForgeBuildParts {
         caller: SELF,
         signal,
       }),
-    runner: (kind) => {
+    runner: (kind, limits) => {
       if (kind === 'host') return new HostRunner();
       const e = engine('--runner docker');
       if (!e.bases) throw new OmniError('UNAVAILABLE', "--runner docker: this node's registry is not on a plain-HTTP loopback address its engine can pull runtime bases from");
-      return new DockerRunner(e.docker, e.bases);
+      return new DockerRunner(e.docker, e.bases, limits);
     },
     // A Dockerfile project: this node's engine builds it, its FROM images from the registry or the engine.
     // (The engine is looked for when such a build runs, not for every build.)
-    dockerfileBuild: (registry) => async (input) => {
+    dockerfileBuild: (registry, limits) => async (input) => {
       const e = engine('a Dockerfile build');
-      return engineDockerfileBuild({ docker: e.docker, registry, ...(e.bases ? { bases: e.bases } : {}) })(input);
+      return engineDockerfileBuild({ docker: e.docker, registry, ...(e.bases ? { bases: e.bases } : {}) })({ ...input, ...(limits ? { limits } : {}) });
     },
     writeRecord: async (key, value) => {
       await d.proposeOk({ type: 'kv.put', key, value }, SELF);

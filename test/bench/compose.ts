@@ -172,6 +172,13 @@ const dockerfiles: Record<string, (nodeBase: string, pyBase: string) => string> 
   gateway: (from) => `FROM ${from}\nWORKDIR /app\nCOPY gateway.js ./\nENV PORT=8080\nCMD ["node","gateway.js"]\n`,
 };
 
+// The reference runs last: without it the whole run would be lost at the end.
+try {
+  execFileSync('docker-compose', ['version', '--short'], { stdio: 'ignore' });
+} catch {
+  process.stderr.write('bench:compose: docker-compose is not installed: the benchmark compares with it (Debian: apt-get install -y docker-compose)\n');
+  process.exit(1);
+}
 const results: Record<string, number | boolean | string | null> = { load_avg_1m_start: load() };
 log(`load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
 const engine = dockerEngine();

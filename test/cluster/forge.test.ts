@@ -411,10 +411,14 @@ describe('forge on a cluster', () => {
     const noEngine = { DOCKER_HOST: `unix://${join(dir, 'no-engine.sock')}` };
     const src = join(dir, 'dockerfile');
     await cp('test/fixtures/forge/dockerfile', src, { recursive: true });
-    await writeFile(join(src, 'Dockerfile'), `FROM ${(docker as { image: string }).image}\nCOPY . /www\nCMD ["httpd","-f","-p","8080","-h","/www"]\n`);
+    // each instruction's container is held to the build's reservation (.omni/build.yaml resources:)
+    await writeFile(join(src, 'Dockerfile'), `FROM ${(docker as { image: string }).image}\nCOPY . /www\nRUN echo "limits: $(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes) $(cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)"\nCMD ["httpd","-f","-p","8080","-h","/www"]\n`);
+    await mkdir(join(src, '.omni'), { recursive: true });
+    await writeFile(join(src, '.omni', 'build.yaml'), 'resources: { cpu: 0.5, memory: 256M }\n');
     const r = await omniCli({ ...omniEnv('b1'), ...noEngine }, ['build', src, '--repo', 'team/web', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toContain('[docker build] Step 2/3 : COPY . /www');
+    expect(r.stderr).toContain('[docker build] Step 2/4 : COPY . /www');
+    expect(r.stderr).toMatch(/limits: 268435456 (50000 100000|50000)\b/);
     const b = JSON.parse(r.stdout) as Built & { build?: string };
     expect(b.type).toBe('dockerfile');
     expect(b.tags[0]).toBe(`sha-${b.sourceDigest.slice(7)}`);

@@ -15,6 +15,7 @@ import type { Logger } from '../../logger.js';
 import { BUILD_ERROR_MARKER, BUILD_RESULT_MARKER, parseBuildCommand, type BuildRunnerKind } from '../../../protocol/forge/build-request.js';
 import type { BuildRegistry, BuildResult, DockerfileBuild } from '../../forge/builder.js';
 import { runBuildTask } from '../../forge/build-task.js';
+import type { BuildLimits } from '../../forge/docker-build.js';
 import type { StepRunner } from '../../forge/runner.js';
 import { StepFailed } from '../../forge/runner.js';
 import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
@@ -31,9 +32,10 @@ export interface ForgeBuildParts {
   /** The node's registry for one build (its writes stop with `signal`). */
   registry(signal: AbortSignal): BuildRegistry;
   /** The runner of the install and build steps (UNAVAILABLE when this node cannot: no engine for docker). */
-  runner(kind: BuildRunnerKind): StepRunner;
+  /** `limits`: the build task's reserved resources, enforced on the containers a docker runner starts. */
+  runner(kind: BuildRunnerKind, limits?: BuildLimits): StepRunner;
   /** Dockerfile projects: this node's engine (absent: refused with a clear error). */
-  dockerfileBuild?(registry: BuildRegistry): DockerfileBuild | undefined;
+  dockerfileBuild?(registry: BuildRegistry, limits?: BuildLimits): DockerfileBuild | undefined;
   /** Writes the build record to the replicated KV. */
   writeRecord?(key: string, value: string): Promise<void>;
 }
@@ -85,7 +87,9 @@ export class ForgeDriver implements TaskDriver {
     const parsed = parseBuildCommand(cfg.command ?? []);
     if (!parsed.ok) throw new OmniError('START_FAILED', `forge build: ${parsed.message}`);
     const req = parsed.request;
-    const runner = parts.runner(req.runner);
+    // The build's reservation (its app's resources) holds for the engine's containers too.
+    const limits: BuildLimits = { cpu: cfg.cpu, memoryBytes: cfg.memoryBytes };
+    const runner = parts.runner(req.runner, limits);
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'output.log'), '');
     const status: TaskStatus = { taskId: cfg.taskId, state: 'running', exitCode: null, startedAtMs: this.now() };
@@ -100,7 +104,7 @@ export class ForgeDriver implements TaskDriver {
       try {
         const r: BuildResult = await runBuildTask(
           req,
-          { registry, runner, workRoot: join(this.root, 'work'), ...(parts.dockerfileBuild ? { dockerfileBuild: parts.dockerfileBuild(registry) } : {}), ...(parts.writeRecord ? { writeRecord: parts.writeRecord } : {}) },
+          { registry, runner, workRoot: join(this.root, 'work'), ...(parts.dockerfileBuild ? { dockerfileBuild: parts.dockerfileBuild(registry, limits) } : {}), ...(parts.writeRecord ? { writeRecord: parts.writeRecord } : {}) },
           { stage: (s) => this.emit(cfg.taskId, b, `--- ${s}`), log: (step, line) => this.emit(cfg.taskId, b, `[${step}] ${line}`) },
           signal,
         );
