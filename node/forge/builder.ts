@@ -170,7 +170,7 @@ export function dirView(dir: string, rules: readonly IgnoreRule[]): SourceView {
  * of the tar) is the source digest; `digest` is the blob's (gzip).
  */
 export async function packSource(dir: string, dest: string, maxBytes: number = MAX_SOURCE_BYTES, rules: readonly IgnoreRule[] = ignoreRules(dir)): Promise<LayerBlob> {
-  const src = await collectTree(dir, { prefix: '', ignore: rules, exclude: ['.git'], maxBytes });
+  const src = await collectTree(dir, { prefix: '', ignore: rules, excludeNames: ['.git'], maxBytes });
   return writeLayer(src.entries, dest);
 }
 
@@ -472,7 +472,7 @@ export class Forge {
   }
 }
 
-/** Copies the tree without ignored files and .git (symbolic links copied as links). */
+/** Copies the tree without ignored files and any .git (symbolic links copied as links). */
 async function copyTree(from: string, to: string, rules: readonly IgnoreRule[]): Promise<void> {
   await cp(from, to, {
     recursive: true,
@@ -480,7 +480,7 @@ async function copyTree(from: string, to: string, rules: readonly IgnoreRule[]):
     filter: (src) => {
       const rel = src === from ? '' : src.slice(from.length + 1).split('\\').join('/');
       if (rel === '') return true;
-      if (rel === '.git' || rel.startsWith('.git/')) return false;
+      if (rel.split('/').includes('.git')) return false; // the root's and any nested repository's
       let isDir = false;
       try {
         isDir = statSync(src).isDirectory();

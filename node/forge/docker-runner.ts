@@ -111,7 +111,7 @@ export class DockerRunner implements StepRunner {
     const text = await readFile(join(ctx.dir, dfRel), 'utf8').catch(() => undefined);
     if (text === undefined) throw new OmniError('NOT_BUILDABLE', `.devcontainer/devcontainer.json: no ${dfRel}`);
     await prepareFromImages(this.docker, this.base, text, dfRel, b.args);
-    const tree = await collectTree(ctxDir, { prefix: '', exclude: ['.git'], maxBytes: MAX_DEV_CONTEXT_BYTES });
+    const tree = await collectTree(ctxDir, { prefix: '', excludeNames: ['.git'], maxBytes: MAX_DEV_CONTEXT_BYTES });
     const tarPath = join(ctx.work, 'devcontainer-context.tar.gz');
     const blob = await writeLayer(tree.entries, tarPath);
     const tag = `omni-forge-dev/build:${createHash('sha256').update(blob.digest + dockerfile + JSON.stringify(b.args)).digest('hex').slice(0, 32)}`;

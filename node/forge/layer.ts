@@ -42,6 +42,8 @@ export interface CollectOptions {
   ignore?: readonly IgnoreRule[];
   /** Relative paths left out with everything below them. */
   exclude?: readonly string[];
+  /** Names left out wherever they are, with everything below them (`.git`: a nested repository's, a submodule's). */
+  excludeNames?: readonly string[];
   /** Stop once the files' bytes pass this (an error names the limit). */
   maxBytes?: number;
   /** Leave out sockets, devices and FIFOs (a root filesystem's /dev) instead of refusing them. */
@@ -61,12 +63,13 @@ export async function collectTree(root: string, o: CollectOptions): Promise<{ en
   const prefixParts = o.prefix ? o.prefix.split('/') : [];
   for (let i = 1; i <= prefixParts.length; i++) entries.push({ path: prefixParts.slice(0, i).join('/'), type: 'dir' });
   const exclude = new Set(o.exclude ?? []);
+  const excludeNames = new Set(o.excludeNames ?? []);
   let bytes = 0;
   const walk = async (rel: string): Promise<void> => {
     const names = (await readdir(join(root, rel))).sort(comparePaths);
     for (const name of names) {
       const r = rel ? `${rel}/${name}` : name;
-      if (exclude.has(r)) continue;
+      if (exclude.has(r) || excludeNames.has(name)) continue;
       const abs = join(root, r);
       const st = await lstat(abs);
       const isDir = st.isDirectory();

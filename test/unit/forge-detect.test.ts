@@ -261,6 +261,14 @@ describe('ignore patterns', () => {
       expect(v.has('secret.txt')).toBe(true);
       const t = await collectTree(root, { prefix: '', ignore: rules, exclude: ['.git', 'web/.git'] });
       expect(t.entries.map((e) => e.path)).toEqual(['.gitignore', 'secret.txt', 'web', 'web/.gitignore', 'web/index.html']);
+      // what a build uploads: every .git left out, the root's, a nested repository's and a submodule's (a file)
+      await mkdir(join(root, '.git'), { recursive: true });
+      await writeFile(join(root, '.git', 'HEAD'), 'ref: refs/heads/main\n');
+      await mkdir(join(root, 'vendor', 'lib'), { recursive: true });
+      await writeFile(join(root, 'vendor', 'lib', '.git'), 'gitdir: ../../.git/modules/lib\n');
+      await writeFile(join(root, 'vendor', 'lib', 'lib.js'), 'x');
+      const packed = await collectTree(root, { prefix: '', ignore: rules, excludeNames: ['.git'] });
+      expect(packed.entries.map((e) => e.path)).toEqual(['.gitignore', 'secret.txt', 'vendor', 'vendor/lib', 'vendor/lib/lib.js', 'web', 'web/.gitignore', 'web/index.html']);
       await writeFile(join(root, 'web', '.gitignore'), 'x'.repeat(1024 * 1024 + 1));
       expect(() => ignoreRules(root)).toThrow(/web\/\.gitignore is over/);
     } finally {
