@@ -83,3 +83,30 @@ export function apiCall<T>(c: LocalCluster, node: string, method: string, path: 
   const client = c.client(node);
   return client.raw(method, path, body).finally(() => client.close()) as Promise<{ status: number; body: T }>;
 }
+
+/** Node source of a UDP echo service: answers each datagram with `u <task id>: <datagram>`. */
+export const udpEchoSource = (port: string, host: string) =>
+  `const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => s.send('u ' + process.env.OMNI_TASK_ID + ': ' + m, r.port, r.address)); s.bind(${port}, ${JSON.stringify(host)});`;
+
+/** Node source of an HTTP service that, for GET /X, sends `ping X` over UDP to u:5353 (by name) and answers with the reply. */
+export const udpAskerSource = (port: string, host: string) => `
+const http = require('http');
+const dgram = require('dgram');
+http.createServer((q, res) => {
+  const s = dgram.createSocket('udp4');
+  const t = setTimeout(() => { s.close(); res.statusCode = 504; res.end('no answer'); }, 2000);
+  s.on('message', (m) => { clearTimeout(t); s.close(); res.end(String(m)); });
+  s.send('ping ' + q.url.slice(1), 5353, 'u', (e) => { if (e) { clearTimeout(t); s.close(); res.statusCode = 502; res.end(String(e.message)); } });
+}).listen(${port}, ${JSON.stringify(host)});
+`;
+
+/** One datagram to 127.0.0.1:port; the reply, or undefined after a second. */
+export async function udpAsk(port: number, text: string): Promise<string | undefined> {
+  const { createSocket } = await import('node:dgram');
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    const t = setTimeout(() => (s.close(), resolve(undefined)), 1000);
+    s.on('message', (m) => (clearTimeout(t), s.close(), resolve(String(m))));
+    s.send(text, port, '127.0.0.1');
+  });
+}

@@ -14,7 +14,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { dockerForTests } from '../support/docker.js';
-import { apiCall, formCluster, waitFor, httpGet } from './helpers.js';
+import { apiCall, formCluster, waitFor, httpGet, udpAsk, udpAskerSource, udpEchoSource } from './helpers.js';
 import { dockerVipInterface, dockerVipsAvailable } from '../../node/net/docker-vips.js';
 import { parseVipRange } from '../../protocol/net/vip.js';
 
@@ -133,17 +133,8 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     const rootfs = made.stdout.trim().split(/\s+/).pop()!;
     await promisify(execFile)('sh', ['-c', `tar -C "${rootfs}" -c . | docker import - ${NODE_IMAGE}`], { env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
     // u echoes each datagram with its task id; q asks u by name over UDP (dgram resolves u through /etc/hosts)
-    const echo = `const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => s.send('u ' + process.env.OMNI_TASK_ID + ': ' + m, r.port, r.address)); s.bind(5353, '0.0.0.0');`;
-    const asker = `
-const http = require('http');
-const dgram = require('dgram');
-http.createServer((q, res) => {
-  const s = dgram.createSocket('udp4');
-  const t = setTimeout(() => { s.close(); res.statusCode = 504; res.end('no answer'); }, 2000);
-  s.on('message', (m) => { clearTimeout(t); s.close(); res.end(String(m)); });
-  s.send('ping ' + q.url.slice(1), 5353, 'u', (e) => { if (e) { clearTimeout(t); s.close(); res.statusCode = 502; res.end(String(e.message)); } });
-}).listen(8080, '0.0.0.0');
-`;
+    const echo = udpEchoSource('5353', '0.0.0.0');
+    const asker = udpAskerSource('8080', '0.0.0.0');
     const u = await api('POST', '/v1/apps', { name: 'u', image: NODE_IMAGE, args: ['node', '-e', echo], ports: [{ name: 'dns', port: 5353, protocol: 'udp', publish: PUBLISH + 4 }], network: { name: 'net1' }, constraints: ['node.name!=d3'], resources: { cpu: 0.1, memory: '64M' } });
     expect(u.status, JSON.stringify(u.body)).toBe(201);
     const q = await api('POST', '/v1/apps', { name: 'q', image: NODE_IMAGE, args: ['node', '-e', asker], ports: [{ name: 'http', port: 8080, publish: PUBLISH + 2 }], network: { name: 'net1' }, constraints: ['node.name==d3'], resources: { cpu: 0.1, memory: '64M' }, healthCheck: { type: 'tcp', port: 'http', intervalMs: 300, timeoutMs: 1000, retries: 3 } });
@@ -160,14 +151,8 @@ http.createServer((q, res) => {
       throw new Error(`${err.message}; last answer: ${last}`);
     });
     expect(byName).toBe(`u ${ut.id}: ping hello`); // container on d3 → its node → tunnel → u's node → u's container
-    const { createSocket } = await import('node:dgram');
     for (const n of ['d1', 'd2', 'd3']) {
-      const answer = await waitFor(`published UDP port on ${n}`, () => new Promise<string | undefined>((res) => {
-        const sock = createSocket('udp4');
-        const t = setTimeout(() => (sock.close(), res(undefined)), 1000);
-        sock.on('message', (m) => (clearTimeout(t), sock.close(), res(String(m))));
-        sock.send(`from test via ${n}`, publishedOn(n) + 4, '127.0.0.1');
-      }), 15_000, 200);
+      const answer = await waitFor(`published UDP port on ${n}`, () => udpAsk(publishedOn(n) + 4, `from test via ${n}`), 15_000, 200);
       expect(answer).toBe(`u ${ut.id}: from test via ${n}`);
     }
     for (const app of ['u', 'q']) expect((await api('DELETE', `/v1/apps/${app}`)).status).toBeLessThan(300);

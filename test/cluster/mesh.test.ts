@@ -6,7 +6,7 @@
 // loopback VIPs: each node uses its own --vip-range, as several nodes share this host).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { apiCall, formCluster, waitFor, httpGet } from './helpers.js';
+import { apiCall, formCluster, waitFor, httpGet, udpAsk, udpAskerSource, udpEchoSource } from './helpers.js';
 import { canUnshare } from '../../node/apps/drivers/process.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -133,17 +133,8 @@ describe.runIf(canUnshare())('service networking across nodes (process driver)',
 
   it('a UDP service: reached by name from a task on another node, and on its published port on every node', async () => {
     // u (on n1) echoes each datagram with its task id; q (on n3) asks u by name over UDP (dgram resolves u through /etc/hosts)
-    const echo = `const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => s.send('u ' + process.env.OMNI_TASK_ID + ': ' + m, r.port, r.address)); s.bind(Number(process.env.PORT), '127.0.0.1');`;
-    const asker = `
-const http = require('http');
-const dgram = require('dgram');
-http.createServer((q, res) => {
-  const s = dgram.createSocket('udp4');
-  const t = setTimeout(() => { s.close(); res.statusCode = 504; res.end('no answer'); }, 2000);
-  s.on('message', (m) => { clearTimeout(t); s.close(); res.end(String(m)); });
-  s.send('ping ' + q.url.slice(1), 5353, 'u', (e) => { if (e) { clearTimeout(t); s.close(); res.statusCode = 502; res.end(String(e.message)); } });
-}).listen(Number(process.env.PORT), '127.0.0.1');
-`;
+    const echo = udpEchoSource('Number(process.env.PORT)', '127.0.0.1');
+    const asker = udpAskerSource('Number(process.env.PORT)', '127.0.0.1');
     expect((await api('n1', 'POST', '/v1/apps', { name: 'u', command: [process.execPath, '-e', echo], ports: [{ name: 'dns', port: 5353, protocol: 'udp', publish: PUBLISH + 4 }], network: { name: 'net1' }, constraints: ['node.name==n1'] })).status).toBe(201);
     // a UDP port cannot be checked by http or tcp
     const bad = await api<{ error: { message: string } }>('n1', 'POST', '/v1/apps', { name: 'ubad', command: ['true'], ports: [{ name: 'dns', port: 53, protocol: 'udp' }], healthCheck: { type: 'tcp', port: 'dns' } });
@@ -159,14 +150,8 @@ http.createServer((q, res) => {
     }, 20_000, 300);
     expect(byName).toBe(`u ${ut.id}: ping hello`); // n3 → tunnel → n1
     // the published UDP port on every node (n2 and n3 relay through a tunnel, n1 directly)
-    const { createSocket } = await import('node:dgram');
     for (const n of ['n1', 'n2', 'n3']) {
-      const answer = await waitFor(`published UDP port on ${n}`, () => new Promise<string | undefined>((resolve) => {
-        const s = createSocket('udp4');
-        const t = setTimeout(() => (s.close(), resolve(undefined)), 1000);
-        s.on('message', (m) => (clearTimeout(t), s.close(), resolve(String(m))));
-        s.send(`from test via ${n}`, publishedOn(n) + 4, '127.0.0.1');
-      }), 15_000, 200);
+      const answer = await waitFor(`published UDP port on ${n}`, () => udpAsk(publishedOn(n) + 4, `from test via ${n}`), 15_000, 200);
       expect(answer).toBe(`u ${ut.id}: from test via ${n}`);
     }
   });
