@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { homedir } from 'node:os';
 import { join, basename } from 'node:path';
 import type { ApiClient } from '../../node/api/client.js';
 import { OmniError } from '../../node/errors.js';
@@ -143,7 +144,8 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
     const plan = d?.plan;
     const src = await packSource(o.dir, join(work, 'source.tar.gz'), o.maxSourceBytes, rules);
     progress.setLabel(`${basename(o.dir)}: upload`);
-    await putBlob(reg, o.repo, src.digest, join(work, 'source.tar.gz'));
+    // resumable: a build interrupted during the upload sends only the rest when run again
+    await putBlob(reg, o.repo, src.digest, join(work, 'source.tar.gz'), uploadStateFile(src.digest));
     const depsHint = plan ? await depsHintOf(o.dir, plan) : undefined;
     const req: BuildTaskRequest = { repo: o.repo, sourceBlob: src.digest, sourceDigest: src.diffId, tags: [...new Set(o.tags)].sort(), rebuild: o.rebuild, runner: o.runnerKind, maxSourceBytes: o.maxSourceBytes, ...(depsHint ? { depsHint } : {}), ...docker };
     const arch = plan?.runtime ? await baseArch(reg, plan.runtime, work) : undefined;
@@ -246,4 +248,10 @@ export async function remoteBuild(client: ApiClient, reg: BuildRegistry, o: Remo
 
 function emptyResult(req: BuildTaskRequest, type: BuildResult['type']): BuildResult {
   return { repository: req.repo, digest: '', sourceDigest: req.sourceDigest, tags: [sourceTag(req.sourceDigest), ...req.tags], type, detectedBy: [], depsReused: false, layers: [], imageBytes: 0, warnings: [], sourceUploaded: false, reused: false, run: { ports: [] } };
+}
+
+/** Where the CLI keeps the session of a resumable upload of a build's source (XDG cache; one file per blob). */
+export function uploadStateFile(digest: string): string {
+  const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache');
+  return join(cache, 'omni', 'uploads', `${digest.replace(/^sha256:/, '')}.json`);
 }

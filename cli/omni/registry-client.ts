@@ -13,7 +13,8 @@
 import { request as httpRequest, type IncomingMessage, type RequestOptions, type ClientRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm, stat, truncate } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
@@ -40,6 +41,9 @@ export function registryFailoverWorthy(err: unknown): boolean {
   const status = Number(err.detail.status);
   return err.code === 'REGISTRY_ERROR' && (status === 502 || status === 503 || status === 504);
 }
+
+/** Chunk of a resumable upload (uploadBlobResumable): what an interruption can cost. */
+export const RESUMABLE_CHUNK_BYTES = 8 * 1024 * 1024;
 
 export class RegistryClient {
   private readonly request: (opts: RequestOptions, cb: (res: IncomingMessage) => void) => ClientRequest;
@@ -217,6 +221,72 @@ export class RegistryClient {
     res.resume();
   }
 
+  /**
+   * Uploads a file as blob `digest` of `repo` in chunks (POST, then PATCH per chunk, then PUT),
+   * writing where the session stands to `stateFile` after each chunk. Run again after an
+   * interruption (Ctrl-C, a lost connection, the process killed), it asks the registry how far
+   * that session got and sends only the rest; a session this registry no longer has (or one of
+   * another registry, another file) starts over. The state file is removed once the blob is in.
+   * Returns the bytes the upload resumed at (0 for a fresh one).
+   */
+  async uploadBlobResumable(repo: string, digest: string, path: string, o: { stateFile: string; chunkBytes?: number; onBytes?: (n: number) => void }): Promise<{ resumedAtBytes: number }> {
+    const { size } = await stat(path);
+    const chunk = Math.max(64 * 1024, o.chunkBytes ?? RESUMABLE_CHUNK_BYTES);
+    const rel = (location: string) => (location.startsWith('/v2/') ? location.slice(4) : undefined);
+    const save = async (location: string) => {
+      await mkdir(dirname(o.stateFile), { recursive: true });
+      await writeFile(`${o.stateFile}.tmp`, JSON.stringify({ registry: this.baseUrl, repo, digest, size, location }), { mode: 0o600 });
+      await rename(`${o.stateFile}.tmp`, o.stateFile);
+    };
+    let location: string | undefined;
+    let offset = 0;
+    const saved = await readFile(o.stateFile, 'utf8').then((t) => JSON.parse(t) as Record<string, unknown>, () => undefined);
+    if (saved && saved.registry === this.baseUrl && saved.repo === repo && saved.digest === digest && saved.size === size && typeof saved.location === 'string' && rel(saved.location)) {
+      const res = await this.send('GET', rel(saved.location)!, {});
+      res.resume();
+      const end = /^0-(\d+)$/.exec(String(res.headers.range ?? ''));
+      if (res.statusCode === 204 && end) {
+        location = typeof res.headers.location === 'string' && rel(res.headers.location) ? res.headers.location : saved.location;
+        // "0-0" is the registry's answer for an empty session as for one byte: take it as empty
+        offset = Number(end[1]) === 0 ? 0 : Number(end[1]) + 1;
+        if (offset > size) (location = undefined), (offset = 0);
+      }
+    }
+    const resumedAtBytes = offset;
+    if (!location) {
+      const res = await this.send('POST', `${repo}/blobs/uploads/`, { 'content-length': 0 });
+      res.resume();
+      if (res.statusCode !== 202 || typeof res.headers.location !== 'string' || !rel(res.headers.location)) return this.fail(res, `starting an upload of ${digest} to ${repo}`);
+      location = res.headers.location;
+    }
+    await save(location);
+    if (offset > 0) o.onBytes?.(offset);
+    while (offset < size) {
+      const end = Math.min(size, offset + chunk) - 1;
+      const body = createReadStream(path, { start: offset, end });
+      const res = await this.send('PATCH', rel(location)!, { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${end}`, 'content-length': end - offset + 1 }, body);
+      if (res.statusCode !== 202) {
+        // the session is gone or out of step: the next run starts a new one
+        if (res.statusCode === 404 || res.statusCode === 416) await rm(o.stateFile, { force: true });
+        return this.fail(res, `uploading ${digest} to ${repo} (bytes ${offset}-${end})`);
+      }
+      res.resume();
+      if (typeof res.headers.location === 'string' && rel(res.headers.location)) location = res.headers.location;
+      o.onBytes?.(end - offset + 1);
+      offset = end + 1;
+      await save(location);
+    }
+    const sep = location.includes('?') ? '&' : '?';
+    const res = await this.send('PUT', `${rel(location)!}${sep}digest=${encodeURIComponent(digest)}`, { 'content-length': 0 });
+    if (res.statusCode !== 201) {
+      if (res.statusCode === 400 || res.statusCode === 404) await rm(o.stateFile, { force: true });
+      return this.fail(res, `finishing the upload of ${digest} to ${repo}`);
+    }
+    res.resume();
+    await rm(o.stateFile, { force: true });
+    return { resumedAtBytes };
+  }
+
   /** Records a manifest under `ref` (its digest or a tag). */
   async putManifest(repo: string, ref: string, bytes: Buffer, mediaType: string): Promise<void> {
     const res = await this.send('PUT', `${repo}/manifests/${ref}`, { 'content-type': mediaType, 'content-length': bytes.length }, bytes);
@@ -286,6 +356,10 @@ export class FailoverRegistry implements Registry {
   }
   mountBlob(repo: string, digest: string) {
     return this.run((r) => r.mountBlob(repo, digest));
+  }
+  /** On another node the session starts over (the state names the registry it belongs to). */
+  uploadBlobResumable(repo: string, digest: string, path: string, o: { stateFile: string; chunkBytes?: number; onBytes?: (n: number) => void }) {
+    return this.run((r) => r.uploadBlobResumable(repo, digest, path, o));
   }
   uploadBlob(repo: string, digest: string, path: string, onBytes?: (n: number) => void) {
     let sent = 0;

@@ -38,6 +38,8 @@ export interface BuildRegistry {
   hasBlob(repo: string, digest: string): Promise<boolean>;
   mountBlob(repo: string, digest: string): Promise<boolean>;
   uploadBlob(repo: string, digest: string, path: string): Promise<void>;
+  /** A chunked upload that a rerun resumes (the CLI's registry client); absent: uploadBlob. */
+  uploadBlobResumable?(repo: string, digest: string, path: string, o: { stateFile: string }): Promise<unknown>;
   downloadBlob(repo: string, digest: string, dest: string): Promise<number>;
   manifest(repo: string, digest: string): Promise<{ bytes: Buffer; mediaType: string }>;
   resolveTag(repo: string, tag: string): Promise<string | undefined>;
@@ -174,9 +176,11 @@ export async function packSource(dir: string, dest: string, maxBytes: number = M
   return writeLayer(src.entries, dest);
 }
 
-export async function putBlob(reg: BuildRegistry, repo: string, digest: string, path: string): Promise<boolean> {
+/** Uploads unless the registry has the blob; `resumeStateFile`: resumable where the registry client can (a rerun sends only what is missing). */
+export async function putBlob(reg: BuildRegistry, repo: string, digest: string, path: string, resumeStateFile?: string): Promise<boolean> {
   if ((await reg.hasBlob(repo, digest)) || (await reg.mountBlob(repo, digest))) return false;
-  await reg.uploadBlob(repo, digest, path);
+  if (resumeStateFile && reg.uploadBlobResumable) await reg.uploadBlobResumable(repo, digest, path, { stateFile: resumeStateFile });
+  else await reg.uploadBlob(repo, digest, path);
   return true;
 }
 

@@ -7,7 +7,8 @@
 // build of the same source through /v2/; a failing step ends the task with exit 1 and the step's
 // name and last lines as its log's last line; stop() cancels a build under way.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -320,6 +321,47 @@ async function copyFixture(name: string): Promise<string> {
   await cp(fixture(name), d, { recursive: true });
   return d;
 }
+
+describe('resumable upload of a build\'s source (the CLI\'s registry client)', () => {
+  it('an upload interrupted after some chunks sends only the rest when run again; a session the registry lost starts over', async () => {
+    const file = join(root, 'big-source.bin');
+    const bytes = randomBytes(1024 * 1024 + 123);
+    await writeFile(file, bytes);
+    const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+    const stateFile = join(root, 'uploads', 'state.json');
+    let sent = 0;
+    const interrupted = client.uploadBlobResumable('team/src', digest, file, {
+      stateFile,
+      chunkBytes: 64 * 1024,
+      onBytes: (n) => {
+        sent += n;
+        if (sent >= 5 * 64 * 1024) throw new Error('interrupted');
+      },
+    });
+    await expect(interrupted).rejects.toThrow('interrupted');
+    expect(await client.hasBlob('team/src', digest)).toBe(false);
+    const saved = JSON.parse(await readFile(stateFile, 'utf8')) as { location: string };
+    expect(saved.location).toMatch(/^\/v2\/team\/src\/blobs\/uploads\//);
+    let resent = 0;
+    const r = await client.uploadBlobResumable('team/src', digest, file, { stateFile, chunkBytes: 64 * 1024, onBytes: (n) => (resent += n) });
+    expect(r.resumedAtBytes).toBe(5 * 64 * 1024); // the fifth chunk had reached the registry before the interruption
+    expect(resent).toBe(bytes.length); // the resumed offset is reported first, then only the rest is read and sent
+    expect(await client.hasBlob('team/src', digest)).toBe(true);
+    await expect(stat(stateFile)).rejects.toThrow(); // removed once the blob is in
+    const back = join(root, 'big-source.back');
+    await client.downloadBlob('team/src', digest, back);
+    expect((await readFile(back)).equals(bytes)).toBe(true);
+    // a state naming a session the registry does not have: a new session from the first byte
+    const other = join(root, 'other-source.bin');
+    const otherBytes = randomBytes(200 * 1024);
+    await writeFile(other, otherBytes);
+    const otherDigest = 'sha256:' + createHash('sha256').update(otherBytes).digest('hex');
+    await writeFile(stateFile, JSON.stringify({ registry: registry.server!.url, repo: 'team/src', digest: otherDigest, size: otherBytes.length, location: '/v2/team/src/blobs/uploads/no-such-session' }));
+    const fresh = await client.uploadBlobResumable('team/src', otherDigest, other, { stateFile, chunkBytes: 64 * 1024 });
+    expect(fresh.resumedAtBytes).toBe(0);
+    expect(await client.hasBlob('team/src', otherDigest)).toBe(true);
+  });
+});
 
 describe('forge driver', () => {
   it('builds the uploaded source on the node with no token: the same digest as a build through /v2/, the result as its last log line, the build record written as the node', async () => {
