@@ -287,6 +287,15 @@ export class RegistryClient {
     return { resumedAtBytes };
   }
 
+  /** Removes tag `tag` of `repo` (the manifest stays while other tags or digests name it); false when there was no such tag. */
+  async deleteTag(repo: string, tag: string): Promise<boolean> {
+    const res = await this.send('DELETE', `${repo}/manifests/${encodeURIComponent(tag)}`, {});
+    res.resume();
+    if (res.statusCode === 202) return true;
+    if (res.statusCode === 404) return false;
+    return this.fail(res, `deleting tag ${repo}:${tag}`);
+  }
+
   /** Records a manifest under `ref` (its digest or a tag). */
   async putManifest(repo: string, ref: string, bytes: Buffer, mediaType: string): Promise<void> {
     const res = await this.send('PUT', `${repo}/manifests/${ref}`, { 'content-type': mediaType, 'content-length': bytes.length }, bytes);
@@ -356,6 +365,9 @@ export class FailoverRegistry implements Registry {
   }
   mountBlob(repo: string, digest: string) {
     return this.run((r) => r.mountBlob(repo, digest));
+  }
+  deleteTag(repo: string, tag: string) {
+    return this.run((r) => r.deleteTag(repo, tag));
   }
   /** On another node the session starts over (the state names the registry it belongs to). */
   uploadBlobResumable(repo: string, digest: string, path: string, o: { stateFile: string; chunkBytes?: number; onBytes?: (n: number) => void }) {

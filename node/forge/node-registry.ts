@@ -99,6 +99,11 @@ export class NodeBuildRegistry implements BuildRegistry {
   }
 
   /** Records a manifest (every blob it names must be known) under its digest, and `ref` when that is a tag. */
+  /** Removes a tag as this node (the leader may refuse it: a member's writes to the registry are puts). */
+  async deleteTag(repo: string, tag: string): Promise<boolean> {
+    return this.p.catalog.deleteTag(repo, tag, this.p.caller);
+  }
+
   async putManifest(repo: string, ref: string, bytes: Buffer, mediaType: string): Promise<void> {
     const target = parseManifestReference(ref);
     if (target.kind === 'invalid') throw new OmniError(target.code, target.message);

@@ -42,6 +42,8 @@ export interface SyncRegistry {
   downloadBlob(repo: string, digest: string, dest: string): Promise<unknown>;
   manifest(repo: string, digest: string): Promise<{ bytes: Buffer; mediaType: string }>;
   putManifest(repo: string, ref: string, bytes: Buffer, mediaType: string): Promise<unknown>;
+  /** Removes a tag (an old workspace revision's); absent or refused: the tag stays until omni images gc --keep-last. */
+  deleteTag?(repo: string, tag: string): Promise<unknown>;
 }
 
 /**
@@ -59,6 +61,12 @@ const CHUNK_MEDIA_TYPE = 'application/octet-stream';
 // The registry writes a manifest and its blob links in one catalog transaction of at most 1,000 compares.
 const PAGE_LAYERS = 400;
 const PARALLEL = 8;
+/**
+ * Revisions of a workspace whose tags (`ws-<revision>`, garbage-collection roots) are kept: the
+ * sync that writes revision N removes the tag of N - this, so `omni sync --watch` saving every few
+ * seconds does not keep every revision's contents forever (the next GC collects them).
+ */
+export const WORKSPACE_REVISIONS_KEPT = 10;
 const CAS_ATTEMPTS = 5;
 const SMALL_READ = 1024 * 1024;
 /** Blobs up to this size are uploaded without a HEAD first (a one-file change: its pack and its page of the tree). */
@@ -702,6 +710,9 @@ export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { pla
       try {
         await records.write(recordKey(app), JSON.stringify({ index, revision }), remote.version);
         trace('record written');
+        const old = revision - WORKSPACE_REVISIONS_KEPT;
+        // best effort, not waited for: a tag left behind only keeps old contents until a GC with --keep-last
+        if (old >= 1 && reg.deleteTag) void reg.deleteTag(repo, `ws-${old}`).catch(() => undefined);
       } catch (err) {
         if (err instanceof OmniError && err.code === 'CONFLICT' && attempt < CAS_ATTEMPTS) continue; // another sync won: plan again
         throw err;

@@ -18,7 +18,8 @@
 //            on it (running or stopped, until its record is removed), it may write that app's
 //            workspace (node/sync/task-workspace.ts): the record sync/<app>, and registry puts
 //            in repository omni-sync/<app> (tags, repo links) plus the content-addressed blob
-//            and manifest records they name.
+//            and manifest records they name, and deletes of that repository's revision tags
+//            (ws-<n>: a sync removes the one that falls out of the last 10).
 //  - joiner: a host the leader admitted with a join token (it joins as itself, proven by noise).
 //  - leader: the leader's own duties (bootstrap, autopilot, orchestrator). Never forwarded:
 //            another node cannot claim it.
@@ -125,8 +126,7 @@ export const COMMAND_AUTHZ: { readonly [T in CommandType]: AuthzRow<CommandOf<T>
     admin: true,
     member: (c, nodeId, view) => {
       for (const op of c.ops) {
-        if (op.op !== 'put') return 'a member may only write the status of its own tasks';
-        const why = memberPut(op.key, nodeId, view);
+        const why = op.op === 'put' ? memberPut(op.key, nodeId, view) : memberDelete(op.key, nodeId, view);
         if (why) return why;
       }
       return undefined;
@@ -214,6 +214,16 @@ export function repoOfKey(key: string): string | undefined {
     return i > 0 ? rest.slice(0, i) : undefined;
   }
   return undefined;
+}
+
+/**
+ * A member's delete: only the tag of an old revision of a workspace it holds a task of
+ * (`omni-sync/<app>:ws-<n>`, removed by the sync that writes revision n + 10); nothing else.
+ */
+function memberDelete(key: string, nodeId: string, view: AuthzView): string | undefined {
+  const app = workspaceAppOfKey(key);
+  if (app === undefined || !key.startsWith(`${TAG_PREFIX}omni-sync/${app}:ws-`)) return 'a member deletes nothing but the old revision tags of a workspace it holds a task of';
+  return view.hostsApp?.(nodeId, app) ? undefined : `a member removes the revisions of ${app.slice(0, 100)} only while a task of it is placed there`;
 }
 
 /** A member's put: the status of its own task, a record its build writes, or its task's workspace. */

@@ -236,6 +236,16 @@ describe('authz: what a member holding a task may write of its app\'s synced wor
     expect(authorize({ kind: 'member', nodeId: 'n2' }, { kind: 'command', command: put('sync/svc') }, view).ok).toBe(false);
     expect(authorize({ kind: 'member', nodeId: 'n2' }, { kind: 'command', command: txn([blobKey(D1)]) }, view).ok).toBe(false);
   });
+
+  it('deletes: only an old revision tag ws-<n> of a workspace it holds a task of', () => {
+    const del = (key: string): Command => ({ type: 'kv.txn', compares: [], ops: [{ op: 'delete', key }] }) as Command;
+    expect(authorize(member, { kind: 'command', command: del(tagKey('omni-sync/svc', 'ws-2')) }, view).ok).toBe(true);
+    expect(authorize(member, { kind: 'command', command: del(tagKey('omni-sync/web', 'ws-2')) }, view).ok).toBe(false); // no task of web here
+    expect(authorize({ kind: 'member', nodeId: 'n2' }, { kind: 'command', command: del(tagKey('omni-sync/svc', 'ws-2')) }, view).ok).toBe(false);
+    for (const key of ['sync/svc', tagKey('omni-sync/svc', 'latest'), repoBlobKey('omni-sync/svc', D1), blobKey(D1), tagKey('team/api', 'ws-1'), 'taskstatus/t1']) {
+      expect(authorize(member, { kind: 'command', command: del(key) }, view).ok, key).toBe(false);
+    }
+  });
 });
 
 // ---- the driver on an in-process registry ----

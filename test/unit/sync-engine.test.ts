@@ -7,9 +7,9 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OmniError } from '../../node/errors.js';
-import { syncDir, type SyncRecordStore, type SyncRegistry } from '../../node/sync/engine.js';
+import { syncDir, WORKSPACE_REVISIONS_KEPT, type SyncRecordStore, type SyncRegistry } from '../../node/sync/engine.js';
 
-function memoryStore(): { records: SyncRecordStore; registry: SyncRegistry; writes: number } {
+function memoryStore(): { records: SyncRecordStore; registry: SyncRegistry; writes: number; tags: () => string[] } {
   const kv = new Map<string, { value: string; version: number }>();
   const blobs = new Map<string, Buffer>();
   const manifests = new Map<string, Buffer>();
@@ -41,12 +41,31 @@ function memoryStore(): { records: SyncRecordStore; registry: SyncRegistry; writ
         manifests.set(ref, bytes);
         manifests.set('sha256:' + createHash('sha256').update(bytes).digest('hex'), bytes);
       },
+      deleteTag: async (_repo: string, tag: string) => manifests.delete(tag),
     } satisfies SyncRegistry,
+    /** The workspace revisions whose tags are there. */
+    tags: () => [...manifests.keys()].filter((k) => k.startsWith('ws-')).sort((a, b) => Number(a.slice(3)) - Number(b.slice(3))),
   };
   return out;
 }
 
 describe('sync engine', () => {
+  it(`keeps the tags of the last ${WORKSPACE_REVISIONS_KEPT} revisions: each sync removes the one that falls out`, async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-tags-'));
+    try {
+      const m = memoryStore();
+      for (let i = 1; i <= WORKSPACE_REVISIONS_KEPT + 3; i++) {
+        await writeFile(join(root, 'f.txt'), `version ${i}\n`);
+        const r = await syncDir({ ...m, app: 't', dir: root, direction: 'push' });
+        expect(r.revision).toBe(i);
+        await new Promise((res) => setImmediate(res)); // the removal is not waited for
+      }
+      expect(m.tags()).toEqual(Array.from({ length: WORKSPACE_REVISIONS_KEPT }, (_, k) => `ws-${k + 4}`));
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   it('never writes through a symlink the other side planted, and a limit stops an oversized sync before anything is written', async () => {
     const root = await mkdtemp(join(tmpdir(), 'omni-sync-engine-'));
     try {
