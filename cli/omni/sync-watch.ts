@@ -12,6 +12,7 @@
 // and retried with exponential backoff and jitter; a refused token stops the command.
 import { watch, type FSWatcher } from 'node:fs';
 import { OmniError } from '../../node/errors.js';
+import { UsageError } from '../common.js';
 import type { ApiClient } from '../../node/api/client.js';
 import type { Direction } from '../../protocol/sync/plan.js';
 import type { SyncSummary } from '../../node/sync/engine.js';
@@ -37,8 +38,9 @@ export interface WatchOptions {
   stopped: Promise<void>;
 }
 
-/** Errors after which watching on cannot help: the command ends with them. */
+/** Errors after which watching on cannot help (a refused token, a bad app name or directory): the command ends with them. */
 function fatal(err: unknown): boolean {
+  if (err instanceof UsageError) return true;
   return err instanceof OmniError && (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN' || err.code === 'INVALID_ARGUMENT');
 }
 

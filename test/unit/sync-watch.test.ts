@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { watchSync, type WatchOptions } from '../../cli/omni/sync-watch.js';
 import { OmniError } from '../../node/errors.js';
+import { UsageError } from '../../cli/common.js';
 import type { SyncSummary } from '../../node/sync/engine.js';
 import type { ApiClient } from '../../node/api/client.js';
 import type { Registry } from '../../cli/omni/registry-client.js';
@@ -84,13 +85,17 @@ describe('omni sync --watch loop', () => {
     }
   });
 
-  it('ends with the error when the token is refused', async () => {
+  it('ends with the error when the token is refused, or the app name or directory is not usable', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'omni-watch-'));
     try {
       const h = harness(dir, async () => {
         throw new OmniError('UNAUTHORIZED', 'bad token');
       });
       await expect(h.done).rejects.toThrow(/bad token/);
+      const u = harness(dir, async () => {
+        throw new UsageError('--app must be an app name');
+      });
+      await expect(u.done).rejects.toThrow(/--app must be/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
