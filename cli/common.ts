@@ -89,3 +89,10 @@ export function formatBytes(n: number): string {
   while (n >= 1024 && i < units.length - 1) (n /= 1024), i++;
   return `${n.toFixed(i === 0 ? 0 : 1)}${units[i]}`;
 }
+
+/** "30s", "10m", "2h", "7d", "0" → ms. */
+export function parseDurationMs(s: string, flag: string): number {
+  const m = /^(\d{1,12})(ms|s|m|h|d)?$/.exec(s.trim());
+  if (!m || (m[2] === undefined && m[1] !== '0')) throw new UsageError(`${flag} must be a duration such as 30s, 10m, 2h or 7d (or 0), got ${s}`);
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms']!;
+}

@@ -2,7 +2,7 @@
 // /v2/); ls, inspect REF (manifest, blobs, pieces, which nodes hold each blob), rm REF (a tag,
 // or a manifest by digest), gc (garbage collection), and registry (this node's /v2/ address and
 // recent transfers).
-import { parse, printJson, table, formatBytes, UsageError } from '../common.js';
+import { parse, printJson, table, formatBytes, UsageError, parseDurationMs } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { exportImage, importImages, importRootfsCommand, pullImage, pushImage } from './images-transfer.js';
 import { formatDuration } from './progress.js';
@@ -100,12 +100,6 @@ function ago(ms: number): string {
   return `${Math.round(s / 86400)}d ago`;
 }
 
-/** "30s", "10m", "2h", "7d", "0" → ms. */
-export function parseDurationMs(s: string, flag: string): number {
-  const m = /^(\d{1,12})(ms|s|m|h|d)?$/.exec(s.trim());
-  if (!m || (m[2] === undefined && m[1] !== '0')) throw new UsageError(`${flag} must be a duration such as 30s, 10m, 2h or 7d (or 0), got ${s}`);
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms']!;
-}
 
 interface GcView {
   dryRun: boolean;

@@ -249,7 +249,10 @@ export class RegistryClient {
         location = typeof res.headers.location === 'string' && rel(res.headers.location) ? res.headers.location : saved.location;
         // "0-0" is the registry's answer for an empty session as for one byte: take it as empty
         offset = Number(end[1]) === 0 ? 0 : Number(end[1]) + 1;
-        if (offset > size) (location = undefined), (offset = 0);
+        if (offset > size) {
+          location = undefined;
+          offset = 0;
+        }
       }
     }
     const resumedAtBytes = offset;

@@ -47,7 +47,7 @@ function fatal(err: unknown): boolean {
 /** Runs until `stopped` resolves (returns 0) or a fatal error (thrown). */
 export async function watchSync(o: WatchOptions): Promise<number> {
   const debounceMs = o.debounceMs ?? WATCH_DEBOUNCE_MS;
-  let running = false;
+  let running: Promise<void> | undefined;
   let again = false;
   let againReadBack = false;
   let failures = 0;
@@ -58,14 +58,17 @@ export async function watchSync(o: WatchOptions): Promise<number> {
   let wake!: () => void;
   const idle = new Promise<void>((r) => (wake = r));
 
-  const run = async (readBack: boolean): Promise<void> => {
-    if (stop) return;
+  const run = (readBack: boolean): Promise<void> => {
+    if (stop) return Promise.resolve();
     if (running) {
       again = true;
       againReadBack ||= readBack;
-      return;
+      return running;
     }
-    running = true;
+    running = once(readBack);
+    return running;
+  };
+  const once = async (readBack: boolean): Promise<void> => {
     try {
       const summary = await o.syncOnce(readBack);
       failures = 0;
@@ -87,7 +90,7 @@ export async function watchSync(o: WatchOptions): Promise<number> {
           void run(true);
         }, retryInMs);
     } finally {
-      running = false;
+      running = undefined;
       if (stop) wake();
       else if (again) {
         const rb = againReadBack;
@@ -133,7 +136,7 @@ export async function watchSync(o: WatchOptions): Promise<number> {
   if (retry) clearTimeout(retry);
   watcher?.close();
   // a sync under way finishes (it is safe to interrupt, but its state write is cheap to wait for)
-  while (running) await new Promise((r) => setTimeout(r, 20));
+  while (running) await running;
   if (fatalError) throw fatalError;
   return 0;
 }

@@ -7,10 +7,9 @@ import { OmniError } from '../../node/errors.js';
 import type { ApiClient } from '../../node/api/client.js';
 import type { Direction, SyncPlan } from '../../protocol/sync/plan.js';
 import { APP_RE, syncDir, type SyncRecordStore, type SyncSummary } from '../../node/sync/engine.js';
-import { parse, printJson, UsageError } from '../common.js';
+import { parse, parseDurationMs, printJson, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { registryFor, type Registry } from './registry-client.js';
-import { parseDurationMs } from './images.js';
 import { watchSync } from './sync-watch.js';
 
 export { scanTree, type SyncSummary } from '../../node/sync/engine.js';
