@@ -230,6 +230,22 @@ export class RegistryClient {
    * Returns the bytes the upload resumed at (0 for a fresh one).
    */
   async uploadBlobResumable(repo: string, digest: string, path: string, o: { stateFile: string; chunkBytes?: number; onBytes?: (n: number) => void }): Promise<{ resumedAtBytes: number }> {
+    // one upload per state file at a time: another process (or call) uploading the same blob
+    // holds the lock, and this one sends its own copy without a state file rather than share
+    // (and break) that session
+    const release = await lockStateFile(o.stateFile);
+    if (!release) {
+      await this.uploadBlob(repo, digest, path, o.onBytes);
+      return { resumedAtBytes: 0 };
+    }
+    try {
+      return await this.uploadBlobResumableLocked(repo, digest, path, o);
+    } finally {
+      await release();
+    }
+  }
+
+  private async uploadBlobResumableLocked(repo: string, digest: string, path: string, o: { stateFile: string; chunkBytes?: number; onBytes?: (n: number) => void }): Promise<{ resumedAtBytes: number }> {
     const { size } = await stat(path);
     const chunk = Math.max(64 * 1024, o.chunkBytes ?? RESUMABLE_CHUNK_BYTES);
     const rel = (location: string) => (location.startsWith('/v2/') ? location.slice(4) : undefined);
@@ -409,4 +425,36 @@ export async function registryFor(client: ApiClient, values: Record<string, unkn
   const ask = async () => open((await client.get<{ url: string }>('/v1/registry')).url);
   const note = (from: string, to: string, why: string) => process.stderr.write(`omni: the registry at ${from} stopped answering (${why.slice(0, 200)}); going on with ${to}\n`);
   return new FailoverRegistry(await ask(), ask, note);
+}
+
+/**
+ * Takes `<stateFile>.lock` (holding this process's pid); undefined while a live process holds it.
+ * A lock left by a process that is gone (killed mid-upload) is taken over.
+ */
+async function lockStateFile(stateFile: string): Promise<(() => Promise<void>) | undefined> {
+  const lock = `${stateFile}.lock`;
+  await mkdir(dirname(lock), { recursive: true });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(lock, String(process.pid), { flag: 'wx', mode: 0o600 });
+      return () => rm(lock, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const text = await readFile(lock, 'utf8').catch(() => '');
+      const pid = Number(text);
+      // empty: its holder is writing its pid right now
+      if (!text || !Number.isInteger(pid) || pid <= 0 || processAlive(pid)) return undefined;
+      await rm(lock, { force: true });
+    }
+  }
+  return undefined;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

@@ -12,6 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
 import { Registry } from '../../node/registry/registry.js';
 import { ApiTls } from '../../node/api/tls.js';
@@ -370,6 +371,28 @@ describe('resumable upload of a build\'s source (the CLI\'s registry client)', (
     const fresh = await client.uploadBlobResumable('team/src', otherDigest, other, { stateFile, chunkBytes: 64 * 1024 });
     expect(fresh.resumedAtBytes).toBe(0);
     expect(await client.hasBlob('team/src', otherDigest)).toBe(true);
+  });
+
+  it('two uploads of the same blob at once (two builds of one source) both land: the second goes without the state file; a lock left by a dead process is taken over', async () => {
+    const file = join(root, 'twice-source.bin');
+    const bytes = randomBytes(600 * 1024);
+    await writeFile(file, bytes);
+    const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+    const stateFile = join(root, 'uploads', 'twice.json');
+    const both = await Promise.all([0, 1].map(() => client.uploadBlobResumable('team/twice', digest, file, { stateFile, chunkBytes: 64 * 1024 })));
+    expect(both.map((r) => r.resumedAtBytes)).toEqual([0, 0]);
+    expect(await client.hasBlob('team/twice', digest)).toBe(true);
+    await expect(stat(`${stateFile}.lock`)).rejects.toThrow(); // released
+    // a process killed mid-upload leaves its lock: a pid that is no longer running
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    await writeFile(`${stateFile}.lock`, dead.stdout);
+    const other = join(root, 'after-dead.bin');
+    const otherBytes = randomBytes(100 * 1024);
+    await writeFile(other, otherBytes);
+    const otherDigest = 'sha256:' + createHash('sha256').update(otherBytes).digest('hex');
+    await client.uploadBlobResumable('team/twice', otherDigest, other, { stateFile, chunkBytes: 64 * 1024 });
+    expect(await client.hasBlob('team/twice', otherDigest)).toBe(true);
+    await expect(stat(`${stateFile}.lock`)).rejects.toThrow();
   });
 });
 
