@@ -4,6 +4,7 @@
 import { secretKey } from './apps/secret-seal.js';
 import { parseSamples, sampleTasks, TASK_STATS_TIMEOUT_MS, type TaskStatsSample } from './apps/task-stats.js';
 import { buildCacheNodes } from '../protocol/forge/cache-placement.js';
+import type { BuildRetention } from '../protocol/forge/retention.js';
 import { mkdir, readdir, rm, chmod } from 'node:fs/promises';
 import { writeFileAtomic } from './files.js';
 import { randomUUID } from 'node:crypto';
@@ -108,6 +109,8 @@ export interface DaemonOptions {
   registryTls?: boolean;
   /** --registry-gc-every: the leader's scheduled garbage collection interval (default 6 h; 0: off). */
   registryGcEveryMs?: number;
+  /** Finished Forge builds kept (--build-keep, --build-ttl; default DEFAULT_BUILD_RETENTION). */
+  buildRetention?: BuildRetention;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -588,6 +591,7 @@ export class Omnid {
       log: this.log,
       raft: this.raft,
       proposeOk,
+      ...(this.opts.buildRetention ? { buildRetention: this.opts.buildRetention } : {}),
       // A build prefers the nodes that hold its warm dependency layer (soft: protocol/forge/cache-placement.ts).
       preferNodeIds: (_app, spec) => {
         const reg = this.registry;

@@ -1,10 +1,11 @@
 // Flags shared by omnid init/join/start and their translation into DaemonOptions.
 import type { DaemonOptions } from '../../node/daemon.js';
-import { UsageError, defaultDataDir, type Flags } from '../common.js';
+import { UsageError, defaultDataDir, parseDurationMs, type Flags } from '../common.js';
 import type { LogLevel, Logger } from '../../node/logger.js';
 import { processGuard } from '../../node/process-guard.js';
 import { MAX_REPLICAS } from '../../protocol/registry/durability.js';
 import { parseVipRange } from '../../protocol/net/vip.js';
+import { DEFAULT_BUILD_RETENTION } from '../../protocol/forge/retention.js';
 
 export const DAEMON_FLAGS: Flags = {
   data: { type: 'string' },
@@ -31,6 +32,8 @@ export const DAEMON_FLAGS: Flags = {
   'docker-vip-range': { type: 'string' },
   'publish-host': { type: 'string' },
   'publish-port-offset': { type: 'string' },
+  'build-keep': { type: 'string' },
+  'build-ttl': { type: 'string' },
 };
 
 export const DAEMON_FLAGS_HELP = `
@@ -52,6 +55,10 @@ export const DAEMON_FLAGS_HELP = `
                           interface omnid adds (root; default 198.18.0.0/16; off: none)
   --publish-host HOST     where published app ports listen (default 0.0.0.0; off: nowhere)
   --publish-port-offset N published port P listens on P+N on this node (several nodes on one host)
+  --build-keep N          finished builds (omni build) kept per repository while this node
+                          leads (default 5; 0: each removed once it finished); their images stay
+  --build-ttl D           a finished or cancelled build is removed this long after it ended
+                          (default 24h; e.g. 30m, 7d; off: only --build-keep removes)
   --name NAME             node name (default: host name)
   --label KEY=VALUE       node label, repeatable
   --log-level LEVEL       debug|info|warn|error (default info)
@@ -86,6 +93,15 @@ export function gcEveryFlag(v: unknown): number {
   const m = /^(\d{1,9})(s|m|h|d)$/.exec(s);
   const ms = m ? Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's']! : NaN;
   if (!(ms >= 1000 && ms <= 366 * 86_400_000)) throw new UsageError(`--registry-gc-every must be a duration from 1s to 366d such as 30m, 6h or 1d (or off), got ${s}`);
+  return ms;
+}
+
+/** --build-ttl: a duration (at least 1 s), or off (no age limit). */
+function buildTtlFlag(v: unknown): number {
+  const s = String(v).trim();
+  if (s === 'off') return Number.POSITIVE_INFINITY;
+  const ms = parseDurationMs(s, '--build-ttl');
+  if (ms < 1000) throw new UsageError(`--build-ttl must be at least 1s (or off), got ${s}`);
   return ms;
 }
 
@@ -151,6 +167,14 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     ...(values['docker-vip-range'] !== undefined ? { dockerVipRange: dockerVipRangeFlag(values['docker-vip-range']) } : {}),
     ...(values['publish-host'] !== undefined ? { publishHost: String(values['publish-host']) } : {}),
     ...(values['publish-port-offset'] !== undefined ? { publishPortOffset: portOffsetFlag(values['publish-port-offset']) } : {}),
+    ...(values['build-keep'] !== undefined || values['build-ttl'] !== undefined
+      ? {
+          buildRetention: {
+            keepLast: nonNegativeInt(values['build-keep'], 'build-keep') ?? DEFAULT_BUILD_RETENTION.keepLast,
+            ttlMs: values['build-ttl'] !== undefined ? buildTtlFlag(values['build-ttl']) : DEFAULT_BUILD_RETENTION.ttlMs,
+          },
+        }
+      : {}),
   };
 }
 

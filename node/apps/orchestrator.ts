@@ -133,12 +133,15 @@ export class Orchestrator {
     const finishedBuilds: FinishedBuild[] = [];
     for (const app of apps) {
       const j = app.job;
-      if (app.state === 'removing' || !j || j.status === 'running' || j.version !== app.version) continue;
+      if (app.state === 'removing' || !j || j.version !== app.version) continue;
+      // A cancelled build (omni build --cancel, omni stop) counts as finished when it stopped.
+      const endedAtMs = j.status !== 'running' ? j.finishedAtMs : app.state === 'stopped' ? j.stoppedAtMs : undefined;
+      if (endedAtMs === undefined) continue;
       const spec = specOf(app.name, app.version);
       if (spec?.driver !== 'forge' || !spec.command) continue;
       const parsed = parseBuildCommand(spec.command);
       if (!parsed.ok || tables.tasksOfApp(app.name).some((t) => t.desired === 'run')) continue;
-      finishedBuilds.push({ name: app.name, repo: parsed.request.repo, finishedAtMs: j.finishedAtMs });
+      finishedBuilds.push({ name: app.name, repo: parsed.request.repo, finishedAtMs: endedAtMs });
     }
     const expired = new Set(buildsToRemove(finishedBuilds, this.clock.now(), this.d.buildRetention ?? DEFAULT_BUILD_RETENTION));
     for (const listed of apps) {
