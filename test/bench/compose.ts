@@ -1,8 +1,8 @@
 // npm run bench:compose — a 4-service compose stack (test/fixtures/compose-bench) on a 3-node
 // loopback cluster (omnid processes, the real CLI bin/omni), against Debian's docker-compose
 // (1.29) `up` of the same stack with Dockerfiles on one host, in the same run, same engine.
-// The stack: api (test/fixtures/forge/node-api, copied at run time, built by Forge), py
-// (test/fixtures/forge/python-api, likewise), db (a tiny in-memory key/value HTTP server in Node: no Debian database server
+// The stack: api (examples/node-api, copied at run time, built by Forge), py
+// (examples/python-api, likewise), db (a tiny in-memory key/value HTTP server in Node: no Debian database server
 // such as redis-server is installed on the bench host), gateway (depends on the three with
 // condition service_healthy; GET / calls http://api:8080, http://py:8080, http://db:8080 by name).
 // db and gateway run with the process driver on n1; api and py with the docker driver on n2/n3,
@@ -40,7 +40,7 @@ const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
 const load = () => round(loadavg()[0], 2);
 const FIX = resolve('test/fixtures/compose-bench');
 // api and py are Forge's own fixtures, copied at run time (not kept twice in the repository)
-const SOURCES: Record<string, string> = { api: resolve('test/fixtures/forge/node-api'), py: resolve('test/fixtures/forge/python-api') };
+const SOURCES: Record<string, string> = { api: resolve('examples/node-api'), py: resolve('examples/python-api') };
 
 function dockerEngine(): { host: string; mine: boolean; stop: () => void } {
   if (process.env.DOCKER_HOST) return { host: process.env.DOCKER_HOST, mine: false, stop: () => undefined };

@@ -1,6 +1,6 @@
 // npm run bench:forge — Forge against `docker build` of an equivalent hand-written multi-stage
 // Dockerfile, in the same run, for a small Node.js API and a small Python API
-// (test/fixtures/forge/node-api, python-api). For each (suffix _node, _python):
+// (examples/node-api, python-api). For each (suffix _node, _python):
 //   cold_build_s      omni build of a copy whose dependency key is new (no cached layer)
 //   rebuild_s         omni build after one source file changed (the dependency layer reused)
 //   image_mib         the image's uncompressed size as the engine reports it (docker pull of
@@ -20,6 +20,7 @@ import { tmpdir, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { LocalCluster } from '../../node/local-cluster.js';
+import { forgeFixture } from '../support/forge-fixtures.js';
 
 const run = promisify(execFile);
 const log = (s: string) => process.stderr.write(`bench:forge: ${s}\n`);
@@ -103,7 +104,7 @@ try {
     const marker = `bench-${Date.now()}`;
     // Forge
     const src = join(work, `forge-${a.suffix}`);
-    await cp(`test/fixtures/forge/${a.fixture}`, src, { recursive: true });
+    await cp(forgeFixture(a.fixture), src, { recursive: true });
     await writeFile(join(src, a.depsFile), a.bump(await readFile(join(src, a.depsFile), 'utf8'), marker));
     const repo = `bench/${a.suffix}`;
     const [cold, coldS] = await timed(async () => JSON.parse(await omni('f1', 'build', src, '--repo', repo, '--json', '-q')) as { digest: string; depsReused: boolean });
@@ -126,7 +127,7 @@ try {
     await run('bash', ['-c', `tar -C ${tree} -c . | docker import - ${baseTag}`], { env: denv, timeout: 600_000, maxBuffer: 16 * 1024 * 1024 });
     void tag;
     const dsrc = join(work, `docker-${a.suffix}`);
-    await cp(`test/fixtures/forge/${a.fixture}`, dsrc, { recursive: true });
+    await cp(forgeFixture(a.fixture), dsrc, { recursive: true });
     await writeFile(join(dsrc, a.depsFile), a.bump(await readFile(join(dsrc, a.depsFile), 'utf8'), marker));
     await writeFile(join(dsrc, 'Dockerfile'), a.dockerfile(baseTag));
     await writeFile(join(dsrc, '.dockerignore'), 'Dockerfile\n.dockerignore\nnode_modules\n.deps\n');

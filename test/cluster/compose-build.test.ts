@@ -50,7 +50,7 @@ describe('compose stacks with build: (Forge)', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'omni-compose-build-'));
     for (const s of ['api', 'admin']) {
-      await cp('test/fixtures/forge/node-api', join(dir, s), { recursive: true });
+      await cp('examples/node-api', join(dir, s), { recursive: true });
       // distinct sources: each service is its own build
       const server = join(dir, s, 'server.js');
       await writeFile(server, (await readFile(server, 'utf8')).replace('ok: true', `ok: true, service: '${s}'`));

@@ -81,7 +81,7 @@ describe('forge on a cluster', () => {
     expect(base.stdout).toMatch(/^omni\/node:24 sha256:[0-9a-f]{64} \(one layer/m);
 
     const src = join(dir, 'node-api');
-    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    await cp('examples/node-api', src, { recursive: true });
     built = JSON.parse(await omni('b1', 'build', src, '--repo', 'team/node-api', '--tag', 'v1', '--json')) as Built;
     expect(built).toMatchObject({ repository: 'team/node-api', type: 'node', depsReused: false });
     expect(built.tags).toEqual([`sha-${built.sourceDigest.slice(7)}`, 'v1']);
@@ -135,7 +135,7 @@ describe('forge on a cluster', () => {
 
     // two identical builds at once, through two nodes: one build task, one result for both
     const src = join(dir, 'node-api-twice');
-    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    await cp('examples/node-api', src, { recursive: true });
     await writeFile(join(src, 'extra.txt'), 'a change, so that nothing is reused\n');
     const [x, y] = await Promise.all([omniCli(omniEnv('b2'), ['build', src, '--repo', 'team/twice', '--json']), omniCli(omniEnv('b3'), ['build', src, '--repo', 'team/twice', '--json'])]);
     expect(x.code, x.stderr).toBe(0);
@@ -162,7 +162,7 @@ describe('forge on a cluster', () => {
     // install step of its own makes each lockfile's dependency layer a blob of its own.
     const variant = async (name: string, pkgName: string, extra: string) => {
       const src = join(dir, name);
-      await cp('test/fixtures/forge/node-api', src, { recursive: true });
+      await cp('examples/node-api', src, { recursive: true });
       for (const f of ['package.json', 'package-lock.json']) {
         const j = JSON.parse(await readFile(join(src, f), 'utf8')) as { name?: string; packages?: Record<string, { name?: string }> };
         j.name = pkgName;
@@ -245,7 +245,7 @@ describe('forge on a cluster', () => {
     };
     const answers = async () => Promise.all((await endpoints()).map(async (e) => JSON.parse((await httpGet(e.ports.http, '/hello')).body) as Record<string, unknown>));
     // 3 replicas, one per node, from the fixture itself (the app is named after the directory)
-    const first = JSON.parse(await omni('b1', 'run', 'test/fixtures/forge/node-api', '--replicas', '3', '--spread', '--json', '-q')) as RunOut;
+    const first = JSON.parse(await omni('b1', 'run', 'examples/node-api', '--replicas', '3', '--spread', '--json', '-q')) as RunOut;
     expect(first).toMatchObject({ name: 'node-api', version: 1, action: 'created', healthy: true, build: { repository: 'node-api', reused: false } });
     expect(first.image).toBe(`node-api@${first.build.digest}`);
     const eps = await endpoints();
@@ -256,9 +256,9 @@ describe('forge on a cluster', () => {
     expect(spec.spec).toMatchObject({ image: first.image, ports: [{ name: 'http', port: 8080 }], healthCheck: { type: 'tcp' } });
 
     // again, through another node, the same source: the build is reused and the app left as it is
-    const again = JSON.parse(await omni('b2', 'run', 'test/fixtures/forge/node-api', '--replicas', '3', '--spread', '--json', '-q')) as RunOut;
+    const again = JSON.parse(await omni('b2', 'run', 'examples/node-api', '--replicas', '3', '--spread', '--json', '-q')) as RunOut;
     expect(again).toMatchObject({ name: 'node-api', version: 1, action: 'unchanged', changed: false, build: { digest: first.build.digest, reused: true } });
-    const text = await omniCli(omniEnv('b3'), ['run', 'test/fixtures/forge/node-api', '--replicas', '3', '--spread', '-q']);
+    const text = await omniCli(omniEnv('b3'), ['run', 'examples/node-api', '--replicas', '3', '--spread', '-q']);
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toContain(`image node-api@${first.build.digest}`);
     expect(text.stderr).toContain(`node-api: reused node-api@${first.build.digest}`);
@@ -266,7 +266,7 @@ describe('forge on a cluster', () => {
 
     // changed source (a copy with another server.js): a new digest, the app rolled to it
     const changed = join(dir, 'changed', 'node-api');
-    await cp('test/fixtures/forge/node-api', changed, { recursive: true });
+    await cp('examples/node-api', changed, { recursive: true });
     await writeFile(join(changed, 'server.js'), (await readFile(join(changed, 'server.js'), 'utf8')).replace('ok: true,', 'ok: true, v: 2,'));
     const rolled = JSON.parse(await omni('b3', 'run', changed, '--replicas', '3', '--spread', '--json', '-q')) as RunOut;
     expect(rolled).toMatchObject({ name: 'node-api', version: 2, action: 'rolling update', healthy: true, build: { reused: false } });
@@ -293,7 +293,7 @@ describe('forge on a cluster', () => {
   it('a failing step: exit 1, the step named, its last log lines', async () => {
     const src = join(dir, 'broken');
     await mkdir(join(src, '.omni'), { recursive: true });
-    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    await cp('examples/node-api', src, { recursive: true });
     await writeFile(join(src, '.omni/build.yaml'), 'steps:\n  - name: compile\n    run: |\n      echo compiling\n      echo "error: broken" >&2\n      exit 7\n');
     const r = await omniCli(omniEnv('b1'), ['build', src, '--repo', 'team/broken', '-q']);
     expect(r.code).toBe(1);
@@ -334,7 +334,7 @@ describe('forge on a cluster', () => {
     // Python: the python base (this host's python3), requirements.txt + main.py, run by Docker
     const penv = { ...omniEnv('b1'), OMNI_FORGE_BASE_CACHE: process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base') };
     await run('scripts/forge-base.sh', ['python', '--import'], { env: penv, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
-    const py = JSON.parse(await omni('b1', 'build', 'test/fixtures/forge/python-api', '--repo', 'team/python-api', '--json')) as Built;
+    const py = JSON.parse(await omni('b1', 'build', 'examples/python-api', '--repo', 'team/python-api', '--json')) as Built;
     expect(py.type).toBe('python');
     const pyRef = `${reg}/team/python-api@${py.digest}`;
     await run('docker', ['pull', pyRef], { env, timeout: 300_000 });
@@ -353,7 +353,7 @@ describe('forge on a cluster', () => {
 
     // --runner docker: the install and the steps run in a container from the runtime base (its /bin/sh is busybox; the host's is not)
     const src2 = join(dir, 'node-api-in-base');
-    await cp('test/fixtures/forge/node-api', src2, { recursive: true });
+    await cp('examples/node-api', src2, { recursive: true });
     await mkdir(join(src2, '.omni'));
     await writeFile(join(src2, '.omni/build.yaml'), 'steps:\n  - name: in-base\n    run: test "$(readlink /bin/sh)" = busybox && node --version && echo running-in-the-base\n');
     const inBase = await omniCli({ ...omniEnv('b2'), DOCKER_HOST: env.DOCKER_HOST, DOCKER_CONFIG: dir }, ['build', src2, '--repo', 'team/in-base', '--runner', 'docker', '--json']);
@@ -366,10 +366,27 @@ describe('forge on a cluster', () => {
     expect(onHost.stderr).toContain("step 'in-base' failed");
   }, 600_000);
 
+  it.skipIf(noDocker !== undefined)('omni run examples/python-api: built, 3 replicas on 3 nodes answer HTTP', async () => {
+    const penv = { ...omniEnv('b1'), OMNI_FORGE_BASE_CACHE: process.env.OMNI_FORGE_BASE_CACHE ?? join(homedir(), '.cache/omni/forge-base') };
+    await run('scripts/forge-base.sh', ['python', '--import'], { env: penv, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+    const out = JSON.parse(await omni('b2', 'run', 'examples/python-api', '--replicas', '3', '--spread', '--json', '-q')) as { name: string; action: string; healthy: boolean; image: string; build: { digest: string } };
+    expect(out).toMatchObject({ name: 'python-api', action: 'created', healthy: true });
+    expect(out.image).toBe(`python-api@${out.build.digest}`);
+    const client = c.client('b1');
+    try {
+      const eps = (await client.get<{ endpoints: { ports: Record<string, number>; node: string }[] }>('/v1/apps/python-api')).endpoints;
+      expect(new Set(eps.map((e) => e.node))).toEqual(new Set(names));
+      for (const e of eps) expect(JSON.parse((await httpGet(e.ports.http, '/py')).body)).toEqual({ ok: true, path: '/py' });
+      expect((await client.raw('DELETE', '/v1/apps/python-api')).status).toBe(200);
+    } finally {
+      client.close();
+    }
+  }, 600_000);
+
   it.skipIf(noDocker !== undefined)('a devcontainer is the build environment: its containerEnv, remoteUser and postCreateCommand reach the steps; build.dockerfile through the engine; features refused', async () => {
     const dockerEnv = { DOCKER_HOST: `unix://${(docker as { socketPath: string }).socketPath}`, DOCKER_CONFIG: dir };
     const src = join(dir, 'dev-api');
-    await cp('test/fixtures/forge/node-api', src, { recursive: true });
+    await cp('examples/node-api', src, { recursive: true });
     await mkdir(join(src, '.omni'));
     await mkdir(join(src, '.devcontainer'));
     await writeFile(join(src, '.omni/build.yaml'), 'steps:\n  - name: show\n    run: echo "greeting=$GREETING" && cat /tmp/omni-postcreate && cat made-by-postcreate\n');

@@ -9,7 +9,6 @@ import { createHash } from 'node:crypto';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { list } from 'tar';
 import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
 import { Registry } from '../../node/registry/registry.js';
@@ -22,9 +21,10 @@ import { Forge } from '../../node/forge/builder.js';
 import { HostRunner, StepFailed, type StepRequest, type StepRunner } from '../../node/forge/runner.js';
 import { importRootfs } from '../../node/forge/rootfs.js';
 import { FIXED_MTIME } from '../../node/forge/layer.js';
+import { forgeFixture } from '../support/forge-fixtures.js';
 
 const ADMIN = 'OMNIA1.forge-test-admin';
-const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/forge/${name}`, import.meta.url));
+const fixture = forgeFixture;
 
 function harness() {
   const state = new ClusterState();

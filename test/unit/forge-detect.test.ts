@@ -1,7 +1,6 @@
 // Forge detection on fixture trees (test/fixtures/forge/…), .omni/build.yaml validation, and
 // .gitignore/.dockerignore patterns.
 import { describe, expect, it } from 'vitest';
-import { fileURLToPath } from 'node:url';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,8 +9,9 @@ import { parseBuildYaml } from '../../protocol/forge/build-yaml.js';
 import { gitignoreRules, isIgnored, parseIgnore } from '../../protocol/forge/ignore.js';
 import { collectTree } from '../../node/forge/layer.js';
 import { dirView, ignoreRules } from '../../node/forge/builder.js';
+import { forgeFixture } from '../support/forge-fixtures.js';
 
-const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/forge/${name}`, import.meta.url));
+const fixture = forgeFixture;
 const view = (name: string) => dirView(fixture(name), ignoreRules(fixture(name)));
 const mem = (files: Record<string, string>): SourceView => ({ has: (p) => Object.hasOwn(files, p), read: (p) => (Object.hasOwn(files, p) ? files[p] : undefined) });
 

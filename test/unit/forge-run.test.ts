@@ -8,7 +8,7 @@ const digest = 'sha256:' + 'a'.repeat(64);
 
 describe('omni run DIR', () => {
   it('names the app after the directory: lower case, letters/digits/-, starting with a letter, at most 40', () => {
-    expect(appNameFromDir('test/fixtures/forge/node-api')).toBe('node-api');
+    expect(appNameFromDir('examples/node-api')).toBe('node-api');
     expect(appNameFromDir('/tmp/My_App.v2')).toBe('my-app-v2');
     expect(appNameFromDir('/tmp/2fast')).toBe('fast');
     expect(appNameFromDir('/tmp/123')).toBe('app');
@@ -31,10 +31,10 @@ describe('omni run DIR', () => {
   });
 
   it('a positional is a directory when one exists; a path-like name that does not exist is an error', () => {
-    expect(isSourceDir('test/fixtures/forge/node-api')).toBe(true);
+    expect(isSourceDir('examples/node-api')).toBe(true);
     expect(isSourceDir('busybox')).toBe(false);
     expect(isSourceDir('team/api:v1')).toBe(false);
-    expect(isSourceDir('test/fixtures/forge/node-api/server.js')).toBe(false);
+    expect(isSourceDir('examples/node-api/server.js')).toBe(false);
     expect(() => isSourceDir('./no-such-dir')).toThrow(UsageError);
   });
 });

@@ -11,7 +11,6 @@ import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promi
 import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { ClusterState, encodeCommand, type Command } from '../../protocol/cluster/state.js';
 import { Registry } from '../../node/registry/registry.js';
@@ -44,9 +43,10 @@ import { validateAppSpec as validateSpec } from '../../protocol/apps/spec.js';
 import { authorize, authzView, repoOfKey, workspaceAppOfKey, type AuthzView } from '../../protocol/cluster/authz.js';
 import type { TaskRecord } from '../../protocol/apps/model.js';
 import { blobKey, repoBlobKey, tagKey, fenceOp } from '../../protocol/registry/records.js';
+import { forgeFixture } from '../support/forge-fixtures.js';
 
 const ADMIN = 'OMNIA1.forge-task-test-admin';
-const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/forge/${name}`, import.meta.url));
+const fixture = forgeFixture;
 const D1 = 'sha256:' + '1'.repeat(64);
 const D2 = 'sha256:' + '2'.repeat(64);
 
