@@ -31,6 +31,9 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
   --env KEY=VALUE        environment (repeatable);  --env-file FILE
   --replicas N           (default 1)
   --cpu CORES            e.g. 0.5 or 500m;  --memory SIZE  e.g. 256M, 1G
+  --limit                --cpu and --memory are hard limits for the process driver too (its
+                         own cgroup: a CPU quota, the OOM killer at the memory size; root); the
+                         docker driver always limits
   --constraint EXPR      e.g. arch==amd64, label.zone==a, node.name!=n3 (repeatable)
   --spread               at most one replica per node (anti-affinity)
   --health-http PATH     HTTP health check on the first port
@@ -130,7 +133,7 @@ export async function run(argv: string[]): Promise<number> {
     {
       ...CONNECTION_FLAGS,
       name: { type: 'string' }, port: { type: 'string', multiple: true }, env: { type: 'string', multiple: true }, 'env-file': { type: 'string' },
-      replicas: { type: 'string' }, cpu: { type: 'string' }, memory: { type: 'string' }, constraint: { type: 'string', multiple: true },
+      replicas: { type: 'string' }, cpu: { type: 'string' }, memory: { type: 'string' }, limit: { type: 'boolean' }, constraint: { type: 'string', multiple: true },
       spread: { type: 'boolean' }, 'health-http': { type: 'string' }, restart: { type: 'string' }, driver: { type: 'string' },
       detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' }, exclusive: { type: 'boolean' },
       job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' }, deadline: { type: 'string' }, parallelism: { type: 'string' }, ttl: { type: 'string' },
@@ -187,7 +190,7 @@ export async function run(argv: string[]): Promise<number> {
     env,
     ports,
     replicas: values.replicas !== undefined ? Number(values.replicas) : 1,
-    resources: { ...(values.cpu ? { cpu: values.cpu } : {}), ...(values.memory ? { memory: values.memory } : {}) },
+    resources: { ...(values.cpu ? { cpu: values.cpu } : {}), ...(values.memory ? { memory: values.memory } : {}), ...(values.limit ? { limit: true } : {}) },
     constraints: values.constraint ?? [],
     antiAffinity: values.spread === true,
     ...(values['health-http'] ? { healthCheck: { type: 'http', port: ports[0]?.name ?? 'http', path: values['health-http'] } } : {}),

@@ -796,6 +796,7 @@ export class Agent {
       // resources.limit false: reserved for placement only, no container limits (a Compose service without limits)
       cpu: spec.resources.limit === false ? 0 : spec.resources.cpu,
       memoryBytes: spec.resources.limit === false ? 0 : spec.resources.memoryMB * 1024 * 1024,
+      ...(spec.resources.limit === true ? { hardLimits: true } : {}),
       labels: { 'omni.app': t.app, 'omni.version': String(t.version), 'omni.task': t.id, ...(spec.exclusive ? { 'omni.exclusive': 'true' } : {}) },
       ...(spec.exclusive ? { exclusive: true } : {}),
       ...(net ? { hostsFile: net.hostsFile } : {}),

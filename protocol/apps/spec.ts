@@ -489,6 +489,7 @@ function readResources(e: Errors, v: unknown): AppSpec['resources'] {
     else r.diskMB = mb;
   }
   if (v.limit === false) return { ...r, limit: false };
+  if (v.limit === true) return { ...r, limit: true };
   if (v.limit !== undefined && v.limit !== true) e.add('resources.limit', 'must be true or false');
   return r;
 }

@@ -472,6 +472,8 @@ export function parseCompose(input: ComposeInput): Stack {
     const d = isObj(s.deploy) && isObj(s.deploy.resources) ? s.deploy.resources : undefined;
     const limited = s.cpus !== undefined || s.mem_limit !== undefined || (d !== undefined && isObj(d.limits) && (d.limits.cpus !== undefined || d.limits.memory !== undefined));
     if (!limited && driver === 'docker') spec.resources = { ...(isObj(spec.resources) ? spec.resources : {}), limit: false };
+    // a process-driver service is limited (its cgroup) only when asked: the limits the file gives ask
+    if (limited && driver === 'process') spec.resources = { ...(isObj(spec.resources) ? spec.resources : {}), limit: true };
     if (isObj(s.labels) || Array.isArray(s.labels)) {
       const labels = Array.isArray(s.labels) ? Object.fromEntries(s.labels.map((l) => String(l).split('=', 2))) : s.labels;
       const other = Object.keys(labels).filter((k) => k !== 'omni.critical');

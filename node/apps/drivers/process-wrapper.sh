@@ -62,6 +62,16 @@ if [ -n "${OMNI_LEASE_FILE:-}" ]; then
   watchdog=$!
 fi
 
+# Hard limits (resources.limit: true): the command joins the task's cgroup(s) the driver made
+# (OMNI_CGROUP_PROCS: their cgroup.procs files, ':'-separated) in a shell that then becomes the
+# command, so everything it forks is counted and this wrapper stays outside (an OOM kill takes
+# the command, and the wrapper still records its status).
+if [ -n "${OMNI_CGROUP_PROCS:-}" ]; then
+  procs=$OMNI_CGROUP_PROCS
+  unset OMNI_CGROUP_PROCS
+  set -- /bin/sh -c 'set -f; procs=$1; shift; IFS=:; for f in $procs; do echo $$ >"$f" || { echo "omni: cannot join the task cgroup ($f)" >&2; exit 125; }; done; unset IFS; exec "$@"' omni-limits "$procs" "$@"
+fi
+
 "$@" </dev/null >"$dir/out.pipe" 2>"$dir/err.pipe" 3>&- 4>&-
 status=$?
 [ -n "$watchdog" ] && kill -KILL "$watchdog" 2>/dev/null

@@ -22,6 +22,8 @@ import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { TaskCgroups } from './cgroups.js';
+import type { HardLimits } from '../../../protocol/apps/cgroup-limits.js';
 import { OmniError } from '../../errors.js';
 import { writeFileAtomic } from '../../files.js';
 import { ACK_PIPE, ERR_PIPE, LogFile, OUT_PIPE, attachOutput, detachOutput, outputOf } from './process-output.js';
@@ -75,6 +77,8 @@ interface ProcessState {
   bootId: string | null;
   startedAtMs: number;
   stopRequestedAtMs?: number;
+  /** The hard limits of the run's cgroup (resources.limit: true), when it has one. */
+  limits?: HardLimits;
 }
 
 /** exit.json (v1: written by the supervisor; v2: by the driver) or what exit.code says. */
@@ -238,6 +242,8 @@ async function openIfExists(path: string): Promise<FileHandle | undefined> {
 export interface ProcessDriverOptions {
   /** Size at which output.log rotates to output.log.1 (default PROCESS_LOG_MAX_BYTES). */
   logMaxBytes?: number;
+  /** The host's cgroups for hard limits (default: TaskCgroups.open(), made when first needed). */
+  cgroups?: TaskCgroups | { reason: string };
 }
 
 export class ProcessDriver implements TaskDriver {
@@ -255,6 +261,36 @@ export class ProcessDriver implements TaskDriver {
   ) {
     this.tasksDir = join(dataDir, 'tasks');
     this.logMaxBytes = opts.logMaxBytes ?? PROCESS_LOG_MAX_BYTES;
+    this.cgroupsOpt = opts.cgroups;
+  }
+
+  private cgroupsOpt: TaskCgroups | { reason: string } | undefined;
+
+  /** The host's cgroups, or why there are none (looked up once). */
+  private cgroups(): TaskCgroups | { reason: string } {
+    this.cgroupsOpt ??= TaskCgroups.open();
+    return this.cgroupsOpt;
+  }
+
+  /**
+   * The run's cgroup when the task asks for hard limits: the cgroup.procs files its command
+   * joins, or undefined (no limits asked; or none possible here, which the task's log says).
+   */
+  private async limitsFor(cfg: TaskConfig, dir: string): Promise<{ procs: string[]; limits: HardLimits } | undefined> {
+    const cg = this.cgroups();
+    if (cg instanceof TaskCgroups) await cg.remove(cfg.taskId).catch(() => undefined); // an earlier run's
+    if (!cfg.hardLimits || !(cfg.cpu > 0 || cfg.memoryBytes > 0)) return undefined;
+    const limits: HardLimits = { cpu: cfg.cpu, memoryBytes: cfg.memoryBytes };
+    if (!(cg instanceof TaskCgroups)) {
+      this.note(dir, `omni: resources.limit is true but CPU and memory are not limited on this node: ${cg.reason}`);
+      return undefined;
+    }
+    try {
+      return { procs: await cg.create(cfg.taskId, limits), limits };
+    } catch (e) {
+      this.note(dir, `omni: resources.limit is true but CPU and memory are not limited: ${(e as Error).message}`);
+      return undefined;
+    }
   }
 
   async available(): Promise<{ ok: true } | { ok: false; reason: string }> {
@@ -298,7 +334,9 @@ export class ProcessDriver implements TaskDriver {
         return await this.failStart(cfg, dir, `cannot start ${JSON.stringify(argv[0])}: ${why}`);
       }
       await this.makePipes(dir);
-      return await this.launch(cfg, dir, [argv0, ...argv.slice(1)], env);
+      const limited = await this.limitsFor(cfg, dir);
+      if (limited) env.OMNI_CGROUP_PROCS = limited.procs.join(':');
+      return await this.launch(cfg, dir, [argv0, ...argv.slice(1)], env, limited?.limits);
     } finally {
       this.starting.delete(cfg.taskId);
     }
@@ -368,7 +406,7 @@ export class ProcessDriver implements TaskDriver {
     }
   }
 
-  private async launch(cfg: TaskConfig, dir: string, argv: string[], env: Record<string, string>): Promise<TaskStatus> {
+  private async launch(cfg: TaskConfig, dir: string, argv: string[], env: Record<string, string>, limits?: HardLimits): Promise<TaskStatus> {
     const script = await this.ensureWrapper();
     const errLog = await open(join(dir, 'wrapper.log'), 'a');
     let child: ChildProcess;
@@ -393,7 +431,7 @@ export class ProcessDriver implements TaskDriver {
       await new Promise((r) => child.once('error', r));
       throw new OmniError('START_FAILED', `task ${cfg.taskId}: cannot run ${SHELL}`);
     }
-    const state = this.newState(cfg, pid);
+    const state: ProcessState = { ...this.newState(cfg, pid), ...(limits ? { limits } : {}) };
     await writeFileAtomic(join(dir, 'state.json'), JSON.stringify(state));
 
     const reply = await new Promise<string>((resolve) => {
@@ -508,7 +546,11 @@ export class ProcessDriver implements TaskDriver {
     // the command ended: let its last output reach output.log before anyone reads it
     await outputOf(dir)?.settle(OUTPUT_SETTLE_MS);
     const status: TaskStatus = { taskId, state: 'exited', exitCode: ex.exitCode, startedAtMs: st.startedAtMs, exitedAtMs: ex.exitedAtMs };
-    const reason = ex.reason ?? (ex.signal ? `signal ${ex.signal}` : undefined);
+    let reason = ex.reason ?? (ex.signal ? `signal ${ex.signal}` : undefined);
+    if (st.limits && st.limits.memoryBytes > 0 && ex.signal === 'SIGKILL') {
+      const cg = this.cgroups();
+      if (cg instanceof TaskCgroups && (await cg.oomKilled(taskId))) reason = `out of memory: killed at its limit of ${Math.round(st.limits.memoryBytes / 1024 / 1024)} MiB (resources.memory)`;
+    }
     if (reason !== undefined) status.reason = reason;
     return status;
   }
@@ -544,6 +586,8 @@ export class ProcessDriver implements TaskDriver {
     if (st && this.groupAlive(st)) await this.stop(taskId, DESTROY_STOP_TIMEOUT_MS);
     detachOutput(dir);
     this.cpuSamples.delete(taskId);
+    const cg = this.cgroupsOpt ?? (st?.limits ? this.cgroups() : undefined);
+    if (cg instanceof TaskCgroups) await cg.remove(taskId).catch((e: Error) => this.note(dir, `omni: the task's cgroup was not removed: ${e.message}`));
     await rm(dir, { recursive: true, force: true });
   }
 

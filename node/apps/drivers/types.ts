@@ -37,6 +37,12 @@ export interface TaskConfig {
   volumes: VolumeMount[];
   cpu: number;          // cores (fractional)
   memoryBytes: number;
+  /**
+   * spec.resources.limit true: cpu and memoryBytes are hard limits on every driver. The docker
+   * driver enforces them unless limit is false; the process driver only when this is set (its
+   * cgroup, node/apps/drivers/cgroups.ts).
+   */
+  hardLimits?: boolean;
   labels: Record<string, string>;
   /** spec.exclusive: the task must stop when its node's lease lapses, also while omnid is down. */
   exclusive?: boolean;
