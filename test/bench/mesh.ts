@@ -59,15 +59,19 @@ async function sinkOnce(port: number, bytes: number): Promise<void> {
     s.on('end', () => resolve(text));
     s.on('error', reject);
   });
+  answer.catch(() => undefined); // awaited below; a reset while writing ends the writes first
   let left = bytes;
-  while (left > 0) {
-    const n = Math.min(left, chunk.length);
-    left -= n;
-    if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) await new Promise((r) => s.once('drain', r));
+  try {
+    while (left > 0) {
+      const n = Math.min(left, chunk.length);
+      left -= n;
+      if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) await Promise.race([new Promise((r) => s.once('drain', r)), answer]);
+    }
+    s.end();
+  } catch {
+    // the answer says why
   }
-  s.end();
-  const got = Number(await answer);
-  s.destroy();
+  const got = Number(await answer.finally(() => s.destroy()));
   if (got !== bytes) throw new Error(`the sink counted ${got} bytes of ${bytes}`);
 }
 
