@@ -2,9 +2,9 @@
 // loopback cluster (omnid processes, the real CLI bin/omni), against Debian's docker-compose
 // (1.29) `up` of the same stack with Dockerfiles on one host, in the same run, same engine.
 // The stack: api (examples/node-api, copied at run time, built by Forge), py
-// (examples/python-api, likewise), db (a tiny in-memory key/value HTTP server in Node: no Debian database server
-// such as redis-server is installed on the bench host), gateway (depends on the three with
-// condition service_healthy; GET / calls http://api:8080, http://py:8080, http://db:8080 by name).
+// (examples/python-api, likewise), db (Debian's redis-server: apt-get install -y redis-server),
+// gateway (depends on the three with condition service_healthy; GET / calls http://api:8080 and
+// http://py:8080 by name, and SETs and GETs a counter in redis at db:6379).
 // db and gateway run with the process driver on n1; api and py with the docker driver on n2/n3,
 // their healthchecks inside their containers (docker exec). Where each `up` spends its time per
 // docker service (image pulled into the engine, container created/started, first passing check)
@@ -23,6 +23,8 @@
 //   docker_compose_up_s       docker-compose build --no-cache + up -d + the gateway answers
 //   docker_compose_up_warm_s  docker-compose up -d again, nothing changed, until it answers
 //   load_avg_1m_start / _end: the host's load average (2 shared cores: figures are noisy)
+// docker-compose runs the same redis-server binary, in an image of it and the shared libraries it
+// loads (docker import of a tree made here: no registry is reachable).
 // Uses DOCKER_HOST (unix://), or starts a private dockerd (scripts/dockerd-private.sh) and stops it.
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -98,13 +100,12 @@ name: benchc
 services:
   db:
     x-omni-driver: process
-    command: ["${process.execPath}", "${work}/db/db.js"]
-    environment: {PORT_FILE: "${work}/db.port"}
-    ports: ["8080"]
+    command: ["/bin/sh", "-c", "echo $$PORT >${work}/db.port && exec redis-server --port $$PORT --bind 127.0.0.1 --save '' --appendonly no --protected-mode no"]
+    ports: ["6379"]
     deploy:
       placement: {constraints: ["node.hostname==n1"]}
     healthcheck:
-      test: ["CMD-SHELL", "curl -fs http://127.0.0.1:$(cat ${work}/db.port)/health"]
+      test: ["CMD-SHELL", "redis-cli -p $(cat ${work}/db.port) ping | grep -q PONG"]
       interval: 500ms
       timeout: 3s
   api:
@@ -146,8 +147,9 @@ const dcStack = (gwPort: number) => `
 version: "2.4"
 services:
   db:
-    build: ./db
-    healthcheck: {test: ${NODE_HC}, interval: 1s, timeout: 5s}
+    image: ${REDIS_IMAGE}
+    command: ["redis-server", "--port", "6379", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+    healthcheck: {test: ["CMD", "redis-cli", "ping"], interval: 1s, timeout: 5s}
   api:
     build: ./api
     healthcheck: {test: ${NODE_HC}, interval: 1s, timeout: 5s}
@@ -168,17 +170,22 @@ const dockerfiles: Record<string, (nodeBase: string, pyBase: string) => string> 
     `FROM ${from} AS deps\nWORKDIR /app\nCOPY package.json package-lock.json ./\nRUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && mkdir -p node_modules\nFROM ${from}\nWORKDIR /app\nCOPY --from=deps /app/node_modules ./node_modules\nCOPY . .\nENV PORT=8080\nCMD ["node","server.js"]\n`,
   py: (_n, from) =>
     `FROM ${from} AS deps\nWORKDIR /app\nCOPY requirements.txt ./\nRUN python3 -m pip install --no-cache-dir --disable-pip-version-check --target .deps -r requirements.txt && mkdir -p .deps\nFROM ${from}\nWORKDIR /app\nCOPY --from=deps /app/.deps ./.deps\nCOPY . .\nENV PORT=8080 PYTHONPATH=/app/.deps\nCMD ["python3","main.py"]\n`,
-  db: (from) => `FROM ${from}\nWORKDIR /app\nCOPY db.js ./\nENV PORT=8080\nCMD ["node","db.js"]\n`,
   gateway: (from) => `FROM ${from}\nWORKDIR /app\nCOPY gateway.js ./\nENV PORT=8080\nCMD ["node","gateway.js"]\n`,
 };
 
 // The reference runs last: without it the whole run would be lost at the end.
-try {
-  execFileSync('docker-compose', ['version', '--short'], { stdio: 'ignore' });
-} catch {
-  process.stderr.write('bench:compose: docker-compose is not installed: the benchmark compares with it (Debian: apt-get install -y docker-compose)\n');
-  process.exit(1);
+for (const [cmd, args, pkg, why] of [
+  ['docker-compose', ['version', '--short'], 'docker-compose', 'the benchmark compares with it'],
+  ['redis-server', ['--version'], 'redis-server', "the stack's database service is Debian's redis-server"],
+] as const) {
+  try {
+    execFileSync(cmd, [...args], { stdio: 'ignore' });
+  } catch {
+    process.stderr.write(`bench:compose: ${cmd} is not installed: ${why} (Debian: apt-get install -y ${pkg})\n`);
+    process.exit(1);
+  }
 }
+const REDIS_IMAGE = 'omni-bench-compose/redis:1';
 const results: Record<string, number | boolean | string | null> = { load_avg_1m_start: load() };
 log(`load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
 const engine = dockerEngine();
@@ -353,7 +360,9 @@ try {
     await run('bash', ['-c', `tar -C ${tree} -c . | docker import - ${bases[k]}`], { env: denv, timeout: 600_000, maxBuffer: 16 * 1024 * 1024 });
   }
   await mkdir(dcDir);
-  for (const s of ['api', 'py', 'db', 'gateway']) {
+  // redis for docker-compose: the host's redis-server and redis-cli with the libraries they load
+  await run('bash', ['-c', `set -euo pipefail; t=$(mktemp -d); for b in $(command -v redis-server) $(command -v redis-cli); do cp --parents -L "$b" "$t"; for l in $(ldd "$b" | grep -o '/[^ ]*'); do cp --parents -L "$l" "$t"; done; done; mkdir -p "$t/tmp" "$t/data"; tar -C "$t" -c . | docker import - ${REDIS_IMAGE}; rm -rf "$t"`], { env: denv, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+  for (const s of ['api', 'py', 'gateway']) {
     await cp(join(work, s), join(dcDir, s), { recursive: true });
     await writeFile(join(dcDir, s, 'Dockerfile'), dockerfiles[s](bases.node, bases.python));
     await writeFile(join(dcDir, s, '.dockerignore'), 'Dockerfile\n.dockerignore\nnode_modules\n.deps\n');
