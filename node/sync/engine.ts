@@ -25,7 +25,7 @@
 // caller says: a node keeps a task's outside the task's directory); next to it, `<state>.quick` (the
 // stat fingerprint and index of the last converged sync) lets `quickNoop` end a no-op with one KV read.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
+import { createReadStream, createWriteStream, lstatSync, readFileSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
 import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -98,10 +98,12 @@ export interface SyncSummary {
 
 // ---------------------------------------------------------------- scanning
 
-async function hashFile(path: string, sizeHint = Infinity): Promise<{ sha256: string; chunks: string[]; size: number }> {
+async function hashFile(path: string, sizeHint = Infinity, blocking = false): Promise<{ sha256: string; chunks: string[]; size: number }> {
   if (sizeHint <= SMALL_READ) {
-    // A small file is read whole (a stream would allocate a 1 MiB buffer for each: seconds over thousands of files).
-    const buf = await readFile(path);
+    // A small file is read whole (a stream would allocate a 1 MiB buffer for each: seconds over
+    // thousands of files); blocking (the CLI): one synchronous read instead of four thread-pool
+    // round trips (open, stat, read, close) — 0.2 ms a file, a second over 5,000 files.
+    const buf = blocking ? readFileSync(path) : await readFile(path);
     if (buf.length <= Math.min(SMALL_READ, CHUNK_BYTES)) {
       const d = 'sha256:' + createHash('sha256').update(buf).digest('hex');
       return { sha256: d, chunks: buf.length ? [d] : [], size: buf.length };
@@ -209,7 +211,7 @@ export async function scanTree(root: string, cache: Map<string, FileEntry>, bloc
       if (c.mode === e.mode) hits++;
       files.push({ ...c, mode: e.mode });
     } else {
-      const h = await hashFile(join(root, e.path), e.size);
+      const h = await hashFile(join(root, e.path), e.size, blocking);
       files.push({ path: e.path, size: h.size, mtimeMs: e.mtimeMs, mode: e.mode, sha256: h.sha256, chunks: h.chunks });
     }
   }

@@ -106,7 +106,12 @@ async function main() {
         await new Promise((r) => setTimeout(r, 2000));
       }
     }
-    const initial = await timed(() => omni('--push'));
+    let initialStderr = '';
+    const initial = await timed(async () => {
+      initialStderr = (await omni('--push')).stderr;
+    });
+    // OMNI_SYNC_TRACE=1: where the initial sync's time went, phase by phase
+    if (process.env.OMNI_SYNC_TRACE === '1') log(`initial sync trace:\n${initialStderr.trim()}`);
     log(`omni initial ${round(initial / 1000)} s`);
     const changed = join(src, 'd20', 's6', `f20.dat`);
     profiling = PROFILE_DIR !== undefined || PROFILE_NODE_OPTIONS !== undefined;
