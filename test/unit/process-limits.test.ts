@@ -131,3 +131,16 @@ describe.skipIf(noCgroups !== undefined)('process driver: hard limits in the tas
     await drv.destroy(free.taskId);
   });
 });
+
+describe('asking for hard limits', () => {
+  it('resources.limit true is kept by the spec (false too; absent stays absent); omni run --limit needs --cpu or --memory', async () => {
+    const { validateAppSpec } = await import('../../protocol/apps/spec.js');
+    const res = (r: unknown) => (validateAppSpec({ name: 'w', command: ['true'], resources: r }) as { spec: { resources: { limit?: boolean } } }).spec.resources;
+    expect(res({ cpu: 0.5, memory: '256M', limit: true })).toEqual({ cpu: 0.5, memoryMB: 256, gpus: 0, limit: true });
+    expect(res({ limit: false }).limit).toBe(false);
+    expect(res({ cpu: 1 }).limit).toBeUndefined();
+    expect(validateAppSpec({ name: 'w', command: ['true'], resources: { limit: 'yes' } }).ok).toBe(false);
+    const { run } = await import('../../cli/omni/run.js');
+    await expect(run(['--name', 'w', '--limit', '--', 'true'])).rejects.toThrow(/--limit needs --cpu and\/or --memory/);
+  });
+});
