@@ -236,6 +236,11 @@ describe('compose: pieces', () => {
     const s = parseCompose(input('services:\n  p:\n    x-omni-driver: process\n    entrypoint: [node]\n    command: -e "console.log(1)"\n'));
     expect(s.services[0].spec).toMatchObject({ driver: 'process', command: ['node', '-e', 'console.log(1)'] });
     expect(errorsOf(() => parseCompose(input('services:\n  p: {x-omni-driver: process, image: x}\n')))[0]).toMatch(/not an image or a build/);
+    // limits the file gives are hard limits for a process service too (its cgroup); none: reserved only
+    const limited = parseCompose(input('services:\n  p:\n    x-omni-driver: process\n    command: [sleep, "1"]\n    cpus: 0.5\n    mem_limit: 128m\n'));
+    expect(limited.services[0].spec.resources).toMatchObject({ cpu: 0.5, memoryMB: 128, limit: true });
+    const free = parseCompose(input('services:\n  p:\n    x-omni-driver: process\n    command: [sleep, "1"]\n'));
+    expect((free.services[0].spec.resources as { limit?: boolean } | undefined)?.limit).toBeUndefined();
   });
 
   it('build blocks and build repositories', () => {
