@@ -179,7 +179,7 @@ export async function run(argv: string[]): Promise<number> {
   if (type === 'cron' && values.cron === undefined) throw new UsageError("--type cron needs --cron EXPR (e.g. --cron '0 3 * * *')");
   for (const f of ['time-zone', 'concurrency', 'starting-deadline']) if (values[f] !== undefined && type !== 'cron') throw new UsageError(`--${f} is for a cron app (--cron EXPR)`);
   if (values['starting-deadline'] !== undefined && !/^\d+$/.test(values['starting-deadline'] as string)) throw new UsageError(`--starting-deadline must be whole seconds, got ${values['starting-deadline']}`);
-  if (values.limit && values.cpu === undefined && values.memory === undefined) throw new UsageError('--limit needs --cpu and/or --memory (without them the limits would be the defaults: 0.1 CPU, 64M)');
+  if (values.limit && (values.cpu === undefined || values.memory === undefined)) throw new UsageError('--limit needs both --cpu and --memory (a missing one would be limited to its default: 0.1 CPU or 64M)');
   if (values.retries !== undefined && !/^\d+$/.test(values.retries as string)) throw new UsageError(`--retries must be a whole number, got ${values.retries}`);
   if (values.deadline !== undefined && !/^[1-9]\d*$/.test(values.deadline as string)) throw new UsageError(`--deadline must be whole seconds (at least 1), got ${values.deadline}`);
   if (values.parallelism !== undefined && !/^[1-9]\d*$/.test(values.parallelism as string)) throw new UsageError(`--parallelism must be a whole number (at least 1), got ${values.parallelism}`);

@@ -472,8 +472,12 @@ export function parseCompose(input: ComposeInput): Stack {
     const d = isObj(s.deploy) && isObj(s.deploy.resources) ? s.deploy.resources : undefined;
     const limited = s.cpus !== undefined || s.mem_limit !== undefined || (d !== undefined && isObj(d.limits) && (d.limits.cpus !== undefined || d.limits.memory !== undefined));
     if (!limited && driver === 'docker') spec.resources = { ...(isObj(spec.resources) ? spec.resources : {}), limit: false };
-    // a process-driver service is limited (its cgroup) only when asked: the limits the file gives ask
-    if (limited && driver === 'process') spec.resources = { ...(isObj(spec.resources) ? spec.resources : {}), limit: true };
+    // A process-driver service is limited (its cgroup) only when the file gives both limits: with one,
+    // the other would be Omni's default (0.1 CPU or 64 MB) enforced as a hard limit.
+    const cpuLimit = s.cpus !== undefined || (d !== undefined && isObj(d.limits) && d.limits.cpus !== undefined);
+    const memLimit = s.mem_limit !== undefined || (d !== undefined && isObj(d.limits) && d.limits.memory !== undefined);
+    if (driver === 'process' && cpuLimit && memLimit) spec.resources = { ...(isObj(spec.resources) ? spec.resources : {}), limit: true };
+    else if (driver === 'process' && limited) r.warn(where, `a process service is hard-limited only when the file gives both a CPU and a memory limit; ${cpuLimit ? 'cpus' : 'the memory limit'} is reserved for placement only`);
     if (isObj(s.labels) || Array.isArray(s.labels)) {
       const labels = Array.isArray(s.labels) ? Object.fromEntries(s.labels.map((l) => String(l).split('=', 2))) : s.labels;
       const other = Object.keys(labels).filter((k) => k !== 'omni.critical');

@@ -241,6 +241,10 @@ describe('compose: pieces', () => {
     expect(limited.services[0].spec.resources).toMatchObject({ cpu: 0.5, memoryMB: 128, limit: true });
     const free = parseCompose(input('services:\n  p:\n    x-omni-driver: process\n    command: [sleep, "1"]\n'));
     expect((free.services[0].spec.resources as { limit?: boolean } | undefined)?.limit).toBeUndefined();
+    // one limit only: not hard-limited (the other would be a default), and a warning says so
+    const half = parseCompose(input('services:\n  p:\n    x-omni-driver: process\n    command: [sleep, "1"]\n    mem_limit: 1g\n'));
+    expect((half.services[0].spec.resources as { limit?: boolean }).limit).toBeUndefined();
+    expect(half.warnings).toEqual([expect.stringMatching(/both a CPU and a memory limit/)]);
   });
 
   it('build blocks and build repositories', () => {

@@ -141,6 +141,7 @@ describe('asking for hard limits', () => {
     expect(res({ cpu: 1 }).limit).toBeUndefined();
     expect(validateAppSpec({ name: 'w', command: ['true'], resources: { limit: 'yes' } }).ok).toBe(false);
     const { run } = await import('../../cli/omni/run.js');
-    await expect(run(['--name', 'w', '--limit', '--', 'true'])).rejects.toThrow(/--limit needs --cpu and\/or --memory/);
+    await expect(run(['--name', 'w', '--limit', '--', 'true'])).rejects.toThrow(/--limit needs both --cpu and --memory/);
+    await expect(run(['--name', 'w', '--limit', '--memory', '1G', '--', 'true'])).rejects.toThrow(/--limit needs both/);
   });
 });

@@ -335,6 +335,7 @@ export class ProcessDriver implements TaskDriver {
       }
       await this.makePipes(dir);
       const limited = await this.limitsFor(cfg, dir);
+      delete env.OMNI_CGROUP_PROCS; // only the driver names the cgroup a task joins
       if (limited) env.OMNI_CGROUP_PROCS = limited.procs.join(':');
       return await this.launch(cfg, dir, [argv0, ...argv.slice(1)], env, limited?.limits);
     } finally {
