@@ -361,7 +361,7 @@ try {
   }
   await mkdir(dcDir);
   // redis for docker-compose: the host's redis-server and redis-cli with the libraries they load
-  await run('bash', ['-c', `set -euo pipefail; t=$(mktemp -d); for b in $(command -v redis-server) $(command -v redis-cli); do cp --parents -L "$b" "$t"; for l in $(ldd "$b" | grep -o '/[^ ]*'); do cp --parents -L "$l" "$t"; done; done; mkdir -p "$t/tmp" "$t/data"; tar -C "$t" -c . | docker import - ${REDIS_IMAGE}; rm -rf "$t"`], { env: denv, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
+  await run('bash', ['-c', `set -euo pipefail; t=$(mktemp -d); trap 'rm -rf "$t"' EXIT; for b in $(command -v redis-server) $(command -v redis-cli); do cp --parents -L "$b" "$t"; for l in $(ldd "$b" | grep -o '/[^ ]*'); do cp --parents -L "$l" "$t"; done; done; mkdir -p "$t/tmp" "$t/data"; tar -C "$t" -c . | docker import - ${REDIS_IMAGE}`], { env: denv, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
   for (const s of ['api', 'py', 'gateway']) {
     await cp(join(work, s), join(dcDir, s), { recursive: true });
     await writeFile(join(dcDir, s, 'Dockerfile'), dockerfiles[s](bases.node, bases.python));

@@ -153,10 +153,11 @@ function socatAvailable(): boolean {
   return spawnSync('socat', ['-V'], { stdio: 'ignore' }).status === 0;
 }
 
-async function socatRelay(listen: number, to: number): Promise<ChildProcess> {
+/** A socat relay, added to `started` at once (stopped at the end even if it never listens). */
+async function socatRelay(listen: number, to: number, started: ChildProcess[]): Promise<void> {
   const p = spawn('socat', [`TCP-LISTEN:${listen},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${to}`], { stdio: 'ignore' });
+  started.push(p);
   await waitFor('socat listens', async () => (await open(listen).then((s) => (s.destroy(), true)).catch(() => false)) || undefined, 10_000, 50);
-  return p;
 }
 
 log(`bench:mesh: ${MIB} MiB per throughput run, ${STREAMS} streams, ${RTTS} round trips, ${CONNECTS} connections per path`);
@@ -196,7 +197,8 @@ try {
   let socat: PathFigures | undefined;
   if (socatAvailable()) {
     const [se, ss] = await freePorts(2);
-    socats.push(await socatRelay(se, echoPort), await socatRelay(ss, sinkPort));
+    await socatRelay(se, echoPort, socats);
+    await socatRelay(ss, sinkPort, socats);
     socat = await measure('socat', se, ss, () => []);
   } else log('socat: not installed (apt-get install -y socat): no plain userspace proxy reference in this run');
   const ratio = (a: number, b: number) => (b > 0 ? round(a / b, 2) : null);

@@ -276,10 +276,13 @@ export class ProcessDriver implements TaskDriver {
    * The run's cgroup when the task asks for hard limits: the cgroup.procs files its command
    * joins, or undefined (no limits asked; or none possible here, which the task's log says).
    */
-  private async limitsFor(cfg: TaskConfig, dir: string): Promise<{ procs: string[]; limits: HardLimits } | undefined> {
+  private async limitsFor(cfg: TaskConfig, dir: string, earlier: ProcessState | undefined): Promise<{ procs: string[]; limits: HardLimits } | undefined> {
+    if (!cfg.hardLimits || !(cfg.cpu > 0 || cfg.memoryBytes > 0)) {
+      // an earlier run's cgroup, when it had one (create() replaces it otherwise)
+      if (earlier?.limits) await this.removeCgroup(cfg.taskId);
+      return undefined;
+    }
     const cg = this.cgroups();
-    if (cg instanceof TaskCgroups) await cg.remove(cfg.taskId).catch(() => undefined); // an earlier run's
-    if (!cfg.hardLimits || !(cfg.cpu > 0 || cfg.memoryBytes > 0)) return undefined;
     const limits: HardLimits = { cpu: cfg.cpu, memoryBytes: cfg.memoryBytes };
     if (!(cg instanceof TaskCgroups)) {
       this.note(dir, `omni: resources.limit is true but CPU and memory are not limited on this node: ${cg.reason}`);
@@ -291,6 +294,15 @@ export class ProcessDriver implements TaskDriver {
       this.note(dir, `omni: resources.limit is true but CPU and memory are not limited: ${(e as Error).message}`);
       return undefined;
     }
+  }
+
+  /**
+   * Removes the task's cgroup; a process of the task that left its group (setsid) keeps it busy,
+   * and it is then left behind (known limit, see README Process driver).
+   */
+  private async removeCgroup(taskId: string): Promise<void> {
+    const cg = this.cgroups();
+    if (cg instanceof TaskCgroups) await cg.remove(taskId).catch(() => undefined);
   }
 
   async available(): Promise<{ ok: true } | { ok: false; reason: string }> {
@@ -334,7 +346,7 @@ export class ProcessDriver implements TaskDriver {
         return await this.failStart(cfg, dir, `cannot start ${JSON.stringify(argv[0])}: ${why}`);
       }
       await this.makePipes(dir);
-      const limited = await this.limitsFor(cfg, dir);
+      const limited = await this.limitsFor(cfg, dir, old);
       delete env.OMNI_CGROUP_PROCS; // only the driver names the cgroup a task joins
       if (limited) env.OMNI_CGROUP_PROCS = limited.procs.join(':');
       return await this.launch(cfg, dir, [argv0, ...argv.slice(1)], env, limited?.limits);
@@ -587,8 +599,8 @@ export class ProcessDriver implements TaskDriver {
     if (st && this.groupAlive(st)) await this.stop(taskId, DESTROY_STOP_TIMEOUT_MS);
     detachOutput(dir);
     this.cpuSamples.delete(taskId);
-    const cg = this.cgroupsOpt ?? (st?.limits ? this.cgroups() : undefined);
-    if (cg instanceof TaskCgroups) await cg.remove(taskId).catch((e: Error) => this.note(dir, `omni: the task's cgroup was not removed: ${e.message}`));
+    // whether or not the last state names limits (a run that failed between making its cgroup and writing its state)
+    await this.removeCgroup(taskId);
     await rm(dir, { recursive: true, force: true });
   }
 
