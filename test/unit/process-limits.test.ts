@@ -2,7 +2,8 @@
 // (protocol/apps/cgroup-limits.ts: where the controllers are, what to write, OOM counts) and the
 // process driver against the host's real cgroups (node/apps/drivers/cgroups.ts): a task that
 // allocates past its memory is killed by the OOM killer and reported so, a busy one is throttled
-// to its CPU quota, the command is in the task's cgroup (its wrapper is not), and destroy removes it.
+// to its CPU quota, the command is in the task's cgroup (its wrapper is not), and destroy removes it;
+// a child that left the task's process group (setsid) is stopped with it and never outlives it.
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -129,6 +130,80 @@ describe.skipIf(noCgroups !== undefined)('process driver: hard limits in the tas
     expect((await logs(drv, free.taskId)).join('\n')).not.toContain('/omni/');
     expect(existsSync(cg.dirs(free.taskId).memory)).toBe(false);
     await drv.destroy(free.taskId);
+  });
+});
+
+describe.skipIf(noCgroups !== undefined)('process driver: processes that leave the task group are still the task', () => {
+  let dataDir: string;
+  let seq = 0;
+  const cg = cgroups as TaskCgroups;
+  const task = (command: string[]): TaskConfig => ({ taskId: `stray-${process.pid}-${++seq}`, app: 'app', version: 1, command, env: {}, ports: [], volumes: [], cpu: 0.5, memoryBytes: 128 * 1024 * 1024, hardLimits: true, labels: {} });
+  /** A pid that is gone, or a zombie waiting for its reaper. */
+  const dead = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') ?? true;
+    } catch {
+      return true;
+    }
+  };
+  const waitFor = async (what: string, ok: () => boolean | Promise<boolean>) => {
+    for (let i = 0; i < 200; i++) {
+      if (await ok()) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  };
+  /** A command that starts a `setsid` child (its own session and process group) writing its pid to `file` (`$$$$`: the driver expands `$$` to `$`). */
+  const straying = (file: string, thenExit: boolean) => ['/bin/sh', '-c', `setsid /bin/sh -c 'echo $$$$ > ${file}; exec sleep 1000' & ${thenExit ? 'exit 0' : 'exec sleep 1000'}`];
+  const strays: number[] = [];
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'omni-process-strays-'));
+  });
+  afterAll(async () => {
+    const drv = new ProcessDriver(dataDir);
+    for (const s of await drv.recover()) await drv.destroy(s.taskId);
+    // a failed run of this test leaves no sleep behind
+    for (const pid of strays) if (!dead(pid)) process.kill(pid, 'SIGKILL');
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('stop ends a child that left the process group (it is in the task cgroup), and destroy removes the cgroup', async () => {
+    const drv = new ProcessDriver(dataDir);
+    const file = join(dataDir, 'stray-1.pid');
+    const cfg = task(straying(file, false));
+    await drv.start(cfg);
+    await waitFor('the stray pid', () => existsSync(file) && readFileSync(file, 'utf8').trim() !== '');
+    const stray = Number(readFileSync(file, 'utf8').trim());
+    strays.push(stray);
+    expect(dead(stray)).toBe(false);
+    expect(await cg.pids(cfg.taskId)).toContain(stray);
+    await drv.stop(cfg.taskId, 1000);
+    await waitFor('the stray to end', () => dead(stray));
+    await drv.destroy(cfg.taskId);
+    expect(existsSync(cg.dirs(cfg.taskId).memory)).toBe(false);
+  });
+
+  it('a run that exited leaving a stray behind: restarting the task in place kills it and the new run has its limits', async () => {
+    const drv = new ProcessDriver(dataDir);
+    const file = join(dataDir, 'stray-2.pid');
+    const cfg = task(straying(file, true));
+    await drv.start(cfg);
+    await waitFor('the stray pid', () => existsSync(file) && readFileSync(file, 'utf8').trim() !== '');
+    const stray = Number(readFileSync(file, 'utf8').trim());
+    strays.push(stray);
+    await waitFor('the run to exit', async () => (await drv.inspect(cfg.taskId))?.state === 'exited');
+    expect(dead(stray)).toBe(false); // the run is over, its stray is not
+    // the same task started again (a restart in place): a fresh cgroup, the stray gone
+    const again = { ...cfg, command: ['/bin/sh', '-c', 'exec sleep 1000'] };
+    await drv.start(again);
+    await waitFor('the stray to end', () => dead(stray));
+    const dirs = cg.dirs(cfg.taskId);
+    const limitFile = cg.layout.kind === 'v1' ? join(dirs.memory, 'memory.limit_in_bytes') : join(dirs.memory, 'memory.max');
+    expect(readFileSync(limitFile, 'utf8').trim()).toBe(String(128 * 1024 * 1024));
+    await waitFor('the new run in the cgroup', async () => (await cg.pids(cfg.taskId)).length === 1);
+    await drv.destroy(cfg.taskId);
+    expect(existsSync(dirs.memory)).toBe(false);
   });
 });
 

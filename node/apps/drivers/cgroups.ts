@@ -11,6 +11,9 @@ import { join } from 'node:path';
 import { cgroupLayout, limitFiles, oomKills, type CgroupLayout, type HardLimits } from '../../../protocol/apps/cgroup-limits.js';
 
 const GROUP = 'omni';
+/** How long remove() waits for the processes it killed to leave the cgroup. */
+const KILL_WAIT_MS = 2000;
+const KILL_POLL_MS = 20;
 
 export class TaskCgroups {
   private v2Ready: Promise<void> | undefined;
@@ -74,9 +77,56 @@ export class TaskCgroups {
     return oomKills(await readFile(file, 'utf8').catch(() => '')) > 0;
   }
 
-  /** Removes the task's cgroup (a no-op when there is none; EBUSY while a process is left in it). */
+  /** Pids of the processes in the task's cgroup (every hierarchy it has); empty when it has none. */
+  async pids(taskId: string): Promise<number[]> {
+    const dirs = this.dirs(taskId);
+    const pids = new Set<number>();
+    for (const d of new Set([dirs.memory, dirs.cpu])) {
+      const text = await readFile(join(d, 'cgroup.procs'), 'utf8').catch(() => '');
+      for (const line of text.split('\n')) if (/^\d+$/.test(line) && Number(line) > 1) pids.add(Number(line));
+    }
+    return [...pids];
+  }
+
+  /**
+   * SIGKILLs every process left in the task's cgroup — also those that left the task's process
+   * group (setsid, a daemonising command): a cgroup is inherited by every fork and cannot be left
+   * without root — and waits up to `waitMs` for it to be empty. v2 uses `cgroup.kill` (atomic);
+   * v1 signals each listed pid. Resolves whether it is empty.
+   */
+  async killAll(taskId: string, waitMs = KILL_WAIT_MS): Promise<boolean> {
+    let pids = await this.pids(taskId);
+    if (pids.length === 0) return true;
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      if (this.layout.kind === 'v2') await writeFile(join(this.dirs(taskId).memory, 'cgroup.kill'), '1').catch(() => this.signal(pids, 'SIGKILL'));
+      else this.signal(pids, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, KILL_POLL_MS));
+      pids = await this.pids(taskId);
+      if (pids.length === 0) return true;
+      if (Date.now() >= deadline) return false;
+    }
+  }
+
+  /** Sends `sig` to each pid (one that is gone meanwhile is skipped). */
+  signal(pids: number[], sig: NodeJS.Signals): void {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+
+  /**
+   * Removes the task's cgroup (a no-op when there is none). A process still in it — one that left
+   * the task's process group — is killed first, so nothing of the task outlives it and the next
+   * run of the task gets a fresh cgroup with its limits; throws (EBUSY) only when one survives.
+   */
   async remove(taskId: string): Promise<void> {
     const dirs = this.dirs(taskId);
+    await this.killAll(taskId);
     for (const d of new Set([dirs.memory, dirs.cpu])) {
       try {
         await rmdir(d);

@@ -296,10 +296,7 @@ export class ProcessDriver implements TaskDriver {
     }
   }
 
-  /**
-   * Removes the task's cgroup; a process of the task that left its group (setsid) keeps it busy,
-   * and it is then left behind (known limit, see README Process driver).
-   */
+  /** Removes the task's cgroup, killing what is left in it (a process that left the task's group). */
   private async removeCgroup(taskId: string): Promise<void> {
     const cg = this.cgroups();
     if (cg instanceof TaskCgroups) await cg.remove(taskId).catch(() => undefined);
@@ -560,7 +557,8 @@ export class ProcessDriver implements TaskDriver {
     await outputOf(dir)?.settle(OUTPUT_SETTLE_MS);
     const status: TaskStatus = { taskId, state: 'exited', exitCode: ex.exitCode, startedAtMs: st.startedAtMs, exitedAtMs: ex.exitedAtMs };
     let reason = ex.reason ?? (ex.signal ? `signal ${ex.signal}` : undefined);
-    if (st.limits && st.limits.memoryBytes > 0 && ex.signal === 'SIGKILL') {
+    // killed itself, or a shell whose child was (128 + SIGKILL): was it the OOM killer of the task's cgroup?
+    if (st.limits && st.limits.memoryBytes > 0 && (ex.signal === 'SIGKILL' || ex.exitCode === 137)) {
       const cg = this.cgroups();
       if (cg instanceof TaskCgroups && (await cg.oomKilled(taskId))) reason = `out of memory: killed at its limit of ${Math.round(st.limits.memoryBytes / 1024 / 1024)} MiB (resources.memory)`;
     }
@@ -573,18 +571,28 @@ export class ProcessDriver implements TaskDriver {
     const st = await readJson<ProcessState>(join(dir, 'state.json'));
     if (!st) return;
     this.attach(dir, st); // keeps the output, and lets a wrapper whose command already ended exit
-    if (this.groupAlive(st)) {
+    // A task with its own cgroup: the processes in it are the task's too, also those that left its
+    // process group (setsid, a command that daemonises itself); they get the same signals.
+    const cg = st.limits ? this.cgroups() : undefined;
+    const cgroup = cg instanceof TaskCgroups ? cg : undefined;
+    const strays = async () => (cgroup ? await cgroup.pids(taskId) : []);
+    const alive = async () => this.groupAlive(st) || (await strays()).length > 0;
+    const signal = async (sig: NodeJS.Signals) => {
+      this.signalGroup(st, sig);
+      cgroup?.signal(await strays(), sig);
+    };
+    if (await alive()) {
       if (st.stopRequestedAtMs === undefined) {
         st.stopRequestedAtMs = Date.now();
         await writeFileAtomic(join(dir, 'state.json'), JSON.stringify(st));
       }
-      this.signalGroup(st, 'SIGTERM');
+      await signal('SIGTERM');
       const deadline = Date.now() + Math.max(0, timeoutMs);
-      while (Date.now() < deadline && this.groupAlive(st)) await sleep(STOP_POLL_MS);
-      if (this.groupAlive(st)) {
-        this.signalGroup(st, 'SIGKILL');
+      while (Date.now() < deadline && (await alive())) await sleep(STOP_POLL_MS);
+      if (await alive()) {
+        await signal('SIGKILL');
         const killDeadline = Date.now() + KILL_WAIT_MS;
-        while (Date.now() < killDeadline && this.groupAlive(st)) await sleep(STOP_POLL_MS);
+        while (Date.now() < killDeadline && (await alive())) await sleep(STOP_POLL_MS);
       }
     }
     // the wrapper may still be writing its record after its command's group was emptied
