@@ -13,9 +13,9 @@
 import { request as httpRequest, type IncomingMessage, type RequestOptions, type ClientRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { OmniError } from '../../node/errors.js';
@@ -427,27 +427,57 @@ export async function registryFor(client: ApiClient, values: Record<string, unkn
   return new FailoverRegistry(await ask(), ask, note);
 }
 
+/** A lock whose content is not a pid (a crash of an older version between creating and writing it) is stale after this long. */
+const UNREADABLE_LOCK_STALE_MS = 10_000;
+
 /**
  * Takes `<stateFile>.lock` (holding this process's pid); undefined while a live process holds it.
- * A lock left by a process that is gone (killed mid-upload) is taken over.
+ * The lock is made whole (the pid written to a file of this process's own, then hard-linked into
+ * place: it is never seen empty). A lock left by a process that is gone (killed mid-upload) is
+ * taken over: moved aside under a name of this process's own, and removed only if what was moved
+ * is still that dead holder's lock — so of several processes taking over one stale lock at once,
+ * one gets it (another's fresh lock moved aside by mistake is put back).
  */
-async function lockStateFile(stateFile: string): Promise<(() => Promise<void>) | undefined> {
+export async function lockStateFile(stateFile: string): Promise<(() => Promise<void>) | undefined> {
   const lock = `${stateFile}.lock`;
   await mkdir(dirname(lock), { recursive: true });
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await writeFile(lock, String(process.pid), { flag: 'wx', mode: 0o600 });
-      return () => rm(lock, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const text = await readFile(lock, 'utf8').catch(() => '');
-      const pid = Number(text);
-      // empty: its holder is writing its pid right now
-      if (!text || !Number.isInteger(pid) || pid <= 0 || processAlive(pid)) return undefined;
-      await rm(lock, { force: true });
+  const mine = `${lock}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  await writeFile(mine, String(process.pid), { mode: 0o600 });
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await link(mine, lock);
+        return () => rm(lock, { force: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      const held = await readFile(lock, 'utf8').catch(() => undefined);
+      if (held === undefined) continue; // released meanwhile: try again
+      const pid = Number(held);
+      if (Number.isInteger(pid) && pid > 0) {
+        if (processAlive(pid)) return undefined;
+      } else {
+        const age = Date.now() - ((await stat(lock).catch(() => undefined))?.mtimeMs ?? Date.now());
+        if (age < UNREADABLE_LOCK_STALE_MS) return undefined;
+      }
+      const aside = `${mine}.stale`;
+      try {
+        await rename(lock, aside);
+      } catch {
+        continue; // someone else moved it first
+      }
+      if ((await readFile(aside, 'utf8').catch(() => undefined)) !== held) {
+        // not the stale lock any more: another process's fresh one; put it back
+        await link(aside, lock).catch(() => undefined);
+        await rm(aside, { force: true });
+        return undefined;
+      }
+      await rm(aside, { force: true });
     }
+    return undefined;
+  } finally {
+    await rm(mine, { force: true });
   }
-  return undefined;
 }
 
 function processAlive(pid: number): boolean {

@@ -29,6 +29,8 @@ const REPEAT = Math.max(1, Number(process.env.SYNC_BENCH_REPEAT ?? 5));
 const PROFILE_DIR = process.env.SYNC_BENCH_CPU_PROF_DIR;
 /** SYNC_BENCH_NODE_OPTIONS: NODE_OPTIONS for those syncs instead (a tracing --require, say). */
 const PROFILE_NODE_OPTIONS = process.env.SYNC_BENCH_NODE_OPTIONS;
+/** SYNC_BENCH_OMNID_PROF_DIR=DIR: every omnid writes a V8 CPU profile of the whole run there (--cpu-prof, at its exit). */
+const OMNID_PROFILE_DIR = process.env.SYNC_BENCH_OMNID_PROF_DIR;
 const BIG = 10;
 
 async function freePort(): Promise<number> {
@@ -88,7 +90,7 @@ async function main() {
     const bytes = await makeTree(src);
     log(`tree: ${FILES} files, ${round(bytes / 1e6, 1)} MB`);
     // omni
-    c = await LocalCluster.create({});
+    c = await LocalCluster.create(OMNID_PROFILE_DIR ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${OMNID_PROFILE_DIR}`] } : {});
     await c.init('n1');
     await c.join('n2');
     await c.join('n3');
@@ -107,6 +109,8 @@ async function main() {
       }
     }
     let initialStderr = '';
+    // SYNC_BENCH_PROFILE_INITIAL=1: the initial sync is profiled too (into SYNC_BENCH_CPU_PROF_DIR)
+    profiling = process.env.SYNC_BENCH_PROFILE_INITIAL === '1' && PROFILE_DIR !== undefined;
     const initial = await timed(async () => {
       initialStderr = (await omni('--push')).stderr;
     });

@@ -7,7 +7,7 @@
 // build of the same source through /v2/; a failing step ends the task with exit 1 and the step's
 // name and last lines as its log's last line; stop() cancels a build under way.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -393,6 +393,34 @@ describe('resumable upload of a build\'s source (the CLI\'s registry client)', (
     await client.uploadBlobResumable('team/twice', otherDigest, other, { stateFile, chunkBytes: 64 * 1024 });
     expect(await client.hasBlob('team/twice', otherDigest)).toBe(true);
     await expect(stat(`${stateFile}.lock`)).rejects.toThrow();
+  });
+
+  it('the upload lock: never seen empty; a live holder keeps it; of many processes taking over a dead one at once, one gets it; an old unreadable one is taken over', async () => {
+    const { lockStateFile } = await import('../../cli/omni/registry-client.js');
+    const stateFile = join(root, 'locks', 'state.json');
+    const lock = `${stateFile}.lock`;
+    const release = await lockStateFile(stateFile);
+    expect(release).toBeDefined();
+    expect(await readFile(lock, 'utf8')).toBe(String(process.pid));
+    expect(await lockStateFile(stateFile)).toBeUndefined(); // held by a live process (this one)
+    await release!();
+    // a dead holder's lock, taken over by 8 at once: exactly one holds it after
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    await writeFile(lock, dead.stdout);
+    const takers = await Promise.all(Array.from({ length: 8 }, () => lockStateFile(stateFile)));
+    expect(takers.filter((r) => r !== undefined)).toHaveLength(1);
+    expect(await readFile(lock, 'utf8')).toBe(String(process.pid));
+    await takers.find((r) => r !== undefined)!();
+    // an empty lock (an older version killed between creating and writing it): held while fresh, taken over once old
+    await writeFile(lock, '');
+    expect(await lockStateFile(stateFile)).toBeUndefined();
+    const old = new Date(Date.now() - 60_000);
+    await utimes(lock, old, old);
+    const again = await lockStateFile(stateFile);
+    expect(again).toBeDefined();
+    await again!();
+    // nothing of the takeovers is left beside the state file
+    expect((await readdir(join(root, 'locks'))).filter((n) => n.startsWith('state.json.lock'))).toEqual([]);
   });
 });
 
