@@ -348,7 +348,7 @@ function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: File
         for (const m of members) {
           const buf = await readFile(join(root, m.path));
           const got = 'sha256:' + createHash('sha256').update(buf).digest('hex');
-          if (got !== m.sha256) throw new OmniError('CONFLICT', `${m.path} changed during the sync (sync again)`);
+          if (got !== m.sha256) throw changedDuringSync(m.path);
           h.update(buf);
           await out.write(buf);
           offsets.push(off);
@@ -387,13 +387,18 @@ function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: File
     }
     const full = join(root, j.src.path);
     const len = Math.min(CHUNK_BYTES, j.src.size - j.index * CHUNK_BYTES);
+    // the registry refuses bytes that do not match the digest the scan found: the file changed since
+    const upload = (path: string, what: string) =>
+      retry(what, () => reg.uploadBlob(repo, j.digest, path)).catch((err: unknown) => {
+        throw err instanceof OmniError && err.code === 'DIGEST_INVALID' ? changedDuringSync(j.src.path) : err;
+      });
     if (j.src.chunks.length === 1) {
-      await retry(`uploading ${j.src.path}`, () => reg.uploadBlob(repo, j.digest, full));
+      await upload(full, `uploading ${j.src.path}`);
     } else {
       const tmp = join(tmpDir, `up-${randomBytes(6).toString('hex')}`);
       try {
         await cutChunk(full, j.index * CHUNK_BYTES, len, tmp);
-        await retry(`uploading ${j.src.path} chunk ${j.index}`, () => reg.uploadBlob(repo, j.digest, tmp));
+        await upload(tmp, `uploading ${j.src.path} chunk ${j.index}`);
       } finally {
         await rm(tmp, { force: true });
       }
@@ -616,8 +621,34 @@ export interface SyncDirOptions {
   beforeCommit?: () => Promise<void>;
 }
 
-/** Syncs `dir` with app `app`'s workspace on the cluster: what `omni sync`, `omni run`, `omni stop` and a node's task workspace call. */
+/** A file whose content is not what the scan hashed: it is being written. */
+function changedDuringSync(path: string): OmniError {
+  return new OmniError('CONFLICT', `${path} changed during the sync (sync again)`, { changedDuringSync: path });
+}
+
+/** Syncs this many times when a file changes while it is read (a file being written), then gives up with that error. */
+const CHANGED_ATTEMPTS = 3;
+
+/**
+ * Syncs `dir` with app `app`'s workspace on the cluster: what `omni sync`, `omni run`, `omni stop`
+ * and a node's task workspace call. A file that changes between its scan and its upload (a task or
+ * an editor writing it) makes the sync start over with a new scan, up to CHANGED_ATTEMPTS times;
+ * nothing is committed before the contents are in, so an attempt given up changes nothing.
+ */
 export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { plan: SyncPlan }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await syncDirOnce(opts);
+    } catch (err) {
+      const path = err instanceof OmniError ? err.detail.changedDuringSync : undefined;
+      if (typeof path !== 'string' || attempt >= CHANGED_ATTEMPTS) throw err;
+      process.stderr.write(`omni sync: ${path} changed while it was read; scanning again (attempt ${attempt + 1} of ${CHANGED_ATTEMPTS})\n`);
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
+}
+
+async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: SyncPlan }> {
   const { app, dir, records } = opts;
   const direction = opts.direction ?? 'both';
   if (!APP_RE.test(app) || app.length > 100) throw new OmniError('INVALID_ARGUMENT', `not an app name (lower-case letters, digits, . _ -): ${app.slice(0, 120)}`);

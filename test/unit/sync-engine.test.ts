@@ -66,6 +66,52 @@ describe('sync engine', () => {
     }
   });
 
+  it('a file written while it is synced: the sync scans again and sends what the files hold then; one that never settles fails after 3 tries with nothing committed', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-changing-'));
+    try {
+      const m = memoryStore();
+      await writeFile(join(root, 'small.txt'), 'small v1\n');
+      await writeFile(join(root, 'big.bin'), Buffer.alloc(2 * 1024 * 1024, 1));
+      // the first upload of each kind: the file is rewritten just before its bytes are read
+      const upload = m.registry.uploadBlob;
+      let rewrites = 0;
+      m.registry.uploadBlob = async (repo, digest, path) => {
+        if (rewrites === 0 && path.endsWith('big.bin')) {
+          rewrites++;
+          await writeFile(join(root, 'big.bin'), Buffer.alloc(2 * 1024 * 1024, 2));
+          await writeFile(join(root, 'small.txt'), 'small v2\n');
+        }
+        return upload(repo, digest, path);
+      };
+      const r = await syncDir({ ...m, app: 'chg', dir: root, direction: 'push' });
+      expect(r.revision).toBe(1);
+      expect(rewrites).toBe(1);
+      // what the cluster holds is what the files hold now
+      const copy = join(root, '..', `${root.split('/').pop()}-copy`);
+      await mkdir(copy);
+      try {
+        await syncDir({ ...m, app: 'chg', dir: copy, direction: 'pull' });
+        expect(await readFile(join(copy, 'small.txt'), 'utf8')).toBe('small v2\n');
+        expect((await readFile(join(copy, 'big.bin')))[0]).toBe(2);
+      } finally {
+        await rm(copy, { recursive: true, force: true });
+      }
+      // a file rewritten before every read never settles: CONFLICT after 3 scans, the record untouched
+      await writeFile(join(root, 'big.bin'), Buffer.alloc(2 * 1024 * 1024, 3));
+      let n = 4;
+      m.registry.uploadBlob = async (repo, digest, path) => {
+        if (path.endsWith('big.bin')) await writeFile(join(root, 'big.bin'), Buffer.alloc(2 * 1024 * 1024, n++ % 250));
+        return upload(repo, digest, path);
+      };
+      const writes = m.writes;
+      await expect(syncDir({ ...m, app: 'chg', dir: root, direction: 'push' })).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringContaining('big.bin changed during the sync') });
+      expect(n).toBe(7); // three attempts
+      expect(m.writes).toBe(writes);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   it('never writes through a symlink the other side planted, and a limit stops an oversized sync before anything is written', async () => {
     const root = await mkdtemp(join(tmpdir(), 'omni-sync-engine-'));
     try {
