@@ -27,7 +27,8 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
                          omitted; /udp: a UDP port, relayed by the mesh too)
   --publish [PORTNAME=]P port P on every node routes to a healthy replica (default: the first port)
   --network NAME         service networking: apps of network NAME reach this one by name
-  --alias NAME           its names on the network (repeatable; default: the app name)
+                         (repeatable: on several networks, its tasks see the names of all)
+  --alias NAME           its names on the network(s) (repeatable; default: the app name)
   --env KEY=VALUE        environment (repeatable);  --env-file FILE
   --replicas N           (default 1)
   --cpu CORES            e.g. 0.5 or 500m;  --memory SIZE  e.g. 256M, 1G
@@ -138,7 +139,7 @@ export async function run(argv: string[]): Promise<number> {
       detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' }, replace: { type: 'boolean' }, exclusive: { type: 'boolean' },
       job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' }, deadline: { type: 'string' }, parallelism: { type: 'string' }, ttl: { type: 'string' },
       cron: { type: 'string' }, 'time-zone': { type: 'string' }, concurrency: { type: 'string' }, 'starting-deadline': { type: 'string' },
-      network: { type: 'string' }, alias: { type: 'string', multiple: true }, publish: { type: 'string', multiple: true },
+      network: { type: 'string', multiple: true }, alias: { type: 'string', multiple: true }, publish: { type: 'string', multiple: true },
       repo: { type: 'string' }, ...BUILD_FLAGS,
     },
     USAGE,
@@ -171,7 +172,9 @@ export async function run(argv: string[]): Promise<number> {
     (target as { publish?: number }).publish = Number(m[2]);
   }
   if (values.alias && !values.network) throw new UsageError('--alias needs --network');
-  const network = values.network ? { name: values.network, ...(values.alias ? { aliases: values.alias } : {}) } : undefined;
+  const attachments = ((values.network as string[] | undefined) ?? []).map((name) => ({ name, ...(values.alias ? { aliases: values.alias } : {}) }));
+  const network = attachments.length === 1 ? attachments[0] : undefined;
+  const networks = attachments.length > 1 ? attachments : undefined;
   if (values.job && values.cron !== undefined) throw new UsageError('--job and --cron disagree: --cron runs a job at each fire of its schedule');
   const type = values.job ? 'job' : values.cron !== undefined ? 'cron' : (values.type as string | undefined);
   if (values.job && values.type && values.type !== 'job') throw new UsageError(`--job and --type ${values.type} disagree`);
@@ -208,6 +211,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(values.concurrency !== undefined ? { concurrencyPolicy: values.concurrency } : {}),
     ...(values['starting-deadline'] !== undefined ? { startingDeadlineSeconds: Number(values['starting-deadline']) } : {}),
     ...(network ? { network } : {}),
+    ...(networks ? { networks } : {}),
   };
   if (sourceDir) return runSource(values, sourceDir, spec, positionals.slice(1));
   // A job has no ports or health check: leave the empty list out so the server's check reads naturally.

@@ -14,7 +14,7 @@ import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
 import { runsToCompletion, taskSpec } from '../../protocol/apps/cron.js';
 import { HEALTH_LOG_ENTRIES, HEALTH_LOG_ENTRY_CHARS, LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, taskKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
-import { DEFAULT_MIN_HEALTHY_MS, EXCLUSIVE_LEASE_MS, type AppSpec } from '../../protocol/apps/spec.js';
+import { DEFAULT_MIN_HEALTHY_MS, EXCLUSIVE_LEASE_MS, networksOf, type AppSpec } from '../../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
 import { SELF } from '../cluster/caller.js';
 import { OmniError } from '../errors.js';
@@ -780,7 +780,7 @@ export class Agent {
       volumes.push({ name: v.name, path: v.path, hostPath });
     }
     const command = spec.command ? [...spec.command, ...spec.args] : spec.args.length > 0 ? spec.args : undefined;
-    const net = spec.network && this.d.network ? await this.d.network(spec) : undefined;
+    const net = networksOf(spec).length > 0 && this.d.network ? await this.d.network(spec) : undefined;
     const files = await this.writeFiles(t, spec);
     return {
       taskId: t.id,

@@ -6,7 +6,7 @@
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { randomInt } from 'node:crypto';
 import * as dnsPacket from 'dns-packet';
-import { decide, MAX_DNS_QUERY_BYTES, RCODE_SERVFAIL } from '../../protocol/net/dns.js';
+import { decideView, MAX_DNS_QUERY_BYTES, RCODE_SERVFAIL, type ViewNetwork } from '../../protocol/net/dns.js';
 
 export const DNS_PORT = 53;
 const FORWARD_TIMEOUT_MS = 2000;
@@ -15,9 +15,10 @@ const MAX_PENDING = 1024;
 
 export interface DnsServerOptions {
   host: string;
+  /** The network (or view of several networks) it answers for: in log lines. */
   network: string;
-  /** This network's names now (alias → VIP), as the task asking sees them. */
-  names(): ReadonlyMap<string, string>;
+  /** Its networks' names now (alias → VIP), in order, as the task asking sees them. */
+  view(): readonly ViewNetwork[];
   /** The host's resolvers, for other names. */
   upstreams: readonly string[];
   /** Whether a client may ask (docker DNS addresses: containers of this host only). */
@@ -81,7 +82,7 @@ export class DnsServer {
     } catch {
       return; // not DNS
     }
-    const d = decide(query, this.o.network, this.o.names());
+    const d = decideView(query, this.o.view());
     if (d.kind === 'drop') return;
     if (d.kind === 'answer') return this.send(d.response, rinfo);
     const server = this.o.upstreams[0];

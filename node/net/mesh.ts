@@ -17,7 +17,8 @@ import type { OmniHost } from '../p2p/host.js';
 import { CoalescedLoop } from '../apps/coalesced-loop.js';
 import { parseRecord, specKey, type AppRecord } from '../../protocol/apps/model.js';
 import type { AppSpec } from '../../protocol/apps/spec.js';
-import { buildMesh, endpointKey, hostsFile, RoundRobin, type MeshView } from '../../protocol/net/mesh.js';
+import { buildMesh, endpointKey, hostsFile, RoundRobin, viewKey, type MeshView } from '../../protocol/net/mesh.js';
+import { networksOf } from '../../protocol/apps/spec.js';
 import type { VipRange } from '../../protocol/net/vip.js';
 import { Tunnel, connectLocal } from './tunnel.js';
 import { DockerVips, dockerVipsAvailable } from './docker-vips.js';
@@ -84,7 +85,7 @@ interface Listener {
 }
 
 export class Mesh {
-  private view: MeshView = { listeners: [], published: [], hosts: new Map(), dockerHosts: new Map(), dns: new Map(), endpoints: new Map(), conflicts: [] };
+  private view: MeshView = { listeners: [], published: [], hosts: new Map(), views: new Map(), dockerHosts: new Map(), dns: new Map(), endpoints: new Map(), conflicts: [] };
   /** The networks' DNS servers on this node, by `address/network` (bound ones only answer). */
   private readonly dnsServers = new Map<string, { server: DnsServer; bound: boolean; failedAtMs: number }>();
   /** The host's resolvers (read once at start) that the DNS servers forward other names to. */
@@ -148,16 +149,18 @@ export class Mesh {
    * addresses its names point at are on the node's docker VIP interface and listened on before this returns.
    */
   async forTask(spec: AppSpec): Promise<TaskNetwork | undefined> {
-    if (!spec.network) return undefined;
-    const net = spec.network.name;
+    // a task on several networks sees the names of all of them (its view: protocol/net/mesh.ts)
+    const key = viewKey(spec);
+    if (key === undefined) return undefined;
+    const nets = networksOf(spec).map((n) => n.name);
     const docker = spec.driver === 'docker';
-    if (docker && !this.dockerVips) this.warnOnce(`mesh: docker tasks on network ${net} get no service names here: ${this.dockerReason}`);
+    if (docker && !this.dockerVips) this.warnOnce(`mesh: docker tasks on network ${nets.join(', ')} get no service names here: ${this.dockerReason}`);
     await this.round();
-    const hosts = (docker ? this.view.dockerHosts : this.view.hosts).get(net);
-    const file = await this.writeHosts(net, docker);
-    const resolv = await this.writeResolv(net, docker);
-    const env: Record<string, string> = { OMNI_NETWORK: net };
-    for (const [alias, vip] of hosts ?? []) env[`OMNI_HOST_${alias.toUpperCase().replace(/-/g, '_')}`] = vip;
+    const hosts = (docker ? this.view.dockerHosts : this.view.hosts).get(key);
+    const file = await this.writeHosts(key, docker);
+    const resolv = await this.writeResolv(key, docker);
+    const env: Record<string, string> = { OMNI_NETWORK: nets[0], ...(nets.length > 1 ? { OMNI_NETWORKS: nets.join(',') } : {}) };
+    for (const [alias, vip] of hosts ?? []) if (!alias.includes('.')) env[`OMNI_HOST_${alias.toUpperCase().replace(/-/g, '_')}`] = vip;
     return { hostsFile: file, env, ...(resolv ? { resolvConf: resolv } : {}) };
   }
 
@@ -192,7 +195,7 @@ export class Mesh {
       let spec = this.meshSpecOf.get(record);
       if (spec === undefined) {
         const s = specOf(record.name, record.version);
-        spec = s && (s.network || s.ports.some((p) => p.publish !== undefined)) ? s : null;
+        spec = s && (networksOf(s).length > 0 || s.ports.some((p) => p.publish !== undefined)) ? s : null;
         this.meshSpecOf.set(record, spec);
       }
       if (spec) apps.push({ record, spec });
@@ -204,7 +207,10 @@ export class Mesh {
       for (const t of tasks) {
         if (t.nodeId !== this.d.id || t.desired !== 'run') continue;
         const s = specOf(t.app, t.version);
-        if (s?.driver === 'docker' && s.network) dockerNetworks.add(s.network.name);
+        const key = s?.driver === 'docker' ? viewKey(s) : undefined;
+        if (key === undefined) continue;
+        dockerNetworks.add(key);
+        for (const n of key.split('+')) dockerNetworks.add(n);
       }
     }
     return buildMesh({ apps, tasks, status: (id) => tables.status(id), specOf, range: this.opts.vipRange, dockerRange: this.opts.dockerVipRange ?? undefined, dockerNetworks });
@@ -304,7 +310,7 @@ export class Mesh {
         const server = new DnsServer({
           host: w.host,
           network: w.network,
-          names: () => (w.docker ? this.view.dockerHosts : this.view.hosts).get(w.network) ?? new Map(),
+          view: () => (this.view.views.get(w.network) ?? [w.network]).map((network) => ({ network, names: (w.docker ? this.view.dockerHosts : this.view.hosts).get(network) ?? new Map<string, string>() })),
           upstreams: this.upstreams,
           ...(w.docker ? { allow: (address: string) => this.dockerVips?.sourceAllowed(address) ?? Promise.resolve(false) } : {}),
         });
@@ -321,14 +327,14 @@ export class Mesh {
     );
   }
 
-  /** The resolv.conf of a network's tasks (undefined while its DNS server is not up here). */
+  /** The resolv.conf of a network's tasks, or of a view of several (undefined while its DNS server is not up here). */
   private async writeResolv(network: string, docker: boolean): Promise<string | undefined> {
     const d = this.view.dns.get(network);
     const vip = docker ? d?.dockerVip : d?.vip;
     if (!vip || !this.dnsServers.get(`${vip}/${network}`)?.bound) return undefined;
     const dir = join(this.d.dataDir, 'net', docker ? 'resolv-docker' : 'resolv');
     const file = join(dir, network);
-    const text = resolvConf(network, vip, this.upstreams);
+    const text = resolvConf(this.view.views.get(network) ?? network, vip, this.upstreams);
     if (this.hostsWritten.get(file) !== text) {
       await mkdir(dir, { recursive: true });
       await writeFile(file, text, { mode: 0o644 });

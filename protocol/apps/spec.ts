@@ -18,6 +18,13 @@ export interface PortSpec { name: string; port: number; hostPort: number; publis
  */
 export interface NetworkSpec { name: string; aliases: string[] }
 export const MAX_NETWORK_ALIASES = 8;
+/** Networks one app may be on (`networks:`). */
+export const MAX_NETWORKS_PER_APP = 8;
+
+/** The networks an app is on: `networks`, or the one `network`, or none. */
+export function networksOf(spec: Pick<AppSpec, 'network' | 'networks'>): NetworkSpec[] {
+  return spec.networks ?? (spec.network ? [spec.network] : []);
+}
 /**
  * startPeriodMs: failures during the first startPeriodMs of a run are not counted (a success
  * counts at once), as Compose's start_period. inContainer (command checks of the docker driver
@@ -111,6 +118,11 @@ export interface AppSpec {
   lab?: LabSpec;
   /** Service networking: see NetworkSpec. */
   network?: NetworkSpec;
+  /**
+   * On several networks at once (2 to MAX_NETWORKS_PER_APP, names unique; never with `network`):
+   * its aliases are names on each, and its tasks see the names of all of them (networksOf).
+   */
+  networks?: NetworkSpec[];
 }
 
 export type AppType = 'service' | 'job' | 'cron' | 'lab';
@@ -172,7 +184,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'networks', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
 const CRON_FIELDS = ['timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
@@ -370,7 +382,9 @@ export function validateAppSpec(input: unknown): SpecResult {
     if (input.parallelism !== undefined) e.add('parallelism', 'only for type job or cron (how many of a run\'s tasks run at once)');
     if (input.ttlSecondsAfterFinished !== undefined) e.add('ttlSecondsAfterFinished', 'only for type job (a finished job is removed after it)');
   }
-  const network = readNetwork(e, input.network, name);
+  const network = readNetwork(e, input.network, name, 'network');
+  const networks = readNetworks(e, input.networks, name);
+  if (network && networks) e.add('networks', 'give network (one) or networks (several), not both');
   if (e.list.length > 0) return { ok: false, errors: e.list };
   const spec: AppSpec = { name, args, env, ports, resources, replicas, constraints, antiAffinity, spreadBy, placement, restart, volumes, driver, update, reschedule };
   if (exclusive) spec.exclusive = true;
@@ -385,6 +399,11 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (command !== undefined) spec.command = command;
   if (healthCheck) spec.healthCheck = healthCheck;
   if (network) spec.network = network;
+  // one network is written as `network` (the form every earlier version reads)
+  if (networks) {
+    if (networks.length === 1) spec.network = networks[0];
+    else spec.networks = networks;
+  }
   if (files.length > 0) spec.files = files;
   return { ok: true, spec };
 }
@@ -423,23 +442,37 @@ function readCron(e: Errors, o: Obj, prefix: string, expr: string): CronSpec | u
 /** A network or alias name: a DNS label (lowercase letters, digits, -), at most 63 characters. */
 const NET_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
-function readNetwork(e: Errors, v: unknown, appName: string): NetworkSpec | undefined {
+function readNetwork(e: Errors, v: unknown, appName: string, field: string): NetworkSpec | undefined {
   if (v === undefined) return undefined;
-  if (!isObj(v)) return e.add('network', 'must be {name, aliases?}');
-  known(e, v, 'network', ['name', 'aliases']);
-  const name = typeof v.name === 'string' && NET_NAME.test(v.name) ? v.name : e.add('network.name', 'required: lowercase letters, digits and -, at most 63 characters');
+  if (!isObj(v)) return e.add(field, 'must be {name, aliases?}');
+  known(e, v, field, ['name', 'aliases']);
+  const name = typeof v.name === 'string' && NET_NAME.test(v.name) ? v.name : e.add(`${field}.name`, 'required: lowercase letters, digits and -, at most 63 characters');
   let aliases = [appName];
   if (v.aliases !== undefined) {
-    if (!Array.isArray(v.aliases) || v.aliases.length === 0 || v.aliases.length > MAX_NETWORK_ALIASES) e.add('network.aliases', `must be a list of 1 to ${MAX_NETWORK_ALIASES} names`);
+    if (!Array.isArray(v.aliases) || v.aliases.length === 0 || v.aliases.length > MAX_NETWORK_ALIASES) e.add(`${field}.aliases`, `must be a list of 1 to ${MAX_NETWORK_ALIASES} names`);
     else {
       aliases = [];
       v.aliases.forEach((a, i) => {
-        if (typeof a !== 'string' || !NET_NAME.test(a) || a === 'localhost') e.add(`network.aliases[${i}]`, 'must be a host name: lowercase letters, digits and -, at most 63 characters (not localhost)');
+        if (typeof a !== 'string' || !NET_NAME.test(a) || a === 'localhost') e.add(`${field}.aliases[${i}]`, 'must be a host name: lowercase letters, digits and -, at most 63 characters (not localhost)');
         else if (!aliases.includes(a)) aliases.push(a);
       });
     }
   }
   return name === undefined ? undefined : { name, aliases };
+}
+
+/** `networks`: a list of {name, aliases?}, names unique. */
+function readNetworks(e: Errors, v: unknown, appName: string): NetworkSpec[] | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length === 0 || v.length > MAX_NETWORKS_PER_APP) return e.add('networks', `must be a list of 1 to ${MAX_NETWORKS_PER_APP} {name, aliases?}`);
+  const out: NetworkSpec[] = [];
+  v.forEach((n, i) => {
+    const net = readNetwork(e, n, appName, `networks[${i}]`);
+    if (!net) return;
+    if (out.some((o) => o.name === net.name)) e.add(`networks[${i}].name`, `network ${net.name} is listed twice`);
+    else out.push(net);
+  });
+  return out.length === v.length ? out : undefined;
 }
 
 function readPorts(e: Errors, v: unknown): PortSpec[] {

@@ -164,9 +164,63 @@ export function splitCommand(s: string): string[] | undefined {
 /** A service name that can be a host name on the stack's network (protocol/apps/spec.ts NET_NAME). */
 const SERVICE_ALIAS = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
+/** Most networks a service may be on (protocol/apps/spec.ts MAX_NETWORKS_PER_APP). */
+const MAX_SERVICE_NETWORKS = 8;
+
+/**
+ * A service's `networks:` (a list, or a mapping whose values may give `aliases`) as Omni
+ * networks; absent: the stack's default network. Fixed addresses and the like are warned about.
+ */
+function serviceNetworks(r: Report, v: unknown, where: string, defined: ReadonlyMap<string, string>): { name: string; aliases: string[] }[] {
+  if (v === undefined || v === null) return [{ name: defined.get('default')!, aliases: [] }];
+  const entries: [string, unknown][] = Array.isArray(v) ? v.map((n) => [n as string, undefined]) : isObj(v) ? Object.entries(v) : (r.err(where, 'must be a list or a mapping'), []);
+  const out: { name: string; aliases: string[] }[] = [];
+  for (const [key, def] of entries) {
+    const net = typeof key === 'string' ? defined.get(key) : undefined;
+    if (net === undefined) {
+      r.err(where, `${String(key)} is not defined under top-level networks:`);
+      continue;
+    }
+    const aliases: string[] = [];
+    if (isObj(def)) {
+      for (const k of Object.keys(def)) {
+        if (k.startsWith('x-')) continue;
+        if (k === 'aliases') {
+          if (!Array.isArray(def.aliases)) r.err(`${where}.${key}.aliases`, 'must be a list of host names');
+          else for (const a of def.aliases) {
+            if (typeof a === 'string' && SERVICE_ALIAS.test(a) && a !== 'localhost') {
+              if (!aliases.includes(a)) aliases.push(a);
+            } else r.err(`${where}.${key}.aliases`, `${String(a)} is not a host name (lowercase letters, digits and -, at most 63)`);
+          }
+        } else if (['ipv4_address', 'ipv6_address', 'link_local_ips', 'mac_address', 'priority', 'gw_priority', 'driver_opts', 'interface_name'].includes(k)) r.warn(`${where}.${key}.${k}`, 'ignored: services are reached by name, through the mesh, not by fixed addresses');
+        else r.err(`${where}.${key}.${k}`, `unknown key '${k}'`);
+      }
+    } else if (def !== undefined && def !== null) r.err(`${where}.${key}`, 'must be a mapping (aliases) or empty');
+    const same = out.find((o) => o.name === net);
+    if (same) same.aliases.push(...aliases.filter((a) => !same.aliases.includes(a)));
+    else out.push({ name: net, aliases });
+  }
+  if (out.length > MAX_SERVICE_NETWORKS) {
+    r.err(where, `a service may be on at most ${MAX_SERVICE_NETWORKS} networks`);
+    return out.slice(0, MAX_SERVICE_NETWORKS);
+  }
+  return out;
+}
+
 /** The stack's network: the project name as a host-name label. */
 export function networkName(project: string): string {
   return project.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+/, '').slice(0, 63).replace(/-+$/, '') || 'stack';
+}
+
+/**
+ * The Omni network of a compose network: `default` is the stack's own (networkName(project)),
+ * another is `<project>-<key>` (compose's `<project>_<key>`), or its `name:` as given (external
+ * ones too: that is how a stack joins another's network, e.g. `external: true, name: shop`).
+ */
+export function composeNetworkName(project: string, key: string, def: { name?: string; external?: boolean } = {}): string {
+  if (def.name !== undefined) return networkName(def.name);
+  if (def.external) return networkName(key);
+  return key === 'default' ? networkName(project) : networkName(`${project}-${key}`);
 }
 
 /** A project name as compose normalizes it: lower case, letters, digits, - and _. */
@@ -305,19 +359,31 @@ export function parseCompose(input: ComposeInput): Stack {
       }
     }
   }
-  const networks = new Set<string>(['default']);
+  // compose network key → the Omni network it is (composeNetworkName)
+  const networks = new Map<string, string>([['default', composeNetworkName(project, 'default')]]);
   if (doc.networks !== undefined && doc.networks !== null) {
     if (!isObj(doc.networks)) r.err('networks', 'must be a mapping of network names');
     else {
       for (const [name, def] of Object.entries(doc.networks)) {
-        networks.add(name);
-        if (isObj(def)) for (const k of Object.keys(def)) {
-          if (k.startsWith('x-')) continue;
-          if (['driver', 'driver_opts', 'attachable', 'enable_ipv6', 'ipam', 'internal', 'labels', 'external', 'name'].includes(k)) r.warn(`networks.${name}.${k}`, 'ignored: a stack has one network');
-          else r.err(`networks.${name}.${k}`, `unknown key '${k}'`);
+        const d: { name?: string; external?: boolean } = {};
+        if (isObj(def)) {
+          for (const k of Object.keys(def)) {
+            if (k.startsWith('x-')) continue;
+            if (k === 'name') {
+              if (typeof def.name === 'string' && def.name !== '') d.name = def.name;
+              else r.err(`networks.${name}.name`, 'must be a non-empty string');
+            } else if (k === 'external') {
+              if (def.external === true || (isObj(def.external) && typeof def.external.name === 'string')) {
+                d.external = true;
+                if (isObj(def.external)) d.name = def.external.name as string;
+              } else if (def.external !== false) r.err(`networks.${name}.external`, 'must be true or false');
+            } else if (k === 'driver' && (def.driver === 'bridge' || def.driver === 'overlay')) continue;
+            else if (['driver', 'driver_opts', 'attachable', 'enable_ipv6', 'ipam', 'internal', 'labels'].includes(k)) r.warn(`networks.${name}.${k}`, "ignored: a network scopes service names (Omni's mesh), not addresses or drivers");
+            else r.err(`networks.${name}.${k}`, `unknown key '${k}'`);
+          }
         }
+        networks.set(name, composeNetworkName(project, name, d));
       }
-      if (Object.keys(doc.networks).length > 1) r.warnings.push(`networks: ${Object.keys(doc.networks).join(', ')} are one network for this stack (Omni puts a stack on one network)`);
     }
   }
   const secrets = readFileObjects(r, doc.secrets, 'secrets', input);
@@ -426,22 +492,21 @@ export function parseCompose(input: ComposeInput): Stack {
     // ports
     const ports = portsOf(r, s.ports, `${where}.ports`);
     if (ports.length > 0) spec.ports = ports;
-    // Service networking: every service of the stack on one network named after the project,
-    // reachable by its service name (README "Service networking").
-    if (SERVICE_ALIAS.test(name)) spec.network = { name: networkName(project), aliases: [name] };
-    else r.warn(where, `'${name}' is not a host name (lowercase letters, digits and -, at most 63): the other services cannot reach it by name`);
+    // Service networking: a service is on the networks it names (none named: the stack's default
+    // network, named after the project), reachable there by its service name and its aliases
+    // (README "Service networking"); a service on several sees the names of all of them.
+    const attachments = serviceNetworks(r, s.networks, `${where}.networks`, networks);
+    if (SERVICE_ALIAS.test(name)) {
+      const nets = attachments.map((a) => ({ name: a.name, aliases: [name, ...a.aliases.filter((x) => x !== name)] }));
+      if (nets.length === 1) spec.network = nets[0];
+      else if (nets.length > 1) spec.networks = nets;
+    } else r.warn(where, `'${name}' is not a host name (lowercase letters, digits and -, at most 63): the other services cannot reach it by name`);
 
     // volumes
     const vols = volumesOf(r, s.volumes, `${where}.volumes`, volumes);
     for (const v of vols) volumeUsers.set(v.source, [...(volumeUsers.get(v.source) ?? []), name]);
     if (vols.length > 0) spec.volumes = vols.map((v) => ({ name: v.name, path: v.path }));
 
-    // networks: accepted, all one network
-    if (s.networks !== undefined && s.networks !== null) {
-      const list = Array.isArray(s.networks) ? s.networks : isObj(s.networks) ? Object.keys(s.networks) : r.err(`${where}.networks`, 'must be a list or a mapping') ?? [];
-      for (const n of list) if (typeof n !== 'string' || !networks.has(n)) r.err(`${where}.networks`, `${String(n)} is not defined under top-level networks:`);
-      if (isObj(s.networks)) for (const [n, def] of Object.entries(s.networks)) if (isObj(def) && Object.keys(def).length > 0) r.warn(`${where}.networks.${n}`, `ignored: ${Object.keys(def).join(', ')} (one network per stack, no aliases or fixed addresses)`);
-    }
 
     // healthcheck
     const health = healthOf(r, s.healthcheck, `${where}.healthcheck`);
@@ -517,7 +582,7 @@ export function parseCompose(input: ComposeInput): Stack {
     if (!v.ok) for (const e of v.errors) r.err(`services.${s.service}`, `${e.field}: ${e.message}`);
   }
   if (r.errors.length > 0) throw new ComposeError(r.errors, r.warnings);
-  return { project, services: cycle ? out : topoOrder(out), inactive, volumes: [...volumes], networks: [...networks], warnings: r.warnings, doc };
+  return { project, services: cycle ? out : topoOrder(out), inactive, volumes: [...volumes], networks: [...networks.keys()], warnings: r.warnings, doc };
 }
 
 function archName(a: string): string {

@@ -32,17 +32,45 @@ export function aliasOf(name: string, network: string): string | undefined {
   return undefined;
 }
 
+/** One network of a task's view: its name and its services (alias → VIP). */
+export interface ViewNetwork {
+  network: string;
+  names: ReadonlyMap<string, string>;
+}
+
 /**
  * What to do with a query to `network`'s DNS address, whose services are `names` (alias → VIP):
  * answer it (one question, all of this network's names), forward it (a name of no service here
  * and outside the network's domain), or drop it (not a standard query).
  */
 export function decide(query: Packet, network: string, names: ReadonlyMap<string, string>): DnsDecision {
+  return decideView(query, [{ network, names }]);
+}
+
+/**
+ * The same for the DNS address of a task on several networks (its view, in order): `api.back`
+ * and `api.back.omni` are the service of that network; a bare `api` is the first network's that
+ * has it; a name in any of the networks' domains that is no service there is NXDOMAIN.
+ */
+export function decideView(query: Packet, view: readonly ViewNetwork[]): DnsDecision {
   if (query.type !== 'query' || (query.flags ?? 0) & 0x7800 || (query.questions?.length ?? 0) !== 1) return { kind: 'drop' };
   const q = query.questions![0] as Question;
-  const alias = aliasOf(q.name, network);
-  const vip = alias === undefined ? undefined : names.get(alias);
-  const inDomain = q.name.toLowerCase().replace(/\.$/, '').endsWith(`.${network}.${DNS_DOMAIN}`) || q.name.toLowerCase().replace(/\.$/, '').endsWith(`.${network}`);
+  const n = q.name.toLowerCase().replace(/\.$/, '');
+  let vip: string | undefined;
+  let inDomain = false;
+  for (const { network, names } of view) {
+    if (!n.endsWith(`.${network}.${DNS_DOMAIN}`) && !n.endsWith(`.${network}`)) continue;
+    inDomain = true;
+    const alias = aliasOf(n, network);
+    vip = alias === undefined ? undefined : names.get(alias);
+    if (vip !== undefined) break;
+  }
+  if (!inDomain && !n.includes('.')) {
+    for (const { names } of view) {
+      vip = names.get(n);
+      if (vip !== undefined) break;
+    }
+  }
   if (vip === undefined && !inDomain) return { kind: 'forward' };
   const base: Packet = {
     type: 'response',
@@ -67,7 +95,10 @@ export function nameservers(resolvConf: string, exclude: (ip: string) => boolean
   return out.slice(0, 3);
 }
 
-/** The resolv.conf a task of `network` sees: its DNS address first, then the host's resolvers, the network's domains searched. */
-export function resolvConf(network: string, dnsVip: string, hostServers: readonly string[]): string {
-  return [`# written by omnid: service names of network ${network} (see README, Service networking)`, `nameserver ${dnsVip}`, ...hostServers.slice(0, 2).map((s) => `nameserver ${s}`), `search ${network}.${DNS_DOMAIN} ${network}`, 'options timeout:2 attempts:2', ''].join('\n');
+/** The resolv.conf a task of `network` (or of several, in order) sees: its DNS address first, then the host's resolvers, the networks' domains searched. */
+export function resolvConf(network: string | readonly string[], dnsVip: string, hostServers: readonly string[]): string {
+  const nets = typeof network === 'string' ? [network] : network;
+  // glibc searches at most 6 domains: each network's two forms while they fit
+  const search = nets.flatMap((n) => [`${n}.${DNS_DOMAIN}`, n]).slice(0, 6);
+  return [`# written by omnid: service names of network ${nets.join(', ')} (see README, Service networking)`, `nameserver ${dnsVip}`, ...hostServers.slice(0, 2).map((s) => `nameserver ${s}`), `search ${search.join(' ')}`, 'options timeout:2 attempts:2', ''].join('\n');
 }

@@ -5,7 +5,7 @@
 // into listeners, hosts files and tunnel routes.
 import type { AppRecord, TaskRecord, TaskStatusRecord } from '../apps/model.js';
 import { isServing } from '../apps/model.js';
-import type { AppSpec } from '../apps/spec.js';
+import { networksOf, type AppSpec } from '../apps/spec.js';
 import { allocateVips, vipKey, type VipRange } from './vip.js';
 import { DNS_ALIAS } from './dns.js';
 
@@ -40,11 +40,17 @@ export interface PublishedPort {
 export interface MeshView {
   listeners: ServiceListener[];
   published: PublishedPort[];
-  /** Per network: alias → VIP (what its tasks' hosts files say). */
+  /**
+   * Per network: alias → VIP (what its tasks' hosts files say). Also per view of several networks
+   * (viewKey): the names of its networks merged (the first network by name keeps a bare alias on
+   * two of them) plus `alias.network` for each.
+   */
   hosts: Map<string, Map<string, string>>;
+  /** What a task's names are made of: its view key (viewKey) → its networks, sorted. */
+  views: Map<string, string[]>;
   /** The same for docker containers (only the networks in MeshInput.dockerNetworks). */
   dockerHosts: Map<string, Map<string, string>>;
-  /** Per network with a service: its DNS address (protocol/net/dns.ts), and the containers' one when it has docker tasks here. */
+  /** Per network with a service, and per view of several networks: its DNS address (protocol/net/dns.ts), and the containers' one when it has docker tasks here. */
   dns: Map<string, { vip: string; dockerVip?: string }>;
   /** `app/portName` → serving replicas, sorted by task id. */
   endpoints: Map<string, Endpoint[]>;
@@ -59,12 +65,21 @@ export interface MeshInput {
   /** The spec a task runs (its own version: its hostPorts follow that version's ports). */
   specOf: (app: string, version: number) => AppSpec | undefined;
   range: VipRange;
-  /** Addresses for containers, and the networks that need them on this node (docker tasks here). */
+  /** Addresses for containers, and the networks (and view keys) that need them on this node (docker tasks here). */
   dockerRange?: VipRange;
   dockerNetworks?: ReadonlySet<string>;
 }
 
 export const endpointKey = (app: string, portName: string) => `${app}/${portName}`;
+
+/**
+ * The key of the names a task of `spec` sees: its network's name, or for several networks their
+ * names sorted and joined by `+` (no network name has one); undefined when it is on none.
+ */
+export function viewKey(spec: Pick<AppSpec, 'network' | 'networks'>): string | undefined {
+  const nets = networksOf(spec).map((n) => n.name);
+  return nets.length === 0 ? undefined : [...nets].sort().join('+');
+}
 const udpOf = (p: { protocol?: 'udp' }): { udp?: true } => (p.protocol === 'udp' ? { udp: true } : {});
 
 /** Apps whose names and ports are live: running (not stopped, removing or failed). */
@@ -77,22 +92,29 @@ export function buildMesh(input: MeshInput): MeshView {
   const apps = [...input.apps].filter((a) => live(a.record)).sort((a, b) => (a.record.name < b.record.name ? -1 : a.record.name > b.record.name ? 1 : 0));
   // An alias belongs to the first app (by name) that claims it on its network.
   const owner = new Map<string, string>();
+  // Views of several networks: the sets the apps are on (a task of such an app sees all their names).
+  const views = new Map<string, string[]>();
   for (const { record, spec } of apps) {
-    if (!spec.network) continue;
-    for (const alias of spec.network.aliases) {
-      const k = vipKey(spec.network.name, alias);
-      const prev = owner.get(k);
-      if (prev === undefined) owner.set(k, record.name);
-      else conflicts.push(`alias ${alias} on network ${spec.network.name} is claimed by ${prev} and ${record.name}: ${prev} keeps it`);
+    for (const net of networksOf(spec)) {
+      for (const alias of net.aliases) {
+        const k = vipKey(net.name, alias);
+        const prev = owner.get(k);
+        if (prev === undefined) owner.set(k, record.name);
+        else if (prev !== record.name) conflicts.push(`alias ${alias} on network ${net.name} is claimed by ${prev} and ${record.name}: ${prev} keeps it`);
+      }
     }
+    const key = viewKey(spec);
+    if (key !== undefined) views.set(key, key.split('+'));
   }
-  // Each network with a service also gets a DNS address: the VIP of its reserved alias.
+  // Each network with a service, and each view of several, also gets a DNS address: the VIP of its reserved alias.
   const networks = new Set([...owner.keys()].map((k) => k.slice(0, k.lastIndexOf('/'))));
-  const keys = [...owner.keys(), ...[...networks].map((n) => vipKey(n, DNS_ALIAS))];
+  for (const n of networks) views.set(n, [n]);
+  const multi = [...views.keys()].filter((k) => k.includes('+'));
+  const keys = [...owner.keys(), ...[...networks, ...multi].map((n) => vipKey(n, DNS_ALIAS))];
   const vips = allocateVips(keys, input.range);
   const dockerVips = input.dockerRange ? allocateVips(keys, input.dockerRange) : new Map<string, string>();
   const dns = new Map<string, { vip: string; dockerVip?: string }>();
-  for (const n of networks) {
+  for (const n of [...networks, ...multi]) {
     const vip = vips.get(vipKey(n, DNS_ALIAS));
     const dockerVip = input.dockerNetworks?.has(n) ? dockerVips.get(vipKey(n, DNS_ALIAS)) : undefined;
     if (vip !== undefined) dns.set(n, { vip, ...(dockerVip !== undefined ? { dockerVip } : {}) });
@@ -106,25 +128,25 @@ export function buildMesh(input: MeshInput): MeshView {
   const specByApp = new Map<string, AppSpec>();
   for (const { record, spec } of apps) {
     specByApp.set(record.name, spec);
-    if (spec.network) {
-      let h = hosts.get(spec.network.name);
-      if (!h) hosts.set(spec.network.name, (h = new Map()));
-      for (const alias of spec.network.aliases) {
-        const k = vipKey(spec.network.name, alias);
+    for (const net of networksOf(spec)) {
+      let h = hosts.get(net.name);
+      if (!h) hosts.set(net.name, (h = new Map()));
+      for (const alias of net.aliases) {
+        const k = vipKey(net.name, alias);
         const vip = vips.get(k);
         if (owner.get(k) !== record.name) continue;
         if (vip === undefined) {
-          conflicts.push(`no VIP left in ${input.range.cidr} for ${alias} on network ${spec.network.name}`);
+          conflicts.push(`no VIP left in ${input.range.cidr} for ${alias} on network ${net.name}`);
           continue;
         }
         h.set(alias, vip);
-        for (const p of spec.ports) listeners.push({ kind: 'loopback', network: spec.network.name, alias, vip, port: p.port, app: record.name, portName: p.name, ...udpOf(p) });
+        for (const p of spec.ports) listeners.push({ kind: 'loopback', network: net.name, alias, vip, port: p.port, app: record.name, portName: p.name, ...udpOf(p) });
         const dvip = dockerVips.get(k);
-        if (dvip === undefined || !input.dockerNetworks?.has(spec.network.name)) continue;
-        let dh = dockerHosts.get(spec.network.name);
-        if (!dh) dockerHosts.set(spec.network.name, (dh = new Map()));
+        if (dvip === undefined || !input.dockerNetworks?.has(net.name)) continue;
+        let dh = dockerHosts.get(net.name);
+        if (!dh) dockerHosts.set(net.name, (dh = new Map()));
         dh.set(alias, dvip);
-        for (const p of spec.ports) listeners.push({ kind: 'docker', network: spec.network.name, alias, vip: dvip, port: p.port, app: record.name, portName: p.name, ...udpOf(p) });
+        for (const p of spec.ports) listeners.push({ kind: 'docker', network: net.name, alias, vip: dvip, port: p.port, app: record.name, portName: p.name, ...udpOf(p) });
       }
     }
     for (const p of spec.ports) {
@@ -137,6 +159,18 @@ export function buildMesh(input: MeshInput): MeshView {
       }
       publishedBy.set(key, record.name);
       published.push({ port: p.publish, app: record.name, portName: p.name, ...udpOf(p) });
+    }
+  }
+  // The names of each view of several networks: bare aliases (the first network by name keeps one
+  // on two of them), then `alias.network` for every network's services.
+  for (const key of multi) {
+    const nets = views.get(key)!;
+    for (const [all, out] of [[hosts, hosts], [dockerHosts, dockerHosts]] as const) {
+      if (all === dockerHosts && !input.dockerNetworks?.has(key)) continue;
+      const merged = new Map<string, string>();
+      for (const n of nets) for (const [alias, vip] of all.get(n) ?? []) if (!merged.has(alias)) merged.set(alias, vip);
+      for (const n of nets) for (const [alias, vip] of all.get(n) ?? []) merged.set(`${alias}.${n}`, vip);
+      out.set(key, merged);
     }
   }
   // Endpoints: tasks desired to run whose status says they serve (running, health passing).
@@ -155,7 +189,7 @@ export function buildMesh(input: MeshInput): MeshView {
     });
   }
   for (const list of endpoints.values()) list.sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0));
-  return { listeners, published, hosts, dockerHosts, dns, endpoints, conflicts };
+  return { listeners, published, hosts, views, dockerHosts, dns, endpoints, conflicts };
 }
 
 /**

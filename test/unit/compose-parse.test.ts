@@ -86,14 +86,38 @@ describe('compose: a realistic file', () => {
     expect(validateAppSpec({ ...initdb, image: 'x' }).ok).toBe(true);
   });
 
-  it('x-omni-critical, list-form depends_on, network aliases warned, several networks warned', () => {
+  it('x-omni-critical, list-form depends_on; each service on the networks it names (with aliases), the default network otherwise', () => {
     const w = svc('worker');
     expect(w.critical).toBe(false);
     expect(svc('api').critical).toBe(true);
     expect(w.dependsOn).toEqual([{ service: 'api', condition: 'service_started', required: true }]);
     expect(w.spec.args).toEqual(['run', '--queue', 'jobs']);
-    expect(stack.warnings.some((w) => w.includes('services.worker.networks.back') && w.includes('aliases'))).toBe(true);
-    expect(stack.warnings.some((w) => w.startsWith('networks: front, back'))).toBe(true);
+    expect(w.spec.network).toEqual({ name: 'shop-back', aliases: ['worker', 'w'] });
+    expect(svc('api').spec.networks).toEqual([{ name: 'shop-front', aliases: ['api'] }, { name: 'shop-back', aliases: ['api'] }]);
+    expect(svc('api').spec.network).toBeUndefined();
+    expect(svc('db').spec.network).toEqual({ name: 'shop', aliases: ['db'] });
+    expect(validateAppSpec({ ...svc('api').spec, image: 'x' }).ok).toBe(true);
+    expect(stack.warnings.join('\n')).not.toMatch(/networks/);
+  });
+
+  it('networks: name, external (another stack\'s network), fixed addresses warned, undefined or unknown keys refused', () => {
+    const doc = (text: string) => parseCompose(input(text, {}, {}));
+    const s = doc(`name: shop
+services:
+  web: { image: x, networks: { edge: { aliases: [www], ipv4_address: 10.0.0.9 }, shared: {} } }
+  app: { image: x, networks: [default, edge] }
+networks:
+  edge: { name: Public-Edge, driver: bridge, internal: true }
+  shared: { external: true, name: platform }
+`);
+    const web = s.services.find((x) => x.service === 'web')!.spec;
+    expect(web.networks).toEqual([{ name: 'public-edge', aliases: ['web', 'www'] }, { name: 'platform', aliases: ['web'] }]);
+    expect(s.services.find((x) => x.service === 'app')!.spec.networks).toEqual([{ name: 'shop', aliases: ['app'] }, { name: 'public-edge', aliases: ['app'] }]);
+    expect(s.warnings.some((w) => w.includes('services.web.networks.edge.ipv4_address'))).toBe(true);
+    expect(s.warnings.some((w) => w.includes('networks.edge.internal'))).toBe(true);
+    expect(() => doc('services:\n  a: { image: x, networks: [nowhere] }\n')).toThrow(/nowhere is not defined under top-level networks/);
+    expect(() => doc('services:\n  a: { image: x, networks: { default: { alias: [b] } } }\n')).toThrow(/unknown key 'alias'/);
+    expect(() => doc('services:\n  a: { image: x, networks: { default: { aliases: [B_c] } } }\n')).toThrow(/B_c is not a host name/);
   });
 
   it('config --pinned strips build blocks and pins images', () => {

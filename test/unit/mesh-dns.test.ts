@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSocket, type Socket } from 'node:dgram';
 import * as dnsPacket from 'dns-packet';
-import { aliasOf, decide, nameservers, resolvConf } from '../../protocol/net/dns.js';
+import { aliasOf, decide, decideView, nameservers, resolvConf } from '../../protocol/net/dns.js';
 import { DnsServer } from '../../node/net/dns-server.js';
 
 const query = (name: string, type: dnsPacket.RecordType = 'A', id = 7): dnsPacket.Packet => ({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }] });
@@ -27,6 +27,26 @@ describe("a network's DNS (pure)", () => {
     expect(decide(query('cache'), 'shop', names).kind).toBe('forward'); // a bare unknown name may be the host's
     expect(decide({ type: 'response', id: 1, questions: [] } as dnsPacket.Packet, 'shop', names).kind).toBe('drop');
     expect(decide({ ...query('api'), questions: [...query('api').questions!, ...query('db').questions!] }, 'shop', names).kind).toBe('drop');
+  });
+
+  it('a task on several networks: each network qualified by name, a bare alias from the first that has it, NXDOMAIN in any of their domains', () => {
+    const front = new Map([['web', '127.77.0.20'], ['api', '127.77.0.21']]);
+    const back = new Map([['api', '127.77.0.30'], ['db', '127.77.0.31']]);
+    const view = [{ network: 'back', names: back }, { network: 'front', names: front }];
+    const a = (name: string) => {
+      const d = decideView(query(name), view);
+      return d.kind === 'answer' ? (d.response.answers?.[0] as { data?: string } | undefined)?.data ?? (dnsPacket.decode(dnsPacket.encode(d.response)) as { rcode?: string }).rcode : d.kind;
+    };
+    expect(a('api')).toBe('127.77.0.30'); // back sorts first
+    expect(a('api.front')).toBe('127.77.0.21');
+    expect(a('api.front.omni')).toBe('127.77.0.21');
+    expect(a('api.back')).toBe('127.77.0.30');
+    expect(a('web')).toBe('127.77.0.20');
+    expect(a('db.back.omni')).toBe('127.77.0.31');
+    expect(a('db.front')).toBe('NXDOMAIN'); // db is not on front
+    expect(a('cache')).toBe('forward');
+    expect(a('example.com')).toBe('forward');
+    expect(resolvConf(['back', 'front'], '127.77.0.5', ['10.0.0.2'])).toContain('search back.omni back front.omni front\n');
   });
 
   it("reads the host's resolvers and writes a task's resolv.conf", () => {
@@ -70,7 +90,7 @@ describe('DnsServer', () => {
       resolver.send(dnsPacket.encode({ type: 'response', id: q.id, flags: 0x8180, questions: q.questions, answers: [{ type: 'A', name: q.questions![0].name, data: '10.9.9.9' }] }), from.port, from.address);
     });
     const port = await freeUdpPort();
-    const server = new DnsServer({ host: '127.0.0.1', port, network: 'shop', names: () => names, upstreams: ['127.0.0.1'], upstreamPort: resolver.address().port });
+    const server = new DnsServer({ host: '127.0.0.1', port, network: 'shop', view: () => [{ network: 'shop', names }], upstreams: ['127.0.0.1'], upstreamPort: resolver.address().port });
     open.push(server);
     await server.bind();
     expect((await ask(port, query('api'))).answers).toMatchObject([{ type: 'A', data: '127.77.0.9' }]);
@@ -78,7 +98,7 @@ describe('DnsServer', () => {
     expect(ext).toMatchObject({ id: 4242, answers: [{ type: 'A', name: 'example.com', data: '10.9.9.9' }] });
     expect(forwardedId).not.toBe(-1);
     const port2 = await freeUdpPort();
-    const alone = new DnsServer({ host: '127.0.0.1', port: port2, network: 'shop', names: () => names, upstreams: [] });
+    const alone = new DnsServer({ host: '127.0.0.1', port: port2, network: 'shop', view: () => [{ network: 'shop', names }], upstreams: [] });
     open.push(alone);
     await alone.bind();
     expect(await ask(port2, query('example.com'))).toMatchObject({ rcode: 'SERVFAIL' });

@@ -2,7 +2,7 @@
 // ports, serving endpoints), round-robin, hosts files, the tunnel header and the spec fields.
 import { describe, expect, it } from 'vitest';
 import { allocateVips, fnv1a, parseVipRange, vipKey, DEFAULT_VIP_RANGE, type VipRange } from '../../protocol/net/vip.js';
-import { buildMesh, hostsFile, RoundRobin, type MeshInput } from '../../protocol/net/mesh.js';
+import { buildMesh, hostsFile, RoundRobin, viewKey, type MeshInput } from '../../protocol/net/mesh.js';
 import { HeaderReader, encodeHeader, readReply, readRequest, MAX_TUNNEL_HEADER_BYTES } from '../../protocol/net/tunnel-wire.js';
 import { validateAppSpec, type AppSpec } from '../../protocol/apps/spec.js';
 import type { AppRecord, TaskRecord, TaskStatusRecord } from '../../protocol/apps/model.js';
@@ -102,6 +102,37 @@ describe('mesh view', () => {
       ...over,
     };
   };
+
+  it('an app on several networks: its aliases on each, its tasks see all their names (qualified too), an app of one network sees only its own', () => {
+    const db = spec({ name: 'db', ports: [{ name: 'redis', port: 6379, hostPort: 0 }], network: { name: 'back' } } as never);
+    const mid = spec({ name: 'mid', ports: [{ name: 'http', port: 8081, hostPort: 0 }], networks: [{ name: 'shop', aliases: ['mid'] }, { name: 'back', aliases: ['mid', 'gw'] }] } as never);
+    expect(mid.networks).toEqual([{ name: 'shop', aliases: ['mid'] }, { name: 'back', aliases: ['mid', 'gw'] }]);
+    expect(viewKey(mid)).toBe('back+shop');
+    expect(viewKey(db)).toBe('back');
+    const apps = [...input().apps, { record: record('db'), spec: db }, { record: record('mid'), spec: mid }];
+    const v = buildMesh(input({ apps, dockerRange: parseVipRange('198.18.0.0/16', 'docker').ok ? (parseVipRange('198.18.0.0/16', 'docker') as { range: VipRange }).range : undefined, dockerNetworks: new Set(['back+shop', 'back', 'shop']) }));
+    // shop's tasks: no db, no gw; back's: no api, no web
+    expect([...v.hosts.get('shop')!.keys()].sort()).toEqual(['api', 'backend', 'mid', 'web']);
+    expect([...v.hosts.get('back')!.keys()].sort()).toEqual(['db', 'gw', 'mid']);
+    // mid's own tasks: every name of both, and each qualified by its network
+    const both = v.hosts.get('back+shop')!;
+    expect([...both.keys()].sort()).toEqual(['api', 'api.shop', 'backend', 'backend.shop', 'db', 'db.back', 'gw', 'gw.back', 'mid', 'mid.back', 'mid.shop', 'web', 'web.shop']);
+    expect(both.get('mid')).toBe(v.hosts.get('back')!.get('mid')); // back sorts first
+    expect(both.get('mid.shop')).toBe(v.hosts.get('shop')!.get('mid'));
+    expect(v.hosts.get('back')!.get('mid')).not.toBe(v.hosts.get('shop')!.get('mid')); // one VIP per network
+    expect(v.views.get('back+shop')).toEqual(['back', 'shop']);
+    expect(v.dns.get('back+shop')?.vip).toMatch(/^127\.77\./);
+    expect(new Set([v.dns.get('back+shop')!.vip, v.dns.get('back')!.vip, v.dns.get('shop')!.vip]).size).toBe(3);
+    expect(v.dockerHosts.get('back+shop')!.get('db.back')).toMatch(/^198\.18\./);
+    expect(v.listeners.filter((l) => l.app === 'mid' && l.kind === 'loopback').map((l) => `${l.network}/${l.alias}`).sort()).toEqual(['back/gw', 'back/mid', 'shop/mid']);
+    expect(v.conflicts).toEqual([]);
+    // the spec: both forms refused together, a network listed twice refused, one network written as network
+    expect(validateAppSpec({ name: 'x', command: ['x'], network: { name: 'a' }, networks: [{ name: 'b' }, { name: 'c' }] }).ok).toBe(false);
+    expect(validateAppSpec({ name: 'x', command: ['x'], networks: [{ name: 'b' }, { name: 'b' }] }).ok).toBe(false);
+    const one = validateAppSpec({ name: 'x', command: ['x'], networks: [{ name: 'b' }] });
+    expect(one.ok && one.spec.network).toEqual({ name: 'b', aliases: ['x'] });
+    expect(one.ok && one.spec.networks).toBeUndefined();
+  });
 
   it('listens per alias and port, publishes, and routes only to serving replicas desired to run', () => {
     const v = buildMesh(input());
