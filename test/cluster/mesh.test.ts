@@ -2,7 +2,8 @@
 // app `b` by its alias (http://b:8080) from another node — the name comes from the hosts file
 // the task sees as /etc/hosts, the address is a VIP of a's node, the bytes cross nodes through
 // /omni/tunnel over libp2p; b's node is killed, b moves and the name follows; b's published port
-// answers on every node. The test itself talks only to 127.0.0.1 (the tasks to their node's
+// answers on every node; an app on two networks sees the names of both, one of a single network
+// only its own. The test itself talks only to 127.0.0.1 (the tasks to their node's
 // loopback VIPs: each node uses its own --vip-range, as several nodes share this host).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../node/local-cluster.js';
@@ -28,6 +29,22 @@ http.createServer((q, s) => {
   if (q.url === '/env') return s.end(JSON.stringify({ net: process.env.OMNI_NETWORK, b: process.env.OMNI_HOST_B }));
   if (q.url === '/wget') return execFile('wget', ['-q', '-T', '3', '-O', '-', 'http://b:8080/'], (e, out) => (e ? fail(e) : s.end(out)));
   const r = http.get({ host: 'b', port: 8080, path: '/', timeout: 3000 }, (res) => { let t = ''; res.on('data', (c) => (t += c)); res.on('end', () => s.end(t)); });
+  r.on('timeout', () => r.destroy(new Error('timeout')));
+  r.on('error', fail);
+}).listen(Number(process.env.PORT), '127.0.0.1');
+`;
+
+// m: on two networks: /get?host=H fetches http://H:8080/, /dns?name=N resolves N by DNS only, /hosts.
+const MULTI = `
+const http = require('http');
+const fs = require('fs');
+http.createServer((q, s) => {
+  const u = new URL(q.url, 'http://x');
+  const fail = (e) => { s.statusCode = 502; s.end(String(e && e.message || e)); };
+  if (u.pathname === '/hosts') return s.end(fs.readFileSync('/etc/hosts', 'utf8'));
+  if (u.pathname === '/dns') return require('dns').resolve4(u.searchParams.get('name'), (e, a) => (e ? fail(e) : s.end(JSON.stringify(a))));
+  if (u.pathname === '/env') return s.end(JSON.stringify({ net: process.env.OMNI_NETWORK, nets: process.env.OMNI_NETWORKS }));
+  const r = http.get({ host: u.searchParams.get('host'), port: 8080, path: '/', timeout: 3000 }, (res) => { let t = ''; res.on('data', (c) => (t += c)); res.on('end', () => s.end(t)); });
   r.on('timeout', () => r.destroy(new Error('timeout')));
   r.on('error', fail);
 }).listen(Number(process.env.PORT), '127.0.0.1');
@@ -171,6 +188,38 @@ describe.runIf(canUnshare())('service networking across nodes (process driver)',
     for (const name of ['b', 'b.net1', 'b.net1.omni']) expect((await nslookup(name)).stdout).toContain(`Address: ${bVip}`);
     const missing = await nslookup('nothere.net1.omni');
     expect(`${missing.stdout}${missing.stderr}`).toMatch(/NXDOMAIN/);
+  });
+
+  it('an app on two networks reaches the services of both (bare and qualified names, hosts file and DNS); an app of one network does not see the other', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const zserver = SERVER.replace("'b says hi from '", "'z says hi from '");
+    expect((await api('n1', 'POST', '/v1/apps', { name: 'z', command: [process.execPath, '-e', zserver], ports: [{ name: 'http', port: 8080 }], network: { name: 'net2' }, constraints: ['node.name==n2'], healthCheck: health })).status).toBe(201);
+    await promisify(execFile)('bin/omni', ['run', '--name', 'm', '--network', 'net1', '--network', 'net2', '--port', 'http=8080', '--health-http', '/hosts', '--constraint', 'node.name==n3', '--', process.execPath, '-e', MULTI], { env, timeout: 60_000 });
+    const zt = await waitFor('z serving', () => servingTask('n1', 'z'), 30_000, 200);
+    const mt = await waitFor('m serving', () => servingTask('n1', 'm'), 30_000, 200);
+    const mPort = mt.hostPorts[0];
+    const bt = (await servingTask('n1', 'b'))!;
+    const get = async (host: string) => (await httpGet(mPort, `/get?host=${host}`)).body;
+    expect(await waitFor('m reaches z (net2) by name', async () => ((await get('z')).startsWith('z says') ? get('z') : undefined), 15_000, 200)).toBe(`z says hi from ${zt.id}`);
+    expect(await get('b')).toBe(`b says hi from ${bt.id}`); // net1
+    expect(await get('z.net2')).toBe(`z says hi from ${zt.id}`);
+    expect(await get('b.net1')).toBe(`b says hi from ${bt.id}`);
+    const hosts = (await httpGet(mPort, '/hosts')).body;
+    expect(hosts).toMatch(/\tz$/m);
+    expect(hosts).toMatch(/\tz\.net2$/m);
+    expect(hosts).toMatch(/\tb\.net1$/m);
+    expect(JSON.parse((await httpGet(mPort, '/env')).body)).toEqual({ net: 'net1', nets: 'net1,net2' });
+    // by DNS only: the view's DNS address answers both networks' names
+    const zVip = /^(\S+)\tz$/m.exec(hosts)![1];
+    expect(JSON.parse((await httpGet(mPort, '/dns?name=z')).body)).toEqual([zVip]);
+    expect(JSON.parse((await httpGet(mPort, '/dns?name=b.net1')).body)).toEqual([/^(\S+)\tb$/m.exec(hosts)![1]]);
+    // a is on net1 only: z is not a name there; m is (its alias on net1)
+    const aHosts = await waitFor("m in a's hosts", async () => {
+      const h = (await httpGet(aPort, '/hosts')).body;
+      return /\tm$/m.test(h) ? h : undefined;
+    }, 15_000, 200);
+    expect(aHosts).not.toMatch(/\tz$/m);
+    expect(aHosts).not.toContain('z.net2');
   });
 
   it("b's node is killed: b moves and the name follows", async () => {
