@@ -168,6 +168,50 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     expect(hosts).toMatch(/^198\.18\.(4[89]|5\d|6[0-3])\.\d+\tcache$/m);
   });
 
+  it('a container on two networks reaches the services of both, by bare and qualified names; its hosts file has both', async () => {
+    const health = { type: 'tcp', port: 'http', intervalMs: 300, timeoutMs: 1000, retries: 3 };
+    const z = await api('POST', '/v1/apps', {
+      name: 'z',
+      image,
+      args: ['sh', '-c', 'mkdir -p /www && echo "z from $OMNI_TASK_ID" > /www/index.html && exec httpd -f -p 8080 -h /www'],
+      ports: [{ name: 'http', port: 8080 }],
+      network: { name: 'net2' },
+      constraints: ['node.name!=d3'],
+      resources: { cpu: 0.1, memory: '32M' },
+      healthCheck: health,
+    });
+    expect(z.status, JSON.stringify(z.body)).toBe(201);
+    // fetch NAME:8080 into /www/NAME.txt for each name, every 300 ms
+    const fetchLoop = 'for h in b z z.net2 b.net1; do if printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 $h 8080 >/www/$h.raw 2>/www/$h.err; then tr -d "\\r" </www/$h.raw | sed "1,/^$/d" >/www/$h.tmp && mv /www/$h.tmp /www/$h.txt; fi; done';
+    const m = await api('POST', '/v1/apps', {
+      name: 'm',
+      image,
+      args: ['sh', '-c', `mkdir -p /www && httpd -p 8080 -h /www && while true; do cp /etc/hosts /www/hosts; ${fetchLoop}; sleep 0.3; done`],
+      ports: [{ name: 'http', port: 8080, publish: PUBLISH + 6 }],
+      networks: [{ name: 'net1' }, { name: 'net2' }],
+      constraints: ['node.name==d3'],
+      resources: { cpu: 0.1, memory: '32M' },
+      healthCheck: health,
+    });
+    expect(m.status, JSON.stringify(m.body)).toBe(201);
+    const zt = await waitFor('z serving', () => servingTask('z'), 60_000, 300);
+    await waitFor('m serving', () => servingTask('m'), 60_000, 300);
+    const bt = (await servingTask('b'))!;
+    const mPort = publishedOn('d3') + 6;
+    for (const [name, want] of [['z', `z from ${zt.id}`], ['z.net2', `z from ${zt.id}`], ['b', `b from ${bt.id}`], ['b.net1', `b from ${bt.id}`]]) {
+      const got = await waitFor(`m reaches ${name}`, async () => {
+        const r = await httpGet(mPort, `/${name}.txt`).catch(() => undefined);
+        return r?.status === 200 && r.body === `${want}\n` ? r.body : undefined;
+      }, 30_000, 300);
+      expect(got).toBe(`${want}\n`);
+    }
+    const hosts = (await httpGet(mPort, '/hosts')).body;
+    expect(hosts).toMatch(/^198\.18\.(4[89]|5\d|6[0-3])\.\d+\tz\.net2$/m); // d3's docker range
+    // a (net1 only) does not see z
+    expect((await httpGet(aPort, '/hosts')).body).not.toMatch(/\tz(\.net2)?$/m);
+    for (const app of ['m', 'z']) expect((await api('DELETE', `/v1/apps/${app}`)).status).toBeLessThan(300);
+  }, 200_000);
+
   it("b's node is killed: b moves and the name follows", async () => {
     const old = (await servingTask('b'))!;
     await c.kill(bNode);
