@@ -90,7 +90,7 @@ export const SERVICE_KEYS: Record<string, KeyRule> = {
   security_opt: refuse(ISOLATION),
   devices: refuse(ISOLATION),
   device_cgroup_rules: refuse(ISOLATION),
-  network_mode: refuse('a stack has one network; host/none/service: modes are not supported'),
+  network_mode: refuse('services are reached through the mesh on their networks; host/none/service: modes are not supported'),
   pid: refuse(ISOLATION),
   ipc: refuse(ISOLATION),
   uts: refuse(ISOLATION),
