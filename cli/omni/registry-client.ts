@@ -427,52 +427,52 @@ export async function registryFor(client: ApiClient, values: Record<string, unkn
   return new FailoverRegistry(await ask(), ask, note);
 }
 
-/** A lock whose content is not a pid (a crash of an older version between creating and writing it) is stale after this long. */
+/** A lock whose content is not a pid (a crash of an older version between creating and writing it), or a takeover left by a process that died in it, is stale after this long. */
 const UNREADABLE_LOCK_STALE_MS = 10_000;
 
 /**
  * Takes `<stateFile>.lock` (holding this process's pid); undefined while a live process holds it.
  * The lock is made whole (the pid written to a file of this process's own, then hard-linked into
  * place: it is never seen empty). A lock left by a process that is gone (killed mid-upload) is
- * taken over: moved aside under a name of this process's own, and removed only if what was moved
- * is still that dead holder's lock — so of several processes taking over one stale lock at once,
- * one gets it (another's fresh lock moved aside by mistake is put back).
+ * taken over under a second lock, `<lock>.takeover`: only its holder removes the stale lock, and
+ * only while the lock still holds what was found stale — so of several processes finding one
+ * stale lock at once, one gets it, and a fresh lock is never removed.
  */
 export async function lockStateFile(stateFile: string): Promise<(() => Promise<void>) | undefined> {
   const lock = `${stateFile}.lock`;
+  const takeover = `${lock}.takeover`;
   await mkdir(dirname(lock), { recursive: true });
   const mine = `${lock}.${process.pid}.${randomBytes(4).toString('hex')}`;
   await writeFile(mine, String(process.pid), { mode: 0o600 });
+  const linked = async (to: string) => {
+    try {
+      await link(mine, to);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      return false;
+    }
+  };
+  const ageMs = async (path: string) => Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now());
   try {
     for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        await link(mine, lock);
-        return () => rm(lock, { force: true });
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
+      if (await linked(lock)) return () => rm(lock, { force: true });
       const held = await readFile(lock, 'utf8').catch(() => undefined);
       if (held === undefined) continue; // released meanwhile: try again
       const pid = Number(held);
-      if (Number.isInteger(pid) && pid > 0) {
-        if (processAlive(pid)) return undefined;
-      } else {
-        const age = Date.now() - ((await stat(lock).catch(() => undefined))?.mtimeMs ?? Date.now());
-        if (age < UNREADABLE_LOCK_STALE_MS) return undefined;
+      const stale = Number.isInteger(pid) && pid > 0 ? !processAlive(pid) : (await ageMs(lock)) >= UNREADABLE_LOCK_STALE_MS;
+      if (!stale) return undefined;
+      if (!(await linked(takeover))) {
+        // another process is taking it over (or died doing so: its takeover expires)
+        if ((await ageMs(takeover)) < UNREADABLE_LOCK_STALE_MS) return undefined;
+        await rm(takeover, { force: true });
+        continue;
       }
-      const aside = `${mine}.stale`;
       try {
-        await rename(lock, aside);
-      } catch {
-        continue; // someone else moved it first
+        if ((await readFile(lock, 'utf8').catch(() => undefined)) === held) await rm(lock, { force: true });
+      } finally {
+        await rm(takeover, { force: true });
       }
-      if ((await readFile(aside, 'utf8').catch(() => undefined)) !== held) {
-        // not the stale lock any more: another process's fresh one; put it back
-        await link(aside, lock).catch(() => undefined);
-        await rm(aside, { force: true });
-        return undefined;
-      }
-      await rm(aside, { force: true });
     }
     return undefined;
   } finally {
