@@ -15,6 +15,7 @@ import { withRetry, isNetworkError } from './retry.js';
 import type { ApiClient } from '../../node/api/client.js';
 import { OmniError } from '../../node/errors.js';
 import { CONFIG_PATH, needsBuild, parseProjectConfig, specFromConfig, type ProjectConfig } from '../../protocol/project/config.js';
+import { LogResume } from './log-resume.js';
 import { decideRun, decideStop, decideWatch, stateLabel, userState, type StateInput, type UserStateView } from '../../protocol/apps/user-state.js';
 import { appNameFromDir } from './run.js';
 import { syncProject, type SyncSummary } from './sync.js';
@@ -291,12 +292,16 @@ export async function stopFlow(values: Record<string, unknown>, name: string, pr
 /**
  * omni watch (WATCH_AGENT_LOGS_PROCEDURE): while the app is alive, its logs are followed; when
  * the stream is lost (the node answering went away, a task moved), the state is read again
- * (through any node) and the stream reconnected from the time of the last line received; once
+ * (through any node) and the stream reconnected from the time of the last line printed (each
+ * line carries its time), leaving out the lines printed before; once
  * the app is dead (stopped, failed, a finished job) what its nodes kept is printed and watch
  * ends. A finished job's exit code is watch's: 0 succeeded, 1 failed.
  */
 export async function watchApp(values: Record<string, unknown>, client: ApiClient, name: string, opts: { fromStart?: boolean; tail?: number } = {}): Promise<number> {
   let sinceMs: number | undefined = opts.fromStart ? 0 : undefined;
+  // Lines with their time resume exactly (cli/omni/log-resume.ts); a line without one (a node of
+  // an older version) cannot be told apart: then from the time it arrived, as before.
+  const resume = new LogResume();
   let streamed = false;
   let quietAttempts = 0;
   const errorsSeen = new Set<string>();
@@ -318,12 +323,15 @@ export async function watchApp(values: Record<string, unknown>, client: ApiClien
     if (d === 'missing') throw new OmniError('NOT_FOUND', `no app named ${name}`);
     multi.value = (a?.tasks.length ?? 0) > 1;
     const q = new URLSearchParams({ json: 'true' });
+    const resumeAt = resume.resumeAt();
+    if (resumeAt !== undefined && (sinceMs === undefined || resumeAt <= sinceMs)) sinceMs = resumeAt;
     if (sinceMs !== undefined) q.set('since', String(Math.max(0, sinceMs)));
     else if (opts.tail !== undefined) q.set('tail', String(opts.tail));
     if (d === 'stream') q.set('follow', 'true');
     let got = 0;
     let buf = '';
     const started = Date.now();
+    resume.startStream();
     try {
       await client.stream(`/v1/apps/${encodeURIComponent(name)}/logs?${q}`, (chunk) => {
         buf += chunk;
@@ -333,11 +341,13 @@ export async function watchApp(values: Record<string, unknown>, client: ApiClien
           buf = buf.slice(nl + 1);
           if (!line) continue;
           try {
-            const o = JSON.parse(line) as { task?: string; node?: string; line?: string; error?: string };
+            const o = JSON.parse(line) as { task?: string; node?: string; line?: string; error?: string; at?: number };
+            const at = typeof o.at === 'number' && o.task !== undefined ? o.at : undefined;
+            if (at !== undefined && o.line !== undefined && !resume.accept(o.task!, at)) continue; // printed before the reconnect
             print(o);
             if (o.line !== undefined) {
               got++;
-              sinceMs = Date.now();
+              if (at === undefined) sinceMs = Date.now();
             }
           } catch {
             print({ line });

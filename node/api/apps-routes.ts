@@ -6,7 +6,7 @@ import type { TaskStatsSample } from '../apps/task-stats.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { ClusterAccess } from '../cluster/ports.js';
-import type { TaskDriver } from '../apps/drivers/types.js';
+import { unstampLine, type TaskDriver } from '../apps/drivers/types.js';
 import type { TaskLogService } from '../apps/task-logs.js';
 import type { ApiServer } from './server.js';
 import { nodeHost } from '../../protocol/cluster/node-host.js';
@@ -514,9 +514,16 @@ export class AppsApi {
       tasks.map(async ({ task }) => {
         const prefix = tasks.length > 1 && !only ? `[${task.id}] ` : '';
         const node = state.node(task.nodeId)?.name ?? task.nodeId;
-        const format = json ? (line: string) => JSON.stringify({ task: task.id, node, line }) + '\n' : (line: string) => prefix + line + '\n';
+        // json: each line with its time (`at`, epoch ms, when the driver knows it), so a reader that
+        // reconnects asks from there and leaves out what it already has (omni watch)
+        const format = json
+          ? (stamped: string) => {
+              const { atMs, text } = unstampLine(stamped);
+              return JSON.stringify({ task: task.id, node, line: text, ...(atMs !== undefined ? { at: atMs } : {}) }) + '\n';
+            }
+          : (line: string) => prefix + line + '\n';
         try {
-          for await (const line of this.taskLogLines(task, query, abort.signal)) {
+          for await (const line of this.taskLogLines(task, query, abort.signal, json)) {
             if (!res.write(format(line))) await new Promise((r) => res.once('drain', r));
           }
         } catch (err) {
@@ -551,8 +558,8 @@ export class AppsApi {
   }
 
   /** A task's lines: read locally, or from the node that runs it over libp2p (the caller's token stays here). */
-  private async *taskLogLines(task: TaskRecord, query: URLSearchParams, signal: AbortSignal): AsyncGenerator<string> {
-    const opts = logOptions(new URL(`http://x/?${query}`), signal);
+  private async *taskLogLines(task: TaskRecord, query: URLSearchParams, signal: AbortSignal, stamped = false): AsyncGenerator<string> {
+    const opts = { ...logOptions(new URL(`http://x/?${query}`), signal), ...(stamped ? { stamped: true } : {}) };
     if (task.nodeId === this.d.id) {
       const driver = this.d.localDriver(task.id);
       if (!driver) throw new Error(`task ${task.id} has not started on this node`);
@@ -561,7 +568,7 @@ export class AppsApi {
     }
     const node = this.d.raft.state.node(task.nodeId);
     if (!node || node.status !== 'up') throw new Error(`node ${node?.name ?? task.nodeId} is ${node?.status ?? 'unknown'}`);
-    yield* this.d.taskLogs.read(task.nodeId, { taskId: task.id, follow: opts.follow, sinceMs: opts.sinceMs, tail: opts.tail }, signal);
+    yield* this.d.taskLogs.read(task.nodeId, { taskId: task.id, follow: opts.follow, sinceMs: opts.sinceMs, tail: opts.tail, ...(stamped ? { stamped: true } : {}) }, signal);
   }
 }
 

@@ -2,7 +2,7 @@
 // the logs of tasks running elsewhere without sending the user's API token anywhere: the
 // stream is authenticated by the cluster's private network and noise, and only a current
 // member may open it. One stream per (task, request):
-//   caller → one JSON request frame {taskId, follow, sinceMs?, tail?}
+//   caller → one JSON request frame {taskId, follow, sinceMs?, tail?, stamped?}
 //   server → 'O' (accepted) or 'E'+JSON {code, message}; then 'L'+line frames; then it closes
 //            (or 'E' if reading the logs failed part way).
 // A follow stream stays open until either side stops: the caller aborts it when its HTTP
@@ -33,6 +33,8 @@ export interface TaskLogRequest {
   follow: boolean;
   sinceMs?: number;
   tail?: number;
+  /** Lines as `<epoch ms>\t<text>` (drivers/types.ts stampLine). */
+  stamped?: boolean;
 }
 
 export interface TaskLogServiceOptions {
@@ -119,7 +121,7 @@ export class TaskLogService {
     try {
       this.opts.authorize(from);
       req = parseRequest(await withTimeout(readOneFrame(stream, MAX_LOGS_REQUEST_BYTES), HANDSHAKE_TIMEOUT_MS));
-      const found = this.opts.localLogs(req.taskId, { follow: req.follow, sinceMs: req.sinceMs, tail: req.tail, signal: abort.signal });
+      const found = this.opts.localLogs(req.taskId, { follow: req.follow, sinceMs: req.sinceMs, tail: req.tail, ...(req.stamped ? { stamped: true } : {}), signal: abort.signal });
       if (!found) throw new OmniError('NOT_FOUND', `task ${req.taskId} is not known on this node`);
       lines = found;
       this.opts.log.debug(`logs: streaming task ${req.taskId} to ${from}${req.follow ? ' (follow)' : ''}`);
@@ -164,7 +166,8 @@ function parseRequest(frame: Uint8Array): TaskLogRequest {
   if (typeof r.follow !== 'boolean') throw new OmniError('BAD_REQUEST', 'logs request needs follow: boolean');
   if (r.sinceMs !== undefined && (typeof r.sinceMs !== 'number' || !Number.isFinite(r.sinceMs))) throw new OmniError('BAD_REQUEST', 'sinceMs must be a number');
   if (r.tail !== undefined && (!Number.isInteger(r.tail) || r.tail < 0 || r.tail > MAX_TAIL)) throw new OmniError('BAD_REQUEST', `tail must be an integer from 0 to ${MAX_TAIL}`);
-  return { taskId: r.taskId, follow: r.follow, sinceMs: r.sinceMs, tail: r.tail };
+  if (r.stamped !== undefined && typeof r.stamped !== 'boolean') throw new OmniError('BAD_REQUEST', 'stamped must be a boolean');
+  return { taskId: r.taskId, follow: r.follow, sinceMs: r.sinceMs, tail: r.tail, ...(r.stamped ? { stamped: true } : {}) };
 }
 
 function tagged(tag: number, text: string): Uint8Array {

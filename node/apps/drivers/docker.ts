@@ -12,7 +12,7 @@ import { leaseFilePath } from '../lease-file.js';
 import type Docker from 'dockerode';
 import { OmniError } from '../../errors.js';
 import { envSuffix } from './process.js';
-import { EXEC_OUTPUT_MAX_BYTES, type ExecResult, type LogOptions, type TaskConfig, type TaskDriver, type TaskStatus } from './types.js';
+import { EXEC_OUTPUT_MAX_BYTES, stampLine, type ExecResult, type LogOptions, type TaskConfig, type TaskDriver, type TaskStatus } from './types.js';
 
 export const LABEL_TASK = 'omni.task';
 export const LABEL_APP = 'omni.app';
@@ -498,7 +498,7 @@ export class DockerDriver implements TaskDriver {
     const keep = (line: string): string | undefined => {
       const { atMs, text } = splitTimestamp(line);
       if (opts.sinceMs !== undefined && atMs !== undefined && atMs < opts.sinceMs) return undefined;
-      return text;
+      return opts.stamped ? stampLine(atMs, text) : text;
     };
     const demux = new DockerLogDemux();
 

@@ -18,7 +18,7 @@ import { runBuildTask } from '../../forge/build-task.js';
 import type { BuildLimits } from '../../forge/docker-build.js';
 import type { StepRunner } from '../../forge/runner.js';
 import { StepFailed } from '../../forge/runner.js';
-import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
+import { stampLine, type LogOptions, type TaskConfig, type TaskDriver, type TaskStatus } from './types.js';
 
 /** Lines of a build's output kept in memory (the file keeps them all, up to the cap below). */
 export const FORGE_LOG_MAX_LINES = 10_000;
@@ -173,11 +173,12 @@ export class ForgeDriver implements TaskDriver {
       const text = await readFile(join(this.dir(taskId), 'output.log'), 'utf8').catch(() => undefined);
       if (text === undefined) throw new OmniError('NOT_FOUND', `no build task ${taskId} on this node`);
       const lines = text.split('\n').slice(0, -1);
-      yield* opts.tail !== undefined ? (opts.tail > 0 ? lines.slice(-opts.tail) : []) : lines;
+      const kept = opts.tail !== undefined ? (opts.tail > 0 ? lines.slice(-opts.tail) : []) : lines;
+      yield* opts.stamped ? kept.map((l) => stampLine(undefined, l)) : kept;
       return;
     }
     const since = opts.sinceMs;
-    const pick = (fromSeq: number) => b.lines.filter((l) => l.seq >= fromSeq && (since === undefined || l.atMs >= since)).map((l) => l.line);
+    const pick = (fromSeq: number) => b.lines.filter((l) => l.seq >= fromSeq && (since === undefined || l.atMs >= since)).map((l) => (opts.stamped ? stampLine(l.atMs, l.line) : l.line));
     let next = b.nextSeq;
     let lines = pick(0);
     if (opts.tail !== undefined) lines = opts.tail > 0 ? lines.slice(-opts.tail) : [];

@@ -2,7 +2,7 @@
 // tests and the simulator: crash a task, make starts of an image fail, write log lines, set stats,
 // simulate an agent restart (restarted() shares the "engine" with a fresh driver instance).
 import { OmniError } from '../../errors.js';
-import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
+import { stampLine, type LogOptions, type TaskConfig, type TaskDriver, type TaskStatus } from './types.js';
 
 /** Per-task log lines kept (oldest dropped first). */
 export const MOCK_LOG_MAX_LINES = 10_000;
@@ -151,7 +151,7 @@ export class MockDriver implements TaskDriver {
     const t = this.engine.tasks.get(taskId);
     if (!t) throw new OmniError('NOT_FOUND', `no mock task ${taskId}`);
     const since = opts.sinceMs;
-    const pick = (fromSeq: number) => t.logs.filter((l) => l.seq >= fromSeq && (since === undefined || l.atMs >= since)).map((l) => l.line);
+    const pick = (fromSeq: number) => t.logs.filter((l) => l.seq >= fromSeq && (since === undefined || l.atMs >= since)).map((l) => (opts.stamped ? stampLine(l.atMs, l.line) : l.line));
     let next = t.nextSeq;
     let lines = pick(0);
     if (opts.tail !== undefined) lines = opts.tail > 0 ? lines.slice(-opts.tail) : [];

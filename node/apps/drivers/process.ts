@@ -27,7 +27,7 @@ import type { HardLimits } from '../../../protocol/apps/cgroup-limits.js';
 import { OmniError } from '../../errors.js';
 import { writeFileAtomic } from '../../files.js';
 import { ACK_PIPE, ERR_PIPE, LogFile, OUT_PIPE, attachOutput, detachOutput, outputOf } from './process-output.js';
-import type { LogOptions, TaskConfig, TaskDriver, TaskStatus } from './types.js';
+import { stampLine, type LogOptions, type TaskConfig, type TaskDriver, type TaskStatus } from './types.js';
 import { expandArgv } from '../../../protocol/apps/expand.js';
 import { installScript, readProcStat } from './host-scripts.js';
 import { leaseFilePath } from '../lease-file.js';
@@ -638,7 +638,7 @@ export class ProcessDriver implements TaskDriver {
     const keep = (line: string): string | undefined => {
       const { atMs, text } = parseLogLine(line);
       if (sinceMs !== undefined && atMs !== undefined && atMs < sinceMs) return undefined;
-      return text;
+      return opts.stamped ? stampLine(atMs, text) : text;
     };
 
     // open the rotated file first: if output.log is rotated between the two opens, both handles are
