@@ -111,6 +111,8 @@ export interface DaemonOptions {
   registryGcEveryMs?: number;
   /** Finished Forge builds kept (--build-keep, --build-ttl; default DEFAULT_BUILD_RETENTION). */
   buildRetention?: BuildRetention;
+  /** How often the node reads its running services' and labs' files back into their workspaces (--workspace-sync; 0: off). */
+  workspaceSyncMs?: number;
 }
 
 /** Node-local facts kept in the data dir (never replicated). */
@@ -623,6 +625,7 @@ export class Omnid {
         readBarrier: () => this.writes.readBarrier(),
         // For the exclusive tasks' watchdogs outside omnid: they stop the tasks a quarter lease after the agent would.
         publishLease: (untilMs) => writeLeaseFile(this.opts.dataDir, untilMs, EXCLUSIVE_LEASE_MS / 4),
+        ...(this.opts.workspaceSyncMs !== undefined ? { workspaceSyncMs: this.opts.workspaceSyncMs } : {}),
         workspaces: new TaskWorkspaces({
           dataDir: this.opts.dataDir,
           log: this.log,

@@ -34,6 +34,7 @@ export const DAEMON_FLAGS: Flags = {
   'publish-port-offset': { type: 'string' },
   'build-keep': { type: 'string' },
   'build-ttl': { type: 'string' },
+  'workspace-sync': { type: 'string' },
 };
 
 export const DAEMON_FLAGS_HELP = `
@@ -59,6 +60,9 @@ export const DAEMON_FLAGS_HELP = `
                           leads (default 5; 0: each removed once it finished); their images stay
   --build-ttl D           a finished or cancelled build is removed this long after it ended
                           (default 24h; e.g. 30m, 7d; off: only --build-keep removes)
+  --workspace-sync D      how often the node reads a running service's or lab's files back into
+                          the app's synced workspace by itself (default 30s; off: only when asked,
+                          omni sync, and when the task ends)
   --name NAME             node name (default: host name)
   --label KEY=VALUE       node label, repeatable
   --log-level LEVEL       debug|info|warn|error (default info)
@@ -93,6 +97,15 @@ export function gcEveryFlag(v: unknown): number {
   const m = /^(\d{1,9})(s|m|h|d)$/.exec(s);
   const ms = m ? Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's']! : NaN;
   if (!(ms >= 1000 && ms <= 366 * 86_400_000)) throw new UsageError(`--registry-gc-every must be a duration from 1s to 366d such as 30m, 6h or 1d (or off), got ${s}`);
+  return ms;
+}
+
+/** --workspace-sync: a duration (at least 1 s), or off (0). */
+function workspaceSyncFlag(v: unknown): number {
+  const s = String(v);
+  if (s === 'off') return 0;
+  const ms = parseDurationMs(s, '--workspace-sync');
+  if (ms < 1000) throw new UsageError(`--workspace-sync must be at least 1s (or off), got ${s}`);
   return ms;
 }
 
@@ -167,6 +180,7 @@ export function daemonOptions(values: Record<string, unknown>, isRestart = false
     ...(values['docker-vip-range'] !== undefined ? { dockerVipRange: dockerVipRangeFlag(values['docker-vip-range']) } : {}),
     ...(values['publish-host'] !== undefined ? { publishHost: String(values['publish-host']) } : {}),
     ...(values['publish-port-offset'] !== undefined ? { publishPortOffset: portOffsetFlag(values['publish-port-offset']) } : {}),
+    ...(values['workspace-sync'] !== undefined ? { workspaceSyncMs: workspaceSyncFlag(values['workspace-sync']) } : {}),
     ...(values['build-keep'] !== undefined || values['build-ttl'] !== undefined
       ? {
           buildRetention: {

@@ -36,6 +36,8 @@ const CLASSIFY_LOG_TIMEOUT_MS = 2000;
 const LAB_KERNELS_TIMEOUT_MS = 5000;
 /** How often a running task's synced workspace is measured against the app's disk size. */
 export const WORKSPACE_CHECK_MS = 15_000;
+/** How often a running service's or lab's files are read back into the app's workspace by the node itself (omnid --workspace-sync; 0: only when asked and at the end). */
+export const DEFAULT_WORKSPACE_SYNC_MS = 30_000;
 /** A read-back that keeps failing (registry down, over the disk size) is given up after this many tries; the files stay on the node until the task is removed. */
 const READ_BACK_ATTEMPTS = 3;
 const MIB = 1024 * 1024;
@@ -90,6 +92,9 @@ interface Local {
   workspace?: { bytes: number; overLimit?: string };
   nextWorkspaceCheckAtMs: number;
   checkingWorkspace: boolean;
+  /** The node's own periodic read-back of a running agent's files (workspaceSyncMs). */
+  nextAutoSyncAtMs: number;
+  autoSyncing: boolean;
 }
 
 /** What the agent uses: the replica (tasks placed here), status reports, and where it keeps task files. */
@@ -123,6 +128,11 @@ export interface AgentDeps extends Proposer {
   network?(spec: AppSpec): Promise<{ hostsFile: string; env: Record<string, string>; resolvConf?: string } | undefined>;
   /** Synced workspaces (node/sync/task-workspace.ts); absent: tasks start without one. */
   workspaces?: TaskWorkspaces;
+  /**
+   * How often the node reads a running service's or lab's files back into the app's workspace by
+   * itself (DEFAULT_WORKSPACE_SYNC_MS; 0: only when asked — omni sync — and when the task ends).
+   */
+  readonly workspaceSyncMs?: number;
 }
 
 export class Agent {
@@ -344,7 +354,7 @@ export class Agent {
   }
 
   private fresh(task: TaskRecord, driver: TaskDriver, spec: AppSpec | undefined): Local {
-    return { released: false, exclusive: spec?.exclusive === true, task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false, healthLog: [], runSinceMs: 0, passedOnce: false, readBackDone: false, readBackFailures: 0, nextWorkspaceCheckAtMs: 0, checkingWorkspace: false };
+    return { released: false, exclusive: spec?.exclusive === true, task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false, healthLog: [], runSinceMs: 0, passedOnce: false, readBackDone: false, readBackFailures: 0, nextWorkspaceCheckAtMs: 0, checkingWorkspace: false, nextAutoSyncAtMs: 0, autoSyncing: false };
   }
 
   private async reconcileTask(t: TaskRecord): Promise<void> {
@@ -371,6 +381,31 @@ export class Agent {
     this.maybeProbe(l, spec);
     this.trackStable(l, spec);
     this.maybeCheckWorkspace(l, spec);
+    this.maybeAutoSync(l, spec);
+  }
+
+  /**
+   * A running service or lab (an agent: its copy wins a conflict) writes files the cluster does
+   * not have until something reads them back; the node does so every workspaceSyncMs by itself,
+   * so a node that dies loses at most that much of its tasks' work. Nothing changed: a stat of the
+   * directory and one record read (the read-back's no-op path). Never two at once for a task
+   * (TaskWorkspaces runs one sync per task at a time; a stop's read-back waits for it).
+   */
+  private maybeAutoSync(l: Local, spec: AppSpec): void {
+    const ws = this.d.workspaces;
+    const every = this.d.workspaceSyncMs ?? DEFAULT_WORKSPACE_SYNC_MS;
+    if (!ws || every <= 0 || !l.workspaceDir || l.autoSyncing || l.stopping || l.starting || l.run?.state !== 'running' || !this.isAgentTask(l, spec)) return;
+    const now = this.clock.now();
+    if (l.nextAutoSyncAtMs === 0) l.nextAutoSyncAtMs = now + every; // the first one an interval after the start
+    if (now < l.nextAutoSyncAtMs) return;
+    l.autoSyncing = true;
+    void ws
+      .readBack(l.task.id, l.task.app, true, this.limitBytes(spec))
+      .catch((err: Error) => this.d.log.warn(`agent: ${l.task.id}: reading its files back into the workspace: ${err.message} (again in ${Math.round(every / 1000)} s)`))
+      .finally(() => {
+        l.autoSyncing = false;
+        l.nextAutoSyncAtMs = this.clock.now() + every;
+      });
   }
 
   /** A service/lab task (the agent's copy wins a read-back conflict) or a job/cron run (the cluster's copy wins). */

@@ -11,7 +11,9 @@
 // - `omni sync --watch`: a local change reaches the running task, what the task writes comes down;
 // - each cron run starts from the cluster's files and its outputs come back;
 // - a running task over the disk size is reported in its status, its read-back refused;
-// - the workspace survives the loss of the node the service ran on (chunks on R = 2 nodes).
+// - the workspace survives the loss of the node the service ran on (chunks on R = 2 nodes);
+// - with --workspace-sync, the node reads a running service's files back by itself: what it
+//   wrote survives the node's kill -9 with no client ever asking.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
@@ -62,7 +64,8 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'omni-sync-agent-'));
     await new Promise((res) => execFile(OMNI, ['--version'], { timeout: 120_000 }, res));
-    c = await formCluster(['w1', 'w2', 'w3']);
+    // the node's own periodic read-back off: these tests say when a read-back happens (below: on)
+    c = await formCluster(['w1', 'w2', 'w3'], { flags: ['--workspace-sync', 'off'] });
   }, 240_000);
   afterAll(async () => {
     if (process.env.OMNI_TEST_DIAG === '1') for (const [n, node] of c?.nodes ?? []) console.log(n, node.lines.filter((l) => /workspace|agent:/.test(l)).slice(-30).join('\n'));
@@ -252,5 +255,61 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     expect(await readFile(join(fresh, 'bye.txt'), 'utf8')).toBe('bye\n');
     expect(await readFile(join(fresh, 'notes.txt'), 'utf8')).toBe('task-notes\n');
     expect(await readFile(join(fresh, 'seen.txt'), 'utf8')).toBe('hello from the laptop\n');
+  }, 180_000);
+});
+
+describe('the node reads a running service\'s files back by itself (--workspace-sync 1s)', () => {
+  let c: LocalCluster;
+  let dir: string;
+  const regOf = async (name: string) => new RegistryClient((await c.client(name).get<{ url: string }>('/v1/registry')).url, c.adminToken, undefined);
+  const record = async (node: string) => {
+    const client = c.client(node);
+    try {
+      const r = await client.raw('GET', '/v1/kv/sync%2Fauto');
+      return r.status === 200 ? (JSON.parse((r.body as { value: string }).value) as { revision: number }).revision : 0;
+    } finally {
+      client.close();
+    }
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'omni-sync-auto-'));
+    c = await formCluster(['v1', 'v2', 'v3'], { flags: ['--workspace-sync', '1s'] });
+  }, 240_000);
+  afterAll(async () => {
+    await c?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('what a running service writes reaches the workspace with no client asking, and survives kill -9 of its node', async () => {
+    const src = join(dir, 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'input.txt'), 'in\n');
+    await syncProject({ client: c.client('v1'), app: 'auto', dir: src, registry: await regOf('v1'), direction: 'push' });
+    const first = await record('v1');
+    const client = c.client('v1');
+    try {
+      const r = await client.raw('POST', '/v1/apps', { name: 'auto', command: ['sh', '-c', 'sleep 1; echo "made by the task" > made.txt; while true; do sleep 0.2; done'], constraints: ['node.name!=v1'] });
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+    } finally {
+      client.close();
+    }
+    // no omni sync, no stop: the node's own read-back writes a new revision
+    await waitFor('a revision written by the node', async () => ((await record('v1')) > first ? true : undefined), 60_000, 300);
+    const a = (await c.client('v1').raw('GET', '/v1/apps/auto')).body as AppJson;
+    const node = a.tasks.find((t) => t.desired === 'run')!.node;
+    await c.kill(node); // kill -9: nothing more is read back from it
+    const survivor = ['v1', 'v2', 'v3'].find((n) => n !== node)!;
+    const fresh = join(dir, 'after');
+    await mkdir(fresh);
+    await waitFor('a pull through a surviving node', async () => {
+      try {
+        return await syncProject({ client: c.client(survivor), app: 'auto', dir: fresh, registry: await regOf(survivor), direction: 'pull' });
+      } catch {
+        return undefined; // an election after the kill
+      }
+    }, 60_000, 1000);
+    expect(await readFile(join(fresh, 'made.txt'), 'utf8')).toBe('made by the task\n');
+    expect(await readFile(join(fresh, 'input.txt'), 'utf8')).toBe('in\n');
   }, 180_000);
 });
