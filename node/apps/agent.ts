@@ -95,6 +95,8 @@ interface Local {
   /** The node's own periodic read-back of a running agent's files (workspaceSyncMs). */
   nextAutoSyncAtMs: number;
   autoSyncing: boolean;
+  /** The last periodic read-back's failure (logged once until it changes or a read-back succeeds). */
+  autoSyncError?: string;
 }
 
 /** What the agent uses: the replica (tasks placed here), status reports, and where it keeps task files. */
@@ -401,7 +403,13 @@ export class Agent {
     l.autoSyncing = true;
     void ws
       .readBack(l.task.id, l.task.app, true, this.limitBytes(spec))
-      .catch((err: Error) => this.d.log.warn(`agent: ${l.task.id}: reading its files back into the workspace: ${err.message} (again in ${Math.round(every / 1000)} s)`))
+      .then(() => (l.autoSyncError = undefined))
+      .catch((err: Error) => {
+        const msg = `agent: ${l.task.id}: reading its files back into the workspace: ${err.message} (tried every ${Math.round(every / 1000)} s)`;
+        if (l.autoSyncError === err.message) return this.d.log.debug(msg);
+        l.autoSyncError = err.message;
+        this.d.log.warn(msg);
+      })
       .finally(() => {
         l.autoSyncing = false;
         l.nextAutoSyncAtMs = this.clock.now() + every;
