@@ -52,6 +52,8 @@ import { Orchestrator } from './apps/orchestrator.js';
 import { Agent } from './apps/agent.js';
 import { writeLeaseFile } from './apps/lease-file.js';
 import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
+import { jobPhase } from '../protocol/apps/model.js';
+import { isBuildAppName } from '../protocol/forge/build-request.js';
 import { createDrivers, type ForgeBuildParts } from './apps/drivers/index.js';
 import { NodeMetrics } from './metrics/node-metrics.js';
 import { registerMetricsRoute } from './metrics/metrics-route.js';
@@ -505,6 +507,17 @@ export class Omnid {
           return { id: t.id, app: t.app, state: st?.state ?? 'pending', health: st?.health ?? 'none', restarts: st?.restarts ?? 0 };
         }),
       sampleTasks: () => sampleTasks(daemon.agent?.localTasks() ?? []),
+      registry: () => {
+        const r = daemon.registry;
+        if (!r) return undefined;
+        const rep = r.replicationStatus();
+        return { blobs: r.store.held().length, bytes: r.store.heldBytes(), ...(rep ? { underReplicated: rep.under, lost: rep.lost } : {}) };
+      },
+      builds: () =>
+        raft.state.tables.apps().filter((a) => isBuildAppName(a.name)).map((a) => {
+          const j = jobPhase(a, raft.state.tables.tasksOfApp(a.name).filter((t) => t.desired === 'run').map((t) => raft.state.tables.status(t.id)));
+          return { phase: j.phase, outcome: j.outcome };
+        }),
     }));
     daemon.stacks = registerStackRoutes(daemon.api, daemon.apiDeps);
     registerImageRoutes(daemon.api, {

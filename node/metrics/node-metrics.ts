@@ -40,6 +40,13 @@ export interface MetricsSources {
   localTasks(): LocalTask[];
   /** CPU and memory of this node's running tasks (never rejects). */
   sampleTasks(): Promise<TaskStatsSample[]>;
+  /**
+   * The registry's blobs on this node, and — on the leader, which re-replicates — the blobs below
+   * their copy count and those no live node holds (undefined: no registry here; absent: not the leader).
+   */
+  registry?(): { blobs: number; bytes: number; underReplicated?: number; lost?: number } | undefined;
+  /** Forge builds in the cluster (build apps), each with its phase and outcome (protocol/apps/model.ts jobPhase). */
+  builds?(): { phase: string; outcome: string }[];
   now?: () => number;
 }
 
@@ -113,6 +120,32 @@ export class NodeMetrics {
       g.reset();
       for (const { app, sample } of await sampled()) if (sample.memoryBytes !== undefined) g.set({ app, task: sample.task }, sample.memoryBytes);
     }, ['app', 'task']);
+    if (s.registry) {
+      const reg = s.registry;
+      gauge('omni_registry_blobs', "Blobs of the cluster's registry held on this node.", (g) => g.set(reg()?.blobs ?? 0));
+      gauge('omni_registry_blob_bytes', "Bytes of the cluster's registry held on this node.", (g) => g.set(reg()?.bytes ?? 0));
+      const leaderOnly = (name: string, help: string, pick: (r: NonNullable<ReturnType<typeof reg>>) => number | undefined) =>
+        gauge<'leader'>(name, help, (g) => {
+          g.reset();
+          const v = reg();
+          const n = v ? pick(v) : undefined;
+          if (n !== undefined) g.set({ leader: s.node.name }, n);
+        }, ['leader']);
+      leaderOnly('omni_registry_blobs_under_replicated', 'Blobs below their copy count on live nodes at the last re-replication round (reported by the leader only).', (r) => r.underReplicated);
+      leaderOnly('omni_registry_blobs_lost', 'Blobs no live node holds at the last re-replication round (reported by the leader only).', (r) => r.lost);
+    }
+    if (s.builds) {
+      const builds = s.builds;
+      gauge<'phase' | 'outcome'>('omni_builds', 'Forge builds in the cluster by phase (CREATED, RUNNING, STOPPED) and outcome (succeeded, failed, stopped; empty while not stopped).', (g) => {
+        g.reset();
+        const counts = new Map<string, number>();
+        for (const b of builds()) counts.set(`${b.phase}\0${b.outcome}`, (counts.get(`${b.phase}\0${b.outcome}`) ?? 0) + 1);
+        for (const [k, n] of counts) {
+          const [phase, outcome] = k.split('\0');
+          g.set({ phase, outcome }, n);
+        }
+      }, ['phase', 'outcome']);
+    }
     this.requests = new Counter({ name: 'omni_api_requests_total', help: 'API requests answered by this node, by method and status code.', labelNames: ['method', 'code'], registers: [r] });
     this.durations = new Histogram({ name: 'omni_api_request_duration_seconds', help: 'Time to answer an API request (to the end of a streamed one).', labelNames: ['method'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [r] });
   }

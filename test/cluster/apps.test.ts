@@ -151,6 +151,8 @@ describe('apps on a 3-node cluster (process driver)', () => {
       expect(Number(mem?.split(' ').at(-1))).toBeGreaterThan(1024 * 1024);
       expect(m.text).toMatch(/^omni_task_cpu_percent\{app="web",task="web-[^"]+"\} [\d.]+$/m);
       expect(m.text).toMatch(/^process_resident_memory_bytes \d+/m); // Node's process metrics
+      expect(m.text).toMatch(/^omni_registry_blobs \d+$/m); // the registry's blobs on this node
+      expect(m.text).toContain('# TYPE omni_builds gauge');
     }
     expect(leaders).toBe(1);
     // the requests answered so far, counted by method and status code
