@@ -12,10 +12,20 @@ export class LogResume {
   private readonly printed = new Map<string, { at: number; n: number }>();
   private skip = new Map<string, { at: number; n: number }>();
 
-  /** The time to ask from on a reconnect (undefined: no timed line was printed yet). */
-  resumeAt(): number | undefined {
+  /**
+   * The time to ask from on a reconnect: the earliest last-printed time of the `current` tasks
+   * (undefined: none of them printed a timed line). Tasks no longer current are forgotten, so a
+   * replaced or removed one does not hold the resume point back.
+   */
+  resumeAt(current?: ReadonlySet<string>): number | undefined {
     let min: number | undefined;
-    for (const p of this.printed.values()) if (min === undefined || p.at < min) min = p.at;
+    for (const [task, p] of this.printed) {
+      if (current && !current.has(task)) {
+        this.printed.delete(task);
+        continue;
+      }
+      if (min === undefined || p.at < min) min = p.at;
+    }
     return min;
   }
 

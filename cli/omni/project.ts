@@ -302,6 +302,8 @@ export async function watchApp(values: Record<string, unknown>, client: ApiClien
   // Lines with their time resume exactly (cli/omni/log-resume.ts); a line without one (a node of
   // an older version) cannot be told apart: then from the time it arrived, as before.
   const resume = new LogResume();
+  let untimedSinceMs: number | undefined;
+  let printedAny = false;
   let streamed = false;
   let quietAttempts = 0;
   const errorsSeen = new Set<string>();
@@ -323,9 +325,11 @@ export async function watchApp(values: Record<string, unknown>, client: ApiClien
     if (d === 'missing') throw new OmniError('NOT_FOUND', `no app named ${name}`);
     multi.value = (a?.tasks.length ?? 0) > 1;
     const q = new URLSearchParams({ json: 'true' });
-    const resumeAt = resume.resumeAt();
-    if (resumeAt !== undefined && (sinceMs === undefined || resumeAt <= sinceMs)) sinceMs = resumeAt;
-    if (sinceMs !== undefined) q.set('since', String(Math.max(0, sinceMs)));
+    // from the earliest of: the current tasks' last printed times, the arrival of the last line
+    // without a time, the first stream's start when nothing was printed yet (fromStart: 0 until then)
+    const resumeAt = resume.resumeAt(new Set((a?.tasks ?? []).map((t) => t.id)));
+    const from = [resumeAt, untimedSinceMs, printedAny ? undefined : sinceMs].filter((x): x is number => x !== undefined);
+    if (from.length > 0) q.set('since', String(Math.max(0, Math.min(...from))));
     else if (opts.tail !== undefined) q.set('tail', String(opts.tail));
     if (d === 'stream') q.set('follow', 'true');
     let got = 0;
@@ -347,7 +351,8 @@ export async function watchApp(values: Record<string, unknown>, client: ApiClien
             print(o);
             if (o.line !== undefined) {
               got++;
-              if (at === undefined) sinceMs = Date.now();
+              printedAny = true;
+              if (at === undefined) untimedSinceMs = Date.now();
             }
           } catch {
             print({ line });

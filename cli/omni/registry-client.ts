@@ -449,8 +449,11 @@ export async function lockStateFile(stateFile: string): Promise<(() => Promise<v
       await link(mine, to);
       return true;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      return false;
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      if (code === 'EEXIST') return false;
+      // a file system without hard links (vfat, some FUSE): no lock, the upload goes without its state file
+      if (['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV'].includes(code)) throw new NoHardLinks();
+      throw e;
     }
   };
   const ageMs = async (path: string) => Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now());
@@ -475,10 +478,15 @@ export async function lockStateFile(stateFile: string): Promise<(() => Promise<v
       }
     }
     return undefined;
+  } catch (err) {
+    if (err instanceof NoHardLinks) return undefined;
+    throw err;
   } finally {
     await rm(mine, { force: true });
   }
 }
+
+class NoHardLinks extends Error {}
 
 function processAlive(pid: number): boolean {
   try {

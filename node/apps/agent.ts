@@ -402,7 +402,7 @@ export class Agent {
     if (now < l.nextAutoSyncAtMs) return;
     l.autoSyncing = true;
     void ws
-      .readBack(l.task.id, l.task.app, true, this.limitBytes(spec))
+      .readBack(l.task.id, l.task.app, true, this.limitBytes(spec), 'push')
       .then(() => (l.autoSyncError = undefined))
       .catch((err: Error) => {
         const msg = `agent: ${l.task.id}: reading its files back into the workspace: ${err.message} (tried every ${Math.round(every / 1000)} s)`;

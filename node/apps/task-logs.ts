@@ -33,7 +33,7 @@ export interface TaskLogRequest {
   follow: boolean;
   sinceMs?: number;
   tail?: number;
-  /** Lines as `<epoch ms>\t<text>` (drivers/types.ts stampLine). */
+  /** Lines as `\0<epoch ms>\t<text>` (drivers/types.ts stampLine). */
   stamped?: boolean;
 }
 

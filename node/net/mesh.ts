@@ -11,6 +11,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import type { Logger } from '../logger.js';
 import type { StateView } from '../cluster/ports.js';
 import type { OmniHost } from '../p2p/host.js';
@@ -29,6 +30,11 @@ import { nameservers, resolvConf } from '../../protocol/net/dns.js';
 import { inRange } from '../../protocol/net/vip.js';
 
 const ROUND_INTERVAL_MS = 1000;
+
+/** The file of a network's (or a view's) hosts and resolv.conf: a view of several is named by a hash (8 names of 63 would not fit a file name). */
+function viewFileName(key: string): string {
+  return key.includes('+') ? `view-${createHash('sha256').update(key).digest('hex').slice(0, 24)}` : key;
+}
 const MIN_ROUND_GAP_MS = 200;
 /** Replicas tried per connection before it is refused (each failure moves to the next one). */
 const MAX_ATTEMPTS = 3;
@@ -201,6 +207,14 @@ export class Mesh {
       if (spec) apps.push({ record, spec });
     }
     const tasks = apps.flatMap((a) => tables.tasksOfApp(a.record.name));
+    // The views of the tasks placed here, from the spec each runs (an older version's too).
+    const localViews = new Set<string>();
+    for (const t of tasks) {
+      if (t.nodeId !== this.d.id || t.desired !== 'run') continue;
+      const s = specOf(t.app, t.version);
+      const key = s ? viewKey(s) : undefined;
+      if (key !== undefined) localViews.add(key);
+    }
     // Docker VIPs only for the networks of docker tasks placed here.
     const dockerNetworks = new Set<string>();
     if (this.dockerVips) {
@@ -213,7 +227,7 @@ export class Mesh {
         for (const n of key.split('+')) dockerNetworks.add(n);
       }
     }
-    return buildMesh({ apps, tasks, status: (id) => tables.status(id), specOf, range: this.opts.vipRange, dockerRange: this.opts.dockerVipRange ?? undefined, dockerNetworks });
+    return buildMesh({ apps, tasks, status: (id) => tables.status(id), specOf, range: this.opts.vipRange, dockerRange: this.opts.dockerVipRange ?? undefined, dockerNetworks, localViews });
   }
 
   /** One round at a time (the loop's, and the ones a starting task waits for). */
@@ -333,7 +347,7 @@ export class Mesh {
     const vip = docker ? d?.dockerVip : d?.vip;
     if (!vip || !this.dnsServers.get(`${vip}/${network}`)?.bound) return undefined;
     const dir = join(this.d.dataDir, 'net', docker ? 'resolv-docker' : 'resolv');
-    const file = join(dir, network);
+    const file = join(dir, viewFileName(network));
     const text = resolvConf(this.view.views.get(network) ?? network, vip, this.upstreams);
     if (this.hostsWritten.get(file) !== text) {
       await mkdir(dir, { recursive: true });
@@ -408,7 +422,7 @@ export class Mesh {
 
   private async writeHosts(network: string, docker: boolean): Promise<string> {
     const dir = join(this.d.dataDir, 'net', docker ? 'hosts-docker' : 'hosts');
-    const file = join(dir, network);
+    const file = join(dir, viewFileName(network));
     const text = hostsFile((docker ? this.view.dockerHosts : this.view.hosts).get(network));
     if (this.hostsWritten.get(file) !== text) {
       await mkdir(dir, { recursive: true });

@@ -346,7 +346,9 @@ function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: File
       let off = 0;
       try {
         for (const m of members) {
-          const buf = await readFile(join(root, m.path));
+          const buf = await readFile(join(root, m.path)).catch((err: NodeJS.ErrnoException) => {
+            throw err.code === 'ENOENT' ? changedDuringSync(m.path) : err; // removed since the scan
+          });
           const got = 'sha256:' + createHash('sha256').update(buf).digest('hex');
           if (got !== m.sha256) throw changedDuringSync(m.path);
           h.update(buf);
@@ -390,14 +392,17 @@ function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: File
     // the registry refuses bytes that do not match the digest the scan found: the file changed since
     const upload = (path: string, what: string) =>
       retry(what, () => reg.uploadBlob(repo, j.digest, path)).catch((err: unknown) => {
-        throw err instanceof OmniError && err.code === 'DIGEST_INVALID' ? changedDuringSync(j.src.path) : err;
+        const gone = (err as NodeJS.ErrnoException).code === 'ENOENT';
+        throw (err instanceof OmniError && err.code === 'DIGEST_INVALID') || gone ? changedDuringSync(j.src.path) : err;
       });
     if (j.src.chunks.length === 1) {
       await upload(full, `uploading ${j.src.path}`);
     } else {
       const tmp = join(tmpDir, `up-${randomBytes(6).toString('hex')}`);
       try {
-        await cutChunk(full, j.index * CHUNK_BYTES, len, tmp);
+        await cutChunk(full, j.index * CHUNK_BYTES, len, tmp).catch((err: NodeJS.ErrnoException) => {
+          throw err.code === 'ENOENT' ? changedDuringSync(j.src.path) : err; // removed since the scan
+        });
         await upload(tmp, `uploading ${j.src.path} chunk ${j.index}`);
       } finally {
         await rm(tmp, { force: true });

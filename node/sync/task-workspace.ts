@@ -114,9 +114,11 @@ export class TaskWorkspaces {
   /**
    * Reads the task's files back into the app's workspace (two-way: the cluster's changes since
    * the last sync come down into the task's directory too). `agent`: a service or a lab (the
-   * task's copy wins a conflict), else a job / cron run (the cluster's copy wins).
+   * task's copy wins a conflict), else a job / cron run (the cluster's copy wins). `push`: the
+   * task's changes go up, nothing comes down into its directory (the node's own periodic
+   * read-back: a running task's files are not changed under it, e.g. by another replica's).
    */
-  readBack(taskId: string, app: string, agent: boolean, limitBytes?: number): Promise<ReadBackSummary> {
+  readBack(taskId: string, app: string, agent: boolean, limitBytes?: number, direction: 'both' | 'push' = 'both'): Promise<ReadBackSummary> {
     return this.serial(taskId, async () => {
       const root = this.root(taskId);
       if (!(await this.prepared(taskId))) throw new OmniError('NOT_FOUND', `task ${taskId} has no workspace on this node`);
@@ -125,8 +127,8 @@ export class TaskWorkspaces {
         registry: this.registry(),
         app,
         dir: this.dir(taskId),
-        direction: 'both',
-        winner: agent ? 'client' : 'cluster',
+        direction,
+        ...(direction === 'both' ? { winner: agent ? ('client' as const) : ('cluster' as const) } : {}),
         // nothing changed on either side since the last read-back: a stat of the directory and one record read (omni sync --watch asks every few seconds)
         quickNoop: true,
         stateFile: join(root, 'sync-state.json'),

@@ -172,7 +172,7 @@ const MAX_SERVICE_NETWORKS = 8;
  * networks; absent: the stack's default network. Fixed addresses and the like are warned about.
  */
 function serviceNetworks(r: Report, v: unknown, where: string, defined: ReadonlyMap<string, string>): { name: string; aliases: string[] }[] {
-  if (v === undefined || v === null) return [{ name: defined.get('default')!, aliases: [] }];
+  if (v === undefined || v === null || (Array.isArray(v) && v.length === 0)) return [{ name: defined.get('default')!, aliases: [] }];
   const entries: [string, unknown][] = Array.isArray(v) ? v.map((n) => [n as string, undefined]) : isObj(v) ? Object.entries(v) : (r.err(where, 'must be a list or a mapping'), []);
   const out: { name: string; aliases: string[] }[] = [];
   for (const [key, def] of entries) {
@@ -218,8 +218,9 @@ export function networkName(project: string): string {
  * ones too: that is how a stack joins another's network, e.g. `external: true, name: shop`).
  */
 export function composeNetworkName(project: string, key: string, def: { name?: string; external?: boolean } = {}): string {
+  // Docker names a project's default network `<project>_default`; Omni's is `<project>`
+  if (def.external) return networkName((def.name ?? key).replace(/_default$/, ''));
   if (def.name !== undefined) return networkName(def.name);
-  if (def.external) return networkName(key);
   return key === 'default' ? networkName(project) : networkName(`${project}-${key}`);
 }
 

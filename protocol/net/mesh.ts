@@ -68,6 +68,8 @@ export interface MeshInput {
   /** Addresses for containers, and the networks (and view keys) that need them on this node (docker tasks here). */
   dockerRange?: VipRange;
   dockerNetworks?: ReadonlySet<string>;
+  /** View keys of the tasks placed on this node (a task of an app's older version keeps its view while the app moves to other networks). */
+  localViews?: Iterable<string>;
 }
 
 export const endpointKey = (app: string, portName: string) => `${app}/${portName}`;
@@ -109,6 +111,7 @@ export function buildMesh(input: MeshInput): MeshView {
   // Each network with a service, and each view of several, also gets a DNS address: the VIP of its reserved alias.
   const networks = new Set([...owner.keys()].map((k) => k.slice(0, k.lastIndexOf('/'))));
   for (const n of networks) views.set(n, [n]);
+  for (const key of input.localViews ?? []) if (!views.has(key)) views.set(key, key.split('+'));
   const multi = [...views.keys()].filter((k) => k.includes('+'));
   const keys = [...owner.keys(), ...[...networks, ...multi].map((n) => vipKey(n, DNS_ALIAS))];
   const vips = allocateVips(keys, input.range);

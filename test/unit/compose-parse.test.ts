@@ -115,6 +115,10 @@ networks:
     expect(s.services.find((x) => x.service === 'app')!.spec.networks).toEqual([{ name: 'shop', aliases: ['app'] }, { name: 'public-edge', aliases: ['app'] }]);
     expect(s.warnings.some((w) => w.includes('services.web.networks.edge.ipv4_address'))).toBe(true);
     expect(s.warnings.some((w) => w.includes('networks.edge.internal'))).toBe(true);
+    // docker's name of another project's default network is that project's network here
+    const ext = doc('name: a\nservices:\n  s: { image: x, networks: [shop] }\nnetworks:\n  shop: { external: true, name: shop_default }\n');
+    expect(ext.services[0].spec.network).toEqual({ name: 'shop', aliases: ['s'] });
+    expect(doc('name: a\nservices:\n  s: { image: x, networks: [] }\n').services[0].spec.network).toEqual({ name: 'a', aliases: ['s'] });
     expect(() => doc('services:\n  a: { image: x, networks: [nowhere] }\n')).toThrow(/nowhere is not defined under top-level networks/);
     expect(() => doc('services:\n  a: { image: x, networks: { default: { alias: [b] } } }\n')).toThrow(/unknown key 'alias'/);
     expect(() => doc('services:\n  a: { image: x, networks: { default: { aliases: [B_c] } } }\n')).toThrow(/B_c is not a host name/);

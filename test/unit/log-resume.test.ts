@@ -43,6 +43,10 @@ describe('LogResume', () => {
     expect(r.accept('a', 50)).toBe(false);
     expect(r.accept('a', 50)).toBe(false);
     expect(r.accept('c', 41)).toBe(true); // a task not seen before
+    // b was replaced: it no longer holds the resume point back
+    expect(r.resumeAt(new Set(['a', 'c']))).toBe(41);
+    expect(r.resumeAt(new Set(['a']))).toBe(50);
+    expect(r.resumeAt(new Set(['zzz']))).toBeUndefined();
   });
 });
 
@@ -52,6 +56,9 @@ describe('stamped log lines (drivers)', () => {
     expect(unstampLine(stampLine(1733400000123, 'hello\tworld'))).toEqual({ atMs: 1733400000123, text: 'hello\tworld' });
     expect(unstampLine(stampLine(undefined, 'x'))).toEqual({ text: 'x' });
     expect(unstampLine('no stamp')).toEqual({ text: 'no stamp' });
+    // lines of a node that does not stamp: a tab or a number first is text, not a time
+    expect(unstampLine('\tat com.example.Main(Main.java:3)')).toEqual({ text: '\tat com.example.Main(Main.java:3)' });
+    expect(unstampLine('42\tfoo')).toEqual({ text: '42\tfoo' });
   });
 
   it('the process driver stamps each line with the time it was written when asked', async () => {

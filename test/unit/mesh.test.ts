@@ -126,6 +126,10 @@ describe('mesh view', () => {
     expect(v.dockerHosts.get('back+shop')!.get('db.back')).toMatch(/^198\.18\./);
     expect(v.listeners.filter((l) => l.app === 'mid' && l.kind === 'loopback').map((l) => `${l.network}/${l.alias}`).sort()).toEqual(['back/gw', 'back/mid', 'shop/mid']);
     expect(v.conflicts).toEqual([]);
+    // a task here of an older version on back+shop keeps its view (names, DNS) after its app moved to one network
+    const moved = buildMesh(input({ apps: [...input().apps, { record: record('db'), spec: db }], localViews: ['back+shop'] }));
+    expect([...moved.hosts.get('back+shop')!.keys()]).toContain('db.back');
+    expect(moved.dns.get('back+shop')).toBeDefined();
     // the spec: both forms refused together, a network listed twice refused, one network written as network
     expect(validateAppSpec({ name: 'x', command: ['x'], network: { name: 'a' }, networks: [{ name: 'b' }, { name: 'c' }] }).ok).toBe(false);
     expect(validateAppSpec({ name: 'x', command: ['x'], networks: [{ name: 'b' }, { name: 'b' }] }).ok).toBe(false);

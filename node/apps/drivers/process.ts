@@ -575,11 +575,12 @@ export class ProcessDriver implements TaskDriver {
     // process group (setsid, a command that daemonises itself); they get the same signals.
     const cg = st.limits ? this.cgroups() : undefined;
     const cgroup = cg instanceof TaskCgroups ? cg : undefined;
-    const strays = async () => (cgroup ? await cgroup.pids(taskId) : []);
-    const alive = async () => this.groupAlive(st) || (await strays()).length > 0;
+    const inCgroup = async () => (cgroup ? await cgroup.pids(taskId) : []);
+    const alive = async () => this.groupAlive(st) || (await inCgroup()).length > 0;
+    // the group's own processes get the group's signal once; the others of the cgroup their own
     const signal = async (sig: NodeJS.Signals) => {
       this.signalGroup(st, sig);
-      cgroup?.signal(await strays(), sig);
+      cgroup?.signal((await inCgroup()).filter((pid) => processGroupOf(pid) !== st.pid), sig);
     };
     if (await alive()) {
       if (st.stopRequestedAtMs === undefined) {
@@ -729,5 +730,15 @@ export class ProcessDriver implements TaskDriver {
     const elapsedS = (cur.atMs - prev.atMs) / 1000;
     const cpuPercent = elapsedS > 0 ? Math.max(0, ((cur.ticks - prev.ticks) / CLOCK_TICKS_PER_S / elapsedS) * 100) : 0;
     return { cpuPercent, memoryBytes: cur.rss };
+  }
+}
+
+/** The process group of `pid` (field 5 of /proc/<pid>/stat), or undefined when it is gone. */
+function processGroupOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+  } catch {
+    return undefined;
   }
 }

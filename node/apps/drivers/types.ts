@@ -98,21 +98,21 @@ export interface LogOptions {
   sinceMs?: number;
   /** Last N lines (before following). */
   tail?: number;
-  /** Each line as `<epoch ms>\t<text>` (`\t<text>` when its time is not known): a reader that reconnects resumes at the last line's time (omni watch). */
+  /** Each line as `\0<epoch ms>\t<text>` (`\0\t<text>` when its time is not known; no text log line starts with a NUL): a reader that reconnects resumes at the last line's time (omni watch). */
   stamped?: boolean;
   signal?: AbortSignal;
 }
 
 /** A log line with its time, for LogOptions.stamped. */
 export function stampLine(atMs: number | undefined, text: string): string {
-  return `${atMs === undefined ? '' : Math.floor(atMs)}\t${text}`;
+  return `\0${atMs === undefined ? '' : Math.floor(atMs)}\t${text}`;
 }
 
 /** The time and text of a stamped line (a line without the stamp: no time, the whole line). */
 export function unstampLine(line: string): { atMs?: number; text: string } {
-  const m = /^(\d{0,16})\t/.exec(line);
+  const m = /^\0(\d{0,16})\t/.exec(line);
   if (!m) return { text: line };
-  return m[1] === '' ? { text: line.slice(1) } : { atMs: Number(m[1]), text: line.slice(m[0].length) };
+  return m[1] === '' ? { text: line.slice(m[0].length) } : { atMs: Number(m[1]), text: line.slice(m[0].length) };
 }
 
 export interface TaskDriver {
