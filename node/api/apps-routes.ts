@@ -499,7 +499,7 @@ export class AppsApi {
     const tasks = this.tasks(name).filter((t) => (only ? t.task.id === only : true) && (run === undefined || t.task.run === run));
     if (only && tasks.length === 0) throw new OmniError('NOT_FOUND', `app ${name} has no task ${only}`);
     if (run !== undefined && tasks.length === 0) throw new OmniError('NOT_FOUND', `app ${name} has no task of run ${run} (the tasks of finished runs are kept 10 per app)`);
-    // json=true: one JSON object per line ({task, node, line}, or {task, node, error}).
+    // json=true: one JSON object per line ({task, node, line, at?}, or {task, node, error}; at: when the line was written, epoch ms).
     const json = queryBool(url, 'json');
     const state = this.d.raft.state;
     res.writeHead(200, { 'content-type': json ? 'application/x-ndjson; charset=utf-8' : 'text/plain; charset=utf-8' });

@@ -293,8 +293,9 @@ describe('apps on a 3-node cluster (process driver)', () => {
     const task = (await inspect('chatty')).tasks.find((t) => t.desired === 'run')!;
     const mine = lines.filter((l) => l.task === task.id);
     expect(mine).toHaveLength(4);
-    for (const l of mine) expect(l).toEqual({ task: task.id, node: task.node, line: expect.stringMatching(/^line \d+$/) });
-    for (const l of lines) expect(Object.keys(l).sort()).toEqual(l.error === undefined ? ['line', 'node', 'task'] : ['error', 'node', 'task']);
+    // each line with the time its node wrote it (omni watch resumes from it)
+    for (const l of mine) expect(l).toEqual({ task: task.id, node: task.node, line: expect.stringMatching(/^line \d+$/), at: expect.any(Number) });
+    for (const l of lines) expect(Object.keys(l).sort()).toEqual(l.error === undefined ? ['at', 'line', 'node', 'task'] : ['error', 'node', 'task']);
     await api('DELETE', '/v1/apps/chatty');
   });
 
