@@ -171,7 +171,18 @@ export function buildMesh(input: MeshInput): MeshView {
     for (const [all, out] of [[hosts, hosts], [dockerHosts, dockerHosts]] as const) {
       if (all === dockerHosts && !input.dockerNetworks?.has(key)) continue;
       const merged = new Map<string, string>();
-      for (const n of nets) for (const [alias, vip] of all.get(n) ?? []) if (!merged.has(alias)) merged.set(alias, vip);
+      const firstOn = new Map<string, string>();
+      for (const n of nets) {
+        for (const [alias, vip] of all.get(n) ?? []) {
+          if (!merged.has(alias)) {
+            merged.set(alias, vip);
+            firstOn.set(alias, n);
+          } else if (all === hosts && !alias.includes('.') && owner.get(vipKey(firstOn.get(alias)!, alias)) !== owner.get(vipKey(n, alias))) {
+            // two apps (not one app on both networks) answer to the bare name
+            conflicts.push(`alias ${alias} is a service on networks ${firstOn.get(alias)} and ${n}: tasks on both see ${firstOn.get(alias)}'s as ${alias} (ask for ${alias}.${n} for the other)`);
+          }
+        }
+      }
       for (const n of nets) for (const [alias, vip] of all.get(n) ?? []) merged.set(`${alias}.${n}`, vip);
       out.set(key, merged);
     }

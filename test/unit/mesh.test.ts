@@ -126,6 +126,12 @@ describe('mesh view', () => {
     expect(v.dockerHosts.get('back+shop')!.get('db.back')).toMatch(/^198\.18\./);
     expect(v.listeners.filter((l) => l.app === 'mid' && l.kind === 'loopback').map((l) => `${l.network}/${l.alias}`).sort()).toEqual(['back/gw', 'back/mid', 'shop/mid']);
     expect(v.conflicts).toEqual([]);
+    // the same alias on both networks: said once, and the bare name is the first network's
+    const dup = spec({ name: 'mid2', ports: [{ name: 'http', port: 8081, hostPort: 0 }], network: { name: 'back', aliases: ['web'] } } as never);
+    const both2 = buildMesh(input({ apps: [...apps, { record: record('mid2'), spec: dup }] }));
+    expect(both2.conflicts).toEqual(['alias web is a service on networks back and shop: tasks on both see back\'s as web (ask for web.shop for the other)']);
+    expect(both2.hosts.get('back+shop')!.get('web')).toBe(both2.hosts.get('back')!.get('web'));
+    expect(both2.hosts.get('back+shop')!.get('web.shop')).toBe(both2.hosts.get('shop')!.get('web'));
     // a task here of an older version on back+shop keeps its view (names, DNS) after its app moved to one network
     const moved = buildMesh(input({ apps: [...input().apps, { record: record('db'), spec: db }], localViews: ['back+shop'] }));
     expect([...moved.hosts.get('back+shop')!.keys()]).toContain('db.back');
