@@ -207,25 +207,19 @@ export class Mesh {
       if (spec) apps.push({ record, spec });
     }
     const tasks = apps.flatMap((a) => tables.tasksOfApp(a.record.name));
-    // The views of the tasks placed here, from the spec each runs (an older version's too).
+    // The views of the tasks placed here, from the spec each runs (an older version's too), and
+    // docker VIPs only for the networks of docker tasks placed here.
     const localViews = new Set<string>();
+    const dockerNetworks = new Set<string>();
     for (const t of tasks) {
       if (t.nodeId !== this.d.id || t.desired !== 'run') continue;
       const s = specOf(t.app, t.version);
       const key = s ? viewKey(s) : undefined;
-      if (key !== undefined) localViews.add(key);
-    }
-    // Docker VIPs only for the networks of docker tasks placed here.
-    const dockerNetworks = new Set<string>();
-    if (this.dockerVips) {
-      for (const t of tasks) {
-        if (t.nodeId !== this.d.id || t.desired !== 'run') continue;
-        const s = specOf(t.app, t.version);
-        const key = s?.driver === 'docker' ? viewKey(s) : undefined;
-        if (key === undefined) continue;
-        dockerNetworks.add(key);
-        for (const n of key.split('+')) dockerNetworks.add(n);
-      }
+      if (key === undefined) continue;
+      localViews.add(key);
+      if (!this.dockerVips || s?.driver !== 'docker') continue;
+      dockerNetworks.add(key);
+      for (const n of key.split('+')) dockerNetworks.add(n);
     }
     return buildMesh({ apps, tasks, status: (id) => tables.status(id), specOf, range: this.opts.vipRange, dockerRange: this.opts.dockerVipRange ?? undefined, dockerNetworks, localViews });
   }

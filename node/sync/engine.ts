@@ -346,9 +346,7 @@ function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: File
       let off = 0;
       try {
         for (const m of members) {
-          const buf = await readFile(join(root, m.path)).catch((err: NodeJS.ErrnoException) => {
-            throw err.code === 'ENOENT' ? changedDuringSync(m.path) : err; // removed since the scan
-          });
+          const buf = await readFile(join(root, m.path)).catch(goneIsChanged(m.path));
           const got = 'sha256:' + createHash('sha256').update(buf).digest('hex');
           if (got !== m.sha256) throw changedDuringSync(m.path);
           h.update(buf);
@@ -392,17 +390,15 @@ function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: File
     // the registry refuses bytes that do not match the digest the scan found: the file changed since
     const upload = (path: string, what: string) =>
       retry(what, () => reg.uploadBlob(repo, j.digest, path)).catch((err: unknown) => {
-        const gone = (err as NodeJS.ErrnoException).code === 'ENOENT';
-        throw (err instanceof OmniError && err.code === 'DIGEST_INVALID') || gone ? changedDuringSync(j.src.path) : err;
+        if (err instanceof OmniError && err.code === 'DIGEST_INVALID') throw changedDuringSync(j.src.path);
+        return goneIsChanged(j.src.path)(err);
       });
     if (j.src.chunks.length === 1) {
       await upload(full, `uploading ${j.src.path}`);
     } else {
       const tmp = join(tmpDir, `up-${randomBytes(6).toString('hex')}`);
       try {
-        await cutChunk(full, j.index * CHUNK_BYTES, len, tmp).catch((err: NodeJS.ErrnoException) => {
-          throw err.code === 'ENOENT' ? changedDuringSync(j.src.path) : err; // removed since the scan
-        });
+        await cutChunk(full, j.index * CHUNK_BYTES, len, tmp).catch(goneIsChanged(j.src.path));
         await upload(tmp, `uploading ${j.src.path} chunk ${j.index}`);
       } finally {
         await rm(tmp, { force: true });
@@ -629,6 +625,13 @@ export interface SyncDirOptions {
 /** A file whose content is not what the scan hashed: it is being written. */
 function changedDuringSync(path: string): OmniError {
   return new OmniError('CONFLICT', `${path} changed during the sync (sync again)`, { changedDuringSync: path });
+}
+
+/** A file removed since the scan is a change too (the caller rethrows everything else). */
+function goneIsChanged(path: string): (err: unknown) => never {
+  return (err) => {
+    throw (err as NodeJS.ErrnoException).code === 'ENOENT' ? changedDuringSync(path) : err;
+  };
 }
 
 /** Syncs this many times when a file changes while it is read (a file being written), then gives up with that error. */

@@ -168,7 +168,7 @@ export function buildMesh(input: MeshInput): MeshView {
   // on two of them), then `alias.network` for every network's services.
   for (const key of multi) {
     const nets = views.get(key)!;
-    for (const [all, out] of [[hosts, hosts], [dockerHosts, dockerHosts]] as const) {
+    for (const all of [hosts, dockerHosts]) {
       if (all === dockerHosts && !input.dockerNetworks?.has(key)) continue;
       const merged = new Map<string, string>();
       const firstOn = new Map<string, string>();
@@ -184,7 +184,7 @@ export function buildMesh(input: MeshInput): MeshView {
         }
       }
       for (const n of nets) for (const [alias, vip] of all.get(n) ?? []) merged.set(`${alias}.${n}`, vip);
-      out.set(key, merged);
+      all.set(key, merged);
     }
   }
   // Endpoints: tasks desired to run whose status says they serve (running, health passing).

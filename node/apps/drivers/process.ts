@@ -580,7 +580,7 @@ export class ProcessDriver implements TaskDriver {
     // the group's own processes get the group's signal once; the others of the cgroup their own
     const signal = async (sig: NodeJS.Signals) => {
       this.signalGroup(st, sig);
-      cgroup?.signal((await inCgroup()).filter((pid) => processGroupOf(pid) !== st.pid), sig);
+      cgroup?.signal((await inCgroup()).filter((pid) => readProcStat(pid)?.pgrp !== st.pid), sig);
     };
     if (await alive()) {
       if (st.stopRequestedAtMs === undefined) {
@@ -730,15 +730,5 @@ export class ProcessDriver implements TaskDriver {
     const elapsedS = (cur.atMs - prev.atMs) / 1000;
     const cpuPercent = elapsedS > 0 ? Math.max(0, ((cur.ticks - prev.ticks) / CLOCK_TICKS_PER_S / elapsedS) * 100) : 0;
     return { cpuPercent, memoryBytes: cur.rss };
-  }
-}
-
-/** The process group of `pid` (field 5 of /proc/<pid>/stat), or undefined when it is gone. */
-function processGroupOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
-  } catch {
-    return undefined;
   }
 }
