@@ -89,6 +89,33 @@ describe('bin/omnid and dist/', () => {
     expect(fallback.stderr).toContain('could not rebuild');
   });
 
+  it('each command runs from the bundle of its own module; the main bundle has no command in it', async () => {
+    const commands = JSON.parse(await readFile(join(ROOT, 'cli', 'omni-commands.json'), 'utf8')) as Record<string, [string, string]>;
+    expect(Object.keys(commands).length).toBeGreaterThan(20);
+    // the checkout's dist/ (bin/omni rebuilds it first if a source is newer)
+    for (const [cmd, [module]] of Object.entries(commands)) {
+      const { stdout } = await run(join(ROOT, 'bin', 'omni'), [cmd, '--help'], { timeout: 60_000 }).catch((e: { stdout: string; stderr: string; message: string }) => {
+        throw new Error(`omni ${cmd} --help: ${e.message}\n${e.stderr}`);
+      });
+      expect(stdout, cmd).toMatch(new RegExp(`^usage: omni (${cmd}|compose)\\b`));
+      const bundle = await readFile(join(ROOT, 'dist', `omni-${module}.bundle.cjs`), 'utf8');
+      expect(bundle.includes(`usage: omni ${cmd === 'compose' ? '' : cmd}`), `${cmd} is in omni-${module}.bundle.cjs`).toBe(true);
+    }
+    const main = await readFile(join(ROOT, 'dist', 'omni.bundle.cjs'), 'utf8');
+    for (const cmd of ['status', 'kv', 'ps', 'run', 'sync']) expect(main.includes(`usage: omni ${cmd} `), cmd).toBe(false);
+    const launcher = await readFile(join(ROOT, 'dist', 'omni.cjs'), 'utf8');
+    for (const [cmd, [module]] of Object.entries(commands)) expect(launcher).toContain(`"${cmd}":"omni-${module}.bundle.cjs"`);
+    // help, version and an unknown command: the main bundle
+    expect((await run(join(ROOT, 'bin', 'omni'), ['--help'], { timeout: 60_000 })).stdout).toMatch(/^usage: omni <command>/);
+    expect((await run(join(ROOT, 'bin', 'omni'), ['version'], { timeout: 60_000 })).stdout).toMatch(/^omni \d+\.\d+\.\d+ \(node /);
+    const unknown = await run(join(ROOT, 'bin', 'omni'), ['no-such-command'], { timeout: 60_000 }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/^error: unknown command no-such-command/);
+  }, 180_000);
+
   it("a bundle's stack traces name the TypeScript source, line and column", async () => {
     const { esbuildOptions } = (await import(pathToFileURL(join(ROOT, 'scripts', 'build.mjs')).href)) as {
       esbuildOptions: (entries: Record<string, string>, outdir: string) => Parameters<typeof build>[0];
