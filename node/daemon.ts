@@ -54,7 +54,7 @@ import { writeLeaseFile } from './apps/lease-file.js';
 import { EXCLUSIVE_LEASE_MS } from '../protocol/apps/spec.js';
 import { jobPhase } from '../protocol/apps/model.js';
 import { isBuildAppName } from '../protocol/forge/build-request.js';
-import { createDrivers, type ForgeBuildParts } from './apps/drivers/index.js';
+import { createDrivers, DockerDriver, type ForgeBuildParts } from './apps/drivers/index.js';
 import { NodeMetrics } from './metrics/node-metrics.js';
 import { registerMetricsRoute } from './metrics/metrics-route.js';
 import { quotaBytes } from '../protocol/cluster/quota.js';
@@ -621,7 +621,13 @@ export class Omnid {
     if (dockerVip && !dockerVip.ok) throw new Error(dockerVip.message);
     const publishHost = this.opts.publishHost ?? '0.0.0.0';
     this.mesh = new Mesh(
-      { id: this.id, log: this.log, raft: this.raft, host: this.host, dataDir: this.opts.dataDir, authorize: (peer) => requireMember(this.raft, peer) },
+      { id: this.id, log: this.log, raft: this.raft, host: this.host, dataDir: this.opts.dataDir, authorize: (peer) => requireMember(this.raft, peer),
+        // which task a connection to a docker VIP comes from (containers of other networks are refused)
+        containerAddresses: () => {
+          const docker = this.driverSet?.docker;
+          return docker instanceof DockerDriver ? docker.containerAddresses() : undefined;
+        },
+      },
       { vipRange: vip.range, dockerVipRange: dockerVip ? dockerVip.range : null, publish: publishHost === 'off' ? null : { host: publishHost, portOffset: this.opts.publishPortOffset ?? 0 } },
     );
     void this.mesh.start().catch((err: Error) => this.log.error(`mesh: cannot start: ${err.message}`));

@@ -844,6 +844,8 @@ export class Agent {
       ...(spec.exclusive ? { exclusive: true } : {}),
       ...(net ? { hostsFile: net.hostsFile } : {}),
       ...(net?.resolvConf ? { resolvConf: net.resolvConf } : {}),
+      // on a network: reached through the mesh only (its published ports are the way in)
+      ...(networksOf(spec).length > 0 ? { hostPortsLoopbackOnly: true } : {}),
       ...(workspaceDir ? { workDir: workspaceDir } : {}),
       ...(files.mounts.length > 0 ? { files: files.mounts } : {}),
     };

@@ -18,7 +18,8 @@ import type { OmniHost } from '../p2p/host.js';
 import { CoalescedLoop } from '../apps/coalesced-loop.js';
 import { parseRecord, specKey, type AppRecord } from '../../protocol/apps/model.js';
 import type { AppSpec } from '../../protocol/apps/spec.js';
-import { buildMesh, endpointKey, hostsFile, RoundRobin, viewKey, type MeshView } from '../../protocol/net/mesh.js';
+import { buildMesh, endpointKey, hostsFile, mayReach, RoundRobin, viewKey, type MeshView } from '../../protocol/net/mesh.js';
+import { ContainerSources, type ListContainerAddresses } from './container-sources.js';
 import { networksOf } from '../../protocol/apps/spec.js';
 import type { VipRange } from '../../protocol/net/vip.js';
 import { Tunnel, connectLocal } from './tunnel.js';
@@ -64,6 +65,12 @@ export interface MeshDeps {
   readonly dataDir: string;
   /** Throws unless `peer` is a current cluster member. */
   authorize(peer: string): void;
+  /**
+   * The addresses of this node's running containers, each with its task (the docker driver's);
+   * undefined while there is no engine. Absent: containers are not told apart (any container on
+   * the host's docker bridges may connect to any docker VIP).
+   */
+  containerAddresses?: ListContainerAddresses;
 }
 
 /** What a task on a network gets (node/apps/agent.ts adds it to the task's config). */
@@ -79,6 +86,8 @@ export interface TaskNetwork {
 interface Route {
   app: string;
   portName: string;
+  /** The network a service's VIP serves (docker listeners admit only containers of tasks on it). */
+  network?: string;
 }
 
 interface Listener {
@@ -97,6 +106,7 @@ export class Mesh {
   /** The host's resolvers (read once at start) that the DNS servers forward other names to. */
   private upstreams: string[] = [];
   private readonly dockerVips: DockerVips | undefined;
+  private readonly containers: ContainerSources | undefined;
   private serial: Promise<void> = Promise.resolve();
   private readonly rr = new RoundRobin();
   private readonly specCache = new Map<string, AppSpec>();
@@ -118,6 +128,7 @@ export class Mesh {
     const docker = dockerVipsAvailable();
     if (opts.dockerVipRange && docker.ok) this.dockerVips = new DockerVips(opts.dockerVipRange, d.dataDir, d.log);
     else if (opts.dockerVipRange && !docker.ok) this.dockerReason = docker.reason;
+    if (d.containerAddresses) this.containers = new ContainerSources(d.containerAddresses);
     this.loop = new CoalescedLoop(() => this.round(), { intervalMs: ROUND_INTERVAL_MS, minGapMs: MIN_ROUND_GAP_MS, onError: (err) => d.log.warn(`mesh: ${err.message}`) });
   }
 
@@ -176,24 +187,57 @@ export class Mesh {
     return t !== undefined && t.nodeId === this.d.id && t.desired === 'run' && t.hostPorts.includes(hostPort);
   }
 
+  /**
+   * The spec of an app's version. Each stored spec is parsed once: keyed by its key and the Raft
+   * index that wrote it (an app removed and created again reuses version numbers).
+   */
+  private specOf(app: string, version: number): AppSpec | undefined {
+    const rec = this.d.raft.state.kvGet(specKey(app, version));
+    if (!rec) return undefined;
+    const k = `${rec.key}@${rec.modIndex}`;
+    let s = this.specCache.get(k);
+    if (s === undefined) {
+      s = parseRecord<AppSpec>(rec.value);
+      if (s) this.specCache.set(k, s);
+    }
+    return s;
+  }
+
+  /**
+   * Whether a connection from `remote` may use a docker address that serves `networks` (a
+   * service VIP: its network; a view's DNS address: its networks). Sources must be on the host's
+   * docker bridges or loopback; a container must be one of this node's tasks on each of those
+   * networks (a container of another network, or one Omni did not start, is refused). Loopback
+   * sources — processes of the host, process tasks among them — are not told apart.
+   */
+  private async containerMayReach(remote: string | undefined, networks: readonly string[]): Promise<boolean> {
+    if (!this.dockerVips || !(await this.dockerVips.sourceAllowed(remote))) return false;
+    const address = (remote ?? '').replace(/^::ffff:/, '');
+    if (!this.containers || address.startsWith('127.')) return true;
+    const tables = this.d.raft.state.tables;
+    let taskId: string | undefined;
+    try {
+      taskId = await this.containers.taskOf(address, (id) => tables.task(id)?.nodeId === this.d.id);
+    } catch (err) {
+      this.warnOnce(`mesh: cannot tell which container ${address} is (${(err as Error).message}): its connections to service addresses are refused`);
+      return false;
+    }
+    const task = taskId === undefined ? undefined : tables.task(taskId);
+    const spec = task ? this.specOf(task.app, task.version) : undefined;
+    if (task && spec && mayReach(networksOf(spec).map((n) => n.name), networks)) return true;
+    this.warnOnce(
+      task
+        ? `mesh: refused connections from task ${task.id} (app ${task.app}) to an address of network ${networks.join('+')}: the app is not on it`
+        : `mesh: refused connections from ${address} to an address of network ${networks.join('+')}: not a container of a task of this node`,
+    );
+    return false;
+  }
+
   private compute(): MeshView {
     const state = this.d.raft.state;
     const tables = state.tables;
-    // Each stored spec is parsed once: keyed by its key and the Raft index that wrote it (an app
-    // removed and created again reuses version numbers). Cleared past MAX_CACHED_SPECS.
-    const specs = this.specCache;
-    if (specs.size > MAX_CACHED_SPECS) specs.clear();
-    const specOf = (app: string, version: number) => {
-      const rec = state.kvGet(specKey(app, version));
-      if (!rec) return undefined;
-      const k = `${rec.key}@${rec.modIndex}`;
-      let s = specs.get(k);
-      if (s === undefined) {
-        s = parseRecord<AppSpec>(rec.value);
-        if (s) specs.set(k, s);
-      }
-      return s;
-    };
+    if (this.specCache.size > MAX_CACHED_SPECS) this.specCache.clear();
+    const specOf = (app: string, version: number) => this.specOf(app, version);
     const apps: { record: AppRecord; spec: AppSpec }[] = [];
     for (const record of tables.apps().slice(0, MAX_APPS)) {
       // Records are frozen and replaced on every change: one lookup per record version, so a
@@ -248,7 +292,7 @@ export class Mesh {
     await this.syncDns();
     const want = new Map<string, { host: string; port: number; route: Route; what: string; docker: boolean; udp: boolean }>();
     const proto = (udp?: true) => (udp ? 'udp' : 'tcp');
-    for (const l of this.view.listeners) want.set(`${l.vip}:${l.port}/${proto(l.udp)}`, { host: l.vip, port: l.port, route: { app: l.app, portName: l.portName }, what: `${l.alias}:${l.port}${l.udp ? '/udp' : ''} (network ${l.network}${l.kind === 'docker' ? ', containers' : ''})`, docker: l.kind === 'docker', udp: l.udp === true });
+    for (const l of this.view.listeners) want.set(`${l.vip}:${l.port}/${proto(l.udp)}`, { host: l.vip, port: l.port, route: { app: l.app, portName: l.portName, network: l.network }, what: `${l.alias}:${l.port}${l.udp ? '/udp' : ''} (network ${l.network}${l.kind === 'docker' ? ', containers' : ''})`, docker: l.kind === 'docker', udp: l.udp === true });
     if (this.opts.publish) {
       for (const p of this.view.published) {
         const port = p.port + this.opts.publish.portOffset;
@@ -280,10 +324,10 @@ export class Mesh {
     const settled = new Promise<void>((r) => (settle = r));
     l.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
       if (!docker) return void this.accept(sock, l.route);
-      // Docker VIPs: only containers on this host's docker bridges (and local processes).
-      void this.dockerVips?.sourceAllowed(sock.remoteAddress).then((ok) => {
+      // Docker VIPs: only containers of tasks on the service's network (and local processes).
+      void this.containerMayReach(sock.remoteAddress, l.route.network ? [l.route.network] : []).then((ok) => {
         if (ok) void this.accept(sock, l.route);
-        else sock.destroy();
+        else sock.resetAndDestroy();
       });
     });
     l.server.maxConnections = MAX_CONNECTIONS_PER_LISTENER;
@@ -320,7 +364,7 @@ export class Mesh {
           network: w.network,
           view: () => (this.view.views.get(w.network) ?? [w.network]).map((network) => ({ network, names: (w.docker ? this.view.dockerHosts : this.view.hosts).get(network) ?? new Map<string, string>() })),
           upstreams: this.upstreams,
-          ...(w.docker ? { allow: (address: string) => this.dockerVips?.sourceAllowed(address) ?? Promise.resolve(false) } : {}),
+          ...(w.docker ? { allow: (address: string) => this.containerMayReach(address, this.view.views.get(w.network) ?? [w.network]) } : {}),
         });
         const entry = { server, bound: false, failedAtMs: 0 };
         this.dnsServers.set(key, entry);
@@ -358,7 +402,7 @@ export class Mesh {
       host,
       port,
       open: (_client, r) => this.openUdp(l.route, r),
-      ...(docker ? { allow: (address: string) => this.dockerVips?.sourceAllowed(address) ?? Promise.resolve(false) } : {}),
+      ...(docker ? { allow: (address: string) => this.containerMayReach(address, l.route.network ? [l.route.network] : []) } : {}),
       ...(this.opts.idleMs !== undefined ? { idleMs: Math.min(this.opts.idleMs, 60_000) } : {}),
       onError: (err) => this.d.log.debug(`mesh: ${what}: ${err.message}`),
     });

@@ -232,3 +232,12 @@ export function hostsFile(network: Map<string, string> | undefined): string {
   for (const [alias, vip] of [...(network ?? new Map<string, string>()).entries()].sort()) lines.push(`${vip}\t${alias}`);
   return lines.join('\n') + '\n';
 }
+
+/**
+ * Whether a task on `taskNetworks` may connect to an address that serves `target`: a service's
+ * VIP serves its one network, a view's DNS address all the networks of that view. Only a task on
+ * each of them may (containers: node/net/mesh.ts asks which task a connection comes from).
+ */
+export function mayReach(taskNetworks: readonly string[], target: readonly string[]): boolean {
+  return target.length > 0 && target.every((n) => taskNetworks.includes(n));
+}

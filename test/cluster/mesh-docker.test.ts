@@ -209,7 +209,41 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     expect(hosts).toMatch(/^198\.18\.(4[89]|5\d|6[0-3])\.\d+\tz\.net2$/m); // d3's docker range
     // a (net1 only) does not see z
     expect((await httpGet(aPort, '/hosts')).body).not.toMatch(/\tz(\.net2)?$/m);
-    for (const app of ['m', 'z']) expect((await api('DELETE', `/v1/apps/${app}`)).status).toBeLessThan(300);
+
+    // Nor can a container of net1 alone connect to z's address, taken from m's hosts file: the
+    // node's proxy refuses containers of tasks not on the service's network (b, on net1, answers
+    // it); nor z's host port through the container's gateway (the host): bound on 127.0.0.1 only.
+    const zVip = /^(198\.18\.\d+\.\d+)\tz\.net2$/m.exec(hosts)![1];
+    const zHostPort = ((await api<Inspect>('GET', '/v1/apps/z')).body.tasks.find((t) => t.id === zt.id)!).hostPorts[0];
+    const ask = (target: string, port: string, file: string) => `if printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 ${target} ${port} >/www/r.raw 2>/dev/null && grep -q " from " /www/r.raw; then tr -d "\\r" </www/r.raw | sed "1,/^$/d" >/www/${file}.tmp; else echo refused >/www/${file}.tmp; fi; mv /www/${file}.tmp /www/${file}.txt`;
+    const tryLoop = `${ask('$ZVIP', '8080', 'zvip')}; ${ask('b', '8080', 'b')}; GW=$(ip route | awk '/^default/ {print $3}'); ${ask('$GW', '$ZPORT', 'zhost')}`;
+    const iso = await api('POST', '/v1/apps', {
+      name: 'iso',
+      image,
+      args: ['sh', '-c', `mkdir -p /www && httpd -p 8080 -h /www && while true; do ${tryLoop}; sleep 0.3; done`],
+      env: { ZVIP: zVip, ZPORT: String(zHostPort) },
+      ports: [{ name: 'http', port: 8080, publish: PUBLISH + 3 }],
+      network: { name: 'net1', aliases: ['iso'] },
+      constraints: ['node.name==d3'],
+      resources: { cpu: 0.1, memory: '32M' },
+      healthCheck: health,
+    });
+    expect(iso.status, JSON.stringify(iso.body)).toBe(201);
+    await waitFor('iso serving', () => servingTask('iso'), 60_000, 300);
+    const isoPort = publishedOn('d3') + 3;
+    await waitFor('iso reaches b (its own network) and has tried z both ways', async () => {
+      const r = await httpGet(isoPort, '/b.txt').catch(() => undefined);
+      const tried = await httpGet(isoPort, '/zhost.txt').catch(() => undefined);
+      return r?.body === `b from ${bt.id}\n` && tried?.status === 200 ? r : undefined;
+    }, 30_000, 300);
+    // several rounds of its loop, each refused, while m (on net2 too) still reaches z
+    for (let round = 0; round < 3; round++) {
+      expect((await httpGet(isoPort, '/zvip.txt')).body).toBe('refused\n');
+      expect((await httpGet(isoPort, '/zhost.txt')).body).toBe('refused\n');
+      await new Promise((r) => setTimeout(r, 700));
+    }
+    expect((await httpGet(mPort, '/z.txt')).body).toBe(`z from ${zt.id}\n`);
+    for (const app of ['iso', 'm', 'z']) expect((await api('DELETE', `/v1/apps/${app}`)).status).toBeLessThan(300);
   }, 200_000);
 
   it("b's node is killed: b moves and the name follows", async () => {

@@ -2,7 +2,7 @@
 // ports, serving endpoints), round-robin, hosts files, the tunnel header and the spec fields.
 import { describe, expect, it } from 'vitest';
 import { allocateVips, fnv1a, parseVipRange, vipKey, DEFAULT_VIP_RANGE, type VipRange } from '../../protocol/net/vip.js';
-import { buildMesh, hostsFile, RoundRobin, viewKey, type MeshInput } from '../../protocol/net/mesh.js';
+import { buildMesh, hostsFile, mayReach, RoundRobin, viewKey, type MeshInput } from '../../protocol/net/mesh.js';
 import { HeaderReader, encodeHeader, readReply, readRequest, MAX_TUNNEL_HEADER_BYTES } from '../../protocol/net/tunnel-wire.js';
 import { validateAppSpec, type AppSpec } from '../../protocol/apps/spec.js';
 import type { AppRecord, TaskRecord, TaskStatusRecord } from '../../protocol/apps/model.js';
@@ -197,6 +197,18 @@ describe('mesh view', () => {
   it('writes hosts files with localhost first and one line per alias', () => {
     expect(hostsFile(new Map([['web', '127.77.0.9'], ['api', '127.77.1.2']]))).toBe('127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.77.1.2\tapi\n127.77.0.9\tweb\n');
     expect(hostsFile(undefined)).toBe('127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n');
+  });
+});
+
+describe('mayReach: which addresses a container may connect to', () => {
+  it("a service's VIP only from a task on its network; a view's DNS address only from a task on all of the view's networks", () => {
+    expect(mayReach(['net1'], ['net1'])).toBe(true);
+    expect(mayReach(['net1'], ['net2'])).toBe(false);
+    expect(mayReach(['net1', 'net2'], ['net2'])).toBe(true);
+    expect(mayReach(['net1', 'net2'], ['net1', 'net2'])).toBe(true);
+    expect(mayReach(['net1'], ['net1', 'net2'])).toBe(false);
+    expect(mayReach([], ['net1'])).toBe(false);
+    expect(mayReach(['net1'], [])).toBe(false);
   });
 });
 

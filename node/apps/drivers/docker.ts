@@ -362,7 +362,7 @@ export class DockerDriver implements TaskDriver {
     for (const p of cfg.ports) {
       const key = `${p.containerPort}/${p.udp ? 'udp' : 'tcp'}`;
       exposed[key] = {};
-      (bindings[key] ??= []).push({ HostIp: '0.0.0.0', HostPort: String(p.hostPort) });
+      (bindings[key] ??= []).push({ HostIp: cfg.hostPortsLoopbackOnly ? '127.0.0.1' : '0.0.0.0', HostPort: String(p.hostPort) });
     }
     const labels: Record<string, string> = { ...cfg.labels, [LABEL_TASK]: cfg.taskId, [LABEL_APP]: cfg.app, [LABEL_VERSION]: String(cfg.version) };
     if (this.owner !== undefined) labels[LABEL_OWNER] = this.owner;
@@ -486,6 +486,22 @@ export class DockerDriver implements TaskDriver {
       if (st) out.push(st);
     }
     return out.sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0));
+  }
+
+  /**
+   * The addresses of this driver's running containers on the engine's networks, each with its
+   * task (the service mesh asks which task a connection to a docker VIP comes from).
+   */
+  async containerAddresses(): Promise<Map<string, string>> {
+    const label = this.owner !== undefined ? [`${LABEL_OWNER}=${this.owner}`, LABEL_TASK] : [LABEL_TASK];
+    const list = await this.call('list containers', async () => (await this.engine()).listContainers({ filters: { label, status: ['running'] } }));
+    const out = new Map<string, string>();
+    for (const c of list) {
+      const taskId = c.Labels?.[LABEL_TASK];
+      if (!taskId || !TASK_ID_RE.test(taskId)) continue;
+      for (const n of Object.values(c.NetworkSettings?.Networks ?? {})) if (n?.IPAddress) out.set(n.IPAddress, taskId);
+    }
+    return out;
   }
 
   async *logs(taskId: string, opts: LogOptions): AsyncIterable<string> {

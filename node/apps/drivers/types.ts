@@ -55,6 +55,12 @@ export interface TaskConfig {
   /** The network's resolv.conf (its DNS address first), mounted over /etc/resolv.conf like hostsFile. */
   resolvConf?: string;
   /**
+   * Host ports on 127.0.0.1 only (docker driver): a task on a network is reached through the
+   * node's mesh (names, published ports), which connects to 127.0.0.1:hostPort — so neither
+   * another machine nor a container of another network reaches its ports directly.
+   */
+  hostPortsLoopbackOnly?: boolean;
+  /**
    * The task's synced workspace on the host (node/sync/task-workspace.ts), when its app has one.
    * Process driver: the task's working directory (and HOME), also in OMNI_WORKSPACE. Docker
    * driver: bind-mounted at /workspace (OMNI_WORKSPACE=/workspace), the container's working
