@@ -2,7 +2,7 @@
 // then the config file omnid init wrote ($OMNI_CONFIG or ~/.config/omni/config.json). An
 // https address is verified against the cluster CA only (never the system CAs when one is set).
 import { readFileSync } from 'node:fs';
-import { X509Certificate } from 'node:crypto';
+import { createRequire } from 'node:module';
 import type { ApiClient, ApiClientOptions } from '../../node/api/client.js';
 import { writeFileAtomic } from '../../node/files.js';
 import { FailoverClient, type ApiTarget } from './failover-client.js';
@@ -92,7 +92,8 @@ function caOption(flag: string | undefined, fromFile: string | undefined): ApiCl
     let ca: string;
     try {
       ca = readFileSync(path, 'utf8');
-      new X509Certificate(ca);
+      // node:crypto only here (a CLI start that needs no CA does not load it)
+      new (createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto')).X509Certificate(ca);
     } catch (err) {
       throw new OmniError('BAD_CA', `cannot read the CA certificate ${path}: ${(err as Error).message}`);
     }

@@ -2,8 +2,10 @@
 // Talks HTTPS (https://host:port, verified against the cluster CA), HTTP (http://host:port) or
 // the node-local control socket (unix:/path/to/api.sock).
 import { request as httpRequest, Agent as HttpAgent, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
+import { createRequire } from 'node:module';
 import { OmniError } from '../errors.js';
+
+const loadBuiltin = createRequire(import.meta.url);
 
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_CLIENT_TIMEOUT_MS = 30_000;
@@ -31,9 +33,10 @@ export class ApiClient {
     private readonly timeoutMs = DEFAULT_CLIENT_TIMEOUT_MS,
     private readonly opts: ApiClientOptions = {},
   ) {
-    const https = addr.startsWith('https:');
-    this.agent = https ? new HttpsAgent({ keepAlive: true, maxSockets: 256, ca: opts.ca, minVersion: 'TLSv1.2' }) : new HttpAgent({ keepAlive: true, maxSockets: 256 });
-    this.request = https ? httpsRequest : httpRequest;
+    // node:https (and TLS with it) only for an https address: loading it costs a CLI start ~10 ms
+    const https = addr.startsWith('https:') ? (loadBuiltin('node:https') as typeof import('node:https')) : undefined;
+    this.agent = https ? new https.Agent({ keepAlive: true, maxSockets: 256, ca: opts.ca, minVersion: 'TLSv1.2' }) : new HttpAgent({ keepAlive: true, maxSockets: 256 });
+    this.request = https ? https.request : httpRequest;
   }
 
   get<T = unknown>(path: string): Promise<T> {
