@@ -6,8 +6,10 @@
 //   - `bin/omni status` against the running cluster (its config file, as a user would);
 //   - a follower stopped (SIGTERM) and started again (`omnid start`): spawn → its "omnid: started"
 //     line, and spawn → its API answers `GET /v1/status`.
+//   - `node -e 0` with the same Node: the floor (Node's own start) the CLI's figures sit on.
 // Wall-clock figures on whatever else the host runs, and the CPU time the process used (less
-// sensitive to a busy host; 10 ms resolution): median and min of N runs. Human lines first, then
+// sensitive to a busy host; 10 ms resolution): median and min of N batches, each the mean of
+// RUNS_PER_BATCH runs started one after another by one sh (test/bench/load.ts). Human lines first, then
 // one JSON object as the last line. Linux (/proc, sh's `times`). Never asserted in tests.
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
@@ -33,8 +35,11 @@ function show(label: string, f: CommandFigure): void {
   console.log(`${label.padEnd(40)} wall median ${n(f.medianMs)} ms (min ${n(f.minMs)}, max ${n(f.maxMs)})  cpu median ${n(f.cpuMedianMs)} ms (min ${n(f.cpuMinMs)})  ${f.runs} runs`);
 }
 
+const NODE = join(ROOT, 'node_modules', '.bin', 'node');
 const c = await LocalCluster.create();
 try {
+  const nodeStart = await timeCommands(NODE, ['-e', '0'], RUNS);
+  show('node -e 0 (Node alone, the floor)', nodeStart);
   const help = await timeCommands(OMNI, ['--help'], RUNS);
   show('omni --help', help);
   const version = await timeCommands(OMNI, ['version'], RUNS);
@@ -82,11 +87,12 @@ try {
       omnid_loaded_ms: omnidLoaded.medianMs,
       omnid_loaded_cpu_ms: omnidLoaded.cpuMedianMs,
       omni_status_ms: status.medianMs,
+      node_start_ms: nodeStart.medianMs,
       omnid_start_to_started_ms: started.medianMs,
       omnid_start_to_api_ms: api.medianMs,
       omnid_start_to_api_cpu_ms: api.cpuMedianMs,
       cluster_form_ms: formMs,
-      figures: { help, version, omnidVersion, omnidLoaded, status, started, api },
+      figures: { nodeStart, help, version, omnidVersion, omnidLoaded, status, started, api },
     }),
   );
 } finally {
