@@ -60,6 +60,8 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
                          partitions and crashes (its node stops it when cut off from the quorum
                          for a lease, 10 s; a replacement starts only after that); stop-first updates
   --driver NAME          docker | process (default: docker for an image, process for a command)
+  --entrypoint PROGRAM   an image's ENTRYPOINT replaced by PROGRAM (ARGS its arguments; the image's
+                         CMD is not used), '' for none — as docker run --entrypoint
   --replace              replace an app of the same name (a rolling update to this spec);
                          without it an existing name is refused (CONFLICT), as docker run --name does
   --detach, -d           don't wait for the app to be healthy;  --timeout SECONDS (default 120)
@@ -140,7 +142,7 @@ export async function run(argv: string[]): Promise<number> {
       job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' }, deadline: { type: 'string' }, parallelism: { type: 'string' }, ttl: { type: 'string' },
       cron: { type: 'string' }, 'time-zone': { type: 'string' }, concurrency: { type: 'string' }, 'starting-deadline': { type: 'string' },
       network: { type: 'string', multiple: true }, alias: { type: 'string', multiple: true }, publish: { type: 'string', multiple: true },
-      repo: { type: 'string' }, ...BUILD_FLAGS,
+      repo: { type: 'string' }, entrypoint: { type: 'string' }, ...BUILD_FLAGS,
     },
     USAGE,
   );
@@ -191,6 +193,7 @@ export async function run(argv: string[]): Promise<number> {
   const spec: Record<string, unknown> = {
     name: values.name,
     ...(command ? { command } : { image: positionals[0], args: positionals.slice(1) }),
+    ...(values.entrypoint !== undefined ? { entrypoint: values.entrypoint === '' ? [] : [values.entrypoint as string] } : {}),
     env,
     ports,
     replicas: values.replicas !== undefined ? Number(values.replicas) : 1,

@@ -59,6 +59,11 @@ export interface AppSpec {
   image?: string;
   command?: string[];
   args: string[];
+  /**
+   * docker only: replaces the image's ENTRYPOINT (args become its arguments, the image's CMD is
+   * not used — as `docker run --entrypoint` and Compose's entrypoint); [] runs without one.
+   */
+  entrypoint?: string[];
   env: Record<string, string>;
   ports: PortSpec[];
   /**
@@ -184,7 +189,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'networks', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'entrypoint', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'networks', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
 const CRON_FIELDS = ['timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
@@ -272,6 +277,7 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (command && command.length === 0) e.add('command', 'must not be empty');
   if ((image === undefined) === (command === undefined)) e.add(image === undefined ? 'image' : 'command', 'give exactly one of image or command');
   const args = argv(e, input.args, 'args') ?? [];
+  const entrypoint = argv(e, input.entrypoint, 'entrypoint');
   const env: Record<string, string> = {};
   if (input.env !== undefined) {
     if (!isObj(input.env) || Object.keys(input.env).length > MAX_ENV_VARS) e.add('env', `must be a mapping of at most ${MAX_ENV_VARS} variables`);
@@ -306,6 +312,7 @@ export function validateAppSpec(input: unknown): SpecResult {
   const driver = input.driver === undefined ? (image !== undefined ? 'docker' : 'process') : ['docker', 'process', 'mock', 'forge'].includes(input.driver as string) ? (input.driver as AppSpec['driver']) : (e.add('driver', 'must be docker, process, mock or forge'), 'process');
   if (driver === 'docker' && image === undefined && command !== undefined) e.add('driver', 'the docker driver needs an image');
   if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
+  if (entrypoint !== undefined && driver !== 'docker') e.add('entrypoint', "only for the docker driver (an image's ENTRYPOINT); a command's first word is its program");
   if (healthCheck?.inContainer && driver !== 'docker') e.add('healthCheck.inContainer', 'only for the docker driver (a process task has no container: its check runs on the node)');
   if (files.length > 0 && driver !== 'docker' && driver !== 'process') e.add('files', 'only for the docker and process drivers');
   if (driver === 'forge') {
@@ -397,6 +404,7 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (cron) spec.cron = cron;
   if (image !== undefined) spec.image = image;
   if (command !== undefined) spec.command = command;
+  if (entrypoint !== undefined) spec.entrypoint = entrypoint;
   if (healthCheck) spec.healthCheck = healthCheck;
   if (network) spec.network = network;
   // one network is written as `network` (the form every earlier version reads)

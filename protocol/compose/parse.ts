@@ -435,9 +435,10 @@ export function parseCompose(input: ComposeInput): Stack {
       spec.driver = 'process';
     } else {
       if (image === undefined && build === undefined) r.err(where, 'needs image or build');
-      if (entrypoint !== undefined) r.err(`${where}.entrypoint`, 'not supported for an image: the docker driver sets the image’s command (CMD) only; put the whole command line in command with an image whose ENTRYPOINT fits, or set it in the Dockerfile');
       if (image !== undefined && build === undefined) spec.image = image;
       if (command !== undefined) spec.args = command;
+      // replaces the image's ENTRYPOINT (and, as in Compose, its CMD unless command is given); [] or '': none
+      if (entrypoint !== undefined) spec.entrypoint = entrypoint;
       spec.driver = 'docker';
     }
 

@@ -32,7 +32,9 @@ name: boxes
 services:
   box:
     image: ${TEST_IMAGE}
-    command: ["sh", "-c", "sleep 1; touch ${MARK}; exec sleep 100000"]
+    # entrypoint + command, as Compose runs them: the mark appears only if both reach the engine
+    entrypoint: ["sh", "-c"]
+    command: ["sleep 1; touch ${MARK}; exec sleep 100000"]
     healthcheck:
       test: ["CMD", "test", "-f", "${MARK}"]
       interval: 300ms

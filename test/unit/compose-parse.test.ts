@@ -195,11 +195,10 @@ describe('compose: bad files give clear errors', () => {
     ]);
   });
 
-  it('not YAML, duplicate keys, no services, entrypoint on an image, sctp ports, port ranges, global mode', () => {
+  it('not YAML, duplicate keys, no services, sctp ports, port ranges, global mode', () => {
     expect(errorsOf(() => parseCompose(input('services: [\n')))[0]).toMatch(/^compose\.yaml: /);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x}\n  a: {image: y}\n')))[0]).toMatch(/unique/i);
     expect(errorsOf(() => parseCompose(input('name: x\n')))).toEqual(['compose.yaml: services: must be a mapping of at least one service']);
-    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, entrypoint: [sh]}\n')))[0]).toMatch(/^services\.a\.entrypoint: not supported for an image/);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, ports: ["53:53/sctp", "8000-8001:8000-8001"]}\n')))).toEqual(['services.a.ports[0]: protocol sctp is not supported (tcp or udp)', 'services.a.ports[1]: port ranges are not supported: list each port']);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, deploy: {mode: global}}\n')))[0]).toMatch(/^services\.a\.deploy\.mode: global is not supported/);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {build: {context: ., dockerfile_inline: "FROM x"}}\n')))[0]).toMatch(/^services\.a\.build\.dockerfile_inline: not supported/);
@@ -258,6 +257,17 @@ describe('compose: pieces', () => {
     const s = parseCompose(input('services:\n  a: {image: x, ports: ["127.0.0.1:8081:81", "82", {target: 83, published: "8083"}, 84]}\n'));
     expect(s.services[0].spec.ports).toEqual([{ name: 'p81', port: 81, publish: 8081 }, { name: 'p82', port: 82 }, { name: 'p83', port: 83, publish: 8083 }, { name: 'p84', port: 84 }]);
     expect(s.warnings).toEqual([expect.stringMatching(/^services\.a\.ports\[0\]: the host IP is ignored/)]);
+  });
+
+  it("an image service's entrypoint replaces the image's ENTRYPOINT ('' or []: none); a spec refuses it for a process app", () => {
+    const s = parseCompose(input('services:\n  a: {image: x, entrypoint: [sh, -c], command: ["echo hi"]}\n  b: {image: x, entrypoint: ""}\n  c: {image: x, entrypoint: /bin/run --fast}\n'));
+    expect(s.services.map((x) => [x.spec.entrypoint, x.spec.args])).toEqual([
+      [['sh', '-c'], ['echo hi']],
+      [[], undefined],
+      [['/bin/run', '--fast'], undefined],
+    ]);
+    expect(validateAppSpec({ name: 'a', image: 'x', entrypoint: ['sh'] })).toMatchObject({ ok: true, spec: { entrypoint: ['sh'] } });
+    expect(validateAppSpec({ name: 'a', command: ['true'], entrypoint: ['sh'] })).toMatchObject({ ok: false, errors: [{ field: 'entrypoint' }] });
   });
 
   it('process-driver services run entrypoint + command on the node', () => {

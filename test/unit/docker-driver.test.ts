@@ -205,6 +205,34 @@ describe.skipIf(skip !== undefined)('DockerDriver (real engine)', () => {
     }
   });
 
+  it("entrypoint replaces the image's ENTRYPOINT, command its arguments; [] runs without the image's", async () => {
+    const d = driver();
+    const docker = new Docker({ socketPath });
+    // an image whose ENTRYPOINT would fail: busybox committed with ENTRYPOINT ["false"]
+    const base = await docker.createContainer({ Image: image, Cmd: ['true'] });
+    const withEntrypoint = `omni-test/entrypoint-false:${process.pid}`;
+    await base.commit({ repo: withEntrypoint.split(':')[0], tag: String(process.pid), changes: 'ENTRYPOINT ["false"]' });
+    await base.remove({ force: true });
+    try {
+      const replaced = task(['a', 'b'], { entrypoint: ['sh', '-c', 'echo "ep $0 $1"'] });
+      const cleared = task(['echo', 'no entrypoint'], { image: withEntrypoint, entrypoint: [] });
+      const kept = task(['x'], { image: withEntrypoint });
+      for (const cfg of [replaced, cleared, kept]) await d.start(cfg);
+      const exited = (cfg: TaskConfig) => waitFor(`${cfg.taskId} exits`, async () => {
+        const s = await d.inspect(cfg.taskId);
+        return s?.state === 'exited' ? s : undefined;
+      });
+      expect((await exited(replaced)).exitCode).toBe(0);
+      expect(await collect(d.logs(replaced.taskId, { follow: false }))).toEqual(['ep a b']);
+      expect((await exited(cleared)).exitCode).toBe(0);
+      expect(await collect(d.logs(cleared.taskId, { follow: false }))).toEqual(['no entrypoint']);
+      expect((await exited(kept)).exitCode).toBe(1); // the image's own ENTRYPOINT (false) ran
+      for (const cfg of [replaced, cleared, kept]) await d.destroy(cfg.taskId);
+    } finally {
+      await docker.getImage(withEntrypoint).remove({ force: true }).catch(() => undefined);
+    }
+  });
+
   it('a synced workspace (workDir) is bind-mounted at /workspace, the working directory of an image without a WORKDIR', async () => {
     const d = driver();
     const { mkdtemp, readFile, rm, writeFile } = await import('node:fs/promises');

@@ -393,6 +393,8 @@ export class DockerDriver implements TaskDriver {
       HostConfig: hostConfig,
     };
     if (cfg.command && cfg.command.length > 0) create.Cmd = cfg.command;
+    // [""] is how the engine is told "no ENTRYPOINT" (docker run --entrypoint ''); [] would keep the image's
+    if (cfg.entrypoint !== undefined) create.Entrypoint = cfg.entrypoint.length > 0 ? cfg.entrypoint : [''];
     if (workingDir) create.WorkingDir = workingDir;
 
     const container = await this.call(`create ${cfg.taskId}`, async () => {

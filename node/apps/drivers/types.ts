@@ -32,6 +32,8 @@ export interface TaskConfig {
   version: number;
   image?: string;       // docker
   command?: string[];   // process: argv (command + args); docker: overrides the image's cmd
+  /** docker: replaces the image's ENTRYPOINT ([]: none), as docker run --entrypoint. */
+  entrypoint?: string[];
   env: Record<string, string>;
   ports: PortMapping[];
   volumes: VolumeMount[];
