@@ -62,6 +62,9 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
   --driver NAME          docker | process (default: docker for an image, process for a command)
   --entrypoint PROGRAM   an image's ENTRYPOINT replaced by PROGRAM (ARGS its arguments; the image's
                          CMD is not used), '' for none — as docker run --entrypoint
+  --user, -u USER[:GROUP]  --workdir, -w DIR  --hostname NAME  --stop-signal SIGNAL:
+                         the container's (an image), as docker run's
+  --stop-timeout SECONDS between the stop signal and SIGKILL (default 5, at most 600)
   --replace              replace an app of the same name (a rolling update to this spec);
                          without it an existing name is refused (CONFLICT), as docker run --name does
   --detach, -d           don't wait for the app to be healthy;  --timeout SECONDS (default 120)
@@ -92,6 +95,12 @@ another repository (then --replace is needed).
   --rebuild, --runner host|docker, --max-source SIZE, --registry URL, --quiet: as omni build
 ${CONNECTION_HELP}
 `;
+
+/** --stop-timeout SECONDS (whole, 0-600) in ms. */
+function stopTimeoutMs(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) > 600) throw new UsageError(`--stop-timeout must be whole seconds from 0 to 600, got ${v}`);
+  return Number(v) * 1000;
+}
 
 /** Whether the positional names a source directory (rather than an image). */
 export function isSourceDir(arg: string): boolean {
@@ -142,7 +151,8 @@ export async function run(argv: string[]): Promise<number> {
       job: { type: 'boolean' }, type: { type: 'string' }, retries: { type: 'string' }, deadline: { type: 'string' }, parallelism: { type: 'string' }, ttl: { type: 'string' },
       cron: { type: 'string' }, 'time-zone': { type: 'string' }, concurrency: { type: 'string' }, 'starting-deadline': { type: 'string' },
       network: { type: 'string', multiple: true }, alias: { type: 'string', multiple: true }, publish: { type: 'string', multiple: true },
-      repo: { type: 'string' }, entrypoint: { type: 'string' }, ...BUILD_FLAGS,
+      repo: { type: 'string' }, entrypoint: { type: 'string' }, user: { type: 'string', short: 'u' }, workdir: { type: 'string', short: 'w' },
+      hostname: { type: 'string' }, 'stop-signal': { type: 'string' }, 'stop-timeout': { type: 'string' }, ...BUILD_FLAGS,
     },
     USAGE,
   );
@@ -194,6 +204,11 @@ export async function run(argv: string[]): Promise<number> {
     name: values.name,
     ...(command ? { command } : { image: positionals[0], args: positionals.slice(1) }),
     ...(values.entrypoint !== undefined ? { entrypoint: values.entrypoint === '' ? [] : [values.entrypoint as string] } : {}),
+    ...(values.user !== undefined ? { user: values.user } : {}),
+    ...(values.workdir !== undefined ? { workingDir: values.workdir } : {}),
+    ...(values.hostname !== undefined ? { hostname: values.hostname } : {}),
+    ...(values['stop-signal'] !== undefined ? { stopSignal: values['stop-signal'] } : {}),
+    ...(values['stop-timeout'] !== undefined ? { stopTimeoutMs: stopTimeoutMs(values['stop-timeout'] as string) } : {}),
     env,
     ports,
     replicas: values.replicas !== undefined ? Number(values.replicas) : 1,

@@ -44,6 +44,8 @@ const MIB = 1024 * 1024;
 
 interface Local {
   task: TaskRecord;
+  /** Between the stop signal and SIGKILL (spec.stopTimeoutMs, else STOP_TIMEOUT_MS). */
+  stopTimeoutMs: number;
   driver: TaskDriver;
   run?: TaskStatus;
   restarts: number;
@@ -302,7 +304,7 @@ export class Agent {
         // The task record is gone (app removed, or garbage-collected after stopping).
         if (l.stopping) return;
         l.stopping = true;
-        if (l.run?.state === 'running') await l.driver.stop(id, STOP_TIMEOUT_MS).catch(() => undefined);
+        if (l.run?.state === 'running') await l.driver.stop(id, l.stopTimeoutMs).catch(() => undefined);
         await l.driver.destroy(id).catch(() => undefined);
         await this.d.workspaces?.remove(id).catch((err: Error) => this.d.log.warn(`agent: ${id}: removing its workspace: ${err.message}`));
         await rm(this.filesDir(id), { recursive: true, force: true }).catch(() => undefined);
@@ -356,7 +358,7 @@ export class Agent {
   }
 
   private fresh(task: TaskRecord, driver: TaskDriver, spec: AppSpec | undefined): Local {
-    return { released: false, exclusive: spec?.exclusive === true, task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false, healthLog: [], runSinceMs: 0, passedOnce: false, readBackDone: false, readBackFailures: 0, nextWorkspaceCheckAtMs: 0, checkingWorkspace: false, nextAutoSyncAtMs: 0, autoSyncing: false };
+    return { released: false, exclusive: spec?.exclusive === true, stopTimeoutMs: spec?.stopTimeoutMs ?? STOP_TIMEOUT_MS, task, driver, restarts: 0, nextRestartAtMs: 0, health: 'none', healthFailures: 0, nextProbeAtMs: 0, probing: false, reason: '', state: 'pending', starting: false, stopping: false, cause: '', healthKill: '', classifiedExitAtMs: 0, final: false, portsInUse: [], lastOutput: [], servingSinceMs: 0, stable: false, healthLog: [], runSinceMs: 0, passedOnce: false, readBackDone: false, readBackFailures: 0, nextWorkspaceCheckAtMs: 0, checkingWorkspace: false, nextAutoSyncAtMs: 0, autoSyncing: false };
   }
 
   private async reconcileTask(t: TaskRecord): Promise<void> {
@@ -765,7 +767,7 @@ export class Agent {
             // Self-healing like Swarm: an unhealthy task is stopped; the restart policy brings it back.
             if (spec.restart.policy !== 'never') {
               l.healthKill = l.cause;
-              void this.report().then(() => l.driver.stop(l.task.id, STOP_TIMEOUT_MS)).catch(() => undefined);
+              void this.report().then(() => l.driver.stop(l.task.id, l.stopTimeoutMs)).catch(() => undefined);
             }
           }
           l.health = 'unhealthy';
@@ -784,7 +786,7 @@ export class Agent {
     if (l.run?.state === 'running') {
       l.stopping = true;
       try {
-        await l.driver.stop(l.task.id, STOP_TIMEOUT_MS);
+        await l.driver.stop(l.task.id, l.stopTimeoutMs);
         await this.refresh(l);
       } finally {
         l.stopping = false;
@@ -832,6 +834,10 @@ export class Agent {
       image: spec.image,
       command,
       ...(spec.entrypoint !== undefined ? { entrypoint: spec.entrypoint } : {}),
+      ...(spec.user !== undefined ? { user: spec.user } : {}),
+      ...(spec.workingDir !== undefined ? { workingDir: spec.workingDir } : {}),
+      ...(spec.hostname !== undefined ? { hostname: spec.hostname } : {}),
+      ...(spec.stopSignal !== undefined ? { stopSignal: spec.stopSignal } : {}),
       // The allocation epoch: the Raft index that placed this task — higher for every later
       // placement of the app, so a task can fence its writes to outside storage with it.
       env: { ...net?.env, ...spec.env, ...files.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },

@@ -53,6 +53,11 @@ export interface TaskFileSpec {
 export const MAX_TASK_FILES = 32;
 export const MAX_TASK_FILE_BYTES = 64 * 1024;
 export const MAX_TASK_FILES_TOTAL_BYTES = 256 * 1024;
+/** Container options (docker driver): what docker run --user, --hostname and STOPSIGNAL accept. */
+const CONTAINER_USER = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$/;
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const STOP_SIGNAL = /^(SIG[A-Z0-9+-]{1,12}|[A-Z][A-Z0-9]{1,10}|[1-9]\d?)$/;
+export const MAX_STOP_TIMEOUT_MS = 10 * 60_000;
 export interface Constraint { attribute: string; op: '==' | '!=' | 'exists'; value: string }
 export interface AppSpec {
   name: string;
@@ -64,6 +69,16 @@ export interface AppSpec {
    * not used — as `docker run --entrypoint` and Compose's entrypoint); [] runs without one.
    */
   entrypoint?: string[];
+  /** docker only: the user the container runs as (`NAME`, `UID`, `UID:GID`), as docker run --user. */
+  user?: string;
+  /** docker only: the container's working directory (absolute), over the image's WORKDIR. */
+  workingDir?: string;
+  /** docker only: the container's host name. */
+  hostname?: string;
+  /** docker only: the signal that asks the task to stop (default SIGTERM), as STOPSIGNAL. */
+  stopSignal?: string;
+  /** How long a task has between the stop signal and SIGKILL (default 5 s, at most 10 min). */
+  stopTimeoutMs?: number;
   env: Record<string, string>;
   ports: PortSpec[];
   /**
@@ -189,7 +204,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'entrypoint', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'networks', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'entrypoint', 'user', 'workingDir', 'hostname', 'stopSignal', 'stopTimeoutMs', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'networks', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
 const CRON_FIELDS = ['timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
@@ -313,6 +328,14 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (driver === 'docker' && image === undefined && command !== undefined) e.add('driver', 'the docker driver needs an image');
   if (driver === 'process' && command === undefined && image !== undefined) e.add('driver', 'the process driver runs a command, not an image');
   if (entrypoint !== undefined && driver !== 'docker') e.add('entrypoint', "only for the docker driver (an image's ENTRYPOINT); a command's first word is its program");
+  const user = input.user === undefined ? undefined : typeof input.user === 'string' && CONTAINER_USER.test(input.user) ? input.user : (e.add('user', 'a user name or UID, optionally :GROUP or :GID (at most 64 characters)'), undefined);
+  const workingDir = input.workingDir === undefined ? undefined : typeof input.workingDir === 'string' && input.workingDir.startsWith('/') && input.workingDir.length <= 1024 && !/[\0\n]/.test(input.workingDir) ? input.workingDir : (e.add('workingDir', 'an absolute path of at most 1,024 characters'), undefined);
+  const hostname = input.hostname === undefined ? undefined : typeof input.hostname === 'string' && HOSTNAME.test(input.hostname) ? input.hostname : (e.add('hostname', 'a host name: letters, digits, - and ., at most 253 characters'), undefined);
+  const stopSignal = input.stopSignal === undefined ? undefined : typeof input.stopSignal === 'string' && STOP_SIGNAL.test(input.stopSignal) ? input.stopSignal : (e.add('stopSignal', 'a signal name (SIGINT, SIGQUIT, …) or number'), undefined);
+  const stopTimeoutMs = input.stopTimeoutMs === undefined ? undefined : int(e, input.stopTimeoutMs, 'stopTimeoutMs', 0, MAX_STOP_TIMEOUT_MS, 0);
+  for (const [field, v] of [['user', user], ['workingDir', workingDir], ['hostname', hostname], ['stopSignal', stopSignal]] as const) {
+    if (v !== undefined && driver !== 'docker') e.add(field, 'only for the docker driver (a container option)');
+  }
   if (healthCheck?.inContainer && driver !== 'docker') e.add('healthCheck.inContainer', 'only for the docker driver (a process task has no container: its check runs on the node)');
   if (files.length > 0 && driver !== 'docker' && driver !== 'process') e.add('files', 'only for the docker and process drivers');
   if (driver === 'forge') {
@@ -405,6 +428,11 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (image !== undefined) spec.image = image;
   if (command !== undefined) spec.command = command;
   if (entrypoint !== undefined) spec.entrypoint = entrypoint;
+  if (user !== undefined) spec.user = user;
+  if (workingDir !== undefined) spec.workingDir = workingDir;
+  if (hostname !== undefined) spec.hostname = hostname;
+  if (stopSignal !== undefined) spec.stopSignal = stopSignal;
+  if (stopTimeoutMs !== undefined) spec.stopTimeoutMs = stopTimeoutMs;
   if (healthCheck) spec.healthCheck = healthCheck;
   if (network) spec.network = network;
   // one network is written as `network` (the form every earlier version reads)

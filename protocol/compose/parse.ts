@@ -441,6 +441,19 @@ export function parseCompose(input: ComposeInput): Stack {
       if (entrypoint !== undefined) spec.entrypoint = entrypoint;
       spec.driver = 'docker';
     }
+    // container options: the docker driver's (a process service runs on the node as omnid's user)
+    for (const [key, field] of [['user', 'user'], ['working_dir', 'workingDir'], ['hostname', 'hostname'], ['stop_signal', 'stopSignal']] as const) {
+      const v = s[key];
+      if (v === undefined) continue;
+      if (driver === 'process') r.err(`${where}.${key}`, 'only for an image service (a container option): a process service runs on the node');
+      else if (typeof v === 'string' || (key === 'user' && typeof v === 'number')) spec[field] = String(v);
+      else r.err(`${where}.${key}`, 'must be a string');
+    }
+    if (s.stop_grace_period !== undefined) {
+      const ms = parseDuration(s.stop_grace_period);
+      if (ms === undefined || ms > 600_000) r.err(`${where}.stop_grace_period`, 'must be a duration of at most 10m (1m30s, 10s…)');
+      else spec.stopTimeoutMs = Math.round(ms);
+    }
 
     // environment: env_file(s) first, environment over them, then secrets and configs
     const env: Record<string, string> = {};

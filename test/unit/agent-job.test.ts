@@ -84,4 +84,20 @@ describe('agent: job tasks run once', () => {
       w.agent.stop();
     }
   });
+
+  it("a task is stopped with its spec's stopTimeoutMs (Compose's stop_grace_period), else 5 s", async () => {
+    for (const [spec, want] of [[{ stopTimeoutMs: 42_000 }, 42_000], [{}, 5000]] as const) {
+      const w = agentWorld({ app: 'svc', spec, leaseMs: LEASE_MS });
+      w.agent.start();
+      try {
+        await waitFor('the task to start', () => w.driver.running().includes('svc-1'), 5000, 10);
+        w.stopTask();
+        w.agent.kick();
+        await waitFor('the task stopped', () => w.driver.stopTimeouts.has('svc-1'), 5000, 10);
+        expect(w.driver.stopTimeouts.get('svc-1')).toBe(want);
+      } finally {
+        w.agent.stop();
+      }
+    }
+  });
 });

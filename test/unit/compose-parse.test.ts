@@ -270,6 +270,20 @@ describe('compose: pieces', () => {
     expect(validateAppSpec({ name: 'a', command: ['true'], entrypoint: ['sh'] })).toMatchObject({ ok: false, errors: [{ field: 'entrypoint' }] });
   });
 
+  it('user, working_dir, hostname, stop_signal and stop_grace_period become container options; a process service refuses the container ones', () => {
+    const s = parseCompose(input('services:\n  a:\n    image: x\n    user: "1000:1000"\n    working_dir: /app\n    hostname: web\n    stop_signal: SIGQUIT\n    stop_grace_period: 1m30s\n'));
+    expect(s.services[0].spec).toMatchObject({ user: '1000:1000', workingDir: '/app', hostname: 'web', stopSignal: 'SIGQUIT', stopTimeoutMs: 90_000 });
+    expect(validateAppSpec(s.services[0].spec)).toMatchObject({ ok: true, spec: { user: '1000:1000', workingDir: '/app', hostname: 'web', stopSignal: 'SIGQUIT', stopTimeoutMs: 90_000 } });
+    expect(s.warnings).toEqual([]);
+    expect(errorsOf(() => parseCompose(input('services:\n  p: {x-omni-driver: process, command: [sleep, "9"], user: nobody, stop_grace_period: 2s}\n')))).toEqual(['services.p.user: only for an image service (a container option): a process service runs on the node']);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, stop_grace_period: 2h}\n')))[0]).toMatch(/^services\.a\.stop_grace_period: must be a duration of at most 10m/);
+    for (const bad of [{ user: 'a b' }, { workingDir: 'rel/dir' }, { hostname: '-x' }, { stopSignal: 'kill -9' }, { stopTimeoutMs: 700_000 }]) {
+      expect(validateAppSpec({ name: 'a', image: 'x', ...bad }), JSON.stringify(bad)).toMatchObject({ ok: false, errors: [{ field: Object.keys(bad)[0] }] });
+    }
+    expect(validateAppSpec({ name: 'a', command: ['true'], user: 'nobody' })).toMatchObject({ ok: false, errors: [{ field: 'user' }] });
+    expect(validateAppSpec({ name: 'a', command: ['true'], stopTimeoutMs: 20_000 })).toMatchObject({ ok: true, spec: { stopTimeoutMs: 20_000 } });
+  });
+
   it('process-driver services run entrypoint + command on the node', () => {
     const s = parseCompose(input('services:\n  p:\n    x-omni-driver: process\n    entrypoint: [node]\n    command: -e "console.log(1)"\n'));
     expect(s.services[0].spec).toMatchObject({ driver: 'process', command: ['node', '-e', 'console.log(1)'] });

@@ -233,6 +233,23 @@ describe.skipIf(skip !== undefined)('DockerDriver (real engine)', () => {
     }
   });
 
+  it('user, working directory, host name and stop signal reach the container', async () => {
+    const d = driver();
+    const cfg = task(['sh', '-c', 'echo "$(id -u):$(id -g) $(pwd) $(hostname)"; trap "echo got-int; exit 7" INT; while true; do sleep 0.1; done'], {
+      user: '1234:5678',
+      workingDir: '/tmp',
+      hostname: 'web-one',
+      stopSignal: 'SIGINT',
+    });
+    await d.start(cfg);
+    await waitFor('its first line', async () => ((await collect(d.logs(cfg.taskId, { follow: false }))).length > 0 ? true : undefined));
+    await d.stop(cfg.taskId, 10_000);
+    const st = await d.inspect(cfg.taskId);
+    expect(st?.exitCode).toBe(7); // SIGINT, trapped: not the default SIGTERM (exit 143) nor a kill (137)
+    expect(await collect(d.logs(cfg.taskId, { follow: false }))).toEqual(['1234:5678 /tmp web-one', 'got-int']);
+    await d.destroy(cfg.taskId);
+  });
+
   it('a synced workspace (workDir) is bind-mounted at /workspace, the working directory of an image without a WORKDIR', async () => {
     const d = driver();
     const { mkdtemp, readFile, rm, writeFile } = await import('node:fs/promises');

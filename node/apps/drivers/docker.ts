@@ -393,6 +393,10 @@ export class DockerDriver implements TaskDriver {
       HostConfig: hostConfig,
     };
     if (cfg.command && cfg.command.length > 0) create.Cmd = cfg.command;
+    if (cfg.user !== undefined) create.User = cfg.user;
+    if (cfg.hostname !== undefined) create.Hostname = cfg.hostname;
+    if (cfg.stopSignal !== undefined) create.StopSignal = cfg.stopSignal;
+    if (cfg.workingDir !== undefined) workingDir = cfg.workingDir;
     // [""] is how the engine is told "no ENTRYPOINT" (docker run --entrypoint ''); [] would keep the image's
     if (cfg.entrypoint !== undefined) create.Entrypoint = cfg.entrypoint.length > 0 ? cfg.entrypoint : [''];
     if (workingDir) create.WorkingDir = workingDir;

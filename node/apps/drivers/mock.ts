@@ -121,8 +121,12 @@ export class MockDriver implements TaskDriver {
     return { ...status };
   }
 
-  async stop(taskId: string, _timeoutMs: number): Promise<void> {
+  /** The timeout of the last stop of each task (what the agent allowed it between the stop signal and a kill). */
+  readonly stopTimeouts = new Map<string, number>();
+
+  async stop(taskId: string, timeoutMs: number): Promise<void> {
     this.engine.calls.push(`stop ${taskId}`);
+    this.stopTimeouts.set(taskId, timeoutMs);
     const t = this.engine.tasks.get(taskId);
     if (!t || t.status.state !== 'running') return;
     this.exit(t, this.stopExitCode, 'stopped');

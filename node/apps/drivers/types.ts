@@ -34,6 +34,11 @@ export interface TaskConfig {
   command?: string[];   // process: argv (command + args); docker: overrides the image's cmd
   /** docker: replaces the image's ENTRYPOINT ([]: none), as docker run --entrypoint. */
   entrypoint?: string[];
+  /** docker: the container's user, working directory (over the image's WORKDIR and the workspace), host name and stop signal. */
+  user?: string;
+  workingDir?: string;
+  hostname?: string;
+  stopSignal?: string;
   env: Record<string, string>;
   ports: PortMapping[];
   volumes: VolumeMount[];
