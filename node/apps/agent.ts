@@ -838,6 +838,11 @@ export class Agent {
       ...(spec.workingDir !== undefined ? { workingDir: spec.workingDir } : {}),
       ...(spec.hostname !== undefined ? { hostname: spec.hostname } : {}),
       ...(spec.stopSignal !== undefined ? { stopSignal: spec.stopSignal } : {}),
+      ...(spec.shmSizeMB !== undefined ? { shmSizeMB: spec.shmSizeMB } : {}),
+      ...(spec.ulimits !== undefined ? { ulimits: spec.ulimits } : {}),
+      ...(spec.tmpfs !== undefined ? { tmpfs: spec.tmpfs } : {}),
+      ...(spec.readOnly !== undefined ? { readOnly: spec.readOnly } : {}),
+      ...(spec.capDrop !== undefined ? { capDrop: spec.capDrop } : {}),
       // The allocation epoch: the Raft index that placed this task — higher for every later
       // placement of the app, so a task can fence its writes to outside storage with it.
       env: { ...net?.env, ...spec.env, ...files.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },

@@ -58,6 +58,35 @@ const CONTAINER_USER = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const STOP_SIGNAL = /^(SIG[A-Z0-9+-]{1,12}|[A-Z][A-Z0-9]{1,10}|[1-9]\d?)$/;
 export const MAX_STOP_TIMEOUT_MS = 10 * 60_000;
+const CAPABILITY = /^(CAP_)?[A-Z][A-Z_]{1,30}$/;
+/** The resource names docker run --ulimit takes (setrlimit's, lower-case without RLIMIT_). */
+export const ULIMIT_NAMES = ['core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack'];
+const MAX_ULIMIT = 2 ** 53;
+
+function readUlimits(e: Errors, v: unknown): Record<string, { soft: number; hard: number }> | undefined {
+  if (v === undefined) return undefined;
+  if (!isObj(v)) return e.add('ulimits', 'a mapping of name to {soft, hard}');
+  const out: Record<string, { soft: number; hard: number }> = {};
+  for (const [name, l] of Object.entries(v)) {
+    const ok = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= -1 && n <= MAX_ULIMIT;
+    if (!ULIMIT_NAMES.includes(name)) e.add(`ulimits.${name}`, `not a limit docker sets (${ULIMIT_NAMES.join(', ')})`);
+    else if (!isObj(l) || !ok(l.soft) || !ok(l.hard) || (l.hard !== -1 && (l.soft === -1 || l.soft > l.hard))) e.add(`ulimits.${name}`, 'must be {soft, hard}: whole numbers, -1 unlimited, soft not above hard');
+    else out[name] = { soft: l.soft, hard: l.hard };
+  }
+  return out;
+}
+
+function readTmpfs(e: Errors, v: unknown): { path: string; sizeMB?: number }[] | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length > 16) return e.add('tmpfs', 'a list of at most 16 {path, sizeMB?}');
+  const out: { path: string; sizeMB?: number }[] = [];
+  v.forEach((t, i) => {
+    if (!isObj(t) || typeof t.path !== 'string' || !t.path.startsWith('/') || t.path.length > 1024 || /[\0\n:,]/.test(t.path)) return void e.add(`tmpfs[${i}].path`, 'an absolute path (no : or ,)');
+    if (t.sizeMB !== undefined && (typeof t.sizeMB !== 'number' || !Number.isInteger(t.sizeMB) || t.sizeMB < 1 || t.sizeMB > 1_048_576)) return void e.add(`tmpfs[${i}].sizeMB`, 'whole MiB from 1');
+    out.push({ path: t.path, ...(t.sizeMB !== undefined ? { sizeMB: t.sizeMB } : {}) });
+  });
+  return out;
+}
 export interface Constraint { attribute: string; op: '==' | '!=' | 'exists'; value: string }
 export interface AppSpec {
   name: string;
@@ -79,6 +108,16 @@ export interface AppSpec {
   stopSignal?: string;
   /** How long a task has between the stop signal and SIGKILL (default 5 s, at most 10 min). */
   stopTimeoutMs?: number;
+  /** docker only: /dev/shm's size in MiB (Docker's default 64). */
+  shmSizeMB?: number;
+  /** docker only: resource limits of the container's processes, as docker run --ulimit (-1: unlimited). */
+  ulimits?: Record<string, { soft: number; hard: number }>;
+  /** docker only: tmpfs mounts (memory-backed, empty at each start), with a size cap in MiB. */
+  tmpfs?: { path: string; sizeMB?: number }[];
+  /** docker only: the container's root file system read-only (mounts stay as they are). */
+  readOnly?: boolean;
+  /** docker only: capabilities dropped from Docker's default set (ALL: every one). Adding is not offered. */
+  capDrop?: string[];
   env: Record<string, string>;
   ports: PortSpec[];
   /**
@@ -204,7 +243,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'entrypoint', 'user', 'workingDir', 'hostname', 'stopSignal', 'stopTimeoutMs', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'networks', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'entrypoint', 'user', 'workingDir', 'hostname', 'stopSignal', 'stopTimeoutMs', 'shmSizeMB', 'ulimits', 'tmpfs', 'readOnly', 'capDrop', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'networks', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
 const CRON_FIELDS = ['timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
@@ -333,7 +372,12 @@ export function validateAppSpec(input: unknown): SpecResult {
   const hostname = input.hostname === undefined ? undefined : typeof input.hostname === 'string' && HOSTNAME.test(input.hostname) ? input.hostname : (e.add('hostname', 'a host name: letters, digits, - and ., at most 253 characters'), undefined);
   const stopSignal = input.stopSignal === undefined ? undefined : typeof input.stopSignal === 'string' && STOP_SIGNAL.test(input.stopSignal) ? input.stopSignal : (e.add('stopSignal', 'a signal name (SIGINT, SIGQUIT, …) or number'), undefined);
   const stopTimeoutMs = input.stopTimeoutMs === undefined ? undefined : int(e, input.stopTimeoutMs, 'stopTimeoutMs', 0, MAX_STOP_TIMEOUT_MS, 0);
-  for (const [field, v] of [['user', user], ['workingDir', workingDir], ['hostname', hostname], ['stopSignal', stopSignal]] as const) {
+  const shmSizeMB = input.shmSizeMB === undefined ? undefined : int(e, input.shmSizeMB, 'shmSizeMB', 1, 65_536, 64);
+  const ulimits = readUlimits(e, input.ulimits);
+  const tmpfs = readTmpfs(e, input.tmpfs);
+  const readOnly = input.readOnly === undefined ? undefined : typeof input.readOnly === 'boolean' ? input.readOnly : (e.add('readOnly', 'must be true or false'), undefined);
+  const capDrop = input.capDrop === undefined ? undefined : Array.isArray(input.capDrop) && input.capDrop.length <= 64 && input.capDrop.every((c) => typeof c === 'string' && CAPABILITY.test(c)) ? (input.capDrop as string[]) : (e.add('capDrop', 'a list of capability names (NET_RAW, CHOWN, …, or ALL)'), undefined);
+  for (const [field, v] of [['user', user], ['workingDir', workingDir], ['hostname', hostname], ['stopSignal', stopSignal], ['shmSizeMB', shmSizeMB], ['ulimits', ulimits], ['tmpfs', tmpfs], ['readOnly', readOnly], ['capDrop', capDrop]] as const) {
     if (v !== undefined && driver !== 'docker') e.add(field, 'only for the docker driver (a container option)');
   }
   if (healthCheck?.inContainer && driver !== 'docker') e.add('healthCheck.inContainer', 'only for the docker driver (a process task has no container: its check runs on the node)');
@@ -433,6 +477,11 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (hostname !== undefined) spec.hostname = hostname;
   if (stopSignal !== undefined) spec.stopSignal = stopSignal;
   if (stopTimeoutMs !== undefined) spec.stopTimeoutMs = stopTimeoutMs;
+  if (shmSizeMB !== undefined) spec.shmSizeMB = shmSizeMB;
+  if (ulimits !== undefined) spec.ulimits = ulimits;
+  if (tmpfs !== undefined) spec.tmpfs = tmpfs;
+  if (readOnly !== undefined) spec.readOnly = readOnly;
+  if (capDrop !== undefined) spec.capDrop = capDrop;
   if (healthCheck) spec.healthCheck = healthCheck;
   if (network) spec.network = network;
   // one network is written as `network` (the form every earlier version reads)

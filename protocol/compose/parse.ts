@@ -250,6 +250,50 @@ function strList(r: Report, v: unknown, where: string): string[] | undefined {
   return r.err(where, 'must be a string or a list of strings');
 }
 
+const SPEC_TO_COMPOSE: Record<string, string> = { shmSizeMB: 'shm_size', ulimits: 'ulimits', tmpfs: 'tmpfs', readOnly: 'read_only', capDrop: 'cap_drop' };
+
+/** A size in bytes (a number) or with a unit (64m, 2gb) → whole MiB, rounded up. */
+function sizeMB(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) && v > 0 ? Math.ceil(v / 1024 / 1024) : undefined;
+  if (typeof v !== 'string') return undefined;
+  const t = v.trim().toLowerCase().replace(/b$/, '');
+  if (/^\d+$/.test(t)) return Math.ceil(Number(t) / 1024 / 1024);
+  const mb = parseMemoryMB(t);
+  return mb !== undefined && mb > 0 ? mb : undefined;
+}
+
+/** shm_size, ulimits, tmpfs, read_only, cap_drop → the spec's shmSizeMB, ulimits, tmpfs, readOnly, capDrop. */
+function containerLimits(r: Report, s: Obj, where: string): Obj {
+  const out: Obj = {};
+  if (s.shm_size !== undefined) out.shmSizeMB = sizeMB(s.shm_size) ?? r.err(`${where}.shm_size`, 'must be a size (bytes, or 64m, 2g)');
+  if (s.ulimits !== undefined) {
+    if (!isObj(s.ulimits)) r.err(`${where}.ulimits`, 'must be a mapping (nofile: {soft: 20000, hard: 40000}, nproc: 65535)');
+    else {
+      const u: Record<string, { soft: unknown; hard: unknown }> = {};
+      for (const [name, l] of Object.entries(s.ulimits)) u[name] = typeof l === 'number' ? { soft: l, hard: l } : isObj(l) ? { soft: l.soft, hard: l.hard } : { soft: undefined, hard: undefined };
+      out.ulimits = u;
+    }
+  }
+  if (s.tmpfs !== undefined) {
+    const list = typeof s.tmpfs === 'string' ? [s.tmpfs] : Array.isArray(s.tmpfs) ? s.tmpfs : undefined;
+    if (!list || list.some((x) => typeof x !== 'string')) r.err(`${where}.tmpfs`, 'must be a path or a list of paths (/run, /tmp:size=64m)');
+    else
+      out.tmpfs = (list as string[]).map((x, i) => {
+        const [path, opts = ''] = x.split(/:(.*)/s);
+        let size: number | undefined;
+        for (const o of opts.split(',').filter(Boolean)) {
+          const [k, val] = o.split('=');
+          if (k === 'size') size = sizeMB(val) ?? r.err(`${where}.tmpfs[${i}]`, `size=${val}: not a size`);
+          else r.warn(`${where}.tmpfs[${i}]`, `option ${k} ignored (size is taken)`);
+        }
+        return { path, ...(size !== undefined ? { sizeMB: size } : {}) };
+      });
+  }
+  if (s.read_only !== undefined) out.readOnly = typeof s.read_only === 'boolean' ? s.read_only : r.err(`${where}.read_only`, 'must be true or false');
+  if (s.cap_drop !== undefined) out.capDrop = Array.isArray(s.cap_drop) && s.cap_drop.every((c) => typeof c === 'string') ? s.cap_drop : r.err(`${where}.cap_drop`, 'must be a list of capability names');
+  return out;
+}
+
 function argvOf(r: Report, v: unknown, where: string): string[] | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v === 'string') return splitCommand(v) ?? r.err(where, 'unbalanced quotes');
@@ -448,6 +492,12 @@ export function parseCompose(input: ComposeInput): Stack {
       if (driver === 'process') r.err(`${where}.${key}`, 'only for an image service (a container option): a process service runs on the node');
       else if (typeof v === 'string' || (key === 'user' && typeof v === 'number')) spec[field] = String(v);
       else r.err(`${where}.${key}`, 'must be a string');
+    }
+    // container options that limit what it may use (never what it may do beyond Docker's defaults)
+    const limits = containerLimits(r, s, where);
+    for (const [key, v] of Object.entries(limits)) {
+      if (driver === 'process') r.err(`${where}.${SPEC_TO_COMPOSE[key]}`, 'only for an image service (a container option): a process service runs on the node');
+      else spec[key] = v;
     }
     if (s.stop_grace_period !== undefined) {
       const ms = parseDuration(s.stop_grace_period);

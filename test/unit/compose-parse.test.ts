@@ -284,6 +284,18 @@ describe('compose: pieces', () => {
     expect(validateAppSpec({ name: 'a', command: ['true'], stopTimeoutMs: 20_000 })).toMatchObject({ ok: true, spec: { stopTimeoutMs: 20_000 } });
   });
 
+  it('shm_size, ulimits, tmpfs, read_only and cap_drop limit an image service; bad values are errors', () => {
+    const s = parseCompose(input('services:\n  a:\n    image: x\n    shm_size: 2gb\n    ulimits:\n      nproc: 65535\n      nofile: {soft: 20000, hard: 40000}\n    tmpfs: [/run, "/tmp:size=64m,mode=1777"]\n    read_only: true\n    cap_drop: [ALL]\n  b: {image: x, shm_size: 67108864, tmpfs: /cache}\n'));
+    expect(s.services[0].spec).toMatchObject({ shmSizeMB: 2048, ulimits: { nproc: { soft: 65535, hard: 65535 }, nofile: { soft: 20000, hard: 40000 } }, tmpfs: [{ path: '/run' }, { path: '/tmp', sizeMB: 64 }], readOnly: true, capDrop: ['ALL'] });
+    expect(s.services[1].spec).toMatchObject({ shmSizeMB: 64, tmpfs: [{ path: '/cache' }] });
+    expect(s.warnings).toEqual(['services.a.tmpfs[1]: option mode ignored (size is taken)']);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, shm_size: lots}\n')))).toEqual(['services.a.shm_size: must be a size (bytes, or 64m, 2g)']);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, ulimits: {bogus: 5}}\n')))[0]).toMatch(/ulimits\.bogus: not a limit docker sets/);
+    expect(errorsOf(() => parseCompose(input('services:\n  p: {x-omni-driver: process, command: [sleep, "9"], read_only: true}\n')))).toEqual(['services.p.read_only: only for an image service (a container option): a process service runs on the node']);
+    // still refused: what would give a container more than Docker's defaults
+    for (const k of ['cap_add: [NET_ADMIN]', 'privileged: true', 'sysctls: {net.core.somaxconn: 1024}']) expect(errorsOf(() => parseCompose(input(`services:\n  a: {image: x, ${k}}\n`)))[0], k).toMatch(/a task runs with the driver’s default isolation/);
+  });
+
   it('process-driver services run entrypoint + command on the node', () => {
     const s = parseCompose(input('services:\n  p:\n    x-omni-driver: process\n    entrypoint: [node]\n    command: -e "console.log(1)"\n'));
     expect(s.services[0].spec).toMatchObject({ driver: 'process', command: ['node', '-e', 'console.log(1)'] });

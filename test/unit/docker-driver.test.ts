@@ -250,6 +250,23 @@ describe.skipIf(skip !== undefined)('DockerDriver (real engine)', () => {
     await d.destroy(cfg.taskId);
   });
 
+  it('shm size, ulimits, tmpfs, a read-only root and dropped capabilities reach the container', async () => {
+    const d = driver();
+    const script = [
+      'echo shm=$(df -m /dev/shm | awk "NR==2 {print \\$2}")',
+      'echo nofile=$(ulimit -n)',
+      'grep -q " /scratch tmpfs " /proc/mounts && echo scratch=tmpfs',
+      'touch /rootfile 2>/dev/null && echo root=rw || echo root=ro',
+      'touch /scratch/x && echo scratch=rw',
+      'grep CapEff /proc/self/status | tr -d "\\t"',
+    ].join('; ');
+    const cfg = task(['sh', '-c', script], { shmSizeMB: 128, ulimits: { nofile: { soft: 1234, hard: 2345 } }, tmpfs: [{ path: '/scratch', sizeMB: 16 }], readOnly: true, capDrop: ['ALL'] });
+    await d.start(cfg);
+    await waitFor('exit', async () => ((await d.inspect(cfg.taskId))?.state === 'exited' ? true : undefined));
+    expect(await collect(d.logs(cfg.taskId, { follow: false }))).toEqual(['shm=128', 'nofile=1234', 'scratch=tmpfs', 'root=ro', 'scratch=rw', 'CapEff:0000000000000000']);
+    await d.destroy(cfg.taskId);
+  });
+
   it('a synced workspace (workDir) is bind-mounted at /workspace, the working directory of an image without a WORKDIR', async () => {
     const d = driver();
     const { mkdtemp, readFile, rm, writeFile } = await import('node:fs/promises');

@@ -397,6 +397,11 @@ export class DockerDriver implements TaskDriver {
     if (cfg.hostname !== undefined) create.Hostname = cfg.hostname;
     if (cfg.stopSignal !== undefined) create.StopSignal = cfg.stopSignal;
     if (cfg.workingDir !== undefined) workingDir = cfg.workingDir;
+    if (cfg.shmSizeMB !== undefined) hostConfig.ShmSize = cfg.shmSizeMB * 1024 * 1024;
+    if (cfg.ulimits !== undefined) hostConfig.Ulimits = Object.entries(cfg.ulimits).map(([Name, l]) => ({ Name, Soft: l.soft, Hard: l.hard }));
+    if (cfg.tmpfs !== undefined) hostConfig.Tmpfs = Object.fromEntries(cfg.tmpfs.map((t) => [t.path, t.sizeMB !== undefined ? `size=${t.sizeMB}m` : '']));
+    if (cfg.readOnly) hostConfig.ReadonlyRootfs = true;
+    if (cfg.capDrop !== undefined) hostConfig.CapDrop = cfg.capDrop;
     // [""] is how the engine is told "no ENTRYPOINT" (docker run --entrypoint ''); [] would keep the image's
     if (cfg.entrypoint !== undefined) create.Entrypoint = cfg.entrypoint.length > 0 ? cfg.entrypoint : [''];
     if (workingDir) create.WorkingDir = workingDir;

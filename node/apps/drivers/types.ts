@@ -39,6 +39,12 @@ export interface TaskConfig {
   workingDir?: string;
   hostname?: string;
   stopSignal?: string;
+  /** docker: /dev/shm's size, ulimits, tmpfs mounts, a read-only root file system, capabilities dropped (spec fields of the same names). */
+  shmSizeMB?: number;
+  ulimits?: Record<string, { soft: number; hard: number }>;
+  tmpfs?: { path: string; sizeMB?: number }[];
+  readOnly?: boolean;
+  capDrop?: string[];
   env: Record<string, string>;
   ports: PortMapping[];
   volumes: VolumeMount[];
