@@ -568,9 +568,11 @@ export function parseCompose(input: ComposeInput): Stack {
     } else r.warn(where, `'${name}' is not a host name (lowercase letters, digits and -, at most 63): the other services cannot reach it by name`);
 
     // volumes
-    const vols = volumesOf(r, s.volumes, `${where}.volumes`, volumes);
+    const bindFiles: Obj[] = [];
+    const vols = volumesOf(r, s.volumes, `${where}.volumes`, volumes, driver === 'docker' ? { readFile: (p) => input.readFile(p), files: bindFiles } : undefined);
     for (const v of vols) volumeUsers.set(v.source, [...(volumeUsers.get(v.source) ?? []), name]);
     if (vols.length > 0) spec.volumes = vols.map((v) => ({ name: v.name, path: v.path }));
+    if (bindFiles.length > 0) spec.files = [...((spec.files as Obj[] | undefined) ?? []), ...bindFiles];
 
 
     // healthcheck
@@ -730,11 +732,32 @@ function portsOf(r: Report, v: unknown, where: string): { name: string; port: nu
   return out;
 }
 
-function volumesOf(r: Report, v: unknown, where: string, declared: Set<string>): { source: string; name: string; path: string }[] {
+/**
+ * A bind mount of a text file at a path relative to the compose file (`./nginx.conf:/etc/nginx/nginx.conf:ro`)
+ * becomes a config of the service (read-only at the target, a copy of the file taken at `up`):
+ * the file is on the CLI's host, not on the nodes. Directories and other host paths are refused.
+ */
+export interface BindFiles {
+  readFile(path: string): string | undefined;
+  /** Where the configs made of bind-mounted files go (spec files). */
+  files: Obj[];
+}
+
+function volumesOf(r: Report, v: unknown, where: string, declared: Set<string>, bindFiles?: BindFiles): { source: string; name: string; path: string }[] {
   if (v === undefined) return [];
   if (!Array.isArray(v)) return r.err(where, 'must be a list') ?? [];
   const out: { source: string; name: string; path: string }[] = [];
-  const bind = (at: string, src: string) => r.err(at, `bind mount of ${src} refused: a host path is not the same on every node a task may run on; use a named volume (declared under top-level volumes:), or configs/secrets for files`);
+  const refuse = (at: string, src: string) => r.err(at, `bind mount of ${src} refused: a host path is not the same on every node a task may run on; use a named volume (declared under top-level volumes:), or configs/secrets for files (a text file of up to ${MAX_TASK_FILE_BYTES / 1024} KiB at a path relative to the compose file becomes one by itself)`);
+  const bind = (at: string, src: string, target?: string, readOnly?: boolean) => {
+    // only paths relative to the compose file: an absolute one (/etc/localtime) means the node's own file
+    const text = bindFiles && target && src.startsWith('.') ? bindFiles.readFile(src) : undefined;
+    if (text === undefined) return refuse(at, src);
+    if (text.includes('\uFFFD')) return r.err(at, `bind mount of ${src} refused: not a text file (a config is text); use a named volume`);
+    if (Buffer.byteLength(text) > MAX_TASK_FILE_BYTES) return r.err(at, `bind mount of ${src} refused: larger than ${MAX_TASK_FILE_BYTES / 1024} KiB, a config's limit; use a named volume`);
+    r.warn(at, `${src} is shipped with the stack as a config at ${target}: a copy taken now (run up again after editing it)${readOnly ? '' : ', read-only in the container'}`);
+    bindFiles!.files.push({ kind: 'config', name: `bind-mount-${bindFiles!.files.length}`, target, data: Buffer.from(text, 'utf8').toString('base64'), mode: 0o444 });
+    return undefined;
+  };
   v.forEach((x, i) => {
     const at = `${where}[${i}]`;
     let source: string | undefined;
@@ -747,6 +770,7 @@ function volumesOf(r: Report, v: unknown, where: string, declared: Set<string>):
         [source, target] = parts;
         const mode = parts[2];
         if (parts.length > 3 || (mode !== undefined && !/^(rw|ro|z|Z|nocopy|ro,z|ro,Z)$/.test(mode))) return r.err(at, `"${x}" is not SOURCE:TARGET[:MODE]`);
+        if (source !== undefined && (source.startsWith('.') || source.startsWith('/') || source.startsWith('~'))) return bind(at, source, target?.startsWith('/') ? target : undefined, mode?.startsWith('ro'));
         if (mode?.startsWith('ro')) r.warn(at, 'read-only is ignored: a volume is mounted read-write');
       }
     } else if (isObj(x)) {
@@ -754,7 +778,7 @@ function volumesOf(r: Report, v: unknown, where: string, declared: Set<string>):
         if (['type', 'source', 'target', 'read_only', 'volume', 'bind', 'tmpfs', 'consistency'].includes(k)) continue;
         r.err(`${at}.${k}`, `unknown key '${k}'`);
       }
-      if (x.type === 'bind') return bind(at, String(x.source));
+      if (x.type === 'bind') return bind(at, String(x.source), typeof x.target === 'string' && x.target.startsWith('/') ? x.target : undefined, x.read_only === true);
       if (x.type !== undefined && x.type !== 'volume') return r.err(`${at}.type`, `${String(x.type)} mounts are not supported: use a named volume`);
       if (x.read_only === true) r.warn(at, 'read_only is ignored: a volume is mounted read-write');
       if (x.volume !== undefined) r.warn(`${at}.volume`, 'ignored (nocopy, subpath)');

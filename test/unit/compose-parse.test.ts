@@ -176,6 +176,27 @@ describe('compose: bad files give clear errors', () => {
     expect(errs[2]).toBe('services.web.volumes[2]: volume data is not declared under top-level volumes:');
   });
 
+  it('a text file bind-mounted from beside the compose file becomes a read-only config; directories, absolute paths, binary and large files are refused', () => {
+    const files = { 'nginx.conf': 'events {}\n', 'conf/app.ini': 'a=1\n', 'blob.bin': 'x\uFFFDy', 'big.txt': 'x'.repeat(70 * 1024) };
+    const s = parseCompose(input('services:\n  web:\n    image: x\n    volumes: ["./nginx.conf:/etc/nginx/nginx.conf:ro", {type: bind, source: ./conf/app.ini, target: /app/app.ini}]\n', {}, files));
+    expect(s.services[0].spec.files).toEqual([
+      { kind: 'config', name: 'bind-mount-0', target: '/etc/nginx/nginx.conf', data: Buffer.from('events {}\n').toString('base64'), mode: 0o444 },
+      { kind: 'config', name: 'bind-mount-1', target: '/app/app.ini', data: Buffer.from('a=1\n').toString('base64'), mode: 0o444 },
+    ]);
+    expect(s.services[0].spec.volumes).toBeUndefined();
+    expect(s.warnings).toEqual([
+      'services.web.volumes[0]: ./nginx.conf is shipped with the stack as a config at /etc/nginx/nginx.conf: a copy taken now (run up again after editing it)',
+      'services.web.volumes[1]: ./conf/app.ini is shipped with the stack as a config at /app/app.ini: a copy taken now (run up again after editing it), read-only in the container',
+    ]);
+    expect(validateAppSpec(s.services[0].spec).ok).toBe(true);
+    const errs = errorsOf(() => parseCompose(input('services:\n  web:\n    image: x\n    volumes: ["./blob.bin:/b", "./big.txt:/t", "./nginx.conf:/n"]\n  p:\n    x-omni-driver: process\n    command: [sleep, "9"]\n    volumes: ["./nginx.conf:/n"]\n', {}, files)));
+    expect(errs).toEqual([
+      'services.web.volumes[0]: bind mount of ./blob.bin refused: not a text file (a config is text); use a named volume',
+      "services.web.volumes[1]: bind mount of ./big.txt refused: larger than 64 KiB, a config's limit; use a named volume",
+      expect.stringMatching(/^services\.p\.volumes\[0\]: bind mount of \.\/nginx\.conf refused: a host path is not the same on every node/),
+    ]);
+  });
+
   it('unknown dependencies, bad conditions, service_healthy without a healthcheck', () => {
     const errs = errorsOf(() => parseCompose(input('services:\n  a: {image: x, depends_on: {b: {condition: service_healthy}, z: {condition: started}}}\n  b: {image: x}\n')));
     expect(errs).toContain('services.a.depends_on.z.condition: must be service_started, service_healthy or service_completed_successfully');
