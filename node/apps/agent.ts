@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Logger } from '../logger.js';
 import type { Proposer, StateView } from '../cluster/ports.js';
 import type { DriverSet, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
+import { assignGpus } from '../../protocol/apps/gpu-assign.js';
 import { execProbe, probe } from './health-check.js';
 import { LabKernelWatch, type KernelActivity } from './lab-activity.js';
 import { CoalescedLoop } from './coalesced-loop.js';
@@ -44,6 +45,8 @@ const MIB = 1024 * 1024;
 
 interface Local {
   task: TaskRecord;
+  /** The node's GPUs this task holds while it runs (protocol/apps/gpu-assign.ts). */
+  gpus?: number[];
   /** Between the stop signal and SIGKILL (spec.stopTimeoutMs, else STOP_TIMEOUT_MS). */
   stopTimeoutMs: number;
   driver: TaskDriver;
@@ -335,6 +338,7 @@ export class Agent {
         const stable = st.state === 'running' && prev?.stable === true;
         this.local.set(st.taskId, { ...this.fresh(task, driver, this.spec(task)), run: st, restarts: prev?.restarts ?? 0, state: st.state === 'running' ? 'running' : 'exited', health: st.state === 'running' ? (prev?.health ?? 'starting') : 'none', cause: prev?.cause ?? '', lastOutput: prev?.lastOutput ?? [], stable, servingSinceMs: stable ? 1 : 0 });
         const l = this.local.get(st.taskId)!;
+        if (st.gpus) l.gpus = st.gpus; // what it holds, so no task started after this restart is given the same GPU
         if (this.d.workspaces && (await this.d.workspaces.prepared(st.taskId))) l.workspaceDir = this.d.workspaces.dir(st.taskId);
         this.d.log.info(`agent: re-attached to task ${st.taskId} (${st.state})`);
       }
@@ -607,7 +611,16 @@ export class Agent {
         return this.failHere(l, f, `not started: ${f.cause}`);
       }
       if (!(await this.prepareWorkspace(l, spec))) return;
-      const cfg = await this.taskConfig(l.task, spec, l.workspaceDir);
+      l.gpus = undefined;
+      if (spec.resources.gpus > 0) {
+        // devices no other task here holds (the scheduler reserved the count on this node)
+        const total = this.d.raft.state.node(this.d.id)?.resources.gpus.length ?? 0;
+        const held = [...this.local.values()].flatMap((o) => (o !== l && o.gpus && (o.starting || o.run?.state === 'running') ? o.gpus : []));
+        const gpus = assignGpus(spec.resources.gpus, total, held);
+        if (!gpus) throw new Error(`needs ${spec.resources.gpus} GPU(s): ${total} on this node, ${held.length} held by other tasks`);
+        l.gpus = gpus;
+      }
+      const cfg = { ...(await this.taskConfig(l.task, spec, l.workspaceDir)), ...(l.gpus ? { gpus: l.gpus } : {}) };
       l.readBackDone = false;
       l.run = await l.driver.start(cfg);
       if (l.exclusive && !this.leaseValid()) {

@@ -15,6 +15,10 @@ export interface AgentWorldOptions {
   /** A status already recorded for the task (as after a restart of omnid). */
   status?: Partial<TaskStatusRecord>;
   leaseMs: number;
+  /** GPUs of this node ('self') in its registration (none: the node is not registered). */
+  nodeGpus?: number;
+  /** Tasks of the app: `<app>-1` … `<app>-N` (default 1). */
+  tasks?: number;
 }
 
 export function agentWorld(opts: AgentWorldOptions) {
@@ -24,9 +28,13 @@ export function agentWorld(opts: AgentWorldOptions) {
   const v = validateAppSpec({ name: opts.app, command: ['work'], driver: 'mock', ...opts.spec });
   if (!v.ok) throw new Error(`bad spec: ${JSON.stringify(v)}`);
   apply({ type: 'kv.put', key: specKey(opts.app, 1), value: JSON.stringify(v.spec) });
+  if (opts.nodeGpus !== undefined) {
+    const gpus = Array.from({ length: opts.nodeGpus }, () => ({ model: 'test', memoryBytes: 2 ** 30 }));
+    apply({ type: 'node.register', node: { id: 'self', name: 'self', addrs: [], apiUrl: 'http://127.0.0.1:1', resources: { cpuCores: 4, memoryBytes: 2 ** 33, diskBytes: 2 ** 36, arch: 'amd64', gpus }, labels: {} } });
+  }
   const taskId = `${opts.app}-1`;
   const task: TaskRecord = { id: taskId, app: opts.app, version: 1, nodeId: 'self', hostPorts: [], desired: 'run', createdAtMs: 0, stopReason: '' };
-  apply({ type: 'kv.put', key: taskKey(taskId), value: JSON.stringify(task) });
+  for (let i = 1; i <= (opts.tasks ?? 1); i++) apply({ type: 'kv.put', key: taskKey(`${opts.app}-${i}`), value: JSON.stringify({ ...task, id: `${opts.app}-${i}` }) });
   if (opts.status) {
     const status = { id: taskId, state: 'running', health: 'none', exitCode: null, reason: '', restarts: 0, startedAtMs: 5, updatedAtMs: 6, ...opts.status };
     apply({ type: 'kv.put', key: statusKey(taskId), value: JSON.stringify(status) });
@@ -63,5 +71,7 @@ export function agentWorld(opts: AgentWorldOptions) {
     setQuorum: (q: boolean) => (quorum = q),
     barriers: () => barriers,
     stopTask: () => apply({ type: 'kv.put', key: taskKey(taskId), value: JSON.stringify({ ...task, desired: 'stop', stopReason: 'test' }) }),
+    stopTaskById: (id: string) => apply({ type: 'kv.put', key: taskKey(id), value: JSON.stringify({ ...task, id, desired: 'stop', stopReason: 'test' }) }),
+    statusOf: (id: string) => parseRecord<TaskStatusRecord>(state.kvGet(statusKey(id))?.value),
   };
 }

@@ -267,7 +267,21 @@ describe.skipIf(skip !== undefined)('DockerDriver (real engine)', () => {
     await d.destroy(cfg.taskId);
   });
 
-  it('a synced workspace (workDir) is bind-mounted at /workspace, the working directory of an image without a WORKDIR', async () => {
+  it('a task given GPUs asks the engine for those devices (NVIDIA toolkit): started on a GPU host, else a clear refusal', async () => {
+    const d = driver();
+    const cfg = task(['true'], { gpus: [0] });
+    const started = await d.start(cfg).then(
+      () => true,
+      (err: Error) => {
+        expect(err.message).toMatch(/nvidia|device driver|gpu/i);
+        return false;
+      },
+    );
+    if (started) expect((await d.inspect(cfg.taskId))?.gpus ?? [0]).toEqual([0]);
+    await d.destroy(cfg.taskId);
+  });
+
+    it('a synced workspace (workDir) is bind-mounted at /workspace, the working directory of an image without a WORKDIR', async () => {
     const d = driver();
     const { mkdtemp, readFile, rm, writeFile } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');

@@ -194,7 +194,18 @@ describe('ProcessDriver', () => {
     expect(raw).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z O out1\n/);
   });
 
-  it.runIf(canUnshare())("a task on a network sees the network's hosts file as /etc/hosts, live, and the host's stays untouched", async () => {
+  it('a task given GPUs sees only those (CUDA_VISIBLE_DEVICES); a new driver instance reads them back from a running task', async () => {
+    const d = driver();
+    const cfg = task(['sh', '-c', 'echo "gpus=$$CUDA_VISIBLE_DEVICES"; exec sleep 30'], { gpus: [1, 3] });
+    const st = await d.start(cfg);
+    expect(st.state).toBe('running');
+    await waitFor('the line', async () => ((await collect(d.logs(cfg.taskId, { follow: false }))).includes('gpus=1,3') ? true : undefined));
+    expect((await driver().inspect(cfg.taskId))?.gpus).toEqual([1, 3]);
+    await d.stop(cfg.taskId, STOP_MS);
+    await d.destroy(cfg.taskId);
+  });
+
+    it.runIf(canUnshare())("a task on a network sees the network's hosts file as /etc/hosts, live, and the host's stays untouched", async () => {
     const d = driver();
     const hosts = join(dataDir, 'hosts-net1');
     await writeFile(hosts, '127.0.0.1\tlocalhost\n127.77.0.9\tapi\n');

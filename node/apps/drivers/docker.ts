@@ -263,6 +263,8 @@ export class DockerDriver implements TaskDriver {
     if (s.Running || s.Restarting || s.Paused) {
       const st: TaskStatus = { taskId, state: 'running', exitCode: null, startedAtMs };
       if (s.Paused) st.reason = 'paused';
+      const gpus = (info.HostConfig?.DeviceRequests ?? []).flatMap((d) => (d.DeviceIDs ?? []).map(Number)).filter((n) => Number.isInteger(n) && n >= 0);
+      if (gpus.length > 0) st.gpus = gpus;
       return st;
     }
     const neverStarted = s.Status === 'created';
@@ -402,6 +404,8 @@ export class DockerDriver implements TaskDriver {
     if (cfg.tmpfs !== undefined) hostConfig.Tmpfs = Object.fromEntries(cfg.tmpfs.map((t) => [t.path, t.sizeMB !== undefined ? `size=${t.sizeMB}m` : '']));
     if (cfg.readOnly) hostConfig.ReadonlyRootfs = true;
     if (cfg.capDrop !== undefined) hostConfig.CapDrop = cfg.capDrop;
+    // the devices the agent picked (the NVIDIA container toolkit on the node serves the request)
+    if (cfg.gpus !== undefined && cfg.gpus.length > 0) hostConfig.DeviceRequests = [{ Driver: 'nvidia', DeviceIDs: cfg.gpus.map(String), Capabilities: [['gpu']] }];
     // [""] is how the engine is told "no ENTRYPOINT" (docker run --entrypoint ''); [] would keep the image's
     if (cfg.entrypoint !== undefined) create.Entrypoint = cfg.entrypoint.length > 0 ? cfg.entrypoint : [''];
     if (workingDir) create.WorkingDir = workingDir;

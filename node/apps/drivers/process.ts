@@ -79,6 +79,8 @@ interface ProcessState {
   stopRequestedAtMs?: number;
   /** The hard limits of the run's cgroup (resources.limit: true), when it has one. */
   limits?: HardLimits;
+  /** The GPUs given to the run (CUDA_VISIBLE_DEVICES). */
+  gpus?: number[];
 }
 
 /** exit.json (v1: written by the supervisor; v2: by the driver) or what exit.code says. */
@@ -365,6 +367,8 @@ export class ProcessDriver implements TaskDriver {
     if (cfg.ports.length > 0) env.PORT = String(cfg.ports[0].hostPort);
     for (const p of cfg.ports) env[`OMNI_PORT_${envSuffix(p.name)}`] = String(p.hostPort);
     for (const v of cfg.volumes) env[`OMNI_VOLUME_${envSuffix(v.name)}`] = v.hostPath;
+    // the GPUs the agent gave it (and only those: 'none' hides every GPU from CUDA)
+    if (cfg.gpus !== undefined) env.CUDA_VISIBLE_DEVICES = cfg.gpus.length > 0 ? cfg.gpus.join(',') : (env.CUDA_VISIBLE_DEVICES ?? '');
     return env;
   }
 
@@ -379,6 +383,7 @@ export class ProcessDriver implements TaskDriver {
       procStart: pid > 0 ? (readProcStat(pid)?.startTicks ?? null) : null,
       bootId: readBootId(),
       startedAtMs: Date.now(),
+      ...(cfg.gpus && cfg.gpus.length > 0 ? { gpus: cfg.gpus } : {}),
     };
   }
 
@@ -540,7 +545,7 @@ export class ProcessDriver implements TaskDriver {
     this.attach(dir, st);
     let ex = await this.exitRecord(dir, st);
     if (!ex) {
-      if (this.wrapperAlive(st)) return { taskId, state: 'running', exitCode: null, startedAtMs: st.startedAtMs };
+      if (this.wrapperAlive(st)) return { taskId, state: 'running', exitCode: null, startedAtMs: st.startedAtMs, ...(st.gpus ? { gpus: st.gpus } : {}) };
       // the wrapper writes its record before it exits: read again now that it is gone
       ex = await this.exitRecord(dir, st);
       if (!ex) {

@@ -39,6 +39,8 @@ export interface TaskConfig {
   workingDir?: string;
   hostname?: string;
   stopSignal?: string;
+  /** The node's GPUs the task holds (nvidia-smi indices): docker asks the engine for those devices, a process gets CUDA_VISIBLE_DEVICES. */
+  gpus?: number[];
   /** docker: /dev/shm's size, ulimits, tmpfs mounts, a read-only root file system, capabilities dropped (spec fields of the same names). */
   shmSizeMB?: number;
   ulimits?: Record<string, { soft: number; hard: number }>;
@@ -109,6 +111,8 @@ export interface TaskStatus {
   exitedAtMs?: number;
   /** Driver-specific detail for humans ("OOMKilled", "signal SIGKILL"). */
   reason?: string;
+  /** The GPUs the run was given (TaskConfig.gpus), as the driver recorded them: an agent that restarts learns what its tasks hold. */
+  gpus?: number[];
 }
 
 export interface LogOptions {
