@@ -65,6 +65,8 @@ const USAGE = `usage: omni run --name NAME [flags] IMAGE [ARGS...]
   --user, -u USER[:GROUP]  --workdir, -w DIR  --hostname NAME  --stop-signal SIGNAL:
                          the container's (an image), as docker run's
   --stop-timeout SECONDS between the stop signal and SIGKILL (default 5, at most 600)
+  --global               one task on every node that is up and fits (constraints, driver),
+                         following the nodes as they come and go — Swarm's global mode
   --replace              replace an app of the same name (a rolling update to this spec);
                          without it an existing name is refused (CONFLICT), as docker run --name does
   --detach, -d           don't wait for the app to be healthy;  --timeout SECONDS (default 120)
@@ -152,7 +154,7 @@ export async function run(argv: string[]): Promise<number> {
       cron: { type: 'string' }, 'time-zone': { type: 'string' }, concurrency: { type: 'string' }, 'starting-deadline': { type: 'string' },
       network: { type: 'string', multiple: true }, alias: { type: 'string', multiple: true }, publish: { type: 'string', multiple: true },
       repo: { type: 'string' }, entrypoint: { type: 'string' }, user: { type: 'string', short: 'u' }, workdir: { type: 'string', short: 'w' },
-      hostname: { type: 'string' }, 'stop-signal': { type: 'string' }, 'stop-timeout': { type: 'string' }, ...BUILD_FLAGS,
+      hostname: { type: 'string' }, 'stop-signal': { type: 'string' }, 'stop-timeout': { type: 'string' }, global: { type: 'boolean' }, ...BUILD_FLAGS,
     },
     USAGE,
   );
@@ -199,6 +201,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values.deadline !== undefined && !/^[1-9]\d*$/.test(values.deadline as string)) throw new UsageError(`--deadline must be whole seconds (at least 1), got ${values.deadline}`);
   if (values.parallelism !== undefined && !/^[1-9]\d*$/.test(values.parallelism as string)) throw new UsageError(`--parallelism must be a whole number (at least 1), got ${values.parallelism}`);
   if (values.ttl !== undefined && !/^\d+$/.test(values.ttl as string)) throw new UsageError(`--ttl must be whole seconds, got ${values.ttl}`);
+  if (values.global && values.replicas !== undefined) throw new UsageError('--global runs one task per node: no --replicas');
   if (values.ttl !== undefined && type !== 'job') throw new UsageError('--ttl is for a job (--job): a finished job is removed after it');
   const spec: Record<string, unknown> = {
     name: values.name,
@@ -211,7 +214,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(values['stop-timeout'] !== undefined ? { stopTimeoutMs: stopTimeoutMs(values['stop-timeout'] as string) } : {}),
     env,
     ports,
-    replicas: values.replicas !== undefined ? Number(values.replicas) : 1,
+    ...(values.global ? { mode: 'global' } : { replicas: values.replicas !== undefined ? Number(values.replicas) : 1 }),
     resources: { ...(values.cpu ? { cpu: values.cpu } : {}), ...(values.memory ? { memory: values.memory } : {}), ...(values.limit ? { limit: true } : {}) },
     constraints: values.constraint ?? [],
     antiAffinity: values.spread === true,

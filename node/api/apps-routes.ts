@@ -20,6 +20,7 @@ import { REAL_CLOCK, type Clock } from '../timers.js';
 import { fenceOp } from '../../protocol/registry/records.js';
 import { scheduleView, withSchedule, withTrigger } from '../../protocol/apps/cron.js';
 import { userState } from '../../protocol/apps/user-state.js';
+import { schedNodeOf, wantedReplicas } from '../../protocol/apps/scheduler.js';
 import type { JobPhase } from '../../protocol/apps/model.js';
 
 const MAX_LOG_TAIL = 10_000;
@@ -230,8 +231,10 @@ export class AppsApi {
     const reason = a.state === 'failed' ? `failed: ${a.failedReason ?? 'tasks kept failing'}` : jobFailed ? `job failed: ${a.job!.reason}` : troubled ? `${troubled.status!.cause} (task ${troubled.task.id} on ${this.nodeName(troubled.task.nodeId)})` : '';
     const job = spec?.type === 'job' ? this.jobSummary(a, spec, live.map((t) => t.status)) : undefined;
     // The state a person sees (INIT / IDLE / BUSY / DEAD, or a job's CREATED / RUNNING / STOPPED).
+    // a global app wants one task per node that fits it now
+    const replicas = spec ? wantedReplicas(spec, () => this.d.raft.state.nodes().map(schedNodeOf)) : 0;
     const user = userState({
-      type: spec?.type ?? 'service', state: a.state, version: a.version, replicas: spec?.replicas ?? 0, deploy: a.deploy.status,
+      type: spec?.type ?? 'service', state: a.state, version: a.version, replicas, deploy: a.deploy.status,
       ...(job ? { job: job as { phase: JobPhase; outcome: string } } : {}),
       // A service's scheduled runs are not its replicas: they do not make it INIT/IDLE/BUSY.
       tasks: this.tasks(a.name).filter(({ task }) => spec?.type === 'cron' || task.run === undefined).map(({ task, status }) => ({ version: task.version, desired: task.desired, state: status?.state ?? 'pending', health: status?.health ?? 'none', stable: status?.stable === true, ...(status?.kernels ? { kernels: status.kernels } : {}) })),
@@ -244,7 +247,7 @@ export class AppsApi {
       ...(user.outcome ? { outcome: user.outcome } : {}),
       userStateDetail: user.detail,
       deploy: a.deploy.status,
-      replicas: spec?.replicas ?? 0,
+      replicas,
       running: live.filter((t) => t.status?.state === 'running').length,
       healthy: live.filter((t) => isServing(t.status)).length,
       image: spec?.image ?? null,

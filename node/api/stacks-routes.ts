@@ -19,6 +19,7 @@ import { findCycle, type Dependency } from '../../protocol/compose/parse.js';
 import { advanceStack, stackHealth, stackKey, STACK_NAME, STACK_PREFIX, DEFAULT_START_TIMEOUT_MS, MAX_START_TIMEOUT_MS, type ServiceView, type StackRecord, type StackServiceRecord } from '../../protocol/compose/stack.js';
 import { appVersionOps, retryLostRace } from './apps-routes.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
+import { schedNodeOf, wantedReplicas } from '../../protocol/apps/scheduler.js';
 
 export interface StacksDeps extends ClusterAccess {
   kickOrchestrator(): void;
@@ -281,7 +282,7 @@ export function serviceViews(d: Pick<ClusterAccess, 'raft'>, r: StackRecord): Ma
       exists: true,
       state: app.state,
       isJob,
-      replicas: spec?.replicas ?? 0,
+      replicas: spec ? wantedReplicas(spec, () => state.nodes().map(schedNodeOf)) : 0,
       running: statuses.filter((x) => x?.state === 'running').length,
       serving: statuses.filter((x) => isServing(x)).length,
       ...(job ? { job } : isJob ? { job: 'running' as const } : {}),

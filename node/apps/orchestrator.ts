@@ -5,14 +5,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger.js';
 import type { Proposer, RaftView } from '../cluster/ports.js';
-import { SchedulerState, type SchedNode, type SchedTask } from '../../protocol/apps/scheduler.js';
+import { schedNodeOf, SchedulerState, type SchedNode, type SchedTask } from '../../protocol/apps/scheduler.js';
 import { reconcileApp } from '../../protocol/apps/reconcile.js';
 import type { AppSpec } from '../../protocol/apps/spec.js';
 import { schedNodeKey, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import type { KvTxnOp } from '../../protocol/cluster/state.js';
 import { OmniError } from '../errors.js';
 import { CoalescedLoop } from './coalesced-loop.js';
-import { nodeHost } from '../../protocol/cluster/node-host.js';
 import { LEADER_DUTY } from '../cluster/caller.js';
 import { REAL_CLOCK, type Clock, type TimerHandle } from '../timers.js';
 import { parseBuildCommand } from '../../protocol/forge/build-request.js';
@@ -105,7 +104,7 @@ export class Orchestrator {
       if (!specCache.has(k)) specCache.set(k, parseRecord<AppSpec>(state.kvGet(k)?.value));
       return specCache.get(k);
     };
-    const nodes: SchedNode[] = state.nodes().map((n) => ({ id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, diskBytes: n.resources.diskBytes, host: nodeHost(n.addrs), eligible: n.eligibility === undefined, draining: n.eligibility === 'draining', ...(n.resources.drivers ? { drivers: n.resources.drivers } : {}) }));
+    const nodes: SchedNode[] = state.nodes().map(schedNodeOf);
     const held: SchedTask[] = tasks.flatMap((t): SchedTask[] => {
       if (t.desired === 'run') {
         const s = specOf(t.app, t.version);

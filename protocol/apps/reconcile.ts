@@ -3,7 +3,7 @@
 // allocations, return the writes that move the app toward its spec. The leader wraps them in
 // one kv.txn guarded by the scheduling epoch, so a plan built on stale state is refused and
 // recomputed, never applied twice or over-committing a node.
-import { SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
+import { globalReplicas, SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
 import { EXCLUSIVE_LEASE_MS, type AppSpec } from './spec.js';
 import { summarizeFailures } from './failure.js';
 import { MAX_JOB_ATTEMPTS, MAX_JOB_RUNS, type JobAttempt, type JobOutcome, type JobRecord } from './model.js';
@@ -76,7 +76,11 @@ export interface ReconcileOutput {
   wakeAtMs?: number;
 }
 
-export function reconcileApp(input: ReconcileInput): ReconcileOutput {
+export function reconcileApp(given: ReconcileInput): ReconcileOutput {
+  // A global app: as many replicas as it has nodes now (protocol/apps/scheduler.ts globalReplicas).
+  const input = [...given.specs.values()].some((s) => s.mode === 'global')
+    ? { ...given, specs: new Map([...given.specs].map(([v, s]) => [v, s.mode === 'global' ? { ...s, replicas: globalReplicas(given.nodes, s), antiAffinity: true } : s])) }
+    : given;
   const spec = input.specs.get(input.app.version);
   // A service with a schedule (or one that had one: its runs finish or stop): two parts on one
   // record. The service's own tasks are reconciled as a service; the run tasks (task.run set) as

@@ -10,6 +10,8 @@
 // so a placement that fits anywhere is always found. That trades perfectly tight packing for
 // O(K) work per placement on large clusters.
 import type { AppSpec, Constraint } from './spec.js';
+import type { NodeRecord } from '../cluster/state.js';
+import { nodeHost } from '../cluster/node-host.js';
 
 export interface SchedNode {
   id: string; name: string; status: 'up' | 'down' | 'left'; arch: string; labels: Record<string, string>; cpu: number; memoryBytes: number; gpus: number;
@@ -209,6 +211,24 @@ export class SchedulerState {
     for (const [k, n] of [...why].sort((a, b) => b[1] - a[1])) parts.push(`${n} ${k.startsWith('constraint') ? `fail ${k}` : label[k]}`);
     return `0 of ${this.nodes.length} nodes fit: ${parts.join(', ')}`;
   }
+}
+
+/** A node record as the scheduler sees it. */
+export function schedNodeOf(n: NodeRecord): SchedNode {
+  return { id: n.id, name: n.name, status: n.status, arch: n.resources.arch, labels: n.labels, cpu: n.resources.cpuCores, memoryBytes: n.resources.memoryBytes, gpus: n.resources.gpus.length, diskBytes: n.resources.diskBytes, host: nodeHost(n.addrs), eligible: n.eligibility === undefined, draining: n.eligibility === 'draining', ...(n.resources.drivers ? { drivers: n.resources.drivers } : {}) };
+}
+
+/** The replicas an app wants: its spec's, or for a global app its nodes now (globalReplicas). */
+export function wantedReplicas(spec: Pick<AppSpec, 'mode' | 'replicas' | 'driver' | 'constraints'>, nodes: () => readonly SchedNode[]): number {
+  return spec.mode === 'global' ? globalReplicas(nodes(), spec) : spec.replicas;
+}
+
+/**
+ * A global app's replicas: its nodes — up, eligible, not draining, with its driver and matching
+ * its constraints (resources are not counted: a node without room shows a pending task, as Swarm does).
+ */
+export function globalReplicas(nodes: readonly SchedNode[], spec: Pick<AppSpec, 'driver' | 'constraints'>): number {
+  return nodes.filter((n) => n.status === 'up' && n.eligible !== false && !n.draining && (!n.drivers || n.drivers.includes(spec.driver)) && spec.constraints.every((c) => matches(c, n))).length;
 }
 
 export function schedule(nodes: SchedNode[], tasks: SchedTask[], ask: PlacementAsk): PlacementPlan {

@@ -130,6 +130,11 @@ export interface AppSpec {
   replicas: number;
   constraints: Constraint[];
   antiAffinity: boolean;
+  /**
+   * global: one task on every node that is up, eligible and matches the constraints and driver
+   * (Swarm's global mode, Nomad's system jobs) — replicas follows the nodes, anti-affinity is on.
+   */
+  mode?: 'global';
   spreadBy: string;
   placement: 'binpack' | 'spread';
   healthCheck?: HealthCheckSpec;
@@ -243,7 +248,7 @@ export const MAX_ARG_CHARS = 8192;
 export const MAX_CONSTRAINTS = 32;
 export const MAX_VOLUMES = 16;
 
-const TOP_FIELDS = ['name', 'image', 'command', 'args', 'entrypoint', 'user', 'workingDir', 'hostname', 'stopSignal', 'stopTimeoutMs', 'shmSizeMB', 'ulimits', 'tmpfs', 'readOnly', 'capDrop', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'networks', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
+const TOP_FIELDS = ['name', 'image', 'command', 'args', 'entrypoint', 'user', 'workingDir', 'hostname', 'stopSignal', 'stopTimeoutMs', 'shmSizeMB', 'ulimits', 'tmpfs', 'readOnly', 'capDrop', 'env', 'ports', 'resources', 'replicas', 'constraints', 'antiAffinity', 'mode', 'spreadBy', 'placement', 'healthCheck', 'restart', 'volumes', 'driver', 'update', 'reschedule', 'exclusive', 'type', 'retries', 'backoff', 'schedule', 'timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend', 'network', 'networks', 'files', 'activeDeadlineSeconds', 'parallelism', 'ttlSecondsAfterFinished'];
 const CRON_FIELDS = ['timeZone', 'concurrencyPolicy', 'startingDeadlineSeconds', 'historyLimit', 'suspend'];
 const NAME = /^[a-z][a-z0-9-]{0,39}$/;
 const PORT_NAME = /^[a-z][a-z0-9-]{0,14}$/;
@@ -355,6 +360,9 @@ export function validateAppSpec(input: unknown): SpecResult {
     });
   }
   const antiAffinity = input.antiAffinity === undefined ? false : typeof input.antiAffinity === 'boolean' ? input.antiAffinity : (e.add('antiAffinity', 'must be true or false'), false);
+  const mode = input.mode === undefined || input.mode === 'replicated' ? undefined : input.mode === 'global' ? ('global' as const) : (e.add('mode', 'must be replicated or global'), undefined);
+  if (mode === 'global' && input.replicas !== undefined) e.add('replicas', 'not with mode global: one task per node');
+  if (mode === 'global' && input.type !== undefined && input.type !== 'service') e.add('mode', 'global is for a service (one task on every node)');
   const exclusive = input.exclusive === undefined ? false : typeof input.exclusive === 'boolean' ? input.exclusive : (e.add('exclusive', 'must be true or false'), false);
   const spreadBy = str(e, input.spreadBy, 'spreadBy', 63);
   if (spreadBy && !LABEL_KEY.test(spreadBy)) e.add('spreadBy', 'must be a node label key');
@@ -462,6 +470,10 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (e.list.length > 0) return { ok: false, errors: e.list };
   const spec: AppSpec = { name, args, env, ports, resources, replicas, constraints, antiAffinity, spreadBy, placement, restart, volumes, driver, update, reschedule };
   if (exclusive) spec.exclusive = true;
+  if (mode) {
+    spec.mode = mode;
+    spec.antiAffinity = true;
+  }
   if (job) {
     // Never restarted in place: the orchestrator retries a failed job task as a new task.
     spec.type = type;

@@ -847,8 +847,12 @@ function restartOf(r: Report, v: unknown, where: string): Obj | undefined {
 function deployOf(r: Report, v: unknown, where: string, spec: Obj): void {
   if (!isObj(v)) return void r.err(where, 'must be a mapping');
   r.keys(v, where, DEPLOY_KEYS);
-  if (v.mode !== undefined && v.mode !== 'replicated') r.err(`${where}.mode`, v.mode === 'global' ? 'global is not supported: use replicas with x-omni-spread or placement.max_replicas_per_node: 1' : 'must be replicated');
-  if (v.replicas !== undefined) spec.replicas = v.replicas;
+  if (v.mode === 'global') {
+    // one task on every node that fits (Swarm's global mode)
+    spec.mode = 'global';
+    if (v.replicas !== undefined) r.err(`${where}.replicas`, 'not with mode: global (one task per node)');
+  } else if (v.mode !== undefined && v.mode !== 'replicated') r.err(`${where}.mode`, 'must be replicated or global');
+  if (v.replicas !== undefined && v.mode !== 'global') spec.replicas = v.replicas;
   if (v.resources !== undefined) {
     const res = v.resources;
     if (!isObj(res)) r.err(`${where}.resources`, 'must be {limits, reservations}');

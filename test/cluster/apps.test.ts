@@ -375,10 +375,20 @@ describe('apps on a 3-node cluster (process driver)', () => {
     expect(after.tasks.filter((t) => t.desired === 'run')).toHaveLength(3);
   });
 
-  it('moves the tasks of a node killed with -9 to the other nodes', async () => {
+  it('moves the tasks of a node killed with -9 to the other nodes; a global app keeps one per live node', async () => {
     const r = await api('POST', '/v1/apps', webSpec({ name: 'mover', replicas: 3, antiAffinity: false, healthCheck: undefined }));
     expect(r.status).toBe(201);
+    const { replicas: _r, antiAffinity: _a, ...base } = webSpec({ name: 'everywhere', healthCheck: undefined });
+    const g = await api('POST', '/v1/apps', { ...base, mode: 'global' });
+    expect(g.status, JSON.stringify(g.body)).toBe(201);
     await waitFor('mover running', async () => (await inspect('mover')).tasks.filter((t) => t.state === 'running').length === 3, 30_000, 200);
+    const spread = await waitFor('everywhere on every node', async () => {
+      const a = await inspect('everywhere');
+      const running = a.tasks.filter((t) => t.desired === 'run' && t.state === 'running');
+      return running.length === 3 ? a : undefined;
+    }, 30_000, 200);
+    expect(new Set(spread.tasks.filter((t) => t.desired === 'run').map((t) => t.node))).toEqual(new Set(['n1', 'n2', 'n3']));
+    expect(spread.replicas).toBe(3);
     const leaderName = (await c.client('n1').get<{ leader: string }>('/v1/status')).leader;
     const victim = ['n1', 'n2', 'n3'].find((n) => n !== leaderName && n !== 'n1')!;
     await c.kill(victim);
@@ -388,5 +398,12 @@ describe('apps on a 3-node cluster (process driver)', () => {
       return live.length === 3 && live.every((t) => t.node !== victim && t.state === 'running') ? a : undefined;
     }, 40_000, 300);
     expect(moved.tasks.some((t) => t.desired === 'stop' && t.node === victim)).toBe(true);
+    // the global app: the dead node's task stopped and not replaced; it wants the two live nodes
+    const g2 = await waitFor('everywhere on the live nodes', async () => {
+      const a = await inspect('everywhere');
+      const live = a.tasks.filter((t) => t.desired === 'run');
+      return a.replicas === 2 && live.length === 2 && live.every((t) => t.node !== victim && t.state === 'running') ? a : undefined;
+    }, 40_000, 300);
+    expect(new Set(g2.tasks.filter((t) => t.desired === 'run').map((t) => t.node)).size).toBe(2);
   });
 });

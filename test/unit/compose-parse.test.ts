@@ -216,12 +216,14 @@ describe('compose: bad files give clear errors', () => {
     ]);
   });
 
-  it('not YAML, duplicate keys, no services, sctp ports, port ranges, global mode', () => {
+  it('not YAML, duplicate keys, no services, sctp ports, port ranges, replicas with global mode', () => {
     expect(errorsOf(() => parseCompose(input('services: [\n')))[0]).toMatch(/^compose\.yaml: /);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x}\n  a: {image: y}\n')))[0]).toMatch(/unique/i);
     expect(errorsOf(() => parseCompose(input('name: x\n')))).toEqual(['compose.yaml: services: must be a mapping of at least one service']);
     expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, ports: ["53:53/sctp", "8000-8001:8000-8001"]}\n')))).toEqual(['services.a.ports[0]: protocol sctp is not supported (tcp or udp)', 'services.a.ports[1]: port ranges are not supported: list each port']);
-    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, deploy: {mode: global}}\n')))[0]).toMatch(/^services\.a\.deploy\.mode: global is not supported/);
+    expect(errorsOf(() => parseCompose(input('services:\n  a: {image: x, deploy: {mode: global, replicas: 2}}\n')))[0]).toMatch(/^services\.a\.deploy\.replicas: not with mode: global/);
+    expect(parseCompose(input('services:\n  a: {image: x, deploy: {mode: global}}\n')).services[0].spec).toMatchObject({ mode: 'global' });
+    expect(validateAppSpec(parseCompose(input('services:\n  a: {image: x, deploy: {mode: global}}\n')).services[0].spec)).toMatchObject({ ok: true, spec: { mode: 'global', antiAffinity: true } });
     expect(errorsOf(() => parseCompose(input('services:\n  a: {build: {context: ., dockerfile_inline: "FROM x"}}\n')))[0]).toMatch(/^services\.a\.build\.dockerfile_inline: not supported/);
   });
 

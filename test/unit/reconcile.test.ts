@@ -37,6 +37,34 @@ describe('reconcileApp', () => {
     expect(out.app.pending).toBe('');
   });
 
+  it('global: one task on every node that is up and fits; a node going down takes its task along, a new node gets one', () => {
+    const g = (over: Record<string, unknown> = {}) => {
+      const { replicas: _r, antiAffinity: _a, ...rest } = { replicas: 0, antiAffinity: false, ...over };
+      const r = validateAppSpec({ name: 'web', command: ['srv'], ports: [{ name: 'http', port: 80 }], mode: 'global', healthCheck: { type: 'http', port: 'http' }, ...rest });
+      if (!r.ok) throw new Error(JSON.stringify(r.errors));
+      return r.spec;
+    };
+    expect(g()).toMatchObject({ mode: 'global', antiAffinity: true });
+    const first = reconcileApp(input(app(), new Map([[1, g()]]), []));
+    expect(first.upserts.map((t) => t.nodeId).sort()).toEqual(['a', 'b', 'c']);
+    // c goes down: its task stops, nothing replaces it, the others stay
+    const tasks = [task('x', 'a'), task('y', 'b'), task('z', 'c')];
+    const down = nodes.map((n) => (n.id === 'c' ? { ...n, status: 'down' as const } : n));
+    const out = reconcileApp(input(app(), new Map([[1, g()]]), tasks, tasks.map((t) => status(t.id)), down));
+    expect(out.upserts.map((t) => [t.id, t.desired])).toEqual([['z', 'stop']]);
+    // a fourth node joins: it gets one
+    const more = [...nodes, { ...nodes[0], id: 'd', name: 'd' }];
+    const held = tasks.map((t) => ({ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: 0.1, memoryBytes: 64 * 1024 ** 2, gpus: 0, hostPorts: t.hostPorts }));
+    const grown = reconcileApp({ ...input(app(), new Map([[1, g()]]), tasks, tasks.map((t) => status(t.id)), more), scheduler: new SchedulerState(more, held) });
+    expect(grown.upserts.map((t) => [t.nodeId, t.desired])).toEqual([['d', 'run']]);
+    // constraints pick the nodes; a draining or ineligible node has none
+    const labelled = nodes.map((n) => ({ ...n, labels: { gpu: n.id === 'c' ? 'no' : 'yes' }, ...(n.id === 'b' ? { draining: true } : {}) }));
+    const some = reconcileApp(input(app(), new Map([[1, g({ constraints: ['label.gpu==yes'] })]]), [], [], labelled));
+    expect(some.upserts.map((t) => t.nodeId)).toEqual(['a']);
+    expect(validateAppSpec({ name: 'w', command: ['x'], mode: 'global', replicas: 2 })).toMatchObject({ ok: false, errors: [{ field: 'replicas' }] });
+    expect(validateAppSpec({ name: 'w', command: ['x'], mode: 'global', type: 'job' })).toMatchObject({ ok: false, errors: [{ field: 'mode' }] });
+  });
+
   it('replaces the tasks of a node that is down', () => {
     const down = nodes.map((n) => (n.id === 'c' ? { ...n, status: 'down' as const } : n));
     const tasks = [task('x', 'a'), task('y', 'b'), task('z', 'c')];
