@@ -326,6 +326,7 @@ export class AppsApi {
     const app = this.app(name);
     const spec = this.spec(name, app.version);
     if (!spec) throw new OmniError('NOT_FOUND', `app ${name} has no spec version ${app.version}`);
+    if (spec.mode === 'global') throw new OmniError('BAD_REQUEST', `${name} is a global app: it runs one task on every node that fits, and is not scaled (constraints choose its nodes)`);
     const specKv = this.d.raft.state.kvGet(specKey(name, app.version))!;
     await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }, { key: specKv.key, version: specKv.version }], ops: [{ op: 'put', key: specKv.key, value: JSON.stringify({ ...spec, replicas }) }] }, caller);
     this.d.kickOrchestrator();

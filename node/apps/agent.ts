@@ -798,12 +798,21 @@ export class Agent {
     if (l.stopping) return;
     if (l.run?.state === 'running') {
       l.stopping = true;
-      try {
-        await l.driver.stop(l.task.id, l.stopTimeoutMs);
-        await this.refresh(l);
-      } finally {
-        l.stopping = false;
+      const stopped = (async () => {
+        try {
+          await l.driver.stop(l.task.id, l.stopTimeoutMs);
+          await this.refresh(l);
+        } finally {
+          l.stopping = false;
+        }
+      })();
+      if (l.stopTimeoutMs > STOP_TIMEOUT_MS) {
+        // A long grace period (stopTimeoutMs) must not hold the node's other tasks: the round goes
+        // on, and a later one finishes this stop (read-back, report) once the task has exited.
+        void stopped.catch((err: Error) => this.d.log.warn(`agent: stopping ${l.task.id}: ${err.message}`)).finally(() => this.kick());
+        return;
       }
+      await stopped;
     }
     if (!l.readBackDone && l.workspaceDir && !l.starting && !l.stopping && l.run?.state !== 'running') {
       // the task's files go back into the app's workspace before its stop is reported: omni stop

@@ -4,6 +4,8 @@
 // just started — at most once per MIN_REFRESH_GAP_MS, so a stranger's connections (a container
 // Omni did not start) cannot make the node ask the engine in a loop.
 const MIN_REFRESH_GAP_MS = 250;
+/** A list older than this is read again before it answers (the engine gives a freed address to the next container). */
+const MAX_AGE_MS = 5000;
 const MAX_ADDRESSES = 65_536;
 
 export type ListContainerAddresses = () => Promise<Map<string, string>> | undefined;
@@ -19,16 +21,17 @@ export class ContainerSources {
     private readonly list: ListContainerAddresses,
     private readonly now: () => number = Date.now,
     private readonly minGapMs = MIN_REFRESH_GAP_MS,
+    private readonly maxAgeMs = MAX_AGE_MS,
   ) {}
 
   /**
    * The task behind `address`, or undefined when no running container of this node has it (after
-   * a fresh read). A cached task that `isCurrent` says is gone (its container may have left the
-   * address to a new one) is read again.
+   * a fresh read). A cached task that `isCurrent` says is not running (its container may have
+   * left the address to a new one), or a list older than MAX_AGE_MS, is read again.
    */
   async taskOf(address: string, isCurrent: (taskId: string) => boolean = () => true): Promise<string | undefined> {
     const known = this.byAddress.get(address);
-    if (known !== undefined && isCurrent(known)) return known;
+    if (known !== undefined && isCurrent(known) && this.now() - this.refreshedAtMs < this.maxAgeMs) return known;
     const joinedARead = this.reading;
     await this.refresh();
     // a read already under way may have asked before this container existed: one more

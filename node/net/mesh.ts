@@ -217,7 +217,11 @@ export class Mesh {
     const tables = this.d.raft.state.tables;
     let taskId: string | undefined;
     try {
-      taskId = await this.containers.taskOf(address, (id) => tables.task(id)?.nodeId === this.d.id);
+      // a cached task that is not running here now may have left its address to another container
+      taskId = await this.containers.taskOf(address, (id) => {
+        const t = tables.task(id);
+        return t?.nodeId === this.d.id && t.desired === 'run' && tables.status(id)?.state === 'running';
+      });
     } catch (err) {
       this.warnOnce(`mesh: cannot tell which container ${address} is (${(err as Error).message}): its connections to service addresses are refused`);
       return false;

@@ -3,7 +3,7 @@
 // allocations, return the writes that move the app toward its spec. The leader wraps them in
 // one kv.txn guarded by the scheduling epoch, so a plan built on stale state is refused and
 // recomputed, never applied twice or over-committing a node.
-import { globalReplicas, SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
+import { globalNodeIds, globalReplicas, SchedulerState, type SchedNode, type SchedTask } from './scheduler.js';
 import { EXCLUSIVE_LEASE_MS, type AppSpec } from './spec.js';
 import { summarizeFailures } from './failure.js';
 import { MAX_JOB_ATTEMPTS, MAX_JOB_RUNS, type JobAttempt, type JobOutcome, type JobRecord } from './model.js';
@@ -124,6 +124,11 @@ class Reconciler {
   constructor(private readonly input: ReconcileInput, private readonly schedulePart = false) {
     this.app = input.app;
     for (const t of input.tasks) this.tasks.set(t.id, t);
+  }
+
+  /** A global app's nodes now (those globalReplicas counts). */
+  private globalNodes(spec: AppSpec): Set<string> {
+    return new Set(globalNodeIds(this.input.nodes, spec));
   }
 
   output(): ReconcileOutput {
@@ -608,9 +613,11 @@ class Reconciler {
     } else {
       this.setPending('');
       if (missing === 0) return;
-      // Scale down: stop the tasks that serve least (not yet healthy first), newest first.
+      // Scale down: a global app's tasks on nodes it no longer runs on first (ineligible, a
+      // constraint no longer matched), then the tasks that serve least (not yet healthy first), newest first.
       const serving = (t: TaskRecord) => Number(isServing(this.input.statuses.get(t.id)));
-      const extras = [...current].sort((a, b) => serving(a) - serving(b) || b.createdAtMs - a.createdAtMs);
+      const offGlobal = (t: TaskRecord) => Number(spec.mode === 'global' && !this.globalNodes(spec).has(t.nodeId));
+      const extras = [...current].sort((a, b) => offGlobal(b) - offGlobal(a) || serving(a) - serving(b) || b.createdAtMs - a.createdAtMs);
       for (const t of extras.slice(0, -missing)) this.stop(t, `scaled to ${spec.replicas}`);
     }
   }

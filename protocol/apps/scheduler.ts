@@ -228,7 +228,12 @@ export function wantedReplicas(spec: Pick<AppSpec, 'mode' | 'replicas' | 'driver
  * its constraints (resources are not counted: a node without room shows a pending task, as Swarm does).
  */
 export function globalReplicas(nodes: readonly SchedNode[], spec: Pick<AppSpec, 'driver' | 'constraints'>): number {
-  return nodes.filter((n) => n.status === 'up' && n.eligible !== false && !n.draining && (!n.drivers || n.drivers.includes(spec.driver)) && spec.constraints.every((c) => matches(c, n))).length;
+  return globalNodeIds(nodes, spec).length;
+}
+
+/** The nodes a global app runs on now (globalReplicas). */
+export function globalNodeIds(nodes: readonly SchedNode[], spec: Pick<AppSpec, 'driver' | 'constraints'>): string[] {
+  return nodes.filter((n) => n.status === 'up' && n.eligible !== false && !n.draining && (!n.drivers || n.drivers.includes(spec.driver)) && spec.constraints.every((c) => matches(c, n))).map((n) => n.id);
 }
 
 export function schedule(nodes: SchedNode[], tasks: SchedTask[], ask: PlacementAsk): PlacementPlan {

@@ -363,6 +363,7 @@ export function validateAppSpec(input: unknown): SpecResult {
   const mode = input.mode === undefined || input.mode === 'replicated' ? undefined : input.mode === 'global' ? ('global' as const) : (e.add('mode', 'must be replicated or global'), undefined);
   if (mode === 'global' && input.replicas !== undefined) e.add('replicas', 'not with mode global: one task per node');
   if (mode === 'global' && input.type !== undefined && input.type !== 'service') e.add('mode', 'global is for a service (one task on every node)');
+  if (mode === 'global' && input.volumes !== undefined && Array.isArray(input.volumes) && input.volumes.length > 0) e.add('volumes', 'not with mode global: a volume lives on one node (its tasks elsewhere would never start)');
   const exclusive = input.exclusive === undefined ? false : typeof input.exclusive === 'boolean' ? input.exclusive : (e.add('exclusive', 'must be true or false'), false);
   const spreadBy = str(e, input.spreadBy, 'spreadBy', 63);
   if (spreadBy && !LABEL_KEY.test(spreadBy)) e.add('spreadBy', 'must be a node label key');

@@ -290,7 +290,7 @@ function containerLimits(r: Report, s: Obj, where: string): Obj {
       });
   }
   if (s.read_only !== undefined) out.readOnly = typeof s.read_only === 'boolean' ? s.read_only : r.err(`${where}.read_only`, 'must be true or false');
-  if (s.cap_drop !== undefined) out.capDrop = Array.isArray(s.cap_drop) && s.cap_drop.every((c) => typeof c === 'string') ? s.cap_drop : r.err(`${where}.cap_drop`, 'must be a list of capability names');
+  if (s.cap_drop !== undefined) out.capDrop = Array.isArray(s.cap_drop) && s.cap_drop.every((c) => typeof c === 'string') ? s.cap_drop.map((c: string) => c.toUpperCase()) : r.err(`${where}.cap_drop`, 'must be a list of capability names');
   return out;
 }
 

@@ -56,4 +56,22 @@ describe('ContainerSources', () => {
     const s = new ContainerSources(() => Promise.reject(new Error('engine down')), Date.now, 1);
     await expect(s.taskOf('10.0.0.1')).rejects.toThrow('engine down');
   });
+
+  it('a list older than its age limit is read again before it answers', async () => {
+    let nowMs = 0;
+    let reads = 0;
+    let list = new Map([['172.17.0.2', 'old-t1']]);
+    const s = new ContainerSources(() => {
+      reads++;
+      return Promise.resolve(new Map(list));
+    }, () => nowMs, 0, 5000);
+    expect(await s.taskOf('172.17.0.2')).toBe('old-t1');
+    nowMs = 4000;
+    expect(await s.taskOf('172.17.0.2')).toBe('old-t1');
+    expect(reads).toBe(1);
+    list = new Map([['172.17.0.2', 'other-t9']]); // the address went to another container
+    nowMs = 6000;
+    expect(await s.taskOf('172.17.0.2')).toBe('other-t9');
+    expect(reads).toBe(2);
+  });
 });

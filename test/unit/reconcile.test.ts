@@ -57,12 +57,18 @@ describe('reconcileApp', () => {
     const held = tasks.map((t) => ({ id: t.id, app: t.app, version: t.version, nodeId: t.nodeId, cpu: 0.1, memoryBytes: 64 * 1024 ** 2, gpus: 0, hostPorts: t.hostPorts }));
     const grown = reconcileApp({ ...input(app(), new Map([[1, g()]]), tasks, tasks.map((t) => status(t.id)), more), scheduler: new SchedulerState(more, held) });
     expect(grown.upserts.map((t) => [t.nodeId, t.desired])).toEqual([['d', 'run']]);
+    // a node made ineligible: its task is the one stopped, not a task of a node that stays
+    const inel = nodes.map((n) => (n.id === 'a' ? { ...n, eligible: false } : n));
+    const newer = tasks.map((t) => ({ ...t, createdAtMs: t.nodeId === 'a' ? 1 : 5 }));
+    const shrunk = reconcileApp(input(app(), new Map([[1, g()]]), newer, newer.map((t) => status(t.id)), inel));
+    expect(shrunk.upserts.map((t) => [t.nodeId, t.desired])).toEqual([['a', 'stop']]);
     // constraints pick the nodes; a draining or ineligible node has none
     const labelled = nodes.map((n) => ({ ...n, labels: { gpu: n.id === 'c' ? 'no' : 'yes' }, ...(n.id === 'b' ? { draining: true } : {}) }));
     const some = reconcileApp(input(app(), new Map([[1, g({ constraints: ['label.gpu==yes'] })]]), [], [], labelled));
     expect(some.upserts.map((t) => t.nodeId)).toEqual(['a']);
     expect(validateAppSpec({ name: 'w', command: ['x'], mode: 'global', replicas: 2 })).toMatchObject({ ok: false, errors: [{ field: 'replicas' }] });
     expect(validateAppSpec({ name: 'w', command: ['x'], mode: 'global', type: 'job' })).toMatchObject({ ok: false, errors: [{ field: 'mode' }] });
+    expect(validateAppSpec({ name: 'w', command: ['x'], mode: 'global', volumes: [{ name: 'data', path: '/data' }] })).toMatchObject({ ok: false, errors: [{ field: 'volumes' }] });
   });
 
   it('replaces the tasks of a node that is down', () => {

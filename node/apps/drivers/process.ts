@@ -368,7 +368,11 @@ export class ProcessDriver implements TaskDriver {
     for (const p of cfg.ports) env[`OMNI_PORT_${envSuffix(p.name)}`] = String(p.hostPort);
     for (const v of cfg.volumes) env[`OMNI_VOLUME_${envSuffix(v.name)}`] = v.hostPath;
     // the GPUs the agent gave it (and only those: 'none' hides every GPU from CUDA)
-    if (cfg.gpus !== undefined) env.CUDA_VISIBLE_DEVICES = cfg.gpus.length > 0 ? cfg.gpus.join(',') : (env.CUDA_VISIBLE_DEVICES ?? '');
+    if (cfg.gpus !== undefined) {
+      env.CUDA_VISIBLE_DEVICES = cfg.gpus.join(',');
+      // nvidia-smi's order (the indices the agent gave), not CUDA's fastest-first default
+      env.CUDA_DEVICE_ORDER = 'PCI_BUS_ID';
+    }
     return env;
   }
 
