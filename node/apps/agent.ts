@@ -593,6 +593,24 @@ export class Agent {
       }
       return;
     }
+    l.gpus = undefined;
+    if (spec.resources.gpus > 0) {
+      // devices no other task here holds (the scheduler reserved the count on this node); none
+      // free — one still stopping, say — is a wait, not a failed start
+      const total = this.d.raft.state.node(this.d.id)?.resources.gpus.length ?? 0;
+      const held = [...this.local.values()].flatMap((o) => (o !== l && o.gpus && (o.starting || o.stopping || o.run?.state === 'running') ? o.gpus : []));
+      const gpus = assignGpus(spec.resources.gpus, total, held);
+      if (!gpus) {
+        const reason = `waiting for GPUs: needs ${spec.resources.gpus} GPU(s), ${total} on this node, ${held.length} held by other tasks`;
+        if (l.reason !== reason || l.state !== 'pending') {
+          l.state = 'pending';
+          l.reason = reason;
+          void this.report();
+        }
+        return;
+      }
+      l.gpus = gpus;
+    }
     l.starting = true;
     l.state = 'starting';
     l.health = spec.healthCheck ? 'starting' : 'none';
@@ -611,15 +629,6 @@ export class Agent {
         return this.failHere(l, f, `not started: ${f.cause}`);
       }
       if (!(await this.prepareWorkspace(l, spec))) return;
-      l.gpus = undefined;
-      if (spec.resources.gpus > 0) {
-        // devices no other task here holds (the scheduler reserved the count on this node)
-        const total = this.d.raft.state.node(this.d.id)?.resources.gpus.length ?? 0;
-        const held = [...this.local.values()].flatMap((o) => (o !== l && o.gpus && (o.starting || o.run?.state === 'running') ? o.gpus : []));
-        const gpus = assignGpus(spec.resources.gpus, total, held);
-        if (!gpus) throw new Error(`needs ${spec.resources.gpus} GPU(s): ${total} on this node, ${held.length} held by other tasks`);
-        l.gpus = gpus;
-      }
       const cfg = { ...(await this.taskConfig(l.task, spec, l.workspaceDir)), ...(l.gpus ? { gpus: l.gpus } : {}) };
       l.readBackDone = false;
       l.run = await l.driver.start(cfg);

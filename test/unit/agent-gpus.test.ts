@@ -26,7 +26,8 @@ describe('agent: GPUs', () => {
       expect(held.sort()).toEqual([[0], [1]]);
       const waiting = ['train-1', 'train-2', 'train-3'].find((id) => !w.driver.running().includes(id))!;
       await waitFor('the third reports why', () => (w.statusOf(waiting)?.reason.includes('GPU') ? true : undefined), 5000, 10);
-      expect(w.statusOf(waiting)?.reason).toMatch(/needs 1 GPU\(s\): 2 on this node, 2 held by other tasks/);
+      expect(w.statusOf(waiting)).toMatchObject({ state: 'pending', restarts: 0 });
+      expect(w.statusOf(waiting)?.reason).toMatch(/waiting for GPUs: needs 1 GPU\(s\), 2 on this node, 2 held by other tasks/);
       // one ends: its GPU goes to the waiting task
       const first = w.driver.running()[0];
       const freed = w.driver.config(first)!.gpus!;
@@ -45,7 +46,7 @@ describe('agent: GPUs', () => {
     w.agent.start();
     try {
       await waitFor('the reason', () => (w.status()?.reason.includes('GPU') ? true : undefined), 5000, 10);
-      expect(w.status()?.reason).toMatch(/needs 1 GPU\(s\): 0 on this node/);
+      expect(w.status()?.reason).toMatch(/waiting for GPUs: needs 1 GPU\(s\), 0 on this node/);
       expect(w.starts()).toBe(0);
     } finally {
       w.agent.stop();
