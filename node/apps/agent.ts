@@ -9,13 +9,20 @@ import type { Logger } from '../logger.js';
 import type { Proposer, StateView } from '../cluster/ports.js';
 import type { DriverSet, TaskConfig, TaskDriver, TaskStatus } from './drivers/types.js';
 import { assignGpus } from '../../protocol/apps/gpu-assign.js';
+
+/** The spec's container options that are set, for the driver (TaskConfig fields of the same names). */
+function containerOptions(spec: AppSpec): Partial<TaskConfig> {
+  const out: Partial<TaskConfig> = {};
+  for (const k of CONTAINER_OPTIONS) if (spec[k] !== undefined) Object.assign(out, { [k]: spec[k] });
+  return out;
+}
 import { execProbe, probe } from './health-check.js';
 import { LabKernelWatch, type KernelActivity } from './lab-activity.js';
 import { CoalescedLoop } from './coalesced-loop.js';
 import { portsInUse } from './port-probe.js';
 import { runsToCompletion, taskSpec } from '../../protocol/apps/cron.js';
 import { HEALTH_LOG_ENTRIES, HEALTH_LOG_ENTRY_CHARS, LAST_OUTPUT_LINES, LAST_OUTPUT_LINE_CHARS, parseRecord, specKey, statusKey, taskKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
-import { DEFAULT_MIN_HEALTHY_MS, EXCLUSIVE_LEASE_MS, networksOf, type AppSpec } from '../../protocol/apps/spec.js';
+import { CONTAINER_OPTIONS, DEFAULT_MIN_HEALTHY_MS, EXCLUSIVE_LEASE_MS, networksOf, type AppSpec } from '../../protocol/apps/spec.js';
 import { FAILURE_LOG_TAIL_LINES, classifyExit, classifyStartError, type FailureCause } from '../../protocol/apps/failure.js';
 import { SELF } from '../cluster/caller.js';
 import { OmniError } from '../errors.js';
@@ -864,16 +871,7 @@ export class Agent {
       version: t.version,
       image: spec.image,
       command,
-      ...(spec.entrypoint !== undefined ? { entrypoint: spec.entrypoint } : {}),
-      ...(spec.user !== undefined ? { user: spec.user } : {}),
-      ...(spec.workingDir !== undefined ? { workingDir: spec.workingDir } : {}),
-      ...(spec.hostname !== undefined ? { hostname: spec.hostname } : {}),
-      ...(spec.stopSignal !== undefined ? { stopSignal: spec.stopSignal } : {}),
-      ...(spec.shmSizeMB !== undefined ? { shmSizeMB: spec.shmSizeMB } : {}),
-      ...(spec.ulimits !== undefined ? { ulimits: spec.ulimits } : {}),
-      ...(spec.tmpfs !== undefined ? { tmpfs: spec.tmpfs } : {}),
-      ...(spec.readOnly !== undefined ? { readOnly: spec.readOnly } : {}),
-      ...(spec.capDrop !== undefined ? { capDrop: spec.capDrop } : {}),
+      ...containerOptions(spec),
       // The allocation epoch: the Raft index that placed this task — higher for every later
       // placement of the app, so a task can fence its writes to outside storage with it.
       env: { ...net?.env, ...spec.env, ...files.env, OMNI_TASK_EPOCH: String(this.d.raft.state.kvGet(taskKey(t.id))?.createIndex ?? 0), ...(t.run !== undefined ? { OMNI_CRON_RUN: String(t.run), OMNI_CRON_SCHEDULED_MS: String(t.scheduledMs ?? 0) } : {}) },

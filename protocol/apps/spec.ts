@@ -58,6 +58,8 @@ const CONTAINER_USER = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const STOP_SIGNAL = /^(SIG[A-Z0-9+-]{1,12}|[A-Z][A-Z0-9]{1,10}|[1-9]\d?)$/;
 export const MAX_STOP_TIMEOUT_MS = 10 * 60_000;
+/** The spec fields the docker driver gets as they are (TaskConfig fields of the same names). */
+export const CONTAINER_OPTIONS = ['entrypoint', 'user', 'workingDir', 'hostname', 'stopSignal', 'shmSizeMB', 'ulimits', 'tmpfs', 'readOnly', 'capDrop'] as const;
 const CAPABILITY = /^(CAP_)?[A-Z][A-Z_]{1,30}$/;
 /** The resource names docker run --ulimit takes (setrlimit's, lower-case without RLIMIT_). */
 export const ULIMIT_NAMES = ['core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack'];
@@ -484,17 +486,9 @@ export function validateAppSpec(input: unknown): SpecResult {
   if (cron) spec.cron = cron;
   if (image !== undefined) spec.image = image;
   if (command !== undefined) spec.command = command;
-  if (entrypoint !== undefined) spec.entrypoint = entrypoint;
-  if (user !== undefined) spec.user = user;
-  if (workingDir !== undefined) spec.workingDir = workingDir;
-  if (hostname !== undefined) spec.hostname = hostname;
-  if (stopSignal !== undefined) spec.stopSignal = stopSignal;
-  if (stopTimeoutMs !== undefined) spec.stopTimeoutMs = stopTimeoutMs;
-  if (shmSizeMB !== undefined) spec.shmSizeMB = shmSizeMB;
-  if (ulimits !== undefined) spec.ulimits = ulimits;
-  if (tmpfs !== undefined) spec.tmpfs = tmpfs;
-  if (readOnly !== undefined) spec.readOnly = readOnly;
-  if (capDrop !== undefined) spec.capDrop = capDrop;
+  // the fields given (an absent one stays out of the record, as before)
+  const given = { entrypoint, user, workingDir, hostname, stopSignal, stopTimeoutMs, shmSizeMB, ulimits, tmpfs, readOnly, capDrop };
+  for (const [k, v] of Object.entries(given)) if (v !== undefined) Object.assign(spec, { [k]: v });
   if (healthCheck) spec.healthCheck = healthCheck;
   if (network) spec.network = network;
   // one network is written as `network` (the form every earlier version reads)
