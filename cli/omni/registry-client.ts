@@ -32,7 +32,7 @@ const MAX_ERROR_BODY_BYTES = 64 * 1024;
 const sha256 = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
 /** The operations the image commands use: a RegistryClient, or a FailoverRegistry over several. */
-export type Registry = Pick<RegistryClient, 'manifest' | 'downloadBlob' | 'resolveTag' | 'hasBlob' | 'mountBlob' | 'uploadBlob' | 'putManifest'>;
+export type Registry = Pick<RegistryClient, 'manifest' | 'downloadBlob' | 'resolveTag' | 'hasBlob' | 'mountBlob' | 'uploadBlob' | 'putManifest'> & Partial<Pick<RegistryClient, 'uploadBytes'>>;
 
 /** A failed request is retried on another node's registry when the node did not answer or said it could not serve now. */
 export function registryFailoverWorthy(err: unknown): boolean {
@@ -221,6 +221,13 @@ export class RegistryClient {
     res.resume();
   }
 
+  /** Uploads bytes held in memory as blob `digest` of `repo` (monolithic: one POST). */
+  async uploadBytes(repo: string, digest: string, bytes: Buffer): Promise<void> {
+    const res = await this.send('POST', `${repo}/blobs/uploads/?digest=${encodeURIComponent(digest)}`, { 'content-type': 'application/octet-stream', 'content-length': bytes.length }, bytes);
+    if (res.statusCode !== 201) return this.fail(res, `uploading blob ${digest} to ${repo}`);
+    res.resume();
+  }
+
   /**
    * Uploads a file as blob `digest` of `repo` in chunks (POST, then PATCH per chunk, then PUT),
    * writing where the session stands to `stateFile` after each chunk. Run again after an
@@ -402,6 +409,9 @@ export class FailoverRegistry implements Registry {
         onBytes?.(n);
       });
     });
+  }
+  uploadBytes(repo: string, digest: string, bytes: Buffer) {
+    return this.run((r) => r.uploadBytes(repo, digest, bytes));
   }
   putManifest(repo: string, ref: string, bytes: Buffer, mediaType: string) {
     return this.run((r) => r.putManifest(repo, ref, bytes, mediaType));

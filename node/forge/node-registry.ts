@@ -7,13 +7,13 @@
 // Catalog writes are proposed as this node (caller SELF): the leader allows them while a build
 // task is placed on it (protocol/cluster/authz.ts). It gets the registry's parts, not the daemon.
 import { createWriteStream } from 'node:fs';
-import { copyFile, rm } from 'node:fs/promises';
+import { copyFile, rm, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { OmniError } from '../errors.js';
 import type { Caller } from '../cluster/caller.js';
-import type { BlobStore } from '../registry/blob-store.js';
+import { BlobHasher, type BlobInfo, type BlobStore } from '../registry/blob-store.js';
 import type { RegistryCatalog } from '../registry/catalog.js';
 import { manifestRecord } from '../registry/oci-api.js';
 import type { BlobRecord } from '../../protocol/registry/records.js';
@@ -23,7 +23,7 @@ import type { BuildRegistry } from './builder.js';
 
 export interface NodeRegistryParts {
   catalog: RegistryCatalog;
-  store: Pick<BlobStore, 'has' | 'tempPath' | 'commit' | 'read'>;
+  store: Pick<BlobStore, 'has' | 'tempPath' | 'commit' | 'read' | 'pieceSizeForSize'>;
   /** Brings a blob the catalog knows into this node's store (from peers). */
   ensureLocal(record: BlobRecord, signal: AbortSignal): Promise<void>;
   /** Resolves once a blob written here into `repo` is on its durability target of nodes. */
@@ -59,6 +59,23 @@ export class NodeBuildRegistry implements BuildRegistry {
       await rm(tmp, { force: true });
       throw err;
     });
+    await this.record(repo, digest, info);
+  }
+
+  /** Stores bytes held in memory as `digest` (hashed from memory, not read back), records it in `repo` and replicates it. */
+  async uploadBytes(repo: string, digest: string, bytes: Buffer): Promise<void> {
+    if (!isDigest(digest)) throw new OmniError('DIGEST_INVALID', `${digest.slice(0, 80)} is not a sha256 digest`);
+    const hasher = new BlobHasher(this.p.store.pieceSizeForSize(bytes.length));
+    hasher.update(bytes);
+    const tmp = this.p.store.tempPath();
+    await writeFile(tmp, bytes, { mode: 0o600 });
+    await this.record(repo, digest, await this.p.store.commit(tmp, digest, undefined, { hashed: hasher.result() }).catch(async (err: unknown) => {
+      await rm(tmp, { force: true });
+      throw err;
+    }));
+  }
+
+  private async record(repo: string, digest: string, info: BlobInfo): Promise<void> {
     await this.p.catalog.addBlob(repo, { digest, sizeBytes: info.sizeBytes, pieceSizeBytes: info.pieceSizeBytes, pieces: info.pieces, createdAtMs: Date.now() }, this.p.caller);
     await this.p.replicate?.(digest, this.signal, repo);
   }

@@ -182,10 +182,11 @@ export class BlobFetcher {
       await this.run(fh, record, plan, report);
       report.servedBy = plan.servedBy();
       report.dropped = plan.droppedPeers();
-      // Verified whole, fsync'ed and renamed into the store. Until then the pieces are still
-      // served from this open file (a rename leaves it readable), so the peers fetching the
-      // same blob never find this node with every piece and none to give.
-      await this.d.store.commit(path, record.digest, { pieceSizeBytes: record.pieceSizeBytes, pieces: record.pieces });
+      // Every piece was checked against the record as it arrived (or at the resume): fsync'ed and
+      // renamed into the store without reading it back. Until then the pieces are still served
+      // from this open file (a rename leaves it readable), so the peers fetching the same blob
+      // never find this node with every piece and none to give.
+      await this.d.store.commit(path, record.digest, { pieceSizeBytes: record.pieceSizeBytes, pieces: record.pieces }, { piecesVerified: true });
     } finally {
       this.active.delete(record.digest);
       this.d.fetching?.(record.digest, null);

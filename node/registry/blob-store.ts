@@ -181,13 +181,23 @@ export class BlobStore {
     return join(this.tmpDir, `${FETCH_PREFIX}${hexOf(digest)}`);
   }
 
+  /** The piece size a new blob of `sizeBytes` is cut into. */
+  pieceSizeForSize(sizeBytes: number): number {
+    return this.pieceSizeBytes ?? pieceSizeFor(sizeBytes);
+  }
+
   /**
    * Moves a finished temp file into the store as `digest`: hashes it from disk (the digest, and
    * the recorded piece digests when `expectedPieces` is given, must match; else DIGEST_INVALID
    * and the file is removed), fsyncs it, writes the sidecar, renames it into place, fsyncs the
    * directory. Returns the blob's info (already held: the existing one, the temp file removed).
+   * Not read back from disk when the caller saw every byte as it wrote them: `o.hashed` (the
+   * bytes went through a BlobHasher on their way to the file; checked like a hash from disk), or
+   * `o.piecesVerified` (a fetch: each piece was checked against `expectedPieces` as it arrived;
+   * those piece digests come from the catalog record the node that took the push wrote after
+   * hashing the whole blob, so matching pieces are that blob).
    */
-  async commit(tmpPath: string, digest: string, expectedPieces?: { pieceSizeBytes: number; pieces: string[] }): Promise<BlobInfo> {
+  async commit(tmpPath: string, digest: string, expectedPieces?: { pieceSizeBytes: number; pieces: string[] }, o: { hashed?: BlobInfo; piecesVerified?: boolean } = {}): Promise<BlobInfo> {
     if (!isDigest(digest)) throw new OmniError('DIGEST_INVALID', `${digest.slice(0, 80)} is not a sha256 digest`);
     const existing = this.blobs.get(digest);
     if (existing) {
@@ -200,7 +210,11 @@ export class BlobStore {
     }
     let hashed: BlobInfo;
     try {
-      hashed = await hashFile(tmpPath, expectedPieces?.pieceSizeBytes ?? (await this.pieceSizeOf(tmpPath)));
+      if (o.piecesVerified && expectedPieces) {
+        const sizeBytes = (await stat(tmpPath)).size;
+        if (expectedPieces.pieces.length !== pieceCount(sizeBytes, expectedPieces.pieceSizeBytes)) throw new OmniError('DIGEST_INVALID', `blob ${digest}: ${sizeBytes} bytes do not fit its recorded pieces`);
+        hashed = { digest, sizeBytes, pieceSizeBytes: expectedPieces.pieceSizeBytes, pieces: expectedPieces.pieces };
+      } else hashed = o.hashed ?? (await hashFile(tmpPath, expectedPieces?.pieceSizeBytes ?? (await this.pieceSizeOf(tmpPath))));
       if (hashed.digest !== digest) throw new OmniError('DIGEST_INVALID', `the content's digest is ${hashed.digest}, not ${digest}`);
       if (expectedPieces && hashed.pieces.some((p, i) => p !== expectedPieces.pieces[i])) throw new OmniError('DIGEST_INVALID', `blob ${digest} has piece digests other than those recorded`);
       this.checkSize(hashed.sizeBytes);
@@ -314,12 +328,49 @@ export class BlobStore {
   }
 }
 
+/**
+ * sha256 of a blob's bytes and of each of its pieces, fed in order (hashFile reads a file through
+ * it; an upload whose size is known hashes the bytes as they arrive, so the commit need not read
+ * them back).
+ */
+export class BlobHasher {
+  private readonly whole = createHash('sha256');
+  private piece = createHash('sha256');
+  private inPiece = 0;
+  private sizeBytes = 0;
+  private readonly pieces: string[] = [];
+
+  constructor(readonly pieceSizeBytes: number) {}
+
+  update(buf: Uint8Array): void {
+    let off = 0;
+    while (off < buf.length) {
+      const take = Math.min(buf.length - off, this.pieceSizeBytes - this.inPiece);
+      const chunk = take === buf.length ? buf : buf.subarray(off, off + take);
+      this.whole.update(chunk);
+      this.piece.update(chunk);
+      this.inPiece += take;
+      off += take;
+      if (this.inPiece === this.pieceSizeBytes) {
+        this.pieces.push(this.piece.digest('hex'));
+        this.piece = createHash('sha256');
+        this.inPiece = 0;
+      }
+    }
+    this.sizeBytes += buf.length;
+  }
+
+  /** The blob's info; the hasher is spent. */
+  result(): BlobInfo {
+    if (this.inPiece > 0) this.pieces.push(this.piece.digest('hex'));
+    if (this.pieces.length !== pieceCount(this.sizeBytes, this.pieceSizeBytes)) throw new Error('piece count mismatch');
+    return { digest: digestOfHex(this.whole.digest('hex')), sizeBytes: this.sizeBytes, pieceSizeBytes: this.pieceSizeBytes, pieces: this.pieces };
+  }
+}
+
 /** sha256 of a whole file and of each of its pieces. */
 export async function hashFile(path: string, pieceSizeBytes: number): Promise<BlobInfo> {
-  const whole = createHash('sha256');
-  const pieces: string[] = [];
-  let piece = createHash('sha256');
-  let inPiece = 0;
+  const hasher = new BlobHasher(pieceSizeBytes);
   let size = 0;
   const fh = await open(path, 'r');
   try {
@@ -327,28 +378,13 @@ export async function hashFile(path: string, pieceSizeBytes: number): Promise<Bl
     for (;;) {
       const { bytesRead } = await fh.read(buf, 0, buf.length, size);
       if (bytesRead === 0) break;
-      let off = 0;
-      while (off < bytesRead) {
-        const take = Math.min(bytesRead - off, pieceSizeBytes - inPiece);
-        const chunk = buf.subarray(off, off + take);
-        whole.update(chunk);
-        piece.update(chunk);
-        inPiece += take;
-        off += take;
-        if (inPiece === pieceSizeBytes) {
-          pieces.push(piece.digest('hex'));
-          piece = createHash('sha256');
-          inPiece = 0;
-        }
-      }
+      hasher.update(buf.subarray(0, bytesRead));
       size += bytesRead;
     }
   } finally {
     await fh.close();
   }
-  if (inPiece > 0) pieces.push(piece.digest('hex'));
-  if (pieces.length !== pieceCount(size, pieceSizeBytes)) throw new Error('piece count mismatch');
-  return { digest: digestOfHex(whole.digest('hex')), sizeBytes: size, pieceSizeBytes, pieces };
+  return hasher.result();
 }
 
 async function mtimeMs(path: string): Promise<number> {

@@ -347,7 +347,7 @@ export class OciApi {
 
   private async completeUpload(r: OciRequest, s: UploadSession, digest: string, caller: Caller): Promise<HttpAnswer> {
     const len = contentLength(r.req);
-    if (len !== 0 || r.req.headers['transfer-encoding']) await this.d.uploads.append(s, r.req, r.req.headers['content-range'], len);
+    if (len !== 0 || r.req.headers['transfer-encoding']) await this.d.uploads.append(s, r.req, r.req.headers['content-range'], len, true);
     const info = await this.d.uploads.finish(s, digest);
     await this.d.catalog.addBlob(s.repo, { digest, sizeBytes: info.sizeBytes, pieceSizeBytes: info.pieceSizeBytes, pieces: info.pieces, createdAtMs: Date.now() }, caller);
     if (this.d.replicate) {

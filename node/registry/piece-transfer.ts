@@ -24,7 +24,7 @@
 import type { Stream, Connection } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { OmniHost } from '../p2p/host.js';
-import { readFrames, readOneFrame, sendFrame } from '../p2p/framed-stream.js';
+import { readFrames, readOneFrame, sendFrame, sendTaggedFrame } from '../p2p/framed-stream.js';
 import { OmniError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { BlobStore } from './blob-store.js';
@@ -71,14 +71,6 @@ export interface PieceServiceOptions {
   replicate?(digest: string, signal: AbortSignal): Promise<void>;
   /** A piece of a blob this node is still fetching (PIECE_MISSING until it has arrived). */
   readPartial?(digest: string, index: number): Promise<Buffer>;
-}
-
-function tagged(tag: number, body: Uint8Array | string): Uint8Array {
-  const bytes = typeof body === 'string' ? new TextEncoder().encode(body) : body;
-  const out = new Uint8Array(bytes.length + 1);
-  out[0] = tag;
-  out.set(bytes, 1);
-  return out;
 }
 
 function remoteError(frame: Uint8Array): OmniError {
@@ -221,14 +213,14 @@ export class PieceService implements PieceSource {
       this.opts.authorize(from);
       const req = parseRequest(await withTimeout(readOneFrame(stream, MAX_REQUEST_BYTES), REQUEST_TIMEOUT_MS));
       if (req.op === 'have') {
-        await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ have: req.digests.map((d) => this.opts.store.has(d)) })));
+        await sendTaggedFrame(stream, TAG_HEADER, JSON.stringify({ have: req.digests.map((d) => this.opts.store.has(d)) }));
       } else if (req.op === 'replicate') {
         if (!this.opts.replicate) throw new OmniError('UNAVAILABLE', 'this node does not take replicas');
         stream.inactivityTimeout = 0;
         const abort = new AbortController();
         stream.addEventListener('close', () => abort.abort(), { once: true });
         await this.opts.replicate(req.digest, abort.signal);
-        await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ held: true })));
+        await sendTaggedFrame(stream, TAG_HEADER, JSON.stringify({ held: true }));
       } else {
         const whole = this.opts.store.info(req.digest);
         if (whole && this.spread.begin(req.digest, whole.pieces.length, req.index, from, Date.now()) === 'decline') {
@@ -237,9 +229,9 @@ export class PieceService implements PieceSource {
         try {
           release = await this.serving.take();
           const piece = await this.readPiece(req.digest, req.index);
-          await sendFrame(stream, tagged(TAG_HEADER, JSON.stringify({ sizeBytes: piece.length })));
+          await sendTaggedFrame(stream, TAG_HEADER, JSON.stringify({ sizeBytes: piece.length }));
           for (let off = 0; off < piece.length; off += DATA_FRAME_BYTES) {
-            await sendFrame(stream, tagged(TAG_DATA, piece.subarray(off, off + DATA_FRAME_BYTES)));
+            await sendTaggedFrame(stream, TAG_DATA, piece.subarray(off, off + DATA_FRAME_BYTES));
           }
         } finally {
           if (whole) this.spread.sent(req.digest, req.index, from, Date.now());
@@ -250,7 +242,7 @@ export class PieceService implements PieceSource {
       const e = err instanceof OmniError ? err : new OmniError('BAD_REQUEST', (err as Error).message);
       if (e.code === 'FORBIDDEN') this.opts.log.warn(`registry: refused a pieces stream from ${from}: ${e.message}`);
       try {
-        await sendFrame(stream, tagged(TAG_ERROR, JSON.stringify({ code: e.code, message: e.message.slice(0, 300) })));
+        await sendTaggedFrame(stream, TAG_ERROR, JSON.stringify({ code: e.code, message: e.message.slice(0, 300) }));
         await stream.close({ signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
       } catch {
         stream.abort(new Error('pieces stream failed'));

@@ -3,9 +3,9 @@
 // and commits it (node/registry/blob-store.ts). Sessions live in memory: a restarted node
 // forgets them and the client starts its upload again (docker and skopeo do).
 import { randomUUID } from 'node:crypto';
-import { open, rm } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import { OmniError } from '../errors.js';
-import type { BlobInfo, BlobStore } from './blob-store.js';
+import { BlobHasher, type BlobInfo, type BlobStore } from './blob-store.js';
 import { checkChunk, idleSessions, MAX_UPLOAD_SESSIONS, UPLOAD_IDLE_TIMEOUT_MS, type UploadState } from '../../protocol/registry/upload.js';
 
 /** Disk space is checked again after every this many bytes of a chunk of unknown length. */
@@ -13,6 +13,19 @@ const SPACE_CHECK_EVERY_BYTES = 64 * 1024 * 1024;
 
 export interface UploadSession extends UploadState {
   path: string;
+  /** The whole blob's hashes, taken as a request that carried all of it was written (see append). */
+  hashed?: BlobInfo;
+}
+
+/** Bytes of a request body gathered before they are written (one writev instead of one write per socket read). */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
+/** Writes `bufs` (`n` bytes in all) at `position`, going on after a short write. */
+async function writeAll(fh: FileHandle, bufs: Uint8Array[], n: number, position: number): Promise<void> {
+  let { bytesWritten } = await fh.writev(bufs, position);
+  if (bytesWritten === n) return;
+  const all = Buffer.concat(bufs, n);
+  while (bytesWritten < n) bytesWritten += (await fh.write(all, bytesWritten, n - bytesWritten, position + bytesWritten)).bytesWritten;
 }
 
 export interface UploadLimits {
@@ -56,38 +69,56 @@ export class UploadSessions {
 
   /**
    * Appends a chunk (the request body) at the session's offset. The checks of protocol/registry/upload.ts
-   * come first; then the size limit and the disk space are enforced while the bytes arrive.
+   * come first; then the size limit and the disk space are enforced while the bytes arrive. The
+   * bytes are written in runs of about WRITE_BATCH_BYTES. `completes`: this request ends the
+   * upload (a monolithic POST, or the PUT that carries the rest) — when it carries the whole blob
+   * with its length announced, the bytes are hashed as they arrive and finish() does not read
+   * the file back.
    */
-  async append(s: UploadSession, body: AsyncIterable<Uint8Array>, contentRange: string | undefined, contentLength: number | undefined): Promise<number> {
+  async append(s: UploadSession, body: AsyncIterable<Uint8Array>, contentRange: string | undefined, contentLength: number | undefined, completes = false): Promise<number> {
     const check = checkChunk(s, contentRange, contentLength, this.store.maxBlobBytes);
     if (!check.ok) throw new OmniError(check.code, check.message);
     s.busy = true;
+    s.hashed = undefined;
     try {
       await this.store.ensureSpace(check.expectedBytes ?? 0);
+      const hasher = completes && s.offsetBytes === 0 && check.expectedBytes !== undefined && check.expectedBytes > 0 ? new BlobHasher(this.store.pieceSizeForSize(check.expectedBytes)) : undefined;
       const fh = await open(s.path, 'r+');
       let written = 0;
       let sinceCheck = 0;
+      let pending: Uint8Array[] = [];
+      let pendingBytes = 0;
+      const flush = async () => {
+        if (pendingBytes === 0) return;
+        const bufs = pending;
+        const n = pendingBytes;
+        pending = [];
+        pendingBytes = 0;
+        await writeAll(fh, bufs, n, s.offsetBytes);
+        s.offsetBytes += n;
+        written += n;
+      };
       try {
         for await (const chunk of body) {
-          if (s.offsetBytes + chunk.byteLength > this.store.maxBlobBytes) throw new OmniError('SIZE_INVALID', `the blob would exceed ${this.store.maxBlobBytes} bytes`);
-          if (check.expectedBytes !== undefined && written + chunk.byteLength > check.expectedBytes) throw new OmniError('SIZE_INVALID', `the chunk is longer than the ${check.expectedBytes} bytes announced`);
+          if (s.offsetBytes + pendingBytes + chunk.byteLength > this.store.maxBlobBytes) throw new OmniError('SIZE_INVALID', `the blob would exceed ${this.store.maxBlobBytes} bytes`);
+          if (check.expectedBytes !== undefined && written + pendingBytes + chunk.byteLength > check.expectedBytes) throw new OmniError('SIZE_INVALID', `the chunk is longer than the ${check.expectedBytes} bytes announced`);
           sinceCheck += chunk.byteLength;
           if (check.expectedBytes === undefined && sinceCheck >= SPACE_CHECK_EVERY_BYTES) {
             sinceCheck = 0;
+            await flush();
             await this.store.ensureSpace(SPACE_CHECK_EVERY_BYTES);
           }
-          let off = 0;
-          while (off < chunk.byteLength) {
-            const { bytesWritten } = await fh.write(chunk, off, chunk.byteLength - off, s.offsetBytes);
-            off += bytesWritten;
-            s.offsetBytes += bytesWritten;
-            written += bytesWritten;
-          }
+          hasher?.update(chunk);
+          pending.push(chunk);
+          pendingBytes += chunk.byteLength;
+          if (pendingBytes >= WRITE_BATCH_BYTES) await flush();
         }
+        await flush();
       } finally {
         await fh.close();
       }
       if (check.expectedBytes !== undefined && written !== check.expectedBytes) throw new OmniError('SIZE_INVALID', `the chunk has ${written} bytes, ${check.expectedBytes} were announced`);
+      if (hasher) s.hashed = hasher.result();
       return s.offsetBytes;
     } finally {
       s.busy = false;
@@ -99,7 +130,7 @@ export class UploadSessions {
   async finish(s: UploadSession, digest: string): Promise<BlobInfo> {
     if (s.busy) throw new OmniError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload');
     this.sessions.delete(s.id);
-    return this.store.commit(s.path, digest);
+    return this.store.commit(s.path, digest, undefined, s.hashed ? { hashed: s.hashed } : {});
   }
 
   async cancel(s: UploadSession): Promise<void> {

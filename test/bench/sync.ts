@@ -114,12 +114,16 @@ async function main() {
     const initial = await timed(async () => {
       initialStderr = (await omni('--push')).stderr;
     });
-    // OMNI_SYNC_TRACE=1: where the initial sync's time went, phase by phase
+    // OMNI_SYNC_TRACE=1: where each sync's time went, phase by phase (printed for the initial and the timed syncs)
     if (process.env.OMNI_SYNC_TRACE === '1') log(`initial sync trace:\n${initialStderr.trim()}`);
     log(`omni initial ${round(initial / 1000)} s`);
     const changed = join(src, 'd20', 's6', `f20.dat`);
     profiling = PROFILE_DIR !== undefined || PROFILE_NODE_OPTIONS !== undefined;
-    const { noop, one, noops, ones } = await repeated(() => omni(), changed);
+    const traced = async () => {
+      const r = await omni();
+      if (process.env.OMNI_SYNC_TRACE === '1') log(`sync trace:\n${r.stderr.trim()}`);
+    };
+    const { noop, one, noops, ones } = await repeated(traced, changed);
     profiling = false;
     log(`omni noop ${round(noop)} ms, one file ${round(one)} ms (medians of ${REPEAT}: ${noops.map((x) => round(x, 0)).join(' ')} / ${ones.map((x) => round(x, 0)).join(' ')})`);
     // rsync daemon

@@ -175,6 +175,43 @@ describe('UploadSessions', () => {
     expect(up.size).toBe(0);
   });
 
+  it('a whole blob in one request of known length is hashed as it is written: the same pieces as hashed from disk; a wrong digest is still refused', async () => {
+    const dir = await tempDir();
+    const { store } = await storeIn(dir);
+    const up = new UploadSessions(store);
+    // 3 MiB in 40 KiB socket reads: written in batches, pieces of 64 KiB cut across the reads
+    const bytes = randomBytes(3 * 1024 * 1024 + 17);
+    const parts = Array.from({ length: Math.ceil(bytes.length / 40_000) }, (_, i) => bytes.subarray(i * 40_000, (i + 1) * 40_000));
+    const s = await up.start('team/web');
+    expect(await up.append(s, chunks(...parts), undefined, bytes.length, true)).toBe(bytes.length);
+    expect(s.hashed?.digest).toBe(sha(bytes));
+    const info = await up.finish(s, sha(bytes));
+    const expected = Array.from({ length: Math.ceil(bytes.length / PIECE) }, (_, i) => pieceHex(bytes.subarray(i * PIECE, (i + 1) * PIECE)));
+    expect(info.pieces).toEqual(expected);
+    expect((await collect(store.read(sha(bytes)))).equals(bytes)).toBe(true);
+    // the same bytes under another digest: refused from the hashes taken on the way, nothing kept
+    const other = randomBytes(100);
+    const s2 = await up.start('team/web');
+    await up.append(s2, chunks(other), undefined, other.length, true);
+    expect(await codeOf(up.finish(s2, sha(randomBytes(100))))).toBe('DIGEST_INVALID');
+    expect((await readdir(join(dir, 'tmp'))).length).toBe(0);
+  });
+
+  it('a fetched file whose pieces were checked as they arrived is committed without a read back, unless its size does not fit those pieces', async () => {
+    const { store } = await storeIn(await tempDir());
+    const bytes = randomBytes(3 * PIECE + 5);
+    const pieces = Array.from({ length: 4 }, (_, i) => pieceHex(bytes.subarray(i * PIECE, (i + 1) * PIECE)));
+    const short = store.tempPath();
+    await writeFile(short, bytes.subarray(0, 2 * PIECE));
+    expect(await codeOf(store.commit(short, sha(bytes), { pieceSizeBytes: PIECE, pieces }, { piecesVerified: true }))).toBe('DIGEST_INVALID');
+    expect(store.has(sha(bytes))).toBe(false);
+    const tmp = store.tempPath();
+    await writeFile(tmp, bytes);
+    const info = await store.commit(tmp, sha(bytes), { pieceSizeBytes: PIECE, pieces }, { piecesVerified: true });
+    expect(info).toMatchObject({ digest: sha(bytes), sizeBytes: bytes.length, pieces });
+    expect((await collect(store.read(sha(bytes)))).equals(bytes)).toBe(true);
+  });
+
   it('refuses a chunk longer than announced, a blob over the limit, too many sessions; sweeps idle ones', async () => {
     const { store } = await storeIn(await tempDir(), { maxBlobBytes: 100 });
     const up = new UploadSessions(store, { maxSessions: 2, idleTimeoutMs: 1000 });
