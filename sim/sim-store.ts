@@ -76,9 +76,9 @@ export class SimStore implements RaftStore {
     return new Promise((resolve) => this.io.later(0, () => resolve(values)));
   }
 
-  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
+  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean, hardState?: HardState): Promise<void> {
     if (!this.io.alive()) return DEAD;
-    const write = { entries: [], state: { rows: new Map(rows), appliedIndex, replace: false } };
+    const write = { entries: [], ...(hardState ? { hardState } : {}), state: { rows: new Map(rows), appliedIndex, replace: false } };
     // Unsynced, it only lands in LevelDB's memtable and log buffer: no disk latency, but (as
     // LevelDB's batch) readers see it only once the write completes.
     if (!sync) {

@@ -10,7 +10,7 @@
 // leader loses its followers' acknowledgements and steps down: another node leads.
 import { randomInt, randomBytes } from 'node:crypto';
 import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/raft.js';
-import { NONE, ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type Message, type NodeId, type Ready, type Snapshot, type SnapshotMeta } from '../../protocol/raft/types.js';
+import { NONE, ConfChangeType, EntryType, MessageType, Role, type ConfChange, type Entry, type HardState, type Message, type NodeId, type Ready, type Snapshot, type SnapshotMeta } from '../../protocol/raft/types.js';
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
@@ -184,6 +184,12 @@ export class RaftNode {
   private fatal: Error | undefined;
   /** Term and vote as last written to disk (messages that depend on them wait for the write). */
   private persistedTermVote: { term: number; vote: NodeId };
+  /**
+   * A hard state that only moved the commit index, not written yet: it goes into the same batch
+   * as the state rows its committed entries change (one write instead of two per Ready that
+   * commits; see handleReady), or into the next log write if that batch failed.
+   */
+  private unsavedCommit: HardState | undefined;
   /** The Ready being handled, kept when its write failed for lack of space (retried as is). */
   private unwritten: Ready | undefined;
   /** Set while the disk is full (ENOSPC): nothing is persisted, proposals get NO_SPACE. */
@@ -601,12 +607,23 @@ export class RaftNode {
       }
     }
     if (early && messages.length > 0) this.opts.send(messages);
-    // Kept until written: a write that fails for lack of space is retried with the same Ready.
-    this.unwritten = rd;
-    // The stored snapshot only marks where the log starts: the state itself is in the rows.
-    const snapshot = rd.snapshot && { meta: rd.snapshot.meta, data: STATE_IN_ROWS };
-    await this.opts.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot }, rd.mustSync);
-    this.unwritten = undefined;
+    // A Ready that only commits (no entries, no snapshot, the same term and vote, nothing that
+    // must be synced) writes its hard state with the rows its entries change, after applying
+    // them: the entries are already in this node's log (earlier Readys), and a commit index is
+    // never needed durable (Raft recovers it; etcd does not sync it either). Both land in one
+    // batch, so a stored commit index is never behind the stored applied index.
+    const commitOnly = !rd.snapshot && rd.entries.length === 0 && !rd.mustSync && rd.committedEntries.length > 0 && rd.hardState !== undefined && rd.hardState.term === this.persistedTermVote.term && rd.hardState.vote === this.persistedTermVote.vote;
+    if (commitOnly) this.unsavedCommit = rd.hardState;
+    else {
+      // Kept until written: a write that fails for lack of space is retried with the same Ready.
+      this.unwritten = rd;
+      // The stored snapshot only marks where the log starts: the state itself is in the rows.
+      const snapshot = rd.snapshot && { meta: rd.snapshot.meta, data: STATE_IN_ROWS };
+      const hardState = rd.hardState ?? this.unsavedCommit;
+      await this.opts.storage.save({ hardState, entries: rd.entries, snapshot }, rd.mustSync);
+      this.unwritten = undefined;
+      if (hardState === this.unsavedCommit || rd.hardState) this.unsavedCommit = undefined;
+    }
     if (rd.hardState) this.persistedTermVote = { term: rd.hardState.term, vote: rd.hardState.vote };
     this.opts.observer?.persisted?.(rd);
     if (!early && messages.length > 0) this.opts.send(messages);
@@ -902,12 +919,14 @@ export class RaftNode {
       for (const [row, value] of this.state.takeChangedRows()) this.unsavedRows.set(row, value);
     }
     const applied = this.state.appliedIndex;
-    if (this.unsavedRows.size === 0 && applied === this.savedStateIndex && !sync) return;
+    const commit = this.unsavedCommit;
+    if (this.unsavedRows.size === 0 && applied === this.savedStateIndex && !sync && !commit) return;
     const rows = this.unsavedRows;
     this.unsavedRows = new Map();
     this.savingRows = rows;
     try {
-      await this.opts.storage.saveState(rows, applied, sync);
+      await this.opts.storage.saveState(rows, applied, sync, commit);
+      if (this.unsavedCommit === commit) this.unsavedCommit = undefined;
     } catch (err) {
       // Kept for the next try; rows changed meanwhile are newer and win.
       for (const [row, value] of this.unsavedRows) rows.set(row, value);

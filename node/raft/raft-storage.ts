@@ -212,8 +212,11 @@ export class RaftStorage implements RaftStore {
     return this.state.read(rows);
   }
 
-  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
-    return this.state.save(rows, appliedIndex, sync);
+  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean, hardState?: HardState): Promise<void> {
+    if (!hardState) return this.state.save(rows, appliedIndex, sync);
+    // Only a commit index rides along: a new term or vote is synced and witnessed by save().
+    if (hardState.term !== this.witnessed.term || hardState.vote !== this.witnessed.vote) return Promise.reject(new Error(`a hard state with a new term or vote (${hardState.term}, ${hardState.vote.slice(-8)}) must be written by save()`));
+    return this.state.save(rows, appliedIndex, sync, (batch) => batch.put(HARD_STATE_KEY, sealRecord(HARD_STATE_KEY, encodeHardState(hardState))));
   }
 
   replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {

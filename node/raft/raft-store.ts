@@ -31,9 +31,10 @@ export interface RaftStore {
   /**
    * Writes the rows one or more Readys changed (null: deleted) with the applied index they
    * reflect, in one atomic batch (fsync'ed when `sync`). Unsynced rows become durable with the
-   * next synced write (LevelDB's log is sequential).
+   * next synced write (LevelDB's log is sequential). `hardState`: a hard state that differs from
+   * the stored one in its commit index only, written in the same batch.
    */
-  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void>;
+  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean, hardState?: HardState): Promise<void>;
   /** Replaces every row (a snapshot from the leader), atomically and fsync'ed. */
   replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void>;
   /** A consistent view of the rows as last saved, to stream to a follower (close it after). */

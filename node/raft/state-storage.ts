@@ -143,8 +143,10 @@ export class StateStorage {
     return values.map((v, i) => (v === undefined ? undefined : this.text(keys[i], v)));
   }
 
-  async save(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean): Promise<void> {
+  /** `alsoPut`: more records for the same batch (the raft store's hard state). */
+  async save(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean, alsoPut?: (batch: ReturnType<ReturnType<typeof this.db>['batch']>) => void): Promise<void> {
     const batch = this.db().batch();
+    alsoPut?.(batch);
     const p = prefixOf(this.gen);
     for (const [row, value] of rows) {
       const key = p + row;

@@ -1,0 +1,86 @@
+// A Ready that only moves the commit index is not a write of its own: its hard state goes into
+// the batch that writes the rows its committed entries change (one LevelDB write instead of two
+// per write on every node). Two real RaftNodes on disk: no commit-only log write happens, the
+// rows' batches carry the commit index, and what is stored never has an applied index ahead of
+// its commit index — also read back after a restart.
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RaftStorage } from '../../node/raft/raft-storage.js';
+import { RaftNode } from '../../node/raft/raft-node.js';
+import { silentLogger } from '../../node/logger.js';
+import { bootstrapState } from '../../protocol/raft/raft.js';
+import { encodeCommand } from '../../protocol/cluster/state.js';
+import { waitFor } from '../../node/local-cluster.js';
+import type { HardState, Message } from '../../protocol/raft/types.js';
+
+const dirs: string[] = [];
+const nodes: RaftNode[] = [];
+afterEach(async () => {
+  for (const n of nodes.splice(0)) await n.stop();
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+describe('RaftNode writes a commit index with the rows it applies', () => {
+  it('no write of its own for a commit-only Ready; stored commit >= stored applied, also after a restart', async () => {
+    const ids = ['a', 'b'];
+    const byId = new Map<string, RaftNode>();
+    const send = (ms: Message[]) => {
+      for (const m of ms) setImmediate(() => byId.get(m.to)?.step(m));
+    };
+    const counts = new Map<string, { commitOnlySaves: number; rowsWithCommit: number }>();
+    const stores = new Map<string, { dir: string; storage: RaftStorage }>();
+    for (const id of ids) {
+      const dir = await mkdtemp(join(tmpdir(), 'omni-commit-write-'));
+      dirs.push(dir);
+      const storage = await RaftStorage.open(dir);
+      const boot = bootstrapState(ids);
+      await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
+      const c = { commitOnlySaves: 0, rowsWithCommit: 0 };
+      counts.set(id, c);
+      const save = storage.save.bind(storage);
+      storage.save = (part, sync) => {
+        if (part.entries.length === 0 && part.hardState && !part.snapshot) c.commitOnlySaves++;
+        return save(part, sync);
+      };
+      const saveState = storage.saveState.bind(storage);
+      storage.saveState = (rows, applied, sync, hs?: HardState) => {
+        if (hs) c.rowsWithCommit++;
+        return saveState(rows, applied, sync, hs);
+      };
+      stores.set(id, { dir, storage });
+      const n = await RaftNode.open({ id, storage, send, log: silentLogger, timing: { tickMs: 50, electionTick: 4, heartbeatTick: 1 } });
+      nodes.push(n);
+      byId.set(id, n);
+      n.start();
+    }
+    await waitFor('a leader', () => nodes.some((n) => n.isLeader), 20_000, 10);
+    const leader = nodes.find((n) => n.isLeader)!;
+    expect((await leader.propose(encodeCommand({ type: 'kv.put', key: 'warm', value: '0' }))).ok).toBe(true);
+    for (const c of counts.values()) c.commitOnlySaves = c.rowsWithCommit = 0;
+    for (let i = 0; i < 5; i++) expect((await leader.propose(encodeCommand({ type: 'kv.put', key: `k${i}`, value: String(i) }))).ok).toBe(true);
+    await waitFor('the follower applied everything', () => nodes.every((n) => n.state.appliedIndex === leader.state.appliedIndex), 10_000, 10);
+    for (const [id, c] of counts) {
+      expect(c.commitOnlySaves, `${id}: commit-only log writes`).toBe(0);
+      expect(c.rowsWithCommit, `${id}: row batches that carry the commit index`).toBeGreaterThanOrEqual(5);
+    }
+    const applied = leader.state.appliedIndex;
+    for (const n of nodes.splice(0)) await n.stop();
+    for (const [id, { storage }] of stores) {
+      const persisted = await storage.load();
+      const state = await storage.loadState();
+      expect(state?.appliedIndex, id).toBe(applied);
+      expect(persisted.hardState.commit, id).toBeGreaterThanOrEqual(state!.appliedIndex);
+      await storage.close();
+    }
+    // and they start again from it
+    for (const [id, { dir }] of stores) {
+      const storage = await RaftStorage.open(dir);
+      const n = await RaftNode.open({ id, storage, send, log: silentLogger, timing: { tickMs: 50, electionTick: 4, heartbeatTick: 1 } });
+      nodes.push(n);
+      byId.set(id, n);
+      expect(n.state.appliedIndex).toBe(applied);
+    }
+  }, 60_000);
+});
