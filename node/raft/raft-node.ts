@@ -622,7 +622,8 @@ export class RaftNode {
       const hardState = rd.hardState ?? this.unsavedCommit;
       await this.opts.storage.save({ hardState, entries: rd.entries, snapshot }, rd.mustSync);
       this.unwritten = undefined;
-      if (hardState === this.unsavedCommit || rd.hardState) this.unsavedCommit = undefined;
+      // written, or superseded by this Ready's newer hard state
+      this.unsavedCommit = undefined;
     }
     if (rd.hardState) this.persistedTermVote = { term: rd.hardState.term, vote: rd.hardState.vote };
     this.opts.observer?.persisted?.(rd);

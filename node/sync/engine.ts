@@ -110,7 +110,7 @@ async function hashFile(path: string, sizeHint = Infinity, blocking = false): Pr
     // a file, a second over 5,000 files, and the garbage of 200 MB.
     const buf = blocking ? readSmallSync(path) : await readFile(path);
     if (buf.length <= Math.min(SMALL_READ, CHUNK_BYTES)) {
-      const d = 'sha256:' + createHash('sha256').update(buf).digest('hex');
+      const d = sha256Of(buf);
       return { sha256: d, chunks: buf.length ? [d] : [], size: buf.length };
     }
   }
@@ -478,7 +478,7 @@ async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest,
   const jobs: { body: Buffer; digest: string; page: Buffer; pageDigest: string }[] = [];
   for (const p of pageTree(tree)) {
     const pageBytes = encodeManifest(p);
-    const pageDigest = 'sha256:' + createHash('sha256').update(pageBytes).digest('hex');
+    const pageDigest = sha256Of(pageBytes);
     const layers: { mediaType: string; digest: string; size: number }[] = [];
     const seen = new Set<string>();
     for (const f of p.files) {
@@ -495,7 +495,7 @@ async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest,
     }
     for (let i = 0; i === 0 || i < layers.length; i += PAGE_LAYERS) {
       const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: TREE_MEDIA_TYPE, digest: pageDigest, size: pageBytes.length }, layers: layers.slice(i, i + PAGE_LAYERS) }));
-      jobs.push({ body, digest: 'sha256:' + createHash('sha256').update(body).digest('hex'), page: pageBytes, pageDigest });
+      jobs.push({ body, digest: sha256Of(body), page: pageBytes, pageDigest });
     }
   }
   // The page blobs go up while the contents do; a manifest is written once its layers are all in.
@@ -509,7 +509,7 @@ async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest,
     await retry('writing a workspace manifest', () => reg.putManifest(repo, j.digest, j.body, OCI_MANIFEST));
   });
   const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: jobs.map((j) => ({ mediaType: OCI_MANIFEST, digest: j.digest, size: j.body.length })) }));
-  const indexDigest = 'sha256:' + createHash('sha256').update(index).digest('hex');
+  const indexDigest = sha256Of(index);
   await retry('writing the workspace index', () => reg.putManifest(repo, `ws-${revision}`, index, OCI_INDEX));
   return { index: indexDigest, pages: jobs.map((j) => j.digest) };
 }

@@ -4,57 +4,41 @@
 // rows' batches carry the commit index, and what is stored never has an applied index ahead of
 // its commit index — also read back after a restart.
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { RaftStorage } from '../../node/raft/raft-storage.js';
-import { RaftNode } from '../../node/raft/raft-node.js';
-import { silentLogger } from '../../node/logger.js';
-import { bootstrapState } from '../../protocol/raft/raft.js';
+import type { RaftStorage } from '../../node/raft/raft-storage.js';
 import { encodeCommand } from '../../protocol/cluster/state.js';
 import { waitFor } from '../../node/local-cluster.js';
-import type { HardState, Message } from '../../protocol/raft/types.js';
+import type { HardState } from '../../protocol/raft/types.js';
+import { DiskRaftNodes } from '../support/disk-raft-nodes.js';
 
-const dirs: string[] = [];
-const nodes: RaftNode[] = [];
+let cluster: DiskRaftNodes | undefined;
 afterEach(async () => {
-  for (const n of nodes.splice(0)) await n.stop();
-  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+  await cluster?.destroy();
+  cluster = undefined;
 });
 
 describe('RaftNode writes a commit index with the rows it applies', () => {
   it('no write of its own for a commit-only Ready; stored commit >= stored applied, also after a restart', async () => {
-    const ids = ['a', 'b'];
-    const byId = new Map<string, RaftNode>();
-    const send = (ms: Message[]) => {
-      for (const m of ms) setImmediate(() => byId.get(m.to)?.step(m));
-    };
+    cluster = new DiskRaftNodes(['a', 'b'], { tickMs: 50, electionTick: 4, heartbeatTick: 1 });
     const counts = new Map<string, { commitOnlySaves: number; rowsWithCommit: number }>();
     const stores = new Map<string, { dir: string; storage: RaftStorage }>();
-    for (const id of ids) {
-      const dir = await mkdtemp(join(tmpdir(), 'omni-commit-write-'));
-      dirs.push(dir);
-      const storage = await RaftStorage.open(dir);
-      const boot = bootstrapState(ids);
-      await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
+    for (const id of ['a', 'b']) {
       const c = { commitOnlySaves: 0, rowsWithCommit: 0 };
       counts.set(id, c);
-      const save = storage.save.bind(storage);
-      storage.save = (part, sync) => {
-        if (part.entries.length === 0 && part.hardState && !part.snapshot) c.commitOnlySaves++;
-        return save(part, sync);
-      };
-      const saveState = storage.saveState.bind(storage);
-      storage.saveState = (rows, applied, sync, hs?: HardState) => {
-        if (hs) c.rowsWithCommit++;
-        return saveState(rows, applied, sync, hs);
-      };
+      const { dir, storage } = await cluster.open(id, (storage) => {
+        const save = storage.save.bind(storage);
+        storage.save = (part, sync) => {
+          if (part.entries.length === 0 && part.hardState && !part.snapshot) c.commitOnlySaves++;
+          return save(part, sync);
+        };
+        const saveState = storage.saveState.bind(storage);
+        storage.saveState = (rows, applied, sync, hs?: HardState) => {
+          if (hs) c.rowsWithCommit++;
+          return saveState(rows, applied, sync, hs);
+        };
+      });
       stores.set(id, { dir, storage });
-      const n = await RaftNode.open({ id, storage, send, log: silentLogger, timing: { tickMs: 50, electionTick: 4, heartbeatTick: 1 } });
-      nodes.push(n);
-      byId.set(id, n);
-      n.start();
     }
+    const nodes = cluster.nodes;
     await waitFor('a leader', () => nodes.some((n) => n.isLeader), 20_000, 10);
     const leader = nodes.find((n) => n.isLeader)!;
     expect((await leader.propose(encodeCommand({ type: 'kv.put', key: 'warm', value: '0' }))).ok).toBe(true);
@@ -66,7 +50,7 @@ describe('RaftNode writes a commit index with the rows it applies', () => {
       expect(c.rowsWithCommit, `${id}: row batches that carry the commit index`).toBeGreaterThanOrEqual(5);
     }
     const applied = leader.state.appliedIndex;
-    for (const n of nodes.splice(0)) await n.stop();
+    await cluster.stopAll();
     for (const [id, { storage }] of stores) {
       const persisted = await storage.load();
       const state = await storage.loadState();
@@ -75,12 +59,6 @@ describe('RaftNode writes a commit index with the rows it applies', () => {
       await storage.close();
     }
     // and they start again from it
-    for (const [id, { dir }] of stores) {
-      const storage = await RaftStorage.open(dir);
-      const n = await RaftNode.open({ id, storage, send, log: silentLogger, timing: { tickMs: 50, electionTick: 4, heartbeatTick: 1 } });
-      nodes.push(n);
-      byId.set(id, n);
-      expect(n.state.appliedIndex).toBe(applied);
-    }
+    for (const [id, { dir }] of stores) expect((await cluster.reopen(id, dir)).state.appliedIndex).toBe(applied);
   }, 60_000);
 });

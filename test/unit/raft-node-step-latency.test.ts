@@ -4,42 +4,21 @@
 // instead of ~2 ms). Two real RaftNodes on disk with slow ticks (500 ms): five writes one after
 // the other must span far fewer ticks than writes.
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { RaftStorage } from '../../node/raft/raft-storage.js';
-import { RaftNode } from '../../node/raft/raft-node.js';
-import { silentLogger } from '../../node/logger.js';
-import { bootstrapState } from '../../protocol/raft/raft.js';
 import { encodeCommand } from '../../protocol/cluster/state.js';
 import { waitFor } from '../../node/local-cluster.js';
-import type { Message } from '../../protocol/raft/types.js';
+import { DiskRaftNodes } from '../support/disk-raft-nodes.js';
 
-const dirs: string[] = [];
-const nodes: RaftNode[] = [];
+let cluster: DiskRaftNodes | undefined;
 afterEach(async () => {
-  for (const n of nodes.splice(0)) await n.stop();
-  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+  await cluster?.destroy();
+  cluster = undefined;
 });
 
 describe('RaftNode handles peer messages at once', () => {
   it('five sequential writes on a 2-node cluster with 500 ms ticks take fewer than three ticks', async () => {
-    const ids = ['a', 'b'];
-    const byId = new Map<string, RaftNode>();
-    const send = (ms: Message[]) => {
-      for (const m of ms) setImmediate(() => byId.get(m.to)?.step(m));
-    };
-    for (const id of ids) {
-      const dir = await mkdtemp(join(tmpdir(), 'omni-step-'));
-      dirs.push(dir);
-      const storage = await RaftStorage.open(dir);
-      const boot = bootstrapState(ids);
-      await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
-      const n = await RaftNode.open({ id, storage, send, log: silentLogger, timing: { tickMs: 500, electionTick: 2, heartbeatTick: 1 } });
-      nodes.push(n);
-      byId.set(id, n);
-      n.start();
-    }
+    cluster = new DiskRaftNodes(['a', 'b'], { tickMs: 500, electionTick: 2, heartbeatTick: 1 });
+    for (const id of ['a', 'b']) await cluster.open(id);
+    const nodes = cluster.nodes;
     await waitFor('a leader', () => nodes.some((n) => n.isLeader), 20_000, 10);
     const leader = nodes.find((n) => n.isLeader)!;
     // one write first: the new leader's first entries are committed and applied everywhere
