@@ -10,7 +10,7 @@
 //   DIR/tmp/                        uploads and fetches in progress (emptied at open, except
 //                                   resumable fetches, see fetchPath)
 import { createHash, randomUUID } from 'node:crypto';
-import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, utimes, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OmniError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
@@ -189,8 +189,8 @@ export class BlobStore {
   /**
    * Moves a finished temp file into the store as `digest`: hashes it from disk (the digest, and
    * the recorded piece digests when `expectedPieces` is given, must match; else DIGEST_INVALID
-   * and the file is removed), fsyncs it, writes the sidecar, renames it into place, fsyncs the
-   * directory. Returns the blob's info (already held: the existing one, the temp file removed).
+   * and the file is removed), fsyncs it and its sidecar (written beside it) together, renames both
+   * into place, fsyncs the directory once. Returns the blob's info (already held: the existing one, the temp file removed).
    * Not read back from disk when the caller saw every byte as it wrote them: `o.hashed` (the
    * bytes went through a BlobHasher on their way to the file; checked like a hash from disk), or
    * `o.piecesVerified` (a fetch: each piece was checked against `expectedPieces` as it arrived;
@@ -218,23 +218,45 @@ export class BlobStore {
       if (hashed.digest !== digest) throw new OmniError('DIGEST_INVALID', `the content's digest is ${hashed.digest}, not ${digest}`);
       if (expectedPieces && hashed.pieces.some((p, i) => p !== expectedPieces.pieces[i])) throw new OmniError('DIGEST_INVALID', `blob ${digest} has piece digests other than those recorded`);
       this.checkSize(hashed.sizeBytes);
-      const fh = await open(tmpPath, 'r+');
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
     } catch (err) {
       await rm(tmpPath, { force: true });
       throw err;
     }
-    await writeFileAtomic(this.sidecarPath(digest), JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }));
+    // The blob and its sidecar are written and synced at once, renamed, and the directory synced
+    // once for both (two rounds of fsync, not four one after the other). A crash before the
+    // directory sync may keep either rename: a blob without its sidecar is hashed again at open, a
+    // sidecar alone is unused (replaced when the blob comes again), a temp file is removed at open.
+    const sidecarTmp = `${this.sidecarPath(digest)}.tmp-${process.pid}-${++sidecarWrites}`;
+    try {
+      await Promise.all([syncFile(tmpPath), writeSynced(sidecarTmp, JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }))]);
+      await rename(sidecarTmp, this.sidecarPath(digest));
+    } catch (err) {
+      await Promise.all([rm(tmpPath, { force: true }), rm(sidecarTmp, { force: true })]);
+      throw err;
+    }
     await rename(tmpPath, this.blobPath(digest));
     await syncDir(this.blobsDir);
     this.blobs.set(digest, hashed);
     this.storedAtMs.set(digest, Date.now());
     this.opts.onAdded?.(digest);
     return hashed;
+  }
+
+  /**
+   * Keeps `bytes` as blob `digest` (a small blob a peer sent whole): hashed here — the digest and
+   * the expected pieces must match, else DIGEST_INVALID and nothing is kept —, then committed.
+   */
+  async commitBytes(digest: string, bytes: Buffer, expectedPieces: { pieceSizeBytes: number; pieces: string[] }): Promise<BlobInfo> {
+    if (!Number.isSafeInteger(expectedPieces.pieceSizeBytes) || expectedPieces.pieceSizeBytes <= 0) throw new OmniError('DIGEST_INVALID', `blob ${digest}: bad piece size`);
+    const hasher = new BlobHasher(expectedPieces.pieceSizeBytes);
+    hasher.update(bytes);
+    const hashed = hasher.result();
+    if (hashed.digest !== digest) throw new OmniError('DIGEST_INVALID', `the bytes sent are ${hashed.digest}, not ${digest}`);
+    if (hashed.pieces.length !== expectedPieces.pieces.length) throw new OmniError('DIGEST_INVALID', `blob ${digest}: ${hashed.pieces.length} pieces, ${expectedPieces.pieces.length} recorded`);
+    this.checkSize(bytes.length);
+    const tmp = this.tempPath();
+    await writeFile(tmp, bytes);
+    return this.commit(tmp, digest, expectedPieces, { hashed });
   }
 
   /** Piece `index` of a held blob, verified against its digest (BLOB_CORRUPT: the blob is removed). */
@@ -287,6 +309,18 @@ export class BlobStore {
       const base = i * info.pieceSizeBytes;
       yield piece.subarray(Math.max(0, start - base), Math.min(piece.length, last - base + 1));
     }
+  }
+
+  /**
+   * A small held blob's bytes as stored, not verified here (for a copy sent to a peer, which
+   * checks them against the digest itself). BLOB_UNKNOWN when not held.
+   */
+  async readAll(digest: string): Promise<Buffer> {
+    const info = this.blobs.get(digest);
+    if (!info) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not on this node`);
+    const bytes = await readFile(this.blobPath(digest));
+    if (bytes.length !== info.sizeBytes) throw new OmniError('BLOB_CORRUPT', `blob ${digest} holds ${bytes.length} bytes, ${info.sizeBytes} recorded`);
+    return bytes;
   }
 
   /** When a held blob arrived here (or was last pushed here again), ms since the epoch. */
@@ -392,6 +426,27 @@ async function mtimeMs(path: string): Promise<number> {
     return (await stat(path)).mtimeMs;
   } catch {
     return Date.now();
+  }
+}
+
+let sidecarWrites = 0;
+
+async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function writeSynced(path: string, data: string): Promise<void> {
+  const fh = await open(path, 'w', 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 

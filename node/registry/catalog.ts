@@ -172,28 +172,31 @@ export class KvRegistryCatalog implements RegistryCatalog {
     });
   }
 
+  /**
+   * Records a pushed blob and links it to `repo`. Decided first from this node's replica, without a
+   * read barrier: every record the transaction relies on is compared at its version, so a stale
+   * view makes it fail (CONFLICT), never write something wrong; it is then decided again after a
+   * barrier. A push thus costs one round through the leader, not two.
+   */
   async addBlob(repo: string, blob: BlobRecord, caller: Caller): Promise<void> {
-    await this.d.readBarrier();
-    const ops: KvTxnOp[] = [];
-    const compares: KvCompare[] = [];
-    const existing = this.state.kvGet(blobKey(blob.digest));
-    if (!readBlobRecord(existing?.value, blob.digest)) {
-      // Absent (or not a record): written now; a concurrent push of the same blob may win the race.
-      ops.push({ op: 'put', key: blobKey(blob.digest), value: JSON.stringify(blob) });
+    for (let attempt = 1; ; attempt++) {
+      if (attempt > 1) await this.d.readBarrier();
+      const ops: KvTxnOp[] = [];
+      const compares: KvCompare[] = [];
+      const existing = this.state.kvGet(blobKey(blob.digest));
+      // Absent (or not a record): written now, unless it exists by then (a concurrent push of the
+      // same blob, or this replica behind). Present: it must still be when the link is written.
+      if (!readBlobRecord(existing?.value, blob.digest)) ops.push({ op: 'put', key: blobKey(blob.digest), value: JSON.stringify(blob) });
       compares.push({ key: blobKey(blob.digest), version: existing?.version ?? 0 });
-    }
-    // The link is written even when it exists: its time says the blob was just pushed again, so
-    // garbage collection keeps it through its grace period (its manifest is on the way).
-    ops.push({ op: 'put', key: repoBlobKey(repo, blob.digest), value: JSON.stringify({ createdAtMs: blob.createdAtMs }) }, fenceOp());
-    try {
-      await this.d.proposeOk({ type: 'kv.txn', compares, ops }, caller);
-    } catch (err) {
-      // Another push recorded the same blob first: link it.
-      if (err instanceof OmniError && err.code === 'CONFLICT' && (await this.blob(blob.digest))) {
-        await this.linkBlob(repo, blob.digest, caller);
+      // The link is written even when it exists: its time says the blob was just pushed again, so
+      // garbage collection keeps it through its grace period (its manifest is on the way).
+      ops.push({ op: 'put', key: repoBlobKey(repo, blob.digest), value: JSON.stringify({ createdAtMs: blob.createdAtMs }) }, fenceOp());
+      try {
+        await this.d.proposeOk({ type: 'kv.txn', compares, ops }, caller);
         return;
+      } catch (err) {
+        if (!(err instanceof OmniError && err.code === 'CONFLICT') || attempt >= 3) throw err;
       }
-      throw err;
     }
   }
 
@@ -208,46 +211,67 @@ export class KvRegistryCatalog implements RegistryCatalog {
   }
 
   async putManifest(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller): Promise<void> {
-    // Two pushes of the same manifest at once (parallel builds sharing a cached dependency
-    // layer) both try to create its record: the one that lost the race is recomputed from the
-    // state the winner wrote, where the record exists (so it only links and tags).
+    // Decided first from this node's replica without a read barrier (the transaction compares every
+    // record it relies on, so a stale view fails, never writes wrong); when that view lacks a record
+    // the manifest needs, or the transaction fails, decided again after a barrier. Two pushes of
+    // the same manifest at once (parallel builds sharing a cached dependency layer) both try to
+    // create its record: the one that lost the race is recomputed from the state the winner wrote,
+    // where the record exists (so it only links and tags).
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.putManifestOnce(repo, record, tag, caller);
+        if (attempt > 1) await this.d.readBarrier();
+        if (await this.putManifestOnce(repo, record, tag, caller, attempt === 1)) return;
       } catch (err) {
-        const lostRace = err instanceof OmniError && err.code === 'CONFLICT' && /is at version \d+, the transaction expected \d+$/.test(err.message);
-        if (!lostRace || attempt >= 3) throw err;
+        const retry = err instanceof OmniError && (attempt === 1 ? ['CONFLICT', 'MANIFEST_BLOB_UNKNOWN', 'MANIFEST_UNKNOWN'].includes(err.code) : err.code === 'CONFLICT' && /is at version \d+, the transaction expected \d+$/.test(err.message));
+        if (!retry || attempt >= 3) throw err;
       }
     }
   }
 
-  private async putManifestOnce(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller): Promise<void> {
-    await this.d.readBarrier();
+  /**
+   * One attempt of putManifest from the replica as it is. `optimistic` (no barrier before it):
+   * records found present are compared at their version, and an attempt that would write nothing
+   * returns false (it cannot tell a stale view from a done push). True once done.
+   */
+  private async putManifestOnce(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller, optimistic: boolean): Promise<boolean> {
     const compares: KvCompare[] = [];
     const ops: KvTxnOp[] = [];
+    /** A key this push relies on being there as it is; compared when the view may be stale. */
+    const relyOn = (key: string, version: number) => {
+      if (optimistic) compares.push({ key, version });
+    };
     for (const d of record.blobs) {
       const rec = this.state.kvGet(blobKey(d));
       if (!readBlobRecord(rec?.value, d)) throw new OmniError('MANIFEST_BLOB_UNKNOWN', `blob ${d} is not in the registry: push it before the manifest`, { digest: d });
       compares.push({ key: blobKey(d), version: rec!.version });
-      if (!this.state.kvGet(repoBlobKey(repo, d))) ops.push({ op: 'put', key: repoBlobKey(repo, d), value: JSON.stringify({ createdAtMs: record.createdAtMs }) });
+      const link = this.state.kvGet(repoBlobKey(repo, d));
+      if (!link) ops.push({ op: 'put', key: repoBlobKey(repo, d), value: JSON.stringify({ createdAtMs: record.createdAtMs }) });
+      else relyOn(link.key, link.version);
     }
     for (const d of record.manifests) {
       const link = this.state.kvGet(repoManifestKey(repo, d));
-      if (!link || !readManifestRecord(this.state.kvGet(manifestKey(d))?.value, d)) throw new OmniError('MANIFEST_UNKNOWN', `manifest ${d} listed by the index is not in ${repo}: push it first`, { digest: d });
+      const rec = this.state.kvGet(manifestKey(d));
+      if (!link || !readManifestRecord(rec?.value, d)) throw new OmniError('MANIFEST_UNKNOWN', `manifest ${d} listed by the index is not in ${repo}: push it first`, { digest: d });
       compares.push({ key: repoManifestKey(repo, d), version: link.version });
+      relyOn(rec!.key, rec!.version);
     }
     const existing = this.state.kvGet(manifestKey(record.digest));
     if (!readManifestRecord(existing?.value, record.digest)) {
       ops.push({ op: 'put', key: manifestKey(record.digest), value: JSON.stringify(record) });
       compares.push({ key: manifestKey(record.digest), version: existing?.version ?? 0 });
+    } else relyOn(existing!.key, existing!.version);
+    const link = this.state.kvGet(repoManifestKey(repo, record.digest));
+    if (!link) ops.push({ op: 'put', key: repoManifestKey(repo, record.digest), value: JSON.stringify({ createdAtMs: record.createdAtMs }) });
+    else relyOn(link.key, link.version);
+    if (tag !== undefined) {
+      const t = this.state.kvGet(tagKey(repo, tag));
+      if (readTagRecord(t?.value)?.digest !== record.digest) ops.push({ op: 'put', key: tagKey(repo, tag), value: JSON.stringify({ digest: record.digest, updatedAtMs: record.createdAtMs }) });
+      else relyOn(t!.key, t!.version);
     }
-    if (!this.state.kvGet(repoManifestKey(repo, record.digest))) ops.push({ op: 'put', key: repoManifestKey(repo, record.digest), value: JSON.stringify({ createdAtMs: record.createdAtMs }) });
-    if (tag !== undefined && readTagRecord(this.state.kvGet(tagKey(repo, tag))?.value)?.digest !== record.digest) {
-      ops.push({ op: 'put', key: tagKey(repo, tag), value: JSON.stringify({ digest: record.digest, updatedAtMs: record.createdAtMs }) });
-    }
-    if (ops.length === 0) return;
+    if (ops.length === 0) return !optimistic;
     ops.push(fenceOp());
     await this.d.proposeOk({ type: 'kv.txn', compares, ops }, caller);
+    return true;
   }
 
   async deleteManifest(repo: string, digest: string, caller: Caller): Promise<boolean> {

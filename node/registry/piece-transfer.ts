@@ -6,6 +6,12 @@
 //
 //   caller → one JSON frame {op: "piece", digest, index}  or  {op: "have", digests: [...]}
 //            or {op: "replicate", digest} (fetch that blob from its holders, answer when it is here)
+//            or {op: "replicate", digest, sizeBytes, pieceSizeBytes, pieces} (the same, from the
+//            record given: the catalog's may not be written yet); or, for a blob of at most
+//            INLINE_REPLICA_BYTES, 'I' + u32 length + that JSON + the blob's bytes (take them:
+//            no fetch; checked against the digest and pieces). A node of an older version
+//            refuses the 'I' frame (BAD_REQUEST) and ignores the record: the pusher then asks
+//            again once the catalog has the record.
 //   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have, {held: true}
 //            for replicate), then for a
 //            piece its bytes in 'D' frames of at most 256 KiB, then it closes; or 'E'+JSON
@@ -34,6 +40,10 @@ import { PieceSpread } from '../../protocol/registry/piece-spread.js';
 
 export const PIECES_PROTOCOL = '/omni/registry/pieces/1.0.0';
 const MAX_REQUEST_BYTES = 128 * 1024;
+/** A blob up to this size goes to a replica inside the request ('I' frame) instead of being fetched by it. */
+export const INLINE_REPLICA_BYTES = 512 * 1024;
+/** A record given with a replicate request lists at most this many pieces (beyond, the peer reads the catalog's). */
+const MAX_OFFERED_PIECES = 1024;
 /** Digests one `have` request may ask about. */
 export const MAX_HAVE_DIGESTS = 1000;
 const DATA_FRAME_BYTES = 256 * 1024;
@@ -50,6 +60,14 @@ const DIAL_TIMEOUT_MS = 5_000;
 const TAG_HEADER = 0x48; // 'H'
 const TAG_DATA = 0x44; // 'D'
 const TAG_ERROR = 0x45; // 'E'
+const TAG_INLINE = 0x49; // 'I': a replicate request carrying the blob
+
+/** What a pusher knows of a blob it asks a peer to keep: its record, and its bytes when small. */
+export interface ReplicaOffer {
+  record: { sizeBytes: number; pieceSizeBytes: number; pieces: string[] };
+  /** The whole blob (at most INLINE_REPLICA_BYTES). */
+  bytes?: Buffer;
+}
 
 /** What the fetcher uses to get pieces (the libp2p service here; fakes in tests). */
 export interface PieceSource {
@@ -67,8 +85,11 @@ export interface PieceServiceOptions {
   authorize(peer: string): void;
   store: BlobStore;
   log: Logger;
-  /** Brings a blob the catalog knows into this node's store (a replicate request). */
-  replicate?(digest: string, signal: AbortSignal): Promise<void>;
+  /**
+   * Brings a blob into this node's store (a replicate request): from the record offered, or the
+   * catalog's; with the bytes offered, from those (verified) instead of a fetch.
+   */
+  replicate?(digest: string, signal: AbortSignal, offer?: ReplicaOffer): Promise<void>;
   /** A piece of a blob this node is still fetching (PIECE_MISSING until it has arrived). */
   readPartial?(digest: string, index: number): Promise<Buffer>;
 }
@@ -172,14 +193,27 @@ export class PieceService implements PieceSource {
     }
   }
 
-  /** Asks `peer` to fetch a blob and keep it; resolves once it holds it. */
-  async replicate(peer: string, digest: string, signal: AbortSignal): Promise<void> {
+  /**
+   * Asks `peer` to keep a blob; resolves once it holds it. With an offer, the peer needs no
+   * catalog record (it may not be written yet) and, when the offer has the bytes, fetches nothing.
+   */
+  async replicate(peer: string, digest: string, signal: AbortSignal, offer?: ReplicaOffer): Promise<void> {
     const stream = await this.open(peer, signal);
     stream.inactivityTimeout = 0; // the peer says nothing while it fetches
     const onAbort = () => stream.abort(new Error('replicate request aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
     try {
-      await sendFrame(stream, new TextEncoder().encode(JSON.stringify({ op: 'replicate', digest })), signal);
+      const offered = offer && offer.record.pieces.length <= MAX_OFFERED_PIECES ? offer : undefined;
+      const json = Buffer.from(JSON.stringify({ op: 'replicate', digest, ...(offered ? offered.record : {}) }));
+      const bytes = offered?.bytes && offered.bytes.length <= INLINE_REPLICA_BYTES && offered.bytes.length === offered.record.sizeBytes ? offered.bytes : undefined;
+      if (bytes) {
+        const frame = Buffer.allocUnsafe(5 + json.length + bytes.length);
+        frame[0] = TAG_INLINE;
+        frame.writeUInt32BE(json.length, 1);
+        json.copy(frame, 5);
+        bytes.copy(frame, 5 + json.length);
+        await sendFrame(stream, frame, signal);
+      } else await sendFrame(stream, json, signal);
       const frame = await withTimeout(readOneFrame(stream, MAX_RESPONSE_FRAME_BYTES), REPLICATE_TIMEOUT_MS);
       if (frame[0] === TAG_ERROR) throw remoteError(frame);
       if (frame[0] !== TAG_HEADER) throw new OmniError('BAD_RESPONSE', 'malformed replicate reply');
@@ -211,7 +245,7 @@ export class PieceService implements PieceSource {
     let release: (() => void) | undefined;
     try {
       this.opts.authorize(from);
-      const req = parseRequest(await withTimeout(readOneFrame(stream, MAX_REQUEST_BYTES), REQUEST_TIMEOUT_MS));
+      const req = parseRequest(await withTimeout(readOneFrame(stream, MAX_REQUEST_BYTES + INLINE_REPLICA_BYTES), REQUEST_TIMEOUT_MS));
       if (req.op === 'have') {
         await sendTaggedFrame(stream, TAG_HEADER, JSON.stringify({ have: req.digests.map((d) => this.opts.store.has(d)) }));
       } else if (req.op === 'replicate') {
@@ -219,7 +253,7 @@ export class PieceService implements PieceSource {
         stream.inactivityTimeout = 0;
         const abort = new AbortController();
         stream.addEventListener('close', () => abort.abort(), { once: true });
-        await this.opts.replicate(req.digest, abort.signal);
+        await this.opts.replicate(req.digest, abort.signal, req.offer);
         await sendTaggedFrame(stream, TAG_HEADER, JSON.stringify({ held: true }));
       } else {
         const whole = this.opts.store.info(req.digest);
@@ -253,22 +287,54 @@ export class PieceService implements PieceSource {
   }
 }
 
-type PieceRequest = { op: 'piece'; digest: string; index: number } | { op: 'have'; digests: string[] } | { op: 'replicate'; digest: string };
+type PieceRequest = { op: 'piece'; digest: string; index: number } | { op: 'have'; digests: string[] } | { op: 'replicate'; digest: string; offer?: ReplicaOffer };
+
+const HEX64 = /^[a-f0-9]{64}$/;
+
+/** The record a replicate request offers, checked for shape and consistency (a wrong one fails the copy's checks). */
+function parseOffer(r: Record<string, unknown>, bytes: Buffer | undefined): ReplicaOffer | undefined {
+  if (r.sizeBytes === undefined && r.pieceSizeBytes === undefined && r.pieces === undefined) {
+    if (bytes) throw new OmniError('BAD_REQUEST', 'inline replicate without a record');
+    return undefined;
+  }
+  const { sizeBytes, pieceSizeBytes, pieces } = r;
+  if (!Number.isSafeInteger(sizeBytes) || (sizeBytes as number) < 0) throw new OmniError('BAD_REQUEST', 'replicate: bad sizeBytes');
+  if (!Number.isSafeInteger(pieceSizeBytes) || (pieceSizeBytes as number) <= 0) throw new OmniError('BAD_REQUEST', 'replicate: bad pieceSizeBytes');
+  if (!Array.isArray(pieces) || pieces.length > MAX_OFFERED_PIECES || !pieces.every((p) => typeof p === 'string' && HEX64.test(p))) throw new OmniError('BAD_REQUEST', 'replicate: bad pieces');
+  const size = sizeBytes as number;
+  const pieceSize = pieceSizeBytes as number;
+  if (pieces.length !== Math.ceil(size / pieceSize)) throw new OmniError('BAD_REQUEST', 'replicate: the pieces do not fit the size');
+  if (bytes && bytes.length !== size) throw new OmniError('BAD_REQUEST', `replicate: ${bytes.length} bytes sent for a blob of ${size}`);
+  return { record: { sizeBytes: size, pieceSizeBytes: pieceSize, pieces: pieces as string[] }, ...(bytes ? { bytes } : {}) };
+}
 
 function parseRequest(frame: Uint8Array): PieceRequest {
   let r: Record<string, unknown>;
+  let inline: Buffer | undefined;
   try {
-    r = JSON.parse(new TextDecoder().decode(frame));
+    if (frame[0] === TAG_INLINE) {
+      const b = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+      const jsonBytes = b.length >= 5 ? b.readUInt32BE(1) : -1;
+      if (jsonBytes < 0 || jsonBytes > MAX_REQUEST_BYTES || 5 + jsonBytes > b.length) throw new Error('bad inline frame');
+      r = JSON.parse(b.toString('utf8', 5, 5 + jsonBytes));
+      inline = b.subarray(5 + jsonBytes);
+      if (inline.length > INLINE_REPLICA_BYTES) throw new Error('inline blob too large');
+    } else {
+      if (frame.length > MAX_REQUEST_BYTES) throw new Error('request too large');
+      r = JSON.parse(new TextDecoder().decode(frame));
+    }
   } catch {
     throw new OmniError('BAD_REQUEST', 'request is not JSON');
   }
+  if (inline && r?.op !== 'replicate') throw new OmniError('BAD_REQUEST', 'only a replicate request carries a blob');
   if (r?.op === 'have') {
     if (!Array.isArray(r.digests) || r.digests.length > MAX_HAVE_DIGESTS || !r.digests.every(isDigest)) throw new OmniError('BAD_REQUEST', 'have needs digests: [sha256:…]');
     return { op: 'have', digests: r.digests as string[] };
   }
   if (r?.op === 'replicate') {
     if (!isDigest(r.digest)) throw new OmniError('BAD_REQUEST', 'replicate needs a sha256 digest');
-    return { op: 'replicate', digest: r.digest as string };
+    const offer = parseOffer(r, inline);
+    return { op: 'replicate', digest: r.digest as string, ...(offer ? { offer } : {}) };
   }
   if (r?.op === 'piece') {
     if (!isDigest(r.digest)) throw new OmniError('BAD_REQUEST', 'piece needs a sha256 digest');

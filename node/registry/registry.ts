@@ -18,7 +18,7 @@ import { OciApi } from './oci-api.js';
 import { RegistryServer } from './registry-server.js';
 import type { OmniHost } from '../p2p/host.js';
 import { Holdings } from './holdings.js';
-import { PieceService } from './piece-transfer.js';
+import { PieceService, type ReplicaOffer } from './piece-transfer.js';
 import { BlobFetcher, type FetchLimits, type TransferReport } from './blob-fetcher.js';
 import { DEFAULT_REPLICAS, planReplicas } from '../../protocol/registry/durability.js';
 import { RegistryGc, readGcOptions, readSweepReport, SWEEP_RPC, SWEEP_TIMEOUT_MS } from './gc.js';
@@ -171,10 +171,10 @@ export class Registry {
       authorize: p.authorize,
       store: this.store,
       log: this.d.log,
-      replicate: async (digest, signal) => {
-        const rec = await this.catalog.blob(digest);
-        if (!rec) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not in the registry`);
-        await this.ensureLocal(rec, signal);
+      replicate: async (digest, signal, offer) => {
+        const t0 = performance.now();
+        await takeReplica({ store: this.store, catalogRecord: (d) => this.catalog.blob(d), fetch: (rec, sig) => this.ensureLocal(rec, sig) }, digest, signal, offer);
+        this.d.log.debug(`registry: copy of ${digest} kept (${offer?.bytes ? 'sent with the request' : offer ? 'fetched by the record offered' : 'fetched by the catalog record'}) in ${(performance.now() - t0).toFixed(1)} ms`);
       },
       readPartial: (digest, index) => {
         if (!this.fetcherImpl) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not on this node`);
@@ -249,9 +249,10 @@ export class Registry {
   /**
    * Waits until a blob pushed here into `repo` is on as many nodes as its target (the repository's
    * own, else --registry-replicas; this node included), asking the least loaded members that lack
-   * it to fetch it; fails UNAVAILABLE when too few could.
+   * it to fetch it; fails UNAVAILABLE when too few could. With an offer (the blob's record, and its
+   * bytes when small) the members need not read the catalog and, given the bytes, fetch nothing.
    */
-  async replicate(digest: string, signal: AbortSignal, repo?: string): Promise<void> {
+  async replicate(digest: string, signal: AbortSignal, repo?: string, offer?: ReplicaOffer): Promise<void> {
     const p = this.peerDeps;
     const pieces = this.pieces;
     const replicas = repo !== undefined ? this.repoReplicas.forRepo(repo) : (this.d.replicas ?? DEFAULT_REPLICAS);
@@ -266,7 +267,7 @@ export class Registry {
       while (have < plan.target && queue.length > 0) {
         const peer = queue.shift()!;
         try {
-          await pieces.replicate(peer, digest, signal);
+          await pieces.replicate(peer, digest, signal, offer);
           have++;
           this.holdings?.learned(peer, digest, true);
         } catch (err) {
@@ -379,7 +380,7 @@ export class Registry {
 
   /** Serves /v2/ on HOST:PORT (HTTP on loopback, else HTTPS with the node certificate). */
   async listen(hostPort: string, tls: ApiTls): Promise<void> {
-    const api = new OciApi({ catalog: this.catalog, store: this.store, uploads: this.uploads, fetchBlob: (rec, signal) => this.ensureLocal(rec, signal), replicate: (digest, signal, repo) => this.replicate(digest, signal, repo), log: this.d.log });
+    const api = new OciApi({ catalog: this.catalog, store: this.store, uploads: this.uploads, fetchBlob: (rec, signal) => this.ensureLocal(rec, signal), replicate: (digest, signal, repo, offer) => this.replicate(digest, signal, repo, offer), log: this.d.log });
     const server = new RegistryServer({ api, tokens: () => this.d.cluster.raft.state.tokens(), nodeSecret: this.nodeSecret, readBarrier: () => this.d.cluster.readBarrier(), log: this.d.log });
     await server.listen(hostPort, tls);
     this.server = server;
@@ -398,4 +399,25 @@ export class Registry {
     await this.server?.close();
     await this.uploads?.closeAll();
   }
+}
+
+/**
+ * A replicate request from a peer (the pusher): keep blob `digest` here. The bytes it offers (a
+ * small blob) are hashed and committed, no fetch; else the blob is fetched by the record it offers
+ * (its catalog record may not be written yet), or by the catalog's (a pusher of an older version).
+ */
+export async function takeReplica(
+  d: { store: BlobStore; catalogRecord(digest: string): Promise<BlobRecord | undefined>; fetch(record: BlobRecord, signal: AbortSignal): Promise<void> },
+  digest: string,
+  signal: AbortSignal,
+  offer?: ReplicaOffer,
+): Promise<void> {
+  if (d.store.has(digest)) return;
+  if (offer?.bytes) {
+    await d.store.commitBytes(digest, offer.bytes, offer.record);
+    return;
+  }
+  const rec = offer ? { digest, ...offer.record, createdAtMs: Date.now() } : await d.catalogRecord(digest);
+  if (!rec) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not in the registry`);
+  await d.fetch(rec, signal);
 }

@@ -251,9 +251,18 @@ export async function statTree(root: string, blocking = false): Promise<{ entrie
 }
 
 export function statFingerprint(entries: StatEntry[]): string {
-  const h = createHash('sha256');
-  for (const e of entries) h.update(`${e.path}\0${e.size}\0${e.mtimeMs}\0${e.mode}\n`);
-  return 'sha256:' + h.digest('hex');
+  // The paths joined (NUL is in no path) and the numbers as raw float64s, each hashed in one call:
+  // formatting 5,000 mtimes as text cost ~15 ms of a one-file sync, this ~1.5 ms.
+  const nums = new Float64Array(entries.length * 3);
+  const paths = new Array<string>(entries.length);
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    paths[i] = e.path;
+    nums[3 * i] = e.size;
+    nums[3 * i + 1] = e.mtimeMs;
+    nums[3 * i + 2] = e.mode;
+  }
+  return 'v2:' + createHash('sha256').update(paths.join('\0')).update(new Uint8Array(nums.buffer)).digest('hex');
 }
 
 /** The client's tree: regular files only; refused paths are reported, not synced. A file whose size and mtime match its cache entry is not read. */
@@ -501,13 +510,17 @@ async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest,
   // The page blobs go up while the contents do; a manifest is written once its layers are all in.
   const todo = jobs.filter((j) => !knownPages.has(j.digest));
   const pageBlobs = [...new Map(todo.map((j) => [j.pageDigest, j.page])).values()];
+  trace(`pages encoded (${jobs.length}, ${todo.length} new)`);
   await pool(pageBlobs, PARALLEL, async (b) => {
     await putBlobBytes(reg, repo, b, tmpDir);
   });
+  trace('page blobs in');
   await contentsIn;
+  trace('contents in');
   await pool(todo, PARALLEL, async (j) => {
     await retry('writing a workspace manifest', () => reg.putManifest(repo, j.digest, j.body, OCI_MANIFEST));
   });
+  trace('page manifests in');
   const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: jobs.map((j) => ({ mediaType: OCI_MANIFEST, digest: j.digest, size: j.body.length })) }));
   const indexDigest = sha256Of(index);
   await retry('writing the workspace index', () => reg.putManifest(repo, `ws-${revision}`, index, OCI_INDEX));

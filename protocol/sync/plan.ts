@@ -14,7 +14,7 @@
 // for scheduled tasks. In Omni both are the cluster's copy of the app's workspace (the running
 // task's files, or the cache a scheduled run starts from), so a two-way sync lets the cluster win;
 // `--push` (one way, client to cluster) lets the client win, `--pull` the cluster.
-import { byPath, checkPath, fromMap, sameContent, type FileEntry, type TreeManifest } from './tree.js';
+import { byPath, checkPath, fileDirClash, sameContent, MANIFEST_VERSION, type FileEntry, type TreeManifest } from './tree.js';
 
 export type Direction = 'both' | 'push' | 'pull';
 
@@ -54,91 +54,137 @@ function conflictName(path: string, taken: (p: string) => boolean): string {
   }
 }
 
-/** The merged tree when `winner` wins conflicts, and the conflicts. */
-function merge(L: Map<string, FileEntry>, R: Map<string, FileEntry>, B: Map<string, FileEntry>, winner: 'client' | 'cluster') {
-  const out = new Map<string, FileEntry>();
+/** Path order (UTF-16 code units, as every tree is sorted). */
+const byPathOrder = (a: FileEntry, b: FileEntry) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+
+/** The tree's files sorted by path and unique (as checkManifest and a scan leave them; sorted here otherwise, the last of a path kept). */
+function sortedFiles(t: TreeManifest): FileEntry[] {
+  const f = t.files;
+  let ok = true;
+  for (let i = 1; i < f.length && ok; i++) ok = f[i - 1].path < f[i].path;
+  return ok ? f : [...byPath(t).values()].sort(byPathOrder);
+}
+
+/**
+ * Walks two sorted file lists together: `visit(a, b)` once per path of either, in path order, with
+ * the entry each list has (undefined where it has none). Cheaper than a Map per tree: a sync of
+ * thousands of files plans in one pass over each tree.
+ */
+function zip(as: FileEntry[], bs: FileEntry[], visit: (a: FileEntry | undefined, b: FileEntry | undefined) => void): void {
+  let i = 0;
+  let j = 0;
+  while (i < as.length || j < bs.length) {
+    const a = as[i];
+    const b = bs[j];
+    if (b === undefined || (a !== undefined && a.path < b.path)) (visit(a, undefined), i++);
+    else if (a === undefined || b.path < a.path) (visit(undefined, b), j++);
+    else (visit(a, b), i++, j++);
+  }
+}
+
+/** The merged tree when `winner` wins conflicts (in path order, then the losers' conflict copies), and the conflicts. */
+function merge(L: FileEntry[], R: FileEntry[], B: FileEntry[], winner: 'client' | 'cluster') {
+  const out: FileEntry[] = [];
   const conflicts: Conflict[] = [];
   const losers: { path: string; entry: FileEntry }[] = [];
-  const paths = [...new Set([...L.keys(), ...R.keys()])].sort();
-  for (const p of paths) {
-    const l = L.get(p);
-    const r = R.get(p);
-    const b = B.get(p);
+  let k = 0;
+  zip(L, R, (l, r) => {
+    const p = (l ?? r)!.path;
+    while (k < B.length && B[k].path < p) k++;
+    const b = k < B.length && B[k].path === p ? B[k] : undefined;
     if (sameContent(l, r)) {
-      if (l) out.set(p, l);
+      if (l) out.push(l);
     } else if (sameContent(l, b)) {
-      if (r) out.set(p, r);
+      if (r) out.push(r);
     } else if (sameContent(r, b)) {
-      if (l) out.set(p, l);
+      if (l) out.push(l);
     } else {
       const [w, lo] = winner === 'cluster' ? [r, l] : [l, r];
       if (w && lo) {
         // Both changed: the winner's copy stays, the loser's is kept under a conflict name.
-        out.set(p, w);
+        out.push(w);
         losers.push({ path: p, entry: lo });
         conflicts.push({ path: p, winner });
       } else {
         // One side deleted, the other changed: the change stays (a change is never lost to a
         // deletion, whoever would win a conflict).
-        out.set(p, (w ?? lo)!);
+        out.push((w ?? lo)!);
         conflicts.push({ path: p, winner: l ? 'client' : 'cluster' });
       }
     }
-  }
-  const taken = (q: string) => out.has(q) || L.has(q) || R.has(q);
-  for (const { path, entry } of losers) {
-    const name = conflictName(path, taken);
-    out.set(name, { ...entry, path: name });
-    const c = conflicts.find((x) => x.path === path && x.keptAs === undefined);
-    if (c) c.keptAs = name;
-  }
-  // A file and a directory of the same name cannot both be in a tree.
-  for (const p of out.keys()) {
-    const parts = p.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const parent = parts.slice(0, i).join('/');
-      if (out.has(parent)) throw new SyncConflictError(`cannot sync: '${parent}' is a file on one side and a directory on the other`);
+  });
+  if (losers.length > 0) {
+    const taken = new Set<string>();
+    for (const f of out) taken.add(f.path);
+    for (const f of L) taken.add(f.path);
+    for (const f of R) taken.add(f.path);
+    for (const { path, entry } of losers) {
+      const name = conflictName(path, (q) => taken.has(q));
+      taken.add(name);
+      out.push({ ...entry, path: name });
+      const c = conflicts.find((x) => x.path === path && x.keptAs === undefined);
+      if (c) c.keptAs = name;
     }
   }
-  return { out, conflicts };
+  // A file and a directory of the same name cannot both be in a tree.
+  const files = new Set<string>();
+  for (const f of out) files.add(f.path);
+  const clash = fileDirClash(files, (q) => files.has(q));
+  if (clash) throw new SyncConflictError(`cannot sync: '${clash.parent}' is a file on one side and a directory on the other`);
+  return { out, sorted: losers.length > 0 ? [...out].sort(byPathOrder) : out, conflicts };
 }
 
 export function planSync(opts: { local: TreeManifest; remote: TreeManifest; base: TreeManifest; winner?: 'client' | 'cluster'; direction?: Direction }): SyncPlan {
   const direction = opts.direction ?? 'both';
   const winner = direction === 'push' ? 'client' : direction === 'pull' ? 'cluster' : (opts.winner ?? 'cluster');
-  const L = byPath(opts.local);
-  const R = byPath(opts.remote);
-  const B = byPath(opts.base);
-  const { out: T, conflicts } = merge(L, R, B, winner);
-  const newLocal = direction === 'push' ? L : T;
-  const newRemote = direction === 'pull' ? R : T;
+  const L = sortedFiles(opts.local);
+  const R = sortedFiles(opts.remote);
+  const B = sortedFiles(opts.base);
+  const { out: T, sorted: Tsorted, conflicts } = merge(L, R, B, winner);
+  // Each side's new tree in path order, and in the order its changes are listed (the merge's: a
+  // conflict copy after the rest; uploads are packed in this order).
+  const newLocal = direction === 'push' ? L : Tsorted;
+  const newRemote = direction === 'pull' ? R : Tsorted;
   const upload: FileEntry[] = [];
   const download: FileEntry[] = [];
   const deleteLocal: string[] = [];
   const deleteRemote: string[] = [];
-  for (const [p, e] of newRemote) if (!sameContent(e, R.get(p))) upload.push(e);
-  for (const p of R.keys()) if (!newRemote.has(p)) deleteRemote.push(p);
-  for (const [p, e] of newLocal) if (!sameContent(e, L.get(p))) download.push(e);
-  for (const p of L.keys()) if (!newLocal.has(p)) deleteLocal.push(p);
+  if (direction !== 'pull') {
+    const up = new Set<FileEntry>();
+    zip(newRemote, R, (n, r) => {
+      if (n && !sameContent(n, r)) up.add(n);
+      else if (!n) deleteRemote.push(r!.path);
+    });
+    for (const f of T) if (up.has(f)) upload.push(f);
+  }
+  if (direction !== 'push') {
+    const down = new Set<FileEntry>();
+    zip(newLocal, L, (n, l) => {
+      if (n && !sameContent(n, l)) down.add(n);
+      else if (!n) deleteLocal.push(l!.path);
+    });
+    for (const f of T) if (down.has(f)) download.push(f);
+  }
   // The base: what both sides now agree on; where they still differ (one-way syncs) the old base
   // stays, so the next two-way sync still sees the difference as a change.
-  const base = new Map<string, FileEntry>();
-  for (const p of new Set([...newLocal.keys(), ...newRemote.keys(), ...B.keys()])) {
-    const l = newLocal.get(p);
-    const r = newRemote.get(p);
-    if (sameContent(l, r)) {
-      if (l) base.set(p, l);
-    } else if (B.has(p)) base.set(p, B.get(p)!);
-  }
+  const base: FileEntry[] = [];
+  let k = 0;
+  zip(newLocal, newRemote, (l, r) => {
+    const p = (l ?? r)!.path;
+    while (k < B.length && B[k].path < p) k++; // a path on neither side now: gone from the base too
+    const b = k < B.length && B[k].path === p ? B[k] : undefined;
+    if (sameContent(l, r)) base.push(l!);
+    else if (b) base.push(b);
+  });
   return {
     upload,
     download,
-    deleteLocal: deleteLocal.sort(),
-    deleteRemote: deleteRemote.sort(),
+    deleteLocal,
+    deleteRemote,
     conflicts,
-    local: fromMap(newLocal),
-    remote: fromMap(newRemote),
-    base: fromMap(base),
+    local: { version: MANIFEST_VERSION, files: newLocal },
+    remote: { version: MANIFEST_VERSION, files: newRemote },
+    base: { version: MANIFEST_VERSION, files: base },
     noop: upload.length + download.length + deleteLocal.length + deleteRemote.length === 0,
   };
 }

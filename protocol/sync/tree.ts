@@ -174,11 +174,10 @@ export function checkManifest(value: unknown): TreeManifest {
     }
   }
   // A file and a directory of the same name cannot both exist.
-  const paths = new Set(files.map((f) => (f as FileEntry).path));
-  for (const p of paths) {
-    const parts = p.split('/');
-    for (let i = 1; i < parts.length; i++) if (paths.has(parts.slice(0, i).join('/'))) fail(`${p}: a parent is a file`);
-  }
+  const paths = new Set<string>();
+  for (const f of files) paths.add((f as FileEntry).path);
+  const clash = fileDirClash(paths, (q) => paths.has(q));
+  if (clash) fail(`${clash.path}: a parent is a file`);
   return { version: MANIFEST_VERSION, files: files as FileEntry[] };
 }
 
@@ -200,6 +199,27 @@ export function checkScanCache(value: unknown): TreeManifest {
     if (typeof e.sha256 !== 'string' || !DIGEST.test(e.sha256) || !Array.isArray(e.chunks) || e.chunks.length !== chunkCount(e.size as number) || !e.chunks.every((c) => typeof c === 'string' && DIGEST.test(c))) fail(`${e.path}: bad digests`);
   }
   return { version: MANIFEST_VERSION, files: m.files as FileEntry[] };
+}
+
+/**
+ * The first of `paths` (in their order) that has a parent directory which is a file (`isFile`), with
+ * the outermost such parent; undefined when there is none. Each directory is looked at once (a
+ * tree of thousands of files in a few hundred directories), not each path's every parent.
+ */
+export function fileDirClash(paths: Iterable<string>, isFile: (p: string) => boolean): { path: string; parent: string } | undefined {
+  // Directories found not to be files, with all their ancestors.
+  const dirs = new Set<string>();
+  for (const p of paths) {
+    for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) {
+      const dir = p.slice(0, i);
+      if (dirs.has(dir)) break;
+      if (isFile(dir)) {
+        for (let k = p.indexOf('/'); ; k = p.indexOf('/', k + 1)) if (isFile(p.slice(0, k))) return { path: p, parent: p.slice(0, k) };
+      }
+      dirs.add(dir);
+    }
+  }
+  return undefined;
 }
 
 export const encodeManifest = (m: TreeManifest): Buffer => Buffer.from(JSON.stringify(m));

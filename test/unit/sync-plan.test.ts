@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { planSync, missingChunks, SyncConflictError } from '../../protocol/sync/plan.js';
+import { referencePlanSync } from '../support/sync-plan-reference.js';
 import { checkManifest, checkPath, checkSymlink, decodeManifest, encodeManifest, fromMap, type FileEntry, type TreeManifest } from '../../protocol/sync/tree.js';
 
 const digest = (s: string) => 'sha256:' + createHash('sha256').update(s).digest('hex');
@@ -143,6 +144,44 @@ describe('sync plan properties', () => {
         // a two-way sync afterwards converges
         const q = planSync({ local: p.local, remote: p.remote, base: p.base });
         expect(q.local).toEqual(q.remote);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
+
+// The planner walks the sorted trees in one pass (no Map per tree): it must decide exactly as the
+// Map-based planner it replaced (test/support/sync-plan-reference.ts) — the same plan, the same
+// order of uploads and downloads, the same conflicts and conflict names, the same refusals.
+describe('sync plan, single pass', () => {
+  // nested paths, names that sort between a directory and its files ('d-x' < 'd/…' < 'd0'),
+  // a file named like a directory, and taken conflict names
+  const names = fc.constantFrom('a', 'b', 'd', 'd-x', 'd/e', 'd/f', 'd/e/g', 'd0', 'g', 'g.conflict', 'g.conflict-2', 'z/y/x');
+  const content = fc.constantFrom('1', '2', '3');
+  const treeArb = fc
+    .dictionary(names, fc.tuple(content, fc.constantFrom(0o644, 0o755), fc.integer({ min: 1, max: 3 })), { maxKeys: 8 })
+    .map((d) => fromMap(new Map(Object.entries(d).map(([p, [c, mode, mtime]]) => [p, { ...file(p, c, mode), mtimeMs: mtime }]))));
+  const outcome = (f: () => unknown) => {
+    try {
+      return { plan: f() };
+    } catch (err) {
+      return { error: `${(err as Error).constructor.name}: ${(err as Error).message}` };
+    }
+  };
+  it('decides as the Map-based planner did, for every direction and winner', () => {
+    fc.assert(
+      fc.property(treeArb, treeArb, treeArb, fc.constantFrom('both', 'push', 'pull'), fc.constantFrom('client', 'cluster'), (local, remote, base, direction, winner) => {
+        const o = { local, remote, base, direction: direction as 'both', winner: winner as 'client' };
+        expect(outcome(() => planSync(o))).toEqual(outcome(() => referencePlanSync(o)));
+      }),
+      { numRuns: 5000 },
+    );
+  });
+  it('takes unsorted trees (sorted first) as the Map-based planner did', () => {
+    fc.assert(
+      fc.property(treeArb, treeArb, treeArb, (local, remote, base) => {
+        const rev = (t: TreeManifest): TreeManifest => ({ ...t, files: [...t.files].reverse() });
+        expect(outcome(() => planSync({ local: rev(local), remote: rev(remote), base: rev(base) }))).toEqual(outcome(() => referencePlanSync({ local, remote, base })));
       }),
       { numRuns: 1000 },
     );
