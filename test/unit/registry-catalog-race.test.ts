@@ -9,6 +9,7 @@ import { OmniError } from '../../node/errors.js';
 import { LEADER_DUTY } from '../../node/cluster/caller.js';
 import { DOCKER_MANIFEST } from '../../protocol/registry/media-types.js';
 import { MIN_PIECE_SIZE_BYTES } from '../../protocol/registry/pieces.js';
+import { blobKey, repoBlobKey, tagKey } from '../../protocol/registry/records.js';
 
 const sha = (s: string) => 'sha256:' + createHash('sha256').update(s).digest('hex');
 
@@ -29,5 +30,109 @@ describe('registry catalog: concurrent pushes of one manifest', () => {
     await Promise.all([cat.putManifest('forge-cache/deps', record, 'a', LEADER_DUTY), cat.putManifest('forge-cache/deps', record, 'b', LEADER_DUTY)]);
     expect(await cat.resolveTag('forge-cache/deps', 'a')).toBe(record.digest);
     expect(await cat.resolveTag('forge-cache/deps', 'b')).toBe(record.digest);
+  });
+});
+
+// Catalog writes are decided first from the node's own replica, without a read barrier: a replica
+// behind the leader must make the transaction fail and be decided again after the barrier, never
+// leave a push half done or a tag pointing elsewhere.
+describe('registry catalog: a replica behind the leader', () => {
+  /** The leader's state (where transactions are checked) and a replica that applies only at a barrier. */
+  function cluster() {
+    const leader = new ClusterState();
+    const replica = new ClusterState();
+    const log: Uint8Array[] = [];
+    let barriers = 0;
+    const applyTo = (s: ClusterState, data: Uint8Array) => s.apply(s.appliedIndex + 1, data);
+    const onLeader = (cmd: Command) => {
+      const data = encodeCommand(cmd);
+      log.push(data);
+      const r = applyTo(leader, data);
+      if (!r.ok) throw new OmniError(r.error.code, r.error.message);
+      return r.value;
+    };
+    const catchUp = () => {
+      while (replica.appliedIndex < leader.appliedIndex) applyTo(replica, log[replica.appliedIndex]);
+    };
+    const cat = new KvRegistryCatalog({
+      raft: { state: replica, raft: undefined as never, isLeader: false },
+      readBarrier: async () => (barriers++, catchUp()),
+      proposeOk: async (cmd: Command) => onLeader(cmd),
+    } as never);
+    return { leader, replica, cat, catchUp, onLeader, barriers: () => barriers };
+  }
+  const blob = (s: string) => ({ digest: sha(s), sizeBytes: s.length, pieceSizeBytes: MIN_PIECE_SIZE_BYTES, pieces: [createHash('sha256').update(s).digest('hex')], createdAtMs: 1 });
+  const manifest = (configDigest: string, n: number) => {
+    const content = JSON.stringify({ schemaVersion: 2, mediaType: DOCKER_MANIFEST, config: { mediaType: 'application/vnd.docker.container.image.v1+json', digest: configDigest, size: 1 }, layers: [], n });
+    return { digest: sha(content), mediaType: DOCKER_MANIFEST, sizeBytes: content.length, content, blobs: [configDigest], manifests: [], createdAtMs: 2 };
+  };
+
+  it('a replica that is current needs no barrier for a push', async () => {
+    const c = cluster();
+    const b = blob('a');
+    await c.cat.addBlob('r', b, LEADER_DUTY);
+    c.catchUp();
+    await c.cat.putManifest('r', manifest(b.digest, 1), 'v1', LEADER_DUTY);
+    expect(c.barriers()).toBe(0);
+    c.catchUp();
+    expect(await c.cat.resolveTag('r', 'v1')).toBe(manifest(b.digest, 1).digest);
+  });
+
+  it('a blob the replica has not seen yet: the manifest push is decided again after a barrier', async () => {
+    const c = cluster();
+    const b = blob('b');
+    await c.cat.addBlob('r', b, LEADER_DUTY); // applied on the leader only
+    await c.cat.putManifest('r', manifest(b.digest, 1), 'v1', LEADER_DUTY);
+    expect(c.barriers()).toBeGreaterThan(0);
+    c.catchUp();
+    expect(await c.cat.resolveTag('r', 'v1')).toBe(manifest(b.digest, 1).digest);
+  });
+
+  it('a tag moved on the leader since the replica saw it: pushing the old manifest again tags it again', async () => {
+    const c = cluster();
+    const b = blob('c');
+    await c.cat.addBlob('r', b, LEADER_DUTY);
+    c.catchUp();
+    const m1 = manifest(b.digest, 1);
+    const m2 = manifest(b.digest, 2);
+    await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
+    c.catchUp(); // the replica sees v1 → m1
+    // another node moves v1 to m2 through the leader; this replica does not know yet
+    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'put', key: tagKey('r', 'v1'), value: JSON.stringify({ digest: m2.digest, updatedAtMs: 3 }) }] } as Command);
+    await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
+    c.catchUp();
+    expect(await c.cat.resolveTag('r', 'v1')).toBe(m1.digest);
+  });
+
+  it('the same with other writes to make: the stale tag is compared, not trusted', async () => {
+    const c = cluster();
+    const b = blob('e');
+    await c.cat.addBlob('r', b, LEADER_DUTY);
+    c.catchUp();
+    const m1 = manifest(b.digest, 1);
+    const m2 = manifest(b.digest, 2);
+    await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
+    // the blob's link to r goes (so a push of m1 has a link to write), and the replica sees that ...
+    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'delete', key: repoBlobKey('r', b.digest) }] } as Command);
+    c.catchUp();
+    // ... but not v1 moving to m2
+    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'put', key: tagKey('r', 'v1'), value: JSON.stringify({ digest: m2.digest, updatedAtMs: 3 }) }] } as Command);
+    await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
+    c.catchUp();
+    expect(await c.cat.resolveTag('r', 'v1')).toBe(m1.digest);
+    expect(await c.cat.blobInRepo('r', b.digest)).toBeDefined();
+  });
+
+  it('a blob record removed on the leader since the replica saw it: a push records it again', async () => {
+    const c = cluster();
+    const b = blob('d');
+    await c.cat.addBlob('r', b, LEADER_DUTY);
+    c.catchUp();
+    // garbage collection removes the record through the leader; the replica still has it
+    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'delete', key: blobKey(b.digest) }] } as Command);
+    await c.cat.addBlob('r2', b, LEADER_DUTY);
+    c.catchUp();
+    expect(await c.cat.blob(b.digest)).toMatchObject({ digest: b.digest, sizeBytes: 1 });
+    expect(await c.cat.blobInRepo('r2', b.digest)).toBeDefined();
   });
 });
