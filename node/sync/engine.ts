@@ -230,9 +230,16 @@ export async function statTree(root: string, blocking = false): Promise<{ entrie
     }
     return paths;
   };
-  // The CLI (nothing else to do meanwhile): synchronous calls, no event-loop turn per file.
+  // The CLI (nothing else to do meanwhile): synchronous calls, no event-loop turn per file; a
+  // directory (the entry's type says so) is entered without an lstat of its own.
   const walkSync = (rel: string): void => {
-    for (const p of names(rel, readdirSync(join(root, rel)))) take(p, lstatSync(join(root, p)), () => readlinkSync(join(root, p)));
+    const dirents = readdirSync(rel ? `${root}/${rel}` : root, { withFileTypes: true });
+    const dirs = new Set<string>();
+    for (const d of dirents) if (d.isDirectory()) dirs.add(d.name);
+    for (const p of names(rel, dirents.map((d) => d.name))) {
+      if (dirs.has(p.slice(p.lastIndexOf('/') + 1))) walkSync(p);
+      else take(p, lstatSync(`${root}/${p}`), () => readlinkSync(`${root}/${p}`));
+    }
   };
   // A node: the entries' stats in parallel (the thread pool works on several at once), used in order.
   const walkAsync = async (rel: string): Promise<void> => {
@@ -273,8 +280,10 @@ export async function scanTree(root: string, cache: Map<string, FileEntry>, bloc
   for (const e of entries) {
     const c = cache.get(e.path);
     if (c && c.size === e.size && c.mtimeMs === e.mtimeMs) {
-      if (c.mode === e.mode) hits++;
-      files.push({ ...c, mode: e.mode });
+      if (c.mode === e.mode) {
+        hits++;
+        files.push(c);
+      } else files.push({ ...c, mode: e.mode });
     } else {
       const h = await hashFile(join(root, e.path), e.size, blocking);
       files.push({ path: e.path, size: h.size, mtimeMs: e.mtimeMs, mode: e.mode, sha256: h.sha256, chunks: h.chunks });
