@@ -657,7 +657,7 @@ export class Omnid {
           registry: () => {
             const reg = this.registry;
             if (!reg) return undefined;
-            return new NodeBuildRegistry({ catalog: reg.catalog, store: reg.store, ensureLocal: (rec, s) => reg.ensureLocal(rec, s), replicate: (digest, s, repo) => reg.replicate(digest, s, repo), caller: SELF });
+            return new NodeBuildRegistry({ catalog: reg.catalog, store: reg.store, ensureLocal: (rec, s) => reg.ensureLocal(rec, s), replicate: (digest, s, repo, offer) => reg.replicate(digest, s, repo, offer), caller: SELF });
           },
         }),
       },

@@ -42,7 +42,7 @@ export function nodeBuildParts(d: NodeBuildDeps): ForgeBuildParts {
         catalog: reg.catalog,
         store: reg.store,
         ensureLocal: (rec, s) => reg.ensureLocal(rec, s),
-        replicate: (digest, s, repo) => reg.replicate(digest, s, repo),
+        replicate: (digest, s, repo, offer) => reg.replicate(digest, s, repo, offer),
         caller: SELF,
         signal,
       }),

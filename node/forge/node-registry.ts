@@ -3,7 +3,8 @@
 // node's own blob store and the replicated catalog, instead of through /v2/ with a push token —
 // the node has no admin token, only its pull credential. Blobs this node lacks are brought from
 // the peers (the fetcher behind ensureLocal); a blob written here is recorded in the catalog and
-// copied to as many nodes as a push through /v2/ would be (replicate) before the write returns.
+// copied to as many nodes as a push through /v2/ would be (replicate) before the write returns
+// (node/registry/pushed-blob.ts: the record written while the copies are made).
 // Catalog writes are proposed as this node (caller SELF): the leader allows them while a build
 // task is placed on it (protocol/cluster/authz.ts). It gets the registry's parts, not the daemon.
 import { createWriteStream } from 'node:fs';
@@ -13,7 +14,9 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { OmniError } from '../errors.js';
 import type { Caller } from '../cluster/caller.js';
-import { BlobHasher, type BlobInfo, type BlobStore } from '../registry/blob-store.js';
+import { BlobHasher, type BlobStore } from '../registry/blob-store.js';
+import { recordPushedBlob } from '../registry/pushed-blob.js';
+import type { ReplicaOffer } from '../registry/piece-transfer.js';
 import type { RegistryCatalog } from '../registry/catalog.js';
 import { manifestRecord } from '../registry/oci-api.js';
 import type { BlobRecord } from '../../protocol/registry/records.js';
@@ -26,8 +29,8 @@ export interface NodeRegistryParts {
   store: Pick<BlobStore, 'has' | 'tempPath' | 'commit' | 'read' | 'pieceSizeForSize'>;
   /** Brings a blob the catalog knows into this node's store (from peers). */
   ensureLocal(record: BlobRecord, signal: AbortSignal): Promise<void>;
-  /** Resolves once a blob written here into `repo` is on its durability target of nodes. */
-  replicate?(digest: string, signal: AbortSignal, repo: string): Promise<void>;
+  /** Resolves once a blob written here into `repo` is on its durability target of nodes (given the record, and a small blob's bytes). */
+  replicate?(digest: string, signal: AbortSignal, repo: string, offer?: ReplicaOffer): Promise<void>;
   /** Whose writes these are (the node itself: SELF). */
   caller: Caller;
   signal?: AbortSignal;
@@ -59,7 +62,7 @@ export class NodeBuildRegistry implements BuildRegistry {
       await rm(tmp, { force: true });
       throw err;
     });
-    await this.record(repo, digest, info);
+    await recordPushedBlob(this.p, repo, info, this.p.caller, this.signal);
   }
 
   /** Stores bytes held in memory as `digest` (hashed from memory, not read back), records it in `repo` and replicates it. */
@@ -69,15 +72,11 @@ export class NodeBuildRegistry implements BuildRegistry {
     hasher.update(bytes);
     const tmp = this.p.store.tempPath();
     await writeFile(tmp, bytes, { mode: 0o600 });
-    await this.record(repo, digest, await this.p.store.commit(tmp, digest, undefined, { hashed: hasher.result() }).catch(async (err: unknown) => {
+    const info = await this.p.store.commit(tmp, digest, undefined, { hashed: hasher.result() }).catch(async (err: unknown) => {
       await rm(tmp, { force: true });
       throw err;
-    }));
-  }
-
-  private async record(repo: string, digest: string, info: BlobInfo): Promise<void> {
-    await this.p.catalog.addBlob(repo, { digest, sizeBytes: info.sizeBytes, pieceSizeBytes: info.pieceSizeBytes, pieces: info.pieces, createdAtMs: Date.now() }, this.p.caller);
-    await this.p.replicate?.(digest, this.signal, repo);
+    });
+    await recordPushedBlob(this.p, repo, info, this.p.caller, this.signal, bytes);
   }
 
   /** Writes a blob of `repo` to `dest` (fetched from peers first when this node lacks it); its digest is checked. */

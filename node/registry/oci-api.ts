@@ -10,6 +10,7 @@ import type { Logger } from '../logger.js';
 import type { Caller } from '../cluster/caller.js';
 import type { BlobStore } from './blob-store.js';
 import { INLINE_REPLICA_BYTES, type ReplicaOffer } from './piece-transfer.js';
+import { recordPushedBlob } from './pushed-blob.js';
 import type { UploadSessions, UploadSession } from './uploads.js';
 import type { RegistryCatalog } from './catalog.js';
 import { checkDigest } from '../../protocol/registry/digest.js';
@@ -355,29 +356,11 @@ export class OciApi {
     if (len !== 0 || r.req.headers['transfer-encoding']) await this.d.uploads.append(s, r.req, r.req.headers['content-range'], len, true);
     const info = await this.d.uploads.finish(s, digest);
     const t1 = performance.now();
-    const record = { digest, sizeBytes: info.sizeBytes, pieceSizeBytes: info.pieceSizeBytes, pieces: info.pieces, createdAtMs: Date.now() };
-    // The copies are made while the catalog record is written (they are given the record, and a
-    // small blob's bytes, so they need not read it): a push waits for the slower of the two.
     const abort = new AbortController();
     r.res.once('close', () => abort.abort());
-    const replicate = this.d.replicate;
-    let copies: Promise<void> | undefined;
-    if (replicate) {
-      const bytes = info.sizeBytes <= INLINE_REPLICA_BYTES ? await this.d.store.readAll(digest).catch(() => undefined) : undefined;
-      copies = replicate(digest, abort.signal, s.repo, { record, ...(bytes ? { bytes } : {}) });
-      copies.catch(() => undefined);
-    }
-    try {
-      await this.d.catalog.addBlob(s.repo, record, caller);
-    } catch (err) {
-      abort.abort();
-      throw err;
-    }
-    const t2 = performance.now();
-    // A node of an older version takes no offer and reads the record from the catalog, which
-    // may not have had it yet: asked again now that it has.
-    if (copies && replicate) await copies.catch(() => replicate(digest, abort.signal, s.repo));
-    this.d.log.debug(`registry: blob ${digest} (${info.sizeBytes} bytes) pushed to ${s.repo} (ms: stored ${(t1 - t0).toFixed(1)}, recorded ${(t2 - t1).toFixed(1)}, copies ${(performance.now() - t1).toFixed(1)})`);
+    const bytes = this.d.replicate && info.sizeBytes <= INLINE_REPLICA_BYTES ? await this.d.store.readAll(digest).catch(() => undefined) : undefined;
+    const { recordedMs, copiedMs } = await recordPushedBlob({ catalog: this.d.catalog, replicate: this.d.replicate }, s.repo, info, caller, abort.signal, bytes);
+    this.d.log.debug(`registry: blob ${digest} (${info.sizeBytes} bytes) pushed to ${s.repo} (ms: stored ${(t1 - t0).toFixed(1)}, recorded ${recordedMs.toFixed(1)}, copies ${copiedMs.toFixed(1)})`);
     return this.blobCreated(s.repo, digest);
   }
 
