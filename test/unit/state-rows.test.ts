@@ -206,6 +206,39 @@ describe('spilled kv values (on disk only)', () => {
   });
 });
 
+describe('spilled values read back', () => {
+  it('a value read from the rows is kept for the next reads while its key is unchanged; a change is read anew', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-rows-cache-'));
+    dirs.push(dir);
+    const storage = await RaftStorage.open(dir);
+    const boot = bootstrapState(['solo']);
+    await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
+    const rowReads: string[][] = [];
+    const read = storage.readStateRows.bind(storage);
+    storage.readStateRows = (rows) => (rowReads.push([...rows]), read(rows));
+    const node = await RaftNode.open({ id: 'solo', storage, send: () => undefined, log: silentLogger, timing: { tickMs: 10, electionTick: 10, heartbeatTick: 1 }, snapshotEveryEntries: 1000 });
+    nodes.push(node);
+    node.start();
+    await waitFor('a leader', () => node.isLeader, 5000, 10);
+    const put = async (key: string, value: string) => expect((await node.propose(enc({ type: 'kv.put', key, value }))).ok).toBe(true);
+    const big = (tag: string) => `${tag}:${'v'.repeat(1000)}`;
+    await put('hot', big('a'));
+    await put('other', big('o'));
+    // wait until the rows are written (the values are no longer pending)
+    await waitFor('rows written', async () => (await storage.readStateRows(['v/hot']))[0] === big('a'), 5000, 10);
+    rowReads.length = 0;
+    expect((await node.kvGet('hot'))?.value).toBe(big('a'));
+    expect(rowReads).toEqual([['v/hot']]);
+    for (let i = 0; i < 5; i++) expect((await node.kvGet('hot'))?.value).toBe(big('a'));
+    expect((await node.kvList('', 10)).map((r) => r.value)).toEqual([big('a'), big('o')]);
+    expect(rowReads).toEqual([['v/hot'], ['v/other']]); // 'hot' from memory, 'other' read once
+    await put('hot', big('b'));
+    await waitFor('rows written', async () => (await storage.readStateRows(['v/hot']))[0] === big('b'), 5000, 10);
+    expect((await node.kvGet('hot'))?.value).toBe(big('b'));
+    expect((await node.kvGet('hot'))?.version).toBe(2);
+  });
+});
+
 describe('rows of the format before pages (one k/ row per kv key)', () => {
   // As a node of the previous release wrote them: canonical JSON, spilled values with a hex hash.
   const legacyRows = (): [string, string][] => [
