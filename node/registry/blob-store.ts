@@ -254,6 +254,7 @@ export class BlobStore {
     if (hashed.digest !== digest) throw new OmniError('DIGEST_INVALID', `the bytes sent are ${hashed.digest}, not ${digest}`);
     if (hashed.pieces.length !== expectedPieces.pieces.length) throw new OmniError('DIGEST_INVALID', `blob ${digest}: ${hashed.pieces.length} pieces, ${expectedPieces.pieces.length} recorded`);
     this.checkSize(bytes.length);
+    await this.ensureSpace(bytes.length);
     const tmp = this.tempPath();
     await writeFile(tmp, bytes);
     return this.commit(tmp, digest, expectedPieces, { hashed });

@@ -230,8 +230,9 @@ export class KvRegistryCatalog implements RegistryCatalog {
 
   /**
    * One attempt of putManifest from the replica as it is. `optimistic` (no barrier before it):
-   * records found present are compared at their version, and an attempt that would write nothing
-   * returns false (it cannot tell a stale view from a done push). True once done.
+   * records found present are compared at their version (their content is fixed by their digest,
+   * so only their existence matters), a tag is always written, and an attempt that would write
+   * nothing returns false (it cannot tell a stale view from a done push). True once done.
    */
   private async putManifestOnce(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller, optimistic: boolean): Promise<boolean> {
     const compares: KvCompare[] = [];
@@ -264,9 +265,10 @@ export class KvRegistryCatalog implements RegistryCatalog {
     if (!link) ops.push({ op: 'put', key: repoManifestKey(repo, record.digest), value: JSON.stringify({ createdAtMs: record.createdAtMs }) });
     else relyOn(link.key, link.version);
     if (tag !== undefined) {
+      // From a view that may be stale the tag is always written: a version compare cannot show
+      // that it still names this manifest (a tag deleted and made again starts at version 1).
       const t = this.state.kvGet(tagKey(repo, tag));
-      if (readTagRecord(t?.value)?.digest !== record.digest) ops.push({ op: 'put', key: tagKey(repo, tag), value: JSON.stringify({ digest: record.digest, updatedAtMs: record.createdAtMs }) });
-      else relyOn(t!.key, t!.version);
+      if (optimistic || readTagRecord(t?.value)?.digest !== record.digest) ops.push({ op: 'put', key: tagKey(repo, tag), value: JSON.stringify({ digest: record.digest, updatedAtMs: record.createdAtMs }) });
     }
     if (ops.length === 0) return !optimistic;
     ops.push(fenceOp());

@@ -6,12 +6,12 @@
 //
 //   caller → one JSON frame {op: "piece", digest, index}  or  {op: "have", digests: [...]}
 //            or {op: "replicate", digest} (fetch that blob from its holders, answer when it is here)
-//            or {op: "replicate", digest, sizeBytes, pieceSizeBytes, pieces} (the same, from the
-//            record given: the catalog's may not be written yet); or, for a blob of at most
-//            INLINE_REPLICA_BYTES, 'I' + u32 length + that JSON + the blob's bytes (take them:
-//            no fetch; checked against the digest and pieces). A node of an older version
-//            refuses the 'I' frame (BAD_REQUEST) and ignores the record: the pusher then asks
-//            again once the catalog has the record.
+//            or, for a blob of at most INLINE_REPLICA_BYTES, 'I' + u32 length + {op: "replicate",
+//            digest, sizeBytes, pieceSizeBytes, pieces} + the blob's bytes (keep those bytes: no
+//            catalog read, no fetch; hashed and checked against the digest and pieces — a record
+//            sent without the bytes is not trusted, the catalog's is used). A node of an older
+//            version refuses the 'I' frame (BAD_REQUEST): the pusher then asks again, the plain
+//            way, once the catalog has the record.
 //   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have, {held: true}
 //            for replicate), then for a
 //            piece its bytes in 'D' frames of at most 256 KiB, then it closes; or 'E'+JSON
@@ -62,11 +62,11 @@ const TAG_DATA = 0x44; // 'D'
 const TAG_ERROR = 0x45; // 'E'
 const TAG_INLINE = 0x49; // 'I': a replicate request carrying the blob
 
-/** What a pusher knows of a blob it asks a peer to keep: its record, and its bytes when small. */
+/** A small blob a pusher sends whole with its replicate request: its record and its bytes. */
 export interface ReplicaOffer {
   record: { sizeBytes: number; pieceSizeBytes: number; pieces: string[] };
   /** The whole blob (at most INLINE_REPLICA_BYTES). */
-  bytes?: Buffer;
+  bytes: Buffer;
 }
 
 /** What the fetcher uses to get pieces (the libp2p service here; fakes in tests). */
@@ -85,10 +85,7 @@ export interface PieceServiceOptions {
   authorize(peer: string): void;
   store: BlobStore;
   log: Logger;
-  /**
-   * Brings a blob into this node's store (a replicate request): from the record offered, or the
-   * catalog's; with the bytes offered, from those (verified) instead of a fetch.
-   */
+  /** Brings a blob into this node's store (a replicate request): the bytes offered (verified), else fetched by the catalog's record. */
   replicate?(digest: string, signal: AbortSignal, offer?: ReplicaOffer): Promise<void>;
   /** A piece of a blob this node is still fetching (PIECE_MISSING until it has arrived). */
   readPartial?(digest: string, index: number): Promise<Buffer>;
@@ -194,8 +191,8 @@ export class PieceService implements PieceSource {
   }
 
   /**
-   * Asks `peer` to keep a blob; resolves once it holds it. With an offer, the peer needs no
-   * catalog record (it may not be written yet) and, when the offer has the bytes, fetches nothing.
+   * Asks `peer` to keep a blob; resolves once it holds it. With an offer (a small blob's record and
+   * bytes) the peer keeps those bytes: it needs no catalog record (it may not be written yet).
    */
   async replicate(peer: string, digest: string, signal: AbortSignal, offer?: ReplicaOffer): Promise<void> {
     const stream = await this.open(peer, signal);
@@ -203,9 +200,8 @@ export class PieceService implements PieceSource {
     const onAbort = () => stream.abort(new Error('replicate request aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
     try {
-      const offered = offer && offer.record.pieces.length <= MAX_OFFERED_PIECES ? offer : undefined;
-      const json = Buffer.from(JSON.stringify({ op: 'replicate', digest, ...(offered ? offered.record : {}) }));
-      const bytes = offered?.bytes && offered.bytes.length <= INLINE_REPLICA_BYTES && offered.bytes.length === offered.record.sizeBytes ? offered.bytes : undefined;
+      const bytes = offer && offer.record.pieces.length <= MAX_OFFERED_PIECES && offer.bytes.length <= INLINE_REPLICA_BYTES && offer.bytes.length === offer.record.sizeBytes ? offer.bytes : undefined;
+      const json = Buffer.from(JSON.stringify({ op: 'replicate', digest, ...(bytes && offer ? offer.record : {}) }));
       if (bytes) {
         const frame = Buffer.allocUnsafe(5 + json.length + bytes.length);
         frame[0] = TAG_INLINE;
@@ -291,12 +287,14 @@ type PieceRequest = { op: 'piece'; digest: string; index: number } | { op: 'have
 
 const HEX64 = /^[a-f0-9]{64}$/;
 
-/** The record a replicate request offers, checked for shape and consistency (a wrong one fails the copy's checks). */
+/**
+ * The blob an inline replicate request carries, its record checked for shape and consistency (the
+ * bytes are hashed against it when kept). Without bytes there is no offer: a record alone is not
+ * trusted (the catalog's is used).
+ */
 function parseOffer(r: Record<string, unknown>, bytes: Buffer | undefined): ReplicaOffer | undefined {
-  if (r.sizeBytes === undefined && r.pieceSizeBytes === undefined && r.pieces === undefined) {
-    if (bytes) throw new OmniError('BAD_REQUEST', 'inline replicate without a record');
-    return undefined;
-  }
+  if (!bytes) return undefined;
+  if (r.sizeBytes === undefined && r.pieceSizeBytes === undefined && r.pieces === undefined) throw new OmniError('BAD_REQUEST', 'inline replicate without a record');
   const { sizeBytes, pieceSizeBytes, pieces } = r;
   if (!Number.isSafeInteger(sizeBytes) || (sizeBytes as number) < 0) throw new OmniError('BAD_REQUEST', 'replicate: bad sizeBytes');
   if (!Number.isSafeInteger(pieceSizeBytes) || (pieceSizeBytes as number) <= 0) throw new OmniError('BAD_REQUEST', 'replicate: bad pieceSizeBytes');
@@ -304,8 +302,8 @@ function parseOffer(r: Record<string, unknown>, bytes: Buffer | undefined): Repl
   const size = sizeBytes as number;
   const pieceSize = pieceSizeBytes as number;
   if (pieces.length !== Math.ceil(size / pieceSize)) throw new OmniError('BAD_REQUEST', 'replicate: the pieces do not fit the size');
-  if (bytes && bytes.length !== size) throw new OmniError('BAD_REQUEST', `replicate: ${bytes.length} bytes sent for a blob of ${size}`);
-  return { record: { sizeBytes: size, pieceSizeBytes: pieceSize, pieces: pieces as string[] }, ...(bytes ? { bytes } : {}) };
+  if (bytes.length !== size) throw new OmniError('BAD_REQUEST', `replicate: ${bytes.length} bytes sent for a blob of ${size}`);
+  return { record: { sizeBytes: size, pieceSizeBytes: pieceSize, pieces: pieces as string[] }, bytes };
 }
 
 function parseRequest(frame: Uint8Array): PieceRequest {

@@ -1,9 +1,10 @@
 // What a node does with a blob pushed to it once the blob is in its store (a push through /v2/,
 // or a build or workspace read-back writing through the node's in-process registry): record it in
-// the catalog and have it copied to its durability target of nodes — both at once. The copies are
-// given the record (the members need not wait to read it from the catalog) and, for a small blob,
-// its bytes (no fetch). A member of an older version takes neither and reads the catalog; it is
-// asked again, the old way, once the record is written.
+// the catalog and have it copied to its durability target of nodes. A small blob whose bytes are
+// at hand is sent whole to the copies while the record is written (the members keep those bytes:
+// no catalog read, no fetch); a member of an older version refuses that and is asked again, the
+// plain way, once the record is written. Any other blob is recorded first, then copied (a member
+// fetches it by the catalog's record).
 import type { Caller } from '../cluster/caller.js';
 import type { BlobInfo } from './blob-store.js';
 import type { RegistryCatalog } from './catalog.js';
@@ -24,11 +25,16 @@ export async function recordPushedBlob(p: PushedBlobParts, repo: string, info: B
   const t0 = performance.now();
   const record = { digest: info.digest, sizeBytes: info.sizeBytes, pieceSizeBytes: info.pieceSizeBytes, pieces: info.pieces, createdAtMs: Date.now() };
   const replicate = p.replicate;
-  const abort = new AbortController();
-  const both = AbortSignal.any([signal, abort.signal]);
   const inline = bytes && bytes.length === info.sizeBytes && bytes.length <= INLINE_REPLICA_BYTES ? bytes : undefined;
-  const copies = replicate?.(info.digest, both, repo, { record: { sizeBytes: record.sizeBytes, pieceSizeBytes: record.pieceSizeBytes, pieces: record.pieces }, ...(inline ? { bytes: inline } : {}) });
-  copies?.catch(() => undefined);
+  if (!replicate || !inline) {
+    await p.catalog.addBlob(repo, record, caller);
+    const recordedMs = performance.now() - t0;
+    await replicate?.(info.digest, signal, repo);
+    return { recordedMs, copiedMs: performance.now() - t0 };
+  }
+  const abort = new AbortController();
+  const copies = replicate(info.digest, AbortSignal.any([signal, abort.signal]), repo, { record: { sizeBytes: record.sizeBytes, pieceSizeBytes: record.pieceSizeBytes, pieces: record.pieces }, bytes: inline });
+  copies.catch(() => undefined);
   try {
     await p.catalog.addBlob(repo, record, caller);
   } catch (err) {
@@ -36,6 +42,6 @@ export async function recordPushedBlob(p: PushedBlobParts, repo: string, info: B
     throw err;
   }
   const recordedMs = performance.now() - t0;
-  if (copies && replicate) await copies.catch(() => replicate(info.digest, signal, repo));
+  await copies.catch(() => replicate(info.digest, signal, repo));
   return { recordedMs, copiedMs: performance.now() - t0 };
 }

@@ -174,7 +174,7 @@ export class Registry {
       replicate: async (digest, signal, offer) => {
         const t0 = performance.now();
         await takeReplica({ store: this.store, catalogRecord: (d) => this.catalog.blob(d), fetch: (rec, sig) => this.ensureLocal(rec, sig) }, digest, signal, offer);
-        this.d.log.debug(`registry: copy of ${digest} kept (${offer?.bytes ? 'sent with the request' : offer ? 'fetched by the record offered' : 'fetched by the catalog record'}) in ${(performance.now() - t0).toFixed(1)} ms`);
+        this.d.log.debug(`registry: copy of ${digest} kept (${offer ? 'sent with the request' : 'fetched'}) in ${(performance.now() - t0).toFixed(1)} ms`);
       },
       readPartial: (digest, index) => {
         if (!this.fetcherImpl) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not on this node`);
@@ -249,8 +249,8 @@ export class Registry {
   /**
    * Waits until a blob pushed here into `repo` is on as many nodes as its target (the repository's
    * own, else --registry-replicas; this node included), asking the least loaded members that lack
-   * it to fetch it; fails UNAVAILABLE when too few could. With an offer (the blob's record, and its
-   * bytes when small) the members need not read the catalog and, given the bytes, fetch nothing.
+   * it to fetch it; fails UNAVAILABLE when too few could. With an offer (a small blob's record and
+   * bytes) the members keep those bytes: no catalog read, no fetch.
    */
   async replicate(digest: string, signal: AbortSignal, repo?: string, offer?: ReplicaOffer): Promise<void> {
     const p = this.peerDeps;
@@ -403,8 +403,8 @@ export class Registry {
 
 /**
  * A replicate request from a peer (the pusher): keep blob `digest` here. The bytes it offers (a
- * small blob) are hashed and committed, no fetch; else the blob is fetched by the record it offers
- * (its catalog record may not be written yet), or by the catalog's (a pusher of an older version).
+ * small blob, whose catalog record may not be written yet) are hashed, checked and committed, no
+ * fetch; otherwise the blob is fetched by the catalog's record.
  */
 export async function takeReplica(
   d: { store: BlobStore; catalogRecord(digest: string): Promise<BlobRecord | undefined>; fetch(record: BlobRecord, signal: AbortSignal): Promise<void> },
@@ -413,11 +413,11 @@ export async function takeReplica(
   offer?: ReplicaOffer,
 ): Promise<void> {
   if (d.store.has(digest)) return;
-  if (offer?.bytes) {
+  if (offer) {
     await d.store.commitBytes(digest, offer.bytes, offer.record);
     return;
   }
-  const rec = offer ? { digest, ...offer.record, createdAtMs: Date.now() } : await d.catalogRecord(digest);
+  const rec = await d.catalogRecord(digest);
   if (!rec) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not in the registry`);
   await d.fetch(rec, signal);
 }

@@ -230,16 +230,11 @@ export async function statTree(root: string, blocking = false): Promise<{ entrie
     }
     return paths;
   };
-  // The CLI (nothing else to do meanwhile): synchronous calls, no event-loop turn per file; a
-  // directory (the entry's type says so) is entered without an lstat of its own.
+  // The CLI (nothing else to do meanwhile): synchronous calls, no event-loop turn per file. Every
+  // entry is lstat'ed, directories too, right before it is used (a directory's type from readdir
+  // could be stale by the time it is entered: replaced by a symlink, readdir would follow it).
   const walkSync = (rel: string): void => {
-    const dirents = readdirSync(rel ? `${root}/${rel}` : root, { withFileTypes: true });
-    const dirs = new Set<string>();
-    for (const d of dirents) if (d.isDirectory()) dirs.add(d.name);
-    for (const p of names(rel, dirents.map((d) => d.name))) {
-      if (dirs.has(p.slice(p.lastIndexOf('/') + 1))) walkSync(p);
-      else take(p, lstatSync(`${root}/${p}`), () => readlinkSync(`${root}/${p}`));
-    }
+    for (const p of names(rel, readdirSync(join(root, rel)))) take(p, lstatSync(join(root, p)), () => readlinkSync(join(root, p)));
   };
   // A node: the entries' stats in parallel (the thread pool works on several at once), used in order.
   const walkAsync = async (rel: string): Promise<void> => {

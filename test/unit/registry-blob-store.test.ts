@@ -150,6 +150,13 @@ describe('BlobStore', () => {
     expect(await codeOf(store.ensureSpace(9_500_000))).toBe('NO_SPACE');
     free = 500_000;
     expect(await codeOf(store.ensureSpace(0))).toBe('NO_SPACE');
+    // a small blob a peer sends whole (commitBytes) keeps the same reserve, and nothing is kept
+    const bytes = randomBytes(500);
+    expect(await codeOf(store.commitBytes(sha(bytes), bytes, { pieceSizeBytes: PIECE, pieces: [pieceHex(bytes)] }))).toBe('NO_SPACE');
+    expect(store.has(sha(bytes))).toBe(false);
+    free = 10_000_000;
+    await store.commitBytes(sha(bytes), bytes, { pieceSizeBytes: PIECE, pieces: [pieceHex(bytes)] });
+    expect(store.has(sha(bytes))).toBe(true);
   });
 });
 

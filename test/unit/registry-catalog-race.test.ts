@@ -104,7 +104,7 @@ describe('registry catalog: a replica behind the leader', () => {
     expect(await c.cat.resolveTag('r', 'v1')).toBe(m1.digest);
   });
 
-  it('the same with other writes to make: the stale tag is compared, not trusted', async () => {
+  it('the same with other writes to make: a tag seen on a stale replica is written again, not trusted', async () => {
     const c = cluster();
     const b = blob('e');
     await c.cat.addBlob('r', b, LEADER_DUTY);
@@ -121,6 +121,24 @@ describe('registry catalog: a replica behind the leader', () => {
     c.catchUp();
     expect(await c.cat.resolveTag('r', 'v1')).toBe(m1.digest);
     expect(await c.cat.blobInRepo('r', b.digest)).toBeDefined();
+  });
+
+  it('a tag deleted and made again on the leader (its version starts over) is still set by a push from a stale replica', async () => {
+    const c = cluster();
+    const b = blob('f');
+    await c.cat.addBlob('r', b, LEADER_DUTY);
+    c.catchUp();
+    const m1 = manifest(b.digest, 1);
+    const m2 = manifest(b.digest, 2);
+    await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
+    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'delete', key: repoBlobKey('r', b.digest) }] } as Command);
+    c.catchUp(); // the replica: v1 → m1 at version 1, the blob's link gone
+    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'delete', key: tagKey('r', 'v1') }] } as Command);
+    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'put', key: tagKey('r', 'v1'), value: JSON.stringify({ digest: m2.digest, updatedAtMs: 3 }) }] } as Command);
+    expect(c.leader.kvGet(tagKey('r', 'v1'))?.version).toBe(1); // the same version the replica saw
+    await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
+    c.catchUp();
+    expect(await c.cat.resolveTag('r', 'v1')).toBe(m1.digest);
   });
 
   it('a blob record removed on the leader since the replica saw it: a push records it again', async () => {

@@ -28,7 +28,7 @@ function parts(o: { addBlob?: () => Promise<void>; replicate?: (offer?: ReplicaO
         },
       },
       replicate: async (_digest: string, signal: AbortSignal, _repo: string, offer?: ReplicaOffer) => {
-        events.push(offer ? (offer.bytes ? 'copy with bytes' : 'copy with record') : 'copy by catalog');
+        events.push(offer ? 'copy with bytes' : 'copy by catalog');
         offers.push(offer);
         signals.push(signal);
         await o.replicate?.(offer);
@@ -50,11 +50,11 @@ describe('recordPushedBlob', () => {
     expect(t.offers[0]).toMatchObject({ record: { sizeBytes: 100, pieceSizeBytes: 1024 * 1024, pieces: ['b'.repeat(64)] }, bytes });
   });
 
-  it('a large blob, or bytes that are not the whole blob, go as the record only', async () => {
-    for (const [size, bytes] of [[INLINE_REPLICA_BYTES + 1, Buffer.alloc(INLINE_REPLICA_BYTES + 1)], [200, Buffer.alloc(100)]] as const) {
+  it('a large blob, or no bytes at hand, or bytes that are not the whole blob: recorded first, then copied the plain way', async () => {
+    for (const [size, bytes] of [[INLINE_REPLICA_BYTES + 1, Buffer.alloc(INLINE_REPLICA_BYTES + 1)], [200, undefined], [200, Buffer.alloc(100)]] as const) {
       const t = parts({ addBlob: async () => undefined });
       await recordPushedBlob(t.p, 'r', info(size), LEADER_DUTY, new AbortController().signal, bytes);
-      expect(t.events[0]).toBe('copy with record');
+      expect(t.events).toEqual([`record ${size}`, 'recorded', 'copy by catalog']);
     }
   });
 
@@ -74,12 +74,12 @@ describe('recordPushedBlob', () => {
 
   it('fails as the old way fails when the copies cannot be made', async () => {
     const t = parts({ addBlob: async () => undefined, replicate: async () => Promise.reject(new OmniError('UNAVAILABLE', 'too few nodes')) });
-    await expect(recordPushedBlob(t.p, 'r', info(10), LEADER_DUTY, new AbortController().signal)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await expect(recordPushedBlob(t.p, 'r', info(10), LEADER_DUTY, new AbortController().signal, Buffer.alloc(10))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
   });
 
   it('a record that cannot be written fails the push and aborts the copies', async () => {
     const t = parts({ addBlob: async () => Promise.reject(new OmniError('QUOTA_EXCEEDED', 'the state is full')), replicate: () => new Promise(() => undefined) });
-    await expect(recordPushedBlob(t.p, 'r', info(10), LEADER_DUTY, new AbortController().signal)).rejects.toMatchObject({ code: 'QUOTA_EXCEEDED' });
+    await expect(recordPushedBlob(t.p, 'r', info(10), LEADER_DUTY, new AbortController().signal, Buffer.alloc(10))).rejects.toMatchObject({ code: 'QUOTA_EXCEEDED' });
     expect(t.signals[0].aborted).toBe(true);
   });
 });

@@ -1,6 +1,6 @@
-// A push's copies made while its catalog record is written: the pusher offers the record (and a
-// small blob's bytes) with its replicate request over libp2p, so the peer neither reads the catalog
-// nor fetches a small blob. Two real libp2p hosts (noise, yamux, the private network), two blob
+// A push's copies made while its catalog record is written: the pusher sends a small blob whole,
+// with its record, in its replicate request over libp2p, so the peer neither reads the catalog nor
+// fetches it; anything else is a plain request (the peer fetches by the catalog's record). Two real libp2p hosts (noise, yamux, the private network), two blob
 // stores, the real PieceService and the registry's takeReplica.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
@@ -101,12 +101,15 @@ describe('replicate with an offer', () => {
     expect(storeB.held()).not.toContain(digest);
   });
 
-  it('a blob over the inline limit is fetched by the record offered, not the catalog', async () => {
-    const record = { sizeBytes: INLINE_REPLICA_BYTES + 1, pieceSizeBytes: PIECE, pieces: Array.from({ length: Math.ceil((INLINE_REPLICA_BYTES + 1) / PIECE) }, (_, i) => createHash('sha256').update(String(i)).digest('hex')) };
-    const digest = sha(Buffer.from('big'));
-    await pusher.replicate(peerB(), digest, signal(), { record, bytes: randomBytes(INLINE_REPLICA_BYTES + 1) });
-    expect(fetched.at(-1)).toMatchObject({ digest, ...record });
-    expect(catalogReads).not.toContain(digest);
+  it('a blob over the inline limit goes as a plain request: the peer fetches it by the catalog’s record', async () => {
+    const bytes = randomBytes(INLINE_REPLICA_BYTES + 1);
+    const digest = sha(bytes);
+    const rec: BlobRecord = { digest, ...recordOf(bytes), createdAtMs: 1 };
+    catalog = new Map([[digest, rec]]);
+    await pusher.replicate(peerB(), digest, signal(), { record: recordOf(bytes), bytes });
+    expect(catalogReads).toContain(digest);
+    expect(fetched.at(-1)).toEqual(rec);
+    expect(storeB.has(digest)).toBe(false); // the fake fetch keeps nothing
   });
 
   it('without an offer (a pusher of an older version) the peer reads the catalog', async () => {
