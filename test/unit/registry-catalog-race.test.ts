@@ -104,41 +104,38 @@ describe('registry catalog: a replica behind the leader', () => {
     expect(await c.cat.resolveTag('r', 'v1')).toBe(m1.digest);
   });
 
-  it('the same with other writes to make: a tag seen on a stale replica is written again, not trusted', async () => {
+  /**
+   * A replica that saw v1 → m1 and the blob's link to r removed (so a push of m1 has a link to
+   * write), but not what `retag` then does to v1 on the leader; m1 pushed again from it must end
+   * with v1 → m1.
+   */
+  async function pushAgainOverStaleTag(retag: (c: ReturnType<typeof cluster>, m2: ReturnType<typeof manifest>) => void) {
     const c = cluster();
     const b = blob('e');
     await c.cat.addBlob('r', b, LEADER_DUTY);
     c.catchUp();
     const m1 = manifest(b.digest, 1);
-    const m2 = manifest(b.digest, 2);
     await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
-    // the blob's link to r goes (so a push of m1 has a link to write), and the replica sees that ...
     c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'delete', key: repoBlobKey('r', b.digest) }] } as Command);
     c.catchUp();
-    // ... but not v1 moving to m2
-    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'put', key: tagKey('r', 'v1'), value: JSON.stringify({ digest: m2.digest, updatedAtMs: 3 }) }] } as Command);
+    retag(c, manifest(b.digest, 2));
     await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
     c.catchUp();
     expect(await c.cat.resolveTag('r', 'v1')).toBe(m1.digest);
     expect(await c.cat.blobInRepo('r', b.digest)).toBeDefined();
+  }
+  const tagTo = (digest: string): Command => ({ type: 'kv.txn', compares: [], ops: [{ op: 'put', key: tagKey('r', 'v1'), value: JSON.stringify({ digest, updatedAtMs: 3 }) }] }) as Command;
+
+  it('the same with other writes to make: a tag seen on a stale replica is written again, not trusted', async () => {
+    await pushAgainOverStaleTag((c, m2) => c.onLeader(tagTo(m2.digest)));
   });
 
   it('a tag deleted and made again on the leader (its version starts over) is still set by a push from a stale replica', async () => {
-    const c = cluster();
-    const b = blob('f');
-    await c.cat.addBlob('r', b, LEADER_DUTY);
-    c.catchUp();
-    const m1 = manifest(b.digest, 1);
-    const m2 = manifest(b.digest, 2);
-    await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
-    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'delete', key: repoBlobKey('r', b.digest) }] } as Command);
-    c.catchUp(); // the replica: v1 → m1 at version 1, the blob's link gone
-    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'delete', key: tagKey('r', 'v1') }] } as Command);
-    c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'put', key: tagKey('r', 'v1'), value: JSON.stringify({ digest: m2.digest, updatedAtMs: 3 }) }] } as Command);
-    expect(c.leader.kvGet(tagKey('r', 'v1'))?.version).toBe(1); // the same version the replica saw
-    await c.cat.putManifest('r', m1, 'v1', LEADER_DUTY);
-    c.catchUp();
-    expect(await c.cat.resolveTag('r', 'v1')).toBe(m1.digest);
+    await pushAgainOverStaleTag((c, m2) => {
+      c.onLeader({ type: 'kv.txn', compares: [], ops: [{ op: 'delete', key: tagKey('r', 'v1') }] } as Command);
+      c.onLeader(tagTo(m2.digest));
+      expect(c.leader.kvGet(tagKey('r', 'v1'))?.version).toBe(1); // the same version the replica saw
+    });
   });
 
   it('a blob record removed on the leader since the replica saw it: a push records it again', async () => {
