@@ -3,25 +3,41 @@ import { open, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** Distinguishes concurrent writes of one path in this process (each its own temp file). */
-let atomicWrites = 0;
+let tempWrites = 0;
 
-/** Writes to a temp file, fsyncs it, renames it over `path`, then fsyncs the directory. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  // <file>.tmp-<pid>-<n>: two writes of the same path at once (two uploads of one blob) must not
-  // share a temp file, or the second rename finds it gone (ENOENT).
-  const tmp = `${path}.tmp-${process.pid}-${++atomicWrites}`;
-  const fh = await open(tmp, 'w', mode);
+/**
+ * A temp file name beside `path` (<file>.tmp-<pid>-<n>): two writes of the same path at once (two
+ * uploads of one blob) must not share a temp file, or the second rename finds it gone (ENOENT).
+ */
+export function tempBeside(path: string): string {
+  return `${path}.tmp-${process.pid}-${++tempWrites}`;
+}
+
+/** fsyncs a file or a directory (a directory: the names created or renamed in it). */
+export async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes `data` to a new file at `path` and fsyncs it (not atomic: see writeFileAtomic). */
+export async function writeSynced(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  const fh = await open(path, 'w', mode);
   try {
     await fh.writeFile(data);
     await fh.sync();
   } finally {
     await fh.close();
   }
+}
+
+/** Writes to a temp file, fsyncs it, renames it over `path`, then fsyncs the directory. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  const tmp = tempBeside(path);
+  await writeSynced(tmp, data, mode);
   await rename(tmp, path);
-  const dir = await open(dirname(path), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+  await fsyncPath(dirname(path));
 }

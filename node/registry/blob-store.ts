@@ -13,7 +13,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OmniError } from '../errors.js';
-import { writeFileAtomic } from '../files.js';
+import { fsyncPath, tempBeside, writeFileAtomic, writeSynced } from '../files.js';
 import type { Logger } from '../logger.js';
 import { isDigest, digestOfHex, hexOf } from '../../protocol/registry/digest.js';
 import { pieceSizeFor, pieceCount, pieceSpan, piecesCovering, validPieces } from '../../protocol/registry/pieces.js';
@@ -226,16 +226,16 @@ export class BlobStore {
     // once for both (two rounds of fsync, not four one after the other). A crash before the
     // directory sync may keep either rename: a blob without its sidecar is hashed again at open, a
     // sidecar alone is unused (replaced when the blob comes again), a temp file is removed at open.
-    const sidecarTmp = `${this.sidecarPath(digest)}.tmp-${process.pid}-${++sidecarWrites}`;
+    const sidecarTmp = tempBeside(this.sidecarPath(digest));
     try {
-      await Promise.all([syncFile(tmpPath), writeSynced(sidecarTmp, JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }))]);
+      await Promise.all([fsyncPath(tmpPath), writeSynced(sidecarTmp, JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }))]);
       await rename(sidecarTmp, this.sidecarPath(digest));
     } catch (err) {
       await Promise.all([rm(tmpPath, { force: true }), rm(sidecarTmp, { force: true })]);
       throw err;
     }
     await rename(tmpPath, this.blobPath(digest));
-    await syncDir(this.blobsDir);
+    await fsyncPath(this.blobsDir);
     this.blobs.set(digest, hashed);
     this.storedAtMs.set(digest, Date.now());
     this.opts.onAdded?.(digest);
@@ -427,35 +427,5 @@ async function mtimeMs(path: string): Promise<number> {
     return (await stat(path)).mtimeMs;
   } catch {
     return Date.now();
-  }
-}
-
-let sidecarWrites = 0;
-
-async function syncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function writeSynced(path: string, data: string): Promise<void> {
-  const fh = await open(path, 'w', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

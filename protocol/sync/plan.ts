@@ -134,6 +134,21 @@ function merge(L: FileEntry[], R: FileEntry[], B: FileEntry[], winner: 'client' 
   return { out, sorted: losers.length > 0 ? [...out].sort(byPathOrder) : out, conflicts };
 }
 
+/**
+ * What turns a side's tree `now` into `next` (both sorted): the entries to write, in `order` (the
+ * merge's), and the paths to delete, in path order. Nothing when `next` is `now` itself.
+ */
+function changes(next: FileEntry[], now: FileEntry[], order: FileEntry[]): { write: FileEntry[]; remove: string[] } {
+  if (next === now) return { write: [], remove: [] };
+  const write = new Set<FileEntry>();
+  const remove: string[] = [];
+  zip(next, now, (n, o) => {
+    if (!n) remove.push(o!.path);
+    else if (!sameContent(n, o)) write.add(n);
+  });
+  return { write: order.filter((f) => write.has(f)), remove };
+}
+
 export function planSync(opts: { local: TreeManifest; remote: TreeManifest; base: TreeManifest; winner?: 'client' | 'cluster'; direction?: Direction }): SyncPlan {
   const direction = opts.direction ?? 'both';
   const winner = direction === 'push' ? 'client' : direction === 'pull' ? 'cluster' : (opts.winner ?? 'cluster');
@@ -145,26 +160,8 @@ export function planSync(opts: { local: TreeManifest; remote: TreeManifest; base
   // conflict copy after the rest; uploads are packed in this order).
   const newLocal = direction === 'push' ? L : Tsorted;
   const newRemote = direction === 'pull' ? R : Tsorted;
-  const upload: FileEntry[] = [];
-  const download: FileEntry[] = [];
-  const deleteLocal: string[] = [];
-  const deleteRemote: string[] = [];
-  if (direction !== 'pull') {
-    const up = new Set<FileEntry>();
-    zip(newRemote, R, (n, r) => {
-      if (n && !sameContent(n, r)) up.add(n);
-      else if (!n) deleteRemote.push(r!.path);
-    });
-    for (const f of T) if (up.has(f)) upload.push(f);
-  }
-  if (direction !== 'push') {
-    const down = new Set<FileEntry>();
-    zip(newLocal, L, (n, l) => {
-      if (n && !sameContent(n, l)) down.add(n);
-      else if (!n) deleteLocal.push(l!.path);
-    });
-    for (const f of T) if (down.has(f)) download.push(f);
-  }
+  const { write: upload, remove: deleteRemote } = changes(newRemote, R, T);
+  const { write: download, remove: deleteLocal } = changes(newLocal, L, T);
   // The base: what both sides now agree on; where they still differ (one-way syncs) the old base
   // stays, so the next two-way sync still sees the difference as a change.
   const base: FileEntry[] = [];

@@ -1,38 +1,25 @@
 // Diagnostic (not part of npm test): the bench:sync tree and cluster, the initial sync done, then
 // held for SYNC_HOLD_S seconds so single syncs can be timed and profiled by hand. Prints the env.
 import { execFile } from 'node:child_process';
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { randomBytes } from 'node:crypto';
 import { LocalCluster } from '../../node/local-cluster.js';
+import { makeTree, waitForCli } from './sync-tree.js';
 
 const run = promisify(execFile);
 const FILES = Number(process.env.SYNC_BENCH_FILES ?? 5000);
 const work = await mkdtemp(join(tmpdir(), 'omni-sync-hold-'));
 const src = join(work, 'src');
-for (let i = 0; i < FILES; i++) {
-  const dir = join(src, `d${i % 50}`, `s${i % 7}`);
-  await mkdir(dir, { recursive: true });
-  const size = i < 10 ? 8 * 1024 * 1024 + i : 4 * 1024 + ((i * 7919) % (40 * 1024));
-  await writeFile(join(dir, `f${i}.dat`), randomBytes(size));
-}
+await makeTree(src, FILES);
 const c = await LocalCluster.create({ echo: process.env.SYNC_HOLD_ECHO === '1', flags: process.env.SYNC_HOLD_FLAGS?.split(' ').filter(Boolean) });
 try {
   await c.init('n1');
   await c.join('n2');
   await c.join('n3');
   const env = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: join(work, 'none.json') };
-  for (let i = 0; ; i++) {
-    try {
-      await run('bin/omni', ['status'], { env, timeout: 120_000 });
-      break;
-    } catch (err) {
-      if (i >= 15) throw err;
-      await new Promise((r) => setTimeout(r, 2000));
-    }
-  }
+  await waitForCli(env);
   await run('bin/omni', ['sync', src, '--app', 'bench', '--json', '--push'], { env, timeout: 600_000 });
   console.log(`export OMNI_ADDR=${env.OMNI_ADDR} OMNI_TOKEN=${env.OMNI_TOKEN} OMNI_CONFIG=${env.OMNI_CONFIG} SRC=${src}`);
   await new Promise((r) => setTimeout(r, Number(process.env.SYNC_HOLD_S ?? 600) * 1000));

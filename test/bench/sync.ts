@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { LocalCluster } from '../../node/local-cluster.js';
+import { makeTree, waitForCli } from './sync-tree.js';
 
 const run = promisify(execFile);
 const log = (s: string) => process.stderr.write(`bench:sync: ${s}\n`);
@@ -31,7 +32,6 @@ const PROFILE_DIR = process.env.SYNC_BENCH_CPU_PROF_DIR;
 const PROFILE_NODE_OPTIONS = process.env.SYNC_BENCH_NODE_OPTIONS;
 /** SYNC_BENCH_OMNID_PROF_DIR=DIR: every omnid writes a V8 CPU profile of the whole run there (--cpu-prof, at its exit). */
 const OMNID_PROFILE_DIR = process.env.SYNC_BENCH_OMNID_PROF_DIR;
-const BIG = 10;
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -42,18 +42,6 @@ async function freePort(): Promise<number> {
     });
     s.on('error', reject);
   });
-}
-
-async function makeTree(root: string): Promise<number> {
-  let bytes = 0;
-  for (let i = 0; i < FILES; i++) {
-    const dir = join(root, `d${i % 50}`, `s${i % 7}`);
-    await mkdir(dir, { recursive: true });
-    const size = i < BIG ? 8 * 1024 * 1024 + i : 4 * 1024 + ((i * 7919) % (40 * 1024));
-    await writeFile(join(dir, `f${i}.dat`), randomBytes(size));
-    bytes += size;
-  }
-  return bytes;
 }
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
@@ -87,7 +75,7 @@ async function main() {
   let rsyncd: ReturnType<typeof spawn> | undefined;
   try {
     const src = join(work, 'src');
-    const bytes = await makeTree(src);
+    const bytes = await makeTree(src, FILES);
     log(`tree: ${FILES} files, ${round(bytes / 1e6, 1)} MB`);
     // omni
     c = await LocalCluster.create(OMNID_PROFILE_DIR ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${OMNID_PROFILE_DIR}`] } : {});
@@ -98,16 +86,7 @@ async function main() {
     const omni = (...args: string[]) => run('bin/omni', ['sync', src, '--app', 'bench', '--json', ...args], { env: profiling ? { ...env, NODE_OPTIONS: PROFILE_NODE_OPTIONS ?? `--cpu-prof --cpu-prof-dir=${PROFILE_DIR}` } : env, timeout: 1_800_000, maxBuffer: 64 * 1024 * 1024 });
     let profiling = false;
     // the cluster formed and the CLI bundle built before timing
-    for (let i = 0; ; i++) {
-      try {
-        await run('bin/omni', ['status'], { env, timeout: 120_000 });
-        break;
-      } catch (err) {
-        if (i >= 15) throw err;
-        log(`waiting for the cluster: ${String((err as { stderr?: string }).stderr ?? err).slice(0, 200)}`);
-        await new Promise((r) => setTimeout(r, 2000));
-      }
-    }
+    await waitForCli(env, (why) => log(`waiting for the cluster: ${why}`));
     let initialStderr = '';
     // SYNC_BENCH_PROFILE_INITIAL=1: the initial sync is profiled too (into SYNC_BENCH_CPU_PROF_DIR)
     profiling = process.env.SYNC_BENCH_PROFILE_INITIAL === '1' && PROFILE_DIR !== undefined;
