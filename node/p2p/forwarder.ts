@@ -1,11 +1,14 @@
 // Forwards proposals from any node to the leader over one long-lived libp2p stream per leader
-// (/omni/forward/1.0.0), batching everything submitted in the same event-loop turn into one
+// (/omni/forward/3.0.0), batching everything submitted in the same event-loop turn into one
 // frame each way. Opening a stream per write costs a protocol negotiation and several small
 // socket writes; under load this path is most of a follower's work.
 //
 // Each proposal carries its caller (node/cluster/caller.ts): the member itself, or the admin token the
 // API request presented, which the leader verifies again before it authorizes the command.
-// Version 2 added the caller: a version-1 node cannot forward to a version-2 leader.
+// Version 2 added the caller: a version-1 node cannot forward to a version-2 leader. Version 3
+// sends the commands as bytes after a JSON head (protocol/cluster/forward-wire.ts) instead of
+// base64 in JSON; the replies are the same JSON. A leader serves both; a member asks for 3 and
+// speaks 2 to a leader of the version before (a rolling upgrade).
 import type { Stream, Connection } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { OmniHost } from './host.js';
@@ -15,8 +18,11 @@ import type { Logger } from '../logger.js';
 import type { ApplyResult } from '../../protocol/cluster/state.js';
 import { readWireCaller, type WireCaller } from '../cluster/caller.js';
 import { MAX_COMMAND_BYTES } from '../../protocol/cluster/state.js';
+import { decodeForwardBatch, encodeForwardBatch } from '../../protocol/cluster/forward-wire.js';
 
-export const FORWARD_PROTOCOL = '/omni/forward/2.0.0';
+export const FORWARD_PROTOCOL = '/omni/forward/3.0.0';
+/** The version before (commands as base64 in JSON): served, and spoken to a leader that has only it. */
+export const FORWARD_PROTOCOL_V2 = '/omni/forward/2.0.0';
 /** Proposals per frame; a frame is bounded by this many commands of MAX_COMMAND_BYTES (base64). */
 const MAX_BATCH = 256;
 const MAX_FORWARD_FRAME_BYTES = 8 * MAX_COMMAND_BYTES;
@@ -24,9 +30,15 @@ const MAX_PENDING_PER_LEADER = 10_000;
 const DIAL_TIMEOUT_MS = 3000;
 const REQUEST_TIMEOUT_MS = 15_000;
 
-interface Req {
+/** A request as version 2 sends it. */
+interface ReqV2 {
   id: number;
   data: string;
+  caller: WireCaller;
+}
+interface Req {
+  id: number;
+  data: Uint8Array;
   caller: WireCaller;
 }
 type Res = { id: number; ok: true; result: ApplyResult } | { id: number; ok: false; code: string; message: string };
@@ -44,13 +56,13 @@ export class Forwarder {
   ) {}
 
   async start(): Promise<void> {
-    await this.host.handle(FORWARD_PROTOCOL, (stream, conn) => this.serve(stream, conn), { maxInboundStreams: 16, maxOutboundStreams: 16 });
+    await this.host.handle([FORWARD_PROTOCOL, FORWARD_PROTOCOL_V2], (stream, conn) => this.serve(stream, conn), { maxInboundStreams: 16, maxOutboundStreams: 16 });
   }
 
   async stop(): Promise<void> {
     for (const c of this.channels.values()) c.close(new OmniError('UNAVAILABLE', 'node is shutting down; the outcome is unknown'));
     this.channels.clear();
-    await this.host.unhandle(FORWARD_PROTOCOL).catch(() => undefined);
+    await this.host.unhandle([FORWARD_PROTOCOL, FORWARD_PROTOCOL_V2]).catch(() => undefined);
   }
 
   propose(leader: string, data: Uint8Array, caller: WireCaller): Promise<ApplyResult> {
@@ -59,12 +71,13 @@ export class Forwarder {
       ch = new Channel(this.host, leader, this.log);
       this.channels.set(leader, ch);
     }
-    return ch.submit(Buffer.from(data).toString('base64'), caller);
+    return ch.submit(data, caller);
   }
 
   private async serve(stream: Stream, conn: Connection): Promise<void> {
     stream.inactivityTimeout = 0;
     const from = conn.remotePeer.toString();
+    const v2 = stream.protocol === FORWARD_PROTOCOL_V2;
     let out: Res[] = [];
     let flushing = false;
     const flush = () => {
@@ -79,14 +92,12 @@ export class Forwarder {
     };
     try {
       for await (const frame of readFrames(stream, MAX_FORWARD_FRAME_BYTES)) {
-        const reqs = JSON.parse(new TextDecoder().decode(frame)) as Req[];
-        if (!Array.isArray(reqs) || reqs.length > MAX_BATCH) throw new Error('malformed forward batch');
+        const reqs = v2 ? readBatchV2(frame) : decodeForwardBatch(frame, MAX_BATCH, MAX_COMMAND_BYTES);
         for (const r of reqs) {
-          if (typeof r?.id !== 'number' || typeof r.data !== 'string') throw new Error('malformed forward request');
           let call: Promise<ApplyResult>;
           try {
             // Called at once, in stream order (a bad caller refuses only its own request).
-            call = this.proposeLocally(from, new Uint8Array(Buffer.from(r.data, 'base64')), readWireCaller(r.caller));
+            call = this.proposeLocally(from, r.data, readWireCaller(r.caller));
           } catch (err) {
             call = Promise.reject(err);
           }
@@ -121,7 +132,7 @@ class Channel {
     private readonly log: Logger,
   ) {}
 
-  submit(data: string, caller: WireCaller): Promise<ApplyResult> {
+  submit(data: Uint8Array, caller: WireCaller): Promise<ApplyResult> {
     if (this.pending.size >= MAX_PENDING_PER_LEADER) return Promise.reject(new OmniError('TOO_MANY_PENDING', 'too many writes waiting for the leader'));
     const id = this.nextId++;
     return new Promise<ApplyResult>((resolve, reject) => {
@@ -151,7 +162,7 @@ class Channel {
       const batch = this.queue.splice(0, MAX_BATCH);
       try {
         const stream = await this.open();
-        await sendFrame(stream, new TextEncoder().encode(JSON.stringify(batch)));
+        await sendFrame(stream, stream.protocol === FORWARD_PROTOCOL_V2 ? encodeBatchV2(batch) : encodeForwardBatch(batch));
       } catch (err) {
         // Nothing in this batch reached the leader only if the stream never opened; a write
         // that failed midway may have. Report both as UNAVAILABLE (not retried blindly).
@@ -162,7 +173,7 @@ class Channel {
 
   private open(): Promise<Stream> {
     this.stream ??= (async () => {
-      const stream = await this.host.dialProtocol(peerIdFromString(this.leader), FORWARD_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
+      const stream = await this.host.dialProtocol(peerIdFromString(this.leader), [FORWARD_PROTOCOL, FORWARD_PROTOCOL_V2], { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
       stream.inactivityTimeout = 0;
       void this.readReplies(stream);
       return stream;
@@ -188,4 +199,18 @@ class Channel {
       this.close(new OmniError('UNAVAILABLE', `connection to the leader failed (${(err as Error).message}); the outcome is unknown`));
     }
   }
+}
+
+/** A version-2 request frame: JSON of {id, data (base64), caller}. */
+function readBatchV2(frame: Uint8Array): { id: number; data: Uint8Array; caller: unknown }[] {
+  const reqs = JSON.parse(new TextDecoder().decode(frame)) as ReqV2[];
+  if (!Array.isArray(reqs) || reqs.length > MAX_BATCH) throw new Error('malformed forward batch');
+  return reqs.map((r) => {
+    if (typeof r?.id !== 'number' || typeof r.data !== 'string') throw new Error('malformed forward request');
+    return { id: r.id, data: new Uint8Array(Buffer.from(r.data, 'base64')), caller: r.caller };
+  });
+}
+
+function encodeBatchV2(batch: readonly Req[]): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(batch.map((r): ReqV2 => ({ id: r.id, data: Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength).toString('base64'), caller: r.caller }))));
 }

@@ -15,6 +15,7 @@ import {
   DEFAULT_MAX_STATE_BYTES,
   MAX_STATE_BYTES,
   STATE_RESERVE_BYTES,
+  kvRecordSizeBytes,
   recordSizeBytes,
   type ClusterConfig,
   type Command,
@@ -114,7 +115,7 @@ export function quotaRefusal(input: { principal: PrincipalKind; growthBytes: num
 function kvPutGrowth(key: string, value: string, view: QuotaView): number {
   const prev = view.kvMeta(key);
   const next = { key, value, version: (prev?.version ?? 0) + 1, createIndex: ANY_INDEX, modIndex: ANY_INDEX };
-  return recordSizeBytes(next) - (prev?.sizeBytes ?? 0);
+  return kvRecordSizeBytes(next) - (prev?.sizeBytes ?? 0);
 }
 
 function sizeOf(r: object | undefined): number {

@@ -38,6 +38,7 @@ import {
   readStatusReason,
   readTokenGrant,
   utf8SizeBytes,
+  jsonStringBytes,
   type ApplyResult,
   type ClusterConfig,
   type ClusterInitCommand,
@@ -1163,9 +1164,16 @@ function canonicalJson(v: unknown): string {
   return JSON.stringify(v);
 }
 
-/** recordSizeBytes of a kv record, without building a sorted copy (the hot path of every write). */
-export function kvRecordSizeBytes(r: KvRecord): number {
-  return utf8SizeBytes(`{"createIndex":${r.createIndex},"key":${JSON.stringify(r.key)},"modIndex":${r.modIndex},"value":${JSON.stringify(r.value)},"version":${r.version}}`) + 1;
+/** The fixed text of a kv record's canonical JSON: `{"createIndex":,"key":,"modIndex":,"value":,"version":}`. */
+const KV_RECORD_JSON_FIXED_BYTES = '{"createIndex":,"key":,"modIndex":,"value":,"version":}'.length;
+
+/**
+ * recordSizeBytes of a kv record, counted without building its JSON (the hot path of every write,
+ * on every node: building and measuring it was ~11 ms for a 1 MiB value).
+ */
+export function kvRecordSizeBytes(r: Pick<KvRecord, 'key' | 'value' | 'version' | 'createIndex' | 'modIndex'>): number {
+  const digits = String(r.createIndex).length + String(r.modIndex).length + String(r.version).length;
+  return KV_RECORD_JSON_FIXED_BYTES + digits + jsonStringBytes(r.key) + jsonStringBytes(r.value) + 1;
 }
 
 /** The bytes a record counts for in sizeBytes (its canonical JSON); quota.ts estimates with it. */

@@ -124,6 +124,18 @@ describe('protobuf commands', () => {
     expect(decodeCommand(two)).toEqual({ ok: true, command: { type: 'kv.delete', key: 'k' } });
   });
 
+  it('values of every length and kind decode to what was encoded; malformed UTF-8 past the ASCII fast path is refused', () => {
+    const values = ['', 'a'.repeat(64), 'a'.repeat(65), 'x+/='.repeat(262_144), `${'a'.repeat(100)}é`, `\ufeff${'b'.repeat(100)}`, `${'c'.repeat(70)}\u007f`];
+    for (const value of values) {
+      const r = decodeCommand(encodeCommand({ type: 'kv.put', key: 'k', value }));
+      expect(r.ok && r.command.type === 'kv.put' && r.command.value === value, `${value.length} chars`).toBe(true);
+    }
+    for (const tail of [[0xc3, 0x28], [0x80], [0xed, 0xa0, 0x80]]) {
+      const bytes = new Uint8Array([...new TextEncoder().encode('d'.repeat(100)), ...tail]);
+      expect(decodeCommand(withFormat(Command.encode({ kvPut: { key: 'k', value: bytes } }).finish()))).toEqual({ ok: false, error: { code: 'INVALID_COMMAND', message: 'value: must be well-formed Unicode' } });
+    }
+  });
+
   it('kv values travel as their UTF-8 bytes, not escaped text', () => {
     const value = `${'"\\'.repeat(256)}${'é'.repeat(256)}`;
     const pb = encodeCommand({ type: 'kv.put', key: 'k', value });

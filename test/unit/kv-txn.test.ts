@@ -56,4 +56,29 @@ describe('kv record sizes', () => {
       expect(kvRecordSizeBytes(r), JSON.stringify(v.slice(0, 20))).toBe(recordSizeBytes(r));
     }
   });
+
+  it('sizes match the UTF-8 bytes of the JSON text for random strings (escapes, surrogates, every width)', async () => {
+    const { kvRecordSizeBytes } = await import('../../protocol/cluster/state.js');
+    const { jsonStringBytes, utf8SizeBytes } = await import('../../protocol/cluster/commands.js');
+    const enc = new TextEncoder();
+    // code units of every kind: ASCII, quote, backslash, the short and the \u escapes, 2- and 3-byte
+    // characters, high and low surrogates (paired by chance or lone), U+2028, DEL
+    const units = [0x41, 0x7a, 0x20, 0x22, 0x5c, 0x00, 0x08, 0x09, 0x0a, 0x0c, 0x0d, 0x1f, 0x0b, 0x7f, 0xe9, 0x7ff, 0x800, 0x2028, 0xfeff, 0xffff, 0xd800, 0xdbff, 0xdc00, 0xdfff, 0xd83d, 0xde00];
+    let seed = 12345;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    for (let t = 0; t < 3000; t++) {
+      const len = rnd(40);
+      let s = '';
+      for (let i = 0; i < len; i++) s += String.fromCharCode(units[rnd(units.length)]);
+      expect(utf8SizeBytes(s), JSON.stringify(s)).toBe(enc.encode(s).length);
+      expect(jsonStringBytes(s), JSON.stringify(s)).toBe(enc.encode(JSON.stringify(s)).length);
+      const r = { key: 'k', value: s, version: rnd(1e9) + 1, createIndex: rnd(1000) + 1, modIndex: Number.MAX_SAFE_INTEGER - rnd(10) };
+      const canonical = `{"createIndex":${r.createIndex},"key":"k","modIndex":${r.modIndex},"value":${JSON.stringify(s)},"version":${r.version}}`;
+      expect(kvRecordSizeBytes(r)).toBe(enc.encode(canonical).length + 1);
+    }
+    // a large value (the fast path: nothing to escape) and one that must be walked
+    const big = 'abc+/='.repeat(200_000);
+    expect(jsonStringBytes(big)).toBe(big.length + 2);
+    expect(jsonStringBytes(`${big}"\u0001\ud800`)).toBe(enc.encode(JSON.stringify(`${big}"\u0001\ud800`)).length);
+  });
 });
