@@ -89,6 +89,8 @@ export interface SimKnobs {
   maxInflightBytes?: number;
   /** Kv values longer than this live only in the stored rows (StateOptions); undefined: in memory. */
   spillValuesOverBytes?: number;
+  /** kv pages kept parsed per node (StateOptions.kvMaxOpenPages): 1 or 3 close pages after nearly every operation. */
+  kvMaxOpenPages?: number;
   /**
    * The state machine's byte limit (StateOptions.maxStateBytes) on some seeds without apps: room
    * for one large value beside small ones. A put that would pass it is refused on every replica
@@ -472,6 +474,7 @@ export class Simulation {
     this.knobs.spillValuesOverBytes = [0, 4, undefined][opts.seed % 3];
     this.knobs.tailEntries = [0, 3, 20, 200][Math.floor(opts.seed / 3) % 4];
     this.knobs.streamSnapshots = Math.floor(opts.seed / 12) % 2 === 0;
+    this.knobs.kvMaxOpenPages = [1, 3, undefined][Math.floor(opts.seed / 24) % 3];
     if (!this.knobs.apps && opts.seed % 5 === 2) {
       if (Math.floor(opts.seed / 5) % 2 === 0) {
         this.knobs.quotaBytes = MIN_MAX_STATE_BYTES;
@@ -806,7 +809,7 @@ export class Simulation {
         timers: (n.clock = new SimClock((ms, fn) => this.later(n, ms, fn), () => (this.nowMs < n.burstUntilMs ? n.rate / 20 : n.rate), () => SIM_EPOCH_MS + this.nowMs + n.clockOffsetMs, () => this.nowMs)),
         rngSeed: this.rng.int(2 ** 31),
         readNonce: `${n.id}.${inc}`,
-        state: { spillValuesOverBytes: this.knobs.spillValuesOverBytes, ...(this.knobs.stateLimitBytes !== undefined ? { maxStateBytes: this.knobs.stateLimitBytes } : {}) },
+        state: { spillValuesOverBytes: this.knobs.spillValuesOverBytes, kvMaxOpenPages: this.knobs.kvMaxOpenPages, ...(this.knobs.stateLimitBytes !== undefined ? { maxStateBytes: this.knobs.stateLimitBytes } : {}) },
         core: {
           maxSizePerMsgBytes: this.knobs.maxSizePerMsgBytes,
           maxInflightMsgs: this.knobs.maxInflightMsgs,

@@ -53,6 +53,13 @@ const SPILLED = 1;
 const ENTRY_OVERHEAD_BYTES = 24;
 /** Largest page id: ids are safe integers written in base 36. */
 const MAX_PAGE_ID = Number.MAX_SAFE_INTEGER;
+/**
+ * Pages kept open (parsed) at most; the least recently used beyond are closed again (back to their
+ * row text). An open page costs ~120 bytes a record in the V8 heap (key strings, key and number
+ * arrays), its text ~55: with every page left open, 524,288 keys of bench:state held ~65 MiB of
+ * columns, and V8 commits about twice its live heap.
+ */
+export const DEFAULT_MAX_OPEN_PAGES = 1024;
 
 /** A stored page whose columns do not hold (found when it is opened, after the start). */
 export class CorruptPageError extends Error {
@@ -68,6 +75,8 @@ export interface Page {
   id: number;
   /** The row (its text, or its UTF-8 bytes as read) while the page is closed; undefined once open. */
   text: string | Uint8Array | undefined;
+  /** Closed by this index (its text written here from open columns): reopened without checking each record. */
+  trusted?: boolean;
   /** Of a closed page, from its header (an open page reads its columns). */
   count: number;
   first: string;
@@ -154,12 +163,20 @@ function openPage(keys: string[], nums: number[], vals: string[], id = 0): Page 
 export class KvIndex {
   /** Pages in key order; none is empty. */
   #pages: Page[] = [];
+  /** The open pages, least recently used first. */
+  readonly #openPages = new Set<Page>();
+  readonly #maxOpenPages: number;
   #size = 0;
   #nextId = 1;
   /** The applied index the closed pages were read at: none of their records is newer. */
   #readAt = 0;
   readonly #dirty = new Set<Page>();
   readonly #removed = new Set<number>();
+
+  /** `maxOpenPages`: pages kept parsed between operations (at least 1). */
+  constructor(maxOpenPages = DEFAULT_MAX_OPEN_PAGES) {
+    this.#maxOpenPages = Math.max(1, Math.floor(maxOpenPages));
+  }
 
   get size(): number {
     return this.#size;
@@ -181,13 +198,16 @@ export class KvIndex {
   /** The open page at `at` (a closed one is parsed and checked first). */
   #open(at: number): Page {
     const p = this.#pages[at];
-    if (p.text === undefined) return p;
+    if (p.text === undefined) {
+      this.#used(p);
+      return p;
+    }
     const row = pageRow(p.id);
     let cols: Pick<Page, 'keys' | 'nums' | 'vals' | 'bytes'>;
     try {
       const t = p.text;
       const body = typeof t === 'string' ? t.slice(t.indexOf('\n') + 1) : UTF8.decode(t.subarray(t.indexOf(NEWLINE) + 1));
-      cols = readColumns(row, body, this.#readAt);
+      cols = p.trusted ? trustedColumns(body) : readColumns(row, body, this.#readAt);
     } catch (err) {
       throw new CorruptPageError(row, (err as Error).message);
     }
@@ -196,13 +216,43 @@ export class KvIndex {
     if (cols.keys.length !== p.count || cols.keys[0] !== p.first || cols.keys[cols.keys.length - 1] !== p.last || sizeSum !== p.sizeSum) {
       throw new CorruptPageError(row, 'its records do not match its header');
     }
-    Object.assign(p, cols, { text: undefined, first: '', last: '' });
+    Object.assign(p, cols, { text: undefined, first: '', last: '', trusted: false });
+    this.#used(p);
     return p;
+  }
+
+  /** Marks an open page most recently used. */
+  #used(p: Page): void {
+    this.#openPages.delete(p);
+    this.#openPages.add(p);
+  }
+
+  /**
+   * Closes the least recently used open pages beyond the bound. Called where no page is held
+   * (before an operation, between the steps of an iteration): an operation may open a few more
+   * (a split, a merge) until the next one.
+   */
+  #trim(): void {
+    const open = this.#openPages;
+    while (open.size > this.#maxOpenPages) {
+      const coldest = open.values().next().value!;
+      open.delete(coldest);
+      this.#close(coldest);
+    }
+  }
+
+  /** An open page back to its row text (written again from its columns; it stays dirty if it was). */
+  #close(p: Page): void {
+    let sizeSum = 0;
+    for (let n = 3; n < p.nums.length; n += STRIDE) sizeSum += p.nums[n];
+    const text = encodePage(p);
+    Object.assign(p, { text, trusted: true, count: p.keys.length, first: p.keys[0], last: p.keys[p.keys.length - 1], sizeSum, keys: [], nums: [], vals: [], bytes: 0 });
   }
 
   /** The page and slot of key, when it is there. */
   #find(key: string): [Page, number] | undefined {
     if (this.#pages.length === 0) return undefined;
+    this.#trim();
     const p = this.#open(this.#pageFor(key));
     const i = lowerBound(p.keys, key);
     return i < p.keys.length && p.keys[i] === key ? [p, i] : undefined;
@@ -226,6 +276,7 @@ export class KvIndex {
       this.#size = 1;
       return;
     }
+    this.#trim();
     const at = this.#pageFor(e.key);
     const p = this.#open(at);
     const i = lowerBound(p.keys, e.key);
@@ -252,6 +303,7 @@ export class KvIndex {
 
   delete(key: string): boolean {
     if (this.#pages.length === 0) return false;
+    this.#trim();
     const at = this.#pageFor(key);
     const p = this.#open(at);
     const i = lowerBound(p.keys, key);
@@ -303,6 +355,7 @@ export class KvIndex {
     let i = lowerBound(this.#open(at).keys, from);
     // Pages may change between yields (a caller that writes while it reads): follow keys, not slots.
     while (at < this.#pages.length) {
+      this.#trim();
       const p = this.#open(at);
       if (i >= p.keys.length) {
         at++;
@@ -333,7 +386,7 @@ export class KvIndex {
     return sum;
   }
 
-  /** Pages held, and how many of them are open (parsed). */
+  /** Pages held, and how many of them are open (parsed; at most the bound given to the constructor). */
   pageCounts(): { pages: number; open: number } {
     return { pages: this.#pages.length, open: this.#pages.filter((p) => p.text === undefined).length };
   }
@@ -410,8 +463,8 @@ export class KvIndex {
    * The index of pages read at applied index `readAt` (any order): no record in them is newer.
    * Throws InvalidFieldError when two pages share an id or their key ranges overlap.
    */
-  static fromRead(pages: Page[], readAt: number): KvIndex {
-    const index = new KvIndex();
+  static fromRead(pages: Page[], readAt: number, maxOpenPages = DEFAULT_MAX_OPEN_PAGES): KvIndex {
+    const index = new KvIndex(maxOpenPages);
     index.#readAt = readAt;
     pages.sort((a, b) => (firstKey(a) < firstKey(b) ? -1 : firstKey(a) > firstKey(b) ? 1 : 0));
     const ids = new Set<number>();
@@ -429,15 +482,19 @@ export class KvIndex {
     return index;
   }
 
-  /** Opens every page now (checks every record; tests, and to measure an open index). */
+  /** Opens every page now (checks every record; tests). Pages beyond the bound are closed again as it goes. */
   openAll(): void {
-    for (let at = 0; at < this.#pages.length; at++) this.#open(at);
+    for (let at = 0; at < this.#pages.length; at++) {
+      this.#trim();
+      this.#open(at);
+    }
   }
 
   #newPage(p: Page): Page {
     if (this.#nextId > MAX_PAGE_ID) throw new Error('kv index: page ids exhausted');
     p.id = this.#nextId++;
     this.#dirty.add(p);
+    this.#used(p);
     return p;
   }
 
@@ -473,8 +530,18 @@ export class KvIndex {
   #dropPage(at: number): void {
     const [p] = this.#pages.splice(at, 1);
     this.#dirty.delete(p);
+    this.#openPages.delete(p);
     this.#removed.add(p.id);
   }
+}
+
+/** The columns of a page this index closed itself (written by encodePage from checked columns). */
+function trustedColumns(text: string): Pick<Page, 'keys' | 'nums' | 'vals' | 'bytes'> {
+  const [keys, nums, vals] = JSON.parse(text) as [string[], number[], string[]];
+  let bytes = 0;
+  let v = 0;
+  for (let i = 0; i < keys.length; i++) bytes += entryBytes(keys[i], nums[i * STRIDE + 4] & SPILLED ? '' : vals[v++]);
+  return { keys, nums, vals, bytes };
 }
 
 /** The columns of a page row's second line, every record checked (InvalidFieldError). */

@@ -181,6 +181,11 @@ export interface StateOptions {
    * memory. A transaction that compares a spilled value needs it given to apply() (NeedsValues).
    */
   spillValuesOverBytes?: number;
+  /**
+   * kv pages kept parsed in memory at once (kv-index.ts, DEFAULT_MAX_OPEN_PAGES); the others stay as
+   * their row text. Local: replicas may differ.
+   */
+  kvMaxOpenPages?: number;
   /** Lower hard limits (tests of the limits); every replica must use the same. */
   maxKvKeys?: number;
   maxStateBytes?: number;
@@ -253,7 +258,7 @@ export class ClusterState {
   readonly #tokens = new Map<string, TokenRecord>();
   readonly #tokenIdByHash = new Map<string, string>();
   /** The kv records in UTF-16 code unit order, in pages (kv-index.ts). */
-  #kv = new KvIndex();
+  #kv: KvIndex;
   readonly #options: StateOptions;
   /** Typed tables of the apps' records with their secondary indexes (protocol/apps/tables.ts). */
   readonly #tables = new AppTables();
@@ -267,6 +272,7 @@ export class ClusterState {
 
   constructor(options: StateOptions = {}) {
     this.#options = options;
+    this.#kv = new KvIndex(options.kvMaxOpenPages);
   }
 
   get #maxKvKeys(): number {
@@ -910,7 +916,7 @@ export class ClusterState {
       load('n/', (v, path) => state.#loadNode(v, path, applied));
       load('p/', (v, path) => state.#loadPendingRole(v, path));
       load('t/', (v, path) => state.#loadToken(v, path, applied));
-      state.#kv = KvIndex.fromRead(pages, applied);
+      state.#kv = KvIndex.fromRead(pages, applied, state.#options.kvMaxOpenPages);
       state.#afterPagesLoaded(values);
       const legacy = byKind.get(KV_ROW_PREFIX) ?? [];
       load(KV_ROW_PREFIX, (v, path) => state.#loadKvRow(v, path, applied, values));

@@ -22,18 +22,18 @@ function applyRows(disk: Map<string, string>, rows: Map<string, string | null>):
   for (const [row, v] of rows) (v === null ? disk.delete(row) : disk.set(row, v));
 }
 
-function readBack(disk: Map<string, string>, readAt: number, asBytes = false): KvIndex {
+function readBack(disk: Map<string, string>, readAt: number, asBytes = false, maxOpenPages?: number): KvIndex {
   const pages = [...disk].map(([row, text]) => KvIndex.readPage(row, asBytes ? utf8.encode(text) : text));
-  return KvIndex.fromRead(pages, readAt);
+  return KvIndex.fromRead(pages, readAt, maxOpenPages);
 }
 
 const sorted = (m: Map<string, KvEntry>): KvEntry[] => [...m.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 
 describe('KvIndex', () => {
-  it('holds the same records as a sorted map through random writes and deletes, on disk too', () => {
+  it.each([undefined, 1, 3])('holds the same records as a sorted map through random writes and deletes, on disk too (open pages at most %s)', (maxOpen) => {
     for (const seed of [1, 2, 3, 4]) {
       const rng = seededRng(seed);
-      const index = new KvIndex();
+      const index = new KvIndex(maxOpen);
       const ref = new Map<string, KvEntry>();
       const disk = new Map<string, string>();
       // Sequential keys (appends), random keys, and a small key space with many rewrites.
@@ -48,6 +48,11 @@ describe('KvIndex', () => {
           index.set(e);
           ref.set(key, e);
         }
+        if (i % 50 === 0 && maxOpen !== undefined) {
+          // Between operations at most the bound is open (+1: the page this get opened).
+          index.get(key);
+          expect(index.pageCounts().open).toBeLessThanOrEqual(maxOpen + 1);
+        }
         if (i % 250 === 0) {
           expect(index.size).toBe(ref.size);
           expect([...index.entries()]).toEqual(sorted(ref));
@@ -57,7 +62,7 @@ describe('KvIndex', () => {
             expect(count).toBeGreaterThan(0);
             expect(count).toBeLessThanOrEqual(PAGE_MAX_KEYS);
           }
-          const again = readBack(disk, i, i % 500 === 0);
+          const again = readBack(disk, i, i % 500 === 0, maxOpen);
           expect(again.size).toBe(ref.size);
           expect(again.sumSizeBytes()).toBe([...ref.values()].reduce((s, e) => s + e.sizeBytes, 0));
           expect(again.pageCounts().open).toBe(0);
@@ -91,6 +96,30 @@ describe('KvIndex', () => {
     expect(third.get('k/0500')?.value).toBe('small');
     expect(third.has('k/0999')).toBe(false);
     expect(third.size).toBe(999);
+  });
+
+  it('pages beyond the bound are closed back to text, and reopen with the records written after the disk was read', () => {
+    const index = new KvIndex();
+    for (let i = 0; i < 640; i++) index.set({ key: `c/${String(i).padStart(4, '0')}`, version: 1, createIndex: i + 1, modIndex: i + 1, sizeBytes: 100 });
+    const disk = new Map<string, string>();
+    applyRows(disk, index.takeDirty());
+    const again = readBack(disk, 640, false, 2);
+    // Newer than the index the pages were read at (a closed page read from disk would refuse it).
+    again.set({ key: 'c/0005', version: 2, createIndex: 6, modIndex: 700, sizeBytes: 9, value: 'fresh' });
+    again.set({ key: 'c/0005x', version: 1, createIndex: 701, modIndex: 701, sizeBytes: 9 });
+    for (const k of ['c/0100', 'c/0200', 'c/0300', 'c/0400']) expect(again.get(k)?.key).toBe(k);
+    expect(again.pageCounts().open).toBeLessThanOrEqual(3);
+    expect(again.get('c/0005')).toEqual({ key: 'c/0005', version: 2, createIndex: 6, modIndex: 700, sizeBytes: 9, value: 'fresh' });
+    expect(again.has('c/0005x')).toBe(true);
+    // The changed pages (the full first page split in two) were closed while dirty: their rows are still written, and read back the same.
+    for (const k of ['c/0600', 'c/0500', 'c/0400']) again.get(k);
+    expect(again.pageCounts().open).toBeLessThanOrEqual(3);
+    const changed = again.takeDirty();
+    expect(changed.size).toBe(2);
+    applyRows(disk, changed);
+    const third = readBack(disk, 701);
+    expect([...third.entries()]).toEqual([...again.entries()]);
+    expect(third.get('c/0005x')).toMatchObject({ modIndex: 701 });
   });
 
   it('pages that empty go, small neighbours merge: deletes shrink the page count', () => {
