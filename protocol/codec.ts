@@ -177,8 +177,21 @@ function toBytes(v: RawBytes): Uint8Array {
   return v.length === 0 ? EMPTY_BYTES : new Uint8Array(v);
 }
 
+/**
+ * An entry's data at least this large is a view into the decoded message rather than a copy (a
+ * 1 MiB copy was ~3 ms on a follower, fresh pages faulted in). The view keeps the message's
+ * buffer alive, but the other entries of the message are appended to the log with it and leave
+ * it together; small data is copied, so a small entry never holds a large message.
+ */
+export const ENTRY_VIEW_MIN_BYTES = 64 * 1024;
+
+function entryData(v: RawBytes): Uint8Array {
+  if (v.length < ENTRY_VIEW_MIN_BYTES || !(v instanceof Uint8Array)) return toBytes(v);
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+
 function toEntry(raw: RawEntry): Entry {
-  return { term: toNumber(raw.term), index: toNumber(raw.index), type: raw.type, data: toBytes(raw.data) };
+  return { term: toNumber(raw.term), index: toNumber(raw.index), type: raw.type, data: entryData(raw.data) };
 }
 
 function toSnapshot(raw: RawSnapshot): Snapshot {

@@ -1,6 +1,7 @@
 // Parsing and validation of untrusted HTTP API input: the request target, path parameters,
 // query parameters and JSON bodies. Every helper either returns a well-formed value or throws
 // an OmniError with a 4xx code, so malformed requests never reach a handler as a 500.
+import { isAscii } from 'node:buffer';
 import type { IncomingMessage } from 'node:http';
 import { OmniError } from '../errors.js';
 import { InvalidFieldError, isPlainObject, readKvKey } from '../../protocol/cluster/commands.js';
@@ -111,7 +112,9 @@ export async function readJson(req: IncomingMessage): Promise<unknown> {
   }
   if (size === 0) return {};
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    const body = Buffer.concat(chunks, size);
+    // ASCII (checked natively) is its own Latin-1, copied into a string far faster than decoded as UTF-8 (1 MiB: 0.1 vs 3 ms).
+    return JSON.parse(isAscii(body) ? body.toString('latin1') : body.toString('utf8'));
   } catch {
     throw new OmniError('BAD_REQUEST', 'request body is not valid JSON');
   }

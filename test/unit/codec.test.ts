@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   DecodeError,
+  ENTRY_VIEW_MIN_BYTES,
   EncodeError,
   MAX_CONF_IDS,
   MAX_NODE_ID_BYTES,
@@ -124,6 +125,19 @@ describe('RaftMessage round trip', () => {
     expect(decoded.entries).toEqual([]);
     expect(decoded.context).toEqual(new Uint8Array(0));
     expect(Object.keys(decoded).sort()).toEqual(Object.keys(m).sort());
+  });
+
+  it('a large entry is a plain view into the message it came in; a small one is a copy', () => {
+    const big = new Uint8Array(ENTRY_VIEW_MIN_BYTES).map((_, i) => i % 251);
+    const small = new Uint8Array([1, 2, 3]);
+    const m = { ...emptyMessage(MessageType.App, 'a', 'b', 3), entries: [{ term: 3, index: 7, type: EntryType.Normal, data: small }, { term: 3, index: 8, type: EntryType.Normal, data: big }] };
+    const wire = new Uint8Array(encodeRaftMessage(m));
+    const decoded = decodeRaftMessage(wire);
+    expect(decoded.entries.map((e) => [...e.data.subarray(0, 5)])).toEqual([[1, 2, 3], [0, 1, 2, 3, 4]]);
+    expect(decoded.entries[1].data).toEqual(big);
+    expect(decoded.entries[1].data.constructor).toBe(Uint8Array);
+    expect(decoded.entries[1].data.buffer).toBe(wire.buffer);
+    expect(decoded.entries[0].data.buffer).not.toBe(wire.buffer);
   });
 
   it('encodes to a plain Uint8Array', () => {
