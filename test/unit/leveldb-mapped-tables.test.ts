@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readdirSync } from 'node:fs';
-import { LEVELDB_MAX_OPEN_FILES, RaftStorage } from '../../node/raft/raft-storage.js';
+import { LEVELDB_MAX_FILE_BYTES, LEVELDB_MAX_OPEN_FILES, RaftStorage } from '../../node/raft/raft-storage.js';
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -21,13 +21,24 @@ async function mappedTables(dir: string): Promise<number> {
   return new Set(maps.split('\n').filter((l) => l.includes(dir) && l.endsWith('.ldb')).map((l) => l.slice(l.lastIndexOf(' ') + 1))).size;
 }
 
+/** Resident bytes of the table files of `dir` mapped into this process now. */
+async function mappedTableRssBytes(dir: string): Promise<number> {
+  let inTable = false;
+  let kb = 0;
+  for (const line of (await readFile('/proc/self/smaps', 'utf8')).split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inTable = line.includes(dir) && line.endsWith('.ldb');
+    else if (inTable && line.startsWith('Rss:')) kb += Number(line.split(/\s+/)[1]);
+  }
+  return kb * 1024;
+}
+
 describe('RaftStorage bounds the LevelDB tables mapped into memory', () => {
-  it.runIf(process.platform === 'linux')('a whole-state read of a database of ~90 tables leaves at most 64 of them mapped', async () => {
+  it.runIf(process.platform === 'linux')('a whole-state read of a database of ~170 tables leaves at most 64 of them mapped, of ~1 MiB each', async () => {
     expect(LEVELDB_MAX_OPEN_FILES).toBe(74);
     const dir = await mkdtemp(join(tmpdir(), 'omni-mapped-'));
     dirs.push(dir);
     const s = await RaftStorage.open(dir);
-    // ~170 MiB of values in 70 batches, compacted into tables of ~2 MiB (LevelDB's max_file_size)
+    // ~170 MiB of values in 70 batches, compacted into tables of ~1 MiB (LEVELDB_MAX_FILE_BYTES; LevelDB's own default is 2 MiB)
     for (let b = 0; b < 70; b++) {
       const batch = new Map<string, string>();
       for (let i = 0; i < 40; i++) batch.set(`v/k${String(b * 40 + i).padStart(6, '0')}`, randomBytes(48 * 1024).toString('base64'));
@@ -35,14 +46,22 @@ describe('RaftStorage bounds the LevelDB tables mapped into memory', () => {
     }
     await (s as unknown as { db: { compactRange(from: string, to: string): Promise<void> } }).db.compactRange('s', 't');
     const tables = readdirSync(dir).filter((f) => f.endsWith('.ldb')).length;
-    expect(tables).toBeGreaterThan(80);
+    expect(tables).toBeGreaterThan(150);
     const view = await s.openStateView('all');
     let n = 0;
     let most = 0;
+    let mostBytes = 0;
     for await (const _row of view.rows(undefined, new AbortController().signal)) {
-      if (++n % 200 === 0) most = Math.max(most, await mappedTables(dir));
+      if (++n % 200 === 0) {
+        most = Math.max(most, await mappedTables(dir));
+        mostBytes = Math.max(mostBytes, await mappedTableRssBytes(dir));
+      }
     }
     most = Math.max(most, await mappedTables(dir));
+    mostBytes = Math.max(mostBytes, await mappedTableRssBytes(dir));
+    // resident: at most 64 tables of about LEVELDB_MAX_FILE_BYTES (a table ends past it by up to one value)
+    expect(mostBytes).toBeGreaterThan(20 * LEVELDB_MAX_FILE_BYTES);
+    expect(mostBytes).toBeLessThanOrEqual((LEVELDB_MAX_OPEN_FILES - 10) * (LEVELDB_MAX_FILE_BYTES + 128 * 1024));
     expect(n).toBe(2801); // the applied row, then every row
     expect(most).toBeGreaterThan(10);
     expect(most).toBeLessThanOrEqual(LEVELDB_MAX_OPEN_FILES - 10);
