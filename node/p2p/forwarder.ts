@@ -26,6 +26,12 @@ export const FORWARD_PROTOCOL_V2 = '/omni/forward/2.0.0';
 /** Proposals per frame; a frame is bounded by this many commands of MAX_COMMAND_BYTES (base64). */
 const MAX_BATCH = 256;
 const MAX_FORWARD_FRAME_BYTES = 8 * MAX_COMMAND_BYTES;
+/**
+ * Command bytes a member puts in one frame (at least one command, whatever its size): half the
+ * frame limit leaves room for version 2's base64 (4/3) and the JSON around it. Without it, a
+ * burst of large writes (nine of 2 MiB) made a frame the leader refused, and the stream was lost.
+ */
+const MAX_BATCH_DATA_BYTES = MAX_FORWARD_FRAME_BYTES / 2;
 const MAX_PENDING_PER_LEADER = 10_000;
 const DIAL_TIMEOUT_MS = 3000;
 const REQUEST_TIMEOUT_MS = 15_000;
@@ -159,7 +165,12 @@ class Channel {
   private async flush(): Promise<void> {
     this.flushScheduled = false;
     while (this.queue.length > 0 && !this.closed) {
-      const batch = this.queue.splice(0, MAX_BATCH);
+      let n = 0;
+      for (let bytes = 0; n < this.queue.length && n < MAX_BATCH; n++) {
+        bytes += this.queue[n].data.byteLength;
+        if (n > 0 && bytes > MAX_BATCH_DATA_BYTES) break;
+      }
+      const batch = this.queue.splice(0, n);
       try {
         const stream = await this.open();
         await sendFrame(stream, stream.protocol === FORWARD_PROTOCOL_V2 ? encodeBatchV2(batch) : encodeForwardBatch(batch));

@@ -118,6 +118,14 @@ describe('the forwarder between hosts', () => {
     expect(conns.flatMap((c) => c.streams.map((s) => s.protocol))).toContain(FORWARD_PROTOCOL);
   });
 
+  it('many large proposals at once travel in frames within the frame limit', async () => {
+    seen.length = 0;
+    const datas = Array.from({ length: 12 }, (_, i) => new Uint8Array(MAX_COMMAND_BYTES - 1000).fill(i + 1));
+    const results = await Promise.all(datas.map((d) => fwd.propose(leader.peerId.toString(), d, { kind: 'self' })));
+    expect(results).toEqual(datas.map((d) => ({ ok: true, value: { bytes: d.byteLength } })));
+    expect(seen.map((x) => x.data.slice(0, 2))).toEqual(datas.map((d) => hex(d.subarray(0, 1))));
+  });
+
   it('a member speaks version 2 to a leader that has only it', async () => {
     seen.length = 0;
     const d = randomBytes(300_000);
