@@ -30,7 +30,8 @@ export function encodeTaggedFrame(tag: number, body: Uint8Array, alloc: (n: numb
   }, alloc);
 }
 
-function encodeFrameInto(payloadBytes: number, fill: (out: Uint8Array, at: number) => void, alloc: (n: number) => Uint8Array): Uint8Array {
+/** The length prefix of a frame of `payloadBytes` (unsigned LEB128). */
+export function lengthPrefix(payloadBytes: number): number[] {
   const prefix: number[] = [];
   let n = payloadBytes;
   while (n >= 0x80) {
@@ -38,6 +39,25 @@ function encodeFrameInto(payloadBytes: number, fill: (out: Uint8Array, at: numbe
     n = Math.floor(n / 128);
   }
   prefix.push(n);
+  return prefix;
+}
+
+/**
+ * The length prefix at `at` of a buffer held whole (not a stream): [length, where the payload
+ * starts]; FrameError when it is cut short or too long.
+ */
+export function readLengthPrefix(bytes: Uint8Array, at: number): [length: number, next: number] {
+  let length = 0;
+  for (let i = 0; i < MAX_LENGTH_PREFIX_BYTES && at + i < bytes.length; i++) {
+    const b = bytes[at + i];
+    length += (b & 0x7f) * 2 ** (7 * i);
+    if ((b & 0x80) === 0) return [length, at + i + 1];
+  }
+  throw new FrameError('BAD_FRAME', 'bad length prefix');
+}
+
+function encodeFrameInto(payloadBytes: number, fill: (out: Uint8Array, at: number) => void, alloc: (n: number) => Uint8Array): Uint8Array {
+  const prefix = lengthPrefix(payloadBytes);
   const out = alloc(prefix.length + payloadBytes);
   out.set(prefix, 0);
   fill(out, prefix.length);

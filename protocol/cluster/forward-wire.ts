@@ -3,11 +3,13 @@
 // base64 inside JSON (version 2: a 1 MiB value was encoded to base64, wrapped in JSON and turned
 // into UTF-8 on the member, then decoded three times on the leader — ~20 ms of CPU per write).
 //
-//   frame = varint(head bytes) · head · data₁ · data₂ · …
+//   frame = length prefix of the head (protocol/framing.ts) · head · data₁ · data₂ · …
 //   head  = JSON [[id, caller, data bytes], …]   (UTF-8)
 //
 // The replies stay JSON (small). Pure: no I/O. decodeForwardBatch throws ForwardWireError on
 // anything malformed (the leader then closes the stream, as for a malformed version-2 batch).
+
+import { lengthPrefix, readLengthPrefix } from '../framing.js';
 
 export class ForwardWireError extends Error {}
 
@@ -18,7 +20,6 @@ export interface ForwardRequest {
   data: Uint8Array;
 }
 
-const MAX_VARINT_BYTES = 5;
 /** Smaller commands are copied out of their frame (a small Buffer is a view into a shared pool). */
 const MIN_VIEW_BYTES = 4096;
 const utf8Encoder = new TextEncoder();
@@ -26,19 +27,12 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
 
 export function encodeForwardBatch(reqs: readonly ForwardRequest[]): Uint8Array {
   const head = utf8Encoder.encode(JSON.stringify(reqs.map((r) => [r.id, r.caller, r.data.byteLength])));
-  let prefix = 1;
-  for (let n = head.byteLength; n >= 0x80; n = Math.floor(n / 0x80)) prefix++;
-  let size = prefix + head.byteLength;
+  const prefix = lengthPrefix(head.byteLength);
+  let size = prefix.length + head.byteLength;
   for (const r of reqs) size += r.data.byteLength;
   const out = new Uint8Array(size);
-  let at = 0;
-  for (let n = head.byteLength; ; n = Math.floor(n / 0x80)) {
-    if (n < 0x80) {
-      out[at++] = n;
-      break;
-    }
-    out[at++] = (n & 0x7f) | 0x80;
-  }
+  out.set(prefix, 0);
+  let at = prefix.length;
   out.set(head, at);
   at += head.byteLength;
   for (const r of reqs) {
@@ -54,13 +48,12 @@ export function encodeForwardBatch(reqs: readonly ForwardRequest[]): Uint8Array 
  * the bytes of other commands alive, nor a small frame's shared 8 KiB Buffer pool).
  */
 export function decodeForwardBatch(frame: Uint8Array, maxBatch: number, maxDataBytes: number): ForwardRequest[] {
-  let headBytes = 0;
-  let at = 0;
-  for (let shift = 1; ; shift *= 0x80) {
-    if (at >= frame.byteLength || at >= MAX_VARINT_BYTES) throw new ForwardWireError('bad head length');
-    const b = frame[at++];
-    headBytes += (b & 0x7f) * shift;
-    if ((b & 0x80) === 0) break;
+  let headBytes: number;
+  let at: number;
+  try {
+    [headBytes, at] = readLengthPrefix(frame, 0);
+  } catch {
+    throw new ForwardWireError('bad head length');
   }
   if (headBytes > frame.byteLength - at) throw new ForwardWireError('head past the end of the frame');
   let head: unknown;

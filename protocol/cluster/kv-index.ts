@@ -145,12 +145,17 @@ const NEWLINE = 10;
 /** Text of a page row as read (strict UTF-8). */
 const rowText = (t: string | Uint8Array): string => (typeof t === 'string' ? t : UTF8.decode(t));
 
+/** The sum of the sizeBytes column of a page's numbers. */
+function sizeSumOf(nums: readonly number[]): number {
+  let sum = 0;
+  for (let n = 3; n < nums.length; n += STRIDE) sum += nums[n];
+  return sum;
+}
+
 /** The row text of a page: its header line, then its columns. */
 function encodePage(p: Page): string {
   if (p.text !== undefined) return rowText(p.text);
-  let sizeSum = 0;
-  for (let n = 3; n < p.nums.length; n += STRIDE) sizeSum += p.nums[n];
-  const header = JSON.stringify([PAGE_FORMAT, p.keys.length, sizeSum, p.keys[0], p.keys[p.keys.length - 1]]);
+  const header = JSON.stringify([PAGE_FORMAT, p.keys.length, sizeSumOf(p.nums), p.keys[0], p.keys[p.keys.length - 1]]);
   return `${header}\n${JSON.stringify([p.keys, p.nums, p.vals])}`;
 }
 
@@ -211,9 +216,7 @@ export class KvIndex {
     } catch (err) {
       throw new CorruptPageError(row, (err as Error).message);
     }
-    let sizeSum = 0;
-    for (let n = 3; n < cols.nums.length; n += STRIDE) sizeSum += cols.nums[n];
-    if (cols.keys.length !== p.count || cols.keys[0] !== p.first || cols.keys[cols.keys.length - 1] !== p.last || sizeSum !== p.sizeSum) {
+    if (cols.keys.length !== p.count || cols.keys[0] !== p.first || cols.keys[cols.keys.length - 1] !== p.last || sizeSumOf(cols.nums) !== p.sizeSum) {
       throw new CorruptPageError(row, 'its records do not match its header');
     }
     Object.assign(p, cols, { text: undefined, first: '', last: '', trusted: false });
@@ -243,10 +246,8 @@ export class KvIndex {
 
   /** An open page back to its row text (written again from its columns; it stays dirty if it was). */
   #close(p: Page): void {
-    let sizeSum = 0;
-    for (let n = 3; n < p.nums.length; n += STRIDE) sizeSum += p.nums[n];
     const text = encodePage(p);
-    Object.assign(p, { text, trusted: true, count: p.keys.length, first: p.keys[0], last: p.keys[p.keys.length - 1], sizeSum, keys: [], nums: [], vals: [], bytes: 0 });
+    Object.assign(p, { text, trusted: true, count: p.keys.length, first: p.keys[0], last: p.keys[p.keys.length - 1], sizeSum: sizeSumOf(p.nums), keys: [], nums: [], vals: [], bytes: 0 });
   }
 
   /** The page and slot of key, when it is there. */
@@ -380,8 +381,7 @@ export class KvIndex {
   sumSizeBytes(): number {
     let sum = 0;
     for (const p of this.#pages) {
-      if (p.text !== undefined) sum += p.sizeSum;
-      else for (let n = 3; n < p.nums.length; n += STRIDE) sum += p.nums[n];
+      sum += p.text !== undefined ? p.sizeSum : sizeSumOf(p.nums);
     }
     return sum;
   }

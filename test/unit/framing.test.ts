@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FrameDecoder, FrameError, encodeFrame } from '../../protocol/framing.js';
+import { FrameDecoder, FrameError, encodeFrame, lengthPrefix, readLengthPrefix } from '../../protocol/framing.js';
 import { seededRng } from '../../protocol/rng.js';
 
 describe('length-prefixed framing', () => {
@@ -42,5 +42,18 @@ describe('length-prefixed framing', () => {
         expect(err).toBeInstanceOf(FrameError);
       }
     }
+  });
+});
+
+describe('length prefixes of whole buffers', () => {
+  it('reads back what lengthPrefix writes, after other bytes too, and refuses cut or overlong prefixes', () => {
+    for (const n of [0, 1, 127, 128, 300, 16_383, 16_384, 2 ** 21, 2 ** 28 + 5, 2 ** 34]) {
+      const bytes = new Uint8Array([9, 9, ...lengthPrefix(n), 7]);
+      expect(readLengthPrefix(bytes, 2)).toEqual([n, bytes.length - 1]);
+      expect(encodeFrame(new Uint8Array(Math.min(n, 300))).subarray(0, lengthPrefix(Math.min(n, 300)).length)).toEqual(new Uint8Array(lengthPrefix(Math.min(n, 300))));
+    }
+    expect(() => readLengthPrefix(new Uint8Array([]), 0)).toThrow(FrameError);
+    expect(() => readLengthPrefix(new Uint8Array([0x80, 0x80]), 0)).toThrow(FrameError);
+    expect(() => readLengthPrefix(new Uint8Array([0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), 0)).toThrow(FrameError);
   });
 });
