@@ -121,6 +121,11 @@ export class LocalCluster {
     return join(this.rootDir, name);
   }
 
+  /** The last lines a node printed (for a failing test's message); empty for an unknown node. */
+  recentOutput(name: string, lines = 30): string[] {
+    return this.nodes.get(name)?.lines.slice(-lines) ?? [];
+  }
+
   /** omnid init on a new node; records the join command and admin token it prints. */
   async init(name: string, extra: string[] = []): Promise<LocalNode> {
     const node = this.spawnNode(name, ['init', ...this.commonArgs(name), ...extra]);

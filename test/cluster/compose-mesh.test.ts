@@ -13,13 +13,12 @@ import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { canUnshare } from '../../node/apps/drivers/process.js';
 import { createDrivers } from '../../node/apps/drivers/index.js';
-import { formCluster, httpGet, waitFor } from './helpers.js';
+import { formCluster, freePublishBase, waitFor, waitPublished } from './helpers.js';
 
 const run = promisify(execFile);
 
 const NODE_INDEX: Record<string, number> = { n1: 1, n2: 2, n3: 3 };
-// Outside the scheduler's dynamic host ports (20000-32000).
-const PUBLISH = 38_000 + Math.floor(Math.random() * 4000) * 2;
+const PUBLISH = await freePublishBase(40);
 
 // web answers with its task id on $PORT; client asks http://web:8080/ at once and every 300 ms and
 // writes the last answer (or error) to $DIR/client.out, its first to $DIR/client.first (an error
@@ -95,10 +94,7 @@ describe.runIf(canUnshare())('compose: services by name across nodes, published 
     // depends_on web: service_healthy: the client's very first call by name already succeeded
     expect(await readFile(join(dir, 'client.first'), 'utf8')).toBe(`ok web ${task.id}`);
     for (const n of ['n1', 'n2', 'n3']) {
-      const r = await waitFor(`published port on ${n}`, async () => {
-        const x = await httpGet(PUBLISH + NODE_INDEX[n] * 7).catch(() => undefined);
-        return x?.status === 200 ? x : undefined;
-      }, 20_000, 200);
+      const r = await waitPublished(c, n, PUBLISH + NODE_INDEX[n] * 7, '/', 20_000);
       expect(r.body).toBe(`web ${task.id}`);
     }
   }, 240_000);

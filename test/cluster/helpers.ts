@@ -1,5 +1,6 @@
 // Shared by the multi-process cluster tests: start clusters of real omnid processes on loopback.
 import { request } from 'node:http';
+import { createServer } from 'node:net';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 
@@ -63,6 +64,48 @@ export async function get(c: LocalCluster, name: string, key: string, stale = fa
 }
 
 export { waitFor };
+
+/**
+ * A base for the ports a test publishes (base … base + span - 1), free on 127.0.0.1 when picked.
+ * Below the kernel's ephemeral range (32768-60999: the local ports of outgoing connections, which
+ * a listener cannot bind while they last; a node kept failing to publish on one) and the
+ * scheduler's dynamic host ports (20000-32000).
+ */
+export async function freePublishBase(span: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 10_000 + Math.floor(Math.random() * (9_900 - span));
+    let free = true;
+    for (let port = base; port < base + span && free; port++) free = await portFree(port);
+    if (free) return base;
+  }
+  throw new Error(`no ${span} free ports in a row below 20000 on 127.0.0.1`);
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen({ host: '127.0.0.1', port, exclusive: true }, () => s.close(() => resolve(true)));
+  });
+}
+
+/** GET of a published port until it answers 200; the timeout's message carries the last failure and the node's mesh warnings. */
+export async function waitPublished(c: LocalCluster, node: string, port: number, path = '/', timeoutMs = 15_000): Promise<{ status: number; body: string }> {
+  let last = '';
+  try {
+    return await waitFor(`published port ${port} on ${node}`, async () => {
+      const r = await httpGet(port, path).catch((err: Error) => {
+        last = err.message;
+        return undefined;
+      });
+      if (r && r.status !== 200) last = `HTTP ${r.status}: ${r.body.slice(0, 200)}`;
+      return r?.status === 200 ? r : undefined;
+    }, timeoutMs, 200);
+  } catch (err) {
+    const warnings = c.recentOutput(node, 200).filter((l) => l.includes('mesh')).slice(-10);
+    throw new Error(`${(err as Error).message}; last failure: ${last || 'none'}; ${node}'s mesh lines:\n${warnings.join('\n') || '(none)'}`);
+  }
+}
 
 /** GET http://127.0.0.1:PORT/PATH (a published app port) with a short timeout. */
 export function httpGet(port: number, path = '/'): Promise<{ status: number; body: string }> {

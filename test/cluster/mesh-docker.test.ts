@@ -14,7 +14,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
 import { dockerForTests } from '../support/docker.js';
-import { apiCall, formCluster, waitFor, httpGet, udpAsk, udpAskerSource, udpEchoSource } from './helpers.js';
+import { apiCall, formCluster, freePublishBase, waitFor, waitPublished, httpGet, udpAsk, udpAskerSource, udpEchoSource } from './helpers.js';
 import { dockerVipInterface, dockerVipsAvailable } from '../../node/net/docker-vips.js';
 import { parseVipRange } from '../../protocol/net/vip.js';
 
@@ -24,9 +24,8 @@ if (skip) console.warn(`!!! SKIPPING docker service networking tests: ${skip}`);
 
 const NODE_INDEX: Record<string, number> = { d1: 1, d2: 2, d3: 3 };
 const dockerRange = (n: string) => `198.18.${NODE_INDEX[n] * 16}.0/20`;
-// Outside the scheduler's dynamic host ports (20000-32000).
 const NODE_IMAGE = 'omni-test/node:24';
-const PUBLISH = 33_000 + Math.floor(Math.random() * 5000) * 2;
+const PUBLISH = await freePublishBase(40);
 const publishedOn = (node: string) => PUBLISH + NODE_INDEX[node] * 7;
 
 interface Inspect {
@@ -107,10 +106,7 @@ describe.skipIf(skip !== undefined)('service networking across nodes (docker dri
     }, 30_000, 300);
     expect(answer).toBe(`b from ${bt.id}\n`);
     for (const n of ['d1', 'd2', 'd3']) {
-      const r = await waitFor(`published port on ${n}`, async () => {
-        const x = await httpGet(publishedOn(n)).catch(() => undefined);
-        return x?.status === 200 ? x : undefined;
-      }, 15_000, 200);
+      const r = await waitPublished(c, n, publishedOn(n));
       expect(r.body).toBe(`b from ${bt.id}\n`);
     }
   });

@@ -7,7 +7,7 @@
 // loopback VIPs: each node uses its own --vip-range, as several nodes share this host).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { apiCall, formCluster, waitFor, httpGet, udpAsk, udpAskerSource, udpEchoSource } from './helpers.js';
+import { apiCall, formCluster, freePublishBase, waitFor, waitPublished, httpGet, udpAsk, udpAskerSource, udpEchoSource } from './helpers.js';
 import { canUnshare } from '../../node/apps/drivers/process.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -52,8 +52,7 @@ http.createServer((q, s) => {
 
 // Each node of this host gets its own VIP range and publish offset.
 const NODE_INDEX: Record<string, number> = { n1: 1, n2: 2, n3: 3 };
-// Outside the scheduler's dynamic host ports (20000-32000).
-const PUBLISH = 33_000 + Math.floor(Math.random() * 5000) * 2;
+const PUBLISH = await freePublishBase(40);
 const publishedOn = (node: string) => PUBLISH + NODE_INDEX[node] * 7;
 
 interface Inspect {
@@ -124,10 +123,7 @@ describe.runIf(canUnshare())('service networking across nodes (process driver)',
   it("b's published port answers on every node", async () => {
     const bt = (await servingTask('n1', 'b'))!;
     for (const n of ['n1', 'n2', 'n3']) {
-      const r = await waitFor(`published port on ${n}`, async () => {
-        const x = await httpGet(publishedOn(n)).catch(() => undefined);
-        return x?.status === 200 ? x : undefined;
-      }, 15_000, 200);
+      const r = await waitPublished(c, n, publishedOn(n));
       expect(r.body).toBe(`b says hi from ${bt.id}`);
     }
   });
@@ -141,10 +137,7 @@ describe.runIf(canUnshare())('service networking across nodes (process driver)',
       return r.body.includes('\tcache\n') ? r.body : undefined;
     }, 15_000, 200);
     expect(hosts).not.toMatch(/\tc$/m); // --alias replaces the default alias
-    const r = await waitFor('published port of c on n1', async () => {
-      const x = await httpGet(publishedOn('n1') + 2).catch(() => undefined);
-      return x?.status === 200 ? x : undefined;
-    }, 15_000, 200);
+    const r = await waitPublished(c, 'n1', publishedOn('n1') + 2);
     expect(r.body).toMatch(/^c says hi from c-/);
   });
 
