@@ -1,6 +1,7 @@
 // omnid: one process per host. Wires the libp2p host, the Raft transport and RPC, durable
 // storage, the Raft driver with the cluster state machine, heartbeats, the autopilot and the
 // HTTP API. Lifecycle entry points: Omnid.init, Omnid.join, Omnid.start.
+import { processAllocator } from './allocator.js';
 import { secretKey } from './apps/secret-seal.js';
 import { parseSamples, sampleTasks, TASK_STATS_TIMEOUT_MS, type TaskStatsSample } from './apps/task-stats.js';
 import { buildCacheNodes } from '../protocol/forge/cache-placement.js';
@@ -547,6 +548,8 @@ export class Omnid {
     await daemon.api.listen(opts.api, daemon.apiTls);
     await daemon.api.listenControl(controlSocketPath(opts.dataDir));
     await daemon.startRegistry();
+    // bin/omnid preloads jemalloc when it is installed (README: Memory of a node); said once, for operators
+    log.info(`memory allocator: ${processAllocator()}`);
     log.info(`node ${meta.name} (${daemon.id}) listening on ${daemon.addrs().join(', ')}; API ${daemon.apiUrl}`);
     if (background) daemon.startBackground();
     return daemon;

@@ -17,6 +17,7 @@ const v = process.env.APP_VERSION || '1';
 http.createServer((q, s) => {
   if (q.url === '/fail') { s.statusCode = 500; return s.end('failing'); }
   if (q.url === '/pid') return s.end(String(process.pid));
+  if (q.url === '/runtime-env') return s.end(JSON.stringify([process.env.LD_PRELOAD, process.env.MALLOC_ARENA_MAX, process.env.OMNI_RUNTIME_ENV]));
   s.end('hello ' + v + ' from ' + process.env.OMNI_TASK_ID);
 }).listen(Number(process.env.PORT), '127.0.0.1', () => console.log('listening on ' + process.env.PORT + ' version ' + v));
 `;
@@ -78,6 +79,12 @@ describe('apps on a 3-node cluster (process driver)', () => {
       const res = await httpGet(e.ports.http);
       expect(res.body).toBe(`hello 1 from ${e.task}`);
     }
+  });
+
+  it("a task inherits none of the launcher's runtime settings (bin/omnid: jemalloc's LD_PRELOAD, MALLOC_ARENA_MAX)", async () => {
+    // each node said at its start which allocator it runs on (jemalloc where Debian's libjemalloc2 is installed)
+    for (const n of ['n1', 'n2', 'n3']) expect(c.recentOutput(n, 400).join('\n')).toMatch(/memory allocator: (jemalloc|glibc)/);
+    for (const e of (await inspect('web')).endpoints) expect((await httpGet(e.ports.http, '/runtime-env')).body).toBe('[null,null,null]');
   });
 
   it('omni stats samples each task on the node that runs it: CPU and memory', async () => {

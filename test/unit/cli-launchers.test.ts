@@ -9,10 +9,18 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { OMNID_NODE_FLAGS } from '../../node/runtime-flags.js';
 import { dropLauncherEnv } from '../../cli/runtime-env.js';
+import { processAllocator } from '../../node/allocator.js';
+import { existsSync } from 'node:fs';
 
 const run = promisify(execFile);
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 let dir = '';
+/** The jemalloc bin/omnid finds first (the launcher's list), if this host has one. */
+const JEMALLOC = ['/usr/lib/x86_64-linux-gnu/libjemalloc.so.2', '/usr/lib/aarch64-linux-gnu/libjemalloc.so.2', '/usr/lib64/libjemalloc.so.2', '/usr/lib/libjemalloc.so.2', '/usr/local/lib/libjemalloc.so.2'].find((p) => existsSync(p));
+if (!JEMALLOC) {
+  if (process.env.OMNI_REQUIRE_JEMALLOC === '1') throw new Error('OMNI_REQUIRE_JEMALLOC=1 but no libjemalloc.so.2 is installed (Debian: apt-get install libjemalloc2)');
+  console.warn('!!! SKIPPING the jemalloc launcher test: libjemalloc2 is not installed (Debian: apt-get install libjemalloc2)');
+}
 let version = '';
 
 beforeAll(async () => {
@@ -36,15 +44,43 @@ describe('omnid runtime settings (bin/omnid)', () => {
     const env = { PATH: '/usr/bin:/bin', HOME: dir, OMNI_NODE_ARGS: probe };
     const seen = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env });
     // No MALLOC_MMAP_THRESHOLD_: mapping every 1 MiB buffer on its own made 1 MiB writes 2-4x slower.
-    expect(seen.stdout.trim()).toMatch(/^,2, MALLOC_ARENA_MAX,--max-semi-space-size=4,-p,/);
+    expect(seen.stdout.trim()).toMatch(new RegExp(`^,2,${JEMALLOC ? ' LD_PRELOAD' : ''} MALLOC_ARENA_MAX,--max-semi-space-size=4,-p,`));
     const mine = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env: { ...env, MALLOC_ARENA_MAX: '8' } });
-    expect(mine.stdout.trim()).toMatch(/^,8,,/);
+    expect(mine.stdout.trim()).toMatch(new RegExp(`^,8,${JEMALLOC ? ' LD_PRELOAD' : ''},`));
   });
 
   it('omnid drops what the launcher set from its environment, keeps what the user set', () => {
     const env: NodeJS.ProcessEnv = { MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '8', OMNI_RUNTIME_ENV: ' MALLOC_MMAP_THRESHOLD_ PATH', PATH: '/bin' };
     dropLauncherEnv(env);
     expect(env).toEqual({ MALLOC_ARENA_MAX: '8', PATH: '/bin' });
+    const preloaded: NodeJS.ProcessEnv = { LD_PRELOAD: JEMALLOC ?? '/usr/lib/libjemalloc.so.2', OMNI_RUNTIME_ENV: ' LD_PRELOAD MALLOC_ARENA_MAX', MALLOC_ARENA_MAX: '2' };
+    dropLauncherEnv(preloaded);
+    expect(preloaded).toEqual({});
+  });
+
+  // CI installs Debian's libjemalloc2 (.ci/run, OMNI_REQUIRE_JEMALLOC=1): there these run, never skip.
+  it.skipIf(!JEMALLOC)('preloads jemalloc when it is installed (OMNI_MALLOC=glibc: not; a user LD_PRELOAD: left alone), and omnid runs on it', async () => {
+    // -p: what the launched runtime sees — its LD_PRELOAD, what the launcher says it set, the allocator mapped into it
+    const probe = "-p [process.env.LD_PRELOAD,process.env.OMNI_RUNTIME_ENV,/libjemalloc/.test(require('fs').readFileSync('/proc/self/maps','utf8'))].join()";
+    const env = { PATH: '/usr/bin:/bin', HOME: dir, OMNI_NODE_ARGS: probe };
+    const auto = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env });
+    expect(auto.stdout.trim()).toBe(`${JEMALLOC}, LD_PRELOAD MALLOC_ARENA_MAX,true`);
+    const glibc = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env: { ...env, OMNI_MALLOC: 'glibc' } });
+    expect(glibc.stdout.trim()).toBe(', MALLOC_ARENA_MAX,false');
+    const users = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env: { ...env, LD_PRELOAD: '' } });
+    expect(users.stdout.trim()).toBe(', MALLOC_ARENA_MAX,false');
+    const bad = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env: { ...env, OMNI_MALLOC: 'tcmalloc' } }).catch((err: { code: number; stderr: string }) => err);
+    expect(bad).toMatchObject({ code: 2, stderr: expect.stringContaining('OMNI_MALLOC must be auto, jemalloc or glibc') });
+  });
+
+  it('the allocator omnid reports comes from the libraries mapped into it', () => {
+    expect(processAllocator(() => '7f00-7f01 r-xp 0 08:01 12 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n7f02-7f03 r-xp 0 08:01 13 /usr/lib/x86_64-linux-gnu/libc.so.6\n')).toBe('jemalloc');
+    expect(processAllocator(() => '7f02-7f03 r-xp 0 08:01 13 /usr/lib/x86_64-linux-gnu/libc.so.6\n')).toBe('glibc');
+    expect(processAllocator(() => '7f02-7f03 r-xp 0 08:01 13 /lib/ld-musl-x86_64.so.1\n')).toBe('unknown');
+    expect(processAllocator(() => {
+      throw new Error('no /proc');
+    })).toBe('unknown');
+    expect(processAllocator()).toBe('glibc'); // this test process is not started by bin/omnid
   });
 });
 

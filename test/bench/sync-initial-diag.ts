@@ -1,0 +1,44 @@
+// Diagnostic (not a benchmark): one initial `omni sync --push` of the bench:sync tree into a 3-node
+// loopback cluster whose nodes log at debug level (echoed to stderr: every pushed blob's
+// stored/recorded/copied times), with OMNI_SYNC_TRACE=1 for the CLI's phases.
+// node --import tsx test/bench/sync-initial-diag.ts [files]
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { LocalCluster } from '../../node/local-cluster.js';
+import { makeTree, waitForCli } from './sync-tree.js';
+
+const run = promisify(execFile);
+/** CPU ms of a process from /proc (utime + stime; with children: cutime + cstime of waited-for children). */
+function cpuMs(pid: number | 'self', children = false): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
+  const i = children ? 13 : 11; // fields 14/15 (utime, stime) or 16/17 (cutime, cstime), after pid and comm
+  return ((Number(f[i]) + Number(f[i + 1])) * 1000) / 100;
+}
+const files = Number(process.argv[2] ?? 5000);
+const work = await mkdtemp(join(tmpdir(), 'omni-sync-diag-'));
+const c = await LocalCluster.create({ flags: ['--log-level', 'debug'], echo: process.env.DIAG_ECHO !== '0' });
+try {
+  const src = join(work, 'src');
+  await makeTree(src, files);
+  await c.init('n1');
+  await c.join('n2');
+  await c.join('n3');
+  const env = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: join(work, 'none.json'), OMNI_SYNC_TRACE: '1' };
+  await waitForCli(env);
+  process.stderr.write(`diag: === initial sync starts ${new Date().toISOString()}\n`);
+  const pids = ['n1', 'n2', 'n3'].map((n) => c.nodes.get(n)!.proc.pid!);
+  const cpu0 = pids.map((p) => cpuMs(p));
+  const cli0 = cpuMs('self', true);
+  const t0 = performance.now();
+  const r = await run('bin/omni', ['sync', src, '--app', 'diag', '--json', '--push'], { env, timeout: 600_000, maxBuffer: 64 * 1024 * 1024 });
+  const took = performance.now() - t0;
+  const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]);
+  process.stderr.write(`diag: === initial sync took ${took.toFixed(0)} ms; CPU ms: cli ${cpuMs('self', true) - cli0}, n1 ${cpu[0]}, n2 ${cpu[1]}, n3 ${cpu[2]}\n${r.stderr}`);
+} finally {
+  await c.destroy();
+  await rm(work, { recursive: true, force: true });
+}
