@@ -7,7 +7,16 @@
 // allocates fast and briefly (Raft messages, rows, HTTP bodies): 4 MiB keeps that bounded, as
 // Node's default was before it grew with the host (measured in bench:state: V8 heap committed
 // ~220 MB → ~100 MB per node, live ~50 MB either way).
-export const OMNID_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+//
+// --max-old-space-size=1024: V8 grows the old generation after each full GC by a factor that
+// depends on the heap limit — 4× with the default limit of a host with a few GiB or more (V8's
+// MemoryController: 1.3× at 256 MB, rising to 4× at 2 GB, on a 64-bit build without pointer
+// compression as Node's), 1.6× at 1,024 MB. In bench:state at 1 GiB the leader streaming the
+// join's snapshot had 192 MB of V8 heap committed for 77 MB live; with the limit 128 MB, and the
+// max RSS of any node 496–514 → 395 MiB, for 1 KiB writes 2–5 % slower (within the host's noise;
+// bench:cluster: CPU per 1,000 writes 2.37 → 2.40× etcd's in runs one after the other). The live
+// heap at 1 GiB of state is ~60–80 MB: the limit is 13× that; OMNI_NODE_ARGS can raise it.
+export const OMNID_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--max-old-space-size=1024'];
 
 // Not set (bin/omnid), measured: MALLOC_MMAP_THRESHOLD_=131072 (glibc) gives every buffer of
 // 128 KiB or more its own mapping, so 1 MiB values no longer fragment the main heap (200 writes of

@@ -44,7 +44,7 @@ describe('omnid runtime settings (bin/omnid)', () => {
     const env = { PATH: '/usr/bin:/bin', HOME: dir, OMNI_NODE_ARGS: probe };
     const seen = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env });
     // No MALLOC_MMAP_THRESHOLD_: mapping every 1 MiB buffer on its own made 1 MiB writes 2-4x slower.
-    expect(seen.stdout.trim()).toMatch(new RegExp(`^,2,${JEMALLOC ? ' LD_PRELOAD' : ''} MALLOC_ARENA_MAX,--max-semi-space-size=4,-p,`));
+    expect(seen.stdout.trim()).toMatch(new RegExp(`^,2,${JEMALLOC ? ' LD_PRELOAD' : ''} MALLOC_ARENA_MAX,--max-semi-space-size=4,--max-old-space-size=1024,-p,`));
     const mine = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env: { ...env, MALLOC_ARENA_MAX: '8' } });
     expect(mine.stdout.trim()).toMatch(new RegExp(`^,8,${JEMALLOC ? ' LD_PRELOAD' : ''},`));
   });
@@ -112,5 +112,18 @@ describe('CLI launchers', () => {
     const { stdout } = await run(join(ROOT, 'node_modules', '.bin', 'node'), [...OMNID_NODE_FLAGS, '-e', grow]);
     expect(Number(stdout)).toBeGreaterThan(0);
     expect(Number(stdout)).toBeLessThanOrEqual(16 * 1024 * 1024);
+  });
+
+  it('omnid runs with an old generation of at most 1,024 MB (V8 then grows it by 1.6× its live size, not 4×); OMNI_NODE_ARGS can raise it', async () => {
+    expect(OMNID_NODE_FLAGS).toContain('--max-old-space-size=1024');
+    const probe = "-p require('v8').getHeapStatistics().heap_size_limit";
+    const env = { PATH: '/usr/bin:/bin', HOME: dir };
+    const limit = Number((await run(join(ROOT, 'bin', 'omnid'), ['--version'], { env: { ...env, OMNI_NODE_ARGS: probe } })).stdout);
+    const MB = 1024 * 1024;
+    // the limit counts the young generation too (a few MiB with --max-semi-space-size=4); without the flag it is the host's (GiBs)
+    expect(limit).toBeGreaterThanOrEqual(1024 * MB);
+    expect(limit).toBeLessThan(1100 * MB);
+    const raised = Number((await run(join(ROOT, 'bin', 'omnid'), ['--version'], { env: { ...env, OMNI_NODE_ARGS: `--max-old-space-size=2048 ${probe}` } })).stdout);
+    expect(raised).toBeGreaterThanOrEqual(2048 * MB);
   });
 });
