@@ -918,6 +918,7 @@ export class Omnid {
     if (membership !== this.lastMembership) {
       this.lastMembership = membership;
       this.maintainPeers();
+      this.autopilot?.kick();
     }
     this.agent?.kick();
     this.mesh?.kick();

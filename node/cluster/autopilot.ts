@@ -40,6 +40,8 @@ export class Autopilot {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private busy = false;
+  /** Between a timer firing and the next one being set (kick waits for it). */
+  private inRound = false;
   private leaderSinceMs = 0;
   private readonly downSinceMs = new Map<string, number>();
   private lastTransferMs = 0;
@@ -59,11 +61,28 @@ export class Autopilot {
     clearTimeout(this.timer);
   }
 
+  /**
+   * A round now instead of at the next timer: the leadership or the membership changed (the
+   * daemon calls this after applying such a change). A node that has just become leader acts at
+   * once — a joining node's timer could still be on the 500 ms it took while it was catching up,
+   * which held a cold start's root step-down back by that long. Ignored while a round runs (it
+   * schedules the next one itself, so there is only ever one timer).
+   */
+  kick(): void {
+    if (this.stopped || this.inRound) return;
+    clearTimeout(this.timer);
+    this.scheduleRound(0);
+  }
+
   private scheduleRound(delayMs: number): void {
     this.timer = setTimeout(() => {
-      void this.round().then(
-        (acted) => !this.stopped && this.scheduleRound(acted || this.settling() ? SETTLING_INTERVAL_MS : AUTOPILOT_INTERVAL_MS),
-      );
+      this.inRound = true;
+      void this.round()
+        .catch(() => false)
+        .then((acted) => {
+          this.inRound = false;
+          if (!this.stopped) this.scheduleRound(acted || this.settling() ? SETTLING_INTERVAL_MS : AUTOPILOT_INTERVAL_MS);
+        });
     }, delayMs);
   }
 

@@ -97,6 +97,37 @@ describe('autopilot driver', () => {
     expect(transfers).toHaveBeenCalledTimes(1);
   });
 
+  it('kick: a round at once (a node that has just become leader retires the root without waiting out its timer)', async () => {
+    const f = fakeLeader({ voters: ['n1', 'n2', 'n3'], learners: [], nodes: ['n1', 'n2', 'n3'] });
+    (f.deps.raft.raft as { role: Role }).role = Role.Follower;
+    pilot = new Autopilot(f.deps, { downAfterMs: 5000, replaceAfterMs: 15_000 });
+    pilot.start();
+    await vi.advanceTimersByTimeAsync(500); // a follower's round: nothing
+    // It becomes leader (as n2 after the root's transfer; here n1 plays it and is not the root)
+    (f.deps.raft.state as { config: () => unknown }).config = () => ({ clusterId: 'c', voterTarget: 3, rootNodeId: 'n9', rootRetired: false, ephemeralRoot: false });
+    (f.deps.raft.raft as { role: Role }).role = Role.Leader;
+    pilot.kick();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(f.proposals.map((p) => p.type)).toEqual(['root.retire']);
+  });
+
+  it('kick during a round does not start a second chain of rounds', async () => {
+    const f = fakeLeader({ voters: ['n1', 'n2', 'n3'], learners: [], nodes: ['n1', 'n2', 'n3'] });
+    // the root is another node and never seen retired by this fake: every round proposes its retirement, which takes 100 ms
+    (f.deps.raft.state as { config: () => unknown }).config = () => ({ clusterId: 'c', voterTarget: 3, rootNodeId: 'n9', rootRetired: false, ephemeralRoot: false });
+    f.deps.proposeOk = () => new Promise((r) => setTimeout(r, 100));
+    pilot = new Autopilot(f.deps, { downAfterMs: 5000, replaceAfterMs: 15_000 });
+    const rounds = vi.spyOn(pilot as unknown as { round: () => Promise<boolean> }, 'round');
+    pilot.start();
+    await vi.advanceTimersByTimeAsync(550); // the first round is under way (its proposal pending)
+    for (let i = 0; i < 5; i++) pilot.kick();
+    rounds.mockClear();
+    await vi.advanceTimersByTimeAsync(6_000);
+    // one chain: a round of 100 ms, then 50 ms to the next (it acted) — 40 in 6 s; a second chain would double it
+    expect(rounds.mock.calls.length).toBeGreaterThanOrEqual(35);
+    expect(rounds.mock.calls.length).toBeLessThanOrEqual(42);
+  });
+
   it('gives a node first seen now a full timeout instead of marking it down', async () => {
     // n3's record exists (a join registered it) but it is neither in the Raft configuration nor heard from yet.
     const f = fakeLeader({ voters: ['n1', 'n2'], learners: [], nodes: ['n1', 'n2', 'n3'], heard: ['n2'] });

@@ -1,0 +1,38 @@
+// Diagnostic (not a benchmark of record): where bench:cluster's cold start goes. init, then two
+// joins at once, until the third node's status shows 3 voters, the root retired and health
+// healthy — as bench:cluster times it — with every node's output echoed, each line prefixed with
+// the ms since the start. node --import tsx test/bench/cold-start-diag.ts [--log-level debug]
+import { LocalCluster, waitFor } from '../../node/local-cluster.js';
+import type { StatusView } from '../../cli/omni/status.js';
+import { Http } from './load.js';
+
+const t0 = performance.now();
+const ms = () => (performance.now() - t0).toFixed(0).padStart(5);
+const write = process.stderr.write.bind(process.stderr);
+process.stderr.write = ((chunk: string | Uint8Array) => write(String(chunk).replace(/^(?=.)/gm, () => `${ms()} `))) as typeof process.stderr.write;
+const level = process.argv.includes('--log-level') ? process.argv[process.argv.indexOf('--log-level') + 1] : 'info';
+const c = await LocalCluster.create({ flags: ['--log-level', level], echo: true });
+const http = new Http();
+const status = async (name: string): Promise<StatusView> => {
+  const r = await http.call(`${c.nodes.get(name)!.apiUrl}/v1/status`, 'GET', undefined, { authorization: `Bearer ${c.adminToken}` }, 2000);
+  if (r.status !== 200) throw new Error(`status ${r.status}`);
+  return JSON.parse(r.body) as StatusView;
+};
+try {
+  process.stderr.write('diag: init n1\n');
+  await c.init('n1');
+  process.stderr.write('diag: n1 listening; n2 and n3 join\n');
+  await Promise.all(['n2', 'n3'].map((n) => c.join(n)));
+  process.stderr.write('diag: joins returned\n');
+  let last = '';
+  await waitFor('formed', async () => {
+    const s = await status('n3');
+    const now = `voters ${s.voters.length} rootRetired ${s.rootRetired} health ${s.health} leader ${s.leader} term ${s.term}`;
+    if (now !== last) process.stderr.write(`diag: status of n3: ${(last = now)}\n`);
+    return s.voters.length === 3 && s.rootRetired && s.health === 'healthy';
+  }, 60_000, 5);
+  process.stderr.write('diag: healthy\n');
+} finally {
+  http.close();
+  await c.destroy();
+}
