@@ -10,13 +10,14 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { LocalCluster } from '../../node/local-cluster.js';
 import { makeTree, waitForCli } from './sync-tree.js';
+import { cpuMsOf } from './load.js';
 
 const run = promisify(execFile);
-/** CPU ms of a process from /proc (utime + stime; with children: cutime + cstime of waited-for children). */
-function cpuMs(pid: number | 'self', children = false): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
-  const i = children ? 13 : 11; // fields 14/15 (utime, stime) or 16/17 (cutime, cstime), after pid and comm
-  return ((Number(f[i]) + Number(f[i + 1])) * 1000) / 100;
+/** CPU ms of this process's waited-for children (cutime + cstime of /proc/self/stat): the CLI runs here. */
+function childrenCpuMs(): number {
+  const text = readFileSync('/proc/self/stat', 'utf8');
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[13]) + Number(f[14])) * 1000) / 100; // fields 16/17, after pid and comm
 }
 const files = Number(process.argv[2] ?? 5000);
 const work = await mkdtemp(join(tmpdir(), 'omni-sync-diag-'));
@@ -31,13 +32,13 @@ try {
   await waitForCli(env);
   process.stderr.write(`diag: === initial sync starts ${new Date().toISOString()}\n`);
   const pids = ['n1', 'n2', 'n3'].map((n) => c.nodes.get(n)!.proc.pid!);
-  const cpu0 = pids.map((p) => cpuMs(p));
-  const cli0 = cpuMs('self', true);
+  const cpu0 = pids.map((p) => cpuMsOf([p]));
+  const cli0 = childrenCpuMs();
   const t0 = performance.now();
   const r = await run('bin/omni', ['sync', src, '--app', 'diag', '--json', '--push'], { env, timeout: 600_000, maxBuffer: 64 * 1024 * 1024 });
   const took = performance.now() - t0;
-  const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]);
-  process.stderr.write(`diag: === initial sync took ${took.toFixed(0)} ms; CPU ms: cli ${cpuMs('self', true) - cli0}, n1 ${cpu[0]}, n2 ${cpu[1]}, n3 ${cpu[2]}\n${r.stderr}`);
+  const cpu = pids.map((p, i) => cpuMsOf([p]) - cpu0[i]);
+  process.stderr.write(`diag: === initial sync took ${took.toFixed(0)} ms; CPU ms: cli ${childrenCpuMs() - cli0}, n1 ${cpu[0]}, n2 ${cpu[1]}, n3 ${cpu[2]}\n${r.stderr}`);
 } finally {
   await c.destroy();
   await rm(work, { recursive: true, force: true });
