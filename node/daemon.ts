@@ -198,6 +198,8 @@ export class Omnid {
   private registered = false;
   /** Leader, voter, learner and node-record counts at the last afterApply (see there). */
   private lastMembership = '';
+  /** Resolved by the next afterApply (waitBootstrapped waits on it instead of polling). */
+  private appliedWaiters: (() => void)[] = [];
   private readonly knownAddrs = new Map<string, string>();
   /** Resolves when the daemon has stopped (leave, removal, signal, or a fatal error). */
   readonly stopped: Promise<{ reason: string; exitCode: number }>;
@@ -857,18 +859,35 @@ export class Omnid {
       const current = this.raft.isLeader && log.term(log.applied) === this.raft.raft.term;
       if (current) {
         // Each step is checked on its own, so a crash between any two is completed on restart.
+        // The leader's three are proposed together, in this order (each is appended when
+        // proposed), so they share one append and fsync; the node's record needs the cluster's
+        // schema, known once the first is applied.
+        const duties: Promise<unknown>[] = [];
         if (state.config().clusterId === '') {
           const quota = b.maxStateBytes !== undefined ? { maxStateBytes: b.maxStateBytes } : {};
-          await this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot, ...quota }, LEADER_DUTY);
+          duties.push(this.proposeOk({ type: 'cluster.init', clusterId: meta.clusterId, voterTarget: b.voterTarget, rootNodeId: this.id, ephemeralRoot: b.ephemeralRoot, ...quota }, LEADER_DUTY));
         }
-        if (!state.tokenById(b.adminTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.adminTokenId, hash: b.adminTokenHash, role: 'admin', name: 'admin (omnid init)' } }, LEADER_DUTY);
-        if (!state.tokenById(b.joinTokenId)) await this.proposeOk({ type: 'token.add', token: { id: b.joinTokenId, hash: b.joinTokenHash, role: 'join', name: 'join (omnid init)' } }, LEADER_DUTY);
+        if (!state.tokenById(b.adminTokenId)) duties.push(this.proposeOk({ type: 'token.add', token: { id: b.adminTokenId, hash: b.adminTokenHash, role: 'admin', name: 'admin (omnid init)' } }, LEADER_DUTY));
+        if (!state.tokenById(b.joinTokenId)) duties.push(this.proposeOk({ type: 'token.add', token: { id: b.joinTokenId, hash: b.joinTokenHash, role: 'join', name: 'join (omnid init)' } }, LEADER_DUTY));
+        await Promise.all(duties);
         if (!this.raft.state.node(this.id)) await this.proposeOk({ type: 'node.register', node: await this.selfRecord() }, SELF);
         this.registered = true;
         continue;
       }
-      await sleep(50);
+      // not leader yet (a lone voter campaigns at once): the next applied Ready says more
+      await this.nextApplied(50);
     }
+  }
+
+  /** Resolves after the next applied Ready, or after `maxMs`. */
+  private nextApplied(maxMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, maxMs);
+      this.appliedWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /** Every (re)start re-registers this node: its addresses, API URL or resources may have changed. */
@@ -913,6 +932,7 @@ export class Omnid {
    * leader would otherwise reach a member it never dialled only at the next maintenance round).
    */
   private afterApply(): void {
+    if (this.appliedWaiters.length > 0) for (const wake of this.appliedWaiters.splice(0)) wake();
     if (this.stopping) return;
     const membership = `${this.raft.leader}/${this.raft.raft.voters.size}/${this.raft.raft.learners.size}/${this.raft.state.nodeCount()}`;
     if (membership !== this.lastMembership) {

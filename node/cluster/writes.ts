@@ -14,6 +14,12 @@ import type { MembershipChanger, Proposer, ReadBarrier } from './ports.js';
 import { REAL_CLOCK, type Clock } from '../timers.js';
 
 const RETRY_MS = 100;
+/**
+ * A membership change waits for the one in flight, which commits within a round trip: retried
+ * sooner (nothing was proposed; the check is local on the leader). Two hosts joining at once
+ * used to wait a whole RETRY_MS for the second.
+ */
+const CONF_PENDING_RETRY_MS = 10;
 const DEADLINE_MS = 10_000;
 const READ_ATTEMPT_MS = 2000;
 /** Refusals that guarantee nothing was proposed (safe to retry). */
@@ -258,7 +264,7 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
         if (err instanceof OmniError && err.code === 'NOT_LEADER') throw offLeader();
         const retryable = err instanceof OmniError && ['TRANSFERRING', 'PROPOSAL_DROPPED', 'CONF_CHANGE_PENDING', 'LEADER_CATCHING_UP'].includes(err.code);
         if (!retryable || this.clock.monotonicMs() > deadline || this.d.isStopping()) throw err;
-        await this.sleep(RETRY_MS);
+        await this.sleep(retryPauseMs(err as OmniError));
       }
     }
   }
@@ -278,10 +284,14 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
       } catch (err) {
         const retryable = err instanceof OmniError && NOTHING_PROPOSED.includes(err.code);
         if (!retryable || this.clock.monotonicMs() > deadline || this.d.isStopping()) throw err;
-        await this.sleep(RETRY_MS);
+        await this.sleep(retryPauseMs(err as OmniError));
       }
     }
   }
+}
+
+function retryPauseMs(err: OmniError): number {
+  return err.code === 'CONF_CHANGE_PENDING' ? CONF_PENDING_RETRY_MS : RETRY_MS;
 }
 
 

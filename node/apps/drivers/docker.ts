@@ -36,7 +36,7 @@ const TASK_ID_RE = /^[a-z0-9-]{1,63}$/;
  * omnid starts: ~0.1 s of CPU at every start otherwise, before the API answers (issue 13).
  */
 let dockerodeLoad: Promise<typeof Docker> | undefined;
-function loadDockerode(): Promise<typeof Docker> {
+export function loadDockerode(): Promise<typeof Docker> {
   dockerodeLoad ??= import('dockerode').then(
     (m) => m.default,
     (e: unknown) => {

@@ -33,7 +33,7 @@ export interface ForgeBuildParts {
   registry(signal: AbortSignal): BuildRegistry;
   /** The runner of the install and build steps (UNAVAILABLE when this node cannot: no engine for docker). */
   /** `limits`: the build task's reserved resources, enforced on the containers a docker runner starts. */
-  runner(kind: BuildRunnerKind, limits?: BuildLimits): StepRunner;
+  runner(kind: BuildRunnerKind, limits?: BuildLimits): StepRunner | Promise<StepRunner>;
   /** Dockerfile projects: this node's engine (absent: refused with a clear error). */
   dockerfileBuild?(registry: BuildRegistry, limits?: BuildLimits): DockerfileBuild | undefined;
   /** Writes the build record to the replicated KV. */
@@ -89,7 +89,7 @@ export class ForgeDriver implements TaskDriver {
     const req = parsed.request;
     // The build's reservation (its app's resources) holds for the engine's containers too.
     const limits: BuildLimits = { cpu: cfg.cpu, memoryBytes: cfg.memoryBytes };
-    const runner = parts.runner(req.runner, limits);
+    const runner = await parts.runner(req.runner, limits);
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'output.log'), '');
     const status: TaskStatus = { taskId: cfg.taskId, state: 'running', exitCode: null, startedAtMs: this.now() };
