@@ -16,6 +16,7 @@ commands:
   join     join an existing cluster:  omnid join <multiaddr> --token TOKEN
   start    restart a member from its data dir
   leave    remove the local node from the cluster cleanly
+  join-token  print a new join token, for hosts that start together (omnid init --join-token)
   version  omnid's version (also --version)
 
 Run omnid <command> --help for the flags of a command.
@@ -27,6 +28,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   join: async () => (await import('./omnid/join.js')).join,
   start: async () => (await import('./omnid/start.js')).start,
   leave: async () => (await import('./omnid/leave.js')).leave,
+  'join-token': async () => (await import('./omnid/join-token.js')).joinToken,
 };
 
 // Uncaught exceptions and unhandled rejections are logged with a code; only unsafe ones stop the

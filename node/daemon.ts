@@ -67,7 +67,7 @@ import { DEFAULT_DOCKER_VIP_RANGE, DEFAULT_VIP_RANGE, parseVipRange } from '../p
 import { measureDisk, measureResources } from './apps/resources.js';
 import { OmniError } from './errors.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
-import { newAdminToken, newJoinToken, newNetworkKey, newTokenId, networkKeyFromJoinToken, sha256Hex } from './api/tokens.js';
+import { newAdminToken, newJoinToken, newNetworkKey, newTokenId, networkKeyFromChosenJoinToken, networkKeyFromJoinToken, sha256Hex } from './api/tokens.js';
 
 export interface DaemonOptions {
   dataDir: string;
@@ -96,6 +96,11 @@ export interface DaemonOptions {
   apiLimits?: Partial<ApiLimits>;
   /** omnid init --max-state-bytes: the replicated state quota (protocol/cluster/quota.ts). */
   maxStateBytes?: number;
+  /**
+   * omnid init --join-token: the cluster's join token (and so its network key) chosen in advance,
+   * so hosts provisioned together can all start at once (README: Hosts provisioned together).
+   */
+  joinToken?: string;
   /** --registry HOST:PORT for the image registry's /v2/ (default 127.0.0.1:5000; 'off': none). */
   registry?: string;
   /** --vip-range CIDR: loopback range of this node's service VIPs (default DEFAULT_VIP_RANGE). */
@@ -198,6 +203,8 @@ export class Omnid {
   private registered = false;
   /** Leader, voter, learner and node-record counts at the last afterApply (see there). */
   private lastMembership = '';
+  /** True while waitBootstrapped runs (the root's first proposals): joins are answered UNAVAILABLE. */
+  private bootstrapping = false;
   /** Resolved by the next afterApply (waitBootstrapped waits on it instead of polling). */
   private appliedWaiters: (() => void)[] = [];
   private readonly knownAddrs = new Map<string, string>();
@@ -237,6 +244,7 @@ export class Omnid {
       clusterId: () => this.clusterId,
       selfRecord: () => this.selfRecord(),
       clusterCa: () => loadClusterCa(opts.dataDir),
+      initialising: () => this.bootstrapping || raft.state.config().clusterId === '',
       finishLeaving: (reason) => this.finishLeaving(reason),
     });
     this.peers = {
@@ -288,9 +296,9 @@ export class Omnid {
   /** Creates a new one-voter cluster in an empty data dir and starts serving it. */
   static async init(opts: DaemonOptions): Promise<{ daemon: Omnid; client: ClientConfig; joinCommand: string }> {
     await requireEmptyDir(opts.dataDir, 'init');
-    const networkKey = newNetworkKey();
+    const networkKey = opts.joinToken !== undefined ? networkKeyFromChosenJoinToken(opts.joinToken) : newNetworkKey();
     const adminToken = newAdminToken();
-    const joinToken = newJoinToken(networkKey);
+    const joinToken = opts.joinToken ?? newJoinToken(networkKey);
     const voterTarget = opts.voterTarget ?? 3;
     const meta: ClusterMeta = {
       clusterId: randomUUID(),
@@ -309,8 +317,11 @@ export class Omnid {
       },
     };
     const identity = await loadOrCreateIdentity(opts.dataDir);
-    const ca = await initClusterCa(opts.dataDir, meta.clusterId);
+    // The CA (loading @peculiar/x509 and signing: ~50 ms) is made while the log opens.
+    const creatingCa = initClusterCa(opts.dataDir, meta.clusterId);
+    creatingCa.catch(() => undefined); // awaited below; not unhandled if the log fails first
     const storage = await RaftStorage.open(storageDir(opts.dataDir));
+    const ca = await creatingCa;
     const selfId = peerIdFromPrivateKey(identity).toString();
     const boot = bootstrapState([selfId]);
     // The tokens are saved before the hashes that make them valid, so a crash anywhere here
@@ -846,6 +857,15 @@ export class Omnid {
 
   /** Completes a crashed or fresh init: cluster.init, tokens and the root's record. */
   async waitBootstrapped(): Promise<void> {
+    this.bootstrapping = true;
+    try {
+      await this.bootstrap();
+    } finally {
+      this.bootstrapping = false;
+    }
+  }
+
+  private async bootstrap(): Promise<void> {
     while (!this.stopping) {
       const log = this.raft.raft.log;
       // Judge only a state that has applied everything committed (after a restart, replay).

@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { ApiClient } from './api/client.js';
 import { createDrivers } from './apps/drivers/index.js';
+import { newJoinToken, newNetworkKey } from './api/tokens.js';
+import { createServer } from 'node:net';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** The launcher: it runs dist/omnid.cjs (the bundle), rebuilt first if a source is newer, or cli/omnid.ts through tsx if that fails. */
@@ -127,8 +129,8 @@ export class LocalCluster {
   }
 
   /** omnid init on a new node; records the join command and admin token it prints. */
-  async init(name: string, extra: string[] = []): Promise<LocalNode> {
-    const node = this.spawnNode(name, ['init', ...this.commonArgs(name), ...extra]);
+  async init(name: string, extra: string[] = [], listen?: string): Promise<LocalNode> {
+    const node = this.spawnNode(name, ['init', ...this.commonArgs(name, listen), ...extra]);
     const joinLine = await this.waitLine(node, (l) => l.startsWith('omnid join '));
     const exportLine = await this.waitLine(node, (l) => l.startsWith('export OMNI_ADDR='));
     const m = /^omnid join (\S+) --token (\S+)$/.exec(joinLine);
@@ -138,6 +140,22 @@ export class LocalCluster {
     [node.apiUrl, this.adminToken] = [e[1], e[2]];
     this.ca = (JSON.parse(await readFile(join(node.dataDir, 'client.json'), 'utf8')) as { ca?: string }).ca;
     return node;
+  }
+
+  /**
+   * Hosts provisioned together (README: Hosts provisioned together): a join token made in
+   * advance, the root on a port chosen here, and every node started at the same moment — the
+   * joins retry until the root answers. Resolves once each has said it initialised or joined.
+   */
+  async startTogether(names: readonly string[]): Promise<void> {
+    const [root, ...others] = names;
+    const host = this.hostOf(root);
+    const rootAddr = `/ip4/${host}/tcp/${await freeTcpPort(host)}`;
+    const token = newJoinToken(newNetworkKey());
+    await Promise.all([
+      this.init(root, ['--join-token', token], rootAddr),
+      ...others.map((n) => this.join(n, [], rootAddr, token)),
+    ]);
   }
 
   /** omnid join through `via` (default: the init node's address). */
@@ -217,9 +235,9 @@ export class LocalCluster {
     }
   }
 
-  private commonArgs(name: string): string[] {
+  private commonArgs(name: string, listen?: string): string[] {
     const host = this.hostOf(name);
-    return ['--data', this.dataDir(name), '--name', name, '--listen', `/ip4/${host}/tcp/0`, '--api', `${host}:0`, '--registry', '127.0.0.1:0', ...(this.opts.flags ?? [])];
+    return ['--data', this.dataDir(name), '--name', name, '--listen', listen ?? `/ip4/${host}/tcp/0`, '--api', `${host}:0`, '--registry', '127.0.0.1:0', ...(this.opts.flags ?? [])];
   }
 
   private hostOf(name: string): string {
@@ -321,4 +339,16 @@ function processesUnder(dir: string, scripts: string[]): number[] {
     }
   }
   return pids;
+}
+
+/** A TCP port free on `host` now (it may be taken again before it is used: fine for a local cluster). */
+export function freeTcpPort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }

@@ -7,6 +7,7 @@ import { caCertPath } from '../../node/api/cluster-ca.js';
 import { parse, clientConfigPath, UsageError } from '../common.js';
 import { DAEMON_FLAGS, DAEMON_FLAGS_HELP, daemonOptions, serveUntilStopped } from './daemon-flags.js';
 import { saveFlags } from './saved-flags.js';
+import { networkKeyFromChosenJoinToken } from '../../node/api/tokens.js';
 import { DEFAULT_MAX_STATE_BYTES, MAX_MAX_STATE_BYTES, MIN_MAX_STATE_BYTES } from '../../protocol/cluster/state.js';
 
 const USAGE = `usage: omnid init [flags]
@@ -16,13 +17,16 @@ other hosts and the environment for the omni CLI, then keeps serving in the fore
 ${DAEMON_FLAGS_HELP}
   --voters N              voter target, odd (default 3)
   --ephemeral-root        once the target is reached without this node, leave and exit
+  --join-token TOKEN      use this join token (from omnid join-token) instead of a new one:
+                          hosts given it can run omnid join at the same time as this init
+                          (they retry until this node answers)
   --max-state-bytes N     state quota: bytes of keys, apps, tokens and node records that
                           admin writes may fill (default ${DEFAULT_MAX_STATE_BYTES}, from ${MIN_MAX_STATE_BYTES}
                           to ${MAX_MAX_STATE_BYTES}); writes past it get 429 before they are logged
 `;
 
 export async function init(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...DAEMON_FLAGS, voters: { type: 'string' }, 'ephemeral-root': { type: 'boolean' }, 'max-state-bytes': { type: 'string' } }, USAGE);
+  const { values, positionals } = parse(argv, { ...DAEMON_FLAGS, voters: { type: 'string' }, 'ephemeral-root': { type: 'boolean' }, 'max-state-bytes': { type: 'string' }, 'join-token': { type: 'string' } }, USAGE);
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}\n\n${USAGE}`);
   const voters = Number(values.voters ?? 3);
   if (!Number.isInteger(voters) || voters < 1 || voters > 9 || voters % 2 === 0) throw new UsageError('--voters must be an odd number from 1 to 9');
@@ -30,7 +34,9 @@ export async function init(argv: string[]): Promise<number> {
   if (quota !== undefined && (!/^\d+$/.test(String(values['max-state-bytes'])) || quota < MIN_MAX_STATE_BYTES || quota > MAX_MAX_STATE_BYTES)) {
     throw new UsageError(`--max-state-bytes must be an integer from ${MIN_MAX_STATE_BYTES} to ${MAX_MAX_STATE_BYTES}`);
   }
-  const opts = { ...daemonOptions(values), voterTarget: voters, ephemeralRoot: values['ephemeral-root'] === true, ...(quota !== undefined ? { maxStateBytes: quota } : {}) };
+  const chosenToken = values['join-token'] as string | undefined;
+  if (chosenToken !== undefined) networkKeyFromChosenJoinToken(chosenToken); // a bad token is refused before anything is created
+  const opts = { ...daemonOptions(values), voterTarget: voters, ephemeralRoot: values['ephemeral-root'] === true, ...(quota !== undefined ? { maxStateBytes: quota } : {}), ...(chosenToken !== undefined ? { joinToken: chosenToken } : {}) };
   const { daemon, client, joinCommand } = await Omnid.init(opts);
   await saveFlags(opts.dataDir, values);
   const cfgPath = clientConfigPath();

@@ -49,6 +49,20 @@ export function networkKeyFromJoinToken(token: string): Uint8Array {
 }
 
 /**
+ * A join token chosen before the cluster exists (`omnid init --join-token`, made by `omnid
+ * join-token`): the network key inside it, after checking the secret part is one this code would
+ * have made (a short or hand-typed secret is refused: it is the only thing a joiner proves).
+ */
+export function networkKeyFromChosenJoinToken(token: string): Uint8Array {
+  const key = networkKeyFromJoinToken(token);
+  const secret = Buffer.from(token.split('.')[2], 'base64url');
+  if (secret.length !== SECRET_BYTES || secret.toString('base64url') !== token.split('.')[2]) {
+    throw new OmniError('BAD_TOKEN', `the join token's secret part is not ${SECRET_BYTES} random bytes (make a token with omnid join-token)`);
+  }
+  return key;
+}
+
+/**
  * The credentials of an `Authorization: Bearer <token>` header ('' when absent or another
  * scheme). The scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` work too.
  */

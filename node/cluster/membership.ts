@@ -28,6 +28,8 @@ import { COMMAND_SCHEMA, readSchema, resourcesForSchema } from '../../protocol/c
 export const DEFINITE_JOIN_REFUSALS = ['UNAUTHORIZED', 'FORBIDDEN', 'BAD_REQUEST', 'BAD_TOKEN', 'CONFLICT', 'INVALID_COMMAND', 'NAME_TAKEN'];
 const MAX_JOIN_ATTEMPT_MS = 30_000;
 const JOIN_ATTEMPT_MS = 8000;
+/** Pause between join attempts: doubling from the first to the last (a root still starting answers soon). */
+const JOIN_RETRY_FIRST_MS = 50;
 const JOIN_RETRY_MS = 500;
 const LEADER_CLAIM_RPC_MS = 2000;
 const MAX_CLAIMS_CHECKED = 4;
@@ -67,6 +69,8 @@ export interface MembershipDeps {
   clusterCa(): Promise<unknown>;
   /** The command schema every member speaks (protocol/cluster/schema.ts). */
   clusterSchema(): number;
+  /** The root has not finished creating the cluster (its join token may not be in the state yet). */
+  initialising(): boolean;
   /** This node left or was removed: stop its tasks and shut down (called once). */
   finishLeaving(reason: string): Promise<void>;
 }
@@ -90,6 +94,8 @@ export class Membership {
     if (typeof p?.token !== 'string' || typeof p.node !== 'object' || p.node === null) throw new OmniError('BAD_REQUEST', 'join needs {token, node}');
     if (p.node.id !== from) throw new OmniError('FORBIDDEN', 'a node may only join as itself');
     if (!d.raft.isLeader) throw new OmniError('NOT_LEADER', 'joins are decided by the leader', this.leaderContact());
+    // Hosts provisioned together may ask before the root's join token is in the state: not a refusal.
+    if (d.initialising()) throw new OmniError('UNAVAILABLE', 'the cluster is still being initialised; retry shortly');
     const joinHashes = d.raft.state.tokens().filter((t) => t.role === 'join').map((t) => t.hash);
     if (!tokenMatches(p.token, joinHashes)) throw new OmniError('UNAUTHORIZED', 'invalid join token');
     const existing = d.raft.state.node(from);
@@ -129,6 +135,7 @@ export class Membership {
     // Whether every attempt so far timed out before any answer: a host that is up but never
     // completes the encrypted handshake (a wrong network key often shows so, not as a reset).
     let onlyHandshakeTimeouts = true;
+    let pauseMs = JOIN_RETRY_FIRST_MS;
     for (;;) {
       try {
         return await this.d.rpc.call<JoinReply>(target, 'join', { token, node, schema: COMMAND_SCHEMA }, JOIN_ATTEMPT_MS);
@@ -154,7 +161,8 @@ export class Membership {
         }
         // The leader named earlier did not answer: start again from the address we were given.
         target = first;
-        await sleep(JOIN_RETRY_MS);
+        await sleep(pauseMs);
+        pauseMs = Math.min(JOIN_RETRY_MS, pauseMs * 2);
       }
     }
   }

@@ -1185,7 +1185,15 @@ export class Raft {
     for (const id of conf.learners) this.learners.add(id);
     for (const id of [...this.prs.keys()]) if (!this.voters.has(id) && !this.learners.has(id)) this.prs.delete(id);
     for (const id of [...this.voters, ...this.learners]) {
-      if (!this.prs.has(id)) this.prs.set(id, this.newProgress(id === this.id ? this.log.persisted : 0));
+      if (this.prs.has(id)) continue;
+      const pr = this.newProgress(id === this.id ? this.log.persisted : 0);
+      // A member the leader adds is probed from the first index it holds, not its last: a new
+      // member almost always has an empty log (omnid join needs an empty data dir), so a probe at
+      // the last index is refused and costs a round trip before anything is sent — at a cold start
+      // the learners' promotion waits for it. (etcd's confchange notes the same: "using the first
+      // index would be better".) A member that does hold the entries accepts them again.
+      if (this.role === Role.Leader && id !== this.id) pr.next = this.log.firstIndex();
+      this.prs.set(id, pr);
     }
   }
 

@@ -1,6 +1,6 @@
 // `npm run bench:cluster`: a 3-node omnid cluster on loopback, and (when `etcd` is on PATH,
 // e.g. Debian's etcd-server) a 3-member etcd cluster in the same run with the same workload:
-// cold start, writes through the HTTP API at concurrency 1/16/64 (throughput, p50/p99), and
+// cold start (the three hosts started together, as etcd's members; also init-then-join), writes through the HTTP API at concurrency 1/16/64 (throughput, p50/p99), and
 // leader failover (kill -9 → first successful write) over several trials. Both systems get the
 // same load generator, keys, values and connections; the failover probe gives each attempt
 // FAILOVER_ATTEMPT_MS and moves on to the next node (no system is charged a fixed client
@@ -34,6 +34,8 @@ async function cliMs(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
 }
 /** `omni status` against the running cluster (its config file, as a user would) and `omni --help`. */
 const cli: { statusMs: number | null; helpMs: number | null } = { statusMs: null, helpMs: null };
+/** omniColdStartInitThenJoin's figure. */
+let coldStartInitThenJoinMs: number | null = null;
 
 /** What the benchmark needs from a system under test. */
 interface System {
@@ -110,27 +112,56 @@ async function measure(sys: System, coldStartMs: number, label: string): Promise
   return { coldStartMs, load, failoverMs, readsC16, electionsDuringC64, cpuMsPer1kWrites, rssMiBAfterC64, writeSyscallsPerWrite };
 }
 
-async function omni(): Promise<Figures> {
+/** Status of a node of `c` over `http`. */
+async function statusOf(c: LocalCluster, http: Http, name: string): Promise<StatusView> {
+  const r = await http.call(`${c.nodes.get(name)!.apiUrl}/v1/status`, 'GET', undefined, { authorization: `Bearer ${c.adminToken}` }, 2000);
+  if (r.status !== 200) throw new Error(`status ${r.status}`);
+  return JSON.parse(r.body);
+}
+
+/** Until the third node's replica shows 3 voters, the root retired and health healthy. */
+async function waitFormed(c: LocalCluster, http: Http): Promise<void> {
+  await waitFor('omni formed', async () => {
+    const s = await statusOf(c, http, NAMES[2]);
+    return s.voters.length === 3 && s.rootRetired && s.health === 'healthy';
+  }, 60_000, 20);
+}
+
+/**
+ * Cold start the other way, reported beside the main figure: omnid init, and once it has printed
+ * its join command, the two joins at once (two process starts one after the other).
+ */
+async function omniColdStartInitThenJoin(nodeArgs: string[] | undefined): Promise<number> {
   const t0 = performance.now();
-  const nodeArgs = process.env.OMNI_BENCH_NODE_ARGS?.split(' ').filter(Boolean);
   const c = await LocalCluster.create({ nodeArgs });
   const http = new Http();
-  const status = async (name: string): Promise<StatusView> => {
-    const r = await http.call(`${c.nodes.get(name)!.apiUrl}/v1/status`, 'GET', undefined, { authorization: `Bearer ${c.adminToken}` }, 2000);
-    if (r.status !== 200) throw new Error(`status ${r.status}`);
-    return JSON.parse(r.body);
-  };
   try {
     await c.init(NAMES[0]);
-    // the other hosts join at the same time, as when several hosts are provisioned together
-    // (etcd's members below start together too)
     await Promise.all(NAMES.slice(1).map((n) => c.join(n)));
-    await waitFor('omni formed', async () => {
-      const s = await status(NAMES[2]);
-      return s.voters.length === 3 && s.rootRetired && s.health === 'healthy';
-    }, 60_000, 20);
+    await waitFormed(c, http);
+    return Math.round(performance.now() - t0);
+  } finally {
+    http.close();
+    await c.destroy();
+  }
+}
+
+async function omni(): Promise<Figures> {
+  const nodeArgs = process.env.OMNI_BENCH_NODE_ARGS?.split(' ').filter(Boolean);
+  coldStartInitThenJoinMs = await omniColdStartInitThenJoin(nodeArgs);
+  log(`omni: 3-node cluster by init, then two joins: healthy after ${coldStartInitThenJoinMs} ms`);
+  const t0 = performance.now();
+  const c = await LocalCluster.create({ nodeArgs });
+  const http = new Http();
+  const status = (name: string) => statusOf(c, http, name);
+  try {
+    // The three hosts start at the same moment, as etcd's members below do: provisioned
+    // together with a join token made in advance (omnid init --join-token; the joins retry
+    // until the root answers).
+    await c.startTogether(NAMES);
+    await waitFormed(c, http);
     const coldStartMs = Math.round(performance.now() - t0);
-    log(`omni: 3-node cluster healthy after ${coldStartMs} ms`);
+    log(`omni: 3-node cluster (hosts started together) healthy after ${coldStartMs} ms`);
     const cliEnv = { ...process.env, OMNI_CONFIG: join(c.rootDir, 'omni-cli.json') };
     cli.statusMs = await cliMs(['status'], cliEnv);
     cli.helpMs = await cliMs(['--help'], cliEnv);
@@ -217,7 +248,8 @@ rows.push(['CPU ms per 1k writes', String(o.cpuMsPer1kWrites), String(et?.cpuMsP
 rows.push(['write syscalls per write', String(o.writeSyscallsPerWrite), String(et?.writeSyscallsPerWrite ?? '-'), String(ratio(o.writeSyscallsPerWrite, et?.writeSyscallsPerWrite) ?? '-')]);
 rows.push(['RSS MiB after c=64 (max node)', String(o.rssMiBAfterC64), String(et?.rssMiBAfterC64 ?? '-'), String(ratio(o.rssMiBAfterC64, et?.rssMiBAfterC64) ?? '-')]);
 rows.push(['omni status / --help ms', `${cli.statusMs} / ${cli.helpMs}`, '-', '']);
-rows.push(['cold start ms', String(o.coldStartMs), String(et?.coldStartMs ?? '-'), String(ratio(o.coldStartMs, et?.coldStartMs) ?? '-')]);
+rows.push(['cold start ms (started together)', String(o.coldStartMs), String(et?.coldStartMs ?? '-'), String(ratio(o.coldStartMs, et?.coldStartMs) ?? '-')]);
+rows.push(['cold start ms (init, then joins)', String(coldStartInitThenJoinMs), '-', '']);
 const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
 console.log(`3 nodes on loopback; ${DURATION_MS} ms per concurrency level; ${TRIALS} failover trials; 16-byte keys, 256-byte values`);
 for (const r of rows) console.log(r.map((c, i) => c.padEnd(widths[i])).join('  '));
@@ -249,6 +281,7 @@ summary.omni_rss_mib_after_c64 = o.rssMiBAfterC64;
 summary.etcd_rss_mib_after_c64 = et?.rssMiBAfterC64 ?? null;
 summary.omni_cold_start_ms = o.coldStartMs;
 summary.etcd_cold_start_ms = et?.coldStartMs ?? null;
+summary.omni_cold_start_init_then_join_ms = coldStartInitThenJoinMs;
 summary.cli_status_ms = cli.statusMs;
 summary.cli_help_ms = cli.helpMs;
 console.log(JSON.stringify(summary));

@@ -1,7 +1,8 @@
 // Diagnostic (not a benchmark of record): where bench:cluster's cold start goes. init, then two
 // joins at once, until the third node's status shows 3 voters, the root retired and health
 // healthy — as bench:cluster times it — with every node's output echoed, each line prefixed with
-// the ms since the start. node --import tsx test/bench/cold-start-diag.ts [--log-level debug]
+// the ms since the start. node --import tsx test/bench/cold-start-diag.ts [--log-level debug] [--together]
+// (--together: the three start at once with a join token made in advance, as bench:cluster's cold start)
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 import { Http } from './load.js';
@@ -19,10 +20,15 @@ const status = async (name: string): Promise<StatusView> => {
   return JSON.parse(r.body) as StatusView;
 };
 try {
-  process.stderr.write('diag: init n1\n');
-  await c.init('n1');
-  process.stderr.write('diag: n1 listening; n2 and n3 join\n');
-  await Promise.all(['n2', 'n3'].map((n) => c.join(n)));
+  if (process.argv.includes('--together')) {
+    process.stderr.write('diag: n1, n2 and n3 start together (omnid init --join-token)\n');
+    await c.startTogether(['n1', 'n2', 'n3']);
+  } else {
+    process.stderr.write('diag: init n1\n');
+    await c.init('n1');
+    process.stderr.write('diag: n1 listening; n2 and n3 join\n');
+    await Promise.all(['n2', 'n3'].map((n) => c.join(n)));
+  }
   process.stderr.write('diag: joins returned\n');
   let last = '';
   await waitFor('formed', async () => {

@@ -1,13 +1,15 @@
 // Real omnid processes on 127.0.0.1: formation by init + join, root step-down, API auth,
 // health, writes through followers, stale reads, autopilot replacing a dead voter.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LocalCluster } from '../../node/local-cluster.js';
+import { LocalCluster, freeTcpPort } from '../../node/local-cluster.js';
 import { ApiClient } from '../../node/api/client.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formCluster, status, put, get, waitFor } from './helpers.js';
+import { formCluster, status, put, get, waitFor, waitForFormed, TEST_FLAGS } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -150,6 +152,50 @@ describe('3-node cluster formed by init + join', () => {
     const forged = 'OMNIJ1.' + Buffer.alloc(32, 1).toString('base64url') + '.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
     // a reset (usually) or, on a loaded host, a handshake that never completes: both say so
     await expect(c.join('outsider', [], c.joinAddr, forged)).rejects.toThrow(/private-network handshake (failed|did not complete within \d+ s \(wrong cluster key)/);
+  });
+});
+
+describe('hosts provisioned together: omnid init --join-token, joins started first', () => {
+  let c: LocalCluster | undefined;
+  afterAll(async () => c?.destroy());
+
+  it('omnid join-token makes tokens; init refuses a malformed one before creating anything', async () => {
+    const a = (await run('bin/omnid', ['join-token'])).stdout.trim();
+    const b = JSON.parse((await run('bin/omnid', ['join-token', '--json'])).stdout) as { joinToken: string };
+    expect(a).toMatch(/^OMNIJ1\.[\w-]{43}\.[\w-]{32}$/);
+    expect(b.joinToken).toMatch(/^OMNIJ1\./);
+    expect(b.joinToken).not.toBe(a);
+    const dir = await mkdtemp(join(tmpdir(), 'omni-badtoken-'));
+    try {
+      const weak = a.replace(/\.[\w-]+$/, '.secret');
+      for (const bad of ['nope', weak]) {
+        const r = await run('bin/omnid', ['init', '--join-token', bad, '--data', join(dir, 'd'), '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--registry', 'off']).then(
+          () => ({ code: 0, stderr: '' }),
+          (e: { code: number; stderr: string }) => e,
+        );
+        expect(r.code).not.toBe(0);
+        expect(r.stderr).toContain('BAD_TOKEN');
+        expect(existsSync(join(dir, 'd'))).toBe(false);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('two hosts started a second before the root join it as soon as it answers; the cluster forms as with init + join', async () => {
+    c = await LocalCluster.create({ flags: TEST_FLAGS, echo: process.env.OMNI_TEST_ECHO === '1' });
+    const token = (await run('bin/omnid', ['join-token'])).stdout.trim();
+    const rootAddr = `/ip4/127.0.0.1/tcp/${await freeTcpPort('127.0.0.1')}`;
+    const joins = ['t2', 't3'].map((n) => c!.join(n, [], rootAddr, token));
+    await new Promise((r) => setTimeout(r, 1500)); // they are up and retrying
+    for (const n of ['t2', 't3']) expect(c.nodes.get(n)!.running).toBe(true);
+    await c.init('t1', ['--join-token', token], rootAddr);
+    await Promise.all(joins);
+    await waitForFormed(c, ['t1', 't2', 't3'], 3);
+    expect((await put(c, 't2', 'together', 'yes')).version).toBe(1);
+    for (const n of ['t1', 't2', 't3']) expect((await get(c, n, 'together')).value).toBe('yes');
+    // the root answered the early joins "still being initialised" or was not listening: never a refusal
+    for (const n of ['t2', 't3']) expect(c.nodes.get(n)!.lines.join('\n')).not.toMatch(/UNAUTHORIZED|invalid join token/);
   });
 });
 

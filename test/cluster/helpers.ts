@@ -30,7 +30,7 @@ export async function formCluster(names: string[], opts: { initFlags?: string[];
   return c;
 }
 
-async function waitForFormed(c: LocalCluster, names: string[], target: number): Promise<void> {
+export async function waitForFormed(c: LocalCluster, names: string[], target: number): Promise<void> {
   await waitFor(
     `${target} voters and root step-down`,
     async () => {

@@ -31,7 +31,7 @@ describe('clusterSchema', () => {
 describe('join: the leader gates on the schema', () => {
   const TOKEN = 'OMNIJ1.test-join-token';
   const proposed: Command[] = [];
-  const deps = (schema: number): MembershipDeps =>
+  const deps = (schema: number, initialising = false): MembershipDeps =>
     ({
       id: 'leader',
       log: { info: () => undefined, warn: () => undefined, debug: () => undefined, error: () => undefined },
@@ -48,12 +48,19 @@ describe('join: the leader gates on the schema', () => {
       clusterId: () => 'c1',
       clusterCa: async () => null,
       clusterSchema: () => schema,
+      initialising: () => initialising,
     }) as unknown as MembershipDeps;
   const node = { id: 'joiner', name: 'j1', addrs: [], apiUrl: 'http://127.0.0.1:1', labels: {}, resources: { cpuCores: 1, memoryBytes: 1, diskBytes: 1, arch: 'amd64', gpus: [], drivers: ['docker'] } };
 
   it('refuses an omnid that speaks an older schema than the members, with a clear message', async () => {
     await expect(new Membership(deps(2)).handleJoin({ token: TOKEN, node }, 'joiner')).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringContaining('speak command schema 2 and the joining omnid speaks 1') });
     await expect(new Membership(deps(2)).handleJoin({ token: TOKEN, node, schema: 2 }, 'joiner')).resolves.toMatchObject({ clusterId: 'c1' });
+  });
+
+  it('a root still creating the cluster answers UNAVAILABLE (the joiner retries), not a refusal, and proposes nothing', async () => {
+    proposed.length = 0;
+    await expect(new Membership(deps(2, true)).handleJoin({ token: 'OMNIJ1.a-token-not-in-the-state-yet', node, schema: 2 }, 'joiner')).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringContaining('still being initialised') });
+    expect(proposed).toEqual([]);
   });
 
   it('a newer joiner into an older cluster is admitted, its record without the later fields', async () => {

@@ -453,6 +453,28 @@ describe('§4 membership changes (single-server, thesis §4.1) and learners', ()
     expect(c.get('n4').voters.size).toBe(4);
   });
 
+  it('sends a member it adds the log from its first index at once (no refused probe at the last index first)', () => {
+    const c = new MemoryCluster(ids(3), { seed: 34 });
+    const leader = c.electLeader();
+    for (let i = 0; i < 5; i++) c.propose(`a${i}`);
+    c.stabilize();
+    c.addNode('n4');
+    const toN4: Message[] = [];
+    const fromN4: Message[] = [];
+    c.dropIf = (m) => {
+      if (m.to === 'n4' && m.type === MessageType.App) toN4.push(m);
+      if (m.from === 'n4' && m.type === MessageType.AppResp) fromN4.push(m);
+      return false;
+    };
+    expect(leader.proposeConfChange({ type: ConfChangeType.AddLearner, node: 'n4' }).ok).toBe(true);
+    c.stabilize();
+    expect(toN4.length).toBeGreaterThan(0);
+    expect(toN4[0].index).toBe(0); // prev index 0: the entries from index 1 on
+    expect(toN4[0].entries.length).toBeGreaterThan(5);
+    expect(fromN4.some((m) => m.reject)).toBe(false);
+    expect(c.appliedData('n4')).toEqual(['a0', 'a1', 'a2', 'a3', 'a4']);
+  });
+
   it('allows one membership change at a time', () => {
     const c = new MemoryCluster(ids(3), { seed: 32 });
     const leader = c.electLeader();
