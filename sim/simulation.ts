@@ -1246,7 +1246,15 @@ export class Simulation {
   }
 
   private clientSend(c: ClientState): void {
-    const members = [...this.nodes.values()].filter((n) => !n.removed);
+    let members = [...this.nodes.values()].filter((n) => !n.removed);
+    // The liveness probe asks the configuration's members, as the omni CLI fails over among the
+    // members /v1/nodes lists: a node started but never added has no leader and holds a write
+    // until its 10 s deadline, and a probe that kept picking such nodes reported a cluster that
+    // had committed its write as stuck (seed 1022: six attempts in a row at n6 and n7).
+    if (c.probe) {
+      const configured = members.filter((n) => [...this.nodes.values()].some((x) => x.raft && (x.raft.voters.has(n.id) || x.raft.learners.has(n.id))));
+      if (configured.length > 0) members = configured;
+    }
     const target = c.leaderHint !== NONE_HINT && this.nodes.has(c.leaderHint) ? c.leaderHint : members[this.rng.int(members.length)].id;
     c.reqId = this.nextReqId++;
     c.attempt++;
