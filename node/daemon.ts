@@ -101,6 +101,8 @@ export interface DaemonOptions {
    * so hosts provisioned together can all start at once (README: Hosts provisioned together).
    */
   joinToken?: string;
+  /** omnid join --join-timeout: how long the join keeps trying (default 30 s). */
+  joinTimeoutMs?: number;
   /** --registry HOST:PORT for the image registry's /v2/ (default 127.0.0.1:5000; 'off': none). */
   registry?: string;
   /** --vip-range CIDR: loopback range of this node's service VIPs (default DEFAULT_VIP_RANGE). */
@@ -361,7 +363,7 @@ export class Omnid {
     let daemon: Omnid | undefined;
     try {
       daemon = await Omnid.run(opts, storage, meta, false);
-      const reply = await daemon.membership.requestJoin(target, token);
+      const reply = await daemon.membership.requestJoin(target, token, opts.joinTimeoutMs);
       // The leader that admitted us may lead before our log shows its promotion.
       if (typeof reply.leader === 'string' && reply.leader !== NONE) daemon.raft.vouch(reply.leader);
       await daemon.apiTls.adoptJoinedCa(reply.ca);

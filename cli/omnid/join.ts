@@ -1,6 +1,6 @@
 // omnid join: add this host to an existing cluster through any member.
 import { Omnid } from '../../node/daemon.js';
-import { parse, UsageError } from '../common.js';
+import { parse, parseDurationMs, UsageError } from '../common.js';
 import { DAEMON_FLAGS, DAEMON_FLAGS_HELP, daemonOptions, serveUntilStopped } from './daemon-flags.js';
 import { saveFlags } from './saved-flags.js';
 
@@ -8,16 +8,25 @@ const USAGE = `usage: omnid join <multiaddr> --token TOKEN [flags]
 
 Joins the cluster through the member at <multiaddr> (as printed by omnid init) as a
 non-voter; the leader promotes it to voter while the cluster is below its voter target.
-  --token TOKEN           join token (from omnid init, or omni token create --role join)
+The /p2p/<id> part may be left out (hosts provisioned together: omnid join-token, then
+omnid init --join-token on the root); the join retries until that member answers.
+  --token TOKEN           join token (from omnid init, omnid join-token, or
+                          omni token create --role join)
+  --join-timeout D        how long to keep trying (default 30s; e.g. 10m while the hosts of a
+                          new cluster boot). If nothing ever accepted a connection, the error is
+                          UNREACHABLE and the data dir is removed: the same command can run again
 ${DAEMON_FLAGS_HELP}
 `;
 
 export async function join(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...DAEMON_FLAGS, token: { type: 'string' } }, USAGE);
+  const { values, positionals } = parse(argv, { ...DAEMON_FLAGS, token: { type: 'string' }, 'join-timeout': { type: 'string' } }, USAGE);
   if (positionals.length !== 1) throw new UsageError(`need exactly one peer multiaddr\n\n${USAGE}`);
   const token = (values.token as string | undefined) ?? process.env.OMNI_JOIN_TOKEN;
   if (!token) throw new UsageError(`--token is required\n\n${USAGE}`);
-  const opts = daemonOptions(values);
+  const timeout = values['join-timeout'] as string | undefined;
+  const joinTimeoutMs = timeout === undefined ? undefined : parseDurationMs(timeout, '--join-timeout');
+  if (joinTimeoutMs !== undefined && (joinTimeoutMs < 1000 || joinTimeoutMs > 7 * 86_400_000)) throw new UsageError('--join-timeout must be from 1s to 7d');
+  const opts = { ...daemonOptions(values), ...(joinTimeoutMs !== undefined ? { joinTimeoutMs } : {}) };
   const daemon = await Omnid.join(opts, positionals[0], token);
   await saveFlags(opts.dataDir, values);
   process.stdout.write(`omnid: joined cluster ${daemon.clusterId} as ${daemon.name} (${daemon.id}); API ${daemon.apiUrl}\n`);

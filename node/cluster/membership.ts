@@ -25,8 +25,11 @@ import type { ClusterWrites } from './writes.js';
 import { COMMAND_SCHEMA, readSchema, resourcesForSchema } from '../../protocol/cluster/schema.js';
 
 /** Join errors that prove the cluster did not add this node (its data dir can be removed). */
-export const DEFINITE_JOIN_REFUSALS = ['UNAUTHORIZED', 'FORBIDDEN', 'BAD_REQUEST', 'BAD_TOKEN', 'CONFLICT', 'INVALID_COMMAND', 'NAME_TAKEN'];
-const MAX_JOIN_ATTEMPT_MS = 30_000;
+export const DEFINITE_JOIN_REFUSALS = ['UNAUTHORIZED', 'FORBIDDEN', 'BAD_REQUEST', 'BAD_TOKEN', 'CONFLICT', 'INVALID_COMMAND', 'NAME_TAKEN', 'UNREACHABLE'];
+/** How long a join keeps trying by default (omnid join --join-timeout). */
+export const DEFAULT_JOIN_TIMEOUT_MS = 30_000;
+/** An attempt that failed this way never reached the host: nothing was asked of the cluster. */
+const NOT_CONNECTED_RE = /ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|ENOTFOUND/;
 const JOIN_ATTEMPT_MS = 8000;
 /**
  * Pause between join attempts: from the first, growing by a quarter each time, to the last (about
@@ -133,13 +136,15 @@ export class Membership {
   // ---------------------------------------------------------------- join, joining side
 
   /** Asks `first` (and then the leader it names) to admit this node; retries what is safe to retry. */
-  async requestJoin(first: Multiaddr, token: string): Promise<JoinReply> {
+  async requestJoin(first: Multiaddr, token: string, timeoutMs = DEFAULT_JOIN_TIMEOUT_MS): Promise<JoinReply> {
     const node = await this.d.selfRecord();
-    const deadline = Date.now() + MAX_JOIN_ATTEMPT_MS;
+    const deadline = Date.now() + timeoutMs;
     let target: string | Multiaddr = first;
     // Whether every attempt so far timed out before any answer: a host that is up but never
     // completes the encrypted handshake (a wrong network key often shows so, not as a reset).
     let onlyHandshakeTimeouts = true;
+    // Whether no attempt ever connected (refused, no route): then the cluster was asked nothing.
+    let neverConnected = true;
     let pauseMs = JOIN_RETRY_FIRST_MS;
     for (;;) {
       try {
@@ -150,13 +155,15 @@ export class Membership {
           throw new OmniError('UNAUTHORIZED', `cannot connect to ${first.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
         }
         if (!(target === first && /aborted due to timeout|timed out|PNET_HANDSHAKE_TIMEOUT/i.test(e.message))) onlyHandshakeTimeouts = false;
+        if (!NOT_CONNECTED_RE.test(String(e.message))) neverConnected = false;
         // A member that does not lead names the leader: ask it (the join is decided there).
         const leader = e.code === 'NOT_LEADER' ? this.learnLeader(e.detail) : undefined;
         // A wrong network key shows as a reset, or (on a busy host) as a handshake that never
         // completes: retry the latter, the join handler is idempotent.
         if (!['NO_LEADER', 'NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'PROPOSAL_DROPPED', 'LEADER_CATCHING_UP'].includes(e.code)) throw err;
         if (Date.now() > deadline) {
-          if (onlyHandshakeTimeouts) throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: the private-network handshake did not complete within ${MAX_JOIN_ATTEMPT_MS / 1000} s (wrong cluster key in the join token, or that node is overloaded)`);
+          if (neverConnected) throw new OmniError('UNREACHABLE', `cannot join through ${first.toString()}: nothing accepted a connection there within ${timeoutMs / 1000} s (${String(e.message).slice(0, 120)}); is omnid running on that host and port? Nothing was asked of the cluster: run the same omnid join again (--join-timeout waits longer)`);
+          if (onlyHandshakeTimeouts) throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: the private-network handshake did not complete within ${timeoutMs / 1000} s (wrong cluster key in the join token, or that node is overloaded)`);
           throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: ${e.message} (is that node up, and is the join token from its cluster?)`);
         }
         if (leader !== undefined && leader !== target) {

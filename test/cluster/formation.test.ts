@@ -182,6 +182,25 @@ describe('hosts provisioned together: omnid init --join-token, joins started fir
     }
   });
 
+  it('a join that never reaches its host gives up after --join-timeout as UNREACHABLE and leaves nothing behind', async () => {
+    const token = (await run('bin/omnid', ['join-token'])).stdout.trim();
+    const dir = await mkdtemp(join(tmpdir(), 'omni-unreachable-'));
+    try {
+      const closed = await freeTcpPort('127.0.0.1'); // free, so nothing listens there
+      const args = ['join', `/ip4/127.0.0.1/tcp/${closed}`, '--token', token, '--data', join(dir, 'd'), '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--registry', 'off'];
+      const failed = (extra: string[]) => run('bin/omnid', [...args, ...extra]).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+      const r = await failed(['--join-timeout', '1s']);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain('(UNREACHABLE)');
+      expect(r.stderr).toContain('run the same omnid join again');
+      expect(existsSync(join(dir, 'd'))).toBe(false);
+      const bad = await failed(['--join-timeout', '5ms']);
+      expect(bad.stderr).toContain('--join-timeout must be from 1s to 7d');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('two hosts started a second before the root join it as soon as it answers; the cluster forms as with init + join', async () => {
     c = await LocalCluster.create({ flags: TEST_FLAGS, echo: process.env.OMNI_TEST_ECHO === '1' });
     const token = (await run('bin/omnid', ['join-token'])).stdout.trim();
