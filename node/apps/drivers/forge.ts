@@ -14,11 +14,27 @@ import { OmniError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { BUILD_ERROR_MARKER, BUILD_RESULT_MARKER, parseBuildCommand, type BuildRunnerKind } from '../../../protocol/forge/build-request.js';
 import type { BuildRegistry, BuildResult, DockerfileBuild } from '../../forge/builder.js';
-import { runBuildTask } from '../../forge/build-task.js';
+import type { runBuildTask as RunBuildTask } from '../../forge/build-task.js';
 import type { BuildLimits } from '../../forge/docker-build.js';
 import type { StepRunner } from '../../forge/runner.js';
 import { StepFailed } from '../../forge/runner.js';
 import { stampLine, type LogOptions, type TaskConfig, type TaskDriver, type TaskStatus } from './types.js';
+
+/**
+ * The build itself (node/forge/build-task.ts, with tar and the layer writer: ~15 ms of module
+ * evaluation) is loaded by the first build, not at every omnid start (cold start, issue 13).
+ */
+let buildTaskLoad: Promise<typeof RunBuildTask> | undefined;
+function loadBuildTask(): Promise<typeof RunBuildTask> {
+  buildTaskLoad ??= import('../../forge/build-task.js').then(
+    (m) => m.runBuildTask,
+    (e: unknown) => {
+      buildTaskLoad = undefined;
+      throw e;
+    },
+  );
+  return buildTaskLoad;
+}
 
 /** Lines of a build's output kept in memory (the file keeps them all, up to the cap below). */
 export const FORGE_LOG_MAX_LINES = 10_000;
@@ -102,7 +118,7 @@ export class ForgeDriver implements TaskDriver {
       let exitCode: number | null = 0;
       let reason = 'built';
       try {
-        const r: BuildResult = await runBuildTask(
+        const r: BuildResult = await (await loadBuildTask())(
           req,
           { registry, runner, workRoot: join(this.root, 'work'), ...(parts.dockerfileBuild ? { dockerfileBuild: parts.dockerfileBuild(registry, limits) } : {}), ...(parts.writeRecord ? { writeRecord: parts.writeRecord } : {}) },
           { stage: (s) => this.emit(cfg.taskId, b, `--- ${s}`), log: (step, line) => this.emit(cfg.taskId, b, `[${step}] ${line}`) },
