@@ -874,8 +874,14 @@ export class Omnid {
       const meta = (await this.storage.getMeta<ClusterMeta>(META_KEY))!;
       const b = meta.bootstrap!;
       const state = this.raft.state;
-      const done = state.config().clusterId !== '' && state.tokenById(b.adminTokenId) && state.tokenById(b.joinTokenId) && state.node(this.id);
-      if (done) return;
+      // Done once the cluster exists and the root has registered (its last step, after the
+      // tokens): a token missing then was revoked by an admin and must stay so. The record of
+      // the bootstrap is dropped, so no later start runs it again.
+      if (state.config().clusterId !== '' && state.node(this.id)) {
+        const { bootstrap: _done, ...rest } = meta;
+        await this.storage.putMeta(META_KEY, rest);
+        return;
+      }
       // Judge only as a leader that has applied an entry of its own term, i.e. everything
       // committed before it (after a restart the log is replayed first).
       const current = this.raft.isLeader && log.term(log.applied) === this.raft.raft.term;
@@ -904,11 +910,16 @@ export class Omnid {
   /** Resolves after the next applied Ready, or after `maxMs`. */
   private nextApplied(maxMs: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, maxMs);
-      this.appliedWaiters.push(() => {
+      const wake = () => {
         clearTimeout(timer);
         resolve();
-      });
+      };
+      const timer = setTimeout(() => {
+        const i = this.appliedWaiters.indexOf(wake);
+        if (i >= 0) this.appliedWaiters.splice(i, 1);
+        resolve();
+      }, maxMs);
+      this.appliedWaiters.push(wake);
     });
   }
 

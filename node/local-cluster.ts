@@ -341,14 +341,24 @@ function processesUnder(dir: string, scripts: string[]): number[] {
   return pids;
 }
 
-/** A TCP port free on `host` now (it may be taken again before it is used: fine for a local cluster). */
-export function freeTcpPort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * A TCP port free on `host` now, for a listener chosen in advance (the root of hosts started
+ * together). Taken from 32001–32767: above the scheduler's dynamic host ports (20000–32000) and
+ * below the kernel's ephemeral range (from 32768), so no outgoing connection or `tcp/0` listener
+ * of the other processes can take it between this check and its use.
+ */
+export async function freeTcpPort(host: string): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 32_001 + Math.floor(Math.random() * 767);
+    if (await canListen(host, port)) return port;
+  }
+  throw new Error(`no free TCP port in 32001-32767 on ${host}`);
+}
+
+function canListen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen({ host, port, exclusive: true }, () => srv.close(() => resolve(true)));
   });
 }

@@ -91,6 +91,8 @@ export class ApiServer {
     this.route('PUT', /^\/v1\/kv\/(.+)$/, async (req, _url, [key], _res, caller) => this.kvPut(key, await readJson(req), caller));
     this.route('DELETE', /^\/v1\/kv\/(.+)$/, async (_req, url, [key], _res, caller) => this.kvDelete(key, url, caller));
     this.route('POST', /^\/v1\/tokens$/, async (req, _url, _params, _res, caller) => this.createToken(await readJson(req), caller));
+    this.route('GET', /^\/v1\/tokens$/, async () => [200, { tokens: this.tokenList() }]);
+    this.route('DELETE', /^\/v1\/tokens\/([^/]+)$/, async (_req, _url, [id], _res, caller) => this.revokeToken(id, caller));
     this.route(
       'POST',
       /^\/v1\/leave$/,
@@ -349,6 +351,32 @@ export class ApiServer {
     const id = newTokenId();
     await this.d.proposeOk({ type: 'token.add', token: { id, hash: sha256Hex(token), role: b.role, name } }, caller);
     return [201, { id, role: b.role, token }];
+  }
+
+  /** The cluster's tokens: id, role, name and when it was made (log index) — never a hash. */
+  private tokenList(): { id: string; role: string; name: string; createdIndex: number }[] {
+    return this.d.raft.state
+      .tokens()
+      .map((t) => ({ id: t.id, role: t.role, name: t.name, createdIndex: t.createdIndex }))
+      .sort((a, b) => a.role.localeCompare(b.role) || a.createdIndex - b.createdIndex);
+  }
+
+  /**
+   * Revokes a token at once on every node (join, admin or pull; omnid init's too). The last admin
+   * token is refused — nobody could use the API after it — judged on this node's replica after a
+   * read barrier (two revocations racing for the last two could still both pass).
+   */
+  private async revokeToken(id: string, caller: Caller): Promise<[number, unknown]> {
+    if (!/^[0-9a-f]{1,64}$/.test(id)) throw new OmniError('BAD_REQUEST', 'a token id is lower-case hex (see omni token ls)');
+    await this.d.readBarrier();
+    const state = this.d.raft.state;
+    const t = state.tokenById(id);
+    if (!t) throw new OmniError('NOT_FOUND', `token ${id} not found (already revoked?)`);
+    if (t.role === 'admin' && state.tokens().filter((x) => x.role === 'admin').length === 1) {
+      throw new OmniError('CONFLICT', 'this is the last admin token: create another (omni token create --role admin) before revoking it');
+    }
+    await this.d.proposeOk({ type: 'token.revoke', id }, caller);
+    return [200, { revoked: id, role: t.role, name: t.name }];
   }
 
   private networkKeyHex(): string {

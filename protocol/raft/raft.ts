@@ -1187,12 +1187,14 @@ export class Raft {
     for (const id of [...this.voters, ...this.learners]) {
       if (this.prs.has(id)) continue;
       const pr = this.newProgress(id === this.id ? this.log.persisted : 0);
-      // A member the leader adds is probed from the first index it holds, not its last: a new
-      // member almost always has an empty log (omnid join needs an empty data dir), so a probe at
-      // the last index is refused and costs a round trip before anything is sent — at a cold start
-      // the learners' promotion waits for it. (etcd's confchange notes the same: "using the first
-      // index would be better".) A member that does hold the entries accepts them again.
-      if (this.role === Role.Leader && id !== this.id) pr.next = this.log.firstIndex();
+      // A member the leader adds is probed from index 1 while the log still starts there, not at
+      // its last index: a new member almost always has an empty log (omnid join needs an empty
+      // data dir), so a probe at the last index is refused and costs a round trip before anything
+      // is sent — at a cold start the learners' promotion waits for it. (etcd's confchange notes
+      // the same: "using the first index would be better".) A member that does hold the entries
+      // accepts them again. Once the log is compacted an empty member needs a snapshot anyway,
+      // so the probe stays at the last index (an empty message, not a refused batch of entries).
+      if (this.role === Role.Leader && id !== this.id && this.log.firstIndex() === 1) pr.next = 1;
       this.prs.set(id, pr);
     }
   }

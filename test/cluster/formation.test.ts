@@ -218,6 +218,47 @@ describe('hosts provisioned together: omnid init --join-token, joins started fir
   });
 });
 
+describe('tokens: listed and revoked; a revoked init token stays revoked across a restart of the root', () => {
+  let c: LocalCluster | undefined;
+  afterAll(async () => c?.destroy());
+
+  it('omni token ls / revoke; the last admin token is refused; the root does not bring omnid init\'s join token back', async () => {
+    c = await LocalCluster.create({ flags: TEST_FLAGS, echo: process.env.OMNI_TEST_ECHO === '1' });
+    await c.init('k1', ['--voters', '1']);
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('k1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const omni = (...args: string[]) => run('bin/omni', args, { env });
+    const failing = (args: string[], token = c!.adminToken) => run('bin/omni', args, { env: { ...env, OMNI_TOKEN: token } }).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    type Row = { id: string; role: string; name: string };
+    const list = async () => (JSON.parse((await omni('token', 'ls', '--json')).stdout) as { tokens: Row[] }).tokens;
+    const before = await list();
+    expect(before.map((t) => [t.role, t.name])).toEqual([['admin', 'admin (omnid init)'], ['join', 'join (omnid init)']]);
+    expect(JSON.stringify(before)).not.toMatch(/hash|OMNI[AJP]1/); // never a secret or its hash
+    expect((await omni('token', 'ls')).stdout).toMatch(/^ID\s+ROLE\s+NAME\n/);
+    // an extra admin token works, then is revoked and stops working
+    const extra = JSON.parse((await omni('token', 'create', '--role', 'admin', '--name', 'ci', '--json')).stdout) as { id: string; token: string };
+    expect((await run('bin/omni', ['status', '--json'], { env: { ...env, OMNI_TOKEN: extra.token } })).stdout).toContain('"leader"');
+    expect((await omni('token', 'revoke', extra.id)).stdout).toBe(`revoked admin token ${extra.id} (ci)\n`);
+    expect((await failing(['status'], extra.token)).stderr).toMatch(/UNAUTHORIZED/);
+    expect((await failing(['token', 'revoke', extra.id])).stderr).toMatch(/NOT_FOUND/);
+    expect((await failing(['token', 'revoke', 'NOT-AN-ID'])).stderr).toMatch(/BAD_REQUEST/);
+    // the last admin token cannot be revoked
+    const admin = before.find((t) => t.role === 'admin')!;
+    const last = await failing(['token', 'revoke', admin.id]);
+    expect(last.code).not.toBe(0);
+    expect(last.stderr).toMatch(/last admin token.*CONFLICT/);
+    // omnid init's join token, revoked, stays revoked when the root restarts (it leads alone)
+    const initJoin = before.find((t) => t.role === 'join')!;
+    await omni('token', 'revoke', initJoin.id);
+    await c.kill('k1', 'SIGTERM');
+    await c.restart('k1');
+    const env2 = { ...env, OMNI_ADDR: c.nodes.get('k1')!.apiUrl };
+    await waitFor('root leads again', async () => (JSON.parse((await run('bin/omni', ['status', '--json'], { env: env2 })).stdout) as { leader: string | null }).leader === 'k1' || undefined, 30_000);
+    await new Promise((r) => setTimeout(r, 1000)); // a restarted bootstrap would have re-added it by now
+    const after = (JSON.parse((await run('bin/omni', ['token', 'ls', '--json'], { env: env2 })).stdout) as { tokens: Row[] }).tokens;
+    expect(after.map((t) => t.id)).toEqual([admin.id]);
+  });
+});
+
 describe('5-node cluster with the default voter target of 3', () => {
   let c: LocalCluster;
   beforeAll(async () => {

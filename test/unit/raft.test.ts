@@ -475,6 +475,28 @@ describe('§4 membership changes (single-server, thesis §4.1) and learners', ()
     expect(c.appliedData('n4')).toEqual(['a0', 'a1', 'a2', 'a3', 'a4']);
   });
 
+  it('once its log is compacted, the leader probes an added member at its last index (no batch the empty member must refuse) and sends a snapshot', () => {
+    const c = new MemoryCluster(ids(3), { seed: 35 });
+    const leader = c.electLeader();
+    for (let i = 0; i < 5; i++) c.propose(`a${i}`);
+    c.stabilize();
+    c.compact(leader.id);
+    expect(leader.log.firstIndex()).toBeGreaterThan(1);
+    c.addNode('n4');
+    const toN4: Message[] = [];
+    c.dropIf = (m) => {
+      if (m.to === 'n4' && (m.type === MessageType.App || m.type === MessageType.Snap)) toN4.push(m);
+      return false;
+    };
+    expect(leader.proposeConfChange({ type: ConfChangeType.AddLearner, node: 'n4' }).ok).toBe(true);
+    c.stabilize();
+    c.tick(3);
+    const first = toN4.find((m) => m.type === MessageType.App)!;
+    expect(first.entries.length).toBe(0);
+    expect(toN4.some((m) => m.type === MessageType.Snap)).toBe(true);
+    expect(c.get('n4').log.committed).toBe(leader.log.committed);
+  });
+
   it('allows one membership change at a time', () => {
     const c = new MemoryCluster(ids(3), { seed: 32 });
     const leader = c.electLeader();
