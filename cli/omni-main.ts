@@ -18,7 +18,7 @@ commands:
            omni nodes remove NAME | drain NODE [--undo] | eligible NODE | ineligible NODE
   kv       get/put/delete/list in the replicated key space
   sync     sync a project directory with an app's workspace on the cluster (--watch: keep syncing)
-  token    create join or admin tokens
+  token    create, list and revoke join, admin and pull tokens
   run      run an app from an image or a command:  omni run --name web IMAGE | -- CMD...
   deploy   deploy or update an app from a YAML/JSON spec (rolling update, auto-rollback)
   ps       list apps;  inspect APP  spec, tasks, states, reasons, events
