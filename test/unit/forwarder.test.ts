@@ -71,6 +71,12 @@ describe('forward frame (version 3)', () => {
   });
 });
 
+/** `d` with a first byte the test leader does not refuse (random bytes start with 0xff 1 time in 256: a CI failure). */
+function notRefused(d: Buffer): Buffer {
+  d[0] &= 0x7f;
+  return d;
+}
+
 describe('the forwarder between hosts', () => {
   let member: OmniHost;
   let leader: OmniHost;
@@ -108,7 +114,8 @@ describe('the forwarder between hosts', () => {
 
   it('a member forwards to a leader of its version over version 3: bytes and callers arrive as sent', async () => {
     seen.length = 0;
-    const datas = [randomBytes(10), randomBytes(1024 * 1024), randomBytes(5000), new Uint8Array([0xff, 1])];
+    // the serving side refuses a command whose first byte is 0xff: random ones must not start so
+    const datas = [notRefused(randomBytes(10)), notRefused(randomBytes(1024 * 1024)), notRefused(randomBytes(5000)), new Uint8Array([0xff, 1])];
     const callers: WireCaller[] = [{ kind: 'self' }, { kind: 'admin', token: 'secret' }, { kind: 'self' }, { kind: 'self' }];
     const results = await Promise.allSettled(datas.map((d, i) => fwd.propose(leader.peerId.toString(), d, callers[i])));
     expect(results.slice(0, 3).map((r) => (r.status === 'fulfilled' ? r.value : r.reason))).toEqual(datas.slice(0, 3).map((d) => ({ ok: true, value: { bytes: d.byteLength } })));
@@ -136,7 +143,7 @@ describe('the forwarder between hosts', () => {
   it('a leader still serves a member of version 2', async () => {
     seen.length = 0;
     const stream = await member.dialProtocol(leader.peerId, FORWARD_PROTOCOL_V2);
-    const d = randomBytes(2000);
+    const d = notRefused(randomBytes(2000));
     await sendFrame(stream, new TextEncoder().encode(JSON.stringify([{ id: 9, data: d.toString('base64'), caller: { kind: 'self' } }])));
     for await (const frame of readFrames(stream, 1024 * 1024)) {
       expect(JSON.parse(new TextDecoder().decode(frame))).toEqual([{ id: 9, ok: true, result: { ok: true, value: { bytes: 2000 } } }]);
