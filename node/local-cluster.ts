@@ -350,12 +350,13 @@ function processesUnder(dir: string, scripts: string[]): number[] {
 export async function freeTcpPort(host: string): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = 32_001 + Math.floor(Math.random() * 767);
-    if (await canListen(host, port)) return port;
+    if (await tcpPortFree(host, port)) return port;
   }
   throw new Error(`no free TCP port in 32001-32767 on ${host}`);
 }
 
-function canListen(host: string, port: number): Promise<boolean> {
+/** Whether a listener could bind `host`:`port` now (it is closed again at once). */
+export function tcpPortFree(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = createServer();
     srv.once('error', () => resolve(false));

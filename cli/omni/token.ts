@@ -26,42 +26,31 @@ interface TokenRow {
 export async function token(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, role: { type: 'string' }, name: { type: 'string' } }, USAGE);
   const [sub, ...rest] = positionals;
+  const role = values.role as string | undefined;
   if (sub === 'create') {
     if (rest.length > 0) throw new UsageError(USAGE);
-    const role = values.role as string | undefined;
     if (role !== 'join' && role !== 'admin' && role !== 'pull') throw new UsageError(`--role must be join, admin or pull\n\n${USAGE}`);
-    const client = connect(values);
-    try {
+  } else {
+    if (!((sub === 'ls' && rest.length === 0) || (sub === 'revoke' && rest.length === 1))) throw new UsageError(USAGE);
+    if (role !== undefined || values.name !== undefined) throw new UsageError(`--role and --name are for omni token create\n\n${USAGE}`);
+  }
+  const client = connect(values);
+  try {
+    if (sub === 'create') {
       const r = await client.post<{ id: string; role: string; token: string }>('/v1/tokens', { role, name: values.name ?? '' });
       if (values.json) printJson(r);
       else process.stdout.write(`${r.token}\n`);
-      return 0;
-    } finally {
-      client.close();
-    }
-  }
-  if (values.role !== undefined || values.name !== undefined) throw new UsageError(`--role and --name are for omni token create\n\n${USAGE}`);
-  if (sub === 'ls' && rest.length === 0) {
-    const client = connect(values);
-    try {
+    } else if (sub === 'ls') {
       const r = await client.get<{ tokens: TokenRow[] }>('/v1/tokens');
       if (values.json) printJson(r);
       else process.stdout.write(table([['ID', 'ROLE', 'NAME'], ...r.tokens.map((t) => [t.id, t.role, t.name || '-'])]));
-      return 0;
-    } finally {
-      client.close();
-    }
-  }
-  if (sub === 'revoke' && rest.length === 1) {
-    const client = connect(values);
-    try {
+    } else {
       const r = await client.delete<{ revoked: string; role: string; name: string }>(`/v1/tokens/${encodeURIComponent(rest[0])}`);
       if (values.json) printJson(r);
       else process.stdout.write(`revoked ${r.role} token ${r.revoked}${r.name ? ` (${r.name})` : ''}\n`);
-      return 0;
-    } finally {
-      client.close();
     }
+    return 0;
+  } finally {
+    client.close();
   }
-  throw new UsageError(USAGE);
 }

@@ -1,7 +1,6 @@
 // Shared by the multi-process cluster tests: start clusters of real omnid processes on loopback.
 import { request } from 'node:http';
-import { createServer } from 'node:net';
-import { LocalCluster, waitFor } from '../../node/local-cluster.js';
+import { LocalCluster, tcpPortFree, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
 
 /** Faster failure detection than the defaults so tests finish quickly; Raft timing unchanged. */
@@ -75,19 +74,12 @@ export async function freePublishBase(span: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 10_000 + Math.floor(Math.random() * (9_900 - span));
     let free = true;
-    for (let port = base; port < base + span && free; port++) free = await portFree(port);
+    for (let port = base; port < base + span && free; port++) free = await tcpPortFree('127.0.0.1', port);
     if (free) return base;
   }
   throw new Error(`no ${span} free ports in a row below 20000 on 127.0.0.1`);
 }
 
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen({ host: '127.0.0.1', port, exclusive: true }, () => s.close(() => resolve(true)));
-  });
-}
 
 /** GET of a published port until it answers 200; the timeout's message carries the last failure and the node's mesh warnings. */
 export async function waitPublished(c: LocalCluster, node: string, port: number, path = '/', timeoutMs = 15_000): Promise<{ status: number; body: string }> {

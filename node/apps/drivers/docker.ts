@@ -13,6 +13,7 @@ import type Docker from 'dockerode';
 import { OmniError } from '../../errors.js';
 import { envSuffix } from './process.js';
 import { EXEC_OUTPUT_MAX_BYTES, stampLine, type ExecResult, type LogOptions, type TaskConfig, type TaskDriver, type TaskStatus } from './types.js';
+import { loadOnce } from '../../load-once.js';
 
 export const LABEL_TASK = 'omni.task';
 export const LABEL_APP = 'omni.app';
@@ -35,17 +36,7 @@ const TASK_ID_RE = /^[a-z0-9-]{1,63}$/;
  * dockerode (with docker-modem and ssh2) is loaded on the driver's first engine call, not when
  * omnid starts: ~0.1 s of CPU at every start otherwise, before the API answers (issue 13).
  */
-let dockerodeLoad: Promise<typeof Docker> | undefined;
-export function loadDockerode(): Promise<typeof Docker> {
-  dockerodeLoad ??= import('dockerode').then(
-    (m) => m.default,
-    (e: unknown) => {
-      dockerodeLoad = undefined;
-      throw e;
-    },
-  );
-  return dockerodeLoad;
-}
+export const loadDockerode: () => Promise<typeof Docker> = loadOnce(async () => (await import('dockerode')).default);
 
 export interface DockerDriverOptions {
   /** Engine socket; default: DOCKER_HOST (unix://…) or /var/run/docker.sock. */

@@ -15,6 +15,7 @@ import type { Logger } from '../../logger.js';
 import { BUILD_ERROR_MARKER, BUILD_RESULT_MARKER, parseBuildCommand, type BuildRunnerKind } from '../../../protocol/forge/build-request.js';
 import type { BuildRegistry, BuildResult, DockerfileBuild } from '../../forge/builder.js';
 import type { runBuildTask as RunBuildTask } from '../../forge/build-task.js';
+import { loadOnce } from '../../load-once.js';
 import type { BuildLimits } from '../../forge/docker-build.js';
 import type { StepRunner } from '../../forge/runner.js';
 import { StepFailed } from '../../forge/runner.js';
@@ -24,17 +25,7 @@ import { stampLine, type LogOptions, type TaskConfig, type TaskDriver, type Task
  * The build itself (node/forge/build-task.ts, with tar and the layer writer: ~15 ms of module
  * evaluation) is loaded by the first build, not at every omnid start (cold start, issue 13).
  */
-let buildTaskLoad: Promise<typeof RunBuildTask> | undefined;
-function loadBuildTask(): Promise<typeof RunBuildTask> {
-  buildTaskLoad ??= import('../../forge/build-task.js').then(
-    (m) => m.runBuildTask,
-    (e: unknown) => {
-      buildTaskLoad = undefined;
-      throw e;
-    },
-  );
-  return buildTaskLoad;
-}
+const loadBuildTask: () => Promise<typeof RunBuildTask> = loadOnce(async () => (await import('../../forge/build-task.js')).runBuildTask);
 
 /** Lines of a build's output kept in memory (the file keeps them all, up to the cap below). */
 export const FORGE_LOG_MAX_LINES = 10_000;
