@@ -2,6 +2,7 @@
 // loopback cluster whose nodes log at debug level (echoed to stderr: every pushed blob's
 // stored/recorded/copied times), with OMNI_SYNC_TRACE=1 for the CLI's phases.
 // node --import tsx test/bench/sync-initial-diag.ts [files]
+// DIAG_ECHO=0: the nodes' lines not echoed.
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -21,24 +22,28 @@ function childrenCpuMs(): number {
 }
 const files = Number(process.argv[2] ?? 5000);
 const work = await mkdtemp(join(tmpdir(), 'omni-sync-diag-'));
-const c = await LocalCluster.create({ flags: ['--log-level', 'debug'], echo: process.env.DIAG_ECHO !== '0' });
+// DIAG_NODE_ARGS: extra Node flags for every omnid, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (profiles written when the nodes stop)
+const nodeArgs = process.env.DIAG_NODE_ARGS?.split(' ').filter(Boolean);
+const c = await LocalCluster.create({ flags: ['--log-level', 'debug'], echo: process.env.DIAG_ECHO !== '0', ...(nodeArgs ? { nodeArgs } : {}) });
 try {
   const src = join(work, 'src');
   await makeTree(src, files);
   await c.init('n1');
-  await c.join('n2');
-  await c.join('n3');
+  // DIAG_NODES=1: n1 alone (no copies: what the replication costs)
+  const names = process.env.DIAG_NODES === '1' ? ['n1'] : ['n1', 'n2', 'n3'];
+  for (const n of names.slice(1)) await c.join(n);
   const env = { ...process.env, OMNI_ADDR: c.nodes.get('n1')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: join(work, 'none.json'), OMNI_SYNC_TRACE: '1' };
-  await waitForCli(env);
+  if (names.length > 1) await waitForCli(env);
+  else await new Promise((r) => setTimeout(r, 2000)); // one node is never healthy (1 of 3 voters): waitForCli would wait forever
   process.stderr.write(`diag: === initial sync starts ${new Date().toISOString()}\n`);
-  const pids = ['n1', 'n2', 'n3'].map((n) => c.nodes.get(n)!.proc.pid!);
+  const pids = names.map((n) => c.nodes.get(n)!.proc.pid!);
   const cpu0 = pids.map((p) => cpuMsOf([p]));
   const cli0 = childrenCpuMs();
   const t0 = performance.now();
   const r = await run('bin/omni', ['sync', src, '--app', 'diag', '--json', '--push'], { env, timeout: 600_000, maxBuffer: 64 * 1024 * 1024 });
   const took = performance.now() - t0;
   const cpu = pids.map((p, i) => cpuMsOf([p]) - cpu0[i]);
-  process.stderr.write(`diag: === initial sync took ${took.toFixed(0)} ms; CPU ms: cli ${childrenCpuMs() - cli0}, n1 ${cpu[0]}, n2 ${cpu[1]}, n3 ${cpu[2]}\n${r.stderr}`);
+  process.stderr.write(`diag: === initial sync took ${took.toFixed(0)} ms; CPU ms: cli ${childrenCpuMs() - cli0}, ${names.map((n, i) => `${n} ${cpu[i]}`).join(', ')}\n${r.stderr}`);
 } finally {
   await c.destroy();
   await rm(work, { recursive: true, force: true });
