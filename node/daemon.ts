@@ -103,6 +103,8 @@ export interface DaemonOptions {
   joinToken?: string;
   /** omnid join --join-timeout: how long the join keeps trying (default 30 s). */
   joinTimeoutMs?: number;
+  /** Stops a join still trying (omnid join interrupted): its data dir is removed when nothing ever accepted a connection. */
+  joinSignal?: AbortSignal;
   /** --registry HOST:PORT for the image registry's /v2/ (default 127.0.0.1:5000; 'off': none). */
   registry?: string;
   /** --vip-range CIDR: loopback range of this node's service VIPs (default DEFAULT_VIP_RANGE). */
@@ -363,7 +365,7 @@ export class Omnid {
     let daemon: Omnid | undefined;
     try {
       daemon = await Omnid.run(opts, storage, meta, false);
-      const reply = await daemon.membership.requestJoin(target, token, opts.joinTimeoutMs);
+      const reply = await daemon.membership.requestJoin(target, token, opts.joinTimeoutMs, opts.joinSignal);
       // The leader that admitted us may lead before our log shows its promotion.
       if (typeof reply.leader === 'string' && reply.leader !== NONE) daemon.raft.vouch(reply.leader);
       await daemon.apiTls.adoptJoinedCa(reply.ca);

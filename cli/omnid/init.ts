@@ -19,7 +19,8 @@ ${DAEMON_FLAGS_HELP}
   --ephemeral-root        once the target is reached without this node, leave and exit
   --join-token TOKEN      use this join token (from omnid join-token) instead of a new one:
                           hosts given it can run omnid join at the same time as this init
-                          (they retry until this node answers)
+                          (they retry until this node answers); default: $OMNI_JOIN_TOKEN
+                          when set (as omnid join reads it: the token stays out of ps)
   --max-state-bytes N     state quota: bytes of keys, apps, tokens and node records that
                           admin writes may fill (default ${DEFAULT_MAX_STATE_BYTES}, from ${MIN_MAX_STATE_BYTES}
                           to ${MAX_MAX_STATE_BYTES}); writes past it get 429 before they are logged
@@ -34,7 +35,7 @@ export async function init(argv: string[]): Promise<number> {
   if (quota !== undefined && (!/^\d+$/.test(String(values['max-state-bytes'])) || quota < MIN_MAX_STATE_BYTES || quota > MAX_MAX_STATE_BYTES)) {
     throw new UsageError(`--max-state-bytes must be an integer from ${MIN_MAX_STATE_BYTES} to ${MAX_MAX_STATE_BYTES}`);
   }
-  const chosenToken = values['join-token'] as string | undefined;
+  const chosenToken = (values['join-token'] as string | undefined) ?? (process.env.OMNI_JOIN_TOKEN || undefined);
   if (chosenToken !== undefined) networkKeyFromChosenJoinToken(chosenToken); // a bad token is refused before anything is created
   const opts = { ...daemonOptions(values), voterTarget: voters, ephemeralRoot: values['ephemeral-root'] === true, ...(quota !== undefined ? { maxStateBytes: quota } : {}), ...(chosenToken !== undefined ? { joinToken: chosenToken } : {}) };
   const { daemon, client, joinCommand } = await Omnid.init(opts);

@@ -11,10 +11,12 @@ non-voter; the leader promotes it to voter while the cluster is below its voter 
 The /p2p/<id> part may be left out (hosts provisioned together: omnid join-token, then
 omnid init --join-token on the root); the join retries until that member answers.
   --token TOKEN           join token (from omnid init, omnid join-token, or
-                          omni token create --role join)
+                          omni token create --role join); default: $OMNI_JOIN_TOKEN
+                          (the token stays out of ps)
   --join-timeout D        how long to keep trying (default 30s; e.g. 10m while the hosts of a
                           new cluster boot). If nothing ever accepted a connection, the error is
                           UNREACHABLE and the data dir is removed: the same command can run again
+                          (so too when it is stopped with Ctrl-C before anything accepted one)
 ${DAEMON_FLAGS_HELP}
 `;
 
@@ -26,8 +28,21 @@ export async function join(argv: string[]): Promise<number> {
   const timeout = values['join-timeout'] as string | undefined;
   const joinTimeoutMs = timeout === undefined ? undefined : parseDurationMs(timeout, '--join-timeout');
   if (joinTimeoutMs !== undefined && (joinTimeoutMs < 1000 || joinTimeoutMs > 7 * 86_400_000)) throw new UsageError('--join-timeout must be from 1s to 7d');
-  const opts = { ...daemonOptions(values), ...(joinTimeoutMs !== undefined ? { joinTimeoutMs } : {}) };
-  const daemon = await Omnid.join(opts, positionals[0], token);
+  // Ctrl-C (or SIGTERM) while the join still tries stops it cleanly: when nothing ever accepted a
+  // connection the data dir is removed (the same command can run again), else it is kept for
+  // omnid start. A second signal ends the process at once.
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const opts = { ...daemonOptions(values), ...(joinTimeoutMs !== undefined ? { joinTimeoutMs } : {}), joinSignal: stop.signal };
+  let daemon;
+  try {
+    daemon = await Omnid.join(opts, positionals[0], token);
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
   await saveFlags(opts.dataDir, values);
   process.stdout.write(`omnid: joined cluster ${daemon.clusterId} as ${daemon.name} (${daemon.id}); API ${daemon.apiUrl}\n`);
   return serveUntilStopped(daemon);

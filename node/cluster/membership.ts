@@ -136,7 +136,7 @@ export class Membership {
   // ---------------------------------------------------------------- join, joining side
 
   /** Asks `first` (and then the leader it names) to admit this node; retries what is safe to retry. */
-  async requestJoin(first: Multiaddr, token: string, timeoutMs = DEFAULT_JOIN_TIMEOUT_MS): Promise<JoinReply> {
+  async requestJoin(first: Multiaddr, token: string, timeoutMs = DEFAULT_JOIN_TIMEOUT_MS, signal?: AbortSignal): Promise<JoinReply> {
     const node = await this.d.selfRecord();
     const deadline = Date.now() + timeoutMs;
     let target: string | Multiaddr = first;
@@ -146,7 +146,13 @@ export class Membership {
     // Whether no attempt ever connected (refused, no route): then the cluster was asked nothing.
     let neverConnected = true;
     let pauseMs = JOIN_RETRY_FIRST_MS;
+    /** `signal` fired (omnid join interrupted): UNREACHABLE while nothing was ever asked of the cluster, else ABORTED. */
+    const stopped = () =>
+      neverConnected
+        ? new OmniError('UNREACHABLE', `stopped before anything accepted a connection at ${first.toString()}: nothing was asked of the cluster (run the same omnid join again)`)
+        : new OmniError('ABORTED', `stopped while joining through ${first.toString()}`);
     for (;;) {
+      if (signal?.aborted) throw stopped();
       try {
         return await this.d.rpc.call<JoinReply>(target, 'join', { token, node, schema: COMMAND_SCHEMA }, JOIN_ATTEMPT_MS);
       } catch (err) {
@@ -173,7 +179,7 @@ export class Membership {
         }
         // The leader named earlier did not answer: start again from the address we were given.
         target = first;
-        await sleep(pauseMs);
+        await sleep(pauseMs, signal);
         pauseMs = Math.min(JOIN_RETRY_MS, Math.round(pauseMs * JOIN_RETRY_GROWTH));
       }
     }
@@ -292,6 +298,18 @@ export class Membership {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+/** Resolves after `ms`, or at once when `signal` fires. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((r) => {
+    if (signal?.aborted) return r();
+    const onAbort = () => {
+      clearTimeout(t);
+      r();
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      r();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster, freeTcpPort } from '../../node/local-cluster.js';
 import { ApiClient } from '../../node/api/client.js';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -177,6 +177,14 @@ describe('hosts provisioned together: omnid init --join-token, joins started fir
         expect(r.stderr).toContain('BAD_TOKEN');
         expect(existsSync(join(dir, 'd'))).toBe(false);
       }
+      // the same token from the environment (kept out of ps), as omnid join reads it
+      const fromEnv = await run('bin/omnid', ['init', '--data', join(dir, 'd'), '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--registry', 'off'], { env: { ...process.env, OMNI_JOIN_TOKEN: weak } }).then(
+        () => ({ code: 0, stderr: '' }),
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(fromEnv.code).not.toBe(0);
+      expect(fromEnv.stderr).toContain('BAD_TOKEN');
+      expect(existsSync(join(dir, 'd'))).toBe(false);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -196,6 +204,31 @@ describe('hosts provisioned together: omnid init --join-token, joins started fir
       expect(existsSync(join(dir, 'd'))).toBe(false);
       const bad = await failed(['--join-timeout', '5ms']);
       expect(bad.stderr).toContain('--join-timeout must be from 1s to 7d');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a join stopped with Ctrl-C before anything accepted a connection removes its data dir (the same command runs again)', async () => {
+    const token = (await run('bin/omnid', ['join-token'])).stdout.trim();
+    const dir = await mkdtemp(join(tmpdir(), 'omni-join-sigint-'));
+    try {
+      const closed = await freeTcpPort('127.0.0.1');
+      // the token from the environment, as a service manager would pass it
+      const p = spawn('bin/omnid', ['join', `/ip4/127.0.0.1/tcp/${closed}`, '--data', join(dir, 'd'), '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--registry', 'off', '--join-timeout', '60s'], { env: { ...process.env, OMNI_JOIN_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+      const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+      await waitFor('the join is trying (its data dir made)', () => existsSync(join(dir, 'd')), 20_000, 50);
+      await new Promise((r) => setTimeout(r, 1000)); // a few refused attempts
+      const t0 = Date.now();
+      p.kill('SIGINT');
+      const code = await exited;
+      expect(code).not.toBe(0);
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      expect(stderr).toContain('(UNREACHABLE)');
+      expect(stderr).toContain('stopped before anything accepted a connection');
+      expect(existsSync(join(dir, 'd'))).toBe(false);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
