@@ -48,6 +48,7 @@ import type { ApiLimits } from './api/limits.js';
 import { registerAppRoutes, type AppsRoutesDeps } from './api/apps-routes.js';
 import { registerNodeRoutes, type MemberRemovalDeps } from './api/nodes-routes.js';
 import { registerImageRoutes } from './api/images-routes.js';
+import { registerSyncRoutes } from './api/sync-routes.js';
 import { registerStackRoutes, type StackController } from './api/stacks-routes.js';
 import { Orchestrator } from './apps/orchestrator.js';
 import { Agent } from './apps/agent.js';
@@ -560,6 +561,13 @@ export class Omnid {
       },
       caPem: () => readFile(caCertPath(opts.dataDir), 'utf8').catch(() => undefined),
       holders: (digest) => (daemon.registry?.holders(digest, daemon.id) ?? []).map((id) => daemon.raft.state.node(id)?.name ?? id),
+    });
+    registerSyncRoutes(daemon.api, {
+      syncRegistry: () => {
+        const r = daemon.registry;
+        return r ? { store: r.store, catalog: r.catalog, replicate: (digest, signal, repo, offer) => r.replicate(digest, signal, repo, offer) } : undefined;
+      },
+      log,
     });
     daemon.apiTls = await ApiTls.prepare({ dataDir: opts.dataDir, apiHost: parseHostPort(opts.api).host, addrs: () => daemon.addrs(), nodeName: meta.name, flags: opts, log });
     await daemon.api.listen(opts.api, daemon.apiTls);

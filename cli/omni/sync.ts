@@ -7,6 +7,7 @@ import { OmniError } from '../../node/errors.js';
 import type { ApiClient } from '../../node/api/client.js';
 import type { Direction, SyncPlan } from '../../protocol/sync/plan.js';
 import { APP_RE, syncDir, type SyncRecordStore, type SyncSummary } from '../../node/sync/engine.js';
+import { encodeSyncCommit } from '../../protocol/sync/commit.js';
 import { parse, parseDurationMs, printJson, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { registryFor, type Registry } from './registry-client.js';
@@ -14,7 +15,7 @@ import { watchSync } from './sync-watch.js';
 
 export { scanTree, type SyncSummary } from '../../node/sync/engine.js';
 
-/** The workspace record through the HTTP API (/v1/kv, compare-and-set with expectedVersion). */
+/** The workspace record through the HTTP API (/v1/kv, compare-and-set with expectedVersion; a small change with it: /v1/sync/<app>/commit). */
 export function apiRecords(client: ApiClient): SyncRecordStore {
   const path = (key: string) => `/v1/kv/${encodeURIComponent(key)}`;
   return {
@@ -28,6 +29,10 @@ export function apiRecords(client: ApiClient): SyncRecordStore {
     },
     write: async (key, value, expectedVersion) => {
       await client.put(path(key), { value, expectedVersion });
+    },
+    // a small change in one request (node/api/sync-routes.ts)
+    commit: async (app, header, blobs, manifests) => {
+      await client.post(`/v1/sync/${encodeURIComponent(app)}/commit`, encodeSyncCommit(header, blobs, manifests));
     },
   };
 }

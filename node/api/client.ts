@@ -61,10 +61,12 @@ export class ApiClient {
 
   /** Raw call: status and parsed body, without turning error statuses into exceptions. */
   async raw(method: string, path: string, body?: unknown, token = this.token): Promise<{ status: number; body: unknown }> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    // A Buffer is sent as it is (a binary body: a sync commit); anything else as JSON.
+    const binary = Buffer.isBuffer(body);
+    const payload = body === undefined ? undefined : binary ? body : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string | number> = { accept: 'application/json' };
     if (token) headers.authorization = `Bearer ${token}`;
-    if (payload) (headers['content-type'] = 'application/json'), (headers['content-length'] = payload.length);
+    if (payload) (headers['content-type'] = binary ? 'application/octet-stream' : 'application/json'), (headers['content-length'] = payload.length);
     const target = this.addr.startsWith('unix:') ? { socketPath: this.addr.slice(5), path } : urlTarget(this.addr, path);
     return new Promise((resolve, reject) => {
       const req = this.request({ ...target, method, headers, agent: this.agent, timeout: this.timeoutMs }, (res) => {

@@ -79,6 +79,11 @@ export interface RegistryCatalog {
    * in `repo` (MANIFEST_UNKNOWN otherwise). One transaction.
    */
   putManifest(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller): Promise<void>;
+  /**
+   * Blobs (held on their durability target already), manifests and a tag on the last one, in one
+   * transaction with the caller's own `extra` compares and puts (KvRegistryCatalog.writeTogether).
+   */
+  writeTogether(repo: string, parts: { blobs: BlobRecord[]; manifests: ManifestRecord[]; tag?: string }, extra: { compares: { key: string; version: number }[]; ops: KvTxnOp[] }, caller: Caller): Promise<void>;
   /** Unlinks a manifest from `repo` and removes the tags there that point to it. */
   deleteManifest(repo: string, digest: string, caller: Caller): Promise<boolean>;
   deleteTag(repo: string, tag: string, caller: Caller): Promise<boolean>;
@@ -235,45 +240,95 @@ export class KvRegistryCatalog implements RegistryCatalog {
    * nothing returns false (it cannot tell a stale view from a done push). True once done.
    */
   private async putManifestOnce(repo: string, record: ManifestRecord, tag: string | undefined, caller: Caller, optimistic: boolean): Promise<boolean> {
-    const compares: KvCompare[] = [];
-    const ops: KvTxnOp[] = [];
-    /** A key this push relies on being there as it is; compared when the view may be stale. */
-    const relyOn = (key: string, version: number) => {
-      if (optimistic) compares.push({ key, version });
-    };
+    const w = new TxnBuilder(optimistic);
+    this.manifestOps(w, repo, record, tag);
+    if (w.ops.length === 0) return !optimistic;
+    w.ops.push(fenceOp());
+    await this.d.proposeOk({ type: 'kv.txn', compares: w.compares, ops: w.ops }, caller);
+    return true;
+  }
+
+  /** A blob's record (unless there) and its link into `repo`, into `w` (addBlob's operations). */
+  private blobOps(w: TxnBuilder, repo: string, blob: BlobRecord): void {
+    const existing = this.state.kvGet(blobKey(blob.digest));
+    if (!readBlobRecord(existing?.value, blob.digest)) w.put(blobKey(blob.digest), JSON.stringify(blob));
+    w.compare(blobKey(blob.digest), existing?.version ?? 0);
+    w.put(repoBlobKey(repo, blob.digest), JSON.stringify({ createdAtMs: blob.createdAtMs }));
+    w.blobs.add(blob.digest);
+  }
+
+  /** A manifest's record, its links and its tag, into `w`; what `w` already writes counts as there. */
+  private manifestOps(w: TxnBuilder, repo: string, record: ManifestRecord, tag: string | undefined): void {
     for (const d of record.blobs) {
+      if (w.blobs.has(d)) continue; // recorded and linked by this transaction
       const rec = this.state.kvGet(blobKey(d));
       if (!readBlobRecord(rec?.value, d)) throw new OmniError('MANIFEST_BLOB_UNKNOWN', `blob ${d} is not in the registry: push it before the manifest`, { digest: d });
-      compares.push({ key: blobKey(d), version: rec!.version });
+      w.compare(blobKey(d), rec!.version);
       const link = this.state.kvGet(repoBlobKey(repo, d));
-      if (!link) ops.push({ op: 'put', key: repoBlobKey(repo, d), value: JSON.stringify({ createdAtMs: record.createdAtMs }) });
-      else relyOn(link.key, link.version);
+      if (!link) w.put(repoBlobKey(repo, d), JSON.stringify({ createdAtMs: record.createdAtMs }));
+      else w.relyOn(link.key, link.version);
     }
     for (const d of record.manifests) {
+      if (w.manifests.has(d)) continue; // written by this transaction
       const link = this.state.kvGet(repoManifestKey(repo, d));
       const rec = this.state.kvGet(manifestKey(d));
       if (!link || !readManifestRecord(rec?.value, d)) throw new OmniError('MANIFEST_UNKNOWN', `manifest ${d} listed by the index is not in ${repo}: push it first`, { digest: d });
-      compares.push({ key: repoManifestKey(repo, d), version: link.version });
-      relyOn(rec!.key, rec!.version);
+      w.compare(repoManifestKey(repo, d), link.version);
+      w.relyOn(rec!.key, rec!.version);
     }
     const existing = this.state.kvGet(manifestKey(record.digest));
     if (!readManifestRecord(existing?.value, record.digest)) {
-      ops.push({ op: 'put', key: manifestKey(record.digest), value: JSON.stringify(record) });
-      compares.push({ key: manifestKey(record.digest), version: existing?.version ?? 0 });
-    } else relyOn(existing!.key, existing!.version);
+      w.put(manifestKey(record.digest), JSON.stringify(record));
+      w.compare(manifestKey(record.digest), existing?.version ?? 0);
+    } else w.relyOn(existing!.key, existing!.version);
     const link = this.state.kvGet(repoManifestKey(repo, record.digest));
-    if (!link) ops.push({ op: 'put', key: repoManifestKey(repo, record.digest), value: JSON.stringify({ createdAtMs: record.createdAtMs }) });
-    else relyOn(link.key, link.version);
+    if (!link) w.put(repoManifestKey(repo, record.digest), JSON.stringify({ createdAtMs: record.createdAtMs }));
+    else w.relyOn(link.key, link.version);
+    w.manifests.add(record.digest);
     if (tag !== undefined) {
       // From a view that may be stale the tag is always written: a version compare cannot show
       // that it still names this manifest (a tag deleted and made again starts at version 1).
       const t = this.state.kvGet(tagKey(repo, tag));
-      if (optimistic || readTagRecord(t?.value)?.digest !== record.digest) ops.push({ op: 'put', key: tagKey(repo, tag), value: JSON.stringify({ digest: record.digest, updatedAtMs: record.createdAtMs }) });
+      if (w.optimistic || readTagRecord(t?.value)?.digest !== record.digest) w.put(tagKey(repo, tag), JSON.stringify({ digest: record.digest, updatedAtMs: record.createdAtMs }));
     }
-    if (ops.length === 0) return !optimistic;
-    ops.push(fenceOp());
-    await this.d.proposeOk({ type: 'kv.txn', compares, ops }, caller);
-    return true;
+  }
+
+  /**
+   * Blobs, then manifests (an index after those it lists) with the last one tagged `tag`, written
+   * in one transaction together with `extra` (the caller's own compares and puts: a sync
+   * workspace's record, compare-and-set). Decided from this node's replica first, then again after
+   * a read barrier when that fails (as putManifest). A failed compare of `extra` is the caller's:
+   * CONFLICT with `extraConflict: true` in its detail, not retried.
+   */
+  async writeTogether(repo: string, parts: { blobs: BlobRecord[]; manifests: ManifestRecord[]; tag?: string }, extra: { compares: { key: string; version: number }[]; ops: KvTxnOp[] }, caller: Caller): Promise<void> {
+    const extraConflict = () => {
+      for (const c of extra.compares) {
+        const now = this.state.kvMeta(c.key)?.version ?? 0; // the value may live on disk only
+        if (now !== c.version) return new OmniError('CONFLICT', `${c.key} is at version ${now}, the transaction expected ${c.version}`, { extraConflict: true, key: c.key });
+      }
+      return undefined;
+    };
+    for (let attempt = 1; ; attempt++) {
+      if (attempt > 1) await this.d.readBarrier();
+      const stale = extraConflict();
+      if (stale && attempt > 1) throw stale;
+      const w = new TxnBuilder(attempt === 1);
+      try {
+        for (const b of parts.blobs) this.blobOps(w, repo, b);
+        parts.manifests.forEach((m, i) => this.manifestOps(w, repo, m, i === parts.manifests.length - 1 ? parts.tag : undefined));
+      } catch (err) {
+        if (attempt === 1 && err instanceof OmniError && ['MANIFEST_BLOB_UNKNOWN', 'MANIFEST_UNKNOWN'].includes(err.code)) continue;
+        throw err;
+      }
+      for (const c of extra.compares) w.compare(c.key, c.version);
+      w.ops.push(...extra.ops, fenceOp());
+      try {
+        await this.d.proposeOk({ type: 'kv.txn', compares: w.compares, ops: w.ops }, caller);
+        return;
+      } catch (err) {
+        if (!(err instanceof OmniError && err.code === 'CONFLICT') || attempt >= 3) throw err;
+      }
+    }
   }
 
   async deleteManifest(repo: string, digest: string, caller: Caller): Promise<boolean> {
@@ -323,4 +378,35 @@ export function listManifestRecords(state: CatalogAccess['raft']['state']): Mani
     const m = readManifestRecord(r.value, digestOfHex(r.key.slice(MANIFEST_PREFIX.length)));
     return m ? [m] : [];
   });
+}
+
+/** The compares and operations of one catalog transaction being put together (no key twice). */
+class TxnBuilder {
+  readonly compares: KvCompare[] = [];
+  readonly ops: KvTxnOp[] = [];
+  /** Blobs and manifests this transaction records (what follows in it may rely on them). */
+  readonly blobs = new Set<string>();
+  readonly manifests = new Set<string>();
+  private readonly compared = new Set<string>();
+  private readonly written = new Set<string>();
+
+  /** `optimistic`: decided from a view that may be stale (no barrier before it). */
+  constructor(readonly optimistic: boolean) {}
+
+  compare(key: string, version: number): void {
+    if (this.compared.has(key)) return;
+    this.compared.add(key);
+    this.compares.push({ key, version });
+  }
+
+  /** A key relied on being there as it is: compared when the view may be stale. */
+  relyOn(key: string, version: number): void {
+    if (this.optimistic) this.compare(key, version);
+  }
+
+  put(key: string, value: string): void {
+    if (this.written.has(key)) return;
+    this.written.add(key);
+    this.ops.push({ op: 'put', key, value });
+  }
 }

@@ -32,6 +32,7 @@ import { pipeline } from 'node:stream/promises';
 import { OmniError } from '../errors.js';
 import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
+import { SYNC_COMMIT_BLOB_BYTES, SYNC_COMMIT_MAX_BLOBS, SYNC_COMMIT_MAX_BYTES, SYNC_COMMIT_MAX_MANIFESTS, type SyncCommitHeader } from '../../protocol/sync/commit.js';
 import { decodeSyncState, encodeSyncState, type SyncState } from '../../protocol/sync/state-file.js';
 import { CHUNK_BYTES, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, pageTree, joinPages } from '../../protocol/sync/tree.js';
 
@@ -56,6 +57,13 @@ export interface SyncRegistry {
 export interface SyncRecordStore {
   read(key: string): Promise<{ value: string; version: number } | undefined>;
   write(key: string, value: string, expectedVersion: number): Promise<void>;
+  /**
+   * A small change in one request (the CLI: POST /v1/sync/<app>/commit): its blobs, its new page
+   * manifests and the index (the last manifest, tagged `header.tag`), and the record
+   * (compare-and-set at `header.expectedVersion`: CONFLICT when another writer moved it). Absent —
+   * or NOT_FOUND from a node without it — the separate requests are made instead.
+   */
+  commit?(app: string, header: SyncCommitHeader, blobs: Buffer[], manifests: Buffer[]): Promise<void>;
 }
 
 const TREE_MEDIA_TYPE = 'application/vnd.omni.sync.tree.v1+json';
@@ -404,17 +412,8 @@ function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: File
   // A pack is put together in memory (at most PACK_BYTES + PACK_FILE_MAX; PARALLEL at once) and
   // sent from there: no temp file written and read back.
   const packJob = async (members: FileEntry[]) => {
-    const buf = Buffer.allocUnsafe(members.reduce((n, m) => n + m.size, 0));
-    const offsets: number[] = [];
-    let off = 0;
-    for (const m of members) {
-      const whole = await readExactly(join(root, m.path), 0, m.size, buf, off, blocking).catch(goneIsChanged(m.path));
-      if (!whole || sha256Of(buf.subarray(off, off + m.size)) !== m.sha256) throw changedDuringSync(m.path);
-      offsets.push(off);
-      off += m.size;
-    }
-    const digest = sha256Of(buf);
-    members.forEach((m, i) => newPacks.set(m.sha256, { digest, offset: offsets[i], packSize: off }));
+    const { buf, digest } = await buildPack(root, members, blocking, newPacks);
+    const off = buf.length;
     if (--unbuilt === 0) allBuilt();
     // A small pack goes up without asking first (sending it costs less than the round trip; the registry keeps one copy).
     if (off > SMALL_UPLOAD_BYTES && (await retry(`checking pack ${digest}`, () => reg.hasBlob(repo, digest)))) {
@@ -455,6 +454,67 @@ function uploadChunks(reg: SyncRegistry, repo: string, root: string, files: File
   return { built: Promise.race([builtP, done]).then(() => newPacks), done };
 }
 
+/**
+ * A pack of `members` put together in memory (each file read and checked against the digest the
+ * scan found: CHANGED_DURING_SYNC otherwise); where each member is goes into `packs`.
+ */
+async function buildPack(root: string, members: FileEntry[], blocking: boolean, packs: Map<string, PackRef>): Promise<{ buf: Buffer; digest: string }> {
+  const buf = Buffer.allocUnsafe(members.reduce((n, m) => n + m.size, 0));
+  const offsets: number[] = [];
+  let off = 0;
+  for (const m of members) {
+    const whole = await readExactly(join(root, m.path), 0, m.size, buf, off, blocking).catch(goneIsChanged(m.path));
+    if (!whole || sha256Of(buf.subarray(off, off + m.size)) !== m.sha256) throw changedDuringSync(m.path);
+    offsets.push(off);
+    off += m.size;
+  }
+  const digest = sha256Of(buf);
+  members.forEach((m, i) => packs.set(m.sha256, { digest, offset: offsets[i], packSize: off }));
+  return { buf, digest };
+}
+
+/**
+ * Sends a small change in one request (SyncRecordStore.commit): every file to send packable, every
+ * new pack and page blob at most SYNC_COMMIT_BLOB_BYTES, all within SYNC_COMMIT_MAX_BYTES.
+ * Returns what was written; undefined when the change is not that small (nothing sent);
+ * 'conflict' when another writer moved the record; 'unsupported' from a node without the request.
+ */
+async function commitSmall(records: SyncRecordStore, app: string, root: string, plan: SyncPlan, remote: Remote & { pages?: string[] }, localBySha: Map<string, FileEntry>, blocking: boolean, beforeCommit?: () => Promise<void>): Promise<{ revision: number; index: string; pages: string[]; packs: Map<string, PackRef>; bytes: number } | 'conflict' | 'unsupported' | undefined> {
+  if (!records.commit || plan.upload.some((f) => !packable(f))) return undefined; // a chunked file goes through /v2/
+  const packed = packsOf(remote.tree);
+  const toPack = plan.upload.filter((f) => !packed.has(f.sha256)).map((f) => localBySha.get(f.sha256) ?? f);
+  const groups = planPacks(toPack);
+  if (groups.some((g) => g.reduce((n, f) => n + f.size, 0) > SYNC_COMMIT_BLOB_BYTES)) return undefined;
+  // Built into a map of their own: a change found too large after all leaves `packed` as it was.
+  const mine = new Map<string, PackRef>();
+  const packs = [];
+  for (const g of groups) packs.push(await buildPack(root, g, blocking, mine));
+  const all = new Map([...packed, ...mine]);
+  const revision = remote.revision + 1;
+  const { jobs, todo, pageBlobs, index, indexDigest } = workspaceManifests(withPacks(plan.remote, all), new Set(remote.pages ?? []));
+  const blobs = [...packs.map((p) => p.buf), ...pageBlobs];
+  const manifests = [...todo.map((j) => j.body), index];
+  const bytes = [...blobs, ...manifests].reduce((n, b) => n + b.length, 0);
+  if (pageBlobs.some((b) => b.length > SYNC_COMMIT_BLOB_BYTES) || blobs.length > SYNC_COMMIT_MAX_BLOBS || manifests.length > SYNC_COMMIT_MAX_MANIFESTS || bytes > SYNC_COMMIT_MAX_BYTES - 64 * 1024) return undefined;
+  trace(`pages encoded (${jobs.length}, ${todo.length} new)`);
+  const header: SyncCommitHeader = {
+    expectedVersion: remote.version,
+    record: JSON.stringify({ index: indexDigest, revision }),
+    blobs: blobs.map((b) => ({ digest: sha256Of(b), size: b.length })),
+    manifests: [...todo.map((j) => ({ digest: j.digest, mediaType: OCI_MANIFEST, size: j.body.length })), { digest: indexDigest, mediaType: OCI_INDEX, size: index.length }],
+    tag: `ws-${revision}`,
+  };
+  await beforeCommit?.();
+  try {
+    await retry('committing the change', () => records.commit!(app, header, blobs, manifests));
+  } catch (err) {
+    if (err instanceof OmniError && err.code === 'CONFLICT') return 'conflict';
+    if (err instanceof OmniError && err.code === 'NOT_FOUND') return 'unsupported'; // a node of an earlier version
+    throw err;
+  }
+  return { revision, index: indexDigest, pages: jobs.map((j) => j.digest), packs: all, bytes: packs.reduce((n, p) => n + p.buf.length, 0) };
+}
+
 /** The cluster's tree with every packed file's pack set (from `packs`, by sha256); a small file without one is an error. */
 export function withPacks(tree: TreeManifest, packs: Map<string, PackRef>): TreeManifest {
   return {
@@ -488,7 +548,35 @@ async function putBlobBytes(reg: SyncRegistry, repo: string, bytes: Buffer, tmpD
  * written again: a one-file change writes one page, its manifest and the index.
  */
 async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string, knownPages: Set<string>, contentsIn: Promise<void>): Promise<{ index: string; pages: string[] }> {
-  const jobs: { body: Buffer; digest: string; page: Buffer; pageDigest: string }[] = [];
+  const { jobs, todo, pageBlobs, index, indexDigest } = workspaceManifests(tree, knownPages);
+  trace(`pages encoded (${jobs.length}, ${todo.length} new)`);
+  await pool(pageBlobs, PARALLEL, async (b) => {
+    await putBlobBytes(reg, repo, b, tmpDir);
+  });
+  trace('page blobs in');
+  await contentsIn;
+  trace('contents in');
+  await pool(todo, PARALLEL, async (j) => {
+    await retry('writing a workspace manifest', () => reg.putManifest(repo, j.digest, j.body, OCI_MANIFEST));
+  });
+  trace('page manifests in');
+  await retry('writing the workspace index', () => reg.putManifest(repo, `ws-${revision}`, index, OCI_INDEX));
+  return { index: indexDigest, pages: jobs.map((j) => j.digest) };
+}
+
+interface PageManifest {
+  body: Buffer;
+  digest: string;
+  page: Buffer;
+  pageDigest: string;
+}
+
+/**
+ * The workspace's description (see putWorkspace): its page manifests (`todo`: those not in
+ * `knownPages`, with `pageBlobs`, their pages' bytes, once each) and the index listing them all.
+ */
+function workspaceManifests(tree: TreeManifest, knownPages: Set<string>): { jobs: PageManifest[]; todo: PageManifest[]; pageBlobs: Buffer[]; index: Buffer; indexDigest: string } {
+  const jobs: PageManifest[] = [];
   for (const p of pageTree(tree)) {
     const pageBytes = encodeManifest(p);
     const pageDigest = sha256Of(pageBytes);
@@ -514,21 +602,8 @@ async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest,
   // The page blobs go up while the contents do; a manifest is written once its layers are all in.
   const todo = jobs.filter((j) => !knownPages.has(j.digest));
   const pageBlobs = [...new Map(todo.map((j) => [j.pageDigest, j.page])).values()];
-  trace(`pages encoded (${jobs.length}, ${todo.length} new)`);
-  await pool(pageBlobs, PARALLEL, async (b) => {
-    await putBlobBytes(reg, repo, b, tmpDir);
-  });
-  trace('page blobs in');
-  await contentsIn;
-  trace('contents in');
-  await pool(todo, PARALLEL, async (j) => {
-    await retry('writing a workspace manifest', () => reg.putManifest(repo, j.digest, j.body, OCI_MANIFEST));
-  });
-  trace('page manifests in');
   const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: jobs.map((j) => ({ mediaType: OCI_MANIFEST, digest: j.digest, size: j.body.length })) }));
-  const indexDigest = sha256Of(index);
-  await retry('writing the workspace index', () => reg.putManifest(repo, `ws-${revision}`, index, OCI_INDEX));
-  return { index: indexDigest, pages: jobs.map((j) => j.digest) };
+  return { jobs, todo, pageBlobs, index, indexDigest: sha256Of(index) };
 }
 
 // ---------------------------------------------------------------- writing the client's side
@@ -660,7 +735,7 @@ export interface SyncDirOptions {
   quickNoop?: boolean;
   /** Stat, hash and read the directory's files with synchronous calls (faster; for a process with nothing else to do meanwhile, like the CLI; not a node). */
   blockingScan?: boolean;
-  /** For tests: called after the chunks went up and before the record is written. */
+  /** For tests: called after the chunks went up (or were put together, for a change sent in one request) and before the record is written. */
   beforeCommit?: () => Promise<void>;
 }
 
@@ -738,6 +813,7 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
   trace('scanned');
   const localBySha = new Map(local.files.map((f) => [f.sha256, f]));
   const prog: Progress = { bytesUp: 0, bytesDown: 0, chunksSkipped: 0 };
+  let commitUnsupported = false;
   for (let attempt = 1; ; attempt++) {
     const remote = await (attempt === 1 ? firstRemote : readRemote(records, reg, app, tmpDir));
     const plan = planSync({ local, remote: remote.tree, base: state.base, direction, ...(opts.winner ? { winner: opts.winner } : {}) });
@@ -776,7 +852,26 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
     let remotePages = remote.pages;
     let remotePacks = packsOf(remote.tree);
     const remoteChanged = plan.upload.length > 0 || plan.deleteRemote.length > 0 || (opts.ensureRecord === true && remote.version === 0);
-    if (remoteChanged) {
+    // A small change goes in one request when the store can take it so (a one-file edit: one
+    // round through the leader instead of four, issue 16); else, or from a node without it, as below.
+    const small = remoteChanged && records.commit && !commitUnsupported ? await commitSmall(records, app, dir, plan, remote, localBySha, opts.blockingScan === true, opts.beforeCommit) : undefined;
+    if (small === 'conflict') {
+      if (attempt < CAS_ATTEMPTS) continue; // another sync won: plan again
+      throw new OmniError('CONFLICT', `${app}: the workspace kept changing under this sync (${CAS_ATTEMPTS} attempts)`);
+    }
+    if (small === 'unsupported') commitUnsupported = true;
+    else if (small) {
+      trace('committed in one request');
+      revision = small.revision;
+      remotePacks = small.packs;
+      remoteIndex = small.index;
+      remotePages = small.pages;
+      prog.bytesUp += small.bytes;
+      tick();
+      const old = revision - WORKSPACE_REVISIONS_KEPT;
+      if (old >= 1 && reg.deleteTag) void reg.deleteTag(repo, `ws-${old}`).catch(() => undefined);
+    }
+    if (remoteChanged && (small === undefined || small === 'unsupported')) {
       const known = new Set(remote.tree.files.filter((f) => !f.pack).flatMap((f) => f.chunks));
       const packed = packsOf(remote.tree);
       const up = uploadChunks(reg, repo, dir, plan.upload, known, packed, localBySha, tmpDir, prog, tick, opts.blockingScan === true);

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { encodeSyncCommit } from '../../protocol/sync/commit.js';
 import { LocalCluster } from '../../node/local-cluster.js';
 import { RegistryClient, type Registry } from '../../cli/omni/registry-client.js';
 import { syncProject } from '../../cli/omni/sync.js';
@@ -131,11 +132,34 @@ describe('omni sync', () => {
     expect((await readFile(join(z, 'x.txt'), 'utf8')) + (await readFile(join(z, 'y.txt'), 'utf8'))).toBe('from xfrom y');
   });
 
+  it('a commit in one request with a malformed body, or bytes that are not their digest, is refused and changes nothing', async () => {
+    const client = c.client('s1');
+    const before = await client.get<{ version: number }>(`/v1/kv/${encodeURIComponent('sync/proj')}`);
+    await expect(client.post('/v1/sync/proj/commit', Buffer.from('garbage'))).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    const blob = Buffer.from('these bytes');
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
+    const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+    const header = { expectedVersion: before.version, record: '{"index":"x","revision":99}', blobs: [{ digest: sha(Buffer.from('other bytes')), size: blob.length }], manifests: [{ digest: sha(index), mediaType: 'application/vnd.oci.image.index.v1+json', size: index.length }], tag: 'ws-99' };
+    await expect(client.post('/v1/sync/proj/commit', encodeSyncCommit(header, [blob], [index]))).rejects.toMatchObject({ code: 'DIGEST_INVALID' });
+    await expect(client.post('/v1/sync/proj/commit', encodeSyncCommit({ ...header, blobs: [{ digest: sha(blob), size: blob.length }], expectedVersion: before.version + 7 }, [blob], [index]))).rejects.toMatchObject({ code: 'CONFLICT' });
+    await expect(client.post('/v1/sync/NOT_AN_APP/commit', encodeSyncCommit(header, [blob], [index]))).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    expect((await client.get<{ version: number }>(`/v1/kv/${encodeURIComponent('sync/proj')}`)).version).toBe(before.version);
+  });
+
   it('the workspace survives the loss of the node that took the upload', async () => {
     const d = await newDir('c');
     const payload = randomBytes(5 * 1024 * 1024);
     await writeFile(join(d, 'data.bin'), payload);
     await syncProject({ client: c.client('s3'), app: 'lost', dir: d, registry: await regOf('s3') });
+    // a small change then goes in one request (POST /v1/sync/<app>/commit) to the same node: its
+    // blobs are copied to another node before the record names them
+    const commits = { n: 0 };
+    const client = c.client('s3');
+    const post = client.post.bind(client);
+    client.post = (async (path: string, body: unknown) => (path.endsWith('/commit') && commits.n++, post(path, body))) as typeof client.post;
+    await writeFile(join(d, 'note.txt'), 'small, committed in one request\n');
+    expect((await syncProject({ client, app: 'lost', dir: d, registry: await regOf('s3') })).revision).toBe(2);
+    expect(commits.n).toBe(1);
     await c.kill('s3');
     const e = await newDir('e');
     const deadline = Date.now() + 60_000;
@@ -149,5 +173,6 @@ describe('omni sync', () => {
       }
     }
     expect((await readFile(join(e, 'data.bin'))).equals(payload)).toBe(true);
+    expect(await readFile(join(e, 'note.txt'), 'utf8')).toBe('small, committed in one request\n');
   });
 });

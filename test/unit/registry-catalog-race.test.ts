@@ -7,7 +7,7 @@ import { ClusterState, encodeCommand, type Command } from '../../protocol/cluste
 import { KvRegistryCatalog } from '../../node/registry/catalog.js';
 import { OmniError } from '../../node/errors.js';
 import { LEADER_DUTY } from '../../node/cluster/caller.js';
-import { DOCKER_MANIFEST } from '../../protocol/registry/media-types.js';
+import { DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { MIN_PIECE_SIZE_BYTES } from '../../protocol/registry/pieces.js';
 import { blobKey, repoBlobKey, tagKey } from '../../protocol/registry/records.js';
 
@@ -149,5 +149,91 @@ describe('registry catalog: a replica behind the leader', () => {
     c.catchUp();
     expect(await c.cat.blob(b.digest)).toMatchObject({ digest: b.digest, sizeBytes: 1 });
     expect(await c.cat.blobInRepo('r2', b.digest)).toBeDefined();
+  });
+});
+
+// writeTogether: a small sync workspace change (its blobs, a page manifest, the index and the
+// workspace record) in one transaction.
+describe('registry catalog: blobs, manifests, a tag and a record written together', () => {
+  function cluster() {
+    // values over 8 bytes live on disk only (as a node keeps the sync record): read by version, never by value
+    const leader = new ClusterState({ spillValuesOverBytes: 8 });
+    const replica = new ClusterState({ spillValuesOverBytes: 8 });
+    const log: Uint8Array[] = [];
+    let proposals = 0;
+    const catchUp = () => {
+      while (replica.appliedIndex < leader.appliedIndex) replica.apply(replica.appliedIndex + 1, log[replica.appliedIndex]);
+    };
+    const onLeader = (cmd: Command) => {
+      const data = encodeCommand(cmd);
+      log.push(data);
+      const r = leader.apply(leader.appliedIndex + 1, data);
+      if (!r.ok) throw new OmniError(r.error.code, r.error.message);
+      return r.value;
+    };
+    const cat = new KvRegistryCatalog({ raft: { state: replica, raft: undefined as never, isLeader: false }, readBarrier: async () => catchUp(), proposeOk: async (cmd: Command) => (proposals++, onLeader(cmd)) } as never);
+    return { leader, cat, catchUp, onLeader, proposals: () => proposals };
+  }
+  const blob = (s: string) => ({ digest: sha(s), sizeBytes: s.length, pieceSizeBytes: MIN_PIECE_SIZE_BYTES, pieces: [createHash('sha256').update(s).digest('hex')], createdAtMs: 1 });
+  const record = (mediaType: string, body: object, blobs: string[], manifests: string[]) => {
+    const content = JSON.stringify(body);
+    return { digest: sha(content), mediaType, sizeBytes: content.length, content, blobs, manifests, createdAtMs: 2 };
+  };
+  /** A page manifest whose config is `page` and layers `layers`, and an index listing it. */
+  function workspace(page: string, layers: string[]) {
+    const m = record(OCI_MANIFEST, { schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.omni.sync.tree.v1+json', digest: page, size: 1 }, layers: layers.map((digest) => ({ mediaType: 'application/octet-stream', digest, size: 1 })) }, [page, ...layers], []);
+    const index = record(OCI_INDEX, { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: m.digest, size: m.sizeBytes }] }, [], [m.digest]);
+    return { m, index };
+  }
+  const syncRecord = (value: string, version: number) => ({ compares: [{ key: 'sync/app', version }], ops: [{ op: 'put' as const, key: 'sync/app', value }] });
+
+  it('new blobs, a manifest using them and an older blob, the index tagged and the record: one proposal', async () => {
+    const c = cluster();
+    const old = blob('old pack');
+    await c.cat.addBlob('omni-sync/app', old, LEADER_DUTY);
+    c.catchUp();
+    const before = c.proposals();
+    const page = blob('page');
+    const pack = blob('new pack');
+    const { m, index } = workspace(page.digest, [old.digest, pack.digest]);
+    await c.cat.writeTogether('omni-sync/app', { blobs: [page, pack], manifests: [m, index], tag: 'ws-1' }, syncRecord('{"index":1}', 0), LEADER_DUTY);
+    expect(c.proposals() - before).toBe(1);
+    c.catchUp();
+    expect(await c.cat.resolveTag('omni-sync/app', 'ws-1')).toBe(index.digest);
+    expect(await c.cat.manifest('omni-sync/app', m.digest)).toMatchObject({ digest: m.digest });
+    for (const b of [page, pack, old]) expect(await c.cat.blobInRepo('omni-sync/app', b.digest)).toBeDefined();
+    expect(c.leader.kvMeta('sync/app')).toMatchObject({ version: 1 });
+  });
+
+  it('a record moved by another writer: CONFLICT (extraConflict), and nothing of it written', async () => {
+    const c = cluster();
+    c.onLeader({ type: 'kv.put', key: 'sync/app', value: 'theirs, a value kept on disk' } as Command); // the replica has not seen it
+    const page = blob('page 2');
+    const { m, index } = workspace(page.digest, []);
+    const err = await c.cat.writeTogether('omni-sync/app', { blobs: [page], manifests: [m, index], tag: 'ws-1' }, syncRecord('mine', 0), LEADER_DUTY).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OmniError);
+    expect((err as OmniError).code).toBe('CONFLICT');
+    expect((err as OmniError).detail).toMatchObject({ extraConflict: true });
+    expect(c.leader.kvGet(tagKey('omni-sync/app', 'ws-1'))).toBeUndefined();
+    expect(c.leader.kvGet(blobKey(page.digest))).toBeUndefined();
+    expect(c.leader.kvMeta('sync/app')?.version).toBe(1);
+  });
+
+  it('a blob the replica has not seen yet: decided again after a barrier', async () => {
+    const c = cluster();
+    const old = blob('old 3');
+    await c.cat.addBlob('omni-sync/app', old, LEADER_DUTY); // on the leader only
+    const page = blob('page 3');
+    const { m, index } = workspace(page.digest, [old.digest]);
+    await c.cat.writeTogether('omni-sync/app', { blobs: [page], manifests: [m, index], tag: 'ws-2' }, syncRecord('v', 0), LEADER_DUTY);
+    c.catchUp();
+    expect(await c.cat.resolveTag('omni-sync/app', 'ws-2')).toBe(index.digest);
+  });
+
+  it('an index listing a manifest neither written here nor in the repository is refused', async () => {
+    const c = cluster();
+    const page = blob('page 4');
+    const { index } = workspace(page.digest, []);
+    await expect(c.cat.writeTogether('omni-sync/app', { blobs: [page], manifests: [index], tag: 'ws-3' }, syncRecord('v', 0), LEADER_DUTY)).rejects.toMatchObject({ code: 'MANIFEST_UNKNOWN' });
   });
 });

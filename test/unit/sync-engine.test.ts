@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OmniError } from '../../node/errors.js';
 import { syncDir, WORKSPACE_REVISIONS_KEPT, type SyncRecordStore, type SyncRegistry } from '../../node/sync/engine.js';
+import { decodeSyncCommit, encodeSyncCommit } from '../../protocol/sync/commit.js';
 
 function memoryStore(): { records: SyncRecordStore; registry: SyncRegistry; writes: number; tags: () => string[] } {
   const kv = new Map<string, { value: string; version: number }>();
@@ -200,6 +201,116 @@ describe('sync engine', () => {
       const r3 = await syncDir({ ...m, app: 'q', dir: a, quickNoop: true });
       expect(r3.uploaded).toBe(1);
       expect((await syncDir({ ...m, app: 'q', dir: a, quickNoop: true })).noop).toBe(true);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * memoryStore with the one-request commit (what POST /v1/sync/<app>/commit does, on the memory
+ * maps: through the encoded body, digests checked, the record compare-and-set); `answer`
+ * 'not-found' plays a node of an earlier version.
+ */
+function withCommit(m: ReturnType<typeof memoryStore>, answer: 'ok' | 'not-found' = 'ok') {
+  const counts = { commits: 0, uploads: 0 };
+  const upload = m.registry.uploadBlob;
+  m.registry.uploadBlob = async (repo, digest, path) => {
+    counts.uploads++;
+    return upload(repo, digest, path);
+  };
+  const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+  m.records.commit = async (app, header, blobs, manifests) => {
+    counts.commits++;
+    if (answer === 'not-found') throw new OmniError('NOT_FOUND', 'no route /v1/sync/x/commit');
+    const d = decodeSyncCommit(encodeSyncCommit(header, blobs, manifests));
+    d.blobs.forEach((b, i) => expect(sha(b)).toBe(d.header.blobs[i].digest));
+    d.manifests.forEach((b, i) => expect(sha(b)).toBe(d.header.manifests[i].digest));
+    const key = `sync/${app}`;
+    const cur = (await m.records.read(key))?.version ?? 0;
+    if (cur !== d.header.expectedVersion) throw new OmniError('CONFLICT', `version ${cur}, expected ${d.header.expectedVersion}`);
+    for (const [i, b] of d.blobs.entries()) {
+      const path = join(tmpdir(), `omni-commit-${process.pid}-${i}`);
+      await writeFile(path, b);
+      await upload(`omni-sync/${app}`, d.header.blobs[i].digest, path);
+      await rm(path);
+    }
+    d.manifests.forEach((b, i) => m.registry.putManifest(`omni-sync/${app}`, i === d.manifests.length - 1 ? d.header.tag : d.header.manifests[i].digest, Buffer.from(b), d.header.manifests[i].mediaType));
+    await m.records.write(key, d.header.record, cur);
+  };
+  return counts;
+}
+
+describe('sync engine: a small change in one request', () => {
+  it('small files go in one commit (no blob upload); a file over 1 MiB goes the separate way; another directory pulls both', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-commit-'));
+    try {
+      const m = memoryStore();
+      const counts = withCommit(m);
+      const a = join(root, 'a');
+      const b = join(root, 'b');
+      await mkdir(a);
+      await mkdir(b);
+      for (let i = 0; i < 20; i++) await writeFile(join(a, `f${i}.txt`), `file ${i}\n`.repeat(100));
+      expect((await syncDir({ ...m, app: 'app', dir: a })).revision).toBe(1);
+      expect(counts).toEqual({ commits: 1, uploads: 0 });
+      await writeFile(join(a, 'f3.txt'), 'changed\n');
+      expect((await syncDir({ ...m, app: 'app', dir: a })).revision).toBe(2);
+      expect(counts).toEqual({ commits: 2, uploads: 0 });
+      await writeFile(join(a, 'big.bin'), Buffer.alloc(2 * 1024 * 1024, 7));
+      expect((await syncDir({ ...m, app: 'app', dir: a })).revision).toBe(3);
+      expect(counts.commits).toBe(2);
+      expect(counts.uploads).toBeGreaterThan(0);
+      const r = await syncDir({ ...m, app: 'app', dir: b, direction: 'pull' });
+      expect(r.downloaded).toBe(21);
+      expect(await readFile(join(b, 'f3.txt'), 'utf8')).toBe('changed\n');
+      expect(await readFile(join(b, 'f7.txt'), 'utf8')).toBe('file 7\n'.repeat(100));
+      expect((await readFile(join(b, 'big.bin'))).equals(Buffer.alloc(2 * 1024 * 1024, 7))).toBe(true);
+      // and the next change after the big one is small again
+      await writeFile(join(b, 'f1.txt'), 'from b\n');
+      expect((await syncDir({ ...m, app: 'app', dir: b })).revision).toBe(4);
+      expect(counts.commits).toBe(3);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('a node without the request (NOT_FOUND): the separate requests, asked once per sync', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-commit-old-'));
+    try {
+      const m = memoryStore();
+      const counts = withCommit(m, 'not-found');
+      await writeFile(join(root, 'a.txt'), 'a');
+      const r = await syncDir({ ...m, app: 'app', dir: root });
+      expect(r.revision).toBe(1);
+      expect(counts.commits).toBe(1);
+      expect(counts.uploads).toBeGreaterThan(0);
+      expect(m.writes).toBe(1);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('another sync commits first: CONFLICT, this one plans again and both changes stay', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-commit-race-'));
+    try {
+      const m = memoryStore();
+      const counts = withCommit(m);
+      const a = join(root, 'a');
+      const b = join(root, 'b');
+      await mkdir(a);
+      await mkdir(b);
+      await syncDir({ ...m, app: 'app', dir: a, ensureRecord: true });
+      await writeFile(join(a, 'one'), '1');
+      await writeFile(join(b, 'two'), '2');
+      let raced = false;
+      const r = await syncDir({ ...m, app: 'app', dir: b, beforeCommit: async () => void (raced || ((raced = true), await syncDir({ ...m, app: 'app', dir: a }))) });
+      expect(raced).toBe(true);
+      expect(r.revision).toBe(3);
+      expect(await readFile(join(b, 'one'), 'utf8')).toBe('1');
+      expect(counts.uploads).toBe(0);
+      await syncDir({ ...m, app: 'app', dir: a });
+      expect(await readFile(join(a, 'two'), 'utf8')).toBe('2');
     } finally {
       await rm(root, { recursive: true, force: true });
     }

@@ -1,0 +1,113 @@
+// The one-request commit of a small sync change (`omni sync` after a few files changed): the
+// change's blobs, its new page manifests, the workspace index tagged `ws-<revision>` and the
+// workspace record `sync/<app>` (compare-and-set on its version), in one request and one Raft
+// transaction, instead of an upload per blob (each its own catalog transaction), a PUT per
+// manifest and a KV write — four rounds through the leader one after the other (issue 16: a
+// one-file sync). node/sync/engine.ts decides when a change is small enough; anything larger goes
+// through /v2/ as before. The blobs are kept and hashed here and copied to their durability
+// target (sent whole with the copy request) before the transaction, so a workspace record never
+// names contents that only one node holds.
+//
+//   POST /v1/sync/<app>/commit (admin token), body protocol/sync/commit.ts: the header (JSON:
+//     expectedVersion, record, blobs [{digest, size}], manifests [{digest, mediaType, size}], tag),
+//     then the blobs' bytes, then the manifests' (the last one is the index the tag names).
+//   200 {"committed": true}; 409 CONFLICT when the record is no longer at expectedVersion (another
+//   sync won: plan again); 400/413 for a malformed or oversized body, nothing kept.
+import type { IncomingMessage } from 'node:http';
+import type { ApiServer } from './server.js';
+import { OmniError } from '../errors.js';
+import { decodePathParam } from './input.js';
+import type { Caller } from '../cluster/caller.js';
+import type { Logger } from '../logger.js';
+import { BlobHasher, type BlobStore } from '../registry/blob-store.js';
+import type { RegistryCatalog } from '../registry/catalog.js';
+import { manifestRecord } from '../registry/oci-api.js';
+import type { ReplicaOffer } from '../registry/piece-transfer.js';
+import { APP_RE, recordKey, repoOf } from '../sync/engine.js';
+import { decodeSyncCommit, SyncCommitError, SYNC_COMMIT_MAX_BYTES } from '../../protocol/sync/commit.js';
+import { createHash } from 'node:crypto';
+
+/** How long the copies of the blobs may take before the commit fails (nothing recorded then). */
+const COPY_TIMEOUT_MS = 60_000;
+
+export interface SyncRoutesDeps {
+  /** This node's registry parts; undefined with --registry off. */
+  syncRegistry():
+    | {
+        store: Pick<BlobStore, 'commitBytes' | 'pieceSizeForSize'>;
+        catalog: Pick<RegistryCatalog, 'writeTogether'>;
+        /** Resolves once the blob is on its durability target (node/registry/registry.ts). */
+        replicate(digest: string, signal: AbortSignal, repo: string, offer: ReplicaOffer): Promise<void>;
+      }
+    | undefined;
+  log: Logger;
+}
+
+async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const tooLarge = () => new OmniError('TOO_LARGE', `a sync commit is at most ${max} bytes (larger changes go through /v2/)`);
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > max) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of req.iterator({ destroyOnReturn: false })) {
+      size += (chunk as Buffer).length;
+      if (size > max) throw tooLarge();
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (err instanceof OmniError) throw err;
+    throw new OmniError('BAD_REQUEST', `the request body ended early: ${(err as Error).message}`);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+const sha256 = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+export function registerSyncRoutes(api: ApiServer, d: SyncRoutesDeps): void {
+  api.route('POST', /^\/v1\/sync\/([^/]+)\/commit$/, async (req, _url, [app], _res, caller) => [200, await commit(d, decodePathParam(app), await readBody(req, SYNC_COMMIT_MAX_BYTES), caller)]);
+}
+
+async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Caller): Promise<{ committed: true }> {
+  if (!APP_RE.test(app) || app.length > 100) throw new OmniError('BAD_REQUEST', `not an app name: ${app.slice(0, 120)}`);
+  const reg = d.syncRegistry();
+  if (!reg) throw new OmniError('UNAVAILABLE', 'this node runs no registry (omnid --registry off): sync through another node');
+  const t0 = performance.now();
+  let decoded: ReturnType<typeof decodeSyncCommit>;
+  try {
+    decoded = decodeSyncCommit(body);
+  } catch (err) {
+    if (err instanceof SyncCommitError) throw new OmniError('BAD_REQUEST', err.message);
+    throw err;
+  }
+  const { header, blobs, manifests } = decoded;
+  const repo = repoOf(app);
+  // Everything is checked before anything is kept.
+  const infos = blobs.map((bytes, i) => {
+    const hasher = new BlobHasher(reg.store.pieceSizeForSize(bytes.length));
+    hasher.update(bytes);
+    const info = hasher.result();
+    if (info.digest !== header.blobs[i].digest) throw new OmniError('DIGEST_INVALID', `blob ${header.blobs[i].digest}: the bytes sent are ${info.digest}`);
+    return info;
+  });
+  const now = Date.now();
+  const records = manifests.map((bytes, i) => {
+    const m = header.manifests[i];
+    if (sha256(bytes) !== m.digest) throw new OmniError('DIGEST_INVALID', `manifest ${m.digest}: the bytes sent have another digest`);
+    return manifestRecord(bytes, m.digest, m.mediaType);
+  });
+  await Promise.all(blobs.map((bytes, i) => reg.store.commitBytes(infos[i].digest, bytes, infos[i])));
+  const stored = performance.now();
+  const copying = AbortSignal.timeout(COPY_TIMEOUT_MS);
+  await Promise.all(blobs.map((bytes, i) => reg.replicate(infos[i].digest, copying, repo, { record: { sizeBytes: infos[i].sizeBytes, pieceSizeBytes: infos[i].pieceSizeBytes, pieces: infos[i].pieces }, bytes })));
+  const copied = performance.now();
+  const key = recordKey(app);
+  await reg.catalog.writeTogether(
+    repo,
+    { blobs: infos.map((b) => ({ digest: b.digest, sizeBytes: b.sizeBytes, pieceSizeBytes: b.pieceSizeBytes, pieces: b.pieces, createdAtMs: now })), manifests: records, tag: header.tag },
+    { compares: [{ key, version: header.expectedVersion }], ops: [{ op: 'put', key, value: header.record }] },
+    caller,
+  );
+  d.log.debug(`sync: ${app} ${header.tag} committed: ${blobs.length} blobs, ${manifests.length} manifests (ms: stored ${(stored - t0).toFixed(1)}, copies ${(copied - stored).toFixed(1)}, recorded ${(performance.now() - copied).toFixed(1)})`);
+  return { committed: true };
+}
