@@ -21,6 +21,11 @@ export function httpStatusFor(code: string): number {
     case 'UNKNOWN_COMMAND':
     case 'INVALID_SPEC':
     case 'SECRET_SEALED_ELSEWHERE':
+    case 'DIGEST_INVALID':
+    case 'MANIFEST_INVALID':
+    case 'MANIFEST_BLOB_UNKNOWN':
+    case 'MANIFEST_UNKNOWN':
+    case 'SIZE_INVALID':
       return 400;
     case 'UNAUTHORIZED':
       return 401;
@@ -43,6 +48,8 @@ export function httpStatusFor(code: string): number {
       return 504;
     case 'NO_SPACE':
       return 507;
+    case 'NOT_IMPLEMENTED':
+      return 501;
     case 'NO_LEADER':
     case 'NOT_LEADER':
     case 'UNAVAILABLE':

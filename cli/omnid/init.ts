@@ -35,7 +35,10 @@ export async function init(argv: string[]): Promise<number> {
   if (quota !== undefined && (!/^\d+$/.test(String(values['max-state-bytes'])) || quota < MIN_MAX_STATE_BYTES || quota > MAX_MAX_STATE_BYTES)) {
     throw new UsageError(`--max-state-bytes must be an integer from ${MIN_MAX_STATE_BYTES} to ${MAX_MAX_STATE_BYTES}`);
   }
-  const chosenToken = (values['join-token'] as string | undefined) ?? (process.env.OMNI_JOIN_TOKEN || undefined);
+  const envToken = values['join-token'] === undefined ? process.env.OMNI_JOIN_TOKEN || undefined : undefined;
+  // said, so a token left in the environment from another cluster is not used unnoticed
+  if (envToken) process.stderr.write('omnid: using the join token in OMNI_JOIN_TOKEN (unset it for a new one)\n');
+  const chosenToken = (values['join-token'] as string | undefined) ?? envToken;
   if (chosenToken !== undefined) networkKeyFromChosenJoinToken(chosenToken); // a bad token is refused before anything is created
   const opts = { ...daemonOptions(values), voterTarget: voters, ephemeralRoot: values['ephemeral-root'] === true, ...(quota !== undefined ? { maxStateBytes: quota } : {}), ...(chosenToken !== undefined ? { joinToken: chosenToken } : {}) };
   const { daemon, client, joinCommand } = await Omnid.init(opts);

@@ -43,6 +43,12 @@ export async function join(argv: string[]): Promise<number> {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
   }
+  if (stop.signal.aborted) {
+    // stopped just as the join went through: it stays a member (omnid start resumes it)
+    await daemon.shutdown('stopped while joining');
+    process.stderr.write(`omnid: stopped; the join went through: omnid start --data ${opts.dataDir} runs this node again\n`);
+    return 130;
+  }
   await saveFlags(opts.dataDir, values);
   process.stdout.write(`omnid: joined cluster ${daemon.clusterId} as ${daemon.name} (${daemon.id}); API ${daemon.apiUrl}\n`);
   return serveUntilStopped(daemon);

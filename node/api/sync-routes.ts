@@ -4,25 +4,27 @@
 // transaction, instead of an upload per blob (each its own catalog transaction), a PUT per
 // manifest and a KV write — four rounds through the leader one after the other (issue 16: a
 // one-file sync). node/sync/engine.ts decides when a change is small enough; anything larger goes
-// through /v2/ as before. The blobs are kept and hashed here and copied to their durability
-// target (sent whole with the copy request) before the transaction, so a workspace record never
-// names contents that only one node holds.
+// through /v2/ as before. The blobs are kept and hashed here, recorded and copied to their
+// durability target as a /v2/ push of each would be, before the transaction that writes the rest,
+// so a workspace record never names contents that only one node holds.
 //
 //   POST /v1/sync/<app>/commit (admin token), body protocol/sync/commit.ts: the header (JSON:
 //     expectedVersion, record, blobs [{digest, size}], manifests [{digest, mediaType, size}], tag),
 //     then the blobs' bytes, then the manifests' (the last one is the index the tag names).
 //   200 {"committed": true}; 409 CONFLICT when the record is no longer at expectedVersion (another
-//   sync won: plan again); 400/413 for a malformed or oversized body, nothing kept.
+//   sync won: plan again); 400 for a malformed body, a digest or manifest that does not check
+//   (nothing kept); 413 for a body over the limit or a change whose transaction would be over
+//   Raft's (the client then sends it the separate way); 501 on a node without a registry (the same).
 import type { IncomingMessage } from 'node:http';
 import type { ApiServer } from './server.js';
 import { OmniError } from '../errors.js';
-import { decodePathParam } from './input.js';
 import type { Caller } from '../cluster/caller.js';
 import type { Logger } from '../logger.js';
 import { BlobHasher, type BlobStore } from '../registry/blob-store.js';
 import type { RegistryCatalog } from '../registry/catalog.js';
 import { manifestRecord } from '../registry/oci-api.js';
 import type { ReplicaOffer } from '../registry/piece-transfer.js';
+import { recordPushedBlob } from '../registry/pushed-blob.js';
 import { APP_RE, recordKey, repoOf } from '../sync/engine.js';
 import { decodeSyncCommit, SyncCommitError, SYNC_COMMIT_MAX_BYTES } from '../../protocol/sync/commit.js';
 import { createHash } from 'node:crypto';
@@ -35,9 +37,9 @@ export interface SyncRoutesDeps {
   syncRegistry():
     | {
         store: Pick<BlobStore, 'commitBytes' | 'pieceSizeForSize'>;
-        catalog: Pick<RegistryCatalog, 'writeTogether'>;
+        catalog: Pick<RegistryCatalog, 'writeTogether' | 'addBlob'>;
         /** Resolves once the blob is on its durability target (node/registry/registry.ts). */
-        replicate(digest: string, signal: AbortSignal, repo: string, offer: ReplicaOffer): Promise<void>;
+        replicate(digest: string, signal: AbortSignal, repo: string, offer?: ReplicaOffer): Promise<void>;
       }
     | undefined;
   log: Logger;
@@ -65,13 +67,21 @@ async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
 const sha256 = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
 export function registerSyncRoutes(api: ApiServer, d: SyncRoutesDeps): void {
-  api.route('POST', /^\/v1\/sync\/([^/]+)\/commit$/, async (req, _url, [app], _res, caller) => [200, await commit(d, decodePathParam(app), await readBody(req, SYNC_COMMIT_MAX_BYTES), caller)]);
+  // (the path parameter arrives decoded: ApiServer decodes it)
+  api.route('POST', /^\/v1\/sync\/([^/]+)\/commit$/, async (req, _url, [app], _res, caller) => {
+    const body = await readBody(req, SYNC_COMMIT_MAX_BYTES);
+    // a client that goes away stops the copies (nothing is recorded for it then)
+    const gone = new AbortController();
+    req.once('close', () => gone.abort());
+    return [200, await commit(d, app, body, caller, gone.signal)];
+  });
 }
 
-async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Caller): Promise<{ committed: true }> {
+async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Caller, clientGone: AbortSignal): Promise<{ committed: true }> {
   if (!APP_RE.test(app) || app.length > 100) throw new OmniError('BAD_REQUEST', `not an app name: ${app.slice(0, 120)}`);
   const reg = d.syncRegistry();
-  if (!reg) throw new OmniError('UNAVAILABLE', 'this node runs no registry (omnid --registry off): sync through another node');
+  // NOT_IMPLEMENTED: the client sends the change the separate way (through a registry elsewhere)
+  if (!reg) throw new OmniError('NOT_IMPLEMENTED', 'this node runs no registry (omnid --registry off): the change goes through /v2/');
   const t0 = performance.now();
   let decoded: ReturnType<typeof decodeSyncCommit>;
   try {
@@ -82,6 +92,15 @@ async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Call
   }
   const { header, blobs, manifests } = decoded;
   const repo = repoOf(app);
+  // The record names the index this request tags, at the revision the tag says: a workspace record
+  // never points at an index garbage collection could take.
+  let rec: { index?: unknown; revision?: unknown };
+  try {
+    rec = JSON.parse(header.record) as { index?: unknown; revision?: unknown };
+  } catch {
+    throw new OmniError('BAD_REQUEST', 'sync commit: the record is not JSON');
+  }
+  if (rec?.index !== header.manifests.at(-1)!.digest || header.tag !== `ws-${String(rec.revision)}`) throw new OmniError('BAD_REQUEST', 'sync commit: the record must name the last manifest (the index) and the revision of its tag');
   // Everything is checked before anything is kept.
   const infos = blobs.map((bytes, i) => {
     const hasher = new BlobHasher(reg.store.pieceSizeForSize(bytes.length));
@@ -98,8 +117,12 @@ async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Call
   });
   await Promise.all(blobs.map((bytes, i) => reg.store.commitBytes(infos[i].digest, bytes, infos[i])));
   const stored = performance.now();
-  const copying = AbortSignal.timeout(COPY_TIMEOUT_MS);
-  await Promise.all(blobs.map((bytes, i) => reg.replicate(infos[i].digest, copying, repo, { record: { sizeBytes: infos[i].sizeBytes, pieceSizeBytes: infos[i].pieceSizeBytes, pieces: infos[i].pieces }, bytes })));
+  // Each blob recorded and copied as a /v2/ push of it is (node/registry/pushed-blob.ts): sent
+  // whole with the copy request while its record is written; a member that refuses that (an
+  // earlier version) is asked again the plain way once the record is there. All of them on their
+  // durability target before the record below names them.
+  const copying = AbortSignal.any([AbortSignal.timeout(COPY_TIMEOUT_MS), clientGone]);
+  await Promise.all(blobs.map((bytes, i) => recordPushedBlob(reg, repo, infos[i], caller, copying, bytes)));
   const copied = performance.now();
   const key = recordKey(app);
   await reg.catalog.writeTogether(
@@ -108,6 +131,6 @@ async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Call
     { compares: [{ key, version: header.expectedVersion }], ops: [{ op: 'put', key, value: header.record }] },
     caller,
   );
-  d.log.debug(`sync: ${app} ${header.tag} committed: ${blobs.length} blobs, ${manifests.length} manifests (ms: stored ${(stored - t0).toFixed(1)}, copies ${(copied - stored).toFixed(1)}, recorded ${(performance.now() - copied).toFixed(1)})`);
+  d.log.debug(`sync: ${app} ${header.tag} committed: ${blobs.length} blobs, ${manifests.length} manifests (ms: stored ${(stored - t0).toFixed(1)}, blobs recorded and copied ${(copied - stored).toFixed(1)}, the rest recorded ${(performance.now() - copied).toFixed(1)})`);
   return { committed: true };
 }

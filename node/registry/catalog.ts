@@ -15,6 +15,7 @@ import type { Caller } from '../cluster/caller.js';
 import type { ClusterAccess } from '../cluster/ports.js';
 import { OmniError } from '../errors.js';
 import type { KvCompare, KvTxnOp } from '../../protocol/cluster/state.js';
+import { MAX_COMMAND_BYTES, MAX_TXN_COMPARES, MAX_TXN_OPS } from '../../protocol/cluster/commands.js';
 import {
   blobKey,
   manifestKey,
@@ -322,6 +323,13 @@ export class KvRegistryCatalog implements RegistryCatalog {
       }
       for (const c of extra.compares) w.compare(c.key, c.version);
       w.ops.push(...extra.ops, fenceOp());
+      // Over what one transaction may hold: decided again after a barrier (no optimistic
+      // compares: about half as many), else TOO_LARGE (the caller writes it the separate way).
+      const bytes = w.ops.reduce((n, o) => n + o.key.length + ('value' in o ? o.value.length * 1.25 : 0), 0) + 96 * w.compares.length;
+      if (w.compares.length > MAX_TXN_COMPARES || w.ops.length > MAX_TXN_OPS || bytes > MAX_COMMAND_BYTES * 0.75) {
+        if (attempt === 1) continue;
+        throw new OmniError('TOO_LARGE', `${repo}: ${w.compares.length} compares, ${w.ops.length} operations, ~${Math.round(bytes)} bytes: over one transaction`);
+      }
       try {
         await this.d.proposeOk({ type: 'kv.txn', compares: w.compares, ops: w.ops }, caller);
         return;

@@ -32,7 +32,7 @@ import { pipeline } from 'node:stream/promises';
 import { OmniError } from '../errors.js';
 import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js';
 import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
-import { SYNC_COMMIT_BLOB_BYTES, SYNC_COMMIT_MAX_BLOBS, SYNC_COMMIT_MAX_BYTES, SYNC_COMMIT_MAX_MANIFESTS, type SyncCommitHeader } from '../../protocol/sync/commit.js';
+import { SYNC_COMMIT_BLOB_BYTES, SYNC_COMMIT_MAX_BLOBS, SYNC_COMMIT_MAX_BYTES, SYNC_COMMIT_MAX_COMPARES, SYNC_COMMIT_MAX_MANIFEST_BYTES, SYNC_COMMIT_MAX_MANIFESTS, type SyncCommitHeader } from '../../protocol/sync/commit.js';
 import { decodeSyncState, encodeSyncState, type SyncState } from '../../protocol/sync/state-file.js';
 import { CHUNK_BYTES, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, pageTree, joinPages } from '../../protocol/sync/tree.js';
 
@@ -480,7 +480,7 @@ async function buildPack(root: string, members: FileEntry[], blocking: boolean, 
  * 'conflict' when another writer moved the record; 'unsupported' from a node without the request.
  */
 async function commitSmall(records: SyncRecordStore, app: string, root: string, plan: SyncPlan, remote: Remote & { pages?: string[] }, localBySha: Map<string, FileEntry>, blocking: boolean, beforeCommit?: () => Promise<void>): Promise<{ revision: number; index: string; pages: string[]; packs: Map<string, PackRef>; bytes: number } | 'conflict' | 'unsupported' | undefined> {
-  if (!records.commit || plan.upload.some((f) => !packable(f))) return undefined; // a chunked file goes through /v2/
+  if (!records.commit || plan.upload.some((f) => f.size > 0 && !packable(f))) return undefined; // a chunked file goes through /v2/ (an empty one sends nothing)
   const packed = packsOf(remote.tree);
   const toPack = plan.upload.filter((f) => !packed.has(f.sha256)).map((f) => localBySha.get(f.sha256) ?? f);
   const groups = planPacks(toPack);
@@ -495,7 +495,11 @@ async function commitSmall(records: SyncRecordStore, app: string, root: string, 
   const blobs = [...packs.map((p) => p.buf), ...pageBlobs];
   const manifests = [...todo.map((j) => j.body), index];
   const bytes = [...blobs, ...manifests].reduce((n, b) => n + b.length, 0);
-  if (pageBlobs.some((b) => b.length > SYNC_COMMIT_BLOB_BYTES) || blobs.length > SYNC_COMMIT_MAX_BLOBS || manifests.length > SYNC_COMMIT_MAX_MANIFESTS || bytes > SYNC_COMMIT_MAX_BYTES - 64 * 1024) return undefined;
+  // The node writes it all in one Raft transaction (at most 1,000 compares, 2 MiB): about two
+  // compares for each page the index lists and each layer of a new page manifest.
+  const compares = 2 * jobs.length + 2 * todo.reduce((n, j) => n + j.layers, 0) + 2 * blobs.length + 4;
+  const manifestBytes = manifests.reduce((n, b) => n + b.length, 0);
+  if (pageBlobs.some((b) => b.length > SYNC_COMMIT_BLOB_BYTES) || blobs.length > SYNC_COMMIT_MAX_BLOBS || manifests.length > SYNC_COMMIT_MAX_MANIFESTS || bytes > SYNC_COMMIT_MAX_BYTES - 64 * 1024 || compares > SYNC_COMMIT_MAX_COMPARES || manifestBytes > SYNC_COMMIT_MAX_MANIFEST_BYTES) return undefined;
   trace(`pages encoded (${jobs.length}, ${todo.length} new)`);
   const header: SyncCommitHeader = {
     expectedVersion: remote.version,
@@ -509,7 +513,9 @@ async function commitSmall(records: SyncRecordStore, app: string, root: string, 
     await retry('committing the change', () => records.commit!(app, header, blobs, manifests));
   } catch (err) {
     if (err instanceof OmniError && err.code === 'CONFLICT') return 'conflict';
-    if (err instanceof OmniError && err.code === 'NOT_FOUND') return 'unsupported'; // a node of an earlier version
+    // a node of an earlier version (NOT_FOUND), one without a registry (NOT_IMPLEMENTED), or a
+    // change whose transaction the node found too large (TOO_LARGE): the separate way
+    if (err instanceof OmniError && ['NOT_FOUND', 'NOT_IMPLEMENTED', 'TOO_LARGE'].includes(err.code)) return 'unsupported';
     throw err;
   }
   return { revision, index: indexDigest, pages: jobs.map((j) => j.digest), packs: all, bytes: packs.reduce((n, p) => n + p.buf.length, 0) };
@@ -569,6 +575,8 @@ interface PageManifest {
   digest: string;
   page: Buffer;
   pageDigest: string;
+  /** Its layers (chunks and packs). */
+  layers: number;
 }
 
 /**
@@ -596,7 +604,7 @@ function workspaceManifests(tree: TreeManifest, knownPages: Set<string>): { jobs
     }
     for (let i = 0; i === 0 || i < layers.length; i += PAGE_LAYERS) {
       const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: TREE_MEDIA_TYPE, digest: pageDigest, size: pageBytes.length }, layers: layers.slice(i, i + PAGE_LAYERS) }));
-      jobs.push({ body, digest: sha256Of(body), page: pageBytes, pageDigest });
+      jobs.push({ body, digest: sha256Of(body), page: pageBytes, pageDigest, layers: Math.min(PAGE_LAYERS, layers.length - i) });
     }
   }
   // The page blobs go up while the contents do; a manifest is written once its layers are all in.

@@ -13,6 +13,13 @@ export const SYNC_COMMIT_MAX_BYTES = 4 * 1024 * 1024;
 /** Blobs (each at most SYNC_COMMIT_BLOB_BYTES: sent whole to its copies) and manifests in one commit. */
 export const SYNC_COMMIT_MAX_BLOBS = 64;
 export const SYNC_COMMIT_MAX_MANIFESTS = 64;
+/**
+ * What a client sends this way at most, for the node's one Raft transaction (MAX_TXN_COMPARES
+ * 1,000 and MAX_COMMAND_BYTES 2 MiB, protocol/cluster/commands.ts) with room to spare: compares
+ * (estimated) and manifest bytes (they are written into the state, escaped once more).
+ */
+export const SYNC_COMMIT_MAX_COMPARES = 800;
+export const SYNC_COMMIT_MAX_MANIFEST_BYTES = 512 * 1024;
 const MAX_HEADER_BYTES = 64 * 1024;
 const MAX_RECORD_CHARS = 16 * 1024;
 const TAG_RE = /^ws-[1-9]\d{0,14}$/;

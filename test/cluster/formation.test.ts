@@ -178,7 +178,7 @@ describe('hosts provisioned together: omnid init --join-token, joins started fir
         expect(existsSync(join(dir, 'd'))).toBe(false);
       }
       // the same token from the environment (kept out of ps), as omnid join reads it
-      const fromEnv = await run('bin/omnid', ['init', '--data', join(dir, 'd'), '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--registry', 'off'], { env: { ...process.env, OMNI_JOIN_TOKEN: weak } }).then(
+      const fromEnv = await run('bin/omnid', ['init', '--data', join(dir, 'd'), '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--registry', 'off'], { env: { ...process.env, OMNI_JOIN_TOKEN: weak }, timeout: 30_000 }).then(
         () => ({ code: 0, stderr: '' }),
         (e: { code: number; stderr: string }) => e,
       );

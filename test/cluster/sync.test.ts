@@ -135,13 +135,15 @@ describe('omni sync', () => {
   it('a commit in one request with a malformed body, or bytes that are not their digest, is refused and changes nothing', async () => {
     const client = c.client('s1');
     const before = await client.get<{ version: number }>(`/v1/kv/${encodeURIComponent('sync/proj')}`);
-    await expect(client.post('/v1/sync/proj/commit', Buffer.from('garbage'))).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await expect(client.post('/v1/sync/proj/commit', Buffer.from('garbage'))).rejects.toMatchObject({ code: 'BAD_REQUEST', detail: { status: 400 } });
     const blob = Buffer.from('these bytes');
     const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
     const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
-    const header = { expectedVersion: before.version, record: '{"index":"x","revision":99}', blobs: [{ digest: sha(Buffer.from('other bytes')), size: blob.length }], manifests: [{ digest: sha(index), mediaType: 'application/vnd.oci.image.index.v1+json', size: index.length }], tag: 'ws-99' };
-    await expect(client.post('/v1/sync/proj/commit', encodeSyncCommit(header, [blob], [index]))).rejects.toMatchObject({ code: 'DIGEST_INVALID' });
-    await expect(client.post('/v1/sync/proj/commit', encodeSyncCommit({ ...header, blobs: [{ digest: sha(blob), size: blob.length }], expectedVersion: before.version + 7 }, [blob], [index]))).rejects.toMatchObject({ code: 'CONFLICT' });
+    const header = { expectedVersion: before.version, record: JSON.stringify({ index: sha(index), revision: 99 }), blobs: [{ digest: sha(Buffer.from('other bytes')), size: blob.length }], manifests: [{ digest: sha(index), mediaType: 'application/vnd.oci.image.index.v1+json', size: index.length }], tag: 'ws-99' };
+    await expect(client.post('/v1/sync/proj/commit', encodeSyncCommit(header, [blob], [index]))).rejects.toMatchObject({ code: 'DIGEST_INVALID', detail: { status: 400 } });
+    // a record that names another index than the one tagged
+    await expect(client.post('/v1/sync/proj/commit', encodeSyncCommit({ ...header, blobs: [{ digest: sha(blob), size: blob.length }], record: JSON.stringify({ index: sha(blob), revision: 99 }) }, [blob], [index]))).rejects.toMatchObject({ code: 'BAD_REQUEST', detail: { status: 400 } });
+    await expect(client.post('/v1/sync/proj/commit', encodeSyncCommit({ ...header, blobs: [{ digest: sha(blob), size: blob.length }], expectedVersion: before.version + 7 }, [blob], [index]))).rejects.toMatchObject({ code: 'CONFLICT', detail: { status: 409 } });
     await expect(client.post('/v1/sync/NOT_AN_APP/commit', encodeSyncCommit(header, [blob], [index]))).rejects.toMatchObject({ code: 'BAD_REQUEST' });
     expect((await client.get<{ version: number }>(`/v1/kv/${encodeURIComponent('sync/proj')}`)).version).toBe(before.version);
   });

@@ -230,6 +230,25 @@ describe('registry catalog: blobs, manifests, a tag and a record written togethe
     expect(await c.cat.resolveTag('omni-sync/app', 'ws-2')).toBe(index.digest);
   });
 
+  it('over one transaction: decided again without the optimistic compares, else TOO_LARGE with nothing written', async () => {
+    const c = cluster();
+    const many = Array.from({ length: 1100 }, (_, i) => blob(`layer ${i}`));
+    for (let i = 0; i < many.length; i += 300) c.onLeader({ type: 'kv.txn', compares: [], ops: many.slice(i, i + 300).flatMap((b) => [{ op: 'put', key: blobKey(b.digest), value: JSON.stringify(b) }, { op: 'put', key: repoBlobKey('omni-sync/app', b.digest), value: '{"createdAtMs":1}' }]) } as Command);
+    c.catchUp();
+    // 600 linked layers: 1,200 compares from the replica's view, ~600 after a barrier
+    const page = blob('page 5');
+    const fits = workspace(page.digest, many.slice(0, 600).map((b) => b.digest));
+    const before = c.proposals();
+    await c.cat.writeTogether('omni-sync/app', { blobs: [page], manifests: [fits.m, fits.index], tag: 'ws-4' }, syncRecord('v', 0), LEADER_DUTY);
+    expect(c.proposals() - before).toBe(1);
+    // 1,100: over either way
+    const page2 = blob('page 6');
+    const over = workspace(page2.digest, many.map((b) => b.digest));
+    await expect(c.cat.writeTogether('omni-sync/app', { blobs: [page2], manifests: [over.m, over.index], tag: 'ws-5' }, syncRecord('w', 1), LEADER_DUTY)).rejects.toMatchObject({ code: 'TOO_LARGE' });
+    expect(c.leader.kvGet(tagKey('omni-sync/app', 'ws-5'))).toBeUndefined();
+    expect(c.proposals() - before).toBe(1);
+  });
+
   it('an index listing a manifest neither written here nor in the repository is refused', async () => {
     const c = cluster();
     const page = blob('page 4');

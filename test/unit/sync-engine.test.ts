@@ -252,6 +252,7 @@ describe('sync engine: a small change in one request', () => {
       await mkdir(a);
       await mkdir(b);
       for (let i = 0; i < 20; i++) await writeFile(join(a, `f${i}.txt`), `file ${i}\n`.repeat(100));
+      await writeFile(join(a, 'empty'), ''); // no content to send: still one request
       expect((await syncDir({ ...m, app: 'app', dir: a })).revision).toBe(1);
       expect(counts).toEqual({ commits: 1, uploads: 0 });
       await writeFile(join(a, 'f3.txt'), 'changed\n');
@@ -262,7 +263,8 @@ describe('sync engine: a small change in one request', () => {
       expect(counts.commits).toBe(2);
       expect(counts.uploads).toBeGreaterThan(0);
       const r = await syncDir({ ...m, app: 'app', dir: b, direction: 'pull' });
-      expect(r.downloaded).toBe(21);
+      expect(r.downloaded).toBe(22);
+      expect(await readFile(join(b, 'empty'), 'utf8')).toBe('');
       expect(await readFile(join(b, 'f3.txt'), 'utf8')).toBe('changed\n');
       expect(await readFile(join(b, 'f7.txt'), 'utf8')).toBe('file 7\n'.repeat(100));
       expect((await readFile(join(b, 'big.bin'))).equals(Buffer.alloc(2 * 1024 * 1024, 7))).toBe(true);

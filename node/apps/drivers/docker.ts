@@ -45,7 +45,7 @@ export const loadDockerode: () => Promise<typeof Docker> = loadOnce(async () => 
  */
 export function pingEngine(socketPath: string, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath, path: '/_ping', method: 'GET', timeout: timeoutMs }, (res) => {
+    const req = httpRequest({ socketPath, path: '/_ping', method: 'GET', timeout: timeoutMs, agent: false }, (res) => {
       res.resume();
       if (res.statusCode === 200) resolve();
       else reject(new Error(`the engine answered /_ping with HTTP ${res.statusCode}`));
