@@ -565,7 +565,7 @@ export class Omnid {
     registerSyncRoutes(daemon.api, {
       syncRegistry: () => {
         const r = daemon.registry;
-        return r ? { store: r.store, catalog: r.catalog, replicate: (digest, signal, repo, offer) => r.replicate(digest, signal, repo, offer) } : undefined;
+        return r ? { store: r.store, catalog: r.catalog, replicate: (digest, signal, repo, offer, o) => r.replicate(digest, signal, repo, offer, o) } : undefined;
       },
       log,
     });

@@ -4,8 +4,8 @@
 // transaction, instead of an upload per blob (each its own catalog transaction), a PUT per
 // manifest and a KV write — four rounds through the leader one after the other (issue 16: a
 // one-file sync). node/sync/engine.ts decides when a change is small enough; anything larger goes
-// through /v2/ as before. The blobs are kept and hashed here, recorded and copied to their
-// durability target as a /v2/ push of each would be, before the transaction that writes the rest,
+// through /v2/ as before. The blobs are kept and hashed here while they are recorded and copied
+// to their durability target as a /v2/ push of each would be, before the transaction that writes the rest,
 // so a workspace record never names contents that only one node holds.
 //
 //   POST /v1/sync/<app>/commit (admin token), body protocol/sync/commit.ts: the header (JSON:
@@ -39,7 +39,7 @@ export interface SyncRoutesDeps {
         store: Pick<BlobStore, 'commitBytes' | 'pieceSizeForSize'>;
         catalog: Pick<RegistryCatalog, 'writeTogether' | 'addBlob'>;
         /** Resolves once the blob is on its durability target (node/registry/registry.ts). */
-        replicate(digest: string, signal: AbortSignal, repo: string, offer?: ReplicaOffer): Promise<void>;
+        replicate(digest: string, signal: AbortSignal, repo: string, offer?: ReplicaOffer, o?: { selfHolds?: boolean }): Promise<void>;
       }
     | undefined;
   log: Logger;
@@ -115,14 +115,17 @@ async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Call
     if (sha256(bytes) !== m.digest) throw new OmniError('DIGEST_INVALID', `manifest ${m.digest}: the bytes sent have another digest`);
     return manifestRecord(bytes, m.digest, m.mediaType);
   });
-  await Promise.all(blobs.map((bytes, i) => reg.store.commitBytes(infos[i].digest, bytes, infos[i])));
-  const stored = performance.now();
-  // Each blob recorded and copied as a /v2/ push of it is (node/registry/pushed-blob.ts): sent
-  // whole with the copy request while its record is written; a member that refuses that (an
-  // earlier version) is asked again the plain way once the record is there. All of them on their
-  // durability target before the record below names them.
+  // Kept here while each blob is recorded and copied as a /v2/ push of it is
+  // (node/registry/pushed-blob.ts): sent whole with the copy request while its record is written
+  // (this node counted as a holder: it is storing it); a member that refuses that (an earlier
+  // version) is asked again the plain way once the record is there and the blob is stored here.
+  // All of them on their durability target before the record below names them.
+  let storedMs = 0;
+  const storing = Promise.all(blobs.map((bytes, i) => reg.store.commitBytes(infos[i].digest, bytes, infos[i]))).then(() => void (storedMs = performance.now() - t0));
+  storing.catch(() => undefined);
   const copying = AbortSignal.any([AbortSignal.timeout(COPY_TIMEOUT_MS), clientGone]);
-  await Promise.all(blobs.map((bytes, i) => recordPushedBlob(reg, repo, infos[i], caller, copying, bytes)));
+  const parts = { catalog: reg.catalog, replicate: (digest: string, signal: AbortSignal, r: string, offer?: ReplicaOffer) => (offer ? Promise.resolve() : storing).then(() => reg.replicate(digest, signal, r, offer, { selfHolds: true })) };
+  await Promise.all([storing, ...blobs.map((bytes, i) => recordPushedBlob(parts, repo, infos[i], caller, copying, bytes))]);
   const copied = performance.now();
   const key = recordKey(app);
   await reg.catalog.writeTogether(
@@ -131,6 +134,6 @@ async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Call
     { compares: [{ key, version: header.expectedVersion }], ops: [{ op: 'put', key, value: header.record }] },
     caller,
   );
-  d.log.debug(`sync: ${app} ${header.tag} committed: ${blobs.length} blobs, ${manifests.length} manifests (ms: stored ${(stored - t0).toFixed(1)}, blobs recorded and copied ${(copied - stored).toFixed(1)}, the rest recorded ${(performance.now() - copied).toFixed(1)})`);
+  d.log.debug(`sync: ${app} ${header.tag} committed: ${blobs.length} blobs, ${manifests.length} manifests (ms: stored ${storedMs.toFixed(1)}, stored, recorded and copied ${(copied - t0).toFixed(1)}, the rest recorded ${(performance.now() - copied).toFixed(1)})`);
   return { committed: true };
 }

@@ -252,13 +252,16 @@ export class Registry {
    * it to fetch it; fails UNAVAILABLE when too few could. With an offer (a small blob's record and
    * bytes) the members keep those bytes: no catalog read, no fetch.
    */
-  async replicate(digest: string, signal: AbortSignal, repo?: string, offer?: ReplicaOffer): Promise<void> {
+  async replicate(digest: string, signal: AbortSignal, repo?: string, offer?: ReplicaOffer, o: { selfHolds?: boolean } = {}): Promise<void> {
     const p = this.peerDeps;
     const pieces = this.pieces;
     const replicas = repo !== undefined ? this.repoReplicas.forRepo(repo) : (this.d.replicas ?? DEFAULT_REPLICAS);
     if (!p || !pieces || replicas <= 1) return;
+    // `selfHolds`: the caller is storing it here meanwhile (a sync commit): this node counts.
+    const holders = new Set(this.holders(digest, p.selfId));
+    if (o.selfHolds) holders.add(p.selfId);
     // Least loaded first: the members known to hold the fewest blobs.
-    const plan = planReplicas(replicas, p.selfId, p.members(), new Set(this.holders(digest, p.selfId)), (id) => this.holdings?.heldBy(id) ?? 0);
+    const plan = planReplicas(replicas, p.selfId, p.members(), holders, (id) => this.holdings?.heldBy(id) ?? 0);
     let have = plan.have;
     const failures: string[] = [];
     const queue = [...plan.candidates];
