@@ -24,7 +24,8 @@ const files = Number(process.argv[2] ?? 5000);
 const work = await mkdtemp(join(tmpdir(), 'omni-sync-diag-'));
 // DIAG_NODE_ARGS: extra Node flags for every omnid, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (profiles written when the nodes stop)
 const nodeArgs = process.env.DIAG_NODE_ARGS?.split(' ').filter(Boolean);
-const c = await LocalCluster.create({ flags: ['--log-level', 'debug'], echo: process.env.DIAG_ECHO !== '0', ...(nodeArgs ? { nodeArgs } : {}) });
+// DIAG_FLAGS: extra omnid flags, e.g. "--registry-replicas 1" (no second copies)
+const c = await LocalCluster.create({ flags: ['--log-level', 'debug', ...(process.env.DIAG_FLAGS?.split(' ').filter(Boolean) ?? [])], echo: process.env.DIAG_ECHO !== '0', ...(nodeArgs ? { nodeArgs } : {}) });
 try {
   const src = join(work, 'src');
   await makeTree(src, files);
