@@ -68,11 +68,12 @@ const sha256 = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).dig
 
 export function registerSyncRoutes(api: ApiServer, d: SyncRoutesDeps): void {
   // (the path parameter arrives decoded: ApiServer decodes it)
-  api.route('POST', /^\/v1\/sync\/([^/]+)\/commit$/, async (req, _url, [app], _res, caller) => {
-    const body = await readBody(req, SYNC_COMMIT_MAX_BYTES);
-    // a client that goes away stops the copies (nothing is recorded for it then)
+  api.route('POST', /^\/v1\/sync\/([^/]+)\/commit$/, async (req, _url, [app], res, caller) => {
+    // A client that goes away stops the copies. The response's close, not the request's: a request
+    // closes as soon as its body has been read.
     const gone = new AbortController();
-    req.once('close', () => gone.abort());
+    res.once('close', () => gone.abort());
+    const body = await readBody(req, SYNC_COMMIT_MAX_BYTES);
     return [200, await commit(d, app, body, caller, gone.signal)];
   });
 }
