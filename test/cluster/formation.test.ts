@@ -85,7 +85,13 @@ describe('3-node cluster formed by init + join', () => {
   it('lists nodes with role, status, resources and heartbeats', async () => {
     const client = c.client('n3');
     try {
-      const { nodes } = await client.get<{ nodes: { name: string; role: string; status: string; resources: { cpuCores: number; memoryBytes: number }; lastHeartbeatAgoMs: number | null }[] }>('/v1/nodes');
+      type NodeView = { name: string; role: string; status: string; resources: { cpuCores: number; memoryBytes: number }; lastHeartbeatAgoMs: number | null };
+      // Heartbeats go out every second over the gossip, whose mesh forms after the cluster does:
+      // right after a fast formation n3 may not have heard every node yet.
+      const nodes = await waitFor('n3 to have heard every node', async () => {
+        const { nodes } = await client.get<{ nodes: NodeView[] }>('/v1/nodes');
+        return nodes.length === 3 && nodes.every((n) => n.lastHeartbeatAgoMs !== null) && nodes;
+      }, 15_000, 100);
       expect(nodes.map((n) => n.name).sort()).toEqual(['n1', 'n2', 'n3']);
       for (const n of nodes) {
         expect(n.status).toBe('up');
