@@ -89,11 +89,14 @@ export function objectBody(body: unknown, fields: readonly string[], what: strin
   return body;
 }
 
-/** The request body parsed as JSON (empty: `{}`), at most MAX_BODY_BYTES, Content-Length or chunked. */
-export async function readJson(req: IncomingMessage): Promise<unknown> {
-  const tooLarge = () => new OmniError('TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
+/**
+ * The request body, at most `maxBytes` (Content-Length or chunked): TOO_LARGE (`tooLargeMessage`)
+ * past it, BAD_REQUEST when the client goes away mid-body.
+ */
+export async function readBody(req: IncomingMessage, maxBytes: number, tooLargeMessage = `request body over ${maxBytes} bytes`): Promise<Buffer> {
+  const tooLarge = () => new OmniError('TOO_LARGE', tooLargeMessage);
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > MAX_BODY_BYTES) throw tooLarge();
+  if (declared !== undefined && Number(declared) > maxBytes) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -102,7 +105,7 @@ export async function readJson(req: IncomingMessage): Promise<unknown> {
       size += (chunk as Buffer).length;
       // Stop reading (do not destroy the socket: the 413 must still reach the client; the
       // server answers with Connection: close and discards the rest, see ApiServer).
-      if (size > MAX_BODY_BYTES) throw tooLarge();
+      if (size > maxBytes) throw tooLarge();
       chunks.push(chunk as Buffer);
     }
   } catch (err) {
@@ -110,9 +113,14 @@ export async function readJson(req: IncomingMessage): Promise<unknown> {
     // The client went away (or timed out) mid-body: its failure, not an internal error.
     throw new OmniError('BAD_REQUEST', `the request body ended early: ${(err as Error).message}`);
   }
-  if (size === 0) return {};
+  return Buffer.concat(chunks, size);
+}
+
+/** The request body parsed as JSON (empty: `{}`), at most MAX_BODY_BYTES, Content-Length or chunked. */
+export async function readJson(req: IncomingMessage): Promise<unknown> {
+  const body = await readBody(req, MAX_BODY_BYTES);
+  if (body.length === 0) return {};
   try {
-    const body = Buffer.concat(chunks, size);
     // ASCII (checked natively) is its own Latin-1, copied into a string far faster than decoded as UTF-8 (1 MiB: 0.1 vs 3 ms).
     return JSON.parse(isAscii(body) ? body.toString('latin1') : body.toString('utf8'));
   } catch {

@@ -15,9 +15,9 @@
 //   sync won: plan again); 400 for a malformed body, a digest or manifest that does not check
 //   (nothing kept); 413 for a body over the limit or a change whose transaction would be over
 //   Raft's (the client then sends it the separate way); 501 on a node without a registry (the same).
-import type { IncomingMessage } from 'node:http';
 import type { ApiServer } from './server.js';
 import { OmniError } from '../errors.js';
+import { readBody } from './input.js';
 import type { Caller } from '../cluster/caller.js';
 import type { Logger } from '../logger.js';
 import { BlobHasher, type BlobStore } from '../registry/blob-store.js';
@@ -45,25 +45,6 @@ export interface SyncRoutesDeps {
   log: Logger;
 }
 
-async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const tooLarge = () => new OmniError('TOO_LARGE', `a sync commit is at most ${max} bytes (larger changes go through /v2/)`);
-  const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > max) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of req.iterator({ destroyOnReturn: false })) {
-      size += (chunk as Buffer).length;
-      if (size > max) throw tooLarge();
-      chunks.push(chunk as Buffer);
-    }
-  } catch (err) {
-    if (err instanceof OmniError) throw err;
-    throw new OmniError('BAD_REQUEST', `the request body ended early: ${(err as Error).message}`);
-  }
-  return Buffer.concat(chunks, size);
-}
-
 const sha256 = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
 export function registerSyncRoutes(api: ApiServer, d: SyncRoutesDeps): void {
@@ -73,7 +54,7 @@ export function registerSyncRoutes(api: ApiServer, d: SyncRoutesDeps): void {
     // closes as soon as its body has been read.
     const gone = new AbortController();
     res.once('close', () => gone.abort());
-    const body = await readBody(req, SYNC_COMMIT_MAX_BYTES);
+    const body = await readBody(req, SYNC_COMMIT_MAX_BYTES, `a sync commit is at most ${SYNC_COMMIT_MAX_BYTES} bytes (larger changes go through /v2/)`);
     return [200, await commit(d, app, body, caller, gone.signal)];
   });
 }

@@ -13,49 +13,19 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPair } from '@libp2p/crypto/keys';
-import { createHost, type OmniHost } from '../../node/p2p/host.js';
+import { createHost } from '../../node/p2p/host.js';
 import { silentLogger } from '../../node/logger.js';
 import { BlobHasher, BlobStore } from '../../node/registry/blob-store.js';
 import { BlobFetcher } from '../../node/registry/blob-fetcher.js';
 import { PieceService } from '../../node/registry/piece-transfer.js';
 import { pieceSizeFor } from '../../protocol/registry/pieces.js';
+import { cpuMs, rawStream } from './raw-stream.js';
 import type { BlobRecord } from '../../protocol/registry/records.js';
 
 const BLOBS = Number(process.env.PIECES_BENCH_BLOBS ?? 16);
 const BLOB_MB = Number(process.env.PIECES_BENCH_BLOB_MB ?? 8);
 const PARALLEL = Number(process.env.PIECES_BENCH_PARALLEL ?? 8);
 const MB = 1024 * 1024;
-const RAW_PROTOCOL = '/omni/bench/raw/1.0.0';
-
-const cpuMs = () => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
-};
-
-async function rawStream(a: OmniHost, b: OmniHost, bytes: number): Promise<{ MBps: number; cpuSeconds: number }> {
-  let received = 0;
-  let done!: () => void;
-  const finished = new Promise<void>((r) => (done = r));
-  await b.handle(RAW_PROTOCOL, async (stream) => {
-    for await (const chunk of stream) {
-      received += chunk.byteLength;
-      if (received >= bytes) break;
-    }
-    done();
-    await stream.close().catch(() => undefined);
-  });
-  const stream = await a.dialProtocol(b.peerId, RAW_PROTOCOL);
-  const block = randomBytes(MB);
-  const cpu0 = cpuMs();
-  const t0 = performance.now();
-  for (let sent = 0; sent < bytes; sent += MB) if (!stream.send(block)) await stream.onDrain();
-  await finished;
-  const seconds = (performance.now() - t0) / 1000;
-  stream.abort(new Error('bench done'));
-  await b.unhandle(RAW_PROTOCOL);
-  return { MBps: bytes / MB / seconds, cpuSeconds: (cpuMs() - cpu0) / 1000 };
-}
-
 async function main(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'omni-pieces-bench-'));
   const networkKey = randomBytes(32);

@@ -9,13 +9,14 @@
 //   SNAPSHOT_BENCH_MB=256 (default)   SNAPSHOT_BENCH_VALUE_BYTES=4096 (default)   SNAPSHOT_BENCH_WINDOW (chunks)
 import { randomBytes } from 'node:crypto';
 import { generateKeyPair } from '@libp2p/crypto/keys';
-import { createHost, type OmniHost } from '../../node/p2p/host.js';
+import { createHost } from '../../node/p2p/host.js';
 import { SnapshotStream, type SnapshotSink } from '../../node/raft/snapshot-stream.js';
 import { silentLogger } from '../../node/logger.js';
 import { encodeRaftMessage } from '../../protocol/codec.js';
 import { EMPTY_BYTES, MessageType, emptyMessage } from '../../protocol/raft/types.js';
 import { MemorySource, makeRows } from '../support/snapshot-memory.js';
 import { compareKeys } from '../../protocol/raft/snapshot-wire.js';
+import { cpuMs, rawStream } from './raw-stream.js';
 
 /** Keeps nothing but the count, last key and write sizes: measures the transfer, not a store. */
 class CountingSink implements SnapshotSink {
@@ -44,38 +45,7 @@ class CountingSink implements SnapshotSink {
 const TOTAL_MB = Number(process.env.SNAPSHOT_BENCH_MB ?? 256);
 const VALUE_BYTES = Number(process.env.SNAPSHOT_BENCH_VALUE_BYTES ?? 4096);
 const WINDOW_CHUNKS = process.env.SNAPSHOT_BENCH_WINDOW ? Number(process.env.SNAPSHOT_BENCH_WINDOW) : undefined;
-const RAW_PROTOCOL = '/omni/bench/raw/1.0.0';
 const MB = 1024 * 1024;
-
-function cpuMs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
-}
-
-async function rawStream(a: OmniHost, b: OmniHost, bytes: number): Promise<{ MBps: number; cpuSeconds: number }> {
-  let received = 0;
-  let done!: () => void;
-  const finished = new Promise<void>((r) => (done = r));
-  await b.handle(RAW_PROTOCOL, async (stream) => {
-    for await (const chunk of stream) {
-      received += chunk.byteLength;
-      if (received >= bytes) break;
-    }
-    done();
-    await stream.close().catch(() => undefined);
-  });
-  const stream = await a.dialProtocol(b.peerId, RAW_PROTOCOL);
-  const block = randomBytes(MB);
-  const cpu0 = cpuMs();
-  const t0 = performance.now();
-  for (let sent = 0; sent < bytes; sent += MB) if (!stream.send(block)) await stream.onDrain();
-  await finished;
-  const seconds = (performance.now() - t0) / 1000;
-  const cpuSeconds = (cpuMs() - cpu0) / 1000;
-  stream.abort(new Error('bench done'));
-  await b.unhandle(RAW_PROTOCOL);
-  return { MBps: bytes / MB / seconds, cpuSeconds };
-}
 
 async function main(): Promise<void> {
   const networkKey = randomBytes(32);
