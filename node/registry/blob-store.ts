@@ -41,11 +41,23 @@ export interface BlobStoreOptions {
   minFreeBytes?: number;
   /** Free bytes on the store's file system (tests inject a full disk). */
   freeBytes?: (dir: string) => Promise<number>;
+  /**
+   * How old a measure of the free bytes may be when a check passes (default FREE_SPACE_MAX_AGE_MS);
+   * 0: measure at every check.
+   */
+  freeSpaceMaxAgeMs?: number;
   /** A blob became available here (pushed or fetched). */
   onAdded?: (digest: string) => void;
   /** A blob left this store (deleted, or found corrupt). */
   onRemoved?: (digest: string, why: 'deleted' | 'corrupt') => void;
 }
+
+/**
+ * A space check passes on a measure of the file system's free bytes up to this old, less what this
+ * store has let through since: a small blob (a one-file sync's) no longer waits for a statfs behind
+ * the thread pool's other work. A check that would fail measures again first.
+ */
+export const FREE_SPACE_MAX_AGE_MS = 1000;
 
 async function statfsFree(dir: string): Promise<number> {
   const s = await statfs(dir);
@@ -64,6 +76,8 @@ export class BlobStore {
   /** When each blob arrived here, or was pushed here again (file mtime at open); for the GC grace period. */
   private readonly storedAtMs = new Map<string, number>();
   private readonly freeBytes: (dir: string) => Promise<number>;
+  /** The last measure of the free bytes, less the bytes let through since (ensureSpace). */
+  private freeMeasure: { atMs: number; bytes: number } | undefined;
 
   private constructor(private readonly opts: BlobStoreOptions) {
     this.pieceSizeBytes = opts.pieceSizeBytes;
@@ -158,12 +172,24 @@ export class BlobStore {
     return n;
   }
 
-  /** Throws NO_SPACE unless `bytes` more fit on the disk above the reserve. */
+  /**
+   * Throws NO_SPACE unless `bytes` more fit on the disk above the reserve: by a measure of the free
+   * bytes at most FREE_SPACE_MAX_AGE_MS old less what passed since, else (or when that says no) measured now.
+   */
   async ensureSpace(bytes: number): Promise<void> {
+    const last = this.freeMeasure;
+    const fresh = last !== undefined && performance.now() - last.atMs <= (this.opts.freeSpaceMaxAgeMs ?? FREE_SPACE_MAX_AGE_MS);
+    if (fresh && last.bytes - bytes >= this.minFreeBytes) {
+      last.bytes -= bytes;
+      return;
+    }
+    const atMs = performance.now();
     const free = await this.freeBytes(this.opts.dir);
     if (free - bytes < this.minFreeBytes) {
+      this.freeMeasure = undefined;
       throw new OmniError('NO_SPACE', `not enough disk space for ${bytes} more bytes of blobs: ${free} bytes free, ${this.minFreeBytes} kept in reserve`);
     }
+    this.freeMeasure = { atMs, bytes: free - bytes };
   }
 
   /** Throws TOO_LARGE for a blob over the size limit. */

@@ -241,8 +241,9 @@ export async function statTree(root: string, blocking = false): Promise<{ entrie
   // The CLI (nothing else to do meanwhile): synchronous calls, no event-loop turn per file. Every
   // entry is lstat'ed, directories too, right before it is used (a directory's type from readdir
   // could be stale by the time it is entered: replaced by a symlink, readdir would follow it).
+  const prefix = root.endsWith('/') ? root : `${root}/`; // joined by hand: path.join per file cost ~5 ms of 5,000
   const walkSync = (rel: string): void => {
-    for (const p of names(rel, readdirSync(join(root, rel)))) take(p, lstatSync(join(root, p)), () => readlinkSync(join(root, p)));
+    for (const p of names(rel, readdirSync(rel ? prefix + rel : root))) take(p, lstatSync(prefix + p), () => readlinkSync(prefix + p));
   };
   // A node: the entries' stats in parallel (the thread pool works on several at once), used in order.
   const walkAsync = async (rel: string): Promise<void> => {

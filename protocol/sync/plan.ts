@@ -82,8 +82,22 @@ function zip(as: FileEntry[], bs: FileEntry[], visit: (a: FileEntry | undefined,
   }
 }
 
+/** A file and a directory of the same name cannot both be in a tree. */
+function refuseFileDirClash(tree: FileEntry[]): void {
+  const files = new Set<string>();
+  for (const f of tree) files.add(f.path);
+  const clash = fileDirClash(files, (q) => files.has(q));
+  if (clash) throw new SyncConflictError(`cannot sync: '${clash.parent}' is a file on one side and a directory on the other`);
+}
+
 /** The merged tree when `winner` wins conflicts (in path order, then the losers' conflict copies), and the conflicts. */
 function merge(L: FileEntry[], R: FileEntry[], B: FileEntry[], winner: 'client' | 'cluster') {
+  // The cluster's tree is the base itself (the usual sync after a converged one: nothing changed
+  // there): every path is the client's, as the walk below would decide one by one.
+  if (R === B) {
+    refuseFileDirClash(L);
+    return { out: L, sorted: L, conflicts: [] as Conflict[] };
+  }
   const out: FileEntry[] = [];
   const conflicts: Conflict[] = [];
   const losers: { path: string; entry: FileEntry }[] = [];
@@ -126,11 +140,7 @@ function merge(L: FileEntry[], R: FileEntry[], B: FileEntry[], winner: 'client' 
       if (c) c.keptAs = name;
     }
   }
-  // A file and a directory of the same name cannot both be in a tree.
-  const files = new Set<string>();
-  for (const f of out) files.add(f.path);
-  const clash = fileDirClash(files, (q) => files.has(q));
-  if (clash) throw new SyncConflictError(`cannot sync: '${clash.parent}' is a file on one side and a directory on the other`);
+  refuseFileDirClash(out);
   return { out, sorted: losers.length > 0 ? [...out].sort(byPathOrder) : out, conflicts };
 }
 
@@ -164,9 +174,9 @@ export function planSync(opts: { local: TreeManifest; remote: TreeManifest; base
   const { write: download, remove: deleteLocal } = changes(newLocal, L, T);
   // The base: what both sides now agree on; where they still differ (one-way syncs) the old base
   // stays, so the next two-way sync still sees the difference as a change.
-  const base: FileEntry[] = [];
+  const base: FileEntry[] = newLocal === newRemote ? newLocal.slice() : [];
   let k = 0;
-  zip(newLocal, newRemote, (l, r) => {
+  if (newLocal !== newRemote) zip(newLocal, newRemote, (l, r) => {
     const p = (l ?? r)!.path;
     while (k < B.length && B[k].path < p) k++; // a path on neither side now: gone from the base too
     const b = k < B.length && B[k].path === p ? B[k] : undefined;

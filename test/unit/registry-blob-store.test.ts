@@ -160,6 +160,36 @@ describe('BlobStore', () => {
   });
 });
 
+describe('blob store space checks', () => {
+  it('pass on a recent measure less what passed since, and measure again before refusing or once it is old', async () => {
+    let free = 10_000_000;
+    let measures = 0;
+    const freeBytes = async () => (measures++, free);
+    const { store } = await storeIn(await tempDir(), { minFreeBytes: 1_000_000, freeBytes, freeSpaceMaxAgeMs: 60_000 });
+    await store.ensureSpace(4_000_000);
+    await store.ensureSpace(4_000_000); // 2,000,000 left by the measure: no statfs
+    expect(measures).toBe(1);
+    // over what the measure leaves: measured again (the disk may have been freed meanwhile)
+    free = 20_000_000;
+    await store.ensureSpace(4_000_000);
+    expect(measures).toBe(2);
+    // refused only on a measure made now (16,000,000 left by the last one)
+    free = 1_500_000;
+    expect(await codeOf(store.ensureSpace(15_500_000))).toBe('NO_SPACE');
+    expect(measures).toBe(3);
+    expect(await codeOf(store.ensureSpace(1_000_000))).toBe('NO_SPACE'); // nothing kept from a refusal
+    expect(measures).toBe(4);
+    // a measure older than the limit is not used
+    const { store: strict } = await storeIn(await tempDir(), { minFreeBytes: 1_000_000, freeBytes, freeSpaceMaxAgeMs: 0 });
+    free = 10_000_000;
+    measures = 0;
+    await strict.ensureSpace(1);
+    await new Promise((r) => setTimeout(r, 2));
+    await strict.ensureSpace(1);
+    expect(measures).toBe(2);
+  });
+});
+
 async function* chunks(...parts: Uint8Array[]): AsyncGenerator<Uint8Array> {
   for (const p of parts) yield p;
 }

@@ -177,6 +177,15 @@ describe('sync plan, single pass', () => {
       { numRuns: 5000 },
     );
   });
+  it('decides as the Map-based planner did when the cluster tree is the base itself (the shortcut after a converged sync)', () => {
+    fc.assert(
+      fc.property(treeArb, treeArb, fc.constantFrom('both', 'push', 'pull'), fc.constantFrom('client', 'cluster'), (local, base, direction, winner) => {
+        const o = { local, remote: base, base, direction: direction as 'both', winner: winner as 'client' };
+        expect(outcome(() => planSync(o))).toEqual(outcome(() => referencePlanSync({ ...o, remote: { ...base, files: base.files.map((f) => ({ ...f })) } })));
+      }),
+      { numRuns: 3000 },
+    );
+  });
   it('takes unsorted trees (sorted first) as the Map-based planner did', () => {
     fc.assert(
       fc.property(treeArb, treeArb, treeArb, (local, remote, base) => {
