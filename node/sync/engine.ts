@@ -34,7 +34,7 @@ import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js'
 import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
 import { SYNC_COMMIT_BLOB_BYTES, SYNC_COMMIT_MAX_BLOBS, SYNC_COMMIT_MAX_BYTES, SYNC_COMMIT_MAX_COMPARES, SYNC_COMMIT_MAX_MANIFEST_BYTES, SYNC_COMMIT_MAX_MANIFESTS, type SyncCommitHeader } from '../../protocol/sync/commit.js';
 import { decodeSyncState, encodeSyncState, type SyncState } from '../../protocol/sync/state-file.js';
-import { CHUNK_BYTES, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, pageTree, joinPages } from '../../protocol/sync/tree.js';
+import { CHUNK_BYTES, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, type PageLayout, pageTree, joinPages } from '../../protocol/sync/tree.js';
 
 /** The registry operations sync uses: the CLI's /v2/ client (with failover), or a node's in-process registry (node/forge/node-registry.ts). */
 export interface SyncRegistry {
@@ -308,6 +308,10 @@ interface Remote {
   revision: number;
   /** The KV record's version (0: none yet): the compare-and-set precondition. */
   version: number;
+  /** The index digest the record names, its manifests, and how they cut the tree (none without a record). */
+  index?: string;
+  pages?: string[];
+  layout?: PageLayout;
 }
 
 /** A failure worth another try: no answer, or a registry that said it cannot serve now (the CLI's registry client fails over on the same). */
@@ -343,16 +347,16 @@ async function readBlobJson(reg: SyncRegistry, repo: string, digest: string, tmp
 }
 
 /** The cluster's copy of the workspace (the record, then its tree pages unless `known` is the index it names). */
-export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest; pages?: string[] }, record?: Promise<{ value: string; version: number } | undefined>): Promise<Remote & { index?: string; pages?: string[] }> {
+export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, app: string, tmpDir: string, known?: { index: string; tree: TreeManifest; pages?: string[]; layout?: PageLayout }, record?: Promise<{ value: string; version: number } | undefined>): Promise<Remote> {
   const rec = await (record ?? retry('reading the workspace record', () => records.read(recordKey(app))));
   if (!rec) return { tree: emptyTree(), revision: 0, version: 0 };
   const v = JSON.parse(rec.value) as { index?: unknown; revision?: unknown };
   if (typeof v.index !== 'string' || !Number.isSafeInteger(v.revision)) throw new OmniError('INVALID', `the sync record of ${app} is malformed`);
   // The record names the tree this client synced to last: no need to fetch it (a no-op sync reads
   // one KV record and stats the directory).
-  if (known && known.index === v.index) return { tree: known.tree, revision: v.revision as number, version: rec.version, index: v.index, ...(known.pages ? { pages: known.pages } : {}) };
+  if (known && known.index === v.index) return { tree: known.tree, revision: v.revision as number, version: rec.version, index: v.index, ...(known.pages ? { pages: known.pages } : {}), ...(known.pages && known.layout ? { layout: known.layout } : {}) };
   const repo = repoOf(app);
-  const index = JSON.parse((await retry('reading the workspace index', () => reg.manifest(repo, v.index as string))).bytes.toString('utf8')) as { manifests?: { digest?: unknown }[] };
+  const index = JSON.parse((await retry('reading the workspace index', () => reg.manifest(repo, v.index as string))).bytes.toString('utf8')) as { manifests?: { digest?: unknown; size?: unknown }[] };
   if (!Array.isArray(index.manifests) || index.manifests.length === 0 || index.manifests.length > 100_000 || !index.manifests.every((m) => typeof m?.digest === 'string')) throw new OmniError('INVALID', `the workspace index of ${app} is malformed`);
   const pages = index.manifests.map((m) => m.digest as string);
   const configs: string[] = new Array(pages.length);
@@ -367,7 +371,14 @@ export async function readRemote(records: SyncRecordStore, reg: SyncRegistry, ap
   await pool(blobs.map((d, i) => ({ d, i })), PARALLEL, async ({ d, i }) => {
     trees[i] = decodeManifest(await readBlobJson(reg, repo, d, tmpDir));
   });
-  return { tree: joinPages(trees), revision: v.revision as number, version: rec.version, index: v.index, pages };
+  // The layout (manifests per page, as consecutive runs of one config): kept for the next sync.
+  const layout: PageLayout = [];
+  configs.forEach((c, i) => {
+    if (i === 0 || configs[i - 1] !== c) layout.push({ files: trees[layout.length].files.length, manifests: [] });
+    layout[layout.length - 1].manifests.push({ digest: pages[i], size: index.manifests![i].size as number });
+  });
+  const sized = index.manifests.every((m) => Number.isSafeInteger(m.size) && (m.size as number) > 0);
+  return { tree: joinPages(trees), revision: v.revision as number, version: rec.version, index: v.index, pages, ...(sized ? { layout } : {}) };
 }
 
 interface Progress {
@@ -480,7 +491,7 @@ async function buildPack(root: string, members: FileEntry[], blocking: boolean, 
  * Returns what was written; undefined when the change is not that small (nothing sent);
  * 'conflict' when another writer moved the record; 'unsupported' from a node without the request.
  */
-async function commitSmall(records: SyncRecordStore, app: string, root: string, plan: SyncPlan, remote: Remote & { pages?: string[] }, localBySha: Map<string, FileEntry>, blocking: boolean, beforeCommit?: () => Promise<void>): Promise<{ revision: number; index: string; pages: string[]; packs: Map<string, PackRef>; bytes: number } | 'conflict' | 'unsupported' | undefined> {
+async function commitSmall(records: SyncRecordStore, app: string, root: string, plan: SyncPlan, remote: Remote, localBySha: Map<string, FileEntry>, blocking: boolean, beforeCommit?: () => Promise<void>): Promise<{ revision: number; index: string; pages: string[]; cut: CutTree; packs: Map<string, PackRef>; bytes: number } | 'conflict' | 'unsupported' | undefined> {
   if (!records.commit || plan.upload.some((f) => f.size > 0 && !packable(f))) return undefined; // a chunked file goes through /v2/ (an empty one sends nothing)
   const packed = packsOf(remote.tree);
   const toPack = plan.upload.filter((f) => !packed.has(f.sha256)).map((f) => localBySha.get(f.sha256) ?? f);
@@ -492,16 +503,17 @@ async function commitSmall(records: SyncRecordStore, app: string, root: string, 
   for (const g of groups) packs.push(await buildPack(root, g, blocking, mine));
   const all = new Map([...packed, ...mine]);
   const revision = remote.revision + 1;
-  const { jobs, todo, pageBlobs, index, indexDigest } = workspaceManifests(withPacks(plan.remote, all), new Set(remote.pages ?? []));
+  const paged = withPacks(plan.remote, all);
+  const { manifests: listed, todo, pageBlobs, index, indexDigest, layout } = workspaceManifests(paged, new Set(remote.pages ?? []), remote.layout ? { tree: remote.tree, layout: remote.layout } : undefined);
   const blobs = [...packs.map((p) => p.buf), ...pageBlobs];
   const manifests = [...todo.map((j) => j.body), index];
   const bytes = [...blobs, ...manifests].reduce((n, b) => n + b.length, 0);
   // The node writes it all in one Raft transaction (at most 1,000 compares, 2 MiB): about two
   // compares for each page the index lists and each layer of a new page manifest.
-  const compares = 2 * jobs.length + 2 * todo.reduce((n, j) => n + j.layers, 0) + 2 * blobs.length + 4;
+  const compares = 2 * listed.length + 2 * todo.reduce((n, j) => n + j.layers, 0) + 2 * blobs.length + 4;
   const manifestBytes = manifests.reduce((n, b) => n + b.length, 0);
   if (pageBlobs.some((b) => b.length > SYNC_COMMIT_BLOB_BYTES) || blobs.length > SYNC_COMMIT_MAX_BLOBS || manifests.length > SYNC_COMMIT_MAX_MANIFESTS || bytes > SYNC_COMMIT_MAX_BYTES - 64 * 1024 || compares > SYNC_COMMIT_MAX_COMPARES || manifestBytes > SYNC_COMMIT_MAX_MANIFEST_BYTES) return undefined;
-  trace(`pages encoded (${jobs.length}, ${todo.length} new)`);
+  trace(`pages encoded (${listed.length}, ${todo.length} new)`);
   const header: SyncCommitHeader = {
     expectedVersion: remote.version,
     record: JSON.stringify({ index: indexDigest, revision }),
@@ -519,7 +531,7 @@ async function commitSmall(records: SyncRecordStore, app: string, root: string, 
     if (err instanceof OmniError && ['NOT_FOUND', 'NOT_IMPLEMENTED', 'TOO_LARGE'].includes(err.code)) return 'unsupported';
     throw err;
   }
-  return { revision, index: indexDigest, pages: jobs.map((j) => j.digest), packs: all, bytes: packs.reduce((n, p) => n + p.buf.length, 0) };
+  return { revision, index: indexDigest, pages: listed.map((j) => j.digest), cut: { tree: paged, layout }, packs: all, bytes: packs.reduce((n, p) => n + p.buf.length, 0) };
 }
 
 /** The cluster's tree with every packed file's pack set (from `packs`, by sha256); a small file without one is an error. */
@@ -554,9 +566,9 @@ async function putBlobBytes(reg: SyncRegistry, repo: string, bytes: Buffer, tmpD
  * an OCI index tagged `ws-<revision>`. A page manifest in `knownPages` (the cluster has it) is not
  * written again: a one-file change writes one page, its manifest and the index.
  */
-async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string, knownPages: Set<string>, contentsIn: Promise<void>): Promise<{ index: string; pages: string[] }> {
-  const { jobs, todo, pageBlobs, index, indexDigest } = workspaceManifests(tree, knownPages);
-  trace(`pages encoded (${jobs.length}, ${todo.length} new)`);
+async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest, revision: number, tmpDir: string, knownPages: Set<string>, contentsIn: Promise<void>, previous?: CutTree): Promise<{ index: string; pages: string[]; layout: PageLayout }> {
+  const { manifests, todo, pageBlobs, index, indexDigest, layout } = workspaceManifests(tree, knownPages, previous);
+  trace(`pages encoded (${manifests.length}, ${todo.length} new)`);
   await pool(pageBlobs, PARALLEL, async (b) => {
     await putBlobBytes(reg, repo, b, tmpDir);
   });
@@ -568,7 +580,7 @@ async function putWorkspace(reg: SyncRegistry, repo: string, tree: TreeManifest,
   });
   trace('page manifests in');
   await retry('writing the workspace index', () => reg.putManifest(repo, `ws-${revision}`, index, OCI_INDEX));
-  return { index: indexDigest, pages: jobs.map((j) => j.digest) };
+  return { index: indexDigest, pages: manifests.map((j) => j.digest), layout };
 }
 
 interface PageManifest {
@@ -580,13 +592,49 @@ interface PageManifest {
   layers: number;
 }
 
+/** A tree with the layout its pages were written in. */
+type CutTree = { tree: TreeManifest; layout: PageLayout };
+
+/** The same entry as a page manifest encodes it (every field of FileEntry; `a` with pack `aPack`). */
+function sameEntry(a: FileEntry, b: FileEntry, aPack = a.pack): boolean {
+  if (a.path !== b.path || a.size !== b.size || a.mtimeMs !== b.mtimeMs || a.mode !== b.mode || a.sha256 !== b.sha256 || a.chunks.length !== b.chunks.length) return false;
+  for (let i = 0; i < a.chunks.length; i++) if (a.chunks[i] !== b.chunks[i]) return false;
+  const p = aPack;
+  const q = b.pack;
+  return p === q || (p !== undefined && q !== undefined && p.digest === q.digest && p.offset === q.offset && p.packSize === q.packSize);
+}
+
+/** The pages of `previous.tree` as `previous.layout` cut it, by their first path; undefined when the layout does not fit the tree. */
+function previousPages(previous: CutTree): Map<string, { files: FileEntry[]; manifests: { digest: string; size: number }[] }> | undefined {
+  const out = new Map<string, { files: FileEntry[]; manifests: { digest: string; size: number }[] }>();
+  let at = 0;
+  for (const page of previous.layout) {
+    const files = previous.tree.files.slice(at, at + page.files);
+    at += page.files;
+    if (files.length > 0) out.set(files[0].path, { files, manifests: page.manifests });
+  }
+  return at === previous.tree.files.length ? out : undefined;
+}
+
 /**
  * The workspace's description (see putWorkspace): its page manifests (`todo`: those not in
- * `knownPages`, with `pageBlobs`, their pages' bytes, once each) and the index listing them all.
+ * `knownPages`, with `pageBlobs`, their pages' bytes, once each), the index listing them all, and
+ * the layout. A page whose files are those of a page of `previous` (the cluster's tree, as its
+ * layout cut it) with manifests the cluster has is not encoded again: its manifests are listed as
+ * they are (the same files give the same bytes).
  */
-function workspaceManifests(tree: TreeManifest, knownPages: Set<string>): { jobs: PageManifest[]; todo: PageManifest[]; pageBlobs: Buffer[]; index: Buffer; indexDigest: string } {
-  const jobs: PageManifest[] = [];
+export function workspaceManifests(tree: TreeManifest, knownPages: Set<string>, previous?: CutTree): { manifests: { digest: string; size: number }[]; todo: PageManifest[]; pageBlobs: Buffer[]; index: Buffer; indexDigest: string; layout: PageLayout } {
+  const before = previous ? previousPages(previous) : undefined;
+  const manifests: { digest: string; size: number }[] = [];
+  const encoded: PageManifest[] = [];
+  const layout: PageLayout = [];
   for (const p of pageTree(tree)) {
+    const old = p.files.length > 0 ? before?.get(p.files[0].path) : undefined;
+    if (old && old.files.length === p.files.length && old.manifests.every((m) => knownPages.has(m.digest)) && p.files.every((f, i) => sameEntry(f, old.files[i]))) {
+      manifests.push(...old.manifests);
+      layout.push({ files: p.files.length, manifests: old.manifests });
+      continue;
+    }
     const pageBytes = encodeManifest(p);
     const pageDigest = sha256Of(pageBytes);
     const layers: { mediaType: string; digest: string; size: number }[] = [];
@@ -603,16 +651,21 @@ function workspaceManifests(tree: TreeManifest, knownPages: Set<string>): { jobs
         layers.push({ mediaType: CHUNK_MEDIA_TYPE, digest: c, size: Math.min(CHUNK_BYTES, f.size - i * CHUNK_BYTES) });
       });
     }
+    const mine: { digest: string; size: number }[] = [];
     for (let i = 0; i === 0 || i < layers.length; i += PAGE_LAYERS) {
       const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: TREE_MEDIA_TYPE, digest: pageDigest, size: pageBytes.length }, layers: layers.slice(i, i + PAGE_LAYERS) }));
-      jobs.push({ body, digest: sha256Of(body), page: pageBytes, pageDigest, layers: Math.min(PAGE_LAYERS, layers.length - i) });
+      const m: PageManifest = { body, digest: sha256Of(body), page: pageBytes, pageDigest, layers: Math.min(PAGE_LAYERS, layers.length - i) };
+      encoded.push(m);
+      mine.push({ digest: m.digest, size: body.length });
     }
+    manifests.push(...mine);
+    layout.push({ files: p.files.length, manifests: mine });
   }
   // The page blobs go up while the contents do; a manifest is written once its layers are all in.
-  const todo = jobs.filter((j) => !knownPages.has(j.digest));
+  const todo = encoded.filter((j) => !knownPages.has(j.digest));
   const pageBlobs = [...new Map(todo.map((j) => [j.pageDigest, j.page])).values()];
-  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: jobs.map((j) => ({ mediaType: OCI_MANIFEST, digest: j.digest, size: j.body.length })) }));
-  return { jobs, todo, pageBlobs, index, indexDigest: sha256Of(index) };
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: manifests.map((m) => ({ mediaType: OCI_MANIFEST, digest: m.digest, size: m.size })) }));
+  return { manifests, todo, pageBlobs, index, indexDigest: sha256Of(index), layout };
 }
 
 // ---------------------------------------------------------------- writing the client's side
@@ -816,7 +869,7 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
   }
   const state = await loadState(stateFile, app);
   trace('state loaded');
-  const firstRemote = readRemote(records, reg, app, tmpDir, state.remoteIndex ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}) } : undefined, record);
+  const firstRemote = readRemote(records, reg, app, tmpDir, state.remoteIndex ? { index: state.remoteIndex, tree: state.base, ...(state.remotePages ? { pages: state.remotePages } : {}), ...(state.remoteLayout ? { layout: state.remoteLayout } : {}) } : undefined, record);
   firstRemote.catch(() => undefined);
   const { tree: local, skipped, unchanged } = await scanTree(dir, new Map(state.local.files.map((f) => [f.path, f])), opts.blockingScan === true, stated);
   trace('scanned');
@@ -859,6 +912,7 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
     let revision = remote.revision;
     let remoteIndex = remote.index;
     let remotePages = remote.pages;
+    let cut: CutTree | undefined = remote.layout ? { tree: remote.tree, layout: remote.layout } : undefined;
     let remotePacks = packsOf(remote.tree);
     const remoteChanged = plan.upload.length > 0 || plan.deleteRemote.length > 0 || (opts.ensureRecord === true && remote.version === 0);
     // A small change goes in one request when the store can take it so (a one-file edit: one
@@ -875,6 +929,7 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
       remotePacks = small.packs;
       remoteIndex = small.index;
       remotePages = small.pages;
+      cut = small.cut;
       prog.bytesUp += small.bytes;
       tick();
       const old = revision - WORKSPACE_REVISIONS_KEPT;
@@ -888,11 +943,13 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
       trace('packs built');
       revision = remote.revision + 1;
       remotePacks = packed;
-      const put = await putWorkspace(reg, repo, withPacks(plan.remote, packed), revision, tmpDir, new Set(remote.pages ?? []), up.done);
+      const paged = withPacks(plan.remote, packed);
+      const put = await putWorkspace(reg, repo, paged, revision, tmpDir, new Set(remote.pages ?? []), up.done, remote.layout ? { tree: remote.tree, layout: remote.layout } : undefined);
       trace('contents and manifests in');
       const index = put.index;
       remoteIndex = index;
       remotePages = put.pages;
+      cut = { tree: paged, layout: put.layout };
       await opts.beforeCommit?.();
       try {
         await records.write(recordKey(app), JSON.stringify({ index, revision }), remote.version);
@@ -911,15 +968,18 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
     for (const [p, tmp] of ready) await rename(tmp, await safeParent(dir, p));
     trace('client side written');
     // 3. the state: the base, and the client's tree with the mtimes it has now
-    const written = new Map<string, FileEntry>();
-    const scanned = new Map(local.files.map((f) => [f.path, f]));
-    for (const f of plan.local.files) {
-      if (ready.has(f.path)) {
-        const s = await stat(join(dir, f.path));
-        written.set(f.path, { ...f, mtimeMs: s.mtimeMs });
-      } else written.set(f.path, scanned.get(f.path) ?? f);
+    let localAfter: TreeManifest = local; // the client's tree is the scan's when this sync wrote nothing here
+    if (ready.size > 0 || plan.local.files !== local.files) {
+      const written = new Map<string, FileEntry>();
+      const scanned = new Map(local.files.map((f) => [f.path, f]));
+      for (const f of plan.local.files) {
+        if (ready.has(f.path)) {
+          const s = await stat(join(dir, f.path));
+          written.set(f.path, { ...f, mtimeMs: s.mtimeMs });
+        } else written.set(f.path, scanned.get(f.path) ?? f);
+      }
+      localAfter = { version: MANIFEST_VERSION, files: plan.local.files.map((f) => written.get(f.path)!) };
     }
-    const localAfter: TreeManifest = { version: MANIFEST_VERSION, files: plan.local.files.map((f) => written.get(f.path)!) };
     // Nothing moved and the scan found what the state holds: the state file is already right (a no-op writes nothing).
     if (plan.noop && !remoteChanged && ready.size === 0 && remoteIndex !== undefined && remoteIndex === state.remoteIndex && unchanged) {
       await writeQuick(quickFile, app, remoteIndex, localAfter.files);
@@ -928,9 +988,23 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
     await rm(quickFile, { force: true });
     const tmpState = `${stateFile}.tmp`;
     const converged = plan.local.files.length === plan.remote.files.length && plan.local.files.every((f, i) => { const r = plan.remote.files[i]; return f.path === r.path && f.sha256 === r.sha256 && f.mode === r.mode; });
-    // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching it).
-    const base = { version: MANIFEST_VERSION, files: plan.base.files.map((f) => (packable(f) && remotePacks.get(f.sha256) ? { ...f, pack: remotePacks.get(f.sha256)! } : f)) };
-    await writeFile(tmpState, encodeSyncState({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages } : {}) } : {}) }));
+    // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching
+    // it): an entry of the tree this sync paged where it is the same (it has them), else a copy
+    // with its pack. The layout is kept only for a base that is the very tree it cuts (field by
+    // field), so the next sync's unchanged pages are those the cluster's manifests describe.
+    const paged = cut && cut.tree.files.length === plan.base.files.length ? cut.tree.files : undefined;
+    let pagedIsBase = paged !== undefined;
+    const base = {
+      version: MANIFEST_VERSION,
+      files: plan.base.files.map((f, i) => {
+        const pack = (packable(f) && remotePacks.get(f.sha256)) || f.pack;
+        if (paged && sameEntry(f, paged[i], pack)) return paged[i];
+        pagedIsBase = false;
+        return pack && pack !== f.pack ? { ...f, pack } : f;
+      }),
+    };
+    const remoteLayout = pagedIsBase ? cut!.layout : undefined;
+    await writeFile(tmpState, encodeSyncState({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages, ...(remoteLayout ? { remoteLayout } : {}) } : {}) } : {}) }));
     await rename(tmpState, stateFile);
     trace('state written');
     if (converged && remoteIndex) await writeQuick(quickFile, app, remoteIndex, localAfter.files);

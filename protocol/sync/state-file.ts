@@ -8,7 +8,7 @@
 // files that is ~0.8 MB instead of ~3.7 MB of JSON: a sync reads and writes the state at every run
 // (`bench:sync`: parse, validation and rewrite were ~150 ms of a one-file change). Format 2 (the
 // trees as objects) is still read; the next sync writes format 3.
-import { CHUNK_BYTES, MANIFEST_VERSION, checkManifest, checkScanCache, emptyTree, type FileEntry, type TreeManifest } from './tree.js';
+import { CHUNK_BYTES, MANIFEST_VERSION, checkManifest, checkScanCache, emptyTree, type FileEntry, type PageLayout, type TreeManifest } from './tree.js';
 
 export const SYNC_STATE_FORMAT = 3;
 
@@ -21,6 +21,8 @@ export interface SyncState {
   remoteIndex?: string;
   /** The page manifests of that index (those are not written again by the next sync). */
   remotePages?: string[];
+  /** How those manifests cut the base, page by page (the next sync encodes only the pages that changed). */
+  remoteLayout?: PageLayout;
 }
 
 /** A file row: path, size, mtime, mode, sha256, chunks (0: implied), pack ([pack number, offset, pack size]) if packed. */
@@ -36,6 +38,8 @@ interface StateFileV3 {
   local: LocalRow[];
   remoteIndex?: string;
   remotePages?: string[];
+  /** Per page of the base: [files, manifest sizes] (the manifests' digests are remotePages, in order). Since 2026-12-06; older states have none. */
+  remoteLayout?: [number, number[]][];
 }
 
 /** The chunk list a file of this size and digest has when it is one chunk (or none): not stored. */
@@ -66,14 +70,39 @@ export function encodeSyncState(s: SyncState): string {
     }
     return row;
   });
-  const baseRow = new Map(s.base.files.map((f, i) => [f.path, i]));
+  // The base row of each scan-cache path: both lists are sorted by path (walked together); a list
+  // out of order (not from a sync) is looked up in a map.
+  const bases = s.base.files;
+  let at = 0;
+  let byPath: Map<string, number> | undefined;
+  let lastPath = '';
+  const baseRowOf = (path: string): number | undefined => {
+    if (!byPath && path > lastPath) {
+      lastPath = path;
+      while (at < bases.length && bases[at].path < path) at++;
+      return at < bases.length && bases[at].path === path ? at : undefined;
+    }
+    byPath ??= new Map(bases.map((f, i) => [f.path, i]));
+    return byPath.get(path);
+  };
   const local: LocalRow[] = s.local.files.map((f) => {
-    const i = baseRow.get(f.path);
-    const b = i === undefined ? undefined : s.base.files[i];
+    const i = baseRowOf(f.path);
+    const b = i === undefined ? undefined : bases[i];
     if (b && b.size === f.size && b.mode === f.mode && b.sha256 === f.sha256 && b.chunks.length === f.chunks.length && b.chunks.every((c, k) => c === f.chunks[k])) return [i!, f.mtimeMs];
     return [f.path, f.size, f.mtimeMs, f.mode, f.sha256, chunksColumn(f)];
   });
-  const out: StateFileV3 = { format: SYNC_STATE_FORMAT, app: s.app, packs, base, local, ...(s.remoteIndex ? { remoteIndex: s.remoteIndex } : {}), ...(s.remotePages ? { remotePages: s.remotePages } : {}) };
+  const listed = s.remoteLayout?.flatMap((p) => p.manifests.map((m) => m.digest));
+  const layoutFits = listed && s.remotePages && listed.length === s.remotePages.length && listed.every((d, i) => d === s.remotePages![i]);
+  const out: StateFileV3 = {
+    format: SYNC_STATE_FORMAT,
+    app: s.app,
+    packs,
+    base,
+    local,
+    ...(s.remoteIndex ? { remoteIndex: s.remoteIndex } : {}),
+    ...(s.remotePages ? { remotePages: s.remotePages } : {}),
+    ...(layoutFits ? { remoteLayout: s.remoteLayout!.map((p): [number, number[]] => [p.files, p.manifests.map((m) => m.size)]) } : {}),
+  };
   return JSON.stringify(out);
 }
 
@@ -133,7 +162,9 @@ export function decodeSyncState(text: string, app: string): SyncState {
     return f;
   });
   checkScanCache({ version: MANIFEST_VERSION, files: full });
-  return { app, base, local: { version: MANIFEST_VERSION, files: localFiles }, ...remoteOf(v) };
+  const remote = remoteOf(v);
+  const layout = layoutOf(v.remoteLayout, remote.remotePages, base.files.length);
+  return { app, base, local: { version: MANIFEST_VERSION, files: localFiles }, ...remote, ...(layout ? { remoteLayout: layout } : {}) };
 }
 
 function remoteOf(v: { remoteIndex?: unknown; remotePages?: unknown }): Pick<SyncState, 'remoteIndex' | 'remotePages'> {
@@ -141,4 +172,25 @@ function remoteOf(v: { remoteIndex?: unknown; remotePages?: unknown }): Pick<Syn
     ...(typeof v.remoteIndex === 'string' ? { remoteIndex: v.remoteIndex } : {}),
     ...(Array.isArray(v.remotePages) && v.remotePages.every((d) => typeof d === 'string') ? { remotePages: v.remotePages } : {}),
   };
+}
+
+/**
+ * The stored layout with its manifests' digests (remotePages, in order), when it fits: every page
+ * has a whole number of files and at least one manifest of a positive size, the pages cover the
+ * base's files and list exactly remotePages. Otherwise none (the next sync encodes every page).
+ */
+function layoutOf(v: unknown, pages: string[] | undefined, files: number): PageLayout | undefined {
+  if (!Array.isArray(v) || !pages) return undefined;
+  const out: PageLayout = [];
+  let at = 0;
+  let covered = 0;
+  for (const row of v as unknown[]) {
+    if (!Array.isArray(row) || row.length !== 2 || !Number.isSafeInteger(row[0]) || (row[0] as number) < 0 || !Array.isArray(row[1]) || row[1].length === 0) return undefined;
+    const sizes = row[1] as unknown[];
+    if (!sizes.every((n) => Number.isSafeInteger(n) && (n as number) > 0) || at + sizes.length > pages.length) return undefined;
+    out.push({ files: row[0] as number, manifests: sizes.map((size, i) => ({ digest: pages[at + i], size: size as number })) });
+    at += sizes.length;
+    covered += row[0] as number;
+  }
+  return at === pages.length && covered === files ? out : undefined;
 }

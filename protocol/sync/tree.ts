@@ -244,6 +244,13 @@ export const fromMap = (files: Map<string, FileEntry>): TreeManifest => ({
   files: [...files.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)),
 });
 
+/**
+ * How the cluster's tree is cut: per page (in order), its number of files and the manifests that
+ * describe it (digest and size, as the index lists them). Kept in the client's state file with the
+ * index, so the next sync encodes only the pages whose files changed (a one-file change: one page of ~26).
+ */
+export type PageLayout = { files: number; manifests: { digest: string; size: number }[] }[];
+
 /** Pages of the cluster's tree: about PAGE_TARGET files each, cut where a path's hash says so (content-defined). */
 export const PAGE_TARGET = 256;
 export const PAGE_MAX_FILES = 4 * PAGE_TARGET;

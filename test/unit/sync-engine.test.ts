@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OmniError } from '../../node/errors.js';
-import { syncDir, WORKSPACE_REVISIONS_KEPT, type SyncRecordStore, type SyncRegistry } from '../../node/sync/engine.js';
+import { syncDir, workspaceManifests, WORKSPACE_REVISIONS_KEPT, type SyncRecordStore, type SyncRegistry } from '../../node/sync/engine.js';
+import { CHUNK_BYTES, MANIFEST_VERSION, type FileEntry, type TreeManifest } from '../../protocol/sync/tree.js';
+import fc from 'fast-check';
 import { decodeSyncCommit, encodeSyncCommit } from '../../protocol/sync/commit.js';
 
 function memoryStore(): { records: SyncRecordStore; registry: SyncRegistry; writes: number; tags: () => string[] } {
@@ -313,6 +315,86 @@ describe('sync engine: a small change in one request', () => {
       expect(counts.uploads).toBe(0);
       await syncDir({ ...m, app: 'app', dir: a });
       expect(await readFile(join(a, 'two'), 'utf8')).toBe('2');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('sync engine: page layout', () => {
+  const sha = (x: string) => 'sha256:' + createHash('sha256').update(x).digest('hex');
+  /** File i of a tree: packed small files (a few packs) and files of three chunks (pages of over 400 layers take two manifests). */
+  const fileOf = (i: number, version = 0, mtimeMs = 1000 + i): FileEntry => {
+    const path = `d${i % 7}/f${String(i).padStart(5, '0')}`;
+    if (i % 5 < 2) return { path, size: 100 + i, mtimeMs, mode: 0o644, sha256: sha(`s${i}.${version}`), chunks: [sha(`s${i}.${version}`)], pack: { digest: sha(`pack${i % 3}.${version}`), offset: i, packSize: 1_000_000 } };
+    const chunks = [0, 1, 2].map((k) => sha(`c${i}.${version}.${k}`));
+    return { path, size: 2 * CHUNK_BYTES + 1, mtimeMs, mode: i % 11 === 0 ? 0o755 : 0o644, sha256: sha(`b${i}.${version}`), chunks };
+  };
+  const sorted = (files: FileEntry[]): TreeManifest => ({ version: MANIFEST_VERSION, files: files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)) });
+  const change = fc.record({ at: fc.nat(1999), kind: fc.constantFrom('content', 'mtime', 'mode', 'pack', 'delete', 'add') });
+
+  it('a page whose files are unchanged is listed as it was, and the index is the one every page encoded again gives', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 1500 }), fc.array(change, { maxLength: 6 }), (n, changes) => {
+        const before = sorted(Array.from({ length: n }, (_, i) => fileOf(i * 2)));
+        const first = workspaceManifests(before, new Set());
+        const byIndex = new Map(before.files.map((f) => [Number(f.path.slice(-5)), f]));
+        for (const c of changes) {
+          const f = byIndex.get(c.at);
+          if (c.kind === 'add') byIndex.set(c.at | 1, fileOf(c.at | 1));
+          else if (!f) continue;
+          else if (c.kind === 'delete') byIndex.delete(c.at);
+          else if (c.kind === 'content') byIndex.set(c.at, fileOf(c.at, 1, f.mtimeMs));
+          else if (c.kind === 'mtime') byIndex.set(c.at, { ...f, mtimeMs: f.mtimeMs + 0.5 });
+          else if (c.kind === 'mode') byIndex.set(c.at, { ...f, mode: f.mode === 0o644 ? 0o755 : 0o644 });
+          else if (f.pack) byIndex.set(c.at, { ...f, pack: { ...f.pack, offset: f.pack.offset + 1 } });
+        }
+        // the new tree as a sync builds it: fresh objects for every entry
+        const after = sorted([...byIndex.values()].map((f) => ({ ...f, ...(f.pack ? { pack: { ...f.pack } } : {}) })));
+        const known = new Set(first.manifests.map((m) => m.digest));
+        const full = workspaceManifests(after, known);
+        const reused = workspaceManifests(after, known, { tree: before, layout: first.layout });
+        expect(reused.indexDigest).toBe(full.indexDigest);
+        expect(reused.manifests).toEqual(full.manifests);
+        expect(reused.layout).toEqual(full.layout);
+        expect(reused.todo.map((t) => t.digest)).toEqual(full.todo.map((t) => t.digest));
+        expect(reused.pageBlobs).toEqual(full.pageBlobs);
+        // a layout that does not fit the tree is not used (every page encoded)
+        expect(workspaceManifests(after, known, { tree: before, layout: first.layout.slice(1) }).indexDigest).toBe(full.indexDigest);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('a one-file change in a tree of many pages: the state keeps the layout, the next sync lists the other pages as they were, and the cluster tree read afresh is the directory', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-layout-'));
+    try {
+      const m = memoryStore();
+      const counts = withCommit(m);
+      const a = join(root, 'a');
+      for (let d = 0; d < 10; d++) await mkdir(join(a, `d${d}`), { recursive: true });
+      for (let i = 0; i < 1200; i++) await writeFile(join(a, `d${i % 10}`, `f${i}.txt`), `file ${i}\n`);
+      await syncDir({ ...m, app: 'app', dir: a });
+      const state1 = JSON.parse(await readFile(join(a, '.omni', 'sync-state.json'), 'utf8')) as { remotePages: string[]; remoteLayout: [number, number[]][] };
+      expect(state1.remoteLayout.length).toBeGreaterThan(2);
+      expect(state1.remoteLayout.reduce((n, [files]) => n + files, 0)).toBe(1200);
+      expect(state1.remoteLayout.flatMap(([, sizes]) => sizes).length).toBe(state1.remotePages.length);
+      await writeFile(join(a, 'd3', 'f513.txt'), 'changed\n');
+      await syncDir({ ...m, app: 'app', dir: a });
+      expect(counts.commits).toBe(2);
+      const state2 = JSON.parse(await readFile(join(a, '.omni', 'sync-state.json'), 'utf8')) as { remotePages: string[]; remoteLayout: [number, number[]][] };
+      expect(state2.remotePages.filter((d) => !state1.remotePages.includes(d)).length).toBe(1);
+      expect(state2.remoteLayout.reduce((n, [files]) => n + files, 0)).toBe(1200);
+      // another directory pulls the workspace through the index (no state): the same files
+      const b = join(root, 'b');
+      await mkdir(b);
+      expect((await syncDir({ ...m, app: 'app', dir: b, direction: 'pull' })).downloaded).toBe(1200);
+      expect(await readFile(join(b, 'd3', 'f513.txt'), 'utf8')).toBe('changed\n');
+      expect(await readFile(join(b, 'd4', 'f514.txt'), 'utf8')).toBe('file 514\n');
+      // and its state, from a fresh read of the index, has the same layout
+      const stateB = JSON.parse(await readFile(join(b, '.omni', 'sync-state.json'), 'utf8')) as { remotePages: string[]; remoteLayout?: [number, number[]][] };
+      expect(stateB.remotePages).toEqual(state2.remotePages);
+      expect(stateB.remoteLayout).toEqual(state2.remoteLayout);
     } finally {
       await rm(root, { recursive: true, force: true });
     }

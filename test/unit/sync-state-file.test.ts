@@ -55,6 +55,11 @@ describe('sync state file', () => {
     expect((v.local[3] as unknown[])[0]).toBe(local[3].path); // changed content: a full row
     expect(v.packs.length).toBe(20);
     expect(decodeSyncState(text, 'x')).toEqual(s);
+    // a scan cache out of path order (not one a sync writes) is still stored by reference and read back as it was
+    const reversed: SyncState = { ...s, local: { version: MANIFEST_VERSION, files: [...local].reverse() } };
+    const rtext = encodeSyncState(reversed);
+    expect((JSON.parse(rtext) as { local: unknown[] }).local.at(-1)).toEqual([0, local[0].mtimeMs]);
+    expect(decodeSyncState(rtext, 'x')).toEqual(reversed);
     const format2 = JSON.stringify({ app: 'x', base: s.base, local: s.local });
     expect(text.length * 3).toBeLessThan(format2.length);
   });
@@ -64,6 +69,27 @@ describe('sync state file', () => {
     const format2 = JSON.stringify({ app: 'x', base: { version: 2, files: base }, local: { version: 2, files: withoutPacks(base) }, remoteIndex: digest('i') });
     expect(decodeSyncState(format2, 'x')).toEqual({ app: 'x', base: { version: 2, files: base }, local: { version: 2, files: withoutPacks(base) }, remoteIndex: digest('i') });
     expect(decodeSyncState(format2, 'y')).toEqual({ app: 'y', base: { version: 2, files: [] }, local: { version: 2, files: [] } });
+  });
+
+  it('keeps the page layout with the index when it lists exactly its manifests and covers the base; a layout that does not fit is dropped', () => {
+    const base = Array.from({ length: 5 }, (_, i) => entry(`f${i}`, 10, `c${i}`, 1, false, 0));
+    const pages = [digest('m1'), digest('m2'), digest('m3')];
+    const remoteLayout = [
+      { files: 2, manifests: [{ digest: pages[0], size: 300 }] },
+      { files: 3, manifests: [{ digest: pages[1], size: 310 }, { digest: pages[2], size: 120 }] },
+    ];
+    const s: SyncState = { app: 'x', base: { version: MANIFEST_VERSION, files: base }, local: { version: MANIFEST_VERSION, files: withoutPacks(base) }, remoteIndex: digest('i'), remotePages: pages, remoteLayout };
+    const text = encodeSyncState(s);
+    expect(JSON.parse(text).remoteLayout).toEqual([[2, [300]], [3, [310, 120]]]);
+    expect(decodeSyncState(text, 'x')).toEqual(s);
+    // written only when it lists the manifests of remotePages, in order
+    expect(JSON.parse(encodeSyncState({ ...s, remotePages: [pages[0], pages[2], pages[1]] })).remoteLayout).toBeUndefined();
+    expect(JSON.parse(encodeSyncState({ ...s, remotePages: pages.slice(0, 2) })).remoteLayout).toBeUndefined();
+    // read only when it covers the base's files and remotePages exactly, with positive whole numbers
+    const { remoteLayout: _l, ...without } = s;
+    const read = (layout: unknown) => decodeSyncState(JSON.stringify({ ...JSON.parse(text), remoteLayout: layout }), 'x');
+    for (const wrong of [[[2, [300]], [2, [310, 120]]], [[2, [300]], [3, [310]]], [[2, [300]], [3, [310, 120, 5]]], [[2, [300]], [3, [0, 120]]], [[2, []], [3, [300, 310, 120]]], [[-1, [300]], [6, [310, 120]]], 'x', [[2.5, [300]], [2.5, [310, 120]]]]) expect(read(wrong)).toEqual(without);
+    expect(read([[2, [300]], [3, [310, 120]]])).toEqual(s);
   });
 
   it('refuses malformed files with the reason', () => {
