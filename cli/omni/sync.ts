@@ -6,11 +6,11 @@
 import { OmniError } from '../../node/errors.js';
 import type { ApiClient } from '../../node/api/client.js';
 import type { Direction, SyncPlan } from '../../protocol/sync/plan.js';
-import { APP_RE, syncDir, type SyncRecordStore, type SyncSummary } from '../../node/sync/engine.js';
+import { APP_RE, syncDir, type SyncRecordStore, type SyncRegistry, type SyncSummary } from '../../node/sync/engine.js';
 import { encodeSyncCommit } from '../../protocol/sync/commit.js';
 import { parse, parseDurationMs, printJson, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
-import { registryFor, type Registry } from './registry-client.js';
+import { registryFor, type FailoverRegistry, type Registry } from './registry-client.js';
 import { watchSync } from './sync-watch.js';
 
 export { scanTree, type SyncSummary } from '../../node/sync/engine.js';
@@ -43,12 +43,14 @@ export interface SyncOptions {
   dir: string;
   direction?: Direction;
   dryRun?: boolean;
-  /** The registry to use (default: the one of the node the client talks to, with failover). */
-  registry?: Registry;
+  /** The registry to use (default: the one of the node the client talks to, with failover); a promise is awaited only when a registry call is made. */
+  registry?: Registry | Promise<FailoverRegistry>;
   /** Who wins a conflict in a two-way sync (default: the cluster; seed 003). */
   winner?: 'client' | 'cluster';
-  /** The app's disk size (bytes): a sync that would make the workspace larger fails. */
-  limitBytes?: number;
+  /** The app's disk size (bytes): a sync that would make the workspace larger fails (a promise: awaited when the plan is made). */
+  limitBytes?: number | Promise<number | undefined>;
+  /** Work the cluster's record is read after (the app's tasks writing their files back): the directory is scanned meanwhile. */
+  recordAfter?: Promise<unknown>;
   /** Write the record even when the workspace is empty (omni run: the app then has a workspace). */
   ensureRecord?: boolean;
   /** The engine's no-op fast path (one KV read when nothing changed); the plan's trees are then empty. */
@@ -62,13 +64,30 @@ export interface SyncOptions {
 export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { plan: SyncPlan }> {
   const { client, app } = opts;
   if (!APP_RE.test(app) || app.length > 100) throw new UsageError(`--app must be an app name (lower-case letters, digits, . _ -), got ${app}`);
-  const registry = opts.registry ?? (await registryFor(client, {}));
+  const registry = opts.registry instanceof Promise ? whenAsked(opts.registry) : (opts.registry ?? (await registryFor(client, {})));
   try {
     return await syncDir({ blockingScan: true, ...opts, records: apiRecords(client), registry });
   } catch (err) {
     if (err instanceof OmniError && err.code === 'INVALID_ARGUMENT' && /is not a directory$/.test(err.message)) throw new UsageError(err.message);
     throw err;
   }
+}
+
+/**
+ * The registry found by `registry` (a request to the node), awaited only by the calls that use it:
+ * a small change committed in one request (and a no-op) never waits for it, nor fails with it.
+ */
+function whenAsked(registry: Promise<FailoverRegistry>): SyncRegistry {
+  registry.catch(() => undefined); // a failure is the first call's to report
+  return {
+    hasBlob: async (repo, digest) => (await registry).hasBlob(repo, digest),
+    uploadBlob: async (repo, digest, path) => (await registry).uploadBlob(repo, digest, path),
+    uploadBytes: async (repo, digest, bytes) => (await registry).uploadBytes(repo, digest, bytes),
+    downloadBlob: async (repo, digest, dest) => (await registry).downloadBlob(repo, digest, dest),
+    manifest: async (repo, digest) => (await registry).manifest(repo, digest),
+    putManifest: async (repo, ref, bytes, mediaType) => (await registry).putManifest(repo, ref, bytes, mediaType),
+    deleteTag: async (repo, tag) => (await registry).deleteTag(repo, tag),
+  };
 }
 
 /**
@@ -135,13 +154,17 @@ export async function sync(argv: string[]): Promise<number> {
   const tty = process.stderr.isTTY && !values.json;
   let last = 0;
   try {
-    const [reg, limitBytes] = await Promise.all([registryFor(client, values), readBackFirst(client, app, !!values['dry-run'])]);
+    // Both requests go out while the directory is stat'ed and the state read (the record is read
+    // once the app's tasks have written their files back).
+    const readBack = readBackFirst(client, app, !!values['dry-run']);
+    readBack.catch(() => undefined); // the sync reports it
     const r = await syncProject({
       client,
       app,
       dir,
-      ...(limitBytes !== undefined ? { limitBytes } : {}),
-      registry: reg,
+      limitBytes: readBack,
+      recordAfter: readBack,
+      registry: registryFor(client, values),
       direction: values.push ? 'push' : values.pull ? 'pull' : 'both',
       quickNoop: true,
       dryRun: !!values['dry-run'],

@@ -4,9 +4,10 @@
 // transaction, instead of an upload per blob (each its own catalog transaction), a PUT per
 // manifest and a KV write — four rounds through the leader one after the other (issue 16: a
 // one-file sync). node/sync/engine.ts decides when a change is small enough; anything larger goes
-// through /v2/ as before. The blobs are kept and hashed here while they are recorded and copied
-// to their durability target as a /v2/ push of each would be, before the transaction that writes the rest,
-// so a workspace record never names contents that only one node holds.
+// through /v2/ as before. The blobs are kept and hashed here while they are sent whole to their
+// durability target (their catalog records go in the one transaction, with the rest; a member of an
+// earlier version gets a blob the way a /v2/ push sends it), all before that transaction, so a
+// workspace record never names contents that only one node holds.
 //
 //   POST /v1/sync/<app>/commit (admin token), body protocol/sync/commit.ts: the header (JSON:
 //     expectedVersion, record, blobs [{digest, size}], manifests [{digest, mediaType, size}], tag),
@@ -55,11 +56,12 @@ export function registerSyncRoutes(api: ApiServer, d: SyncRoutesDeps): void {
     const gone = new AbortController();
     res.once('close', () => gone.abort());
     const body = await readBody(req, SYNC_COMMIT_MAX_BYTES, `a sync commit is at most ${SYNC_COMMIT_MAX_BYTES} bytes (larger changes go through /v2/)`);
-    return [200, await commit(d, app, body, caller, gone.signal)];
+    return [200, await commitSyncChange(d, app, body, caller, gone.signal)];
   });
 }
 
-async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Caller, clientGone: AbortSignal): Promise<{ committed: true }> {
+/** The commit itself (exported for tests): checked, kept, copied, then one transaction. */
+export async function commitSyncChange(d: SyncRoutesDeps, app: string, body: Buffer, caller: Caller, clientGone: AbortSignal): Promise<{ committed: true }> {
   if (!APP_RE.test(app) || app.length > 100) throw new OmniError('BAD_REQUEST', `not an app name: ${app.slice(0, 120)}`);
   const reg = d.syncRegistry();
   // NOT_IMPLEMENTED: the client sends the change the separate way (through a registry elsewhere)
@@ -97,17 +99,25 @@ async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Call
     if (sha256(bytes) !== m.digest) throw new OmniError('DIGEST_INVALID', `manifest ${m.digest}: the bytes sent have another digest`);
     return manifestRecord(bytes, m.digest, m.mediaType);
   });
-  // Kept here while each blob is recorded and copied as a /v2/ push of it is
-  // (node/registry/pushed-blob.ts): sent whole with the copy request while its record is written
-  // (this node counted as a holder: it is storing it); a member that refuses that (an earlier
-  // version) is asked again the plain way once the record is there and the blob is stored here.
-  // All of them on their durability target before the record below names them.
+  // Kept here while each blob is sent whole to its copies (this node counted as a holder: it is
+  // storing it): a member of this version keeps the bytes without a catalog record, so the one
+  // transaction below records them with the rest (no Raft round per blob). A copy that fails that
+  // way (a member of an earlier version refuses bytes without a record) is made as a /v2/ push
+  // of the blob is, once it is stored here (node/registry/pushed-blob.ts: recorded, then copied
+  // the plain way). All of them on their durability target before the record below names them.
   let storedMs = 0;
   const storing = Promise.all(blobs.map((bytes, i) => reg.store.commitBytes(infos[i].digest, bytes, infos[i]))).then(() => void (storedMs = performance.now() - t0));
   storing.catch(() => undefined);
   const copying = AbortSignal.any([AbortSignal.timeout(COPY_TIMEOUT_MS), clientGone]);
-  const parts = { catalog: reg.catalog, replicate: (digest: string, signal: AbortSignal, r: string, offer?: ReplicaOffer) => (offer ? Promise.resolve() : storing).then(() => reg.replicate(digest, signal, r, offer, { selfHolds: true })) };
-  await Promise.all([storing, ...blobs.map((bytes, i) => recordPushedBlob(parts, repo, infos[i], caller, copying, bytes))]);
+  const inline = await Promise.allSettled([
+    storing,
+    ...blobs.map((bytes, i) => reg.replicate(infos[i].digest, copying, repo, { record: { sizeBytes: infos[i].sizeBytes, pieceSizeBytes: infos[i].pieceSizeBytes, pieces: infos[i].pieces }, bytes }, { selfHolds: true })),
+  ]);
+  if (inline[0].status === 'rejected') throw inline[0].reason;
+  const plain = { catalog: reg.catalog, replicate: (digest: string, signal: AbortSignal, r: string) => reg.replicate(digest, signal, r, undefined, { selfHolds: true }) };
+  const again = infos.filter((_, i) => inline[i + 1].status === 'rejected');
+  if (copying.aborted) throw new OmniError(clientGone.aborted ? 'ABORTED' : 'TIMEOUT', `sync commit: the copies of ${app}'s change ${clientGone.aborted ? 'were stopped (the client went away)' : `took over ${COPY_TIMEOUT_MS} ms`}`);
+  await Promise.all(again.map((info) => recordPushedBlob(plain, repo, info, caller, copying)));
   const copied = performance.now();
   const key = recordKey(app);
   await reg.catalog.writeTogether(
@@ -116,6 +126,6 @@ async function commit(d: SyncRoutesDeps, app: string, body: Buffer, caller: Call
     { compares: [{ key, version: header.expectedVersion }], ops: [{ op: 'put', key, value: header.record }] },
     caller,
   );
-  d.log.debug(`sync: ${app} ${header.tag} committed: ${blobs.length} blobs, ${manifests.length} manifests (ms: stored ${storedMs.toFixed(1)}, stored, recorded and copied ${(copied - t0).toFixed(1)}, the rest recorded ${(performance.now() - copied).toFixed(1)})`);
+  d.log.debug(`sync: ${app} ${header.tag} committed: ${blobs.length} blobs (${again.length} copied the plain way), ${manifests.length} manifests (ms: stored ${storedMs.toFixed(1)}, stored and copied ${(copied - t0).toFixed(1)}, recorded ${(performance.now() - copied).toFixed(1)})`);
   return { committed: true };
 }

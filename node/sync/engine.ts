@@ -784,8 +784,13 @@ export interface SyncDirOptions {
   stateFile?: string;
   /** Scratch space on the same file system as `dir` (default DIR/.omni/tmp). */
   tmpDir?: string;
-  /** The app's disk size: a sync leaving either side's tree larger than this fails before anything is written. */
-  limitBytes?: number;
+  /** The app's disk size: a sync leaving either side's tree larger than this fails before anything is written (a promise: awaited when the plan is made). */
+  limitBytes?: number | Promise<number | undefined>;
+  /**
+   * Work the cluster's record is read after (the CLI: the app's tasks writing their files back into
+   * the workspace): the directory is stat'ed and the state read meanwhile. Its failure fails the sync.
+   */
+  recordAfter?: Promise<unknown>;
   /** Write the record even when there is nothing to upload and none exists yet (an empty workspace is a workspace). */
   ensureRecord?: boolean;
   onProgress?: (p: { bytesUp: number; bytesDown: number; totalUp: number; totalDown: number }) => void;
@@ -823,6 +828,8 @@ const CHANGED_ATTEMPTS = 3;
  * nothing is committed before the contents are in, so an attempt given up changes nothing.
  */
 export async function syncDir(opts: SyncDirOptions): Promise<SyncSummary & { plan: SyncPlan }> {
+  // Awaited later (the record read, the plan), unless the sync fails first: never an unhandled rejection.
+  for (const p of [opts.limitBytes, opts.recordAfter]) if (p instanceof Promise) p.catch(() => undefined);
   for (let attempt = 1; ; attempt++) {
     try {
       return await syncDirOnce(opts);
@@ -850,7 +857,7 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
   const quickFile = `${stateFile}.quick`;
   trace('started');
   // The record is read while the directory is stat'ed (neither needs the other).
-  const record = retry('reading the workspace record', () => records.read(recordKey(app)));
+  const record = (opts.recordAfter ?? Promise.resolve()).then(() => retry('reading the workspace record', () => records.read(recordKey(app))));
   record.catch(() => undefined);
   const stated = await statTree(dir, opts.blockingScan === true);
   trace('stated');
@@ -898,11 +905,12 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
       plan,
     });
     if (opts.dryRun) return summary(remote.revision);
-    if (opts.limitBytes !== undefined) {
+    const limitBytes = await opts.limitBytes;
+    if (limitBytes !== undefined) {
       for (const [side, t] of [['the cluster', plan.remote], ['this side', plan.local]] as const) {
         const size = treeBytes(t);
-        if (size > opts.limitBytes && !plan.noop)
-          throw new OmniError('TOO_LARGE', `${app}: the workspace would hold ${mb(size)} on ${side}, over the app's disk size of ${mb(opts.limitBytes)} (raise disk: in .omni/config.yaml, or remove files)`, { sizeBytes: size, limitBytes: opts.limitBytes });
+        if (size > limitBytes && !plan.noop)
+          throw new OmniError('TOO_LARGE', `${app}: the workspace would hold ${mb(size)} on ${side}, over the app's disk size of ${mb(limitBytes)} (raise disk: in .omni/config.yaml, or remove files)`, { sizeBytes: size, limitBytes });
       }
     }
     const totalUp = plan.upload.reduce((n, f) => n + f.size, 0);

@@ -321,6 +321,37 @@ describe('sync engine: a small change in one request', () => {
   });
 });
 
+describe('sync engine: work before the record', () => {
+  it('reads the record only once recordAfter settles, fails with it, and takes the disk size as a promise', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-after-'));
+    try {
+      const m = memoryStore();
+      await writeFile(join(root, 'a.txt'), 'a');
+      const events: string[] = [];
+      const read = m.records.read;
+      m.records.read = async (key) => (events.push('record read'), read(key));
+      let release!: () => void;
+      const readBack = new Promise<void>((r) => (release = r)).then(() => void events.push('read back'));
+      const done = syncDir({ ...m, app: 'app', dir: root, recordAfter: readBack, limitBytes: readBack.then(() => 1000) });
+      await new Promise((r) => setTimeout(r, 50));
+      expect(events).toEqual([]);
+      release();
+      expect((await done).revision).toBe(1);
+      expect(events.slice(0, 2)).toEqual(['read back', 'record read']);
+      // the disk size from the promise bounds the workspace
+      await writeFile(join(root, 'b.txt'), 'b'.repeat(2000));
+      expect(await syncDir({ ...m, app: 'app', dir: root, limitBytes: Promise.resolve(1000) }).catch((e: OmniError) => e.code)).toBe('TOO_LARGE');
+      // a failed read-back fails the sync, with nothing written
+      const writes = m.writes;
+      const failed = Promise.reject(new OmniError('UNAVAILABLE', 'no node answered'));
+      expect(await syncDir({ ...m, app: 'app', dir: root, recordAfter: failed, limitBytes: failed }).catch((e: OmniError) => e.code)).toBe('UNAVAILABLE');
+      expect(m.writes).toBe(writes);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('sync engine: page layout', () => {
   const sha = (x: string) => 'sha256:' + createHash('sha256').update(x).digest('hex');
   /** File i of a tree: packed small files (a few packs) and files of three chunks (pages of over 400 layers take two manifests). */
