@@ -43,8 +43,8 @@ export interface SyncOptions {
   dir: string;
   direction?: Direction;
   dryRun?: boolean;
-  /** The registry to use (default: the one of the node the client talks to, with failover); a promise is awaited only when a registry call is made. */
-  registry?: Registry | Promise<FailoverRegistry>;
+  /** The registry to use (default: the one of the node the client talks to, with failover); a function: called at the first registry call (none for a small change). */
+  registry?: Registry | (() => Promise<FailoverRegistry>);
   /** Who wins a conflict in a two-way sync (default: the cluster; seed 003). */
   winner?: 'client' | 'cluster';
   /** The app's disk size (bytes): a sync that would make the workspace larger fails (a promise: awaited when the plan is made). */
@@ -64,7 +64,7 @@ export interface SyncOptions {
 export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { plan: SyncPlan }> {
   const { client, app } = opts;
   if (!APP_RE.test(app) || app.length > 100) throw new UsageError(`--app must be an app name (lower-case letters, digits, . _ -), got ${app}`);
-  const registry = opts.registry instanceof Promise ? whenAsked(opts.registry) : (opts.registry ?? (await registryFor(client, {})));
+  const registry = typeof opts.registry === 'function' ? whenAsked(opts.registry) : (opts.registry ?? (await registryFor(client, {})));
   try {
     return await syncDir({ blockingScan: true, ...opts, records: apiRecords(client), registry });
   } catch (err) {
@@ -74,19 +74,20 @@ export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { pl
 }
 
 /**
- * The registry found by `registry` (a request to the node), awaited only by the calls that use it:
- * a small change committed in one request (and a no-op) never waits for it, nor fails with it.
+ * The registry `find` finds (a request to the node), asked for at the first call that uses it: a
+ * small change committed in one request (and a no-op) makes no registry request at all.
  */
-function whenAsked(registry: Promise<FailoverRegistry>): SyncRegistry {
-  registry.catch(() => undefined); // a failure is the first call's to report
+function whenAsked(find: () => Promise<FailoverRegistry>): SyncRegistry {
+  let found: Promise<FailoverRegistry> | undefined;
+  const registry = () => (found ??= find());
   return {
-    hasBlob: async (repo, digest) => (await registry).hasBlob(repo, digest),
-    uploadBlob: async (repo, digest, path) => (await registry).uploadBlob(repo, digest, path),
-    uploadBytes: async (repo, digest, bytes) => (await registry).uploadBytes(repo, digest, bytes),
-    downloadBlob: async (repo, digest, dest) => (await registry).downloadBlob(repo, digest, dest),
-    manifest: async (repo, digest) => (await registry).manifest(repo, digest),
-    putManifest: async (repo, ref, bytes, mediaType) => (await registry).putManifest(repo, ref, bytes, mediaType),
-    deleteTag: async (repo, tag) => (await registry).deleteTag(repo, tag),
+    hasBlob: async (repo, digest) => (await registry()).hasBlob(repo, digest),
+    uploadBlob: async (repo, digest, path) => (await registry()).uploadBlob(repo, digest, path),
+    uploadBytes: async (repo, digest, bytes) => (await registry()).uploadBytes(repo, digest, bytes),
+    downloadBlob: async (repo, digest, dest) => (await registry()).downloadBlob(repo, digest, dest),
+    manifest: async (repo, digest) => (await registry()).manifest(repo, digest),
+    putManifest: async (repo, ref, bytes, mediaType) => (await registry()).putManifest(repo, ref, bytes, mediaType),
+    deleteTag: async (repo, tag) => (await registry()).deleteTag(repo, tag),
   };
 }
 
@@ -154,8 +155,8 @@ export async function sync(argv: string[]): Promise<number> {
   const tty = process.stderr.isTTY && !values.json;
   let last = 0;
   try {
-    // Both requests go out while the directory is stat'ed and the state read (the record is read
-    // once the app's tasks have written their files back).
+    // The read-back goes out while the directory is stat'ed and the state read (the record is read
+    // once the app's tasks have written their files back); the registry is asked for when needed.
     const readBack = readBackFirst(client, app, !!values['dry-run']);
     readBack.catch(() => undefined); // the sync reports it
     const r = await syncProject({
@@ -164,7 +165,7 @@ export async function sync(argv: string[]): Promise<number> {
       dir,
       limitBytes: readBack,
       recordAfter: readBack,
-      registry: registryFor(client, values),
+      registry: values.registry !== undefined ? await registryFor(client, values) : () => registryFor(client, values), // --registry is checked at once (no request)
       direction: values.push ? 'push' : values.pull ? 'pull' : 'both',
       quickNoop: true,
       dryRun: !!values['dry-run'],

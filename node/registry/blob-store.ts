@@ -10,7 +10,7 @@
 //   DIR/tmp/                        uploads and fetches in progress (emptied at open, except
 //                                   resumable fetches, see fetchPath)
 import { createHash, randomUUID } from 'node:crypto';
-import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OmniError } from '../errors.js';
 import { fsyncPath, tempBeside, writeFileAtomic, writeSynced } from '../files.js';
@@ -227,12 +227,8 @@ export class BlobStore {
     if (!isDigest(digest)) throw new OmniError('DIGEST_INVALID', `${digest.slice(0, 80)} is not a sha256 digest`);
     const existing = this.blobs.get(digest);
     if (existing) {
-      // Pushed again: young again for garbage collection (its manifest may be on the way).
-      const now = new Date();
-      this.storedAtMs.set(digest, now.getTime());
-      await utimes(this.blobPath(digest), now, now).catch(() => undefined); // kept across a restart
       await rm(tmpPath, { force: true });
-      return existing;
+      return this.touch(digest, existing);
     }
     let hashed: BlobInfo;
     try {
@@ -248,19 +244,25 @@ export class BlobStore {
       await rm(tmpPath, { force: true });
       throw err;
     }
-    // The blob and its sidecar are written and synced at once, renamed, and the directory synced
-    // once for both (two rounds of fsync, not four one after the other). A crash before the
-    // directory sync may keep either rename: a blob without its sidecar is hashed again at open, a
-    // sidecar alone is unused (replaced when the blob comes again), a temp file is removed at open.
+    return this.install(digest, hashed, tmpPath);
+  }
+
+  /**
+   * Puts a checked blob in place: the blob (written now when `bytes` are given, else the temp file
+   * synced) and its sidecar are written and synced at once, renamed at once, and the directory
+   * synced once for both (two rounds of fsync, not four one after the other). A crash before the
+   * directory sync may keep either rename: a blob without its sidecar is hashed again at open, a
+   * sidecar alone is unused (replaced when the blob comes again), a temp file is removed at open.
+   */
+  private async install(digest: string, hashed: BlobInfo, tmpPath: string, bytes?: Buffer): Promise<BlobInfo> {
     const sidecarTmp = tempBeside(this.sidecarPath(digest));
     try {
-      await Promise.all([fsyncPath(tmpPath), writeSynced(sidecarTmp, JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }))]);
-      await rename(sidecarTmp, this.sidecarPath(digest));
+      await Promise.all([bytes ? writeSynced(tmpPath, bytes) : fsyncPath(tmpPath), writeSynced(sidecarTmp, JSON.stringify({ sizeBytes: hashed.sizeBytes, pieceSizeBytes: hashed.pieceSizeBytes, pieces: hashed.pieces }))]);
+      await Promise.all([rename(sidecarTmp, this.sidecarPath(digest)), rename(tmpPath, this.blobPath(digest))]);
     } catch (err) {
       await Promise.all([rm(tmpPath, { force: true }), rm(sidecarTmp, { force: true })]);
       throw err;
     }
-    await rename(tmpPath, this.blobPath(digest));
     await fsyncPath(this.blobsDir);
     this.blobs.set(digest, hashed);
     this.storedAtMs.set(digest, Date.now());
@@ -279,11 +281,21 @@ export class BlobStore {
     const hashed = hasher.result();
     if (hashed.digest !== digest) throw new OmniError('DIGEST_INVALID', `the bytes sent are ${hashed.digest}, not ${digest}`);
     if (hashed.pieces.length !== expectedPieces.pieces.length) throw new OmniError('DIGEST_INVALID', `blob ${digest}: ${hashed.pieces.length} pieces, ${expectedPieces.pieces.length} recorded`);
+    if (hashed.pieces.some((p, i) => p !== expectedPieces.pieces[i])) throw new OmniError('DIGEST_INVALID', `blob ${digest} has piece digests other than those recorded`);
     this.checkSize(bytes.length);
+    const existing = this.blobs.get(digest);
+    if (existing) return this.touch(digest, existing);
     await this.ensureSpace(bytes.length);
-    const tmp = this.tempPath();
-    await writeFile(tmp, bytes);
-    return this.commit(tmp, digest, expectedPieces, { hashed });
+    // written in place of a temp file in one go (no second open to sync it)
+    return this.install(digest, hashed, this.tempPath(), bytes);
+  }
+
+  /** A blob pushed again: young again for garbage collection (its manifest may be on the way). */
+  private async touch(digest: string, info: BlobInfo): Promise<BlobInfo> {
+    const now = new Date();
+    this.storedAtMs.set(digest, now.getTime());
+    await utimes(this.blobPath(digest), now, now).catch(() => undefined); // kept across a restart
+    return info;
   }
 
   /** Piece `index` of a held blob, verified against its digest (BLOB_CORRUPT: the blob is removed). */
