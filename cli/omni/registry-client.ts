@@ -11,7 +11,7 @@
 // API client reaches. A blob download interrupted part-way resumes from the bytes it already has
 // (a Range request, the digest still computed over the whole blob).
 import { request as httpRequest, type IncomingMessage, type RequestOptions, type ClientRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { createRequire } from 'node:module';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { link, mkdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -24,6 +24,8 @@ import { MAX_MANIFEST_BYTES } from '../../protocol/registry/manifest.js';
 import type { ApiClient } from '../../node/api/client.js';
 import { UsageError } from '../common.js';
 import { credentials } from './connection.js';
+
+const loadBuiltin = createRequire(import.meta.url);
 
 /** A connection that sends nothing for this long is given up. */
 const IDLE_TIMEOUT_MS = 60_000;
@@ -54,7 +56,8 @@ export class RegistryClient {
     private readonly ca?: string,
     private readonly signal?: AbortSignal,
   ) {
-    this.request = baseUrl.startsWith('https:') ? httpsRequest : httpRequest;
+    // node:https (and TLS with it) only for an https registry: loading it costs every CLI start ~5 ms
+    this.request = baseUrl.startsWith('https:') ? (loadBuiltin('node:https') as typeof import('node:https')).request : httpRequest;
   }
 
   private send(method: string, path: string, headers: Record<string, string | number>, body?: Buffer | NodeJS.ReadableStream): Promise<IncomingMessage> {

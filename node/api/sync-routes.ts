@@ -24,6 +24,7 @@ import type { Logger } from '../logger.js';
 import { BlobHasher, type BlobStore } from '../registry/blob-store.js';
 import type { RegistryCatalog } from '../registry/catalog.js';
 import { manifestRecord } from '../registry/oci-api.js';
+import { tagKey } from '../../protocol/registry/records.js';
 import type { ReplicaOffer } from '../registry/piece-transfer.js';
 import { recordPushedBlob } from '../registry/pushed-blob.js';
 import { APP_RE, recordKey, repoOf } from '../sync/engine.js';
@@ -123,7 +124,8 @@ export async function commitSyncChange(d: SyncRoutesDeps, app: string, body: Buf
   await reg.catalog.writeTogether(
     repo,
     { blobs: infos.map((b) => ({ digest: b.digest, sizeBytes: b.sizeBytes, pieceSizeBytes: b.pieceSizeBytes, pieces: b.pieces, createdAtMs: now })), manifests: records, tag: header.tag },
-    { compares: [{ key, version: header.expectedVersion }], ops: [{ op: 'put', key, value: header.record }] },
+    // the revision that falls out of the kept ones loses its tag here (not in a request of its own after the commit)
+    { compares: [{ key, version: header.expectedVersion }], ops: [{ op: 'put', key, value: header.record }, ...(header.untag ? [{ op: 'delete' as const, key: tagKey(repo, header.untag) }] : [])] },
     caller,
   );
   d.log.debug(`sync: ${app} ${header.tag} committed: ${blobs.length} blobs (${again.length} copied the plain way), ${manifests.length} manifests (ms: stored ${storedMs.toFixed(1)}, stored and copied ${(copied - t0).toFixed(1)}, recorded ${(performance.now() - copied).toFixed(1)})`);

@@ -520,6 +520,8 @@ async function commitSmall(records: SyncRecordStore, app: string, root: string, 
     blobs: blobs.map((b) => ({ digest: sha256Of(b), size: b.length })),
     manifests: [...todo.map((j) => ({ digest: j.digest, mediaType: OCI_MANIFEST, size: j.body.length })), { digest: indexDigest, mediaType: OCI_INDEX, size: index.length }],
     tag: `ws-${revision}`,
+    // the revision that falls out of the kept ones loses its tag in the same transaction
+    ...(revision - WORKSPACE_REVISIONS_KEPT >= 1 ? { untag: `ws-${revision - WORKSPACE_REVISIONS_KEPT}` } : {}),
   };
   await beforeCommit?.();
   try {
@@ -940,8 +942,6 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
       cut = small.cut;
       prog.bytesUp += small.bytes;
       tick();
-      const old = revision - WORKSPACE_REVISIONS_KEPT;
-      if (old >= 1 && reg.deleteTag) void reg.deleteTag(repo, `ws-${old}`).catch(() => undefined);
     }
     if (remoteChanged && (small === undefined || small === 'unsupported')) {
       const known = new Set(remote.tree.files.filter((f) => !f.pack).flatMap((f) => f.chunks));

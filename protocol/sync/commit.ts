@@ -30,6 +30,12 @@ export interface SyncCommitHeader {
   blobs: { digest: string; size: number }[];
   manifests: { digest: string; mediaType: string; size: number }[];
   tag: string;
+  /**
+   * An older revision's tag (`ws-<n>`, n below this one's) removed in the same transaction: the
+   * revision that falls out of the kept ones (the CLI would otherwise remove it after the commit,
+   * best effort). A node of an earlier version ignores it (the tag then stays until a GC with --keep-last).
+   */
+  untag?: string;
 }
 
 /** A malformed commit body (the node answers 400). */
@@ -61,6 +67,7 @@ export function decodeSyncCommit(body: Buffer): { header: SyncCommitHeader; blob
   if (!Number.isSafeInteger(h.expectedVersion) || h.expectedVersion! < 0) throw bad('expectedVersion must be an integer ≥ 0');
   if (typeof h.record !== 'string' || h.record.length === 0 || h.record.length > MAX_RECORD_CHARS) throw bad('record must be a non-empty string');
   if (typeof h.tag !== 'string' || !TAG_RE.test(h.tag)) throw bad('tag must be ws-<revision>');
+  if (h.untag !== undefined && (typeof h.untag !== 'string' || !TAG_RE.test(h.untag) || Number(h.untag.slice(3)) >= Number(h.tag.slice(3)))) throw bad('untag must be ws-<an earlier revision>');
   if (!Array.isArray(h.blobs) || h.blobs.length > SYNC_COMMIT_MAX_BLOBS) throw bad(`blobs must be a list of at most ${SYNC_COMMIT_MAX_BLOBS}`);
   if (!Array.isArray(h.manifests) || h.manifests.length === 0 || h.manifests.length > SYNC_COMMIT_MAX_MANIFESTS) throw bad(`manifests must be a list of 1 to ${SYNC_COMMIT_MAX_MANIFESTS} (the index last)`);
   let at = 4 + hl;

@@ -13,11 +13,8 @@ import { silentLogger } from '../../node/logger.js';
 const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 const packs = [Buffer.from('pack one'), Buffer.from('pack two')];
 const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
-const body = encodeSyncCommit(
-  { expectedVersion: 0, record: JSON.stringify({ index: sha(index), revision: 1 }), blobs: packs.map((b) => ({ digest: sha(b), size: b.length })), manifests: [{ digest: sha(index), mediaType: 'application/vnd.oci.image.index.v1+json', size: index.length }], tag: 'ws-1' },
-  packs,
-  [index],
-);
+const header = { expectedVersion: 0, record: JSON.stringify({ index: sha(index), revision: 1 }), blobs: packs.map((b) => ({ digest: sha(b), size: b.length })), manifests: [{ digest: sha(index), mediaType: 'application/vnd.oci.image.index.v1+json', size: index.length }], tag: 'ws-1' };
+const body = encodeSyncCommit(header, packs, [index]);
 
 /** A node's registry parts that log what happens, in order. `inlineRefused`: the members are of an earlier version. */
 function parts(o: { inlineRefused?: boolean; storeFails?: boolean } = {}) {
@@ -36,7 +33,7 @@ function parts(o: { inlineRefused?: boolean; storeFails?: boolean } = {}) {
       },
       catalog: {
         addBlob: async (_repo: string, b: { digest: string }) => void events.push(`recorded ${b.digest.slice(7, 11)}`),
-        writeTogether: async (_repo: string, p: { blobs: { digest: string }[] }) => void events.push(`transaction with ${p.blobs.length} blobs`),
+        writeTogether: async (_repo: string, p: { blobs: { digest: string }[] }, extra: { ops: { op: string; key: string }[] }) => void events.push(`transaction with ${p.blobs.length} blobs${extra.ops.filter((o) => o.op === 'delete').map((o) => `, deleting ${o.key}`).join('')}`),
       },
       replicate: async (digest: string, _signal: AbortSignal, _repo: string, offer?: unknown) => {
         if (offer && o.inlineRefused) throw new OmniError('BAD_REQUEST', 'unknown request');
@@ -68,6 +65,13 @@ describe('sync commit on the node', () => {
       expect(copied).toBeGreaterThan(recorded);
     }
     expect(events.at(-1)).toBe('transaction with 2 blobs');
+  });
+
+  it('the revision that falls out of the kept ones (untag) loses its tag in the same transaction', async () => {
+    const { d, events } = parts();
+    const later = encodeSyncCommit({ ...header, record: JSON.stringify({ index: sha(index), revision: 12 }), tag: 'ws-12', untag: 'ws-2' }, packs, [index]);
+    await commitSyncChange(d, 'app', later, LEADER_DUTY, new AbortController().signal);
+    expect(events.at(-1)).toMatch(/^transaction with 2 blobs, deleting \S*omni-sync\/app\S*ws-2$/);
   });
 
   it('a blob that cannot be stored here: nothing recorded', async () => {

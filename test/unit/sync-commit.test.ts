@@ -25,6 +25,9 @@ describe('sync commit body', () => {
     len.writeUInt32BE(3);
     bad(Buffer.concat([len, Buffer.from('{x}')]), /not JSON/);
     bad(encodeSyncCommit(header({ tag: 'latest' }), [blob], [manifest]), /tag must be ws-<revision>/);
+    bad(encodeSyncCommit(header({ untag: 'ws-4' }), [blob], [manifest]), /untag must be ws-<an earlier revision>/);
+    bad(encodeSyncCommit(header({ untag: 'latest' }), [blob], [manifest]), /untag/);
+    expect(decodeSyncCommit(encodeSyncCommit(header({ untag: 'ws-3' }), [blob], [manifest])).header.untag).toBe('ws-3');
     bad(encodeSyncCommit(header({ expectedVersion: -1 }), [blob], [manifest]), /expectedVersion/);
     bad(encodeSyncCommit(header({ record: '' }), [blob], [manifest]), /record/);
     bad(encodeSyncCommit(header({ manifests: [] }), [blob], []), /manifests must be a list of 1/);

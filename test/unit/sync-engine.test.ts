@@ -64,6 +64,20 @@ describe('sync engine', () => {
         await new Promise((res) => setImmediate(res)); // the removal is not waited for
       }
       expect(m.tags()).toEqual(Array.from({ length: WORKSPACE_REVISIONS_KEPT }, (_, k) => `ws-${k + 4}`));
+      // committed in one request: the commit itself drops the tag (no registry request after it)
+      const c = memoryStore();
+      withCommit(c);
+      let deletes = 0;
+      const untagged: string[] = [];
+      const del = c.registry.deleteTag!;
+      c.registry.deleteTag = async (repo, tag) => (deletes++, untagged.push(tag), del(repo, tag));
+      for (let i = 1; i <= WORKSPACE_REVISIONS_KEPT + 3; i++) {
+        await writeFile(join(root, 'f.txt'), `again ${i}\n`);
+        expect((await syncDir({ ...c, app: 't', dir: root, direction: 'push', stateFile: join(root, '.omni', 'other-state.json') })).revision).toBe(i);
+      }
+      expect(c.tags()).toEqual(Array.from({ length: WORKSPACE_REVISIONS_KEPT }, (_, k) => `ws-${k + 4}`));
+      expect(untagged).toEqual(['ws-1', 'ws-2', 'ws-3']);
+      expect(deletes).toBe(3); // the fake commit's, one per commit past the kept ones: none besides
     } finally {
       await rm(root, { recursive: true, force: true });
     }
@@ -239,6 +253,7 @@ function withCommit(m: ReturnType<typeof memoryStore>, answer: 'ok' | 'not-found
     }
     d.manifests.forEach((b, i) => m.registry.putManifest(`omni-sync/${app}`, i === d.manifests.length - 1 ? d.header.tag : d.header.manifests[i].digest, Buffer.from(b), d.header.manifests[i].mediaType));
     await m.records.write(key, d.header.record, cur);
+    if (d.header.untag) await m.registry.deleteTag!(`omni-sync/${app}`, d.header.untag); // in the same transaction on a node
   };
   return counts;
 }
