@@ -109,6 +109,7 @@ export interface SyncSummary {
 // ---------------------------------------------------------------- scanning
 
 const sha256Of = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+const sha256Hex = (text: string) => createHash('sha256').update(text).digest('hex');
 
 async function hashFile(path: string, sizeHint = Infinity, blocking = false): Promise<{ sha256: string; chunks: string[]; size: number }> {
   if (sizeHint <= SMALL_READ) {
@@ -726,6 +727,27 @@ async function materialise(reg: SyncRegistry, repo: string, root: string, files:
 
 // ---------------------------------------------------------------- the sync
 
+/**
+ * The state file begins `{"check":"<SHA-256 hex>",` and the hash is of the state's JSON as
+ * encodeSyncState wrote it (the rest of the file, with its own `{`); an earlier version reads the
+ * file as it is (an unknown field). A state whose JSON matches its check is one this version wrote
+ * from checked trees: it is read without checking every entry's rules again (~8 ms of a one-file
+ * sync of 5,000 files). Any other (edited, damaged, or written without the check) is checked in full.
+ */
+const CHECK_PREFIX = '{"check":"';
+const CHECKED_AT = CHECK_PREFIX.length + 64 + 2; // where the state's own fields begin
+
+function withCheck(json: string): string {
+  return `${CHECK_PREFIX}${sha256Hex(json)}",${json.slice(1)}`;
+}
+
+/** The state's JSON and whether it matches the file's check. */
+function checked(text: string): { json: string; intact: boolean } {
+  if (!text.startsWith(CHECK_PREFIX) || text.slice(CHECKED_AT - 2, CHECKED_AT) !== '",') return { json: text, intact: false };
+  const json = `{${text.slice(CHECKED_AT)}`;
+  return { json, intact: sha256Hex(json) === text.slice(CHECK_PREFIX.length, CHECKED_AT - 2) };
+}
+
 async function loadState(path: string, app: string): Promise<SyncState> {
   let text: string;
   try {
@@ -735,7 +757,9 @@ async function loadState(path: string, app: string): Promise<SyncState> {
     throw new OmniError('INVALID', `${path}: ${(err as Error).message}`);
   }
   try {
-    return decodeSyncState(text, app);
+    const { json, intact } = checked(text);
+    // an edited file is read as a whole (its check field is just a field then)
+    return intact ? decodeSyncState(json, app, { entriesChecked: true }) : decodeSyncState(text, app);
   } catch (err) {
     throw new OmniError('INVALID', `${path}: ${(err as Error).message} (remove it to sync from scratch: files changed on both sides then become conflicts)`);
   }
@@ -1012,7 +1036,8 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
       }),
     };
     const remoteLayout = pagedIsBase ? cut!.layout : undefined;
-    await writeFile(tmpState, encodeSyncState({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages, ...(remoteLayout ? { remoteLayout } : {}) } : {}) } : {}) }));
+    const json = encodeSyncState({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages, ...(remoteLayout ? { remoteLayout } : {}) } : {}) } : {}) });
+    await writeFile(tmpState, withCheck(json));
     await rename(tmpState, stateFile);
     trace('state written');
     if (converged && remoteIndex) await writeQuick(quickFile, app, remoteIndex, localAfter.files);

@@ -367,6 +367,39 @@ describe('sync engine: work before the record', () => {
   });
 });
 
+
+describe('sync engine: the state file', () => {
+  it('carries a check of its JSON: an intact file is read as written, an edited one is checked in full, one without it (an earlier version) is read', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-statefile-'));
+    try {
+      const m = memoryStore();
+      for (let i = 0; i < 5; i++) await writeFile(join(root, `f${i}.txt`), `file ${i}\n`);
+      await syncDir({ ...m, app: 'app', dir: root });
+      const path = join(root, '.omni', 'sync-state.json');
+      const text = await readFile(path, 'utf8');
+      const check = (JSON.parse(text) as { check: string }).check;
+      const json = `{${text.slice(text.indexOf('",') + 2)}`;
+      expect(text.startsWith(`{"check":"${createHash('sha256').update(json).digest('hex')}",`)).toBe(true);
+      expect(check).toMatch(/^[0-9a-f]{64}$/);
+      // intact: the next sync reads it (nothing to do)
+      expect((await syncDir({ ...m, app: 'app', dir: root })).noop).toBe(true);
+      // an entry edited to a path that escapes: the check no longer matches, the full check refuses it
+      const edited = text.replace('"f1.txt"', '"../f1.txt"');
+      expect(edited).not.toBe(text);
+      await writeFile(path, edited);
+      expect(await syncDir({ ...m, app: 'app', dir: root }).catch((e: OmniError) => `${e.code}: ${e.message}`)).toMatch(/^INVALID: .*invalid sync manifest.*'\.\.' component.*remove it to sync from scratch/);
+      // a check that does not match an otherwise good state: read, checked in full
+      await writeFile(path, text.replace(check, '0'.repeat(64)));
+      expect((await syncDir({ ...m, app: 'app', dir: root })).noop).toBe(true);
+      // the JSON alone (as an earlier version wrote it): checked and read
+      await writeFile(path, json);
+      expect((await syncDir({ ...m, app: 'app', dir: root })).noop).toBe(true);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('sync engine: page layout', () => {
   const sha = (x: string) => 'sha256:' + createHash('sha256').update(x).digest('hex');
   /** File i of a tree: packed small files (a few packs) and files of three chunks (pages of over 400 layers take two manifests). */
