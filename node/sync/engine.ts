@@ -492,7 +492,9 @@ async function buildPack(root: string, members: FileEntry[], blocking: boolean, 
  * Returns what was written; undefined when the change is not that small (nothing sent);
  * 'conflict' when another writer moved the record; 'unsupported' from a node without the request.
  */
-async function commitSmall(records: SyncRecordStore, app: string, root: string, plan: SyncPlan, remote: Remote, localBySha: Map<string, FileEntry>, blocking: boolean, beforeCommit?: () => Promise<void>): Promise<{ revision: number; index: string; pages: string[]; cut: CutTree; packs: Map<string, PackRef>; bytes: number } | 'conflict' | 'unsupported' | undefined> {
+type SmallCommit = { revision: number; index: string; pages: string[]; cut: CutTree; packs: Map<string, PackRef>; bytes: number };
+
+async function commitSmall(records: SyncRecordStore, app: string, root: string, plan: SyncPlan, remote: Remote, localBySha: Map<string, FileEntry>, blocking: boolean, beforeCommit?: () => Promise<void>, whileCommitting?: (done: SmallCommit) => void): Promise<SmallCommit | 'conflict' | 'unsupported' | undefined> {
   if (!records.commit || plan.upload.some((f) => f.size > 0 && !packable(f))) return undefined; // a chunked file goes through /v2/ (an empty one sends nothing)
   const packed = packsOf(remote.tree);
   const toPack = plan.upload.filter((f) => !packed.has(f.sha256)).map((f) => localBySha.get(f.sha256) ?? f);
@@ -525,8 +527,21 @@ async function commitSmall(records: SyncRecordStore, app: string, root: string, 
     ...(revision - WORKSPACE_REVISIONS_KEPT >= 1 ? { untag: `ws-${revision - WORKSPACE_REVISIONS_KEPT}` } : {}),
   };
   await beforeCommit?.();
+  const done: SmallCommit = { revision, index: indexDigest, pages: listed.map((j) => j.digest), cut: { tree: paged, layout }, packs: all, bytes: packs.reduce((n, p) => n + p.buf.length, 0) };
   try {
-    await retry('committing the change', () => records.commit!(app, header, blobs, manifests));
+    const committing = retry('committing the change', () => records.commit!(app, header, blobs, manifests));
+    // Once the request is on its way (the socket is written in the ticks before this runs), the
+    // caller's work for a commit that succeeds (the state file's text) is done while the cluster
+    // commits; a failure of it is the caller's to meet again when it does that work itself.
+    if (whileCommitting)
+      setImmediate(() => {
+        try {
+          whileCommitting(done);
+        } catch {
+          // done again after the commit (and reported then)
+        }
+      });
+    await committing;
   } catch (err) {
     if (err instanceof OmniError && err.code === 'CONFLICT') return 'conflict';
     // a node of an earlier version (NOT_FOUND), one without a registry (NOT_IMPLEMENTED), or a
@@ -534,7 +549,7 @@ async function commitSmall(records: SyncRecordStore, app: string, root: string, 
     if (err instanceof OmniError && ['NOT_FOUND', 'NOT_IMPLEMENTED', 'TOO_LARGE'].includes(err.code)) return 'unsupported';
     throw err;
   }
-  return { revision, index: indexDigest, pages: listed.map((j) => j.digest), cut: { tree: paged, layout }, packs: all, bytes: packs.reduce((n, p) => n + p.buf.length, 0) };
+  return done;
 }
 
 /** The cluster's tree with every packed file's pack set (from `packs`, by sha256); a small file without one is an error. */
@@ -787,9 +802,9 @@ async function safeParent(root: string, rel: string): Promise<string> {
 }
 
 /** The no-op fast path's record: the stat fingerprint of the client's files and the index, when both sides are equal. */
-async function writeQuick(path: string, app: string, index: string, files: FileEntry[]): Promise<void> {
+async function writeQuick(path: string, app: string, index: string, files: FileEntry[], fingerprint = statFingerprint(files)): Promise<void> {
   const tmp = `${path}.tmp`;
-  await writeFile(tmp, JSON.stringify({ app, index, fingerprint: statFingerprint(files) }));
+  await writeFile(tmp, JSON.stringify({ app, index, fingerprint }));
   await rename(tmp, path);
 }
 
@@ -842,6 +857,32 @@ function goneIsChanged(path: string): (err: unknown) => never {
   return (err) => {
     throw (err as NodeJS.ErrnoException).code === 'ENOENT' ? changedDuringSync(path) : err;
   };
+}
+
+/**
+ * The state file's text after a sync: the base (with the packs: a no-op's next sync uses it as the
+ * cluster's tree without fetching it; an entry of the tree this sync paged where it is the same,
+ * else a copy with its pack), the client's tree as it is now, and — when both sides were left
+ * equal — the cluster's index, its pages and their layout (kept only for a base that is the very
+ * tree it cuts, field by field, so the next sync's unchanged pages are those the manifests describe).
+ */
+function stateText(o: { app: string; plan: SyncPlan; localAfter: TreeManifest; cut: CutTree | undefined; remotePacks: Map<string, PackRef>; remoteIndex: string | undefined; remotePages: string[] | undefined }): { text: string; converged: boolean } {
+  const { plan, cut, remotePacks, remoteIndex, remotePages } = o;
+  const converged = plan.local.files.length === plan.remote.files.length && plan.local.files.every((f, i) => { const r = plan.remote.files[i]; return f.path === r.path && f.sha256 === r.sha256 && f.mode === r.mode; });
+  const paged = cut && cut.tree.files.length === plan.base.files.length ? cut.tree.files : undefined;
+  let pagedIsBase = paged !== undefined;
+  const base = {
+    version: MANIFEST_VERSION,
+    files: plan.base.files.map((f, i) => {
+      const pack = (packable(f) && remotePacks.get(f.sha256)) || f.pack;
+      if (paged && sameEntry(f, paged[i], pack)) return paged[i];
+      pagedIsBase = false;
+      return pack && pack !== f.pack ? { ...f, pack } : f;
+    }),
+  };
+  const remoteLayout = pagedIsBase ? cut!.layout : undefined;
+  const json = encodeSyncState({ app: o.app, base, local: o.localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages, ...(remoteLayout ? { remoteLayout } : {}) } : {}) } : {}) });
+  return { text: withCheck(json), converged };
 }
 
 /** Syncs this many times when a file changes while it is read (a file being written), then gives up with that error. */
@@ -951,7 +992,11 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
     const remoteChanged = plan.upload.length > 0 || plan.deleteRemote.length > 0 || (opts.ensureRecord === true && remote.version === 0);
     // A small change goes in one request when the store can take it so (a one-file edit: one
     // round through the leader instead of four, issue 16); else, or from a node without it, as below.
-    const small = remoteChanged && records.commit && !commitUnsupported ? await commitSmall(records, app, dir, plan, remote, localBySha, opts.blockingScan === true, opts.beforeCommit) : undefined;
+    // Nothing to write here (a change that only goes up): the state file's text is made while the cluster commits.
+    let early: { revision: number; text: string; converged: boolean; fingerprint: string } | undefined;
+    const upOnly = plan.download.length === 0 && plan.deleteLocal.length === 0 && plan.local.files === local.files;
+    const prepare = upOnly ? (d: SmallCommit) => void (early = { revision: d.revision, ...stateText({ app, plan, localAfter: local, cut: d.cut, remotePacks: d.packs, remoteIndex: d.index, remotePages: d.pages }), fingerprint: statFingerprint(local.files) }) : undefined;
+    const small = remoteChanged && records.commit && !commitUnsupported ? await commitSmall(records, app, dir, plan, remote, localBySha, opts.blockingScan === true, opts.beforeCommit, prepare) : undefined;
     if (small === 'conflict') {
       if (attempt < CAS_ATTEMPTS) continue; // another sync won: plan again
       throw new OmniError('CONFLICT', `${app}: the workspace kept changing under this sync (${CAS_ATTEMPTS} attempts)`);
@@ -1019,28 +1064,12 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
     }
     await rm(quickFile, { force: true });
     const tmpState = `${stateFile}.tmp`;
-    const converged = plan.local.files.length === plan.remote.files.length && plan.local.files.every((f, i) => { const r = plan.remote.files[i]; return f.path === r.path && f.sha256 === r.sha256 && f.mode === r.mode; });
-    // The base keeps the packs (a no-op's next sync uses it as the cluster's tree without fetching
-    // it): an entry of the tree this sync paged where it is the same (it has them), else a copy
-    // with its pack. The layout is kept only for a base that is the very tree it cuts (field by
-    // field), so the next sync's unchanged pages are those the cluster's manifests describe.
-    const paged = cut && cut.tree.files.length === plan.base.files.length ? cut.tree.files : undefined;
-    let pagedIsBase = paged !== undefined;
-    const base = {
-      version: MANIFEST_VERSION,
-      files: plan.base.files.map((f, i) => {
-        const pack = (packable(f) && remotePacks.get(f.sha256)) || f.pack;
-        if (paged && sameEntry(f, paged[i], pack)) return paged[i];
-        pagedIsBase = false;
-        return pack && pack !== f.pack ? { ...f, pack } : f;
-      }),
-    };
-    const remoteLayout = pagedIsBase ? cut!.layout : undefined;
-    const json = encodeSyncState({ app, base, local: localAfter, ...(converged && remoteIndex ? { remoteIndex, ...(remotePages ? { remotePages, ...(remoteLayout ? { remoteLayout } : {}) } : {}) } : {}) });
-    await writeFile(tmpState, withCheck(json));
+    const made = early?.revision === revision ? early : undefined;
+    const { text, converged } = made ?? stateText({ app, plan, localAfter, cut, remotePacks, remoteIndex, remotePages });
+    await writeFile(tmpState, text);
     await rename(tmpState, stateFile);
     trace('state written');
-    if (converged && remoteIndex) await writeQuick(quickFile, app, remoteIndex, localAfter.files);
+    if (converged && remoteIndex) await writeQuick(quickFile, app, remoteIndex, localAfter.files, made?.fingerprint);
     trace('done');
     return summary(revision);
   }

@@ -294,6 +294,33 @@ describe('sync engine: a small change in one request', () => {
     }
   });
 
+  it('a change committed in one request leaves the state and quick file a no-op reads: one record read, nothing sent', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-commit-quick-'));
+    try {
+      const m = memoryStore();
+      const counts = withCommit(m);
+      for (let i = 0; i < 30; i++) await writeFile(join(root, `f${i}.txt`), `file ${i}\n`);
+      await syncDir({ ...m, app: 'q', dir: root });
+      await writeFile(join(root, 'f7.txt'), 'changed\n');
+      expect((await syncDir({ ...m, app: 'q', dir: root })).revision).toBe(2);
+      expect(counts.commits).toBe(2);
+      // the state written from the text made while the commit was under way
+      const state = JSON.parse(await readFile(join(root, '.omni', 'sync-state.json'), 'utf8')) as { remoteIndex?: string; local: unknown[] };
+      expect(state.remoteIndex).toBe((JSON.parse((await m.records.read('sync/q'))!.value) as { index: string }).index);
+      expect(state.local.length).toBe(30);
+      const reads: string[] = [];
+      const counted = { ...m.records, read: async (k: string) => (reads.push(k), m.records.read(k)) };
+      const r = await syncDir({ records: counted, registry: m.registry, app: 'q', dir: root, quickNoop: true });
+      expect(r.noop).toBe(true);
+      expect(reads).toEqual(['sync/q']);
+      expect(counts.commits).toBe(2);
+      // and a full sync agrees: nothing to do
+      expect((await syncDir({ ...m, app: 'q', dir: root })).noop).toBe(true);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   it('a node without the request (NOT_FOUND): the separate requests, asked once per sync', async () => {
     const root = await mkdtemp(join(tmpdir(), 'omni-sync-commit-old-'));
     try {
