@@ -16,7 +16,15 @@
 // max RSS of any node 496–514 → 395 MiB, for 1 KiB writes 2–5 % slower (within the host's noise;
 // bench:cluster: CPU per 1,000 writes 2.37 → 2.40× etcd's in runs one after the other). The live
 // heap at 1 GiB of state is ~60–80 MB: the limit is 13× that; OMNI_NODE_ARGS can raise it.
-export const OMNID_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--max-old-space-size=1024'];
+//
+// --initial-old-space-size=64: the old generation is not collected before it holds 64 MB. With the
+// 1.6× growth above, a small heap (~25 MB live on a node moving blobs) was collected every few MB
+// promoted: ~130 full collections during one initial `omni sync` of 200 MB on three nodes (blob
+// copies promote many buffers). Measured (test/bench/sync-initial-diag.ts, alternating): that sync
+// 6.6–7.1 s → 4.9–5.0 s and the nodes' CPU 10.4–11.4 → 6.9–7.2 s (96: 4.2 s, 128: 4.2–4.5 s); RSS
+// after it 150 → ~165 MiB; bench:cluster: RSS after c=64 165 MiB against etcd's 104 (1.59×; 96
+// gave 188 MiB, 1.88×, too close to the 2× goal), writes and CPU per write within the host's noise.
+export const OMNID_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--initial-old-space-size=64', '--max-old-space-size=1024'];
 
 // Not set (bin/omnid), measured: MALLOC_MMAP_THRESHOLD_=131072 (glibc) gives every buffer of
 // 128 KiB or more its own mapping, so 1 MiB values no longer fragment the main heap (200 writes of

@@ -44,7 +44,13 @@ try {
   const r = await run('bin/omni', ['sync', src, '--app', 'diag', '--json', '--push'], { env, timeout: 600_000, maxBuffer: 64 * 1024 * 1024 });
   const took = performance.now() - t0;
   const cpu = pids.map((p, i) => cpuMsOf([p]) - cpu0[i]);
-  process.stderr.write(`diag: === initial sync took ${took.toFixed(0)} ms; CPU ms: cli ${childrenCpuMs() - cli0}, ${names.map((n, i) => `${n} ${cpu[i]}`).join(', ')}\n${r.stderr}`);
+  // resident and peak memory of each node (MiB), after the sync
+  const mem = (pid: number) => {
+    const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? 0);
+    return `${Math.round(kb('VmRSS') / 1024)}/${Math.round(kb('VmHWM') / 1024)}`;
+  };
+  process.stderr.write(`diag: === initial sync took ${took.toFixed(0)} ms; CPU ms: cli ${childrenCpuMs() - cli0}, ${names.map((n, i) => `${n} ${cpu[i]}`).join(', ')}; RSS/peak MiB ${names.map((n, i) => `${n} ${mem(pids[i])}`).join(', ')}\n${r.stderr}`);
 } finally {
   await c.destroy();
   await rm(work, { recursive: true, force: true });

@@ -44,7 +44,7 @@ describe('omnid runtime settings (bin/omnid)', () => {
     const env = { PATH: '/usr/bin:/bin', HOME: dir, OMNI_NODE_ARGS: probe };
     const seen = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env });
     // No MALLOC_MMAP_THRESHOLD_: mapping every 1 MiB buffer on its own made 1 MiB writes 2-4x slower.
-    expect(seen.stdout.trim()).toMatch(new RegExp(`^,2,${JEMALLOC ? ' LD_PRELOAD' : ''} MALLOC_ARENA_MAX,--max-semi-space-size=4,--max-old-space-size=1024,-p,`));
+    expect(seen.stdout.trim()).toMatch(new RegExp(`^,2,${JEMALLOC ? ' LD_PRELOAD' : ''} MALLOC_ARENA_MAX,--max-semi-space-size=4,--initial-old-space-size=64,--max-old-space-size=1024,-p,`));
     const mine = await run(join(dir, 'bin', 'omnid'), ['--version'], { cwd: dir, env: { ...env, MALLOC_ARENA_MAX: '8' } });
     expect(mine.stdout.trim()).toMatch(new RegExp(`^,8,${JEMALLOC ? ' LD_PRELOAD' : ''},`));
   });
