@@ -31,9 +31,7 @@ export function apiRecords(client: ApiClient): SyncRecordStore {
       await client.put(path(key), { value, expectedVersion });
     },
     // a small change in one request (node/api/sync-routes.ts)
-    commit: async (app, header, blobs, manifests) => {
-      await client.post(`/v1/sync/${encodeURIComponent(app)}/commit`, encodeSyncCommit(header, blobs, manifests));
-    },
+    commit: async (app, header, blobs, manifests) => client.post<{ untagged?: boolean }>(`/v1/sync/${encodeURIComponent(app)}/commit`, encodeSyncCommit(header, blobs, manifests)),
   };
 }
 
@@ -79,7 +77,11 @@ export async function syncProject(opts: SyncOptions): Promise<SyncSummary & { pl
  */
 function whenAsked(find: () => Promise<FailoverRegistry>): SyncRegistry {
   let found: Promise<FailoverRegistry> | undefined;
-  const registry = () => (found ??= find());
+  // a failed lookup is not kept: the engine's retries ask again
+  const registry = () => (found ??= find().catch((err: unknown) => {
+    found = undefined;
+    throw err;
+  }));
   return {
     hasBlob: async (repo, digest) => (await registry()).hasBlob(repo, digest),
     uploadBlob: async (repo, digest, path) => (await registry()).uploadBlob(repo, digest, path),

@@ -12,7 +12,7 @@
 //   POST /v1/sync/<app>/commit (admin token), body protocol/sync/commit.ts: the header (JSON:
 //     expectedVersion, record, blobs [{digest, size}], manifests [{digest, mediaType, size}], tag),
 //     then the blobs' bytes, then the manifests' (the last one is the index the tag names).
-//   200 {"committed": true}; 409 CONFLICT when the record is no longer at expectedVersion (another
+//   200 {"committed": true} (and "untagged": true when it removed `untag`); 409 CONFLICT when the record is no longer at expectedVersion (another
 //   sync won: plan again); 400 for a malformed body, a digest or manifest that does not check
 //   (nothing kept); 413 for a body over the limit or a change whose transaction would be over
 //   Raft's (the client then sends it the separate way); 501 on a node without a registry (the same).
@@ -62,7 +62,7 @@ export function registerSyncRoutes(api: ApiServer, d: SyncRoutesDeps): void {
 }
 
 /** The commit itself (exported for tests): checked, kept, copied, then one transaction. */
-export async function commitSyncChange(d: SyncRoutesDeps, app: string, body: Buffer, caller: Caller, clientGone: AbortSignal): Promise<{ committed: true }> {
+export async function commitSyncChange(d: SyncRoutesDeps, app: string, body: Buffer, caller: Caller, clientGone: AbortSignal): Promise<{ committed: true; untagged?: true }> {
   if (!APP_RE.test(app) || app.length > 100) throw new OmniError('BAD_REQUEST', `not an app name: ${app.slice(0, 120)}`);
   const reg = d.syncRegistry();
   // NOT_IMPLEMENTED: the client sends the change the separate way (through a registry elsewhere)
@@ -129,5 +129,6 @@ export async function commitSyncChange(d: SyncRoutesDeps, app: string, body: Buf
     caller,
   );
   d.log.debug(`sync: ${app} ${header.tag} committed: ${blobs.length} blobs (${again.length} copied the plain way), ${manifests.length} manifests (ms: stored ${storedMs.toFixed(1)}, stored and copied ${(copied - t0).toFixed(1)}, recorded ${(performance.now() - copied).toFixed(1)})`);
-  return { committed: true };
+  // `untagged`: the client need not remove the old tag itself (a node of an earlier version does not say it)
+  return { committed: true, ...(header.untag ? { untagged: true as const } : {}) };
 }

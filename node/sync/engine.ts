@@ -63,7 +63,7 @@ export interface SyncRecordStore {
    * (compare-and-set at `header.expectedVersion`: CONFLICT when another writer moved it). Absent —
    * or NOT_FOUND from a node without it — the separate requests are made instead.
    */
-  commit?(app: string, header: SyncCommitHeader, blobs: Buffer[], manifests: Buffer[]): Promise<void>;
+  commit?(app: string, header: SyncCommitHeader, blobs: Buffer[], manifests: Buffer[]): Promise<void | { untagged?: boolean }>;
 }
 
 const TREE_MEDIA_TYPE = 'application/vnd.omni.sync.tree.v1+json';
@@ -494,7 +494,7 @@ async function buildPack(root: string, members: FileEntry[], blocking: boolean, 
  */
 type SmallCommit = { revision: number; index: string; pages: string[]; cut: CutTree; packs: Map<string, PackRef>; bytes: number };
 
-async function commitSmall(records: SyncRecordStore, app: string, root: string, plan: SyncPlan, remote: Remote, localBySha: Map<string, FileEntry>, blocking: boolean, beforeCommit?: () => Promise<void>, whileCommitting?: (done: SmallCommit) => void): Promise<SmallCommit | 'conflict' | 'unsupported' | undefined> {
+async function commitSmall(records: SyncRecordStore, reg: SyncRegistry | undefined, app: string, root: string, plan: SyncPlan, remote: Remote, localBySha: Map<string, FileEntry>, blocking: boolean, beforeCommit?: () => Promise<void>, whileCommitting?: (done: SmallCommit) => void): Promise<SmallCommit | 'conflict' | 'unsupported' | undefined> {
   if (!records.commit || plan.upload.some((f) => f.size > 0 && !packable(f))) return undefined; // a chunked file goes through /v2/ (an empty one sends nothing)
   const packed = packsOf(remote.tree);
   const toPack = plan.upload.filter((f) => !packed.has(f.sha256)).map((f) => localBySha.get(f.sha256) ?? f);
@@ -541,7 +541,9 @@ async function commitSmall(records: SyncRecordStore, app: string, root: string, 
           // done again after the commit (and reported then)
         }
       });
-    await committing;
+    const answer = await committing;
+    // a node of an earlier version ignores `untag`: the tag then goes the separate way (best effort)
+    if (header.untag && !(answer && answer.untagged === true)) void reg?.deleteTag?.(repoOf(app), header.untag).catch(() => undefined);
   } catch (err) {
     if (err instanceof OmniError && err.code === 'CONFLICT') return 'conflict';
     // a node of an earlier version (NOT_FOUND), one without a registry (NOT_IMPLEMENTED), or a
@@ -748,6 +750,11 @@ async function materialise(reg: SyncRegistry, repo: string, root: string, files:
  * file as it is (an unknown field). A state whose JSON matches its check is one this version wrote
  * from checked trees: it is read without checking every entry's rules again (~8 ms of a one-file
  * sync of 5,000 files). Any other (edited, damaged, or written without the check) is checked in full.
+ * The check catches accidents (a hand edit, a torn or damaged file), not intent: anyone who can
+ * write DIR/.omni can recompute it — as they can change DIR's files, and the scan cache is trusted
+ * for content anyway. What a crafted state can do is bounded all the same: base entries reach the
+ * disk only through the cluster's tree, which is then the base itself (nothing comes down), and a
+ * bad pack reference makes pages the node and every reader refuse.
  */
 const CHECK_PREFIX = '{"check":"';
 const CHECKED_AT = CHECK_PREFIX.length + 64 + 2; // where the state's own fields begin
@@ -996,7 +1003,7 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
     let early: { revision: number; text: string; converged: boolean; fingerprint: string } | undefined;
     const upOnly = plan.download.length === 0 && plan.deleteLocal.length === 0 && plan.local.files === local.files;
     const prepare = upOnly ? (d: SmallCommit) => void (early = { revision: d.revision, ...stateText({ app, plan, localAfter: local, cut: d.cut, remotePacks: d.packs, remoteIndex: d.index, remotePages: d.pages }), fingerprint: statFingerprint(local.files) }) : undefined;
-    const small = remoteChanged && records.commit && !commitUnsupported ? await commitSmall(records, app, dir, plan, remote, localBySha, opts.blockingScan === true, opts.beforeCommit, prepare) : undefined;
+    const small = remoteChanged && records.commit && !commitUnsupported ? await commitSmall(records, reg, app, dir, plan, remote, localBySha, opts.blockingScan === true, opts.beforeCommit, prepare) : undefined;
     if (small === 'conflict') {
       if (attempt < CAS_ATTEMPTS) continue; // another sync won: plan again
       throw new OmniError('CONFLICT', `${app}: the workspace kept changing under this sync (${CAS_ATTEMPTS} attempts)`);
@@ -1064,7 +1071,7 @@ async function syncDirOnce(opts: SyncDirOptions): Promise<SyncSummary & { plan: 
     }
     await rm(quickFile, { force: true });
     const tmpState = `${stateFile}.tmp`;
-    const made = early?.revision === revision ? early : undefined;
+    const made = small !== undefined && typeof small === 'object' && early?.revision === revision ? early : undefined; // made for this commit, not for the separate way
     const { text, converged } = made ?? stateText({ app, plan, localAfter, cut, remotePacks, remoteIndex, remotePages });
     await writeFile(tmpState, text);
     await rename(tmpState, stateFile);

@@ -156,7 +156,7 @@ export function checkManifest(value: unknown): TreeManifest {
   let prev = '';
   // A digest met again (a one-chunk file's chunk is its digest; a pack's digest is shared by its
   // files) is not tested again: the regex is most of this check's time for thousands of files.
-  let lastPack = '';
+  let lastPack: string | undefined; // a pack digest that passed the test
   for (const f of files) {
     const e = f as Partial<FileEntry>;
     if (!e || typeof e !== 'object') fail('entry is not an object');
@@ -173,7 +173,7 @@ export function checkManifest(value: unknown): TreeManifest {
     if (e.pack !== undefined) {
       const k = e.pack as Partial<PackRef>;
       if (!k || typeof k !== 'object' || typeof k.digest !== 'string' || (k.digest !== lastPack && !DIGEST.test(k.digest))) fail(`${e.path}: bad pack digest`);
-      lastPack = k.digest as string;
+      lastPack = k.digest;
       if (!packable(e as FileEntry)) fail(`${e.path}: packed but of size ${e.size}`);
       if (!Number.isSafeInteger(k.offset) || (k.offset as number) < 0 || !Number.isSafeInteger(k.packSize) || (k.offset as number) + (e.size as number) > (k.packSize as number) || (k.packSize as number) > 4 * PACK_BYTES) fail(`${e.path}: bad pack range`);
     }

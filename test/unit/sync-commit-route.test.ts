@@ -70,7 +70,7 @@ describe('sync commit on the node', () => {
   it('the revision that falls out of the kept ones (untag) loses its tag in the same transaction', async () => {
     const { d, events } = parts();
     const later = encodeSyncCommit({ ...header, record: JSON.stringify({ index: sha(index), revision: 12 }), tag: 'ws-12', untag: 'ws-2' }, packs, [index]);
-    await commitSyncChange(d, 'app', later, LEADER_DUTY, new AbortController().signal);
+    expect(await commitSyncChange(d, 'app', later, LEADER_DUTY, new AbortController().signal)).toEqual({ committed: true, untagged: true });
     expect(events.at(-1)).toMatch(/^transaction with 2 blobs, deleting \S*omni-sync\/app\S*ws-2$/);
   });
 

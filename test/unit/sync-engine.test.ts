@@ -78,6 +78,15 @@ describe('sync engine', () => {
       expect(c.tags()).toEqual(Array.from({ length: WORKSPACE_REVISIONS_KEPT }, (_, k) => `ws-${k + 4}`));
       expect(untagged).toEqual(['ws-1', 'ws-2', 'ws-3']);
       expect(deletes).toBe(3); // the fake commit's, one per commit past the kept ones: none besides
+      // a node of an earlier version ignores untag: the client removes the tag itself
+      const o = memoryStore();
+      withCommit(o, 'ok', true);
+      for (let i = 1; i <= WORKSPACE_REVISIONS_KEPT + 2; i++) {
+        await writeFile(join(root, 'f.txt'), `old node ${i}\n`);
+        await syncDir({ ...o, app: 't', dir: root, direction: 'push', stateFile: join(root, '.omni', 'old-node-state.json') });
+        await new Promise((res) => setImmediate(res)); // the removal is not waited for
+      }
+      expect(o.tags()).toEqual(Array.from({ length: WORKSPACE_REVISIONS_KEPT }, (_, k) => `ws-${k + 3}`));
     } finally {
       await rm(root, { recursive: true, force: true });
     }
@@ -228,7 +237,8 @@ describe('sync engine', () => {
  * maps: through the encoded body, digests checked, the record compare-and-set); `answer`
  * 'not-found' plays a node of an earlier version.
  */
-function withCommit(m: ReturnType<typeof memoryStore>, answer: 'ok' | 'not-found' = 'ok') {
+/** `ignoresUntag`: a node of an earlier version (keeps the old tag, does not say it removed it). */
+function withCommit(m: ReturnType<typeof memoryStore>, answer: 'ok' | 'not-found' = 'ok', ignoresUntag = false) {
   const counts = { commits: 0, uploads: 0 };
   const upload = m.registry.uploadBlob;
   m.registry.uploadBlob = async (repo, digest, path) => {
@@ -253,7 +263,8 @@ function withCommit(m: ReturnType<typeof memoryStore>, answer: 'ok' | 'not-found
     }
     d.manifests.forEach((b, i) => m.registry.putManifest(`omni-sync/${app}`, i === d.manifests.length - 1 ? d.header.tag : d.header.manifests[i].digest, Buffer.from(b), d.header.manifests[i].mediaType));
     await m.records.write(key, d.header.record, cur);
-    if (d.header.untag) await m.registry.deleteTag!(`omni-sync/${app}`, d.header.untag); // in the same transaction on a node
+    if (d.header.untag && !ignoresUntag) await m.registry.deleteTag!(`omni-sync/${app}`, d.header.untag); // in the same transaction on a node
+    return d.header.untag && !ignoresUntag ? { untagged: true } : undefined;
   };
   return counts;
 }

@@ -33,6 +33,14 @@ describe('sync paths', () => {
     expect(() => checkManifest({ version: 2, files: [{ ...file('a', 'abc'), chunks: [] }] })).toThrow(/chunk list/);
     expect(() => checkManifest({ version: 2, files: [{ ...file('a', 'abc'), mode: 0o4755 }] })).toThrow(/mode/);
     expect(() => decodeManifest(Buffer.from('{'))).toThrow(/not JSON/);
+    // every pack digest is tested (one met again is not tested twice, an empty one is refused)
+    const packed = (path: string, digest: string) => ({ ...file(path, 'abc'), pack: { digest, offset: 0, packSize: 10 } });
+    const pd = digest('pack');
+    expect(checkManifest({ version: 2, files: [packed('a', pd), packed('b', pd)] }).files.length).toBe(2);
+    expect(() => checkManifest({ version: 2, files: [packed('a', '')] })).toThrow(/bad pack digest/);
+    expect(() => checkManifest({ version: 2, files: [packed('a', pd), packed('b', 'sha256:nothex')] })).toThrow(/bad pack digest/);
+    // a chunk equal to the file's digest passes untested; any other is tested
+    expect(() => checkManifest({ version: 2, files: [{ ...file('a', 'abc'), chunks: ['sha256:nothex'] }] })).toThrow(/chunk list/);
   });
 });
 
