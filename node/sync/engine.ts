@@ -108,8 +108,8 @@ export interface SyncSummary {
 
 // ---------------------------------------------------------------- scanning
 
-const sha256Of = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
-const sha256Hex = (text: string) => createHash('sha256').update(text).digest('hex');
+const sha256Hex = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex');
+const sha256Of = (b: Uint8Array) => `sha256:${sha256Hex(b)}`;
 
 async function hashFile(path: string, sizeHint = Infinity, blocking = false): Promise<{ sha256: string; chunks: string[]; size: number }> {
   if (sizeHint <= SMALL_READ) {
@@ -645,13 +645,11 @@ function previousPages(previous: CutTree): Map<string, { files: FileEntry[]; man
  */
 export function workspaceManifests(tree: TreeManifest, knownPages: Set<string>, previous?: CutTree): { manifests: { digest: string; size: number }[]; todo: PageManifest[]; pageBlobs: Buffer[]; index: Buffer; indexDigest: string; layout: PageLayout } {
   const before = previous ? previousPages(previous) : undefined;
-  const manifests: { digest: string; size: number }[] = [];
   const encoded: PageManifest[] = [];
   const layout: PageLayout = [];
   for (const p of pageTree(tree)) {
     const old = p.files.length > 0 ? before?.get(p.files[0].path) : undefined;
     if (old && old.files.length === p.files.length && old.manifests.every((m) => knownPages.has(m.digest)) && p.files.every((f, i) => sameEntry(f, old.files[i]))) {
-      manifests.push(...old.manifests);
       layout.push({ files: p.files.length, manifests: old.manifests });
       continue;
     }
@@ -678,12 +676,12 @@ export function workspaceManifests(tree: TreeManifest, knownPages: Set<string>, 
       encoded.push(m);
       mine.push({ digest: m.digest, size: body.length });
     }
-    manifests.push(...mine);
     layout.push({ files: p.files.length, manifests: mine });
   }
   // The page blobs go up while the contents do; a manifest is written once its layers are all in.
   const todo = encoded.filter((j) => !knownPages.has(j.digest));
   const pageBlobs = [...new Map(todo.map((j) => [j.pageDigest, j.page])).values()];
+  const manifests = layout.flatMap((p) => p.manifests); // in index order
   const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: manifests.map((m) => ({ mediaType: OCI_MANIFEST, digest: m.digest, size: m.size })) }));
   return { manifests, todo, pageBlobs, index, indexDigest: sha256Of(index), layout };
 }
