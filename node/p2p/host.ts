@@ -1,5 +1,6 @@
 // The libp2p host every omnid runs: TCP + pnet (pre-shared cluster key) + noise + yamux (window
-// updates at half the window: node/p2p/yamux-window-updates.ts),
+// updates at half the window: node/p2p/yamux-window-updates.ts; noise frames split without an
+// Error per read: node/p2p/noise-length-decoding.ts),
 // with identify, ping and gossipsub. A peer without the cluster's network key fails the pnet
 // handshake before noise even starts, so it cannot open any stream. pnet is our own protector
 // (node/p2p/pnet-protector.ts, wire-compatible with @libp2p/pnet, without its WebAssembly cipher;
@@ -13,6 +14,7 @@ import { ping, type Ping } from '@libp2p/ping';
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
 import { pnetProtector, encodeSwarmKey, PNET_KEY_BYTES } from './pnet-protector.js';
 import { installLazyWindowUpdates } from './yamux-window-updates.js';
+import { installQuietLengthDecoding } from './noise-length-decoding.js';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import { readFile, mkdir } from 'node:fs/promises';
@@ -53,6 +55,7 @@ export interface HostOptions {
 
 export async function createHost(opts: HostOptions): Promise<OmniHost> {
   installLazyWindowUpdates();
+  installQuietLengthDecoding();
   return createLibp2p({
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen },
