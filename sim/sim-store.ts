@@ -4,7 +4,7 @@
 // happen. At start the store checks its log against the hard-state witness as RaftStorage does.
 import type { PersistedState } from '../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
-import type { RaftStore, StoredState, StreamedState } from '../node/raft/raft-store.js';
+import type { RaftStore, StateRowsPart, StoredState, StreamedState } from '../node/raft/raft-store.js';
 import type { StateView } from '../node/raft/state-storage.js';
 import { staleHardState } from '../node/raft/hard-state-witness.js';
 import { StorageCorruptError } from '../node/raft/storage-integrity.js';
@@ -45,11 +45,16 @@ export class SimStore implements RaftStore {
     return Promise.resolve(state);
   }
 
-  save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }, sync: boolean): Promise<void> {
+  save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot; state?: StateRowsPart }, sync: boolean): Promise<void> {
     if (!this.io.alive()) return DEAD;
-    if (part.entries.length === 0 && !part.hardState && !part.snapshot) return new Promise((resolve) => this.io.later(0, resolve));
+    if (part.entries.length === 0 && !part.hardState && !part.snapshot && !part.state) return new Promise((resolve) => this.io.later(0, resolve));
     this.disk.write(
-      { ...(part.snapshot ? { snapshot: { snapshot: part.snapshot, replaceLog: true } } : {}), entries: part.entries, ...(part.hardState ? { hardState: part.hardState } : {}) },
+      {
+        ...(part.snapshot ? { snapshot: { snapshot: part.snapshot, replaceLog: true } } : {}),
+        entries: part.entries,
+        ...(part.hardState ? { hardState: part.hardState } : {}),
+        ...(part.state ? { state: { rows: new Map(part.state.rows), appliedIndex: part.state.appliedIndex, replace: false } } : {}),
+      },
       false,
       this.io.nowMs(),
     );

@@ -1,10 +1,13 @@
 // Drives the pure Raft core against real time, durable storage and the libp2p transport,
-// and applies committed entries to the cluster state machine. One Ready at a time, strictly
-// in etcd's order: persist (fsync) → send → apply → advance. Proposals and linearizable
-// reads wait here for their entries to be applied.
+// and applies committed entries to the cluster state machine. One Ready at a time, in etcd's
+// order: persist (fsync) → send → apply → advance — except that a Ready which writes its log
+// and also applies entries (committed, so already in this node's log) applies them first and
+// writes the rows they change in the same batch as its log. Proposals and linearizable reads
+// wait here for their entries to be applied.
 //
-// A full disk (ENOSPC) is not fatal: the Ready that could not be written is kept, nothing of it
-// is applied or acknowledged, new proposals and reads are refused with NO_SPACE (HTTP 507),
+// A full disk (ENOSPC) is not fatal: the Ready that could not be written is kept, none of its
+// new entries is acknowledged (committed ones it applied before its write stay applied, their
+// rows kept to write), new proposals and reads are refused with NO_SPACE (HTTP 507),
 // and the write is retried every NO_SPACE_RETRY_MS (reopening the store, since LevelDB refuses
 // every write after a failed one) until space is freed. Meanwhile the node sends nothing, so a
 // leader loses its followers' acknowledgements and steps down: another node leads.
@@ -198,6 +201,8 @@ export class RaftNode {
   private unsavedCommit: HardState | undefined;
   /** The Ready being handled, kept when its write failed for lack of space (retried as is). */
   private unwritten: Ready | undefined;
+  /** The unwritten Ready whose committed entries were applied before its write (not applied again when it is retried). */
+  private appliedUnwritten: Ready | undefined;
   /** Set while the disk is full (ENOSPC): nothing is persisted, proposals get NO_SPACE. */
   private noSpace: Error | undefined;
   private noSpaceTimer: TimerHandle | undefined;
@@ -629,6 +634,18 @@ export class RaftNode {
     // never needed durable (Raft recovers it; etcd does not sync it either). Both land in one
     // batch, so a stored commit index is never behind the stored applied index.
     const commitOnly = !rd.snapshot && rd.entries.length === 0 && !rd.mustSync && rd.committedEntries.length > 0 && rd.hardState !== undefined && rd.hardState.term === this.persistedTermVote.term && rd.hardState.vote === this.persistedTermVote.vote;
+    // A Ready that writes its log and also applies entries (under load most do: new entries, and
+    // the commit of earlier ones) applies them first and writes the rows they change in its log's
+    // batch — one write instead of two. Its committed entries are already durable here (the core
+    // hands out only persisted ones), so nothing they depend on waits for this write; the stored
+    // applied index stays at or below the stored commit index (the same batch carries the hard
+    // state, or the stored one already covers them).
+    const rowsWithLog = !commitOnly && !rd.snapshot && rd.committedEntries.length > 0;
+    if (rowsWithLog && this.appliedUnwritten !== rd) {
+      await this.applyCommitted(rd);
+      // A write that fails for lack of space is retried with this Ready: not applied twice.
+      this.appliedUnwritten = rd;
+    }
     if (commitOnly) this.unsavedCommit = rd.hardState;
     else {
       // Kept until written: a write that fails for lack of space is retried with the same Ready.
@@ -636,8 +653,18 @@ export class RaftNode {
       // The stored snapshot only marks where the log starts: the state itself is in the rows.
       const snapshot = rd.snapshot && { meta: rd.snapshot.meta, data: STATE_IN_ROWS };
       const hardState = rd.hardState ?? this.unsavedCommit;
-      await this.opts.storage.save({ hardState, entries: rd.entries, snapshot }, rd.mustSync);
+      const state = rowsWithLog ? this.takeRowsToSave() : undefined;
+      try {
+        await this.opts.storage.save({ hardState, entries: rd.entries, snapshot, ...(state ? { state } : {}) }, rd.mustSync);
+      } catch (err) {
+        if (state) this.keepUnsavedRows(state.rows);
+        throw err;
+      } finally {
+        if (state) this.savingRows = undefined;
+      }
+      if (state) this.savedStateIndex = state.appliedIndex;
       this.unwritten = undefined;
+      this.appliedUnwritten = undefined;
       // written, or superseded by this Ready's newer hard state
       this.unsavedCommit = undefined;
     }
@@ -652,12 +679,7 @@ export class RaftNode {
       this.snapshotIndex = rd.snapshot.meta.index;
       this.opts.log.info(`raft: installed snapshot at index ${rd.snapshot.meta.index}`);
     }
-    for (const e of rd.committedEntries) {
-      this.opts.observer?.applying?.(e);
-      const keys = this.applyEntry(e.index, e.term, e.type, e.data);
-      // A transaction compares values kept on disk only: read them (nothing applies meanwhile).
-      if (keys) this.applyEntry(e.index, e.term, e.type, e.data, await this.currentValues(keys));
-    }
+    if (!rowsWithLog) await this.applyCommitted(rd);
     this.raft.advance(rd);
     this.campaignIfLoneVoter();
     for (const rs of rd.readStates) {
@@ -670,10 +692,20 @@ export class RaftNode {
     this.issueReads();
     // The rows this Ready changed, unsynced: the next synced log write makes them durable, and
     // a crash before that only sends the node back to entries its log still holds.
-    if (rd.committedEntries.length > 0) await this.saveState(false);
+    if (rd.committedEntries.length > 0 && !rowsWithLog) await this.saveState(false);
     this.opts.observer?.handled?.(rd);
     // Watchers care about applied state and leadership; a Ready of heartbeats changes neither.
     if (rd.committedEntries.length > 0 || rd.snapshot || rd.softState) this.opts.onApplied?.();
+  }
+
+  /** Applies a Ready's committed entries to the state machine, in order. */
+  private async applyCommitted(rd: Ready): Promise<void> {
+    for (const e of rd.committedEntries) {
+      this.opts.observer?.applying?.(e);
+      const keys = this.applyEntry(e.index, e.term, e.type, e.data);
+      // A transaction compares values kept on disk only: read them (nothing applies meanwhile).
+      if (keys) this.applyEntry(e.index, e.term, e.type, e.data, await this.currentValues(keys));
+    }
   }
 
   /** Where to compact the log now (keeping a tail, etcd style), or undefined when not due. */
@@ -936,27 +968,41 @@ export class RaftNode {
 
   /** Writes the rows applied entries changed (with the applied index) to the store. */
   private async saveState(sync: boolean): Promise<void> {
-    if (this.state.hasChangedRows) {
-      for (const [row, value] of this.state.takeChangedRows()) this.unsavedRows.set(row, value);
-    }
+    this.collectChangedRows();
     const applied = this.state.appliedIndex;
     const commit = this.unsavedCommit;
     if (this.unsavedRows.size === 0 && applied === this.savedStateIndex && !sync && !commit) return;
-    const rows = this.unsavedRows;
-    this.unsavedRows = new Map();
-    this.savingRows = rows;
+    const { rows } = this.takeRowsToSave();
     try {
       await this.opts.storage.saveState(rows, applied, sync, commit);
       if (this.unsavedCommit === commit) this.unsavedCommit = undefined;
     } catch (err) {
-      // Kept for the next try; rows changed meanwhile are newer and win.
-      for (const [row, value] of this.unsavedRows) rows.set(row, value);
-      this.unsavedRows = rows;
+      this.keepUnsavedRows(rows);
       throw err;
     } finally {
       this.savingRows = undefined;
     }
     this.savedStateIndex = applied;
+  }
+
+  private collectChangedRows(): void {
+    if (!this.state.hasChangedRows) return;
+    for (const [row, value] of this.state.takeChangedRows()) this.unsavedRows.set(row, value);
+  }
+
+  /** The rows not written yet and the applied index they reflect, now being written (savingRows until the caller clears it). */
+  private takeRowsToSave(): { rows: Map<string, string | null>; appliedIndex: number } {
+    this.collectChangedRows();
+    const rows = this.unsavedRows;
+    this.unsavedRows = new Map();
+    this.savingRows = rows;
+    return { rows, appliedIndex: this.state.appliedIndex };
+  }
+
+  /** Rows whose write failed, kept for the next try; rows changed meanwhile are newer and win. */
+  private keepUnsavedRows(rows: Map<string, string | null>): void {
+    for (const [row, value] of this.unsavedRows) rows.set(row, value);
+    this.unsavedRows = rows;
   }
 
   private canSendBeforePersist(rd: Ready): boolean {

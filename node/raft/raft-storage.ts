@@ -6,7 +6,7 @@
 // checked before LevelDB replays them, every value carries a checksum over its key and bytes,
 // and a second copy of the hard state (node/raft/hard-state-witness.ts) proves that LevelDB did not
 // lose a synced term or vote. Anything wrong is a StorageCorruptError (STORAGE_CORRUPT).
-import type { RaftStore, StoredState, StreamedState } from './raft-store.js';
+import type { RaftStore, StateRowsPart, StoredState, StreamedState } from './raft-store.js';
 import { StateStorage, type StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
 import { Level } from 'level';
@@ -162,7 +162,7 @@ export class RaftStorage implements RaftStore {
     return { hardState, snapshot, entries };
   }
 
-  async save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }, sync: boolean): Promise<void> {
+  async save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot; state?: StateRowsPart }, sync: boolean): Promise<void> {
     const batch = this.db.batch();
     let first = this.first;
     let last = this.last;
@@ -182,6 +182,7 @@ export class RaftStorage implements RaftStore {
     }
     const hs = part.hardState;
     if (hs) batch.put(HARD_STATE_KEY, sealRecord(HARD_STATE_KEY, encodeHardState(hs)));
+    if (part.state) this.state.putRows(batch, part.state.rows, part.state.appliedIndex);
     // A new term or vote is always synced, then witnessed: the witness never runs ahead of a
     // durable LevelDB record, so "LevelDB older than the witness" can only mean a lost record.
     const newTermOrVote = hs !== undefined && (hs.term !== this.witnessed.term || hs.vote !== this.witnessed.vote);

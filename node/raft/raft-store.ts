@@ -6,6 +6,12 @@ import type { StateView, StoredState, StreamedState } from './state-storage.js';
 
 export type { StoredState, StreamedState };
 
+/** State rows changed by applied entries (null: deleted) and the applied index they reflect. */
+export interface StateRowsPart {
+  rows: ReadonlyMap<string, string | null>;
+  appliedIndex: number;
+}
+
 export interface RaftStore {
   /** Where the data lives (for messages). */
   readonly dir: string;
@@ -13,9 +19,11 @@ export interface RaftStore {
   load(): Promise<PersistedState>;
   /**
    * Writes one Ready's part: a snapshot replaces the whole log; entries overwrite the log from
-   * their first index on. Resolves once written (and fsync'ed when `sync`); rejects on failure.
+   * their first index on; `state`: rows of the state machine with the applied index they reflect
+   * (as saveState), in the same atomic batch. Resolves once written (and fsync'ed when `sync`);
+   * rejects on failure.
    */
-  save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }, sync: boolean): Promise<void>;
+  save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot; state?: StateRowsPart }, sync: boolean): Promise<void>;
   /** A local compaction: the snapshot replaces the log up to its index (synced). */
   saveSnapshot(s: Snapshot): Promise<void>;
   /**

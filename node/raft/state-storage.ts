@@ -147,6 +147,12 @@ export class StateStorage {
   async save(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean, alsoPut?: (batch: ReturnType<ReturnType<typeof this.db>['batch']>) => void): Promise<void> {
     const batch = this.db().batch();
     alsoPut?.(batch);
+    this.putRows(batch, rows, appliedIndex);
+    await batch.write({ sync });
+  }
+
+  /** Adds the rows and their applied index to a batch of this database (the raft store's log writes). */
+  putRows(batch: ReturnType<ReturnType<typeof this.db>['batch']>, rows: ReadonlyMap<string, string | null>, appliedIndex: number): void {
     const p = prefixOf(this.gen);
     for (const [row, value] of rows) {
       const key = p + row;
@@ -154,7 +160,6 @@ export class StateStorage {
       else batch.put(key, sealText(key, value));
     }
     batch.put(APPLIED_KEY, sealRecord(APPLIED_KEY, encodeIndex(appliedIndex)));
-    await batch.write({ sync });
   }
 
   /** Replaces every row (a whole snapshot held in memory): staged in batches, then installed. */

@@ -10,7 +10,7 @@ const CONCURRENCY = Number(process.argv[2] ?? 16);
 const SECONDS = Number(process.argv[3] ?? 10);
 
 async function main() {
-  const c = await LocalCluster.create({ nodeArgs: process.env.DIAG_NODE_ARGS ? process.env.DIAG_NODE_ARGS.split(' ') : [] });
+  const c = await LocalCluster.create({ echo: process.env.DIAG_ECHO === '1', nodeArgs: process.env.DIAG_NODE_ARGS ? process.env.DIAG_NODE_ARGS.split(' ') : [] });
   const http = new Http();
   try {
     await c.init('l1');

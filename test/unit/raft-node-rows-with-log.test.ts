@@ -1,0 +1,112 @@
+// A Ready that writes its log and also applies committed entries writes the rows they change in
+// its log's batch (one LevelDB write instead of two). A real RaftNode on disk under a burst of
+// proposals: such batches happen, what is stored is the state (also after a restart), the stored
+// applied index never passes the stored commit index, and a merged write that fails for lack of
+// space is retried without applying its entries twice.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RaftStorage } from '../../node/raft/raft-storage.js';
+import { RaftNode } from '../../node/raft/raft-node.js';
+import { silentLogger } from '../../node/logger.js';
+import { bootstrapState } from '../../protocol/raft/raft.js';
+import { encodeCommand } from '../../protocol/cluster/state.js';
+import { waitFor } from '../../node/local-cluster.js';
+
+const ID = 'solo';
+const dirs: string[] = [];
+const nodes: RaftNode[] = [];
+
+afterEach(async () => {
+  for (const n of nodes.splice(0)) await n.stop();
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+async function open(dir: string, storage: RaftStorage, fatal: Error[]): Promise<RaftNode> {
+  const node = await RaftNode.open({
+    id: ID,
+    storage,
+    send: () => undefined,
+    log: silentLogger,
+    timing: { tickMs: 10, electionTick: 10, heartbeatTick: 1 },
+    noSpaceRetryMs: 20,
+    onFatal: (err) => fatal.push(err),
+  });
+  nodes.push(node);
+  node.start();
+  await waitFor('a leader', () => node.isLeader, 5000, 10);
+  return node;
+}
+
+async function soloNode(): Promise<{ dir: string; node: RaftNode; storage: RaftStorage; fatal: Error[] }> {
+  const dir = await mkdtemp(join(tmpdir(), 'omni-rows-with-log-'));
+  dirs.push(dir);
+  const storage = await RaftStorage.open(dir);
+  const boot = bootstrapState([ID]);
+  await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
+  const fatal: Error[] = [];
+  return { dir, node: await open(dir, storage, fatal), storage, fatal };
+}
+
+const put = (key: string, value: string) => encodeCommand({ type: 'kv.put', key, value });
+
+/** Proposals in waves that overlap: each wave's entries are written while the last wave's commit. */
+async function burst(node: RaftNode, prefix: string, count: number): Promise<void> {
+  const results = await Promise.all(Array.from({ length: count }, (_, i) => new Promise<void>((r) => setTimeout(r, i % 10)).then(() => node.propose(put(`${prefix}${i}`, `v${i}`)))));
+  for (const r of results) expect(r.ok).toBe(true);
+}
+
+describe('RaftNode writes applied rows with its log', () => {
+  it('a Ready with new entries and committed ones writes both in one batch; the stored state is the state, after a restart too', async () => {
+    const { dir, node, storage, fatal } = await soloNode();
+    const realSave = storage.save.bind(storage);
+    const merged: { appliedIndex: number; commit: number | undefined; rows: number }[] = [];
+    vi.spyOn(storage, 'save').mockImplementation((part, sync) => {
+      if (part.state) merged.push({ appliedIndex: part.state.appliedIndex, commit: part.hardState?.commit, rows: part.state.rows.size });
+      return realSave(part, sync);
+    });
+    for (let wave = 0; wave < 20 && merged.length === 0; wave++) await burst(node, `w${wave}/`, 40);
+    expect(merged.length, 'log writes that carried rows').toBeGreaterThan(0);
+    for (const m of merged) {
+      expect(m.rows).toBeGreaterThan(0);
+      // the batch's hard state (when it has one) covers the entries its rows reflect
+      if (m.commit !== undefined) expect(m.commit).toBeGreaterThanOrEqual(m.appliedIndex);
+    }
+    const applied = node.state.appliedIndex;
+    const keys = node.state.kvCount();
+    expect(fatal).toEqual([]);
+    nodes.splice(nodes.indexOf(node), 1);
+    await node.stop();
+    const persisted = await storage.load();
+    const stored = await storage.loadState();
+    expect(stored?.appliedIndex).toBe(applied);
+    expect(persisted.hardState.commit).toBeGreaterThanOrEqual(stored!.appliedIndex);
+    await storage.close();
+    const again = await open(dir, await RaftStorage.open(dir), fatal);
+    expect(again.state.appliedIndex).toBeGreaterThanOrEqual(applied);
+    expect(again.state.kvCount()).toBe(keys);
+    expect(again.state.kvGet('w0/7')?.value).toBe('v7');
+  }, 60_000);
+
+  it('a merged write that fails for lack of space is retried; its entries are applied once', async () => {
+    const { node, storage, fatal } = await soloNode();
+    const realSave = storage.save.bind(storage);
+    let failed = 0;
+    vi.spyOn(storage, 'save').mockImplementation(async (part, sync) => {
+      if (part.state && failed < 3) {
+        failed++;
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28 });
+      }
+      return realSave(part, sync);
+    });
+    for (let wave = 0; wave < 20 && failed === 0; wave++) await burst(node, `w${wave}/`, 40).catch(() => undefined);
+    expect(failed, 'merged writes refused').toBeGreaterThan(0);
+    await waitFor('writes resume', () => !node.outOfSpace, 10_000, 10);
+    // every key written once (a second apply would stop the node: APPLY_DIVERGED)
+    await burst(node, 'after/', 20);
+    expect(fatal).toEqual([]);
+    for (let i = 0; i < 20; i++) expect(node.state.kvGet(`after/${i}`)).toMatchObject({ value: `v${i}`, version: 1 });
+    for (const r of node.state.kvListMeta('w', 10_000)) expect(r.version).toBe(1);
+  }, 60_000);
+});
