@@ -356,6 +356,7 @@ type SimEvent =
   | { kind: 'heal' }
   | { kind: 'resume'; node: NodeId }
   | { kind: 'promote'; node: NodeId }
+  | { kind: 'join'; node: NodeId; inPlaceOf: NodeId }
   | { kind: 'replace'; node: NodeId }
   | { kind: 'fault' }
   | { kind: 'writeback' };
@@ -705,6 +706,8 @@ export class Simulation {
       }
       case 'replace':
         return this.replaceRetired(ev.node);
+      case 'join':
+        return this.joinFresh(ev.node, ev.inPlaceOf);
       case 'heal':
         for (const undo of this.skewed.splice(0)) undo();
         this.net.heal();
@@ -930,7 +933,17 @@ export class Simulation {
     const fresh = `n${this.nextNodeNum++}`;
     await this.createNode(fresh, false, []);
     this.coverage.nodes_replaced++;
-    this.proposeConf(leader, { type: ConfChangeType.AddLearner, node: fresh }, `join a fresh node in place of ${id}`);
+    this.joinFresh(fresh, id);
+  }
+
+  /** Adds a fresh node as a learner through the leader there is now (the one before may have crashed meanwhile), then promotes it. */
+  private joinFresh(fresh: NodeId, inPlaceOf: NodeId): void {
+    const leader = this.leader();
+    if (!leader?.node) {
+      this.queue.push(this.nowMs + 100, { kind: 'join', node: fresh, inPlaceOf });
+      return;
+    }
+    this.proposeConf(leader, { type: ConfChangeType.AddLearner, node: fresh }, `join a fresh node in place of ${inPlaceOf}`);
     this.queue.push(this.nowMs + 100 + this.rng.int(300), { kind: 'promote', node: fresh });
   }
 

@@ -54,6 +54,14 @@ export const DEFAULT_SPILL_VALUES_OVER_BYTES = 64;
 export const DEFAULT_STATE_OPTIONS: StateOptions = {
   spillValuesOverBytes: DEFAULT_SPILL_VALUES_OVER_BYTES,
 };
+/**
+ * Rows applied by commit-only Readys wait for the next log write (or the next tick) while they
+ * hold at most this many UTF-16 code units of keys and values and reflect at most this many
+ * entries; past either they are written at once.
+ */
+const ROWS_HELD_MAX_CHARS = 256 * 1024;
+const ROWS_HELD_MAX_ENTRIES = 1024;
+
 /** Messages a leader may send before its own write of the same Ready completes. */
 const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
 /** Proposals and reads waiting at once; beyond this callers get TOO_MANY_PENDING. */
@@ -201,6 +209,12 @@ export class RaftNode {
   private unsavedCommit: HardState | undefined;
   /** The Ready being handled, kept when its write failed for lack of space (retried as is). */
   private unwritten: Ready | undefined;
+  /** UTF-16 code units of the rows in unsavedRows (keys and values): what held rows cost in memory. */
+  private unsavedRowChars = 0;
+  /** The tick since which applied rows wait for a log write to carry them (undefined: none wait). */
+  private rowsHeldSinceTick: number | undefined;
+  /** Set by the ticker when held rows waited a whole tick: the next drain writes them. */
+  private rowsDue = false;
   /** The unwritten Ready whose committed entries were applied before its write (not applied again when it is retried). */
   private appliedUnwritten: Ready | undefined;
   /** Set while the disk is full (ENOSPC): nothing is persisted, proposals get NO_SPACE. */
@@ -287,6 +301,7 @@ export class RaftNode {
       if (this.raft.role !== Role.Leader) this.leaderSinceTick = -1;
       else if (this.leaderSinceTick < 0) this.leaderSinceTick = this.ticks;
       if (this.core('tick', () => this.raft.tick()) === undefined && this.fatal) return;
+      if (this.rowsHeldSinceTick !== undefined && this.ticks > this.rowsHeldSinceTick) this.rowsDue = true;
       this.schedule();
     }, this.timing.tickMs);
     this.campaignIfLoneVoter();
@@ -574,7 +589,7 @@ export class RaftNode {
       this.again = true;
       return;
     }
-    if (this.stopped || this.fatal || this.noSpace || !this.raft.hasReady()) return;
+    if (this.stopped || this.fatal || this.noSpace || (!this.raft.hasReady() && !this.rowsDue)) return;
     this.processing = true;
     void this.drain();
   }
@@ -591,6 +606,11 @@ export class RaftNode {
           await this.maybeCompact();
         }
       } while (this.again && !this.stopped);
+      // Rows held for a log write that did not come within a tick: written on their own.
+      if (this.rowsDue && !this.stopped) {
+        this.rowsDue = false;
+        if (this.rowsHeldSinceTick !== undefined) await this.saveState(false);
+      }
       await this.maybeCompact();
     } catch (err) {
       if (isNoSpace(err) && !this.stopped) {
@@ -653,7 +673,8 @@ export class RaftNode {
       // The stored snapshot only marks where the log starts: the state itself is in the rows.
       const snapshot = rd.snapshot && { meta: rd.snapshot.meta, data: STATE_IN_ROWS };
       const hardState = rd.hardState ?? this.unsavedCommit;
-      const state = rowsWithLog ? this.takeRowsToSave() : undefined;
+      // Rows applied before (a commit-only Ready's, kept back) ride along too.
+      const state = rowsWithLog || (!rd.snapshot && this.hasUnsavedRows()) ? this.takeRowsToSave() : undefined;
       try {
         await this.opts.storage.save({ hardState, entries: rd.entries, snapshot, ...(state ? { state } : {}) }, rd.mustSync);
       } catch (err) {
@@ -691,8 +712,14 @@ export class RaftNode {
     this.releaseReads();
     this.issueReads();
     // The rows this Ready changed, unsynced: the next synced log write makes them durable, and
-    // a crash before that only sends the node back to entries its log still holds.
-    if (rd.committedEntries.length > 0 && !rowsWithLog) await this.saveState(false);
+    // a crash before that only sends the node back to entries its log still holds. A commit-only
+    // Ready's rows (with its commit index) wait for the next log write, which carries them in its
+    // batch — at one write at a time every write has one (the next proposal's entries) — or are
+    // written on their own at the next tick, or at once past ROWS_HELD_MAX_CHARS / _ENTRIES.
+    if (rd.committedEntries.length > 0 && !rowsWithLog) {
+      if (commitOnly && this.canHoldRows()) this.rowsHeldSinceTick ??= this.ticks;
+      else await this.saveState(false);
+    }
     this.opts.observer?.handled?.(rd);
     // Watchers care about applied state and leadership; a Ready of heartbeats changes neither.
     if (rd.committedEntries.length > 0 || rd.snapshot || rd.softState) this.opts.onApplied?.();
@@ -781,6 +808,8 @@ export class RaftNode {
       await this.opts.storage.replaceState(rows, restored.appliedIndex);
     }
     this.unsavedRows.clear();
+    this.unsavedRowChars = 0;
+    this.rowsHeldSinceTick = undefined;
     this.savedStateIndex = restored.appliedIndex;
     this.sentSnapshot = undefined;
     return restored;
@@ -987,7 +1016,21 @@ export class RaftNode {
 
   private collectChangedRows(): void {
     if (!this.state.hasChangedRows) return;
-    for (const [row, value] of this.state.takeChangedRows()) this.unsavedRows.set(row, value);
+    for (const [row, value] of this.state.takeChangedRows()) {
+      this.unsavedRows.set(row, value);
+      this.unsavedRowChars += row.length + (value?.length ?? 0);
+    }
+  }
+
+  /** Whether applied entries changed rows (or the applied index) that are not written yet. */
+  private hasUnsavedRows(): boolean {
+    return this.unsavedRows.size > 0 || this.state.hasChangedRows || this.state.appliedIndex !== this.savedStateIndex;
+  }
+
+  /** Whether the rows not written yet may wait for the next log write (they are few and small). */
+  private canHoldRows(): boolean {
+    this.collectChangedRows();
+    return this.unsavedRowChars <= ROWS_HELD_MAX_CHARS && this.state.appliedIndex - this.savedStateIndex <= ROWS_HELD_MAX_ENTRIES;
   }
 
   /** The rows not written yet and the applied index they reflect, now being written (savingRows until the caller clears it). */
@@ -995,6 +1038,8 @@ export class RaftNode {
     this.collectChangedRows();
     const rows = this.unsavedRows;
     this.unsavedRows = new Map();
+    this.unsavedRowChars = 0;
+    this.rowsHeldSinceTick = undefined;
     this.savingRows = rows;
     return { rows, appliedIndex: this.state.appliedIndex };
   }
@@ -1003,6 +1048,8 @@ export class RaftNode {
   private keepUnsavedRows(rows: Map<string, string | null>): void {
     for (const [row, value] of this.unsavedRows) rows.set(row, value);
     this.unsavedRows = rows;
+    this.unsavedRowChars = 0;
+    for (const [row, value] of rows) this.unsavedRowChars += row.length + (value?.length ?? 0);
   }
 
   private canSendBeforePersist(rd: Ready): boolean {

@@ -2,7 +2,8 @@
 // its log's batch (one LevelDB write instead of two). A real RaftNode on disk under a burst of
 // proposals: such batches happen, what is stored is the state (also after a restart), the stored
 // applied index never passes the stored commit index, and a merged write that fails for lack of
-// space is retried without applying its entries twice.
+// space is retried without applying its entries twice. A commit-only Ready's rows wait for the
+// next log write (one write at a time: the next proposal's), for a tick, or not at all when big.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,13 +24,13 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
 });
 
-async function open(dir: string, storage: RaftStorage, fatal: Error[]): Promise<RaftNode> {
+async function open(dir: string, storage: RaftStorage, fatal: Error[], tickMs = 10): Promise<RaftNode> {
   const node = await RaftNode.open({
     id: ID,
     storage,
     send: () => undefined,
     log: silentLogger,
-    timing: { tickMs: 10, electionTick: 10, heartbeatTick: 1 },
+    timing: { tickMs, electionTick: 10, heartbeatTick: 1 },
     noSpaceRetryMs: 20,
     onFatal: (err) => fatal.push(err),
   });
@@ -39,14 +40,14 @@ async function open(dir: string, storage: RaftStorage, fatal: Error[]): Promise<
   return node;
 }
 
-async function soloNode(): Promise<{ dir: string; node: RaftNode; storage: RaftStorage; fatal: Error[] }> {
+async function soloNode(tickMs = 10): Promise<{ dir: string; node: RaftNode; storage: RaftStorage; fatal: Error[] }> {
   const dir = await mkdtemp(join(tmpdir(), 'omni-rows-with-log-'));
   dirs.push(dir);
   const storage = await RaftStorage.open(dir);
   const boot = bootstrapState([ID]);
   await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
   const fatal: Error[] = [];
-  return { dir, node: await open(dir, storage, fatal), storage, fatal };
+  return { dir, node: await open(dir, storage, fatal, tickMs), storage, fatal };
 }
 
 const put = (key: string, value: string) => encodeCommand({ type: 'kv.put', key, value });
@@ -109,4 +110,46 @@ describe('RaftNode writes applied rows with its log', () => {
     for (let i = 0; i < 20; i++) expect(node.state.kvGet(`after/${i}`)).toMatchObject({ value: `v${i}`, version: 1 });
     for (const r of node.state.kvListMeta('w', 10_000)) expect(r.version).toBe(1);
   }, 60_000);
+
+  it('one write at a time: the rows a commit applied ride the log batch of the next write; the last ones are written at the next tick', async () => {
+    const { node, storage, fatal } = await soloNode(50);
+    const realSave = storage.save.bind(storage);
+    const realSaveState = storage.saveState.bind(storage);
+    let carried = 0;
+    let ownBatches = 0;
+    vi.spyOn(storage, 'save').mockImplementation((part, sync) => {
+      if (part.state && part.entries.length > 0) carried++;
+      return realSave(part, sync);
+    });
+    vi.spyOn(storage, 'saveState').mockImplementation((rows, applied, sync, hs) => {
+      ownBatches++;
+      return realSaveState(rows, applied, sync, hs);
+    });
+    for (let i = 0; i < 10; i++) expect((await node.propose(put(`k${i}`, `v${i}`))).ok).toBe(true);
+    // each proposal's log write carried the rows of the one before (a tick may have written some on their own)
+    expect(carried + ownBatches).toBeGreaterThanOrEqual(9);
+    expect(carried).toBeGreaterThanOrEqual(5);
+    await waitFor('the last rows written', async () => (await storage.loadState())?.appliedIndex === node.state.appliedIndex, 5000, 10);
+    expect(fatal).toEqual([]);
+  }, 30_000);
+
+  it('held rows wait for a log write while small; a big value is written at once', async () => {
+    // ticks a minute apart: nothing is written by a tick during this test
+    const { node, storage } = await soloNode(60_000);
+    expect((await node.propose(put('small', 'v'))).ok).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await storage.loadState())?.appliedIndex, 'small rows held').toBeLessThan(node.state.appliedIndex);
+    // the value read back while its row is held
+    expect(node.state.kvGet('small')?.value).toBe('v');
+    expect((await node.propose(put('big', 'x'.repeat(300_000)))).ok).toBe(true);
+    await waitFor('big rows written', async () => (await storage.loadState())?.appliedIndex === node.state.appliedIndex, 5000, 10);
+    expect((await node.kvGet('big'))?.value.length).toBe(300_000);
+    // a stop writes what is held
+    expect((await node.propose(put('last', 'v'))).ok).toBe(true);
+    const applied = node.state.appliedIndex;
+    nodes.splice(nodes.indexOf(node), 1);
+    await node.stop();
+    expect((await storage.loadState())?.appliedIndex).toBe(applied);
+    await storage.close();
+  }, 30_000);
 });

@@ -225,7 +225,7 @@ describe('spilled values read back', () => {
     await put('hot', big('a'));
     await put('other', big('o'));
     // wait until the rows are written (the values are no longer pending)
-    await waitFor('rows written', async () => (await storage.readStateRows(['v/hot']))[0] === big('a'), 5000, 10);
+    await waitFor('rows written', async () => (await storage.readStateRows(['v/hot', 'v/other'])).join() === [big('a'), big('o')].join(), 5000, 10);
     rowReads.length = 0;
     expect((await node.kvGet('hot'))?.value).toBe(big('a'));
     expect(rowReads).toEqual([['v/hot']]);
