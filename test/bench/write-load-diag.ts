@@ -1,17 +1,42 @@
-// Diagnostic (not part of npm test): a write load at one concurrency against a 3-node loopback
-// cluster (the load generator of bench:cluster, all endpoints), with the CPU each omnid used (/proc)
-// per 1,000 writes, so a change to the write path can be compared run by run without the whole
-// bench. Usage: node --import tsx test/bench/write-load-diag.ts [concurrency=16] [seconds=10] [write|read]
+// Diagnostic (not part of npm test): a write (or read) load at one concurrency against a 3-node
+// loopback cluster — omni, or etcd with DIAG_SYSTEM=etcd — with the load generator of
+// bench:cluster on all endpoints, and the CPU the cluster's processes used (/proc) and the load
+// generator's own, per 1,000 operations: a change to the write path compared run by run without
+// the whole bench. Usage:
+//   node --import tsx test/bench/write-load-diag.ts [concurrency=16] [seconds=10] [write|read]
 // (read: linearizable GETs of one 256-byte key, as bench:cluster's read figure).
-// DIAG_NODE_ARGS: Node flags for every omnid (e.g. "--cpu-prof --cpu-prof-dir=DIR").
+// DIAG_NODE_ARGS: Node flags for every omnid (e.g. "--cpu-prof --cpu-prof-dir=DIR"); DIAG_ECHO=1
+// echoes the omnids' output.
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
+import { EtcdCluster } from './etcd-cluster.js';
 import { Http, cpuMsOf, log, writeLoad } from './load.js';
 
 const CONCURRENCY = Number(process.argv[2] ?? 16);
 const SECONDS = Number(process.argv[3] ?? 10);
 const MODE = process.argv[4] === 'read' ? 'read' : 'write';
+const READ_KEY = 'read-key';
 
-async function main() {
+interface Target {
+  endpoints: string[];
+  pids: number[];
+  put(ep: string, key: string, value: string): Promise<void>;
+  get(ep: string): Promise<void>;
+}
+
+async function measure(name: string, t: Target): Promise<void> {
+  await t.put(t.endpoints[0], READ_KEY, 'v'.repeat(256));
+  const op = MODE === 'read' ? (ep: string) => t.get(ep) : t.put;
+  await writeLoad(t.endpoints, CONCURRENCY, 2000, op); // warm-up
+  const cpu0 = cpuMsOf(t.pids);
+  const own0 = process.cpuUsage();
+  const r = await writeLoad(t.endpoints, CONCURRENCY, SECONDS * 1000, op);
+  const cpuMs = cpuMsOf(t.pids) - cpu0;
+  const own = process.cpuUsage(own0);
+  const ownMs = (own.user + own.system) / 1000;
+  log(`${name} c=${CONCURRENCY}: ${r.writesPerS} ${MODE}s/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; ${name} CPU ${Math.round((cpuMs / r.ops) * 1000)} ms per 1,000 ${MODE}s, the load generator's ${Math.round((ownMs / r.ops) * 1000)} ms`);
+}
+
+async function omni(): Promise<void> {
   const c = await LocalCluster.create({ echo: process.env.DIAG_ECHO === '1', nodeArgs: process.env.DIAG_NODE_ARGS ? process.env.DIAG_NODE_ARGS.split(' ') : [] });
   const http = new Http();
   try {
@@ -22,33 +47,40 @@ async function main() {
       const s = JSON.parse((await http.call(`${c.nodes.get('l3')!.apiUrl}/v1/status`, 'GET', undefined, auth)).body);
       return s.voters.length === 3 && s.rootRetired && s.health === 'healthy';
     }, 60_000, 50);
-    const endpoints = c.running().map((n) => n.apiUrl);
-    const put = async (ep: string, key: string, value: string) => {
-      const r = await http.call(`${ep}/v1/kv/${encodeURIComponent(key)}`, 'PUT', { value }, auth, 5000);
-      if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
-    };
-    const get = async (ep: string) => {
-      const r = await http.call(`${ep}/v1/kv/read-key`, 'GET', undefined, auth, 5000);
-      if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
-    };
-    await put(endpoints[0], 'read-key', 'v'.repeat(256));
-    const op = MODE === 'read' ? get : put;
-    await writeLoad(endpoints, CONCURRENCY, 2000, op); // warm-up
-    const pids = c.running().map((n) => n.proc.pid!);
-    const cpu0 = cpuMsOf(pids);
-    const own0 = process.cpuUsage();
-    const r = await writeLoad(endpoints, CONCURRENCY, SECONDS * 1000, op);
-    const cpuMs = cpuMsOf(pids) - cpu0;
-    const own = process.cpuUsage(own0);
-    const ownMs = (own.user + own.system) / 1000;
-    log(`c=${CONCURRENCY}: ${r.writesPerS} ${MODE}s/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; omnid CPU ${Math.round((cpuMs / r.ops) * 1000)} ms per 1,000 ${MODE}s, the load generator's ${Math.round((ownMs / r.ops) * 1000)} ms`);
+    await measure('omni', {
+      endpoints: c.running().map((n) => n.apiUrl),
+      pids: c.running().map((n) => n.proc.pid!),
+      put: async (ep, key, value) => {
+        const r = await http.call(`${ep}/v1/kv/${encodeURIComponent(key)}`, 'PUT', { value }, auth, 5000);
+        if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
+      },
+      get: async (ep) => {
+        const r = await http.call(`${ep}/v1/kv/${READ_KEY}`, 'GET', undefined, auth, 5000);
+        if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
+      },
+    });
   } finally {
     http.close();
     await c.destroy();
   }
 }
 
-main().catch((err) => {
+async function etcd(): Promise<void> {
+  const e = await EtcdCluster.start();
+  try {
+    await e.waitHealthy();
+    await measure('etcd', {
+      endpoints: e.endpoints(),
+      pids: ['e1', 'e2', 'e3'].map((n) => e.pid(n)!),
+      put: (ep, key, value) => e.put(ep, key, value),
+      get: (ep) => e.get(ep, READ_KEY),
+    });
+  } finally {
+    await e.stop();
+  }
+}
+
+(process.env.DIAG_SYSTEM === 'etcd' ? etcd() : omni()).catch((err) => {
   console.error(err);
   process.exit(1);
 });
