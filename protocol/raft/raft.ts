@@ -181,6 +181,8 @@ export class Raft {
   private msgs: Message[] = [];
   private readStates: ReadState[] = [];
   private readonly readOnly = new ReadOnly();
+  /** Reads arrived since the last Ready: ready() sends one heartbeat round for them all. */
+  private readHeartbeatDue = false;
   /** Reads that arrived before the leader committed an entry of its own term. */
   private pendingReads: Message[] = [];
   private electionElapsed = 0;
@@ -516,6 +518,7 @@ export class Raft {
 
   hasReady(): boolean {
     if (this.inFlightReady) return false;
+    if (this.readHeartbeatDue) return true;
     const soft = this.softState();
     if (soft.lead !== this.prevSoft.lead || soft.role !== this.prevSoft.role) return true;
     if (!sameHardState(this.hardState(), this.prevHard)) return true;
@@ -530,6 +533,7 @@ export class Raft {
 
   ready(): Ready {
     invariant(!this.inFlightReady, 'ready() called twice without advance()');
+    this.sendReadHeartbeat();
     const soft = this.softState();
     const hard = this.hardState();
     const entries = this.log.unstableEntries();
@@ -660,6 +664,7 @@ export class Raft {
     this.uncommittedBytes = 0;
     this.leadTransferee = NONE;
     this.readOnly.reset();
+    this.readHeartbeatDue = false;
     this.pendingReads = [];
     for (const id of this.prs.keys()) this.prs.set(id, this.newProgress(id === this.id ? this.log.persisted : 0));
   }
@@ -1093,8 +1098,19 @@ export class Raft {
     }
     if (!this.readOnly.add(this.log.committed, m.from, m.context)) return false;
     this.readOnly.ack(m.context, this.id);
-    this.bcastHeartbeat(m.context);
+    // One heartbeat round for every request that arrives before the next Ready (ready() sends
+    // it with the newest request's context): a quorum's acknowledgement of that context releases
+    // every request queued before it too (ReadOnly.advance), and it was sent after they arrived.
+    this.readHeartbeatDue = true;
     return true;
+  }
+
+  /** The heartbeat round the reads that arrived since the last Ready wait for. */
+  private sendReadHeartbeat(): void {
+    if (!this.readHeartbeatDue) return;
+    this.readHeartbeatDue = false;
+    const context = this.readOnly.lastPendingContext();
+    if (this.role === Role.Leader && context) this.bcastHeartbeat(context);
   }
 
   private releasePendingReads(): void {

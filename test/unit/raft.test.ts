@@ -590,6 +590,32 @@ describe('§6.4 ReadIndex linearizable reads', () => {
     expect(c.nodes.get(f)!.readStates[0]?.index).toBe(leader.log.committed);
   });
 
+  it('reads that arrive before the next Ready share one heartbeat round, released together by its quorum', () => {
+    const c = new MemoryCluster(ids(3), { seed: 54 });
+    const leader = c.electLeader();
+    c.propose('w');
+    c.stabilize();
+    const f = ids(3).find((x) => x !== leader.id)!;
+    // two of the leader's own reads and one a follower forwarded, all before the leader's next Ready
+    expect(leader.readIndex(enc('a'))).toBe(true);
+    expect(leader.readIndex(enc('b'))).toBe(true);
+    leader.step({ ...emptyMessage(MessageType.ReadIndex, f, leader.id, leader.term), context: enc('c') });
+    const rd = leader.ready();
+    const beats = rd.messages.filter((m) => m.type === MessageType.Heartbeat);
+    leader.advance(rd);
+    // one heartbeat per follower, carrying the newest request's context
+    expect(beats.map((m) => m.to).sort()).toEqual(ids(3).filter((x) => x !== leader.id).sort());
+    expect(beats.every((m) => new TextDecoder().decode(m.context) === 'c')).toBe(true);
+    // one follower's acknowledgement makes a quorum with the leader: all three are answered
+    leader.step({ ...emptyMessage(MessageType.HeartbeatResp, f, leader.id, leader.term), context: beats[0].context });
+    const out = leader.ready();
+    leader.advance(out);
+    expect(out.readStates.map((r) => new TextDecoder().decode(r.context))).toEqual(['a', 'b']);
+    const forwarded = out.messages.filter((m) => m.type === MessageType.ReadIndexResp);
+    expect(forwarded.map((m) => [m.to, new TextDecoder().decode(m.context), m.index])).toEqual([[f, 'c', leader.log.committed]]);
+    for (const r of out.readStates) expect(r.index).toBe(leader.log.committed);
+  });
+
   it('a deposed leader cannot serve a read: acknowledgements from a newer term confirm nothing', () => {
     // The quorum round of a ReadIndex is answered by followers that have moved on to a newer
     // term (another leader was elected meanwhile): the old leader must step down, not serve.
