@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RaftStorage } from '../../node/raft/raft-storage.js';
-import { RaftNode, type RaftTiming } from '../../node/raft/raft-node.js';
+import { RaftNode, type RaftNodeOptions, type RaftTiming } from '../../node/raft/raft-node.js';
 import { silentLogger } from '../../node/logger.js';
 import { bootstrapState } from '../../protocol/raft/raft.js';
 import type { Message } from '../../protocol/raft/types.js';
@@ -20,6 +20,8 @@ export class DiskRaftNodes {
   constructor(
     private readonly ids: string[],
     private readonly timing: RaftTiming,
+    /** More options for every node (e.g. noSpaceRetryMs, onFatal). */
+    private readonly more: Partial<Omit<RaftNodeOptions, 'id' | 'storage' | 'send' | 'log' | 'timing'>> = {},
   ) {}
 
   /** Bootstraps node `id` of the cluster on a fresh data dir and starts it; `prepare` may wrap its storage first. */
@@ -35,7 +37,7 @@ export class DiskRaftNodes {
 
   /** Opens node `id` again from a data dir an earlier open() made (not started). */
   async reopen(id: string, dir: string): Promise<RaftNode> {
-    const n = await RaftNode.open({ id, storage: await RaftStorage.open(dir), send: this.send, log: silentLogger, timing: this.timing });
+    const n = await RaftNode.open({ ...this.more, id, storage: await RaftStorage.open(dir), send: this.send, log: silentLogger, timing: this.timing });
     this.nodes.push(n);
     this.byId.set(id, n);
     return n;
@@ -53,7 +55,7 @@ export class DiskRaftNodes {
   }
 
   private async start(id: string, storage: RaftStorage): Promise<RaftNode> {
-    const n = await RaftNode.open({ id, storage, send: this.send, log: silentLogger, timing: this.timing });
+    const n = await RaftNode.open({ ...this.more, id, storage, send: this.send, log: silentLogger, timing: this.timing });
     this.nodes.push(n);
     this.byId.set(id, n);
     n.start();

@@ -5,50 +5,29 @@
 // space is retried without applying its entries twice. A commit-only Ready's rows wait for the
 // next log write (one write at a time: the next proposal's), for a tick, or not at all when big.
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { RaftStorage } from '../../node/raft/raft-storage.js';
-import { RaftNode } from '../../node/raft/raft-node.js';
-import { silentLogger } from '../../node/logger.js';
-import { bootstrapState } from '../../protocol/raft/raft.js';
+import type { RaftNode } from '../../node/raft/raft-node.js';
+import type { RaftStorage } from '../../node/raft/raft-storage.js';
 import { encodeCommand } from '../../protocol/cluster/state.js';
 import { waitFor } from '../../node/local-cluster.js';
+import { DiskRaftNodes } from '../support/disk-raft-nodes.js';
 
 const ID = 'solo';
-const dirs: string[] = [];
-const nodes: RaftNode[] = [];
+let cluster: DiskRaftNodes | undefined;
 
 afterEach(async () => {
-  for (const n of nodes.splice(0)) await n.stop();
-  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+  await cluster?.destroy();
+  cluster = undefined;
 });
 
-async function open(dir: string, storage: RaftStorage, fatal: Error[], tickMs = 10): Promise<RaftNode> {
-  const node = await RaftNode.open({
-    id: ID,
-    storage,
-    send: () => undefined,
-    log: silentLogger,
-    timing: { tickMs, electionTick: 10, heartbeatTick: 1 },
-    noSpaceRetryMs: 20,
-    onFatal: (err) => fatal.push(err),
-  });
-  nodes.push(node);
-  node.start();
+/** A one-voter node on a fresh data dir (it leads at once), retrying a full disk every 20 ms. */
+async function soloNode(tickMs = 10): Promise<{ dir: string; node: RaftNode; storage: RaftStorage; fatal: Error[] }> {
+  const fatal: Error[] = [];
+  cluster = new DiskRaftNodes([ID], { tickMs, electionTick: 10, heartbeatTick: 1 }, { noSpaceRetryMs: 20, onFatal: (err) => fatal.push(err) });
+  const { node, dir, storage } = await cluster.open(ID);
   await waitFor('a leader', () => node.isLeader, 5000, 10);
-  return node;
+  return { dir, node, storage, fatal };
 }
 
-async function soloNode(tickMs = 10): Promise<{ dir: string; node: RaftNode; storage: RaftStorage; fatal: Error[] }> {
-  const dir = await mkdtemp(join(tmpdir(), 'omni-rows-with-log-'));
-  dirs.push(dir);
-  const storage = await RaftStorage.open(dir);
-  const boot = bootstrapState([ID]);
-  await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
-  const fatal: Error[] = [];
-  return { dir, node: await open(dir, storage, fatal, tickMs), storage, fatal };
-}
 
 const put = (key: string, value: string) => encodeCommand({ type: 'kv.put', key, value });
 
@@ -77,14 +56,14 @@ describe('RaftNode writes applied rows with its log', () => {
     const applied = node.state.appliedIndex;
     const keys = node.state.kvCount();
     expect(fatal).toEqual([]);
-    nodes.splice(nodes.indexOf(node), 1);
+    cluster!.nodes.splice(cluster!.nodes.indexOf(node), 1);
     await node.stop();
     const persisted = await storage.load();
     const stored = await storage.loadState();
     expect(stored?.appliedIndex).toBe(applied);
     expect(persisted.hardState.commit).toBeGreaterThanOrEqual(stored!.appliedIndex);
     await storage.close();
-    const again = await open(dir, await RaftStorage.open(dir), fatal);
+    const again = await cluster!.reopen(ID, dir);
     expect(again.state.appliedIndex).toBeGreaterThanOrEqual(applied);
     expect(again.state.kvCount()).toBe(keys);
     expect(again.state.kvGet('w0/7')?.value).toBe('v7');
@@ -147,7 +126,7 @@ describe('RaftNode writes applied rows with its log', () => {
     // a stop writes what is held
     expect((await node.propose(put('last', 'v'))).ok).toBe(true);
     const applied = node.state.appliedIndex;
-    nodes.splice(nodes.indexOf(node), 1);
+    cluster!.nodes.splice(cluster!.nodes.indexOf(node), 1);
     await node.stop();
     expect((await storage.loadState())?.appliedIndex).toBe(applied);
     await storage.close();
