@@ -34,6 +34,7 @@ export function quietLengthDecoder(decodeLength: LengthDecoder): LengthDecoder {
 
 interface DecoderFields {
   lengthDecoder: LengthDecoder;
+  encodingLength(length: number): number;
   decode(buf: Uint8Array | Uint8ArrayList): Generator<Uint8ArrayList, void, unknown>;
 }
 
@@ -47,7 +48,9 @@ export function installQuietLengthDecoding(): void {
   const decode = proto.decode;
   if (typeof decode !== 'function') throw new Error('@libp2p/utils: LengthPrefixedDecoder.decode is gone (a new major version?): review node/p2p/noise-length-decoding.ts');
   proto.decode = function (this: DecoderFields, buf: Uint8Array | Uint8ArrayList) {
-    if (typeof this.lengthDecoder === 'function' && !this.lengthDecoder[QUIET]) this.lengthDecoder = quietLengthDecoder(this.lengthDecoder);
+    // Only where a frame of length 0 still has a prefix of at least a byte (noise's is 2): there
+    // the empty buffer is shorter than any frame, so the decoder waits. Elsewhere it is left as is.
+    if (typeof this.lengthDecoder === 'function' && !this.lengthDecoder[QUIET] && this.encodingLength(0) > 0) this.lengthDecoder = quietLengthDecoder(this.lengthDecoder);
     return decode.call(this, buf);
   };
 }

@@ -55,9 +55,9 @@ export const DEFAULT_STATE_OPTIONS: StateOptions = {
   spillValuesOverBytes: DEFAULT_SPILL_VALUES_OVER_BYTES,
 };
 /**
- * Rows applied by commit-only Readys wait for the next log write (or the next tick) while they
- * hold at most this many UTF-16 code units of keys and values and reflect at most this many
- * entries; past either they are written at once.
+ * Rows applied and not written with a log write (a commit-only Ready's, a follower's) wait for
+ * the next log write (or the next tick) while they hold at most this many UTF-16 code units of
+ * keys and values and reflect at most this many entries; past either they are written at once.
  */
 const ROWS_HELD_MAX_CHARS = 256 * 1024;
 const ROWS_HELD_MAX_ENTRIES = 1024;
@@ -598,7 +598,7 @@ export class RaftNode {
     try {
       do {
         this.again = false;
-        if (this.unwritten) await this.handleReady(this.unwritten);
+        if (this.unwritten && !this.stopped) await this.handleReady(this.unwritten);
         while (!this.stopped && this.raft.hasReady()) {
           await this.handleReady(this.raft.ready());
           // Between Readys too: under a load that never pauses this loop never ends, and the
@@ -636,6 +636,9 @@ export class RaftNode {
     // The rows first (synced): once the log is replaced by the snapshot, the entries the old
     // rows would need are gone.
     if (rd.snapshot) restored = await this.installSnapshotRows(rd.snapshot);
+    // Kept until written: a write that fails for lack of space (here or in withState's save of
+    // the rows) is retried with the same Ready.
+    this.unwritten = rd;
     const early = this.canSendBeforePersist(rd);
     let messages = rd.messages;
     let streamed: Message[] = [];
@@ -654,22 +657,25 @@ export class RaftNode {
     // never needed durable (Raft recovers it; etcd does not sync it either). Both land in one
     // batch, so a stored commit index is never behind the stored applied index.
     const commitOnly = !rd.snapshot && rd.entries.length === 0 && !rd.mustSync && rd.committedEntries.length > 0 && rd.hardState !== undefined && rd.hardState.term === this.persistedTermVote.term && rd.hardState.vote === this.persistedTermVote.vote;
-    // A Ready that writes its log and also applies entries (under load most do: new entries, and
-    // the commit of earlier ones) applies them first and writes the rows they change in its log's
-    // batch — one write instead of two. Its committed entries are already durable here (the core
-    // hands out only persisted ones), so nothing they depend on waits for this write; the stored
-    // applied index stays at or below the stored commit index (the same batch carries the hard
-    // state, or the stored one already covers them).
-    const rowsWithLog = !commitOnly && !rd.snapshot && rd.committedEntries.length > 0;
+    // A leader's Ready that writes its log and also applies entries (under load most do: new
+    // entries, and the commit of earlier ones) applies them first and writes the rows they change
+    // in its log's batch — one write instead of two. Its committed entries are already durable here
+    // (the core hands out only persisted ones), so nothing they depend on waits for this write; the
+    // stored applied index stays at or below the stored commit index (the same batch carries the
+    // hard state, or the stored one already covers them). Only when its messages went out before
+    // the write (a leader's appends): a follower's acknowledgement waits for its write, and
+    // applying first would delay it — a follower applies after, and its rows wait for its next
+    // log write (below).
+    const rowsWithLog = early && !commitOnly && !rd.snapshot && rd.committedEntries.length > 0;
     if (rowsWithLog && this.appliedUnwritten !== rd) {
       await this.applyCommitted(rd);
       // A write that fails for lack of space is retried with this Ready: not applied twice.
       this.appliedUnwritten = rd;
     }
-    if (commitOnly) this.unsavedCommit = rd.hardState;
-    else {
-      // Kept until written: a write that fails for lack of space is retried with the same Ready.
-      this.unwritten = rd;
+    if (commitOnly) {
+      this.unsavedCommit = rd.hardState;
+      this.unwritten = undefined;
+    } else {
       // The stored snapshot only marks where the log starts: the state itself is in the rows.
       const snapshot = rd.snapshot && { meta: rd.snapshot.meta, data: STATE_IN_ROWS };
       const hardState = rd.hardState ?? this.unsavedCommit;
@@ -712,12 +718,12 @@ export class RaftNode {
     this.releaseReads();
     this.issueReads();
     // The rows this Ready changed, unsynced: the next synced log write makes them durable, and
-    // a crash before that only sends the node back to entries its log still holds. A commit-only
-    // Ready's rows (with its commit index) wait for the next log write, which carries them in its
+    // a crash before that only sends the node back to entries its log still holds. They (with a
+    // commit-only Ready's commit index) wait for the next log write, which carries them in its
     // batch — at one write at a time every write has one (the next proposal's entries) — or are
     // written on their own at the next tick, or at once past ROWS_HELD_MAX_CHARS / _ENTRIES.
     if (rd.committedEntries.length > 0 && !rowsWithLog) {
-      if (commitOnly && this.canHoldRows()) this.rowsHeldSinceTick ??= this.ticks;
+      if (this.canHoldRows()) this.rowsHeldSinceTick ??= this.ticks;
       else await this.saveState(false);
     }
     this.opts.observer?.handled?.(rd);
@@ -997,6 +1003,10 @@ export class RaftNode {
 
   /** Writes the rows applied entries changed (with the applied index) to the store. */
   private async saveState(sync: boolean): Promise<void> {
+    // The rows of a Ready applied before its log write (which failed for lack of space) go with
+    // that write when it is retried: written now, without its hard state, the stored applied
+    // index could pass the stored commit index.
+    if (this.appliedUnwritten) return;
     this.collectChangedRows();
     const applied = this.state.appliedIndex;
     const commit = this.unsavedCommit;
@@ -1017,6 +1027,8 @@ export class RaftNode {
   private collectChangedRows(): void {
     if (!this.state.hasChangedRows) return;
     for (const [row, value] of this.state.takeChangedRows()) {
+      // a row changed again replaces its earlier unsaved value (counted once)
+      if (this.unsavedRows.has(row)) this.unsavedRowChars -= row.length + (this.unsavedRows.get(row)?.length ?? 0);
       this.unsavedRows.set(row, value);
       this.unsavedRowChars += row.length + (value?.length ?? 0);
     }
@@ -1050,6 +1062,8 @@ export class RaftNode {
     this.unsavedRows = rows;
     this.unsavedRowChars = 0;
     for (const [row, value] of rows) this.unsavedRowChars += row.length + (value?.length ?? 0);
+    // still due at the next tick (the write that failed had taken them from their wait)
+    this.rowsHeldSinceTick ??= this.ticks;
   }
 
   private canSendBeforePersist(rd: Ready): boolean {

@@ -702,7 +702,10 @@ export class Raft {
     }
     if (this.heartbeatElapsed >= this.cfg.heartbeatTick) {
       this.heartbeatElapsed = 0;
-      this.bcastHeartbeat(this.readOnly.lastPendingContext() ?? EMPTY_BYTES);
+      const context = this.readOnly.lastPendingContext();
+      this.bcastHeartbeat(context ?? EMPTY_BYTES);
+      // this round carries the newest read's context: the reads waiting for one are served by it
+      if (context) this.readHeartbeatDue = false;
     }
   }
 

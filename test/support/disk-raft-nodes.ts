@@ -9,6 +9,8 @@ import { silentLogger } from '../../node/logger.js';
 import { bootstrapState } from '../../protocol/raft/raft.js';
 import type { Message } from '../../protocol/raft/types.js';
 
+type MoreOptions = Partial<Omit<RaftNodeOptions, 'id' | 'storage' | 'send' | 'log' | 'timing'>>;
+
 export class DiskRaftNodes {
   readonly nodes: RaftNode[] = [];
   private readonly dirs: string[] = [];
@@ -20,9 +22,13 @@ export class DiskRaftNodes {
   constructor(
     private readonly ids: string[],
     private readonly timing: RaftTiming,
-    /** More options for every node (e.g. noSpaceRetryMs, onFatal). */
-    private readonly more: Partial<Omit<RaftNodeOptions, 'id' | 'storage' | 'send' | 'log' | 'timing'>> = {},
+    /** More options for every node (e.g. noSpaceRetryMs, onFatal), or for each node by its id. */
+    private readonly more: MoreOptions | ((id: string) => MoreOptions) = {},
   ) {}
+
+  private optionsFor(id: string): MoreOptions {
+    return typeof this.more === 'function' ? this.more(id) : this.more;
+  }
 
   /** Bootstraps node `id` of the cluster on a fresh data dir and starts it; `prepare` may wrap its storage first. */
   async open(id: string, prepare?: (storage: RaftStorage) => void): Promise<{ node: RaftNode; dir: string; storage: RaftStorage }> {
@@ -37,7 +43,7 @@ export class DiskRaftNodes {
 
   /** Opens node `id` again from a data dir an earlier open() made (not started). */
   async reopen(id: string, dir: string): Promise<RaftNode> {
-    const n = await RaftNode.open({ ...this.more, id, storage: await RaftStorage.open(dir), send: this.send, log: silentLogger, timing: this.timing });
+    const n = await RaftNode.open({ ...this.optionsFor(id), id, storage: await RaftStorage.open(dir), send: this.send, log: silentLogger, timing: this.timing });
     this.nodes.push(n);
     this.byId.set(id, n);
     return n;
@@ -55,7 +61,7 @@ export class DiskRaftNodes {
   }
 
   private async start(id: string, storage: RaftStorage): Promise<RaftNode> {
-    const n = await RaftNode.open({ ...this.more, id, storage, send: this.send, log: silentLogger, timing: this.timing });
+    const n = await RaftNode.open({ ...this.optionsFor(id), id, storage, send: this.send, log: silentLogger, timing: this.timing });
     this.nodes.push(n);
     this.byId.set(id, n);
     n.start();

@@ -102,6 +102,13 @@ describe('noise length decoding', () => {
     expect(quietLengthDecoder(quiet)).toBe(quiet);
   });
 
+  it('a decoder whose frame of length 0 has no prefix is left as it is (its length decoder still sees the empty buffer)', () => {
+    const calls = { empty: 0, all: 0 };
+    const bare = new LengthPrefixedDecoder({ lengthDecoder: uint16BE(calls), encodingLength: () => 0 });
+    expect([...bare.decode(new Uint8Array(0))]).toEqual([]);
+    expect(calls.empty).toBe(1);
+  });
+
   it('an empty read yields nothing and leaves the decoder as it was', () => {
     const calls = { empty: 0, all: 0 };
     const d = decoder(calls);

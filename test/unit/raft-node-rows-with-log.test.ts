@@ -7,6 +7,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { RaftNode } from '../../node/raft/raft-node.js';
 import type { RaftStorage } from '../../node/raft/raft-storage.js';
+import type { Entry, Ready } from '../../protocol/raft/types.js';
 import { encodeCommand } from '../../protocol/cluster/state.js';
 import { waitFor } from '../../node/local-cluster.js';
 import { DiskRaftNodes } from '../support/disk-raft-nodes.js';
@@ -131,4 +132,39 @@ describe('RaftNode writes applied rows with its log', () => {
     expect((await storage.loadState())?.appliedIndex).toBe(applied);
     await storage.close();
   }, 30_000);
+
+  it('a leader applies before its log write (rows in the batch); a follower writes and acknowledges first, then applies', async () => {
+    // per node: for each Ready that wrote entries and applied committed ones, whether its write
+    // (persisted) came before the first of its entries was applied
+    const order = new Map<string, { writeFirst: number; applyFirst: number }>();
+    const seq = { n: 0 };
+    const observer = (id: string) => {
+      const persistedAt = new Map<Ready, number>();
+      const appliedAt = new Map<number, number>();
+      const o = { writeFirst: 0, applyFirst: 0 };
+      order.set(id, o);
+      return {
+        persisted: (rd: Ready) => void persistedAt.set(rd, seq.n++),
+        applying: (e: Entry) => void appliedAt.set(e.index, seq.n++),
+        handled: (rd: Ready) => {
+          if (rd.entries.length === 0 || rd.committedEntries.length === 0) return;
+          if (persistedAt.get(rd)! < appliedAt.get(rd.committedEntries[0].index)!) o.writeFirst++;
+          else o.applyFirst++;
+        },
+      };
+    };
+    const nodes: RaftNode[] = [];
+    cluster = new DiskRaftNodes(['a', 'b'], { tickMs: 20, electionTick: 5, heartbeatTick: 1 }, (id) => ({ observer: observer(id) }));
+    for (const id of ['a', 'b']) nodes.push((await cluster.open(id)).node);
+    await waitFor('a leader', () => nodes.some((n) => n.isLeader), 20_000, 10);
+    const leader = nodes.find((n) => n.isLeader)!;
+    const follower = nodes.find((n) => n !== leader)!;
+    for (let wave = 0; wave < 10; wave++) await burst(leader, `w${wave}/`, 40);
+    await waitFor('the follower applied everything', () => follower.state.appliedIndex === leader.state.appliedIndex, 10_000, 10);
+    const l = order.get(leader.id)!;
+    const f = order.get(follower.id)!;
+    expect(l.applyFirst, 'leader Readys that applied before writing').toBeGreaterThan(0);
+    expect(f.writeFirst, 'follower Readys that wrote (and acknowledged) first').toBeGreaterThan(0);
+    expect(f.applyFirst, 'follower Readys that applied before writing').toBe(0);
+  }, 60_000);
 });
