@@ -666,14 +666,17 @@ export class RaftNode {
     // the write (a leader's appends): a follower's acknowledgement waits for its write, and
     // applying first would delay it — a follower applies after, and its rows wait for its next
     // log write (below).
-    const rowsWithLog = early && !commitOnly && !rd.snapshot && rd.committedEntries.length > 0;
+    // A Ready with nothing of its own to write (messages, reads) writes nothing: held rows and a
+    // held commit index never make it a write, which would hold back its messages.
+    const writesLog = rd.entries.length > 0 || rd.hardState !== undefined || rd.snapshot !== undefined;
+    const rowsWithLog = early && writesLog && !commitOnly && !rd.snapshot && rd.committedEntries.length > 0;
     if (rowsWithLog && this.appliedUnwritten !== rd) {
       await this.applyCommitted(rd);
       // A write that fails for lack of space is retried with this Ready: not applied twice.
       this.appliedUnwritten = rd;
     }
-    if (commitOnly) {
-      this.unsavedCommit = rd.hardState;
+    if (commitOnly || !writesLog) {
+      if (commitOnly) this.unsavedCommit = rd.hardState;
       this.unwritten = undefined;
     } else {
       // The stored snapshot only marks where the log starts: the state itself is in the rows.

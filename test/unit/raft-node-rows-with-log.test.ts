@@ -47,10 +47,11 @@ describe('RaftNode writes applied rows with its log', () => {
       if (part.state) merged.push({ appliedIndex: part.state.appliedIndex, commit: part.hardState?.commit, rows: part.state.rows.size });
       return realSave(part, sync);
     });
-    for (let wave = 0; wave < 20 && merged.length === 0; wave++) await burst(node, `w${wave}/`, 40);
+    for (let wave = 0; wave < 20 && !merged.some((m) => m.rows > 0); wave++) await burst(node, `w${wave}/`, 40);
     expect(merged.length, 'log writes that carried rows').toBeGreaterThan(0);
+    // (the entry a new leader appends changes no row: its batch carries the applied index only)
+    expect(merged.some((m) => m.rows > 0), 'log writes that carried changed rows').toBe(true);
     for (const m of merged) {
-      expect(m.rows).toBeGreaterThan(0);
       // the batch's hard state (when it has one) covers the entries its rows reflect
       if (m.commit !== undefined) expect(m.commit).toBeGreaterThanOrEqual(m.appliedIndex);
     }
@@ -166,5 +167,29 @@ describe('RaftNode writes applied rows with its log', () => {
     expect(l.applyFirst, 'leader Readys that applied before writing').toBeGreaterThan(0);
     expect(f.writeFirst, 'follower Readys that wrote (and acknowledged) first').toBeGreaterThan(0);
     expect(f.applyFirst, 'follower Readys that applied before writing').toBe(0);
+  }, 60_000);
+
+  it('a Ready with only messages writes nothing: held rows never hold back a heartbeat answer', async () => {
+    let quiet = false;
+    let quietSaves = 0;
+    cluster = new DiskRaftNodes(['a', 'b'], { tickMs: 20, electionTick: 10, heartbeatTick: 1 });
+    const opened = await Promise.all(['a', 'b'].map((id) => cluster!.open(id)));
+    await waitFor('a leader', () => opened.some((o) => o.node.isLeader), 20_000, 10);
+    const leader = opened.find((o) => o.node.isLeader)!.node;
+    const follower = opened.find((o) => !o.node.isLeader)!;
+    const realSave = follower.storage.save.bind(follower.storage);
+    vi.spyOn(follower.storage, 'save').mockImplementation((part, sync) => {
+      if (quiet) quietSaves++;
+      return realSave(part, sync);
+    });
+    for (let i = 0; i < 10; i++) {
+      expect((await leader.propose(put(`q${i}`, 'v'))).ok).toBe(true);
+      await waitFor('the follower applied it', () => follower.node.state.appliedIndex === leader.state.appliedIndex, 5000, 2);
+      // no new entries from here: the follower's Readys are heartbeats (and a tick's rows batch)
+      quiet = true;
+      await new Promise((r) => setTimeout(r, 60));
+      quiet = false;
+    }
+    expect(quietSaves, 'log writes while nothing was proposed').toBe(0);
   }, 60_000);
 });
