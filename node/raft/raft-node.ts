@@ -1,7 +1,7 @@
 // Drives the pure Raft core against real time, durable storage and the libp2p transport,
 // and applies committed entries to the cluster state machine. One Ready at a time, in etcd's
-// order: persist (fsync) → send → apply → advance — except that a Ready which writes its log
-// and also applies entries (committed, so already in this node's log) applies them first and
+// order: persist (fsync) → send → apply → advance — except that a leader's Ready which writes
+// its log and also applies entries (committed, so already in its log) applies them first and
 // writes the rows they change in the same batch as its log. Proposals and linearizable reads
 // wait here for their entries to be applied.
 //
@@ -61,6 +61,9 @@ export const DEFAULT_STATE_OPTIONS: StateOptions = {
  */
 const ROWS_HELD_MAX_CHARS = 256 * 1024;
 const ROWS_HELD_MAX_ENTRIES = 1024;
+
+/** What a held row costs in memory: UTF-16 code units of its key and value (null: deleted). */
+const rowChars = (row: string, value: string | null): number => row.length + (value?.length ?? 0);
 
 /** Messages a leader may send before its own write of the same Ready completes. */
 const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
@@ -652,10 +655,11 @@ export class RaftNode {
     }
     if (early && messages.length > 0) this.opts.send(messages);
     // A Ready that only commits (no entries, no snapshot, the same term and vote, nothing that
-    // must be synced) writes its hard state with the rows its entries change, after applying
-    // them: the entries are already in this node's log (earlier Readys), and a commit index is
-    // never needed durable (Raft recovers it; etcd does not sync it either). Both land in one
-    // batch, so a stored commit index is never behind the stored applied index.
+    // must be synced) is no log write of its own: its hard state is held with the rows its
+    // entries change (below) for the next write: the entries are already in this node's log
+    // (earlier Readys), and a commit index is never needed durable (Raft recovers it; etcd does
+    // not sync it either). Both land in one batch, so a stored commit index is never behind the
+    // stored applied index.
     const commitOnly = !rd.snapshot && rd.entries.length === 0 && !rd.mustSync && rd.committedEntries.length > 0 && rd.hardState !== undefined && rd.hardState.term === this.persistedTermVote.term && rd.hardState.vote === this.persistedTermVote.vote;
     // A leader's Ready that writes its log and also applies entries (under load most do: new
     // entries, and the commit of earlier ones) applies them first and writes the rows they change
@@ -683,7 +687,7 @@ export class RaftNode {
       const snapshot = rd.snapshot && { meta: rd.snapshot.meta, data: STATE_IN_ROWS };
       const hardState = rd.hardState ?? this.unsavedCommit;
       // Rows applied before (a commit-only Ready's, kept back) ride along too.
-      const state = rowsWithLog || (!rd.snapshot && this.hasUnsavedRows()) ? this.takeRowsToSave() : undefined;
+      const state = !rd.snapshot && this.hasUnsavedRows() ? this.takeRowsToSave() : undefined;
       try {
         await this.opts.storage.save({ hardState, entries: rd.entries, snapshot, ...(state ? { state } : {}) }, rd.mustSync);
       } catch (err) {
@@ -1031,9 +1035,9 @@ export class RaftNode {
     if (!this.state.hasChangedRows) return;
     for (const [row, value] of this.state.takeChangedRows()) {
       // a row changed again replaces its earlier unsaved value (counted once)
-      if (this.unsavedRows.has(row)) this.unsavedRowChars -= row.length + (this.unsavedRows.get(row)?.length ?? 0);
+      if (this.unsavedRows.has(row)) this.unsavedRowChars -= rowChars(row, this.unsavedRows.get(row)!);
       this.unsavedRows.set(row, value);
-      this.unsavedRowChars += row.length + (value?.length ?? 0);
+      this.unsavedRowChars += rowChars(row, value);
     }
   }
 
@@ -1064,7 +1068,7 @@ export class RaftNode {
     for (const [row, value] of this.unsavedRows) rows.set(row, value);
     this.unsavedRows = rows;
     this.unsavedRowChars = 0;
-    for (const [row, value] of rows) this.unsavedRowChars += row.length + (value?.length ?? 0);
+    for (const [row, value] of rows) this.unsavedRowChars += rowChars(row, value);
     // still due at the next tick (the write that failed had taken them from their wait)
     this.rowsHeldSinceTick ??= this.ticks;
   }
