@@ -13,8 +13,11 @@ import type { PersistedState } from '../protocol/raft/raft.js';
 import type { Rng } from '../protocol/rng.js';
 
 export interface DiskWrite {
-  /** Replaces the whole log (a snapshot from the leader) or compacts up to it (local). */
-  snapshot?: { snapshot: Snapshot; replaceLog: boolean };
+  /**
+   * Replaces the whole log (a snapshot from the leader), or is a local compaction: the snapshot
+   * is stored and the entries up to `compactedTo` are dropped (the tail after it stays).
+   */
+  snapshot?: { snapshot: Snapshot; replaceLog: boolean; compactedTo?: number };
   entries: Entry[];
   hardState?: HardState;
   /** State machine rows (null: delete) and their applied index; `replace` drops every other row. */
@@ -121,7 +124,9 @@ export class SimDisk {
   load(): PersistedState {
     const d = this.durable;
     const entries: Entry[] = [];
+    // From the first entry of the tail a compaction kept (at or before the snapshot's index), as RaftStorage.
     let next = (d.snapshot?.meta.index ?? 0) + 1;
+    while (next > 1 && d.entries.has(next - 1)) next--;
     while (d.entries.has(next)) entries.push(d.entries.get(next++)!);
     const state: PersistedState = { hardState: { ...d.hardState }, entries };
     if (d.snapshot) state.snapshot = d.snapshot;
@@ -181,7 +186,8 @@ function applyWrite(d: Durable, w: DiskWrite): void {
         d.entries.clear();
         d.lastIndex = snapshot.meta.index;
       } else {
-        for (let i = oldIndex; i <= snapshot.meta.index; i++) d.entries.delete(i);
+        const to = w.snapshot.compactedTo ?? snapshot.meta.index;
+        for (const i of [...d.entries.keys()]) if (i <= to) d.entries.delete(i);
         d.lastIndex = Math.max(d.lastIndex, snapshot.meta.index);
       }
     }

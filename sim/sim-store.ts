@@ -61,9 +61,10 @@ export class SimStore implements RaftStore {
     return this.complete(sync);
   }
 
-  saveSnapshot(s: Snapshot): Promise<void> {
+  saveSnapshot(s: Snapshot, compactedTo: number): Promise<void> {
     if (!this.io.alive()) return DEAD;
-    this.disk.write({ snapshot: { snapshot: s, replaceLog: false }, entries: [] }, false, this.io.nowMs());
+    if (!(Number.isSafeInteger(compactedTo) && compactedTo >= 0 && compactedTo <= s.meta.index)) return Promise.reject(new RangeError(`saveSnapshot: compactedTo ${compactedTo} must be within [0, ${s.meta.index}]`));
+    this.disk.write({ snapshot: { snapshot: s, replaceLog: false, compactedTo }, entries: [] }, false, this.io.nowMs());
     return this.complete(true);
   }
 

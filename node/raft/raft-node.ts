@@ -226,7 +226,8 @@ export class RaftNode {
   /** A campaign due because the leader's connection closed (peerDisconnected). */
   private lostLeaderTimer: TimerHandle | undefined;
   /** A local compaction already made in memory whose write failed (full disk). */
-  private unsavedCompaction: Snapshot | undefined;
+  /** A compaction whose write failed (full disk): its snapshot and the index the log was compacted to. */
+  private unsavedCompaction: { snap: Snapshot; compactedTo: number } | undefined;
   /** State rows changed by applied entries and not written yet (null: deleted). */
   private unsavedRows = new Map<string, string | null>();
   /** The state's applied index as last written to the store. */
@@ -1182,7 +1183,7 @@ export class RaftNode {
   private async maybeCompact(): Promise<void> {
     // A compaction whose write failed (full disk) is written as it is, unless a snapshot from
     // the leader has replaced it since.
-    if (this.unsavedCompaction && this.unsavedCompaction.meta.index <= this.snapshotIndex) this.unsavedCompaction = undefined;
+    if (this.unsavedCompaction && this.unsavedCompaction.snap.meta.index <= this.snapshotIndex) this.unsavedCompaction = undefined;
     if (!this.unsavedCompaction) {
       if (this.stopped || this.compactionPoint() === undefined) return;
       // The rows must be durable up to the compaction point before the log before it goes.
@@ -1191,13 +1192,15 @@ export class RaftNode {
       const point = this.compactionPoint();
       const now = this.raft.log.applied;
       if (this.stopped || point === undefined || now <= this.snapshotIndex || now > this.savedStateIndex) return;
-      this.unsavedCompaction = this.raft.compact(point, STATE_IN_ROWS);
+      const snap = this.raft.compact(point, STATE_IN_ROWS);
+      // The tail the core keeps in memory (entries after the point) stays on disk too.
+      this.unsavedCompaction = { snap, compactedTo: this.raft.log.firstIndex() - 1 };
     }
-    const snap = this.unsavedCompaction;
-    await this.opts.storage.saveSnapshot(snap);
+    const { snap, compactedTo } = this.unsavedCompaction;
+    await this.opts.storage.saveSnapshot(snap, compactedTo);
     this.unsavedCompaction = undefined;
     this.snapshotIndex = snap.meta.index;
-    this.opts.log.info(`raft: compacted the log up to index ${snap.meta.index} (the state is in its rows, applied up to ${this.savedStateIndex})`);
+    this.opts.log.info(`raft: compacted the log up to index ${compactedTo}, snapshot at ${snap.meta.index} (the state is in its rows, applied up to ${this.savedStateIndex}; the entries after ${compactedTo} are kept)`);
   }
 }
 

@@ -134,8 +134,10 @@ export class RaftStorage implements RaftStore {
     const after = snapshot?.meta.index ?? 0;
     const entries: Entry[] = [];
     try {
-      // In big batches (one trip to LevelDB's thread per LOAD_BATCH_BYTES), the next read while this one is decoded.
-      const it = this.db.iterator({ gt: entryKey(after), lt: ENTRY_PREFIX + '~', highWaterMarkBytes: LOAD_BATCH_BYTES });
+      // From the first stored entry: a local compaction keeps a tail of entries at or before the
+      // snapshot's index (saveSnapshot), handed to the core with it. In big batches (one trip to
+      // LevelDB's thread per LOAD_BATCH_BYTES), the next read while this one is decoded.
+      const it = this.db.iterator({ gt: entryKey(0), lt: ENTRY_PREFIX + '~', highWaterMarkBytes: LOAD_BATCH_BYTES });
       try {
         let next = it.nextv(LOAD_BATCH_ENTRIES);
         for (;;) {
@@ -146,7 +148,8 @@ export class RaftStorage implements RaftStore {
           for (const [key, sealed] of batch) {
             const value = unsealOrCorrupt(key, sealed, this.dir);
             const e = decodeOrCorrupt(key, this.dir, () => decodeEntry(value, MAX_STORED_ENTRY_BYTES));
-            const expected = (entries.length > 0 ? entries[entries.length - 1].index : after) + 1;
+            // The first entry starts the log anywhere up to the one after the snapshot; then no gaps.
+            const expected = entries.length > 0 ? entries[entries.length - 1].index + 1 : Math.min(Math.max(e.index, 1), after + 1);
             if (e.index !== expected || key !== entryKey(e.index)) throw new StorageCorruptError(`log gap or misplaced entry at record ${key}: expected index ${expected}, found ${e.index}`, this.dir, { key });
             entries.push(e);
           }
@@ -196,13 +199,14 @@ export class RaftStorage implements RaftStore {
     }
   }
 
-  /** After a local compaction: keep the snapshot, drop the entries it covers. */
-  async saveSnapshot(s: Snapshot): Promise<void> {
+  /** After a local compaction: keep the snapshot, drop the entries up to `compactedTo`, keep the tail after it. */
+  async saveSnapshot(s: Snapshot, compactedTo: number): Promise<void> {
+    if (!(Number.isSafeInteger(compactedTo) && compactedTo >= 0 && compactedTo <= s.meta.index)) throw new RangeError(`saveSnapshot: compactedTo ${compactedTo} must be within [0, ${s.meta.index}]`);
     const batch = this.db.batch();
     batch.put(SNAPSHOT_KEY, sealRecord(SNAPSHOT_KEY, encodeSnapshot(s)));
-    await this.deleteRange(batch, 0, s.meta.index);
+    await this.deleteRange(batch, 0, compactedTo);
     await batch.write({ sync: true });
-    this.first = s.meta.index + 1;
+    this.first = Math.max(this.first, compactedTo + 1);
     if (this.last < s.meta.index) this.last = s.meta.index;
   }
 

@@ -15,7 +15,7 @@ export interface StateRowsPart {
 export interface RaftStore {
   /** Where the data lives (for messages). */
   readonly dir: string;
-  /** The durable state at start: hard state, latest snapshot and the entries after it. */
+  /** The durable state at start: hard state, latest snapshot and the stored entries (the tail a compaction kept, then those after the snapshot). */
   load(): Promise<PersistedState>;
   /**
    * Writes one Ready's part: a snapshot replaces the whole log; entries overwrite the log from
@@ -24,8 +24,13 @@ export interface RaftStore {
    * rejects on failure.
    */
   save(part: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot; state?: StateRowsPart }, sync: boolean): Promise<void>;
-  /** A local compaction: the snapshot replaces the log up to its index (synced). */
-  saveSnapshot(s: Snapshot): Promise<void>;
+  /**
+   * A local compaction (synced): `s` becomes the stored snapshot, and the entries up to
+   * `compactedTo` (at most its index) are dropped. The entries after it — the tail the
+   * compaction keeps, etcd's SnapshotCatchUpEntries — stay, and load() returns them, so a
+   * restarted leader still serves a follower a little behind from its log.
+   */
+  saveSnapshot(s: Snapshot, compactedTo: number): Promise<void>;
   /**
    * The state machine's rows and applied index as last written (saveState / replaceState);
    * undefined in a data dir that never had them (written before the state lived in rows).

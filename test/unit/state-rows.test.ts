@@ -318,7 +318,7 @@ describe('a start refuses a store it cannot trust', () => {
     dirs.push(dir);
     const storage = await RaftStorage.open(dir);
     await storage.saveState(new Map([['cfg', '{"clusterId":"","ephemeralRoot":false,"rootNodeId":"","rootRetired":false,"voterTarget":3}']]), 3, true);
-    await storage.saveSnapshot({ meta: { index: 10, term: 1, conf: { voters: ['solo'], learners: [] } }, data: new TextEncoder().encode('{"format":"omni.state-in-rows","version":1}') });
+    await storage.saveSnapshot({ meta: { index: 10, term: 1, conf: { voters: ['solo'], learners: [] } }, data: new TextEncoder().encode('{"format":"omni.state-in-rows","version":1}') }, 10);
     const open = () => RaftNode.open({ id: 'solo', storage, send: () => undefined, log: silentLogger });
     await expect(open()).rejects.toThrow(/applied up to index 3, but the log starts after 10/);
     const page = (key: string, value: string) => `[1,1,5,"${key}","${key}"]\n[["${key}"],[1,1,1,5,0],[${value}]]`;

@@ -54,7 +54,7 @@ describe('RaftStorage (level)', () => {
   it('a snapshot drops the entries it covers', async () => {
     const s = await RaftStorage.open(await tempDir());
     await s.save({ entries: entries(1, 20, 1) }, true);
-    await s.saveSnapshot({ meta: { index: 12, term: 1, conf: { voters: ['a'], learners: [] } }, data: new Uint8Array([9]) });
+    await s.saveSnapshot({ meta: { index: 12, term: 1, conf: { voters: ['a'], learners: [] } }, data: new Uint8Array([9]) }, 12);
     let st = await s.load();
     expect(st.snapshot?.meta.index).toBe(12);
     expect(st.entries.map((e) => e.index)).toEqual([13, 14, 15, 16, 17, 18, 19, 20]);
@@ -66,6 +66,37 @@ describe('RaftStorage (level)', () => {
     await s.save({ entries: entries(31, 32, 2) }, true);
     expect((await s.load()).entries.map((e) => e.index)).toEqual([31, 32]);
     await s.close();
+  });
+
+  it('a local compaction keeps the tail it names on disk: load() returns it with the snapshot', async () => {
+    const dir = await tempDir();
+    const s = await RaftStorage.open(dir);
+    await s.save({ entries: entries(1, 20, 1) }, true);
+    const conf = { voters: ['a'], learners: [] };
+    // Snapshot at the applied index 15, the log compacted to 10 (etcd's SnapshotCatchUpEntries).
+    await s.saveSnapshot({ meta: { index: 15, term: 1, conf }, data: new Uint8Array([9]) }, 10);
+    await s.close();
+    let r = await RaftStorage.open(dir);
+    let st = await r.load();
+    expect(st.snapshot?.meta.index).toBe(15);
+    expect(st.entries.map((e) => e.index)).toEqual([11, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+    expect(r.firstIndex()).toBe(11);
+    // The next compaction drops more of it; new entries append after the last.
+    await r.saveSnapshot({ meta: { index: 20, term: 1, conf }, data: new Uint8Array([9]) }, 17);
+    await r.save({ entries: entries(21, 22, 1) }, true);
+    st = await r.load();
+    expect(st.entries.map((e) => e.index)).toEqual([18, 19, 20, 21, 22]);
+    await expect(r.saveSnapshot({ meta: { index: 22, term: 1, conf }, data: new Uint8Array([9]) }, 23)).rejects.toThrow(/compactedTo 23/);
+    await r.close();
+    // An old snapshot's tail that no longer joins the log is a gap, not a silent truncation.
+    r = await RaftStorage.open(dir);
+    await r.saveSnapshot({ meta: { index: 20, term: 1, conf }, data: new Uint8Array([9]) }, 17);
+    const db = (r as unknown as { db: { del(k: string): Promise<void> } }).db;
+    await db.del('e/0000000000000013'); // entry 19
+    const err = await rejection(r.load());
+    expect(err.code).toBe('STORAGE_CORRUPT');
+    expect(err.message).toMatch(/log gap or misplaced entry .*expected index 19, found 20/);
+    await r.close();
   });
 
   it('keeps node-local metadata', async () => {
@@ -172,7 +203,7 @@ describe('RaftStorage integrity: damage is STORAGE_CORRUPT, never skipped', () =
     const dir = await tempDir();
     const s = await RaftStorage.open(dir);
     await s.save({ hardState: { term: 1, vote: 'a', commit: 0 }, entries: entries(1, 5, 1) }, true);
-    await s.saveSnapshot({ meta: { index: 2, term: 1, conf: { voters: ['a'], learners: [] } }, data: new Uint8Array([1, 2, 3]) });
+    await s.saveSnapshot({ meta: { index: 2, term: 1, conf: { voters: ['a'], learners: [] } }, data: new Uint8Array([1, 2, 3]) }, 2);
     await s.putMeta('cluster', { id: 'x' });
     await s.close();
     for (const key of ['e/0000000000000004', 'snap', 'm/cluster']) {
