@@ -90,6 +90,19 @@ export function formatBytes(n: number): string {
   return `${n.toFixed(i === 0 ? 0 : 1)}${units[i]}`;
 }
 
+/**
+ * "4GiB", "4G", "512MiB", "512m", "64KiB", "1.5GiB", "2000000" → bytes. Units are binary (1024),
+ * as Docker reads 512m and 1g; a bare number is bytes. Not a whole number of bytes: refused.
+ */
+export function parseByteSize(s: string, what: string): number {
+  const m = /^(\d{1,16}(?:\.\d{1,6})?)\s*([kmgt]?)(i?b)?$/i.exec(s.trim());
+  const n = m ? Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase()) : NaN;
+  if (!m || (m[2] === '' && m[3] !== undefined && m[3].toLowerCase() !== 'b') || !Number.isSafeInteger(n)) {
+    throw new UsageError(`${what} must be a size such as 4GiB, 512MiB or a number of bytes, got ${s}`);
+  }
+  return n;
+}
+
 /** "30s", "10m", "2h", "7d", "0" → ms. */
 export function parseDurationMs(s: string, flag: string): number {
   const m = /^(\d{1,12})(ms|s|m|h|d)?$/.exec(s.trim());

@@ -19,6 +19,7 @@ commands:
   kv       get/put/delete/list in the replicated key space
   sync     sync a project directory with an app's workspace on the cluster (--watch: keep syncing)
   token    create, list and revoke join, admin and pull tokens
+  quota    the replicated state quota: bytes held, the alarm;  omni quota set SIZE (an admin)
   run      run an app from an image or a command:  omni run --name web IMAGE | -- CMD...
   deploy   deploy or update an app from a YAML/JSON spec (rolling update, auto-rollback)
   ps       list apps;  inspect APP  spec, tasks, states, reasons, events

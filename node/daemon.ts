@@ -274,6 +274,7 @@ export class Omnid {
       readBarrier: () => this.writes.readBarrier(),
       changeMembership: (cc, caller) => this.writes.changeMembership(cc, caller),
       leave: () => this.membership.leave(),
+      clusterSchema: () => this.clusterSchema(),
       kickOrchestrator: () => this.orchestrator?.kick(),
       localDriver: (taskId) => this.agent?.driverFor(taskId),
       syncWorkspace: (app) => this.syncWorkspace(app),

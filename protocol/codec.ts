@@ -530,6 +530,8 @@ message ClusterInitCommand {
 
 message ConfigSetCommand {
   double voter_target = 1;
+  // The state quota, changed (omni quota set); absent: unchanged. Schema 3.
+  optional uint64 max_state_bytes = 2;
 }
 
 message RootRetireCommand {

@@ -15,7 +15,9 @@ import { OmniError, httpStatusFor } from '../errors.js';
 import { matchToken, newJoinToken, newAdminToken, newPullToken, newTokenId, sha256Hex, bearerToken } from './tokens.js';
 import { SELF, adminCaller, type Caller } from '../cluster/caller.js';
 import { quotaBytes } from '../../protocol/cluster/quota.js';
-import { assessHealth, type HealthReport } from '../../protocol/cluster/health.js';
+import { MAX_MAX_STATE_BYTES, MIN_MAX_STATE_BYTES, STATE_RESERVE_BYTES } from '../../protocol/cluster/state.js';
+import { SCHEMA_QUOTA_SET } from '../../protocol/cluster/schema.js';
+import { assessHealth, QUOTA_ALARM_SHARE, type HealthReport } from '../../protocol/cluster/health.js';
 import { FreshTokens } from './fresh-tokens.js';
 import type { Logger } from '../logger.js';
 import { apiUrlFor, type ApiTls } from './tls.js';
@@ -58,6 +60,8 @@ export interface ApiServerDeps extends ClusterAccess {
   /** The private-network key new join tokens carry. */
   readonly networkKeyHex: string;
   leave(): Promise<void>;
+  /** The command schema every member reads (protocol/cluster/schema.ts): new fields wait for it. */
+  clusterSchema(): number;
 }
 
 export class ApiServer {
@@ -93,6 +97,8 @@ export class ApiServer {
     this.route('POST', /^\/v1\/tokens$/, async (req, _url, _params, _res, caller) => this.createToken(await readJson(req), caller));
     this.route('GET', /^\/v1\/tokens$/, async () => [200, { tokens: this.tokenList() }]);
     this.route('DELETE', /^\/v1\/tokens\/([^/]+)$/, async (_req, _url, [id], _res, caller) => this.revokeToken(id, caller));
+    this.route('GET', /^\/v1\/quota$/, async () => [200, this.quota()]);
+    this.route('PUT', /^\/v1\/quota$/, async (req, _url, _params, _res, caller) => this.setQuota(await readJson(req), caller));
     this.route(
       'POST',
       /^\/v1\/leave$/,
@@ -351,6 +357,37 @@ export class ApiServer {
     const id = newTokenId();
     await this.d.proposeOk({ type: 'token.add', token: { id, hash: sha256Hex(token), role: b.role, name } }, caller);
     return [201, { id, role: b.role, token }];
+  }
+
+  /** The replicated state quota (protocol/cluster/quota.ts): its size, what is used, and the alarm. */
+  private quota(): Record<string, unknown> {
+    const state = this.d.raft.state;
+    const maxStateBytes = quotaBytes(state.config());
+    const alarmAtBytes = Math.floor(maxStateBytes * QUOTA_ALARM_SHARE);
+    return { stateBytes: state.sizeBytes, maxStateBytes, alarmAtBytes, alarm: state.sizeBytes >= alarmAtBytes, reserveBytes: STATE_RESERVE_BYTES };
+  }
+
+  /**
+   * Changes the quota on every node (`omni quota set`): one config.set through Raft. Lowering it
+   * below what the state holds is allowed — writes that grow the state are refused until enough
+   * is deleted, deletes always pass — and the answer says so. Needs every member to read the
+   * new field (command schema 3): an older member would refuse the entry and diverge.
+   */
+  private async setQuota(body: unknown, caller: Caller): Promise<[number, unknown]> {
+    const what = `{"maxStateBytes": <bytes from ${MIN_MAX_STATE_BYTES} to ${MAX_MAX_STATE_BYTES}>}`;
+    const b = objectBody(body, ['maxStateBytes'], what);
+    const n = b.maxStateBytes;
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < MIN_MAX_STATE_BYTES || n > MAX_MAX_STATE_BYTES) throw new OmniError('BAD_REQUEST', `maxStateBytes must be an integer from ${MIN_MAX_STATE_BYTES} to ${MAX_MAX_STATE_BYTES} bytes, got ${JSON.stringify(n)}`);
+    const schema = this.d.clusterSchema();
+    if (schema < SCHEMA_QUOTA_SET) {
+      throw new OmniError('CONFLICT', `the quota cannot be changed until every member runs an omnid that reads the change (command schema ${SCHEMA_QUOTA_SET}; the cluster's is ${schema}): upgrade the older members, or remove dead ones (omni nodes remove)`);
+    }
+    await this.d.readBarrier();
+    const before = quotaBytes(this.d.raft.state.config());
+    await this.d.proposeOk({ type: 'config.set', voterTarget: this.d.raft.state.config().voterTarget, maxStateBytes: n }, caller);
+    const q = this.quota();
+    this.log.info(`api: the state quota was changed from ${before} to ${n} bytes (${q.stateBytes} held)`);
+    return [200, { ...q, previousMaxStateBytes: before }];
   }
 
   /** The cluster's tokens: id, role, name and when it was made (log index) — never a hash. */

@@ -127,7 +127,11 @@ export interface ClusterInitCommand {
   /** omnid init --max-state-bytes; absent: the default quota. */
   maxStateBytes?: number;
 }
-export interface ConfigSetCommand { type: 'config.set'; voterTarget: number }
+export interface ConfigSetCommand {
+  type: 'config.set'; voterTarget: number;
+  /** A new state quota (`omni quota set`); absent: unchanged. A field of schema 3 (protocol/cluster/schema.ts). */
+  maxStateBytes?: number;
+}
 export interface RootRetireCommand { type: 'root.retire' }
 export interface NodeRegisterCommand { type: 'node.register'; node: NodeRegistration }
 export interface NodeStatusCommand { type: 'node.status'; id: string; status: 'up' | 'down'; reason?: string }
@@ -540,8 +544,10 @@ const COMMAND_READERS = new Map<string, (o: Raw) => Command>([
     return c;
   }],
   ['config.set', (o) => {
-    fields(o, '', ['type', 'voterTarget']);
-    return { type: 'config.set', voterTarget: readNumber(o.voterTarget, 'voterTarget') };
+    fields(o, '', ['type', 'voterTarget'], ['maxStateBytes']);
+    const c: ConfigSetCommand = { type: 'config.set', voterTarget: readNumber(o.voterTarget, 'voterTarget') };
+    if (o.maxStateBytes !== undefined) c.maxStateBytes = readSafeInt(o.maxStateBytes, 'maxStateBytes', 0);
+    return c;
   }],
   ['root.retire', (o) => {
     fields(o, '', ['type']);

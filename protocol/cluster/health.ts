@@ -62,7 +62,7 @@ export function assessHealth(h: HealthInput): HealthReport {
     }
     if (h.stateBytes !== undefined && h.quotaBytes !== undefined && h.stateBytes >= h.quotaBytes * QUOTA_ALARM_SHARE) {
       const mib = (n: number) => (n / 2 ** 20).toFixed(1);
-      reasons.push(`QUOTA_EXCEEDED alarm: the replicated state holds ${mib(h.stateBytes)} MiB of its ${mib(h.quotaBytes)} MiB quota; writes that grow it are refused — delete keys or apps, or raise the quota (omnid init --max-state-bytes)`);
+      reasons.push(`QUOTA_EXCEEDED alarm: the replicated state holds ${mib(h.stateBytes)} MiB of its ${mib(h.quotaBytes)} MiB quota; writes that grow it are refused — delete keys or apps, or raise the quota (omni quota set SIZE)`);
     }
     if (reasons.length > 0) status = 'degraded';
   }

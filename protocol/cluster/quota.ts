@@ -2,7 +2,8 @@
 // at the API): a write refused for space never enters the Raft log, so a full cluster does not
 // keep replicating and fsync'ing refused entries until its disks fill (issue 9, point 3).
 //
-// The quota is replicated (ClusterConfig.maxStateBytes, set by omnid init --max-state-bytes),
+// The quota is replicated (ClusterConfig.maxStateBytes, set by omnid init --max-state-bytes and
+// changed by `omni quota set`: a config.set command),
 // so every leader applies the same one. It bounds the bytes of the node, token and kv records
 // (ClusterState.sizeBytes). An admin's writes stop at the quota. The cluster's own writes — a
 // member reporting about itself, the leader's autopilot and orchestrator — may use a reserve
@@ -108,7 +109,7 @@ export function quotaRefusal(input: { principal: PrincipalKind; growthBytes: num
     code: 'QUOTA_EXCEEDED',
     message:
       `the cluster state holds ${input.stateBytes + input.pendingBytes} bytes; this write (+${input.growthBytes}) would pass its quota of ${limit} bytes. ` +
-      'Delete keys or apps to free space (deletes are always accepted), or start the cluster with a larger omnid init --max-state-bytes',
+      'Delete keys or apps to free space (deletes are always accepted), or raise the quota: omni quota set SIZE (an admin)',
   };
 }
 

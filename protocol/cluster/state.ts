@@ -42,6 +42,7 @@ import {
   type ApplyResult,
   type ClusterConfig,
   type ClusterInitCommand,
+  type ConfigSetCommand,
   type Command,
   type KvDeleteCommand,
   type KvTxnCommand,
@@ -375,7 +376,7 @@ export class ClusterState {
   #execute(index: number, c: Command, values: ReadonlyMap<string, string> | undefined): ApplyResult {
     switch (c.type) {
       case 'cluster.init': return this.#clusterInit(index, c);
-      case 'config.set': return this.#configSet(c.voterTarget);
+      case 'config.set': return this.#configSet(c);
       case 'root.retire': return this.#rootRetire(index);
       case 'node.register': return this.#nodeRegister(index, c);
       case 'node.status': return this.#nodeStatus(index, c);
@@ -411,10 +412,10 @@ export class ClusterState {
     return { ok: true };
   }
 
-  #configSet(voterTarget: number): ApplyResult {
-    const bad = checkVoterTarget(voterTarget);
+  #configSet(c: ConfigSetCommand): ApplyResult {
+    const bad = checkVoterTarget(c.voterTarget) ?? checkMaxStateBytes(c.maxStateBytes);
     if (bad) return bad;
-    this.#setConfig({ ...this.#config, voterTarget });
+    this.#setConfig({ ...this.#config, voterTarget: c.voterTarget, ...(c.maxStateBytes !== undefined ? { maxStateBytes: c.maxStateBytes } : {}) });
     return { ok: true };
   }
 

@@ -3,9 +3,13 @@
 // checks the replicated quota (omnid init --max-state-bytes) before proposing: refused writes
 // are not logged, deletes are still accepted, and freeing space lets writes in again.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { LocalCluster } from '../../node/local-cluster.js';
 import type { OmniError } from '../../node/errors.js';
-import { TEST_FLAGS, status, waitFor } from './helpers.js';
+import { TEST_FLAGS, apiCall, status, waitFor } from './helpers.js';
+
+const run = promisify(execFile);
 
 const QUOTA_BYTES = 128 * 1024;
 const VALUE = 'v'.repeat(4096);
@@ -71,5 +75,44 @@ describe('state quota (issue 9)', () => {
     await del.delete('/v1/kv/fill/1');
     del.close();
     expect(await putCode('n2', 'again/0')).toBe('OK');
+  });
+
+  it('omni quota shows the alarm; omni quota set changes the quota on every node — raised, writes pass again; lowered below the state, growth is refused and deletes pass', async () => {
+    const env = { ...process.env, OMNI_ADDR: c.nodes.get('n2')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
+    const omni = (...args: string[]) => run('bin/omni', args, { env, timeout: 60_000 });
+    interface QuotaView { stateBytes: number; maxStateBytes: number; alarm: boolean; previousMaxStateBytes?: number }
+    let i = 0;
+    while ((await putCode('n1', `refill/${i}`)) === 'OK') expect(++i).toBeLessThan(10);
+    const full = JSON.parse((await omni('quota', '--json')).stdout) as QuotaView;
+    expect(full).toMatchObject({ maxStateBytes: QUOTA_BYTES, alarm: true });
+    expect((await omni('quota')).stdout).toMatch(/alarm\s+QUOTA_EXCEEDED/);
+
+    // Raised through n2 (a follower or the leader): n1 applies it too, the alarm clears, writes pass.
+    const raised = await omni('quota', 'set', '256KiB');
+    expect(raised.stdout).toMatch(/quota changed from 128\.0KiB to 256\.0KiB/);
+    await waitFor('n1 applies the new quota', async () => ((await status(c, 'n1')).maxStateBytes === 2 * QUOTA_BYTES ? true : undefined), 10_000);
+    // (2 of 3 target voters keeps the health degraded: only the alarm's reason must be gone.)
+    expect(((await status(c, 'n1')) as unknown as { healthReasons: string[] }).healthReasons.join('\n')).not.toMatch(/QUOTA_EXCEEDED/);
+    for (let k = 0; k < 5; k++) expect(await putCode(k % 2 === 0 ? 'n1' : 'n2', `raised/${k}`)).toBe('OK');
+
+    // Lowered below what the state holds: allowed, said, and growth refused; deletes still pass.
+    const lowered = JSON.parse((await omni('quota', 'set', '64k', '--json')).stdout) as QuotaView;
+    expect(lowered).toMatchObject({ maxStateBytes: 64 * 1024, previousMaxStateBytes: 2 * QUOTA_BYTES, alarm: true });
+    expect(lowered.stateBytes).toBeGreaterThan(64 * 1024);
+    await waitFor('n1 applies the lower quota', async () => ((await status(c, 'n1')).maxStateBytes === 64 * 1024 ? true : undefined), 10_000);
+    expect(await putCode('n1', 'lowered/0')).toBe('QUOTA_EXCEEDED');
+    const del = c.client('n1');
+    await del.delete('/v1/kv/raised/0');
+    del.close();
+
+    // Bad input: a usage error from the CLI (exit 2) and a 400 from the API, nothing changed.
+    const usage = await omni('quota', 'set', '1.5').then(() => undefined, (err: { code: number; stderr: string }) => err);
+    expect(usage?.code).toBe(2);
+    expect(usage?.stderr).toMatch(/SIZE must be a size such as 4GiB/);
+    for (const body of [{ maxStateBytes: 1 }, { maxStateBytes: '4GiB' }, { quota: 1 }]) {
+      const r = await apiCall<{ error: { code: string; message: string } }>(c, 'n1', 'PUT', '/v1/quota', body);
+      expect(r.status).toBe(400);
+    }
+    expect((await status(c, 'n2')).maxStateBytes).toBe(64 * 1024);
   });
 });

@@ -111,7 +111,7 @@ function randomCommand(rng: Rng): Command {
   const version = rng.int(4);
   switch (rng.int(12)) {
     case 0: return { type: 'cluster.init', clusterId: `c${rng.int(3)}`, voterTarget: rng.int(11), rootNodeId: id, ephemeralRoot: rng.int(2) === 0 };
-    case 1: return { type: 'config.set', voterTarget: rng.int(11) };
+    case 1: return { type: 'config.set', voterTarget: rng.int(11), ...(rng.int(2) ? { maxStateBytes: pick(rng, [1000, 200_000, 3 * 2 ** 30]) } : {}) };
     case 2: return { type: 'root.retire' };
     case 3: return { type: 'node.register', node: registration(id, name, { labels: { n: String(rng.int(3)) } }) };
     case 4: return { type: 'node.status', id, status: pick(rng, ['up', 'down'] as const), reason: pick(rng, ['', 'heartbeat lost']) };
