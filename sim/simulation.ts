@@ -108,6 +108,12 @@ export interface SimKnobs {
    * stands behind the gate.
    */
   quotaBytes?: number;
+  /**
+   * On half of the seeds with a quota: when an admin raises it (`omni quota set`: a config.set
+   * carrying maxStateBytes, proposed through a node's gate like any write, retried until it
+   * applied), and to what. Writes admitted past the old quota need the raise applied first.
+   */
+  quotaRaise?: { atMs: number; toBytes: number };
   /** Chance that an fsync fails (EIO): the node stops at once and is restarted. */
   fsyncErrorRate?: number;
   /** The apps path runs: orchestrator, agents (mock driver), an operator deploying through the API. */
@@ -184,6 +190,8 @@ export interface Coverage {
   /** Times a node's health report raised, and cleared, the QUOTA_EXCEEDED alarm. */
   quota_alarms_raised: number;
   quota_alarms_cleared: number;
+  /** Nodes that applied an admin's raise of the quota (seeds with quotaRaise; counted again after a restart). */
+  quota_raises_applied: number;
   /** Exclusive tasks stopped because their node's lease lapsed (by the agent or, omnid down, its supervisor). */
   exclusive_lease_stops: number;
   /** Exclusive tasks started to replace one whose node went silent (placed only after its lease lapsed). */
@@ -198,7 +206,7 @@ export interface Coverage {
 }
 
 export function emptyCoverage(): Coverage {
-  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, writes_refused_for_state_limit: 0, writes_refused_for_quota: 0, quota_alarms_raised: 0, quota_alarms_cleared: 0, exclusive_lease_stops: 0, exclusive_replacements: 0, job_tasks_succeeded: 0, job_tasks_failed: 0, job_runs_finished: 0, cron_runs_started: 0 };
+  return { snapshots_sent: 0, snapshots_streamed: 0, snapshots_installed: 0, snapshots_racing_apply: 0, conf_changes_superseded_by_snapshot: 0, leadership_transfers: 0, learner_promotions: 0, read_index_served: 0, conf_changes_under_partition: 0, pauses: 0, crashes: 0, fsync_errors: 0, clock_jumps: 0, lost_writes_detected: 0, nodes_replaced: 0, removed_nodes_readded: 0, tasks_started: 0, tasks_rescheduled: 0, app_changes_acknowledged: 0, writes_refused_for_state_limit: 0, writes_refused_for_quota: 0, quota_alarms_raised: 0, quota_alarms_cleared: 0, quota_raises_applied: 0, exclusive_lease_stops: 0, exclusive_replacements: 0, job_tasks_succeeded: 0, job_tasks_failed: 0, job_runs_finished: 0, cron_runs_started: 0 };
 }
 
 const MAX_NODES = 7;
@@ -359,7 +367,9 @@ type SimEvent =
   | { kind: 'join'; node: NodeId; inPlaceOf: NodeId }
   | { kind: 'replace'; node: NodeId }
   | { kind: 'fault' }
-  | { kind: 'writeback' };
+  | { kind: 'writeback' }
+  /** An admin raises the quota (seeds with quotaRaise), again until some node applied it. */
+  | { kind: 'quota-raise' };
 
 /** The liveness probe's longest wait for one answer (clientAttemptTimeoutMs). */
 const PROBE_MAX_TIMEOUT_MS = 2000;
@@ -414,6 +424,8 @@ interface SimNode {
   writes?: ClusterWrites;
   /** Whether its health report carried the QUOTA_EXCEEDED alarm when last checked. */
   quotaAlarm: boolean;
+  /** Whether this process has applied the admin's raise of the quota (seeds with quotaRaise). */
+  quotaRaised: boolean;
 }
 
 interface ClientState {
@@ -480,6 +492,7 @@ export class Simulation {
       if (Math.floor(opts.seed / 5) % 2 === 0) {
         this.knobs.quotaBytes = MIN_MAX_STATE_BYTES;
         this.knobs.stateLimitBytes = 4 * MIN_MAX_STATE_BYTES;
+        if (Math.floor(opts.seed / 10) % 2 === 1) this.knobs.quotaRaise = { atMs: 2000 + (opts.seed % 7) * 1000, toBytes: 2 * MIN_MAX_STATE_BYTES };
       } else this.knobs.stateLimitBytes = (this.knobs.keys + 1) * STATE_LIMIT_SMALL_RECORD_BYTES + STATE_LIMIT_ROOM_BYTES;
     }
     this.knobs.keepLogBytesForFollowers = [undefined, 0, 2000][Math.floor(opts.seed / 24) % 3];
@@ -491,6 +504,7 @@ export class Simulation {
     for (let c = 0; c < this.knobs.clients; c++) this.addClient(false);
     this.queue.push(this.knobs.faultEveryMs, { kind: 'fault' });
     this.queue.push(50, { kind: 'writeback' });
+    if (this.knobs.quotaRaise) this.queue.push(this.knobs.quotaRaise.atMs, { kind: 'quota-raise' });
     this.bootIds = ids;
     if (this.knobs.apps) {
       this.apps = new SimApps({
@@ -724,6 +738,8 @@ export class Simulation {
         for (const n of this.nodes.values()) n.disk.writeback(this.nowMs);
         this.queue.push(this.nowMs + 50, ev);
         return;
+      case 'quota-raise':
+        return this.raiseQuota();
     }
   }
 
@@ -749,6 +765,7 @@ export class Simulation {
       compactEvery: this.knobs.mixedCompaction && this.rng.next() < 0.5 ? 1000 : this.knobs.compactEvery,
       ledTerms: new Set(),
       quotaAlarm: false,
+      quotaRaised: false,
       confDirty: true,
       clock: undefined,
       clockOffsetMs: 0,
@@ -853,9 +870,10 @@ export class Simulation {
     n.node = node;
     n.raft = node.raft;
     n.quotaAlarm = false;
+    n.quotaRaised = false;
     if (this.knobs.quotaBytes !== undefined) n.writes = this.writesFor(n, node, alive);
     const state = n.disk.load();
-    this.trace(`${n.id}: started (term=${state.hardState.term} last=${(state.snapshot?.meta.index ?? 0) + state.entries.length} state=${node.state.appliedIndex}/${node.state.kvCount()} keys)`);
+    this.trace(`${n.id}: started (term=${state.hardState.term} last=${state.entries.at(-1)?.index ?? state.snapshot?.meta.index ?? 0} state=${node.state.appliedIndex}/${node.state.kvCount()} keys)`);
     node.start();
     this.apps?.nodeStarted(n.id);
     this.afterInput(n);
@@ -1029,6 +1047,29 @@ export class Simulation {
     return true;
   }
 
+  /**
+   * An admin's `omni quota set` (seeds with quotaRaise): a config.set with the raised quota
+   * through a live node's gate, as the API proposes it. Tried again every 300 ms until some node
+   * applied it (a timed-out attempt may still commit; a second one changes nothing).
+   */
+  private raiseQuota(): void {
+    const raise = this.knobs.quotaRaise!;
+    if ([...this.nodes.values()].some((x) => x.node && quotaBytes(x.node.state.config()) === raise.toBytes)) return;
+    this.queue.push(this.nowMs + 300, { kind: 'quota-raise' });
+    const live = [...this.nodes.values()].filter((x) => x.node && x.writes && !x.retired && !x.removed);
+    if (live.length === 0) return;
+    const n = live[this.rng.int(live.length)];
+    this.trace(`${n.id}: an admin raises the quota to ${raise.toBytes} bytes`);
+    n.writes!.propose({ type: 'config.set', voterTarget: 3, maxStateBytes: raise.toBytes }, SIM_ADMIN).then(
+      (r) => {
+        if (!r.ok) this.check(() => { throw new SafetyViolation(`${n.id}: the quota raise was refused by the state machine: ${r.error.code} ${r.error.message}`); });
+      },
+      (e: unknown) => this.trace(`${n.id}: the quota raise did not go through: ${(e as Error).message.slice(0, 100)}`),
+    );
+    this.settled = true;
+    this.afterInput(n);
+  }
+
   /** Values of kv writes the gate refused, and of kv writes some node applied (seeds with quotaBytes). */
   private readonly quotaRefusedValues = new Set<string>();
   private readonly appliedValues = new Set<string>();
@@ -1067,7 +1108,15 @@ export class Simulation {
     const cfg = state.config();
     if (cfg.clusterId === '') return; // a joining node that has not caught up to cluster.init yet
     const quota = quotaBytes(cfg);
-    if (quota !== this.knobs.quotaBytes) throw new SafetyViolation(`${n.id}: the replicated quota is ${quota} bytes, omnid init set ${this.knobs.quotaBytes}`);
+    const raised = this.knobs.quotaRaise?.toBytes;
+    if (quota === raised) {
+      if (!n.quotaRaised) this.coverage.quota_raises_applied++;
+      n.quotaRaised = true;
+    } else if (quota !== this.knobs.quotaBytes || n.quotaRaised) {
+      // The quota is the one omnid init set until the raise applies, then the raised one (a
+      // process applies in log order and never goes back, short of a restart from older rows).
+      throw new SafetyViolation(`${n.id}: the replicated quota is ${quota} bytes; omnid init set ${this.knobs.quotaBytes}${raised !== undefined ? `, the admin raised it to ${raised}${n.quotaRaised ? ' and this process had applied that' : ''}` : ''}`);
+    }
     if (state.sizeBytes > quota) throw new SafetyViolation(`${n.id}: the state holds ${state.sizeBytes} bytes at applied index ${state.appliedIndex}, past the quota of ${quota}: the leader's gate admitted a write past it`);
     const raft = node.raft;
     const health = assessHealth({

@@ -8,7 +8,7 @@ import type { Proposer, RaftView } from '../cluster/ports.js';
 import { schedNodeOf, SchedulerState, type SchedNode, type SchedTask } from '../../protocol/apps/scheduler.js';
 import { reconcileApp } from '../../protocol/apps/reconcile.js';
 import type { AppSpec } from '../../protocol/apps/spec.js';
-import { schedNodeKey, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
+import { SCHED_NODE_PREFIX, schedNodeKey, VOLUME_PREFIX, appKey, isTerminal, parseRecord, specKey, statusKey, taskKey, volumeKey, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
 import type { KvTxnOp } from '../../protocol/cluster/state.js';
 import { OmniError } from '../errors.js';
 import { CoalescedLoop } from './coalesced-loop.js';
@@ -208,6 +208,7 @@ export class Orchestrator {
     }
     this.finishDrains(tasks);
     this.collectOrphanStatuses(tasks, statuses);
+    this.collectRemovedNodeGuards();
     const ids = new Set(tasks.map((t) => t.id));
     for (const id of this.firstSeenMs.keys()) if (!ids.has(id)) this.firstSeenMs.delete(id);
   }
@@ -229,6 +230,24 @@ export class Orchestrator {
         .then(() => this.d.log.info(`orchestrator: node ${n.name} is drained`))
         .catch((err: Error) => this.d.log.debug(`orchestrator: finishing the drain of ${n.name}: ${err.message}`));
     }
+  }
+
+  /**
+   * Placement guards (`sched/nodes/<id>`) of nodes that left the cluster (`omni nodes remove`:
+   * status left) or have no record: nothing is placed on them, so their guard only takes space.
+   * A node that joins again gets a fresh one with its next placement; a plan that read the old
+   * guard's version is refused (CONFLICT) and redone, as for any change of a guard.
+   */
+  private collectRemovedNodeGuards(): void {
+    const state = this.d.raft.state;
+    const members = new Set(state.nodes().filter((n) => n.status !== 'left').map((n) => n.id));
+    const stale = state
+      .kvListMeta(SCHED_NODE_PREFIX, MAX_LIST)
+      .map((r) => r.key)
+      .filter((key) => !members.has(key.slice(SCHED_NODE_PREFIX.length)))
+      .slice(0, 500);
+    if (stale.length === 0) return;
+    void this.d.proposeOk({ type: 'kv.txn', compares: [], ops: stale.map((key) => ({ op: 'delete' as const, key })) }, LEADER_DUTY).catch(() => undefined);
   }
 
   /** Status keys whose task is gone (an agent wrote after the task was deleted). */

@@ -101,4 +101,39 @@ describe('orchestrator: scheduling per app', () => {
       o.stop();
     }
   });
+
+  it('drops the placement guards of nodes removed from the cluster (and of no node), and keeps the members\'', async () => {
+    const c = cluster(['a', 'b', 'c'], 8);
+    c.addApp('web', 3, 0.5);
+    const proposed: Command[] = [];
+    const o = new Orchestrator({
+      log: silentLogger,
+      raft: { state: c.state, isLeader: true, raft: {} as Raft },
+      proposeOk: async (cmd) => {
+        proposed.push(cmd as Command);
+        const r = c.apply(cmd as Command);
+        if (!r.ok) throw new OmniError(r.error.code, r.error.message);
+        return r.value;
+      },
+    });
+    o.start();
+    try {
+      await waitFor('3 tasks placed', () => c.tasks().length === 3, 5000, 10);
+      for (const n of ['a', 'b', 'c']) expect(c.state.kvGet(schedNodeKey(n))).toBeDefined();
+      // c is removed (omni nodes remove: its record stays, status left): its task is placed
+      // elsewhere and its guard goes; a guard of no node at all goes too.
+      expect(c.apply({ type: 'kv.put', key: schedNodeKey('gone'), value: '1' }).ok).toBe(true);
+      expect(c.apply({ type: 'node.remove', id: 'c' }).ok).toBe(true);
+      o.kick();
+      await waitFor('3 tasks on the members', () => c.tasks().length === 3 && c.tasks().every((t) => t.nodeId !== 'c'), 5000, 10);
+      await waitFor('the removed node\'s guard deleted', () => c.state.kvGet(schedNodeKey('c')) === undefined, 5000, 10);
+      expect(c.state.kvGet(schedNodeKey('a'))).toBeDefined();
+      expect(c.state.kvGet(schedNodeKey('b'))).toBeDefined();
+      await waitFor('the guard of no node deleted', () => c.state.kvGet(schedNodeKey('gone')) === undefined, 5000, 10);
+      const deletes = proposed.flatMap((p) => (p.type === 'kv.txn' ? p.ops.filter((op) => op.op === 'delete' && op.key.startsWith('sched/')).map((op) => op.key) : []));
+      expect(new Set(deletes)).toEqual(new Set([schedNodeKey('c'), schedNodeKey('gone')]));
+    } finally {
+      o.stop();
+    }
+  });
 });
