@@ -91,12 +91,14 @@ export function formatBytes(n: number): string {
 }
 
 /**
- * "4GiB", "4G", "512MiB", "512m", "64KiB", "1.5GiB", "2000000" → bytes. Units are binary (1024),
- * as Docker reads 512m and 1g; a bare number is bytes. Not a whole number of bytes: refused.
+ * "4GiB", "4G", "512MiB", "512m", "64KiB", "1.3GiB", "2000000" → bytes. Units are binary (1024),
+ * as Docker reads 512m and 1g; a fraction of a unit is rounded down to whole bytes; a bare number
+ * is bytes (a whole number).
  */
 export function parseByteSize(s: string, what: string): number {
   const m = /^(\d{1,16}(?:\.\d{1,6})?)\s*([kmgt]?)(i?b)?$/i.exec(s.trim());
-  const n = m ? Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase()) : NaN;
+  const unit = m ? ' kmgt'.indexOf((m[2] || ' ').toLowerCase()) : 0;
+  const n = m ? (unit === 0 ? Number(m[1]) : Math.floor(Number(m[1]) * 1024 ** unit)) : NaN;
   if (!m || (m[2] === '' && m[3] !== undefined && m[3].toLowerCase() !== 'b') || !Number.isSafeInteger(n)) {
     throw new UsageError(`${what} must be a size such as 4GiB, 512MiB or a number of bytes, got ${s}`);
   }

@@ -124,10 +124,16 @@ export class SimDisk {
   load(): PersistedState {
     const d = this.durable;
     const entries: Entry[] = [];
-    // From the first entry of the tail a compaction kept (at or before the snapshot's index), as RaftStorage.
-    let next = (d.snapshot?.meta.index ?? 0) + 1;
-    while (next > 1 && d.entries.has(next - 1)) next--;
-    while (d.entries.has(next)) entries.push(d.entries.get(next++)!);
+    // From the first stored entry (a compaction keeps a tail at or before the snapshot's index),
+    // as RaftStorage: it must start at most one after the snapshot, with no gap after it — a
+    // store that breaks that is a bug of the driver or of this disk, never a fault to survive.
+    const snapIndex = d.snapshot?.meta.index ?? 0;
+    const keys = [...d.entries.keys()].sort((a, b) => a - b);
+    if (keys.length > 0 && keys[0] > snapIndex + 1) throw new Error(`sim disk: the stored log starts at ${keys[0]}, after the snapshot at ${snapIndex} + 1`);
+    for (let i = 0; i < keys.length; i++) {
+      if (i > 0 && keys[i] !== keys[i - 1] + 1) throw new Error(`sim disk: a gap in the stored log between ${keys[i - 1]} and ${keys[i]}`);
+      entries.push(d.entries.get(keys[i])!);
+    }
     const state: PersistedState = { hardState: { ...d.hardState }, entries };
     if (d.snapshot) state.snapshot = d.snapshot;
     return state;

@@ -5,13 +5,15 @@ import { formatBytes, parse, parseByteSize, printJson, UsageError } from '../com
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 
 const USAGE = `usage: omni quota [flags]
-       omni quota set SIZE [flags]
+       omni quota set SIZE [--force] [flags]
 
 (no command)  the state quota: bytes held, the quota, where the QUOTA_EXCEEDED alarm starts
 set SIZE      changes the quota on every node (an admin): 4GiB, 512MiB, 1.5GiB or bytes
-              (binary units, as Docker's 512m). Below what the state holds, writes that
-              grow it are refused until enough is deleted; deletes always pass. omnid init
-              --max-state-bytes sets the first one (default 2 GiB, as etcd's).
+              (binary units, as Docker's 512m; a fraction is rounded down to whole bytes).
+              omnid init --max-state-bytes sets the first one (default 2 GiB, as etcd's).
+  --force     set it below what the state holds: every write that grows the state is
+              then refused (past a 2 MiB reserve the cluster's own too) until enough is
+              deleted; deletes always pass
 ${CONNECTION_HELP}
 `;
 
@@ -25,13 +27,14 @@ interface QuotaView {
 }
 
 export async function quota(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS }, USAGE);
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, force: { type: 'boolean' } }, USAGE);
   const [sub, ...rest] = positionals;
   if (!((sub === undefined && rest.length === 0) || (sub === 'set' && rest.length === 1))) throw new UsageError(USAGE);
+  if (values.force && sub !== 'set') throw new UsageError(`--force is for omni quota set\n\n${USAGE}`);
   const size = sub === 'set' ? parseByteSize(rest[0], 'SIZE') : undefined;
   const client = connect(values);
   try {
-    const q = size === undefined ? await client.get<QuotaView>('/v1/quota') : await client.put<QuotaView>('/v1/quota', { maxStateBytes: size });
+    const q = size === undefined ? await client.get<QuotaView>('/v1/quota') : await client.put<QuotaView>('/v1/quota', { maxStateBytes: size, ...(values.force ? { force: true } : {}) });
     if (values.json) {
       printJson(q);
       return 0;

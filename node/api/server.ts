@@ -368,23 +368,36 @@ export class ApiServer {
   }
 
   /**
-   * Changes the quota on every node (`omni quota set`): one config.set through Raft. Lowering it
-   * below what the state holds is allowed — writes that grow the state are refused until enough
-   * is deleted, deletes always pass — and the answer says so. Needs every member to read the
-   * new field (command schema 3): an older member would refuse the entry and diverge.
+   * Changes the quota on every node (`omni quota set`): one config.set through Raft. A quota below
+   * what the state holds is refused unless `force`: every write that grows the state would be
+   * refused — an admin's, and past the reserve the cluster's own (node records, placements) —
+   * until enough is deleted (deletes always pass). Needs every member to read the new field
+   * (command schema 3): an older member would refuse the entry and diverge.
    */
   private async setQuota(body: unknown, caller: Caller): Promise<[number, unknown]> {
-    const what = `{"maxStateBytes": <bytes from ${MIN_MAX_STATE_BYTES} to ${MAX_MAX_STATE_BYTES}>}`;
-    const b = objectBody(body, ['maxStateBytes'], what);
+    const what = `{"maxStateBytes": <bytes from ${MIN_MAX_STATE_BYTES} to ${MAX_MAX_STATE_BYTES}>, "force": <true to set it below the state's size>}`;
+    const b = objectBody(body, ['maxStateBytes', 'force'], what);
     const n = b.maxStateBytes;
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < MIN_MAX_STATE_BYTES || n > MAX_MAX_STATE_BYTES) throw new OmniError('BAD_REQUEST', `maxStateBytes must be an integer from ${MIN_MAX_STATE_BYTES} to ${MAX_MAX_STATE_BYTES} bytes, got ${JSON.stringify(n)}`);
+    if (b.force !== undefined && typeof b.force !== 'boolean') throw new OmniError('BAD_REQUEST', `force must be true or false (expected ${what})`);
     const schema = this.d.clusterSchema();
     if (schema < SCHEMA_QUOTA_SET) {
       throw new OmniError('CONFLICT', `the quota cannot be changed until every member runs an omnid that reads the change (command schema ${SCHEMA_QUOTA_SET}; the cluster's is ${schema}): upgrade the older members, or remove dead ones (omni nodes remove)`);
     }
     await this.d.readBarrier();
-    const before = quotaBytes(this.d.raft.state.config());
-    await this.d.proposeOk({ type: 'config.set', voterTarget: this.d.raft.state.config().voterTarget, maxStateBytes: n }, caller);
+    const state = this.d.raft.state;
+    const before = quotaBytes(state.config());
+    if (n < state.sizeBytes && b.force !== true) {
+      throw new OmniError(
+        'CONFLICT',
+        `the state holds ${state.sizeBytes} bytes, more than a quota of ${n}: every write that grows it would be refused — an admin's, and past ${n + STATE_RESERVE_BYTES} bytes the cluster's own (node records, task placements) — until enough is deleted. Delete first, or set it anyway with force (omni quota set SIZE --force)`,
+      );
+    }
+    // config.set carries the voter target too: the current one, read after the barrier (no
+    // other route writes config.set; one that did would need a compare to avoid a lost update).
+    await this.d.proposeOk({ type: 'config.set', voterTarget: state.config().voterTarget, maxStateBytes: n }, caller);
+    // Applied here too before answering (a follower may not have applied the leader's commit yet).
+    await this.d.readBarrier();
     const q = this.quota();
     this.log.info(`api: the state quota was changed from ${before} to ${n} bytes (${q.stateBytes} held)`);
     return [200, { ...q, previousMaxStateBytes: before }];

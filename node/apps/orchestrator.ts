@@ -243,11 +243,13 @@ export class Orchestrator {
     const members = new Set(state.nodes().filter((n) => n.status !== 'left').map((n) => n.id));
     const stale = state
       .kvListMeta(SCHED_NODE_PREFIX, MAX_LIST)
-      .map((r) => r.key)
-      .filter((key) => !members.has(key.slice(SCHED_NODE_PREFIX.length)))
+      .filter((m) => !members.has(m.key.slice(SCHED_NODE_PREFIX.length)))
       .slice(0, 500);
     if (stale.length === 0) return;
-    void this.d.proposeOk({ type: 'kv.txn', compares: [], ops: stale.map((key) => ({ op: 'delete' as const, key })) }, LEADER_DUTY).catch(() => undefined);
+    // Each at the version read here: a guard touched since (the node came back and got a
+    // placement) is not deleted; the transaction fails whole and the next round looks again.
+    const compares = stale.map((m) => ({ key: m.key, version: m.version }));
+    void this.d.proposeOk({ type: 'kv.txn', compares, ops: stale.map((m) => ({ op: 'delete' as const, key: m.key })) }, LEADER_DUTY).catch(() => undefined);
   }
 
   /** Status keys whose task is gone (an agent wrote after the task was deleted). */

@@ -110,9 +110,12 @@ export class Membership {
     if (existing?.status === 'left') throw new OmniError('CONFLICT', 'this node id left the cluster; join with a fresh data dir');
     const n = p.node;
     // A node that could not read what the members already write is refused (etcd refuses a member older than the cluster version).
+    // The replicated floor counts too: a member not heard from makes the heartbeats' schema 1,
+    // but the log may already hold a field of a later schema (config.minSchema).
     const schema = d.clusterSchema();
+    const required = Math.max(schema, d.raft.state.config().minSchema ?? 1);
     const joinerSchema = readSchema((params as { schema?: unknown }).schema);
-    if (joinerSchema < schema) throw new OmniError('CONFLICT', `this cluster's members speak command schema ${schema} and the joining omnid speaks ${joinerSchema}: upgrade omnid on the joining node to the members' version`);
+    if (joinerSchema < required) throw new OmniError('CONFLICT', `this cluster's members speak command schema ${required} and the joining omnid speaks ${joinerSchema}: upgrade omnid on the joining node to the members' version`);
     const joiner: Principal = { kind: 'joiner', nodeId: from };
     const resources = n.resources && typeof n.resources === 'object' ? resourcesForSchema(n.resources, schema) : n.resources!;
     const register = { type: 'node.register', node: { id: from, name: String(n.name), addrs: n.addrs ?? [], apiUrl: String(n.apiUrl), resources, labels: n.labels ?? {} } } as Command;

@@ -291,10 +291,18 @@ export class RaftNode {
       opts.log.info(`raft: read the state at index ${state.appliedIndex} (${state.kvCount()} kv records) and ${persisted.entries.length} log entries in ${Math.round(performance.now() - t0)} ms (the log alone: ${Math.round(logMs)} ms)`);
     }
     const timing = opts.timing ?? DEFAULT_TIMING;
-    const raft = new Raft(
-      { ...opts.core, id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(opts.rngSeed ?? randomInt(2 ** 31)) },
-      persisted,
-    );
+    let raft: Raft;
+    try {
+      raft = new Raft(
+        { ...opts.core, id: opts.id, electionTick: timing.electionTick, heartbeatTick: timing.heartbeatTick, rng: seededRng(opts.rngSeed ?? randomInt(2 ** 31)) },
+        persisted,
+      );
+    } catch (err) {
+      // A stored log that does not hold together (a tail whose term disagrees with the snapshot,
+      // a commit past the last entry) is damaged storage, said as such, not a crash.
+      if (/^restored /.test((err as Error).message)) throw new StorageCorruptError(`the stored log does not hold together: ${(err as Error).message}`, opts.storage.dir);
+      throw err;
+    }
     return new RaftNode(opts, raft, state, persisted.snapshot?.meta.index ?? 0);
   }
 

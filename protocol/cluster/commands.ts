@@ -84,6 +84,13 @@ export interface ClusterConfig {
    * before the quota existed have no such field and keep the same bytes.
    */
   maxStateBytes?: number;
+  /**
+   * The lowest command schema a member may speak (protocol/cluster/schema.ts), raised by an
+   * applied entry that uses a field of a later schema (config.set's maxStateBytes: 3) and never
+   * lowered: a joining omnid below it is refused even while some member has not been heard from
+   * (which makes the heartbeat-derived schema 1). Absent: 1.
+   */
+  minSchema?: number;
 }
 
 /** admin: the HTTP API and registry pushes; join: adds hosts; pull: reads the image registry only. */

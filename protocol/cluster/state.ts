@@ -56,6 +56,7 @@ import {
   type TokenAddCommand,
   type TokenRecord,
 } from './commands.js';
+import { SCHEMA_QUOTA_SET } from './schema.js';
 
 export {
   COMMAND_TYPES,
@@ -415,7 +416,13 @@ export class ClusterState {
   #configSet(c: ConfigSetCommand): ApplyResult {
     const bad = checkVoterTarget(c.voterTarget) ?? checkMaxStateBytes(c.maxStateBytes);
     if (bad) return bad;
-    this.#setConfig({ ...this.#config, voterTarget: c.voterTarget, ...(c.maxStateBytes !== undefined ? { maxStateBytes: c.maxStateBytes } : {}) });
+    const next: ClusterConfig = { ...this.#config, voterTarget: c.voterTarget };
+    if (c.maxStateBytes !== undefined) {
+      next.maxStateBytes = c.maxStateBytes;
+      // A field of schema 3 is in the log now: no member below it may join from here on.
+      next.minSchema = Math.max(this.#config.minSchema ?? 1, SCHEMA_QUOTA_SET);
+    }
+    this.#setConfig(next);
     return { ok: true };
   }
 
@@ -1110,7 +1117,7 @@ function checkExpectedVersion(key: string, expected: number | undefined, current
 }
 
 function readConfig(v: unknown, path: string): ClusterConfig {
-  const o = readObject(v, path, ['clusterId', 'voterTarget', 'rootNodeId', 'rootRetired', 'ephemeralRoot'], ['maxStateBytes']);
+  const o = readObject(v, path, ['clusterId', 'voterTarget', 'rootNodeId', 'rootRetired', 'ephemeralRoot'], ['maxStateBytes', 'minSchema']);
   const voterTarget = readNumber(o.voterTarget, `${path}.voterTarget`);
   if (!isOddVoterTarget(voterTarget)) {
     throw new InvalidFieldError(`${path}.voterTarget`, `must be an odd integer from ${MIN_VOTER_TARGET} to ${MAX_VOTER_TARGET}`);
@@ -1126,6 +1133,11 @@ function readConfig(v: unknown, path: string): ClusterConfig {
     const n = readSafeInt(o.maxStateBytes, `${path}.maxStateBytes`, MIN_MAX_STATE_BYTES);
     if (n > MAX_MAX_STATE_BYTES) throw new InvalidFieldError(`${path}.maxStateBytes`, `must be at most ${MAX_MAX_STATE_BYTES}`);
     config.maxStateBytes = n;
+  }
+  if (o.minSchema !== undefined) {
+    const n = readSafeInt(o.minSchema, `${path}.minSchema`, 1);
+    if (n > 1_000_000) throw new InvalidFieldError(`${path}.minSchema`, 'must be at most 1000000');
+    config.minSchema = n;
   }
   return config;
 }

@@ -77,7 +77,7 @@ describe('state quota (issue 9)', () => {
     expect(await putCode('n2', 'again/0')).toBe('OK');
   });
 
-  it('omni quota shows the alarm; omni quota set changes the quota on every node — raised, writes pass again; lowered below the state, growth is refused and deletes pass', async () => {
+  it('omni quota shows the alarm; omni quota set changes the quota on every node — raised, writes pass again; lowered below the state only with --force, growth is then refused and deletes pass', async () => {
     const env = { ...process.env, OMNI_ADDR: c.nodes.get('n2')!.apiUrl, OMNI_TOKEN: c.adminToken, OMNI_CONFIG: '/nonexistent/omni.json' };
     const omni = (...args: string[]) => run('bin/omni', args, { env, timeout: 60_000 });
     interface QuotaView { stateBytes: number; maxStateBytes: number; alarm: boolean; previousMaxStateBytes?: number }
@@ -95,8 +95,13 @@ describe('state quota (issue 9)', () => {
     expect(((await status(c, 'n1')) as unknown as { healthReasons: string[] }).healthReasons.join('\n')).not.toMatch(/QUOTA_EXCEEDED/);
     for (let k = 0; k < 5; k++) expect(await putCode(k % 2 === 0 ? 'n1' : 'n2', `raised/${k}`)).toBe('OK');
 
-    // Lowered below what the state holds: allowed, said, and growth refused; deletes still pass.
-    const lowered = JSON.parse((await omni('quota', 'set', '64k', '--json')).stdout) as QuotaView;
+    // Lowered below what the state holds: refused without --force (exit 1, the reason said);
+    // with it, set, said, and growth refused; deletes still pass.
+    const unforced = await omni('quota', 'set', '64k').then(() => undefined, (err: { code: number; stderr: string }) => err);
+    expect(unforced?.code).toBe(1);
+    expect(unforced?.stderr).toMatch(/the state holds \d+ bytes, more than a quota of 65536.*--force/);
+    expect((await status(c, 'n1')).maxStateBytes).toBe(2 * QUOTA_BYTES);
+    const lowered = JSON.parse((await omni('quota', 'set', '64k', '--force', '--json')).stdout) as QuotaView;
     expect(lowered).toMatchObject({ maxStateBytes: 64 * 1024, previousMaxStateBytes: 2 * QUOTA_BYTES, alarm: true });
     expect(lowered.stateBytes).toBeGreaterThan(64 * 1024);
     await waitFor('n1 applies the lower quota', async () => ((await status(c, 'n1')).maxStateBytes === 64 * 1024 ? true : undefined), 10_000);
@@ -109,7 +114,7 @@ describe('state quota (issue 9)', () => {
     const usage = await omni('quota', 'set', '1.5').then(() => undefined, (err: { code: number; stderr: string }) => err);
     expect(usage?.code).toBe(2);
     expect(usage?.stderr).toMatch(/SIZE must be a size such as 4GiB/);
-    for (const body of [{ maxStateBytes: 1 }, { maxStateBytes: '4GiB' }, { quota: 1 }]) {
+    for (const body of [{ maxStateBytes: 1 }, { maxStateBytes: '4GiB' }, { quota: 1 }, { maxStateBytes: 1 << 20, force: 'yes' }]) {
       const r = await apiCall<{ error: { code: string; message: string } }>(c, 'n1', 'PUT', '/v1/quota', body);
       expect(r.status).toBe(400);
     }

@@ -70,4 +70,18 @@ describe('PUT /v1/quota', () => {
     }
     expect(proposed).toHaveLength(1);
   });
+
+  it('refuses a quota below what the state holds unless forced', async () => {
+    const { state, proposed, call } = await serve(SCHEMA_QUOTA_SET);
+    for (let i = 0; i < 40; i++) state.apply(state.appliedIndex + 1, encodeCommand({ type: 'kv.put', key: `k${i}`, value: 'v'.repeat(2000) }));
+    expect(state.sizeBytes).toBeGreaterThan(70_000);
+    const refused = await call('PUT', { maxStateBytes: 65_536 });
+    expect(refused.status).toBe(409);
+    expect(JSON.stringify(refused.body)).toMatch(/more than a quota of 65536/);
+    expect(proposed).toEqual([]);
+    const forced = await call('PUT', { maxStateBytes: 65_536, force: true });
+    expect(forced.status).toBe(200);
+    expect(forced.body).toMatchObject({ maxStateBytes: 65_536, alarm: true });
+    expect(proposed).toEqual([{ type: 'config.set', voterTarget: 3, maxStateBytes: 65_536 }]);
+  });
 });

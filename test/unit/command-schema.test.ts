@@ -2,7 +2,7 @@
 // the log while a member could not read it, and an omnid older than the cluster cannot join.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { COMMAND_SCHEMA, SCHEMA_NODE_DRIVERS, clusterSchema, readSchema, resourcesForSchema } from '../../protocol/cluster/schema.js';
+import { COMMAND_SCHEMA, SCHEMA_NODE_DRIVERS, SCHEMA_QUOTA_SET, clusterSchema, readSchema, resourcesForSchema } from '../../protocol/cluster/schema.js';
 import { Membership, type MembershipDeps } from '../../node/cluster/membership.js';
 import type { Command } from '../../protocol/cluster/state.js';
 
@@ -31,7 +31,7 @@ describe('clusterSchema', () => {
 describe('join: the leader gates on the schema', () => {
   const TOKEN = 'OMNIJ1.test-join-token';
   const proposed: Command[] = [];
-  const deps = (schema: number, initialising = false): MembershipDeps =>
+  const deps = (schema: number, initialising = false, minSchema?: number): MembershipDeps =>
     ({
       id: 'leader',
       log: { info: () => undefined, warn: () => undefined, debug: () => undefined, error: () => undefined },
@@ -39,7 +39,7 @@ describe('join: the leader gates on the schema', () => {
         isLeader: true,
         leader: 'leader',
         raft: { voters: new Set(['leader']), learners: new Set() },
-        state: { tokens: () => [{ id: 't', role: 'join', name: 'j', hash: createHash('sha256').update(TOKEN).digest('hex') }], node: () => undefined, nodes: () => [] },
+        state: { tokens: () => [{ id: 't', role: 'join', name: 'j', hash: createHash('sha256').update(TOKEN).digest('hex') }], node: () => undefined, nodes: () => [], config: () => ({ clusterId: 'c1', voterTarget: 3, rootNodeId: '', rootRetired: false, ephemeralRoot: false, ...(minSchema !== undefined ? { minSchema } : {}) }) },
       },
       writes: {
         proposeAsOnLeader: async (_p: unknown, c: Command) => (proposed.push(c), { ok: true }),
@@ -55,6 +55,13 @@ describe('join: the leader gates on the schema', () => {
   it('refuses an omnid that speaks an older schema than the members, with a clear message', async () => {
     await expect(new Membership(deps(2)).handleJoin({ token: TOKEN, node }, 'joiner')).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringContaining('speak command schema 2 and the joining omnid speaks 1') });
     await expect(new Membership(deps(2)).handleJoin({ token: TOKEN, node, schema: 2 }, 'joiner')).resolves.toMatchObject({ clusterId: 'c1' });
+  });
+
+  it('refuses an omnid below the replicated floor even while a silent member makes the heard schema 1 (a quota change is in the log)', async () => {
+    proposed.length = 0;
+    await expect(new Membership(deps(1, false, SCHEMA_QUOTA_SET)).handleJoin({ token: TOKEN, node, schema: SCHEMA_QUOTA_SET - 1 }, 'joiner')).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringContaining(`speak command schema ${SCHEMA_QUOTA_SET} and the joining omnid speaks ${SCHEMA_QUOTA_SET - 1}`) });
+    expect(proposed).toEqual([]);
+    await expect(new Membership(deps(1, false, SCHEMA_QUOTA_SET)).handleJoin({ token: TOKEN, node, schema: SCHEMA_QUOTA_SET }, 'joiner')).resolves.toMatchObject({ clusterId: 'c1' });
   });
 
   it('a root still creating the cluster answers UNAVAILABLE (the joiner retries), not a refusal, and proposes nothing', async () => {

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ClusterState, DEFAULT_MAX_STATE_BYTES, MAX_STATE_BYTES, MAX_MAX_STATE_BYTES, MIN_MAX_STATE_BYTES, STATE_RESERVE_BYTES, type Command } from '../../protocol/cluster/state.js';
 import { growthBytes, limitBytes, quotaBytes, quotaRefusal } from '../../protocol/cluster/quota.js';
 import { encodeCommand } from '../../protocol/cluster/state.js';
+import { SCHEMA_QUOTA_SET } from '../../protocol/cluster/schema.js';
 
 const enc = (c: Command) => new TextEncoder().encode(JSON.stringify(c));
 const INIT: Command = { type: 'cluster.init', clusterId: 'c1', voterTarget: 3, rootNodeId: 'n1', ephemeralRoot: false };
@@ -88,7 +89,7 @@ describe('the replicated quota setting', () => {
       expect(quotaBytes(s.config())).toBe(300_000);
       // Without the field only the voter target changes.
       expect(s.apply(3, encode({ type: 'config.set', voterTarget: 5 })).ok).toBe(true);
-      expect(s.config()).toMatchObject({ voterTarget: 5, maxStateBytes: 300_000 });
+      expect(s.config()).toMatchObject({ voterTarget: 5, maxStateBytes: 300_000, minSchema: SCHEMA_QUOTA_SET });
       for (const bad of [MIN_MAX_STATE_BYTES - 1, MAX_MAX_STATE_BYTES + 1]) {
         const r = s.apply(s.appliedIndex + 1, enc({ type: 'config.set', voterTarget: 3, maxStateBytes: bad } as Command));
         expect(r.ok).toBe(false);
@@ -97,11 +98,15 @@ describe('the replicated quota setting', () => {
       expect(s.config()).toMatchObject({ voterTarget: 5, maxStateBytes: 300_000 });
       expect(quotaBytes(ClusterState.restore(s.snapshot()).config())).toBe(300_000);
       expect(quotaBytes(ClusterState.fromRows(s.appliedIndex, [...s.rows()]).config())).toBe(300_000);
+      expect(ClusterState.fromRows(s.appliedIndex, [...s.rows()]).config().minSchema).toBe(SCHEMA_QUOTA_SET);
+      expect(ClusterState.restore(s.snapshot()).config().minSchema).toBe(SCHEMA_QUOTA_SET);
     }
-    // A malformed field refuses the entry (no replica silently drops it).
+    // A voter target alone raises no floor; a malformed field refuses the entry (no replica silently drops it).
     const s = new ClusterState();
     s.apply(1, enc(INIT));
-    const r = s.apply(2, new TextEncoder().encode(JSON.stringify({ type: 'config.set', voterTarget: 3, maxStateBytes: '4GiB' })));
+    expect(s.apply(2, enc({ type: 'config.set', voterTarget: 3 })).ok).toBe(true);
+    expect(s.config()).not.toHaveProperty('minSchema');
+    const r = s.apply(3, new TextEncoder().encode(JSON.stringify({ type: 'config.set', voterTarget: 3, maxStateBytes: '4GiB' })));
     expect(r.ok ? '' : r.error.code).toBe('INVALID_COMMAND');
     expect(quotaBytes(s.config())).toBe(DEFAULT_MAX_STATE_BYTES);
   });

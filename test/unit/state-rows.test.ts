@@ -12,7 +12,7 @@ import { RaftNode } from '../../node/raft/raft-node.js';
 import { silentLogger } from '../../node/logger.js';
 import { bootstrapState } from '../../protocol/raft/raft.js';
 import { waitFor } from '../../node/local-cluster.js';
-import type { Entry } from '../../protocol/raft/types.js';
+import { EntryType, type Entry } from '../../protocol/raft/types.js';
 
 const dirs: string[] = [];
 const nodes: RaftNode[] = [];
@@ -313,6 +313,21 @@ describe('rows of the format before pages (one k/ row per kv key)', () => {
 });
 
 describe('a start refuses a store it cannot trust', () => {
+  it('a stored log tail whose term disagrees with the snapshot: STORAGE_CORRUPT, not a crash', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-tail-term-'));
+    dirs.push(dir);
+    const storage = await RaftStorage.open(dir);
+    await storage.saveState(new Map([['cfg', '{"clusterId":"","ephemeralRoot":false,"rootNodeId":"","rootRetired":false,"voterTarget":3}']]), 4, true);
+    const log: Entry[] = [1, 2, 3, 4, 5].map((index) => ({ term: 1, index, type: EntryType.Normal, data: new Uint8Array(0) }));
+    await storage.save({ hardState: { term: 2, vote: '', commit: 4 }, entries: log }, true);
+    // The snapshot says index 4 has term 2; the tail kept with it has term 1 there.
+    await storage.saveSnapshot({ meta: { index: 4, term: 2, conf: { voters: ['solo'], learners: [] } }, data: new TextEncoder().encode('{"format":"omni.state-in-rows","version":1}') }, 2);
+    const err = await RaftNode.open({ id: 'solo', storage, send: () => undefined, log: silentLogger }).then(() => undefined, (e: Error & { code?: string }) => e);
+    await storage.close();
+    expect(err?.code).toBe('STORAGE_CORRUPT');
+    expect(err?.message).toMatch(/the stored log does not hold together: restored entry 4 has term 1, the snapshot at that index term 2/);
+  });
+
   it('state rows behind the start of the log (entries in between lost), and rows that do not hold', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'omni-rows-behind-'));
     dirs.push(dir);
