@@ -1,5 +1,5 @@
 // omni status: leader, term, commit index, voters and health of the cluster.
-import { parse, printJson, UsageError } from '../common.js';
+import { formatBytes, parse, printJson, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 
 const USAGE = `usage: omni status [flags]
@@ -62,6 +62,7 @@ export function formatStatus(s: StatusView): string {
     `voters        ${s.voters.join(', ')} (target ${s.voterTarget})`,
     `non-voters    ${s.nonVoters.length > 0 ? s.nonVoters.join(', ') : '-'}`,
     `root node     ${rootLine}`,
+    ...(s.stateBytes !== undefined && s.maxStateBytes ? [`state         ${formatBytes(s.stateBytes)} of its ${formatBytes(s.maxStateBytes)} quota (${((100 * s.stateBytes) / s.maxStateBytes).toFixed(1)}%; omni quota)`] : []),
     `answered by   ${s.node} (${s.role})`,
     '',
   ].join('\n');
