@@ -15,8 +15,11 @@
 // A broken stream is retried with backoff and resumes after the last row the receiver has
 // written; an attempt is abandoned when nothing moves for `progressTimeoutMs` (no ack, no frame,
 // no row from the source), never on a total time. The checksum covers the whole transfer across
-// resumed streams: both sides keep the running hash in memory at every chunk boundary, so a resume
-// needs both processes to have lived through the break (a receiver that restarted starts over).
+// resumed streams: both sides keep the running hash in memory at every chunk boundary. A receiver
+// that restarted has lost its hash but not its rows: it recomputes the hash from the rows it holds
+// (SnapshotSink.stagedRows, read back in order) and resumes too — re-reading what is on its own
+// disk costs far less than receiving it again. A sender that restarted has a new view: it starts
+// over.
 // sendSnapshot never throws: it resolves 'finish' or 'failure', for raft.reportSnapshot.
 import { createHash, type Hash } from 'node:crypto';
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
@@ -64,6 +67,12 @@ export interface SnapshotSink {
   complete(from: string, id: string, rowCount: number): Promise<void>;
   /** Drop what was received of (from, id). May be called when nothing of it was written. */
   abort(from: string, id: string): Promise<void>;
+  /**
+   * The rows durably received for (from, id) so far, in the order they came, as they came (a
+   * receiver that restarted recomputes its checksum from them to resume). Optional: without it a
+   * restarted receiver starts over.
+   */
+  stagedRows?(from: string, id: string, signal: AbortSignal): AsyncIterable<[key: Uint8Array, value: Uint8Array]>;
 }
 
 /** What sendSnapshot resolves to: raft.reportSnapshot(peer, result === 'finish' ? Finish : Failure). */
@@ -187,7 +196,7 @@ export class SnapshotStream {
   private handling: { onComplete: SnapshotCompleteHandler; sink: SnapshotSink } | undefined;
 
   /** Counters for logs and tests. */
-  readonly stats = { sent: 0, sendFailures: 0, attemptsRetried: 0, resumedSends: 0, received: 0, refusedInbound: 0, resumedReceives: 0 };
+  readonly stats = { sent: 0, sendFailures: 0, attemptsRetried: 0, resumedSends: 0, received: 0, refusedInbound: 0, resumedReceives: 0, checksumsRebuilt: 0 };
 
   constructor(opts: SnapshotStreamOptions) {
     this.opts = opts;
@@ -499,6 +508,11 @@ export class SnapshotStream {
         partial = undefined;
       }
       const durable = await sinkCall('resumeAfter', () => sink.resumeAfter(from, offer.id));
+      if (partial === undefined && durable !== undefined && sink.stagedRows) {
+        // Rows left by this node before a restart: their checksum, recomputed from them.
+        partial = await sinkCall('stagedRows', () => this.rebuildPartial(sink, from, offer.id, durable));
+        if (partial) this.remember(from, partial);
+      }
       const canResume = partial !== undefined && durable !== undefined && keysEqual(partial.afterKey, durable);
       await sendFrame(stream, encodeSnapshotFrame(canResume ? { kind: 'accept', resume: true, afterKey: partial!.afterKey, rowCount: partial!.rowCount } : { kind: 'accept', resume: false, afterKey: new Uint8Array(0), rowCount: 0 }));
       const begin = await next(['begin']);
@@ -565,6 +579,32 @@ export class SnapshotStream {
       watchdog.stop();
       await frames.return?.(undefined).catch(() => undefined);
     }
+  }
+
+  /**
+   * The resume state of (from, id) from the rows the sink holds: their count and running checksum,
+   * if they end at `durable` in strictly ascending order (undefined otherwise: start over).
+   */
+  private async rebuildPartial(sink: SnapshotSink, from: string, id: string, durable: Uint8Array): Promise<ResumablePartial | undefined> {
+    const hash = createHash('sha256');
+    let rowCount = 0;
+    let last: Uint8Array | undefined;
+    try {
+      for await (const [key, value] of sink.stagedRows!(from, id, this.stopper.signal)) {
+        if (last !== undefined && compareKeys(key, last) <= 0) return undefined;
+        updateChecksum(hash, key, value);
+        last = key;
+        rowCount++;
+      }
+    } catch (err) {
+      if (this.stopper.signal.aborted) throw err;
+      this.opts.log.warn(`snapshot ${id.slice(0, 64)} from ${from}: the rows held cannot be read back (${(err as Error).message}); starting over`);
+      return undefined;
+    }
+    if (last === undefined || !keysEqual(last, durable)) return undefined;
+    this.stats.checksumsRebuilt++;
+    this.opts.log.info(`snapshot ${id.slice(0, 64)} from ${from}: resuming after a restart from the ${rowCount} rows held`);
+    return { id, afterKey: last, rowCount, hash };
   }
 
   private checkHeader(header: Uint8Array, from: string): void {

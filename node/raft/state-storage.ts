@@ -238,7 +238,25 @@ export class StateStorage {
         const st = await this.stage();
         if (st && st.from === from && st.id === id) await this.stageStart('', '');
       },
+      stagedRows: (from, id, signal) => this.stagedRows(from, id, signal),
     };
+  }
+
+  /** The rows staged so far for (from, id), as they came and in the order they came (key order). */
+  private async *stagedRows(from: string, id: string, signal: AbortSignal): AsyncIterable<[Uint8Array, Uint8Array]> {
+    const st = await this.stage();
+    if (!st || st.from !== from || st.id !== id || st.complete) return;
+    const g = other(this.gen);
+    const p = prefixOf(g);
+    try {
+      for await (const [key, sealed] of this.db().iterator({ gte: p, lt: endOf(g) })) {
+        signal.throwIfAborted();
+        yield [UTF8.encode(key.slice(p.length)), unsealOrCorrupt(key, sealed, this.dir)];
+      }
+    } catch (err) {
+      if (signal.aborted) throw err;
+      throw levelError(err, this.dir, 'reading a staged snapshot');
+    }
   }
 
   /**
@@ -292,8 +310,9 @@ export class StateStorage {
     const rec: StageRecord = { from, id, lastKey: rows[rows.length - 1][0] };
     batch.put(STAGE_KEY, sealRecord(STAGE_KEY, UTF8.encode(JSON.stringify(rec))));
     // Not synced: the rows and the position go in one batch, so a crash of the machine loses at
-    // most the last chunks, never a chunk in part; the stream starts over after a restart anyway
-    // (its checksum state is in memory). stageDone's synced write makes every chunk durable.
+    // most the last chunks, never a chunk in part (a process that is killed loses nothing: the
+    // batch is in the OS's hands); after a restart the stream resumes from the rows held, their
+    // checksum recomputed from them (stagedRows). stageDone's synced write makes every chunk durable.
     await batch.write({ sync: false });
   }
 

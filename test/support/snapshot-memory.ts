@@ -104,4 +104,12 @@ export class MemorySink implements SnapshotSink {
     this.aborted.push({ from, id });
     this.transfers.delete(this.key(from, id));
   }
+
+  async *stagedRows(from: string, id: string, signal: AbortSignal): AsyncIterable<Row> {
+    this.calls.push('stagedRows');
+    for (const row of [...(this.transfers.get(this.key(from, id))?.rows ?? [])]) {
+      signal.throwIfAborted();
+      yield row;
+    }
+  }
 }

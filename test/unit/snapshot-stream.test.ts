@@ -280,15 +280,54 @@ describe('snapshot stream between two libp2p hosts', () => {
     expectAllRows(sink.transfer(a.peerId.toString(), 'slow').rows, rows);
   });
 
-  it('starts over, dropping the partial rows, when the receiver lost its resume state (a restart)', async () => {
-    const { sender, sink, completions } = await pair();
+  it('a receiver that restarts mid-transfer resumes from the rows it holds, their checksum recomputed from them', async () => {
+    const { sender, receiver, sink, completions } = await pair();
     const from = a.peerId.toString();
-    // Rows left durable by a receiver process that has since restarted: no checksum state for them.
+    const source = new MemorySource('snap-restart', data);
+    let restarted: SnapshotStream | undefined;
+    const done: { from: string; header: Uint8Array }[] = [];
+    sink.onWrite = (n) => {
+      if (n !== 12) return;
+      // The receiving process stops (its streams cut, its in-memory checksum gone) and a new one
+      // starts on the same host with the same durable rows.
+      setTimeout(() => {
+        void (async () => {
+          await receiver.stop();
+          restarted = new SnapshotStream({ host: b, log: silentLogger });
+          await restarted.handle((f, header) => done.push({ from: f, header }), sink);
+          cleanups.push(() => restarted!.stop());
+        })();
+      }, 0);
+    };
+
+    expect(await sender.sendSnapshot(b.peerId, snapHeader(from, b.peerId.toString()), source, AbortSignal.timeout(100_000))).toBe('finish');
+
+    expect(restarted!.stats.checksumsRebuilt).toBe(1);
+    expect(restarted!.stats.resumedReceives).toBe(1);
+    expect(sink.aborted).toEqual([]);
+    const got = sink.transfer(from, 'snap-restart');
+    expect(got.duplicates).toBe(0);
+    expectAllRows(got.rows, data);
+    // Read twice: from the start, then after the last row the restarted receiver held.
+    expect(source.reads).toHaveLength(2);
+    expect(source.reads[0]).toBeUndefined();
+    expect(sameBytes(source.reads[1], sink.resumeAnswers.at(-1))).toBe(true);
+    expect(completions).toHaveLength(0);
+    expect(done).toHaveLength(1);
+  });
+
+  it('starts over, dropping the partial rows, when the sender has no state for them (a new sender, or one that restarted)', async () => {
+    const { sender, receiver, sink, completions } = await pair();
+    const from = a.peerId.toString();
+    // Rows left durable before a restart: the receiver recomputes their checksum and offers to
+    // resume, but this sender holds no state for the view, so it begins from the first row.
     await sink.write(from, 'snap-r', data.slice(0, 500));
     const source = new MemorySource('snap-r', data);
 
     expect(await sender.sendSnapshot(b.peerId, snapHeader(from, b.peerId.toString()), source, AbortSignal.timeout(100_000))).toBe('finish');
 
+    expect(receiver.stats.checksumsRebuilt).toBe(1);
+    expect(receiver.stats.resumedReceives).toBe(0);
     expect(sink.aborted).toEqual([{ from, id: 'snap-r' }]);
     expect(source.reads).toEqual([undefined]);
     const got = sink.transfer(from, 'snap-r');
