@@ -87,6 +87,25 @@ describe('StateStorage', () => {
     expect((await third.loadState())!.rows.map(([k]) => k)).toEqual(['cfg', 'k/a', 'k/b', 'k/c']);
   });
 
+  it('a second install flips back to the first generation, and the node opens again after it (its empty generation name is sealed readably)', async () => {
+    const s = await storage();
+    await s.saveState(new Map([['k/0', 'zero']]), 2, true);
+    for (const [id, applied] of [['one', 10], ['two', 20]] as const) {
+      const sink = s.snapshotSink();
+      await sink.resumeAfter('leader', id);
+      await sink.write('leader', id, bytesRows([[APPLIED_ROW, String(applied)], ['k/x', id]]));
+      await sink.complete('leader', id, 2);
+      expect(await s.installStagedState('leader', id)).toBe(applied);
+    }
+    // Generation '' is live again: its record holds the empty name. Before the fix its seal
+    // carried CRC 0 and the reopen below failed with STORAGE_CORRUPT ("stored record sg fails
+    // its checksum"), as a soak with kill -9 found.
+    await s.close();
+    open.length = 0;
+    const again = await storage(s.dir);
+    expect(await again.loadState()).toEqual({ appliedIndex: 20, rows: [['k/x', 'two']] });
+  });
+
   it('a different transfer starts over; installing what is not completely staged is refused', async () => {
     const s = await storage();
     await s.saveState(new Map([['k/live', '1']]), 3, true);
