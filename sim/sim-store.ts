@@ -4,7 +4,7 @@
 // happen. At start the store checks its log against the hard-state witness as RaftStorage does.
 import type { PersistedState } from '../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
-import type { RaftStore, StateRowsPart, StoredState, StreamedState } from '../node/raft/raft-store.js';
+import { badCompactedTo, type RaftStore, type StateRowsPart, type StoredState, type StreamedState } from '../node/raft/raft-store.js';
 import type { StateView } from '../node/raft/state-storage.js';
 import { staleHardState } from '../node/raft/hard-state-witness.js';
 import { StorageCorruptError } from '../node/raft/storage-integrity.js';
@@ -63,7 +63,8 @@ export class SimStore implements RaftStore {
 
   saveSnapshot(s: Snapshot, compactedTo: number): Promise<void> {
     if (!this.io.alive()) return DEAD;
-    if (!(Number.isSafeInteger(compactedTo) && compactedTo >= 0 && compactedTo <= s.meta.index)) return Promise.reject(new RangeError(`saveSnapshot: compactedTo ${compactedTo} must be within [0, ${s.meta.index}]`));
+    const bad = badCompactedTo(s, compactedTo);
+    if (bad) return Promise.reject(bad);
     this.disk.write({ snapshot: { snapshot: s, replaceLog: false, compactedTo }, entries: [] }, false, this.io.nowMs());
     return this.complete(true);
   }

@@ -17,7 +17,7 @@ import { SELF, adminCaller, type Caller } from '../cluster/caller.js';
 import { quotaBytes } from '../../protocol/cluster/quota.js';
 import { MAX_MAX_STATE_BYTES, MIN_MAX_STATE_BYTES, STATE_RESERVE_BYTES } from '../../protocol/cluster/state.js';
 import { SCHEMA_QUOTA_SET } from '../../protocol/cluster/schema.js';
-import { assessHealth, QUOTA_ALARM_SHARE, type HealthReport } from '../../protocol/cluster/health.js';
+import { assessHealth, quotaAlarmAtBytes, type HealthReport } from '../../protocol/cluster/health.js';
 import { FreshTokens } from './fresh-tokens.js';
 import type { Logger } from '../logger.js';
 import { apiUrlFor, type ApiTls } from './tls.js';
@@ -363,7 +363,7 @@ export class ApiServer {
   private quota(): Record<string, unknown> {
     const state = this.d.raft.state;
     const maxStateBytes = quotaBytes(state.config());
-    const alarmAtBytes = Math.floor(maxStateBytes * QUOTA_ALARM_SHARE);
+    const alarmAtBytes = quotaAlarmAtBytes(maxStateBytes);
     return { stateBytes: state.sizeBytes, maxStateBytes, alarmAtBytes, alarm: state.sizeBytes >= alarmAtBytes, reserveBytes: STATE_RESERVE_BYTES };
   }
 

@@ -18,6 +18,7 @@ import { NONE, ConfChangeType, EntryType, MessageType, Role, type ConfChange, ty
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
+import { RaftRestoreError } from '../../protocol/raft/errors.js';
 import { ClusterState, StateRestoreError, needsValues, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
 import type { RaftStore, StreamedState } from './raft-store.js';
 import type { StateView } from './state-storage.js';
@@ -225,7 +226,6 @@ export class RaftNode {
   private noSpaceTimer: TimerHandle | undefined;
   /** A campaign due because the leader's connection closed (peerDisconnected). */
   private lostLeaderTimer: TimerHandle | undefined;
-  /** A local compaction already made in memory whose write failed (full disk). */
   /** A compaction whose write failed (full disk): its snapshot and the index the log was compacted to. */
   private unsavedCompaction: { snap: Snapshot; compactedTo: number } | undefined;
   /** State rows changed by applied entries and not written yet (null: deleted). */
@@ -300,7 +300,7 @@ export class RaftNode {
     } catch (err) {
       // A stored log that does not hold together (a tail whose term disagrees with the snapshot,
       // a commit past the last entry) is damaged storage, said as such, not a crash.
-      if (/^restored /.test((err as Error).message)) throw new StorageCorruptError(`the stored log does not hold together: ${(err as Error).message}`, opts.storage.dir);
+      if (err instanceof RaftRestoreError) throw new StorageCorruptError(`the stored log does not hold together: ${err.message}`, opts.storage.dir);
       throw err;
     }
     return new RaftNode(opts, raft, state, persisted.snapshot?.meta.index ?? 0);

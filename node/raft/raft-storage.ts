@@ -6,7 +6,7 @@
 // checked before LevelDB replays them, every value carries a checksum over its key and bytes,
 // and a second copy of the hard state (node/raft/hard-state-witness.ts) proves that LevelDB did not
 // lose a synced term or vote. Anything wrong is a StorageCorruptError (STORAGE_CORRUPT).
-import type { RaftStore, StateRowsPart, StoredState, StreamedState } from './raft-store.js';
+import { badCompactedTo, type RaftStore, type StateRowsPart, type StoredState, type StreamedState } from './raft-store.js';
 import { StateStorage, type StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
 import { Level } from 'level';
@@ -201,7 +201,8 @@ export class RaftStorage implements RaftStore {
 
   /** After a local compaction: keep the snapshot, drop the entries up to `compactedTo`, keep the tail after it. */
   async saveSnapshot(s: Snapshot, compactedTo: number): Promise<void> {
-    if (!(Number.isSafeInteger(compactedTo) && compactedTo >= 0 && compactedTo <= s.meta.index)) throw new RangeError(`saveSnapshot: compactedTo ${compactedTo} must be within [0, ${s.meta.index}]`);
+    const bad = badCompactedTo(s, compactedTo);
+    if (bad) throw bad;
     const batch = this.db.batch();
     batch.put(SNAPSHOT_KEY, sealRecord(SNAPSHOT_KEY, encodeSnapshot(s)));
     await this.deleteRange(batch, 0, compactedTo);

@@ -57,3 +57,9 @@ export interface RaftStore {
   /** Opens the store again after a failed write (LevelDB refuses writes after one failed). */
   reopen(): Promise<void>;
 }
+
+/** Why `compactedTo` cannot go with snapshot `s` in saveSnapshot (it must be within [0, its index]); undefined: it can. */
+export function badCompactedTo(s: Snapshot, compactedTo: number): RangeError | undefined {
+  if (Number.isSafeInteger(compactedTo) && compactedTo >= 0 && compactedTo <= s.meta.index) return undefined;
+  return new RangeError(`saveSnapshot: compactedTo ${compactedTo} must be within [0, ${s.meta.index}]`);
+}

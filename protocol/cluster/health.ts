@@ -37,6 +37,11 @@ export interface HealthInput {
 /** Share of the state quota at which the QUOTA_EXCEEDED alarm is raised (writes soon refused). */
 export const QUOTA_ALARM_SHARE = 0.95;
 
+/** The state's size, in bytes, from which the QUOTA_EXCEEDED alarm is raised for `quotaBytes`. */
+export function quotaAlarmAtBytes(quotaBytes: number): number {
+  return Math.ceil(quotaBytes * QUOTA_ALARM_SHARE);
+}
+
 export function assessHealth(h: HealthInput): HealthReport {
   const byId = new Map(h.nodes.map((n) => [n.id, n]));
   const name = (id: string) => byId.get(id)?.name ?? id;
@@ -60,7 +65,7 @@ export function assessHealth(h: HealthInput): HealthReport {
       const missing = h.voterTarget - h.voters.length;
       reasons.push(`${h.voters.length} of ${h.voterTarget} target voters: join ${missing} more host${missing === 1 ? '' : 's'} (or make a non-voter eligible) to tolerate a failure`);
     }
-    if (h.stateBytes !== undefined && h.quotaBytes !== undefined && h.stateBytes >= h.quotaBytes * QUOTA_ALARM_SHARE) {
+    if (h.stateBytes !== undefined && h.quotaBytes !== undefined && h.stateBytes >= quotaAlarmAtBytes(h.quotaBytes)) {
       const mib = (n: number) => (n / 2 ** 20).toFixed(1);
       reasons.push(`QUOTA_EXCEEDED alarm: the replicated state holds ${mib(h.stateBytes)} MiB of its ${mib(h.quotaBytes)} MiB quota; writes that grow it are refused — delete keys or apps, or raise the quota (omni quota set SIZE)`);
     }

@@ -10,3 +10,15 @@ export class RaftInvariantError extends Error {
 export function invariant(condition: unknown, message: string): asserts condition {
   if (!condition) throw new RaftInvariantError(message);
 }
+
+/** A persisted state handed to the core that does not hold together: damaged storage, not a core bug. */
+export class RaftRestoreError extends RaftInvariantError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RaftRestoreError';
+  }
+}
+
+export function restoreInvariant(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new RaftRestoreError(message);
+}

@@ -11,7 +11,7 @@
 // up from the log instead of receiving a whole snapshot. The entries held start right after
 // a marker (index, term): the snapshot's own when there is no tail, else the last entry dropped.
 
-import { invariant } from './errors.js';
+import { invariant, restoreInvariant } from './errors.js';
 import type { ConfState, Entry, Snapshot } from './types.js';
 import { EMPTY_BYTES } from './types.js';
 
@@ -52,18 +52,18 @@ export class RaftLog {
     this.snapshot = snapshot;
     const snapIndex = snapshot.meta.index;
     for (let i = 1; i < entries.length; i++) {
-      invariant(entries[i].index === entries[0].index + i, `restored log is not contiguous at ${entries[i].index}`);
+      restoreInvariant(entries[i].index === entries[0].index + i, `restored log is not contiguous at ${entries[i].index}`);
     }
     let ents = entries;
     if (ents.length > 0) {
       const first = ents[0].index;
       const last = ents[ents.length - 1].index;
-      invariant(first >= 1 && first <= snapIndex + 1, `restored log starts at ${first}, after snapshot index ${snapIndex} + 1`);
+      restoreInvariant(first >= 1 && first <= snapIndex + 1, `restored log starts at ${first}, after snapshot index ${snapIndex} + 1`);
       if (last < snapIndex) ents = []; // all covered by the snapshot
       else if (first <= snapIndex) {
         if (snapIndex > 0) {
           const atSnap = ents[snapIndex - first];
-          invariant(atSnap.term === snapshot.meta.term, `restored entry ${snapIndex} has term ${atSnap.term}, the snapshot at that index term ${snapshot.meta.term}`);
+          restoreInvariant(atSnap.term === snapshot.meta.term, `restored entry ${snapIndex} has term ${atSnap.term}, the snapshot at that index term ${snapshot.meta.term}`);
         }
       }
     }
@@ -80,7 +80,7 @@ export class RaftLog {
     for (const e of this.entries) this.bytes += entrySizeBytes(e);
     this.persisted = this.lastIndex();
     this.unstableFrom = this.lastIndex() + 1;
-    invariant(commit <= this.lastIndex(), `restored commit ${commit} beyond last index ${this.lastIndex()}`);
+    restoreInvariant(commit <= this.lastIndex(), `restored commit ${commit} beyond last index ${this.lastIndex()}`);
     this.committed = Math.max(commit, snapIndex);
     invariant(
       Number.isSafeInteger(applied) && applied >= snapIndex && applied <= this.committed,
