@@ -60,7 +60,7 @@ import { createDrivers, DockerDriver, type ForgeBuildParts } from './apps/driver
 import { NodeMetrics } from './metrics/node-metrics.js';
 import { registerMetricsRoute } from './metrics/metrics-route.js';
 import { quotaBytes } from '../protocol/cluster/quota.js';
-import { SCHEMA_NODE_DRIVERS, clusterSchema } from '../protocol/cluster/schema.js';
+import { SCHEMA_NODE_DRIVERS, SCHEMA_RECORDS, clusterSchema } from '../protocol/cluster/schema.js';
 import type { DriverSet, TaskDriver } from './apps/drivers/types.js';
 import { nodeBuildParts } from './forge/node-build-parts.js';
 import { Mesh } from './net/mesh.js';
@@ -237,6 +237,7 @@ export class Omnid {
         forwardConf: (leader, params) => this.rpc.call<ApplyResult>(leader, 'conf', params),
       },
       isStopping: () => this.stopping,
+      recordsInCommands: () => this.clusterSchema() >= SCHEMA_RECORDS,
     });
     this.membership = new Membership({
       id: this.id,

@@ -565,9 +565,15 @@ message TokenRevokeCommand {
   string id = 1;
 }
 
+// content: the value's UTF-8 text, or (keys under apps/, tasks/, taskstatus/, from command
+// schema 4) the record it is, in protobuf (AppRec, TaskRec or TaskStatusRec, as the key's prefix
+// says): replicas read it as the record's JSON text (protocol/apps/record-codec.ts).
 message KvPutCommand {
   string key = 1;
-  bytes value = 2;
+  oneof content {
+    bytes value = 2;
+    bytes record = 4;
+  }
   optional uint64 expected_version = 3;
 }
 
@@ -585,9 +591,13 @@ message KvCompare {
   }
 }
 
+// content as in KvPutCommand.
 message KvTxnPut {
   string key = 1;
-  bytes value = 2;
+  oneof content {
+    bytes value = 2;
+    bytes record = 3;
+  }
 }
 
 message KvTxnDelete {
@@ -621,6 +631,199 @@ message Command {
     KvPutCommand kv_put = 10;
     KvDeleteCommand kv_delete = 11;
     KvTxnCommand kv_txn = 12;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Records of the apps' tables (protocol/apps/model.ts, codec in protocol/apps/record-codec.ts),
+// kept in state rows r/<kv key> of their own (protocol/cluster/state.ts). Field order is the
+// order of the record's JSON rendering; optional and message fields render only when present.
+// Enumerations are kept as their names (strings), as the JSON records have them; times in
+// milliseconds (*_ms) as double, as a JavaScript clock may give them.
+// ---------------------------------------------------------------------------
+
+message RecInts {
+  repeated sint64 values = 1;
+}
+
+message RecStrings {
+  repeated string values = 1;
+}
+
+// A number or null (JSON's exitCode: null).
+message RecNullableInt {
+  optional sint64 value = 1;
+}
+
+message AppDeployRec {
+  string status = 1;
+  int64 from_version = 2;
+  double started_at_ms = 3;
+  string message = 4;
+}
+
+message AppEventRec {
+  double at_ms = 1;
+  string message = 2;
+}
+
+message TaskFailureRec {
+  string node_id = 1;
+  string node = 2;
+  string cause = 3;
+  double at_ms = 4;
+}
+
+message AppFailuresRec {
+  int64 count = 1;
+  double not_before_ms = 2;
+  repeated TaskFailureRec recent = 3;
+}
+
+message JobAttemptRec {
+  int64 run = 1;
+  string task_id = 2;
+  string node = 3;
+  string outcome = 4;
+  RecNullableInt exit_code = 5;
+  string cause = 6;
+  double started_at_ms = 7;
+  double finished_at_ms = 8;
+}
+
+message JobRunSummaryRec {
+  int64 run = 1;
+  int64 version = 2;
+  string status = 3;
+  int64 succeeded = 4;
+  int64 failures = 5;
+  int64 attempts = 6;
+  double started_at_ms = 7;
+  double finished_at_ms = 8;
+  string reason = 9;
+}
+
+message JobRec {
+  int64 version = 1;
+  int64 run = 2;
+  string status = 3;
+  int64 succeeded = 4;
+  int64 failures = 5;
+  int64 attempts = 6;
+  double not_before_ms = 7;
+  double started_at_ms = 8;
+  double finished_at_ms = 9;
+  optional double active_since_ms = 10;
+  optional double stopped_at_ms = 11;
+  string reason = 12;
+  repeated JobAttemptRec history = 13;
+  repeated JobRunSummaryRec runs = 14;
+  // Of a cron run in progress (CronRec.active) only.
+  optional double scheduled_ms = 15;
+  optional double fired_at_ms = 16;
+}
+
+message CronRunSummaryRec {
+  int64 run = 1;
+  double scheduled_ms = 2;
+  double fired_at_ms = 3;
+  double finished_at_ms = 4;
+  string status = 5;
+  int64 version = 6;
+  int64 attempts = 7;
+  int64 failures = 8;
+  repeated RecNullableInt exit_codes = 9;
+  string reason = 10;
+}
+
+message CronTriggerRec {
+  double requested_at_ms = 1;
+}
+
+message CronRec {
+  double last_scheduled_ms = 1;
+  double since_ms = 2;
+  int64 last_run = 3;
+  bool off = 4;
+  int64 off_from_version = 5;
+  optional bool resume = 6;
+  CronTriggerRec trigger = 7;
+  repeated JobRec active = 8;
+  repeated CronRunSummaryRec runs = 9;
+  int64 missed = 10;
+  int64 skipped = 11;
+  optional string pending = 12;
+}
+
+message AppRec {
+  string name = 1;
+  int64 version = 2;
+  int64 previous_version = 3;
+  int64 latest_version = 4;
+  string state = 5;
+  AppDeployRec deploy = 6;
+  string pending = 7;
+  repeated AppEventRec events = 8;
+  AppFailuresRec failures = 9;
+  optional string failed_reason = 10;
+  JobRec job = 11;
+  CronRec cron = 12;
+}
+
+message TaskRec {
+  string id = 1;
+  string app = 2;
+  int64 version = 3;
+  string node_id = 4;
+  repeated int64 host_ports = 5;
+  string desired = 6;
+  double created_at_ms = 7;
+  string stop_reason = 8;
+  optional int64 run = 9;
+  optional double scheduled_ms = 10;
+}
+
+message TaskWorkspaceRec {
+  int64 bytes = 1;
+  optional string over_limit = 2;
+}
+
+message TaskKernelsRec {
+  int64 total = 1;
+  int64 busy = 2;
+}
+
+message TaskStatusRec {
+  string id = 1;
+  string state = 2;
+  string health = 3;
+  RecNullableInt exit_code = 4;
+  string reason = 5;
+  int64 restarts = 6;
+  double started_at_ms = 7;
+  double updated_at_ms = 8;
+  optional string cause = 9;
+  optional bool stable = 10;
+  RecInts ports_in_use = 11;
+  RecStrings last_output = 12;
+  RecStrings health_log = 13;
+  optional bool released = 14;
+  TaskWorkspaceRec workspace = 15;
+  TaskKernelsRec kernels = 16;
+}
+
+// A kv record under apps/, tasks/ or taskstatus/, in state row r/<kv key>
+// (protocol/cluster/record-store.ts): the kv numbers, and the value as a record (AppRec,
+// TaskRec or TaskStatusRec, as the key's prefix says) or, when it has no exact protobuf form,
+// as the text it is.
+message RecordRow {
+  uint64 version = 1;
+  uint64 create_index = 2;
+  uint64 mod_index = 3;
+  uint64 size_bytes = 4;
+  oneof value {
+    bytes record = 5;
+    string text = 6;
   }
 }
 

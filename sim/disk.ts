@@ -8,6 +8,7 @@
 // (`crash(rng, loseSyncedWrite)`): the log then rolls back to before its last term/vote change,
 // while the witness (another file) keeps it — which the store detects at the next start.
 
+import type { RowValue } from '../protocol/cluster/kv-space.js';
 import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
 import type { PersistedState } from '../protocol/raft/raft.js';
 import type { Rng } from '../protocol/rng.js';
@@ -21,14 +22,14 @@ export interface DiskWrite {
   entries: Entry[];
   hardState?: HardState;
   /** State machine rows (null: delete) and their applied index; `replace` drops every other row. */
-  state?: { rows: ReadonlyMap<string, string | null>; appliedIndex: number; replace: boolean };
+  state?: { rows: ReadonlyMap<string, RowValue | null>; appliedIndex: number; replace: boolean };
   /** A streamed snapshot being staged, or installed (StateStorage's second generation). */
   stage?: StageOp;
 }
 
 export type StageOp =
   | { op: 'start'; from: string; id: string }
-  | { op: 'rows'; from: string; id: string; rows: [string, string][] }
+  | { op: 'rows'; from: string; id: string; rows: [string, RowValue][] }
   | { op: 'complete'; from: string; id: string }
   | { op: 'drop' }
   | { op: 'install'; from: string; id: string };
@@ -36,7 +37,7 @@ export type StageOp =
 export interface Staged {
   from: string;
   id: string;
-  rows: Map<string, string>;
+  rows: Map<string, RowValue>;
   lastKey?: string;
   complete: boolean;
 }
@@ -50,7 +51,7 @@ interface Durable {
   entries: Map<number, Entry>;
   lastIndex: number;
   /** The state machine's rows (undefined: never written). */
-  state?: { appliedIndex: number; rows: Map<string, string> };
+  state?: { appliedIndex: number; rows: Map<string, RowValue> };
   staged?: Staged;
 }
 
@@ -140,7 +141,7 @@ export class SimDisk {
   }
 
   /** The state rows as the store would read them at a start (durable only; `v/` value rows only withValues). */
-  loadState(withValues = false): { appliedIndex: number; rows: [string, string][] } | undefined {
+  loadState(withValues = false): { appliedIndex: number; rows: [string, RowValue][] } | undefined {
     const st = this.durable.state;
     if (!st) return undefined;
     const rows = [...st.rows].filter(([r]) => withValues || !r.startsWith('v/'));
@@ -153,14 +154,14 @@ export class SimDisk {
       const st = this.cache[i].write.state;
       if (!st) continue;
       const v = st.rows.get(row);
-      if (v !== undefined) return v ?? undefined;
+      if (v !== undefined) return (v as string | null) ?? undefined;
       if (st.replace) return undefined;
     }
-    return this.durable.state?.rows.get(row);
+    return this.durable.state?.rows.get(row) as string | undefined;
   }
 
   /** What a read sees now: the durable state with every cached write on top (the page cache). */
-  current(): { state?: { appliedIndex: number; rows: Map<string, string> }; staged?: Staged } {
+  current(): { state?: { appliedIndex: number; rows: Map<string, RowValue> }; staged?: Staged } {
     const d = cloneDurable(this.durable);
     for (const { write } of this.cache) applyWrite(d, write);
     return { ...(d.state ? { state: d.state } : {}), ...(d.staged ? { staged: d.staged } : {}) };
@@ -207,7 +208,7 @@ function applyWrite(d: Durable, w: DiskWrite): void {
   if (w.hardState) d.hardState = { ...w.hardState };
   if (w.stage) applyStage(d, w.stage);
   if (w.state) {
-    const rows = w.state.replace || !d.state ? new Map<string, string>() : d.state.rows;
+    const rows = w.state.replace || !d.state ? new Map<string, RowValue>() : d.state.rows;
     for (const [row, value] of w.state.rows) {
       if (value === null) rows.delete(row);
       else rows.set(row, value);

@@ -79,6 +79,8 @@ export interface SimAppsHost {
   readonly coverage: { tasks_started: number; tasks_rescheduled: number; app_changes_acknowledged: number; exclusive_lease_stops: number; exclusive_replacements: number; job_tasks_succeeded: number; job_tasks_failed: number; job_runs_finished: number; cron_runs_started: number };
   /** Marks that promises the nodes await may have settled (the loop runs their continuations). */
   settled(): void;
+  /** Kv puts of records carry them in protobuf (encodeCommand's `records`). */
+  readonly recordsInCommands: boolean;
 }
 
 /** What one node runs on top of its Raft driver: the orchestrator, the agent, the API's app operations. */
@@ -332,6 +334,9 @@ export class SimApps {
     if (!node) return;
     if (this.inFlight) this.mayHaveSet(this.inFlight.app, this.inFlight.sets);
     this.noteJobRuns(id);
+    // Every record Omni writes has an exact protobuf form (a field missing from proto/omni.proto would keep it as text).
+    const asText = node.state.recordsKeptAsText();
+    if (asText.length > 0) this.host.violation(`records kept as text, not protobuf, on ${id}: ${asText.slice(0, 3).join(', ')}: ${node.state.kvGet(asText[0])?.value.slice(0, 300)}`);
     for (const [app, want] of this.expected) {
       if (!want) continue;
       const rec = parseRecord<AppRecord>(node.state.kvGet(appKey(app))?.value);
@@ -358,7 +363,7 @@ export class SimApps {
   private proposeOk(id: NodeId, cmd: Command): Promise<unknown> {
     const node = this.host.liveNode(id);
     if (!node) return Promise.reject(new OmniError('UNAVAILABLE', 'node is down'));
-    const data = encodeCommand(cmd);
+    const data = encodeCommand(cmd, { records: this.host.recordsInCommands });
     const unwrap = (r: Awaited<ReturnType<RaftNode['propose']>>): unknown => {
       if (!r.ok) throw new OmniError(r.error.code, r.error.message);
       return r.value;

@@ -2,6 +2,8 @@
 // the page cache at once and completes after a simulated latency (fsync'ed when asked), so the
 // real driver's early sends, crashes between write and fsync, torn writes and fsync errors all
 // happen. At start the store checks its log against the hard-state witness as RaftStorage does.
+import type { RowValue } from '../protocol/cluster/kv-space.js';
+import { isBinaryRow } from '../protocol/cluster/record-store.js';
 import type { PersistedState } from '../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
 import { badCompactedTo, type RaftStore, type StateRowsPart, type StoredState, type StreamedState } from '../node/raft/raft-store.js';
@@ -83,7 +85,7 @@ export class SimStore implements RaftStore {
     return new Promise((resolve) => this.io.later(0, () => resolve(values)));
   }
 
-  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean, hardState?: HardState): Promise<void> {
+  saveState(rows: ReadonlyMap<string, RowValue | null>, appliedIndex: number, sync: boolean, hardState?: HardState): Promise<void> {
     if (!this.io.alive()) return DEAD;
     const write = { entries: [], ...(hardState ? { hardState } : {}), state: { rows: new Map(rows), appliedIndex, replace: false } };
     // Unsynced, it only lands in LevelDB's memtable and log buffer: no disk latency, but (as
@@ -100,7 +102,7 @@ export class SimStore implements RaftStore {
     return this.complete(sync);
   }
 
-  replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {
+  replaceState(rows: Iterable<[string, RowValue]>, appliedIndex: number): Promise<void> {
     if (!this.io.alive()) return DEAD;
     this.disk.write({ entries: [], state: { rows: new Map(rows), appliedIndex, replace: true } }, false, this.io.nowMs());
     return this.complete(true);
@@ -111,14 +113,14 @@ export class SimStore implements RaftStore {
     if (!this.io.alive()) return DEAD as Promise<never>;
     const st = this.disk.current().state;
     if (!st) return Promise.reject(new Error('no state rows are stored yet'));
-    const rows: [string, string][] = [[SIM_APPLIED_ROW, String(st.appliedIndex)], ...[...st.rows].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))];
+    const rows: [string, RowValue][] = [[SIM_APPLIED_ROW, String(st.appliedIndex)], ...[...st.rows].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))];
     const utf8 = new TextEncoder();
     return Promise.resolve({
       id,
       appliedIndex: st.appliedIndex,
       async *rows(afterKey: Uint8Array | undefined) {
         const after = afterKey && new TextDecoder().decode(afterKey);
-        for (const [k, v] of rows) if (after === undefined || k > after) yield [utf8.encode(k), utf8.encode(v)] as [Uint8Array, Uint8Array];
+        for (const [k, v] of rows) if (after === undefined || k > after) yield [utf8.encode(k), typeof v === 'string' ? utf8.encode(v) : v] as [Uint8Array, Uint8Array];
       },
       close: () => Promise.resolve(),
     });
@@ -152,7 +154,10 @@ export class SimStore implements RaftStore {
       write: async (from, id, rows) => {
         const st = staged();
         if (!st || st.from !== from || st.id !== id || st.complete) throw new Error(`snapshot ${id} from ${from} is not being staged`);
-        await stage({ op: 'rows', from, id, rows: rows.map(([k, v]) => [text.decode(k), text.decode(v)]) });
+        await stage({ op: 'rows', from, id, rows: rows.map(([k, v]): [string, RowValue] => {
+          const key = text.decode(k);
+          return [key, isBinaryRow(key) ? new Uint8Array(v) : text.decode(v)];
+        }) });
       },
       complete: async (from, id) => {
         const st = staged();

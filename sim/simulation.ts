@@ -83,6 +83,8 @@ export interface SimKnobs {
   streamSnapshots?: boolean;
   /** Applied entries a compaction keeps in the log (the catch-up tail). */
   tailEntries?: number;
+  /** Kv puts of the apps' records carry them in protobuf (command schema 4), else as JSON text. */
+  recordsInCommands?: boolean;
   /** Log bytes a compaction keeps for followers that still need them (RaftNodeOptions.keepLogBytesForFollowers; undefined: the default). */
   keepLogBytesForFollowers?: number;
   /** Entry bytes in flight to one follower (RaftConfig.maxInflightBytes; undefined: the default). */
@@ -488,6 +490,7 @@ export class Simulation {
     this.knobs.tailEntries = [0, 3, 20, 200][Math.floor(opts.seed / 3) % 4];
     this.knobs.streamSnapshots = Math.floor(opts.seed / 12) % 2 === 0;
     this.knobs.kvMaxOpenPages = [1, 3, undefined][Math.floor(opts.seed / 24) % 3];
+    this.knobs.recordsInCommands = Math.floor(opts.seed / 72) % 4 !== 3;
     if (!this.knobs.apps && opts.seed % 5 === 2) {
       if (Math.floor(opts.seed / 5) % 2 === 0) {
         this.knobs.quotaBytes = MIN_MAX_STATE_BYTES;
@@ -527,6 +530,7 @@ export class Simulation {
         atMs: (ms, fn) => this.queue.push(Math.max(ms, this.nowMs), { kind: 'world', fn }),
         coverage: this.coverage,
         settled: () => (this.settled = true),
+        recordsInCommands: this.knobs.recordsInCommands === true,
       }, new Set([...(opts.bugs ?? [])].filter((b): b is AppsBug => (ALL_APPS_BUGS as readonly string[]).includes(b))));
       this.queue.push(500, { kind: 'operate' });
     }
@@ -1037,6 +1041,7 @@ export class Simulation {
       isStopping: () => n.inc !== inc,
       clock: n.clock!,
       bugs: new Set([...(this.opts.bugs ?? [])].filter((b): b is WritesBug => (ALL_WRITES_BUGS as readonly string[]).includes(b))),
+      recordsInCommands: () => this.knobs.recordsInCommands === true,
     });
   }
 

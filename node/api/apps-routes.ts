@@ -1,6 +1,7 @@
 // The apps part of the HTTP API: deploy (create / rolling update), list, inspect, scale,
 // stop/start, remove, endpoints and logs (streamed from the node that runs each task, over
 // libp2p: node/apps/task-logs.ts), and node scheduling eligibility (drain).
+import { recordJson } from '../../protocol/apps/record-codec.js';
 import { sealSecrets } from '../apps/secret-seal.js';
 import type { TaskStatsSample } from '../apps/task-stats.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -117,7 +118,7 @@ export function appVersionOps(prev: AppRecord | undefined, prevSpec: AppSpec | u
     // Same spec but the replica count: a scale, not a new version (no rolling update).
     const changed = prevSpec.replicas !== spec.replicas || prev.state !== 'running';
     ops.push({ op: 'put', key: specKey(prev.name, prev.version), value: JSON.stringify(spec) });
-    ops.push({ op: 'put', key: appKey(prev.name), value: JSON.stringify({ ...withoutFailures(prev), state: 'running' }) });
+    ops.push({ op: 'put', key: appKey(prev.name), value: recordJson('app', { ...withoutFailures(prev), state: 'running' }) });
     result = { name: spec.name, version: prev.version, changed, action: changed ? 'scaled' : 'unchanged' };
   } else {
     const version = (prev?.latestVersion ?? 0) + 1;
@@ -136,7 +137,7 @@ export function appVersionOps(prev: AppRecord | undefined, prevSpec: AppSpec | u
     if (prev?.cron && prev.state !== 'removing') app.cron = prev.cron;
     if (prev && !rollingFrom) app.deploy = { status: 'stable', fromVersion: 0, startedAtMs: now, message: '' };
     ops.push({ op: 'put', key: specKey(spec.name, version), value: JSON.stringify(spec) });
-    ops.push({ op: 'put', key: appKey(spec.name), value: JSON.stringify(app) });
+    ops.push({ op: 'put', key: appKey(spec.name), value: recordJson('app', app) });
     result = { name: spec.name, version, changed: true, action: prev ? (rollingFrom ? 'rolling update' : 'redeployed') : 'created' };
   }
   return { ops, result };
@@ -342,7 +343,7 @@ export class AppsApi {
     // `omni start` of a finished job runs it again: a new run (the reconciler starts one when job.version differs).
     if (state === 'running' && base.job && base.job.status !== 'running') base.job = { ...base.job, version: 0 };
     const next = { ...base, state, events: [...app.events, { atMs: this.now(), message: state === 'removing' ? 'removal requested' : `${state === 'stopped' ? 'stop' : 'start'} requested` }].slice(-40) };
-    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv!.version }], ops: [{ op: 'put', key: appKey(name), value: recordJson('app', next) }] }, caller);
     this.d.kickOrchestrator();
     return [200, { name, state }];
   }
@@ -415,7 +416,7 @@ export class AppsApi {
     const state = on ? 'ON' : 'OFF';
     if (!next) return [200, { name, schedule: state, changed: false }];
     next.events = [...app.events, { atMs: this.now(), message: `schedule ${on ? 'enabled' : 'disabled'}` }].slice(-40);
-    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv.version }], ops: [{ op: 'put', key: appKey(name), value: recordJson('app', next) }] }, caller);
     this.d.kickOrchestrator();
     return [200, { name, schedule: state, changed: true }];
   }
@@ -435,7 +436,7 @@ export class AppsApi {
     const next = withTrigger(app, spec, this.now());
     if (!next) return [202, { name, triggered: true, changed: false }];
     next.events = [...app.events, { atMs: this.now(), message: 'a run was asked for (omni schedule trigger)' }].slice(-40);
-    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv.version }], ops: [{ op: 'put', key: appKey(name), value: JSON.stringify(next) }] }, caller);
+    await this.d.proposeOk({ type: 'kv.txn', compares: [{ key: appKey(name), version: kv.version }], ops: [{ op: 'put', key: appKey(name), value: recordJson('app', next) }] }, caller);
     this.d.kickOrchestrator();
     return [202, { name, triggered: true, changed: true }];
   }

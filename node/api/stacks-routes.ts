@@ -4,6 +4,7 @@
 // GET /v1/stacks/NAME/health/simple (liveness), DELETE /v1/stacks/NAME (down: its apps removed
 // and the record deleted in one transaction). The leader's StackController starts held services
 // once their dependencies meet their conditions, or fails the stack saying why.
+import { recordJson } from '../../protocol/apps/record-codec.js';
 import { sealSecrets } from '../apps/secret-seal.js';
 import type { ClusterAccess } from '../cluster/ports.js';
 import type { ApiServer } from './server.js';
@@ -159,7 +160,7 @@ export class StacksApi {
       const { ops: appOps, result } = appVersionOps(app, prevSpec, s.spec, now, hold ? 'stopped' : 'running');
       if (hold && app && app.state === 'stopped' && result.action === 'scaled') {
         // the scale path would set it running: keep it held instead
-        appOps[1] = { op: 'put', key: appKey(s.app), value: JSON.stringify({ ...app }) };
+        appOps[1] = { op: 'put', key: appKey(s.app), value: recordJson('app', { ...app }) };
       }
       ops.push(...appOps);
       if (s.spec.image !== undefined) fence = true;
@@ -173,7 +174,7 @@ export class StacksApi {
       const app = parseRecord<AppRecord>(kv?.value);
       if (!app || app.state === 'removing') continue;
       compares.push({ key: appKey(old.app), version: kv!.version });
-      ops.push({ op: 'put', key: appKey(old.app), value: JSON.stringify(withEvent({ ...app, state: 'removing' }, now, `removal requested (no longer in stack ${name})`)) });
+      ops.push({ op: 'put', key: appKey(old.app), value: recordJson('app', withEvent({ ...app, state: 'removing' }, now, `removal requested (no longer in stack ${name})`)) });
       actions.push({ service: old.service, app: old.app, action: 'removed', version: app.version, held: false });
     }
     const changed = ops.length > 0 || !prev || prev.status === 'failed' || JSON.stringify(prev.services) !== JSON.stringify(services.map(recordOf));
@@ -210,7 +211,7 @@ export class StacksApi {
       const app = parseRecord<AppRecord>(kv?.value);
       if (!app || app.state === 'removing') continue;
       compares.push({ key: appKey(s.app), version: kv!.version });
-      ops.push({ op: 'put', key: appKey(s.app), value: JSON.stringify(withEvent({ ...app, state: 'removing' }, now, `removal requested (stack ${name} down)`)) });
+      ops.push({ op: 'put', key: appKey(s.app), value: recordJson('app', withEvent({ ...app, state: 'removing' }, now, `removal requested (stack ${name} down)`)) });
       removed.push(s.app);
     }
     await this.d.proposeOk({ type: 'kv.txn', compares, ops }, caller);
@@ -324,7 +325,7 @@ export class StackController {
             const app = parseRecord<AppRecord>(akv?.value);
             if (!app) continue;
             compares.push({ key: appKey(s.app), version: akv!.version });
-            ops.push({ op: 'put', key: appKey(s.app), value: JSON.stringify(withEvent({ ...app, state: 'running' }, now, `started by stack ${r.name}: ${s.dependsOn.map((x) => `${x.service} ${x.condition.replace('service_', '').replace('_', ' ')}`).join(', ')}`)) });
+            ops.push({ op: 'put', key: appKey(s.app), value: recordJson('app', withEvent({ ...app, state: 'running' }, now, `started by stack ${r.name}: ${s.dependsOn.map((x) => `${x.service} ${x.condition.replace('service_', '').replace('_', ' ')}`).join(', ')}`)) });
           }
           const held = r.held.filter((x) => !step.start.includes(x));
           ops.push({ op: 'put', key: kv.key, value: JSON.stringify({ ...r, held, status: held.length > 0 ? 'starting' : 'up', updatedAtMs: now } satisfies StackRecord) });

@@ -2,6 +2,7 @@
 // drivers report — starts, restarts (per policy), stops, health-checks — and writes each
 // task's observed status (only on change) back through Raft. After its own restart it
 // re-attaches to the tasks its drivers still know instead of starting duplicates.
+import { recordJson } from '../../protocol/apps/record-codec.js';
 import { fileContent } from './secret-seal.js';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -956,7 +957,7 @@ export class Agent {
       const key = JSON.stringify({ ...rec, startedAtMs: 0 });
       if (this.reported.get(id) === key) continue;
       try {
-        await this.d.proposeOk({ type: 'kv.put', key: statusKey(id), value: JSON.stringify({ ...rec, updatedAtMs: this.clock.now() }) }, SELF);
+        await this.d.proposeOk({ type: 'kv.put', key: statusKey(id), value: recordJson('status', { ...rec, updatedAtMs: this.clock.now() }) }, SELF);
         this.reported.set(id, key);
       } catch (err) {
         if ((err as OmniError).code === 'FORBIDDEN') {

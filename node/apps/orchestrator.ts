@@ -2,6 +2,7 @@
 // app (protocol/apps/reconcile.ts) and commits the result in one kv.txn per app, guarded by
 // the app record's version and the scheduling epoch. A refused transaction means the plan
 // was built on stale state: it is dropped and recomputed next round.
+import { recordJson } from '../../protocol/apps/record-codec.js';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger.js';
 import type { Proposer, RaftView } from '../cluster/ports.js';
@@ -174,8 +175,8 @@ export class Orchestrator {
         ops.push({ op: 'delete', key: appKey(app.name) });
         for (const r of state.kvList(`${specKey(app.name, 0).slice(0, -8)}`, 10_000)) ops.push({ op: 'delete', key: r.key });
         for (const r of state.kvList(`${VOLUME_PREFIX}${app.name}/`, 100)) ops.push({ op: 'delete', key: r.key });
-      } else ops.push({ op: 'put', key: appKey(app.name), value: JSON.stringify(out.app) });
-      for (const t of out.upserts) ops.push({ op: 'put', key: taskKey(t.id), value: JSON.stringify(t) });
+      } else ops.push({ op: 'put', key: appKey(app.name), value: recordJson('app', out.app) });
+      for (const t of out.upserts) ops.push({ op: 'put', key: taskKey(t.id), value: recordJson('task', t) });
       for (const id of out.deletes) {
         ops.push({ op: 'delete', key: taskKey(id) });
         if (statuses.has(id)) ops.push({ op: 'delete', key: statusKey(id) });

@@ -3,6 +3,7 @@
 // leader is the gate: who asks and whether they may (protocol/cluster/authz.ts), then whether
 // the replicated state has room (protocol/cluster/quota.ts). A refused command never enters the
 // Raft log. Only refusals that prove nothing was proposed are retried.
+import { recordKindOf } from '../../protocol/apps/record-codec.js';
 import { ConfChangeType, NONE, type ConfChange } from '../../protocol/raft/types.js';
 import { decodeCommand, encodeCommand, type ApplyResult, type ClusterState, type Command } from '../../protocol/cluster/state.js';
 import { authorize, authzView, type ConfChangeKind, type Principal } from '../../protocol/cluster/authz.js';
@@ -58,6 +59,11 @@ export interface ClusterWritesDeps {
   readonly clock?: Clock;
   /** Known bugs to inject, for proving the simulator's checkers can fail. Never set in production. */
   readonly bugs?: ReadonlySet<WritesBug>;
+  /**
+   * Whether every member reads the apps' records in protobuf in a command (the cluster's schema
+   * is at least SCHEMA_RECORDS): then they travel so (encodeCommand's `records`), else as JSON text.
+   */
+  recordsInCommands?(): boolean;
 }
 
 /** Bugs the simulator can inject into the leader's gate (see ClusterWritesDeps.bugs). */
@@ -102,12 +108,18 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
    * LEADERSHIP_LOST off the leader.
    */
   async propose(cmd: Command, caller: Caller): Promise<ApplyResult> {
-    const data = encodeCommand(cmd);
+    const data = this.encode(cmd);
     const principal = localPrincipal(caller, this.d.id);
     const local = () => this.gateCommand(principal, cmd, data);
     if (caller.kind === 'leader-duty') return this.onLeader(local, leadershipLost);
     const wire = toWire(caller);
     return this.viaLeader(local, (leader) => this.d.link.forwardCommand(leader, data, wire));
+  }
+
+  private encode(cmd: Command): Uint8Array {
+    // The cluster's schema is asked for only by a command that puts a record (most writes do not).
+    const putsRecord = cmd.type === 'kv.put' ? recordKindOf(cmd.key) !== undefined : cmd.type === 'kv.txn' && cmd.ops.some((op) => op.op === 'put' && recordKindOf(op.key) !== undefined);
+    return encodeCommand(cmd, { records: putsRecord && this.d.recordsInCommands?.() === true });
   }
 
   /** Proposes and turns a refused command into an OmniError. */
@@ -164,7 +176,7 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
 
   /** Proposes as `principal` while this node leads (e.g. for a joining node); offLeader() once it does not. */
   proposeAsOnLeader(principal: Principal, cmd: Command, offLeader: () => OmniError): Promise<ApplyResult> {
-    const data = encodeCommand(cmd);
+    const data = this.encode(cmd);
     return this.onLeader(() => this.gateCommand(principal, cmd, data), offLeader);
   }
 

@@ -11,6 +11,7 @@
 // and the write is retried every NO_SPACE_RETRY_MS (reopening the store, since LevelDB refuses
 // every write after a failed one) until space is freed. Meanwhile the node sends nothing, so a
 // leader loses its followers' acknowledgements and steps down: another node leads.
+import type { RowValue } from '../../protocol/cluster/kv-space.js';
 import { randomInt, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { Raft, type ProposeResult, type RaftConfig } from '../../protocol/raft/raft.js';
@@ -64,7 +65,7 @@ const ROWS_HELD_MAX_CHARS = 256 * 1024;
 const ROWS_HELD_MAX_ENTRIES = 1024;
 
 /** What a held row costs in memory: UTF-16 code units of its key and value (null: deleted). */
-const rowChars = (row: string, value: string | null): number => row.length + (value?.length ?? 0);
+const rowChars = (row: string, value: RowValue | null): number => row.length + (value?.length ?? 0);
 
 /** Messages a leader may send before its own write of the same Ready completes. */
 const LEADER_EARLY_TYPES: ReadonlySet<MessageType> = new Set([MessageType.App, MessageType.Heartbeat, MessageType.ReadIndexResp]);
@@ -229,7 +230,7 @@ export class RaftNode {
   /** A compaction whose write failed (full disk): its snapshot and the index the log was compacted to. */
   private unsavedCompaction: { snap: Snapshot; compactedTo: number } | undefined;
   /** State rows changed by applied entries and not written yet (null: deleted). */
-  private unsavedRows = new Map<string, string | null>();
+  private unsavedRows = new Map<string, RowValue | null>();
   /** The state's applied index as last written to the store. */
   private savedStateIndex: number;
   /**
@@ -239,7 +240,7 @@ export class RaftNode {
    */
   private skipThrough: number;
   /** Rows being written now (readers look here between unsavedRows and the store). */
-  private savingRows: ReadonlyMap<string, string | null> | undefined;
+  private savingRows: ReadonlyMap<string, RowValue | null> | undefined;
   /** The last whole-state snapshot built for a follower, and the index it is at. */
   private sentSnapshot: { index: number; data: Uint8Array } | undefined;
   /**
@@ -817,7 +818,7 @@ export class RaftNode {
       }
       if (restored.appliedIndex < snap.meta.index) throw refused(`its state is at index ${restored.appliedIndex}, before the snapshot's index`);
     } else {
-      let rows: [string, string][];
+      let rows: [string, RowValue][];
       try {
         const whole = ClusterState.restore(snap.data);
         rows = [...whole.rows(this.stateOptions.spillValuesOverBytes)];
@@ -1012,7 +1013,7 @@ export class RaftNode {
       if (!rows) continue;
       const v = rows.get(valueRow(key));
       // A deleted record's value row is deleted with it (null).
-      if (v !== undefined) return { value: v };
+      if (v !== undefined) return { value: v as string | null };
     }
     return undefined;
   }
@@ -1062,7 +1063,7 @@ export class RaftNode {
   }
 
   /** The rows not written yet and the applied index they reflect, now being written (savingRows until the caller clears it). */
-  private takeRowsToSave(): { rows: Map<string, string | null>; appliedIndex: number } {
+  private takeRowsToSave(): { rows: Map<string, RowValue | null>; appliedIndex: number } {
     this.collectChangedRows();
     const rows = this.unsavedRows;
     this.unsavedRows = new Map();
@@ -1073,7 +1074,7 @@ export class RaftNode {
   }
 
   /** Rows whose write failed, kept for the next try; rows changed meanwhile are newer and win. */
-  private keepUnsavedRows(rows: Map<string, string | null>): void {
+  private keepUnsavedRows(rows: Map<string, RowValue | null>): void {
     for (const [row, value] of this.unsavedRows) rows.set(row, value);
     this.unsavedRows = rows;
     this.unsavedRowChars = 0;

@@ -6,6 +6,7 @@
 // checked before LevelDB replays them, every value carries a checksum over its key and bytes,
 // and a second copy of the hard state (node/raft/hard-state-witness.ts) proves that LevelDB did not
 // lose a synced term or vote. Anything wrong is a StorageCorruptError (STORAGE_CORRUPT).
+import type { RowValue } from '../../protocol/cluster/kv-space.js';
 import { badCompactedTo, type RaftStore, type StateRowsPart, type StoredState, type StreamedState } from './raft-store.js';
 import { StateStorage, type StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
@@ -223,14 +224,14 @@ export class RaftStorage implements RaftStore {
     return this.state.read(rows);
   }
 
-  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean, hardState?: HardState): Promise<void> {
+  saveState(rows: ReadonlyMap<string, RowValue | null>, appliedIndex: number, sync: boolean, hardState?: HardState): Promise<void> {
     if (!hardState) return this.state.save(rows, appliedIndex, sync);
     // Only a commit index rides along: a new term or vote is synced and witnessed by save().
     if (hardState.term !== this.witnessed.term || hardState.vote !== this.witnessed.vote) return Promise.reject(new Error(`a hard state with a new term or vote (${hardState.term}, ${hardState.vote.slice(-8)}) must be written by save()`));
     return this.state.save(rows, appliedIndex, sync, (batch) => batch.put(HARD_STATE_KEY, sealRecord(HARD_STATE_KEY, encodeHardState(hardState))));
   }
 
-  replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {
+  replaceState(rows: Iterable<[string, RowValue]>, appliedIndex: number): Promise<void> {
     return this.state.replace(rows, appliedIndex);
   }
 

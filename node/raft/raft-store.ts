@@ -1,5 +1,6 @@
 // What the Raft driver (raft-node.ts) needs from durable storage. RaftStorage (LevelDB) is the
 // production store; the simulator's store keeps the same contract over a simulated disk.
+import type { RowValue } from '../../protocol/cluster/kv-space.js';
 import type { PersistedState } from '../../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../../protocol/raft/types.js';
 import type { StateView, StoredState, StreamedState } from './state-storage.js';
@@ -8,7 +9,7 @@ export type { StoredState, StreamedState };
 
 /** State rows changed by applied entries (null: deleted) and the applied index they reflect. */
 export interface StateRowsPart {
-  rows: ReadonlyMap<string, string | null>;
+  rows: ReadonlyMap<string, RowValue | null>;
   appliedIndex: number;
 }
 
@@ -47,9 +48,9 @@ export interface RaftStore {
    * next synced write (LevelDB's log is sequential). `hardState`: a hard state that differs from
    * the stored one in its commit index only, written in the same batch.
    */
-  saveState(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean, hardState?: HardState): Promise<void>;
+  saveState(rows: ReadonlyMap<string, RowValue | null>, appliedIndex: number, sync: boolean, hardState?: HardState): Promise<void>;
   /** Replaces every row (a snapshot from the leader), atomically and fsync'ed. */
-  replaceState(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void>;
+  replaceState(rows: Iterable<[string, RowValue]>, appliedIndex: number): Promise<void>;
   /** A consistent view of the rows as last saved, to stream to a follower (close it after). */
   openStateView(id: string): Promise<StateView>;
   /** Makes a streamed snapshot staged in the store (from, id) the rows; returns its applied index. */

@@ -15,13 +15,15 @@ import { isUtf8 } from 'node:buffer';
 import { sealRecord, sealText } from './storage-integrity.js';
 import { decodeOrCorrupt, levelError, read, unsealOrCorrupt, type Db } from './level-records.js';
 import type { SnapshotSink, SnapshotSource } from './snapshot-stream.js';
+import type { RowValue } from '../../protocol/cluster/kv-space.js';
+import { isBinaryRow } from '../../protocol/cluster/record-store.js';
 import { StorageCorruptError } from './storage-integrity.js';
 
 /** The state rows as a start reads them (RaftStore.loadState). */
 export interface StoredState {
   appliedIndex: number;
-  /** By row key. */
-  rows: [string, string][];
+  /** By row key: text, or bytes for a binary row (`r/…`, a protobuf record). */
+  rows: [string, RowValue][];
 }
 
 export interface StreamedState {
@@ -86,9 +88,9 @@ export class StateStorage {
   async load(withValues: boolean): Promise<StoredState | undefined> {
     const streamed = await this.stream(withValues);
     if (!streamed) return undefined;
-    const rows: [string, string][] = [];
+    const rows: [string, RowValue][] = [];
     for await (const batch of streamed.batches) {
-      for (const [key, value] of batch) rows.push([key, typeof value === 'string' ? value : decodeOrCorrupt(key, this.dir, () => STRICT_UTF8.decode(value))]);
+      for (const [key, value] of batch) rows.push([key, typeof value === 'string' || isBinaryRow(key) ? value : decodeOrCorrupt(key, this.dir, () => STRICT_UTF8.decode(value))]);
     }
     return { appliedIndex: streamed.appliedIndex, rows };
   }
@@ -144,7 +146,7 @@ export class StateStorage {
   }
 
   /** `alsoPut`: more records for the same batch (the raft store's hard state). */
-  async save(rows: ReadonlyMap<string, string | null>, appliedIndex: number, sync: boolean, alsoPut?: (batch: ReturnType<ReturnType<typeof this.db>['batch']>) => void): Promise<void> {
+  async save(rows: ReadonlyMap<string, RowValue | null>, appliedIndex: number, sync: boolean, alsoPut?: (batch: ReturnType<ReturnType<typeof this.db>['batch']>) => void): Promise<void> {
     const batch = this.db().batch();
     alsoPut?.(batch);
     this.putRows(batch, rows, appliedIndex);
@@ -152,21 +154,21 @@ export class StateStorage {
   }
 
   /** Adds the rows and their applied index to a batch of this database (the raft store's log writes). */
-  putRows(batch: ReturnType<ReturnType<typeof this.db>['batch']>, rows: ReadonlyMap<string, string | null>, appliedIndex: number): void {
+  putRows(batch: ReturnType<ReturnType<typeof this.db>['batch']>, rows: ReadonlyMap<string, RowValue | null>, appliedIndex: number): void {
     const p = prefixOf(this.gen);
     for (const [row, value] of rows) {
       const key = p + row;
       if (value === null) batch.del(key);
-      else batch.put(key, sealText(key, value));
+      else batch.put(key, typeof value === 'string' ? sealText(key, value) : sealRecord(key, value));
     }
     batch.put(APPLIED_KEY, sealRecord(APPLIED_KEY, encodeIndex(appliedIndex)));
   }
 
   /** Replaces every row (a whole snapshot held in memory): staged in batches, then installed. */
-  async replace(rows: Iterable<[string, string]>, appliedIndex: number): Promise<void> {
+  async replace(rows: Iterable<[string, RowValue]>, appliedIndex: number): Promise<void> {
     const id = `local-${appliedIndex}`;
     await this.stageStart('local', id);
-    let chunk: [string, string][] = [[APPLIED_ROW, String(appliedIndex)]];
+    let chunk: [string, RowValue][] = [[APPLIED_ROW, String(appliedIndex)]];
     for (const row of rows) {
       chunk.push(row);
       if (chunk.length >= REPLACE_BATCH_ROWS) {
@@ -227,10 +229,11 @@ export class StateStorage {
         return undefined;
       },
       write: async (from, id, rows) => {
-        // Values are stored as the bytes that came (checked to be UTF-8 text, as every row is).
+        // Values are stored as the bytes that came (checked to be UTF-8 text, as every row but a binary one is).
         await this.stageRows(from, id, rows.map(([k, v]) => {
-          if (!isUtf8(v)) throw new Error('a snapshot row value is not UTF-8 text');
-          return [STRICT_UTF8.decode(k), v];
+          const key = STRICT_UTF8.decode(k);
+          if (!isBinaryRow(key) && !isUtf8(v)) throw new Error('a snapshot row value is not UTF-8 text');
+          return [key, v];
         }));
       },
       complete: async (from, id) => this.stageDone(from, id),

@@ -21,6 +21,10 @@
 // not a JSON object (never written by Omni) is in no table, as parseRecord skipped it before.
 // Pure: no I/O, deterministic.
 import { APP_PREFIX, STATUS_PREFIX, TASK_PREFIX, VOLUME_PREFIX, parseRecord, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
+import { EncodedRecord } from './record-codec.js';
+
+/** A record's value as the state holds it: its JSON text, or its protobuf (record-codec.ts). */
+export type HeldRecord = string | EncodedRecord;
 
 /** The kv prefixes the tables mirror. */
 export const TABLE_PREFIXES: readonly string[] = [APP_PREFIX, TASK_PREFIX, STATUS_PREFIX, VOLUME_PREFIX];
@@ -43,26 +47,26 @@ function compare(a: string, b: string): number {
  * follower whose orchestrator never reads statuses never pays to decode them.
  */
 class Table<T> {
-  readonly #rows = new Map<string, T | string | typeof MALFORMED>();
+  readonly #rows = new Map<string, T | HeldRecord | typeof MALFORMED>();
   #sorted: T[] | undefined;
   get(id: string): T | undefined {
     const v = this.#rows.get(id);
     if (v === MALFORMED) return undefined;
-    if (typeof v !== 'string') return v;
+    if (typeof v !== 'string' && !(v instanceof EncodedRecord)) return v;
     const rec = decode<T>(v);
     // A value that is no JSON object (never written by Omni) is in no table, as parseRecord skipped it.
     this.#rows.set(id, rec === undefined ? MALFORMED : rec);
     return rec;
   }
-  /** A decoded record, or its text (decoded when first read); undefined deletes. */
-  set(id: string, v: T | string | undefined): void {
+  /** A decoded record, or its text or protobuf (decoded when first read); undefined deletes. */
+  set(id: string, v: T | HeldRecord | undefined): void {
     if (v === undefined) {
       if (!this.#rows.delete(id)) return;
     } else this.#rows.set(id, v);
     this.#sorted = undefined;
   }
-  /** A row as stored, not decoded: its text until first read, then its record (undefined: none or malformed). */
-  peek(id: string): T | string | undefined {
+  /** A row as stored, not decoded: its text or protobuf until first read, then its record (undefined: none or malformed). */
+  peek(id: string): T | HeldRecord | undefined {
     const v = this.#rows.get(id);
     return v === MALFORMED ? undefined : v;
   }
@@ -124,13 +128,13 @@ export class AppTables {
   #unindexed: Set<string> | undefined = new Set();
 
   /** A kv record changed (value undefined: deleted). Keys outside the tables' prefixes are ignored. */
-  onKv(key: string, value: string | undefined): void {
+  onKv(key: string, value: HeldRecord | undefined): void {
     if (key.startsWith(TASK_PREFIX)) {
       const id = key.slice(TASK_PREFIX.length);
       this.#tasks.set(id, value);
       if (this.#unindexed) this.#unindexed.add(id);
       // Parsed now for the indexes; the table keeps the text (decoded again, once, when first read).
-      else this.#index(id, parseRecord<TaskRecord>(value));
+      else this.#index(id, decode<TaskRecord>(value));
     } else if (key.startsWith(STATUS_PREFIX)) {
       this.#statuses.set(key.slice(STATUS_PREFIX.length), value);
     } else if (key.startsWith(APP_PREFIX)) {
@@ -147,7 +151,7 @@ export class AppTables {
         return;
       }
       if (!pins) this.#volumePins.set(app, (pins = new Map()));
-      pins.set(volume, value);
+      pins.set(volume, typeof value === 'string' ? value : value.text());
     }
   }
 
@@ -163,7 +167,7 @@ export class AppTables {
     this.#unindexed = undefined;
     for (const id of pending) {
       const v = this.#tasks.peek(id);
-      this.#index(id, typeof v === 'string' ? parseRecord<TaskRecord>(v) : v);
+      this.#index(id, typeof v === 'string' || v instanceof EncodedRecord ? decode<TaskRecord>(v) : v);
     }
   }
 
@@ -218,7 +222,7 @@ export class AppTables {
   }
 }
 
-function decode<T>(value: string | undefined): T | undefined {
-  const v = parseRecord<T>(value);
+function decode<T>(value: HeldRecord | undefined): T | undefined {
+  const v = value instanceof EncodedRecord ? (value.record() as T) : parseRecord<T>(value);
   return v === undefined ? undefined : deepFreeze(v);
 }

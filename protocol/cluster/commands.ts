@@ -15,7 +15,8 @@
 
 import { Buffer, isAscii } from 'node:buffer';
 import protobuf from 'protobufjs';
-import { OMNI_PROTO } from '../codec.js';
+import { DecodeError, OMNI_PROTO } from '../codec.js';
+import { encodeRecordText, recordKindOf, renderRecord } from '../apps/record-codec.js';
 
 // ---------------------------------------------------------------------------
 // Records
@@ -241,7 +242,17 @@ export const PROTOBUF_COMMAND_FORMAT = 0x00;
  * so what it accepts decodes to the same command on every replica; CommandEncodeError (with
  * the code and message decodeCommand would give) on anything else.
  */
-export function encodeCommand(c: Command): Uint8Array {
+/** How encodeCommand writes a command. */
+export interface EncodeOptions {
+  /**
+   * Kv puts of the apps' records (keys under apps/, tasks/, taskstatus/) carry the record in
+   * protobuf rather than its JSON text, when the text has an exact protobuf form. Only once every
+   * member reads it (the cluster's command schema is at least SCHEMA_RECORDS).
+   */
+  records?: boolean;
+}
+
+export function encodeCommand(c: Command, options: EncodeOptions = {}): Uint8Array {
   if (!isPlainObject(c)) throw new CommandEncodeError('INVALID_COMMAND', 'command: must be a JSON object');
   if (typeof c.type !== 'string') throw new CommandEncodeError('INVALID_COMMAND', 'type: must be a string');
   const read = COMMAND_READERS.get(c.type);
@@ -255,7 +266,7 @@ export function encodeCommand(c: Command): Uint8Array {
   }
   const writer = protobuf.Writer.create();
   writer.uint32(PROTOBUF_COMMAND_FORMAT);
-  WIRE.Command.encode({ [BODY_FIELD[normalized.type]]: toWire(normalized) }, writer);
+  WIRE.Command.encode({ [BODY_FIELD[normalized.type]]: toWire(normalized, options.records === true) }, writer);
   if (writer.len > MAX_COMMAND_BYTES) {
     throw new CommandEncodeError('INVALID_COMMAND', `command of ${writer.len} bytes exceeds the limit of ${MAX_COMMAND_BYTES} bytes`);
   }
@@ -331,18 +342,25 @@ const BODY_FIELD: Record<CommandType, string> = {
 };
 const TYPE_OF_BODY = new Map<string, CommandType>(Object.entries(BODY_FIELD).map(([t, f]) => [f, t as CommandType]));
 
+/** A put's key and content: the value's text, or (records) the record in protobuf. */
+function putContent(key: string, value: string, records: boolean): { key: string; value: Uint8Array } | { key: string; record: Uint8Array } {
+  const kind = records ? recordKindOf(key) : undefined;
+  const record = kind && encodeRecordText(kind, value);
+  return record ? { key, record } : { key, value: utf8Encoder.encode(value) };
+}
+
 /** A validated command as the object protobufjs encodes: kv values as bytes, txn ops as their oneof. */
-function toWire(c: Command): object {
+function toWire(c: Command, records: boolean): object {
   switch (c.type) {
     case 'kv.put': {
-      const o: Record<string, unknown> = { key: c.key, value: utf8Encoder.encode(c.value) };
+      const o: Record<string, unknown> = putContent(c.key, c.value, records);
       if (c.expectedVersion !== undefined) o.expectedVersion = c.expectedVersion;
       return o;
     }
     case 'kv.txn':
       return {
         compares: c.compares.map((cmp) => ('value' in cmp ? { key: cmp.key, value: utf8Encoder.encode(cmp.value) } : { key: cmp.key, version: cmp.version })),
-        ops: c.ops.map((op) => (op.op === 'put' ? { put: { key: op.key, value: utf8Encoder.encode(op.value) } } : { delete: { key: op.key } })),
+        ops: c.ops.map((op) => (op.op === 'put' ? { put: putContent(op.key, op.value, records) } : { delete: { key: op.key } })),
       };
     default: {
       const { type: _, ...body } = c;
@@ -374,15 +392,39 @@ function decodeProtobuf(data: Uint8Array): DecodeResult {
   const type = TYPE_OF_BODY.get(present[0])!;
   const raw = body[present[0]] as Raw;
   let o: Raw = raw;
-  if (type === 'kv.txn') {
-    o = {
-      ...raw,
-      compares: (raw.compares as Raw[]).map(dropUndefined),
-      // The JSON form's {op, key, value} from the oneof.
-      ops: (raw.ops as Raw[]).map((op) => (op.put !== undefined ? { op: 'put', ...(op.put as Raw) } : op.delete !== undefined ? { op: 'delete', ...(op.delete as Raw) } : {})),
-    };
+  try {
+    if (type === 'kv.put') o = putOf(raw, 'record');
+    if (type === 'kv.txn') {
+      o = {
+        ...raw,
+        compares: (raw.compares as Raw[]).map(dropUndefined),
+        // The JSON form's {op, key, value} from the oneof.
+        ops: (raw.ops as Raw[]).map((op, i) => (op.put !== undefined ? { op: 'put', ...putOf(op.put as Raw, `ops[${i}].record`) } : op.delete !== undefined ? { op: 'delete', ...(op.delete as Raw) } : {})),
+      };
+    }
+  } catch (err) {
+    if (err instanceof InvalidFieldError) return invalid(err.message);
+    throw err;
   }
   return readCommand(type, { type, ...o });
+}
+
+/**
+ * A put as the JSON form has it ({key, value}, the value as text or bytes): a record's protobuf
+ * is read as its JSON text; neither content is an empty value (proto3's default).
+ */
+function putOf(raw: Raw, path: string): Raw {
+  // path: where the record field is, for errors ('record', 'ops[2].record').
+  const { record, ...rest } = raw;
+  if (record === undefined) return rest.value === undefined ? { ...rest, value: '' } : dropUndefined(rest);
+  const kind = typeof raw.key === 'string' ? recordKindOf(raw.key) : undefined;
+  if (!kind) throw new InvalidFieldError(path, 'a record is only for keys under apps/, tasks/ or taskstatus/');
+  try {
+    return { ...dropUndefined(rest), value: renderRecord(kind, record as Uint8Array) };
+  } catch (err) {
+    if (err instanceof DecodeError) throw new InvalidFieldError(path, `not a ${kind} record`);
+    throw err;
+  }
 }
 
 /** How readMessage reads one field (compiled once per message type from the schema). */

@@ -9,11 +9,16 @@
 // cluster's schema is refused at join (its replica could not read the state). Pure.
 import type { NodeResources } from './commands.js';
 
-/** This build's schema. 1: before node drivers; 2: NodeResources.drivers; 3: ConfigSetCommand.maxStateBytes. */
-export const COMMAND_SCHEMA = 3;
+/**
+ * This build's schema. 1: before node drivers; 2: NodeResources.drivers; 3:
+ * ConfigSetCommand.maxStateBytes; 4: the apps' records in protobuf in kv puts (KvPutCommand.record,
+ * KvTxnPut.record).
+ */
+export const COMMAND_SCHEMA = 4;
 /** The schema that introduced a field (written only at or above it). */
 export const SCHEMA_NODE_DRIVERS = 2;
 export const SCHEMA_QUOTA_SET = 3;
+export const SCHEMA_RECORDS = 4;
 
 /**
  * The cluster's schema as `selfId` sees it: the lowest of its members' that have not left

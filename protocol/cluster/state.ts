@@ -13,6 +13,9 @@
 import { TASK_PREFIX } from '../apps/model.js';
 import { AppTables, TABLE_PREFIXES } from '../apps/tables.js';
 import { CorruptPageError, KvIndex, PAGE_ROW_PREFIX, type KvEntry, type Page } from './kv-index.js';
+import { KvSpace, type RowValue } from './kv-space.js';
+import { RECORD_ROW_PREFIX, RecordStore } from './record-store.js';
+import { RECORD_PREFIXES, recordKindOf } from '../apps/record-codec.js';
 import {
   DEFAULT_VOTER_TARGET,
   InvalidFieldError,
@@ -259,8 +262,8 @@ export class ClusterState {
   readonly #pendingRoles = new Map<string, PendingRole>();
   readonly #tokens = new Map<string, TokenRecord>();
   readonly #tokenIdByHash = new Map<string, string>();
-  /** The kv records in UTF-16 code unit order, in pages (kv-index.ts). */
-  #kv: KvIndex;
+  /** The kv records in UTF-16 code unit order: the apps' records in rows of their own, the others in pages (kv-space.ts). */
+  #kv: KvSpace;
   readonly #options: StateOptions;
   /** Typed tables of the apps' records with their secondary indexes (protocol/apps/tables.ts). */
   readonly #tables = new AppTables();
@@ -274,7 +277,7 @@ export class ClusterState {
 
   constructor(options: StateOptions = {}) {
     this.#options = options;
-    this.#kv = new KvIndex(options.kvMaxOpenPages);
+    this.#kv = new KvSpace(new KvIndex(options.kvMaxOpenPages));
   }
 
   get #maxKvKeys(): number {
@@ -730,14 +733,22 @@ export class ClusterState {
     return this.#tables;
   }
 
+  /**
+   * Keys under apps/, tasks/ and taskstatus/ whose value is kept as text rather than protobuf
+   * (it has no exact protobuf form: written by hand through the kv API, or by another build).
+   */
+  recordsKeptAsText(): string[] {
+    return this.#kv.records.keptAsText();
+  }
+
   /** Keys of the task records placed on a node (the tasks-by-node index), by key. */
   taskKeysOnNode(nodeId: string): string[] {
     return this.#tables.taskIdsOnNode(nodeId).map((id) => `${TASK_PREFIX}${id}`);
   }
 
-  /** Mirrors a kv change into the typed tables. */
+  /** Mirrors a kv change into the typed tables (an app's record as the record store holds it: protobuf, not text). */
   #mirrorKv(key: string, value: string | undefined): void {
-    this.#tables.onKv(key, value);
+    this.#tables.onKv(key, value !== undefined && recordKindOf(key) ? this.#kv.records.held(key) : value);
   }
 
   /** The record at key without its value (always in memory), or undefined. */
@@ -814,8 +825,8 @@ export class ClusterState {
   // by pages at the next takeChangedRows().
 
   /** The rows changed since the last call (null: deleted), and forgets them. */
-  takeChangedRows(): Map<string, string | null> {
-    const out = new Map<string, string | null>();
+  takeChangedRows(): Map<string, RowValue | null> {
+    const out = new Map<string, RowValue | null>();
     for (const row of this.#legacyRows) out.set(row, null);
     this.#legacyRows = [];
     for (const [row, rec] of this.#changed) out.set(row, rec === null ? null : canonicalJson(rec));
@@ -841,14 +852,15 @@ export class ClusterState {
    * state's option unless given), kv pages written from scratch. Only a state that holds all its
    * values can list them: one restored from a snapshot's bytes (else SpilledValueError).
    */
-  *rows(spillValuesOverBytes = this.#options.spillValuesOverBytes): IterableIterator<[string, string]> {
+  *rows(spillValuesOverBytes = this.#options.spillValuesOverBytes): IterableIterator<[string, RowValue]> {
     const writer = new ClusterState({ ...this.#options, spillValuesOverBytes });
-    const all: [string, string][] = [[CONFIG_ROW, canonicalJson(this.#config)]];
+    const all: [string, RowValue][] = [[CONFIG_ROW, canonicalJson(this.#config)]];
     for (const [id, n] of this.#nodes) all.push([nodeRow(id), canonicalJson(n)]);
     for (const [id, role] of this.#pendingRoles) all.push([pendingRoleRow(id), canonicalJson({ id, role })]);
     for (const [id, t] of this.#tokens) all.push([tokenRow(id), canonicalJson(t)]);
     const entries: KvEntry[] = [];
-    for (const e of this.#kv.entries()) {
+    for (const row of this.#kv.records.rows()) all.push(row);
+    for (const e of this.#kv.pages.entries()) {
       const r = recordOf(e);
       const entry = writer.#entryOf(r, e.sizeBytes);
       entries.push(entry);
@@ -865,7 +877,7 @@ export class ClusterState {
    * older one-record-per-key format are read too; the state then has changed rows that replace
    * them by pages (write them, takeChangedRows(), to convert the store once).
    */
-  static fromRows(appliedIndex: number, rows: Iterable<[string, string]>, options: StateOptions = {}): ClusterState {
+  static fromRows(appliedIndex: number, rows: Iterable<[string, RowValue]>, options: StateOptions = {}): ClusterState {
     const reader = ClusterState.rowsReader(appliedIndex, options);
     reader.add(rows);
     return reader.finish();
@@ -891,12 +903,18 @@ export class ClusterState {
     const byKind = new Map<string, [string, unknown][]>();
     const values = new Map<string, string>();
     const pages: Page[] = [];
+    const records = new RecordStore();
     let finished = false;
     const add = (rows: Iterable<[string, string | Uint8Array]>) => guard(() => {
       if (finished) throw new Error('rowsReader: add after finish');
       for (const [row, data] of rows) {
         if (row.startsWith(PAGE_ROW_PREFIX)) {
           pages.push(KvIndex.readPage(row, data));
+          continue;
+        }
+        if (row.startsWith(RECORD_ROW_PREFIX)) {
+          if (typeof data === 'string') throw new StateRestoreError(`state row ${quote(row.slice(0, 80))}: a record row is binary`);
+          records.load(row, data, applied);
           continue;
         }
         if (row.startsWith(VALUE_ROW_PREFIX)) {
@@ -924,7 +942,7 @@ export class ClusterState {
       load('n/', (v, path) => state.#loadNode(v, path, applied));
       load('p/', (v, path) => state.#loadPendingRole(v, path));
       load('t/', (v, path) => state.#loadToken(v, path, applied));
-      state.#kv = KvIndex.fromRead(pages, applied, state.#options.kvMaxOpenPages);
+      state.#kv = new KvSpace(KvIndex.fromRead(pages, applied, state.#options.kvMaxOpenPages), records);
       state.#afterPagesLoaded(values);
       const legacy = byKind.get(KV_ROW_PREFIX) ?? [];
       load(KV_ROW_PREFIX, (v, path) => state.#loadKvRow(v, path, applied, values));
@@ -933,10 +951,14 @@ export class ClusterState {
       if (state.#kv.size > state.#maxKvKeys) throw new StateRestoreError(`state rows: more than ${state.#maxKvKeys} kv records`);
       if (legacy.length > 0) {
         state.#legacyRows = legacy.map(([row]) => row);
-        state.#kv.markAllDirty();
+        state.#kv.pages.markAllDirty();
+        state.#kv.records.markAllDirty();
       } else {
         state.#kv.clearDirty();
       }
+      // Records kept in pages (a store written before record rows): moved to rows of their own,
+      // written by the next takeChangedRows() with their pages, in one batch.
+      state.#moveRecordsOutOfPages();
       state.#appliedIndex = applied;
       return state;
     });
@@ -949,15 +971,17 @@ export class ClusterState {
    */
   #afterPagesLoaded(values: ReadonlyMap<string, string>): void {
     this.#sizeBytes += this.#kv.sumSizeBytes();
+    this.#mirrorRecords();
     for (const prefix of TABLE_PREFIXES) {
-      for (const e of this.#kv.entries(prefix)) {
+      if (recordKindOf(prefix)) continue;
+      for (const e of this.#kv.pages.entries(prefix)) {
         if (!e.key.startsWith(prefix)) break;
         if (e.value !== undefined) this.#mirrorKv(e.key, e.value);
       }
     }
     if (values.size === 0) return;
     const unspill: KvEntry[] = [];
-    for (const e of this.#kv.entries()) {
+    for (const e of this.#kv.pages.entries()) {
       const value = e.value === undefined ? values.get(e.key) : undefined;
       if (value !== undefined) unspill.push({ key: e.key, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex, sizeBytes: e.sizeBytes, value });
     }
@@ -966,6 +990,16 @@ export class ClusterState {
       this.#kv.set(e);
       this.#mirrorKv(e.key, e.value);
     }
+  }
+
+  /** Every record of the record store into the typed tables, as held (protobuf, not text). */
+  #mirrorRecords(): void {
+    for (const e of this.#kv.records.entries()) this.#tables.onKv(e.key, this.#kv.records.held(e.key));
+  }
+
+  /** Records found in kv pages (written before record rows) move to the record store. */
+  #moveRecordsOutOfPages(): void {
+    if (this.#kv.moveRecordsOutOfPages(RECORD_PREFIXES.map(([prefix]) => prefix)) > 0) this.#mirrorRecords();
   }
 
   /** The state a snapshot() describes; StateRestoreError (BAD_SNAPSHOT) on anything else. */

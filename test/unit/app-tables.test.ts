@@ -1,4 +1,5 @@
 // The apps' typed tables and secondary indexes (protocol/apps/tables.ts), kept by ClusterState.
+import type { RowValue } from '../../protocol/cluster/kv-space.js';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseRecord, type AppRecord, type TaskRecord, type TaskStatusRecord } from '../../protocol/apps/model.js';
@@ -107,7 +108,7 @@ describe('typed tables of apps, tasks and statuses', () => {
     expect(dump(ClusterState.fromRows(s.appliedIndex, s.rows()), nodes, apps)).toEqual(want);
     expect(dump(ClusterState.restore(s.snapshot()), nodes, apps)).toEqual(want);
     // Rows as a node persists them, batch by batch (takeChangedRows), then a start from them.
-    const disk = new Map<string, string>();
+    const disk = new Map<string, RowValue>();
     const t = new ClusterState();
     const persist = () => { for (const [k, v] of t.takeChangedRows()) { if (v === null) disk.delete(k); else disk.set(k, v); } };
     const rng2 = seededRng(12);

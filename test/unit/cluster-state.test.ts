@@ -1,3 +1,4 @@
+import type { RowValue } from '../../protocol/cluster/kv-space.js';
 import { describe, expect, it } from 'vitest';
 import {
   ClusterState,
@@ -752,7 +753,7 @@ describe('ClusterState rows (the state on disk, issue 12)', () => {
     for (const seed of [1, 2, 3, 4, 5]) {
       const rng = seededRng(seed);
       const s = new ClusterState();
-      const disk = new Map<string, string>();
+      const disk = new Map<string, RowValue>();
       let checked = 0;
       for (let i = 1; i <= 400; i++) {
         const roll = rng.int(20);
