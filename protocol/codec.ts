@@ -634,6 +634,48 @@ message Command {
   }
 }
 
+// The state's own records in rows of their own (protocol/cluster/state.ts), each stored as the
+// byte 0x00 then the message (a row written before them is JSON text, which never starts with
+// 0x00): cfg, n/<node id>, p/<node id> (the role of a node not registered yet), t/<token id>.
+message ConfigRow {
+  string cluster_id = 1;
+  uint64 voter_target = 2;
+  string root_node_id = 3;
+  bool root_retired = 4;
+  bool ephemeral_root = 5;
+  optional uint64 max_state_bytes = 6;
+  optional uint64 min_schema = 7;
+}
+
+message NodeRow {
+  string id = 1;
+  string name = 2;
+  repeated string addrs = 3;
+  string api_url = 4;
+  NodeResources resources = 5;
+  map<string, string> labels = 6;
+  string role = 7;
+  string status = 8;
+  string status_reason = 9;
+  bool root = 10;
+  uint64 joined_index = 11;
+  uint64 updated_index = 12;
+  optional string eligibility = 13;
+}
+
+message PendingRoleRow {
+  string id = 1;
+  string role = 2;
+}
+
+message TokenRow {
+  string id = 1;
+  string hash = 2;
+  string role = 3;
+  string name = 4;
+  uint64 created_index = 5;
+}
+
 // ---------------------------------------------------------------------------
 // Records of the apps' tables (protocol/apps/model.ts, codec in protocol/apps/record-codec.ts),
 // kept in state rows r/<kv key> of their own (protocol/cluster/state.ts). Field order is the

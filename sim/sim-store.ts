@@ -3,7 +3,7 @@
 // real driver's early sends, crashes between write and fsync, torn writes and fsync errors all
 // happen. At start the store checks its log against the hard-state witness as RaftStorage does.
 import type { RowValue } from '../protocol/cluster/kv-space.js';
-import { isBinaryRow } from '../protocol/cluster/record-store.js';
+import { isBinaryRow } from '../protocol/cluster/row-format.js';
 import type { PersistedState } from '../protocol/raft/raft.js';
 import type { Entry, HardState, Snapshot } from '../protocol/raft/types.js';
 import { badCompactedTo, type RaftStore, type StateRowsPart, type StoredState, type StreamedState } from '../node/raft/raft-store.js';
@@ -156,7 +156,7 @@ export class SimStore implements RaftStore {
         if (!st || st.from !== from || st.id !== id || st.complete) throw new Error(`snapshot ${id} from ${from} is not being staged`);
         await stage({ op: 'rows', from, id, rows: rows.map(([k, v]): [string, RowValue] => {
           const key = text.decode(k);
-          return [key, isBinaryRow(key) ? new Uint8Array(v) : text.decode(v)];
+          return [key, isBinaryRow(key, v) ? new Uint8Array(v) : text.decode(v)];
         }) });
       },
       complete: async (from, id) => {

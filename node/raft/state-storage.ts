@@ -16,7 +16,7 @@ import { sealRecord, sealText } from './storage-integrity.js';
 import { decodeOrCorrupt, levelError, read, unsealOrCorrupt, type Db } from './level-records.js';
 import type { SnapshotSink, SnapshotSource } from './snapshot-stream.js';
 import type { RowValue } from '../../protocol/cluster/kv-space.js';
-import { isBinaryRow } from '../../protocol/cluster/record-store.js';
+import { isBinaryRow } from '../../protocol/cluster/row-format.js';
 import { StorageCorruptError } from './storage-integrity.js';
 
 /** The state rows as a start reads them (RaftStore.loadState). */
@@ -90,7 +90,7 @@ export class StateStorage {
     if (!streamed) return undefined;
     const rows: [string, RowValue][] = [];
     for await (const batch of streamed.batches) {
-      for (const [key, value] of batch) rows.push([key, typeof value === 'string' || isBinaryRow(key) ? value : decodeOrCorrupt(key, this.dir, () => STRICT_UTF8.decode(value))]);
+      for (const [key, value] of batch) rows.push([key, typeof value === 'string' || isBinaryRow(key, value) ? value : decodeOrCorrupt(key, this.dir, () => STRICT_UTF8.decode(value))]);
     }
     return { appliedIndex: streamed.appliedIndex, rows };
   }
@@ -232,7 +232,7 @@ export class StateStorage {
         // Values are stored as the bytes that came (checked to be UTF-8 text, as every row but a binary one is).
         await this.stageRows(from, id, rows.map(([k, v]) => {
           const key = STRICT_UTF8.decode(k);
-          if (!isBinaryRow(key) && !isUtf8(v)) throw new Error('a snapshot row value is not UTF-8 text');
+          if (!isBinaryRow(key, v) && !isUtf8(v)) throw new Error('a snapshot row value is not UTF-8 text');
           return [key, v];
         }));
       },

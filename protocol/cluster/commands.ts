@@ -427,6 +427,31 @@ function putOf(raw: Raw, path: string): Raw {
   }
 }
 
+/**
+ * A message of proto/omni.proto (by name, e.g. 'NodeRow') as protobuf, from a plain object with
+ * its fields in camelCase (the state's own record rows, protocol/cluster/state.ts).
+ */
+export function encodeMessage(typeName: string, obj: object): Uint8Array {
+  const buf = WIRE_ROOT.lookupType(`omni.${typeName}`).encode(obj).finish();
+  return new Uint8Array(buf);
+}
+
+/**
+ * A message of proto/omni.proto read strictly, as commands are (an unknown field, a wrong wire
+ * type, malformed UTF-8 or a truncation throws InvalidFieldError naming `path`): absent scalars
+ * as their defaults, repeated fields as [], maps as {}, absent optional fields and messages left
+ * out. The caller validates the fields (the same readers as for JSON).
+ */
+export function decodeMessage(typeName: string, bytes: Uint8Array, path: string): Record<string, unknown> {
+  try {
+    const reader = protobuf.Reader.create(bytes);
+    return readMessage(reader, planOf(WIRE_ROOT.lookupType(`omni.${typeName}`)), bytes.byteLength);
+  } catch (err) {
+    if (err instanceof WireError) throw new InvalidFieldError(path, err.message);
+    throw new InvalidFieldError(path, `not a valid ${typeName}`);
+  }
+}
+
 /** How readMessage reads one field (compiled once per message type from the schema). */
 interface FieldPlan {
   name: string;

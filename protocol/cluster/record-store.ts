@@ -14,11 +14,10 @@ import { DecodeError, OMNI_PROTO } from '../codec.js';
 import { EncodedRecord, decodeRecord, encodeRecordText, longToNumber, recordKindOf, type RecordKind } from '../apps/record-codec.js';
 import { InvalidFieldError, readKvKey, readKvValue } from './commands.js';
 import type { KvEntry } from './kv-index.js';
+import { PROTOBUF_ROW, messageOfRow, protobufRow } from './row-format.js';
 
 export const RECORD_ROW_PREFIX = 'r/';
 export const recordRow = (key: string): string => `${RECORD_ROW_PREFIX}${key}`;
-/** Whether a state row holds bytes rather than text (a record row). */
-export const isBinaryRow = (row: string): boolean => row.startsWith(RECORD_ROW_PREFIX);
 
 const RowType = protobuf.parse(OMNI_PROTO).root.lookupType('omni.RecordRow');
 
@@ -165,7 +164,8 @@ export class RecordStore {
     if (this.#records.has(key)) throw new InvalidFieldError(row, 'duplicate key');
     let m: Record<string, unknown>;
     try {
-      m = RowType.decode(data) as unknown as Record<string, unknown>;
+      if (data[0] !== PROTOBUF_ROW) throw new Error('no protobuf mark');
+      m = RowType.decode(messageOfRow(data)) as unknown as Record<string, unknown>;
     } catch (err) {
       throw new InvalidFieldError(row, `not a record row: ${(err as Error).message}`);
     }
@@ -202,5 +202,5 @@ function encodeRow(r: StoredRecord): Uint8Array {
   const m: Record<string, unknown> = { version: r.version, createIndex: r.createIndex, modIndex: r.modIndex, sizeBytes: r.sizeBytes };
   if (typeof r.held === 'string') m.text = r.held;
   else m.record = r.held.bytes;
-  return RowType.encode(m).finish();
+  return protobufRow(RowType.encode(m).finish());
 }

@@ -15,6 +15,7 @@ import { AppTables, TABLE_PREFIXES } from '../apps/tables.js';
 import { CorruptPageError, KvIndex, PAGE_ROW_PREFIX, type KvEntry, type Page } from './kv-index.js';
 import { KvSpace, type RowValue } from './kv-space.js';
 import { RECORD_ROW_PREFIX, RecordStore } from './record-store.js';
+import { CONFIG_ROW, isBinaryRow, messageOfRow, protobufRow } from './row-format.js';
 import { RECORD_PREFIXES, recordKindOf } from '../apps/record-codec.js';
 import {
   DEFAULT_VOTER_TARGET,
@@ -22,6 +23,8 @@ import {
   MAX_VOTER_TARGET,
   MIN_VOTER_TARGET,
   decodeCommand,
+  decodeMessage,
+  encodeMessage,
   isNodeId,
   isOddVoterTarget,
   isPlainObject,
@@ -246,7 +249,6 @@ const KV_ROW_PREFIX = 'k/';
 const VALUE_ROW_PREFIX = 'v/';
 /** The row of a spilled value. */
 export const valueRow = (key: string): string => `${VALUE_ROW_PREFIX}${key}`;
-const CONFIG_ROW = 'cfg';
 const nodeRow = (id: string): string => `n/${id}`;
 const pendingRoleRow = (id: string): string => `p/${id}`;
 const tokenRow = (id: string): string => `t/${id}`;
@@ -829,7 +831,7 @@ export class ClusterState {
     const out = new Map<string, RowValue | null>();
     for (const row of this.#legacyRows) out.set(row, null);
     this.#legacyRows = [];
-    for (const [row, rec] of this.#changed) out.set(row, rec === null ? null : canonicalJson(rec));
+    for (const [row, rec] of this.#changed) out.set(row, rec === null ? null : encodeRecordRow(row, rec));
     this.#changed.clear();
     for (const [key, change] of this.#kvChanged) {
       // A value row exists only for a spilled value (a key of a resident prefix never spills).
@@ -854,10 +856,10 @@ export class ClusterState {
    */
   *rows(spillValuesOverBytes = this.#options.spillValuesOverBytes): IterableIterator<[string, RowValue]> {
     const writer = new ClusterState({ ...this.#options, spillValuesOverBytes });
-    const all: [string, RowValue][] = [[CONFIG_ROW, canonicalJson(this.#config)]];
-    for (const [id, n] of this.#nodes) all.push([nodeRow(id), canonicalJson(n)]);
-    for (const [id, role] of this.#pendingRoles) all.push([pendingRoleRow(id), canonicalJson({ id, role })]);
-    for (const [id, t] of this.#tokens) all.push([tokenRow(id), canonicalJson(t)]);
+    const all: [string, RowValue][] = [[CONFIG_ROW, encodeRecordRow(CONFIG_ROW, this.#config)]];
+    for (const [id, n] of this.#nodes) all.push([nodeRow(id), encodeRecordRow(nodeRow(id), n)]);
+    for (const [id, role] of this.#pendingRoles) all.push([pendingRoleRow(id), encodeRecordRow(pendingRoleRow(id), { id, role })]);
+    for (const [id, t] of this.#tokens) all.push([tokenRow(id), encodeRecordRow(tokenRow(id), t)]);
     const entries: KvEntry[] = [];
     for (const row of this.#kv.records.rows()) all.push(row);
     for (const e of this.#kv.pages.entries()) {
@@ -904,6 +906,7 @@ export class ClusterState {
     const values = new Map<string, string>();
     const pages: Page[] = [];
     const records = new RecordStore();
+    let jsonRecordRows = false;
     let finished = false;
     const add = (rows: Iterable<[string, string | Uint8Array]>) => guard(() => {
       if (finished) throw new Error('rowsReader: add after finish');
@@ -923,11 +926,19 @@ export class ClusterState {
           continue;
         }
         const kind = row === CONFIG_ROW ? CONFIG_ROW : row.slice(0, 2);
-        const parsed = parseJson(typeof data === 'string' ? utf8Encoder.encode(data) : data);
-        if (!parsed.ok) throw new StateRestoreError(`state row ${quote(row.slice(0, 80))}: not valid JSON`);
+        let value: unknown;
+        const message = RECORD_ROW_MESSAGES.get(kind);
+        if (message && typeof data !== 'string' && isBinaryRow(row, data)) value = decodeMessage(message, messageOfRow(data), row);
+        else {
+          const parsed = parseJson(typeof data === 'string' ? utf8Encoder.encode(data) : data);
+          if (!parsed.ok) throw new StateRestoreError(`state row ${quote(row.slice(0, 80))}: not valid JSON`);
+          value = parsed.value;
+          // A record row of JSON text (written before they were protobuf): written again as protobuf.
+          if (message) jsonRecordRows = true;
+        }
         let list = byKind.get(kind);
         if (!list) byKind.set(kind, (list = []));
-        list.push([row, parsed.value]);
+        list.push([row, value]);
       }
     });
     const finish = () => guard(() => {
@@ -956,6 +967,7 @@ export class ClusterState {
       } else {
         state.#kv.clearDirty();
       }
+      if (jsonRecordRows) state.#rewriteRecordRows();
       // Records kept in pages (a store written before record rows): moved to rows of their own,
       // written by the next takeChangedRows() with their pages, in one batch.
       state.#moveRecordsOutOfPages();
@@ -990,6 +1002,14 @@ export class ClusterState {
       this.#kv.set(e);
       this.#mirrorKv(e.key, e.value);
     }
+  }
+
+  /** Marks the config, node, pending role and token rows changed (to write them again, as protobuf). */
+  #rewriteRecordRows(): void {
+    this.#changed.set(CONFIG_ROW, this.#config);
+    for (const [id, n] of this.#nodes) this.#changed.set(nodeRow(id), n);
+    for (const [id, role] of this.#pendingRoles) this.#changed.set(pendingRoleRow(id), { id, role });
+    for (const [id, t] of this.#tokens) this.#changed.set(tokenRow(id), t);
   }
 
   /** Every record of the record store into the typed tables, as held (protobuf, not text). */
@@ -1208,6 +1228,24 @@ function sortedKeys(m: ReadonlyMap<string, unknown>): string[] {
 
 
 /** JSON with object keys sorted, so equal values encode to equal text. */
+/** The protobuf message of each kind of record row (row-format.ts). */
+const RECORD_ROW_MESSAGES: ReadonlyMap<string, string> = new Map([
+  [CONFIG_ROW, 'ConfigRow'],
+  ['n/', 'NodeRow'],
+  ['p/', 'PendingRoleRow'],
+  ['t/', 'TokenRow'],
+]);
+
+/** A config, node, pending role or token record as its row: protobuf (row-format.ts). */
+function encodeRecordRow(row: string, rec: object): Uint8Array {
+  const kind = row === CONFIG_ROW ? CONFIG_ROW : row.slice(0, 2);
+  const message = RECORD_ROW_MESSAGES.get(kind);
+  if (!message) throw new Error(`no record row kind for ${row}`);
+  // Labels in key order: the same record gives the same bytes, whatever order they came in.
+  const body = kind === 'n/' ? { ...rec, labels: Object.fromEntries(Object.entries((rec as NodeRecord).labels).sort((a, b) => compare(a[0], b[0]))) } : rec;
+  return protobufRow(encodeMessage(message, body));
+}
+
 function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
   if (isPlainObject(v)) {

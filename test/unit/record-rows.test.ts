@@ -208,13 +208,39 @@ describe('record rows in the state', () => {
     expect(started.tables.task(task.id)).toEqual(task);
   });
 
+  it('keeps the config, nodes and tokens in protobuf rows too, and reads (then rewrites) their JSON rows of before', () => {
+    const s = withRecords();
+    s.apply(7, enc({ type: 'cluster.init', clusterId: 'c1', voterTarget: 3, rootNodeId: 'QmRoot', ephemeralRoot: false }));
+    s.apply(8, enc({ type: 'node.register', node: { id: 'QmRoot', name: 'n1', addrs: ['/ip4/127.0.0.1/tcp/1'], apiUrl: 'http://127.0.0.1:1', resources: { cpuCores: 2, memoryBytes: 1e9, diskBytes: 2e9, arch: 'x64', gpus: [{ model: 'A', memoryBytes: 5 }], drivers: ['docker', 'process'] }, labels: { zone: 'b', rack: 'a' } } }));
+    s.apply(9, enc({ type: 'token.add', token: { id: 'tok1', hash: 'a'.repeat(64), role: 'join', name: 'ci' } }));
+    s.applyConfChange(10, { type: 'addLearner', node: 'QmLater' });
+    const rows = [...s.rows()];
+    for (const row of ['cfg', 'n/QmRoot', 't/tok1', 'p/QmLater']) {
+      const v = rows.find(([r]) => r === row)?.[1];
+      expect(v, row).toBeInstanceOf(Uint8Array);
+      expect((v as Uint8Array)[0]).toBe(0);
+    }
+    expect(ClusterState.fromRows(s.appliedIndex, rows).snapshot()).toEqual(s.snapshot());
+    // The same rows as JSON text (what the previous version wrote): read, and marked to be written again.
+    const doc = JSON.parse(new TextDecoder().decode(s.snapshot())) as { config: object; nodes: object[]; tokens: object[] };
+    const json = rows.map(([r, v]): [string, RowValue] => [r, r === 'cfg' ? JSON.stringify(doc.config) : r.startsWith('n/') ? JSON.stringify(doc.nodes[0]) : r.startsWith('t/') ? JSON.stringify(doc.tokens[0]) : r.startsWith('p/') ? '{"id":"QmLater","role":"learner"}' : v]);
+    const old = ClusterState.fromRows(s.appliedIndex, json);
+    expect(old.snapshot()).toEqual(s.snapshot());
+    const rewritten = old.takeChangedRows();
+    expect([...rewritten.keys()].sort()).toEqual(['cfg', 'n/QmLater', 'n/QmRoot', 'p/QmLater', 't/tok1'].filter((r) => rows.some(([x]) => x === r)));
+    for (const [row, v] of rewritten) expect(v, row).toEqual(rows.find(([r]) => r === row)![1]);
+    // A protobuf row that does not hold is refused as a JSON one would be.
+    expect(() => ClusterState.fromRows(s.appliedIndex, rows.map(([r, v]): [string, RowValue] => [r, r === 't/tok1' ? new Uint8Array([0, 0x0a, 0x02, 0xff, 0xfe]) : v]))).toThrow(StateRestoreError);
+  });
+
   it('refuses a record row that does not hold', () => {
     const s = withRecords();
     const rows = [...s.rows()];
     const bad = (row: string, v: RowValue) => () => ClusterState.fromRows(s.appliedIndex, rows.map(([r, x]): [string, RowValue] => [r, r === row ? v : x]));
-    expect(bad(`r/tasks/${task.id}`, new Uint8Array([0x2a, 0x03, 0x0a, 0xff, 0x01]))).toThrow(StateRestoreError);
+    expect(bad(`r/tasks/${task.id}`, new Uint8Array([0x00, 0x08, 0x01, 0x10, 0x01, 0x18, 0x01, 0x20, 0x01, 0x2a, 0x02, 0x0a, 0xff]))).toThrow(/record: task record/);
     expect(bad(`r/tasks/${task.id}`, 'text, not bytes')).toThrow(/binary/);
-    expect(bad(`r/tasks/${task.id}`, new Uint8Array([0x08, 0x01]))).toThrow(/createIndex/);
+    expect(bad(`r/tasks/${task.id}`, new Uint8Array([0x08, 0x01]))).toThrow(StateRestoreError);
+    expect(bad(`r/tasks/${task.id}`, new Uint8Array([0x00, 0x08, 0x01]))).toThrow(/createIndex/);
     // A row of a key outside the record prefixes.
     expect(() => ClusterState.fromRows(s.appliedIndex, [...rows, ['r/user/key', rows.find(([r]) => r === 'r/apps/web')![1]]])).toThrow(/record prefix/);
   });
