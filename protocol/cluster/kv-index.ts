@@ -119,7 +119,7 @@ function insertVal(p: Page, i: number, val: string): void {
 }
 
 /** The first index i with keys[i] >= key. */
-function lowerBound(keys: readonly string[], key: string): number {
+export function lowerBound(keys: readonly string[], key: string): number {
   let lo = 0;
   let hi = keys.length;
   while (lo < hi) {

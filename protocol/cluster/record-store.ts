@@ -13,7 +13,7 @@ import protobuf from 'protobufjs';
 import { DecodeError, OMNI_PROTO } from '../codec.js';
 import { EncodedRecord, decodeRecord, encodeRecordText, longToNumber, recordKindOf, type RecordKind } from '../apps/record-codec.js';
 import { InvalidFieldError, readKvKey, readKvValue } from './commands.js';
-import type { KvEntry } from './kv-index.js';
+import { lowerBound, type KvEntry } from './kv-index.js';
 import { PROTOBUF_ROW, messageOfRow, protobufRow } from './row-format.js';
 
 export const RECORD_ROW_PREFIX = 'r/';
@@ -40,18 +40,6 @@ class StoredRecord implements KvEntry {
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** The first index i with keys[i] >= key. */
-function lowerBound(keys: readonly string[], key: string): number {
-  let lo = 0;
-  let hi = keys.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (keys[mid] < key) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 export class RecordStore {
