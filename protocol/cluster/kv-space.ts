@@ -3,6 +3,7 @@
 // Each key lives in exactly one of them, chosen by its prefix; listing merges both in key order.
 // Pure: no I/O.
 import { recordKindOf } from '../apps/record-codec.js';
+import { InvalidFieldError } from './commands.js';
 import { KvIndex, type KvEntry } from './kv-index.js';
 import { RecordStore } from './record-store.js';
 
@@ -76,7 +77,7 @@ export class KvSpace {
   /**
    * Moves records kept in kv pages (as a state written before record rows keeps them) to the
    * record store; returns how many moved. Their pages and rows are then dirty (written by the
-   * next takeDirty).
+   * next takeDirty). A key found in both is InvalidFieldError (rows that do not hold together).
    */
   moveRecordsOutOfPages(prefixes: readonly string[]): number {
     let moved = 0;
@@ -87,6 +88,7 @@ export class KvSpace {
         found.push(e);
       }
       for (const e of found) {
+        if (this.records.has(e.key)) throw new InvalidFieldError(e.key, 'is both in a kv page and in a record row');
         this.pages.delete(e.key);
         this.records.set(e);
         moved++;

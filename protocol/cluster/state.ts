@@ -1227,7 +1227,6 @@ function sortedKeys(m: ReadonlyMap<string, unknown>): string[] {
 }
 
 
-/** JSON with object keys sorted, so equal values encode to equal text. */
 /** The protobuf message of each kind of record row (row-format.ts). */
 const RECORD_ROW_MESSAGES: ReadonlyMap<string, string> = new Map([
   [CONFIG_ROW, 'ConfigRow'],
@@ -1246,6 +1245,7 @@ function encodeRecordRow(row: string, rec: object): Uint8Array {
   return protobufRow(encodeMessage(message, body));
 }
 
+/** JSON with object keys sorted, so equal values encode to equal text. */
 function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
   if (isPlainObject(v)) {

@@ -206,6 +206,8 @@ describe('record rows in the state', () => {
     expect(started.hasChangedRows).toBe(false);
     expect(started.snapshot()).toEqual(s.snapshot());
     expect(started.tables.task(task.id)).toEqual(task);
+    // A record both in a page and in a row of its own: the rows do not hold together.
+    expect(() => ClusterState.fromRows(s.appliedIndex, [...old, ...[...s.rows()].filter(([r]) => r.startsWith('r/'))])).toThrow(/both in a kv page and in a record row/);
   });
 
   it('keeps the config, nodes and tokens in protobuf rows too, and reads (then rewrites) their JSON rows of before', () => {
