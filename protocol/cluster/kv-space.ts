@@ -2,7 +2,7 @@
 // keys under RECORD_PREFIXES, a protobuf row each) and every other key (kv-index.ts: pages).
 // Each key lives in exactly one of them, chosen by its prefix; listing merges both in key order.
 // Pure: no I/O.
-import { recordKindOf } from '../apps/record-codec.js';
+import { RECORD_PREFIXES, recordKindOf } from '../apps/record-codec.js';
 import { InvalidFieldError } from './commands.js';
 import { KvIndex, type KvEntry } from './kv-index.js';
 import { RecordStore } from './record-store.js';
@@ -53,6 +53,20 @@ export class KvSpace {
         yield y.value;
         y = b.next();
       }
+    }
+  }
+
+  /**
+   * The records whose key starts with prefix, in key order: only from the store(s) that can hold
+   * such keys (listing a registry prefix never sorts the apps' records).
+   */
+  *withPrefix(prefix: string): IterableIterator<KvEntry> {
+    const inRecords = RECORD_PREFIXES.some(([p]) => p.startsWith(prefix) || prefix.startsWith(p));
+    const inPages = !RECORD_PREFIXES.some(([p]) => prefix.startsWith(p));
+    const source = inRecords && inPages ? this.entries(prefix) : inRecords ? this.records.entries(prefix) : this.pages.entries(prefix);
+    for (const e of source) {
+      if (!e.key.startsWith(prefix)) return;
+      yield e;
     }
   }
 

@@ -782,8 +782,8 @@ export class ClusterState {
   #kvEntriesWith(prefix: string, limit: number): KvEntry[] {
     const out: KvEntry[] = [];
     if (typeof prefix !== 'string' || !(limit > 0)) return out;
-    for (const e of this.#kv.entries(prefix)) {
-      if (out.length >= limit || !e.key.startsWith(prefix)) break;
+    for (const e of this.#kv.withPrefix(prefix)) {
+      if (out.length >= limit) break;
       out.push(e);
     }
     return out;

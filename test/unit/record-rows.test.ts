@@ -160,6 +160,11 @@ describe('record rows in the state', () => {
     expect(s.recordsKeptAsText()).toEqual(['taskstatus/odd']);
     expect(s.kvList('', 100).map((r) => r.key)).toEqual(['app', 'apps/web', 'appspecs/web/00000003', `tasks/${task.id}`, 'tasks0', 'taskstatus/odd', `taskstatus/${task.id}`]);
     expect(s.kvList('tasks', 100).map((r) => r.key)).toEqual([`tasks/${task.id}`, 'tasks0', 'taskstatus/odd', `taskstatus/${task.id}`]);
+    expect(s.kvList('tasks/', 100).map((r) => r.key)).toEqual([`tasks/${task.id}`]);
+    expect(s.kvList('apps', 100).map((r) => r.key)).toEqual(['apps/web', 'appspecs/web/00000003']);
+    expect(s.kvList('appspecs/', 100).map((r) => r.key)).toEqual(['appspecs/web/00000003']);
+    expect(s.kvList('taskstatus/o', 100).map((r) => r.key)).toEqual(['taskstatus/odd']);
+    expect(s.kvList('', 2).map((r) => r.key)).toEqual(['app', 'apps/web']);
     // The typed tables read the protobuf records.
     expect(s.tables.task(task.id)).toEqual(task);
     expect(s.tables.status(task.id)).toEqual(JSON.parse(JSON.stringify(status)));
