@@ -521,7 +521,7 @@ export class Omnid {
         const r = raft.raft;
         return { term: r.term, commitIndex: r.log.committed, appliedIndex: r.log.applied, isLeader: raft.isLeader, hasLeader: r.lead !== NONE, voters: r.voters.size, learners: r.learners.size };
       },
-      state: () => ({ bytes: raft.state.sizeBytes, quotaBytes: quotaBytes(raft.state.config()), nodes: raft.state.nodes(), apps: raft.state.tables.apps().length }),
+      state: () => ({ bytes: raft.state.sizeBytes, quotaBytes: quotaBytes(raft.state.config()), nodes: raft.state.nodes(), apps: raft.state.tables.apps().length, recordsAsText: raft.state.recordsKeptAsText().length }),
       localTasks: () =>
         raft.state.tables.tasksOnNode(daemon.id).filter((t) => t.desired === 'run').map((t) => {
           const st = raft.state.tables.status(t.id);

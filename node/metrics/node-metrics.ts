@@ -35,7 +35,7 @@ export interface LocalTask {
 export interface MetricsSources {
   node: { id: string; name: string; clusterId(): string };
   raft(): RaftFigures;
-  state(): { bytes: number; quotaBytes: number; nodes: { status: string }[]; apps: number };
+  state(): { bytes: number; quotaBytes: number; nodes: { status: string }[]; apps: number; recordsAsText: number };
   /** This node's tasks (desired to run here) with their reported status. */
   localTasks(): LocalTask[];
   /** CPU and memory of this node's running tasks (never rejects). */
@@ -85,6 +85,7 @@ export class NodeMetrics {
     gauge('omni_state_bytes', 'Size of the replicated state.', (g) => g.set(s.state().bytes));
     gauge('omni_state_quota_bytes', 'The replicated state quota (writes past it are refused with QUOTA_EXCEEDED).', (g) => g.set(s.state().quotaBytes));
     gauge('omni_apps', 'Apps in the cluster.', (g) => g.set(s.state().apps));
+    gauge('omni_state_records_as_text', "The apps' records kept as JSON text rather than protobuf (written by hand through the kv API, or by another omnid version).", (g) => g.set(s.state().recordsAsText));
     gauge<'status'>('omni_cluster_nodes', 'Member nodes by status.', (g) => {
       g.reset();
       const counts = new Map<string, number>([['up', 0], ['down', 0]]);

@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { apiCall, formCluster, waitFor } from './helpers.js';
+import { apiCall, formCluster, waitFor, recordsKeptAsText } from './helpers.js';
 
 interface Sched { state: 'ON' | 'OFF'; nextFireMs: number | null; lastRun: number; lastScheduledMs: number; active: { run: number; scheduledMs: number }[]; missed: number; skipped: number }
 interface RunRow { run: number; scheduledMs: number; firedAtMs: number; status: string; attempts: number }
@@ -229,5 +229,11 @@ describe('cron apps on a 3-node cluster (process driver)', () => {
     const lines = (await readFile(log, 'utf8')).split('\n').filter(Boolean);
     expect(lines.slice(0, 2)).toEqual(['hello 1', 'hello 2']);
     await waitFor('2 replicas running', async () => ((await inspect('apisched')).healthy === 2 ? true : undefined), 30_000, 200);
+  });
+
+  it('keeps every record Omni wrote in protobuf on every node (none kept as JSON text)', async () => {
+    const counts = await recordsKeptAsText(c);
+    expect(Object.keys(counts).length).toBeGreaterThan(0);
+    for (const n of Object.values(counts)) expect(n).toBe(0);
   });
 });

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { promisify } from 'node:util';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { apiCall, formCluster, waitFor, httpGet } from './helpers.js';
+import { apiCall, formCluster, waitFor, httpGet, recordsKeptAsText } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -219,5 +219,11 @@ describe('failing apps on a 3-node cluster (process driver)', () => {
     await api('POST', '/v1/apps/drainme/scale', { replicas: 4 });
     await waitFor('placed on n3 again', async () => (await inspect('drainme')).tasks.some((t) => t.desired === 'run' && t.node === 'n3'), 20_000, 200);
     await api('DELETE', '/v1/apps/drainme');
+  });
+
+  it('keeps every record Omni wrote in protobuf on every node (none kept as JSON text)', async () => {
+    const counts = await recordsKeptAsText(c);
+    expect(Object.keys(counts).length).toBeGreaterThan(0);
+    for (const n of Object.values(counts)) expect(n).toBe(0);
   });
 });

@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { apiCall, formCluster, waitFor } from './helpers.js';
+import { apiCall, formCluster, waitFor, recordsKeptAsText } from './helpers.js';
 
 interface JobView { phase: string; outcome: string; run: number; succeeded: number; failures: number; attempts: number; retries: number; exitCodes: (number | null)[]; reason: string }
 interface Inspect { type: string; job?: JobView; pending: string; tasks: { id: string; desired: string; state: string }[]; jobRecord?: { history: { outcome: string; exitCode: number | null }[] } }
@@ -120,5 +120,11 @@ describe('jobs on a 3-node cluster (process driver)', () => {
     expect(after.job).toMatchObject({ phase: 'STOPPED', outcome: 'succeeded', attempts: 1 });
     expect(after.tasks.filter((t) => t.desired === 'run')).toEqual([]);
     expect(await lines(ran)).toEqual(['ran']);
+  });
+
+  it('keeps every record Omni wrote in protobuf on every node (none kept as JSON text)', async () => {
+    const counts = await recordsKeptAsText(c);
+    expect(Object.keys(counts).length).toBeGreaterThan(0);
+    for (const n of Object.values(counts)) expect(n).toBe(0);
   });
 });

@@ -8,7 +8,7 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { apiCall, formCluster, waitFor, httpGet } from './helpers.js';
+import { apiCall, formCluster, waitFor, httpGet, recordsKeptAsText } from './helpers.js';
 
 // A tiny HTTP app: / answers with its task id and version, /fail answers 500, /pid its pid.
 const SERVER = `
@@ -412,5 +412,11 @@ describe('apps on a 3-node cluster (process driver)', () => {
       return a.replicas === 2 && live.length === 2 && live.every((t) => t.node !== victim && t.state === 'running') ? a : undefined;
     }, 40_000, 300);
     expect(new Set(g2.tasks.filter((t) => t.desired === 'run').map((t) => t.node)).size).toBe(2);
+  });
+
+  it('keeps every record Omni wrote in protobuf on every node (none kept as JSON text)', async () => {
+    const counts = await recordsKeptAsText(c);
+    expect(Object.keys(counts).length).toBeGreaterThan(0);
+    for (const n of Object.values(counts)) expect(n).toBe(0);
   });
 });

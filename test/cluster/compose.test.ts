@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor } from './helpers.js';
+import { formCluster, waitFor, recordsKeptAsText } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -227,4 +227,10 @@ describe('compose stacks on a 3-node cluster (process driver)', () => {
     expect(put.status).toBe(400);
     expect(JSON.stringify(put.body)).toMatch(/cycle: a → a/);
   }, 120_000);
+
+  it('keeps every record Omni wrote in protobuf on every node (none kept as JSON text)', async () => {
+    const counts = await recordsKeptAsText(c);
+    expect(Object.keys(counts).length).toBeGreaterThan(0);
+    for (const n of Object.values(counts)) expect(n).toBe(0);
+  });
 });

@@ -145,3 +145,20 @@ export async function udpAsk(port: number, text: string): Promise<string | undef
     s.send(text, port, '127.0.0.1');
   });
 }
+
+/**
+ * Every running node's count of the apps' records it keeps as JSON text rather than protobuf
+ * (`omni_state_records_as_text` in /metrics). 0 for all Omni wrote: a record that falls back to
+ * text has a field proto/omni.proto lacks (README: Records in protobuf).
+ */
+export async function recordsKeptAsText(c: LocalCluster): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const [name, n] of c.nodes) {
+    if (!n.running) continue;
+    const { status, body } = await apiCall<string>(c, name, 'GET', '/metrics');
+    if (status !== 200) throw new Error(`GET /metrics on ${name}: ${status}`);
+    const line = String(body).split('\n').find((l) => l.startsWith('omni_state_records_as_text '));
+    out[name] = line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return out;
+}

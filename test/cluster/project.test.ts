@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import type { LocalCluster } from '../../node/local-cluster.js';
-import { formCluster, waitFor, httpGet } from './helpers.js';
+import { formCluster, waitFor, httpGet, recordsKeptAsText } from './helpers.js';
 
 const OMNI = resolve('bin/omni');
 // CI (OMNI_REQUIRE_DOCKER=1, .ci/run installs jupyter-notebook) never skips the lab test
@@ -296,4 +296,10 @@ describe('project directories on a 3-node cluster (process driver)', () => {
       p.kill('SIGKILL');
     }
   }, 240_000);
+
+  it('keeps every record Omni wrote in protobuf on every node (none kept as JSON text)', async () => {
+    const counts = await recordsKeptAsText(c);
+    expect(Object.keys(counts).length).toBeGreaterThan(0);
+    for (const n of Object.values(counts)) expect(n).toBe(0);
+  });
 });

@@ -5,7 +5,7 @@ import { NodeMetrics, type MetricsSources } from '../../node/metrics/node-metric
 const base: MetricsSources = {
   node: { id: 'id1', name: 'n1', clusterId: () => 'c1' },
   raft: () => ({ term: 2, commitIndex: 10, appliedIndex: 10, isLeader: true, hasLeader: true, voters: 3, learners: 0 }),
-  state: () => ({ bytes: 1000, quotaBytes: 2000, nodes: [{ status: 'up' }], apps: 4 }),
+  state: () => ({ bytes: 1000, quotaBytes: 2000, nodes: [{ status: 'up' }], apps: 4, recordsAsText: 1 }),
   localTasks: () => [],
   sampleTasks: async () => [],
 };
@@ -24,6 +24,7 @@ describe('node metrics: registry and builds', () => {
       ],
     });
     const text = (await m.render()).text;
+    expect(text).toMatch(/^omni_state_records_as_text 1$/m);
     expect(text).toMatch(/^omni_registry_blobs 7$/m);
     expect(text).toMatch(/^omni_registry_blob_bytes 7340032$/m);
     expect(text).toMatch(/^omni_registry_blobs_under_replicated\{leader="n1"\} 2$/m);
