@@ -875,7 +875,10 @@ message RecordRow {
 // ---------------------------------------------------------------------------
 `;
 
-const root = protobuf.parse(OMNI_PROTO).root;
+/** The schema above, parsed once (every module reads its message types from it; never changed). */
+export const OMNI_ROOT = protobuf.parse(OMNI_PROTO).root;
+OMNI_ROOT.resolveAll();
+const root = OMNI_ROOT;
 const schema = {
   RaftMessage: root.lookupType('omni.RaftMessage'),
   Entry: root.lookupType('omni.Entry'),

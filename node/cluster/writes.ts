@@ -162,7 +162,10 @@ export class ClusterWrites implements Proposer, ReadBarrier, MembershipChanger {
     const decoded = decodeCommand(data);
     // Bytes that are no command are refused here: they never reach the log.
     if (!decoded.ok) return Promise.resolve(decoded);
-    return this.gateCommand(forwardedPrincipal(caller, from, this.d.raft.state.tokens()), decoded.command, data);
+    // Records in protobuf from a member whose view of the cluster's schema is ahead of this
+    // leader's: written as text, which every member reads.
+    const entry = decoded.usesRecords && this.d.recordsInCommands?.() !== true ? encodeCommand(decoded.command) : data;
+    return this.gateCommand(forwardedPrincipal(caller, from, this.d.raft.state.tokens()), decoded.command, entry);
   }
 
   /** Leader side of a forwarded membership change (untrusted params) by member `from`. */

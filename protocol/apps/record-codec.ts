@@ -14,7 +14,8 @@
 //
 // Pure: no I/O. A decoder failure is a DecodeError.
 import protobuf from 'protobufjs';
-import { DecodeError, OMNI_PROTO } from '../codec.js';
+import { DecodeError, OMNI_ROOT } from '../codec.js';
+import { isWellFormedUnicode } from '../unicode.js';
 import { APP_PREFIX, STATUS_PREFIX, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
 
 export type RecordKind = 'app' | 'task' | 'status';
@@ -32,18 +33,26 @@ export function recordKindOf(key: string): RecordKind | undefined {
   return undefined;
 }
 
-const root = protobuf.parse(OMNI_PROTO).root;
 const TYPES: Record<RecordKind, protobuf.Type> = {
-  app: root.lookupType('omni.AppRec'),
-  task: root.lookupType('omni.TaskRec'),
-  status: root.lookupType('omni.TaskStatusRec'),
+  app: OMNI_ROOT.lookupType('omni.AppRec'),
+  task: OMNI_ROOT.lookupType('omni.TaskRec'),
+  status: OMNI_ROOT.lookupType('omni.TaskStatusRec'),
 };
 const NULLABLE_INT = 'RecNullableInt';
 const LISTS: ReadonlyMap<string, string> = new Map([
   ['RecInts', 'int'],
   ['RecStrings', 'string'],
 ]);
-const INT_TYPES = new Set(['int64', 'sint64', 'uint64', 'int32', 'sint32', 'uint32']);
+/** 64-bit integers only: a 32-bit field would need a range check (protobuf truncates), so none is used. */
+const INT_TYPES = new Set(['int64', 'sint64', 'uint64']);
+/**
+ * Most fields and list elements one rendering writes: a record of a few bytes can stand for many
+ * empty messages, each rendered with every field, so bytes from a peer are rendered within this
+ * budget (about 1 MiB of text, the largest kv value) or refused.
+ */
+const MAX_RENDERED_FIELDS = 250_000;
+/** Texts whose protobuf form was computed lately (a command's record rendered, then kept): computed once. */
+const MEMO_ENTRIES = 256;
 
 /** A field that renders only when present: a proto3 `optional` scalar or a message. */
 const isOptional = (f: protobuf.Field): boolean => f.resolvedType !== null || f.partOf !== null;
@@ -60,9 +69,6 @@ function fields(t: protobuf.Type): protobuf.Field[] {
   return f;
 }
 
-/** No lone surrogate (in a `u` regex a paired one is one code point, not a Surrogate): UTF-8 holds it exactly. */
-const LONE_SURROGATE = /\p{Surrogate}/u;
-const isWellFormedUnicode = (s: string): boolean => !LONE_SURROGATE.test(s);
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && !Object.is(v, -0);
 
@@ -127,7 +133,7 @@ function nullableIn(v: unknown): unknown {
 }
 
 /** An integer as protobufjs decodes it (a Long, or a number) as a number (NaN for anything else). */
-export function longToNumber(v: unknown): number {
+function longToNumber(v: unknown): number {
   if (typeof v === 'number') return v;
   const toNumber = (v as { toNumber?: unknown } | null)?.toNumber;
   return typeof toNumber === 'function' ? (toNumber.call(v) as number) : NaN;
@@ -144,15 +150,26 @@ function scalarOut(f: protobuf.Field, v: unknown, path: string): unknown {
   return INT_TYPES.has(f.type) ? toInt(v, path) : v;
 }
 
+interface Budget {
+  fields: number;
+}
+
+function spend(budget: Budget, n: number, path: string): void {
+  budget.fields -= n;
+  if (budget.fields < 0) throw new DecodeError(`${path}: renders to more than ${MAX_RENDERED_FIELDS} fields`);
+}
+
 /** The JSON rendering (a plain object, fields in schema order) of a message of type t. */
-function messageOut(t: protobuf.Type, m: Record<string, unknown>, path: string): Record<string, unknown> {
+function messageOut(t: protobuf.Type, m: Record<string, unknown>, path: string, budget: Budget): Record<string, unknown> {
   const out: Record<string, unknown> = {};
+  spend(budget, fields(t).length, path);
   for (const f of fields(t)) {
     const at = `${path}.${f.name}`;
     const ft = f.resolvedType instanceof protobuf.Type ? f.resolvedType : undefined;
     if (f.repeated) {
       const list = (m[f.name] ?? []) as unknown[];
-      out[f.name] = list.map((e, i) => (ft ? (ft.name === NULLABLE_INT ? nullableOut(e as Record<string, unknown>, `${at}[${i}]`) : messageOut(ft, e as Record<string, unknown>, `${at}[${i}]`)) : scalarOut(f, e, `${at}[${i}]`)));
+      spend(budget, list.length, at);
+      out[f.name] = list.map((e, i) => (ft ? (ft.name === NULLABLE_INT ? nullableOut(e as Record<string, unknown>, `${at}[${i}]`) : messageOut(ft, e as Record<string, unknown>, `${at}[${i}]`, budget)) : scalarOut(f, e, `${at}[${i}]`)));
       continue;
     }
     const present = Object.hasOwn(m, f.name) && m[f.name] !== null && m[f.name] !== undefined;
@@ -162,8 +179,9 @@ function messageOut(t: protobuf.Type, m: Record<string, unknown>, path: string):
     else if (ft.name === NULLABLE_INT) out[f.name] = nullableOut(x as Record<string, unknown>, at);
     else if (LISTS.has(ft.name)) {
       const values = ((x as Record<string, unknown>).values ?? []) as unknown[];
+      spend(budget, values.length, at);
       out[f.name] = LISTS.get(ft.name) === 'int' ? values.map((e, i) => toInt(e, `${at}[${i}]`)) : values;
-    } else out[f.name] = messageOut(ft, x as Record<string, unknown>, at);
+    } else out[f.name] = messageOut(ft, x as Record<string, unknown>, at, budget);
   }
   return out;
 }
@@ -184,6 +202,8 @@ export interface RecordOf {
  * undefined otherwise (the text is kept as it is). Never throws.
  */
 export function encodeRecordText(kind: RecordKind, text: string): Uint8Array | undefined {
+  const memo = MEMO.get(text);
+  if (memo && memo.kind === kind) return memo.bytes;
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -192,8 +212,44 @@ export function encodeRecordText(kind: RecordKind, text: string): Uint8Array | u
   }
   const t = TYPES[kind];
   const m = messageIn(t, parsed);
-  if (m === NOT_A_RECORD || JSON.stringify(messageOut(t, m, kind)) !== text) return undefined;
-  return t.encode(m).finish();
+  if (m === NOT_A_RECORD) return undefined;
+  let rendered: string;
+  try {
+    rendered = JSON.stringify(messageOut(t, m, kind, { fields: MAX_RENDERED_FIELDS }));
+  } catch (err) {
+    if (err instanceof DecodeError) return undefined;
+    throw err;
+  }
+  // A copy: protobufjs hands out views into a shared 8 KiB pool, which a kept record would pin.
+  return rendered === text ? new Uint8Array(t.encode(m).finish()) : undefined;
+}
+
+const MEMO = new Map<string, { kind: RecordKind; bytes: Uint8Array }>();
+
+function remember(kind: RecordKind, text: string, bytes: Uint8Array): void {
+  if (MEMO.size >= MEMO_ENTRIES) MEMO.delete(MEMO.keys().next().value!);
+  MEMO.set(text, { kind, bytes });
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * The JSON text of a record that came in a command (from a peer): the bytes must be exactly
+ * what this build writes for that text (encodeRecordText) — so a field this build does not know,
+ * malformed UTF-8 or any other encoding of the same record is refused (DecodeError), never read
+ * leniently, and every replica reads the same text whatever class of array holds the bytes.
+ */
+export function recordTextFromCommand(kind: RecordKind, bytes: Uint8Array): string {
+  const text = renderRecord(kind, bytes);
+  const canonical = encodeRecordText(kind, text);
+  if (!canonical || !sameBytes(canonical, bytes)) throw new DecodeError(`${kind} record: not in the form this build writes`);
+  // The state keeps the record next (RecordStore.set): its protobuf form is then at hand.
+  remember(kind, text, canonical);
+  return text;
 }
 
 /** The record (a plain object in JSON form) that bytes encode; DecodeError when they do not. */
@@ -205,7 +261,7 @@ export function decodeRecord<K extends RecordKind>(kind: K, bytes: Uint8Array): 
   } catch (err) {
     throw new DecodeError(`${kind} record: ${(err as Error).message}`, { cause: err });
   }
-  return messageOut(t, m as unknown as Record<string, unknown>, kind) as unknown as RecordOf[K];
+  return messageOut(t, m as unknown as Record<string, unknown>, kind, { fields: MAX_RENDERED_FIELDS }) as unknown as RecordOf[K];
 }
 
 /** The JSON text of the record that bytes encode (what encodeRecordText was given). */
@@ -220,7 +276,7 @@ export function renderRecord(kind: RecordKind, bytes: Uint8Array): string {
 export function recordJson<K extends RecordKind>(kind: K, rec: RecordOf[K]): string {
   const t = TYPES[kind];
   const m = messageIn(t, JSON.parse(JSON.stringify(rec)));
-  return m === NOT_A_RECORD ? JSON.stringify(rec) : JSON.stringify(messageOut(t, m, kind));
+  return m === NOT_A_RECORD ? JSON.stringify(rec) : JSON.stringify(messageOut(t, m, kind, { fields: MAX_RENDERED_FIELDS }));
 }
 
 /** A record held as its protobuf bytes: decoded (once per call) when read. */

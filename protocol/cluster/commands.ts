@@ -15,8 +15,9 @@
 
 import { Buffer, isAscii } from 'node:buffer';
 import protobuf from 'protobufjs';
-import { DecodeError, OMNI_PROTO } from '../codec.js';
-import { encodeRecordText, recordKindOf, renderRecord } from '../apps/record-codec.js';
+import { DecodeError, OMNI_ROOT } from '../codec.js';
+import { isWellFormedUnicode } from '../unicode.js';
+import { encodeRecordText, recordKindOf, recordTextFromCommand } from '../apps/record-codec.js';
 
 // ---------------------------------------------------------------------------
 // Records
@@ -180,7 +181,11 @@ export type CommandType = Command['type'];
 
 export interface CommandError { code: string; message: string }
 export type ApplyResult = { ok: true; value?: unknown } | { ok: false; error: CommandError };
-export type DecodeResult = { ok: true; command: Command } | { ok: false; error: CommandError };
+/**
+ * usesRecords: a put carried a record in protobuf (command schema 4, SCHEMA_RECORDS): a member
+ * of an older schema could not read the entry (the state raises its schema floor on applying it).
+ */
+export type DecodeResult = { ok: true; command: Command; usesRecords?: true } | { ok: false; error: CommandError };
 
 // ---------------------------------------------------------------------------
 // Limits
@@ -328,8 +333,7 @@ function invalid(message: string): { ok: false; error: CommandError } {
 // ---------------------------------------------------------------------------
 // The protobuf form: Command of proto/omni.proto
 
-const WIRE_ROOT = protobuf.parse(OMNI_PROTO).root;
-WIRE_ROOT.resolveAll();
+const WIRE_ROOT = OMNI_ROOT;
 const WIRE = { Command: WIRE_ROOT.lookupType('omni.Command') };
 let commandPlan: MessagePlan | undefined;
 
@@ -392,37 +396,40 @@ function decodeProtobuf(data: Uint8Array): DecodeResult {
   const type = TYPE_OF_BODY.get(present[0])!;
   const raw = body[present[0]] as Raw;
   let o: Raw = raw;
+  const records = { used: false };
   try {
-    if (type === 'kv.put') o = putOf(raw, 'record');
+    if (type === 'kv.put') o = putOf(raw, 'record', records);
     if (type === 'kv.txn') {
       o = {
         ...raw,
         compares: (raw.compares as Raw[]).map(dropUndefined),
         // The JSON form's {op, key, value} from the oneof.
-        ops: (raw.ops as Raw[]).map((op, i) => (op.put !== undefined ? { op: 'put', ...putOf(op.put as Raw, `ops[${i}].record`) } : op.delete !== undefined ? { op: 'delete', ...(op.delete as Raw) } : {})),
+        ops: (raw.ops as Raw[]).map((op, i) => (op.put !== undefined ? { op: 'put', ...putOf(op.put as Raw, `ops[${i}].record`, records) } : op.delete !== undefined ? { op: 'delete', ...(op.delete as Raw) } : {})),
       };
     }
   } catch (err) {
     if (err instanceof InvalidFieldError) return invalid(err.message);
     throw err;
   }
-  return readCommand(type, { type, ...o });
+  const read = readCommand(type, { type, ...o });
+  return read.ok && records.used ? { ...read, usesRecords: true } : read;
 }
 
 /**
  * A put as the JSON form has it ({key, value}, the value as text or bytes): a record's protobuf
  * is read as its JSON text; neither content is an empty value (proto3's default).
  */
-function putOf(raw: Raw, path: string): Raw {
+function putOf(raw: Raw, path: string, records: { used: boolean }): Raw {
   // path: where the record field is, for errors ('record', 'ops[2].record').
   const { record, ...rest } = raw;
   if (record === undefined) return rest.value === undefined ? { ...rest, value: '' } : dropUndefined(rest);
   const kind = typeof raw.key === 'string' ? recordKindOf(raw.key) : undefined;
   if (!kind) throw new InvalidFieldError(path, 'a record is only for keys under apps/, tasks/ or taskstatus/');
+  records.used = true;
   try {
-    return { ...dropUndefined(rest), value: renderRecord(kind, record as Uint8Array) };
+    return { ...dropUndefined(rest), value: recordTextFromCommand(kind, record as Uint8Array) };
   } catch (err) {
-    if (err instanceof DecodeError) throw new InvalidFieldError(path, `not a ${kind} record`);
+    if (err instanceof DecodeError) throw new InvalidFieldError(path, `not a ${kind} record in the form this omnid writes`);
     throw err;
   }
 }
@@ -728,7 +735,6 @@ const TOKEN_ID = /^[a-zA-Z0-9_-]+$/;
 const TOKEN_HASH = /^[0-9a-f]{64}$/;
 const API_URL = /^https?:\/\/[^\s]+$/;
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 export function isPlainObject(v: unknown): v is Raw {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -781,7 +787,7 @@ export function readText(v: unknown, path: string, maxChars: number, minChars = 
     throw new InvalidFieldError(path, `must be a string of at most ${maxChars} characters`);
   }
   if (v.length < minChars) throw new InvalidFieldError(path, 'must not be empty');
-  if (LONE_SURROGATE.test(v)) throw new InvalidFieldError(path, 'must be well-formed Unicode');
+  if (!isWellFormedUnicode(v)) throw new InvalidFieldError(path, 'must be well-formed Unicode');
   return v;
 }
 
@@ -933,7 +939,7 @@ export function readKvKey(v: unknown, path: string): string {
   if (v.length > MAX_KV_KEY_BYTES || utf8SizeBytes(v) > MAX_KV_KEY_BYTES) {
     throw new InvalidFieldError(path, `must be at most ${MAX_KV_KEY_BYTES} bytes of UTF-8`);
   }
-  if (LONE_SURROGATE.test(v)) throw new InvalidFieldError(path, 'must be well-formed Unicode');
+  if (!isWellFormedUnicode(v)) throw new InvalidFieldError(path, 'must be well-formed Unicode');
   if (CONTROL_CHARS.test(v)) throw new InvalidFieldError(path, 'must not contain control characters');
   return v;
 }
@@ -952,7 +958,7 @@ export function readKvValue(v: unknown, path: string): string {
   if (v.length > MAX_KV_VALUE_BYTES || utf8SizeBytes(v) > MAX_KV_VALUE_BYTES) {
     throw new InvalidFieldError(path, `must be at most ${MAX_KV_VALUE_BYTES} bytes of UTF-8`);
   }
-  if (LONE_SURROGATE.test(v)) throw new InvalidFieldError(path, 'must be well-formed Unicode');
+  if (!isWellFormedUnicode(v)) throw new InvalidFieldError(path, 'must be well-formed Unicode');
   return v;
 }
 

@@ -118,6 +118,11 @@ function insertVal(p: Page, i: number, val: string): void {
   if (!isSpilled(p, i)) p.vals.splice(i - spilledBefore(p, i), 0, val);
 }
 
+/** Keys in UTF-16 code unit order (the order of a prefix scan). */
+export function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 /** The first index i with keys[i] >= key. */
 export function lowerBound(keys: readonly string[], key: string): number {
   let lo = 0;

@@ -9,17 +9,14 @@
 // API's value) is rendered when read. The same interface as KvIndex for what ClusterState does
 // with a record (get, set, delete, entries in key order, dirty rows), so the state keeps one kv
 // space over both (kv-space.ts). Pure: no I/O.
-import protobuf from 'protobufjs';
-import { DecodeError, OMNI_PROTO } from '../codec.js';
-import { EncodedRecord, decodeRecord, encodeRecordText, longToNumber, recordKindOf, type RecordKind } from '../apps/record-codec.js';
-import { InvalidFieldError, readKvKey, readKvValue } from './commands.js';
-import { lowerBound, type KvEntry } from './kv-index.js';
+import { DecodeError } from '../codec.js';
+import { EncodedRecord, decodeRecord, encodeRecordText, recordKindOf, type RecordKind } from '../apps/record-codec.js';
+import { InvalidFieldError, decodeMessage, encodeMessage, readKvKey, readKvValue, readSafeInt } from './commands.js';
+import { compareKeys, lowerBound, type KvEntry } from './kv-index.js';
 import { PROTOBUF_ROW, messageOfRow, protobufRow } from './row-format.js';
 
 export const RECORD_ROW_PREFIX = 'r/';
 export const recordRow = (key: string): string => `${RECORD_ROW_PREFIX}${key}`;
-
-const RowType = protobuf.parse(OMNI_PROTO).root.lookupType('omni.RecordRow');
 
 /** A stored record: its numbers, and its value as protobuf bytes or (no exact protobuf form) as text. */
 class StoredRecord implements KvEntry {
@@ -36,10 +33,6 @@ class StoredRecord implements KvEntry {
   get value(): string {
     return typeof this.held === 'string' ? this.held : this.held.text();
   }
-}
-
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 export class RecordStore {
@@ -88,7 +81,7 @@ export class RecordStore {
 
   /** Keys of records kept as text (no exact protobuf form: written by hand, or by another build), in key order. */
   keptAsText(): string[] {
-    return [...this.#asText].sort(compare);
+    return [...this.#asText].sort(compareKeys);
   }
 
   delete(key: string): boolean {
@@ -104,7 +97,7 @@ export class RecordStore {
 
   /** The records with key >= from, in key order (UTF-16 code units, as KvIndex.entries). */
   *entries(from = ''): IterableIterator<KvEntry> {
-    if (!this.#sorted) this.#sorted = [...this.#records.keys()].sort(compare);
+    if (!this.#sorted) this.#sorted = [...this.#records.keys()].sort(compareKeys);
     const keys = this.#sorted;
     for (let i = lowerBound(keys, from); i < keys.length; i++) {
       const r = this.#records.get(keys[i]);
@@ -150,31 +143,25 @@ export class RecordStore {
     const kind = recordKindOf(key);
     if (!kind) throw new InvalidFieldError(row, 'is not under a record prefix');
     if (this.#records.has(key)) throw new InvalidFieldError(row, 'duplicate key');
-    let m: Record<string, unknown>;
-    try {
-      if (data[0] !== PROTOBUF_ROW) throw new Error('no protobuf mark');
-      m = RowType.decode(messageOfRow(data)) as unknown as Record<string, unknown>;
-    } catch (err) {
-      throw new InvalidFieldError(row, `not a record row: ${(err as Error).message}`);
-    }
-    const version = longToNumber(m.version);
-    const createIndex = longToNumber(m.createIndex);
-    const modIndex = longToNumber(m.modIndex);
-    const sizeBytes = longToNumber(m.sizeBytes);
-    if (!Number.isSafeInteger(version) || version < 1) throw new InvalidFieldError(`${row}.version`, 'must be a positive integer');
-    if (!Number.isSafeInteger(createIndex) || createIndex < 1) throw new InvalidFieldError(`${row}.createIndex`, 'must be a positive integer');
-    if (!Number.isSafeInteger(modIndex) || modIndex < createIndex || modIndex > applied) throw new InvalidFieldError(`${row}.modIndex`, `must be from ${createIndex} to the applied index ${applied}`);
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1) throw new InvalidFieldError(`${row}.sizeBytes`, 'must be a positive integer');
+    if (data[0] !== PROTOBUF_ROW) throw new InvalidFieldError(row, 'is not a protobuf row');
+    // Strictly, as commands are read: an unknown field, a wrong wire type or bad UTF-8 is refused.
+    const m = decodeMessage('RecordRow', messageOfRow(data), row);
+    const version = readSafeInt(m.version, `${row}.version`, 1);
+    const createIndex = readSafeInt(m.createIndex, `${row}.createIndex`, 1);
+    const modIndex = readSafeInt(m.modIndex, `${row}.modIndex`, createIndex);
+    if (modIndex > applied) throw new InvalidFieldError(`${row}.modIndex`, `must be from ${createIndex} to the applied index ${applied}`);
+    const sizeBytes = readSafeInt(m.sizeBytes, `${row}.sizeBytes`, 1);
     let held: string | EncodedRecord;
-    if (m.value === 'record') {
-      const bytes = m.record as Uint8Array;
+    if (m.record !== undefined) {
+      // A copy: the row's bytes are a view into what the store read.
+      const bytes = new Uint8Array(m.record as Uint8Array);
       try {
         decodeRecord(kind, bytes);
       } catch (err) {
         throw new InvalidFieldError(`${row}.record`, err instanceof DecodeError ? err.message : 'does not decode');
       }
       held = new EncodedRecord(kind, bytes);
-    } else if (m.value === 'text') held = readKvValue(m.text, `${row}.text`);
+    } else if (m.text !== undefined) held = readKvValue(m.text, `${row}.text`);
     else throw new InvalidFieldError(row, 'holds no value');
     this.#put(new StoredRecord(key, version, createIndex, modIndex, sizeBytes, held));
   }
@@ -190,5 +177,5 @@ function encodeRow(r: StoredRecord): Uint8Array {
   const m: Record<string, unknown> = { version: r.version, createIndex: r.createIndex, modIndex: r.modIndex, sizeBytes: r.sizeBytes };
   if (typeof r.held === 'string') m.text = r.held;
   else m.record = r.held.bytes;
-  return protobufRow(RowType.encode(m).finish());
+  return protobufRow(encodeMessage('RecordRow', m));
 }

@@ -7,12 +7,25 @@
 /** The first byte of a row in protobuf. */
 export const PROTOBUF_ROW = 0x00;
 
-const RECORD_ROW_KINDS = ['r/', 'n/', 'p/', 't/'];
 export const CONFIG_ROW = 'cfg';
+
+/** The kind of a state row: 'cfg', or its two-character prefix ('n/', 'r/', 'i/', 'v/', …). */
+export function rowKindOf(row: string): string {
+  return row === CONFIG_ROW ? CONFIG_ROW : row.slice(0, 2);
+}
+
+/** The kinds of rows that hold a record, with its protobuf message (proto/omni.proto). */
+export const RECORD_ROW_MESSAGES: ReadonlyMap<string, string> = new Map([
+  [CONFIG_ROW, 'ConfigRow'],
+  ['n/', 'NodeRow'],
+  ['p/', 'PendingRoleRow'],
+  ['t/', 'TokenRow'],
+  ['r/', 'RecordRow'],
+]);
 
 /** Whether a row of this key holds a record (protobuf, or JSON text when written before). */
 export function isRecordRowKey(row: string): boolean {
-  return row === CONFIG_ROW || RECORD_ROW_KINDS.some((k) => row.startsWith(k));
+  return RECORD_ROW_MESSAGES.has(rowKindOf(row));
 }
 
 /** Whether a stored row value is protobuf (bytes, not text). */

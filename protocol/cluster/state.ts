@@ -15,7 +15,7 @@ import { AppTables, TABLE_PREFIXES } from '../apps/tables.js';
 import { CorruptPageError, KvIndex, PAGE_ROW_PREFIX, type KvEntry, type Page } from './kv-index.js';
 import { KvSpace, type RowValue } from './kv-space.js';
 import { RECORD_ROW_PREFIX, RecordStore } from './record-store.js';
-import { CONFIG_ROW, isBinaryRow, messageOfRow, protobufRow } from './row-format.js';
+import { CONFIG_ROW, RECORD_ROW_MESSAGES, isBinaryRow, messageOfRow, protobufRow, rowKindOf } from './row-format.js';
 import { RECORD_PREFIXES, recordKindOf } from '../apps/record-codec.js';
 import {
   DEFAULT_VOTER_TARGET,
@@ -62,7 +62,7 @@ import {
   type TokenAddCommand,
   type TokenRecord,
 } from './commands.js';
-import { SCHEMA_QUOTA_SET } from './schema.js';
+import { SCHEMA_QUOTA_SET, SCHEMA_RECORDS } from './schema.js';
 
 export {
   COMMAND_TYPES,
@@ -235,9 +235,17 @@ export function needsValues(r: ApplyResult): r is NeedsValues {
   return !r.ok && r.error.code === 'NEEDS_VALUES' && Array.isArray((r as Partial<NeedsValues>).needsValues);
 }
 
+/** The record with its value, or undefined when its value is on disk only. */
+function recordInMemory(e: KvEntry): KvRecord | undefined {
+  // Read once: a record's value is rendered from its protobuf on every read (record-store.ts).
+  const value = e.value;
+  return value === undefined ? undefined : { key: e.key, value, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex };
+}
+
 function recordOf(e: KvEntry): KvRecord {
-  if (e.value === undefined) throw new SpilledValueError(e.key);
-  return { key: e.key, value: e.value, version: e.version, createIndex: e.createIndex, modIndex: e.modIndex };
+  const r = recordInMemory(e);
+  if (!r) throw new SpilledValueError(e.key);
+  return r;
 }
 
 function metaOf(e: KvEntry): KvMeta {
@@ -326,6 +334,8 @@ export class ClusterState {
     }
     this.#appliedIndex = index;
     if (!decoded.ok) return decoded;
+    // A record in protobuf is in the log now (schema 4): no member below it may join from here on.
+    if (decoded.usesRecords && (this.#config.minSchema ?? 1) < SCHEMA_RECORDS) this.#setConfig({ ...this.#config, minSchema: SCHEMA_RECORDS });
     return this.#execute(index, decoded.command, values);
   }
 
@@ -333,7 +343,8 @@ export class ClusterState {
   #spilledCompares(c: KvTxnCommand): string[] {
     const keys: string[] = [];
     for (const cmp of c.compares) {
-      if (!('value' in cmp) || keys.includes(cmp.key)) continue;
+      // The apps' records are always in memory (they never spill).
+      if (!('value' in cmp) || keys.includes(cmp.key) || recordKindOf(cmp.key)) continue;
       const rec = this.#kv.get(cmp.key);
       if (rec && rec.value === undefined) keys.push(cmp.key);
     }
@@ -724,7 +735,7 @@ export class ClusterState {
   /** The record at key when its value is in memory; undefined when absent or spilled. */
   kvInMemory(key: string): KvRecord | undefined {
     const r = this.#kv.get(key);
-    return r?.value === undefined ? undefined : recordOf(r);
+    return r && recordInMemory(r);
   }
 
   /**
@@ -925,7 +936,7 @@ export class ClusterState {
           if (options.spillValuesOverBytes === undefined) values.set(row.slice(VALUE_ROW_PREFIX.length), typeof data === 'string' ? data : strictUtf8.decode(data));
           continue;
         }
-        const kind = row === CONFIG_ROW ? CONFIG_ROW : row.slice(0, 2);
+        const kind = rowKindOf(row);
         let value: unknown;
         const message = RECORD_ROW_MESSAGES.get(kind);
         if (message && typeof data !== 'string' && isBinaryRow(row, data)) value = decodeMessage(message, messageOfRow(data), row);
@@ -1227,17 +1238,9 @@ function sortedKeys(m: ReadonlyMap<string, unknown>): string[] {
 }
 
 
-/** The protobuf message of each kind of record row (row-format.ts). */
-const RECORD_ROW_MESSAGES: ReadonlyMap<string, string> = new Map([
-  [CONFIG_ROW, 'ConfigRow'],
-  ['n/', 'NodeRow'],
-  ['p/', 'PendingRoleRow'],
-  ['t/', 'TokenRow'],
-]);
-
 /** A config, node, pending role or token record as its row: protobuf (row-format.ts). */
 function encodeRecordRow(row: string, rec: object): Uint8Array {
-  const kind = row === CONFIG_ROW ? CONFIG_ROW : row.slice(0, 2);
+  const kind = rowKindOf(row);
   const message = RECORD_ROW_MESSAGES.get(kind);
   if (!message) throw new Error(`no record row kind for ${row}`);
   // Labels in key order: the same record gives the same bytes, whatever order they came in.

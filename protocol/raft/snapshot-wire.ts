@@ -4,7 +4,7 @@
 // Every decoder takes a size limit and validates what it returns (bounded ids, headers, row
 // counts, checksum length, safe integers): the peer on the other end is untrusted.
 import protobuf from 'protobufjs';
-import { DecodeError, EncodeError, MessageTooLargeError, OMNI_PROTO } from '../codec.js';
+import { DecodeError, EncodeError, MessageTooLargeError, OMNI_ROOT } from '../codec.js';
 
 /** Rows are packed into one chunk until it would pass this many bytes of keys and values. */
 export const SNAPSHOT_CHUNK_TARGET_BYTES = 1024 * 1024;
@@ -208,4 +208,4 @@ function checkFrame(f: SnapshotFrame, fail: Fail): void {
   }
 }
 
-const FrameType = protobuf.parse(OMNI_PROTO).root.lookupType('omni.SnapshotFrame');
+const FrameType = OMNI_ROOT.lookupType('omni.SnapshotFrame');

@@ -9,12 +9,14 @@ import { adminCaller } from '../../node/cluster/caller.js';
 import { OmniError } from '../../node/errors.js';
 import { ClusterState, MIN_MAX_STATE_BYTES, decodeCommand, encodeCommand, type ApplyResult, type Command } from '../../protocol/cluster/state.js';
 import type { Clock } from '../../node/timers.js';
+import { createHash } from 'node:crypto';
+import { recordJson } from '../../protocol/apps/record-codec.js';
 
 const QUOTA = MIN_MAX_STATE_BYTES;
 const large = (key: string): Command => ({ type: 'kv.put', key, value: `${key}-`.padEnd(QUOTA * 0.6, 'x') });
 
 /** A leader at `term` whose log holds `terms[i]` at index i+1, and a state applied up to `applied`. */
-function leader(opts: { term: number; terms: number[] }) {
+function leader(opts: { term: number; terms: number[]; recordsInCommands?: () => boolean }) {
   const state = new ClusterState();
   let index = 0;
   const applyNext = (c: Command) => {
@@ -25,6 +27,7 @@ function leader(opts: { term: number; terms: number[] }) {
   applyNext({ type: 'cluster.init', clusterId: 'c', voterTarget: 3, rootNodeId: '', ephemeralRoot: false, maxStateBytes: QUOTA });
   const log = { term: (i: number) => (i >= 1 && i <= opts.terms.length ? opts.terms[i - 1] : undefined), lastIndex: () => opts.terms.length };
   const proposals: Command[] = [];
+  const proposedData: Uint8Array[] = [];
   let answer: (data: Uint8Array) => Promise<ApplyResult> = () => Promise.resolve({ ok: true, value: undefined });
   const raft = {
     raft: {
@@ -40,6 +43,7 @@ function leader(opts: { term: number; terms: number[] }) {
       const d = decodeCommand(data);
       if (!d.ok) throw new Error(d.error.message);
       proposals.push(d.command);
+      proposedData.push(data);
       opts.terms.push(opts.term); // appended to the leader's log
       return answer(data);
     },
@@ -64,8 +68,8 @@ function leader(opts: { term: number; terms: number[] }) {
     now: () => now,
     monotonicMs: () => now,
   };
-  const writes = new ClusterWrites({ id: 'n1', raft, link: { forwardCommand: () => Promise.reject(new Error('unused')), forwardConf: () => Promise.reject(new Error('unused')) }, isStopping: () => false, clock });
-  return { state, writes, proposals, applyNext, retry, opts, setAnswer: (f: typeof answer) => (answer = f) };
+  const writes = new ClusterWrites({ id: 'n1', raft, link: { forwardCommand: () => Promise.reject(new Error('unused')), forwardConf: () => Promise.reject(new Error('unused')) }, isStopping: () => false, clock, ...(opts.recordsInCommands ? { recordsInCommands: opts.recordsInCommands } : {}) });
+  return { state, writes, proposals, proposedData, applyNext, retry, opts, setAnswer: (f: typeof answer) => (answer = f) };
 }
 
 const admin = adminCaller('t', 'admin-1');
@@ -125,5 +129,39 @@ describe('quota gate on a new leader', () => {
     l.applyNext({ type: 'kv.put', key: 'n', value: '2' });
     l.setAnswer(() => Promise.resolve({ ok: true, value: undefined }));
     await expect(l.writes.propose(large('b'), admin)).resolves.toMatchObject({ ok: true });
+  });
+});
+
+describe('records in commands through the leader', () => {
+  const status = { id: 't1', state: 'running', health: 'none', exitCode: null, reason: '', restarts: 0, startedAtMs: 1, updatedAtMs: 2 } as const;
+  const put = (): Command => ({ type: 'kv.put', key: 'taskstatus/t1', value: recordJson('status', status) });
+  const withAdmin = (recordsInCommands: () => boolean) => {
+    const l = leader({ term: 1, terms: [1, 1], recordsInCommands });
+    l.applyNext({ type: 'token.add', token: { id: 'admin-1', hash: createHash('sha256').update('s3cret').digest('hex'), role: 'admin', name: 'a' } });
+    return l;
+  };
+
+  it('a forwarded record in protobuf is proposed as text while this leader does not know every member reads it', async () => {
+    const l = withAdmin(() => false);
+    await l.writes.proposeForwarded('n2', encodeCommand(put(), { records: true }), { kind: 'admin', token: 's3cret' });
+    expect(l.proposals).toEqual([put()]);
+    expect(decodeCommand(l.proposedData[0])).toEqual({ ok: true, command: put() });
+    expect(l.proposedData[0]).toEqual(encodeCommand(put()));
+  });
+
+  it("is proposed as it came once every member reads it, and the leader's own writes use it too", async () => {
+    const l = withAdmin(() => true);
+    const data = encodeCommand(put(), { records: true });
+    await l.writes.proposeForwarded('n2', data, { kind: 'admin', token: 's3cret' });
+    expect(l.proposedData[0]).toBe(data);
+    await l.writes.propose(put(), admin);
+    expect(l.proposedData[1]).toEqual(data);
+    expect(decodeCommand(l.proposedData[1])).toMatchObject({ ok: true, usesRecords: true });
+    // A user key never asks for the cluster's schema.
+    const off = withAdmin(() => {
+      throw new Error('asked');
+    });
+    await off.writes.propose({ type: 'kv.put', key: 'user', value: 'x' }, admin);
+    expect(off.proposals).toHaveLength(1);
   });
 });

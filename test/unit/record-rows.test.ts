@@ -99,10 +99,10 @@ describe('records in commands (command schema 4)', () => {
     const asText = encodeCommand(put(`taskstatus/${task.id}`, text));
     const asRecord = encodeCommand(put(`taskstatus/${task.id}`, text), { records: true });
     expect(asRecord.length).toBeLessThan(asText.length / 2);
-    expect(decodeCommand(asRecord)).toEqual(decodeCommand(asText));
-    expect(decodeCommand(asRecord)).toEqual({ ok: true, command: put(`taskstatus/${task.id}`, text) });
+    expect(decodeCommand(asText)).toEqual({ ok: true, command: put(`taskstatus/${task.id}`, text) });
+    expect(decodeCommand(asRecord)).toEqual({ ok: true, command: put(`taskstatus/${task.id}`, text), usesRecords: true });
     const txn: Command = { type: 'kv.txn', compares: [{ key: 'apps/web', version: 1 }], ops: [{ op: 'put', key: 'apps/web', value: recordJson('app', app) }, { op: 'put', key: 'user', value: '{}' }, { op: 'delete', key: 'x' }] };
-    expect(decodeCommand(encodeCommand(txn, { records: true }))).toEqual({ ok: true, command: txn });
+    expect(decodeCommand(encodeCommand(txn, { records: true }))).toEqual({ ok: true, command: txn, usesRecords: true });
     // Text with no exact protobuf form, and keys outside the record prefixes, travel as text.
     expect(encodeCommand(put('tasks/x', '{"odd": 1}'), { records: true })).toEqual(encodeCommand(put('tasks/x', '{"odd": 1}')));
     expect(encodeCommand(put('user/x', text), { records: true })).toEqual(encodeCommand(put('user/x', text)));
@@ -111,8 +111,41 @@ describe('records in commands (command schema 4)', () => {
     const b = new ClusterState();
     a.apply(1, asText);
     b.apply(1, asRecord);
-    expect(b.snapshot()).toEqual(a.snapshot());
+    expect(b.kvList('', 10)).toEqual(a.kvList('', 10));
+    expect(b.sizeBytes).toBe(a.sizeBytes);
     expect(b.kvGet(`taskstatus/${task.id}`)?.value).toBe(text);
+  });
+
+  it('an entry with a record in protobuf raises the schema floor: no older omnid may join from then on', () => {
+    const s = new ClusterState();
+    s.apply(1, enc({ type: 'cluster.init', clusterId: 'c1', voterTarget: 3, rootNodeId: '', ephemeralRoot: false }));
+    s.apply(2, encodeCommand(put(`taskstatus/${task.id}`, recordJson('status', status))));
+    expect(s.config().minSchema).toBeUndefined();
+    s.apply(3, encodeCommand(put(`taskstatus/${task.id}`, recordJson('status', { ...status, restarts: 9 })), { records: true }));
+    expect(s.config().minSchema).toBe(4);
+    expect([...s.takeChangedRows().keys()]).toContain('cfg');
+    // Restored from its rows, the floor stays.
+    expect(ClusterState.fromRows(s.appliedIndex, s.rows()).config().minSchema).toBe(4);
+  });
+
+  it('reads a record only in the form this build writes it, and within a rendering budget', () => {
+    const Command = protobuf.parse(OMNI_PROTO).root.lookupType('omni.Command');
+    const raw = (record: Uint8Array) => new Uint8Array([0, ...Command.encode({ kvPut: { key: 'tasks/x', record } }).finish()]);
+    const good = encodeRecordText('task', recordJson('task', task))!;
+    // Its own buffer: not a view into protobufjs' shared pool (which a kept record would pin).
+    expect(good.buffer.byteLength).toBe(good.byteLength);
+    expect(decodeCommand(raw(good)).ok).toBe(true);
+    // The same record with an unknown field (a newer build's), or its fields in another order.
+    expect(decodeCommand(raw(new Uint8Array([...good, 0xf8, 0x06, 0x01])))).toMatchObject({ ok: false, error: { message: expect.stringMatching(/form this omnid writes/) } });
+    const TaskRec = protobuf.parse(OMNI_PROTO).root.lookupType('omni.TaskRec');
+    const idFirst = TaskRec.encode({ id: task.id }).finish();
+    const rest = TaskRec.encode({ ...task, id: '' }).finish();
+    expect(decodeCommand(raw(new Uint8Array([...rest, ...idFirst]))).ok).toBe(false);
+    // A few bytes standing for a huge rendering (empty runs in progress): refused, not rendered.
+    const AppRec = protobuf.parse(OMNI_PROTO).root.lookupType('omni.AppRec');
+    const many = AppRec.encode({ name: 'x', cron: { active: Array.from({ length: 20_000 }, () => ({})) } }).finish();
+    expect(many.byteLength).toBeLessThan(100_000);
+    expect(decodeCommand(new Uint8Array([0, ...Command.encode({ kvPut: { key: 'apps/x', record: many } }).finish()]))).toMatchObject({ ok: false, error: { message: expect.stringMatching(/^record: not a app record/) } });
   });
 
   it('refuses a record under another key, and bytes that are no record, the same on every replica', () => {
@@ -221,6 +254,10 @@ describe('record rows in the state', () => {
     s.apply(8, enc({ type: 'node.register', node: { id: 'QmRoot', name: 'n1', addrs: ['/ip4/127.0.0.1/tcp/1'], apiUrl: 'http://127.0.0.1:1', resources: { cpuCores: 2, memoryBytes: 1e9, diskBytes: 2e9, arch: 'x64', gpus: [{ model: 'A', memoryBytes: 5 }], drivers: ['docker', 'process'] }, labels: { zone: 'b', rack: 'a' } } }));
     s.apply(9, enc({ type: 'token.add', token: { id: 'tok1', hash: 'a'.repeat(64), role: 'join', name: 'ci' } }));
     s.applyConfChange(10, { type: 'addLearner', node: 'QmLater' });
+    s.apply(11, enc({ type: 'node.eligibility', id: 'QmRoot', eligibility: 'draining' }));
+    s.apply(12, enc({ type: 'config.set', voterTarget: 3, maxStateBytes: 1_000_000 }));
+    expect(s.node('QmRoot')?.eligibility).toBe('draining');
+    expect(s.config()).toMatchObject({ maxStateBytes: 1_000_000, minSchema: 3 });
     const rows = [...s.rows()];
     for (const row of ['cfg', 'n/QmRoot', 't/tok1', 'p/QmLater']) {
       const v = rows.find(([r]) => r === row)?.[1];
