@@ -150,7 +150,7 @@ function decodeWith<Raw, T>(
 }
 
 /** uint64 as protobufjs decodes it: a Long (when the long package is present) or a number. */
-type U64 = number | { toNumber(): number };
+export type U64 = number | { toNumber(): number };
 /** bytes as protobufjs decodes it: a Buffer, or a frozen [] when the field is absent. */
 type RawBytes = Uint8Array | number[];
 
@@ -167,7 +167,7 @@ interface RawMessage {
 }
 
 /** A Long above 2^53 - 1 becomes an unsafe number, which the checks then reject. */
-function toNumber(v: U64): number {
+export function toNumber(v: U64): number {
   return typeof v === 'number' ? v : v.toNumber();
 }
 

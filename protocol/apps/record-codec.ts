@@ -14,7 +14,8 @@
 //
 // Pure: no I/O. A decoder failure is a DecodeError.
 import protobuf from 'protobufjs';
-import { DecodeError, OMNI_ROOT } from '../codec.js';
+import { Buffer } from 'node:buffer';
+import { DecodeError, OMNI_ROOT, toNumber, type U64 } from '../codec.js';
 import { isWellFormedUnicode } from '../unicode.js';
 import { APP_PREFIX, STATUS_PREFIX, TASK_PREFIX, type AppRecord, type TaskRecord, type TaskStatusRecord } from './model.js';
 
@@ -132,16 +133,9 @@ function nullableIn(v: unknown): unknown {
   return isInt(v) ? { value: v } : NOT_A_RECORD;
 }
 
-/** An integer as protobufjs decodes it (a Long, or a number) as a number (NaN for anything else). */
-function longToNumber(v: unknown): number {
-  if (typeof v === 'number') return v;
-  const toNumber = (v as { toNumber?: unknown } | null)?.toNumber;
-  return typeof toNumber === 'function' ? (toNumber.call(v) as number) : NaN;
-}
-
-/** An integer as protobufjs decodes it → number; DecodeError past 2^53. */
+/** An integer as protobufjs decodes it (a Long, or a number) → number; DecodeError past 2^53. */
 function toInt(v: unknown, path: string): number {
-  const n = longToNumber(v);
+  const n = toNumber(v as U64);
   if (!Number.isSafeInteger(n)) throw new DecodeError(`${path}: not a safe integer`);
   return n;
 }
@@ -231,12 +225,6 @@ function remember(kind: RecordKind, text: string, bytes: Uint8Array): void {
   MEMO.set(text, { kind, bytes });
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /**
  * The JSON text of a record that came in a command (from a peer): the bytes must be exactly
  * what this build writes for that text (encodeRecordText) — so a field this build does not know,
@@ -246,7 +234,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 export function recordTextFromCommand(kind: RecordKind, bytes: Uint8Array): string {
   const text = renderRecord(kind, bytes);
   const canonical = encodeRecordText(kind, text);
-  if (!canonical || !sameBytes(canonical, bytes)) throw new DecodeError(`${kind} record: not in the form this build writes`);
+  if (!canonical || !Buffer.from(canonical.buffer, canonical.byteOffset, canonical.byteLength).equals(bytes)) throw new DecodeError(`${kind} record: not in the form this build writes`);
   // The state keeps the record next (RecordStore.set): its protobuf form is then at hand.
   remember(kind, text, canonical);
   return text;

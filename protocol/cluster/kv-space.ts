@@ -93,9 +93,9 @@ export class KvSpace {
    * record store; returns how many moved. Their pages and rows are then dirty (written by the
    * next takeDirty). A key found in both is InvalidFieldError (rows that do not hold together).
    */
-  moveRecordsOutOfPages(prefixes: readonly string[]): number {
+  moveRecordsOutOfPages(): number {
     let moved = 0;
-    for (const prefix of prefixes) {
+    for (const [prefix] of RECORD_PREFIXES) {
       const found: KvEntry[] = [];
       for (const e of this.pages.entries(prefix)) {
         if (!e.key.startsWith(prefix)) break;

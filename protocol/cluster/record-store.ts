@@ -132,9 +132,14 @@ export class RecordStore {
     this.#dirty.clear();
   }
 
-  /** Every record's row, in key order. */
+  /** Every record's row, in no particular order (the caller sorts what it writes). */
   *rows(): IterableIterator<[string, Uint8Array]> {
-    for (const e of this.entries()) yield [recordRow(e.key), encodeRow(e as StoredRecord)];
+    for (const r of this.#records.values()) yield [recordRow(r.key), encodeRow(r)];
+  }
+
+  /** Every record as held (key, protobuf or text), in no particular order: no sort at start. */
+  *allHeld(): IterableIterator<[string, string | EncodedRecord]> {
+    for (const r of this.#records.values()) yield [r.key, r.held];
   }
 
   /** A row as rows() and takeDirty() write it, into this store; InvalidFieldError when it does not hold. */

@@ -16,7 +16,7 @@ import { CorruptPageError, KvIndex, PAGE_ROW_PREFIX, type KvEntry, type Page } f
 import { KvSpace, type RowValue } from './kv-space.js';
 import { RECORD_ROW_PREFIX, RecordStore } from './record-store.js';
 import { CONFIG_ROW, RECORD_ROW_MESSAGES, isBinaryRow, messageOfRow, protobufRow, rowKindOf } from './row-format.js';
-import { RECORD_PREFIXES, recordKindOf } from '../apps/record-codec.js';
+import { recordKindOf } from '../apps/record-codec.js';
 import {
   DEFAULT_VOTER_TARGET,
   InvalidFieldError,
@@ -1025,12 +1025,12 @@ export class ClusterState {
 
   /** Every record of the record store into the typed tables, as held (protobuf, not text). */
   #mirrorRecords(): void {
-    for (const e of this.#kv.records.entries()) this.#tables.onKv(e.key, this.#kv.records.held(e.key));
+    for (const [key, held] of this.#kv.records.allHeld()) this.#tables.onKv(key, held);
   }
 
   /** Records found in kv pages (written before record rows) move to the record store. */
   #moveRecordsOutOfPages(): void {
-    if (this.#kv.moveRecordsOutOfPages(RECORD_PREFIXES.map(([prefix]) => prefix)) > 0) this.#mirrorRecords();
+    if (this.#kv.moveRecordsOutOfPages() > 0) this.#mirrorRecords();
   }
 
   /** The state a snapshot() describes; StateRestoreError (BAD_SNAPSHOT) on anything else. */
