@@ -106,12 +106,13 @@ describe('CLI launchers', () => {
       expect(execLine.split(' ')).toContain(flag);
       expect(script.split(' ')).toContain(flag);
     }
-    // The flag takes effect: after many objects survived, the new space stays at 2 × 8 MiB (it grows
-    // past 100 MiB without the flag on a host with a few GiB of memory).
+    // The flag takes effect: after many objects survived, the new space stays within a few
+    // semi-spaces of 4 MiB — 8, 15 or 24.5 MiB as V8 reports it from run to run on this host — where
+    // it grows past 100 MiB without the flag on a host with a few GiB of memory.
     const grow = "const a = []; for (let i = 0; i < 3e6; i++) a.push({ i }); console.log(require('v8').getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size)";
     const { stdout } = await run(join(ROOT, 'node_modules', '.bin', 'node'), [...OMNID_NODE_FLAGS, '-e', grow]);
     expect(Number(stdout)).toBeGreaterThan(0);
-    expect(Number(stdout)).toBeLessThanOrEqual(16 * 1024 * 1024);
+    expect(Number(stdout)).toBeLessThanOrEqual(32 * 1024 * 1024);
   });
 
   it('omnid runs with an old generation of at most 1,024 MB (V8 then grows it by 1.6× its live size, not 4×); OMNI_NODE_ARGS can raise it', async () => {
