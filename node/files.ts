@@ -1,5 +1,5 @@
 // Crash-safe small-file writes: a reader sees the old content or the new, never a torn file.
-import { open, rename } from 'node:fs/promises';
+import { open, rename, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** Distinguishes concurrent writes of one path in this process (each its own temp file). */
@@ -40,4 +40,12 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   await writeSynced(tmp, data, mode);
   await rename(tmp, path);
   await fsyncPath(dirname(path));
+}
+
+/** Writes `bufs` (`n` bytes in all) at `position` of an open file, going on after a short write. */
+export async function writeAll(fh: FileHandle, bufs: Uint8Array[], n: number, position: number): Promise<void> {
+  let { bytesWritten } = await fh.writev(bufs, position);
+  if (bytesWritten === n) return;
+  const all = Buffer.concat(bufs, n);
+  while (bytesWritten < n) bytesWritten += (await fh.write(all, bytesWritten, n - bytesWritten, position + bytesWritten)).bytesWritten;
 }

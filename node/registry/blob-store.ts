@@ -13,7 +13,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OmniError } from '../errors.js';
-import { fsyncPath, tempBeside, writeFileAtomic, writeSynced } from '../files.js';
+import { fsyncPath, tempBeside, writeAll, writeFileAtomic, writeSynced } from '../files.js';
 import type { Logger } from '../logger.js';
 import { isDigest, digestOfHex, hexOf } from '../../protocol/registry/digest.js';
 import { pieceSizeFor, pieceCount, pieceSpan, piecesCovering, validPieces } from '../../protocol/registry/pieces.js';
@@ -23,6 +23,8 @@ import { MAX_BLOB_BYTES } from '../../protocol/registry/records.js';
 export const DEFAULT_MIN_FREE_BYTES = 512 * 1024 * 1024;
 /** Read size when hashing a whole file. */
 const HASH_READ_BYTES = 1024 * 1024;
+/** Bytes of a streamed blob gathered before they are written (one writev per run, not one write per frame). */
+const RECEIVE_WRITE_BYTES = 1024 * 1024;
 const FETCH_PREFIX = 'fetch-';
 
 export interface BlobInfo {
@@ -288,6 +290,84 @@ export class BlobStore {
     await this.ensureSpace(bytes.length);
     // written in place of a temp file in one go (no second open to sync it)
     return this.install(digest, hashed, this.tempPath(), bytes);
+  }
+
+  /**
+   * Keeps a blob a peer streams here (a copy pushed to this node): `chunks` are hashed as they
+   * pass and written to a temp file in runs of about 1 MiB; exactly `expected.sizeBytes` bytes must
+   * come (SIZE_INVALID), and the digest and piece digests must match (DIGEST_INVALID); nothing is
+   * kept otherwise. The size limit and the disk space are checked before `chunks` is asked for
+   * its first byte.
+   */
+  async receive(digest: string, expected: { sizeBytes: number; pieceSizeBytes: number; pieces: string[] }, chunks: AsyncIterable<Uint8Array>): Promise<BlobInfo> {
+    if (!isDigest(digest)) throw new OmniError('DIGEST_INVALID', `${digest.slice(0, 80)} is not a sha256 digest`);
+    const { sizeBytes, pieceSizeBytes } = expected;
+    if (!Number.isSafeInteger(pieceSizeBytes) || pieceSizeBytes <= 0) throw new OmniError('DIGEST_INVALID', `blob ${digest}: bad piece size`);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0 || expected.pieces.length !== pieceCount(sizeBytes, pieceSizeBytes)) throw new OmniError('DIGEST_INVALID', `blob ${digest}: ${sizeBytes} bytes do not fit its ${expected.pieces.length} pieces`);
+    this.checkSize(sizeBytes);
+    await this.ensureSpace(sizeBytes);
+    const tmpPath = this.tempPath();
+    const hasher = new BlobHasher(pieceSizeBytes);
+    const fh = await open(tmpPath, 'wx', 0o600);
+    let hashed: BlobInfo;
+    try {
+      let written = 0;
+      let pending: Uint8Array[] = [];
+      let pendingBytes = 0;
+      const flush = async () => {
+        if (pendingBytes === 0) return;
+        await writeAll(fh, pending, pendingBytes, written);
+        written += pendingBytes;
+        pending = [];
+        pendingBytes = 0;
+      };
+      try {
+        for await (const chunk of chunks) {
+          if (written + pendingBytes + chunk.byteLength > sizeBytes) throw new OmniError('SIZE_INVALID', `blob ${digest}: more than its ${sizeBytes} bytes sent`);
+          hasher.update(chunk);
+          pending.push(chunk);
+          pendingBytes += chunk.byteLength;
+          if (pendingBytes >= RECEIVE_WRITE_BYTES) await flush();
+        }
+        await flush();
+      } finally {
+        await fh.close();
+      }
+      if (written !== sizeBytes) throw new OmniError('SIZE_INVALID', `blob ${digest}: ${written} of its ${sizeBytes} bytes came`);
+      hashed = hasher.result();
+    } catch (err) {
+      await rm(tmpPath, { force: true });
+      throw err;
+    }
+    return this.commit(tmpPath, digest, expected, { hashed });
+  }
+
+  /**
+   * A held blob's bytes as stored, in chunks of at most `chunkBytes`, each a buffer of its own
+   * (a stream may hold it until sent), not verified (for a copy streamed to a peer, which hashes
+   * them itself). BLOB_UNKNOWN when not held; BLOB_CORRUPT when the file is shorter than recorded.
+   */
+  async *readUnverified(digest: string, chunkBytes: number): AsyncGenerator<Buffer> {
+    const info = this.blobs.get(digest);
+    if (!info) throw new OmniError('BLOB_UNKNOWN', `blob ${digest} is not on this node`);
+    let fh: FileHandle;
+    try {
+      fh = await open(this.blobPath(digest), 'r');
+    } catch (err) {
+      throw new OmniError('BLOB_CORRUPT', `blob ${digest} cannot be read on this node: ${(err as Error).message}`);
+    }
+    try {
+      let off = 0;
+      while (off < info.sizeBytes) {
+        const buf = Buffer.allocUnsafe(Math.min(chunkBytes, info.sizeBytes - off));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, off);
+        if (bytesRead === 0) throw new OmniError('BLOB_CORRUPT', `blob ${digest} holds ${off} bytes on this node, ${info.sizeBytes} recorded`);
+        off += bytesRead;
+        yield buf.subarray(0, bytesRead);
+      }
+    } finally {
+      await fh.close();
+    }
   }
 
   /** A blob pushed again: young again for garbage collection (its manifest may be on the way). */

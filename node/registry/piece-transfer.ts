@@ -12,6 +12,14 @@
 //            sent without the bytes is not trusted, the catalog's is used). A node of an older
 //            version refuses the 'I' frame (BAD_REQUEST): the pusher then asks again, the plain
 //            way, once the catalog has the record.
+//            or, for a larger blob the caller holds, 'S' + {op: "replicate", digest, sizeBytes,
+//            pieceSizeBytes, pieces} (a pushed copy: the server answers 'H' {held: true} at once
+//            when it holds the blob, else 'G' (go) once the size and its disk space are checked;
+//            the caller then sends the blob's bytes, raw (no frames: neither side copies them),
+//            which the server hashes and writes as they come and keeps only when the digest and
+//            pieces match — one stream, no piece requests, no catalog read, the bytes read from
+//            disk once and hashed once on their way. A node of an older version refuses the 'S' frame (BAD_REQUEST): the
+//            caller asks it the plain way.)
 //   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have, {held: true}
 //            for replicate), then for a
 //            piece its bytes in 'D' frames of at most 256 KiB, then it closes; or 'E'+JSON
@@ -30,7 +38,8 @@
 import type { Stream, Connection } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { OmniHost } from '../p2p/host.js';
-import { readFrames, readOneFrame, sendFrame, sendTaggedFrame } from '../p2p/framed-stream.js';
+import { readFrames, readOneFrame, sendFrame, sendRaw, sendTaggedFrame, StreamReader } from '../p2p/framed-stream.js';
+import { FrameError } from '../../protocol/framing.js';
 import { OmniError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { BlobStore } from './blob-store.js';
@@ -43,10 +52,10 @@ const MAX_REQUEST_BYTES = 128 * 1024;
 /** A blob up to this size goes to a replica inside the request ('I' frame) instead of being fetched by it. */
 export const INLINE_REPLICA_BYTES = 512 * 1024;
 /** A record given with a replicate request lists at most this many pieces (beyond, the peer reads the catalog's). */
-const MAX_OFFERED_PIECES = 1024;
+export const MAX_OFFERED_PIECES = 1024;
 /** Digests one `have` request may ask about. */
 export const MAX_HAVE_DIGESTS = 1000;
-const DATA_FRAME_BYTES = 256 * 1024;
+export const DATA_FRAME_BYTES = 256 * 1024;
 /** No blob has more pieces than this (pushed blobs have at most about 1024, see pieceSizeFor). */
 const MAX_PIECE_INDEX = 1_000_000;
 const MAX_RESPONSE_FRAME_BYTES = DATA_FRAME_BYTES + 64 * 1024;
@@ -61,6 +70,8 @@ const TAG_HEADER = 0x48; // 'H'
 const TAG_DATA = 0x44; // 'D'
 const TAG_ERROR = 0x45; // 'E'
 const TAG_INLINE = 0x49; // 'I': a replicate request carrying the blob
+const TAG_PUSH = 0x53; // 'S': a replicate request whose blob follows in data frames
+const TAG_GO = 0x47; // 'G': send the blob's bytes
 
 /** A small blob a pusher sends whole with its replicate request: its record and its bytes. */
 export interface ReplicaOffer {
@@ -75,6 +86,13 @@ export interface PieceSource {
   fetchPiece(peer: string, digest: string, index: number, sizeBytes: number, opts: { signal: AbortSignal; onProgress: () => void }): Promise<Buffer>;
   /** Which of `digests` `peer` holds. */
   has(peer: string, digests: string[], signal: AbortSignal): Promise<boolean[]>;
+}
+
+/** The blob a caller streams to a peer (PieceService.push): its record and its bytes, read once. */
+export interface PushedCopy {
+  record: { sizeBytes: number; pieceSizeBytes: number; pieces: string[] };
+  /** The blob's bytes in order; each chunk a buffer of its own (the stream may hold it until sent). */
+  read(): AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 }
 
 /** How long a replicate request may take (the peer fetches the whole blob). */
@@ -222,6 +240,64 @@ export class PieceService implements PieceSource {
     }
   }
 
+  /**
+   * Streams a blob this node holds to `peer`, which keeps it (one stream: the record, the peer's
+   * go-ahead, the bytes); resolves once the peer holds it. A peer of an older version answers
+   * BAD_REQUEST (the caller then asks it the plain way, see replicate). No progress within
+   * REQUEST_TIMEOUT_MS while sending or waiting for the go-ahead fails it (TIMEOUT); the wait for
+   * the final answer (the peer syncing the blob to disk) is bounded by REPLICATE_TIMEOUT_MS.
+   */
+  async push(peer: string, digest: string, copy: PushedCopy, signal: AbortSignal): Promise<void> {
+    if (copy.record.pieces.length > MAX_OFFERED_PIECES) throw new OmniError('BAD_REQUEST', `blob ${digest} has more than ${MAX_OFFERED_PIECES} pieces to send with a copy`);
+    const stream = await this.open(peer, signal);
+    stream.inactivityTimeout = 0; // the peer says nothing while it syncs the blob
+    const onAbort = () => stream.abort(new Error('push aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    const answers = readFrames(stream, MAX_RESPONSE_FRAME_BYTES)[Symbol.asyncIterator]();
+    const answer = async (timeoutMs: number) => {
+      const r = await withTimeout(answers.next(), timeoutMs);
+      if (r.done) throw new OmniError('UNAVAILABLE', `node ${peer.slice(0, 80)} closed the copy's stream without an answer`);
+      if (r.value[0] === TAG_ERROR) throw remoteError(r.value);
+      return r.value[0];
+    };
+    try {
+      const { sizeBytes, pieceSizeBytes, pieces } = copy.record;
+      await sendTaggedFrame(stream, TAG_PUSH, JSON.stringify({ op: 'replicate', digest, sizeBytes, pieceSizeBytes, pieces }), signal);
+      const first = await answer(REQUEST_TIMEOUT_MS);
+      if (first === TAG_HEADER) return; // held there already
+      if (first !== TAG_GO) throw new OmniError('BAD_RESPONSE', 'malformed answer to a pushed copy');
+      // The answer is read while the bytes go: a peer that refuses them part-way (its disk, a
+      // digest mismatch) stops the sending at once instead of after the last byte.
+      const refused = new AbortController();
+      const last = answers.next().finally(() => refused.abort());
+      last.catch(() => undefined);
+      const sending = AbortSignal.any([signal, refused.signal]);
+      let sent = 0;
+      try {
+        for await (const chunk of copy.read()) {
+          if (sending.aborted) break;
+          if (sent + chunk.length > sizeBytes) throw new OmniError('BLOB_CORRUPT', `blob ${digest}: more bytes read here than the ${sizeBytes} recorded`);
+          await sendRaw(stream, chunk, sending);
+          sent += chunk.length;
+        }
+      } catch (err) {
+        if (!refused.signal.aborted || signal.aborted) throw err;
+      }
+      // A file shorter than its record here: stop (the peer, its stream aborted, keeps nothing).
+      if (!refused.signal.aborted && sent !== sizeBytes) throw new OmniError('BLOB_CORRUPT', `blob ${digest}: ${sent} bytes read here, ${sizeBytes} recorded`);
+      const r = await withTimeout(last, REPLICATE_TIMEOUT_MS);
+      if (r.done) throw new OmniError('UNAVAILABLE', `node ${peer.slice(0, 80)} closed the copy's stream without an answer`);
+      if (r.value[0] === TAG_ERROR) throw remoteError(r.value);
+      if (r.value[0] !== TAG_HEADER || sent !== sizeBytes) throw new OmniError('BAD_RESPONSE', 'malformed answer to a pushed copy');
+    } catch (err) {
+      if (signal.aborted) throw new OmniError('ABORTED', 'pushed copy aborted');
+      throw err instanceof OmniError ? err : new OmniError('UNAVAILABLE', `copy to ${peer.slice(0, 80)}: ${(err as Error).message}`);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      if (stream.status === 'open') stream.abort(new Error('push done'));
+    }
+  }
+
   // ---------------------------------------------------------------- server side
 
   /** A piece from the store, or else from a fetch of that blob in progress here. */
@@ -236,13 +312,45 @@ export class PieceService implements PieceSource {
     }
   }
 
+  /**
+   * A copy streamed here: held already → 'H' at once; else the store checks the size limit and
+   * its disk space, 'G' goes, and the 'D' frames that follow go through the store's hashing writer (kept only
+   * when the digest and pieces match), then 'H'. Waiting longer than REQUEST_TIMEOUT_MS for the
+   * next frame fails it.
+   */
+  private async takePush(stream: Stream, req: Extract<PieceRequest, { op: 'push' }>, reader: StreamReader): Promise<void> {
+    const { store } = this.opts;
+    if (!store.has(req.digest)) {
+      stream.inactivityTimeout = 0;
+      const t0 = performance.now();
+      // The store asks for the bytes once it has checked the size limit and its disk space: the go-ahead goes then.
+      const data = async function* (): AsyncGenerator<Uint8Array> {
+        await sendTaggedFrame(stream, TAG_GO, new Uint8Array(0));
+        try {
+          yield* reader.raw(req.record.sizeBytes);
+        } catch (err) {
+          if (err instanceof FrameError) throw new OmniError('SIZE_INVALID', `the copy of ${req.digest}: ${err.message}`);
+          throw err;
+        }
+      };
+      await store.receive(req.digest, req.record, data());
+      this.opts.log.debug(`registry: copy of ${req.digest} kept (pushed here) in ${(performance.now() - t0).toFixed(1)} ms`);
+    }
+    await sendTaggedFrame(stream, TAG_HEADER, JSON.stringify({ held: true }));
+  }
+
   private async serve(stream: Stream, conn: Connection): Promise<void> {
     const from = conn.remotePeer.toString();
     let release: (() => void) | undefined;
     try {
       this.opts.authorize(from);
-      const req = parseRequest(await withTimeout(readOneFrame(stream, MAX_REQUEST_BYTES + INLINE_REPLICA_BYTES), REQUEST_TIMEOUT_MS));
-      if (req.op === 'have') {
+      const reader = new StreamReader(stream, MAX_REQUEST_BYTES + INLINE_REPLICA_BYTES, REQUEST_TIMEOUT_MS);
+      const first = await reader.frame();
+      if (!first) throw new OmniError('BAD_REQUEST', 'stream ended before a complete request arrived');
+      const req = parseRequest(first);
+      if (req.op === 'push') {
+        await this.takePush(stream, req, reader);
+      } else if (req.op === 'have') {
         await sendTaggedFrame(stream, TAG_HEADER, JSON.stringify({ have: req.digests.map((d) => this.opts.store.has(d)) }));
       } else if (req.op === 'replicate') {
         if (!this.opts.replicate) throw new OmniError('UNAVAILABLE', 'this node does not take replicas');
@@ -283,7 +391,11 @@ export class PieceService implements PieceSource {
   }
 }
 
-type PieceRequest = { op: 'piece'; digest: string; index: number } | { op: 'have'; digests: string[] } | { op: 'replicate'; digest: string; offer?: ReplicaOffer };
+type PieceRequest =
+  | { op: 'piece'; digest: string; index: number }
+  | { op: 'have'; digests: string[] }
+  | { op: 'replicate'; digest: string; offer?: ReplicaOffer }
+  | { op: 'push'; digest: string; record: ReplicaOffer['record'] };
 
 const HEX64 = /^[a-f0-9]{64}$/;
 
@@ -294,7 +406,14 @@ const HEX64 = /^[a-f0-9]{64}$/;
  */
 function parseOffer(r: Record<string, unknown>, bytes: Buffer | undefined): ReplicaOffer | undefined {
   if (!bytes) return undefined;
-  if (r.sizeBytes === undefined && r.pieceSizeBytes === undefined && r.pieces === undefined) throw new OmniError('BAD_REQUEST', 'inline replicate without a record');
+  const record = parseRecord(r);
+  if (bytes.length !== record.sizeBytes) throw new OmniError('BAD_REQUEST', `replicate: ${bytes.length} bytes sent for a blob of ${record.sizeBytes}`);
+  return { record, bytes };
+}
+
+/** The record a replicate request carries with its blob, checked for shape and consistency. */
+function parseRecord(r: Record<string, unknown>): ReplicaOffer['record'] {
+  if (r.sizeBytes === undefined && r.pieceSizeBytes === undefined && r.pieces === undefined) throw new OmniError('BAD_REQUEST', 'a replicate request with a blob needs its record');
   const { sizeBytes, pieceSizeBytes, pieces } = r;
   if (!Number.isSafeInteger(sizeBytes) || (sizeBytes as number) < 0) throw new OmniError('BAD_REQUEST', 'replicate: bad sizeBytes');
   if (!Number.isSafeInteger(pieceSizeBytes) || (pieceSizeBytes as number) <= 0) throw new OmniError('BAD_REQUEST', 'replicate: bad pieceSizeBytes');
@@ -302,15 +421,18 @@ function parseOffer(r: Record<string, unknown>, bytes: Buffer | undefined): Repl
   const size = sizeBytes as number;
   const pieceSize = pieceSizeBytes as number;
   if (pieces.length !== Math.ceil(size / pieceSize)) throw new OmniError('BAD_REQUEST', 'replicate: the pieces do not fit the size');
-  if (bytes.length !== size) throw new OmniError('BAD_REQUEST', `replicate: ${bytes.length} bytes sent for a blob of ${size}`);
-  return { record: { sizeBytes: size, pieceSizeBytes: pieceSize, pieces: pieces as string[] }, bytes };
+  return { sizeBytes: size, pieceSizeBytes: pieceSize, pieces: pieces as string[] };
 }
 
 function parseRequest(frame: Uint8Array): PieceRequest {
   let r: Record<string, unknown>;
   let inline: Buffer | undefined;
+  const pushed = frame[0] === TAG_PUSH;
   try {
-    if (frame[0] === TAG_INLINE) {
+    if (pushed) {
+      if (frame.length > MAX_REQUEST_BYTES) throw new Error('request too large');
+      r = JSON.parse(new TextDecoder().decode(frame.subarray(1)));
+    } else if (frame[0] === TAG_INLINE) {
       const b = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
       const jsonBytes = b.length >= 5 ? b.readUInt32BE(1) : -1;
       if (jsonBytes < 0 || jsonBytes > MAX_REQUEST_BYTES || 5 + jsonBytes > b.length) throw new Error('bad inline frame');
@@ -324,7 +446,11 @@ function parseRequest(frame: Uint8Array): PieceRequest {
   } catch {
     throw new OmniError('BAD_REQUEST', 'request is not JSON');
   }
-  if (inline && r?.op !== 'replicate') throw new OmniError('BAD_REQUEST', 'only a replicate request carries a blob');
+  if ((inline || pushed) && r?.op !== 'replicate') throw new OmniError('BAD_REQUEST', 'only a replicate request carries a blob');
+  if (pushed) {
+    if (!isDigest(r.digest)) throw new OmniError('BAD_REQUEST', 'replicate needs a sha256 digest');
+    return { op: 'push', digest: r.digest as string, record: parseRecord(r) };
+  }
   if (r?.op === 'have') {
     if (!Array.isArray(r.digests) || r.digests.length > MAX_HAVE_DIGESTS || !r.digests.every(isDigest)) throw new OmniError('BAD_REQUEST', 'have needs digests: [sha256:…]');
     return { op: 'have', digests: r.digests as string[] };

@@ -1,10 +1,11 @@
 // What a node does with a blob pushed to it once the blob is in its store (a push through /v2/,
 // or a build or workspace read-back writing through the node's in-process registry): record it in
-// the catalog and have it copied to its durability target of nodes. A small blob whose bytes are
-// at hand is sent whole to the copies while the record is written (the members keep those bytes:
-// no catalog read, no fetch); a member of an older version refuses that and is asked again, the
-// plain way, once the record is written. Any other blob is recorded first, then copied (a member
-// fetches it by the catalog's record).
+// the catalog and have it copied to its durability target of nodes, both at once — a small blob
+// whose bytes are at hand is sent whole with the request, any other is streamed from this node's
+// store (Registry.copyTo): the members keep the bytes they are sent, checked against the record
+// that comes with them, so they need no catalog record yet. A member of an older version refuses
+// both and is asked again, the plain way (it fetches by the catalog's record), once the record is
+// written.
 import type { Caller } from '../cluster/caller.js';
 import type { BlobInfo } from './blob-store.js';
 import type { RegistryCatalog } from './catalog.js';
@@ -17,23 +18,23 @@ export interface PushedBlobParts {
 }
 
 /**
- * Records blob `info` (held here) in `repo` and waits for its copies. `bytes`: the whole blob, when
- * the caller has it at hand (sent to the copies if small). A copy made for a record that then
- * fails to be written is unreferenced: garbage collection removes it after its grace period.
+ * Records blob `info` (held here) in `repo` and waits for its copies, made while the record is
+ * written. `bytes`: the whole blob, when the caller has it at hand (sent to the copies if small).
+ * A copy made for a record that then fails to be written is unreferenced: garbage collection
+ * removes it after its grace period.
  */
 export async function recordPushedBlob(p: PushedBlobParts, repo: string, info: BlobInfo, caller: Caller, signal: AbortSignal, bytes?: Buffer): Promise<{ recordedMs: number; copiedMs: number }> {
   const t0 = performance.now();
   const record = { digest: info.digest, sizeBytes: info.sizeBytes, pieceSizeBytes: info.pieceSizeBytes, pieces: info.pieces, createdAtMs: Date.now() };
   const replicate = p.replicate;
-  const inline = bytes && bytes.length === info.sizeBytes && bytes.length <= INLINE_REPLICA_BYTES ? bytes : undefined;
-  if (!replicate || !inline) {
+  if (!replicate) {
     await p.catalog.addBlob(repo, record, caller);
-    const recordedMs = performance.now() - t0;
-    await replicate?.(info.digest, signal, repo);
-    return { recordedMs, copiedMs: performance.now() - t0 };
+    return { recordedMs: performance.now() - t0, copiedMs: performance.now() - t0 };
   }
+  const inline = bytes && bytes.length === info.sizeBytes && bytes.length <= INLINE_REPLICA_BYTES ? bytes : undefined;
   const abort = new AbortController();
-  const copies = replicate(info.digest, AbortSignal.any([signal, abort.signal]), repo, { record: { sizeBytes: record.sizeBytes, pieceSizeBytes: record.pieceSizeBytes, pieces: record.pieces }, bytes: inline });
+  const offer = inline ? { record: { sizeBytes: record.sizeBytes, pieceSizeBytes: record.pieceSizeBytes, pieces: record.pieces }, bytes: inline } : undefined;
+  const copies = replicate(info.digest, AbortSignal.any([signal, abort.signal]), repo, offer);
   copies.catch(() => undefined);
   try {
     await p.catalog.addBlob(repo, record, caller);

@@ -18,7 +18,7 @@ import { OciApi } from './oci-api.js';
 import { RegistryServer } from './registry-server.js';
 import type { OmniHost } from '../p2p/host.js';
 import { Holdings } from './holdings.js';
-import { PieceService, type ReplicaOffer } from './piece-transfer.js';
+import { DATA_FRAME_BYTES, INLINE_REPLICA_BYTES, MAX_OFFERED_PIECES, PieceService, type PushedCopy, type ReplicaOffer } from './piece-transfer.js';
 import { BlobFetcher, type FetchLimits, type TransferReport } from './blob-fetcher.js';
 import { DEFAULT_REPLICAS, planReplicas } from '../../protocol/registry/durability.js';
 import { RegistryGc, readGcOptions, readSweepReport, SWEEP_RPC, SWEEP_TIMEOUT_MS } from './gc.js';
@@ -30,6 +30,8 @@ import { DEFAULT_ANNOUNCE_INTERVAL_MS } from './holdings.js';
 /** The default `--registry` address: loopback, for this node's own Docker engine. */
 export const DEFAULT_REGISTRY_ADDR = '127.0.0.1:5000';
 const UPLOAD_SWEEP_MS = 60_000;
+/** A held blob is read in runs of this many bytes when it is streamed to a peer (each sent as a few data frames). */
+const PUSH_READ_BYTES = 4 * DATA_FRAME_BYTES;
 
 export interface RegistryDeps {
   cluster: Pick<ClusterAccess, 'raft' | 'readBarrier' | 'proposeOk'>;
@@ -218,7 +220,7 @@ export class Registry {
         load: (node) => (node === p.selfId ? this.store.held().length : holdings.heldBy(node)),
         copy: async (target, digest, signal) => {
           if (target !== p.selfId) {
-            await pieces.replicate(target, digest, signal);
+            await this.copyTo(pieces, target, digest, signal);
             holdings.learned(target, digest, true);
             return;
           }
@@ -270,7 +272,7 @@ export class Registry {
       while (have < plan.target && queue.length > 0) {
         const peer = queue.shift()!;
         try {
-          await pieces.replicate(peer, digest, signal, offer);
+          await this.copyTo(pieces, peer, digest, signal, offer);
           have++;
           this.holdings?.learned(peer, digest, true);
         } catch (err) {
@@ -280,6 +282,33 @@ export class Registry {
     };
     await Promise.all(Array.from({ length: Math.max(0, plan.target - have) }, worker));
     if (have < plan.target) throw new OmniError('UNAVAILABLE', `blob ${digest} is on ${have} of the ${plan.target} nodes a push needs${failures.length ? ` (${failures.join('; ').slice(0, 400)})` : ''}; push again`);
+  }
+
+  /**
+   * Makes `peer` keep a copy of `digest`: a small offered blob goes inside the request; a larger
+   * one — offered, or held here — is streamed to it (PieceService.push: read once, hashed once
+   * there, no piece requests); otherwise, or when the push fails (a peer of an older version), the
+   * peer fetches it by the catalog's record from the nodes that hold it.
+   */
+  private async copyTo(pieces: PieceService, peer: string, digest: string, signal: AbortSignal, offer?: ReplicaOffer): Promise<void> {
+    if (offer && offer.bytes.length <= INLINE_REPLICA_BYTES) return pieces.replicate(peer, digest, signal, offer);
+    const held = this.store.info(digest);
+    const copy: PushedCopy | undefined =
+      offer && offer.record.pieces.length <= MAX_OFFERED_PIECES
+        ? { record: offer.record, read: () => [offer.bytes] }
+        : held && held.pieces.length <= MAX_OFFERED_PIECES
+          ? { record: held, read: () => this.store.readUnverified(digest, PUSH_READ_BYTES) }
+          : undefined;
+    if (copy) {
+      try {
+        await pieces.push(peer, digest, copy, signal);
+        return;
+      } catch (err) {
+        if (signal.aborted) throw err;
+        this.d.log.debug(`registry: pushing ${digest} to ${peer.slice(-12)} failed (${(err as Error).message}); it fetches it instead`);
+      }
+    }
+    await pieces.replicate(peer, digest, signal);
   }
 
   /**

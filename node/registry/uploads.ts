@@ -3,7 +3,8 @@
 // and commits it (node/registry/blob-store.ts). Sessions live in memory: a restarted node
 // forgets them and the client starts its upload again (docker and skopeo do).
 import { randomUUID } from 'node:crypto';
-import { open, rm, type FileHandle } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
+import { writeAll } from '../files.js';
 import { OmniError } from '../errors.js';
 import { BlobHasher, type BlobInfo, type BlobStore } from './blob-store.js';
 import { checkChunk, idleSessions, MAX_UPLOAD_SESSIONS, UPLOAD_IDLE_TIMEOUT_MS, type UploadState } from '../../protocol/registry/upload.js';
@@ -19,14 +20,6 @@ export interface UploadSession extends UploadState {
 
 /** Bytes of a request body gathered before they are written (one writev instead of one write per socket read). */
 const WRITE_BATCH_BYTES = 1024 * 1024;
-
-/** Writes `bufs` (`n` bytes in all) at `position`, going on after a short write. */
-async function writeAll(fh: FileHandle, bufs: Uint8Array[], n: number, position: number): Promise<void> {
-  let { bytesWritten } = await fh.writev(bufs, position);
-  if (bytesWritten === n) return;
-  const all = Buffer.concat(bufs, n);
-  while (bytesWritten < n) bytesWritten += (await fh.write(all, bytesWritten, n - bytesWritten, position + bytesWritten)).bytesWritten;
-}
 
 export interface UploadLimits {
   maxSessions: number;

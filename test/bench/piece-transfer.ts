@@ -1,10 +1,12 @@
-// Diagnostic (not part of npm test): what copying blobs between two nodes costs — the path a
-// pushed blob's durable copy takes (BlobFetcher on the receiver asking PieceService on the holder,
-// over libp2p with pnet + noise + yamux as omnid runs them, both stores on disk) — against a raw
+// Diagnostic (not part of npm test): what copying blobs between two nodes costs, both ways omnid
+// makes a copy — pulled (BlobFetcher on the receiver asking PieceService on the holder for pieces)
+// and pushed (PieceService.push: the holder streams the blob, the receiver hashes and writes it),
+// over libp2p with pnet + noise + yamux as omnid runs them, both stores on disk — against a raw
 // libp2p stream on the same hosts. Both hosts share one process (one core): MB per CPU-second is
 // the figure a loaded machine disturbs least.
 //   PIECES_BENCH_BLOBS=16 PIECES_BENCH_BLOB_MB=8 PIECES_BENCH_PARALLEL=8
-//   PIECES_BENCH_PROFILE=FILE: a V8 CPU profile of the copies alone (not the set-up) written there
+//   PIECES_BENCH_PROFILE=FILE: a V8 CPU profile of the pulled copies alone (not the set-up) written
+//   there; PIECES_BENCH_PROFILE_PUSH=1: of the pushed copies instead
 //   node --import tsx test/bench/piece-transfer.ts
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -17,7 +19,7 @@ import { createHost } from '../../node/p2p/host.js';
 import { silentLogger } from '../../node/logger.js';
 import { BlobHasher, BlobStore } from '../../node/registry/blob-store.js';
 import { BlobFetcher } from '../../node/registry/blob-fetcher.js';
-import { PieceService } from '../../node/registry/piece-transfer.js';
+import { DATA_FRAME_BYTES, PieceService } from '../../node/registry/piece-transfer.js';
 import { pieceSizeFor } from '../../protocol/registry/pieces.js';
 import { cpuMs, rawStream } from './raw-stream.js';
 import type { BlobRecord } from '../../protocol/registry/records.js';
@@ -56,24 +58,38 @@ async function main(): Promise<void> {
     if (session) {
       session.connect();
       await session.post('Profiler.enable');
-      await session.post('Profiler.start');
     }
-    const cpu0 = cpuMs();
-    const t0 = performance.now();
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: PARALLEL }, async () => {
-        while (next < records.length) await fetcher.fetch(records[next++]);
-      }),
-    );
-    const seconds = (performance.now() - t0) / 1000;
-    const cpuSeconds = (cpuMs() - cpu0) / 1000;
+    const timed = async (copy: () => Promise<void>) => {
+      const cpu0 = cpuMs();
+      const t0 = performance.now();
+      await copy();
+      const seconds = (performance.now() - t0) / 1000;
+      const cpuSeconds = (cpuMs() - cpu0) / 1000;
+      for (const r of records) {
+        if (!storeB.has(r.digest)) throw new Error(`${r.digest} did not arrive`);
+        await storeB.delete(r.digest);
+      }
+      return { seconds, cpuSeconds };
+    };
+    const inParallel = async (each: (r: BlobRecord) => Promise<void>) => {
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: PARALLEL }, async () => {
+          while (next < records.length) await each(records[next++]);
+        }),
+      );
+    };
+    const profilePush = process.env.PIECES_BENCH_PROFILE_PUSH === '1';
+    if (session && profilePush) await session.post('Profiler.start');
+    const pushed = await timed(() => inParallel((r) => serviceA.push(b.peerId.toString(), r.digest, { record: r, read: () => storeA.readUnverified(r.digest, 4 * DATA_FRAME_BYTES) }, AbortSignal.timeout(60_000))));
+    if (session && !profilePush) await session.post('Profiler.start');
+    const pulled = await timed(() => inParallel(async (r) => void (await fetcher.fetch(r))));
+    const { seconds, cpuSeconds } = pulled;
     if (session && profile) {
       const { profile: p } = await session.post('Profiler.stop');
       await writeFile(profile, JSON.stringify(p));
       session.disconnect();
     }
-    for (const r of records) if (!storeB.has(r.digest)) throw new Error(`${r.digest} did not arrive`);
     fetcher.stop();
     await Promise.all([serviceA.stop(), serviceB.stop()]);
     const out = {
@@ -83,10 +99,13 @@ async function main(): Promise<void> {
       seconds: Math.round(seconds * 100) / 100,
       MBps: Math.round((total / seconds) * 10) / 10,
       MBPerCpuSecond: Math.round(total / cpuSeconds),
+      pushSeconds: Math.round(pushed.seconds * 100) / 100,
+      pushMBps: Math.round((total / pushed.seconds) * 10) / 10,
+      pushMBPerCpuSecond: Math.round(total / pushed.cpuSeconds),
       rawMBps: Math.round(raw.MBps * 10) / 10,
       rawMBPerCpuSecond: Math.round(total / raw.cpuSeconds),
     };
-    console.log(`pieces: ${total} MB in ${BLOBS} blobs of ${BLOB_MB} MB, ${PARALLEL} at once: ${out.seconds} s, ${out.MBps} MB/s, ${out.MBPerCpuSecond} MB per CPU-s; raw stream ${out.rawMBps} MB/s, ${out.rawMBPerCpuSecond} MB per CPU-s`);
+    console.log(`pieces: ${total} MB in ${BLOBS} blobs of ${BLOB_MB} MB, ${PARALLEL} at once: ${out.seconds} s, ${out.MBps} MB/s, ${out.MBPerCpuSecond} MB per CPU-s pulled; pushed ${out.pushSeconds} s, ${out.pushMBps} MB/s, ${out.pushMBPerCpuSecond} MB per CPU-s; raw stream ${out.rawMBps} MB/s, ${out.rawMBPerCpuSecond} MB per CPU-s`);
     console.log(JSON.stringify(out));
   } finally {
     await Promise.all([a.stop(), b.stop()]);

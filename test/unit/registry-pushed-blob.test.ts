@@ -28,7 +28,7 @@ function parts(o: { addBlob?: () => Promise<void>; replicate?: (offer?: ReplicaO
         },
       },
       replicate: async (_digest: string, signal: AbortSignal, _repo: string, offer?: ReplicaOffer) => {
-        events.push(offer ? 'copy with bytes' : 'copy by catalog');
+        events.push(offer ? 'copy with bytes' : 'copy without bytes');
         offers.push(offer);
         signals.push(signal);
         await o.replicate?.(offer);
@@ -50,11 +50,15 @@ describe('recordPushedBlob', () => {
     expect(t.offers[0]).toMatchObject({ record: { sizeBytes: 100, pieceSizeBytes: 1024 * 1024, pieces: ['b'.repeat(64)] }, bytes });
   });
 
-  it('a large blob, or no bytes at hand, or bytes that are not the whole blob: recorded first, then copied the plain way', async () => {
+  it('a large blob, or no bytes at hand, or bytes that are not the whole blob: copied from the store (no bytes offered) while the record is written', async () => {
     for (const [size, bytes] of [[INLINE_REPLICA_BYTES + 1, Buffer.alloc(INLINE_REPLICA_BYTES + 1)], [200, undefined], [200, Buffer.alloc(100)]] as const) {
-      const t = parts({ addBlob: async () => undefined });
-      await recordPushedBlob(t.p, 'r', info(size), LEADER_DUTY, new AbortController().signal, bytes);
-      expect(t.events).toEqual([`record ${size}`, 'recorded', 'copy by catalog']);
+      const t = parts();
+      const done = recordPushedBlob(t.p, 'r', info(size), LEADER_DUTY, new AbortController().signal, bytes);
+      await new Promise((r) => setTimeout(r, 10));
+      expect(t.events).toEqual(['copy without bytes', `record ${size}`]);
+      t.release();
+      await done;
+      expect(t.offers).toEqual([undefined]);
     }
   });
 
@@ -69,7 +73,7 @@ describe('recordPushedBlob', () => {
     });
     await recordPushedBlob(t.p, 'r', info(10), LEADER_DUTY, new AbortController().signal, Buffer.alloc(10));
     expect(calls).toBe(2);
-    expect(t.events).toEqual(['copy with bytes', 'record 10', 'recorded', 'copy by catalog']);
+    expect(t.events).toEqual(['copy with bytes', 'record 10', 'recorded', 'copy without bytes']);
   });
 
   it('fails as the old way fails when the copies cannot be made', async () => {

@@ -37,6 +37,8 @@ function parts(o: { inlineRefused?: boolean; storeFails?: boolean } = {}) {
       },
       replicate: async (digest: string, _signal: AbortSignal, _repo: string, offer?: unknown) => {
         if (offer && o.inlineRefused) throw new OmniError('BAD_REQUEST', 'unknown request');
+        // such a member fetches the blob by its catalog record: none yet, no copy
+        if (!offer && o.inlineRefused && !events.includes(`recorded ${digest.slice(7, 11)}`)) throw new OmniError('UNAVAILABLE', `blob ${digest} is not in the registry`);
         events.push(`copied ${digest.slice(7, 11)}${offer ? ' whole' : ' plainly'}`);
       },
     }),

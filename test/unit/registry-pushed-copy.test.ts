@@ -1,0 +1,163 @@
+// A copy pushed to a peer (PieceService.push): the holder streams the blob after its record, the
+// peer hashes and writes it as it comes and keeps it only when the digest and pieces match. Two
+// real libp2p hosts (noise, yamux, the private network), two blob stores on disk.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { createHost, type OmniHost } from '../../node/p2p/host.js';
+import { BlobStore } from '../../node/registry/blob-store.js';
+import { DATA_FRAME_BYTES, PieceService, type PushedCopy } from '../../node/registry/piece-transfer.js';
+import { silentLogger } from '../../node/logger.js';
+import { OmniError } from '../../node/errors.js';
+
+const PIECE = 64 * 1024;
+const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+function recordOf(bytes: Buffer): PushedCopy['record'] {
+  const pieces: string[] = [];
+  for (let off = 0; off < bytes.length; off += PIECE) pieces.push(createHash('sha256').update(bytes.subarray(off, off + PIECE)).digest('hex'));
+  return { sizeBytes: bytes.length, pieceSizeBytes: PIECE, pieces };
+}
+
+describe('a copy pushed to a peer', () => {
+  let a: OmniHost;
+  let b: OmniHost;
+  let outsider: OmniHost;
+  let full: OmniHost;
+  let dir: string;
+  let storeA: BlobStore;
+  let storeB: BlobStore;
+  let pusher: PieceService;
+  let stranger: PieceService;
+
+  beforeAll(async () => {
+    const networkKey = randomBytes(32);
+    const host = async () => createHost({ privateKey: await generateKeyPair('Ed25519'), networkKey, listen: ['/ip4/127.0.0.1/tcp/0'] });
+    [a, b, outsider, full] = await Promise.all([host(), host(), host(), host()]);
+    await Promise.all([a.dial(b.getMultiaddrs()[0]), outsider.dial(b.getMultiaddrs()[0]), a.dial(full.getMultiaddrs()[0])]);
+    dir = await mkdtemp(join(tmpdir(), 'omni-pushed-copy-'));
+    storeA = await BlobStore.open({ dir: join(dir, 'a'), log: silentLogger, pieceSizeBytes: PIECE, minFreeBytes: 0 });
+    storeB = await BlobStore.open({ dir: join(dir, 'b'), log: silentLogger, pieceSizeBytes: PIECE, minFreeBytes: 0 });
+    const members = new Set([a.peerId.toString(), b.peerId.toString(), full.peerId.toString()]);
+    const authorize = (peer: string) => {
+      if (!members.has(peer)) throw new OmniError('FORBIDDEN', 'not a member');
+    };
+    pusher = new PieceService(a, { authorize, store: storeA, log: silentLogger });
+    stranger = new PieceService(outsider, { authorize, store: storeA, log: silentLogger });
+    const server = new PieceService(b, { authorize, store: storeB, log: silentLogger });
+    // a member whose disk has 100 kB free
+    const storeFull = await BlobStore.open({ dir: join(dir, 'full'), log: silentLogger, pieceSizeBytes: PIECE, minFreeBytes: 0, freeBytes: async () => 100_000 });
+    const fullServer = new PieceService(full, { authorize, store: storeFull, log: silentLogger });
+    await Promise.all([pusher.start(), stranger.start(), server.start(), fullServer.start()]);
+  });
+  afterAll(async () => {
+    await Promise.all([a?.stop(), b?.stop(), outsider?.stop(), full?.stop()]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const peerB = () => b.peerId.toString();
+  const signal = () => AbortSignal.timeout(20_000);
+  /** B's temp files (uploads and copies in progress): none may be left behind. */
+  const tempFilesB = async () => readdir(join(dir, 'b', 'tmp'));
+  /** A copy read in chunks of `chunk` bytes, counting what was read. */
+  function copyOf(bytes: Buffer, chunk = 100_000): PushedCopy & { reads: number } {
+    const copy = {
+      reads: 0,
+      record: recordOf(bytes),
+      *read() {
+        for (let off = 0; off < bytes.length; off += chunk) {
+          copy.reads++;
+          yield bytes.subarray(off, off + chunk);
+        }
+      },
+    };
+    return copy;
+  }
+
+  it('streams a blob of several data frames; the peer keeps it with the same pieces', async () => {
+    const bytes = randomBytes(3 * DATA_FRAME_BYTES + 12_345);
+    const digest = sha(bytes);
+    await pusher.push(peerB(), digest, copyOf(bytes), signal());
+    expect(storeB.has(digest)).toBe(true);
+    expect(storeB.info(digest)).toEqual({ digest, ...recordOf(bytes) });
+    expect(await storeB.readAll(digest)).toEqual(bytes);
+    expect(await tempFilesB()).toEqual([]);
+  });
+
+  it('an empty blob and a blob read in chunks larger than a data frame arrive too', async () => {
+    for (const [bytes, chunk] of [
+      [Buffer.alloc(0), 1],
+      [randomBytes(2 * DATA_FRAME_BYTES + 1), 4 * DATA_FRAME_BYTES],
+    ] as const) {
+      const digest = sha(bytes);
+      await pusher.push(peerB(), digest, copyOf(bytes, chunk), signal());
+      expect(await storeB.readAll(digest)).toEqual(bytes);
+    }
+  });
+
+  it('a peer that holds the blob already answers at once: nothing is read or sent', async () => {
+    const bytes = randomBytes(300_000);
+    const digest = sha(bytes);
+    await pusher.push(peerB(), digest, copyOf(bytes), signal());
+    const again = copyOf(bytes);
+    await pusher.push(peerB(), digest, again, signal());
+    expect(again.reads).toBe(0);
+  });
+
+  it('bytes that are not the digest are refused with DIGEST_INVALID; nothing is kept, no temp file left', async () => {
+    const bytes = randomBytes(500_000);
+    const other = Buffer.from(bytes);
+    other[400_000] ^= 1;
+    const digest = sha(bytes);
+    const copy = { record: recordOf(bytes), read: () => [other] };
+    await expect(pusher.push(peerB(), digest, copy, signal())).rejects.toMatchObject({ code: 'DIGEST_INVALID' });
+    expect(storeB.has(digest)).toBe(false);
+    expect(await tempFilesB()).toEqual([]);
+  });
+
+  it('pieces that do not fit the size are refused before any byte is read', async () => {
+    const bytes = randomBytes(200_000);
+    const copy = copyOf(bytes);
+    copy.record = { ...copy.record, pieces: copy.record.pieces.slice(1) };
+    await expect(pusher.push(peerB(), sha(bytes), copy, signal())).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    expect(copy.reads).toBe(0);
+  });
+
+  it('a holder whose file is shorter than its record stops (BLOB_CORRUPT); the peer keeps nothing', async () => {
+    const bytes = randomBytes(700_000);
+    const digest = sha(bytes);
+    const copy = { record: recordOf(bytes), read: () => [bytes.subarray(0, 400_000)] };
+    await expect(pusher.push(peerB(), digest, copy, signal())).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
+    expect(storeB.has(digest)).toBe(false);
+    // the peer sees its stream end short and removes what it wrote
+    await expect.poll(tempFilesB, { timeout: 5_000 }).toEqual([]);
+  });
+
+  it('a holder that sends more bytes than its record is refused (SIZE_INVALID); nothing is kept', async () => {
+    const bytes = randomBytes(300_000);
+    const digest = sha(bytes);
+    // the last data frame crosses the recorded end
+    const copy = { record: recordOf(bytes), read: () => [Buffer.concat([bytes, randomBytes(10)])] };
+    await expect(pusher.push(peerB(), digest, copy, signal())).rejects.toMatchObject({ code: expect.stringMatching(/SIZE_INVALID|BLOB_CORRUPT/) });
+    expect(storeB.has(digest)).toBe(false);
+    await expect.poll(tempFilesB, { timeout: 5_000 }).toEqual([]);
+  });
+
+  it('a peer without the disk space refuses before any byte is read (NO_SPACE)', async () => {
+    const bytes = randomBytes(300_000);
+    const copy = copyOf(bytes);
+    await expect(pusher.push(full.peerId.toString(), sha(bytes), copy, signal())).rejects.toMatchObject({ code: 'NO_SPACE' });
+    expect(copy.reads).toBe(0);
+    expect(await readdir(join(dir, 'full', 'tmp'))).toEqual([]);
+  });
+
+  it('a node that is not a member is refused (FORBIDDEN)', async () => {
+    const bytes = randomBytes(100_000);
+    const copy = copyOf(bytes);
+    await expect(stranger.push(peerB(), sha(bytes), copy, signal())).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    expect(copy.reads).toBe(0);
+    expect(storeB.has(sha(bytes))).toBe(false);
+  });
+});
