@@ -43,9 +43,47 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
 }
 
 /** Writes `bufs` (`n` bytes in all) at `position` of an open file, going on after a short write. */
-export async function writeAll(fh: FileHandle, bufs: Uint8Array[], n: number, position: number): Promise<void> {
+async function writeAll(fh: FileHandle, bufs: Uint8Array[], n: number, position: number): Promise<void> {
   let { bytesWritten } = await fh.writev(bufs, position);
   if (bytesWritten === n) return;
   const all = Buffer.concat(bufs, n);
   while (bytesWritten < n) bytesWritten += (await fh.write(all, bytesWritten, n - bytesWritten, position + bytesWritten)).bytesWritten;
+}
+
+/**
+ * Writes buffers to an open file from `position` on, gathered into runs of about `batchBytes`
+ * (one writev per run instead of one write per buffer). A buffer is kept until its run is
+ * written: the caller does not reuse it.
+ */
+export class BatchedWriter {
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+
+  constructor(
+    private readonly fh: FileHandle,
+    /** Where the next run is written: the file's end once everything is flushed. */
+    public position: number,
+    private readonly batchBytes: number,
+  ) {}
+
+  /** Bytes taken and not written yet. */
+  get buffered(): number {
+    return this.pendingBytes;
+  }
+
+  async push(chunk: Uint8Array): Promise<void> {
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.byteLength;
+    if (this.pendingBytes >= this.batchBytes) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const bufs = this.pending;
+    const n = this.pendingBytes;
+    this.pending = [];
+    this.pendingBytes = 0;
+    await writeAll(this.fh, bufs, n, this.position);
+    this.position += n;
+  }
 }

@@ -13,7 +13,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OmniError } from '../errors.js';
-import { fsyncPath, tempBeside, writeAll, writeFileAtomic, writeSynced } from '../files.js';
+import { BatchedWriter, fsyncPath, tempBeside, writeFileAtomic, writeSynced } from '../files.js';
 import type { Logger } from '../logger.js';
 import { isDigest, digestOfHex, hexOf } from '../../protocol/registry/digest.js';
 import { pieceSizeFor, pieceCount, pieceSpan, piecesCovering, validPieces } from '../../protocol/registry/pieces.js';
@@ -311,28 +311,18 @@ export class BlobStore {
     const fh = await open(tmpPath, 'wx', 0o600);
     let hashed: BlobInfo;
     try {
-      let written = 0;
-      let pending: Uint8Array[] = [];
-      let pendingBytes = 0;
-      const flush = async () => {
-        if (pendingBytes === 0) return;
-        await writeAll(fh, pending, pendingBytes, written);
-        written += pendingBytes;
-        pending = [];
-        pendingBytes = 0;
-      };
+      const out = new BatchedWriter(fh, 0, RECEIVE_WRITE_BYTES);
       try {
         for await (const chunk of chunks) {
-          if (written + pendingBytes + chunk.byteLength > sizeBytes) throw new OmniError('SIZE_INVALID', `blob ${digest}: more than its ${sizeBytes} bytes sent`);
+          if (out.position + out.buffered + chunk.byteLength > sizeBytes) throw new OmniError('SIZE_INVALID', `blob ${digest}: more than its ${sizeBytes} bytes sent`);
           hasher.update(chunk);
-          pending.push(chunk);
-          pendingBytes += chunk.byteLength;
-          if (pendingBytes >= RECEIVE_WRITE_BYTES) await flush();
+          await out.push(chunk);
         }
-        await flush();
+        await out.flush();
       } finally {
         await fh.close();
       }
+      const written = out.position;
       if (written !== sizeBytes) throw new OmniError('SIZE_INVALID', `blob ${digest}: ${written} of its ${sizeBytes} bytes came`);
       hashed = hasher.result();
     } catch (err) {

@@ -4,7 +4,7 @@
 // forgets them and the client starts its upload again (docker and skopeo do).
 import { randomUUID } from 'node:crypto';
 import { open, rm } from 'node:fs/promises';
-import { writeAll } from '../files.js';
+import { BatchedWriter } from '../files.js';
 import { OmniError } from '../errors.js';
 import { BlobHasher, type BlobInfo, type BlobStore } from './blob-store.js';
 import { checkChunk, idleSessions, MAX_UPLOAD_SESSIONS, UPLOAD_IDLE_TIMEOUT_MS, type UploadState } from '../../protocol/registry/upload.js';
@@ -77,39 +77,31 @@ export class UploadSessions {
       await this.store.ensureSpace(check.expectedBytes ?? 0);
       const hasher = completes && s.offsetBytes === 0 && check.expectedBytes !== undefined && check.expectedBytes > 0 ? new BlobHasher(this.store.pieceSizeForSize(check.expectedBytes)) : undefined;
       const fh = await open(s.path, 'r+');
-      let written = 0;
+      const start = s.offsetBytes;
+      const out = new BatchedWriter(fh, start, WRITE_BATCH_BYTES);
       let sinceCheck = 0;
-      let pending: Uint8Array[] = [];
-      let pendingBytes = 0;
-      const flush = async () => {
-        if (pendingBytes === 0) return;
-        const bufs = pending;
-        const n = pendingBytes;
-        pending = [];
-        pendingBytes = 0;
-        await writeAll(fh, bufs, n, s.offsetBytes);
-        s.offsetBytes += n;
-        written += n;
-      };
       try {
         for await (const chunk of body) {
-          if (s.offsetBytes + pendingBytes + chunk.byteLength > this.store.maxBlobBytes) throw new OmniError('SIZE_INVALID', `the blob would exceed ${this.store.maxBlobBytes} bytes`);
-          if (check.expectedBytes !== undefined && written + pendingBytes + chunk.byteLength > check.expectedBytes) throw new OmniError('SIZE_INVALID', `the chunk is longer than the ${check.expectedBytes} bytes announced`);
+          const taken = out.position + out.buffered - start;
+          if (start + taken + chunk.byteLength > this.store.maxBlobBytes) throw new OmniError('SIZE_INVALID', `the blob would exceed ${this.store.maxBlobBytes} bytes`);
+          if (check.expectedBytes !== undefined && taken + chunk.byteLength > check.expectedBytes) throw new OmniError('SIZE_INVALID', `the chunk is longer than the ${check.expectedBytes} bytes announced`);
           sinceCheck += chunk.byteLength;
           if (check.expectedBytes === undefined && sinceCheck >= SPACE_CHECK_EVERY_BYTES) {
             sinceCheck = 0;
-            await flush();
+            await out.flush();
+            s.offsetBytes = out.position;
             await this.store.ensureSpace(SPACE_CHECK_EVERY_BYTES);
           }
           hasher?.update(chunk);
-          pending.push(chunk);
-          pendingBytes += chunk.byteLength;
-          if (pendingBytes >= WRITE_BATCH_BYTES) await flush();
+          await out.push(chunk);
+          s.offsetBytes = out.position;
         }
-        await flush();
+        await out.flush();
+        s.offsetBytes = out.position;
       } finally {
         await fh.close();
       }
+      const written = s.offsetBytes - start;
       if (check.expectedBytes !== undefined && written !== check.expectedBytes) throw new OmniError('SIZE_INVALID', `the chunk has ${written} bytes, ${check.expectedBytes} were announced`);
       if (hasher) s.hashed = hasher.result();
       return s.offsetBytes;
