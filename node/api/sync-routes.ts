@@ -101,11 +101,13 @@ export async function commitSyncChange(d: SyncRoutesDeps, app: string, body: Buf
     return manifestRecord(bytes, m.digest, m.mediaType);
   });
   // Kept here while each blob is sent whole to its copies (this node counted as a holder: it is
-  // storing it): a member of this version keeps the bytes without a catalog record, so the one
-  // transaction below records them with the rest (no Raft round per blob). A copy that fails that
-  // way (a member of an earlier version refuses bytes without a record) is made as a /v2/ push
-  // of the blob is, once it is stored here (node/registry/pushed-blob.ts: recorded, then copied
-  // the plain way). All of them on their durability target before the record below names them.
+  // storing it; a small blob inside the request, a larger one streamed): a member of this version
+  // keeps the bytes without a catalog record, so the one transaction below records them with the
+  // rest (no Raft round per blob). A copy that fails that way (a member of an earlier version
+  // refuses bytes without a record) is made as a /v2/ push of the blob is, once it is stored here
+  // (node/registry/pushed-blob.ts: recorded while copied, and such a member asked again, the plain
+  // way, once the record is written). All of them on their durability target before the record
+  // below names them.
   let storedMs = 0;
   const storing = Promise.all(blobs.map((bytes, i) => reg.store.commitBytes(infos[i].digest, bytes, infos[i]))).then(() => void (storedMs = performance.now() - t0));
   storing.catch(() => undefined);

@@ -3,6 +3,7 @@
 // still gets the whole answer), and teardown of both sides when either fails.
 import type { Socket } from 'node:net';
 import type { Stream } from '@libp2p/interface';
+import { nextDrain } from '../p2p/drain.js';
 
 /** Ends an established connection that carried no byte either way for this long. */
 export const DEFAULT_IDLE_MS = 60 * 60 * 1000;
@@ -59,7 +60,7 @@ export function pipeSocketStream(socket: Socket, stream: Stream, opts: { first?:
       try {
         if (!stream.send(buf)) {
           socket.pause();
-          stream.onDrain().then(
+          nextDrain(stream).then(
             () => socket.resume(),
             (err: Error) => fail(err),
           );

@@ -9,6 +9,7 @@
 // while its tunnel stream's send buffer is full.
 import { createSocket, type Socket as DgramSocket, type RemoteInfo } from 'node:dgram';
 import type { Stream } from '@libp2p/interface';
+import { nextDrain } from '../p2p/drain.js';
 import { DatagramReader, frameDatagram } from '../../protocol/net/tunnel-wire.js';
 
 /** A session ends after this long without a datagram either way (a NAT's UDP timeout). */
@@ -86,7 +87,7 @@ export function streamUdpUpstream(stream: Stream, first: Uint8Array, r: UdpRepli
       try {
         if (!stream.send(frameDatagram(payload))) {
           congested = true;
-          stream.onDrain().then(
+          nextDrain(stream).then(
             () => (congested = false),
             () => undefined,
           );

@@ -3,16 +3,17 @@
 import type { Stream } from '@libp2p/interface';
 import { FrameDecoder, FrameError, encodeFrame, encodeTaggedFrame } from '../../protocol/framing.js';
 import { OmniError } from '../errors.js';
+import { sendDrained } from './drain.js';
 
 /** Sends one frame; waits for the stream to drain when its write buffer is full. */
 export async function sendFrame(stream: Stream, payload: Uint8Array, signal?: AbortSignal): Promise<void> {
-  if (!stream.send(encodeFrame(payload))) await stream.onDrain({ signal });
+  await sendDrained(stream, encodeFrame(payload), signal);
 }
 
 /** Sends one frame whose payload is the byte `tag` then `body` (one buffer, one copy of the body). */
 export async function sendTaggedFrame(stream: Stream, tag: number, body: Uint8Array | string, signal?: AbortSignal): Promise<void> {
   const bytes = typeof body === 'string' ? Buffer.from(body) : body;
-  if (!stream.send(encodeTaggedFrame(tag, bytes, (n) => Buffer.allocUnsafe(n)))) await stream.onDrain({ signal });
+  await sendDrained(stream, encodeTaggedFrame(tag, bytes, (n) => Buffer.allocUnsafe(n)), signal);
 }
 
 /** Yields whole frames as they arrive; throws FrameError on an oversized or malformed frame. */
@@ -37,7 +38,7 @@ export async function readOneFrame(stream: Stream, maxFrameBytes: number): Promi
 
 /** Sends `bytes` as they are (no frame); waits for the stream to drain when its write buffer is full. The stream may keep `bytes` until sent: not reused by the caller. */
 export async function sendRaw(stream: Stream, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
-  if (!stream.send(bytes)) await stream.onDrain({ signal });
+  await sendDrained(stream, bytes, signal);
 }
 
 /**
@@ -90,6 +91,11 @@ export class StreamReader {
         if (part.length > 0) yield part;
       }
     }
+  }
+
+  /** Stops reading the stream (its listener is removed; what the peer still sends is not taken). */
+  release(): void {
+    void this.chunks.return?.()?.catch(() => undefined);
   }
 
   private next(): Promise<IteratorResult<Uint8Array | Iterable<Uint8Array>>> {

@@ -9,6 +9,7 @@ import type { OmniHost } from '../p2p/host.js';
 import { decodeRaftMessage, encodeRaftMessage } from '../../protocol/codec.js';
 import { MessageType, type Message } from '../../protocol/raft/types.js';
 import { readFrames } from '../p2p/framed-stream.js';
+import { sendDrained } from '../p2p/drain.js';
 import { encodeFrame } from '../../protocol/framing.js';
 import type { Logger } from '../logger.js';
 import { MAX_SNAPSHOT_BYTES } from '../../protocol/cluster/state.js';
@@ -189,7 +190,7 @@ class PeerSender {
             batch.push(framed);
             size += framed.length;
           }
-          if (!stream.send(batch.length === 1 ? batch[0] : concat(batch, size))) await stream.onDrain({ signal: this.abort.signal });
+          await sendDrained(stream, batch.length === 1 ? batch[0] : concat(batch, size), this.abort.signal);
         }
         this.backoffMs = 0;
       } catch (err) {

@@ -297,9 +297,9 @@ export class BlobStore {
    * pass and written to a temp file in runs of about 1 MiB; exactly `expected.sizeBytes` bytes must
    * come (SIZE_INVALID), and the digest and piece digests must match (DIGEST_INVALID); nothing is
    * kept otherwise. The size limit and the disk space are checked before `chunks` is asked for
-   * its first byte.
+   * its first byte. `onWritten`: told how many bytes are in the file after each run written.
    */
-  async receive(digest: string, expected: { sizeBytes: number; pieceSizeBytes: number; pieces: string[] }, chunks: AsyncIterable<Uint8Array>): Promise<BlobInfo> {
+  async receive(digest: string, expected: { sizeBytes: number; pieceSizeBytes: number; pieces: string[] }, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, onWritten?: (bytes: number) => void): Promise<BlobInfo> {
     if (!isDigest(digest)) throw new OmniError('DIGEST_INVALID', `${digest.slice(0, 80)} is not a sha256 digest`);
     const { sizeBytes, pieceSizeBytes } = expected;
     if (!Number.isSafeInteger(pieceSizeBytes) || pieceSizeBytes <= 0) throw new OmniError('DIGEST_INVALID', `blob ${digest}: bad piece size`);
@@ -316,9 +316,13 @@ export class BlobStore {
         for await (const chunk of chunks) {
           if (out.position + out.buffered + chunk.byteLength > sizeBytes) throw new OmniError('SIZE_INVALID', `blob ${digest}: more than its ${sizeBytes} bytes sent`);
           hasher.update(chunk);
+          const before = out.position;
           await out.push(chunk);
+          if (out.position !== before) onWritten?.(out.position);
         }
+        const before = out.position;
         await out.flush();
+        if (out.position !== before) onWritten?.(out.position);
       } finally {
         await fh.close();
       }

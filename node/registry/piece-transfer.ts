@@ -1,8 +1,9 @@
 // Blob pieces between nodes over libp2p (`/omni/registry/pieces/1.0.0`), so a node that lacks a
 // blob fetches it from every peer that holds it (node/registry/blob-fetcher.ts). Only current
 // members may open the protocol (the private network and noise authenticate the peer). One
-// short stream per request, closed when answered, so the per-connection stream limit is never
-// reached by streams left open:
+// stream per request (a pushed copy's lasts while its bytes go), closed when answered, so the
+// per-connection stream limit is never reached by streams left open; a server reads nothing
+// after a request but a pushed copy's bytes:
 //
 //   caller → one JSON frame {op: "piece", digest, index}  or  {op: "have", digests: [...]}
 //            or {op: "replicate", digest} (fetch that blob from its holders, answer when it is here)
@@ -16,10 +17,11 @@
 //            pieceSizeBytes, pieces} (a pushed copy: the server answers 'H' {held: true} at once
 //            when it holds the blob, else 'G' (go) once the size and its disk space are checked;
 //            the caller then sends the blob's bytes, raw (no frames: neither side copies them),
-//            which the server hashes and writes as they come and keeps only when the digest and
-//            pieces match — one stream, no piece requests, no catalog read, the bytes read from
-//            disk once and hashed once on their way. A node of an older version refuses the 'S' frame (BAD_REQUEST): the
-//            caller asks it the plain way.)
+//            which the server hashes and writes as they come — saying how many it has written
+//            in 'A' frames (6-byte count), the caller never more than PUSH_WINDOW_BYTES ahead —
+//            and keeps only when the digest and pieces match, then 'H'. One stream, no piece
+//            requests, no catalog read, the bytes read from disk once. A node of an older
+//            version refuses the 'S' frame (BAD_REQUEST): the caller asks it the plain way.)
 //   server → 'H'+JSON header ({sizeBytes} for a piece, {have: [bool]} for have, {held: true}
 //            for replicate), then for a
 //            piece its bytes in 'D' frames of at most 256 KiB, then it closes; or 'E'+JSON
@@ -70,8 +72,15 @@ const TAG_HEADER = 0x48; // 'H'
 const TAG_DATA = 0x44; // 'D'
 const TAG_ERROR = 0x45; // 'E'
 const TAG_INLINE = 0x49; // 'I': a replicate request carrying the blob
-const TAG_PUSH = 0x53; // 'S': a replicate request whose blob follows in data frames
+const TAG_PUSH = 0x53; // 'S': a replicate request whose blob follows, raw, after the go-ahead
 const TAG_GO = 0x47; // 'G': send the blob's bytes
+const TAG_ACK = 0x41; // 'A': this many bytes of a pushed copy are written (6-byte count)
+/** Bytes of a pushed copy sent beyond what the peer said it has written: what either side holds of it in memory. */
+export const PUSH_WINDOW_BYTES = 4 * 1024 * 1024;
+/** A pushed copy goes out in sends of at most this many bytes. */
+const PUSH_SEND_BYTES = 1024 * 1024;
+/** Pushed copies this node takes at once (the others wait their turn before their go-ahead). */
+const MAX_CONCURRENT_RECEIVES = 8;
 
 /** A small blob a pusher sends whole with its replicate request: its record and its bytes. */
 export interface ReplicaOffer {
@@ -120,6 +129,7 @@ function remoteError(frame: Uint8Array): OmniError {
 
 export class PieceService implements PieceSource {
   private readonly serving = new Slots(MAX_CONCURRENT_SERVES);
+  private readonly receiving = new Slots(MAX_CONCURRENT_RECEIVES);
   private readonly spread = new PieceSpread();
 
   constructor(
@@ -241,11 +251,13 @@ export class PieceService implements PieceSource {
   }
 
   /**
-   * Streams a blob this node holds to `peer`, which keeps it (one stream: the record, the peer's
-   * go-ahead, the bytes); resolves once the peer holds it. A peer of an older version answers
-   * BAD_REQUEST (the caller then asks it the plain way, see replicate). No progress within
-   * REQUEST_TIMEOUT_MS while sending or waiting for the go-ahead fails it (TIMEOUT); the wait for
-   * the final answer (the peer syncing the blob to disk) is bounded by REPLICATE_TIMEOUT_MS.
+   * Streams a blob to `peer`, which keeps it (one stream: the record, the peer's go-ahead, the
+   * bytes, at most PUSH_WINDOW_BYTES beyond what the peer has written); resolves once the peer
+   * holds it. A peer of an older version answers BAD_REQUEST (the caller may then ask it the plain
+   * way, see replicate). The go-ahead and the final answer (the peer syncing the blob to disk) may
+   * take up to REPLICATE_TIMEOUT_MS (a peer taking other copies makes this one wait its turn); while
+   * the bytes go, no progress of the peer's writing or of the stream's sending for REQUEST_TIMEOUT_MS
+   * fails it (TIMEOUT).
    */
   async push(peer: string, digest: string, copy: PushedCopy, signal: AbortSignal): Promise<void> {
     if (copy.record.pieces.length > MAX_OFFERED_PIECES) throw new OmniError('BAD_REQUEST', `blob ${digest} has more than ${MAX_OFFERED_PIECES} pieces to send with a copy`);
@@ -254,41 +266,45 @@ export class PieceService implements PieceSource {
     const onAbort = () => stream.abort(new Error('push aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
     const answers = readFrames(stream, MAX_RESPONSE_FRAME_BYTES)[Symbol.asyncIterator]();
-    const answer = async (timeoutMs: number) => {
-      const r = await withTimeout(answers.next(), timeoutMs);
-      if (r.done) throw new OmniError('UNAVAILABLE', `node ${peer.slice(0, 80)} closed the copy's stream without an answer`);
-      if (r.value[0] === TAG_ERROR) throw remoteError(r.value);
-      return r.value[0];
-    };
     try {
       const { sizeBytes, pieceSizeBytes, pieces } = copy.record;
       await sendTaggedFrame(stream, TAG_PUSH, JSON.stringify({ op: 'replicate', digest, sizeBytes, pieceSizeBytes, pieces }), signal);
-      const first = await answer(REQUEST_TIMEOUT_MS);
-      if (first === TAG_HEADER) return; // held there already
-      if (first !== TAG_GO) throw new OmniError('BAD_RESPONSE', 'malformed answer to a pushed copy');
-      // The answer is read while the bytes go: a peer that refuses them part-way (its disk, a
-      // digest mismatch) stops the sending at once instead of after the last byte.
+      const first = await withTimeout(answers.next(), REPLICATE_TIMEOUT_MS);
+      if (first.done) throw new OmniError('UNAVAILABLE', `node ${peer.slice(0, 80)} closed the copy's stream without an answer`);
+      if (first.value[0] === TAG_ERROR) throw remoteError(first.value);
+      if (first.value[0] === TAG_HEADER) return; // held there already
+      if (first.value[0] !== TAG_GO) throw new OmniError('BAD_RESPONSE', 'malformed answer to a pushed copy');
+      // The peer's answers are read while the bytes go: its progress opens the window, and a
+      // refusal part-way (its disk, a digest mismatch) stops the sending at once.
+      const progress = new PushProgress();
       const refused = new AbortController();
-      const last = answers.next().finally(() => refused.abort());
-      last.catch(() => undefined);
+      const reading = progress.follow(answers).finally(() => refused.abort());
+      reading.catch(() => undefined);
       const sending = AbortSignal.any([signal, refused.signal]);
       let sent = 0;
       try {
         for await (const chunk of copy.read()) {
+          for (let off = 0; off < chunk.length && !sending.aborted; off += PUSH_SEND_BYTES) {
+            const part = chunk.subarray(off, off + PUSH_SEND_BYTES);
+            if (sent + part.length > sizeBytes) throw new OmniError('BLOB_CORRUPT', `blob ${digest}: more bytes read here than the ${sizeBytes} recorded`);
+            await progress.room(sent + part.length - PUSH_WINDOW_BYTES, sending, REQUEST_TIMEOUT_MS);
+            if (sending.aborted) break;
+            await sendRaw(stream, part, AbortSignal.any([sending, AbortSignal.timeout(REQUEST_TIMEOUT_MS)])).catch((err: Error) => {
+              throw err.name === 'TimeoutError' ? new OmniError('TIMEOUT', `the copy to ${peer.slice(0, 80)} sent nothing for ${REQUEST_TIMEOUT_MS} ms`) : err;
+            });
+            sent += part.length;
+          }
           if (sending.aborted) break;
-          if (sent + chunk.length > sizeBytes) throw new OmniError('BLOB_CORRUPT', `blob ${digest}: more bytes read here than the ${sizeBytes} recorded`);
-          await sendRaw(stream, chunk, sending);
-          sent += chunk.length;
         }
       } catch (err) {
         if (!refused.signal.aborted || signal.aborted) throw err;
       }
       // A file shorter than its record here: stop (the peer, its stream aborted, keeps nothing).
       if (!refused.signal.aborted && sent !== sizeBytes) throw new OmniError('BLOB_CORRUPT', `blob ${digest}: ${sent} bytes read here, ${sizeBytes} recorded`);
-      const r = await withTimeout(last, REPLICATE_TIMEOUT_MS);
-      if (r.done) throw new OmniError('UNAVAILABLE', `node ${peer.slice(0, 80)} closed the copy's stream without an answer`);
-      if (r.value[0] === TAG_ERROR) throw remoteError(r.value);
-      if (r.value[0] !== TAG_HEADER || sent !== sizeBytes) throw new OmniError('BAD_RESPONSE', 'malformed answer to a pushed copy');
+      const last = await withTimeout(reading, REPLICATE_TIMEOUT_MS);
+      if (!last) throw new OmniError('UNAVAILABLE', `node ${peer.slice(0, 80)} closed the copy's stream without an answer`);
+      if (last[0] === TAG_ERROR) throw remoteError(last);
+      if (last[0] !== TAG_HEADER || sent !== sizeBytes) throw new OmniError('BAD_RESPONSE', 'malformed answer to a pushed copy');
     } catch (err) {
       if (signal.aborted) throw new OmniError('ABORTED', 'pushed copy aborted');
       throw err instanceof OmniError ? err : new OmniError('UNAVAILABLE', `copy to ${peer.slice(0, 80)}: ${(err as Error).message}`);
@@ -313,28 +329,40 @@ export class PieceService implements PieceSource {
   }
 
   /**
-   * A copy streamed here: held already → 'H' at once; else the store checks the size limit and
-   * its disk space, 'G' goes, and the 'D' frames that follow go through the store's hashing writer (kept only
-   * when the digest and pieces match), then 'H'. Waiting longer than REQUEST_TIMEOUT_MS for the
-   * next frame fails it.
+   * A copy streamed here: held already → 'H' at once; else it waits for one of
+   * MAX_CONCURRENT_RECEIVES, the store checks the size limit and its disk space, 'G' goes, and the
+   * raw bytes that follow go through the store's hashing writer (kept only when the digest and
+   * pieces match), each run written acknowledged ('A'), then 'H'. Waiting longer than
+   * REQUEST_TIMEOUT_MS for the next bytes fails it.
    */
   private async takePush(stream: Stream, req: Extract<PieceRequest, { op: 'push' }>, reader: StreamReader): Promise<void> {
     const { store } = this.opts;
+    if (!this.opts.replicate) throw new OmniError('UNAVAILABLE', 'this node does not take replicas');
     if (!store.has(req.digest)) {
       stream.inactivityTimeout = 0;
-      const t0 = performance.now();
-      // The store asks for the bytes once it has checked the size limit and its disk space: the go-ahead goes then.
-      const data = async function* (): AsyncGenerator<Uint8Array> {
-        await sendTaggedFrame(stream, TAG_GO, new Uint8Array(0));
-        try {
-          yield* reader.raw(req.record.sizeBytes);
-        } catch (err) {
-          if (err instanceof FrameError) throw new OmniError('SIZE_INVALID', `the copy of ${req.digest}: ${err.message}`);
-          throw err;
-        }
-      };
-      await store.receive(req.digest, req.record, data());
-      this.opts.log.debug(`registry: copy of ${req.digest} kept (pushed here) in ${(performance.now() - t0).toFixed(1)} ms`);
+      const release = await this.receiving.take();
+      try {
+        const t0 = performance.now();
+        // The store asks for the bytes once it has checked the size limit and its disk space: the go-ahead goes then.
+        const data = async function* (): AsyncGenerator<Uint8Array> {
+          await sendTaggedFrame(stream, TAG_GO, new Uint8Array(0));
+          try {
+            yield* reader.raw(req.record.sizeBytes);
+          } catch (err) {
+            if (err instanceof FrameError) throw new OmniError('SIZE_INVALID', `the copy of ${req.digest}: ${err.message}`);
+            throw err;
+          }
+        };
+        const ack = (writtenBytes: number) => {
+          const frame = Buffer.allocUnsafe(6);
+          frame.writeUIntBE(writtenBytes, 0, 6);
+          sendTaggedFrame(stream, TAG_ACK, frame).catch(() => undefined); // a stream gone fails the receive itself
+        };
+        await store.receive(req.digest, req.record, data(), ack);
+        this.opts.log.debug(`registry: copy of ${req.digest} kept (pushed here) in ${(performance.now() - t0).toFixed(1)} ms`);
+      } finally {
+        release();
+      }
     }
     await sendTaggedFrame(stream, TAG_HEADER, JSON.stringify({ held: true }));
   }
@@ -345,11 +373,20 @@ export class PieceService implements PieceSource {
     try {
       this.opts.authorize(from);
       const reader = new StreamReader(stream, MAX_REQUEST_BYTES + INLINE_REPLICA_BYTES, REQUEST_TIMEOUT_MS);
-      const first = await reader.frame();
-      if (!first) throw new OmniError('BAD_REQUEST', 'stream ended before a complete request arrived');
-      const req = parseRequest(first);
+      const req = await withTimeout(reader.frame(), REQUEST_TIMEOUT_MS)
+        .then((first) => {
+          if (!first) throw new OmniError('BAD_REQUEST', 'stream ended before a complete request arrived');
+          return parseRequest(first);
+        })
+        .catch((err: unknown) => {
+          reader.release();
+          throw err;
+        });
+      // Only a pushed copy reads on: any other request's stream takes nothing more (bytes the peer
+      // sends anyway fill the stream's read buffer, whose limit aborts it).
+      if (req.op !== 'push') reader.release();
       if (req.op === 'push') {
-        await this.takePush(stream, req, reader);
+        await this.takePush(stream, req, reader).finally(() => reader.release());
       } else if (req.op === 'have') {
         await sendTaggedFrame(stream, TAG_HEADER, JSON.stringify({ have: req.digests.map((d) => this.opts.store.has(d)) }));
       } else if (req.op === 'replicate') {
@@ -387,6 +424,52 @@ export class PieceService implements PieceSource {
       }
     } finally {
       release?.();
+    }
+  }
+}
+
+/** What the peer of a pushed copy says while the bytes go: how many it has written, then its answer. */
+class PushProgress {
+  written = 0;
+  private ended = false;
+  private wake: (() => void) | undefined;
+
+  /** Reads the peer's answers: 'A' frames move `written`; resolves with the first other frame (undefined: the stream ended). */
+  async follow(answers: AsyncIterator<Uint8Array>): Promise<Uint8Array | undefined> {
+    try {
+      for (;;) {
+        const r = await answers.next();
+        if (r.done) return undefined;
+        const f = r.value;
+        if (f[0] !== TAG_ACK) return f;
+        if (f.length !== 7) throw new OmniError('BAD_RESPONSE', 'malformed progress of a pushed copy');
+        this.written = Math.max(this.written, Buffer.from(f.buffer, f.byteOffset, f.length).readUIntBE(1, 6));
+        this.wake?.();
+      }
+    } finally {
+      this.ended = true;
+      this.wake?.();
+    }
+  }
+
+  /**
+   * Waits until the peer has written at least `bytes` (or its answers ended, or `signal` aborted);
+   * TIMEOUT when it says nothing for `timeoutMs`.
+   */
+  async room(bytes: number, signal: AbortSignal, timeoutMs: number): Promise<void> {
+    while (this.written < bytes && !this.ended && !signal.aborted) {
+      await new Promise<void>((resolve, reject) => {
+        const settle = (fn: () => void) => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', woken);
+          this.wake = undefined;
+          fn();
+        };
+        const woken = () => settle(resolve);
+        const timer = setTimeout(() => settle(() => reject(new OmniError('TIMEOUT', `the peer wrote nothing of the copy for ${timeoutMs} ms`))), timeoutMs);
+        this.wake = woken;
+        signal.addEventListener('abort', woken, { once: true });
+      });
     }
   }
 }

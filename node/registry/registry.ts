@@ -286,9 +286,9 @@ export class Registry {
 
   /**
    * Makes `peer` keep a copy of `digest`: a small offered blob goes inside the request; a larger
-   * one — offered, or held here — is streamed to it (PieceService.push: read once, hashed once
-   * there, no piece requests); otherwise, or when the push fails (a peer of an older version), the
-   * peer fetches it by the catalog's record from the nodes that hold it.
+   * one — offered, or held here — is streamed to it (PieceService.push: read once, no piece
+   * requests); otherwise, or when the peer refuses the push (BAD_REQUEST: a peer of an older
+   * version), the peer fetches it by the catalog's record from the nodes that hold it.
    */
   private async copyTo(pieces: PieceService, peer: string, digest: string, signal: AbortSignal, offer?: ReplicaOffer): Promise<void> {
     if (offer && offer.bytes.length <= INLINE_REPLICA_BYTES) return pieces.replicate(peer, digest, signal, offer);
@@ -304,8 +304,10 @@ export class Registry {
         await pieces.push(peer, digest, copy, signal);
         return;
       } catch (err) {
-        if (signal.aborted) throw err;
-        this.d.log.debug(`registry: pushing ${digest} to ${peer.slice(-12)} failed (${(err as Error).message}); it fetches it instead`);
+        // only a peer of an older version (it refuses the request) is asked the plain way: any
+        // other failure (its disk, a timeout) would befall that too
+        if (signal.aborted || !(err instanceof OmniError && err.code === 'BAD_REQUEST')) throw err;
+        this.d.log.debug(`registry: ${peer.slice(-12)} refused a pushed copy of ${digest} (${err.message}); it fetches it instead`);
       }
     }
     await pieces.replicate(peer, digest, signal);

@@ -38,7 +38,7 @@ async function main(): Promise<void> {
     const storeA = await BlobStore.open({ dir: join(work, 'a'), log: silentLogger, minFreeBytes: 0 });
     const storeB = await BlobStore.open({ dir: join(work, 'b'), log: silentLogger, minFreeBytes: 0 });
     const serviceA = new PieceService(a, { authorize: () => undefined, store: storeA, log: silentLogger });
-    const serviceB = new PieceService(b, { authorize: () => undefined, store: storeB, log: silentLogger });
+    const serviceB = new PieceService(b, { authorize: () => undefined, store: storeB, log: silentLogger, replicate: async () => undefined });
     await Promise.all([serviceA.start(), serviceB.start()]);
     const holder = a.peerId.toString();
     const fetcher = new BlobFetcher({ store: storeB, source: serviceB, holders: () => [holder], members: () => [holder], learned: () => undefined, log: silentLogger });

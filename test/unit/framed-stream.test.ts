@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { Stream } from '@libp2p/interface';
 import { Uint8ArrayList } from 'uint8arraylist';
 import { StreamReader, readFrames } from '../../node/p2p/framed-stream.js';
+import { nextDrain } from '../../node/p2p/drain.js';
 import { encodeFrame } from '../../protocol/framing.js';
 
 /** A stream that delivers `chunks` (then ends, unless `hang`). */
@@ -81,5 +82,42 @@ describe('framed streams', () => {
   it('a stream that goes quiet fails with TIMEOUT', async () => {
     const r = new StreamReader(fakeStream([], true), 100, 50);
     await expect(r.frame()).rejects.toMatchObject({ code: 'TIMEOUT' });
+  });
+});
+
+describe('nextDrain', () => {
+  /** A stream's events and write status, nothing more. */
+  function drainable() {
+    const s = new EventTarget() as EventTarget & { writeStatus: string };
+    s.writeStatus = 'writable';
+    return s;
+  }
+  const settled = async (p: Promise<unknown>) => {
+    let state = 'pending';
+    p.then(
+      () => (state = 'resolved'),
+      () => (state = 'rejected'),
+    );
+    await new Promise((r) => setTimeout(r, 5));
+    return state;
+  };
+
+  it('waits for the next drain every time (not only the first), and fails on close, abort or a stream not writable', async () => {
+    const s = drainable();
+    for (let i = 0; i < 3; i++) {
+      const p = nextDrain(s as unknown as Stream);
+      expect(await settled(p)).toBe('pending');
+      s.dispatchEvent(new Event('drain'));
+      expect(await settled(p)).toBe('resolved');
+    }
+    const closing = nextDrain(s as unknown as Stream);
+    s.dispatchEvent(new Event('close'));
+    expect(await settled(closing)).toBe('rejected');
+    const ac = new AbortController();
+    const aborting = nextDrain(s as unknown as Stream, ac.signal);
+    ac.abort(new Error('stop'));
+    await expect(aborting).rejects.toThrow('stop');
+    s.writeStatus = 'closed';
+    await expect(nextDrain(s as unknown as Stream)).rejects.toThrow(/closed/);
   });
 });

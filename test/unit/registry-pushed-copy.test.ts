@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { createHost, type OmniHost } from '../../node/p2p/host.js';
 import { BlobStore } from '../../node/registry/blob-store.js';
-import { DATA_FRAME_BYTES, PieceService, type PushedCopy } from '../../node/registry/piece-transfer.js';
+import { DATA_FRAME_BYTES, PIECES_PROTOCOL, PUSH_WINDOW_BYTES, PieceService, type PushedCopy } from '../../node/registry/piece-transfer.js';
+import { readOneFrame, sendTaggedFrame } from '../../node/p2p/framed-stream.js';
 import { silentLogger } from '../../node/logger.js';
 import { OmniError } from '../../node/errors.js';
 
@@ -26,6 +27,11 @@ describe('a copy pushed to a peer', () => {
   let b: OmniHost;
   let outsider: OmniHost;
   let full: OmniHost;
+  let slow: OmniHost;
+  let old: OmniHost;
+  let noReplicas: OmniHost;
+  /** What the slow peer's store has taken of the copy it receives (bytes). */
+  let slowTaken = 0;
   let dir: string;
   let storeA: BlobStore;
   let storeB: BlobStore;
@@ -35,25 +41,57 @@ describe('a copy pushed to a peer', () => {
   beforeAll(async () => {
     const networkKey = randomBytes(32);
     const host = async () => createHost({ privateKey: await generateKeyPair('Ed25519'), networkKey, listen: ['/ip4/127.0.0.1/tcp/0'] });
-    [a, b, outsider, full] = await Promise.all([host(), host(), host(), host()]);
-    await Promise.all([a.dial(b.getMultiaddrs()[0]), outsider.dial(b.getMultiaddrs()[0]), a.dial(full.getMultiaddrs()[0])]);
+    [a, b, outsider, full, slow, old, noReplicas] = await Promise.all([host(), host(), host(), host(), host(), host(), host()]);
+    await Promise.all([b, full, slow, old, noReplicas].map((h) => a.dial(h.getMultiaddrs()[0])));
+    await outsider.dial(b.getMultiaddrs()[0]);
     dir = await mkdtemp(join(tmpdir(), 'omni-pushed-copy-'));
     storeA = await BlobStore.open({ dir: join(dir, 'a'), log: silentLogger, pieceSizeBytes: PIECE, minFreeBytes: 0 });
     storeB = await BlobStore.open({ dir: join(dir, 'b'), log: silentLogger, pieceSizeBytes: PIECE, minFreeBytes: 0 });
-    const members = new Set([a.peerId.toString(), b.peerId.toString(), full.peerId.toString()]);
+    const members = new Set([a, b, full, slow, old, noReplicas].map((h) => h.peerId.toString()));
     const authorize = (peer: string) => {
       if (!members.has(peer)) throw new OmniError('FORBIDDEN', 'not a member');
     };
     pusher = new PieceService(a, { authorize, store: storeA, log: silentLogger });
     stranger = new PieceService(outsider, { authorize, store: storeA, log: silentLogger });
-    const server = new PieceService(b, { authorize, store: storeB, log: silentLogger });
+    const takes = { replicate: async () => undefined }; // a node that takes replicas
+    const server = new PieceService(b, { authorize, store: storeB, log: silentLogger, ...takes });
     // a member whose disk has 100 kB free
     const storeFull = await BlobStore.open({ dir: join(dir, 'full'), log: silentLogger, pieceSizeBytes: PIECE, minFreeBytes: 0, freeBytes: async () => 100_000 });
-    const fullServer = new PieceService(full, { authorize, store: storeFull, log: silentLogger });
-    await Promise.all([pusher.start(), stranger.start(), server.start(), fullServer.start()]);
+    const fullServer = new PieceService(full, { authorize, store: storeFull, log: silentLogger, ...takes });
+    // a member whose disk is slow: its store takes each delivery 3 ms late
+    const storeSlow = await BlobStore.open({ dir: join(dir, 'slow'), log: silentLogger, pieceSizeBytes: PIECE, minFreeBytes: 0 });
+    const slowStore = Object.create(storeSlow) as BlobStore;
+    slowStore.receive = (digest, record, chunks, onWritten) =>
+      storeSlow.receive(
+        digest,
+        record,
+        (async function* () {
+          for await (const c of chunks) {
+            await new Promise((r) => setTimeout(r, 3));
+            slowTaken += c.length;
+            yield c;
+          }
+        })(),
+        onWritten,
+      );
+    const slowServer = new PieceService(slow, { authorize, store: slowStore, log: silentLogger, ...takes });
+    // a member that takes no replicas, and one of an older version (its requests are JSON frames only)
+    const noReplicaServer = new PieceService(noReplicas, { authorize, store: storeFull, log: silentLogger });
+    await old.handle(PIECES_PROTOCOL, (stream) => {
+      void (async () => {
+        const frame = await readOneFrame(stream, 1 << 20);
+        try {
+          JSON.parse(new TextDecoder().decode(frame));
+        } catch {
+          await sendTaggedFrame(stream, 0x45, JSON.stringify({ code: 'BAD_REQUEST', message: 'request is not JSON' }));
+          await stream.close();
+        }
+      })();
+    });
+    await Promise.all([pusher.start(), stranger.start(), server.start(), fullServer.start(), slowServer.start(), noReplicaServer.start()]);
   });
   afterAll(async () => {
-    await Promise.all([a?.stop(), b?.stop(), outsider?.stop(), full?.stop()]);
+    await Promise.all([a, b, outsider, full, slow, old, noReplicas].map((h) => h?.stop()));
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -135,14 +173,52 @@ describe('a copy pushed to a peer', () => {
     await expect.poll(tempFilesB, { timeout: 5_000 }).toEqual([]);
   });
 
-  it('a holder that sends more bytes than its record is refused (SIZE_INVALID); nothing is kept', async () => {
+  it('a holder that reads more bytes than its record stops before sending them (BLOB_CORRUPT); nothing is kept', async () => {
     const bytes = randomBytes(300_000);
     const digest = sha(bytes);
-    // the last data frame crosses the recorded end
+    // the last chunk crosses the recorded end
     const copy = { record: recordOf(bytes), read: () => [Buffer.concat([bytes, randomBytes(10)])] };
-    await expect(pusher.push(peerB(), digest, copy, signal())).rejects.toMatchObject({ code: expect.stringMatching(/SIZE_INVALID|BLOB_CORRUPT/) });
+    await expect(pusher.push(peerB(), digest, copy, signal())).rejects.toMatchObject({ code: 'BLOB_CORRUPT' });
     expect(storeB.has(digest)).toBe(false);
     await expect.poll(tempFilesB, { timeout: 5_000 }).toEqual([]);
+  });
+
+  it('a receiving store refuses bytes past the recorded size or short of it (SIZE_INVALID), keeping nothing', async () => {
+    const bytes = randomBytes(300_000);
+    const digest = sha(bytes);
+    await expect(storeB.receive(digest, recordOf(bytes), [bytes, Buffer.alloc(1)])).rejects.toMatchObject({ code: 'SIZE_INVALID' });
+    await expect(storeB.receive(digest, recordOf(bytes), [bytes.subarray(0, 299_999)])).rejects.toMatchObject({ code: 'SIZE_INVALID' });
+    expect(storeB.has(digest)).toBe(false);
+    expect(await tempFilesB()).toEqual([]);
+  });
+
+  it('the holder stays within the window of what a slow peer has written: it does not read the whole blob ahead', async () => {
+    const bytes = randomBytes(24 * 1024 * 1024);
+    const digest = sha(bytes);
+    let aheadMax = 0;
+    let read = 0;
+    const copy = {
+      record: recordOf(bytes),
+      *read() {
+        for (let off = 0; off < bytes.length; off += 1024 * 1024) {
+          read += 1024 * 1024;
+          aheadMax = Math.max(aheadMax, read - slowTaken);
+          yield Buffer.from(bytes.subarray(off, off + 1024 * 1024));
+        }
+      },
+    };
+    await pusher.push(slow.peerId.toString(), digest, copy, AbortSignal.timeout(60_000));
+    // the window, the run the store gathers before it writes, a read chunk: not the 24 MiB
+    expect(aheadMax).toBeLessThanOrEqual(PUSH_WINDOW_BYTES + 3 * 1024 * 1024);
+    expect(slowTaken).toBe(bytes.length);
+  });
+
+  it('a member of an older version refuses the request (BAD_REQUEST: the caller asks it the plain way); one that takes no replicas says so', async () => {
+    const bytes = randomBytes(100_000);
+    const copy = copyOf(bytes);
+    await expect(pusher.push(old.peerId.toString(), sha(bytes), copy, signal())).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await expect(pusher.push(noReplicas.peerId.toString(), sha(bytes), copy, signal())).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(copy.reads).toBe(0);
   });
 
   it('a peer without the disk space refuses before any byte is read (NO_SPACE)', async () => {
