@@ -41,7 +41,7 @@ import type { Stream, Connection } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { OmniHost } from '../p2p/host.js';
 import { readFrames, readOneFrame, sendFrame, sendRaw, sendTaggedFrame, StreamReader } from '../p2p/framed-stream.js';
-import { FrameError } from '../../protocol/framing.js';
+import { FrameError, encodeTaggedFrame } from '../../protocol/framing.js';
 import { OmniError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { BlobStore } from './blob-store.js';
@@ -353,10 +353,16 @@ export class PieceService implements PieceSource {
             throw err;
           }
         };
+        // 7 bytes after each 1 MiB run: queued without waiting for a drain (the sender reads them
+        // as they come); a stream gone fails the receive itself
         const ack = (writtenBytes: number) => {
-          const frame = Buffer.allocUnsafe(6);
-          frame.writeUIntBE(writtenBytes, 0, 6);
-          sendTaggedFrame(stream, TAG_ACK, frame).catch(() => undefined); // a stream gone fails the receive itself
+          const count = Buffer.allocUnsafe(6);
+          count.writeUIntBE(writtenBytes, 0, 6);
+          try {
+            stream.send(encodeTaggedFrame(TAG_ACK, count, (n) => Buffer.allocUnsafe(n)));
+          } catch {
+            // closed: the receive fails on its own
+          }
         };
         await store.receive(req.digest, req.record, data(), ack);
         this.opts.log.debug(`registry: copy of ${req.digest} kept (pushed here) in ${(performance.now() - t0).toFixed(1)} ms`);
