@@ -9,7 +9,7 @@
 // echoes the omnids' output.
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import { EtcdCluster } from './etcd-cluster.js';
-import { Http, cpuMsOf, log, writeLoad } from './load.js';
+import { Http, cpuMsOf, log, writeLoad, writeSyscallsOf } from './load.js';
 
 const CONCURRENCY = Number(process.argv[2] ?? 16);
 const SECONDS = Number(process.argv[3] ?? 10);
@@ -28,12 +28,14 @@ async function measure(name: string, t: Target): Promise<void> {
   const op = MODE === 'read' ? (ep: string) => t.get(ep) : t.put;
   await writeLoad(t.endpoints, CONCURRENCY, 2000, op); // warm-up
   const cpu0 = cpuMsOf(t.pids);
+  const sys0 = t.pids.map((p) => writeSyscallsOf([p]));
   const own0 = process.cpuUsage();
   const r = await writeLoad(t.endpoints, CONCURRENCY, SECONDS * 1000, op);
   const cpuMs = cpuMsOf(t.pids) - cpu0;
+  const perOp = t.pids.map((p, i) => ((writeSyscallsOf([p]) - sys0[i]) / r.ops).toFixed(2));
   const own = process.cpuUsage(own0);
   const ownMs = (own.user + own.system) / 1000;
-  log(`${name} c=${CONCURRENCY}: ${r.writesPerS} ${MODE}s/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; ${name} CPU ${Math.round((cpuMs / r.ops) * 1000)} ms per 1,000 ${MODE}s, the load generator's ${Math.round((ownMs / r.ops) * 1000)} ms`);
+  log(`${name} c=${CONCURRENCY}: ${r.writesPerS} ${MODE}s/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; ${name} CPU ${Math.round((cpuMs / r.ops) * 1000)} ms per 1,000 ${MODE}s, the load generator's ${Math.round((ownMs / r.ops) * 1000)} ms; write syscalls per ${MODE} by process ${perOp.join(' / ')}`);
 }
 
 async function omni(): Promise<void> {

@@ -30,6 +30,7 @@ describe('a copy pushed to a peer', () => {
   let slow: OmniHost;
   let old: OmniHost;
   let noReplicas: OmniHost;
+  let dying: OmniHost;
   /** What the slow peer's store has taken of the copy it receives (bytes). */
   let slowTaken = 0;
   let dir: string;
@@ -41,13 +42,13 @@ describe('a copy pushed to a peer', () => {
   beforeAll(async () => {
     const networkKey = randomBytes(32);
     const host = async () => createHost({ privateKey: await generateKeyPair('Ed25519'), networkKey, listen: ['/ip4/127.0.0.1/tcp/0'] });
-    [a, b, outsider, full, slow, old, noReplicas] = await Promise.all([host(), host(), host(), host(), host(), host(), host()]);
-    await Promise.all([b, full, slow, old, noReplicas].map((h) => a.dial(h.getMultiaddrs()[0])));
+    [a, b, outsider, full, slow, old, noReplicas, dying] = await Promise.all([host(), host(), host(), host(), host(), host(), host(), host()]);
+    await Promise.all([b, full, slow, old, noReplicas, dying].map((h) => a.dial(h.getMultiaddrs()[0])));
     await outsider.dial(b.getMultiaddrs()[0]);
     dir = await mkdtemp(join(tmpdir(), 'omni-pushed-copy-'));
     storeA = await BlobStore.open({ dir: join(dir, 'a'), log: silentLogger, pieceSizeBytes: PIECE, minFreeBytes: 0 });
     storeB = await BlobStore.open({ dir: join(dir, 'b'), log: silentLogger, pieceSizeBytes: PIECE, minFreeBytes: 0 });
-    const members = new Set([a, b, full, slow, old, noReplicas].map((h) => h.peerId.toString()));
+    const members = new Set([a, b, full, slow, old, noReplicas, dying].map((h) => h.peerId.toString()));
     const authorize = (peer: string) => {
       if (!members.has(peer)) throw new OmniError('FORBIDDEN', 'not a member');
     };
@@ -75,6 +76,8 @@ describe('a copy pushed to a peer', () => {
         onWritten,
       );
     const slowServer = new PieceService(slow, { authorize, store: slowStore, log: silentLogger, ...takes });
+    // a slow member that is stopped part-way through a copy
+    const dyingServer = new PieceService(dying, { authorize, store: Object.assign(Object.create(storeSlow) as BlobStore, { receive: slowStore.receive }), log: silentLogger, ...takes });
     // a member that takes no replicas, and one of an older version (its requests are JSON frames only)
     const noReplicaServer = new PieceService(noReplicas, { authorize, store: storeFull, log: silentLogger });
     await old.handle(PIECES_PROTOCOL, (stream) => {
@@ -88,10 +91,10 @@ describe('a copy pushed to a peer', () => {
         }
       })();
     });
-    await Promise.all([pusher.start(), stranger.start(), server.start(), fullServer.start(), slowServer.start(), noReplicaServer.start()]);
+    await Promise.all([pusher.start(), stranger.start(), server.start(), fullServer.start(), slowServer.start(), noReplicaServer.start(), dyingServer.start()]);
   });
   afterAll(async () => {
-    await Promise.all([a, b, outsider, full, slow, old, noReplicas].map((h) => h?.stop()));
+    await Promise.all([a, b, outsider, full, slow, old, noReplicas, dying].map((h) => h?.stop()));
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -211,6 +214,31 @@ describe('a copy pushed to a peer', () => {
     // the window, the run the store gathers before it writes, a read chunk: not the 24 MiB
     expect(aheadMax).toBeLessThanOrEqual(PUSH_WINDOW_BYTES + 3 * 1024 * 1024);
     expect(slowTaken).toBe(bytes.length);
+  });
+
+  it('a peer that dies part-way fails the push at once (no hang), and the holder had read no more than the window ahead', async () => {
+    const bytes = randomBytes(24 * 1024 * 1024);
+    let read = 0;
+    const copy = {
+      record: recordOf(bytes),
+      *read() {
+        for (let off = 0; off < bytes.length; off += 1024 * 1024) {
+          read += 1024 * 1024;
+          yield Buffer.from(bytes.subarray(off, off + 1024 * 1024));
+        }
+      },
+    };
+    const t0 = performance.now();
+    // its outcome taken at once (it may fail before the peer is fully stopped)
+    const outcome = pusher.push(dying.peerId.toString(), sha(bytes), copy, AbortSignal.timeout(60_000)).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await new Promise((r) => setTimeout(r, 150));
+    await dying.stop();
+    expect(await outcome).toMatchObject({ code: expect.stringMatching(/UNAVAILABLE|ABORTED/) });
+    expect(performance.now() - t0).toBeLessThan(20_000); // well under the 10 s no-progress bound plus the test's own
+    expect(read).toBeLessThan(bytes.length);
   });
 
   it('a member of an older version refuses the request (BAD_REQUEST: the caller asks it the plain way); one that takes no replicas says so', async () => {
