@@ -36,11 +36,6 @@ export async function readOneFrame(stream: Stream, maxFrameBytes: number): Promi
   throw new Error('stream ended before a complete message arrived');
 }
 
-/** Sends `bytes` as they are (no frame); waits for the stream to drain when its write buffer is full. The stream may keep `bytes` until sent: not reused by the caller. */
-export async function sendRaw(stream: Stream, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
-  await sendDrained(stream, bytes, signal);
-}
-
 /**
  * Reads whole frames from a stream, and then raw bytes: `raw(n)` once no frame is half read and
  * none is waiting (the peer sends raw bytes only when asked, after its last frame). Each wait for

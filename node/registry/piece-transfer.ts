@@ -40,7 +40,8 @@
 import type { Stream, Connection } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { OmniHost } from '../p2p/host.js';
-import { readFrames, readOneFrame, sendFrame, sendRaw, sendTaggedFrame, StreamReader } from '../p2p/framed-stream.js';
+import { readFrames, readOneFrame, sendFrame, sendTaggedFrame, StreamReader } from '../p2p/framed-stream.js';
+import { sendDrained } from '../p2p/drain.js';
 import { FrameError, encodeTaggedFrame } from '../../protocol/framing.js';
 import { OmniError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -289,7 +290,7 @@ export class PieceService implements PieceSource {
             if (sent + part.length > sizeBytes) throw new OmniError('BLOB_CORRUPT', `blob ${digest}: more bytes read here than the ${sizeBytes} recorded`);
             await progress.room(sent + part.length - PUSH_WINDOW_BYTES, sending, REQUEST_TIMEOUT_MS);
             if (sending.aborted) break;
-            await sendRaw(stream, part, AbortSignal.any([sending, AbortSignal.timeout(REQUEST_TIMEOUT_MS)])).catch((err: Error) => {
+            await sendDrained(stream, part, AbortSignal.any([sending, AbortSignal.timeout(REQUEST_TIMEOUT_MS)])).catch((err: Error) => {
               throw err.name === 'TimeoutError' ? new OmniError('TIMEOUT', `the copy to ${peer.slice(0, 80)} sent nothing for ${REQUEST_TIMEOUT_MS} ms`) : err;
             });
             sent += part.length;

@@ -2,7 +2,7 @@
 // peer hashes and writes it as it comes and keeps it only when the digest and pieces match. Two
 // real libp2p hosts (noise, yamux, the private network), two blob stores on disk.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,15 +12,11 @@ import { BlobStore } from '../../node/registry/blob-store.js';
 import { DATA_FRAME_BYTES, PIECES_PROTOCOL, PUSH_WINDOW_BYTES, PieceService, type PushedCopy } from '../../node/registry/piece-transfer.js';
 import { readOneFrame, sendTaggedFrame } from '../../node/p2p/framed-stream.js';
 import { silentLogger } from '../../node/logger.js';
+import { recordOf as recordOfPieces, sha } from '../support/blob-records.js';
 import { OmniError } from '../../node/errors.js';
 
 const PIECE = 64 * 1024;
-const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
-function recordOf(bytes: Buffer): PushedCopy['record'] {
-  const pieces: string[] = [];
-  for (let off = 0; off < bytes.length; off += PIECE) pieces.push(createHash('sha256').update(bytes.subarray(off, off + PIECE)).digest('hex'));
-  return { sizeBytes: bytes.length, pieceSizeBytes: PIECE, pieces };
-}
+const recordOf = (bytes: Buffer) => recordOfPieces(bytes, PIECE);
 
 describe('a copy pushed to a peer', () => {
   let a: OmniHost;
@@ -117,6 +113,19 @@ describe('a copy pushed to a peer', () => {
     return copy;
   }
 
+  /** A copy read 1 MiB at a time, each a buffer of its own; `onRead` is told the bytes read so far. */
+  function inMiBs(bytes: Buffer, onRead: (readBytes: number) => void): PushedCopy {
+    return {
+      record: recordOf(bytes),
+      *read() {
+        for (let off = 0; off < bytes.length; off += 1024 * 1024) {
+          onRead(Math.min(bytes.length, off + 1024 * 1024));
+          yield Buffer.from(bytes.subarray(off, off + 1024 * 1024));
+        }
+      },
+    };
+  }
+
   it('streams a blob of several data frames; the peer keeps it with the same pieces', async () => {
     const bytes = randomBytes(3 * DATA_FRAME_BYTES + 12_345);
     const digest = sha(bytes);
@@ -199,17 +208,7 @@ describe('a copy pushed to a peer', () => {
     const bytes = randomBytes(24 * 1024 * 1024);
     const digest = sha(bytes);
     let aheadMax = 0;
-    let read = 0;
-    const copy = {
-      record: recordOf(bytes),
-      *read() {
-        for (let off = 0; off < bytes.length; off += 1024 * 1024) {
-          read += 1024 * 1024;
-          aheadMax = Math.max(aheadMax, read - slowTaken);
-          yield Buffer.from(bytes.subarray(off, off + 1024 * 1024));
-        }
-      },
-    };
+    const copy = inMiBs(bytes, (read) => (aheadMax = Math.max(aheadMax, read - slowTaken)));
     await pusher.push(slow.peerId.toString(), digest, copy, AbortSignal.timeout(60_000));
     // the window, the run the store gathers before it writes, a read chunk: not the 24 MiB
     expect(aheadMax).toBeLessThanOrEqual(PUSH_WINDOW_BYTES + 3 * 1024 * 1024);
@@ -219,15 +218,7 @@ describe('a copy pushed to a peer', () => {
   it('a peer that dies part-way fails the push at once (no hang), and the holder had read no more than the window ahead', async () => {
     const bytes = randomBytes(24 * 1024 * 1024);
     let read = 0;
-    const copy = {
-      record: recordOf(bytes),
-      *read() {
-        for (let off = 0; off < bytes.length; off += 1024 * 1024) {
-          read += 1024 * 1024;
-          yield Buffer.from(bytes.subarray(off, off + 1024 * 1024));
-        }
-      },
-    };
+    const copy = inMiBs(bytes, (n) => (read = n));
     const t0 = performance.now();
     // its outcome taken at once (it may fail before the peer is fully stopped)
     const outcome = pusher.push(dying.peerId.toString(), sha(bytes), copy, AbortSignal.timeout(60_000)).then(

@@ -10,19 +10,15 @@ import { join } from 'node:path';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { createHost, type OmniHost } from '../../node/p2p/host.js';
 import { BlobStore } from '../../node/registry/blob-store.js';
-import { PieceService, INLINE_REPLICA_BYTES, type ReplicaOffer } from '../../node/registry/piece-transfer.js';
+import { PieceService, INLINE_REPLICA_BYTES } from '../../node/registry/piece-transfer.js';
 import { takeReplica } from '../../node/registry/registry.js';
 import { silentLogger } from '../../node/logger.js';
+import { recordOf as recordOfPieces, sha } from '../support/blob-records.js';
 import { OmniError } from '../../node/errors.js';
 import type { BlobRecord } from '../../protocol/registry/records.js';
 
 const PIECE = 64 * 1024;
-const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
-function recordOf(bytes: Buffer): ReplicaOffer['record'] {
-  const pieces: string[] = [];
-  for (let off = 0; off < bytes.length; off += PIECE) pieces.push(createHash('sha256').update(bytes.subarray(off, off + PIECE)).digest('hex'));
-  return { sizeBytes: bytes.length, pieceSizeBytes: PIECE, pieces };
-}
+const recordOf = (bytes: Buffer) => recordOfPieces(bytes, PIECE);
 
 describe('replicate with an offer', () => {
   let a: OmniHost;
