@@ -1,4 +1,4 @@
-// Which malloc this process runs on (bin/omnid preloads jemalloc when it is installed; README:
+// Which malloc this process runs on (glibc, or jemalloc when bin/omnid preloads it: OMNI_MALLOC; README:
 // Memory of a node): read from the libraries mapped into it, for the start line of the log.
 import { readFileSync } from 'node:fs';
 

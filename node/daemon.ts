@@ -575,7 +575,7 @@ export class Omnid {
     await daemon.api.listen(opts.api, daemon.apiTls);
     await daemon.api.listenControl(controlSocketPath(opts.dataDir));
     await daemon.startRegistry();
-    // bin/omnid preloads jemalloc when it is installed (README: Memory of a node); said once, for operators
+    // glibc, or jemalloc when bin/omnid preloads it (OMNI_MALLOC=jemalloc; README: Memory allocator); said once, for operators
     log.info(`memory allocator: ${processAllocator()}`);
     log.info(`node ${meta.name} (${daemon.id}) listening on ${daemon.addrs().join(', ')}; API ${daemon.apiUrl}`);
     if (background) daemon.startBackground();

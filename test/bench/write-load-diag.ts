@@ -9,7 +9,7 @@
 // echoes the omnids' output.
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import { EtcdCluster } from './etcd-cluster.js';
-import { Http, cpuMsOf, log, writeLoad, writeSyscallsOf } from './load.js';
+import { Http, cpuMsOf, log, rssMiBOf, writeLoad, writeSyscallsOf } from './load.js';
 
 const CONCURRENCY = Number(process.argv[2] ?? 16);
 const SECONDS = Number(process.argv[3] ?? 10);
@@ -35,7 +35,7 @@ async function measure(name: string, t: Target): Promise<void> {
   const perOp = t.pids.map((p, i) => ((writeSyscallsOf([p]) - sys0[i]) / r.ops).toFixed(2));
   const own = process.cpuUsage(own0);
   const ownMs = (own.user + own.system) / 1000;
-  log(`${name} c=${CONCURRENCY}: ${r.writesPerS} ${MODE}s/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; ${name} CPU ${Math.round((cpuMs / r.ops) * 1000)} ms per 1,000 ${MODE}s, the load generator's ${Math.round((ownMs / r.ops) * 1000)} ms; write syscalls per ${MODE} by process ${perOp.join(' / ')}`);
+  log(`${name} c=${CONCURRENCY}: ${r.writesPerS} ${MODE}s/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; ${name} CPU ${Math.round((cpuMs / r.ops) * 1000)} ms per 1,000 ${MODE}s, the load generator's ${Math.round((ownMs / r.ops) * 1000)} ms; write syscalls per ${MODE} by process ${perOp.join(' / ')}; RSS after, MiB ${t.pids.map((p) => Math.round(rssMiBOf(p))).join(' / ')}`);
 }
 
 async function omni(): Promise<void> {

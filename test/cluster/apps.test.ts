@@ -81,8 +81,8 @@ describe('apps on a 3-node cluster (process driver)', () => {
     }
   });
 
-  it("a task inherits none of the launcher's runtime settings (bin/omnid: jemalloc's LD_PRELOAD, MALLOC_ARENA_MAX)", async () => {
-    // each node said at its start which allocator it runs on (jemalloc where Debian's libjemalloc2 is installed)
+  it("a task inherits none of the launcher's runtime settings (bin/omnid: MALLOC_ARENA_MAX; with OMNI_MALLOC=jemalloc, LD_PRELOAD)", async () => {
+    // each node said at its start which allocator it runs on (glibc unless OMNI_MALLOC=jemalloc; cli-launchers.test.ts checks that omnid drops LD_PRELOAD too)
     for (const n of ['n1', 'n2', 'n3']) expect(c.recentOutput(n, 400).join('\n')).toMatch(/memory allocator: (jemalloc|glibc)/);
     for (const e of (await inspect('web')).endpoints) expect((await httpGet(e.ports.http, '/runtime-env')).body).toBe('[null,null,null]');
   });
