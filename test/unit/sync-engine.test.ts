@@ -374,6 +374,58 @@ describe('sync engine: a small change in one request', () => {
   });
 });
 
+describe('sync engine: uploads from reused buffers', () => {
+  it('packs and chunks read into buffers used again (more uploads than run at once) arrive whole, blocking or not; another directory pulls them back', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'omni-sync-buffers-'));
+    try {
+      for (const blocking of [true, false]) {
+        const m = memoryStore();
+        const stored = new Map<string, Buffer>();
+        let uploads = 0;
+        // as a request does, the upload reads the buffer while it is under way: a buffer given back to
+        // the engine too early would be overwritten by the next read into it, and its digest would fail
+        let started = 0;
+        let refused = 0;
+        m.registry.uploadBytes = async (_repo: string, digest: string, bytes: Buffer) => {
+          // some slow, some fast: a fast one's job ends, and the next job takes a buffer, while slow ones still read theirs
+          await new Promise((r) => setTimeout(r, started++ % 2 ? 40 : 1));
+          if ('sha256:' + createHash('sha256').update(bytes).digest('hex') !== digest) {
+            refused++;
+            throw new OmniError('DIGEST_INVALID', 'the bytes changed under the upload');
+          }
+          uploads++;
+          stored.set(digest, Buffer.from(bytes));
+        };
+        m.registry.hasBlob = async (_repo: string, digest: string) => stored.has(digest);
+        m.registry.downloadBlob = async (_repo: string, digest: string, dest: string) => {
+          const b = stored.get(digest);
+          if (!b) throw new OmniError('NOT_FOUND', digest);
+          await writeFile(dest, b);
+        };
+        const a = join(root, `a-${blocking}`);
+        const b = join(root, `b-${blocking}`);
+        await mkdir(a);
+        await mkdir(b);
+        // 7 files of 1.5 chunks (14 chunk uploads, more than the 8 at once) and ~20 MiB of small
+        // files (3 packs), each with its own bytes
+        const want = new Map<string, Buffer>();
+        for (let i = 0; i < 7; i++) want.set(`big${i}.bin`, Buffer.alloc(CHUNK_BYTES + CHUNK_BYTES / 2, i + 1));
+        for (let i = 0; i < 40; i++) want.set(`small${i}.bin`, Buffer.alloc(512 * 1024 + i, 100 + i));
+        for (const [name, bytes] of want) await writeFile(join(a, name), bytes);
+        await syncDir({ ...m, app: 'app', dir: a, blockingScan: blocking });
+        // (a refused upload would be sent again after a new scan: the result alone would not show it)
+        expect(refused).toBe(0);
+        expect(uploads).toBeGreaterThanOrEqual(14 + 3);
+        const r = await syncDir({ ...m, app: 'app', dir: b, direction: 'pull' });
+        expect(r.downloaded).toBe(want.size);
+        for (const [name, bytes] of want) expect((await readFile(join(b, name))).equals(bytes), name).toBe(true);
+      }
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('sync engine: work before the record', () => {
   it('reads the record only once recordAfter settles, fails with it, and takes the disk size as a promise', async () => {
     const root = await mkdtemp(join(tmpdir(), 'omni-sync-after-'));
