@@ -1,23 +1,27 @@
 // Stack traces of the prebuilt bundles (dist/omni.bundle.cjs, dist/omnid.bundle.cjs: scripts/build.mjs) name
 // the TypeScript sources: a frame in the bundle is mapped through its source map, which is read
-// when a stack trace is first formatted. `node --enable-source-maps` reads it at start-up instead,
+// when a stack trace is first formatted, and looked up without decoding it whole
+// (cli/source-map-index.ts: node:module's SourceMap held 55-65 MiB of omnid's heap and cost 0.4-0.6 s
+// of CPU from the first socket error on, which Node formats a stack trace for). `node --enable-source-maps` reads it at start-up instead,
 // which costs every start ~50 ms of CPU (the 2.5 MB map, and a scan of the 4 MB bundle).
 // Run from the sources (tsx), from a bundle without its map, or under --enable-source-maps, this
 // does nothing.
 import { readFileSync } from 'node:fs';
-import { SourceMap } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SourceMapIndex } from './source-map-index.js';
 
 /** `moduleUrl`: the caller's import.meta.url (in a bundle, the bundle's own URL). */
 export function mapBundleStackTraces(moduleUrl: string): void {
   if (!moduleUrl.startsWith('file:') || !moduleUrl.endsWith('.cjs') || process.sourceMapsEnabled) return;
   const bundle = fileURLToPath(moduleUrl);
   const dir = dirname(bundle);
-  let map: SourceMap | null | undefined;
-  const loadMap = (): SourceMap | null => {
+  let map: SourceMapIndex | null | undefined;
+  const loadMap = (): SourceMapIndex | null => {
     try {
-      map = new SourceMap(JSON.parse(readFileSync(`${bundle}.map`, 'utf8')));
+      const json = JSON.parse(readFileSync(`${bundle}.map`, 'utf8')) as { mappings?: unknown; sources?: unknown };
+      if (typeof json.mappings !== 'string' || !Array.isArray(json.sources)) throw new Error('not a source map');
+      map = new SourceMapIndex(json.mappings, json.sources.map(String));
     } catch {
       map = null; // no map: the bundle's own positions
     }
@@ -42,9 +46,9 @@ export function mapBundleStackTraces(moduleUrl: string): void {
       const at = text.lastIndexOf(from, end);
       if (at < 0) continue;
       end = at;
-      const e = m.findEntry(line - 1, col - 1);
-      if (!('originalSource' in e)) continue;
-      text = `${text.slice(0, at)}${resolve(dir, e.originalSource)}:${e.originalLine + 1}:${e.originalColumn + 1}${text.slice(at + from.length)}`;
+      const e = m.lookup(line - 1, col - 1);
+      if (!e) continue;
+      text = `${text.slice(0, at)}${resolve(dir, e.source)}:${e.line + 1}:${e.column + 1}${text.slice(at + from.length)}`;
     }
     return text;
   };
