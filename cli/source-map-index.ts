@@ -8,7 +8,9 @@
 // CHECKPOINT_EVERY-th mapping (~9,000 checkpoints, ~0.3 MB); a lookup then decodes at most that many
 // mappings from the nearest checkpoint. Answers are node:module SourceMap.findEntry's — the last
 // mapping at or before the position (test/unit/source-map-index.test.ts compares them) — except for
-// a mapping without a source, which maps nothing here (node:module repeats the one before it).
+// a mapping without a source, which maps nothing here (node:module repeats the one before it). It
+// assumes what the spec asks and esbuild writes: within a line, columns only grow (node:module's
+// search assumes it too, but answers differently for a map that breaks it).
 //
 // Pure: no I/O. A malformed map gives wrong positions or none, never an exception from lookup().
 
@@ -73,7 +75,8 @@ export class SourceMapIndex {
       const m = this.next(c);
       if (m === undefined) break;
       if (c.line > line || (c.line === line && c.column > column)) break;
-      found = m === 1 ? undefined : { source: this.sources[c.source] ?? '', line: c.srcLine, column: c.srcColumn };
+      // a mapping without a source, or naming one the map does not list, maps nothing
+      found = m === 1 || c.source < 0 || c.source >= this.sources.length ? undefined : { source: this.sources[c.source], line: c.srcLine, column: c.srcColumn };
     }
     return found ?? undefined;
   }

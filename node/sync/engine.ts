@@ -128,7 +128,7 @@ async function hashFile(path: string, sizeHint = Infinity, blocking = false): Pr
   let chunk = createHash('sha256');
   let inChunk = 0;
   let size = 0;
-  for await (const buf of blocking ? readRunsSync(path) : (createReadStream(path, { highWaterMark: READ_RUN_BYTES }) as AsyncIterable<Buffer>)) {
+  const consume = (buf: Buffer) => {
     whole.update(buf);
     size += buf.length;
     let off = 0;
@@ -143,18 +143,32 @@ async function hashFile(path: string, sizeHint = Infinity, blocking = false): Pr
         inChunk = 0;
       }
     }
-  }
+  };
+  if (blocking) {
+    // Each run is read and hashed with nothing in between (the buffer is shared by every call);
+    // the event loop gets a turn every YIELD_EVERY_BYTES (requests under way, timers, Ctrl-C).
+    let sinceYield = 0;
+    for (const buf of readRunsSync(path)) {
+      consume(buf);
+      if ((sinceYield += buf.length) >= YIELD_EVERY_BYTES) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+  } else for await (const buf of createReadStream(path, { highWaterMark: READ_RUN_BYTES }) as AsyncIterable<Buffer>) consume(buf);
   if (inChunk > 0) chunks.push('sha256:' + chunk.digest('hex'));
   return { sha256: 'sha256:' + whole.digest('hex'), chunks, size };
 }
 
 /** A larger file is read in runs of this many bytes. */
 const READ_RUN_BYTES = 1024 * 1024;
+/** Bytes a blocking scan hashes between two turns it gives the event loop. */
+const YIELD_EVERY_BYTES = 64 * 1024 * 1024;
 let runScratch: Buffer | undefined;
 /**
- * The file's bytes in runs of READ_RUN_BYTES, read synchronously into one buffer reused from run to
- * run (each run is used before the next is asked for). A stream's new 1 MiB buffer for every run
- * faults its pages in afresh: ~10 µs a page on a VM, 20,000 faults per 80 MB hashed.
+ * The file's bytes in runs of READ_RUN_BYTES, read synchronously into one buffer shared by every
+ * call: a caller uses each run before it awaits anything or asks for the next. A stream's new 1 MiB
+ * buffer for every run faults its pages in afresh: ~10 µs a page on a VM, 20,000 faults per 80 MB.
  */
 function* readRunsSync(path: string): Generator<Buffer> {
   runScratch ??= Buffer.allocUnsafe(READ_RUN_BYTES);
@@ -421,20 +435,24 @@ async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): P
  * faults its pages in afresh — ~10 µs a page on a VM: a third of the CLI's CPU in an initial sync
  * of 200 MB. At most PARALLEL are in use at once, so at most that many are kept.
  */
+const POOLED_FROM_BYTES = 1024 * 1024;
+const UPLOAD_BUFFER_BYTES = Math.max(PACK_BYTES + PACK_FILE_MAX, CHUNK_BYTES);
 class UploadBuffers {
   private readonly free: Buffer[] = [];
 
-  /** A buffer of exactly `size` bytes: a view of a kept one when one is large enough. */
+  /** A buffer of exactly `size` bytes: under POOLED_FROM_BYTES a new one, else a view of a kept one when one is free. */
   take(size: number): Buffer {
+    if (size < POOLED_FROM_BYTES) return Buffer.allocUnsafe(size);
     const i = this.free.findIndex((b) => b.length >= size);
-    // its own memory (never Node's shared pool), room for any pack or chunk (pages untouched cost nothing)
-    const whole = i < 0 ? Buffer.allocUnsafeSlow(Math.max(size, PACK_BYTES + PACK_FILE_MAX, CHUNK_BYTES)) : this.free.splice(i, 1)[0];
+    // its own memory (never Node's shared pool), room for any pack or chunk
+    const whole = i < 0 ? Buffer.allocUnsafeSlow(Math.max(size, UPLOAD_BUFFER_BYTES)) : this.free.splice(i, 1)[0];
     return whole.subarray(0, size);
   }
 
-  /** `buf`, from take(), is no longer used. */
+  /** `buf`, from take(), is no longer used (a small one, or one not made here, is left to the GC). */
   give(buf: Buffer): void {
-    if (this.free.length < PARALLEL) this.free.push(Buffer.from(buf.buffer, 0, buf.buffer.byteLength));
+    if (buf.length < POOLED_FROM_BYTES || buf.byteOffset !== 0 || buf.buffer.byteLength < UPLOAD_BUFFER_BYTES || this.free.length >= PARALLEL) return;
+    this.free.push(Buffer.from(buf.buffer, 0, buf.buffer.byteLength));
   }
 }
 
