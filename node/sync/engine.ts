@@ -451,7 +451,8 @@ class UploadBuffers {
 
   /** `buf`, from take(), is no longer used (a small one, or one not made here, is left to the GC). */
   give(buf: Buffer): void {
-    if (buf.length < POOLED_FROM_BYTES || buf.byteOffset !== 0 || buf.buffer.byteLength < UPLOAD_BUFFER_BYTES || this.free.length >= PARALLEL) return;
+    // a buffer from allocUnsafe (small, maybe Node's shared pool) never has this much memory of its own
+    if (buf.byteOffset !== 0 || buf.buffer.byteLength < UPLOAD_BUFFER_BYTES || this.free.length >= PARALLEL) return;
     this.free.push(Buffer.from(buf.buffer, 0, buf.buffer.byteLength));
   }
 }
