@@ -93,27 +93,50 @@ export function objectBody(body: unknown, fields: readonly string[], what: strin
  * The request body, at most `maxBytes` (Content-Length or chunked): TOO_LARGE (`tooLargeMessage`)
  * past it, BAD_REQUEST when the client goes away mid-body.
  */
-export async function readBody(req: IncomingMessage, maxBytes: number, tooLargeMessage = `request body over ${maxBytes} bytes`): Promise<Buffer> {
-  const tooLarge = () => new OmniError('TOO_LARGE', tooLargeMessage);
+export function readBody(req: IncomingMessage, maxBytes: number, tooLargeMessage = `request body over ${maxBytes} bytes`): Promise<Buffer> {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > maxBytes) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    // destroyOnReturn: false — leaving the loop early must not destroy the socket.
-    for await (const chunk of req.iterator({ destroyOnReturn: false })) {
-      size += (chunk as Buffer).length;
-      // Stop reading (do not destroy the socket: the 413 must still reach the client; the
-      // server answers with Connection: close and discards the rest, see ApiServer).
-      if (size > maxBytes) throw tooLarge();
-      chunks.push(chunk as Buffer);
-    }
-  } catch (err) {
-    if (err instanceof OmniError) throw err;
+  if (declared !== undefined && Number(declared) > maxBytes) return Promise.reject(new OmniError('TOO_LARGE', tooLargeMessage));
+  // Listeners, not `for await` over req.iterator(): the async iterator's set-up and promise per
+  // chunk were ~40 % of a small write's time from request to proposal (issue 13).
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        // Stop reading (the socket is not destroyed: the 413 must still reach the client; the
+        // server answers with Connection: close and discards the rest, see ApiServer).
+        done();
+        req.pause();
+        reject(new OmniError('TOO_LARGE', tooLargeMessage));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve(Buffer.concat(chunks, size));
+    };
     // The client went away (or timed out) mid-body: its failure, not an internal error.
-    throw new OmniError('BAD_REQUEST', `the request body ended early: ${(err as Error).message}`);
-  }
-  return Buffer.concat(chunks, size);
+    const endedEarly = (why: string) => {
+      done();
+      reject(new OmniError('BAD_REQUEST', `the request body ended early: ${why}`));
+    };
+    const onError = (err: Error) => endedEarly(err.message);
+    const onClose = () => {
+      if (!req.complete) endedEarly('the connection closed');
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
 }
 
 /** The request body parsed as JSON (empty: `{}`), at most MAX_BODY_BYTES, Content-Length or chunked. */

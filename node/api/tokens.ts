@@ -1,7 +1,7 @@
 // Cluster secrets (base64url parts joined by '.', which base64url never contains). A join token carries the cluster's network key (so the joiner can pass the
 // private-network handshake) plus a random secret; an admin token is a random secret for the
 // HTTP API. The replicated state keeps only SHA-256 hashes; checks are constant-time.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { NETWORK_KEY_BYTES } from '../p2p/host.js';
 import { OmniError } from '../errors.js';
 
@@ -74,22 +74,36 @@ export function bearerToken(header: string | undefined): string {
 /** Constant-time check of a presented token against stored hex hashes. */
 export function tokenMatches(presented: string, hashes: readonly string[]): boolean {
   if (presented.length === 0 || presented.length > MAX_TOKEN_CHARS) return false;
-  const digest = createHash('sha256').update(presented).digest();
+  const digest = hash('sha256', presented, 'buffer');
   let found = false;
   for (const h of hashes) {
-    const stored = Buffer.from(h, 'hex');
+    const stored = storedHash(h);
     if (stored.length === digest.length && timingSafeEqual(stored, digest)) found = true;
   }
   return found;
 }
 
+/** Stored hashes decoded once (every API request checks its token against all of them). */
+const STORED_HASHES_KEPT = 4096;
+const storedHashes = new Map<string, Buffer>();
+function storedHash(hex: string): Buffer {
+  let b = storedHashes.get(hex);
+  if (b === undefined) {
+    if (storedHashes.size >= STORED_HASHES_KEPT) storedHashes.clear();
+    b = Buffer.from(hex, 'hex');
+    storedHashes.set(hex, b);
+  }
+  return b;
+}
+
 /** The record whose hash the presented token has (constant-time over all of them), if any. */
 export function matchToken<T extends { hash: string }>(presented: string, records: readonly T[]): T | undefined {
   if (presented.length === 0 || presented.length > MAX_TOKEN_CHARS) return undefined;
-  const digest = createHash('sha256').update(presented).digest();
+  // one-shot hash(): no Hash object per request (issue 13)
+  const digest = hash('sha256', presented, 'buffer');
   let found: T | undefined;
   for (const r of records) {
-    const stored = Buffer.from(r.hash, 'hex');
+    const stored = storedHash(r.hash);
     if (stored.length === digest.length && timingSafeEqual(stored, digest)) found = r;
   }
   return found;

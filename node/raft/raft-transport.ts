@@ -135,6 +135,7 @@ class PeerSender {
   private readonly queue: { bytes: Uint8Array; snapshot: boolean }[] = [];
   private queuedBytes = 0;
   private wake: (() => void) | undefined;
+  private wakeScheduled = false;
   private stream: Stream | undefined;
   private running = true;
   private backoffMs = 0;
@@ -159,8 +160,20 @@ class PeerSender {
     }
     this.queue.push({ bytes, snapshot });
     this.queuedBytes += bytes.length;
-    this.wake?.();
+    // The loop writes at the next turn of the event loop (setImmediate), not in this microtask
+    // run: what the current event set off goes first (a write's HTTP answer comes before the
+    // commit index sent to followers), and every message queued by the events read in this turn
+    // (under load, many Readys) goes out in one socket write.
+    if (this.wake && !this.wakeScheduled) {
+      this.wakeScheduled = true;
+      setImmediate(this.wakeLoop);
+    }
   }
+
+  private readonly wakeLoop = (): void => {
+    this.wakeScheduled = false;
+    this.wake?.();
+  };
 
   stop(): void {
     this.running = false;

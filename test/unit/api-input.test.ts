@@ -1,9 +1,11 @@
 // The API's JSON bodies (node/api/input.ts readJson): ASCII bodies take the Latin-1 fast path,
 // anything else is decoded as UTF-8; both parse to the same values, split across chunks anywhere.
+// readBody over a real HTTP server: its size limit (declared or streamed) and a client that goes away mid-body.
 import { describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import type { IncomingMessage } from 'node:http';
-import { readJson } from '../../node/api/input.js';
+import { createServer, request as httpRequest, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { readBody, readJson } from '../../node/api/input.js';
 
 function request(chunks: Buffer[]): IncomingMessage {
   const r = Readable.from(chunks) as unknown as IncomingMessage;
@@ -28,5 +30,55 @@ describe('readJson', () => {
   it('refuses a body that is not JSON', async () => {
     await expect(readJson(request([Buffer.from('{"a":')]))).rejects.toMatchObject({ code: 'BAD_REQUEST' });
     await expect(readJson(request([Buffer.from([0x7b, 0xff, 0x7d])]))).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+  });
+});
+
+/** What readBody(req, maxBytes) gives for a request that `send` makes to a real server. */
+async function bodyOnServer(maxBytes: number, send: (port: number) => void): Promise<{ body?: Buffer; code?: string; message?: string }> {
+  let settle!: (v: { body?: Buffer; code?: string; message?: string }) => void;
+  const got = new Promise<{ body?: Buffer; code?: string; message?: string }>((r) => (settle = r));
+  const server = createServer((req, res) => {
+    readBody(req, maxBytes).then(
+      (body) => settle({ body }),
+      (err: { code?: string; message?: string }) => settle({ code: err.code, message: err.message }),
+    );
+    res.on('error', () => undefined);
+    req.on('end', () => res.end());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    send((server.address() as AddressInfo).port);
+    return await got;
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
+}
+
+function post(port: number, headers: Record<string, string | number>, parts: Buffer[], end: 'end' | 'destroy'): void {
+  const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/', headers });
+  req.on('error', () => undefined);
+  for (const p of parts) req.write(p);
+  if (end === 'end') req.end();
+  else setTimeout(() => req.destroy(), 50);
+}
+
+describe('readBody', () => {
+  it('reads a body sent in pieces, with or without Content-Length', async () => {
+    const parts = [Buffer.from('a'.repeat(1000)), Buffer.from('b'.repeat(70_000)), Buffer.from('c')];
+    const whole = Buffer.concat(parts);
+    expect((await bodyOnServer(100_000, (port) => post(port, { 'content-length': whole.length }, parts, 'end'))).body).toEqual(whole);
+    expect((await bodyOnServer(100_000, (port) => post(port, { 'transfer-encoding': 'chunked' }, parts, 'end'))).body).toEqual(whole);
+    expect((await bodyOnServer(100_000, (port) => post(port, {}, [], 'end'))).body).toEqual(Buffer.alloc(0));
+  });
+
+  it('refuses a body over the limit: declared, or found while streaming', async () => {
+    expect(await bodyOnServer(10, (port) => post(port, { 'content-length': 11 }, [Buffer.alloc(11)], 'end'))).toMatchObject({ code: 'TOO_LARGE' });
+    expect(await bodyOnServer(1000, (port) => post(port, { 'transfer-encoding': 'chunked' }, [Buffer.alloc(600), Buffer.alloc(600)], 'end'))).toMatchObject({ code: 'TOO_LARGE' });
+  });
+
+  it('says so when the client goes away mid-body (a 400, not a 500 or a hang)', async () => {
+    expect(await bodyOnServer(1000, (port) => post(port, { 'content-length': 500 }, [Buffer.alloc(100)], 'destroy'))).toMatchObject({ code: 'BAD_REQUEST', message: expect.stringMatching(/ended early/) });
+    expect(await bodyOnServer(1000, (port) => post(port, { 'transfer-encoding': 'chunked' }, [Buffer.alloc(100)], 'destroy'))).toMatchObject({ code: 'BAD_REQUEST' });
   });
 });
