@@ -13,7 +13,7 @@ const FILES = Number(process.env.SYNC_BENCH_FILES ?? 5000);
 const work = await mkdtemp(join(tmpdir(), 'omni-sync-hold-'));
 const src = join(work, 'src');
 await makeTree(src, FILES);
-const c = await LocalCluster.create({ echo: process.env.SYNC_HOLD_ECHO === '1', flags: process.env.SYNC_HOLD_FLAGS?.split(' ').filter(Boolean) });
+const c = await LocalCluster.create({ echo: process.env.SYNC_HOLD_ECHO === '1', flags: process.env.SYNC_HOLD_FLAGS?.split(' ').filter(Boolean), nodeArgs: process.env.SYNC_HOLD_NODE_ARGS?.split(' ').filter(Boolean) });
 try {
   await c.init('n1');
   await c.join('n2');
