@@ -96,6 +96,9 @@ export function objectBody(body: unknown, fields: readonly string[], what: strin
 export function readBody(req: IncomingMessage, maxBytes: number, tooLargeMessage = `request body over ${maxBytes} bytes`): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > maxBytes) return Promise.reject(new OmniError('TOO_LARGE', tooLargeMessage));
+  // A body already read to its end (no 'end' event will come again) is empty; a request already destroyed has none.
+  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  if (req.destroyed) return Promise.reject(new OmniError('BAD_REQUEST', 'the request body ended early: the connection closed'));
   // Listeners, not `for await` over req.iterator(): the async iterator's set-up and promise per
   // chunk were ~40 % of a small write's time from request to proposal (issue 13).
   return new Promise<Buffer>((resolve, reject) => {

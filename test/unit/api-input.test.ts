@@ -77,6 +77,12 @@ describe('readBody', () => {
     expect(await bodyOnServer(1000, (port) => post(port, { 'transfer-encoding': 'chunked' }, [Buffer.alloc(600), Buffer.alloc(600)], 'end'))).toMatchObject({ code: 'TOO_LARGE' });
   });
 
+  it('a body already read to its end reads as empty again (no wait for an end that will not come)', async () => {
+    const req = request([Buffer.from('{"a":1}')]);
+    expect(await readJson(req)).toEqual({ a: 1 });
+    expect((await readBody(req, 100)).length).toBe(0);
+  });
+
   it('says so when the client goes away mid-body (a 400, not a 500 or a hang)', async () => {
     expect(await bodyOnServer(1000, (port) => post(port, { 'content-length': 500 }, [Buffer.alloc(100)], 'destroy'))).toMatchObject({ code: 'BAD_REQUEST', message: expect.stringMatching(/ended early/) });
     expect(await bodyOnServer(1000, (port) => post(port, { 'transfer-encoding': 'chunked' }, [Buffer.alloc(100)], 'destroy'))).toMatchObject({ code: 'BAD_REQUEST' });
