@@ -132,9 +132,8 @@ export function readBody(req: IncomingMessage, maxBytes: number, tooLargeMessage
       reject(new OmniError('BAD_REQUEST', `the request body ended early: ${why}`));
     };
     const onError = (err: Error) => endedEarly(err.message);
-    const onClose = () => {
-      if (!req.complete) endedEarly('the connection closed');
-    };
+    // 'end' removes this listener: a close that reaches it came first, and no 'end' will follow
+    const onClose = () => endedEarly('the connection closed');
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onError);

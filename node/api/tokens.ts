@@ -85,12 +85,13 @@ export function tokenMatches(presented: string, hashes: readonly string[]): bool
 
 /** Stored hashes decoded once (every API request checks its token against all of them). */
 const STORED_HASHES_KEPT = 4096;
-const storedHashes = new Map<string, Buffer>();
-function storedHash(hex: string): Buffer {
+const storedHashes = new Map<string, Uint8Array>();
+function storedHash(hex: string): Uint8Array {
   let b = storedHashes.get(hex);
   if (b === undefined) {
     if (storedHashes.size >= STORED_HASHES_KEPT) storedHashes.clear();
-    b = Buffer.from(hex, 'hex');
+    // a copy of its own (a small Buffer is a view of Node's shared 8 KiB pool, which it would keep alive)
+    b = Uint8Array.from(Buffer.from(hex, 'hex'));
     storedHashes.set(hex, b);
   }
   return b;

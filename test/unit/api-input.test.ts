@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { createServer, request as httpRequest, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readBody, readJson } from '../../node/api/input.js';
+import { lingeringClose } from '../../node/api/limits.js';
 
 function request(chunks: Buffer[]): IncomingMessage {
   const r = Readable.from(chunks) as unknown as IncomingMessage;
@@ -81,6 +82,46 @@ describe('readBody', () => {
     const req = request([Buffer.from('{"a":1}')]);
     expect(await readJson(req)).toEqual({ a: 1 });
     expect((await readBody(req, 100)).length).toBe(0);
+  });
+
+  it('a 413 for a body still streaming reaches the client (the server answers as ApiServer does, then closes)', async () => {
+    const server = createServer((req, res) => {
+      readBody(req, 1000).then(
+        () => res.end('ok'),
+        (err: { code?: string }) => {
+          const headers: Record<string, string> = { 'content-type': 'text/plain' };
+          if (!req.complete) {
+            headers.connection = 'close';
+            lingeringClose(req);
+          }
+          res.writeHead(err.code === 'TOO_LARGE' ? 413 : 400, headers);
+          res.end('refused');
+        },
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const answer = await new Promise<{ status: number; connection?: string }>((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/', headers: { 'transfer-encoding': 'chunked' } }, (res) => {
+          res.resume();
+          resolve({ status: res.statusCode!, connection: res.headers.connection });
+          req.destroy();
+        });
+        req.on('error', reject);
+        let sent = 0;
+        const more = () => {
+          // a body far over the limit, sent while the answer has not come
+          while (sent < 4 * 1024 * 1024 && req.write(Buffer.alloc(16 * 1024))) sent += 16 * 1024;
+          if (sent < 4 * 1024 * 1024) req.once('drain', more);
+        };
+        more();
+      });
+      expect(answer).toEqual({ status: 413, connection: 'close' });
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 
   it('says so when the client goes away mid-body (a 400, not a 500 or a hang)', async () => {

@@ -21,6 +21,8 @@ async function setUp() {
   const peer = peerIdFromPrivateKey(await generateKeyPair('Ed25519'));
   const order: string[] = [];
   const writes: Uint8Array[] = [];
+  const drainListeners = new Set<() => void>();
+  const socket = { full: false };
   const stream = {
     status: 'open',
     writeStatus: 'writable',
@@ -28,17 +30,25 @@ async function setUp() {
     send(bytes: Uint8Array) {
       writes.push(bytes.slice());
       order.push(`write of ${new FrameDecoder(1 << 20).push(bytes).length}`);
-      return true;
+      return !socket.full;
     },
     abort() {},
-    addEventListener() {},
-    removeEventListener() {},
+    addEventListener(type: string, fn: () => void) {
+      if (type === 'drain') drainListeners.add(fn);
+    },
+    removeEventListener(type: string, fn: () => void) {
+      if (type === 'drain') drainListeners.delete(fn);
+    },
   } as unknown as Stream;
   const host = { peerId: self, dialProtocol: async () => stream, unhandle: async () => undefined } as unknown as OmniHost;
   const t = new RaftTransport({ host, onMessage: () => undefined, isTrustedSender: () => true, log: quiet });
   const message = (commit: number): Message => ({ type: MessageType.Heartbeat, from: self.toString(), to: peer.toString(), term: 1, logTerm: 0, index: 0, entries: [], commit, reject: false, rejectHint: 0, context: new Uint8Array() });
   const commitsWritten = () => writes.map((w) => new FrameDecoder(1 << 20).push(w).map((f) => decodeRaftMessage(f, 1 << 20).commit));
-  return { t, message, writes, order, commitsWritten };
+  const drain = () => {
+    socket.full = false;
+    for (const fn of [...drainListeners]) fn();
+  };
+  return { t, message, writes, order, commitsWritten, socket, drain, drainListeners };
 }
 
 describe('Raft transport sender', () => {
@@ -61,7 +71,7 @@ describe('Raft transport sender', () => {
     await t.stop();
   });
 
-  it('a message sent while a write waits for the next turn joins it; a later event writes again', async () => {
+  it('each event writes on its own turn: messages of a later event are a later write', async () => {
     const { t, message, commitsWritten } = await setUp();
     t.send([message(1)]);
     await turn();
@@ -72,6 +82,30 @@ describe('Raft transport sender', () => {
     await turn();
     await turn();
     expect(commitsWritten()).toEqual([[1], [2], [3]]);
+    await t.stop();
+  });
+
+  it('messages queued while a write waits for the socket to drain go out, together, once it drains', async () => {
+    const { t, message, commitsWritten, socket, drain, drainListeners } = await setUp();
+    t.send([message(1)]);
+    await turn();
+    await turn();
+    socket.full = true;
+    t.send([message(2)]); // written, and the socket is full: the loop waits for 'drain'
+    await turn();
+    await turn();
+    expect(commitsWritten()).toEqual([[1], [2]]);
+    expect(drainListeners.size).toBe(1);
+    t.send([message(3)]);
+    t.send([message(4)]);
+    await turn();
+    await turn();
+    expect(commitsWritten()).toEqual([[1], [2]]); // nothing written while full
+    drain();
+    await turn();
+    await turn();
+    expect(commitsWritten()).toEqual([[1], [2], [3, 4]]);
+    expect(drainListeners.size).toBe(0);
     await t.stop();
   });
 });
