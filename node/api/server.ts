@@ -23,6 +23,7 @@ import type { Logger } from '../logger.js';
 import { apiUrlFor, type ApiTls } from './tls.js';
 import { readJson, parseRequestUrl, decodePathParam, queryParam, queryBool, queryInt, readVersion, kvKeyParam, objectBody } from './input.js';
 import { apiLimits, serverOptions, capConnections, lingeringClose, Gate, BUSY_RETRY_AFTER_S, type ApiLimits } from './limits.js';
+import { mark } from '../timeline.js';
 
 export { MAX_BODY_BYTES, readJson } from './input.js';
 const MAX_KV_LIST = 10_000;
@@ -156,6 +157,10 @@ export class ApiServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse, trusted = false): Promise<void> {
     const t0 = performance.now();
+    if (req.method === 'PUT') {
+      mark('http-in');
+      res.once('finish', () => mark('http-out'));
+    }
     try {
       await this.answer(req, res, trusted);
     } finally {
@@ -184,6 +189,7 @@ export class ApiServer {
       const route = matching.find((r) => r.method === req.method);
       // Only open routes answer without a token; even "no such route" needs one.
       const caller = route?.open || trusted ? SELF : await this.authorize(req);
+      if (req.method === 'PUT') mark('authed');
       if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname.slice(0, 200)}`);
       if (trusted && !route.open && !route.member && req.method !== 'GET') {
@@ -332,6 +338,7 @@ export class ApiServer {
 
   private async kvPut(key: string, body: unknown, caller: Caller): Promise<[number, unknown]> {
     key = kvKeyParam(key);
+    mark('body-read');
     const b = objectBody(body, ['value', 'expectedVersion'], '{"value": "<string>", "expectedVersion": <integer>?}');
     if (typeof b.value !== 'string') throw new OmniError('BAD_REQUEST', 'body must be {"value": "<string>"} (optional "expectedVersion": <number>)');
     const expectedVersion = b.expectedVersion === undefined ? undefined : readVersion(b.expectedVersion, 'expectedVersion');

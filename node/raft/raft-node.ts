@@ -28,6 +28,7 @@ import { REAL_TIMERS, type Timers, type TimerHandle } from '../timers.js';
 import { OmniError } from '../errors.js';
 import { StorageCorruptError } from './storage-integrity.js';
 import type { Logger } from '../logger.js';
+import { mark } from '../timeline.js';
 
 /** Bytes of values read back from the stored rows kept for the next reads (RaftNode.valueCache). */
 const VALUE_CACHE_BYTES = 4 * 1024 * 1024;
@@ -351,6 +352,8 @@ export class RaftNode {
    * stops participating); it is never blamed on the stream the message came on.
    */
   step(m: Message): void {
+    if (m.type === MessageType.AppResp) mark('recv-appresp');
+    else if (m.type === MessageType.App && m.entries.length > 0) mark('recv-app');
     if (this.stopped || this.fatal) return;
     if (this.heardAtTick.size < 4096 || this.heardAtTick.has(m.from)) this.heardAtTick.set(m.from, this.ticks);
     // Raft.step returns nothing: core() answers undefined whether or not it threw, so only a
@@ -411,6 +414,7 @@ export class RaftNode {
 
   /** Proposes a command on this node (it must be the leader) and resolves once applied. */
   propose(data: Uint8Array, timeoutMs = DEFAULT_PROPOSAL_TIMEOUT_MS): Promise<ApplyResult> {
+    mark('propose');
     return this.submit(() => this.raft.propose(data), timeoutMs);
   }
 
@@ -640,6 +644,8 @@ export class RaftNode {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
+    const marked = rd.entries.length > 0 || rd.committedEntries.length > 0;
+    if (marked) mark(rd.entries.length > 0 ? 'ready-entries' : 'ready-commit');
     // A leader may send its appends while it writes them to its own disk (Raft thesis §10.2.1):
     // it counts its own copy only after advance(), i.e. after the write. Anything else, and any
     // Ready that changes term or vote, is sent strictly after the write.
@@ -699,7 +705,9 @@ export class RaftNode {
       // Rows applied before (a commit-only Ready's, kept back) ride along too.
       const state = !rd.snapshot && this.hasUnsavedRows() ? this.takeRowsToSave() : undefined;
       try {
+        if (marked) mark('save-start');
         await this.opts.storage.save({ hardState, entries: rd.entries, snapshot, ...(state ? { state } : {}) }, rd.mustSync);
+        if (marked) mark('save-end');
       } catch (err) {
         if (state) this.keepUnsavedRows(state.rows);
         throw err;
@@ -724,6 +732,7 @@ export class RaftNode {
       this.opts.log.info(`raft: installed snapshot at index ${rd.snapshot.meta.index}`);
     }
     if (!rowsWithLog) await this.applyCommitted(rd);
+    if (marked) mark('applied');
     this.raft.advance(rd);
     this.campaignIfLoneVoter();
     for (const rs of rd.readStates) {
@@ -1117,7 +1126,10 @@ export class RaftNode {
     if (!w) return undefined;
     this.waiters.delete(index);
     this.timers.clearTimeout(w.timer);
-    if (w.term === term) w.resolve(result);
+    if (w.term === term) {
+      mark('resolve');
+      w.resolve(result);
+    }
     else w.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
     return undefined;
   }

@@ -13,6 +13,7 @@ import { sendDrained } from '../p2p/drain.js';
 import { encodeFrame } from '../../protocol/framing.js';
 import type { Logger } from '../logger.js';
 import { MAX_SNAPSHOT_BYTES } from '../../protocol/cluster/state.js';
+import { mark } from '../timeline.js';
 
 export const RAFT_PROTOCOL = '/omni/raft/1.0.0';
 /**
@@ -117,6 +118,7 @@ export class RaftTransport {
     const remote = conn.remotePeer.toString();
     try {
       for await (const frame of readFrames(stream, MAX_RAFT_FRAME_BYTES)) {
+        mark('frame-in');
         const m = decodeRaftMessage(frame, MAX_RAFT_FRAME_BYTES);
         const problem = checkNetworkMessage(m, remote, this.selfId);
         if (problem) throw new Error(problem);
@@ -203,6 +205,7 @@ class PeerSender {
             batch.push(framed);
             size += framed.length;
           }
+          mark('sock-write');
           await sendDrained(stream, batch.length === 1 ? batch[0] : concat(batch, size), this.abort.signal);
         }
         this.backoffMs = 0;
