@@ -34,5 +34,8 @@ function recorder(dir: string): (label: string) => void {
 
 const DIR = process.env.OMNI_TIMELINE_DIR;
 
+/** Whether marks are recorded (a caller skips work done only for them, e.g. a listener per request). */
+export const timelineOn = DIR !== undefined && DIR !== '';
+
 /** Records `label` at this moment (OMNI_TIMELINE_DIR set), else nothing. */
-export const mark: (label: string) => void = DIR ? recorder(DIR) : () => undefined;
+export const mark: (label: string) => void = timelineOn ? recorder(DIR!) : () => undefined;

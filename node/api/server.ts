@@ -23,7 +23,7 @@ import type { Logger } from '../logger.js';
 import { apiUrlFor, type ApiTls } from './tls.js';
 import { readJson, parseRequestUrl, decodePathParam, queryParam, queryBool, queryInt, readVersion, kvKeyParam, objectBody } from './input.js';
 import { apiLimits, serverOptions, capConnections, lingeringClose, Gate, BUSY_RETRY_AFTER_S, type ApiLimits } from './limits.js';
-import { mark } from '../timeline.js';
+import { mark, timelineOn } from '../timeline.js';
 
 export { MAX_BODY_BYTES, readJson } from './input.js';
 const MAX_KV_LIST = 10_000;
@@ -157,7 +157,7 @@ export class ApiServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse, trusted = false): Promise<void> {
     const t0 = performance.now();
-    if (req.method === 'PUT') {
+    if (timelineOn && req.method === 'PUT') {
       mark('http-in');
       res.once('finish', () => mark('http-out'));
     }
@@ -189,7 +189,7 @@ export class ApiServer {
       const route = matching.find((r) => r.method === req.method);
       // Only open routes answer without a token; even "no such route" needs one.
       const caller = route?.open || trusted ? SELF : await this.authorize(req);
-      if (req.method === 'PUT') mark('authed');
+      if (timelineOn && req.method === 'PUT') mark('authed');
       if (matching.length === 0) throw new OmniError('NOT_FOUND', `no route ${url.pathname.slice(0, 200)}`);
       if (!route) throw new OmniError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname.slice(0, 200)}`);
       if (trusted && !route.open && !route.member && req.method !== 'GET') {
