@@ -12,7 +12,7 @@
 # margin, so a file edited while a build runs counts as newer.
 omni_dist_check() {
   omni_stale=
-  for _omni_out in .stamp omni.cjs omnid.cjs omni.bundle.cjs omnid.bundle.cjs process-wrapper.sh lease-watchdog.sh; do
+  for _omni_out in .stamp omni.cjs omnid.cjs omni.bundle.cjs omnid.bundle.cjs code-cache.cjs process-wrapper.sh lease-watchdog.sh; do
     if [ ! -f "$1/dist/$_omni_out" ]; then
       omni_stale="$1/dist/$_omni_out is missing"
       return 0
