@@ -15,11 +15,12 @@
 // the earlier Node supervisor (state v1: exit.json, output.log written by it) are still recovered.
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { resolveCommand } from '../command-path.js';
 import { mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { TaskCgroups } from './cgroups.js';
@@ -115,29 +116,6 @@ async function readExitCode(path: string): Promise<ExitRecord | undefined> {
   const signal = status > 128 ? SIGNAL_NAMES.get(status - 128) : undefined;
   if (signal) return { exitCode: null, signal, exitedAtMs: Math.round(mtimeMs), reason: `signal ${signal}` };
   return { exitCode: status, signal: null, exitedAtMs: Math.round(mtimeMs) };
-}
-
-/** execvp's lookup, done before launch so that a missing command fails start() and argv[0] cannot name a shell builtin. */
-function resolveCommand(cmd: string, pathVar: string, cwd: string): string | undefined {
-  const runnable = (p: string) => {
-    try {
-      if (!statSync(p).isFile()) return false;
-      accessSync(p, constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  if (cmd === '') return undefined;
-  if (cmd.includes('/')) {
-    const p = resolve(cwd, cmd);
-    return runnable(p) ? p : undefined;
-  }
-  for (const d of pathVar.split(':')) {
-    const p = resolve(cwd, d || '.', cmd);
-    if (runnable(p)) return p;
-  }
-  return undefined;
 }
 
 /** Env var suffix for a port / volume name: OMNI_PORT_<NAME>. */
