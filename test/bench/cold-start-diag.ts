@@ -5,14 +5,16 @@
 // (--together: the three start at once with a join token made in advance, as bench:cluster's cold start)
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
-import { Http } from './load.js';
+import { Http, cpuMsOf } from './load.js';
 
 const t0 = performance.now();
 const ms = () => (performance.now() - t0).toFixed(0).padStart(5);
 const write = process.stderr.write.bind(process.stderr);
 process.stderr.write = ((chunk: string | Uint8Array) => write(String(chunk).replace(/^(?=.)/gm, () => `${ms()} `))) as typeof process.stderr.write;
 const level = process.argv.includes('--log-level') ? process.argv[process.argv.indexOf('--log-level') + 1] : 'info';
-const c = await LocalCluster.create({ flags: ['--log-level', level], echo: true });
+// DIAG_NODE_ARGS: extra Node flags for every omnid, e.g. "--require /path/profile-hook.cjs"
+const nodeArgs = process.env.DIAG_NODE_ARGS?.split(' ').filter(Boolean);
+const c = await LocalCluster.create({ flags: ['--log-level', level], echo: true, ...(nodeArgs ? { nodeArgs } : {}) });
 const http = new Http();
 const status = async (name: string): Promise<StatusView> => {
   const r = await http.call(`${c.nodes.get(name)!.apiUrl}/v1/status`, 'GET', undefined, { authorization: `Bearer ${c.adminToken}` }, 2000);
@@ -37,7 +39,11 @@ try {
     if (now !== last) process.stderr.write(`diag: status of n3: ${(last = now)}\n`);
     return s.voters.length === 3 && s.rootRetired && s.health === 'healthy';
   }, 60_000, 5);
-  process.stderr.write('diag: healthy\n');
+  // on two cores, three starts at once are CPU-bound: what each node used until then
+  const cpu = ['n1', 'n2', 'n3'].map((n) => `${n} ${cpuMsOf([c.nodes.get(n)!.proc.pid!])}`).join(', ');
+  process.stderr.write(`diag: healthy; CPU ms so far: ${cpu}\n`);
+  // DIAG_HOLD_MS: the cluster kept that long after (a profiler in the nodes writes on a timer)
+  await new Promise((r) => setTimeout(r, Number(process.env.DIAG_HOLD_MS ?? 0)));
 } finally {
   http.close();
   await c.destroy();
