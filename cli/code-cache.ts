@@ -16,11 +16,12 @@
 // to only means no cache. An ASCII bundle (esbuild's output is) is read as latin1: the same string,
 // without UTF-8 decoding.
 import { isAscii } from 'node:buffer';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { Module, createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import vm from 'node:vm';
+import { setCodeCacheState } from '../node/code-cache-state.js';
 
 /** What became of the cache at this start: used, refused by V8, damaged, or none there. */
 export type CodeCacheState = 'accepted' | 'rejected' | 'corrupt' | 'none';
@@ -62,7 +63,7 @@ function readCache(path: string): { data?: Buffer; state: 'corrupt' | 'none' } {
 
 function writeCache(script: vm.Script, path: string): void {
   const dir = dirname(path);
-  const tmp = `${path}.${process.pid}.tmp`;
+  const tmp = `${path}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`; // pid alone: processes of two PID namespaces may share the directory
   try {
     mkdirSync(dir, { recursive: true });
     accessSync(dir, constants.W_OK); // before the serialising, which costs tens of ms for omnid
@@ -104,6 +105,7 @@ export function runWithCodeCache(file: string, opts: CodeCacheOptions): CodeCach
   const state: CodeCacheState = cached.data ? (script.cachedDataRejected ? 'rejected' : 'accepted') : cached.state;
   if (state !== 'accepted') setTimeout(() => writeCache(script, cachePath), opts.writeAfterMs).unref();
   const wrapper = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: NodeJS.Module, filename: string, dirname: string) => void;
+  setCodeCacheState(state);
   const mod = new Module(file, opts.parent);
   mod.filename = file;
   wrapper.call(mod.exports, mod.exports, createRequire(file), mod, file, dirname(file));

@@ -1,6 +1,7 @@
 // omnid: one process per host. Wires the libp2p host, the Raft transport and RPC, durable
 // storage, the Raft driver with the cluster state machine, heartbeats, the autopilot and the
 // HTTP API. Lifecycle entry points: Omnid.init, Omnid.join, Omnid.start.
+import { codeCacheState } from './code-cache-state.js';
 import { processAllocator } from './allocator.js';
 import { secretKey } from './apps/secret-seal.js';
 import { parseSamples, sampleTasks, TASK_STATS_TIMEOUT_MS, type TaskStatsSample } from './apps/task-stats.js';
@@ -576,7 +577,8 @@ export class Omnid {
     await daemon.api.listenControl(controlSocketPath(opts.dataDir));
     await daemon.startRegistry();
     // glibc, or jemalloc when bin/omnid preloads it (OMNI_MALLOC=jemalloc; README: Memory allocator); said once, for operators
-    log.info(`memory allocator: ${processAllocator()}`);
+    // and what became of the start-up code cache (dist/omnid.cjs, cli/code-cache.ts)
+    log.info(`memory allocator: ${processAllocator()}; start-up code cache: ${codeCacheState()}`);
     log.info(`node ${meta.name} (${daemon.id}) listening on ${daemon.addrs().join(', ')}; API ${daemon.apiUrl}`);
     if (background) daemon.startBackground();
     return daemon;
