@@ -42,10 +42,10 @@ const DIGEST_BYTES = 32;
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest();
 
-/** The cache file's name for a bundle of these bytes run by this Node with these flags. */
+/** The cache file's name for a bundle of these bytes, in this wrapper, run by this Node binary with these flags. */
 export function codeCacheName(file: string, bytes: Uint8Array): string {
   const h = createHash('sha256').update(bytes);
-  h.update(`\0${process.version}\0${process.arch}\0${process.execArgv.join('\0')}\0${process.env.NODE_OPTIONS ?? ''}`);
+  h.update(`\0${HEAD}\0${TAIL}\0${process.version}\0${process.arch}\0${process.execPath}\0${process.execArgv.join('\0')}\0${process.env.NODE_OPTIONS ?? ''}`);
   return `${basename(file)}-${h.digest('hex').slice(0, 32)}.v8`;
 }
 
@@ -61,6 +61,11 @@ function readCache(path: string): { data?: Buffer; state: 'corrupt' | 'none' } {
   return { data, state: 'none' };
 }
 
+/** writeSync until every byte is written (one call may write part of it). */
+function writeAll(fd: number, b: Uint8Array): void {
+  for (let at = 0; at < b.length; ) at += writeSync(fd, b, at, b.length - at);
+}
+
 function writeCache(script: vm.Script, path: string): void {
   const dir = dirname(path);
   const tmp = `${path}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`; // pid alone: processes of two PID namespaces may share the directory
@@ -70,8 +75,8 @@ function writeCache(script: vm.Script, path: string): void {
     const data = script.createCachedData();
     const fd = openSync(tmp, 'w', 0o644);
     try {
-      writeSync(fd, sha256(data));
-      writeSync(fd, data);
+      writeAll(fd, sha256(data));
+      writeAll(fd, data);
     } finally {
       closeSync(fd);
     }

@@ -7,7 +7,7 @@ export function setCodeCacheState(state: string): void {
   (globalThis as Record<symbol, unknown>)[KEY] = state;
 }
 
-/** 'accepted', 'rejected', 'corrupt', 'none' (one is written 3 s after the start), or 'off' (not loaded through it: OMNI_CODE_CACHE=off, tsx). */
+/** 'accepted', 'rejected', 'corrupt', 'none' (then one is written 3 s after the start, where dist/ can be written), or 'off' (not loaded through it: OMNI_CODE_CACHE=off, tsx). */
 export function codeCacheState(): string {
   const s = (globalThis as Record<symbol, unknown>)[KEY];
   return typeof s === 'string' ? s : 'off';

@@ -239,8 +239,13 @@ async function bundle() {
     const outputs = Object.keys(result.metafile.outputs).map((p) => p.slice(p.lastIndexOf('/') + 1));
     const order = [...outputs.filter((f) => !f.endsWith('.cjs')), ...COPIES.map(([, to]) => to), ...outputs.filter((f) => f.endsWith('.cjs')), ...launchers];
     for (const f of order) renameSync(join(tmp, f), join(DIST, f));
-    // caches of the bundles just replaced: never used again (named by their contents)
-    rmSync(join(DIST, CODE_CACHE_DIR), { recursive: true, force: true });
+    // caches of the bundles just replaced: never used again (named by their contents), so removing
+    // them is best effort (a directory an omnid run as root made, a daemon writing its cache now)
+    try {
+      rmSync(join(DIST, CODE_CACHE_DIR), { recursive: true, force: true });
+    } catch {
+      // left for the next build
+    }
     const stampDate = (startedFsMs - STAMP_MARGIN_MS) / 1000;
     utimesSync(stampNew, stampDate, stampDate);
     renameSync(stampNew, STAMP);

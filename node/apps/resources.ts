@@ -37,7 +37,8 @@ function normalizeArch(a: string): string {
 
 /** NVIDIA GPUs via nvidia-smi when it exists; none otherwise (looked up first: a process start costs ~10 ms of the daemon's start). */
 function nvidiaGpus(): Promise<GpuInfo[]> {
-  if (resolveCommand('nvidia-smi', process.env.PATH ?? '/usr/bin:/bin', '/') === undefined) return Promise.resolve([]);
+  // as execFile looks it up: PATH (libuv's default when unset), relative entries from the working directory
+  if (resolveCommand('nvidia-smi', process.env.PATH ?? '/usr/bin:/bin', process.cwd()) === undefined) return Promise.resolve([]);
   return new Promise((resolve) => {
     execFile('nvidia-smi', ['--query-gpu=name,memory.total', '--format=csv,noheader,nounits'], { timeout: NVIDIA_SMI_TIMEOUT_MS }, (err, stdout) => {
       if (err) return resolve([]);

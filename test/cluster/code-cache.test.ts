@@ -23,6 +23,7 @@ async function omnid(args: string[], env: NodeJS.ProcessEnv): Promise<{ state: s
   procs.add(p);
   let out = '';
   const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+  let timer: NodeJS.Timeout | undefined;
   const state = await new Promise<string>((resolve, reject) => {
     const onData = (b: Buffer) => {
       out += b.toString();
@@ -32,8 +33,8 @@ async function omnid(args: string[], env: NodeJS.ProcessEnv): Promise<{ state: s
     p.stdout!.on('data', onData);
     p.stderr!.on('data', onData);
     void exited.then((code) => reject(new Error(`omnid exited ${code} before its start-up line:\n${out}`)));
-    setTimeout(() => reject(new Error(`no start-up line in 60 s:\n${out}`)), 60_000);
-  });
+    timer = setTimeout(() => reject(new Error(`no start-up line in 60 s:\n${out}`)), 60_000);
+  }).finally(() => clearTimeout(timer));
   return {
     state,
     stop: async () => {

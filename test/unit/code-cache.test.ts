@@ -134,6 +134,16 @@ console.log(JSON.stringify({ dep, filename: __filename, dirname: __dirname, same
     for (const state of ['none', 'accepted']) expect(await runFile(prog, cache)).toEqual({ lines: [`at failHere (${prog}:3:9)`], state });
   });
 
+  it('a throw on the first line keeps its column (the wrapper has a line of its own)', async () => {
+    const d = await caseDir('stack-line1');
+    const prog = join(d, 'prog.cjs');
+    const cache = join(d, 'cache');
+    const line1 = "try { (function onLineOne() { throw new Error('first'); })(); } catch (e) { console.log(e.stack.split('\\n')[1].trim()); }";
+    await writeFile(prog, `${line1}\n`);
+    const column = line1.indexOf('new Error') + 1; // V8 names where the Error is made
+    for (const state of ['none', 'accepted']) expect(await runFile(prog, cache)).toEqual({ lines: [`at onLineOne (${prog}:1:${column})`], state });
+  });
+
   it('reads a file with non-ASCII text as UTF-8', async () => {
     const d = await caseDir('utf8');
     const prog = join(d, 'prog.cjs');
