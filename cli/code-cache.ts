@@ -21,10 +21,9 @@ import { accessSync, closeSync, constants, mkdirSync, openSync, readFileSync, re
 import { Module, createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import vm from 'node:vm';
-import { setCodeCacheState } from '../node/code-cache-state.js';
+import { setCodeCacheState, type CodeCacheState } from '../node/code-cache-state.js';
 
-/** What became of the cache at this start: used, refused by V8, damaged, or none there. */
-export type CodeCacheState = 'accepted' | 'rejected' | 'corrupt' | 'none';
+export type { CodeCacheState };
 
 export interface CodeCacheOptions {
   /** Where cache files are kept (made when first written). */

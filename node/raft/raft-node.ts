@@ -1129,8 +1129,7 @@ export class RaftNode {
     if (w.term === term) {
       mark('resolve');
       w.resolve(result);
-    }
-    else w.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
+    } else w.reject(new OmniError('PROPOSAL_DROPPED', 'leadership changed before the write committed; it was not applied'));
     return undefined;
   }
 

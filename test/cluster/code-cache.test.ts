@@ -3,7 +3,8 @@
 // of the cache, a node that ran past the write (3 s) leaves one that the next start uses, and
 // OMNI_CODE_CACHE=off loads the bundle the plain way. A real omnid on 127.0.0.1.
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { omnidUntil } from './helpers.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,34 +16,10 @@ afterAll(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-const STATE_LINE = /start-up code cache: (\S+)/;
-
 /** Runs bin/omnid until it says what became of its code cache; that state and a stop function. */
 async function omnid(args: string[], env: NodeJS.ProcessEnv): Promise<{ state: string; stop: () => Promise<void> }> {
-  const p = spawn('bin/omnid', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  procs.add(p);
-  let out = '';
-  const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
-  let timer: NodeJS.Timeout | undefined;
-  const state = await new Promise<string>((resolve, reject) => {
-    const onData = (b: Buffer) => {
-      out += b.toString();
-      const m = STATE_LINE.exec(out);
-      if (m) resolve(m[1]);
-    };
-    p.stdout!.on('data', onData);
-    p.stderr!.on('data', onData);
-    void exited.then((code) => reject(new Error(`omnid exited ${code} before its start-up line:\n${out}`)));
-    timer = setTimeout(() => reject(new Error(`no start-up line in 60 s:\n${out}`)), 60_000);
-  }).finally(() => clearTimeout(timer));
-  return {
-    state,
-    stop: async () => {
-      p.kill('SIGTERM');
-      await exited;
-      procs.delete(p);
-    },
-  };
+  const { line, stop } = await omnidUntil(args, /start-up code cache: \S+/, { env, started: procs });
+  return { state: /start-up code cache: (\S+)/.exec(line)![1], stop };
 }
 
 describe("omnid's start-up code cache", () => {

@@ -1,4 +1,5 @@
 // Shared by the multi-process cluster tests: start clusters of real omnid processes on loopback.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { LocalCluster, tcpPortFree, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
@@ -161,4 +162,36 @@ export async function recordsKeptAsText(c: LocalCluster): Promise<Record<string,
     out[name] = line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return out;
+}
+
+/**
+ * Runs bin/omnid until a line of its output matches `ready`; that line and a stop function
+ * (SIGTERM, then waits for the exit). `started` collects the process (an afterAll kills what is
+ * left). Rejects with the output when omnid exits first, or after 60 s.
+ */
+export async function omnidUntil(args: string[], ready: RegExp, opts: { env?: NodeJS.ProcessEnv; started?: Set<ChildProcess> } = {}): Promise<{ line: string; stop: () => Promise<void> }> {
+  const p = spawn('bin/omnid', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  opts.started?.add(p);
+  let out = '';
+  const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+  let timer: NodeJS.Timeout | undefined;
+  const line = await new Promise<string>((resolve, reject) => {
+    const onData = (b: Buffer) => {
+      out += b.toString();
+      const m = out.split('\n').find((l) => ready.test(l));
+      if (m) resolve(m);
+    };
+    p.stdout!.on('data', onData);
+    p.stderr!.on('data', onData);
+    void exited.then((code) => reject(new Error(`omnid exited ${code} before ready:\n${out}`)));
+    timer = setTimeout(() => reject(new Error(`omnid not ready in 60 s:\n${out}`)), 60_000);
+  }).finally(() => clearTimeout(timer));
+  return {
+    line,
+    stop: async () => {
+      p.kill('SIGTERM');
+      await exited;
+      opts.started?.delete(p);
+    },
+  };
 }

@@ -1,7 +1,8 @@
 // omnid start reuses the flags given at init (API address, name, labels, TLS mode); a flag given
 // to start overrides and is saved. Real omnid processes on 127.0.0.1.
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { omnidUntil } from './helpers.js';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,32 +23,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** Runs bin/omnid until a line matches `ready`; returns the line and a stop function. */
-async function omnid(args: string[], ready: RegExp): Promise<{ line: string; stop: () => Promise<void> }> {
-  const p = spawn('bin/omnid', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  procs.add(p);
-  let out = '';
-  const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
-  const line = await new Promise<string>((resolve, reject) => {
-    const onData = (b: Buffer) => {
-      out += b.toString();
-      const m = out.split('\n').find((l) => ready.test(l));
-      if (m) resolve(m);
-    };
-    p.stdout!.on('data', onData);
-    p.stderr!.on('data', onData);
-    void exited.then((code) => reject(new Error(`omnid exited ${code} before ready:\n${out}`)));
-    setTimeout(() => reject(new Error(`omnid not ready in 60 s:\n${out}`)), 60_000);
-  });
-  return {
-    line,
-    stop: async () => {
-      p.kill('SIGTERM');
-      await exited;
-      procs.delete(p);
-    },
-  };
-}
+const omnid = (args: string[], ready: RegExp) => omnidUntil(args, ready, { started: procs });
 
 describe('omnid start reuses the init flags', () => {
   it('serves the API where init said, keeps name and labels; a flag given to start overrides and is saved', async () => {
