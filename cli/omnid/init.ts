@@ -42,7 +42,7 @@ export async function init(argv: string[]): Promise<number> {
   if (chosenToken !== undefined) networkKeyFromChosenJoinToken(chosenToken); // a bad token is refused before anything is created
   const opts = { ...daemonOptions(values), voterTarget: voters, ephemeralRoot: values['ephemeral-root'] === true, ...(quota !== undefined ? { maxStateBytes: quota } : {}), ...(chosenToken !== undefined ? { joinToken: chosenToken } : {}) };
   const { daemon, client, joinCommand } = await Omnid.init(opts);
-  await saveFlags(opts.dataDir, values);
+  await saveFlags(opts.dataDir, values, daemon.apiUrl);
   const cfgPath = clientConfigPath();
   await mkdir(dirname(cfgPath), { recursive: true });
   await writeFileAtomic(cfgPath, JSON.stringify({ addr: client.addr, token: client.token, ca: client.ca }, null, 2) + '\n', 0o600);

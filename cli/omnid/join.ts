@@ -49,7 +49,7 @@ export async function join(argv: string[]): Promise<number> {
     process.stderr.write(`omnid: stopped; the join went through: omnid start --data ${opts.dataDir} runs this node again\n`);
     return 130;
   }
-  await saveFlags(opts.dataDir, values);
+  await saveFlags(opts.dataDir, values, daemon.apiUrl);
   process.stdout.write(`omnid: joined cluster ${daemon.clusterId} as ${daemon.name} (${daemon.id}); API ${daemon.apiUrl}\n`);
   return serveUntilStopped(daemon);
 }

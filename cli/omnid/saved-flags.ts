@@ -1,7 +1,7 @@
 // The flags given to omnid init/join are saved in the data dir and reused by omnid start, so a
 // restart serves the same API address, TLS mode, labels and timing as before; a flag given to
-// start overrides the saved one and is saved in its place. (Listen addresses are kept by the
-// daemon itself: a restart listens where it listened before.)
+// start overrides the saved one and is saved in its place; an API port 0 is saved as the port it
+// got. (Listen addresses are kept by the daemon itself: a restart listens where it listened before.)
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../node/files.js';
@@ -26,8 +26,27 @@ function settings(values: FlagValues): FlagValues {
   return out;
 }
 
-export async function saveFlags(dataDir: string, values: FlagValues): Promise<void> {
-  await writeFileAtomic(savedFlagsPath(dataDir), JSON.stringify({ flags: settings(values) }, null, 2) + '\n', 0o600);
+/**
+ * Saves the settings given; `apiUrl` is where the API was bound, so a requested port 0 is saved as
+ * the port it got: a restart then serves where the CLI's config (written at init) points.
+ */
+export async function saveFlags(dataDir: string, values: FlagValues, apiUrl?: string): Promise<void> {
+  const kept = apiUrl === undefined ? values : keepBoundApiPort(values, apiUrl);
+  await writeFileAtomic(savedFlagsPath(dataDir), JSON.stringify({ flags: settings(kept) }, null, 2) + '\n', 0o600);
+}
+
+/** `--api HOST:0` becomes `HOST:<the port bound>`; any other value is kept as given. */
+export function keepBoundApiPort(values: FlagValues, apiUrl: string): FlagValues {
+  const api = values.api;
+  if (typeof api !== 'string' || !api.endsWith(':0')) return values;
+  let port: string;
+  try {
+    port = new URL(apiUrl).port;
+  } catch {
+    return values;
+  }
+  if (!/^[1-9]\d*$/.test(port)) return values;
+  return { ...values, api: `${api.slice(0, -2)}:${port}` };
 }
 
 /** The flags saved at init/join (or the last start); {} for a data dir from before they were saved. */

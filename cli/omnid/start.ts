@@ -21,7 +21,7 @@ export async function start(argv: string[]): Promise<number> {
   const flags = mergeFlags(await loadFlags(dataDir), values);
   const opts = daemonOptions(flags, true);
   const daemon = await Omnid.start(opts);
-  await saveFlags(dataDir, flags);
+  await saveFlags(dataDir, flags, daemon.apiUrl);
   // A join resumed here (its omnid join was stopped before it got in) knows no cluster yet.
   const where = daemon.clusterId ? `in cluster ${daemon.clusterId}` : 'joining (no cluster yet: its join resumes)';
   process.stdout.write(`omnid: started ${daemon.name} (${daemon.id}) ${where}; API ${daemon.apiUrl}\n`);

@@ -57,4 +57,22 @@ describe('omnid start reuses the init flags', () => {
     const broken = await omnid(['start', '--data', data], /error: /).catch((e: Error) => ({ line: e.message, stop: async () => undefined }));
     expect(broken.line).toMatch(/omnid-flags\.json: --api has the wrong type; fix or remove it .*\(BAD_CONFIG\)/);
   }, 120_000);
+
+  it('an API port 0 given to init is kept across restarts (where the CLI config points)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-flags-'));
+    dirs.push(dir);
+    const data = join(dir, 'data');
+    Object.assign(process.env, { OMNI_CONFIG: join(dir, 'cli.json') });
+    const init = await omnid(['init', '--data', data, '--voters', '1', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0'], /export OMNI_ADDR=/);
+    const port = /OMNI_ADDR=http:\/\/127\.0\.0\.1:(\d+)/.exec(init.line)?.[1];
+    expect(Number(port)).toBeGreaterThan(0);
+    await init.stop();
+    const cli = JSON.parse(await readFile(join(dir, 'cli.json'), 'utf8')) as { addr: string };
+    expect(cli.addr).toBe(`http://127.0.0.1:${port}`);
+    for (let i = 0; i < 2; i++) {
+      const again = await omnid(['start', '--data', data], /omnid: started/);
+      expect(again.line).toMatch(new RegExp(`API http://127\\.0\\.0\\.1:${port}$`));
+      await again.stop();
+    }
+  }, 120_000);
 });

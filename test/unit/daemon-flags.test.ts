@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { daemonOptions } from '../../cli/omnid/daemon-flags.js';
 import { DEFAULT_BUILD_RETENTION } from '../../protocol/forge/retention.js';
+import { keepBoundApiPort } from '../../cli/omnid/saved-flags.js';
 
 describe('omnid flags: --build-keep and --build-ttl', () => {
   it('are absent unless given; either one keeps the default of the other', () => {
@@ -26,5 +27,21 @@ describe('omnid flags: --workspace-sync', () => {
     expect(daemonOptions({ 'workspace-sync': 'off' }).workspaceSyncMs).toBe(0);
     expect(() => daemonOptions({ 'workspace-sync': '100ms' })).toThrow(/--workspace-sync must be at least 1s/);
     expect(() => daemonOptions({ 'workspace-sync': 'often' })).toThrow(/--workspace-sync/);
+  });
+});
+
+describe('omnid flags saved for a restart: an API port 0', () => {
+  it('is saved as the port it got, for IPv4, IPv6 and names; any other --api is kept as given', () => {
+    expect(keepBoundApiPort({ api: '127.0.0.1:0', name: 'a' }, 'http://127.0.0.1:40123')).toEqual({ api: '127.0.0.1:40123', name: 'a' });
+    expect(keepBoundApiPort({ api: '[::1]:0' }, 'https://[::1]:40124')).toEqual({ api: '[::1]:40124' });
+    expect(keepBoundApiPort({ api: '0.0.0.0:0' }, 'https://10.0.0.5:40125')).toEqual({ api: '0.0.0.0:40125' });
+    expect(keepBoundApiPort({ api: '127.0.0.1:7070' }, 'http://127.0.0.1:7070')).toEqual({ api: '127.0.0.1:7070' });
+    expect(keepBoundApiPort({ api: '127.0.0.1:10' }, 'http://127.0.0.1:10')).toEqual({ api: '127.0.0.1:10' });
+    expect(keepBoundApiPort({}, 'http://127.0.0.1:7070')).toEqual({});
+  });
+
+  it('stays 0 when the bound address says no port', () => {
+    expect(keepBoundApiPort({ api: '127.0.0.1:0' }, 'not a url')).toEqual({ api: '127.0.0.1:0' });
+    expect(keepBoundApiPort({ api: '127.0.0.1:0' }, 'https://127.0.0.1')).toEqual({ api: '127.0.0.1:0' });
   });
 });
