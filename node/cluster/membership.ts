@@ -160,8 +160,10 @@ export class Membership {
         return await this.d.rpc.call<JoinReply>(target, 'join', { token, node, schema: COMMAND_SCHEMA }, JOIN_ATTEMPT_MS);
       } catch (err) {
         const e = err as OmniError;
-        if (e.code === 'UNAVAILABLE' && target === first && /EncryptionFailed|ECONNRESET|handshake/i.test(e.message)) {
-          throw new OmniError('UNAUTHORIZED', `cannot connect to ${first.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
+        if (e.code === 'UNAVAILABLE' && target === first) {
+          const handshake = joinHandshakeFailure(String(e.message));
+          if (handshake === 'wrong-key') throw new OmniError('UNAUTHORIZED', `cannot connect to ${first.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
+          if (handshake === 'turned-away') this.d.log.info(`join: ${first.toString().slice(0, 120)} turned the connection away before the handshake (too many connections from this host at once?); retrying`);
         }
         if (!(target === first && /aborted due to timeout|timed out|PNET_HANDSHAKE_TIMEOUT/i.test(e.message))) onlyHandshakeTimeouts = false;
         if (!NOT_CONNECTED_RE.test(String(e.message))) neverConnected = false;
@@ -302,6 +304,19 @@ export class Membership {
 }
 
 /** Resolves after `ms`, or at once when `signal` fires. */
+/**
+ * What a failed connection to the join address says about the key. The private network's nonces
+ * are exchanged in the clear, so a listener with another key completes that exchange and drops
+ * the connection in the handshake after it ('wrong-key'). A reset before the exchange — while
+ * connecting, or while waiting for the listener's nonce — is the listener turning the connection
+ * away before it looked at any key: libp2p's limit of inbound connections per host and second (5;
+ * all of a loopback cluster is one host), its cap on pending ones. That is retried ('turned-away').
+ */
+export function joinHandshakeFailure(message: string): 'wrong-key' | 'turned-away' | undefined {
+  if (/connect ECONNRESET|pnet: nonce exchange with .* failed/.test(message)) return 'turned-away';
+  return /EncryptionFailed|ECONNRESET|handshake/i.test(message) ? 'wrong-key' : undefined;
+}
+
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((r) => {
     if (signal?.aborted) return r();

@@ -7,6 +7,7 @@ import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formCluster, status, put, get, waitFor, waitForFormed, TEST_FLAGS } from './helpers.js';
@@ -158,6 +159,19 @@ describe('3-node cluster formed by init + join', () => {
     const forged = 'OMNIJ1.' + Buffer.alloc(32, 1).toString('base64url') + '.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
     // a reset (usually) or, on a loaded host, a handshake that never completes: both say so
     await expect(c.join('outsider', [], c.joinAddr, forged)).rejects.toThrow(/private-network handshake (failed|did not complete within \d+ s \(wrong cluster key)/);
+  });
+
+  it('a join the node turns away before the handshake (more than 5 connections from one host in a second) is retried, not called a wrong key', async () => {
+    const port = Number(/\/tcp\/(\d+)\//.exec(c.joinAddr)![1]);
+    // six connections that never speak use up libp2p's per-host allowance for this second
+    const idle = Array.from({ length: 6 }, () => createConnection(port, '127.0.0.1').on('error', () => undefined));
+    try {
+      const n4 = await c.join('n4');
+      expect(n4.lines.some((l) => l.includes('turned the connection away before the handshake'))).toBe(true);
+      expect((await status(c, 'n4')).health).toBeDefined();
+    } finally {
+      for (const s of idle) s.destroy();
+    }
   });
 });
 
