@@ -11,6 +11,7 @@ import { badCompactedTo, type RaftStore, type StateRowsPart, type StoredState, t
 import { StateStorage, type StateView } from './state-storage.js';
 import type { SnapshotSink } from './snapshot-stream.js';
 import { Level } from 'level';
+import { mark } from '../timeline.js';
 import { mkdir } from 'node:fs/promises';
 import { decodeEntry, decodeHardState, decodeSnapshot, encodeEntry, encodeHardState, encodeSnapshot } from '../../protocol/codec.js';
 import type { Entry, HardState, Snapshot } from '../../protocol/raft/types.js';
@@ -191,6 +192,7 @@ export class RaftStorage implements RaftStore {
     // durable LevelDB record, so "LevelDB older than the witness" can only mean a lost record.
     const newTermOrVote = hs !== undefined && (hs.term !== this.witnessed.term || hs.vote !== this.witnessed.vote);
     if (batch.length === 0) return batch.close();
+    mark('batch-built');
     await batch.write({ sync: sync || newTermOrVote });
     this.first = first;
     this.last = last;

@@ -21,7 +21,7 @@ interface Mark {
 }
 
 /** Per window, µs from the first `from` of process `a` to the first `to` of process `b` after it. */
-type Step = { from: string; who: 'L' | 'F'; to: string; toWho: 'L' | 'F' };
+type Step = { from: string; who: 'L' | 'F'; to: string; toWho: 'L' | 'F'; afterFollowerSave?: true };
 const STEPS: Step[] = [
   { from: 'http-in', who: 'L', to: 'authed', toWho: 'L' },
   { from: 'authed', who: 'L', to: 'body-read', toWho: 'L' },
@@ -32,9 +32,12 @@ const STEPS: Step[] = [
   { from: 'sock-write', who: 'L', to: 'frame-in', toWho: 'F' },
   { from: 'frame-in', who: 'F', to: 'save-start', toWho: 'F' },
   { from: 'save-start', who: 'F', to: 'save-end', toWho: 'F' },
+  { from: 'save-start', who: 'F', to: 'batch-built', toWho: 'F' },
+  { from: 'batch-built', who: 'F', to: 'save-end', toWho: 'F' },
   { from: 'save-end', who: 'F', to: 'sock-write', toWho: 'F' },
-  { from: 'sock-write', who: 'F', to: 'recv-appresp', toWho: 'L' },
-  { from: 'recv-appresp', who: 'L', to: 'ready-commit', toWho: 'L' },
+  // after the follower's log write: an AppResp before it answers the previous write's commit broadcast
+  { from: 'sock-write', who: 'F', to: 'recv-appresp', toWho: 'L', afterFollowerSave: true },
+  { from: 'recv-appresp', who: 'L', to: 'ready-commit', toWho: 'L', afterFollowerSave: true },
   { from: 'ready-commit', who: 'L', to: 'resolve', toWho: 'L' },
   { from: 'resolve', who: 'L', to: 'http-out', toWho: 'L' },
   { from: 'http-in', who: 'L', to: 'http-out', toWho: 'L' },
@@ -84,20 +87,30 @@ function analyse(marks: Mark[]): void {
       // F: the follower whose frame of this write came first
       const follower = w.find((m) => m.pid !== leader && m.label === 'frame-in')?.pid;
       const isWho = (who: 'L' | 'F') => (p: string) => (who === 'L' ? p === leader : p === follower);
-      const a = firstAfter(w, w[0].ns, s.from, isWho(s.who));
+      const anchor = s.afterFollowerSave ? firstAfter(w, w[0].ns, 'save-end', isWho('F')) : w[0];
+      const a = anchor && firstAfter(w, anchor.ns, s.from, isWho(s.who));
       const b = a && firstAfter(w, a.ns, s.to, isWho(s.toWho));
       if (a && b) gaps.push(Number(b.ns - a.ns) / 1000);
     }
     log(`${`${s.who}:${s.from} → ${s.toWho}:${s.to}`.padEnd(34)} ${pct(gaps)}`);
   }
-  // which ends later: the leader's own log write or the first acknowledgement (the commit waits for both)
-  const lead: number[] = [];
+  // Which ends later: the leader's own log write or the acknowledgement of this write's entries
+  // (the commit waits for both) — the leader's first AppResp after a follower's log write ended:
+  // an earlier one in the window answers the previous write's commit broadcast. Then how long the
+  // commit's Ready comes after both are in.
+  const after: number[] = [];
+  const realLead: number[] = [];
   for (const w of windows) {
+    const saveStart = w.find((m) => m.pid === leader && m.label === 'save-start');
     const save = w.find((m) => m.pid === leader && m.label === 'save-end');
-    const ack = w.find((m) => m.pid === leader && m.label === 'recv-appresp');
-    if (save && ack) lead.push(Number(save.ns - ack.ns) / 1000);
+    const fSave = saveStart && w.find((m) => m.pid !== leader && m.label === 'save-end' && m.ns > saveStart.ns);
+    const ack = fSave && firstAfter(w, fSave.ns, 'recv-appresp', (p) => p === leader);
+    const commit = ack && save && firstAfter(w, save.ns > ack.ns ? save.ns : ack.ns, 'ready-commit', (p) => p === leader);
+    if (save && ack) realLead.push(Number(save.ns - ack.ns) / 1000);
+    if (save && ack && commit) after.push(Number(commit.ns - (save.ns > ack.ns ? save.ns : ack.ns)) / 1000);
   }
-  log(`L's own log write ends after the first acknowledgement by: ${pct(lead)} (negative: before it)`);
+  log(`L's own log write ends after this write's acknowledgement by: ${pct(realLead)} (negative: before it)`);
+  log(`the commit's Ready after both are in: ${pct(after)}`);
 }
 
 async function main() {
