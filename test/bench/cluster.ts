@@ -2,7 +2,8 @@
 // e.g. Debian's etcd-server) a 3-member etcd cluster in the same run with the same workload:
 // cold start (the three hosts started together, as etcd's members; also init-then-join; omnid's start-up code cache warmed first, as a host has it from its second daemon start on), writes through the HTTP API at concurrency 1/16/64 (throughput, p50/p99), and
 // leader failover (kill -9 → first successful write) over several trials. Both systems get the
-// same load generator, keys, values and connections; the failover probe gives each attempt
+// same load generator, keys, values and connections, the leader's endpoint last (c=1 goes through a
+// follower in both; see followersFirst); the failover probe gives each attempt
 // FAILOVER_ATTEMPT_MS and moves on to the next node (no system is charged a fixed client
 // timeout). Also: linearizable reads at c=16, elections (term changes) during the c=64 run,
 // CPU ms per 1,000 writes of each system's processes (/proc, over the three write levels), and
@@ -48,6 +49,8 @@ interface System {
   /** The highest Raft term any running node reports. */
   term(): Promise<number>;
   leader(): Promise<string | undefined>;
+  /** The API endpoint of the node or member `name`. */
+  endpointOf(name: string): string | undefined;
   kill(name: string): Promise<unknown>;
   restart(name: string): Promise<void>;
   waitHealthy(): Promise<void>;
@@ -64,6 +67,18 @@ interface Figures {
   writeSyscallsPerWrite: number;
 }
 
+/**
+ * The running endpoints with the leader's last, so that the writes at c=1 (one connection, to the
+ * first endpoint) go through a follower in both systems — which node that was used to depend on
+ * who won the election — and every level spreads its connections over the roles alike.
+ */
+async function followersFirst(sys: System): Promise<string[]> {
+  const eps = sys.endpoints();
+  const name = await sys.leader();
+  const leader = name === undefined ? undefined : sys.endpointOf(name);
+  return leader !== undefined && eps.includes(leader) ? [...eps.filter((e) => e !== leader), leader] : eps;
+}
+
 async function measure(sys: System, coldStartMs: number, label: string): Promise<Figures> {
   const load: Record<number, LoadResult> = {};
   const cpuBefore = cpuMsOf(sys.pids());
@@ -73,7 +88,7 @@ async function measure(sys: System, coldStartMs: number, label: string): Promise
   for (const c of LEVELS) {
     log(`${label}: writes at concurrency ${c} for ${DURATION_MS} ms...`);
     const termBefore = await sys.term();
-    load[c] = await writeLoad(sys.endpoints(), c, DURATION_MS, (ep, k, v) => sys.put(ep, k, v));
+    load[c] = await writeLoad(await followersFirst(sys), c, DURATION_MS, (ep, k, v) => sys.put(ep, k, v));
     if (c === 64) {
       electionsDuringC64 = (await sys.term()) - termBefore;
       const rss = sys.pids().map(rssMiBOf);
@@ -88,7 +103,7 @@ async function measure(sys: System, coldStartMs: number, label: string): Promise
   log(`${label}: ${cpuMsPer1kWrites} CPU ms per 1,000 writes, ${writeSyscallsPerWrite} write system calls per write (all nodes)`);
   await sys.put(sys.endpoints()[0], READ_KEY, 'v'.repeat(256));
   log(`${label}: linearizable reads at concurrency 16 for ${DURATION_MS} ms...`);
-  const readsC16 = await writeLoad(sys.endpoints(), 16, DURATION_MS, (ep) => sys.get(ep, READ_KEY));
+  const readsC16 = await writeLoad(await followersFirst(sys), 16, DURATION_MS, (ep) => sys.get(ep, READ_KEY));
   log(`${label}:   ${readsC16.writesPerS} reads/s, p50 ${readsC16.p50Ms} ms, p99 ${readsC16.p99Ms} ms, ${readsC16.errors} errors`);
   const failoverMs: number[] = [];
   for (let t = 1; t <= TRIALS; t++) {
@@ -206,6 +221,7 @@ async function omni(): Promise<Figures> {
         }
         return undefined;
       },
+      endpointOf: (name) => c.nodes.get(name)?.apiUrl,
       kill: (name) => c.kill(name),
       restart: async (name) => void (await c.restart(name)),
       waitHealthy: async () =>
@@ -240,6 +256,7 @@ async function etcd(): Promise<Figures | undefined> {
         pids: () => e.members.map((m) => e.pid(m.name)).filter((p): p is number => p !== undefined),
         term: async () => Math.max(0, ...(await Promise.all(e.endpoints().map((ep) => e.status(ep).then((s) => s.raftTerm, () => 0))))),
         leader: () => e.leader(),
+        endpointOf: (name) => e.endpointOf(name),
         kill: (n) => e.kill(n), restart: async (n) => e.restart(n), waitHealthy: () => e.waitHealthy() },
       coldStartMs,
       'etcd',
