@@ -148,6 +148,8 @@ export class Membership {
     let onlyHandshakeTimeouts = true;
     // Whether no attempt ever connected (refused, no route): then the cluster was asked nothing.
     let neverConnected = true;
+    // The turned-away retry is said once per join, not at every attempt.
+    let saidTurnedAway = false;
     let pauseMs = JOIN_RETRY_FIRST_MS;
     /** `signal` fired (omnid join interrupted): UNREACHABLE while nothing was ever asked of the cluster, else ABORTED. */
     const stopped = () =>
@@ -160,20 +162,22 @@ export class Membership {
         return await this.d.rpc.call<JoinReply>(target, 'join', { token, node, schema: COMMAND_SCHEMA }, JOIN_ATTEMPT_MS);
       } catch (err) {
         const e = err as OmniError;
-        if (e.code === 'UNAVAILABLE' && target === first) {
-          const handshake = joinHandshakeFailure(String(e.message));
-          if (handshake === 'wrong-key') throw new OmniError('UNAUTHORIZED', `cannot connect to ${first.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
-          if (handshake === 'turned-away') this.d.log.info(`join: ${first.toString().slice(0, 120)} turned the connection away before the handshake (too many connections from this host at once?); retrying`);
+        const handshake = e.code === 'UNAVAILABLE' && target === first ? joinHandshakeFailure(String(e.message)) : undefined;
+        if (handshake === 'wrong-key') throw new OmniError('UNAUTHORIZED', `cannot connect to ${first.toString()}: the private-network handshake failed (wrong cluster key in the join token?)`);
+        if (handshake === 'turned-away' && !saidTurnedAway) {
+          saidTurnedAway = true;
+          this.d.log.info(`join: ${first.toString().slice(0, 120)} turned the connection away before the handshake (too many connections from this host at once?); retrying`);
         }
         if (!(target === first && /aborted due to timeout|timed out|PNET_HANDSHAKE_TIMEOUT/i.test(e.message))) onlyHandshakeTimeouts = false;
-        if (!NOT_CONNECTED_RE.test(String(e.message))) neverConnected = false;
+        // A connection turned away before the handshake asked the cluster nothing either.
+        if (handshake !== 'turned-away' && !NOT_CONNECTED_RE.test(String(e.message))) neverConnected = false;
         // A member that does not lead names the leader: ask it (the join is decided there).
         const leader = e.code === 'NOT_LEADER' ? this.learnLeader(e.detail) : undefined;
         // A wrong network key shows as a reset, or (on a busy host) as a handshake that never
         // completes: retry the latter, the join handler is idempotent.
         if (!['NO_LEADER', 'NOT_LEADER', 'UNAVAILABLE', 'TIMEOUT', 'TRANSFERRING', 'CONF_CHANGE_PENDING', 'PROPOSAL_DROPPED', 'LEADER_CATCHING_UP'].includes(e.code)) throw err;
         if (Date.now() > deadline) {
-          if (neverConnected) throw new OmniError('UNREACHABLE', `cannot join through ${first.toString()}: nothing accepted a connection there within ${timeoutMs / 1000} s (${String(e.message).slice(0, 120)}); is omnid running on that host and port? Nothing was asked of the cluster: run the same omnid join again (--join-timeout waits longer)`);
+          if (neverConnected) throw new OmniError('UNREACHABLE', `cannot join through ${first.toString()}: nothing ${saidTurnedAway ? 'let this host in (every connection turned away before the handshake)' : 'accepted a connection'} there within ${timeoutMs / 1000} s (${String(e.message).slice(0, 120)}); is omnid running on that host and port? Nothing was asked of the cluster: run the same omnid join again (--join-timeout waits longer)`);
           if (onlyHandshakeTimeouts) throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: the private-network handshake did not complete within ${timeoutMs / 1000} s (wrong cluster key in the join token, or that node is overloaded)`);
           throw new OmniError('UNAVAILABLE', `cannot join through ${first.toString()}: ${e.message} (is that node up, and is the join token from its cluster?)`);
         }
@@ -303,7 +307,6 @@ export class Membership {
   }
 }
 
-/** Resolves after `ms`, or at once when `signal` fires. */
 /**
  * What a failed connection to the join address says about the key. The private network's nonces
  * are exchanged in the clear, so a listener with another key completes that exchange and drops
@@ -317,6 +320,7 @@ export function joinHandshakeFailure(message: string): 'wrong-key' | 'turned-awa
   return /EncryptionFailed|ECONNRESET|handshake/i.test(message) ? 'wrong-key' : undefined;
 }
 
+/** Resolves after `ms`, or at once when `signal` fires. */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((r) => {
     if (signal?.aborted) return r();
