@@ -64,6 +64,23 @@ export function versionLine(program: string): string {
   return `${program} ${pkg.version} (node ${process.versions.node})\n`;
 }
 
+/**
+ * The words both programs take in place of a command: help (`--help`, `-h`, `help`; none at all
+ * prints the usage and exits 2) and version (`--version`, `-v`, `version`). Prints and returns the
+ * exit code for those; undefined for a command.
+ */
+export function helpOrVersion(cmd: string | undefined, usage: string, program: string): number | undefined {
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(usage);
+    return cmd === undefined ? 2 : 0;
+  }
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    process.stdout.write(versionLine(program));
+    return 0;
+  }
+  return undefined;
+}
+
 export function printJson(v: unknown): void {
   process.stdout.write(JSON.stringify(v, null, 2) + '\n');
 }

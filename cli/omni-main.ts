@@ -2,7 +2,7 @@
 // cli/omni/ that cli/omni-commands.json names. `load` brings that module: cli/omni.ts (run from the
 // sources) imports any of them when run; each prebuilt bundle (scripts/build.mjs) holds one module
 // and its dependencies only, so a command reads and compiles its own code and nothing else.
-import { runMain, UsageError, versionLine } from './common.js';
+import { helpOrVersion, runMain, UsageError } from './common.js';
 import { mapBundleStackTraces } from './stack-traces.js';
 import COMMANDS from './omni-commands.json' with { type: 'json' };
 
@@ -52,14 +52,8 @@ export function runOmni(load: (module: string) => Promise<CommandModule>): void 
   // not a top-level await: the prebuilt bundles are CommonJS (scripts/build.mjs)
   void runMain(async () => {
     const [cmd, ...rest] = process.argv.slice(2);
-    if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
-      process.stdout.write(USAGE);
-      return cmd === undefined ? 2 : 0;
-    }
-    if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
-      process.stdout.write(versionLine('omni'));
-      return 0;
-    }
+    const code = helpOrVersion(cmd, USAGE, 'omni');
+    if (code !== undefined) return code;
     const entry = Object.hasOwn(COMMAND_MODULES, cmd) ? COMMAND_MODULES[cmd] : undefined;
     if (!entry) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
     const fn = (await load(entry[0]))[entry[1]];

@@ -1,6 +1,6 @@
 // omnid: the Omni daemon. One file per subcommand under cli/omnid/.
 // Subcommands are imported when run: `omnid --help` and `omnid leave` do not load the daemon.
-import { runMain, UsageError, versionLine } from './common.js';
+import { helpOrVersion, runMain, UsageError } from './common.js';
 import { mapBundleStackTraces } from './stack-traces.js';
 import { installProcessGuard } from '../node/process-guard.js';
 import { createLogger } from '../node/logger.js';
@@ -38,14 +38,8 @@ installProcessGuard({ log: createLogger('omnid') });
 // not a top-level await: the prebuilt bundle is CommonJS (scripts/build.mjs)
 void runMain(async () => {
   const [cmd, ...rest] = process.argv.slice(2);
-  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
-    process.stdout.write(USAGE);
-    return cmd === undefined ? 2 : 0;
-  }
-  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
-    process.stdout.write(versionLine('omnid'));
-    return 0;
-  }
+  const word = helpOrVersion(cmd, USAGE, 'omnid');
+  if (word !== undefined) return word;
   const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!load) throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
   const code = await (await load())(rest);
