@@ -40,34 +40,32 @@ async function runFile(file: string, cacheDir: string, nodeArgs: string[] = []):
   return { lines: lines.slice(0, -1), state: lines.at(-1)!.replace(/^cache: /, '') };
 }
 
-async function caseDir(name: string): Promise<string> {
+/** A case's directory `d`, its program `prog` (d/prog.cjs, holding `source` when given) and its cache directory `cache` (d/cache). */
+async function caseProgram(name: string, source?: string): Promise<{ d: string; prog: string; cache: string }> {
   const d = join(dir, name);
   await mkdir(d, { recursive: true });
-  return d;
+  const prog = join(d, 'prog.cjs');
+  if (source !== undefined) await writeFile(prog, source);
+  return { d, prog, cache: join(d, 'cache') };
 }
 
 describe('runWithCodeCache', () => {
   it('runs a file as require would: its module, exports, require from its directory, __filename, __dirname', async () => {
-    const d = await caseDir('module');
-    await writeFile(join(d, 'dep.cjs'), "module.exports = { from: 'dep' };\n");
-    const prog = join(d, 'prog.cjs');
-    await writeFile(
-      prog,
+    const { d, prog, cache } = await caseProgram(
+      'module',
       `const dep = require('./dep.cjs');
 exports.early = 1;
 console.log(JSON.stringify({ dep, filename: __filename, dirname: __dirname, sameExports: module.exports === exports, early: module.exports.early, moduleFile: module.filename, path: require.resolve('./dep.cjs') }));
 `,
     );
-    const { lines, state } = await runFile(prog, join(d, 'cache'));
+    await writeFile(join(d, 'dep.cjs'), "module.exports = { from: 'dep' };\n");
+    const { lines, state } = await runFile(prog, cache);
     expect(state).toBe('none');
     expect(JSON.parse(lines[0])).toEqual({ dep: { from: 'dep' }, filename: prog, dirname: d, sameExports: true, early: 1, moduleFile: prog, path: join(d, 'dep.cjs') });
   });
 
   it('the first start writes a cache, the next uses it and runs the same', async () => {
-    const d = await caseDir('reuse');
-    const prog = join(d, 'prog.cjs');
-    await writeFile(prog, "function twice(x) { return 2 * x; }\nconsole.log('result ' + twice(21));\n");
-    const cache = join(d, 'cache');
+    const { prog, cache } = await caseProgram('reuse', "function twice(x) { return 2 * x; }\nconsole.log('result ' + twice(21));\n");
     expect(await runFile(prog, cache)).toEqual({ lines: ['result 42'], state: 'none' });
     const files = await readdir(cache);
     expect(files).toHaveLength(1);
@@ -76,10 +74,7 @@ console.log(JSON.stringify({ dep, filename: __filename, dirname: __dirname, same
   });
 
   it('a file changed to other contents of the same length never runs the old code', async () => {
-    const d = await caseDir('changed');
-    const prog = join(d, 'prog.cjs');
-    const cache = join(d, 'cache');
-    await writeFile(prog, "console.log('version A');\n");
+    const { prog, cache } = await caseProgram('changed', "console.log('version A');\n");
     await runFile(prog, cache);
     expect(await runFile(prog, cache)).toEqual({ lines: ['version A'], state: 'accepted' });
     await writeFile(prog, "console.log('version B');\n");
@@ -88,10 +83,7 @@ console.log(JSON.stringify({ dep, filename: __filename, dirname: __dirname, same
   });
 
   it('a damaged cache file is not used, and the start replaces it', async () => {
-    const d = await caseDir('damaged');
-    const prog = join(d, 'prog.cjs');
-    const cache = join(d, 'cache');
-    await writeFile(prog, "console.log('fine');\n");
+    const { prog, cache } = await caseProgram('damaged', "console.log('fine');\n");
     await runFile(prog, cache);
     const [name] = await readdir(cache);
     const bytes = await readFile(join(cache, name));
@@ -105,10 +97,7 @@ console.log(JSON.stringify({ dep, filename: __filename, dirname: __dirname, same
   });
 
   it('other V8 flags use a cache of their own', async () => {
-    const d = await caseDir('flags');
-    const prog = join(d, 'prog.cjs');
-    const cache = join(d, 'cache');
-    await writeFile(prog, "console.log('flags');\n");
+    const { prog, cache } = await caseProgram('flags', "console.log('flags');\n");
     await runFile(prog, cache);
     expect((await runFile(prog, cache)).state).toBe('accepted');
     expect((await runFile(prog, cache, ['--max-semi-space-size=2'])).state).toBe('none');
@@ -117,9 +106,7 @@ console.log(JSON.stringify({ dep, filename: __filename, dirname: __dirname, same
   });
 
   it('a cache directory that cannot be made only means no cache', async () => {
-    const d = await caseDir('unwritable');
-    const prog = join(d, 'prog.cjs');
-    await writeFile(prog, "console.log('still runs');\n");
+    const { d, prog } = await caseProgram('unwritable', "console.log('still runs');\n");
     const cache = join(prog, 'cache'); // under a file: mkdir fails (ENOTDIR), also as root
     expect(await runFile(prog, cache)).toEqual({ lines: ['still runs'], state: 'none' });
     expect(await runFile(prog, cache)).toEqual({ lines: ['still runs'], state: 'none' });
@@ -127,27 +114,19 @@ console.log(JSON.stringify({ dep, filename: __filename, dirname: __dirname, same
   });
 
   it("stack traces give the file's own lines and columns, from the cache too", async () => {
-    const d = await caseDir('stack');
-    const prog = join(d, 'prog.cjs');
-    const cache = join(d, 'cache');
-    await writeFile(prog, "'use strict';\nfunction failHere() {\n  throw new Error('boom');\n}\ntry { failHere(); } catch (e) { console.log(e.stack.split('\\n')[1].trim()); }\n");
+    const { prog, cache } = await caseProgram('stack', "'use strict';\nfunction failHere() {\n  throw new Error('boom');\n}\ntry { failHere(); } catch (e) { console.log(e.stack.split('\\n')[1].trim()); }\n");
     for (const state of ['none', 'accepted']) expect(await runFile(prog, cache)).toEqual({ lines: [`at failHere (${prog}:3:9)`], state });
   });
 
   it('a throw on the first line keeps its column (the wrapper has a line of its own)', async () => {
-    const d = await caseDir('stack-line1');
-    const prog = join(d, 'prog.cjs');
-    const cache = join(d, 'cache');
     const line1 = "try { (function onLineOne() { throw new Error('first'); })(); } catch (e) { console.log(e.stack.split('\\n')[1].trim()); }";
-    await writeFile(prog, `${line1}\n`);
+    const { prog, cache } = await caseProgram('stack-line1', `${line1}\n`);
     const column = line1.indexOf('new Error') + 1; // V8 names where the Error is made
     for (const state of ['none', 'accepted']) expect(await runFile(prog, cache)).toEqual({ lines: [`at onLineOne (${prog}:1:${column})`], state });
   });
 
   it('reads a file with non-ASCII text as UTF-8', async () => {
-    const d = await caseDir('utf8');
-    const prog = join(d, 'prog.cjs');
-    await writeFile(prog, "console.log('héllo ✓ 日本');\n");
-    expect((await runFile(prog, join(d, 'cache'))).lines).toEqual(['héllo ✓ 日本']);
+    const { prog, cache } = await caseProgram('utf8', "console.log('héllo ✓ 日本');\n");
+    expect((await runFile(prog, cache)).lines).toEqual(['héllo ✓ 日本']);
   });
 });
