@@ -12,7 +12,12 @@
 // assumes what the spec asks and esbuild writes: within a line, columns only grow (node:module's
 // search assumes it too, but answers differently for a map that breaks it).
 //
-// Pure: no I/O. A malformed map gives wrong positions or none, never an exception from lookup().
+// The checkpoints of omnid's map are made at build time (scripts/build.mjs writes them beside the
+// map, encodeIndexFile): a first stack trace then reads the map's bytes and that file (~10 ms)
+// instead of parsing the map and walking all its mappings (100–170 ms of the main thread, paid at
+// the first socket error — during every cold start, a failover, a sync).
+//
+// Pure: no I/O. A malformed map or index gives wrong positions or none, never an exception from lookup().
 
 const CHECKPOINT_EVERY = 64;
 /** Decoder state per checkpoint: string offset of the mapping, generated line and column, then the running source, line, column and name before it. */
@@ -45,10 +50,22 @@ export class SourceMapIndex {
   private checkpoints: Int32Array | undefined;
   private count = 0;
 
+  /** `checkpoints`: the table checkpointTable() gave for these mappings (an index file's); made on first use otherwise. */
   constructor(
     private readonly mappings: string,
     private readonly sources: readonly string[],
-  ) {}
+    checkpoints?: Int32Array,
+  ) {
+    if (checkpoints && checkpoints.length % STRIDE === 0) {
+      this.checkpoints = checkpoints;
+      this.count = checkpoints.length / STRIDE;
+    }
+  }
+
+  /** The decoder's state at every CHECKPOINT_EVERY-th mapping (what an index file keeps). */
+  checkpointTable(): Int32Array {
+    return (this.checkpoints ??= this.index());
+  }
 
   /** The original position of generated `line`, `column` (0-based), or undefined where nothing maps. */
   lookup(line: number, column: number): OriginalPosition | undefined {
@@ -177,4 +194,93 @@ export class SourceMapIndex {
     const magnitude = Math.floor(value / 2);
     return value % 2 === 1 ? -magnitude : magnitude;
   }
+}
+
+// ---------------------------------------------------------------- index files
+
+/** The first bytes of an index file (version 1). */
+const INDEX_MAGIC = 'OMSMIDX1';
+/** Where the map's mappings string is in the map file, its sources, and the checkpoints of its mappings. */
+export interface IndexFile {
+  /** The map file's size: an index of another map is not used. */
+  mapBytes: number;
+  /** Byte offset and length of the mappings string's contents in the map file (base64 and separators: one byte a character). */
+  mappingsOffset: number;
+  mappingsLength: number;
+  sources: string[];
+  checkpoints: Int32Array;
+}
+/** The key of the mappings in the map file; then a colon and the string, with JSON's white space around the colon. */
+const MAPPINGS_KEY = '"mappings"';
+const JSON_SPACE = [0x20, 0x09, 0x0a, 0x0d];
+const COLON = 0x3a;
+/** The host's byte order is the file's (checkpoints copied whole, not read one by one). */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+const QUOTE = 0x22;
+
+/** The index file's bytes: magic, header length (u32 LE), header JSON, zero padding to 4 bytes, checkpoints (i32 LE). */
+export function encodeIndexFile(f: IndexFile): Buffer {
+  const header = Buffer.from(JSON.stringify({ mapBytes: f.mapBytes, mappingsOffset: f.mappingsOffset, mappingsLength: f.mappingsLength, sources: f.sources, checkpoints: f.checkpoints.length }));
+  const at = align4(INDEX_MAGIC.length + 4 + header.length);
+  const out = Buffer.alloc(at + f.checkpoints.length * 4);
+  out.write(INDEX_MAGIC, 0, 'latin1');
+  out.writeUInt32LE(header.length, INDEX_MAGIC.length);
+  header.copy(out, INDEX_MAGIC.length + 4);
+  if (LITTLE_ENDIAN) out.set(new Uint8Array(f.checkpoints.buffer, f.checkpoints.byteOffset, f.checkpoints.byteLength), at);
+  else for (let i = 0; i < f.checkpoints.length; i++) out.writeInt32LE(f.checkpoints[i], at + i * 4);
+  return out;
+}
+
+/** An index file's contents; undefined when the bytes are not one (damaged, truncated, another version). */
+export function decodeIndexFile(b: Uint8Array): IndexFile | undefined {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  if (buf.length < INDEX_MAGIC.length + 4 || buf.toString('latin1', 0, INDEX_MAGIC.length) !== INDEX_MAGIC) return undefined;
+  const headerBytes = buf.readUInt32LE(INDEX_MAGIC.length);
+  const at = align4(INDEX_MAGIC.length + 4 + headerBytes);
+  if (at > buf.length) return undefined;
+  let h: unknown;
+  try {
+    h = JSON.parse(buf.toString('utf8', INDEX_MAGIC.length + 4, INDEX_MAGIC.length + 4 + headerBytes));
+  } catch {
+    return undefined;
+  }
+  const o = h as Partial<Record<'mapBytes' | 'mappingsOffset' | 'mappingsLength' | 'checkpoints', unknown>> & { sources?: unknown };
+  const ints = [o.mapBytes, o.mappingsOffset, o.mappingsLength, o.checkpoints];
+  if (!ints.every((v) => Number.isSafeInteger(v) && (v as number) >= 0) || !Array.isArray(o.sources) || !o.sources.every((x) => typeof x === 'string')) return undefined;
+  const count = o.checkpoints as number;
+  if (count % STRIDE !== 0 || at + count * 4 !== buf.length) return undefined;
+  const checkpoints = new Int32Array(count);
+  if (LITTLE_ENDIAN) new Uint8Array(checkpoints.buffer).set(buf.subarray(at, at + count * 4));
+  else for (let i = 0; i < count; i++) checkpoints[i] = buf.readInt32LE(at + i * 4);
+  return { mapBytes: o.mapBytes as number, mappingsOffset: o.mappingsOffset as number, mappingsLength: o.mappingsLength as number, sources: o.sources as string[], checkpoints };
+}
+
+/** Where the mappings string's contents are in `map` (a map file's bytes, JSON text: the key `"mappings"`, a colon, the string); undefined when it has none. */
+export function findMappings(map: Uint8Array): { offset: number; length: number } | undefined {
+  const buf = Buffer.from(map.buffer, map.byteOffset, map.byteLength);
+  const key = buf.indexOf(MAPPINGS_KEY, 0, 'latin1');
+  if (key < 0) return undefined;
+  let at = key + MAPPINGS_KEY.length;
+  const skipSpace = () => {
+    while (at < buf.length && JSON_SPACE.includes(buf[at])) at++;
+  };
+  skipSpace();
+  if (buf[at++] !== COLON) return undefined;
+  skipSpace();
+  if (buf[at++] !== QUOTE) return undefined;
+  const end = buf.indexOf(QUOTE, at);
+  return end < 0 ? undefined : { offset: at, length: end - at };
+}
+
+/** The index of `map` (a map file's bytes) from its index file; undefined when `index` is not one, or is another map's. */
+export function indexFromFile(map: Uint8Array, index: Uint8Array): SourceMapIndex | undefined {
+  const f = decodeIndexFile(index);
+  const where = findMappings(map);
+  if (!f || !where || f.mapBytes !== map.byteLength || where.offset !== f.mappingsOffset || where.length !== f.mappingsLength) return undefined;
+  const mappings = Buffer.from(map.buffer, map.byteOffset, map.byteLength).toString('latin1', where.offset, where.offset + where.length);
+  return new SourceMapIndex(mappings, f.sources, f.checkpoints);
+}
+
+function align4(n: number): number {
+  return (n + 3) & ~3;
 }

@@ -4,12 +4,15 @@
 // (cli/source-map-index.ts: node:module's SourceMap held 55-65 MiB of omnid's heap and cost 0.4-0.6 s
 // of CPU from the first socket error on, which Node formats a stack trace for). `node --enable-source-maps` reads it at start-up instead,
 // which costs every start ~50 ms of CPU (the 2.5 MB map, and a scan of the 4 MB bundle).
+// omnid's bundle has its index made at build time (`<bundle>.map.idx`, scripts/build.mjs): the
+// first stack trace then costs ~10 ms instead of 100–170 ms; without it (another bundle, an index
+// that does not fit the map) the map is parsed and indexed here, as before.
 // Run from the sources (tsx), from a bundle without its map, or under --enable-source-maps, this
 // does nothing.
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SourceMapIndex } from './source-map-index.js';
+import { indexFromFile, SourceMapIndex } from './source-map-index.js';
 
 /** `moduleUrl`: the caller's import.meta.url (in a bundle, the bundle's own URL). */
 export function mapBundleStackTraces(moduleUrl: string): void {
@@ -19,7 +22,15 @@ export function mapBundleStackTraces(moduleUrl: string): void {
   let map: SourceMapIndex | null | undefined;
   const loadMap = (): SourceMapIndex | null => {
     try {
-      const json = JSON.parse(readFileSync(`${bundle}.map`, 'utf8')) as { mappings?: unknown; sources?: unknown };
+      const raw = readFileSync(`${bundle}.map`);
+      let prebuilt: SourceMapIndex | undefined;
+      try {
+        prebuilt = indexFromFile(raw, readFileSync(`${bundle}.map.idx`));
+      } catch {
+        // no index file: made here
+      }
+      if (prebuilt) return (map = prebuilt);
+      const json = JSON.parse(raw.toString('utf8')) as { mappings?: unknown; sources?: unknown };
       if (typeof json.mappings !== 'string' || !Array.isArray(json.sources)) throw new Error('not a source map');
       map = new SourceMapIndex(json.mappings, json.sources.map(String));
     } catch {

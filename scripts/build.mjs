@@ -10,7 +10,8 @@
 // self-contained file: our code and the npm packages, except those with native addons, which stay
 // in node_modules —, their source
 // maps (cli/stack-traces.ts maps stack traces to the .ts files), dist/omni.cjs and dist/omnid.cjs
-// (what bin/omni and bin/omnid run: Node's compile cache on, then the bundle), a copy of the process
+// (what bin/omni and bin/omnid run: Node's compile cache on, then the bundle), dist/omnid.bundle.cjs.map.idx
+// (the checkpoints of omnid's map: its first stack trace need not index the map), a copy of the process
 // driver's wrapper script (node/apps/drivers/process.ts reads it next to the running module) and
 // dist/.stamp. "Out of date" is defined once, in scripts/dist-inputs.sh. Builds are serialized by
 // a lock file; outputs are written beside their final names and renamed into place, so a process
@@ -144,6 +145,27 @@ if (typeof m.flushCompileCache === 'function') m.flushCompileCache();
 `;
 }
 
+/** The maps whose index file the build writes (cli/source-map-index.ts): the daemon's (the CLI's bundles format a stack trace rarely, and index it then). */
+const INDEXED_MAPS = ['omnid.bundle.cjs.map'];
+
+/**
+ * Writes `mapPath`.idx, the index file of a source map (cli/source-map-index.ts, compiled here:
+ * this script runs on plain Node); returns its file name. The mappings are found in the map's
+ * bytes as cli/stack-traces.ts finds them, and checked against the map's JSON.
+ */
+export async function writeSourceMapIndex(mapPath) {
+  const compiled = await build({ entryPoints: [join(ROOT, 'cli', 'source-map-index.ts')], bundle: true, write: false, format: 'esm', platform: 'node', target: 'node20', logLevel: 'warning' });
+  const { SourceMapIndex, encodeIndexFile, findMappings } = await import(`data:text/javascript;base64,${Buffer.from(compiled.outputFiles[0].contents).toString('base64')}`);
+  const raw = readFileSync(mapPath);
+  const json = JSON.parse(raw.toString('utf8'));
+  const where = findMappings(raw);
+  if (!where || raw.toString('latin1', where.offset, where.offset + where.length) !== json.mappings) throw new Error(`${mapPath}: its mappings were not found where the index would say`);
+  const sources = json.sources.map(String);
+  const checkpoints = new SourceMapIndex(json.mappings, sources).checkpointTable();
+  writeFileSync(`${mapPath}.idx`, encodeIndexFile({ mapBytes: raw.length, mappingsOffset: where.offset, mappingsLength: where.length, sources, checkpoints }));
+  return `${mapPath.slice(mapPath.lastIndexOf('/') + 1)}.idx`;
+}
+
 /** Why dist/ must be rebuilt, or '' when it is current (scripts/dist-inputs.sh). */
 function distStale() {
   return execFileSync('sh', ['-c', '. "$1/scripts/dist-inputs.sh" && omni_dist_stale "$1"', 'sh', ROOT], { encoding: 'utf8' }).trim();
@@ -231,13 +253,15 @@ async function bundle() {
     requireShallowSources();
     const result = await build(esbuildOptions(ENTRIES, tmp));
     for (const [from, to] of COPIES) copyFileSync(join(ROOT, from), join(tmp, to));
+    const indexes = [];
+    for (const name of INDEXED_MAPS) indexes.push(await writeSourceMapIndex(join(tmp, name)));
     const launchers = ['omni', 'omnid'].map((name) => {
       writeFileSync(join(tmp, `${name}.cjs`), launcherSource(`${name}.bundle.cjs`, name === 'omni' ? OMNI_ROUTES : undefined));
       return `${name}.cjs`;
     });
     // maps and copies first, then the bundles, the launchers last: a new bundle appears only once all it needs is there
     const outputs = Object.keys(result.metafile.outputs).map((p) => p.slice(p.lastIndexOf('/') + 1));
-    const order = [...outputs.filter((f) => !f.endsWith('.cjs')), ...COPIES.map(([, to]) => to), ...outputs.filter((f) => f.endsWith('.cjs')), ...launchers];
+    const order = [...outputs.filter((f) => !f.endsWith('.cjs')), ...indexes, ...COPIES.map(([, to]) => to), ...outputs.filter((f) => f.endsWith('.cjs')), ...launchers];
     for (const f of order) renameSync(join(tmp, f), join(DIST, f));
     // caches of the bundles just replaced: never used again (named by their contents), so removing
     // them is best effort (a directory an omnid run as root made, a daemon writing its cache now)

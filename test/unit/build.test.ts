@@ -128,5 +128,25 @@ describe('bin/omnid and dist/', () => {
     expect(stdout).toMatch(/^Error: boom from the fixture\n {4}at failHere \(/);
     expect(stdout).toContain(`${fixture}:${throwLine}:9)`);
     expect(stdout).not.toContain('fixture.cjs:');
+
+    // with the index file the build writes for omnid's map: the positions come from it. Made here
+    // from a copy of the map whose sources are renamed (same length: the same offsets), so the
+    // name in the trace shows which was read.
+    const { writeSourceMapIndex } = (await import(pathToFileURL(join(ROOT, 'scripts', 'build.mjs')).href)) as { writeSourceMapIndex: (mapPath: string) => Promise<string> };
+    const mapPath = join(out, 'fixture.cjs.map');
+    const original = await readFile(mapPath, 'utf8');
+    const renamed = original.replace('stack-trace-fixture.ts', 'index-named-fixture.ts');
+    expect(renamed.length).toBe(original.length);
+    await writeFile(mapPath, renamed);
+    await writeSourceMapIndex(mapPath);
+    await writeFile(mapPath, original);
+    const trace = async () => (await run(NODE, [join(out, 'fixture.cjs')], { timeout: 30_000 })).stdout;
+    expect(await trace()).toContain(`${join(ROOT, 'test', 'fixtures', 'index-named-fixture.ts')}:${throwLine}:9)`);
+    // an index that does not fit the map (another size), or a damaged one: the map itself is read
+    await writeFile(mapPath, `${original} `);
+    expect(await trace()).toContain(`${fixture}:${throwLine}:9)`);
+    await writeFile(mapPath, original);
+    await writeFile(`${mapPath}.idx`, 'not an index');
+    expect(await trace()).toContain(`${fixture}:${throwLine}:9)`);
   });
 });

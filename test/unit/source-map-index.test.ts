@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import fc from 'fast-check';
-import { SourceMapIndex } from '../../cli/source-map-index.js';
+import { decodeIndexFile, encodeIndexFile, findMappings, indexFromFile, SourceMapIndex } from '../../cli/source-map-index.js';
 
 interface MapJson {
   sources: string[];
@@ -107,6 +107,72 @@ describe('source map index', () => {
         },
       ),
       { numRuns: 60 },
+    );
+  });
+
+  it("an index file made as the build makes it answers as the map does; one that does not fit the map, or is damaged, is not used", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'omni-srcmap-idx-'));
+    try {
+      const { esbuildOptions, writeSourceMapIndex } = (await import('../../scripts/build.mjs' as string)) as {
+        esbuildOptions: (entries: Record<string, string>, outdir: string) => Parameters<typeof build>[0];
+        writeSourceMapIndex: (mapPath: string) => Promise<string>;
+      };
+      await build(esbuildOptions({ fixture: 'cli/omnid.ts' }, dir));
+      const mapPath = join(dir, 'fixture.cjs.map');
+      expect(await writeSourceMapIndex(mapPath)).toBe('fixture.cjs.map.idx');
+      const raw = await readFile(mapPath);
+      const file = await readFile(`${mapPath}.idx`);
+      const json = JSON.parse(raw.toString('utf8')) as MapJson;
+      const fresh = new SourceMapIndex(json.mappings, json.sources);
+      const fromFile = indexFromFile(raw, file)!;
+      expect(fromFile).toBeDefined();
+      expect(decodeIndexFile(file)!.checkpoints).toEqual(fresh.checkpointTable());
+      const lines = (await readFile(join(dir, 'fixture.cjs'), 'utf8')).split('\n');
+      fc.assert(
+        fc.property(fc.nat({ max: lines.length }), fc.nat({ max: 1_000_000 }), (line, col) => {
+          const column = lines[line] ? col % (lines[line].length + 2) : col % 50;
+          expect(fromFile.lookup(line, column)).toEqual(fresh.lookup(line, column));
+        }),
+        { numRuns: 2000 },
+      );
+      // another map (one byte longer), a truncated or damaged file, another version: not used
+      expect(indexFromFile(Buffer.concat([raw, Buffer.from(' ')]), file)).toBeUndefined();
+      expect(indexFromFile(raw, file.subarray(0, file.length - 4))).toBeUndefined();
+      expect(indexFromFile(raw, file.subarray(0, 10))).toBeUndefined();
+      const otherVersion = Buffer.from(file);
+      otherVersion.write('2', 7, 'latin1');
+      expect(indexFromFile(raw, otherVersion)).toBeUndefined();
+      const badHeader = Buffer.from(file);
+      badHeader.write('!', 12, 'latin1');
+      expect(indexFromFile(raw, badHeader)).toBeUndefined();
+      expect(indexFromFile(raw, Buffer.alloc(0))).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('index files: the mappings found with any JSON white space around the colon; a checkpoint table that does not fit still never throws', () => {
+    for (const sep of [':', ' : ', ':\n  ', '\t:\r\n']) {
+      const text = `{"version":3,"sources":["a.ts"],"mappings"${sep}"AAAA;AACA","names":[]}`;
+      const where = findMappings(Buffer.from(text))!;
+      expect(text.slice(where.offset, where.offset + where.length)).toBe('AAAA;AACA');
+    }
+    expect(findMappings(Buffer.from('{"version":3,"mappings":3}'))).toBeUndefined();
+    expect(findMappings(Buffer.from('{"version":3}'))).toBeUndefined();
+    const mappings = `AAAA,${vlq(4)}AAC;AACA`;
+    const map = Buffer.from(`{"version":3,"sources":["a.ts"],"mappings":"${mappings}"}`);
+    const where = findMappings(map)!;
+    const good = encodeIndexFile({ mapBytes: map.length, mappingsOffset: where.offset, mappingsLength: where.length, sources: ['a.ts'], checkpoints: new SourceMapIndex(mappings, ['a.ts']).checkpointTable() });
+    expect(indexFromFile(map, good)!.lookup(0, 5)).toEqual({ source: 'a.ts', line: 0, column: 1 });
+    // checkpoints from nowhere (positions past the end, negative, lines out of order)
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: -100, max: 100 }), { minLength: 7, maxLength: 70 }), (ints) => {
+        const checkpoints = Int32Array.from(ints.slice(0, ints.length - (ints.length % 7)));
+        const f = encodeIndexFile({ mapBytes: map.length, mappingsOffset: where.offset, mappingsLength: where.length, sources: ['a.ts'], checkpoints });
+        const index = indexFromFile(map, f)!;
+        for (let line = 0; line < 3; line++) for (let column = 0; column < 8; column++) index.lookup(line, column);
+      }),
+      { numRuns: 200 },
     );
   });
 
