@@ -168,6 +168,19 @@ export class PnetKeystream {
     return this.xor(out, out);
   }
 
+  /**
+   * The next bytes of the stream XOR keystream, written over them (one buffer or a list of them;
+   * the same object is returned) — for bytes nothing else reads, as a socket's received chunks:
+   * no new buffer, and the bytes are still in the cache the kernel just wrote them through. For
+   * noble, transform()'s aligned copy instead (its word-wise XOR needs the alignment).
+   */
+  transformInPlace<T extends Uint8Array | Iterable<Uint8Array>>(data: T): T | Uint8Array {
+    if (this.cipher.backend !== 'libsodium') return this.transform(data);
+    if (data instanceof Uint8Array) return this.xor(data, data);
+    for (const p of data as Iterable<Uint8Array>) this.xor(p, p);
+    return data;
+  }
+
   /** Wipes the key material this direction holds. */
   destroy(): void {
     this.cipher.wipe();
@@ -214,10 +227,12 @@ class PnetConnection extends AbstractMultiaddrConnection {
     this.inbound = new PnetKeystream(init.key, init.remoteNonce);
 
     // These run inside socket event dispatch: an exception escaping them would be an uncaught
-    // exception of the process, so any failure aborts this connection only.
+    // exception of the process, so any failure aborts this connection only. The received chunks
+    // are the socket's own (Node gives each read a buffer of its own; the raw connection has
+    // handed them on): decrypted where they are.
     this.maConn.addEventListener('message', (evt) => {
       try {
-        this.onData(this.inbound.transform(evt.data));
+        this.onData(this.inbound.transformInPlace(evt.data));
       } catch (err) {
         this.abort(err as Error);
       }

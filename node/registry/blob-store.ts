@@ -293,29 +293,34 @@ export class BlobStore {
   }
 
   /**
-   * Keeps a blob a peer streams here (a copy pushed to this node): `chunks` are hashed as they
-   * pass and written to a temp file in runs of about 1 MiB; exactly `expected.sizeBytes` bytes must
-   * come (SIZE_INVALID), and the digest and piece digests must match (DIGEST_INVALID); nothing is
-   * kept otherwise. The size limit and the disk space are checked before `chunks` is asked for
-   * its first byte. `onWritten`: told how many bytes are in the file after each run written.
+   * Keeps a blob a peer streams here (a copy pushed to this node): `chunks` are written to a temp
+   * file in runs of about 1 MiB and each piece is checked against `expected.pieces` as it completes
+   * (DIGEST_INVALID at the first that differs: the rest is not waited for); exactly
+   * `expected.sizeBytes` bytes must come (SIZE_INVALID); nothing is kept otherwise. The whole
+   * blob is not hashed again: its record comes from the member that took the push and hashed the
+   * whole blob and its pieces in one pass (or from the catalog, for a repair copy), so bytes whose
+   * every piece matches it are that blob — as a fetch's pieces are (commit's `piecesVerified`); a
+   * one-piece record must name the digest itself. One SHA-256 pass over a copy instead of two.
+   * The size limit and the disk space are checked before `chunks` is asked for its first byte.
+   * `onWritten`: told how many bytes are in the file after each run written.
    */
   async receive(digest: string, expected: { sizeBytes: number; pieceSizeBytes: number; pieces: string[] }, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, onWritten?: (bytes: number) => void): Promise<BlobInfo> {
     if (!isDigest(digest)) throw new OmniError('DIGEST_INVALID', `${digest.slice(0, 80)} is not a sha256 digest`);
     const { sizeBytes, pieceSizeBytes } = expected;
     if (!Number.isSafeInteger(pieceSizeBytes) || pieceSizeBytes <= 0) throw new OmniError('DIGEST_INVALID', `blob ${digest}: bad piece size`);
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0 || expected.pieces.length !== pieceCount(sizeBytes, pieceSizeBytes)) throw new OmniError('DIGEST_INVALID', `blob ${digest}: ${sizeBytes} bytes do not fit its ${expected.pieces.length} pieces`);
+    if (expected.pieces.length === 1 && digestOfHex(expected.pieces[0]) !== digest) throw new OmniError('DIGEST_INVALID', `blob ${digest}: its one piece is recorded as ${expected.pieces[0]}`);
     this.checkSize(sizeBytes);
     await this.ensureSpace(sizeBytes);
     const tmpPath = this.tempPath();
-    const hasher = new BlobHasher(pieceSizeBytes);
+    const checker = new PieceChecker(digest, pieceSizeBytes, expected.pieces);
     const fh = await open(tmpPath, 'wx', 0o600);
-    let hashed: BlobInfo;
     try {
       const out = new BatchedWriter(fh, 0, RECEIVE_WRITE_BYTES);
       try {
         for await (const chunk of chunks) {
           if (out.position + out.buffered + chunk.byteLength > sizeBytes) throw new OmniError('SIZE_INVALID', `blob ${digest}: more than its ${sizeBytes} bytes sent`);
-          hasher.update(chunk);
+          checker.update(chunk);
           const before = out.position;
           await out.push(chunk);
           if (out.position !== before) onWritten?.(out.position);
@@ -328,12 +333,12 @@ export class BlobStore {
       }
       const written = out.position;
       if (written !== sizeBytes) throw new OmniError('SIZE_INVALID', `blob ${digest}: ${written} of its ${sizeBytes} bytes came`);
-      hashed = hasher.result();
+      checker.finish();
     } catch (err) {
       await rm(tmpPath, { force: true });
       throw err;
     }
-    return this.commit(tmpPath, digest, expected, { hashed });
+    return this.commit(tmpPath, digest, expected, { piecesVerified: true });
   }
 
   /**
@@ -512,6 +517,44 @@ export class BlobHasher {
     if (this.inPiece > 0) this.pieces.push(this.piece.digest('hex'));
     if (this.pieces.length !== pieceCount(this.sizeBytes, this.pieceSizeBytes)) throw new Error('piece count mismatch');
     return { digest: digestOfHex(this.whole.digest('hex')), sizeBytes: this.sizeBytes, pieceSizeBytes: this.pieceSizeBytes, pieces: this.pieces };
+  }
+}
+
+/** Bytes fed in order checked against a blob's recorded piece digests, each as it completes (DIGEST_INVALID at the first that differs). */
+class PieceChecker {
+  private piece = createHash('sha256');
+  private inPiece = 0;
+  private index = 0;
+
+  constructor(
+    private readonly digest: string,
+    private readonly pieceSizeBytes: number,
+    private readonly pieces: readonly string[],
+  ) {}
+
+  update(buf: Uint8Array): void {
+    let off = 0;
+    while (off < buf.length) {
+      const take = Math.min(buf.length - off, this.pieceSizeBytes - this.inPiece);
+      this.piece.update(take === buf.length ? buf : buf.subarray(off, off + take));
+      this.inPiece += take;
+      off += take;
+      if (this.inPiece === this.pieceSizeBytes) this.endPiece();
+    }
+  }
+
+  /** The last piece checked; every recorded piece must have come. */
+  finish(): void {
+    if (this.inPiece > 0) this.endPiece();
+    if (this.index !== this.pieces.length) throw new OmniError('DIGEST_INVALID', `blob ${this.digest}: ${this.index} pieces came, ${this.pieces.length} recorded`);
+  }
+
+  private endPiece(): void {
+    const got = this.piece.digest('hex');
+    if (got !== this.pieces[this.index]) throw new OmniError('DIGEST_INVALID', `blob ${this.digest}: piece ${this.index} is ${got}, ${this.pieces[this.index] ?? 'none'} recorded`);
+    this.index++;
+    this.piece = createHash('sha256');
+    this.inPiece = 0;
   }
 }
 

@@ -204,6 +204,35 @@ describe('a copy pushed to a peer', () => {
     expect(await tempFilesB()).toEqual([]);
   });
 
+  it('a receiving store checks each piece against the record as it completes (DIGEST_INVALID at the first that differs), and a one-piece record must name the digest; nothing is kept', async () => {
+    const bytes = randomBytes(300_000); // 5 pieces of 64 KiB
+    const digest = sha(bytes);
+    const damaged = Buffer.from(bytes);
+    damaged[2 * PIECE + 7] ^= 1;
+    let asked = 0;
+    const chunks = function* () {
+      for (let at = 0; at < damaged.length; at += 10_000) {
+        asked = at;
+        yield damaged.subarray(at, at + 10_000);
+      }
+    };
+    await expect(storeB.receive(digest, recordOf(bytes), chunks())).rejects.toMatchObject({ code: 'DIGEST_INVALID', message: expect.stringContaining('piece 2 ') });
+    expect(asked).toBeLessThan(3 * PIECE); // stopped at the piece, not at the end
+    // a record of other bytes: refused at the first piece
+    const other = randomBytes(300_000);
+    await expect(storeB.receive(digest, recordOf(other), [bytes])).rejects.toMatchObject({ code: 'DIGEST_INVALID' });
+    // one piece: it is the whole blob, so it must be the digest
+    const small = randomBytes(1000);
+    await expect(storeB.receive(sha(randomBytes(1000)), recordOf(small), [small])).rejects.toMatchObject({ code: 'DIGEST_INVALID', message: expect.stringContaining('its one piece') });
+    expect(storeB.has(digest)).toBe(false);
+    expect(await tempFilesB()).toEqual([]);
+    // the bytes as recorded: kept, and read back as they are
+    const kept = await storeB.receive(digest, recordOf(bytes), [bytes.subarray(0, 100_001), bytes.subarray(100_001)]);
+    expect(kept).toMatchObject({ digest, sizeBytes: bytes.length, pieces: recordOf(bytes).pieces });
+    expect(storeB.has(digest)).toBe(true);
+    expect(sha(Buffer.concat(await Array.fromAsync(storeB.readUnverified(digest, 64 * 1024))))).toBe(digest);
+  });
+
   it('the holder stays within the window of what a slow peer has written: it does not read the whole blob ahead', async () => {
     const bytes = randomBytes(24 * 1024 * 1024);
     const digest = sha(bytes);
