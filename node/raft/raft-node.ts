@@ -19,6 +19,7 @@ import { NONE, ConfChangeType, EntryType, MessageType, Role, type ConfChange, ty
 import { decodeConfChange } from '../../protocol/codec.js';
 import { seededRng } from '../../protocol/rng.js';
 import { DEFAULT_TAIL_ENTRIES } from '../../protocol/raft/compaction.js';
+import { lostLeaderCampaignDelayMs } from '../../protocol/raft/lost-leader.js';
 import { RaftRestoreError } from '../../protocol/raft/errors.js';
 import { ClusterState, StateRestoreError, needsValues, valueRow, type ApplyResult, type KvRecord, type StateOptions } from '../../protocol/cluster/state.js';
 import type { RaftStore, StreamedState } from './raft-store.js';
@@ -519,23 +520,27 @@ export class RaftNode {
   /**
    * Every connection to `id` closed (a killed process closes its sockets at once). If `id` was
    * this follower's leader, the follower forgets it (it then grants votes without waiting out
-   * the leader's lease) and campaigns — pre-vote first — after a random delay of up to a fifth
-   * of the election timeout, unless a leader shows up meanwhile: a failover in a few hundred
-   * milliseconds instead of a whole randomized election timeout (1-2 s by default). The other
-   * followers see the same close; the random delay staggers their campaigns (no split vote in
-   * the common case), and a leader that is in fact alive keeps its followers (they refuse the
-   * pre-vote while in its lease) and is followed again on its next heartbeat.
+   * the leader's lease) and campaigns — pre-vote first — within a fifth of the election timeout,
+   * unless a leader shows up meanwhile: a failover in a few hundred milliseconds instead of a
+   * whole randomized election timeout (1-2 s by default). The other followers see the same close;
+   * they take turns in the order of their ids (protocol/raft/lost-leader.ts: independent random
+   * delays split the vote when two campaigns started within a message's flight), and a leader
+   * that is in fact alive keeps its followers (they refuse the pre-vote while in its lease) and is
+   * followed again on its next heartbeat.
    */
   peerDisconnected(id: NodeId): void {
     if (this.stopped || this.fatal || id === this.id) return;
     if (!this.core('forgetLeader', () => this.raft.forgetLeader(id))) return;
     this.timers.clearTimeout(this.lostLeaderTimer);
     const spreadMs = Math.max(1, Math.floor((this.timing.electionTick * this.timing.tickMs) / 5));
-    this.lostLeaderTimer = this.timers.setTimeout(() => {
-      this.lostLeaderTimer = undefined;
-      if (this.stopped || this.fatal || this.raft.lead !== NONE || this.raft.role !== Role.Follower) return;
-      this.campaign();
-    }, randomInt(spreadMs));
+    const delayMs = lostLeaderCampaignDelayMs(this.id, this.raft.voters, id, spreadMs, randomInt(2 ** 30) / 2 ** 30);
+    if (delayMs !== undefined) {
+      this.lostLeaderTimer = this.timers.setTimeout(() => {
+        this.lostLeaderTimer = undefined;
+        if (this.stopped || this.fatal || this.raft.lead !== NONE || this.raft.role !== Role.Follower) return;
+        this.campaign();
+      }, delayMs);
+    }
     this.schedule();
   }
 
