@@ -101,9 +101,15 @@ async function cluster(keepLogBytesForFollowers: number | undefined) {
       sendSnapshot: (m, view) => {
         const leader = nodes.get(id)!;
         calls.push({ m, viewId: view.id, viewIndex: view.appliedIndex, leaderFirstIndex: leader.raft.log.firstIndex() });
+        // a resend of the view on its way joins it; one that failed is forgotten, so a resend
+        // starts it again (as SnapshotStream: a transfer refused while the follower's sink held
+        // another view's staged snapshot must not fail every resend of that view for good)
         const key = `${m.to}:${view.id}`;
         let p = transfers.get(key);
-        if (!p) transfers.set(key, (p = transfer(id, m, view)));
+        if (!p) {
+          transfers.set(key, (p = transfer(id, m, view)));
+          p.catch(() => transfers.get(key) === p && transfers.delete(key));
+        }
         return p;
       },
       observer: { persisted: (rd) => rd.snapshot && installed.push(rd.snapshot.meta.index) },
