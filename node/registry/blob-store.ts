@@ -9,7 +9,7 @@
 //   DIR/blobs/sha256/<hex>.pieces   {"sizeBytes", "pieceSizeBytes", "pieces": [hex…]}
 //   DIR/tmp/                        uploads and fetches in progress (emptied at open, except
 //                                   resumable fetches, see fetchPath)
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { open, readdir, readFile, rename, rm, stat, statfs, mkdir, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OmniError } from '../errors.js';
@@ -313,7 +313,7 @@ export class BlobStore {
     this.checkSize(sizeBytes);
     await this.ensureSpace(sizeBytes);
     const tmpPath = this.tempPath();
-    const checker = new PieceChecker(digest, pieceSizeBytes, expected.pieces);
+    const checker = new BlobHasher(pieceSizeBytes, { digest, pieces: expected.pieces });
     const fh = await open(tmpPath, 'wx', 0o600);
     try {
       const out = new BatchedWriter(fh, 0, RECEIVE_WRITE_BYTES);
@@ -333,7 +333,7 @@ export class BlobStore {
       }
       const written = out.position;
       if (written !== sizeBytes) throw new OmniError('SIZE_INVALID', `blob ${digest}: ${written} of its ${sizeBytes} bytes came`);
-      checker.finish();
+      checker.result();
     } catch (err) {
       await rm(tmpPath, { force: true });
       throw err;
@@ -483,76 +483,51 @@ export class BlobStore {
 /**
  * sha256 of a blob's bytes and of each of its pieces, fed in order (hashFile reads a file through
  * it; an upload whose size is known hashes the bytes as they arrive, so the commit need not read
- * them back).
+ * them back). With `expected` (a copy from a member, BlobStore.receive) it checks each piece
+ * against the record as the piece completes (DIGEST_INVALID at the first that differs) and does not
+ * hash the whole blob: the result names `expected.digest`.
  */
 export class BlobHasher {
-  private readonly whole = createHash('sha256');
+  private readonly whole: Hash | undefined;
   private piece = createHash('sha256');
   private inPiece = 0;
   private sizeBytes = 0;
   private readonly pieces: string[] = [];
 
-  constructor(readonly pieceSizeBytes: number) {}
+  constructor(
+    readonly pieceSizeBytes: number,
+    private readonly expected?: { digest: string; pieces: readonly string[] },
+  ) {
+    this.whole = expected ? undefined : createHash('sha256');
+  }
 
   update(buf: Uint8Array): void {
     let off = 0;
     while (off < buf.length) {
       const take = Math.min(buf.length - off, this.pieceSizeBytes - this.inPiece);
       const chunk = take === buf.length ? buf : buf.subarray(off, off + take);
-      this.whole.update(chunk);
+      this.whole?.update(chunk);
       this.piece.update(chunk);
       this.inPiece += take;
       off += take;
-      if (this.inPiece === this.pieceSizeBytes) {
-        this.pieces.push(this.piece.digest('hex'));
-        this.piece = createHash('sha256');
-        this.inPiece = 0;
-      }
+      if (this.inPiece === this.pieceSizeBytes) this.endPiece();
     }
     this.sizeBytes += buf.length;
   }
 
   /** The blob's info; the hasher is spent. */
   result(): BlobInfo {
-    if (this.inPiece > 0) this.pieces.push(this.piece.digest('hex'));
-    if (this.pieces.length !== pieceCount(this.sizeBytes, this.pieceSizeBytes)) throw new Error('piece count mismatch');
-    return { digest: digestOfHex(this.whole.digest('hex')), sizeBytes: this.sizeBytes, pieceSizeBytes: this.pieceSizeBytes, pieces: this.pieces };
-  }
-}
-
-/** Bytes fed in order checked against a blob's recorded piece digests, each as it completes (DIGEST_INVALID at the first that differs). */
-class PieceChecker {
-  private piece = createHash('sha256');
-  private inPiece = 0;
-  private index = 0;
-
-  constructor(
-    private readonly digest: string,
-    private readonly pieceSizeBytes: number,
-    private readonly pieces: readonly string[],
-  ) {}
-
-  update(buf: Uint8Array): void {
-    let off = 0;
-    while (off < buf.length) {
-      const take = Math.min(buf.length - off, this.pieceSizeBytes - this.inPiece);
-      this.piece.update(take === buf.length ? buf : buf.subarray(off, off + take));
-      this.inPiece += take;
-      off += take;
-      if (this.inPiece === this.pieceSizeBytes) this.endPiece();
-    }
-  }
-
-  /** The last piece checked; every recorded piece must have come. */
-  finish(): void {
     if (this.inPiece > 0) this.endPiece();
-    if (this.index !== this.pieces.length) throw new OmniError('DIGEST_INVALID', `blob ${this.digest}: ${this.index} pieces came, ${this.pieces.length} recorded`);
+    if (this.pieces.length !== pieceCount(this.sizeBytes, this.pieceSizeBytes)) throw new Error('piece count mismatch');
+    if (this.expected && this.pieces.length !== this.expected.pieces.length) throw new OmniError('DIGEST_INVALID', `blob ${this.expected.digest}: ${this.pieces.length} pieces came, ${this.expected.pieces.length} recorded`);
+    return { digest: this.expected?.digest ?? digestOfHex(this.whole!.digest('hex')), sizeBytes: this.sizeBytes, pieceSizeBytes: this.pieceSizeBytes, pieces: this.pieces };
   }
 
   private endPiece(): void {
-    const got = this.piece.digest('hex');
-    if (got !== this.pieces[this.index]) throw new OmniError('DIGEST_INVALID', `blob ${this.digest}: piece ${this.index} is ${got}, ${this.pieces[this.index] ?? 'none'} recorded`);
-    this.index++;
+    const hex = this.piece.digest('hex');
+    const want = this.expected?.pieces[this.pieces.length];
+    if (this.expected && hex !== want) throw new OmniError('DIGEST_INVALID', `blob ${this.expected.digest}: piece ${this.pieces.length} is ${hex}, ${want ?? 'none'} recorded`);
+    this.pieces.push(hex);
     this.piece = createHash('sha256');
     this.inPiece = 0;
   }

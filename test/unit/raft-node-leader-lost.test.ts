@@ -30,15 +30,21 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
 });
 
-async function follower(sent: Message[]): Promise<RaftNode> {
+/** A started RaftNode `id` of a fresh cluster of `voters`, its messages handed to `send`. */
+async function openNode(id: string, voters: string[], send: (msgs: Message[]) => void): Promise<RaftNode> {
   const dir = await mkdtemp(join(tmpdir(), 'omni-leader-lost-'));
   dirs.push(dir);
   const storage = await RaftStorage.open(dir);
-  const boot = bootstrapState([ID, LEADER, OTHER]);
+  const boot = bootstrapState(voters);
   await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
-  const n = await RaftNode.open({ id: ID, storage, send: (msgs) => sent.push(...msgs), log: silentLogger, timing: TIMING });
+  const n = await RaftNode.open({ id, storage, send, log: silentLogger, timing: TIMING });
   nodes.push(n);
   n.start();
+  return n;
+}
+
+async function follower(sent: Message[]): Promise<RaftNode> {
+  const n = await openNode(ID, [ID, LEADER, OTHER], (msgs) => sent.push(...msgs));
   n.step({ ...emptyMessage(MessageType.Heartbeat, LEADER, ID, 1) });
   await waitFor('the leader known', () => n.leader === LEADER, 5000, 5);
   return n;
@@ -93,24 +99,14 @@ describe('the survivors of a lost leader take turns', () => {
       const ids = ['a', 'b', 'c'];
       const byId = new Map<string, RaftNode>();
       const dead = new Set<string>();
-      for (const id of ids) {
-        const dir = await mkdtemp(join(tmpdir(), 'omni-leader-lost-'));
-        dirs.push(dir);
-        const storage = await RaftStorage.open(dir);
-        const boot = bootstrapState(ids);
-        await storage.save({ hardState: boot.hardState, entries: boot.entries }, true);
-        // delivered a moment later, as a network would; nothing to or from a dead node
-        const send = (msgs: Message[]) => {
-          for (const m of msgs)
-            setImmediate(() => {
-              if (!dead.has(m.from) && !dead.has(m.to)) byId.get(m.to)?.step(m);
-            });
-        };
-        const n = await RaftNode.open({ id, storage, send, log: silentLogger, timing: TIMING });
-        byId.set(id, n);
-        nodes.push(n);
-        n.start();
-      }
+      // delivered a moment later, as a network would; nothing to or from a dead node
+      const send = (msgs: Message[]) => {
+        for (const m of msgs)
+          setImmediate(() => {
+            if (!dead.has(m.from) && !dead.has(m.to)) byId.get(m.to)?.step(m);
+          });
+      };
+      for (const id of ids) byId.set(id, await openNode(id, ids, send));
       // a campaign waits for the bootstrap configuration to be applied
       await waitFor('the configuration applied', () => [...byId.values()].every((n) => n.raft.log.applied > 0 && n.raft.log.applied === n.raft.log.committed), 5000, 5);
       byId.get('c')!.campaign();
