@@ -209,8 +209,13 @@ export class Omnid {
   private registered = false;
   /** Leader, voter, learner and node-record counts at the last afterApply (see there). */
   private lastMembership = '';
-  /** True while waitBootstrapped runs (the root's first proposals): joins are answered UNAVAILABLE. */
+  /**
+   * True from the start of a root that has not created its cluster yet until waitBootstrapped
+   * ends (the root's first proposals): a join that arrives meanwhile waits for it (untilBootstrapped).
+   */
   private bootstrapping = false;
+  /** Joins held until the bootstrap ends (woken by waitBootstrapped). */
+  private bootstrapWaiters: (() => void)[] = [];
   /** Resolved by the next afterApply (waitBootstrapped waits on it instead of polling). */
   private appliedWaiters: (() => void)[] = [];
   private readonly knownAddrs = new Map<string, string>();
@@ -226,6 +231,7 @@ export class Omnid {
     this.transport = transport;
     this.rpc = rpc;
     this.name = meta.name;
+    this.bootstrapping = meta.bootstrap !== undefined;
     this.clusterId = meta.clusterId;
     this.networkKeyHex = meta.networkKeyHex;
     this.log = log;
@@ -252,6 +258,7 @@ export class Omnid {
       selfRecord: () => this.selfRecord(),
       clusterCa: () => loadClusterCa(opts.dataDir),
       initialising: () => this.bootstrapping || raft.state.config().clusterId === '',
+      untilInitialised: (maxMs) => this.untilBootstrapped(maxMs),
       finishLeaving: (reason) => this.finishLeaving(reason),
     });
     this.peers = {
@@ -878,7 +885,13 @@ export class Omnid {
       await this.bootstrap();
     } finally {
       this.bootstrapping = false;
+      for (const wake of this.bootstrapWaiters.splice(0)) wake();
     }
+  }
+
+  /** Resolves once this node is not (or no longer) creating its cluster, or after `maxMs`. */
+  private untilBootstrapped(maxMs: number): Promise<void> {
+    return this.bootstrapping ? wokenOrAfter(this.bootstrapWaiters, maxMs) : Promise.resolve();
   }
 
   private async bootstrap(): Promise<void> {
@@ -923,18 +936,7 @@ export class Omnid {
 
   /** Resolves after the next applied Ready, or after `maxMs`. */
   private nextApplied(maxMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        const i = this.appliedWaiters.indexOf(wake);
-        if (i >= 0) this.appliedWaiters.splice(i, 1);
-        resolve();
-      }, maxMs);
-      this.appliedWaiters.push(wake);
-    });
+    return wokenOrAfter(this.appliedWaiters, maxMs);
   }
 
   /** Every (re)start re-registers this node: its addresses, API URL or resources may have changed. */
@@ -1052,4 +1054,20 @@ function defaultName(): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Resolves when the wake function it adds to `waiters` is called, or after `maxMs` (then it is removed). */
+function wokenOrAfter(waiters: (() => void)[], maxMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const wake = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      const i = waiters.indexOf(wake);
+      if (i >= 0) waiters.splice(i, 1);
+      resolve();
+    }, maxMs);
+    waiters.push(wake);
+  });
 }

@@ -14,8 +14,9 @@ const AUTOPILOT_INTERVAL_MS = 500;
  * While the membership is forming (a learner waits to make the voter target, a configuration
  * change is in flight, the root is due to step down) or the last round acted, the next round
  * comes this soon: a cold start's promotions, transfer and retirement are a chain of rounds.
+ * (A membership change applied during a round brings the next one at once: see kick.)
  */
-const SETTLING_INTERVAL_MS = 50;
+const SETTLING_INTERVAL_MS = 20;
 /** A learner this close to the leader's log is caught up enough to vote. */
 const MAX_PROMOTABLE_LAG_ENTRIES = 64;
 /** Leadership transfers are retried at most this often. */
@@ -42,6 +43,8 @@ export class Autopilot {
   private busy = false;
   /** Between a timer firing and the next one being set (kick waits for it). */
   private inRound = false;
+  /** kick was called during a round: the next round comes at once. */
+  private kickedInRound = false;
   private leaderSinceMs = 0;
   private readonly downSinceMs = new Map<string, number>();
   private lastTransferMs = 0;
@@ -65,11 +68,16 @@ export class Autopilot {
    * A round now instead of at the next timer: the leadership or the membership changed (the
    * daemon calls this after applying such a change). A node that has just become leader acts at
    * once — a joining node's timer could still be on the 500 ms it took while it was catching up,
-   * which held a cold start's root step-down back by that long. Ignored while a round runs (it
-   * schedules the next one itself, so there is only ever one timer).
+   * which held a cold start's root step-down back by that long. During a round (whose own
+   * promotion was just applied, say) the next round comes as soon as it ends: it schedules the
+   * next one itself, so there is only ever one timer.
    */
   kick(): void {
-    if (this.stopped || this.inRound) return;
+    if (this.stopped) return;
+    if (this.inRound) {
+      this.kickedInRound = true;
+      return;
+    }
     clearTimeout(this.timer);
     this.scheduleRound(0);
   }
@@ -77,11 +85,13 @@ export class Autopilot {
   private scheduleRound(delayMs: number): void {
     this.timer = setTimeout(() => {
       this.inRound = true;
+      this.kickedInRound = false;
       void this.round()
         .catch(() => false)
         .then((acted) => {
           this.inRound = false;
-          if (!this.stopped) this.scheduleRound(acted || this.settling() ? SETTLING_INTERVAL_MS : AUTOPILOT_INTERVAL_MS);
+          if (this.stopped) return;
+          this.scheduleRound(this.kickedInRound ? 0 : acted || this.settling() ? SETTLING_INTERVAL_MS : AUTOPILOT_INTERVAL_MS);
         });
     }, delayMs);
   }

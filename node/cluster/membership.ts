@@ -31,6 +31,8 @@ export const DEFAULT_JOIN_TIMEOUT_MS = 30_000;
 /** An attempt that failed this way never reached the host: nothing was asked of the cluster. */
 const NOT_CONNECTED_RE = /ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|ENOTFOUND/;
 const JOIN_ATTEMPT_MS = 8000;
+/** How long the root holds a join that arrives while it creates the cluster (well within JOIN_ATTEMPT_MS). */
+const JOIN_WAITS_FOR_INIT_MS = 3000;
 /**
  * Pause between join attempts: from the first, growing by a quarter each time, to the last (about
  * 2.5 s of attempts before it): hosts provisioned together find the root within ~25 ms of its
@@ -79,6 +81,8 @@ export interface MembershipDeps {
   clusterSchema(): number;
   /** The root has not finished creating the cluster (its join token may not be in the state yet). */
   initialising(): boolean;
+  /** Resolves once a root creating its cluster has (at once on any other node), or after `maxMs`. */
+  untilInitialised(maxMs: number): Promise<void>;
   /** This node left or was removed: stop its tasks and shut down (called once). */
   finishLeaving(reason: string): Promise<void>;
 }
@@ -101,6 +105,9 @@ export class Membership {
     const p = params as { token?: unknown; node?: Partial<NodeRecord> };
     if (typeof p?.token !== 'string' || typeof p.node !== 'object' || p.node === null) throw new OmniError('BAD_REQUEST', 'join needs {token, node}');
     if (p.node.id !== from) throw new OmniError('FORBIDDEN', 'a node may only join as itself');
+    // Hosts provisioned together ask the root early: a join that arrives while it creates the
+    // cluster is answered once it has, instead of refused and retried (a cold start's critical path).
+    await d.untilInitialised(JOIN_WAITS_FOR_INIT_MS);
     if (!d.raft.isLeader) throw new OmniError('NOT_LEADER', 'joins are decided by the leader', this.leaderContact());
     // Hosts provisioned together may ask before the root's join token is in the state: not a refusal.
     if (d.initialising()) throw new OmniError('UNAVAILABLE', 'the cluster is still being initialised; retry shortly');

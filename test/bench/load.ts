@@ -125,6 +125,29 @@ export function writeSyscallsOf(pids: number[]): number {
   return n;
 }
 
+/** Context switches of every thread of these processes so far: voluntary (a thread waited) and involuntary (preempted). */
+export function contextSwitchesOf(pids: number[]): { voluntary: number; involuntary: number } {
+  const n = { voluntary: 0, involuntary: 0 };
+  for (const pid of pids) {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // gone
+    }
+    for (const tid of tids) {
+      try {
+        const s = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+        n.voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+        n.involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+      } catch {
+        // the thread ended
+      }
+    }
+  }
+  return n;
+}
+
 /** Resident memory of one process in MiB (VmRSS), or NaN when it is gone. */
 export function rssMiBOf(pid: number): number {
   try {

@@ -9,7 +9,7 @@
 // echoes the omnids' output.
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import { EtcdCluster } from './etcd-cluster.js';
-import { Http, cpuMsOf, log, rssMiBOf, writeLoad, writeSyscallsOf } from './load.js';
+import { Http, contextSwitchesOf, cpuMsOf, log, rssMiBOf, writeLoad, writeSyscallsOf } from './load.js';
 
 const CONCURRENCY = Number(process.argv[2] ?? 16);
 const SECONDS = Number(process.argv[3] ?? 10);
@@ -30,12 +30,14 @@ async function measure(name: string, t: Target): Promise<void> {
   const cpu0 = cpuMsOf(t.pids);
   const sys0 = t.pids.map((p) => writeSyscallsOf([p]));
   const own0 = process.cpuUsage();
+  const cs0 = contextSwitchesOf(t.pids);
   const r = await writeLoad(t.endpoints, CONCURRENCY, SECONDS * 1000, op);
   const cpuMs = cpuMsOf(t.pids) - cpu0;
   const perOp = t.pids.map((p, i) => ((writeSyscallsOf([p]) - sys0[i]) / r.ops).toFixed(2));
+  const cs1 = contextSwitchesOf(t.pids);
   const own = process.cpuUsage(own0);
   const ownMs = (own.user + own.system) / 1000;
-  log(`${name} c=${CONCURRENCY}: ${r.writesPerS} ${MODE}s/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; ${name} CPU ${Math.round((cpuMs / r.ops) * 1000)} ms per 1,000 ${MODE}s, the load generator's ${Math.round((ownMs / r.ops) * 1000)} ms; write syscalls per ${MODE} by process ${perOp.join(' / ')}; RSS after, MiB ${t.pids.map((p) => Math.round(rssMiBOf(p))).join(' / ')}`);
+  log(`${name} c=${CONCURRENCY}: ${r.writesPerS} ${MODE}s/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, errors ${r.errors}; ${name} CPU ${Math.round((cpuMs / r.ops) * 1000)} ms per 1,000 ${MODE}s, the load generator's ${Math.round((ownMs / r.ops) * 1000)} ms; write syscalls per ${MODE} by process ${perOp.join(' / ')}; context switches per ${MODE} (all threads of the cluster) ${((cs1.voluntary - cs0.voluntary) / r.ops).toFixed(1)} voluntary, ${((cs1.involuntary - cs0.involuntary) / r.ops).toFixed(1)} involuntary; RSS after, MiB ${t.pids.map((p) => Math.round(rssMiBOf(p))).join(' / ')}`);
 }
 
 async function omni(): Promise<void> {

@@ -161,26 +161,35 @@ describe('3-node cluster formed by init + join', () => {
     await expect(c.join('outsider', [], c.joinAddr, forged)).rejects.toThrow(/private-network handshake (failed|did not complete within \d+ s \(wrong cluster key)/);
   });
 
-  it('a join the node turns away before the handshake (more than 5 connections from one host in a second) is retried, not called a wrong key', async () => {
+  it('a join the node turns away before the handshake (all its slots for connections in their handshake taken) is retried, not called a wrong key', async () => {
     const port = Number(/\/tcp\/(\d+)\//.exec(c.joinAddr)![1]);
     const turnedAway = (l: string) => l.includes('turned the connection away before the handshake');
-    // Six connections that never speak use up libp2p's per-host allowance for a second; a fresh
-    // six every 300 ms keep it used up (whenever the joiner's process gets to dial) until the
-    // joiner says it was turned away; then the allowance comes back and its retry gets in.
-    let idle: Socket[] = [];
-    const burst = () => {
-      for (const s of idle) s.destroy();
-      idle = Array.from({ length: 6 }, () => createConnection(port, '127.0.0.1').on('error', () => undefined));
+    // libp2p takes at most 10 inbound connections in their handshake at once, and at most 5 a
+    // second from one host. Ten connections that never speak, five in each of two seconds, hold
+    // all ten slots for the whole handshake timeout (10 s), so the joiner's first connection is
+    // turned away whenever its process gets to dial (bursts of a few connections every 300 ms,
+    // as before, left a gap after each second's allowance came back, and a join that dialled
+    // into it got in at once: a flaky test). Once the joiner says it was turned away, they close
+    // and its retry gets in.
+    const idle: Socket[] = [];
+    const open = (n: number) => {
+      for (let i = 0; i < n; i++) idle.push(createConnection(port, '127.0.0.1').on('error', () => undefined));
     };
-    burst();
-    const timer = setInterval(() => (c.nodes.get('n4')?.lines.some(turnedAway) ? clearInterval(timer) : burst()), 300);
+    open(5);
+    await new Promise((r) => setTimeout(r, 1100));
+    open(5);
+    await new Promise((r) => setTimeout(r, 200));
+    const release = () => {
+      for (const sock of idle) sock.destroy();
+    };
+    const timer = setInterval(() => c.nodes.get('n4')?.lines.some(turnedAway) && (clearInterval(timer), release()), 50);
     try {
       const n4 = await c.join('n4');
       expect(n4.lines.filter(turnedAway)).toHaveLength(1); // said once, however many retries
       expect((await status(c, 'n4')).health).toBeDefined();
     } finally {
       clearInterval(timer);
-      for (const s of idle) s.destroy();
+      release();
     }
   });
 });

@@ -49,6 +49,8 @@ describe('join: the leader gates on the schema', () => {
       clusterCa: async () => null,
       clusterSchema: () => schema,
       initialising: () => initialising,
+      // the wait for the root's bootstrap ran out (a root that finishes in time: the test below)
+      untilInitialised: async () => undefined,
     }) as unknown as MembershipDeps;
   const node = { id: 'joiner', name: 'j1', addrs: [], apiUrl: 'http://127.0.0.1:1', labels: {}, resources: { cpuCores: 1, memoryBytes: 1, diskBytes: 1, arch: 'amd64', gpus: [], drivers: ['docker'] } };
 
@@ -64,10 +66,32 @@ describe('join: the leader gates on the schema', () => {
     await expect(new Membership(deps(1, false, SCHEMA_QUOTA_SET)).handleJoin({ token: TOKEN, node, schema: SCHEMA_QUOTA_SET }, 'joiner')).resolves.toMatchObject({ clusterId: 'c1' });
   });
 
-  it('a root still creating the cluster answers UNAVAILABLE (the joiner retries), not a refusal, and proposes nothing', async () => {
+  it('a root still creating the cluster when the wait runs out answers UNAVAILABLE (the joiner retries), not a refusal, and proposes nothing', async () => {
     proposed.length = 0;
     await expect(new Membership(deps(2, true)).handleJoin({ token: 'OMNIJ1.a-token-not-in-the-state-yet', node, schema: 2 }, 'joiner')).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringContaining('still being initialised') });
     expect(proposed).toEqual([]);
+  });
+
+  it('a join that arrives while the root creates the cluster waits for it and is admitted with the join token the bootstrap adds', async () => {
+    proposed.length = 0;
+    let initialising = true;
+    let finish!: () => void;
+    const finished = new Promise<void>((r) => (finish = r));
+    const base = deps(2);
+    const tokens = base.raft.state.tokens;
+    const d = {
+      ...base,
+      raft: { ...base.raft, state: { ...base.raft.state, tokens: () => (initialising ? [] : tokens()) } },
+      initialising: () => initialising,
+      untilInitialised: () => finished,
+    } as unknown as MembershipDeps;
+    const answer = new Membership(d).handleJoin({ token: TOKEN, node, schema: 2 }, 'joiner');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(proposed).toEqual([]); // nothing decided while the root creates the cluster
+    initialising = false;
+    finish();
+    await expect(answer).resolves.toMatchObject({ clusterId: 'c1' });
+    expect(proposed.map((c) => c.type)).toEqual(['node.register']);
   });
 
   it('a newer joiner into an older cluster is admitted, its record without the later fields', async () => {
