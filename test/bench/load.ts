@@ -85,14 +85,26 @@ export function median(xs: number[]): number {
 }
 
 /** CPU time (user + system, ms) of `pids` and every process under them, from /proc. */
+/** The fields of /proc/PID/stat after the command name (field 3, the state, is [0]): `pid` 'self' for this process. */
+export function procStatFields(pid: number | 'self'): string[] {
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+/** The `key: number` lines of a /proc file (status, io: units such as kB dropped). */
+export function procKeyNumbers(path: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of readFileSync(path, 'utf8').matchAll(/^(\w+):\s+(\d+)/gm)) out.set(m[1], Number(m[2]));
+  return out;
+}
+
 export function cpuMsOf(pids: number[]): number {
   const tick = 100; // USER_HZ on Linux
   const stats = new Map<number, { ppid: number; ms: number }>();
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
-      const text = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      const f = procStatFields(Number(d));
       stats.set(Number(d), { ppid: Number(f[1]), ms: ((Number(f[11]) + Number(f[12])) * 1000) / tick });
     } catch {
       // gone meanwhile
@@ -116,8 +128,7 @@ export function writeSyscallsOf(pids: number[]): number {
   let n = 0;
   for (const pid of pids) {
     try {
-      const m = /syscw:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
-      if (m) n += Number(m[1]);
+      n += procKeyNumbers(`/proc/${pid}/io`).get('syscw') ?? 0;
     } catch {
       // gone, or not readable
     }
@@ -137,9 +148,9 @@ export function contextSwitchesOf(pids: number[]): { voluntary: number; involunt
     }
     for (const tid of tids) {
       try {
-        const s = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-        n.voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0);
-        n.involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+        const s = procKeyNumbers(`/proc/${pid}/task/${tid}/status`);
+        n.voluntary += s.get('voluntary_ctxt_switches') ?? 0;
+        n.involuntary += s.get('nonvoluntary_ctxt_switches') ?? 0;
       } catch {
         // the thread ended
       }
@@ -151,8 +162,8 @@ export function contextSwitchesOf(pids: number[]): { voluntary: number; involunt
 /** Resident memory of one process in MiB (VmRSS), or NaN when it is gone. */
 export function rssMiBOf(pid: number): number {
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : NaN;
+    const kb = procKeyNumbers(`/proc/${pid}/status`).get('VmRSS');
+    return kb === undefined ? NaN : kb / 1024;
   } catch {
     return NaN;
   }

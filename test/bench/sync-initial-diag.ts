@@ -4,32 +4,28 @@
 // node --import tsx test/bench/sync-initial-diag.ts [files]
 // DIAG_ECHO=0: the nodes' lines not echoed.
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { LocalCluster } from '../../node/local-cluster.js';
 import { makeTree, waitForCli } from './sync-tree.js';
-import { cpuMsOf } from './load.js';
+import { cpuMsOf, procKeyNumbers, procStatFields } from './load.js';
 
 const run = promisify(execFile);
 /** CPU ms of this process's waited-for children (cutime + cstime of /proc/self/stat): the CLI runs here. */
 function childrenCpuMs(): number {
-  const text = readFileSync('/proc/self/stat', 'utf8');
-  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const f = procStatFields('self');
   return ((Number(f[13]) + Number(f[14])) * 1000) / 100; // fields 16/17, after pid and comm
 }
 /** System CPU ms of one process (stime, field 15 of /proc/PID/stat): the kernel's copies, page faults, syscalls. */
 function sysMsOf(pid: number): number {
-  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return (Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[12]) * 1000) / 100;
+  return (Number(procStatFields(pid)[12]) * 1000) / 100;
 }
 /** Bytes a process has read and written through read/write calls (files and sockets: /proc/PID/io rchar, wchar). */
 function ioOf(pid: number): { rchar: number; wchar: number } {
-  const text = readFileSync(`/proc/${pid}/io`, 'utf8');
-  const get = (k: string) => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(text)?.[1] ?? 0);
-  return { rchar: get('rchar'), wchar: get('wchar') };
+  const io = procKeyNumbers(`/proc/${pid}/io`);
+  return { rchar: io.get('rchar') ?? 0, wchar: io.get('wchar') ?? 0 };
 }
 const n = (bytes: number) => `${(bytes / 1e6).toFixed(0)} MB`;
 const files = Number(process.argv[2] ?? 5000);
@@ -71,9 +67,8 @@ try {
   const io = pids.map((p, i) => { const now = ioOf(p); return `${n(now.rchar - io0[i].rchar)} in / ${n(now.wchar - io0[i].wchar)} out`; });
   // resident and peak memory of each node (MiB), after the sync
   const mem = (pid: number) => {
-    const st = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? 0);
-    return `${Math.round(kb('VmRSS') / 1024)}/${Math.round(kb('VmHWM') / 1024)}`;
+    const st = procKeyNumbers(`/proc/${pid}/status`);
+    return `${Math.round((st.get('VmRSS') ?? 0) / 1024)}/${Math.round((st.get('VmHWM') ?? 0) / 1024)}`;
   };
   process.stderr.write(`diag: === initial sync took ${took.toFixed(0)} ms; CPU ms: cli ${childrenCpuMs() - cli0}, ${names.map((n, i) => `${n} ${cpu[i]} (sys ${sys[i]})`).join(', ')}; bytes read/written (files and sockets) ${names.map((n, i) => `${n} ${io[i]}`).join(', ')}; RSS/peak MiB ${names.map((n, i) => `${n} ${mem(pids[i])}`).join(', ')}\n${r.stderr}`);
 } finally {
