@@ -13,7 +13,7 @@
 // search assumes it too, but answers differently for a map that breaks it).
 //
 // The checkpoints of omnid's map are made at build time (scripts/build.mjs writes them beside the
-// map, encodeIndexFile): a first stack trace then reads the map's bytes and that file (~10 ms)
+// map, encodeIndexFile): a first stack trace then reads the map's bytes and that file (~10–25 ms, by host)
 // instead of parsing the map and walking all its mappings (100–170 ms of the main thread, paid at
 // the first socket error — during every cold start, a failover, a sync).
 //

@@ -5,7 +5,7 @@
 // of CPU from the first socket error on, which Node formats a stack trace for). `node --enable-source-maps` reads it at start-up instead,
 // which costs every start ~50 ms of CPU (the 2.5 MB map, and a scan of the 4 MB bundle).
 // omnid's bundle has its index made at build time (`<bundle>.map.idx`, scripts/build.mjs): the
-// first stack trace then costs ~10 ms instead of 100–170 ms; without it (another bundle, an index
+// first stack trace then costs ~10–25 ms instead of 100–170 ms; without it (another bundle, an index
 // that does not fit the map) the map is parsed and indexed here, as before.
 // Run from the sources (tsx), from a bundle without its map, or under --enable-source-maps, this
 // does nothing.
