@@ -18,7 +18,7 @@ import { CONFIG_PATH, needsBuild, parseProjectConfig, specFromConfig, type Proje
 import { LogResume } from './log-resume.js';
 import { decideRun, decideStop, decideWatch, stateLabel, userState, type StateInput, type UserStateView } from '../../protocol/apps/user-state.js';
 import { appNameFromDir } from './run.js';
-import { syncProject, type SyncSummary } from './sync.js';
+import { changedWorkspace, deliverToTasks, deliveryNote, syncProject, type SyncSummary } from './sync.js';
 
 export interface Project {
   dir: string;
@@ -68,7 +68,8 @@ export async function projectSpec(p: Project): Promise<Record<string, unknown>> 
  */
 export async function syncWorkspace(client: ApiClient, p: Project, direction: 'up' | 'down', values: Record<string, unknown> = {}): Promise<SyncSummary | undefined> {
   const name = p.config.name;
-  const exists = (await getApp(client, name, { quiet: values.json === true })) !== undefined;
+  const app = await getApp(client, name, { quiet: values.json === true });
+  const exists = app !== undefined;
   if (exists) {
     try {
       await withRetry(() => client.post(`/v1/apps/${encodeURIComponent(name)}/workspace/sync`, {}), retryOpts({ quiet: values.json === true }));
@@ -87,6 +88,11 @@ export async function syncWorkspace(client: ApiClient, p: Project, direction: 'u
   for (const c of r.conflicts) say(values, `${name}: conflict ${c.path}: the ${c.winner}'s copy stays${c.keptAs ? `, the other is kept as ${c.keptAs}` : ''}`);
   for (const s of r.skipped) say(values, `${name}: not synced: ${s.path}: ${s.why}`);
   say(values, r.noop ? `${name}: files in sync (revision ${r.revision})` : `${name}: files synced: ${r.uploaded} up, ${r.downloaded} down, ${r.deletedRemote + r.deletedLocal} deleted (revision ${r.revision})`);
+  // omni run of an app that runs: its tasks get the new files now (they read the workspace only when they start)
+  if (direction === 'up' && changedWorkspace(r) && app?.tasks?.some((t) => t.state === 'running')) {
+    const note = deliveryNote(name, await deliverToTasks(client, name));
+    if (note) say(values, note);
+  }
   const { plan: _plan, ...summary } = r;
   return summary;
 }

@@ -21,7 +21,7 @@ import type { Registry } from './registry-client.js';
 export const WATCH_DEBOUNCE_MS = 300;
 export const WATCH_BACKOFF_MAX_MS = 30_000;
 
-export interface WatchOptions {
+export interface WatchOptions<S extends SyncSummary = SyncSummary> {
   client: ApiClient;
   app: string;
   dir: string;
@@ -31,9 +31,9 @@ export interface WatchOptions {
   intervalMs: number;
   debounceMs?: number;
   /** One sync: the caller's (syncProject with the read-back first when `readBack`). */
-  syncOnce(readBack: boolean): Promise<SyncSummary>;
+  syncOnce(readBack: boolean): Promise<S>;
   /** A sync that moved something (or failed): printed by the caller. */
-  report(r: { ok: true; summary: SyncSummary } | { ok: false; error: Error; retryInMs: number }): void;
+  report(r: { ok: true; summary: S } | { ok: false; error: Error; retryInMs: number }): void;
   /** Resolves when the watch should end (Ctrl-C). */
   stopped: Promise<void>;
 }
@@ -45,7 +45,7 @@ function fatal(err: unknown): boolean {
 }
 
 /** Runs until `stopped` resolves (returns 0) or a fatal error (thrown). */
-export async function watchSync(o: WatchOptions): Promise<number> {
+export async function watchSync<S extends SyncSummary>(o: WatchOptions<S>): Promise<number> {
   const debounceMs = o.debounceMs ?? WATCH_DEBOUNCE_MS;
   let running: Promise<void> | undefined;
   let again = false;

@@ -93,15 +93,21 @@ function whenAsked(find: () => Promise<FailoverRegistry>): SyncRegistry {
   };
 }
 
+/** What the read-back before a sync found: the app's disk size in bytes (resources.diskMB, which bounds the workspace) and how many of its tasks run. */
+export interface ReadBackInfo {
+  limitBytes?: number;
+  runningTasks: number;
+}
+
 /**
  * Before a sync of an app that exists: its running (or stopped, not yet removed) tasks write their
  * files back into the workspace (POST /v1/apps/NAME/workspace/sync), so the sync sees them.
- * Returns the app's disk size in bytes (resources.diskMB), which bounds the workspace.
  */
-async function readBackFirst(client: ApiClient, app: string, dryRun: boolean): Promise<number | undefined> {
+async function readBackFirst(client: ApiClient, app: string, dryRun: boolean): Promise<ReadBackInfo> {
   const a = await client.raw('GET', `/v1/apps/${encodeURIComponent(app)}`);
-  if (a.status !== 200) return undefined;
-  const diskMB = (a.body as { spec?: { resources?: { diskMB?: number } } }).spec?.resources?.diskMB;
+  if (a.status !== 200) return { runningTasks: 0 };
+  const body = a.body as { spec?: { resources?: { diskMB?: number } }; tasks?: { state?: string }[] };
+  const diskMB = body.spec?.resources?.diskMB;
   if (!dryRun) {
     const r = await client.raw('POST', `/v1/apps/${encodeURIComponent(app)}/workspace/sync`, {});
     if (r.status !== 200 && r.status !== 404) {
@@ -109,7 +115,44 @@ async function readBackFirst(client: ApiClient, app: string, dryRun: boolean): P
       process.stderr.write(`omni sync: the files of ${app}'s tasks were not all written back first (${e?.message ?? `HTTP ${r.status}`}); syncing with the workspace as the cluster has it\n`);
     }
   }
-  return typeof diskMB === 'number' && diskMB > 0 ? diskMB * 1024 * 1024 : undefined;
+  return {
+    ...(typeof diskMB === 'number' && diskMB > 0 ? { limitBytes: diskMB * 1024 * 1024 } : {}),
+    runningTasks: Array.isArray(body.tasks) ? body.tasks.filter((t) => t?.state === 'running').length : 0,
+  };
+}
+
+/** Whether a sync changed the cluster's copy of the workspace (something its running tasks do not have yet). */
+export function changedWorkspace(s: Pick<SyncSummary, 'dryRun' | 'uploaded' | 'deletedRemote'>): boolean {
+  return !s.dryRun && (s.uploaded > 0 || s.deletedRemote > 0);
+}
+
+/** What deliverToTasks did: how many running tasks' directories changed, or why it could not. */
+export type Delivery = { reached: number } | { error: string };
+
+/**
+ * After a sync that changed the workspace of an app with running tasks: the nodes holding them
+ * read them back again (two-way), which writes the new revision into the tasks' directories, so
+ * a running service or lab has the files when the command returns (the node's own periodic
+ * read-back only sends: it never changes a task's files under it). A failure is not the sync's
+ * (the files are on the cluster; a task gets them with the next omni sync or when it starts
+ * again): the caller reports it (deliveryNote).
+ */
+export async function deliverToTasks(client: ApiClient, app: string): Promise<Delivery> {
+  try {
+    const r = await client.raw('POST', `/v1/apps/${encodeURIComponent(app)}/workspace/sync`, {});
+    if (r.status === 404) return { reached: 0 };
+    if (r.status !== 200) return { error: (r.body as { error?: { message?: string } })?.error?.message ?? `HTTP ${r.status}` };
+    const nodes = (r.body as { nodes?: { tasks?: { downloaded?: number; deletedLocal?: number }[] }[] }).nodes ?? [];
+    return { reached: nodes.flatMap((n) => n.tasks ?? []).filter((t) => (t.downloaded ?? 0) > 0 || (t.deletedLocal ?? 0) > 0).length };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+}
+
+/** The line saying what a delivery did (undefined: nothing to say — no running task's files changed). */
+export function deliveryNote(app: string, d: Delivery): string | undefined {
+  if ('error' in d) return `${app}: the changes are on the cluster but did not reach every running task now (${d.error}); they get them with the next omni sync or when they start again`;
+  return d.reached > 0 ? `${app}: the changes reached ${d.reached} running task${d.reached === 1 ? '' : 's'}` : undefined;
 }
 
 // ---------------------------------------------------------------- the command
@@ -124,8 +167,10 @@ const USAGE = `usage: omni sync [DIR] --app NAME [--push|--pull] [--dry-run] [--
 
   The app's tasks work in this workspace on their nodes (a process task's working directory, a
   container's /workspace): a task starts from the cluster's copy, and the nodes write their
-  running tasks' files back before a sync, so --pull brings what the app wrote. The app's disk
-  size (resources.diskMB, \`disk:\` in .omni/config.yaml) bounds the workspace.
+  running tasks' files back before a sync, so --pull brings what the app wrote; what a sync
+  changes on the cluster is written into the running tasks' directories before omni sync
+  returns. The app's disk size (resources.diskMB, \`disk:\` in .omni/config.yaml) bounds the
+  workspace.
 
   --watch keeps syncing until Ctrl-C: a change in DIR goes up within a moment (the directory is
   watched), and every --interval (default 2s, at least 200ms) the app's running tasks write their
@@ -165,7 +210,7 @@ export async function sync(argv: string[]): Promise<number> {
       client,
       app,
       dir,
-      limitBytes: readBack,
+      limitBytes: readBack.then((b) => b.limitBytes),
       recordAfter: readBack,
       registry: values.registry !== undefined ? await registryFor(client, values) : () => registryFor(client, values), // --registry is checked at once (no request)
       direction: values.push ? 'push' : values.pull ? 'pull' : 'both',
@@ -181,8 +226,10 @@ export async function sync(argv: string[]): Promise<number> {
         : undefined,
     });
     if (tty && last) process.stderr.write('\n');
+    // the running tasks get what this sync sent (their directories are written now, not at their next start)
+    const delivery = changedWorkspace(r) && (await readBack.catch(() => ({ runningTasks: 0 }))).runningTasks > 0 ? await deliverToTasks(client, app) : undefined;
     const { plan, ...summary } = r;
-    if (values.json) printJson(values['dry-run'] ? { ...summary, plan: { upload: plan.upload.map((f) => f.path), download: plan.download.map((f) => f.path), deleteLocal: plan.deleteLocal, deleteRemote: plan.deleteRemote } } : summary);
+    if (values.json) printJson(values['dry-run'] ? { ...summary, plan: { upload: plan.upload.map((f) => f.path), download: plan.download.map((f) => f.path), deleteLocal: plan.deleteLocal, deleteRemote: plan.deleteRemote } } : { ...summary, ...(delivery ? { delivery } : {}) });
     else {
       if (values['dry-run']) {
         for (const f of plan.upload) process.stdout.write(`upload    ${f.path}\n`);
@@ -197,6 +244,8 @@ export async function sync(argv: string[]): Promise<number> {
           ? `${app}: in sync (revision ${r.revision})\n`
           : `${app}: ${r.dryRun ? 'would upload' : 'uploaded'} ${r.uploaded}, ${r.dryRun ? 'download' : 'downloaded'} ${r.downloaded}, deleted ${r.deletedRemote} on the cluster and ${r.deletedLocal} here, ${r.conflicts.length} conflicts; ${(r.bytesUploaded / 1e6).toFixed(1)} MB up, ${(r.bytesDownloaded / 1e6).toFixed(1)} MB down (revision ${r.revision})\n`,
       );
+      const note = delivery && deliveryNote(app, delivery);
+      if (note) ('error' in delivery! ? process.stderr : process.stdout).write(note + '\n');
     }
     return 0;
   } finally {
@@ -229,9 +278,11 @@ async function watchProject(client: ApiClient, o: { app: string; dir: string; di
       direction: o.direction,
       intervalMs: o.intervalMs,
       stopped,
-      syncOnce: async (readBack) => {
-        if (readBack) limitBytes = (await readBackFirst(client, o.app, false)) ?? limitBytes;
+      syncOnce: async (readBack): Promise<SyncSummary & { delivery?: Delivery }> => {
+        if (readBack) limitBytes = (await readBackFirst(client, o.app, false)).limitBytes ?? limitBytes;
         const { plan: _plan, ...summary } = await syncProject({ client, app: o.app, dir: o.dir, registry, direction: o.direction, quickNoop: true, ...(limitBytes !== undefined ? { limitBytes } : {}) });
+        // what went up reaches the running tasks now, not at the next interval's read-back
+        if (o.direction !== 'pull' && changedWorkspace(summary)) return { ...summary, delivery: await deliverToTasks(client, o.app) };
         return summary;
       },
       report: (r) => {
@@ -241,6 +292,8 @@ async function watchProject(client: ApiClient, o: { app: string; dir: string; di
           else {
             process.stdout.write(`${time()} ${o.app}: uploaded ${s.uploaded}, downloaded ${s.downloaded}, deleted ${s.deletedRemote} on the cluster and ${s.deletedLocal} here (revision ${s.revision})\n`);
             for (const c of s.conflicts) process.stdout.write(`${time()} conflict  ${c.path}: the ${c.winner}'s copy stays${c.keptAs ? `, the other is kept as ${c.keptAs}` : ''}\n`);
+            const note = s.delivery && deliveryNote(o.app, s.delivery);
+            if (note) ('error' in s.delivery! ? process.stderr : process.stdout).write(`${time()} ${note}\n`);
           }
         } else {
           const e = r.error;

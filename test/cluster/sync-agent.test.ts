@@ -9,6 +9,8 @@
 //   workspace's ("the cache's") copy wins and the run's is kept as NAME.conflict; the job run sees
 //   the cluster's files;
 // - `omni sync --watch`: a local change reaches the running task, what the task writes comes down;
+// - a plain `omni sync` (and `omni run` of the running app) puts the changed files into the running
+//   task's directory before it returns;
 // - each cron run starts from the cluster's files and its outputs come back;
 // - a running task over the disk size is reported in its status, its read-back refused;
 // - the workspace survives the loss of the node the service ran on (chunks on R = 2 nodes);
@@ -234,6 +236,47 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
       w.kill('SIGINT');
     }
     expect(await exited, err).toBe(0);
+    const stop = await omni(d, ['stop', '--yes']);
+    expect(stop.code, stop.stderr + stop.stdout).toBe(0);
+  }, 300_000);
+
+  it('omni sync and omni run of a running service put the changed files into its task\'s directory before they return', async () => {
+    const d = await project('live', `name: live\ncommand: ${JSON.stringify('echo "$OMNI_WORKSPACE" > where.txt; while true; do sleep 0.2; done')}\ndisk: 100M\n`, { 'app.txt': 'v1\n' });
+    const run = await omni(d, ['run', '--detach']);
+    expect(run.code, run.stderr + run.stdout).toBe(0);
+    await waitFor('the live task running', async () => ((await app('live')).tasks?.some((t) => t.state === 'running') ? true : undefined), 60_000);
+    // where the task works (its directory on its node, on this host)
+    const where = await waitFor('where.txt from the task', async () => {
+      const s = await omni(d, ['sync', '--app', 'live', '--pull'], 'w3');
+      if (s.code !== 0) throw new Error(s.stderr);
+      return (await readFile(join(d, 'where.txt'), 'utf8').catch(() => undefined))?.trim();
+    }, 60_000, 1000);
+    expect(await readFile(join(where, 'app.txt'), 'utf8')).toBe('v1\n');
+    // a plain omni sync: the change and a new file are in the task's directory when it returns
+    // (before, they reached a running task only with the next sync's read-back)
+    await writeFile(join(d, 'app.txt'), 'v2\n');
+    await writeFile(join(d, 'new.txt'), 'new\n');
+    const s = await omni(d, ['sync', '--app', 'live'], 'w2');
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stdout).toMatch(/^live: the changes reached 1 running task$/m);
+    expect(await readFile(join(where, 'app.txt'), 'utf8')).toBe('v2\n');
+    expect(await readFile(join(where, 'new.txt'), 'utf8')).toBe('new\n');
+    // a deletion too; --json says what reached the tasks
+    await rm(join(d, 'new.txt'));
+    const j = await omni(d, ['sync', '--app', 'live', '--json'], 'w1');
+    expect(j.code, j.stderr).toBe(0);
+    expect((JSON.parse(j.stdout) as { delivery?: unknown }).delivery).toEqual({ reached: 1 });
+    expect(await stat(join(where, 'new.txt')).catch(() => undefined)).toBeUndefined();
+    // omni run of the app while it runs (the same spec: not restarted): the edit reaches the task
+    await writeFile(join(d, 'app.txt'), 'v3\n');
+    const again = await omni(d, ['run', '--detach']);
+    expect(again.code, again.stderr + again.stdout).toBe(0);
+    expect(again.stderr + again.stdout).toMatch(/live: the changes reached 1 running task/);
+    expect(await readFile(join(where, 'app.txt'), 'utf8')).toBe('v3\n');
+    // nothing changed: nothing delivered
+    const noop = await omni(d, ['sync', '--app', 'live'], 'w3');
+    expect(noop.code, noop.stderr).toBe(0);
+    expect(noop.stdout).not.toMatch(/reached/);
     const stop = await omni(d, ['stop', '--yes']);
     expect(stop.code, stop.stderr + stop.stdout).toBe(0);
   }, 300_000);
