@@ -5,13 +5,14 @@
 // rest of its group — the group leader — is the driver's supervisor/wrapper). Also shows the
 // growth of this (driver) process's RSS, which holds the log pumps. Prints figures, then one
 // JSON line. Asserts nothing. Linux only (/proc).
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ProcessDriver } from '../../node/apps/drivers/process.js';
 import type { TaskConfig } from '../../node/apps/drivers/types.js';
+import { procKeyNumbers, procStatFields } from './load.js';
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 20);
 /** Let the supervisors finish starting up (a Node one keeps growing for a moment). */
@@ -23,15 +24,13 @@ interface Mem {
 }
 
 function memOf(pid: number | 'self'): Mem {
-  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
-  return { rssKb: kb('VmRSS'), anonKb: kb('RssAnon') };
+  const kb = procKeyNumbers(`/proc/${pid}/status`);
+  return { rssKb: kb.get('VmRSS') ?? 0, anonKb: kb.get('RssAnon') ?? 0 };
 }
 
 function pgrpOf(pid: number): number | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[2]);
+    return Number(procStatFields(pid)[2]);
   } catch {
     return undefined;
   }

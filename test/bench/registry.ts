@@ -25,13 +25,14 @@
 // --trials N (3), --settle-s N (5: wait after the cluster is healthy), --echo (node output).
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import { NetLab, labAvailable, sweepAbandonedLabs } from './netlab.js';
 import { makeImage, type Image } from './oci-image.js';
+import { procStatFields } from './load.js';
 
 const { values } = parseArgs({
   options: {
@@ -125,7 +126,7 @@ interface Distribution {
 /** CPU seconds (user + system) a process has used so far; 0 once it is gone. */
 function cpuSeconds(pid: number | undefined): number {
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    const fields = procStatFields(pid!);
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
   } catch {
     return 0;

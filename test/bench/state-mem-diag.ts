@@ -10,10 +10,9 @@
 // Usage: node --import tsx test/bench/state-mem-diag.ts [--big 32] [--small 8000] [--node-args "..."] [--env "MALLOC_ARENA_MAX=2"] [--settle-s 5] [--restart [--inject 524288]]
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { LocalCluster, waitFor } from '../../node/local-cluster.js';
 import type { StatusView } from '../../cli/omni/status.js';
-import { Http, log } from './load.js';
+import { Http, log, procStatFields } from './load.js';
 import { RssSampler, memOf } from './rss.js';
 import { writeKeys } from './state-load.js';
 import { ClassicLevel } from 'classic-level';
@@ -37,7 +36,7 @@ process.once('SIGINT', () => void c.destroy().then(() => process.exit(130)));
 
 /** CPU time of a process so far (user + system), ms. */
 function cpuMsOf(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const f = procStatFields(pid);
   return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
 }
 
