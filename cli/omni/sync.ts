@@ -109,11 +109,8 @@ async function readBackFirst(client: ApiClient, app: string, dryRun: boolean): P
   const body = a.body as { spec?: { resources?: { diskMB?: number } }; tasks?: { state?: string }[] };
   const diskMB = body.spec?.resources?.diskMB;
   if (!dryRun) {
-    const r = await client.raw('POST', `/v1/apps/${encodeURIComponent(app)}/workspace/sync`, {});
-    if (r.status !== 200 && r.status !== 404) {
-      const e = (r.body as { error?: { message?: string } })?.error;
-      process.stderr.write(`omni sync: the files of ${app}'s tasks were not all written back first (${e?.message ?? `HTTP ${r.status}`}); syncing with the workspace as the cluster has it\n`);
-    }
+    const r = await readBackTasks(client, app);
+    if ('error' in r) process.stderr.write(`omni sync: the files of ${app}'s tasks were not all written back first (${r.error}); syncing with the workspace as the cluster has it\n`);
   }
   return {
     ...(typeof diskMB === 'number' && diskMB > 0 ? { limitBytes: diskMB * 1024 * 1024 } : {}),
@@ -126,8 +123,20 @@ export function changedWorkspace(s: Pick<SyncSummary, 'dryRun' | 'uploaded' | 'd
   return !s.dryRun && (s.uploaded > 0 || s.deletedRemote > 0);
 }
 
-/** What deliverToTasks did: how many running tasks' directories changed, or why it could not. */
+/** What a read-back of an app's tasks did: how many tasks' directories changed, or why a node could not. */
 export type Delivery = { reached: number } | { error: string };
+
+/**
+ * POST /v1/apps/NAME/workspace/sync: the nodes holding the app's tasks read them back (two-way).
+ * A node's refusal is returned; a request that fails on the way throws.
+ */
+async function readBackTasks(client: ApiClient, app: string): Promise<Delivery> {
+  const r = await client.raw('POST', `/v1/apps/${encodeURIComponent(app)}/workspace/sync`, {});
+  if (r.status === 404) return { reached: 0 };
+  if (r.status !== 200) return { error: (r.body as { error?: { message?: string } })?.error?.message ?? `HTTP ${r.status}` };
+  const nodes = (r.body as { nodes?: { tasks?: { downloaded?: number; deletedLocal?: number }[] }[] }).nodes ?? [];
+  return { reached: nodes.flatMap((n) => n.tasks ?? []).filter((t) => (t.downloaded ?? 0) > 0 || (t.deletedLocal ?? 0) > 0).length };
+}
 
 /**
  * After a sync that changed the workspace of an app with running tasks: the nodes holding them
@@ -137,16 +146,8 @@ export type Delivery = { reached: number } | { error: string };
  * (the files are on the cluster; a task gets them with the next omni sync or when it starts
  * again): the caller reports it (deliveryNote).
  */
-export async function deliverToTasks(client: ApiClient, app: string): Promise<Delivery> {
-  try {
-    const r = await client.raw('POST', `/v1/apps/${encodeURIComponent(app)}/workspace/sync`, {});
-    if (r.status === 404) return { reached: 0 };
-    if (r.status !== 200) return { error: (r.body as { error?: { message?: string } })?.error?.message ?? `HTTP ${r.status}` };
-    const nodes = (r.body as { nodes?: { tasks?: { downloaded?: number; deletedLocal?: number }[] }[] }).nodes ?? [];
-    return { reached: nodes.flatMap((n) => n.tasks ?? []).filter((t) => (t.downloaded ?? 0) > 0 || (t.deletedLocal ?? 0) > 0).length };
-  } catch (err) {
-    return { error: (err as Error).message };
-  }
+export function deliverToTasks(client: ApiClient, app: string): Promise<Delivery> {
+  return readBackTasks(client, app).catch((err: Error) => ({ error: err.message }));
 }
 
 /** The line saying what a delivery did (undefined: nothing to say — no running task's files changed). */
