@@ -388,6 +388,8 @@ export class Omnid {
       const refused = err instanceof OmniError && DEFINITE_JOIN_REFUSALS.includes(err.code);
       if (refused) {
         await rm(opts.dataDir, { recursive: true, force: true });
+        // The name defaults to the host name: a second daemon on one host (or a host cloned from another) collides.
+        if (err.code === 'NAME_TAKEN' && opts.name === undefined) throw new OmniError('NAME_TAKEN', `${err.message}; this host's name is the default: give this node another with --name NAME`);
         throw err;
       }
       const e = err as Error;

@@ -5,7 +5,8 @@ import { OmniError } from '../../node/errors.js';
 import { jobLine, type JobView } from './app-io.js';
 import { scheduleLine, scheduleRunsTable, type CronRunRow } from './schedule.js';
 import type { ScheduleView } from '../../protocol/apps/cron.js';
-import { appOrProject, labLines, stopFlow, watchFlow, type AppView } from './project.js';
+import { appOrProject, labLines, stopFlow, waitRemoved, watchFlow, type AppView } from './project.js';
+import { stateLabel } from '../../protocol/apps/user-state.js';
 import { withRetry } from './retry.js';
 
 const one = (positionals: string[], usage: string): string => {
@@ -144,7 +145,40 @@ export async function watch(argv: string[]): Promise<number> {
   return watchFlow(values, name);
 }
 export const start = (argv: string[]) => post(argv, 'starting', `usage: omni start APP [flags]\n${CONNECTION_HELP}\n`, 'POST', (a) => `/v1/apps/${a}/start`);
-export const rm = (argv: string[]) => post(argv, 'removing (its tasks stop, then its records are deleted)', `usage: omni rm APP [flags]\n${CONNECTION_HELP}\n`, 'DELETE', (a) => `/v1/apps/${a}`);
+const RM_USAGE = `usage: omni rm APP [--detach] [--timeout SECONDS] [flags]
+
+Removes the app: its tasks stop, then its records are deleted. Waits until it is gone (as
+docker compose down does), printing its state as it changes; the removal goes on in the
+cluster when omni rm is interrupted or times out.
+  --detach, -d  do not wait
+  --timeout S   how long to wait (default 120)
+${CONNECTION_HELP}
+`;
+
+export async function rm(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...CONNECTION_FLAGS, detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' } }, RM_USAGE);
+  const name = positionals[0];
+  if (!name || positionals.length > 1) throw new UsageError(`need one APP\n\n${RM_USAGE}`);
+  const timeoutMs = timeoutFlagMs(values.timeout, 120);
+  const client = connect(values);
+  try {
+    const r = await client.delete(`/v1/apps/${encodeURIComponent(name)}`);
+    if (!values.json) process.stderr.write(`${name}: removing (its tasks stop, then its records are deleted)\n`);
+    if (!values.detach) await waitRemoved(client, [name], timeoutMs, (_n, v) => values.json || process.stderr.write(`${name}: ${stateLabel(v)} (${v.detail})\n`));
+    if (values.json) printJson({ ...(r as object), gone: !values.detach });
+    else process.stdout.write(values.detach ? `${name}: removing\n` : `${name}: removed\n`);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** --timeout SECONDS (a positive whole number) in ms, `defaultS` when not given. */
+export function timeoutFlagMs(value: unknown, defaultS: number): number {
+  if (value === undefined) return defaultS * 1000;
+  if (typeof value !== 'string' || !/^\d+$/.test(value) || Number(value) <= 0) throw new UsageError(`--timeout must be a whole number of seconds, got ${String(value)}`);
+  return Number(value) * 1000;
+}
 export const scale = (argv: string[]) =>
   post(argv, 'scaling', `usage: omni scale APP N [flags]\n${CONNECTION_HELP}\n`, 'POST', (a) => `/v1/apps/${a}/scale`, (_v, rest) => {
     if (rest.length !== 1 || !/^\d+$/.test(rest[0])) throw new UsageError('usage: omni scale APP N');

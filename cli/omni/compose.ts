@@ -7,6 +7,9 @@ import { readFileSync, existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve, isAbsolute } from 'node:path';
 import { parse, printJson, table, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
+import { waitRemoved } from './project.js';
+import { timeoutFlagMs } from './apps.js';
+import { stateLabel } from '../../protocol/apps/user-state.js';
 import type { ApiClient } from '../../node/api/client.js';
 import { OmniError } from '../../node/errors.js';
 import { parseCompose, normalizeProject, ComposeError, type Stack, type StackService } from '../../protocol/compose/parse.js';
@@ -27,7 +30,8 @@ commands:
            until it is healthy; again with a changed file: only changed services roll
            --detach, -d   don't wait;  --timeout SECONDS (default 300; also how long a service
                           waits for its dependencies before up fails);  --no-build  (images only)
-  down     remove the stack's apps and its record
+  down     remove the stack's apps and its record, and wait until they are gone (their
+           tasks stopped);  --detach, -d  don't wait;  --timeout SECONDS (default 120)
   ps       services with state, replicas healthy/wanted, and the stack's health
            (healthy / degraded / unhealthy, with reasons)
   logs     [SERVICE...] [--follow] [--tail N]  output of the services' tasks, prefixed SERVICE |
@@ -162,7 +166,7 @@ export async function compose(argv: string[]): Promise<number> {
       return up(values);
     }
     case 'down': {
-      const { values } = parse(rest, flags, USAGE);
+      const { values } = parse(rest, { ...flags, detach: { type: 'boolean', short: 'd' }, timeout: { type: 'string' } }, USAGE);
       return down(values);
     }
     case 'ps': {
@@ -465,8 +469,16 @@ async function down(values: Record<string, unknown>): Promise<number> {
     }
     if (r.status >= 300) throw new OmniError('FAILED', `down: ${JSON.stringify(r.body).slice(0, 500)}`);
     const body = r.body as { removed: string[] };
-    if (values.json) printJson(body);
-    else process.stdout.write(`${project}: removing ${body.removed.length ? body.removed.join(', ') : 'nothing'}\n`);
+    const timeoutMs = timeoutFlagMs(values.timeout, 120);
+    if (values.detach) {
+      if (values.json) printJson(body);
+      else process.stdout.write(`${project}: removing ${body.removed.length ? body.removed.join(', ') : 'nothing'}\n`);
+      return 0;
+    }
+    if (!values.json) process.stderr.write(`${project}: removing ${body.removed.length ? body.removed.join(', ') : 'nothing'}\n`);
+    await waitRemoved(client, body.removed, timeoutMs, (app, v) => values.json || process.stderr.write(`  ${app}: ${stateLabel(v)} (${v.detail})\n`));
+    if (values.json) printJson({ ...body, gone: true });
+    else process.stdout.write(`${project}: removed${body.removed.length ? ` ${body.removed.join(', ')}` : ''}\n`);
     return 0;
   } finally {
     client.close();

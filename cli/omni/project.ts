@@ -159,6 +159,23 @@ async function waitState(client: ApiClient, name: string, done: (v: UserStateVie
   }
 }
 
+/**
+ * Waits until every app of `names` is gone from the cluster (its tasks stopped, its records
+ * deleted: GET answers 404), printing each change of state through `onChange`; TIMEOUT after
+ * `timeoutMs` (the removal goes on without the caller).
+ */
+export async function waitRemoved(client: ApiClient, names: string[], timeoutMs: number, onChange: (name: string, v: UserStateView) => void): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (const name of names) {
+    await waitState(client, name, (v) => v.state === 'NONE', Math.max(0, deadline - Date.now()), (v) => {
+      if (v.state !== 'NONE') onChange(name, v);
+    }).catch((err: unknown) => {
+      if (err instanceof OmniError && err.code === 'TIMEOUT') throw new OmniError('TIMEOUT', `${err.message}: its removal goes on in the cluster (omni ps shows it)`);
+      throw err;
+    });
+  }
+}
+
 /** The lab's URL(s) and token, as omni run and omni inspect show them. */
 export function labLines(a: AppView): string[] {
   if (!a.lab) return [];

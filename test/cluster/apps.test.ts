@@ -255,7 +255,9 @@ describe('apps on a 3-node cluster (process driver)', () => {
     const bad = await omni('run', '--name', 'Bad_Name', '--', 'true').then(() => undefined, (e: { code: number; stderr: string }) => e);
     expect(bad?.code).toBe(1);
     expect(bad?.stderr).toMatch(/^error: name: .*\(INVALID_SPEC\)/);
-    await omni('rm', 'cliapp');
+    // omni rm waits until the app is gone (its tasks stopped, its records deleted)
+    expect((await omni('rm', 'cliapp')).stdout).toBe('cliapp: removed\n');
+    expect((await api('GET', '/v1/apps/cliapp')).status).toBe(404);
     // omni deploy FILE.yaml, with an env file, as in the README.
     const dir = await mkdtemp(join(tmpdir(), 'omni-yaml-'));
     await writeFile(join(dir, 'app.env'), '# comment\nGREETING="from yaml"\n');

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formCluster, status, put, get, waitFor, waitForFormed, TEST_FLAGS } from './helpers.js';
 
@@ -370,5 +370,27 @@ describe('5-node cluster with the default voter target of 3', () => {
     expect(after.nonVoters).toContain(victim);
     await put(c, observer, 'after/replace', 'ok');
     expect((await get(c, s.leader!, 'after/replace')).value).toBe('ok');
+  });
+});
+
+describe('a second daemon on one host', () => {
+  let c: LocalCluster | undefined;
+  afterAll(async () => c?.destroy());
+
+  it('a join without --name whose host name is taken is refused with NAME_TAKEN, says to pass --name, and leaves nothing behind', async () => {
+    // the first node carries this host's name, as omnid init without --name gives it
+    const hostName = hostname().replace(/[^a-zA-Z0-9._-]/g, '-').slice(0, 63) || 'node';
+    c = await LocalCluster.create({ flags: [...TEST_FLAGS], echo: process.env.OMNI_TEST_ECHO === '1' });
+    await c.init(hostName);
+    const dir = await mkdtemp(join(tmpdir(), 'omni-name-taken-'));
+    try {
+      const args = ['join', c.joinAddr, '--token', c.joinToken, '--data', join(dir, 'd'), '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--registry', 'off'];
+      const r = await run('bin/omnid', args, { timeout: 60_000 }).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/node name "[^"]+" is taken by node \S+; this host's name is the default: give this node another with --name NAME \(NAME_TAKEN\)/);
+      expect(existsSync(join(dir, 'd'))).toBe(false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
