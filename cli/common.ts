@@ -69,6 +69,13 @@ export function versionLine(program: string): string {
  * prints the usage and exits 2) and version (`--version`, `-v`, `version`). Prints and returns the
  * exit code for those; undefined for a command.
  */
+/** `PROGRAM help CMD [...]` read as `PROGRAM CMD [...] --help` (as git and docker do), for a known CMD. */
+export function helpAsFlag(argv: string[], isCommand: (cmd: string) => boolean): { cmd: string; rest: string[] } {
+  const [cmd, ...rest] = argv;
+  if (cmd === 'help' && rest.length > 0 && isCommand(rest[0])) return { cmd: rest[0], rest: [...rest.slice(1), '--help'] };
+  return { cmd, rest };
+}
+
 export function helpOrVersion(cmd: string | undefined, usage: string, program: string): number | undefined {
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(usage);

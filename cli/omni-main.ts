@@ -2,7 +2,7 @@
 // cli/omni/ that cli/omni-commands.json names. `load` brings that module: cli/omni.ts (run from the
 // sources) imports any of them when run; each prebuilt bundle (scripts/build.mjs) holds one module
 // and its dependencies only, so a command reads and compiles its own code and nothing else.
-import { helpOrVersion, runMain, UsageError } from './common.js';
+import { helpAsFlag, helpOrVersion, runMain, UsageError } from './common.js';
 import { mapBundleStackTraces } from './stack-traces.js';
 import COMMANDS from './omni-commands.json' with { type: 'json' };
 
@@ -51,7 +51,7 @@ export function runOmni(load: (module: string) => Promise<CommandModule>): void 
   mapBundleStackTraces(import.meta.url);
   // not a top-level await: the prebuilt bundles are CommonJS (scripts/build.mjs)
   void runMain(async () => {
-    const [cmd, ...rest] = process.argv.slice(2);
+    const { cmd, rest } = helpAsFlag(process.argv.slice(2), (c) => Object.hasOwn(COMMAND_MODULES, c));
     const code = helpOrVersion(cmd, USAGE, 'omni');
     if (code !== undefined) return code;
     const entry = Object.hasOwn(COMMAND_MODULES, cmd) ? COMMAND_MODULES[cmd] : undefined;

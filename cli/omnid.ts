@@ -1,6 +1,6 @@
 // omnid: the Omni daemon. One file per subcommand under cli/omnid/.
 // Subcommands are imported when run: `omnid --help` and `omnid leave` do not load the daemon.
-import { helpOrVersion, runMain, UsageError } from './common.js';
+import { helpAsFlag, helpOrVersion, runMain, UsageError } from './common.js';
 import { mapBundleStackTraces } from './stack-traces.js';
 import { installProcessGuard } from '../node/process-guard.js';
 import { createLogger } from '../node/logger.js';
@@ -37,7 +37,7 @@ installProcessGuard({ log: createLogger('omnid') });
 
 // not a top-level await: the prebuilt bundle is CommonJS (scripts/build.mjs)
 void runMain(async () => {
-  const [cmd, ...rest] = process.argv.slice(2);
+  const { cmd, rest } = helpAsFlag(process.argv.slice(2), (c) => Object.hasOwn(COMMANDS, c));
   const word = helpOrVersion(cmd, USAGE, 'omnid');
   if (word !== undefined) return word;
   const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;

@@ -128,7 +128,8 @@ function launcherSource(bundle, routes) {
   // omni: the bundle of the command's module (argv[2]), else the main alone (help, version, unknown)
   const target = routes
     ? `const routes = ${JSON.stringify(routes)};
-const cmd = process.argv[2];
+// omni help CMD: CMD's bundle (runOmni reads it as omni CMD --help)
+const cmd = process.argv[2] === 'help' && process.argv[3] !== undefined ? process.argv[3] : process.argv[2];
 require('./' + (cmd !== undefined && Object.hasOwn(routes, cmd) ? routes[cmd] : '${bundle}'));`
     : `const path = require('node:path');
 // a daemon's start only: the cache (~3.8 MB of code) costs more to read than it saves for --help or version

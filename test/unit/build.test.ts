@@ -108,6 +108,11 @@ describe('bin/omnid and dist/', () => {
     // help, version and an unknown command: the main bundle
     expect((await run(join(ROOT, 'bin', 'omni'), ['--help'], { timeout: 60_000 })).stdout).toMatch(/^usage: omni <command>/);
     expect((await run(join(ROOT, 'bin', 'omni'), ['version'], { timeout: 60_000 })).stdout).toMatch(/^omni \d+\.\d+\.\d+ \(node /);
+    // omni help CMD is omni CMD --help, through CMD's own bundle; help of no command is the main help
+    expect((await run(join(ROOT, 'bin', 'omni'), ['help', 'run'], { timeout: 60_000 })).stdout).toMatch(/^usage: omni run --name NAME/);
+    expect((await run(join(ROOT, 'bin', 'omni'), ['help', 'compose'], { timeout: 60_000 })).stdout).toMatch(/^usage: omni compose /);
+    expect((await run(join(ROOT, 'bin', 'omni'), ['help', 'no-such-command'], { timeout: 60_000 })).stdout).toMatch(/^usage: omni <command>/);
+    expect((await run(join(ROOT, 'bin', 'omnid'), ['help', 'join'], { timeout: 60_000 })).stdout).toMatch(/^usage: omnid join /);
     const unknown = await run(join(ROOT, 'bin', 'omni'), ['no-such-command'], { timeout: 60_000 }).then(
       () => ({ code: 0, stderr: '' }),
       (e: { code: number; stderr: string }) => e,
