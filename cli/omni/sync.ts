@@ -164,7 +164,8 @@ const USAGE = `usage: omni sync [DIR] --app NAME [--push|--pull] [--dry-run] [--
   Syncs DIR (default .) with the app's workspace on the cluster: two-way by default (a file
   changed on both sides: the cluster's copy wins, yours is kept as NAME.conflict); --push sends
   your changes only (yours win), --pull fetches the cluster's only. The last synced tree is kept in
-  DIR/.omni/sync-state.json.
+  DIR/.omni/sync-state.json. What DIR's .gitignore files ignore is left out, both ways (the
+  cluster's copies of such paths stay there untouched); so are .omni/, symlinks, devices.
 
   The app's tasks work in this workspace on their nodes (a process task's working directory, a
   container's /workspace): a task starts from the cluster's copy, and the nodes write their
@@ -240,6 +241,7 @@ export async function sync(argv: string[]): Promise<number> {
       }
       for (const c of r.conflicts) process.stdout.write(`conflict  ${c.path}: the ${c.winner}'s copy stays${c.keptAs ? `, the other is kept as ${c.keptAs}` : ''}\n`);
       for (const s of r.skipped) process.stderr.write(`skipped   ${s.path}: ${s.why}\n`);
+      if (r.ignored > 0) process.stderr.write(`${r.ignored} file(s) or directories left out by .gitignore\n`);
       process.stdout.write(
         r.noop
           ? `${app}: in sync (revision ${r.revision})\n`

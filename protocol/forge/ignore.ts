@@ -88,6 +88,14 @@ function verdict(rules: readonly IgnoreRule[], path: string, isDir: boolean): bo
 }
 
 /**
+ * Whether `path` itself matches (the last matching pattern wins), its directories not looked at:
+ * for a walk that does not enter ignored directories (it knows every parent is not ignored).
+ */
+export function matchesIgnore(rules: readonly IgnoreRule[], path: string, isDir: boolean): boolean {
+  return rules.length > 0 && verdict(rules, path, isDir);
+}
+
+/**
  * Whether `path` (relative, `/`-separated) is ignored: it matches (the last matching pattern
  * wins), or one of its directories is ignored (as in git, a file inside an ignored directory
  * cannot be re-included). `isDir` tells whether the path itself is a directory.

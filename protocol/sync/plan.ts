@@ -90,8 +90,8 @@ function refuseFileDirClash(tree: FileEntry[]): void {
   if (clash) throw new SyncConflictError(`cannot sync: '${clash.parent}' is a file on one side and a directory on the other`);
 }
 
-/** The merged tree when `winner` wins conflicts (in path order, then the losers' conflict copies), and the conflicts. */
-function merge(L: FileEntry[], R: FileEntry[], B: FileEntry[], winner: 'client' | 'cluster') {
+/** The merged tree when `winner` wins conflicts (in path order, then the losers' conflict copies), and the conflicts; `alsoTaken`: paths no conflict copy may take. */
+function merge(L: FileEntry[], R: FileEntry[], B: FileEntry[], winner: 'client' | 'cluster', alsoTaken: FileEntry[] = []) {
   // The cluster's tree is the base itself (the usual sync after a converged one: nothing changed
   // there): every path is the client's, as the walk below would decide one by one.
   if (R === B) {
@@ -132,6 +132,7 @@ function merge(L: FileEntry[], R: FileEntry[], B: FileEntry[], winner: 'client' 
     for (const f of out) taken.add(f.path);
     for (const f of L) taken.add(f.path);
     for (const f of R) taken.add(f.path);
+    for (const f of alsoTaken) taken.add(f.path);
     for (const { path, entry } of losers) {
       const name = conflictName(path, (q) => taken.has(q));
       taken.add(name);
@@ -159,18 +160,35 @@ function changes(next: FileEntry[], now: FileEntry[], order: FileEntry[]): { wri
   return { write: order.filter((f) => write.has(f)), remove };
 }
 
-export function planSync(opts: { local: TreeManifest; remote: TreeManifest; base: TreeManifest; winner?: 'client' | 'cluster'; direction?: Direction }): SyncPlan {
+/** `files` without those `ignored` says (the same array when it leaves out none), and those it left out. */
+function splitIgnored(files: FileEntry[], ignored: ((path: string) => boolean) | undefined): { kept: FileEntry[]; out: FileEntry[] } {
+  if (!ignored) return { kept: files, out: [] };
+  const out = files.filter((f) => ignored(f.path));
+  return out.length === 0 ? { kept: files, out } : { kept: files.filter((f) => !ignored(f.path)), out };
+}
+
+/**
+ * The plan. `ignored`: paths the client's .gitignore files leave out of the sync — not looked at
+ * on either side: the client's scan has none; the cluster's copies of such paths stay there as
+ * they are (not brought down, not deleted), and the base forgets them.
+ */
+export function planSync(opts: { local: TreeManifest; remote: TreeManifest; base: TreeManifest; winner?: 'client' | 'cluster'; direction?: Direction; ignored?: (path: string) => boolean }): SyncPlan {
   const direction = opts.direction ?? 'both';
   const winner = direction === 'push' ? 'client' : direction === 'pull' ? 'cluster' : (opts.winner ?? 'cluster');
-  const L = sortedFiles(opts.local);
-  const R = sortedFiles(opts.remote);
-  const B = sortedFiles(opts.base);
-  const { out: T, sorted: Tsorted, conflicts } = merge(L, R, B, winner);
+  const L = splitIgnored(sortedFiles(opts.local), opts.ignored).kept;
+  const Rall = sortedFiles(opts.remote);
+  const { kept: R, out: keptRemote } = splitIgnored(Rall, opts.ignored);
+  const Ball = sortedFiles(opts.base);
+  const B = Ball === Rall ? R : splitIgnored(Ball, opts.ignored).kept; // the cluster's tree is the base: still one array (merge's fast path)
+  const { out: T, sorted: Tsorted, conflicts } = merge(L, R, B, winner, keptRemote);
   // Each side's new tree in path order, and in the order its changes are listed (the merge's: a
-  // conflict copy after the rest; uploads are packed in this order).
+  // conflict copy after the rest; uploads are packed in this order). The cluster's ignored files
+  // go back into its tree unchanged.
   const newLocal = direction === 'push' ? L : Tsorted;
-  const newRemote = direction === 'pull' ? R : Tsorted;
-  const { write: upload, remove: deleteRemote } = changes(newRemote, R, T);
+  const merged = direction === 'pull' ? R : Tsorted;
+  const newRemote = keptRemote.length === 0 ? merged : [...merged, ...keptRemote].sort(byPathOrder);
+  if (keptRemote.length > 0) refuseFileDirClash(newRemote);
+  const { write: upload, remove: deleteRemote } = changes(newRemote, Rall, T);
   const { write: download, remove: deleteLocal } = changes(newLocal, L, T);
   // The base: what both sides now agree on; where they still differ (one-way syncs) the old base
   // stays, so the next two-way sync still sees the difference as a change.

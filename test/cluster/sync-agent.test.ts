@@ -19,6 +19,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { LocalCluster } from '../../node/local-cluster.js';
@@ -110,10 +111,16 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
       'cat input.txt > seen.txt',
       'echo "$OMNI_WORKSPACE" > where.txt',
       'echo task-shared > shared.txt',
+      // .gitignore (*.tmp): the laptop's ignored file never reaches the task, the task's never comes back
+      'if test -e local-only.tmp; then echo leaked; else echo absent; fi > ignored-check.txt',
+      'echo scratch > run.tmp',
+      // HOME is the task's own, not its workspace: what tools keep there is not synced
+      'echo "$HOME" > home.txt',
+      'echo hist > "$HOME/.history"',
       "trap 'echo bye > bye.txt; echo task-notes > notes.txt; exit 0' TERM",
       'while true; do sleep 0.2; done',
     ].join('; ');
-    const d = await project('svc', `name: svc\ncommand: ${JSON.stringify(cmd)}\ndisk: 100M\n`, { 'input.txt': 'hello from the laptop\n', 'notes.txt': 'v0\n', 'shared.txt': 'v0\n' });
+    const d = await project('svc', `name: svc\ncommand: ${JSON.stringify(cmd)}\ndisk: 100M\n`, { 'input.txt': 'hello from the laptop\n', 'notes.txt': 'v0\n', 'shared.txt': 'v0\n', '.gitignore': '*.tmp\n', 'local-only.tmp': 'not for the cluster\n' });
     const run = await omni(d, ['run', '--detach']);
     expect(run.code, run.stderr + run.stdout).toBe(0);
     const a = await waitFor('the svc task running', async () => {
@@ -135,6 +142,11 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     expect(where.startsWith(d)).toBe(false);
     // --pull leaves the client's unsynced changes alone: shared.txt came down (the task changed it)
     expect(await readFile(join(d, 'shared.txt'), 'utf8')).toBe('task-shared\n');
+    expect(await readFile(join(d, 'ignored-check.txt'), 'utf8')).toBe('absent\n');
+    const home = (await readFile(join(d, 'home.txt'), 'utf8')).trim();
+    expect(home).not.toBe(where);
+    expect(home.startsWith(where)).toBe(false);
+    expect(existsSync(join(d, '.history'))).toBe(false);
 
     // another client changes shared.txt in the workspace while the task changed it too (after
     // the on-demand read-back, the task changes it again): at the stop the task's copy wins
@@ -159,6 +171,10 @@ describe('synced workspaces on the nodes (3 nodes, process driver)', () => {
     expect(after.conflicts).toEqual([]);
     expect(await readFile(join(other, 'input.txt'), 'utf8')).toBe('edited on the laptop\n');
     expect(await readFile(join(other, 'bye.txt'), 'utf8')).toBe('bye\n');
+    // the cluster's copy has neither side's ignored files (other had no rules when it first pulled: it would have got them)
+    expect(existsSync(join(other, 'run.tmp'))).toBe(false);
+    expect(existsSync(join(other, 'local-only.tmp'))).toBe(false);
+    expect(existsSync(join(other, '.history'))).toBe(false);
     // a rerun of stop is a no-op sync
     const again = await omni(d, ['stop', '--yes']);
     expect(again.code).toBe(0);

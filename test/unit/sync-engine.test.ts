@@ -3,6 +3,7 @@
 // leads a write outside it), the disk size limit, and the compare-and-set on the record.
 import { describe, expect, it } from 'vitest';
 import { mkdtemp, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -268,6 +269,66 @@ function withCommit(m: ReturnType<typeof memoryStore>, answer: 'ok' | 'not-found
   };
   return counts;
 }
+
+describe('sync engine: .gitignore', () => {
+  it("leaves out what the tree's .gitignore files ignore, both ways; the cluster keeps its own copies of such paths; an oversized .gitignore is refused", async () => {
+    const top = await mkdtemp(join(tmpdir(), 'omni-sync-ignore-'));
+    const [a, b, d, e] = ['a', 'b', 'd', 'e'].map((n) => join(top, n));
+    const put = async (root: string, files: Record<string, string>) => {
+      for (const [p, c] of Object.entries(files)) {
+        await mkdir(join(root, p, '..'), { recursive: true });
+        await writeFile(join(root, p), c);
+      }
+    };
+    const list = async (root: string): Promise<string[]> => ((await readdir(root, { recursive: true, withFileTypes: true })) as { name: string; parentPath: string; isFile(): boolean }[]).filter((x) => x.isFile()).map((x) => join(x.parentPath, x.name).slice(root.length + 1)).filter((p) => !p.startsWith('.omni')).sort();
+    try {
+      for (const x of [a, b, d, e]) await mkdir(x);
+      const m = memoryStore();
+      // the cluster already holds data/big.bin (pushed from a directory without a .gitignore)
+      await put(d, { 'data/big.bin': 'big' });
+      await syncDir({ ...m, app: 'ig', dir: d, direction: 'push' });
+      await put(a, {
+        '.gitignore': '# deps\nnode_modules/\n*.log\n!keep.log\n/build/out.bin\ndata/\n',
+        'app.py': 'print(1)',
+        'node_modules/x/index.js': 'x',
+        'node_modules/.bin/x': 'x',
+        'debug.log': 'noise',
+        'keep.log': 'kept',
+        'sub/.gitignore': 'secret.txt\n',
+        'sub/secret.txt': 'pw',
+        'sub/ok.txt': 'ok',
+        'build/out.bin': 'bin',
+        'build/other.txt': 'other',
+      });
+      for (const blocking of [true, false]) {
+        const r = await syncDir({ ...m, app: 'ig', dir: a, blockingScan: blocking, stateFile: join(a, '.omni', `state-${blocking}.json`) });
+        expect(r.ignored, `blocking ${blocking}`).toBe(4); // node_modules (a directory, once), debug.log, sub/secret.txt, build/out.bin
+        if (blocking) expect(r.uploaded).toBe(6);
+        // the cluster's data/big.bin is not brought here (ignored), nor deleted there
+        expect(existsSync(join(a, 'data'))).toBe(false);
+      }
+      // another directory (no rules of its own yet) gets the project's files and the cluster's data/, nothing ignored
+      await syncDir({ ...m, app: 'ig', dir: e, direction: 'pull' });
+      expect(await list(e)).toEqual(['.gitignore', 'app.py', 'build/other.txt', 'data/big.bin', 'keep.log', 'sub/.gitignore', 'sub/ok.txt']);
+      // a task's side (the node's non-blocking scan) with the project's .gitignore: its ignored output stays home
+      await syncDir({ ...m, app: 'ig', dir: b, direction: 'pull' });
+      await put(b, { 'run.log': 'task noise', 'node_modules/y/index.js': 'y', 'result.txt': 'done' });
+      const t = await syncDir({ ...m, app: 'ig', dir: b });
+      // result.txt; run.log, node_modules, and data/ (its first pull had no rules yet: the rules are the directory's own, read before each sync)
+      expect([t.uploaded, t.ignored]).toEqual([1, 3]);
+      const back = await syncDir({ ...m, app: 'ig', dir: a, stateFile: join(a, '.omni', 'state-true.json') });
+      expect(back.downloaded).toBe(1);
+      expect(existsSync(join(a, 'result.txt'))).toBe(true);
+      // a .gitignore over 1 MiB: the sync fails naming it, before anything is sent
+      await writeFile(join(a, 'sub', '.gitignore'), 'x\n'.repeat(600_000));
+      const err = await syncDir({ ...m, app: 'ig', dir: a }).catch((x: unknown) => x);
+      expect(err).toBeInstanceOf(OmniError);
+      expect((err as OmniError).message).toMatch(/^sub\/\.gitignore is over 1048576 bytes/);
+    } finally {
+      await rm(top, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('sync engine: a small change in one request', () => {
   it('small files go in one commit (no blob upload); a file over 1 MiB goes the separate way; another directory pulls both', async () => {

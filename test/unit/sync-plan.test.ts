@@ -107,6 +107,22 @@ describe('sync plan', () => {
     const p = planSync({ local: l, remote: tree({ 'run.sh': 'x' }), base: tree({ 'run.sh': 'x' }) });
     expect(p.upload.map((f) => f.mode)).toEqual([0o755]);
   });
+  it("paths the client's .gitignore ignores: the cluster's copies stay untouched, nothing of them comes down or is deleted, the base forgets them", () => {
+    const ignored = (p: string) => p.startsWith('data/') || p.endsWith('.log');
+    const src = new Map(['1', '2', 'big', 'log', 'mine', 'theirs', 'orig', 'x'].map((c) => [digest(c), c]));
+    for (const direction of ['both', 'push', 'pull'] as const) {
+      const p = planSync({ local: tree({ a: '1', 'debug.log': 'log' }), remote: tree({ a: '1', 'data/big.bin': 'big', 'old.log': 'x' }), base: tree({ a: '1', 'data/big.bin': 'big', 'old.log': 'x' }), direction, ignored });
+      expect(p.noop, direction).toBe(true);
+      expect(contents(p.remote, src), direction).toEqual({ a: '1', 'data/big.bin': 'big', 'old.log': 'x' });
+      expect(contents(p.local, src), direction).toEqual({ a: '1' });
+      expect(p.base.files.map((f) => f.path), direction).toEqual(['a']);
+    }
+    // a conflict's copy never takes the name of an ignored file the cluster keeps
+    const c = planSync({ local: tree({ b: 'mine' }), remote: tree({ b: 'theirs', 'b.conflict': 'x' }), base: tree({ b: 'orig' }), ignored: (p) => p === 'b.conflict' });
+    expect(c.conflicts).toEqual([{ path: 'b', winner: 'cluster', keptAs: 'b.conflict-2' }]);
+    expect(contents(c.remote, src)).toEqual({ b: 'theirs', 'b.conflict': 'x', 'b.conflict-2': 'mine' });
+    expect(c.download.map((f) => f.path)).toEqual(['b', 'b.conflict-2']);
+  });
   it('uploads each missing chunk once (resume bookkeeping: chunks already there are skipped)', () => {
     const a = { ...file('a', 'x'), chunks: [digest('1'), digest('2')] };
     const b = { ...file('b', 'y'), chunks: [digest('2'), digest('3')] };

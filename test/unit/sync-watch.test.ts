@@ -12,7 +12,7 @@ import type { SyncSummary } from '../../node/sync/engine.js';
 import type { ApiClient } from '../../node/api/client.js';
 import type { Registry } from '../../cli/omni/registry-client.js';
 
-const summary = (noop: boolean): SyncSummary => ({ app: 'a', direction: 'both', revision: 1, uploaded: noop ? 0 : 1, downloaded: 0, deletedLocal: 0, deletedRemote: 0, conflicts: [], skipped: [], bytesUploaded: 0, bytesDownloaded: 0, chunksSkipped: 0, dryRun: false, noop });
+const summary = (noop: boolean): SyncSummary => ({ app: 'a', direction: 'both', revision: 1, uploaded: noop ? 0 : 1, downloaded: 0, deletedLocal: 0, deletedRemote: 0, conflicts: [], skipped: [], ignored: 0, bytesUploaded: 0, bytesDownloaded: 0, chunksSkipped: 0, dryRun: false, noop });
 const until = async (what: string, cond: () => boolean, ms = 5000) => {
   const end = Date.now() + ms;
   while (!cond()) {

@@ -1,7 +1,9 @@
 // Process driver: runs a task's argv on the host (no isolation, no resource limits). Each task
 // gets <dataDir>/tasks/<taskId>/ holding:
 //   work/           the task's cwd (and HOME unless its env sets one) — unless the task has a
-//                   synced workspace (TaskConfig.workDir): then that directory is both
+//                   synced workspace (TaskConfig.workDir): then that directory is its cwd, and
+//   home/           its HOME (what tools keep there — caches, a notebook server's runtime
+//                   files and secrets, shell history — stays out of the synced project files)
 //   state.json      the wrapper's pid (= the task's process group) and its start time
 //   exit.code       the command's exit status, written by the wrapper when the command ends
 //   exit.json       written by the driver instead when there is no status (start failure, lost task)
@@ -308,6 +310,7 @@ export class ProcessDriver implements TaskDriver {
       const work = cfg.workDir ?? join(dir, 'work');
       await mkdir(dir, { recursive: true });
       await mkdir(work, { recursive: true });
+      await mkdir(homeOf(cfg, dir), { recursive: true });
       // state first: a concurrent inspect() must not see the old state without an exit record (it
       // would record the new run as lost)
       await rm(join(dir, 'state.json'), { force: true });
@@ -335,7 +338,7 @@ export class ProcessDriver implements TaskDriver {
   private taskEnv(cfg: TaskConfig, dir: string): Record<string, string> {
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
-      HOME: cfg.workDir ?? join(dir, 'work'),
+      HOME: homeOf(cfg, dir),
       ...cfg.env,
       OMNI_TASK_ID: cfg.taskId,
     };
@@ -718,4 +721,9 @@ export class ProcessDriver implements TaskDriver {
     const cpuPercent = elapsedS > 0 ? Math.max(0, ((cur.ticks - prev.ticks) / CLOCK_TICKS_PER_S / elapsedS) * 100) : 0;
     return { cpuPercent, memoryBytes: cur.rss };
   }
+}
+
+/** A task's HOME: its own home/ beside a synced workspace (caches and runtime files stay out of the project), else its work/ directory. */
+function homeOf(cfg: Pick<TaskConfig, 'workDir'>, dir: string): string {
+  return cfg.workDir ? join(dir, 'home') : join(dir, 'work');
 }

@@ -77,7 +77,8 @@ export interface TaskConfig {
   hostPortsLoopbackOnly?: boolean;
   /**
    * The task's synced workspace on the host (node/sync/task-workspace.ts), when its app has one.
-   * Process driver: the task's working directory (and HOME), also in OMNI_WORKSPACE. Docker
+   * Process driver: the task's working directory, also in OMNI_WORKSPACE (HOME is the task's own
+   * home/ beside it, so caches and runtime files stay out of the synced files). Docker
    * driver: bind-mounted at /workspace (OMNI_WORKSPACE=/workspace), the container's working
    * directory unless its image sets a WORKDIR of its own.
    */
