@@ -26,7 +26,6 @@
 // stat fingerprint and index of the last converged sync) lets `quickNoop` end a no-op with one KV read.
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, createWriteStream, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
-import { isIgnored, matchesIgnore, parseIgnore, MAX_IGNORE_RULES, type IgnoreRule } from '../../protocol/forge/ignore.js';
 import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -35,6 +34,7 @@ import { OCI_INDEX, OCI_MANIFEST } from '../../protocol/registry/media-types.js'
 import { planSync, type Direction, type SyncPlan } from '../../protocol/sync/plan.js';
 import { SYNC_COMMIT_BLOB_BYTES, SYNC_COMMIT_MAX_BLOBS, SYNC_COMMIT_MAX_BYTES, SYNC_COMMIT_MAX_COMPARES, SYNC_COMMIT_MAX_MANIFEST_BYTES, SYNC_COMMIT_MAX_MANIFESTS, type SyncCommitHeader } from '../../protocol/sync/commit.js';
 import { decodeSyncState, encodeSyncState, type SyncState } from '../../protocol/sync/state-file.js';
+import { isIgnored, matchesIgnore, parseIgnore, MAX_IGNORE_RULES, type IgnoreRule } from '../../protocol/forge/ignore.js';
 import { CHUNK_BYTES, PACK_BYTES, PACK_FILE_MAX, checkPath, checkSymlink, decodeManifest, emptyTree, encodeManifest, type FileEntry, type TreeManifest, MAX_FILES, MANIFEST_VERSION, packable, planPacks, type PackRef, type PageLayout, pageTree, joinPages } from '../../protocol/sync/tree.js';
 
 /** The registry operations sync uses: the CLI's /v2/ client (with failover), or a node's in-process registry (node/forge/node-registry.ts). */
@@ -255,7 +255,7 @@ export interface StatedTree {
   rules: IgnoreRule[];
 }
 
-/** The rules of `rel`'s .gitignore (text, or undefined when there is none), scoped to `rel`; an error names the file. */
+/** Adds the rules of `rel`'s .gitignore (`sizeBytes` long, its text from `read`), scoped to `rel`, to `rules`; an error names the file. */
 function gitignoreOf(rel: string, sizeBytes: number, read: () => string, rules: IgnoreRule[]): void {
   const name = rel ? `${rel}/.gitignore` : '.gitignore';
   if (sizeBytes > GITIGNORE_MAX_BYTES) throw new OmniError('INVALID_ARGUMENT', `${name} is over ${GITIGNORE_MAX_BYTES} bytes`);
