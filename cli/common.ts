@@ -64,11 +64,6 @@ export function versionLine(program: string): string {
   return `${program} ${pkg.version} (node ${process.versions.node})\n`;
 }
 
-/**
- * The words both programs take in place of a command: help (`--help`, `-h`, `help`; none at all
- * prints the usage and exits 2) and version (`--version`, `-v`, `version`). Prints and returns the
- * exit code for those; undefined for a command.
- */
 /** `PROGRAM help CMD [...]` read as `PROGRAM CMD [...] --help` (as git and docker do), for a known CMD. */
 export function helpAsFlag(argv: string[], isCommand: (cmd: string) => boolean): { cmd: string; rest: string[] } {
   const [cmd, ...rest] = argv;
@@ -76,6 +71,11 @@ export function helpAsFlag(argv: string[], isCommand: (cmd: string) => boolean):
   return { cmd, rest };
 }
 
+/**
+ * The words both programs take in place of a command: help (`--help`, `-h`, `help`; none at all
+ * prints the usage and exits 2) and version (`--version`, `-v`, `version`). Prints and returns the
+ * exit code for those; undefined for a command.
+ */
 export function helpOrVersion(cmd: string | undefined, usage: string, program: string): number | undefined {
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(usage);

@@ -458,6 +458,7 @@ async function waitStack(client: ApiClient, name: string, timeoutMs: number, say
 }
 
 async function down(values: Record<string, unknown>): Promise<number> {
+  const timeoutMs = timeoutFlagMs(values.timeout, 120); // a bad flag is refused before anything is removed
   const project = projectOf(values);
   const client = connect(values);
   try {
@@ -469,7 +470,6 @@ async function down(values: Record<string, unknown>): Promise<number> {
     }
     if (r.status >= 300) throw new OmniError('FAILED', `down: ${JSON.stringify(r.body).slice(0, 500)}`);
     const body = r.body as { removed: string[] };
-    const timeoutMs = timeoutFlagMs(values.timeout, 120);
     if (values.detach) {
       if (values.json) printJson(body);
       else process.stdout.write(`${project}: removing ${body.removed.length ? body.removed.join(', ') : 'nothing'}\n`);
