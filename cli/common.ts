@@ -64,6 +64,13 @@ export function versionLine(program: string): string {
   return `${program} ${pkg.version} (node ${process.versions.node})\n`;
 }
 
+/** --timeout SECONDS (a positive whole number) in ms, `defaultS` when not given. */
+export function timeoutFlagMs(value: unknown, defaultS: number): number {
+  if (value === undefined) return defaultS * 1000;
+  if (typeof value !== 'string' || !/^\d+$/.test(value) || Number(value) <= 0) throw new UsageError(`--timeout must be a whole number of seconds, got ${String(value)}`);
+  return Number(value) * 1000;
+}
+
 /** `PROGRAM help CMD [...]` read as `PROGRAM CMD [...] --help` (as git and docker do), for a known CMD. */
 export function helpAsFlag(argv: string[], isCommand: (cmd: string) => boolean): { cmd: string; rest: string[] } {
   const [cmd, ...rest] = argv;

@@ -1,5 +1,5 @@
 // omni ps, inspect, stop, start, rm, scale, endpoints, logs: the app lifecycle commands.
-import { formatBytes, parse, printJson, table, UsageError } from '../common.js';
+import { formatBytes, parse, printJson, table, timeoutFlagMs, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { OmniError } from '../../node/errors.js';
 import { jobLine, type JobView } from './app-io.js';
@@ -173,12 +173,6 @@ export async function rm(argv: string[]): Promise<number> {
   }
 }
 
-/** --timeout SECONDS (a positive whole number) in ms, `defaultS` when not given. */
-export function timeoutFlagMs(value: unknown, defaultS: number): number {
-  if (value === undefined) return defaultS * 1000;
-  if (typeof value !== 'string' || !/^\d+$/.test(value) || Number(value) <= 0) throw new UsageError(`--timeout must be a whole number of seconds, got ${String(value)}`);
-  return Number(value) * 1000;
-}
 export const scale = (argv: string[]) =>
   post(argv, 'scaling', `usage: omni scale APP N [flags]\n${CONNECTION_HELP}\n`, 'POST', (a) => `/v1/apps/${a}/scale`, (_v, rest) => {
     if (rest.length !== 1 || !/^\d+$/.test(rest[0])) throw new UsageError('usage: omni scale APP N');

@@ -5,10 +5,9 @@
 // starts services as their dependencies meet their conditions (StackController).
 import { readFileSync, existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve, isAbsolute } from 'node:path';
-import { parse, printJson, table, UsageError } from '../common.js';
+import { parse, printJson, table, timeoutFlagMs, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { waitRemoved } from './project.js';
-import { timeoutFlagMs } from './apps.js';
 import { stateLabel } from '../../protocol/apps/user-state.js';
 import type { ApiClient } from '../../node/api/client.js';
 import { OmniError } from '../../node/errors.js';

@@ -18,7 +18,7 @@ import { CONFIG_PATH, needsBuild, parseProjectConfig, specFromConfig, type Proje
 import { LogResume } from './log-resume.js';
 import { decideRun, decideStop, decideWatch, stateLabel, userState, type StateInput, type UserStateView } from '../../protocol/apps/user-state.js';
 import { appNameFromDir } from './run.js';
-import { changedWorkspace, deliverToTasks, deliveryNote, syncProject, type SyncSummary } from './sync.js';
+import { changedWorkspace, deliverToTasks, deliveryNote, readBackTasks, syncProject, type SyncSummary } from './sync.js';
 
 export interface Project {
   dir: string;
@@ -71,12 +71,9 @@ export async function syncWorkspace(client: ApiClient, p: Project, direction: 'u
   const app = await getApp(client, name, { quiet: values.json === true });
   const exists = app !== undefined;
   if (exists) {
-    try {
-      await withRetry(() => client.post(`/v1/apps/${encodeURIComponent(name)}/workspace/sync`, {}), retryOpts({ quiet: values.json === true }));
-    } catch (err) {
-      // a node holding a task is gone or cannot read it back: sync with what the cluster has
-      say(values, `${name}: the running tasks' files were not all written back first (${(err as Error).message}); syncing with the workspace as the cluster has it`);
-    }
+    // a node holding a task is gone or cannot read it back: sync with what the cluster has
+    const back = await withRetry(() => readBackTasks(client, name), retryOpts({ quiet: values.json === true })).catch((err: Error) => ({ error: err.message }));
+    if ('error' in back) say(values, `${name}: the running tasks' files were not all written back first (${back.error}); syncing with the workspace as the cluster has it`);
   }
   const r = await syncProject({
     client,

@@ -130,7 +130,7 @@ export type Delivery = { reached: number } | { error: string };
  * POST /v1/apps/NAME/workspace/sync: the nodes holding the app's tasks read them back (two-way).
  * A node's refusal is returned; a request that fails on the way throws.
  */
-async function readBackTasks(client: ApiClient, app: string): Promise<Delivery> {
+export async function readBackTasks(client: ApiClient, app: string): Promise<Delivery> {
   const r = await client.raw('POST', `/v1/apps/${encodeURIComponent(app)}/workspace/sync`, {});
   if (r.status === 404) return { reached: 0 };
   if (r.status !== 200) return { error: (r.body as { error?: { message?: string } })?.error?.message ?? `HTTP ${r.status}` };

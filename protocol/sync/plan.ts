@@ -163,8 +163,10 @@ function changes(next: FileEntry[], now: FileEntry[], order: FileEntry[]): { wri
 /** `files` without those `ignored` says (the same array when it leaves out none), and those it left out. */
 function splitIgnored(files: FileEntry[], ignored: ((path: string) => boolean) | undefined): { kept: FileEntry[]; out: FileEntry[] } {
   if (!ignored) return { kept: files, out: [] };
-  const out = files.filter((f) => ignored(f.path));
-  return out.length === 0 ? { kept: files, out } : { kept: files.filter((f) => !ignored(f.path)), out };
+  const kept: FileEntry[] = [];
+  const out: FileEntry[] = [];
+  for (const f of files) (ignored(f.path) ? out : kept).push(f);
+  return out.length === 0 ? { kept: files, out } : { kept, out };
 }
 
 /**
