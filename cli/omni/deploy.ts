@@ -1,6 +1,6 @@
 // omni deploy app.yaml: create an app, or roll out a changed spec (rolling update with
 // automatic rollback), then wait until it is healthy.
-import { parse, printJson, UsageError } from '../common.js';
+import { parse, printJson, timeoutFlagMs, UsageError } from '../common.js';
 import { CONNECTION_FLAGS, CONNECTION_HELP, connect } from './connection.js';
 import { readSpecFile, waitHealthy, waitJob } from './app-io.js';
 import { scheduleLine } from './schedule.js';
@@ -25,10 +25,10 @@ export async function deploy(argv: string[]): Promise<number> {
 
 /** Shared with omni run: POST the spec, then follow it to healthy. */
 export async function submit(values: Record<string, unknown>, spec: Record<string, unknown>, opts: { createOnly?: boolean; extra?: Record<string, unknown>; onResult?: () => void } = {}): Promise<number> {
+  const timeoutMs = timeoutFlagMs(values.timeout, 120); // a bad flag is refused before the spec is sent
   const client = connect(values);
   try {
     const r = await client.post<{ name: string; version: number; changed: boolean; action: string }>(opts.createOnly ? '/v1/apps?create=true' : '/v1/apps', spec);
-    const timeoutMs = Number(values.timeout ?? 120) * 1000;
     if (!values.json) process.stderr.write(`${r.name}: ${r.action} (version ${r.version})\n`);
     opts.onResult?.();
     if (values.detach || !r.changed) {

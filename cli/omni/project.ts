@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { UsageError, printJson } from '../common.js';
+import { UsageError, printJson, timeoutFlagMs } from '../common.js';
 import { connect } from './connection.js';
 import { readEnvFile, waitHealthy } from './app-io.js';
 import { withRetry, isNetworkError } from './retry.js';
@@ -189,7 +189,7 @@ export function labLines(a: AppView): string[] {
  */
 export async function runProject(values: Record<string, unknown>, p: Project, build?: (client: ApiClient, spec: Record<string, unknown>) => Promise<Record<string, unknown>>): Promise<number> {
   const name = p.config.name;
-  const timeoutMs = Number(values.timeout ?? 300) * 1000;
+  const timeoutMs = timeoutFlagMs(values.timeout, 300);
   const client = connect(values);
   try {
     let a = await getApp(client, name);
@@ -273,6 +273,7 @@ async function confirm(question: string, refusal: string): Promise<boolean> {
  * until DEAD (a job: STOPPED); already stopping → wait. Then the sync back (hook).
  */
 export async function stopFlow(values: Record<string, unknown>, name: string, project?: Project): Promise<number> {
+  const timeoutMs = timeoutFlagMs(values.timeout, 120);
   const client = connect(values);
   try {
     const a = await getApp(client, name);
@@ -296,7 +297,7 @@ export async function stopFlow(values: Record<string, unknown>, name: string, pr
         say(values, `${name}: stopping`);
       }
       if (!values.detach) {
-        ({ view: v } = await waitState(client, name, (s) => s.state === 'DEAD' || s.state === 'STOPPED' || s.state === 'NONE', Number(values.timeout ?? 120) * 1000, (s) => say(values, `${name}: ${stateLabel(s)} (${s.detail})`)));
+        ({ view: v } = await waitState(client, name, (s) => s.state === 'DEAD' || s.state === 'STOPPED' || s.state === 'NONE', timeoutMs, (s) => say(values, `${name}: ${stateLabel(s)} (${s.detail})`)));
       }
     }
     // the stopped tasks wrote their files back before reporting the stop: bring them here

@@ -72,4 +72,14 @@ describe('omni config (no cluster)', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/need an APP \(or run it in a project directory/);
   }, 60_000);
+
+  it('a --timeout that is not whole seconds is refused (exit 2) before anything is asked of a cluster', async () => {
+    // no cluster is configured: a command that got past the flag would fail connecting instead (exit 1)
+    for (const args of [['stop', 'app', '--yes', '--timeout', 'soon'], ['rm', 'app', '--timeout', '1.5'], ['compose', 'down', '--timeout', '0'], ['deploy', join(dir, 'nope.yaml'), '--timeout', 'x']]) {
+      if (args[0] === 'deploy') await writeFile(join(dir, 'nope.yaml'), 'name: nope\ncommand: [sleep, "9"]\n');
+      const r = await omni(dir, ...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(/^error: --timeout must be a whole number of seconds, got /);
+    }
+  }, 120_000);
 });
